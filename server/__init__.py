@@ -1,0 +1,1 @@
+"""affnet: an open-source affiliate network."""

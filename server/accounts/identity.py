@@ -1,0 +1,21 @@
+"""Who is making a request: set by the auth middleware, read by guards and services."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server.accounts.tables import Role
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentUser:
+    id: int
+    email: str
+    role: Role
+    via: str  # "session" or "api_key"
+    session_hash: str | None = None
+    api_key_id: int | None = None
+
+    @property
+    def home(self) -> str:
+        return f"/{self.role.value}"

@@ -1,0 +1,371 @@
+"""The rules of accounts: sign-up, login with throttling, sessions, API keys, publisher review."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from redis.asyncio import Redis
+
+from server import db, validation
+from server.accounts import passwords
+from server.accounts.identity import CurrentUser
+from server.accounts.tables import (
+    Advertiser,
+    ApiKey,
+    NetworkSetting,
+    Publisher,
+    PublisherStatus,
+    Role,
+    Session,
+    User,
+)
+from server.audit import service as audit
+from server.errors import Conflict, Invalid, NotFound, TooManyRequests, Unauthorized
+from server.settings import Settings
+
+# Refresh a session's expiry at most this often, so reading pages does not write on every request.
+SESSION_TOUCH_INTERVAL = timedelta(minutes=10)
+API_KEY_TOUCH_INTERVAL = timedelta(minutes=1)
+API_KEY_ROLES = {Role.publisher, Role.advertiser}
+AUTO_APPROVE_KEY = "publisher_auto_approve"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _sha256(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _get(form: Mapping[str, Any], name: str) -> str:
+    value = form.get(name, "")
+    return value if isinstance(value, str) else ""
+
+
+# --- users -------------------------------------------------------------------------------------
+
+
+async def _insert_user(email: str, password: str, role: Role, now: datetime) -> int:
+    passwords.check_policy(password, email=email)
+    if await User.exists().where(User.email == email):
+        raise Conflict("An account with this email already exists. Log in instead.", field="email")
+    password_hash = await passwords.hash_password(password)
+    try:
+        rows = await User.insert(
+            User(email=email, password_hash=password_hash, role=role.value, is_active=True,
+                 created_at=now, password_changed_at=now)
+        ).returning(User.id)
+    except Exception as exc:
+        if db.is_unique_violation(exc):  # two sign-ups raced past the check above
+            raise Conflict("An account with this email already exists. Log in instead.", field="email") from None
+        raise
+    return rows[0]["id"]
+
+
+async def create_user(email: str, password: str, role: Role, *, actor_id: int | None = None) -> int:
+    """Create a finance or admin user (the CLI) or any role (tests, demo data)."""
+    email = validation.email(email)
+    async with db.transaction():
+        user_id = await _insert_user(email, password, role, _now())
+        await audit.record("user.created", actor_id=actor_id, object_type="user", object_id=user_id,
+                           role=role.value, email=email)
+    return user_id
+
+
+async def publisher_auto_approve(settings: Settings) -> bool:
+    row = await NetworkSetting.select(NetworkSetting.value).where(NetworkSetting.key == AUTO_APPROVE_KEY).first()
+    return settings.publisher_auto_approve if row is None else row["value"] == "true"
+
+
+async def set_publisher_auto_approve(admin: CurrentUser, enabled: bool) -> None:
+    value = "true" if enabled else "false"
+    async with db.transaction():
+        updated = await NetworkSetting.update(
+            {NetworkSetting.value: value, NetworkSetting.updated_at: _now(), NetworkSetting.updated_by: admin.id}
+        ).where(NetworkSetting.key == AUTO_APPROVE_KEY).returning(NetworkSetting.id)
+        if not updated:
+            await NetworkSetting.insert(
+                NetworkSetting(key=AUTO_APPROVE_KEY, value=value, updated_at=_now(), updated_by=admin.id)
+            )
+        await audit.record("setting.changed", actor_id=admin.id, object_type="setting", object_id=None,
+                           key=AUTO_APPROVE_KEY, value=value)
+
+
+async def signup_publisher(form: Mapping[str, Any], settings: Settings) -> int:
+    email = validation.email(_get(form, "email"))
+    password = _get(form, "password")
+    display_name = validation.text(_get(form, "display_name"), "display_name", "Display name", max_length=120)
+    blog_url = validation.web_url(_get(form, "blog_url"), "blog_url", "Blog URL")
+    audience = validation.text(_get(form, "audience"), "audience", "Audience description", max_length=2000)
+    auto = await publisher_auto_approve(settings)
+    now = _now()
+    async with db.transaction():
+        user_id = await _insert_user(email, password, Role.publisher, now)
+        status = PublisherStatus.approved if auto else PublisherStatus.pending
+        await Publisher.insert(
+            Publisher(user=user_id, display_name=display_name, blog_url=blog_url, audience=audience,
+                      status=status.value, status_reason="approved automatically" if auto else "",
+                      reviewed_at=now if auto else None, created_at=now)
+        )
+        await audit.record("publisher.signed_up", actor_id=user_id, object_type="user", object_id=user_id,
+                           status=status.value)
+    return user_id
+
+
+async def signup_advertiser(form: Mapping[str, Any]) -> int:
+    email = validation.email(_get(form, "email"))
+    password = _get(form, "password")
+    company = validation.text(_get(form, "company_name"), "company_name", "Company name", max_length=200)
+    website = validation.web_url(_get(form, "website"), "website", "Website")
+    now = _now()
+    async with db.transaction():
+        user_id = await _insert_user(email, password, Role.advertiser, now)
+        await Advertiser.insert(Advertiser(user=user_id, company_name=company, website=website, created_at=now))
+        await audit.record("advertiser.signed_up", actor_id=user_id, object_type="user", object_id=user_id)
+    return user_id
+
+
+async def publisher_profile(user_id: int) -> dict[str, Any]:
+    row = await Publisher.select().where(Publisher.user == user_id).first()
+    if row is None:
+        raise NotFound("No publisher profile for this account.")
+    return row
+
+
+async def advertiser_profile(user_id: int) -> dict[str, Any]:
+    row = await Advertiser.select().where(Advertiser.user == user_id).first()
+    if row is None:
+        raise NotFound("No advertiser profile for this account.")
+    return row
+
+
+# --- login and throttling ----------------------------------------------------------------------
+
+
+def _throttle_keys(email: str, ip: str) -> tuple[str, str]:
+    return f"login:fail:acct:{_sha256(email)}", f"login:fail:ip:{ip}"
+
+
+async def _check_throttle(redis: Redis, settings: Settings, email: str, ip: str) -> None:
+    acct_key, ip_key = _throttle_keys(email, ip)
+    acct, by_ip = await redis.mget(acct_key, ip_key)
+    for key, count, limit, who in (
+        (acct_key, acct, settings.login_max_failures_per_account, "this account"),
+        (ip_key, by_ip, settings.login_max_failures_per_ip, "your network address"),
+    ):
+        if count is not None and int(count) >= limit:
+            ttl = max(int(await redis.ttl(key)), 1)
+            minutes = (ttl + 59) // 60
+            raise TooManyRequests(
+                f"Too many failed logins for {who}. Try again in {minutes} minute{'s' if minutes != 1 else ''}.",
+                retry_after=ttl,
+            )
+
+
+async def _record_failure(redis: Redis, settings: Settings, email: str, ip: str) -> None:
+    window = settings.login_failure_window_seconds
+    acct_key, ip_key = _throttle_keys(email, ip)
+    async with redis.pipeline(transaction=True) as pipe:
+        # The window starts at the first failure (NX) and is not extended by later ones.
+        pipe.incr(acct_key).expire(acct_key, window, nx=True).incr(ip_key).expire(ip_key, window, nx=True)
+        await pipe.execute()
+
+
+async def authenticate(redis: Redis, settings: Settings, email: str, password: str, ip: str) -> CurrentUser:
+    """Check a login. Raises TooManyRequests while throttled, Unauthorized on a bad password."""
+    email = (email or "").strip().lower()
+    if not email or not password:
+        raise Invalid("Enter your email address and password.", field="email")
+    await _check_throttle(redis, settings, email, ip)
+    row = await User.select(User.id, User.email, User.role, User.password_hash, User.is_active).where(
+        User.email == email
+    ).first()
+    ok = await passwords.verify_password(row["password_hash"] if row else None, password)
+    if not ok or row is None or not row["is_active"]:
+        await _record_failure(redis, settings, email, ip)
+        raise Unauthorized("That email and password do not match an account.", field="password",
+                           code="bad_credentials")
+    await redis.delete(_throttle_keys(email, ip)[0])
+    if passwords.needs_rehash(row["password_hash"]):
+        await User.update({User.password_hash: await passwords.hash_password(password)}).where(
+            User.id == row["id"]
+        )
+    return CurrentUser(id=row["id"], email=row["email"], role=Role(row["role"]), via="session")
+
+
+# --- sessions ----------------------------------------------------------------------------------
+
+
+async def create_session(user_id: int, settings: Settings, user_agent: str = "") -> str:
+    token = secrets.token_urlsafe(32)
+    now = _now()
+    await Session.insert(
+        Session(token_hash=_sha256(token), user=user_id, created_at=now, last_seen_at=now,
+                expires_at=now + timedelta(seconds=settings.session_ttl_seconds), user_agent=user_agent[:200])
+    )
+    return token
+
+
+async def resolve_session(token: str, settings: Settings, now: datetime | None = None) -> tuple[CurrentUser | None, bool]:
+    """The user a session cookie belongs to, and whether the cookie named an expired session."""
+    now = now or _now()
+    token_hash = _sha256(token)
+    row = await Session.select(
+        Session.id, Session.expires_at, Session.last_seen_at,
+        Session.user.id.as_alias("user_id"), Session.user.email.as_alias("email"),
+        Session.user.role.as_alias("role"), Session.user.is_active.as_alias("is_active"),
+    ).where(Session.token_hash == token_hash).first()
+    if row is None:
+        return None, False
+    if row["expires_at"] <= now or not row["is_active"]:
+        return None, True
+    if now - row["last_seen_at"] >= SESSION_TOUCH_INTERVAL:
+        await Session.update(
+            {Session.last_seen_at: now, Session.expires_at: now + timedelta(seconds=settings.session_ttl_seconds)}
+        ).where(Session.id == row["id"])
+    user = CurrentUser(id=row["user_id"], email=row["email"], role=Role(row["role"]), via="session",
+                       session_hash=token_hash)
+    return user, False
+
+
+async def end_session(token: str) -> None:
+    await Session.delete().where(Session.token_hash == _sha256(token))
+
+
+async def purge_expired_sessions(now: datetime | None = None) -> int:
+    """Delete sessions past their expiry; the worker runs this periodically."""
+    deleted = await Session.delete().where(Session.expires_at <= (now or _now())).returning(Session.id)
+    return len(deleted)
+
+
+async def change_password(user: CurrentUser, current: str, new: str, confirm: str) -> None:
+    """Change a password and end every other session of the user."""
+    row = await User.select(User.password_hash).where(User.id == user.id).first()
+    if row is None or not await passwords.verify_password(row["password_hash"], current):
+        raise Invalid("Your current password is not correct.", field="current_password")
+    if new != confirm:
+        raise Invalid("The two new passwords do not match.", field="confirm_password")
+    passwords.check_policy(new, email=user.email, field="new_password")
+    if await passwords.verify_password(row["password_hash"], new):
+        raise Invalid("Choose a password different from your current one.", field="new_password")
+    new_hash = await passwords.hash_password(new)
+    async with db.transaction():
+        await User.update({User.password_hash: new_hash, User.password_changed_at: _now()}).where(
+            User.id == user.id
+        )
+        others = Session.delete().where(Session.user == user.id)
+        if user.session_hash:
+            others = others.where(Session.token_hash != user.session_hash)
+        await others
+        await audit.record("user.password_changed", actor_id=user.id, object_type="user", object_id=user.id)
+
+
+# --- API keys ----------------------------------------------------------------------------------
+
+
+def _key_prefix(role: Role) -> str:
+    return f"afn_{role.value[:3]}_{secrets.token_hex(4)}"
+
+
+async def create_api_key(user: CurrentUser, name: str) -> tuple[int, str]:
+    """Create a key and return (id, the full key). The full key is never stored or shown again."""
+    if user.role not in API_KEY_ROLES:
+        raise Invalid("API keys are for publishers and advertisers.")
+    name = validation.text(name, "name", "Key name", max_length=80)
+    if await ApiKey.count().where(ApiKey.user == user.id, ApiKey.revoked_at.is_null()) >= 20:
+        raise Conflict("You already have 20 active keys. Revoke one you no longer use first.")
+    prefix, secret = _key_prefix(user.role), secrets.token_hex(32)
+    async with db.transaction():
+        rows = await ApiKey.insert(
+            ApiKey(user=user.id, name=name, prefix=prefix, secret_hash=_sha256(secret), created_at=_now())
+        ).returning(ApiKey.id)
+        await audit.record("api_key.created", actor_id=user.id, object_type="api_key", object_id=rows[0]["id"],
+                           prefix=prefix)
+    return rows[0]["id"], f"{prefix}_{secret}"
+
+
+async def list_api_keys(user_id: int) -> list[dict[str, Any]]:
+    return await ApiKey.select(
+        ApiKey.id, ApiKey.name, ApiKey.prefix, ApiKey.created_at, ApiKey.last_used_at, ApiKey.revoked_at
+    ).where(ApiKey.user == user_id).order_by(ApiKey.id, ascending=False)
+
+
+async def revoke_api_key(user: CurrentUser, key_id: int) -> None:
+    """Revoke one of the user's own keys. Another user's key answers NotFound, as if absent."""
+    async with db.transaction():
+        row = await ApiKey.select(ApiKey.id, ApiKey.revoked_at).where(
+            ApiKey.id == key_id, ApiKey.user == user.id
+        ).first()
+        if row is None:
+            raise NotFound("There is no such API key.")
+        if row["revoked_at"] is not None:
+            return
+        await ApiKey.update({ApiKey.revoked_at: _now()}).where(ApiKey.id == key_id)
+        await audit.record("api_key.revoked", actor_id=user.id, object_type="api_key", object_id=key_id)
+
+
+async def authenticate_api_key(raw: str) -> CurrentUser:
+    parts = raw.strip().split("_")
+    if len(parts) != 4 or parts[0] != "afn" or len(parts[3]) != 64:
+        raise Unauthorized("That is not an affnet API key. Keys look like afn_pub_… or afn_adv_….",
+                           code="invalid_api_key")
+    prefix, secret = "_".join(parts[:3]), parts[3]
+    row = await ApiKey.select(
+        ApiKey.id, ApiKey.secret_hash, ApiKey.revoked_at, ApiKey.last_used_at,
+        ApiKey.user.id.as_alias("user_id"), ApiKey.user.email.as_alias("email"),
+        ApiKey.user.role.as_alias("role"), ApiKey.user.is_active.as_alias("is_active"),
+    ).where(ApiKey.prefix == prefix).first()
+    if row is None or not hmac.compare_digest(row["secret_hash"], _sha256(secret)):
+        raise Unauthorized("This API key is not valid.", code="invalid_api_key")
+    if row["revoked_at"] is not None:
+        raise Unauthorized("This API key has been revoked. Create a new one on the API keys page.",
+                           code="revoked_api_key")
+    if not row["is_active"]:
+        raise Unauthorized("The account this API key belongs to is disabled.", code="account_disabled")
+    now = _now()
+    if row["last_used_at"] is None or now - row["last_used_at"] >= API_KEY_TOUCH_INTERVAL:
+        await ApiKey.update({ApiKey.last_used_at: now}).where(ApiKey.id == row["id"])
+    return CurrentUser(id=row["user_id"], email=row["email"], role=Role(row["role"]), via="api_key",
+                       api_key_id=row["id"])
+
+
+# --- publisher review (admin) ------------------------------------------------------------------
+
+
+async def list_publishers(status: PublisherStatus | None = None) -> list[dict[str, Any]]:
+    query = Publisher.select(
+        Publisher.id, Publisher.display_name, Publisher.blog_url, Publisher.audience, Publisher.status,
+        Publisher.status_reason, Publisher.created_at, Publisher.reviewed_at,
+        Publisher.user.email.as_alias("email"),
+    ).order_by(Publisher.id)
+    if status is not None:
+        query = query.where(Publisher.status == status.value)
+    return await query
+
+
+async def review_publisher(admin: CurrentUser, publisher_id: int, approve: bool, reason: str = "") -> None:
+    reason = validation.text(reason, "reason", "Reason", max_length=500, required=not approve)
+    status = PublisherStatus.approved if approve else PublisherStatus.rejected
+    async with db.transaction():
+        row = await Publisher.select(Publisher.id, Publisher.status).where(Publisher.id == publisher_id).first()
+        if row is None:
+            raise NotFound("There is no such publisher.")
+        if row["status"] == status.value:
+            return  # a repeated click changes nothing
+        await Publisher.update(
+            {Publisher.status: status.value, Publisher.status_reason: reason,
+             Publisher.reviewed_by: admin.id, Publisher.reviewed_at: _now()}
+        ).where(Publisher.id == publisher_id)
+        await audit.record(f"publisher.{status.value}", actor_id=admin.id, object_type="publisher",
+                           object_id=publisher_id, reason=reason, previous=row["status"])
+
+
+async def counts_by_role() -> dict[str, int]:
+    rows = await User.raw("SELECT role, COUNT(*) AS n FROM app_user GROUP BY role")
+    return {r["role"]: r["n"] for r in rows}

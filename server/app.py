@@ -1,0 +1,119 @@
+"""create_app(settings) -> Litestar: routes of every domain, middleware, templates, lifecycle."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+
+from litestar import Litestar, Request, Response
+from litestar.config.csrf import CSRFConfig
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.static_files import create_static_files_router
+from litestar.template import TemplateConfig
+from redis.asyncio import Redis
+
+from server import db
+from server.accounts.api import AccountsApi
+from server.accounts.routes import AccountController, AdminPublishersController, AuthController
+from server.audit.routes import audit_log
+from server.errors import DomainError
+from server.health import healthz
+from server.reports.routes import AdminDashboard, AdvertiserDashboard, FinanceDashboard, PublisherDashboard
+from server.settings import ROOT, Settings, load_settings
+from server.web import (
+    PUBLIC,
+    AuthMiddleware,
+    SecurityHeadersMiddleware,
+    error_response,
+    handle_domain_error,
+    handle_http_error,
+)
+
+log = logging.getLogger("affnet")
+
+ROUTE_HANDLERS = [
+    AuthController,
+    AccountController,
+    AdminPublishersController,
+    PublisherDashboard,
+    AdvertiserDashboard,
+    FinanceDashboard,
+    AdminDashboard,
+    audit_log,
+    healthz,
+    AccountsApi,
+]
+
+
+def _derived_secret(settings: Settings, purpose: str) -> str:
+    return hmac.new(settings.secret_key.encode(), purpose.encode(), hashlib.sha256).hexdigest()
+
+
+def _check_autoescape(engine: JinjaTemplateEngine) -> None:
+    # Every template is autoescaped; refuse to start if that ever stops being true.
+    assert engine.engine.autoescape is True, "Jinja autoescape must be on"
+    engine.engine.globals["app_name"] = "affnet"
+
+
+def _handle_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(request, 500, "internal_error", "Something went wrong on our side. Please try again.")
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or load_settings()
+    engine = db.engine_for(settings.database_url)
+    redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+
+    async def on_startup(app: Litestar) -> None:
+        db.bind(engine)
+        await db.start(engine)
+
+    async def on_shutdown(app: Litestar) -> None:
+        await db.stop(engine)
+        await redis.aclose()
+
+    return Litestar(
+        route_handlers=[
+            *ROUTE_HANDLERS,
+            create_static_files_router(path="/static", directories=[ROOT / "static"], opt=PUBLIC,
+                                       include_in_schema=False),
+        ],
+        state=State({"settings": settings, "redis": redis}),
+        on_startup=[on_startup],
+        on_shutdown=[on_shutdown],
+        middleware=[SecurityHeadersMiddleware(), AuthMiddleware()],
+        csrf_config=CSRFConfig(
+            secret=_derived_secret(settings, "csrf"),
+            cookie_name="affnet_csrf",
+            header_name="x-csrf-token",
+            cookie_httponly=True,
+            cookie_secure=settings.secure_cookies,
+            cookie_samesite="lax",
+            # The API authenticates with Bearer keys only, never cookies, so it needs no CSRF token.
+            exclude=["^/api/", "^/healthz$"],
+        ),
+        template_config=TemplateConfig(directory=ROOT / "templates", engine=JinjaTemplateEngine,
+                                       engine_callback=_check_autoescape),
+        openapi_config=OpenAPIConfig(
+            title="affnet API",
+            version="1",
+            path="/schema",
+            description="Publishers and advertisers call /api/v1 with 'Authorization: Bearer <API key>'. "
+                        "Create keys on the API keys page of your account.",
+            components=Components(security_schemes={
+                "apiKey": SecurityScheme(type="http", scheme="bearer", description="An affnet API key")
+            }),
+        ),
+        exception_handlers={
+            DomainError: handle_domain_error,
+            HTTPException: handle_http_error,
+            Exception: _handle_unexpected,
+        },
+        debug=False,
+    )

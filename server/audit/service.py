@@ -1,0 +1,32 @@
+"""Recording and reading audit events."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from server.audit.tables import AuditEvent
+
+
+async def record(
+    action: str, *, actor_id: int | None, object_type: str, object_id: int | None, **detail: Any
+) -> None:
+    await AuditEvent.insert(
+        AuditEvent(
+            actor=actor_id,
+            action=action,
+            object_type=object_type,
+            object_id=object_id,
+            detail=json.dumps(detail, sort_keys=True, default=str),
+            created_at=datetime.now(UTC),
+        )
+    )
+
+
+async def recent(limit: int = 100) -> list[dict[str, Any]]:
+    return await (
+        AuditEvent.select(AuditEvent.all_columns(), AuditEvent.actor.email.as_alias("actor_email"))
+        .order_by(AuditEvent.id, ascending=False)
+        .limit(limit)
+    )

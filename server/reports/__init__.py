@@ -1,0 +1,1 @@
+"""Reports: each role's dashboard and, later, rollups, charts and CSV exports."""

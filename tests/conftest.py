@@ -1,0 +1,152 @@
+"""Real parts for every test: a real Redis, real SQLite and (whenever it can be started) real
+PostgreSQL, the real app over HTTP. Database tests run once per engine through `database_url`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import httpx
+from redis.asyncio import Redis
+
+from server import db
+from server.app import create_app
+from server.devservices import Service, find_postgres_bindir, find_redis_server, start_postgres, start_redis
+from server.settings import ROOT, Settings
+
+CI = os.environ.get("CI") == "true"
+TEST_SECRET = "test-secret-key-that-is-long-enough-for-production-0123456789"
+BASE_URL = "http://testserver.local"
+
+
+def _unavailable(what: str) -> None:
+    """Outside CI a missing server skips its tests; in CI it fails them, so nothing is silently untested."""
+    if CI:
+        pytest.fail(f"{what} is required in CI (scripts/test-prereqs.sh installs it)")
+    pytest.skip(f"{what} is not available on this machine")
+
+
+@pytest.fixture(scope="session")
+def redis_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    if find_redis_server() is None:
+        _unavailable("redis-server")
+    service = start_redis(tmp_path_factory.mktemp("redis"))
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    if find_postgres_bindir() is None:
+        _unavailable("PostgreSQL")
+    service = start_postgres(tmp_path_factory.mktemp("pg"))
+    yield service
+    service.stop()
+
+
+def migrate(database_url: str) -> None:
+    env = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": TEST_SECRET}
+    result = subprocess.run([sys.executable, "-m", "server.cli", "migrate"], cwd=ROOT, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _create_pg_database(service: Service, name: str) -> str:
+    bindir = find_postgres_bindir()
+    host_port = ["-h", "127.0.0.1", "-p", str(service.port), "-U", "affnet"]
+    subprocess.run([str(bindir / "dropdb"), "--if-exists", *host_port, name], check=True, capture_output=True)
+    subprocess.run([str(bindir / "createdb"), *host_port, name], check=True, capture_output=True)
+    return service.url.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A freshly migrated database of each engine (the engine is part of every DB test's id)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'affnet.sqlite3'}"
+    else:
+        url = _create_pg_database(request.getfixturevalue("postgres_service"), "affnet_test")
+    migrate(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, redis_service: Service) -> Settings:
+    return Settings(env="test", database_url=database_url, redis_url=redis_service.url, secret_key=TEST_SECRET,
+                    base_url=BASE_URL)
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings) -> AsyncIterator:
+    application = create_app(settings)
+    # Startup binds the engine and opens pools in the tests' own event loop (AsyncTestClient's
+    # lifespan would run them in a thread of its own, where asyncpg's pool could not be shared).
+    # (Its lifespan context cannot be used either: pytest-asyncio ends a fixture in another task.)
+    for hook in application.on_startup:
+        await hook(application)
+    yield application
+    for hook in application.on_shutdown:
+        await hook(application)
+
+
+async def wipe() -> None:
+    """Empty every table (the schema stays), so each test starts from nothing."""
+    tables = db.all_tables()
+    if db.is_sqlite():
+        async with db.transaction():
+            for table in reversed(tables):
+                await table.delete(force=True)
+    else:
+        names = ", ".join(f'"{t._meta.tablename}"' for t in tables)
+        await tables[0].raw(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+
+
+@pytest.fixture
+async def clean(app, settings: Settings) -> AsyncIterator[None]:
+    await wipe()
+    redis = Redis.from_url(settings.redis_url)
+    await redis.flushdb()
+    await redis.aclose()
+    yield
+
+
+@pytest.fixture
+async def new_client(app, clean) -> AsyncIterator:
+    """A factory of independent browsers-over-HTTP (each with its own cookies) on the shared app."""
+    clients: list[httpx.AsyncClient] = []
+
+    def make(base_url: str = BASE_URL) -> httpx.AsyncClient:
+        # httpx's ASGI transport calls the app in this event loop, as a server would.
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=("203.0.113.7", 50000)),
+                                   base_url=base_url)
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        await c.aclose()
+
+
+@pytest.fixture
+async def client(new_client) -> httpx.AsyncClient:
+    return new_client()
+
+
+@pytest.fixture
+def https_settings(settings: Settings) -> Settings:
+    return replace(settings, base_url="https://affnet.example")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Browser journeys last: they are the slowest and need everything else working.
+    items.sort(key=lambda item: 1 if item.get_closest_marker("browser") else 0)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    return [f"affnet tests: CI={CI} redis-server={find_redis_server()} postgres={find_postgres_bindir()}",
+            f"root: {Path(ROOT)}"]

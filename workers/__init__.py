@@ -1,0 +1,1 @@
+"""Background workers (arq on Redis): periodic jobs that call the domains' services."""

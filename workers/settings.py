@@ -1,0 +1,50 @@
+"""arq WorkerSettings: the jobs, their cron schedule, and the worker's database lifecycle."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from arq import cron
+from arq.connections import RedisSettings
+
+from server import db
+from server.settings import load_settings
+from workers.jobs.sessions import purge_expired_sessions
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings = load_settings()
+    ctx["settings"] = settings
+    ctx.setdefault("clock", lambda: datetime.now(UTC))
+    engine = db.bind(db.engine_for(settings.database_url))
+    await db.start(engine)
+    ctx["engine"] = engine
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    if "engine" in ctx:
+        await db.stop(ctx["engine"])
+
+
+FUNCTIONS = [purge_expired_sessions]
+CRON_JOBS = [
+    # Every 10 minutes, and once when the worker starts.
+    cron(purge_expired_sessions, minute=set(range(0, 60, 10)), run_at_startup=True, unique=True),
+]
+
+
+def redis_settings() -> RedisSettings:
+    return RedisSettings.from_dsn(load_settings().redis_url)
+
+
+class WorkerSettings:
+    functions = FUNCTIONS
+    cron_jobs = CRON_JOBS
+    on_startup = startup
+    on_shutdown = shutdown
+    redis_settings = redis_settings()
+    # /healthz reports the worker as seen while this key is fresh.
+    health_check_interval = 30
+    max_jobs = 10
+    job_timeout = 300
