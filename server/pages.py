@@ -17,15 +17,16 @@ def settings_of(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def render(template: str, *, status: int = 200, headers: dict[str, str] | None = None, **context: Any) -> Template:
-    return Template(template, context=context, status_code=status, headers=headers)
+def render(template: str, *, status_code: int = 200, headers: dict[str, str] | None = None,
+           **context: Any) -> Template:
+    return Template(template, context=context, status_code=status_code, headers=headers)
 
 
 def render_error(template: str, exc: DomainError, form: dict[str, Any], **context: Any) -> Template:
     """Re-render a form with the values the person typed (never passwords) and what to fix."""
     safe_form = {k: v for k, v in form.items() if "password" not in k and k != "_csrf_token"}
     headers = {"Retry-After": str(exc.retry_after)} if hasattr(exc, "retry_after") else None
-    return render(template, status=exc.status_code, headers=headers, form=safe_form, error=exc.message,
+    return render(template, status_code=exc.status_code, headers=headers, form=safe_form, error=exc.message,
                   error_field=exc.field, **context)
 
 

@@ -145,7 +145,7 @@ class AccountController(Controller):
         except DomainError as exc:
             return render_error("accounts/api_keys.html", exc, form, keys=await accounts.list_api_keys(user.id))
         # The only time the full key is ever shown.
-        return render("accounts/api_keys.html", status=201, keys=await accounts.list_api_keys(user.id), form={},
+        return render("accounts/api_keys.html", status_code=201, keys=await accounts.list_api_keys(user.id), form={},
                       new_key=full_key, new_key_id=key_id)
 
     @post("/api-keys/{key_id:int}/revoke", guards=[requires_role(*accounts.API_KEY_ROLES)])

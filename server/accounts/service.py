@@ -172,8 +172,10 @@ async def _record_failure(redis: Redis, settings: Settings, email: str, ip: str)
     window = settings.login_failure_window_seconds
     acct_key, ip_key = _throttle_keys(email, ip)
     async with redis.pipeline(transaction=True) as pipe:
-        # The window starts at the first failure (NX) and is not extended by later ones.
-        pipe.incr(acct_key).expire(acct_key, window, nx=True).incr(ip_key).expire(ip_key, window, nx=True)
+        # The window starts at the first failure and later ones do not extend it: SET NX EX creates
+        # the counter with its expiry, INCR keeps the expiry (works on Redis 6.2 and newer).
+        for key in (acct_key, ip_key):
+            pipe.set(key, 0, ex=window, nx=True).incr(key)
         await pipe.execute()
 
 

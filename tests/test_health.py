@@ -1,0 +1,52 @@
+"""GET /healthz answers 200 when the database and Redis answer, 503 otherwise."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import httpx
+
+from server import db
+from server.app import create_app
+from server.devservices import free_port
+
+
+async def test_healthz_is_200_when_database_and_redis_answer(client):
+    response = await client.get("/healthz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok" and body["database"] == "ok" and body["redis"] == "ok"
+    assert body["worker"] in {"ok", "not seen"}
+
+
+async def test_healthz_is_503_when_redis_does_not_answer(app, settings):
+    broken = create_app(replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=broken), base_url="http://t") as c:
+            response = await c.get("/healthz")
+    finally:
+        await broken.state.redis.aclose()
+    assert response.status_code == 503
+    assert response.json()["redis"].startswith("error")
+    assert response.json()["database"] == "ok"
+
+
+async def test_healthz_is_503_when_the_database_does_not_answer(app, settings, tmp_path):
+    # A database the app cannot open: a SQLite file inside a directory that does not exist, or a
+    # PostgreSQL port nothing listens on.
+    if settings.is_sqlite:
+        url = f"sqlite:///{tmp_path / 'missing-dir' / 'x.sqlite3'}"
+    else:
+        url = f"postgres://affnet@127.0.0.1:{free_port()}/affnet"
+    broken = create_app(replace(settings, database_url=url))
+    good_engine = db.engine()
+    db.bind(db.engine_for(url))  # what the broken app's startup would do, without its pool
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=broken), base_url="http://t") as c:
+            response = await c.get("/healthz")
+    finally:
+        db.bind(good_engine)
+        await broken.state.redis.aclose()
+    assert response.status_code == 503
+    assert response.json()["database"].startswith("error")
+    assert response.json()["redis"] == "ok"

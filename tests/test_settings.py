@@ -1,0 +1,60 @@
+"""Settings and engines come from the environment, with safe development defaults."""
+
+from __future__ import annotations
+
+import stat
+
+import pytest
+from piccolo.engine.postgres import PostgresEngine
+from piccolo.engine.sqlite import SQLiteEngine
+
+from server import db, settings as settings_module
+from server.settings import ConfigError, load_settings
+
+
+def test_a_development_secret_is_generated_once_into_a_private_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    monkeypatch.setattr(settings_module, "DATA_DIR", tmp_path)
+    first = load_settings()
+    assert len(first.secret_key) >= 32
+    secret_file = tmp_path / "secret_key"
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    assert load_settings().secret_key == first.secret_key
+
+
+def test_defaults_are_sqlite_and_a_local_redis(tmp_path, monkeypatch):
+    for name in ["DATABASE_URL", "REDIS_URL", "STRIPE_SECRET_KEY", "AFFNET_ENV"]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(settings_module, "DATA_DIR", tmp_path)
+    s = load_settings()
+    assert s.is_sqlite and s.database_url.endswith("affnet.sqlite3")
+    assert s.redis_url.startswith("redis://127.0.0.1")
+    assert s.stripe_secret_key == "" and not s.production
+
+
+@pytest.mark.parametrize("secret", ["", "change-me", "x" * 31])
+def test_production_refuses_a_default_or_short_secret(monkeypatch, secret):
+    monkeypatch.setenv("AFFNET_ENV", "production")
+    monkeypatch.setenv("DATABASE_URL", "postgres://u@db/affnet")
+    monkeypatch.setenv("SECRET_KEY", secret)
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        load_settings()
+
+
+def test_production_needs_an_explicit_database(monkeypatch):
+    monkeypatch.setenv("AFFNET_ENV", "production")
+    monkeypatch.setenv("SECRET_KEY", "k" * 48)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        load_settings()
+
+
+def test_database_url_selects_the_engine():
+    sqlite = db.engine_for("sqlite:////var/lib/affnet/db.sqlite3")
+    assert isinstance(sqlite, SQLiteEngine) and sqlite.path == "/var/lib/affnet/db.sqlite3"
+    assert db.engine_for("sqlite:///relative.db").path == "relative.db"
+    pg = db.engine_for("postgres://app:p%40ss@db.internal:6543/affnet")
+    assert isinstance(pg, PostgresEngine)
+    assert pg.config == {"host": "db.internal", "port": 6543, "user": "app", "password": "p@ss", "database": "affnet"}
+    with pytest.raises(ValueError, match="DATABASE_URL"):
+        db.engine_for("mysql://x/y")
