@@ -19,6 +19,7 @@ run: $(STAMP)
 ## Install what the tests need (Chromium; PostgreSQL and Redis too with CI=true) and run them all.
 test: $(STAMP)
 	@bash scripts/test-prereqs.sh
+	@$(BIN)/ruff check server workers tests
 	@$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

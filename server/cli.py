@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import click
 
@@ -18,7 +17,7 @@ from server import db  # noqa: E402
 from server.accounts.tables import Role  # noqa: E402
 from server.settings import DATA_DIR, ROOT, ConfigError, load_settings  # noqa: E402
 
-DEMO_PASSWORD = "demo-password-2026"
+DEMO_PASSWORD = "demo-password-2026"  # noqa: S105 - printed on purpose; refused in production
 DEMO_USERS = [
     (Role.admin, "admin@affnet.example"),
     (Role.finance, "finance@affnet.example"),
@@ -171,7 +170,7 @@ def demo() -> None:
 
 
 def _print_logins(logins: list[tuple[str, str]]) -> None:
-    click.echo("Demo logins (password for all: %s):" % DEMO_PASSWORD)
+    click.echo(f"Demo logins (password for all: {DEMO_PASSWORD}):")
     for role, email in logins:
         click.echo(f"  {role:<11} {email}")
 

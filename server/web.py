@@ -18,8 +18,8 @@ from server.accounts import service as accounts
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
 from server.errors import DomainError, Forbidden, Unauthorized
-
 from server.pages import SESSION_COOKIE
+
 API_PREFIX = "/api/"
 ROLE_LABELS = {
     Role.publisher: "publishers",

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
 import httpx
+import pytest
 from redis.asyncio import Redis
 
 from server import db

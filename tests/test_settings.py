@@ -8,7 +8,8 @@ import pytest
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine
 
-from server import db, settings as settings_module
+from server import db
+from server import settings as settings_module
 from server.settings import ConfigError, load_settings
 
 

@@ -214,7 +214,9 @@ async def create_session(user_id: int, settings: Settings, user_agent: str = "")
     return token
 
 
-async def resolve_session(token: str, settings: Settings, now: datetime | None = None) -> tuple[CurrentUser | None, bool]:
+async def resolve_session(
+    token: str, settings: Settings, now: datetime | None = None
+) -> tuple[CurrentUser | None, bool]:
     """The user a session cookie belongs to, and whether the cookie named an expired session."""
     now = now or _now()
     token_hash = _sha256(token)

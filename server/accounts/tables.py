@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from piccolo.columns import (
     Boolean,
@@ -15,14 +15,14 @@ from piccolo.columns.indexes import IndexMethod
 from piccolo.table import Table
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     publisher = "publisher"
     advertiser = "advertiser"
     finance = "finance"
     admin = "admin"
 
 
-class PublisherStatus(str, Enum):
+class PublisherStatus(StrEnum):
     pending = "pending"
     approved = "approved"
     rejected = "rejected"

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import re
 
-from server.accounts.tables import ApiKey
+from server.accounts.tables import ApiKey, Role
 from server.audit.tables import AuditEvent
 from tests.factories import login, make_advertiser, make_publisher, make_staff, post_form
-from server.accounts.tables import Role
 
 KEY_RE = re.compile(r'data-testid="new-api-key">(afn_[a-z]{3}_[0-9a-f]{8}_[0-9a-f]{64})<')
 
