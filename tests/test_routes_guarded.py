@@ -44,6 +44,7 @@ EXPECTED_PUBLIC: set[tuple[str, str]] = {
 DOCS_PATH = "/schema"
 
 SAFE_METHODS = {"GET", "HEAD"}
+LOGIN_REQUIRED = "Please log in to continue."
 
 
 # --- the inventory --------------------------------------------------------------------------------
@@ -97,7 +98,8 @@ def _methods(handler: Any) -> tuple[str, ...]:
 def _is_generated_options(handler: Any) -> bool:
     """The OPTIONS handler Litestar adds to every path (HTTPRoute.create_options_handler)."""
     qualname = getattr(getattr(handler, "fn", None), "__qualname__", "")
-    return _methods(handler) == ("OPTIONS",) and qualname.endswith("create_options_handler.<locals>.options_handler")
+    generated = qualname.endswith("create_options_handler.<locals>.options_handler")
+    return generated and _methods(handler) == ("OPTIONS",)
 
 
 def _is_docs(path: str) -> bool:
@@ -195,7 +197,8 @@ def test_every_route_is_public_or_role_guarded(tmp_path: Path) -> None:
     assert any(path == f"{DOCS_PATH}/openapi.json" for path, _ in docs), "the OpenAPI docs routes moved"
     for path, handler in docs:
         module = getattr(getattr(handler, "fn", None), "__module__", "") or ""
-        assert _methods(handler) == ("GET",), f"{path}: a docs route must be GET-only, has {_methods(handler)}"
+        methods = _methods(handler)
+        assert methods == ("GET",), f"{path}: a docs route must be GET-only, has {methods}"
         assert module.startswith("litestar."), (
             f"{path} ({module}.{getattr(handler, 'handler_name', '?')}) is an app handler under {DOCS_PATH}, "
             "which AuthMiddleware never authenticates: move it elsewhere"
@@ -240,8 +243,8 @@ async def test_guarded_routes_refuse_anonymous_visitors(app, new_client) -> None
             if endpoint.is_api:
                 if _api_error(response) is None:
                     failures.append(f"{where}: 401 without a JSON 'error' object: {response.text[:200]!r}")
-            elif error_text(response.text) != "Please log in to continue." or 'action="/login"' not in response.text:
-                failures.append(f"{where}: 401 should show the login form saying 'Please log in to continue.', "
+            elif error_text(response.text) != LOGIN_REQUIRED or 'action="/login"' not in response.text:
+                failures.append(f"{where}: 401 should show the login form saying {LOGIN_REQUIRED!r}, "
                                 f"shows {error_text(response.text)!r}")
     assert not failures, _report(failures)
 
@@ -251,7 +254,10 @@ async def test_guarded_routes_refuse_anonymous_visitors(app, new_client) -> None
 FORBIDDEN_MESSAGE = re.compile(r"This page is for (.+); you are signed in as (\w+)\.")
 
 
-async def _logged_in_clients(new_client, settings: Settings) -> dict[Role, tuple[httpx.AsyncClient, int, str]]:
+LoggedIn = tuple[httpx.AsyncClient, int, str]  # (client with a session, user id, email)
+
+
+async def _logged_in_clients(new_client, settings: Settings) -> dict[Role, LoggedIn]:
     clients = {}
     for role in Role:
         user_id, email = await make_user(role, settings)
@@ -291,9 +297,10 @@ async def test_each_role_is_refused_other_roles_pages(app, settings, new_client)
                 message = error_text(response.text)
                 match = FORBIDDEN_MESSAGE.fullmatch(message)
                 wanted = {ROLE_LABELS[r] for r in _first_refusing_guard(endpoint, role)}
-                if match is None or set(match.group(1).split(" or ")) != wanted or match.group(2) != role.value:
-                    failures.append(f"{where}: 403 should say the page is for {sorted(wanted)} and that they are "
-                                    f"signed in as {role.value}; says {message!r}")
+                named = set(match.group(1).split(" or ")) if match else set()
+                if match is None or named != wanted or match.group(2) != role.value:
+                    failures.append(f"{where}: 403 should say the page is for {sorted(wanted)} and that "
+                                    f"they are signed in as {role.value}; says {message!r}")
 
     # Admitted roles get in (GET pages only: POSTs would change things and need real form data).
     api_keys: dict[Role, str] = {}
@@ -308,8 +315,8 @@ async def test_each_role_is_refused_other_roles_pages(app, settings, new_client)
                     owner = CurrentUser(id=user_id, email=email, role=role, via="session")
                     api_keys[role] = (await accounts.create_api_key(owner, "route guard test"))[1]
                 client = new_client()  # no cookies at all: the key alone must do
-                response = await client.get(endpoint.url, headers={"Authorization": f"Bearer {api_keys[role]}"},
-                                            follow_redirects=False)
+                bearer = {"Authorization": f"Bearer {api_keys[role]}"}
+                response = await client.get(endpoint.url, headers=bearer, follow_redirects=False)
                 where += " with an API key"
             else:
                 response = await client.get(endpoint.url, follow_redirects=False)
