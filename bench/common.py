@@ -1,0 +1,118 @@
+"""Shared parts of the benchmarks: the machine, a throwaway affnet server on loopback, load tools.
+
+Every benchmark sends traffic to 127.0.0.1 only, bounded in time and request count."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from server.devservices import free_port, start_redis, wait_for_port  # noqa: E402
+
+SECRET = "bench-secret-key-0123456789-0123456789-0123456789"
+
+
+def machine() -> str:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kib = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+        mem = f"{kib / 1024 / 1024:.1f} GiB"
+    except (OSError, AttributeError):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {mem}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+
+
+def ensure_tools(*names: str) -> None:
+    missing = [n for n in names if shutil.which(n) is None]
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        sys.exit(f"install {' '.join(missing)} first (Debian packages)")
+    subprocess.run(["apt-get", "install", "-y", "-q", *missing], check=True, capture_output=True)
+
+
+@dataclass
+class Server:
+    url: str
+    env: dict[str, str]
+    proc: subprocess.Popen
+    redis: object
+
+    def stop(self) -> int:
+        """Graceful shutdown (SIGINT, as Ctrl-C): the server flushes its buffers before exiting."""
+        self.proc.send_signal(signal.SIGINT)
+        code = self.proc.wait(timeout=60)
+        self.redis.stop()
+        return code
+
+
+def start_server(workdir: Path, database_url: str | None = None) -> Server:
+    redis = start_redis(workdir / "redis")
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": database_url or f"sqlite:///{workdir / 'bench.sqlite3'}",
+           "REDIS_URL": redis.url, "SECRET_KEY": SECRET, "BASE_URL": f"http://127.0.0.1:{port}",
+           "AFFNET_BENCH_ROUTES": "1", "AFFNET_DATA_DIR": str(workdir / "data")}
+    subprocess.run([sys.executable, "-m", "server.cli", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True)
+    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=open(workdir / "server.log", "wb"), stderr=subprocess.STDOUT)
+    wait_for_port(port, timeout=30, proc=proc)
+    return Server(f"http://127.0.0.1:{port}", env, proc, redis)
+
+
+BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
+
+
+@dataclass
+class Load:
+    requests: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+
+
+def _ms(value: str) -> float:
+    number, unit = re.match(r"([\d.]+)(us|ms|s)", value).groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url: str, seconds: int, connections: int) -> Load:
+    """Closed-loop load at the maximum rate the server sustains."""
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-H",
+                          f"User-Agent: {BROWSER_UA}", url], capture_output=True, text=True, check=True,
+                         timeout=seconds + 30).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1))
+    p99 = _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1))
+    return Load(requests, rps, p50, p99)
+
+
+def hey(url: str, seconds: int, rate: float, workers: int = 8) -> Load:
+    """Open-loop-ish load at a fixed rate (hey's per-worker QPS limit), for latency at a set rate."""
+    per_worker = max(1, int(rate / workers))
+    out = subprocess.run(["hey", "-z", f"{seconds}s", "-c", str(workers), "-q", str(per_worker), "-disable-redirects",
+                          "-H", f"User-Agent: {BROWSER_UA}", url], capture_output=True, text=True, check=True,
+                         timeout=seconds + 30).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = float(re.search(r"50%+ in ([\d.]+) secs", out).group(1)) * 1000
+    p99 = float(re.search(r"99%+ in ([\d.]+) secs", out).group(1)) * 1000
+    requests = sum(int(n) for n in re.findall(r"\[\d{3}\]\s+(\d+) responses", out))
+    return Load(requests, rps, p50, p99)

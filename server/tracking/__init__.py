@@ -1,0 +1,1 @@
+"""Tracking: tracked links, the click redirect hot path, click recording."""
