@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
+from pathlib import Path
 
-from litestar import Litestar, Request, Response
+from litestar import Litestar, Request, Response, get
 from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
@@ -21,10 +23,16 @@ from server import db
 from server.accounts.api import AccountsApi
 from server.accounts.routes import AccountController, AdminPublishersController, AuthController
 from server.audit.routes import audit_log
+from server.campaigns.marketplace import PublisherCampaigns, PublisherLinks
+from server.campaigns.routes import AdvertiserCampaigns
 from server.errors import DomainError
 from server.health import healthz
 from server.reports.routes import AdminDashboard, AdvertiserDashboard, FinanceDashboard, PublisherDashboard
 from server.settings import ROOT, Settings, load_settings
+from server.tracking import cache
+from server.tracking import service as tracking
+from server.tracking.buffer import EventBuffer
+from server.tracking.routes import click_redirect
 from server.web import (
     PUBLIC,
     AuthMiddleware,
@@ -47,6 +55,10 @@ ROUTE_HANDLERS = [
     audit_log,
     healthz,
     AccountsApi,
+    click_redirect,
+    AdvertiserCampaigns,
+    PublisherCampaigns,
+    PublisherLinks,
 ]
 
 
@@ -65,26 +77,56 @@ def _handle_unexpected(request: Request, exc: Exception) -> Response:
     return error_response(request, 500, "internal_error", "Something went wrong on our side. Please try again.")
 
 
+@get("/__bench/302", opt=PUBLIC, include_in_schema=False)
+async def bench_baseline() -> Response:
+    """The smallest Litestar route that answers a redirect: what bench/ measures /c/ against."""
+    return Response(content=b"", status_code=302, headers={"location": "https://example.com/landing"})
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings()
+    Path(settings.media_dir).mkdir(parents=True, exist_ok=True)
     engine = db.engine_for(settings.database_url)
     redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    link_cache = cache.LinkCache(tracking.load_target)
+    redirector = tracking.Redirector(token_key=_derived_secret(settings, "click-token").encode(),
+                                     visitor_key=_derived_secret(settings, "visitor").encode())
+    click_buffer = EventBuffer(writer=tracking.write_clicks, flush_interval=0.5, max_batch=5000)
+    tasks: list[asyncio.Task] = []
 
     async def on_startup(app: Litestar) -> None:
         db.bind(engine)
         await db.start(engine)
+        await click_buffer.start()
+        cache.register(link_cache, redis)
+        # Its own connection: a subscribed connection cannot serve other commands.
+        listener_redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2)
+        tasks.append(asyncio.create_task(cache.listen(listener_redis, link_cache)))
+        app.state.listener_redis = listener_redis
 
     async def on_shutdown(app: Litestar) -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await click_buffer.stop()  # every buffered click is stored before the process exits
+        cache.unregister(link_cache)
         await db.stop(engine)
         await redis.aclose()
+        await app.state.listener_redis.aclose()
 
+    bench = [bench_baseline] if settings.bench_routes else []
     return Litestar(
         route_handlers=[
             *ROUTE_HANDLERS,
+            *bench,
             create_static_files_router(path="/static", directories=[ROOT / "static"], opt=PUBLIC,
                                        include_in_schema=False),
+            # Creative images advertisers uploaded (validated as images when stored).
+            create_static_files_router(path="/media", directories=[settings.media_dir], opt=PUBLIC,
+                                       include_in_schema=False, name="media"),
         ],
-        state=State({"settings": settings, "redis": redis}),
+        state=State({"settings": settings, "redis": redis, "link_cache": link_cache, "redirector": redirector,
+                     "click_buffer": click_buffer}),
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         middleware=[SecurityHeadersMiddleware(), AuthMiddleware()],
@@ -96,7 +138,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             cookie_secure=settings.secure_cookies,
             cookie_samesite="lax",
             # The API authenticates with Bearer keys only, never cookies, so it needs no CSRF token.
-            exclude=["^/api/", "^/healthz$"],
+            # The click redirect changes nothing a visitor owns and must not mint a token per click.
+            exclude=["^/api/", "^/healthz$", "^/c/", "^/__bench/"],
         ),
         template_config=TemplateConfig(directory=ROOT / "templates", engine=JinjaTemplateEngine,
                                        engine_callback=_check_autoescape),

@@ -4,12 +4,17 @@ from piccolo.conf.apps import AppConfig
 
 from server.accounts.tables import Advertiser, ApiKey, NetworkSetting, Publisher, Session, User
 from server.audit.tables import AuditEvent
+from server.campaigns.tables import Campaign, Creative, Goal, Membership
 from server.settings import ROOT
+from server.tracking.tables import Click, Link
 
 APP_CONFIG = AppConfig(
     app_name="affnet",
     migrations_folder_path=str(ROOT / "migrations"),
-    table_classes=[User, Publisher, Advertiser, Session, ApiKey, NetworkSetting, AuditEvent],
+    table_classes=[
+        User, Publisher, Advertiser, Session, ApiKey, NetworkSetting, AuditEvent,
+        Campaign, Goal, Creative, Membership, Link, Click,
+    ],
     migration_dependencies=[],
     commands=[],
 )

@@ -46,9 +46,10 @@ class AuthMiddleware(ASGIMiddleware):
     user visits can never spend their API authority. Failures are noted, not raised: the route's
     guard decides whether the route needs a user, and says why there is none."""
 
-    # Static files, the health check and the API docs never need to know who is asking.
+    # Static files, the health check, the API docs and the click redirect never ask who is asking.
     should_bypass_for_scope = staticmethod(
-        lambda scope: scope["path"].startswith(("/static/", "/schema")) or scope["path"] == "/healthz"
+        lambda scope: scope["path"].startswith(("/static/", "/media/", "/schema", "/c/", "/__bench/"))
+        or scope["path"] == "/healthz"
     )
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:

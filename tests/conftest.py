@@ -76,9 +76,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, redis_service: Service) -> Settings:
+def settings(database_url: str, redis_service: Service, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return Settings(env="test", database_url=database_url, redis_url=redis_service.url, secret_key=TEST_SECRET,
-                    base_url=BASE_URL)
+                    base_url=BASE_URL, media_dir=str(tmp_path_factory.mktemp("media")))
 
 
 @pytest.fixture(scope="session")
@@ -108,7 +108,11 @@ async def wipe() -> None:
 
 @pytest.fixture
 async def clean(app, settings: Settings) -> AsyncIterator[None]:
+    await app.state.click_buffer.flush()  # clicks of the previous test land before their links go
     await wipe()
+    # Ids restart in an emptied database: in-process state keyed by them must start afresh too.
+    app.state.redirector.reset()
+    app.state.link_cache.clear()
     redis = Redis.from_url(settings.redis_url)
     await redis.flushdb()
     await redis.aclose()

@@ -59,3 +59,11 @@ def test_database_url_selects_the_engine():
     assert pg.config == {"host": "db.internal", "port": 6543, "user": "app", "password": "p@ss", "database": "affnet"}
     with pytest.raises(ValueError, match="DATABASE_URL"):
         db.engine_for("mysql://x/y")
+
+
+async def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(app, settings):
+    if not settings.is_sqlite:
+        pytest.skip("a SQLite property")
+    rows = await db.all_tables()[0].raw("PRAGMA journal_mode")
+    assert rows[0]["journal_mode"] == "wal"
+    assert db.engine().connection_kwargs["timeout"] == db.SQLITE_BUSY_TIMEOUT

@@ -7,7 +7,9 @@ from litestar.response import Template
 
 from server.accounts import service as accounts
 from server.accounts.tables import PublisherStatus, Role
+from server.campaigns.marketplace import click_table
 from server.pages import render
+from server.tracking import service as tracking
 from server.web import current_user, requires_role
 
 
@@ -18,9 +20,12 @@ class PublisherDashboard(Controller):
 
     @get("")
     async def dashboard(self, request: Request) -> Template:
-        profile = await accounts.publisher_profile(current_user(request).id)  # type: ignore[union-attr]
+        user_id = current_user(request).id  # type: ignore[union-attr]
+        profile = await accounts.publisher_profile(user_id)
+        stats = await tracking.click_stats(user_id)  # the last 30 days
         return render("publisher/dashboard.html", profile=profile,
-                      can_join=profile["status"] == PublisherStatus.approved.value)
+                      can_join=profile["status"] == PublisherStatus.approved.value,
+                      clicks=tracking.summarise(stats), table=click_table(stats))
 
 
 class AdvertiserDashboard(Controller):

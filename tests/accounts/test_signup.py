@@ -123,3 +123,19 @@ async def test_every_form_page_carries_a_csrf_token(client):
         assert page.status_code == 200
         assert 'name="_csrf_token" value="' in page.text
         assert 'value=""' not in page.text.split('name="_csrf_token"')[1][:10]
+
+
+async def test_concurrent_signups_with_one_email_create_one_account(new_client):
+    import asyncio
+
+    email = unique_email("race")
+    clients = [new_client() for _ in range(5)]
+    for c in clients:
+        await c.get("/signup/advertiser")
+    form = {"email": email, "password": PASSWORD, "company_name": "Race Ltd", "website": "https://race.example"}
+    responses = await asyncio.gather(*[
+        c.post("/signup/advertiser", data={**form, "_csrf_token": c.cookies["affnet_csrf"]}) for c in clients])
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [303, 409, 409, 409, 409]
+    assert await User.count().where(User.email == email) == 1
+    assert await Advertiser.count() == 1

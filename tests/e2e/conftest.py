@@ -56,6 +56,7 @@ def live_server(settings: Settings, clean, tmp_path: Path) -> Iterator[LiveServe
         "DATABASE_URL": settings.database_url,
         "REDIS_URL": settings.redis_url,
         "SECRET_KEY": settings.secret_key,
+        "MEDIA_DIR": settings.media_dir,
         "BASE_URL": url,
         "PYTHONUNBUFFERED": "1",
     }

@@ -1,0 +1,115 @@
+"""Benchmark the click redirect against a bare Litestar 302 in the same app and server.
+
+    .venv/bin/python bench/click_redirect.py [--seconds 10] [--connections 32] [--database-url URL]
+
+Starts affnet (one uvicorn worker) on 127.0.0.1 with a fresh database, then measures, in one run:
+(a) GET /__bench/302, a bare Litestar route answering 302, and (b) GET /c/{code} with click
+recording on: maximum requests per second with wrk, then p50/p99 latency at half of that rate
+with hey. It shuts the server down gracefully and counts the click rows stored: every /c/
+request that got an answer must be there. Needs wrk and hey (Debian packages; installed if root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import ROOT, Load, ensure_tools, hey, machine, start_server, wrk  # noqa: E402
+
+sys.path.insert(0, str(ROOT))
+
+
+async def seed(database_url: str) -> str:
+    """An advertiser with a campaign and a publisher who joined it; returns the link code."""
+    from server import db
+    from server.accounts import service as accounts
+    from server.accounts.identity import CurrentUser
+    from server.accounts.tables import Publisher, Role
+    from server.campaigns import service as campaigns
+    from server.settings import Settings
+    from server.tracking.tables import Link
+
+    engine = db.bind(db.engine_for(database_url))
+    await db.start(engine)
+    try:
+        settings = Settings(database_url=database_url, secret_key="x" * 40, publisher_auto_approve=True)
+        adv_id = await accounts.create_user("adv@bench.example", "bench password 1", Role.advertiser)
+        campaign = await campaigns.create_campaign(
+            CurrentUser(adv_id, "adv@bench.example", Role.advertiser, "bench"),
+            {"name": "Bench", "currency": "EUR", "landing_url": "https://shop.example.com/landing",
+             "allowed_domains": "shop.example.com", "goal_0_name": "sale", "goal_0_model": "cpa",
+             "goal_0_advertiser": "10.00"})
+        pub_id = await accounts.signup_publisher(
+            {"email": "pub@bench.example", "password": "bench password 1", "display_name": "Bench",
+             "blog_url": "https://blog.example.com", "audience": "bench"}, settings)
+        assert (await Publisher.select(Publisher.status).where(Publisher.user == pub_id).first())["status"] == "approved"
+        await campaigns.join(CurrentUser(pub_id, "pub@bench.example", Role.publisher, "bench"), campaign)
+        return (await Link.select(Link.code).first())["code"]
+    finally:
+        await db.stop(engine)
+
+
+async def count_clicks(database_url: str) -> int:
+    from server import db
+    from server.tracking.tables import Click
+
+    engine = db.bind(db.engine_for(database_url))
+    await db.start(engine)
+    try:
+        return await Click.count()
+    finally:
+        await db.stop(engine)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=int, default=10, help="length of each load phase (max 60)")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
+    args = parser.parse_args()
+    seconds = min(max(args.seconds, 2), 60)
+    ensure_tools("wrk", "hey")
+
+    with tempfile.TemporaryDirectory(prefix="affnet-bench-") as tmp:
+        workdir = Path(tmp)
+        server = start_server(workdir, args.database_url)
+        database_url = server.env["DATABASE_URL"]
+        code = asyncio.run(seed(database_url))
+        baseline_url = f"{server.url}/__bench/302"
+        click_url = f"{server.url}/c/{code}?sub1=bench"
+        sent_clicks = 0
+        try:
+            wrk(baseline_url, 2, args.connections)  # warm up
+            sent_clicks += wrk(click_url, 2, args.connections).requests
+            a_max = wrk(baseline_url, seconds, args.connections)
+            b_max = wrk(click_url, seconds, args.connections)
+            sent_clicks += b_max.requests
+            a_half = hey(baseline_url, seconds, a_max.rps / 2)
+            b_half = hey(click_url, seconds, b_max.rps / 2)
+            sent_clicks += b_half.requests
+        finally:
+            exit_code = server.stop()
+        stored = asyncio.run(count_clicks(database_url))
+
+    def line(name: str, top: Load, half: Load) -> str:
+        return (f"{name:<28} max {top.rps:>8.0f} req/s (p50 {top.p50_ms:.2f} ms, p99 {top.p99_ms:.2f} ms)   "
+                f"at {half.rps:.0f} req/s: p50 {half.p50_ms:.2f} ms, p99 {half.p99_ms:.2f} ms")
+
+    engine = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
+    print(f"machine:  {machine()}")
+    print(f"settings: uvicorn, 1 worker, {engine}, wrk -t1 -c{args.connections}, {seconds}s per phase, "
+          "hey 8 workers at half the max rate, loopback only")
+    print(line("(a) bare Litestar 302", a_max, a_half))
+    print(line("(b) /c/{code} + recording", b_max, b_half))
+    print(f"ratio b/a (max req/s):      {b_max.rps / a_max.rps:.2f}")
+    print(f"clicks answered: {sent_clicks}, stored after graceful shutdown: {stored}, "
+          f"lost: {max(0, sent_clicks - stored)} (server exit code {exit_code})")
+
+
+if __name__ == "__main__":
+    main()

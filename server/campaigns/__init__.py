@@ -1,0 +1,1 @@
+"""Campaigns: what advertisers offer (goals, budgets, caps, creatives) and who may promote it."""

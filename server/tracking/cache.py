@@ -1,0 +1,137 @@
+"""What the click redirect needs, held in process memory.
+
+Entries load from the database on first use and live TTL seconds. A change to a campaign or a
+membership drops that campaign's entries at once in this process and, over a Redis channel, in
+every other server process, so a paused campaign stops taking traffic within moments everywhere
+(and within TTL at worst, should a message be lost)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+log = logging.getLogger("affnet.tracking")
+
+CHANNEL = "affnet:campaign-changed"
+TTL = 30.0
+MISSING_TTL = 5.0  # unknown codes are remembered briefly, so random codes cannot hammer the database
+MAX_ENTRIES = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A link and the terms of its campaign, as the redirect sees them."""
+
+    link_id: int
+    campaign_id: int
+    publisher_id: int
+    member: bool  # the membership is approved
+    campaign_status: str
+    landing_url: str
+    allowed_domains: frozenset[str]
+    fallback_url: str
+    click_id_param: str
+    forward_subs: tuple[str, ...]
+    cpc_price_minor: int  # what one valid click costs the advertiser (0: no CPC goal)
+    daily_budget_minor: int | None
+    total_budget_minor: int | None
+    cap_clicks_daily: int | None
+    cap_publisher_clicks_daily: int | None
+
+
+Loader = Callable[[str], Awaitable[Target | None]]
+
+
+class LinkCache:
+    def __init__(self, loader: Loader, clock: Callable[[], float] = time.monotonic) -> None:
+        self._loader = loader
+        self._clock = clock
+        self._entries: dict[str, tuple[float, Target | None]] = {}
+        self._by_campaign: dict[int, set[str]] = {}
+        self._loading: dict[str, asyncio.Future[Target | None]] = {}
+
+    async def get(self, code: str) -> Target | None:
+        entry = self._entries.get(code)
+        if entry is not None and entry[0] > self._clock():
+            return entry[1]
+        # One load per code at a time: a burst of clicks on a cold link costs one query.
+        pending = self._loading.get(code)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Target | None] = asyncio.get_running_loop().create_future()
+        self._loading[code] = future
+        try:
+            target = await self._loader(code)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody logs it as lost
+            raise
+        finally:
+            self._loading.pop(code, None)
+        self._store(code, target)
+        future.set_result(target)
+        return target
+
+    def _store(self, code: str, target: Target | None) -> None:
+        if len(self._entries) >= MAX_ENTRIES:
+            self._entries.clear()
+            self._by_campaign.clear()
+        self._entries[code] = (self._clock() + (TTL if target else MISSING_TTL), target)
+        if target is not None:
+            self._by_campaign.setdefault(target.campaign_id, set()).add(code)
+
+    def drop_campaign(self, campaign_id: int) -> None:
+        for code in self._by_campaign.pop(campaign_id, ()):
+            self._entries.pop(code, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._by_campaign.clear()
+
+
+_caches: list[LinkCache] = []
+_redis: Redis | None = None
+
+
+def register(cache: LinkCache, redis: Redis | None) -> None:
+    global _redis
+    _caches.append(cache)
+    _redis = redis or _redis
+
+
+def unregister(cache: LinkCache) -> None:
+    if cache in _caches:
+        _caches.remove(cache)
+
+
+async def invalidate_campaign(campaign_id: int) -> None:
+    """Drop a campaign's cached links here and tell the other processes to do the same."""
+    for cache in _caches:
+        cache.drop_campaign(campaign_id)
+    if _redis is not None:
+        try:
+            await _redis.publish(CHANNEL, str(campaign_id))
+        except Exception:  # noqa: BLE001 - the TTL bounds staleness if Redis is away
+            log.warning("could not publish invalidation of campaign %s", campaign_id)
+
+
+async def listen(redis: Redis, cache: LinkCache) -> None:
+    """Apply other processes' invalidations until cancelled; reconnects after Redis errors."""
+    while True:
+        try:
+            async with redis.pubsub() as pubsub:
+                await pubsub.subscribe(CHANNEL)
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        cache.drop_campaign(int(message["data"]))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001
+            log.warning("campaign invalidation channel lost; retrying", exc_info=True)
+            cache.clear()
+            await asyncio.sleep(1.0)

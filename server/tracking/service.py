@@ -1,0 +1,298 @@
+"""The click redirect's rules (classification, budget and cap counters, the landing URL), the
+batched click writer, and the queries behind publishers' links and click statistics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from piccolo.query.functions.aggregate import Count
+
+from server import db
+from server.campaigns.tables import CampaignStatus, Goal, MembershipStatus, PayoutModel
+from server.errors import NotFound
+from server.tracking import deeplink
+from server.tracking.cache import Target
+from server.tracking.classify import Reason, is_bot, ua_family
+from server.tracking.tables import Click, Link
+from server.tracking.tokens import issue_click_id
+from server.tracking.visitor import visitor_hash
+
+SUB_NAMES = ("sub1", "sub2", "sub3", "sub4", "sub5")
+SUB_MAX = 100
+DEDUP_SECONDS = 3600  # the same visitor on the same link within an hour is one click
+CLICK_COLUMNS = ("click_id", "clicked_at", "link", "campaign", "publisher", *SUB_NAMES, "referrer_host",
+                 "ua_family", "visitor_hash", "reason")
+
+
+async def load_target(code: str) -> Target | None:
+    """Read one link and its campaign's terms (a cache miss: at most once per TTL per code)."""
+    if not code or len(code) > 16:
+        return None
+    row = await Link.select(
+        Link.id, Link.campaign.id.as_alias("campaign_id"), Link.publisher.id.as_alias("publisher_id"),
+        Link.membership.status.as_alias("membership_status"),
+        *(getattr(Link.campaign, c).as_alias(c) for c in (
+            "status", "landing_url", "allowed_domains", "fallback_url", "click_id_param", "forward_subs",
+            "daily_budget_minor", "total_budget_minor", "cap_clicks_daily", "cap_publisher_clicks_daily")),
+    ).where(Link.code == code).first()
+    if row is None:
+        return None
+    cpc = await Goal.select(Goal.advertiser_amount).where(
+        Goal.campaign == row["campaign_id"], Goal.payout_model == PayoutModel.cpc.value).order_by(Goal.position).first()
+    return Target(
+        link_id=row["id"], campaign_id=row["campaign_id"], publisher_id=row["publisher_id"],
+        member=row["membership_status"] == MembershipStatus.approved.value,
+        campaign_status=row["status"], landing_url=row["landing_url"],
+        allowed_domains=frozenset(row["allowed_domains"].split()), fallback_url=row["fallback_url"],
+        click_id_param=row["click_id_param"], forward_subs=tuple(s for s in row["forward_subs"].split(",") if s),
+        cpc_price_minor=cpc["advertiser_amount"] if cpc else 0,
+        daily_budget_minor=row["daily_budget_minor"], total_budget_minor=row["total_budget_minor"],
+        cap_clicks_daily=row["cap_clicks_daily"], cap_publisher_clicks_daily=row["cap_publisher_clicks_daily"],
+    )
+
+
+@dataclass(slots=True)
+class _Count:
+    day: date
+    campaign_today: int = 0
+    campaign_total: int = 0
+    by_publisher_today: dict[int, int] = field(default_factory=dict)
+    seeded_publishers: set[int] = field(default_factory=set)
+
+
+class Counters:
+    """Valid clicks per campaign (today and ever) and per publisher today, counted in process.
+
+    Seeded from the database the first time a campaign or publisher is seen each day, then
+    counted here, so enforcing caps and budgets costs no query per click. Several server
+    processes each count their own share on top of the seed: the reconciliation worker, working
+    from the stored clicks, is the truth for what is billed."""
+
+    def __init__(self) -> None:
+        self._counts: dict[int, _Count] = {}
+
+    async def get(self, target: Target, today: date) -> _Count:
+        count = self._counts.get(target.campaign_id)
+        if count is None or count.day != today:
+            start = datetime(today.year, today.month, today.day, tzinfo=UTC)
+            valid = (Click.campaign == target.campaign_id) & (Click.reason == Reason.valid.value)
+            count = _Count(day=today,
+                           campaign_today=await Click.count().where(valid & (Click.clicked_at >= start)),
+                           campaign_total=await Click.count().where(valid))
+            self._counts[target.campaign_id] = count
+        if target.publisher_id not in count.seeded_publishers:
+            start = datetime(today.year, today.month, today.day, tzinfo=UTC)
+            count.by_publisher_today[target.publisher_id] = await Click.count().where(
+                (Click.campaign == target.campaign_id) & (Click.publisher == target.publisher_id)
+                & (Click.reason == Reason.valid.value) & (Click.clicked_at >= start))
+            count.seeded_publishers.add(target.publisher_id)
+        return count
+
+    def forget(self, campaign_id: int) -> None:
+        self._counts.pop(campaign_id, None)
+
+
+class Deduper:
+    """Remembers (visitor, link) pairs for DEDUP_SECONDS, in process."""
+
+    def __init__(self, window: float = DEDUP_SECONDS) -> None:
+        self.window = window
+        self._seen: dict[tuple[str, int], float] = {}
+
+    def seen(self, visitor: str, link_id: int, now: float) -> bool:
+        key = (visitor, link_id)
+        last = self._seen.get(key)
+        if last is not None and now - last < self.window:
+            return True
+        if len(self._seen) > 500_000:
+            self._seen = {k: t for k, t in self._seen.items() if now - t < self.window}
+        self._seen[key] = now
+        return False
+
+
+def _over(count: _Count, target: Target) -> Reason | None:
+    if target.cap_clicks_daily is not None and count.campaign_today >= target.cap_clicks_daily:
+        return Reason.over_cap
+    if (target.cap_publisher_clicks_daily is not None
+            and count.by_publisher_today.get(target.publisher_id, 0) >= target.cap_publisher_clicks_daily):
+        return Reason.over_cap
+    price = target.cpc_price_minor
+    if price:
+        if target.daily_budget_minor is not None and (count.campaign_today + 1) * price > target.daily_budget_minor:
+            return Reason.over_budget
+        if target.total_budget_minor is not None and (count.campaign_total + 1) * price > target.total_budget_minor:
+            return Reason.over_budget
+    return None
+
+
+def clean_sub(value: str | None) -> str:
+    if not value:
+        return ""
+    return "".join(c for c in value[:SUB_MAX] if c.isprintable())
+
+
+def referrer_host(referer: str | None) -> str:
+    if not referer:
+        return ""
+    try:
+        return (urlsplit(referer[:2048]).hostname or "")[:255]
+    except ValueError:
+        return ""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    location: str
+    reason: Reason
+    row: tuple
+
+
+class Redirector:
+    """Decides where a click goes and what is recorded about it. Pure CPU and memory, apart
+    from seeding counters once per campaign and day."""
+
+    def __init__(self, token_key: bytes, visitor_key: bytes) -> None:
+        self.token_key = token_key
+        self.visitor_key = visitor_key
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget counted clicks and seen visitors (the tests' database is emptied between tests)."""
+        self.counters = Counters()
+        self.deduper = Deduper()
+
+    async def decide(self, target: Target, *, method: str, query: dict[str, str], user_agent: str, ip: str,
+                     referer: str | None, now: float | None = None) -> Decision:
+        now = time.time() if now is None else now
+        moment = datetime.fromtimestamp(now, UTC)
+        visitor = visitor_hash(self.visitor_key, ip, user_agent, moment.date())
+        subs = tuple(clean_sub(query.get(s)) for s in SUB_NAMES)
+        reason = Reason.valid
+        takes_traffic = True
+        if method == "HEAD":
+            reason = Reason.head_request
+        elif is_bot(user_agent):
+            reason = Reason.bot
+        if not target.member:
+            reason, takes_traffic = Reason.not_member, False
+        elif target.campaign_status == CampaignStatus.paused.value:
+            reason, takes_traffic = Reason.campaign_paused, False
+        elif target.campaign_status == CampaignStatus.ended.value:
+            reason, takes_traffic = Reason.campaign_ended, False
+        elif reason is Reason.valid:
+            count = await self.counters.get(target, moment.date())
+            over = _over(count, target)
+            if over is not None:
+                reason, takes_traffic = over, False
+            elif self.deduper.seen(visitor, target.link_id, now):
+                reason = Reason.duplicate
+            else:
+                count.campaign_today += 1
+                count.campaign_total += 1
+                count.by_publisher_today[target.publisher_id] = count.by_publisher_today.get(target.publisher_id, 0) + 1
+        click_id = issue_click_id(self.token_key, target.link_id, int(now))
+        if takes_traffic or not target.fallback_url:
+            landing = target.landing_url
+            deep = query.get("url")
+            if deep:
+                landing = deeplink.safe_url(deep, target.allowed_domains) or target.landing_url
+            params = [(target.click_id_param, click_id)]
+            params += [(name, value) for name, value in zip(SUB_NAMES, subs, strict=True)
+                       if value and name in target.forward_subs]
+            location = deeplink.with_params(landing, params)
+        else:
+            location = target.fallback_url
+        row = (click_id, moment, target.link_id, target.campaign_id, target.publisher_id, *subs,
+               referrer_host(referer), ua_family(user_agent), visitor, reason.value)
+        return Decision(location=location, reason=reason, row=row)
+
+
+# --- the batched writer --------------------------------------------------------------------------
+
+
+async def write_clicks(rows: list[tuple]) -> None:
+    """Store a batch of clicks: COPY on PostgreSQL, one executemany transaction on SQLite. A batch
+    retried after an unclear failure never stores a click twice (click ids are unique)."""
+    eng = db.engine()
+    if db.is_sqlite(eng):
+        placeholders = ", ".join("?" * len(CLICK_COLUMNS))
+        # Only constant column names go into the statement; every value is a bound parameter.
+        sql = f"INSERT OR IGNORE INTO click ({', '.join(CLICK_COLUMNS)}) VALUES ({placeholders})"  # noqa: S608
+        conn = await eng.get_connection()
+        try:
+            await conn.execute("BEGIN IMMEDIATE")
+            await conn.executemany(sql, rows)
+            await conn.execute("COMMIT")
+        finally:
+            await conn.close()
+        return
+    async with eng.pool.acquire() as conn:
+        try:
+            await conn.copy_records_to_table("click", records=rows, columns=CLICK_COLUMNS)
+        except Exception as exc:
+            if not db.is_unique_violation(exc):
+                raise
+            placeholders = ", ".join(f"${i}" for i in range(1, len(CLICK_COLUMNS) + 1))
+            await conn.executemany(
+                f"INSERT INTO click ({', '.join(CLICK_COLUMNS)}) VALUES ({placeholders}) "  # noqa: S608
+                "ON CONFLICT (click_id) DO NOTHING", rows)
+
+
+# --- publishers' links and statistics ------------------------------------------------------------
+
+
+async def links_of(publisher_id: int) -> list[dict[str, Any]]:
+    return await Link.select(
+        Link.id, Link.code, Link.campaign.id.as_alias("campaign_id"), Link.campaign.name.as_alias("campaign_name"),
+        Link.campaign.status.as_alias("campaign_status"), Link.campaign.allowed_domains.as_alias("allowed_domains"),
+        Link.membership.status.as_alias("membership_status"),
+    ).where(Link.publisher == publisher_id).order_by(Link.id)
+
+
+async def link_for(publisher_id: int, campaign_id: int) -> dict[str, Any]:
+    """The publisher's link in a campaign they are approved in; anyone else's answers NotFound."""
+    row = await Link.select(Link.id, Link.code, Link.campaign.allowed_domains.as_alias("allowed_domains"),
+                            Link.campaign.landing_url.as_alias("landing_url")).where(
+        Link.publisher == publisher_id, Link.campaign == campaign_id,
+        Link.membership.status == MembershipStatus.approved.value).first()
+    if row is None:
+        raise NotFound("You have no link in this campaign.")
+    return row
+
+
+async def click_stats(publisher_id: int, *, since: datetime | None = None,
+                      campaign_id: int | None = None) -> list[dict[str, Any]]:
+    """Clicks by campaign, sub1 and reason (valid or why not) for one publisher."""
+    since = since or datetime.now(UTC) - timedelta(days=30)
+    query = Click.select(Click.campaign.id.as_alias("campaign_id"), Click.campaign.name.as_alias("campaign_name"),
+                         Click.sub1, Click.reason, Count(Click.id, alias="clicks")
+                         ).where(Click.publisher == publisher_id, Click.clicked_at >= since)
+    if campaign_id is not None:
+        query = query.where(Click.campaign == campaign_id)
+    return await query.group_by(Click.campaign.id, Click.campaign.name, Click.sub1, Click.reason).order_by(
+        Click.campaign.id)
+
+
+def summarise(stats: Iterable[dict[str, Any]]) -> dict[str, int]:
+    totals: dict[str, int] = {"valid": 0, "invalid": 0}
+    for row in stats:
+        key = "valid" if row["reason"] == Reason.valid.value else "invalid"
+        totals[key] += row["clicks"]
+        if key == "invalid":
+            totals[row["reason"]] = totals.get(row["reason"], 0) + row["clicks"]
+    return totals
+
+
+async def campaign_click_stats(campaign_id: int, since: datetime | None = None) -> list[dict[str, Any]]:
+    """Clicks by publisher and reason for one campaign (the advertiser's view)."""
+    since = since or datetime.now(UTC) - timedelta(days=30)
+    return await Click.select(Click.publisher.email.as_alias("publisher_email"), Click.reason,
+                              Count(Click.id, alias="clicks")).where(
+        Click.campaign == campaign_id, Click.clicked_at >= since).group_by(
+        Click.publisher.email, Click.reason).order_by(Click.publisher.email)
+

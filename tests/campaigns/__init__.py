@@ -1,0 +1,1 @@
+"""Tests of campaigns: terms, memberships, the marketplace, creatives."""
