@@ -32,7 +32,7 @@ from server.settings import ROOT, Settings, load_settings
 from server.tracking import cache
 from server.tracking import service as tracking
 from server.tracking.buffer import EventBuffer
-from server.tracking.routes import click_redirect
+from server.tracking.routes import ClickFastPath, click_redirect
 from server.web import (
     PUBLIC,
     AuthMiddleware,
@@ -83,7 +83,7 @@ async def bench_baseline() -> Response:
     return Response(content=b"", status_code=302, headers={"location": "https://example.com/landing"})
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
+def create_app(settings: Settings | None = None) -> ClickFastPath:
     settings = settings or load_settings()
     Path(settings.media_dir).mkdir(parents=True, exist_ok=True)
     engine = db.engine_for(settings.database_url)
@@ -115,7 +115,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         await app.state.listener_redis.aclose()
 
     bench = [bench_baseline] if settings.bench_routes else []
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             *ROUTE_HANDLERS,
             *bench,
@@ -160,3 +160,4 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         debug=False,
     )
+    return ClickFastPath(app)

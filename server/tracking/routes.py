@@ -1,25 +1,35 @@
 """GET /c/{code}: the click redirect, the hottest path of the network.
 
 It answers from memory: the link comes from the in-process cache, the click goes into a buffer
-that a background task writes in batches, and the request never waits on a database write. It is
-a plain ASGI handler: Litestar's parameter parsing and response building would cost more than
-the whole decision (see bench/click_redirect.py)."""
+that a background task writes in batches, and the request never waits on a database write.
+
+`ClickFastPath` wraps the Litestar app and hands /c/ requests straight to `handle_click`, before
+Litestar's router and middleware: they cost more than the whole decision (bench/click_redirect.py).
+The same handler is also mounted in Litestar, so the route is listed, guarded-route checks see it,
+and it works however the app is served."""
 
 from __future__ import annotations
 
+import logging
+from typing import Any
 from urllib.parse import parse_qsl
 
-from litestar import asgi
+from litestar import Litestar, asgi
 from litestar.types import Receive, Scope, Send
 
-from server.web import PUBLIC
+from server.web import PUBLIC, SecurityHeadersMiddleware
+
+log = logging.getLogger("affnet.tracking")
 
 _NOT_FOUND = b"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Link not found - affnet</title>
 <link rel="stylesheet" href="/static/app.css"></head><body><main class="page"><section class="card narrow">
 <h1>This link does not exist</h1><p>The address may be mistyped, or the link was never issued by affnet.
 Nothing was recorded.</p><p><a href="/">affnet</a></p></section></main></body></html>"""
-_HTML = [(b"content-type", b"text/html; charset=utf-8"), (b"cache-control", b"no-store")]
-_REDIRECT = [(b"cache-control", b"no-store, private"), (b"referrer-policy", b"no-referrer-when-downgrade")]
+_SECURITY = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+             (b"content-security-policy", SecurityHeadersMiddleware.CSP.encode())]
+_HTML = [(b"content-type", b"text/html; charset=utf-8"), (b"cache-control", b"no-store"), *_SECURITY]
+_REDIRECT = [(b"cache-control", b"no-store, private"), (b"referrer-policy", b"no-referrer-when-downgrade"),
+             (b"content-length", b"0")]
 
 
 def _headers(scope: Scope) -> tuple[str, str | None]:
@@ -38,24 +48,58 @@ async def _answer(send: Send, status: int, headers: list[tuple[bytes, bytes]], b
     await send({"type": "http.response.body", "body": body})
 
 
-# A mount, not a path parameter: Litestar 2.25 cannot route ASGI handlers with path parameters.
-@asgi("/c", is_mount=True, opt=PUBLIC, copy_scope=False)
-async def click_redirect(scope: Scope, receive: Receive, send: Send) -> None:
+async def handle_click(state: Any, code: str, scope: Scope, send: Send) -> None:
     method = scope["method"]
     if method not in ("GET", "HEAD"):
-        await _answer(send, 405, [(b"allow", b"GET, HEAD")])
+        await _answer(send, 405, [(b"allow", b"GET, HEAD"), *_SECURITY])
         return
-    state = scope["litestar_app"].state
-    code = scope["path"].strip("/")  # the mount leaves "/{code}/"
     target = await state.link_cache.get(code) if code and "/" not in code else None
     if target is None:
         await _answer(send, 404, _HTML, b"" if method == "HEAD" else _NOT_FOUND)
         return
     user_agent, referer = _headers(scope)
-    query = dict(parse_qsl(scope["query_string"].decode("latin-1"), max_num_fields=20)) if scope["query_string"] else {}
+    query_string = scope["query_string"]
+    query = dict(parse_qsl(query_string.decode("latin-1"), max_num_fields=20)) if query_string else {}
     client = scope.get("client")
     decision = await state.redirector.decide(target, method=method, query=query, user_agent=user_agent,
                                              ip=client[0] if client else "", referer=referer)
     state.click_buffer.add(decision.row)
     # The answer is the same whatever the classification: telling a bot it was spotted helps it.
-    await _answer(send, 302, [*_REDIRECT, (b"location", decision.location.encode("latin-1"))])
+    await send({"type": "http.response.start", "status": 302,
+                "headers": [*_REDIRECT, (b"location", decision.location.encode("latin-1"))]})
+    await send({"type": "http.response.body", "body": b""})
+
+
+# A mount, not a path parameter: Litestar 2.25 cannot route ASGI handlers with path parameters.
+@asgi("/c", is_mount=True, opt=PUBLIC, copy_scope=False)
+async def click_redirect(scope: Scope, receive: Receive, send: Send) -> None:
+    await handle_click(scope["litestar_app"].state, scope["path"].strip("/"), scope, send)  # mount leaves "/{code}/"
+
+
+class ClickFastPath:
+    """The ASGI application the server runs: /c/{code} straight to handle_click, all else to Litestar.
+    Attribute access falls through to the Litestar app (state, hooks, routes)."""
+
+    def __init__(self, app: Litestar) -> None:
+        self.app = app
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.app, name)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/c/"):
+            started = False
+
+            async def tracked_send(message: Any) -> None:
+                nonlocal started
+                started = True
+                await send(message)
+
+            try:
+                await handle_click(self.app.state, scope["path"][3:].rstrip("/"), scope, tracked_send)
+            except Exception:
+                log.exception("click redirect failed for %s", scope["path"])
+                if not started:
+                    await _answer(send, 500, _HTML, b"Something went wrong; please try the link again.")
+            return
+        await self.app(scope, receive, send)
