@@ -27,6 +27,7 @@ class Reason(StrEnum):
     over_budget = "over_budget"
     over_cap = "over_cap"
     not_member = "not_member"
+    rate_limited = "rate_limited"
 
     @property
     def label(self) -> str:
@@ -43,6 +44,7 @@ REASON_LABELS: dict[Reason, str] = {
     Reason.over_budget: "Campaign budget spent",
     Reason.over_cap: "Click cap reached",
     Reason.not_member: "Publisher no longer approved in the campaign",
+    Reason.rate_limited: "Too many clicks from one network",
 }
 
 # Link-preview fetchers and HTTP libraries, matched anywhere in the lower-cased User-Agent before

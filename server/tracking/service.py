@@ -21,11 +21,14 @@ from server.tracking.cache import Target
 from server.tracking.classify import Reason, is_bot, ua_family
 from server.tracking.tables import Click, Link
 from server.tracking.tokens import issue_click_id
-from server.tracking.visitor import visitor_hash
+from server.tracking.visitor import truncate_ip, visitor_hash
 
 SUB_NAMES = ("sub1", "sub2", "sub3", "sub4", "sub5")
 SUB_MAX = 100
 DEDUP_SECONDS = 3600  # the same visitor on the same link within an hour is one click
+# More clicks than this per minute from one network (an IPv4 /24 or IPv6 /48) stop counting:
+# they still reach the landing page, but as invalid, so nobody can click up a publisher's earnings.
+NETWORK_CLICKS_PER_MINUTE = 120
 CLICK_COLUMNS = ("click_id", "clicked_at", "link", "campaign", "publisher", *SUB_NAMES, "referrer_host",
                  "ua_family", "visitor_hash", "reason")
 
@@ -116,6 +119,24 @@ class Deduper:
         return False
 
 
+class NetworkRate:
+    """Clicks per network in fixed one-minute windows, in process (memory stays bounded)."""
+
+    def __init__(self, limit: int = NETWORK_CLICKS_PER_MINUTE, window: float = 60.0) -> None:
+        self.limit = limit
+        self.window = window
+        self._counts: dict[str, tuple[float, int]] = {}
+
+    def over(self, network: str, now: float) -> bool:
+        start, count = self._counts.get(network, (now, 0))
+        if now - start >= self.window:
+            start, count = now, 0
+        if len(self._counts) > 200_000:
+            self._counts = {k: v for k, v in self._counts.items() if now - v[0] < self.window}
+        self._counts[network] = (start, count + 1)
+        return count + 1 > self.limit
+
+
 def _over(count: _Count, target: Target) -> Reason | None:
     if target.cap_clicks_daily is not None and count.campaign_today >= target.cap_clicks_daily:
         return Reason.over_cap
@@ -181,6 +202,7 @@ class Redirector:
         """Forget counted clicks and seen visitors (the tests' database is emptied between tests)."""
         self.counters = Counters()
         self.deduper = Deduper()
+        self.network_rate = NetworkRate()
 
     async def decide(self, target: Target, *, method: str, query: dict[str, str], user_agent: str, ip: str,
                      referer: str | None, now: float | None = None) -> Decision:
@@ -190,10 +212,13 @@ class Redirector:
         subs = tuple(clean_sub(query.get(s)) for s in SUB_NAMES) if query else _NO_SUBS
         reason = Reason.valid
         takes_traffic = True
+        flooding = self.network_rate.over(truncate_ip(ip), now)  # every request counts towards the limit
         if method == "HEAD":
             reason = Reason.head_request
         elif is_bot(user_agent):
             reason = Reason.bot
+        elif flooding:
+            reason = Reason.rate_limited
         if not target.member:
             reason, takes_traffic = Reason.not_member, False
         elif target.campaign_status == CampaignStatus.paused.value:

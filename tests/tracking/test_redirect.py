@@ -183,6 +183,7 @@ async def test_every_buffered_click_is_stored_when_the_server_shuts_down(setting
 
     s = await campaign_with_link(settings)
     before = await Click.count()
+    engine = db.engine()  # the first app's engine: startup of the second rebinds the tables
     second = create_app(settings)
     for hook in second.on_startup:
         await hook(second)
@@ -192,8 +193,21 @@ async def test_every_buffered_click_is_stored_when_the_server_shuts_down(setting
                 await c.get(f"/c/{s.code}?sub1=n{i}", headers={"user-agent": BROWSER})
         assert second.state.click_buffer.pending + second.state.click_buffer.written == 250
     finally:
-        engine = db.engine()
         for hook in second.on_shutdown:
             await hook(second)
         db.bind(engine)  # back to the first app's engine, whose pool is still open
     assert await Click.count() - before == 250
+
+
+async def test_a_click_flood_from_one_network_stops_counting_but_still_redirects(app, client, settings):
+    from server.tracking.service import NETWORK_CLICKS_PER_MINUTE
+
+    s = await campaign_with_link(settings)
+    for i in range(NETWORK_CLICKS_PER_MINUTE + 5):
+        # Another browser each time, so these are not duplicates: only the rate gives them away.
+        response = await click(client, s.code, ua=f"{BROWSER} build/{i}")
+        assert response.status_code == 302 and "shop.example.com" in response.headers["location"]
+    rows = await stored_clicks(app)
+    reasons = [r["reason"] for r in rows]
+    assert reasons[:NETWORK_CLICKS_PER_MINUTE] == ["valid"] * NETWORK_CLICKS_PER_MINUTE
+    assert reasons[NETWORK_CLICKS_PER_MINUTE:] == ["rate_limited"] * 5
