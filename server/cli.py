@@ -144,7 +144,29 @@ async def seed_demo(settings) -> list[tuple[str, str]]:
                                               "company_name": "Demo Shop", "website": "https://shop.affnet.example"})
         else:
             await accounts.create_user(email, DEMO_PASSWORD, role)
+    await _seed_demo_campaign()
     return [(role.value, email) for role, email in DEMO_USERS]
+
+
+async def _seed_demo_campaign() -> None:
+    """The demo advertiser's campaign, joined by the demo publisher, so a link works at once."""
+    from server.accounts.identity import CurrentUser
+    from server.accounts.tables import User
+    from server.campaigns import service as campaigns
+    from server.campaigns.tables import Campaign
+
+    adv = await User.select(User.id).where(User.email == "advertiser@affnet.example").first()
+    pub = await User.select(User.id).where(User.email == "publisher@affnet.example").first()
+    if adv is None or pub is None or await Campaign.exists().where(Campaign.advertiser == adv["id"]):
+        return
+    campaign_id = await campaigns.create_campaign(
+        CurrentUser(adv["id"], "advertiser@affnet.example", Role.advertiser, "cli"),
+        {"name": "Demo Shop spring sale", "description": "Kitchen knives and pans for home cooks.",
+         "category": "home", "currency": "EUR", "landing_url": "https://shop.affnet.example/spring",
+         "allowed_domains": "shop.affnet.example", "visibility": "public",
+         "goal_0_name": "sale", "goal_0_model": "revshare", "goal_0_advertiser": "10",
+         "goal_1_name": "lead", "goal_1_model": "cpl", "goal_1_advertiser": "2.50"})
+    await campaigns.join(CurrentUser(pub["id"], "publisher@affnet.example", Role.publisher, "cli"), campaign_id)
 
 
 def _system_admin():

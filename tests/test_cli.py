@@ -7,7 +7,9 @@ import subprocess
 import sys
 
 from server.accounts.tables import User
+from server.campaigns.tables import Campaign
 from server.settings import ROOT
+from server.tracking.tables import Link
 from tests.conftest import TEST_SECRET
 
 
@@ -51,8 +53,12 @@ async def test_demo_seeds_every_role_once_and_prints_the_logins(clean, settings)
         assert email in first.stdout
     count = await User.count()
     assert count == 5
+    # The demo publisher already holds a working link in the demo advertiser's campaign.
+    link = await Link.select(Link.code, Link.publisher.email.as_alias("email")).first()
+    assert link["email"] == "publisher@affnet.example"
     assert affnet(["demo"], settings).returncode == 0
     assert await User.count() == count
+    assert await Campaign.count() == 1 and await Link.count() == 1
 
 
 def test_production_refuses_to_start_without_a_real_secret(settings):
