@@ -14,8 +14,9 @@ from markupsafe import escape
 from server.accounts import service as accounts
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import PublisherStatus, Role
+from server.campaigns import creatives as creatives_service
 from server.campaigns import service as campaigns
-from server.campaigns.tables import Campaign, Creative, CreativeKind, MembershipStatus, PayoutModel, Visibility
+from server.campaigns.tables import Campaign, CreativeKind, MembershipStatus, PayoutModel, Visibility
 from server.errors import DomainError, Invalid, NotFound
 from server.pages import form_data, render, render_error, see_other, settings_of
 from server.tracking import deeplink
@@ -158,12 +159,6 @@ async def _campaign_name(campaign_id: int) -> str:
     return row["name"] if row else ""
 
 
-async def _active_creatives(campaign_id: int) -> list[dict[str, Any]]:
-    return await Creative.select(Creative.id, Creative.kind, Creative.name, Creative.text, Creative.image_path,
-                                 Creative.width, Creative.height, Creative.iab_size).where(
-        Creative.campaign == campaign_id, Creative.archived.eq(False)).order_by(Creative.id)
-
-
 # --- pages ---------------------------------------------------------------------------------------
 
 
@@ -218,7 +213,7 @@ class PublisherCampaigns(Controller):
         form = {k: v for k, v in request.query_params.items() if k in (*campaigns.SUB_NAMES, "url")}
         context = {"campaign_id": campaign_id, "campaign_name": await _campaign_name(campaign_id), "link": link,
                    "base": base_link(base_url, link["code"]), "domains": link["allowed_domains"].split()}
-        creatives = await _active_creatives(campaign_id)
+        creatives = await creatives_service.active_creatives(campaign_id)
         try:
             built = build_link(base_url, link["code"], form, link["allowed_domains"])
         except Invalid as exc:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +22,7 @@ from server.campaigns.tables import (
 )
 from server.errors import Conflict, Forbidden, Invalid, NotFound
 from server.tracking import deeplink
+from server.tracking import service as tracking
 
 CATEGORIES = {
     "fashion": "Fashion & beauty", "finance": "Finance & insurance", "food": "Food & drink",
@@ -370,7 +370,7 @@ async def join(publisher: CurrentUser, campaign_id: int) -> str:
             await Membership.update({Membership.status: new_status.value, Membership.decided_at: now}).where(
                 Membership.id == membership_id)
         if new_status is MembershipStatus.approved:
-            await _ensure_link(membership_id, campaign_id, publisher.id)
+            await tracking.ensure_link(membership_id, campaign_id, publisher.id)
         await audit.record(f"membership.{new_status.value}", actor_id=publisher.id, object_type="membership",
                            object_id=membership_id, campaign_id=campaign_id)
     await _changed(campaign_id)
@@ -411,7 +411,7 @@ async def decide(advertiser: CurrentUser, membership_id: int, accept: bool, note
         await Membership.update({Membership.status: new.value, Membership.note: note,
                                  Membership.decided_at: _now()}).where(Membership.id == membership_id)
         if accept:
-            await _ensure_link(membership_id, row["campaign"], row["publisher"])
+            await tracking.ensure_link(membership_id, row["campaign"], row["publisher"])
         await audit.record(f"membership.{new.value}", actor_id=advertiser.id, object_type="membership",
                            object_id=membership_id, note=note)
     await _changed(row["campaign"])
@@ -431,19 +431,6 @@ async def invite(advertiser: CurrentUser, campaign_id: int, publisher_email: str
                                        ).returning(Membership.id)
         await audit.record("membership.invited", actor_id=advertiser.id, object_type="membership",
                            object_id=rows[0]["id"], email=email)
-
-
-def new_link_code() -> str:
-    return secrets.token_urlsafe(6)  # 8 characters, 48 random bits
-
-
-async def _ensure_link(membership_id: int, campaign_id: int, publisher_id: int) -> None:
-    from server.tracking.tables import Link
-
-    if await Link.exists().where(Link.membership == membership_id):
-        return
-    await Link.insert(Link(code=new_link_code(), campaign=campaign_id, publisher=publisher_id,
-                           membership=membership_id, created_at=_now()))
 
 
 async def _changed(campaign_id: int) -> None:

@@ -3,6 +3,7 @@ batched click writer, and the queries behind publishers' links and click statist
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -288,6 +289,16 @@ async def write_clicks(rows: list[tuple]) -> None:
 
 
 # --- publishers' links and statistics ------------------------------------------------------------
+
+
+async def ensure_link(membership_id: int, campaign_id: int, publisher_id: int) -> None:
+    """Give an approved membership its tracked link (once; a re-approval keeps the old link)."""
+    if await Link.exists().where(Link.membership == membership_id):
+        return
+    await Link.insert(Link(code=secrets.token_urlsafe(6),  # 8 characters, 48 random bits
+                           campaign=campaign_id, publisher=publisher_id, membership=membership_id,
+                           created_at=datetime.now(UTC)))
+
 
 
 async def links_of(publisher_id: int) -> list[dict[str, Any]]:

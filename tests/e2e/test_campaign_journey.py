@@ -12,17 +12,11 @@ from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import expect
 
 from server.campaigns.tables import Campaign
-from tests.factories import PASSWORD, make_advertiser, make_publisher
+from tests.e2e.pages import log_in
+from tests.factories import make_advertiser, make_publisher
 
 CHROME_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
 LANDING_HOST = "shop.example.com"
-
-
-async def _log_in(page, email: str) -> None:
-    await page.goto("/login")
-    await page.fill("input[name=email]", email)
-    await page.fill("input[name=password]", PASSWORD)
-    await page.click("button[type=submit]:has-text('Log in')")
 
 
 @pytest.mark.browser
@@ -33,7 +27,7 @@ async def test_campaign_to_click_journey(live_server, new_page, browser, setting
 
     # The advertiser creates a public campaign through the form.
     advertiser = await new_page()
-    await _log_in(advertiser, advertiser_email)
+    await log_in(advertiser, advertiser_email)
     await advertiser.goto("/advertiser/campaigns/new")
     await advertiser.fill("input[name=name]", "Alpine Boots")
     await advertiser.fill("input[name=currency]", "EUR")
@@ -51,7 +45,7 @@ async def test_campaign_to_click_journey(live_server, new_page, browser, setting
     # The publisher finds it in the marketplace, joins, builds a link with a sub-id and copies it.
     publisher = await new_page()
     await publisher.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
-    await _log_in(publisher, publisher_email)
+    await log_in(publisher, publisher_email)
     await publisher.goto("/publisher/campaigns")
     card = publisher.locator(f'[data-testid=campaign][data-campaign-id="{campaign["id"]}"]')
     await expect(card).to_contain_text("Alpine Boots")

@@ -10,18 +10,12 @@ import pytest
 from playwright.async_api import expect
 
 from server.accounts.tables import Publisher, PublisherStatus, Role
+from tests.e2e.pages import log_in
 from tests.factories import PASSWORD, make_staff, unique_email
 
 DISPLAY_NAME = "Weekend Bakes"
 BLOG_URL = "https://weekend-bakes.example"
 AUDIENCE = "Home bakers, about 12k readers a month"
-
-
-async def _log_in(page, email: str) -> None:
-    await page.goto("/login")
-    await page.fill("input[name=email]", email)
-    await page.fill("input[name=password]", PASSWORD)
-    await page.click("button[type=submit]:has-text('Log in')")
 
 
 @pytest.mark.browser
@@ -52,7 +46,7 @@ async def test_publisher_signs_up_is_approved_and_sees_dashboard(live_server, ne
 
     # The admin logs in, finds the pending publisher and approves them.
     admin = await new_page()
-    await _log_in(admin, admin_email)
+    await log_in(admin, admin_email)
     await admin.wait_for_url(f"{base}/admin")
     await admin.goto("/admin/publishers")
     assert admin.url == f"{base}/admin/publishers"
@@ -85,7 +79,7 @@ async def test_publisher_signs_up_is_approved_and_sees_dashboard(live_server, ne
     assert response is not None and response.status == 401
     await expect(returning.locator("h1")).to_have_text("Log in")
     await expect(returning.get_by_role("alert")).to_have_text("Please log in to continue.")
-    await _log_in(returning, email)
+    await log_in(returning, email)
     await returning.wait_for_url(re.compile(rf"^{re.escape(base)}/publisher$"))
     status = returning.get_by_test_id("publisher-status")
     await expect(status).to_be_visible()
