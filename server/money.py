@@ -76,3 +76,23 @@ def display(amount_minor: int, code: str, locale: str = "en_US") -> str:
 
 def percent_text(bp: int) -> str:
     return f"{Decimal(bp) / 100:f}".rstrip("0").rstrip(".") if bp % 100 else str(bp // 100)
+
+
+def revshare_split(sale_minor: int, advertiser_bp: int, publisher_bp: int) -> tuple[int, int, int]:
+    """The one rounding rule for shares of a sale: (advertiser price, publisher payout, network margin).
+
+    Price and payout are each rounded down to the minor unit; the margin is the price less the
+    payout, so it takes every remainder and the three always satisfy price = payout + margin.
+    With publisher_bp <= advertiser_bp the payout never exceeds the price."""
+    if sale_minor < 0 or not 0 <= publisher_bp <= advertiser_bp <= BASIS_POINTS:
+        raise ValueError("sale must be >= 0 and 0 <= publisher_bp <= advertiser_bp <= 10000")
+    price = sale_minor * advertiser_bp // BASIS_POINTS
+    payout = sale_minor * publisher_bp // BASIS_POINTS
+    return price, payout, price - payout
+
+
+def flat_split(advertiser_minor: int, publisher_minor: int) -> tuple[int, int, int]:
+    """(price, payout, margin) of a flat-priced event (CPC, CPL, CPA; CPM per thousand)."""
+    if not 0 <= publisher_minor <= advertiser_minor:
+        raise ValueError("0 <= publisher amount <= advertiser amount")
+    return advertiser_minor, publisher_minor, advertiser_minor - publisher_minor
