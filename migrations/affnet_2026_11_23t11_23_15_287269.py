@@ -69,7 +69,7 @@ class User(Table, tablename="app_user", schema=None):
 
 ID = "2026-11-23T11:23:15:287269"
 VERSION = "1.38.0"
-DESCRIPTION = "True"
+DESCRIPTION = "campaigns, goals, creatives, memberships, links, clicks"
 
 
 async def forwards():

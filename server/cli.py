@@ -197,6 +197,30 @@ def _print_logins(logins: list[tuple[str, str]]) -> None:
         click.echo(f"  {role:<11} {email}")
 
 
+@main.group()
+def ledger() -> None:
+    """Inspect the double-entry ledger."""
+
+
+@ledger.command("check")
+def ledger_check() -> None:
+    """Check every ledger invariant; print any drift and exit 1 if there is some."""
+    from server.ledger import service as ledger_service
+
+    async def run(settings):
+        return await ledger_service.check(), await ledger_service.summary()
+
+    problems, summary = asyncio.run(_with_db(run))
+    click.echo(f"ledger: {summary['transactions']} transactions, {summary['entries']} entries")
+    for row in summary["balances"]:
+        click.echo(f"  {row['kind']:<22} {row['currency']} {row['total']:>16}")
+    if problems:
+        for problem in problems:
+            click.echo(f"DRIFT {problem}", err=True)
+        raise SystemExit(1)
+    click.echo("ledger check: every invariant holds")
+
+
 @main.command()
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--redis-port", default=6390, show_default=True, type=int)

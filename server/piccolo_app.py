@@ -5,6 +5,7 @@ from piccolo.conf.apps import AppConfig
 from server.accounts.tables import Advertiser, ApiKey, NetworkSetting, Publisher, Session, User
 from server.audit.tables import AuditEvent
 from server.campaigns.tables import Campaign, Creative, Goal, Membership
+from server.ledger.tables import LedgerAccount, LedgerEntry, LedgerTxn
 from server.settings import ROOT
 from server.tracking.tables import Click, Link
 
@@ -14,6 +15,7 @@ APP_CONFIG = AppConfig(
     table_classes=[
         User, Publisher, Advertiser, Session, ApiKey, NetworkSetting, AuditEvent,
         Campaign, Goal, Creative, Membership, Link, Click,
+        LedgerAccount, LedgerTxn, LedgerEntry,
     ],
     migration_dependencies=[],
     commands=[],

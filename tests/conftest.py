@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from server import db
 from server.app import create_app
 from server.devservices import Service, find_postgres_bindir, find_redis_server, start_postgres, start_redis
+from server.ledger import schema as ledger_schema
 from server.settings import ROOT, Settings
 
 CI = os.environ.get("CI") == "true"
@@ -98,9 +99,14 @@ async def wipe() -> None:
     """Empty every table (the schema stays), so each test starts from nothing."""
     tables = db.all_tables()
     if db.is_sqlite():
+        # The ledger's append-only triggers refuse DELETE: lift them for the wipe only.
         async with db.transaction():
+            for ddl in ledger_schema.drop_append_only_ddl(sqlite=True):
+                await tables[0].raw(ddl)
             for table in reversed(tables):
                 await table.delete(force=True)
+            for ddl in ledger_schema.append_only_ddl(sqlite=True):
+                await tables[0].raw(ddl)
     else:
         names = ", ".join(f'"{t._meta.tablename}"' for t in tables)
         await tables[0].raw(f"TRUNCATE {names} RESTART IDENTITY CASCADE")

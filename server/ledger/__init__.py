@@ -1,0 +1,1 @@
+"""Ledger: double-entry accounts, transactions and entries; the only place money moves."""

@@ -1,0 +1,149 @@
+"""The posting function: balanced, integer, idempotent, atomic, append-only, never overdrawn."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import pytest
+
+from server.ledger import service as ledger
+from server.ledger import templates
+from server.ledger.service import InsufficientFunds, LedgerError, Line
+from server.ledger.tables import AccountKind as K
+from server.ledger.tables import LedgerAccount, LedgerEntry, LedgerTxn
+from server.settings import ROOT
+from tests.conftest import TEST_SECRET
+from tests.factories import make_advertiser, make_publisher
+
+
+async def funded_advertiser(amount: int = 10_000, currency: str = "EUR") -> int:
+    adv_id, _ = await make_advertiser()
+    await templates.fund_advertiser(adv_id, amount, currency, reference_id=1, key=f"fund-{adv_id}")
+    return adv_id
+
+
+async def test_unbalanced_float_and_zero_lines_are_refused_and_move_nothing(clean):
+    adv_id = await funded_advertiser()
+    a = await ledger.account(K.advertiser_balance, "EUR", adv_id)
+    b = await ledger.account(K.network_revenue, "EUR")
+    before = (await LedgerTxn.count(), await LedgerEntry.count())
+    bad = [
+        [Line(a, -100, "EUR"), Line(b, 99, "EUR")],  # sums to -1
+        [Line(a, -100, "EUR"), Line(b, 100, "USD")],  # balanced only across currencies
+        [Line(a, -1.5, "EUR"), Line(b, 1.5, "EUR")],  # floats never
+        [Line(a, 0, "EUR"), Line(b, 0, "EUR")],
+        [Line(a, -100, "EUR")],
+    ]
+    for i, lines in enumerate(bad):
+        with pytest.raises(LedgerError):
+            await ledger.post(kind="test", idempotency_key=f"bad-{i}", lines=lines, reference_type="manual",
+                              reference_id=1)
+    with pytest.raises(LedgerError, match="holds EUR"):
+        usd = await ledger.account(K.network_revenue, "USD")
+        await ledger.post(kind="test", idempotency_key="cur", reference_type="manual", reference_id=1,
+                          lines=[Line(a, -100, "USD"), Line(usd, 100, "USD")])
+    assert (await LedgerTxn.count(), await LedgerEntry.count()) == before
+    assert await ledger.check() == []
+
+
+async def test_an_idempotency_key_posts_once(clean):
+    adv_id, _ = await make_advertiser()
+    first = await templates.fund_advertiser(adv_id, 5_000, "EUR", reference_id=7, key="charge-ch_123")
+    again = await templates.fund_advertiser(adv_id, 5_000, "EUR", reference_id=7, key="charge-ch_123")
+    assert again.replayed and again.txn_id == first.txn_id and not first.replayed
+    assert await ledger.balance(K.advertiser_balance, "EUR", adv_id) == 5_000
+
+
+async def test_spending_more_than_the_balance_is_refused_whole(clean, settings):
+    adv_id = await funded_advertiser(1_000)
+    pub_id, _ = await make_publisher(settings)
+    with pytest.raises(InsufficientFunds):
+        await templates.approve_earning(advertiser_id=adv_id, publisher_id=pub_id, price=1_001, payout=800,
+                                        currency="EUR", reference_type="conversion", reference_id=1, key="c1")
+    assert await ledger.balance(K.advertiser_balance, "EUR", adv_id) == 1_000
+    assert await ledger.balance(K.publisher_pending, "EUR", pub_id) == 0
+    assert await LedgerTxn.count().where(LedgerTxn.idempotency_key == "c1") == 0
+
+
+async def test_concurrent_spends_never_overdraw_the_advertiser(clean, settings):
+    """50 spends of 300 against 10,000: exactly 33 go through, on either engine."""
+    adv_id = await funded_advertiser(10_000)
+    pub_id, _ = await make_publisher(settings)
+
+    async def spend(i: int) -> bool:
+        try:
+            await templates.approve_earning(advertiser_id=adv_id, publisher_id=pub_id, price=300, payout=240,
+                                            currency="EUR", reference_type="conversion", reference_id=i,
+                                            key=f"conv-{i}")
+        except InsufficientFunds:
+            return False
+        return True
+
+    results = await asyncio.gather(*[spend(i) for i in range(50)])
+    assert sum(results) == 33
+    assert await ledger.balance(K.advertiser_balance, "EUR", adv_id) == 100
+    assert await ledger.balance(K.publisher_pending, "EUR", pub_id) == 33 * 240
+    assert await ledger.balance(K.network_revenue, "EUR") == 33 * 60
+    assert await ledger.check() == []
+
+
+async def test_entries_and_transactions_cannot_be_updated_or_deleted(clean):
+    adv_id = await funded_advertiser()
+    for sql in ["UPDATE ledger_entry SET amount_minor = amount_minor + 1",
+                "DELETE FROM ledger_entry", "UPDATE ledger_txn SET memo = 'x'", "DELETE FROM ledger_txn"]:
+        with pytest.raises(Exception, match="append-only"):
+            await LedgerEntry.raw(sql)
+    assert await ledger.balance(K.advertiser_balance, "EUR", adv_id) == 10_000
+    assert await ledger.check() == []
+
+
+async def test_a_reversal_undoes_exactly_once(clean, settings):
+    adv_id = await funded_advertiser(10_000)
+    pub_id, _ = await make_publisher(settings)
+    earned = await templates.approve_earning(advertiser_id=adv_id, publisher_id=pub_id, price=1_000, payout=800,
+                                             currency="EUR", reference_type="conversion", reference_id=9, key="e9")
+    undone = await ledger.reverse(earned.txn_id, idempotency_key="r9")
+    assert (await ledger.reverse(earned.txn_id, idempotency_key="r9")).txn_id == undone.txn_id  # a replay
+    with pytest.raises(Exception, match="already been reversed"):
+        await ledger.reverse(earned.txn_id, idempotency_key="r9-again")
+    assert await ledger.balance(K.advertiser_balance, "EUR", adv_id) == 10_000
+    assert await ledger.balance(K.publisher_pending, "EUR", pub_id) == 0
+    assert await ledger.balance(K.network_revenue, "EUR") == 0
+
+
+async def test_reversal_after_payout_becomes_a_receivable(clean, settings):
+    adv_id = await funded_advertiser(10_000)
+    pub_id, _ = await make_publisher(settings)
+    common = {"advertiser_id": adv_id, "publisher_id": pub_id, "price": 1_000, "payout": 800, "currency": "EUR",
+              "reference_type": "conversion", "reference_id": 3}
+    await templates.approve_earning(**common, key="e3")
+    await templates.release_earning(pub_id, 800, "EUR", reference_type="conversion", reference_id=3, key="rel3")
+    await templates.reserve_payout(pub_id, 800, "EUR", reference_id=1, key="line1")
+    await templates.settle_payout(800, "EUR", reference_id=1, key="paid1")
+    await templates.reverse_earning(**common, released=True, key="rev3")
+    assert await ledger.balance(K.publisher_available, "EUR", pub_id) == 0
+    assert await ledger.balance(K.publisher_receivable, "EUR", pub_id) == -800  # owed back, netted next time
+    assert await ledger.balance(K.advertiser_balance, "EUR", adv_id) == 10_000
+    assert await ledger.check() == []
+
+
+def _ledger_check(settings) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DATABASE_URL": settings.database_url, "SECRET_KEY": TEST_SECRET}
+    return subprocess.run([sys.executable, "-m", "server.cli", "ledger", "check"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+async def test_ledger_check_reports_drift_and_exits_non_zero(clean, settings):
+    adv_id = await funded_advertiser(2_500)
+    healthy = _ledger_check(settings)
+    assert healthy.returncode == 0, healthy.stderr
+    assert "every invariant holds" in healthy.stdout
+    # A cached balance edited behind the posting function's back is drift (I3).
+    account_id = await ledger.account(K.advertiser_balance, "EUR", adv_id)
+    await LedgerAccount.update({LedgerAccount.balance_minor: 9_999}).where(LedgerAccount.id == account_id)
+    drifted = _ledger_check(settings)
+    assert drifted.returncode == 1
+    assert f"I3 account {account_id} (advertiser_balance) stores 9999 but its entries sum to 2500" in drifted.stderr
