@@ -25,6 +25,8 @@ from server.accounts.routes import AccountController, AdminPublishersController,
 from server.audit.routes import audit_log
 from server.campaigns.marketplace import PublisherCampaigns, PublisherLinks
 from server.campaigns.routes import AdvertiserCampaigns
+from server.conversions.api import ConversionsApi
+from server.conversions.routes import conversion_pixel, postback
 from server.errors import DomainError
 from server.health import healthz
 from server.reports.routes import AdminDashboard, AdvertiserDashboard, FinanceDashboard, PublisherDashboard
@@ -59,6 +61,9 @@ ROUTE_HANDLERS = [
     AdvertiserCampaigns,
     PublisherCampaigns,
     PublisherLinks,
+    postback,
+    conversion_pixel,
+    ConversionsApi,
 ]
 
 
@@ -139,7 +144,9 @@ def create_app(settings: Settings | None = None) -> ClickFastPath:
             cookie_samesite="lax",
             # The API authenticates with Bearer keys only, never cookies, so it needs no CSRF token.
             # The click redirect changes nothing a visitor owns and must not mint a token per click.
-            exclude=["^/api/", "^/healthz$", "^/c/", "^/__bench/"],
+            # Conversion postbacks and pixels come from advertisers' servers and pages, with their
+            # own credentials (a campaign token or API key; the pixel a signed click id).
+            exclude=["^/api/", "^/healthz$", "^/c/", "^/__bench/", "^/postback", "^/px/"],
         ),
         template_config=TemplateConfig(directory=ROOT / "templates", engine=JinjaTemplateEngine,
                                        engine_callback=_check_autoescape),

@@ -5,6 +5,7 @@ from piccolo.conf.apps import AppConfig
 from server.accounts.tables import Advertiser, ApiKey, NetworkSetting, Publisher, Session, User
 from server.audit.tables import AuditEvent
 from server.campaigns.tables import Campaign, Creative, Goal, Membership
+from server.conversions.tables import Conversion
 from server.ledger.tables import LedgerAccount, LedgerEntry, LedgerTxn
 from server.settings import ROOT
 from server.tracking.tables import Click, Link
@@ -14,7 +15,7 @@ APP_CONFIG = AppConfig(
     migrations_folder_path=str(ROOT / "migrations"),
     table_classes=[
         User, Publisher, Advertiser, Session, ApiKey, NetworkSetting, AuditEvent,
-        Campaign, Goal, Creative, Membership, Link, Click,
+        Campaign, Goal, Creative, Membership, Link, Click, Conversion,
         LedgerAccount, LedgerTxn, LedgerEntry,
     ],
     migration_dependencies=[],

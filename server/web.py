@@ -46,9 +46,11 @@ class AuthMiddleware(ASGIMiddleware):
     user visits can never spend their API authority. Failures are noted, not raised: the route's
     guard decides whether the route needs a user, and says why there is none."""
 
-    # Static files, the health check, the API docs and the click redirect never ask who is asking.
+    # Static files, the health check, the API docs, the click redirect and conversion intake (which
+    # authenticates itself) never ask who is asking.
     should_bypass_for_scope = staticmethod(
-        lambda scope: scope["path"].startswith(("/static/", "/media/", "/schema", "/c/", "/__bench/"))
+        lambda scope: scope["path"].startswith(("/static/", "/media/", "/schema", "/c/", "/__bench/", "/postback",
+                                                "/px/"))
         or scope["path"] == "/healthz"
     )
 

@@ -39,6 +39,11 @@ EXPECTED_PUBLIC: set[tuple[str, str]] = {
     ("GET", "/media/{file_path:path}"),
     ("HEAD", "/media/{file_path:path}"),
     ("ASGIRouteHandler", "/c"),  # the click redirect: anyone who follows a tracked link
+    # Conversion intake: the postback checks the campaign's token or an advertiser API key itself;
+    # the pixel fires from buyers' browsers with a signed click id.
+    ("GET", "/postback"),
+    ("POST", "/postback"),
+    ("GET", "/px/{pixel:str}"),
 }
 
 # The one exception to "public or guarded": Litestar's generated OpenAPI documentation (the

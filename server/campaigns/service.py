@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -207,13 +208,25 @@ async def parse_goals(form: Mapping[str, Any], currency: str) -> list[dict[str, 
     return goals
 
 
+def new_postback_secret() -> str:
+    """The `token` of a campaign's postbacks: 192 random bits, 32 URL-safe characters."""
+    return secrets.token_urlsafe(24)
+
+
+def new_public_key() -> str:
+    """The key in a campaign's pixel URL: public by design, 72 random bits so it cannot be guessed."""
+    return secrets.token_urlsafe(9)
+
+
 async def create_campaign(advertiser: CurrentUser, form: Mapping[str, Any]) -> int:
     terms = await parse_terms(form)
     goals = await parse_goals(form, terms["currency"])
     now = _now()
     async with db.transaction():
         rows = await Campaign.insert(Campaign(advertiser=advertiser.id, created_at=now, updated_at=now,
-                                              status=CampaignStatus.active.value, **terms)).returning(Campaign.id)
+                                              status=CampaignStatus.active.value,
+                                              postback_secret=new_postback_secret(), public_key=new_public_key(),
+                                              **terms)).returning(Campaign.id)
         campaign_id = rows[0]["id"]
         await Goal.insert(*[Goal(campaign=campaign_id, **g) for g in goals])
         await audit.record("campaign.created", actor_id=advertiser.id, object_type="campaign",

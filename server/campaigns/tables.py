@@ -71,6 +71,10 @@ class Campaign(Table):
     forward_subs = Varchar(length=40, default="")
     status = Varchar(length=10, choices=CampaignStatus, default=CampaignStatus.active, index=True)
     status_reason = Text(default="")
+    # Conversion intake: the secret `token` of server-to-server postbacks, and the public key of
+    # the pixel URL (/px/{public_key}.gif), unique through an index made by a raw migration step.
+    postback_secret = Varchar(length=64, default="")
+    public_key = Varchar(length=24, default="")
     created_at = Timestamptz()
     updated_at = Timestamptz()
 

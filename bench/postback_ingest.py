@@ -1,0 +1,180 @@
+"""Benchmark conversion intake: postbacks per second, with dedup by txn id.
+
+    .venv/bin/python bench/postback_ingest.py [--seconds 10] [--connections 32] [--postgres | --database-url URL]
+
+Starts affnet (one uvicorn worker) on 127.0.0.1 with a fresh database (SQLite, or a throwaway
+PostgreSQL with --postgres), makes a campaign and a real click through /c/{code}, then loads
+GET /postback with wrk: every request carries a new txn id, except every tenth, which repeats an
+earlier one (a retried postback). It then counts the stored conversions: each distinct txn id
+answered must be stored exactly once. Loopback only, bounded in time. Needs wrk (Debian package;
+installed if root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import BROWSER_UA, ROOT, _ms, ensure_tools, machine, start_server  # noqa: E402
+
+sys.path.insert(0, str(ROOT))
+
+# Every request a new txn id; every tenth repeats the one sent five requests earlier.
+LUA = """
+counter = 0
+request = function()
+  counter = counter + 1
+  local n = counter
+  if counter % 10 == 0 then n = counter - 5 end
+  return wrk.format("GET", wrk.path .. "&txn_id=bench-" .. n)
+end
+"""
+
+
+async def seed(database_url: str) -> tuple[str, str]:
+    """A campaign (CPA, no caps) with a joined publisher; returns (link code, postback token)."""
+    from server import db
+    from server.accounts import service as accounts
+    from server.accounts.identity import CurrentUser
+    from server.accounts.tables import Role
+    from server.campaigns import service as campaigns
+    from server.campaigns.tables import Campaign
+    from server.settings import Settings
+    from server.tracking.tables import Link
+
+    engine = db.bind(db.engine_for(database_url))
+    await db.start(engine)
+    try:
+        settings = Settings(database_url=database_url, secret_key="x" * 40, publisher_auto_approve=True)
+        adv_id = await accounts.create_user("adv@bench.example", "bench password 1", Role.advertiser)
+        campaign = await campaigns.create_campaign(
+            CurrentUser(adv_id, "adv@bench.example", Role.advertiser, "bench"),
+            {"name": "Bench", "currency": "EUR", "landing_url": "https://shop.example.com/landing",
+             "allowed_domains": "shop.example.com", "goal_0_name": "sale", "goal_0_model": "cpa",
+             "goal_0_advertiser": "10.00"})
+        pub_id = await accounts.signup_publisher(
+            {"email": "pub@bench.example", "password": "bench password 1", "display_name": "Bench",
+             "blog_url": "https://blog.example.com", "audience": "bench"}, settings)
+        await campaigns.join(CurrentUser(pub_id, "pub@bench.example", Role.publisher, "bench"), campaign)
+        code = (await Link.select(Link.code).first())["code"]
+        token = (await Campaign.select(Campaign.postback_secret).first())["postback_secret"]
+        return code, token
+    finally:
+        await db.stop(engine)
+
+
+def click_id_of(base_url: str, code: str) -> str:
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):  # noqa: ANN002, ANN003
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    request = urllib.request.Request(f"{base_url}/c/{code}", headers={"User-Agent": BROWSER_UA})  # noqa: S310
+    try:
+        opener.open(request, timeout=10)  # noqa: S310 - loopback, our own server
+    except urllib.error.HTTPError as answer:
+        if answer.code == 302:
+            return parse_qs(urlsplit(answer.headers["location"]).query)["click_id"][0]
+        raise
+    raise RuntimeError("the tracked link did not redirect")
+
+
+async def count_conversions(database_url: str) -> int:
+    from server import db
+    from server.conversions.tables import Conversion
+
+    engine = db.bind(db.engine_for(database_url))
+    await db.start(engine)
+    try:
+        return await Conversion.count()
+    finally:
+        await db.stop(engine)
+
+
+@dataclass
+class Load:
+    requests: int
+    errors: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+
+
+def wrk(url: str, seconds: int, connections: int, script: str) -> Load:
+    """Closed-loop load at the maximum rate, each request built by the Lua script."""
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, url],  # noqa: S603, S607
+                         capture_output=True, text=True, check=True, timeout=seconds + 30).stdout
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return Load(requests=int(re.search(r"(\d+) requests in", out).group(1)),
+                errors=int(errors.group(1)) if errors else 0,
+                rps=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+                p50_ms=_ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1)),
+                p99_ms=_ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1)))
+
+
+def unique_txn_ids(requests: int) -> int:
+    return requests - requests // 10
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=int, default=10, help="length of the load phase (max 60)")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
+    parser.add_argument("--postgres", action="store_true", help="start a throwaway PostgreSQL on loopback")
+    args = parser.parse_args()
+    seconds = min(max(args.seconds, 2), 60)
+    ensure_tools("wrk")
+
+    with tempfile.TemporaryDirectory(prefix="affnet-bench-") as tmp:
+        workdir = Path(tmp)
+        postgres = None
+        database_url = args.database_url
+        if args.postgres:
+            from server.devservices import start_postgres
+
+            postgres = start_postgres(workdir / "pg")
+            database_url = postgres.url
+        try:
+            server = start_server(workdir, database_url)
+            database_url = server.env["DATABASE_URL"]
+            try:
+                code, token = asyncio.run(seed(database_url))
+                click_id = click_id_of(server.url, code)
+                script = workdir / "postback.lua"
+                script.write_text(LUA)
+                url = f"{server.url}/postback?{urlencode({'click_id': click_id, 'token': token})}"
+                load = wrk(url, seconds, args.connections, script=str(script))
+            finally:
+                exit_code = server.stop()
+            stored = asyncio.run(count_conversions(database_url))
+        finally:
+            if postgres is not None:
+                postgres.stop()
+
+    engine = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
+    expected = unique_txn_ids(load.requests)
+    print(f"machine:  {machine()}")
+    print(f"settings: uvicorn, 1 worker, {engine}, wrk -t1 -c{args.connections}, {seconds}s, loopback only; "
+          "one txn id in ten repeated")
+    print(f"postbacks: {load.rps:.0f} req/s (p50 {load.p50_ms:.2f} ms, p99 {load.p99_ms:.2f} ms), "
+          f"{load.requests} answered, {load.errors} not 2xx")
+    print(f"conversions stored: {stored}; distinct txn ids answered: {expected} "
+          f"(a request in flight at the end may add one per connection) — server exit code {exit_code}")
+    if load.errors or not expected <= stored <= expected + args.connections:
+        sys.exit("FAILED: errors, or stored conversions do not match the distinct txn ids")
+
+
+if __name__ == "__main__":
+    main()

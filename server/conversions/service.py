@@ -1,0 +1,288 @@
+"""Conversion intake: the one rule that turns a postback, an API call or a pixel hit into a
+pending conversion (attribution, validation, pricing, caps, dedup by txn id).
+
+Every refusal is a DomainError with a stable machine code and changes nothing. A conversion is
+unique per (campaign, txn_id): a retried or duplicated report returns the first conversion."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from server import db, money
+from server.campaigns.tables import Campaign, CampaignStatus, Goal, PayoutModel
+from server.conversions.tables import Conversion, ConversionSource, ConversionStatus
+from server.errors import Conflict, DomainError, Invalid, NotFound, Unauthorized
+from server.tracking.tables import Link
+from server.tracking.tokens import read_click_id
+
+MAX_TXN_ID = 100
+MAX_SALE_MINOR = 10**12
+# Conversions that count towards caps: all but those the advertiser refused or undid.
+COUNTED = (ConversionStatus.pending.value, ConversionStatus.approved.value)
+CONVERSION_MODELS = (PayoutModel.cpl, PayoutModel.cpa, PayoutModel.revshare)
+CAPS = ("cap_conversions_daily", "cap_conversions_monthly", "cap_publisher_conversions_daily",
+        "cap_publisher_conversions_monthly")
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What the advertiser reported, as received (validated here, not by the edges)."""
+
+    click_id: str = ""
+    txn_id: str = ""
+    goal: str = ""
+    amount: Any = None  # minor units: an int, or a string of digits
+    currency: str = ""
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> Report:
+        def text(name: str) -> str:
+            value = params.get(name)
+            return value.strip() if isinstance(value, str) else ""
+
+        amount = params.get("amount")
+        return cls(click_id=text("click_id"), txn_id=text("txn_id"), goal=text("goal").lower(),
+                   amount=amount.strip() if isinstance(amount, str) else amount, currency=text("currency"))
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """Who is reporting: the campaign's postback token, an advertiser's API key (its user id), or
+    the public key of a campaign's pixel (which proves nothing: pixels fire from browsers)."""
+
+    token: str | None = None
+    advertiser_id: int | None = None
+    public_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    conversion: dict[str, Any]  # the stored row (the first one, for a duplicate)
+    duplicate: bool
+    goal: str
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _txn_id(raw: str) -> str:
+    if not raw:
+        raise Invalid("txn_id is required: send your order or lead id, so a repeated report counts once.",
+                      field="txn_id", code="txn_id_required")
+    if len(raw) > MAX_TXN_ID or not raw.isprintable():
+        raise Invalid(f"txn_id must be at most {MAX_TXN_ID} printable characters.", field="txn_id",
+                      code="bad_txn_id")
+    return raw
+
+
+def _sale_amount(raw: Any) -> int:
+    """A sale amount in minor units: a non-negative whole number up to 10**12 (no floats, no decimals)."""
+    value: int | None = None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        value = raw
+    elif isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 13:
+        value = int(raw)
+    if value is None or not 0 <= value <= MAX_SALE_MINOR:
+        raise Invalid("amount must be the sale amount in minor units, a whole number from 0 to 10^12 "
+                      "(for example 1250 for 12.50).", field="amount", code="bad_amount")
+    return value
+
+
+def _goal(goals: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    if not name:
+        for goal in goals:
+            if goal["payout_model"] in CONVERSION_MODELS:
+                return goal
+        raise Invalid("This campaign has no conversion goal (CPL, CPA or RevShare): it pays per click or view only.",
+                      field="goal", code="unknown_goal")
+    for goal in goals:
+        if goal["name"] == name:
+            if goal["payout_model"] not in CONVERSION_MODELS:
+                raise Invalid(f"Goal '{name}' pays per {'click' if goal['payout_model'] == 'cpc' else 'view'}; "
+                              "it is counted by affnet and cannot be reported as a conversion.",
+                              field="goal", code="unknown_goal")
+            return goal
+    names = ", ".join(g["name"] for g in goals if g["payout_model"] in CONVERSION_MODELS) or "none"
+    raise Invalid(f"This campaign has no goal '{name[:40]}' (its conversion goals: {names}).", field="goal",
+                  code="unknown_goal")
+
+
+def price(goal: Mapping[str, Any], sale_minor: int | None) -> tuple[int, int, int]:
+    """(advertiser price, publisher payout, network margin) of one conversion of `goal`."""
+    if goal["payout_model"] == PayoutModel.revshare.value:
+        assert sale_minor is not None
+        return money.revshare_split(sale_minor, goal["advertiser_amount"], goal["publisher_amount"])
+    return money.flat_split(goal["advertiser_amount"], goal["publisher_amount"])
+
+
+_UNKNOWN_CLICK = "This click id was not issued by affnet for this campaign (it is unknown, edited or forged)."
+
+_CAMPAIGN_COLUMNS = ("status", "currency", "advertiser", "postback_secret", "attribution_window_days",
+                     "hold_days", "min_conversion_seconds", *CAPS)
+
+
+async def _campaign_by_key(public_key: str) -> dict[str, Any]:
+    row = None
+    if public_key and len(public_key) <= 24:
+        row = await Campaign.select(Campaign.id, *(getattr(Campaign, c) for c in _CAMPAIGN_COLUMNS)).where(
+            Campaign.public_key == public_key).first()
+    if row is None:
+        raise NotFound("There is no campaign with this pixel key: copy the pixel tag from your campaign page.",
+                       code="unknown_campaign")
+    return row
+
+
+async def _click_and_campaign(token_key: bytes, click_id: str) -> tuple[Any, dict[str, Any]]:
+    """The click the id stands for, and its link's publisher and campaign (one query). The click
+    row itself may not be written yet: the signed id is proof enough."""
+    ref = read_click_id(token_key, click_id) if click_id else None
+    if ref is None:
+        raise NotFound("click_id is missing." if not click_id else _UNKNOWN_CLICK, field="click_id",
+                       code="unknown_click")
+    row = await Link.select(
+        Link.id, Link.publisher.id.as_alias("publisher_id"), Link.campaign.id.as_alias("campaign_id"),
+        *(getattr(Link.campaign, c).as_alias(c) for c in _CAMPAIGN_COLUMNS),
+    ).where(Link.id == ref.link_id).first()
+    if row is None:
+        raise NotFound(_UNKNOWN_CLICK, field="click_id", code="unknown_click")
+    return ref, row
+
+
+def _authorise(credentials: Credentials, campaign: Mapping[str, Any]) -> None:
+    if credentials.public_key is not None:
+        return  # the pixel's campaign was found by its key, and the click checked against it
+    if credentials.advertiser_id is not None:
+        if credentials.advertiser_id != campaign["advertiser"]:
+            raise Unauthorized("This API key does not belong to the advertiser of the click's campaign.",
+                               code="bad_token")
+        return
+    secret = campaign["postback_secret"]
+    if not secret or not hmac.compare_digest((credentials.token or "").encode(), secret.encode()):
+        raise Unauthorized("token is not the postback token of the click's campaign: copy it from the "
+                           "campaign page.", field="token", code="bad_token")
+
+
+async def _existing(campaign_id: int, txn_id: str) -> dict[str, Any] | None:
+    return await Conversion.select().where(Conversion.campaign == campaign_id, Conversion.txn_id == txn_id).first()
+
+
+async def _check_caps(campaign: Mapping[str, Any], publisher_id: int, now: datetime) -> None:
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    month = day.replace(day=1)
+    base = (Conversion.campaign == campaign["campaign_id"]) & Conversion.status.is_in(list(COUNTED))
+    mine = Conversion.publisher == publisher_id
+    checks = (
+        ("cap_conversions_daily", base & (Conversion.converted_at >= day), "a day"),
+        ("cap_conversions_monthly", base & (Conversion.converted_at >= month), "a month"),
+        ("cap_publisher_conversions_daily", base & mine & (Conversion.converted_at >= day), "a day per publisher"),
+        ("cap_publisher_conversions_monthly", base & mine & (Conversion.converted_at >= month),
+         "a month per publisher"),
+    )
+    for column, where, label in checks:
+        cap = campaign[column]
+        if cap is not None and await Conversion.count().where(where) >= cap:
+            raise Conflict(f"The campaign's cap of {cap} conversions {label} is reached (days and months in UTC).",
+                           code="cap_reached")
+
+
+async def record_conversion(token_key: bytes, report: Report, credentials: Credentials,
+                            source: ConversionSource, *, now: datetime | None = None) -> Recorded:
+    """Validate, attribute, price and store one reported conversion as `pending`.
+
+    Raises a DomainError (nothing stored) when it is refused; returns the first conversion with
+    duplicate=True when (campaign, txn_id) was reported before, however close together."""
+    now = now or _now()
+    pixel_campaign = None
+    if credentials.public_key is not None:
+        pixel_campaign = await _campaign_by_key(credentials.public_key)
+    elif not credentials.token and credentials.advertiser_id is None:
+        raise Unauthorized("Authenticate with token=<the campaign's postback token> or "
+                           "'Authorization: Bearer <advertiser API key>'.", field="token", code="bad_token")
+    txn_id = _txn_id(report.txn_id)
+    ref, campaign = await _click_and_campaign(token_key, report.click_id)
+    if pixel_campaign is not None and pixel_campaign["id"] != campaign["campaign_id"]:
+        raise NotFound(_UNKNOWN_CLICK, field="click_id", code="unknown_click")
+    _authorise(credentials, campaign)
+    campaign_id = campaign["campaign_id"]
+
+    goals = await Goal.select().where(Goal.campaign == campaign_id).order_by(Goal.position)
+    try:
+        row = _conversion_row(campaign, goals, ref, txn_id, report, source, now)
+    except DomainError:
+        # A report seen before answers with the first result, whatever has changed since.
+        first = await _existing(campaign_id, txn_id)
+        if first is not None:
+            return _recorded(first, goals, duplicate=True)
+        raise
+    try:
+        if any(campaign[c] is not None for c in CAPS):
+            async with db.transaction():
+                # Caps are a read-then-write: serialise them per campaign. SQLite's write
+                # transactions are serial already (BEGIN IMMEDIATE); PostgreSQL locks the row.
+                if not db.is_sqlite():
+                    await Campaign.select(Campaign.id).where(Campaign.id == campaign_id).lock_rows("UPDATE")
+                first = await _existing(campaign_id, txn_id)
+                if first is not None:
+                    return _recorded(first, goals, duplicate=True)
+                await _check_caps(campaign, campaign["publisher_id"], now)
+                inserted = await Conversion.insert(row).returning(*Conversion.all_columns())
+        else:
+            # One statement, atomic by itself: no transaction round trips on the hot path.
+            inserted = await Conversion.insert(row).returning(*Conversion.all_columns())
+    except DomainError:
+        raise
+    except Exception as exc:
+        # The same report was stored before, or by a copy a moment ago (the unique index decides).
+        if not db.is_unique_violation(exc):
+            raise
+        first = await _existing(campaign_id, txn_id)
+        if first is None:  # pragma: no cover - the unique index named another row
+            raise
+        return _recorded(first, goals, duplicate=True)
+    return _recorded(inserted[0], goals, duplicate=False)
+
+
+def _conversion_row(campaign: Mapping[str, Any], goals: list[dict[str, Any]], ref: Any, txn_id: str,
+                    report: Report, source: ConversionSource, now: datetime) -> Conversion:
+    """The conversion to store, once the campaign's terms allow it; raises why they do not."""
+    if campaign["status"] == CampaignStatus.ended.value:
+        raise Conflict("This campaign has ended: it takes no more conversions.", code="campaign_ended")
+    clicked_at = datetime.fromtimestamp(ref.clicked_at, UTC)
+    elapsed = (now - clicked_at).total_seconds()
+    if elapsed > campaign["attribution_window_days"] * 86400:
+        raise Invalid(f"The click was more than {campaign['attribution_window_days']} days ago, outside the "
+                      "campaign's attribution window.", field="click_id", code="outside_attribution_window")
+    if elapsed < campaign["min_conversion_seconds"]:
+        raise Invalid(f"The conversion came {max(int(elapsed), 0)} s after the click; the campaign requires at "
+                      f"least {campaign['min_conversion_seconds']} s.", field="click_id", code="too_fast")
+    goal = _goal(goals, report.goal)
+    if report.currency and report.currency.upper() != campaign["currency"]:
+        raise Invalid(f"currency must be the campaign's currency, {campaign['currency']}.", field="currency",
+                      code="bad_currency")
+    sale: int | None = None
+    if goal["payout_model"] == PayoutModel.revshare.value:
+        if report.amount is None or report.amount == "":
+            raise Invalid(f"Goal '{goal['name']}' pays a share of the sale: send amount, the sale amount in minor "
+                          "units.", field="amount", code="amount_required")
+        sale = _sale_amount(report.amount)
+    elif report.amount is not None and report.amount != "":
+        _sale_amount(report.amount)  # refused if malformed, even where it does not set the price
+    advertiser_minor, publisher_minor, network_minor = price(goal, sale)
+    return Conversion(
+        campaign=campaign["campaign_id"], goal=goal["id"], publisher=campaign["publisher_id"], link=campaign["id"],
+        click_id=ref.click_id, txn_id=txn_id, sale_amount_minor=sale, currency=campaign["currency"],
+        advertiser_amount_minor=advertiser_minor, publisher_amount_minor=publisher_minor,
+        network_amount_minor=network_minor, status=ConversionStatus.pending.value, status_reason="",
+        source=source.value, clicked_at=clicked_at, converted_at=now,
+        hold_until=now + timedelta(days=campaign["hold_days"]), created_at=now,
+    )
+
+
+def _recorded(row: dict[str, Any], goals: list[dict[str, Any]], *, duplicate: bool) -> Recorded:
+    name = next((g["name"] for g in goals if g["id"] == row["goal"]), "")
+    return Recorded(conversion=row, duplicate=duplicate, goal=name)

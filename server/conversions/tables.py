@@ -1,0 +1,56 @@
+"""Tables owned by the conversions domain; only server/conversions/service.py writes them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from piccolo.columns import BigInt, ForeignKey, Text, Timestamptz, Varchar
+from piccolo.columns.base import OnDelete
+from piccolo.table import Table
+
+from server.accounts.tables import User
+from server.campaigns.tables import Campaign, Goal
+from server.tracking.tables import Link
+
+
+class ConversionStatus(StrEnum):
+    pending = "pending"  # recorded, waiting for its hold to end (or the advertiser's decision)
+    approved = "approved"  # charged to the advertiser, earned by the publisher
+    rejected = "rejected"  # refused by the advertiser before approval
+    reversed = "reversed"  # undone after approval
+
+
+class ConversionSource(StrEnum):
+    postback = "postback"
+    api = "api"
+    pixel = "pixel"
+
+
+class Conversion(Table):
+    """One sale or lead an advertiser reported, attributed to the publisher of its click.
+
+    Unique per (campaign, txn_id) and indexed by (campaign, status) and by time for caps:
+    indexes made by a raw step in the migrations (a composite unique index cannot be declared
+    in Piccolo, nor added as a constraint to an existing SQLite table).
+
+    Amounts are minor units of `currency` (the campaign's): the advertiser's price is the
+    publisher's payout plus the network's margin, split by server/money.py."""
+
+    campaign = ForeignKey(Campaign, null=False, on_delete=OnDelete.restrict)
+    goal = ForeignKey(Goal, null=False, on_delete=OnDelete.restrict)
+    publisher = ForeignKey(User, null=False, on_delete=OnDelete.restrict)
+    link = ForeignKey(Link, null=False, on_delete=OnDelete.restrict)
+    click_id = Varchar(length=48)
+    txn_id = Varchar(length=100)
+    sale_amount_minor = BigInt(null=True, default=None)  # RevShare goals only
+    currency = Varchar(length=3)
+    advertiser_amount_minor = BigInt()
+    publisher_amount_minor = BigInt()
+    network_amount_minor = BigInt()
+    status = Varchar(length=10, choices=ConversionStatus, default=ConversionStatus.pending)
+    status_reason = Text(default="")
+    source = Varchar(length=10, choices=ConversionSource)
+    clicked_at = Timestamptz()
+    converted_at = Timestamptz()
+    hold_until = Timestamptz()
+    created_at = Timestamptz()
