@@ -112,6 +112,25 @@ async def transaction() -> AsyncIterator[object]:
         yield t
 
 
+@asynccontextmanager
+async def atomic() -> AsyncIterator[object]:
+    """All or nothing, even inside an outer transaction: nested use takes a savepoint, so a caller
+    that catches this block's exception keeps none of its writes (a plain nested transaction would
+    fold into the outer one and commit the half that ran)."""
+    current = engine().current_transaction.get()
+    if current is None:
+        async with transaction() as txn:
+            yield txn
+        return
+    savepoint = await current.savepoint()
+    try:
+        yield current
+    except BaseException:
+        await savepoint.rollback_to()
+        raise
+    await savepoint.release()
+
+
 async def ping() -> None:
     """Raise if the database does not answer."""
     await engine().run_ddl("SELECT 1")

@@ -3,6 +3,7 @@ PostgreSQL, the real app over HTTP. Database tests run once per engine through `
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -57,10 +58,12 @@ def migrate(database_url: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+_DB_SEQ = itertools.count(1)
+
+
 def _create_pg_database(service: Service, name: str) -> str:
     bindir = find_postgres_bindir()
     host_port = ["-h", "127.0.0.1", "-p", str(service.port), "-U", "affnet"]
-    subprocess.run([str(bindir / "dropdb"), "--if-exists", *host_port, name], check=True, capture_output=True)
     subprocess.run([str(bindir / "createdb"), *host_port, name], check=True, capture_output=True)
     return service.url.rsplit("/", 1)[0] + "/" + name
 
@@ -71,7 +74,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'affnet.sqlite3'}"
     else:
-        url = _create_pg_database(request.getfixturevalue("postgres_service"), "affnet_test")
+        # A new name each time: a database an earlier instance left connections to is never reused.
+        name = f"affnet_test_{os.getpid()}_{next(_DB_SEQ)}"
+        url = _create_pg_database(request.getfixturevalue("postgres_service"), name)
     migrate(url)
     return url
 
@@ -153,8 +158,15 @@ def https_settings(settings: Settings) -> Settings:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # Browser journeys last: they are the slowest and need everything else working.
-    items.sort(key=lambda item: 1 if item.get_closest_marker("browser") else 0)
+    """Engine by engine (each database is set up once), browser journeys last within each."""
+    engines = {"sqlite": 0, "postgres": 1}
+
+    def key(item: pytest.Item) -> tuple[int, int]:
+        callspec = getattr(item, "callspec", None)
+        engine = engines.get(callspec.params.get("database_url"), -1) if callspec else -1
+        return engine, 1 if item.get_closest_marker("browser") else 0
+
+    items.sort(key=key)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -10,6 +10,7 @@ from arq.connections import RedisSettings
 
 from server import db
 from server.settings import load_settings
+from workers.jobs.conversions import reconcile_conversions
 from workers.jobs.sessions import purge_expired_sessions
 
 
@@ -27,10 +28,12 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await db.stop(ctx["engine"])
 
 
-FUNCTIONS = [purge_expired_sessions]
+FUNCTIONS = [purge_expired_sessions, reconcile_conversions]
 CRON_JOBS = [
     # Every 10 minutes, and once when the worker starts.
     cron(purge_expired_sessions, minute=set(range(0, 60, 10)), run_at_startup=True, unique=True),
+    # Every five minutes: conversions whose hold ended are approved, earnings released.
+    cron(reconcile_conversions, minute=set(range(0, 60, 5)), run_at_startup=True, unique=True),
 ]
 
 

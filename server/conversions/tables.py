@@ -54,3 +54,5 @@ class Conversion(Table):
     converted_at = Timestamptz()
     hold_until = Timestamptz()
     created_at = Timestamptz()
+    approved_at = Timestamptz(null=True, default=None)  # charged to the advertiser (ledger)
+    released_at = Timestamptz(null=True, default=None)  # the publisher's earning became available

@@ -62,15 +62,16 @@ async def account(kind: AccountKind, currency: str, owner_id: int | None = None)
     row = await query.first()
     if row is not None:
         return row["id"]
-    async with db.transaction():
-        try:
+    try:
+        # A savepoint: losing the race to create it must not abort the caller's transaction.
+        async with db.atomic():
             rows = await LedgerAccount.insert(LedgerAccount(owner=owner_id, kind=kind.value, currency=currency,
                                                             balance_minor=0, created_at=datetime.now(UTC))
                                               ).returning(LedgerAccount.id)
             return rows[0]["id"]
-        except Exception as exc:
-            if not db.is_unique_violation(exc):
-                raise
+    except Exception as exc:
+        if not db.is_unique_violation(exc):
+            raise
     row = await query.first()  # created by a concurrent posting a moment ago
     return row["id"]
 
@@ -98,7 +99,7 @@ async def post(*, kind: str, idempotency_key: str, lines: Sequence[Line], refere
     """Post one balanced transaction, atomically, once per idempotency key."""
     _validate(lines, reference_type)
     now = datetime.now(UTC)
-    async with db.transaction():
+    async with db.atomic():  # a refused line undoes the whole posting, even inside a caller's transaction
         existing = await LedgerTxn.select(LedgerTxn.id).where(LedgerTxn.idempotency_key == idempotency_key).first()
         if existing is not None:
             return Posted(existing["id"], replayed=True)
