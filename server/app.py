@@ -26,6 +26,7 @@ from server.audit.routes import audit_log
 from server.campaigns.marketplace import PublisherCampaigns, PublisherLinks
 from server.campaigns.routes import AdvertiserCampaigns
 from server.conversions.api import ConversionsApi
+from server.conversions.review_routes import AdvertiserConversions
 from server.conversions.routes import conversion_pixel, postback
 from server.errors import DomainError
 from server.health import healthz
@@ -64,6 +65,7 @@ ROUTE_HANDLERS = [
     postback,
     conversion_pixel,
     ConversionsApi,
+    AdvertiserConversions,
 ]
 
 

@@ -77,7 +77,7 @@ async def release(conversion: dict[str, Any], now: datetime) -> bool:
     return bool(changed) and not replayed
 
 
-async def _skip_if_raced(step, conversion: dict[str, Any], now: datetime) -> Any:
+async def skip_if_raced(step, conversion: dict[str, Any], now: datetime) -> Any:
     """Another worker may post the same key at the same moment: its unique key wins, we move on."""
     try:
         return await step(conversion, now)
@@ -100,7 +100,7 @@ async def run(now: datetime | None = None) -> Outcome:
             if conversion["campaign"] in unfunded_campaigns:
                 outcome.unfunded += 1
                 continue
-            result = await _skip_if_raced(approve, conversion, now)
+            result = await skip_if_raced(approve, conversion, now)
             if result is False:
                 outcome.unfunded += 1
                 unfunded_campaigns.add(conversion["campaign"])
@@ -116,7 +116,7 @@ async def run(now: datetime | None = None) -> Outcome:
     while batch := await _due(ConversionStatus.approved, now, after, unreleased=True):
         after = batch[-1]["id"]
         for conversion in batch:
-            if await _skip_if_raced(release, conversion, now):
+            if await skip_if_raced(release, conversion, now):
                 outcome.released += 1
     return outcome
 

@@ -1,4 +1,5 @@
-"""Tables owned by the conversions domain; only server/conversions/service.py writes them."""
+"""Tables owned by the conversions domain; written only by its modules: service.py (intake),
+reconcile.py (approval and release) and review.py (advertisers' decisions)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,202 @@
+"""Advertisers review their own conversions: list them with filters, approve (charged through the
+ledger exactly as reconciliation does, even before the hold ends) or reject pending ones."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, Literal
+
+from server import db
+from server.accounts.identity import CurrentUser
+from server.audit import service as audit
+from server.conversions import reconcile
+from server.conversions.tables import Conversion, ConversionStatus
+from server.errors import Invalid, NotFound
+
+LIST_LIMIT = 500
+MAX_DECISIONS = 500
+REASON_MAX = 500
+ACTIONS = ("approve", "reject")
+
+
+@dataclass(frozen=True)
+class Filters:
+    status: str | None = None
+    campaign_id: int | None = None
+    publisher_email: str | None = None
+    date_from: date | None = None
+    date_to: date | None = None
+
+    def as_form(self) -> dict[str, str]:
+        """The filters as the form fields (and query parameters) that carry them."""
+        return {"status": self.status or "", "campaign": "" if self.campaign_id is None else str(self.campaign_id),
+                "publisher": self.publisher_email or "",
+                "from": self.date_from.isoformat() if self.date_from else "",
+                "to": self.date_to.isoformat() if self.date_to else ""}
+
+
+def _date(raw: str, field: str, label: str) -> date | None:
+    if not raw:
+        return None
+    try:
+        value = date.fromisoformat(raw) if len(raw) == 10 else None
+    except ValueError:
+        value = None
+    if value is None:
+        raise Invalid(f"{label} must be a date written YYYY-MM-DD, such as 2026-03-31.", field=field)
+    return value
+
+
+def parse_filters(params: Mapping[str, Any]) -> Filters:
+    """Query parameters (status, campaign, publisher, from, to) as Filters; Invalid names the bad one."""
+
+    def get(name: str) -> str:
+        value = params.get(name, "")
+        return value.strip() if isinstance(value, str) else ""
+
+    status = get("status")
+    if status and status not in {s.value for s in ConversionStatus}:
+        raise Invalid("Status must be one of: " + ", ".join(s.value for s in ConversionStatus) + ".", field="status")
+    campaign = get("campaign")
+    if campaign and not (campaign.isascii() and campaign.isdigit() and len(campaign) < 19):
+        raise Invalid("Pick a campaign from the list.", field="campaign")
+    date_from, date_to = _date(get("from"), "from", "From"), _date(get("to"), "to", "To")
+    if date_from and date_to and date_from > date_to:
+        raise Invalid("“From” must not be after “To”.", field="from")
+    publisher = get("publisher")
+    if len(publisher) > 254:
+        raise Invalid("That publisher email is too long.", field="publisher")
+    return Filters(status=status or None, campaign_id=int(campaign) if campaign else None,
+                   publisher_email=publisher or None, date_from=date_from, date_to=date_to)
+
+
+async def list_conversions(advertiser: CurrentUser, *, status: str | None = None, campaign_id: int | None = None,
+                           publisher_email: str | None = None, date_from: date | None = None,
+                           date_to: date | None = None, limit: int = LIST_LIMIT) -> list[dict[str, Any]]:
+    """The advertiser's own conversions, newest first. Dates are whole UTC days, both ends included."""
+    query = Conversion.select(
+        Conversion.id, Conversion.txn_id, Conversion.currency, Conversion.status, Conversion.status_reason,
+        Conversion.advertiser_amount_minor, Conversion.publisher_amount_minor, Conversion.sale_amount_minor,
+        Conversion.converted_at, Conversion.hold_until, Conversion.approved_at,
+        Conversion.campaign.as_alias("campaign_id"), Conversion.campaign.name.as_alias("campaign_name"),
+        Conversion.goal.name.as_alias("goal_name"), Conversion.publisher.email.as_alias("publisher_email"),
+    ).where(Conversion.campaign.advertiser == advertiser.id)
+    if status:
+        query = query.where(Conversion.status == status)
+    if campaign_id is not None:
+        query = query.where(Conversion.campaign == campaign_id)
+    if publisher_email:
+        # Emails are stored lower-case, so LIKE on the lowered text matches case-insensitively on both engines.
+        query = query.where(Conversion.publisher.email.like(f"%{publisher_email.lower()}%"))
+    if date_from:
+        query = query.where(Conversion.converted_at >= datetime.combine(date_from, time(), UTC))
+    if date_to:
+        query = query.where(Conversion.converted_at < datetime.combine(date_to + timedelta(days=1), time(), UTC))
+    return await query.order_by(Conversion.converted_at, ascending=False).order_by(
+        Conversion.id, ascending=False).limit(limit)
+
+
+@dataclass
+class Decision:
+    """What one review did, by conversion id."""
+    approved: list[int]
+    rejected: list[int]
+    skipped: list[int]  # already approved, rejected or reversed: nothing changed
+    unfunded: list[int]  # the advertiser's balance could not cover it: still pending
+
+    def as_dict(self) -> dict[str, list[int]]:
+        return asdict(self)
+
+
+async def _owned(advertiser: CurrentUser, ids: list[int]) -> list[dict[str, Any]]:
+    """The rows reconcile.approve expects, for every id, or NotFound if any is not the advertiser's."""
+    rows = await Conversion.select(
+        Conversion.id, Conversion.campaign, Conversion.publisher, Conversion.currency, Conversion.status,
+        Conversion.advertiser_amount_minor, Conversion.publisher_amount_minor, Conversion.hold_until,
+        Conversion.campaign.advertiser.as_alias("advertiser_id"),
+    ).where(Conversion.id.is_in(ids), Conversion.campaign.advertiser == advertiser.id).order_by(Conversion.id)
+    if len(rows) != len(ids):
+        raise NotFound("There is no such conversion.")  # someone else's looks the same as none
+    return rows
+
+
+async def decide(advertiser: CurrentUser, conversion_ids: list[int], action: Literal["approve", "reject"],
+                 reason: str = "", *, now: datetime | None = None) -> Decision:
+    """Approve or reject the advertiser's pending conversions. Every id is checked to be theirs before
+    anything changes; those already decided are skipped. Approval charges through the ledger with the
+    same idempotency key as reconciliation, so nothing is ever charged twice."""
+    if action not in ACTIONS:
+        raise Invalid("Choose approve or reject.", field="action")
+    ids = sorted(set(conversion_ids))
+    if not ids:
+        raise Invalid("Tick at least one conversion.", field="conversion_id")
+    if len(ids) > MAX_DECISIONS:
+        raise Invalid(f"Decide on at most {MAX_DECISIONS} conversions at a time.", field="conversion_id")
+    reason = (reason or "").strip()
+    if action == "reject" and not reason:
+        raise Invalid("Give a reason for rejecting: the publisher sees it.", field="reason")
+    if len(reason) > REASON_MAX:
+        raise Invalid(f"The reason is limited to {REASON_MAX} characters.", field="reason")
+    rows = await _owned(advertiser, ids)
+    now = now or datetime.now(UTC)
+    result = Decision([], [], [], [])
+    for row in rows:
+        if row["status"] != ConversionStatus.pending.value:
+            result.skipped.append(row["id"])
+        elif action == "approve":
+            await _approve(advertiser, row, reason, now, result)
+        else:
+            await _reject(advertiser, row, reason, result)
+    return result
+
+
+async def _approve(advertiser: CurrentUser, row: dict[str, Any], reason: str, now: datetime,
+                   result: Decision) -> None:
+    done = await reconcile.skip_if_raced(reconcile.approve, row, now)
+    if done is False:
+        result.unfunded.append(row["id"])
+        await audit.record("conversion.approve_unfunded", actor_id=advertiser.id, object_type="conversion",
+                           object_id=row["id"], price=row["advertiser_amount_minor"], currency=row["currency"])
+    elif done:
+        result.approved.append(row["id"])
+        await audit.record("conversion.approved", actor_id=advertiser.id, object_type="conversion",
+                           object_id=row["id"], reason=reason, early=_aware(row["hold_until"]) > now,
+                           price=row["advertiser_amount_minor"], currency=row["currency"])
+    else:  # reconciliation or another click approved it a moment ago
+        result.skipped.append(row["id"])
+
+
+async def _reject(advertiser: CurrentUser, row: dict[str, Any], reason: str, result: Decision) -> None:
+    async with db.transaction():
+        changed = await Conversion.update({Conversion.status: ConversionStatus.rejected.value,
+                                           Conversion.status_reason: reason}).where(
+            Conversion.id == row["id"], Conversion.status == ConversionStatus.pending.value).returning(Conversion.id)
+        if changed:
+            await audit.record("conversion.rejected", actor_id=advertiser.id, object_type="conversion",
+                               object_id=row["id"], reason=reason)
+    (result.rejected if changed else result.skipped).append(row["id"])
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def summary(decision: Decision) -> str:
+    """One sentence for the page: what happened, and what did not."""
+    parts = []
+    if decision.approved:
+        parts.append(f"Approved {len(decision.approved)} (charged to your balance)")
+    if decision.rejected:
+        parts.append(f"Rejected {len(decision.rejected)}")
+    if decision.unfunded:
+        parts.append(f"{len(decision.unfunded)} still pending: your balance cannot cover them "
+                     f"({_ids(decision.unfunded)}); add funds and try again")
+    if decision.skipped:
+        parts.append(f"{len(decision.skipped)} skipped, already decided ({_ids(decision.skipped)})")
+    return "; ".join(parts) + "." if parts else "Nothing changed."
+
+
+def _ids(ids: list[int]) -> str:
+    return ", ".join(f"#{i}" for i in ids)
