@@ -5,6 +5,7 @@ from piccolo.conf.apps import AppConfig
 from server.accounts.tables import Advertiser, ApiKey, NetworkSetting, Publisher, Session, User
 from server.audit.tables import AuditEvent
 from server.campaigns.tables import Campaign, Creative, Goal, Membership
+from server.conversions.cpc_tables import ClickEarning
 from server.conversions.tables import Conversion
 from server.ledger.tables import LedgerAccount, LedgerEntry, LedgerTxn
 from server.settings import ROOT
@@ -15,7 +16,7 @@ APP_CONFIG = AppConfig(
     migrations_folder_path=str(ROOT / "migrations"),
     table_classes=[
         User, Publisher, Advertiser, Session, ApiKey, NetworkSetting, AuditEvent,
-        Campaign, Goal, Creative, Membership, Link, Click, Conversion,
+        Campaign, Goal, Creative, Membership, Link, Click, Conversion, ClickEarning,
         LedgerAccount, LedgerTxn, LedgerEntry,
     ],
     migration_dependencies=[],
