@@ -1,24 +1,26 @@
 """Advertisers review their own conversions: list them with filters, approve (charged through the
-ledger exactly as reconciliation does, even before the hold ends) or reject pending ones."""
+ledger exactly as reconciliation does, even before the hold ends) or reject pending ones, and
+reverse approved ones (server/conversions/reversal.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
 from server import db
 from server.accounts.identity import CurrentUser
 from server.audit import service as audit
-from server.conversions import reconcile
+from server.conversions import reconcile, reversal
 from server.conversions.tables import Conversion, ConversionStatus
 from server.errors import Invalid, NotFound
 
 LIST_LIMIT = 500
 MAX_DECISIONS = 500
 REASON_MAX = 500
-ACTIONS = ("approve", "reject")
+ACTIONS = ("approve", "reject", "reverse")
+Action = Literal["approve", "reject", "reverse"]
 
 
 @dataclass(frozen=True)
@@ -101,10 +103,13 @@ async def list_conversions(advertiser: CurrentUser, *, status: str | None = None
 @dataclass
 class Decision:
     """What one review did, by conversion id."""
-    approved: list[int]
-    rejected: list[int]
-    skipped: list[int]  # already approved, rejected or reversed: nothing changed
-    unfunded: list[int]  # the advertiser's balance could not cover it: still pending
+    action: str = "approve"
+    approved: list[int] = field(default_factory=list)
+    rejected: list[int] = field(default_factory=list)
+    reversed: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)  # not in the status the action applies to: nothing changed
+    unfunded: list[int] = field(default_factory=list)  # the advertiser's balance could not cover it: still pending
+    failed: list[int] = field(default_factory=list)  # the ledger refused a reversal this time: nothing changed
 
     def as_dict(self) -> dict[str, list[int]]:
         return asdict(self)
@@ -122,13 +127,14 @@ async def _owned(advertiser: CurrentUser, ids: list[int]) -> list[dict[str, Any]
     return rows
 
 
-async def decide(advertiser: CurrentUser, conversion_ids: list[int], action: Literal["approve", "reject"],
+async def decide(advertiser: CurrentUser, conversion_ids: list[int], action: Action,
                  reason: str = "", *, now: datetime | None = None) -> Decision:
-    """Approve or reject the advertiser's pending conversions. Every id is checked to be theirs before
-    anything changes; those already decided are skipped. Approval charges through the ledger with the
-    same idempotency key as reconciliation, so nothing is ever charged twice."""
+    """Approve or reject the advertiser's pending conversions, or reverse approved ones. Every id is
+    checked to be theirs before anything changes; those not in the status the action applies to are
+    skipped. Approval charges through the ledger with the same idempotency key as reconciliation,
+    and reversal refunds with its own, so nothing is ever charged or refunded twice."""
     if action not in ACTIONS:
-        raise Invalid("Choose approve or reject.", field="action")
+        raise Invalid("Choose approve, reject or reverse.", field="action")
     ids = sorted(set(conversion_ids))
     if not ids:
         raise Invalid("Tick at least one conversion.", field="conversion_id")
@@ -137,22 +143,26 @@ async def decide(advertiser: CurrentUser, conversion_ids: list[int], action: Lit
     reason = (reason or "").strip()
     if action == "reject" and not reason:
         raise Invalid("Give a reason for rejecting: the publisher sees it.", field="reason")
+    if action == "reverse":
+        reason = reversal.check_reason(reason)
     if len(reason) > REASON_MAX:
         raise Invalid(f"The reason is limited to {REASON_MAX} characters.", field="reason")
     rows = await _owned(advertiser, ids)
     now = now or datetime.now(UTC)
-    result = Decision([], [], [], [])
+    result = Decision(action=action)
     for row in rows:
-        if row["status"] != ConversionStatus.pending.value:
+        if action == "reverse":
+            await reverse_row(advertiser, row, reason, result)
+        elif row["status"] != ConversionStatus.pending.value:
             result.skipped.append(row["id"])
         elif action == "approve":
-            await _approve(advertiser, row, reason, now, result)
+            await approve_row(advertiser, row, reason, now, result)
         else:
-            await _reject(advertiser, row, reason, result)
+            await reject_row(advertiser, row, reason, result)
     return result
 
 
-async def _approve(advertiser: CurrentUser, row: dict[str, Any], reason: str, now: datetime,
+async def approve_row(advertiser: CurrentUser, row: dict[str, Any], reason: str, now: datetime,
                    result: Decision) -> None:
     done = await reconcile.skip_if_raced(reconcile.approve, row, now)
     if done is False:
@@ -168,7 +178,7 @@ async def _approve(advertiser: CurrentUser, row: dict[str, Any], reason: str, no
         result.skipped.append(row["id"])
 
 
-async def _reject(advertiser: CurrentUser, row: dict[str, Any], reason: str, result: Decision) -> None:
+async def reject_row(advertiser: CurrentUser, row: dict[str, Any], reason: str, result: Decision) -> None:
     async with db.transaction():
         changed = await Conversion.update({Conversion.status: ConversionStatus.rejected.value,
                                            Conversion.status_reason: reason}).where(
@@ -177,6 +187,14 @@ async def _reject(advertiser: CurrentUser, row: dict[str, Any], reason: str, res
             await audit.record("conversion.rejected", actor_id=advertiser.id, object_type="conversion",
                                object_id=row["id"], reason=reason)
     (result.rejected if changed else result.skipped).append(row["id"])
+
+
+async def reverse_row(advertiser: CurrentUser, row: dict[str, Any], reason: str, result: Decision) -> None:
+    if row["status"] != ConversionStatus.approved.value:
+        result.skipped.append(row["id"])
+        return
+    done = await reversal.reverse_one(row["id"], reason, advertiser_id=advertiser.id, actor_id=advertiser.id)
+    (result.reversed if done else result.failed if done is False else result.skipped).append(row["id"])
 
 
 def _aware(moment: datetime) -> datetime:
@@ -190,11 +208,16 @@ def summary(decision: Decision) -> str:
         parts.append(f"Approved {len(decision.approved)} (charged to your balance)")
     if decision.rejected:
         parts.append(f"Rejected {len(decision.rejected)}")
+    if decision.reversed:
+        parts.append(f"Reversed {len(decision.reversed)} (refunded to your balance)")
     if decision.unfunded:
         parts.append(f"{len(decision.unfunded)} still pending: your balance cannot cover them "
                      f"({_ids(decision.unfunded)}); add funds and try again")
+    if decision.failed:
+        parts.append(f"{len(decision.failed)} could not be reversed just now ({_ids(decision.failed)}); try again")
     if decision.skipped:
-        parts.append(f"{len(decision.skipped)} skipped, already decided ({_ids(decision.skipped)})")
+        why = "only approved conversions can be reversed" if decision.action == "reverse" else "already decided"
+        parts.append(f"{len(decision.skipped)} skipped, {why} ({_ids(decision.skipped)})")
     return "; ".join(parts) + "." if parts else "Nothing changed."
 
 
