@@ -1,14 +1,23 @@
 """Reconciliation: pending conversions whose hold has ended are approved through the ledger, and
-approved earnings become available to their publishers. Run by the worker (workers/jobs).
+earnings approved early become available when their hold ends. Run by the worker (workers/jobs).
 
-Every step is idempotent at the database: each ledger posting carries a key derived from the
-conversion id (`conversion:{id}:approved`, `…:released`), and each status change is conditional
-on the status it leaves. A second run, or a second worker at the same moment, changes nothing
-twice: the ledger replays the posting and the conditional update finds nothing to update."""
+Set-based: each batch of conversions is locked, priced against its advertisers' balances, posted
+as one `ledger.post_many` call (one ledger transaction per conversion, so each earning still
+traces to its conversion) and marked with one UPDATE. A conversion approved after its hold goes
+straight to the publisher's available balance; one the advertiser approves early goes to
+pending, and a later run releases it.
+
+Idempotent at the database: the batch's rows are locked (FOR UPDATE SKIP LOCKED on PostgreSQL, so
+a second worker takes other rows; SQLite has one writer at a time), every posting carries a key
+derived from the conversion id (`conversion:{id}:approved`, `…:released`), and every status
+change is conditional on the status it leaves. A second run, or a second worker at the same
+moment, changes nothing twice."""
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -16,13 +25,18 @@ from typing import Any
 from server import db
 from server.campaigns import service as campaigns
 from server.conversions.tables import Conversion, ConversionStatus
-from server.ledger import templates
-from server.ledger.service import InsufficientFunds
+from server.ledger import service as ledger
+from server.ledger.service import InsufficientFunds, Line, Posting
+from server.ledger.tables import AccountKind as K
 
 log = logging.getLogger("affnet.conversions")
 
-BATCH = 500
+BATCH = {"postgres": 5_000, "sqlite": 1_000}
 LOW_BALANCE = "waiting: the advertiser's balance cannot cover this conversion (the campaign is paused)"
+RETRIES = 5  # a concurrent spend may take the balance we priced against: price again, this many times
+
+_COLUMNS = ("c.id, c.campaign, c.publisher, c.currency, c.advertiser_amount_minor, c.publisher_amount_minor, "
+            "c.hold_until, k.advertiser AS advertiser_id")
 
 
 @dataclass
@@ -33,48 +47,133 @@ class Outcome:
     paused_campaigns: list[int] = field(default_factory=list)
 
 
-async def _due(status: ConversionStatus, now: datetime, after_id: int, *, unreleased: bool = False) -> list[dict]:
-    query = Conversion.select(
-        Conversion.id, Conversion.campaign, Conversion.publisher, Conversion.currency,
-        Conversion.advertiser_amount_minor, Conversion.publisher_amount_minor,
-        Conversion.campaign.advertiser.as_alias("advertiser_id"),
-    ).where(Conversion.status == status.value, Conversion.hold_until <= now, Conversion.id > after_id)
-    if unreleased:
-        query = query.where(Conversion.released_at.is_null())
-    return await query.order_by(Conversion.id).limit(BATCH)
+@dataclass
+class Charged:
+    approved: list[int] = field(default_factory=list)
+    released: list[int] = field(default_factory=list)  # approved after their hold: available at once
+    unfunded_campaigns: set[int] = field(default_factory=set)
+    unfunded: list[int] = field(default_factory=list)
+
+
+def _batch() -> int:
+    return BATCH["sqlite" if db.is_sqlite() else "postgres"]
+
+
+async def _locked(where: str, *args: Any, limit: int, skip_locked: bool) -> list[dict[str, Any]]:
+    """Conversions matching `where` (constant SQL with {} parameters), locked for this transaction."""
+    lock = "" if db.is_sqlite() else (" FOR UPDATE OF c SKIP LOCKED" if skip_locked else " FOR UPDATE OF c")
+    sql = (f"SELECT {_COLUMNS} FROM conversion c JOIN campaign k ON k.id = c.campaign "  # noqa: S608
+           f"WHERE {where} ORDER BY c.id LIMIT {int(limit)}{lock}")
+    return await Conversion.raw(sql, *args)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+async def _fit(rows: Sequence[dict[str, Any]], skip_campaigns: set[int]) -> tuple[list[dict], set[int]]:
+    """The rows the advertisers' balances cover, taken in id order, and the campaigns that came up
+    short. Once a campaign comes up short its later conversions wait too, so they stay in order."""
+    balances: dict[tuple[int, str], int] = {}
+    fitting: list[dict[str, Any]] = []
+    short: set[int] = set()
+    for row in rows:
+        if row["campaign"] in skip_campaigns or row["campaign"] in short:
+            short.add(row["campaign"])
+            continue
+        key = (row["advertiser_id"], row["currency"])
+        if key not in balances:
+            balances[key] = await ledger.balance(K.advertiser_balance, row["currency"], row["advertiser_id"])
+        if row["advertiser_amount_minor"] <= balances[key]:
+            balances[key] -= row["advertiser_amount_minor"]
+            fitting.append(row)
+        else:
+            short.add(row["campaign"])
+    return fitting, short
+
+
+async def _postings(rows: Sequence[dict[str, Any]], now: datetime) -> list[Posting]:
+    """One approval per conversion: advertiser −price, publisher +payout (available when the hold
+    is over, else pending), network +margin. The split was made at intake by server/money.py."""
+    by_currency: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_currency[row["currency"]].append(row)
+    postings = []
+    for currency, group in by_currency.items():
+        advertisers = await ledger.accounts(K.advertiser_balance, currency, [r["advertiser_id"] for r in group])
+        due = [r for r in group if _aware(r["hold_until"]) <= now]
+        early = [r for r in group if _aware(r["hold_until"]) > now]
+        publishers = {**{(K.publisher_available, o): a for o, a in (await ledger.accounts(
+            K.publisher_available, currency, [r["publisher"] for r in due])).items()},
+                      **{(K.publisher_pending, o): a for o, a in (await ledger.accounts(
+                          K.publisher_pending, currency, [r["publisher"] for r in early])).items()}}
+        network = await ledger.account(K.network_revenue, currency)
+        for row in group:
+            price, payout = row["advertiser_amount_minor"], row["publisher_amount_minor"]
+            if not 0 <= payout <= price or price == 0:
+                raise ledger.LedgerError(f"Conversion {row['id']} needs 0 <= payout <= price and a price above 0.")
+            target = K.publisher_available if _aware(row["hold_until"]) <= now else K.publisher_pending
+            lines = [Line(advertisers[row["advertiser_id"]], -price, currency)]
+            if payout:
+                lines.append(Line(publishers[(target, row["publisher"])], payout, currency))
+            if price - payout:
+                lines.append(Line(network, price - payout, currency))
+            postings.append(Posting(kind="earning", idempotency_key=f"conversion:{row['id']}:approved",
+                                    lines=lines, reference_type="conversion", reference_id=row["id"],
+                                    effective_at=now))
+    return postings
+
+
+async def _charge(rows: list[dict[str, Any]], now: datetime, skip_campaigns: set[int]) -> Charged:
+    """Approve the locked pending `rows` the balances cover, inside the caller's transaction."""
+    for _ in range(RETRIES):
+        fitting, short = await _fit(rows, skip_campaigns)
+        try:
+            async with db.atomic():
+                posted = await ledger.post_many(await _postings(fitting, now))
+                approved = [row for row, p in zip(fitting, posted, strict=True) if not p.replayed]
+                released = await _mark_approved(approved, now)
+            break
+        except InsufficientFunds:
+            log.info("a balance changed while a batch was priced; pricing again")
+    else:
+        raise RuntimeError("balances kept changing under the approval batch")
+    charged = Charged(approved=[r["id"] for r in approved], released=released, unfunded_campaigns=short)
+    done = {r["id"] for r in fitting}
+    charged.unfunded = [r["id"] for r in rows if r["id"] not in done]
+    return charged
+
+
+async def _mark_approved(rows: list[dict[str, Any]], now: datetime) -> list[int]:
+    """Status approved for rows this batch charged; those past their hold are released at once.
+    The rows are locked and pending, so every one must change: anything else would leave money
+    moved for a conversion that is not approved, and is refused (the batch rolls back)."""
+    due = [r["id"] for r in rows if _aware(r["hold_until"]) <= now]
+    early = [r["id"] for r in rows if _aware(r["hold_until"]) > now]
+    changed = 0
+    for ids, released_at in ((due, now), (early, None)):
+        if ids:
+            changed += len(await Conversion.update({
+                Conversion.status: ConversionStatus.approved.value, Conversion.approved_at: now,
+                Conversion.released_at: released_at, Conversion.status_reason: ""}).where(
+                Conversion.id.is_in(ids), Conversion.status == ConversionStatus.pending.value
+            ).returning(Conversion.id))
+    if changed != len(rows):
+        raise RuntimeError("a conversion charged in this batch was no longer pending")
+    return due
 
 
 async def approve(conversion: dict[str, Any], now: datetime) -> bool | None:
-    """Charge one conversion to its advertiser: True if this call did it, None if another run had,
-    False (and nothing moved) if the advertiser's balance is short."""
-    try:
-        async with db.transaction():
-            posted = await templates.approve_earning(
-                advertiser_id=conversion["advertiser_id"], publisher_id=conversion["publisher"],
-                price=conversion["advertiser_amount_minor"], payout=conversion["publisher_amount_minor"],
-                currency=conversion["currency"], reference_type="conversion", reference_id=conversion["id"],
-                key=f"conversion:{conversion['id']}:approved")
-            changed = await Conversion.update({Conversion.status: ConversionStatus.approved.value,
-                                               Conversion.approved_at: now, Conversion.status_reason: ""}).where(
-                Conversion.id == conversion["id"], Conversion.status == ConversionStatus.pending.value
-            ).returning(Conversion.id)
-    except InsufficientFunds:
-        return False
-    return True if changed and not posted.replayed else None
-
-
-async def release(conversion: dict[str, Any], now: datetime) -> bool:
-    """The publisher's earning from an approved conversion becomes available. True if this call did it."""
+    """Charge one conversion to its advertiser (an early approval, or the job): True if this call
+    did it, None if it was no longer pending, False (and nothing moved) if the balance is short."""
     async with db.transaction():
-        replayed = False
-        if conversion["publisher_amount_minor"]:
-            replayed = (await templates.release_earning(
-                conversion["publisher"], conversion["publisher_amount_minor"], conversion["currency"],
-                reference_type="conversion", reference_id=conversion["id"],
-                key=f"conversion:{conversion['id']}:released")).replayed
-        changed = await Conversion.update({Conversion.released_at: now}).where(
-            Conversion.id == conversion["id"], Conversion.released_at.is_null()).returning(Conversion.id)
-    return bool(changed) and not replayed
+        rows = await _locked("c.id = {} AND c.status = 'pending'", conversion["id"], limit=1, skip_locked=False)
+        if not rows:
+            return None
+        charged = await _charge(rows, now, set())
+    if charged.unfunded:
+        return False
+    return True if charged.approved else None
 
 
 async def skip_if_raced(step, conversion: dict[str, Any], now: datetime) -> Any:
@@ -88,35 +187,62 @@ async def skip_if_raced(step, conversion: dict[str, Any], now: datetime) -> Any:
         raise
 
 
+async def _approve_due(now: datetime, outcome: Outcome) -> set[int]:
+    """Every pending conversion past its hold, batch by batch; the campaigns that came up short."""
+    short: set[int] = set()
+    after = 0
+    while True:
+        async with db.transaction():
+            rows = await _locked("c.status = 'pending' AND c.hold_until <= {} AND c.id > {}", now, after,
+                                 limit=_batch(), skip_locked=True)
+            if not rows:
+                return short
+            after = rows[-1]["id"]
+            charged = await _charge(rows, now, short)
+        short |= charged.unfunded_campaigns
+        outcome.approved += len(charged.approved)
+        outcome.released += len(charged.released)
+        outcome.unfunded += len(charged.unfunded)
+
+
+async def _release_due(now: datetime) -> int:
+    """Earnings approved early whose hold has now ended: publisher pending → available."""
+    released = 0
+    after = 0
+    while True:
+        async with db.transaction():
+            rows = await _locked("c.status = 'approved' AND c.released_at IS NULL AND c.hold_until <= {} "
+                                 "AND c.id > {}", now, after, limit=_batch(), skip_locked=True)
+            if not rows:
+                return released
+            after = rows[-1]["id"]
+            postings = []
+            for currency in sorted({r["currency"] for r in rows}):
+                group = [r for r in rows if r["currency"] == currency and r["publisher_amount_minor"]]
+                pending = await ledger.accounts(K.publisher_pending, currency, [r["publisher"] for r in group])
+                available = await ledger.accounts(K.publisher_available, currency, [r["publisher"] for r in group])
+                postings += [Posting(kind="release", idempotency_key=f"conversion:{r['id']}:released",
+                                     reference_type="conversion", reference_id=r["id"], effective_at=now, lines=[
+                                         Line(pending[r["publisher"]], -r["publisher_amount_minor"], currency),
+                                         Line(available[r["publisher"]], r["publisher_amount_minor"], currency)])
+                             for r in group]
+            await ledger.post_many(postings)
+            changed = await Conversion.update({Conversion.released_at: now}).where(
+                Conversion.id.is_in([r["id"] for r in rows]), Conversion.released_at.is_null()
+            ).returning(Conversion.id)
+            released += len(changed)
+
+
 async def run(now: datetime | None = None) -> Outcome:
-    """Approve every pending conversion whose hold has ended, then release approved earnings."""
+    """Approve every pending conversion whose hold has ended, then release earnings approved early."""
     now = now or datetime.now(UTC)
     outcome = Outcome()
-    unfunded_campaigns: set[int] = set()
-    after = 0
-    while batch := await _due(ConversionStatus.pending, now, after):
-        after = batch[-1]["id"]
-        for conversion in batch:
-            if conversion["campaign"] in unfunded_campaigns:
-                outcome.unfunded += 1
-                continue
-            result = await skip_if_raced(approve, conversion, now)
-            if result is False:
-                outcome.unfunded += 1
-                unfunded_campaigns.add(conversion["campaign"])
-            elif result:
-                outcome.approved += 1
-    for campaign_id in sorted(unfunded_campaigns):
+    short = await _approve_due(now, outcome)
+    for campaign_id in sorted(short):
         await Conversion.update({Conversion.status_reason: LOW_BALANCE}).where(
             Conversion.campaign == campaign_id, Conversion.status == ConversionStatus.pending.value,
             Conversion.hold_until <= now)
         if await campaigns.pause_for_balance(campaign_id):
             outcome.paused_campaigns.append(campaign_id)
-    after = 0
-    while batch := await _due(ConversionStatus.approved, now, after, unreleased=True):
-        after = batch[-1]["id"]
-        for conversion in batch:
-            if await skip_if_raced(release, conversion, now):
-                outcome.released += 1
+    outcome.released += await _release_due(now)
     return outcome
-

@@ -76,6 +76,22 @@ async def account(kind: AccountKind, currency: str, owner_id: int | None = None)
     return row["id"]
 
 
+async def accounts(kind: AccountKind, currency: str, owner_ids: Sequence[int]) -> dict[int, int]:
+    """The (kind, currency) account of each owner, by owner id, creating the missing ones: two
+    statements however many owners (a batch of approvals touches hundreds of publishers)."""
+    wanted = sorted(set(owner_ids))
+    found: dict[int, int] = {}
+    for i in range(0, len(wanted), _CHUNK):
+        chunk = wanted[i:i + _CHUNK]
+        rows = await LedgerAccount.select(LedgerAccount.id, LedgerAccount.owner).where(
+            LedgerAccount.kind == kind.value, LedgerAccount.currency == currency, LedgerAccount.owner.is_in(chunk))
+        found.update({r["owner"]: r["id"] for r in rows})
+    for owner_id in wanted:
+        if owner_id not in found:
+            found[owner_id] = await account(kind, currency, owner_id)
+    return found
+
+
 def _validate(lines: Sequence[Line], reference_type: str) -> None:
     if len(lines) < 2:
         raise LedgerError("A ledger transaction needs at least two lines.")
@@ -93,49 +109,182 @@ def _validate(lines: Sequence[Line], reference_type: str) -> None:
         raise LedgerError(f"Unbalanced transaction: lines sum to {unbalanced} instead of zero.")
 
 
+@dataclass(frozen=True, slots=True)
+class Posting:
+    """One ledger transaction to post: balanced lines, what it is for, and its idempotency key."""
+    kind: str
+    idempotency_key: str
+    lines: Sequence[Line]
+    reference_type: str
+    reference_id: int
+    memo: str = ""
+    actor_id: int | None = None
+    reverses: int | None = None
+    effective_at: datetime | None = None
+
+
 async def post(*, kind: str, idempotency_key: str, lines: Sequence[Line], reference_type: str, reference_id: int,
                memo: str = "", actor_id: int | None = None, reverses: int | None = None,
                effective_at: datetime | None = None) -> Posted:
     """Post one balanced transaction, atomically, once per idempotency key."""
-    _validate(lines, reference_type)
+    return (await post_many([Posting(kind, idempotency_key, lines, reference_type, reference_id, memo, actor_id,
+                                     reverses, effective_at)]))[0]
+
+
+async def post_many(postings: Sequence[Posting]) -> list[Posted]:
+    """Post many balanced transactions at once, all or nothing: the only writer of entries and balances.
+
+    Each posting is its own ledger transaction (so every earning traces to one conversion, click
+    hour or payout line: I6) and is posted once per idempotency key: a key posted before, by an
+    earlier call or by a concurrent one, is replayed and moves nothing. Balances move by the net
+    of the batch per account, in account-id order, each with the guard its kind needs (I4, I5):
+    if any account would end below its bound, InsufficientFunds undoes the whole batch. The batch
+    is atomic, so no intermediate state is ever visible; it is the net that must be within bounds.
+    Bulk statements (unnest and COPY on PostgreSQL, executemany on SQLite) make a batch of
+    thousands a handful of round trips."""
+    for posting in postings:
+        _validate(posting.lines, posting.reference_type)
+    if len({p.idempotency_key for p in postings}) != len(postings):
+        raise LedgerError("Each posting in a batch needs its own idempotency key.")
+    if not postings:
+        return []
     now = datetime.now(UTC)
-    async with db.atomic():  # a refused line undoes the whole posting, even inside a caller's transaction
-        existing = await LedgerTxn.select(LedgerTxn.id).where(LedgerTxn.idempotency_key == idempotency_key).first()
-        if existing is not None:
-            return Posted(existing["id"], replayed=True)
-        kinds = {r["id"]: r for r in await LedgerAccount.select(
-            LedgerAccount.id, LedgerAccount.kind, LedgerAccount.currency).where(
-            LedgerAccount.id.is_in(sorted({line.account_id for line in lines})))}
-        rows = await LedgerTxn.insert(LedgerTxn(
-            kind=kind, idempotency_key=idempotency_key, reference_type=reference_type, reference_id=reference_id,
-            reverses=reverses, memo=memo, actor=actor_id, effective_at=effective_at or now, created_at=now,
-        )).returning(LedgerTxn.id)
-        txn_id = rows[0]["id"]
-        # Accounts are updated in id order, so concurrent postings take row locks in one order.
-        for line in sorted(lines, key=lambda item: item.account_id):
-            acct = kinds.get(line.account_id)
-            if acct is None:
-                raise LedgerError(f"There is no ledger account {line.account_id}.")
-            if acct["currency"] != line.currency:
-                raise LedgerError(f"Account {line.account_id} holds {acct['currency']}, not {line.currency}.")
-            await _move_balance(line.account_id, AccountKind(acct["kind"]), line.amount_minor)
-        await LedgerEntry.insert(*[LedgerEntry(txn=txn_id, account=line.account_id, amount_minor=line.amount_minor,
-                                               currency=line.currency) for line in lines])
-    return Posted(txn_id, replayed=False)
+    async with db.atomic() as txn:
+        conn = txn.connection  # type: ignore[attr-defined]  # the transaction's own connection
+        sqlite = db.is_sqlite()
+        keys = [p.idempotency_key for p in postings]
+        ids = await (_existing_keys_sqlite(conn, keys) if sqlite else _existing_keys_pg(conn, keys))
+        replayed = set(ids)
+        fresh = [p for p in postings if p.idempotency_key not in replayed]
+        if fresh:
+            accounts = await _accounts(conn, sqlite, sorted({line.account_id for p in fresh for line in p.lines}))
+            deltas: dict[int, int] = defaultdict(int)
+            for posting in fresh:
+                for line in posting.lines:
+                    acct = accounts.get(line.account_id)
+                    if acct is None:
+                        raise LedgerError(f"There is no ledger account {line.account_id}.")
+                    if acct[1] != line.currency:
+                        raise LedgerError(f"Account {line.account_id} holds {acct[1]}, not {line.currency}.")
+                    deltas[line.account_id] += line.amount_minor
+            rows = [(p.kind, p.idempotency_key, p.reference_type, p.reference_id, p.reverses, p.memo, p.actor_id,
+                     p.effective_at or now, now) for p in fresh]
+            inserted = await (_insert_txns_sqlite(conn, rows) if sqlite else _insert_txns_pg(conn, rows))
+            ids.update(inserted)
+            # Posted concurrently by another transaction after we looked: theirs stands, ours replays.
+            fresh = [p for p in fresh if p.idempotency_key in inserted]
+            if len(fresh) != len(rows):
+                deltas = defaultdict(int)
+                for posting in fresh:
+                    for line in posting.lines:
+                        deltas[line.account_id] += line.amount_minor
+                replayed |= {r[1] for r in rows} - inserted.keys()
+                missing = [r[1] for r in rows if r[1] not in inserted]
+                ids.update(await (_existing_keys_sqlite(conn, missing) if sqlite else _existing_keys_pg(conn, missing)))
+            moves = [(account_id, accounts[account_id][0], delta) for account_id, delta in sorted(deltas.items())
+                     if delta]
+            await (_move_balances_sqlite(conn, moves) if sqlite else _move_balances_pg(conn, moves))
+            entries = [(inserted[p.idempotency_key], line.account_id, line.amount_minor, line.currency)
+                       for p in fresh for line in p.lines]
+            if sqlite:
+                await conn.executemany("INSERT INTO ledger_entry (txn, account, amount_minor, currency) "
+                                       "VALUES (?, ?, ?, ?)", entries)
+            elif entries:
+                await conn.copy_records_to_table("ledger_entry", records=entries,
+                                                 columns=["txn", "account", "amount_minor", "currency"])
+    return [Posted(ids[p.idempotency_key], replayed=p.idempotency_key in replayed) for p in postings]
 
 
-async def _move_balance(account_id: int, kind: AccountKind, amount: int) -> None:
-    """One atomic, conditional UPDATE: correct on SQLite and PostgreSQL alike, no read-then-write."""
-    guard = ""
+_TXN_COLUMNS = "kind, idempotency_key, reference_type, reference_id, reverses, memo, actor, effective_at, created_at"
+_CHUNK = 500  # SQLite: keys per IN (...) list
+
+
+async def _existing_keys_pg(conn: Any, keys: list[str]) -> dict[str, int]:
+    rows = await conn.fetch("SELECT id, idempotency_key FROM ledger_txn WHERE idempotency_key = ANY($1::varchar[])",
+                            keys)
+    return {r["idempotency_key"]: r["id"] for r in rows}
+
+
+async def _existing_keys_sqlite(conn: Any, keys: list[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for i in range(0, len(keys), _CHUNK):
+        chunk = keys[i:i + _CHUNK]
+        # Only "?" placeholders are joined into the statement; the keys are bound parameters.
+        sql = f"SELECT id, idempotency_key FROM ledger_txn WHERE idempotency_key IN ({', '.join('?' * len(chunk))})"  # noqa: S608
+        async with conn.execute(sql, chunk) as cursor:
+            found.update({r["idempotency_key"]: r["id"] for r in await cursor.fetchall()})
+    return found
+
+
+async def _accounts(conn: Any, sqlite: bool, account_ids: list[int]) -> dict[int, tuple[AccountKind, str]]:
+    """Kind and currency of each account; on PostgreSQL the rows are locked in id order, so
+    concurrent postings queue on the same accounts instead of deadlocking."""
+    if sqlite:
+        found = {}
+        for i in range(0, len(account_ids), _CHUNK):
+            chunk = account_ids[i:i + _CHUNK]
+            sql = f"SELECT id, kind, currency FROM ledger_account WHERE id IN ({', '.join('?' * len(chunk))})"  # noqa: S608
+            async with conn.execute(sql, chunk) as cursor:
+                found.update({r["id"]: (AccountKind(r["kind"]), r["currency"]) for r in await cursor.fetchall()})
+        return found
+    rows = await conn.fetch("SELECT id, kind, currency FROM ledger_account WHERE id = ANY($1::bigint[]) "
+                            "ORDER BY id FOR UPDATE", account_ids)
+    return {r["id"]: (AccountKind(r["kind"]), r["currency"]) for r in rows}
+
+
+async def _insert_txns_pg(conn: Any, rows: list[tuple]) -> dict[str, int]:
+    columns = list(zip(*rows, strict=True))
+    inserted = await conn.fetch(
+        f"INSERT INTO ledger_txn ({_TXN_COLUMNS}) SELECT * FROM unnest($1::varchar[], $2::varchar[], "  # noqa: S608
+        "$3::varchar[], $4::bigint[], $5::bigint[], $6::text[], $7::integer[], $8::timestamptz[], "
+        "$9::timestamptz[]) ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key", *columns)
+    return {r["idempotency_key"]: r["id"] for r in inserted}
+
+
+async def _insert_txns_sqlite(conn: Any, rows: list[tuple]) -> dict[str, int]:
+    # SQLite takes one writer at a time, so nobody else can insert these keys meanwhile.
+    await conn.executemany(f"INSERT INTO ledger_txn ({_TXN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)  # noqa: S608
+    return await _existing_keys_sqlite(conn, [r[1] for r in rows])
+
+
+def _guard(kind: AccountKind) -> str:
     if kind in NEVER_NEGATIVE:
-        guard = " AND balance_minor + {} >= 0"
-    elif kind in NEVER_POSITIVE:
-        guard = " AND balance_minor + {} <= 0"
-    # {} are bound parameters (Piccolo raw); only the constant guard text is concatenated.
-    sql = "UPDATE ledger_account SET balance_minor = balance_minor + {} WHERE id = {}" + guard + " RETURNING id"  # noqa: S608
-    args = (amount, account_id, amount) if guard else (amount, account_id)
-    if not await LedgerAccount.raw(sql, *args):
-        raise InsufficientFunds(account_id, kind.value)
+        return ">= 0"
+    if kind in NEVER_POSITIVE:
+        return "<= 0"
+    return ""
+
+
+async def _move_balances_pg(conn: Any, moves: list[tuple[int, AccountKind, int]]) -> None:
+    """One conditional UPDATE for the batch; an account missing from RETURNING broke its bound."""
+    negative = ", ".join(f"'{k.value}'" for k in sorted(NEVER_NEGATIVE))
+    positive = ", ".join(f"'{k.value}'" for k in sorted(NEVER_POSITIVE))
+    moved = await conn.fetch(
+        "UPDATE ledger_account a SET balance_minor = a.balance_minor + d.delta "  # noqa: S608  # constant kinds only
+        "FROM unnest($1::bigint[], $2::bigint[]) AS d(id, delta) WHERE a.id = d.id "
+        f"AND (a.kind NOT IN ({negative}) OR a.balance_minor + d.delta >= 0) "
+        f"AND (a.kind NOT IN ({positive}) OR a.balance_minor + d.delta <= 0) RETURNING a.id",
+        [m[0] for m in moves], [m[2] for m in moves])
+    _refuse_unmoved(moves, {r["id"] for r in moved})
+
+
+async def _move_balances_sqlite(conn: Any, moves: list[tuple[int, AccountKind, int]]) -> None:
+    moved = set()
+    for account_id, kind, delta in moves:
+        guard = _guard(kind)
+        # Only the constant guard text is joined in; the amounts and ids are bound parameters.
+        sql = "UPDATE ledger_account SET balance_minor = balance_minor + ? WHERE id = ?" + (  # noqa: S608
+            f" AND balance_minor + ? {guard}" if guard else "") + " RETURNING id"
+        async with conn.execute(sql, (delta, account_id, delta) if guard else (delta, account_id)) as cursor:
+            if await cursor.fetchall():
+                moved.add(account_id)
+    _refuse_unmoved(moves, moved)
+
+
+def _refuse_unmoved(moves: list[tuple[int, AccountKind, int]], moved: set[int]) -> None:
+    for account_id, kind, _ in moves:
+        if account_id not in moved:
+            raise InsufficientFunds(account_id, kind.value)
 
 
 async def balance(kind: AccountKind, currency: str, owner_id: int | None = None) -> int:

@@ -67,7 +67,8 @@ async def test_running_twice_or_in_two_workers_at_once_charges_each_conversion_o
     assert (await reconcile.run(now=now)).approved == 0
     assert await ledger.balance(K.advertiser_balance, "EUR", setup.advertiser.id) == 10_000 - 4 * 1_000
     assert await ledger.balance(K.publisher_available, "EUR", setup.publisher.id) == 4 * 800
-    assert await LedgerTxn.count().where(LedgerTxn.reference_type == "conversion") == 8  # approve + release each
+    # Past their hold, each is approved straight to available: one ledger transaction per conversion.
+    assert await LedgerTxn.count().where(LedgerTxn.reference_type == "conversion") == 4
     assert await ledger.check() == []
 
 

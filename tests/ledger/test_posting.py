@@ -90,6 +90,57 @@ async def test_concurrent_spends_never_overdraw_the_advertiser(clean, settings):
     assert await ledger.check() == []
 
 
+def spends(adv_acct: int, pub_acct: int, keys: range, price: int = 300) -> list[ledger.Posting]:
+    return [ledger.Posting(kind="earning", idempotency_key=f"batch-{i}", reference_type="conversion",
+                           reference_id=i, lines=[Line(adv_acct, -price, "EUR"), Line(pub_acct, price, "EUR")])
+            for i in keys]
+
+
+async def test_a_batch_posts_one_transaction_per_posting_and_replays_what_was_posted(clean, settings):
+    adv_id = await funded_advertiser(10_000)
+    pub_id, _ = await make_publisher(settings)
+    adv = await ledger.account(K.advertiser_balance, "EUR", adv_id)
+    pub = await ledger.account(K.publisher_available, "EUR", pub_id)
+    first = await ledger.post_many(spends(adv, pub, range(0, 10)))
+    assert len({p.txn_id for p in first}) == 10 and not any(p.replayed for p in first)
+    # An overlapping batch: the five already posted replay with their first ids, five are new.
+    second = await ledger.post_many(spends(adv, pub, range(5, 15)))
+    assert [p.txn_id for p in second[:5]] == [p.txn_id for p in first[5:]]
+    assert [p.replayed for p in second] == [True] * 5 + [False] * 5
+    assert await ledger.balance(K.advertiser_balance, "EUR", adv_id) == 10_000 - 15 * 300
+    assert await ledger.balance(K.publisher_available, "EUR", pub_id) == 15 * 300
+    assert await LedgerEntry.count() == 2 + 15 * 2  # the funding, then two lines per spend
+    assert await ledger.check() == []
+
+
+async def test_a_batch_the_balance_cannot_cover_moves_nothing(clean, settings):
+    adv_id = await funded_advertiser(1_000)
+    pub_id, _ = await make_publisher(settings)
+    adv = await ledger.account(K.advertiser_balance, "EUR", adv_id)
+    pub = await ledger.account(K.publisher_available, "EUR", pub_id)
+    before = (await LedgerTxn.count(), await LedgerEntry.count())
+    with pytest.raises(InsufficientFunds):
+        await ledger.post_many(spends(adv, pub, range(4)))  # 1,200 against 1,000
+    assert (await LedgerTxn.count(), await LedgerEntry.count()) == before
+    assert await ledger.balance(K.advertiser_balance, "EUR", adv_id) == 1_000
+    with pytest.raises(LedgerError, match="its own idempotency key"):
+        await ledger.post_many(spends(adv, pub, range(1)) * 2)
+    assert await ledger.check() == []
+
+
+async def test_the_same_batch_posted_twice_at_once_moves_money_once(clean, settings):
+    adv_id = await funded_advertiser(100_000)
+    pub_id, _ = await make_publisher(settings)
+    adv = await ledger.account(K.advertiser_balance, "EUR", adv_id)
+    pub = await ledger.account(K.publisher_available, "EUR", pub_id)
+    first, second = await asyncio.gather(ledger.post_many(spends(adv, pub, range(50))),
+                                         ledger.post_many(spends(adv, pub, range(50))))
+    assert [a.txn_id for a in first] == [b.txn_id for b in second]
+    assert sum(not p.replayed for p in first + second) == 50
+    assert await ledger.balance(K.advertiser_balance, "EUR", adv_id) == 100_000 - 50 * 300
+    assert await ledger.check() == []
+
+
 async def test_entries_and_transactions_cannot_be_updated_or_deleted(clean):
     adv_id = await funded_advertiser()
     for sql in ["UPDATE ledger_entry SET amount_minor = amount_minor + 1",
