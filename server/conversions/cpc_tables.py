@@ -29,8 +29,8 @@ class ClickEarning(Table):
 
     `price_minor` = `payout_minor` + `margin_minor`, each paid click times the goal's amounts, in
     minor units of `currency` (the campaign's). `valid_clicks` = `paid_clicks` + `over_cap_clicks`
-    + `over_budget_clicks`; `status_reason` says, for people, why clicks went unpaid or why the
-    row waits."""
+    + `over_budget_clicks`; `unpaid_reason` says, for people, why clicks went unpaid, and
+    `status_reason` why the row waits."""
 
     publisher = ForeignKey(User, null=False, on_delete=OnDelete.restrict)
     campaign = ForeignKey(Campaign, null=False, on_delete=OnDelete.restrict)
@@ -44,8 +44,10 @@ class ClickEarning(Table):
     price_minor = BigInt()
     payout_minor = BigInt()
     margin_minor = BigInt()
+    # Why clicks went unpaid ("3 over the daily cap of 100 clicks per publisher"); fixed when priced.
+    unpaid_reason = Text(default="")
     status = Varchar(length=10, choices=ClickEarningStatus)
-    status_reason = Text(default="")
+    status_reason = Text(default="")  # why the row waits; empty once charged
     hold_until = Timestamptz()  # the end of the hour plus the campaign's hold days
     created_at = Timestamptz()
     approved_at = Timestamptz(null=True, default=None)

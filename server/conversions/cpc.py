@@ -1,0 +1,417 @@
+"""CPC earnings: valid clicks of CPC goals become ledgered earnings, per publisher × campaign ×
+goal × UTC hour, within the campaign's caps and budgets. Run by the worker (workers/jobs/earnings.py).
+
+What is paid
+- Only `valid` clicks (server/tracking/classify.py) count. The redirect already refuses clicks over
+  caps and budgets from in-process counters, but several processes each count their own share:
+  this job, working from the stored clicks, is the truth for what is billed.
+- A click pays on its campaign's *first* CPC goal (lowest position), as the redirect prices it;
+  a second CPC goal never bills the same click again. Amounts are the goal's at the time the
+  hour is priced (usually minutes after it closed): price = paid clicks × advertiser amount,
+  payout = paid clicks × publisher amount, margin = price − payout (integer cents, I12/I13).
+- Hours are UTC; a day is a UTC day (as the redirect counts). Only closed hours are priced, once
+  the hour ended at least SETTLE ago, so clicks still in a server's write buffer (flushed every
+  half second) land first. A click stored after its hour was priced is never paid.
+- Each priced hour gets one row per publisher with valid clicks, even when nothing is paid, with
+  how many clicks were paid, how many were over a cap or the budget, and why (`unpaid_reason`).
+  A campaign's hours are priced in order, never twice: its latest priced hour is the watermark
+  (whatever the goal), and (campaign, goal, hour, publisher) is unique at the database.
+
+Caps, then budgets, in click order
+- The valid clicks of a day are taken in (clicked_at, id) order. A publisher's clicks beyond
+  cap_publisher_clicks_daily that day are over cap; of the rest, those beyond cap_clicks_daily
+  for the campaign that day are over cap. Clicks over cap are never paid.
+- Of the clicks within caps in the hour, the first N are paid, N being what the budgets still
+  allow at the unit price: min(daily_budget − spent today, total_budget − spent ever) // price.
+  The rest are over budget. So the budget goes to earlier hours first and, within an hour, to
+  the earliest clicks whoever brought them: deterministic, and the same in every worker.
+- Spend (`spent_minor`) is the price of approved conversions (counted at approved_at) plus the
+  price of every priced CPC hour that is charged or waiting to be charged (counted at its hour).
+  A waiting hour holds its share of the budget: it is owed, and is charged once funds arrive.
+  Pending conversions are not spend yet; rejected and reversed ones never are.
+
+Money
+- A priced hour is charged to the advertiser in one ledger posting per row (`approve_earning`:
+  advertiser_balance −price, publisher_pending +payout, network_revenue +margin), reference
+  ("click_hour", row id), idempotency key `click_hour:{id}:approved`. An hour is charged whole
+  or not at all: when the advertiser's balance cannot cover all its rows, nothing is posted (the
+  balance never goes negative, I4), the rows wait with a reason (`status_reason`), the campaign is paused
+  (`pause_for_balance`), and later hours of that campaign wait behind it. Each run retries the
+  waiting hours in order before pricing new ones, so funding the balance pays them on the next
+  run; the advertiser resumes the campaign themselves.
+- The hold of an hour ends `hold_days` (the campaign's, when priced) after the hour ended; then
+  the payout moves publisher_pending → publisher_available (`release_earning`, key
+  `click_hour:{id}:released`), in the same job.
+
+Running twice, or in two workers at once
+- Every write is one database transaction whose first step claims its work: pricing takes a
+  per-campaign lock (a PostgreSQL advisory lock; SQLite's BEGIN IMMEDIATE already serialises
+  writers) and re-reads the watermark; charging a waiting row and releasing an approved one are
+  conditional updates on the status they leave. The loser finds nothing to do, and the ledger's
+  idempotency keys replay rather than post again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from piccolo.query.functions.aggregate import Count, Sum
+
+from server import db, money
+from server.campaigns import service as campaigns
+from server.campaigns.tables import Goal, PayoutModel
+from server.conversions.cpc_tables import ClickEarning, ClickEarningStatus
+from server.conversions.tables import Conversion, ConversionStatus
+from server.ledger import templates
+from server.ledger.service import InsufficientFunds
+from server.tracking.classify import Reason
+from server.tracking.tables import Click
+
+log = logging.getLogger("affnet.cpc")
+
+HOUR = timedelta(hours=1)
+SETTLE = timedelta(minutes=2)  # an hour is priced once it ended at least this long ago
+LOCK_NAMESPACE = 4_101  # first key of PostgreSQL advisory locks taken by this module
+CHARGED = (ClickEarningStatus.waiting.value, ClickEarningStatus.approved.value, ClickEarningStatus.released.value)
+WAITING_FOR_FUNDS = ("Waiting: the advertiser's balance cannot cover this hour; the campaign is paused until "
+                     "funds arrive.")
+WAITING_BEHIND = "Waiting behind an earlier hour of this campaign that the advertiser's balance cannot cover yet."
+
+
+@dataclass
+class Outcome:
+    priced: int = 0  # rows created (hours × publishers)
+    charged: int = 0  # rows charged to advertisers by this run
+    waiting: int = 0  # rows left waiting for funds after this run
+    released: int = 0  # rows whose hold ended and whose payout became available
+    paused_campaigns: list[int] = field(default_factory=list)
+
+
+def utc(moment: datetime) -> datetime:
+    """Stored times come back naive from some drivers: they are UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def hour_of(moment: datetime) -> datetime:
+    return utc(moment).replace(minute=0, second=0, microsecond=0)
+
+
+def _int(value: Any) -> int:
+    # SUM of a BIGINT is NUMERIC on PostgreSQL (a Decimal here, never a float): exact either way.
+    return int(value or 0)
+
+
+async def spent_minor(campaign_id: int, since: datetime | None = None, until: datetime | None = None) -> int:
+    """What the campaign has spent in [since, until): approved conversions at their approval time,
+    plus CPC hours charged or waiting for funds at their hour (see the module's docstring)."""
+    conversions = Conversion.select(Sum(Conversion.advertiser_amount_minor, alias="total")).where(
+        Conversion.campaign == campaign_id, Conversion.status == ConversionStatus.approved.value)
+    clicks = ClickEarning.select(Sum(ClickEarning.price_minor, alias="total")).where(
+        ClickEarning.campaign == campaign_id, ClickEarning.status.is_in(list(CHARGED)))
+    if since is not None:
+        conversions = conversions.where(Conversion.approved_at >= since)
+        clicks = clicks.where(ClickEarning.hour >= since)
+    if until is not None:
+        conversions = conversions.where(Conversion.approved_at < until)
+        clicks = clicks.where(ClickEarning.hour < until)
+    return _int((await conversions.first())["total"]) + _int((await clicks.first())["total"])
+
+
+# --- pricing an hour -----------------------------------------------------------------------------
+
+
+@dataclass
+class Share:
+    """One publisher's clicks in the hour being priced."""
+
+    valid: int = 0
+    paid: int = 0
+    over_publisher_cap: int = 0
+    over_campaign_cap: int = 0
+    over_budget: int = 0
+
+    @property
+    def over_cap(self) -> int:
+        return self.over_publisher_cap + self.over_campaign_cap
+
+
+def allocate(clicks_in_order: Iterable[int], before: dict[int, int], *, cap: int | None, publisher_cap: int | None,
+             budget_clicks: int | None) -> dict[int, Share]:
+    """Who is paid for which click of the hour. `clicks_in_order` are the publishers of the hour's
+    valid clicks in (clicked_at, id) order; `before` each publisher's valid clicks earlier that day."""
+    used_by = {p: min(n, publisher_cap) if publisher_cap is not None else n for p, n in before.items()}
+    campaign_used = sum(used_by.values())
+    if cap is not None:
+        campaign_used = min(campaign_used, cap)
+    shares: dict[int, Share] = defaultdict(Share)
+    paid = 0
+    for publisher in clicks_in_order:
+        share = shares[publisher]
+        share.valid += 1
+        if publisher_cap is not None and used_by.get(publisher, 0) >= publisher_cap:
+            share.over_publisher_cap += 1
+            continue
+        used_by[publisher] = used_by.get(publisher, 0) + 1
+        if cap is not None and campaign_used >= cap:
+            share.over_campaign_cap += 1
+            continue
+        campaign_used += 1
+        if budget_clicks is not None and paid >= budget_clicks:
+            share.over_budget += 1
+            continue
+        paid += 1
+        share.paid += 1
+    return dict(shares)
+
+
+async def _budget_room(terms: dict[str, Any], hour: datetime) -> tuple[int | None, str]:
+    """What the budgets still allow for this hour (None: no budget), and which budget binds."""
+    end = hour + HOUR
+    rooms: list[tuple[int, str]] = []
+    if terms["daily_budget_minor"] is not None:
+        day = hour.replace(hour=0)
+        rooms.append((terms["daily_budget_minor"] - await spent_minor(terms["campaign_id"], day, end),
+                      "the daily budget"))
+    if terms["total_budget_minor"] is not None:
+        rooms.append((terms["total_budget_minor"] - await spent_minor(terms["campaign_id"], None, end),
+                      "the total budget"))
+    if not rooms:
+        return None, ""
+    room, which = min(rooms)
+    return max(room, 0), which
+
+
+async def _clicks_by_publisher(campaign_id: int, start: datetime, end: datetime) -> dict[int, int]:
+    rows = await Click.select(Click.publisher, Count(Click.id, alias="clicks")).where(
+        Click.campaign == campaign_id, Click.reason == Reason.valid.value, Click.clicked_at >= start,
+        Click.clicked_at < end).group_by(Click.publisher)
+    return {r["publisher"]: r["clicks"] for r in rows}
+
+
+async def price_hour(terms: dict[str, Any], hour: datetime) -> tuple[dict[int, Share], str]:
+    """The shares of one closed hour of one campaign, from the stored clicks and spend, and the
+    name of the budget that limits it."""
+    campaign_id, end = terms["campaign_id"], hour + HOUR
+    in_hour = await _clicks_by_publisher(campaign_id, hour, end)
+    room, budget_name = await _budget_room(terms, hour)
+    budget_clicks = None if room is None else room // terms["advertiser_amount"]
+    cap, publisher_cap = terms["cap_clicks_daily"], terms["cap_publisher_clicks_daily"]
+    if cap is None and publisher_cap is None and (budget_clicks is None or budget_clicks >= sum(in_hour.values())):
+        # Nothing limits this hour: every valid click is paid, no need to read them one by one.
+        return {p: Share(valid=n, paid=n) for p, n in in_hour.items()}, budget_name
+    limited = cap is not None or publisher_cap is not None
+    before = await _clicks_by_publisher(campaign_id, hour.replace(hour=0), hour) if limited else {}
+    ordered = await Click.select(Click.publisher).where(
+        Click.campaign == campaign_id, Click.reason == Reason.valid.value, Click.clicked_at >= hour,
+        Click.clicked_at < end).order_by(Click.clicked_at, Click.id).output(as_list=True)
+    shares = allocate(ordered, before, cap=cap, publisher_cap=publisher_cap, budget_clicks=budget_clicks)
+    return shares, budget_name
+
+
+def describe(share: Share, terms: dict[str, Any], budget_name: str) -> str:
+    """Why clicks of this row went unpaid, for people (the publisher sees it)."""
+    parts = []
+    if share.over_publisher_cap:
+        parts.append(f"{share.over_publisher_cap} over the daily cap of {terms['cap_publisher_clicks_daily']} "
+                     "clicks per publisher")
+    if share.over_campaign_cap:
+        parts.append(f"{share.over_campaign_cap} over the campaign's daily cap of {terms['cap_clicks_daily']} clicks")
+    if share.over_budget:
+        parts.append(f"{share.over_budget} beyond what {budget_name or 'the budget'} still allowed")
+    return "; ".join(parts)
+
+
+# --- the per-campaign steps ----------------------------------------------------------------------
+
+
+async def _lock(campaign_id: int) -> None:
+    """Serialise this module's writers per campaign within the current transaction (PostgreSQL;
+    on SQLite the transaction's BEGIN IMMEDIATE already holds the only write lock)."""
+    if not db.is_sqlite():
+        await ClickEarning.raw("SELECT pg_advisory_xact_lock({}, {})", LOCK_NAMESPACE, campaign_id)
+
+
+async def _claim_and_charge(ids: list[int], advertiser_id: int, now: datetime) -> int:
+    """Move waiting rows to approved and charge each to the advertiser, all or nothing: raises
+    InsufficientFunds, having changed nothing, when the balance cannot cover them all. Rows
+    another run charged a moment ago are no longer waiting, so they are not charged again."""
+    async with db.atomic():
+        claimed = await ClickEarning.update({ClickEarning.status: ClickEarningStatus.approved.value,
+                                             ClickEarning.approved_at: now, ClickEarning.status_reason: ""}).where(
+            ClickEarning.id.is_in(ids), ClickEarning.status == ClickEarningStatus.waiting.value).returning(
+            ClickEarning.id, ClickEarning.publisher, ClickEarning.price_minor, ClickEarning.payout_minor,
+            ClickEarning.currency)
+        for row in claimed:
+            await templates.approve_earning(
+                advertiser_id=advertiser_id, publisher_id=row["publisher"], price=row["price_minor"],
+                payout=row["payout_minor"], currency=row["currency"], reference_type="click_hour",
+                reference_id=row["id"], key=f"click_hour:{row['id']}:approved")
+    return len(claimed)
+
+
+async def _mark_waiting(campaign_id: int, first_hour: datetime) -> None:
+    """The first hour the balance cannot cover, and every later waiting hour behind it, say why."""
+    waiting = (ClickEarning.campaign == campaign_id) & (ClickEarning.status == ClickEarningStatus.waiting.value)
+    await ClickEarning.update({ClickEarning.status_reason: WAITING_FOR_FUNDS}).where(
+        waiting & (ClickEarning.hour == first_hour))
+    await ClickEarning.update({ClickEarning.status_reason: WAITING_BEHIND}).where(
+        waiting & (ClickEarning.hour > first_hour))
+
+
+async def retry_waiting(campaign_id: int, advertiser_id: int, now: datetime, outcome: Outcome) -> bool:
+    """Charge the campaign's waiting hours, oldest first, each hour whole. True when all are paid;
+    False (the rest stay waiting) at the first hour the balance cannot cover."""
+    hours = await ClickEarning.select(ClickEarning.hour).where(
+        ClickEarning.campaign == campaign_id, ClickEarning.status == ClickEarningStatus.waiting.value).distinct(
+    ).order_by(ClickEarning.hour).output(as_list=True)
+    for hour in hours:
+        try:
+            async with db.transaction():
+                await _lock(campaign_id)
+                ids = await ClickEarning.select(ClickEarning.id).where(
+                    ClickEarning.campaign == campaign_id, ClickEarning.hour == hour,
+                    ClickEarning.status == ClickEarningStatus.waiting.value).output(as_list=True)
+                outcome.charged += await _claim_and_charge(ids, advertiser_id, now) if ids else 0
+        except InsufficientFunds:
+            async with db.transaction():
+                await _mark_waiting(campaign_id, utc(hour))
+            return False
+    return True
+
+
+async def _last_priced_hour(campaign_id: int) -> datetime | None:
+    row = await ClickEarning.select(ClickEarning.hour).where(ClickEarning.campaign == campaign_id).order_by(
+        ClickEarning.hour, ascending=False).first()
+    return utc(row["hour"]) if row else None
+
+
+async def _next_hour(campaign_id: int, cutoff: datetime) -> datetime | None:
+    """The first closed hour after the campaign's last priced one that has a valid click."""
+    last = await _last_priced_hour(campaign_id)
+    query = Click.select(Click.clicked_at).where(Click.campaign == campaign_id, Click.reason == Reason.valid.value,
+                                                 Click.clicked_at < cutoff)
+    if last is not None:
+        query = query.where(Click.clicked_at >= last + HOUR)
+    row = await query.order_by(Click.clicked_at).first()
+    return hour_of(row["clicked_at"]) if row else None
+
+
+@dataclass
+class Priced:
+    rows: int
+    charged: int
+    blocked: bool
+
+
+async def price_and_charge(terms: dict[str, Any], hour: datetime, now: datetime, *, blocked: bool) -> Priced | None:
+    """Price one closed hour of a campaign and charge it, unless `blocked` by an earlier hour that
+    waits for funds. None if another run priced this hour first."""
+    campaign_id = terms["campaign_id"]
+    unit_price, unit_payout, _ = money.flat_split(terms["advertiser_amount"], terms["publisher_amount"])
+    async with db.transaction():
+        await _lock(campaign_id)
+        last = await _last_priced_hour(campaign_id)
+        if last is not None and last >= hour:
+            return None
+        shares, budget_name = await price_hour(terms, hour)
+        rows = []
+        for publisher, share in sorted(shares.items()):
+            price, payout = share.paid * unit_price, share.paid * unit_payout
+            rows.append(ClickEarning(
+                publisher=publisher, campaign=campaign_id, goal=terms["goal_id"], hour=hour,
+                valid_clicks=share.valid, paid_clicks=share.paid, over_cap_clicks=share.over_cap,
+                over_budget_clicks=share.over_budget, currency=terms["currency"], price_minor=price,
+                payout_minor=payout, margin_minor=price - payout, unpaid_reason=describe(share, terms, budget_name),
+                status=(ClickEarningStatus.waiting if share.paid else ClickEarningStatus.unpaid).value,
+                status_reason=WAITING_BEHIND if share.paid and blocked else "",
+                hold_until=hour + HOUR + timedelta(days=terms["hold_days"]), created_at=now))
+        if not rows:
+            # _next_hour saw a valid click in this hour: finding none now would loop for ever.
+            raise RuntimeError(f"campaign {campaign_id}: no valid click in the hour from {hour.isoformat()}")
+        inserted = await ClickEarning.insert(*rows).returning(ClickEarning.id, ClickEarning.status)
+        payable = [r["id"] for r in inserted if r["status"] == ClickEarningStatus.waiting.value]
+        if not payable or blocked:
+            return Priced(len(inserted), 0, blocked)
+        try:
+            charged = await _claim_and_charge(payable, terms["advertiser_id"], now)
+        except InsufficientFunds:
+            # The savepoint undid the hour's every posting and claim: its rows wait for funds.
+            await _mark_waiting(campaign_id, hour)
+            return Priced(len(inserted), 0, True)
+    return Priced(len(inserted), charged, False)
+
+
+async def _cpc_terms() -> dict[int, dict[str, Any]]:
+    """Each campaign with a CPC goal: its first CPC goal's amounts and the campaign's terms."""
+    rows = await Goal.select(
+        Goal.id.as_alias("goal_id"), Goal.campaign.id.as_alias("campaign_id"), Goal.advertiser_amount,
+        Goal.publisher_amount, Goal.campaign.advertiser.as_alias("advertiser_id"),
+        *(getattr(Goal.campaign, c).as_alias(c) for c in (
+            "currency", "hold_days", "daily_budget_minor", "total_budget_minor", "cap_clicks_daily",
+            "cap_publisher_clicks_daily")),
+    ).where(Goal.payout_model == PayoutModel.cpc.value).order_by(Goal.campaign).order_by(Goal.position).order_by(
+        Goal.id)
+    terms: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        terms.setdefault(row["campaign_id"], row)
+    return terms
+
+
+async def _campaigns_waiting() -> dict[int, int]:
+    """Campaigns with hours waiting for funds, and their advertisers."""
+    rows = await ClickEarning.select(ClickEarning.campaign, ClickEarning.campaign.advertiser.as_alias("advertiser_id")
+                                     ).where(ClickEarning.status == ClickEarningStatus.waiting.value).distinct()
+    return {r["campaign"]: r["advertiser_id"] for r in rows}
+
+
+async def release_due(now: datetime, outcome: Outcome) -> None:
+    """Approved rows whose hold has ended: the publisher's payout becomes available."""
+    due = await ClickEarning.select(ClickEarning.id, ClickEarning.publisher, ClickEarning.payout_minor,
+                                    ClickEarning.currency).where(
+        ClickEarning.status == ClickEarningStatus.approved.value, ClickEarning.hold_until <= now).order_by(
+        ClickEarning.id)
+    for row in due:
+        async with db.transaction():
+            claimed = await ClickEarning.update({ClickEarning.status: ClickEarningStatus.released.value,
+                                                 ClickEarning.released_at: now}).where(
+                ClickEarning.id == row["id"], ClickEarning.status == ClickEarningStatus.approved.value
+            ).returning(ClickEarning.id)
+            if not claimed:
+                continue  # released by another run a moment ago
+            if row["payout_minor"]:
+                await templates.release_earning(row["publisher"], row["payout_minor"], row["currency"],
+                                                reference_type="click_hour", reference_id=row["id"],
+                                                key=f"click_hour:{row['id']}:released")
+        outcome.released += 1
+
+
+async def run(now: datetime | None = None) -> Outcome:
+    """Retry waiting hours, price and charge every newly closed hour, release earnings past their hold."""
+    now = utc(now or datetime.now(UTC))
+    cutoff = hour_of(now - SETTLE)
+    outcome = Outcome()
+    terms_by_campaign = await _cpc_terms()
+    waiting = await _campaigns_waiting()
+    for campaign_id in sorted(set(terms_by_campaign) | set(waiting)):
+        terms = terms_by_campaign.get(campaign_id)
+        advertiser_id = terms["advertiser_id"] if terms else waiting[campaign_id]
+        blocked = campaign_id in waiting and not await retry_waiting(campaign_id, advertiser_id, now, outcome)
+        while terms is not None and (hour := await _next_hour(campaign_id, cutoff)) is not None:
+            done = await price_and_charge(terms, hour, now, blocked=blocked)
+            if done is not None:  # else another run priced it a moment ago
+                outcome.priced += done.rows
+                outcome.charged += done.charged
+                blocked = done.blocked
+        if blocked:
+            if await campaigns.pause_for_balance(campaign_id):
+                outcome.paused_campaigns.append(campaign_id)
+            log.info("campaign %s: CPC earnings wait for the advertiser's funds", campaign_id)
+    await release_due(now, outcome)
+    outcome.waiting = await ClickEarning.count().where(ClickEarning.status == ClickEarningStatus.waiting.value)
+    return outcome
+
