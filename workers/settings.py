@@ -11,6 +11,7 @@ from arq.connections import RedisSettings
 from server import db
 from server.settings import load_settings
 from workers.jobs.conversions import reconcile_conversions
+from workers.jobs.earnings import settle_click_earnings
 from workers.jobs.sessions import purge_expired_sessions
 
 
@@ -28,12 +29,14 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await db.stop(ctx["engine"])
 
 
-FUNCTIONS = [purge_expired_sessions, reconcile_conversions]
+FUNCTIONS = [purge_expired_sessions, reconcile_conversions, settle_click_earnings]
 CRON_JOBS = [
     # Every 10 minutes, and once when the worker starts.
     cron(purge_expired_sessions, minute=set(range(0, 60, 10)), run_at_startup=True, unique=True),
     # Every five minutes: conversions whose hold ended are approved, earnings released.
     cron(reconcile_conversions, minute=set(range(0, 60, 5)), run_at_startup=True, unique=True),
+    # Every five minutes: closed hours of CPC clicks are charged, waiting ones retried, holds released.
+    cron(settle_click_earnings, minute=set(range(0, 60, 5)), run_at_startup=True, unique=True),
 ]
 
 
