@@ -1,31 +1,108 @@
-"""Each role's home page. Panels fill in as campaigns, conversions and payouts arrive."""
+"""Each role's home page. Panels fill in as campaigns, conversions and payouts arrive; publishers
+also get their conversions page and their earnings as JSON (GET /api/v1/publisher/earnings)."""
 
 from __future__ import annotations
 
-from litestar import Controller, Request, get
+import msgspec
+from litestar import Controller, Request, Router, get
 from litestar.response import Template
 
+from server import money
 from server.accounts import service as accounts
 from server.accounts.tables import PublisherStatus, Role
 from server.campaigns.marketplace import click_table
-from server.pages import render
+from server.errors import Invalid
+from server.pages import render, render_error
+from server.reports import earnings
 from server.tracking import service as tracking
 from server.web import current_user, requires_role
 
 
-class PublisherDashboard(Controller):
+def _publisher_id(request: Request) -> int:
+    return current_user(request).id  # type: ignore[union-attr]  # the guard admitted a publisher
+
+
+class PublisherPages(Controller):
     path = "/publisher"
     guards = [requires_role(Role.publisher)]
     include_in_schema = False
 
     @get("")
     async def dashboard(self, request: Request) -> Template:
-        user_id = current_user(request).id  # type: ignore[union-attr]
+        user_id = _publisher_id(request)
         profile = await accounts.publisher_profile(user_id)
         stats = await tracking.click_stats(user_id)  # the last 30 days
         return render("publisher/dashboard.html", profile=profile,
                       can_join=profile["status"] == PublisherStatus.approved.value,
-                      clicks=tracking.summarise(stats), table=click_table(stats))
+                      clicks=tracking.summarise(stats), table=click_table(stats),
+                      conversions=await earnings.conversion_counts(user_id),
+                      balances=await earnings.money_of(user_id),
+                      click_earnings=await earnings.click_earnings_of(user_id), money=money)
+
+    @get("/conversions")
+    async def conversions(self, request: Request) -> Template:
+        user_id = _publisher_id(request)
+        context = {"statuses": earnings.STATUSES, "money": money, "limit": earnings.LIST_LIMIT,
+                   "counts": await earnings.conversion_counts(user_id)}
+        try:
+            status = earnings.parse_status(request.query_params)
+        except Invalid as exc:
+            return render_error("publisher/conversions.html", exc, {}, conversions=[], status="", **context)
+        return render("publisher/conversions.html", conversions=await earnings.conversions_of(user_id, status=status),
+                      status=status or "", **context)
+
+
+class Balance(msgspec.Struct):
+    """A publisher's money in one currency, in minor units (1250 is 12.50)."""
+
+    currency: str
+    pending_minor: int  # not yet payable: uncharged + charged_in_hold
+    pending_uncharged_minor: int  # pending conversions, and CPC hours waiting for the advertiser's funds
+    pending_in_hold_minor: int  # charged to the advertiser, in its hold period
+    available_minor: int  # payable at the next payout
+    receivable_minor: int  # owed after a clawback of money already paid out, netted at the next payout
+
+
+class ClickEarnings(msgspec.Struct):
+    """CPC earnings of one campaign, since it began."""
+
+    campaign_id: int
+    campaign_name: str
+    currency: str
+    valid_clicks: int
+    paid_clicks: int
+    over_cap_clicks: int
+    over_budget_clicks: int
+    waiting_minor: int  # waiting for the advertiser's funds
+    pending_minor: int  # charged, in its hold
+    available_minor: int
+
+
+class Earnings(msgspec.Struct):
+    conversions: dict[str, int]  # conversions by status
+    balances: list[Balance]  # one per currency
+    clicks: list[ClickEarnings]
+
+
+class PublisherEarningsApi(Controller):
+    path = "/api/v1"
+    guards = [requires_role(Role.publisher)]
+    tags = ["earnings"]
+    security = [{"apiKey": []}]
+
+    @get("/publisher/earnings", summary="The publisher's conversions, money per currency and CPC earnings")
+    async def publisher_earnings(self, request: Request) -> Earnings:
+        user_id = _publisher_id(request)
+        balances = [Balance(currency=m.currency, pending_minor=m.pending_minor,
+                            pending_uncharged_minor=m.pending_uncharged_minor,
+                            pending_in_hold_minor=m.pending_charged_minor, available_minor=m.available_minor,
+                            receivable_minor=m.receivable_minor) for m in await earnings.money_of(user_id)]
+        clicks = [ClickEarnings(**row) for row in await earnings.click_earnings_of(user_id)]
+        return Earnings(conversions=await earnings.conversion_counts(user_id), balances=balances, clicks=clicks)
+
+
+# server/app.py registers this one name: the publisher's pages and their JSON API, each guarded.
+PublisherDashboard = Router(path="/", route_handlers=[PublisherPages, PublisherEarningsApi])
 
 
 class AdvertiserDashboard(Controller):

@@ -40,6 +40,13 @@ async def another_publisher(settings, setup: Setup) -> tuple[int, int]:
     return pub_id, link["id"]
 
 
+async def join(setup: Setup, publisher: CurrentUser) -> int:
+    """An existing publisher joins the campaign: their link's id."""
+    await campaigns.join(publisher, setup.campaign_id)
+    link = await Link.select(Link.id).where(Link.campaign == setup.campaign_id, Link.publisher == publisher.id).first()
+    return link["id"]
+
+
 async def clicks(setup: Setup, moments: list[datetime], *, publisher_id: int | None = None, link_id: int | None = None,
                  reason: str = "valid") -> None:
     """Store clicks through the tracking service's batch writer, as the redirect's buffer does."""

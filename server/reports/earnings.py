@@ -1,0 +1,134 @@
+"""What a publisher has earned: their conversions, their CPC click earnings and their money,
+pending vs available, per currency. Read-only queries behind the dashboard, /publisher/conversions
+and GET /api/v1/publisher/earnings.
+
+A publisher sees their own payout only: never the advertiser's price nor the network's margin.
+
+Pending = payouts not yet charged to the advertiser (pending conversions, and CPC hours waiting
+for the advertiser's funds) + the ledger's publisher_pending (charged, in their hold).
+Available = the ledger's publisher_available (payable at the next payout). Receivable = what
+the publisher owes after a clawback of money already paid out (the ledger's
+publisher_receivable, shown as a positive amount), netted against the next payout."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from piccolo.query.functions.aggregate import Count, Sum
+
+from server.conversions.cpc_tables import ClickEarning, ClickEarningStatus
+from server.conversions.tables import Conversion, ConversionStatus
+from server.errors import Invalid
+from server.ledger import service as ledger
+from server.ledger.tables import AccountKind, LedgerAccount
+
+LIST_LIMIT = 500
+STATUSES = tuple(s.value for s in ConversionStatus)
+
+
+@dataclass(frozen=True)
+class Money:
+    """A publisher's money in one currency, minor units."""
+
+    currency: str
+    pending_uncharged_minor: int  # payouts of pending conversions and waiting CPC hours
+    pending_charged_minor: int  # the ledger's publisher_pending: charged, in the hold
+    available_minor: int
+    receivable_minor: int  # owed by the publisher (a positive amount), netted at the next payout
+
+    @property
+    def pending_minor(self) -> int:
+        return self.pending_uncharged_minor + self.pending_charged_minor
+
+
+def parse_status(params: Mapping[str, Any]) -> str | None:
+    raw = params.get("status", "")
+    status = raw.strip() if isinstance(raw, str) else ""
+    if status and status not in STATUSES:
+        raise Invalid(f"Status must be one of {', '.join(STATUSES)}.", field="status")
+    return status or None
+
+
+async def conversion_counts(publisher_id: int) -> dict[str, int]:
+    """The publisher's conversions by status (every status present, zero included)."""
+    rows = await Conversion.select(Conversion.status, Count(Conversion.id, alias="n")).where(
+        Conversion.publisher == publisher_id).group_by(Conversion.status)
+    counts = dict.fromkeys(STATUSES, 0)
+    counts.update({r["status"]: r["n"] for r in rows})
+    return counts
+
+
+async def conversions_of(publisher_id: int, *, status: str | None = None, limit: int = LIST_LIMIT
+                         ) -> list[dict[str, Any]]:
+    """The publisher's own conversions, newest first, with their payout (and nothing the advertiser pays)."""
+    query = Conversion.select(
+        Conversion.id, Conversion.campaign.id.as_alias("campaign_id"),
+        Conversion.campaign.name.as_alias("campaign_name"), Conversion.goal.name.as_alias("goal_name"),
+        Conversion.currency,
+        Conversion.publisher_amount_minor.as_alias("payout_minor"), Conversion.status, Conversion.status_reason,
+        Conversion.converted_at, Conversion.hold_until,
+    ).where(Conversion.publisher == publisher_id)
+    if status:
+        query = query.where(Conversion.status == status)
+    return await query.order_by(Conversion.converted_at, ascending=False).order_by(
+        Conversion.id, ascending=False).limit(limit)
+
+
+def _int(value: Any) -> int:
+    return int(value or 0)  # SUM of a BIGINT is an exact Decimal on PostgreSQL
+
+
+async def money_of(publisher_id: int) -> list[Money]:
+    """Pending, available and receivable per currency the publisher has ever earned in."""
+    uncharged: dict[str, int] = {}
+    for row in await Conversion.select(Conversion.currency, Sum(Conversion.publisher_amount_minor, alias="total")
+                                       ).where(Conversion.publisher == publisher_id,
+                                               Conversion.status == ConversionStatus.pending.value
+                                               ).group_by(Conversion.currency):
+        uncharged[row["currency"]] = uncharged.get(row["currency"], 0) + _int(row["total"])
+    for row in await ClickEarning.select(ClickEarning.currency, Sum(ClickEarning.payout_minor, alias="total")).where(
+            ClickEarning.publisher == publisher_id, ClickEarning.status == ClickEarningStatus.waiting.value
+    ).group_by(ClickEarning.currency):
+        uncharged[row["currency"]] = uncharged.get(row["currency"], 0) + _int(row["total"])
+    accounts = await LedgerAccount.select(LedgerAccount.currency).where(
+        LedgerAccount.owner == publisher_id).distinct().output(as_list=True)
+    found = []
+    for currency in sorted(set(uncharged) | set(accounts)):
+        found.append(Money(
+            currency=currency, pending_uncharged_minor=uncharged.get(currency, 0),
+            pending_charged_minor=await ledger.balance(AccountKind.publisher_pending, currency, publisher_id),
+            available_minor=await ledger.balance(AccountKind.publisher_available, currency, publisher_id),
+            receivable_minor=-await ledger.balance(AccountKind.publisher_receivable, currency, publisher_id)))
+    return found
+
+
+async def click_earnings_of(publisher_id: int, *, since: datetime | None = None) -> list[dict[str, Any]]:
+    """CPC click earnings (since a moment, or ever) by campaign and currency: valid and paid clicks,
+    clicks not paid (over a cap or the budget), and the payout by where it stands."""
+    query = ClickEarning.select(
+        ClickEarning.campaign.id.as_alias("campaign_id"), ClickEarning.campaign.name.as_alias("campaign_name"),
+        ClickEarning.currency, ClickEarning.status, Sum(ClickEarning.valid_clicks, alias="valid"),
+        Sum(ClickEarning.paid_clicks, alias="paid"), Sum(ClickEarning.over_cap_clicks, alias="over_cap"),
+        Sum(ClickEarning.over_budget_clicks, alias="over_budget"), Sum(ClickEarning.payout_minor, alias="payout"),
+    ).where(ClickEarning.publisher == publisher_id)
+    if since is not None:
+        query = query.where(ClickEarning.hour >= since)
+    rows = await query.group_by(ClickEarning.campaign.id, ClickEarning.campaign.name, ClickEarning.currency,
+                                ClickEarning.status)
+    table: dict[tuple[int, str], dict[str, Any]] = {}
+    for r in rows:
+        entry = table.setdefault((r["campaign_id"], r["currency"]), {
+            "campaign_id": r["campaign_id"], "campaign_name": r["campaign_name"], "currency": r["currency"],
+            "valid_clicks": 0, "paid_clicks": 0, "over_cap_clicks": 0, "over_budget_clicks": 0,
+            "waiting_minor": 0, "pending_minor": 0, "available_minor": 0})
+        for key, column in (("valid_clicks", "valid"), ("paid_clicks", "paid"), ("over_cap_clicks", "over_cap"),
+                            ("over_budget_clicks", "over_budget")):
+            entry[key] += _int(r[column])
+        where = {ClickEarningStatus.waiting.value: "waiting_minor", ClickEarningStatus.approved.value: "pending_minor",
+                 ClickEarningStatus.released.value: "available_minor"}.get(r["status"])
+        if where:
+            entry[where] += _int(r["payout"])
+    return sorted(table.values(), key=lambda e: (e["campaign_name"].lower(), e["campaign_id"], e["currency"]))
