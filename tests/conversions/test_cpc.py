@@ -11,12 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from server.campaigns.tables import Campaign
-from server.conversions import cpc
+from server.conversions import cpc, review
 from server.conversions.cpc_tables import ClickEarning
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerEntry, LedgerTxn
 from tests.conversions.cpc_factories import NOW, another_publisher, at, clicks, cpc_campaign, fund, spread
+from tests.conversions.factories import click_id_of, postback, secrets_of
 
 
 async def earnings() -> list[dict]:
@@ -164,6 +165,27 @@ async def test_the_daily_and_total_budgets_are_never_exceeded(clean, settings):
     assert await cpc.spent_minor(setup.campaign_id, since=at(0, days=1)) == 60
     assert await cpc.spent_minor(setup.campaign_id, until=at(10)) == 60
     assert await ledger.balance(K.advertiser_balance, "EUR", setup.advertiser.id) == 100_000 - 150
+    assert await ledger.check() == []
+
+
+async def test_approved_conversions_count_as_spend_against_the_budget(clean, client, settings):
+    # One campaign pays 1.00 a click and 10.00 a sale, 12.00 a day at most.
+    setup = await cpc_campaign(settings, price="1.00", payout="0.80", daily_budget="12.00",
+                               goal_1_name="sale", goal_1_model="cpa", goal_1_advertiser="10.00")
+    await fund(setup, 100_000)
+    response = await postback(client, click_id=await click_id_of(client, setup.code), txn_id="order-1",
+                              token=(await secrets_of(setup.campaign_id))["postback_secret"], goal="sale")
+    assert response.json()["status"] == "accepted", response.text
+    # Approved that morning: 10.00 of the day's 12.00 is spent before the 10 o'clock clicks.
+    await review.decide(setup.advertiser, [response.json()["conversion_id"]], "approve", now=at(9, 30))
+    await clicks(setup, spread(10, 5))
+
+    await cpc.run(now=NOW)
+
+    [row] = await earnings()
+    assert (row["paid_clicks"], row["over_budget_clicks"], row["price_minor"]) == (2, 3, 200)
+    assert await cpc.spent_minor(setup.campaign_id, since=at(0), until=at(0, days=1)) == 1_200
+    assert await cpc.spent_minor(setup.campaign_id, until=at(9, 30)) == 0
     assert await ledger.check() == []
 
 
