@@ -152,12 +152,18 @@ async def _mark_approved(rows: list[dict[str, Any]], now: datetime) -> list[int]
     early = [r["id"] for r in rows if _aware(r["hold_until"]) > now]
     changed = 0
     for ids, released_at in ((due, now), (early, None)):
-        if ids:
+        if not ids:
+            continue
+        if db.is_sqlite():
             changed += len(await Conversion.update({
                 Conversion.status: ConversionStatus.approved.value, Conversion.approved_at: now,
                 Conversion.released_at: released_at, Conversion.status_reason: ""}).where(
                 Conversion.id.is_in(ids), Conversion.status == ConversionStatus.pending.value
             ).returning(Conversion.id))
+        else:  # one array parameter: thousands of ids without thousands of placeholders to parse and plan
+            changed += len(await Conversion.raw(
+                "UPDATE conversion SET status = 'approved', approved_at = {}, released_at = {}, status_reason = '' "
+                "WHERE id = ANY({}::bigint[]) AND status = 'pending' RETURNING id", now, released_at, ids))
     if changed != len(rows):
         raise RuntimeError("a conversion charged in this batch was no longer pending")
     return due

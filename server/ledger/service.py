@@ -153,34 +153,32 @@ async def post_many(postings: Sequence[Posting]) -> list[Posted]:
         conn = txn.connection  # type: ignore[attr-defined]  # the transaction's own connection
         sqlite = db.is_sqlite()
         keys = [p.idempotency_key for p in postings]
-        ids = await (_existing_keys_sqlite(conn, keys) if sqlite else _existing_keys_pg(conn, keys))
-        replayed = set(ids)
-        fresh = [p for p in postings if p.idempotency_key not in replayed]
-        if fresh:
-            accounts = await _accounts(conn, sqlite, sorted({line.account_id for p in fresh for line in p.lines}))
-            deltas: dict[int, int] = defaultdict(int)
-            for posting in fresh:
+        # SQLite has one writer at a time, so the keys there now are all there will be; PostgreSQL
+        # learns which keys were posted before (or concurrently) from INSERT … ON CONFLICT below.
+        ids = await _existing_keys_sqlite(conn, keys) if sqlite else {}
+        candidates = [p for p in postings if p.idempotency_key not in ids]
+        fresh: list[Posting] = []
+        if candidates:
+            accounts = await _accounts(conn, sqlite, sorted({line.account_id for p in candidates for line in p.lines}))
+            for posting in candidates:
                 for line in posting.lines:
                     acct = accounts.get(line.account_id)
                     if acct is None:
                         raise LedgerError(f"There is no ledger account {line.account_id}.")
                     if acct[1] != line.currency:
                         raise LedgerError(f"Account {line.account_id} holds {acct[1]}, not {line.currency}.")
-                    deltas[line.account_id] += line.amount_minor
             rows = [(p.kind, p.idempotency_key, p.reference_type, p.reference_id, p.reverses, p.memo, p.actor_id,
-                     p.effective_at or now, now) for p in fresh]
+                     p.effective_at or now, now) for p in candidates]
             inserted = await (_insert_txns_sqlite(conn, rows) if sqlite else _insert_txns_pg(conn, rows))
             ids.update(inserted)
-            # Posted concurrently by another transaction after we looked: theirs stands, ours replays.
-            fresh = [p for p in fresh if p.idempotency_key in inserted]
-            if len(fresh) != len(rows):
-                deltas = defaultdict(int)
-                for posting in fresh:
-                    for line in posting.lines:
-                        deltas[line.account_id] += line.amount_minor
-                replayed |= {r[1] for r in rows} - inserted.keys()
-                missing = [r[1] for r in rows if r[1] not in inserted]
-                ids.update(await (_existing_keys_sqlite(conn, missing) if sqlite else _existing_keys_pg(conn, missing)))
+            fresh = [p for p in candidates if p.idempotency_key in inserted]
+            if len(fresh) != len(candidates):  # posted before, or by a concurrent transaction: theirs stands
+                ids.update(await _existing_keys_pg(conn, [p.idempotency_key for p in candidates
+                                                          if p.idempotency_key not in inserted]))
+            deltas: dict[int, int] = defaultdict(int)
+            for posting in fresh:
+                for line in posting.lines:
+                    deltas[line.account_id] += line.amount_minor
             moves = [(account_id, accounts[account_id][0], delta) for account_id, delta in sorted(deltas.items())
                      if delta]
             await (_move_balances_sqlite(conn, moves) if sqlite else _move_balances_pg(conn, moves))
@@ -192,7 +190,8 @@ async def post_many(postings: Sequence[Posting]) -> list[Posted]:
             elif entries:
                 await conn.copy_records_to_table("ledger_entry", records=entries,
                                                  columns=["txn", "account", "amount_minor", "currency"])
-    return [Posted(ids[p.idempotency_key], replayed=p.idempotency_key in replayed) for p in postings]
+    posted_now = {p.idempotency_key for p in fresh}
+    return [Posted(ids[p.idempotency_key], replayed=p.idempotency_key not in posted_now) for p in postings]
 
 
 _TXN_COLUMNS = "kind, idempotency_key, reference_type, reference_id, reverses, memo, actor, effective_at, created_at"
@@ -200,8 +199,8 @@ _CHUNK = 500  # SQLite: keys per IN (...) list
 
 
 async def _existing_keys_pg(conn: Any, keys: list[str]) -> dict[str, int]:
-    rows = await conn.fetch("SELECT id, idempotency_key FROM ledger_txn WHERE idempotency_key = ANY($1::varchar[])",
-                            keys)
+    rows = await conn.fetch("SELECT t.id, t.idempotency_key FROM unnest($1::varchar[]) AS k(key) "
+                            "JOIN ledger_txn t ON t.idempotency_key = k.key", keys)
     return {r["idempotency_key"]: r["id"] for r in rows}
 
 
