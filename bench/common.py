@@ -56,6 +56,11 @@ class Server:
     proc: subprocess.Popen
     redis: object
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far (Linux /proc)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> int:
         """Graceful shutdown (SIGINT, as Ctrl-C): the server flushes its buffers before exiting."""
         self.proc.send_signal(signal.SIGINT)

@@ -155,7 +155,9 @@ def main() -> None:
                 script = workdir / "postback.lua"
                 script.write_text(LUA)
                 url = f"{server.url}/postback?{urlencode({'click_id': click_id, 'token': token})}"
+                cpu_before = server.cpu_seconds()
                 load = wrk(url, seconds, args.connections, script=str(script))
+                cpu = server.cpu_seconds() - cpu_before
             finally:
                 exit_code = server.stop()
             stored = asyncio.run(count_conversions(database_url))
@@ -170,6 +172,8 @@ def main() -> None:
           "one txn id in ten repeated")
     print(f"postbacks: {load.rps:.0f} req/s (p50 {load.p50_ms:.2f} ms, p99 {load.p99_ms:.2f} ms), "
           f"{load.requests} answered, {load.errors} not 2xx")
+    print(f"server CPU: {cpu * 1e6 / max(load.requests, 1):.0f} µs per postback (user+system of the server "
+          "process; the database's own CPU is not included)")
     print(f"conversions stored: {stored}; distinct txn ids answered: {expected} "
           f"(a request in flight at the end may add one per connection) — server exit code {exit_code}")
     if load.errors or not expected <= stored <= expected + args.connections:

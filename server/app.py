@@ -25,6 +25,7 @@ from server.accounts.routes import AccountController, AdminPublishersController,
 from server.audit.routes import audit_log
 from server.campaigns.marketplace import PublisherCampaigns, PublisherLinks
 from server.campaigns.routes import AdvertiserCampaigns
+from server.conversions import service as conversion_intake
 from server.conversions.api import ConversionsApi
 from server.conversions.review_routes import AdvertiserConversions
 from server.conversions.routes import conversion_pixel, postback
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None) -> ClickFastPath:
     engine = db.engine_for(settings.database_url)
     redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
     link_cache = cache.LinkCache(tracking.load_target)
+    terms_cache = cache.LinkCache(conversion_intake.load_terms)  # what postbacks need, by link id
     redirector = tracking.Redirector(token_key=_derived_secret(settings, "click-token").encode(),
                                      visitor_key=_derived_secret(settings, "visitor").encode())
     click_buffer = EventBuffer(writer=tracking.write_clicks, flush_interval=0.5, max_batch=5000)
@@ -106,9 +108,10 @@ def create_app(settings: Settings | None = None) -> ClickFastPath:
         await db.start(engine)
         await click_buffer.start()
         cache.register(link_cache, redis)
+        cache.register(terms_cache, redis)
         # Its own connection: a subscribed connection cannot serve other commands.
         listener_redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2)
-        tasks.append(asyncio.create_task(cache.listen(listener_redis, link_cache)))
+        tasks.append(asyncio.create_task(cache.listen(listener_redis, link_cache, terms_cache)))
         app.state.listener_redis = listener_redis
 
     async def on_shutdown(app: Litestar) -> None:
@@ -117,6 +120,7 @@ def create_app(settings: Settings | None = None) -> ClickFastPath:
         await asyncio.gather(*tasks, return_exceptions=True)
         await click_buffer.stop()  # every buffered click is stored before the process exits
         cache.unregister(link_cache)
+        cache.unregister(terms_cache)
         await db.stop(engine)
         await redis.aclose()
         await app.state.listener_redis.aclose()
@@ -132,7 +136,8 @@ def create_app(settings: Settings | None = None) -> ClickFastPath:
             create_static_files_router(path="/media", directories=[settings.media_dir], opt=PUBLIC,
                                        include_in_schema=False, name="media"),
         ],
-        state=State({"settings": settings, "redis": redis, "link_cache": link_cache, "redirector": redirector,
+        state=State({"settings": settings, "redis": redis, "link_cache": link_cache, "terms_cache": terms_cache,
+                     "redirector": redirector,
                      "click_buffer": click_buffer}),
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],

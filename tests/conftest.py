@@ -124,6 +124,7 @@ async def clean(app, settings: Settings) -> AsyncIterator[None]:
     # Ids restart in an emptied database: in-process state keyed by them must start afresh too.
     app.state.redirector.reset()
     app.state.link_cache.clear()
+    app.state.terms_cache.clear()
     redis = Redis.from_url(settings.redis_url)
     await redis.flushdb()
     await redis.aclose()

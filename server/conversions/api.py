@@ -62,13 +62,15 @@ def result_of(outcome: conversions.Recorded | DomainError) -> ConversionResult:
     )
 
 
-async def intake(token_key: bytes, params: Any, credentials: conversions.Credentials,
+async def intake(request: Request, params: Any, credentials: conversions.Credentials,
                  source: ConversionSource) -> ConversionResult:
-    """One report through the service, its refusal included in the result rather than raised."""
+    """One report through the service, its refusal included in the result rather than raised.
+    Campaign terms come from the server's cache; the click-id key from the redirector."""
     report = params if isinstance(params, conversions.Report) else conversions.Report.from_params(params)
+    state = request.app.state
     try:
         outcome: conversions.Recorded | DomainError = await conversions.record_conversion(
-            token_key, report, credentials, source)
+            state.redirector.token_key, report, credentials, source, terms_of=state.terms_cache.get)
     except DomainError as exc:
         outcome = exc
     return result_of(outcome)
@@ -126,9 +128,8 @@ class ConversionsApi(Controller):
         user = current_user(request)
         assert user is not None
         credentials = conversions.Credentials(advertiser_id=user.id)
-        token_key: bytes = request.app.state.redirector.token_key
         items = data.conversions if data.conversions is not None else [data]
-        results = [await intake(token_key, item.report(), credentials, ConversionSource.api) for item in items]
+        results = [await intake(request, item.report(), credentials, ConversionSource.api) for item in items]
         body = ConversionResults(results=results, accepted=sum(r.status == "accepted" for r in results),
                                  duplicates=sum(r.duplicate for r in results),
                                  refused=sum(r.status == "refused" for r in results))

@@ -67,7 +67,6 @@ async def postback(request: Request) -> Response[ConversionResult]:
             RequestEncodingType.URL_ENCODED.value, RequestEncodingType.MULTI_PART.value):
         form = await request.form()
     params = _params(request.query_params, form)
-    token_key: bytes = request.app.state.redirector.token_key
     try:
         advertiser_id = await _advertiser_from_bearer(request)
     except Unauthorized as exc:
@@ -75,7 +74,7 @@ async def postback(request: Request) -> Response[ConversionResult]:
     else:
         credentials = (conversions.Credentials(advertiser_id=advertiser_id) if advertiser_id is not None
                        else conversions.Credentials(token=params.get("token", "")))
-        result = await intake(token_key, params, credentials, ConversionSource.postback)
+        result = await intake(request, params, credentials, ConversionSource.postback)
     return Response(result, status_code=result.http_status, media_type=MediaType.JSON, headers=NO_STORE)
 
 
@@ -83,8 +82,7 @@ async def postback(request: Request) -> Response[ConversionResult]:
 async def conversion_pixel(request: Request, pixel: FromPath[str]) -> Response[bytes]:
     """/px/{public_key}.gif: always a transparent GIF; the status and X-Affnet-Result say what happened."""
     public_key = pixel.removesuffix(".gif") if pixel.endswith(".gif") else ""
-    token_key: bytes = request.app.state.redirector.token_key
-    result = await intake(token_key, _params(request.query_params),
+    result = await intake(request, _params(request.query_params),
                           conversions.Credentials(public_key=public_key), ConversionSource.pixel)
     return Response(PIXEL_GIF, status_code=result.http_status, media_type="image/gif",
                     headers={**NO_STORE, "x-affnet-result": result.code or result.status})

@@ -7,7 +7,7 @@ unique per (campaign, txn_id): a retried or duplicated report returns the first 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -146,17 +146,39 @@ async def _campaign_by_key(public_key: str) -> dict[str, Any]:
     return row
 
 
-async def _click_and_campaign(token_key: bytes, click_id: str) -> tuple[Any, dict[str, Any]]:
-    """The click the id stands for, and its link's publisher and campaign (one query). The click
-    row itself may not be written yet: the signed id is proof enough."""
+@dataclass(frozen=True, slots=True)
+class Terms:
+    """A link's publisher and its campaign's intake terms and goals: what a postback needs, held
+    in the server's cache by link id (dropped whenever the campaign changes, like the redirect's)."""
+
+    link_id: int
+    campaign_id: int
+    campaign: dict[str, Any]  # the columns of _CLICK_CAMPAIGN_SQL
+    goals: list[dict[str, Any]]
+
+
+async def load_terms(link_key: str) -> Terms | None:
+    rows = await Link.raw(_CLICK_CAMPAIGN_SQL, int(link_key))
+    if not rows:
+        return None
+    goals = await Goal.select().where(Goal.campaign == rows[0]["campaign_id"]).order_by(Goal.position)
+    return Terms(link_id=int(link_key), campaign_id=rows[0]["campaign_id"], campaign=rows[0], goals=goals)
+
+
+TermsSource = Callable[[str], Awaitable[Terms | None]]
+
+
+async def _click_and_terms(token_key: bytes, click_id: str, terms_of: TermsSource) -> tuple[Any, Terms]:
+    """The click the id stands for, and its link's publisher and campaign. The click row itself
+    may not be written yet: the signed id is proof enough."""
     ref = read_click_id(token_key, click_id) if click_id else None
     if ref is None:
         raise NotFound("click_id is missing." if not click_id else _UNKNOWN_CLICK, field="click_id",
                        code="unknown_click")
-    rows = await Link.raw(_CLICK_CAMPAIGN_SQL, ref.link_id)
-    if not rows:
+    terms = await terms_of(str(ref.link_id))
+    if terms is None:
         raise NotFound(_UNKNOWN_CLICK, field="click_id", code="unknown_click")
-    return ref, rows[0]
+    return ref, terms
 
 
 def _authorise(credentials: Credentials, campaign: Mapping[str, Any]) -> None:
@@ -197,11 +219,13 @@ async def _check_caps(campaign: Mapping[str, Any], publisher_id: int, now: datet
 
 
 async def record_conversion(token_key: bytes, report: Report, credentials: Credentials,
-                            source: ConversionSource, *, now: datetime | None = None) -> Recorded:
+                            source: ConversionSource, *, now: datetime | None = None,
+                            terms_of: TermsSource = load_terms) -> Recorded:
     """Validate, attribute, price and store one reported conversion as `pending`.
 
     Raises a DomainError (nothing stored) when it is refused; returns the first conversion with
-    duplicate=True when (campaign, txn_id) was reported before, however close together."""
+    duplicate=True when (campaign, txn_id) was reported before, however close together.
+    `terms_of` is the server's cache of campaign terms (the database itself by default)."""
     now = now or _now()
     pixel_campaign = None
     if credentials.public_key is not None:
@@ -210,13 +234,11 @@ async def record_conversion(token_key: bytes, report: Report, credentials: Crede
         raise Unauthorized("Authenticate with token=<the campaign's postback token> or "
                            "'Authorization: Bearer <advertiser API key>'.", field="token", code="bad_token")
     txn_id = _txn_id(report.txn_id)
-    ref, campaign = await _click_and_campaign(token_key, report.click_id)
-    if pixel_campaign is not None and pixel_campaign["id"] != campaign["campaign_id"]:
+    ref, terms = await _click_and_terms(token_key, report.click_id, terms_of)
+    campaign, goals, campaign_id = terms.campaign, terms.goals, terms.campaign_id
+    if pixel_campaign is not None and pixel_campaign["id"] != campaign_id:
         raise NotFound(_UNKNOWN_CLICK, field="click_id", code="unknown_click")
     _authorise(credentials, campaign)
-    campaign_id = campaign["campaign_id"]
-
-    goals = await Goal.select().where(Goal.campaign == campaign_id).order_by(Goal.position)
     try:
         row = _conversion_row(campaign, goals, ref, txn_id, report, source, now)
     except DomainError:
@@ -225,37 +247,58 @@ async def record_conversion(token_key: bytes, report: Report, credentials: Crede
         if first is not None:
             return _recorded(first, goals, duplicate=True)
         raise
-    try:
-        if any(campaign[c] is not None for c in CAPS):
-            async with db.transaction():
-                # Caps are a read-then-write: serialise them per campaign. SQLite's write
-                # transactions are serial already (BEGIN IMMEDIATE); PostgreSQL locks the row.
-                if not db.is_sqlite():
-                    await Campaign.select(Campaign.id).where(Campaign.id == campaign_id).lock_rows("UPDATE")
-                first = await _existing(campaign_id, txn_id)
-                if first is not None:
-                    return _recorded(first, goals, duplicate=True)
-                await _check_caps(campaign, campaign["publisher_id"], now)
-                inserted = await Conversion.insert(row).returning(*Conversion.all_columns())
-        else:
-            # One statement, atomic by itself: no transaction round trips on the hot path.
-            inserted = await Conversion.insert(row).returning(*Conversion.all_columns())
-    except DomainError:
-        raise
-    except Exception as exc:
+    if any(campaign[c] is not None for c in CAPS):
+        async with db.transaction():
+            # Caps are a read-then-write: serialise them per campaign. SQLite's write
+            # transactions are serial already (BEGIN IMMEDIATE); PostgreSQL locks the row.
+            if not db.is_sqlite():
+                await Campaign.select(Campaign.id).where(Campaign.id == campaign_id).lock_rows("UPDATE")
+            first = await _existing(campaign_id, txn_id)
+            if first is not None:
+                return _recorded(first, goals, duplicate=True)
+            await _check_caps(campaign, campaign["publisher_id"], now)
+            inserted = await _insert(row)
+    else:
+        inserted = await _insert(row)  # one statement, atomic by itself: no transaction round trips
+    if inserted is None:
         # The same report was stored before, or by a copy a moment ago (the unique index decides).
-        if not db.is_unique_violation(exc):
-            raise
         first = await _existing(campaign_id, txn_id)
-        if first is None:  # pragma: no cover - the unique index named another row
-            raise
+        if first is None:  # pragma: no cover - the unique index named a row that is gone
+            raise RuntimeError(f"conversion ({campaign_id}, {txn_id!r}) conflicted but cannot be found")
         return _recorded(first, goals, duplicate=True)
-    return _recorded(inserted[0], goals, duplicate=False)
+    return _recorded(inserted, goals, duplicate=False)
+
+
+_INSERT_COLUMNS = ("campaign", "goal", "publisher", "link", "click_id", "txn_id", "sale_amount_minor", "currency",
+                   "advertiser_amount_minor", "publisher_amount_minor", "network_amount_minor", "status",
+                   "status_reason", "source", "clicked_at", "converted_at", "hold_until", "created_at")
+# Written out, like the lookup above: Piccolo's insert builder cost more than the insert itself.
+_INSERT_SQL = (f"INSERT INTO conversion ({', '.join(_INSERT_COLUMNS)}) "  # noqa: S608
+               f"VALUES ({', '.join('{}' for _ in _INSERT_COLUMNS)}) "
+               "ON CONFLICT (campaign, txn_id) DO NOTHING RETURNING id")
+_INSERT_SQL_PG = _INSERT_SQL.format(*(f"${i}" for i in range(1, len(_INSERT_COLUMNS) + 1)))
+
+
+async def _insert(row: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored conversion, or None when (campaign, txn_id) exists: the unique index decides,
+    without an error to catch and roll back. Outside a transaction on PostgreSQL it goes straight
+    to the pool: one round trip, the hot path of every postback."""
+    values = [row[c] for c in _INSERT_COLUMNS]
+    eng = db.engine()
+    if not db.is_sqlite(eng) and eng.current_transaction.get() is None:
+        async with eng.pool.acquire() as conn:
+            new_id = await conn.fetchval(_INSERT_SQL_PG, *values)
+    else:
+        rows = await Conversion.raw(_INSERT_SQL, *values)
+        new_id = rows[0]["id"] if rows else None
+    if new_id is None:
+        return None
+    return {**row, "id": new_id, "approved_at": None, "released_at": None}
 
 
 def _conversion_row(campaign: Mapping[str, Any], goals: list[dict[str, Any]], ref: Any, txn_id: str,
-                    report: Report, source: ConversionSource, now: datetime) -> Conversion:
-    """The conversion to store, once the campaign's terms allow it; raises why they do not."""
+                    report: Report, source: ConversionSource, now: datetime) -> dict[str, Any]:
+    """The conversion to store (its columns), once the campaign's terms allow it; raises why they do not."""
     if campaign["status"] == CampaignStatus.ended.value:
         raise Conflict("This campaign has ended: it takes no more conversions.", code="campaign_ended")
     clicked_at = datetime.fromtimestamp(ref.clicked_at, UTC)
@@ -279,7 +322,7 @@ def _conversion_row(campaign: Mapping[str, Any], goals: list[dict[str, Any]], re
     elif report.amount is not None and report.amount != "":
         _sale_amount(report.amount)  # refused if malformed, even where it does not set the price
     advertiser_minor, publisher_minor, network_minor = price(goal, sale)
-    return Conversion(
+    return dict(
         campaign=campaign["campaign_id"], goal=goal["id"], publisher=campaign["publisher_id"], link=campaign["id"],
         click_id=ref.click_id, txn_id=txn_id, sale_amount_minor=sale, currency=campaign["currency"],
         advertiser_amount_minor=advertiser_minor, publisher_amount_minor=publisher_minor,

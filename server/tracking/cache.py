@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 from redis.asyncio import Redis
 
@@ -44,18 +45,26 @@ class Target:
     cap_publisher_clicks_daily: int | None
 
 
-Loader = Callable[[str], Awaitable[Target | None]]
+class Cached(Protocol):
+    campaign_id: int
 
 
-class LinkCache:
-    def __init__(self, loader: Loader, clock: Callable[[], float] = time.monotonic) -> None:
+T = TypeVar("T", bound=Cached)
+
+
+class LinkCache(Generic[T]):
+    """Entries by key (a link's code for the redirect, its id for conversion intake), each knowing
+    its campaign, so a change to the campaign drops them all."""
+
+    def __init__(self, loader: Callable[[str], Awaitable[T | None]], clock: Callable[[], float] = time.monotonic
+                 ) -> None:
         self._loader = loader
         self._clock = clock
-        self._entries: dict[str, tuple[float, Target | None]] = {}
+        self._entries: dict[str, tuple[float, T | None]] = {}
         self._by_campaign: dict[int, set[str]] = {}
-        self._loading: dict[str, asyncio.Future[Target | None]] = {}
+        self._loading: dict[str, asyncio.Future[T | None]] = {}
 
-    async def get(self, code: str) -> Target | None:
+    async def get(self, code: str) -> T | None:
         entry = self._entries.get(code)
         if entry is not None and entry[0] > self._clock():
             return entry[1]
@@ -63,7 +72,7 @@ class LinkCache:
         pending = self._loading.get(code)
         if pending is not None:
             return await asyncio.shield(pending)
-        future: asyncio.Future[Target | None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[T | None] = asyncio.get_running_loop().create_future()
         self._loading[code] = future
         try:
             target = await self._loader(code)
@@ -77,7 +86,7 @@ class LinkCache:
         future.set_result(target)
         return target
 
-    def _store(self, code: str, target: Target | None) -> None:
+    def _store(self, code: str, target: T | None) -> None:
         if len(self._entries) >= MAX_ENTRIES:
             self._entries.clear()
             self._by_campaign.clear()
@@ -120,7 +129,7 @@ async def invalidate_campaign(campaign_id: int) -> None:
             log.warning("could not publish invalidation of campaign %s", campaign_id)
 
 
-async def listen(redis: Redis, cache: LinkCache) -> None:
+async def listen(redis: Redis, *caches: LinkCache) -> None:
     """Apply other processes' invalidations until cancelled; reconnects after Redis errors."""
     while True:
         try:
@@ -128,10 +137,12 @@ async def listen(redis: Redis, cache: LinkCache) -> None:
                 await pubsub.subscribe(CHANNEL)
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
-                        cache.drop_campaign(int(message["data"]))
+                        for cache in caches:
+                            cache.drop_campaign(int(message["data"]))
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001
             log.warning("campaign invalidation channel lost; retrying", exc_info=True)
-            cache.clear()
+            for cache in caches:
+                cache.clear()
             await asyncio.sleep(1.0)
