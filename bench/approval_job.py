@@ -181,6 +181,8 @@ def main() -> None:
             subprocess.run([sys.executable, "-m", "server.cli", "migrate"], cwd=ROOT, env=env, check=True,  # noqa: S603
                            capture_output=True)
             engine = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
+            if args.postgres:
+                engine += " (throwaway cluster as in the tests: fsync, synchronous_commit and full_page_writes off)"
             print(f"machine:  {machine()}")
             print(f"settings: {engine}, {n:,} conversions, {args.publishers:,} publishers, "
                   f"{args.advertisers} advertisers, in process (as the worker runs it)")

@@ -166,6 +166,8 @@ def main() -> None:
                 postgres.stop()
 
     engine = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
+    if args.postgres:
+        engine += " (throwaway cluster: fsync, synchronous_commit and full_page_writes off)"
     expected = unique_txn_ids(load.requests)
     print(f"machine:  {machine()}")
     print(f"settings: uvicorn, 1 worker, {engine}, wrk -t1 -c{args.connections}, {seconds}s, loopback only; "

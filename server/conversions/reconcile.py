@@ -95,31 +95,25 @@ async def _fit(rows: Sequence[dict[str, Any]], skip_campaigns: set[int]) -> tupl
 async def _postings(rows: Sequence[dict[str, Any]], now: datetime) -> list[Posting]:
     """One approval per conversion: advertiser −price, publisher +payout (available when the hold
     is over, else pending), network +margin. The split was made at intake by server/money.py."""
-    by_currency: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_currency: dict[str, list[tuple[dict[str, Any], bool]]] = defaultdict(list)
     for row in rows:
-        by_currency[row["currency"]].append(row)
+        by_currency[row["currency"]].append((row, _aware(row["hold_until"]) <= now))
     postings = []
     for currency, group in by_currency.items():
-        advertisers = await ledger.accounts(K.advertiser_balance, currency, [r["advertiser_id"] for r in group])
-        due = [r for r in group if _aware(r["hold_until"]) <= now]
-        early = [r for r in group if _aware(r["hold_until"]) > now]
-        publishers = {**{(K.publisher_available, o): a for o, a in (await ledger.accounts(
-            K.publisher_available, currency, [r["publisher"] for r in due])).items()},
-                      **{(K.publisher_pending, o): a for o, a in (await ledger.accounts(
-                          K.publisher_pending, currency, [r["publisher"] for r in early])).items()}}
+        advertisers = await ledger.accounts(K.advertiser_balance, currency, [r["advertiser_id"] for r, _ in group])
+        available = await ledger.accounts(K.publisher_available, currency, [r["publisher"] for r, due in group if due])
+        pending = await ledger.accounts(K.publisher_pending, currency, [r["publisher"] for r, due in group if not due])
         network = await ledger.account(K.network_revenue, currency)
-        for row in group:
+        for row, due in group:
             price, payout = row["advertiser_amount_minor"], row["publisher_amount_minor"]
             if not 0 <= payout <= price or price == 0:
                 raise ledger.LedgerError(f"Conversion {row['id']} needs 0 <= payout <= price and a price above 0.")
-            target = K.publisher_available if _aware(row["hold_until"]) <= now else K.publisher_pending
             lines = [Line(advertisers[row["advertiser_id"]], -price, currency)]
             if payout:
-                lines.append(Line(publishers[(target, row["publisher"])], payout, currency))
+                lines.append(Line((available if due else pending)[row["publisher"]], payout, currency))
             if price - payout:
                 lines.append(Line(network, price - payout, currency))
-            postings.append(Posting(kind="earning", idempotency_key=f"conversion:{row['id']}:approved",
-                                    lines=lines, reference_type="conversion", reference_id=row["id"],
+            postings.append(Posting("earning", f"conversion:{row['id']}:approved", lines, "conversion", row["id"],
                                     effective_at=now))
     return postings
 

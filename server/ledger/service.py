@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from server import db
 from server.errors import Conflict, DomainError
@@ -41,8 +41,9 @@ class InsufficientFunds(Conflict):
         self.kind = kind
 
 
-@dataclass(frozen=True, slots=True)
-class Line:
+class Line(NamedTuple):
+    """One side of a posting. A tuple: batches build millions of them, and a frozen dataclass
+    costs several times more to construct."""
     account_id: int
     amount_minor: int
     currency: str
@@ -109,8 +110,7 @@ def _validate(lines: Sequence[Line], reference_type: str) -> None:
         raise LedgerError(f"Unbalanced transaction: lines sum to {unbalanced} instead of zero.")
 
 
-@dataclass(frozen=True, slots=True)
-class Posting:
+class Posting(NamedTuple):
     """One ledger transaction to post: balanced lines, what it is for, and its idempotency key."""
     kind: str
     idempotency_key: str
@@ -231,7 +231,26 @@ async def _accounts(conn: Any, sqlite: bool, account_ids: list[int]) -> dict[int
     return {r["id"]: (AccountKind(r["kind"]), r["currency"]) for r in rows}
 
 
+BULK = 100  # from this many postings on, PostgreSQL gets the transactions by COPY
+
+
 async def _insert_txns_pg(conn: Any, rows: list[tuple]) -> dict[str, int]:
+    """The ids of the transactions inserted, by key; keys posted before are skipped (not in the result)."""
+    if len(rows) >= BULK:
+        # Reserve the ids, then COPY: several times cheaper than an INSERT of arrays. A key that was
+        # posted before fails the COPY whole (its savepoint rolls back), and the INSERT below,
+        # which skips such keys, does the work instead. Reserved ids left unused are only a gap.
+        ids = [r[0] for r in await conn.fetch(
+            "SELECT nextval(pg_get_serial_sequence('ledger_txn', 'id')) FROM generate_series(1, $1)", len(rows))]
+        try:
+            async with conn.transaction():
+                records = [(i, *r) for i, r in zip(ids, rows, strict=True)]
+                await conn.copy_records_to_table("ledger_txn", records=records,
+                                                 columns=["id", *_TXN_COLUMNS.split(", ")])
+            return {r[1]: i for i, r in zip(ids, rows, strict=True)}
+        except Exception as exc:
+            if not db.is_unique_violation(exc):
+                raise
     columns = list(zip(*rows, strict=True))
     inserted = await conn.fetch(
         f"INSERT INTO ledger_txn ({_TXN_COLUMNS}) SELECT * FROM unnest($1::varchar[], $2::varchar[], "  # noqa: S608
@@ -340,6 +359,11 @@ async def check() -> list[str]:
     for row in await first.raw(f"SELECT id, kind, balance_minor FROM ledger_account WHERE kind IN ({positive}) "  # noqa: S608
                                "AND balance_minor > 0"):
         problems.append(f"I5 account {row['id']} ({row['kind']}) is positive: {row['balance_minor']}")
+    for row in await first.raw(
+            "SELECT e.id, e.txn, e.account FROM ledger_entry e LEFT JOIN ledger_txn t ON t.id = e.txn "
+            "LEFT JOIN ledger_account a ON a.id = e.account WHERE t.id IS NULL OR a.id IS NULL"):
+        problems.append(f"I6 entry {row['id']} points at a missing transaction {row['txn']} or account "
+                        f"{row['account']}")
     for row in await first.raw(
             "SELECT e.id, e.currency, a.currency AS account_currency FROM ledger_entry e "
             "JOIN ledger_account a ON a.id = e.account WHERE e.currency <> a.currency"):

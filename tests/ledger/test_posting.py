@@ -96,20 +96,24 @@ def spends(adv_acct: int, pub_acct: int, keys: range, price: int = 300) -> list[
             for i in keys]
 
 
-async def test_a_batch_posts_one_transaction_per_posting_and_replays_what_was_posted(clean, settings):
-    adv_id = await funded_advertiser(10_000)
+@pytest.mark.parametrize("size", [10, ledger.BULK + 50], ids=["small", "bulk"])
+async def test_a_batch_posts_one_transaction_per_posting_and_replays_what_was_posted(clean, settings, size):
+    """Small batches insert; from ledger.BULK postings on, PostgreSQL copies (and falls back to
+    the insert that skips keys when some were posted before)."""
+    adv_id = await funded_advertiser(1_000_000)
     pub_id, _ = await make_publisher(settings)
     adv = await ledger.account(K.advertiser_balance, "EUR", adv_id)
     pub = await ledger.account(K.publisher_available, "EUR", pub_id)
-    first = await ledger.post_many(spends(adv, pub, range(0, 10)))
-    assert len({p.txn_id for p in first}) == 10 and not any(p.replayed for p in first)
-    # An overlapping batch: the five already posted replay with their first ids, five are new.
-    second = await ledger.post_many(spends(adv, pub, range(5, 15)))
-    assert [p.txn_id for p in second[:5]] == [p.txn_id for p in first[5:]]
-    assert [p.replayed for p in second] == [True] * 5 + [False] * 5
-    assert await ledger.balance(K.advertiser_balance, "EUR", adv_id) == 10_000 - 15 * 300
-    assert await ledger.balance(K.publisher_available, "EUR", pub_id) == 15 * 300
-    assert await LedgerEntry.count() == 2 + 15 * 2  # the funding, then two lines per spend
+    half = size // 2
+    first = await ledger.post_many(spends(adv, pub, range(0, size)))
+    assert len({p.txn_id for p in first}) == size and not any(p.replayed for p in first)
+    # An overlapping batch: the half already posted replay with their first ids, the rest are new.
+    second = await ledger.post_many(spends(adv, pub, range(half, size + half)))
+    assert [p.txn_id for p in second[:size - half]] == [p.txn_id for p in first[half:]]
+    assert [p.replayed for p in second] == [True] * (size - half) + [False] * half
+    assert await ledger.balance(K.advertiser_balance, "EUR", adv_id) == 1_000_000 - (size + half) * 300
+    assert await ledger.balance(K.publisher_available, "EUR", pub_id) == (size + half) * 300
+    assert await LedgerEntry.count() == 2 + (size + half) * 2  # the funding, then two lines per spend
     assert await ledger.check() == []
 
 
@@ -133,22 +137,44 @@ async def test_the_same_batch_posted_twice_at_once_moves_money_once(clean, setti
     pub_id, _ = await make_publisher(settings)
     adv = await ledger.account(K.advertiser_balance, "EUR", adv_id)
     pub = await ledger.account(K.publisher_available, "EUR", pub_id)
-    first, second = await asyncio.gather(ledger.post_many(spends(adv, pub, range(50))),
-                                         ledger.post_many(spends(adv, pub, range(50))))
+    n = ledger.BULK + 50
+    first, second = await asyncio.gather(ledger.post_many(spends(adv, pub, range(n))),
+                                         ledger.post_many(spends(adv, pub, range(n))))
     assert [a.txn_id for a in first] == [b.txn_id for b in second]
-    assert sum(not p.replayed for p in first + second) == 50
-    assert await ledger.balance(K.advertiser_balance, "EUR", adv_id) == 100_000 - 50 * 300
+    assert sum(not p.replayed for p in first + second) == n
+    assert await ledger.balance(K.advertiser_balance, "EUR", adv_id) == 100_000 - n * 300
     assert await ledger.check() == []
 
 
 async def test_entries_and_transactions_cannot_be_updated_or_deleted(clean):
     adv_id = await funded_advertiser()
     for sql in ["UPDATE ledger_entry SET amount_minor = amount_minor + 1",
-                "DELETE FROM ledger_entry", "UPDATE ledger_txn SET memo = 'x'", "DELETE FROM ledger_txn"]:
+                "DELETE FROM ledger_entry", "UPDATE ledger_txn SET memo = 'x'", "DELETE FROM ledger_txn",
+                "DELETE FROM ledger_account"]:
         with pytest.raises(Exception, match="append-only"):
             await LedgerEntry.raw(sql)
     assert await ledger.balance(K.advertiser_balance, "EUR", adv_id) == 10_000
     assert await ledger.check() == []
+
+
+async def test_an_entry_pointing_nowhere_is_refused_or_reported_by_the_check(clean, settings):
+    """SQLite keeps per-row foreign keys; PostgreSQL drops them for bulk posting speed, and the
+    ledger check reports an orphan entry instead (server/ledger/schema.py)."""
+    from server import db
+
+    adv_id = await funded_advertiser()
+    txn = await LedgerTxn.select(LedgerTxn.id).first()
+    orphan = "INSERT INTO ledger_entry (txn, account, amount_minor, currency) VALUES ({}, {}, 0, 'EUR')"
+    if db.is_sqlite():
+        with pytest.raises(Exception, match="FOREIGN KEY"):
+            await LedgerEntry.raw(orphan, txn["id"], 999_999)
+        assert await ledger.check() == []
+    else:
+        await LedgerEntry.raw(orphan, txn["id"], 999_999)
+        assert await ledger.check() == [
+            f"I6 entry {(await LedgerEntry.select(LedgerEntry.id).where(LedgerEntry.account == 999_999).first())['id']}"
+            f" points at a missing transaction {txn['id']} or account 999999"]
+    assert await ledger.balance(K.advertiser_balance, "EUR", adv_id) == 10_000
 
 
 async def test_a_reversal_undoes_exactly_once(clean, settings):
