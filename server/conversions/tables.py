@@ -1,5 +1,6 @@
 """Tables owned by the conversions domain; written only by its modules: service.py (intake),
-reconcile.py (approval and release) and review.py (advertisers' decisions)."""
+reconcile.py (approval and release), review.py and csv_upload.py (advertisers' decisions and
+re-pricing), reversal.py (undoing approvals) and cpc.py (click earnings, cpc_tables.py)."""
 
 from __future__ import annotations
 

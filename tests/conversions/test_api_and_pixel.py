@@ -61,6 +61,8 @@ async def test_the_api_is_documented_in_openapi(app, client):
     operation = schema["paths"]["/api/v1/conversions"]["post"]
     assert "requestBody" in operation and "200" in operation["responses"]
     assert "ConversionRequest" in str(operation) and "/postback" in schema["paths"]
+    earnings = schema["paths"]["/api/v1/publisher/earnings"]["get"]
+    assert "200" in earnings["responses"] and earnings.get("security")
 
 
 async def test_the_pixel_answers_a_gif_and_records_the_conversion(app, client, settings):
