@@ -25,6 +25,8 @@ from server.ledger.tables import (
 )
 
 REFERENCE_TYPES = frozenset({"conversion", "click_hour", "impression_hour", "funding", "payout_line", "manual"})
+# The table each earning's reference names: `check` reports earnings that trace nowhere (I6).
+EARNING_SOURCES = {"conversion": "conversion", "click_hour": "click_earning"}
 
 
 class LedgerError(DomainError):
@@ -364,6 +366,13 @@ async def check() -> list[str]:
             "LEFT JOIN ledger_account a ON a.id = e.account WHERE t.id IS NULL OR a.id IS NULL"):
         problems.append(f"I6 entry {row['id']} points at a missing transaction {row['txn']} or account "
                         f"{row['account']}")
+    for reference_type, table in EARNING_SOURCES.items():
+        # Constant names from EARNING_SOURCES only: nothing supplied by a user reaches this statement.
+        for row in await first.raw(
+                f"SELECT t.id, t.reference_id FROM ledger_txn t LEFT JOIN {table} r ON r.id = t.reference_id "  # noqa: S608
+                f"WHERE t.reference_type = '{reference_type}' AND r.id IS NULL"):
+            problems.append(f"I6 transaction {row['id']} is for {reference_type} {row['reference_id']}, "
+                            "which does not exist")
     for row in await first.raw(
             "SELECT e.id, e.currency, a.currency AS account_currency FROM ledger_entry e "
             "JOIN ledger_account a ON a.id = e.account WHERE e.currency <> a.currency"):

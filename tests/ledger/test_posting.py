@@ -62,7 +62,7 @@ async def test_spending_more_than_the_balance_is_refused_whole(clean, settings):
     pub_id, _ = await make_publisher(settings)
     with pytest.raises(InsufficientFunds):
         await templates.approve_earning(advertiser_id=adv_id, publisher_id=pub_id, price=1_001, payout=800,
-                                        currency="EUR", reference_type="conversion", reference_id=1, key="c1")
+                                        currency="EUR", reference_type="manual", reference_id=1, key="c1")
     assert await ledger.balance(K.advertiser_balance, "EUR", adv_id) == 1_000
     assert await ledger.balance(K.publisher_pending, "EUR", pub_id) == 0
     assert await LedgerTxn.count().where(LedgerTxn.idempotency_key == "c1") == 0
@@ -76,7 +76,7 @@ async def test_concurrent_spends_never_overdraw_the_advertiser(clean, settings):
     async def spend(i: int) -> bool:
         try:
             await templates.approve_earning(advertiser_id=adv_id, publisher_id=pub_id, price=300, payout=240,
-                                            currency="EUR", reference_type="conversion", reference_id=i,
+                                            currency="EUR", reference_type="manual", reference_id=i,
                                             key=f"conv-{i}")
         except InsufficientFunds:
             return False
@@ -91,7 +91,7 @@ async def test_concurrent_spends_never_overdraw_the_advertiser(clean, settings):
 
 
 def spends(adv_acct: int, pub_acct: int, keys: range, price: int = 300) -> list[ledger.Posting]:
-    return [ledger.Posting(kind="earning", idempotency_key=f"batch-{i}", reference_type="conversion",
+    return [ledger.Posting(kind="earning", idempotency_key=f"batch-{i}", reference_type="manual",
                            reference_id=i, lines=[Line(adv_acct, -price, "EUR"), Line(pub_acct, price, "EUR")])
             for i in keys]
 
@@ -177,11 +177,21 @@ async def test_an_entry_pointing_nowhere_is_refused_or_reported_by_the_check(cle
     assert await ledger.balance(K.advertiser_balance, "EUR", adv_id) == 10_000
 
 
+async def test_an_earning_for_a_conversion_that_does_not_exist_is_reported(clean, settings):
+    """I6: every earning traces to what earned it; the check's orphan query names any that does not."""
+    adv_id = await funded_advertiser()
+    pub_id, _ = await make_publisher(settings)
+    posted = await templates.approve_earning(advertiser_id=adv_id, publisher_id=pub_id, price=1_000, payout=800,
+                                             currency="EUR", reference_type="conversion", reference_id=424242,
+                                             key="made-up")
+    assert await ledger.check() == [f"I6 transaction {posted.txn_id} is for conversion 424242, which does not exist"]
+
+
 async def test_a_reversal_undoes_exactly_once(clean, settings):
     adv_id = await funded_advertiser(10_000)
     pub_id, _ = await make_publisher(settings)
     earned = await templates.approve_earning(advertiser_id=adv_id, publisher_id=pub_id, price=1_000, payout=800,
-                                             currency="EUR", reference_type="conversion", reference_id=9, key="e9")
+                                             currency="EUR", reference_type="manual", reference_id=9, key="e9")
     undone = await ledger.reverse(earned.txn_id, idempotency_key="r9")
     assert (await ledger.reverse(earned.txn_id, idempotency_key="r9")).txn_id == undone.txn_id  # a replay
     with pytest.raises(Exception, match="already been reversed"):
@@ -195,9 +205,9 @@ async def test_reversal_after_payout_becomes_a_receivable(clean, settings):
     adv_id = await funded_advertiser(10_000)
     pub_id, _ = await make_publisher(settings)
     common = {"advertiser_id": adv_id, "publisher_id": pub_id, "price": 1_000, "payout": 800, "currency": "EUR",
-              "reference_type": "conversion", "reference_id": 3}
+              "reference_type": "manual", "reference_id": 3}
     await templates.approve_earning(**common, key="e3")
-    await templates.release_earning(pub_id, 800, "EUR", reference_type="conversion", reference_id=3, key="rel3")
+    await templates.release_earning(pub_id, 800, "EUR", reference_type="manual", reference_id=3, key="rel3")
     await templates.reserve_payout(pub_id, 800, "EUR", reference_id=1, key="line1")
     await templates.settle_payout(800, "EUR", reference_id=1, key="paid1")
     await templates.reverse_earning(**common, released=True, key="rev3")

@@ -75,7 +75,7 @@ class LedgerMachine(RuleBasedStateMachine):
         try:
             self.run(templates.approve_earning(advertiser_id=self.advertiser_id, publisher_id=self.publisher_id,
                                                price=price, payout=payout, currency=CUR,
-                                               reference_type="conversion", reference_id=1, key=key))
+                                               reference_type="manual", reference_id=1, key=key))
         except InsufficientFunds:
             assert self.model[K.advertiser_balance] < price
             return
@@ -94,7 +94,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def hold_ends(self, data):
         earning = self._pick(data, released=False, reversed=False)
         if earning["payout"]:
-            self.run(templates.release_earning(self.publisher_id, earning["payout"], CUR, reference_type="conversion",
+            self.run(templates.release_earning(self.publisher_id, earning["payout"], CUR, reference_type="manual",
                                                reference_id=1, key=self.key("release")))
         earning["released"] = True
         self.model[K.publisher_pending] -= earning["payout"]
@@ -116,7 +116,7 @@ class LedgerMachine(RuleBasedStateMachine):
         price, payout = earning["price"], earning["payout"]
         self.run(templates.reverse_earning(advertiser_id=self.advertiser_id, publisher_id=self.publisher_id,
                                            price=price, payout=payout, currency=CUR, released=earning["released"],
-                                           reference_type="conversion", reference_id=1, key=self.key("reverse")))
+                                           reference_type="manual", reference_id=1, key=self.key("reverse")))
         earning["reversed"] = True
         self.model[K.advertiser_balance] += price
         self.model[K.network_revenue] -= price - payout
