@@ -1,6 +1,7 @@
 """A funded advertiser with pending conversions rejects one with a reason, then approves the others by
 uploading a CSV: sees the preview, applies it, and sees the statuses and the charge; in headless
-Chromium against the real server, on each database engine. The ledger balances afterwards."""
+Chromium against the real server, on each database engine. The ledger balances afterwards, and the
+publisher sees the reason and their pending earnings (never the advertiser's price)."""
 
 from __future__ import annotations
 
@@ -65,3 +66,15 @@ async def test_reject_one_then_approve_the_rest_by_csv(live_server, new_page, cl
     assert await ledger.balance(K.publisher_pending, "EUR", setup.publisher.id) == 1_600
     assert await ledger.balance(K.network_revenue, "EUR") == 400
     assert await ledger.check() == []
+
+    # The publisher sees it from their side: the reason, and 16.00 earned, pending until the hold ends.
+    publisher = await new_page()
+    await log_in(publisher, setup.publisher_email)
+    await publisher.goto("/publisher")
+    await expect(publisher.get_by_test_id("earnings-pending")).to_have_text("€16.00")
+    await expect(publisher.get_by_test_id("earnings-available")).to_have_text("€0.00")
+    await publisher.goto("/publisher/conversions")
+    refused = publisher.locator(f'[data-conversion-id="{first}"]')
+    await expect(refused).to_contain_text("Order cancelled by the customer")
+    await expect(publisher.locator('[data-testid=conversion][data-status="approved"]')).to_have_count(2)
+    await expect(publisher.locator("body")).not_to_contain_text("€10.00")  # never the advertiser's price
