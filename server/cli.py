@@ -221,11 +221,65 @@ def ledger_check() -> None:
     click.echo("ledger check: every invariant holds")
 
 
+@main.command("stripe-local")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=12111, show_default=True, type=int)
+@click.option("--public-url", default=None, help="Where a browser reaches it (default: http://HOST:PORT).")
+@click.option("--secret-key", envvar="STRIPE_SECRET_KEY", default=None,
+              help="The one API key accepted (env STRIPE_SECRET_KEY; default: any sk_test_ key).")
+@click.option("--webhook-url", default=None, help="Where events are POSTed (none: they are only listed).")
+@click.option("--webhook-secret", envvar="STRIPE_WEBHOOK_SECRET", default=None,
+              help="The whsec_ secret events are signed with (env STRIPE_WEBHOOK_SECRET; default: a new one).")
+@click.option("--webhook-attempts", default=8, show_default=True, type=int)
+@click.option("--webhook-retry-delay", default=1.0, show_default=True, type=float,
+              help="Seconds before the first retry, doubled after each failure up to 60.")
+@click.option("--fee-bps", default=150, show_default=True, type=int, help="Card fee, basis points of the amount.")
+@click.option("--fee-fixed", default=25, show_default=True, type=int, help="Card fee, fixed part in minor units.")
+def stripe_local(host: str, port: int, public_url: str | None, secret_key: str | None, webhook_url: str | None,
+                 webhook_secret: str | None, webhook_attempts: int, webhook_retry_delay: float, fee_bps: int,
+                 fee_fixed: int) -> None:
+    """Run the local Stripe stand-in (Checkout, refunds, disputes, Connect). Its state lives in memory."""
+    import secrets
+
+    import uvicorn
+
+    from server.stripe_local.app import create_app
+    from server.stripe_local.store import Config
+
+    if not webhook_secret:
+        webhook_secret = "whsec_" + secrets.token_hex(24)
+        click.echo(f"stripe-local: signing webhooks with {webhook_secret}")
+    config = Config(public_url=(public_url or f"http://{host}:{port}").rstrip("/"), secret_key=secret_key or None,
+                    webhook_url=webhook_url or None, webhook_secret=webhook_secret, fee_bps=fee_bps,
+                    fee_fixed_minor=fee_fixed, webhook_attempts=webhook_attempts,
+                    webhook_retry_delay=webhook_retry_delay)
+    uvicorn.run(create_app(config), host=host, port=port, log_level="warning", server_header=False)
+
+
+def _stripe_local_keys() -> dict[str, str]:
+    """The stand-in's secret key and webhook secret for `affnet dev`, generated once into .data/ (mode 0600)."""
+    import json
+    import secrets
+
+    path = DATA_DIR / "stripe-local-keys.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    keys = {"secret_key": "sk_test_local" + secrets.token_hex(16), "webhook_secret": "whsec_" + secrets.token_hex(24)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(keys) + "\n")
+    return keys
+
+
 @main.command()
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--redis-port", default=6390, show_default=True, type=int)
-def dev(port: int, redis_port: int) -> None:
-    """Start everything for local use: Redis, migrations, demo data, the worker and the web server."""
+@click.option("--stripe-port", default=12111, show_default=True, type=int,
+              help="Port of the local Stripe stand-in, started when STRIPE_SECRET_KEY is not set.")
+def dev(port: int, redis_port: int, stripe_port: int) -> None:
+    """Start everything for local use: Redis, migrations, demo data, the Stripe stand-in, the worker and the web
+    server."""
     from server.devservices import port_open, start_redis, wait_for_port
 
     env = dict(os.environ)
@@ -235,6 +289,14 @@ def dev(port: int, redis_port: int) -> None:
         if not port_open(redis_port):
             services.append(start_redis(DATA_DIR / "redis", port=redis_port, persist=True))
     env.setdefault("BASE_URL", f"http://127.0.0.1:{port}")
+    local_stripe = not env.get("STRIPE_SECRET_KEY")
+    if local_stripe:
+        # No Stripe account configured: the server and the worker talk to the local stand-in instead.
+        if port_open(stripe_port):
+            raise click.ClickException(f"port {stripe_port} is taken; choose another with --stripe-port")
+        keys = _stripe_local_keys()
+        env.update(STRIPE_SECRET_KEY=keys["secret_key"], STRIPE_WEBHOOK_SECRET=keys["webhook_secret"],
+                   STRIPE_PUBLISHABLE_KEY="pk_test_local", STRIPE_API_BASE=f"http://127.0.0.1:{stripe_port}")
     os.environ.update(env)
     _settings()
     exe = [sys.executable, "-m", "server.cli"]
@@ -243,7 +305,15 @@ def dev(port: int, redis_port: int) -> None:
     if first_run:
         asyncio.run(_with_db(seed_demo))
         (DATA_DIR / "demo-seeded").write_text("yes\n")
-    procs = [
+    procs = []
+    if local_stripe:
+        # Keys reach it through the environment (STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET), not argv.
+        stand_in = subprocess.Popen([*exe, "stripe-local", "--port", str(stripe_port),  # noqa: S603
+                                     "--webhook-url", env["BASE_URL"].rstrip("/") + "/stripe/webhook"],
+                                    env=env, cwd=ROOT)
+        wait_for_port(stripe_port, timeout=30, proc=stand_in)
+        procs.append(stand_in)
+    procs += [
         subprocess.Popen([*exe, "worker"], env=env, cwd=ROOT),  # noqa: S603
         subprocess.Popen([*exe, "serve", "--port", str(port)], env=env, cwd=ROOT),  # noqa: S603
     ]
@@ -263,10 +333,13 @@ def dev(port: int, redis_port: int) -> None:
 
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        wait_for_port(port, timeout=60, proc=procs[1])
+        wait_for_port(port, timeout=60, proc=procs[-1])
         click.echo("")
         click.echo(f"affnet is running at http://127.0.0.1:{port}/  (Ctrl-C stops everything)")
         click.echo(f"  health: http://127.0.0.1:{port}/healthz   API docs: http://127.0.0.1:{port}/schema")
+        if local_stripe:
+            click.echo(f"  Stripe: local stand-in at {env['STRIPE_API_BASE']}/ (test mode, state in memory; "
+                       f"webhooks to {env['BASE_URL']}/stripe/webhook)")
         _print_logins([(role.value, email) for role, email in DEMO_USERS])
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)

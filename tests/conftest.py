@@ -21,6 +21,7 @@ from server.devservices import Service, find_postgres_bindir, find_redis_server,
 from server.ledger import schema as ledger_schema
 from server.settings import ROOT, Settings
 
+pytest_plugins = ["tests.stripe_fixtures"]
 CI = os.environ.get("CI") == "true"
 TEST_SECRET = "test-secret-key-that-is-long-enough-for-production-0123456789"
 BASE_URL = "http://testserver.local"
