@@ -23,6 +23,7 @@ from server import db
 from server.accounts.api import AccountsApi
 from server.accounts.routes import AccountController, AdminPublishersController, AuthController
 from server.audit.routes import audit_log
+from server.billing.routes import AdvertiserBilling, stripe_webhook
 from server.campaigns.marketplace import PublisherCampaigns, PublisherLinks
 from server.campaigns.routes import AdvertiserCampaigns
 from server.conversions import service as conversion_intake
@@ -67,6 +68,8 @@ ROUTE_HANDLERS = [
     conversion_pixel,
     ConversionsApi,
     AdvertiserConversions,
+    AdvertiserBilling,
+    stripe_webhook,
 ]
 
 
@@ -153,7 +156,8 @@ def create_app(settings: Settings | None = None) -> ClickFastPath:
             # The click redirect changes nothing a visitor owns and must not mint a token per click.
             # Conversion postbacks and pixels come from advertisers' servers and pages, with their
             # own credentials (a campaign token or API key; the pixel a signed click id).
-            exclude=["^/api/", "^/healthz$", "^/c/", "^/__bench/", "^/postback", "^/px/"],
+            # Stripe's webhook is signed by Stripe (verified over the raw body), and sends no cookie.
+            exclude=["^/api/", "^/healthz$", "^/c/", "^/__bench/", "^/postback", "^/px/", "^/stripe/webhook$"],
         ),
         template_config=TemplateConfig(directory=ROOT / "templates", engine=JinjaTemplateEngine,
                                        engine_callback=_check_autoescape),

@@ -4,6 +4,7 @@ from piccolo.conf.apps import AppConfig
 
 from server.accounts.tables import Advertiser, ApiKey, NetworkSetting, Publisher, Session, User
 from server.audit.tables import AuditEvent
+from server.billing.tables import BillingSettings, Funding, StripeEvent
 from server.campaigns.tables import Campaign, Creative, Goal, Membership
 from server.conversions.cpc_tables import ClickEarning
 from server.conversions.tables import Conversion
@@ -18,6 +19,7 @@ APP_CONFIG = AppConfig(
         User, Publisher, Advertiser, Session, ApiKey, NetworkSetting, AuditEvent,
         Campaign, Goal, Creative, Membership, Link, Click, Conversion, ClickEarning,
         LedgerAccount, LedgerTxn, LedgerEntry,
+        Funding, StripeEvent, BillingSettings,
     ],
     migration_dependencies=[],
     commands=[],

@@ -25,6 +25,7 @@ pytest_plugins = ["tests.stripe_fixtures"]
 CI = os.environ.get("CI") == "true"
 TEST_SECRET = "test-secret-key-that-is-long-enough-for-production-0123456789"
 BASE_URL = "http://testserver.local"
+TEST_WEBHOOK_SECRET = "whsec_affnet_tests_0123456789abcdef"
 
 
 def _unavailable(what: str) -> None:
@@ -85,7 +86,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 @pytest.fixture(scope="session")
 def settings(database_url: str, redis_service: Service, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return Settings(env="test", database_url=database_url, redis_url=redis_service.url, secret_key=TEST_SECRET,
-                    base_url=BASE_URL, media_dir=str(tmp_path_factory.mktemp("media")))
+                    base_url=BASE_URL, media_dir=str(tmp_path_factory.mktemp("media")),
+                    stripe_webhook_secret=TEST_WEBHOOK_SECRET)
 
 
 @pytest.fixture(scope="session")

@@ -290,14 +290,15 @@ async def change_status(advertiser: CurrentUser, campaign_id: int, action: str) 
     return to.value
 
 
-async def pause_for_balance(campaign_id: int) -> bool:
-    """The system pauses a campaign whose advertiser cannot pay for its conversions. True if it
+async def pause_for_balance(campaign_id: int, *, reason: str | None = None) -> bool:
+    """The system pauses a campaign whose advertiser cannot pay for its conversions (or whose
+    balance fell below their auto-pause threshold: billing passes its own `reason`). True if it
     was active (and is paused now); the advertiser resumes it after adding funds."""
     async with db.transaction():
         paused = await Campaign.update({
             Campaign.status: CampaignStatus.paused.value, Campaign.updated_at: _now(),
-            Campaign.status_reason: "Paused by affnet: your balance cannot cover the conversions waiting "
-                                    "for approval. Add funds, then resume the campaign.",
+            Campaign.status_reason: reason or "Paused by affnet: your balance cannot cover the conversions waiting "
+                                              "for approval. Add funds, then resume the campaign.",
         }).where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.active.value).returning(Campaign.id)
         if paused:
             await audit.record("campaign.paused_for_balance", actor_id=None, object_type="campaign",

@@ -25,11 +25,17 @@ class AccountKind(StrEnum):
     network_revenue = "network_revenue"  # the network's margin
     stripe_clearing = "stripe_clearing"  # money at Stripe: negative while it holds funds for the network
     payouts_in_transit = "payouts_in_transit"  # reserved for a payout line until Stripe confirms: >= 0
+    # Stripe's processing fees on advertisers' top-ups, a cost the network absorbs: <= 0 as it grows
+    # (like stripe_clearing, money out of the network's pocket is negative); not bounded.
+    processing_fees = "processing_fees"
+    # Refunded or disputed funding the advertiser's balance could no longer cover, owed by the
+    # advertiser: <= 0; their next funding pays it off first (server/billing/service.py).
+    advertiser_receivable = "advertiser_receivable"
 
 
 NEVER_NEGATIVE = frozenset({AccountKind.advertiser_balance, AccountKind.publisher_pending,
                             AccountKind.publisher_available, AccountKind.payouts_in_transit})
-NEVER_POSITIVE = frozenset({AccountKind.publisher_receivable})
+NEVER_POSITIVE = frozenset({AccountKind.publisher_receivable, AccountKind.advertiser_receivable})
 OWNED_BY = {
     AccountKind.advertiser_balance: "advertiser",
     AccountKind.publisher_pending: "publisher",
@@ -38,6 +44,8 @@ OWNED_BY = {
     AccountKind.network_revenue: None,
     AccountKind.stripe_clearing: None,
     AccountKind.payouts_in_transit: None,
+    AccountKind.processing_fees: None,
+    AccountKind.advertiser_receivable: "advertiser",
 }
 
 

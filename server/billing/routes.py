@@ -1,0 +1,120 @@
+"""Advertisers' billing pages (balance, top-ups, auto-pause threshold) and Stripe's webhook."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from arq.connections import ArqRedis
+from litestar import Controller, Request, Response, get, post
+from litestar.params import FromQuery
+from litestar.response import Redirect, Template
+
+from server import money
+from server.accounts.identity import CurrentUser
+from server.accounts.tables import Role
+from server.billing import service as billing
+from server.billing import stripe_api, webhooks
+from server.billing.tables import FundingStatus
+from server.errors import Conflict, Invalid
+from server.pages import form_data, render, render_error, settings_of
+from server.web import PUBLIC, current_user, requires_role
+
+log = logging.getLogger("affnet.billing")
+
+PAGE = "advertiser/billing.html"
+RETURN_PAGE = "advertiser/billing_return.html"
+PROCESS_JOB = "process_stripe_event"
+
+
+def _user(request: Request) -> CurrentUser:
+    return current_user(request)  # type: ignore[return-value]  # the guard admitted an advertiser
+
+
+async def _page(advertiser: CurrentUser, request: Request, **extra: Any) -> dict[str, Any]:
+    currencies = await billing.currencies_of(advertiser.id)
+    prefs = await billing.settings_of(advertiser.id)
+    low, high = await billing.limits(currencies[0])
+    context: dict[str, Any] = {
+        "money": money, "balances": await billing.balances_of(advertiser.id),
+        "fundings": await billing.fundings_of(advertiser.id), "currencies": currencies,
+        "minimum": money.display(low, currencies[0]), "maximum": money.display(high, currencies[0]),
+        "payments_ready": stripe_api.configured(settings_of(request)),
+        "prefs": prefs, "form": {"currency": currencies[0], "amount": ""},
+        "settings_form": {"currency": prefs["currency"] if prefs else currencies[0],
+                          "auto_pause_threshold": money.to_text(prefs["auto_pause_threshold_minor"], prefs["currency"])
+                          if prefs else "0"},
+    }
+    if request.query_params.get("canceled"):
+        context["notice"] = "The payment was cancelled; nothing was charged."
+    context.update(extra)
+    return context
+
+
+class AdvertiserBilling(Controller):
+    path = "/advertiser/billing"
+    guards = [requires_role(Role.advertiser)]
+    include_in_schema = False
+
+    @get("")
+    async def index(self, request: Request) -> Template:
+        return render(PAGE, **await _page(_user(request), request))
+
+    @post("/fund")
+    async def fund(self, request: Request) -> Template | Redirect:
+        form = await form_data(request)
+        settings = settings_of(request)
+        try:
+            if not stripe_api.configured(settings):
+                raise Conflict("Card payments are not set up on this affnet (no Stripe key).")
+            async with stripe_api.gateway(settings) as gateway:
+                url = await billing.start_funding(_user(request), form, gateway, settings.base_url)
+        except (Invalid, Conflict) as exc:
+            context = await _page(_user(request), request)
+            context.pop("form")
+            return render_error(PAGE, exc, form, **context)
+        return Redirect(path=url, status_code=303)
+
+    @get("/return")
+    async def back_from_stripe(self, request: Request, session_id: FromQuery[str] = "") -> Template:
+        if not session_id:
+            return render(PAGE, **await _page(_user(request), request))
+        funding = await billing.returned(_user(request), session_id)
+        credited = funding["status"] == FundingStatus.credited.value
+        return render(RETURN_PAGE, funding=funding, credited=credited, money=money,
+                      balances=await billing.balances_of(_user(request).id) if credited else [])
+
+    @post("/settings")
+    async def save_settings(self, request: Request) -> Template | Response:
+        form = await form_data(request)
+        try:
+            await billing.save_settings(_user(request), form)
+        except Invalid as exc:
+            context = await _page(_user(request), request)
+            context["settings_form"] = {k: v for k, v in form.items() if k != "_csrf_token"}
+            return render(PAGE, status_code=exc.status_code, error=exc.message, error_field=exc.field, **context)
+        return render(PAGE, **await _page(_user(request), request, notice="Billing settings saved."))
+
+
+async def enqueue(request: Request, event_id: str) -> None:
+    """Hand the event to the worker; arq's job id (the event id) keeps one job per event. If Redis
+    is down the event still waits in the table, and the worker's sweep picks it up."""
+    try:
+        pool = ArqRedis(pool_or_conn=request.app.state.redis.connection_pool)
+        await pool.enqueue_job(PROCESS_JOB, event_id, _job_id=event_id)
+    except Exception as exc:
+        log.warning("could not enqueue stripe event %s (the sweep will): %s", event_id, exc)
+
+
+@post("/stripe/webhook", opt=PUBLIC, include_in_schema=False, status_code=200)
+async def stripe_webhook(request: Request) -> Response:
+    """Stripe's events: verified over the raw body, recorded once, processed by the worker."""
+    body = await request.body()
+    try:
+        recorded = await webhooks.record(body, request.headers.get("stripe-signature"),
+                                         settings_of(request).stripe_webhook_secret)
+    except webhooks.BadWebhook as exc:
+        return Response({"error": {"code": exc.code, "message": exc.message}}, status_code=400)
+    if not recorded.processed:  # committed: the worker can see it
+        await enqueue(request, recorded.event_id)
+    return Response({"received": True, "duplicate": not recorded.new}, status_code=200)

@@ -1,0 +1,208 @@
+"""The rules of advertiser funding: top-ups through Stripe Checkout, the balance page, and the
+auto-pause threshold. Stripe's events are applied by server/billing/webhooks.py.
+
+A funding is credited only when Stripe says it was paid (a webhook, processed by the worker),
+never because the browser came back to the return page."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from server import db, money
+from server.accounts.identity import CurrentUser
+from server.accounts.tables import NetworkSetting
+from server.billing import stripe_api
+from server.billing.tables import BillingSettings, Funding, FundingStatus
+from server.campaigns import service as campaigns
+from server.campaigns.tables import Campaign, CampaignStatus
+from server.errors import Conflict, Invalid, NotFound
+from server.ledger import service as ledger
+from server.ledger.tables import AccountKind as K
+
+log = logging.getLogger("affnet.billing")
+
+# Network settings (major units, per currency's own decimals) and their defaults.
+MINIMUM_KEY, MAXIMUM_KEY = "funding_minimum", "funding_maximum"
+DEFAULT_MINIMUM, DEFAULT_MAXIMUM = "50", "10000"
+DEFAULT_CURRENCY = "EUR"
+OFFERED_CURRENCIES = ("EUR", "USD", "GBP")
+HISTORY_LIMIT = 100
+LOW_BALANCE_FACTOR = 2  # warn while the balance is under twice the auto-pause threshold
+PAUSE_REASON = ("Paused by affnet: your {currency} balance ({balance}) is below your auto-pause threshold "
+                "({threshold}). Add funds, then resume the campaign.")
+PAUSE_REASON_EMPTY = ("Paused by affnet: a refund or dispute left your {currency} balance empty. Add funds, "
+                      "then resume the campaign.")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _get(form: Mapping[str, Any], name: str) -> str:
+    value = form.get(name, "")
+    return value.strip() if isinstance(value, str) else ""
+
+
+async def _setting(key: str, default: str) -> str:
+    row = await NetworkSetting.select(NetworkSetting.value).where(NetworkSetting.key == key).first()
+    return row["value"] if row else default
+
+
+async def limits(currency: str) -> tuple[int, int]:
+    """The smallest and largest top-up in `currency`, in minor units."""
+    low = money.parse_amount(await _setting(MINIMUM_KEY, DEFAULT_MINIMUM), currency, field="amount", label="Minimum")
+    high = money.parse_amount(await _setting(MAXIMUM_KEY, DEFAULT_MAXIMUM), currency, field="amount",
+                              label="Maximum")
+    return low, high
+
+
+async def currencies_of(advertiser_id: int) -> list[str]:
+    """The currencies an advertiser can fund: their campaigns' first, then the common ones."""
+    rows = await Campaign.select(Campaign.currency).where(Campaign.advertiser == advertiser_id).distinct()
+    found = sorted({r["currency"] for r in rows})
+    return found + [c for c in OFFERED_CURRENCIES if c not in found]
+
+
+async def parse_funding(advertiser_id: int, form: Mapping[str, Any]) -> tuple[int, str]:
+    currency = money.currency(_get(form, "currency") or DEFAULT_CURRENCY)
+    if currency not in await currencies_of(advertiser_id):
+        raise Invalid("Choose one of the listed currencies.", field="currency")
+    amount = money.parse_amount(_get(form, "amount"), currency, field="amount", label="Amount", allow_zero=False)
+    low, high = await limits(currency)
+    if amount < low:
+        raise Invalid(f"The smallest top-up is {money.display(low, currency)}.", field="amount")
+    if amount > high:
+        raise Invalid(f"The largest top-up is {money.display(high, currency)}; add more in several top-ups.",
+                      field="amount")
+    return amount, currency
+
+
+async def start_funding(advertiser: CurrentUser, form: Mapping[str, Any], gateway: stripe_api.Gateway,
+                        base_url: str) -> str:
+    """Store a funding, open a Stripe Checkout Session for it, and return where to send the browser."""
+    amount, currency = await parse_funding(advertiser.id, form)
+    now = _now()
+    rows = await Funding.insert(Funding(advertiser=advertiser.id, amount_minor=amount, currency=currency,
+                                        status=FundingStatus.pending.value, created_at=now, updated_at=now)
+                                ).returning(Funding.id)
+    funding_id = rows[0]["id"]
+    try:
+        session = await gateway.create_checkout_session(
+            funding_id=funding_id, amount_minor=amount, currency=currency, email=advertiser.email,
+            # Stripe fills in {CHECKOUT_SESSION_ID}; the return page only shows, it never credits.
+            success_url=f"{base_url}/advertiser/billing/return?session_id={{CHECKOUT_SESSION_ID}}",
+            cancel_url=f"{base_url}/advertiser/billing?canceled={funding_id}")
+    except Exception as exc:
+        log.warning("checkout session for funding %s failed: %s", funding_id, exc)
+        await Funding.update({Funding.status: FundingStatus.failed.value, Funding.error: str(exc)[:2000],
+                              Funding.updated_at: _now()}).where(Funding.id == funding_id)
+        raise Conflict("Stripe could not be reached to start the payment. Nothing was charged; please try "
+                       "again in a minute.") from None
+    await Funding.update({Funding.status: FundingStatus.open.value, Funding.checkout_session_id: session.id,
+                          Funding.updated_at: _now()}).where(Funding.id == funding_id,
+                                                             Funding.status == FundingStatus.pending.value)
+    if not session.url:
+        raise Conflict("Stripe did not return a payment page. Nothing was charged; please try again.")
+    return session.url
+
+
+async def returned(advertiser: CurrentUser, session_id: str) -> dict[str, Any]:
+    """The funding a Checkout Session was for, if it is this advertiser's. Shows state, changes nothing."""
+    row = await Funding.select().where(Funding.checkout_session_id == session_id,
+                                       Funding.advertiser == advertiser.id).first() if session_id else None
+    if row is None:
+        raise NotFound("There is no top-up of yours for this payment.")
+    return row
+
+
+async def fundings_of(advertiser_id: int) -> list[dict[str, Any]]:
+    return await Funding.select().where(Funding.advertiser == advertiser_id,
+                                        Funding.status != FundingStatus.pending.value).order_by(
+        Funding.id, ascending=False).limit(HISTORY_LIMIT)
+
+
+async def settings_of(advertiser_id: int) -> dict[str, Any] | None:
+    return await BillingSettings.select().where(BillingSettings.advertiser == advertiser_id).first()
+
+
+async def save_settings(advertiser: CurrentUser, form: Mapping[str, Any]) -> None:
+    currency = money.currency(_get(form, "currency") or DEFAULT_CURRENCY)
+    if currency not in await currencies_of(advertiser.id):
+        raise Invalid("Choose one of the listed currencies.", field="currency")
+    raw = _get(form, "auto_pause_threshold") or "0"
+    threshold = money.parse_amount(raw, currency, field="auto_pause_threshold", label="Auto-pause threshold")
+    if threshold > 10**12:
+        raise Invalid("Auto-pause threshold is too large.", field="auto_pause_threshold")
+    async with db.transaction():
+        updated = await BillingSettings.update({
+            BillingSettings.currency: currency, BillingSettings.auto_pause_threshold_minor: threshold,
+            BillingSettings.updated_at: _now()}).where(BillingSettings.advertiser == advertiser.id).returning(
+            BillingSettings.id)
+        if not updated:
+            await BillingSettings.insert(BillingSettings(advertiser=advertiser.id, currency=currency,
+                                                         auto_pause_threshold_minor=threshold, updated_at=_now()))
+    await enforce_threshold(advertiser.id)
+
+
+async def balances_of(advertiser_id: int) -> list[dict[str, Any]]:
+    """The advertiser's money per currency: balance, and what they owe after refunds or disputes."""
+    currencies = set(await currencies_of(advertiser_id)) - set(OFFERED_CURRENCIES)
+    rows = await Funding.select(Funding.currency).where(Funding.advertiser == advertiser_id).distinct()
+    currencies |= {r["currency"] for r in rows}
+    prefs = await settings_of(advertiser_id)
+    if prefs:
+        currencies.add(prefs["currency"])
+    if not currencies:
+        currencies = {DEFAULT_CURRENCY}
+    result = []
+    for currency in sorted(currencies):
+        balance = await ledger.balance(K.advertiser_balance, currency, advertiser_id)
+        owed = -await ledger.balance(K.advertiser_receivable, currency, advertiser_id)
+        threshold = prefs["auto_pause_threshold_minor"] if prefs and prefs["currency"] == currency else 0
+        result.append({"currency": currency, "balance_minor": balance, "owed_minor": owed,
+                       "threshold_minor": threshold,
+                       "low": balance == 0 or balance < threshold * LOW_BALANCE_FACTOR})
+    return result
+
+
+# --- pausing -------------------------------------------------------------------------------------
+
+
+async def _pause_campaigns(advertiser_id: int, currency: str, reason: str) -> list[int]:
+    rows = await Campaign.select(Campaign.id).where(Campaign.advertiser == advertiser_id,
+                                                    Campaign.currency == currency,
+                                                    Campaign.status == CampaignStatus.active.value)
+    return [r["id"] for r in rows if await campaigns.pause_for_balance(r["id"], reason=reason)]
+
+
+async def enforce_threshold(advertiser_id: int) -> list[int]:
+    """Pause the advertiser's active campaigns if their balance is below their auto-pause threshold."""
+    prefs = await settings_of(advertiser_id)
+    if not prefs or not prefs["auto_pause_threshold_minor"]:
+        return []
+    currency, threshold = prefs["currency"], prefs["auto_pause_threshold_minor"]
+    balance = await ledger.balance(K.advertiser_balance, currency, advertiser_id)
+    if balance >= threshold:
+        return []
+    return await _pause_campaigns(advertiser_id, currency, PAUSE_REASON.format(
+        currency=currency, balance=money.display(balance, currency), threshold=money.display(threshold, currency)))
+
+
+async def pause_if_short(advertiser_id: int, currency: str) -> list[int]:
+    """After money left the balance (a refund or a dispute): pause at zero, or below the threshold."""
+    if await ledger.balance(K.advertiser_balance, currency, advertiser_id) <= 0:
+        return await _pause_campaigns(advertiser_id, currency, PAUSE_REASON_EMPTY.format(currency=currency))
+    return await enforce_threshold(advertiser_id)
+
+
+async def enforce_all_thresholds() -> list[int]:
+    """The cron job: every advertiser with a threshold, checked against their balance."""
+    rows = await BillingSettings.select(BillingSettings.advertiser).where(
+        BillingSettings.auto_pause_threshold_minor > 0)
+    paused: list[int] = []
+    for row in rows:
+        paused += await enforce_threshold(row["advertiser"])
+    return paused

@@ -1,0 +1,124 @@
+"""Stripe, out: the few calls billing makes, through the official SDK, in Stripe's wire format.
+
+The same code talks to Stripe in test or live mode (STRIPE_SECRET_KEY) or to the local stand-in
+(STRIPE_API_BASE). Every call that creates something carries an idempotency key derived from a
+stored id, so a retry (ours, or the SDK's own network retries) never creates it twice."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import stripe
+
+from server.settings import Settings
+
+# Transient: the worker leaves the event unprocessed and tries again later.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (stripe.APIConnectionError, stripe.RateLimitError)
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return True
+    return isinstance(exc, stripe.APIError) and (exc.http_status or 500) >= 500
+
+
+@dataclass(frozen=True)
+class CheckoutSession:
+    id: str
+    url: str
+
+
+@dataclass(frozen=True)
+class Payment:
+    """A succeeded payment as Stripe holds it now, in minor units."""
+
+    payment_intent_id: str
+    status: str
+    amount_minor: int  # received
+    currency: str  # upper case
+    charge_id: str
+    receipt_url: str
+    fee_minor: int | None  # None while the charge has no balance transaction yet
+    fee_currency: str
+    funding_id: int | None = None  # from the intent's metadata
+
+
+class Gateway(Protocol):
+    async def create_checkout_session(self, *, funding_id: int, amount_minor: int, currency: str, email: str,
+                                      success_url: str, cancel_url: str) -> CheckoutSession: ...
+
+    async def payment(self, payment_intent_id: str) -> Payment: ...
+
+
+def configured(settings: Settings) -> bool:
+    return bool(settings.stripe_secret_key)
+
+
+class StripeGateway:
+    """Billing's calls on one StripeClient (async, over httpx)."""
+
+    def __init__(self, client: stripe.StripeClient) -> None:
+        self.client = client
+
+    async def create_checkout_session(self, *, funding_id: int, amount_minor: int, currency: str, email: str,
+                                      success_url: str, cancel_url: str) -> CheckoutSession:
+        metadata = {"funding_id": str(funding_id)}
+        params: dict[str, Any] = {
+            "mode": "payment",
+            "line_items": [{"quantity": 1, "price_data": {
+                "currency": currency.lower(), "unit_amount": amount_minor,
+                "product_data": {"name": "affnet prepaid balance"}}}],
+            "success_url": success_url,
+            "cancel_url": cancel_url,
+            "client_reference_id": str(funding_id),
+            "metadata": metadata,
+            # So payment_intent.succeeded, which may arrive first, names the funding too.
+            "payment_intent_data": {"metadata": metadata},
+        }
+        if email:
+            params["customer_email"] = email
+        session = await self.client.v1.checkout.sessions.create_async(
+            params,  # type: ignore[arg-type]
+            {"idempotency_key": f"funding:{funding_id}:checkout"})
+        return CheckoutSession(id=session.id, url=session.url or "")
+
+    async def payment(self, payment_intent_id: str) -> Payment:
+        intent = (await self.client.v1.payment_intents.retrieve_async(
+            payment_intent_id, {"expand": ["latest_charge.balance_transaction"]})).to_dict()
+        charge: Any = intent.get("latest_charge")
+        if isinstance(charge, str):
+            charge = (await self.client.v1.charges.retrieve_async(charge, {"expand": ["balance_transaction"]})
+                      ).to_dict()
+        txn: Any = charge.get("balance_transaction") if charge else None
+        if isinstance(txn, str):
+            txn = (await self.client.v1.balance_transactions.retrieve_async(txn)).to_dict()
+        return Payment(
+            payment_intent_id=intent["id"], status=intent["status"],
+            amount_minor=int(intent.get("amount_received") or 0), currency=str(intent["currency"]).upper(),
+            charge_id=charge["id"] if charge else "", receipt_url=(charge.get("receipt_url") or "") if charge else "",
+            fee_minor=int(txn["fee"]) if txn else None, fee_currency=str(txn["currency"]).upper() if txn else "",
+            funding_id=_funding_id(intent.get("metadata")))
+
+
+def _funding_id(metadata: Any) -> int | None:
+    raw = metadata.get("funding_id") if metadata else None
+    return int(raw) if raw and str(raw).isdigit() else None
+
+
+def client_for(settings: Settings, http_client: stripe.HTTPClient | None = None) -> stripe.StripeClient:
+    base = {"api": settings.stripe_api_base.rstrip("/")} if settings.stripe_api_base else None
+    return stripe.StripeClient(settings.stripe_secret_key, base_addresses=base,  # type: ignore[arg-type]
+                               http_client=http_client or stripe.HTTPXClient(), max_network_retries=2)
+
+
+@asynccontextmanager
+async def gateway(settings: Settings) -> AsyncIterator[StripeGateway]:
+    """A gateway for the duration of one piece of work; its HTTP connections closed after."""
+    http = stripe.HTTPXClient()
+    try:
+        yield StripeGateway(client_for(settings, http))
+    finally:
+        await http.close_async()

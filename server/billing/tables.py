@@ -1,0 +1,64 @@
+"""Tables of the billing domain (Stripe in): advertisers' top-ups, the Stripe events received, and
+advertisers' billing settings. Only server/billing/service.py writes them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from piccolo.columns import BigInt, ForeignKey, Integer, Text, Timestamptz, Varchar
+from piccolo.columns.base import OnDelete
+from piccolo.table import Table
+
+from server.accounts.tables import User
+
+
+class FundingStatus(StrEnum):
+    pending = "pending"  # row stored, Checkout Session not created yet
+    open = "open"  # the advertiser is at Stripe Checkout; the return page shows "processing"
+    credited = "credited"  # Stripe confirmed the payment (by webhook) and the ledger credited it
+    expired = "expired"  # the Checkout Session expired unpaid
+    failed = "failed"  # the Checkout Session could not be created
+
+
+class Funding(Table):
+    """One top-up of an advertiser's prepaid balance through Stripe Checkout. Amounts in minor units."""
+
+    advertiser = ForeignKey(User, null=False, index=True, on_delete=OnDelete.restrict)
+    amount_minor = BigInt()
+    currency = Varchar(length=3)
+    fee_minor = BigInt(default=0)  # Stripe's fee, from the charge's balance transaction (the network absorbs it)
+    status = Varchar(length=16, choices=FundingStatus, default=FundingStatus.pending, index=True)
+    checkout_session_id = Varchar(length=255, default="", index=True)
+    payment_intent_id = Varchar(length=255, default="", index=True)
+    charge_id = Varchar(length=255, default="", index=True)
+    receipt_url = Text(default="")
+    refunded_minor = BigInt(default=0)  # cumulative, as Stripe's charge.amount_refunded
+    disputed_minor = BigInt(default=0)  # withdrawn by disputes not (yet) won
+    error = Text(default="")
+    created_at = Timestamptz()
+    updated_at = Timestamptz()
+    credited_at = Timestamptz(null=True, default=None)
+
+
+class StripeEvent(Table):
+    """Every Stripe event received, by its id (a redelivery finds its row and changes nothing).
+    `payload` is the exact signed body; the worker processes it and sets `processed_at`."""
+
+    event_id = Varchar(length=255, unique=True, index=True)
+    type = Varchar(length=100)
+    payload = Text()
+    received_at = Timestamptz()
+    processed_at = Timestamptz(null=True, default=None, index=True)
+    outcome = Varchar(length=40, default="")
+    error = Text(default="")
+    attempts = Integer(default=0)
+
+
+class BillingSettings(Table):
+    """An advertiser's billing choices: below `auto_pause_threshold_minor` of `currency` in their
+    balance, the worker pauses their active campaigns in that currency (0: only at zero)."""
+
+    advertiser = ForeignKey(User, null=False, unique=True, index=True, on_delete=OnDelete.restrict)
+    currency = Varchar(length=3)
+    auto_pause_threshold_minor = BigInt(default=0)
+    updated_at = Timestamptz()
