@@ -40,10 +40,10 @@ def events_for(local: StripeLocal, object_id: str, limit: int = 100) -> list[dic
     """The events whose object is, or points at, object_id: newest first."""
     listed = local.client().v1.events.list({"limit": limit})
     found = []
-    for event in listed.data:
-        obj = event.data.object
+    for event in (e.to_dict() for e in listed.data):
+        obj = event["data"]["object"]
         if object_id in (obj.get("id"), obj.get("charge"), obj.get("payment_intent"), obj.get("transfer")):
-            found.append(event.to_dict())
+            found.append(event)
     return found
 
 
