@@ -307,10 +307,11 @@ def dev(port: int, redis_port: int, stripe_port: int) -> None:
         (DATA_DIR / "demo-seeded").write_text("yes\n")
     procs = []
     if local_stripe:
-        # Keys reach it through the environment (STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET), not argv.
+        # Keys reach it through the environment (STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET), not argv. Its own
+        # session: Ctrl-C reaches it once, from stop_all (a second SIGINT makes uvicorn exit with a traceback).
         stand_in = subprocess.Popen([*exe, "stripe-local", "--port", str(stripe_port),  # noqa: S603
                                      "--webhook-url", env["BASE_URL"].rstrip("/") + "/stripe/webhook"],
-                                    env=env, cwd=ROOT)
+                                    env=env, cwd=ROOT, start_new_session=True)
         wait_for_port(stripe_port, timeout=30, proc=stand_in)
         procs.append(stand_in)
     procs += [
