@@ -20,12 +20,12 @@ from server.app import create_app
 from server.devservices import Service, find_postgres_bindir, find_redis_server, start_postgres, start_redis
 from server.ledger import schema as ledger_schema
 from server.settings import ROOT, Settings
+from tests.stripe_fixtures import StripeLocal
 
 pytest_plugins = ["tests.stripe_fixtures"]
 CI = os.environ.get("CI") == "true"
 TEST_SECRET = "test-secret-key-that-is-long-enough-for-production-0123456789"
 BASE_URL = "http://testserver.local"
-TEST_WEBHOOK_SECRET = "whsec_affnet_tests_0123456789abcdef"
 
 
 def _unavailable(what: str) -> None:
@@ -84,10 +84,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, redis_service: Service, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def settings(database_url: str, redis_service: Service, tmp_path_factory: pytest.TempPathFactory,
+             stripe_local: StripeLocal) -> Settings:
+    # Stripe is the local stand-in: the same SDK calls and signed webhooks as Stripe in test mode.
     return Settings(env="test", database_url=database_url, redis_url=redis_service.url, secret_key=TEST_SECRET,
                     base_url=BASE_URL, media_dir=str(tmp_path_factory.mktemp("media")),
-                    stripe_webhook_secret=TEST_WEBHOOK_SECRET)
+                    stripe_secret_key=stripe_local.secret_key, stripe_publishable_key="pk_test_local",
+                    stripe_webhook_secret=stripe_local.webhook_secret, stripe_api_base=stripe_local.base_url)
 
 
 @pytest.fixture(scope="session")

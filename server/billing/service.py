@@ -7,6 +7,7 @@ never because the browser came back to the return page."""
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -85,13 +86,14 @@ async def start_funding(advertiser: CurrentUser, form: Mapping[str, Any], gatewa
     """Store a funding, open a Stripe Checkout Session for it, and return where to send the browser."""
     amount, currency = await parse_funding(advertiser.id, form)
     now = _now()
-    rows = await Funding.insert(Funding(advertiser=advertiser.id, amount_minor=amount, currency=currency,
-                                        status=FundingStatus.pending.value, created_at=now, updated_at=now)
-                                ).returning(Funding.id)
+    reference = secrets.token_hex(8)
+    rows = await Funding.insert(Funding(advertiser=advertiser.id, reference=reference, amount_minor=amount,
+                                        currency=currency, status=FundingStatus.pending.value, created_at=now,
+                                        updated_at=now)).returning(Funding.id)
     funding_id = rows[0]["id"]
     try:
         session = await gateway.create_checkout_session(
-            funding_id=funding_id, amount_minor=amount, currency=currency, email=advertiser.email,
+            funding_id=funding_id, reference=reference, amount_minor=amount, currency=currency, email=advertiser.email,
             # Stripe fills in {CHECKOUT_SESSION_ID}; the return page only shows, it never credits.
             success_url=f"{base_url}/advertiser/billing/return?session_id={{CHECKOUT_SESSION_ID}}",
             cancel_url=f"{base_url}/advertiser/billing?canceled={funding_id}")

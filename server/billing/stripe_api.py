@@ -47,8 +47,8 @@ class Payment:
 
 
 class Gateway(Protocol):
-    async def create_checkout_session(self, *, funding_id: int, amount_minor: int, currency: str, email: str,
-                                      success_url: str, cancel_url: str) -> CheckoutSession: ...
+    async def create_checkout_session(self, *, funding_id: int, reference: str, amount_minor: int, currency: str,
+                                      email: str, success_url: str, cancel_url: str) -> CheckoutSession: ...
 
     async def payment(self, payment_intent_id: str) -> Payment: ...
 
@@ -63,8 +63,8 @@ class StripeGateway:
     def __init__(self, client: stripe.StripeClient) -> None:
         self.client = client
 
-    async def create_checkout_session(self, *, funding_id: int, amount_minor: int, currency: str, email: str,
-                                      success_url: str, cancel_url: str) -> CheckoutSession:
+    async def create_checkout_session(self, *, funding_id: int, reference: str, amount_minor: int, currency: str,
+                                      email: str, success_url: str, cancel_url: str) -> CheckoutSession:
         metadata = {"funding_id": str(funding_id)}
         params: dict[str, Any] = {
             "mode": "payment",
@@ -82,7 +82,7 @@ class StripeGateway:
             params["customer_email"] = email
         session = await self.client.v1.checkout.sessions.create_async(
             params,  # type: ignore[arg-type]
-            {"idempotency_key": f"funding:{funding_id}:checkout"})
+            {"idempotency_key": f"funding:{funding_id}:{reference}:checkout"})
         return CheckoutSession(id=session.id, url=session.url or "")
 
     async def payment(self, payment_intent_id: str) -> Payment:
@@ -108,16 +108,29 @@ def _funding_id(metadata: Any) -> int | None:
     return int(raw) if raw and str(raw).isdigit() else None
 
 
+class HTTPXClient(stripe.HTTPXClient):
+    """The SDK's httpx client, sending the encoded form as `content=` (httpx deprecates raw `data=`)."""
+
+    def _get_request_args_kwargs(self, method: str, url: str, headers: Any, post_data: Any) -> Any:
+        args, kwargs = super()._get_request_args_kwargs(method, url, headers, post_data)
+        data = kwargs.pop("data", None)
+        if isinstance(data, str | bytes):
+            kwargs["content"] = data
+        elif data:
+            kwargs["data"] = data
+        return args, kwargs
+
+
 def client_for(settings: Settings, http_client: stripe.HTTPClient | None = None) -> stripe.StripeClient:
     base = {"api": settings.stripe_api_base.rstrip("/")} if settings.stripe_api_base else None
     return stripe.StripeClient(settings.stripe_secret_key, base_addresses=base,  # type: ignore[arg-type]
-                               http_client=http_client or stripe.HTTPXClient(), max_network_retries=2)
+                               http_client=http_client or HTTPXClient(), max_network_retries=2)
 
 
 @asynccontextmanager
 async def gateway(settings: Settings) -> AsyncIterator[StripeGateway]:
     """A gateway for the duration of one piece of work; its HTTP connections closed after."""
-    http = stripe.HTTPXClient()
+    http = HTTPXClient()
     try:
         yield StripeGateway(client_for(settings, http))
     finally:

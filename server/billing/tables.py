@@ -24,6 +24,9 @@ class Funding(Table):
     """One top-up of an advertiser's prepaid balance through Stripe Checkout. Amounts in minor units."""
 
     advertiser = ForeignKey(User, null=False, index=True, on_delete=OnDelete.restrict)
+    # Random, set at insert: Stripe idempotency keys are funding:{id}:{reference}:…, so a database
+    # reset (ids start again) never replays another funding's request at Stripe (keys live 24 h).
+    reference = Varchar(length=32, default="")
     amount_minor = BigInt()
     currency = Varchar(length=3)
     fee_minor = BigInt(default=0)  # Stripe's fee, from the charge's balance transaction (the network absorbs it)

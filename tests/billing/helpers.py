@@ -91,10 +91,10 @@ class FakeStripe:
     payments: dict[str, Payment] = field(default_factory=dict)
     asked: int = 0
 
-    async def create_checkout_session(self, *, funding_id: int, amount_minor: int, currency: str, email: str,
-                                      success_url: str, cancel_url: str) -> CheckoutSession:
-        self.sessions.append({"funding_id": funding_id, "amount": amount_minor, "currency": currency,
-                              "success_url": success_url, "cancel_url": cancel_url})
+    async def create_checkout_session(self, *, funding_id: int, reference: str, amount_minor: int, currency: str,
+                                      email: str, success_url: str, cancel_url: str) -> CheckoutSession:
+        self.sessions.append({"funding_id": funding_id, "reference": reference, "amount": amount_minor,
+                              "currency": currency, "success_url": success_url, "cancel_url": cancel_url})
         return CheckoutSession(id=f"cs_test_{funding_id}", url=f"https://checkout.stripe.test/pay/cs_test_{funding_id}")
 
     async def payment(self, payment_intent_id: str) -> Payment:
