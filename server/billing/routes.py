@@ -8,7 +8,7 @@ from typing import Any
 from arq.connections import ArqRedis
 from litestar import Controller, Request, Response, get, post
 from litestar.params import FromQuery
-from litestar.response import Redirect, Template
+from litestar.response import Template
 
 from server import money
 from server.accounts.identity import CurrentUser
@@ -24,6 +24,7 @@ log = logging.getLogger("affnet.billing")
 
 PAGE = "advertiser/billing.html"
 RETURN_PAGE = "advertiser/billing_return.html"
+CHECKOUT_PAGE = "advertiser/billing_checkout.html"
 PROCESS_JOB = "process_stripe_event"
 
 
@@ -61,7 +62,7 @@ class AdvertiserBilling(Controller):
         return render(PAGE, **await _page(_user(request), request))
 
     @post("/fund")
-    async def fund(self, request: Request) -> Template | Redirect:
+    async def fund(self, request: Request) -> Template:
         form = await form_data(request)
         settings = settings_of(request)
         try:
@@ -73,7 +74,9 @@ class AdvertiserBilling(Controller):
             context = await _page(_user(request), request)
             context.pop("form")
             return render_error(PAGE, exc, form, **context)
-        return Redirect(path=url, status_code=303)
+        # Not a 303 to Stripe: the CSP's form-action 'self' (server/web.py) makes browsers block a form
+        # POST that redirects to another origin. A page that moves on by itself is no form submission.
+        return render(CHECKOUT_PAGE, checkout_url=url)
 
     @get("/return")
     async def back_from_stripe(self, request: Request, session_id: FromQuery[str] = "") -> Template:
