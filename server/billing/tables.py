@@ -59,7 +59,8 @@ class StripeEvent(Table):
 
 class BillingSettings(Table):
     """An advertiser's billing choices: below `auto_pause_threshold_minor` of `currency` in their
-    balance, the worker pauses their active campaigns in that currency (0: only at zero)."""
+    balance, the worker pauses their active campaigns in that currency (0: off; a refund or dispute
+    that empties the balance pauses them anyway)."""
 
     advertiser = ForeignKey(User, null=False, unique=True, index=True, on_delete=OnDelete.restrict)
     currency = Varchar(length=3)
