@@ -20,7 +20,10 @@ from server.app import create_app
 from server.devservices import Service, find_postgres_bindir, find_redis_server, start_postgres, start_redis
 from server.ledger import schema as ledger_schema
 from server.settings import ROOT, Settings
-from tests.stripe_fixtures import StripeLocal
+
+# Registered for assertion rewriting before it is imported below (pytest would warn otherwise).
+pytest.register_assert_rewrite("tests.stripe_fixtures")
+from tests.stripe_fixtures import StripeLocal  # noqa: E402
 
 pytest_plugins = ["tests.stripe_fixtures"]
 CI = os.environ.get("CI") == "true"

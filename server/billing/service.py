@@ -151,9 +151,9 @@ async def save_settings(advertiser: CurrentUser, form: Mapping[str, Any]) -> Non
 
 async def balances_of(advertiser_id: int) -> list[dict[str, Any]]:
     """The advertiser's money per currency: balance, and what they owe after refunds or disputes."""
-    currencies = set(await currencies_of(advertiser_id)) - set(OFFERED_CURRENCIES)
-    rows = await Funding.select(Funding.currency).where(Funding.advertiser == advertiser_id).distinct()
-    currencies |= {r["currency"] for r in rows}
+    campaigns = await Campaign.select(Campaign.currency).where(Campaign.advertiser == advertiser_id).distinct()
+    fundings = await Funding.select(Funding.currency).where(Funding.advertiser == advertiser_id).distinct()
+    currencies = {r["currency"] for r in campaigns} | {r["currency"] for r in fundings}
     prefs = await settings_of(advertiser_id)
     if prefs:
         currencies.add(prefs["currency"])

@@ -10,6 +10,7 @@ from litestar.response import Template
 from server import money
 from server.accounts import service as accounts
 from server.accounts.tables import PublisherStatus, Role
+from server.billing import service as billing
 from server.campaigns.marketplace import click_table
 from server.errors import Invalid
 from server.pages import render, render_error
@@ -112,8 +113,10 @@ class AdvertiserDashboard(Controller):
 
     @get("")
     async def dashboard(self, request: Request) -> Template:
-        profile = await accounts.advertiser_profile(current_user(request).id)  # type: ignore[union-attr]
-        return render("advertiser/dashboard.html", profile=profile)
+        advertiser_id = current_user(request).id  # type: ignore[union-attr]
+        profile = await accounts.advertiser_profile(advertiser_id)
+        return render("advertiser/dashboard.html", profile=profile, balances=await billing.balances_of(advertiser_id),
+                      money=money)
 
 
 class FinanceDashboard(Controller):

@@ -54,3 +54,16 @@ def test_the_worker_runs_the_stripe_sweep_every_minute_and_auto_pause_every_five
     jobs = {j.name: j for j in worker_settings.WorkerSettings.cron_jobs}
     assert jobs["cron:sweep_stripe_events"].run_at_startup and jobs["cron:sweep_stripe_events"].minute is None
     assert jobs["cron:enforce_auto_pause"].minute == set(range(0, 60, 5))
+
+
+async def test_the_advertiser_dashboard_shows_the_balance_of_each_campaign_currency(client, settings):
+    from server.ledger import templates
+
+    setup, _, _ = await campaign_and_click(settings, client)  # a campaign in EUR
+    await login(client, setup.advertiser.email)
+    empty = await client.get("/advertiser")
+    assert 'data-testid="balance" data-currency="EUR">€0.00<' in empty.text and "add funds" in empty.text
+    await templates.fund_advertiser(setup.advertiser.id, 12_345, "EUR", reference_id=1, key="fund-dashboard")
+    funded = await client.get("/advertiser")
+    assert 'data-testid="balance" data-currency="EUR">€123.45<' in funded.text
+    assert funded.text.count('data-testid="balance"') == 1  # no currencies the advertiser does not use
