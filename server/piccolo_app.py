@@ -9,6 +9,7 @@ from server.campaigns.tables import Campaign, Creative, Goal, Membership
 from server.conversions.cpc_tables import ClickEarning
 from server.conversions.tables import Conversion
 from server.ledger.tables import LedgerAccount, LedgerEntry, LedgerTxn
+from server.payouts.account_tables import PayoutAccount
 from server.settings import ROOT
 from server.tracking.tables import Click, Link
 
@@ -20,6 +21,7 @@ APP_CONFIG = AppConfig(
         Campaign, Goal, Creative, Membership, Link, Click, Conversion, ClickEarning,
         LedgerAccount, LedgerTxn, LedgerEntry,
         Funding, StripeEvent, BillingSettings,
+        PayoutAccount,
     ],
     migration_dependencies=[],
     commands=[],

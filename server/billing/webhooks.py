@@ -149,7 +149,9 @@ async def _apply(event_type: str, obj: dict[str, Any], gateway: Gateway) -> str:
         return await _refunded(funding, int(obj["amount_refunded"]))
     if event_type.startswith("charge.dispute."):
         return await _dispute(event_type, obj, gateway)
-    return "ignored"
+    from server.payouts import events as payout_events  # payouts depend on billing, not the reverse
+
+    return await payout_events.apply(event_type, obj) or "ignored"
 
 
 async def _funding(metadata: Any, **ids: Any) -> int | None:

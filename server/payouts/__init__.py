@@ -1,0 +1,1 @@
+"""Publisher payouts: Stripe Connect accounts, payout periods and batches, transfers."""

@@ -1,0 +1,11 @@
+"""Stripe events about payouts (Connect accounts, transfers), handed over by the billing domain's
+webhook processing (server/billing/webhooks.py), which records and verifies every event."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+async def apply(event_type: str, obj: dict[str, Any]) -> str | None:
+    """What was done with the event, or None when it is not a payout event."""
+    return None
