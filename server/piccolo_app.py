@@ -10,6 +10,14 @@ from server.conversions.cpc_tables import ClickEarning
 from server.conversions.tables import Conversion
 from server.ledger.tables import LedgerAccount, LedgerEntry, LedgerTxn
 from server.payouts.account_tables import PayoutAccount
+from server.payouts.tables import (
+    PayoutBatch,
+    PayoutCarryOver,
+    PayoutLine,
+    PayoutMinimum,
+    PayoutSettings,
+    PublisherPayoutTerms,
+)
 from server.settings import ROOT
 from server.tracking.tables import Click, Link
 
@@ -22,6 +30,7 @@ APP_CONFIG = AppConfig(
         LedgerAccount, LedgerTxn, LedgerEntry,
         Funding, StripeEvent, BillingSettings,
         PayoutAccount,
+        PayoutSettings, PayoutMinimum, PublisherPayoutTerms, PayoutBatch, PayoutLine, PayoutCarryOver,
     ],
     migration_dependencies=[],
     commands=[],
