@@ -32,6 +32,7 @@ from server.conversions.review_routes import AdvertiserConversions
 from server.conversions.routes import conversion_pixel, postback
 from server.errors import DomainError
 from server.health import healthz
+from server.payouts.connect_routes import PublisherPayoutAccount
 from server.reports.routes import AdminDashboard, AdvertiserDashboard, FinanceDashboard, PublisherDashboard
 from server.settings import ROOT, Settings, load_settings
 from server.tracking import cache
@@ -70,6 +71,7 @@ ROUTE_HANDLERS = [
     AdvertiserConversions,
     AdvertiserBilling,
     stripe_webhook,
+    PublisherPayoutAccount,
 ]
 
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from server.payouts import connect
+
 
 async def apply(event_type: str, obj: dict[str, Any]) -> str | None:
     """What was done with the event, or None when it is not a payout event."""
+    if event_type.startswith("account."):
+        return await connect.apply_event(event_type, obj)
     return None
