@@ -13,6 +13,7 @@ from server.settings import load_settings
 from workers.jobs.billing import enforce_auto_pause, process_stripe_event, sweep_stripe_events
 from workers.jobs.conversions import reconcile_conversions
 from workers.jobs.earnings import settle_click_earnings
+from workers.jobs.payouts import prepare_payouts
 from workers.jobs.sessions import purge_expired_sessions
 
 
@@ -31,7 +32,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 FUNCTIONS = [purge_expired_sessions, reconcile_conversions, settle_click_earnings, process_stripe_event,
-             sweep_stripe_events, enforce_auto_pause]
+             sweep_stripe_events, enforce_auto_pause, prepare_payouts]
 CRON_JOBS = [
     # Every 10 minutes, and once when the worker starts.
     cron(purge_expired_sessions, minute=set(range(0, 60, 10)), run_at_startup=True, unique=True),
@@ -43,6 +44,8 @@ CRON_JOBS = [
     cron(sweep_stripe_events, run_at_startup=True, unique=True),
     # Every five minutes: campaigns of advertisers below their auto-pause threshold are paused.
     cron(enforce_auto_pause, minute=set(range(0, 60, 5)), run_at_startup=True, unique=True),
+    # Every quarter of an hour: a period whose cut-off passed gets its batches (once).
+    cron(prepare_payouts, minute={1, 16, 31, 46}, run_at_startup=True, unique=True),
 ]
 
 

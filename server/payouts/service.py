@@ -1,0 +1,392 @@
+"""Payout periods: the schedule and minimums, preparing each period's batch, and what a publisher
+will be paid next. Finance review is in review.py.
+
+Preparing is set-based and idempotent. When a period's cut-off has passed, one batch per currency
+is created (unique per period and currency, so a second run, or a second worker, prepares nothing)
+with one line per publisher whose available balance at the cut-off, net of what they owe
+(publisher_receivable), reaches their minimum and whose Connect account can receive payouts; every
+other publisher with a balance is carried over with the reason. The whole batch, its lines'
+reservations (one `post_many`) and the carry-overs commit together or not at all.
+
+Netting (MONEY.md I5): a line pays available − owed. Its one reservation posting takes the whole
+available amount out, settles the receivable, and puts the net in transit:
+    publisher_available −available, publisher_receivable +owed, payouts_in_transit +(available − owed)
+so the debt is paid off exactly when, and only if, the publisher is paid. Holding or failing the
+line reverses that posting exactly: the balance and the debt come back as they were."""
+
+from __future__ import annotations
+
+import calendar
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from piccolo.query.functions.aggregate import Sum
+
+from server import db
+from server.audit import service as audit
+from server.ledger import service as ledger
+from server.ledger.service import InsufficientFunds, Line, Posting
+from server.ledger.tables import AccountKind as K
+from server.ledger.tables import LedgerAccount, LedgerEntry
+from server.payouts.account_tables import PayoutAccount
+from server.payouts.tables import (
+    BatchStatus,
+    CarryReason,
+    LineStatus,
+    PayoutBatch,
+    PayoutCarryOver,
+    PayoutLine,
+    PayoutMinimum,
+    PayoutSettings,
+    PublisherPayoutTerms,
+    Schedule,
+)
+
+log = logging.getLogger("affnet.payouts")
+
+DEFAULT_MINIMUM_MINOR = 5_000  # 50.00 in a two-decimal currency, where finance set no minimum
+RETRIES = 3  # a balance that moved between reading and reserving: prepare again
+REASONS = {
+    CarryReason.below_minimum: "below the minimum payout",
+    CarryReason.account_not_ready: "the payout account cannot receive payouts yet",
+    CarryReason.on_hold: "payouts are on hold",
+    CarryReason.owes_more_than_earned: "what is owed (clawbacks after an earlier payout) exceeds the balance",
+}
+
+
+def reserved_key(line_id: int) -> str:
+    return f"payout-line:{line_id}:reserved"
+
+
+# --- the schedule ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScheduleTerms:
+    schedule: Schedule = Schedule.monthly
+    cutoff_weekday: int = 0
+    cutoff_day: int = 1
+    cutoff_hour: int = 0
+    large_change_percent: int = 50
+
+
+async def schedule_terms() -> ScheduleTerms:
+    row = await PayoutSettings.select().order_by(PayoutSettings.id).first()
+    if row is None:
+        return ScheduleTerms()
+    return ScheduleTerms(Schedule(row["schedule"]), row["cutoff_weekday"], row["cutoff_day"], row["cutoff_hour"],
+                         row["large_change_percent"])
+
+
+async def save_schedule(terms: ScheduleTerms, *, actor_id: int | None) -> None:
+    if not (0 <= terms.cutoff_weekday <= 6 and 1 <= terms.cutoff_day <= 28 and 0 <= terms.cutoff_hour <= 23
+            and terms.large_change_percent > 0):
+        raise ledger.LedgerError("A cut-off needs a weekday 0–6, a day 1–28, an hour 0–23 (UTC).")
+    now = datetime.now(UTC)
+    values = {PayoutSettings.schedule: terms.schedule.value, PayoutSettings.cutoff_weekday: terms.cutoff_weekday,
+              PayoutSettings.cutoff_day: terms.cutoff_day, PayoutSettings.cutoff_hour: terms.cutoff_hour,
+              PayoutSettings.large_change_percent: terms.large_change_percent,
+              PayoutSettings.updated_by: actor_id, PayoutSettings.updated_at: now}
+    async with db.transaction():
+        row = await PayoutSettings.select(PayoutSettings.id).order_by(PayoutSettings.id).first()
+        if row is None:
+            await PayoutSettings.insert(PayoutSettings(**{c._meta.name: v for c, v in values.items()}))
+        else:
+            await PayoutSettings.update(values).where(PayoutSettings.id == row["id"])
+        await audit.record("payout_schedule.saved", actor_id=actor_id, object_type="payout_settings",
+                           object_id=None, **{k: str(v) for k, v in terms.__dict__.items()})
+
+
+async def set_minimum(currency: str, minimum_minor: int, *, actor_id: int | None) -> None:
+    if type(minimum_minor) is not int or minimum_minor < 1:
+        raise ledger.LedgerError("A minimum payout is a whole number of minor units above zero.")
+    now = datetime.now(UTC)
+    async with db.transaction():
+        updated = await PayoutMinimum.update({PayoutMinimum.minimum_minor: minimum_minor,
+                                              PayoutMinimum.updated_by: actor_id, PayoutMinimum.updated_at: now}
+                                             ).where(PayoutMinimum.currency == currency).returning(PayoutMinimum.id)
+        if not updated:
+            await PayoutMinimum.insert(PayoutMinimum(currency=currency, minimum_minor=minimum_minor,
+                                                     updated_by=actor_id, updated_at=now))
+        await audit.record("payout_minimum.saved", actor_id=actor_id, object_type="payout_minimum", object_id=None,
+                           currency=currency, minimum_minor=minimum_minor)
+
+
+async def set_publisher_terms(publisher_id: int, *, actor_id: int | None, minimum_minor: int | None = None,
+                              minimum_currency: str = "", on_hold: bool = False, hold_reason: str = "") -> None:
+    if on_hold and not hold_reason.strip():
+        raise ledger.LedgerError("Say why the publisher's payouts are on hold.")
+    now = datetime.now(UTC)
+    values = {PublisherPayoutTerms.minimum_minor: minimum_minor, PublisherPayoutTerms.minimum_currency:
+              minimum_currency if minimum_minor is not None else "", PublisherPayoutTerms.on_hold: on_hold,
+              PublisherPayoutTerms.hold_reason: hold_reason.strip() if on_hold else "",
+              PublisherPayoutTerms.updated_by: actor_id, PublisherPayoutTerms.updated_at: now}
+    async with db.transaction():
+        updated = await PublisherPayoutTerms.update(values).where(
+            PublisherPayoutTerms.publisher == publisher_id).returning(PublisherPayoutTerms.id)
+        if not updated:
+            await PublisherPayoutTerms.insert(PublisherPayoutTerms(
+                publisher=publisher_id, **{c._meta.name: v for c, v in values.items()}))
+        await audit.record("publisher_payout_terms.saved", actor_id=actor_id, object_type="user",
+                           object_id=publisher_id, minimum_minor=minimum_minor, minimum_currency=minimum_currency,
+                           on_hold=on_hold, hold_reason=hold_reason)
+
+
+def last_cutoff(terms: ScheduleTerms, now: datetime) -> tuple[datetime, datetime]:
+    """The period that ended most recently at or before `now`: (start, cut-off), UTC."""
+    if terms.schedule is Schedule.weekly:
+        day = now.replace(hour=terms.cutoff_hour, minute=0, second=0, microsecond=0)
+        day -= timedelta(days=(day.weekday() - terms.cutoff_weekday) % 7)
+        if day > now:
+            day -= timedelta(days=7)
+        return day - timedelta(days=7), day
+    end = now.replace(day=terms.cutoff_day, hour=terms.cutoff_hour, minute=0, second=0, microsecond=0)
+    if end > now:
+        end = _month_before(end)
+    return _month_before(end), end
+
+
+def next_cutoff(terms: ScheduleTerms, now: datetime) -> datetime:
+    _, end = last_cutoff(terms, now)
+    if terms.schedule is Schedule.weekly:
+        return end + timedelta(days=7)
+    year, month = (end.year + 1, 1) if end.month == 12 else (end.year, end.month + 1)
+    return end.replace(year=year, month=month)
+
+
+def _month_before(moment: datetime) -> datetime:
+    year, month = (moment.year - 1, 12) if moment.month == 1 else (moment.year, moment.month - 1)
+    return moment.replace(year=year, month=month, day=min(moment.day, calendar.monthrange(year, month)[1]))
+
+
+# --- who is paid ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A publisher's position in one currency at a cut-off."""
+
+    publisher_id: int
+    currency: str
+    available_minor: int
+    owed_minor: int
+    minimum_minor: int
+    stripe_account_id: str
+    reason: CarryReason | None  # None: paid
+
+    @property
+    def net_minor(self) -> int:
+        return self.available_minor - self.owed_minor
+
+
+async def _minimums(currency: str) -> int:
+    row = await PayoutMinimum.select(PayoutMinimum.minimum_minor).where(PayoutMinimum.currency == currency).first()
+    return row["minimum_minor"] if row else DEFAULT_MINIMUM_MINOR
+
+
+async def _by_owner(query: Any, owners: Sequence[int], column: Any, chunk: int = 500) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for i in range(0, len(owners), chunk):
+        rows += await query.where(column.is_in(list(owners[i:i + chunk])))
+    return rows
+
+
+async def standings(currency: str, cutoff: datetime | None, publisher_ids: Sequence[int] | None = None
+                    ) -> list[Standing]:
+    """Every publisher with an available balance in `currency`, as it stood at `cutoff` (None: now),
+    and whether they would be paid. Set-based: a handful of statements however many publishers."""
+    query = LedgerAccount.select(LedgerAccount.id, LedgerAccount.owner, LedgerAccount.balance_minor).where(
+        LedgerAccount.kind == K.publisher_available.value, LedgerAccount.currency == currency,
+        LedgerAccount.balance_minor > 0)
+    if publisher_ids is not None:
+        query = query.where(LedgerAccount.owner.is_in(list(publisher_ids) or [0]))
+    balances = {r["owner"]: (r["id"], r["balance_minor"]) for r in await query}
+    if cutoff is not None and balances:
+        # What moved after the cut-off belongs to the next period (I14): take it back out.
+        later = await LedgerEntry.select(LedgerEntry.account, Sum(LedgerEntry.amount_minor, alias="total")).where(
+            LedgerEntry.txn.effective_at > cutoff, LedgerEntry.account.kind == K.publisher_available.value,
+            LedgerEntry.account.currency == currency).group_by(LedgerEntry.account)
+        after = {r["account"]: int(r["total"] or 0) for r in later}
+        balances = {owner: (acct, max(0, min(now, now - after.get(acct, 0))))
+                    for owner, (acct, now) in balances.items()}
+    owners = sorted(o for o, (_, b) in balances.items() if b > 0)
+    if not owners:
+        return []
+    owed = {r["owner"]: -r["balance_minor"] for r in await _by_owner(
+        LedgerAccount.select(LedgerAccount.owner, LedgerAccount.balance_minor).where(
+            LedgerAccount.kind == K.publisher_receivable.value, LedgerAccount.currency == currency,
+            LedgerAccount.balance_minor < 0), owners, LedgerAccount.owner)}
+    ready = {r["publisher"]: r["stripe_account_id"] for r in await _by_owner(
+        PayoutAccount.select(PayoutAccount.publisher, PayoutAccount.stripe_account_id).where(
+            PayoutAccount.payouts_enabled.eq(True)), owners, PayoutAccount.publisher)}
+    terms = {r["publisher"]: r for r in await _by_owner(PublisherPayoutTerms.select(), owners,
+                                                         PublisherPayoutTerms.publisher)}
+    network_minimum = await _minimums(currency)
+    found = []
+    for owner in owners:
+        available = balances[owner][1]
+        own = terms.get(owner)
+        minimum = network_minimum
+        if own and own["minimum_minor"] is not None and own["minimum_currency"] == currency:
+            minimum = own["minimum_minor"]
+        debt = owed.get(owner, 0)
+        if own and own["on_hold"]:
+            reason: CarryReason | None = CarryReason.on_hold
+        elif available - debt <= 0:
+            reason = CarryReason.owes_more_than_earned
+        elif available - debt < minimum:
+            reason = CarryReason.below_minimum
+        elif owner not in ready:
+            reason = CarryReason.account_not_ready
+        else:
+            reason = None
+        found.append(Standing(owner, currency, available, debt, minimum, ready.get(owner, ""), reason))
+    return found
+
+
+# --- preparing ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Prepared:
+    batches: list[int] = field(default_factory=list)
+    lines: int = 0
+    carried: int = 0
+
+
+async def prepare_due(now: datetime, *, actor_id: int | None = None) -> Prepared:
+    """Prepare the batches of the period whose cut-off passed last, one per currency, once."""
+    terms = await schedule_terms()
+    start, end = last_cutoff(terms, now)
+    currencies = await LedgerAccount.select(LedgerAccount.currency).where(
+        LedgerAccount.kind == K.publisher_available.value).distinct().output(as_list=True)
+    outcome = Prepared()
+    for currency in sorted(currencies):
+        for attempt in range(RETRIES):
+            try:
+                batch = await _prepare_batch(currency, start, end, terms, actor_id)
+                break
+            except InsufficientFunds:
+                if attempt == RETRIES - 1:
+                    raise
+                log.info("a publisher's balance moved while %s %s was prepared; preparing again", currency, end)
+        if batch is not None:
+            outcome.batches.append(batch[0])
+            outcome.lines += batch[1]
+            outcome.carried += batch[2]
+    return outcome
+
+
+async def _prepare_batch(currency: str, start: datetime, end: datetime, terms: ScheduleTerms,
+                         actor_id: int | None) -> tuple[int, int, int] | None:
+    now = datetime.now(UTC)
+    async with db.transaction():
+        if await PayoutBatch.exists().where(PayoutBatch.period_end == end, PayoutBatch.currency == currency):
+            return None
+        everyone = await standings(currency, end)
+        if not everyone:
+            return None
+        try:
+            async with db.atomic():
+                batch_id = (await PayoutBatch.insert(PayoutBatch(
+                    period_start=start, period_end=end, currency=currency, status=BatchStatus.prepared.value,
+                    prepared_by=actor_id, prepared_at=now)).returning(PayoutBatch.id))[0]["id"]
+        except Exception as exc:  # a concurrent run prepared it a moment ago
+            if db.is_unique_violation(exc):
+                return None
+            raise
+        paid = [s for s in everyone if s.reason is None]
+        previous = await _last_paid(currency, [s.publisher_id for s in paid])
+        rows = []
+        for s in paid:
+            before = previous.get(s.publisher_id)
+            large = before is not None and abs(s.net_minor - before) * 100 > terms.large_change_percent * before
+            rows.append(PayoutLine(batch=batch_id, publisher=s.publisher_id, amount_minor=s.net_minor,
+                                   currency=currency, available_minor=s.available_minor, netted_minor=s.owed_minor,
+                                   status=LineStatus.approved.value, stripe_account_id=s.stripe_account_id,
+                                   first_payout=before is None, large_change=large, previous_amount_minor=before,
+                                   created_at=now, updated_at=now))
+        for i in range(0, len(rows), 1000):
+            await PayoutLine.insert(*rows[i:i + 1000])
+        ids = {r["publisher"]: r["id"] for r in await PayoutLine.select(PayoutLine.id, PayoutLine.publisher).where(
+            PayoutLine.batch == batch_id)}
+        await ledger.post_many(await _reservations(currency, paid, ids))
+        carried = [PayoutCarryOver(batch=batch_id, publisher=s.publisher_id, currency=currency,
+                                   balance_minor=s.net_minor, minimum_minor=s.minimum_minor,
+                                   reason=s.reason.value, created_at=now) for s in everyone if s.reason]
+        for i in range(0, len(carried), 1000):
+            await PayoutCarryOver.insert(*carried[i:i + 1000])
+        await PayoutBatch.update({PayoutBatch.total_minor: sum(s.net_minor for s in paid),
+                                  PayoutBatch.line_count: len(paid), PayoutBatch.carried_count: len(carried)}
+                                 ).where(PayoutBatch.id == batch_id)
+        await audit.record("payout_batch.prepared", actor_id=actor_id, object_type="payout_batch", object_id=batch_id,
+                           currency=currency, period_end=end.isoformat(), lines=len(paid), carried=len(carried))
+    return batch_id, len(paid), len(carried)
+
+
+async def _reservations(currency: str, paid: Sequence[Standing], line_ids: dict[int, int]) -> list[Posting]:
+    owners = [s.publisher_id for s in paid]
+    available = await ledger.accounts(K.publisher_available, currency, owners)
+    receivable = await ledger.accounts(K.publisher_receivable, currency, [s.publisher_id for s in paid
+                                                                           if s.owed_minor])
+    in_transit = await ledger.account(K.payouts_in_transit, currency)
+    postings = []
+    for s in paid:
+        line_id = line_ids[s.publisher_id]
+        lines = [Line(available[s.publisher_id], -s.available_minor, currency),
+                 Line(in_transit, s.net_minor, currency)]
+        if s.owed_minor:
+            lines.append(Line(receivable[s.publisher_id], s.owed_minor, currency))
+        postings.append(Posting("payout.reserved", reserved_key(line_id), lines, "payout_line", line_id,
+                                memo="netted against what the publisher owed" if s.owed_minor else ""))
+    return postings
+
+
+async def _last_paid(currency: str, publisher_ids: Sequence[int]) -> dict[int, int]:
+    """Each publisher's last paid amount in `currency` (for the first-payout and large-change flags)."""
+    if not publisher_ids:
+        return {}
+    rows = await PayoutLine.raw(
+        "SELECT l.publisher, l.amount_minor FROM payout_line l JOIN (SELECT publisher, MAX(id) AS id "
+        "FROM payout_line WHERE currency = {} AND status = {} GROUP BY publisher) m ON m.id = l.id",
+        currency, LineStatus.paid.value)
+    wanted = set(publisher_ids)
+    return {r["publisher"]: r["amount_minor"] for r in rows if r["publisher"] in wanted}
+
+
+# --- the publisher's view -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Preview:
+    currency: str
+    cutoff: datetime
+    available_minor: int
+    owed_minor: int
+    net_minor: int
+    minimum_minor: int
+    will_be_paid: bool
+    reason: str  # why not, in words; "" when it will be paid
+
+
+async def next_payout_preview(publisher_id: int, *, now: datetime | None = None) -> list[Preview]:
+    """What the next cut-off would pay the publisher in each currency if nothing changed, and why not."""
+    now = now or datetime.now(UTC)
+    cutoff = next_cutoff(await schedule_terms(), now)
+    currencies = await LedgerAccount.select(LedgerAccount.currency).where(
+        LedgerAccount.owner == publisher_id, LedgerAccount.kind == K.publisher_available.value
+    ).distinct().output(as_list=True)
+    found = []
+    for currency in sorted(currencies):
+        rows = await standings(currency, None, [publisher_id])
+        if rows:
+            s = rows[0]
+            found.append(Preview(currency, cutoff, s.available_minor, s.owed_minor, s.net_minor, s.minimum_minor,
+                                 s.reason is None, REASONS[s.reason] if s.reason else ""))
+        else:
+            found.append(Preview(currency, cutoff, 0, 0, 0, await _minimums(currency), False,
+                                 "nothing is available to pay yet"))
+    return found
