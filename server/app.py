@@ -33,6 +33,7 @@ from server.conversions.routes import conversion_pixel, postback
 from server.errors import DomainError
 from server.health import healthz
 from server.payouts.connect_routes import PublisherPayoutAccount
+from server.payouts.routes import FinancePayouts
 from server.reports.routes import AdminDashboard, AdvertiserDashboard, FinanceDashboard, PublisherDashboard
 from server.settings import ROOT, Settings, load_settings
 from server.tracking import cache
@@ -57,6 +58,7 @@ ROUTE_HANDLERS = [
     PublisherDashboard,
     AdvertiserDashboard,
     FinanceDashboard,
+    FinancePayouts,
     AdminDashboard,
     audit_log,
     healthz,

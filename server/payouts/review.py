@@ -1,0 +1,165 @@
+"""Finance review of a prepared batch: reading it, holding lines, and approval by a second person.
+
+Four eyes (MONEY.md I9): whoever prepared a batch or changed any of its lines cannot approve it.
+Approval stores a fingerprint of the lines (sha256 of each line's id, publisher, amount, currency
+and status); any later change to a line voids the approval, and execution pays a batch only while
+the fingerprint of its lines still matches the one approved."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from datetime import UTC, datetime
+from typing import Any
+
+from server import db
+from server.accounts.identity import CurrentUser
+from server.accounts.tables import User
+from server.audit import service as audit
+from server.errors import Conflict, Forbidden, Invalid, NotFound
+from server.ledger import service as ledger
+from server.ledger.tables import LedgerTxn
+from server.payouts.service import REASONS, reserved_key
+from server.payouts.tables import BatchStatus, CarryReason, LineStatus, PayoutBatch, PayoutCarryOver, PayoutLine
+
+EDITABLE = (BatchStatus.prepared.value, BatchStatus.approved.value)
+
+
+def released_key(line_id: int) -> str:
+    return f"payout-line:{line_id}:released"
+
+
+async def batches(limit: int = 100) -> list[dict[str, Any]]:
+    return await PayoutBatch.select().order_by(PayoutBatch.id, ascending=False).limit(limit)
+
+
+async def batch(batch_id: int) -> dict[str, Any]:
+    row = await PayoutBatch.select(
+        PayoutBatch.all_columns(), PayoutBatch.prepared_by.email.as_alias("prepared_by_email"),
+        PayoutBatch.approved_by.email.as_alias("approved_by_email"),
+        PayoutBatch.last_edited_by.email.as_alias("last_edited_by_email")).where(PayoutBatch.id == batch_id).first()
+    if row is None:
+        raise NotFound("There is no such payout batch.")
+    return row
+
+
+async def lines(batch_id: int) -> list[dict[str, Any]]:
+    return await PayoutLine.select(PayoutLine.all_columns(), PayoutLine.publisher.email.as_alias("publisher_email")
+                                   ).where(PayoutLine.batch == batch_id).order_by(PayoutLine.id)
+
+
+async def carried(batch_id: int) -> list[dict[str, Any]]:
+    rows = await PayoutCarryOver.select(PayoutCarryOver.all_columns(),
+                                        PayoutCarryOver.publisher.email.as_alias("publisher_email")
+                                        ).where(PayoutCarryOver.batch == batch_id).order_by(PayoutCarryOver.id)
+    for row in rows:
+        row["reason_text"] = REASONS[CarryReason(row["reason"])]
+    return rows
+
+
+def fingerprint(batch_id: int, rows: list[dict[str, Any]]) -> str:
+    digest = hashlib.sha256(f"batch:{batch_id}".encode())
+    for r in sorted(rows, key=lambda r: r["id"]):
+        digest.update(f"|{r['id']}:{r['publisher']}:{r['amount_minor']}:{r['currency']}:{r['status']}".encode())
+    return digest.hexdigest()
+
+
+async def current_fingerprint(batch_id: int) -> str:
+    return fingerprint(batch_id, await PayoutLine.select(
+        PayoutLine.id, PayoutLine.publisher, PayoutLine.amount_minor, PayoutLine.currency, PayoutLine.status
+    ).where(PayoutLine.batch == batch_id))
+
+
+def _editors(row: dict[str, Any]) -> set[int]:
+    return {int(x) for x in (row["editors"] or "").split(",") if x}
+
+
+async def hold_line(actor: CurrentUser, batch_id: int, line_id: int, reason: str) -> None:
+    """Hold a line out of the batch: its reservation is reversed (the publisher's available balance,
+    and any debt it settled, are back as they were), the batch's approval is void, and the holder
+    becomes one of its editors, who may not approve it."""
+    reason = reason.strip()
+    if not reason:
+        raise Invalid("Say why the line is held; the publisher's support will ask.", field="reason")
+    async with db.transaction():
+        row = await batch(batch_id)
+        if row["status"] not in EDITABLE:
+            raise Conflict("This batch is being paid or was paid: its lines can no longer change.")
+        now = datetime.now(UTC)
+        changed = await PayoutLine.update({PayoutLine.status: LineStatus.held.value, PayoutLine.hold_reason: reason,
+                                           PayoutLine.updated_at: now}).where(
+            PayoutLine.id == line_id, PayoutLine.batch == batch_id,
+            PayoutLine.status == LineStatus.approved.value).returning(PayoutLine.id, PayoutLine.amount_minor)
+        if not changed:
+            raise Conflict("This line is not waiting to be paid, so it cannot be held.")
+        await _return_reservation(line_id, memo=f"held: {reason}", actor_id=actor.id)
+        editors = sorted(_editors(row) | {actor.id})
+        await PayoutBatch.update({
+            PayoutBatch.status: BatchStatus.prepared.value, PayoutBatch.approved_by: None,
+            PayoutBatch.approved_at: None, PayoutBatch.approved_fingerprint: "",
+            PayoutBatch.editors: ",".join(map(str, editors)), PayoutBatch.last_edited_by: actor.id,
+            PayoutBatch.total_minor: PayoutBatch.total_minor - changed[0]["amount_minor"],
+            PayoutBatch.held_count: PayoutBatch.held_count + 1}).where(PayoutBatch.id == batch_id)
+        await audit.record("payout_line.held", actor_id=actor.id, object_type="payout_line", object_id=line_id,
+                           batch_id=batch_id, reason=reason, approval_voided=row["status"] == "approved")
+
+
+async def _return_reservation(line_id: int, *, memo: str, actor_id: int | None) -> None:
+    """The exact opposite of the line's reservation (in transit back to available, debt restored)."""
+    reserved = await LedgerTxn.select(LedgerTxn.id).where(LedgerTxn.idempotency_key == reserved_key(line_id)).first()
+    if reserved is None:
+        raise Conflict(f"Payout line {line_id} has no reservation in the ledger.")
+    await ledger.reverse(reserved["id"], idempotency_key=released_key(line_id), memo=memo, actor_id=actor_id)
+
+
+async def approve(actor: CurrentUser, batch_id: int) -> str:
+    """Approve exactly the lines as they are now; refused to the preparer and every editor (I9)."""
+    async with db.transaction():
+        row = await batch(batch_id)
+        if row["status"] != BatchStatus.prepared.value:
+            raise Conflict(f"This batch is {row['status']}: only a prepared batch can be approved.")
+        if actor.id == row["prepared_by"] or actor.id in _editors(row):
+            raise Forbidden("You prepared or changed this batch: another finance person must approve it.",
+                            code="four_eyes")
+        print_ = await current_fingerprint(batch_id)
+        approved = await PayoutBatch.update({
+            PayoutBatch.status: BatchStatus.approved.value, PayoutBatch.approved_by: actor.id,
+            PayoutBatch.approved_at: datetime.now(UTC), PayoutBatch.approved_fingerprint: print_}).where(
+            PayoutBatch.id == batch_id, PayoutBatch.status == BatchStatus.prepared.value).returning(PayoutBatch.id)
+        if not approved:
+            raise Conflict("This batch changed while you approved it; read it again.")
+        await audit.record("payout_batch.approved", actor_id=actor.id, object_type="payout_batch",
+                           object_id=batch_id, fingerprint=print_, total_minor=row["total_minor"])
+    return print_
+
+
+CSV_COLUMNS = ["line", "publisher", "email", "currency", "available", "netted", "amount", "status", "first_payout",
+               "large_change", "previous_amount", "hold_reason", "stripe_transfer", "error"]
+
+
+def lines_csv(rows: list[dict[str, Any]]) -> str:
+    """The batch page's lines table, row for row (amounts in minor units, as stored)."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for r in rows:
+        writer.writerow([r["id"], r["publisher"], _cell(r["publisher_email"]), r["currency"], r["available_minor"],
+                         r["netted_minor"], r["amount_minor"], r["status"], "yes" if r["first_payout"] else "",
+                         "yes" if r["large_change"] else "", "" if r["previous_amount_minor"] is None
+                         else r["previous_amount_minor"], _cell(r["hold_reason"]), r["stripe_transfer_id"],
+                         _cell(r["error"])])
+    return out.getvalue()
+
+
+def _cell(text: str | None) -> str:
+    """No formula injection when the file is opened in a spreadsheet."""
+    text = text or ""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+async def editor_emails(row: dict[str, Any]) -> list[str]:
+    ids = sorted(_editors(row))
+    if not ids:
+        return []
+    return await User.select(User.email).where(User.id.is_in(ids)).output(as_list=True)
