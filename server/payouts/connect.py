@@ -131,10 +131,10 @@ NOT_SET_UP = AccountView(AccountState.not_set_up, "", False, False, [], "", "", 
 def _state(row: dict[str, Any]) -> AccountState:
     if row["stripe_account_id"].startswith(PENDING):
         return AccountState.not_set_up  # Stripe was not reached, or its answer was lost: "Set up" tries again
+    if row["payouts_enabled"]:  # what the payout cycle checks too (server/payouts/service.py)
+        return AccountState.ready
     if row["state_at"] is None:
         return AccountState.checking
-    if row["payouts_enabled"]:
-        return AccountState.ready
     if not row["details_submitted"]:
         return AccountState.details_due
     return AccountState.restricted

@@ -17,6 +17,7 @@ from server.billing import stripe_api
 from server.errors import Conflict, NotFound
 from server.pages import render, settings_of
 from server.payouts import connect
+from server.payouts import service as payouts
 from server.reports import earnings
 from server.web import current_user, requires_role
 
@@ -37,6 +38,8 @@ async def _page(request: Request, **extra: Any) -> dict[str, Any]:
         "approved": profile["status"] == PublisherStatus.approved.value,
         "stripe_ready": stripe_api.configured(settings_of(request)),
         "balances": await earnings.money_of(publisher.id), "money": money,
+        # The schedule, minimums and holds are the payout cycle's (server/payouts/service.py).
+        "previews": await payouts.next_payout_preview(publisher.id),
     }
     context.update(extra)
     return context

@@ -13,15 +13,17 @@ from typing import Any
 import httpx
 import pytest
 
+from server import money
 from server.accounts import service as accounts
 from server.accounts.identity import CurrentUser
-from server.accounts.tables import Role
+from server.accounts.tables import Role, User
 from server.billing import stripe_api, webhooks
 from server.billing.tables import StripeEvent
 from server.errors import Conflict
 from server.payouts import connect
 from server.payouts.account_tables import PayoutAccount
 from tests.factories import login, make_advertiser, make_publisher, post_form
+from tests.payouts.factories import earning_publisher
 from tests.stripe_fixtures import StripeLocal, deliver
 
 SETUP = "/publisher/payouts/setup"
@@ -215,7 +217,7 @@ async def test_a_restricted_account_shows_why(new_client, settings, stripe_local
     assert 'data-state="restricted"' in page and "Restricted: payouts are stopped" in page
     assert "Stripe needs more information from you, and its deadline has passed." in page
     assert "an identity document" in page
-    assert 'data-testid="payout-skip-reason"' in page
+    assert 'data-testid="payout-account-not-ready"' in page
     assert "Continue on Stripe" in page  # the way to give Stripe what it asks for
 
     key = (await accounts.create_api_key(CurrentUser(id=publisher_id, email="", role=Role.publisher, via="test"),
@@ -309,3 +311,34 @@ async def test_advertisers_are_refused(new_client, settings, stripe_local):
     api = await new_client().get("/api/v1/publisher/payout-account", headers={"Authorization": f"Bearer {key}"})
     assert api.status_code == 403 and api.json()["error"]["code"] == "wrong_role"
     assert await PayoutAccount.count() == 0
+
+
+async def login_as(new_client, publisher_id: int) -> httpx.AsyncClient:
+    email = (await User.select(User.email).where(User.id == publisher_id).first())["email"]
+    client = new_client()
+    await login(client, email)
+    return client
+
+
+async def test_the_page_shows_the_money_and_why_the_next_payout_would_skip(new_client, settings, stripe_local):
+    publisher_id = await earning_publisher(settings, 20_000, owed=1_000, ready=None)  # no payout account
+    page = (await (await login_as(new_client, publisher_id)).get("/publisher/payouts")).text
+    row = re.search(r'data-testid="payout-balance" data-currency="EUR">(.*?)</tr>', page, re.S).group(1)
+    assert money.display(20_000, "EUR") in row and money.display(1_000, "EUR") in row
+    assert re.search(r'data-testid="next-payout" data-currency="EUR" data-will-be-paid="no"', page)
+    assert '<span data-testid="payout-skip-reason">the payout account cannot receive payouts yet</span>' in page
+    assert 'data-testid="payout-account-not-ready"' in page
+
+    small = await earning_publisher(settings, 300, ready=True)
+    page = (await (await login_as(new_client, small)).get("/publisher/payouts")).text
+    assert '<span data-testid="payout-skip-reason">below the minimum payout</span>' in page
+    assert "the minimum is" in page
+
+
+async def test_the_page_shows_what_the_next_payout_pays(new_client, settings, stripe_local):
+    publisher_id = await earning_publisher(settings, 200_000, owed=1_000, ready=True)
+    page = (await (await login_as(new_client, publisher_id)).get("/publisher/payouts")).text
+    assert 'data-state="ready"' in page
+    assert re.search(r'data-testid="next-payout" data-currency="EUR" data-will-be-paid="yes"', page)
+    assert f'<strong data-testid="next-payout-amount">{money.display(199_000, "EUR")}</strong>' in page
+    assert 'data-testid="payout-account-not-ready"' not in page
