@@ -88,7 +88,8 @@ async def process(event_id: str, gateway: Gateway) -> str:
     if row["processed_at"] is not None:
         return row["outcome"]
     try:
-        outcome = await _apply(row["type"], json.loads(row["payload"])["data"]["object"], gateway)
+        event = json.loads(row["payload"])
+        outcome = await _apply(row["type"], event["data"]["object"], gateway, created=event.get("created"))
     except Exception as exc:
         await StripeEvent.update({StripeEvent.error: f"{type(exc).__name__}: {exc}"[:2000],
                                   StripeEvent.attempts: StripeEvent.attempts + 1}).where(
@@ -121,7 +122,7 @@ async def sweep(gateway: Gateway, now: datetime | None = None) -> dict[str, int]
     return {"processed": done, "failed": failed}
 
 
-async def _apply(event_type: str, obj: dict[str, Any], gateway: Gateway) -> str:
+async def _apply(event_type: str, obj: dict[str, Any], gateway: Gateway, *, created: int | None = None) -> str:
     if event_type in ("checkout.session.completed", "checkout.session.async_payment_succeeded"):
         funding = await _funding(obj.get("metadata"), checkout_session_id=obj.get("id"))
         if funding is None:
@@ -151,7 +152,7 @@ async def _apply(event_type: str, obj: dict[str, Any], gateway: Gateway) -> str:
         return await _dispute(event_type, obj, gateway)
     from server.payouts import events as payout_events  # payouts depend on billing, not the reverse
 
-    return await payout_events.apply(event_type, obj) or "ignored"
+    return await payout_events.apply(event_type, obj, created) or "ignored"
 
 
 async def _funding(metadata: Any, **ids: Any) -> int | None:

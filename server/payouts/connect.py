@@ -9,7 +9,6 @@ state (MONEY.md I11), never from the onboarding return URL."""
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -25,7 +24,6 @@ from server.accounts import service as accounts
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import PublisherStatus
 from server.billing.stripe_api import HTTPXClient, client_for
-from server.billing.tables import StripeEvent
 from server.errors import Conflict, NotFound
 from server.payouts.account_tables import PayoutAccount
 from server.settings import Settings
@@ -273,33 +271,17 @@ async def refresh_link(publisher: CurrentUser, connect: ConnectGateway, base_url
 # --- Stripe, in ----------------------------------------------------------------------------------
 
 
-async def _event_time(account_id: str, obj: dict[str, Any]) -> datetime | None:
-    """When Stripe produced this snapshot of the account: the `created` of the recorded event carrying it.
-
-    The webhook pipeline hands payout events their object only; the unprocessed event holding exactly this
-    object is the one being applied. Two events with the same snapshot hold the same state, so the newest
-    of them is the right time for it."""
-    rows = await StripeEvent.select(StripeEvent.payload).where(
-        StripeEvent.processed_at.is_null(), StripeEvent.type.like("account.%"),
-        StripeEvent.payload.like(f"%{account_id}%"))
-    times = []
-    for row in rows:
-        event = json.loads(row["payload"])
-        if (event.get("data") or {}).get("object") == obj and isinstance(event.get("created"), int):
-            times.append(event["created"])
-    return datetime.fromtimestamp(max(times), UTC) if times else None
-
-
-async def apply_event(event_type: str, obj: dict[str, Any], created: int | None = None) -> str:
-    """Store the state an `account.updated` reports, unless the state stored is newer."""
+async def apply_event(event_type: str, obj: dict[str, Any], created: int | None) -> str:
+    """Store the state an `account.updated` reports, unless the state stored is newer (by the
+    event's `created`, which the webhook pipeline passes on)."""
     if event_type != "account.updated" or obj.get("object") != "account":
         return "ignored: not an account update"
     account_id = obj.get("id")
     if not isinstance(account_id, str) or not account_id:
         return "ignored: no account id"
-    produced = datetime.fromtimestamp(created, UTC) if created is not None else await _event_time(account_id, obj)
-    if produced is None:
-        return "ignored: event not found"
+    if not isinstance(created, int):
+        return "ignored: the event has no creation time"
+    produced = datetime.fromtimestamp(created, UTC)
     requirements = obj.get("requirements") or {}
     due = [str(f) for f in requirements.get("currently_due") or []]
     updated = await PayoutAccount.update({

@@ -8,8 +8,9 @@ from typing import Any
 from server.payouts import connect
 
 
-async def apply(event_type: str, obj: dict[str, Any]) -> str | None:
-    """What was done with the event, or None when it is not a payout event."""
+async def apply(event_type: str, obj: dict[str, Any], created: int | None) -> str | None:
+    """What was done with the event, or None when it is not a payout event. `created` is when Stripe
+    produced the event (Unix seconds): states only move forward, whatever the delivery order."""
     if event_type.startswith("account."):
-        return await connect.apply_event(event_type, obj)
+        return await connect.apply_event(event_type, obj, created)
     return None
