@@ -8,8 +8,6 @@ from __future__ import annotations
 import re
 
 import httpx
-from arq.connections import RedisSettings
-from arq.worker import Worker
 
 from server.billing import stripe_api, webhooks
 from server.billing.tables import Funding, StripeEvent
@@ -18,7 +16,7 @@ from server.ledger.tables import AccountKind as K
 from tests.billing.helpers import advertiser
 from tests.factories import login, post_form
 from tests.stripe_fixtures import StripeLocal, deliver
-from workers import settings as worker_settings
+from tests.worker_burst import run_burst
 
 
 async def event_ids(stripe_local: StripeLocal) -> list[str]:
@@ -106,13 +104,7 @@ async def test_the_worker_processes_delivered_events_on_a_real_redis(client, set
     _, funding = await start_funding(client, who.email)
     await pay(stripe_local, funding["checkout_session_id"])
     await deliver_new(client, stripe_local, seen)  # each delivery enqueued a job named after its event
-    redis_settings = RedisSettings.from_dsn(settings.redis_url)
-    worker = Worker(functions=worker_settings.FUNCTIONS, redis_settings=redis_settings, burst=True,
-                    ctx={"settings": settings}, poll_delay=0.05, handle_signals=False)
-    try:
-        await worker.main()
-    finally:
-        await worker.close()
+    await run_burst(settings, {"settings": settings})
     assert await StripeEvent.count().where(StripeEvent.processed_at.is_null()) == 0
     assert await ledger.balance(K.advertiser_balance, "EUR", who.id) == 50_000
     assert await ledger.check() == []

@@ -6,10 +6,6 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from arq import create_pool
-from arq.connections import RedisSettings
-from arq.worker import Worker
-
 from server.campaigns.tables import Campaign
 from server.conversions import reconcile
 from server.conversions.tables import Conversion
@@ -18,6 +14,7 @@ from server.ledger import templates
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerTxn
 from tests.conversions.factories import campaign_and_click, click_id_of, postback
+from tests.worker_burst import run_burst
 from workers import settings as worker_settings
 
 
@@ -110,16 +107,6 @@ async def test_a_refused_posting_inside_a_callers_transaction_leaves_nothing_beh
 
 async def test_the_worker_runs_reconciliation_on_a_real_redis(client, settings):
     await pending_conversions(settings, client, 1, fund=5_000)
-    redis_settings = RedisSettings.from_dsn(settings.redis_url)
-    pool = await create_pool(redis_settings)
-    job = await pool.enqueue_job("reconcile_conversions")
-    worker = Worker(functions=worker_settings.FUNCTIONS, redis_settings=redis_settings, burst=True,
-                    ctx={"clock": later}, poll_delay=0.05, handle_signals=False)
-    try:
-        await worker.main()
-    finally:
-        await worker.close()
-        await pool.aclose()
-    result = await job.result(timeout=5)
+    [result] = await run_burst(settings, {"clock": later}, "reconcile_conversions")
     assert result["approved"] == 1 and result["released"] == 1
     assert "cron:reconcile_conversions" in {j.name for j in worker_settings.WorkerSettings.cron_jobs}

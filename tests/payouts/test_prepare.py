@@ -7,17 +7,13 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from arq import create_pool
-from arq.connections import RedisSettings
-from arq.worker import Worker
-
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerTxn
 from server.payouts import service as payouts
 from server.payouts.tables import PayoutBatch, PayoutCarryOver, PayoutLine
 from tests.payouts.factories import after_next_cutoff, earning_publisher
-from workers import settings as worker_settings
+from tests.worker_burst import run_burst
 
 
 async def test_a_period_pays_who_reaches_the_minimum_and_carries_the_others_over_with_the_reason(client, settings):
@@ -124,15 +120,6 @@ async def test_the_publisher_sees_what_the_next_cut_off_would_pay_and_why_not(cl
 
 async def test_the_worker_prepares_the_period_on_a_real_redis(client, settings):
     await earning_publisher(settings, 10_000)
-    redis_settings = RedisSettings.from_dsn(settings.redis_url)
-    pool = await create_pool(redis_settings)
-    await pool.enqueue_job("prepare_payouts")
-    worker = Worker(functions=worker_settings.FUNCTIONS, redis_settings=redis_settings, burst=True,
-                    ctx={"clock": after_next_cutoff}, poll_delay=0.05, handle_signals=False)
-    try:
-        await worker.main()
-    finally:
-        await worker.close()
-        await pool.aclose()
+    await run_burst(settings, {"clock": after_next_cutoff}, "prepare_payouts")
     assert await PayoutLine.count() == 1
     assert await ledger.check() == []

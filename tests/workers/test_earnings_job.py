@@ -4,32 +4,18 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from arq import create_pool
-from arq.connections import RedisSettings
-from arq.worker import Worker
-
 from server.conversions.cpc_tables import ClickEarning
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from tests.conversions.cpc_factories import NOW, clicks, cpc_campaign, fund, spread
+from tests.worker_burst import run_burst
 from workers import settings as worker_settings
 
 
 async def run_job(settings, clock) -> dict:
     """Enqueue the job and let a burst worker with the real job functions run it."""
-    redis_settings = RedisSettings.from_dsn(settings.redis_url)
-    pool = await create_pool(redis_settings)
-    try:
-        job = await pool.enqueue_job("settle_click_earnings")
-        worker = Worker(functions=worker_settings.FUNCTIONS, redis_settings=redis_settings, burst=True,
-                        ctx={"clock": clock}, poll_delay=0.05, handle_signals=False)
-        try:
-            await worker.main()
-        finally:
-            await worker.close()
-        return await job.result(timeout=5)
-    finally:
-        await pool.aclose()
+    [result] = await run_burst(settings, {"clock": clock}, "settle_click_earnings")
+    return result
 
 
 async def test_the_worker_charges_closed_hours_by_its_clock_and_releases_after_the_hold(clean, settings):
