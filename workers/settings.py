@@ -13,7 +13,7 @@ from server.settings import load_settings
 from workers.jobs.billing import enforce_auto_pause, process_stripe_event, sweep_stripe_events
 from workers.jobs.conversions import reconcile_conversions
 from workers.jobs.earnings import settle_click_earnings
-from workers.jobs.payouts import prepare_payouts
+from workers.jobs.payouts import execute_payout_batch, prepare_payouts, sweep_payout_batches
 from workers.jobs.sessions import purge_expired_sessions
 
 
@@ -32,7 +32,8 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 FUNCTIONS = [purge_expired_sessions, reconcile_conversions, settle_click_earnings, process_stripe_event,
-             sweep_stripe_events, enforce_auto_pause, prepare_payouts]
+             sweep_stripe_events, enforce_auto_pause, prepare_payouts,
+             execute_payout_batch, sweep_payout_batches]
 CRON_JOBS = [
     # Every 10 minutes, and once when the worker starts.
     cron(purge_expired_sessions, minute=set(range(0, 60, 10)), run_at_startup=True, unique=True),
@@ -46,6 +47,8 @@ CRON_JOBS = [
     cron(enforce_auto_pause, minute=set(range(0, 60, 5)), run_at_startup=True, unique=True),
     # Every quarter of an hour: a period whose cut-off passed gets its batches (once).
     cron(prepare_payouts, minute={1, 16, 31, 46}, run_at_startup=True, unique=True),
+    # Every five minutes: approved batches whose job was lost, and batches a crash left executing, are paid.
+    cron(sweep_payout_batches, minute=set(range(2, 60, 5)), run_at_startup=True, unique=True),
 ]
 
 

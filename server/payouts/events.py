@@ -13,4 +13,8 @@ async def apply(event_type: str, obj: dict[str, Any], created: int | None) -> st
     produced the event (Unix seconds): states only move forward, whatever the delivery order."""
     if event_type.startswith("account."):
         return await connect.apply_event(event_type, obj, created)
+    if event_type == "transfer.reversed":
+        from server.payouts import execute
+
+        return await execute.transfer_reversed(obj)
     return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,7 @@ from server.ledger.tables import LedgerTxn
 from server.payouts.service import REASONS, reserved_key
 from server.payouts.tables import BatchStatus, CarryReason, LineStatus, PayoutBatch, PayoutCarryOver, PayoutLine
 
+log = logging.getLogger("affnet.payouts")
 EDITABLE = (BatchStatus.prepared.value, BatchStatus.approved.value)
 
 
@@ -105,12 +107,13 @@ async def hold_line(actor: CurrentUser, batch_id: int, line_id: int, reason: str
                            batch_id=batch_id, reason=reason, approval_voided=row["status"] == "approved")
 
 
-async def _return_reservation(line_id: int, *, memo: str, actor_id: int | None) -> None:
-    """The exact opposite of the line's reservation (in transit back to available, debt restored)."""
+async def _return_reservation(line_id: int, *, memo: str, actor_id: int | None, key: str | None = None) -> None:
+    """The exact opposite of the line's reservation (in transit back to available, debt restored);
+    under `key` (a failed transfer's) or the hold's released key."""
     reserved = await LedgerTxn.select(LedgerTxn.id).where(LedgerTxn.idempotency_key == reserved_key(line_id)).first()
     if reserved is None:
         raise Conflict(f"Payout line {line_id} has no reservation in the ledger.")
-    await ledger.reverse(reserved["id"], idempotency_key=released_key(line_id), memo=memo, actor_id=actor_id)
+    await ledger.reverse(reserved["id"], idempotency_key=key or released_key(line_id), memo=memo, actor_id=actor_id)
 
 
 async def approve(actor: CurrentUser, batch_id: int) -> str:
@@ -132,6 +135,21 @@ async def approve(actor: CurrentUser, batch_id: int) -> str:
         await audit.record("payout_batch.approved", actor_id=actor.id, object_type="payout_batch",
                            object_id=batch_id, fingerprint=print_, total_minor=row["total_minor"])
     return print_
+
+
+EXECUTE_JOB = "execute_payout_batch"
+
+
+async def enqueue_execution(redis: Any, batch_id: int) -> None:
+    """After approval has committed: hand the batch to the worker (one job per batch). If Redis is
+    down the batch stays approved and the worker's sweep pays it."""
+    try:
+        from arq.connections import ArqRedis
+
+        pool = ArqRedis(pool_or_conn=redis.connection_pool)
+        await pool.enqueue_job(EXECUTE_JOB, batch_id, _job_id=f"payout-batch:{batch_id}")
+    except Exception as exc:
+        log.warning("could not enqueue payout batch %s (the sweep will): %s", batch_id, exc)
 
 
 CSV_COLUMNS = ["line", "publisher", "email", "currency", "available", "netted", "amount", "status", "first_payout",

@@ -71,4 +71,5 @@ class FinancePayouts(Controller):
             await review.approve(_user(request), batch_id)
         except (Forbidden, Conflict) as exc:
             return await _batch_page(batch_id, status_code=exc.status_code, error=exc.message)
+        await review.enqueue_execution(request.app.state.redis, batch_id)
         return see_other(f"/finance/payouts/{batch_id}")

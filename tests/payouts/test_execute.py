@@ -1,0 +1,237 @@
+"""Paying an approved batch through the real SDK against the local Stripe stand-in: every line paid
+exactly once (counted on the stand-in's side), a crash between any two steps then a rerun still pays
+once and settles once, a refused transfer gives the money back, a batch changed after approval is
+refused, and a reversal delivered twice returns the money once."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from datetime import UTC, datetime
+
+import pytest
+from arq import create_pool
+from arq.connections import RedisSettings
+
+from server import db
+from server.accounts.tables import Role
+from server.billing import stripe_api, webhooks
+from server.errors import Conflict
+from server.ledger import service as ledger
+from server.ledger.tables import AccountKind as K
+from server.ledger.tables import LedgerTxn
+from server.payouts import execute
+from server.payouts import service as payouts
+from server.payouts.account_tables import PayoutAccount
+from server.payouts.tables import PayoutBatch, PayoutLine
+from tests.factories import login, make_publisher, make_staff, post_form
+from tests.payouts.factories import after_next_cutoff, earning_publisher
+from tests.stripe_fixtures import deliver
+from workers.jobs.payouts import execute_payout_batch, sweep_payout_batches
+
+# Stripe keys derive from line ids, and every test's database restarts its ids while the stand-in
+# (one per session, like a Stripe account) remembers every key: each test's lines start elsewhere.
+_ids = itertools.count(random.randrange(10**5, 10**6) * 1000, 1000)
+
+
+async def _fresh_line_ids() -> None:
+    start = next(_ids)
+    if db.is_sqlite():  # INTEGER PRIMARY KEY: the next id is the largest + 1
+        publisher_id, _ = await make_publisher_quick()
+        old = datetime(2000, 1, 1, tzinfo=UTC)
+        batch_id = (await PayoutBatch.insert(PayoutBatch(period_start=old, period_end=old, currency="XXX",
+                                                          status="done", prepared_at=old)
+                                             ).returning(PayoutBatch.id))[0]["id"]
+        await PayoutLine.insert(PayoutLine(id=start, batch=batch_id, publisher=publisher_id, amount_minor=0,
+                                           currency="XXX", available_minor=0, status="held", created_at=old,
+                                           updated_at=old))
+    else:
+        await PayoutLine.raw("SELECT setval(pg_get_serial_sequence('payout_line', 'id'), {})", start)
+
+
+async def make_publisher_quick() -> tuple[int, str]:
+    from server.settings import load_settings  # noqa: PLC0415  # only the secret's length matters here
+
+    return await make_publisher(load_settings())
+
+
+async def connected_account(stripe_local) -> str:
+    client = stripe_local.client()
+    account = await client.v1.accounts.create_async({"type": "express", "country": "DE",
+                                                     "capabilities": {"transfers": {"requested": True}}})
+    stripe_local.control("POST", f"/_local/accounts/{account.id}/complete_onboarding")
+    return account.id
+
+
+async def approved_batch(new_client, settings, stripe_local, *amounts: int) -> tuple[int, dict[int, str]]:
+    """A batch of one line per amount, each publisher with a real (stand-in) connected account,
+    approved by a second finance person through the page."""
+    await _fresh_line_ids()
+    accounts = {}
+    for amount in amounts:
+        publisher_id = await earning_publisher(settings, amount)
+        accounts[publisher_id] = await connected_account(stripe_local)
+        await PayoutAccount.update({PayoutAccount.stripe_account_id: accounts[publisher_id]}).where(
+            PayoutAccount.publisher == publisher_id)
+    batch_id = (await payouts.prepare_due(after_next_cutoff())).batches[0]
+    _, email = await make_staff(Role.finance)
+    finance = new_client()
+    await login(finance, email)
+    await finance.get("/finance/payouts")
+    assert (await post_form(finance, f"/finance/payouts/{batch_id}/approve")).status_code == 303
+    return batch_id, accounts
+
+
+async def lines_of(batch_id: int) -> list[dict]:
+    return await PayoutLine.select().where(PayoutLine.batch == batch_id).order_by(PayoutLine.id)
+
+
+def transfer_posts(stripe_local, line_id: int) -> list[dict]:
+    """The stand-in's log of POST /v1/transfers for this line (any attempt)."""
+    prefix = f"payout-line:{line_id}:attempt:"
+    return [r for r in stripe_local.control("GET", "/_local/requests").json()["data"]
+            if r["method"] == "POST" and r["path"] == "/v1/transfers" and (r["idempotency_key"] or "").startswith(
+                prefix)]
+
+
+def made(posts: list[dict]) -> list[dict]:
+    """The posts that made a transfer (answered 200, not replayed from the idempotency layer)."""
+    return [p for p in posts if p["status"] == 200 and not p.get("replayed")]
+
+
+async def assert_paid_once(stripe_local, batch_id: int, accounts: dict[int, str]) -> None:
+    client = stripe_local.client()
+    for line in await lines_of(batch_id):
+        assert line["status"] == "paid", line
+        posts = transfer_posts(stripe_local, line["id"])
+        assert len(made(posts)) == 1 and {p["idempotency_key"] for p in posts} == {
+            f"payout-line:{line['id']}:attempt:1"}
+        transfer = await client.v1.transfers.retrieve_async(line["stripe_transfer_id"])
+        assert (transfer.amount, transfer.currency, transfer.destination, transfer.transfer_group) == (
+            line["amount_minor"], "eur", accounts[line["publisher"]], f"batch-{batch_id}")
+        assert transfer.metadata["payout_line_id"] == str(line["id"])
+        assert await LedgerTxn.count().where(LedgerTxn.idempotency_key == execute.settled_key(line["id"])) == 1
+    assert await ledger.balance(K.payouts_in_transit, "EUR") == 0
+    assert await ledger.check() == []
+
+
+async def test_every_line_is_paid_exactly_once_and_settled(new_client, settings, stripe_local):
+    batch_id, accounts = await approved_batch(new_client, settings, stripe_local, 10_000, 25_000)
+    async with stripe_api.gateway(settings) as gateway:
+        assert await execute.execute(batch_id, gateway.client) == "done"
+        assert await execute.execute(batch_id, gateway.client) == "done"  # again: nothing more is sent
+    await assert_paid_once(stripe_local, batch_id, accounts)
+    ids = {line["stripe_transfer_id"] for line in await lines_of(batch_id)}
+    assert len(ids) == 2
+    row = await PayoutBatch.select().where(PayoutBatch.id == batch_id).first()
+    assert row["status"] == "done" and row["executed_at"] is not None
+
+
+@pytest.mark.parametrize("step", execute.STEPS)
+async def test_a_crash_between_any_two_steps_then_a_rerun_pays_once(new_client, settings, stripe_local, step):
+    batch_id, accounts = await approved_batch(new_client, settings, stripe_local, 10_000, 25_000, 7_500)
+    async with stripe_api.gateway(settings) as gateway:
+        with pytest.raises(ExceptionGroup if step != "batch_executing" else execute.CrashInjected) as crashed:
+            await execute.execute(batch_id, gateway.client, crash_after=step)
+        if step != "batch_executing":
+            assert crashed.group_contains(execute.CrashInjected)
+        assert (await PayoutBatch.select().where(PayoutBatch.id == batch_id).first())["status"] == "executing"
+        assert await ledger.check() == []
+        # The worker's sweep picks the batch up again.
+        assert batch_id in await execute.resumable()
+        assert await execute.execute(batch_id, gateway.client) == "done"
+    await assert_paid_once(stripe_local, batch_id, accounts)
+
+
+async def test_a_refused_transfer_fails_the_line_and_returns_the_money(new_client, settings, stripe_local):
+    batch_id, accounts = await approved_batch(new_client, settings, stripe_local, 10_000, 25_000)
+    refused_publisher = next(iter(accounts))
+    stripe_local.control("POST", f"/_local/accounts/{accounts[refused_publisher]}/fail_next_transfer",
+                         code="balance_insufficient", status="400")
+    async with stripe_api.gateway(settings) as gateway:
+        assert await execute.execute(batch_id, gateway.client) == "done"
+        assert await execute.execute(batch_id, gateway.client) == "done"
+    by_publisher = {line["publisher"]: line for line in await lines_of(batch_id)}
+    failed = by_publisher[refused_publisher]
+    assert failed["status"] == "failed" and "balance_insufficient" in failed["error"]
+    assert failed["stripe_transfer_id"] == ""
+    assert made(transfer_posts(stripe_local, failed["id"])) == []
+    assert await ledger.balance(K.publisher_available, "EUR", refused_publisher) == 10_000
+    assert await LedgerTxn.count().where(LedgerTxn.idempotency_key == execute.returned_key(failed["id"])) == 1
+    assert await ledger.balance(K.payouts_in_transit, "EUR") == 0
+    assert [line["status"] for line in by_publisher.values()].count("paid") == 1
+    assert await ledger.check() == []
+
+    _, email = await make_staff(Role.finance)
+    finance = new_client()
+    await login(finance, email)
+    page = await finance.get(f"/finance/payouts/{batch_id}")
+    assert f'data-id="{failed["id"]}" data-status="failed"' in page.text and "balance_insufficient" in page.text
+    assert 'data-testid="transfer"' in page.text
+
+
+async def test_stripe_unreachable_or_5xx_leaves_the_line_submitting_for_a_retry(new_client, settings, stripe_local):
+    batch_id, accounts = await approved_batch(new_client, settings, stripe_local, 10_000)
+    [account] = accounts.values()
+    stripe_local.control("POST", f"/_local/accounts/{account}/fail_next_transfer", code="api_error", status="500")
+    client = stripe_local.client()  # no SDK retries: the 500 reaches the executor
+    with pytest.raises(execute.Transient):
+        await execute.execute(batch_id, client)
+    [line] = await lines_of(batch_id)
+    assert line["status"] == "submitting" and line["stripe_transfer_id"] == "" and line["error"]
+    assert await ledger.balance(K.payouts_in_transit, "EUR") == 10_000  # still reserved, not returned
+    assert made(transfer_posts(stripe_local, line["id"])) == []
+    assert (await PayoutBatch.select().where(PayoutBatch.id == batch_id).first())["status"] == "executing"
+    assert await ledger.check() == []
+
+
+async def test_a_batch_whose_lines_changed_after_approval_is_refused(new_client, settings, stripe_local):
+    batch_id, _ = await approved_batch(new_client, settings, stripe_local, 10_000, 25_000)
+    first = (await lines_of(batch_id))[0]
+    await PayoutLine.update({PayoutLine.amount_minor: first["amount_minor"] + 1}).where(PayoutLine.id == first["id"])
+    async with stripe_api.gateway(settings) as gateway:
+        with pytest.raises(Conflict, match="approval is void"):
+            await execute.execute(batch_id, gateway.client)
+    row = await PayoutBatch.select().where(PayoutBatch.id == batch_id).first()
+    assert (row["status"], row["approved_fingerprint"]) == ("prepared", "")
+    for line in await lines_of(batch_id):
+        assert line["status"] == "approved" and transfer_posts(stripe_local, line["id"]) == []
+
+
+async def test_a_reversal_delivered_twice_returns_the_money_once(new_client, settings, stripe_local):
+    batch_id, accounts = await approved_batch(new_client, settings, stripe_local, 10_000)
+    [publisher_id] = accounts
+    async with stripe_api.gateway(settings) as gateway:
+        assert await execute.execute(batch_id, gateway.client) == "done"
+        [line] = await lines_of(batch_id)
+        client = stripe_local.client()
+        await client.v1.transfers.reversals.create_async(line["stripe_transfer_id"], options={
+            "idempotency_key": f"test-reversal:{line['id']}"})
+        events = [e for e in (await client.v1.events.list_async({"limit": 100})).data
+                  if e.type == "transfer.reversed" and e.data.object["id"] == line["stripe_transfer_id"]]
+        [event] = events
+        answers = await deliver(new_client(), stripe_local, event.id, times=2)
+        assert [a.status_code for a in answers] == [200, 200]
+        await webhooks.process(event.id, gateway)
+        await webhooks.process(event.id, gateway)
+        # And applied again directly, as a second event for the same reversal would be.
+        await execute.transfer_reversed(event.data.object.to_dict())
+    [line] = await lines_of(batch_id)
+    assert line["status"] == "returned"
+    assert await ledger.balance(K.publisher_available, "EUR", publisher_id) == 10_000
+    assert await LedgerTxn.count().where(LedgerTxn.kind == "payout.reversed") == 1
+    assert await ledger.check() == []
+
+
+async def test_approval_enqueues_execution_and_the_worker_job_pays(new_client, settings, stripe_local):
+    batch_id, accounts = await approved_batch(new_client, settings, stripe_local, 10_000)
+    pool = await create_pool(RedisSettings.from_dsn(settings.redis_url))
+    try:
+        jobs = await pool.queued_jobs()
+        assert [(j.function, j.args) for j in jobs] == [("execute_payout_batch", (batch_id,))]
+    finally:
+        await pool.aclose()
+    ctx = {"settings": settings, "job_try": 1}
+    assert await execute_payout_batch(ctx, batch_id) == "done"
+    assert await sweep_payout_batches(ctx) == {}
+    await assert_paid_once(stripe_local, batch_id, accounts)
