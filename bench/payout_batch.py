@@ -318,7 +318,11 @@ async def run(database_url: str, n: int, m: int, workdir: Path) -> None:
 
         # A clock past the next monthly cut-off (the default schedule): everything posted now is in the period.
         clock = datetime.now(UTC) + timedelta(days=32)
-        prepare_seconds, prepare_failures = await prepare_phase(n, clock)
+        try:
+            prepare_seconds, prepare_failures = await prepare_phase(n, clock)
+        except Exception as exc:  # the code under test broke: nothing after it means anything
+            failures.append(f"prepare raised {type(exc).__name__}: {exc}")
+            return
         failures += [f"prepare: {f}" for f in prepare_failures]
         if not prepare_failures:
             print("every publisher has one line, reserved once; ledger clean")
@@ -334,8 +338,8 @@ async def run(database_url: str, n: int, m: int, workdir: Path) -> None:
     finally:
         await db.stop(engine)
         stand_in.stop()
-    if failures:
-        sys.exit("FAILED: " + "; ".join(failures))
+        if failures:
+            sys.exit("FAILED: " + "; ".join(failures))
 
 
 def main() -> None:
