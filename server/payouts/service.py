@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import calendar
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -187,10 +187,15 @@ async def _minimums(currency: str) -> int:
     return row["minimum_minor"] if row else DEFAULT_MINIMUM_MINOR
 
 
-async def _by_owner(query: Any, owners: Sequence[int], column: Any, chunk: int = 500) -> list[dict[str, Any]]:
+CHUNK = 500  # owners per IN (...) list
+
+
+async def _by_owner(query: Callable[[], Any], owners: Sequence[int], column: Any) -> list[dict[str, Any]]:
+    """The rows of `query()` for these owners, a chunk at a time. A fresh query per chunk: Piccolo's
+    `.where()` adds to the query it is called on, so reusing one would AND every chunk's list."""
     rows: list[dict[str, Any]] = []
-    for i in range(0, len(owners), chunk):
-        rows += await query.where(column.is_in(list(owners[i:i + chunk])))
+    for i in range(0, len(owners), CHUNK):
+        rows += await query().where(column.is_in(list(owners[i:i + CHUNK])))
     return rows
 
 
@@ -216,13 +221,13 @@ async def standings(currency: str, cutoff: datetime | None, publisher_ids: Seque
     if not owners:
         return []
     owed = {r["owner"]: -r["balance_minor"] for r in await _by_owner(
-        LedgerAccount.select(LedgerAccount.owner, LedgerAccount.balance_minor).where(
+        lambda: LedgerAccount.select(LedgerAccount.owner, LedgerAccount.balance_minor).where(
             LedgerAccount.kind == K.publisher_receivable.value, LedgerAccount.currency == currency,
             LedgerAccount.balance_minor < 0), owners, LedgerAccount.owner)}
     ready = {r["publisher"]: r["stripe_account_id"] for r in await _by_owner(
-        PayoutAccount.select(PayoutAccount.publisher, PayoutAccount.stripe_account_id).where(
+        lambda: PayoutAccount.select(PayoutAccount.publisher, PayoutAccount.stripe_account_id).where(
             PayoutAccount.payouts_enabled.eq(True)), owners, PayoutAccount.publisher)}
-    terms = {r["publisher"]: r for r in await _by_owner(PublisherPayoutTerms.select(), owners,
+    terms = {r["publisher"]: r for r in await _by_owner(PublisherPayoutTerms.select, owners,
                                                          PublisherPayoutTerms.publisher)}
     network_minimum = await _minimums(currency)
     found = []

@@ -16,7 +16,9 @@ from tests.payouts.factories import after_next_cutoff, earning_publisher
 from tests.worker_burst import run_burst
 
 
-async def test_a_period_pays_who_reaches_the_minimum_and_carries_the_others_over_with_the_reason(client, settings):
+async def test_a_period_pays_who_reaches_the_minimum_and_carries_the_others_over_with_the_reason(
+        client, settings, chunk=payouts.CHUNK):
+    payouts.CHUNK = chunk
     paid = await earning_publisher(settings, 10_000)
     small = await earning_publisher(settings, 1_000)
     not_ready = await earning_publisher(settings, 8_000, ready=False)
@@ -37,6 +39,16 @@ async def test_a_period_pays_who_reaches_the_minimum_and_carries_the_others_over
     assert await ledger.balance(K.publisher_available, "EUR", small) == 1_000
     assert await LedgerTxn.count().where(LedgerTxn.idempotency_key == f"payout-line:{line['id']}:reserved") == 1
     assert await ledger.check() == []
+
+
+async def test_publishers_are_looked_up_in_chunks_and_each_chunk_counts(client, settings):
+    """The same period, read one publisher at a time (as 100,000 publishers are read 500 at a time):
+    a publisher in a later chunk is paid, held or carried over exactly as in the first."""
+    try:
+        await test_a_period_pays_who_reaches_the_minimum_and_carries_the_others_over_with_the_reason(
+            client, settings, chunk=1)
+    finally:
+        payouts.CHUNK = 500
 
 
 async def test_preparing_twice_or_in_two_workers_at_once_prepares_once(client, settings):
