@@ -159,11 +159,6 @@ async def account_of(publisher_id: int) -> AccountView:
     return _view(await PayoutAccount.select().where(PayoutAccount.publisher == publisher_id).first())
 
 
-async def ready_for_payouts(publisher_id: int) -> bool:
-    """Whether Stripe last said this publisher's account can receive payouts."""
-    return (await account_of(publisher_id)).state is AccountState.ready
-
-
 # --- Stripe, out ---------------------------------------------------------------------------------
 
 
