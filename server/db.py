@@ -3,6 +3,8 @@ and the one transaction helper every writer uses."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,6 +14,8 @@ from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine, SQLiteTransaction, TransactionType
 from piccolo.table import Table
+
+log = logging.getLogger("affnet.db")
 
 # How long a writer waits for SQLite's write lock before giving up, in seconds.
 SQLITE_BUSY_TIMEOUT = 15
@@ -93,9 +97,21 @@ async def start(eng: Engine) -> None:
         await eng.start_connection_pool(min_size=1, max_size=10)
 
 
+# How long shutdown waits for pooled connections to come back before closing them anyway.
+POOL_CLOSE_TIMEOUT = 10.0
+
+
 async def stop(eng: Engine) -> None:
-    if isinstance(eng, PostgresEngine):
-        await eng.close_connection_pool()
+    """Close the pool. A connection still checked out (a task that never gave it back) must not
+    hang shutdown for ever: after POOL_CLOSE_TIMEOUT the pool is terminated, and said so."""
+    if isinstance(eng, PostgresEngine) and eng.pool is not None:
+        pool, eng.pool = eng.pool, None
+        try:
+            await asyncio.wait_for(pool.close(), POOL_CLOSE_TIMEOUT)
+        except TimeoutError:
+            log.warning("database connections were still in use %.0f s into shutdown; closing them",
+                        POOL_CLOSE_TIMEOUT)
+            pool.terminate()
 
 
 @asynccontextmanager
