@@ -45,6 +45,15 @@ async def _page(request: Request, **extra: Any) -> dict[str, Any]:
     return context
 
 
+async def _onboarding_url(request: Request, step: Any) -> str:
+    """A Stripe onboarding link from `step` (start, or a fresh link for the same account)."""
+    settings = settings_of(request)
+    if not stripe_api.configured(settings):
+        raise Conflict("Payouts are not set up on this affnet (no Stripe key).")
+    async with connect.gateway(settings) as gateway:
+        return await step(_user(request), gateway, settings.base_url)
+
+
 class PublisherPayouts(Controller):
     path = "/publisher/payouts"
     guards = [requires_role(Role.publisher)]
@@ -56,12 +65,8 @@ class PublisherPayouts(Controller):
 
     @post("/setup")
     async def set_up(self, request: Request) -> Template:
-        settings = settings_of(request)
         try:
-            if not stripe_api.configured(settings):
-                raise Conflict("Payouts are not set up on this affnet (no Stripe key).")
-            async with connect.gateway(settings) as gateway:
-                url = await connect.start_onboarding(_user(request), gateway, settings.base_url)
+            url = await _onboarding_url(request, connect.start_onboarding)
         except Conflict as exc:
             return render(PAGE, status_code=exc.status_code, error=exc.message, **await _page(request))
         # Not a 303 to Stripe: the CSP's form-action 'self' (server/web.py) makes browsers block a form
@@ -71,12 +76,8 @@ class PublisherPayouts(Controller):
     @get("/refresh")
     async def refresh(self, request: Request) -> Template:
         """Stripe sends the publisher here when their onboarding link expired or was used: a fresh one."""
-        settings = settings_of(request)
         try:
-            if not stripe_api.configured(settings):
-                raise Conflict("Payouts are not set up on this affnet (no Stripe key).")
-            async with connect.gateway(settings) as gateway:
-                url = await connect.refresh_link(_user(request), gateway, settings.base_url)
+            url = await _onboarding_url(request, connect.refresh_link)
         except (Conflict, NotFound) as exc:
             return render(PAGE, error=exc.message, **await _page(request))
         return render(HANDOVER_PAGE, onboarding_url=url)
