@@ -1,12 +1,14 @@
-"""The publisher's payouts page (their Stripe payout account and their money) and the account as JSON."""
+"""The publisher's payouts page (their Stripe payout account, their money and their payout history), one
+payout line's page, and the account and the history as JSON."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Router, get, post
+from litestar.params import FromPath, QueryParameter
 from litestar.response import Template
 
 from server import money
@@ -16,12 +18,13 @@ from server.accounts.tables import PublisherStatus, Role
 from server.billing import stripe_api
 from server.errors import Conflict, NotFound
 from server.pages import render, settings_of
-from server.payouts import connect
+from server.payouts import connect, history
 from server.payouts import service as payouts
 from server.reports import earnings
 from server.web import current_user, requires_role
 
 PAGE = "publisher/payouts.html"
+LINE_PAGE = "publisher/payout_line.html"
 HANDOVER_PAGE = "publisher/payouts_handover.html"
 RETURN_PAGE = "publisher/payouts_return.html"
 
@@ -30,7 +33,11 @@ def _user(request: Request) -> CurrentUser:
     return current_user(request)  # type: ignore[return-value]  # the guard admitted a publisher
 
 
-async def _page(request: Request, **extra: Any) -> dict[str, Any]:
+# ?page=N of the payout history (page 1 is the newest), on the page and in the API.
+HistoryPageNumber = Annotated[int, QueryParameter(ge=1, le=100_000, description="Page of the history, 1 = newest")]
+
+
+async def _page(request: Request, *, page: int = 1, **extra: Any) -> dict[str, Any]:
     publisher = _user(request)
     profile = await accounts.publisher_profile(publisher.id)
     context: dict[str, Any] = {
@@ -40,6 +47,9 @@ async def _page(request: Request, **extra: Any) -> dict[str, Any]:
         "balances": await earnings.money_of(publisher.id), "money": money,
         # The schedule, minimums and holds are the payout cycle's (server/payouts/service.py).
         "previews": await payouts.next_payout_preview(publisher.id),
+        # Only this publisher's own lines and carry-overs (server/payouts/history.py).
+        "history": await history.lines_of(publisher.id, page=page),
+        "carried": await history.carried_of(publisher.id),
     }
     context.update(extra)
     return context
@@ -60,8 +70,13 @@ class PublisherPayouts(Controller):
     include_in_schema = False
 
     @get("")
-    async def index(self, request: Request) -> Template:
-        return render(PAGE, **await _page(request))
+    async def index(self, request: Request, page: HistoryPageNumber = 1) -> Template:
+        return render(PAGE, **await _page(request, page=page))
+
+    @get("/lines/{line_id:int}")
+    async def line(self, request: Request, line_id: FromPath[int]) -> Template:
+        """One payout line of the publisher's; another publisher's line answers 404."""
+        return render(LINE_PAGE, line=await history.line_of(_user(request).id, line_id), money=money)
 
     @post("/setup")
     async def set_up(self, request: Request) -> Template:
@@ -103,6 +118,44 @@ class PayoutAccountState(msgspec.Struct):
     state_at: datetime | None  # when Stripe produced this state
 
 
+class PayoutHistoryLine(msgspec.Struct):
+    """One payout to the publisher, in minor units (1250 is 12.50)."""
+
+    id: int
+    period_start: datetime
+    period_end: datetime  # the cut-off: the available balance was taken as it stood then
+    currency: str
+    available_minor: int  # available at the cut-off
+    netted_minor: int  # what was owed (clawbacks after an earlier payout), taken out of it
+    amount_minor: int  # what this payout pays: available less netted
+    status: str  # processing | paid | failed | returned | held
+    status_words: str  # the status in words
+    detail: str  # why: the failure, finance's reason for a hold, or where the money is
+    stripe_transfer_id: str  # the Stripe transfer (tr_...) once paid; "" before
+    prepared_at: datetime
+    updated_at: datetime  # the last change of status
+
+
+class PayoutCarriedOver(msgspec.Struct):
+    """A period the publisher was not paid in, and why; the balance waited for the next period."""
+
+    period_start: datetime
+    period_end: datetime
+    currency: str
+    balance_minor: int  # available at the cut-off less what was owed
+    minimum_minor: int  # the minimum payout that applied
+    reason: str  # below_minimum | account_not_ready | on_hold | owes_more_than_earned
+    reason_words: str
+
+
+class PayoutHistory(msgspec.Struct):
+    lines: list[PayoutHistoryLine]  # newest first, one page
+    carried_over: list[PayoutCarriedOver]  # the most recent periods, newest first
+    page: int
+    per_page: int
+    has_more: bool  # another page of lines follows
+
+
 class PayoutAccountApi(Controller):
     path = "/api/v1"
     guards = [requires_role(Role.publisher)]
@@ -117,6 +170,23 @@ class PayoutAccountApi(Controller):
             details_submitted=view.details_submitted, payouts_enabled=view.payouts_enabled,
             requirements_due=view.requirements_due, disabled_reason=view.disabled_reason, country=view.country,
             default_currency=view.default_currency, state_at=view.state_at)
+
+    @get("/publisher/payouts", summary="The publisher's payouts, newest first, and the periods they were carried over")
+    async def payout_history(self, request: Request, page: HistoryPageNumber = 1) -> PayoutHistory:
+        publisher_id = _user(request).id
+        found = await history.lines_of(publisher_id, page=page)
+        lines = [PayoutHistoryLine(
+            id=line.id, period_start=line.period_start, period_end=line.period_end, currency=line.currency,
+            available_minor=line.available_minor, netted_minor=line.netted_minor, amount_minor=line.amount_minor,
+            status=line.status.value, status_words=line.words, detail=line.detail,
+            stripe_transfer_id=line.stripe_transfer_id, prepared_at=line.prepared_at, updated_at=line.updated_at)
+            for line in found.lines]
+        carried = [PayoutCarriedOver(period_start=c.period_start, period_end=c.period_end, currency=c.currency,
+                                     balance_minor=c.balance_minor, minimum_minor=c.minimum_minor,
+                                     reason=c.reason.value, reason_words=c.words)
+                   for c in await history.carried_of(publisher_id)]
+        return PayoutHistory(lines=lines, carried_over=carried, page=found.page, per_page=found.per_page,
+                             has_more=found.has_more)
 
 
 # server/app.py registers this one name: the page and the JSON API, each guarded.
