@@ -34,6 +34,7 @@ from server.errors import DomainError
 from server.health import healthz
 from server.payouts.connect_routes import PublisherPayoutAccount
 from server.payouts.routes import FinancePayouts
+from server.payouts.settings_routes import FinancePayoutSettings
 from server.reports.routes import AdminDashboard, AdvertiserDashboard, FinanceDashboard, PublisherDashboard
 from server.settings import ROOT, Settings, load_settings
 from server.tracking import cache
@@ -59,6 +60,7 @@ ROUTE_HANDLERS = [
     AdvertiserDashboard,
     FinanceDashboard,
     FinancePayouts,
+    FinancePayoutSettings,
     AdminDashboard,
     audit_log,
     healthz,
