@@ -279,3 +279,24 @@ async def test_the_history_is_newest_first_a_page_at_a_time(new_client, settings
     body = (await new_client().get(API, params={"page": "2"}, headers=await publisher_key(publisher))).json()
     assert ([line["amount_minor"] for line in body["lines"]], body["page"], body["has_more"]) == ([10_000], 2, False)
     assert await ledger.check() == []
+
+
+async def test_a_payout_reversed_at_stripe_shows_as_returned_with_the_money_back(new_client, settings, stripe_local):
+    await _fresh_line_ids()
+    publisher, _ = await ready_publisher(settings, stripe_local, 10_000)
+    batch_id = (await payouts.prepare_due(after_next_cutoff())).batches[0]
+    await review.approve(await staff(), batch_id)
+    async with stripe_api.gateway(settings) as gateway:
+        assert await execute.execute(batch_id, gateway.client) == "done"
+    line = await line_of(publisher)
+    transfer = await stripe_local.client().v1.transfers.reversals.create_async(
+        line["stripe_transfer_id"], options={"idempotency_key": f"history-reversal:{line['id']}"})
+    reversed_transfer = await stripe_local.client().v1.transfers.retrieve_async(transfer.transfer)
+    await execute.transfer_reversed(reversed_transfer.to_dict())
+
+    page = (await (await signed_in(new_client, publisher)).get("/publisher/payouts")).text
+    [row] = rows(page)
+    assert row["status"] == "returned" and "Returned (reversed at Stripe)" in row["text"]
+    assert "back in your available balance" in row["text"] and line["stripe_transfer_id"] in row["text"]
+    assert await ledger.balance(K.publisher_available, "EUR", publisher) == 10_000
+    assert await ledger.check() == []
