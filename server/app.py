@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from server import db
 from server.accounts.api import AccountsApi
 from server.accounts.routes import AccountController, AdminPublishersController, AuthController
+from server.ads.routes import PublisherSlots
 from server.audit.routes import audit_log
 from server.billing.routes import AdvertiserBilling, stripe_webhook
 from server.campaigns.marketplace import PublisherCampaigns, PublisherLinks
@@ -76,6 +77,7 @@ ROUTE_HANDLERS = [
     AdvertiserBilling,
     stripe_webhook,
     PublisherPayoutAccount,
+    PublisherSlots,
 ]
 
 

@@ -1,0 +1,1 @@
+"""Ad slots: publishers place a snippet, affnet picks an ad, counts what is seen and clicked."""

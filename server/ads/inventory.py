@@ -1,0 +1,386 @@
+"""What the ad decision needs, held in process memory: slots by public key, each publisher's
+approved campaigns (with their tracked links), and each campaign's terms, live creatives by
+format, estimated earnings and spend.
+
+Entries load from the database on first use and live TTL seconds, one load per key at a time.
+A change to a campaign or a membership drops that campaign's entries at once here and, over the
+click cache's Redis channel, in every server process (server/tracking/cache.py); a change to a
+slot does the same over a channel of its own. So a paused campaign stops being served within
+moments everywhere, and within TTL at worst should a message be lost. (Creatives added or
+archived show within TTL: the campaigns domain announces campaign changes, not creative ones.)"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Generic, TypeVar
+from urllib.parse import quote
+
+from piccolo.query.functions.aggregate import Count, Sum
+from redis.asyncio import Redis
+
+from server.accounts.tables import Publisher, PublisherStatus
+from server.ads.tables import AdSlot, Impression, SlotFormat
+from server.campaigns.tables import (
+    Campaign,
+    CampaignStatus,
+    Creative,
+    CreativeKind,
+    Goal,
+    MembershipStatus,
+    PayoutModel,
+)
+from server.conversions import cpc
+from server.conversions.tables import Conversion, ConversionStatus
+from server.tracking import cache as link_cache
+from server.tracking.classify import Reason
+from server.tracking.tables import Click, Link
+
+log = logging.getLogger("affnet.ads")
+
+SLOT_CHANNEL = "affnet:ad-slot-changed"
+TTL = 30.0
+MISSING_TTL = 5.0
+MAX_ENTRIES = 100_000
+# Expected earnings of goals that are not paid per impression, for weighing them against CPM:
+# a click-through rate of 0.2 % and a conversion rate of 2 % of clicks (network-wide priors).
+EXPECTED_CLICKS_PER_MILLE = 2
+EXPECTED_CONVERSIONS_PER_CENT = 2
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Memo(Generic[K, V]):
+    """Entries by key for TTL seconds, one load per key at a time; `campaigns_of` names the
+    campaigns an entry depends on, so a change to one drops every entry built from it."""
+
+    def __init__(self, loader: Callable[[K], Awaitable[V | None]], *,
+                 campaigns_of: Callable[[V], Iterable[int]] = lambda _: (), ttl: float = TTL,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._loader = loader
+        self._campaigns_of = campaigns_of
+        self._ttl = ttl
+        self._clock = clock
+        self._entries: dict[K, tuple[float, V | None]] = {}
+        self._by_campaign: dict[int, set[K]] = {}
+        self._loading: dict[K, asyncio.Future[V | None]] = {}
+
+    def peek(self, key: K) -> V | None:
+        """The entry if it is loaded and fresh, without loading it."""
+        entry = self._entries.get(key)
+        return entry[1] if entry is not None and entry[0] > self._clock() else None
+
+    async def get(self, key: K) -> V | None:
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] > self._clock():
+            return entry[1]
+        pending = self._loading.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[V | None] = asyncio.get_running_loop().create_future()
+        self._loading[key] = future
+        try:
+            value = await self._loader(key)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()
+            raise
+        finally:
+            self._loading.pop(key, None)
+        self._store(key, value)
+        future.set_result(value)
+        return value
+
+    def _store(self, key: K, value: V | None) -> None:
+        if len(self._entries) >= MAX_ENTRIES:
+            self.clear()
+        self._entries[key] = (self._clock() + (self._ttl if value is not None else MISSING_TTL), value)
+        if value is not None:
+            for campaign_id in self._campaigns_of(value):
+                self._by_campaign.setdefault(campaign_id, set()).add(key)
+
+    def drop(self, key: K) -> None:
+        self._entries.pop(key, None)
+
+    def drop_campaign(self, campaign_id: int) -> None:
+        for key in self._by_campaign.pop(campaign_id, ()):
+            self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._by_campaign.clear()
+
+
+# --- entries --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SlotEntry:
+    slot_id: int
+    publisher_id: int
+    public_key: str
+    format: str
+    domains: frozenset[str]
+    status: str
+    fallback: str
+    house_text: str
+    house_url: str
+    fallback_html: str
+    publisher_approved: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CreativeEntry:
+    creative_id: int
+    format: str  # an IAB size such as "300x250", or "native" for text creatives
+    name: str
+    text: str
+    image_url: str  # absolute; "" for text
+    width: int
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherEntry:
+    """A publisher's approved memberships in active campaigns: campaign id -> (link id, link code),
+    and their valid clicks per campaign today (for per-publisher click caps)."""
+
+    publisher_id: int
+    links: dict[int, tuple[int, str]]
+    clicks_today: dict[int, int]
+    day: date
+
+
+@dataclass(slots=True)
+class CampaignEntry:
+    campaign_id: int
+    advertiser_id: int
+    status: str
+    currency: str
+    advertiser_host: str  # shown on native ads: who is advertising
+    creatives: dict[str, tuple[CreativeEntry, ...]]
+    weight: int  # the publisher's expected earnings per thousand impressions, in minor units (at least 1)
+    cpm_price: int  # what the advertiser pays per thousand valid impressions (0: no CPM goal)
+    cpc_price: int  # per valid click (0: no CPC goal)
+    daily_budget_minor: int | None
+    total_budget_minor: int | None
+    cap_clicks_daily: int | None
+    cap_publisher_clicks_daily: int | None
+    day: date
+    spent_today_minor: int  # estimated at load time (see load_campaign)
+    spent_total_minor: int
+    clicks_today: int
+    # What valid impressions counted in this process since the load cost, in thousandths of a minor
+    # unit (a CPM price is per thousand, so one impression costs exactly cpm_price of them).
+    extra_milli: int = field(default=0)
+
+    def campaigns(self) -> tuple[int, ...]:
+        return (self.campaign_id,)
+
+
+def expected_cpm(goals: list[dict]) -> tuple[int, int, int]:
+    """(the publisher's expected earnings per thousand impressions, the advertiser's CPM price, CPC price),
+    from the campaign's first goal of each model, in minor units. Integers: these weigh campaigns
+    against each other and never move money."""
+    first: dict[str, dict] = {}
+    for goal in goals:
+        first.setdefault(goal["payout_model"], goal)
+    earnings = 0
+    cpm_price = cpc_price = 0
+    if (goal := first.get(PayoutModel.cpm.value)) is not None:
+        earnings += goal["publisher_amount"]
+        cpm_price = goal["advertiser_amount"]
+    if (goal := first.get(PayoutModel.cpc.value)) is not None:
+        earnings += goal["publisher_amount"] * EXPECTED_CLICKS_PER_MILLE
+        cpc_price = goal["advertiser_amount"]
+    for model in (PayoutModel.cpl.value, PayoutModel.cpa.value):
+        if (goal := first.get(model)) is not None:
+            earnings += goal["publisher_amount"] * EXPECTED_CLICKS_PER_MILLE * EXPECTED_CONVERSIONS_PER_CENT // 100
+    return max(earnings, 1), cpm_price, cpc_price
+
+
+def _day_start(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def _int(value: object) -> int:
+    return int(value or 0)  # type: ignore[call-overload]  # SUM is NUMERIC (Decimal) on PostgreSQL: exact
+
+
+async def _valid_impressions(campaign_id: int, since: datetime | None, until: datetime | None) -> int:
+    query = Impression.count().where(Impression.campaign == campaign_id, Impression.reason == "valid")
+    if since is not None:
+        query = query.where(Impression.viewed_at >= since)
+    if until is not None:
+        query = query.where(Impression.viewed_at < until)
+    return await query
+
+
+class Inventory:
+    """The three caches, their loaders and their invalidation. One per server process."""
+
+    def __init__(self, base_url: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.slots: Memo[str, SlotEntry] = Memo(self.load_slot, clock=clock)
+        self.publishers: Memo[int, PublisherEntry] = Memo(self.load_publisher, campaigns_of=lambda e: e.links,
+                                                          clock=clock)
+        self.campaigns: Memo[int, CampaignEntry] = Memo(self.load_campaign, campaigns_of=CampaignEntry.campaigns,
+                                                        clock=clock)
+
+    # the tracking cache's registry calls these on every campaign change
+    def drop_campaign(self, campaign_id: int) -> None:
+        self.publishers.drop_campaign(campaign_id)
+        self.campaigns.drop_campaign(campaign_id)
+
+    def clear(self) -> None:
+        self.slots.clear()
+        self.publishers.clear()
+        self.campaigns.clear()
+
+    async def load_slot(self, public_key: str) -> SlotEntry | None:
+        if not public_key or len(public_key) > 24:
+            return None
+        row = await AdSlot.select(
+            AdSlot.id, AdSlot.publisher, AdSlot.public_key, AdSlot.format, AdSlot.domains, AdSlot.status,
+            AdSlot.fallback, AdSlot.house_text, AdSlot.house_url, AdSlot.fallback_html,
+        ).where(AdSlot.public_key == public_key).first()
+        if row is None:
+            return None
+        profile = await Publisher.select(Publisher.status).where(Publisher.user == row["publisher"]).first()
+        return SlotEntry(slot_id=row["id"], publisher_id=row["publisher"], public_key=row["public_key"],
+                         format=row["format"], domains=frozenset(row["domains"].split()), status=row["status"],
+                         fallback=row["fallback"], house_text=row["house_text"], house_url=row["house_url"],
+                         fallback_html=row["fallback_html"],
+                         publisher_approved=profile is not None
+                         and profile["status"] == PublisherStatus.approved.value)
+
+    async def load_publisher(self, publisher_id: int) -> PublisherEntry:
+        today = datetime.now(UTC).date()
+        rows = await Link.select(Link.id, Link.code, Link.campaign).where(
+            Link.publisher == publisher_id, Link.membership.status == MembershipStatus.approved.value,
+            Link.campaign.status == CampaignStatus.active.value)
+        links = {r["campaign"]: (r["id"], r["code"]) for r in rows}
+        clicks: dict[int, int] = {}
+        if links:
+            counted = await Click.select(Click.campaign, Count(Click.id, alias="clicks")).where(
+                Click.publisher == publisher_id, Click.reason == Reason.valid.value,
+                Click.clicked_at >= _day_start(today), Click.campaign.is_in(list(links))).group_by(Click.campaign)
+            clicks = {r["campaign"]: r["clicks"] for r in counted}
+        return PublisherEntry(publisher_id=publisher_id, links=links, clicks_today=clicks, day=today)
+
+    async def load_campaign(self, campaign_id: int) -> CampaignEntry | None:
+        row = await Campaign.select(
+            Campaign.id, Campaign.advertiser, Campaign.status, Campaign.currency, Campaign.landing_url,
+            Campaign.daily_budget_minor, Campaign.total_budget_minor, Campaign.cap_clicks_daily,
+            Campaign.cap_publisher_clicks_daily).where(Campaign.id == campaign_id).first()
+        if row is None:
+            return None
+        goals = await Goal.select().where(Goal.campaign == campaign_id).order_by(Goal.position)
+        weight, cpm_price, cpc_price = expected_cpm(goals)
+        creatives: dict[str, list[CreativeEntry]] = {}
+        for c in await Creative.select().where(Creative.campaign == campaign_id,
+                                               Creative.archived.eq(False)).order_by(Creative.id):
+            if c["kind"] == CreativeKind.text.value:
+                fmt, url = SlotFormat.native.value, ""
+            elif c["iab_size"]:
+                fmt, url = c["iab_size"], f"{self.base_url}/media/{quote(c['image_path'])}"
+            else:
+                continue  # an image of no standard size fits no slot
+            creatives.setdefault(fmt, []).append(CreativeEntry(
+                creative_id=c["id"], format=fmt, name=c["name"], text=c["text"], image_url=url, width=c["width"],
+                height=c["height"]))
+        today = datetime.now(UTC).date()
+        start = _day_start(today)
+        clicks_today = await Click.count().where(Click.campaign == campaign_id, Click.reason == Reason.valid.value,
+                                                 Click.clicked_at >= start)
+        spent_today, spent_total = await self._spend(campaign_id, start, cpm_price, cpc_price, clicks_today,
+                                                     row["total_budget_minor"] is not None)
+        host = row["landing_url"].split("/")[2] if row["landing_url"].count("/") >= 2 else ""
+        return CampaignEntry(
+            campaign_id=campaign_id, advertiser_id=row["advertiser"], status=row["status"], currency=row["currency"],
+            advertiser_host=host, creatives={k: tuple(v) for k, v in creatives.items()}, weight=weight,
+            cpm_price=cpm_price, cpc_price=cpc_price, daily_budget_minor=row["daily_budget_minor"],
+            total_budget_minor=row["total_budget_minor"], cap_clicks_daily=row["cap_clicks_daily"],
+            cap_publisher_clicks_daily=row["cap_publisher_clicks_daily"], day=today, spent_today_minor=spent_today,
+            spent_total_minor=spent_total, clicks_today=clicks_today)
+
+    async def _spend(self, campaign_id: int, start: datetime, cpm_price: int, cpc_price: int, clicks_today: int,
+                     need_total: bool) -> tuple[int, int]:
+        """The decision's estimate of what the campaign spent today and ever: conversions approved
+        today, today's valid clicks at the CPC price (their hours are priced only after they close)
+        and today's valid impressions at the CPM price; before today, what the CPC job priced plus
+        approved conversions, and impressions at the CPM price. The workers' pricing is the truth
+        for what is billed; this only keeps a spent campaign from being offered."""
+        approved = await Conversion.select(Sum(Conversion.advertiser_amount_minor, alias="total")).where(
+            Conversion.campaign == campaign_id, Conversion.status == ConversionStatus.approved.value,
+            Conversion.approved_at >= start).first()
+        today = _int(approved["total"]) + clicks_today * cpc_price
+        if cpm_price:
+            today += await _valid_impressions(campaign_id, start, None) * cpm_price // 1000
+        if not need_total:
+            return today, today
+        before = await cpc.spent_minor(campaign_id, until=start)
+        if cpm_price:
+            before += await _valid_impressions(campaign_id, None, start) * cpm_price // 1000
+        return today, before + today
+
+
+# --- invalidation across processes ---------------------------------------------------------------
+
+_inventories: list[Inventory] = []
+_redis: Redis | None = None
+
+
+def register(inventory: Inventory, redis: Redis | None) -> None:
+    """Receive this process's campaign changes (through the click cache's registry) and slot changes."""
+    global _redis
+    _inventories.append(inventory)
+    link_cache.register(inventory, redis)  # type: ignore[arg-type]  # duck-typed: drop_campaign, clear
+    _redis = redis or _redis
+
+
+def unregister(inventory: Inventory) -> None:
+    if inventory in _inventories:
+        _inventories.remove(inventory)
+    link_cache.unregister(inventory)  # type: ignore[arg-type]
+
+
+async def slot_changed(public_key: str) -> None:
+    """Drop a slot here and tell the other processes to do the same."""
+    for inventory in _inventories:
+        inventory.slots.drop(public_key)
+    if _redis is not None:
+        try:
+            await _redis.publish(SLOT_CHANNEL, public_key)
+        except Exception:  # noqa: BLE001 - the TTL bounds staleness if Redis is away
+            log.warning("could not publish the change of ad slot %s", public_key)
+
+
+async def listen(redis: Redis, inventory: Inventory) -> None:
+    """Apply other processes' campaign and slot changes until cancelled; reconnects after Redis errors."""
+    while True:
+        try:
+            async with redis.pubsub() as pubsub:
+                await pubsub.subscribe(link_cache.CHANNEL, SLOT_CHANNEL)
+                async for message in pubsub.listen():
+                    if message.get("type") != "message":
+                        continue
+                    channel = message["channel"]
+                    channel = channel.decode() if isinstance(channel, bytes) else channel
+                    data = message["data"]
+                    data = data.decode() if isinstance(data, bytes) else str(data)
+                    if channel == SLOT_CHANNEL:
+                        inventory.slots.drop(data)
+                    elif data.lstrip("-").isdigit():
+                        inventory.drop_campaign(int(data))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001
+            log.warning("ad invalidation channel lost; retrying", exc_info=True)
+            inventory.clear()
+            await asyncio.sleep(1.0)

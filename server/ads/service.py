@@ -1,0 +1,252 @@
+"""The rules of ad slots: what a slot may say (validation), creating and editing slots, the
+snippet publishers paste, their statistics, and the batched impression writer. The only writer
+of server/ads/tables.py."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from markupsafe import escape
+from piccolo.query.functions.aggregate import Count
+
+from server import db, validation
+from server.accounts.identity import CurrentUser
+from server.ads import inventory
+from server.ads.tables import AdSlot, Impression, SlotFallback, SlotFormat, SlotStatus
+from server.audit import service as audit
+from server.errors import Conflict, Invalid, NotFound
+from server.tracking import deeplink
+
+
+@dataclass(frozen=True, slots=True)
+class Size:
+    """How much room a format takes: fixed pixels, or (native) the container's width and a fixed height."""
+
+    width: int | None  # None: 100 % of the container
+    height: int
+
+    @property
+    def style(self) -> str:
+        width = f"{self.width}px" if self.width else "100%"
+        return f"display:block;width:{width};max-width:100%;height:{self.height}px;overflow:hidden"
+
+
+SIZES: dict[SlotFormat, Size] = {
+    SlotFormat.medium_rectangle: Size(300, 250),
+    SlotFormat.leaderboard: Size(728, 90),
+    SlotFormat.wide_skyscraper: Size(160, 600),
+    SlotFormat.mobile_banner: Size(320, 50),
+    SlotFormat.native: Size(None, 120),
+}
+FORMAT_LABELS: dict[SlotFormat, str] = {
+    SlotFormat.medium_rectangle: "Medium rectangle, 300 × 250",
+    SlotFormat.leaderboard: "Leaderboard, 728 × 90",
+    SlotFormat.wide_skyscraper: "Wide skyscraper, 160 × 600",
+    SlotFormat.mobile_banner: "Mobile banner, 320 × 50",
+    SlotFormat.native: "Native text ad, full width × 120",
+}
+FALLBACK_LABELS: dict[SlotFallback, str] = {
+    SlotFallback.collapse: "Collapse: hide the slot",
+    SlotFallback.house: "A house ad: your own line of text and link",
+    SlotFallback.html: "Your own HTML (shown in a sandboxed frame: scripts never run)",
+}
+MAX_DOMAINS = 50
+MAX_FALLBACK_HTML = 10_000
+HOUSE_TEXT_MAX = 300
+STATS_DAYS = 30
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _get(form: Mapping[str, Any], name: str) -> str:
+    value = form.get(name, "")
+    return value.strip() if isinstance(value, str) else ""
+
+
+def parse_domains(text: str) -> list[str]:
+    domains: list[str] = []
+    for part in text.replace(",", "\n").split():
+        try:
+            domain = deeplink.normalise_domain(part)
+        except ValueError as exc:
+            raise Invalid(f"Site domain '{part}': {exc}", field="domains") from None
+        if domain not in domains:
+            domains.append(domain)
+    if not domains:
+        raise Invalid("List at least one domain of your site, such as blog.example.com.", field="domains")
+    if len(domains) > MAX_DOMAINS:
+        raise Invalid(f"At most {MAX_DOMAINS} site domains per slot.", field="domains")
+    return domains
+
+
+def _house_url(raw: str) -> str:
+    url = validation.web_url(raw, "house_url", "House ad link")
+    try:
+        host = deeplink.normalise_domain(urlsplit(url).hostname or "")
+    except ValueError:
+        raise Invalid("House ad link must be a web address such as https://blog.example.com/about.",
+                      field="house_url") from None
+    # Rebuilt from its checked parts, as deep links are: what is stored is what was checked.
+    safe = deeplink.safe_url(url, frozenset({host}))
+    if safe is None:
+        raise Invalid("House ad link must be an http(s) address without a port or user name.", field="house_url")
+    return safe
+
+
+def parse_slot(form: Mapping[str, Any], *, format_locked: str | None = None) -> dict[str, Any]:
+    """Validate the slot form into column values. Raises Invalid naming the first bad field."""
+    name = validation.text(_get(form, "name"), "name", "Slot name", max_length=120)
+    slot_format = format_locked or _get(form, "format")
+    if slot_format not in {f.value for f in SlotFormat}:
+        raise Invalid("Choose one of the listed formats.", field="format")
+    domains = parse_domains(_get(form, "domains"))
+    fallback = _get(form, "fallback") or SlotFallback.collapse.value
+    if fallback not in {f.value for f in SlotFallback}:
+        raise Invalid("Choose what the slot shows when no ad fits.", field="fallback")
+    house_text = house_url = fallback_html = ""
+    if fallback == SlotFallback.house.value:
+        house_text = validation.text(_get(form, "house_text"), "house_text", "House ad text",
+                                     max_length=HOUSE_TEXT_MAX)
+        if "\n" in house_text or "\r" in house_text:
+            raise Invalid("House ad text must be a single line.", field="house_text")
+        house_url = _house_url(_get(form, "house_url"))
+    elif fallback == SlotFallback.html.value:
+        raw = form.get("fallback_html", "")
+        fallback_html = validation.text(raw if isinstance(raw, str) else "", "fallback_html", "Your HTML",
+                                        max_length=MAX_FALLBACK_HTML)
+    return {"name": name, "format": slot_format, "domains": "\n".join(domains), "fallback": fallback,
+            "house_text": house_text, "house_url": house_url, "fallback_html": fallback_html}
+
+
+def new_public_key() -> str:
+    """The slot's key in the snippet: public by design, 96 random bits so it cannot be guessed."""
+    return secrets.token_urlsafe(12)
+
+
+async def create_slot(publisher: CurrentUser, form: Mapping[str, Any]) -> int:
+    values = parse_slot(form)
+    now = _now()
+    async with db.transaction():
+        rows = await AdSlot.insert(AdSlot(publisher=publisher.id, public_key=new_public_key(),
+                                          status=SlotStatus.active.value, created_at=now, updated_at=now,
+                                          **values)).returning(AdSlot.id)
+        slot_id = rows[0]["id"]
+        await audit.record("ad_slot.created", actor_id=publisher.id, object_type="ad_slot", object_id=slot_id,
+                           name=values["name"], format=values["format"])
+    return slot_id
+
+
+async def owned_slot(publisher: CurrentUser, slot_id: int) -> dict[str, Any]:
+    """The publisher's own slot; anyone else's answers NotFound, as if it did not exist."""
+    row = await AdSlot.select().where(AdSlot.id == slot_id, AdSlot.publisher == publisher.id).first()
+    if row is None:
+        raise NotFound("There is no such ad slot.")
+    return row
+
+
+async def update_slot(publisher: CurrentUser, slot_id: int, form: Mapping[str, Any]) -> None:
+    """Edit a slot. Its format is fixed: pages already reserve its size (a new size is a new slot)."""
+    current = await owned_slot(publisher, slot_id)
+    values = parse_slot(form, format_locked=current["format"])
+    async with db.transaction():
+        await AdSlot.update({**{getattr(AdSlot, k): v for k, v in values.items()},
+                             AdSlot.updated_at: _now()}).where(AdSlot.id == slot_id)
+        await audit.record("ad_slot.updated", actor_id=publisher.id, object_type="ad_slot", object_id=slot_id)
+    await inventory.slot_changed(current["public_key"])
+
+
+async def set_status(publisher: CurrentUser, slot_id: int, action: str) -> str:
+    """Pause a slot (it shows its fallback only) or resume it."""
+    moves = {"pause": (SlotStatus.active, SlotStatus.paused), "resume": (SlotStatus.paused, SlotStatus.active)}
+    if action not in moves:
+        raise Invalid("Unknown action.")
+    before, after = moves[action]
+    current = await owned_slot(publisher, slot_id)
+    if current["status"] != before.value:
+        raise Conflict(f"This slot is {current['status']}: it cannot {action}.")
+    async with db.transaction():
+        await AdSlot.update({AdSlot.status: after.value, AdSlot.updated_at: _now()}).where(AdSlot.id == slot_id)
+        await audit.record(f"ad_slot.{action}", actor_id=publisher.id, object_type="ad_slot", object_id=slot_id)
+    await inventory.slot_changed(current["public_key"])
+    return after.value
+
+
+async def slots_of(publisher: CurrentUser) -> list[dict[str, Any]]:
+    return await AdSlot.select(AdSlot.id, AdSlot.name, AdSlot.format, AdSlot.status, AdSlot.public_key,
+                               AdSlot.domains, AdSlot.fallback).where(
+        AdSlot.publisher == publisher.id).order_by(AdSlot.id)
+
+
+def form_of(slot: Mapping[str, Any]) -> dict[str, str]:
+    return {k: str(slot[k]) for k in ("name", "format", "domains", "fallback", "house_text", "house_url",
+                                      "fallback_html")}
+
+
+def snippet(base_url: str, slot: Mapping[str, Any]) -> str:
+    """What the publisher pastes where the ad goes: a placeholder that reserves the slot's size at
+    once (before any script runs, so the page never shifts) and one async script. Every value is
+    escaped here; pages escape the whole snippet again to show it as text."""
+    size = SIZES[SlotFormat(slot["format"])]
+    base = base_url.rstrip("/")
+    return (f'<div class="affnet-slot" data-affnet-slot="{escape(slot["public_key"])}" '
+            f'data-affnet-format="{escape(slot["format"])}" style="{size.style}"></div>\n'
+            f'<script async src="{escape(base)}/static/embed.js"></script>')
+
+
+async def slot_stats(slot_id: int, *, days: int = STATS_DAYS) -> dict[str, int]:
+    """Impressions of the last `days` days by reason ("valid" and each invalid reason)."""
+    since = _now() - timedelta(days=days)
+    rows = await Impression.select(Impression.reason, Count(Impression.id, alias="views")).where(
+        Impression.slot == slot_id, Impression.viewed_at >= since).group_by(Impression.reason)
+    return {r["reason"]: r["views"] for r in rows}
+
+
+async def demo_slot(publisher_email: str) -> dict[str, Any] | None:
+    """The first active slot of the demo publisher (the demo blog page shows it)."""
+    return await AdSlot.select(AdSlot.public_key, AdSlot.format).where(
+        AdSlot.publisher.email == publisher_email, AdSlot.status == SlotStatus.active.value).order_by(
+        AdSlot.id).first()
+
+
+# --- the batched impression writer ---------------------------------------------------------------
+
+IMPRESSION_COLUMNS = ("offer", "viewed_at", "slot", "creative", "campaign", "publisher", "visitor_hash", "reason")
+
+
+async def write_impressions(rows: list[tuple]) -> None:
+    """Store a batch of impressions: one per offer, whatever else is in the table or the batch.
+
+    The offer's unique constraint is what makes a view count once, on both engines and across
+    server processes: SQLite skips a second row with INSERT OR IGNORE; PostgreSQL takes the batch
+    by COPY and, if any offer is already there, inserts it row by row with ON CONFLICT DO NOTHING,
+    so concurrent writers of the same offer leave exactly one row. A retried batch stores nothing twice."""
+    eng = db.engine()
+    if db.is_sqlite(eng):
+        placeholders = ", ".join("?" * len(IMPRESSION_COLUMNS))
+        # Constant column names only; every value is a bound parameter.
+        sql = f"INSERT OR IGNORE INTO impression ({', '.join(IMPRESSION_COLUMNS)}) VALUES ({placeholders})"  # noqa: S608
+        conn = await eng.get_connection()
+        try:
+            await conn.execute("BEGIN IMMEDIATE")
+            await conn.executemany(sql, rows)
+            await conn.execute("COMMIT")
+        finally:
+            await conn.close()
+        return
+    async with eng.pool.acquire() as conn:
+        try:
+            await conn.copy_records_to_table("impression", records=rows, columns=IMPRESSION_COLUMNS)
+        except Exception as exc:
+            if not db.is_unique_violation(exc):
+                raise
+            placeholders = ", ".join(f"${i}" for i in range(1, len(IMPRESSION_COLUMNS) + 1))
+            await conn.executemany(
+                f"INSERT INTO impression ({', '.join(IMPRESSION_COLUMNS)}) VALUES ({placeholders}) "  # noqa: S608
+                "ON CONFLICT (offer) DO NOTHING", rows)
