@@ -1,7 +1,7 @@
 """Benchmark payout batches (issue 6): preparing a period's batch for N publishers, and paying one.
 
     .venv/bin/python bench/payout_batch.py [--publishers 100000] [--transfers 2000]
-                                           [--postgres | --database-url URL]
+                                           [--postgres | --database-url URL] [--profile]
 
 Makes a fresh database (SQLite, or a throwaway PostgreSQL on loopback with --postgres) and starts the
 local Stripe stand-in (`affnet stripe-local`) on a free loopback port, with M connected accounts made
@@ -26,12 +26,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import os
+import pstats
 import secrets
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -49,6 +53,24 @@ EXECUTE_TIMEOUT = 900  # seconds: the execute phase is bounded even if the stand
 USER_COLUMNS = ["email", "password_hash", "role", "is_active", "created_at", "password_changed_at"]
 ACCOUNT_COLUMNS = ["publisher", "stripe_account_id", "country", "default_currency", "details_submitted",
                    "payouts_enabled", "requirements_due", "disabled_reason", "state_at", "created_at", "updated_at"]
+
+
+PROFILE = False  # --profile: where each timed phase spends this process's time (cProfile; slows it down)
+
+
+@contextmanager
+def profiled(phase: str) -> Iterator[None]:
+    if not PROFILE:
+        yield
+        return
+    profile = cProfile.Profile()
+    profile.enable()
+    try:
+        yield
+    finally:
+        profile.disable()
+        print(f"--- profile of {phase} (this process only; the database and the stand-in are not in it) ---")
+        pstats.Stats(profile).sort_stats("cumulative").print_stats(30)
 
 
 def amount_for(i: int) -> int:
@@ -186,7 +208,8 @@ async def prepare_phase(n: int, clock: datetime) -> tuple[float, list[str]]:
     from server.payouts.tables import PayoutBatch, PayoutCarryOver, PayoutLine
 
     started = time.perf_counter()
-    outcome = await payouts.prepare_due(clock)  # as workers/jobs/payouts.py:prepare_payouts calls it
+    with profiled("prepare"):
+        outcome = await payouts.prepare_due(clock)  # as workers/jobs/payouts.py:prepare_payouts calls it
     elapsed = time.perf_counter() - started
     print(f"prepare: {outcome.lines:,} lines, {outcome.carried:,} carried over, in {elapsed:.2f} s "
           f"= {outcome.lines / elapsed:,.0f} publishers/s")
@@ -260,7 +283,8 @@ async def execute_phase(stand_in: StandIn, pub_ids: list[int], stripe_accounts: 
         client = stripe_api.client_for(settings, http)
         started = time.perf_counter()
         async with asyncio.timeout(EXECUTE_TIMEOUT):
-            status = await execute.execute(batch_id, client)
+            with profiled("execute"):
+                status = await execute.execute(batch_id, client)
         elapsed = time.perf_counter() - started
         print(f"execute: {lines:,} lines in {elapsed:.2f} s = {lines / elapsed:,.0f} transfers/s "
               f"(concurrency {execute.CONCURRENCY}), batch {status}")
@@ -348,7 +372,10 @@ def main() -> None:
     parser.add_argument("--transfers", type=int, default=2_000)
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     parser.add_argument("--postgres", action="store_true", help="start a throwaway PostgreSQL on loopback")
+    parser.add_argument("--profile", action="store_true", help="print where prepare and execute spend time")
     args = parser.parse_args()
+    global PROFILE
+    PROFILE = args.profile
     n = min(max(args.publishers, 1), 1_000_000)
     m = min(max(args.transfers, 1), 20_000, n)
 

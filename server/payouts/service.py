@@ -57,8 +57,9 @@ REASONS = {
 }
 
 
-def reserved_key(line_id: int) -> str:
-    return f"payout-line:{line_id}:reserved"
+def reserved_key(line_id: int, retry: int = 0) -> str:
+    """The key of a line's reservation: its first, or the one made by its `retry`-th retry."""
+    return f"payout-line:{line_id}:reserved" + (f":retry-{retry}" if retry else "")
 
 
 # --- the schedule ---------------------------------------------------------------------------------
@@ -188,11 +189,17 @@ async def _minimums(currency: str) -> int:
 
 
 CHUNK = 500  # owners per IN (...) list
+SCAN = 4 * CHUNK  # from this many owners on, one read of the whole table beats the IN lists
 
 
 async def _by_owner(query: Callable[[], Any], owners: Sequence[int], column: Any) -> list[dict[str, Any]]:
-    """The rows of `query()` for these owners, a chunk at a time. A fresh query per chunk: Piccolo's
-    `.where()` adds to the query it is called on, so reusing one would AND every chunk's list."""
+    """The rows of `query()` for these owners: a few IN lists for a few owners, else one read of
+    every row the query selects, kept for these owners. A fresh query per chunk: Piccolo's `.where()`
+    adds to the query it is called on, so reusing one would AND every chunk's list."""
+    name = column._meta.name
+    if len(owners) >= SCAN:
+        wanted = set(owners)
+        return [r for r in await query() if r[name] in wanted]
     rows: list[dict[str, Any]] = []
     for i in range(0, len(owners), CHUNK):
         rows += await query().where(column.is_in(list(owners[i:i + CHUNK])))
@@ -305,25 +312,18 @@ async def _prepare_batch(currency: str, start: datetime, end: datetime, terms: S
             raise
         paid = [s for s in everyone if s.reason is None]
         previous = await _last_paid(currency, [s.publisher_id for s in paid])
-        rows = []
+        lines = []
         for s in paid:
             before = previous.get(s.publisher_id)
             large = before is not None and abs(s.net_minor - before) * 100 > terms.large_change_percent * before
-            rows.append(PayoutLine(batch=batch_id, publisher=s.publisher_id, amount_minor=s.net_minor,
-                                   currency=currency, available_minor=s.available_minor, netted_minor=s.owed_minor,
-                                   status=LineStatus.approved.value, stripe_account_id=s.stripe_account_id,
-                                   first_payout=before is None, large_change=large, previous_amount_minor=before,
-                                   created_at=now, updated_at=now))
-        for i in range(0, len(rows), 1000):
-            await PayoutLine.insert(*rows[i:i + 1000])
-        ids = {r["publisher"]: r["id"] for r in await PayoutLine.select(PayoutLine.id, PayoutLine.publisher).where(
-            PayoutLine.batch == batch_id)}
+            lines.append((batch_id, s.publisher_id, s.net_minor, currency, s.available_minor, s.owed_minor,
+                          LineStatus.approved.value, 1, s.stripe_account_id, "", "", "", before is None, large,
+                          before, now, now))
+        ids = await db.insert_rows(PayoutLine, LINE_COLUMNS, lines)
         await ledger.post_many(await _reservations(currency, paid, ids))
-        carried = [PayoutCarryOver(batch=batch_id, publisher=s.publisher_id, currency=currency,
-                                   balance_minor=s.net_minor, minimum_minor=s.minimum_minor,
-                                   reason=s.reason.value, created_at=now) for s in everyone if s.reason]
-        for i in range(0, len(carried), 1000):
-            await PayoutCarryOver.insert(*carried[i:i + 1000])
+        carried = [(batch_id, s.publisher_id, currency, s.net_minor, s.minimum_minor, s.reason.value, now)
+                   for s in everyone if s.reason]
+        await db.insert_rows(PayoutCarryOver, CARRY_COLUMNS, carried)
         await PayoutBatch.update({PayoutBatch.total_minor: sum(s.net_minor for s in paid),
                                   PayoutBatch.line_count: len(paid), PayoutBatch.carried_count: len(carried)}
                                  ).where(PayoutBatch.id == batch_id)
@@ -332,15 +332,21 @@ async def _prepare_batch(currency: str, start: datetime, end: datetime, terms: S
     return batch_id, len(paid), len(carried)
 
 
-async def _reservations(currency: str, paid: Sequence[Standing], line_ids: dict[int, int]) -> list[Posting]:
+LINE_COLUMNS = ("batch", "publisher", "amount_minor", "currency", "available_minor", "netted_minor", "status",
+                "attempt", "stripe_account_id", "stripe_transfer_id", "error", "hold_reason", "first_payout",
+                "large_change", "previous_amount_minor", "created_at", "updated_at")
+CARRY_COLUMNS = ("batch", "publisher", "currency", "balance_minor", "minimum_minor", "reason", "created_at")
+
+
+async def _reservations(currency: str, paid: Sequence[Standing], line_ids: Sequence[int]) -> list[Posting]:
+    """One reservation per line (`line_ids` in the order of `paid`)."""
     owners = [s.publisher_id for s in paid]
     available = await ledger.accounts(K.publisher_available, currency, owners)
     receivable = await ledger.accounts(K.publisher_receivable, currency, [s.publisher_id for s in paid
                                                                            if s.owed_minor])
     in_transit = await ledger.account(K.payouts_in_transit, currency)
     postings = []
-    for s in paid:
-        line_id = line_ids[s.publisher_id]
+    for s, line_id in zip(paid, line_ids, strict=True):
         lines = [Line(available[s.publisher_id], -s.available_minor, currency),
                  Line(in_transit, s.net_minor, currency)]
         if s.owed_minor:
