@@ -2,28 +2,35 @@
 
 A batch goes approved → executing → done, and only while the fingerprint of its lines still matches
 the one stored at approval (I9): otherwise the approval is void and nothing is paid. Each line goes
-approved → submitting → paid | failed, every step in its own short transaction:
+approved → submitting → paid | failed, and every step is committed before the next one starts:
 
-1. submitting is committed before Stripe is called;
-2. the transfer is created with the idempotency key `payout-line:{id}:attempt:{attempt}`: a rerun of
-   a line still submitting (a crash, a lost answer) re-sends the same key, and Stripe answers with
-   the first transfer instead of paying twice;
-3. the transfer id is stored on the line;
-4. the line becomes paid and `settle_payout` (in transit → stripe_clearing, key
-   `payout-line:{id}:settled`) is posted, in one transaction.
+1. submitting: a chunk of lines is claimed in one statement, before Stripe is called for any of them;
+2. the transfer: created with the idempotency key `payout-line:{id}:attempt:{attempt}` (a rerun of a
+   line still submitting, after a crash or a lost answer, re-sends the same key and Stripe answers
+   with the first transfer instead of paying twice), at most CONCURRENCY calls in flight;
+3. the transfer ids are stored on their lines;
+4. the lines become paid and their settlements (in transit → stripe_clearing, key
+   `payout-line:{id}:settled`) are posted, a group of up to CHUNK lines in one transaction.
+Transfers are made while earlier ones are being recorded (a queue between 2 and 3), so Stripe's
+latency, not the database's, sets the pace.
 
 Stripe refusing a transfer (a 4xx, e.g. balance_insufficient) fails the line and returns its
-reservation to the publisher's available balance (`payout-line:{id}:returned`). Stripe unreachable
-or answering 5xx leaves the line submitting and raises `Transient`: the worker retries later with
-the same key. Lines run concurrently (at most CONCURRENCY at once), never inside one transaction.
+reservation to the publisher's available balance. Stripe unreachable or answering 5xx leaves the
+line submitting with the error and raises `Transient`: the worker tries again later. A line tried
+again after an error is first looked up at Stripe (transfers of its batch's transfer_group to its
+account, by the line id in their metadata): found, it is recorded as paid. Not found, the same key is
+sent again, unless Stripe has saved a 5xx under that key (it would answer the same 5xx for ever):
+then the line takes a new attempt number, so a new key. Finance can also retry a failed line
+(review.retry_line): its money is reserved again and the line takes a new attempt.
 
-`transfer.reversed` (events.py): the paid line becomes returned and each reversal's amount goes from
-stripe_clearing back to the publisher's available balance, once per reversal id, in any order."""
+`transfer.reversed` (transfer_reversed): the paid line becomes returned and each reversal's amount
+goes from stripe_clearing back to the publisher's available balance, once per reversal id."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,17 +41,20 @@ from server.audit import service as audit
 from server.billing.stripe_api import is_transient
 from server.errors import Conflict
 from server.ledger import service as ledger
-from server.ledger import templates
-from server.ledger.service import Line
+from server.ledger.service import Line, Posting
 from server.ledger.tables import AccountKind as K
 from server.payouts import review
 from server.payouts.tables import BatchStatus, LineStatus, PayoutBatch, PayoutLine
 
 log = logging.getLogger("affnet.payouts")
 
-CONCURRENCY = 8
+CONCURRENCY = 16  # transfers in flight at once
+CHUNK = 100  # lines claimed per statement, and settled per ledger call
 # The steps a crash can be injected after (tests): every gap where a real process could die.
 STEPS = ("batch_executing", "line_submitting", "transfer_returned", "transfer_stored", "line_settled")
+OPEN = (LineStatus.approved.value, LineStatus.submitting.value)
+
+Heartbeat = Callable[[], Awaitable[Any]]
 
 
 class Transient(Exception):
@@ -64,11 +74,16 @@ def settled_key(line_id: int) -> str:
 
 
 def returned_key(line_id: int) -> str:
-    return f"payout-line:{line_id}:returned"
+    """The key returning the line's first reservation after a failed transfer (review.returned_key)."""
+    return review.undo_key(line_id, "returned")
 
 
 def reversal_key(reversal_id: str) -> str:
     return f"transfer-reversal:{reversal_id}"
+
+
+def transfer_group(batch_id: int) -> str:
+    return f"batch-{batch_id}"
 
 
 def _crash(crash_after: str | None, step: str) -> None:
@@ -76,34 +91,78 @@ def _crash(crash_after: str | None, step: str) -> None:
         raise CrashInjected(step)
 
 
-async def execute(batch_id: int, client: stripe.StripeClient, *, crash_after: str | None = None) -> str:
+async def execute(batch_id: int, client: stripe.StripeClient, *, crash_after: str | None = None,
+                  heartbeat: Heartbeat | None = None) -> str:
     """Pay the batch's lines; resumable (a batch left executing by a crash continues where it stopped).
     Returns the batch's status. Raises Conflict when the approval no longer holds, Transient when
-    some line must be retried later."""
+    some line must be retried later. `heartbeat` is awaited after every chunk (the worker extends its
+    lock on the batch there)."""
     if crash_after is not None and crash_after not in STEPS:
         raise ValueError(f"unknown step {crash_after!r}")
     await _start(batch_id)
     _crash(crash_after, "batch_executing")
     pending = await PayoutLine.select(PayoutLine.id).where(
-        PayoutLine.batch == batch_id,
-        PayoutLine.status.is_in([LineStatus.approved.value, LineStatus.submitting.value])
-    ).order_by(PayoutLine.id).output(as_list=True)
-    gate = asyncio.Semaphore(CONCURRENCY)
-    transient: list[int] = []
-
-    async def one(line_id: int) -> None:
-        async with gate:
-            try:
-                await pay_line(line_id, client, crash_after=crash_after)
-            except Transient:
-                transient.append(line_id)
-
-    async with asyncio.TaskGroup() as group:  # one crash cancels the rest, as a dying process would
-        for line_id in pending:
-            group.create_task(one(line_id))
+        PayoutLine.batch == batch_id, PayoutLine.status.is_in(list(OPEN))).order_by(PayoutLine.id).output(as_list=True)
+    transient = await _pay(pending, client, crash_after, heartbeat)
     if transient:
-        raise Transient(f"payout lines {sorted(transient)} could not reach Stripe; they stay submitting")
+        raise Transient(f"{len(transient)} payout line(s) could not be paid yet (first: {sorted(transient)[:10]}); "
+                        "they stay submitting")
     return await _finish(batch_id)
+
+
+async def _pay(line_ids: Sequence[int], client: stripe.StripeClient, crash_after: str | None,
+               heartbeat: Heartbeat | None) -> list[int]:
+    """Claim, transfer and settle the lines; returns those to try again later. One crash (an
+    exception anywhere) cancels everything in flight, as a dying process would."""
+    transient: list[int] = []
+    made: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue()
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def send(line: dict[str, Any]) -> None:
+        try:
+            transfer_id = await _transfer(line, client)
+            if transfer_id:
+                _crash(crash_after, "transfer_returned")
+                made.put_nowait((line["id"], transfer_id))
+        except Transient:
+            transient.append(line["id"])
+        finally:
+            gate.release()
+
+    async def record() -> None:
+        finished = False
+        while not finished:
+            item = await made.get()
+            group = []
+            while item is not None:
+                group.append(item)
+                if len(group) == CHUNK or made.empty():
+                    break
+                item = made.get_nowait()
+            finished = item is None
+            if group:
+                await _store_transfers(group)
+                _crash(crash_after, "transfer_stored")
+                await _settle([line_id for line_id, _ in group])
+                _crash(crash_after, "line_settled")
+                if heartbeat is not None:
+                    await heartbeat()
+
+    async with asyncio.TaskGroup() as tasks:
+        recorder = tasks.create_task(record())
+        sending = []
+        for i in range(0, len(line_ids), CHUNK):
+            claimed = await _claim(line_ids[i:i + CHUNK])
+            _crash(crash_after, "line_submitting")
+            for line in claimed:
+                await gate.acquire()
+                sending.append(tasks.create_task(send(line)))
+            if heartbeat is not None:
+                await heartbeat()
+        await asyncio.gather(*sending)
+        made.put_nowait(None)
+        await recorder
+    return transient
 
 
 async def _start(batch_id: int) -> None:
@@ -137,9 +196,7 @@ async def _start(batch_id: int) -> None:
 
 async def _finish(batch_id: int) -> str:
     async with db.transaction():
-        open_lines = await PayoutLine.count().where(
-            PayoutLine.batch == batch_id,
-            PayoutLine.status.is_in([LineStatus.approved.value, LineStatus.submitting.value]))
+        open_lines = await PayoutLine.count().where(PayoutLine.batch == batch_id, PayoutLine.status.is_in(list(OPEN)))
         if open_lines == 0:
             done = await PayoutBatch.update({PayoutBatch.status: BatchStatus.done.value,
                                              PayoutBatch.executed_at: datetime.now(UTC)}).where(
@@ -152,74 +209,148 @@ async def _finish(batch_id: int) -> str:
     return row["status"]
 
 
-async def pay_line(line_id: int, client: stripe.StripeClient, *, crash_after: str | None = None) -> str:
-    """One line's steps, each committed on its own; safe to run again after a crash at any point."""
+async def _claim(line_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """approved → submitting for these lines, committed; returns every one of them now submitting
+    (claimed now, or left submitting by an earlier run)."""
     async with db.transaction():
         await PayoutLine.update({PayoutLine.status: LineStatus.submitting.value,
                                  PayoutLine.updated_at: datetime.now(UTC)}).where(
-            PayoutLine.id == line_id, PayoutLine.status == LineStatus.approved.value)
-        line = await PayoutLine.select().where(PayoutLine.id == line_id).first()
-    if line["status"] != LineStatus.submitting.value:
-        return line["status"]  # paid, failed, returned or held: nothing to do
-    _crash(crash_after, "line_submitting")
+            PayoutLine.id.is_in(list(line_ids)), PayoutLine.status == LineStatus.approved.value)
+    return await PayoutLine.select().where(PayoutLine.id.is_in(list(line_ids)),
+                                           PayoutLine.status == LineStatus.submitting.value).order_by(PayoutLine.id)
 
-    transfer_id = line["stripe_transfer_id"]
-    if not transfer_id:
-        try:
-            transfer = await client.v1.transfers.create_async({
-                "amount": line["amount_minor"], "currency": line["currency"].lower(),
-                "destination": line["stripe_account_id"], "transfer_group": f"batch-{line['batch']}",
-                "metadata": {"payout_line_id": str(line_id), "payout_batch_id": str(line["batch"])},
-                "description": f"affnet payout line {line_id}",
-            }, {"idempotency_key": idempotency_key(line_id, line["attempt"])})
-        except stripe.StripeError as exc:
+
+async def _transfer(line: dict[str, Any], client: stripe.StripeClient) -> str | None:
+    """The line's transfer id: known, found at Stripe, or made now. None when Stripe refused it (the
+    line is failed); Transient when it must be tried again later."""
+    if line["stripe_transfer_id"]:
+        return line["stripe_transfer_id"]
+    looked = False
+    if line["error"]:  # an earlier try got no answer, or a 5xx: the transfer may exist
+        looked = True
+        found = await _find_transfer(line, client)
+        if found:
+            return found
+    try:
+        return await _create(line, client)
+    except stripe.StripeError as exc:
+        if not _saved_server_error(exc):
             return await _refused(line, exc)
-        transfer_id = transfer.id
-        _crash(crash_after, "transfer_returned")
-        await PayoutLine.update({PayoutLine.stripe_transfer_id: transfer_id, PayoutLine.error: "",
-                                 PayoutLine.updated_at: datetime.now(UTC)}).where(
-            PayoutLine.id == line_id, PayoutLine.status == LineStatus.submitting.value)
-        _crash(crash_after, "transfer_stored")
+        # Stripe saved a 5xx under this key and will answer it for ever: when no transfer was made,
+        # the line needs a new key.
+        if not looked and (found := await _find_transfer(line, client)):
+            return found
+        line = await _next_attempt(line, exc)
+    try:
+        return await _create(line, client)
+    except stripe.StripeError as exc:
+        return await _refused(line, exc)
+
+
+async def _create(line: dict[str, Any], client: stripe.StripeClient) -> str:
+    transfer = await client.v1.transfers.create_async({
+        "amount": line["amount_minor"], "currency": line["currency"].lower(),
+        "destination": line["stripe_account_id"], "transfer_group": transfer_group(line["batch"]),
+        "metadata": {"payout_line_id": str(line["id"]), "payout_batch_id": str(line["batch"]),
+                     "attempt": str(line["attempt"])},
+        "description": f"affnet payout line {line['id']}",
+    }, {"idempotency_key": idempotency_key(line["id"], line["attempt"])})
+    return transfer.id
+
+
+async def _find_transfer(line: dict[str, Any], client: stripe.StripeClient) -> str | None:
+    """A transfer Stripe made for this line under any attempt, if there is one (Transient when Stripe
+    cannot be asked)."""
+    try:
+        page = await client.v1.transfers.list_async({"destination": line["stripe_account_id"], "limit": 100,
+                                                      "transfer_group": transfer_group(line["batch"])})
+        async for transfer in page.auto_paging_iter():
+            if (transfer.metadata.to_dict() if transfer.metadata else {}).get("payout_line_id") == str(line["id"]):
+                return transfer.id
+    except stripe.StripeError as exc:
+        await _note_error(line["id"], f"looking the transfer up: {_describe(exc)}")
+        raise Transient(str(exc)) from exc
+    return None
+
+
+def _saved_server_error(exc: stripe.StripeError) -> bool:
+    """A 5xx that Stripe's idempotency layer replayed: the first request ended in an error, for good."""
+    headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
+    return (exc.http_status or 0) >= 500 and headers.get("idempotent-replayed") == "true"
+
+
+async def _next_attempt(line: dict[str, Any], exc: stripe.StripeError) -> dict[str, Any]:
     async with db.transaction():
-        status = await _settle(line_id, transfer_id)
-    _crash(crash_after, "line_settled")
-    return status
+        bumped = await PayoutLine.update({PayoutLine.attempt: line["attempt"] + 1,
+                                          PayoutLine.updated_at: datetime.now(UTC)}).where(
+            PayoutLine.id == line["id"], PayoutLine.status == LineStatus.submitting.value,
+            PayoutLine.attempt == line["attempt"]).returning(PayoutLine.id)
+        if bumped:
+            await audit.record("payout_line.new_attempt", actor_id=None, object_type="payout_line",
+                               object_id=line["id"], attempt=line["attempt"] + 1,
+                               why=f"Stripe saved an error under the last key: {_describe(exc)}")
+    row = await PayoutLine.select().where(PayoutLine.id == line["id"]).first()
+    if row["status"] != LineStatus.submitting.value or not bumped:
+        raise Transient(f"payout line {line['id']} changed meanwhile")
+    return row
 
 
-async def _settle(line_id: int, transfer_id: str) -> str:
-    """submitting → paid with the transfer id, and the settlement posted; inside the caller's transaction."""
-    paid = await PayoutLine.update({PayoutLine.status: LineStatus.paid.value, PayoutLine.stripe_transfer_id:
-                                    transfer_id, PayoutLine.error: "", PayoutLine.updated_at: datetime.now(UTC)}
-                                   ).where(PayoutLine.id == line_id,
-                                           PayoutLine.status == LineStatus.submitting.value
-                                           ).returning(PayoutLine.amount_minor, PayoutLine.currency)
-    if paid:
-        await templates.settle_payout(paid[0]["amount_minor"], paid[0]["currency"], reference_id=line_id,
-                                      key=settled_key(line_id))
-        await audit.record("payout_line.paid", actor_id=None, object_type="payout_line", object_id=line_id,
-                           transfer=transfer_id)
-    row = await PayoutLine.select(PayoutLine.status).where(PayoutLine.id == line_id).first()
-    return row["status"]
+def _describe(exc: stripe.StripeError) -> str:
+    return f"{getattr(exc, 'code', None) or type(exc).__name__}: {exc.user_message or str(exc)}"[:500]
 
 
-async def _refused(line: dict[str, Any], exc: stripe.StripeError) -> str:
+async def _note_error(line_id: int, message: str) -> None:
+    await PayoutLine.update({PayoutLine.error: message[:500], PayoutLine.updated_at: datetime.now(UTC)}).where(
+        PayoutLine.id == line_id, PayoutLine.status == LineStatus.submitting.value)
+
+
+async def _store_transfers(made: Sequence[tuple[int, str]]) -> None:
+    await db.execute_many(
+        "UPDATE payout_line SET stripe_transfer_id = ?, error = '', updated_at = ? WHERE id = ? AND status = ?",
+        [(transfer_id, datetime.now(UTC), line_id, LineStatus.submitting.value) for line_id, transfer_id in made])
+
+
+async def _settle(line_ids: Sequence[int]) -> None:
+    """submitting (with a stored transfer id) → paid, and each line's settlement posted, together."""
+    now = datetime.now(UTC)
+    async with db.transaction():
+        paid = await PayoutLine.update({PayoutLine.status: LineStatus.paid.value, PayoutLine.error: "",
+                                        PayoutLine.updated_at: now}).where(
+            PayoutLine.id.is_in(list(line_ids)), PayoutLine.status == LineStatus.submitting.value,
+            PayoutLine.stripe_transfer_id != "").returning(PayoutLine.id, PayoutLine.amount_minor,
+                                                           PayoutLine.currency, PayoutLine.stripe_transfer_id)
+        if not paid:
+            return
+        accounts = {}
+        for currency in {r["currency"] for r in paid}:
+            accounts[currency] = (await ledger.account(K.payouts_in_transit, currency),
+                                  await ledger.account(K.stripe_clearing, currency))
+        await ledger.post_many([
+            Posting("payout.settled", settled_key(r["id"]), [
+                Line(accounts[r["currency"]][0], -r["amount_minor"], r["currency"]),
+                Line(accounts[r["currency"]][1], r["amount_minor"], r["currency"])], "payout_line", r["id"])
+            for r in paid])
+        await audit.record_many("payout_line.paid", actor_id=None, object_type="payout_line",
+                                items=[(r["id"], {"transfer": r["stripe_transfer_id"]}) for r in paid])
+
+
+async def _refused(line: dict[str, Any], exc: stripe.StripeError) -> None:
+    """Stripe said no: a 4xx fails the line and returns its money; anything else is Transient."""
     line_id = line["id"]
-    message = f"{getattr(exc, 'code', None) or type(exc).__name__}: {exc.user_message or str(exc)}"[:500]
+    message = _describe(exc)
     if is_transient(exc) or isinstance(exc, stripe.IdempotencyError):
         # Unknown whether Stripe made the transfer: keep submitting (and the same key) and try again later.
-        await PayoutLine.update({PayoutLine.error: message, PayoutLine.updated_at: datetime.now(UTC)}).where(
-            PayoutLine.id == line_id, PayoutLine.status == LineStatus.submitting.value)
+        await _note_error(line_id, message)
         raise Transient(message) from exc
     async with db.transaction():
         failed = await PayoutLine.update({PayoutLine.status: LineStatus.failed.value, PayoutLine.error: message,
                                           PayoutLine.updated_at: datetime.now(UTC)}).where(
             PayoutLine.id == line_id, PayoutLine.status == LineStatus.submitting.value).returning(PayoutLine.id)
         if failed:
-            await review._return_reservation(line_id, memo=f"transfer failed: {message}", actor_id=None,
-                                             key=returned_key(line_id))
+            await review.return_reservation(line_id, "returned", memo=f"transfer failed: {message}", actor_id=None)
             await audit.record("payout_line.failed", actor_id=None, object_type="payout_line", object_id=line_id,
-                               error=message)
-    return LineStatus.failed.value
+                               error=message, attempt=line["attempt"])
+    return None
 
 
 async def transfer_reversed(transfer: dict[str, Any]) -> str:
@@ -237,7 +368,8 @@ async def transfer_reversed(transfer: dict[str, Any]) -> str:
             return "ignored: not a payout transfer"
         if line["status"] == LineStatus.submitting.value:
             # The event proves the transfer exists; the executor has not recorded it yet.
-            await _settle(line["id"], transfer["id"])
+            await _store_transfers([(line["id"], transfer["id"])])
+            await _settle([line["id"]])
         elif line["status"] not in (LineStatus.paid.value, LineStatus.returned.value):
             return f"ignored: payout line {line['id']} is {line['status']}"
         currency = line["currency"]

@@ -20,7 +20,9 @@ from server.accounts.tables import User
 from server.audit import service as audit
 from server.errors import Conflict, Forbidden, Invalid, NotFound
 from server.ledger import service as ledger
-from server.ledger.tables import LedgerTxn
+from server.ledger.service import InsufficientFunds, Line
+from server.ledger.tables import LedgerEntry, LedgerTxn
+from server.payouts.account_tables import PayoutAccount
 from server.payouts.service import REASONS, reserved_key
 from server.payouts.tables import BatchStatus, CarryReason, LineStatus, PayoutBatch, PayoutCarryOver, PayoutLine
 
@@ -28,8 +30,14 @@ log = logging.getLogger("affnet.payouts")
 EDITABLE = (BatchStatus.prepared.value, BatchStatus.approved.value)
 
 
+def undo_key(line_id: int, undone: str, retry: int = 0) -> str:
+    """The key that gives back a line's reservation: `released` (held) or `returned` (the transfer
+    failed), for its first reservation or the one made by its `retry`-th retry."""
+    return f"payout-line:{line_id}:{undone}" + (f":retry-{retry}" if retry else "")
+
+
 def released_key(line_id: int) -> str:
-    return f"payout-line:{line_id}:released"
+    return undo_key(line_id, "released")
 
 
 async def batches(limit: int = 100) -> list[dict[str, Any]]:
@@ -95,7 +103,7 @@ async def hold_line(actor: CurrentUser, batch_id: int, line_id: int, reason: str
             PayoutLine.status == LineStatus.approved.value).returning(PayoutLine.id, PayoutLine.amount_minor)
         if not changed:
             raise Conflict("This line is not waiting to be paid, so it cannot be held.")
-        await _return_reservation(line_id, memo=f"held: {reason}", actor_id=actor.id)
+        await return_reservation(line_id, "released", memo=f"held: {reason}", actor_id=actor.id)
         editors = sorted(_editors(row) | {actor.id})
         await PayoutBatch.update({
             PayoutBatch.status: BatchStatus.prepared.value, PayoutBatch.approved_by: None,
@@ -107,13 +115,63 @@ async def hold_line(actor: CurrentUser, batch_id: int, line_id: int, reason: str
                            batch_id=batch_id, reason=reason, approval_voided=row["status"] == "approved")
 
 
-async def _return_reservation(line_id: int, *, memo: str, actor_id: int | None, key: str | None = None) -> None:
-    """The exact opposite of the line's reservation (in transit back to available, debt restored);
-    under `key` (a failed transfer's) or the hold's released key."""
-    reserved = await LedgerTxn.select(LedgerTxn.id).where(LedgerTxn.idempotency_key == reserved_key(line_id)).first()
-    if reserved is None:
+async def _reservations(line_id: int) -> list[dict[str, Any]]:
+    """The line's reservations in the ledger, oldest first: one, and one more per retry."""
+    return await LedgerTxn.select(LedgerTxn.id, LedgerTxn.idempotency_key).where(
+        LedgerTxn.kind == "payout.reserved", LedgerTxn.reference_type == "payout_line",
+        LedgerTxn.reference_id == line_id).order_by(LedgerTxn.id)
+
+
+async def return_reservation(line_id: int, undone: str, *, memo: str, actor_id: int | None) -> None:
+    """The exact opposite of the line's latest reservation (in transit back to available, debt
+    restored), under its `undone` key (released: held; returned: the transfer failed)."""
+    reservations = await _reservations(line_id)
+    if not reservations:
         raise Conflict(f"Payout line {line_id} has no reservation in the ledger.")
-    await ledger.reverse(reserved["id"], idempotency_key=key or released_key(line_id), memo=memo, actor_id=actor_id)
+    await ledger.reverse(reservations[-1]["id"], idempotency_key=undo_key(line_id, undone, len(reservations) - 1),
+                         memo=memo, actor_id=actor_id)
+
+
+async def retry_line(actor: CurrentUser, batch_id: int, line_id: int) -> int:
+    """A failed line is tried again: the same amount to the same payout account, as approved. Its
+    money is reserved again exactly as the first time (refused if the publisher's balance no longer
+    holds it, e.g. a later batch paid it), and it takes a new attempt, so a new Stripe key."""
+    async with db.transaction():
+        row = await batch(batch_id)
+        line = await PayoutLine.select().where(PayoutLine.id == line_id, PayoutLine.batch == batch_id).first()
+        if line is None:
+            raise NotFound("There is no such line in this batch.")
+        if line["status"] != LineStatus.failed.value:
+            raise Conflict(f"This line is {line['status']}: only a failed line can be retried.")
+        account = await PayoutAccount.select(PayoutAccount.stripe_account_id, PayoutAccount.payouts_enabled).where(
+            PayoutAccount.publisher == line["publisher"]).first()
+        if account is None or account["stripe_account_id"] != line["stripe_account_id"]:
+            raise Conflict("The publisher's payout account changed since this batch was approved: the money "
+                           "stays in their available balance and goes out with the next period.")
+        if not account["payouts_enabled"]:
+            raise Conflict("The publisher's payout account cannot receive payouts yet (Stripe needs more from "
+                           "them): retry once it can.")
+        reservations = await _reservations(line_id)
+        first = reservations[0]
+        entries = await LedgerEntry.select(LedgerEntry.account, LedgerEntry.amount_minor, LedgerEntry.currency
+                                           ).where(LedgerEntry.txn == first["id"])
+        try:
+            await ledger.post(kind="payout.reserved", idempotency_key=reserved_key(line_id, len(reservations)),
+                              reference_type="payout_line", reference_id=line_id, actor_id=actor.id,
+                              memo=f"retry {len(reservations)} of a failed transfer",
+                              lines=[Line(e["account"], e["amount_minor"], e["currency"]) for e in entries])
+        except InsufficientFunds as exc:
+            raise Conflict("The publisher's available balance no longer holds this line's money (a later batch "
+                           "may have paid it), so it cannot be retried.") from exc
+        await PayoutLine.update({PayoutLine.status: LineStatus.approved.value, PayoutLine.attempt:
+                                 line["attempt"] + 1, PayoutLine.error: "", PayoutLine.updated_at: datetime.now(UTC)}
+                                ).where(PayoutLine.id == line_id, PayoutLine.status == LineStatus.failed.value)
+        if row["status"] == BatchStatus.done.value:
+            await PayoutBatch.update({PayoutBatch.status: BatchStatus.executing.value}).where(
+                PayoutBatch.id == batch_id)
+        await audit.record("payout_line.retried", actor_id=actor.id, object_type="payout_line", object_id=line_id,
+                           batch_id=batch_id, attempt=line["attempt"] + 1, last_error=line["error"])
+    return line["attempt"] + 1
 
 
 async def approve(actor: CurrentUser, batch_id: int) -> str:
@@ -140,14 +198,14 @@ async def approve(actor: CurrentUser, batch_id: int) -> str:
 EXECUTE_JOB = "execute_payout_batch"
 
 
-async def enqueue_execution(redis: Any, batch_id: int) -> None:
-    """After approval has committed: hand the batch to the worker (one job per batch). If Redis is
-    down the batch stays approved and the worker's sweep pays it."""
+async def enqueue_execution(redis: Any, batch_id: int, job_id: str | None = None) -> None:
+    """After approval (or a retry) has committed: hand the batch to the worker (one job per batch and
+    occasion). If Redis is down the batch stays approved or executing and the worker's sweep pays it."""
     try:
         from arq.connections import ArqRedis
 
         pool = ArqRedis(pool_or_conn=redis.connection_pool)
-        await pool.enqueue_job(EXECUTE_JOB, batch_id, _job_id=f"payout-batch:{batch_id}")
+        await pool.enqueue_job(EXECUTE_JOB, batch_id, _job_id=job_id or f"payout-batch:{batch_id}")
     except Exception as exc:
         log.warning("could not enqueue payout batch %s (the sweep will): %s", batch_id, exc)
 

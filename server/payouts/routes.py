@@ -12,7 +12,7 @@ from litestar.response import Redirect, Template
 from server import money
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
-from server.errors import Conflict, Forbidden, Invalid
+from server.errors import Conflict, Forbidden, Invalid, NotFound
 from server.pages import form_data, render, see_other
 from server.payouts import review
 from server.payouts import service as payouts
@@ -63,6 +63,16 @@ class FinancePayouts(Controller):
             await review.hold_line(_user(request), batch_id, line_id, form.get("reason", ""))
         except (Invalid, Conflict) as exc:
             return await _batch_page(batch_id, status_code=exc.status_code, error=exc.message)
+        return see_other(f"/finance/payouts/{batch_id}")
+
+    @post("/{batch_id:int}/lines/{line_id:int}/retry")
+    async def retry(self, request: Request, batch_id: FromPath[int], line_id: FromPath[int]) -> Template | Redirect:
+        try:
+            attempt = await review.retry_line(_user(request), batch_id, line_id)
+        except (NotFound, Conflict) as exc:
+            return await _batch_page(batch_id, status_code=exc.status_code, error=exc.message)
+        await review.enqueue_execution(request.app.state.redis, batch_id,
+                                       job_id=f"payout-batch:{batch_id}:line:{line_id}:attempt:{attempt}")
         return see_other(f"/finance/payouts/{batch_id}")
 
     @post("/{batch_id:int}/approve")

@@ -98,6 +98,22 @@ def _create_transfer(store: Store, params: dict[str, Any]) -> dict[str, Any]:
     return connect.create_transfer(store, params)
 
 
+@_on("GET", "/v1/transfers")
+def _list_transfers(store: Store, params: dict[str, Any]) -> dict[str, Any]:
+    """Newest first, filtered by destination and transfer_group, as Stripe lists them."""
+    limit = forms.integer(params.get("limit", "10"), "limit", 1)
+    if limit > 100:
+        raise StripeError(400, "This value must be less than or equal to 100.", param="limit")
+    transfers = [o for o in reversed(list(store.objects.values())) if o["object"] == "transfer"
+                 and all(not params.get(f) or o.get(f) == params[f] for f in ("destination", "transfer_group"))]
+    if params.get("starting_after"):
+        ids = [t["id"] for t in transfers]
+        if params["starting_after"] not in ids:
+            raise StripeError(400, f"No such transfer: '{params['starting_after']}'", param="starting_after")
+        transfers = transfers[ids.index(params["starting_after"]) + 1:]
+    return list_object("/v1/transfers", transfers[:limit], has_more=len(transfers) > limit)
+
+
 @_on("POST", f"/v1/transfers/{_ID}/reversals")
 def _create_reversal(store: Store, params: dict[str, Any], transfer_id: str) -> dict[str, Any]:
     return connect.create_reversal(store, transfer_id, params)

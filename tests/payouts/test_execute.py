@@ -229,9 +229,9 @@ async def test_approval_enqueues_execution_and_the_worker_job_pays(new_client, s
     try:
         jobs = await pool.queued_jobs()
         assert [(j.function, j.args) for j in jobs] == [("execute_payout_batch", (batch_id,))]
+        ctx = {"settings": settings, "job_try": 1, "redis": pool}
+        assert await execute_payout_batch(ctx, batch_id) == "done"
+        assert await sweep_payout_batches(ctx) == {}
     finally:
         await pool.aclose()
-    ctx = {"settings": settings, "job_try": 1}
-    assert await execute_payout_batch(ctx, batch_id) == "done"
-    assert await sweep_payout_batches(ctx) == {}
     await assert_paid_once(stripe_local, batch_id, accounts)

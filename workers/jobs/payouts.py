@@ -9,6 +9,7 @@ from dataclasses import asdict
 from typing import Any
 
 from arq import Retry
+from redis.exceptions import LockError
 
 from server.billing import stripe_api
 from server.payouts import execute
@@ -23,12 +24,18 @@ async def prepare_payouts(ctx: dict[str, Any]) -> dict[str, Any]:
     return asdict(await payouts.prepare_due(ctx["clock"]()))
 
 
+LOCK_SECONDS = 120  # a batch's lock outlives a dead worker by at most this; renewed after every chunk
+BUSY = "busy: another worker is paying this batch"
+
+
 async def execute_payout_batch(ctx: dict[str, Any], batch_id: int) -> str:
     """Pay an approved batch (enqueued after approval, job id per batch). Resumable and idempotent:
     lines Stripe could not be reached for stay submitting and are retried with the same key."""
     try:
-        async with _stripe(ctx) as client:
-            return await execute.execute(batch_id, client)
+        async with _stripe(ctx) as client, batch_lock(ctx["redis"], batch_id) as heartbeat:
+            if heartbeat is None:
+                return BUSY
+            return await execute.execute(batch_id, client, heartbeat=heartbeat)
     except execute.Transient as exc:
         raise Retry(defer=min(30 * 2 ** (ctx.get("job_try", 1) - 1), 1800)) from exc
 
@@ -39,11 +46,32 @@ async def sweep_payout_batches(ctx: dict[str, Any]) -> dict[int, str]:
     async with _stripe(ctx) as client:
         for batch_id in await execute.resumable():
             try:
-                outcome[batch_id] = await execute.execute(batch_id, client)
+                async with batch_lock(ctx["redis"], batch_id) as heartbeat:
+                    outcome[batch_id] = BUSY if heartbeat is None else await execute.execute(
+                        batch_id, client, heartbeat=heartbeat)
             except Exception as exc:  # one batch's trouble must not stop the others
                 log.warning("payout batch %s not finished: %s", batch_id, exc)
                 outcome[batch_id] = f"not finished: {exc}"
     return outcome
+
+
+@asynccontextmanager
+async def batch_lock(redis: Any, batch_id: int) -> AsyncIterator[execute.Heartbeat | None]:
+    """One executor per batch at a time (the approval's job, a retry's job and the sweep may meet):
+    yields a heartbeat that renews the lock, or None when another worker holds it. The ledger and the
+    lines' conditional updates keep a batch paid once even without it; the lock keeps two workers
+    from sending the same keys side by side. A lost lock (renewal fails) stops this executor."""
+    lock = redis.lock(f"affnet:payout-batch:{batch_id}:executing", timeout=LOCK_SECONDS, blocking=False)
+    if not await lock.acquire():
+        yield None
+        return
+    try:
+        yield lock.reacquire
+    finally:
+        try:
+            await lock.release()
+        except LockError:
+            log.warning("the lock on payout batch %s had expired before it was released", batch_id)
 
 
 @asynccontextmanager
