@@ -177,6 +177,7 @@ class Standing:
     minimum_minor: int
     stripe_account_id: str
     reason: CarryReason | None  # None: paid
+    account_id: int = 0  # the publisher_available ledger account
 
     @property
     def net_minor(self) -> int:
@@ -255,7 +256,8 @@ async def standings(currency: str, cutoff: datetime | None, publisher_ids: Seque
             reason = CarryReason.account_not_ready
         else:
             reason = None
-        found.append(Standing(owner, currency, available, debt, minimum, ready.get(owner, ""), reason))
+        found.append(Standing(owner, currency, available, debt, minimum, ready.get(owner, ""), reason,
+                              balances[owner][0]))
     return found
 
 
@@ -340,14 +342,12 @@ CARRY_COLUMNS = ("batch", "publisher", "currency", "balance_minor", "minimum_min
 
 async def _reservations(currency: str, paid: Sequence[Standing], line_ids: Sequence[int]) -> list[Posting]:
     """One reservation per line (`line_ids` in the order of `paid`)."""
-    owners = [s.publisher_id for s in paid]
-    available = await ledger.accounts(K.publisher_available, currency, owners)
     receivable = await ledger.accounts(K.publisher_receivable, currency, [s.publisher_id for s in paid
                                                                            if s.owed_minor])
     in_transit = await ledger.account(K.payouts_in_transit, currency)
     postings = []
     for s, line_id in zip(paid, line_ids, strict=True):
-        lines = [Line(available[s.publisher_id], -s.available_minor, currency),
+        lines = [Line(s.account_id, -s.available_minor, currency),
                  Line(in_transit, s.net_minor, currency)]
         if s.owed_minor:
             lines.append(Line(receivable[s.publisher_id], s.owed_minor, currency))
