@@ -12,9 +12,10 @@ from litestar.response import Redirect, Template
 from server import money
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
+from server.billing import stripe_api
 from server.errors import Conflict, Forbidden, Invalid, NotFound
-from server.pages import form_data, render, see_other
-from server.payouts import review
+from server.pages import form_data, render, see_other, settings_of
+from server.payouts import reconcile, review
 from server.payouts import service as payouts
 from server.web import current_user, requires_role
 
@@ -27,7 +28,7 @@ async def _batch_page(batch_id: int, *, status_code: int = 200, **extra: object)
     row = await review.batch(batch_id)
     return render("finance/payout_batch.html", status_code=status_code, batch=row, lines=await review.lines(batch_id),
                   carried=await review.carried(batch_id), editors=await review.editor_emails(row), money=money,
-                  **extra)
+                  reconciliation=await reconcile.latest(batch_id), **extra)
 
 
 class FinancePayouts(Controller):
@@ -73,6 +74,19 @@ class FinancePayouts(Controller):
             return await _batch_page(batch_id, status_code=exc.status_code, error=exc.message)
         await review.enqueue_execution(request.app.state.redis, batch_id,
                                        job_id=f"payout-batch:{batch_id}:line:{line_id}:attempt:{attempt}")
+        return see_other(f"/finance/payouts/{batch_id}")
+
+    @post("/{batch_id:int}/reconcile")
+    async def check_with_stripe(self, request: Request, batch_id: FromPath[int]) -> Template | Redirect:
+        settings = settings_of(request)
+        row = await review.batch(batch_id)
+        if row["status"] not in ("executing", "done"):
+            return await _batch_page(batch_id, status_code=409, error="Only a batch being paid or paid is compared "
+                                                                      "with Stripe.")
+        if not stripe_api.configured(settings):
+            return await _batch_page(batch_id, status_code=409, error="Stripe is not set up on this affnet.")
+        async with stripe_api.gateway(settings) as gateway:
+            await reconcile.reconcile_batch(batch_id, gateway.client, actor_id=_user(request).id)
         return see_other(f"/finance/payouts/{batch_id}")
 
     @post("/{batch_id:int}/approve")

@@ -29,8 +29,9 @@ from tests.payouts.factories import after_next_cutoff, earning_publisher
 from tests.stripe_fixtures import deliver
 from workers.jobs.payouts import execute_payout_batch, sweep_payout_batches
 
-# Stripe keys derive from line ids, and every test's database restarts its ids while the stand-in
-# (one per session, like a Stripe account) remembers every key: each test's lines start elsewhere.
+# Stripe keys derive from line ids and transfer groups from batch ids, and every test's database
+# restarts its ids while the stand-in (one per session, like a Stripe account) remembers every key
+# and transfer: each test's lines and batches start elsewhere.
 _ids = itertools.count(random.randrange(10**5, 10**6) * 1000, 1000)
 
 
@@ -39,7 +40,7 @@ async def _fresh_line_ids() -> None:
     if db.is_sqlite():  # INTEGER PRIMARY KEY: the next id is the largest + 1
         publisher_id, _ = await make_publisher_quick()
         old = datetime(2000, 1, 1, tzinfo=UTC)
-        batch_id = (await PayoutBatch.insert(PayoutBatch(period_start=old, period_end=old, currency="XXX",
+        batch_id = (await PayoutBatch.insert(PayoutBatch(id=start, period_start=old, period_end=old, currency="XXX",
                                                           status="done", prepared_at=old)
                                              ).returning(PayoutBatch.id))[0]["id"]
         await PayoutLine.insert(PayoutLine(id=start, batch=batch_id, publisher=publisher_id, amount_minor=0,
@@ -47,6 +48,7 @@ async def _fresh_line_ids() -> None:
                                            updated_at=old))
     else:
         await PayoutLine.raw("SELECT setval(pg_get_serial_sequence('payout_line', 'id'), {})", start)
+        await PayoutBatch.raw("SELECT setval(pg_get_serial_sequence('payout_batch', 'id'), {})", start)
 
 
 async def make_publisher_quick() -> tuple[int, str]:

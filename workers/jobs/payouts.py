@@ -12,7 +12,7 @@ from arq import Retry
 from redis.exceptions import LockError
 
 from server.billing import stripe_api
-from server.payouts import execute
+from server.payouts import execute, reconcile
 from server.payouts import service as payouts
 
 log = logging.getLogger("affnet.payouts")
@@ -35,7 +35,10 @@ async def execute_payout_batch(ctx: dict[str, Any], batch_id: int) -> str:
         async with _stripe(ctx) as client, batch_lock(ctx["redis"], batch_id) as heartbeat:
             if heartbeat is None:
                 return BUSY
-            return await execute.execute(batch_id, client, heartbeat=heartbeat)
+            status = await execute.execute(batch_id, client, heartbeat=heartbeat)
+            if status == "done":
+                await _reconcile(batch_id, client)
+            return status
     except execute.Transient as exc:
         raise Retry(defer=min(30 * 2 ** (ctx.get("job_try", 1) - 1), 1800)) from exc
 
@@ -53,6 +56,17 @@ async def sweep_payout_batches(ctx: dict[str, Any]) -> dict[int, str]:
                 log.warning("payout batch %s not finished: %s", batch_id, exc)
                 outcome[batch_id] = f"not finished: {exc}"
     return outcome
+
+
+async def _reconcile(batch_id: int, client: Any) -> None:
+    """Compare the paid batch with Stripe's side at once; finance sees the result on the batch page."""
+    try:
+        result = await reconcile.reconcile_batch(batch_id, client)
+    except Exception as exc:  # the payments stand; finance can run the check again from the page
+        log.warning("payout batch %s paid, but could not be reconciled with Stripe: %s", batch_id, exc)
+        return
+    if not result.ok:
+        log.error("payout batch %s differs from Stripe: %s", batch_id, "; ".join(result.problems[:20]))
 
 
 @asynccontextmanager
