@@ -22,6 +22,10 @@ from redis.asyncio import Redis
 from server import db
 from server.accounts.api import AccountsApi
 from server.accounts.routes import AccountController, AdminPublishersController, AuthController
+from server.ads import inventory as ad_inventory
+from server.ads import service as ads_service
+from server.ads.decision import AdServer
+from server.ads.endpoints import AdFastPath, ads_endpoints
 from server.ads.routes import PublisherSlots
 from server.audit.routes import audit_log
 from server.billing.routes import AdvertiserBilling, stripe_webhook
@@ -77,6 +81,7 @@ ROUTE_HANDLERS = [
     AdvertiserBilling,
     stripe_webhook,
     PublisherPayoutAccount,
+    ads_endpoints,
     PublisherSlots,
 ]
 
@@ -102,7 +107,7 @@ async def bench_baseline() -> Response:
     return Response(content=b"", status_code=302, headers={"location": "https://example.com/landing"})
 
 
-def create_app(settings: Settings | None = None) -> ClickFastPath:
+def create_app(settings: Settings | None = None) -> AdFastPath:
     settings = settings or load_settings()
     Path(settings.media_dir).mkdir(parents=True, exist_ok=True)
     engine = db.engine_for(settings.database_url)
@@ -112,6 +117,8 @@ def create_app(settings: Settings | None = None) -> ClickFastPath:
     redirector = tracking.Redirector(token_key=_derived_secret(settings, "click-token").encode(),
                                      visitor_key=_derived_secret(settings, "visitor").encode())
     click_buffer = EventBuffer(writer=tracking.write_clicks, flush_interval=0.5, max_batch=5000)
+    ads = AdServer(base_url=settings.base_url, redis=redis, offer_key=_derived_secret(settings, "ad-offer").encode(),
+                   visitor_key=_derived_secret(settings, "visitor").encode(), writer=ads_service.write_impressions)
     tasks: list[asyncio.Task] = []
 
     async def on_startup(app: Litestar) -> None:
@@ -124,12 +131,20 @@ def create_app(settings: Settings | None = None) -> ClickFastPath:
         listener_redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2)
         tasks.append(asyncio.create_task(cache.listen(listener_redis, link_cache, terms_cache)))
         app.state.listener_redis = listener_redis
+        await ads.buffer.start()
+        ad_inventory.register(ads.inventory, redis)
+        ads_listener = Redis.from_url(settings.redis_url, socket_connect_timeout=2)
+        tasks.append(asyncio.create_task(ad_inventory.listen(ads_listener, ads.inventory)))
+        app.state.ads_listener = ads_listener
 
     async def on_shutdown(app: Litestar) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await click_buffer.stop()  # every buffered click is stored before the process exits
+        await ads.buffer.stop()  # and every counted impression
+        ad_inventory.unregister(ads.inventory)
+        await app.state.ads_listener.aclose()
         cache.unregister(link_cache)
         cache.unregister(terms_cache)
         await db.stop(engine)
@@ -149,7 +164,7 @@ def create_app(settings: Settings | None = None) -> ClickFastPath:
         ],
         state=State({"settings": settings, "redis": redis, "link_cache": link_cache, "terms_cache": terms_cache,
                      "redirector": redirector,
-                     "click_buffer": click_buffer}),
+                     "click_buffer": click_buffer, "ads": ads}),
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         middleware=[SecurityHeadersMiddleware(), AuthMiddleware()],
@@ -165,7 +180,9 @@ def create_app(settings: Settings | None = None) -> ClickFastPath:
             # Conversion postbacks and pixels come from advertisers' servers and pages, with their
             # own credentials (a campaign token or API key; the pixel a signed click id).
             # Stripe's webhook is signed by Stripe (verified over the raw body), and sends no cookie.
-            exclude=["^/api/", "^/healthz$", "^/c/", "^/__bench/", "^/postback", "^/px/", "^/stripe/webhook$"],
+            # Ads' endpoints are called by the embed script from publishers' pages and read no cookie.
+            exclude=["^/api/", "^/healthz$", "^/c/", "^/__bench/", "^/postback", "^/px/", "^/stripe/webhook$",
+                     "^/ads/"],
         ),
         template_config=TemplateConfig(directory=ROOT / "templates", engine=JinjaTemplateEngine,
                                        engine_callback=_check_autoescape),
@@ -186,4 +203,4 @@ def create_app(settings: Settings | None = None) -> ClickFastPath:
         },
         debug=False,
     )
-    return ClickFastPath(app)
+    return AdFastPath(ClickFastPath(app))

@@ -46,6 +46,9 @@ EXPECTED_PUBLIC: set[tuple[str, str]] = {
     ("GET", "/px/{pixel:str}"),
     # Stripe's webhook: Stripe signs every delivery; forged, stale or malformed ones get 400.
     ("POST", "/stripe/webhook"),
+    # Ads: the embed script on publishers' pages asks for an ad, loads its frame and reports the
+    # view; each checks the slot's key, the page's site or a signed offer itself.
+    ("ASGIRouteHandler", "/ads"),
 }
 
 # The one exception to "public or guarded": Litestar's generated OpenAPI documentation (the

@@ -147,8 +147,10 @@ class CreativeEntry:
 
 @dataclass(frozen=True, slots=True)
 class PublisherEntry:
-    """A publisher's approved memberships in active campaigns: campaign id -> (link id, link code),
-    and their valid clicks per campaign today (for per-publisher click caps)."""
+    """A publisher's approved memberships in campaigns that have not ended: campaign id -> (link id,
+    link code), and their valid clicks per campaign today (for per-publisher click caps). A campaign
+    joined since the entry loaded is offered once it reloads (TTL): the change is announced for the
+    campaign, which the entry did not know yet."""
 
     publisher_id: int
     links: dict[int, tuple[int, str]]
@@ -261,9 +263,11 @@ class Inventory:
 
     async def load_publisher(self, publisher_id: int) -> PublisherEntry:
         today = datetime.now(UTC).date()
+        # Whatever the campaigns' status: the campaign's own entry says whether it runs, and so a
+        # resumed campaign needs no reload of every publisher in it.
         rows = await Link.select(Link.id, Link.code, Link.campaign).where(
             Link.publisher == publisher_id, Link.membership.status == MembershipStatus.approved.value,
-            Link.campaign.status == CampaignStatus.active.value)
+            Link.campaign.status != CampaignStatus.ended.value)
         links = {r["campaign"]: (r["id"], r["code"]) for r in rows}
         clicks: dict[int, int] = {}
         if links:

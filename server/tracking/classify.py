@@ -28,6 +28,11 @@ class Reason(StrEnum):
     over_cap = "over_cap"
     not_member = "not_member"
     rate_limited = "rate_limited"
+    # Clicks on ads carry their offer (/c/{code}?o=…, server/ads/decision.py: OfferClicks).
+    offer_invalid = "offer_invalid"
+    offer_expired = "offer_expired"
+    offer_replayed = "offer_replayed"
+    not_viewed = "not_viewed"
 
     @property
     def label(self) -> str:
@@ -45,6 +50,10 @@ REASON_LABELS: dict[Reason, str] = {
     Reason.over_cap: "Click cap reached",
     Reason.not_member: "Publisher no longer approved in the campaign",
     Reason.rate_limited: "Too many clicks from one network",
+    Reason.offer_invalid: "Ad click with a forged or altered offer",
+    Reason.offer_expired: "Ad click on an expired offer",
+    Reason.offer_replayed: "Ad clicked again from the same offer",
+    Reason.not_viewed: "Ad click without a counted view",
 }
 
 # Link-preview fetchers and HTTP libraries, matched anywhere in the lower-cased User-Agent before

@@ -206,7 +206,8 @@ class Redirector:
         self.network_rate = NetworkRate()
 
     async def decide(self, target: Target, *, method: str, query: dict[str, str], user_agent: str, ip: str,
-                     referer: str | None, now: float | None = None) -> Decision:
+                     referer: str | None, now: float | None = None, offer_reason: Reason | None = None) -> Decision:
+        """`offer_reason`: why the ad offer a click carries makes it invalid (None: no offer, or a good one)."""
         now = time.time() if now is None else now
         moment = datetime.fromtimestamp(now, UTC)
         visitor = visitor_hash(self.visitor_key, ip, user_agent, moment.date())
@@ -220,6 +221,8 @@ class Redirector:
             reason = Reason.bot
         elif flooding:
             reason = Reason.rate_limited
+        elif offer_reason is not None:
+            reason = offer_reason
         if not target.member:
             reason, takes_traffic = Reason.not_member, False
         elif target.campaign_status == CampaignStatus.paused.value:

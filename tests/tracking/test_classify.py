@@ -121,7 +121,7 @@ BOTS = {
 def test_reason_codes_are_the_stored_strings():
     assert [r.value for r in Reason] == [
         "valid", "bot", "head_request", "duplicate", "campaign_paused", "campaign_ended", "over_budget", "over_cap",
-        "not_member", "rate_limited",
+        "not_member", "rate_limited", "offer_invalid", "offer_expired", "offer_replayed", "not_viewed",
     ]
     assert Reason("over_cap") is Reason.over_cap
     assert f"{Reason.bot}" == "bot"  # StrEnum formats as its code, ready for a row or a JSON body

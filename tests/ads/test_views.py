@@ -1,0 +1,125 @@
+"""The view beacon: a signed, unexpired offer's view counts once, whatever is replayed, however
+concurrently; bots, floods and visitors over the frequency cap are recorded but not valid."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+
+from redis.asyncio import Redis
+
+from server.ads import offers
+from server.ads.decision import FREQUENCY_CAP_DAILY, OfferClaims
+from server.ads.service import write_impressions
+from server.ads.tables import Impression
+from server.tracking.service import NetworkRate
+from tests.ads.factories import BROWSER, ad_campaign, decide, join, path_of, publisher, slot, stored_impressions, view
+
+
+async def served(app, client, settings, **terms):
+    """A slot with one campaign to show, and one decision for it."""
+    camp = await ad_campaign(settings, **terms)
+    pub = await publisher(settings)
+    link_id, code = await join(pub, camp)
+    s = await slot(pub)
+    answer = (await decide(client, s["public_key"])).json()
+    assert answer["status"] == "ad"
+    return camp, pub, s, link_id, answer
+
+
+async def test_a_view_counts_once_and_a_replay_is_refused(app, client, settings):
+    camp, pub, s, _, answer = await served(app, client, settings)
+    first = await view(client, answer["view_url"])
+    assert first.status_code == 202 and first.json() == {"status": "recorded", "offer": answer["offer"]}
+    assert first.headers["access-control-allow-origin"] == "*"
+    again = await view(client, answer["view_url"])
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "offer_replayed")
+    [row] = await stored_impressions(app)
+    assert (row["offer"], row["slot"], row["creative"], row["campaign"], row["publisher"], row["reason"]) == (
+        answer["offer"], s["id"], camp.creatives["300x250"], camp.campaign_id, pub.id, "valid")
+
+
+async def test_concurrent_replays_of_one_view_count_once(app, client, settings):
+    *_, answer = await served(app, client, settings)
+    responses = await asyncio.gather(*(view(client, answer["view_url"]) for _ in range(30)))
+    assert sorted(r.status_code for r in responses) == [202] + [409] * 29
+    assert [r["offer"] for r in await stored_impressions(app)] == [answer["offer"]]
+
+
+async def test_two_server_processes_claiming_one_offer_at_once_let_one_count(app, client, settings):
+    """Each process remembers its own claims; Redis (SET NX) decides between them."""
+    first = Redis.from_url(settings.redis_url)
+    second = Redis.from_url(settings.redis_url)
+    try:
+        processes = [OfferClaims(first), OfferClaims(second)]
+        now = time.time()
+        for offer_id in ("offer-one-000", "offer-two-000", "offer-three00"):
+            won = await asyncio.gather(*(processes[i % 2].claim_view(offer_id, now) for i in range(20)))
+            assert won.count(True) == 1, (offer_id, won)
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_the_database_stores_an_offers_view_once_whoever_writes_it_concurrently(app, client, settings):
+    """The last line: even writers that all believe they won (Redis lost, several processes) leave one row.
+    On PostgreSQL each batch is written on its own connection at the same time."""
+    camp, pub, s, _, answer = await served(app, client, settings)
+    now = datetime.now(UTC)
+
+    def row(offer: str, reason: str = "valid") -> tuple:
+        return (offer, now, s["id"], camp.creatives["300x250"], camp.campaign_id, pub.id, "visitor", reason)
+
+    batches = [[row("replayed-0001"), row(f"fresh-{i:08d}")] for i in range(12)]
+    await asyncio.gather(*(write_impressions(batch) for batch in batches))
+    await write_impressions([row("replayed-0001", "bot"), row("replayed-0001")])  # a retried batch, too
+    offers_stored = [r["offer"] for r in await Impression.select(Impression.offer)]
+    assert offers_stored.count("replayed-0001") == 1 and len(offers_stored) == 13
+
+
+async def test_an_expired_offer_is_refused_and_nothing_is_stored(app, client, settings):
+    camp, pub, s, link_id, _ = await served(app, client, settings)
+    token, _ = offers.issue(app.state.ads.offer_key, slot_id=s["id"], creative_id=camp.creatives["300x250"],
+                            campaign_id=camp.campaign_id, link_id=link_id, publisher_id=pub.id,
+                            expires_at=int(time.time()) - 1)
+    response = await client.post(f"/ads/v/{token}", headers={"user-agent": BROWSER})
+    assert (response.status_code, response.json()["error"]["code"]) == (410, "offer_expired")
+    assert await stored_impressions(app) == []
+
+
+async def test_a_forged_or_altered_view_url_is_refused(app, client, settings):
+    camp, pub, s, link_id, answer = await served(app, client, settings)
+    token = path_of(answer["view_url"]).rsplit("/", 1)[1]
+    altered = token[:20] + ("A" if token[20] != "A" else "B") + token[21:]
+    other_key, _ = offers.issue(b"not-affnets-key", slot_id=s["id"], creative_id=camp.creatives["300x250"],
+                                campaign_id=camp.campaign_id, link_id=link_id, publisher_id=pub.id,
+                                expires_at=int(time.time()) + 600)
+    for bad in (altered, other_key, "x" * 40, token + "A", "", "%00"):
+        response = await client.post(f"/ads/v/{bad}", headers={"user-agent": BROWSER})
+        assert (response.status_code, response.json()["error"]["code"]) == (400, "offer_invalid"), bad
+    assert await stored_impressions(app) == []
+    assert (await client.get(path_of(answer["view_url"]))).status_code == 405  # a beacon is a POST
+
+
+async def test_bots_floods_and_frequent_visitors_are_recorded_but_not_valid(app, client, settings):
+    camp = await ad_campaign(settings)
+    pub = await publisher(settings)
+    await join(pub, camp)
+    key = (await slot(pub))["public_key"]
+    bot_answer = (await decide(client, key)).json()
+    await view(client, bot_answer["view_url"], ua="curl/8.5.0")
+    for _ in range(FREQUENCY_CAP_DAILY):
+        assert (await view(client, (await decide(client, key)).json()["view_url"])).status_code == 202
+    # The visitor has seen the campaign as often as a day allows: it is no longer offered to them...
+    assert (await decide(client, key)).json()["status"] == "fallback"
+    # ...and a view of an offer made before that is recorded, not valid.
+    app.state.ads.frequency.cap = FREQUENCY_CAP_DAILY + 100
+    late = (await decide(client, key)).json()
+    app.state.ads.frequency.cap = FREQUENCY_CAP_DAILY
+    assert (await view(client, late["view_url"])).status_code == 202
+    app.state.ads.views.network_rate = NetworkRate(limit=0)
+    flood = (await decide(client, key, headers={"user-agent": BROWSER + " other"})).json()
+    assert (await view(client, flood["view_url"], ua=BROWSER + " other")).status_code == 202
+    reasons = [r["reason"] for r in await stored_impressions(app)]
+    assert reasons == ["bot"] + ["valid"] * FREQUENCY_CAP_DAILY + ["frequency_capped", "rate_limited"]
