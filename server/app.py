@@ -28,7 +28,7 @@ from server.ads.decision import AdServer
 from server.ads.endpoints import AdFastPath, ads_endpoints
 from server.ads.routes import PublisherSlots
 from server.audit.routes import audit_log
-from server.billing.routes import AdvertiserBilling, stripe_webhook
+from server.billing.routes import AdvertiserBilling, FinanceStripeEvents, stripe_webhook
 from server.campaigns.marketplace import PublisherCampaigns, PublisherLinks
 from server.campaigns.routes import AdvertiserCampaigns
 from server.conversions import service as conversion_intake
@@ -66,6 +66,7 @@ ROUTE_HANDLERS = [
     FinanceDashboard,
     FinancePayouts,
     FinancePayoutSettings,
+    FinanceStripeEvents,
     AdminDashboard,
     audit_log,
     healthz,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from arq.connections import ArqRedis
 from litestar import Controller, Request, Response, get, post
-from litestar.params import FromQuery
-from litestar.response import Template
+from litestar.params import FromPath, FromQuery
+from litestar.response import Redirect, Template
 
 from server import money
 from server.accounts.identity import CurrentUser
@@ -17,7 +18,7 @@ from server.billing import service as billing
 from server.billing import stripe_api, webhooks
 from server.billing.tables import FundingStatus
 from server.errors import Conflict, Invalid
-from server.pages import form_data, render, render_error, settings_of
+from server.pages import form_data, render, render_error, see_other, settings_of
 from server.web import PUBLIC, current_user, requires_role
 
 log = logging.getLogger("affnet.billing")
@@ -25,6 +26,7 @@ log = logging.getLogger("affnet.billing")
 PAGE = "advertiser/billing.html"
 RETURN_PAGE = "advertiser/billing_return.html"
 CHECKOUT_PAGE = "advertiser/billing_checkout.html"
+EVENTS_PAGE = "finance/stripe_events.html"
 PROCESS_JOB = "process_stripe_event"
 
 
@@ -99,12 +101,12 @@ class AdvertiserBilling(Controller):
         return render(PAGE, **await _page(_user(request), request, notice="Billing settings saved."))
 
 
-async def enqueue(request: Request, event_id: str) -> None:
+async def enqueue(request: Request, event_id: str, job_id: str | None = None) -> None:
     """Hand the event to the worker; arq's job id (the event id) keeps one job per event. If Redis
     is down the event still waits in the table, and the worker's sweep picks it up."""
     try:
         pool = ArqRedis(pool_or_conn=request.app.state.redis.connection_pool)
-        await pool.enqueue_job(PROCESS_JOB, event_id, _job_id=event_id)
+        await pool.enqueue_job(PROCESS_JOB, event_id, _job_id=job_id or event_id)
     except Exception as exc:
         log.warning("could not enqueue stripe event %s (the sweep will): %s", event_id, exc)
 
@@ -121,3 +123,25 @@ async def stripe_webhook(request: Request) -> Response:
     if not recorded.processed:  # committed: the worker can see it
         await enqueue(request, recorded.event_id)
     return Response({"received": True, "duplicate": not recorded.new}, status_code=200)
+
+
+class FinanceStripeEvents(Controller):
+    """Stripe events that could not be applied yet: what failed and how often, and a way to try again."""
+
+    path = "/finance/stripe-events"
+    guards = [requires_role(Role.finance)]
+    include_in_schema = False
+
+    @get("")
+    async def index(self) -> Template:
+        return render(EVENTS_PAGE, events=await webhooks.unprocessed(), max_attempts=webhooks.MAX_ATTEMPTS)
+
+    @post("/{event_id:str}/retry")
+    async def retry(self, request: Request, event_id: FromPath[str]) -> Template | Redirect:
+        try:
+            await webhooks.retry(event_id, actor_id=_user(request).id)
+        except Conflict as exc:
+            return render(EVENTS_PAGE, status_code=exc.status_code, error=exc.message,
+                          events=await webhooks.unprocessed(), max_attempts=webhooks.MAX_ATTEMPTS)
+        await enqueue(request, event_id, job_id=f"{event_id}:retry:{time.time_ns()}")
+        return see_other("/finance/stripe-events")

@@ -21,10 +21,11 @@ from typing import Any
 import stripe
 
 from server import db
+from server.audit import service as audit
 from server.billing import service as billing
 from server.billing.stripe_api import Gateway
 from server.billing.tables import Funding, FundingStatus, StripeEvent
-from server.errors import DomainError
+from server.errors import Conflict, DomainError
 from server.ledger import templates
 from server.ledger.service import InsufficientFunds
 
@@ -108,6 +109,29 @@ async def pending(now: datetime | None = None, limit: int = SWEEP_BATCH) -> list
         StripeEvent.processed_at.is_null(), StripeEvent.received_at <= before,
         StripeEvent.attempts < MAX_ATTEMPTS).order_by(StripeEvent.id).limit(limit)
     return [r["event_id"] for r in rows]
+
+
+async def unprocessed(limit: int = 200) -> list[dict[str, Any]]:
+    """Events not applied yet, newest first, for finance: failing ones with their error and attempts,
+    and those the sweep gave up on (MAX_ATTEMPTS)."""
+    rows = await StripeEvent.select(StripeEvent.id, StripeEvent.event_id, StripeEvent.type, StripeEvent.received_at,
+                                    StripeEvent.attempts, StripeEvent.error).where(
+        StripeEvent.processed_at.is_null()).order_by(StripeEvent.id, ascending=False).limit(limit)
+    for row in rows:
+        row["given_up"] = row["attempts"] >= MAX_ATTEMPTS
+    return rows
+
+
+async def retry(event_id: str, *, actor_id: int) -> None:
+    """Finance asks for an event to be processed again (after fixing its cause): its attempts start over,
+    so the sweep tries it again too. Refused for an event already applied or unknown."""
+    async with db.transaction():
+        changed = await StripeEvent.update({StripeEvent.attempts: 0}).where(
+            StripeEvent.event_id == event_id, StripeEvent.processed_at.is_null()).returning(StripeEvent.attempts)
+        if not changed:
+            raise Conflict("This event was applied already, or there is no such event.")
+        await audit.record("stripe_event.retried", actor_id=actor_id, object_type="stripe_event", object_id=None,
+                           event_id=event_id)
 
 
 async def sweep(gateway: Gateway, now: datetime | None = None) -> dict[str, int]:
