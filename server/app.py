@@ -26,7 +26,7 @@ from server.ads import inventory as ad_inventory
 from server.ads import service as ads_service
 from server.ads.decision import AdServer
 from server.ads.endpoints import AdFastPath, ads_endpoints
-from server.ads.routes import PublisherSlots
+from server.ads.routes import PublisherSlots, demo_blog
 from server.audit.routes import audit_log
 from server.billing.routes import AdvertiserBilling, FinanceStripeEvents, stripe_webhook
 from server.campaigns.marketplace import PublisherCampaigns, PublisherLinks
@@ -84,6 +84,7 @@ ROUTE_HANDLERS = [
     PublisherPayoutAccount,
     ads_endpoints,
     PublisherSlots,
+    demo_blog,
 ]
 
 

@@ -145,7 +145,15 @@ async def seed_demo(settings) -> list[tuple[str, str]]:
         else:
             await accounts.create_user(email, DEMO_PASSWORD, role)
     await _seed_demo_campaign()
+    await _seed_demo_ads(settings)
     return [(role.value, email) for role, email in DEMO_USERS]
+
+
+async def _seed_demo_ads(settings) -> None:
+    """The demo shop's banner campaign and the demo publisher's slot, shown at /demo/blog (idempotent)."""
+    from server.ads.demo import seed_demo_ads
+
+    await seed_demo_ads(settings)
 
 
 async def _seed_demo_campaign() -> None:
@@ -305,6 +313,8 @@ def dev(port: int, redis_port: int, stripe_port: int) -> None:
     if first_run:
         asyncio.run(_with_db(seed_demo))
         (DATA_DIR / "demo-seeded").write_text("yes\n")
+    else:
+        asyncio.run(_with_db(_seed_demo_ads))  # demo data added to affnet since the first run
     procs = []
     if local_stripe:
         # Keys reach it through the environment (STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET), not argv. Its own
@@ -338,6 +348,7 @@ def dev(port: int, redis_port: int, stripe_port: int) -> None:
         click.echo("")
         click.echo(f"affnet is running at http://127.0.0.1:{port}/  (Ctrl-C stops everything)")
         click.echo(f"  health: http://127.0.0.1:{port}/healthz   API docs: http://127.0.0.1:{port}/schema")
+        click.echo(f"  demo blog with an ad slot: http://127.0.0.1:{port}/demo/blog")
         if local_stripe:
             click.echo(f"  Stripe: local stand-in at {env['STRIPE_API_BASE']}/ (test mode, state in memory; "
                        f"webhooks to {env['BASE_URL']}/stripe/webhook)")

@@ -15,7 +15,7 @@ from tests.conftest import TEST_SECRET
 
 def affnet(args: list[str], settings, stdin: str = "", extra_env: dict[str, str] | None = None):
     env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
-           "SECRET_KEY": TEST_SECRET, **(extra_env or {})}
+           "SECRET_KEY": TEST_SECRET, "MEDIA_DIR": settings.media_dir, **(extra_env or {})}
     return subprocess.run([sys.executable, "-m", "server.cli", *args], cwd=ROOT, env=env, input=stdin,
                           capture_output=True, text=True, timeout=60)
 
@@ -58,7 +58,8 @@ async def test_demo_seeds_every_role_once_and_prints_the_logins(clean, settings)
     assert link["email"] == "publisher@affnet.example"
     assert affnet(["demo"], settings).returncode == 0
     assert await User.count() == count
-    assert await Campaign.count() == 1 and await Link.count() == 1
+    # The shop's sale (links) and its banners (the demo blog's ad slot), each joined by the publisher.
+    assert await Campaign.count() == 2 and await Link.count() == 2
 
 
 def test_production_refuses_to_start_without_a_real_secret(settings):

@@ -49,6 +49,8 @@ EXPECTED_PUBLIC: set[tuple[str, str]] = {
     # Ads: the embed script on publishers' pages asks for an ad, loads its frame and reports the
     # view; each checks the slot's key, the page's site or a signed offer itself.
     ("ASGIRouteHandler", "/ads"),
+    # The demo blog page with the demo publisher's slot (development only: 404 in production).
+    ("GET", "/demo/blog"),
 }
 
 # The one exception to "public or guarded": Litestar's generated OpenAPI documentation (the

@@ -1,4 +1,5 @@
-"""The publisher's ad slot pages: create, list, edit, pause, the snippet and statistics."""
+"""The publisher's ad slot pages (create, list, edit, pause, the snippet and statistics) and the
+demo blog page. The endpoints the embed script calls are in server/ads/endpoints.py."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
 from server.ads import service as ads
 from server.ads.tables import VIEW_REASON_LABELS, SlotFallback, SlotFormat, ViewReason
-from server.errors import DomainError
+from server.errors import DomainError, NotFound
 from server.pages import form_data, render_error, see_other, settings_of
 from server.pages import render as render_page
-from server.web import current_user, requires_role
+from server.web import PUBLIC, current_user, requires_role
 
 
 def _user(request: Request) -> CurrentUser:
@@ -104,3 +105,18 @@ class PublisherSlots(Controller):
     async def resume(self, request: Request, slot_id: FromPath[int]) -> Redirect:
         await ads.set_status(_user(request), slot_id, "resume")
         return see_other(f"/publisher/slots/{slot_id}")
+
+
+# --- the demo blog -------------------------------------------------------------------------------
+
+DEMO_PUBLISHER = "publisher@affnet.example"
+
+
+@get("/demo/blog", opt=PUBLIC, include_in_schema=False)
+async def demo_blog(request: Request) -> Template:
+    """A blog post with the demo publisher's slot, as a reader would see it (not in production)."""
+    settings = settings_of(request)
+    if settings.production:
+        raise NotFound("There is nothing at this address.")
+    slot = await ads.demo_slot(DEMO_PUBLISHER)
+    return render_page("ads/demo_blog.html", snippet=ads.snippet(settings.base_url, slot) if slot else "")
