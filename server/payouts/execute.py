@@ -48,7 +48,9 @@ from server.payouts.tables import BatchStatus, LineStatus, PayoutBatch, PayoutLi
 
 log = logging.getLogger("affnet.payouts")
 
-CONCURRENCY = 16  # transfers in flight at once
+# Transfers in flight. More costs the client more than it gains: httpcore checks every pooled
+# connection on each request (bench: 8 → 466 transfers/s, 16 → 325).
+CONCURRENCY = 8
 CHUNK = 100  # lines claimed per statement, and settled per ledger call
 # The steps a crash can be injected after (tests): every gap where a real process could die.
 STEPS = ("batch_executing", "line_submitting", "transfer_returned", "transfer_stored", "line_settled")
