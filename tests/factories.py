@@ -76,6 +76,16 @@ async def login(client: AsyncTestClient, email: str, password: str = PASSWORD) -
     assert response.status_code == 303, response.text
 
 
+async def staff_client(new_client: Any, role: Role, *, first_page: str = "/") -> tuple[AsyncTestClient, str]:
+    """A new client logged in as a new staff user of `role` (finance, admin), with a page loaded so
+    its forms carry a CSRF token."""
+    _, email = await make_staff(role)
+    client = new_client()
+    await login(client, email)
+    await client.get(first_page)
+    return client, email
+
+
 def error_text(html: str) -> str:
     """The message a person sees in the page's error box."""
     match = re.search(r'class="error[^"]*"[^>]*>(.*?)</p>', html, re.S)

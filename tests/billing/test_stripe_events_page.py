@@ -13,7 +13,7 @@ from server.accounts.tables import Role
 from server.audit.tables import AuditEvent
 from server.billing import stripe_api, webhooks
 from server.billing.tables import StripeEvent
-from tests.factories import login, make_publisher, make_staff, post_form
+from tests.factories import login, make_publisher, make_staff, post_form, staff_client
 
 
 async def _broken_event(event_id: str = "evt_broken_1") -> str:
@@ -24,11 +24,7 @@ async def _broken_event(event_id: str = "evt_broken_1") -> str:
 
 
 async def _finance(new_client):
-    _, email = await make_staff(Role.finance)
-    finance = new_client()
-    await login(finance, email)
-    await finance.get("/finance/stripe-events")
-    return finance
+    return (await staff_client(new_client, Role.finance, first_page="/finance/stripe-events"))[0]
 
 
 async def test_finance_sees_a_failing_event_with_its_error_and_tries_it_again(new_client, settings):

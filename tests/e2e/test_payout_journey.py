@@ -24,7 +24,7 @@ from tests.conversions.test_review import pending_conversions
 from tests.e2e.pages import log_in
 from tests.e2e.test_funding_journey import run_worker, wait_for_events
 from tests.factories import make_staff
-from tests.payouts.test_execute import _fresh_line_ids, connected_account, made, transfer_posts
+from tests.payouts.factories import connected_account, fresh_line_ids, made, transfer_posts
 
 
 @pytest.fixture(autouse=True)
@@ -54,7 +54,7 @@ async def test_a_publisher_is_paid_after_one_finance_person_prepares_and_holds_a
         live_server, new_page, client, settings, stripe_local):
     stripe_local.control("POST", "/_local/webhook_endpoint", url=f"{live_server.url}/stripe/webhook")
     try:
-        await _fresh_line_ids()  # Stripe keys derive from line ids; the stand-in remembers other tests' keys
+        await fresh_line_ids()  # Stripe keys derive from line ids; the stand-in remembers other tests' keys
         # Seven sales of 10.00 for the publisher (8.00 each: 56.00), eight for another publisher (64.00).
         setup = await pending_conversions(settings, client, 7, fund=10_000)
         other = await pending_conversions(settings, client, 8, fund=10_000, name="Other Shop")

@@ -5,15 +5,10 @@ refused, and a reversal delivered twice returns the money once."""
 
 from __future__ import annotations
 
-import itertools
-import random
-from datetime import UTC, datetime
-
 import pytest
 from arq import create_pool
 from arq.connections import RedisSettings
 
-from server import db
 from server.accounts.tables import Role
 from server.billing import stripe_api, webhooks
 from server.errors import Conflict
@@ -21,84 +16,11 @@ from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerTxn
 from server.payouts import execute
-from server.payouts import service as payouts
-from server.payouts.account_tables import PayoutAccount
 from server.payouts.tables import PayoutBatch, PayoutLine
-from tests.factories import login, make_publisher, make_staff, post_form
-from tests.payouts.factories import after_next_cutoff, earning_publisher
+from tests.factories import login, make_staff
+from tests.payouts.factories import approved_batch, lines_of, made, transfer_posts
 from tests.stripe_fixtures import deliver
 from workers.jobs.payouts import execute_payout_batch, sweep_payout_batches
-
-# Stripe keys derive from line ids and transfer groups from batch ids, and every test's database
-# restarts its ids while the stand-in (one per session, like a Stripe account) remembers every key
-# and transfer: each test's lines and batches start elsewhere.
-_ids = itertools.count(random.randrange(10**5, 10**6) * 1000, 1000)
-
-
-async def _fresh_line_ids() -> None:
-    start = next(_ids)
-    if db.is_sqlite():  # INTEGER PRIMARY KEY: the next id is the largest + 1
-        publisher_id, _ = await make_publisher_quick()
-        old = datetime(2000, 1, 1, tzinfo=UTC)
-        batch_id = (await PayoutBatch.insert(PayoutBatch(id=start, period_start=old, period_end=old, currency="XXX",
-                                                          status="done", prepared_at=old)
-                                             ).returning(PayoutBatch.id))[0]["id"]
-        await PayoutLine.insert(PayoutLine(id=start, batch=batch_id, publisher=publisher_id, amount_minor=0,
-                                           currency="XXX", available_minor=0, status="held", created_at=old,
-                                           updated_at=old))
-    else:
-        await PayoutLine.raw("SELECT setval(pg_get_serial_sequence('payout_line', 'id'), {})", start)
-        await PayoutBatch.raw("SELECT setval(pg_get_serial_sequence('payout_batch', 'id'), {})", start)
-
-
-async def make_publisher_quick() -> tuple[int, str]:
-    from server.settings import load_settings  # noqa: PLC0415  # only the secret's length matters here
-
-    return await make_publisher(load_settings())
-
-
-async def connected_account(stripe_local) -> str:
-    client = stripe_local.client()
-    account = await client.v1.accounts.create_async({"type": "express", "country": "DE",
-                                                     "capabilities": {"transfers": {"requested": True}}})
-    stripe_local.control("POST", f"/_local/accounts/{account.id}/complete_onboarding")
-    return account.id
-
-
-async def approved_batch(new_client, settings, stripe_local, *amounts: int) -> tuple[int, dict[int, str]]:
-    """A batch of one line per amount, each publisher with a real (stand-in) connected account,
-    approved by a second finance person through the page."""
-    await _fresh_line_ids()
-    accounts = {}
-    for amount in amounts:
-        publisher_id = await earning_publisher(settings, amount)
-        accounts[publisher_id] = await connected_account(stripe_local)
-        await PayoutAccount.update({PayoutAccount.stripe_account_id: accounts[publisher_id]}).where(
-            PayoutAccount.publisher == publisher_id)
-    batch_id = (await payouts.prepare_due(after_next_cutoff())).batches[0]
-    _, email = await make_staff(Role.finance)
-    finance = new_client()
-    await login(finance, email)
-    await finance.get("/finance/payouts")
-    assert (await post_form(finance, f"/finance/payouts/{batch_id}/approve")).status_code == 303
-    return batch_id, accounts
-
-
-async def lines_of(batch_id: int) -> list[dict]:
-    return await PayoutLine.select().where(PayoutLine.batch == batch_id).order_by(PayoutLine.id)
-
-
-def transfer_posts(stripe_local, line_id: int) -> list[dict]:
-    """The stand-in's log of POST /v1/transfers for this line (any attempt)."""
-    prefix = f"payout-line:{line_id}:attempt:"
-    return [r for r in stripe_local.control("GET", "/_local/requests").json()["data"]
-            if r["method"] == "POST" and r["path"] == "/v1/transfers" and (r["idempotency_key"] or "").startswith(
-                prefix)]
-
-
-def made(posts: list[dict]) -> list[dict]:
-    """The posts that made a transfer (answered 200, not replayed from the idempotency layer)."""
-    return [p for p in posts if p["status"] == 200 and not p.get("replayed")]
 
 
 async def assert_paid_once(stripe_local, batch_id: int, accounts: dict[int, str]) -> None:

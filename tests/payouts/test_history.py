@@ -21,8 +21,14 @@ from server.payouts.account_tables import PayoutAccount
 from server.payouts.tables import PayoutLine
 from tests.conversions.factories import api_key
 from tests.factories import login, make_advertiser, make_staff
-from tests.payouts.factories import after_next_cutoff, earning_publisher
-from tests.payouts.test_execute import _fresh_line_ids, connected_account, made, transfer_posts
+from tests.payouts.factories import (
+    after_next_cutoff,
+    connected_account,
+    earning_publisher,
+    fresh_line_ids,
+    made,
+    transfer_posts,
+)
 
 API = "/api/v1/publisher/payouts"
 
@@ -78,7 +84,7 @@ def text_of(page_html: str, testid: str) -> str:
 
 async def test_each_publisher_sees_their_payout_paid_failed_held_or_carried_over_in_words(
         new_client, settings, stripe_local):
-    await _fresh_line_ids()
+    await fresh_line_ids()
     paid, _ = await ready_publisher(settings, stripe_local, 9_000, owed=1_500)
     refused, refused_account = await ready_publisher(settings, stripe_local, 12_000)
     held, _ = await ready_publisher(settings, stripe_local, 20_000)
@@ -130,7 +136,7 @@ async def test_each_publisher_sees_their_payout_paid_failed_held_or_carried_over
 
 
 async def test_one_payout_has_its_own_page_with_the_amounts_and_the_transfer(new_client, settings, stripe_local):
-    await _fresh_line_ids()
+    await fresh_line_ids()
     publisher, _ = await ready_publisher(settings, stripe_local, 9_000, owed=1_500)
     batch_id = (await payouts.prepare_due(after_next_cutoff())).batches[0]
     await review.approve(await staff(), batch_id)
@@ -282,7 +288,7 @@ async def test_the_history_is_newest_first_a_page_at_a_time(new_client, settings
 
 
 async def test_a_payout_reversed_at_stripe_shows_as_returned_with_the_money_back(new_client, settings, stripe_local):
-    await _fresh_line_ids()
+    await fresh_line_ids()
     publisher, _ = await ready_publisher(settings, stripe_local, 10_000)
     batch_id = (await payouts.prepare_due(after_next_cutoff())).batches[0]
     await review.approve(await staff(), batch_id)

@@ -11,8 +11,8 @@ from server.accounts.tables import Role
 from server.billing import stripe_api
 from server.payouts import execute, reconcile
 from server.payouts.tables import PayoutLine
-from tests.factories import login, make_staff, post_form
-from tests.payouts.test_execute import approved_batch, lines_of
+from tests.factories import post_form, staff_client
+from tests.payouts.factories import approved_batch, lines_of
 from workers.jobs.payouts import execute_payout_batch
 
 
@@ -27,9 +27,7 @@ async def _paid_by_the_worker(new_client, settings, stripe_local, *amounts: int)
 
 
 async def _finance_page(new_client, batch_id: int):
-    _, email = await make_staff(Role.finance)
-    finance = new_client()
-    await login(finance, email)
+    finance, email = await staff_client(new_client, Role.finance, first_page=f"/finance/payouts/{batch_id}")
     return finance, email, await finance.get(f"/finance/payouts/{batch_id}")
 
 
@@ -85,8 +83,5 @@ async def test_only_a_batch_being_paid_is_compared_and_only_by_finance(new_clien
     answer = await post_form(finance, f"/finance/payouts/{batch_id}/reconcile")
     assert answer.status_code == 409 and "Only a batch being paid or paid" in answer.text
     assert await reconcile.latest(batch_id) is None
-    _, email = await make_staff(Role.admin)
-    admin = new_client()
-    await login(admin, email)
-    await admin.get("/")
+    admin, _ = await staff_client(new_client, Role.admin)
     assert (await post_form(admin, f"/finance/payouts/{batch_id}/reconcile")).status_code == 403

@@ -21,8 +21,8 @@ from server.payouts import execute
 from server.payouts import service as payouts
 from server.payouts.account_tables import PayoutAccount
 from server.payouts.tables import PayoutBatch, PayoutLine
-from tests.factories import login, make_staff, post_form
-from tests.payouts.test_execute import approved_batch, lines_of, made, transfer_posts
+from tests.factories import post_form, staff_client
+from tests.payouts.factories import approved_batch, lines_of, made, transfer_posts
 from workers.jobs.payouts import BUSY, batch_lock, execute_payout_batch, sweep_payout_batches
 
 
@@ -93,11 +93,7 @@ async def _failed_line(new_client, settings, stripe_local) -> tuple[int, dict, i
 
 
 async def _finance(new_client):
-    _, email = await make_staff(Role.finance)
-    finance = new_client()
-    await login(finance, email)
-    await finance.get("/finance/payouts")
-    return finance
+    return (await staff_client(new_client, Role.finance, first_page="/finance/payouts"))[0]
 
 
 async def test_finance_retries_a_failed_line_and_it_is_paid_once_under_a_new_key(new_client, settings,
@@ -164,10 +160,7 @@ async def test_a_retry_is_refused_when_the_payout_account_changed(new_client, se
 
 async def test_only_finance_can_retry_a_line(new_client, settings, stripe_local):
     batch_id, line, publisher_id = await _failed_line(new_client, settings, stripe_local)
-    _, email = await make_staff(Role.admin)
-    admin = new_client()
-    await login(admin, email)
-    await admin.get("/")
+    admin, _ = await staff_client(new_client, Role.admin)
     answer = await post_form(admin, f"/finance/payouts/{batch_id}/lines/{line['id']}/retry")
     assert answer.status_code == 403
     assert (await lines_of(batch_id))[0]["status"] == "failed"
