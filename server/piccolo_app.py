@@ -3,7 +3,7 @@
 from piccolo.conf.apps import AppConfig
 
 from server.accounts.tables import Advertiser, ApiKey, NetworkSetting, Publisher, Session, User
-from server.ads.tables import AdSlot, Impression
+from server.ads.tables import AdSlot, Impression, ImpressionEarning
 from server.audit.tables import AuditEvent
 from server.billing.tables import BillingSettings, Funding, StripeEvent
 from server.campaigns.tables import Campaign, Creative, Goal, Membership
@@ -32,7 +32,7 @@ APP_CONFIG = AppConfig(
         Funding, StripeEvent, BillingSettings,
         PayoutAccount,
         PayoutSettings, PayoutMinimum, PublisherPayoutTerms, PayoutBatch, PayoutLine, PayoutCarryOver,
-        AdSlot, Impression,
+        AdSlot, Impression, ImpressionEarning,
     ],
     migration_dependencies=[],
     commands=[],

@@ -10,6 +10,7 @@ from arq.connections import RedisSettings
 
 from server import db
 from server.settings import load_settings
+from workers.jobs.ads import settle_impression_earnings
 from workers.jobs.billing import enforce_auto_pause, process_stripe_event, sweep_stripe_events
 from workers.jobs.conversions import reconcile_conversions
 from workers.jobs.earnings import settle_click_earnings
@@ -31,8 +32,8 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await db.stop(ctx["engine"])
 
 
-FUNCTIONS = [purge_expired_sessions, reconcile_conversions, settle_click_earnings, process_stripe_event,
-             sweep_stripe_events, enforce_auto_pause, prepare_payouts,
+FUNCTIONS = [purge_expired_sessions, reconcile_conversions, settle_click_earnings, settle_impression_earnings,
+             process_stripe_event, sweep_stripe_events, enforce_auto_pause, prepare_payouts,
              execute_payout_batch, sweep_payout_batches]
 CRON_JOBS = [
     # Every 10 minutes, and once when the worker starts.
@@ -41,6 +42,8 @@ CRON_JOBS = [
     cron(reconcile_conversions, minute=set(range(0, 60, 5)), run_at_startup=True, unique=True),
     # Every five minutes: closed hours of CPC clicks are charged, waiting ones retried, holds released.
     cron(settle_click_earnings, minute=set(range(0, 60, 5)), run_at_startup=True, unique=True),
+    # Every five minutes: closed hours of CPM impressions are charged, waiting ones retried, holds released.
+    cron(settle_impression_earnings, minute=set(range(0, 60, 5)), run_at_startup=True, unique=True),
     # Every minute: Stripe events whose job was lost or failed are processed (idempotent).
     cron(sweep_stripe_events, run_at_startup=True, unique=True),
     # Every five minutes: campaigns of advertisers below their auto-pause threshold are paused.

@@ -24,6 +24,7 @@ from piccolo.query.functions.aggregate import Count, Sum
 from redis.asyncio import Redis
 
 from server.accounts.tables import Publisher, PublisherStatus
+from server.ads import cpm
 from server.ads.tables import AdSlot, Impression, SlotFormat
 from server.campaigns.tables import (
     Campaign,
@@ -34,7 +35,6 @@ from server.campaigns.tables import (
     MembershipStatus,
     PayoutModel,
 )
-from server.conversions import cpc
 from server.conversions.tables import Conversion, ConversionStatus
 from server.tracking import cache as link_cache
 from server.tracking.classify import Reason
@@ -214,13 +214,9 @@ def _int(value: object) -> int:
     return int(value or 0)  # type: ignore[call-overload]  # SUM is NUMERIC (Decimal) on PostgreSQL: exact
 
 
-async def _valid_impressions(campaign_id: int, since: datetime | None, until: datetime | None) -> int:
-    query = Impression.count().where(Impression.campaign == campaign_id, Impression.reason == "valid")
-    if since is not None:
-        query = query.where(Impression.viewed_at >= since)
-    if until is not None:
-        query = query.where(Impression.viewed_at < until)
-    return await query
+async def _valid_impressions(campaign_id: int, since: datetime) -> int:
+    return await Impression.count().where(Impression.campaign == campaign_id, Impression.reason == "valid",
+                                          Impression.viewed_at >= since)
 
 
 class Inventory:
@@ -317,21 +313,18 @@ class Inventory:
                      need_total: bool) -> tuple[int, int]:
         """The decision's estimate of what the campaign spent today and ever: conversions approved
         today, today's valid clicks at the CPC price (their hours are priced only after they close)
-        and today's valid impressions at the CPM price; before today, what the CPC job priced plus
-        approved conversions, and impressions at the CPM price. The workers' pricing is the truth
+        and today's valid impressions at the CPM price; before today, what the CPC and CPM jobs
+        priced plus approved conversions (server/ads/cpm.py: spent_minor). The workers' pricing is the truth
         for what is billed; this only keeps a spent campaign from being offered."""
         approved = await Conversion.select(Sum(Conversion.advertiser_amount_minor, alias="total")).where(
             Conversion.campaign == campaign_id, Conversion.status == ConversionStatus.approved.value,
             Conversion.approved_at >= start).first()
         today = _int(approved["total"]) + clicks_today * cpc_price
         if cpm_price:
-            today += await _valid_impressions(campaign_id, start, None) * cpm_price // 1000
+            today += await _valid_impressions(campaign_id, start) * cpm_price // 1000
         if not need_total:
             return today, today
-        before = await cpc.spent_minor(campaign_id, until=start)
-        if cpm_price:
-            before += await _valid_impressions(campaign_id, None, start) * cpm_price // 1000
-        return today, before + today
+        return today, await cpm.spent_minor(campaign_id, until=start) + today
 
 
 # --- invalidation across processes ---------------------------------------------------------------

@@ -26,7 +26,7 @@ from server.ledger.tables import (
 
 REFERENCE_TYPES = frozenset({"conversion", "click_hour", "impression_hour", "funding", "payout_line", "manual"})
 # The table each earning's reference names: `check` reports earnings that trace nowhere (I6).
-EARNING_SOURCES = {"conversion": "conversion", "click_hour": "click_earning"}
+EARNING_SOURCES = {"conversion": "conversion", "click_hour": "click_earning", "impression_hour": "impression_earning"}
 
 
 class LedgerError(DomainError):

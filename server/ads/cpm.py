@@ -1,0 +1,378 @@
+"""CPM earnings: valid impressions of CPM goals become ledgered earnings, per publisher × campaign ×
+goal × UTC hour, within the campaign's budgets. Run by the worker (workers/jobs/ads.py), in the
+pattern of CPC hours (server/conversions/cpc.py).
+
+What is paid
+- Only `valid` impressions (server/ads/tables.py: ViewReason) count: seen (half the ad on screen
+  for a second), once per offer, not a bot, not over the visitor's frequency cap, not a flood.
+- An impression pays on its campaign's *first* CPM goal (lowest position); amounts are the goal's
+  at the time the hour is priced. Only closed hours are priced, once the hour ended at least
+  SETTLE ago (views still in a server's buffer land first); an impression stored after its hour
+  was priced is never paid. A campaign's hours are priced in order, never twice: its latest
+  priced hour is the watermark, and (campaign, goal, hour, publisher) is unique at the database.
+- Budgets: of the hour's valid impressions, taken in (viewed_at, id) order whoever brought them,
+  the first ones are paid while the daily and total budgets still allow them at the unit price
+  (spend = `spent_minor`: approved conversions, CPC hours and CPM hours charged or waiting); the
+  rest are over budget, with the reason said on the row.
+
+Rounding: every cent conserved, none lost to fractions
+- A price per thousand makes fractions of a cent per impression. They are not rounded away hour
+  by hour: for each (campaign, goal, publisher), the advertiser has been charged, over all priced
+  hours, exactly floor(paid impressions × price / 1000), and the publisher credited floor(paid
+  impressions × payout / 1000); each hour's row is the increase of those totals. (Ten hours of one
+  impression at 2.50 per thousand charge 2 cents, not 0.) The network's margin is the row's price
+  less its payout. Should an hour's payout increase exceed its price increase (it can, by a cent,
+  where the two floors step at different impressions), the payout is held to the price and the
+  cent follows in a later hour: a publisher's total never trails the exact floor by more than a
+  cent, and no row ever has a negative margin.
+
+Money
+- A priced hour is charged in one ledger posting per row (`approve_earning`: advertiser_balance
+  −price, publisher_pending +payout, network_revenue +margin), reference ("impression_hour", row
+  id), key `impression_hour:{id}:approved`; a whole hour or nothing. If the advertiser's balance
+  cannot cover it, its rows wait with a reason, later hours wait behind them, the campaign is
+  paused, and the next run after funding charges them in order. Holds end `hold_days` after the
+  hour ended (`release_earning`, key `impression_hour:{id}:released`).
+
+Running twice, or in two workers at once: as CPC hours. Pricing takes a per-campaign lock (a
+PostgreSQL advisory lock; SQLite's BEGIN IMMEDIATE serialises writers) and re-reads the
+watermark; charging and releasing are conditional updates on the status they leave; the ledger's
+idempotency keys replay rather than post again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from piccolo.query.functions.aggregate import Count, Sum
+
+from server import db, money
+from server.ads.tables import Impression, ImpressionEarning, ImpressionEarningStatus, ViewReason
+from server.campaigns import service as campaigns
+from server.campaigns.tables import Goal, PayoutModel
+from server.conversions import cpc
+from server.ledger import templates
+from server.ledger.service import InsufficientFunds
+
+log = logging.getLogger("affnet.cpm")
+
+HOUR = timedelta(hours=1)
+SETTLE = timedelta(minutes=2)
+PER = 1000  # a CPM price is per thousand impressions
+LOCK_NAMESPACE = 4_102  # first key of PostgreSQL advisory locks taken by this module (CPC uses 4,101)
+CHARGED = (ImpressionEarningStatus.waiting.value, ImpressionEarningStatus.approved.value,
+           ImpressionEarningStatus.released.value)
+WAITING_FOR_FUNDS = ("Waiting: the advertiser's balance cannot cover this hour; the campaign is paused until "
+                     "funds arrive.")
+WAITING_BEHIND = "Waiting behind an earlier hour of this campaign that the advertiser's balance cannot cover yet."
+REFERENCE = "impression_hour"
+
+
+@dataclass
+class Outcome:
+    priced: int = 0  # rows created (hours × publishers)
+    charged: int = 0
+    waiting: int = 0
+    released: int = 0
+    paused_campaigns: list[int] = field(default_factory=list)
+
+
+def utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def hour_of(moment: datetime) -> datetime:
+    return utc(moment).replace(minute=0, second=0, microsecond=0)
+
+
+def _int(value: Any) -> int:
+    return int(value or 0)  # SUM is NUMERIC (a Decimal) on PostgreSQL: exact
+
+
+def increments(before: tuple[int, int, int], paid: int, advertiser_amount: int,
+               publisher_amount: int) -> tuple[int, int, int]:
+    """(price, payout, margin) of `paid` more impressions, given what this publisher's earlier hours
+    of the goal hold: (paid impressions, price, payout). The cumulative rule of the module docstring."""
+    if not 0 <= publisher_amount <= advertiser_amount or paid < 0:
+        raise ValueError("0 <= payout amount <= price amount, and paid >= 0")
+    impressions, charged, credited = before
+    total = impressions + paid
+    price = total * advertiser_amount // PER - charged
+    payout = min(total * publisher_amount // PER - credited, price)
+    return price, payout, price - payout
+
+
+async def spent_minor(campaign_id: int, since: datetime | None = None, until: datetime | None = None) -> int:
+    """What the campaign has spent in [since, until): CPC's spend (approved conversions, CPC hours)
+    plus CPM hours charged or waiting, at their hour."""
+    query = ImpressionEarning.select(Sum(ImpressionEarning.price_minor, alias="total")).where(
+        ImpressionEarning.campaign == campaign_id, ImpressionEarning.status.is_in(list(CHARGED)))
+    if since is not None:
+        query = query.where(ImpressionEarning.hour >= since)
+    if until is not None:
+        query = query.where(ImpressionEarning.hour < until)
+    return await cpc.spent_minor(campaign_id, since, until) + _int((await query.first())["total"])
+
+
+async def _budget_impressions(terms: dict[str, Any], hour: datetime) -> tuple[int | None, int | None, str]:
+    """(budget room in minor units, impressions it pays for at the unit price, the binding budget's name)."""
+    end = hour + HOUR
+    rooms: list[tuple[int, str]] = []
+    if terms["daily_budget_minor"] is not None:
+        rooms.append((terms["daily_budget_minor"] - await spent_minor(terms["campaign_id"], hour.replace(hour=0), end),
+                      "the daily budget"))
+    if terms["total_budget_minor"] is not None:
+        rooms.append((terms["total_budget_minor"] - await spent_minor(terms["campaign_id"], None, end),
+                      "the total budget"))
+    if not rooms:
+        return None, None, ""
+    room, which = min(rooms)
+    room = max(room, 0)
+    return room, room * PER // terms["advertiser_amount"], which
+
+
+async def _before(terms: dict[str, Any]) -> dict[int, tuple[int, int, int]]:
+    """Per publisher, what earlier priced hours of the goal hold: (paid impressions, price, payout)."""
+    rows = await ImpressionEarning.select(
+        ImpressionEarning.publisher, Sum(ImpressionEarning.paid_impressions, alias="paid"),
+        Sum(ImpressionEarning.price_minor, alias="price"), Sum(ImpressionEarning.payout_minor, alias="payout"),
+    ).where(ImpressionEarning.campaign == terms["campaign_id"], ImpressionEarning.goal == terms["goal_id"]
+            ).group_by(ImpressionEarning.publisher)
+    return {r["publisher"]: (_int(r["paid"]), _int(r["price"]), _int(r["payout"])) for r in rows}
+
+
+async def _valid_by_publisher(campaign_id: int, start: datetime, end: datetime) -> dict[int, int]:
+    rows = await Impression.select(Impression.publisher, Count(Impression.id, alias="views")).where(
+        Impression.campaign == campaign_id, Impression.reason == ViewReason.valid.value,
+        Impression.viewed_at >= start, Impression.viewed_at < end).group_by(Impression.publisher)
+    return {r["publisher"]: r["views"] for r in rows}
+
+
+@dataclass
+class Row:
+    publisher: int
+    valid: int
+    paid: int
+    price: int
+    payout: int
+    margin: int
+
+
+async def price_hour(terms: dict[str, Any], hour: datetime) -> tuple[list[Row], str]:
+    """One row per publisher with valid impressions in the closed hour, and the binding budget's name."""
+    campaign_id, end = terms["campaign_id"], hour + HOUR
+    in_hour = await _valid_by_publisher(campaign_id, hour, end)
+    room, budget_impressions, budget_name = await _budget_impressions(terms, hour)
+    if budget_impressions is None or budget_impressions >= sum(in_hour.values()):
+        paid = dict(in_hour)
+    else:
+        ordered = await Impression.select(Impression.publisher).where(
+            Impression.campaign == campaign_id, Impression.reason == ViewReason.valid.value,
+            Impression.viewed_at >= hour, Impression.viewed_at < end).order_by(
+            Impression.viewed_at, Impression.id).output(as_list=True)
+        shares = cpc.allocate(ordered, {}, cap=None, publisher_cap=None, budget_clicks=budget_impressions)
+        paid = {p: s.paid for p, s in shares.items()}
+    before = await _before(terms)
+    order = sorted(in_hour)
+
+    def build() -> list[Row]:
+        rows = []
+        for publisher in order:
+            price, payout, margin = increments(before.get(publisher, (0, 0, 0)), paid.get(publisher, 0),
+                                               terms["advertiser_amount"], terms["publisher_amount"])
+            rows.append(Row(publisher, in_hour[publisher], paid.get(publisher, 0), price, payout, margin))
+        return rows
+
+    rows = build()
+    # Rounding up carried fractions can make the hour cost a few cents more than paid × price / 1000:
+    # within the budget, the latest paid impressions give way until it fits.
+    while room is not None and sum(r.price for r in rows) > room:
+        last = max((p for p in order if paid.get(p, 0)), key=lambda p: (paid[p], p))
+        paid[last] -= 1
+        rows = build()
+    return rows, budget_name
+
+
+# --- the per-campaign steps (as server/conversions/cpc.py) ----------------------------------------
+
+
+async def _lock(campaign_id: int) -> None:
+    if not db.is_sqlite():
+        await ImpressionEarning.raw("SELECT pg_advisory_xact_lock({}, {})", LOCK_NAMESPACE, campaign_id)
+
+
+async def _claim_and_charge(ids: list[int], advertiser_id: int, now: datetime) -> int:
+    async with db.atomic():
+        claimed = await ImpressionEarning.update({
+            ImpressionEarning.status: ImpressionEarningStatus.approved.value, ImpressionEarning.approved_at: now,
+            ImpressionEarning.status_reason: ""}).where(
+            ImpressionEarning.id.is_in(ids), ImpressionEarning.status == ImpressionEarningStatus.waiting.value
+        ).returning(ImpressionEarning.id, ImpressionEarning.publisher, ImpressionEarning.price_minor,
+                    ImpressionEarning.payout_minor, ImpressionEarning.currency)
+        for row in claimed:
+            await templates.approve_earning(
+                advertiser_id=advertiser_id, publisher_id=row["publisher"], price=row["price_minor"],
+                payout=row["payout_minor"], currency=row["currency"], reference_type=REFERENCE,
+                reference_id=row["id"], key=f"{REFERENCE}:{row['id']}:approved")
+    return len(claimed)
+
+
+async def _mark_waiting(campaign_id: int, first_hour: datetime) -> None:
+    waiting = (ImpressionEarning.campaign == campaign_id) & (
+        ImpressionEarning.status == ImpressionEarningStatus.waiting.value)
+    await ImpressionEarning.update({ImpressionEarning.status_reason: WAITING_FOR_FUNDS}).where(
+        waiting & (ImpressionEarning.hour == first_hour))
+    await ImpressionEarning.update({ImpressionEarning.status_reason: WAITING_BEHIND}).where(
+        waiting & (ImpressionEarning.hour > first_hour))
+
+
+async def retry_waiting(campaign_id: int, advertiser_id: int, now: datetime, outcome: Outcome) -> bool:
+    hours = await ImpressionEarning.select(ImpressionEarning.hour).where(
+        ImpressionEarning.campaign == campaign_id, ImpressionEarning.status == ImpressionEarningStatus.waiting.value
+    ).distinct().order_by(ImpressionEarning.hour).output(as_list=True)
+    for hour in hours:
+        try:
+            async with db.transaction():
+                await _lock(campaign_id)
+                ids = await ImpressionEarning.select(ImpressionEarning.id).where(
+                    ImpressionEarning.campaign == campaign_id, ImpressionEarning.hour == hour,
+                    ImpressionEarning.status == ImpressionEarningStatus.waiting.value).output(as_list=True)
+                outcome.charged += await _claim_and_charge(ids, advertiser_id, now) if ids else 0
+        except InsufficientFunds:
+            async with db.transaction():
+                await _mark_waiting(campaign_id, utc(hour))
+            return False
+    return True
+
+
+async def _last_priced_hour(campaign_id: int) -> datetime | None:
+    row = await ImpressionEarning.select(ImpressionEarning.hour).where(
+        ImpressionEarning.campaign == campaign_id).order_by(ImpressionEarning.hour, ascending=False).first()
+    return utc(row["hour"]) if row else None
+
+
+async def _next_hour(campaign_id: int, cutoff: datetime) -> datetime | None:
+    last = await _last_priced_hour(campaign_id)
+    query = Impression.select(Impression.viewed_at).where(
+        Impression.campaign == campaign_id, Impression.reason == ViewReason.valid.value, Impression.viewed_at < cutoff)
+    if last is not None:
+        query = query.where(Impression.viewed_at >= last + HOUR)
+    row = await query.order_by(Impression.viewed_at).first()
+    return hour_of(row["viewed_at"]) if row else None
+
+
+def describe(row: Row, budget_name: str) -> str:
+    unpaid = row.valid - row.paid
+    return f"{unpaid} beyond what {budget_name or 'the budget'} still allowed" if unpaid else ""
+
+
+@dataclass
+class Priced:
+    rows: int
+    charged: int
+    blocked: bool
+
+
+async def price_and_charge(terms: dict[str, Any], hour: datetime, now: datetime, *, blocked: bool) -> Priced | None:
+    campaign_id = terms["campaign_id"]
+    money.flat_split(terms["advertiser_amount"], terms["publisher_amount"])  # refuses payout > price
+    async with db.transaction():
+        await _lock(campaign_id)
+        last = await _last_priced_hour(campaign_id)
+        if last is not None and last >= hour:
+            return None
+        rows, budget_name = await price_hour(terms, hour)
+        if not rows:
+            raise RuntimeError(f"campaign {campaign_id}: no valid impression in the hour from {hour.isoformat()}")
+        inserted = await ImpressionEarning.insert(*[ImpressionEarning(
+            publisher=r.publisher, campaign=campaign_id, goal=terms["goal_id"], hour=hour, valid_impressions=r.valid,
+            paid_impressions=r.paid, over_budget_impressions=r.valid - r.paid, currency=terms["currency"],
+            price_minor=r.price, payout_minor=r.payout, margin_minor=r.margin,
+            unpaid_reason=describe(r, budget_name),
+            # A row whose impressions cost less than a cent so far is paid too: its fractions are
+            # carried in the totals and charged by a later hour (see the module's docstring).
+            status=(ImpressionEarningStatus.waiting if r.price else ImpressionEarningStatus.unpaid).value,
+            status_reason=WAITING_BEHIND if r.price and blocked else "",
+            hold_until=hour + HOUR + timedelta(days=terms["hold_days"]), created_at=now) for r in rows]
+        ).returning(ImpressionEarning.id, ImpressionEarning.status)
+        payable = [r["id"] for r in inserted if r["status"] == ImpressionEarningStatus.waiting.value]
+        if not payable or blocked:
+            return Priced(len(inserted), 0, blocked)
+        try:
+            charged = await _claim_and_charge(payable, terms["advertiser_id"], now)
+        except InsufficientFunds:
+            await _mark_waiting(campaign_id, hour)
+            return Priced(len(inserted), 0, True)
+    return Priced(len(inserted), charged, False)
+
+
+async def _cpm_terms() -> dict[int, dict[str, Any]]:
+    """Each campaign with a CPM goal: its first CPM goal's amounts and the campaign's terms."""
+    rows = await Goal.select(
+        Goal.id.as_alias("goal_id"), Goal.campaign.id.as_alias("campaign_id"), Goal.advertiser_amount,
+        Goal.publisher_amount, Goal.campaign.advertiser.as_alias("advertiser_id"),
+        *(getattr(Goal.campaign, c).as_alias(c) for c in (
+            "currency", "hold_days", "daily_budget_minor", "total_budget_minor")),
+    ).where(Goal.payout_model == PayoutModel.cpm.value).order_by(Goal.campaign).order_by(Goal.position).order_by(
+        Goal.id)
+    terms: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        terms.setdefault(row["campaign_id"], row)
+    return terms
+
+
+async def _campaigns_waiting() -> dict[int, int]:
+    rows = await ImpressionEarning.select(
+        ImpressionEarning.campaign, ImpressionEarning.campaign.advertiser.as_alias("advertiser_id")).where(
+        ImpressionEarning.status == ImpressionEarningStatus.waiting.value).distinct()
+    return {r["campaign"]: r["advertiser_id"] for r in rows}
+
+
+async def release_due(now: datetime, outcome: Outcome) -> None:
+    due = await ImpressionEarning.select(ImpressionEarning.id, ImpressionEarning.publisher,
+                                         ImpressionEarning.payout_minor, ImpressionEarning.currency).where(
+        ImpressionEarning.status == ImpressionEarningStatus.approved.value, ImpressionEarning.hold_until <= now
+    ).order_by(ImpressionEarning.id)
+    for row in due:
+        async with db.transaction():
+            claimed = await ImpressionEarning.update({
+                ImpressionEarning.status: ImpressionEarningStatus.released.value, ImpressionEarning.released_at: now
+            }).where(ImpressionEarning.id == row["id"],
+                     ImpressionEarning.status == ImpressionEarningStatus.approved.value).returning(ImpressionEarning.id)
+            if not claimed:
+                continue
+            if row["payout_minor"]:
+                await templates.release_earning(row["publisher"], row["payout_minor"], row["currency"],
+                                                reference_type=REFERENCE, reference_id=row["id"],
+                                                key=f"{REFERENCE}:{row['id']}:released")
+        outcome.released += 1
+
+
+async def run(now: datetime | None = None) -> Outcome:
+    """Retry waiting hours, price and charge every newly closed hour, release earnings past their hold."""
+    now = utc(now or datetime.now(UTC))
+    cutoff = hour_of(now - SETTLE)
+    outcome = Outcome()
+    terms_by_campaign = await _cpm_terms()
+    waiting = await _campaigns_waiting()
+    for campaign_id in sorted(set(terms_by_campaign) | set(waiting)):
+        terms = terms_by_campaign.get(campaign_id)
+        advertiser_id = terms["advertiser_id"] if terms else waiting[campaign_id]
+        blocked = campaign_id in waiting and not await retry_waiting(campaign_id, advertiser_id, now, outcome)
+        while terms is not None and (hour := await _next_hour(campaign_id, cutoff)) is not None:
+            done = await price_and_charge(terms, hour, now, blocked=blocked)
+            if done is not None:
+                outcome.priced += done.rows
+                outcome.charged += done.charged
+                blocked = done.blocked
+        if blocked:
+            if await campaigns.pause_for_balance(campaign_id):
+                outcome.paused_campaigns.append(campaign_id)
+            log.info("campaign %s: CPM earnings wait for the advertiser's funds", campaign_id)
+    await release_due(now, outcome)
+    outcome.waiting = await ImpressionEarning.count().where(
+        ImpressionEarning.status == ImpressionEarningStatus.waiting.value)
+    return outcome
