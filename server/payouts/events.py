@@ -14,7 +14,7 @@ async def apply(event_type: str, obj: dict[str, Any], created: int | None) -> st
     if event_type.startswith("account."):
         return await connect.apply_event(event_type, obj, created)
     if event_type == "transfer.reversed":
-        from server.payouts import execute
+        from server.payouts import reversals
 
-        return await execute.transfer_reversed(obj)
+        return await reversals.transfer_reversed(obj)
     return None

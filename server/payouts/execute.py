@@ -23,8 +23,7 @@ sent again, unless Stripe has saved a 5xx under that key (it would answer the sa
 then the line takes a new attempt number, so a new key. Finance can also retry a failed line
 (review.retry_line): its money is reserved again and the line takes a new attempt.
 
-`transfer.reversed` (transfer_reversed): the paid line becomes returned and each reversal's amount
-goes from stripe_clearing back to the publisher's available balance, once per reversal id."""
+Reversals at Stripe (`transfer.reversed`) are applied by reversals.py."""
 
 from __future__ import annotations
 
@@ -78,10 +77,6 @@ def settled_key(line_id: int) -> str:
 def returned_key(line_id: int) -> str:
     """The key returning the line's first reservation after a failed transfer (review.returned_key)."""
     return review.undo_key(line_id, "returned")
-
-
-def reversal_key(reversal_id: str) -> str:
-    return f"transfer-reversal:{reversal_id}"
 
 
 def transfer_group(batch_id: int) -> str:
@@ -336,6 +331,13 @@ async def _settle(line_ids: Sequence[int]) -> None:
                                 items=[(r["id"], {"transfer": r["stripe_transfer_id"]}) for r in paid])
 
 
+async def settle_recorded(line_id: int, transfer_id: str) -> None:
+    """A line's transfer learnt from elsewhere (a Stripe event): stored and settled, in the caller's
+    transaction."""
+    await _store_transfers([(line_id, transfer_id)])
+    await _settle([line_id])
+
+
 async def _refused(line: dict[str, Any], exc: stripe.StripeError) -> None:
     """Stripe said no: a 4xx fails the line and returns its money; anything else is Transient."""
     line_id = line["id"]
@@ -353,46 +355,6 @@ async def _refused(line: dict[str, Any], exc: stripe.StripeError) -> None:
             await audit.record("payout_line.failed", actor_id=None, object_type="payout_line", object_id=line_id,
                                error=message, attempt=line["attempt"])
     return None
-
-
-async def transfer_reversed(transfer: dict[str, Any]) -> str:
-    """A transfer of a line was reversed at Stripe: each reversal's money back to the publisher's
-    available balance once (key from the reversal id), the line returned when fully reversed."""
-    raw = (transfer.get("metadata") or {}).get("payout_line_id")
-    query = PayoutLine.select()
-    if raw and str(raw).isdigit():
-        query = query.where(PayoutLine.id == int(raw))
-    else:
-        query = query.where(PayoutLine.stripe_transfer_id == str(transfer.get("id") or "-"))
-    async with db.transaction():
-        line = await query.first()
-        if line is None:
-            return "ignored: not a payout transfer"
-        if line["status"] == LineStatus.submitting.value:
-            # The event proves the transfer exists; the executor has not recorded it yet.
-            await _store_transfers([(line["id"], transfer["id"])])
-            await _settle([line["id"]])
-        elif line["status"] not in (LineStatus.paid.value, LineStatus.returned.value):
-            return f"ignored: payout line {line['id']} is {line['status']}"
-        currency = line["currency"]
-        clearing = await ledger.account(K.stripe_clearing, currency)
-        available = await ledger.account(K.publisher_available, currency, line["publisher"])
-        returned = 0
-        for reversal in (transfer.get("reversals") or {}).get("data") or []:
-            amount = int(reversal["amount"])
-            posted = await ledger.post(kind="payout.reversed", idempotency_key=reversal_key(reversal["id"]),
-                                       reference_type="payout_line", reference_id=line["id"],
-                                       memo=f"transfer {transfer['id']} reversed ({reversal['id']})",
-                                       lines=[Line(clearing, -amount, currency), Line(available, amount, currency)])
-            returned += 0 if posted.replayed else amount
-        if transfer.get("reversed"):
-            changed = await PayoutLine.update({PayoutLine.status: LineStatus.returned.value,
-                                               PayoutLine.updated_at: datetime.now(UTC)}).where(
-                PayoutLine.id == line["id"], PayoutLine.status == LineStatus.paid.value).returning(PayoutLine.id)
-            if changed:
-                await audit.record("payout_line.returned", actor_id=None, object_type="payout_line",
-                                   object_id=line["id"], transfer=transfer["id"])
-    return f"payout line {line['id']}: {returned} returned to available"
 
 
 async def resumable(limit: int = 50) -> list[int]:

@@ -15,7 +15,7 @@ from server.errors import Conflict
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerTxn
-from server.payouts import execute
+from server.payouts import execute, reversals
 from server.payouts.tables import PayoutBatch, PayoutLine
 from tests.factories import login, make_staff
 from tests.payouts.factories import approved_batch, lines_of, made, transfer_posts
@@ -139,7 +139,7 @@ async def test_a_reversal_delivered_twice_returns_the_money_once(new_client, set
         await webhooks.process(event.id, gateway)
         await webhooks.process(event.id, gateway)
         # And applied again directly, as a second event for the same reversal would be.
-        await execute.transfer_reversed(event.data.object.to_dict())
+        await reversals.transfer_reversed(event.data.object.to_dict())
     [line] = await lines_of(batch_id)
     assert line["status"] == "returned"
     assert await ledger.balance(K.publisher_available, "EUR", publisher_id) == 10_000

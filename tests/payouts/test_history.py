@@ -15,7 +15,7 @@ from server.billing import stripe_api
 from server.ledger import service as ledger
 from server.ledger import templates
 from server.ledger.tables import AccountKind as K
-from server.payouts import execute, history, review
+from server.payouts import execute, history, reversals, review
 from server.payouts import service as payouts
 from server.payouts.account_tables import PayoutAccount
 from server.payouts.tables import PayoutLine
@@ -298,7 +298,7 @@ async def test_a_payout_reversed_at_stripe_shows_as_returned_with_the_money_back
     transfer = await stripe_local.client().v1.transfers.reversals.create_async(
         line["stripe_transfer_id"], options={"idempotency_key": f"history-reversal:{line['id']}"})
     reversed_transfer = await stripe_local.client().v1.transfers.retrieve_async(transfer.transfer)
-    await execute.transfer_reversed(reversed_transfer.to_dict())
+    await reversals.transfer_reversed(reversed_transfer.to_dict())
 
     page = (await (await signed_in(new_client, publisher)).get("/publisher/payouts")).text
     [row] = rows(page)

@@ -1,0 +1,59 @@
+"""Transfers reversed at Stripe (`transfer.reversed`, handed over by events.py): the paid line
+becomes returned and each reversal's amount goes from stripe_clearing back to the publisher's
+available balance, once per reversal id, in any order and however often the event comes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from server import db
+from server.audit import service as audit
+from server.ledger import service as ledger
+from server.ledger.service import Line
+from server.ledger.tables import AccountKind as K
+from server.payouts.execute import settle_recorded
+from server.payouts.tables import LineStatus, PayoutLine
+
+
+def reversal_key(reversal_id: str) -> str:
+    return f"transfer-reversal:{reversal_id}"
+
+
+async def transfer_reversed(transfer: dict[str, Any]) -> str:
+    """A transfer of a line was reversed at Stripe: each reversal's money back to the publisher's
+    available balance once (key from the reversal id), the line returned when fully reversed."""
+    raw = (transfer.get("metadata") or {}).get("payout_line_id")
+    query = PayoutLine.select()
+    if raw and str(raw).isdigit():
+        query = query.where(PayoutLine.id == int(raw))
+    else:
+        query = query.where(PayoutLine.stripe_transfer_id == str(transfer.get("id") or "-"))
+    async with db.transaction():
+        line = await query.first()
+        if line is None:
+            return "ignored: not a payout transfer"
+        if line["status"] == LineStatus.submitting.value:
+            # The event proves the transfer exists; the executor has not recorded it yet.
+            await settle_recorded(line["id"], transfer["id"])
+        elif line["status"] not in (LineStatus.paid.value, LineStatus.returned.value):
+            return f"ignored: payout line {line['id']} is {line['status']}"
+        currency = line["currency"]
+        clearing = await ledger.account(K.stripe_clearing, currency)
+        available = await ledger.account(K.publisher_available, currency, line["publisher"])
+        returned = 0
+        for reversal in (transfer.get("reversals") or {}).get("data") or []:
+            amount = int(reversal["amount"])
+            posted = await ledger.post(kind="payout.reversed", idempotency_key=reversal_key(reversal["id"]),
+                                       reference_type="payout_line", reference_id=line["id"],
+                                       memo=f"transfer {transfer['id']} reversed ({reversal['id']})",
+                                       lines=[Line(clearing, -amount, currency), Line(available, amount, currency)])
+            returned += 0 if posted.replayed else amount
+        if transfer.get("reversed"):
+            changed = await PayoutLine.update({PayoutLine.status: LineStatus.returned.value,
+                                               PayoutLine.updated_at: datetime.now(UTC)}).where(
+                PayoutLine.id == line["id"], PayoutLine.status == LineStatus.paid.value).returning(PayoutLine.id)
+            if changed:
+                await audit.record("payout_line.returned", actor_id=None, object_type="payout_line",
+                                   object_id=line["id"], transfer=transfer["id"])
+    return f"payout line {line['id']}: {returned} returned to available"
