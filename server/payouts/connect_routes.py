@@ -134,6 +134,7 @@ class PayoutHistoryLine(msgspec.Struct):
     stripe_transfer_id: str  # the Stripe transfer (tr_...) once paid; "" before
     prepared_at: datetime
     updated_at: datetime  # the last change of status
+    returned_minor: int  # given back to the available balance by reversals at Stripe
 
 
 class PayoutCarriedOver(msgspec.Struct):
@@ -179,7 +180,8 @@ class PayoutAccountApi(Controller):
             id=line.id, period_start=line.period_start, period_end=line.period_end, currency=line.currency,
             available_minor=line.available_minor, netted_minor=line.netted_minor, amount_minor=line.amount_minor,
             status=line.status.value, status_words=line.words, detail=line.detail,
-            stripe_transfer_id=line.stripe_transfer_id, prepared_at=line.prepared_at, updated_at=line.updated_at)
+            stripe_transfer_id=line.stripe_transfer_id, prepared_at=line.prepared_at, updated_at=line.updated_at,
+            returned_minor=line.returned_minor)
             for line in found.lines]
         carried = [PayoutCarriedOver(period_start=c.period_start, period_end=c.period_end, currency=c.currency,
                                      balance_minor=c.balance_minor, minimum_minor=c.minimum_minor,

@@ -14,7 +14,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from server import money
 from server.errors import NotFound
+from server.payouts import reversals
 from server.payouts.service import REASONS
 from server.payouts.tables import BatchStatus, CarryReason, LineStatus, PayoutCarryOver, PayoutLine
 
@@ -93,6 +95,7 @@ class HistoryLine:
     stripe_transfer_id: str  # "" unless paid (or paid, then returned)
     prepared_at: datetime
     updated_at: datetime
+    returned_minor: int = 0  # given back by reversals at Stripe (part of a paid line, or all of a returned one)
 
     @property
     def words(self) -> str:
@@ -131,7 +134,7 @@ _LINE_COLUMNS = (PayoutLine.id, PayoutLine.currency, PayoutLine.available_minor,
                  PayoutLine.batch.status.as_alias("batch_status"))
 
 
-def _detail(row: dict[str, Any], shown: Shown) -> str:
+def _detail(row: dict[str, Any], shown: Shown, returned: int) -> str:
     if shown is Shown.failed:
         return failure_words(row["error"])
     if shown is Shown.held:
@@ -139,6 +142,9 @@ def _detail(row: dict[str, Any], shown: Shown) -> str:
         return (f"Finance held this payout: {reason}. " if reason else "Finance held this payout. ") + BACK_IN_BALANCE
     if shown is Shown.returned:
         return "Stripe reversed the transfer after it was paid. " + BACK_IN_BALANCE
+    if shown is Shown.paid and returned:
+        return (f"Sent to your Stripe account; Stripe later reversed {money.display(returned, row['currency'])} of "
+                "it, and that part is back in your available balance.")
     if shown is Shown.paid:
         return "Sent to your Stripe account; Stripe pays it into your bank account on its own schedule."
     if row["status"] == LineStatus.approved.value and row["batch_status"] == BatchStatus.prepared.value:
@@ -146,14 +152,15 @@ def _detail(row: dict[str, Any], shown: Shown) -> str:
     return "Approved and being sent to your Stripe account."
 
 
-def _line(row: dict[str, Any]) -> HistoryLine:
+def _line(row: dict[str, Any], returned: dict[int, int]) -> HistoryLine:
     shown = _SHOWN[row["status"]]
+    back = returned.get(row["id"], 0)
     transfer = row["stripe_transfer_id"] if shown in (Shown.paid, Shown.returned) else ""
     return HistoryLine(id=row["id"], period_start=row["period_start"], period_end=row["period_end"],
                        currency=row["currency"], available_minor=row["available_minor"],
                        netted_minor=row["netted_minor"], amount_minor=row["amount_minor"], status=shown,
-                       detail=_detail(row, shown), stripe_transfer_id=transfer, prepared_at=row["created_at"],
-                       updated_at=row["updated_at"])
+                       detail=_detail(row, shown, back), stripe_transfer_id=transfer, prepared_at=row["created_at"],
+                       updated_at=row["updated_at"], returned_minor=back)
 
 
 async def lines_of(publisher_id: int, *, page: int = 1, per_page: int | None = None) -> HistoryPage:
@@ -161,7 +168,9 @@ async def lines_of(publisher_id: int, *, page: int = 1, per_page: int | None = N
     page, per_page = max(1, page), per_page or PAGE_SIZE
     rows = await PayoutLine.select(*_LINE_COLUMNS).where(PayoutLine.publisher == publisher_id).order_by(
         PayoutLine.id, ascending=False).limit(per_page + 1).offset((page - 1) * per_page)
-    return HistoryPage([_line(r) for r in rows[:per_page]], page, per_page, len(rows) > per_page)
+    rows, more = rows[:per_page], len(rows) > per_page
+    returned = await reversals.returned_by_line([r["id"] for r in rows])
+    return HistoryPage([_line(r, returned) for r in rows], page, per_page, more)
 
 
 async def line_of(publisher_id: int, line_id: int) -> HistoryLine:
@@ -170,7 +179,7 @@ async def line_of(publisher_id: int, line_id: int) -> HistoryLine:
                                                         PayoutLine.publisher == publisher_id).first()
     if row is None:
         raise NotFound("You have no such payout.")
-    return _line(row)
+    return _line(row, await reversals.returned_by_line([line_id]))
 
 
 async def carried_of(publisher_id: int, *, limit: int = CARRIED_LIMIT) -> list[CarriedPeriod]:

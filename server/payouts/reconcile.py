@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import stripe
-from piccolo.query.functions.aggregate import Sum
 
 from server.audit import service as audit
 from server.audit.tables import AuditEvent
-from server.ledger.tables import LedgerEntry, LedgerTxn
+from server.ledger.tables import LedgerTxn
+from server.payouts import reversals
 from server.payouts.execute import settled_key, transfer_group
 from server.payouts.tables import LineStatus, PayoutLine
 
@@ -56,10 +56,7 @@ async def reconcile_batch(batch_id: int, client: stripe.StripeClient, *, actor_i
                                    f"this batch's group but belongs to no line of it.")
             continue
         by_line[int(raw)].append(transfer)
-    returned = {r["line"]: int(r["total"] or 0) for r in await LedgerEntry.select(
-        LedgerEntry.txn.reference_id.as_alias("line"), Sum(LedgerEntry.amount_minor, alias="total")).where(
-        LedgerEntry.txn.kind == "payout.reversed", LedgerEntry.amount_minor > 0,
-        LedgerEntry.txn.reference_id.is_in(list(lines) or [0])).group_by(LedgerEntry.txn.reference_id)}
+    returned = await reversals.returned_by_line(list(lines))
     settled = set(await LedgerTxn.select(LedgerTxn.idempotency_key).where(
         LedgerTxn.idempotency_key.is_in([settled_key(i) for i in lines] or ["-"])).output(as_list=True))
     for line_id, line in sorted(lines.items()):

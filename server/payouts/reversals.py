@@ -4,16 +4,32 @@ available balance, once per reversal id, in any order and however often the even
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
+
+from piccolo.query.functions.aggregate import Sum
 
 from server import db
 from server.audit import service as audit
 from server.ledger import service as ledger
 from server.ledger.service import Line
 from server.ledger.tables import AccountKind as K
+from server.ledger.tables import LedgerEntry
 from server.payouts.execute import settle_recorded
 from server.payouts.tables import LineStatus, PayoutLine
+
+
+async def returned_by_line(line_ids: Sequence[int]) -> dict[int, int]:
+    """What reversals at Stripe have given back to the publisher so far, by payout line (lines with none left out)."""
+    if not line_ids:
+        return {}
+    rows = await LedgerEntry.select(LedgerEntry.txn.reference_id.as_alias("line"),
+                                    Sum(LedgerEntry.amount_minor, alias="total")).where(
+        LedgerEntry.txn.kind == "payout.reversed", LedgerEntry.txn.reference_type == "payout_line",
+        LedgerEntry.amount_minor > 0, LedgerEntry.txn.reference_id.is_in(list(line_ids))
+    ).group_by(LedgerEntry.txn.reference_id)
+    return {r["line"]: int(r["total"]) for r in rows if r["total"]}
 
 
 def reversal_key(reversal_id: str) -> str:

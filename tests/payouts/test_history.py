@@ -211,7 +211,7 @@ async def test_the_api_lists_the_same_payouts_and_carry_overs_without_finances_f
     [item] = body["lines"]
     assert set(item) == {"id", "period_start", "period_end", "currency", "available_minor", "netted_minor",
                          "amount_minor", "status", "status_words", "detail", "stripe_transfer_id", "prepared_at",
-                         "updated_at"}
+                         "updated_at", "returned_minor"}
     assert (item["id"], item["currency"], item["available_minor"], item["netted_minor"], item["amount_minor"],
             item["status"], item["status_words"], item["stripe_transfer_id"]) == (
         line["id"], "EUR", 9_000, 1_500, 7_500, "processing", "On its way", "")
@@ -305,4 +305,27 @@ async def test_a_payout_reversed_at_stripe_shows_as_returned_with_the_money_back
     assert row["status"] == "returned" and "Returned (reversed at Stripe)" in row["text"]
     assert "back in your available balance" in row["text"] and line["stripe_transfer_id"] in row["text"]
     assert await ledger.balance(K.publisher_available, "EUR", publisher) == 10_000
+    assert await ledger.check() == []
+
+
+async def test_a_payout_partly_reversed_at_stripe_stays_paid_and_says_how_much_came_back(
+        new_client, settings, stripe_local):
+    await fresh_line_ids()
+    publisher, _ = await ready_publisher(settings, stripe_local, 10_000)
+    batch_id = (await payouts.prepare_due(after_next_cutoff())).batches[0]
+    await review.approve(await staff(), batch_id)
+    async with stripe_api.gateway(settings) as gateway:
+        assert await execute.execute(batch_id, gateway.client) == "done"
+    line = await line_of(publisher)
+    reversal = await stripe_local.client().v1.transfers.reversals.create_async(
+        line["stripe_transfer_id"], {"amount": 2_500}, {"idempotency_key": f"partial-reversal:{line['id']}"})
+    partly = await stripe_local.client().v1.transfers.retrieve_async(reversal.transfer)
+    await reversals.transfer_reversed(partly.to_dict())
+
+    [row] = rows((await (await signed_in(new_client, publisher)).get("/publisher/payouts")).text)
+    assert row["status"] == "paid" and "reversed €25.00 of it" in row["text"]
+    answer = await new_client().get(API, headers=await publisher_key(publisher))
+    [api_line] = answer.json()["lines"]
+    assert (api_line["status"], api_line["amount_minor"], api_line["returned_minor"]) == ("paid", 10_000, 2_500)
+    assert await ledger.balance(K.publisher_available, "EUR", publisher) == 2_500
     assert await ledger.check() == []
