@@ -12,7 +12,8 @@ What is paid
   priced hour is the watermark, and (campaign, goal, hour, publisher) is unique at the database.
 - Budgets: of the hour's valid impressions, taken in (viewed_at, id) order whoever brought them,
   the first ones are paid while the daily and total budgets still allow them at the unit price
-  (spend = `spent_minor`: approved conversions, CPC hours and CPM hours charged or waiting); the
+  (server/campaigns/spend.py, the one rule shared with CPC hours and the ad decision: approved
+  conversions, CPC and CPM hours charged or waiting, over the hour's whole UTC day and ever); the
   rest are over budget, with the reason said on the row.
 
 Rounding: every cent conserved, none lost to fractions
@@ -34,10 +35,11 @@ Money
   paused, and the next run after funding charges them in order. Holds end `hold_days` after the
   hour ended (`release_earning`, key `impression_hour:{id}:released`).
 
-Running twice, or in two workers at once: as CPC hours. Pricing takes a per-campaign lock (a
-PostgreSQL advisory lock; SQLite's BEGIN IMMEDIATE serialises writers) and re-reads the
-watermark; charging and releasing are conditional updates on the status they leave; the ledger's
-idempotency keys replay rather than post again.
+Running twice, or in two workers at once: as CPC hours. Pricing takes the campaign's pricing
+lock (`spend.lock`, the same as the CPC job's, so the two never price against stale spend;
+SQLite's BEGIN IMMEDIATE serialises writers) and re-reads the watermark; charging and releasing
+are conditional updates on the status they leave; the ledger's idempotency keys replay rather
+than post again.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from piccolo.query.functions.aggregate import Count, Sum
 from server import db, money
 from server.ads.tables import Impression, ImpressionEarning, ImpressionEarningStatus, ViewReason
 from server.campaigns import service as campaigns
+from server.campaigns import spend
 from server.campaigns.tables import Goal, PayoutModel
 from server.conversions import cpc
 from server.ledger import templates
@@ -62,9 +65,6 @@ log = logging.getLogger("affnet.cpm")
 HOUR = timedelta(hours=1)
 SETTLE = timedelta(minutes=2)
 PER = 1000  # a CPM price is per thousand impressions
-LOCK_NAMESPACE = 4_102  # first key of PostgreSQL advisory locks taken by this module (CPC uses 4,101)
-CHARGED = (ImpressionEarningStatus.waiting.value, ImpressionEarningStatus.approved.value,
-           ImpressionEarningStatus.released.value)
 WAITING_FOR_FUNDS = ("Waiting: the advertiser's balance cannot cover this hour; the campaign is paused until "
                      "funds arrive.")
 WAITING_BEHIND = "Waiting behind an earlier hour of this campaign that the advertiser's balance cannot cover yet."
@@ -105,32 +105,12 @@ def increments(before: tuple[int, int, int], paid: int, advertiser_amount: int,
     return price, payout, price - payout
 
 
-async def spent_minor(campaign_id: int, since: datetime | None = None, until: datetime | None = None) -> int:
-    """What the campaign has spent in [since, until): CPC's spend (approved conversions, CPC hours)
-    plus CPM hours charged or waiting, at their hour."""
-    query = ImpressionEarning.select(Sum(ImpressionEarning.price_minor, alias="total")).where(
-        ImpressionEarning.campaign == campaign_id, ImpressionEarning.status.is_in(list(CHARGED)))
-    if since is not None:
-        query = query.where(ImpressionEarning.hour >= since)
-    if until is not None:
-        query = query.where(ImpressionEarning.hour < until)
-    return await cpc.spent_minor(campaign_id, since, until) + _int((await query.first())["total"])
-
-
 async def _budget_impressions(terms: dict[str, Any], hour: datetime) -> tuple[int | None, int | None, str]:
     """(budget room in minor units, impressions it pays for at the unit price, the binding budget's name)."""
-    end = hour + HOUR
-    rooms: list[tuple[int, str]] = []
-    if terms["daily_budget_minor"] is not None:
-        rooms.append((terms["daily_budget_minor"] - await spent_minor(terms["campaign_id"], hour.replace(hour=0), end),
-                      "the daily budget"))
-    if terms["total_budget_minor"] is not None:
-        rooms.append((terms["total_budget_minor"] - await spent_minor(terms["campaign_id"], None, end),
-                      "the total budget"))
-    if not rooms:
+    room, which = await spend.budget_room(terms["campaign_id"], terms["daily_budget_minor"],
+                                          terms["total_budget_minor"], hour)
+    if room is None:
         return None, None, ""
-    room, which = min(rooms)
-    room = max(room, 0)
     return room, room * PER // terms["advertiser_amount"], which
 
 
@@ -199,11 +179,6 @@ async def price_hour(terms: dict[str, Any], hour: datetime) -> tuple[list[Row], 
 # --- the per-campaign steps (as server/conversions/cpc.py) ----------------------------------------
 
 
-async def _lock(campaign_id: int) -> None:
-    if not db.is_sqlite():
-        await ImpressionEarning.raw("SELECT pg_advisory_xact_lock({}, {})", LOCK_NAMESPACE, campaign_id)
-
-
 async def _claim_and_charge(ids: list[int], advertiser_id: int, now: datetime) -> int:
     async with db.atomic():
         claimed = await ImpressionEarning.update({
@@ -236,7 +211,7 @@ async def retry_waiting(campaign_id: int, advertiser_id: int, now: datetime, out
     for hour in hours:
         try:
             async with db.transaction():
-                await _lock(campaign_id)
+                await spend.lock(campaign_id)
                 ids = await ImpressionEarning.select(ImpressionEarning.id).where(
                     ImpressionEarning.campaign == campaign_id, ImpressionEarning.hour == hour,
                     ImpressionEarning.status == ImpressionEarningStatus.waiting.value).output(as_list=True)
@@ -280,7 +255,7 @@ async def price_and_charge(terms: dict[str, Any], hour: datetime, now: datetime,
     campaign_id = terms["campaign_id"]
     money.flat_split(terms["advertiser_amount"], terms["publisher_amount"])  # refuses payout > price
     async with db.transaction():
-        await _lock(campaign_id)
+        await spend.lock(campaign_id)
         last = await _last_priced_hour(campaign_id)
         if last is not None and last >= hour:
             return None

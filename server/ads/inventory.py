@@ -20,12 +20,12 @@ from datetime import UTC, date, datetime
 from typing import Generic, TypeVar
 from urllib.parse import quote
 
-from piccolo.query.functions.aggregate import Count, Sum
+from piccolo.query.functions.aggregate import Count
 from redis.asyncio import Redis
 
 from server.accounts.tables import Publisher, PublisherStatus
-from server.ads import cpm
 from server.ads.tables import AdSlot, Impression, SlotFormat
+from server.campaigns import spend
 from server.campaigns.tables import (
     Campaign,
     CampaignStatus,
@@ -35,7 +35,6 @@ from server.campaigns.tables import (
     MembershipStatus,
     PayoutModel,
 )
-from server.conversions.tables import Conversion, ConversionStatus
 from server.tracking import cache as link_cache
 from server.tracking.classify import Reason
 from server.tracking.tables import Click, Link
@@ -210,10 +209,6 @@ def _day_start(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
-def _int(value: object) -> int:
-    return int(value or 0)  # type: ignore[call-overload]  # SUM is NUMERIC (Decimal) on PostgreSQL: exact
-
-
 async def _valid_impressions(campaign_id: int, since: datetime) -> int:
     return await Impression.count().where(Impression.campaign == campaign_id, Impression.reason == "valid",
                                           Impression.viewed_at >= since)
@@ -314,17 +309,15 @@ class Inventory:
         """The decision's estimate of what the campaign spent today and ever: conversions approved
         today, today's valid clicks at the CPC price (their hours are priced only after they close)
         and today's valid impressions at the CPM price; before today, what the CPC and CPM jobs
-        priced plus approved conversions (server/ads/cpm.py: spent_minor). The workers' pricing is the truth
-        for what is billed; this only keeps a spent campaign from being offered."""
-        approved = await Conversion.select(Sum(Conversion.advertiser_amount_minor, alias="total")).where(
-            Conversion.campaign == campaign_id, Conversion.status == ConversionStatus.approved.value,
-            Conversion.approved_at >= start).first()
-        today = _int(approved["total"]) + clicks_today * cpc_price
+        priced plus approved conversions: the jobs' own rule (server/campaigns/spend.py). The
+        workers' pricing is the truth for what is billed; this only keeps a spent campaign from
+        being offered."""
+        today = await spend.conversions_minor(campaign_id, since=start) + clicks_today * cpc_price
         if cpm_price:
             today += await _valid_impressions(campaign_id, start) * cpm_price // 1000
         if not need_total:
             return today, today
-        return today, await cpm.spent_minor(campaign_id, until=start) + today
+        return today, await spend.spent_minor(campaign_id, until=start) + today
 
 
 # --- invalidation across processes ---------------------------------------------------------------

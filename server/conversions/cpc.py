@@ -25,10 +25,10 @@ Caps, then budgets, in click order
   allow at the unit price: min(daily_budget − spent today, total_budget − spent ever) // price.
   The rest are over budget. So the budget goes to earlier hours first and, within an hour, to
   the earliest clicks whoever brought them: deterministic, and the same in every worker.
-- Spend (`spent_minor`) is the price of approved conversions (counted at approved_at) plus the
-  price of every priced CPC hour that is charged or waiting to be charged (counted at its hour).
-  A waiting hour holds its share of the budget: it is owed, and is charged once funds arrive.
-  Pending conversions are not spend yet; rejected and reversed ones never are.
+- Spend is the campaign's one rule (server/campaigns/spend.py): approved conversions, and CPC and
+  CPM hours charged or waiting to be charged. A waiting hour holds its share of the budget: it is
+  owed, and is charged once funds arrive. What is left is measured against the whole UTC day's
+  spend and all spend ever, whichever job priced it, so CPC and CPM goals share one budget.
 
 Money
 - A priced hour is charged to the advertiser in one ledger posting per row (`approve_earning`:
@@ -44,9 +44,9 @@ Money
   `click_hour:{id}:released`), in the same job.
 
 Running twice, or in two workers at once
-- Every write is one database transaction whose first step claims its work: pricing takes a
-  per-campaign lock (a PostgreSQL advisory lock; SQLite's BEGIN IMMEDIATE already serialises
-  writers) and re-reads the watermark; charging a waiting row and releasing an approved one are
+- Every write is one database transaction whose first step claims its work: pricing takes the
+  campaign's pricing lock (`spend.lock`, shared with the CPM job; SQLite's BEGIN IMMEDIATE already
+  serialises writers) and re-reads the watermark; charging a waiting row and releasing an approved one are
   conditional updates on the status they leave. The loser finds nothing to do, and the ledger's
   idempotency keys replay rather than post again.
 """
@@ -60,13 +60,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from piccolo.query.functions.aggregate import Count, Sum
+from piccolo.query.functions.aggregate import Count
 
 from server import db, money
 from server.campaigns import service as campaigns
+from server.campaigns import spend
 from server.campaigns.tables import Goal, PayoutModel
 from server.conversions.cpc_tables import ClickEarning, ClickEarningStatus
-from server.conversions.tables import Conversion, ConversionStatus
 from server.ledger import templates
 from server.ledger.service import InsufficientFunds
 from server.tracking.classify import Reason
@@ -76,8 +76,6 @@ log = logging.getLogger("affnet.cpc")
 
 HOUR = timedelta(hours=1)
 SETTLE = timedelta(minutes=2)  # an hour is priced once it ended at least this long ago
-LOCK_NAMESPACE = 4_101  # first key of PostgreSQL advisory locks taken by this module
-CHARGED = (ClickEarningStatus.waiting.value, ClickEarningStatus.approved.value, ClickEarningStatus.released.value)
 WAITING_FOR_FUNDS = ("Waiting: the advertiser's balance cannot cover this hour; the campaign is paused until "
                      "funds arrive.")
 WAITING_BEHIND = "Waiting behind an earlier hour of this campaign that the advertiser's balance cannot cover yet."
@@ -104,22 +102,6 @@ def hour_of(moment: datetime) -> datetime:
 def _int(value: Any) -> int:
     # SUM of a BIGINT is NUMERIC on PostgreSQL (a Decimal here, never a float): exact either way.
     return int(value or 0)
-
-
-async def spent_minor(campaign_id: int, since: datetime | None = None, until: datetime | None = None) -> int:
-    """What the campaign has spent in [since, until): approved conversions at their approval time,
-    plus CPC hours charged or waiting for funds at their hour (see the module's docstring)."""
-    conversions = Conversion.select(Sum(Conversion.advertiser_amount_minor, alias="total")).where(
-        Conversion.campaign == campaign_id, Conversion.status == ConversionStatus.approved.value)
-    clicks = ClickEarning.select(Sum(ClickEarning.price_minor, alias="total")).where(
-        ClickEarning.campaign == campaign_id, ClickEarning.status.is_in(list(CHARGED)))
-    if since is not None:
-        conversions = conversions.where(Conversion.approved_at >= since)
-        clicks = clicks.where(ClickEarning.hour >= since)
-    if until is not None:
-        conversions = conversions.where(Conversion.approved_at < until)
-        clicks = clicks.where(ClickEarning.hour < until)
-    return _int((await conversions.first())["total"]) + _int((await clicks.first())["total"])
 
 
 # --- pricing an hour -----------------------------------------------------------------------------
@@ -169,23 +151,6 @@ def allocate(clicks_in_order: Iterable[int], before: dict[int, int], *, cap: int
     return dict(shares)
 
 
-async def _budget_room(terms: dict[str, Any], hour: datetime) -> tuple[int | None, str]:
-    """What the budgets still allow for this hour (None: no budget), and which budget binds."""
-    end = hour + HOUR
-    rooms: list[tuple[int, str]] = []
-    if terms["daily_budget_minor"] is not None:
-        day = hour.replace(hour=0)
-        rooms.append((terms["daily_budget_minor"] - await spent_minor(terms["campaign_id"], day, end),
-                      "the daily budget"))
-    if terms["total_budget_minor"] is not None:
-        rooms.append((terms["total_budget_minor"] - await spent_minor(terms["campaign_id"], None, end),
-                      "the total budget"))
-    if not rooms:
-        return None, ""
-    room, which = min(rooms)
-    return max(room, 0), which
-
-
 async def _clicks_by_publisher(campaign_id: int, start: datetime, end: datetime) -> dict[int, int]:
     rows = await Click.select(Click.publisher, Count(Click.id, alias="clicks")).where(
         Click.campaign == campaign_id, Click.reason == Reason.valid.value, Click.clicked_at >= start,
@@ -198,7 +163,8 @@ async def price_hour(terms: dict[str, Any], hour: datetime) -> tuple[dict[int, S
     name of the budget that limits it."""
     campaign_id, end = terms["campaign_id"], hour + HOUR
     in_hour = await _clicks_by_publisher(campaign_id, hour, end)
-    room, budget_name = await _budget_room(terms, hour)
+    room, budget_name = await spend.budget_room(campaign_id, terms["daily_budget_minor"], terms["total_budget_minor"],
+                                                hour)
     budget_clicks = None if room is None else room // terms["advertiser_amount"]
     cap, publisher_cap = terms["cap_clicks_daily"], terms["cap_publisher_clicks_daily"]
     if cap is None and publisher_cap is None and (budget_clicks is None or budget_clicks >= sum(in_hour.values())):
@@ -227,13 +193,6 @@ def describe(share: Share, terms: dict[str, Any], budget_name: str) -> str:
 
 
 # --- the per-campaign steps ----------------------------------------------------------------------
-
-
-async def _lock(campaign_id: int) -> None:
-    """Serialise this module's writers per campaign within the current transaction (PostgreSQL;
-    on SQLite the transaction's BEGIN IMMEDIATE already holds the only write lock)."""
-    if not db.is_sqlite():
-        await ClickEarning.raw("SELECT pg_advisory_xact_lock({}, {})", LOCK_NAMESPACE, campaign_id)
 
 
 async def _claim_and_charge(ids: list[int], advertiser_id: int, now: datetime) -> int:
@@ -272,7 +231,7 @@ async def retry_waiting(campaign_id: int, advertiser_id: int, now: datetime, out
     for hour in hours:
         try:
             async with db.transaction():
-                await _lock(campaign_id)
+                await spend.lock(campaign_id)
                 ids = await ClickEarning.select(ClickEarning.id).where(
                     ClickEarning.campaign == campaign_id, ClickEarning.hour == hour,
                     ClickEarning.status == ClickEarningStatus.waiting.value).output(as_list=True)
@@ -314,7 +273,7 @@ async def price_and_charge(terms: dict[str, Any], hour: datetime, now: datetime,
     campaign_id = terms["campaign_id"]
     unit_price, unit_payout, _ = money.flat_split(terms["advertiser_amount"], terms["publisher_amount"])
     async with db.transaction():
-        await _lock(campaign_id)
+        await spend.lock(campaign_id)
         last = await _last_priced_hour(campaign_id)
         if last is not None and last >= hour:
             return None

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from server.ads import cpm
 from server.ads.service import write_impressions
 from server.ads.tables import ImpressionEarning
+from server.campaigns import spend
 from server.campaigns.tables import Campaign
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
@@ -108,7 +109,7 @@ async def test_each_publishers_valid_impressions_of_a_closed_hour_are_charged_an
         LedgerTxn.reference_id)
     assert [(t["reference_id"], t["idempotency_key"]) for t in txns] == [
         (r["id"], f"impression_hour:{r['id']}:approved") for r in sorted(by_publisher.values(), key=lambda r: r["id"])]
-    assert await cpm.spent_minor(ads.camp.campaign_id) == 350
+    assert await spend.spent_minor(ads.camp.campaign_id) == 350
     assert await ledger.check() == []
 
 
@@ -169,10 +170,10 @@ async def test_impressions_beyond_the_budget_are_not_paid_and_say_why(clean, set
     assert (by_publisher[one]["paid_impressions"], by_publisher[two]["paid_impressions"]) == (300, 100)
     assert by_publisher[two]["over_budget_impressions"] == 200
     assert by_publisher[two]["unpaid_reason"] == "200 beyond what the total budget still allowed"
-    assert await cpm.spent_minor(ads.camp.campaign_id) == 100
+    assert await spend.spent_minor(ads.camp.campaign_id) == 100
     await ads.views(one, spread(10, 100))
     await cpm.run(now=NOW)
-    assert await cpm.spent_minor(ads.camp.campaign_id) == 100  # never more than the budget
+    assert await spend.spent_minor(ads.camp.campaign_id) == 100  # never more than the budget
     assert await ledger.check() == []
 
 

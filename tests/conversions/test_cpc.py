@@ -10,6 +10,7 @@ from datetime import timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
+from server.campaigns import spend
 from server.campaigns.tables import Campaign
 from server.conversions import cpc, review
 from server.conversions.cpc_tables import ClickEarning
@@ -59,7 +60,7 @@ async def test_each_publishers_valid_clicks_of_a_closed_hour_are_charged_and_cen
     txns = await LedgerTxn.select().where(LedgerTxn.reference_type == "click_hour").order_by(LedgerTxn.reference_id)
     assert [(t["reference_id"], t["idempotency_key"]) for t in txns] == [
         (r["id"], f"click_hour:{r['id']}:approved") for r in sorted(rows.values(), key=lambda r: r["id"])]
-    assert await cpc.spent_minor(setup.campaign_id) == 185
+    assert await spend.spent_minor(setup.campaign_id) == 185
     assert await ledger.check() == []
 
 
@@ -161,9 +162,9 @@ async def test_the_daily_and_total_budgets_are_never_exceeded(clean, settings):
     reasons = [r["unpaid_reason"] for r in await earnings()]
     assert reasons[1] == "1 beyond what the daily budget still allowed"
     assert reasons[3] == "1 beyond what the total budget still allowed"
-    assert await cpc.spent_minor(setup.campaign_id) == 150
-    assert await cpc.spent_minor(setup.campaign_id, since=at(0, days=1)) == 60
-    assert await cpc.spent_minor(setup.campaign_id, until=at(10)) == 60
+    assert await spend.spent_minor(setup.campaign_id) == 150
+    assert await spend.spent_minor(setup.campaign_id, since=at(0, days=1)) == 60
+    assert await spend.spent_minor(setup.campaign_id, until=at(10)) == 60
     assert await ledger.balance(K.advertiser_balance, "EUR", setup.advertiser.id) == 100_000 - 150
     assert await ledger.check() == []
 
@@ -184,8 +185,8 @@ async def test_approved_conversions_count_as_spend_against_the_budget(clean, cli
 
     [row] = await earnings()
     assert (row["paid_clicks"], row["over_budget_clicks"], row["price_minor"]) == (2, 3, 200)
-    assert await cpc.spent_minor(setup.campaign_id, since=at(0), until=at(0, days=1)) == 1_200
-    assert await cpc.spent_minor(setup.campaign_id, until=at(9, 30)) == 0
+    assert await spend.spent_minor(setup.campaign_id, since=at(0), until=at(0, days=1)) == 1_200
+    assert await spend.spent_minor(setup.campaign_id, until=at(9, 30)) == 0
     assert await ledger.check() == []
 
 
