@@ -17,6 +17,7 @@ from server.campaigns import service as campaigns
 from server.campaigns.tables import CampaignStatus, PayoutModel, Visibility
 from server.errors import Conflict, Invalid
 from server.pages import form_data, render, render_error, see_other, settings_of
+from server.reports import spending
 from server.tracking import service as tracking
 from server.tracking.classify import REASON_LABELS, Reason
 from server.web import current_user, requires_role
@@ -108,6 +109,7 @@ async def _campaign_page(advertiser: CurrentUser, campaign_id: int, **extra: Any
         "campaign": campaign, "terms": terms, "category": campaigns.CATEGORIES.get(campaign["category"], "Other"),
         "visibility_help": VISIBILITY_HELP, "money": money,
         "clicks": click_table(await tracking.campaign_click_stats(campaign_id)),
+        "paid_for": await spending.paid_for(advertiser.id, campaign_id=campaign_id),
         "creatives": await creatives.list_creatives(advertiser, campaign_id),
         "members": await campaigns.applicants(advertiser, campaign_id),
         "can_edit": campaign["status"] != CampaignStatus.ended.value,

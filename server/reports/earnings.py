@@ -1,11 +1,11 @@
-"""What a publisher has earned: their conversions, their CPC click earnings and their money,
-pending vs available, per currency. Read-only queries behind the dashboard, /publisher/conversions
-and GET /api/v1/publisher/earnings.
+"""What a publisher has earned: their conversions, their CPC click and CPM impression earnings
+and their money, pending vs available, per currency. Read-only queries behind the dashboard,
+/publisher/conversions and GET /api/v1/publisher/earnings.
 
 A publisher sees their own payout only: never the advertiser's price nor the network's margin.
 
-Pending = payouts not yet charged to the advertiser (pending conversions, and CPC hours waiting
-for the advertiser's funds) + the ledger's publisher_pending (charged, in their hold).
+Pending = payouts not yet charged to the advertiser (pending conversions, and CPC and CPM hours
+waiting for the advertiser's funds) + the ledger's publisher_pending (charged, in their hold).
 Available = the ledger's publisher_available (payable at the next payout). Receivable = what
 the publisher owes after a clawback of money already paid out (the ledger's
 publisher_receivable, shown as a positive amount), netted against the next payout."""
@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from piccolo.query.functions.aggregate import Count, Sum
 
+from server import db
+from server.ads.tables import Impression, ImpressionEarning, ImpressionEarningStatus, ViewReason
 from server.conversions.cpc_tables import ClickEarning, ClickEarningStatus
 from server.conversions.tables import Conversion, ConversionStatus
 from server.errors import Invalid
@@ -26,6 +28,7 @@ from server.ledger import service as ledger
 from server.ledger.tables import AccountKind, LedgerAccount
 
 LIST_LIMIT = 500
+HOURS_SHOWN = 48  # impression hours on the dashboard, newest first
 STATUSES = tuple(s.value for s in ConversionStatus)
 
 
@@ -34,7 +37,7 @@ class Money:
     """A publisher's money in one currency, minor units."""
 
     currency: str
-    pending_uncharged_minor: int  # payouts of pending conversions and waiting CPC hours
+    pending_uncharged_minor: int  # payouts of pending conversions and waiting CPC and CPM hours
     pending_charged_minor: int  # the ledger's publisher_pending: charged, in the hold
     available_minor: int
     receivable_minor: int  # owed by the publisher (a positive amount), netted at the next payout
@@ -89,10 +92,11 @@ async def money_of(publisher_id: int) -> list[Money]:
                                                Conversion.status == ConversionStatus.pending.value
                                                ).group_by(Conversion.currency):
         uncharged[row["currency"]] = uncharged.get(row["currency"], 0) + _int(row["total"])
-    for row in await ClickEarning.select(ClickEarning.currency, Sum(ClickEarning.payout_minor, alias="total")).where(
-            ClickEarning.publisher == publisher_id, ClickEarning.status == ClickEarningStatus.waiting.value
-    ).group_by(ClickEarning.currency):
-        uncharged[row["currency"]] = uncharged.get(row["currency"], 0) + _int(row["total"])
+    for table, waiting in ((ClickEarning, ClickEarningStatus.waiting.value),
+                           (ImpressionEarning, ImpressionEarningStatus.waiting.value)):
+        for row in await table.select(table.currency, Sum(table.payout_minor, alias="total")).where(
+                table.publisher == publisher_id, table.status == waiting).group_by(table.currency):
+            uncharged[row["currency"]] = uncharged.get(row["currency"], 0) + _int(row["total"])
     accounts = await LedgerAccount.select(LedgerAccount.currency).where(
         LedgerAccount.owner == publisher_id).distinct().output(as_list=True)
     found = []
@@ -132,3 +136,69 @@ async def click_earnings_of(publisher_id: int, *, since: datetime | None = None)
         if where:
             entry[where] += _int(r["payout"])
     return sorted(table.values(), key=lambda e: (e["campaign_name"].lower(), e["campaign_id"], e["currency"]))
+
+
+def _impression_status(row: dict[str, Any]) -> str:
+    """Where an impression hour's earning stands, in the publisher's words."""
+    status = row["status"]
+    if status == ImpressionEarningStatus.waiting.value:
+        return "Waiting for the advertiser's funds"
+    if status == ImpressionEarningStatus.approved.value:
+        return f"Pending: in its hold until {_utc(row['hold_until']):%Y-%m-%d %H:%M} UTC"
+    if status == ImpressionEarningStatus.released.value:
+        return "Available"
+    if row["paid_impressions"]:
+        return "Less than a cent so far: carried into a later hour"
+    return f"Not paid: {row['unpaid_reason']}" if row["unpaid_reason"] else "Not paid"
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _hour_key(moment: datetime) -> str:
+    return f"{_utc(moment):%Y-%m-%d %H}"
+
+
+async def _slots_by_hour(publisher_id: int, campaign_id: int, start: datetime, end: datetime
+                         ) -> dict[str, list[str]]:
+    """The names of the publisher's slots that showed the campaign's valid impressions, per UTC hour
+    ("YYYY-MM-DD HH") in [start, end): one grouped query on the (campaign, viewed_at) index."""
+    # Stored times are UTC: ISO text on SQLite (its first 13 characters name the hour, with a space
+    # or a "T" after the date), timestamptz on PostgreSQL. Only these constant expressions go into
+    # the statement; values are bound.
+    bucket = ("substr(i.viewed_at, 1, 13)" if db.is_sqlite()
+              else "to_char(i.viewed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24')")
+    rows = await Impression.raw(
+        f"SELECT {bucket} AS hour, s.name AS name FROM impression i JOIN ad_slot s ON s.id = i.slot "  # noqa: S608
+        "WHERE i.campaign = {} AND i.publisher = {} AND i.reason = {} AND i.viewed_at >= {} AND i.viewed_at < {} "
+        f"GROUP BY {bucket}, s.id, s.name ORDER BY s.name, s.id",
+        campaign_id, publisher_id, ViewReason.valid.value, start, end)
+    found: dict[str, list[str]] = {}
+    for r in rows:
+        found.setdefault(r["hour"].replace("T", " "), []).append(r["name"])
+    return found
+
+
+async def impression_earnings_of(publisher_id: int, *, limit: int = HOURS_SHOWN) -> list[dict[str, Any]]:
+    """The publisher's CPM impression hours, newest first: hour, campaign, the slots that showed it
+    (when their impressions are still stored), valid and paid impressions, their earning and where
+    it stands. Their payout only, never the advertiser's price."""
+    rows = await ImpressionEarning.select(
+        ImpressionEarning.id, ImpressionEarning.hour, ImpressionEarning.campaign.id.as_alias("campaign_id"),
+        ImpressionEarning.campaign.name.as_alias("campaign_name"), ImpressionEarning.valid_impressions,
+        ImpressionEarning.paid_impressions, ImpressionEarning.payout_minor, ImpressionEarning.currency,
+        ImpressionEarning.status, ImpressionEarning.unpaid_reason, ImpressionEarning.hold_until,
+    ).where(ImpressionEarning.publisher == publisher_id).order_by(ImpressionEarning.hour, ascending=False).order_by(
+        ImpressionEarning.id, ascending=False).limit(limit)
+    slots: dict[int, dict[str, list[str]]] = {}
+    for campaign_id in {r["campaign_id"] for r in rows}:
+        hours = [_utc(r["hour"]) for r in rows if r["campaign_id"] == campaign_id]
+        slots[campaign_id] = await _slots_by_hour(publisher_id, campaign_id, min(hours),
+                                                  max(hours) + timedelta(hours=1))
+    return [{
+        "hour": _utc(r["hour"]), "campaign_id": r["campaign_id"], "campaign_name": r["campaign_name"],
+        "slots": slots[r["campaign_id"]].get(_hour_key(r["hour"]), []), "valid_impressions": r["valid_impressions"],
+        "paid_impressions": r["paid_impressions"], "payout_minor": r["payout_minor"], "currency": r["currency"],
+        "status": r["status"], "status_text": _impression_status(r),
+    } for r in rows]

@@ -3,6 +3,8 @@ also get their conversions page and their earnings as JSON (GET /api/v1/publishe
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import msgspec
 from litestar import Controller, Request, Router, get
 from litestar.response import Template
@@ -14,7 +16,7 @@ from server.billing import service as billing
 from server.campaigns.marketplace import click_table
 from server.errors import Invalid
 from server.pages import render, render_error
-from server.reports import earnings
+from server.reports import earnings, spending
 from server.tracking import service as tracking
 from server.web import current_user, requires_role
 
@@ -38,7 +40,8 @@ class PublisherPages(Controller):
                       clicks=tracking.summarise(stats), table=click_table(stats),
                       conversions=await earnings.conversion_counts(user_id),
                       balances=await earnings.money_of(user_id),
-                      click_earnings=await earnings.click_earnings_of(user_id), money=money)
+                      click_earnings=await earnings.click_earnings_of(user_id),
+                      impression_earnings=await earnings.impression_earnings_of(user_id), money=money)
 
     @get("/conversions")
     async def conversions(self, request: Request) -> Template:
@@ -58,7 +61,7 @@ class Balance(msgspec.Struct):
 
     currency: str
     pending_minor: int  # not yet payable: uncharged + charged_in_hold
-    pending_uncharged_minor: int  # pending conversions, and CPC hours waiting for the advertiser's funds
+    pending_uncharged_minor: int  # pending conversions, and CPC and CPM hours waiting for the advertiser's funds
     pending_in_hold_minor: int  # charged to the advertiser, in its hold period
     available_minor: int  # payable at the next payout
     receivable_minor: int  # owed after a clawback of money already paid out, netted at the next payout
@@ -79,10 +82,26 @@ class ClickEarnings(msgspec.Struct):
     available_minor: int
 
 
+class ImpressionHour(msgspec.Struct):
+    """CPM earnings of one campaign in one UTC hour."""
+
+    hour: datetime
+    campaign_id: int
+    campaign_name: str
+    slots: list[str]  # names of the slots that showed it
+    valid_impressions: int
+    paid_impressions: int
+    payout_minor: int  # what the publisher earns
+    currency: str
+    status: str  # unpaid, waiting (for the advertiser's funds), approved (in its hold) or released (available)
+    status_text: str
+
+
 class Earnings(msgspec.Struct):
     conversions: dict[str, int]  # conversions by status
     balances: list[Balance]  # one per currency
     clicks: list[ClickEarnings]
+    impressions: list[ImpressionHour]  # the latest hours, newest first
 
 
 class PublisherEarningsApi(Controller):
@@ -91,7 +110,7 @@ class PublisherEarningsApi(Controller):
     tags = ["earnings"]
     security = [{"apiKey": []}]
 
-    @get("/publisher/earnings", summary="The publisher's conversions, money per currency and CPC earnings")
+    @get("/publisher/earnings", summary="The publisher's conversions, money per currency, CPC and CPM earnings")
     async def publisher_earnings(self, request: Request) -> Earnings:
         user_id = _publisher_id(request)
         balances = [Balance(currency=m.currency, pending_minor=m.pending_minor,
@@ -99,7 +118,9 @@ class PublisherEarningsApi(Controller):
                             pending_in_hold_minor=m.pending_charged_minor, available_minor=m.available_minor,
                             receivable_minor=m.receivable_minor) for m in await earnings.money_of(user_id)]
         clicks = [ClickEarnings(**row) for row in await earnings.click_earnings_of(user_id)]
-        return Earnings(conversions=await earnings.conversion_counts(user_id), balances=balances, clicks=clicks)
+        impressions = [ImpressionHour(**row) for row in await earnings.impression_earnings_of(user_id)]
+        return Earnings(conversions=await earnings.conversion_counts(user_id), balances=balances, clicks=clicks,
+                        impressions=impressions)
 
 
 # server/app.py registers this one name: the publisher's pages and their JSON API, each guarded.
@@ -116,6 +137,7 @@ class AdvertiserDashboard(Controller):
         advertiser_id = current_user(request).id  # type: ignore[union-attr]
         profile = await accounts.advertiser_profile(advertiser_id)
         return render("advertiser/dashboard.html", profile=profile, balances=await billing.balances_of(advertiser_id),
+                      spend=await spending.spend_of(advertiser_id), paid_for=await spending.paid_for(advertiser_id),
                       money=money)
 
 
