@@ -124,7 +124,7 @@ async def transaction() -> AsyncIterator[object]:
         txn: object = _SQLiteImmediateTransaction(engine=eng, transaction_type=TransactionType.immediate)
     else:
         txn = eng.transaction()
-    async with txn as t:  # type: ignore[attr-defined]
+    async with txn as t:
         yield t
 
 
@@ -167,6 +167,40 @@ def is_unique_violation(exc: BaseException) -> bool:
     except ImportError:  # pragma: no cover
         return False
     return isinstance(exc, UniqueViolationError)
+
+
+async def insert_once(table: str, columns: Sequence[str], unique: str, rows: Sequence[tuple]) -> None:
+    """Store a batch of event rows (clicks, impressions) at most once per `unique` key, whatever is
+    already in the table or the batch, outside any open transaction (the buffered writers' path).
+
+    SQLite: one BEGIN IMMEDIATE transaction of INSERT OR IGNORE. PostgreSQL: the batch by COPY and,
+    if any key is already there, row by row with ON CONFLICT DO NOTHING, so concurrent writers of the
+    same key leave exactly one row. A batch retried after an unclear failure stores nothing twice.
+    `table`, `columns` and `unique` are the callers' constants, never input: only they go into the
+    statement, every value is a bound parameter."""
+    eng = engine()
+    names = ", ".join(columns)
+    if is_sqlite(eng):
+        placeholders = ", ".join("?" * len(columns))
+        sql = f"INSERT OR IGNORE INTO {table} ({names}) VALUES ({placeholders})"  # noqa: S608
+        conn = await eng.get_connection()
+        try:
+            await conn.execute("BEGIN IMMEDIATE")
+            await conn.executemany(sql, rows)
+            await conn.execute("COMMIT")
+        finally:
+            await conn.close()
+        return
+    async with eng.pool.acquire() as conn:
+        try:
+            await conn.copy_records_to_table(table, records=rows, columns=columns)
+        except Exception as exc:
+            if not is_unique_violation(exc):
+                raise
+            placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+            await conn.executemany(
+                f"INSERT INTO {table} ({names}) VALUES ({placeholders}) ON CONFLICT ({unique}) DO NOTHING",  # noqa: S608
+                rows)
 
 
 async def execute_many(sql: str, rows: Sequence[tuple]) -> None:

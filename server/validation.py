@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 from email_validator import EmailNotValidError, validate_email
 
 from server.errors import Invalid
+from server.tracking import deeplink
 
 
 def email(value: str, field: str = "email") -> str:
@@ -60,3 +61,23 @@ def safe_next(value: str | None, default: str = "/") -> str:
     if parts.scheme or parts.netloc or any(ord(c) < 32 for c in value):
         return default
     return value
+
+
+def domains(text: str, *, field: str, label: str, empty: str, most: int, too_many: str) -> list[str]:
+    """A list of host names typed one per line or comma-separated, each normalised (IDN to ASCII,
+    lower case; server/tracking/deeplink.py) and listed once, in order. `label` names one in an
+    error ("Site domain 'x': ..."); `empty` and `too_many` are what to say when there are none or
+    more than `most`."""
+    found: list[str] = []
+    for part in text.replace(",", "\n").split():
+        try:
+            domain = deeplink.normalise_domain(part)
+        except ValueError as exc:
+            raise Invalid(f"{label} '{part}': {exc}", field=field) from None
+        if domain not in found:
+            found.append(domain)
+    if not found:
+        raise Invalid(empty, field=field)
+    if len(found) > most:
+        raise Invalid(too_many, field=field)
+    return found

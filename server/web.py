@@ -3,6 +3,7 @@ security headers, and the one mapping of errors to responses (JSON for /api, pag
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from litestar import Request, Response
@@ -211,3 +212,44 @@ def handle_http_error(request: Request, exc: HTTPException) -> Response:
         message = f"{message} ({details})" if details else message
     code = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}.get(status, "error")
     return error_response(request, status, code, message)
+
+
+class FastPath:
+    """Wraps the app the server runs: requests whose path starts with `prefix` go straight to
+    `handle`, before Litestar's router and middleware (they cost more than a hot handler itself),
+    everything else through. Attribute access falls through to the wrapped app (state, hooks,
+    routes), so wrappers stack. A handler that fails before answering gets `fail`'s answer."""
+
+    prefix = ""
+    log = logging.getLogger("affnet.web")
+    what = "request"  # for the log: "<what> failed for <path>"
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.app, name)
+
+    async def handle(self, scope: Scope, send: Send) -> None:
+        raise NotImplementedError
+
+    async def fail(self, send: Send) -> None:
+        raise NotImplementedError
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self.prefix):
+            started = False
+
+            async def tracked_send(message: Any) -> None:
+                nonlocal started
+                started = True
+                await send(message)
+
+            try:
+                await self.handle(scope, tracked_send)
+            except Exception:
+                self.log.exception("%s failed for %s", self.what, scope["path"])
+                if not started:
+                    await self.fail(send)
+            return
+        await self.app(scope, receive, send)

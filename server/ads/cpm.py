@@ -45,47 +45,33 @@ than post again.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from piccolo.query.functions.aggregate import Count, Sum
 
-from server import db, money
+from server import money
 from server.ads.tables import Impression, ImpressionEarning, ImpressionEarningStatus, ViewReason
-from server.campaigns import service as campaigns
 from server.campaigns import spend
-from server.campaigns.tables import Goal, PayoutModel
+from server.campaigns.tables import PayoutModel
 from server.conversions import cpc
-from server.ledger import templates
-from server.ledger.service import InsufficientFunds
+from server.conversions.earning_hours import (  # noqa: F401 - WAITING_*: this module's words too
+    HOUR,
+    WAITING_BEHIND,
+    WAITING_FOR_FUNDS,
+    EarningHours,
+    Outcome,
+    first_goal_terms,
+)
 
 log = logging.getLogger("affnet.cpm")
 
-HOUR = timedelta(hours=1)
-SETTLE = timedelta(minutes=2)
 PER = 1000  # a CPM price is per thousand impressions
-WAITING_FOR_FUNDS = ("Waiting: the advertiser's balance cannot cover this hour; the campaign is paused until "
-                     "funds arrive.")
-WAITING_BEHIND = "Waiting behind an earlier hour of this campaign that the advertiser's balance cannot cover yet."
 REFERENCE = "impression_hour"
-
-
-@dataclass
-class Outcome:
-    priced: int = 0  # rows created (hours × publishers)
-    charged: int = 0
-    waiting: int = 0
-    released: int = 0
-    paused_campaigns: list[int] = field(default_factory=list)
-
-
-def utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def hour_of(moment: datetime) -> datetime:
-    return utc(moment).replace(minute=0, second=0, microsecond=0)
+HOURS = EarningHours(ImpressionEarning, ImpressionEarningStatus, reference=REFERENCE, kind="CPM",
+                     event_time=Impression.viewed_at, event_valid=Impression.reason == ViewReason.valid.value,
+                     log=log)
 
 
 def _int(value: Any) -> int:
@@ -176,67 +162,7 @@ async def price_hour(terms: dict[str, Any], hour: datetime) -> tuple[list[Row], 
     return rows, budget_name
 
 
-# --- the per-campaign steps (as server/conversions/cpc.py) ----------------------------------------
-
-
-async def _claim_and_charge(ids: list[int], advertiser_id: int, now: datetime) -> int:
-    async with db.atomic():
-        claimed = await ImpressionEarning.update({
-            ImpressionEarning.status: ImpressionEarningStatus.approved.value, ImpressionEarning.approved_at: now,
-            ImpressionEarning.status_reason: ""}).where(
-            ImpressionEarning.id.is_in(ids), ImpressionEarning.status == ImpressionEarningStatus.waiting.value
-        ).returning(ImpressionEarning.id, ImpressionEarning.publisher, ImpressionEarning.price_minor,
-                    ImpressionEarning.payout_minor, ImpressionEarning.currency)
-        for row in claimed:
-            await templates.approve_earning(
-                advertiser_id=advertiser_id, publisher_id=row["publisher"], price=row["price_minor"],
-                payout=row["payout_minor"], currency=row["currency"], reference_type=REFERENCE,
-                reference_id=row["id"], key=f"{REFERENCE}:{row['id']}:approved")
-    return len(claimed)
-
-
-async def _mark_waiting(campaign_id: int, first_hour: datetime) -> None:
-    waiting = (ImpressionEarning.campaign == campaign_id) & (
-        ImpressionEarning.status == ImpressionEarningStatus.waiting.value)
-    await ImpressionEarning.update({ImpressionEarning.status_reason: WAITING_FOR_FUNDS}).where(
-        waiting & (ImpressionEarning.hour == first_hour))
-    await ImpressionEarning.update({ImpressionEarning.status_reason: WAITING_BEHIND}).where(
-        waiting & (ImpressionEarning.hour > first_hour))
-
-
-async def retry_waiting(campaign_id: int, advertiser_id: int, now: datetime, outcome: Outcome) -> bool:
-    hours = await ImpressionEarning.select(ImpressionEarning.hour).where(
-        ImpressionEarning.campaign == campaign_id, ImpressionEarning.status == ImpressionEarningStatus.waiting.value
-    ).distinct().order_by(ImpressionEarning.hour).output(as_list=True)
-    for hour in hours:
-        try:
-            async with db.transaction():
-                await spend.lock(campaign_id)
-                ids = await ImpressionEarning.select(ImpressionEarning.id).where(
-                    ImpressionEarning.campaign == campaign_id, ImpressionEarning.hour == hour,
-                    ImpressionEarning.status == ImpressionEarningStatus.waiting.value).output(as_list=True)
-                outcome.charged += await _claim_and_charge(ids, advertiser_id, now) if ids else 0
-        except InsufficientFunds:
-            async with db.transaction():
-                await _mark_waiting(campaign_id, utc(hour))
-            return False
-    return True
-
-
-async def _last_priced_hour(campaign_id: int) -> datetime | None:
-    row = await ImpressionEarning.select(ImpressionEarning.hour).where(
-        ImpressionEarning.campaign == campaign_id).order_by(ImpressionEarning.hour, ascending=False).first()
-    return utc(row["hour"]) if row else None
-
-
-async def _next_hour(campaign_id: int, cutoff: datetime) -> datetime | None:
-    last = await _last_priced_hour(campaign_id)
-    query = Impression.select(Impression.viewed_at).where(
-        Impression.campaign == campaign_id, Impression.reason == ViewReason.valid.value, Impression.viewed_at < cutoff)
-    if last is not None:
-        query = query.where(Impression.viewed_at >= last + HOUR)
-    row = await query.order_by(Impression.viewed_at).first()
-    return hour_of(row["viewed_at"]) if row else None
+# --- the per-campaign steps (server/conversions/earning_hours.py) --------------------------------
 
 
 def describe(row: Row, budget_name: str) -> str:
@@ -244,110 +170,24 @@ def describe(row: Row, budget_name: str) -> str:
     return f"{unpaid} beyond what {budget_name or 'the budget'} still allowed" if unpaid else ""
 
 
-@dataclass
-class Priced:
-    rows: int
-    charged: int
-    blocked: bool
-
-
-async def price_and_charge(terms: dict[str, Any], hour: datetime, now: datetime, *, blocked: bool) -> Priced | None:
-    campaign_id = terms["campaign_id"]
+async def build_rows(terms: dict[str, Any], hour: datetime, now: datetime, blocked: bool) -> list[ImpressionEarning]:
+    """The rows of one closed hour of a campaign: one per publisher with valid impressions."""
     money.flat_split(terms["advertiser_amount"], terms["publisher_amount"])  # refuses payout > price
-    async with db.transaction():
-        await spend.lock(campaign_id)
-        last = await _last_priced_hour(campaign_id)
-        if last is not None and last >= hour:
-            return None
-        rows, budget_name = await price_hour(terms, hour)
-        if not rows:
-            raise RuntimeError(f"campaign {campaign_id}: no valid impression in the hour from {hour.isoformat()}")
-        inserted = await ImpressionEarning.insert(*[ImpressionEarning(
-            publisher=r.publisher, campaign=campaign_id, goal=terms["goal_id"], hour=hour, valid_impressions=r.valid,
-            paid_impressions=r.paid, over_budget_impressions=r.valid - r.paid, currency=terms["currency"],
-            price_minor=r.price, payout_minor=r.payout, margin_minor=r.margin,
-            unpaid_reason=describe(r, budget_name),
-            # A row whose impressions cost less than a cent so far is paid too: its fractions are
-            # carried in the totals and charged by a later hour (see the module's docstring).
-            status=(ImpressionEarningStatus.waiting if r.price else ImpressionEarningStatus.unpaid).value,
-            status_reason=WAITING_BEHIND if r.price and blocked else "",
-            hold_until=hour + HOUR + timedelta(days=terms["hold_days"]), created_at=now) for r in rows]
-        ).returning(ImpressionEarning.id, ImpressionEarning.status)
-        payable = [r["id"] for r in inserted if r["status"] == ImpressionEarningStatus.waiting.value]
-        if not payable or blocked:
-            return Priced(len(inserted), 0, blocked)
-        try:
-            charged = await _claim_and_charge(payable, terms["advertiser_id"], now)
-        except InsufficientFunds:
-            await _mark_waiting(campaign_id, hour)
-            return Priced(len(inserted), 0, True)
-    return Priced(len(inserted), charged, False)
-
-
-async def _cpm_terms() -> dict[int, dict[str, Any]]:
-    """Each campaign with a CPM goal: its first CPM goal's amounts and the campaign's terms."""
-    rows = await Goal.select(
-        Goal.id.as_alias("goal_id"), Goal.campaign.id.as_alias("campaign_id"), Goal.advertiser_amount,
-        Goal.publisher_amount, Goal.campaign.advertiser.as_alias("advertiser_id"),
-        *(getattr(Goal.campaign, c).as_alias(c) for c in (
-            "currency", "hold_days", "daily_budget_minor", "total_budget_minor")),
-    ).where(Goal.payout_model == PayoutModel.cpm.value).order_by(Goal.campaign).order_by(Goal.position).order_by(
-        Goal.id)
-    terms: dict[int, dict[str, Any]] = {}
-    for row in rows:
-        terms.setdefault(row["campaign_id"], row)
-    return terms
-
-
-async def _campaigns_waiting() -> dict[int, int]:
-    rows = await ImpressionEarning.select(
-        ImpressionEarning.campaign, ImpressionEarning.campaign.advertiser.as_alias("advertiser_id")).where(
-        ImpressionEarning.status == ImpressionEarningStatus.waiting.value).distinct()
-    return {r["campaign"]: r["advertiser_id"] for r in rows}
-
-
-async def release_due(now: datetime, outcome: Outcome) -> None:
-    due = await ImpressionEarning.select(ImpressionEarning.id, ImpressionEarning.publisher,
-                                         ImpressionEarning.payout_minor, ImpressionEarning.currency).where(
-        ImpressionEarning.status == ImpressionEarningStatus.approved.value, ImpressionEarning.hold_until <= now
-    ).order_by(ImpressionEarning.id)
-    for row in due:
-        async with db.transaction():
-            claimed = await ImpressionEarning.update({
-                ImpressionEarning.status: ImpressionEarningStatus.released.value, ImpressionEarning.released_at: now
-            }).where(ImpressionEarning.id == row["id"],
-                     ImpressionEarning.status == ImpressionEarningStatus.approved.value).returning(ImpressionEarning.id)
-            if not claimed:
-                continue
-            if row["payout_minor"]:
-                await templates.release_earning(row["publisher"], row["payout_minor"], row["currency"],
-                                                reference_type=REFERENCE, reference_id=row["id"],
-                                                key=f"{REFERENCE}:{row['id']}:released")
-        outcome.released += 1
+    rows, budget_name = await price_hour(terms, hour)
+    return [ImpressionEarning(
+        publisher=r.publisher, campaign=terms["campaign_id"], goal=terms["goal_id"], hour=hour,
+        valid_impressions=r.valid, paid_impressions=r.paid, over_budget_impressions=r.valid - r.paid,
+        currency=terms["currency"], price_minor=r.price, payout_minor=r.payout, margin_minor=r.margin,
+        unpaid_reason=describe(r, budget_name),
+        # A row whose impressions cost less than a cent so far is paid too: its fractions are
+        # carried in the totals and charged by a later hour (see the module's docstring).
+        status=(ImpressionEarningStatus.waiting if r.price else ImpressionEarningStatus.unpaid).value,
+        status_reason=WAITING_BEHIND if r.price and blocked else "",
+        hold_until=hour + HOUR + timedelta(days=terms["hold_days"]), created_at=now) for r in rows]
 
 
 async def run(now: datetime | None = None) -> Outcome:
     """Retry waiting hours, price and charge every newly closed hour, release earnings past their hold."""
-    now = utc(now or datetime.now(UTC))
-    cutoff = hour_of(now - SETTLE)
-    outcome = Outcome()
-    terms_by_campaign = await _cpm_terms()
-    waiting = await _campaigns_waiting()
-    for campaign_id in sorted(set(terms_by_campaign) | set(waiting)):
-        terms = terms_by_campaign.get(campaign_id)
-        advertiser_id = terms["advertiser_id"] if terms else waiting[campaign_id]
-        blocked = campaign_id in waiting and not await retry_waiting(campaign_id, advertiser_id, now, outcome)
-        while terms is not None and (hour := await _next_hour(campaign_id, cutoff)) is not None:
-            done = await price_and_charge(terms, hour, now, blocked=blocked)
-            if done is not None:
-                outcome.priced += done.rows
-                outcome.charged += done.charged
-                blocked = done.blocked
-        if blocked:
-            if await campaigns.pause_for_balance(campaign_id):
-                outcome.paused_campaigns.append(campaign_id)
-            log.info("campaign %s: CPM earnings wait for the advertiser's funds", campaign_id)
-    await release_due(now, outcome)
-    outcome.waiting = await ImpressionEarning.count().where(
-        ImpressionEarning.status == ImpressionEarningStatus.waiting.value)
-    return outcome
+    terms = await first_goal_terms(PayoutModel.cpm.value,
+                                   ("currency", "hold_days", "daily_budget_minor", "total_budget_minor"))
+    return await HOURS.run(terms, build_rows, now)

@@ -27,6 +27,7 @@ from server.ads.tables import SlotFallback, SlotFormat, SlotStatus, ViewReason
 from server.campaigns.tables import CampaignStatus
 from server.tracking.buffer import EventBuffer
 from server.tracking.classify import Reason, is_bot
+from server.tracking.deeplink import host_allowed
 from server.tracking.service import NetworkRate
 from server.tracking.visitor import truncate_ip, visitor_hash
 
@@ -157,18 +158,6 @@ def page_host(origin: str | None, referer: str | None) -> tuple[str, str] | None
         if parts.scheme in ("http", "https") and host:
             return host, parts.netloc.lower()
     return None
-
-
-def host_allowed(host: str, domains: frozenset[str]) -> bool:
-    """host is one of the domains or a subdomain of one (label boundaries only)."""
-    if host in domains:
-        return True
-    dot = host.find(".")
-    while dot != -1:
-        if host[dot + 1:] in domains:
-            return True
-        dot = host.find(".", dot + 1)
-    return False
 
 
 def can_serve(entry: CampaignEntry, publisher: PublisherEntry, today: date, seconds_into_day: float) -> bool:

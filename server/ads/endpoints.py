@@ -10,7 +10,6 @@ route inventory lists them."""
 from __future__ import annotations
 
 import logging
-from typing import Any
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -19,7 +18,7 @@ from litestar.types import Receive, Scope, Send
 
 from server.ads import offers, render
 from server.ads.decision import AdServer, Answer
-from server.web import PUBLIC
+from server.web import PUBLIC, FastPath
 
 log = logging.getLogger("affnet.ads")
 
@@ -110,31 +109,16 @@ async def ads_endpoints(scope: Scope, receive: Receive, send: Send) -> None:
                      if not scope["path"].startswith("/ads") else scope, send)
 
 
-class AdFastPath:
-    """Wraps the app the server runs: /ads/ straight to handle_ads, everything else through.
-    Attribute access falls through to the wrapped app (state, hooks, routes)."""
+class AdFastPath(FastPath):
+    """Wraps the app the server runs: /ads/ straight to handle_ads, everything else through."""
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
+    prefix = "/ads/"
+    log = log
+    what = "ads endpoint"
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.app, name)
+    async def handle(self, scope: Scope, send: Send) -> None:
+        await handle_ads(self.app.state.ads, scope, send)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/ads/"):
-            started = False
-
-            async def tracked_send(message: Any) -> None:
-                nonlocal started
-                started = True
-                await send(message)
-
-            try:
-                await handle_ads(self.app.state.ads, scope, tracked_send)
-            except Exception:
-                log.exception("ads endpoint failed for %s", scope["path"])
-                if not started:
-                    await _json(send, Answer(500, {"error": {"code": "internal_error",
-                                                             "message": "Something went wrong on our side."}}))
-            return
-        await self.app(scope, receive, send)
+    async def fail(self, send: Send) -> None:
+        await _json(send, Answer(500, {"error": {"code": "internal_error",
+                                                 "message": "Something went wrong on our side."}}))

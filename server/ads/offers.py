@@ -24,15 +24,10 @@ so neither a click id nor a CSRF token can pass for an offer.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import os
 from dataclasses import dataclass
-from functools import lru_cache
 
-from server.tracking.tokens import _read_varint, _varint
+from server.tracking.tokens import SignedFormat, _encode, _read_varint, _varint
 
 VERSION = 1
 CONTEXT = b"affnet.ad-offer\x00"
@@ -43,8 +38,8 @@ MAX_TIME = 2**40 - 1
 _FIELDS = 6  # slot, creative, campaign, link, publisher, expires
 _MIN_RAW = 1 + NONCE_BYTES + _FIELDS + MAC_BYTES
 _MAX_RAW = 1 + NONCE_BYTES + 9 * 5 + 6 + MAC_BYTES
-MAX_TOKEN_LENGTH = (_MAX_RAW * 8 + 5) // 6
-_MIN_TOKEN_LENGTH = (_MIN_RAW * 8 + 5) // 6
+OFFERS = SignedFormat(CONTEXT, VERSION, MAC_BYTES, _MIN_RAW, _MAX_RAW)
+MAX_TOKEN_LENGTH = OFFERS.max_length
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,21 +58,6 @@ class Offer:
         return now >= self.expires_at
 
 
-@lru_cache(maxsize=8)
-def _keyed(key: bytes) -> hmac.HMAC:
-    return hmac.new(key, CONTEXT, hashlib.sha256)
-
-
-def _mac(key: bytes, body: bytes) -> bytes:
-    state = _keyed(key).copy()
-    state.update(body)
-    return state.digest()[:MAC_BYTES]
-
-
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
 def issue(key: bytes, *, slot_id: int, creative_id: int, campaign_id: int, link_id: int, publisher_id: int,
           expires_at: int) -> tuple[str, str]:
     """A new signed offer: (token, offer id). Every call draws a new nonce."""
@@ -88,28 +68,16 @@ def issue(key: bytes, *, slot_id: int, creative_id: int, campaign_id: int, link_
         raise ValueError(f"expires_at out of range: {expires_at}")
     nonce = os.urandom(NONCE_BYTES)
     body = bytes([VERSION]) + nonce + b"".join(_varint(i) for i in ids) + _varint(expires_at)
-    return _b64(body + _mac(key, body)), _b64(nonce)
+    return OFFERS.seal(key, body), _encode(nonce)
 
 
 def read(key: bytes, token: str) -> Offer | None:
     """The offer a token stands for, or None if this key did not issue it exactly as given.
     Never raises: tokens come from URLs anyone can type."""
-    if not isinstance(token, str) or not _MIN_TOKEN_LENGTH <= len(token) <= MAX_TOKEN_LENGTH:
+    raw = OFFERS.open(key, token)
+    if raw is None:
         return None
-    if not token.isascii() or len(token) % 4 == 1:
-        return None
-    try:
-        raw = binascii.a2b_base64(token.replace("-", "+").replace("_", "/") + "=" * (-len(token) % 4),
-                                  strict_mode=True)
-    except (binascii.Error, ValueError):
-        return None
-    if not _MIN_RAW <= len(raw) <= _MAX_RAW or raw[0] != VERSION:
-        return None
-    body_end = len(raw) - MAC_BYTES
-    if not hmac.compare_digest(_mac(key, raw[:body_end]), raw[body_end:]):
-        return None
-    if _b64(raw) != token:  # one spelling per offer
-        return None
+    body_end = len(raw)
     pos = 1 + NONCE_BYTES
     values = []
     for max_bytes in (9, 9, 9, 9, 9, 6):
@@ -120,5 +88,5 @@ def read(key: bytes, token: str) -> Offer | None:
     if pos != body_end:
         return None
     slot_id, creative_id, campaign_id, link_id, publisher_id, expires_at = values
-    return Offer(offer_id=_b64(raw[1:1 + NONCE_BYTES]), slot_id=slot_id, creative_id=creative_id,
+    return Offer(offer_id=_encode(raw[1:1 + NONCE_BYTES]), slot_id=slot_id, creative_id=creative_id,
                  campaign_id=campaign_id, link_id=link_id, publisher_id=publisher_id, expires_at=expires_at)

@@ -71,19 +71,9 @@ def _get(form: Mapping[str, Any], name: str) -> str:
 
 
 def parse_domains(text: str) -> list[str]:
-    domains: list[str] = []
-    for part in text.replace(",", "\n").split():
-        try:
-            domain = deeplink.normalise_domain(part)
-        except ValueError as exc:
-            raise Invalid(f"Site domain '{part}': {exc}", field="domains") from None
-        if domain not in domains:
-            domains.append(domain)
-    if not domains:
-        raise Invalid("List at least one domain of your site, such as blog.example.com.", field="domains")
-    if len(domains) > MAX_DOMAINS:
-        raise Invalid(f"At most {MAX_DOMAINS} site domains per slot.", field="domains")
-    return domains
+    return validation.domains(text, field="domains", label="Site domain", most=MAX_DOMAINS,
+                              empty="List at least one domain of your site, such as blog.example.com.",
+                              too_many=f"At most {MAX_DOMAINS} site domains per slot.")
 
 
 def _house_url(raw: str) -> str:
@@ -227,26 +217,4 @@ async def write_impressions(rows: list[tuple]) -> None:
     server processes: SQLite skips a second row with INSERT OR IGNORE; PostgreSQL takes the batch
     by COPY and, if any offer is already there, inserts it row by row with ON CONFLICT DO NOTHING,
     so concurrent writers of the same offer leave exactly one row. A retried batch stores nothing twice."""
-    eng = db.engine()
-    if db.is_sqlite(eng):
-        placeholders = ", ".join("?" * len(IMPRESSION_COLUMNS))
-        # Constant column names only; every value is a bound parameter.
-        sql = f"INSERT OR IGNORE INTO impression ({', '.join(IMPRESSION_COLUMNS)}) VALUES ({placeholders})"  # noqa: S608
-        conn = await eng.get_connection()
-        try:
-            await conn.execute("BEGIN IMMEDIATE")
-            await conn.executemany(sql, rows)
-            await conn.execute("COMMIT")
-        finally:
-            await conn.close()
-        return
-    async with eng.pool.acquire() as conn:
-        try:
-            await conn.copy_records_to_table("impression", records=rows, columns=IMPRESSION_COLUMNS)
-        except Exception as exc:
-            if not db.is_unique_violation(exc):
-                raise
-            placeholders = ", ".join(f"${i}" for i in range(1, len(IMPRESSION_COLUMNS) + 1))
-            await conn.executemany(
-                f"INSERT INTO impression ({', '.join(IMPRESSION_COLUMNS)}) VALUES ({placeholders}) "  # noqa: S608
-                "ON CONFLICT (offer) DO NOTHING", rows)
+    await db.insert_once("impression", IMPRESSION_COLUMNS, "offer", rows)

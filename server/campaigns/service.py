@@ -80,19 +80,9 @@ def publisher_share(advertiser_amount: int, margin_bp: int) -> int:
 
 
 def _parse_domains(text: str) -> list[str]:
-    domains: list[str] = []
-    for part in text.replace(",", "\n").split():
-        try:
-            domain = deeplink.normalise_domain(part)
-        except ValueError as exc:
-            raise Invalid(f"Allowed domain '{part}': {exc}", field="allowed_domains") from None
-        if domain not in domains:
-            domains.append(domain)
-    if not domains:
-        raise Invalid("List at least one domain your landing pages live on.", field="allowed_domains")
-    if len(domains) > 50:
-        raise Invalid("At most 50 allowed domains.", field="allowed_domains")
-    return domains
+    return validation.domains(text, field="allowed_domains", label="Allowed domain", most=50,
+                              empty="List at least one domain your landing pages live on.",
+                              too_many="At most 50 allowed domains.")
 
 
 def _checked_url(raw: str, domains: list[str], field: str, label: str, *, required: bool) -> str:

@@ -30,7 +30,7 @@ Caps, then budgets, in click order
   owed, and is charged once funds arrive. What is left is measured against the whole UTC day's
   spend and all spend ever, whichever job priced it, so CPC and CPM goals share one budget.
 
-Money
+Money (the steps CPC and CPM hours share: server/conversions/earning_hours.py)
 - A priced hour is charged to the advertiser in one ledger posting per row (`approve_earning`:
   advertiser_balance −price, publisher_pending +payout, network_revenue +margin), reference
   ("click_hour", row id), idempotency key `click_hour:{id}:approved`. An hour is charged whole
@@ -56,52 +56,31 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from piccolo.query.functions.aggregate import Count
 
-from server import db, money
-from server.campaigns import service as campaigns
+from server import money
 from server.campaigns import spend
-from server.campaigns.tables import Goal, PayoutModel
+from server.campaigns.tables import PayoutModel
 from server.conversions.cpc_tables import ClickEarning, ClickEarningStatus
-from server.ledger import templates
-from server.ledger.service import InsufficientFunds
+from server.conversions.earning_hours import (  # noqa: F401 - WAITING_*, Outcome: this module's words too
+    HOUR,
+    WAITING_BEHIND,
+    WAITING_FOR_FUNDS,
+    EarningHours,
+    Outcome,
+    first_goal_terms,
+)
 from server.tracking.classify import Reason
 from server.tracking.tables import Click
 
 log = logging.getLogger("affnet.cpc")
 
-HOUR = timedelta(hours=1)
-SETTLE = timedelta(minutes=2)  # an hour is priced once it ended at least this long ago
-WAITING_FOR_FUNDS = ("Waiting: the advertiser's balance cannot cover this hour; the campaign is paused until "
-                     "funds arrive.")
-WAITING_BEHIND = "Waiting behind an earlier hour of this campaign that the advertiser's balance cannot cover yet."
-
-
-@dataclass
-class Outcome:
-    priced: int = 0  # rows created (hours × publishers)
-    charged: int = 0  # rows charged to advertisers by this run
-    waiting: int = 0  # rows left waiting for funds after this run
-    released: int = 0  # rows whose hold ended and whose payout became available
-    paused_campaigns: list[int] = field(default_factory=list)
-
-
-def utc(moment: datetime) -> datetime:
-    """Stored times come back naive from some drivers: they are UTC."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def hour_of(moment: datetime) -> datetime:
-    return utc(moment).replace(minute=0, second=0, microsecond=0)
-
-
-def _int(value: Any) -> int:
-    # SUM of a BIGINT is NUMERIC on PostgreSQL (a Decimal here, never a float): exact either way.
-    return int(value or 0)
+HOURS = EarningHours(ClickEarning, ClickEarningStatus, reference="click_hour", kind="CPC",
+                     event_time=Click.clicked_at, event_valid=Click.reason == Reason.valid.value, log=log)
 
 
 # --- pricing an hour -----------------------------------------------------------------------------
@@ -192,185 +171,30 @@ def describe(share: Share, terms: dict[str, Any], budget_name: str) -> str:
     return "; ".join(parts)
 
 
-# --- the per-campaign steps ----------------------------------------------------------------------
+# --- the per-campaign steps (server/conversions/earning_hours.py) --------------------------------
 
 
-async def _claim_and_charge(ids: list[int], advertiser_id: int, now: datetime) -> int:
-    """Move waiting rows to approved and charge each to the advertiser, all or nothing: raises
-    InsufficientFunds, having changed nothing, when the balance cannot cover them all. Rows
-    another run charged a moment ago are no longer waiting, so they are not charged again."""
-    async with db.atomic():
-        claimed = await ClickEarning.update({ClickEarning.status: ClickEarningStatus.approved.value,
-                                             ClickEarning.approved_at: now, ClickEarning.status_reason: ""}).where(
-            ClickEarning.id.is_in(ids), ClickEarning.status == ClickEarningStatus.waiting.value).returning(
-            ClickEarning.id, ClickEarning.publisher, ClickEarning.price_minor, ClickEarning.payout_minor,
-            ClickEarning.currency)
-        for row in claimed:
-            await templates.approve_earning(
-                advertiser_id=advertiser_id, publisher_id=row["publisher"], price=row["price_minor"],
-                payout=row["payout_minor"], currency=row["currency"], reference_type="click_hour",
-                reference_id=row["id"], key=f"click_hour:{row['id']}:approved")
-    return len(claimed)
-
-
-async def _mark_waiting(campaign_id: int, first_hour: datetime) -> None:
-    """The first hour the balance cannot cover, and every later waiting hour behind it, say why."""
-    waiting = (ClickEarning.campaign == campaign_id) & (ClickEarning.status == ClickEarningStatus.waiting.value)
-    await ClickEarning.update({ClickEarning.status_reason: WAITING_FOR_FUNDS}).where(
-        waiting & (ClickEarning.hour == first_hour))
-    await ClickEarning.update({ClickEarning.status_reason: WAITING_BEHIND}).where(
-        waiting & (ClickEarning.hour > first_hour))
-
-
-async def retry_waiting(campaign_id: int, advertiser_id: int, now: datetime, outcome: Outcome) -> bool:
-    """Charge the campaign's waiting hours, oldest first, each hour whole. True when all are paid;
-    False (the rest stay waiting) at the first hour the balance cannot cover."""
-    hours = await ClickEarning.select(ClickEarning.hour).where(
-        ClickEarning.campaign == campaign_id, ClickEarning.status == ClickEarningStatus.waiting.value).distinct(
-    ).order_by(ClickEarning.hour).output(as_list=True)
-    for hour in hours:
-        try:
-            async with db.transaction():
-                await spend.lock(campaign_id)
-                ids = await ClickEarning.select(ClickEarning.id).where(
-                    ClickEarning.campaign == campaign_id, ClickEarning.hour == hour,
-                    ClickEarning.status == ClickEarningStatus.waiting.value).output(as_list=True)
-                outcome.charged += await _claim_and_charge(ids, advertiser_id, now) if ids else 0
-        except InsufficientFunds:
-            async with db.transaction():
-                await _mark_waiting(campaign_id, utc(hour))
-            return False
-    return True
-
-
-async def _last_priced_hour(campaign_id: int) -> datetime | None:
-    row = await ClickEarning.select(ClickEarning.hour).where(ClickEarning.campaign == campaign_id).order_by(
-        ClickEarning.hour, ascending=False).first()
-    return utc(row["hour"]) if row else None
-
-
-async def _next_hour(campaign_id: int, cutoff: datetime) -> datetime | None:
-    """The first closed hour after the campaign's last priced one that has a valid click."""
-    last = await _last_priced_hour(campaign_id)
-    query = Click.select(Click.clicked_at).where(Click.campaign == campaign_id, Click.reason == Reason.valid.value,
-                                                 Click.clicked_at < cutoff)
-    if last is not None:
-        query = query.where(Click.clicked_at >= last + HOUR)
-    row = await query.order_by(Click.clicked_at).first()
-    return hour_of(row["clicked_at"]) if row else None
-
-
-@dataclass
-class Priced:
-    rows: int
-    charged: int
-    blocked: bool
-
-
-async def price_and_charge(terms: dict[str, Any], hour: datetime, now: datetime, *, blocked: bool) -> Priced | None:
-    """Price one closed hour of a campaign and charge it, unless `blocked` by an earlier hour that
-    waits for funds. None if another run priced this hour first."""
-    campaign_id = terms["campaign_id"]
+async def build_rows(terms: dict[str, Any], hour: datetime, now: datetime, blocked: bool) -> list[ClickEarning]:
+    """The rows of one closed hour of a campaign: one per publisher with valid clicks."""
     unit_price, unit_payout, _ = money.flat_split(terms["advertiser_amount"], terms["publisher_amount"])
-    async with db.transaction():
-        await spend.lock(campaign_id)
-        last = await _last_priced_hour(campaign_id)
-        if last is not None and last >= hour:
-            return None
-        shares, budget_name = await price_hour(terms, hour)
-        rows = []
-        for publisher, share in sorted(shares.items()):
-            price, payout = share.paid * unit_price, share.paid * unit_payout
-            rows.append(ClickEarning(
-                publisher=publisher, campaign=campaign_id, goal=terms["goal_id"], hour=hour,
-                valid_clicks=share.valid, paid_clicks=share.paid, over_cap_clicks=share.over_cap,
-                over_budget_clicks=share.over_budget, currency=terms["currency"], price_minor=price,
-                payout_minor=payout, margin_minor=price - payout, unpaid_reason=describe(share, terms, budget_name),
-                status=(ClickEarningStatus.waiting if share.paid else ClickEarningStatus.unpaid).value,
-                status_reason=WAITING_BEHIND if share.paid and blocked else "",
-                hold_until=hour + HOUR + timedelta(days=terms["hold_days"]), created_at=now))
-        if not rows:
-            # _next_hour saw a valid click in this hour: finding none now would loop for ever.
-            raise RuntimeError(f"campaign {campaign_id}: no valid click in the hour from {hour.isoformat()}")
-        inserted = await ClickEarning.insert(*rows).returning(ClickEarning.id, ClickEarning.status)
-        payable = [r["id"] for r in inserted if r["status"] == ClickEarningStatus.waiting.value]
-        if not payable or blocked:
-            return Priced(len(inserted), 0, blocked)
-        try:
-            charged = await _claim_and_charge(payable, terms["advertiser_id"], now)
-        except InsufficientFunds:
-            # The savepoint undid the hour's every posting and claim: its rows wait for funds.
-            await _mark_waiting(campaign_id, hour)
-            return Priced(len(inserted), 0, True)
-    return Priced(len(inserted), charged, False)
-
-
-async def _cpc_terms() -> dict[int, dict[str, Any]]:
-    """Each campaign with a CPC goal: its first CPC goal's amounts and the campaign's terms."""
-    rows = await Goal.select(
-        Goal.id.as_alias("goal_id"), Goal.campaign.id.as_alias("campaign_id"), Goal.advertiser_amount,
-        Goal.publisher_amount, Goal.campaign.advertiser.as_alias("advertiser_id"),
-        *(getattr(Goal.campaign, c).as_alias(c) for c in (
-            "currency", "hold_days", "daily_budget_minor", "total_budget_minor", "cap_clicks_daily",
-            "cap_publisher_clicks_daily")),
-    ).where(Goal.payout_model == PayoutModel.cpc.value).order_by(Goal.campaign).order_by(Goal.position).order_by(
-        Goal.id)
-    terms: dict[int, dict[str, Any]] = {}
-    for row in rows:
-        terms.setdefault(row["campaign_id"], row)
-    return terms
-
-
-async def _campaigns_waiting() -> dict[int, int]:
-    """Campaigns with hours waiting for funds, and their advertisers."""
-    rows = await ClickEarning.select(ClickEarning.campaign, ClickEarning.campaign.advertiser.as_alias("advertiser_id")
-                                     ).where(ClickEarning.status == ClickEarningStatus.waiting.value).distinct()
-    return {r["campaign"]: r["advertiser_id"] for r in rows}
-
-
-async def release_due(now: datetime, outcome: Outcome) -> None:
-    """Approved rows whose hold has ended: the publisher's payout becomes available."""
-    due = await ClickEarning.select(ClickEarning.id, ClickEarning.publisher, ClickEarning.payout_minor,
-                                    ClickEarning.currency).where(
-        ClickEarning.status == ClickEarningStatus.approved.value, ClickEarning.hold_until <= now).order_by(
-        ClickEarning.id)
-    for row in due:
-        async with db.transaction():
-            claimed = await ClickEarning.update({ClickEarning.status: ClickEarningStatus.released.value,
-                                                 ClickEarning.released_at: now}).where(
-                ClickEarning.id == row["id"], ClickEarning.status == ClickEarningStatus.approved.value
-            ).returning(ClickEarning.id)
-            if not claimed:
-                continue  # released by another run a moment ago
-            if row["payout_minor"]:
-                await templates.release_earning(row["publisher"], row["payout_minor"], row["currency"],
-                                                reference_type="click_hour", reference_id=row["id"],
-                                                key=f"click_hour:{row['id']}:released")
-        outcome.released += 1
+    shares, budget_name = await price_hour(terms, hour)
+    rows = []
+    for publisher, share in sorted(shares.items()):
+        price, payout = share.paid * unit_price, share.paid * unit_payout
+        rows.append(ClickEarning(
+            publisher=publisher, campaign=terms["campaign_id"], goal=terms["goal_id"], hour=hour,
+            valid_clicks=share.valid, paid_clicks=share.paid, over_cap_clicks=share.over_cap,
+            over_budget_clicks=share.over_budget, currency=terms["currency"], price_minor=price,
+            payout_minor=payout, margin_minor=price - payout, unpaid_reason=describe(share, terms, budget_name),
+            status=(ClickEarningStatus.waiting if share.paid else ClickEarningStatus.unpaid).value,
+            status_reason=WAITING_BEHIND if share.paid and blocked else "",
+            hold_until=hour + HOUR + timedelta(days=terms["hold_days"]), created_at=now))
+    return rows
 
 
 async def run(now: datetime | None = None) -> Outcome:
     """Retry waiting hours, price and charge every newly closed hour, release earnings past their hold."""
-    now = utc(now or datetime.now(UTC))
-    cutoff = hour_of(now - SETTLE)
-    outcome = Outcome()
-    terms_by_campaign = await _cpc_terms()
-    waiting = await _campaigns_waiting()
-    for campaign_id in sorted(set(terms_by_campaign) | set(waiting)):
-        terms = terms_by_campaign.get(campaign_id)
-        advertiser_id = terms["advertiser_id"] if terms else waiting[campaign_id]
-        blocked = campaign_id in waiting and not await retry_waiting(campaign_id, advertiser_id, now, outcome)
-        while terms is not None and (hour := await _next_hour(campaign_id, cutoff)) is not None:
-            done = await price_and_charge(terms, hour, now, blocked=blocked)
-            if done is not None:  # else another run priced it a moment ago
-                outcome.priced += done.rows
-                outcome.charged += done.charged
-                blocked = done.blocked
-        if blocked:
-            if await campaigns.pause_for_balance(campaign_id):
-                outcome.paused_campaigns.append(campaign_id)
-            log.info("campaign %s: CPC earnings wait for the advertiser's funds", campaign_id)
-    await release_due(now, outcome)
-    outcome.waiting = await ClickEarning.count().where(ClickEarning.status == ClickEarningStatus.waiting.value)
-    return outcome
-
+    terms = await first_goal_terms(PayoutModel.cpc.value, (
+        "currency", "hold_days", "daily_budget_minor", "total_budget_minor", "cap_clicks_daily",
+        "cap_publisher_clicks_daily"))
+    return await HOURS.run(terms, build_rows, now)

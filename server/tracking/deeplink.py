@@ -85,9 +85,10 @@ def normalise_domain(text: str) -> str:
     return host
 
 
-def _allowed(host: str, allowed_domains: frozenset[str]) -> bool:
+def host_allowed(host: str, allowed_domains: frozenset[str]) -> bool:
     """host equals an allowed domain or ends in '.' + one: label boundaries only, so
-    evilshop.example.com is not under shop.example.com. One set look-up per label."""
+    evilshop.example.com is not under shop.example.com. One set look-up per label. (Deep links
+    here; the site domains of ad slots in server/ads/decision.py.)"""
     if host in allowed_domains:
         return True
     dot = host.find(".")
@@ -141,7 +142,7 @@ def safe_url(url: str, allowed_domains: frozenset[str]) -> str | None:
         # Only the scheme's own port, spelled plainly; ':' with nothing after it means the default too.
         return None
     ascii_host = _ascii_host(host)
-    if ascii_host is None or not _allowed(ascii_host, allowed_domains):
+    if ascii_host is None or not host_allowed(ascii_host, allowed_domains):
         return None
     path = quote(parts.path, safe=_SAFE_PATH) or "/"
     result = f"{scheme}://{ascii_host}{path}"

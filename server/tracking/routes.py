@@ -14,10 +14,10 @@ import logging
 from typing import Any
 from urllib.parse import parse_qsl
 
-from litestar import Litestar, asgi
+from litestar import asgi
 from litestar.types import Receive, Scope, Send
 
-from server.web import PUBLIC, SecurityHeadersMiddleware
+from server.web import PUBLIC, FastPath, SecurityHeadersMiddleware
 
 log = logging.getLogger("affnet.tracking")
 
@@ -79,30 +79,15 @@ async def click_redirect(scope: Scope, receive: Receive, send: Send) -> None:
     await handle_click(scope["litestar_app"].state, scope["path"].strip("/"), scope, send)  # mount leaves "/{code}/"
 
 
-class ClickFastPath:
-    """The ASGI application the server runs: /c/{code} straight to handle_click, all else to Litestar.
-    Attribute access falls through to the Litestar app (state, hooks, routes)."""
+class ClickFastPath(FastPath):
+    """The ASGI application the server runs: /c/{code} straight to handle_click, all else to Litestar."""
 
-    def __init__(self, app: Litestar) -> None:
-        self.app = app
+    prefix = "/c/"
+    log = log
+    what = "click redirect"
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.app, name)
+    async def handle(self, scope: Scope, send: Send) -> None:
+        await handle_click(self.app.state, scope["path"][3:].rstrip("/"), scope, send)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/c/"):
-            started = False
-
-            async def tracked_send(message: Any) -> None:
-                nonlocal started
-                started = True
-                await send(message)
-
-            try:
-                await handle_click(self.app.state, scope["path"][3:].rstrip("/"), scope, tracked_send)
-            except Exception:
-                log.exception("click redirect failed for %s", scope["path"])
-                if not started:
-                    await _answer(send, 500, _HTML, b"Something went wrong; please try the link again.")
-            return
-        await self.app(scope, receive, send)
+    async def fail(self, send: Send) -> None:
+        await _answer(send, 500, _HTML, b"Something went wrong; please try the link again.")

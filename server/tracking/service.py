@@ -266,29 +266,7 @@ class Redirector:
 async def write_clicks(rows: list[tuple]) -> None:
     """Store a batch of clicks: COPY on PostgreSQL, one executemany transaction on SQLite. A batch
     retried after an unclear failure never stores a click twice (click ids are unique)."""
-    eng = db.engine()
-    if db.is_sqlite(eng):
-        placeholders = ", ".join("?" * len(CLICK_COLUMNS))
-        # Only constant column names go into the statement; every value is a bound parameter.
-        sql = f"INSERT OR IGNORE INTO click ({', '.join(CLICK_COLUMNS)}) VALUES ({placeholders})"  # noqa: S608
-        conn = await eng.get_connection()
-        try:
-            await conn.execute("BEGIN IMMEDIATE")
-            await conn.executemany(sql, rows)
-            await conn.execute("COMMIT")
-        finally:
-            await conn.close()
-        return
-    async with eng.pool.acquire() as conn:
-        try:
-            await conn.copy_records_to_table("click", records=rows, columns=CLICK_COLUMNS)
-        except Exception as exc:
-            if not db.is_unique_violation(exc):
-                raise
-            placeholders = ", ".join(f"${i}" for i in range(1, len(CLICK_COLUMNS) + 1))
-            await conn.executemany(
-                f"INSERT INTO click ({', '.join(CLICK_COLUMNS)}) VALUES ({placeholders}) "  # noqa: S608
-                "ON CONFLICT (click_id) DO NOTHING", rows)
+    await db.insert_once("click", CLICK_COLUMNS, "click_id", rows)
 
 
 # --- publishers' links and statistics ------------------------------------------------------------

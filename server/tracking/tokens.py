@@ -40,7 +40,6 @@ _MIN_RAW = 1 + 1 + 1 + NONCE_BYTES + MAC_BYTES
 _MAX_RAW = 1 + 9 + 6 + NONCE_BYTES + MAC_BYTES
 # Longer text cannot be a click id: refuse it before spending any work on it.
 MAX_TOKEN_LENGTH = (_MAX_RAW * 8 + 5) // 6
-_MIN_TOKEN_LENGTH = (_MIN_RAW * 8 + 5) // 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,20 +76,69 @@ def _read_varint(raw: bytes, pos: int, end: int, max_bytes: int) -> tuple[int, i
     return -1, pos
 
 
-@lru_cache(maxsize=8)
-def _keyed(key: bytes) -> hmac.HMAC:
-    """An HMAC already fed the key and CONTEXT; copying it saves a third of each signature's cost."""
-    return hmac.new(key, CONTEXT, hashlib.sha256)
-
-
-def _mac(key: bytes, body: bytes) -> bytes:
-    state = _keyed(key).copy()
-    state.update(body)
-    return state.digest()[:MAC_BYTES]
+@lru_cache(maxsize=16)
+def _keyed(key: bytes, context: bytes) -> hmac.HMAC:
+    """An HMAC already fed the key and the context; copying it saves a third of each signature's cost."""
+    return hmac.new(key, context, hashlib.sha256)
 
 
 def _encode(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class SignedFormat:
+    """One kind of short signed token (click ids here, ad offers in server/ads/offers.py): a version
+    byte, a body, and an HMAC-SHA256 over `context` + version + body truncated to `mac_bytes`, all
+    in URL-safe base64 without padding. The context is bound into every MAC, so a key shared with
+    another signer cannot pass one kind of token off as another."""
+
+    context: bytes
+    version: int
+    mac_bytes: int
+    min_raw: int  # shortest and longest token in bytes, MAC included
+    max_raw: int
+
+    @property
+    def max_length(self) -> int:
+        return (self.max_raw * 8 + 5) // 6
+
+    def mac(self, key: bytes, body: bytes) -> bytes:
+        state = _keyed(key, self.context).copy()
+        state.update(body)
+        return state.digest()[:self.mac_bytes]
+
+    def seal(self, key: bytes, body: bytes) -> str:
+        """The token of `body` (which starts with the version byte)."""
+        return _encode(body + self.mac(key, body))
+
+    def open(self, key: bytes, token: object) -> bytes | None:
+        """The signed bytes of a token this key issued exactly as given (version byte first, MAC
+        left off), or None. Never raises: tokens come from URLs and postbacks anyone can type."""
+        if not isinstance(token, str) or not (self.min_raw * 8 + 5) // 6 <= len(token) <= self.max_length:
+            return None
+        if not token.isascii() or len(token) % 4 == 1:
+            return None
+        try:
+            # strict_mode refuses characters outside the alphabet instead of skipping them.
+            raw = binascii.a2b_base64(
+                token.replace("-", "+").replace("_", "/") + "=" * (-len(token) % 4), strict_mode=True
+            )
+        except (binascii.Error, ValueError):
+            return None
+        if not self.min_raw <= len(raw) <= self.max_raw or raw[0] != self.version:
+            return None
+        body_end = len(raw) - self.mac_bytes
+        if not hmac.compare_digest(self.mac(key, raw[:body_end]), raw[body_end:]):
+            return None
+        # Base64 can spell the same bytes in several ways (unused low bits of the last character);
+        # accept only the spelling we issue, so one token has exactly one spelling.
+        if _encode(raw) != token:
+            return None
+        return raw[:body_end]
+
+
+CLICK_IDS = SignedFormat(CONTEXT, VERSION, MAC_BYTES, _MIN_RAW, _MAX_RAW)
 
 
 def issue_click_id(key: bytes, link_id: int, clicked_at: int) -> str:
@@ -100,7 +148,7 @@ def issue_click_id(key: bytes, link_id: int, clicked_at: int) -> str:
     if not 0 <= clicked_at <= MAX_CLICKED_AT:
         raise ValueError(f"clicked_at out of range: {clicked_at}")
     body = _VERSION_BYTE + _varint(link_id) + _varint(clicked_at) + os.urandom(NONCE_BYTES)
-    return _encode(body + _mac(key, body))
+    return CLICK_IDS.seal(key, body)
 
 
 def read_click_id(key: bytes, token: str) -> ClickRef | None:
@@ -108,27 +156,10 @@ def read_click_id(key: bytes, token: str) -> ClickRef | None:
 
     Never raises: the input comes straight from a query string or a postback body.
     """
-    if not isinstance(token, str) or not _MIN_TOKEN_LENGTH <= len(token) <= MAX_TOKEN_LENGTH:
+    raw = CLICK_IDS.open(key, token)
+    if raw is None:
         return None
-    if not token.isascii() or len(token) % 4 == 1:
-        return None
-    try:
-        # strict_mode refuses characters outside the alphabet instead of skipping them.
-        raw = binascii.a2b_base64(
-            token.replace("-", "+").replace("_", "/") + "=" * (-len(token) % 4), strict_mode=True
-        )
-    except (binascii.Error, ValueError):
-        return None
-    if not _MIN_RAW <= len(raw) <= _MAX_RAW or raw[0] != VERSION:
-        return None
-    body_end = len(raw) - MAC_BYTES
-    if not hmac.compare_digest(_mac(key, raw[:body_end]), raw[body_end:]):
-        return None
-    # Base64 can spell the same bytes in several ways (unused low bits of the last character);
-    # accept only the spelling we issue, so one click has exactly one id.
-    if _encode(raw) != token:
-        return None
-    nonce_start = body_end - NONCE_BYTES
+    nonce_start = len(raw) - NONCE_BYTES
     link_id, pos = _read_varint(raw, 1, nonce_start, 9)
     if link_id < 0 or link_id > MAX_LINK_ID:
         return None
