@@ -27,12 +27,13 @@ APP_CONFIG = AppConfig(
     migrations_folder_path=str(ROOT / "migrations"),
     table_classes=[
         User, Publisher, Advertiser, Session, ApiKey, NetworkSetting, AuditEvent,
-        Campaign, Goal, Creative, Membership, Link, Click, Conversion, ClickEarning,
+        # In the order rows refer to each other (the tests empty them in reverse): a click may name an ad slot.
+        Campaign, Goal, Creative, Membership, AdSlot, Link, Click, Conversion, ClickEarning,
         LedgerAccount, LedgerTxn, LedgerEntry,
         Funding, StripeEvent, BillingSettings,
         PayoutAccount,
         PayoutSettings, PayoutMinimum, PublisherPayoutTerms, PayoutBatch, PayoutLine, PayoutCarryOver,
-        AdSlot, Impression, ImpressionEarning,
+        Impression, ImpressionEarning,
     ],
     migration_dependencies=[],
     commands=[],

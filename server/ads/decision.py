@@ -332,28 +332,28 @@ class Views:
 
 
 class OfferClicks:
-    """What the click redirect asks when a click carries an offer (`/c/{code}?o=…`): None if the
-    offer is good (signed for this link, unexpired, seen, clicked for the first time), else why
-    the click is invalid."""
+    """What the click redirect asks when a click carries an offer (`/c/{code}?o=…`): why the click
+    is invalid (None if the offer is good: signed for this link, unexpired, seen, clicked for the
+    first time), and the ad slot it was shown in (None unless the offer is signed for this link)."""
 
     def __init__(self, claims: OfferClaims, offer_key: bytes, clock: Callable[[], float] = time.time) -> None:
         self.claims = claims
         self.offer_key = offer_key
         self.clock = clock
 
-    async def check(self, token: str, link_id: int, now: float | None = None) -> Reason | None:
+    async def check(self, token: str, link_id: int, now: float | None = None) -> tuple[Reason | None, int | None]:
         now = self.clock() if now is None else now
         offer = offers.read(self.offer_key, token)
         if offer is None or offer.link_id != link_id:
-            return Reason.offer_invalid
+            return Reason.offer_invalid, None
         if offer.expired(now):
-            return Reason.offer_expired
+            return Reason.offer_expired, offer.slot_id
         viewed, first = await self.claims.claim_click(offer.offer_id, now)
         if not first:
-            return Reason.offer_replayed
+            return Reason.offer_replayed, offer.slot_id
         if not viewed:
-            return Reason.not_viewed
-        return None
+            return Reason.not_viewed, offer.slot_id
+        return None, offer.slot_id
 
 
 # --- one per server process ----------------------------------------------------------------------

@@ -3,6 +3,8 @@ demo blog page. The endpoints the embed script calls are in server/ads/endpoints
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from enum import StrEnum
 from typing import Any
 
 from litestar import Controller, Request, get, post
@@ -16,6 +18,7 @@ from server.ads.tables import VIEW_REASON_LABELS, SlotFallback, SlotFormat, View
 from server.errors import DomainError, NotFound
 from server.pages import form_data, render_error, see_other, settings_of
 from server.pages import render as render_page
+from server.tracking.classify import REASON_LABELS, Reason
 from server.web import PUBLIC, current_user, requires_role
 
 
@@ -31,15 +34,21 @@ def _form_context(**extra: Any) -> dict[str, Any]:
             "fallbacks": [(f.value, ads.FALLBACK_LABELS[f]) for f in SlotFallback], **extra}
 
 
-def _stats_rows(stats: dict[str, int]) -> list[tuple[str, int]]:
+def _reason_rows(counts: dict[str, int], labels: Mapping[Any, str], reasons: type[StrEnum]) -> list[tuple[str, int]]:
+    """(label, count) rows, valid first, then each reason it was not counted."""
     rows = []
-    for reason, views in sorted(stats.items(), key=lambda kv: (kv[0] != "valid", kv[0])):
+    for reason, n in sorted(counts.items(), key=lambda kv: (kv[0] != "valid", kv[0])):
         try:
-            label = VIEW_REASON_LABELS[ViewReason(reason)]
+            label = labels[reasons(reason)]
         except ValueError:
             label = reason.replace("_", " ")
-        rows.append((label, views))
+        rows.append((label, n))
     return rows
+
+
+def _rate(clicks: int, views: int) -> str:
+    """Valid clicks per valid impression, as people read it (2.35 %), or a dash without impressions."""
+    return f"{clicks * 100 / views:.2f} %" if views else "—"
 
 
 class PublisherSlots(Controller):
@@ -73,11 +82,16 @@ class PublisherSlots(Controller):
         slot = await ads.owned_slot(_user(request), slot_id)
         base_url = settings_of(request).base_url
         stats = await ads.slot_stats(slot_id)
+        clicks = await ads.slot_click_stats(slot_id)
+        valid_views, valid_clicks = stats.get("valid", 0), clicks.get("valid", 0)
         return render_page("publisher/slot.html", slot=slot, snippet=ads.snippet(base_url, slot),
                            format_label=ads.FORMAT_LABELS[SlotFormat(slot["format"])],
                            fallback_label=ads.FALLBACK_LABELS[SlotFallback(slot["fallback"])],
-                           domains=slot["domains"].split(), stats=_stats_rows(stats),
-                           valid_views=stats.get("valid", 0), invalid_views=sum(stats.values()) - stats.get("valid", 0),
+                           domains=slot["domains"].split(), stats=_reason_rows(stats, VIEW_REASON_LABELS, ViewReason),
+                           valid_views=valid_views, invalid_views=sum(stats.values()) - valid_views,
+                           valid_clicks=valid_clicks, invalid_clicks=sum(clicks.values()) - valid_clicks,
+                           click_stats=_reason_rows(clicks, REASON_LABELS, Reason),
+                           click_rate=_rate(valid_clicks, valid_views),
                            stats_days=ads.STATS_DAYS)
 
     @get("/{slot_id:int}/edit")

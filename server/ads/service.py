@@ -21,6 +21,7 @@ from server.ads.tables import AdSlot, Impression, SlotFallback, SlotFormat, Slot
 from server.audit import service as audit
 from server.errors import Conflict, Invalid, NotFound
 from server.tracking import deeplink
+from server.tracking import service as tracking
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +197,11 @@ async def slot_stats(slot_id: int, *, days: int = STATS_DAYS) -> dict[str, int]:
     rows = await Impression.select(Impression.reason, Count(Impression.id, alias="views")).where(
         Impression.slot == slot_id, Impression.viewed_at >= since).group_by(Impression.reason)
     return {r["reason"]: r["views"] for r in rows}
+
+
+async def slot_click_stats(slot_id: int, *, days: int = STATS_DAYS) -> dict[str, int]:
+    """Clicks on the slot's ads of the last `days` days by reason ("valid" and each invalid reason)."""
+    return await tracking.slot_click_stats(slot_id, _now() - timedelta(days=days))
 
 
 async def demo_slot(publisher_email: str) -> dict[str, Any] | None:

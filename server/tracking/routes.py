@@ -62,10 +62,11 @@ async def handle_click(state: Any, code: str, scope: Scope, send: Send) -> None:
     query = dict(parse_qsl(query_string.decode("latin-1"), max_num_fields=20)) if query_string else {}
     client = scope.get("client")
     offer = query.get("o")  # a click on an ad carries its offer (server/ads)
-    offer_reason = await state.ads.clicks.check(offer, target.link_id) if offer and method == "GET" else None
+    offer_reason, slot_id = (await state.ads.clicks.check(offer, target.link_id) if offer and method == "GET"
+                             else (None, None))
     decision = await state.redirector.decide(target, method=method, query=query, user_agent=user_agent,
                                              ip=client[0] if client else "", referer=referer,
-                                             offer_reason=offer_reason)
+                                             offer_reason=offer_reason, slot_id=slot_id)
     state.click_buffer.add(decision.row)
     # The answer is the same whatever the classification: telling a bot it was spotted helps it.
     await send({"type": "http.response.start", "status": 302,

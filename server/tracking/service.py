@@ -31,7 +31,7 @@ DEDUP_SECONDS = 3600  # the same visitor on the same link within an hour is one 
 # they still reach the landing page, but as invalid, so nobody can click up a publisher's earnings.
 NETWORK_CLICKS_PER_MINUTE = 120
 CLICK_COLUMNS = ("click_id", "clicked_at", "link", "campaign", "publisher", *SUB_NAMES, "referrer_host",
-                 "ua_family", "visitor_hash", "reason")
+                 "ua_family", "visitor_hash", "reason", "slot")
 
 
 async def load_target(code: str) -> Target | None:
@@ -206,8 +206,10 @@ class Redirector:
         self.network_rate = NetworkRate()
 
     async def decide(self, target: Target, *, method: str, query: dict[str, str], user_agent: str, ip: str,
-                     referer: str | None, now: float | None = None, offer_reason: Reason | None = None) -> Decision:
-        """`offer_reason`: why the ad offer a click carries makes it invalid (None: no offer, or a good one)."""
+                     referer: str | None, now: float | None = None, offer_reason: Reason | None = None,
+                     slot_id: int | None = None) -> Decision:
+        """`offer_reason`: why the ad offer a click carries makes it invalid (None: no offer, or a good
+        one); `slot_id`: the ad slot the offer was shown in, kept with the click."""
         now = time.time() if now is None else now
         moment = datetime.fromtimestamp(now, UTC)
         visitor = visitor_hash(self.visitor_key, ip, user_agent, moment.date())
@@ -256,7 +258,7 @@ class Redirector:
         else:
             location = target.fallback_url
         row = (click_id, moment, target.link_id, target.campaign_id, target.publisher_id, *subs,
-               referrer_host(referer), ua_family(user_agent), visitor, reason.value)
+               referrer_host(referer), ua_family(user_agent), visitor, reason.value, slot_id)
         return Decision(location=location, reason=reason, row=row)
 
 
@@ -312,6 +314,14 @@ async def click_stats(publisher_id: int, *, since: datetime | None = None,
         query = query.where(Click.campaign == campaign_id)
     return await query.group_by(Click.campaign.id, Click.campaign.name, Click.sub1, Click.reason).order_by(
         Click.campaign.id)
+
+
+async def slot_click_stats(slot_id: int, since: datetime) -> dict[str, int]:
+    """Clicks through offers shown in one ad slot since a moment, by reason ("valid" or why not):
+    one grouped read on the (slot, clicked_at) index of the clicks that carry a slot."""
+    rows = await Click.select(Click.reason, Count(Click.id, alias="clicks")).where(
+        Click.slot == slot_id, Click.clicked_at >= since).group_by(Click.reason)
+    return {r["reason"]: r["clicks"] for r in rows}
 
 
 def summarise(stats: Iterable[dict[str, Any]]) -> dict[str, int]:

@@ -7,6 +7,7 @@ from piccolo.columns.base import OnDelete
 from piccolo.table import Table
 
 from server.accounts.tables import User
+from server.ads.tables import AdSlot
 from server.campaigns.tables import Campaign, Membership
 
 
@@ -43,3 +44,7 @@ class Click(Table):
     visitor_hash = Varchar(length=32, default="")
     # "valid", or why the click is not billed (server/tracking/classify.py: Reason).
     reason = Varchar(length=20, default="valid")
+    # The ad slot (server/ads) whose signed offer the click carried, valid or not; null for
+    # ordinary tracked links. Indexed with clicked_at only where set (a raw migration step), so
+    # clicks from links pay nothing for it.
+    slot = ForeignKey(AdSlot, null=True, default=None, on_delete=OnDelete.restrict)

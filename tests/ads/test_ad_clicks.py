@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from server.ads import offers
 from server.tracking.tables import Click
 from tests.ads.factories import BROWSER, ad_campaign, decide, join, path_of, publisher, slot, view
+from tests.factories import login
 
 
 async def ad_for(client, settings, **terms):
@@ -114,3 +115,27 @@ async def test_a_forged_or_expired_frame_shows_nothing(app, client, settings):
                             expires_at=int(time.time()) - 5)
     assert (await client.get(f"/ads/f/{token}")).status_code == 410
     assert (await client.get("/ads/f/forged-token-forged-token-forged-token-42")).status_code == 404
+
+
+async def test_clicks_through_an_ad_keep_their_slot_and_the_slot_page_shows_them_beside_impressions(
+        app, client, new_client, settings):
+    camp, pub, s, link_id, code, answer = await ad_for(client, settings)
+    assert (await view(client, answer["view_url"])).status_code == 202
+    await click(client, answer["click_url"])
+    await click(client, answer["click_url"])  # a replay: invalid, but it came through the slot
+    client._transport.client = ("198.51.100.9", 4000)  # another reader, on the publisher's plain link
+    await client.get(f"/c/{code}", headers={"user-agent": BROWSER}, follow_redirects=False)
+    await app.state.click_buffer.flush()
+    await app.state.ads.buffer.flush()
+    assert [(r["reason"], r["slot"]) for r in await Click.select(Click.reason, Click.slot).order_by(Click.id)] == [
+        ("valid", s["id"]), ("offer_replayed", s["id"]), ("valid", None)]
+
+    browser = new_client()
+    await login(browser, pub.email)
+    page = await browser.get(f"/publisher/slots/{s['id']}")
+    assert page.status_code == 200, page.text
+    assert re.search(r'data-testid="valid-views">1<', page.text)
+    assert re.search(r'data-testid="valid-clicks">1<', page.text)
+    assert re.search(r'data-testid="invalid-clicks">1<', page.text)
+    assert re.search(r'data-testid="click-rate">100.00 %<', page.text)
+    assert "Ad clicked again from the same offer" in page.text  # the invalid click's reason, in words
