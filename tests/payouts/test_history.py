@@ -287,14 +287,19 @@ async def test_the_history_is_newest_first_a_page_at_a_time(new_client, settings
     assert await ledger.check() == []
 
 
-async def test_a_payout_reversed_at_stripe_shows_as_returned_with_the_money_back(new_client, settings, stripe_local):
+async def paid_publisher(settings, stripe_local, amount: int) -> tuple[int, dict]:
+    """A publisher paid `amount` in an approved, executed batch: their id and their paid line."""
     await fresh_line_ids()
-    publisher, _ = await ready_publisher(settings, stripe_local, 10_000)
+    publisher, _ = await ready_publisher(settings, stripe_local, amount)
     batch_id = (await payouts.prepare_due(after_next_cutoff())).batches[0]
     await review.approve(await staff(), batch_id)
     async with stripe_api.gateway(settings) as gateway:
         assert await execute.execute(batch_id, gateway.client) == "done"
-    line = await line_of(publisher)
+    return publisher, await line_of(publisher)
+
+
+async def test_a_payout_reversed_at_stripe_shows_as_returned_with_the_money_back(new_client, settings, stripe_local):
+    publisher, line = await paid_publisher(settings, stripe_local, 10_000)
     transfer = await stripe_local.client().v1.transfers.reversals.create_async(
         line["stripe_transfer_id"], options={"idempotency_key": f"history-reversal:{line['id']}"})
     reversed_transfer = await stripe_local.client().v1.transfers.retrieve_async(transfer.transfer)
@@ -310,13 +315,7 @@ async def test_a_payout_reversed_at_stripe_shows_as_returned_with_the_money_back
 
 async def test_a_payout_partly_reversed_at_stripe_stays_paid_and_says_how_much_came_back(
         new_client, settings, stripe_local):
-    await fresh_line_ids()
-    publisher, _ = await ready_publisher(settings, stripe_local, 10_000)
-    batch_id = (await payouts.prepare_due(after_next_cutoff())).batches[0]
-    await review.approve(await staff(), batch_id)
-    async with stripe_api.gateway(settings) as gateway:
-        assert await execute.execute(batch_id, gateway.client) == "done"
-    line = await line_of(publisher)
+    publisher, line = await paid_publisher(settings, stripe_local, 10_000)
     reversal = await stripe_local.client().v1.transfers.reversals.create_async(
         line["stripe_transfer_id"], {"amount": 2_500}, {"idempotency_key": f"partial-reversal:{line['id']}"})
     partly = await stripe_local.client().v1.transfers.retrieve_async(reversal.transfer)
