@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import BROWSER_UA, ROOT, ensure_tools, machine, start_server  # noqa: E402
+from common import BROWSER_UA, ROOT, bench_database, ensure_tools, machine, start_server  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -203,14 +203,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="affnet-bench-") as tmp:
         workdir = Path(tmp)
-        postgres = None
-        database_url = args.database_url
-        if args.postgres:
-            from server.devservices import start_postgres
-
-            postgres = start_postgres(workdir / "pg")
-            database_url = postgres.url
-        try:
+        with bench_database(workdir, args) as database_url:
             server = start_server(workdir, database_url)
             database_url = server.env["DATABASE_URL"]
             key = asyncio.run(seed(database_url, str(workdir / "data" / "media")))
@@ -232,9 +225,6 @@ def main() -> None:
             finally:
                 exit_code = server.stop()
             rows, offers = asyncio.run(count_impressions(database_url))
-        finally:
-            if postgres is not None:
-                postgres.stop()
 
     def line(name: str, top: Load, half: Load) -> str:
         return (f"{name:<34} max {top.rps:>8.0f} req/s (p50 {top.p50_ms:.2f} ms, p99 {top.p99_ms:.2f} ms)   "

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, SECRET, machine  # noqa: E402
+from common import ROOT, SECRET, bench_database, machine  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -168,14 +168,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="affnet-bench-") as tmp:
         workdir = Path(tmp)
-        postgres = None
-        database_url = args.database_url or f"sqlite:///{workdir / 'bench.sqlite3'}"
-        if args.postgres:
-            from server.devservices import start_postgres
-
-            postgres = start_postgres(workdir / "pg")
-            database_url = postgres.url
-        try:
+        with bench_database(workdir, args) as database_url:
+            database_url = database_url or f"sqlite:///{workdir / 'bench.sqlite3'}"
             env = {"DATABASE_URL": database_url, "SECRET_KEY": SECRET, "AFFNET_DATA_DIR": str(workdir / "data"),
                    "PATH": "/usr/bin:/bin"}
             subprocess.run([sys.executable, "-m", "server.cli", "migrate"], cwd=ROOT, env=env, check=True,  # noqa: S603
@@ -187,9 +181,6 @@ def main() -> None:
             print(f"settings: {engine}, {n:,} conversions, {args.publishers:,} publishers, "
                   f"{args.advertisers} advertisers, in process (as the worker runs it)")
             asyncio.run(run(database_url, n, args.publishers, args.advertisers))
-        finally:
-            if postgres is not None:
-                postgres.stop()
 
 
 if __name__ == "__main__":

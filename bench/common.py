@@ -4,6 +4,7 @@ Every benchmark sends traffic to 127.0.0.1 only, bounded in time and request cou
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import re
@@ -11,6 +12,8 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,3 +124,19 @@ def hey(url: str, seconds: int, rate: float, workers: int = 8) -> Load:
     p99 = float(re.search(r"99%+ in ([\d.]+) secs", out).group(1)) * 1000
     requests = sum(int(n) for n in re.findall(r"\[\d{3}\]\s+(\d+) responses", out))
     return Load(requests, rps, p50, p99)
+
+
+@contextmanager
+def bench_database(workdir: Path, args: argparse.Namespace) -> Iterator[str | None]:
+    """The database a bench runs on: with `--postgres` a throwaway PostgreSQL cluster on loopback
+    (stopped afterwards), else `--database-url` or None (the bench's own default, SQLite)."""
+    if not args.postgres:
+        yield args.database_url
+        return
+    from server.devservices import start_postgres
+
+    cluster = start_postgres(workdir / "pg")
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()

@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import BROWSER_UA, ROOT, _ms, ensure_tools, machine, start_server  # noqa: E402
+from common import BROWSER_UA, ROOT, _ms, bench_database, ensure_tools, machine, start_server  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -139,14 +139,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="affnet-bench-") as tmp:
         workdir = Path(tmp)
-        postgres = None
-        database_url = args.database_url
-        if args.postgres:
-            from server.devservices import start_postgres
-
-            postgres = start_postgres(workdir / "pg")
-            database_url = postgres.url
-        try:
+        with bench_database(workdir, args) as database_url:
             server = start_server(workdir, database_url)
             database_url = server.env["DATABASE_URL"]
             try:
@@ -161,9 +154,6 @@ def main() -> None:
             finally:
                 exit_code = server.stop()
             stored = asyncio.run(count_conversions(database_url))
-        finally:
-            if postgres is not None:
-                postgres.stop()
 
     engine = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
     if args.postgres:
