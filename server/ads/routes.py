@@ -10,6 +10,7 @@ from typing import Any
 from litestar import Controller, Request, get, post
 from litestar.params import FromPath
 from litestar.response import Redirect, Template
+from markupsafe import Markup
 
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
@@ -133,4 +134,6 @@ async def demo_blog(request: Request) -> Template:
     if settings.production:
         raise NotFound("There is nothing at this address.")
     slot = await ads.demo_slot(DEMO_PUBLISHER)
-    return render_page("ads/demo_blog.html", snippet=ads.snippet(settings.base_url, slot) if slot else "")
+    # The page embeds the snippet as markup, as a publisher pastes it: snippet() escapes every value it holds.
+    snippet = Markup(ads.snippet(settings.base_url, slot)) if slot else ""  # noqa: S704
+    return render_page("ads/demo_blog.html", snippet=snippet)
