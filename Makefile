@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# Browser libraries (Chart.js), pinned in package-lock.json and served from static/vendor/.
+JS_STAMP  := node_modules/.installed-stamp
+VENDOR_JS := static/vendor/chart.umd.js
 
 .PHONY: run test install lint migrate demo clean
 
@@ -10,14 +13,22 @@ $(STAMP): pyproject.toml
 	@bash scripts/bootstrap.sh "$(PYTHON)" "$(VENV)"
 	@touch $(STAMP)
 
-install: $(STAMP)
+$(JS_STAMP): package.json package-lock.json
+	@bash scripts/vendor-js.sh install
+	@touch $(JS_STAMP)
+
+# Copied again whenever npm ci ran (package.json or package-lock.json changed) or the copy is gone.
+$(VENDOR_JS): $(JS_STAMP) scripts/vendor-js.sh
+	@bash scripts/vendor-js.sh copy
+
+install: $(STAMP) $(VENDOR_JS)
 
 ## Start Redis, the worker and the web server on SQLite (demo data on first run). Ctrl-C stops all.
-run: $(STAMP)
+run: $(STAMP) $(VENDOR_JS)
 	@$(BIN)/affnet dev
 
 ## Install what the tests need (Chromium; PostgreSQL and Redis too with CI=true) and run them all.
-test: $(STAMP)
+test: $(STAMP) $(VENDOR_JS)
 	@bash scripts/test-prereqs.sh
 	@$(BIN)/ruff check server workers tests
 	@$(BIN)/pytest $(PYTEST_ARGS)
@@ -32,4 +43,4 @@ demo: $(STAMP)
 	@$(BIN)/affnet demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache node_modules static/vendor
