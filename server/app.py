@@ -42,7 +42,7 @@ from server.payouts.routes import FinancePayouts
 from server.payouts.settings_routes import FinancePayoutSettings
 from server.reports.routes import AdminDashboard, AdvertiserDashboard, FinanceDashboard, PublisherDashboard
 from server.settings import ROOT, Settings, load_settings
-from server.tracking import cache
+from server.tracking import cache, geo
 from server.tracking import service as tracking
 from server.tracking.buffer import EventBuffer
 from server.tracking.routes import ClickFastPath, click_redirect
@@ -118,9 +118,11 @@ def create_app(settings: Settings | None = None) -> AdFastPath:
     terms_cache = cache.LinkCache(conversion_intake.load_terms)  # what postbacks need, by link id
     redirector = tracking.Redirector(token_key=_derived_secret(settings, "click-token").encode(),
                                      visitor_key=_derived_secret(settings, "visitor").encode())
+    redirector.country_header = geo.header_name(settings.geo_country_header)
     click_buffer = EventBuffer(writer=tracking.write_clicks, flush_interval=0.5, max_batch=5000)
     ads = AdServer(base_url=settings.base_url, redis=redis, offer_key=_derived_secret(settings, "ad-offer").encode(),
                    visitor_key=_derived_secret(settings, "visitor").encode(), writer=ads_service.write_impressions)
+    ads.country_header = redirector.country_header
     tasks: list[asyncio.Task] = []
 
     async def on_startup(app: Litestar) -> None:

@@ -19,6 +19,7 @@ from server.payouts.tables import (
     PayoutSettings,
     PublisherPayoutTerms,
 )
+from server.reports.tables import ConversionHour, RollupCursor, TrafficHour
 from server.settings import ROOT
 from server.tracking.tables import Click, Link
 
@@ -34,6 +35,7 @@ APP_CONFIG = AppConfig(
         PayoutAccount,
         PayoutSettings, PayoutMinimum, PublisherPayoutTerms, PayoutBatch, PayoutLine, PayoutCarryOver,
         Impression, ImpressionEarning,
+        TrafficHour, ConversionHour, RollupCursor,
     ],
     migration_dependencies=[],
     commands=[],

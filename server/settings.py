@@ -60,6 +60,8 @@ class Settings:
     login_failure_window_seconds: int = 15 * 60
     publisher_auto_approve: bool = False
     trusted_proxies: tuple[str, ...] = field(default_factory=tuple)
+    # The header a trusted proxy names the visitor's country in (CF-IPCountry, …); "": countries unknown.
+    geo_country_header: str = ""
     media_dir: str = str(DATA_DIR / "media")
     max_upload_bytes: int = 512 * 1024
     # Adds GET /__bench/302, the bare-Litestar baseline that bench/ compares the click redirect with.
@@ -110,6 +112,7 @@ def load_settings() -> Settings:
         login_failure_window_seconds=_int("LOGIN_FAILURE_WINDOW_SECONDS", 15 * 60),
         publisher_auto_approve=_bool("PUBLISHER_AUTO_APPROVE", False),
         trusted_proxies=proxies,
+        geo_country_header=os.environ.get("GEO_COUNTRY_HEADER", ""),
         media_dir=os.environ.get("MEDIA_DIR", str(DATA_DIR / "media")),
         max_upload_bytes=_int("MAX_UPLOAD_BYTES", 512 * 1024),
         bench_routes=_bool("AFFNET_BENCH_ROUTES", False),

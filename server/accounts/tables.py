@@ -37,6 +37,7 @@ class User(Table, tablename="app_user"):
     is_active = Boolean(default=True)
     created_at = Timestamptz()
     password_changed_at = Timestamptz()
+    time_zone = Varchar(length=64, default="")  # an IANA name; "" shows times in UTC
 
 
 class Publisher(Table):

@@ -300,7 +300,8 @@ class Views:
     def reset(self) -> None:
         self.network_rate = NetworkRate(limit=VIEWS_PER_MINUTE)
 
-    async def record(self, token: str, *, ip: str, user_agent: str, now: float | None = None) -> Answer:
+    async def record(self, token: str, *, ip: str, user_agent: str, now: float | None = None,
+                     country: str = "") -> Answer:
         now = self.clock() if now is None else now
         offer = offers.read(self.offer_key, token)
         if offer is None:
@@ -326,7 +327,7 @@ class Views:
             if entry is not None:
                 entry.extra_milli += entry.cpm_price  # one impression costs cpm_price thousandths
         self.buffer.add((offer.offer_id, moment, offer.slot_id, offer.creative_id, offer.campaign_id,
-                         offer.publisher_id, visitor, reason.value))
+                         offer.publisher_id, visitor, reason.value, country))
         # The same answer whatever the classification: telling a bot it was spotted helps it.
         return Answer(202, {"status": "recorded", "offer": offer.offer_id})
 
@@ -375,6 +376,7 @@ class AdServer:
         self.decider = Decider(self.inventory, offer_key, visitor_key, self.frequency, rng=rng)
         self.views = Views(self.inventory, self.claims, self.buffer, offer_key, visitor_key, self.frequency)
         self.clicks = OfferClicks(self.claims, offer_key)
+        self.country_header: bytes | None = None  # server/tracking/geo.py: set from the settings
         self.frame_csp = render.frame_csp("{0.scheme}://{0.netloc}".format(urlsplit(self.base_url)))
 
     def reset(self) -> None:

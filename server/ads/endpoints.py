@@ -18,6 +18,7 @@ from litestar.types import Receive, Scope, Send
 
 from server.ads import offers, render
 from server.ads.decision import AdServer, Answer
+from server.tracking import geo
 from server.web import PUBLIC, FastPath
 
 log = logging.getLogger("affnet.ads")
@@ -93,7 +94,8 @@ async def handle_ads(ad_server: AdServer, scope: Scope, send: Send) -> None:
             await _send(send, 405, [(b"allow", b"POST"), *_JSON])
             return
         answer = await ad_server.views.record(path[7:].rstrip("/"), ip=_client_ip(scope),
-                                              user_agent=_header(scope, b"user-agent") or "")
+                                              user_agent=_header(scope, b"user-agent") or "",
+                                              country=geo.from_headers(scope["headers"], ad_server.country_header))
         await _json(send, answer)
     elif path.startswith("/ads/f/") and method in ("GET", "HEAD"):
         await _frame(ad_server, path[7:].rstrip("/"), send)

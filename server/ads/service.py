@@ -213,7 +213,8 @@ async def demo_slot(publisher_email: str) -> dict[str, Any] | None:
 
 # --- the batched impression writer ---------------------------------------------------------------
 
-IMPRESSION_COLUMNS = ("offer", "viewed_at", "slot", "creative", "campaign", "publisher", "visitor_hash", "reason")
+IMPRESSION_COLUMNS = ("offer", "viewed_at", "slot", "creative", "campaign", "publisher", "visitor_hash", "reason",
+                      "country")
 
 
 async def write_impressions(rows: list[tuple]) -> None:

@@ -90,6 +90,7 @@ class Impression(Table):
     publisher = ForeignKey(User, null=False, on_delete=OnDelete.restrict)
     visitor_hash = Varchar(length=32, default="")
     reason = Varchar(length=20, default="valid")
+    country = Varchar(length=2, default="")  # as on clicks: from the trusted proxy's header, "" when unknown
 
 
 class ImpressionEarningStatus(StrEnum):

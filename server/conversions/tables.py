@@ -58,3 +58,6 @@ class Conversion(Table):
     created_at = Timestamptz()
     approved_at = Timestamptz(null=True, default=None)  # charged to the advertiser (ledger)
     released_at = Timestamptz(null=True, default=None)  # the publisher's earning became available
+    # Set by a database trigger on every insert and update (whoever writes), so the reports'
+    # rollup finds the hours whose conversions changed (server/reports/rollup.py).
+    changed_at = Timestamptz(null=True, default=None)

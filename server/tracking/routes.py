@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 from litestar import asgi
 from litestar.types import Receive, Scope, Send
 
+from server.tracking import geo
 from server.web import PUBLIC, FastPath, SecurityHeadersMiddleware
 
 log = logging.getLogger("affnet.tracking")
@@ -32,14 +33,16 @@ _REDIRECT = [(b"cache-control", b"no-store, private"), (b"referrer-policy", b"no
              (b"content-length", b"0")]
 
 
-def _headers(scope: Scope) -> tuple[str, str | None]:
-    user_agent, referer = "", None
+def _headers(scope: Scope, country_header: bytes | None) -> tuple[str, str | None, str]:
+    user_agent, referer, country = "", None, geo.UNKNOWN
     for name, value in scope["headers"]:
         if name == b"user-agent":
             user_agent = value.decode("latin-1")
         elif name == b"referer":
             referer = value.decode("latin-1")
-    return user_agent, referer
+        elif name == country_header:
+            country = geo.country(value)
+    return user_agent, referer, country
 
 
 async def _answer(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> None:
@@ -57,7 +60,7 @@ async def handle_click(state: Any, code: str, scope: Scope, send: Send) -> None:
     if target is None:
         await _answer(send, 404, _HTML, b"" if method == "HEAD" else _NOT_FOUND)
         return
-    user_agent, referer = _headers(scope)
+    user_agent, referer, country = _headers(scope, state.redirector.country_header)
     query_string = scope["query_string"]
     query = dict(parse_qsl(query_string.decode("latin-1"), max_num_fields=20)) if query_string else {}
     client = scope.get("client")
@@ -66,7 +69,7 @@ async def handle_click(state: Any, code: str, scope: Scope, send: Send) -> None:
                              else (None, None))
     decision = await state.redirector.decide(target, method=method, query=query, user_agent=user_agent,
                                              ip=client[0] if client else "", referer=referer,
-                                             offer_reason=offer_reason, slot_id=slot_id)
+                                             offer_reason=offer_reason, slot_id=slot_id, country=country)
     state.click_buffer.add(decision.row)
     # The answer is the same whatever the classification: telling a bot it was spotted helps it.
     await send({"type": "http.response.start", "status": 302,

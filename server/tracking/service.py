@@ -31,7 +31,7 @@ DEDUP_SECONDS = 3600  # the same visitor on the same link within an hour is one 
 # they still reach the landing page, but as invalid, so nobody can click up a publisher's earnings.
 NETWORK_CLICKS_PER_MINUTE = 120
 CLICK_COLUMNS = ("click_id", "clicked_at", "link", "campaign", "publisher", *SUB_NAMES, "referrer_host",
-                 "ua_family", "visitor_hash", "reason", "slot")
+                 "ua_family", "visitor_hash", "reason", "slot", "country")
 
 
 async def load_target(code: str) -> Target | None:
@@ -197,6 +197,7 @@ class Redirector:
     def __init__(self, token_key: bytes, visitor_key: bytes) -> None:
         self.token_key = token_key
         self.visitor_key = visitor_key
+        self.country_header: bytes | None = None  # server/tracking/geo.py: set from the settings
         self.reset()
 
     def reset(self) -> None:
@@ -207,9 +208,10 @@ class Redirector:
 
     async def decide(self, target: Target, *, method: str, query: dict[str, str], user_agent: str, ip: str,
                      referer: str | None, now: float | None = None, offer_reason: Reason | None = None,
-                     slot_id: int | None = None) -> Decision:
+                     slot_id: int | None = None, country: str = "") -> Decision:
         """`offer_reason`: why the ad offer a click carries makes it invalid (None: no offer, or a good
-        one); `slot_id`: the ad slot the offer was shown in, kept with the click."""
+        one); `slot_id`: the ad slot the offer was shown in, kept with the click; `country`: the
+        visitor's, checked by server/tracking/geo.py ("" when unknown)."""
         now = time.time() if now is None else now
         moment = datetime.fromtimestamp(now, UTC)
         visitor = visitor_hash(self.visitor_key, ip, user_agent, moment.date())
@@ -258,7 +260,7 @@ class Redirector:
         else:
             location = target.fallback_url
         row = (click_id, moment, target.link_id, target.campaign_id, target.publisher_id, *subs,
-               referrer_host(referer), ua_family(user_agent), visitor, reason.value, slot_id)
+               referrer_host(referer), ua_family(user_agent), visitor, reason.value, slot_id, country)
         return Decision(location=location, reason=reason, row=row)
 
 

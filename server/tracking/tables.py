@@ -48,3 +48,5 @@ class Click(Table):
     # ordinary tracked links. Indexed with clicked_at only where set (a raw migration step), so
     # clicks from links pay nothing for it.
     slot = ForeignKey(AdSlot, null=True, default=None, on_delete=OnDelete.restrict)
+    # ISO 3166 alpha-2 from the trusted proxy's country header (GEO_COUNTRY_HEADER); "" when unknown.
+    country = Varchar(length=2, default="")

@@ -51,7 +51,7 @@ class Ads:
 
     async def views(self, publisher_id: int, moments: list[datetime], reason: str = "valid") -> None:
         rows = [(f"cpm-{next(_offer):010d}", moment, self.slots[publisher_id], self.camp.creatives["300x250"],
-                 self.camp.campaign_id, publisher_id, "visitor", reason) for moment in moments]
+                 self.camp.campaign_id, publisher_id, "visitor", reason, "") for moment in moments]
         await write_impressions(rows)
 
     async def fund(self, amount: int) -> None:

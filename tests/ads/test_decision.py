@@ -90,13 +90,13 @@ async def test_a_campaign_whose_budget_is_spent_is_never_served(app, settings):
     link_id, _ = await join(pub, camp)
     s = await slot(pub)
     now = datetime.now(UTC)
-    rows = [(f"spent{i:011d}", now, s["id"], camp.creatives["300x250"], camp.campaign_id, pub.id, "v", "valid")
+    rows = [(f"spent{i:011d}", now, s["id"], camp.creatives["300x250"], camp.campaign_id, pub.id, "v", "valid", "")
             for i in range(499)]
     await write_impressions(rows)
     assert {a["status"] for a in await decisions(app, s["public_key"], 5)} == {"ad"}
     app.state.ads.inventory.clear()  # what another server process would load now
     await write_impressions([("spent-last0001", now, s["id"], camp.creatives["300x250"], camp.campaign_id, pub.id,
-                              "v", "valid")])
+                              "v", "valid", "")])
     answers = await decisions(app, s["public_key"], 30)
     assert {(a["status"], a["reason"]) for a in answers} == {("fallback", "no_ad")}
 

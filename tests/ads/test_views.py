@@ -69,7 +69,7 @@ async def test_the_database_stores_an_offers_view_once_whoever_writes_it_concurr
     now = datetime.now(UTC)
 
     def row(offer: str, reason: str = "valid") -> tuple:
-        return (offer, now, s["id"], camp.creatives["300x250"], camp.campaign_id, pub.id, "visitor", reason)
+        return (offer, now, s["id"], camp.creatives["300x250"], camp.campaign_id, pub.id, "visitor", reason, "")
 
     batches = [[row("replayed-0001"), row(f"fresh-{i:08d}")] for i in range(12)]
     await asyncio.gather(*(write_impressions(batch) for batch in batches))

@@ -343,7 +343,7 @@ async def test_click_statistics_show_valid_and_unpaid_clicks_by_publisher_and_re
     now = datetime.now(UTC)
     reasons = ["valid", "valid", "valid", "bot", "duplicate", "duplicate"]
     await tracking.write_clicks([
-        (f"click-{i}", now, link["id"], campaign_id, pub_id, "", "", "", "", "", "", "Chrome", "v", reason, None)
+        (f"click-{i}", now, link["id"], campaign_id, pub_id, "", "", "", "", "", "", "Chrome", "v", reason, None, "")
         for i, reason in enumerate(reasons)])
 
     page = await client.get(f"{BASE}/{campaign_id}")

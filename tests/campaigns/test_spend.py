@@ -40,7 +40,7 @@ async def views(setup: Setup, place: tuple[int, int], hour: int, n: int, *, days
     """n valid impressions in the hour, stored as the view buffer stores them."""
     await write_impressions([
         (f"spend-{next(_offer):010d}", at(hour, days=days) + timedelta(milliseconds=3 * i), *place, setup.campaign_id,
-         setup.publisher.id, "visitor", "valid") for i in range(n)])
+         setup.publisher.id, "visitor", "valid", "") for i in range(n)])
 
 
 async def run_cpc_first() -> None:

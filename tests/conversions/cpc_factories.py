@@ -53,7 +53,7 @@ async def clicks(setup: Setup, moments: list[datetime], *, publisher_id: int | N
     publisher_id = publisher_id or setup.publisher.id
     link_id = link_id or setup.link_id
     rows = [(f"test-click-{next(_click_seq)}", moment, link_id, setup.campaign_id, publisher_id, "", "", "", "", "",
-             "", "Chrome", "visitor", reason, None) for moment in moments]
+             "", "Chrome", "visitor", reason, None, "") for moment in moments]
     await tracking.write_clicks(rows)
 
 

@@ -39,7 +39,7 @@ class Shown:
     async def views(self, pub: CurrentUser, hour: int, n: int) -> None:
         await write_impressions([
             (f"money-{next(_offer):010d}", at(hour) + timedelta(milliseconds=3 * i), self.slots[pub.id],
-             self.camp.creatives["300x250"], self.camp.campaign_id, pub.id, "visitor", "valid") for i in range(n)])
+             self.camp.creatives["300x250"], self.camp.campaign_id, pub.id, "visitor", "valid", "") for i in range(n)])
 
 
 async def shown_by(settings, *publishers: CurrentUser, name: str, slot_name: str = "Sidebar", **terms) -> Shown:

@@ -1,0 +1,219 @@
+"""Hourly rollups: raw clicks, impressions and conversions counted into TrafficHour and
+ConversionHour, which every dashboard reads instead of the raw events.
+
+An hour's rollup rows are a pure function of the raw rows of that hour, so an hour is always
+rebuilt whole (delete its rows, insert them again from the raw events, in one transaction):
+running a rollup twice, or two at once, gives the same rows as running it once.
+
+- `roll_up` (every five minutes) rebuilds the hours events are arriving in, since its last run,
+  and every hour holding a conversion that changed since (a database trigger stamps
+  conversion.changed_at on any approval, rejection, release, reversal or re-pricing, whoever
+  made it). The first run rolls up the whole history.
+- `rebuild_day` (nightly) rebuilds every hour of a UTC day from the raw events, and the hours of
+  conversions that changed during it, so clicks and impressions written late, and anything an
+  incremental run missed, show in the reports by the next morning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from server import db
+from server.reports.tables import RollupCursor
+
+HOUR = timedelta(hours=1)
+# Rows of a transaction that committed a little after it stamped them are still found: every run
+# looks this far behind where the last one stopped (rebuilding an hour twice is harmless).
+OVERLAP = timedelta(minutes=10)
+TRAFFIC, CONVERSIONS = "traffic", "conversions"
+_LOCK = 7_301_001  # the PostgreSQL advisory lock that serialises rebuilds of the rollups
+
+_TRAFFIC_COLUMNS = "hour, publisher, campaign, currency, sub1, slot, country, reason, impressions, clicks"
+_CONVERSION_COLUMNS = ("hour, publisher, campaign, goal, currency, sub1, slot, country, status, conversions, "
+                       "sale_minor, price_minor, payout_minor, margin_minor")
+
+
+def floor_hour(moment: datetime) -> datetime:
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def _bucket(column: str) -> str:
+    """SQL for the start of the UTC hour a stored time falls in, typed as the engine stores times.
+    Only this module's column names go in; every value is a bound parameter."""
+    if db.is_sqlite():
+        # Piccolo stores a UTC datetime as text ("2026-11-23 17:05:03.5+00:00"): its first 13
+        # characters name the hour.
+        return f"(substr(replace({column}, 'T', ' '), 1, 13) || ':00:00+00:00')"
+    return f"(date_trunc('hour', {column} AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
+
+
+def _traffic_sql() -> str:
+    click_hour, view_hour = _bucket("c.clicked_at"), _bucket("i.viewed_at")
+    return (
+        f"INSERT INTO traffic_hour ({_TRAFFIC_COLUMNS}) "  # noqa: S608  (constants only)
+        "SELECT e.hour, e.publisher, e.campaign, k.currency, e.sub1, e.slot, e.country, e.reason, "
+        "SUM(e.impressions), SUM(e.clicks) FROM ("
+        f"SELECT {click_hour} AS hour, c.publisher, c.campaign, c.sub1, COALESCE(c.slot, 0) AS slot, c.country, "
+        "c.reason, 0 AS impressions, COUNT(*) AS clicks FROM click c "
+        "WHERE c.clicked_at >= {} AND c.clicked_at < {} GROUP BY 1, 2, 3, 4, 5, 6, 7 "
+        f"UNION ALL SELECT {view_hour}, i.publisher, i.campaign, '', i.slot, i.country, i.reason, COUNT(*), 0 "
+        "FROM impression i WHERE i.viewed_at >= {} AND i.viewed_at < {} GROUP BY 1, 2, 3, 4, 5, 6, 7"
+        ") e JOIN campaign k ON k.id = e.campaign "
+        "GROUP BY e.hour, e.publisher, e.campaign, k.currency, e.sub1, e.slot, e.country, e.reason")
+
+
+def _conversion_sql() -> str:
+    hour = _bucket("v.converted_at")
+    return (
+        f"INSERT INTO conversion_hour ({_CONVERSION_COLUMNS}) "  # noqa: S608  (constants only)
+        f"SELECT {hour}, v.publisher, v.campaign, v.goal, v.currency, COALESCE(c.sub1, ''), "
+        "COALESCE(c.slot, 0), COALESCE(c.country, ''), "
+        "CASE WHEN v.status = 'approved' AND v.released_at IS NOT NULL THEN 'released' ELSE v.status END, "
+        "COUNT(*), COALESCE(SUM(v.sale_amount_minor), 0), SUM(v.advertiser_amount_minor), "
+        "SUM(v.publisher_amount_minor), SUM(v.network_amount_minor) "
+        "FROM conversion v LEFT JOIN click c ON c.click_id = v.click_id "
+        "WHERE v.converted_at >= {} AND v.converted_at < {} GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9")
+
+
+def ranges(hours: Iterable[datetime]) -> list[tuple[datetime, datetime]]:
+    """Consecutive hours merged into [start, end) ranges, in order."""
+    merged: list[tuple[datetime, datetime]] = []
+    for hour in sorted({floor_hour(h) for h in hours}):
+        if merged and merged[-1][1] == hour:
+            merged[-1] = (merged[-1][0], hour + HOUR)
+        else:
+            merged.append((hour, hour + HOUR))
+    return merged
+
+
+async def _locked() -> None:
+    if not db.is_sqlite():  # SQLite's BEGIN IMMEDIATE already lets one writer in at a time
+        await RollupCursor.raw("SELECT pg_advisory_xact_lock({})", _LOCK)
+
+
+async def rebuild_traffic(start: datetime, end: datetime) -> None:
+    """Rebuild every TrafficHour row of the hours in [start, end) from clicks and impressions."""
+    start, end = floor_hour(start), floor_hour(end - timedelta(microseconds=1)) + HOUR
+    async with db.transaction():
+        await _locked()
+        await RollupCursor.raw("DELETE FROM traffic_hour WHERE hour >= {} AND hour < {}", start, end)
+        await RollupCursor.raw(_traffic_sql(), start, end, start, end)
+
+
+async def rebuild_conversions(hour_ranges: Iterable[tuple[datetime, datetime]]) -> None:
+    """Rebuild every ConversionHour row of these hour ranges from the conversions."""
+    for start, end in hour_ranges:
+        start, end = floor_hour(start), floor_hour(end - timedelta(microseconds=1)) + HOUR
+        async with db.transaction():
+            await _locked()
+            await RollupCursor.raw("DELETE FROM conversion_hour WHERE hour >= {} AND hour < {}", start, end)
+            await RollupCursor.raw(_conversion_sql(), start, end)
+
+
+async def _changed_hours(since: datetime, until: datetime | None = None) -> tuple[list[datetime], datetime | None]:
+    """The hours of conversions stamped changed at or after `since` (and before `until`), and the
+    latest stamp seen."""
+    hour = _bucket("converted_at")
+    sql = f"SELECT DISTINCT {hour} AS hour FROM conversion WHERE changed_at >= {{}}"  # noqa: S608
+    args: list[Any] = [since]
+    if until is not None:
+        sql += " AND changed_at < {}"
+        args.append(until)
+    rows = await RollupCursor.raw(sql, *args)
+    latest = await RollupCursor.raw("SELECT MAX(changed_at) AS latest FROM conversion WHERE changed_at >= {}", since)
+    return [_as_datetime(r["hour"]) for r in rows], _as_datetime(latest[0]["latest"]) if latest[0]["latest"] else None
+
+
+def _as_datetime(value: Any) -> datetime:
+    if isinstance(value, str):  # SQLite hands back text from an expression
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+async def _first_event() -> datetime | None:
+    found = []
+    for table, column in (("click", "clicked_at"), ("impression", "viewed_at"), ("conversion", "converted_at")):
+        rows = await RollupCursor.raw(f"SELECT MIN({column}) AS first FROM {table}")  # noqa: S608  (constants)
+        if rows[0]["first"] is not None:
+            found.append(_as_datetime(rows[0]["first"]))
+    return min(found) if found else None
+
+
+async def _cursor(name: str) -> datetime | None:
+    row = await RollupCursor.select(RollupCursor.moment).where(RollupCursor.name == name).first()
+    return _as_datetime(row["moment"]) if row else None
+
+
+async def _move(name: str, moment: datetime) -> None:
+    async with db.transaction():
+        if await RollupCursor.exists().where(RollupCursor.name == name):
+            await RollupCursor.update({RollupCursor.moment: moment}).where(RollupCursor.name == name)
+        else:
+            await RollupCursor.insert(RollupCursor(name=name, moment=moment))
+
+
+@dataclass(frozen=True)
+class Rolled:
+    traffic_hours: int  # hours of clicks and impressions rebuilt
+    conversion_hours: int  # hours of conversions rebuilt
+
+
+async def roll_up(now: datetime) -> Rolled:
+    """The incremental run: the hours events arrived in since the last run, and the hours of
+    conversions that changed since. `now` is the job's clock."""
+    now = now.astimezone(UTC)
+    traffic_since = await _cursor(TRAFFIC)
+    conversions_since = await _cursor(CONVERSIONS)
+    if traffic_since is None or conversions_since is None:  # the first run: the whole history
+        first = await _first_event()
+        if first is None:
+            await _move(TRAFFIC, now)
+            return Rolled(0, 0)
+        traffic_since = conversions_since = first + OVERLAP
+    start = floor_hour(min(traffic_since - OVERLAP, now))
+    end = floor_hour(now) + HOUR
+    await rebuild_traffic(start, end)
+    # The stamps are the database's clock, not the job's: the conversions' cursor is the latest
+    # stamp this run saw.
+    changed, latest = await _changed_hours(conversions_since - OVERLAP)
+    hours = ranges([*changed, *(start + HOUR * i for i in range(int((end - start) / HOUR)))])
+    await rebuild_conversions(hours)
+    await _move(TRAFFIC, now)
+    if latest is not None:
+        await _move(CONVERSIONS, max(latest, conversions_since))
+    elif await _cursor(CONVERSIONS) is None:
+        await _move(CONVERSIONS, conversions_since)
+    return Rolled(int((end - start) / HOUR), sum(int((b - a) / HOUR) for a, b in hours))
+
+
+async def rebuild_day(day_start: datetime) -> Rolled:
+    """The nightly rebuild of one UTC day: its 24 hours from the raw events, and the hours of the
+    conversions that changed during it (late reports, approvals, reversals of older conversions)."""
+    start = floor_hour(day_start).replace(hour=0)
+    end = start + timedelta(days=1)
+    await rebuild_traffic(start, end)
+    changed, _ = await _changed_hours(start - OVERLAP, end)
+    hours = ranges([*changed, *(start + HOUR * i for i in range(24))])
+    await rebuild_conversions(hours)
+    return Rolled(24, sum(int((b - a) / HOUR) for a, b in hours))
+
+
+async def rebuild_all() -> Rolled:
+    """Every hour from the first event to now (the operator's `affnet reports rebuild`)."""
+    first = await _first_event()
+    if first is None:
+        return Rolled(0, 0)
+    start, end = floor_hour(first), floor_hour(datetime.now(UTC)) + HOUR
+    await rebuild_traffic(start, end)
+    await rebuild_conversions([(start, end)])
+    hours = int((end - start) / HOUR)
+    return Rolled(hours, hours)
+
+
+async def updated_at() -> datetime | None:
+    """When the incremental rollup last ran: the reports show figures up to then."""
+    return await _cursor(TRAFFIC)
