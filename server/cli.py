@@ -229,6 +229,23 @@ def ledger_check() -> None:
     click.echo("ledger check: every invariant holds")
 
 
+@main.group()
+def reports() -> None:
+    """Maintain the reports' hourly rollups."""
+
+
+@reports.command("rebuild")
+def reports_rebuild() -> None:
+    """Rebuild every hour of the rollups from the raw events (after a restore, or a fix)."""
+    from server.reports import rollup
+
+    async def run(settings):
+        return await rollup.rebuild_all()
+
+    done = asyncio.run(_with_db(run))
+    click.echo(f"reports: {done.traffic_hours} hours of traffic and {done.conversion_hours} of conversions rebuilt")
+
+
 @main.command("stripe-local")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=12111, show_default=True, type=int)
