@@ -1,0 +1,242 @@
+"""The finance dashboard's figures, read from the ledger and the payout tables (read-only), and the
+record of each ledger check (an audit event, so the dashboard can say when it last ran).
+
+Revenue is grouped by a transaction's `effective_at`, not its `created_at`: effective_at is the
+accounting date (a conversion approved by the reconciliation job carries the job's clock, and a
+late event posts into the open period, MONEY.md I14), while created_at only says when the row
+was written. Balances are as they stand now; revenue and payout batches cover the period."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from piccolo.query.functions.aggregate import Count, Sum
+
+from server import db, money
+from server.audit import service as audit
+from server.audit.tables import AuditEvent
+from server.ledger import service as ledger
+from server.ledger.tables import AccountKind as K
+from server.ledger.tables import LedgerAccount
+from server.payouts.tables import LineStatus, PayoutBatch, PayoutLine
+from server.reports.period import Period
+from server.reports.table import Column, ReportTable
+
+CHECK_ACTION = "ledger.checked"
+PROBLEMS_KEPT = 50  # problems stored per check: enough to act on, small enough for one audit row
+TABLES = ("revenue_by_day", "balances", "payout_batches")
+
+# A balance as the dashboard shows it: (figure key, account kind, sign). Receivables are <= 0 in
+# the ledger (owed to the network); the dashboard shows what is owed as a positive amount.
+_BALANCES = (
+    ("held_for_advertisers_minor", K.advertiser_balance, 1),
+    ("owed_by_advertisers_minor", K.advertiser_receivable, -1),
+    ("publisher_pending_minor", K.publisher_pending, 1),
+    ("publisher_available_minor", K.publisher_available, 1),
+    ("payouts_in_transit_minor", K.payouts_in_transit, 1),
+    ("owed_by_publishers_minor", K.publisher_receivable, -1),
+)
+FIGURE_KEYS = ("revenue_minor", *(key for key, _, _ in _BALANCES), "owed_to_publishers_minor", "paid_out_minor")
+
+
+@dataclass
+class FinanceReport:
+    period: Period
+    tables: list[ReportTable]
+    figures: dict[str, dict[str, int]]  # currency -> FIGURE_KEYS -> minor units
+    chart: dict[str, Any]
+    last_check: dict[str, Any] | None = None
+    currencies: list[str] = field(default_factory=list)
+
+    def table(self, name: str) -> ReportTable:
+        return next(t for t in self.tables if t.name == name)
+
+
+def _int(value: Any) -> int:
+    """SUM over BIGINT is NUMERIC on PostgreSQL (a Decimal, exact); an int on SQLite."""
+    return int(value or 0)
+
+
+# --- revenue ----------------------------------------------------------------------------------
+
+
+async def revenue_hours(period: Period) -> list[dict[str, Any]]:
+    """What the network earned (entries above zero on network_revenue) and gave back (reversals,
+    below zero) per UTC hour and currency, in the period: one grouped query."""
+    # Stored times are UTC: ISO text on SQLite (the first 13 characters name the hour), timestamptz
+    # on PostgreSQL. Only these constant expressions are joined in; every value is bound.
+    bucket = ("substr(replace(t.effective_at, 'T', ' '), 1, 13)" if db.is_sqlite()
+              else "to_char(t.effective_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24')")
+    rows = await LedgerAccount.raw(
+        f"SELECT {bucket} AS hour, e.currency AS currency, "  # noqa: S608
+        "SUM(CASE WHEN e.amount_minor > 0 THEN e.amount_minor ELSE 0 END) AS earned, "
+        "SUM(CASE WHEN e.amount_minor < 0 THEN -e.amount_minor ELSE 0 END) AS reversed "
+        "FROM ledger_entry e JOIN ledger_account a ON a.id = e.account JOIN ledger_txn t ON t.id = e.txn "
+        "WHERE a.kind = {} AND t.effective_at >= {} AND t.effective_at < {} "
+        f"GROUP BY {bucket}, e.currency",
+        K.network_revenue.value, period.start_utc, period.end_utc)
+    return [{"hour": datetime.strptime(r["hour"], "%Y-%m-%d %H").replace(tzinfo=UTC), "currency": r["currency"],
+             "earned_minor": _int(r["earned"]), "reversed_minor": _int(r["reversed"])} for r in rows]
+
+
+def revenue_table(period: Period, hours: list[dict[str, Any]]) -> ReportTable:
+    """One row per local day and currency (every day of the period, quiet ones as 0, for each
+    currency that moved): the same figures as the chart."""
+    by_day: dict[tuple[str, Any], list[int]] = {}
+    for h in hours:
+        sums = by_day.setdefault((h["currency"], period.day_of(h["hour"])), [0, 0])
+        sums[0] += h["earned_minor"]
+        sums[1] += h["reversed_minor"]
+    rows = []
+    for currency in sorted({c for c, _ in by_day}):
+        for day in period.days():
+            earned, reversed_ = by_day.get((currency, day), (0, 0))
+            rows.append({"day": day, "currency": currency, "earned_minor": earned, "reversed_minor": reversed_,
+                         "revenue_minor": earned - reversed_})
+    return ReportTable("revenue_by_day", f"Network revenue by day ({period.tz_name})", [
+        Column("day", "Day"), Column("currency", "Currency"), Column("earned_minor", "Margin earned", "money"),
+        Column("reversed_minor", "Margin reversed", "money"), Column("revenue_minor", "Net revenue", "money"),
+    ], rows, empty="The network earned nothing in this period.")
+
+
+def revenue_chart(period: Period, table: ReportTable) -> dict[str, Any]:
+    """Net revenue per day and currency, in major units for display only (never stored or summed)."""
+    series = []
+    for currency in sorted({r["currency"] for r in table.rows}):
+        places = money.exponent(currency)
+        series.append({"label": f"Net revenue ({currency})", "axis": "money",
+                       "data": [float(Decimal(r["revenue_minor"]).scaleb(-places))
+                                for r in table.rows if r["currency"] == currency]})
+    return {"type": "bar", "labels": [d.isoformat() for d in period.days()], "series": series, "stacked": False}
+
+
+# --- balances ---------------------------------------------------------------------------------
+
+
+async def balances() -> dict[str, dict[str, int]]:
+    """Current balances per currency, summed over every owner, each as the dashboard shows it."""
+    kinds = [kind.value for _, kind, _ in _BALANCES]
+    rows = await LedgerAccount.select(
+        LedgerAccount.kind, LedgerAccount.currency, Sum(LedgerAccount.balance_minor).as_alias("total"),
+    ).where(LedgerAccount.kind.is_in(kinds)).group_by(LedgerAccount.kind, LedgerAccount.currency)
+    totals = {(r["kind"], r["currency"]): _int(r["total"]) for r in rows}
+    found: dict[str, dict[str, int]] = {}
+    for currency in sorted({c for _, c in totals}):
+        figures = {key: sign * totals.get((kind.value, currency), 0) for key, kind, sign in _BALANCES}
+        figures["owed_to_publishers_minor"] = (figures["publisher_pending_minor"] + figures["publisher_available_minor"]
+                                               + figures["payouts_in_transit_minor"])
+        found[currency] = figures
+    return found
+
+
+def balances_table(found: dict[str, dict[str, int]]) -> ReportTable:
+    return ReportTable("balances", "Balances now", [
+        Column("currency", "Currency"),
+        Column("held_for_advertisers_minor", "Held for advertisers", "money"),
+        Column("owed_by_advertisers_minor", "Owed by advertisers", "money"),
+        Column("publisher_pending_minor", "Publishers: pending", "money"),
+        Column("publisher_available_minor", "Publishers: available", "money"),
+        Column("payouts_in_transit_minor", "Payouts in transit", "money"),
+        Column("owed_to_publishers_minor", "Owed to publishers", "money"),
+        Column("owed_by_publishers_minor", "Owed by publishers", "money"),
+    ], [{"currency": currency, **figures} for currency, figures in found.items()],
+        empty="No money has moved yet.")
+
+
+# --- payout batches ---------------------------------------------------------------------------
+
+
+async def payout_batches(period: Period) -> list[dict[str, Any]]:
+    """Every batch whose cut-off (period_end) falls in the period, newest first, with its lines
+    counted by status: two queries however many batches."""
+    batches = await PayoutBatch.select(
+        PayoutBatch.id, PayoutBatch.period_start, PayoutBatch.period_end, PayoutBatch.currency, PayoutBatch.status,
+        PayoutBatch.total_minor, PayoutBatch.line_count, PayoutBatch.held_count,
+    ).where(PayoutBatch.period_end >= period.start_utc, PayoutBatch.period_end < period.end_utc).order_by(
+        PayoutBatch.period_end, ascending=False).order_by(PayoutBatch.id, ascending=False)
+    stats: dict[tuple[int, str], tuple[int, int]] = {}
+    if batches:
+        lines = await PayoutLine.select(
+            PayoutLine.batch, PayoutLine.status, Count(PayoutLine.id).as_alias("n"),
+            Sum(PayoutLine.amount_minor).as_alias("amount"),
+        ).where(PayoutLine.batch.is_in([b["id"] for b in batches])).group_by(PayoutLine.batch, PayoutLine.status)
+        stats = {(r["batch"], r["status"]): (_int(r["n"]), _int(r["amount"])) for r in lines}
+    rows = []
+    for b in batches:
+        paid_lines, paid = stats.get((b["id"], LineStatus.paid.value), (0, 0))
+        rows.append({
+            "batch_id": b["id"], "period_start": _minute(period, b["period_start"]),
+            "period_end": _minute(period, b["period_end"]), "currency": b["currency"], "status": b["status"],
+            "lines": b["line_count"], "held": b["held_count"], "paid_lines": paid_lines, "paid_minor": paid,
+            "failed_lines": stats.get((b["id"], LineStatus.failed.value), (0, 0))[0],
+            "returned_lines": stats.get((b["id"], LineStatus.returned.value), (0, 0))[0],
+            "total_minor": b["total_minor"],
+        })
+    return rows
+
+
+def _minute(period: Period, moment: datetime) -> str:
+    return period.local(moment).strftime("%Y-%m-%d %H:%M")  # type: ignore[union-attr]  # never None here
+
+
+def payout_table(period: Period, rows: list[dict[str, Any]]) -> ReportTable:
+    return ReportTable("payout_batches", f"Payout batches with a cut-off in this period ({period.tz_name})", [
+        Column("batch_id", "Batch"), Column("period_start", f"Period start ({period.tz_name})"),
+        Column("period_end", f"Cut-off ({period.tz_name})"), Column("currency", "Currency"),
+        Column("status", "Status"), Column("lines", "Lines", "count"), Column("held", "Held", "count"),
+        Column("paid_lines", "Paid lines", "count"), Column("paid_minor", "Paid", "money"),
+        Column("failed_lines", "Failed lines", "count"), Column("returned_lines", "Returned lines", "count"),
+        Column("total_minor", "To pay", "money"),
+    ], rows, empty="No payout period ended in these dates.")
+
+
+# --- the ledger check -------------------------------------------------------------------------
+
+
+async def check_ledger(actor_id: int | None) -> dict[str, Any]:
+    """Run every invariant check (read-only) and record the result as an audit event: by the
+    scheduled job (actor None) or a finance person pressing the button."""
+    problems = await ledger.check()
+    await audit.record(CHECK_ACTION, actor_id=actor_id, object_type="ledger", object_id=None, ok=not problems,
+                       problem_count=len(problems), problems=problems[:PROBLEMS_KEPT])
+    return {"ok": not problems, "problem_count": len(problems), "problems": problems[:PROBLEMS_KEPT]}
+
+
+async def last_ledger_check() -> dict[str, Any] | None:
+    """The newest recorded check: when (UTC), by whom (None: the scheduled job), and what it found."""
+    row = await AuditEvent.select(
+        AuditEvent.created_at, AuditEvent.detail, AuditEvent.actor.email.as_alias("actor_email"),
+    ).where(AuditEvent.action == CHECK_ACTION).order_by(AuditEvent.id, ascending=False).first()
+    if row is None:
+        return None
+    detail = row["detail"]
+    detail = json.loads(detail) if isinstance(detail, str) else (detail or {})
+    at = row["created_at"]
+    return {"at": at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC),
+            "by": row["actor_email"], "ok": bool(detail.get("ok")),
+            "problem_count": int(detail.get("problem_count", 0)), "problems": list(detail.get("problems", []))}
+
+
+# --- the whole dashboard ------------------------------------------------------------------------
+
+
+async def report(period: Period) -> FinanceReport:
+    """Everything the finance dashboard, its CSV downloads and its JSON API show, for one period."""
+    revenue = revenue_table(period, await revenue_hours(period))
+    found = await balances()
+    batches = payout_table(period, await payout_batches(period))
+    currencies = sorted({*found, *(r["currency"] for r in revenue.rows), *(r["currency"] for r in batches.rows)})
+    figures: dict[str, dict[str, int]] = {}
+    for currency in currencies:
+        figures[currency] = {key: 0 for key in FIGURE_KEYS}
+        figures[currency].update(found.get(currency, {}))
+        figures[currency]["revenue_minor"] = sum(r["revenue_minor"] for r in revenue.rows
+                                                 if r["currency"] == currency)
+        figures[currency]["paid_out_minor"] = sum(r["paid_minor"] for r in batches.rows if r["currency"] == currency)
+    return FinanceReport(period=period, tables=[revenue, balances_table(found), batches], figures=figures,
+                         chart=revenue_chart(period, revenue), last_check=await last_ledger_check(),
+                         currencies=currencies)

@@ -1,0 +1,133 @@
+"""The finance dashboard (GET /finance), its tables as CSV, the "check the ledger now" button, and
+the same figures as JSON (GET /api/v1/finance/reports). Finance only; the figures are the
+network's, so no other role may read them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.params import FromQuery
+from litestar.response import Redirect, Template
+
+from server import money
+from server.accounts.tables import Role
+from server.errors import Invalid
+from server.pages import form_data, render, render_error, see_other
+from server.reports import finance
+from server.reports import period as periods
+from server.reports.web import csv_download, period_of, saved_time_zone
+from server.web import current_user, requires_role
+
+PAGE = "finance/dashboard.html"
+_RANGE_KEYS = ("from", "to", "tz")
+
+
+class BadRange(Invalid):
+    """A period that cannot be read (bad date, unknown zone, too long): a 400, as the query is the
+    whole request, on the page, the CSV and the API alike."""
+
+    status_code = 400
+
+
+async def _period(request: Request) -> periods.Period:
+    try:
+        return await period_of(request)
+    except Invalid as exc:
+        raise BadRange(exc.message, field=exc.field) from exc
+
+
+def _page_context(report: finance.FinanceReport | None, period: periods.Period) -> dict[str, Any]:
+    hrefs = {}
+    if report is not None:
+        query = {"from": period.start.isoformat(), "to": period.end.isoformat(), "tz": period.tz_name}
+        hrefs = {t.name: "/finance/reports.csv?" + urlencode({"table": t.name, **query}) for t in report.tables}
+    return {"report": report, "period": period, "zones": periods.zones(), "csv_hrefs": hrefs, "money": money}
+
+
+class FinanceReports(Controller):
+    path = "/finance"
+    guards = [requires_role(Role.finance)]
+    include_in_schema = False
+
+    @get("")
+    async def dashboard(self, request: Request) -> Template:
+        try:
+            period = await _period(request)
+        except BadRange as exc:
+            # Show the form again, on the default range, with what to fix; no figures for a range we cannot read.
+            user = current_user(request)
+            saved = await saved_time_zone(user.id) if user else ""
+            fallback = periods.parse({}, saved_tz=saved if saved in periods.zones() else "")
+            return render_error(PAGE, exc, dict(request.query_params), **_page_context(None, fallback))
+        return render(PAGE, **_page_context(await finance.report(period), period))
+
+    @get("/reports.csv")
+    async def reports_csv(self, request: Request, table: FromQuery[str] = "") -> Response:
+        try:
+            period = await _period(request)
+        except BadRange as exc:
+            return Response(content=exc.message + "\n", status_code=400, media_type="text/plain; charset=utf-8",
+                            headers={"cache-control": "no-store"})
+        report = await finance.report(period)
+        return csv_download(report.tables, table, period, "finance")
+
+    @post("/ledger-check")
+    async def check_ledger(self, request: Request) -> Redirect:
+        form = await form_data(request)
+        await finance.check_ledger(current_user(request).id)  # type: ignore[union-attr]  # the guard admitted a user
+        # Back to the range the person was reading; the dashboard validates it again.
+        back = {k: form[k][:64] for k in _RANGE_KEYS if form.get(k)}
+        return see_other("/finance" + ("?" + urlencode(back) if back else "") + "#ledger-check")
+
+
+class CurrencyFigures(msgspec.Struct):
+    """The network's money in one currency, in minor units (1250 is 12.50 EUR)."""
+
+    currency: str
+    revenue_minor: int  # net margin earned in the period
+    held_for_advertisers_minor: int  # prepaid, unspent advertiser balances now
+    owed_by_advertisers_minor: int  # refunds or disputes their balance could not cover
+    publisher_pending_minor: int  # publishers' earnings in their hold
+    publisher_available_minor: int  # payable at the next payout
+    payouts_in_transit_minor: int  # reserved for payout lines until Stripe confirms
+    owed_to_publishers_minor: int  # pending + available + in transit
+    owed_by_publishers_minor: int  # clawed back after payout, netted at the next payout
+    paid_out_minor: int  # paid in the batches whose cut-off falls in the period
+
+
+class LedgerCheck(msgspec.Struct):
+    at: datetime  # UTC
+    by: str | None  # None: the scheduled job
+    ok: bool
+    problem_count: int
+    problems: list[str]  # the first 50
+
+
+class FinanceReportBody(msgspec.Struct):
+    period: dict[str, str]  # from, to (local dates, inclusive), tz, start_utc, end_utc (excluded)
+    figures: list[CurrencyFigures]
+    tables: dict[str, list[dict[str, Any]]]  # revenue_by_day, balances, payout_batches: the dashboard's rows
+    ledger_check: LedgerCheck | None
+
+
+class FinanceReportsApi(Controller):
+    path = "/api/v1/finance"
+    guards = [requires_role(Role.finance)]
+    tags = ["reports"]
+    security = [{"apiKey": []}]
+
+    @get("/reports", summary="The network's revenue, balances, payout batches and last ledger check for a period")
+    async def reports(self, request: Request) -> FinanceReportBody:
+        """`from`, `to` (YYYY-MM-DD, inclusive) and `tz` (IANA) are optional: by default the last 30
+        days in your saved time zone. Amounts are integers in minor units; times are UTC."""
+        report = await finance.report(await _period(request))  # BadRange -> 400 JSON (server/web.py)
+        check = report.last_check
+        return FinanceReportBody(
+            period=report.period.as_dict(),
+            figures=[CurrencyFigures(currency=c, **figures) for c, figures in report.figures.items()],
+            tables={t.name: t.as_json() for t in report.tables},
+            ledger_check=LedgerCheck(**check) if check else None)
