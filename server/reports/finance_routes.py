@@ -66,7 +66,8 @@ class FinanceReports(Controller):
         return render(PAGE, **_page_context(await finance.report(period), period))
 
     @get("/reports.csv")
-    async def reports_csv(self, request: Request, table: FromQuery[str] = "") -> Response:
+    async def reports_csv(self, request: Request, table: FromQuery[str] = finance.TABLES[0]) -> Response:
+        """One of the dashboard's tables (`table`, by default the revenue by day) for the period."""
         try:
             period = await _period(request)
         except BadRange as exc:

@@ -202,6 +202,8 @@ async def test_each_csv_holds_exactly_the_rows_the_page_shows(client, new_client
         cells = [re.findall(r"<td[^>]*>(.*?)</td>", tr) for tr in re.findall(r"<tr>(.*?)</tr>", section.group(1))]
         assert [c for c in cells if c] == rows[1:]
     assert (await finance_client.get(f"/finance/reports.csv?table=secrets&{query(period)}")).status_code == 404
+    default = await finance_client.get(f"/finance/reports.csv?{query(period)}")  # the first table: revenue
+    assert default.status_code == 200 and "affnet-finance-revenue_by_day-" in default.headers["content-disposition"]
 
 
 async def test_publishers_and_advertisers_are_refused_page_csv_api_and_button(client, new_client, settings,
