@@ -131,6 +131,13 @@ class AccountController(Controller):
         return render("accounts/password.html", form={}, notice="Your password has been changed. "
                       "Every other session of yours has been logged out.")
 
+    @post("/time-zone")
+    async def set_time_zone(self, request: Request) -> Redirect:
+        """Save the zone reports are shown in, then go back to the report (a local path only)."""
+        form = await form_data(request)
+        await accounts.set_time_zone(current_user(request), form.get("tz", ""))  # type: ignore[arg-type]
+        return see_other(safe_next(form.get("next"), "/"))
+
     @get("/api-keys", guards=[requires_role(*accounts.API_KEY_ROLES)])
     async def api_keys(self, request: Request) -> Template:
         user: CurrentUser = current_user(request)  # type: ignore[assignment]

@@ -26,6 +26,7 @@ from server.accounts.tables import (
 )
 from server.audit import service as audit
 from server.errors import Conflict, Invalid, NotFound, TooManyRequests, Unauthorized
+from server.reports.period import zone  # the reports own the zones they can show
 from server.settings import Settings
 
 # Refresh a session's expiry at most this often, so reading pages does not write on every request.
@@ -246,6 +247,14 @@ async def purge_expired_sessions(now: datetime | None = None) -> int:
     """Delete sessions past their expiry; the worker runs this periodically."""
     deleted = await Session.delete().where(Session.expires_at <= (now or _now())).returning(Session.id)
     return len(deleted)
+
+
+async def set_time_zone(user: CurrentUser, name: str) -> str:
+    """Save the zone the user's reports are shown in (an IANA name from the list; Invalid otherwise)."""
+    name = (name or "").strip()
+    zone(name)
+    await User.update({User.time_zone: name}).where(User.id == user.id)
+    return name
 
 
 async def change_password(user: CurrentUser, current: str, new: str, confirm: str) -> None:

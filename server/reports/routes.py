@@ -4,10 +4,11 @@ also get their conversions page and their earnings as JSON (GET /api/v1/publishe
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Router, get
-from litestar.response import Template
+from litestar.response import Response, Template
 
 from server import money
 from server.accounts import service as accounts
@@ -16,7 +17,11 @@ from server.billing import service as billing
 from server.campaigns.marketplace import click_table
 from server.errors import Invalid
 from server.pages import render, render_error
-from server.reports import earnings, spending
+from server.reports import earnings, rollup, spending
+from server.reports import period as periods
+from server.reports import publisher as publisher_reports
+from server.reports.table import percent_text, rate_text
+from server.reports.web import csv_download, period_of, saved_time_zone
 from server.tracking import service as tracking
 from server.web import current_user, requires_role
 
@@ -54,6 +59,29 @@ class PublisherPages(Controller):
             return render_error("publisher/conversions.html", exc, {}, conversions=[], status="", **context)
         return render("publisher/conversions.html", conversions=await earnings.conversions_of(user_id, status=status),
                       status=status or "", **context)
+
+
+    @get("/reports")
+    async def reports(self, request: Request) -> Template:
+        user_id = _publisher_id(request)
+        saved = await saved_time_zone(user_id)
+        context = {"zones": periods.zones(), "updated": await rollup.updated_at(), "saved_tz": saved,
+                   "balances": await earnings.money_of(user_id), "money": money, "percent_text": percent_text,
+                   "rate_text": rate_text}
+        try:
+            period = await period_of(request)
+        except Invalid as exc:
+            return render_error("publisher/reports.html", exc, dict(request.query_params), report=None,
+                                period=periods.parse({}, saved_tz=saved), **context)
+        return render("publisher/reports.html", report=await publisher_reports.report(user_id, period),
+                      period=period, **context)
+
+    @get("/reports.csv")
+    async def reports_csv(self, request: Request) -> Response:
+        """One table of the report, exactly as the page shows it."""
+        period = await period_of(request)  # Invalid: a 400 with the reason
+        report = await publisher_reports.report(_publisher_id(request), period)
+        return csv_download(report.tables, request.query_params.get("table", ""), period, "publisher")
 
 
 class Balance(msgspec.Struct):
@@ -123,8 +151,58 @@ class PublisherEarningsApi(Controller):
                         impressions=impressions)
 
 
+class Figures(msgspec.Struct):
+    """A publisher's totals over the period in one currency (amounts in minor units)."""
+
+    currency: str
+    impressions: int
+    clicks: int  # valid clicks
+    invalid_clicks: int
+    invalid_impressions: int
+    conversions: int  # pending, approved and released (not rejected or reversed)
+    rejected: int
+    reversed: int
+    payout_pending_minor: int  # not approved yet, or in its hold
+    payout_confirmed_minor: int  # released: available or paid since
+    earnings_minor: int
+    paid_minor: int  # payouts Stripe confirmed in the period
+    conversion_rate: str | None  # conversions / clicks, exact decimal
+    epc_minor: str | None  # earnings per valid click, minor units, exact decimal
+
+
+class PublisherReport(msgspec.Struct):
+    period: dict[str, str]  # from, to (local dates, included), tz, and the UTC instants they span
+    updated_at: datetime | None  # the figures count events up to here
+    figures: list[Figures]
+    tables: dict[str, list[dict[str, Any]]]  # by_day, by_campaign, by_sub_id, by_slot, by_country, invalid_traffic
+
+
+class PublisherReportsApi(Controller):
+    path = "/api/v1/publisher"
+    guards = [requires_role(Role.publisher)]
+    tags = ["reports"]
+    security = [{"apiKey": []}]
+
+    @get("/reports", summary="The publisher's report over a period: totals and each table of the dashboard")
+    async def publisher_report(self, request: Request) -> PublisherReport:
+        """Query: `from`, `to` (YYYY-MM-DD, in `tz`; default the last 30 days), `tz` (an IANA zone;
+        default the saved one, or UTC). The same figures as /publisher/reports, the publisher's own."""
+        period = await period_of(request)
+        report = await publisher_reports.report(_publisher_id(request), period)
+        figures = [Figures(
+            currency=f["currency"], impressions=f["impressions"], clicks=f["clicks"],
+            invalid_clicks=f.get("invalid_clicks", 0), invalid_impressions=f.get("invalid_impressions", 0),
+            conversions=f["conversions"], rejected=f.get("rejected", 0), reversed=f.get("reversed", 0),
+            payout_pending_minor=f.get("payout_pending", 0), payout_confirmed_minor=f.get("payout_confirmed", 0),
+            earnings_minor=f["earnings"], paid_minor=f.get("paid", 0),
+            conversion_rate=None if f["conversion_rate"] is None else str(f["conversion_rate"]),
+            epc_minor=None if f["epc"] is None else str(f["epc"])) for f in report.figures]
+        return PublisherReport(period=period.as_dict(), updated_at=await rollup.updated_at(), figures=figures,
+                               tables={t.name: t.as_json() for t in report.tables})
+
+
 # server/app.py registers this one name: the publisher's pages and their JSON API, each guarded.
-PublisherDashboard = Router(path="/", route_handlers=[PublisherPages, PublisherEarningsApi])
+PublisherDashboard = Router(path="/", route_handlers=[PublisherPages, PublisherEarningsApi, PublisherReportsApi])
 
 
 class AdvertiserDashboard(Controller):

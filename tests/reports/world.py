@@ -48,6 +48,7 @@ class World:
     links: dict[tuple[int, int], int]  # (publisher, campaign) -> link id
     slots: dict[int, int]  # publisher -> slot id
     creative: int
+    emails: dict[int, str] = field(default_factory=dict)  # user id -> email (password: tests.factories.PASSWORD)
     events: list[Event] = field(default_factory=list)
 
     async def add(self, events: list[Event]) -> None:
@@ -112,7 +113,10 @@ async def build(settings, publishers: int = 2) -> World:
         links[(pub.id, camp.campaign_id)] = link_id
         slots[pub.id] = (await slot(pub))["id"]
     goal = await Goal.select(Goal.id).where(Goal.campaign == setup.campaign_id).first()
-    return World(pubs, setup.campaign_id, goal["id"], camp.campaign_id, links, slots, camp.creatives["300x250"])
+    emails = {m.id: m.email for m in members} | {setup.advertiser.id: setup.advertiser.email,
+                                                 camp.advertiser.id: camp.advertiser.email}
+    return World(pubs, setup.campaign_id, goal["id"], camp.campaign_id, links, slots, camp.creatives["300x250"],
+                 emails)
 
 
 def count(events: list[Event], kind: str, **where: Any) -> int:
