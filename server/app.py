@@ -40,7 +40,8 @@ from server.health import healthz
 from server.payouts.connect_routes import PublisherPayoutAccount
 from server.payouts.routes import FinancePayouts
 from server.payouts.settings_routes import FinancePayoutSettings
-from server.reports.routes import AdminDashboard, AdvertiserDashboard, FinanceDashboard, PublisherDashboard
+from server.reports.finance_routes import FinanceReports, FinanceReportsApi
+from server.reports.routes import AdminDashboard, AdvertiserDashboard, PublisherDashboard
 from server.settings import ROOT, Settings, load_settings
 from server.tracking import cache, geo
 from server.tracking import service as tracking
@@ -63,7 +64,8 @@ ROUTE_HANDLERS = [
     AdminPublishersController,
     PublisherDashboard,
     AdvertiserDashboard,
-    FinanceDashboard,
+    FinanceReports,
+    FinanceReportsApi,
     FinancePayouts,
     FinancePayoutSettings,
     FinanceStripeEvents,

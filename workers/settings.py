@@ -14,6 +14,7 @@ from workers.jobs.ads import settle_impression_earnings
 from workers.jobs.billing import enforce_auto_pause, process_stripe_event, sweep_stripe_events
 from workers.jobs.conversions import reconcile_conversions
 from workers.jobs.earnings import settle_click_earnings
+from workers.jobs.ledger import check_ledger
 from workers.jobs.payouts import execute_payout_batch, prepare_payouts, sweep_payout_batches
 from workers.jobs.reports import rebuild_previous_day, roll_up_reports
 from workers.jobs.sessions import purge_expired_sessions
@@ -35,7 +36,8 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 FUNCTIONS = [purge_expired_sessions, reconcile_conversions, settle_click_earnings, settle_impression_earnings,
              process_stripe_event, sweep_stripe_events, enforce_auto_pause, prepare_payouts,
-             execute_payout_batch, sweep_payout_batches, roll_up_reports, rebuild_previous_day]
+             execute_payout_batch, sweep_payout_batches, roll_up_reports, rebuild_previous_day,
+             check_ledger]
 CRON_JOBS = [
     # Every 10 minutes, and once when the worker starts.
     cron(purge_expired_sessions, minute=set(range(0, 60, 10)), run_at_startup=True, unique=True),
@@ -57,6 +59,8 @@ CRON_JOBS = [
     cron(roll_up_reports, minute=set(range(3, 60, 5)), run_at_startup=True, unique=True),
     # Nightly: yesterday (UTC) is rebuilt from the raw events, late events included.
     cron(rebuild_previous_day, hour={0}, minute={20}, unique=True),
+    # Nightly: every ledger invariant is checked and the result recorded for the finance dashboard.
+    cron(check_ledger, hour={2}, minute={40}, unique=True),
 ]
 
 

@@ -32,7 +32,7 @@ from server.settings import Settings
 # Refresh a session's expiry at most this often, so reading pages does not write on every request.
 SESSION_TOUCH_INTERVAL = timedelta(minutes=10)
 API_KEY_TOUCH_INTERVAL = timedelta(minutes=1)
-API_KEY_ROLES = {Role.publisher, Role.advertiser}
+API_KEY_ROLES = {Role.publisher, Role.advertiser, Role.finance}  # finance: read its reports
 AUTO_APPROVE_KEY = "publisher_auto_approve"
 
 

@@ -20,6 +20,12 @@ DEFAULT_DAYS = 30
 MAX_DAYS = 366
 
 
+class BadPeriod(Invalid):
+    """Dates or a zone that cannot be read: a 400, as the request itself is malformed."""
+
+    status_code = 400
+
+
 @lru_cache(maxsize=1)
 def zones() -> tuple[str, ...]:
     """The IANA zone names a reader may pick, UTC first."""
@@ -33,12 +39,12 @@ def zone(name: str) -> ZoneInfo:
     if name == "UTC":
         return ZoneInfo("UTC")
     if name not in zones():
-        raise Invalid(f"“{name[:64]}” is not a time zone we know: pick one from the list, like Europe/Berlin.",
+        raise BadPeriod(f"“{name[:64]}” is not a time zone we know: pick one from the list, like Europe/Berlin.",
                       field="tz")
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:  # pragma: no cover - listed but unreadable
-        raise Invalid(f"The time zone {name} cannot be read on this server.", field="tz") from exc
+        raise BadPeriod(f"The time zone {name} cannot be read on this server.", field="tz") from exc
 
 
 @dataclass(frozen=True)
@@ -90,7 +96,7 @@ def _date(params: Mapping[str, Any], key: str, label: str) -> date | None:
     try:
         return date.fromisoformat(raw)
     except ValueError:
-        raise Invalid(f"The {label} date must look like 2026-11-23.", field=key) from None
+        raise BadPeriod(f"The {label} date must look like 2026-11-23.", field=key) from None
 
 
 def parse(params: Mapping[str, Any], *, saved_tz: str = "", now: datetime | None = None) -> Period:
@@ -103,7 +109,7 @@ def parse(params: Mapping[str, Any], *, saved_tz: str = "", now: datetime | None
     end = _date(params, "to", "end") or today
     start = _date(params, "from", "start") or end - timedelta(days=DEFAULT_DAYS - 1)
     if start > end:
-        raise Invalid("The start date is after the end date.", field="from")
+        raise BadPeriod("The start date is after the end date.", field="from")
     if (end - start).days + 1 > MAX_DAYS:
-        raise Invalid(f"A report covers at most {MAX_DAYS} days: narrow the dates.", field="from")
+        raise BadPeriod(f"A report covers at most {MAX_DAYS} days: narrow the dates.", field="from")
     return Period(start=start, end=end, tz_name=tz_name)

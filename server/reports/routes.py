@@ -219,16 +219,6 @@ class AdvertiserDashboard(Controller):
                       money=money)
 
 
-class FinanceDashboard(Controller):
-    path = "/finance"
-    guards = [requires_role(Role.finance)]
-    include_in_schema = False
-
-    @get("")
-    async def dashboard(self) -> Template:
-        return render("finance/dashboard.html")
-
-
 class AdminDashboard(Controller):
     path = "/admin"
     guards = [requires_role(Role.admin)]

@@ -27,8 +27,9 @@ async def period_of(request: Request) -> periods.Period:
 
 
 def csv_download(tables: list[ReportTable], name: str, period: periods.Period, role: str) -> Response:
-    """The table called `name` as a CSV attachment; NotFound for a name the page does not show."""
-    table = next((t for t in tables if t.name == name), None)
+    """The table called `name` as a CSV attachment (the page's first table when no name is given);
+    NotFound for a name the page does not show."""
+    table = next((t for t in tables if t.name == name), None) if name else tables[0]
     if table is None:
         raise NotFound(f"This report has no table called “{name[:40]}”.")
     filename = f"affnet-{role}-{table.name}-{period.start.isoformat()}-{period.end.isoformat()}.csv"

@@ -110,8 +110,10 @@ async def test_another_users_key_cannot_be_revoked_and_answers_404(client, new_c
     assert (await other.get("/api/v1/me", headers={"Authorization": f"Bearer {key}"})).json()["email"] == owner
 
 
-async def test_finance_users_cannot_create_api_keys(client):
-    _, email = await make_staff(Role.finance)
+async def test_admins_cannot_create_api_keys(client):
+    """Keys are for reading and reporting through /api/ (publishers, advertisers, finance's
+    reports); no admin action is open to a key."""
+    _, email = await make_staff(Role.admin)
     await login(client, email)
     response = await post_form(client, "/account/api-keys", {"name": "x"})
     assert response.status_code == 403

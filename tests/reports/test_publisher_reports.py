@@ -1,5 +1,5 @@
 """The publisher's reports: figures equal a direct count of their own raw events, in their time
-zone; the CSV holds exactly the table the page shows; bad input is a 422 that says what to fix."""
+zone; the CSV holds exactly the table the page shows; bad input is a 400 that says what to fix."""
 
 from __future__ import annotations
 
@@ -138,7 +138,7 @@ async def test_every_table_downloads_as_the_csv_of_exactly_what_it_shows(app, ne
         assert list(csv.reader(io.StringIO(response.text))) == _html_table(page, name), name
 
 
-async def test_bad_dates_and_zones_get_a_422_that_says_what_to_fix(app, new_client, settings):
+async def test_bad_dates_and_zones_get_a_400_that_says_what_to_fix(app, new_client, settings):
     world = await _world_with_traffic(settings)
     client = await _as(new_client, world, world.publishers[0])
     for params, message in [({"from": "2026-13-01"}, "must look like 2026-11-23"),
@@ -146,10 +146,10 @@ async def test_bad_dates_and_zones_get_a_422_that_says_what_to_fix(app, new_clie
                             ({"from": "2020-01-01", "to": "2026-01-01"}, "at most 366 days"),
                             ({"tz": "Mars/Olympus_Mons"}, "not a time zone we know")]:
         page = await client.get("/publisher/reports", params=params)
-        assert page.status_code == 422 and message in unescape(page.text), params
+        assert page.status_code == 400 and message in unescape(page.text), params
         api = await client.api.get("/api/v1/publisher/reports", params=params)
-        assert api.status_code == 422 and message in api.json()["error"]["message"], params
-        assert (await client.get("/publisher/reports.csv", params={**params, "table": "by_day"})).status_code == 422
+        assert api.status_code == 400 and message in api.json()["error"]["message"], params
+        assert (await client.get("/publisher/reports.csv", params={**params, "table": "by_day"})).status_code == 400
     unknown = await client.get("/publisher/reports.csv", params={"table": "salaries"})
     assert unknown.status_code == 404
 
@@ -160,7 +160,7 @@ async def test_a_saved_time_zone_is_the_reports_default_and_the_way_back_stays_o
     client = await _as(new_client, world, a)
     await client.get("/publisher/reports")
     refused = await post_form(client, "/account/time-zone", {"tz": "Nowhere/Land", "next": "/publisher/reports"})
-    assert refused.status_code == 422
+    assert refused.status_code == 400
     assert (await User.select(User.time_zone).where(User.id == a).first())["time_zone"] == ""
     saved = await post_form(client, "/account/time-zone", {"tz": "Asia/Tokyo", "next": "//evil.example/x"})
     assert saved.status_code == 303 and saved.headers["location"] == "/"
