@@ -41,7 +41,13 @@ from server.payouts.connect_routes import PublisherPayoutAccount
 from server.payouts.routes import FinancePayouts
 from server.payouts.settings_routes import FinancePayoutSettings
 from server.reports.finance_routes import FinanceReports, FinanceReportsApi
-from server.reports.routes import AdminDashboard, AdvertiserDashboard, PublisherDashboard
+from server.reports.routes import (
+    AdminDashboard,
+    AdvertiserDashboard,
+    AdvertiserReports,
+    AdvertiserReportsApi,
+    PublisherDashboard,
+)
 from server.settings import ROOT, Settings, load_settings
 from server.tracking import cache, geo
 from server.tracking import service as tracking
@@ -64,6 +70,8 @@ ROUTE_HANDLERS = [
     AdminPublishersController,
     PublisherDashboard,
     AdvertiserDashboard,
+    AdvertiserReports,
+    AdvertiserReportsApi,
     FinanceReports,
     FinanceReportsApi,
     FinancePayouts,

@@ -64,23 +64,30 @@ def _int(value: Any) -> int:
 # --- revenue ----------------------------------------------------------------------------------
 
 
-async def revenue_hours(period: Period) -> list[dict[str, Any]]:
-    """What the network earned (entries above zero on network_revenue) and gave back (reversals,
-    below zero) per UTC hour and currency, in the period: one grouped query."""
+async def entry_hours(kind: K, period: Period, owner_id: int | None = None) -> list[dict[str, Any]]:
+    """The entries on accounts of one kind (one owner's, or all) per UTC hour of their transaction's
+    effective_at and currency, in the period: what came in (entries above zero) and went out
+    (below zero, as a positive amount). One grouped query."""
     # Stored times are UTC: ISO text on SQLite (the first 13 characters name the hour), timestamptz
     # on PostgreSQL. Only these constant expressions are joined in; every value is bound.
     bucket = ("substr(replace(t.effective_at, 'T', ' '), 1, 13)" if db.is_sqlite()
               else "to_char(t.effective_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24')")
+    owner = "" if owner_id is None else "AND a.owner = {} "
     rows = await LedgerAccount.raw(
         f"SELECT {bucket} AS hour, e.currency AS currency, "  # noqa: S608
         "SUM(CASE WHEN e.amount_minor > 0 THEN e.amount_minor ELSE 0 END) AS earned, "
         "SUM(CASE WHEN e.amount_minor < 0 THEN -e.amount_minor ELSE 0 END) AS reversed "
         "FROM ledger_entry e JOIN ledger_account a ON a.id = e.account JOIN ledger_txn t ON t.id = e.txn "
-        "WHERE a.kind = {} AND t.effective_at >= {} AND t.effective_at < {} "
+        f"WHERE a.kind = {{}} {owner}AND t.effective_at >= {{}} AND t.effective_at < {{}} "
         f"GROUP BY {bucket}, e.currency",
-        K.network_revenue.value, period.start_utc, period.end_utc)
+        kind.value, *([] if owner_id is None else [owner_id]), period.start_utc, period.end_utc)
     return [{"hour": datetime.strptime(r["hour"], "%Y-%m-%d %H").replace(tzinfo=UTC), "currency": r["currency"],
              "earned_minor": _int(r["earned"]), "reversed_minor": _int(r["reversed"])} for r in rows]
+
+
+async def revenue_hours(period: Period) -> list[dict[str, Any]]:
+    """What the network earned (entries above zero on network_revenue) and gave back (reversals)."""
+    return await entry_hours(K.network_revenue, period)
 
 
 def revenue_table(period: Period, hours: list[dict[str, Any]]) -> ReportTable:

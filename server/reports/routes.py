@@ -17,11 +17,10 @@ from server.billing import service as billing
 from server.campaigns.marketplace import click_table
 from server.errors import Invalid
 from server.pages import render, render_error
+from server.reports import advertiser as advertiser_reports
 from server.reports import earnings, rollup, spending
-from server.reports import period as periods
 from server.reports import publisher as publisher_reports
-from server.reports.table import percent_text, rate_text
-from server.reports.web import csv_download, period_of, saved_time_zone
+from server.reports.web import period_of, report_csv, report_page
 from server.tracking import service as tracking
 from server.web import current_user, requires_role
 
@@ -63,25 +62,12 @@ class PublisherPages(Controller):
 
     @get("/reports")
     async def reports(self, request: Request) -> Template:
-        user_id = _publisher_id(request)
-        saved = await saved_time_zone(user_id)
-        context = {"zones": periods.zones(), "updated": await rollup.updated_at(), "saved_tz": saved,
-                   "balances": await earnings.money_of(user_id), "money": money, "percent_text": percent_text,
-                   "rate_text": rate_text}
-        try:
-            period = await period_of(request)
-        except Invalid as exc:
-            return render_error("publisher/reports.html", exc, dict(request.query_params), report=None,
-                                period=periods.parse({}, saved_tz=saved), **context)
-        return render("publisher/reports.html", report=await publisher_reports.report(user_id, period),
-                      period=period, **context)
+        return await report_page(request, "publisher/reports.html", publisher_reports.report,
+                                 balances=await earnings.money_of(_publisher_id(request)))
 
     @get("/reports.csv")
     async def reports_csv(self, request: Request) -> Response:
-        """One table of the report, exactly as the page shows it."""
-        period = await period_of(request)  # Invalid: a 400 with the reason
-        report = await publisher_reports.report(_publisher_id(request), period)
-        return csv_download(report.tables, request.query_params.get("table", ""), period, "publisher")
+        return await report_csv(request, publisher_reports.report, "publisher")
 
 
 class Balance(msgspec.Struct):
@@ -217,6 +203,65 @@ class AdvertiserDashboard(Controller):
         return render("advertiser/dashboard.html", profile=profile, balances=await billing.balances_of(advertiser_id),
                       spend=await spending.spend_of(advertiser_id), paid_for=await spending.paid_for(advertiser_id),
                       money=money)
+
+
+class AdvertiserReports(Controller):
+    path = "/advertiser"
+    guards = [requires_role(Role.advertiser)]
+    include_in_schema = False
+
+    @get("/reports")
+    async def reports(self, request: Request) -> Template:
+        return await report_page(request, "advertiser/reports.html", advertiser_reports.report)
+
+    @get("/reports.csv")
+    async def reports_csv(self, request: Request) -> Response:
+        return await report_csv(request, advertiser_reports.report, "advertiser")
+
+
+class AdvertiserFigures(msgspec.Struct):
+    """An advertiser's totals over the period in one currency (amounts in minor units)."""
+
+    currency: str
+    impressions: int
+    clicks: int
+    conversions: int  # pending, approved and released (not rejected or reversed)
+    approved: int
+    spend_minor: int  # charged for the period's events
+    pending_minor: int  # not charged yet: pending conversions, hours waiting for funds
+    sales_minor: int  # sale amounts reported with approved conversions
+    cpa_minor: str | None  # spend per approved conversion, exact decimal
+    roi: str | None  # (sales - spend) / spend, exact decimal; None without sales
+    balance_minor: int  # the prepaid balance at the end of the period
+    days_left: int | None  # days the balance lasts at the period's average daily charge
+
+
+class AdvertiserReport(msgspec.Struct):
+    period: dict[str, str]
+    updated_at: datetime | None
+    figures: list[AdvertiserFigures]
+    tables: dict[str, list[dict[str, Any]]]  # by_day, by_campaign, by_publisher, by_goal, balance
+
+
+class AdvertiserReportsApi(Controller):
+    path = "/api/v1/advertiser"
+    guards = [requires_role(Role.advertiser)]
+    tags = ["reports"]
+    security = [{"apiKey": []}]
+
+    @get("/reports", summary="The advertiser's report over a period: spend, conversions, CPA, ROI, balance")
+    async def advertiser_report(self, request: Request) -> AdvertiserReport:
+        """Query: `from`, `to` (YYYY-MM-DD, in `tz`; default the last 30 days), `tz` (an IANA zone).
+        The same figures as /advertiser/reports, for the advertiser's own campaigns only."""
+        period = await period_of(request)
+        report = await advertiser_reports.report(current_user(request).id, period)  # type: ignore[union-attr]
+        figures = [AdvertiserFigures(
+            currency=f["currency"], impressions=f["impressions"], clicks=f["clicks"], conversions=f["conversions"],
+            approved=f["approved"], spend_minor=f["spend"], pending_minor=f["price_pending"], sales_minor=f["sales"],
+            cpa_minor=None if f["cpa"] is None else str(f["cpa"]), roi=None if f["roi"] is None else str(f["roi"]),
+            balance_minor=f["balance"], days_left=f["days_left"]) for f in report.figures]
+        return AdvertiserReport(period=period.as_dict(), updated_at=await rollup.updated_at(), figures=figures,
+                                tables={t.name: t.as_json() for t in report.tables})
 
 
 class AdminDashboard(Controller):

@@ -3,14 +3,22 @@ a table downloaded as CSV, exactly as the page shows it."""
 
 from __future__ import annotations
 
-from litestar import Request
-from litestar.response import Response
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+from litestar import Request
+from litestar.response import Response, Template
+
+from server import money
 from server.accounts.tables import User
-from server.errors import NotFound
+from server.errors import Invalid, NotFound
+from server.pages import render, render_error
 from server.reports import period as periods
-from server.reports.table import ReportTable
+from server.reports import rollup
+from server.reports.table import ReportTable, percent_text, rate_text
 from server.web import current_user
+
+Build = Callable[[int, periods.Period], Awaitable[Any]]  # (the reader's user id, the period) -> a report
 
 
 async def saved_time_zone(user_id: int) -> str:
@@ -36,3 +44,25 @@ def csv_download(tables: list[ReportTable], name: str, period: periods.Period, r
     return Response(content=table.csv().encode("utf-8"), media_type="text/csv; charset=utf-8",
                     headers={"content-disposition": f'attachment; filename="{filename}"',
                              "cache-control": "no-store"})
+
+
+async def report_page(request: Request, template: str, build: Build, **extra: Any) -> Template:
+    """A role's report page over the period asked for; a period that cannot be read shows the
+    form again with what to fix (400) and no figures."""
+    user_id = current_user(request).id  # type: ignore[union-attr]  # the route's guard admitted them
+    saved = await saved_time_zone(user_id)
+    context = {"zones": periods.zones(), "updated": await rollup.updated_at(), "saved_tz": saved, "money": money,
+               "percent_text": percent_text, "rate_text": rate_text, **extra}
+    try:
+        period = periods.parse(request.query_params, saved_tz=saved)
+    except Invalid as exc:
+        return render_error(template, exc, dict(request.query_params), report=None,
+                            period=periods.parse({}, saved_tz=saved), **context)
+    return render(template, report=await build(user_id, period), period=period, **context)
+
+
+async def report_csv(request: Request, build: Build, role: str) -> Response:
+    """One table of a role's report, exactly as the page shows it (a bad period: 400)."""
+    period = await period_of(request)
+    report = await build(current_user(request).id, period)  # type: ignore[union-attr]
+    return csv_download(report.tables, request.query_params.get("table", ""), period, role)
