@@ -94,13 +94,15 @@ async def watched_page(new_page, base_url: str):
 
     def console(msg) -> None:
         where = msg.location.get("url", "")
-        # Chromium asks every site for /favicon.ico by itself; the site has none (a 404, not the page's doing).
-        if msg.type in ("error", "warning") and not where.endswith("/favicon.ico"):
+        if msg.type in ("error", "warning"):
             watch.problems.append(f"{msg.type}: {msg.text} ({where})")
 
     page.on("console", console)
     page.on("pageerror", lambda exc: watch.problems.append(f"pageerror: {exc}"))
-    page.on("requestfailed", lambda request: watch.problems.append(f"failed: {request.url} {request.failure}"))
+    # A load cut short because the page went on (a form submitted, a download started) is aborted,
+    # not failed; any other failure is a problem.
+    page.on("requestfailed", lambda request: None if request.failure == "net::ERR_ABORTED"
+            else watch.problems.append(f"failed: {request.url} {request.failure}"))
     page.on("response", lambda response: watch.problems.append(f"{response.status}: {response.url}")
             if response.status >= 400 else None)
     return page, watch
