@@ -123,3 +123,15 @@ async def test_bots_floods_and_frequent_visitors_are_recorded_but_not_valid(app,
     assert (await view(client, flood["view_url"], ua=BROWSER + " other")).status_code == 202
     reasons = [r["reason"] for r in await stored_impressions(app)]
     assert reasons == ["bot"] + ["valid"] * FREQUENCY_CAP_DAILY + ["frequency_capped", "rate_limited"]
+
+
+async def test_an_impression_keeps_the_country_its_proxy_named(app, client, settings):
+    camp = await ad_campaign(settings)
+    pub = await publisher(settings)
+    await join(pub, camp)
+    s = await slot(pub)
+    answer = (await decide(client, s["public_key"])).json()
+    response = await client.post(path_of(answer["view_url"]), headers={"user-agent": "Mozilla/5.0 Chrome/126.0",
+                                                                        "cf-ipcountry": "SE"})
+    assert response.status_code == 202
+    assert [r["country"] for r in await stored_impressions(app)] == ["SE"]

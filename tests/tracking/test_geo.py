@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from server.tracking import geo
-from tests.ads.factories import ad_campaign, decide, join, path_of, publisher, slot, stored_impressions, view
 from tests.tracking.factories import campaign_with_link
 from tests.tracking.test_redirect import click, stored_clicks
 
@@ -31,16 +30,3 @@ async def test_a_click_keeps_the_country_its_proxy_named(app, client, settings):
     await click(client, s.code, "sub1=b", headers={"CF-IPCountry": "XX"})
     await click(client, s.code, "sub1=c")
     assert [r["country"] for r in await stored_clicks(app)] == ["NL", "", ""]
-
-
-async def test_an_impression_keeps_the_country_its_proxy_named(app, client, settings):
-    camp = await ad_campaign(settings)
-    pub = await publisher(settings)
-    await join(pub, camp)
-    s = await slot(pub)
-    answer = (await decide(client, s["public_key"])).json()
-    response = await client.post(path_of(answer["view_url"]), headers={"user-agent": "Mozilla/5.0 Chrome/126.0",
-                                                                        "cf-ipcountry": "SE"})
-    assert response.status_code == 202
-    assert [r["country"] for r in await stored_impressions(app)] == ["SE"]
-    assert view  # the factory's own helper sends no country header; this test sends one itself
