@@ -55,6 +55,9 @@ def engine_for(database_url: str) -> Engine:
             "user": unquote(parts.username or "postgres"),
             "password": unquote(parts.password or "") or None,
             "database": unquote(parts.path.lstrip("/")) or "affnet",
+            # JIT compiling costs ~30 ms on a report's grouped read and never pays back on the
+            # short statements affnet runs (bench/report_dashboard.py).
+            "server_settings": {"jit": "off"},
         }
         return PostgresEngine(config=config, extensions=())
     raise ValueError(f"DATABASE_URL must start with sqlite:/// or postgres://, not {parts.scheme or database_url!r}")

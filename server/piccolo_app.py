@@ -19,7 +19,13 @@ from server.payouts.tables import (
     PayoutSettings,
     PublisherPayoutTerms,
 )
-from server.reports.tables import ConversionHour, RollupCursor, TrafficHour
+from server.reports.tables import (
+    ConversionHour,
+    RollupCursor,
+    TrafficCampaignHour,
+    TrafficHour,
+    TrafficSliceHour,
+)
 from server.settings import ROOT
 from server.tracking.tables import Click, Link
 
@@ -35,7 +41,7 @@ APP_CONFIG = AppConfig(
         PayoutAccount,
         PayoutSettings, PayoutMinimum, PublisherPayoutTerms, PayoutBatch, PayoutLine, PayoutCarryOver,
         Impression, ImpressionEarning,
-        TrafficHour, ConversionHour, RollupCursor,
+        TrafficHour, TrafficCampaignHour, TrafficSliceHour, ConversionHour, RollupCursor,
     ],
     migration_dependencies=[],
     commands=[],

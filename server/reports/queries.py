@@ -20,6 +20,8 @@ TRAFFIC = {
     "impressions": "SUM(CASE WHEN reason = 'valid' THEN impressions ELSE 0 END)",
     "invalid_impressions": "SUM(CASE WHEN reason <> 'valid' THEN impressions ELSE 0 END)",
 }
+# traffic_slice_hour keeps valid and invalid apart instead of by reason.
+SLICE = {name: f"SUM({name})" for name in TRAFFIC}
 _COUNTED = "status IN ('pending', 'approved', 'released')"
 _CHARGED = "status IN ('approved', 'released')"
 CONVERSIONS = {
@@ -51,6 +53,10 @@ SOURCES: dict[str, tuple[str, dict[str, str]]] = {
     "click_earnings": ("click_earning", EARNINGS),
     "impression_earnings": ("impression_earning", EARNINGS),
 }
+# Traffic is read from the narrowest rollup holding the dimensions asked for: the full-grain
+# traffic_hour has about a row per click for a big publisher (bench/report_dashboard.py).
+_BY_CAMPAIGN = frozenset({"hour", "campaign", "reason", "publisher"})
+_SLICED = {"sub1": "key", "slot": "CAST(key AS INTEGER)", "country": "key"}
 DIMENSIONS = {"hour": "hour", "campaign": "campaign", "sub1": "sub1", "slot": "slot", "country": "country",
               "reason": "reason", "goal": "goal", "publisher": "publisher", "status": "status"}
 OWNERS = {
@@ -66,10 +72,18 @@ async def grouped(source: str, owner: str, owner_id: int, period: Period, dims: 
     """The source's measures summed per (dims…, currency) over the period, for one owner. Rows
     where every measure is zero are left out."""
     table, measures = SOURCES[source]
-    keys = [DIMENSIONS[d] for d in dims]
-    select = ", ".join([*keys, "currency", *(f"{sql} AS {name}" for name, sql in measures.items())])
-    group = ", ".join([*keys, "currency"])
+    keys = [f"{DIMENSIONS[d]} AS {d}" for d in dims]
     where = f"{OWNERS[owner]} AND hour >= {{}} AND hour < {{}}"
+    sliced = [d for d in dims if d != "hour"]
+    if source == "traffic" and set(dims) <= _BY_CAMPAIGN:
+        table = "traffic_campaign_hour"
+    elif source == "traffic" and owner == "publisher" and len(sliced) == 1 and sliced[0] in _SLICED \
+            and not only_invalid:
+        table, measures = "traffic_slice_hour", SLICE
+        keys = [f"{_SLICED[d]} AS {d}" if d in _SLICED else f"{DIMENSIONS[d]} AS {d}" for d in dims]
+        where += f" AND dim = '{sliced[0]}'"
+    select = ", ".join([*keys, "currency", *(f"{sql} AS {name}" for name, sql in measures.items())])
+    group = ", ".join([*(k.rsplit(" AS ", 1)[0] for k in keys), "currency"])
     if only_invalid:
         where += f" AND reason <> '{VALID}'"
     sql = f"SELECT {select} FROM {table} WHERE {where} GROUP BY {group}"  # noqa: S608  (constants only)

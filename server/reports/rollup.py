@@ -66,6 +66,25 @@ def _traffic_sql() -> str:
         "GROUP BY e.hour, e.publisher, e.campaign, k.currency, e.sub1, e.slot, e.country, e.reason")
 
 
+# The narrow rollups, from traffic_hour rows of the hours being rebuilt (constants only).
+_NARROW_SQL = [
+    "INSERT INTO traffic_campaign_hour (hour, publisher, campaign, currency, reason, impressions, clicks) "
+    "SELECT hour, publisher, campaign, currency, reason, SUM(impressions), SUM(clicks) FROM traffic_hour "
+    "WHERE hour >= {} AND hour < {} GROUP BY hour, publisher, campaign, currency, reason",
+    *(
+        "INSERT INTO traffic_slice_hour (hour, publisher, currency, dim, key, clicks, invalid_clicks, impressions, "  # noqa: S608
+        f"invalid_impressions) SELECT hour, publisher, currency, '{dim}', {key}, "
+        "SUM(CASE WHEN reason = 'valid' THEN clicks ELSE 0 END), "
+        "SUM(CASE WHEN reason <> 'valid' THEN clicks ELSE 0 END), "
+        "SUM(CASE WHEN reason = 'valid' THEN impressions ELSE 0 END), "
+        "SUM(CASE WHEN reason <> 'valid' THEN impressions ELSE 0 END) FROM traffic_hour "
+        f"WHERE hour >= {{}} AND hour < {{}} GROUP BY hour, publisher, currency, {key}"
+        for dim, key in (("sub1", "sub1"), ("slot", "CAST(slot AS TEXT)"), ("country", "country"))
+    ),
+]
+NARROW_TABLES = ("traffic_campaign_hour", "traffic_slice_hour")
+
+
 def _conversion_sql() -> str:
     hour = _bucket("v.converted_at")
     return (
@@ -96,12 +115,16 @@ async def _locked() -> None:
 
 
 async def rebuild_traffic(start: datetime, end: datetime) -> None:
-    """Rebuild every TrafficHour row of the hours in [start, end) from clicks and impressions."""
+    """Rebuild every TrafficHour row of the hours in [start, end) from clicks and impressions, and
+    the narrow rollups (by campaign; by sub-ID, slot or country) from those rows."""
     start, end = floor_hour(start), floor_hour(end - timedelta(microseconds=1)) + HOUR
     async with db.transaction():
         await _locked()
-        await RollupCursor.raw("DELETE FROM traffic_hour WHERE hour >= {} AND hour < {}", start, end)
+        for table in ("traffic_hour", *NARROW_TABLES):
+            await RollupCursor.raw(f"DELETE FROM {table} WHERE hour >= {{}} AND hour < {{}}", start, end)  # noqa: S608
         await RollupCursor.raw(_traffic_sql(), start, end, start, end)
+        for sql in _NARROW_SQL:
+            await RollupCursor.raw(sql, start, end)
 
 
 async def rebuild_conversions(hour_ranges: Iterable[tuple[datetime, datetime]]) -> None:

@@ -19,6 +19,21 @@ INDEXES = {
     "conversion_converted": "CREATE INDEX IF NOT EXISTS conversion_converted ON conversion (converted_at)",
 }
 
+# The narrow traffic rollups (a later migration than INDEXES): their unique keys lead with what
+# the dashboards filter on, so each key is also the index a report reads.
+NARROW_INDEXES = {
+    "traffic_campaign_hour_key": "CREATE UNIQUE INDEX IF NOT EXISTS traffic_campaign_hour_key "
+                                 "ON traffic_campaign_hour (publisher, hour, campaign, reason)",
+    "traffic_campaign_hour_campaign": "CREATE INDEX IF NOT EXISTS traffic_campaign_hour_campaign "
+                                      "ON traffic_campaign_hour (campaign, hour)",
+    "traffic_slice_hour_key": "CREATE UNIQUE INDEX IF NOT EXISTS traffic_slice_hour_key "
+                              "ON traffic_slice_hour (publisher, dim, hour, key, currency)",
+    # A rebuild deletes an hour range of every publisher: by hour.
+    "traffic_campaign_hour_hour": "CREATE INDEX IF NOT EXISTS traffic_campaign_hour_hour "
+                                  "ON traffic_campaign_hour (hour)",
+    "traffic_slice_hour_hour": "CREATE INDEX IF NOT EXISTS traffic_slice_hour_hour ON traffic_slice_hour (hour)",
+}
+
 # Clicks and impressions are appended in time order: on PostgreSQL a BRIN index finds an hour's
 # rows for a few kilobytes and almost nothing per insert; SQLite has only B-trees.
 _EVENT_TIMES = {"click_time": ("click", "clicked_at"), "impression_time": ("impression", "viewed_at")}

@@ -32,6 +32,36 @@ class TrafficHour(Table):
     clicks = BigInt(default=0)
 
 
+class TrafficCampaignHour(Table):
+    """TrafficHour without sub1, slot and country: per publisher × campaign × reason × hour, what
+    the dashboards group by day, campaign, publisher and reason read. Rebuilt with TrafficHour,
+    from it, hour by hour; far fewer rows for a big publisher (bench/report_dashboard.py)."""
+
+    hour = Timestamptz()
+    publisher = ForeignKey(User, null=False, on_delete=OnDelete.restrict)
+    campaign = ForeignKey(Campaign, null=False, on_delete=OnDelete.restrict)
+    currency = Varchar(length=3)
+    reason = Varchar(length=20, default="valid")
+    impressions = BigInt(default=0)
+    clicks = BigInt(default=0)
+
+
+class TrafficSliceHour(Table):
+    """A publisher's traffic per hour by one more dimension (`dim`: sub1, slot or country; `key`
+    its value as text, "" when none), valid and invalid apart: what the publisher's sub-ID, slot
+    and country tables read. Rebuilt with TrafficHour, from it, hour by hour."""
+
+    hour = Timestamptz()
+    publisher = ForeignKey(User, null=False, on_delete=OnDelete.restrict)
+    currency = Varchar(length=3)
+    dim = Varchar(length=10)
+    key = Varchar(length=100, default="")
+    clicks = BigInt(default=0)  # valid
+    invalid_clicks = BigInt(default=0)
+    impressions = BigInt(default=0)  # valid
+    invalid_impressions = BigInt(default=0)
+
+
 class ConversionHour(Table):
     """Conversions by the UTC hour they happened in (converted_at) per publisher × campaign × goal ×
     sub1 × slot × country (those of the conversion's click) × status, with their money.

@@ -61,12 +61,33 @@ def _events(world: World, drawn: list[tuple]) -> list[Event]:
     return events
 
 
-async def _traffic(publisher: int, start: datetime, end: datetime, dim: str) -> dict:
+async def _traffic(publisher: int, start: datetime, end: datetime, dim: str, table: str = "traffic_hour") -> dict:
     rows = await RollupCursor.raw(
-        f"SELECT {dim} AS k, reason, SUM(clicks) AS clicks, SUM(impressions) AS impressions FROM traffic_hour "  # noqa: S608
+        f"SELECT {dim} AS k, reason, SUM(clicks) AS clicks, SUM(impressions) AS impressions FROM {table} "  # noqa: S608
         "WHERE publisher = {} AND hour >= {} AND hour < {} GROUP BY " + dim + ", reason", publisher, start, end)
     return {(r["k"], r["reason"]): (int(r["clicks"]), int(r["impressions"])) for r in rows
             if r["clicks"] or r["impressions"]}
+
+
+async def _slice(publisher: int, start: datetime, end: datetime, dim: str) -> dict:
+    """The narrow rollup by sub-ID, slot or country: valid and invalid apart, keys as text."""
+    rows = await RollupCursor.raw(
+        "SELECT key, SUM(clicks) AS c, SUM(invalid_clicks) AS ic, SUM(impressions) AS i, "
+        "SUM(invalid_impressions) AS ii FROM traffic_slice_hour WHERE publisher = {} AND dim = {} "
+        "AND hour >= {} AND hour < {} GROUP BY key", publisher, dim, start, end)
+    return {r["key"]: tuple(int(r[c]) for c in ("c", "ic", "i", "ii")) for r in rows
+            if any(r[c] for c in ("c", "ic", "i", "ii"))}
+
+
+def _expected_slice(events: list[Event], publisher: int, start: datetime, end: datetime, dim: str) -> dict:
+    found: dict = {}
+    for e in events:
+        if e.publisher == publisher and start <= e.at < end and e.kind in ("click", "impression"):
+            c, ic, i, ii = found.get(str(getattr(e, dim)), (0, 0, 0, 0))
+            valid, click = e.reason == "valid", e.kind == "click"
+            found[str(getattr(e, dim))] = (c + (valid and click), ic + (not valid and click),
+                                           i + (valid and not click), ii + (not valid and not click))
+    return found
 
 
 async def _conversions(publisher: int, start: datetime, end: datetime, dim: str) -> dict:
@@ -109,6 +130,12 @@ async def _assert_equal_over_ranges(world: World, ranges: list[tuple]) -> None:
         publisher = world.publishers[pub]
         assert await _traffic(publisher, start, end, dim) == _expected_traffic(world.events, publisher, start, end,
                                                                                dim), (start, end, dim)
+        if dim == "campaign":
+            assert await _traffic(publisher, start, end, dim, "traffic_campaign_hour") == _expected_traffic(
+                world.events, publisher, start, end, dim), (start, end, dim)
+        else:
+            assert await _slice(publisher, start, end, dim) == _expected_slice(
+                world.events, publisher, start, end, dim), (start, end, dim)
         assert await _conversions(publisher, start, end, dim) == _expected_conversions(
             world.events, publisher, start, end, dim), (start, end, dim)
 
@@ -146,7 +173,7 @@ async def test_run_by_run_the_rollups_equal_a_rebuild_from_scratch(app, clean, s
 async def _rows() -> list[tuple]:
     """Every rollup row without its id, in a stable order."""
     found = []
-    for table in ("traffic_hour", "conversion_hour"):
+    for table in ("traffic_hour", "traffic_campaign_hour", "traffic_slice_hour", "conversion_hour"):
         for row in await RollupCursor.raw(f"SELECT * FROM {table}"):  # noqa: S608
             found.append((table, *(str(v) for k, v in sorted(row.items()) if k != "id")))
     return sorted(found)
