@@ -64,6 +64,7 @@ from common import ROOT, SECRET, bench_database, machine  # noqa: E402
 sys.path.insert(0, str(ROOT))
 
 TARGET_MS = 100.0
+ROLLUPS = ("traffic_hour", "traffic_campaign_hour", "traffic_slice_hour", "conversion_hour")
 TZ = "Europe/Berlin"
 HOLD_DAYS = 14
 PUBLISHER_ZIPF, CAMPAIGN_ZIPF = 0.8, 0.7
@@ -451,63 +452,6 @@ async def explain(call: tuple[str, str, bool], publisher_id: int, period) -> str
     return "\n".join(f"    {r['QUERY PLAN']}" for r in rows)
 
 
-# The experiment of --try-narrow: traffic_hour's grain (hour × publisher × campaign × sub1 × slot ×
-# country × reason) is nearly one row per click for a big publisher; each dashboard table needs one
-# dimension at a time. One narrow rollup per dimension, built from traffic_hour; in the sub-ID, slot,
-# country and campaign ones the invalid reasons fold into one ("invalid": the queries only ask
-# valid or not), the hour one keeps them for the invalid-traffic table. Publisher's view only (an
-# advertiser's would keep the campaign in each).
-NARROW = {
-    "hour": ("", "reason"),
-    "reason": None,  # read from the hour one
-    "campaign": ("campaign, ", "CASE WHEN reason = 'valid' THEN 'valid' ELSE 'invalid' END"),
-    "sub1": ("sub1, ", "CASE WHEN reason = 'valid' THEN 'valid' ELSE 'invalid' END"),
-    "slot": ("slot, ", "CASE WHEN reason = 'valid' THEN 'valid' ELSE 'invalid' END"),
-    "country": ("country, ", "CASE WHEN reason = 'valid' THEN 'valid' ELSE 'invalid' END"),
-}
-
-
-async def build_narrow() -> list[str]:
-    from server import db
-
-    made = []
-    for dim, spec in NARROW.items():
-        if spec is None:
-            continue
-        key, reason = spec
-        table = f"bench_traffic_by_{dim}"
-        t0 = time.perf_counter()
-        await fetch(f"CREATE TABLE {table} AS SELECT hour, publisher, {key}currency, {reason} AS reason, "  # noqa: S608
-                    "SUM(impressions) AS impressions, SUM(clicks) AS clicks "
-                    f"FROM traffic_hour GROUP BY hour, publisher, {key}currency, {reason}")
-        await fetch(f"CREATE INDEX {table}_publisher ON {table} (publisher, hour)")
-        async with db.engine().pool.acquire() as conn:
-            await conn.execute(f"VACUUM ANALYZE {table}")
-        log(f"  {table} built in {time.perf_counter() - t0:.1f} s")
-        made.append(table)
-    return made
-
-
-def route_narrow() -> None:
-    """Send the publisher's traffic queries to the narrow tables (in this process only)."""
-    from server.reports import queries
-
-    real = queries.grouped
-
-    async def grouped(source: str, owner: str, owner_id: int, period, dims=(), *, only_invalid: bool = False):
-        if source != "traffic" or owner != "publisher" or len(dims) != 1:
-            return await real(source, owner, owner_id, period, dims, only_invalid=only_invalid)
-        table = f"bench_traffic_by_{'hour' if dims[0] == 'reason' else dims[0]}"
-        saved = queries.SOURCES["traffic"]
-        queries.SOURCES["traffic"] = (table, saved[1])
-        try:
-            return await real(source, owner, owner_id, period, dims, only_invalid=only_invalid)
-        finally:
-            queries.SOURCES["traffic"] = saved
-
-    queries.grouped = grouped
-
-
 async def run(database_url: str, args: argparse.Namespace) -> None:
     from server import db
     from server.reports import rollup
@@ -565,10 +509,9 @@ async def run(database_url: str, args: argparse.Namespace) -> None:
             f"{(args.clicks + len(picked)) / elapsed:,.0f} raw events/s")
         earnings = await click_earnings(now)
         async with db.engine().pool.acquire() as conn:
-            await conn.execute("VACUUM ANALYZE traffic_hour")
-            await conn.execute("VACUUM ANALYZE conversion_hour")
-            await conn.execute("VACUUM ANALYZE click_earning")
-        rollup_sizes = await sizes(["click", "conversion", "traffic_hour", "conversion_hour", "click_earning"])
+            for table in (*ROLLUPS, "click_earning"):
+                await conn.execute(f"VACUUM ANALYZE {table}")
+        rollup_sizes = await sizes(["click", "conversion", *ROLLUPS, "click_earning"])
         for line in rollup_sizes:
             print(f"  {line}")
         print(f"  ({earnings:,} click_earning hours written from traffic_hour for the CPC campaigns)")
@@ -594,6 +537,9 @@ async def run(database_url: str, args: argparse.Namespace) -> None:
         rows = await fetch("SELECT COUNT(*) AS n FROM traffic_hour WHERE publisher = {} AND hour >= {}", biggest,
                            now - timedelta(days=30))
         print(f"  the biggest publisher has {rows[0]['n']:,} traffic_hour rows in 30 days")
+        rows = await fetch("SELECT COUNT(*) AS n FROM traffic_slice_hour WHERE publisher = {} AND dim = 'sub1' "
+                           "AND hour >= {}", biggest, now - timedelta(days=30))
+        print(f"  and {rows[0]['n']:,} rows by sub-ID in traffic_slice_hour (what its sub-ID table reads)")
         ranges = [7, 30]
         log(f"measuring: up to {args.samples} samples per case and range (at most {args.max_seconds:.0f} s each)")
         results = await measure(cases, ranges, args.samples, args.max_seconds, now)
@@ -618,9 +564,9 @@ async def run(database_url: str, args: argparse.Namespace) -> None:
                 await fetch(ddl)
                 log(f"extra DDL in {time.perf_counter() - t0:.1f} s: {ddl}")
             async with db.engine().pool.acquire() as conn:
-                await conn.execute("VACUUM ANALYZE traffic_hour")
-                await conn.execute("VACUUM ANALYZE conversion_hour")
-            for line in await sizes(["traffic_hour", "conversion_hour"]):
+                for table in ROLLUPS:
+                    await conn.execute(f"VACUUM ANALYZE {table}")
+            for line in await sizes(list(ROLLUPS)):
                 print(f"  {line}")
             print("\nagain, with the extra DDL:")
             results = await measure(cases, ranges, args.samples, args.max_seconds, now)
@@ -630,18 +576,6 @@ async def run(database_url: str, args: argparse.Namespace) -> None:
                 call = next(c for c in CALLS if label(c) == name)
                 print(f"\n  {name}, biggest publisher, last 30 days, with the extra DDL:")
                 print(await explain(call, biggest, period_of(30, now)))
-        if args.try_narrow:
-            print("\nexperiment: one narrow traffic rollup per dimension (built from traffic_hour), the publisher's "
-                  "traffic queries routed to them in this process")
-            tables = await build_narrow()
-            for line in await sizes(tables):
-                print(f"  {line}")
-            rows = await fetch("SELECT COUNT(*) AS n FROM bench_traffic_by_campaign WHERE publisher = {} "
-                               "AND hour >= {}", biggest, now - timedelta(days=30))
-            print(f"  the biggest publisher has {rows[0]['n']:,} bench_traffic_by_campaign rows in 30 days")
-            route_narrow()
-            results = await measure(cases, ranges, args.samples, args.max_seconds, now)
-            print_table(results, ranges)
     finally:
         await db.stop(engine)
 
@@ -659,8 +593,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--extra-ddl", action="append", default=[],
                         help="DDL to try in the bench's own database after measuring, then measure again")
-    parser.add_argument("--try-narrow", action="store_true",
-                        help="then build one narrow traffic rollup per dimension and measure the queries on them")
     parser.add_argument("--database-url", default=None, help="a PostgreSQL database to fill (it should be empty)")
     parser.add_argument("--postgres", action="store_true", help="start a throwaway PostgreSQL on loopback")
     args = parser.parse_args()
