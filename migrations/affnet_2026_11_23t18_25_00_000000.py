@@ -2,6 +2,7 @@
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from piccolo.engine.finder import engine_finder
+from piccolo.engine.sqlite import SQLiteEngine
 
 from server.reports import schema
 
@@ -14,12 +15,13 @@ async def forwards():
     manager = MigrationManager(migration_id=ID, app_name="affnet", description=DESCRIPTION)
 
     async def create():
-        for ddl in schema.NARROW_INDEXES.values():
-            await engine_finder().run_ddl(ddl)
+        engine = engine_finder()
+        for ddl in schema.narrow_ddl(isinstance(engine, SQLiteEngine)):
+            await engine.run_ddl(ddl)
 
     async def drop():
-        for name in schema.NARROW_INDEXES:
-            await engine_finder().run_ddl(f"DROP INDEX IF EXISTS {name}")
+        for ddl in schema.drop_narrow_ddl():
+            await engine_finder().run_ddl(ddl)
 
     manager.add_raw(create)
     manager.add_raw_backwards(drop)
