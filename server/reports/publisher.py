@@ -66,8 +66,8 @@ class PublisherReport:
     paid: dict[str, int] = field(default_factory=dict)  # paid out in the period, per currency
 
 
-def _sort_key(currency_first: bool = False) -> Any:
-    return lambda r: (r["currency"], r["label"].lower()) if currency_first else (r["label"].lower(), r["currency"])
+def _by_label(row: dict[str, Any]) -> tuple[str, str]:
+    return row["label"].lower(), row["currency"]
 
 
 async def _names(model: Any, ids: set[int], column: Any) -> dict[int, str]:
@@ -91,19 +91,19 @@ async def report(publisher_id: int, period: Period) -> PublisherReport:
                                 for s in ("traffic", "conversions", *_EARNING_SOURCES)])
     names = await _names(Campaign, {k[0] for k in campaigns}, Campaign.name)
     by_campaign = sorted((_derive({**r, "label": names.get(k[0], f"#{k[0]}")}) for k, r in campaigns.items()),
-                         key=_sort_key())
+                         key=_by_label)
 
     subs = queries.merge(lambda r: (r["sub1"], r["currency"]),
                          *[await grouped(s, "publisher", publisher_id, period, ["sub1"])
                            for s in ("traffic", "conversions")])
-    by_sub = sorted((_derive({**r, "label": k[0] or NO_SUB}) for k, r in subs.items()), key=_sort_key())
+    by_sub = sorted((_derive({**r, "label": k[0] or NO_SUB}) for k, r in subs.items()), key=_by_label)
 
     slots = queries.merge(lambda r: (r["slot"], r["currency"]),
                           *[await grouped(s, "publisher", publisher_id, period, ["slot"])
                             for s in ("traffic", "conversions")])
     slot_names = await _names(AdSlot, {k[0] for k in slots if k[0]}, AdSlot.name)
     by_slot = sorted((_derive({**r, "label": slot_names.get(k[0], f"#{k[0]}") if k[0] else NO_SLOT})
-                      for k, r in slots.items()), key=_sort_key())
+                      for k, r in slots.items()), key=_by_label)
 
     countries = queries.merge(lambda r: (r["country"], r["currency"]),
                               *[await grouped(s, "publisher", publisher_id, period, ["country"])
