@@ -56,7 +56,8 @@ def test_database_url_selects_the_engine():
     assert db.engine_for("sqlite:///relative.db").path == "relative.db"
     pg = db.engine_for("postgres://app:p%40ss@db.internal:6543/affnet")
     assert isinstance(pg, PostgresEngine)
-    assert pg.config == {"host": "db.internal", "port": 6543, "user": "app", "password": "p@ss", "database": "affnet"}
+    assert pg.config == {"host": "db.internal", "port": 6543, "user": "app", "password": "p@ss", "database": "affnet",
+                         "server_settings": {"jit": "off"}}  # no JIT: it costs more than it saves on affnet's reads
     with pytest.raises(ValueError, match="DATABASE_URL"):
         db.engine_for("mysql://x/y")
 
@@ -67,3 +68,10 @@ async def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(app, settings):
     rows = await db.all_tables()[0].raw("PRAGMA journal_mode")
     assert rows[0]["journal_mode"] == "wal"
     assert db.engine().connection_kwargs["timeout"] == db.SQLITE_BUSY_TIMEOUT
+
+
+async def test_postgresql_connections_run_without_jit(app, settings):
+    if settings.is_sqlite:
+        pytest.skip("a PostgreSQL property")
+    rows = await db.all_tables()[0].raw("SHOW jit")
+    assert rows[0]["jit"] == "off"
