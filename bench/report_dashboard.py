@@ -454,6 +454,7 @@ async def explain(call: tuple[str, str, bool], publisher_id: int, period) -> str
 
 async def run(database_url: str, args: argparse.Namespace) -> None:
     from server import db
+    from server.hours import hour_of
     from server.reports import rollup
 
     rng = random.Random(args.seed)
@@ -466,7 +467,7 @@ async def run(database_url: str, args: argparse.Namespace) -> None:
             "'effective_cache_size', 'max_parallel_workers_per_gather', 'jit')")}
         print(f"PostgreSQL {version}: " + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())))
         now = datetime.now(UTC)
-        start = rollup.floor_hour(now) - timedelta(days=args.days)
+        start = hour_of(now) - timedelta(days=args.days)
 
         t0 = time.perf_counter()
         world = await build_world(rng, args.publishers, args.campaigns, now)

@@ -8,6 +8,7 @@ import logging
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from piccolo.engine.base import Engine
@@ -153,6 +154,12 @@ async def atomic() -> AsyncIterator[object]:
 async def ping() -> None:
     """Raise if the database does not answer."""
     await engine().run_ddl("SELECT 1")
+
+
+def whole(value: Any) -> int:
+    """A SUM or COUNT as an int: NULL (no rows) is 0, and the SUM of a BIGINT, a NUMERIC on
+    PostgreSQL, arrives as an exact Decimal, never a float."""
+    return int(value or 0)
 
 
 def all_tables() -> list[type[Table]]:

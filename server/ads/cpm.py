@@ -51,7 +51,7 @@ from typing import Any
 
 from piccolo.query.functions.aggregate import Count, Sum
 
-from server import money
+from server import db, money
 from server.ads.tables import Impression, ImpressionEarning, ImpressionEarningStatus, ViewReason
 from server.campaigns import spend
 from server.campaigns.tables import PayoutModel
@@ -74,8 +74,6 @@ HOURS = EarningHours(ImpressionEarning, ImpressionEarningStatus, reference=REFER
                      log=log)
 
 
-def _int(value: Any) -> int:
-    return int(value or 0)  # SUM is NUMERIC (a Decimal) on PostgreSQL: exact
 
 
 def increments(before: tuple[int, int, int], paid: int, advertiser_amount: int,
@@ -107,7 +105,7 @@ async def _before(terms: dict[str, Any]) -> dict[int, tuple[int, int, int]]:
         Sum(ImpressionEarning.price_minor, alias="price"), Sum(ImpressionEarning.payout_minor, alias="payout"),
     ).where(ImpressionEarning.campaign == terms["campaign_id"], ImpressionEarning.goal == terms["goal_id"]
             ).group_by(ImpressionEarning.publisher)
-    return {r["publisher"]: (_int(r["paid"]), _int(r["price"]), _int(r["payout"])) for r in rows}
+    return {r["publisher"]: (db.whole(r["paid"]), db.whole(r["price"]), db.whole(r["payout"])) for r in rows}
 
 
 async def _valid_by_publisher(campaign_id: int, start: datetime, end: datetime) -> dict[int, int]:

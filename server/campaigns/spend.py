@@ -35,9 +35,6 @@ CHARGED_IMPRESSION_HOURS = (ImpressionEarningStatus.waiting.value, ImpressionEar
                             ImpressionEarningStatus.released.value)
 
 
-def _int(value: Any) -> int:
-    # SUM of a BIGINT is NUMERIC on PostgreSQL (a Decimal here, never a float): exact either way.
-    return int(value or 0)
 
 
 def _within(query: Any, column: Any, since: datetime | None, until: datetime | None) -> Any:
@@ -49,7 +46,7 @@ def _within(query: Any, column: Any, since: datetime | None, until: datetime | N
 
 
 async def _total(query: Any) -> int:
-    return _int((await query.first())["total"])
+    return db.whole((await query.first())["total"])
 
 
 async def conversions_minor(campaign_id: int, since: datetime | None = None, until: datetime | None = None) -> int:

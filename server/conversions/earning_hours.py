@@ -25,10 +25,10 @@ from server import db
 from server.campaigns import service as campaigns
 from server.campaigns import spend
 from server.campaigns.tables import Goal
+from server.hours import HOUR, hour_of, utc
 from server.ledger import templates
 from server.ledger.service import InsufficientFunds
 
-HOUR = timedelta(hours=1)
 SETTLE = timedelta(minutes=2)  # an hour is priced once it ended at least this long ago
 WAITING_FOR_FUNDS = ("Waiting: the advertiser's balance cannot cover this hour; the campaign is paused until "
                      "funds arrive.")
@@ -49,15 +49,6 @@ class Priced:
     rows: int
     charged: int
     blocked: bool
-
-
-def utc(moment: datetime) -> datetime:
-    """Stored times come back naive from some drivers: they are UTC."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def hour_of(moment: datetime) -> datetime:
-    return utc(moment).replace(minute=0, second=0, microsecond=0)
 
 
 async def first_goal_terms(payout_model: str, columns: tuple[str, ...]) -> dict[int, dict[str, Any]]:

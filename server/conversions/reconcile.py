@@ -25,6 +25,7 @@ from typing import Any
 from server import db
 from server.campaigns import service as campaigns
 from server.conversions.tables import Conversion, ConversionStatus
+from server.hours import utc
 from server.ledger import service as ledger
 from server.ledger.service import InsufficientFunds, Line, Posting
 from server.ledger.tables import AccountKind as K
@@ -67,9 +68,6 @@ async def _locked(where: str, *args: Any, limit: int, skip_locked: bool) -> list
     return await Conversion.raw(sql, *args)
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
 
 async def _fit(rows: Sequence[dict[str, Any]], skip_campaigns: set[int]) -> tuple[list[dict], set[int]]:
     """The rows the advertisers' balances cover, taken in id order, and the campaigns that came up
@@ -97,7 +95,7 @@ async def _postings(rows: Sequence[dict[str, Any]], now: datetime) -> list[Posti
     is over, else pending), network +margin. The split was made at intake by server/money.py."""
     by_currency: dict[str, list[tuple[dict[str, Any], bool]]] = defaultdict(list)
     for row in rows:
-        by_currency[row["currency"]].append((row, _aware(row["hold_until"]) <= now))
+        by_currency[row["currency"]].append((row, utc(row["hold_until"]) <= now))
     postings = []
     for currency, group in by_currency.items():
         advertisers = await ledger.accounts(K.advertiser_balance, currency, [r["advertiser_id"] for r, _ in group])
@@ -142,8 +140,8 @@ async def _mark_approved(rows: list[dict[str, Any]], now: datetime) -> list[int]
     """Status approved for rows this batch charged; those past their hold are released at once.
     The rows are locked and pending, so every one must change: anything else would leave money
     moved for a conversion that is not approved, and is refused (the batch rolls back)."""
-    due = [r["id"] for r in rows if _aware(r["hold_until"]) <= now]
-    early = [r["id"] for r in rows if _aware(r["hold_until"]) > now]
+    due = [r["id"] for r in rows if utc(r["hold_until"]) <= now]
+    early = [r["id"] for r in rows if utc(r["hold_until"]) > now]
     changed = 0
     for ids, released_at in ((due, now), (early, None)):
         if not ids:

@@ -15,6 +15,7 @@ from server.audit import service as audit
 from server.conversions import reconcile, reversal
 from server.conversions.tables import Conversion, ConversionStatus
 from server.errors import Invalid, NotFound
+from server.hours import utc
 
 LIST_LIMIT = 500
 MAX_DECISIONS = 500
@@ -172,7 +173,7 @@ async def approve_row(advertiser: CurrentUser, row: dict[str, Any], reason: str,
     elif done:
         result.approved.append(row["id"])
         await audit.record("conversion.approved", actor_id=advertiser.id, object_type="conversion",
-                           object_id=row["id"], reason=reason, early=_aware(row["hold_until"]) > now,
+                           object_id=row["id"], reason=reason, early=utc(row["hold_until"]) > now,
                            price=row["advertiser_amount_minor"], currency=row["currency"])
     else:  # reconciliation or another click approved it a moment ago
         result.skipped.append(row["id"])
@@ -196,9 +197,6 @@ async def reverse_row(advertiser: CurrentUser, row: dict[str, Any], reason: str,
     done = await reversal.reverse_one(row["id"], reason, advertiser_id=advertiser.id, actor_id=advertiser.id)
     (result.reversed if done else result.failed if done is False else result.skipped).append(row["id"])
 
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def summary(decision: Decision) -> str:

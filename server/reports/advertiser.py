@@ -22,8 +22,7 @@ from server.ledger.tables import LedgerAccount
 from server.reports import queries
 from server.reports.finance import entry_hours
 from server.reports.period import Period
-from server.reports.publisher import money_number
-from server.reports.table import Column, ReportTable, ratio
+from server.reports.table import Column, ReportTable, chart_number, ratio
 
 SOURCES = ("traffic", "conversions", "click_earnings", "impression_earnings")
 _MONEY_SOURCES = ("conversions", "click_earnings", "impression_earnings")
@@ -55,13 +54,6 @@ class AdvertiserReport:
     balance_chart: dict[str, Any] | None
 
 
-async def _names(model: Any, ids: set[int], column: Any) -> dict[int, str]:
-    if not ids:
-        return {}
-    rows = await model.select(model.id, column.as_alias("name")).where(model.id.is_in(sorted(ids)))
-    return {r["id"]: r["name"] for r in rows}
-
-
 async def _by(advertiser_id: int, period: Period, dim: str, sources: tuple[str, ...] = SOURCES
               ) -> dict[tuple[Any, str], dict[str, Any]]:
     rows = [await queries.grouped(s, "advertiser", advertiser_id, period, [dim]) for s in sources]
@@ -80,13 +72,11 @@ async def report(advertiser_id: int, period: Period) -> AdvertiserReport:
                     key=lambda r: (r["day"], r["currency"]))
 
     campaigns = await _by(advertiser_id, period, "campaign")
-    campaign_names = await _names(Campaign, {k[0] for k in campaigns}, Campaign.name)
+    campaign_names = await queries.names(Campaign.id, Campaign.name, {k[0] for k in campaigns})
     publishers = await _by(advertiser_id, period, "publisher")
-    profiles = await Publisher.select(Publisher.user, Publisher.display_name).where(
-        Publisher.user.is_in(sorted({k[0] for k in publishers}) or [0]))
-    publisher_names = {r["user"]: r["display_name"] for r in profiles}
+    publisher_names = await queries.names(Publisher.user, Publisher.display_name, {k[0] for k in publishers})
     goals = await _by(advertiser_id, period, "goal", _MONEY_SOURCES)
-    goal_names = await _names(Goal, {k[0] for k in goals}, Goal.name)
+    goal_names = await queries.names(Goal.id, Goal.name, {k[0] for k in goals})
 
     balance_rows = await _balance_by_day(advertiser_id, period)
     figures = _figures(by_day, balance_rows)
@@ -167,7 +157,7 @@ def _spend_chart(period: Period, by_day: list[dict[str, Any]], figures: list[dic
     return {"type": "bar", "labels": [d.isoformat() for d in days], "stacked": False, "series": [
         {"label": "Conversions", "axis": "count", "data": [rows[d]["conversions"] if d in rows else 0 for d in days]},
         {"label": f"Spend ({main})", "axis": "money", "type": "line",
-         "data": [money_number(rows[d]["spend"], main) if d in rows else 0 for d in days]}]}
+         "data": [chart_number(rows[d]["spend"], main) if d in rows else 0 for d in days]}]}
 
 
 def _balance_chart(period: Period, balance: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -176,5 +166,5 @@ def _balance_chart(period: Period, balance: list[dict[str, Any]]) -> dict[str, A
     series = []
     for currency in sorted({r["currency"] for r in balance}):
         series.append({"label": f"Balance ({currency})", "axis": "money", "type": "line",
-                       "data": [money_number(r["closing"], currency) for r in balance if r["currency"] == currency]})
+                       "data": [chart_number(r["closing"], currency) for r in balance if r["currency"] == currency]})
     return {"type": "line", "labels": [d.isoformat() for d in period.days()], "stacked": False, "series": series}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from piccolo.query.functions.aggregate import Count, Sum
@@ -24,6 +24,7 @@ from server.ads.tables import Impression, ImpressionEarning, ImpressionEarningSt
 from server.conversions.cpc_tables import ClickEarning, ClickEarningStatus
 from server.conversions.tables import Conversion, ConversionStatus
 from server.errors import Invalid
+from server.hours import hour_sql, utc
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind, LedgerAccount
 
@@ -80,8 +81,6 @@ async def conversions_of(publisher_id: int, *, status: str | None = None, limit:
         Conversion.id, ascending=False).limit(limit)
 
 
-def _int(value: Any) -> int:
-    return int(value or 0)  # SUM of a BIGINT is an exact Decimal on PostgreSQL
 
 
 async def money_of(publisher_id: int) -> list[Money]:
@@ -91,12 +90,12 @@ async def money_of(publisher_id: int) -> list[Money]:
                                        ).where(Conversion.publisher == publisher_id,
                                                Conversion.status == ConversionStatus.pending.value
                                                ).group_by(Conversion.currency):
-        uncharged[row["currency"]] = uncharged.get(row["currency"], 0) + _int(row["total"])
+        uncharged[row["currency"]] = uncharged.get(row["currency"], 0) + db.whole(row["total"])
     for table, waiting in ((ClickEarning, ClickEarningStatus.waiting.value),
                            (ImpressionEarning, ImpressionEarningStatus.waiting.value)):
         for row in await table.select(table.currency, Sum(table.payout_minor, alias="total")).where(
                 table.publisher == publisher_id, table.status == waiting).group_by(table.currency):
-            uncharged[row["currency"]] = uncharged.get(row["currency"], 0) + _int(row["total"])
+            uncharged[row["currency"]] = uncharged.get(row["currency"], 0) + db.whole(row["total"])
     accounts = await LedgerAccount.select(LedgerAccount.currency).where(
         LedgerAccount.owner == publisher_id).distinct().output(as_list=True)
     found = []
@@ -130,11 +129,11 @@ async def click_earnings_of(publisher_id: int, *, since: datetime | None = None)
             "waiting_minor": 0, "pending_minor": 0, "available_minor": 0})
         for key, column in (("valid_clicks", "valid"), ("paid_clicks", "paid"), ("over_cap_clicks", "over_cap"),
                             ("over_budget_clicks", "over_budget")):
-            entry[key] += _int(r[column])
+            entry[key] += db.whole(r[column])
         where = {ClickEarningStatus.waiting.value: "waiting_minor", ClickEarningStatus.approved.value: "pending_minor",
                  ClickEarningStatus.released.value: "available_minor"}.get(r["status"])
         if where:
-            entry[where] += _int(r["payout"])
+            entry[where] += db.whole(r["payout"])
     return sorted(table.values(), key=lambda e: (e["campaign_name"].lower(), e["campaign_id"], e["currency"]))
 
 
@@ -144,7 +143,7 @@ def _impression_status(row: dict[str, Any]) -> str:
     if status == ImpressionEarningStatus.waiting.value:
         return "Waiting for the advertiser's funds"
     if status == ImpressionEarningStatus.approved.value:
-        return f"Pending: in its hold until {_utc(row['hold_until']):%Y-%m-%d %H:%M} UTC"
+        return f"Pending: in its hold until {utc(row['hold_until']):%Y-%m-%d %H:%M} UTC"
     if status == ImpressionEarningStatus.released.value:
         return "Available"
     if row["paid_impressions"]:
@@ -152,31 +151,19 @@ def _impression_status(row: dict[str, Any]) -> str:
     return f"Not paid: {row['unpaid_reason']}" if row["unpaid_reason"] else "Not paid"
 
 
-def _utc(moment: datetime) -> datetime:
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _hour_key(moment: datetime) -> str:
-    return f"{_utc(moment):%Y-%m-%d %H}"
-
-
 async def _slots_by_hour(publisher_id: int, campaign_id: int, start: datetime, end: datetime
-                         ) -> dict[str, list[str]]:
+                         ) -> dict[datetime, list[str]]:
     """The names of the publisher's slots that showed the campaign's valid impressions, per UTC hour
-    ("YYYY-MM-DD HH") in [start, end): one grouped query on the (campaign, viewed_at) index."""
-    # Stored times are UTC: ISO text on SQLite (its first 13 characters name the hour, with a space
-    # or a "T" after the date), timestamptz on PostgreSQL. Only these constant expressions go into
-    # the statement; values are bound.
-    bucket = ("substr(i.viewed_at, 1, 13)" if db.is_sqlite()
-              else "to_char(i.viewed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24')")
+    in [start, end): one grouped query on the (campaign, viewed_at) index."""
+    bucket = hour_sql("i.viewed_at")  # a constant expression; values are bound
     rows = await Impression.raw(
         f"SELECT {bucket} AS hour, s.name AS name FROM impression i JOIN ad_slot s ON s.id = i.slot "  # noqa: S608
         "WHERE i.campaign = {} AND i.publisher = {} AND i.reason = {} AND i.viewed_at >= {} AND i.viewed_at < {} "
         f"GROUP BY {bucket}, s.id, s.name ORDER BY s.name, s.id",
         campaign_id, publisher_id, ViewReason.valid.value, start, end)
-    found: dict[str, list[str]] = {}
+    found: dict[datetime, list[str]] = {}
     for r in rows:
-        found.setdefault(r["hour"].replace("T", " "), []).append(r["name"])
+        found.setdefault(utc(r["hour"]), []).append(r["name"])
     return found
 
 
@@ -191,14 +178,14 @@ async def impression_earnings_of(publisher_id: int, *, limit: int = HOURS_SHOWN)
         ImpressionEarning.status, ImpressionEarning.unpaid_reason, ImpressionEarning.hold_until,
     ).where(ImpressionEarning.publisher == publisher_id).order_by(ImpressionEarning.hour, ascending=False).order_by(
         ImpressionEarning.id, ascending=False).limit(limit)
-    slots: dict[int, dict[str, list[str]]] = {}
+    slots: dict[int, dict[datetime, list[str]]] = {}
     for campaign_id in {r["campaign_id"] for r in rows}:
-        hours = [_utc(r["hour"]) for r in rows if r["campaign_id"] == campaign_id]
+        hours = [utc(r["hour"]) for r in rows if r["campaign_id"] == campaign_id]
         slots[campaign_id] = await _slots_by_hour(publisher_id, campaign_id, min(hours),
                                                   max(hours) + timedelta(hours=1))
     return [{
-        "hour": _utc(r["hour"]), "campaign_id": r["campaign_id"], "campaign_name": r["campaign_name"],
-        "slots": slots[r["campaign_id"]].get(_hour_key(r["hour"]), []), "valid_impressions": r["valid_impressions"],
+        "hour": utc(r["hour"]), "campaign_id": r["campaign_id"], "campaign_name": r["campaign_name"],
+        "slots": slots[r["campaign_id"]].get(utc(r["hour"]), []), "valid_impressions": r["valid_impressions"],
         "paid_impressions": r["paid_impressions"], "payout_minor": r["payout_minor"], "currency": r["currency"],
         "status": r["status"], "status_text": _impression_status(r),
     } for r in rows]

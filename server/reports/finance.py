@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from decimal import Decimal
+from datetime import datetime
 from typing import Any
 
 from piccolo.query.functions.aggregate import Count, Sum
 
-from server import db, money
+from server import db
 from server.audit import service as audit
 from server.audit.tables import AuditEvent
+from server.hours import hour_sql, utc
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerAccount
 from server.payouts.tables import LineStatus, PayoutBatch, PayoutLine
 from server.reports.period import Period
-from server.reports.table import Column, ReportTable
+from server.reports.table import Column, ReportTable, chart_number
 
 CHECK_ACTION = "ledger.checked"
 PROBLEMS_KEPT = 50  # problems stored per check: enough to act on, small enough for one audit row
@@ -56,9 +56,6 @@ class FinanceReport:
         return next(t for t in self.tables if t.name == name)
 
 
-def _int(value: Any) -> int:
-    """SUM over BIGINT is NUMERIC on PostgreSQL (a Decimal, exact); an int on SQLite."""
-    return int(value or 0)
 
 
 # --- revenue ----------------------------------------------------------------------------------
@@ -68,10 +65,7 @@ async def entry_hours(kind: K, period: Period, owner_id: int | None = None) -> l
     """The entries on accounts of one kind (one owner's, or all) per UTC hour of their transaction's
     effective_at and currency, in the period: what came in (entries above zero) and went out
     (below zero, as a positive amount). One grouped query."""
-    # Stored times are UTC: ISO text on SQLite (the first 13 characters name the hour), timestamptz
-    # on PostgreSQL. Only these constant expressions are joined in; every value is bound.
-    bucket = ("substr(replace(t.effective_at, 'T', ' '), 1, 13)" if db.is_sqlite()
-              else "to_char(t.effective_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24')")
+    bucket = hour_sql("t.effective_at")  # a constant expression; every value is bound
     owner = "" if owner_id is None else "AND a.owner = {} "
     rows = await LedgerAccount.raw(
         f"SELECT {bucket} AS hour, e.currency AS currency, "  # noqa: S608
@@ -81,8 +75,8 @@ async def entry_hours(kind: K, period: Period, owner_id: int | None = None) -> l
         f"WHERE a.kind = {{}} {owner}AND t.effective_at >= {{}} AND t.effective_at < {{}} "
         f"GROUP BY {bucket}, e.currency",
         kind.value, *([] if owner_id is None else [owner_id]), period.start_utc, period.end_utc)
-    return [{"hour": datetime.strptime(r["hour"], "%Y-%m-%d %H").replace(tzinfo=UTC), "currency": r["currency"],
-             "earned_minor": _int(r["earned"]), "reversed_minor": _int(r["reversed"])} for r in rows]
+    return [{"hour": utc(r["hour"]), "currency": r["currency"],
+             "earned_minor": db.whole(r["earned"]), "reversed_minor": db.whole(r["reversed"])} for r in rows]
 
 
 async def revenue_hours(period: Period) -> list[dict[str, Any]]:
@@ -114,10 +108,9 @@ def revenue_chart(period: Period, table: ReportTable) -> dict[str, Any]:
     """Net revenue per day and currency, in major units for display only (never stored or summed)."""
     series = []
     for currency in sorted({r["currency"] for r in table.rows}):
-        places = money.exponent(currency)
         series.append({"label": f"Net revenue ({currency})", "axis": "money",
-                       "data": [float(Decimal(r["revenue_minor"]).scaleb(-places))
-                                for r in table.rows if r["currency"] == currency]})
+                       "data": [chart_number(r["revenue_minor"], currency) for r in table.rows
+                                if r["currency"] == currency]})
     return {"type": "bar", "labels": [d.isoformat() for d in period.days()], "series": series, "stacked": False}
 
 
@@ -130,7 +123,7 @@ async def balances() -> dict[str, dict[str, int]]:
     rows = await LedgerAccount.select(
         LedgerAccount.kind, LedgerAccount.currency, Sum(LedgerAccount.balance_minor).as_alias("total"),
     ).where(LedgerAccount.kind.is_in(kinds)).group_by(LedgerAccount.kind, LedgerAccount.currency)
-    totals = {(r["kind"], r["currency"]): _int(r["total"]) for r in rows}
+    totals = {(r["kind"], r["currency"]): db.whole(r["total"]) for r in rows}
     found: dict[str, dict[str, int]] = {}
     for currency in sorted({c for _, c in totals}):
         figures = {key: sign * totals.get((kind.value, currency), 0) for key, kind, sign in _BALANCES}
@@ -171,7 +164,7 @@ async def payout_batches(period: Period) -> list[dict[str, Any]]:
             PayoutLine.batch, PayoutLine.status, Count(PayoutLine.id).as_alias("n"),
             Sum(PayoutLine.amount_minor).as_alias("amount"),
         ).where(PayoutLine.batch.is_in([b["id"] for b in batches])).group_by(PayoutLine.batch, PayoutLine.status)
-        stats = {(r["batch"], r["status"]): (_int(r["n"]), _int(r["amount"])) for r in lines}
+        stats = {(r["batch"], r["status"]): (db.whole(r["n"]), db.whole(r["amount"])) for r in lines}
     rows = []
     for b in batches:
         paid_lines, paid = stats.get((b["id"], LineStatus.paid.value), (0, 0))
@@ -222,8 +215,7 @@ async def last_ledger_check() -> dict[str, Any] | None:
         return None
     detail = row["detail"]
     detail = json.loads(detail) if isinstance(detail, str) else (detail or {})
-    at = row["created_at"]
-    return {"at": at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC),
+    return {"at": utc(row["created_at"]),
             "by": row["actor_email"], "ok": bool(detail.get("ok")),
             "problem_count": int(detail.get("problem_count", 0)), "problems": list(detail.get("problems", []))}
 

@@ -30,11 +30,7 @@ async def _report(_user_id: int, period: periods.Period) -> finance.FinanceRepor
 
 
 def _page_context(report: finance.FinanceReport | None, period: periods.Period) -> dict[str, Any]:
-    hrefs = {}
-    if report is not None:
-        query = {"from": period.start.isoformat(), "to": period.end.isoformat(), "tz": period.tz_name}
-        hrefs = {t.name: "/finance/reports.csv?" + urlencode({"table": t.name, **query}) for t in report.tables}
-    return {"report": report, "period": period, "zones": periods.zones(), "csv_hrefs": hrefs, "money": money}
+    return {"report": report, "period": period, "zones": periods.zones(), "money": money}
 
 
 class FinanceReports(Controller):

@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from server.errors import Invalid
+from server.hours import utc
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
@@ -68,8 +69,7 @@ class Period:
 
     def day_of(self, hour: datetime) -> date:
         """The local day a UTC hour starts in."""
-        moment = hour.replace(tzinfo=UTC) if hour.tzinfo is None else hour
-        return moment.astimezone(self.tz).date()
+        return utc(hour).astimezone(self.tz).date()
 
     def days(self) -> list[date]:
         return [self.start + timedelta(days=i) for i in range((self.end - self.start).days + 1)]
@@ -77,7 +77,7 @@ class Period:
     def local(self, moment: datetime | None) -> datetime | None:
         if moment is None:
             return None
-        return (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment).astimezone(self.tz)
+        return utc(moment).astimezone(self.tz)
 
     def as_dict(self) -> dict[str, Any]:
         return {"from": self.start.isoformat(), "to": self.end.isoformat(), "tz": self.tz_name,

@@ -17,13 +17,12 @@ from typing import Any
 
 from piccolo.query.functions.aggregate import Sum
 
-from server import money
 from server.ads.tables import AdSlot
 from server.campaigns.tables import Campaign
 from server.payouts.tables import LineStatus, PayoutLine
 from server.reports import queries
 from server.reports.period import Period
-from server.reports.table import Column, ReportTable, ratio
+from server.reports.table import Column, ReportTable, chart_number, ratio
 
 NO_SLOT = "Links (no ad slot)"
 NO_SUB = "(none)"
@@ -70,13 +69,6 @@ def _by_label(row: dict[str, Any]) -> tuple[str, str]:
     return row["label"].lower(), row["currency"]
 
 
-async def _names(model: Any, ids: set[int], column: Any) -> dict[int, str]:
-    if not ids:
-        return {}
-    rows = await model.select(model.id, column.as_alias("name")).where(model.id.is_in(sorted(ids)))
-    return {r["id"]: r["name"] for r in rows}
-
-
 async def report(publisher_id: int, period: Period) -> PublisherReport:
     grouped = queries.grouped
     # By day (UTC hours, counted into the reader's local days), all sources.
@@ -89,7 +81,7 @@ async def report(publisher_id: int, period: Period) -> PublisherReport:
     campaigns = queries.merge(lambda r: (r["campaign"], r["currency"]),
                               *[await grouped(s, "publisher", publisher_id, period, ["campaign"])
                                 for s in ("traffic", "conversions", *_EARNING_SOURCES)])
-    names = await _names(Campaign, {k[0] for k in campaigns}, Campaign.name)
+    names = await queries.names(Campaign.id, Campaign.name, {k[0] for k in campaigns})
     by_campaign = sorted((_derive({**r, "label": names.get(k[0], f"#{k[0]}")}) for k, r in campaigns.items()),
                          key=_by_label)
 
@@ -101,7 +93,7 @@ async def report(publisher_id: int, period: Period) -> PublisherReport:
     slots = queries.merge(lambda r: (r["slot"], r["currency"]),
                           *[await grouped(s, "publisher", publisher_id, period, ["slot"])
                             for s in ("traffic", "conversions")])
-    slot_names = await _names(AdSlot, {k[0] for k in slots if k[0]}, AdSlot.name)
+    slot_names = await queries.names(AdSlot.id, AdSlot.name, {k[0] for k in slots if k[0]})
     by_slot = sorted((_derive({**r, "label": slot_names.get(k[0], f"#{k[0]}") if k[0] else NO_SLOT})
                       for k, r in slots.items()), key=_by_label)
 
@@ -163,11 +155,6 @@ async def _paid(publisher_id: int, period: Period) -> dict[str, int]:
     return {r["currency"]: int(r["total"] or 0) for r in rows}
 
 
-def money_number(amount_minor: int, currency: str) -> float:
-    """A chart's display number only (never stored or summed): 1250 EUR -> 12.5."""
-    return float(money.to_text(amount_minor, currency))
-
-
 def _chart(period: Period, by_day: list[dict[str, Any]], figures: list[dict[str, Any]]) -> dict[str, Any] | None:
     if not figures:
         return None
@@ -180,6 +167,6 @@ def _chart(period: Period, by_day: list[dict[str, Any]], figures: list[dict[str,
             {"label": "Clicks", "axis": "count", "data": [rows.get(d, {}).get("clicks", 0) for d in days]},
             {"label": "Conversions", "axis": "count", "data": [rows.get(d, {}).get("conversions", 0) for d in days]},
             {"label": f"Earnings ({main})", "axis": "money",
-             "data": [money_number(rows[d]["earnings"], main) if d in rows else 0 for d in days]},
+             "data": [chart_number(rows[d]["earnings"], main) if d in rows else 0 for d in days]},
         ],
     }

@@ -97,6 +97,14 @@ async def grouped(source: str, owner: str, owner_id: int, period: Period, dims: 
     return out
 
 
+async def names(key: Any, name: Any, ids: set[int]) -> dict[int, str]:
+    """What to call the rows whose `key` column is in `ids` (both columns of one table): one read."""
+    if not ids:
+        return {}
+    rows = await key._meta.table.select(key.as_alias("k"), name.as_alias("name")).where(key.is_in(sorted(ids)))
+    return {r["k"]: r["name"] for r in rows}
+
+
 def merge(key_of: Any, *row_sets: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
     """Rows of several sources added together per key (`key_of(row)`), measure by measure."""
     merged: dict[Any, dict[str, Any]] = {}

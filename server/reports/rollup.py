@@ -22,9 +22,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from server import db
+from server.hours import HOUR, hour_of, hour_sql, utc
 from server.reports.tables import RollupCursor
 
-HOUR = timedelta(hours=1)
 # Rows of a transaction that committed a little after it stamped them are still found: every run
 # looks this far behind where the last one stopped (rebuilding an hour twice is harmless).
 OVERLAP = timedelta(minutes=10)
@@ -36,23 +36,8 @@ _CONVERSION_COLUMNS = ("hour, publisher, campaign, goal, currency, sub1, slot, c
                        "sale_minor, price_minor, payout_minor, margin_minor")
 
 
-def floor_hour(moment: datetime) -> datetime:
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return moment.replace(minute=0, second=0, microsecond=0)
-
-
-def _bucket(column: str) -> str:
-    """SQL for the start of the UTC hour a stored time falls in, typed as the engine stores times.
-    Only this module's column names go in; every value is a bound parameter."""
-    if db.is_sqlite():
-        # Piccolo stores a UTC datetime as text ("2026-11-23 17:05:03.5+00:00"): its first 13
-        # characters name the hour.
-        return f"(substr(replace({column}, 'T', ' '), 1, 13) || ':00:00+00:00')"
-    return f"(date_trunc('hour', {column} AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
-
-
 def _traffic_sql() -> str:
-    click_hour, view_hour = _bucket("c.clicked_at"), _bucket("i.viewed_at")
+    click_hour, view_hour = hour_sql("c.clicked_at"), hour_sql("i.viewed_at")
     return (
         f"INSERT INTO traffic_hour ({_TRAFFIC_COLUMNS}) "  # noqa: S608  (constants only)
         "SELECT e.hour, e.publisher, e.campaign, k.currency, e.sub1, e.slot, e.country, e.reason, "
@@ -86,7 +71,7 @@ NARROW_TABLES = ("traffic_campaign_hour", "traffic_slice_hour")
 
 
 def _conversion_sql() -> str:
-    hour = _bucket("v.converted_at")
+    hour = hour_sql("v.converted_at")
     return (
         f"INSERT INTO conversion_hour ({_CONVERSION_COLUMNS}) "  # noqa: S608  (constants only)
         f"SELECT {hour}, v.publisher, v.campaign, v.goal, v.currency, COALESCE(c.sub1, ''), "
@@ -101,7 +86,7 @@ def _conversion_sql() -> str:
 def ranges(hours: Iterable[datetime]) -> list[tuple[datetime, datetime]]:
     """Consecutive hours merged into [start, end) ranges, in order."""
     merged: list[tuple[datetime, datetime]] = []
-    for hour in sorted({floor_hour(h) for h in hours}):
+    for hour in sorted({hour_of(h) for h in hours}):
         if merged and merged[-1][1] == hour:
             merged[-1] = (merged[-1][0], hour + HOUR)
         else:
@@ -117,7 +102,7 @@ async def _locked() -> None:
 async def rebuild_traffic(start: datetime, end: datetime) -> None:
     """Rebuild every TrafficHour row of the hours in [start, end) from clicks and impressions, and
     the narrow rollups (by campaign; by sub-ID, slot or country) from those rows."""
-    start, end = floor_hour(start), floor_hour(end - timedelta(microseconds=1)) + HOUR
+    start, end = hour_of(start), hour_of(end - timedelta(microseconds=1)) + HOUR
     async with db.transaction():
         await _locked()
         for table in ("traffic_hour", *NARROW_TABLES):
@@ -130,7 +115,7 @@ async def rebuild_traffic(start: datetime, end: datetime) -> None:
 async def rebuild_conversions(hour_ranges: Iterable[tuple[datetime, datetime]]) -> None:
     """Rebuild every ConversionHour row of these hour ranges from the conversions."""
     for start, end in hour_ranges:
-        start, end = floor_hour(start), floor_hour(end - timedelta(microseconds=1)) + HOUR
+        start, end = hour_of(start), hour_of(end - timedelta(microseconds=1)) + HOUR
         async with db.transaction():
             await _locked()
             await RollupCursor.raw("DELETE FROM conversion_hour WHERE hour >= {} AND hour < {}", start, end)
@@ -140,7 +125,7 @@ async def rebuild_conversions(hour_ranges: Iterable[tuple[datetime, datetime]]) 
 async def _changed_hours(since: datetime, until: datetime | None = None) -> tuple[list[datetime], datetime | None]:
     """The hours of conversions stamped changed at or after `since` (and before `until`), and the
     latest stamp seen."""
-    hour = _bucket("converted_at")
+    hour = hour_sql("converted_at")
     sql = f"SELECT DISTINCT {hour} AS hour FROM conversion WHERE changed_at >= {{}}"  # noqa: S608
     args: list[Any] = [since]
     if until is not None:
@@ -148,13 +133,7 @@ async def _changed_hours(since: datetime, until: datetime | None = None) -> tupl
         args.append(until)
     rows = await RollupCursor.raw(sql, *args)
     latest = await RollupCursor.raw("SELECT MAX(changed_at) AS latest FROM conversion WHERE changed_at >= {}", since)
-    return [_as_datetime(r["hour"]) for r in rows], _as_datetime(latest[0]["latest"]) if latest[0]["latest"] else None
-
-
-def _as_datetime(value: Any) -> datetime:
-    if isinstance(value, str):  # SQLite hands back text from an expression
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return [utc(r["hour"]) for r in rows], utc(latest[0]["latest"]) if latest[0]["latest"] else None
 
 
 async def _first_event() -> datetime | None:
@@ -162,13 +141,13 @@ async def _first_event() -> datetime | None:
     for table, column in (("click", "clicked_at"), ("impression", "viewed_at"), ("conversion", "converted_at")):
         rows = await RollupCursor.raw(f"SELECT MIN({column}) AS first FROM {table}")  # noqa: S608  (constants)
         if rows[0]["first"] is not None:
-            found.append(_as_datetime(rows[0]["first"]))
+            found.append(utc(rows[0]["first"]))
     return min(found) if found else None
 
 
 async def _cursor(name: str) -> datetime | None:
     row = await RollupCursor.select(RollupCursor.moment).where(RollupCursor.name == name).first()
-    return _as_datetime(row["moment"]) if row else None
+    return utc(row["moment"]) if row else None
 
 
 async def _move(name: str, moment: datetime) -> None:
@@ -197,8 +176,8 @@ async def roll_up(now: datetime) -> Rolled:
             await _move(TRAFFIC, now)
             return Rolled(0, 0)
         traffic_since = conversions_since = first + OVERLAP
-    start = floor_hour(min(traffic_since - OVERLAP, now))
-    end = floor_hour(now) + HOUR
+    start = hour_of(min(traffic_since - OVERLAP, now))
+    end = hour_of(now) + HOUR
     await rebuild_traffic(start, end)
     # The stamps are the database's clock, not the job's: the conversions' cursor is the latest
     # stamp this run saw.
@@ -206,17 +185,14 @@ async def roll_up(now: datetime) -> Rolled:
     hours = ranges([*changed, *(start + HOUR * i for i in range(int((end - start) / HOUR)))])
     await rebuild_conversions(hours)
     await _move(TRAFFIC, now)
-    if latest is not None:
-        await _move(CONVERSIONS, max(latest, conversions_since))
-    elif await _cursor(CONVERSIONS) is None:
-        await _move(CONVERSIONS, conversions_since)
+    await _move(CONVERSIONS, max(latest or conversions_since, conversions_since))
     return Rolled(int((end - start) / HOUR), sum(int((b - a) / HOUR) for a, b in hours))
 
 
 async def rebuild_day(day_start: datetime) -> Rolled:
     """The nightly rebuild of one UTC day: its 24 hours from the raw events, and the hours of the
     conversions that changed during it (late reports, approvals, reversals of older conversions)."""
-    start = floor_hour(day_start).replace(hour=0)
+    start = hour_of(day_start).replace(hour=0)
     end = start + timedelta(days=1)
     await rebuild_traffic(start, end)
     changed, _ = await _changed_hours(start - OVERLAP, end)
@@ -230,7 +206,7 @@ async def rebuild_all() -> Rolled:
     first = await _first_event()
     if first is None:
         return Rolled(0, 0)
-    start, end = floor_hour(first), floor_hour(datetime.now(UTC)) + HOUR
+    start, end = hour_of(first), hour_of(datetime.now(UTC)) + HOUR
     await rebuild_traffic(start, end)
     await rebuild_conversions([(start, end)])
     hours = int((end - start) / HOUR)

@@ -12,6 +12,7 @@ from typing import Any
 from piccolo.query.functions.aggregate import Sum
 from piccolo.table import Table
 
+from server import db
 from server.ads.tables import ImpressionEarning, ImpressionEarningStatus
 from server.campaigns.tables import Campaign
 from server.conversions.cpc_tables import ClickEarning, ClickEarningStatus
@@ -27,8 +28,6 @@ _KINDS: tuple[tuple[str, type[Table], Any, tuple[str, ...], str], ...] = (
 )
 
 
-def _int(value: Any) -> int:
-    return int(value or 0)  # SUM of a BIGINT is an exact Decimal on PostgreSQL
 
 
 async def paid_for(advertiser_id: int, *, campaign_id: int | None = None) -> list[dict[str, Any]]:
@@ -47,11 +46,11 @@ async def paid_for(advertiser_id: int, *, campaign_id: int | None = None) -> lis
                 "campaign_id": r["campaign_id"], "campaign_name": r["campaign_name"], "currency": r["currency"],
                 "kind": kind, "paid_units": 0, "charged_minor": 0, "waiting_units": 0, "waiting_minor": 0})
             if r["status"] == waiting:
-                entry["waiting_units"] += _int(r["units"])
-                entry["waiting_minor"] += _int(r["price"])
+                entry["waiting_units"] += db.whole(r["units"])
+                entry["waiting_minor"] += db.whole(r["price"])
             else:
-                entry["paid_units"] += _int(r["units"])
-                entry["charged_minor"] += _int(r["price"])
+                entry["paid_units"] += db.whole(r["units"])
+                entry["charged_minor"] += db.whole(r["price"])
     return sorted(found.values(), key=lambda e: (e["campaign_name"].lower(), e["campaign_id"], e["currency"],
                                                  e["kind"]))
 
@@ -66,5 +65,5 @@ async def spend_of(advertiser_id: int) -> dict[str, int]:
         Conversion.campaign.is_in(Campaign.select(Campaign.id).where(Campaign.advertiser == advertiser_id)),
         Conversion.status == ConversionStatus.approved.value).group_by(Conversion.currency)
     for r in rows:
-        totals[r["currency"]] = totals.get(r["currency"], 0) + _int(r["total"])
+        totals[r["currency"]] = totals.get(r["currency"], 0) + db.whole(r["total"])
     return dict(sorted(totals.items()))

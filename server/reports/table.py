@@ -69,6 +69,11 @@ class ReportTable:
                  for k, v in row.items()} for row in self.rows]
 
 
+def chart_number(amount_minor: int, currency: str) -> float:
+    """A chart's display number only (never stored or summed): 1250 EUR -> 12.5."""
+    return float(money.to_text(amount_minor, currency))
+
+
 def rate_text(value: Decimal | None, currency: str) -> str:
     """Minor units per event in major units, to four places: EPC 0.1234 EUR."""
     if value is None:
