@@ -93,6 +93,18 @@ async def decide(client: httpx.AsyncClient, key: str, *, origin: str | None = "h
     return await client.get("/ads/decide", params={"slot": key}, headers=sent)
 
 
+async def served_ad(client: httpx.AsyncClient, settings, **terms: Any) -> tuple:
+    """A publisher's slot with one campaign to show, and one decision for it:
+    (campaign, publisher, slot, link id, link code, the decision's answer)."""
+    camp = await ad_campaign(settings, **terms)
+    pub = await publisher(settings)
+    link_id, code = await join(pub, camp)
+    s = await slot(pub)
+    answer = (await decide(client, s["public_key"])).json()
+    assert answer["status"] == "ad"
+    return camp, pub, s, link_id, code, answer
+
+
 def path_of(url: str) -> str:
     """The path and query of an absolute affnet URL, to call it through the test client."""
     parts = httpx.URL(url)

@@ -10,18 +10,8 @@ from urllib.parse import urlsplit
 
 from server.ads import offers
 from server.tracking.tables import Click
-from tests.ads.factories import BROWSER, ad_campaign, decide, join, path_of, publisher, slot, view
+from tests.ads.factories import BROWSER, ad_campaign, decide, join, path_of, publisher, served_ad, slot, view
 from tests.factories import login
-
-
-async def ad_for(client, settings, **terms):
-    camp = await ad_campaign(settings, **terms)
-    pub = await publisher(settings)
-    link_id, code = await join(pub, camp)
-    s = await slot(pub)
-    answer = (await decide(client, s["public_key"])).json()
-    assert answer["status"] == "ad"
-    return camp, pub, s, link_id, code, answer
 
 
 async def click(client, url: str, *, ua: str = BROWSER):
@@ -34,7 +24,7 @@ async def stored_reasons(app) -> list[str]:
 
 
 async def test_a_click_after_the_counted_view_is_valid_and_a_second_one_is_a_replay(app, client, settings):
-    *_, answer = await ad_for(client, settings)
+    *_, answer = await served_ad(client, settings)
     assert (await view(client, answer["view_url"])).status_code == 202
     first = await click(client, answer["click_url"])
     assert first.status_code == 302
@@ -47,14 +37,14 @@ async def test_a_click_after_the_counted_view_is_valid_and_a_second_one_is_a_rep
 
 
 async def test_a_click_without_a_counted_view_is_invalid(app, client, settings):
-    *_, answer = await ad_for(client, settings)
+    *_, answer = await served_ad(client, settings)
     response = await click(client, answer["click_url"])
     assert response.status_code == 302
     assert await stored_reasons(app) == ["not_viewed"]
 
 
 async def test_a_click_on_an_expired_offer_is_invalid(app, client, settings):
-    camp, pub, s, link_id, code, _ = await ad_for(client, settings)
+    camp, pub, s, link_id, code, _ = await served_ad(client, settings)
     token, _ = offers.issue(app.state.ads.offer_key, slot_id=s["id"], creative_id=camp.creatives["300x250"],
                             campaign_id=camp.campaign_id, link_id=link_id, publisher_id=pub.id,
                             expires_at=int(time.time()) - 5)
@@ -64,7 +54,7 @@ async def test_a_click_on_an_expired_offer_is_invalid(app, client, settings):
 
 
 async def test_an_offer_moved_to_another_link_or_altered_is_invalid(app, client, settings):
-    camp, pub, s, link_id, code, answer = await ad_for(client, settings)
+    camp, pub, s, link_id, code, answer = await served_ad(client, settings)
     other = await ad_campaign(settings)
     _, other_code = await join(pub, other)
     token = answer["click_url"].split("?o=", 1)[1]
@@ -75,14 +65,14 @@ async def test_an_offer_moved_to_another_link_or_altered_is_invalid(app, client,
 
 
 async def test_a_bot_clicking_an_ad_is_a_bot(app, client, settings):
-    *_, answer = await ad_for(client, settings)
+    *_, answer = await served_ad(client, settings)
     await view(client, answer["view_url"])
     await click(client, answer["click_url"], ua="python-requests/2.32")
     assert await stored_reasons(app) == ["bot"]
 
 
 async def test_the_frame_shows_the_creative_linking_to_the_click_url_and_protects_itself(app, client, settings):
-    camp, pub, s, link_id, code, answer = await ad_for(client, settings)
+    camp, pub, s, link_id, code, answer = await served_ad(client, settings)
     frame = await client.get(path_of(answer["frame_url"]))
     assert frame.status_code == 200 and frame.headers["content-type"].startswith("text/html")
     policy = frame.headers["content-security-policy"]
@@ -109,7 +99,7 @@ async def test_a_text_ad_is_escaped_in_its_frame(app, client, settings):
 
 
 async def test_a_forged_or_expired_frame_shows_nothing(app, client, settings):
-    camp, pub, s, link_id, code, answer = await ad_for(client, settings)
+    camp, pub, s, link_id, code, answer = await served_ad(client, settings)
     token, _ = offers.issue(app.state.ads.offer_key, slot_id=s["id"], creative_id=camp.creatives["300x250"],
                             campaign_id=camp.campaign_id, link_id=link_id, publisher_id=pub.id,
                             expires_at=int(time.time()) - 5)
@@ -119,7 +109,7 @@ async def test_a_forged_or_expired_frame_shows_nothing(app, client, settings):
 
 async def test_clicks_through_an_ad_keep_their_slot_and_the_slot_page_shows_them_beside_impressions(
         app, client, new_client, settings):
-    camp, pub, s, link_id, code, answer = await ad_for(client, settings)
+    camp, pub, s, link_id, code, answer = await served_ad(client, settings)
     assert (await view(client, answer["view_url"])).status_code == 202
     await click(client, answer["click_url"])
     await click(client, answer["click_url"])  # a replay: invalid, but it came through the slot

@@ -14,22 +14,22 @@ from server.ads.decision import FREQUENCY_CAP_DAILY, OfferClaims
 from server.ads.service import write_impressions
 from server.ads.tables import Impression
 from server.tracking.service import NetworkRate
-from tests.ads.factories import BROWSER, ad_campaign, decide, join, path_of, publisher, slot, stored_impressions, view
-
-
-async def served(app, client, settings, **terms):
-    """A slot with one campaign to show, and one decision for it."""
-    camp = await ad_campaign(settings, **terms)
-    pub = await publisher(settings)
-    link_id, code = await join(pub, camp)
-    s = await slot(pub)
-    answer = (await decide(client, s["public_key"])).json()
-    assert answer["status"] == "ad"
-    return camp, pub, s, link_id, answer
+from tests.ads.factories import (
+    BROWSER,
+    ad_campaign,
+    decide,
+    join,
+    path_of,
+    publisher,
+    served_ad,
+    slot,
+    stored_impressions,
+    view,
+)
 
 
 async def test_a_view_counts_once_and_a_replay_is_refused(app, client, settings):
-    camp, pub, s, _, answer = await served(app, client, settings)
+    camp, pub, s, _, _, answer = await served_ad(client, settings)
     first = await view(client, answer["view_url"])
     assert first.status_code == 202 and first.json() == {"status": "recorded", "offer": answer["offer"]}
     assert first.headers["access-control-allow-origin"] == "*"
@@ -41,7 +41,7 @@ async def test_a_view_counts_once_and_a_replay_is_refused(app, client, settings)
 
 
 async def test_concurrent_replays_of_one_view_count_once(app, client, settings):
-    *_, answer = await served(app, client, settings)
+    *_, answer = await served_ad(client, settings)
     responses = await asyncio.gather(*(view(client, answer["view_url"]) for _ in range(30)))
     assert sorted(r.status_code for r in responses) == [202] + [409] * 29
     assert [r["offer"] for r in await stored_impressions(app)] == [answer["offer"]]
@@ -65,7 +65,7 @@ async def test_two_server_processes_claiming_one_offer_at_once_let_one_count(app
 async def test_the_database_stores_an_offers_view_once_whoever_writes_it_concurrently(app, client, settings):
     """The last line: even writers that all believe they won (Redis lost, several processes) leave one row.
     On PostgreSQL each batch is written on its own connection at the same time."""
-    camp, pub, s, _, answer = await served(app, client, settings)
+    camp, pub, s, _, _, answer = await served_ad(client, settings)
     now = datetime.now(UTC)
 
     def row(offer: str, reason: str = "valid") -> tuple:
@@ -79,7 +79,7 @@ async def test_the_database_stores_an_offers_view_once_whoever_writes_it_concurr
 
 
 async def test_an_expired_offer_is_refused_and_nothing_is_stored(app, client, settings):
-    camp, pub, s, link_id, _ = await served(app, client, settings)
+    camp, pub, s, link_id, _, _ = await served_ad(client, settings)
     token, _ = offers.issue(app.state.ads.offer_key, slot_id=s["id"], creative_id=camp.creatives["300x250"],
                             campaign_id=camp.campaign_id, link_id=link_id, publisher_id=pub.id,
                             expires_at=int(time.time()) - 1)
@@ -89,7 +89,7 @@ async def test_an_expired_offer_is_refused_and_nothing_is_stored(app, client, se
 
 
 async def test_a_forged_or_altered_view_url_is_refused(app, client, settings):
-    camp, pub, s, link_id, answer = await served(app, client, settings)
+    camp, pub, s, link_id, _, answer = await served_ad(client, settings)
     token = path_of(answer["view_url"]).rsplit("/", 1)[1]
     altered = token[:20] + ("A" if token[20] != "A" else "B") + token[21:]
     other_key, _ = offers.issue(b"not-affnets-key", slot_id=s["id"], creative_id=camp.creatives["300x250"],
@@ -126,11 +126,7 @@ async def test_bots_floods_and_frequent_visitors_are_recorded_but_not_valid(app,
 
 
 async def test_an_impression_keeps_the_country_its_proxy_named(app, client, settings):
-    camp = await ad_campaign(settings)
-    pub = await publisher(settings)
-    await join(pub, camp)
-    s = await slot(pub)
-    answer = (await decide(client, s["public_key"])).json()
+    *_, answer = await served_ad(client, settings)
     response = await client.post(path_of(answer["view_url"]), headers={"user-agent": "Mozilla/5.0 Chrome/126.0",
                                                                         "cf-ipcountry": "SE"})
     assert response.status_code == 202

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,22 +88,32 @@ def chromium_path() -> str:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
-async def browser(chromium_path: str) -> AsyncIterator:
-    """One headless Chromium for the whole session; each journey opens its own contexts."""
+@asynccontextmanager
+async def headless_chromium(chromium_path: str, *extra_args: str) -> AsyncIterator:
+    """Debian's Chromium driven by Playwright, with the flags this machine's closed network needs."""
     try:
         from playwright.async_api import async_playwright
     except ImportError:
         _unavailable("Playwright")
     pw = await async_playwright().start()
     try:
-        chromium = await pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS, headless=True)
+        chromium = await pw.chromium.launch(executable_path=chromium_path, headless=True,
+                                            args=[*CHROMIUM_ARGS, *extra_args])
     except BaseException:
         await pw.stop()
         raise
-    yield chromium
-    await chromium.close()
-    await pw.stop()
+    try:
+        yield chromium
+    finally:
+        await chromium.close()
+        await pw.stop()
+
+
+@pytest.fixture(scope="session")
+async def browser(chromium_path: str) -> AsyncIterator:
+    """One headless Chromium for the whole session; each journey opens its own contexts."""
+    async with headless_chromium(chromium_path) as chromium:
+        yield chromium
 
 
 @pytest.fixture

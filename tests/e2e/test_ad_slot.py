@@ -15,7 +15,7 @@ import pytest
 from server.ads import service as ads
 from server.ads.tables import Impression
 from tests.ads.factories import ad_campaign, join, publisher, slot
-from tests.e2e.conftest import CHROMIUM_ARGS, TIMEOUT_MS
+from tests.e2e.conftest import TIMEOUT_MS, headless_chromium
 
 BLOG = "blog.example.test"
 # Headless Chromium names itself HeadlessChrome, which affnet rightly takes for a bot.
@@ -79,18 +79,8 @@ def blog() -> Iterator[Blog]:
 @pytest.fixture(scope="module")
 async def reader_browser(chromium_path: str) -> AsyncIterator:
     """Chromium that resolves blog.example.test to loopback, where the Blog server listens."""
-    from playwright.async_api import async_playwright
-
-    pw = await async_playwright().start()
-    try:
-        chromium = await pw.chromium.launch(executable_path=chromium_path, headless=True, args=[
-            *CHROMIUM_ARGS, f"--host-resolver-rules=MAP {BLOG} 127.0.0.1"])
-    except BaseException:
-        await pw.stop()
-        raise
-    yield chromium
-    await chromium.close()
-    await pw.stop()
+    async with headless_chromium(chromium_path, f"--host-resolver-rules=MAP {BLOG} 127.0.0.1") as chromium:
+        yield chromium
 
 
 async def impressions() -> list[dict]:
