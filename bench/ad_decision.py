@@ -19,16 +19,13 @@ import argparse
 import asyncio
 import io
 import os
-import re
-import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import BROWSER_UA, ROOT, bench_database, ensure_tools, machine, start_server  # noqa: E402
+from common import BROWSER_UA, ROOT, Load, bench_database, ensure_tools, machine, phase_line, start_server, wrk  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -102,32 +99,10 @@ end
 VIEWS_ANSWERED = [0]  # every view answered 202 in any phase of the run
 
 
-@dataclass
-class Load:
-    requests: int
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    counts: dict[str, int]
-
-
-def _ms(value: str) -> float:
-    number, unit = re.match(r"([\d.]+)(us|ms|s)", value).groups()
-    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-
 def run_wrk(url: str, seconds: int, connections: int, script: Path) -> Load:
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),  # noqa: S603, S607
-                          "-H", f"User-Agent: {BROWSER_UA}", url], capture_output=True, text=True, check=True,
-                         timeout=seconds + 30).stdout
-    counts = {}
-    if match := re.search(r"COUNTS (.*)", out):
-        counts = {k: int(v) for k, v in (pair.split("=") for pair in match.group(1).split())}
-        VIEWS_ANSWERED[0] += counts.get("views", 0)
-    return Load(requests=int(re.search(r"(\d+) requests in", out).group(1)),
-                rps=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-                p50_ms=_ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1)),
-                p99_ms=_ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1)), counts=counts)
+    load = wrk(url, seconds, connections, script)
+    VIEWS_ANSWERED[0] += load.counts.get("views", 0)
+    return load
 
 
 def banner() -> bytes:
@@ -227,8 +202,7 @@ def main() -> None:
             rows, offers = asyncio.run(count_impressions(database_url))
 
     def line(name: str, top: Load, half: Load) -> str:
-        return (f"{name:<34} max {top.rps:>8.0f} req/s (p50 {top.p50_ms:.2f} ms, p99 {top.p99_ms:.2f} ms)   "
-                f"at {half.rps:.0f} req/s: p50 {half.p50_ms:.2f} ms, p99 {half.p99_ms:.2f} ms")
+        return phase_line(name, top, half, 34)
 
     engine = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
     print(f"machine:  {machine()}")

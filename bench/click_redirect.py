@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, Load, ensure_tools, hey, machine, start_server, wrk  # noqa: E402
+from common import ROOT, ensure_tools, hey, machine, phase_line, start_server, wrk  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -96,9 +96,7 @@ def main() -> None:
             exit_code = server.stop()
         stored = asyncio.run(count_clicks(database_url))
 
-    def line(name: str, top: Load, half: Load) -> str:
-        return (f"{name:<28} max {top.rps:>8.0f} req/s (p50 {top.p50_ms:.2f} ms, p99 {top.p99_ms:.2f} ms)   "
-                f"at {half.rps:.0f} req/s: p50 {half.p50_ms:.2f} ms, p99 {half.p99_ms:.2f} ms")
+    line = phase_line
 
     engine = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
     print(f"machine:  {machine()}")

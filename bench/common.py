@@ -14,7 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,6 +94,13 @@ class Load:
     rps: float
     p50_ms: float
     p99_ms: float
+    counts: dict[str, int] = field(default_factory=dict)  # what a wrk script printed as "COUNTS k=v ..."
+
+
+def phase_line(name: str, top: Load, half: Load, width: int = 28) -> str:
+    """One row of a bench's result: the maximum rate, and latency at about half of it."""
+    return (f"{name:<{width}} max {top.rps:>8.0f} req/s (p50 {top.p50_ms:.2f} ms, p99 {top.p99_ms:.2f} ms)   "
+            f"at {half.rps:.0f} req/s: p50 {half.p50_ms:.2f} ms, p99 {half.p99_ms:.2f} ms")
 
 
 def _ms(value: str) -> float:
@@ -101,16 +108,20 @@ def _ms(value: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url: str, seconds: int, connections: int) -> Load:
-    """Closed-loop load at the maximum rate the server sustains."""
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-H",
+def wrk(url: str, seconds: int, connections: int, script: Path | None = None) -> Load:
+    """Closed-loop load at the maximum rate the server sustains (through a Lua `script` if given)."""
+    lua = ["-s", str(script)] if script else []
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *lua, "-H",
                           f"User-Agent: {BROWSER_UA}", url], capture_output=True, text=True, check=True,
                          timeout=seconds + 30).stdout
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1))
     p99 = _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1))
-    return Load(requests, rps, p50, p99)
+    counts = {}
+    if match := re.search(r"COUNTS (.*)", out):
+        counts = {k: int(v) for k, v in (pair.split("=") for pair in match.group(1).split())}
+    return Load(requests, rps, p50, p99, counts)
 
 
 def hey(url: str, seconds: int, rate: float, workers: int = 8) -> Load:
