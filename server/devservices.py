@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -133,3 +134,60 @@ def start_postgres(data_dir: Path, port: int | None = None) -> Service:
     )
     stop = _as_postgres_user([str(bindir / "pg_ctl"), "-D", str(data_dir / "db"), "-m", "fast", "-w", "stop"])
     return Service("postgres", port, f"postgres://affnet@127.0.0.1:{port}/postgres", None, stop_cmd=stop)
+
+
+class Child:
+    """One process `affnet dev` keeps running: started again with backoff whenever it exits, so one
+    crash (or a Redis outage that a process did not survive) never stops the others. The delay doubles
+    from 1 s to 30 s while it keeps dying, and starts again at 1 s once it ran a minute."""
+
+    FIRST_DELAY = 1.0
+    MAX_DELAY = 30.0
+    STEADY_AFTER = 60.0
+
+    def __init__(self, name: str, start, handle=None) -> None:  # start: () -> Popen | Service
+        self.name = name
+        self._start = start
+        self.handle = handle if handle is not None else start()
+        self.started_at = time.monotonic()
+        self.delay = self.FIRST_DELAY
+        self.restart_at: float | None = None
+        self.restarts = 0
+
+    @property
+    def proc(self) -> subprocess.Popen | None:
+        return self.handle.proc if isinstance(self.handle, Service) else self.handle
+
+    def exit_code(self) -> int | None:
+        proc = self.proc
+        return None if proc is None else proc.poll()
+
+    def tend(self, now: float, say) -> None:
+        """Called every half second: notice an exit, and restart once its delay has passed."""
+        if self.restart_at is None:
+            code = self.exit_code()
+            if code is None:
+                return
+            if now - self.started_at > self.STEADY_AFTER:
+                self.delay = self.FIRST_DELAY
+            say(f"{self.name} exited with code {code}; restarting it in {self.delay:.0f} s")
+            self.restart_at = now + self.delay
+            self.delay = min(self.delay * 2, self.MAX_DELAY)
+        elif now >= self.restart_at:
+            try:
+                self.handle = self._start()
+            except Exception as exc:  # noqa: BLE001 - e.g. its port still held: try again later
+                say(f"{self.name} did not start ({exc}); trying again in {self.delay:.0f} s")
+                self.restart_at = now + self.delay
+                self.delay = min(self.delay * 2, self.MAX_DELAY)
+                return
+            self.restart_at = None
+            self.started_at = now
+            self.restarts += 1
+            say(f"{self.name} restarted")
+
+    def stop(self, sig: int = signal.SIGINT) -> None:
+        if isinstance(self.handle, Service):
+            self.handle.stop()
+        elif self.handle.poll() is None:
+            self.handle.send_signal(sig)
