@@ -14,6 +14,7 @@ from server.payouts.account_tables import PayoutAccount
 from server.payouts.tables import (
     PayoutBatch,
     PayoutCarryOver,
+    PayoutChange,
     PayoutLine,
     PayoutMinimum,
     PayoutSettings,
@@ -40,6 +41,7 @@ APP_CONFIG = AppConfig(
         Funding, StripeEvent, BillingSettings,
         PayoutAccount,
         PayoutSettings, PayoutMinimum, PublisherPayoutTerms, PayoutBatch, PayoutLine, PayoutCarryOver,
+        PayoutChange,
         Impression, ImpressionEarning,
         TrafficHour, TrafficCampaignHour, TrafficSliceHour, ConversionHour, RollupCursor,
     ],

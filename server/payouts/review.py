@@ -1,6 +1,7 @@
 """Finance review of a prepared batch: reading it, holding lines, and approval by a second person.
 
-Four eyes (MONEY.md I9): whoever prepared a batch or changed any of its lines cannot approve it.
+Four eyes (MONEY.md I9): whoever prepared a batch, held any of its lines, or made a settings or
+hold change that counts for it (server/payouts/four_eyes.py) cannot approve it.
 Approval stores a fingerprint of the lines (sha256 of each line's id, publisher, amount, currency
 and status); any later change to a line voids the approval, and execution pays a batch only while
 the fingerprint of its lines still matches the one approved."""
@@ -14,17 +15,25 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from server import db
+from server import db, jobs, money
 from server.accounts.identity import CurrentUser
-from server.accounts.tables import User
 from server.audit import service as audit
 from server.errors import Conflict, Forbidden, Invalid, NotFound
 from server.ledger import service as ledger
 from server.ledger.service import InsufficientFunds, Line
 from server.ledger.tables import LedgerEntry, LedgerTxn
+from server.payouts import four_eyes
 from server.payouts.account_tables import PayoutAccount
 from server.payouts.service import REASONS, reserved_key
-from server.payouts.tables import BatchStatus, CarryReason, LineStatus, PayoutBatch, PayoutCarryOver, PayoutLine
+from server.payouts.tables import (
+    BatchStatus,
+    CarryReason,
+    ChangeKind,
+    LineStatus,
+    PayoutBatch,
+    PayoutCarryOver,
+    PayoutLine,
+)
 
 log = logging.getLogger("affnet.payouts")
 EDITABLE = (BatchStatus.prepared.value, BatchStatus.approved.value)
@@ -81,10 +90,6 @@ async def current_fingerprint(batch_id: int) -> str:
     ).where(PayoutLine.batch == batch_id))
 
 
-def _editors(row: dict[str, Any]) -> set[int]:
-    return {int(x) for x in (row["editors"] or "").split(",") if x}
-
-
 async def hold_line(actor: CurrentUser, batch_id: int, line_id: int, reason: str) -> None:
     """Hold a line out of the batch: its reservation is reversed (the publisher's available balance,
     and any debt it settled, are back as they were), the batch's approval is void, and the holder
@@ -100,16 +105,23 @@ async def hold_line(actor: CurrentUser, batch_id: int, line_id: int, reason: str
         changed = await PayoutLine.update({PayoutLine.status: LineStatus.held.value, PayoutLine.hold_reason: reason,
                                            PayoutLine.updated_at: now}).where(
             PayoutLine.id == line_id, PayoutLine.batch == batch_id,
-            PayoutLine.status == LineStatus.approved.value).returning(PayoutLine.id, PayoutLine.amount_minor)
+            PayoutLine.status == LineStatus.approved.value).returning(
+            PayoutLine.id, PayoutLine.amount_minor, PayoutLine.publisher)
         if not changed:
             raise Conflict("This line is not waiting to be paid, so it cannot be held.")
         await return_reservation(line_id, "released", memo=f"held: {reason}", actor_id=actor.id)
-        editors = sorted(_editors(row) | {actor.id})
+        publisher_id, amount = changed[0]["publisher"], changed[0]["amount_minor"]
+        # The holder becomes an editor of this batch, and the held money goes out with the
+        # publisher's next batch in this currency: both count against the holder (four_eyes.py).
+        who = await four_eyes.publisher_label(publisher_id)
+        await four_eyes.record(ChangeKind.line_held, f"held line #{line_id} of {who} "
+                               f"({money.display(amount, row['currency'])}) in batch #{batch_id} "
+                               f"(“{four_eyes.clip(reason)}”)", actor_id=actor.id, currency=row["currency"],
+                               publisher_id=publisher_id, batch_id=batch_id)
         await PayoutBatch.update({
             PayoutBatch.status: BatchStatus.prepared.value, PayoutBatch.approved_by: None,
-            PayoutBatch.approved_at: None, PayoutBatch.approved_fingerprint: "",
-            PayoutBatch.editors: ",".join(map(str, editors)), PayoutBatch.last_edited_by: actor.id,
-            PayoutBatch.total_minor: PayoutBatch.total_minor - changed[0]["amount_minor"],
+            PayoutBatch.approved_at: None, PayoutBatch.approved_fingerprint: "", PayoutBatch.last_edited_by: actor.id,
+            PayoutBatch.total_minor: PayoutBatch.total_minor - amount,
             PayoutBatch.held_count: PayoutBatch.held_count + 1}).where(PayoutBatch.id == batch_id)
         await audit.record("payout_line.held", actor_id=actor.id, object_type="payout_line", object_id=line_id,
                            batch_id=batch_id, reason=reason, approval_voided=row["status"] == "approved")
@@ -175,14 +187,18 @@ async def retry_line(actor: CurrentUser, batch_id: int, line_id: int) -> int:
 
 
 async def approve(actor: CurrentUser, batch_id: int) -> str:
-    """Approve exactly the lines as they are now; refused to the preparer and every editor (I9)."""
+    """Approve exactly the lines as they are now; refused to the preparer, every editor, and anyone
+    whose settings or hold changes count for the batch (four_eyes.py, MONEY.md I9)."""
     async with db.transaction():
+        # Take the batch's row first (a no-op write): a hold racing this approval either commits
+        # before it, and is seen below, or waits and voids the approval after.
+        await PayoutBatch.raw("UPDATE payout_batch SET status = status WHERE id = {}", batch_id)
         row = await batch(batch_id)
         if row["status"] != BatchStatus.prepared.value:
             raise Conflict(f"This batch is {row['status']}: only a prepared batch can be approved.")
-        if actor.id == row["prepared_by"] or actor.id in _editors(row):
-            raise Forbidden("You prepared or changed this batch: another finance person must approve it.",
-                            code="four_eyes")
+        refusal = (await four_eyes.standing(row)).refusal(actor.id)
+        if refusal:
+            raise Forbidden(refusal, code="four_eyes")
         print_ = await current_fingerprint(batch_id)
         approved = await PayoutBatch.update({
             PayoutBatch.status: BatchStatus.approved.value, PayoutBatch.approved_by: actor.id,
@@ -201,13 +217,7 @@ EXECUTE_JOB = "execute_payout_batch"
 async def enqueue_execution(redis: Any, batch_id: int, job_id: str | None = None) -> None:
     """After approval (or a retry) has committed: hand the batch to the worker (one job per batch and
     occasion). If Redis is down the batch stays approved or executing and the worker's sweep pays it."""
-    try:
-        from arq.connections import ArqRedis
-
-        pool = ArqRedis(pool_or_conn=redis.connection_pool)
-        await pool.enqueue_job(EXECUTE_JOB, batch_id, _job_id=job_id or f"payout-batch:{batch_id}")
-    except Exception as exc:
-        log.warning("could not enqueue payout batch %s (the sweep will): %s", batch_id, exc)
+    await jobs.enqueue(redis, EXECUTE_JOB, batch_id, job_id=job_id or f"payout-batch:{batch_id}")
 
 
 CSV_COLUMNS = ["line", "publisher", "email", "currency", "available", "netted", "amount", "status", "first_payout",
@@ -234,8 +244,3 @@ def _cell(text: str | None) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-async def editor_emails(row: dict[str, Any]) -> list[str]:
-    ids = sorted(_editors(row))
-    if not ids:
-        return []
-    return await User.select(User.email).where(User.id.is_in(ids)).output(as_list=True)

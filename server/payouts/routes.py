@@ -15,7 +15,7 @@ from server.accounts.tables import Role
 from server.billing import stripe_api
 from server.errors import Conflict, Forbidden, Invalid, NotFound
 from server.pages import form_data, render, see_other, settings_of
-from server.payouts import reconcile, review
+from server.payouts import four_eyes, reconcile, review
 from server.payouts import service as payouts
 from server.web import current_user, requires_role
 
@@ -24,11 +24,14 @@ def _user(request: Request) -> CurrentUser:
     return current_user(request)  # type: ignore[return-value]  # the guard admitted a user
 
 
-async def _batch_page(batch_id: int, *, status_code: int = 200, **extra: object) -> Template:
+async def _batch_page(request: Request, batch_id: int, *, status_code: int = 200, **extra: object) -> Template:
     row = await review.batch(batch_id)
+    # Four eyes, as the viewer sees it: what shaped the batch, whether they may approve, and who may.
+    standing = await four_eyes.standing(row) if row["status"] == "prepared" else None
     return render("finance/payout_batch.html", status_code=status_code, batch=row, lines=await review.lines(batch_id),
-                  carried=await review.carried(batch_id), editors=await review.editor_emails(row), money=money,
-                  reconciliation=await reconcile.latest(batch_id), **extra)
+                  carried=await review.carried(batch_id), editors=await four_eyes.editor_emails(batch_id), money=money,
+                  reconciliation=await reconcile.latest(batch_id), four_eyes=standing, viewer_id=_user(request).id,
+                  **extra)
 
 
 class FinancePayouts(Controller):
@@ -48,8 +51,8 @@ class FinancePayouts(Controller):
         return render("finance/payouts.html", batches=await review.batches(), money=money, notice=notice)
 
     @get("/{batch_id:int}")
-    async def show(self, batch_id: FromPath[int]) -> Template:
-        return await _batch_page(batch_id)
+    async def show(self, request: Request, batch_id: FromPath[int]) -> Template:
+        return await _batch_page(request, batch_id)
 
     @get("/{batch_id:int}/lines.csv")
     async def export(self, batch_id: FromPath[int]) -> Response:
@@ -63,7 +66,7 @@ class FinancePayouts(Controller):
         try:
             await review.hold_line(_user(request), batch_id, line_id, form.get("reason", ""))
         except (Invalid, Conflict) as exc:
-            return await _batch_page(batch_id, status_code=exc.status_code, error=exc.message)
+            return await _batch_page(request, batch_id, status_code=exc.status_code, error=exc.message)
         return see_other(f"/finance/payouts/{batch_id}")
 
     @post("/{batch_id:int}/lines/{line_id:int}/retry")
@@ -71,7 +74,7 @@ class FinancePayouts(Controller):
         try:
             attempt = await review.retry_line(_user(request), batch_id, line_id)
         except (NotFound, Conflict) as exc:
-            return await _batch_page(batch_id, status_code=exc.status_code, error=exc.message)
+            return await _batch_page(request, batch_id, status_code=exc.status_code, error=exc.message)
         await review.enqueue_execution(request.app.state.redis, batch_id,
                                        job_id=f"payout-batch:{batch_id}:line:{line_id}:attempt:{attempt}")
         return see_other(f"/finance/payouts/{batch_id}")
@@ -81,10 +84,10 @@ class FinancePayouts(Controller):
         settings = settings_of(request)
         row = await review.batch(batch_id)
         if row["status"] not in ("executing", "done"):
-            return await _batch_page(batch_id, status_code=409, error="Only a batch being paid or paid is compared "
-                                                                      "with Stripe.")
+            return await _batch_page(request, batch_id, status_code=409,
+                                     error="Only a batch being paid or paid is compared with Stripe.")
         if not stripe_api.configured(settings):
-            return await _batch_page(batch_id, status_code=409, error="Stripe is not set up on this affnet.")
+            return await _batch_page(request, batch_id, status_code=409, error="Stripe is not set up on this affnet.")
         async with stripe_api.gateway(settings) as gateway:
             await reconcile.reconcile_batch(batch_id, gateway.client, actor_id=_user(request).id)
         return see_other(f"/finance/payouts/{batch_id}")
@@ -94,6 +97,6 @@ class FinancePayouts(Controller):
         try:
             await review.approve(_user(request), batch_id)
         except (Forbidden, Conflict) as exc:
-            return await _batch_page(batch_id, status_code=exc.status_code, error=exc.message)
+            return await _batch_page(request, batch_id, status_code=exc.status_code, error=exc.message)
         await review.enqueue_execution(request.app.state.redis, batch_id)
         return see_other(f"/finance/payouts/{batch_id}")

@@ -25,16 +25,18 @@ from typing import Any
 
 from piccolo.query.functions.aggregate import Sum
 
-from server import db
+from server import db, money
 from server.audit import service as audit
 from server.ledger import service as ledger
 from server.ledger.service import InsufficientFunds, Line, Posting
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerAccount, LedgerEntry
+from server.payouts import four_eyes
 from server.payouts.account_tables import PayoutAccount
 from server.payouts.tables import (
     BatchStatus,
     CarryReason,
+    ChangeKind,
     LineStatus,
     PayoutBatch,
     PayoutCarryOver,
@@ -92,11 +94,14 @@ async def save_schedule(terms: ScheduleTerms, *, actor_id: int | None) -> None:
               PayoutSettings.large_change_percent: terms.large_change_percent,
               PayoutSettings.updated_by: actor_id, PayoutSettings.updated_at: now}
     async with db.transaction():
+        before = await schedule_terms()
         row = await PayoutSettings.select(PayoutSettings.id).order_by(PayoutSettings.id).first()
         if row is None:
             await PayoutSettings.insert(PayoutSettings(**{c._meta.name: v for c, v in values.items()}))
         else:
             await PayoutSettings.update(values).where(PayoutSettings.id == row["id"])
+        if four_eyes.schedule_text(terms) != four_eyes.schedule_text(before):  # what decides a batch changed
+            await four_eyes.record(ChangeKind.schedule, four_eyes.schedule_change(before, terms), actor_id=actor_id)
         await audit.record("payout_schedule.saved", actor_id=actor_id, object_type="payout_settings",
                            object_id=None, **{k: str(v) for k, v in terms.__dict__.items()})
 
@@ -106,12 +111,17 @@ async def set_minimum(currency: str, minimum_minor: int, *, actor_id: int | None
         raise ledger.LedgerError("A minimum payout is a whole number of minor units above zero.")
     now = datetime.now(UTC)
     async with db.transaction():
+        before = await _minimums(currency)
         updated = await PayoutMinimum.update({PayoutMinimum.minimum_minor: minimum_minor,
                                               PayoutMinimum.updated_by: actor_id, PayoutMinimum.updated_at: now}
                                              ).where(PayoutMinimum.currency == currency).returning(PayoutMinimum.id)
         if not updated:
             await PayoutMinimum.insert(PayoutMinimum(currency=currency, minimum_minor=minimum_minor,
                                                      updated_by=actor_id, updated_at=now))
+        if minimum_minor != before:
+            await four_eyes.record(ChangeKind.network_minimum, f"changed the {currency} minimum payout from "
+                                   f"{money.display(before, currency)} to {money.display(minimum_minor, currency)}",
+                                   actor_id=actor_id, currency=currency)
         await audit.record("payout_minimum.saved", actor_id=actor_id, object_type="payout_minimum", object_id=None,
                            currency=currency, minimum_minor=minimum_minor)
 
@@ -126,11 +136,13 @@ async def set_publisher_terms(publisher_id: int, *, actor_id: int | None, minimu
               PublisherPayoutTerms.hold_reason: hold_reason.strip() if on_hold else "",
               PublisherPayoutTerms.updated_by: actor_id, PublisherPayoutTerms.updated_at: now}
     async with db.transaction():
+        before = await PublisherPayoutTerms.select().where(PublisherPayoutTerms.publisher == publisher_id).first()
         updated = await PublisherPayoutTerms.update(values).where(
             PublisherPayoutTerms.publisher == publisher_id).returning(PublisherPayoutTerms.id)
         if not updated:
             await PublisherPayoutTerms.insert(PublisherPayoutTerms(
                 publisher=publisher_id, **{c._meta.name: v for c, v in values.items()}))
+        await four_eyes.record_terms(publisher_id, before, {c._meta.name: v for c, v in values.items()}, actor_id)
         await audit.record("publisher_payout_terms.saved", actor_id=actor_id, object_type="user",
                            object_id=publisher_id, minimum_minor=minimum_minor, minimum_currency=minimum_currency,
                            on_hold=on_hold, hold_reason=hold_reason)

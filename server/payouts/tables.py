@@ -1,5 +1,6 @@
-"""Tables of payout periods: the schedule and minimums, batches, their lines, and carry-overs.
-Written only by server/payouts/service.py (publishers' Connect accounts are in account_tables.py).
+"""Tables of payout periods: the schedule and minimums, batches, their lines, carry-overs, and the
+changes finance made that shape batches. Written only by server/payouts (service.py, review.py,
+execute.py, four_eyes.py); publishers' Connect accounts are in account_tables.py.
 
 A period's batch exists once per currency, and a publisher's line once per batch: unique indexes
 added by hand in the migration after the tables (Piccolo declares single-column uniques only)."""
@@ -76,6 +77,16 @@ class PublisherPayoutTerms(Table):
     updated_at = Timestamptz(null=True, default=None)
 
 
+class ChangeKind(StrEnum):
+    """What a finance person did that shapes payout batches (four eyes, MONEY.md I9)."""
+
+    schedule = "schedule"  # the schedule, cut-off or large-change flag: every batch
+    network_minimum = "network_minimum"  # the network's minimum in one currency: that currency's batches
+    publisher_minimum = "publisher_minimum"  # one publisher's own minimum: batches with that publisher
+    publisher_hold = "publisher_hold"  # a publisher's hold placed, released or its reason changed: likewise
+    line_held = "line_held"  # a line held in a batch: that batch, and the publisher's next ones in its currency
+
+
 class PayoutBatch(Table):
     """One period's payouts in one currency; unique (period_end, currency)."""
 
@@ -85,7 +96,6 @@ class PayoutBatch(Table):
     status = Varchar(length=12, default=BatchStatus.prepared.value, choices=BatchStatus)
     prepared_by = ForeignKey(User, null=True, on_delete=OnDelete.restrict)  # None: the scheduled job
     prepared_at = Timestamptz()
-    editors = Text(default="")  # ids of everyone who changed a line, comma-separated (I9)
     last_edited_by = ForeignKey(User, null=True, on_delete=OnDelete.restrict)
     approved_by = ForeignKey(User, null=True, on_delete=OnDelete.restrict)
     approved_at = Timestamptz(null=True, default=None)
@@ -129,4 +139,19 @@ class PayoutCarryOver(Table):
     balance_minor = BigInt()  # available at the cut-off less what the publisher owed
     minimum_minor = BigInt()
     reason = Varchar(length=24, choices=CarryReason)
+    created_at = Timestamptz()
+
+
+class PayoutChange(Table):
+    """One change by a finance person that shapes payout batches: the settings page's saves and
+    holds on lines. Written by server/payouts/four_eyes.py; whoever made a change that counts for a
+    batch may not approve it (four_eyes.py says which count). Only ever inserted: the record of
+    who influenced what. The editors of a batch are its `line_held` rows."""
+
+    actor = ForeignKey(User, null=False, index=True, on_delete=OnDelete.restrict)
+    kind = Varchar(length=20, choices=ChangeKind)
+    currency = Varchar(length=3, default="")  # "" = every currency
+    publisher = ForeignKey(User, null=True, index=True, on_delete=OnDelete.restrict)  # None: every publisher
+    batch = ForeignKey(PayoutBatch, null=True, index=True, on_delete=OnDelete.restrict)  # line_held: where
+    summary = Text()  # what was done, as a phrase after a name: "changed Ana's minimum payout from … to …"
     created_at = Timestamptz()
