@@ -4,10 +4,12 @@
 
 Starts affnet (one uvicorn worker) on 127.0.0.1 with a fresh database (SQLite, or a throwaway
 PostgreSQL with --postgres), makes a campaign and a real click through /c/{code}, then loads
-GET /postback with wrk: every request carries a new txn id, except every tenth, which repeats an
-earlier one (a retried postback). It then counts the stored conversions: each distinct txn id
-answered must be stored exactly once. Loopback only, bounded in time. Needs wrk (Debian package;
-installed if root).
+GET /postback with wrk: every request carries a new txn id on a click of its own, except every
+tenth, which repeats an earlier one (a retried postback). A goal takes one conversion per click,
+as real sales come, so the click ids beyond the real one are signed here with the server's key
+the way the redirect signs them (intake needs no click row: the signed id is the proof). It then
+counts the stored conversions: each distinct txn id answered must be stored exactly once.
+Loopback only, bounded in time. Needs wrk (Debian package; installed if root).
 """
 
 from __future__ import annotations
@@ -30,16 +32,40 @@ from common import BROWSER_UA, ROOT, _ms, bench_database, ensure_tools, machine,
 
 sys.path.insert(0, str(ROOT))
 
-# Every request a new txn id; every tenth repeats the one sent five requests earlier.
+# Every request a new txn id on its own click; every tenth repeats the one sent five requests
+# earlier (same click, same txn id). CLICKS is the file of signed click ids, one a line (read
+# once: a table literal that large would pass LuaJIT's limit on constants per function).
 LUA = """
+local clicks = {}
+for line in io.lines("{CLICKS}") do clicks[#clicks + 1] = line end
 counter = 0
 request = function()
   counter = counter + 1
   local n = counter
   if counter % 10 == 0 then n = counter - 5 end
-  return wrk.format("GET", wrk.path .. "&txn_id=bench-" .. n)
+  local click = clicks[(n - 1) % #clicks + 1]
+  return wrk.format("GET", wrk.path .. "&click_id=" .. click .. "&txn_id=bench-" .. n)
 end
 """
+CLICKS_PER_SECOND = 12_000  # signed click ids per second of load: more than the intake answers here
+
+
+def signed_click_ids(first: str, count: int) -> list[str]:
+    """`first` (a real click's id) and count - 1 more for the same link, signed as the redirect does."""
+    import hashlib
+    import hmac
+    import time
+
+    from common import SECRET
+
+    from server.tracking.tokens import issue_click_id, read_click_id
+
+    key = hmac.new(SECRET.encode(), b"click-token", hashlib.sha256).hexdigest().encode()  # server/app.py
+    ref = read_click_id(key, first)
+    if ref is None:
+        raise RuntimeError("the bench's key does not open the server's click ids (server/app.py changed?)")
+    clicked_at = int(time.time()) - 60
+    return [first] + [issue_click_id(key, ref.link_id, clicked_at) for _ in range(count - 1)]
 
 
 async def seed(database_url: str) -> tuple[str, str]:
@@ -144,10 +170,11 @@ def main() -> None:
             database_url = server.env["DATABASE_URL"]
             try:
                 code, token = asyncio.run(seed(database_url))
-                click_id = click_id_of(server.url, code)
+                clicks = signed_click_ids(click_id_of(server.url, code), CLICKS_PER_SECOND * seconds)
+                (workdir / "clicks.txt").write_text("\n".join(clicks) + "\n")
                 script = workdir / "postback.lua"
-                script.write_text(LUA)
-                url = f"{server.url}/postback?{urlencode({'click_id': click_id, 'token': token})}"
+                script.write_text(LUA.replace("{CLICKS}", str(workdir / "clicks.txt")))
+                url = f"{server.url}/postback?{urlencode({'token': token})}"
                 cpu_before = server.cpu_seconds()
                 load = wrk(url, seconds, args.connections, script=str(script))
                 cpu = server.cpu_seconds() - cpu_before

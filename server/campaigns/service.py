@@ -38,6 +38,10 @@ MAX_GOALS = 5
 DEFAULT_MARGIN_KEY = "default_margin_bp"
 DEFAULT_MARGIN_BP = 2000  # the network keeps 20 % unless a goal says otherwise
 SUB_NAMES = ("sub1", "sub2", "sub3", "sub4", "sub5")
+CONVERSION_MODELS = (PayoutModel.cpl, PayoutModel.cpa, PayoutModel.revshare)
+MAX_CONVERSIONS_PER_CLICK = 100
+DEFAULT_MAX_SALE_MAJOR = 10_000
+MAX_SALE_MINOR = 10**12  # what a report's amount may be at most (server/conversions/service.py)
 
 
 def _now() -> datetime:
@@ -145,6 +149,10 @@ async def parse_terms(form: Mapping[str, Any], *, currency_locked: str | None = 
     if not (click_id_param.replace("_", "").replace("-", "").isalnum() and len(click_id_param) <= 32):
         raise Invalid("The click id parameter may use letters, digits, - and _ only.", field="click_id_param")
     forward = [s for s in SUB_NAMES if form.get(f"forward_{s}") in ("on", "true", "1", True)]
+    # A choice rather than a checkbox, so a form that does not send it (older pages, scripts) keeps it on.
+    pixel = _get(form, "pixel") or "on"
+    if pixel not in ("on", "off"):
+        raise Invalid("Choose whether the conversion pixel is on or off.", field="pixel")
     return {
         "name": name, "description": description, "category": category, "currency": currency,
         "allowed_domains": "\n".join(domains), "landing_url": landing_url, "fallback_url": fallback_url,
@@ -155,6 +163,7 @@ async def parse_terms(form: Mapping[str, Any], *, currency_locked: str | None = 
         "min_conversion_seconds": _int(_get(form, "min_conversion_seconds") or "0", "min_conversion_seconds",
                                        "Minimum click-to-conversion time", minimum=0, maximum=86400 * 30),
         "visibility": visibility, "click_id_param": click_id_param, "forward_subs": ",".join(forward),
+        "pixel_enabled": pixel == "on",
     }
 
 
@@ -192,10 +201,34 @@ async def parse_goals(form: Mapping[str, Any], currency: str) -> list[dict[str, 
             raise Invalid(f"The publisher payout for '{name}' cannot be more than what the advertiser pays.",
                           field=f"{field}_publisher")
         goals.append({"name": name, "payout_model": model, "advertiser_amount": adv, "publisher_amount": pub,
-                      "position": n})
+                      "position": n, **_intake_limits(form, field, name, model, currency)})
     if not goals:
         raise Invalid("Add at least one goal: what you pay for, and how much.", field="goal_0_name")
     return goals
+
+
+def default_max_sale_minor(currency: str) -> int:
+    """The largest sale a new RevShare goal accepts unless the advertiser says otherwise:
+    10,000 in the campaign's currency (the migration gave existing goals the same)."""
+    return DEFAULT_MAX_SALE_MAJOR * 10 ** money.exponent(currency)
+
+
+def _intake_limits(form: Mapping[str, Any], field: str, name: str, model: str, currency: str) -> dict[str, Any]:
+    """A conversion goal's limits on what reports may claim (server/conversions/service.py):
+    conversions per click (default 1) and, for RevShare, the largest sale (default above)."""
+    if model not in CONVERSION_MODELS:
+        return {"conversions_per_click": 1, "max_sale_minor": None}
+    per_click = _int(_get(form, f"{field}_per_click") or "1", f"{field}_per_click",
+                     f"Conversions per click for '{name}'", minimum=1, maximum=MAX_CONVERSIONS_PER_CLICK)
+    max_sale = None
+    if model == PayoutModel.revshare:
+        raw = _get(form, f"{field}_max_sale")
+        max_sale = (money.parse_amount(raw, currency, field=f"{field}_max_sale",
+                                       label=f"Largest sale for '{name}'", allow_zero=False)
+                    if raw else default_max_sale_minor(currency))
+        if max_sale > MAX_SALE_MINOR:
+            raise Invalid(f"Largest sale for '{name}' is too large.", field=f"{field}_max_sale")
+    return {"conversions_per_click": per_click, "max_sale_minor": max_sale}
 
 
 def new_postback_secret() -> str:

@@ -75,6 +75,9 @@ class Campaign(Table):
     # the pixel URL (/px/{public_key}.gif), unique through an index made by a raw migration step.
     postback_secret = Varchar(length=64, default="")
     public_key = Varchar(length=24, default="")
+    # The advertiser may switch the pixel off: a pixel fires from the visitor's browser, so anyone
+    # holding a click id can fire it. Off, /px/{public_key}.gif records nothing (`pixel_disabled`).
+    pixel_enabled = Boolean(default=True)
     created_at = Timestamptz()
     updated_at = Timestamptz()
 
@@ -89,6 +92,11 @@ class Goal(Table):
     advertiser_amount = BigInt()
     publisher_amount = BigInt()
     position = Integer(default=0)
+    # Conversion goals (CPL, CPA, RevShare): how many conversions one click may bring, however
+    # reported (`click_limit_reached` beyond it), and for RevShare the largest sale amount a
+    # report may carry, in minor units (`amount_above_max` above it): what one report can cost.
+    conversions_per_click = Integer(default=1)
+    max_sale_minor = BigInt(null=True, default=None)
 
 
 class Creative(Table):

@@ -11,7 +11,15 @@ Idempotent at the database: the batch's rows are locked (FOR UPDATE SKIP LOCKED 
 a second worker takes other rows; SQLite has one writer at a time), every posting carries a key
 derived from the conversion id (`conversion:{id}:approved`, `…:released`), and every status
 change is conditional on the status it leaves. A second run, or a second worker at the same
-moment, changes nothing twice."""
+moment, changes nothing twice.
+
+One report cannot pause a campaign. A RevShare conversion is priced by the sale amount its
+report carries (bounded by the goal's maximum sale), so when a campaign comes up short the
+campaign's most expensive RevShare conversion of the batch is set aside: if the rest then fit,
+they are charged, it waits alone (charged by a later run once the balance covers it, or
+rejected by the advertiser) and the campaign keeps running. The campaign pauses only when it is
+short even without it. Flat-priced conversions (CPL, CPA) cost what the advertiser set, whoever
+reports them: a campaign that cannot pay its own price pauses as before."""
 
 from __future__ import annotations
 
@@ -34,10 +42,12 @@ log = logging.getLogger("affnet.conversions")
 
 BATCH = {"postgres": 5_000, "sqlite": 1_000}
 LOW_BALANCE = "waiting: the advertiser's balance cannot cover this conversion (the campaign is paused)"
+WAITING_ALONE = ("waiting: its price is more than the advertiser's balance can cover; it is charged once the balance "
+                 "covers it, unless the advertiser rejects it (the campaign keeps running)")
 RETRIES = 5  # a concurrent spend may take the balance we priced against: price again, this many times
 
 _COLUMNS = ("c.id, c.campaign, c.publisher, c.currency, c.advertiser_amount_minor, c.publisher_amount_minor, "
-            "c.hold_until, k.advertiser AS advertiser_id")
+            "c.hold_until, c.sale_amount_minor, k.advertiser AS advertiser_id")
 
 
 @dataclass
@@ -54,6 +64,7 @@ class Charged:
     released: list[int] = field(default_factory=list)  # approved after their hold: available at once
     unfunded_campaigns: set[int] = field(default_factory=set)
     unfunded: list[int] = field(default_factory=list)
+    set_aside: list[int] = field(default_factory=list)  # each waits alone: see the module's docstring
 
 
 def _batch() -> int:
@@ -69,9 +80,11 @@ async def _locked(where: str, *args: Any, limit: int, skip_locked: bool) -> list
 
 
 
-async def _fit(rows: Sequence[dict[str, Any]], skip_campaigns: set[int]) -> tuple[list[dict], set[int]]:
-    """The rows the advertisers' balances cover, taken in id order, and the campaigns that came up
-    short. Once a campaign comes up short its later conversions wait too, so they stay in order."""
+async def _fit(rows: Sequence[dict[str, Any]], skip_campaigns: set[int]
+               ) -> tuple[list[dict], set[int], list[int]]:
+    """The rows the advertisers' balances cover, taken in id order, the campaigns that came up
+    short, and the conversions set aside to wait alone. Once a campaign comes up short its later
+    conversions wait too, so they stay in order."""
     balances: dict[tuple[int, str], int] = {}
     fitting: list[dict[str, Any]] = []
     short: set[int] = set()
@@ -87,7 +100,25 @@ async def _fit(rows: Sequence[dict[str, Any]], skip_campaigns: set[int]) -> tupl
             fitting.append(row)
         else:
             short.add(row["campaign"])
-    return fitting, short
+    set_aside: list[int] = []
+    for campaign_id in sorted(short - skip_campaigns):
+        mine = [r for r in rows if r["campaign"] == campaign_id]
+        priced_by_report = [r for r in mine if r["sale_amount_minor"] is not None]
+        if not priced_by_report:
+            continue
+        largest = max(priced_by_report, key=lambda r: (r["advertiser_amount_minor"], -r["id"]))
+        rest = [r for r in mine if r is not largest]
+        key = (largest["advertiser_id"], largest["currency"])
+        # What this campaign may use: what is left, plus what its own rows took in the first pass.
+        room = balances[key] + sum(r["advertiser_amount_minor"] for r in fitting if r["campaign"] == campaign_id)
+        need = sum(r["advertiser_amount_minor"] for r in rest)
+        if need <= room:
+            fitting = [r for r in fitting if r["campaign"] != campaign_id] + rest
+            balances[key] = room - need
+            short.discard(campaign_id)
+            set_aside.append(largest["id"])
+    fitting.sort(key=lambda r: r["id"])
+    return fitting, short, set_aside
 
 
 async def _postings(rows: Sequence[dict[str, Any]], now: datetime) -> list[Posting]:
@@ -119,7 +150,7 @@ async def _postings(rows: Sequence[dict[str, Any]], now: datetime) -> list[Posti
 async def _charge(rows: list[dict[str, Any]], now: datetime, skip_campaigns: set[int]) -> Charged:
     """Approve the locked pending `rows` the balances cover, inside the caller's transaction."""
     for _ in range(RETRIES):
-        fitting, short = await _fit(rows, skip_campaigns)
+        fitting, short, set_aside = await _fit(rows, skip_campaigns)
         try:
             async with db.atomic():
                 posted = await ledger.post_many(await _postings(fitting, now))
@@ -130,7 +161,8 @@ async def _charge(rows: list[dict[str, Any]], now: datetime, skip_campaigns: set
             log.info("a balance changed while a batch was priced; pricing again")
     else:
         raise RuntimeError("balances kept changing under the approval batch")
-    charged = Charged(approved=[r["id"] for r in approved], released=released, unfunded_campaigns=short)
+    charged = Charged(approved=[r["id"] for r in approved], released=released, unfunded_campaigns=short,
+                      set_aside=set_aside)
     done = {r["id"] for r in fitting}
     charged.unfunded = [r["id"] for r in rows if r["id"] not in done]
     return charged
@@ -186,7 +218,8 @@ async def skip_if_raced(step, conversion: dict[str, Any], now: datetime) -> Any:
 
 
 async def _approve_due(now: datetime, outcome: Outcome) -> set[int]:
-    """Every pending conversion past its hold, batch by batch; the campaigns that came up short."""
+    """Every pending conversion past its hold, batch by batch; the campaigns that came up short.
+    Conversions set aside to wait alone say so, in the same transaction as the batch."""
     short: set[int] = set()
     after = 0
     while True:
@@ -197,6 +230,9 @@ async def _approve_due(now: datetime, outcome: Outcome) -> set[int]:
                 return short
             after = rows[-1]["id"]
             charged = await _charge(rows, now, short)
+            if charged.set_aside:
+                await Conversion.update({Conversion.status_reason: WAITING_ALONE}).where(
+                    Conversion.id.is_in(charged.set_aside), Conversion.status == ConversionStatus.pending.value)
         short |= charged.unfunded_campaigns
         outcome.approved += len(charged.approved)
         outcome.released += len(charged.released)

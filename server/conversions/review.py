@@ -82,7 +82,7 @@ async def list_conversions(advertiser: CurrentUser, *, status: str | None = None
     query = Conversion.select(
         Conversion.id, Conversion.txn_id, Conversion.currency, Conversion.status, Conversion.status_reason,
         Conversion.advertiser_amount_minor, Conversion.publisher_amount_minor, Conversion.sale_amount_minor,
-        Conversion.converted_at, Conversion.hold_until, Conversion.approved_at,
+        Conversion.converted_at, Conversion.hold_until, Conversion.approved_at, Conversion.source,
         Conversion.campaign.as_alias("campaign_id"), Conversion.campaign.name.as_alias("campaign_name"),
         Conversion.goal.name.as_alias("goal_name"), Conversion.publisher.email.as_alias("publisher_email"),
     ).where(Conversion.campaign.advertiser == advertiser.id)

@@ -2,7 +2,13 @@
 pending conversion (attribution, validation, pricing, caps, dedup by txn id).
 
 Every refusal is a DomainError with a stable machine code and changes nothing. A conversion is
-unique per (campaign, txn_id): a retried or duplicated report returns the first conversion."""
+unique per (campaign, txn_id): a retried or duplicated report returns the first conversion.
+
+Forged reports are bounded here, whoever sends them (the pixel is public by design): a click
+brings at most its goal's `conversions_per_click` conversions (`click_limit_reached`, counted by
+a unique index, so racing reports cannot both take the last one), a RevShare sale above the
+goal's `max_sale_minor` is refused (`amount_above_max`, never stored, never charged), and a
+campaign whose advertiser switched the pixel off records nothing from it (`pixel_disabled`)."""
 
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ from typing import Any
 from server import db, money
 from server.campaigns.tables import Campaign, CampaignStatus, Goal, PayoutModel
 from server.conversions.tables import Conversion, ConversionSource, ConversionStatus
-from server.errors import Conflict, DomainError, Invalid, NotFound, Unauthorized
+from server.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unauthorized
 from server.tracking.tables import Link
 from server.tracking.tokens import read_click_id
 
@@ -138,11 +144,16 @@ _CLICK_CAMPAIGN_SQL = (
 async def _campaign_by_key(public_key: str) -> dict[str, Any]:
     row = None
     if public_key and len(public_key) <= 24:
-        row = await Campaign.select(Campaign.id, *(getattr(Campaign, c) for c in _CAMPAIGN_COLUMNS)).where(
+        row = await Campaign.select(Campaign.id, Campaign.pixel_enabled,
+                                    *(getattr(Campaign, c) for c in _CAMPAIGN_COLUMNS)).where(
             Campaign.public_key == public_key).first()
     if row is None:
         raise NotFound("There is no campaign with this pixel key: copy the pixel tag from your campaign page.",
                        code="unknown_campaign")
+    if not row["pixel_enabled"]:
+        # Read from the database on every hit (not the terms cache), so switching it off takes at once.
+        raise Forbidden("The advertiser has switched this campaign's pixel off: conversions are reported by "
+                        "postback or API only.", code="pixel_disabled")
     return row
 
 
@@ -247,6 +258,7 @@ async def record_conversion(token_key: bytes, report: Report, credentials: Crede
         if first is not None:
             return _recorded(first, goals, duplicate=True)
         raise
+    limit = next(g["conversions_per_click"] for g in goals if g["id"] == row["goal"])
     if any(campaign[c] is not None for c in CAPS):
         async with db.transaction():
             # Caps are a read-then-write: serialise them per campaign. SQLite's write
@@ -257,30 +269,52 @@ async def record_conversion(token_key: bytes, report: Report, credentials: Crede
             if first is not None:
                 return _recorded(first, goals, duplicate=True)
             await _check_caps(campaign, campaign["publisher_id"], now)
-            inserted = await _insert(row)
+            stored, duplicate = await _store(row, limit)
     else:
-        inserted = await _insert(row)  # one statement, atomic by itself: no transaction round trips
-    if inserted is None:
-        # The same report was stored before, or by a copy a moment ago (the unique index decides).
-        first = await _existing(campaign_id, txn_id)
-        if first is None:  # pragma: no cover - the unique index named a row that is gone
-            raise RuntimeError(f"conversion ({campaign_id}, {txn_id!r}) conflicted but cannot be found")
-        return _recorded(first, goals, duplicate=True)
-    return _recorded(inserted, goals, duplicate=False)
+        stored, duplicate = await _store(row, limit)  # one statement when the click's first: no transaction
+    return _recorded(stored, goals, duplicate=duplicate)
 
 
-_INSERT_COLUMNS = ("campaign", "goal", "publisher", "link", "click_id", "txn_id", "sale_amount_minor", "currency",
-                   "advertiser_amount_minor", "publisher_amount_minor", "network_amount_minor", "status",
-                   "status_reason", "source", "clicked_at", "converted_at", "hold_until", "created_at")
+async def _store(row: dict[str, Any], limit: int) -> tuple[dict[str, Any], bool]:
+    """Insert `row` as the next of its click's conversions of its goal: (the stored row, False),
+    or (the first report's row, True) when its txn_id was reported before. Two unique indexes
+    decide, so concurrent reports are counted at the database on both engines: (campaign, txn_id)
+    makes a repeat a duplicate, (click_id, goal, click_ordinal) lets only one report take each of
+    the click's `limit` places. Raises click_limit_reached when every place is taken."""
+    ordinal = 1
+    while ordinal <= limit:
+        inserted = await _insert({**row, "click_ordinal": ordinal})
+        if inserted is not None:
+            return inserted, False
+        # Either this report was stored before (or by a copy a moment ago), or the place is taken.
+        first = await _existing(row["campaign"], row["txn_id"])
+        if first is not None:
+            return first, True
+        ordinal = await _next_ordinal(row["click_id"], row["goal"])
+    raise Conflict(f"This click has already brought {limit} conversion{'s' if limit != 1 else ''} of this goal, as "
+                   "many as the advertiser allows per click: this one is not counted.", field="click_id",
+                   code="click_limit_reached")
+
+
+async def _next_ordinal(click_id: str, goal_id: int) -> int:
+    rows = await Conversion.raw("SELECT COALESCE(MAX(click_ordinal), 0) AS taken FROM conversion "
+                                "WHERE click_id = {} AND goal = {}", click_id, goal_id)
+    return int(rows[0]["taken"]) + 1
+
+
+_INSERT_COLUMNS = ("campaign", "goal", "publisher", "link", "click_id", "click_ordinal", "txn_id",
+                   "sale_amount_minor", "currency", "advertiser_amount_minor", "publisher_amount_minor",
+                   "network_amount_minor", "status", "status_reason", "source", "clicked_at", "converted_at",
+                   "hold_until", "created_at")
 # Written out, like the lookup above: Piccolo's insert builder cost more than the insert itself.
 _INSERT_SQL = (f"INSERT INTO conversion ({', '.join(_INSERT_COLUMNS)}) "  # noqa: S608
                f"VALUES ({', '.join('{}' for _ in _INSERT_COLUMNS)}) "
-               "ON CONFLICT (campaign, txn_id) DO NOTHING RETURNING id")
+               "ON CONFLICT DO NOTHING RETURNING id")  # either unique index: see _store
 _INSERT_SQL_PG = _INSERT_SQL.format(*(f"${i}" for i in range(1, len(_INSERT_COLUMNS) + 1)))
 
 
 async def _insert(row: dict[str, Any]) -> dict[str, Any] | None:
-    """The stored conversion, or None when (campaign, txn_id) exists: the unique index decides,
+    """The stored conversion, or None when (campaign, txn_id) or its click's place exists: the unique indexes decide,
     without an error to catch and roll back. Outside a transaction on PostgreSQL it goes straight
     to the pool: one round trip, the hot path of every postback."""
     values = [row[c] for c in _INSERT_COLUMNS]
@@ -319,12 +353,19 @@ def _conversion_row(campaign: Mapping[str, Any], goals: list[dict[str, Any]], re
             raise Invalid(f"Goal '{goal['name']}' pays a share of the sale: send amount, the sale amount in minor "
                           "units.", field="amount", code="amount_required")
         sale = _sale_amount(report.amount)
+        if goal["max_sale_minor"] is not None and sale > goal["max_sale_minor"]:
+            # Refused rather than held: nothing is stored, so nothing can be charged or approved
+            # by mistake; a real sale this large is reported again after the advertiser raises the max.
+            raise Invalid(f"The sale amount {money.display(sale, campaign['currency'])} is more than the largest sale "
+                          f"the advertiser accepts for goal '{goal['name']}' "
+                          f"({money.display(goal['max_sale_minor'], campaign['currency'])}): it is not counted.",
+                          field="amount", code="amount_above_max")
     elif report.amount is not None and report.amount != "":
         _sale_amount(report.amount)  # refused if malformed, even where it does not set the price
     advertiser_minor, publisher_minor, network_minor = price(goal, sale)
     return dict(
         campaign=campaign["campaign_id"], goal=goal["id"], publisher=campaign["publisher_id"], link=campaign["id"],
-        click_id=ref.click_id, txn_id=txn_id, sale_amount_minor=sale, currency=campaign["currency"],
+        click_id=ref.click_id, click_ordinal=1, txn_id=txn_id, sale_amount_minor=sale, currency=campaign["currency"],
         advertiser_amount_minor=advertiser_minor, publisher_amount_minor=publisher_minor,
         network_amount_minor=network_minor, status=ConversionStatus.pending.value, status_reason="",
         source=source.value, clicked_at=clicked_at, converted_at=now,

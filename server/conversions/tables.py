@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from piccolo.columns import BigInt, ForeignKey, Text, Timestamptz, Varchar
+from piccolo.columns import BigInt, ForeignKey, Integer, Text, Timestamptz, Varchar
 from piccolo.columns.base import OnDelete
 from piccolo.table import Table
 
@@ -23,6 +23,9 @@ class ConversionStatus(StrEnum):
 
 
 class ConversionSource(StrEnum):
+    """How a conversion was reported. Only `pixel` is client-side (fired from the visitor's
+    browser, so anyone with a click id can fire it): review and reports show it apart."""
+
     postback = "postback"
     api = "api"
     pixel = "pixel"
@@ -43,6 +46,10 @@ class Conversion(Table):
     publisher = ForeignKey(User, null=False, on_delete=OnDelete.restrict)
     link = ForeignKey(Link, null=False, on_delete=OnDelete.restrict)
     click_id = Varchar(length=48)
+    # Which of its click's allowed conversions of this goal it is (1, 2, … up to the goal's
+    # conversions_per_click): unique per (click_id, goal, click_ordinal), so two reports racing
+    # for the last one cannot both take it, on either engine.
+    click_ordinal = Integer(default=1)
     txn_id = Varchar(length=100)
     sale_amount_minor = BigInt(null=True, default=None)  # RevShare goals only
     currency = Varchar(length=3)

@@ -29,7 +29,8 @@ _MONEY_SOURCES = ("conversions", "click_earnings", "impression_earnings")
 
 
 def _derive(row: dict[str, Any]) -> dict[str, Any]:
-    for key in ("clicks", "impressions", "conversions", "approved", "price_charged", "price_pending", "sales"):
+    for key in ("clicks", "impressions", "conversions", "pixel_conversions", "approved", "price_charged",
+                "price_pending", "sales"):
         row.setdefault(key, 0)
     spend = row["price_charged"]
     row["spend"] = spend
@@ -39,7 +40,9 @@ def _derive(row: dict[str, Any]) -> dict[str, Any]:
 
 
 _COLUMNS = [Column("impressions", "Impressions", "count"), Column("clicks", "Clicks", "count"),
-            Column("conversions", "Conversions", "count"), Column("approved", "Approved", "count"),
+            Column("conversions", "Conversions", "count"),
+            # Client-side conversions apart: the pixel fires from browsers, so these are the forgeable ones.
+            Column("pixel_conversions", "Of which by pixel", "count"), Column("approved", "Approved", "count"),
             Column("currency", "Currency"), Column("spend", "Spend", "money"),
             Column("price_pending", "Pending", "money"), Column("cpa", "CPA", "rate"),
             Column("sales", "Sales", "money"), Column("roi", "ROI", "percent")]
@@ -130,8 +133,8 @@ def _figures(by_day: list[dict[str, Any]], balance: list[dict[str, Any]]) -> lis
     totals: dict[str, dict[str, Any]] = {}
     for row in by_day:
         into = totals.setdefault(row["currency"], {"currency": row["currency"]})
-        for key in ("impressions", "clicks", "conversions", "approved", "rejected", "reversed", "price_charged",
-                    "price_pending", "sales"):
+        for key in ("impressions", "clicks", "conversions", "pixel_conversions", "approved", "rejected", "reversed",
+                    "price_charged", "price_pending", "sales"):
             into[key] = into.get(key, 0) + row.get(key, 0)
     for currency in {r["currency"] for r in balance}:
         totals.setdefault(currency, {"currency": currency})

@@ -73,7 +73,7 @@ async def conversions_of(publisher_id: int, *, status: str | None = None, limit:
         Conversion.campaign.name.as_alias("campaign_name"), Conversion.goal.name.as_alias("goal_name"),
         Conversion.currency,
         Conversion.publisher_amount_minor.as_alias("payout_minor"), Conversion.status, Conversion.status_reason,
-        Conversion.converted_at, Conversion.hold_until,
+        Conversion.converted_at, Conversion.hold_until, Conversion.source,
     ).where(Conversion.publisher == publisher_id)
     if status:
         query = query.where(Conversion.status == status)

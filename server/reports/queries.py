@@ -26,6 +26,8 @@ _COUNTED = "status IN ('pending', 'approved', 'released')"
 _CHARGED = "status IN ('approved', 'released')"
 CONVERSIONS = {
     "conversions": f"SUM(CASE WHEN {_COUNTED} THEN conversions ELSE 0 END)",
+    # Of those, the ones the pixel reported: fired from a browser, so anyone with a click id can.
+    "pixel_conversions": f"SUM(CASE WHEN {_COUNTED} THEN pixel_conversions ELSE 0 END)",
     "approved": f"SUM(CASE WHEN {_CHARGED} THEN conversions ELSE 0 END)",
     "rejected": "SUM(CASE WHEN status = 'rejected' THEN conversions ELSE 0 END)",
     "reversed": "SUM(CASE WHEN status = 'reversed' THEN conversions ELSE 0 END)",

@@ -33,7 +33,7 @@ _LOCK = 7_301_001  # the PostgreSQL advisory lock that serialises rebuilds of th
 
 _TRAFFIC_COLUMNS = "hour, publisher, campaign, currency, sub1, slot, country, reason, impressions, clicks"
 _CONVERSION_COLUMNS = ("hour, publisher, campaign, goal, currency, sub1, slot, country, status, conversions, "
-                       "sale_minor, price_minor, payout_minor, margin_minor")
+                       "sale_minor, price_minor, payout_minor, margin_minor, pixel_conversions")
 
 
 def _traffic_sql() -> str:
@@ -78,7 +78,8 @@ def _conversion_sql() -> str:
         "COALESCE(c.slot, 0), COALESCE(c.country, ''), "
         "CASE WHEN v.status = 'approved' AND v.released_at IS NOT NULL THEN 'released' ELSE v.status END, "
         "COUNT(*), COALESCE(SUM(v.sale_amount_minor), 0), SUM(v.advertiser_amount_minor), "
-        "SUM(v.publisher_amount_minor), SUM(v.network_amount_minor) "
+        "SUM(v.publisher_amount_minor), SUM(v.network_amount_minor), "
+        "SUM(CASE WHEN v.source = 'pixel' THEN 1 ELSE 0 END) "
         "FROM conversion v LEFT JOIN click c ON c.click_id = v.click_id "
         "WHERE v.converted_at >= {} AND v.converted_at < {} GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9")
 

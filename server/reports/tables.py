@@ -85,6 +85,9 @@ class ConversionHour(Table):
     price_minor = BigInt(default=0)
     payout_minor = BigInt(default=0)
     margin_minor = BigInt(default=0)
+    # Of `conversions`, those reported by the pixel (client-side, so forgeable by anyone holding
+    # a click id): a count beside the others rather than one more key, so no report changes grain.
+    pixel_conversions = BigInt(default=0)
 
 
 class RollupCursor(Table):

@@ -63,7 +63,8 @@ async def test_a_cpa_postback_is_accepted_pending_attributed_and_priced(app, cli
 
 async def test_a_post_form_body_and_an_advertiser_api_key_work_as_well(app, client, settings):
     s, click_id, token = await campaign_and_click(settings, client, goal_0_model="cpl", goal_0_advertiser="2.50",
-                                                  goal_0_publisher="2.00", hold_days="7")
+                                                  goal_0_publisher="2.00", hold_days="7",
+                                                  goal_0_per_click="2")  # two reports on one click
     response = await client.post("/postback", data={"click_id": click_id, "txn_id": "lead-1", "token": token,
                                                     "goal": "sale"})
     assert response.status_code == 200 and response.json()["payout"]["publisher_minor"] == 200, response.text
@@ -175,7 +176,9 @@ async def test_an_ended_campaign_refuses_and_a_paused_one_accepts(app, client, s
 
 
 async def test_revshare_needs_a_valid_amount_in_the_campaign_currency(app, client, settings):
-    _, click_id, token = await campaign_and_click(settings, client, goal_0_model="revshare", goal_0_advertiser="10")
+    # The goal accepts sales up to the intake's own limit (10**12 minor units), which this test probes.
+    _, click_id, token = await campaign_and_click(settings, client, goal_0_model="revshare", goal_0_advertiser="10",
+                                                  goal_0_max_sale=str(10**10))
     refused(await postback(client, click_id=click_id, txn_id="t1", token=token), 422, "amount_required")
     for amount in ("-5", "12.50", "1e3", "abc", str(10**12 + 1), " 1 2"):
         refused(await postback(client, click_id=click_id, txn_id="t1", token=token, amount=amount), 422, "bad_amount")
@@ -190,7 +193,8 @@ async def test_revshare_needs_a_valid_amount_in_the_campaign_currency(app, clien
 
 
 async def test_caps_on_conversions_per_day_are_enforced(app, client, settings):
-    s, click_id, token = await campaign_and_click(settings, client, cap_conversions_daily="2")
+    s, click_id, token = await campaign_and_click(settings, client, cap_conversions_daily="2",
+                                                  goal_0_per_click="5")  # the cap binds, not the click's limit
     for txn in ("t1", "t2"):
         assert (await postback(client, click_id=click_id, txn_id=txn, token=token)).status_code == 200
     body = refused(await postback(client, click_id=click_id, txn_id="t3", token=token), 409, "cap_reached")
@@ -255,7 +259,8 @@ async def test_concurrent_duplicates_count_once_on_a_capped_campaign(app, client
 
 
 async def test_concurrent_reports_never_exceed_a_cap(app, client, settings):
-    _, click_id, token = await campaign_and_click(settings, client, cap_conversions_daily="3")
+    _, click_id, token = await campaign_and_click(settings, client, cap_conversions_daily="3",
+                                                  goal_0_per_click="10")  # the cap binds, not the click's limit
     responses = await asyncio.gather(*(postback(client, click_id=click_id, txn_id=f"o{i}", token=token)
                                        for i in range(8)))
     assert sorted(r.status_code for r in responses) == [200] * 3 + [409] * 5
@@ -280,8 +285,10 @@ def _sale_amounts() -> list[int]:
 
 async def test_revshare_rounding_conserves_every_cent(app, client, settings):
     # 12.34 % from the advertiser, 7.77 % to the publisher: both rarely land on a whole cent.
+    # Every sale on one click, up to the intake's own limit of 10**12 minor units.
     _, click_id, token = await campaign_and_click(settings, client, goal_0_model="revshare",
-                                                  goal_0_advertiser="12.34", goal_0_publisher="7.77")
+                                                  goal_0_advertiser="12.34", goal_0_publisher="7.77",
+                                                  goal_0_per_click="100", goal_0_max_sale=str(10**10))
     amounts = _sale_amounts()
     for i, sale in enumerate(amounts):
         body = (await postback(client, click_id=click_id, txn_id=f"sale-{i}", token=token, amount=sale)).json()

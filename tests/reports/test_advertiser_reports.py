@@ -68,7 +68,8 @@ async def test_spend_cpa_and_roi_count_the_advertisers_own_conversions(app, new_
 
 
 async def test_the_balance_burns_down_as_the_ledger_charges_it(app, client, new_client, settings):
-    setup, click_id, token = await campaign_and_click(settings, client)  # CPA 10.00, publisher's default share
+    # CPA 10.00, publisher's default share; two sales on one click.
+    setup, click_id, token = await campaign_and_click(settings, client, goal_0_per_click="2")
     await fund(setup, 5_000)
     ids = []
     for n in range(2):
