@@ -69,6 +69,7 @@ def form_of(campaign: dict[str, Any], goals: list[dict[str, Any]]) -> dict[str, 
         form[field] = money.to_text(amount, currency) if amount is not None else ""
     for field, _ in CAP_FIELDS:
         form[field] = "" if campaign[field] is None else str(campaign[field])
+    form["pixel"] = "on" if campaign["pixel_enabled"] else "off"
     for sub in campaign["forward_subs"].split(","):
         if sub:
             form[f"forward_{sub}"] = "on"
@@ -80,6 +81,9 @@ def form_of(campaign: dict[str, Any], goals: list[dict[str, Any]]) -> dict[str, 
         for side in ("advertiser", "publisher"):
             amount = goal[f"{side}_amount"]
             form[f"goal_{n}_{side}"] = money.percent_text(amount) if percent else money.to_text(amount, currency)
+        form[f"goal_{n}_per_click"] = str(goal["conversions_per_click"])
+        if goal["max_sale_minor"] is not None:
+            form[f"goal_{n}_max_sale"] = money.form_text(goal["max_sale_minor"], currency)
     return form
 
 
