@@ -18,7 +18,10 @@ report carries (bounded by the goal's maximum sale), so when a campaign comes up
 campaign's most expensive RevShare conversion of the batch is set aside: if the rest then fit,
 they are charged, it waits alone (charged by a later run once the balance covers it, or
 rejected by the advertiser) and the campaign keeps running. The campaign pauses only when it is
-short even without it. Flat-priced conversions (CPL, CPA) cost what the advertiser set, whoever
+short even without it. Likewise when a batch would take an advertiser's balance below their
+auto-pause threshold (server/billing: below it every campaign of theirs pauses) and setting
+their most expensive RevShare conversion of the batch aside keeps it above: it waits alone.
+Flat-priced conversions (CPL, CPA) cost what the advertiser set, whoever
 reports them: a campaign that cannot pay its own price pauses as before."""
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from server import db
+from server.billing import service as billing
 from server.campaigns import service as campaigns
 from server.conversions.tables import Conversion, ConversionStatus
 from server.hours import utc
@@ -42,8 +46,9 @@ log = logging.getLogger("affnet.conversions")
 
 BATCH = {"postgres": 5_000, "sqlite": 1_000}
 LOW_BALANCE = "waiting: the advertiser's balance cannot cover this conversion (the campaign is paused)"
-WAITING_ALONE = ("waiting: its price is more than the advertiser's balance can cover; it is charged once the balance "
-                 "covers it, unless the advertiser rejects it (the campaign keeps running)")
+WAITING_ALONE = ("waiting: its price is more than the advertiser's balance can cover (or would take it below their "
+                 "auto-pause threshold); it is charged once the balance covers it, unless the advertiser rejects it "
+                 "(the campaign keeps running)")
 RETRIES = 5  # a concurrent spend may take the balance we priced against: price again, this many times
 
 _COLUMNS = ("c.id, c.campaign, c.publisher, c.currency, c.advertiser_amount_minor, c.publisher_amount_minor, "
@@ -80,11 +85,12 @@ async def _locked(where: str, *args: Any, limit: int, skip_locked: bool) -> list
 
 
 
-async def _fit(rows: Sequence[dict[str, Any]], skip_campaigns: set[int]
+async def _fit(rows: Sequence[dict[str, Any]], skip_campaigns: set[int], *, by_hand: bool = False
                ) -> tuple[list[dict], set[int], list[int]]:
     """The rows the advertisers' balances cover, taken in id order, the campaigns that came up
     short, and the conversions set aside to wait alone. Once a campaign comes up short its later
-    conversions wait too, so they stay in order."""
+    conversions wait too, so they stay in order. `by_hand`: the advertiser approves, so their
+    auto-pause threshold is theirs to cross."""
     balances: dict[tuple[int, str], int] = {}
     fitting: list[dict[str, Any]] = []
     short: set[int] = set()
@@ -117,8 +123,30 @@ async def _fit(rows: Sequence[dict[str, Any]], skip_campaigns: set[int]
             balances[key] = room - need
             short.discard(campaign_id)
             set_aside.append(largest["id"])
+    if not by_hand:
+        fitting = await _keep_above_thresholds(rows, fitting, balances, set_aside)
     fitting.sort(key=lambda r: r["id"])
     return fitting, short, set_aside
+
+
+async def _keep_above_thresholds(rows: Sequence[dict[str, Any]], fitting: list[dict[str, Any]],
+                                 balances: dict[tuple[int, str], int], set_aside: list[int]) -> list[dict[str, Any]]:
+    """Set aside the one RevShare conversion that would take an advertiser's balance from at or
+    above their auto-pause threshold to below it, when without it the balance stays above."""
+    for key, left in balances.items():
+        prefs = await billing.settings_of(key[0])
+        floor = prefs["auto_pause_threshold_minor"] if prefs and prefs["currency"] == key[1] else 0
+        charged = [r for r in fitting if (r["advertiser_id"], r["currency"]) == key]
+        start = left + sum(r["advertiser_amount_minor"] for r in charged)
+        priced_by_report = [r for r in charged if r["sale_amount_minor"] is not None]
+        if not floor or left >= floor or start < floor or not priced_by_report:
+            continue
+        largest = max(priced_by_report, key=lambda r: (r["advertiser_amount_minor"], -r["id"]))
+        if left + largest["advertiser_amount_minor"] >= floor:
+            fitting = [r for r in fitting if r is not largest]
+            balances[key] = left + largest["advertiser_amount_minor"]
+            set_aside.append(largest["id"])
+    return fitting
 
 
 async def _postings(rows: Sequence[dict[str, Any]], now: datetime) -> list[Posting]:
@@ -147,10 +175,11 @@ async def _postings(rows: Sequence[dict[str, Any]], now: datetime) -> list[Posti
     return postings
 
 
-async def _charge(rows: list[dict[str, Any]], now: datetime, skip_campaigns: set[int]) -> Charged:
+async def _charge(rows: list[dict[str, Any]], now: datetime, skip_campaigns: set[int], *,
+                  by_hand: bool = False) -> Charged:
     """Approve the locked pending `rows` the balances cover, inside the caller's transaction."""
     for _ in range(RETRIES):
-        fitting, short, set_aside = await _fit(rows, skip_campaigns)
+        fitting, short, set_aside = await _fit(rows, skip_campaigns, by_hand=by_hand)
         try:
             async with db.atomic():
                 posted = await ledger.post_many(await _postings(fitting, now))
@@ -200,7 +229,7 @@ async def approve(conversion: dict[str, Any], now: datetime) -> bool | None:
         rows = await _locked("c.id = {} AND c.status = 'pending'", conversion["id"], limit=1, skip_locked=False)
         if not rows:
             return None
-        charged = await _charge(rows, now, set())
+        charged = await _charge(rows, now, set(), by_hand=True)
     if charged.unfunded:
         return False
     return True if charged.approved else None

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+from server.billing import service as billing
 from server.campaigns.tables import Campaign, Goal
-from server.conversions import reconcile
+from server.conversions import reconcile, review
 from server.conversions.routes import PIXEL_GIF
 from server.conversions.tables import Conversion
 from server.ledger import service as ledger
@@ -196,6 +197,25 @@ async def test_a_campaign_short_even_without_its_largest_report_still_pauses(app
     assert (outcome.approved, outcome.paused_campaigns) == (0, [s.campaign_id])
     assert await campaign_status(s.campaign_id) == "paused"
     assert await ledger.balance(K.advertiser_balance, "EUR", s.advertiser.id) == 5_000
+    assert await ledger.check() == []
+
+
+async def test_one_report_cannot_take_the_balance_below_the_auto_pause_threshold(app, client, settings):
+    # 900.00 would leave 100.00 of 1,000.00, below the advertiser's 500.00 threshold: every campaign
+    # of theirs would pause at the next check. It waits alone; the ordinary 10.00 one is charged.
+    s = await _revshare_conversions(settings, client, [900_000, 10_000], balance=100_000)
+    await billing.save_settings(s.advertiser, {"currency": "EUR", "auto_pause_threshold": "500.00"})
+    outcome = await reconcile.run(now=later())
+    assert (outcome.approved, outcome.paused_campaigns) == (1, [])
+    assert await ledger.balance(K.advertiser_balance, "EUR", s.advertiser.id) == 100_000 - 1_000
+    assert await billing.enforce_all_thresholds() == []
+    assert await campaign_status(s.campaign_id) == "active"
+    big = await Conversion.select().where(Conversion.txn_id == "t0").first()
+    assert big["status"] == "pending" and big["status_reason"] == reconcile.WAITING_ALONE
+    # The advertiser may still approve it by hand: their threshold is theirs to cross.
+    decision = await review.decide(s.advertiser, [big["id"]], "approve")
+    assert decision.approved == [big["id"]]
+    assert await billing.enforce_all_thresholds() == [s.campaign_id]
     assert await ledger.check() == []
 
 
