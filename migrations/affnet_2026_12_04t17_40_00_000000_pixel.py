@@ -18,8 +18,11 @@ VERSION = "1.38.0"
 DESCRIPTION = "pixel: conversions per click, max sale per goal, pixel switch, click ordinal, pixel count"
 
 # Existing RevShare goals get this largest sale, in major units of their campaign's currency
-# (10,000.00 EUR, ¥10,000): a report above it is refused, never charged. Advertisers change it.
+# (10,000.00 EUR), at least a million minor units (¥1,000,000), or the goal's largest approved sale
+# if that is more (advertisers accepted it): a report above it is refused, never charged.
+# Advertisers change it on the goal form. The same rule as server/campaigns/service.py, copied.
 DEFAULT_MAX_SALE_MAJOR = 10_000
+DEFAULT_MAX_SALE_MINOR_AT_LEAST = 1_000_000
 UNIQUE_ORDINAL = ("CREATE UNIQUE INDEX IF NOT EXISTS conversion_click_goal_ordinal "
                   "ON conversion (click_id, goal, click_ordinal)")
 # Existing conversions are numbered within their click and goal in id order, so a click that
@@ -46,15 +49,18 @@ async def _fill_and_index() -> None:
     await engine.run_ddl(NUMBER_EXISTING)
     await engine.run_ddl("DROP INDEX IF EXISTS conversion_click_goal_tmp")
     await engine.run_ddl(UNIQUE_ORDINAL)
-    rows = await engine.run_ddl("SELECT DISTINCT currency FROM campaign")
+    rows = await engine.run_ddl(
+        "SELECT g.id AS id, k.currency AS currency, (SELECT MAX(v.sale_amount_minor) FROM conversion v "
+        "WHERE v.goal = g.id AND v.status = 'approved') AS approved_max FROM goal g JOIN campaign k "
+        "ON k.id = g.campaign WHERE g.payout_model = 'revshare' AND g.max_sale_minor IS NULL")
     for row in rows or []:
-        code = str(row["currency"])
-        if not (len(code) == 3 and code.isalpha()):  # only ISO codes reach the statement below
-            continue
-        minor = DEFAULT_MAX_SALE_MAJOR * 10 ** get_currency_precision(code)
-        await engine.run_ddl(
-            f"UPDATE goal SET max_sale_minor = {int(minor)} WHERE payout_model = 'revshare' "  # noqa: S608
-            f"AND max_sale_minor IS NULL AND campaign IN (SELECT id FROM campaign WHERE currency = '{code}')")
+        try:
+            default = DEFAULT_MAX_SALE_MAJOR * 10 ** get_currency_precision(str(row["currency"]))
+        except Exception:  # noqa: BLE001 - a code Babel does not know: two decimals, as most have
+            default = DEFAULT_MAX_SALE_MAJOR * 100
+        minor = max(default, DEFAULT_MAX_SALE_MINOR_AT_LEAST, int(row["approved_max"] or 0))
+        # Integers only reach the statement (no text from the database).
+        await engine.run_ddl(f"UPDATE goal SET max_sale_minor = {int(minor)} WHERE id = {int(row['id'])}")  # noqa: S608
 
 
 class _Manager(MigrationManager):

@@ -41,6 +41,7 @@ SUB_NAMES = ("sub1", "sub2", "sub3", "sub4", "sub5")
 CONVERSION_MODELS = (PayoutModel.cpl, PayoutModel.cpa, PayoutModel.revshare)
 MAX_CONVERSIONS_PER_CLICK = 100
 DEFAULT_MAX_SALE_MAJOR = 10_000
+DEFAULT_MAX_SALE_MINOR_AT_LEAST = 1_000_000
 MAX_SALE_MINOR = 10**12  # what a report's amount may be at most (server/conversions/service.py)
 
 
@@ -208,9 +209,11 @@ async def parse_goals(form: Mapping[str, Any], currency: str) -> list[dict[str, 
 
 
 def default_max_sale_minor(currency: str) -> int:
-    """The largest sale a new RevShare goal accepts unless the advertiser says otherwise:
-    10,000 in the campaign's currency (the migration gave existing goals the same)."""
-    return DEFAULT_MAX_SALE_MAJOR * 10 ** money.exponent(currency)
+    """The largest sale a new RevShare goal accepts unless the advertiser says otherwise: 10,000
+    in the campaign's currency (€10,000.00), and at least a million minor units, so currencies
+    without decimals are not left at a few dozen euros' worth (¥1,000,000). The migration gave
+    existing goals the same, or their largest approved sale if that was more."""
+    return max(DEFAULT_MAX_SALE_MAJOR * 10 ** money.exponent(currency), DEFAULT_MAX_SALE_MINOR_AT_LEAST)
 
 
 def _intake_limits(form: Mapping[str, Any], field: str, name: str, model: str, currency: str) -> dict[str, Any]:
