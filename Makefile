@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 JS_STAMP  := node_modules/.installed-stamp
 VENDOR_JS := static/vendor/chart.umd.js
 
-.PHONY: run test install lint migrate demo clean
+.PHONY: run test api-check install lint migrate demo clean
 
 $(STAMP): pyproject.toml
 	@bash scripts/bootstrap.sh "$(PYTHON)" "$(VENV)"
@@ -32,6 +32,10 @@ test: $(STAMP) $(VENDOR_JS)
 	@bash scripts/test-prereqs.sh
 	@$(BIN)/ruff check server workers tests
 	@$(BIN)/pytest $(PYTEST_ARGS)
+
+## Only the schemathesis run of the live API against /schema/openapi.json (`make test` runs it too).
+api-check: $(STAMP) $(VENDOR_JS)
+	@$(BIN)/pytest tests/test_openapi_conformance.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	@$(BIN)/ruff check server workers tests

@@ -9,7 +9,6 @@ import logging
 from pathlib import Path
 
 from litestar import Litestar, Request, Response, get
-from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
@@ -35,8 +34,11 @@ from server.conversions import service as conversion_intake
 from server.conversions.api import ConversionsApi
 from server.conversions.review_routes import AdvertiserConversions
 from server.conversions.routes import conversion_pixel, postback
+from server.csrf import SessionBoundCSRF
 from server.errors import DomainError
 from server.health import healthz
+from server.openapi import document_errors
+from server.pages import SESSION_COOKIE
 from server.payouts.connect_routes import PublisherPayoutAccount
 from server.payouts.routes import FinancePayouts
 from server.payouts.settings_routes import FinancePayoutSettings
@@ -57,6 +59,7 @@ from server.web import (
     PUBLIC,
     AuthMiddleware,
     SecurityHeadersMiddleware,
+    check_address,
     error_response,
     handle_domain_error,
     handle_http_error,
@@ -181,23 +184,21 @@ def create_app(settings: Settings | None = None) -> AdFastPath:
                      "click_buffer": click_buffer, "ads": ads}),
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
-        middleware=[SecurityHeadersMiddleware(), AuthMiddleware()],
-        csrf_config=CSRFConfig(
+        middleware=[SecurityHeadersMiddleware(), AuthMiddleware(), SessionBoundCSRF(
             secret=_derived_secret(settings, "csrf"),
+            session_cookie=SESSION_COOKIE,
             cookie_name="affnet_csrf",
             header_name="x-csrf-token",
-            cookie_httponly=True,
-            cookie_secure=settings.secure_cookies,
-            cookie_samesite="lax",
+            secure=settings.secure_cookies,
             # The API authenticates with Bearer keys only, never cookies, so it needs no CSRF token.
             # The click redirect changes nothing a visitor owns and must not mint a token per click.
             # Conversion postbacks and pixels come from advertisers' servers and pages, with their
             # own credentials (a campaign token or API key; the pixel a signed click id).
             # Stripe's webhook is signed by Stripe (verified over the raw body), and sends no cookie.
             # Ads' endpoints are called by the embed script from publishers' pages and read no cookie.
-            exclude=["^/api/", "^/healthz$", "^/c/", "^/__bench/", "^/postback", "^/px/", "^/stripe/webhook$",
-                     "^/ads/"],
-        ),
+            exclude=("^/api/", "^/healthz$", "^/c/", "^/__bench/", "^/postback", "^/px/", "^/stripe/webhook$",
+                     "^/ads/"),
+        )],
         template_config=TemplateConfig(directory=ROOT / "templates", engine=JinjaTemplateEngine,
                                        engine_callback=_check_autoescape),
         openapi_config=OpenAPIConfig(
@@ -215,6 +216,8 @@ def create_app(settings: Settings | None = None) -> AdFastPath:
             HTTPException: handle_http_error,
             Exception: _handle_unexpected,
         },
+        before_request=check_address,
         debug=False,
     )
+    document_errors(app)
     return AdFastPath(ClickFastPath(app))

@@ -4,22 +4,31 @@ security headers, and the one mapping of errors to responses (JSON for /api, pag
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
+import msgspec
 from litestar import Request, Response
 from litestar.connection import ASGIConnection
 from litestar.enums import MediaType
-from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    PermissionDeniedException,
+    ValidationException,
+)
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import ASGIMiddleware
 from litestar.response import Template
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from server import db
 from server.accounts import service as accounts
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
-from server.errors import DomainError, Forbidden, Unauthorized
+from server.errors import DomainError, Forbidden, NotFound, Unauthorized
 from server.pages import SESSION_COOKIE
+from server.validation_messages import validation_message
 
 API_PREFIX = "/api/"
 ROLE_LABELS = {
@@ -163,17 +172,32 @@ PUBLIC = {"public": True}
 # --- errors ------------------------------------------------------------------------------------
 
 
+class ErrorDetail(msgspec.Struct, omit_defaults=True):
+    code: str  # stable and machine-readable: what to branch on
+    message: str  # for a person: what went wrong and what to do
+    field: str | None = None  # the input at fault, when one is
+
+
+class ErrorBody(msgspec.Struct):
+    """Every JSON error answer of affnet: the one shape the OpenAPI document names "ErrorBody"."""
+
+    error: ErrorDetail
+
+
+# Machine endpoints: their errors are JSON whoever calls them (a browser gets pages elsewhere).
+JSON_PATHS = (API_PREFIX, "/healthz", "/postback")
+
+
 def _wants_json(request: Request) -> bool:
-    return request.url.path.startswith(API_PREFIX) or request.url.path == "/healthz"
+    return request.url.path.startswith(JSON_PATHS)
 
 
 def error_response(request: Request, status: int, code: str, message: str, field: str | None = None,
-                   headers: dict[str, str] | None = None) -> Response:
+                   headers: Mapping[str, str] | None = None) -> Response:
+    headers = dict(headers) if headers else None
     if _wants_json(request):
-        body: dict[str, Any] = {"error": {"code": code, "message": message}}
-        if field:
-            body["error"]["field"] = field
-        return Response(body, status_code=status, media_type=MediaType.JSON, headers=headers)
+        return Response(ErrorBody(ErrorDetail(code=code, message=message, field=field)), status_code=status,
+                        media_type=MediaType.JSON, headers=headers)
     if status == 401:
         next_path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return Template("accounts/login.html", context={"error": message, "next": next_path, "email": ""},
@@ -194,6 +218,8 @@ _HTTP_MESSAGES = {
     405: "This address does not accept that kind of request.",
     413: "That upload is too large.",
 }
+_HTTP_CODES = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+               413: "too_large", 415: "unsupported_media_type"}
 
 
 def handle_http_error(request: Request, exc: HTTPException) -> Response:
@@ -204,14 +230,39 @@ def handle_http_error(request: Request, exc: HTTPException) -> Response:
                               "page and try again.")
     if isinstance(exc, NotAuthorizedException):
         return error_response(request, 401, "unauthorized", exc.detail or "Please log in to continue.")
-    message = exc.detail if status < 500 and exc.detail and status != 404 else _HTTP_MESSAGES.get(
-        status, "Something went wrong on our side. Please try again."
-    )
-    if status == 400 and getattr(exc, "extra", None):
-        details = "; ".join(f"{e.get('key', '')}: {e.get('message', '')}" for e in exc.extra if isinstance(e, dict))
-        message = f"{message} ({details})" if details else message
-    code = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}.get(status, "error")
-    return error_response(request, status, code, message)
+    field = None
+    if isinstance(exc, ValidationException):
+        # Litestar's own message names the method and URL and msgspec's types: say it for a person.
+        message, field = validation_message(request, exc)
+    elif status < 500 and exc.detail and status not in (404, 405):
+        message = exc.detail
+    else:
+        message = _HTTP_MESSAGES.get(status, "Something went wrong on our side. Please try again.")
+    # Keep what the exception says about the answer: a 405 carries the methods allowed in `Allow`.
+    return error_response(request, status, _HTTP_CODES.get(status, "error"), message, field, exc.headers)
+
+
+# --- ids in paths ------------------------------------------------------------------------------
+
+SQLITE_MAX_ID = 2**63 - 1  # SQLite's INTEGER
+POSTGRES_MAX_ID = 2**31 - 1  # PostgreSQL's SERIAL, the type of every id column
+
+
+def check_address(request: Request) -> None:
+    """before_request hook of the app, for what no route can use in its address. Runs after the
+    guards, so an anonymous visitor still gets 401 and another role 403.
+
+    A path id no row can have (0, negative, or past the engine's integer) is a 404 like any id
+    that names nothing, not a database overflow (500). A NUL character anywhere in the address is
+    a 400: PostgreSQL refuses it in any text, so it would otherwise be a 500 wherever a value is
+    looked up."""
+    raw = request.scope
+    if b"%00" in raw.get("query_string", b"") or "\x00" in raw["path"] or "\x00" in request.url.query:
+        raise DomainError("The address contains a NUL character (%00), which nothing here accepts.")
+    highest = SQLITE_MAX_ID if db.is_sqlite() else POSTGRES_MAX_ID
+    for value in request.path_params.values():
+        if type(value) is int and not 1 <= value <= highest:
+            raise NotFound("There is nothing at this address.")
 
 
 class FastPath:

@@ -4,18 +4,19 @@ endpoint answers with (the postback's JSON, each item of the API, the pixel's he
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import msgspec
 from litestar import Controller, Request, Response, post
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import JSONBody
+from litestar.openapi.spec.enums import OpenAPIType
+from litestar.params import JSONBody, KwargDefinition
 
 from server.accounts.tables import Role
 from server.conversions import service as conversions
 from server.conversions.tables import ConversionSource
 from server.errors import DomainError
-from server.web import current_user, requires_role
+from server.web import ErrorBody, current_user, requires_role
 
 MAX_BATCH = 500
 
@@ -84,7 +85,11 @@ class ConversionIn(msgspec.Struct):
     click_id: str | None = None
     txn_id: str | None = None
     goal: str | None = None
-    amount: int | float | str | None = None
+    # A number or a string; any number, so that 12.5 gets the service's "whole minor units" answer
+    # (422 bad_amount) rather than a type error. anyOf, not Litestar's oneOf: 1250 is both an
+    # integer and a number, which oneOf would call invalid.
+    amount: Annotated[int | float | str | None, KwargDefinition(schema_extra={
+        "one_of": None, "type": [OpenAPIType.NUMBER, OpenAPIType.STRING, OpenAPIType.NULL]})] = None
     currency: str | None = None
 
     def report(self) -> conversions.Report:
@@ -104,12 +109,18 @@ class ConversionResults(msgspec.Struct):
     refused: int
 
 
-_REFUSALS = {
-    status: ResponseSpec(data_container=ConversionResults, description=f"A single conversion refused: {why}")
-    for status, why in ((401, "bad_token"), (404, "unknown_click"), (409, "campaign_ended, cap_reached"),
-                        (422, "outside_attribution_window, too_fast, unknown_goal, amount_required, bad_amount, "
-                              "bad_currency, txn_id_required, bad_txn_id"))
-}
+# A single conversion refused answers with its result's status; `results[0].code` is the stable
+# reason (server/conversions/service.py defines them) and `results[0].message` what to do.
+REFUSED = {401: "the campaign token or API key does not cover this conversion", 404: "no such click or campaign",
+            409: "the campaign takes no more conversions (ended, or a cap reached)",
+            422: "a value was refused (goal, amount, currency, txn_id, or timing)"}
+_REFUSALS = {status: ResponseSpec(data_container=ConversionResults, generate_examples=False,
+                                  description=f"A single conversion refused: {why}; `results[0].code` says why.")
+             for status, why in REFUSED.items()}
+# Without an API key (or with one of another role) the guard answers before any conversion is read.
+_REFUSALS[401] = ResponseSpec(data_container=Union[ConversionResults, ErrorBody],  # noqa: UP007
+                              generate_examples=False, description=f"{_REFUSALS[401].description} Or "
+                              "no API key, or one that is unknown or revoked: an ErrorBody.")
 
 
 class ConversionsApi(Controller):

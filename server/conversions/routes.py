@@ -5,16 +5,17 @@ the pixel by nothing more than its campaign's public key and a signed click id."
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Request, Response, get, route
 from litestar.enums import MediaType, RequestEncodingType
-from litestar.params import FromPath
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, QueryParameter
 
 from server.accounts import service as accounts
 from server.accounts.tables import Role
 from server.conversions import service as conversions
-from server.conversions.api import ConversionResult, intake, result_of
+from server.conversions.api import REFUSED, ConversionResult, intake, result_of
 from server.conversions.tables import ConversionSource
 from server.errors import Unauthorized
 from server.web import PUBLIC
@@ -24,6 +25,15 @@ PARAMS = ("click_id", "goal", "txn_id", "amount", "currency", "token")
 PIXEL_GIF = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
              b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
 NO_STORE = {"cache-control": "no-store, private"}
+
+# The postback's parameters, declared for its OpenAPI document: _params reads them itself, from the
+# query or a form body, so that one parser serves both.
+ClickId = Annotated[str | None, QueryParameter(description="The click id your landing page received")]
+TxnId = Annotated[str | None, QueryParameter(description="Your order id: a txn_id reported twice counts once")]
+Goal = Annotated[str | None, QueryParameter(description="The goal's key (default: the campaign's first goal)")]
+Amount = Annotated[str | None, QueryParameter(description="The sale amount in minor units (RevShare goals)")]
+Currency = Annotated[str | None, QueryParameter(description="ISO 4217 code (default: the campaign's)")]
+Token = Annotated[str | None, QueryParameter(description="The campaign's postback token (or send an API key)")]
 
 
 def _params(query: Any, form: Any = None) -> dict[str, str]:
@@ -56,12 +66,16 @@ async def _advertiser_from_bearer(request: Request) -> int | None:
     return user.id
 
 
-@route("/postback", http_method=["GET", "POST"], opt=PUBLIC, tags=["conversions"],
+@route("/postback", http_method=["GET", "POST"], opt=PUBLIC, tags=["conversions"], status_code=200,
+       responses={status: ResponseSpec(data_container=ConversionResult, generate_examples=False,
+                                       description=f"Refused: {why}; `code` says why.")
+                  for status, why in REFUSED.items()},
        summary="Report a conversion server to server",
        description="Parameters click_id, txn_id, goal, amount (sale amount in minor units), currency and token "
                    "(the campaign's postback token), in the query string or a form body; or "
                    "'Authorization: Bearer <advertiser API key>' instead of token.")
-async def postback(request: Request) -> Response[ConversionResult]:
+async def postback(request: Request, click_id: ClickId = None, txn_id: TxnId = None, goal: Goal = None,
+                   amount: Amount = None, currency: Currency = None, token: Token = None) -> Response[ConversionResult]:
     form = None
     if request.method == "POST" and request.content_type[0] in (
             RequestEncodingType.URL_ENCODED.value, RequestEncodingType.MULTI_PART.value):

@@ -18,7 +18,7 @@ from server.errors import Invalid
 from server.pages import form_data, render, render_error, see_other
 from server.reports import finance
 from server.reports import period as periods
-from server.reports.web import period_of, report_csv, saved_time_zone
+from server.reports.web import PERIOD_REFUSALS, PeriodFrom, PeriodTo, PeriodZone, period_of, report_csv, saved_time_zone
 from server.web import current_user, requires_role
 
 PAGE = "finance/dashboard.html"
@@ -100,8 +100,10 @@ class FinanceReportsApi(Controller):
     tags = ["reports"]
     security = [{"apiKey": []}]
 
-    @get("/reports", summary="The network's revenue, balances, payout batches and last ledger check for a period")
-    async def reports(self, request: Request) -> FinanceReportBody:
+    @get("/reports", summary="The network's revenue, balances, payout batches and last ledger check for a period",
+         responses=PERIOD_REFUSALS)
+    async def reports(self, request: Request, period_from: PeriodFrom = None, period_to: PeriodTo = None,
+                      tz: PeriodZone = None) -> FinanceReportBody:
         """`from`, `to` (YYYY-MM-DD, inclusive) and `tz` (IANA) are optional: by default the last 30
         days in your saved time zone. Amounts are integers in minor units; times are UTC."""
         report = await finance.report(await period_of(request))  # a bad period: 400 JSON (server/web.py)

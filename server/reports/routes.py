@@ -20,7 +20,7 @@ from server.pages import render, render_error
 from server.reports import advertiser as advertiser_reports
 from server.reports import earnings, rollup, spending
 from server.reports import publisher as publisher_reports
-from server.reports.web import period_of, report_csv, report_page
+from server.reports.web import PERIOD_REFUSALS, PeriodFrom, PeriodTo, PeriodZone, period_of, report_csv, report_page
 from server.tracking import service as tracking
 from server.web import current_user, requires_role
 
@@ -169,8 +169,10 @@ class PublisherReportsApi(Controller):
     tags = ["reports"]
     security = [{"apiKey": []}]
 
-    @get("/reports", summary="The publisher's report over a period: totals and each table of the dashboard")
-    async def publisher_report(self, request: Request) -> PublisherReport:
+    @get("/reports", summary="The publisher's report over a period: totals and each table of the dashboard",
+         responses=PERIOD_REFUSALS)
+    async def publisher_report(self, request: Request, period_from: PeriodFrom = None, period_to: PeriodTo = None,
+                               tz: PeriodZone = None) -> PublisherReport:
         """Query: `from`, `to` (YYYY-MM-DD, in `tz`; default the last 30 days), `tz` (an IANA zone;
         default the saved one, or UTC). The same figures as /publisher/reports, the publisher's own."""
         period = await period_of(request)
@@ -249,8 +251,10 @@ class AdvertiserReportsApi(Controller):
     tags = ["reports"]
     security = [{"apiKey": []}]
 
-    @get("/reports", summary="The advertiser's report over a period: spend, conversions, CPA, ROI, balance")
-    async def advertiser_report(self, request: Request) -> AdvertiserReport:
+    @get("/reports", summary="The advertiser's report over a period: spend, conversions, CPA, ROI, balance",
+         responses=PERIOD_REFUSALS)
+    async def advertiser_report(self, request: Request, period_from: PeriodFrom = None, period_to: PeriodTo = None,
+                                tz: PeriodZone = None) -> AdvertiserReport:
         """Query: `from`, `to` (YYYY-MM-DD, in `tz`; default the last 30 days), `tz` (an IANA zone).
         The same figures as /advertiser/reports, for the advertiser's own campaigns only."""
         period = await period_of(request)

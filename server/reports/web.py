@@ -4,19 +4,36 @@ a table downloaded as CSV, exactly as the page shows it."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Request
+from litestar.params import QueryParameter
 from litestar.response import Response, Template
 
 from server import money
 from server.accounts.tables import User
 from server.errors import Invalid, NotFound
+from server.openapi import refusals
 from server.pages import render, render_error
 from server.reports import period as periods
 from server.reports import rollup
 from server.reports.table import ReportTable, percent_text, rate_text
 from server.web import current_user
+
+# The period of the reports API, declared so its OpenAPI document lists it; period_of reads the
+# query itself (one parser for pages, CSV and API), and a period it cannot read is a 400.
+_DAY_OR_NOTHING = r"^(\d{4}-\d{2}-\d{2})?$"  # empty is the default, as the report form sends it
+PeriodFrom = Annotated[str | None, QueryParameter(
+    name="from", description="First day, YYYY-MM-DD in `tz` (default: 30 days before `to`); at most "
+                             f"{periods.MAX_DAYS} days before `to`", schema_extra={"pattern": _DAY_OR_NOTHING})]
+PeriodTo = Annotated[str | None, QueryParameter(
+    name="to", description="Last day, included, YYYY-MM-DD in `tz` (default: today)",
+    schema_extra={"pattern": _DAY_OR_NOTHING})]
+PeriodZone = Annotated[str | None, QueryParameter(
+    name="tz", description="An IANA time zone such as Europe/Berlin (default: the saved one, or UTC)",
+    schema_extra={"pattern": r"^([A-Za-z_]+(/[A-Za-z0-9_+-]+)*)?$"})]
+PERIOD_REFUSALS = refusals((periods.BadPeriod, "The period cannot be read: `error.field` names `from`, `to` or "
+                                               "`tz` and `error.message` says what to send."))
 
 Build = Callable[[int, periods.Period], Awaitable[Any]]  # (the reader's user id, the period) -> a report
 
