@@ -107,7 +107,8 @@ class StandIn:
 
 
 async def connected_accounts(stand_in: StandIn, m: int) -> list[str]:
-    """M Express accounts through the SDK, each onboarded (transfers active) through the /_local control."""
+    """M Express accounts through the SDK, each onboarded (transfers active) through the /_local control, and
+    the platform's balance funded to pay them."""
     import httpx
     import stripe
 
@@ -122,7 +123,19 @@ async def connected_accounts(stand_in: StandIn, m: int) -> list[str]:
                 done = await local.post(f"/_local/accounts/{account.id}/complete_onboarding")
                 done.raise_for_status()
                 return account.id
-        return list(await asyncio.gather(*(one(i) for i in range(m))))
+        accounts = list(await asyncio.gather(*(one(i) for i in range(m))))
+        # Transfers are paid from the platform's available balance, as on Stripe: fund it first, with the
+        # test card whose funds are available at once (every line is below 2 × BASE_AMOUNT).
+        for n in range(-(-m * 2 * BASE_AMOUNT // 99_999_999)):
+            session = await client.v1.checkout.sessions.create_async({
+                "mode": "payment", "success_url": "http://bench.test/ok",
+                "line_items": [{"quantity": 1, "price_data": {"currency": PAID_CURRENCY.lower(),
+                                                              "unit_amount": 99_999_999,
+                                                              "product_data": {"name": "platform funds"}}}]},
+                {"idempotency_key": f"bench-fund-{n}"})
+            paid = await local.post(f"/_local/checkout/sessions/{session.id}/pay", data={"card": "4000000000000077"})
+            paid.raise_for_status()
+        return accounts
 
 
 async def transfer_posts(stand_in: StandIn) -> list[dict]:

@@ -10,9 +10,9 @@ from typing import Any
 
 from litestar import Request, Response, route
 
-from server.stripe_local import connect, forms, payments
+from server.stripe_local import balance, connect, disputes, forms, payments
 from server.stripe_local.objects import expand, list_object
-from server.stripe_local.store import API_VERSION, Idempotent, Store, StripeError
+from server.stripe_local.store import API_VERSION, Idempotent, Store, StripeError, not_found
 
 Handler = Callable[..., dict[str, Any]]
 _ROUTES: list[tuple[str, re.Pattern[str], Handler]] = []
@@ -114,6 +114,29 @@ def _list_transfers(store: Store, params: dict[str, Any]) -> dict[str, Any]:
     return list_object("/v1/transfers", transfers[:limit], has_more=len(transfers) > limit)
 
 
+@_on("GET", f"/v1/transfers/{_ID}/reversals")
+def _list_reversals(store: Store, params: dict[str, Any], transfer_id: str) -> dict[str, Any]:
+    return connect.list_reversals(store, transfer_id, params)
+
+
+@_on("GET", f"/v1/transfers/{_ID}/reversals/{_ID}")
+def _get_reversal(store: Store, params: dict[str, Any], transfer_id: str, reversal_id: str) -> dict[str, Any]:
+    reversal = store.get(reversal_id, "transfer_reversal", "transfer reversal")
+    if reversal["transfer"] != transfer_id:
+        raise not_found("transfer reversal", reversal_id)
+    return reversal
+
+
+@_on("GET", "/v1/balance")
+def _get_balance(store: Store, params: dict[str, Any]) -> dict[str, Any]:
+    return balance.balance_object(store)
+
+
+@_on("POST", f"/v1/disputes/{_ID}")
+def _update_dispute(store: Store, params: dict[str, Any], dispute_id: str) -> dict[str, Any]:
+    return disputes.update_dispute(store, dispute_id, params)
+
+
 @_on("POST", f"/v1/transfers/{_ID}/reversals")
 def _create_reversal(store: Store, params: dict[str, Any], transfer_id: str) -> dict[str, Any]:
     return connect.create_reversal(store, transfer_id, params)
@@ -162,11 +185,12 @@ async def stripe_api(request: Request) -> Response:
     request_id = store.new_id("req_", 14)
     method, path = request.method.upper(), request.url.path
     key = request.headers.get("idempotency-key")
-    entry: dict[str, Any] = {"id": request_id, "method": method, "path": path, "idempotency_key": key,
-                             "status": None}
+    entry: dict[str, Any] = {"id": request_id, "method": method, "path": path, "query": request.url.query or "",
+                             "idempotency_key": key, "status": None}
     store.requests.append(entry)
     headers = {"Request-Id": request_id, "Stripe-Version": request.headers.get("stripe-version", API_VERSION)}
     raw = (await request.body()).decode() if method == "POST" else request.url.query or ""
+    balance.advance(store)  # what the time since the last request did (expiries, funds becoming available)
     try:
         _authenticate(store, request)
         params = forms.parse(raw)

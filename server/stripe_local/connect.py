@@ -1,12 +1,13 @@
-"""Connect: Express accounts, their onboarding links, transfers to them and transfer reversals."""
+"""Connect: Express accounts (their events go to the Connect endpoint), their onboarding links, transfers to
+them (out of the available balance only) and transfer reversals."""
 
 from __future__ import annotations
 
 import copy
 from typing import Any
 
-from server.stripe_local import forms
-from server.stripe_local.objects import balance_transaction, list_object
+from server.stripe_local import balance, forms
+from server.stripe_local.objects import balance_transaction, list_object, page
 from server.stripe_local.store import Store, StripeError, not_found
 
 _CURRENCY_OF = {"US": "usd", "GB": "gbp", "CH": "chf", "SE": "sek", "DK": "dkk", "NO": "nok", "PL": "pln",
@@ -73,7 +74,9 @@ def complete_onboarding(store: Store, account_id: str) -> dict[str, Any]:
     account.update(details_submitted=True, charges_enabled=True, payouts_enabled=True,
                    requirements=_requirements([], None))
     account["capabilities"] = {name: "active" for name in account["capabilities"]} or {"transfers": "active"}
-    store.emit("account.updated", account, {k: v for k, v in previous.items() if v != account[k]})
+    # An event of the connected account: it carries `account` and goes to the Connect endpoint only.
+    store.emit("account.updated", account, {k: v for k, v in previous.items() if v != account[k]},
+               account=account_id)
     return account
 
 
@@ -84,7 +87,7 @@ def restrict_account(store: Store, account_id: str) -> dict[str, Any]:
     account.update(payouts_enabled=False, requirements=_requirements(["individual.verification.document"],
                                                                      "requirements.past_due"))
     account["capabilities"] = {name: "inactive" for name in account["capabilities"]}
-    store.emit("account.updated", account, previous)
+    store.emit("account.updated", account, previous, account=account_id)
     return account
 
 
@@ -103,6 +106,7 @@ def create_transfer(store: Store, params: dict[str, Any]) -> dict[str, Any]:
     if account["capabilities"].get("transfers") != "active":
         raise StripeError(400, "Your destination account needs to have at least one of the following capabilities "
                                "enabled: transfers, crypto_transfers, legacy_payments", param="destination")
+    balance.require_available(store, amount, currency)
     transfer_id = store.new_id("tr_")
     txn = balance_transaction(store, amount=-amount, currency=currency, fee=0, kind="transfer", category="transfer",
                               source=transfer_id)
@@ -134,6 +138,12 @@ def _simulated_failure(failure: dict[str, Any]) -> StripeError:
                        saved=True)
 
 
+def list_reversals(store: Store, transfer_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    store.get(transfer_id, "transfer")
+    return page(f"/v1/transfers/{transfer_id}/reversals", store.reversals.get(transfer_id, []), params,
+                "transfer reversal")
+
+
 def create_reversal(store: Store, transfer_id: str, params: dict[str, Any]) -> dict[str, Any]:
     forms.check_known(params, {"amount", "description", "metadata", "refund_application_fee"})
     transfer = store.get(transfer_id, "transfer")
@@ -156,7 +166,11 @@ def create_reversal(store: Store, transfer_id: str, params: dict[str, Any]) -> d
     previous = {"amount_reversed": transfer["amount_reversed"], "reversed": transfer["reversed"]}
     transfer["amount_reversed"] += amount
     transfer["reversed"] = transfer["amount_reversed"] == transfer["amount"]
-    transfer["reversals"] = list_object(f"/v1/transfers/{transfer_id}/reversals",
-                                        [dict(reversal), *transfer["reversals"]["data"]])
+    every = store.reversals.setdefault(transfer_id, [])
+    every.insert(0, reversal)
+    # As on Stripe, the transfer carries its 10 most recent reversals; the rest are paged through
+    # GET /v1/transfers/{id}/reversals (has_more says there are more).
+    transfer["reversals"] = list_object(f"/v1/transfers/{transfer_id}/reversals", [dict(r) for r in every[:10]],
+                                        has_more=len(every) > 10) | {"total_count": len(every)}
     store.emit("transfer.reversed", transfer, previous)
     return reversal

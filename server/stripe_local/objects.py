@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from server.stripe_local import forms
 from server.stripe_local.store import Store, StripeError
 
 ZERO_DECIMAL = {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv",
@@ -21,17 +22,38 @@ def list_object(url: str, data: list[dict[str, Any]], has_more: bool = False) ->
     return {"object": "list", "data": data, "has_more": has_more, "total_count": len(data), "url": url}
 
 
+def page(url: str, items: list[dict[str, Any]], params: dict[str, Any], label: str) -> dict[str, Any]:
+    """One page of a list (items newest first), as Stripe pages: `limit` (1–100, default 10), `starting_after`."""
+    limit = forms.integer(params.get("limit", "10"), "limit", 1)
+    if limit > 100:
+        raise StripeError(400, "This value must be less than or equal to 100.", param="limit")
+    if params.get("starting_after"):
+        ids = [item["id"] for item in items]
+        if params["starting_after"] not in ids:
+            raise StripeError(400, f"No such {label}: '{params['starting_after']}'", param="starting_after")
+        items = items[ids.index(params["starting_after"]) + 1:]
+    return list_object(url, items[:limit], has_more=len(items) > limit)
+
+
 def balance_transaction(store: Store, *, amount: int, currency: str, fee: int, kind: str, category: str,
                         source: str, fee_description: str = "Stripe processing fees",
-                        description: str | None = None) -> dict[str, Any]:
+                        description: str | None = None, available_on: int | None = None) -> dict[str, Any]:
+    """Money in or out of the platform's balance. Debits (refunds, transfers, disputes) are available at once;
+    a charge's funds become available at `available_on` (store.config.available_delay after the charge)."""
     fee_details = [] if fee == 0 else [{"amount": fee, "application": None, "currency": currency,
                                         "description": fee_description, "type": "stripe_fee"}]
     now = store.now()
-    # Funds are available at once here (Stripe holds them for days; nothing in affnet waits on that).
-    return store.add(store.base("txn_", "balance_transaction", amount=amount, available_on=now,
-                                balance_type="payments", currency=currency, description=description,
-                                exchange_rate=None, fee=fee, fee_details=fee_details, net=amount - fee,
-                                reporting_category=category, source=source, status="available", type=kind))
+    available_on = now if available_on is None else available_on
+    txn = store.add(store.base("txn_", "balance_transaction", amount=amount, available_on=available_on,
+                               balance_type="payments", currency=currency, description=description,
+                               exchange_rate=None, fee=fee, fee_details=fee_details, net=amount - fee,
+                               reporting_category=category, source=source,
+                               status="available" if available_on <= now else "pending", type=kind))
+    if txn["status"] == "available":
+        store.available[currency] = store.available.get(currency, 0) + txn["net"]
+    else:
+        store.pending.append(txn)
+    return txn
 
 
 def expand(store: Store, obj: dict[str, Any], paths: list[str]) -> dict[str, Any]:

@@ -34,7 +34,13 @@ _PAY = """{% extends "base" %}{% block title %}Pay{% endblock %}{% block body %}
 {% if session.status == "open" %}
 <form method="post" action="/pay/{{ session.id }}"><p><label>Email
 <input type="email" name="email" value="{{ session.customer_email or 'buyer@example.com' }}"></label></p>
-<p class="note">Test card 4242 4242 4242 4242 — always succeeds.</p>
+<fieldset><legend>Pay with</legend>
+<p><label><input type="radio" name="card" value="4242424242424242" checked> Test card 4242 4242 4242 4242
+(succeeds; funds available after the usual delay)</label></p>
+<p><label><input type="radio" name="card" value="4000000000000077"> Test card 4000 0000 0000 0077
+(succeeds; funds available at once)</label></p>
+<p><label><input type="radio" name="card" value="sepa_debit"> SEPA Direct Debit (completes unpaid; the bank
+answers later)</label></p></fieldset>
 <button type="submit" class="primary">Pay {{ money(session.amount_total, session.currency) }}</button></form>
 {% if session.cancel_url %}<form method="post" action="/pay/{{ session.id }}/cancel">
 <p><button type="submit" class="secondary">Cancel</button></p></form>{% endif %}
@@ -98,9 +104,13 @@ async def checkout_pay(request: Request) -> Response:
     session = _session_or_404(store, request.path_params["session_id"])
     if session is None:
         return Response("No such Checkout Session", status_code=404, media_type="text/plain")
-    email = (await _form(request)).get("email") or "buyer@example.com"
+    form = await _form(request)
+    email = form.get("email") or "buyer@example.com"
+    choice = form.get("card") or payments.CARD
     try:
-        session = payments.pay_checkout_session(store, session["id"], email)
+        session = payments.pay_checkout_session(store, session["id"], email,
+                                                method="sepa_debit" if choice == "sepa_debit" else "card",
+                                                card=payments.CARD if choice == "sepa_debit" else choice)
     except StripeError as exc:
         return _html("pay", status=400, session=session, items=store.line_items[session["id"]], error=exc.message)
     return Redirect(session["success_url"].replace("{CHECKOUT_SESSION_ID}", session["id"]), status_code=303)

@@ -1,13 +1,18 @@
-"""Checkout Sessions, the payment a click on Pay makes, refunds and disputes."""
+"""Checkout Sessions (expiring by themselves), the payment a click on Pay makes (by card, or asynchronously
+by SEPA debit), and refunds."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from server.stripe_local import forms
+from server.stripe_local import disputes, forms
 from server.stripe_local.objects import balance_transaction, card_fee, format_amount, list_object
 from server.stripe_local.store import Store, StripeError
 
+MIN_LIFETIME, MAX_LIFETIME = 30 * 60, 24 * 3600  # a Checkout Session's expires_at, after its creation
+CARD = "4242424242424242"  # succeeds; funds available after config.available_delay
+CARD_AVAILABLE_AT_ONCE = "4000000000000077"  # Stripe's test card that skips the pending balance
+CARDS = (CARD, CARD_AVAILABLE_AT_ONCE)
 SESSION_PARAMS = {"mode", "line_items", "success_url", "cancel_url", "client_reference_id", "metadata",
                   "payment_intent_data", "customer_email", "payment_method_types", "locale", "expires_at",
                   "submit_type", "ui_mode", "currency"}
@@ -32,6 +37,7 @@ def create_checkout_session(store: Store, params: dict[str, Any]) -> dict[str, A
         raise StripeError(400, f"The Checkout Session's total amount due must add up to at least "
                                f"{format_amount(store.config.min_charge_minor, currency)}",
                           param="line_items", code="amount_too_small")
+    expires_at = _expires_at(store, params.get("expires_at"))
     pi_data = params.get("payment_intent_data") or {}
     if not isinstance(pi_data, dict):
         raise StripeError(400, "Invalid object", param="payment_intent_data")
@@ -39,7 +45,7 @@ def create_checkout_session(store: Store, params: dict[str, Any]) -> dict[str, A
         "cs_test_", "checkout.session", amount_subtotal=total, amount_total=total,
         cancel_url=params.get("cancel_url"), client_reference_id=params.get("client_reference_id"),
         currency=currency, customer=None, customer_details=None, customer_email=params.get("customer_email"),
-        expires_at=store.now() + 24 * 3600, metadata=forms.string_map(params.get("metadata"), "metadata"),
+        expires_at=expires_at, metadata=forms.string_map(params.get("metadata"), "metadata"),
         mode="payment", payment_intent=None, payment_method_types=["card"], payment_status="unpaid",
         status="open", success_url=success_url, total_details={"amount_discount": 0, "amount_shipping": 0,
                                                                "amount_tax": 0},
@@ -49,9 +55,25 @@ def create_checkout_session(store: Store, params: dict[str, Any]) -> dict[str, A
     session_private = {"pi_metadata": forms.string_map(pi_data.get("metadata"), "payment_intent_data[metadata]"),
                        "pi_description": pi_data.get("description"), "transfer_group": pi_data.get("transfer_group")}
     store.add(session)
+    store.open_sessions[session["id"]] = expires_at
     store.line_items[session["id"]] = items  # Stripe returns them only through expand[]=line_items
     store.intent_data[session["id"]] = session_private
     return session
+
+
+def _expires_at(store: Store, raw: Any) -> int:
+    """Stripe's bounds: 30 minutes to 24 hours after creation; 24 hours when not given."""
+    now = store.now()
+    if raw in (None, ""):
+        return now + MAX_LIFETIME
+    expires_at = forms.integer(raw, "expires_at")
+    if expires_at < now + MIN_LIFETIME:
+        raise StripeError(400, "The `expires_at` timestamp must be at least 30 minutes from Checkout Session "
+                               "creation.", param="expires_at")
+    if expires_at > now + MAX_LIFETIME:
+        raise StripeError(400, "The `expires_at` timestamp must be less than 24 hours from Checkout Session "
+                               "creation.", param="expires_at")
+    return expires_at
 
 
 def _line_item(store: Store, item: Any, i: int) -> dict[str, Any]:
@@ -90,61 +112,117 @@ def retrieve_checkout_session(store: Store, session_id: str, expand: list[str]) 
 
 
 def expire_checkout_session(store: Store, session_id: str) -> dict[str, Any]:
+    """POST /v1/checkout/sessions/{id}/expire, and what Stripe does by itself at expires_at."""
     session = store.get(session_id, "checkout.session", "checkout session")
     if session["status"] != "open":
         raise StripeError(400, f"Only Checkout Sessions with a status in [\"open\"] can be expired. This Checkout "
                                f"Session has a status of \"{session['status']}\".", code="checkout_session_not_open")
     session.update(status="expired", url=None)
+    store.open_sessions.pop(session_id, None)
     store.emit("checkout.session.expired", session)
     return session
 
 
-def pay_checkout_session(store: Store, session_id: str, email: str = "buyer@example.com") -> dict[str, Any]:
-    """What a click on Pay does: a succeeded PaymentIntent and Charge with its fee, then the events."""
+def pay_checkout_session(store: Store, session_id: str, email: str = "buyer@example.com", *,
+                         method: str = "card", card: str = CARD) -> dict[str, Any]:
+    """What a click on Pay does. By card: a succeeded PaymentIntent and Charge with its fee, then the events;
+    the funds become available after config.available_delay (at once with the test card 4000000000000077).
+    By SEPA Direct Debit (asynchronous, as on Stripe): the session completes with payment_status `unpaid`
+    and the payment is processing until `settle_async_payment` says how it ended."""
     session = store.get(session_id, "checkout.session", "checkout session")
     if session["status"] == "complete":
         return session  # a second click (or a replayed form post) pays nothing more
     if session["status"] != "open":
         raise StripeError(400, "This Checkout Session is no longer open.", code="checkout_session_not_open")
+    if method not in ("card", "sepa_debit"):
+        raise StripeError(400, f"Invalid payment method: {method} (card or sepa_debit).", param="payment_method")
+    if method == "card" and card not in CARDS:
+        raise StripeError(400, f"The stand-in knows the test cards {', '.join(CARDS)}.", param="card")
     private = store.intent_data[session_id]
     amount, currency = session["amount_total"], session["currency"]
     pi_id, charge_id = store.new_id("pi_"), store.new_id("ch_")
-    txn = balance_transaction(store, amount=amount, currency=currency, fee=card_fee(store, amount), kind="charge",
-                              category="charge", source=charge_id, description=private["pi_description"])
     billing = {"address": {"city": None, "country": "DE", "line1": None, "line2": None, "postal_code": None,
                            "state": None}, "email": email, "name": "Test Buyer", "phone": None}
+    details = ({"type": "card", "card": {"brand": "visa", "country": "DE", "exp_month": 12, "exp_year": 2034,
+                                         "funding": "credit", "last4": card[-4:]}} if method == "card" else
+               {"type": "sepa_debit", "sepa_debit": {"bank_code": "37040044", "country": "DE", "last4": "3000"}})
     charge = store.add({
         "id": charge_id, "object": "charge", "amount": amount, "amount_captured": amount, "amount_refunded": 0,
-        "balance_transaction": txn["id"], "billing_details": billing, "captured": True, "created": store.now(),
+        "balance_transaction": None, "billing_details": billing, "captured": True, "created": store.now(),
         "currency": currency, "customer": None, "description": private["pi_description"], "disputed": False,
         "failure_code": None, "failure_message": None, "livemode": False, "metadata": dict(private["pi_metadata"]),
         "outcome": {"network_status": "approved_by_network", "reason": None, "risk_level": "normal",
                     "seller_message": "Payment complete.", "type": "authorized"},
-        "paid": True, "payment_intent": pi_id, "payment_method": store.new_id("pm_"),
-        "payment_method_details": {"type": "card", "card": {"brand": "visa", "country": "DE", "exp_month": 12,
-                                                             "exp_year": 2034, "funding": "credit",
-                                                             "last4": "4242"}},
-        "receipt_email": email, "receipt_url": f"{store.config.public_url}/receipts/{charge_id}",
-        "refunded": False, "refunds": list_object(f"/v1/charges/{charge_id}/refunds", []), "status": "succeeded",
+        "paid": False, "payment_intent": pi_id, "payment_method": store.new_id("pm_"),
+        "payment_method_details": details, "receipt_email": email,
+        "receipt_url": f"{store.config.public_url}/receipts/{charge_id}",
+        "refunded": False, "refunds": list_object(f"/v1/charges/{charge_id}/refunds", []), "status": "pending",
         "transfer_group": private["transfer_group"],
     })
     intent = store.add({
         "id": pi_id, "object": "payment_intent", "amount": amount, "amount_capturable": 0,
-        "amount_received": amount, "canceled_at": None, "capture_method": "automatic_async",
+        "amount_received": 0, "canceled_at": None, "capture_method": "automatic_async",
         "client_secret": f"{pi_id}_secret_{store.new_id('', 25)}", "confirmation_method": "automatic",
         "created": store.now(), "currency": currency, "customer": None, "description": private["pi_description"],
         "last_payment_error": None, "latest_charge": charge_id, "livemode": False,
         "metadata": dict(private["pi_metadata"]), "payment_method": charge["payment_method"],
-        "payment_method_types": ["card"], "receipt_email": email, "status": "succeeded",
+        "payment_method_types": [method], "receipt_email": email, "status": "processing",
         "transfer_group": private["transfer_group"],
     })
-    session.update(status="complete", payment_status="paid", payment_intent=intent["id"], url=None,
+    store.open_sessions.pop(session_id, None)
+    session.update(status="complete", payment_status="unpaid", payment_intent=intent["id"], url=None,
+                   payment_method_types=[method],
                    customer_details={"email": email, "name": "Test Buyer", "phone": None, "tax_exempt": "none",
                                      "address": billing["address"]})
-    store.emit("charge.succeeded", charge)
-    store.emit("payment_intent.succeeded", intent)
-    store.emit("checkout.session.completed", session)
+    store.checkout_of_intent[pi_id] = session_id
+    if method == "card":
+        _succeed(store, intent, charge, session, at_once=card == CARD_AVAILABLE_AT_ONCE)
+        store.emit("charge.succeeded", charge)
+        store.emit("payment_intent.succeeded", intent)
+        store.emit("checkout.session.completed", session)
+    else:
+        store.emit("charge.pending", charge)
+        store.emit("payment_intent.processing", intent)
+        store.emit("checkout.session.completed", session)
     return session
+
+
+def _succeed(store: Store, intent: dict[str, Any], charge: dict[str, Any], session: dict[str, Any], *,
+             at_once: bool = False) -> None:
+    amount, currency = charge["amount"], charge["currency"]
+    txn = balance_transaction(store, amount=amount, currency=currency, fee=card_fee(store, amount), kind="charge",
+                              category="charge", source=charge["id"], description=charge["description"],
+                              available_on=store.now() + (0 if at_once else store.config.available_delay))
+    charge.update(balance_transaction=txn["id"], paid=True, status="succeeded")
+    intent.update(amount_received=amount, status="succeeded")
+    session["payment_status"] = "paid"
+
+
+def settle_async_payment(store: Store, intent_id: str, outcome: str) -> dict[str, Any]:
+    """Test control: the bank's answer to a processing SEPA debit (days later on Stripe). Succeeded: the
+    funds arrive (pending, then available) and `checkout.session.async_payment_succeeded`; failed:
+    `checkout.session.async_payment_failed`, and nothing was received."""
+    intent = store.get(intent_id, "payment_intent", "payment_intent")
+    if outcome not in ("succeeded", "failed"):
+        raise StripeError(400, "outcome must be succeeded or failed", param="outcome")
+    if intent["status"] != "processing":
+        raise StripeError(400, f"PaymentIntent {intent_id} is {intent['status']}, not processing.")
+    charge = store.get(intent["latest_charge"], "charge")
+    session = store.get(store.checkout_of_intent[intent_id], "checkout.session", "checkout session")
+    if outcome == "succeeded":
+        _succeed(store, intent, charge, session)
+        store.emit("charge.succeeded", charge)
+        store.emit("payment_intent.succeeded", intent)
+        store.emit("checkout.session.async_payment_succeeded", session)
+        return intent
+    error = {"code": "insufficient_funds", "message": "The customer's account has insufficient funds to cover "
+                                                      "this payment.", "type": "card_error"}
+    charge.update(status="failed", failure_code=error["code"], failure_message=error["message"])
+    intent.update(status="requires_payment_method", last_payment_error=error)
+    store.emit("charge.failed", charge)
+    store.emit("payment_intent.payment_failed", intent)
+    store.emit("checkout.session.async_payment_failed", session)
+    return intent
 
 
 def create_refund(store: Store, params: dict[str, Any]) -> dict[str, Any]:
@@ -164,7 +242,9 @@ def create_refund(store: Store, params: dict[str, Any]) -> dict[str, Any]:
     if reason not in (None, "duplicate", "fraudulent", "requested_by_customer"):
         raise StripeError(400, "Invalid reason: must be one of duplicate, fraudulent, or requested_by_customer",
                           param="reason")
-    if charge["disputed"] and _open_dispute(store, charge["id"]) is not None:
+    if charge["status"] != "succeeded":
+        raise StripeError(400, f"Charge {charge['id']} has not succeeded; there is nothing to refund.")
+    if charge["disputed"] and disputes.blocks_refund(store, charge["id"]):
         raise StripeError(400, f"Charge {charge['id']} has been charged back; cannot issue a refund.",
                           code="charge_disputed")
     remaining = charge["amount"] - charge["amount_refunded"]
@@ -194,55 +274,3 @@ def create_refund(store: Store, params: dict[str, Any]) -> dict[str, Any]:
     store.emit("refund.created", refund)
     store.emit("charge.refunded", charge, previous)
     return refund
-
-
-def _open_dispute(store: Store, charge_id: str) -> dict[str, Any] | None:
-    for obj in store.objects.values():
-        if obj["object"] == "dispute" and obj["charge"] == charge_id and obj["status"] not in ("won", "lost"):
-            return obj
-    return None
-
-
-def open_dispute(store: Store, charge_id: str, amount: int | None, reason: str) -> dict[str, Any]:
-    """Test control: the buyer's bank disputes a charge; the amount and Stripe's dispute fee leave the balance."""
-    charge = store.get(charge_id, "charge")
-    if _open_dispute(store, charge_id) is not None:
-        raise StripeError(400, f"Charge {charge_id} already has an open dispute.")
-    amount = charge["amount"] - charge["amount_refunded"] if amount is None else amount
-    if not 0 < amount <= charge["amount"]:
-        raise StripeError(400, "The dispute amount must be positive and at most the charge's amount.", param="amount")
-    dispute_id = store.new_id("dp_")
-    txn = balance_transaction(store, amount=-amount, currency=charge["currency"], fee=store.config.dispute_fee_minor,
-                              kind="adjustment", category="dispute", source=dispute_id,
-                              fee_description="Dispute fee", description=f"Chargeback withdrawal for {charge_id}")
-    dispute = store.add({
-        "id": dispute_id, "object": "dispute", "amount": amount, "balance_transactions": [txn],
-        "charge": charge_id, "created": store.now(), "currency": charge["currency"], "evidence": {},
-        "evidence_details": {"due_by": store.now() + 7 * 86400, "has_evidence": False, "past_due": False,
-                             "submission_count": 0},
-        "is_charge_refundable": False, "livemode": False, "metadata": {}, "payment_intent": charge["payment_intent"],
-        "reason": reason, "status": "needs_response",
-    })
-    charge["disputed"] = True
-    store.emit("charge.dispute.created", dispute)
-    store.emit("charge.dispute.funds_withdrawn", dispute)
-    return dispute
-
-
-def close_dispute(store: Store, dispute_id: str, outcome: str) -> dict[str, Any]:
-    """Test control: the bank decides. Won: the amount comes back (the dispute fee does not); lost: it stays gone."""
-    dispute = store.get(dispute_id, "dispute")
-    if outcome not in ("won", "lost"):
-        raise StripeError(400, "outcome must be won or lost", param="outcome")
-    if dispute["status"] in ("won", "lost"):
-        raise StripeError(400, f"Dispute {dispute_id} is already closed ({dispute['status']}).")
-    previous = {"status": dispute["status"]}
-    dispute["status"] = outcome
-    if outcome == "won":
-        txn = balance_transaction(store, amount=dispute["amount"], currency=dispute["currency"], fee=0,
-                                  kind="adjustment", category="dispute_reversal", source=dispute_id,
-                                  description=f"Chargeback reversal for {dispute['charge']}")
-        dispute["balance_transactions"] = [*dispute["balance_transactions"], txn]
-        store.emit("charge.dispute.funds_reinstated", dispute)
-    store.emit("charge.dispute.closed", dispute, previous)
-    return dispute

@@ -1,4 +1,5 @@
-"""Webhook deliveries: each event POSTed to the endpoint with a `Stripe-Signature` header, in the background,
+"""Webhook deliveries: each event POSTed to its endpoint (the platform's, or the Connect endpoint for events of
+connected accounts) with a `Stripe-Signature` header made with that endpoint's secret, in the background,
 retried with a doubling, bounded delay while the endpoint fails."""
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Deliverer:
         return self._client
 
     def schedule(self, event_id: str, times: int = 1) -> None:
-        if not self.store.config.webhook_url:
+        if not self.store.endpoint(self.store.event(event_id))[0]:
             return  # no endpoint: the event waits in GET /v1/events (and /_local/events/{id}/signed)
         for _ in range(times):
             task = asyncio.get_running_loop().create_task(self._deliver_with_retries(event_id))
@@ -60,14 +61,13 @@ class Deliverer:
 
     async def deliver_once(self, event_id: str, attempt: int = 1) -> int | None:
         """One POST of the event; its HTTP status, 0 on a network error, None when no endpoint is set."""
-        config = self.store.config
-        url = config.webhook_url
+        url, secret = self.store.endpoint(self.store.event(event_id))
         if not url:
             return None
         payload = self.store.payloads[event_id]
         headers = {"Content-Type": "application/json; charset=utf-8",
                    "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
-                   "Stripe-Signature": signature_header(payload, config.webhook_secret)}
+                   "Stripe-Signature": signature_header(payload, secret)}
         record: dict[str, Any] = {"event": event_id, "type": self._type(event_id), "url": url, "attempt": attempt,
                                   "at": int(time.time())}
         try:
