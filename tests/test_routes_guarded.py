@@ -44,8 +44,10 @@ EXPECTED_PUBLIC: set[tuple[str, str]] = {
     ("GET", "/postback"),
     ("POST", "/postback"),
     ("GET", "/px/{pixel:str}"),
-    # Stripe's webhook: Stripe signs every delivery; forged, stale or malformed ones get 400.
+    # Stripe's webhooks (the platform's and the Connect endpoint): Stripe signs every delivery, each endpoint
+    # with its own secret; forged, stale, malformed or misdirected ones get 400.
     ("POST", "/stripe/webhook"),
+    ("POST", "/stripe/connect-webhook"),
     # Ads: the embed script on publishers' pages asks for an ad, loads its frame and reports the
     # view; each checks the slot's key, the page's site or a signed offer itself.
     ("ASGIRouteHandler", "/ads"),

@@ -52,6 +52,8 @@ class Gateway(Protocol):
 
     async def payment(self, payment_intent_id: str) -> Payment: ...
 
+    async def reversals(self, transfer_id: str) -> list[dict[str, Any]]: ...
+
 
 def configured(settings: Settings) -> bool:
     return bool(settings.stripe_secret_key)
@@ -101,6 +103,22 @@ class StripeGateway:
             charge_id=charge["id"] if charge else "", receipt_url=(charge.get("receipt_url") or "") if charge else "",
             fee_minor=int(txn["fee"]) if txn else None, fee_currency=str(txn["currency"]).upper() if txn else "",
             funding_id=_funding_id(intent.get("metadata")))
+
+
+    async def reversals(self, transfer_id: str) -> list[dict[str, Any]]:
+        """Every reversal of a transfer, newest first: a transfer (and its event) carries only the 10 most
+        recent, so the rest are read page by page (has_more, starting_after)."""
+        return [reversal.to_dict() async for reversal in await all_reversals(self.client, transfer_id)]
+
+
+REVERSALS_PAGE = 100  # Stripe's largest page
+
+
+async def all_reversals(client: stripe.StripeClient, transfer_id: str) -> Any:
+    """An async iterator over every reversal of a transfer, newest first, one page request after another
+    while Stripe says has_more."""
+    page = await client.v1.transfers.reversals.list_async(transfer_id, {"limit": REVERSALS_PAGE})
+    return page.auto_paging_iter()
 
 
 def _funding_id(metadata: Any) -> int | None:

@@ -8,7 +8,19 @@ funding happens with its row locked, in the same database transaction as the led
     funding:{id}:dispute:{dispute id}:withdrawn charge.dispute.created / .funds_withdrawn / .closed
     funding:{id}:dispute:{dispute id}:reinstated charge.dispute.closed (won) / .funds_reinstated
 Any event about a payment first makes sure the payment itself is credited, so a refund that
-arrives before the payment's own events still lands on a credited funding."""
+arrives before the payment's own events still lands on a credited funding.
+
+Stripe sends two kinds of events to two endpoints, each with its own signing secret: the platform's
+own (payments, refunds, disputes, transfers) to /stripe/webhook (STRIPE_WEBHOOK_SECRET), and those of
+connected accounts, which carry `account` (a publisher's `account.updated`), to the Connect endpoint
+/stripe/connect-webhook (STRIPE_CONNECT_WEBHOOK_SECRET). An event is accepted only on its own endpoint,
+and only a connected account's event about itself changes a payout account; a connected account's
+event never touches a funding.
+
+A top-up paid by an asynchronous method (SEPA debit) completes its Checkout Session unpaid: nothing is
+credited until `checkout.session.async_payment_succeeded`; `async_payment_failed` marks the funding
+failed. A session that expires unpaid marks it expired. An inquiry (a dispute in `warning_*`) moves no
+money: only a dispute proper withdraws the funds."""
 
 from __future__ import annotations
 
@@ -57,10 +69,13 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def record(payload: bytes, signature: str | None, secret: str) -> Recorded:
-    """Verify a delivery and store its event once. Forged, stale or malformed: BadWebhook, nothing stored."""
+async def record(payload: bytes, signature: str | None, secret: str, *, connect: bool = False) -> Recorded:
+    """Verify a delivery and store its event once. Forged, stale or malformed, or on the wrong endpoint
+    (`connect`: the Connect endpoint, whose events all carry `account`; else the platform's, whose events
+    never do): BadWebhook, nothing stored."""
     if not secret:
-        raise BadWebhook("Webhooks are not configured (STRIPE_WEBHOOK_SECRET is empty).")
+        setting = "STRIPE_CONNECT_WEBHOOK_SECRET" if connect else "STRIPE_WEBHOOK_SECRET"
+        raise BadWebhook(f"Webhooks are not configured ({setting} is empty).")
     try:
         event = stripe.Webhook.construct_event(payload, signature, secret)
     except (ValueError, stripe.SignatureVerificationError):
@@ -69,6 +84,11 @@ async def record(payload: bytes, signature: str | None, secret: str) -> Recorded
     event_id, event_type = data.get("id"), data.get("type")
     if not isinstance(event_id, str) or not event_id or not isinstance(event_type, str):
         raise BadWebhook("The event has no id or type.")
+    account = data.get("account")
+    if connect and not (isinstance(account, str) and account):
+        raise BadWebhook("The Connect endpoint takes connected accounts' events only; this one has no account.")
+    if not connect and account:
+        raise BadWebhook("A connected account's event belongs on the Connect endpoint (/stripe/connect-webhook).")
     rows = await StripeEvent.insert(StripeEvent(
         event_id=event_id, type=event_type, payload=payload.decode("utf-8"), received_at=_now(),
     )).on_conflict(target=StripeEvent.event_id, action="DO NOTHING").returning(StripeEvent.id)
@@ -90,7 +110,8 @@ async def process(event_id: str, gateway: Gateway) -> str:
         return row["outcome"]
     try:
         event = json.loads(row["payload"])
-        outcome = await _apply(row["type"], event["data"]["object"], gateway, created=event.get("created"))
+        outcome = await _apply(row["type"], event["data"]["object"], gateway, created=event.get("created"),
+                               account=event.get("account"))
     except Exception as exc:
         await StripeEvent.update({StripeEvent.error: f"{type(exc).__name__}: {exc}"[:2000],
                                   StripeEvent.attempts: StripeEvent.attempts + 1}).where(
@@ -146,7 +167,12 @@ async def sweep(gateway: Gateway, now: datetime | None = None) -> dict[str, int]
     return {"processed": done, "failed": failed}
 
 
-async def _apply(event_type: str, obj: dict[str, Any], gateway: Gateway, *, created: int | None = None) -> str:
+async def _apply(event_type: str, obj: dict[str, Any], gateway: Gateway, *, created: int | None = None,
+                 account: str | None = None) -> str:
+    from server.payouts import events as payout_events  # payouts depend on billing, not the reverse
+
+    if account:  # a connected account's event (recorded from the Connect endpoint): never about a funding
+        return await payout_events.apply(event_type, obj, created, account=account, gateway=gateway) or "ignored"
     if event_type in ("checkout.session.completed", "checkout.session.async_payment_succeeded"):
         funding = await _funding(obj.get("metadata"), checkout_session_id=obj.get("id"))
         if funding is None:
@@ -161,6 +187,14 @@ async def _apply(event_type: str, obj: dict[str, Any], gateway: Gateway, *, crea
         await Funding.update({Funding.status: FundingStatus.expired.value, Funding.updated_at: _now()}).where(
             Funding.id == funding, Funding.status == FundingStatus.open.value)
         return "expired"
+    if event_type == "checkout.session.async_payment_failed":
+        funding = await _funding(obj.get("metadata"), checkout_session_id=obj.get("id"))
+        if funding is None:
+            return "ignored: not a funding"
+        # The bank refused the debit: nothing was received, so nothing was (or will be) credited.
+        await Funding.update({Funding.status: FundingStatus.failed.value, Funding.updated_at: _now()}).where(
+            Funding.id == funding, Funding.status == FundingStatus.open.value)
+        return "payment failed"
     if event_type == "payment_intent.succeeded":
         funding = await _funding(obj.get("metadata"), payment_intent_id=obj.get("id"))
         if funding is None:
@@ -174,9 +208,7 @@ async def _apply(event_type: str, obj: dict[str, Any], gateway: Gateway, *, crea
         return await _refunded(funding, int(obj["amount_refunded"]))
     if event_type.startswith("charge.dispute."):
         return await _dispute(event_type, obj, gateway)
-    from server.payouts import events as payout_events  # payouts depend on billing, not the reverse
-
-    return await payout_events.apply(event_type, obj, created) or "ignored"
+    return await payout_events.apply(event_type, obj, created, account=None, gateway=gateway) or "ignored"
 
 
 async def _funding(metadata: Any, **ids: Any) -> int | None:

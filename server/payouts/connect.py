@@ -4,8 +4,11 @@ Stripe reports in `account.updated`. The only writer of PayoutAccount.
 The row is stored before Stripe is asked, holding a random reference in place of the account id
 (`pending:<reference>`); the account's idempotency key is derived from it, so a retry after a lost
 answer or a crash gets the same account back from Stripe rather than a second one. The state shown
-to the publisher comes only from `account.updated`, applied when its event is newer than the stored
-state (MONEY.md I11), never from the onboarding return URL."""
+to the publisher comes from Stripe only: from `account.updated`, which Stripe sends to the Connect
+endpoint with the event's `account` (applied when the event is newer than the stored state, MONEY.md
+I11, and only if the event's account is the account it describes), and from reading the account at
+Stripe when the publisher comes back from onboarding. The return URL itself proves nothing: its
+query is never read, the account is asked for."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -165,6 +168,8 @@ async def account_of(publisher_id: int) -> AccountView:
 class ConnectGateway(Protocol):
     async def create_account(self, *, publisher_id: int, reference: str) -> str: ...
 
+    async def retrieve_account(self, account_id: str) -> dict[str, Any]: ...
+
     async def create_onboarding_link(self, *, publisher_id: int, account_id: str, return_url: str,
                                      refresh_url: str) -> str: ...
 
@@ -186,6 +191,9 @@ class StripeConnect:
              "metadata": {"publisher_id": str(publisher_id)}},
             {"idempotency_key": f"payout-account:{publisher_id}:{reference}"})
         return account.id
+
+    async def retrieve_account(self, account_id: str) -> dict[str, Any]:
+        return (await self.client.v1.accounts.retrieve_async(account_id)).to_dict()
 
     async def create_onboarding_link(self, *, publisher_id: int, account_id: str, return_url: str,
                                      refresh_url: str) -> str:
@@ -263,36 +271,67 @@ async def refresh_link(publisher: CurrentUser, connect: ConnectGateway, base_url
     return await _link(publisher.id, view.stripe_account_id, connect, base_url)
 
 
-# --- Stripe, in ----------------------------------------------------------------------------------
+# --- Stripe, in ---------------------------------------------------------------------------------
+
+# A state read from Stripe is stamped this much before the read: an event Stripe stamped (in whole
+# seconds, by its own clock) just before the read may hold a change the read saw or one it missed, so it
+# still applies; at worst it briefly shows the state before its successor's event, which follows.
+READ_MARGIN = timedelta(seconds=5)
 
 
-async def apply_event(event_type: str, obj: dict[str, Any], created: int | None) -> str:
-    """Store the state an `account.updated` reports, unless the state stored is newer (by the
-    event's `created`, which the webhook pipeline passes on)."""
+async def apply_event(event_type: str, obj: dict[str, Any], created: int | None, source_account: str) -> str:
+    """Store the state an `account.updated` of a connected account reports, unless the state stored is
+    newer (by the event's `created`, which the webhook pipeline passes on). `source_account` is the
+    event's `account`: the account it happened on must be the account it describes."""
     if event_type != "account.updated" or obj.get("object") != "account":
         return "ignored: not an account update"
     account_id = obj.get("id")
     if not isinstance(account_id, str) or not account_id:
         return "ignored: no account id"
+    if account_id != source_account:
+        return "ignored: the event is about another account than its own"
     if not isinstance(created, int):
         return "ignored: the event has no creation time"
-    produced = datetime.fromtimestamp(created, UTC)
-    requirements = obj.get("requirements") or {}
-    due = [str(f) for f in requirements.get("currently_due") or []]
-    updated = await PayoutAccount.update({
-        PayoutAccount.details_submitted: bool(obj.get("details_submitted")),
-        PayoutAccount.payouts_enabled: bool(obj.get("payouts_enabled")),
-        PayoutAccount.requirements_due: ",".join(due),
-        PayoutAccount.disabled_reason: str(requirements.get("disabled_reason") or "")[:120],
-        PayoutAccount.country: str(obj.get("country") or "")[:2].upper(),
-        PayoutAccount.default_currency: str(obj.get("default_currency") or "")[:3].upper(),
-        PayoutAccount.state_at: produced,
-        PayoutAccount.updated_at: _now(),
-    }).where(PayoutAccount.stripe_account_id == account_id,
-             # Stripe stamps events in whole seconds: of two in the same second, the one processed last wins
-             # (deliveries mostly arrive in order); an older one never overwrites a newer state.
-             PayoutAccount.state_at.is_null() | (PayoutAccount.state_at <= produced)).returning(PayoutAccount.id)
-    if updated:
+    if await _store_state(obj, datetime.fromtimestamp(created, UTC)):
         return "account state stored"
     known = await PayoutAccount.exists().where(PayoutAccount.stripe_account_id == account_id)
     return "account: newer state kept" if known else "ignored: unknown account"
+
+
+async def _store_state(account: dict[str, Any], produced: datetime) -> bool:
+    """The account's state as Stripe produced it at `produced`, unless a newer one is stored."""
+    requirements = account.get("requirements") or {}
+    due = [str(f) for f in requirements.get("currently_due") or []]
+    updated = await PayoutAccount.update({
+        PayoutAccount.details_submitted: bool(account.get("details_submitted")),
+        PayoutAccount.payouts_enabled: bool(account.get("payouts_enabled")),
+        PayoutAccount.requirements_due: ",".join(due),
+        PayoutAccount.disabled_reason: str(requirements.get("disabled_reason") or "")[:120],
+        PayoutAccount.country: str(account.get("country") or "")[:2].upper(),
+        PayoutAccount.default_currency: str(account.get("default_currency") or "")[:3].upper(),
+        PayoutAccount.state_at: produced,
+        PayoutAccount.updated_at: _now(),
+    }).where(PayoutAccount.stripe_account_id == account["id"],
+             # Stripe stamps events in whole seconds: of two in the same second, the one processed last wins
+             # (deliveries mostly arrive in order); an older one never overwrites a newer state.
+             PayoutAccount.state_at.is_null() | (PayoutAccount.state_at <= produced)).returning(PayoutAccount.id)
+    return bool(updated)
+
+
+async def refresh_from_stripe(publisher: CurrentUser, connect: ConnectGateway) -> AccountView:
+    """The publisher is back from onboarding: ask Stripe for their account now rather than wait for its
+    event (which may be late, or, with a misconfigured Connect endpoint, never come). Stripe unreachable:
+    the state stored stays, and the event or the next return updates it."""
+    row = await PayoutAccount.select(PayoutAccount.stripe_account_id).where(
+        PayoutAccount.publisher == publisher.id).first()
+    if row is None or row["stripe_account_id"].startswith(PENDING):
+        return await account_of(publisher.id)
+    read_at = _now()
+    try:
+        account = await connect.retrieve_account(row["stripe_account_id"])
+    except Exception as exc:
+        log.warning("reading the Stripe account of publisher %s failed: %s", publisher.id, exc)
+        return await account_of(publisher.id)
+    if account.get("id") == row["stripe_account_id"]:
+        await _store_state(account, read_at.replace(microsecond=0) - READ_MARGIN)
+    return await account_of(publisher.id)

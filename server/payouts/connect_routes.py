@@ -99,8 +99,16 @@ class PublisherPayouts(Controller):
 
     @get("/return")
     async def back_from_stripe(self, request: Request) -> Template:
-        # Shows what Stripe's webhook stored; coming back here proves nothing about the account.
-        return render(RETURN_PAGE, account=await connect.account_of(_user(request).id), states=connect.AccountState)
+        # Coming back here proves nothing about the account (the URL is anyone's to type): the account is
+        # read from Stripe now, as its `account.updated` would report it.
+        publisher = _user(request)
+        settings = settings_of(request)
+        if not stripe_api.configured(settings):
+            account = await connect.account_of(publisher.id)
+        else:
+            async with connect.gateway(settings) as gateway:
+                account = await connect.refresh_from_stripe(publisher, gateway)
+        return render(RETURN_PAGE, account=account, states=connect.AccountState)
 
 
 class PayoutAccountState(msgspec.Struct):

@@ -14,14 +14,18 @@ approved → submitting → paid | failed, and every step is committed before th
 Transfers are made while earlier ones are being recorded (a queue between 2 and 3), so Stripe's
 latency, not the database's, sets the pace.
 
-Stripe refusing a transfer (a 4xx, e.g. balance_insufficient) fails the line and returns its
-reservation to the publisher's available balance. Stripe unreachable or answering 5xx leaves the
-line submitting with the error and raises `Transient`: the worker tries again later. A line tried
-again after an error is first looked up at Stripe (transfers of its batch's transfer_group to its
-account, by the line id in their metadata): found, it is recorded as paid. Not found, the same key is
-sent again, unless Stripe has saved a 5xx under that key (it would answer the same 5xx for ever):
-then the line takes a new attempt number, so a new key. Finance can also retry a failed line
-(review.retry_line): its money is reserved again and the line takes a new attempt.
+Stripe refusing a transfer (a 4xx) fails the line and returns its reservation to the publisher's
+available balance. Except `balance_insufficient`: the platform's available balance at Stripe is short
+(card payments stay pending there for days), which is no fault of the line. The line stays submitting,
+its money reserved, and takes a new attempt number (Stripe saved the refusal under the old key), and
+the worker tries again later (Transient) until the funds are available: then it is paid, once.
+Stripe unreachable or answering 5xx leaves the line submitting with the error and raises `Transient`:
+the worker tries again later. A line tried again after an error is first looked up at Stripe
+(transfers of its batch's transfer_group to its account, by the line id in their metadata): found, it
+is recorded as paid. Not found, the same key is sent again, unless Stripe has saved a 5xx under that
+key (it would answer the same 5xx for ever): then the line takes a new attempt number, so a new key.
+Finance can also retry a failed line (review.retry_line): its money is reserved again and the line
+takes a new attempt.
 
 Reversals at Stripe (`transfer.reversed`) are applied by reversals.py."""
 
@@ -231,6 +235,7 @@ async def _transfer(line: dict[str, Any], client: stripe.StripeClient) -> str | 
     try:
         return await _create(line, client)
     except stripe.StripeError as exc:
+        await _wait_if_short(line, exc)
         if not _saved_server_error(exc):
             return await _refused(line, exc)
         # Stripe saved a 5xx under this key and will answer it for ever: when no transfer was made,
@@ -241,6 +246,7 @@ async def _transfer(line: dict[str, Any], client: stripe.StripeClient) -> str | 
     try:
         return await _create(line, client)
     except stripe.StripeError as exc:
+        await _wait_if_short(line, exc)
         return await _refused(line, exc)
 
 
@@ -268,6 +274,16 @@ async def _find_transfer(line: dict[str, Any], client: stripe.StripeClient) -> s
         await _note_error(line["id"], f"looking the transfer up: {_describe(exc)}")
         raise Transient(str(exc)) from exc
     return None
+
+
+async def _wait_if_short(line: dict[str, Any], exc: stripe.StripeError) -> None:
+    """balance_insufficient: no transfer was made, and Stripe keeps that answer under the key. The line
+    keeps its money reserved and takes a new key; Transient makes the worker try again later."""
+    if getattr(exc, "code", None) != "balance_insufficient":
+        return
+    await _next_attempt(line, exc)
+    await _note_error(line["id"], f"waiting for Stripe's available balance: {_describe(exc)}")
+    raise Transient(f"payout line {line['id']}: Stripe's available balance is short") from exc
 
 
 def _saved_server_error(exc: stripe.StripeError) -> bool:

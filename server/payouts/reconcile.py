@@ -1,6 +1,7 @@
 """Reconciling a paid batch with Stripe (MONEY.md I10): every transfer Stripe holds in the batch's
 transfer group matches exactly one line, paid once, for the line's amount, currency and account,
-with one settlement in the ledger; and every line the ledger says was paid has its transfer there.
+with one settlement in the ledger; every line the ledger says was paid has its transfer there; and
+every reversal of those transfers (all of them, page by page) was returned to the publisher once.
 
 Run by the worker when a batch is done and on finance's request. Each result is an audit event
 (`payout_batch.reconciled`: who asked, when, the counts and every difference), so finance sees the
@@ -18,6 +19,7 @@ import stripe
 
 from server.audit import service as audit
 from server.audit.tables import AuditEvent
+from server.billing.stripe_api import all_reversals
 from server.ledger.tables import LedgerTxn
 from server.payouts import reversals
 from server.payouts.execute import settled_key, transfer_group
@@ -57,11 +59,24 @@ async def reconcile_batch(batch_id: int, client: stripe.StripeClient, *, actor_i
             continue
         by_line[int(raw)].append(transfer)
     returned = await reversals.returned_by_line(list(lines))
+    # Every reversal at Stripe, read page by page (a transfer itself lists only its 10 most recent).
+    stripe_reversals: dict[int, list[Any]] = {}
+    for line_id, transfers in by_line.items():
+        for transfer in transfers:
+            if transfer.amount_reversed:
+                every = await all_reversals(client, transfer.id)
+                stripe_reversals.setdefault(line_id, []).extend([r async for r in every])
+    recorded = set(await LedgerTxn.select(LedgerTxn.idempotency_key).where(LedgerTxn.idempotency_key.is_in(
+        [reversals.reversal_key(r.id) for found in stripe_reversals.values() for r in found] or ["-"])
+    ).output(as_list=True))
     settled = set(await LedgerTxn.select(LedgerTxn.idempotency_key).where(
         LedgerTxn.idempotency_key.is_in([settled_key(i) for i in lines] or ["-"])).output(as_list=True))
     for line_id, line in sorted(lines.items()):
         result.problems += _line_problems(line, by_line.get(line_id, []), settled_key(line_id) in settled,
                                           returned.get(line_id, 0))
+        result.problems += [f"Line {line_id}: Stripe's reversal {r.id} ({r.amount} {r.currency.upper()}) was "
+                            "never returned to the publisher here." for r in stripe_reversals.get(line_id, [])
+                            if reversals.reversal_key(r.id) not in recorded]
         if line["status"] in PAID:
             result.paid_lines += 1
             result.paid_minor += line["amount_minor"]

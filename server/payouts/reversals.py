@@ -1,10 +1,12 @@
 """Transfers reversed at Stripe (`transfer.reversed`, handed over by events.py): the paid line
 becomes returned and each reversal's amount goes from stripe_clearing back to the publisher's
-available balance, once per reversal id, in any order and however often the event comes."""
+available balance, once per reversal id, in any order and however often the event comes. A transfer
+with more than 10 reversals is read from Stripe page by page: every reversal counts, not the 10 its
+event carries."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +20,8 @@ from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerEntry
 from server.payouts.execute import settle_recorded
 from server.payouts.tables import LineStatus, PayoutLine
+
+ListReversals = Callable[[str], Awaitable[list[dict[str, Any]]]]
 
 
 async def returned_by_line(line_ids: Sequence[int]) -> dict[int, int]:
@@ -36,9 +40,17 @@ def reversal_key(reversal_id: str) -> str:
     return f"transfer-reversal:{reversal_id}"
 
 
-async def transfer_reversed(transfer: dict[str, Any]) -> str:
+async def transfer_reversed(transfer: dict[str, Any], list_all: ListReversals | None = None) -> str:
     """A transfer of a line was reversed at Stripe: each reversal's money back to the publisher's
-    available balance once (key from the reversal id), the line returned when fully reversed."""
+    available balance once (key from the reversal id), the line returned when fully reversed. The
+    transfer carries its 10 most recent reversals only; when its list has more, `list_all` reads them
+    all from Stripe (before the transaction: no network call holds a lock)."""
+    listed = (transfer.get("reversals") or {})
+    every = listed.get("data") or []
+    if listed.get("has_more"):
+        if list_all is None:
+            raise ValueError(f"transfer {transfer.get('id')} has more reversals than its event carries")
+        every = await list_all(str(transfer["id"]))
     raw = (transfer.get("metadata") or {}).get("payout_line_id")
     query = PayoutLine.select()
     if raw and str(raw).isdigit():
@@ -58,7 +70,7 @@ async def transfer_reversed(transfer: dict[str, Any]) -> str:
         clearing = await ledger.account(K.stripe_clearing, currency)
         available = await ledger.account(K.publisher_available, currency, line["publisher"])
         returned = 0
-        for reversal in (transfer.get("reversals") or {}).get("data") or []:
+        for reversal in every:
             amount = int(reversal["amount"])
             posted = await ledger.post(kind="payout.reversed", idempotency_key=reversal_key(reversal["id"]),
                                        reference_type="payout_line", reference_id=line["id"],

@@ -101,6 +101,9 @@ class FakeStripe:
         self.asked += 1
         return self.payments[payment_intent_id]
 
+    async def reversals(self, transfer_id: str) -> list[dict[str, Any]]:
+        raise AssertionError("billing's events name no transfer")
+
     def pay(self, funding_id: int, amount: int, currency: str = "EUR", fee: int | None = None) -> Paid:
         fee = (amount * 150 + 5_000) // 10_000 + 25 if fee is None else fee
         paid = Paid(funding_id, f"cs_test_{funding_id}", f"pi_test_{funding_id}", f"ch_test_{funding_id}", amount,

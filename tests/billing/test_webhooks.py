@@ -77,6 +77,19 @@ async def test_a_malformed_payload_is_refused_even_when_signed(client, secret):
     assert await StripeEvent.count() == 0
 
 
+async def test_a_connected_accounts_payment_event_never_credits_a_funding(client, settings, fake):
+    # A connected account's own checkout, naming an affnet funding in its metadata, arriving (properly
+    # signed) on the Connect endpoint: it is no payment to affnet.
+    who = await advertiser()
+    evt = {**(await funded(fake, who)).checkout_completed(), "account": "acct_publisher"}
+    body = json.dumps(evt).encode()
+    answer = await client.post("/stripe/connect-webhook", content=body, headers={
+        "stripe-signature": sign(body, settings.stripe_connect_webhook_secret)})
+    assert answer.status_code == 200
+    assert await process_all(fake) == ["ignored: a connected account's event"]
+    assert await balance(who) == 0 and await credits() == 0 and fake.asked == 0
+
+
 # --- crediting -----------------------------------------------------------------------------------
 
 

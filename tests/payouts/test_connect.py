@@ -1,11 +1,13 @@
 """Publishers' Stripe Connect onboarding against the local Stripe stand-in, through the real SDK and signed
 webhooks: one account per publisher however often they click, an idempotency key on every POST, the
-state set only by `account.updated` (newest wins, duplicates change nothing), and privacy between
-publishers."""
+state set only by Stripe (its `account.updated` on the Connect endpoint, newest wins, duplicates change
+nothing, or the account read when the publisher returns), each webhook endpoint refusing the other's
+events, and privacy between publishers."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from typing import Any
@@ -22,6 +24,7 @@ from server.billing.tables import StripeEvent
 from server.errors import Conflict
 from server.payouts import connect
 from server.payouts.account_tables import PayoutAccount
+from tests.billing.helpers import sign
 from tests.factories import login, make_advertiser, make_publisher, post_form
 from tests.payouts.factories import earning_publisher
 from tests.stripe_fixtures import StripeLocal, deliver
@@ -137,27 +140,87 @@ class _LostAnswer:
         return await self.gateway.create_onboarding_link(**kw)
 
 
-async def test_the_return_url_alone_changes_nothing(new_client, settings, stripe_local):
+async def test_the_return_url_proves_nothing_the_account_is_read_from_stripe(new_client, settings, stripe_local):
     client, publisher_id = await publisher_client(new_client, settings)
     back = await client.get("/publisher/payouts/return")
     assert back.status_code == 200 and 'data-state="not_set_up"' in back.text
     await set_up(client)
     account_id = (await stored(publisher_id))["stripe_account_id"]
-    stripe_local.control("POST", f"/_local/accounts/{account_id}/complete_onboarding")
 
-    # Back from Stripe before its webhook arrived: "being checked", whatever the URL says.
+    # Back from Stripe without finishing, whatever the URL says: Stripe is asked, and says details are due.
     back = await client.get("/publisher/payouts/return?done=1&payouts_enabled=true")
-    assert back.status_code == 200 and 'data-state="checking"' in back.text and "Being checked" in back.text
-    assert 'http-equiv="refresh"' in back.text
+    assert back.status_code == 200 and 'data-state="details_due"' in back.text
     row = await stored(publisher_id)
-    assert row["state_at"] is None and not row["payouts_enabled"] and not row["details_submitted"]
+    assert not row["payouts_enabled"] and not row["details_submitted"] and "external_account" in row["requirements_due"]
 
-    [event] = await account_events(stripe_local, account_id)
-    assert [a.status_code for a in await deliver(client, stripe_local, event["id"])] == [200]
-    assert await process(settings) == ["account state stored"]
+    # Finished at Stripe; its account.updated has not arrived (late, or never): the return reads it.
+    stripe_local.control("POST", f"/_local/accounts/{account_id}/complete_onboarding")
     back = await client.get("/publisher/payouts/return")
     assert 'data-state="ready"' in back.text and "Ready for payouts" in back.text
     assert 'http-equiv="refresh"' not in back.text
+    row = await stored(publisher_id)
+    assert row["payouts_enabled"] and row["details_submitted"] and row["requirements_due"] == ""
+    reads = [r for r in await local_requests(stripe_local) if r["path"] == f"/v1/accounts/{account_id}"]
+    assert [r["method"] for r in reads] == ["GET", "GET"]
+
+    # The event, arriving after, agrees (it changes nothing a newer read stored).
+    [event] = await account_events(stripe_local, account_id)
+    assert [a.status_code for a in await deliver(client, stripe_local, event["id"])] == [200]
+    assert (await process(settings))[0] in ("account state stored", "account: newer state kept")
+    assert (await stored(publisher_id))["payouts_enabled"]
+
+
+async def test_onboarding_completes_through_the_connect_endpoints_event(new_client, settings, stripe_local):
+    client, publisher_id = await publisher_client(new_client, settings)
+    await set_up(client)
+    account_id = (await stored(publisher_id))["stripe_account_id"]
+    stripe_local.control("POST", f"/_local/accounts/{account_id}/complete_onboarding")
+    assert 'data-state="checking"' in (await client.get("/publisher/payouts")).text  # not back yet, no event yet
+
+    [event] = await account_events(stripe_local, account_id)
+    assert event["account"] == account_id  # Stripe marks a connected account's event so
+    signed = stripe_local.control("GET", f"/_local/events/{event['id']}/signed")
+    headers = {"stripe-signature": signed.headers["stripe-signature"], "content-type": "application/json"}
+    # Signed with the Connect endpoint's secret, it is no platform event.
+    assert (await client.post("/stripe/webhook", content=signed.content, headers=headers)).status_code == 400
+    answer = await client.post("/stripe/connect-webhook", content=signed.content, headers=headers)
+    assert answer.status_code == 200 and answer.json()["duplicate"] is False
+    assert await process(settings) == ["account state stored"]
+    assert 'data-state="ready"' in (await client.get("/publisher/payouts")).text
+
+
+async def test_each_endpoint_refuses_the_other_endpoints_events(new_client, settings, stripe_local):
+    client, publisher_id = await publisher_client(new_client, settings)
+    await set_up(client)
+    account_id = (await stored(publisher_id))["stripe_account_id"]
+    stripe_local.control("POST", f"/_local/accounts/{account_id}/complete_onboarding")
+    [event] = await account_events(stripe_local, account_id)
+    body = stripe_local.control("GET", f"/_local/events/{event['id']}/signed").content
+    without_account = json.dumps({k: v for k, v in json.loads(body).items() if k != "account"}).encode()
+    platform, connect_secret = settings.stripe_webhook_secret, settings.stripe_connect_webhook_secret
+    refused = [
+        ("/stripe/connect-webhook", body, platform),  # an account event signed with the platform's secret
+        ("/stripe/webhook", body, connect_secret),  # a Connect event on the platform endpoint
+        ("/stripe/webhook", body, platform),  # signed right, but a connected account's event: wrong endpoint
+        ("/stripe/connect-webhook", without_account, connect_secret),  # no account: not a Connect event
+    ]
+    for path, payload, secret in refused:
+        answer = await client.post(path, content=payload, headers={"stripe-signature": sign(payload, secret)})
+        assert answer.status_code == 400 and answer.json()["error"]["code"] == "bad_webhook", (path, answer.text)
+    assert await StripeEvent.count() == 0
+
+    # The platform's own account.updated (no `account`), properly signed, changes no publisher's account;
+    # nor does a connected account's event about another account.
+    forged = json.dumps({**json.loads(without_account), "id": "evt_platform_own"}).encode()
+    assert (await client.post("/stripe/webhook", content=forged,
+                              headers={"stripe-signature": sign(forged, platform)})).status_code == 200
+    other = json.dumps({**json.loads(body), "id": "evt_other_account", "account": "acct_someone_else"}).encode()
+    assert (await client.post("/stripe/connect-webhook", content=other,
+                              headers={"stripe-signature": sign(other, connect_secret)})).status_code == 200
+    assert sorted(await process(settings)) == ["ignored: not a connected account's event",
+                                               "ignored: the event is about another account than its own"]
+    row = await stored(publisher_id)
+    assert row["state_at"] is None and not row["payouts_enabled"]
 
 
 async def test_account_updated_out_of_order_keeps_the_newest_state(new_client, settings, stripe_local):
@@ -237,7 +300,8 @@ async def test_a_details_due_account_lists_what_stripe_asks_for(new_client, sett
     account_id = (await stored(publisher_id))["stripe_account_id"]
     account = await stripe_account(settings, account_id)
     # The state Stripe reports for an account whose onboarding is not finished, as Stripe would send it.
-    assert await connect.apply_event("account.updated", account, created=int(time.time())) == "account state stored"
+    assert await connect.apply_event("account.updated", account, int(time.time()), account_id) == (
+        "account state stored")
     page = (await client.get("/publisher/payouts")).text
     assert 'data-state="details_due"' in page and "the bank account to pay into" in page
     assert "your first name" in page and "Continue on Stripe" in page

@@ -1,7 +1,8 @@
 """Paying an approved batch through the real SDK against the local Stripe stand-in: every line paid
 exactly once (counted on the stand-in's side), a crash between any two steps then a rerun still pays
-once and settles once, a refused transfer gives the money back, a batch changed after approval is
-refused, and a reversal delivered twice returns the money once."""
+once and settles once, a refused transfer gives the money back, a short Stripe balance keeps it reserved
+until the funds arrive, a batch changed after approval is refused, a reversal delivered twice returns
+the money once, and every reversal of a transfer counts, read page by page."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from server.errors import Conflict
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerTxn
-from server.payouts import execute, reversals
+from server.payouts import execute, reconcile, reversals
 from server.payouts.tables import PayoutBatch, PayoutLine
 from tests.factories import login, make_staff
 from tests.payouts.factories import approved_batch, lines_of, made, transfer_posts
@@ -71,13 +72,13 @@ async def test_a_refused_transfer_fails_the_line_and_returns_the_money(new_clien
     batch_id, accounts = await approved_batch(new_client, settings, stripe_local, 10_000, 25_000)
     refused_publisher = next(iter(accounts))
     stripe_local.control("POST", f"/_local/accounts/{accounts[refused_publisher]}/fail_next_transfer",
-                         code="balance_insufficient", status="400")
+                         code="transfers_not_allowed", status="400")
     async with stripe_api.gateway(settings) as gateway:
         assert await execute.execute(batch_id, gateway.client) == "done"
         assert await execute.execute(batch_id, gateway.client) == "done"
     by_publisher = {line["publisher"]: line for line in await lines_of(batch_id)}
     failed = by_publisher[refused_publisher]
-    assert failed["status"] == "failed" and "balance_insufficient" in failed["error"]
+    assert failed["status"] == "failed" and "transfers_not_allowed" in failed["error"]
     assert failed["stripe_transfer_id"] == ""
     assert made(transfer_posts(stripe_local, failed["id"])) == []
     assert await ledger.balance(K.publisher_available, "EUR", refused_publisher) == 10_000
@@ -90,8 +91,44 @@ async def test_a_refused_transfer_fails_the_line_and_returns_the_money(new_clien
     finance = new_client()
     await login(finance, email)
     page = await finance.get(f"/finance/payouts/{batch_id}")
-    assert f'data-id="{failed["id"]}" data-status="failed"' in page.text and "balance_insufficient" in page.text
+    assert f'data-id="{failed["id"]}" data-status="failed"' in page.text and "transfers_not_allowed" in page.text
     assert 'data-testid="transfer"' in page.text
+
+
+async def test_a_short_stripe_balance_keeps_the_money_reserved_and_pays_once_when_funds_arrive(
+        new_client, settings, new_stripe_account):
+    # A new Stripe account: its only money is a card payment still pending (Stripe holds it for days).
+    local = new_stripe_account()
+    local.fund_platform(50_000, card="4242424242424242")
+    batch_id, accounts = await approved_batch(new_client, settings, local, 10_000)
+    [publisher_id] = accounts
+    client = local.client()
+
+    for _ in range(2):  # the worker's first try, and its retry while the funds are still pending
+        with pytest.raises(execute.Transient):
+            await execute.execute(batch_id, client)
+        [line] = await lines_of(batch_id)
+        assert line["status"] == "submitting" and "balance_insufficient" in line["error"]
+        assert line["stripe_transfer_id"] == "" and made(transfer_posts(local, line["id"])) == []
+        # The money stays reserved for the line: not back in the publisher's balance, not lost.
+        assert await ledger.balance(K.payouts_in_transit, "EUR") == 10_000
+        assert await ledger.balance(K.publisher_available, "EUR", publisher_id) == 0
+        assert (await PayoutBatch.select().where(PayoutBatch.id == batch_id).first())["status"] == "executing"
+        assert await ledger.check() == []
+    assert line["attempt"] == 3  # each refusal is saved under its key at Stripe: every try takes a new one
+
+    local.control("POST", "/_local/clock/advance", seconds=str(2 * 86400))  # the card payment is available
+    assert await execute.execute(batch_id, client) == "done"
+    assert await execute.execute(batch_id, client) == "done"
+    [line] = await lines_of(batch_id)
+    assert line["status"] == "paid" and line["error"] == ""
+    posts = transfer_posts(local, line["id"])
+    assert [p["status"] for p in posts] == [400, 400, 200]
+    assert len(made(posts)) == 1 and made(posts)[0]["idempotency_key"] == execute.idempotency_key(line["id"], 3)
+    assert (await client.v1.transfers.retrieve_async(line["stripe_transfer_id"])).amount == 10_000
+    assert await LedgerTxn.count().where(LedgerTxn.idempotency_key == execute.settled_key(line["id"])) == 1
+    assert await ledger.balance(K.payouts_in_transit, "EUR") == 0
+    assert await ledger.check() == []
 
 
 async def test_stripe_unreachable_or_5xx_leaves_the_line_submitting_for_a_retry(new_client, settings, stripe_local):
@@ -144,6 +181,45 @@ async def test_a_reversal_delivered_twice_returns_the_money_once(new_client, set
     assert line["status"] == "returned"
     assert await ledger.balance(K.publisher_available, "EUR", publisher_id) == 10_000
     assert await LedgerTxn.count().where(LedgerTxn.kind == "payout.reversed") == 1
+    assert await ledger.check() == []
+
+
+async def test_every_reversal_of_a_transfer_is_returned_and_reconciled_through_pages(
+        new_client, settings, stripe_local, monkeypatch):
+    monkeypatch.setattr(stripe_api, "REVERSALS_PAGE", 5)  # pages of 5: 12 reversals take three
+    batch_id, accounts = await approved_batch(new_client, settings, stripe_local, 10_000)
+    [publisher_id] = accounts
+    client = stripe_local.client()
+    async with stripe_api.gateway(settings) as gateway:
+        assert await execute.execute(batch_id, gateway.client) == "done"
+        [line] = await lines_of(batch_id)
+        transfer_id = line["stripe_transfer_id"]
+        for n in range(12):
+            await client.v1.transfers.reversals.create_async(transfer_id, {"amount": 100}, {
+                "idempotency_key": f"test-reversal:{line['id']}:{n}"})
+        # Only the last event reaches affnet (the others may come later, or were lost): it carries the
+        # transfer with its 10 newest reversals and has_more.
+        newest = next(e for e in (await client.v1.events.list_async({"limit": 100, "type": "transfer.reversed"})).data
+                      if e.data.object["id"] == transfer_id)
+        embedded = newest.data.object["reversals"]
+        assert len(embedded["data"]) == 10 and embedded["has_more"] is True
+        assert [a.status_code for a in await deliver(new_client(), stripe_local, newest.id)] == [200]
+        assert await webhooks.process(newest.id, gateway) == f"payout line {line['id']}: 1200 returned to available"
+        result = await reconcile.reconcile_batch(batch_id, gateway.client)
+        assert result.ok, result.problems
+
+        # A reversal affnet has not heard of yet is named by the reconciliation.
+        unheard = await client.v1.transfers.reversals.create_async(transfer_id, {"amount": 100}, {
+            "idempotency_key": f"test-reversal:{line['id']}:unheard"})
+        result = await reconcile.reconcile_batch(batch_id, gateway.client)
+    assert any(unheard.id in p and "never returned" in p for p in result.problems), result.problems
+    assert await ledger.balance(K.publisher_available, "EUR", publisher_id) == 1_200
+    assert await LedgerTxn.count().where(LedgerTxn.kind == "payout.reversed") == 12
+    pages = [r for r in stripe_local.control("GET", "/_local/requests").json()["data"]
+             if r["method"] == "GET" and r["path"] == f"/v1/transfers/{transfer_id}/reversals"]
+    assert len(pages) == 3 + 3 + 3 and sum("starting_after" in r["query"] for r in pages) == 6
+    [line] = await lines_of(batch_id)
+    assert line["status"] == "paid"  # 1,300 of 10,000 reversed: not returned
     assert await ledger.check() == []
 
 

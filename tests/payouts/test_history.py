@@ -94,7 +94,7 @@ async def test_each_publisher_sees_their_payout_paid_failed_held_or_carried_over
     await review.hold_line(editor, batch_id, (await line_of(held))["id"], "traffic under review")
     await review.approve(approver, batch_id)
     stripe_local.control("POST", f"/_local/accounts/{refused_account}/fail_next_transfer",
-                         code="balance_insufficient", status="400")
+                         code="transfers_not_allowed", status="400")
     async with stripe_api.gateway(settings) as gateway:
         assert await execute.execute(batch_id, gateway.client) == "done"
 
@@ -114,7 +114,7 @@ async def test_each_publisher_sees_their_payout_paid_failed_held_or_carried_over
     [row] = rows(page)
     assert (row["id"], row["status"]) == (str(line["id"]), "failed")
     assert "€120.00" in row["text"] and "Failed" in row["text"]
-    assert "affnet's Stripe balance could not cover the transfer" in row["text"]
+    assert "Stripe does not allow transfers to your account right now" in row["text"]
     assert "back in your available balance" in row["text"] and "tr_" not in row["text"]
     assert await ledger.balance(K.publisher_available, "EUR", refused) == 12_000
 

@@ -82,7 +82,7 @@ async def test_a_5xx_saved_under_the_key_gives_the_line_a_new_attempt_and_it_is_
 async def _failed_line(new_client, settings, stripe_local) -> tuple[int, dict, int]:
     batch_id, accounts = await approved_batch(new_client, settings, stripe_local, 10_000)
     [(publisher_id, account)] = accounts.items()
-    stripe_local.control("POST", f"/_local/accounts/{account}/fail_next_transfer", code="balance_insufficient",
+    stripe_local.control("POST", f"/_local/accounts/{account}/fail_next_transfer", code="transfers_not_allowed",
                          status="400")
     async with stripe_api.gateway(settings) as gateway:
         assert await execute.execute(batch_id, gateway.client) == "done"
