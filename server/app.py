@@ -27,7 +27,7 @@ from server.ads.decision import AdServer
 from server.ads.endpoints import AdFastPath, ads_endpoints
 from server.ads.routes import PublisherSlots, demo_blog
 from server.audit.routes import audit_log
-from server.billing.routes import AdvertiserBilling, FinanceStripeEvents, stripe_webhook
+from server.billing.routes import AdvertiserBilling, FinanceStripeEvents, stripe_connect_webhook, stripe_webhook
 from server.campaigns.marketplace import PublisherCampaigns, PublisherLinks
 from server.campaigns.routes import AdvertiserCampaigns
 from server.conversions import service as conversion_intake
@@ -94,6 +94,7 @@ ROUTE_HANDLERS = [
     AdvertiserConversions,
     AdvertiserBilling,
     stripe_webhook,
+    stripe_connect_webhook,
     PublisherPayoutAccount,
     ads_endpoints,
     PublisherSlots,
@@ -194,10 +195,10 @@ def create_app(settings: Settings | None = None) -> AdFastPath:
             # The click redirect changes nothing a visitor owns and must not mint a token per click.
             # Conversion postbacks and pixels come from advertisers' servers and pages, with their
             # own credentials (a campaign token or API key; the pixel a signed click id).
-            # Stripe's webhook is signed by Stripe (verified over the raw body), and sends no cookie.
+            # Stripe's webhooks are signed by Stripe (verified over the raw body), and send no cookie.
             # Ads' endpoints are called by the embed script from publishers' pages and read no cookie.
-            exclude=("^/api/", "^/healthz$", "^/c/", "^/__bench/", "^/postback", "^/px/", "^/stripe/webhook$",
-                     "^/ads/"),
+            exclude=("^/api/", "^/healthz$", "^/c/", "^/__bench/", "^/postback", "^/px/",
+                     "^/stripe/(connect-)?webhook$", "^/ads/"),
         )],
         template_config=TemplateConfig(directory=ROOT / "templates", engine=JinjaTemplateEngine,
                                        engine_callback=_check_autoescape),

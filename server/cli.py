@@ -255,13 +255,20 @@ def reports_rebuild() -> None:
 @click.option("--webhook-url", default=None, help="Where events are POSTed (none: they are only listed).")
 @click.option("--webhook-secret", envvar="STRIPE_WEBHOOK_SECRET", default=None,
               help="The whsec_ secret events are signed with (env STRIPE_WEBHOOK_SECRET; default: a new one).")
+@click.option("--connect-webhook-url", envvar="STRIPE_LOCAL_CONNECT_WEBHOOK_URL", default=None,
+              help="Where connected accounts' events are POSTed (Stripe's Connect endpoint; none: only listed).")
+@click.option("--connect-webhook-secret", envvar="STRIPE_CONNECT_WEBHOOK_SECRET", default=None,
+              help="The Connect endpoint's own whsec_ secret (env STRIPE_CONNECT_WEBHOOK_SECRET; default: a new one).")
+@click.option("--available-delay", default=2 * 86400, show_default=True, type=int,
+              help="Seconds a card payment's funds stay pending before transfers may use them.")
 @click.option("--webhook-attempts", default=8, show_default=True, type=int)
 @click.option("--webhook-retry-delay", default=1.0, show_default=True, type=float,
               help="Seconds before the first retry, doubled after each failure up to 60.")
 @click.option("--fee-bps", default=150, show_default=True, type=int, help="Card fee, basis points of the amount.")
 @click.option("--fee-fixed", default=25, show_default=True, type=int, help="Card fee, fixed part in minor units.")
 def stripe_local(host: str, port: int, public_url: str | None, secret_key: str | None, webhook_url: str | None,
-                 webhook_secret: str | None, webhook_attempts: int, webhook_retry_delay: float, fee_bps: int,
+                 webhook_secret: str | None, connect_webhook_url: str | None, connect_webhook_secret: str | None,
+                 available_delay: int, webhook_attempts: int, webhook_retry_delay: float, fee_bps: int,
                  fee_fixed: int) -> None:
     """Run the local Stripe stand-in (Checkout, refunds, disputes, Connect). Its state lives in memory."""
     import secrets
@@ -274,8 +281,13 @@ def stripe_local(host: str, port: int, public_url: str | None, secret_key: str |
     if not webhook_secret:
         webhook_secret = "whsec_" + secrets.token_hex(24)
         click.echo(f"stripe-local: signing webhooks with {webhook_secret}")
+    if not connect_webhook_secret:
+        connect_webhook_secret = "whsec_" + secrets.token_hex(24)
+        click.echo(f"stripe-local: signing Connect webhooks with {connect_webhook_secret}")
     config = Config(public_url=(public_url or f"http://{host}:{port}").rstrip("/"), secret_key=secret_key or None,
-                    webhook_url=webhook_url or None, webhook_secret=webhook_secret, fee_bps=fee_bps,
+                    webhook_url=webhook_url or None, webhook_secret=webhook_secret,
+                    connect_webhook_url=connect_webhook_url or None, connect_webhook_secret=connect_webhook_secret,
+                    available_delay=available_delay, fee_bps=fee_bps,
                     fee_fixed_minor=fee_fixed, webhook_attempts=webhook_attempts,
                     webhook_retry_delay=webhook_retry_delay)
     uvicorn.run(create_app(config), host=host, port=port, log_level="warning", server_header=False)
@@ -287,9 +299,12 @@ def _stripe_local_keys() -> dict[str, str]:
     import secrets
 
     path = DATA_DIR / "stripe-local-keys.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    keys = {"secret_key": "sk_test_local" + secrets.token_hex(16), "webhook_secret": "whsec_" + secrets.token_hex(24)}
+    keys = json.loads(path.read_text()) if path.exists() else {}
+    if "connect_webhook_secret" in keys:
+        return keys
+    keys = {"secret_key": "sk_test_local" + secrets.token_hex(16), "webhook_secret": "whsec_" + secrets.token_hex(24),
+            **keys, "connect_webhook_secret": "whsec_" + secrets.token_hex(24)}  # (files of older affnets lack it)
+    path.unlink(missing_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
@@ -321,7 +336,10 @@ def dev(port: int, redis_port: int, stripe_port: int) -> None:
             raise click.ClickException(f"port {stripe_port} is taken; choose another with --stripe-port")
         keys = _stripe_local_keys()
         env.update(STRIPE_SECRET_KEY=keys["secret_key"], STRIPE_WEBHOOK_SECRET=keys["webhook_secret"],
-                   STRIPE_PUBLISHABLE_KEY="pk_test_local", STRIPE_API_BASE=f"http://127.0.0.1:{stripe_port}")
+                   STRIPE_CONNECT_WEBHOOK_SECRET=keys["connect_webhook_secret"],
+                   STRIPE_PUBLISHABLE_KEY="pk_test_local", STRIPE_API_BASE=f"http://127.0.0.1:{stripe_port}",
+                   # Connected accounts' events go to the Connect endpoint, as Stripe sends them.
+                   STRIPE_LOCAL_CONNECT_WEBHOOK_URL=env["BASE_URL"].rstrip("/") + "/stripe/connect-webhook")
     os.environ.update(env)
     _settings()
     exe = [sys.executable, "-m", "server.cli"]

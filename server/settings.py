@@ -53,6 +53,9 @@ class Settings:
     stripe_secret_key: str = ""
     stripe_publishable_key: str = ""
     stripe_webhook_secret: str = ""
+    # The Connect endpoint's own secret: Stripe sends connected accounts' events (a publisher's
+    # account.updated) only there, to /stripe/connect-webhook.
+    stripe_connect_webhook_secret: str = ""
     stripe_api_base: str = ""
     session_ttl_seconds: int = 7 * 24 * 3600
     login_max_failures_per_account: int = 5
@@ -105,6 +108,7 @@ def load_settings() -> Settings:
         stripe_secret_key=os.environ.get("STRIPE_SECRET_KEY", ""),
         stripe_publishable_key=os.environ.get("STRIPE_PUBLISHABLE_KEY", ""),
         stripe_webhook_secret=os.environ.get("STRIPE_WEBHOOK_SECRET", ""),
+        stripe_connect_webhook_secret=os.environ.get("STRIPE_CONNECT_WEBHOOK_SECRET", ""),
         stripe_api_base=os.environ.get("STRIPE_API_BASE", ""),
         session_ttl_seconds=_int("SESSION_TTL_SECONDS", 7 * 24 * 3600),
         login_max_failures_per_account=_int("LOGIN_MAX_FAILURES_PER_ACCOUNT", 5),

@@ -93,7 +93,9 @@ def settings(database_url: str, redis_service: Service, tmp_path_factory: pytest
     return Settings(env="test", database_url=database_url, redis_url=redis_service.url, secret_key=TEST_SECRET,
                     base_url=BASE_URL, media_dir=str(tmp_path_factory.mktemp("media")),
                     stripe_secret_key=stripe_local.secret_key, stripe_publishable_key="pk_test_local",
-                    stripe_webhook_secret=stripe_local.webhook_secret, stripe_api_base=stripe_local.base_url,
+                    stripe_webhook_secret=stripe_local.webhook_secret,
+                    stripe_connect_webhook_secret=stripe_local.connect_webhook_secret,
+                    stripe_api_base=stripe_local.base_url,
                     geo_country_header="CF-IPCountry")
 
 

@@ -113,11 +113,22 @@ async def enqueue(request: Request, event_id: str, job_id: str | None = None) ->
 
 @post("/stripe/webhook", opt=PUBLIC, include_in_schema=False, status_code=200)
 async def stripe_webhook(request: Request) -> Response:
-    """Stripe's events: verified over the raw body, recorded once, processed by the worker."""
+    """Stripe's events about affnet's own account (payments, refunds, disputes, transfers)."""
+    return await _receive(request, settings_of(request).stripe_webhook_secret, connect=False)
+
+
+@post("/stripe/connect-webhook", opt=PUBLIC, include_in_schema=False, status_code=200)
+async def stripe_connect_webhook(request: Request) -> Response:
+    """Stripe's Connect endpoint: events of publishers' connected accounts (`account.updated`), signed
+    with that endpoint's own secret."""
+    return await _receive(request, settings_of(request).stripe_connect_webhook_secret, connect=True)
+
+
+async def _receive(request: Request, secret: str, *, connect: bool) -> Response:
+    """Verified over the raw body, recorded once, processed by the worker."""
     body = await request.body()
     try:
-        recorded = await webhooks.record(body, request.headers.get("stripe-signature"),
-                                         settings_of(request).stripe_webhook_secret)
+        recorded = await webhooks.record(body, request.headers.get("stripe-signature"), secret, connect=connect)
     except webhooks.BadWebhook as exc:
         return Response({"error": {"code": exc.code, "message": exc.message}}, status_code=400)
     if not recorded.processed:  # committed: the worker can see it
