@@ -13,7 +13,7 @@ from server import db
 from server.accounts.identity import CurrentUser
 from server.audit import service as audit
 from server.conversions import reconcile, reversal
-from server.conversions.tables import Conversion, ConversionStatus
+from server.conversions.tables import Conversion, ConversionSource, ConversionStatus
 from server.errors import Invalid, NotFound
 from server.hours import utc
 
@@ -31,13 +31,14 @@ class Filters:
     publisher_email: str | None = None
     date_from: date | None = None
     date_to: date | None = None
+    source: str | None = None  # how it was reported: the pixel's can be fired by anyone with a click id
 
     def as_form(self) -> dict[str, str]:
         """The filters as the form fields (and query parameters) that carry them."""
         return {"status": self.status or "", "campaign": "" if self.campaign_id is None else str(self.campaign_id),
                 "publisher": self.publisher_email or "",
                 "from": self.date_from.isoformat() if self.date_from else "",
-                "to": self.date_to.isoformat() if self.date_to else ""}
+                "to": self.date_to.isoformat() if self.date_to else "", "source": self.source or ""}
 
 
 def _date(raw: str, field: str, label: str) -> date | None:
@@ -71,13 +72,18 @@ def parse_filters(params: Mapping[str, Any]) -> Filters:
     publisher = get("publisher")
     if len(publisher) > 254:
         raise Invalid("That publisher email is too long.", field="publisher")
+    source = get("source")
+    if source and source not in {s.value for s in ConversionSource}:
+        raise Invalid("Reported by must be one of: " + ", ".join(s.value for s in ConversionSource) + ".",
+                      field="source")
     return Filters(status=status or None, campaign_id=int(campaign) if campaign else None,
-                   publisher_email=publisher or None, date_from=date_from, date_to=date_to)
+                   publisher_email=publisher or None, date_from=date_from, date_to=date_to, source=source or None)
 
 
 async def list_conversions(advertiser: CurrentUser, *, status: str | None = None, campaign_id: int | None = None,
                            publisher_email: str | None = None, date_from: date | None = None,
-                           date_to: date | None = None, limit: int = LIST_LIMIT) -> list[dict[str, Any]]:
+                           date_to: date | None = None, source: str | None = None,
+                           limit: int = LIST_LIMIT) -> list[dict[str, Any]]:
     """The advertiser's own conversions, newest first. Dates are whole UTC days, both ends included."""
     query = Conversion.select(
         Conversion.id, Conversion.txn_id, Conversion.currency, Conversion.status, Conversion.status_reason,
@@ -88,6 +94,8 @@ async def list_conversions(advertiser: CurrentUser, *, status: str | None = None
     ).where(Conversion.campaign.advertiser == advertiser.id)
     if status:
         query = query.where(Conversion.status == status)
+    if source:
+        query = query.where(Conversion.source == source)
     if campaign_id is not None:
         query = query.where(Conversion.campaign == campaign_id)
     if publisher_email:

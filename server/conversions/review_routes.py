@@ -16,7 +16,7 @@ from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
 from server.campaigns import service as campaigns
 from server.conversions import csv_upload, review
-from server.conversions.tables import ConversionStatus
+from server.conversions.tables import ConversionSource, ConversionStatus
 from server.errors import Conflict, Invalid
 from server.pages import form_data, render, render_error, settings_of
 from server.web import current_user, requires_role
@@ -34,7 +34,8 @@ async def _context(advertiser: CurrentUser, filters: review.Filters | None, **ex
     (none when the filters themselves were invalid)."""
     rows = await review.list_conversions(advertiser, **vars(filters)) if filters is not None else []
     return {"conversions": rows, "campaigns": await campaigns.list_for_advertiser(advertiser),
-            "statuses": [s.value for s in ConversionStatus], "money": money, "limit": review.LIST_LIMIT,
+            "statuses": [s.value for s in ConversionStatus], "sources": [s.value for s in ConversionSource],
+            "money": money, "limit": review.LIST_LIMIT,
             "max_upload_kb": csv_upload.MAX_BYTES // 1024, "max_upload_rows": csv_upload.MAX_ROWS,
             "filters": (filters or review.Filters()).as_form(), **extra}
 

@@ -231,6 +231,10 @@ async def test_pixel_conversions_are_marked_in_review_lists_and_reports(app, cli
     await login(advertiser, s.advertiser.email)
     page = (await advertiser.get("/advertiser/conversions")).text
     assert '<span class="badge warn"' in page and ">pixel</span>" in page and "postback" in page
+    only_pixel = (await advertiser.get("/advertiser/conversions", params={"source": "pixel"})).text
+    assert "by-pixel" in only_pixel and "by-postback" not in only_pixel
+    bogus = await advertiser.get("/advertiser/conversions", params={"source": "fax"})
+    assert 400 <= bogus.status_code < 500 and "Reported by must be one of" in bogus.text
     publisher = new_client()
     await login(publisher, s.publisher_email)
     mine = (await publisher.get("/publisher/conversions")).text
