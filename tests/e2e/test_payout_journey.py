@@ -32,6 +32,7 @@ def _live_server_uses_the_stand_in(monkeypatch, stripe_local):
     """`affnet serve` reads Stripe's settings from its environment (set before the live server starts)."""
     monkeypatch.setenv("STRIPE_SECRET_KEY", stripe_local.secret_key)
     monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", stripe_local.webhook_secret)
+    monkeypatch.setenv("STRIPE_CONNECT_WEBHOOK_SECRET", stripe_local.connect_webhook_secret)
     monkeypatch.setenv("STRIPE_API_BASE", stripe_local.base_url)
 
 
@@ -53,6 +54,8 @@ async def earned_in_the_last_period(*campaign_ids: int) -> datetime:
 async def test_a_publisher_is_paid_after_one_finance_person_prepares_and_holds_and_another_approves(
         live_server, new_page, client, settings, stripe_local):
     stripe_local.control("POST", "/_local/webhook_endpoint", url=f"{live_server.url}/stripe/webhook")
+    stripe_local.control("POST", "/_local/webhook_endpoint", url=f"{live_server.url}/stripe/connect-webhook",
+                         connect="true")
     try:
         await fresh_line_ids()  # Stripe keys derive from line ids; the stand-in remembers other tests' keys
         # Seven sales of 10.00 for the publisher (8.00 each: 56.00), eight for another publisher (64.00).
@@ -156,3 +159,4 @@ async def test_a_publisher_is_paid_after_one_finance_person_prepares_and_holds_a
         assert await ledger.check() == []
     finally:
         stripe_local.control("POST", "/_local/webhook_endpoint", url="")
+        stripe_local.control("POST", "/_local/webhook_endpoint", url="", connect="true")
