@@ -66,13 +66,12 @@ def serve(host: str, port: int, workers: int) -> None:
 
 @main.command()
 def worker() -> None:
-    """Run the arq worker (background jobs and cron)."""
-    from arq import run_worker
-
+    """Run the arq worker (background jobs and cron); it reconnects after Redis outages instead of exiting."""
+    from workers import supervisor
     from workers.settings import WorkerSettings
 
     _settings()
-    run_worker(WorkerSettings)  # type: ignore[arg-type]
+    supervisor.run(WorkerSettings)
 
 
 async def migrate_database() -> None:
@@ -320,7 +319,7 @@ def _stripe_local_keys() -> dict[str, str]:
 def dev(port: int, redis_port: int, stripe_port: int) -> None:
     """Start everything for local use: Redis, migrations, demo data, the Stripe stand-in, the worker and the web
     server."""
-    from server.devservices import port_open, start_redis, wait_for_port
+    from server.devservices import Child, Service, port_open, start_redis, wait_for_port
 
     env = dict(os.environ)
     services = []
@@ -350,36 +349,43 @@ def dev(port: int, redis_port: int, stripe_port: int) -> None:
         (DATA_DIR / "demo-seeded").write_text("yes\n")
     else:
         asyncio.run(_with_db(_seed_demo_ads))  # demo data added to affnet since the first run
-    procs = []
+    # Every process is a Child: when one exits (a crash, a Redis outage it did not survive) it is started
+    # again with backoff and the others keep running; Ctrl-C stops them all.
+    children: list[Child] = [Child("redis", lambda: start_redis(DATA_DIR / "redis", port=redis_port, persist=True),
+                                   handle=s) for s in services]
     if local_stripe:
         # Keys reach it through the environment (STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET), not argv. Its own
         # session: Ctrl-C reaches it once, from stop_all (a second SIGINT makes uvicorn exit with a traceback).
-        stand_in = subprocess.Popen([*exe, "stripe-local", "--port", str(stripe_port),  # noqa: S603
-                                     "--webhook-url", env["BASE_URL"].rstrip("/") + "/stripe/webhook"],
-                                    env=env, cwd=ROOT, start_new_session=True)
-        wait_for_port(stripe_port, timeout=30, proc=stand_in)
-        procs.append(stand_in)
-    procs += [
-        subprocess.Popen([*exe, "worker"], env=env, cwd=ROOT),  # noqa: S603
-        subprocess.Popen([*exe, "serve", "--port", str(port)], env=env, cwd=ROOT),  # noqa: S603
+        # Restarted, it starts empty (its state is in memory): pending Checkout sessions are gone.
+        stand_in = Child("Stripe stand-in", lambda: subprocess.Popen(  # noqa: S603
+            [*exe, "stripe-local", "--port", str(stripe_port),
+             "--webhook-url", env["BASE_URL"].rstrip("/") + "/stripe/webhook"],
+            env=env, cwd=ROOT, start_new_session=True))
+        wait_for_port(stripe_port, timeout=30, proc=stand_in.proc)
+        children.append(stand_in)
+    children += [
+        Child("worker", lambda: subprocess.Popen([*exe, "worker"], env=env, cwd=ROOT)),  # noqa: S603
+        Child("web server", lambda: subprocess.Popen([*exe, "serve", "--port", str(port)],  # noqa: S603
+                                                     env=env, cwd=ROOT)),
     ]
 
     def stop_all(*_):
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
+        processes = [c for c in children if not isinstance(c.handle, Service)]
+        for c in processes:
+            c.stop(signal.SIGINT)
         deadline = time.monotonic() + 10
-        for p in procs:
+        for c in processes:
             try:
-                p.wait(timeout=max(deadline - time.monotonic(), 0.1))
+                c.handle.wait(timeout=max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
-                p.kill()
-        for s in services:
-            s.stop()
+                c.handle.kill()
+        for c in children:
+            if isinstance(c.handle, Service):
+                c.stop()
 
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        wait_for_port(port, timeout=60, proc=procs[-1])
+        wait_for_port(port, timeout=60, proc=children[-1].proc)
         click.echo("")
         click.echo(f"affnet is running at http://127.0.0.1:{port}/  (Ctrl-C stops everything)")
         click.echo(f"  health: http://127.0.0.1:{port}/healthz   API docs: http://127.0.0.1:{port}/schema")
@@ -388,9 +394,10 @@ def dev(port: int, redis_port: int, stripe_port: int) -> None:
             click.echo(f"  Stripe: local stand-in at {env['STRIPE_API_BASE']}/ (test mode, state in memory; "
                        f"webhooks to {env['BASE_URL']}/stripe/webhook)")
         _print_logins([(role.value, email) for role, email in DEMO_USERS])
-        while all(p.poll() is None for p in procs):
+        while True:
             time.sleep(0.5)
-        click.echo("a process exited; stopping the rest", err=True)
+            for c in children:
+                c.tend(time.monotonic(), lambda line: click.echo(line, err=True))
     except KeyboardInterrupt:
         click.echo("\nstopping…")
     finally:
