@@ -26,6 +26,7 @@ from server.ads import service as ads_service
 from server.ads.decision import AdServer
 from server.ads.endpoints import AdFastPath, ads_endpoints
 from server.ads.routes import PublisherSlots, demo_blog
+from server.amount_routes import amount_preview
 from server.audit.routes import audit_log
 from server.billing.routes import AdvertiserBilling, FinanceStripeEvents, stripe_connect_webhook, stripe_webhook
 from server.campaigns.marketplace import PublisherCampaigns, PublisherLinks
@@ -37,6 +38,7 @@ from server.conversions.routes import conversion_pixel, postback
 from server.csrf import SessionBoundCSRF
 from server.errors import DomainError
 from server.health import healthz
+from server.locale import LocaleMiddleware
 from server.openapi import document_errors
 from server.pages import SESSION_COOKIE
 from server.payouts.connect_routes import PublisherPayoutAccount
@@ -93,6 +95,7 @@ ROUTE_HANDLERS = [
     ConversionsApi,
     AdvertiserConversions,
     AdvertiserBilling,
+    amount_preview,
     stripe_webhook,
     stripe_connect_webhook,
     PublisherPayoutAccount,
@@ -185,7 +188,7 @@ def create_app(settings: Settings | None = None) -> AdFastPath:
                      "click_buffer": click_buffer, "ads": ads}),
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
-        middleware=[SecurityHeadersMiddleware(), AuthMiddleware(), SessionBoundCSRF(
+        middleware=[SecurityHeadersMiddleware(), AuthMiddleware(), LocaleMiddleware(), SessionBoundCSRF(
             secret=_derived_secret(settings, "csrf"),
             session_cookie=SESSION_COOKIE,
             cookie_name="affnet_csrf",

@@ -26,6 +26,7 @@ log = logging.getLogger("affnet.billing")
 PAGE = "advertiser/billing.html"
 RETURN_PAGE = "advertiser/billing_return.html"
 CHECKOUT_PAGE = "advertiser/billing_checkout.html"
+CONFIRM_PAGE = "advertiser/billing_confirm.html"
 EVENTS_PAGE = "finance/stripe_events.html"
 PROCESS_JOB = "process_stripe_event"
 
@@ -45,8 +46,8 @@ async def _page(advertiser: CurrentUser, request: Request, **extra: Any) -> dict
         "payments_ready": stripe_api.configured(settings_of(request)),
         "prefs": prefs, "form": {"currency": currencies[0], "amount": ""},
         "settings_form": {"currency": prefs["currency"] if prefs else currencies[0],
-                          "auto_pause_threshold": money.to_text(prefs["auto_pause_threshold_minor"], prefs["currency"])
-                          if prefs else "0"},
+                          "auto_pause_threshold": money.form_text(prefs["auto_pause_threshold_minor"],
+                                                                  prefs["currency"]) if prefs else "0"},
     }
     if request.query_params.get("canceled"):
         context["notice"] = "The payment was cancelled; nothing was charged."
@@ -70,6 +71,14 @@ class AdvertiserBilling(Controller):
         try:
             if not stripe_api.configured(settings):
                 raise Conflict("Card payments are not set up on this affnet (no Stripe key).")
+            # The amount as understood is shown, and confirmed, before Stripe is asked for anything:
+            # the confirmation carries the minor units it showed, and a different reading this time
+            # (another locale) shows the page again instead of charging.
+            amount, currency = await billing.parse_funding(_user(request).id, form)
+            if form.get("confirmed_minor") != str(amount):
+                return render(CONFIRM_PAGE, amount_text=form.get("amount", ""), currency=currency, amount_minor=amount,
+                              shown=money.display_local(amount, currency),
+                              changed=bool(form.get("confirmed_minor")))
             async with stripe_api.gateway(settings) as gateway:
                 url = await billing.start_funding(_user(request), form, gateway, settings.base_url)
         except (Invalid, Conflict) as exc:
@@ -98,7 +107,11 @@ class AdvertiserBilling(Controller):
             context = await _page(_user(request), request)
             context["settings_form"] = {k: v for k, v in form.items() if k != "_csrf_token"}
             return render(PAGE, status_code=exc.status_code, error=exc.message, error_field=exc.field, **context)
-        return render(PAGE, **await _page(_user(request), request, notice="Billing settings saved."))
+        prefs = await billing.settings_of(_user(request).id)
+        notice = (f"Billing settings saved: campaigns in {prefs['currency']} pause below "
+                  f"{money.display_local(prefs['auto_pause_threshold_minor'], prefs['currency'])}." if prefs
+                  else "Billing settings saved.")
+        return render(PAGE, **await _page(_user(request), request, notice=notice))
 
 
 async def enqueue(request: Request, event_id: str, job_id: str | None = None) -> None:

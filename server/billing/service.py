@@ -54,9 +54,11 @@ async def _setting(key: str, default: str) -> str:
 
 async def limits(currency: str) -> tuple[int, int]:
     """The smallest and largest top-up in `currency`, in minor units."""
-    low = money.parse_amount(await _setting(MINIMUM_KEY, DEFAULT_MINIMUM), currency, field="amount", label="Minimum")
+    # Stored settings are machine text: read in no one's locale (an ambiguous one is refused, never guessed).
+    low = money.parse_amount(await _setting(MINIMUM_KEY, DEFAULT_MINIMUM), currency, field="amount", label="Minimum",
+                             locale=None)
     high = money.parse_amount(await _setting(MAXIMUM_KEY, DEFAULT_MAXIMUM), currency, field="amount",
-                              label="Maximum")
+                              label="Maximum", locale=None)
     return low, high
 
 

@@ -12,7 +12,7 @@ from litestar.response import Redirect, Template
 from server import money
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
-from server.campaigns import creatives
+from server.campaigns import creatives, echo
 from server.campaigns import service as campaigns
 from server.campaigns.tables import CampaignStatus, PayoutModel, Visibility
 from server.errors import Conflict, Invalid
@@ -66,7 +66,7 @@ def form_of(campaign: dict[str, Any], goals: list[dict[str, Any]]) -> dict[str, 
     form["allowed_domains"] = campaign["allowed_domains"]
     for field in ("total_budget", "daily_budget"):
         amount = campaign[f"{field}_minor"]
-        form[field] = money.to_text(amount, currency) if amount is not None else ""
+        form[field] = money.form_text(amount, currency) if amount is not None else ""
     for field, _ in CAP_FIELDS:
         form[field] = "" if campaign[field] is None else str(campaign[field])
     form["pixel"] = "on" if campaign["pixel_enabled"] else "off"
@@ -80,7 +80,7 @@ def form_of(campaign: dict[str, Any], goals: list[dict[str, Any]]) -> dict[str, 
         form[f"goal_{n}_model"] = goal["payout_model"]
         for side in ("advertiser", "publisher"):
             amount = goal[f"{side}_amount"]
-            form[f"goal_{n}_{side}"] = money.percent_text(amount) if percent else money.to_text(amount, currency)
+            form[f"goal_{n}_{side}"] = money.percent_text(amount) if percent else money.form_text(amount, currency)
         form[f"goal_{n}_per_click"] = str(goal["conversions_per_click"])
         if goal["max_sale_minor"] is not None:
             form[f"goal_{n}_max_sale"] = money.form_text(goal["max_sale_minor"], currency)
@@ -143,11 +143,14 @@ class AdvertiserCampaigns(Controller):
             campaign_id = await campaigns.create_campaign(_user(request), form)
         except (Invalid, Conflict) as exc:
             return render_error(FORM_PAGE, exc, form, **_form_context(editing=False))
-        return see_other(f"/advertiser/campaigns/{campaign_id}")
+        return see_other(f"/advertiser/campaigns/{campaign_id}?saved=1")  # shows the amounts as understood
 
     @get("/{campaign_id:int}")
     async def show(self, request: Request, campaign_id: FromPath[int]) -> Template:
-        return render(CAMPAIGN_PAGE, **await self._page(request, campaign_id))
+        context = await self._page(request, campaign_id)
+        if request.query_params.get("saved") == "1":
+            context["notice"] = echo.saved_notice(context["campaign"], await campaigns.goals_of(campaign_id))
+        return render(CAMPAIGN_PAGE, **context)
 
     @get("/{campaign_id:int}/edit")
     async def edit_page(self, request: Request, campaign_id: FromPath[int]) -> Template:
@@ -165,7 +168,7 @@ class AdvertiserCampaigns(Controller):
             campaign = await campaigns.owned_campaign(advertiser, campaign_id)
             return render_error(FORM_PAGE, exc, {**form, "currency": campaign["currency"]},
                                 **_form_context(editing=True, campaign=campaign))
-        return see_other(f"/advertiser/campaigns/{campaign_id}")
+        return see_other(f"/advertiser/campaigns/{campaign_id}?saved=1")
 
     @post("/{campaign_id:int}/pause")
     async def pause(self, request: Request, campaign_id: FromPath[int]) -> Template | Redirect:

@@ -5,7 +5,13 @@ Three steps, each a pure function of the text and the database: `parse` reads th
 the same text against the database as it is now and carries out the rows that are still valid,
 through the same functions as the review page (review.approve_row, reject_row, reverse_row).
 The preview carries the text back to apply sealed with an HMAC, so what is applied is exactly
-what was previewed."""
+what was previewed.
+
+Amounts in the file are read in the uploader's locale (the request's, server/locale.py), as on every
+form: "12,50" is 12.50 everywhere, and "1,250" is refused on its line unless the locale decides. The
+seal binds that locale too, so apply reads every amount exactly as the preview showed it. A file
+whose first line has more semicolons than commas is read with ';' between columns (what Excel
+writes in French, Italian, German and Spanish, where the comma is the decimal mark)."""
 
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from server import db, money
+from server import locale as locales
 from server.accounts.identity import CurrentUser
 from server.audit import service as audit
 from server.campaigns.tables import PayoutModel
@@ -160,11 +167,17 @@ def _header(cells: list[str]) -> dict[str, int] | None:
     return {n: i for i, n in enumerate(names)}
 
 
+def delimiter(text: str) -> str:
+    """';' when the first non-blank line has more semicolons than commas (12,50 needs no quotes then)."""
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    return ";" if first.count(";") > first.count(",") else ","
+
+
 def parse(text: str) -> tuple[list[Line], list[Row]]:
     """The data lines of the file, and the lines that cannot be read at all (too many columns).
     A header row is optional: without one the columns are txn_id,status,amount,reason in order.
     Raises Invalid for a file that is not a CSV this page understands (nothing is applied)."""
-    reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter(text), skipinitialspace=True)
     lines: list[Line] = []
     errors: list[Row] = []
     columns: dict[str, int] | None = None
@@ -229,7 +242,7 @@ async def _conversions(advertiser: CurrentUser, campaign_id: int | None, txn_ids
 
 
 def _show(amount: int, currency: str) -> str:
-    return money.display(amount, currency)
+    return money.display_local(amount, currency)  # the preview echoes amounts in the uploader's locale
 
 
 def _plan_line(line: Line, matches: list[dict], default_reason: str, in_campaign: str) -> Row:
@@ -357,7 +370,8 @@ def seal(key: bytes, advertiser_id: int, campaign_id: int | None, reason: str, t
 def unseal(key: bytes, advertiser_id: int, campaign_id: int | None, reason: str, content: str, digest: str) -> str:
     expected = _mac(key, advertiser_id, campaign_id, reason, content)
     if not hmac.compare_digest(expected, digest or ""):
-        raise Invalid("This upload changed after its preview (or the preview expired): upload the file again.",
+        raise Invalid("This upload changed after its preview (or the preview expired, or your browser's language "
+                      "changed): upload the file again.",
                       field="file")
     try:
         return base64.b64decode(content, validate=True).decode()
@@ -366,7 +380,9 @@ def unseal(key: bytes, advertiser_id: int, campaign_id: int | None, reason: str,
 
 
 def _mac(key: bytes, advertiser_id: int, campaign_id: int | None, reason: str, content: str) -> str:
-    message = "\n".join(("conversion-upload", str(advertiser_id), str(campaign_id or ""), reason, content))
+    # The locale the amounts were read in at preview: applying under another would read them differently.
+    message = "\n".join(("conversion-upload", str(advertiser_id), str(campaign_id or ""), reason,
+                         locales.tag(locales.current()), content))
     return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
 
 

@@ -159,7 +159,7 @@ async def _form_defaults(edit_email: str) -> dict[str, str]:
         row = await PublisherPayoutTerms.select().where(PublisherPayoutTerms.publisher == publisher_id).first()
         if row:
             if row["minimum_minor"] is not None:
-                values["publisher_minimum"] = money.to_text(row["minimum_minor"], row["minimum_currency"])
+                values["publisher_minimum"] = money.form_text(row["minimum_minor"], row["minimum_currency"])
                 values["publisher_currency"] = row["minimum_currency"]
             if row["on_hold"]:
                 values["on_hold"] = "on"
@@ -180,6 +180,21 @@ async def _page(*, status_code: int = 200, typed: dict[str, Any] | None = None, 
                   default_minimum=payouts.DEFAULT_MINIMUM_MINOR, form=form, money=money, **extra)
 
 
+async def _saved_amount(notice: str, saved: str, currency: str, publisher: str) -> str:
+    """The saved notice with the amount as stored (read back, not what the URL says), in the reader's
+    locale: "Minimum payout saved: 12,50 €." Anything else in the URL only picks which row."""
+    if saved == "minimum":
+        row = await PayoutMinimum.select(PayoutMinimum.minimum_minor).where(
+            PayoutMinimum.currency == currency[:3].upper()).first()
+        return f"{notice[:-1]}: {money.display_local(row['minimum_minor'], currency[:3].upper())}." if row else notice
+    if not (publisher.isascii() and publisher.isdigit() and len(publisher) < 19):
+        return notice
+    row = await PublisherPayoutTerms.select().where(PublisherPayoutTerms.publisher == int(publisher)).first()
+    if row is None or row["minimum_minor"] is None:
+        return notice
+    return f"{notice[:-1]}: own minimum {money.display_local(row['minimum_minor'], row['minimum_currency'])}."
+
+
 async def _refused(exc: DomainError, form: dict[str, Any]) -> Template:
     # Always 400: the service's own checks (422 there) are about what was typed here too.
     return await _page(status_code=400, typed=form, error=exc.message, error_field=exc.field)
@@ -193,7 +208,12 @@ class FinancePayoutSettings(Controller):
     @get("")
     async def show(self, request: Request) -> Template:
         saved = request.query_params.get("saved", "")
-        return await _page(edit_email=request.query_params.get("publisher", "") or "", notice=SAVED.get(saved))
+        edit_email = request.query_params.get("publisher", "") or ""
+        notice = SAVED.get(saved)
+        if notice and saved in ("minimum", "publisher"):
+            notice = await _saved_amount(notice, saved, request.query_params.get("currency", ""),
+                                         request.query_params.get("terms", ""))
+        return await _page(edit_email=edit_email, notice=notice)
 
     @post("/schedule")
     async def save_schedule(self, request: Request) -> Template | Redirect:
@@ -212,14 +232,15 @@ class FinancePayoutSettings(Controller):
             await payouts.set_minimum(currency, minimum_minor, actor_id=_user(request).id)
         except DomainError as exc:
             return await _refused(exc, form)
-        return see_other(f"{PATH}?saved=minimum")
+        return see_other(f"{PATH}?saved=minimum&currency={currency}")
 
     @post("/publisher")
     async def save_publisher_terms(self, request: Request) -> Template | Redirect:
         form = await form_data(request)
         try:
             terms = await parse_publisher_terms(form)
-            await payouts.set_publisher_terms(terms.pop("publisher_id"), actor_id=_user(request).id, **terms)
+            publisher_id = terms.pop("publisher_id")
+            await payouts.set_publisher_terms(publisher_id, actor_id=_user(request).id, **terms)
         except DomainError as exc:
             return await _refused(exc, form)
-        return see_other(f"{PATH}?saved=publisher")
+        return see_other(f"{PATH}?saved=publisher&terms={publisher_id}")

@@ -43,12 +43,22 @@ async def process(settings) -> list[str]:
         return [await webhooks.process(r["event_id"], gateway) for r in rows]
 
 
+async def confirm_funding(client, amount: str, currency: str = "EUR"):
+    """Post the top-up form, check the confirmation page names the amount, and confirm it."""
+    shown = await post_form(client, "/advertiser/billing/fund", {"amount": amount, "currency": currency})
+    assert shown.status_code == 200 and 'data-testid="charge-amount"' in shown.text, shown.text[-800:]
+    minor = re.search(r'name="confirmed_minor" value="(\d+)"', shown.text).group(1)
+    response = await post_form(client, "/advertiser/billing/fund",
+                               {"amount": amount, "currency": currency, "confirmed_minor": minor})
+    assert response.status_code == 200, response.text
+    return response
+
+
 async def start_funding(client, email: str, amount: str = "500.00") -> tuple[str, dict]:
     """Log in, add funds on the billing page; the browser would now be at the stand-in's Pay page."""
     await login(client, email)
     assert (await client.get("/advertiser/billing")).status_code == 200
-    response = await post_form(client, "/advertiser/billing/fund", {"amount": amount, "currency": "EUR"})
-    assert response.status_code == 200, response.text
+    response = await confirm_funding(client, amount)
     url = re.search(r'data-testid="checkout-link" href="([^"]+)"', response.text).group(1)
     assert f'http-equiv="refresh" content="0;url={url}"' in response.text
     funding = await Funding.select().order_by(Funding.id, ascending=False).first()

@@ -50,7 +50,7 @@ async def logged_in_advertiser(client) -> CurrentUser:
 async def create(client, **changes: Any) -> int:
     response = await post_form(client, f"{BASE}/new", campaign_form(**changes))
     assert response.status_code == 303, error_text(response.text) or response.text[:500]
-    match = re.fullmatch(rf"{BASE}/(\d+)", response.headers["location"])
+    match = re.fullmatch(rf"{BASE}/(\d+)\?saved=1", response.headers["location"])  # saved=1: amounts echoed
     assert match, response.headers["location"]
     return int(match.group(1))
 
@@ -125,7 +125,7 @@ async def test_advertiser_edits_a_campaign_and_the_currency_stays(client):
                             goal_1_advertiser="12.5", goal_1_publisher="10", goal_2_name="lead", goal_2_model="cpl",
                             goal_2_advertiser="2.00", daily_budget="", visibility="approval")
     response = await post_form(client, f"{BASE}/{campaign_id}/edit", changed)
-    assert response.status_code == 303 and response.headers["location"] == f"{BASE}/{campaign_id}"
+    assert response.status_code == 303 and response.headers["location"] == f"{BASE}/{campaign_id}?saved=1"
 
     row = await Campaign.select().where(Campaign.id == campaign_id).first()
     assert row["name"] == "Winter boots, now warmer" and row["visibility"] == "approval"

@@ -59,6 +59,9 @@ async def test_advertiser_funds_500_and_sees_it_credited(live_server, new_page, 
         await page.fill("input[name=amount]", "500.00")
         await page.select_option("form[action='/advertiser/billing/fund'] select[name=currency]", "EUR")
         await page.click("button:has-text('Add funds')")
+        # The amount as the server read it, to confirm before Stripe is asked for anything.
+        await expect(page.get_by_test_id("charge-amount")).to_have_text("You will be charged €500.00")
+        await page.get_by_test_id("confirm-pay").click()
 
         # Stripe's Checkout (the stand-in's page): pay.
         await page.wait_for_url(f"{stripe_local.base_url}/pay/*")

@@ -97,7 +97,7 @@ async def test_a_minimum_typed_as_a_decimal_is_stored_in_minor_units_and_applies
     assert await PayoutMinimum.select(PayoutMinimum.currency, PayoutMinimum.minimum_minor) == [
         {"currency": "EUR", "minimum_minor": 8_000}]
     page = await finance.get(saved.headers["location"])
-    assert "Minimum payout saved" in page.text
+    assert "Minimum payout saved: €80.00." in page.text  # the amount as stored, echoed
     assert re.search(r'data-currency="EUR">\s*<td>EUR</td>\s*<td data-testid="minimum-amount">€80.00<', page.text)
     assert await AuditEvent.count().where(AuditEvent.action == "payout_minimum.saved") == 1
 
@@ -115,7 +115,7 @@ async def test_a_publisher_put_on_hold_is_carried_over_and_another_pays_from_the
     low = await earning_publisher(settings, 3_000)
     hold = await post_form(finance, f"{PAGE}/publisher", {
         "email": (await email_of(held)).upper(), "on_hold": "on", "hold_reason": "identity check"})
-    assert hold.status_code == 303 and hold.headers["location"] == f"{PAGE}?saved=publisher"
+    assert hold.status_code == 303 and hold.headers["location"] == f"{PAGE}?saved=publisher&terms={held}"
     own = await post_form(finance, f"{PAGE}/publisher", {
         "email": await email_of(low), "publisher_minimum": "20.00", "publisher_currency": "EUR"})
     assert own.status_code == 303
