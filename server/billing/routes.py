@@ -6,12 +6,11 @@ import logging
 import time
 from typing import Any
 
-from arq.connections import ArqRedis
 from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Template
 
-from server import money
+from server import jobs, money
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
 from server.billing import service as billing
@@ -117,11 +116,7 @@ class AdvertiserBilling(Controller):
 async def enqueue(request: Request, event_id: str, job_id: str | None = None) -> None:
     """Hand the event to the worker; arq's job id (the event id) keeps one job per event. If Redis
     is down the event still waits in the table, and the worker's sweep picks it up."""
-    try:
-        pool = ArqRedis(pool_or_conn=request.app.state.redis.connection_pool)
-        await pool.enqueue_job(PROCESS_JOB, event_id, _job_id=job_id or event_id)
-    except Exception as exc:
-        log.warning("could not enqueue stripe event %s (the sweep will): %s", event_id, exc)
+    await jobs.enqueue(request.app.state.redis, PROCESS_JOB, event_id, job_id=job_id or event_id)
 
 
 @post("/stripe/webhook", opt=PUBLIC, include_in_schema=False, status_code=200)
