@@ -1,25 +1,31 @@
 """Benchmark the click redirect against a bare Litestar 302 in the same app and server.
 
-    .venv/bin/python bench/click_redirect.py [--seconds 10] [--connections 32] [--database-url URL]
+    .venv/bin/python bench/click_redirect.py [--seconds 10] [--connections 32] [--postgres | --database-url URL]
 
 Starts affnet (one uvicorn worker) on 127.0.0.1 with a fresh database, then measures, in one run:
 (a) GET /__bench/302, a bare Litestar route answering 302, and (b) GET /c/{code} with click
 recording on: maximum requests per second with wrk, then p50/p99 latency at half of that rate
 with hey. It shuts the server down gracefully and counts the click rows stored: every /c/
 request that got an answer must be there. Needs wrk and hey (Debian packages; installed if root).
+
+Besides req/s it prints the server's CPU time per request in each maximum-rate phase (from
+/proc): on a shared, busy machine the rates swing with the neighbours' load, the CPU a request
+costs much less, so the CPU ratio is the steadier estimate of the same thing. bench/click_crash.py
+measures what a kill -9 under this load loses.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, ensure_tools, hey, machine, phase_line, start_server, wrk  # noqa: E402
+from common import ROOT, Load, Server, bench_database, ensure_tools, hey, machine, phase_line, start_server, wrk  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -66,18 +72,26 @@ async def count_clicks(database_url: str) -> int:
         await db.stop(engine)
 
 
+def measured(server: Server, url: str, seconds: int, connections: int) -> tuple[Load, float]:
+    """wrk at the maximum rate, and the server's CPU microseconds per request meanwhile."""
+    before = server.cpu_seconds()
+    load = wrk(url, seconds, connections)
+    return load, (server.cpu_seconds() - before) / max(load.requests, 1) * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=10, help="length of each load phase (max 60)")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL cluster on loopback")
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     args = parser.parse_args()
     seconds = min(max(args.seconds, 2), 60)
     ensure_tools("wrk", "hey")
 
-    with tempfile.TemporaryDirectory(prefix="affnet-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="affnet-bench-") as tmp, bench_database(Path(tmp), args) as url:
         workdir = Path(tmp)
-        server = start_server(workdir, args.database_url)
+        server = start_server(workdir, url)
         database_url = server.env["DATABASE_URL"]
         code = asyncio.run(seed(database_url))
         baseline_url = f"{server.url}/__bench/302"
@@ -86,8 +100,9 @@ def main() -> None:
         try:
             wrk(baseline_url, 2, args.connections)  # warm up
             sent_clicks += wrk(click_url, 2, args.connections).requests
-            a_max = wrk(baseline_url, seconds, args.connections)
-            b_max = wrk(click_url, seconds, args.connections)
+            load_before = os.getloadavg()
+            a_max, a_cpu = measured(server, baseline_url, seconds, args.connections)
+            b_max, b_cpu = measured(server, click_url, seconds, args.connections)
             sent_clicks += b_max.requests
             a_half = hey(baseline_url, seconds, a_max.rps / 2)
             b_half = hey(click_url, seconds, b_max.rps / 2)
@@ -105,6 +120,8 @@ def main() -> None:
     print(line("(a) bare Litestar 302", a_max, a_half))
     print(line("(b) /c/{code} + recording", b_max, b_half))
     print(f"ratio b/a (max req/s):      {b_max.rps / a_max.rps:.2f}")
+    print(f"server CPU per request:     (a) {a_cpu:.0f} µs, (b) {b_cpu:.0f} µs; ratio a/b {a_cpu / b_cpu:.2f}")
+    print(f"load average:               {' '.join(f'{x:.2f}' for x in load_before)} before the max-rate phases")
     print(f"clicks answered: {sent_clicks}, stored after graceful shutdown: {stored}, "
           f"lost: {max(0, sent_clicks - stored)} (server exit code {exit_code})")
 

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -71,6 +72,25 @@ class Server:
         self.redis.stop()
         return code
 
+    def kill9(self) -> None:
+        """The process dies at once, as under `kill -9` or the OOM killer: no shutdown hook runs."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def restart(self, workdir: Path) -> float:
+        """Start the server again on the same port, database, Redis and data directory; returns
+        the seconds until it answered (startup includes replaying what a killed process left)."""
+        started = time.monotonic()
+        self.proc = _serve(workdir, self.env, int(self.url.rsplit(":", 1)[1]))
+        return time.monotonic() - started
+
+
+def _serve(workdir: Path, env: dict[str, str], port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=open(workdir / "server.log", "ab"), stderr=subprocess.STDOUT)
+    wait_for_port(port, timeout=30, proc=proc)
+    return proc
+
 
 def start_server(workdir: Path, database_url: str | None = None) -> Server:
     redis = start_redis(workdir / "redis")
@@ -79,10 +99,7 @@ def start_server(workdir: Path, database_url: str | None = None) -> Server:
            "REDIS_URL": redis.url, "SECRET_KEY": SECRET, "BASE_URL": f"http://127.0.0.1:{port}",
            "AFFNET_BENCH_ROUTES": "1", "AFFNET_DATA_DIR": str(workdir / "data")}
     subprocess.run([sys.executable, "-m", "server.cli", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True)
-    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=open(workdir / "server.log", "wb"), stderr=subprocess.STDOUT)
-    wait_for_port(port, timeout=30, proc=proc)
-    return Server(f"http://127.0.0.1:{port}", env, proc, redis)
+    return Server(f"http://127.0.0.1:{port}", env, _serve(workdir, env, port), redis)
 
 
 BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"

@@ -56,6 +56,7 @@ from server.settings import ROOT, Settings, load_settings
 from server.tracking import cache, geo
 from server.tracking import service as tracking
 from server.tracking.buffer import EventBuffer
+from server.tracking.journal import Journal
 from server.tracking.routes import ClickFastPath, click_redirect
 from server.web import (
     PUBLIC,
@@ -136,9 +137,13 @@ def create_app(settings: Settings | None = None) -> AdFastPath:
     redirector = tracking.Redirector(token_key=_derived_secret(settings, "click-token").encode(),
                                      visitor_key=_derived_secret(settings, "visitor").encode())
     redirector.country_header = geo.header_name(settings.geo_country_header)
-    click_buffer = EventBuffer(writer=tracking.write_clicks, flush_interval=0.5, max_batch=5000)
+    # Every answered click and counted view is journaled locally before its answer leaves, and
+    # replayed at the next start if this process dies before storing it (server/tracking/journal.py).
+    click_buffer = EventBuffer(writer=tracking.write_clicks, flush_interval=0.5, max_batch=5000,
+                               journal=Journal.of(settings.journal_dir, "clicks", settings.database_url))
     ads = AdServer(base_url=settings.base_url, redis=redis, offer_key=_derived_secret(settings, "ad-offer").encode(),
-                   visitor_key=_derived_secret(settings, "visitor").encode(), writer=ads_service.write_impressions)
+                   visitor_key=_derived_secret(settings, "visitor").encode(), writer=ads_service.write_impressions,
+                   journal=Journal.of(settings.journal_dir, "impressions", settings.database_url))
     ads.country_header = redirector.country_header
     tasks: list[asyncio.Task] = []
 

@@ -66,6 +66,9 @@ class Settings:
     # The header a trusted proxy names the visitor's country in (CF-IPCountry, …); "": countries unknown.
     geo_country_header: str = ""
     media_dir: str = str(DATA_DIR / "media")
+    # Each process's journal of answered clicks and counted views not yet in the database
+    # (server/tracking/journal.py): on a local disk of the host, kept across restarts.
+    journal_dir: str = str(DATA_DIR / "journal")
     max_upload_bytes: int = 512 * 1024
     # Adds GET /__bench/302, the bare-Litestar baseline that bench/ compares the click redirect with.
     bench_routes: bool = False
@@ -118,6 +121,7 @@ def load_settings() -> Settings:
         trusted_proxies=proxies,
         geo_country_header=os.environ.get("GEO_COUNTRY_HEADER", ""),
         media_dir=os.environ.get("MEDIA_DIR", str(DATA_DIR / "media")),
+        journal_dir=os.environ.get("JOURNAL_DIR", str(DATA_DIR / "journal")),
         max_upload_bytes=_int("MAX_UPLOAD_BYTES", 512 * 1024),
         bench_routes=_bool("AFFNET_BENCH_ROUTES", False),
     )

@@ -92,6 +92,7 @@ def settings(database_url: str, redis_service: Service, tmp_path_factory: pytest
     # Stripe is the local stand-in: the same SDK calls and signed webhooks as Stripe in test mode.
     return Settings(env="test", database_url=database_url, redis_url=redis_service.url, secret_key=TEST_SECRET,
                     base_url=BASE_URL, media_dir=str(tmp_path_factory.mktemp("media")),
+                    journal_dir=str(tmp_path_factory.mktemp("journal")),
                     stripe_secret_key=stripe_local.secret_key, stripe_publishable_key="pk_test_local",
                     stripe_webhook_secret=stripe_local.webhook_secret,
                     stripe_connect_webhook_secret=stripe_local.connect_webhook_secret,

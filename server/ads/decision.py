@@ -28,6 +28,7 @@ from server.campaigns.tables import CampaignStatus
 from server.tracking.buffer import EventBuffer
 from server.tracking.classify import Reason, is_bot
 from server.tracking.deeplink import host_allowed
+from server.tracking.journal import Journal
 from server.tracking.service import NetworkRate
 from server.tracking.visitor import truncate_ip, visitor_hash
 
@@ -365,14 +366,16 @@ class AdServer:
     and the impression buffer. Built by create_app; started and stopped with the app."""
 
     def __init__(self, *, base_url: str, redis: Redis | None, offer_key: bytes, visitor_key: bytes,
-                 writer: Callable[[list[tuple]], Any], rng: random.Random | None = None) -> None:
+                 writer: Callable[[list[tuple]], Any], rng: random.Random | None = None,
+                 journal: Journal | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.redis = redis
         self.offer_key = offer_key
         self.inventory = Inventory(self.base_url)
         self.frequency = Frequency()
         self.claims = OfferClaims(redis)
-        self.buffer = EventBuffer(writer=writer, flush_interval=0.5, max_batch=5000)
+        # The journal makes a counted view durable as it is answered: CPM is billed on them.
+        self.buffer = EventBuffer(writer=writer, flush_interval=0.5, max_batch=5000, journal=journal)
         self.decider = Decider(self.inventory, offer_key, visitor_key, self.frequency, rng=rng)
         self.views = Views(self.inventory, self.claims, self.buffer, offer_key, visitor_key, self.frequency)
         self.clicks = OfferClicks(self.claims, offer_key)

@@ -4,6 +4,10 @@ The click redirect must not wait on the database, so a request only appends a tu
 background task hands the rows to a writer (executemany, COPY) every flush_interval seconds, or
 as soon as a full batch is waiting. A failed write keeps its rows, in order, and is retried with
 exponential backoff; stop() writes whatever is left, so a graceful shutdown loses nothing.
+
+With a journal (server/tracking/journal.py) every row is also appended to a local file as it is
+added, before the request is answered, and the file is dropped once the rows are committed: a
+process killed with rows still buffered loses none of them, the next process replays them.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+
+from server.tracking.journal import Journal
 
 log = logging.getLogger("affnet.tracking")
 
@@ -21,12 +27,13 @@ class EventBuffer:
     """Rows wait here until the background task writes them. One writer call at a time, in order."""
 
     def __init__(self, writer: Writer, flush_interval: float = 0.5, max_batch: int = 5000,
-                 max_backoff: float = 5.0) -> None:
+                 max_backoff: float = 5.0, journal: Journal | None = None) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         if flush_interval <= 0:
             raise ValueError("flush_interval must be positive")
         self._writer = writer
+        self.journal = journal
         self._flush_interval = flush_interval
         self._max_batch = max_batch
         self._max_backoff = max(max_backoff, flush_interval)
@@ -50,7 +57,11 @@ class EventBuffer:
         return self._written
 
     def add(self, row: tuple) -> None:
-        """Queue one row. Called from the request path: O(1), never awaits, never touches I/O."""
+        """Queue one row. Called from the request path: O(1), never awaits; with a journal, one
+        record copied into a mapped file (no system call, no disk flush), so the row outlives
+        this process at once."""
+        if self.journal is not None:
+            self.journal.append(row)
         rows = self._rows
         rows.append(row)
         # A full batch is written at once rather than at the next tick, which also bounds memory
@@ -62,6 +73,12 @@ class EventBuffer:
         if self._task is not None:
             raise RuntimeError("the event buffer is already running")
         self._stopping = False
+        if self.journal is not None and not self.journal.is_open:
+            # Rows journaled by processes that died before storing them go first, and now.
+            recovered = self.journal.open()
+            if recovered:
+                self._rows[:0] = recovered
+                self._wake.set()
         self._task = asyncio.create_task(self._run(), name="affnet-event-buffer")
 
     async def flush(self) -> int:
@@ -74,6 +91,8 @@ class EventBuffer:
             rows, self._rows = self._rows, []
             if not rows:
                 return 0
+            # Every journaled record before this point is a row of this write or of an earlier one.
+            checkpoint = self.journal.checkpoint() if self.journal is not None else None
             self._in_flight = len(rows)
             done = 0
             try:
@@ -83,14 +102,26 @@ class EventBuffer:
                     done += len(batch)
                     self._written += len(batch)
                     self._in_flight -= len(batch)
-            except BaseException:
+            except BaseException as exc:
                 # Also on cancellation: rows are never dropped, at worst written twice (the
                 # writers ignore click ids they already hold).
                 self._rows = rows[done:] + self._rows
+                if isinstance(exc, Exception) and self.journal is not None and self.journal.is_open:
+                    await self._sync_journal()
                 raise
             finally:
                 self._in_flight = 0
+            if checkpoint is not None:
+                self.journal.committed(checkpoint)  # type: ignore[union-attr]
             return done
+
+    async def _sync_journal(self) -> None:
+        """The database is not taking rows: put the journal on disk, so the backlog also survives
+        a machine crash (a killed process needs no sync: the page cache is the kernel's)."""
+        try:
+            await asyncio.to_thread(self.journal.sync)  # type: ignore[union-attr]
+        except OSError:
+            log.exception("syncing the event journal failed")
 
     async def stop(self, give_up_after: float = 10.0) -> None:
         """Stop the background task and write everything left, retrying failures for up to give_up_after seconds.
@@ -113,10 +144,17 @@ class EventBuffer:
         while True:
             try:
                 await self.flush()
-                return
+                if not self.pending:
+                    if self.journal is not None and self.journal.is_open:
+                        self.journal.close(committed=True)  # all stored: nothing to replay
+                    return
+                continue  # rows added while writing (none once requests have stopped)
             except Exception:
                 if loop.time() + delay > deadline:
-                    log.exception("event buffer stopping with %d rows unwritten", self.pending)
+                    log.exception("event buffer stopping with %d rows unwritten%s", self.pending,
+                                  "; they stay in the journal for the next start" if self.journal else "")
+                    if self.journal is not None and self.journal.is_open:
+                        self.journal.close(committed=False)
                     raise
                 log.exception("writing %d rows at shutdown failed; retrying in %.2g s", self.pending, delay)
             await asyncio.sleep(delay)

@@ -45,6 +45,26 @@ def _headers(scope: Scope, country_header: bytes | None) -> tuple[str, str | Non
     return user_agent, referer, country
 
 
+_MAX_FIELDS = 20
+
+
+def parse_query(query_string: bytes) -> dict[str, str]:
+    """dict(parse_qsl(..., max_num_fields=20)), the last value of a name winning, read as latin-1.
+    A query with nothing to unquote (no % or +, as links' sub ids mostly are) is split directly,
+    at a third of parse_qsl's cost on this path: the journal's write is paid for from here."""
+    text = query_string.decode("latin-1")
+    if "%" in text or "+" in text:
+        return dict(parse_qsl(text, max_num_fields=_MAX_FIELDS))
+    if text.count("&") >= _MAX_FIELDS:
+        raise ValueError("Max number of fields exceeded")  # as parse_qsl says it
+    fields: dict[str, str] = {}
+    for pair in text.split("&"):
+        name, _, value = pair.partition("=")
+        if value:  # parse_qsl drops blank values and names without "="
+            fields[name] = value
+    return fields
+
+
 async def _answer(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> None:
     await send({"type": "http.response.start", "status": status,
                 "headers": [*headers, (b"content-length", str(len(body)).encode())]})
@@ -62,7 +82,7 @@ async def handle_click(state: Any, code: str, scope: Scope, send: Send) -> None:
         return
     user_agent, referer, country = _headers(scope, state.redirector.country_header)
     query_string = scope["query_string"]
-    query = dict(parse_qsl(query_string.decode("latin-1"), max_num_fields=20)) if query_string else {}
+    query = parse_query(query_string) if query_string else {}
     client = scope.get("client")
     offer = query.get("o")  # a click on an ad carries its offer (server/ads)
     offer_reason, slot_id = (await state.ads.clicks.check(offer, target.link_id) if offer and method == "GET"

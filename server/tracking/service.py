@@ -214,11 +214,12 @@ class Redirector:
         visitor's, checked by server/tracking/geo.py ("" when unknown)."""
         now = time.time() if now is None else now
         moment = datetime.fromtimestamp(now, UTC)
-        visitor = visitor_hash(self.visitor_key, ip, user_agent, moment.date())
-        subs = tuple(clean_sub(query.get(s)) for s in SUB_NAMES) if query else _NO_SUBS
+        network = truncate_ip(ip)  # once per click: the visitor hash and the rate limit both need it
+        visitor = visitor_hash(self.visitor_key, ip, user_agent, moment.date(), network=network)
+        subs = tuple([clean_sub(query.get(s)) for s in SUB_NAMES]) if query else _NO_SUBS
         reason = Reason.valid
         takes_traffic = True
-        flooding = self.network_rate.over(truncate_ip(ip), now)  # every request counts towards the limit
+        flooding = self.network_rate.over(network, now)  # every request counts towards the limit
         if method == "HEAD":
             reason = Reason.head_request
         elif is_bot(user_agent):

@@ -66,7 +66,9 @@ def daily_salt(key: bytes, day: date) -> bytes:
     return hmac.digest(key, _SALT_CONTEXT + day.isoformat().encode("ascii"), "sha256")
 
 
-def visitor_hash(key: bytes, ip: str, user_agent: str, day: date) -> str:
-    """32 hex characters naming one visitor (network + User-Agent) for one day."""
-    message = truncate_ip(ip).encode("ascii") + b"\x00" + (user_agent or "").encode("utf-8", "surrogatepass")
+def visitor_hash(key: bytes, ip: str, user_agent: str, day: date, *, network: str | None = None) -> str:
+    """32 hex characters naming one visitor (network + User-Agent) for one day. `network`: the
+    caller's truncate_ip(ip) if it has it already (the click redirect does, for its rate limit)."""
+    network = truncate_ip(ip) if network is None else network
+    message = network.encode("ascii") + b"\x00" + (user_agent or "").encode("utf-8", "surrogatepass")
     return hmac.digest(daily_salt(key, day), message, "sha256")[:_HASH_BYTES].hex()
