@@ -101,10 +101,13 @@ async def test_a_publisher_is_paid_after_one_finance_person_prepares_and_holds_a
         await expect(held_row).to_have_attribute("data-status", "held")
         await expect(preparer.get_by_test_id("total")).to_have_text("€56.00")
 
-        # A prepared and changed it: four eyes refuse A's approval.
-        await preparer.get_by_role("button", name="Approve these lines").click()
-        await expect(preparer.locator("p.error")).to_contain_text(
-            "You prepared or changed this batch: another finance person must approve it.")
+        # A prepared and changed it: four eyes give A the reason instead of an Approve button.
+        await preparer.reload()
+        await expect(preparer.get_by_test_id("cannot-approve")).to_contain_text(
+            f"You prepared this batch; You held line #{held['id']} of")
+        await expect(preparer.get_by_test_id("cannot-approve")).to_contain_text(
+            "another finance person must approve this batch.")
+        await expect(preparer.get_by_role("button", name="Approve these lines")).to_have_count(0)
         await expect(preparer.get_by_test_id("status")).to_have_text("prepared")
 
         # Finance user B approves.
