@@ -58,7 +58,11 @@ class Settings:
     stripe_connect_webhook_secret: str = ""
     stripe_api_base: str = ""
     session_ttl_seconds: int = 7 * 24 * 3600
+    # Attempts per window for one account from one network (/24, /48); for one account from every network
+    # (looser: distributed guessing; networks the account logged in from are exempt); for one network over
+    # every account (password spraying). See server/accounts/throttle.py.
     login_max_failures_per_account: int = 5
+    login_max_failures_per_account_all_networks: int = 50
     login_max_failures_per_ip: int = 20
     login_failure_window_seconds: int = 15 * 60
     publisher_auto_approve: bool = False
@@ -115,6 +119,7 @@ def load_settings() -> Settings:
         stripe_api_base=os.environ.get("STRIPE_API_BASE", ""),
         session_ttl_seconds=_int("SESSION_TTL_SECONDS", 7 * 24 * 3600),
         login_max_failures_per_account=_int("LOGIN_MAX_FAILURES_PER_ACCOUNT", 5),
+        login_max_failures_per_account_all_networks=_int("LOGIN_MAX_FAILURES_PER_ACCOUNT_ALL_NETWORKS", 50),
         login_max_failures_per_ip=_int("LOGIN_MAX_FAILURES_PER_IP", 20),
         login_failure_window_seconds=_int("LOGIN_FAILURE_WINDOW_SECONDS", 15 * 60),
         publisher_auto_approve=_bool("PUBLISHER_AUTO_APPROVE", False),

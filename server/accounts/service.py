@@ -12,7 +12,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from server import db, validation
-from server.accounts import passwords
+from server.accounts import passwords, throttle
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import (
     Advertiser,
@@ -25,7 +25,7 @@ from server.accounts.tables import (
     User,
 )
 from server.audit import service as audit
-from server.errors import Conflict, Invalid, NotFound, TooManyRequests, Unauthorized
+from server.errors import Conflict, Invalid, NotFound, Unauthorized
 from server.reports.period import zone  # the reports own the zones they can show
 from server.settings import Settings
 
@@ -149,52 +149,21 @@ async def advertiser_profile(user_id: int) -> dict[str, Any]:
 # --- login and throttling ----------------------------------------------------------------------
 
 
-def _throttle_keys(email: str, ip: str) -> tuple[str, str]:
-    return f"login:fail:acct:{_sha256(email)}", f"login:fail:ip:{ip}"
-
-
-async def _check_throttle(redis: Redis, settings: Settings, email: str, ip: str) -> None:
-    acct_key, ip_key = _throttle_keys(email, ip)
-    acct, by_ip = await redis.mget(acct_key, ip_key)
-    for key, count, limit, who in (
-        (acct_key, acct, settings.login_max_failures_per_account, "this account"),
-        (ip_key, by_ip, settings.login_max_failures_per_ip, "your network address"),
-    ):
-        if count is not None and int(count) >= limit:
-            ttl = max(int(await redis.ttl(key)), 1)
-            minutes = (ttl + 59) // 60
-            raise TooManyRequests(
-                f"Too many failed logins for {who}. Try again in {minutes} minute{'s' if minutes != 1 else ''}.",
-                retry_after=ttl,
-            )
-
-
-async def _record_failure(redis: Redis, settings: Settings, email: str, ip: str) -> None:
-    window = settings.login_failure_window_seconds
-    acct_key, ip_key = _throttle_keys(email, ip)
-    async with redis.pipeline(transaction=True) as pipe:
-        # The window starts at the first failure and later ones do not extend it: SET NX EX creates
-        # the counter with its expiry, INCR keeps the expiry (works on Redis 6.2 and newer).
-        for key in (acct_key, ip_key):
-            pipe.set(key, 0, ex=window, nx=True).incr(key)
-        await pipe.execute()
-
-
 async def authenticate(redis: Redis, settings: Settings, email: str, password: str, ip: str) -> CurrentUser:
-    """Check a login. Raises TooManyRequests while throttled, Unauthorized on a bad password."""
+    """Check a login. Raises TooManyRequests while throttled, Unauthorized on a bad password,
+    ServiceUnavailable while the throttle's Redis is away."""
     email = (email or "").strip().lower()
     if not email or not password:
         raise Invalid("Enter your email address and password.", field="email")
-    await _check_throttle(redis, settings, email, ip)
+    await throttle.count_attempt(redis, settings, email, ip)  # before the slow check, atomically
     row = await User.select(User.id, User.email, User.role, User.password_hash, User.is_active).where(
         User.email == email
     ).first()
     ok = await passwords.verify_password(row["password_hash"] if row else None, password)
     if not ok or row is None or not row["is_active"]:
-        await _record_failure(redis, settings, email, ip)
         raise Unauthorized("That email and password do not match an account.", field="password",
                            code="bad_credentials")
-    await redis.delete(_throttle_keys(email, ip)[0])
+    await throttle.succeeded(redis, email, ip)
     if passwords.needs_rehash(row["password_hash"]):
         await User.update({User.password_hash: await passwords.hash_password(password)}).where(
             User.id == row["id"]

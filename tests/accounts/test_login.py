@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from server.accounts.tables import Session, User
-from tests.factories import PASSWORD, error_text, login, make_advertiser, make_publisher, post_form
+from tests.factories import PASSWORD, error_text, login, make_publisher, post_form
 
 
 async def test_login_sets_an_httponly_samesite_session_cookie_and_lands_on_the_dashboard(client, settings):
@@ -52,26 +52,7 @@ async def test_unknown_email_gets_the_same_answer_as_a_wrong_password(client):
     assert "do not match" in error_text(response.text)
 
 
-async def test_login_is_throttled_per_account_after_five_failures(client, new_client, settings):
-    _, email = await make_publisher(settings)
-    for _ in range(settings.login_max_failures_per_account):
-        assert (await post_form(client, "/login", {"email": email, "password": "wrong password"})).status_code == 401
-    # Even the right password is refused while the account is throttled, from anywhere.
-    other = new_client()
-    response = await post_form(other, "/login", {"email": email, "password": PASSWORD})
-    assert response.status_code == 429
-    assert "Too many failed logins for this account" in error_text(response.text)
-    assert 0 < int(response.headers["retry-after"]) <= settings.login_failure_window_seconds
-    assert await Session.count() == 0
-
-
-async def test_login_is_throttled_per_ip_across_accounts(client, settings):
-    _, email = await make_advertiser()
-    for i in range(settings.login_max_failures_per_ip):
-        await post_form(client, "/login", {"email": f"guess{i}@affnet.example", "password": "wrong password"})
-    response = await post_form(client, "/login", {"email": email, "password": PASSWORD})
-    assert response.status_code == 429
-    assert "your network address" in error_text(response.text)
+# Throttling (concurrency, per network, Redis away): tests/accounts/test_login_throttle.py
 
 
 async def test_a_successful_login_clears_the_account_failures(client, settings):

@@ -1,0 +1,132 @@
+"""Login throttling: every attempt is counted in Redis, atomically, before its password is checked.
+
+Counting after the (slow, argon2) check let 40 simultaneous guesses all be checked: each read the
+counter before any wrote it. Here one Lua script checks every limit and counts the attempt in the same
+step, so of N simultaneous attempts exactly `limit` get their password checked and the rest are refused.
+
+The limits, each over a window that starts at its first attempt (LOGIN_FAILURE_WINDOW_SECONDS):
+- per account and source network (the /24 or /48 of server/tracking/visitor.py; the client address is
+  the one uvicorn took from X-Forwarded-For for TRUSTED_PROXIES only): a guesser locks out only their
+  own network, the owner still logs in from theirs;
+- per account over all networks, looser: guessing spread over many networks still stops. Networks the
+  account logged in from recently are exempt, so even then the owner is not locked out at home;
+- per network over all accounts: one network trying many accounts (password spraying); also waived for
+  an account on a network it logged in from recently.
+A successful login takes its attempt back from the counters and clears its account-and-network count.
+
+Redis unavailable: logins are refused with 503 (fail closed). A count kept in this process would let each
+process and each restart grant a fresh allowance (the bypass this module exists to stop), and a database
+count would add writes to every attempt for an outage that /healthz reports and that sessions (kept in the
+database) ride out: people already logged in keep working.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from redis.asyncio import Redis
+
+from server.errors import ServiceUnavailable, TooManyRequests
+from server.settings import Settings
+from server.tracking.visitor import truncate_ip
+
+log = logging.getLogger("affnet.accounts")
+
+KNOWN_NETWORK_SECONDS = 30 * 24 * 3600  # a network the account logged in from stays "its own" this long
+REDIS_DOWN_RETRY_AFTER = 30
+
+# KEYS: 1 account+network, 2 account (all networks), 3 network (all accounts), 4 "account logged in here".
+# ARGV: 1 window in seconds, 2..4 the limits of KEYS 1..3. Returns {0, 0} when the attempt may be checked
+# (and counted it), else {which limit, seconds until it lifts} (and counted nothing: refused attempts
+# must not push the looser limits up, or a throttled guesser could still lock the owner out everywhere).
+_ATTEMPT = """
+local known = redis.call('EXISTS', KEYS[4]) == 1
+for i = 1, 3 do
+  if i == 1 or not known then
+    local count = tonumber(redis.call('GET', KEYS[i]) or '0')
+    if count >= tonumber(ARGV[i + 1]) then
+      return {i, redis.call('TTL', KEYS[i])}
+    end
+  end
+end
+for i = 1, 3 do
+  if redis.call('INCR', KEYS[i]) == 1 then
+    redis.call('EXPIRE', KEYS[i], ARGV[1])
+  end
+end
+return {0, 0}
+"""
+
+# After a right password: the attempt was no failure. KEYS as above; ARGV: 1 seconds to remember the network.
+_SUCCEEDED = """
+redis.call('DEL', KEYS[1])
+for i = 2, 3 do
+  local count = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if count > 0 then redis.call('DECR', KEYS[i]) end
+end
+redis.call('SET', KEYS[4], '1', 'EX', ARGV[1])
+return 1
+"""
+
+
+def network_of(ip: str) -> str:
+    return truncate_ip(ip)
+
+
+def _keys(email: str, ip: str) -> list[str]:
+    account = hashlib.sha256(email.encode()).hexdigest()
+    network = network_of(ip)
+    return [f"login:try:acct-net:{account}:{network}", f"login:try:acct:{account}",
+            f"login:try:net:{network}", f"login:known:{account}:{network}"]
+
+
+def _minutes(seconds: int) -> str:
+    minutes = max((seconds + 59) // 60, 1)
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
+def _refusal(which: int, ttl: int) -> TooManyRequests:
+    wait = _minutes(ttl)
+    if which == 1:
+        return TooManyRequests(
+            f"Too many wrong passwords for this account from your network. Try again in {wait}, or log in "
+            "from another network (for example your phone's mobile data). Logins from other networks are "
+            "not affected.", retry_after=ttl, code="throttled_account_network")
+    if which == 2:
+        return TooManyRequests(
+            f"This account has received too many wrong passwords from many networks, so logins from networks "
+            f"it has not used recently are paused for {wait}. You can still log in from a network you logged "
+            "in from before (home or office).", retry_after=ttl, code="throttled_account")
+    return TooManyRequests(
+        f"Too many failed logins from your network, for several accounts. Try again in {wait}, or from "
+        "another network.", retry_after=ttl, code="throttled_network")
+
+
+def _unavailable() -> ServiceUnavailable:
+    return ServiceUnavailable(
+        "Logging in is paused for a moment: the service that guards logins against password guessing is "
+        "unavailable. Please try again in a minute. If you are already logged in elsewhere, you stay "
+        "logged in.", retry_after=REDIS_DOWN_RETRY_AFTER, code="login_unavailable")
+
+
+async def count_attempt(redis: Redis, settings: Settings, email: str, ip: str) -> None:
+    """Count this attempt, or refuse it (TooManyRequests) if a limit is reached; 503 if Redis is away."""
+    limits = (settings.login_max_failures_per_account, settings.login_max_failures_per_account_all_networks,
+              settings.login_max_failures_per_ip)
+    try:
+        which, ttl = await redis.eval(_ATTEMPT, 4, *_keys(email, ip),
+                                      settings.login_failure_window_seconds, *limits)
+    except Exception as exc:  # noqa: BLE001 - Redis unreachable, timing out, or restarting
+        log.warning("login throttle unavailable, refusing logins: %s", exc)
+        raise _unavailable() from None
+    if int(which):
+        raise _refusal(int(which), max(int(ttl), 1))
+
+
+async def succeeded(redis: Redis, email: str, ip: str) -> None:
+    """Give back the attempt of a right password and remember the network as the account's own."""
+    try:
+        await redis.eval(_SUCCEEDED, 4, *_keys(email, ip), KNOWN_NETWORK_SECONDS)
+    except Exception as exc:  # noqa: BLE001 - the login itself stands; the count lapses with its window
+        log.warning("could not clear the login throttle after a successful login: %s", exc)
