@@ -18,7 +18,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 from redis.asyncio import Redis
 
-from server import db
+from server import db, jobs
 from server.accounts.api import AccountsApi
 from server.accounts.routes import AccountController, AdminPublishersController, AuthController
 from server.ads import inventory as ad_inventory
@@ -174,6 +174,7 @@ def create_app(settings: Settings | None = None) -> AdFastPath:
         cache.unregister(link_cache)
         cache.unregister(terms_cache)
         await db.stop(engine)
+        await jobs.stop()  # jobs still waiting for Redis are left to the worker's sweeps
         await redis.aclose()
         await app.state.listener_redis.aclose()
 
