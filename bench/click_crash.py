@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from click_redirect import seed  # noqa: E402
-from common import BROWSER_UA, ROOT, bench_database, ensure_tools, machine, start_server  # noqa: E402
+from common import BROWSER_UA, POSTGRES_DURABILITY, ROOT, bench_database, ensure_tools, machine, start_server  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -106,7 +106,9 @@ def main() -> None:
             exit_code = server.stop()
         after, rows = asyncio.run(stored(database_url))
 
-    engine = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
+    engine = "PostgreSQL" if database_url.startswith("postgres") else "SQLite (WAL, synchronous=FULL: the default)"
+    if args.postgres:
+        engine += f" ({POSTGRES_DURABILITY})"
     missing = answered - after
     print(f"machine:  {machine()}")
     print(f"settings: uvicorn, 1 worker, {engine}, wrk -t1 -c{args.connections}, SIGKILL after {seconds:g}s "

@@ -3,6 +3,7 @@
     .venv/bin/python bench/click_redirect.py [--seconds 10] [--connections 32] [--postgres | --database-url URL]
 
 Starts affnet (one uvicorn worker) on 127.0.0.1 with a fresh database, then measures, in one run:
+(r) a raw ASGI app answering 302 (bench/raw302.py) under the same uvicorn options, the true ceiling;
 (a) GET /__bench/302, a bare Litestar route answering 302, and (b) GET /c/{code} with click
 recording on: maximum requests per second with wrk, then p50/p99 latency at half of that rate
 with hey. It shuts the server down gracefully and counts the click rows stored: every /c/
@@ -25,7 +26,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, Load, Server, bench_database, ensure_tools, hey, machine, phase_line, start_server, wrk  # noqa: E402
+from common import (  # noqa: E402
+    POSTGRES_DURABILITY,
+    ROOT,
+    Load,
+    Server,
+    bench_database,
+    ensure_tools,
+    hey,
+    machine,
+    phase_line,
+    raw_asgi_302,
+    start_server,
+    wrk,
+)
 
 sys.path.insert(0, str(ROOT))
 
@@ -101,6 +115,9 @@ def main() -> None:
             wrk(baseline_url, 2, args.connections)  # warm up
             sent_clicks += wrk(click_url, 2, args.connections).requests
             load_before = os.getloadavg()
+            with raw_asgi_302(workdir) as raw:
+                wrk(raw.url, 2, args.connections)  # warm up
+                r_max, r_cpu = measured(raw, raw.url, seconds, args.connections)
             a_max, a_cpu = measured(server, baseline_url, seconds, args.connections)
             b_max, b_cpu = measured(server, click_url, seconds, args.connections)
             sent_clicks += b_max.requests
@@ -113,14 +130,20 @@ def main() -> None:
 
     line = phase_line
 
-    engine = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
+    engine = "PostgreSQL" if database_url.startswith("postgres") else "SQLite (WAL, synchronous=FULL: the default)"
+    if args.postgres:
+        engine += f" ({POSTGRES_DURABILITY})"
     print(f"machine:  {machine()}")
     print(f"settings: uvicorn, 1 worker, {engine}, wrk -t1 -c{args.connections}, {seconds}s per phase, "
           "hey 8 workers at half the max rate, loopback only")
+    print(f"(r) raw ASGI 302, same server   max {r_max.rps:>8.0f} req/s (p50 {r_max.p50_ms:.2f} ms, "
+          f"p99 {r_max.p99_ms:.2f} ms)   the ceiling")
     print(line("(a) bare Litestar 302", a_max, a_half))
     print(line("(b) /c/{code} + recording", b_max, b_half))
-    print(f"ratio b/a (max req/s):      {b_max.rps / a_max.rps:.2f}")
-    print(f"server CPU per request:     (a) {a_cpu:.0f} µs, (b) {b_cpu:.0f} µs; ratio a/b {a_cpu / b_cpu:.2f}")
+    print(f"ratio b/a (max req/s):      {b_max.rps / a_max.rps:.2f}   b/r (of the raw ASGI ceiling): "
+          f"{b_max.rps / r_max.rps:.2f}")
+    print(f"server CPU per request:     (r) {r_cpu:.0f} µs, (a) {a_cpu:.0f} µs, (b) {b_cpu:.0f} µs; "
+          f"ratio a/b {a_cpu / b_cpu:.2f}, r/b {r_cpu / b_cpu:.2f}")
     print(f"load average:               {' '.join(f'{x:.2f}' for x in load_before)} before the max-rate phases")
     print(f"clicks answered: {sent_clicks}, stored after graceful shutdown: {stored}, "
           f"lost: {max(0, sent_clicks - stored)} (server exit code {exit_code})")

@@ -24,6 +24,8 @@ sys.path.insert(0, str(ROOT))
 from server.devservices import free_port, start_redis, wait_for_port  # noqa: E402
 
 SECRET = "bench-secret-key-0123456789-0123456789-0123456789"
+# What --postgres runs on, for every bench's output.
+POSTGRES_DURABILITY = "throwaway cluster, production durability: fsync, synchronous_commit and full_page_writes on"
 
 
 def machine() -> str:
@@ -83,6 +85,23 @@ class Server:
         started = time.monotonic()
         self.proc = _serve(workdir, self.env, int(self.url.rsplit(":", 1)[1]))
         return time.monotonic() - started
+
+
+@contextmanager
+def raw_asgi_302(workdir: Path) -> Iterator[Server]:
+    """bench/raw302.py under uvicorn with `affnet serve`'s options (one worker, no proxy headers,
+    no server header, warning logs): the true ceiling a redirect on this server is compared with."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "raw302:app", "--host", "127.0.0.1", "--port", str(port),
+                             "--no-proxy-headers", "--no-server-header", "--log-level", "warning"],
+                            cwd=Path(__file__).resolve().parent, stdout=open(workdir / "raw302.log", "ab"),
+                            stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, timeout=30, proc=proc)
+        yield Server(f"http://127.0.0.1:{port}", {}, proc, None)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
 
 
 def _serve(workdir: Path, env: dict[str, str], port: int) -> subprocess.Popen:
@@ -157,13 +176,14 @@ def hey(url: str, seconds: int, rate: float, workers: int = 8) -> Load:
 @contextmanager
 def bench_database(workdir: Path, args: argparse.Namespace) -> Iterator[str | None]:
     """The database a bench runs on: with `--postgres` a throwaway PostgreSQL cluster on loopback
-    (stopped afterwards), else `--database-url` or None (the bench's own default, SQLite)."""
+    with production's durability (fsync, synchronous_commit, full_page_writes on; stopped
+    afterwards), else `--database-url` or None (the bench's own default, SQLite)."""
     if not args.postgres:
         yield args.database_url
         return
     from server.devservices import start_postgres
 
-    cluster = start_postgres(workdir / "pg")
+    cluster = start_postgres(workdir / "pg", durable=True)
     try:
         yield cluster.url
     finally:

@@ -42,7 +42,7 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, SECRET, bench_database, machine  # noqa: E402
+from common import POSTGRES_DURABILITY, ROOT, SECRET, bench_database, machine  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -402,7 +402,7 @@ def main() -> None:
                            capture_output=True)
             engine = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
             if args.postgres:
-                engine += " (throwaway cluster as in the tests: fsync, synchronous_commit and full_page_writes off)"
+                engine += f" ({POSTGRES_DURABILITY})"
             print(f"machine:  {machine()}")
             print(f"settings: {engine}, {n:,} publishers to prepare, {m:,} transfers to execute against the local "
                   f"Stripe stand-in on loopback, in process (as the worker runs it)")

@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import BROWSER_UA, ROOT, _ms, bench_database, ensure_tools, machine, start_server  # noqa: E402
+from common import POSTGRES_DURABILITY, BROWSER_UA, ROOT, _ms, bench_database, ensure_tools, machine, start_server  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -184,7 +184,7 @@ def main() -> None:
 
     engine = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
     if args.postgres:
-        engine += " (throwaway cluster: fsync, synchronous_commit and full_page_writes off)"
+        engine += f" ({POSTGRES_DURABILITY})"
     expected = unique_txn_ids(load.requests)
     print(f"machine:  {machine()}")
     print(f"settings: uvicorn, 1 worker, {engine}, wrk -t1 -c{args.connections}, {seconds}s, loopback only; "

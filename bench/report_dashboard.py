@@ -59,7 +59,7 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, SECRET, bench_database, machine  # noqa: E402
+from common import POSTGRES_DURABILITY, ROOT, SECRET, bench_database, machine  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -614,7 +614,7 @@ def main() -> None:
                            capture_output=True)
             engine = "PostgreSQL"
             if args.postgres:
-                engine += " (throwaway cluster as in the tests: fsync, synchronous_commit and full_page_writes off)"
+                engine += f" ({POSTGRES_DURABILITY})"
             print(f"machine:  {machine()}")
             print(f"settings: {engine}, {args.clicks:,} clicks, {args.conversions:,} conversions, "
                   f"{args.publishers:,} publishers, {args.campaigns} campaigns, {args.days} days, seed {args.seed}, "

@@ -102,8 +102,10 @@ def _as_postgres_user(cmd: list[str]) -> list[str]:
     return cmd
 
 
-def start_postgres(data_dir: Path, port: int | None = None) -> Service:
-    """initdb a private cluster (trust auth, loopback only, fsync off: it is for tests) and start it."""
+def start_postgres(data_dir: Path, port: int | None = None, durable: bool = False) -> Service:
+    """initdb a private cluster (trust auth, loopback only) and start it. For tests fsync,
+    synchronous_commit and full_page_writes are off; `durable` keeps PostgreSQL's defaults (all on),
+    as production runs, for benchmarks."""
     bindir = find_postgres_bindir()
     if bindir is None:
         raise RuntimeError("PostgreSQL server binaries not found (apt-get install postgresql)")
@@ -125,8 +127,9 @@ def start_postgres(data_dir: Path, port: int | None = None) -> Service:
                            "-E", "UTF8", "--no-sync"]),
         check=True, capture_output=True, env=env,
     )
-    opts = (f"-p {port} -c listen_addresses=127.0.0.1 -k {data_dir} -c fsync=off -c synchronous_commit=off "
-            "-c full_page_writes=off -c max_connections=200")
+    opts = f"-p {port} -c listen_addresses=127.0.0.1 -k {data_dir} -c max_connections=200"
+    if not durable:
+        opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     subprocess.run(  # noqa: S603
         _as_postgres_user([str(bindir / "pg_ctl"), "-D", str(data_dir / "db"), "-o", opts,
                            "-l", str(data_dir / "postgres.log"), "-w", "-t", "60", "start"]),
