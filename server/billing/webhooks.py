@@ -49,6 +49,13 @@ SWEEP_BATCH = 200
 RETRIES = 3  # a concurrent spend may change the balance a withdrawal was split against
 
 
+# Checkout events that end a funding without money: its new status and the outcome recorded.
+NEVER_PAID = {
+    "checkout.session.expired": (FundingStatus.expired, "expired"),
+    "checkout.session.async_payment_failed": (FundingStatus.failed, "payment failed"),
+}
+
+
 class BadWebhook(DomainError):
     status_code = 400
     code = "bad_webhook"
@@ -180,21 +187,16 @@ async def _apply(event_type: str, obj: dict[str, Any], gateway: Gateway, *, crea
         if obj.get("payment_status") != "paid" or not obj.get("payment_intent"):
             return "waiting: not paid yet"  # a delayed method: async_payment_succeeded follows
         return await _ensure_credited(funding, obj["payment_intent"], gateway)
-    if event_type == "checkout.session.expired":
+    if event_type in NEVER_PAID:
+        # The session expired unpaid, or the bank refused the debit: nothing was received, so
+        # nothing was (or will be) credited; an open funding is closed with the reason.
         funding = await _funding(obj.get("metadata"), checkout_session_id=obj.get("id"))
         if funding is None:
             return "ignored: not a funding"
-        await Funding.update({Funding.status: FundingStatus.expired.value, Funding.updated_at: _now()}).where(
+        status, outcome = NEVER_PAID[event_type]
+        await Funding.update({Funding.status: status.value, Funding.updated_at: _now()}).where(
             Funding.id == funding, Funding.status == FundingStatus.open.value)
-        return "expired"
-    if event_type == "checkout.session.async_payment_failed":
-        funding = await _funding(obj.get("metadata"), checkout_session_id=obj.get("id"))
-        if funding is None:
-            return "ignored: not a funding"
-        # The bank refused the debit: nothing was received, so nothing was (or will be) credited.
-        await Funding.update({Funding.status: FundingStatus.failed.value, Funding.updated_at: _now()}).where(
-            Funding.id == funding, Funding.status == FundingStatus.open.value)
-        return "payment failed"
+        return outcome
     if event_type == "payment_intent.succeeded":
         funding = await _funding(obj.get("metadata"), payment_intent_id=obj.get("id"))
         if funding is None:
