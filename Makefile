@@ -30,6 +30,7 @@ run: $(STAMP) $(VENDOR_JS)
 ## Install what the tests need (Chromium; PostgreSQL and Redis too with CI=true) and run them all.
 test: $(STAMP) $(VENDOR_JS)
 	@bash scripts/test-prereqs.sh
+	@$(BIN)/ruff format --check --quiet server workers tests bench migrations
 	@$(BIN)/ruff check server workers tests
 	@$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -38,6 +39,7 @@ api-check: $(STAMP) $(VENDOR_JS)
 	@$(BIN)/pytest tests/test_openapi_conformance.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
+	@$(BIN)/ruff format --check server workers tests bench migrations
 	@$(BIN)/ruff check server workers tests
 
 migrate: $(STAMP)

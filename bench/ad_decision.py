@@ -130,19 +130,36 @@ async def seed(database_url: str, media_dir: str) -> str:
         settings = Settings(database_url=database_url, secret_key="x" * 40, publisher_auto_approve=True)
         adv_id = await accounts.create_user("adv@bench.example", "bench password 1", Role.advertiser)
         advertiser = CurrentUser(adv_id, "adv@bench.example", Role.advertiser, "bench")
-        campaign = await campaigns.create_campaign(advertiser, {
-            "name": "Bench banners", "currency": "EUR", "landing_url": "https://shop.example.com/landing",
-            "allowed_domains": "shop.example.com", "goal_0_name": "view", "goal_0_model": "cpm",
-            "goal_0_advertiser": "2.00"})
-        await creatives.add_image(advertiser, campaign, {"name": "Banner"}, banner(), media_dir=media_dir,
-                                  max_bytes=512 * 1024)
+        campaign = await campaigns.create_campaign(
+            advertiser,
+            {
+                "name": "Bench banners",
+                "currency": "EUR",
+                "landing_url": "https://shop.example.com/landing",
+                "allowed_domains": "shop.example.com",
+                "goal_0_name": "view",
+                "goal_0_model": "cpm",
+                "goal_0_advertiser": "2.00",
+            },
+        )
+        await creatives.add_image(
+            advertiser, campaign, {"name": "Banner"}, banner(), media_dir=media_dir, max_bytes=512 * 1024
+        )
         pub_id = await accounts.signup_publisher(
-            {"email": "pub@bench.example", "password": "bench password 1", "display_name": "Bench",
-             "blog_url": SITE, "audience": "bench"}, settings)
+            {
+                "email": "pub@bench.example",
+                "password": "bench password 1",
+                "display_name": "Bench",
+                "blog_url": SITE,
+                "audience": "bench",
+            },
+            settings,
+        )
         publisher = CurrentUser(pub_id, "pub@bench.example", Role.publisher, "bench")
         await campaigns.join(publisher, campaign)
-        slot_id = await ads.create_slot(publisher, {"name": "Bench", "format": "300x250",
-                                                    "domains": "blog.example.org", "fallback": "collapse"})
+        slot_id = await ads.create_slot(
+            publisher, {"name": "Bench", "format": "300x250", "domains": "blog.example.org", "fallback": "collapse"}
+        )
         return (await ads.owned_slot(publisher, slot_id))["public_key"]
     finally:
         await db.stop(engine)
@@ -206,20 +223,26 @@ def main() -> None:
 
     engine = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
     print(f"machine:  {machine()}")
-    print(f"settings: uvicorn, 1 worker, {engine}, wrk -t1 -c{connections}, {seconds}s per phase, "
-          "half rate by a per-connection delay, loopback only")
+    print(
+        f"settings: uvicorn, 1 worker, {engine}, wrk -t1 -c{connections}, {seconds}s per phase, "
+        "half rate by a per-connection delay, loopback only"
+    )
     print(line("(a) bare Litestar 302", a_max, a_half))
     print(line("(b) /ads/decide + view beacons", b_max, b_half))
     print(f"ratio b/a (max req/s):            {b_max.rps / a_max.rps:.2f}")
     mix = b_max.counts
-    print(f"at max: {mix.get('ads', 0)} ads decided, {mix.get('views', 0)} views counted, "
-          f"{mix.get('fallbacks', 0)} fallbacks, {mix.get('replays', 0) + mix.get('other', 0)} other answers")
+    print(
+        f"at max: {mix.get('ads', 0)} ads decided, {mix.get('views', 0)} views counted, "
+        f"{mix.get('fallbacks', 0)} fallbacks, {mix.get('replays', 0) + mix.get('other', 0)} other answers"
+    )
     verdict = "met" if b_half.p99_ms <= TARGET_P99_MS else "NOT met"
     print(f"target p99 <= {TARGET_P99_MS:.0f} ms at half the maximum rate: {verdict} ({b_half.p99_ms:.2f} ms)")
     views = VIEWS_ANSWERED[0]
-    print(f"views answered 202: {views}, impressions stored after graceful shutdown: {rows} ({offers} distinct "
-          f"offers): lost {max(0, views - rows)}, {max(0, rows - views)} more stored than answered (views in flight "
-          f"when a phase ended: sent, stored, their answers not read) (server exit code {exit_code})")
+    print(
+        f"views answered 202: {views}, impressions stored after graceful shutdown: {rows} ({offers} distinct "
+        f"offers): lost {max(0, views - rows)}, {max(0, rows - views)} more stored than answered (views in flight "
+        f"when a phase ended: sent, stored, their answers not read) (server exit code {exit_code})"
+    )
 
 
 def at_half(url: str, top: Load, seconds: int, connections: int, script) -> Load:

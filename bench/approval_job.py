@@ -28,9 +28,26 @@ from common import POSTGRES_DURABILITY, ROOT, SECRET, bench_database, machine  #
 sys.path.insert(0, str(ROOT))
 
 PRICE, PAYOUT = 1_000, 800  # 10.00 EUR charged, 8.00 earned: the demo's CPA terms
-CONVERSION_COLUMNS = ["campaign", "goal", "publisher", "link", "click_id", "txn_id", "sale_amount_minor", "currency",
-                      "advertiser_amount_minor", "publisher_amount_minor", "network_amount_minor", "status",
-                      "status_reason", "source", "clicked_at", "converted_at", "hold_until", "created_at"]
+CONVERSION_COLUMNS = [
+    "campaign",
+    "goal",
+    "publisher",
+    "link",
+    "click_id",
+    "txn_id",
+    "sale_amount_minor",
+    "currency",
+    "advertiser_amount_minor",
+    "publisher_amount_minor",
+    "network_amount_minor",
+    "status",
+    "status_reason",
+    "source",
+    "clicked_at",
+    "converted_at",
+    "hold_until",
+    "created_at",
+]
 
 
 async def seed(n: int, publishers: int, advertisers: int) -> None:
@@ -43,32 +60,79 @@ async def seed(n: int, publishers: int, advertisers: int) -> None:
     now = datetime.now(UTC)
     # Users are bulk-inserted with an unusable hash: nobody logs in, and argon2 would take minutes.
     unusable = "!"
-    users = [User(email=f"adv{i}@bench.example", password_hash=unusable, role=Role.advertiser.value,
-                  created_at=now, password_changed_at=now) for i in range(advertisers)]
-    users += [User(email=f"pub{i}@bench.example", password_hash=unusable, role=Role.publisher.value,
-                   created_at=now, password_changed_at=now) for i in range(publishers)]
+    users = [
+        User(
+            email=f"adv{i}@bench.example",
+            password_hash=unusable,
+            role=Role.advertiser.value,
+            created_at=now,
+            password_changed_at=now,
+        )
+        for i in range(advertisers)
+    ]
+    users += [
+        User(
+            email=f"pub{i}@bench.example",
+            password_hash=unusable,
+            role=Role.publisher.value,
+            created_at=now,
+            password_changed_at=now,
+        )
+        for i in range(publishers)
+    ]
     await User.insert(*users)
     ids = {r["email"]: r["id"] for r in await User.select(User.id, User.email)}
     adv_ids = [ids[f"adv{i}@bench.example"] for i in range(advertisers)]
     pub_ids = [ids[f"pub{i}@bench.example"] for i in range(publishers)]
     campaigns, goals = [], []
     for i, adv in enumerate(adv_ids):
-        row = (await Campaign.insert(Campaign(
-            advertiser=adv, name=f"Bench {i}", landing_url="https://shop.example.com/",
-            allowed_domains="shop.example.com", currency="EUR", public_key=f"bench{i}", postback_secret=f"secret{i}",
-            created_at=now, updated_at=now,
-        )).returning(Campaign.id))[0]
+        row = (
+            await Campaign.insert(
+                Campaign(
+                    advertiser=adv,
+                    name=f"Bench {i}",
+                    landing_url="https://shop.example.com/",
+                    allowed_domains="shop.example.com",
+                    currency="EUR",
+                    public_key=f"bench{i}",
+                    postback_secret=f"secret{i}",
+                    created_at=now,
+                    updated_at=now,
+                )
+            ).returning(Campaign.id)
+        )[0]
         campaigns.append(row["id"])
-        goals.append((await Goal.insert(Goal(campaign=row["id"], name="sale", payout_model="cpa",
-                                             advertiser_amount=PRICE, publisher_amount=PAYOUT)
-                                        ).returning(Goal.id))[0]["id"])
+        goals.append(
+            (
+                await Goal.insert(
+                    Goal(
+                        campaign=row["id"],
+                        name="sale",
+                        payout_model="cpa",
+                        advertiser_amount=PRICE,
+                        publisher_amount=PAYOUT,
+                    )
+                ).returning(Goal.id)
+            )[0]["id"]
+        )
     links: dict[tuple[int, int], int] = {}
     for c, campaign in enumerate(campaigns):
-        await Membership.insert(*[Membership(campaign=campaign, publisher=p, status="approved", created_at=now)
-                                  for p in pub_ids])
+        await Membership.insert(
+            *[Membership(campaign=campaign, publisher=p, status="approved", created_at=now) for p in pub_ids]
+        )
         members = await Membership.select(Membership.id, Membership.publisher).where(Membership.campaign == campaign)
-        await Link.insert(*[Link(code=f"b{c}x{m['publisher']}", campaign=campaign, publisher=m["publisher"],
-                                 membership=m["id"], created_at=now) for m in members])
+        await Link.insert(
+            *[
+                Link(
+                    code=f"b{c}x{m['publisher']}",
+                    campaign=campaign,
+                    publisher=m["publisher"],
+                    membership=m["id"],
+                    created_at=now,
+                )
+                for m in members
+            ]
+        )
         for link in await Link.select(Link.id, Link.publisher).where(Link.campaign == campaign):
             links[(campaign, link["publisher"])] = link["id"]
     per_advertiser = -(-n // advertisers) * PRICE  # exactly enough for their share
@@ -80,9 +144,28 @@ async def seed(n: int, publishers: int, advertisers: int) -> None:
     for i in range(n):
         c = i % advertisers
         pub = pub_ids[(i // advertisers) % publishers]
-        chunk.append((campaigns[c], goals[c], pub, links[(campaigns[c], pub)], f"bench-click-{i}", f"order-{i}",
-                      None, "EUR", PRICE, PAYOUT, PRICE - PAYOUT, "pending", "", "postback", past, past,
-                      now - timedelta(days=1), past))
+        chunk.append(
+            (
+                campaigns[c],
+                goals[c],
+                pub,
+                links[(campaigns[c], pub)],
+                f"bench-click-{i}",
+                f"order-{i}",
+                None,
+                "EUR",
+                PRICE,
+                PAYOUT,
+                PRICE - PAYOUT,
+                "pending",
+                "",
+                "postback",
+                past,
+                past,
+                now - timedelta(days=1),
+                past,
+            )
+        )
         if len(chunk) == 50_000 or i == n - 1:
             await _copy(db, chunk)
             chunk = []
@@ -95,8 +178,11 @@ async def _copy(db, rows: list[tuple]) -> None:
         try:
             placeholders = ", ".join("?" * len(CONVERSION_COLUMNS))
             await conn.execute("BEGIN IMMEDIATE")
-            await conn.executemany(f"INSERT INTO conversion ({', '.join(CONVERSION_COLUMNS)}) "  # noqa: S608
-                                   f"VALUES ({placeholders})", rows)
+            await conn.executemany(
+                f"INSERT INTO conversion ({', '.join(CONVERSION_COLUMNS)}) "  # noqa: S608
+                f"VALUES ({placeholders})",
+                rows,
+            )
             await conn.execute("COMMIT")
         finally:
             await conn.close()
@@ -124,13 +210,16 @@ async def run(database_url: str, n: int, publishers: int, advertisers: int) -> N
         started = time.perf_counter()
         outcome = await reconcile.run()
         elapsed = time.perf_counter() - started
-        print(f"approval job: {outcome.approved:,} approved and {outcome.released:,} available in {elapsed:.1f} s "
-              f"= {outcome.approved / elapsed:,.0f} conversions/s (batches of {reconcile._batch():,})")
+        print(
+            f"approval job: {outcome.approved:,} approved and {outcome.released:,} available in {elapsed:.1f} s "
+            f"= {outcome.approved / elapsed:,.0f} conversions/s (batches of {reconcile._batch():,})"
+        )
 
         started = time.perf_counter()
         again = await reconcile.run()
-        print(f"second run: {again.approved} approved, {again.released} released in "
-              f"{time.perf_counter() - started:.2f} s")
+        print(
+            f"second run: {again.approved} approved, {again.released} released in {time.perf_counter() - started:.2f} s"
+        )
         started = time.perf_counter()
         problems = await ledger.check()
         print(f"ledger check: {len(problems)} problems in {time.perf_counter() - started:.1f} s")
@@ -138,8 +227,12 @@ async def run(database_url: str, n: int, publishers: int, advertisers: int) -> N
         approved = await Conversion.count().where(Conversion.status == "approved", Conversion.released_at.is_not_null())
         postings = await LedgerTxn.count().where(LedgerTxn.reference_type == "conversion")
         revenue = await ledger.balance(K.network_revenue, "EUR")
-        available = sum(r["balance_minor"] for r in await ledger.LedgerAccount.select(
-            ledger.LedgerAccount.balance_minor).where(ledger.LedgerAccount.kind == K.publisher_available.value))
+        available = sum(
+            r["balance_minor"]
+            for r in await ledger.LedgerAccount.select(ledger.LedgerAccount.balance_minor).where(
+                ledger.LedgerAccount.kind == K.publisher_available.value
+            )
+        )
         failures = [
             f"{approved:,} conversions approved and available, expected {n:,}" if approved != n else "",
             f"{postings:,} approval postings, expected {n:,}" if postings != n else "",
@@ -170,16 +263,27 @@ def main() -> None:
         workdir = Path(tmp)
         with bench_database(workdir, args) as database_url:
             database_url = database_url or f"sqlite:///{workdir / 'bench.sqlite3'}"
-            env = {"DATABASE_URL": database_url, "SECRET_KEY": SECRET, "AFFNET_DATA_DIR": str(workdir / "data"),
-                   "PATH": "/usr/bin:/bin"}
-            subprocess.run([sys.executable, "-m", "server.cli", "migrate"], cwd=ROOT, env=env, check=True,  # noqa: S603
-                           capture_output=True)
+            env = {
+                "DATABASE_URL": database_url,
+                "SECRET_KEY": SECRET,
+                "AFFNET_DATA_DIR": str(workdir / "data"),
+                "PATH": "/usr/bin:/bin",
+            }
+            subprocess.run(
+                [sys.executable, "-m", "server.cli", "migrate"],
+                cwd=ROOT,
+                env=env,
+                check=True,  # noqa: S603
+                capture_output=True,
+            )
             engine = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
             if args.postgres:
                 engine += f" ({POSTGRES_DURABILITY})"
             print(f"machine:  {machine()}")
-            print(f"settings: {engine}, {n:,} conversions, {args.publishers:,} publishers, "
-                  f"{args.advertisers} advertisers, in process (as the worker runs it)")
+            print(
+                f"settings: {engine}, {n:,} conversions, {args.publishers:,} publishers, "
+                f"{args.advertisers} advertisers, in process (as the worker runs it)"
+            )
             asyncio.run(run(database_url, n, args.publishers, args.advertisers))
 
 

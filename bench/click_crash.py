@@ -89,9 +89,22 @@ def main() -> None:
             script, ids_file = workdir / "ids.lua", workdir / "answered.txt"
             script.write_text(LUA)
             load = subprocess.Popen(  # noqa: S603
-                ["wrk", "-t1", f"-c{args.connections}", f"-d{int(seconds) + 30}s", "-s", str(script),  # noqa: S607
-                 "-H", f"User-Agent: {BROWSER_UA}", f"{server.url}/c/{code}?sub1=crash", "--", str(ids_file)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                [
+                    "wrk",
+                    "-t1",
+                    f"-c{args.connections}",
+                    f"-d{int(seconds) + 30}s",
+                    "-s",
+                    str(script),  # noqa: S607
+                    "-H",
+                    f"User-Agent: {BROWSER_UA}",
+                    f"{server.url}/c/{code}?sub1=crash",
+                    "--",
+                    str(ids_file),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             try:
                 time.sleep(seconds)
                 server.kill9()  # mid-load: requests in flight, clicks buffered
@@ -111,11 +124,15 @@ def main() -> None:
         engine += f" ({POSTGRES_DURABILITY})"
     missing = answered - after
     print(f"machine:  {machine()}")
-    print(f"settings: uvicorn, 1 worker, {engine}, wrk -t1 -c{args.connections}, SIGKILL after {seconds:g}s "
-          f"of load, loopback only; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        f"settings: uvicorn, 1 worker, {engine}, wrk -t1 -c{args.connections}, SIGKILL after {seconds:g}s "
+        f"of load, loopback only; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
     print(f"clicks answered before the kill:            {len(answered)}")
-    print(f"  not in the database at the kill:          {len(answered - at_kill)} "
-          f"(left in the killed process's journal: {'no journal' if leftover is None else leftover})")
+    print(
+        f"  not in the database at the kill:          {len(answered - at_kill)} "
+        f"(left in the killed process's journal: {'no journal' if leftover is None else leftover})"
+    )
     print(f"restart until answering (replay included):  {replay_seconds:.2f} s")
     print(f"answered clicks missing after restart:      {len(missing)}")
     print(f"clicks stored twice:                        {rows - len(after)}")

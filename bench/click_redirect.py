@@ -61,13 +61,29 @@ async def seed(database_url: str) -> str:
         adv_id = await accounts.create_user("adv@bench.example", "bench password 1", Role.advertiser)
         campaign = await campaigns.create_campaign(
             CurrentUser(adv_id, "adv@bench.example", Role.advertiser, "bench"),
-            {"name": "Bench", "currency": "EUR", "landing_url": "https://shop.example.com/landing",
-             "allowed_domains": "shop.example.com", "goal_0_name": "sale", "goal_0_model": "cpa",
-             "goal_0_advertiser": "10.00"})
+            {
+                "name": "Bench",
+                "currency": "EUR",
+                "landing_url": "https://shop.example.com/landing",
+                "allowed_domains": "shop.example.com",
+                "goal_0_name": "sale",
+                "goal_0_model": "cpa",
+                "goal_0_advertiser": "10.00",
+            },
+        )
         pub_id = await accounts.signup_publisher(
-            {"email": "pub@bench.example", "password": "bench password 1", "display_name": "Bench",
-             "blog_url": "https://blog.example.com", "audience": "bench"}, settings)
-        assert (await Publisher.select(Publisher.status).where(Publisher.user == pub_id).first())["status"] == "approved"
+            {
+                "email": "pub@bench.example",
+                "password": "bench password 1",
+                "display_name": "Bench",
+                "blog_url": "https://blog.example.com",
+                "audience": "bench",
+            },
+            settings,
+        )
+        assert (await Publisher.select(Publisher.status).where(Publisher.user == pub_id).first())[
+            "status"
+        ] == "approved"
         await campaigns.join(CurrentUser(pub_id, "pub@bench.example", Role.publisher, "bench"), campaign)
         return (await Link.select(Link.code).first())["code"]
     finally:
@@ -134,19 +150,29 @@ def main() -> None:
     if args.postgres:
         engine += f" ({POSTGRES_DURABILITY})"
     print(f"machine:  {machine()}")
-    print(f"settings: uvicorn, 1 worker, {engine}, wrk -t1 -c{args.connections}, {seconds}s per phase, "
-          "hey 8 workers at half the max rate, loopback only")
-    print(f"(r) raw ASGI 302, same server   max {r_max.rps:>8.0f} req/s (p50 {r_max.p50_ms:.2f} ms, "
-          f"p99 {r_max.p99_ms:.2f} ms)   the ceiling")
+    print(
+        f"settings: uvicorn, 1 worker, {engine}, wrk -t1 -c{args.connections}, {seconds}s per phase, "
+        "hey 8 workers at half the max rate, loopback only"
+    )
+    print(
+        f"(r) raw ASGI 302, same server   max {r_max.rps:>8.0f} req/s (p50 {r_max.p50_ms:.2f} ms, "
+        f"p99 {r_max.p99_ms:.2f} ms)   the ceiling"
+    )
     print(line("(a) bare Litestar 302", a_max, a_half))
     print(line("(b) /c/{code} + recording", b_max, b_half))
-    print(f"ratio b/a (max req/s):      {b_max.rps / a_max.rps:.2f}   b/r (of the raw ASGI ceiling): "
-          f"{b_max.rps / r_max.rps:.2f}")
-    print(f"server CPU per request:     (r) {r_cpu:.0f} µs, (a) {a_cpu:.0f} µs, (b) {b_cpu:.0f} µs; "
-          f"ratio a/b {a_cpu / b_cpu:.2f}, r/b {r_cpu / b_cpu:.2f}")
+    print(
+        f"ratio b/a (max req/s):      {b_max.rps / a_max.rps:.2f}   b/r (of the raw ASGI ceiling): "
+        f"{b_max.rps / r_max.rps:.2f}"
+    )
+    print(
+        f"server CPU per request:     (r) {r_cpu:.0f} µs, (a) {a_cpu:.0f} µs, (b) {b_cpu:.0f} µs; "
+        f"ratio a/b {a_cpu / b_cpu:.2f}, r/b {r_cpu / b_cpu:.2f}"
+    )
     print(f"load average:               {' '.join(f'{x:.2f}' for x in load_before)} before the max-rate phases")
-    print(f"clicks answered: {sent_clicks}, stored after graceful shutdown: {stored}, "
-          f"lost: {max(0, sent_clicks - stored)} (server exit code {exit_code})")
+    print(
+        f"clicks answered: {sent_clicks}, stored after graceful shutdown: {stored}, "
+        f"lost: {max(0, sent_clicks - stored)} (server exit code {exit_code})"
+    )
 
 
 if __name__ == "__main__":

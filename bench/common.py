@@ -92,10 +92,25 @@ def raw_asgi_302(workdir: Path) -> Iterator[Server]:
     """bench/raw302.py under uvicorn with `affnet serve`'s options (one worker, no proxy headers,
     no server header, warning logs): the true ceiling a redirect on this server is compared with."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "raw302:app", "--host", "127.0.0.1", "--port", str(port),
-                             "--no-proxy-headers", "--no-server-header", "--log-level", "warning"],
-                            cwd=Path(__file__).resolve().parent, stdout=open(workdir / "raw302.log", "ab"),
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "raw302:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-proxy-headers",
+            "--no-server-header",
+            "--log-level",
+            "warning",
+        ],
+        cwd=Path(__file__).resolve().parent,
+        stdout=open(workdir / "raw302.log", "ab"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_for_port(port, timeout=30, proc=proc)
         yield Server(f"http://127.0.0.1:{port}", {}, proc, None)
@@ -105,8 +120,13 @@ def raw_asgi_302(workdir: Path) -> Iterator[Server]:
 
 
 def _serve(workdir: Path, env: dict[str, str], port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "serve", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=open(workdir / "server.log", "ab"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=open(workdir / "server.log", "ab"),
+        stderr=subprocess.STDOUT,
+    )
     wait_for_port(port, timeout=30, proc=proc)
     return proc
 
@@ -114,9 +134,15 @@ def _serve(workdir: Path, env: dict[str, str], port: int) -> subprocess.Popen:
 def start_server(workdir: Path, database_url: str | None = None) -> Server:
     redis = start_redis(workdir / "redis")
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": database_url or f"sqlite:///{workdir / 'bench.sqlite3'}",
-           "REDIS_URL": redis.url, "SECRET_KEY": SECRET, "BASE_URL": f"http://127.0.0.1:{port}",
-           "AFFNET_BENCH_ROUTES": "1", "AFFNET_DATA_DIR": str(workdir / "data")}
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url or f"sqlite:///{workdir / 'bench.sqlite3'}",
+        "REDIS_URL": redis.url,
+        "SECRET_KEY": SECRET,
+        "BASE_URL": f"http://127.0.0.1:{port}",
+        "AFFNET_BENCH_ROUTES": "1",
+        "AFFNET_DATA_DIR": str(workdir / "data"),
+    }
     subprocess.run([sys.executable, "-m", "server.cli", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True)
     return Server(f"http://127.0.0.1:{port}", env, _serve(workdir, env, port), redis)
 
@@ -135,8 +161,10 @@ class Load:
 
 def phase_line(name: str, top: Load, half: Load, width: int = 28) -> str:
     """One row of a bench's result: the maximum rate, and latency at about half of it."""
-    return (f"{name:<{width}} max {top.rps:>8.0f} req/s (p50 {top.p50_ms:.2f} ms, p99 {top.p99_ms:.2f} ms)   "
-            f"at {half.rps:.0f} req/s: p50 {half.p50_ms:.2f} ms, p99 {half.p99_ms:.2f} ms")
+    return (
+        f"{name:<{width}} max {top.rps:>8.0f} req/s (p50 {top.p50_ms:.2f} ms, p99 {top.p99_ms:.2f} ms)   "
+        f"at {half.rps:.0f} req/s: p50 {half.p50_ms:.2f} ms, p99 {half.p99_ms:.2f} ms"
+    )
 
 
 def _ms(value: str) -> float:
@@ -147,9 +175,13 @@ def _ms(value: str) -> float:
 def wrk(url: str, seconds: int, connections: int, script: Path | None = None) -> Load:
     """Closed-loop load at the maximum rate the server sustains (through a Lua `script` if given)."""
     lua = ["-s", str(script)] if script else []
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *lua, "-H",
-                          f"User-Agent: {BROWSER_UA}", url], capture_output=True, text=True, check=True,
-                         timeout=seconds + 30).stdout
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *lua, "-H", f"User-Agent: {BROWSER_UA}", url],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 30,
+    ).stdout
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1))
@@ -163,9 +195,25 @@ def wrk(url: str, seconds: int, connections: int, script: Path | None = None) ->
 def hey(url: str, seconds: int, rate: float, workers: int = 8) -> Load:
     """Open-loop-ish load at a fixed rate (hey's per-worker QPS limit), for latency at a set rate."""
     per_worker = max(1, int(rate / workers))
-    out = subprocess.run(["hey", "-z", f"{seconds}s", "-c", str(workers), "-q", str(per_worker), "-disable-redirects",
-                          "-H", f"User-Agent: {BROWSER_UA}", url], capture_output=True, text=True, check=True,
-                         timeout=seconds + 30).stdout
+    out = subprocess.run(
+        [
+            "hey",
+            "-z",
+            f"{seconds}s",
+            "-c",
+            str(workers),
+            "-q",
+            str(per_worker),
+            "-disable-redirects",
+            "-H",
+            f"User-Agent: {BROWSER_UA}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 30,
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = float(re.search(r"50%+ in ([\d.]+) secs", out).group(1)) * 1000
     p99 = float(re.search(r"99%+ in ([\d.]+) secs", out).group(1)) * 1000

@@ -51,8 +51,19 @@ PAID_CURRENCY = "USD"  # the batch paid at the stand-in: only the M publishers o
 BASE_AMOUNT = 10_000  # 100.00 EUR and up: above the default 50.00 minimum
 EXECUTE_TIMEOUT = 900  # seconds: the execute phase is bounded even if the stand-in stalls
 USER_COLUMNS = ["email", "password_hash", "role", "is_active", "created_at", "password_changed_at"]
-ACCOUNT_COLUMNS = ["publisher", "stripe_account_id", "country", "default_currency", "details_submitted",
-                   "payouts_enabled", "requirements_due", "disabled_reason", "state_at", "created_at", "updated_at"]
+ACCOUNT_COLUMNS = [
+    "publisher",
+    "stripe_account_id",
+    "country",
+    "default_currency",
+    "details_submitted",
+    "payouts_enabled",
+    "requirements_due",
+    "disabled_reason",
+    "state_at",
+    "created_at",
+    "updated_at",
+]
 
 
 PROFILE = False  # --profile: where each timed phase spends this process's time (cProfile; slows it down)
@@ -89,11 +100,26 @@ class StandIn:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.secret_key = "sk_test_bench" + secrets.token_hex(12)
-        env = {**os.environ, "STRIPE_SECRET_KEY": self.secret_key,
-               "STRIPE_WEBHOOK_SECRET": "whsec_" + secrets.token_hex(24)}
+        env = {
+            **os.environ,
+            "STRIPE_SECRET_KEY": self.secret_key,
+            "STRIPE_WEBHOOK_SECRET": "whsec_" + secrets.token_hex(24),
+        }
         self.log = open(workdir / "stripe-local.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "server.cli", "stripe-local", "--port",  # noqa: S603
-                                      str(self.port)], cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "server.cli",
+                "stripe-local",
+                "--port",  # noqa: S603
+                str(self.port),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         wait_for_port(self.port, timeout=30, proc=self.proc)
 
     def stop(self) -> None:
@@ -112,27 +138,40 @@ async def connected_accounts(stand_in: StandIn, m: int) -> list[str]:
     import httpx
     import stripe
 
-    client = stripe.StripeClient(stand_in.secret_key, base_addresses={"api": stand_in.base_url},
-                                 max_network_retries=0)
+    client = stripe.StripeClient(stand_in.secret_key, base_addresses={"api": stand_in.base_url}, max_network_retries=0)
     gate = asyncio.Semaphore(16)
     async with httpx.AsyncClient(base_url=stand_in.base_url, timeout=30) as local:
+
         async def one(_: int) -> str:
             async with gate:
-                account = await client.v1.accounts.create_async({
-                    "type": "express", "country": "DE", "capabilities": {"transfers": {"requested": True}}})
+                account = await client.v1.accounts.create_async(
+                    {"type": "express", "country": "DE", "capabilities": {"transfers": {"requested": True}}}
+                )
                 done = await local.post(f"/_local/accounts/{account.id}/complete_onboarding")
                 done.raise_for_status()
                 return account.id
+
         accounts = list(await asyncio.gather(*(one(i) for i in range(m))))
         # Transfers are paid from the platform's available balance, as on Stripe: fund it first, with the
         # test card whose funds are available at once (every line is below 2 × BASE_AMOUNT).
         for n in range(-(-m * 2 * BASE_AMOUNT // 99_999_999)):
-            session = await client.v1.checkout.sessions.create_async({
-                "mode": "payment", "success_url": "http://bench.test/ok",
-                "line_items": [{"quantity": 1, "price_data": {"currency": PAID_CURRENCY.lower(),
-                                                              "unit_amount": 99_999_999,
-                                                              "product_data": {"name": "platform funds"}}}]},
-                {"idempotency_key": f"bench-fund-{n}"})
+            session = await client.v1.checkout.sessions.create_async(
+                {
+                    "mode": "payment",
+                    "success_url": "http://bench.test/ok",
+                    "line_items": [
+                        {
+                            "quantity": 1,
+                            "price_data": {
+                                "currency": PAID_CURRENCY.lower(),
+                                "unit_amount": 99_999_999,
+                                "product_data": {"name": "platform funds"},
+                            },
+                        }
+                    ],
+                },
+                {"idempotency_key": f"bench-fund-{n}"},
+            )
             paid = await local.post(f"/_local/checkout/sessions/{session.id}/pay", data={"card": "4000000000000077"})
             paid.raise_for_status()
         return accounts
@@ -159,8 +198,11 @@ async def bulk(table: str, columns: list[str], rows: list[tuple]) -> None:
         conn = await eng.get_connection()
         try:
             await conn.execute("BEGIN IMMEDIATE")
-            await conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608  # constant names
-                                   f"VALUES ({', '.join('?' * len(columns))})", rows)
+            await conn.executemany(
+                f"INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608  # constant names
+                f"VALUES ({', '.join('?' * len(columns))})",
+                rows,
+            )
             await conn.execute("COMMIT")
         finally:
             await conn.close()
@@ -183,14 +225,31 @@ async def seed(n: int, stripe_accounts: list[str]) -> tuple[list[int], list[int]
     ids = {r["email"]: r["id"] for r in await User.select(User.id, User.email)}
     pub_ids = [ids[f"pub{i}@bench.example"] for i in range(n)]
     finance = [ids[f"finance{i}@bench.example"] for i in range(2)]
-    accounts = [(pub, stripe_accounts[i] if i < len(stripe_accounts) else f"acct_bench{i:010d}", "DE", "eur",
-                 True, True, "", "", now, now, now) for i, pub in enumerate(pub_ids)]
+    accounts = [
+        (
+            pub,
+            stripe_accounts[i] if i < len(stripe_accounts) else f"acct_bench{i:010d}",
+            "DE",
+            "eur",
+            True,
+            True,
+            "",
+            "",
+            now,
+            now,
+            now,
+        )
+        for i, pub in enumerate(pub_ids)
+    ]
     await bulk("payout_account", ACCOUNT_COLUMNS, accounts)
     # The publishers' available accounts, created empty (as releases would have); `accounts` makes the
     # missing ones one at a time, which is not what is measured here.
-    await bulk("ledger_account", ["owner", "kind", "currency", "balance_minor", "created_at"],
-               [(pub, K.publisher_available.value, CURRENCY, 0, now) for pub in pub_ids]
-               + [(pub, K.publisher_available.value, PAID_CURRENCY, 0, now) for pub in pub_ids[:len(stripe_accounts)]])
+    await bulk(
+        "ledger_account",
+        ["owner", "kind", "currency", "balance_minor", "created_at"],
+        [(pub, K.publisher_available.value, CURRENCY, 0, now) for pub in pub_ids]
+        + [(pub, K.publisher_available.value, PAID_CURRENCY, 0, now) for pub in pub_ids[: len(stripe_accounts)]],
+    )
     await earn(pub_ids, CURRENCY)
     return pub_ids, finance
 
@@ -203,11 +262,19 @@ async def earn(pub_ids: list[int], currency: str) -> None:
 
     clearing = await ledger.account(K.stripe_clearing, currency)
     available = await ledger.accounts(K.publisher_available, currency, pub_ids)
-    await ledger.post_many([
-        Posting("bench.credit", f"bench:{currency}:{pub}", [Line(clearing, -amount_for(i), currency),
-                                                            Line(available[pub], amount_for(i), currency)],
-                "manual", pub, memo="benchmark seed")
-        for i, pub in enumerate(pub_ids)])
+    await ledger.post_many(
+        [
+            Posting(
+                "bench.credit",
+                f"bench:{currency}:{pub}",
+                [Line(clearing, -amount_for(i), currency), Line(available[pub], amount_for(i), currency)],
+                "manual",
+                pub,
+                memo="benchmark seed",
+            )
+            for i, pub in enumerate(pub_ids)
+        ]
+    )
 
 
 # --- the phases ------------------------------------------------------------------------------------
@@ -224,8 +291,10 @@ async def prepare_phase(n: int, clock: datetime) -> tuple[float, list[str]]:
     with profiled("prepare"):
         outcome = await payouts.prepare_due(clock)  # as workers/jobs/payouts.py:prepare_payouts calls it
     elapsed = time.perf_counter() - started
-    print(f"prepare: {outcome.lines:,} lines, {outcome.carried:,} carried over, in {elapsed:.2f} s "
-          f"= {outcome.lines / elapsed:,.0f} publishers/s")
+    print(
+        f"prepare: {outcome.lines:,} lines, {outcome.carried:,} carried over, in {elapsed:.2f} s "
+        f"= {outcome.lines / elapsed:,.0f} publishers/s"
+    )
 
     again = await payouts.prepare_due(clock)
     total = sum(amount_for(i) for i in range(n))
@@ -234,12 +303,16 @@ async def prepare_phase(n: int, clock: datetime) -> tuple[float, list[str]]:
     lines = await PayoutLine.count().where(PayoutLine.batch == batch_id)
     publishers = len(await PayoutLine.select(PayoutLine.publisher).where(PayoutLine.batch == batch_id).distinct())
     reserved = await LedgerTxn.count().where(LedgerTxn.kind == "payout.reserved")
-    reserved_lines = len(await LedgerTxn.select(LedgerTxn.reference_id).where(
-        LedgerTxn.kind == "payout.reserved").distinct())
-    reasons = {r["reason"]: r["count"] for r in await PayoutCarryOver.raw(
-        "SELECT reason, COUNT(*) AS count FROM payout_carry_over GROUP BY reason")}
+    reserved_lines = len(
+        await LedgerTxn.select(LedgerTxn.reference_id).where(LedgerTxn.kind == "payout.reserved").distinct()
+    )
+    reasons = {
+        r["reason"]: r["count"]
+        for r in await PayoutCarryOver.raw("SELECT reason, COUNT(*) AS count FROM payout_carry_over GROUP BY reason")
+    }
     left = await LedgerAccount.select(LedgerAccount.id).where(
-        LedgerAccount.kind == K.publisher_available.value, LedgerAccount.balance_minor != 0)
+        LedgerAccount.kind == K.publisher_available.value, LedgerAccount.balance_minor != 0
+    )
     in_transit = await ledger.balance(K.payouts_in_transit, CURRENCY)
     started = time.perf_counter()
     problems = await ledger.check()
@@ -249,11 +322,13 @@ async def prepare_phase(n: int, clock: datetime) -> tuple[float, list[str]]:
         f"{lines:,} lines for {publishers:,} publishers, expected {n:,} each" if (lines, publishers) != (n, n) else "",
         f"{outcome.carried:,} carried over, expected 0" if outcome.carried else "",
         f"{reserved:,} reservations for {reserved_lines:,} lines, expected {n:,} each"
-        if (reserved, reserved_lines) != (n, n) else "",
+        if (reserved, reserved_lines) != (n, n)
+        else "",
         f"{len(left):,} publishers still have an available balance" if left else "",
         f"{in_transit} in transit, expected {total}" if in_transit != total else "",
         f"the batch says {batch and (batch['line_count'], batch['total_minor'])}, expected {(n, total)}"
-        if not batch or (batch["line_count"], batch["total_minor"]) != (n, total) else "",
+        if not batch or (batch["line_count"], batch["total_minor"]) != (n, total)
+        else "",
         f"a second run prepared {again.batches}" if again.batches or again.lines else "",
         f"carried over: {reasons}" if reasons else "",
         *problems,
@@ -261,8 +336,9 @@ async def prepare_phase(n: int, clock: datetime) -> tuple[float, list[str]]:
     return elapsed, [f for f in failures if f]
 
 
-async def execute_phase(stand_in: StandIn, pub_ids: list[int], stripe_accounts: list[str], finance: list[int],
-                        clock: datetime) -> tuple[float, int, list[str]]:
+async def execute_phase(
+    stand_in: StandIn, pub_ids: list[int], stripe_accounts: list[str], finance: list[int], clock: datetime
+) -> tuple[float, int, list[str]]:
     from server.accounts.identity import CurrentUser
     from server.accounts.tables import Role
     from server.billing import stripe_api
@@ -278,8 +354,9 @@ async def execute_phase(stand_in: StandIn, pub_ids: list[int], stripe_accounts: 
     await earn(paying, PAID_CURRENCY)
     failures = []
     prepared = await payouts.prepare_due(clock, actor_id=finance[0])  # as the finance page's Prepare button
-    batch_id = await PayoutBatch.select(PayoutBatch.id).where(
-        PayoutBatch.currency == PAID_CURRENCY).output(as_list=True)
+    batch_id = (
+        await PayoutBatch.select(PayoutBatch.id).where(PayoutBatch.currency == PAID_CURRENCY).output(as_list=True)
+    )
     if len(batch_id) != 1:
         return 0.0, 0, [f"preparing {PAID_CURRENCY} gave {prepared}, expected one batch"]
     [batch_id] = batch_id
@@ -299,8 +376,10 @@ async def execute_phase(stand_in: StandIn, pub_ids: list[int], stripe_accounts: 
             with profiled("execute"):
                 status = await execute.execute(batch_id, client)
         elapsed = time.perf_counter() - started
-        print(f"execute: {lines:,} lines in {elapsed:.2f} s = {lines / elapsed:,.0f} transfers/s "
-              f"(concurrency {execute.CONCURRENCY}), batch {status}")
+        print(
+            f"execute: {lines:,} lines in {elapsed:.2f} s = {lines / elapsed:,.0f} transfers/s "
+            f"(concurrency {execute.CONCURRENCY}), batch {status}"
+        )
         async with asyncio.timeout(EXECUTE_TIMEOUT):
             again = await execute.execute(batch_id, client)
     finally:
@@ -313,23 +392,32 @@ async def execute_phase(stand_in: StandIn, pub_ids: list[int], stripe_accounts: 
     by_account = dict(zip(paying, stripe_accounts, strict=True))
     settled = await LedgerTxn.count().where(LedgerTxn.kind == "payout.settled")
     in_transit = await ledger.balance(K.payouts_in_transit, PAID_CURRENCY)
-    available = sum(r["balance_minor"] for r in await LedgerAccount.select(LedgerAccount.balance_minor).where(
-        LedgerAccount.kind == K.publisher_available.value, LedgerAccount.currency == PAID_CURRENCY))
+    available = sum(
+        r["balance_minor"]
+        for r in await LedgerAccount.select(LedgerAccount.balance_minor).where(
+            LedgerAccount.kind == K.publisher_available.value, LedgerAccount.currency == PAID_CURRENCY
+        )
+    )
     problems = await ledger.check()
     row = await PayoutBatch.select(PayoutBatch.status).where(PayoutBatch.id == batch_id).first()
     unpaid = [line["id"] for line in rows if line["status"] != "paid"]
     failures += [
-        f"batch {status} then {again} ({row['status']} stored), expected done" if (status, again, row["status"]) != (
-            "done", "done", "done") else "",
+        f"batch {status} then {again} ({row['status']} stored), expected done"
+        if (status, again, row["status"]) != ("done", "done", "done")
+        else "",
         f"{len(unpaid):,} lines not paid (first: {unpaid[:5]})" if unpaid else "",
         f"{len({line['stripe_transfer_id'] for line in rows}):,} distinct transfer ids for {lines:,} lines"
-        if len({line["stripe_transfer_id"] for line in rows}) != lines else "",
-        "a line points at another publisher's account" if any(
-            line["stripe_account_id"] != by_account.get(line["publisher"]) for line in rows) else "",
+        if len({line["stripe_transfer_id"] for line in rows}) != lines
+        else "",
+        "a line points at another publisher's account"
+        if any(line["stripe_account_id"] != by_account.get(line["publisher"]) for line in rows)
+        else "",
         f"{len(made):,} transfers made at the stand-in ({len(posts):,} POSTs), expected {lines:,}"
-        if (len(made), len(posts)) != (lines, lines) else "",
-        "the stand-in's idempotency keys are not one per line" if sorted(
-            p["idempotency_key"] for p in posts) != expected_keys else "",
+        if (len(made), len(posts)) != (lines, lines)
+        else "",
+        "the stand-in's idempotency keys are not one per line"
+        if sorted(p["idempotency_key"] for p in posts) != expected_keys
+        else "",
         f"{settled:,} settlements, expected {lines:,}" if settled != lines else "",
         f"{in_transit} {PAID_CURRENCY} still in transit" if in_transit else "",
         f"{available} {PAID_CURRENCY} left available" if lines == m and available else "",
@@ -365,8 +453,9 @@ async def run(database_url: str, n: int, m: int, workdir: Path) -> None:
             print("every publisher has one line, reserved once; ledger clean")
         print(f"prepare target ≤ 10 s for 100,000 publishers on PostgreSQL: {prepare_seconds:.2f} s for {n:,}")
 
-        execute_seconds, made, execute_failures = await execute_phase(stand_in, pub_ids, stripe_accounts, finance,
-                                                                      clock)
+        execute_seconds, made, execute_failures = await execute_phase(
+            stand_in, pub_ids, stripe_accounts, finance, clock
+        )
         failures += [f"execute: {f}" for f in execute_failures]
         if not execute_failures:
             print(f"every line paid and settled once, {made:,} transfers at the stand-in; ledger clean")
@@ -396,16 +485,27 @@ def main() -> None:
         workdir = Path(tmp)
         with bench_database(workdir, args) as database_url:
             database_url = database_url or f"sqlite:///{workdir / 'bench.sqlite3'}"
-            env = {"DATABASE_URL": database_url, "SECRET_KEY": SECRET, "AFFNET_DATA_DIR": str(workdir / "data"),
-                   "PATH": "/usr/bin:/bin"}
-            subprocess.run([sys.executable, "-m", "server.cli", "migrate"], cwd=ROOT, env=env, check=True,  # noqa: S603
-                           capture_output=True)
+            env = {
+                "DATABASE_URL": database_url,
+                "SECRET_KEY": SECRET,
+                "AFFNET_DATA_DIR": str(workdir / "data"),
+                "PATH": "/usr/bin:/bin",
+            }
+            subprocess.run(
+                [sys.executable, "-m", "server.cli", "migrate"],
+                cwd=ROOT,
+                env=env,
+                check=True,  # noqa: S603
+                capture_output=True,
+            )
             engine = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
             if args.postgres:
                 engine += f" ({POSTGRES_DURABILITY})"
             print(f"machine:  {machine()}")
-            print(f"settings: {engine}, {n:,} publishers to prepare, {m:,} transfers to execute against the local "
-                  f"Stripe stand-in on loopback, in process (as the worker runs it)")
+            print(
+                f"settings: {engine}, {n:,} publishers to prepare, {m:,} transfers to execute against the local "
+                f"Stripe stand-in on loopback, in process (as the worker runs it)"
+            )
             asyncio.run(run(database_url, n, m, workdir))
 
 

@@ -86,12 +86,26 @@ async def seed(database_url: str) -> tuple[str, str]:
         adv_id = await accounts.create_user("adv@bench.example", "bench password 1", Role.advertiser)
         campaign = await campaigns.create_campaign(
             CurrentUser(adv_id, "adv@bench.example", Role.advertiser, "bench"),
-            {"name": "Bench", "currency": "EUR", "landing_url": "https://shop.example.com/landing",
-             "allowed_domains": "shop.example.com", "goal_0_name": "sale", "goal_0_model": "cpa",
-             "goal_0_advertiser": "10.00"})
+            {
+                "name": "Bench",
+                "currency": "EUR",
+                "landing_url": "https://shop.example.com/landing",
+                "allowed_domains": "shop.example.com",
+                "goal_0_name": "sale",
+                "goal_0_model": "cpa",
+                "goal_0_advertiser": "10.00",
+            },
+        )
         pub_id = await accounts.signup_publisher(
-            {"email": "pub@bench.example", "password": "bench password 1", "display_name": "Bench",
-             "blog_url": "https://blog.example.com", "audience": "bench"}, settings)
+            {
+                "email": "pub@bench.example",
+                "password": "bench password 1",
+                "display_name": "Bench",
+                "blog_url": "https://blog.example.com",
+                "audience": "bench",
+            },
+            settings,
+        )
         await campaigns.join(CurrentUser(pub_id, "pub@bench.example", Role.publisher, "bench"), campaign)
         code = (await Link.select(Link.code).first())["code"]
         token = (await Campaign.select(Campaign.postback_secret).first())["postback_secret"]
@@ -139,14 +153,21 @@ class Load:
 
 def wrk(url: str, seconds: int, connections: int, script: str) -> Load:
     """Closed-loop load at the maximum rate, each request built by the Lua script."""
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, url],  # noqa: S603, S607
-                         capture_output=True, text=True, check=True, timeout=seconds + 30).stdout
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, url],  # noqa: S603, S607
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 30,
+    ).stdout
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return Load(requests=int(re.search(r"(\d+) requests in", out).group(1)),
-                errors=int(errors.group(1)) if errors else 0,
-                rps=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-                p50_ms=_ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1)),
-                p99_ms=_ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1)))
+    return Load(
+        requests=int(re.search(r"(\d+) requests in", out).group(1)),
+        errors=int(errors.group(1)) if errors else 0,
+        rps=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        p50_ms=_ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1)),
+        p99_ms=_ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1)),
+    )
 
 
 def unique_txn_ids(requests: int) -> int:
@@ -187,14 +208,22 @@ def main() -> None:
         engine += f" ({POSTGRES_DURABILITY})"
     expected = unique_txn_ids(load.requests)
     print(f"machine:  {machine()}")
-    print(f"settings: uvicorn, 1 worker, {engine}, wrk -t1 -c{args.connections}, {seconds}s, loopback only; "
-          "one txn id in ten repeated")
-    print(f"postbacks: {load.rps:.0f} req/s (p50 {load.p50_ms:.2f} ms, p99 {load.p99_ms:.2f} ms), "
-          f"{load.requests} answered, {load.errors} not 2xx")
-    print(f"server CPU: {cpu * 1e6 / max(load.requests, 1):.0f} µs per postback (user+system of the server "
-          "process; the database's own CPU is not included)")
-    print(f"conversions stored: {stored}; distinct txn ids answered: {expected} "
-          f"(a request in flight at the end may add one per connection) — server exit code {exit_code}")
+    print(
+        f"settings: uvicorn, 1 worker, {engine}, wrk -t1 -c{args.connections}, {seconds}s, loopback only; "
+        "one txn id in ten repeated"
+    )
+    print(
+        f"postbacks: {load.rps:.0f} req/s (p50 {load.p50_ms:.2f} ms, p99 {load.p99_ms:.2f} ms), "
+        f"{load.requests} answered, {load.errors} not 2xx"
+    )
+    print(
+        f"server CPU: {cpu * 1e6 / max(load.requests, 1):.0f} µs per postback (user+system of the server "
+        "process; the database's own CPU is not included)"
+    )
+    print(
+        f"conversions stored: {stored}; distinct txn ids answered: {expected} "
+        f"(a request in flight at the end may add one per connection) — server exit code {exit_code}"
+    )
     if load.errors or not expected <= stored <= expected + args.connections:
         sys.exit("FAILED: errors, or stored conversions do not match the distinct txn ids")
 

@@ -5,8 +5,11 @@ how far /c/{code} is from what the server itself allows (not only from a Litesta
 
 from __future__ import annotations
 
-START = {"type": "http.response.start", "status": 302,
-         "headers": [(b"location", b"https://shop.example.com/landing"), (b"content-length", b"0")]}
+START = {
+    "type": "http.response.start",
+    "status": 302,
+    "headers": [(b"location", b"https://shop.example.com/landing"), (b"content-length", b"0")],
+}
 BODY = {"type": "http.response.body", "body": b""}
 
 

@@ -70,15 +70,61 @@ HOLD_DAYS = 14
 PUBLISHER_ZIPF, CAMPAIGN_ZIPF = 0.8, 0.7
 SUBS_PER_PUBLISHER, SLOTS_PER_PUBLISHER = 10, 3
 SLOT_SHARE, INVALID_SHARE, NO_SUB_SHARE, NO_COUNTRY_SHARE = 0.15, 0.12, 0.10, 0.03
-COUNTRIES = ["DE", "US", "GB", "FR", "AT", "CH", "NL", "IT", "ES", "PL", "SE", "BE", "DK", "CZ", "CA", "AU", "IE",
-             "PT", "NO", "FI"]
-REASONS = {"bot": 35, "duplicate": 25, "rate_limited": 10, "over_cap": 8, "head_request": 7, "not_member": 5,
-           "offer_expired": 5, "offer_invalid": 5}
+COUNTRIES = [
+    "DE",
+    "US",
+    "GB",
+    "FR",
+    "AT",
+    "CH",
+    "NL",
+    "IT",
+    "ES",
+    "PL",
+    "SE",
+    "BE",
+    "DK",
+    "CZ",
+    "CA",
+    "AU",
+    "IE",
+    "PT",
+    "NO",
+    "FI",
+]
+REASONS = {
+    "bot": 35,
+    "duplicate": 25,
+    "rate_limited": 10,
+    "over_cap": 8,
+    "head_request": 7,
+    "not_member": 5,
+    "offer_expired": 5,
+    "offer_invalid": 5,
+}
 USER_COLUMNS = ["email", "password_hash", "role", "is_active", "created_at", "password_changed_at"]
-CONVERSION_COLUMNS = ["campaign", "goal", "publisher", "link", "click_id", "txn_id", "sale_amount_minor", "currency",
-                      "advertiser_amount_minor", "publisher_amount_minor", "network_amount_minor", "status",
-                      "status_reason", "source", "clicked_at", "converted_at", "hold_until", "created_at",
-                      "approved_at", "released_at"]
+CONVERSION_COLUMNS = [
+    "campaign",
+    "goal",
+    "publisher",
+    "link",
+    "click_id",
+    "txn_id",
+    "sale_amount_minor",
+    "currency",
+    "advertiser_amount_minor",
+    "publisher_amount_minor",
+    "network_amount_minor",
+    "status",
+    "status_reason",
+    "source",
+    "clicked_at",
+    "converted_at",
+    "hold_until",
+    "created_at",
+    "approved_at",
+    "released_at",
+]
 CHUNK = 100_000
 
 
@@ -157,20 +203,51 @@ async def build_world(rng: random.Random, publishers: int, campaigns: int, now: 
         model = rng.choices(["cpa", "cpl", "cpc"], weights=[75, 10, 15])[0]
         currency = "USD" if rng.random() < 0.15 else "EUR"
         specs.append((model, currency))
-    await copy("campaign", ["advertiser", "name", "landing_url", "allowed_domains", "currency", "public_key",
-                            "postback_secret", "hold_days", "created_at", "updated_at"],
-               [(adv_ids[i % advertisers], f"Bench campaign {i}", f"https://shop{i}.example.com/",
-                 f"shop{i}.example.com", currency, f"benchpk{i}", f"secret{i}", HOLD_DAYS, now, now)
-                for i, (_, currency) in enumerate(specs)])
+    await copy(
+        "campaign",
+        [
+            "advertiser",
+            "name",
+            "landing_url",
+            "allowed_domains",
+            "currency",
+            "public_key",
+            "postback_secret",
+            "hold_days",
+            "created_at",
+            "updated_at",
+        ],
+        [
+            (
+                adv_ids[i % advertisers],
+                f"Bench campaign {i}",
+                f"https://shop{i}.example.com/",
+                f"shop{i}.example.com",
+                currency,
+                f"benchpk{i}",
+                f"secret{i}",
+                HOLD_DAYS,
+                now,
+                now,
+            )
+            for i, (_, currency) in enumerate(specs)
+        ],
+    )
     rows = await fetch("SELECT id, name FROM campaign")
     by_name = {r["name"]: r["id"] for r in rows}
     camps: list[Campaign] = []
     for i, (model, currency) in enumerate(specs):
-        price = {"cpa": rng.randrange(1_000, 5_000, 50), "cpl": rng.randrange(200, 600, 10),
-                 "cpc": rng.randrange(10, 60)}[model]
+        price = {
+            "cpa": rng.randrange(1_000, 5_000, 50),
+            "cpl": rng.randrange(200, 600, 10),
+            "cpc": rng.randrange(10, 60),
+        }[model]
         camps.append(Campaign(by_name[f"Bench campaign {i}"], currency, model, 0, price, price * 4 // 5))
-    await copy("goal", ["campaign", "name", "payout_model", "advertiser_amount", "publisher_amount"],
-               [(c.id, c.model, c.model, c.price, c.payout) for c in camps])
+    await copy(
+        "goal",
+        ["campaign", "name", "payout_model", "advertiser_amount", "publisher_amount"],
+        [(c.id, c.model, c.model, c.price, c.payout) for c in camps],
+    )
     goals = {r["campaign"]: r["id"] for r in await fetch("SELECT id, campaign FROM goal")}
     for c in camps:
         c.goal = goals[c.id]
@@ -189,16 +266,29 @@ async def build_world(rng: random.Random, publishers: int, campaigns: int, now: 
         pub = Pub(ids[f"pub{rank}@bench.example"], rank, chosen, host=f"blog{rank}.example.org")
         pub.subs = [f"post-{rank}-{j}" for j in range(SUBS_PER_PUBLISHER)]
         pubs.append(pub)
-    await copy("membership", ["campaign", "publisher", "status", "created_at"],
-               [(c, p.id, "approved", now) for p in pubs for c in p.campaigns])
-    members = {(r["campaign"], r["publisher"]): r["id"]
-               for r in await fetch("SELECT id, campaign, publisher FROM membership")}
-    await copy("link", ["code", "campaign", "publisher", "membership", "created_at"],
-               [(f"b{members[(c, p.id)]}", c, p.id, members[(c, p.id)], now) for p in pubs for c in p.campaigns])
+    await copy(
+        "membership",
+        ["campaign", "publisher", "status", "created_at"],
+        [(c, p.id, "approved", now) for p in pubs for c in p.campaigns],
+    )
+    members = {
+        (r["campaign"], r["publisher"]): r["id"] for r in await fetch("SELECT id, campaign, publisher FROM membership")
+    }
+    await copy(
+        "link",
+        ["code", "campaign", "publisher", "membership", "created_at"],
+        [(f"b{members[(c, p.id)]}", c, p.id, members[(c, p.id)], now) for p in pubs for c in p.campaigns],
+    )
     links = {(r["campaign"], r["publisher"]): r["id"] for r in await fetch("SELECT id, campaign, publisher FROM link")}
-    await copy("ad_slot", ["publisher", "name", "format", "domains", "public_key", "created_at", "updated_at"],
-               [(p.id, f"Slot {j}", "300x250", p.host, f"bslot{p.rank}x{j}", now, now)
-                for p in pubs for j in range(SLOTS_PER_PUBLISHER)])
+    await copy(
+        "ad_slot",
+        ["publisher", "name", "format", "domains", "public_key", "created_at", "updated_at"],
+        [
+            (p.id, f"Slot {j}", "300x250", p.host, f"bslot{p.rank}x{j}", now, now)
+            for p in pubs
+            for j in range(SLOTS_PER_PUBLISHER)
+        ],
+    )
     slots: dict[int, list[int]] = {}
     for r in await fetch("SELECT id, publisher FROM ad_slot ORDER BY id"):
         slots.setdefault(r["publisher"], []).append(r["id"])
@@ -222,14 +312,30 @@ def hour_weights(start: datetime, now: datetime) -> list[tuple[datetime, float, 
     return out
 
 
-async def load_clicks(rng: random.Random, world: World, n: int, conversions: int, start: datetime,
-                      now: datetime) -> list[tuple]:
+async def load_clicks(
+    rng: random.Random, world: World, n: int, conversions: int, start: datetime, now: datetime
+) -> list[tuple]:
     """N clicks in time order, COPY'd in chunks; returns the clicks picked to convert."""
     from server.tracking.service import CLICK_COLUMNS
 
-    assert CLICK_COLUMNS == ("click_id", "clicked_at", "link", "campaign", "publisher", "sub1", "sub2", "sub3",
-                             "sub4", "sub5", "referrer_host", "ua_family", "visitor_hash", "reason", "slot",
-                             "country"), CLICK_COLUMNS
+    assert CLICK_COLUMNS == (
+        "click_id",
+        "clicked_at",
+        "link",
+        "campaign",
+        "publisher",
+        "sub1",
+        "sub2",
+        "sub3",
+        "sub4",
+        "sub5",
+        "referrer_host",
+        "ua_family",
+        "visitor_hash",
+        "reason",
+        "slot",
+        "country",
+    ), CLICK_COLUMNS
     hours = hour_weights(start, now)
     total_weight = sum(w for _, _, w in hours)
     # Exactly n clicks: each hour's share, the rounding remainder to the last hour.
@@ -237,16 +343,24 @@ async def load_clicks(rng: random.Random, world: World, n: int, conversions: int
     counts[-1] += n - sum(counts)
 
     # Probability a valid click converts, so that ~conversions come out (a little more; sampled down).
-    converting = sum((world.pub_cum[p.rank] - (world.pub_cum[p.rank - 1] if p.rank else 0)) / world.pub_total
-                     * sum((p.link_cum[i] - (p.link_cum[i - 1] if i else 0)) / p.link_cum[-1]
-                           for i, (_, c) in enumerate(p.links) if world.campaigns[c].model != "cpc")
-                     for p in world.pubs)
+    converting = sum(
+        (world.pub_cum[p.rank] - (world.pub_cum[p.rank - 1] if p.rank else 0))
+        / world.pub_total
+        * sum(
+            (p.link_cum[i] - (p.link_cum[i - 1] if i else 0)) / p.link_cum[-1]
+            for i, (_, c) in enumerate(p.links)
+            if world.campaigns[c].model != "cpc"
+        )
+        for p in world.pubs
+    )
     p_convert = min(1.0, 1.1 * conversions / max(1.0, n * (1 - INVALID_SHARE) * converting))
 
-    sub_cum, sub_total = cumulative([NO_SUB_SHARE * sum(zipf(SUBS_PER_PUBLISHER, 1.0)) / (1 - NO_SUB_SHARE),
-                                     *zipf(SUBS_PER_PUBLISHER, 1.0)])
-    country_cum, country_total = cumulative([NO_COUNTRY_SHARE * sum(zipf(len(COUNTRIES), 1.0)) / (1 - NO_COUNTRY_SHARE),
-                                             *zipf(len(COUNTRIES), 1.0)])
+    sub_cum, sub_total = cumulative(
+        [NO_SUB_SHARE * sum(zipf(SUBS_PER_PUBLISHER, 1.0)) / (1 - NO_SUB_SHARE), *zipf(SUBS_PER_PUBLISHER, 1.0)]
+    )
+    country_cum, country_total = cumulative(
+        [NO_COUNTRY_SHARE * sum(zipf(len(COUNTRIES), 1.0)) / (1 - NO_COUNTRY_SHARE), *zipf(len(COUNTRIES), 1.0)]
+    )
     countries = ["", *COUNTRIES]
     reasons = list(REASONS)
     reason_cum, reason_total = cumulative(list(REASONS.values()))
@@ -269,8 +383,26 @@ async def load_clicks(rng: random.Random, world: World, n: int, conversions: int
             reason = reasons[bis(reason_cum, rand() * reason_total)] if rand() < INVALID_SHARE else "valid"
             click_id = f"{bits(128):032x}"
             at = hour + timedelta(seconds=offset)
-            rows.append((click_id, at, link, campaign, p.id, sub1, "", "", "", "", p.host, "Chrome",
-                         f"{bits(64):016x}", reason, slot, country))
+            rows.append(
+                (
+                    click_id,
+                    at,
+                    link,
+                    campaign,
+                    p.id,
+                    sub1,
+                    "",
+                    "",
+                    "",
+                    "",
+                    p.host,
+                    "Chrome",
+                    f"{bits(64):016x}",
+                    reason,
+                    slot,
+                    country,
+                )
+            )
             by_rank[p.rank] += 1
             if reason == "valid" and campaign not in cpc and rand() < p_convert:
                 picked.append((click_id, at, link, campaign, p.id))
@@ -297,8 +429,9 @@ async def load_conversions(rng: random.Random, world: World, picked: list[tuple]
         roll = rng.random()
         approved_at = released_at = None
         if converted + hold < now:
-            status = "approved" if roll < 0.80 else "rejected" if roll < 0.92 else "reversed" if roll < 0.95 \
-                else "pending"
+            status = (
+                "approved" if roll < 0.80 else "rejected" if roll < 0.92 else "reversed" if roll < 0.95 else "pending"
+            )
             if status in ("approved", "reversed"):
                 approved_at = converted + timedelta(days=rng.uniform(1, 7))
             if status == "approved":
@@ -309,11 +442,32 @@ async def load_conversions(rng: random.Random, world: World, picked: list[tuple]
                 approved_at = min(now, converted + timedelta(days=rng.uniform(0.1, 3)))
         sale = rng.randrange(2_000, 20_000) if c.model == "cpa" else None
         statuses["released" if released_at else status] += 1
-        rows.append((c.id, c.goal, pub, link, click_id, f"order-{i}", sale, c.currency, c.price, c.payout,
-                     c.price - c.payout, status, "", "postback", clicked_at, converted, converted + hold, converted,
-                     approved_at, released_at))
+        rows.append(
+            (
+                c.id,
+                c.goal,
+                pub,
+                link,
+                click_id,
+                f"order-{i}",
+                sale,
+                c.currency,
+                c.price,
+                c.payout,
+                c.price - c.payout,
+                status,
+                "",
+                "postback",
+                clicked_at,
+                converted,
+                converted + hold,
+                converted,
+                approved_at,
+                released_at,
+            )
+        )
     for at in range(0, len(rows), CHUNK):
-        await copy("conversion", CONVERSION_COLUMNS, rows[at:at + CHUNK])
+        await copy("conversion", CONVERSION_COLUMNS, rows[at : at + CHUNK])
     # As if each had been stamped when it happened (the trigger stamped the load's clock): the
     # incremental rollup then rebuilds only what changes afterwards.
     await fetch("UPDATE conversion SET changed_at = GREATEST(converted_at, approved_at, released_at)")
@@ -333,27 +487,37 @@ async def click_earnings(now: datetime) -> int:
         "CASE WHEN t.hour + interval '1 hour' + {} < {} THEN t.hour + interval '1 hour' + {} END "
         "FROM traffic_hour t JOIN goal g ON g.campaign = t.campaign AND g.payout_model = 'cpc' "
         "WHERE t.reason = 'valid' GROUP BY t.publisher, t.campaign, g.id, t.hour, t.currency, g.advertiser_amount, "
-        "g.publisher_amount", *([timedelta(days=HOLD_DAYS), now, timedelta(days=HOLD_DAYS)] * 2))
+        "g.publisher_amount",
+        *([timedelta(days=HOLD_DAYS), now, timedelta(days=HOLD_DAYS)] * 2),
+    )
     return (await fetch("SELECT COUNT(*) AS n FROM click_earning"))[0]["n"]
 
 
 async def sizes(tables: list[str]) -> list[str]:
     out = []
     for table in tables:
-        row = (await fetch(f"SELECT COUNT(*) AS n, pg_relation_size('{table}') AS heap, "  # noqa: S608 (constants)
-                           f"pg_total_relation_size('{table}') AS total FROM {table}"))[0]
-        out.append(f"{table}: {row['n']:,} rows, {row['heap'] / 2**20:,.0f} MB table, "
-                   f"{row['total'] / 2**20:,.0f} MB with indexes")
+        row = (
+            await fetch(
+                f"SELECT COUNT(*) AS n, pg_relation_size('{table}') AS heap, "  # noqa: S608 (constants)
+                f"pg_total_relation_size('{table}') AS total FROM {table}"
+            )
+        )[0]
+        out.append(
+            f"{table}: {row['n']:,} rows, {row['heap'] / 2**20:,.0f} MB table, "
+            f"{row['total'] / 2**20:,.0f} MB with indexes"
+        )
     return out
 
 
 # --- the measurements ------------------------------------------------------------------------------
 
 # Every grouped() call publisher.report() makes, in its order: (source, dims, only_invalid).
-CALLS = [*((s, "hour", False) for s in ("traffic", "conversions", "click_earnings", "impression_earnings")),
-         *((s, "campaign", False) for s in ("traffic", "conversions", "click_earnings", "impression_earnings")),
-         *((s, d, False) for d in ("sub1", "slot", "country") for s in ("traffic", "conversions")),
-         ("traffic", "reason", True)]
+CALLS = [
+    *((s, "hour", False) for s in ("traffic", "conversions", "click_earnings", "impression_earnings")),
+    *((s, "campaign", False) for s in ("traffic", "conversions", "click_earnings", "impression_earnings")),
+    *((s, d, False) for d in ("sub1", "slot", "country") for s in ("traffic", "conversions")),
+    ("traffic", "reason", True),
+]
 REPORT = "publisher.report() (whole)"
 
 
@@ -374,8 +538,9 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
-async def measure(cases: dict[str, Callable[[], int]], ranges: list[int], samples: int, max_seconds: float,
-                  now: datetime) -> dict[tuple[str, int], dict[str, list[float]]]:
+async def measure(
+    cases: dict[str, Callable[[], int]], ranges: list[int], samples: int, max_seconds: float, now: datetime
+) -> dict[tuple[str, int], dict[str, list[float]]]:
     from server.reports import publisher, queries
 
     results: dict[tuple[str, int], dict[str, list[float]]] = {}
@@ -398,8 +563,10 @@ async def measure(cases: dict[str, Callable[[], int]], ranges: list[int], sample
                 await publisher.report(pub, period)
                 timings[REPORT].append((time.perf_counter() - t0) * 1000)
                 done += 1
-            log(f"  {case}, last {days} days: {done} samples in {time.perf_counter() - started:.0f} s "
-                f"(load average {os.getloadavg()[0]:.2f})")
+            log(
+                f"  {case}, last {days} days: {done} samples in {time.perf_counter() - started:.0f} s "
+                f"(load average {os.getloadavg()[0]:.2f})"
+            )
             results[(case, days)] = timings
     return results
 
@@ -409,8 +576,9 @@ def print_table(results: dict[tuple[str, int], dict[str, list[float]]], ranges: 
     misses = []
     for case in dict.fromkeys(c for c, _ in results):
         print(f"\n{case}")
-        head = f"{'query':<34}" + "".join(f" | {'last ' + str(d) + ' days: n':>17} {'p50':>7} {'p95':>7} {'p99':>7} "
-                                          f"{'max':>7}" for d in ranges)
+        head = f"{'query':<34}" + "".join(
+            f" | {'last ' + str(d) + ' days: n':>17} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>7}" for d in ranges
+        )
         print(head)
         print("-" * len(head))
         for name in results[(case, ranges[0])]:
@@ -419,13 +587,17 @@ def print_table(results: dict[tuple[str, int], dict[str, list[float]]], ranges: 
                 values = results[(case, days)][name]
                 p95 = pct(values, 0.95)
                 flag = "!" if p95 > TARGET_MS and name != REPORT else " "
-                line += (f" | {len(values):>17} {pct(values, 0.5):>7.1f} {p95:>6.1f}{flag} {pct(values, 0.99):>7.1f} "
-                         f"{max(values):>7.1f}")
+                line += (
+                    f" | {len(values):>17} {pct(values, 0.5):>7.1f} {p95:>6.1f}{flag} {pct(values, 0.99):>7.1f} "
+                    f"{max(values):>7.1f}"
+                )
                 if name != REPORT and p95 > TARGET_MS:
                     misses.append((case, days, name, p95))
             print(line)
-    print(f"\n(ms; \"!\" marks a query whose p95 misses the target of {TARGET_MS:.0f} ms; the whole report is "
-          f"{len(CALLS)} queries plus three small look-ups, one after another)")
+    print(
+        f'\n(ms; "!" marks a query whose p95 misses the target of {TARGET_MS:.0f} ms; the whole report is '
+        f"{len(CALLS)} queries plus three small look-ups, one after another)"
+    )
     return misses
 
 
@@ -462,9 +634,13 @@ async def run(database_url: str, args: argparse.Namespace) -> None:
     await db.start(engine)
     try:
         version = (await fetch("SHOW server_version"))[0]["server_version"]
-        settings = {r["name"]: r["setting"] + (r["unit"] or "") for r in await fetch(
-            "SELECT name, setting, unit FROM pg_settings WHERE name IN ('shared_buffers', 'work_mem', "
-            "'effective_cache_size', 'max_parallel_workers_per_gather', 'jit')")}
+        settings = {
+            r["name"]: r["setting"] + (r["unit"] or "")
+            for r in await fetch(
+                "SELECT name, setting, unit FROM pg_settings WHERE name IN ('shared_buffers', 'work_mem', "
+                "'effective_cache_size', 'max_parallel_workers_per_gather', 'jit')"
+            )
+        }
         print(f"PostgreSQL {version}: " + ", ".join(f"{k}={v}" for k, v in sorted(settings.items())))
         now = datetime.now(UTC)
         start = hour_of(now) - timedelta(days=args.days)
@@ -472,9 +648,11 @@ async def run(database_url: str, args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         world = await build_world(rng, args.publishers, args.campaigns, now)
         models = Counter(c.model for c in world.campaigns.values())
-        log(f"world: {args.publishers:,} publishers, {args.campaigns} campaigns ({dict(models)}), "
+        log(
+            f"world: {args.publishers:,} publishers, {args.campaigns} campaigns ({dict(models)}), "
             f"{sum(len(p.links) for p in world.pubs):,} links, {args.publishers * SLOTS_PER_PUBLISHER:,} ad slots "
-            f"in {time.perf_counter() - t0:.1f} s")
+            f"in {time.perf_counter() - t0:.1f} s"
+        )
 
         t0 = time.perf_counter()
         picked = await load_clicks(rng, world, args.clicks, args.conversions, start, now)
@@ -488,26 +666,34 @@ async def run(database_url: str, args: argparse.Namespace) -> None:
         log(f"VACUUM ANALYZE in {time.perf_counter() - t0:.0f} s")
 
         ranked = sorted(world.pubs, key=lambda p: -world.clicks_by_pub[p.rank])
-        top = ranked[:max(1, len(ranked) // 100)]
+        top = ranked[: max(1, len(ranked) // 100)]
         total = sum(world.clicks_by_pub.values())
         print("\ndata set:")
-        print(f"  {args.clicks:,} clicks over {args.days} days (from {start:%Y-%m-%d %H:00} UTC to now), "
-              f"{len(picked):,} conversions, {args.publishers:,} publishers, {args.campaigns} campaigns")
+        print(
+            f"  {args.clicks:,} clicks over {args.days} days (from {start:%Y-%m-%d %H:00} UTC to now), "
+            f"{len(picked):,} conversions, {args.publishers:,} publishers, {args.campaigns} campaigns"
+        )
         most = world.clicks_by_pub[ranked[0].rank]
-        print(f"  clicks per publisher: Zipf(s={PUBLISHER_ZIPF}) over rank; biggest {most:,}"
-              f" ({most / total:.1%}), top 1% ({len(top)}) "
-              f"{sum(world.clicks_by_pub[p.rank] for p in top) / total:.1%}, median "
-              f"{world.clicks_by_pub[ranked[len(ranked) // 2].rank]:,}")
-        print(f"  {SUBS_PER_PUBLISHER} sub1 values per publisher (+{NO_SUB_SHARE:.0%} empty), {SLOT_SHARE:.0%} of "
-              f"clicks through {SLOTS_PER_PUBLISHER} slots per publisher, {len(COUNTRIES)} countries "
-              f"(+{NO_COUNTRY_SHARE:.0%} unknown), {INVALID_SHARE:.0%} invalid over {len(REASONS)} reasons, "
-              "daily cycle")
+        print(
+            f"  clicks per publisher: Zipf(s={PUBLISHER_ZIPF}) over rank; biggest {most:,}"
+            f" ({most / total:.1%}), top 1% ({len(top)}) "
+            f"{sum(world.clicks_by_pub[p.rank] for p in top) / total:.1%}, median "
+            f"{world.clicks_by_pub[ranked[len(ranked) // 2].rank]:,}"
+        )
+        print(
+            f"  {SUBS_PER_PUBLISHER} sub1 values per publisher (+{NO_SUB_SHARE:.0%} empty), {SLOT_SHARE:.0%} of "
+            f"clicks through {SLOTS_PER_PUBLISHER} slots per publisher, {len(COUNTRIES)} countries "
+            f"(+{NO_COUNTRY_SHARE:.0%} unknown), {INVALID_SHARE:.0%} invalid over {len(REASONS)} reasons, "
+            "daily cycle"
+        )
 
         t0 = time.perf_counter()
         rolled = await rollup.rebuild_all()
         elapsed = time.perf_counter() - t0
-        log(f"rebuild_all: {rolled.traffic_hours:,} hours of traffic and of conversions in {elapsed:.1f} s = "
-            f"{(args.clicks + len(picked)) / elapsed:,.0f} raw events/s")
+        log(
+            f"rebuild_all: {rolled.traffic_hours:,} hours of traffic and of conversions in {elapsed:.1f} s = "
+            f"{(args.clicks + len(picked)) / elapsed:,.0f} raw events/s"
+        )
         earnings = await click_earnings(now)
         async with db.engine().pool.acquire() as conn:
             for table in (*ROLLUPS, "click_earning"):
@@ -518,16 +704,21 @@ async def run(database_url: str, args: argparse.Namespace) -> None:
         print(f"  ({earnings:,} click_earning hours written from traffic_hour for the CPC campaigns)")
 
         # The incremental run: cursors an hour back, and some conversions changed since (approved now).
-        await fetch("UPDATE conversion SET status = 'approved', approved_at = {} WHERE id IN "
-                    "(SELECT id FROM conversion WHERE status = 'pending' ORDER BY converted_at LIMIT 200)", now)
+        await fetch(
+            "UPDATE conversion SET status = 'approved', approved_at = {} WHERE id IN "
+            "(SELECT id FROM conversion WHERE status = 'pending' ORDER BY converted_at LIMIT 200)",
+            now,
+        )
         back = datetime.now(UTC) - timedelta(hours=1)
         await rollup._move(rollup.TRAFFIC, back)
         await rollup._move(rollup.CONVERSIONS, back)
         t0 = time.perf_counter()
         incremental = await rollup.roll_up(datetime.now(UTC))
-        log(f"roll_up (cursors one hour back, 200 older conversions approved since): "
+        log(
+            f"roll_up (cursors one hour back, 200 older conversions approved since): "
             f"{incremental.traffic_hours} traffic hours, {incremental.conversion_hours} conversion hours rebuilt "
-            f"in {(time.perf_counter() - t0) * 1000:,.0f} ms")
+            f"in {(time.perf_counter() - t0) * 1000:,.0f} ms"
+        )
 
         biggest = ranked[0].id
         cases = {
@@ -535,11 +726,17 @@ async def run(database_url: str, args: argparse.Namespace) -> None:
             f"top 1%: the {len(top)} biggest publishers": lambda: rng.choice(top).id,
             f"biggest publisher ({world.clicks_by_pub[ranked[0].rank]:,} clicks)": lambda: biggest,
         }
-        rows = await fetch("SELECT COUNT(*) AS n FROM traffic_hour WHERE publisher = {} AND hour >= {}", biggest,
-                           now - timedelta(days=30))
+        rows = await fetch(
+            "SELECT COUNT(*) AS n FROM traffic_hour WHERE publisher = {} AND hour >= {}",
+            biggest,
+            now - timedelta(days=30),
+        )
         print(f"  the biggest publisher has {rows[0]['n']:,} traffic_hour rows in 30 days")
-        rows = await fetch("SELECT COUNT(*) AS n FROM traffic_slice_hour WHERE publisher = {} AND dim = 'sub1' "
-                           "AND hour >= {}", biggest, now - timedelta(days=30))
+        rows = await fetch(
+            "SELECT COUNT(*) AS n FROM traffic_slice_hour WHERE publisher = {} AND dim = 'sub1' AND hour >= {}",
+            biggest,
+            now - timedelta(days=30),
+        )
         print(f"  and {rows[0]['n']:,} rows by sub-ID in traffic_slice_hour (what its sub-ID table reads)")
         ranges = [7, 30]
         log(f"measuring: up to {args.samples} samples per case and range (at most {args.max_seconds:.0f} s each)")
@@ -550,9 +747,11 @@ async def run(database_url: str, args: argparse.Namespace) -> None:
             worst: dict[str, float] = {}
             for _, _, name, p95 in misses:
                 worst[name] = max(worst.get(name, 0), p95)
-            print(f"\nmissed: {len(misses)} (case, range, query) combinations; EXPLAIN (ANALYZE, BUFFERS) for the "
-                  f"biggest publisher, last 30 days:")
-            for name in sorted(worst, key=lambda n: -worst[n])[:args.explain]:
+            print(
+                f"\nmissed: {len(misses)} (case, range, query) combinations; EXPLAIN (ANALYZE, BUFFERS) for the "
+                f"biggest publisher, last 30 days:"
+            )
+            for name in sorted(worst, key=lambda n: -worst[n])[: args.explain]:
                 call = next(c for c in CALLS if label(c) == name)
                 print(f"\n  {name} (worst p95 {worst[name]:.1f} ms):")
                 print(await explain(call, biggest, period_of(30, now)))
@@ -592,8 +791,12 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=90, help="time bound per case and range")
     parser.add_argument("--explain", type=int, default=3, help="how many of the slowest queries to EXPLAIN")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--extra-ddl", action="append", default=[],
-                        help="DDL to try in the bench's own database after measuring, then measure again")
+    parser.add_argument(
+        "--extra-ddl",
+        action="append",
+        default=[],
+        help="DDL to try in the bench's own database after measuring, then measure again",
+    )
     parser.add_argument("--database-url", default=None, help="a PostgreSQL database to fill (it should be empty)")
     parser.add_argument("--postgres", action="store_true", help="start a throwaway PostgreSQL on loopback")
     args = parser.parse_args()
@@ -608,17 +811,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="affnet-bench-") as tmp:
         workdir = Path(tmp)
         with bench_database(workdir, args) as database_url:
-            env = {"DATABASE_URL": database_url, "SECRET_KEY": SECRET, "AFFNET_DATA_DIR": str(workdir / "data"),
-                   "PATH": "/usr/bin:/bin"}
-            subprocess.run([sys.executable, "-m", "server.cli", "migrate"], cwd=ROOT, env=env, check=True,  # noqa: S603
-                           capture_output=True)
+            env = {
+                "DATABASE_URL": database_url,
+                "SECRET_KEY": SECRET,
+                "AFFNET_DATA_DIR": str(workdir / "data"),
+                "PATH": "/usr/bin:/bin",
+            }
+            subprocess.run(
+                [sys.executable, "-m", "server.cli", "migrate"],
+                cwd=ROOT,
+                env=env,
+                check=True,  # noqa: S603
+                capture_output=True,
+            )
             engine = "PostgreSQL"
             if args.postgres:
                 engine += f" ({POSTGRES_DURABILITY})"
             print(f"machine:  {machine()}")
-            print(f"settings: {engine}, {args.clicks:,} clicks, {args.conversions:,} conversions, "
-                  f"{args.publishers:,} publishers, {args.campaigns} campaigns, {args.days} days, seed {args.seed}, "
-                  f"time zone {TZ}, in process (as the web app runs the queries)")
+            print(
+                f"settings: {engine}, {args.clicks:,} clicks, {args.conversions:,} conversions, "
+                f"{args.publishers:,} publishers, {args.campaigns} campaigns, {args.days} days, seed {args.seed}, "
+                f"time zone {TZ}, in process (as the web app runs the queries)"
+            )
             asyncio.run(run(database_url, args))
 
 

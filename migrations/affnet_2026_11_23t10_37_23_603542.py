@@ -34,13 +34,9 @@ DESCRIPTION = ""
 
 
 async def forwards():
-    manager = MigrationManager(
-        migration_id=ID, app_name="affnet", description=DESCRIPTION
-    )
+    manager = MigrationManager(migration_id=ID, app_name="affnet", description=DESCRIPTION)
 
-    manager.add_table(
-        class_name="Publisher", tablename="publisher", schema=None, columns=None
-    )
+    manager.add_table(class_name="Publisher", tablename="publisher", schema=None, columns=None)
 
     manager.add_table(
         class_name="NetworkSetting",
@@ -56,21 +52,13 @@ async def forwards():
         columns=None,
     )
 
-    manager.add_table(
-        class_name="ApiKey", tablename="api_key", schema=None, columns=None
-    )
+    manager.add_table(class_name="ApiKey", tablename="api_key", schema=None, columns=None)
 
-    manager.add_table(
-        class_name="Session", tablename="user_session", schema=None, columns=None
-    )
+    manager.add_table(class_name="Session", tablename="user_session", schema=None, columns=None)
 
-    manager.add_table(
-        class_name="Advertiser", tablename="advertiser", schema=None, columns=None
-    )
+    manager.add_table(class_name="Advertiser", tablename="advertiser", schema=None, columns=None)
 
-    manager.add_table(
-        class_name="User", tablename="app_user", schema=None, columns=None
-    )
+    manager.add_table(class_name="User", tablename="app_user", schema=None, columns=None)
 
     manager.add_column(
         table_class_name="Publisher",

@@ -73,33 +73,19 @@ DESCRIPTION = "campaigns, goals, creatives, memberships, links, clicks"
 
 
 async def forwards():
-    manager = MigrationManager(
-        migration_id=ID, app_name="affnet", description=DESCRIPTION
-    )
+    manager = MigrationManager(migration_id=ID, app_name="affnet", description=DESCRIPTION)
 
-    manager.add_table(
-        class_name="Campaign", tablename="campaign", schema=None, columns=None
-    )
+    manager.add_table(class_name="Campaign", tablename="campaign", schema=None, columns=None)
 
-    manager.add_table(
-        class_name="Click", tablename="click", schema=None, columns=None
-    )
+    manager.add_table(class_name="Click", tablename="click", schema=None, columns=None)
 
-    manager.add_table(
-        class_name="Link", tablename="link", schema=None, columns=None
-    )
+    manager.add_table(class_name="Link", tablename="link", schema=None, columns=None)
 
-    manager.add_table(
-        class_name="Creative", tablename="creative", schema=None, columns=None
-    )
+    manager.add_table(class_name="Creative", tablename="creative", schema=None, columns=None)
 
-    manager.add_table(
-        class_name="Membership", tablename="membership", schema=None, columns=None
-    )
+    manager.add_table(class_name="Membership", tablename="membership", schema=None, columns=None)
 
-    manager.add_table(
-        class_name="Goal", tablename="goal", schema=None, columns=None
-    )
+    manager.add_table(class_name="Goal", tablename="goal", schema=None, columns=None)
 
     manager.add_column(
         table_class_name="Campaign",

@@ -11,7 +11,7 @@ DESCRIPTION = "unique membership per campaign and publisher; click indexes by ca
 
 INDEXES = {
     "membership_one_per_publisher": "CREATE UNIQUE INDEX IF NOT EXISTS membership_one_per_publisher "
-                                    "ON membership (campaign, publisher)",
+    "ON membership (campaign, publisher)",
     # Budget and cap counters count a campaign's clicks since midnight; publishers' statistics
     # read their own clicks over a date range.
     "click_campaign_time": "CREATE INDEX IF NOT EXISTS click_campaign_time ON click (campaign, clicked_at)",

@@ -58,9 +58,7 @@ DESCRIPTION = "ledger accounts, transactions and entries"
 
 
 async def forwards():
-    manager = MigrationManager(
-        migration_id=ID, app_name="affnet", description=DESCRIPTION
-    )
+    manager = MigrationManager(migration_id=ID, app_name="affnet", description=DESCRIPTION)
 
     manager.add_table(
         class_name="LedgerAccount",
@@ -76,9 +74,7 @@ async def forwards():
         columns=None,
     )
 
-    manager.add_table(
-        class_name="LedgerTxn", tablename="ledger_txn", schema=None, columns=None
-    )
+    manager.add_table(class_name="LedgerTxn", tablename="ledger_txn", schema=None, columns=None)
 
     manager.add_column(
         table_class_name="LedgerAccount",

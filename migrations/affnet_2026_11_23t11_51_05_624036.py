@@ -71,13 +71,9 @@ DESCRIPTION = "conversions; campaigns get a postback secret and a pixel key"
 
 
 async def forwards():
-    manager = MigrationManager(
-        migration_id=ID, app_name="affnet", description=DESCRIPTION
-    )
+    manager = MigrationManager(migration_id=ID, app_name="affnet", description=DESCRIPTION)
 
-    manager.add_table(
-        class_name="Conversion", tablename="conversion", schema=None, columns=None
-    )
+    manager.add_table(class_name="Conversion", tablename="conversion", schema=None, columns=None)
 
     manager.add_column(
         table_class_name="Conversion",

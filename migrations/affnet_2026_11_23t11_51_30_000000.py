@@ -18,15 +18,15 @@ DESCRIPTION = "conversions: one per campaign and txn id, indexes for listing and
 INDEXES = {
     # I7: a conversion counts once. The intake inserts and, on a violation, answers with the first.
     "conversion_campaign_txn": "CREATE UNIQUE INDEX IF NOT EXISTS conversion_campaign_txn "
-                               "ON conversion (campaign, txn_id)",
+    "ON conversion (campaign, txn_id)",
     # Advertisers list a campaign's conversions by status; the approval job finds pending ones.
     "conversion_campaign_status": "CREATE INDEX IF NOT EXISTS conversion_campaign_status "
-                                  "ON conversion (campaign, status)",
+    "ON conversion (campaign, status)",
     # Caps count a campaign's (and a publisher's) conversions since midnight or the 1st.
     "conversion_campaign_time": "CREATE INDEX IF NOT EXISTS conversion_campaign_time "
-                                "ON conversion (campaign, converted_at)",
+    "ON conversion (campaign, converted_at)",
     "conversion_publisher_time": "CREATE INDEX IF NOT EXISTS conversion_publisher_time "
-                                 "ON conversion (publisher, converted_at)",
+    "ON conversion (publisher, converted_at)",
     "campaign_public_key": "CREATE UNIQUE INDEX IF NOT EXISTS campaign_public_key ON campaign (public_key)",
 }
 
@@ -45,8 +45,9 @@ async def forwards():
         Campaign._meta.db = engine_finder()
         rows = await Campaign.select(Campaign.id).where((Campaign.public_key == "") | (Campaign.postback_secret == ""))
         for row in rows:
-            await Campaign.update({Campaign.postback_secret: secrets.token_urlsafe(24),
-                                   Campaign.public_key: secrets.token_urlsafe(9)}).where(Campaign.id == row["id"])
+            await Campaign.update(
+                {Campaign.postback_secret: secrets.token_urlsafe(24), Campaign.public_key: secrets.token_urlsafe(9)}
+            ).where(Campaign.id == row["id"])
         for ddl in INDEXES.values():
             await engine_finder().run_ddl(ddl)
 

@@ -8,9 +8,7 @@ DESCRIPTION = "conversions: approved_at and released_at"
 
 
 async def forwards():
-    manager = MigrationManager(
-        migration_id=ID, app_name="affnet", description=DESCRIPTION
-    )
+    manager = MigrationManager(migration_id=ID, app_name="affnet", description=DESCRIPTION)
 
     manager.add_column(
         table_class_name="Conversion",

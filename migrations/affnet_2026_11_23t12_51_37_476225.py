@@ -59,9 +59,7 @@ DESCRIPTION = "click_earning: CPC earnings per publisher, campaign, goal and hou
 
 
 async def forwards():
-    manager = MigrationManager(
-        migration_id=ID, app_name="affnet", description=DESCRIPTION
-    )
+    manager = MigrationManager(migration_id=ID, app_name="affnet", description=DESCRIPTION)
 
     manager.add_table(
         class_name="ClickEarning",

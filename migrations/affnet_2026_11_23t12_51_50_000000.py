@@ -14,12 +14,11 @@ INDEXES = {
     # Each hour of clicks is priced and posted once, however many workers run the job; the CPC job
     # also finds a campaign's last priced hour through it.
     "click_earning_once": "CREATE UNIQUE INDEX IF NOT EXISTS click_earning_once "
-                          "ON click_earning (campaign, goal, hour, publisher)",
+    "ON click_earning (campaign, goal, hour, publisher)",
     # The job retries waiting rows and releases approved ones past their hold.
     "click_earning_status": "CREATE INDEX IF NOT EXISTS click_earning_status ON click_earning (status, hold_until)",
     # Publishers' earnings pages.
-    "click_earning_publisher": "CREATE INDEX IF NOT EXISTS click_earning_publisher "
-                               "ON click_earning (publisher, hour)",
+    "click_earning_publisher": "CREATE INDEX IF NOT EXISTS click_earning_publisher ON click_earning (publisher, hour)",
 }
 
 

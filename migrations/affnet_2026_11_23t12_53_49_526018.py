@@ -8,9 +8,7 @@ DESCRIPTION = "click_earning: unpaid_reason, why clicks went unpaid, apart from 
 
 
 async def forwards():
-    manager = MigrationManager(
-        migration_id=ID, app_name="affnet", description=DESCRIPTION
-    )
+    manager = MigrationManager(migration_id=ID, app_name="affnet", description=DESCRIPTION)
 
     manager.add_column(
         table_class_name="ClickEarning",

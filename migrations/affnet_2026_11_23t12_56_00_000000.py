@@ -10,9 +10,9 @@ DESCRIPTION = "conversions: partial indexes for the approval and release batches
 
 INDEXES = {
     "conversion_pending_by_id": "CREATE INDEX IF NOT EXISTS conversion_pending_by_id "
-                                "ON conversion (id, hold_until) WHERE status = 'pending'",
+    "ON conversion (id, hold_until) WHERE status = 'pending'",
     "conversion_unreleased_by_id": "CREATE INDEX IF NOT EXISTS conversion_unreleased_by_id "
-                                   "ON conversion (id, hold_until) WHERE status = 'approved' AND released_at IS NULL",
+    "ON conversion (id, hold_until) WHERE status = 'approved' AND released_at IS NULL",
 }
 
 

@@ -33,9 +33,7 @@ DESCRIPTION = "billing: funding, stripe_event, billing_settings; ledger kinds pr
 
 
 async def forwards():
-    manager = MigrationManager(
-        migration_id=ID, app_name="affnet", description=DESCRIPTION
-    )
+    manager = MigrationManager(migration_id=ID, app_name="affnet", description=DESCRIPTION)
 
     manager.add_table(
         class_name="StripeEvent",
@@ -44,9 +42,7 @@ async def forwards():
         columns=None,
     )
 
-    manager.add_table(
-        class_name="Funding", tablename="funding", schema=None, columns=None
-    )
+    manager.add_table(class_name="Funding", tablename="funding", schema=None, columns=None)
 
     manager.add_table(
         class_name="BillingSettings",

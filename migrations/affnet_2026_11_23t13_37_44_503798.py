@@ -8,9 +8,7 @@ DESCRIPTION = "funding: reference, a random part of its Stripe idempotency keys"
 
 
 async def forwards():
-    manager = MigrationManager(
-        migration_id=ID, app_name="affnet", description=DESCRIPTION
-    )
+    manager = MigrationManager(migration_id=ID, app_name="affnet", description=DESCRIPTION)
 
     manager.add_column(
         table_class_name="Funding",

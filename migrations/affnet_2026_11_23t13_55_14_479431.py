@@ -31,9 +31,7 @@ DESCRIPTION = "payout accounts: publishers' Stripe Connect accounts and their st
 
 
 async def forwards():
-    manager = MigrationManager(
-        migration_id=ID, app_name="affnet", description=DESCRIPTION
-    )
+    manager = MigrationManager(migration_id=ID, app_name="affnet", description=DESCRIPTION)
 
     manager.add_table(
         class_name="PayoutAccount",

@@ -47,9 +47,7 @@ DESCRIPTION = "payouts: schedule, minimums, publisher terms, batches, lines and 
 
 
 async def forwards():
-    manager = MigrationManager(
-        migration_id=ID, app_name="affnet", description=DESCRIPTION
-    )
+    manager = MigrationManager(migration_id=ID, app_name="affnet", description=DESCRIPTION)
 
     manager.add_table(
         class_name="PayoutSettings",
@@ -108,9 +106,7 @@ async def forwards():
             "unique": False,
             "index": False,
             "index_method": IndexMethod.btree,
-            "choices": Enum(
-                "Schedule", {"weekly": "weekly", "monthly": "monthly"}
-            ),
+            "choices": Enum("Schedule", {"weekly": "weekly", "monthly": "monthly"}),
             "db_column_name": None,
             "secret": False,
         },

@@ -10,12 +10,12 @@ DESCRIPTION = "payouts: one batch per period and currency, one line per publishe
 
 INDEXES = {
     "payout_batch_one_per_period_currency": "CREATE UNIQUE INDEX IF NOT EXISTS payout_batch_one_per_period_currency "
-                                            "ON payout_batch (period_end, currency)",
+    "ON payout_batch (period_end, currency)",
     "payout_line_one_per_batch_publisher": "CREATE UNIQUE INDEX IF NOT EXISTS payout_line_one_per_batch_publisher "
-                                           "ON payout_line (batch, publisher)",
+    "ON payout_line (batch, publisher)",
     "payout_carry_over_one_per_batch_publisher": "CREATE UNIQUE INDEX IF NOT EXISTS "
-                                                 "payout_carry_over_one_per_batch_publisher "
-                                                 "ON payout_carry_over (batch, publisher)",
+    "payout_carry_over_one_per_batch_publisher "
+    "ON payout_carry_over (batch, publisher)",
 }
 
 

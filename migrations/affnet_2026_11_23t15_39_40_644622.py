@@ -70,17 +70,11 @@ DESCRIPTION = "ad slots (format, domains, fallback, public key) and impressions 
 
 
 async def forwards():
-    manager = MigrationManager(
-        migration_id=ID, app_name="affnet", description=DESCRIPTION
-    )
+    manager = MigrationManager(migration_id=ID, app_name="affnet", description=DESCRIPTION)
 
-    manager.add_table(
-        class_name="Impression", tablename="impression", schema=None, columns=None
-    )
+    manager.add_table(class_name="Impression", tablename="impression", schema=None, columns=None)
 
-    manager.add_table(
-        class_name="AdSlot", tablename="ad_slot", schema=None, columns=None
-    )
+    manager.add_table(class_name="AdSlot", tablename="ad_slot", schema=None, columns=None)
 
     manager.add_column(
         table_class_name="Impression",
@@ -490,9 +484,7 @@ async def forwards():
             "unique": False,
             "index": False,
             "index_method": IndexMethod.btree,
-            "choices": Enum(
-                "SlotStatus", {"active": "active", "paused": "paused"}
-            ),
+            "choices": Enum("SlotStatus", {"active": "active", "paused": "paused"}),
             "db_column_name": None,
             "secret": False,
         },

@@ -59,9 +59,7 @@ DESCRIPTION = "CPM earnings: one row per publisher, campaign, goal and hour of v
 
 
 async def forwards():
-    manager = MigrationManager(
-        migration_id=ID, app_name="affnet", description=DESCRIPTION
-    )
+    manager = MigrationManager(migration_id=ID, app_name="affnet", description=DESCRIPTION)
 
     manager.add_table(
         class_name="ImpressionEarning",

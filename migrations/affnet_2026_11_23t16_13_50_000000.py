@@ -10,10 +10,10 @@ DESCRIPTION = "impression earnings: one per campaign, goal, hour and publisher"
 
 INDEXES = {
     "impression_earning_one_per_hour": "CREATE UNIQUE INDEX IF NOT EXISTS impression_earning_one_per_hour "
-                                       "ON impression_earning (campaign, goal, hour, publisher)",
+    "ON impression_earning (campaign, goal, hour, publisher)",
     # Releasing earnings past their hold looks for approved rows by hold_until.
     "impression_earning_status_hold": "CREATE INDEX IF NOT EXISTS impression_earning_status_hold "
-                                      "ON impression_earning (status, hold_until)",
+    "ON impression_earning (status, hold_until)",
 }
 
 

@@ -26,9 +26,7 @@ DESCRIPTION = "clicks through an ad offer keep the ad slot"
 
 
 async def forwards():
-    manager = MigrationManager(
-        migration_id=ID, app_name="affnet", description=DESCRIPTION
-    )
+    manager = MigrationManager(migration_id=ID, app_name="affnet", description=DESCRIPTION)
 
     manager.add_column(
         table_class_name="Click",

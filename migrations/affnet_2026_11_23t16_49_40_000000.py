@@ -9,8 +9,7 @@ VERSION = "1.38.0"
 DESCRIPTION = "clicks by ad slot and time, where the slot is known"
 
 INDEXES = {
-    "click_slot_time": "CREATE INDEX IF NOT EXISTS click_slot_time ON click (slot, clicked_at) "
-                       "WHERE slot IS NOT NULL",
+    "click_slot_time": "CREATE INDEX IF NOT EXISTS click_slot_time ON click (slot, clicked_at) WHERE slot IS NOT NULL",
 }
 
 

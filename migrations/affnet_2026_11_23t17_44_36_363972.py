@@ -40,13 +40,13 @@ class User(Table, tablename="app_user", schema=None):
 
 ID = "2026-11-23T17:44:36:363972"
 VERSION = "1.38.0"
-DESCRIPTION = "reports: hourly rollups of traffic and conversions, countries on events, conversion change times, user time zones"
+DESCRIPTION = (
+    "reports: hourly rollups of traffic and conversions, countries on events, conversion change times, user time zones"
+)
 
 
 async def forwards():
-    manager = MigrationManager(
-        migration_id=ID, app_name="affnet", description=DESCRIPTION
-    )
+    manager = MigrationManager(migration_id=ID, app_name="affnet", description=DESCRIPTION)
 
     manager.add_table(
         class_name="RollupCursor",

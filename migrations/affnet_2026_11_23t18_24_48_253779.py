@@ -43,9 +43,7 @@ DESCRIPTION = "reports: narrow traffic rollups by campaign and by sub-ID, slot o
 
 
 async def forwards():
-    manager = MigrationManager(
-        migration_id=ID, app_name="affnet", description=DESCRIPTION
-    )
+    manager = MigrationManager(migration_id=ID, app_name="affnet", description=DESCRIPTION)
 
     manager.add_table(
         class_name="TrafficSliceHour",

@@ -23,8 +23,9 @@ DESCRIPTION = "pixel: conversions per click, max sale per goal, pixel switch, cl
 # Advertisers change it on the goal form. The same rule as server/campaigns/service.py, copied.
 DEFAULT_MAX_SALE_MAJOR = 10_000
 DEFAULT_MAX_SALE_MINOR_AT_LEAST = 1_000_000
-UNIQUE_ORDINAL = ("CREATE UNIQUE INDEX IF NOT EXISTS conversion_click_goal_ordinal "
-                  "ON conversion (click_id, goal, click_ordinal)")
+UNIQUE_ORDINAL = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS conversion_click_goal_ordinal ON conversion (click_id, goal, click_ordinal)"
+)
 # Existing conversions are numbered within their click and goal in id order, so a click that
 # already brought conversions has used its allowance. Only rows with an earlier sibling change.
 NUMBER_EXISTING = (
@@ -32,8 +33,16 @@ NUMBER_EXISTING = (
     "conversion.click_id AND c2.goal = conversion.goal AND c2.id <= conversion.id) WHERE EXISTS (SELECT 1 FROM "
     "conversion c3 WHERE c3.click_id = conversion.click_id AND c3.goal = conversion.goal AND c3.id < conversion.id)"
 )
-_PARAMS = {"null": False, "primary_key": False, "unique": False, "index": False, "index_method": IndexMethod.btree,
-           "choices": None, "db_column_name": None, "secret": False}
+_PARAMS = {
+    "null": False,
+    "primary_key": False,
+    "unique": False,
+    "index": False,
+    "index_method": IndexMethod.btree,
+    "choices": None,
+    "db_column_name": None,
+    "secret": False,
+}
 COLUMNS = [
     ("Goal", "goal", "conversions_per_click", Integer, {"default": 1}),
     ("Goal", "goal", "max_sale_minor", BigInt, {"default": None, "null": True}),
@@ -52,7 +61,8 @@ async def _fill_and_index() -> None:
     rows = await engine.run_ddl(
         "SELECT g.id AS id, k.currency AS currency, (SELECT MAX(v.sale_amount_minor) FROM conversion v "
         "WHERE v.goal = g.id AND v.status = 'approved') AS approved_max FROM goal g JOIN campaign k "
-        "ON k.id = g.campaign WHERE g.payout_model = 'revshare' AND g.max_sale_minor IS NULL")
+        "ON k.id = g.campaign WHERE g.payout_model = 'revshare' AND g.max_sale_minor IS NULL"
+    )
     for row in rows or []:
         try:
             default = DEFAULT_MAX_SALE_MAJOR * 10 ** get_currency_precision(str(row["currency"]))
@@ -73,9 +83,16 @@ class _Manager(MigrationManager):
 async def forwards():
     manager = _Manager(migration_id=ID, app_name="affnet", description=DESCRIPTION)
     for class_name, tablename, column, column_class, params in COLUMNS:
-        manager.add_column(table_class_name=class_name, tablename=tablename, column_name=column,
-                           db_column_name=column, column_class_name=column_class.__name__,
-                           column_class=column_class, params={**_PARAMS, **params}, schema=None)
+        manager.add_column(
+            table_class_name=class_name,
+            tablename=tablename,
+            column_name=column,
+            db_column_name=column,
+            column_class_name=column_class.__name__,
+            column_class=column_class,
+            params={**_PARAMS, **params},
+            schema=None,
+        )
 
     async def drop_index():
         await engine_finder().run_ddl("DROP INDEX IF EXISTS conversion_click_goal_ordinal")

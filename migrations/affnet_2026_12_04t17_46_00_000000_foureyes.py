@@ -26,22 +26,53 @@ KINDS = {k: k for k in ("schedule", "network_minimum", "publisher_minimum", "pub
 
 
 class User(Table, tablename="app_user", schema=None):
-    id = Serial(null=False, primary_key=True, unique=False, index=False, index_method=IndexMethod.btree,
-                choices=None, db_column_name="id", secret=False)
+    id = Serial(
+        null=False,
+        primary_key=True,
+        unique=False,
+        index=False,
+        index_method=IndexMethod.btree,
+        choices=None,
+        db_column_name="id",
+        secret=False,
+    )
 
 
 class PayoutBatch(Table, tablename="payout_batch", schema=None):
-    id = Serial(null=False, primary_key=True, unique=False, index=False, index_method=IndexMethod.btree,
-                choices=None, db_column_name="id", secret=False)
+    id = Serial(
+        null=False,
+        primary_key=True,
+        unique=False,
+        index=False,
+        index_method=IndexMethod.btree,
+        choices=None,
+        db_column_name="id",
+        secret=False,
+    )
 
 
-_PARAMS = {"null": False, "primary_key": False, "unique": False, "index": False, "index_method": IndexMethod.btree,
-           "choices": None, "db_column_name": None, "secret": False}
+_PARAMS = {
+    "null": False,
+    "primary_key": False,
+    "unique": False,
+    "index": False,
+    "index_method": IndexMethod.btree,
+    "choices": None,
+    "db_column_name": None,
+    "secret": False,
+}
 
 
 def _fk(references: type[Table], *, null: bool) -> dict:
-    return {"references": references, "on_delete": OnDelete.restrict, "on_update": OnUpdate.cascade,
-            "target_column": None, **_PARAMS, "null": null, "index": True}
+    return {
+        "references": references,
+        "on_delete": OnDelete.restrict,
+        "on_update": OnUpdate.cascade,
+        "target_column": None,
+        **_PARAMS,
+        "null": null,
+        "index": True,
+    }
 
 
 COLUMNS = [
@@ -66,7 +97,8 @@ async def _copy_editors() -> None:
             await engine.run_ddl(
                 "INSERT INTO payout_change (actor, kind, currency, publisher, batch, summary, created_at) "  # noqa: S608
                 f"SELECT u.id, 'line_held', b.currency, NULL, b.id, '{SUMMARY}', b.prepared_at "
-                f"FROM payout_batch b, app_user u WHERE b.id = {batch_id} AND u.id = {int(part)}")
+                f"FROM payout_batch b, app_user u WHERE b.id = {batch_id} AND u.id = {int(part)}"
+            )
 
 
 class _Manager(MigrationManager):
@@ -80,9 +112,21 @@ async def forwards():
     manager = _Manager(migration_id=ID, app_name="affnet", description=DESCRIPTION)
     manager.add_table(class_name="PayoutChange", tablename="payout_change", schema=None, columns=None)
     for column, column_class, params in COLUMNS:
-        manager.add_column(table_class_name="PayoutChange", tablename="payout_change", column_name=column,
-                           db_column_name=column, column_class_name=column_class.__name__,
-                           column_class=column_class, params={**_PARAMS, **params}, schema=None)
-    manager.drop_column(table_class_name="PayoutBatch", tablename="payout_batch", column_name="editors",
-                        db_column_name="editors", schema=None)
+        manager.add_column(
+            table_class_name="PayoutChange",
+            tablename="payout_change",
+            column_name=column,
+            db_column_name=column,
+            column_class_name=column_class.__name__,
+            column_class=column_class,
+            params={**_PARAMS, **params},
+            schema=None,
+        )
+    manager.drop_column(
+        table_class_name="PayoutBatch",
+        tablename="payout_batch",
+        column_name="editors",
+        db_column_name="editors",
+        schema=None,
+    )
     return manager

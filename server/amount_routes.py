@@ -21,13 +21,25 @@ async def amount_preview(text: FromQuery[str] = "", currency: FromQuery[str] = "
     """200 {minor, currency, display, locale} for an amount read; 422 {error: {code, message}} for
     one that would be refused on saving; 200 with nothing read when nothing was typed. Changes nothing."""
     if not text.strip():
-        return Response({"minor": None, "currency": currency[:8], "display": "",
-                         "locale": locales.tag(locales.current())}, headers={"Cache-Control": "no-store"})
+        return Response(
+            {"minor": None, "currency": currency[:8], "display": "", "locale": locales.tag(locales.current())},
+            headers={"Cache-Control": "no-store"},
+        )
     try:
         code = money.currency(currency[:8])
         minor = money.parse_amount(text[:MAX_TEXT], code, field="amount", label="The amount")
     except Invalid as exc:
-        return Response({"error": {"code": exc.code, "message": exc.message}}, status_code=422,
-                        headers={"Cache-Control": "no-store"})
-    return Response({"minor": minor, "currency": code, "display": money.display_local(minor, code),
-                     "locale": locales.tag(locales.current())}, headers={"Cache-Control": "no-store"})
+        return Response(
+            {"error": {"code": exc.code, "message": exc.message}},
+            status_code=422,
+            headers={"Cache-Control": "no-store"},
+        )
+    return Response(
+        {
+            "minor": minor,
+            "currency": code,
+            "display": money.display_local(minor, code),
+            "locale": locales.tag(locales.current()),
+        },
+        headers={"Cache-Control": "no-store"},
+    )

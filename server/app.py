@@ -134,16 +134,27 @@ def create_app(settings: Settings | None = None) -> AdFastPath:
     redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
     link_cache = cache.LinkCache(tracking.load_target)
     terms_cache = cache.LinkCache(conversion_intake.load_terms)  # what postbacks need, by link id
-    redirector = tracking.Redirector(token_key=_derived_secret(settings, "click-token").encode(),
-                                     visitor_key=_derived_secret(settings, "visitor").encode())
+    redirector = tracking.Redirector(
+        token_key=_derived_secret(settings, "click-token").encode(),
+        visitor_key=_derived_secret(settings, "visitor").encode(),
+    )
     redirector.country_header = geo.header_name(settings.geo_country_header)
     # Every answered click and counted view is journaled locally before its answer leaves, and
     # replayed at the next start if this process dies before storing it (server/tracking/journal.py).
-    click_buffer = EventBuffer(writer=tracking.write_clicks, flush_interval=0.5, max_batch=5000,
-                               journal=Journal.of(settings.journal_dir, "clicks", settings.database_url))
-    ads = AdServer(base_url=settings.base_url, redis=redis, offer_key=_derived_secret(settings, "ad-offer").encode(),
-                   visitor_key=_derived_secret(settings, "visitor").encode(), writer=ads_service.write_impressions,
-                   journal=Journal.of(settings.journal_dir, "impressions", settings.database_url))
+    click_buffer = EventBuffer(
+        writer=tracking.write_clicks,
+        flush_interval=0.5,
+        max_batch=5000,
+        journal=Journal.of(settings.journal_dir, "clicks", settings.database_url),
+    )
+    ads = AdServer(
+        base_url=settings.base_url,
+        redis=redis,
+        offer_key=_derived_secret(settings, "ad-offer").encode(),
+        visitor_key=_derived_secret(settings, "visitor").encode(),
+        writer=ads_service.write_impressions,
+        journal=Journal.of(settings.journal_dir, "impressions", settings.database_url),
+    )
     ads.country_header = redirector.country_header
     tasks: list[asyncio.Task] = []
 
@@ -183,43 +194,69 @@ def create_app(settings: Settings | None = None) -> AdFastPath:
         route_handlers=[
             *ROUTE_HANDLERS,
             *bench,
-            create_static_files_router(path="/static", directories=[ROOT / "static"], opt=PUBLIC,
-                                       include_in_schema=False),
+            create_static_files_router(
+                path="/static", directories=[ROOT / "static"], opt=PUBLIC, include_in_schema=False
+            ),
             # Creative images advertisers uploaded (validated as images when stored).
-            create_static_files_router(path="/media", directories=[settings.media_dir], opt=PUBLIC,
-                                       include_in_schema=False, name="media"),
+            create_static_files_router(
+                path="/media", directories=[settings.media_dir], opt=PUBLIC, include_in_schema=False, name="media"
+            ),
         ],
-        state=State({"settings": settings, "redis": redis, "link_cache": link_cache, "terms_cache": terms_cache,
-                     "redirector": redirector,
-                     "click_buffer": click_buffer, "ads": ads}),
+        state=State(
+            {
+                "settings": settings,
+                "redis": redis,
+                "link_cache": link_cache,
+                "terms_cache": terms_cache,
+                "redirector": redirector,
+                "click_buffer": click_buffer,
+                "ads": ads,
+            }
+        ),
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
-        middleware=[SecurityHeadersMiddleware(), AuthMiddleware(), LocaleMiddleware(), SessionBoundCSRF(
-            secret=_derived_secret(settings, "csrf"),
-            session_cookie=SESSION_COOKIE,
-            cookie_name="affnet_csrf",
-            header_name="x-csrf-token",
-            secure=settings.secure_cookies,
-            # The API authenticates with Bearer keys only, never cookies, so it needs no CSRF token.
-            # The click redirect changes nothing a visitor owns and must not mint a token per click.
-            # Conversion postbacks and pixels come from advertisers' servers and pages, with their
-            # own credentials (a campaign token or API key; the pixel a signed click id).
-            # Stripe's webhooks are signed by Stripe (verified over the raw body), and send no cookie.
-            # Ads' endpoints are called by the embed script from publishers' pages and read no cookie.
-            exclude=("^/api/", "^/healthz$", "^/c/", "^/__bench/", "^/postback", "^/px/",
-                     "^/stripe/(connect-)?webhook$", "^/ads/"),
-        )],
-        template_config=TemplateConfig(directory=ROOT / "templates", engine=JinjaTemplateEngine,
-                                       engine_callback=_check_autoescape),
+        middleware=[
+            SecurityHeadersMiddleware(),
+            AuthMiddleware(),
+            LocaleMiddleware(),
+            SessionBoundCSRF(
+                secret=_derived_secret(settings, "csrf"),
+                session_cookie=SESSION_COOKIE,
+                cookie_name="affnet_csrf",
+                header_name="x-csrf-token",
+                secure=settings.secure_cookies,
+                # The API authenticates with Bearer keys only, never cookies, so it needs no CSRF token.
+                # The click redirect changes nothing a visitor owns and must not mint a token per click.
+                # Conversion postbacks and pixels come from advertisers' servers and pages, with their
+                # own credentials (a campaign token or API key; the pixel a signed click id).
+                # Stripe's webhooks are signed by Stripe (verified over the raw body), and send no cookie.
+                # Ads' endpoints are called by the embed script from publishers' pages and read no cookie.
+                exclude=(
+                    "^/api/",
+                    "^/healthz$",
+                    "^/c/",
+                    "^/__bench/",
+                    "^/postback",
+                    "^/px/",
+                    "^/stripe/(connect-)?webhook$",
+                    "^/ads/",
+                ),
+            ),
+        ],
+        template_config=TemplateConfig(
+            directory=ROOT / "templates", engine=JinjaTemplateEngine, engine_callback=_check_autoescape
+        ),
         openapi_config=OpenAPIConfig(
             title="affnet API",
             version="1",
             path="/schema",
             description="Publishers and advertisers call /api/v1 with 'Authorization: Bearer <API key>'. "
-                        "Create keys on the API keys page of your account.",
-            components=Components(security_schemes={
-                "apiKey": SecurityScheme(type="http", scheme="bearer", description="An affnet API key")
-            }),
+            "Create keys on the API keys page of your account.",
+            components=Components(
+                security_schemes={
+                    "apiKey": SecurityScheme(type="http", scheme="bearer", description="An affnet API key")
+                }
+            ),
         ),
         exception_handlers={
             DomainError: handle_domain_error,

@@ -59,9 +59,17 @@ def serve(host: str, port: int, workers: int) -> None:
 
     settings = _settings()  # fails fast on an unsafe production configuration
     proxies = ",".join(settings.trusted_proxies) or "127.0.0.1"
-    uvicorn.run("server.app:create_app", factory=True, host=host, port=port, workers=workers,
-                proxy_headers=bool(settings.trusted_proxies), forwarded_allow_ips=proxies,
-                log_level="info" if settings.production else "warning", server_header=False)
+    uvicorn.run(
+        "server.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=proxies,
+        log_level="info" if settings.production else "warning",
+        server_header=False,
+    )
 
 
 @main.command()
@@ -133,14 +141,25 @@ async def seed_demo(settings) -> list[tuple[str, str]]:
             continue
         if role is Role.publisher:
             uid = await accounts.signup_publisher(
-                {"email": email, "password": DEMO_PASSWORD, "display_name": "Demo Blog",
-                 "blog_url": "https://blog.affnet.example", "audience": "Home cooks, about 20k readers a month"},
+                {
+                    "email": email,
+                    "password": DEMO_PASSWORD,
+                    "display_name": "Demo Blog",
+                    "blog_url": "https://blog.affnet.example",
+                    "audience": "Home cooks, about 20k readers a month",
+                },
                 settings,
             )
             await accounts.review_publisher(_system_admin(), await _publisher_id(uid), approve=True)
         elif role is Role.advertiser:
-            await accounts.signup_advertiser({"email": email, "password": DEMO_PASSWORD,
-                                              "company_name": "Demo Shop", "website": "https://shop.affnet.example"})
+            await accounts.signup_advertiser(
+                {
+                    "email": email,
+                    "password": DEMO_PASSWORD,
+                    "company_name": "Demo Shop",
+                    "website": "https://shop.affnet.example",
+                }
+            )
         else:
             await accounts.create_user(email, DEMO_PASSWORD, role)
     await _seed_demo_campaign()
@@ -168,11 +187,22 @@ async def _seed_demo_campaign() -> None:
         return
     campaign_id = await campaigns.create_campaign(
         CurrentUser(adv["id"], "advertiser@affnet.example", Role.advertiser, "cli"),
-        {"name": "Demo Shop spring sale", "description": "Kitchen knives and pans for home cooks.",
-         "category": "home", "currency": "EUR", "landing_url": "https://shop.affnet.example/spring",
-         "allowed_domains": "shop.affnet.example", "visibility": "public",
-         "goal_0_name": "sale", "goal_0_model": "revshare", "goal_0_advertiser": "10",
-         "goal_1_name": "lead", "goal_1_model": "cpl", "goal_1_advertiser": "2.50"})
+        {
+            "name": "Demo Shop spring sale",
+            "description": "Kitchen knives and pans for home cooks.",
+            "category": "home",
+            "currency": "EUR",
+            "landing_url": "https://shop.affnet.example/spring",
+            "allowed_domains": "shop.affnet.example",
+            "visibility": "public",
+            "goal_0_name": "sale",
+            "goal_0_model": "revshare",
+            "goal_0_advertiser": "10",
+            "goal_1_name": "lead",
+            "goal_1_model": "cpl",
+            "goal_1_advertiser": "2.50",
+        },
+    )
     await campaigns.join(CurrentUser(pub["id"], "publisher@affnet.example", Role.publisher, "cli"), campaign_id)
 
 
@@ -249,26 +279,63 @@ def reports_rebuild() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=12111, show_default=True, type=int)
 @click.option("--public-url", default=None, help="Where a browser reaches it (default: http://HOST:PORT).")
-@click.option("--secret-key", envvar="STRIPE_SECRET_KEY", default=None,
-              help="The one API key accepted (env STRIPE_SECRET_KEY; default: any sk_test_ key).")
+@click.option(
+    "--secret-key",
+    envvar="STRIPE_SECRET_KEY",
+    default=None,
+    help="The one API key accepted (env STRIPE_SECRET_KEY; default: any sk_test_ key).",
+)
 @click.option("--webhook-url", default=None, help="Where events are POSTed (none: they are only listed).")
-@click.option("--webhook-secret", envvar="STRIPE_WEBHOOK_SECRET", default=None,
-              help="The whsec_ secret events are signed with (env STRIPE_WEBHOOK_SECRET; default: a new one).")
-@click.option("--connect-webhook-url", envvar="STRIPE_LOCAL_CONNECT_WEBHOOK_URL", default=None,
-              help="Where connected accounts' events are POSTed (Stripe's Connect endpoint; none: only listed).")
-@click.option("--connect-webhook-secret", envvar="STRIPE_CONNECT_WEBHOOK_SECRET", default=None,
-              help="The Connect endpoint's own whsec_ secret (env STRIPE_CONNECT_WEBHOOK_SECRET; default: a new one).")
-@click.option("--available-delay", default=2 * 86400, show_default=True, type=int,
-              help="Seconds a card payment's funds stay pending before transfers may use them.")
+@click.option(
+    "--webhook-secret",
+    envvar="STRIPE_WEBHOOK_SECRET",
+    default=None,
+    help="The whsec_ secret events are signed with (env STRIPE_WEBHOOK_SECRET; default: a new one).",
+)
+@click.option(
+    "--connect-webhook-url",
+    envvar="STRIPE_LOCAL_CONNECT_WEBHOOK_URL",
+    default=None,
+    help="Where connected accounts' events are POSTed (Stripe's Connect endpoint; none: only listed).",
+)
+@click.option(
+    "--connect-webhook-secret",
+    envvar="STRIPE_CONNECT_WEBHOOK_SECRET",
+    default=None,
+    help="The Connect endpoint's own whsec_ secret (env STRIPE_CONNECT_WEBHOOK_SECRET; default: a new one).",
+)
+@click.option(
+    "--available-delay",
+    default=2 * 86400,
+    show_default=True,
+    type=int,
+    help="Seconds a card payment's funds stay pending before transfers may use them.",
+)
 @click.option("--webhook-attempts", default=8, show_default=True, type=int)
-@click.option("--webhook-retry-delay", default=1.0, show_default=True, type=float,
-              help="Seconds before the first retry, doubled after each failure up to 60.")
+@click.option(
+    "--webhook-retry-delay",
+    default=1.0,
+    show_default=True,
+    type=float,
+    help="Seconds before the first retry, doubled after each failure up to 60.",
+)
 @click.option("--fee-bps", default=150, show_default=True, type=int, help="Card fee, basis points of the amount.")
 @click.option("--fee-fixed", default=25, show_default=True, type=int, help="Card fee, fixed part in minor units.")
-def stripe_local(host: str, port: int, public_url: str | None, secret_key: str | None, webhook_url: str | None,
-                 webhook_secret: str | None, connect_webhook_url: str | None, connect_webhook_secret: str | None,
-                 available_delay: int, webhook_attempts: int, webhook_retry_delay: float, fee_bps: int,
-                 fee_fixed: int) -> None:
+def stripe_local(
+    host: str,
+    port: int,
+    public_url: str | None,
+    secret_key: str | None,
+    webhook_url: str | None,
+    webhook_secret: str | None,
+    connect_webhook_url: str | None,
+    connect_webhook_secret: str | None,
+    available_delay: int,
+    webhook_attempts: int,
+    webhook_retry_delay: float,
+    fee_bps: int,
+    fee_fixed: int,
+) -> None:
     """Run the local Stripe stand-in (Checkout, refunds, disputes, Connect). Its state lives in memory."""
     import secrets
 
@@ -283,12 +350,19 @@ def stripe_local(host: str, port: int, public_url: str | None, secret_key: str |
     if not connect_webhook_secret:
         connect_webhook_secret = "whsec_" + secrets.token_hex(24)
         click.echo(f"stripe-local: signing Connect webhooks with {connect_webhook_secret}")
-    config = Config(public_url=(public_url or f"http://{host}:{port}").rstrip("/"), secret_key=secret_key or None,
-                    webhook_url=webhook_url or None, webhook_secret=webhook_secret,
-                    connect_webhook_url=connect_webhook_url or None, connect_webhook_secret=connect_webhook_secret,
-                    available_delay=available_delay, fee_bps=fee_bps,
-                    fee_fixed_minor=fee_fixed, webhook_attempts=webhook_attempts,
-                    webhook_retry_delay=webhook_retry_delay)
+    config = Config(
+        public_url=(public_url or f"http://{host}:{port}").rstrip("/"),
+        secret_key=secret_key or None,
+        webhook_url=webhook_url or None,
+        webhook_secret=webhook_secret,
+        connect_webhook_url=connect_webhook_url or None,
+        connect_webhook_secret=connect_webhook_secret,
+        available_delay=available_delay,
+        fee_bps=fee_bps,
+        fee_fixed_minor=fee_fixed,
+        webhook_attempts=webhook_attempts,
+        webhook_retry_delay=webhook_retry_delay,
+    )
     uvicorn.run(create_app(config), host=host, port=port, log_level="warning", server_header=False)
 
 
@@ -301,8 +375,12 @@ def _stripe_local_keys() -> dict[str, str]:
     keys = json.loads(path.read_text()) if path.exists() else {}
     if "connect_webhook_secret" in keys:
         return keys
-    keys = {"secret_key": "sk_test_local" + secrets.token_hex(16), "webhook_secret": "whsec_" + secrets.token_hex(24),
-            **keys, "connect_webhook_secret": "whsec_" + secrets.token_hex(24)}  # (files of older affnets lack it)
+    keys = {
+        "secret_key": "sk_test_local" + secrets.token_hex(16),
+        "webhook_secret": "whsec_" + secrets.token_hex(24),
+        **keys,
+        "connect_webhook_secret": "whsec_" + secrets.token_hex(24),
+    }  # (files of older affnets lack it)
     path.unlink(missing_ok=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -314,8 +392,13 @@ def _stripe_local_keys() -> dict[str, str]:
 @main.command()
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--redis-port", default=6390, show_default=True, type=int)
-@click.option("--stripe-port", default=12111, show_default=True, type=int,
-              help="Port of the local Stripe stand-in, started when STRIPE_SECRET_KEY is not set.")
+@click.option(
+    "--stripe-port",
+    default=12111,
+    show_default=True,
+    type=int,
+    help="Port of the local Stripe stand-in, started when STRIPE_SECRET_KEY is not set.",
+)
 def dev(port: int, redis_port: int, stripe_port: int) -> None:
     """Start everything for local use: Redis, migrations, demo data, the Stripe stand-in, the worker and the web
     server."""
@@ -334,11 +417,15 @@ def dev(port: int, redis_port: int, stripe_port: int) -> None:
         if port_open(stripe_port):
             raise click.ClickException(f"port {stripe_port} is taken; choose another with --stripe-port")
         keys = _stripe_local_keys()
-        env.update(STRIPE_SECRET_KEY=keys["secret_key"], STRIPE_WEBHOOK_SECRET=keys["webhook_secret"],
-                   STRIPE_CONNECT_WEBHOOK_SECRET=keys["connect_webhook_secret"],
-                   STRIPE_PUBLISHABLE_KEY="pk_test_local", STRIPE_API_BASE=f"http://127.0.0.1:{stripe_port}",
-                   # Connected accounts' events go to the Connect endpoint, as Stripe sends them.
-                   STRIPE_LOCAL_CONNECT_WEBHOOK_URL=env["BASE_URL"].rstrip("/") + "/stripe/connect-webhook")
+        env.update(
+            STRIPE_SECRET_KEY=keys["secret_key"],
+            STRIPE_WEBHOOK_SECRET=keys["webhook_secret"],
+            STRIPE_CONNECT_WEBHOOK_SECRET=keys["connect_webhook_secret"],
+            STRIPE_PUBLISHABLE_KEY="pk_test_local",
+            STRIPE_API_BASE=f"http://127.0.0.1:{stripe_port}",
+            # Connected accounts' events go to the Connect endpoint, as Stripe sends them.
+            STRIPE_LOCAL_CONNECT_WEBHOOK_URL=env["BASE_URL"].rstrip("/") + "/stripe/connect-webhook",
+        )
     os.environ.update(env)
     _settings()
     exe = [sys.executable, "-m", "server.cli"]
@@ -351,22 +438,42 @@ def dev(port: int, redis_port: int, stripe_port: int) -> None:
         asyncio.run(_with_db(_seed_demo_ads))  # demo data added to affnet since the first run
     # Every process is a Child: when one exits (a crash, a Redis outage it did not survive) it is started
     # again with backoff and the others keep running; Ctrl-C stops them all.
-    children: list[Child] = [Child("redis", lambda: start_redis(DATA_DIR / "redis", port=redis_port, persist=True),
-                                   handle=s) for s in services]
+    children: list[Child] = [
+        Child("redis", lambda: start_redis(DATA_DIR / "redis", port=redis_port, persist=True), handle=s)
+        for s in services
+    ]
     if local_stripe:
         # Keys reach it through the environment (STRIPE_SECRET_KEY, STRIPE_WEBHOOK_SECRET), not argv. Its own
         # session: Ctrl-C reaches it once, from stop_all (a second SIGINT makes uvicorn exit with a traceback).
         # Restarted, it starts empty (its state is in memory): pending Checkout sessions are gone.
-        stand_in = Child("Stripe stand-in", lambda: subprocess.Popen(  # noqa: S603
-            [*exe, "stripe-local", "--port", str(stripe_port),
-             "--webhook-url", env["BASE_URL"].rstrip("/") + "/stripe/webhook"],
-            env=env, cwd=ROOT, start_new_session=True))
+        stand_in = Child(
+            "Stripe stand-in",
+            lambda: subprocess.Popen(  # noqa: S603
+                [
+                    *exe,
+                    "stripe-local",
+                    "--port",
+                    str(stripe_port),
+                    "--webhook-url",
+                    env["BASE_URL"].rstrip("/") + "/stripe/webhook",
+                ],
+                env=env,
+                cwd=ROOT,
+                start_new_session=True,
+            ),
+        )
         wait_for_port(stripe_port, timeout=30, proc=stand_in.proc)
         children.append(stand_in)
     children += [
         Child("worker", lambda: subprocess.Popen([*exe, "worker"], env=env, cwd=ROOT)),  # noqa: S603
-        Child("web server", lambda: subprocess.Popen([*exe, "serve", "--port", str(port)],  # noqa: S603
-                                                     env=env, cwd=ROOT)),
+        Child(
+            "web server",
+            lambda: subprocess.Popen(  # noqa: S603
+                [*exe, "serve", "--port", str(port)],
+                env=env,
+                cwd=ROOT,
+            ),
+        ),
     ]
 
     def stop_all(*_):
@@ -391,8 +498,10 @@ def dev(port: int, redis_port: int, stripe_port: int) -> None:
         click.echo(f"  health: http://127.0.0.1:{port}/healthz   API docs: http://127.0.0.1:{port}/schema")
         click.echo(f"  demo blog with an ad slot: http://127.0.0.1:{port}/demo/blog")
         if local_stripe:
-            click.echo(f"  Stripe: local stand-in at {env['STRIPE_API_BASE']}/ (test mode, state in memory; "
-                       f"webhooks to {env['BASE_URL']}/stripe/webhook)")
+            click.echo(
+                f"  Stripe: local stand-in at {env['STRIPE_API_BASE']}/ (test mode, state in memory; "
+                f"webhooks to {env['BASE_URL']}/stripe/webhook)"
+            )
         _print_logins([(role.value, email) for role, email in DEMO_USERS])
         while True:
             time.sleep(0.5)

@@ -29,8 +29,16 @@ FORM_FIELD = "_csrf_token"
 
 
 class SessionBoundCSRF(ASGIMiddleware):
-    def __init__(self, *, secret: str, session_cookie: str, cookie_name: str, header_name: str, secure: bool,
-                 exclude: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        *,
+        secret: str,
+        session_cookie: str,
+        cookie_name: str,
+        header_name: str,
+        secure: bool,
+        exclude: tuple[str, ...],
+    ) -> None:
         self.key = secret.encode()
         self.session_cookie = session_cookie
         self.cookie_name = cookie_name
@@ -74,8 +82,10 @@ class SessionBoundCSRF(ASGIMiddleware):
             token = expected or self.anonymous_token()
         else:
             sent = request.headers.get(self.header_name)
-            if not sent and request.content_type[0] in (RequestEncodingType.URL_ENCODED,
-                                                        RequestEncodingType.MULTI_PART):
+            if not sent and request.content_type[0] in (
+                RequestEncodingType.URL_ENCODED,
+                RequestEncodingType.MULTI_PART,
+            ):
                 value = (await request.form()).get(FORM_FIELD)
                 sent = value if isinstance(value, str) else None
             if not (expected and sent and hmac.compare_digest(sent, expected)):
@@ -107,5 +117,6 @@ class SessionBoundCSRF(ASGIMiddleware):
         return token
 
     def _cookie(self, token: str) -> str:
-        return Cookie(key=self.cookie_name, value=token, path="/", secure=self.secure, httponly=True,
-                      samesite="lax").to_header(header="")
+        return Cookie(
+            key=self.cookie_name, value=token, path="/", secure=self.secure, httponly=True, samesite="lax"
+        ).to_header(header="")

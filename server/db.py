@@ -113,8 +113,7 @@ async def stop(eng: Engine) -> None:
         try:
             await asyncio.wait_for(pool.close(), POOL_CLOSE_TIMEOUT)
         except TimeoutError:
-            log.warning("database connections were still in use %.0f s into shutdown; closing them",
-                        POOL_CLOSE_TIMEOUT)
+            log.warning("database connections were still in use %.0f s into shutdown; closing them", POOL_CLOSE_TIMEOUT)
             pool.terminate()
 
 
@@ -210,7 +209,8 @@ async def insert_once(table: str, columns: Sequence[str], unique: str, rows: Seq
             placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
             await conn.executemany(
                 f"INSERT INTO {table} ({names}) VALUES ({placeholders}) ON CONFLICT ({unique}) DO NOTHING",  # noqa: S608
-                rows)
+                rows,
+            )
 
 
 async def execute_many(sql: str, rows: Sequence[tuple]) -> None:
@@ -249,10 +249,15 @@ async def insert_rows(table: type[Table], columns: Sequence[str], rows: Sequence
         async with conn.execute(f"SELECT id FROM {name} WHERE id > ? ORDER BY id", (top,)) as cursor:  # noqa: S608
             ids = [r["id"] for r in await cursor.fetchall()]
     else:
-        ids = [r[0] for r in await conn.fetch(
-            "SELECT nextval(pg_get_serial_sequence($1, 'id')) FROM generate_series(1, $2)", name, len(rows))]
-        await conn.copy_records_to_table(name, records=[(i, *r) for i, r in zip(ids, rows, strict=True)],
-                                         columns=["id", *columns])
+        ids = [
+            r[0]
+            for r in await conn.fetch(
+                "SELECT nextval(pg_get_serial_sequence($1, 'id')) FROM generate_series(1, $2)", name, len(rows)
+            )
+        ]
+        await conn.copy_records_to_table(
+            name, records=[(i, *r) for i, r in zip(ids, rows, strict=True)], columns=["id", *columns]
+        )
     if len(ids) != len(rows):
         raise RuntimeError(f"{len(rows)} rows inserted into {name}, {len(ids)} ids found")
     return ids

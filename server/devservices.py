@@ -123,17 +123,46 @@ def start_postgres(data_dir: Path, port: int | None = None, durable: bool = Fals
             parent.chmod(parent.stat().st_mode | 0o011)
     env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
     subprocess.run(  # noqa: S603
-        _as_postgres_user([str(bindir / "initdb"), "-D", str(data_dir / "db"), "-U", "affnet", "-A", "trust",
-                           "-E", "UTF8", "--no-sync"]),
-        check=True, capture_output=True, env=env,
+        _as_postgres_user(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(data_dir / "db"),
+                "-U",
+                "affnet",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+        env=env,
     )
     opts = f"-p {port} -c listen_addresses=127.0.0.1 -k {data_dir} -c max_connections=200"
     if not durable:
         opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
     subprocess.run(  # noqa: S603
-        _as_postgres_user([str(bindir / "pg_ctl"), "-D", str(data_dir / "db"), "-o", opts,
-                           "-l", str(data_dir / "postgres.log"), "-w", "-t", "60", "start"]),
-        check=True, capture_output=True, env=env,
+        _as_postgres_user(
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(data_dir / "db"),
+                "-o",
+                opts,
+                "-l",
+                str(data_dir / "postgres.log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+        env=env,
     )
     stop = _as_postgres_user([str(bindir / "pg_ctl"), "-D", str(data_dir / "db"), "-m", "fast", "-w", "stop"])
     return Service("postgres", port, f"postgres://affnet@127.0.0.1:{port}/postgres", None, stop_cmd=stop)

@@ -20,10 +20,14 @@ from server.web import PUBLIC
 
 CHECK_TIMEOUT = 2.0
 
-REDIS_DOWN = ("redis: logins are paused (503) and new background jobs wait; clicks, ads, conversions, "
-              "Stripe webhooks and logged-in pages keep working, and the worker catches up when Redis returns")
-WORKER_NOT_SEEN = ("worker: no arq worker has reported in the last 30 seconds; approvals, Stripe events, "
-                   "payouts and reports wait until one runs")
+REDIS_DOWN = (
+    "redis: logins are paused (503) and new background jobs wait; clicks, ads, conversions, "
+    "Stripe webhooks and logged-in pages keep working, and the worker catches up when Redis returns"
+)
+WORKER_NOT_SEEN = (
+    "worker: no arq worker has reported in the last 30 seconds; approvals, Stripe events, "
+    "payouts and reports wait until one runs"
+)
 
 
 async def _check(coro) -> str:
@@ -34,10 +38,14 @@ async def _check(coro) -> str:
     return "ok"
 
 
-@get("/healthz", opt=PUBLIC, summary="Health of the database, Redis and the worker",
-     description="503 when the database does not answer (this instance cannot serve). 200 otherwise, with "
-                 "`status` `ok`, or `degraded` and a `degraded` list when Redis does not answer or no worker "
-                 "has been seen recently: every instance shares those, and the product keeps serving.")
+@get(
+    "/healthz",
+    opt=PUBLIC,
+    summary="Health of the database, Redis and the worker",
+    description="503 when the database does not answer (this instance cannot serve). 200 otherwise, with "
+    "`status` `ok`, or `degraded` and a `degraded` list when Redis does not answer or no worker "
+    "has been seen recently: every instance shares those, and the product keeps serving.",
+)
 async def healthz(request: Request) -> Response:
     redis = request.app.state.redis
     database = await _check(db.ping())
@@ -54,6 +62,14 @@ async def healthz(request: Request) -> Response:
         status = "unavailable"
     else:
         status = "degraded" if degraded else "ok"
-    return Response({"status": status, "database": database, "redis": redis_status, "worker": worker,
-                     "jobs_waiting_for_redis": len(jobs.waiting()), "degraded": degraded},
-                    status_code=503 if database != "ok" else 200)
+    return Response(
+        {
+            "status": status,
+            "database": database,
+            "redis": redis_status,
+            "worker": worker,
+            "jobs_waiting_for_redis": len(jobs.waiting()),
+            "degraded": degraded,
+        },
+        status_code=503 if database != "ok" else 200,
+    )

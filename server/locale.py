@@ -104,8 +104,10 @@ class LocaleMiddleware(ASGIMiddleware):
 
     # The hot tracking paths and static files never read an amount.
     should_bypass_for_scope = staticmethod(
-        lambda scope: scope["path"].startswith(("/static/", "/media/", "/c/", "/px/", "/__bench/", "/postback"))
-        or scope["path"] == "/healthz"
+        lambda scope: (
+            scope["path"].startswith(("/static/", "/media/", "/c/", "/px/", "/__bench/", "/postback"))
+            or scope["path"] == "/healthz"
+        )
     )
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:

@@ -148,17 +148,18 @@ def _without_currency(text: str, code: str) -> str:
     upper = text.upper()
     for mark in _currency_marks(code):
         if upper.startswith(mark):
-            text, upper = text[len(mark):].strip(), upper[len(mark):].strip()
+            text, upper = text[len(mark) :].strip(), upper[len(mark) :].strip()
             break
     for mark in _currency_marks(code):
         if upper.endswith(mark):
-            text = text[:-len(mark)].strip()
+            text = text[: -len(mark)].strip()
             break
     return text
 
 
-def parse_amount(text: str, code: str, *, field: str, label: str, allow_zero: bool = True,
-                 locale: Locale | str | None = FROM_REQUEST) -> int:
+def parse_amount(
+    text: str, code: str, *, field: str, label: str, allow_zero: bool = True, locale: Locale | str | None = FROM_REQUEST
+) -> int:
     """What a person typed -> minor units of `code`: '12,50' EUR -> 1250, in any locale.
 
     `locale` is the one the text was written in; by default the request's (server/locale.py),
@@ -185,10 +186,13 @@ def parse_amount(text: str, code: str, *, field: str, label: str, allow_zero: bo
         if as_decimal.scaleb(places) != as_decimal.scaleb(places).to_integral_value():
             # Only the grouped reading is an amount of this currency; still not guessed: a mistyped
             # decimal (12.345 for 12.35) would otherwise become a thousand times more.
-            raise Ambiguous(f"{label}: {raw} has more decimals than {code} allows ({places}) if "
-                            f"“{raw[len(raw) - 4]}” is the decimal mark; if it separates thousands "
-                            f"({display_local(as_grouped, code, locale, major=True)}), write "
-                            f"{_plain(as_grouped, decimal_symbol)}.", field=field)
+            raise Ambiguous(
+                f"{label}: {raw} has more decimals than {code} allows ({places}) if "
+                f"“{raw[len(raw) - 4]}” is the decimal mark; if it separates thousands "
+                f"({display_local(as_grouped, code, locale, major=True)}), write "
+                f"{_plain(as_grouped, decimal_symbol)}.",
+                field=field,
+            )
         shown = " or ".join(display_local(r, code, locale, major=True) for r in readings)
         write = " or ".join(_plain(r, decimal_symbol) for r in readings)
         raise Ambiguous(f"{label}: {raw} could be {shown}: write {write}.", field=field)
@@ -216,8 +220,9 @@ def _agrees_with_babel(raw: str, value: Decimal, locale: Locale, label: str, fie
     except NumberFormatError:
         return
     if theirs != value:
-        raise Ambiguous(f"{label}: {raw} could be read as {theirs} or {value}: write it without thousands "
-                        "separators.", field=field)
+        raise Ambiguous(
+            f"{label}: {raw} could be read as {theirs} or {value}: write it without thousands separators.", field=field
+        )
 
 
 def parse_percent_bp(text: str, *, field: str, label: str) -> int:
@@ -262,8 +267,9 @@ def display(amount_minor: int, code: str, locale: str = "en_US") -> str:
     return format_currency(Decimal(amount_minor).scaleb(-exponent(code)), code, locale=locale)
 
 
-def display_local(amount: int | Decimal, code: str, locale: Locale | None | Any = FROM_REQUEST, *,
-                  major: bool = False) -> str:
+def display_local(
+    amount: int | Decimal, code: str, locale: Locale | None | Any = FROM_REQUEST, *, major: bool = False
+) -> str:
     """An amount in the reader's locale (1250 EUR -> '12,50 €' in fr, '€12.50' with none): the echo of
     what was understood. `major`: `amount` is already in major units (a reading, not a stored amount)."""
     if locale is FROM_REQUEST:

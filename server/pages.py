@@ -17,8 +17,7 @@ def settings_of(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def render(template: str, *, status_code: int = 200, headers: dict[str, str] | None = None,
-           **context: Any) -> Template:
+def render(template: str, *, status_code: int = 200, headers: dict[str, str] | None = None, **context: Any) -> Template:
     return Template(template, context=context, status_code=status_code, headers=headers)
 
 
@@ -26,8 +25,15 @@ def render_error(template: str, exc: DomainError, form: dict[str, Any], **contex
     """Re-render a form with the values the person typed (never passwords) and what to fix."""
     safe_form = {k: v for k, v in form.items() if "password" not in k and k != "_csrf_token"}
     headers = {"Retry-After": str(exc.retry_after)} if hasattr(exc, "retry_after") else None
-    return render(template, status_code=exc.status_code, headers=headers, form=safe_form, error=exc.message,
-                  error_field=exc.field, **context)
+    return render(
+        template,
+        status_code=exc.status_code,
+        headers=headers,
+        form=safe_form,
+        error=exc.message,
+        error_field=exc.field,
+        **context,
+    )
 
 
 def see_other(path: str) -> Redirect:
@@ -37,7 +43,12 @@ def see_other(path: str) -> Redirect:
 def set_session_cookie(response: Response, request: Request, token: str) -> None:
     settings = settings_of(request)
     response.set_cookie(
-        SESSION_COOKIE, token, max_age=settings.session_ttl_seconds, path="/", httponly=True, samesite="lax",
+        SESSION_COOKIE,
+        token,
+        max_age=settings.session_ttl_seconds,
+        path="/",
+        httponly=True,
+        samesite="lax",
         secure=settings.secure_cookies or request.url.scheme == "https",
     )
 

@@ -12,11 +12,24 @@ from typing import Any
 from litestar import Request
 from litestar.exceptions import ValidationException
 
-_TYPE_WORDS = {"int": "a whole number", "float": "a number", "number": "a number", "str": "text",
-               "bool": "true or false", "object": "a JSON object", "array": "a list", "null": "null"}
+_TYPE_WORDS = {
+    "int": "a whole number",
+    "float": "a number",
+    "number": "a number",
+    "str": "text",
+    "bool": "true or false",
+    "object": "a JSON object",
+    "array": "a list",
+    "null": "null",
+}
 _COMPARISONS = {">=": "at least", "<=": "at most", ">": "more than", "<": "less than"}
-_WHERE = {"query": "in the address", "path": "in the address", "body": "in the body", "header": "header",
-          "cookie": "cookie"}
+_WHERE = {
+    "query": "in the address",
+    "path": "in the address",
+    "body": "in the body",
+    "header": "header",
+    "cookie": "cookie",
+}
 
 _GOT = re.compile(r"Expected `([^`]+)`, got `([^`]+)`")
 _BOUND = re.compile(r"Expected `([^`]+)` (>=|<=|>|<) (\S+)")
@@ -69,8 +82,9 @@ def validation_message(request: Request, exc: ValidationException) -> tuple[str,
     if not problems:
         detail = exc.detail or ""
         if match := _MISSING_PARAM.search(detail):
-            return f"“{match.group(2)}” is required {_WHERE.get(match.group(1), '')}.".replace(" .", "."), \
-                match.group(2)
+            return f"“{match.group(2)}” is required {_WHERE.get(match.group(1), '')}.".replace(" .", "."), match.group(
+                2
+            )
         if detail.startswith("Validation failed for"):  # no details given: do not echo the URL back
             return "The request could not be understood.", None
         return detail or "The request could not be understood.", None

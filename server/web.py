@@ -59,9 +59,10 @@ class AuthMiddleware(ASGIMiddleware):
     # Static files, the health check, the API docs, the click redirect and conversion intake (which
     # authenticates itself) never ask who is asking.
     should_bypass_for_scope = staticmethod(
-        lambda scope: scope["path"].startswith(("/static/", "/media/", "/schema", "/c/", "/__bench/", "/postback",
-                                                "/px/"))
-        or scope["path"] == "/healthz"
+        lambda scope: (
+            scope["path"].startswith(("/static/", "/media/", "/schema", "/c/", "/__bench/", "/postback", "/px/"))
+            or scope["path"] == "/healthz"
+        )
     )
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
@@ -152,14 +153,13 @@ def requires_role(*roles: Role):
             if problem is not None:
                 raise problem
             if connection.scope["path"].startswith(API_PREFIX):
-                raise Unauthorized("This endpoint needs an API key: send 'Authorization: Bearer <key>'.",
-                                   code="missing_api_key")
+                raise Unauthorized(
+                    "This endpoint needs an API key: send 'Authorization: Bearer <key>'.", code="missing_api_key"
+                )
             raise Unauthorized("Please log in to continue.", code="login_required")
         if user.role not in roles:
             wanted = " or ".join(ROLE_LABELS[r] for r in roles)
-            raise Forbidden(
-                f"This page is for {wanted}; you are signed in as {user.role.value}.", code="wrong_role"
-            )
+            raise Forbidden(f"This page is for {wanted}; you are signed in as {user.role.value}.", code="wrong_role")
 
     guard.affnet_roles = frozenset(roles)  # type: ignore[attr-defined]
     return guard
@@ -192,18 +192,31 @@ def _wants_json(request: Request) -> bool:
     return request.url.path.startswith(JSON_PATHS)
 
 
-def error_response(request: Request, status: int, code: str, message: str, field: str | None = None,
-                   headers: Mapping[str, str] | None = None) -> Response:
+def error_response(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
     headers = dict(headers) if headers else None
     if _wants_json(request):
-        return Response(ErrorBody(ErrorDetail(code=code, message=message, field=field)), status_code=status,
-                        media_type=MediaType.JSON, headers=headers)
+        return Response(
+            ErrorBody(ErrorDetail(code=code, message=message, field=field)),
+            status_code=status,
+            media_type=MediaType.JSON,
+            headers=headers,
+        )
     if status == 401:
         next_path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return Template("accounts/login.html", context={"error": message, "next": next_path, "email": ""},
-                        status_code=401, headers=headers)
-    return Template("error.html", context={"status": status, "message": message}, status_code=status,
-                    headers=headers)
+        return Template(
+            "accounts/login.html",
+            context={"error": message, "next": next_path, "email": ""},
+            status_code=401,
+            headers=headers,
+        )
+    return Template("error.html", context={"status": status, "message": message}, status_code=status, headers=headers)
 
 
 def handle_domain_error(request: Request, exc: DomainError) -> Response:
@@ -218,16 +231,25 @@ _HTTP_MESSAGES = {
     405: "This address does not accept that kind of request.",
     413: "That upload is too large.",
 }
-_HTTP_CODES = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-               413: "too_large", 415: "unsupported_media_type"}
+_HTTP_CODES = {
+    400: "bad_request",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
 
 
 def handle_http_error(request: Request, exc: HTTPException) -> Response:
     status = exc.status_code
     if isinstance(exc, PermissionDeniedException) and "CSRF" in (exc.detail or ""):
-        return error_response(request, 403, "csrf_failed",
-                              "This form has expired or did not come from this site. Go back, reload the "
-                              "page and try again.")
+        return error_response(
+            request,
+            403,
+            "csrf_failed",
+            "This form has expired or did not come from this site. Go back, reload the page and try again.",
+        )
     if isinstance(exc, NotAuthorizedException):
         return error_response(request, 401, "unauthorized", exc.detail or "Please log in to continue.")
     field = None

@@ -58,8 +58,9 @@ def postgres_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servi
 
 def migrate(database_url: str) -> None:
     env = {**os.environ, "DATABASE_URL": database_url, "SECRET_KEY": TEST_SECRET}
-    result = subprocess.run([sys.executable, "-m", "server.cli", "migrate"], cwd=ROOT, env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "server.cli", "migrate"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -87,17 +88,25 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, redis_service: Service, tmp_path_factory: pytest.TempPathFactory,
-             stripe_local: StripeLocal) -> Settings:
+def settings(
+    database_url: str, redis_service: Service, tmp_path_factory: pytest.TempPathFactory, stripe_local: StripeLocal
+) -> Settings:
     # Stripe is the local stand-in: the same SDK calls and signed webhooks as Stripe in test mode.
-    return Settings(env="test", database_url=database_url, redis_url=redis_service.url, secret_key=TEST_SECRET,
-                    base_url=BASE_URL, media_dir=str(tmp_path_factory.mktemp("media")),
-                    journal_dir=str(tmp_path_factory.mktemp("journal")),
-                    stripe_secret_key=stripe_local.secret_key, stripe_publishable_key="pk_test_local",
-                    stripe_webhook_secret=stripe_local.webhook_secret,
-                    stripe_connect_webhook_secret=stripe_local.connect_webhook_secret,
-                    stripe_api_base=stripe_local.base_url,
-                    geo_country_header="CF-IPCountry")
+    return Settings(
+        env="test",
+        database_url=database_url,
+        redis_url=redis_service.url,
+        secret_key=TEST_SECRET,
+        base_url=BASE_URL,
+        media_dir=str(tmp_path_factory.mktemp("media")),
+        journal_dir=str(tmp_path_factory.mktemp("journal")),
+        stripe_secret_key=stripe_local.secret_key,
+        stripe_publishable_key="pk_test_local",
+        stripe_webhook_secret=stripe_local.webhook_secret,
+        stripe_connect_webhook_secret=stripe_local.connect_webhook_secret,
+        stripe_api_base=stripe_local.base_url,
+        geo_country_header="CF-IPCountry",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -151,8 +160,9 @@ async def new_client(app, clean) -> AsyncIterator:
 
     def make(base_url: str = BASE_URL) -> httpx.AsyncClient:
         # httpx's ASGI transport calls the app in this event loop, as a server would.
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=("203.0.113.7", 50000)),
-                                   base_url=base_url)
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app, client=("203.0.113.7", 50000)), base_url=base_url
+        )
         clients.append(client)
         return client
 
@@ -184,5 +194,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    return [f"affnet tests: CI={CI} redis-server={find_redis_server()} postgres={find_postgres_bindir()}",
-            f"root: {Path(ROOT)}"]
+    return [
+        f"affnet tests: CI={CI} redis-server={find_redis_server()} postgres={find_postgres_bindir()}",
+        f"root: {Path(ROOT)}",
+    ]

@@ -21,12 +21,20 @@ def unique_email(prefix: str = "user") -> str:
     return f"{prefix}{next(_seq)}@affnet.example"
 
 
-async def make_publisher(settings: Settings, *, email: str | None = None, approved: bool = True,
-                         display_name: str = "Cooking Blog") -> tuple[int, str]:
+async def make_publisher(
+    settings: Settings, *, email: str | None = None, approved: bool = True, display_name: str = "Cooking Blog"
+) -> tuple[int, str]:
     email = email or unique_email("pub")
     user_id = await accounts.signup_publisher(
-        {"email": email, "password": PASSWORD, "display_name": display_name,
-         "blog_url": "https://blog.affnet.example", "audience": "home cooks"}, settings)
+        {
+            "email": email,
+            "password": PASSWORD,
+            "display_name": display_name,
+            "blog_url": "https://blog.affnet.example",
+            "audience": "home cooks",
+        },
+        settings,
+    )
     if approved:
         row = await Publisher.select(Publisher.id).where(Publisher.user == user_id).first()
         admin = CurrentUser(id=None, email="system", role=Role.admin, via="test")  # type: ignore[arg-type]
@@ -37,7 +45,8 @@ async def make_publisher(settings: Settings, *, email: str | None = None, approv
 async def make_advertiser(*, email: str | None = None) -> tuple[int, str]:
     email = email or unique_email("adv")
     user_id = await accounts.signup_advertiser(
-        {"email": email, "password": PASSWORD, "company_name": "Shop Ltd", "website": "https://shop.affnet.example"})
+        {"email": email, "password": PASSWORD, "company_name": "Shop Ltd", "website": "https://shop.affnet.example"}
+    )
     return user_id, email
 
 
@@ -60,8 +69,7 @@ def csrf(client: AsyncTestClient) -> str:
     return token
 
 
-async def post_form(client: AsyncTestClient, path: str, data: dict[str, Any] | None = None, *,
-                    with_csrf: bool = True):
+async def post_form(client: AsyncTestClient, path: str, data: dict[str, Any] | None = None, *, with_csrf: bool = True):
     """POST a form as a browser would: with the CSRF token from the cookie set by an earlier page."""
     if client.cookies.get("affnet_csrf") is None:
         await client.get("/login")

@@ -48,11 +48,23 @@ class StripeLocal:
     def fund_platform(self, amount: int, currency: str = "eur", *, card: str = AVAILABLE_AT_ONCE) -> str:
         """A payment into the platform's Stripe balance (available at once with the default card, pending
         for the stand-in's available delay with 4242…); its Checkout Session id."""
-        session = self.client().v1.checkout.sessions.create({
-            "mode": "payment", "success_url": "http://affnet.test/ok",
-            "line_items": [{"quantity": 1, "price_data": {"currency": currency, "unit_amount": amount,
-                                                          "product_data": {"name": "platform funds"}}}]},
-            {"idempotency_key": f"fund-platform:{uuid.uuid4()}"})
+        session = self.client().v1.checkout.sessions.create(
+            {
+                "mode": "payment",
+                "success_url": "http://affnet.test/ok",
+                "line_items": [
+                    {
+                        "quantity": 1,
+                        "price_data": {
+                            "currency": currency,
+                            "unit_amount": amount,
+                            "product_data": {"name": "platform funds"},
+                        },
+                    }
+                ],
+            },
+            {"idempotency_key": f"fund-platform:{uuid.uuid4()}"},
+        )
         self.control("POST", f"/_local/checkout/sessions/{session.id}/pay", card=card)
         return session.id
 
@@ -66,16 +78,37 @@ def running_stand_in(log_dir: Path, local_keys: StripeLocal | None = None, *opti
     """`affnet stripe-local` on a free loopback port, without webhook endpoints: tests deliver events
     themselves with `deliver`, or set one with POST /_local/webhook_endpoint."""
     port = free_port()
-    keys = local_keys or StripeLocal("", "sk_test_local" + secrets.token_hex(12), "whsec_" + secrets.token_hex(24),
-                                     "whsec_" + secrets.token_hex(24))
+    keys = local_keys or StripeLocal(
+        "", "sk_test_local" + secrets.token_hex(12), "whsec_" + secrets.token_hex(24), "whsec_" + secrets.token_hex(24)
+    )
     local = StripeLocal(f"http://127.0.0.1:{port}", keys.secret_key, keys.webhook_secret, keys.connect_webhook_secret)
-    env = {**os.environ, "STRIPE_SECRET_KEY": local.secret_key, "STRIPE_WEBHOOK_SECRET": local.webhook_secret,
-           "STRIPE_CONNECT_WEBHOOK_SECRET": local.connect_webhook_secret}
+    env = {
+        **os.environ,
+        "STRIPE_SECRET_KEY": local.secret_key,
+        "STRIPE_WEBHOOK_SECRET": local.webhook_secret,
+        "STRIPE_CONNECT_WEBHOOK_SECRET": local.connect_webhook_secret,
+    }
     env.pop("STRIPE_LOCAL_CONNECT_WEBHOOK_URL", None)
     log = open(log_dir / f"stripe-local-{port}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "server.cli", "stripe-local", "--port", str(port),
-                             "--webhook-retry-delay", "0.05", "--webhook-attempts", "4", *options],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "stripe-local",
+            "--port",
+            str(port),
+            "--webhook-retry-delay",
+            "0.05",
+            "--webhook-attempts",
+            "4",
+            *options,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_for_port(port, timeout=30, proc=proc)
         yield local
@@ -115,8 +148,9 @@ def new_stripe_account(stripe_local: StripeLocal, tmp_path: Path) -> Iterator[Ca
         context.__exit__(None, None, None)
 
 
-async def deliver(client: httpx.AsyncClient, stripe_local: StripeLocal, event_id: str,
-                  times: int = 1) -> list[httpx.Response]:
+async def deliver(
+    client: httpx.AsyncClient, stripe_local: StripeLocal, event_id: str, times: int = 1
+) -> list[httpx.Response]:
     """Post the event `times` times, each with the exact payload bytes and a fresh Stripe-Signature, as Stripe's
     deliveries and retries would, to the endpoint Stripe sends it to; return affnet's answers."""
     answers = []
@@ -125,6 +159,14 @@ async def deliver(client: httpx.AsyncClient, stripe_local: StripeLocal, event_id
             signed = await local.get(f"/_local/events/{event_id}/signed")
             signed.raise_for_status()
             path = "/stripe/connect-webhook" if json.loads(signed.content).get("account") else "/stripe/webhook"
-            answers.append(await client.post(path, content=signed.content, headers={
-                "Stripe-Signature": signed.headers["stripe-signature"], "Content-Type": "application/json"}))
+            answers.append(
+                await client.post(
+                    path,
+                    content=signed.content,
+                    headers={
+                        "Stripe-Signature": signed.headers["stripe-signature"],
+                        "Content-Type": "application/json",
+                    },
+                )
+            )
     return answers

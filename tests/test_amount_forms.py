@@ -50,8 +50,13 @@ async def advertiser_speaking(client, language: str | None) -> int:
 async def test_the_campaign_at_1250_a_sale_attack_now_stores_12_50_and_says_so(client):
     """The audit: a French advertiser typed 12,50 per sale and the campaign went live at €1,250.00."""
     await advertiser_speaking(client, FRENCH)
-    response = await post_form(client, f"{BASE}/new", campaign_form(
-        goal_0_advertiser="12,50", goal_0_publisher="10,00", total_budget="1 250,50", daily_budget="50,00"))
+    response = await post_form(
+        client,
+        f"{BASE}/new",
+        campaign_form(
+            goal_0_advertiser="12,50", goal_0_publisher="10,00", total_budget="1 250,50", daily_budget="50,00"
+        ),
+    )
     assert response.status_code == 303, shown_error(response)
     goal = await Goal.select(Goal.advertiser_amount, Goal.publisher_amount).first()
     assert goal == {"advertiser_amount": 1250, "publisher_amount": 1000}  # not 125_000 and 100_000
@@ -73,8 +78,9 @@ async def test_an_ambiguous_goal_amount_is_refused_without_a_locale_and_read_by_
     for language, minor in ((FRENCH, 125), ("it-IT", 125), ("de-DE", 125), ("es-ES", 125), ("en-US", 125_000)):
         browser = new_client()
         await advertiser_speaking(browser, language)
-        response = await post_form(browser, f"{BASE}/new", campaign_form(goal_0_advertiser="1,250",
-                                                                         goal_0_publisher="1,00", total_budget=""))
+        response = await post_form(
+            browser, f"{BASE}/new", campaign_form(goal_0_advertiser="1,250", goal_0_publisher="1,00", total_budget="")
+        )
         assert response.status_code == 303, (language, shown_error(response))
         campaign_id = int(re.search(r"/(\d+)\?", response.headers["location"]).group(1))
         goal = await Goal.select(Goal.advertiser_amount).where(Goal.campaign == campaign_id).first()
@@ -86,10 +92,15 @@ async def test_the_edit_form_shows_amounts_the_french_way_and_saving_it_unchange
     created = await post_form(client, f"{BASE}/new", campaign_form(goal_0_advertiser="12,50", total_budget="1250,5"))
     campaign_id = int(re.search(r"/(\d+)\?", created.headers["location"]).group(1))
     page = (await client.get(f"{BASE}/{campaign_id}/edit")).text
-    values = dict(re.findall(r'name="(goal_0_advertiser|goal_0_publisher|total_budget|daily_budget)" value="([^"]*)"',
-                             page))
-    assert values == {"goal_0_advertiser": "12,50", "goal_0_publisher": "10,00", "total_budget": "1250,50",
-                      "daily_budget": "250,00"}
+    values = dict(
+        re.findall(r'name="(goal_0_advertiser|goal_0_publisher|total_budget|daily_budget)" value="([^"]*)"', page)
+    )
+    assert values == {
+        "goal_0_advertiser": "12,50",
+        "goal_0_publisher": "10,00",
+        "total_budget": "1250,50",
+        "daily_budget": "250,00",
+    }
     assert 'data-amount data-amount-unless="goal_0_model=revshare" data-currency="EUR"' in page
     assert '<script src="/static/amounts.js" defer></script>' in page
     before = await Goal.select(Goal.advertiser_amount, Goal.publisher_amount).first()
@@ -108,16 +119,19 @@ async def test_a_top_up_typed_12_50_in_french_is_confirmed_as_12_50_before_strip
     shown = await post_form(client, "/advertiser/billing/fund", {"amount": "12,50", "currency": "EUR"})
     assert shown.status_code == 200
     assert html.unescape(re.search(r'data-testid="charge-amount">(.*?)<', shown.text).group(1)) == (
-        f"You will be charged 12,50{NBSP}€")
+        f"You will be charged 12,50{NBSP}€"
+    )
     assert 'name="confirmed_minor" value="1250"' in shown.text
     assert await Funding.count() == 0  # nothing stored and Stripe not asked until confirmed
     # A confirmation for another amount than this reading (a changed locale, a doctored form) charges nothing.
-    doctored = await post_form(client, "/advertiser/billing/fund",
-                               {"amount": "12,50", "currency": "EUR", "confirmed_minor": "125000"})
+    doctored = await post_form(
+        client, "/advertiser/billing/fund", {"amount": "12,50", "currency": "EUR", "confirmed_minor": "125000"}
+    )
     assert doctored.status_code == 200 and 'data-testid="amount-changed"' in doctored.text
     assert await Funding.count() == 0
-    confirmed = await post_form(client, "/advertiser/billing/fund",
-                                {"amount": "12,50", "currency": "EUR", "confirmed_minor": "1250"})
+    confirmed = await post_form(
+        client, "/advertiser/billing/fund", {"amount": "12,50", "currency": "EUR", "confirmed_minor": "1250"}
+    )
     assert confirmed.status_code == 200 and 'data-testid="checkout-link"' in confirmed.text, confirmed.text[-600:]
     funding = await Funding.select(Funding.amount_minor, Funding.currency, Funding.status).first()
     assert funding == {"amount_minor": 1250, "currency": "EUR", "status": "open"}
@@ -139,12 +153,16 @@ async def test_an_ambiguous_top_up_is_refused_before_anything_is_stored(client):
 
 async def test_the_auto_pause_threshold_typed_in_french_is_saved_as_12_50_and_echoed(client):
     advertiser_id = await advertiser_speaking(client, FRENCH)
-    saved = await post_form(client, "/advertiser/billing/settings", {"auto_pause_threshold": "12,50",
-                                                                     "currency": "EUR"})
+    saved = await post_form(
+        client, "/advertiser/billing/settings", {"auto_pause_threshold": "12,50", "currency": "EUR"}
+    )
     assert saved.status_code == 200
     assert notice(saved.text) == f"Billing settings saved: campaigns in EUR pause below 12,50{NBSP}€."
-    row = await BillingSettings.select(BillingSettings.auto_pause_threshold_minor).where(
-        BillingSettings.advertiser == advertiser_id).first()
+    row = (
+        await BillingSettings.select(BillingSettings.auto_pause_threshold_minor)
+        .where(BillingSettings.advertiser == advertiser_id)
+        .first()
+    )
     assert row["auto_pause_threshold_minor"] == 1250
     assert 'name="auto_pause_threshold" inputmode="decimal" value="12,50"' in saved.text  # shown back as typed
 
@@ -167,14 +185,21 @@ async def test_payout_minimums_typed_in_french_are_saved_as_12_50_and_echoed(new
     assert notice((await finance.get(saved.headers["location"])).text) == f"Minimum payout saved: 12,50{NBSP}€."
 
     publisher_id, publisher_email = await make_publisher(settings)
-    own = await post_form(finance, "/finance/payouts/settings/publisher", {
-        "email": publisher_email, "publisher_minimum": "12,50", "publisher_currency": "EUR"})
+    own = await post_form(
+        finance,
+        "/finance/payouts/settings/publisher",
+        {"email": publisher_email, "publisher_minimum": "12,50", "publisher_currency": "EUR"},
+    )
     assert own.status_code == 303
-    row = await PublisherPayoutTerms.select(PublisherPayoutTerms.minimum_minor).where(
-        PublisherPayoutTerms.publisher == publisher_id).first()
+    row = (
+        await PublisherPayoutTerms.select(PublisherPayoutTerms.minimum_minor)
+        .where(PublisherPayoutTerms.publisher == publisher_id)
+        .first()
+    )
     assert row["minimum_minor"] == 1250
     assert notice((await finance.get(own.headers["location"])).text) == (
-        f"Publisher's payout terms saved: own minimum 12,50{NBSP}€.")
+        f"Publisher's payout terms saved: own minimum 12,50{NBSP}€."
+    )
 
     speaks(finance, None)
     ambiguous = await post_form(finance, "/finance/payouts/settings/minimum", {"currency": "EUR", "minimum": "1,250"})
@@ -186,11 +211,12 @@ async def test_payout_minimums_typed_in_french_are_saved_as_12_50_and_echoed(new
 
 
 async def test_a_french_csv_corrects_a_sale_to_12_50_and_an_ambiguous_cell_is_refused_on_its_line(
-        client, new_client, settings):
+    client, new_client, settings
+):
     setup = await revshare_conversions(settings, client, [10_000, 10_000])
     browser = speaks(await browser_of(new_client, setup), FRENCH)
     # Excel in French writes ';' between columns and a decimal comma.
-    preview = await upload(browser, "txn_id;status;amount\norder-0;approved;12,50\norder-1;approved;\"1.250\"\n")
+    preview = await upload(browser, 'txn_id;status;amount\norder-0;approved;12,50\norder-1;approved;"1.250"\n')
     # (line_text reads the page as a person does: a no-break space is a space)
     assert "corrected sale of 12,50 € (was 100,00 €), charges 1,25 € instead of 10,00 €" in line_text(preview.text, 2)
     assert "1.250 could be 1,25" in errors_of(preview.text)[3]
@@ -199,7 +225,8 @@ async def test_a_french_csv_corrects_a_sale_to_12_50_and_an_ambiguous_cell_is_re
     other = await apply(browser, preview.text)
     assert "changed after its preview" in html.unescape(other.text)
     assert (await Conversion.select(Conversion.sale_amount_minor).order_by(Conversion.id).first())[
-        "sale_amount_minor"] == 10_000
+        "sale_amount_minor"
+    ] == 10_000
     speaks(browser, FRENCH)
     await apply(browser, preview.text)
     first = await Conversion.select(Conversion.sale_amount_minor, Conversion.status).order_by(Conversion.id).first()
@@ -223,7 +250,9 @@ async def test_the_preview_endpoint_answers_with_the_servers_own_reading_in_the_
     speaks(client, None)
     refused = await client.get("/amount/preview", params={"text": "1,250", "currency": "EUR"})
     assert refused.status_code == 422 and refused.json()["error"] == {
-        "code": "ambiguous_amount", "message": "The amount: 1,250 could be €1.25 or €1,250.00: write 1.25 or 1250."}
+        "code": "ambiguous_amount",
+        "message": "The amount: 1,250 could be €1.25 or €1,250.00: write 1.25 or 1250.",
+    }
     junk = await client.get("/amount/preview", params={"text": "12,50", "currency": "EURO"})
     assert junk.status_code == 422 and "ISO 4217" in junk.json()["error"]["message"]
     stranger = await new_client().get("/amount/preview", params={"text": "12,50", "currency": "EUR"})

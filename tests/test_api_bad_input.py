@@ -60,11 +60,17 @@ async def test_an_id_no_row_can_have_is_a_404_on_every_route(app, settings, new_
         for method in endpoint.methods:
             for value in impossible:
                 url = _with_ids(endpoint, value)
-                probe = Endpoint(path=url, methods=endpoint.methods, name=endpoint.name, public=False,
-                                 role_guards=endpoint.role_guards)
+                probe = Endpoint(
+                    path=url,
+                    methods=endpoint.methods,
+                    name=endpoint.name,
+                    public=False,
+                    role_guards=endpoint.role_guards,
+                )
                 response = await send(clients[role][0], method, probe)
-                if response.status_code != 404 or (method != "HEAD" and "There is nothing at this address"
-                                                   not in response.text):
+                if response.status_code != 404 or (
+                    method != "HEAD" and "There is nothing at this address" not in response.text
+                ):
                     failures.append(f"{method} {url} as {role.value}: {response.status_code} {response.text[:120]!r}")
     assert not failures, "\n".join(failures)
 
@@ -106,9 +112,17 @@ async def test_every_numeric_query_parameter_is_refused_with_a_human_message(app
                 keys[role] = (await accounts.create_api_key(owner, "bad input test"))[1]
             client, headers = new_client(), {"Authorization": f"Bearer {keys[role]}"}
         low, high = kwarg.ge, kwarg.le
-        for value in ("-1", "abc", "1.5", str(10**30), *(str(v) for v in (low - 1 if low is not None else None,
-                                                                           high + 1 if high is not None else None)
-                                                             if v is not None)):
+        for value in (
+            "-1",
+            "abc",
+            "1.5",
+            str(10**30),
+            *(
+                str(v)
+                for v in (low - 1 if low is not None else None, high + 1 if high is not None else None)
+                if v is not None
+            ),
+        ):
             response = await client.request(method, f"{path}?{name}={value}", headers=headers)
             body = response.text
             if endpoint.is_api:
@@ -121,10 +135,13 @@ async def test_every_numeric_query_parameter_is_refused_with_a_human_message(app
     assert not failures, "\n".join(failures)
 
 
-@pytest.mark.parametrize(("page", "message"), [
-    ("-1", "“page” in the address must be a whole number from 1 to 100000."),
-    ("abc", "“page” in the address must be a whole number from 1 to 100000."),
-])
+@pytest.mark.parametrize(
+    ("page", "message"),
+    [
+        ("-1", "“page” in the address must be a whole number from 1 to 100000."),
+        ("abc", "“page” in the address must be a whole number from 1 to 100000."),
+    ],
+)
 async def test_page_minus_one_shows_what_to_send(app, settings, new_client, page, message) -> None:
     client = (await _clients(new_client, settings))[Role.publisher][0]
     response = await client.get(f"/publisher/payouts?page={page}")
@@ -135,8 +152,11 @@ async def test_page_minus_one_shows_what_to_send(app, settings, new_client, page
 
 async def test_a_method_a_path_does_not_take_is_a_405_with_allow(app, new_client) -> None:
     client = new_client()
-    for method, path, allowed in (("PUT", "/api/v1/me", {"GET"}), ("DELETE", "/postback", {"GET", "POST"}),
-                                  ("PATCH", "/api/v1/conversions", {"POST"})):
+    for method, path, allowed in (
+        ("PUT", "/api/v1/me", {"GET"}),
+        ("DELETE", "/postback", {"GET", "POST"}),
+        ("PATCH", "/api/v1/conversions", {"POST"}),
+    ):
         response = await client.request(method, path)
         assert response.status_code == 405, (method, path, response.text)
         assert allowed <= {m.strip() for m in response.headers["allow"].split(",")}, response.headers
@@ -146,10 +166,42 @@ async def test_a_method_a_path_does_not_take_is_a_405_with_allow(app, new_client
 # Every name a handler reads from the query itself (grep query_params in server/) or through a
 # shared parser (periods.parse, review.parse_filters, earnings.parse_status, the marketplace's
 # _filters, the postback's _params), and values that have broken parsers elsewhere.
-QUERY_NAMES = ("page", "status", "campaign", "publisher", "from", "to", "tz", "table", "saved", "next", "canceled",
-               "session_id", "q", "model", "category", "terms", "currency", "sub1", "url", "click_id", "amount")
-NASTY_VALUES = ("-1", "0", "99999999999999999999", "999999999999999999", "abc", "2026-02-30", "1e309", "%00",
-                "<b>x</b>", "../..", "٣")
+QUERY_NAMES = (
+    "page",
+    "status",
+    "campaign",
+    "publisher",
+    "from",
+    "to",
+    "tz",
+    "table",
+    "saved",
+    "next",
+    "canceled",
+    "session_id",
+    "q",
+    "model",
+    "category",
+    "terms",
+    "currency",
+    "sub1",
+    "url",
+    "click_id",
+    "amount",
+)
+NASTY_VALUES = (
+    "-1",
+    "0",
+    "99999999999999999999",
+    "999999999999999999",
+    "abc",
+    "2026-02-30",
+    "1e309",
+    "%00",
+    "<b>x</b>",
+    "../..",
+    "٣",
+)
 
 
 async def test_no_query_value_breaks_a_page_or_the_api(app, settings, new_client) -> None:
@@ -182,10 +234,12 @@ async def test_a_nul_character_in_the_address_is_a_400_not_a_database_error(app,
     # PostgreSQL refuses NUL in any text: the search box, a Stripe session id or a publisher
     # filter carrying %00 answered 500 there. Found by the test above.
     clients = await _clients(new_client, settings)
-    for role, url in ((Role.publisher, "/publisher/campaigns?q=%00"),
-                      (Role.advertiser, "/advertiser/billing/return?session_id=cs_%00"),
-                      (Role.finance, "/finance/payouts/settings?publisher=%00"),
-                      (Role.finance, "/finance/stripe-events")):
+    for role, url in (
+        (Role.publisher, "/publisher/campaigns?q=%00"),
+        (Role.advertiser, "/advertiser/billing/return?session_id=cs_%00"),
+        (Role.finance, "/finance/payouts/settings?publisher=%00"),
+        (Role.finance, "/finance/stripe-events"),
+    ):
         response = await clients[role][0].get(url.replace("stripe-events", "stripe-events?x=%00"))
         assert response.status_code == 400, (url, response.status_code)
         assert "The address contains a NUL character" in response.text

@@ -74,8 +74,9 @@ async def test_a_token_planted_before_login_does_not_work_after_it(app, new_clie
 
 
 async def login_with(client: httpx.AsyncClient, email: str, token: str) -> None:
-    response = await client.post("/login", data={"email": email, "password": PASSWORD, "_csrf_token": token},
-                                 follow_redirects=False)
+    response = await client.post(
+        "/login", data={"email": email, "password": PASSWORD, "_csrf_token": token}, follow_redirects=False
+    )
     assert response.status_code == 303, response.text
 
 

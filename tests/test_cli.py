@@ -14,15 +14,31 @@ from tests.conftest import TEST_SECRET
 
 
 def affnet(args: list[str], settings, stdin: str = "", extra_env: dict[str, str] | None = None):
-    env = {**os.environ, "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
-           "SECRET_KEY": TEST_SECRET, "MEDIA_DIR": settings.media_dir, **(extra_env or {})}
-    return subprocess.run([sys.executable, "-m", "server.cli", *args], cwd=ROOT, env=env, input=stdin,
-                          capture_output=True, text=True, timeout=60)
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "SECRET_KEY": TEST_SECRET,
+        "MEDIA_DIR": settings.media_dir,
+        **(extra_env or {}),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "server.cli", *args],
+        cwd=ROOT,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 async def test_users_create_reads_the_password_from_stdin(clean, settings):
-    result = affnet(["users", "create", "--role", "finance", "--email", "Fin@Affnet.Example"], settings,
-                    stdin="a long finance password\n")
+    result = affnet(
+        ["users", "create", "--role", "finance", "--email", "Fin@Affnet.Example"],
+        settings,
+        stdin="a long finance password\n",
+    )
     assert result.returncode == 0, result.stderr
     assert "created finance user" in result.stdout
     row = await User.select().where(User.email == "fin@affnet.example").first()
@@ -32,15 +48,19 @@ async def test_users_create_reads_the_password_from_stdin(clean, settings):
 async def test_users_create_refuses_a_weak_password_and_a_password_option(clean, settings):
     weak = affnet(["users", "create", "--role", "admin", "--email", "a@affnet.example"], settings, stdin="short\n")
     assert weak.returncode != 0 and "at least 10 characters" in weak.stderr
-    on_argv = affnet(["users", "create", "--role", "admin", "--email", "a@affnet.example", "--password", "x" * 12],
-                     settings)
+    on_argv = affnet(
+        ["users", "create", "--role", "admin", "--email", "a@affnet.example", "--password", "x" * 12], settings
+    )
     assert on_argv.returncode != 0 and "No such option" in on_argv.stderr
     assert await User.count() == 0
 
 
 async def test_users_create_only_makes_finance_or_admin(clean, settings):
-    result = affnet(["users", "create", "--role", "publisher", "--email", "p@affnet.example"], settings,
-                    stdin="long enough password\n")
+    result = affnet(
+        ["users", "create", "--role", "publisher", "--email", "p@affnet.example"],
+        settings,
+        stdin="long enough password\n",
+    )
     assert result.returncode != 0
     assert await User.count() == 0
 
@@ -48,8 +68,12 @@ async def test_users_create_only_makes_finance_or_admin(clean, settings):
 async def test_demo_seeds_every_role_once_and_prints_the_logins(clean, settings):
     first = affnet(["demo"], settings)
     assert first.returncode == 0, first.stderr
-    for email in ["admin@affnet.example", "finance@affnet.example", "advertiser@affnet.example",
-                  "publisher@affnet.example"]:
+    for email in [
+        "admin@affnet.example",
+        "finance@affnet.example",
+        "advertiser@affnet.example",
+        "publisher@affnet.example",
+    ]:
         assert email in first.stdout
     count = await User.count()
     assert count == 5
@@ -64,7 +88,8 @@ async def test_demo_seeds_every_role_once_and_prints_the_logins(clean, settings)
 
 def test_production_refuses_to_start_without_a_real_secret(settings):
     for secret in ["", "change-me", "short"]:
-        result = affnet(["serve", "--port", "1"], settings,
-                        extra_env={"AFFNET_ENV": "production", "SECRET_KEY": secret})
+        result = affnet(
+            ["serve", "--port", "1"], settings, extra_env={"AFFNET_ENV": "production", "SECRET_KEY": secret}
+        )
         assert result.returncode != 0
         assert "SECRET_KEY must be set" in result.stderr

@@ -15,11 +15,14 @@ from tests.conftest import TEST_SECRET, migrate
 async def _tables_and_columns() -> dict[str, set[str]]:
     first = db.all_tables()[0]
     if db.is_sqlite():
-        names = [r["name"] for r in await first.raw(
-            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")]
+        names = [
+            r["name"]
+            for r in await first.raw("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")
+        ]
         return {n: {c["name"] for c in await first.raw(f'PRAGMA table_info("{n}")')} for n in names}
     rows = await first.raw(
-        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public'")
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public'"
+    )
     found: dict[str, set[str]] = {}
     for r in rows:
         found.setdefault(r["table_name"], set()).add(r["column_name"])
@@ -42,14 +45,29 @@ async def test_migrating_twice_changes_nothing(app, settings):
 def test_no_model_change_is_missing_a_migration(tmp_path):
     """Piccolo has no check command: generate an auto migration in a copy and expect none."""
     copy = tmp_path / "repo"
-    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(".venv", ".git", ".data", "__pycache__", "tests",
-                                                              "node_modules", ".pytest_cache"))
-    env = {**os.environ, "PICCOLO_CONF": "server.piccolo_conf", "SECRET_KEY": TEST_SECRET,
-           "DATABASE_URL": f"sqlite:///{tmp_path / 'check.sqlite3'}", "AFFNET_DATA_DIR": str(tmp_path / "data"),
-           "PYTHONPATH": str(copy)}
+    shutil.copytree(
+        ROOT,
+        copy,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", ".data", "__pycache__", "tests", "node_modules", ".pytest_cache"
+        ),
+    )
+    env = {
+        **os.environ,
+        "PICCOLO_CONF": "server.piccolo_conf",
+        "SECRET_KEY": TEST_SECRET,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'check.sqlite3'}",
+        "AFFNET_DATA_DIR": str(tmp_path / "data"),
+        "PYTHONPATH": str(copy),
+    }
     before = set((copy / "migrations").iterdir())
-    result = subprocess.run([sys.executable, "-m", "piccolo.main", "migrations", "new", "affnet", "--auto"],
-                            cwd=copy, env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "piccolo.main", "migrations", "new", "affnet", "--auto"],
+        cwd=copy,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     after = set((copy / "migrations").iterdir())
     assert after == before, f"the models changed without a migration:\n{result.stdout}\n{result.stderr}"
     assert "No changes detected" in result.stdout + result.stderr, result.stdout + result.stderr

@@ -66,27 +66,55 @@ def _config(keys: dict[Role, str]) -> str:
     """schemathesis.toml: one [[operations]] entry per key, matched on the path."""
     lines = [f"seed = {SEED}", "", "[generation]", f"max-examples = {MAX_EXAMPLES}", ""]
     for pattern, role in KEY_FOR_PATH:
-        lines += ["[[operations]]", f"include-path-regex = '{pattern}'",
-                  f'headers = {{ Authorization = "Bearer {keys[role]}" }}', ""]
+        lines += [
+            "[[operations]]",
+            f"include-path-regex = '{pattern}'",
+            f'headers = {{ Authorization = "Bearer {keys[role]}" }}',
+            "",
+        ]
     for pattern, status in ALSO_ACCEPTED:
         statuses = ", ".join(f'"{s}"' for s in [*POSITIVE_DEFAULT, status])
-        lines += ["[[operations]]", f"include-path-regex = '{pattern}'",
-                  f"checks = {{ positive_data_acceptance = {{ expected-statuses = [{statuses}] }} }}", ""]
+        lines += [
+            "[[operations]]",
+            f"include-path-regex = '{pattern}'",
+            f"checks = {{ positive_data_acceptance = {{ expected-statuses = [{statuses}] }} }}",
+            "",
+        ]
     return "\n".join(lines)
 
 
-async def test_the_api_answers_as_its_openapi_document_says(live_server: LiveServer, settings: Settings,  # noqa: F811
-                                                            tmp_path: Path) -> None:
+async def test_the_api_answers_as_its_openapi_document_says(
+    live_server: LiveServer,  # noqa: F811
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
     keys = {role: await _api_key(role, settings) for role in (Role.publisher, Role.advertiser, Role.finance)}
     schema_url = f"{live_server.url}/schema/openapi.json"
     async with httpx.AsyncClient() as client:
         assert (await client.get(schema_url)).status_code == 200
     config = tmp_path / "schemathesis.toml"
     config.write_text(_config(keys))
-    command = [str(Path(sys.executable).with_name("st")), "--no-color", "--config-file", str(config), "run", schema_url,
-               "--checks", "all", "--workers", "1"]
-    result = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=RUN_TIMEOUT,
-                                     cwd=tmp_path, env={**os.environ, "NO_COLOR": "1"})
+    command = [
+        str(Path(sys.executable).with_name("st")),
+        "--no-color",
+        "--config-file",
+        str(config),
+        "run",
+        schema_url,
+        "--checks",
+        "all",
+        "--workers",
+        "1",
+    ]
+    result = await asyncio.to_thread(
+        subprocess.run,
+        command,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        cwd=tmp_path,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
     report = result.stdout + result.stderr
     assert result.returncode == 0, f"schemathesis found problems:\n{report}"
     print(report)  # shown with -rP or on failure: what was run, how many cases, how long

@@ -44,13 +44,20 @@ class Stack:
         self.base_url = f"http://127.0.0.1:{self.web_port}"
         stripe_port = free_port()
         self.stripe_url = f"http://127.0.0.1:{stripe_port}"
-        self.env = {**os.environ, "DATABASE_URL": settings.database_url, "SECRET_KEY": TEST_SECRET,
-                    "REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0", "BASE_URL": self.base_url,
-                    "STRIPE_SECRET_KEY": "sk_test_local" + secrets.token_hex(12),
-                    "STRIPE_WEBHOOK_SECRET": "whsec_" + secrets.token_hex(24),
-                    "STRIPE_CONNECT_WEBHOOK_SECRET": "whsec_" + secrets.token_hex(24),
-                    "STRIPE_PUBLISHABLE_KEY": "pk_test_local", "STRIPE_API_BASE": self.stripe_url,
-                    "MEDIA_DIR": str(tmp / "media"), "JOURNAL_DIR": str(tmp / "journal")}
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": settings.database_url,
+            "SECRET_KEY": TEST_SECRET,
+            "REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+            "BASE_URL": self.base_url,
+            "STRIPE_SECRET_KEY": "sk_test_local" + secrets.token_hex(12),
+            "STRIPE_WEBHOOK_SECRET": "whsec_" + secrets.token_hex(24),
+            "STRIPE_CONNECT_WEBHOOK_SECRET": "whsec_" + secrets.token_hex(24),
+            "STRIPE_PUBLISHABLE_KEY": "pk_test_local",
+            "STRIPE_API_BASE": self.stripe_url,
+            "MEDIA_DIR": str(tmp / "media"),
+            "JOURNAL_DIR": str(tmp / "journal"),
+        }
         self.procs: dict[str, subprocess.Popen] = {}
         self.stripe_port = stripe_port
 
@@ -64,16 +71,30 @@ class Stack:
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen:
         log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process at teardown
-        proc = subprocess.Popen([sys.executable, "-m", "server.cli", *args], cwd=ROOT, env=self.env,  # noqa: S603
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", *args],
+            cwd=ROOT,
+            env=self.env,  # noqa: S603
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         self.procs[name] = proc
         return proc
 
     def start(self) -> None:
         self.start_redis()
-        stand_in = self.spawn("stripe-local", "stripe-local", "--port", str(self.stripe_port), "--webhook-url",
-                              self.base_url + "/stripe/webhook", "--webhook-retry-delay", "0.2",
-                              "--webhook-attempts", "4")
+        stand_in = self.spawn(
+            "stripe-local",
+            "stripe-local",
+            "--port",
+            str(self.stripe_port),
+            "--webhook-url",
+            self.base_url + "/stripe/webhook",
+            "--webhook-retry-delay",
+            "0.2",
+            "--webhook-attempts",
+            "4",
+        )
         wait_for_port(self.stripe_port, timeout=30, proc=stand_in)
         self.spawn("worker", "worker")
         wait_for_port(self.web_port, timeout=60, proc=self.spawn("web", "serve", "--port", str(self.web_port)))
@@ -129,8 +150,10 @@ async def test_everything_rides_out_a_redis_outage(stack: Stack, settings: Setti
     setup = await campaign_with_link(settings)
     answers: list[tuple[str, str, int]] = []  # (phase, path, status)
     phase = ["before"]
-    async with httpx.AsyncClient(base_url=stack.base_url, timeout=20) as http, \
-            httpx.AsyncClient(base_url=stack.base_url, timeout=20) as advertiser:
+    async with (
+        httpx.AsyncClient(base_url=stack.base_url, timeout=20) as http,
+        httpx.AsyncClient(base_url=stack.base_url, timeout=20) as advertiser,
+    ):
         await until(lambda: _worker_seen(http), "the worker reported in")
         _, funding = await start_funding(advertiser, setup.advertiser.email)  # logged in before the outage
 
@@ -164,14 +187,18 @@ async def test_everything_rides_out_a_redis_outage(stack: Stack, settings: Setti
         phase[0] = "outage"
         body = await until(lambda: _degraded(http), "/healthz reported Redis down")
         assert any(line.startswith("redis:") for line in body["degraded"])
-        paused = await post_form(httpx.AsyncClient(base_url=stack.base_url, timeout=20), "/login",
-                                 {"email": setup.publisher_email, "password": PASSWORD})
+        paused = await post_form(
+            httpx.AsyncClient(base_url=stack.base_url, timeout=20),
+            "/login",
+            {"email": setup.publisher_email, "password": PASSWORD},
+        )
         assert paused.status_code == 503 and "Logging in is paused" in paused.text
         await stack.pay(funding["checkout_session_id"])  # its webhooks arrive during the outage
         await until(lambda: _recorded(funding["checkout_session_id"]), "the paid session's webhook was recorded")
         assert (await health(http))["jobs_waiting_for_redis"] >= 1  # its job waits in the web process
-        assert (await Funding.select(Funding.status).where(Funding.id == funding["id"]).first())["status"] != \
-            "credited"  # nobody processed it: Redis is down
+        assert (await Funding.select(Funding.status).where(Funding.id == funding["id"]).first())[
+            "status"
+        ] != "credited"  # nobody processed it: Redis is down
         await asyncio.sleep(2.0)  # more traffic during the outage
 
         stack.start_redis()  # --- Redis is back ---

@@ -171,8 +171,9 @@ async def send(client: httpx.AsyncClient, method: str, endpoint: Endpoint, **kwa
         return await post_form(client, endpoint.url, {})  # adds _csrf_token from the affnet_csrf cookie
     if client.cookies.get("affnet_csrf") is None:
         await client.get("/login")
-    return await client.request(method, endpoint.url, headers={"x-csrf-token": client.cookies["affnet_csrf"]},
-                                follow_redirects=False, **kwargs)
+    return await client.request(
+        method, endpoint.url, headers={"x-csrf-token": client.cookies["affnet_csrf"]}, follow_redirects=False, **kwargs
+    )
 
 
 def _api_error(response: httpx.Response) -> dict[str, Any] | None:
@@ -198,9 +199,15 @@ def _report(failures: list[str]) -> str:
 
 def _inventory_app(tmp_path: Path) -> Litestar:
     # Building the app connects to nothing (pools open at startup), so no server is needed here.
-    return create_app(Settings(env="test", database_url=f"sqlite:///{tmp_path / 'routes.sqlite3'}",
-                               redis_url="redis://127.0.0.1:1/0", secret_key=TEST_SECRET,
-                               base_url="http://testserver.local"))
+    return create_app(
+        Settings(
+            env="test",
+            database_url=f"sqlite:///{tmp_path / 'routes.sqlite3'}",
+            redis_url="redis://127.0.0.1:1/0",
+            secret_key=TEST_SECRET,
+            base_url="http://testserver.local",
+        )
+    )
 
 
 def test_every_route_is_public_or_role_guarded(tmp_path: Path) -> None:
@@ -225,8 +232,10 @@ def test_every_route_is_public_or_role_guarded(tmp_path: Path) -> None:
     unprotected, both, public = [], [], set()
     for endpoint in app_endpoints(app):
         if endpoint.public and endpoint.guarded:
-            both.append(f"{endpoint.label()} is marked public but also guarded for "
-                        f"{sorted(r.value for r in endpoint.roles)}: pick one")
+            both.append(
+                f"{endpoint.label()} is marked public but also guarded for "
+                f"{sorted(r.value for r in endpoint.roles)}: pick one"
+            )
         elif endpoint.public:
             public.update((method, endpoint.path) for method in endpoint.methods)
         elif not endpoint.guarded:
@@ -253,8 +262,9 @@ async def test_guarded_routes_refuse_anonymous_visitors(app, new_client) -> None
             response = await send(client, method, endpoint)
             where = f"anonymous {method} {endpoint.url} ({endpoint.name})"
             if response.status_code != 401:
-                failures.append(f"{where}: expected 401, got {response.status_code} "
-                                f"{response.headers.get('location', '')}".rstrip())
+                failures.append(
+                    f"{where}: expected 401, got {response.status_code} {response.headers.get('location', '')}".rstrip()
+                )
                 continue
             if method == "HEAD":
                 continue
@@ -262,8 +272,10 @@ async def test_guarded_routes_refuse_anonymous_visitors(app, new_client) -> None
                 if _api_error(response) is None:
                     failures.append(f"{where}: 401 without a JSON 'error' object: {response.text[:200]!r}")
             elif error_text(response.text) != LOGIN_REQUIRED or 'action="/login"' not in response.text:
-                failures.append(f"{where}: 401 should show the login form saying {LOGIN_REQUIRED!r}, "
-                                f"shows {error_text(response.text)!r}")
+                failures.append(
+                    f"{where}: 401 should show the login form saying {LOGIN_REQUIRED!r}, "
+                    f"shows {error_text(response.text)!r}"
+                )
     assert not failures, _report(failures)
 
 
@@ -300,8 +312,10 @@ async def test_each_role_is_refused_other_roles_pages(app, settings, new_client)
                     response = await send(client, method, endpoint)
                     error = _api_error(response)
                     if response.status_code != 401 or error is None:
-                        failures.append(f"{where} with a session cookie: expected a 401 JSON error, got "
-                                        f"{response.status_code} {response.text[:200]!r}")
+                        failures.append(
+                            f"{where} with a session cookie: expected a 401 JSON error, got "
+                            f"{response.status_code} {response.text[:200]!r}"
+                        )
                     continue
 
                 if role in endpoint.roles:
@@ -309,16 +323,20 @@ async def test_each_role_is_refused_other_roles_pages(app, settings, new_client)
 
                 response = await send(client, method, endpoint)
                 if response.status_code != 403:
-                    failures.append(f"{where}: expected 403, got {response.status_code} "
-                                    f"{response.headers.get('location', '')}".rstrip())
+                    failures.append(
+                        f"{where}: expected 403, got {response.status_code} "
+                        f"{response.headers.get('location', '')}".rstrip()
+                    )
                     continue
                 message = error_text(response.text)
                 match = FORBIDDEN_MESSAGE.fullmatch(message)
                 wanted = {ROLE_LABELS[r] for r in _first_refusing_guard(endpoint, role)}
                 named = set(match.group(1).split(" or ")) if match else set()
                 if match is None or named != wanted or match.group(2) != role.value:
-                    failures.append(f"{where}: 403 should say the page is for {sorted(wanted)} and that "
-                                    f"they are signed in as {role.value}; says {message!r}")
+                    failures.append(
+                        f"{where}: 403 should say the page is for {sorted(wanted)} and that "
+                        f"they are signed in as {role.value}; says {message!r}"
+                    )
 
     # Admitted roles get in (GET pages only: POSTs would change things and need real form data).
     api_keys: dict[Role, str] = {}
@@ -342,7 +360,9 @@ async def test_each_role_is_refused_other_roles_pages(app, settings, new_client)
             # and the ownership check then answers 404 as for any object that is not theirs.
             admitted = {200, 404} if "{" in endpoint.path else {200}
             if response.status_code not in admitted:
-                failures.append(f"{where}: expected {sorted(admitted)}, got {response.status_code} "
-                                f"{response.headers.get('location', '')} {response.text[:200]!r}")
+                failures.append(
+                    f"{where}: expected {sorted(admitted)}, got {response.status_code} "
+                    f"{response.headers.get('location', '')} {response.text[:200]!r}"
+                )
 
     assert not failures, _report(failures)

@@ -56,8 +56,14 @@ def test_database_url_selects_the_engine():
     assert db.engine_for("sqlite:///relative.db").path == "relative.db"
     pg = db.engine_for("postgres://app:p%40ss@db.internal:6543/affnet")
     assert isinstance(pg, PostgresEngine)
-    assert pg.config == {"host": "db.internal", "port": 6543, "user": "app", "password": "p@ss", "database": "affnet",
-                         "server_settings": {"jit": "off"}}  # no JIT: it costs more than it saves on affnet's reads
+    assert pg.config == {
+        "host": "db.internal",
+        "port": 6543,
+        "user": "app",
+        "password": "p@ss",
+        "database": "affnet",
+        "server_settings": {"jit": "off"},
+    }  # no JIT: it costs more than it saves on affnet's reads
     with pytest.raises(ValueError, match="DATABASE_URL"):
         db.engine_for("mysql://x/y")
 

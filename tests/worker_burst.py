@@ -18,8 +18,14 @@ async def run_burst(settings: Settings, ctx: dict[str, Any], *enqueue: str) -> l
     pool = await create_pool(redis_settings)
     try:
         jobs = [await pool.enqueue_job(name) for name in enqueue]
-        worker = Worker(functions=worker_settings.FUNCTIONS, redis_settings=redis_settings, burst=True, ctx=ctx,
-                        poll_delay=0.05, handle_signals=False)
+        worker = Worker(
+            functions=worker_settings.FUNCTIONS,
+            redis_settings=redis_settings,
+            burst=True,
+            ctx=ctx,
+            poll_delay=0.05,
+            handle_signals=False,
+        )
         try:
             await worker.main()
         finally:

@@ -34,10 +34,21 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await db.stop(ctx["engine"])
 
 
-FUNCTIONS = [purge_expired_sessions, reconcile_conversions, settle_click_earnings, settle_impression_earnings,
-             process_stripe_event, sweep_stripe_events, enforce_auto_pause, prepare_payouts,
-             execute_payout_batch, sweep_payout_batches, roll_up_reports, rebuild_previous_day,
-             check_ledger]
+FUNCTIONS = [
+    purge_expired_sessions,
+    reconcile_conversions,
+    settle_click_earnings,
+    settle_impression_earnings,
+    process_stripe_event,
+    sweep_stripe_events,
+    enforce_auto_pause,
+    prepare_payouts,
+    execute_payout_batch,
+    sweep_payout_batches,
+    roll_up_reports,
+    rebuild_previous_day,
+    check_ledger,
+]
 CRON_JOBS = [
     # Every 10 minutes, and once when the worker starts.
     cron(purge_expired_sessions, minute=set(range(0, 60, 10)), run_at_startup=True, unique=True),

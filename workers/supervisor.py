@@ -31,8 +31,13 @@ MAX_DELAY = 20.0
 STEADY_AFTER = 60.0  # a worker that ran this long had a working Redis: the next outage starts at FIRST_DELAY
 JOB_GRACE = 10.0  # seconds running jobs may take to finish after Redis was lost
 
-REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError,
-                                                 asyncio.TimeoutError)
+REDIS_ERRORS: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    OSError,
+    asyncio.TimeoutError,
+)
 
 
 def is_redis_outage(exc: BaseException) -> bool:

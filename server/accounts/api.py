@@ -30,7 +30,12 @@ class AccountsApi(Controller):
         assert user is not None
         if user.role is Role.publisher:
             pub = await accounts.publisher_profile(user.id)
-            return Me(id=user.id, email=user.email, role=user.role.value, display_name=pub["display_name"],
-                      publisher_status=pub["status"])
+            return Me(
+                id=user.id,
+                email=user.email,
+                role=user.role.value,
+                display_name=pub["display_name"],
+                publisher_status=pub["status"],
+            )
         adv = await accounts.advertiser_profile(user.id)
         return Me(id=user.id, email=user.email, role=user.role.value, display_name=adv["company_name"])

@@ -48,7 +48,10 @@ class AuthController(Controller):
         next_path = safe_next(form.get("next"), "")
         try:
             user = await accounts.authenticate(
-                request.app.state.redis, settings_of(request), form.get("email", ""), form.get("password", ""),
+                request.app.state.redis,
+                settings_of(request),
+                form.get("email", ""),
+                form.get("password", ""),
                 client_ip(request),
             )
         except DomainError as exc:
@@ -123,13 +126,18 @@ class AccountController(Controller):
         user: CurrentUser = current_user(request)  # type: ignore[assignment]
         try:
             await accounts.change_password(
-                user, form.get("current_password", ""), form.get("new_password", ""),
+                user,
+                form.get("current_password", ""),
+                form.get("new_password", ""),
                 form.get("confirm_password", ""),
             )
         except DomainError as exc:
             return render_error("accounts/password.html", exc, form)
-        return render("accounts/password.html", form={}, notice="Your password has been changed. "
-                      "Every other session of yours has been logged out.")
+        return render(
+            "accounts/password.html",
+            form={},
+            notice="Your password has been changed. Every other session of yours has been logged out.",
+        )
 
     @post("/time-zone")
     async def set_time_zone(self, request: Request) -> Redirect:
@@ -152,8 +160,14 @@ class AccountController(Controller):
         except DomainError as exc:
             return render_error("accounts/api_keys.html", exc, form, keys=await accounts.list_api_keys(user.id))
         # The only time the full key is ever shown.
-        return render("accounts/api_keys.html", status_code=201, keys=await accounts.list_api_keys(user.id), form={},
-                      new_key=full_key, new_key_id=key_id)
+        return render(
+            "accounts/api_keys.html",
+            status_code=201,
+            keys=await accounts.list_api_keys(user.id),
+            form={},
+            new_key=full_key,
+            new_key_id=key_id,
+        )
 
     @post("/api-keys/{key_id:int}/revoke", guards=[requires_role(*accounts.API_KEY_ROLES)])
     async def revoke_api_key(self, request: Request, key_id: FromPath[int]) -> Redirect:
@@ -170,8 +184,12 @@ class AdminPublishersController(Controller):
     async def publishers(self, request: Request) -> Template:
         status_name = request.query_params.get("status", "pending")
         status = PublisherStatus(status_name) if status_name in PublisherStatus.__members__ else None
-        return render("admin/publishers.html", publishers=await accounts.list_publishers(status),
-                      status=status.value if status else "all", statuses=[s.value for s in PublisherStatus])
+        return render(
+            "admin/publishers.html",
+            publishers=await accounts.list_publishers(status),
+            status=status.value if status else "all",
+            statuses=[s.value for s in PublisherStatus],
+        )
 
     @post("/publishers/{publisher_id:int}/approve")
     async def approve(self, request: Request, publisher_id: FromPath[int]) -> Redirect:
@@ -183,22 +201,32 @@ class AdminPublishersController(Controller):
         form = await form_data(request)
         try:
             await accounts.review_publisher(
-                current_user(request), publisher_id, approve=False, reason=form.get("reason", "")  # type: ignore[arg-type]
+                current_user(request),
+                publisher_id,
+                approve=False,
+                reason=form.get("reason", ""),  # type: ignore[arg-type]
             )
         except Invalid as exc:
-            return render_error("admin/publishers.html", exc, form,
-                                publishers=await accounts.list_publishers(PublisherStatus.pending),
-                                status="pending", statuses=[s.value for s in PublisherStatus])
+            return render_error(
+                "admin/publishers.html",
+                exc,
+                form,
+                publishers=await accounts.list_publishers(PublisherStatus.pending),
+                status="pending",
+                statuses=[s.value for s in PublisherStatus],
+            )
         return see_other("/admin/publishers")
 
     @get("/settings")
     async def settings_page(self, request: Request) -> Template:
-        return render("admin/settings.html",
-                      auto_approve=await accounts.publisher_auto_approve(settings_of(request)))
+        return render("admin/settings.html", auto_approve=await accounts.publisher_auto_approve(settings_of(request)))
 
     @post("/settings")
     async def save_settings(self, request: Request) -> Template:
         form = await form_data(request)
         await accounts.set_publisher_auto_approve(current_user(request), form.get("auto_approve") == "on")  # type: ignore[arg-type]
-        return render("admin/settings.html", auto_approve=await accounts.publisher_auto_approve(settings_of(request)),
-                      notice="Settings saved.")
+        return render(
+            "admin/settings.html",
+            auto_approve=await accounts.publisher_auto_approve(settings_of(request)),
+            notice="Settings saved.",
+        )

@@ -59,8 +59,14 @@ async def _insert_user(email: str, password: str, role: Role, now: datetime) -> 
     password_hash = await passwords.hash_password(password)
     try:
         rows = await User.insert(
-            User(email=email, password_hash=password_hash, role=role.value, is_active=True,
-                 created_at=now, password_changed_at=now)
+            User(
+                email=email,
+                password_hash=password_hash,
+                role=role.value,
+                is_active=True,
+                created_at=now,
+                password_changed_at=now,
+            )
         ).returning(User.id)
     except Exception as exc:
         if db.is_unique_violation(exc):  # two sign-ups raced past the check above
@@ -74,8 +80,9 @@ async def create_user(email: str, password: str, role: Role, *, actor_id: int | 
     email = validation.email(email)
     async with db.transaction():
         user_id = await _insert_user(email, password, role, _now())
-        await audit.record("user.created", actor_id=actor_id, object_type="user", object_id=user_id,
-                           role=role.value, email=email)
+        await audit.record(
+            "user.created", actor_id=actor_id, object_type="user", object_id=user_id, role=role.value, email=email
+        )
     return user_id
 
 
@@ -87,15 +94,25 @@ async def publisher_auto_approve(settings: Settings) -> bool:
 async def set_publisher_auto_approve(admin: CurrentUser, enabled: bool) -> None:
     value = "true" if enabled else "false"
     async with db.transaction():
-        updated = await NetworkSetting.update(
-            {NetworkSetting.value: value, NetworkSetting.updated_at: _now(), NetworkSetting.updated_by: admin.id}
-        ).where(NetworkSetting.key == AUTO_APPROVE_KEY).returning(NetworkSetting.id)
+        updated = (
+            await NetworkSetting.update(
+                {NetworkSetting.value: value, NetworkSetting.updated_at: _now(), NetworkSetting.updated_by: admin.id}
+            )
+            .where(NetworkSetting.key == AUTO_APPROVE_KEY)
+            .returning(NetworkSetting.id)
+        )
         if not updated:
             await NetworkSetting.insert(
                 NetworkSetting(key=AUTO_APPROVE_KEY, value=value, updated_at=_now(), updated_by=admin.id)
             )
-        await audit.record("setting.changed", actor_id=admin.id, object_type="setting", object_id=None,
-                           key=AUTO_APPROVE_KEY, value=value)
+        await audit.record(
+            "setting.changed",
+            actor_id=admin.id,
+            object_type="setting",
+            object_id=None,
+            key=AUTO_APPROVE_KEY,
+            value=value,
+        )
 
 
 async def signup_publisher(form: Mapping[str, Any], settings: Settings) -> int:
@@ -110,12 +127,20 @@ async def signup_publisher(form: Mapping[str, Any], settings: Settings) -> int:
         user_id = await _insert_user(email, password, Role.publisher, now)
         status = PublisherStatus.approved if auto else PublisherStatus.pending
         await Publisher.insert(
-            Publisher(user=user_id, display_name=display_name, blog_url=blog_url, audience=audience,
-                      status=status.value, status_reason="approved automatically" if auto else "",
-                      reviewed_at=now if auto else None, created_at=now)
+            Publisher(
+                user=user_id,
+                display_name=display_name,
+                blog_url=blog_url,
+                audience=audience,
+                status=status.value,
+                status_reason="approved automatically" if auto else "",
+                reviewed_at=now if auto else None,
+                created_at=now,
+            )
         )
-        await audit.record("publisher.signed_up", actor_id=user_id, object_type="user", object_id=user_id,
-                           status=status.value)
+        await audit.record(
+            "publisher.signed_up", actor_id=user_id, object_type="user", object_id=user_id, status=status.value
+        )
     return user_id
 
 
@@ -156,18 +181,17 @@ async def authenticate(redis: Redis, settings: Settings, email: str, password: s
     if not email or not password:
         raise Invalid("Enter your email address and password.", field="email")
     await throttle.count_attempt(redis, settings, email, ip)  # before the slow check, atomically
-    row = await User.select(User.id, User.email, User.role, User.password_hash, User.is_active).where(
-        User.email == email
-    ).first()
+    row = (
+        await User.select(User.id, User.email, User.role, User.password_hash, User.is_active)
+        .where(User.email == email)
+        .first()
+    )
     ok = await passwords.verify_password(row["password_hash"] if row else None, password)
     if not ok or row is None or not row["is_active"]:
-        raise Unauthorized("That email and password do not match an account.", field="password",
-                           code="bad_credentials")
+        raise Unauthorized("That email and password do not match an account.", field="password", code="bad_credentials")
     await throttle.succeeded(redis, email, ip)
     if passwords.needs_rehash(row["password_hash"]):
-        await User.update({User.password_hash: await passwords.hash_password(password)}).where(
-            User.id == row["id"]
-        )
+        await User.update({User.password_hash: await passwords.hash_password(password)}).where(User.id == row["id"])
     return CurrentUser(id=row["id"], email=row["email"], role=Role(row["role"]), via="session")
 
 
@@ -178,8 +202,14 @@ async def create_session(user_id: int, settings: Settings, user_agent: str = "")
     token = secrets.token_urlsafe(32)
     now = _now()
     await Session.insert(
-        Session(token_hash=_sha256(token), user=user_id, created_at=now, last_seen_at=now,
-                expires_at=now + timedelta(seconds=settings.session_ttl_seconds), user_agent=user_agent[:200])
+        Session(
+            token_hash=_sha256(token),
+            user=user_id,
+            created_at=now,
+            last_seen_at=now,
+            expires_at=now + timedelta(seconds=settings.session_ttl_seconds),
+            user_agent=user_agent[:200],
+        )
     )
     return token
 
@@ -190,11 +220,19 @@ async def resolve_session(
     """The user a session cookie belongs to, and whether the cookie named an expired session."""
     now = now or _now()
     token_hash = _sha256(token)
-    row = await Session.select(
-        Session.id, Session.expires_at, Session.last_seen_at,
-        Session.user.id.as_alias("user_id"), Session.user.email.as_alias("email"),
-        Session.user.role.as_alias("role"), Session.user.is_active.as_alias("is_active"),
-    ).where(Session.token_hash == token_hash).first()
+    row = (
+        await Session.select(
+            Session.id,
+            Session.expires_at,
+            Session.last_seen_at,
+            Session.user.id.as_alias("user_id"),
+            Session.user.email.as_alias("email"),
+            Session.user.role.as_alias("role"),
+            Session.user.is_active.as_alias("is_active"),
+        )
+        .where(Session.token_hash == token_hash)
+        .first()
+    )
     if row is None:
         return None, False
     if row["expires_at"] <= now or not row["is_active"]:
@@ -203,8 +241,9 @@ async def resolve_session(
         await Session.update(
             {Session.last_seen_at: now, Session.expires_at: now + timedelta(seconds=settings.session_ttl_seconds)}
         ).where(Session.id == row["id"])
-    user = CurrentUser(id=row["user_id"], email=row["email"], role=Role(row["role"]), via="session",
-                       session_hash=token_hash)
+    user = CurrentUser(
+        id=row["user_id"], email=row["email"], role=Role(row["role"]), via="session", session_hash=token_hash
+    )
     return user, False
 
 
@@ -238,9 +277,7 @@ async def change_password(user: CurrentUser, current: str, new: str, confirm: st
         raise Invalid("Choose a password different from your current one.", field="new_password")
     new_hash = await passwords.hash_password(new)
     async with db.transaction():
-        await User.update({User.password_hash: new_hash, User.password_changed_at: _now()}).where(
-            User.id == user.id
-        )
+        await User.update({User.password_hash: new_hash, User.password_changed_at: _now()}).where(User.id == user.id)
         others = Session.delete().where(Session.user == user.id)
         if user.session_hash:
             others = others.where(Session.token_hash != user.session_hash)
@@ -267,23 +304,28 @@ async def create_api_key(user: CurrentUser, name: str) -> tuple[int, str]:
         rows = await ApiKey.insert(
             ApiKey(user=user.id, name=name, prefix=prefix, secret_hash=_sha256(secret), created_at=_now())
         ).returning(ApiKey.id)
-        await audit.record("api_key.created", actor_id=user.id, object_type="api_key", object_id=rows[0]["id"],
-                           prefix=prefix)
+        await audit.record(
+            "api_key.created", actor_id=user.id, object_type="api_key", object_id=rows[0]["id"], prefix=prefix
+        )
     return rows[0]["id"], f"{prefix}_{secret}"
 
 
 async def list_api_keys(user_id: int) -> list[dict[str, Any]]:
-    return await ApiKey.select(
-        ApiKey.id, ApiKey.name, ApiKey.prefix, ApiKey.created_at, ApiKey.last_used_at, ApiKey.revoked_at
-    ).where(ApiKey.user == user_id).order_by(ApiKey.id, ascending=False)
+    return (
+        await ApiKey.select(
+            ApiKey.id, ApiKey.name, ApiKey.prefix, ApiKey.created_at, ApiKey.last_used_at, ApiKey.revoked_at
+        )
+        .where(ApiKey.user == user_id)
+        .order_by(ApiKey.id, ascending=False)
+    )
 
 
 async def revoke_api_key(user: CurrentUser, key_id: int) -> None:
     """Revoke one of the user's own keys. Another user's key answers NotFound, as if absent."""
     async with db.transaction():
-        row = await ApiKey.select(ApiKey.id, ApiKey.revoked_at).where(
-            ApiKey.id == key_id, ApiKey.user == user.id
-        ).first()
+        row = (
+            await ApiKey.select(ApiKey.id, ApiKey.revoked_at).where(ApiKey.id == key_id, ApiKey.user == user.id).first()
+        )
         if row is None:
             raise NotFound("There is no such API key.")
         if row["revoked_at"] is not None:
@@ -295,26 +337,38 @@ async def revoke_api_key(user: CurrentUser, key_id: int) -> None:
 async def authenticate_api_key(raw: str) -> CurrentUser:
     parts = raw.strip().split("_")
     if len(parts) != 4 or parts[0] != "afn" or len(parts[3]) != 64:
-        raise Unauthorized("That is not an affnet API key. Keys look like afn_pub_… or afn_adv_….",
-                           code="invalid_api_key")
+        raise Unauthorized(
+            "That is not an affnet API key. Keys look like afn_pub_… or afn_adv_….", code="invalid_api_key"
+        )
     prefix, secret = "_".join(parts[:3]), parts[3]
-    row = await ApiKey.select(
-        ApiKey.id, ApiKey.secret_hash, ApiKey.revoked_at, ApiKey.last_used_at,
-        ApiKey.user.id.as_alias("user_id"), ApiKey.user.email.as_alias("email"),
-        ApiKey.user.role.as_alias("role"), ApiKey.user.is_active.as_alias("is_active"),
-    ).where(ApiKey.prefix == prefix).first()
+    row = (
+        await ApiKey.select(
+            ApiKey.id,
+            ApiKey.secret_hash,
+            ApiKey.revoked_at,
+            ApiKey.last_used_at,
+            ApiKey.user.id.as_alias("user_id"),
+            ApiKey.user.email.as_alias("email"),
+            ApiKey.user.role.as_alias("role"),
+            ApiKey.user.is_active.as_alias("is_active"),
+        )
+        .where(ApiKey.prefix == prefix)
+        .first()
+    )
     if row is None or not hmac.compare_digest(row["secret_hash"], _sha256(secret)):
         raise Unauthorized("This API key is not valid.", code="invalid_api_key")
     if row["revoked_at"] is not None:
-        raise Unauthorized("This API key has been revoked. Create a new one on the API keys page.",
-                           code="revoked_api_key")
+        raise Unauthorized(
+            "This API key has been revoked. Create a new one on the API keys page.", code="revoked_api_key"
+        )
     if not row["is_active"]:
         raise Unauthorized("The account this API key belongs to is disabled.", code="account_disabled")
     now = _now()
     if row["last_used_at"] is None or now - row["last_used_at"] >= API_KEY_TOUCH_INTERVAL:
         await ApiKey.update({ApiKey.last_used_at: now}).where(ApiKey.id == row["id"])
-    return CurrentUser(id=row["user_id"], email=row["email"], role=Role(row["role"]), via="api_key",
-                       api_key_id=row["id"])
+    return CurrentUser(
+        id=row["user_id"], email=row["email"], role=Role(row["role"]), via="api_key", api_key_id=row["id"]
+    )
 
 
 # --- publisher review (admin) ------------------------------------------------------------------
@@ -322,8 +376,14 @@ async def authenticate_api_key(raw: str) -> CurrentUser:
 
 async def list_publishers(status: PublisherStatus | None = None) -> list[dict[str, Any]]:
     query = Publisher.select(
-        Publisher.id, Publisher.display_name, Publisher.blog_url, Publisher.audience, Publisher.status,
-        Publisher.status_reason, Publisher.created_at, Publisher.reviewed_at,
+        Publisher.id,
+        Publisher.display_name,
+        Publisher.blog_url,
+        Publisher.audience,
+        Publisher.status,
+        Publisher.status_reason,
+        Publisher.created_at,
+        Publisher.reviewed_at,
         Publisher.user.email.as_alias("email"),
     ).order_by(Publisher.id)
     if status is not None:
@@ -341,11 +401,21 @@ async def review_publisher(admin: CurrentUser, publisher_id: int, approve: bool,
         if row["status"] == status.value:
             return  # a repeated click changes nothing
         await Publisher.update(
-            {Publisher.status: status.value, Publisher.status_reason: reason,
-             Publisher.reviewed_by: admin.id, Publisher.reviewed_at: _now()}
+            {
+                Publisher.status: status.value,
+                Publisher.status_reason: reason,
+                Publisher.reviewed_by: admin.id,
+                Publisher.reviewed_at: _now(),
+            }
         ).where(Publisher.id == publisher_id)
-        await audit.record(f"publisher.{status.value}", actor_id=admin.id, object_type="publisher",
-                           object_id=publisher_id, reason=reason, previous=row["status"])
+        await audit.record(
+            f"publisher.{status.value}",
+            actor_id=admin.id,
+            object_type="publisher",
+            object_id=publisher_id,
+            reason=reason,
+            previous=row["status"],
+        )
 
 
 async def counts_by_role() -> dict[str, int]:

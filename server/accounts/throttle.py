@@ -77,8 +77,12 @@ def network_of(ip: str) -> str:
 def _keys(email: str, ip: str) -> list[str]:
     account = hashlib.sha256(email.encode()).hexdigest()
     network = network_of(ip)
-    return [f"login:try:acct-net:{account}:{network}", f"login:try:acct:{account}",
-            f"login:try:net:{network}", f"login:known:{account}:{network}"]
+    return [
+        f"login:try:acct-net:{account}:{network}",
+        f"login:try:acct:{account}",
+        f"login:try:net:{network}",
+        f"login:known:{account}:{network}",
+    ]
 
 
 def _minutes(seconds: int) -> str:
@@ -92,31 +96,45 @@ def _refusal(which: int, ttl: int) -> TooManyRequests:
         return TooManyRequests(
             f"Too many wrong passwords for this account from your network. Try again in {wait}, or log in "
             "from another network (for example your phone's mobile data). Logins from other networks are "
-            "not affected.", retry_after=ttl, code="throttled_account_network")
+            "not affected.",
+            retry_after=ttl,
+            code="throttled_account_network",
+        )
     if which == 2:
         return TooManyRequests(
             f"This account has received too many wrong passwords from many networks, so logins from networks "
             f"it has not used recently are paused for {wait}. You can still log in from a network you logged "
-            "in from before (home or office).", retry_after=ttl, code="throttled_account")
+            "in from before (home or office).",
+            retry_after=ttl,
+            code="throttled_account",
+        )
     return TooManyRequests(
         f"Too many failed logins from your network, for several accounts. Try again in {wait}, or from "
-        "another network.", retry_after=ttl, code="throttled_network")
+        "another network.",
+        retry_after=ttl,
+        code="throttled_network",
+    )
 
 
 def _unavailable() -> ServiceUnavailable:
     return ServiceUnavailable(
         "Logging in is paused for a moment: the service that guards logins against password guessing is "
         "unavailable. Please try again in a minute. If you are already logged in elsewhere, you stay "
-        "logged in.", retry_after=REDIS_DOWN_RETRY_AFTER, code="login_unavailable")
+        "logged in.",
+        retry_after=REDIS_DOWN_RETRY_AFTER,
+        code="login_unavailable",
+    )
 
 
 async def count_attempt(redis: Redis, settings: Settings, email: str, ip: str) -> None:
     """Count this attempt, or refuse it (TooManyRequests) if a limit is reached; 503 if Redis is away."""
-    limits = (settings.login_max_failures_per_account, settings.login_max_failures_per_account_all_networks,
-              settings.login_max_failures_per_ip)
+    limits = (
+        settings.login_max_failures_per_account,
+        settings.login_max_failures_per_account_all_networks,
+        settings.login_max_failures_per_ip,
+    )
     try:
-        which, ttl = await redis.eval(_ATTEMPT, 4, *_keys(email, ip),
-                                      settings.login_failure_window_seconds, *limits)
+        which, ttl = await redis.eval(_ATTEMPT, 4, *_keys(email, ip), settings.login_failure_window_seconds, *limits)
     except Exception as exc:  # noqa: BLE001 - Redis unreachable, timing out, or restarting
         log.warning("login throttle unavailable, refusing logins: %s", exc)
         raise _unavailable() from None

@@ -69,15 +69,20 @@ log = logging.getLogger("affnet.cpm")
 
 PER = 1000  # a CPM price is per thousand impressions
 REFERENCE = "impression_hour"
-HOURS = EarningHours(ImpressionEarning, ImpressionEarningStatus, reference=REFERENCE, kind="CPM",
-                     event_time=Impression.viewed_at, event_valid=Impression.reason == ViewReason.valid.value,
-                     log=log)
+HOURS = EarningHours(
+    ImpressionEarning,
+    ImpressionEarningStatus,
+    reference=REFERENCE,
+    kind="CPM",
+    event_time=Impression.viewed_at,
+    event_valid=Impression.reason == ViewReason.valid.value,
+    log=log,
+)
 
 
-
-
-def increments(before: tuple[int, int, int], paid: int, advertiser_amount: int,
-               publisher_amount: int) -> tuple[int, int, int]:
+def increments(
+    before: tuple[int, int, int], paid: int, advertiser_amount: int, publisher_amount: int
+) -> tuple[int, int, int]:
     """(price, payout, margin) of `paid` more impressions, given what this publisher's earlier hours
     of the goal hold: (paid impressions, price, payout). The cumulative rule of the module docstring."""
     if not 0 <= publisher_amount <= advertiser_amount or paid < 0:
@@ -91,8 +96,9 @@ def increments(before: tuple[int, int, int], paid: int, advertiser_amount: int,
 
 async def _budget_impressions(terms: dict[str, Any], hour: datetime) -> tuple[int | None, int | None, str]:
     """(budget room in minor units, impressions it pays for at the unit price, the binding budget's name)."""
-    room, which = await spend.budget_room(terms["campaign_id"], terms["daily_budget_minor"],
-                                          terms["total_budget_minor"], hour)
+    room, which = await spend.budget_room(
+        terms["campaign_id"], terms["daily_budget_minor"], terms["total_budget_minor"], hour
+    )
     if room is None:
         return None, None, ""
     return room, room * PER // terms["advertiser_amount"], which
@@ -100,18 +106,30 @@ async def _budget_impressions(terms: dict[str, Any], hour: datetime) -> tuple[in
 
 async def _before(terms: dict[str, Any]) -> dict[int, tuple[int, int, int]]:
     """Per publisher, what earlier priced hours of the goal hold: (paid impressions, price, payout)."""
-    rows = await ImpressionEarning.select(
-        ImpressionEarning.publisher, Sum(ImpressionEarning.paid_impressions, alias="paid"),
-        Sum(ImpressionEarning.price_minor, alias="price"), Sum(ImpressionEarning.payout_minor, alias="payout"),
-    ).where(ImpressionEarning.campaign == terms["campaign_id"], ImpressionEarning.goal == terms["goal_id"]
-            ).group_by(ImpressionEarning.publisher)
+    rows = (
+        await ImpressionEarning.select(
+            ImpressionEarning.publisher,
+            Sum(ImpressionEarning.paid_impressions, alias="paid"),
+            Sum(ImpressionEarning.price_minor, alias="price"),
+            Sum(ImpressionEarning.payout_minor, alias="payout"),
+        )
+        .where(ImpressionEarning.campaign == terms["campaign_id"], ImpressionEarning.goal == terms["goal_id"])
+        .group_by(ImpressionEarning.publisher)
+    )
     return {r["publisher"]: (db.whole(r["paid"]), db.whole(r["price"]), db.whole(r["payout"])) for r in rows}
 
 
 async def _valid_by_publisher(campaign_id: int, start: datetime, end: datetime) -> dict[int, int]:
-    rows = await Impression.select(Impression.publisher, Count(Impression.id, alias="views")).where(
-        Impression.campaign == campaign_id, Impression.reason == ViewReason.valid.value,
-        Impression.viewed_at >= start, Impression.viewed_at < end).group_by(Impression.publisher)
+    rows = (
+        await Impression.select(Impression.publisher, Count(Impression.id, alias="views"))
+        .where(
+            Impression.campaign == campaign_id,
+            Impression.reason == ViewReason.valid.value,
+            Impression.viewed_at >= start,
+            Impression.viewed_at < end,
+        )
+        .group_by(Impression.publisher)
+    )
     return {r["publisher"]: r["views"] for r in rows}
 
 
@@ -133,10 +151,17 @@ async def price_hour(terms: dict[str, Any], hour: datetime) -> tuple[list[Row], 
     if budget_impressions is None or budget_impressions >= sum(in_hour.values()):
         paid = dict(in_hour)
     else:
-        ordered = await Impression.select(Impression.publisher).where(
-            Impression.campaign == campaign_id, Impression.reason == ViewReason.valid.value,
-            Impression.viewed_at >= hour, Impression.viewed_at < end).order_by(
-            Impression.viewed_at, Impression.id).output(as_list=True)
+        ordered = (
+            await Impression.select(Impression.publisher)
+            .where(
+                Impression.campaign == campaign_id,
+                Impression.reason == ViewReason.valid.value,
+                Impression.viewed_at >= hour,
+                Impression.viewed_at < end,
+            )
+            .order_by(Impression.viewed_at, Impression.id)
+            .output(as_list=True)
+        )
         shares = cpc.allocate(ordered, {}, cap=None, publisher_cap=None, budget_clicks=budget_impressions)
         paid = {p: s.paid for p, s in shares.items()}
     before = await _before(terms)
@@ -145,8 +170,12 @@ async def price_hour(terms: dict[str, Any], hour: datetime) -> tuple[list[Row], 
     def build() -> list[Row]:
         rows = []
         for publisher in order:
-            price, payout, margin = increments(before.get(publisher, (0, 0, 0)), paid.get(publisher, 0),
-                                               terms["advertiser_amount"], terms["publisher_amount"])
+            price, payout, margin = increments(
+                before.get(publisher, (0, 0, 0)),
+                paid.get(publisher, 0),
+                terms["advertiser_amount"],
+                terms["publisher_amount"],
+            )
             rows.append(Row(publisher, in_hour[publisher], paid.get(publisher, 0), price, payout, margin))
         return rows
 
@@ -172,20 +201,34 @@ async def build_rows(terms: dict[str, Any], hour: datetime, now: datetime, block
     """The rows of one closed hour of a campaign: one per publisher with valid impressions."""
     money.flat_split(terms["advertiser_amount"], terms["publisher_amount"])  # refuses payout > price
     rows, budget_name = await price_hour(terms, hour)
-    return [ImpressionEarning(
-        publisher=r.publisher, campaign=terms["campaign_id"], goal=terms["goal_id"], hour=hour,
-        valid_impressions=r.valid, paid_impressions=r.paid, over_budget_impressions=r.valid - r.paid,
-        currency=terms["currency"], price_minor=r.price, payout_minor=r.payout, margin_minor=r.margin,
-        unpaid_reason=describe(r, budget_name),
-        # A row whose impressions cost less than a cent so far is paid too: its fractions are
-        # carried in the totals and charged by a later hour (see the module's docstring).
-        status=(ImpressionEarningStatus.waiting if r.price else ImpressionEarningStatus.unpaid).value,
-        status_reason=WAITING_BEHIND if r.price and blocked else "",
-        hold_until=hour + HOUR + timedelta(days=terms["hold_days"]), created_at=now) for r in rows]
+    return [
+        ImpressionEarning(
+            publisher=r.publisher,
+            campaign=terms["campaign_id"],
+            goal=terms["goal_id"],
+            hour=hour,
+            valid_impressions=r.valid,
+            paid_impressions=r.paid,
+            over_budget_impressions=r.valid - r.paid,
+            currency=terms["currency"],
+            price_minor=r.price,
+            payout_minor=r.payout,
+            margin_minor=r.margin,
+            unpaid_reason=describe(r, budget_name),
+            # A row whose impressions cost less than a cent so far is paid too: its fractions are
+            # carried in the totals and charged by a later hour (see the module's docstring).
+            status=(ImpressionEarningStatus.waiting if r.price else ImpressionEarningStatus.unpaid).value,
+            status_reason=WAITING_BEHIND if r.price and blocked else "",
+            hold_until=hour + HOUR + timedelta(days=terms["hold_days"]),
+            created_at=now,
+        )
+        for r in rows
+    ]
 
 
 async def run(now: datetime | None = None) -> Outcome:
     """Retry waiting hours, price and charge every newly closed hour, release earnings past their hold."""
-    terms = await first_goal_terms(PayoutModel.cpm.value,
-                                   ("currency", "hold_days", "daily_budget_minor", "total_budget_minor"))
+    terms = await first_goal_terms(
+        PayoutModel.cpm.value, ("currency", "hold_days", "daily_budget_minor", "total_budget_minor")
+    )
     return await HOURS.run(terms, build_rows, now)

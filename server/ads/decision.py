@@ -184,8 +184,11 @@ def can_serve(entry: CampaignEntry, publisher: PublisherEntry, today: date, seco
             return False
     if entry.cap_clicks_daily is not None and clicks_today >= entry.cap_clicks_daily:
         return False
-    if entry.cap_publisher_clicks_daily is not None and publisher.day == today and publisher.clicks_today.get(
-            entry.campaign_id, 0) >= entry.cap_publisher_clicks_daily:
+    if (
+        entry.cap_publisher_clicks_daily is not None
+        and publisher.day == today
+        and publisher.clicks_today.get(entry.campaign_id, 0) >= entry.cap_publisher_clicks_daily
+    ):
         return False
     return True
 
@@ -195,8 +198,16 @@ class Decider:
     campaigns the slot's publisher is approved in that can take traffic, weighted by the
     publisher's expected earnings per thousand impressions (eCPM)."""
 
-    def __init__(self, inventory: Inventory, offer_key: bytes, visitor_key: bytes, frequency: Frequency, *,
-                 rng: random.Random | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        inventory: Inventory,
+        offer_key: bytes,
+        visitor_key: bytes,
+        frequency: Frequency,
+        *,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.inventory = inventory
         self.offer_key = offer_key
         self.visitor_key = visitor_key
@@ -212,28 +223,49 @@ class Decider:
 
     def _fallback(self, slot: SlotEntry, reason: str) -> Answer:
         size = SIZES[SlotFormat(slot.format)]
-        body: dict[str, Any] = {"status": "fallback", "reason": reason, "fallback": slot.fallback,
-                                "format": slot.format, "width": size.width, "height": size.height}
+        body: dict[str, Any] = {
+            "status": "fallback",
+            "reason": reason,
+            "fallback": slot.fallback,
+            "format": slot.format,
+            "width": size.width,
+            "height": size.height,
+        }
         if slot.fallback == SlotFallback.house.value:
             body["html"] = render.house(slot.house_text, slot.house_url)
         elif slot.fallback == SlotFallback.html.value:
             body["html"] = slot.fallback_html
         return Answer(200, body)
 
-    async def decide(self, slot_key: str, *, origin: str | None, referer: str | None, ip: str, user_agent: str,
-                     now: float | None = None) -> Answer:
+    async def decide(
+        self,
+        slot_key: str,
+        *,
+        origin: str | None,
+        referer: str | None,
+        ip: str,
+        user_agent: str,
+        now: float | None = None,
+    ) -> Answer:
         now = self.clock() if now is None else now
         slot = await self.inventory.slots.get(slot_key) if slot_key and len(slot_key) <= 24 else None
         if slot is None:
-            return _error(404, "unknown_slot", "There is no ad slot with this key: copy the snippet again from "
-                                               "your Ad slots page.")
+            return _error(
+                404,
+                "unknown_slot",
+                "There is no ad slot with this key: copy the snippet again from your Ad slots page.",
+            )
         page = page_host(origin, referer)
         if page is None:
-            return _error(403, "unknown_site", "The page showing this slot could not be told (no Origin or "
-                                               "Referer header).")
+            return _error(
+                403, "unknown_site", "The page showing this slot could not be told (no Origin or Referer header)."
+            )
         if page[1] != self.own_netloc and not host_allowed(page[0], slot.domains):
-            return _error(403, "site_not_allowed", f"This slot may not appear on {page[0]}: add the domain to the "
-                                                   "slot's site domains.")
+            return _error(
+                403,
+                "site_not_allowed",
+                f"This slot may not appear on {page[0]}: add the domain to the slot's site domains.",
+            )
         if self.network_rate.over(truncate_ip(ip), now):
             return self._fallback(slot, "rate_limited")
         if slot.status != SlotStatus.active.value or not slot.publisher_approved:
@@ -250,9 +282,12 @@ class Decider:
         if publisher is not None:
             for campaign_id, (link_id, _) in publisher.links.items():
                 entry = await self.inventory.campaigns.get(campaign_id)
-                if (entry is None or slot.format not in entry.creatives
-                        or not can_serve(entry, publisher, today, seconds)
-                        or self.frequency.capped(visitor, campaign_id, today)):
+                if (
+                    entry is None
+                    or slot.format not in entry.creatives
+                    or not can_serve(entry, publisher, today, seconds)
+                    or self.frequency.capped(visitor, campaign_id, today)
+                ):
                     continue
                 candidates.append((entry.weight, entry, link_id))
                 total += entry.weight
@@ -267,18 +302,33 @@ class Decider:
             pick -= candidate[0]
         _, entry, link_id = chosen
         creative = self.rng.choice(entry.creatives[slot.format])
-        token, offer_id = offers.issue(self.offer_key, slot_id=slot.slot_id, creative_id=creative.creative_id,
-                                       campaign_id=entry.campaign_id, link_id=link_id,
-                                       publisher_id=slot.publisher_id, expires_at=int(now) + OFFER_TTL)
+        token, offer_id = offers.issue(
+            self.offer_key,
+            slot_id=slot.slot_id,
+            creative_id=creative.creative_id,
+            campaign_id=entry.campaign_id,
+            link_id=link_id,
+            publisher_id=slot.publisher_id,
+            expires_at=int(now) + OFFER_TTL,
+        )
         code = publisher.links[entry.campaign_id][1]  # type: ignore[union-attr]
         size = SIZES[SlotFormat(slot.format)]
         base = self.base_url
-        return Answer(200, {
-            "status": "ad", "offer": offer_id, "format": slot.format, "width": size.width, "height": size.height,
-            "creative": {"id": creative.creative_id, "name": creative.name},
-            "frame_url": f"{base}/ads/f/{token}", "view_url": f"{base}/ads/v/{token}",
-            "click_url": f"{base}/c/{code}?o={token}", "expires_in": OFFER_TTL,
-        })
+        return Answer(
+            200,
+            {
+                "status": "ad",
+                "offer": offer_id,
+                "format": slot.format,
+                "width": size.width,
+                "height": size.height,
+                "creative": {"id": creative.creative_id, "name": creative.name},
+                "frame_url": f"{base}/ads/f/{token}",
+                "view_url": f"{base}/ads/v/{token}",
+                "click_url": f"{base}/c/{code}?o={token}",
+                "expires_in": OFFER_TTL,
+            },
+        )
 
 
 # --- views and clicks ----------------------------------------------------------------------------
@@ -287,8 +337,16 @@ class Decider:
 class Views:
     """The view beacon: a signed, unexpired offer counts once, classified, into the impression buffer."""
 
-    def __init__(self, inventory: Inventory, claims: OfferClaims, buffer: EventBuffer, offer_key: bytes,
-                 visitor_key: bytes, frequency: Frequency, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        inventory: Inventory,
+        claims: OfferClaims,
+        buffer: EventBuffer,
+        offer_key: bytes,
+        visitor_key: bytes,
+        frequency: Frequency,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.inventory = inventory
         self.claims = claims
         self.buffer = buffer
@@ -301,15 +359,17 @@ class Views:
     def reset(self) -> None:
         self.network_rate = NetworkRate(limit=VIEWS_PER_MINUTE)
 
-    async def record(self, token: str, *, ip: str, user_agent: str, now: float | None = None,
-                     country: str = "") -> Answer:
+    async def record(
+        self, token: str, *, ip: str, user_agent: str, now: float | None = None, country: str = ""
+    ) -> Answer:
         now = self.clock() if now is None else now
         offer = offers.read(self.offer_key, token)
         if offer is None:
             return _error(400, "offer_invalid", "This view URL was not issued by affnet, or was changed.")
         if offer.expired(now):
-            return _error(410, "offer_expired", "This offer has expired: views count within an hour of the ad "
-                                                "being chosen.")
+            return _error(
+                410, "offer_expired", "This offer has expired: views count within an hour of the ad being chosen."
+            )
         flooding = self.network_rate.over(truncate_ip(ip), now)  # every request counts towards the limit
         if not await self.claims.claim_view(offer.offer_id, now):
             return _error(409, "offer_replayed", "This offer's view has already been counted.")
@@ -327,8 +387,19 @@ class Views:
             entry = self.inventory.campaigns.peek(offer.campaign_id)
             if entry is not None:
                 entry.extra_milli += entry.cpm_price  # one impression costs cpm_price thousandths
-        self.buffer.add((offer.offer_id, moment, offer.slot_id, offer.creative_id, offer.campaign_id,
-                         offer.publisher_id, visitor, reason.value, country))
+        self.buffer.add(
+            (
+                offer.offer_id,
+                moment,
+                offer.slot_id,
+                offer.creative_id,
+                offer.campaign_id,
+                offer.publisher_id,
+                visitor,
+                reason.value,
+                country,
+            )
+        )
         # The same answer whatever the classification: telling a bot it was spotted helps it.
         return Answer(202, {"status": "recorded", "offer": offer.offer_id})
 
@@ -365,9 +436,17 @@ class AdServer:
     """The ads side of a server process: its caches, the decider, the view beacon, offers on clicks
     and the impression buffer. Built by create_app; started and stopped with the app."""
 
-    def __init__(self, *, base_url: str, redis: Redis | None, offer_key: bytes, visitor_key: bytes,
-                 writer: Callable[[list[tuple]], Any], rng: random.Random | None = None,
-                 journal: Journal | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        redis: Redis | None,
+        offer_key: bytes,
+        visitor_key: bytes,
+        writer: Callable[[list[tuple]], Any],
+        rng: random.Random | None = None,
+        journal: Journal | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.redis = redis
         self.offer_key = offer_key

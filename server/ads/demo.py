@@ -42,26 +42,55 @@ async def seed_demo_ads(settings: Any) -> None:
         return
     advertiser = CurrentUser(adv["id"], DEMO_ADVERTISER, Role.advertiser, "cli")
     publisher = CurrentUser(pub["id"], DEMO_PUBLISHER, Role.publisher, "cli")
-    row = await Campaign.select(Campaign.id).where(Campaign.advertiser == adv["id"],
-                                                   Campaign.name == CAMPAIGN_NAME).first()
+    row = (
+        await Campaign.select(Campaign.id)
+        .where(Campaign.advertiser == adv["id"], Campaign.name == CAMPAIGN_NAME)
+        .first()
+    )
     if row is None:
-        campaign_id = await campaigns.create_campaign(advertiser, {
-            "name": CAMPAIGN_NAME, "description": "Banners for food and cooking blogs; paid per thousand views.",
-            "category": "home", "currency": "EUR", "landing_url": "https://shop.affnet.example/knives",
-            "allowed_domains": "shop.affnet.example", "visibility": "public", "hold_days": "7",
-            "goal_0_name": "view", "goal_0_model": "cpm", "goal_0_advertiser": "2.50"})
+        campaign_id = await campaigns.create_campaign(
+            advertiser,
+            {
+                "name": CAMPAIGN_NAME,
+                "description": "Banners for food and cooking blogs; paid per thousand views.",
+                "category": "home",
+                "currency": "EUR",
+                "landing_url": "https://shop.affnet.example/knives",
+                "allowed_domains": "shop.affnet.example",
+                "visibility": "public",
+                "hold_days": "7",
+                "goal_0_name": "view",
+                "goal_0_model": "cpm",
+                "goal_0_advertiser": "2.50",
+            },
+        )
         await campaigns.join(publisher, campaign_id)
     else:
         campaign_id = row["id"]
     if not await Creative.exists().where(Creative.campaign == campaign_id):
         for (width, height), line in (((300, 250), "Chef's knives, 30 % off"), ((728, 90), "30 % off this week")):
-            await creatives.add_image(advertiser, campaign_id, {"name": f"Spring knives {width}x{height}"},
-                                      banner(width, height, "Demo Shop", line), media_dir=settings.media_dir,
-                                      max_bytes=settings.max_upload_bytes)
-        await creatives.add_text(advertiser, campaign_id, {
-            "name": "Spring knives text", "text": "Chef's knives from Demo Shop: 30 % off this week, free delivery."})
+            await creatives.add_image(
+                advertiser,
+                campaign_id,
+                {"name": f"Spring knives {width}x{height}"},
+                banner(width, height, "Demo Shop", line),
+                media_dir=settings.media_dir,
+                max_bytes=settings.max_upload_bytes,
+            )
+        await creatives.add_text(
+            advertiser,
+            campaign_id,
+            {"name": "Spring knives text", "text": "Chef's knives from Demo Shop: 30 % off this week, free delivery."},
+        )
     if not await AdSlot.exists().where(AdSlot.publisher == pub["id"]):
-        await ads.create_slot(publisher, {
-            "name": "Demo blog sidebar", "format": "300x250", "domains": "blog.affnet.example",
-            "fallback": "house", "house_text": "Get the Demo Blog's recipes every week",
-            "house_url": "https://blog.affnet.example/newsletter"})
+        await ads.create_slot(
+            publisher,
+            {
+                "name": "Demo blog sidebar",
+                "format": "300x250",
+                "domains": "blog.affnet.example",
+                "fallback": "house",
+                "house_text": "Get the Demo Blog's recipes every week",
+                "house_url": "https://blog.affnet.example/newsletter",
+            },
+        )

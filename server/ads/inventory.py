@@ -58,9 +58,14 @@ class Memo(Generic[K, V]):
     """Entries by key for TTL seconds, one load per key at a time; `campaigns_of` names the
     campaigns an entry depends on, so a change to one drops every entry built from it."""
 
-    def __init__(self, loader: Callable[[K], Awaitable[V | None]], *,
-                 campaigns_of: Callable[[V], Iterable[int]] = lambda _: (), ttl: float = TTL,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        loader: Callable[[K], Awaitable[V | None]],
+        *,
+        campaigns_of: Callable[[V], Iterable[int]] = lambda _: (),
+        ttl: float = TTL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._loader = loader
         self._campaigns_of = campaigns_of
         self._ttl = ttl
@@ -210,8 +215,9 @@ def _day_start(day: date) -> datetime:
 
 
 async def _valid_impressions(campaign_id: int, since: datetime) -> int:
-    return await Impression.count().where(Impression.campaign == campaign_id, Impression.reason == "valid",
-                                          Impression.viewed_at >= since)
+    return await Impression.count().where(
+        Impression.campaign == campaign_id, Impression.reason == "valid", Impression.viewed_at >= since
+    )
 
 
 class Inventory:
@@ -220,10 +226,12 @@ class Inventory:
     def __init__(self, base_url: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.base_url = base_url.rstrip("/")
         self.slots: Memo[str, SlotEntry] = Memo(self.load_slot, clock=clock)
-        self.publishers: Memo[int, PublisherEntry] = Memo(self.load_publisher, campaigns_of=lambda e: e.links,
-                                                          clock=clock)
-        self.campaigns: Memo[int, CampaignEntry] = Memo(self.load_campaign, campaigns_of=CampaignEntry.campaigns,
-                                                        clock=clock)
+        self.publishers: Memo[int, PublisherEntry] = Memo(
+            self.load_publisher, campaigns_of=lambda e: e.links, clock=clock
+        )
+        self.campaigns: Memo[int, CampaignEntry] = Memo(
+            self.load_campaign, campaigns_of=CampaignEntry.campaigns, clock=clock
+        )
 
     # the tracking cache's registry calls these on every campaign change
     def drop_campaign(self, campaign_id: int) -> None:
@@ -238,74 +246,139 @@ class Inventory:
     async def load_slot(self, public_key: str) -> SlotEntry | None:
         if not public_key or len(public_key) > 24:
             return None
-        row = await AdSlot.select(
-            AdSlot.id, AdSlot.publisher, AdSlot.public_key, AdSlot.format, AdSlot.domains, AdSlot.status,
-            AdSlot.fallback, AdSlot.house_text, AdSlot.house_url, AdSlot.fallback_html,
-        ).where(AdSlot.public_key == public_key).first()
+        row = (
+            await AdSlot.select(
+                AdSlot.id,
+                AdSlot.publisher,
+                AdSlot.public_key,
+                AdSlot.format,
+                AdSlot.domains,
+                AdSlot.status,
+                AdSlot.fallback,
+                AdSlot.house_text,
+                AdSlot.house_url,
+                AdSlot.fallback_html,
+            )
+            .where(AdSlot.public_key == public_key)
+            .first()
+        )
         if row is None:
             return None
         profile = await Publisher.select(Publisher.status).where(Publisher.user == row["publisher"]).first()
-        return SlotEntry(slot_id=row["id"], publisher_id=row["publisher"], public_key=row["public_key"],
-                         format=row["format"], domains=frozenset(row["domains"].split()), status=row["status"],
-                         fallback=row["fallback"], house_text=row["house_text"], house_url=row["house_url"],
-                         fallback_html=row["fallback_html"],
-                         publisher_approved=profile is not None
-                         and profile["status"] == PublisherStatus.approved.value)
+        return SlotEntry(
+            slot_id=row["id"],
+            publisher_id=row["publisher"],
+            public_key=row["public_key"],
+            format=row["format"],
+            domains=frozenset(row["domains"].split()),
+            status=row["status"],
+            fallback=row["fallback"],
+            house_text=row["house_text"],
+            house_url=row["house_url"],
+            fallback_html=row["fallback_html"],
+            publisher_approved=profile is not None and profile["status"] == PublisherStatus.approved.value,
+        )
 
     async def load_publisher(self, publisher_id: int) -> PublisherEntry:
         today = datetime.now(UTC).date()
         # Whatever the campaigns' status: the campaign's own entry says whether it runs, and so a
         # resumed campaign needs no reload of every publisher in it.
         rows = await Link.select(Link.id, Link.code, Link.campaign).where(
-            Link.publisher == publisher_id, Link.membership.status == MembershipStatus.approved.value,
-            Link.campaign.status != CampaignStatus.ended.value)
+            Link.publisher == publisher_id,
+            Link.membership.status == MembershipStatus.approved.value,
+            Link.campaign.status != CampaignStatus.ended.value,
+        )
         links = {r["campaign"]: (r["id"], r["code"]) for r in rows}
         clicks: dict[int, int] = {}
         if links:
-            counted = await Click.select(Click.campaign, Count(Click.id, alias="clicks")).where(
-                Click.publisher == publisher_id, Click.reason == Reason.valid.value,
-                Click.clicked_at >= _day_start(today), Click.campaign.is_in(list(links))).group_by(Click.campaign)
+            counted = (
+                await Click.select(Click.campaign, Count(Click.id, alias="clicks"))
+                .where(
+                    Click.publisher == publisher_id,
+                    Click.reason == Reason.valid.value,
+                    Click.clicked_at >= _day_start(today),
+                    Click.campaign.is_in(list(links)),
+                )
+                .group_by(Click.campaign)
+            )
             clicks = {r["campaign"]: r["clicks"] for r in counted}
         return PublisherEntry(publisher_id=publisher_id, links=links, clicks_today=clicks, day=today)
 
     async def load_campaign(self, campaign_id: int) -> CampaignEntry | None:
-        row = await Campaign.select(
-            Campaign.id, Campaign.advertiser, Campaign.status, Campaign.currency, Campaign.landing_url,
-            Campaign.daily_budget_minor, Campaign.total_budget_minor, Campaign.cap_clicks_daily,
-            Campaign.cap_publisher_clicks_daily).where(Campaign.id == campaign_id).first()
+        row = (
+            await Campaign.select(
+                Campaign.id,
+                Campaign.advertiser,
+                Campaign.status,
+                Campaign.currency,
+                Campaign.landing_url,
+                Campaign.daily_budget_minor,
+                Campaign.total_budget_minor,
+                Campaign.cap_clicks_daily,
+                Campaign.cap_publisher_clicks_daily,
+            )
+            .where(Campaign.id == campaign_id)
+            .first()
+        )
         if row is None:
             return None
         goals = await Goal.select().where(Goal.campaign == campaign_id).order_by(Goal.position)
         weight, cpm_price, cpc_price = expected_cpm(goals)
         creatives: dict[str, list[CreativeEntry]] = {}
-        for c in await Creative.select().where(Creative.campaign == campaign_id,
-                                               Creative.archived.eq(False)).order_by(Creative.id):
+        for c in (
+            await Creative.select()
+            .where(Creative.campaign == campaign_id, Creative.archived.eq(False))
+            .order_by(Creative.id)
+        ):
             if c["kind"] == CreativeKind.text.value:
                 fmt, url = SlotFormat.native.value, ""
             elif c["iab_size"]:
                 fmt, url = c["iab_size"], f"{self.base_url}/media/{quote(c['image_path'])}"
             else:
                 continue  # an image of no standard size fits no slot
-            creatives.setdefault(fmt, []).append(CreativeEntry(
-                creative_id=c["id"], format=fmt, name=c["name"], text=c["text"], image_url=url, width=c["width"],
-                height=c["height"]))
+            creatives.setdefault(fmt, []).append(
+                CreativeEntry(
+                    creative_id=c["id"],
+                    format=fmt,
+                    name=c["name"],
+                    text=c["text"],
+                    image_url=url,
+                    width=c["width"],
+                    height=c["height"],
+                )
+            )
         today = datetime.now(UTC).date()
         start = _day_start(today)
-        clicks_today = await Click.count().where(Click.campaign == campaign_id, Click.reason == Reason.valid.value,
-                                                 Click.clicked_at >= start)
-        spent_today, spent_total = await self._spend(campaign_id, start, cpm_price, cpc_price, clicks_today,
-                                                     row["total_budget_minor"] is not None)
+        clicks_today = await Click.count().where(
+            Click.campaign == campaign_id, Click.reason == Reason.valid.value, Click.clicked_at >= start
+        )
+        spent_today, spent_total = await self._spend(
+            campaign_id, start, cpm_price, cpc_price, clicks_today, row["total_budget_minor"] is not None
+        )
         host = row["landing_url"].split("/")[2] if row["landing_url"].count("/") >= 2 else ""
         return CampaignEntry(
-            campaign_id=campaign_id, advertiser_id=row["advertiser"], status=row["status"], currency=row["currency"],
-            advertiser_host=host, creatives={k: tuple(v) for k, v in creatives.items()}, weight=weight,
-            cpm_price=cpm_price, cpc_price=cpc_price, daily_budget_minor=row["daily_budget_minor"],
-            total_budget_minor=row["total_budget_minor"], cap_clicks_daily=row["cap_clicks_daily"],
-            cap_publisher_clicks_daily=row["cap_publisher_clicks_daily"], day=today, spent_today_minor=spent_today,
-            spent_total_minor=spent_total, clicks_today=clicks_today)
+            campaign_id=campaign_id,
+            advertiser_id=row["advertiser"],
+            status=row["status"],
+            currency=row["currency"],
+            advertiser_host=host,
+            creatives={k: tuple(v) for k, v in creatives.items()},
+            weight=weight,
+            cpm_price=cpm_price,
+            cpc_price=cpc_price,
+            daily_budget_minor=row["daily_budget_minor"],
+            total_budget_minor=row["total_budget_minor"],
+            cap_clicks_daily=row["cap_clicks_daily"],
+            cap_publisher_clicks_daily=row["cap_publisher_clicks_daily"],
+            day=today,
+            spent_today_minor=spent_today,
+            spent_total_minor=spent_total,
+            clicks_today=clicks_today,
+        )
 
-    async def _spend(self, campaign_id: int, start: datetime, cpm_price: int, cpc_price: int, clicks_today: int,
-                     need_total: bool) -> tuple[int, int]:
+    async def _spend(
+        self, campaign_id: int, start: datetime, cpm_price: int, cpc_price: int, clicks_today: int, need_total: bool
+    ) -> tuple[int, int]:
         """The decision's estimate of what the campaign spent today and ever: conversions approved
         today, today's valid clicks at the CPC price (their hours are priced only after they close)
         and today's valid impressions at the CPM price; before today, what the CPC and CPM jobs

@@ -58,8 +58,9 @@ class Offer:
         return now >= self.expires_at
 
 
-def issue(key: bytes, *, slot_id: int, creative_id: int, campaign_id: int, link_id: int, publisher_id: int,
-          expires_at: int) -> tuple[str, str]:
+def issue(
+    key: bytes, *, slot_id: int, creative_id: int, campaign_id: int, link_id: int, publisher_id: int, expires_at: int
+) -> tuple[str, str]:
     """A new signed offer: (token, offer id). Every call draws a new nonce."""
     ids = (slot_id, creative_id, campaign_id, link_id, publisher_id)
     if not all(0 <= i <= MAX_ID for i in ids):
@@ -88,5 +89,12 @@ def read(key: bytes, token: str) -> Offer | None:
     if pos != body_end:
         return None
     slot_id, creative_id, campaign_id, link_id, publisher_id, expires_at = values
-    return Offer(offer_id=_encode(raw[1:1 + NONCE_BYTES]), slot_id=slot_id, creative_id=creative_id,
-                 campaign_id=campaign_id, link_id=link_id, publisher_id=publisher_id, expires_at=expires_at)
+    return Offer(
+        offer_id=_encode(raw[1 : 1 + NONCE_BYTES]),
+        slot_id=slot_id,
+        creative_id=creative_id,
+        campaign_id=campaign_id,
+        link_id=link_id,
+        publisher_id=publisher_id,
+        expires_at=expires_at,
+    )

@@ -11,8 +11,9 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from server.settings import ROOT
 
-ENV = ImmutableSandboxedEnvironment(loader=FileSystemLoader(ROOT / "templates" / "ads"), autoescape=True,
-                                    undefined=StrictUndefined, auto_reload=False)
+ENV = ImmutableSandboxedEnvironment(
+    loader=FileSystemLoader(ROOT / "templates" / "ads"), autoescape=True, undefined=StrictUndefined, auto_reload=False
+)
 # Refuse to import (and so to start) if this ever stops being true.
 assert ENV.autoescape is True, "ad templates must autoescape"
 _FRAME_IMAGE = ENV.get_template("frame_image.html")
@@ -34,5 +35,7 @@ def house(text: str, url: str) -> str:
 def frame_csp(base_url: str) -> str:
     """The policy of an ad frame: no script, no form, no plugin, images from affnet only, framed by
     any site; and sandboxed even when opened on its own, so it never runs with affnet's origin."""
-    return ("default-src 'none'; img-src " + base_url + " data:; style-src 'unsafe-inline'; base-uri 'none'; "
-            "form-action 'none'; frame-ancestors *; sandbox allow-popups allow-popups-to-escape-sandbox")
+    return (
+        "default-src 'none'; img-src " + base_url + " data:; style-src 'unsafe-inline'; base-uri 'none'; "
+        "form-action 'none'; frame-ancestors *; sandbox allow-popups allow-popups-to-escape-sandbox"
+    )

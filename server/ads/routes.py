@@ -31,8 +31,11 @@ def _form_context(**extra: Any) -> dict[str, Any]:
     slot = extra.get("slot")
     if slot is not None:
         extra["format_label"] = ads.FORMAT_LABELS[SlotFormat(slot["format"])]
-    return {"formats": [(f.value, ads.FORMAT_LABELS[f]) for f in SlotFormat],
-            "fallbacks": [(f.value, ads.FALLBACK_LABELS[f]) for f in SlotFallback], **extra}
+    return {
+        "formats": [(f.value, ads.FORMAT_LABELS[f]) for f in SlotFormat],
+        "fallbacks": [(f.value, ads.FALLBACK_LABELS[f]) for f in SlotFallback],
+        **extra,
+    }
 
 
 def _reason_rows(counts: dict[str, int], labels: Mapping[Any, str], reasons: type[StrEnum]) -> list[tuple[str, int]]:
@@ -65,9 +68,11 @@ class PublisherSlots(Controller):
 
     @get("/new")
     async def new_form(self) -> Template:
-        return render_page("publisher/slot_form.html", form={"format": SlotFormat.medium_rectangle.value,
-                                                             "fallback": SlotFallback.collapse.value},
-                           **_form_context(editing=False))
+        return render_page(
+            "publisher/slot_form.html",
+            form={"format": SlotFormat.medium_rectangle.value, "fallback": SlotFallback.collapse.value},
+            **_form_context(editing=False),
+        )
 
     @post("/new")
     async def create(self, request: Request) -> Template | Redirect:
@@ -85,15 +90,22 @@ class PublisherSlots(Controller):
         stats = await ads.slot_stats(slot_id)
         clicks = await ads.slot_click_stats(slot_id)
         valid_views, valid_clicks = stats.get("valid", 0), clicks.get("valid", 0)
-        return render_page("publisher/slot.html", slot=slot, snippet=ads.snippet(base_url, slot),
-                           format_label=ads.FORMAT_LABELS[SlotFormat(slot["format"])],
-                           fallback_label=ads.FALLBACK_LABELS[SlotFallback(slot["fallback"])],
-                           domains=slot["domains"].split(), stats=_reason_rows(stats, VIEW_REASON_LABELS, ViewReason),
-                           valid_views=valid_views, invalid_views=sum(stats.values()) - valid_views,
-                           valid_clicks=valid_clicks, invalid_clicks=sum(clicks.values()) - valid_clicks,
-                           click_stats=_reason_rows(clicks, REASON_LABELS, Reason),
-                           click_rate=_rate(valid_clicks, valid_views),
-                           stats_days=ads.STATS_DAYS)
+        return render_page(
+            "publisher/slot.html",
+            slot=slot,
+            snippet=ads.snippet(base_url, slot),
+            format_label=ads.FORMAT_LABELS[SlotFormat(slot["format"])],
+            fallback_label=ads.FALLBACK_LABELS[SlotFallback(slot["fallback"])],
+            domains=slot["domains"].split(),
+            stats=_reason_rows(stats, VIEW_REASON_LABELS, ViewReason),
+            valid_views=valid_views,
+            invalid_views=sum(stats.values()) - valid_views,
+            valid_clicks=valid_clicks,
+            invalid_clicks=sum(clicks.values()) - valid_clicks,
+            click_stats=_reason_rows(clicks, REASON_LABELS, Reason),
+            click_rate=_rate(valid_clicks, valid_views),
+            stats_days=ads.STATS_DAYS,
+        )
 
     @get("/{slot_id:int}/edit")
     async def edit_form(self, request: Request, slot_id: FromPath[int]) -> Template:
@@ -107,8 +119,12 @@ class PublisherSlots(Controller):
         try:
             await ads.update_slot(_user(request), slot_id, form)
         except DomainError as exc:
-            return render_error("publisher/slot_form.html", exc, {**form, "format": slot["format"]},
-                                **_form_context(editing=True, slot=slot))
+            return render_error(
+                "publisher/slot_form.html",
+                exc,
+                {**form, "format": slot["format"]},
+                **_form_context(editing=True, slot=slot),
+            )
         return see_other(f"/publisher/slots/{slot_id}")
 
     @post("/{slot_id:int}/pause")

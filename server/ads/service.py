@@ -72,9 +72,14 @@ def _get(form: Mapping[str, Any], name: str) -> str:
 
 
 def parse_domains(text: str) -> list[str]:
-    return validation.domains(text, field="domains", label="Site domain", most=MAX_DOMAINS,
-                              empty="List at least one domain of your site, such as blog.example.com.",
-                              too_many=f"At most {MAX_DOMAINS} site domains per slot.")
+    return validation.domains(
+        text,
+        field="domains",
+        label="Site domain",
+        most=MAX_DOMAINS,
+        empty="List at least one domain of your site, such as blog.example.com.",
+        too_many=f"At most {MAX_DOMAINS} site domains per slot.",
+    )
 
 
 def _house_url(raw: str) -> str:
@@ -82,8 +87,9 @@ def _house_url(raw: str) -> str:
     try:
         host = deeplink.normalise_domain(urlsplit(url).hostname or "")
     except ValueError:
-        raise Invalid("House ad link must be a web address such as https://blog.example.com/about.",
-                      field="house_url") from None
+        raise Invalid(
+            "House ad link must be a web address such as https://blog.example.com/about.", field="house_url"
+        ) from None
     # Rebuilt from its checked parts, as deep links are: what is stored is what was checked.
     safe = deeplink.safe_url(url, frozenset({host}))
     if safe is None:
@@ -103,17 +109,24 @@ def parse_slot(form: Mapping[str, Any], *, format_locked: str | None = None) -> 
         raise Invalid("Choose what the slot shows when no ad fits.", field="fallback")
     house_text = house_url = fallback_html = ""
     if fallback == SlotFallback.house.value:
-        house_text = validation.text(_get(form, "house_text"), "house_text", "House ad text",
-                                     max_length=HOUSE_TEXT_MAX)
+        house_text = validation.text(_get(form, "house_text"), "house_text", "House ad text", max_length=HOUSE_TEXT_MAX)
         if "\n" in house_text or "\r" in house_text:
             raise Invalid("House ad text must be a single line.", field="house_text")
         house_url = _house_url(_get(form, "house_url"))
     elif fallback == SlotFallback.html.value:
         raw = form.get("fallback_html", "")
-        fallback_html = validation.text(raw if isinstance(raw, str) else "", "fallback_html", "Your HTML",
-                                        max_length=MAX_FALLBACK_HTML)
-    return {"name": name, "format": slot_format, "domains": "\n".join(domains), "fallback": fallback,
-            "house_text": house_text, "house_url": house_url, "fallback_html": fallback_html}
+        fallback_html = validation.text(
+            raw if isinstance(raw, str) else "", "fallback_html", "Your HTML", max_length=MAX_FALLBACK_HTML
+        )
+    return {
+        "name": name,
+        "format": slot_format,
+        "domains": "\n".join(domains),
+        "fallback": fallback,
+        "house_text": house_text,
+        "house_url": house_url,
+        "fallback_html": fallback_html,
+    }
 
 
 def new_public_key() -> str:
@@ -125,12 +138,25 @@ async def create_slot(publisher: CurrentUser, form: Mapping[str, Any]) -> int:
     values = parse_slot(form)
     now = _now()
     async with db.transaction():
-        rows = await AdSlot.insert(AdSlot(publisher=publisher.id, public_key=new_public_key(),
-                                          status=SlotStatus.active.value, created_at=now, updated_at=now,
-                                          **values)).returning(AdSlot.id)
+        rows = await AdSlot.insert(
+            AdSlot(
+                publisher=publisher.id,
+                public_key=new_public_key(),
+                status=SlotStatus.active.value,
+                created_at=now,
+                updated_at=now,
+                **values,
+            )
+        ).returning(AdSlot.id)
         slot_id = rows[0]["id"]
-        await audit.record("ad_slot.created", actor_id=publisher.id, object_type="ad_slot", object_id=slot_id,
-                           name=values["name"], format=values["format"])
+        await audit.record(
+            "ad_slot.created",
+            actor_id=publisher.id,
+            object_type="ad_slot",
+            object_id=slot_id,
+            name=values["name"],
+            format=values["format"],
+        )
     return slot_id
 
 
@@ -147,8 +173,9 @@ async def update_slot(publisher: CurrentUser, slot_id: int, form: Mapping[str, A
     current = await owned_slot(publisher, slot_id)
     values = parse_slot(form, format_locked=current["format"])
     async with db.transaction():
-        await AdSlot.update({**{getattr(AdSlot, k): v for k, v in values.items()},
-                             AdSlot.updated_at: _now()}).where(AdSlot.id == slot_id)
+        await AdSlot.update({**{getattr(AdSlot, k): v for k, v in values.items()}, AdSlot.updated_at: _now()}).where(
+            AdSlot.id == slot_id
+        )
         await audit.record("ad_slot.updated", actor_id=publisher.id, object_type="ad_slot", object_id=slot_id)
     await inventory.slot_changed(current["public_key"])
 
@@ -170,14 +197,19 @@ async def set_status(publisher: CurrentUser, slot_id: int, action: str) -> str:
 
 
 async def slots_of(publisher: CurrentUser) -> list[dict[str, Any]]:
-    return await AdSlot.select(AdSlot.id, AdSlot.name, AdSlot.format, AdSlot.status, AdSlot.public_key,
-                               AdSlot.domains, AdSlot.fallback).where(
-        AdSlot.publisher == publisher.id).order_by(AdSlot.id)
+    return (
+        await AdSlot.select(
+            AdSlot.id, AdSlot.name, AdSlot.format, AdSlot.status, AdSlot.public_key, AdSlot.domains, AdSlot.fallback
+        )
+        .where(AdSlot.publisher == publisher.id)
+        .order_by(AdSlot.id)
+    )
 
 
 def form_of(slot: Mapping[str, Any]) -> dict[str, str]:
-    return {k: str(slot[k]) for k in ("name", "format", "domains", "fallback", "house_text", "house_url",
-                                      "fallback_html")}
+    return {
+        k: str(slot[k]) for k in ("name", "format", "domains", "fallback", "house_text", "house_url", "fallback_html")
+    }
 
 
 def snippet(base_url: str, slot: Mapping[str, Any]) -> str:
@@ -186,16 +218,21 @@ def snippet(base_url: str, slot: Mapping[str, Any]) -> str:
     escaped here; pages escape the whole snippet again to show it as text."""
     size = SIZES[SlotFormat(slot["format"])]
     base = base_url.rstrip("/")
-    return (f'<div class="affnet-slot" data-affnet-slot="{escape(slot["public_key"])}" '
-            f'data-affnet-format="{escape(slot["format"])}" style="{size.style}"></div>\n'
-            f'<script async src="{escape(base)}/static/embed.js"></script>')
+    return (
+        f'<div class="affnet-slot" data-affnet-slot="{escape(slot["public_key"])}" '
+        f'data-affnet-format="{escape(slot["format"])}" style="{size.style}"></div>\n'
+        f'<script async src="{escape(base)}/static/embed.js"></script>'
+    )
 
 
 async def slot_stats(slot_id: int, *, days: int = STATS_DAYS) -> dict[str, int]:
     """Impressions of the last `days` days by reason ("valid" and each invalid reason)."""
     since = _now() - timedelta(days=days)
-    rows = await Impression.select(Impression.reason, Count(Impression.id, alias="views")).where(
-        Impression.slot == slot_id, Impression.viewed_at >= since).group_by(Impression.reason)
+    rows = (
+        await Impression.select(Impression.reason, Count(Impression.id, alias="views"))
+        .where(Impression.slot == slot_id, Impression.viewed_at >= since)
+        .group_by(Impression.reason)
+    )
     return {r["reason"]: r["views"] for r in rows}
 
 
@@ -206,15 +243,27 @@ async def slot_click_stats(slot_id: int, *, days: int = STATS_DAYS) -> dict[str,
 
 async def demo_slot(publisher_email: str) -> dict[str, Any] | None:
     """The first active slot of the demo publisher (the demo blog page shows it)."""
-    return await AdSlot.select(AdSlot.public_key, AdSlot.format).where(
-        AdSlot.publisher.email == publisher_email, AdSlot.status == SlotStatus.active.value).order_by(
-        AdSlot.id).first()
+    return (
+        await AdSlot.select(AdSlot.public_key, AdSlot.format)
+        .where(AdSlot.publisher.email == publisher_email, AdSlot.status == SlotStatus.active.value)
+        .order_by(AdSlot.id)
+        .first()
+    )
 
 
 # --- the batched impression writer ---------------------------------------------------------------
 
-IMPRESSION_COLUMNS = ("offer", "viewed_at", "slot", "creative", "campaign", "publisher", "visitor_hash", "reason",
-                      "country")
+IMPRESSION_COLUMNS = (
+    "offer",
+    "viewed_at",
+    "slot",
+    "creative",
+    "campaign",
+    "publisher",
+    "visitor_hash",
+    "reason",
+    "country",
+)
 
 
 async def write_impressions(rows: list[tuple]) -> None:

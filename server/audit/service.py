@@ -11,9 +11,7 @@ from server import db
 from server.audit.tables import AuditEvent
 
 
-async def record(
-    action: str, *, actor_id: int | None, object_type: str, object_id: int | None, **detail: Any
-) -> None:
+async def record(action: str, *, actor_id: int | None, object_type: str, object_id: int | None, **detail: Any) -> None:
     await AuditEvent.insert(
         AuditEvent(
             actor=actor_id,
@@ -26,15 +24,20 @@ async def record(
     )
 
 
-async def record_many(action: str, *, actor_id: int | None, object_type: str,
-                      items: Sequence[tuple[int | None, dict[str, Any]]]) -> None:
+async def record_many(
+    action: str, *, actor_id: int | None, object_type: str, items: Sequence[tuple[int | None, dict[str, Any]]]
+) -> None:
     """One event per (object id, detail), in one statement: a payout batch settles lines by the hundred."""
     now = datetime.now(UTC)
     async with db.transaction():
-        await db.insert_rows(AuditEvent, ("actor", "action", "object_type", "object_id", "detail", "created_at"),
-                             [(actor_id, action, object_type, object_id, json.dumps(detail, sort_keys=True,
-                                                                                    default=str), now)
-                              for object_id, detail in items])
+        await db.insert_rows(
+            AuditEvent,
+            ("actor", "action", "object_type", "object_id", "detail", "created_at"),
+            [
+                (actor_id, action, object_type, object_id, json.dumps(detail, sort_keys=True, default=str), now)
+                for object_id, detail in items
+            ],
+        )
 
 
 async def recent(limit: int = 100) -> list[dict[str, Any]]:

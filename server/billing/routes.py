@@ -39,14 +39,21 @@ async def _page(advertiser: CurrentUser, request: Request, **extra: Any) -> dict
     prefs = await billing.settings_of(advertiser.id)
     low, high = await billing.limits(currencies[0])
     context: dict[str, Any] = {
-        "money": money, "balances": await billing.balances_of(advertiser.id),
-        "fundings": await billing.fundings_of(advertiser.id), "currencies": currencies,
-        "minimum": money.display(low, currencies[0]), "maximum": money.display(high, currencies[0]),
+        "money": money,
+        "balances": await billing.balances_of(advertiser.id),
+        "fundings": await billing.fundings_of(advertiser.id),
+        "currencies": currencies,
+        "minimum": money.display(low, currencies[0]),
+        "maximum": money.display(high, currencies[0]),
         "payments_ready": stripe_api.configured(settings_of(request)),
-        "prefs": prefs, "form": {"currency": currencies[0], "amount": ""},
-        "settings_form": {"currency": prefs["currency"] if prefs else currencies[0],
-                          "auto_pause_threshold": money.form_text(prefs["auto_pause_threshold_minor"],
-                                                                  prefs["currency"]) if prefs else "0"},
+        "prefs": prefs,
+        "form": {"currency": currencies[0], "amount": ""},
+        "settings_form": {
+            "currency": prefs["currency"] if prefs else currencies[0],
+            "auto_pause_threshold": money.form_text(prefs["auto_pause_threshold_minor"], prefs["currency"])
+            if prefs
+            else "0",
+        },
     }
     if request.query_params.get("canceled"):
         context["notice"] = "The payment was cancelled; nothing was charged."
@@ -75,9 +82,14 @@ class AdvertiserBilling(Controller):
             # (another locale) shows the page again instead of charging.
             amount, currency = await billing.parse_funding(_user(request).id, form)
             if form.get("confirmed_minor") != str(amount):
-                return render(CONFIRM_PAGE, amount_text=form.get("amount", ""), currency=currency, amount_minor=amount,
-                              shown=money.display_local(amount, currency),
-                              changed=bool(form.get("confirmed_minor")))
+                return render(
+                    CONFIRM_PAGE,
+                    amount_text=form.get("amount", ""),
+                    currency=currency,
+                    amount_minor=amount,
+                    shown=money.display_local(amount, currency),
+                    changed=bool(form.get("confirmed_minor")),
+                )
             async with stripe_api.gateway(settings) as gateway:
                 url = await billing.start_funding(_user(request), form, gateway, settings.base_url)
         except (Invalid, Conflict) as exc:
@@ -94,8 +106,13 @@ class AdvertiserBilling(Controller):
             return render(PAGE, **await _page(_user(request), request))
         funding = await billing.returned(_user(request), session_id)
         credited = funding["status"] == FundingStatus.credited.value
-        return render(RETURN_PAGE, funding=funding, credited=credited, money=money,
-                      balances=await billing.balances_of(_user(request).id) if credited else [])
+        return render(
+            RETURN_PAGE,
+            funding=funding,
+            credited=credited,
+            money=money,
+            balances=await billing.balances_of(_user(request).id) if credited else [],
+        )
 
     @post("/settings")
     async def save_settings(self, request: Request) -> Template | Response:
@@ -107,9 +124,12 @@ class AdvertiserBilling(Controller):
             context["settings_form"] = {k: v for k, v in form.items() if k != "_csrf_token"}
             return render(PAGE, status_code=exc.status_code, error=exc.message, error_field=exc.field, **context)
         prefs = await billing.settings_of(_user(request).id)
-        notice = (f"Billing settings saved: campaigns in {prefs['currency']} pause below "
-                  f"{money.display_local(prefs['auto_pause_threshold_minor'], prefs['currency'])}." if prefs
-                  else "Billing settings saved.")
+        notice = (
+            f"Billing settings saved: campaigns in {prefs['currency']} pause below "
+            f"{money.display_local(prefs['auto_pause_threshold_minor'], prefs['currency'])}."
+            if prefs
+            else "Billing settings saved."
+        )
         return render(PAGE, **await _page(_user(request), request, notice=notice))
 
 
@@ -160,7 +180,12 @@ class FinanceStripeEvents(Controller):
         try:
             await webhooks.retry(event_id, actor_id=_user(request).id)
         except Conflict as exc:
-            return render(EVENTS_PAGE, status_code=exc.status_code, error=exc.message,
-                          events=await webhooks.unprocessed(), max_attempts=webhooks.MAX_ATTEMPTS)
+            return render(
+                EVENTS_PAGE,
+                status_code=exc.status_code,
+                error=exc.message,
+                events=await webhooks.unprocessed(),
+                max_attempts=webhooks.MAX_ATTEMPTS,
+            )
         await enqueue(request, event_id, job_id=f"{event_id}:retry:{time.time_ns()}")
         return see_other("/finance/stripe-events")

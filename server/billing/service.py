@@ -32,10 +32,13 @@ DEFAULT_CURRENCY = "EUR"
 OFFERED_CURRENCIES = ("EUR", "USD", "GBP")
 HISTORY_LIMIT = 100
 LOW_BALANCE_FACTOR = 2  # warn while the balance is under twice the auto-pause threshold
-PAUSE_REASON = ("Paused by affnet: your {currency} balance ({balance}) is below your auto-pause threshold "
-                "({threshold}). Add funds, then resume the campaign.")
-PAUSE_REASON_EMPTY = ("Paused by affnet: a refund or dispute left your {currency} balance empty. Add funds, "
-                      "then resume the campaign.")
+PAUSE_REASON = (
+    "Paused by affnet: your {currency} balance ({balance}) is below your auto-pause threshold "
+    "({threshold}). Add funds, then resume the campaign."
+)
+PAUSE_REASON_EMPTY = (
+    "Paused by affnet: a refund or dispute left your {currency} balance empty. Add funds, then resume the campaign."
+)
 
 
 def _now() -> datetime:
@@ -55,10 +58,12 @@ async def _setting(key: str, default: str) -> str:
 async def limits(currency: str) -> tuple[int, int]:
     """The smallest and largest top-up in `currency`, in minor units."""
     # Stored settings are machine text: read in no one's locale (an ambiguous one is refused, never guessed).
-    low = money.parse_amount(await _setting(MINIMUM_KEY, DEFAULT_MINIMUM), currency, field="amount", label="Minimum",
-                             locale=None)
-    high = money.parse_amount(await _setting(MAXIMUM_KEY, DEFAULT_MAXIMUM), currency, field="amount",
-                              label="Maximum", locale=None)
+    low = money.parse_amount(
+        await _setting(MINIMUM_KEY, DEFAULT_MINIMUM), currency, field="amount", label="Minimum", locale=None
+    )
+    high = money.parse_amount(
+        await _setting(MAXIMUM_KEY, DEFAULT_MAXIMUM), currency, field="amount", label="Maximum", locale=None
+    )
     return low, high
 
 
@@ -78,36 +83,53 @@ async def parse_funding(advertiser_id: int, form: Mapping[str, Any]) -> tuple[in
     if amount < low:
         raise Invalid(f"The smallest top-up is {money.display(low, currency)}.", field="amount")
     if amount > high:
-        raise Invalid(f"The largest top-up is {money.display(high, currency)}; add more in several top-ups.",
-                      field="amount")
+        raise Invalid(
+            f"The largest top-up is {money.display(high, currency)}; add more in several top-ups.", field="amount"
+        )
     return amount, currency
 
 
-async def start_funding(advertiser: CurrentUser, form: Mapping[str, Any], gateway: stripe_api.Gateway,
-                        base_url: str) -> str:
+async def start_funding(
+    advertiser: CurrentUser, form: Mapping[str, Any], gateway: stripe_api.Gateway, base_url: str
+) -> str:
     """Store a funding, open a Stripe Checkout Session for it, and return where to send the browser."""
     amount, currency = await parse_funding(advertiser.id, form)
     now = _now()
     reference = secrets.token_hex(8)
-    rows = await Funding.insert(Funding(advertiser=advertiser.id, reference=reference, amount_minor=amount,
-                                        currency=currency, status=FundingStatus.pending.value, created_at=now,
-                                        updated_at=now)).returning(Funding.id)
+    rows = await Funding.insert(
+        Funding(
+            advertiser=advertiser.id,
+            reference=reference,
+            amount_minor=amount,
+            currency=currency,
+            status=FundingStatus.pending.value,
+            created_at=now,
+            updated_at=now,
+        )
+    ).returning(Funding.id)
     funding_id = rows[0]["id"]
     try:
         session = await gateway.create_checkout_session(
-            funding_id=funding_id, reference=reference, amount_minor=amount, currency=currency, email=advertiser.email,
+            funding_id=funding_id,
+            reference=reference,
+            amount_minor=amount,
+            currency=currency,
+            email=advertiser.email,
             # Stripe fills in {CHECKOUT_SESSION_ID}; the return page only shows, it never credits.
             success_url=f"{base_url}/advertiser/billing/return?session_id={{CHECKOUT_SESSION_ID}}",
-            cancel_url=f"{base_url}/advertiser/billing?canceled={funding_id}")
+            cancel_url=f"{base_url}/advertiser/billing?canceled={funding_id}",
+        )
     except Exception as exc:
         log.warning("checkout session for funding %s failed: %s", funding_id, exc)
-        await Funding.update({Funding.status: FundingStatus.failed.value, Funding.error: str(exc)[:2000],
-                              Funding.updated_at: _now()}).where(Funding.id == funding_id)
-        raise Conflict("Stripe could not be reached to start the payment. Nothing was charged; please try "
-                       "again in a minute.") from None
-    await Funding.update({Funding.status: FundingStatus.open.value, Funding.checkout_session_id: session.id,
-                          Funding.updated_at: _now()}).where(Funding.id == funding_id,
-                                                             Funding.status == FundingStatus.pending.value)
+        await Funding.update(
+            {Funding.status: FundingStatus.failed.value, Funding.error: str(exc)[:2000], Funding.updated_at: _now()}
+        ).where(Funding.id == funding_id)
+        raise Conflict(
+            "Stripe could not be reached to start the payment. Nothing was charged; please try again in a minute."
+        ) from None
+    await Funding.update(
+        {Funding.status: FundingStatus.open.value, Funding.checkout_session_id: session.id, Funding.updated_at: _now()}
+    ).where(Funding.id == funding_id, Funding.status == FundingStatus.pending.value)
     if not session.url:
         raise Conflict("Stripe did not return a payment page. Nothing was charged; please try again.")
     return session.url
@@ -115,17 +137,25 @@ async def start_funding(advertiser: CurrentUser, form: Mapping[str, Any], gatewa
 
 async def returned(advertiser: CurrentUser, session_id: str) -> dict[str, Any]:
     """The funding a Checkout Session was for, if it is this advertiser's. Shows state, changes nothing."""
-    row = await Funding.select().where(Funding.checkout_session_id == session_id,
-                                       Funding.advertiser == advertiser.id).first() if session_id else None
+    row = (
+        await Funding.select()
+        .where(Funding.checkout_session_id == session_id, Funding.advertiser == advertiser.id)
+        .first()
+        if session_id
+        else None
+    )
     if row is None:
         raise NotFound("There is no top-up of yours for this payment.")
     return row
 
 
 async def fundings_of(advertiser_id: int) -> list[dict[str, Any]]:
-    return await Funding.select().where(Funding.advertiser == advertiser_id,
-                                        Funding.status != FundingStatus.pending.value).order_by(
-        Funding.id, ascending=False).limit(HISTORY_LIMIT)
+    return (
+        await Funding.select()
+        .where(Funding.advertiser == advertiser_id, Funding.status != FundingStatus.pending.value)
+        .order_by(Funding.id, ascending=False)
+        .limit(HISTORY_LIMIT)
+    )
 
 
 async def settings_of(advertiser_id: int) -> dict[str, Any] | None:
@@ -141,13 +171,23 @@ async def save_settings(advertiser: CurrentUser, form: Mapping[str, Any]) -> Non
     if threshold > 10**12:
         raise Invalid("Auto-pause threshold is too large.", field="auto_pause_threshold")
     async with db.transaction():
-        updated = await BillingSettings.update({
-            BillingSettings.currency: currency, BillingSettings.auto_pause_threshold_minor: threshold,
-            BillingSettings.updated_at: _now()}).where(BillingSettings.advertiser == advertiser.id).returning(
-            BillingSettings.id)
+        updated = (
+            await BillingSettings.update(
+                {
+                    BillingSettings.currency: currency,
+                    BillingSettings.auto_pause_threshold_minor: threshold,
+                    BillingSettings.updated_at: _now(),
+                }
+            )
+            .where(BillingSettings.advertiser == advertiser.id)
+            .returning(BillingSettings.id)
+        )
         if not updated:
-            await BillingSettings.insert(BillingSettings(advertiser=advertiser.id, currency=currency,
-                                                         auto_pause_threshold_minor=threshold, updated_at=_now()))
+            await BillingSettings.insert(
+                BillingSettings(
+                    advertiser=advertiser.id, currency=currency, auto_pause_threshold_minor=threshold, updated_at=_now()
+                )
+            )
     await enforce_threshold(advertiser.id)
 
 
@@ -166,9 +206,15 @@ async def balances_of(advertiser_id: int) -> list[dict[str, Any]]:
         balance = await ledger.balance(K.advertiser_balance, currency, advertiser_id)
         owed = -await ledger.balance(K.advertiser_receivable, currency, advertiser_id)
         threshold = prefs["auto_pause_threshold_minor"] if prefs and prefs["currency"] == currency else 0
-        result.append({"currency": currency, "balance_minor": balance, "owed_minor": owed,
-                       "threshold_minor": threshold,
-                       "low": balance == 0 or balance < threshold * LOW_BALANCE_FACTOR})
+        result.append(
+            {
+                "currency": currency,
+                "balance_minor": balance,
+                "owed_minor": owed,
+                "threshold_minor": threshold,
+                "low": balance == 0 or balance < threshold * LOW_BALANCE_FACTOR,
+            }
+        )
     return result
 
 
@@ -176,9 +222,11 @@ async def balances_of(advertiser_id: int) -> list[dict[str, Any]]:
 
 
 async def _pause_campaigns(advertiser_id: int, currency: str, reason: str) -> list[int]:
-    rows = await Campaign.select(Campaign.id).where(Campaign.advertiser == advertiser_id,
-                                                    Campaign.currency == currency,
-                                                    Campaign.status == CampaignStatus.active.value)
+    rows = await Campaign.select(Campaign.id).where(
+        Campaign.advertiser == advertiser_id,
+        Campaign.currency == currency,
+        Campaign.status == CampaignStatus.active.value,
+    )
     return [r["id"] for r in rows if await campaigns.pause_for_balance(r["id"], reason=reason)]
 
 
@@ -191,8 +239,13 @@ async def enforce_threshold(advertiser_id: int) -> list[int]:
     balance = await ledger.balance(K.advertiser_balance, currency, advertiser_id)
     if balance >= threshold:
         return []
-    return await _pause_campaigns(advertiser_id, currency, PAUSE_REASON.format(
-        currency=currency, balance=money.display(balance, currency), threshold=money.display(threshold, currency)))
+    return await _pause_campaigns(
+        advertiser_id,
+        currency,
+        PAUSE_REASON.format(
+            currency=currency, balance=money.display(balance, currency), threshold=money.display(threshold, currency)
+        ),
+    )
 
 
 async def pause_if_short(advertiser_id: int, currency: str) -> list[int]:
@@ -205,7 +258,8 @@ async def pause_if_short(advertiser_id: int, currency: str) -> list[int]:
 async def enforce_all_thresholds() -> list[int]:
     """The cron job: every advertiser with a threshold, checked against their balance."""
     rows = await BillingSettings.select(BillingSettings.advertiser).where(
-        BillingSettings.auto_pause_threshold_minor > 0)
+        BillingSettings.auto_pause_threshold_minor > 0
+    )
     paused: list[int] = []
     for row in rows:
         paused += await enforce_threshold(row["advertiser"])

@@ -47,8 +47,17 @@ class Payment:
 
 
 class Gateway(Protocol):
-    async def create_checkout_session(self, *, funding_id: int, reference: str, amount_minor: int, currency: str,
-                                      email: str, success_url: str, cancel_url: str) -> CheckoutSession: ...
+    async def create_checkout_session(
+        self,
+        *,
+        funding_id: int,
+        reference: str,
+        amount_minor: int,
+        currency: str,
+        email: str,
+        success_url: str,
+        cancel_url: str,
+    ) -> CheckoutSession: ...
 
     async def payment(self, payment_intent_id: str) -> Payment: ...
 
@@ -65,14 +74,30 @@ class StripeGateway:
     def __init__(self, client: stripe.StripeClient) -> None:
         self.client = client
 
-    async def create_checkout_session(self, *, funding_id: int, reference: str, amount_minor: int, currency: str,
-                                      email: str, success_url: str, cancel_url: str) -> CheckoutSession:
+    async def create_checkout_session(
+        self,
+        *,
+        funding_id: int,
+        reference: str,
+        amount_minor: int,
+        currency: str,
+        email: str,
+        success_url: str,
+        cancel_url: str,
+    ) -> CheckoutSession:
         metadata = {"funding_id": str(funding_id)}
         params: dict[str, Any] = {
             "mode": "payment",
-            "line_items": [{"quantity": 1, "price_data": {
-                "currency": currency.lower(), "unit_amount": amount_minor,
-                "product_data": {"name": "affnet prepaid balance"}}}],
+            "line_items": [
+                {
+                    "quantity": 1,
+                    "price_data": {
+                        "currency": currency.lower(),
+                        "unit_amount": amount_minor,
+                        "product_data": {"name": "affnet prepaid balance"},
+                    },
+                }
+            ],
             "success_url": success_url,
             "cancel_url": cancel_url,
             "client_reference_id": str(funding_id),
@@ -84,26 +109,35 @@ class StripeGateway:
             params["customer_email"] = email
         session = await self.client.v1.checkout.sessions.create_async(
             params,  # type: ignore[arg-type]
-            {"idempotency_key": f"funding:{funding_id}:{reference}:checkout"})
+            {"idempotency_key": f"funding:{funding_id}:{reference}:checkout"},
+        )
         return CheckoutSession(id=session.id, url=session.url or "")
 
     async def payment(self, payment_intent_id: str) -> Payment:
-        intent = (await self.client.v1.payment_intents.retrieve_async(
-            payment_intent_id, {"expand": ["latest_charge.balance_transaction"]})).to_dict()
+        intent = (
+            await self.client.v1.payment_intents.retrieve_async(
+                payment_intent_id, {"expand": ["latest_charge.balance_transaction"]}
+            )
+        ).to_dict()
         charge: Any = intent.get("latest_charge")
         if isinstance(charge, str):
-            charge = (await self.client.v1.charges.retrieve_async(charge, {"expand": ["balance_transaction"]})
-                      ).to_dict()
+            charge = (
+                await self.client.v1.charges.retrieve_async(charge, {"expand": ["balance_transaction"]})
+            ).to_dict()
         txn: Any = charge.get("balance_transaction") if charge else None
         if isinstance(txn, str):
             txn = (await self.client.v1.balance_transactions.retrieve_async(txn)).to_dict()
         return Payment(
-            payment_intent_id=intent["id"], status=intent["status"],
-            amount_minor=int(intent.get("amount_received") or 0), currency=str(intent["currency"]).upper(),
-            charge_id=charge["id"] if charge else "", receipt_url=(charge.get("receipt_url") or "") if charge else "",
-            fee_minor=int(txn["fee"]) if txn else None, fee_currency=str(txn["currency"]).upper() if txn else "",
-            funding_id=_funding_id(intent.get("metadata")))
-
+            payment_intent_id=intent["id"],
+            status=intent["status"],
+            amount_minor=int(intent.get("amount_received") or 0),
+            currency=str(intent["currency"]).upper(),
+            charge_id=charge["id"] if charge else "",
+            receipt_url=(charge.get("receipt_url") or "") if charge else "",
+            fee_minor=int(txn["fee"]) if txn else None,
+            fee_currency=str(txn["currency"]).upper() if txn else "",
+            funding_id=_funding_id(intent.get("metadata")),
+        )
 
     async def reversals(self, transfer_id: str) -> list[dict[str, Any]]:
         """Every reversal of a transfer, newest first: a transfer (and its event) carries only the 10 most
@@ -141,8 +175,12 @@ class HTTPXClient(stripe.HTTPXClient):
 
 def client_for(settings: Settings, http_client: stripe.HTTPClient | None = None) -> stripe.StripeClient:
     base = {"api": settings.stripe_api_base.rstrip("/")} if settings.stripe_api_base else None
-    return stripe.StripeClient(settings.stripe_secret_key, base_addresses=base,  # type: ignore[arg-type]
-                               http_client=http_client or HTTPXClient(), max_network_retries=2)
+    return stripe.StripeClient(
+        settings.stripe_secret_key,
+        base_addresses=base,  # type: ignore[arg-type]
+        http_client=http_client or HTTPXClient(),
+        max_network_retries=2,
+    )
 
 
 @asynccontextmanager

@@ -96,9 +96,18 @@ async def record(payload: bytes, signature: str | None, secret: str, *, connect:
         raise BadWebhook("The Connect endpoint takes connected accounts' events only; this one has no account.")
     if not connect and account:
         raise BadWebhook("A connected account's event belongs on the Connect endpoint (/stripe/connect-webhook).")
-    rows = await StripeEvent.insert(StripeEvent(
-        event_id=event_id, type=event_type, payload=payload.decode("utf-8"), received_at=_now(),
-    )).on_conflict(target=StripeEvent.event_id, action="DO NOTHING").returning(StripeEvent.id)
+    rows = (
+        await StripeEvent.insert(
+            StripeEvent(
+                event_id=event_id,
+                type=event_type,
+                payload=payload.decode("utf-8"),
+                received_at=_now(),
+            )
+        )
+        .on_conflict(target=StripeEvent.event_id, action="DO NOTHING")
+        .returning(StripeEvent.id)
+    )
     if rows:
         return Recorded(event_id, new=True, processed=False)
     existing = await StripeEvent.select(StripeEvent.processed_at).where(StripeEvent.event_id == event_id).first()
@@ -117,34 +126,50 @@ async def process(event_id: str, gateway: Gateway) -> str:
         return row["outcome"]
     try:
         event = json.loads(row["payload"])
-        outcome = await _apply(row["type"], event["data"]["object"], gateway, created=event.get("created"),
-                               account=event.get("account"))
+        outcome = await _apply(
+            row["type"], event["data"]["object"], gateway, created=event.get("created"), account=event.get("account")
+        )
     except Exception as exc:
-        await StripeEvent.update({StripeEvent.error: f"{type(exc).__name__}: {exc}"[:2000],
-                                  StripeEvent.attempts: StripeEvent.attempts + 1}).where(
-            StripeEvent.event_id == event_id)
+        await StripeEvent.update(
+            {StripeEvent.error: f"{type(exc).__name__}: {exc}"[:2000], StripeEvent.attempts: StripeEvent.attempts + 1}
+        ).where(StripeEvent.event_id == event_id)
         raise
-    await StripeEvent.update({StripeEvent.processed_at: _now(), StripeEvent.outcome: outcome[:40],
-                              StripeEvent.error: ""}).where(StripeEvent.event_id == event_id,
-                                                            StripeEvent.processed_at.is_null())
+    await StripeEvent.update(
+        {StripeEvent.processed_at: _now(), StripeEvent.outcome: outcome[:40], StripeEvent.error: ""}
+    ).where(StripeEvent.event_id == event_id, StripeEvent.processed_at.is_null())
     return outcome
 
 
 async def pending(now: datetime | None = None, limit: int = SWEEP_BATCH) -> list[str]:
     """Events not processed yet (an enqueue lost, a job that failed), oldest first."""
     before = (now or _now()) - SWEEP_AFTER
-    rows = await StripeEvent.select(StripeEvent.event_id).where(
-        StripeEvent.processed_at.is_null(), StripeEvent.received_at <= before,
-        StripeEvent.attempts < MAX_ATTEMPTS).order_by(StripeEvent.id).limit(limit)
+    rows = (
+        await StripeEvent.select(StripeEvent.event_id)
+        .where(
+            StripeEvent.processed_at.is_null(), StripeEvent.received_at <= before, StripeEvent.attempts < MAX_ATTEMPTS
+        )
+        .order_by(StripeEvent.id)
+        .limit(limit)
+    )
     return [r["event_id"] for r in rows]
 
 
 async def unprocessed(limit: int = 200) -> list[dict[str, Any]]:
     """Events not applied yet, newest first, for finance: failing ones with their error and attempts,
     and those the sweep gave up on (MAX_ATTEMPTS)."""
-    rows = await StripeEvent.select(StripeEvent.id, StripeEvent.event_id, StripeEvent.type, StripeEvent.received_at,
-                                    StripeEvent.attempts, StripeEvent.error).where(
-        StripeEvent.processed_at.is_null()).order_by(StripeEvent.id, ascending=False).limit(limit)
+    rows = (
+        await StripeEvent.select(
+            StripeEvent.id,
+            StripeEvent.event_id,
+            StripeEvent.type,
+            StripeEvent.received_at,
+            StripeEvent.attempts,
+            StripeEvent.error,
+        )
+        .where(StripeEvent.processed_at.is_null())
+        .order_by(StripeEvent.id, ascending=False)
+        .limit(limit)
+    )
     for row in rows:
         row["given_up"] = row["attempts"] >= MAX_ATTEMPTS
     return rows
@@ -154,12 +179,16 @@ async def retry(event_id: str, *, actor_id: int) -> None:
     """Finance asks for an event to be processed again (after fixing its cause): its attempts start over,
     so the sweep tries it again too. Refused for an event already applied or unknown."""
     async with db.transaction():
-        changed = await StripeEvent.update({StripeEvent.attempts: 0}).where(
-            StripeEvent.event_id == event_id, StripeEvent.processed_at.is_null()).returning(StripeEvent.attempts)
+        changed = (
+            await StripeEvent.update({StripeEvent.attempts: 0})
+            .where(StripeEvent.event_id == event_id, StripeEvent.processed_at.is_null())
+            .returning(StripeEvent.attempts)
+        )
         if not changed:
             raise Conflict("This event was applied already, or there is no such event.")
-        await audit.record("stripe_event.retried", actor_id=actor_id, object_type="stripe_event", object_id=None,
-                           event_id=event_id)
+        await audit.record(
+            "stripe_event.retried", actor_id=actor_id, object_type="stripe_event", object_id=None, event_id=event_id
+        )
 
 
 async def sweep(gateway: Gateway, now: datetime | None = None) -> dict[str, int]:
@@ -174,8 +203,9 @@ async def sweep(gateway: Gateway, now: datetime | None = None) -> dict[str, int]
     return {"processed": done, "failed": failed}
 
 
-async def _apply(event_type: str, obj: dict[str, Any], gateway: Gateway, *, created: int | None = None,
-                 account: str | None = None) -> str:
+async def _apply(
+    event_type: str, obj: dict[str, Any], gateway: Gateway, *, created: int | None = None, account: str | None = None
+) -> str:
     from server.payouts import events as payout_events  # payouts depend on billing, not the reverse
 
     if account:  # a connected account's event (recorded from the Connect endpoint): never about a funding
@@ -195,7 +225,8 @@ async def _apply(event_type: str, obj: dict[str, Any], gateway: Gateway, *, crea
             return "ignored: not a funding"
         status, outcome = NEVER_PAID[event_type]
         await Funding.update({Funding.status: status.value, Funding.updated_at: _now()}).where(
-            Funding.id == funding, Funding.status == FundingStatus.open.value)
+            Funding.id == funding, Funding.status == FundingStatus.open.value
+        )
         return outcome
     if event_type == "payment_intent.succeeded":
         funding = await _funding(obj.get("metadata"), payment_intent_id=obj.get("id"))
@@ -260,19 +291,32 @@ async def _ensure_credited(funding_id: int, payment_intent_id: str, gateway: Gat
         if funding["status"] == FundingStatus.credited.value:
             return "already credited"
         if payment.currency != funding["currency"] or payment.amount_minor != funding["amount_minor"]:
-            raise ValueError(f"Stripe received {payment.amount_minor} {payment.currency} for funding {funding_id} "
-                             f"of {funding['amount_minor']} {funding['currency']}")
+            raise ValueError(
+                f"Stripe received {payment.amount_minor} {payment.currency} for funding {funding_id} "
+                f"of {funding['amount_minor']} {funding['currency']}"
+            )
         if payment.fee_currency != funding["currency"]:
             raise ValueError(f"the fee of funding {funding_id} is in {payment.fee_currency}")
-        await templates.fund_advertiser_by_card(funding["advertiser"], payment.amount_minor, payment.fee_minor,
-                                                funding["currency"], reference_id=funding_id,
-                                                key=f"funding:{funding_id}:credited")
+        await templates.fund_advertiser_by_card(
+            funding["advertiser"],
+            payment.amount_minor,
+            payment.fee_minor,
+            funding["currency"],
+            reference_id=funding_id,
+            key=f"funding:{funding_id}:credited",
+        )
         now = _now()
-        await Funding.update({
-            Funding.status: FundingStatus.credited.value, Funding.fee_minor: payment.fee_minor,
-            Funding.payment_intent_id: payment.payment_intent_id, Funding.charge_id: payment.charge_id,
-            Funding.receipt_url: payment.receipt_url, Funding.credited_at: now, Funding.updated_at: now,
-        }).where(Funding.id == funding_id)
+        await Funding.update(
+            {
+                Funding.status: FundingStatus.credited.value,
+                Funding.fee_minor: payment.fee_minor,
+                Funding.payment_intent_id: payment.payment_intent_id,
+                Funding.charge_id: payment.charge_id,
+                Funding.receipt_url: payment.receipt_url,
+                Funding.credited_at: now,
+                Funding.updated_at: now,
+            }
+        ).where(Funding.id == funding_id)
     return "credited"
 
 
@@ -280,8 +324,9 @@ async def _withdraw(funding: dict[str, Any], amount: int, *, kind: str, key: str
     """Take `amount` of a funding back (refund, dispute); True if this call moved it."""
     for attempt in range(RETRIES):
         try:
-            posted = await templates.withdraw_funding(funding["advertiser"], amount, funding["currency"], kind=kind,
-                                                      reference_id=funding["id"], key=key)
+            posted = await templates.withdraw_funding(
+                funding["advertiser"], amount, funding["currency"], kind=kind, reference_id=funding["id"], key=key
+            )
             return not posted.replayed
         except InsufficientFunds:
             if attempt == RETRIES - 1:
@@ -299,7 +344,8 @@ async def _refunded(funding_id: int, cumulative: int) -> str:
             return "refund already applied"
         await _withdraw(funding, new, kind="funding.refund", key=f"funding:{funding_id}:refunded:{cumulative}")
         await Funding.update({Funding.refunded_minor: cumulative, Funding.updated_at: _now()}).where(
-            Funding.id == funding_id)
+            Funding.id == funding_id
+        )
     await billing.pause_if_short(funding["advertiser"], funding["currency"])
     return "refunded"
 
@@ -313,23 +359,28 @@ async def _dispute(event_type: str, dispute: dict[str, Any], gateway: Gateway) -
         return "inquiry: no funds moved"  # an inquiry withdraws nothing unless it becomes a dispute
     await _ensure_credited(funding_id, dispute["payment_intent"], gateway)
     amount, dispute_id = int(dispute["amount"]), dispute["id"]
-    won = event_type == "charge.dispute.funds_reinstated" or (
-        event_type == "charge.dispute.closed" and status == "won")
+    won = event_type == "charge.dispute.funds_reinstated" or (event_type == "charge.dispute.closed" and status == "won")
     async with db.transaction():
         funding = await _locked(funding_id)
         disputed = funding["disputed_minor"]
         # Funds leave when the dispute opens; a "closed" that arrives first implies that too.
-        if await _withdraw(funding, amount, kind="funding.dispute",
-                           key=f"funding:{funding_id}:dispute:{dispute_id}:withdrawn"):
+        if await _withdraw(
+            funding, amount, kind="funding.dispute", key=f"funding:{funding_id}:dispute:{dispute_id}:withdrawn"
+        ):
             disputed += amount
         if won:
-            posted = await templates.reinstate_funding(funding["advertiser"], amount, funding["currency"],
-                                                       reference_id=funding_id,
-                                                       key=f"funding:{funding_id}:dispute:{dispute_id}:reinstated")
+            posted = await templates.reinstate_funding(
+                funding["advertiser"],
+                amount,
+                funding["currency"],
+                reference_id=funding_id,
+                key=f"funding:{funding_id}:dispute:{dispute_id}:reinstated",
+            )
             if not posted.replayed:
                 disputed -= amount
         await Funding.update({Funding.disputed_minor: disputed, Funding.updated_at: _now()}).where(
-            Funding.id == funding_id)
+            Funding.id == funding_id
+        )
     if not won:
         await billing.pause_if_short(funding["advertiser"], funding["currency"])
     return "dispute won" if won else f"dispute {status or 'open'}"

@@ -33,10 +33,20 @@ IMAGE_FORMATS = {
     "WEBP": ("image/webp", "webp"),
 }
 # IAB standard ad units, tagged when a banner's pixel size matches one exactly.
-IAB_SIZES = frozenset({
-    (300, 250), (728, 90), (160, 600), (320, 50), (300, 600), (970, 250), (336, 280), (468, 60), (250, 250),
-    (120, 600),
-})
+IAB_SIZES = frozenset(
+    {
+        (300, 250),
+        (728, 90),
+        (160, 600),
+        (320, 50),
+        (300, 600),
+        (970, 250),
+        (336, 280),
+        (468, 60),
+        (250, 250),
+        (120, 600),
+    }
+)
 MAX_SIDE = 4000  # no banner needs more; a larger canvas is a decompression bomb served to browsers
 TEXT_MAX = 300
 # The upload route's request body limit: room for the default 512 KB image plus the rest of the
@@ -85,8 +95,9 @@ def inspect_image(data: bytes, max_bytes: int) -> ImageFacts:
     if width > MAX_SIDE or height > MAX_SIDE or width < 1 or height < 1:
         raise Invalid(f"The image must be at most {MAX_SIDE} × {MAX_SIDE} pixels.", field="file")
     mime_type, extension = IMAGE_FORMATS[kind]
-    return ImageFacts(mime_type=mime_type, extension=extension, width=width, height=height,
-                      iab_size=iab_size(width, height))
+    return ImageFacts(
+        mime_type=mime_type, extension=extension, width=width, height=height, iab_size=iab_size(width, height)
+    )
 
 
 def _now() -> datetime:
@@ -121,12 +132,16 @@ async def add_text(advertiser: CurrentUser, campaign_id: int, form: Mapping[str,
     text = validation.text(raw if isinstance(raw, str) else "", "text", "Link text", max_length=TEXT_MAX)
     if "\n" in text or "\r" in text:
         raise Invalid("Link text must be a single line.", field="text")
-    return await _insert(advertiser, campaign_id, Creative(
-        campaign=campaign_id, kind=CreativeKind.text.value, name=name, text=text, created_at=_now()))
+    return await _insert(
+        advertiser,
+        campaign_id,
+        Creative(campaign=campaign_id, kind=CreativeKind.text.value, name=name, text=text, created_at=_now()),
+    )
 
 
-async def add_image(advertiser: CurrentUser, campaign_id: int, form: Mapping[str, Any], data: bytes, *,
-                    media_dir: str, max_bytes: int) -> int:
+async def add_image(
+    advertiser: CurrentUser, campaign_id: int, form: Mapping[str, Any], data: bytes, *, media_dir: str, max_bytes: int
+) -> int:
     """Store an uploaded banner. Nothing is kept (no row, no file) unless every check passes."""
     await _open_campaign(advertiser, campaign_id)
     name = _name(form)
@@ -135,10 +150,22 @@ async def add_image(advertiser: CurrentUser, campaign_id: int, form: Mapping[str
     path = Path(media_dir) / file_name
     await asyncio.to_thread(_write_new, path, data)
     try:
-        return await _insert(advertiser, campaign_id, Creative(
-            campaign=campaign_id, kind=CreativeKind.image.value, name=name, image_path=file_name,
-            mime_type=facts.mime_type, width=facts.width, height=facts.height, iab_size=facts.iab_size,
-            byte_size=len(data), created_at=_now()))
+        return await _insert(
+            advertiser,
+            campaign_id,
+            Creative(
+                campaign=campaign_id,
+                kind=CreativeKind.image.value,
+                name=name,
+                image_path=file_name,
+                mime_type=facts.mime_type,
+                width=facts.width,
+                height=facts.height,
+                iab_size=facts.iab_size,
+                byte_size=len(data),
+                created_at=_now(),
+            ),
+        )
     except BaseException:
         path.unlink(missing_ok=True)  # no row, so no file either
         raise
@@ -157,32 +184,59 @@ async def _insert(advertiser: CurrentUser, campaign_id: int, creative: Creative)
     async with db.transaction():
         rows = await Creative.insert(creative).returning(Creative.id)
         creative_id = rows[0]["id"]
-        await audit.record("creative.created", actor_id=advertiser.id, object_type="creative", object_id=creative_id,
-                           campaign_id=campaign_id, kind=creative.kind, name=creative.name)
+        await audit.record(
+            "creative.created",
+            actor_id=advertiser.id,
+            object_type="creative",
+            object_id=creative_id,
+            campaign_id=campaign_id,
+            kind=creative.kind,
+            name=creative.name,
+        )
     return creative_id
 
 
 async def archive(advertiser: CurrentUser, campaign_id: int, creative_id: int) -> None:
     """Take a creative out of use (the row and its file stay). Another advertiser's creative, or
     one of another campaign, answers NotFound, as if it did not exist."""
-    row = await Creative.select(Creative.id, Creative.campaign, Creative.archived).where(
-        Creative.id == creative_id, Creative.campaign == campaign_id,
-        Creative.campaign.advertiser == advertiser.id).first()
+    row = (
+        await Creative.select(Creative.id, Creative.campaign, Creative.archived)
+        .where(
+            Creative.id == creative_id, Creative.campaign == campaign_id, Creative.campaign.advertiser == advertiser.id
+        )
+        .first()
+    )
     if row is None:
         raise NotFound("There is no such creative.")
     if not row["archived"]:
         async with db.transaction():
             await Creative.update({Creative.archived: True}).where(Creative.id == creative_id)
-            await audit.record("creative.archived", actor_id=advertiser.id, object_type="creative",
-                               object_id=creative_id, campaign_id=campaign_id)
+            await audit.record(
+                "creative.archived",
+                actor_id=advertiser.id,
+                object_type="creative",
+                object_id=creative_id,
+                campaign_id=campaign_id,
+            )
 
 
 async def active_creatives(campaign_id: int) -> list[dict[str, Any]]:
     """The creatives publishers of a campaign may use (not archived), oldest first, with image URLs.
     For the publishers' side: the caller has already checked the publisher belongs to the campaign."""
-    rows = await Creative.select(Creative.id, Creative.kind, Creative.name, Creative.text, Creative.image_path,
-                                 Creative.width, Creative.height, Creative.iab_size).where(
-        Creative.campaign == campaign_id, Creative.archived.eq(False)).order_by(Creative.id)
+    rows = (
+        await Creative.select(
+            Creative.id,
+            Creative.kind,
+            Creative.name,
+            Creative.text,
+            Creative.image_path,
+            Creative.width,
+            Creative.height,
+            Creative.iab_size,
+        )
+        .where(Creative.campaign == campaign_id, Creative.archived.eq(False))
+        .order_by(Creative.id)
+    )
     for row in rows:
         row["url"] = MEDIA_URL + row["image_path"] if row["image_path"] else ""
     return rows

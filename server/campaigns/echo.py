@@ -19,13 +19,14 @@ def saved_notice(campaign: Mapping[str, Any], goals: list[Mapping[str, Any]]) ->
     parts = []
     for goal in goals:
         if goal["payout_model"] == PayoutModel.revshare.value:
-            terms = (f"you pay {money.percent_text(goal['advertiser_amount'])} % of each sale, the publisher earns "
-                     f"{money.percent_text(goal['publisher_amount'])} %")
+            terms = (
+                f"you pay {money.percent_text(goal['advertiser_amount'])} % of each sale, the publisher earns "
+                f"{money.percent_text(goal['publisher_amount'])} %"
+            )
             if goal.get("max_sale_minor") is not None:
                 terms += f", sales above {shown(goal['max_sale_minor'])} refused"
         else:
-            terms = (f"you pay {shown(goal['advertiser_amount'])}, the publisher earns "
-                     f"{shown(goal['publisher_amount'])}")
+            terms = f"you pay {shown(goal['advertiser_amount'])}, the publisher earns {shown(goal['publisher_amount'])}"
         parts.append(f"{goal['name']}: {terms}")
     for column, label in (("total_budget_minor", "total budget"), ("daily_budget_minor", "daily budget")):
         amount = campaign.get(column)

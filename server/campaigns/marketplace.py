@@ -45,8 +45,11 @@ def timing_text(campaign: Mapping[str, Any]) -> str:
     """'Sales count for 30 days after the click; earnings become available 30 days after approval'."""
     models = {g["payout_model"] for g in campaign.get("goals", [])}
     hold = campaign["hold_days"]
-    available = ("earnings become available as soon as they are approved" if hold == 0
-                 else f"earnings become available {days(hold)} after approval")
+    available = (
+        "earnings become available as soon as they are approved"
+        if hold == 0
+        else f"earnings become available {days(hold)} after approval"
+    )
     converting = models & (_SALES | _LEADS)
     if not converting:  # clicks and impressions only: no attribution window to speak of
         return available[0].upper() + available[1:]
@@ -97,8 +100,17 @@ def click_table(stats: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     rows: dict[tuple[int, str], dict[str, Any]] = {}
     for stat in stats:
         key = (stat["campaign_id"], stat["sub1"])
-        row = rows.setdefault(key, {"campaign_id": stat["campaign_id"], "campaign_name": stat["campaign_name"],
-                                    "sub1": stat["sub1"], "valid": 0, "invalid": 0, "reasons": {}})
+        row = rows.setdefault(
+            key,
+            {
+                "campaign_id": stat["campaign_id"],
+                "campaign_name": stat["campaign_name"],
+                "sub1": stat["sub1"],
+                "valid": 0,
+                "invalid": 0,
+                "reasons": {},
+            },
+        )
         if stat["reason"] == Reason.valid.value:
             row["valid"] += stat["clicks"]
         else:
@@ -130,9 +142,12 @@ def build_link(base_url: str, code: str, form: Mapping[str, str], allowed_domain
         domains = allowed_domains.split()
         safe = deeplink.safe_url(deep, frozenset(domains))
         if safe is None:
-            raise Invalid("This deep link cannot be used: it must be an http(s) address on one of the "
-                          f"campaign's allowed domains ({', '.join(domains)}) or their subdomains, "
-                          "without a port or user name.", field="url")
+            raise Invalid(
+                "This deep link cannot be used: it must be an http(s) address on one of the "
+                f"campaign's allowed domains ({', '.join(domains)}) or their subdomains, "
+                "without a port or user name.",
+                field="url",
+            )
         params.append(("url", safe))
     link = base_link(base_url, code)
     return f"{link}?{urlencode(params, quote_via=quote)}" if params else link
@@ -144,8 +159,10 @@ def creative_snippet(creative: Mapping[str, Any], link: str, base_url: str) -> s
     href = escape(link)
     if creative["kind"] == CreativeKind.image.value:
         src = escape(f"{base_url.rstrip('/')}/media/{quote(creative['image_path'])}")
-        inner = (f'<img src="{src}" width="{int(creative["width"])}" height="{int(creative["height"])}" '
-                 f'alt="{escape(creative["name"])}">')
+        inner = (
+            f'<img src="{src}" width="{int(creative["width"])}" height="{int(creative["height"])}" '
+            f'alt="{escape(creative["name"])}">'
+        )
     else:
         inner = str(escape(creative["text"]))
     return str(f'<a href="{href}" rel="sponsored noopener">{inner}</a>')
@@ -171,19 +188,29 @@ def _filters(source: Mapping[str, Any]) -> dict[str, str]:
     search = (source.get("q") or "").strip()[:80]
     model = source.get("model") or ""
     category = source.get("category") or ""
-    return {"q": search, "model": model if model in PayoutModel.__members__ else "",
-            "category": category if category in campaigns.CATEGORIES else ""}
+    return {
+        "q": search,
+        "model": model if model in PayoutModel.__members__ else "",
+        "category": category if category in campaigns.CATEGORIES else "",
+    }
 
 
-async def _marketplace_page(user: CurrentUser, filters: dict[str, str], *, status_code: int = 200,
-                            error: str | None = None) -> Template:
+async def _marketplace_page(
+    user: CurrentUser, filters: dict[str, str], *, status_code: int = 200, error: str | None = None
+) -> Template:
     profile = await accounts.publisher_profile(user.id)
-    found = await campaigns.marketplace(user, search=filters["q"], model=filters["model"],
-                                        category=filters["category"])
-    return render("publisher/marketplace.html", status_code=status_code, error=error, profile=profile,
-                  can_join=profile["status"] == PublisherStatus.approved.value,
-                  campaigns=[present_campaign(c) for c in found], filters=filters, models=MODEL_CHOICES,
-                  categories=campaigns.CATEGORIES)
+    found = await campaigns.marketplace(user, search=filters["q"], model=filters["model"], category=filters["category"])
+    return render(
+        "publisher/marketplace.html",
+        status_code=status_code,
+        error=error,
+        profile=profile,
+        can_join=profile["status"] == PublisherStatus.approved.value,
+        campaigns=[present_campaign(c) for c in found],
+        filters=filters,
+        models=MODEL_CHOICES,
+        categories=campaigns.CATEGORIES,
+    )
 
 
 class PublisherCampaigns(Controller):
@@ -211,8 +238,13 @@ class PublisherCampaigns(Controller):
         link = await tracking.link_for(user.id, campaign_id)
         base_url = settings_of(request).base_url
         form = {k: v for k, v in request.query_params.items() if k in (*campaigns.SUB_NAMES, "url")}
-        context = {"campaign_id": campaign_id, "campaign_name": await _campaign_name(campaign_id), "link": link,
-                   "base": base_link(base_url, link["code"]), "domains": link["allowed_domains"].split()}
+        context = {
+            "campaign_id": campaign_id,
+            "campaign_name": await _campaign_name(campaign_id),
+            "link": link,
+            "base": base_link(base_url, link["code"]),
+            "domains": link["allowed_domains"].split(),
+        }
         creatives = await creatives_service.active_creatives(campaign_id)
         try:
             built = build_link(base_url, link["code"], form, link["allowed_domains"])
@@ -230,8 +262,9 @@ class PublisherCampaigns(Controller):
         if link is None:
             raise NotFound("You have no link in this campaign.")
         stats = await tracking.click_stats(user.id, campaign_id=campaign_id)
-        return render("publisher/campaign_stats.html", link=link, totals=tracking.summarise(stats),
-                      table=click_table(stats))
+        return render(
+            "publisher/campaign_stats.html", link=link, totals=tracking.summarise(stats), table=click_table(stats)
+        )
 
 
 class PublisherLinks(Controller):

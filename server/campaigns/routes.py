@@ -25,9 +25,15 @@ from server.web import current_user, requires_role
 CAMPAIGN_PAGE = "advertiser/campaign.html"
 FORM_PAGE = "advertiser/campaign_form.html"
 NEW_CAMPAIGN_DEFAULTS = {
-    "currency": "EUR", "category": "other", "visibility": Visibility.public.value, "click_id_param": "click_id",
-    "attribution_window_days": "30", "hold_days": "30", "min_conversion_seconds": "0",
-    "goal_0_name": "sale", "goal_0_model": PayoutModel.cpa.value,
+    "currency": "EUR",
+    "category": "other",
+    "visibility": Visibility.public.value,
+    "click_id_param": "click_id",
+    "attribution_window_days": "30",
+    "hold_days": "30",
+    "min_conversion_seconds": "0",
+    "goal_0_name": "sale",
+    "goal_0_model": PayoutModel.cpa.value,
 }
 CAP_FIELDS = (
     ("cap_clicks_daily", "Clicks per day"),
@@ -49,19 +55,35 @@ def _user(request: Request) -> CurrentUser:
 
 
 def _form_context(**extra: Any) -> dict[str, Any]:
-    return {"categories": campaigns.CATEGORIES, "model_labels": {m.value: label for m, label in
-                                                                 campaigns.MODEL_LABELS.items()},
-            "visibility_help": VISIBILITY_HELP, "cap_fields": CAP_FIELDS, "sub_names": campaigns.SUB_NAMES,
-            "goal_rows": range(campaigns.MAX_GOALS), **extra}
+    return {
+        "categories": campaigns.CATEGORIES,
+        "model_labels": {m.value: label for m, label in campaigns.MODEL_LABELS.items()},
+        "visibility_help": VISIBILITY_HELP,
+        "cap_fields": CAP_FIELDS,
+        "sub_names": campaigns.SUB_NAMES,
+        "goal_rows": range(campaigns.MAX_GOALS),
+        **extra,
+    }
 
 
 def form_of(campaign: dict[str, Any], goals: list[dict[str, Any]]) -> dict[str, str]:
     """A campaign as the form shows it: amounts in major units, percentages for revshare."""
     currency = campaign["currency"]
     form: dict[str, str] = {
-        k: str(campaign[k]) for k in ("name", "description", "category", "currency", "landing_url", "fallback_url",
-                                      "attribution_window_days", "hold_days", "min_conversion_seconds",
-                                      "visibility", "click_id_param")
+        k: str(campaign[k])
+        for k in (
+            "name",
+            "description",
+            "category",
+            "currency",
+            "landing_url",
+            "fallback_url",
+            "attribution_window_days",
+            "hold_days",
+            "min_conversion_seconds",
+            "visibility",
+            "click_id_param",
+        )
     }
     form["allowed_domains"] = campaign["allowed_domains"]
     for field in ("total_budget", "daily_budget"):
@@ -91,8 +113,9 @@ def click_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Clicks by publisher: valid, invalid, and the invalid ones by reason, in plain words."""
     by_publisher: dict[str, dict[str, Any]] = {}
     for row in rows:
-        entry = by_publisher.setdefault(row["publisher_email"], {"publisher": row["publisher_email"], "valid": 0,
-                                                                 "invalid": 0, "reasons": {}})
+        entry = by_publisher.setdefault(
+            row["publisher_email"], {"publisher": row["publisher_email"], "valid": 0, "invalid": 0, "reasons": {}}
+        )
         if row["reason"] == Reason.valid.value:
             entry["valid"] += row["clicks"]
         else:
@@ -107,17 +130,27 @@ async def _campaign_page(advertiser: CurrentUser, campaign_id: int, **extra: Any
     campaign = await campaigns.owned_campaign(advertiser, campaign_id)
     goals = await campaigns.goals_of(campaign_id)
     currency = campaign["currency"]
-    terms = [{"pays": campaigns.describe_goal(g, currency, for_publisher=False),
-              "earns": campaigns.describe_goal(g, currency)} for g in goals]
+    terms = [
+        {
+            "pays": campaigns.describe_goal(g, currency, for_publisher=False),
+            "earns": campaigns.describe_goal(g, currency),
+        }
+        for g in goals
+    ]
     context: dict[str, Any] = {
-        "campaign": campaign, "terms": terms, "category": campaigns.CATEGORIES.get(campaign["category"], "Other"),
-        "visibility_help": VISIBILITY_HELP, "money": money,
+        "campaign": campaign,
+        "terms": terms,
+        "category": campaigns.CATEGORIES.get(campaign["category"], "Other"),
+        "visibility_help": VISIBILITY_HELP,
+        "money": money,
         "clicks": click_table(await tracking.campaign_click_stats(campaign_id)),
         "paid_for": await spending.paid_for(advertiser.id, campaign_id=campaign_id),
         "creatives": await creatives.list_creatives(advertiser, campaign_id),
         "members": await campaigns.applicants(advertiser, campaign_id),
         "can_edit": campaign["status"] != CampaignStatus.ended.value,
-        "max_upload_kb": None, "form": {}, "form_for": "",
+        "max_upload_kb": None,
+        "form": {},
+        "form_for": "",
     }
     context.update(extra)
     return context
@@ -166,8 +199,12 @@ class AdvertiserCampaigns(Controller):
             await campaigns.update_campaign(advertiser, campaign_id, form)
         except (Invalid, Conflict) as exc:
             campaign = await campaigns.owned_campaign(advertiser, campaign_id)
-            return render_error(FORM_PAGE, exc, {**form, "currency": campaign["currency"]},
-                                **_form_context(editing=True, campaign=campaign))
+            return render_error(
+                FORM_PAGE,
+                exc,
+                {**form, "currency": campaign["currency"]},
+                **_form_context(editing=True, campaign=campaign),
+            )
         return see_other(f"/advertiser/campaigns/{campaign_id}?saved=1")
 
     @post("/{campaign_id:int}/pause")
@@ -183,13 +220,15 @@ class AdvertiserCampaigns(Controller):
         return await self._status(request, campaign_id, "end")
 
     @post("/{campaign_id:int}/members/{membership_id:int}/accept")
-    async def accept(self, request: Request, campaign_id: FromPath[int],
-                     membership_id: FromPath[int]) -> Template | Redirect:
+    async def accept(
+        self, request: Request, campaign_id: FromPath[int], membership_id: FromPath[int]
+    ) -> Template | Redirect:
         return await self._decide(request, campaign_id, membership_id, accept=True)
 
     @post("/{campaign_id:int}/members/{membership_id:int}/decline")
-    async def decline(self, request: Request, campaign_id: FromPath[int],
-                      membership_id: FromPath[int]) -> Template | Redirect:
+    async def decline(
+        self, request: Request, campaign_id: FromPath[int], membership_id: FromPath[int]
+    ) -> Template | Redirect:
         return await self._decide(request, campaign_id, membership_id, accept=False)
 
     @post("/{campaign_id:int}/invite")
@@ -218,26 +257,35 @@ class AdvertiserCampaigns(Controller):
         # One byte past the limit is enough to know it is too large.
         data = await upload.read(settings.max_upload_bytes + 1) if isinstance(upload, UploadFile) else b""
         try:
-            await creatives.add_image(_user(request), campaign_id, form, data, media_dir=settings.media_dir,
-                                      max_bytes=settings.max_upload_bytes)
+            await creatives.add_image(
+                _user(request),
+                campaign_id,
+                form,
+                data,
+                media_dir=settings.media_dir,
+                max_bytes=settings.max_upload_bytes,
+            )
         except (Invalid, Conflict) as exc:
             return await self._page_error(request, campaign_id, exc, form, "image")
         return see_other(f"/advertiser/campaigns/{campaign_id}#creatives")
 
     @post("/{campaign_id:int}/creatives/{creative_id:int}/archive")
-    async def archive_creative(self, request: Request, campaign_id: FromPath[int],
-                               creative_id: FromPath[int]) -> Redirect:
+    async def archive_creative(
+        self, request: Request, campaign_id: FromPath[int], creative_id: FromPath[int]
+    ) -> Redirect:
         await creatives.archive(_user(request), campaign_id, creative_id)
         return see_other(f"/advertiser/campaigns/{campaign_id}#creatives")
 
     # --- shared steps ------------------------------------------------------------------------------
 
     async def _page(self, request: Request, campaign_id: int, **extra: Any) -> dict[str, Any]:
-        return await _campaign_page(_user(request), campaign_id,
-                                    max_upload_kb=settings_of(request).max_upload_bytes // 1024, **extra)
+        return await _campaign_page(
+            _user(request), campaign_id, max_upload_kb=settings_of(request).max_upload_bytes // 1024, **extra
+        )
 
-    async def _page_error(self, request: Request, campaign_id: int, exc: Invalid | Conflict, form: dict[str, Any],
-                          form_for: str) -> Template:
+    async def _page_error(
+        self, request: Request, campaign_id: int, exc: Invalid | Conflict, form: dict[str, Any], form_for: str
+    ) -> Template:
         """The campaign page again, with the message and what was typed into the form that failed."""
         context = await self._page(request, campaign_id, form_for=form_for)
         context.pop("form")
@@ -253,12 +301,12 @@ class AdvertiserCampaigns(Controller):
             return await self._page_error(request, campaign_id, exc, form, "status")
         return see_other(f"/advertiser/campaigns/{campaign_id}")
 
-    async def _decide(self, request: Request, campaign_id: int, membership_id: int, *,
-                      accept: bool) -> Template | Redirect:
+    async def _decide(
+        self, request: Request, campaign_id: int, membership_id: int, *, accept: bool
+    ) -> Template | Redirect:
         form = await form_data(request)
         try:
             await campaigns.decide(_user(request), membership_id, accept, form.get("note", ""), campaign_id=campaign_id)
         except (Invalid, Conflict) as exc:
             return await self._page_error(request, campaign_id, exc, form, f"member-{membership_id}")
         return see_other(f"/advertiser/campaigns/{campaign_id}#publishers")
-

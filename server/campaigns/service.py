@@ -26,13 +26,23 @@ from server.tracking import deeplink
 from server.tracking import service as tracking
 
 CATEGORIES = {
-    "fashion": "Fashion & beauty", "finance": "Finance & insurance", "food": "Food & drink",
-    "home": "Home & garden", "software": "Software & apps", "travel": "Travel", "health": "Health & fitness",
-    "education": "Education", "games": "Games & entertainment", "other": "Other",
+    "fashion": "Fashion & beauty",
+    "finance": "Finance & insurance",
+    "food": "Food & drink",
+    "home": "Home & garden",
+    "software": "Software & apps",
+    "travel": "Travel",
+    "health": "Health & fitness",
+    "education": "Education",
+    "games": "Games & entertainment",
+    "other": "Other",
 }
 MODEL_LABELS = {
-    PayoutModel.cpc: "per click", PayoutModel.cpm: "per 1,000 impressions", PayoutModel.cpl: "per lead",
-    PayoutModel.cpa: "per sale", PayoutModel.revshare: "of each sale",
+    PayoutModel.cpc: "per click",
+    PayoutModel.cpm: "per 1,000 impressions",
+    PayoutModel.cpl: "per lead",
+    PayoutModel.cpa: "per sale",
+    PayoutModel.revshare: "of each sale",
 }
 MAX_GOALS = 5
 DEFAULT_MARGIN_KEY = "default_margin_bp"
@@ -54,8 +64,9 @@ def _get(form: Mapping[str, Any], name: str) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
-def _optional_int(form: Mapping[str, Any], name: str, label: str, *, minimum: int = 0,
-                  maximum: int = 10**9) -> int | None:
+def _optional_int(
+    form: Mapping[str, Any], name: str, label: str, *, minimum: int = 0, maximum: int = 10**9
+) -> int | None:
     raw = _get(form, name)
     if not raw:
         return None
@@ -85,9 +96,14 @@ def publisher_share(advertiser_amount: int, margin_bp: int) -> int:
 
 
 def _parse_domains(text: str) -> list[str]:
-    return validation.domains(text, field="allowed_domains", label="Allowed domain", most=50,
-                              empty="List at least one domain your landing pages live on.",
-                              too_many="At most 50 allowed domains.")
+    return validation.domains(
+        text,
+        field="allowed_domains",
+        label="Allowed domain",
+        most=50,
+        empty="List at least one domain your landing pages live on.",
+        too_many="At most 50 allowed domains.",
+    )
 
 
 def _checked_url(raw: str, domains: list[str], field: str, label: str, *, required: bool) -> str:
@@ -97,16 +113,20 @@ def _checked_url(raw: str, domains: list[str], field: str, label: str, *, requir
         return ""
     safe = deeplink.safe_url(raw, frozenset(domains))
     if safe is None:
-        raise Invalid(f"{label} must be an http(s) address on one of the allowed domains "
-                      f"({', '.join(domains)}), without a port or user name.", field=field)
+        raise Invalid(
+            f"{label} must be an http(s) address on one of the allowed domains "
+            f"({', '.join(domains)}), without a port or user name.",
+            field=field,
+        )
     return safe
 
 
 async def parse_terms(form: Mapping[str, Any], *, currency_locked: str | None = None) -> dict[str, Any]:
     """Validate the campaign form into column values. Raises Invalid naming the first bad field."""
     name = validation.text(_get(form, "name"), "name", "Campaign name", max_length=120)
-    description = validation.text(_get(form, "description"), "description", "Description", max_length=5000,
-                                  required=False)
+    description = validation.text(
+        _get(form, "description"), "description", "Description", max_length=5000, required=False
+    )
     category = _get(form, "category") or "other"
     if category not in CATEGORIES:
         raise Invalid("Choose one of the listed categories.", field="category")
@@ -121,16 +141,21 @@ async def parse_terms(form: Mapping[str, Any], *, currency_locked: str | None = 
         try:
             fallback_domain = deeplink.normalise_domain(urlsplit(fallback).hostname or "")
         except ValueError:
-            raise Invalid("Fallback URL must be a web address such as https://example.com.",
-                          field="fallback_url") from None
+            raise Invalid(
+                "Fallback URL must be a web address such as https://example.com.", field="fallback_url"
+            ) from None
         fallback_url = _checked_url(fallback, [fallback_domain], "fallback_url", "Fallback URL", required=False)
     budgets = {}
     for field, label in (("total_budget", "Total budget"), ("daily_budget", "Daily budget")):
         raw = _get(form, field)
-        budgets[f"{field}_minor"] = (money.parse_amount(raw, currency, field=field, label=label, allow_zero=False)
-                                     if raw else None)
-    if (budgets["daily_budget_minor"] and budgets["total_budget_minor"]
-            and budgets["daily_budget_minor"] > budgets["total_budget_minor"]):
+        budgets[f"{field}_minor"] = (
+            money.parse_amount(raw, currency, field=field, label=label, allow_zero=False) if raw else None
+        )
+    if (
+        budgets["daily_budget_minor"]
+        and budgets["total_budget_minor"]
+        and budgets["daily_budget_minor"] > budgets["total_budget_minor"]
+    ):
         raise Invalid("The daily budget cannot be larger than the total budget.", field="daily_budget")
     caps = {
         column: _optional_int(form, column, label, minimum=1)
@@ -155,15 +180,33 @@ async def parse_terms(form: Mapping[str, Any], *, currency_locked: str | None = 
     if pixel not in ("on", "off"):
         raise Invalid("Choose whether the conversion pixel is on or off.", field="pixel")
     return {
-        "name": name, "description": description, "category": category, "currency": currency,
-        "allowed_domains": "\n".join(domains), "landing_url": landing_url, "fallback_url": fallback_url,
-        **budgets, **caps,
-        "attribution_window_days": _int(_get(form, "attribution_window_days") or "30", "attribution_window_days",
-                                        "Attribution window", minimum=1, maximum=365),
+        "name": name,
+        "description": description,
+        "category": category,
+        "currency": currency,
+        "allowed_domains": "\n".join(domains),
+        "landing_url": landing_url,
+        "fallback_url": fallback_url,
+        **budgets,
+        **caps,
+        "attribution_window_days": _int(
+            _get(form, "attribution_window_days") or "30",
+            "attribution_window_days",
+            "Attribution window",
+            minimum=1,
+            maximum=365,
+        ),
         "hold_days": _int(_get(form, "hold_days") or "30", "hold_days", "Hold period", minimum=0, maximum=365),
-        "min_conversion_seconds": _int(_get(form, "min_conversion_seconds") or "0", "min_conversion_seconds",
-                                       "Minimum click-to-conversion time", minimum=0, maximum=86400 * 30),
-        "visibility": visibility, "click_id_param": click_id_param, "forward_subs": ",".join(forward),
+        "min_conversion_seconds": _int(
+            _get(form, "min_conversion_seconds") or "0",
+            "min_conversion_seconds",
+            "Minimum click-to-conversion time",
+            minimum=0,
+            maximum=86400 * 30,
+        ),
+        "visibility": visibility,
+        "click_id_param": click_id_param,
+        "forward_subs": ",".join(forward),
         "pixel_enabled": pixel == "on",
     }
 
@@ -188,21 +231,46 @@ async def parse_goals(form: Mapping[str, Any], currency: str) -> list[dict[str, 
             raise Invalid(f"Choose a payout model for goal '{name}'.", field=f"{field}_model")
         pub_raw = _get(form, f"{field}_publisher")
         if model == PayoutModel.revshare:
-            adv = money.parse_percent_bp(_get(form, f"{field}_advertiser"), field=f"{field}_advertiser",
-                                         label=f"What the advertiser pays for '{name}'")
-            pub = (money.parse_percent_bp(pub_raw, field=f"{field}_publisher", label=f"Publisher share for '{name}'")
-                   if pub_raw else publisher_share(adv, margin))
+            adv = money.parse_percent_bp(
+                _get(form, f"{field}_advertiser"),
+                field=f"{field}_advertiser",
+                label=f"What the advertiser pays for '{name}'",
+            )
+            pub = (
+                money.parse_percent_bp(pub_raw, field=f"{field}_publisher", label=f"Publisher share for '{name}'")
+                if pub_raw
+                else publisher_share(adv, margin)
+            )
         else:
-            adv = money.parse_amount(_get(form, f"{field}_advertiser"), currency, field=f"{field}_advertiser",
-                                     label=f"What the advertiser pays for '{name}'", allow_zero=False)
-            pub = (money.parse_amount(pub_raw, currency, field=f"{field}_publisher",
-                                      label=f"Publisher payout for '{name}'")
-                   if pub_raw else publisher_share(adv, margin))
+            adv = money.parse_amount(
+                _get(form, f"{field}_advertiser"),
+                currency,
+                field=f"{field}_advertiser",
+                label=f"What the advertiser pays for '{name}'",
+                allow_zero=False,
+            )
+            pub = (
+                money.parse_amount(
+                    pub_raw, currency, field=f"{field}_publisher", label=f"Publisher payout for '{name}'"
+                )
+                if pub_raw
+                else publisher_share(adv, margin)
+            )
         if pub > adv:
-            raise Invalid(f"The publisher payout for '{name}' cannot be more than what the advertiser pays.",
-                          field=f"{field}_publisher")
-        goals.append({"name": name, "payout_model": model, "advertiser_amount": adv, "publisher_amount": pub,
-                      "position": n, **_intake_limits(form, field, name, model, currency)})
+            raise Invalid(
+                f"The publisher payout for '{name}' cannot be more than what the advertiser pays.",
+                field=f"{field}_publisher",
+            )
+        goals.append(
+            {
+                "name": name,
+                "payout_model": model,
+                "advertiser_amount": adv,
+                "publisher_amount": pub,
+                "position": n,
+                **_intake_limits(form, field, name, model, currency),
+            }
+        )
     if not goals:
         raise Invalid("Add at least one goal: what you pay for, and how much.", field="goal_0_name")
     return goals
@@ -221,14 +289,23 @@ def _intake_limits(form: Mapping[str, Any], field: str, name: str, model: str, c
     conversions per click (default 1) and, for RevShare, the largest sale (default above)."""
     if model not in CONVERSION_MODELS:
         return {"conversions_per_click": 1, "max_sale_minor": None}
-    per_click = _int(_get(form, f"{field}_per_click") or "1", f"{field}_per_click",
-                     f"Conversions per click for '{name}'", minimum=1, maximum=MAX_CONVERSIONS_PER_CLICK)
+    per_click = _int(
+        _get(form, f"{field}_per_click") or "1",
+        f"{field}_per_click",
+        f"Conversions per click for '{name}'",
+        minimum=1,
+        maximum=MAX_CONVERSIONS_PER_CLICK,
+    )
     max_sale = None
     if model == PayoutModel.revshare:
         raw = _get(form, f"{field}_max_sale")
-        max_sale = (money.parse_amount(raw, currency, field=f"{field}_max_sale",
-                                       label=f"Largest sale for '{name}'", allow_zero=False)
-                    if raw else default_max_sale_minor(currency))
+        max_sale = (
+            money.parse_amount(
+                raw, currency, field=f"{field}_max_sale", label=f"Largest sale for '{name}'", allow_zero=False
+            )
+            if raw
+            else default_max_sale_minor(currency)
+        )
         if max_sale > MAX_SALE_MINOR:
             raise Invalid(f"Largest sale for '{name}' is too large.", field=f"{field}_max_sale")
     return {"conversions_per_click": per_click, "max_sale_minor": max_sale}
@@ -249,14 +326,26 @@ async def create_campaign(advertiser: CurrentUser, form: Mapping[str, Any]) -> i
     goals = await parse_goals(form, terms["currency"])
     now = _now()
     async with db.transaction():
-        rows = await Campaign.insert(Campaign(advertiser=advertiser.id, created_at=now, updated_at=now,
-                                              status=CampaignStatus.active.value,
-                                              postback_secret=new_postback_secret(), public_key=new_public_key(),
-                                              **terms)).returning(Campaign.id)
+        rows = await Campaign.insert(
+            Campaign(
+                advertiser=advertiser.id,
+                created_at=now,
+                updated_at=now,
+                status=CampaignStatus.active.value,
+                postback_secret=new_postback_secret(),
+                public_key=new_public_key(),
+                **terms,
+            )
+        ).returning(Campaign.id)
         campaign_id = rows[0]["id"]
         await Goal.insert(*[Goal(campaign=campaign_id, **g) for g in goals])
-        await audit.record("campaign.created", actor_id=advertiser.id, object_type="campaign",
-                           object_id=campaign_id, name=terms["name"])
+        await audit.record(
+            "campaign.created",
+            actor_id=advertiser.id,
+            object_type="campaign",
+            object_id=campaign_id,
+            name=terms["name"],
+        )
     return campaign_id
 
 
@@ -282,8 +371,9 @@ async def update_campaign(advertiser: CurrentUser, campaign_id: int, form: Mappi
     goals = await parse_goals(form, current["currency"])
     existing = {g["position"]: g for g in await goals_of(campaign_id)}
     async with db.transaction():
-        await Campaign.update({**{getattr(Campaign, k): v for k, v in terms.items()},
-                               Campaign.updated_at: _now()}).where(Campaign.id == campaign_id)
+        await Campaign.update(
+            {**{getattr(Campaign, k): v for k, v in terms.items()}, Campaign.updated_at: _now()}
+        ).where(Campaign.id == campaign_id)
         for goal in goals:
             old = existing.get(goal["position"])
             if old is None:
@@ -309,8 +399,9 @@ async def change_status(advertiser: CurrentUser, campaign_id: int, action: str) 
     if CampaignStatus(current["status"]) not in allowed_from:
         raise Conflict(f"A campaign that is {current['status']} cannot {action}.")
     async with db.transaction():
-        await Campaign.update({Campaign.status: to.value, Campaign.status_reason: "",
-                               Campaign.updated_at: _now()}).where(Campaign.id == campaign_id)
+        await Campaign.update(
+            {Campaign.status: to.value, Campaign.status_reason: "", Campaign.updated_at: _now()}
+        ).where(Campaign.id == campaign_id)
         await audit.record(f"campaign.{action}", actor_id=advertiser.id, object_type="campaign", object_id=campaign_id)
     await _changed(campaign_id)
     return to.value
@@ -321,23 +412,36 @@ async def pause_for_balance(campaign_id: int, *, reason: str | None = None) -> b
     balance fell below their auto-pause threshold: billing passes its own `reason`). True if it
     was active (and is paused now); the advertiser resumes it after adding funds."""
     async with db.transaction():
-        paused = await Campaign.update({
-            Campaign.status: CampaignStatus.paused.value, Campaign.updated_at: _now(),
-            Campaign.status_reason: reason or "Paused by affnet: your balance cannot cover the conversions waiting "
-                                              "for approval. Add funds, then resume the campaign.",
-        }).where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.active.value).returning(Campaign.id)
+        paused = (
+            await Campaign.update(
+                {
+                    Campaign.status: CampaignStatus.paused.value,
+                    Campaign.updated_at: _now(),
+                    Campaign.status_reason: reason
+                    or "Paused by affnet: your balance cannot cover the conversions waiting "
+                    "for approval. Add funds, then resume the campaign.",
+                }
+            )
+            .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.active.value)
+            .returning(Campaign.id)
+        )
         if paused:
-            await audit.record("campaign.paused_for_balance", actor_id=None, object_type="campaign",
-                               object_id=campaign_id)
+            await audit.record(
+                "campaign.paused_for_balance", actor_id=None, object_type="campaign", object_id=campaign_id
+            )
     if paused:
         await _changed(campaign_id)
     return bool(paused)
 
 
 async def list_for_advertiser(advertiser: CurrentUser) -> list[dict[str, Any]]:
-    return await Campaign.select(Campaign.id, Campaign.name, Campaign.status, Campaign.currency, Campaign.visibility,
-                                 Campaign.created_at).where(Campaign.advertiser == advertiser.id).order_by(
-        Campaign.id, ascending=False)
+    return (
+        await Campaign.select(
+            Campaign.id, Campaign.name, Campaign.status, Campaign.currency, Campaign.visibility, Campaign.created_at
+        )
+        .where(Campaign.advertiser == advertiser.id)
+        .order_by(Campaign.id, ascending=False)
+    )
 
 
 # --- publishers: marketplace and memberships -----------------------------------------------------
@@ -346,25 +450,37 @@ async def list_for_advertiser(advertiser: CurrentUser) -> list[dict[str, Any]]:
 async def require_approved_publisher(publisher: CurrentUser) -> None:
     row = await Publisher.select(Publisher.status).where(Publisher.user == publisher.id).first()
     if row is None or row["status"] != PublisherStatus.approved.value:
-        raise Forbidden("Your publisher account is not approved yet, so you cannot join campaigns. "
-                        "An admin reviews new publishers, usually within two working days.",
-                        code="publisher_not_approved")
+        raise Forbidden(
+            "Your publisher account is not approved yet, so you cannot join campaigns. "
+            "An admin reviews new publishers, usually within two working days.",
+            code="publisher_not_approved",
+        )
 
 
 async def marketplace(publisher: CurrentUser, *, search: str = "", model: str = "", category: str = "") -> list[dict]:
     """Active campaigns this publisher may see: public and approval ones, and private ones they
     were invited to or belong to. Each with its goals and the publisher's membership, if any."""
     memberships = {m["campaign"]: m for m in await Membership.select().where(Membership.publisher == publisher.id)}
-    query = Campaign.select(Campaign.id, Campaign.name, Campaign.description, Campaign.category, Campaign.currency,
-                            Campaign.visibility, Campaign.attribution_window_days, Campaign.hold_days,
-                            Campaign.advertiser.id.as_alias("advertiser_id")).where(
-        Campaign.status == CampaignStatus.active.value)
+    query = Campaign.select(
+        Campaign.id,
+        Campaign.name,
+        Campaign.description,
+        Campaign.category,
+        Campaign.currency,
+        Campaign.visibility,
+        Campaign.attribution_window_days,
+        Campaign.hold_days,
+        Campaign.advertiser.id.as_alias("advertiser_id"),
+    ).where(Campaign.status == CampaignStatus.active.value)
     if search:
         query = query.where(Campaign.name.ilike(f"%{search[:80]}%") | Campaign.description.ilike(f"%{search[:80]}%"))
     if category in CATEGORIES:
         query = query.where(Campaign.category == category)
-    campaigns = [c for c in await query.order_by(Campaign.id, ascending=False)
-                 if c["visibility"] != Visibility.private.value or c["id"] in memberships]
+    campaigns = [
+        c
+        for c in await query.order_by(Campaign.id, ascending=False)
+        if c["visibility"] != Visibility.private.value or c["id"] in memberships
+    ]
     if not campaigns:
         return []
     goals = await Goal.select().where(Goal.campaign.is_in([c["id"] for c in campaigns])).order_by(Goal.position)
@@ -393,10 +509,16 @@ def describe_goal(goal: Mapping[str, Any], currency: str, *, for_publisher: bool
 async def join(publisher: CurrentUser, campaign_id: int) -> str:
     """Join a public campaign, apply to an approval one, or accept an invitation to a private one."""
     await require_approved_publisher(publisher)
-    campaign = await Campaign.select(Campaign.id, Campaign.status, Campaign.visibility).where(
-        Campaign.id == campaign_id).first()
-    existing = await Membership.select().where(Membership.campaign == campaign_id,
-                                               Membership.publisher == publisher.id).first()
+    campaign = (
+        await Campaign.select(Campaign.id, Campaign.status, Campaign.visibility)
+        .where(Campaign.id == campaign_id)
+        .first()
+    )
+    existing = (
+        await Membership.select()
+        .where(Membership.campaign == campaign_id, Membership.publisher == publisher.id)
+        .first()
+    )
     if campaign is None or (campaign["visibility"] == Visibility.private.value and existing is None):
         raise NotFound("There is no such campaign.")
     if campaign["status"] != CampaignStatus.active.value:
@@ -407,16 +529,22 @@ async def join(publisher: CurrentUser, campaign_id: int) -> str:
             return status.value
         if status in (MembershipStatus.declined, MembershipStatus.removed):
             raise Conflict("The advertiser has declined your participation in this campaign.")
-    new_status = (MembershipStatus.applied if campaign["visibility"] == Visibility.approval.value
-                  else MembershipStatus.approved)
+    new_status = (
+        MembershipStatus.applied if campaign["visibility"] == Visibility.approval.value else MembershipStatus.approved
+    )
     now = _now()
     async with db.transaction():
         if existing is None:
             try:
-                rows = await Membership.insert(Membership(campaign=campaign_id, publisher=publisher.id,
-                                                          status=new_status.value, created_at=now,
-                                                          decided_at=now if new_status is MembershipStatus.approved
-                                                          else None)).returning(Membership.id)
+                rows = await Membership.insert(
+                    Membership(
+                        campaign=campaign_id,
+                        publisher=publisher.id,
+                        status=new_status.value,
+                        created_at=now,
+                        decided_at=now if new_status is MembershipStatus.approved else None,
+                    )
+                ).returning(Membership.id)
             except Exception as exc:
                 if db.is_unique_violation(exc):
                     raise Conflict("You have already joined or applied to this campaign.") from None
@@ -425,52 +553,82 @@ async def join(publisher: CurrentUser, campaign_id: int) -> str:
         else:  # an invitation accepted
             membership_id = existing["id"]
             await Membership.update({Membership.status: new_status.value, Membership.decided_at: now}).where(
-                Membership.id == membership_id)
+                Membership.id == membership_id
+            )
         if new_status is MembershipStatus.approved:
             await tracking.ensure_link(membership_id, campaign_id, publisher.id)
-        await audit.record(f"membership.{new_status.value}", actor_id=publisher.id, object_type="membership",
-                           object_id=membership_id, campaign_id=campaign_id)
+        await audit.record(
+            f"membership.{new_status.value}",
+            actor_id=publisher.id,
+            object_type="membership",
+            object_id=membership_id,
+            campaign_id=campaign_id,
+        )
     await _changed(campaign_id)
     return new_status.value
 
 
 async def applicants(advertiser: CurrentUser, campaign_id: int) -> list[dict[str, Any]]:
     await owned_campaign(advertiser, campaign_id)
-    rows = await Membership.select(
-        Membership.id, Membership.status, Membership.created_at, Membership.note,
-        Membership.publisher.email.as_alias("email"), Membership.publisher.id.as_alias("publisher_id"),
-    ).where(Membership.campaign == campaign_id).order_by(Membership.id)
-    profiles = {p["user"]: p for p in await Publisher.select(Publisher.user, Publisher.display_name, Publisher.blog_url,
-                                                              Publisher.audience).where(
-        Publisher.user.is_in([r["publisher_id"] for r in rows] or [0]))}
+    rows = (
+        await Membership.select(
+            Membership.id,
+            Membership.status,
+            Membership.created_at,
+            Membership.note,
+            Membership.publisher.email.as_alias("email"),
+            Membership.publisher.id.as_alias("publisher_id"),
+        )
+        .where(Membership.campaign == campaign_id)
+        .order_by(Membership.id)
+    )
+    profiles = {
+        p["user"]: p
+        for p in await Publisher.select(
+            Publisher.user, Publisher.display_name, Publisher.blog_url, Publisher.audience
+        ).where(Publisher.user.is_in([r["publisher_id"] for r in rows] or [0]))
+    }
     for r in rows:
         r["profile"] = profiles.get(r["publisher_id"], {})
     return rows
 
 
-async def decide(advertiser: CurrentUser, membership_id: int, accept: bool, note: str = "", *,
-                 campaign_id: int | None = None) -> None:
+async def decide(
+    advertiser: CurrentUser, membership_id: int, accept: bool, note: str = "", *, campaign_id: int | None = None
+) -> None:
     """Accept or decline an applicant (or remove a member). Another advertiser's answers NotFound,
     as does one of another campaign than `campaign_id` (when given, e.g. by the page's URL)."""
     query = Membership.select(Membership.id, Membership.status, Membership.campaign, Membership.publisher).where(
-        Membership.id == membership_id, Membership.campaign.advertiser == advertiser.id)
+        Membership.id == membership_id, Membership.campaign.advertiser == advertiser.id
+    )
     if campaign_id is not None:
         query = query.where(Membership.campaign == campaign_id)
     row = await query.first()
     if row is None:
         raise NotFound("There is no such applicant.")
     note = validation.text(note, "note", "Note", max_length=500, required=False)
-    new = MembershipStatus.approved if accept else (
-        MembershipStatus.removed if row["status"] == MembershipStatus.approved.value else MembershipStatus.declined)
+    new = (
+        MembershipStatus.approved
+        if accept
+        else (
+            MembershipStatus.removed if row["status"] == MembershipStatus.approved.value else MembershipStatus.declined
+        )
+    )
     if row["status"] == new.value:
         return
     async with db.transaction():
-        await Membership.update({Membership.status: new.value, Membership.note: note,
-                                 Membership.decided_at: _now()}).where(Membership.id == membership_id)
+        await Membership.update(
+            {Membership.status: new.value, Membership.note: note, Membership.decided_at: _now()}
+        ).where(Membership.id == membership_id)
         if accept:
             await tracking.ensure_link(membership_id, row["campaign"], row["publisher"])
-        await audit.record(f"membership.{new.value}", actor_id=advertiser.id, object_type="membership",
-                           object_id=membership_id, note=note)
+        await audit.record(
+            f"membership.{new.value}",
+            actor_id=advertiser.id,
+            object_type="membership",
+            object_id=membership_id,
+            note=note,
+        )
     await _changed(row["campaign"])
 
 
@@ -483,11 +641,14 @@ async def invite(advertiser: CurrentUser, campaign_id: int, publisher_email: str
     if await Membership.exists().where(Membership.campaign == campaign_id, Membership.publisher == pub["id"]):
         raise Conflict("That publisher is already invited to or part of this campaign.", field="publisher_email")
     async with db.transaction():
-        rows = await Membership.insert(Membership(campaign=campaign_id, publisher=pub["id"],
-                                                  status=MembershipStatus.invited.value, created_at=_now())
-                                       ).returning(Membership.id)
-        await audit.record("membership.invited", actor_id=advertiser.id, object_type="membership",
-                           object_id=rows[0]["id"], email=email)
+        rows = await Membership.insert(
+            Membership(
+                campaign=campaign_id, publisher=pub["id"], status=MembershipStatus.invited.value, created_at=_now()
+            )
+        ).returning(Membership.id)
+        await audit.record(
+            "membership.invited", actor_id=advertiser.id, object_type="membership", object_id=rows[0]["id"], email=email
+        )
 
 
 async def _changed(campaign_id: int) -> None:

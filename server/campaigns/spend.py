@@ -29,12 +29,16 @@ from server.conversions.tables import Conversion, ConversionStatus
 DAY = timedelta(days=1)
 LOCK_NAMESPACE = 4_101  # first key of the PostgreSQL advisory locks that serialise a campaign's pricing
 # Earning hours that count as spend: charged, or priced and waiting for the advertiser's funds.
-CHARGED_CLICK_HOURS = (ClickEarningStatus.waiting.value, ClickEarningStatus.approved.value,
-                       ClickEarningStatus.released.value)
-CHARGED_IMPRESSION_HOURS = (ImpressionEarningStatus.waiting.value, ImpressionEarningStatus.approved.value,
-                            ImpressionEarningStatus.released.value)
-
-
+CHARGED_CLICK_HOURS = (
+    ClickEarningStatus.waiting.value,
+    ClickEarningStatus.approved.value,
+    ClickEarningStatus.released.value,
+)
+CHARGED_IMPRESSION_HOURS = (
+    ImpressionEarningStatus.waiting.value,
+    ImpressionEarningStatus.approved.value,
+    ImpressionEarningStatus.released.value,
+)
 
 
 def _within(query: Any, column: Any, since: datetime | None, until: datetime | None) -> Any:
@@ -51,9 +55,16 @@ async def _total(query: Any) -> int:
 
 async def conversions_minor(campaign_id: int, since: datetime | None = None, until: datetime | None = None) -> int:
     """The price of the campaign's conversions approved in [since, until)."""
-    return await _total(_within(Conversion.select(Sum(Conversion.advertiser_amount_minor, alias="total")).where(
-        Conversion.campaign == campaign_id, Conversion.status == ConversionStatus.approved.value),
-        Conversion.approved_at, since, until))
+    return await _total(
+        _within(
+            Conversion.select(Sum(Conversion.advertiser_amount_minor, alias="total")).where(
+                Conversion.campaign == campaign_id, Conversion.status == ConversionStatus.approved.value
+            ),
+            Conversion.approved_at,
+            since,
+            until,
+        )
+    )
 
 
 async def spent_minor(campaign_id: int, since: datetime | None = None, until: datetime | None = None) -> int:
@@ -61,16 +72,21 @@ async def spent_minor(campaign_id: int, since: datetime | None = None, until: da
     units of its currency: approved conversions at their approval, CPC and CPM hours charged or
     waiting at their hour."""
     clicks = ClickEarning.select(Sum(ClickEarning.price_minor, alias="total")).where(
-        ClickEarning.campaign == campaign_id, ClickEarning.status.is_in(list(CHARGED_CLICK_HOURS)))
+        ClickEarning.campaign == campaign_id, ClickEarning.status.is_in(list(CHARGED_CLICK_HOURS))
+    )
     impressions = ImpressionEarning.select(Sum(ImpressionEarning.price_minor, alias="total")).where(
-        ImpressionEarning.campaign == campaign_id, ImpressionEarning.status.is_in(list(CHARGED_IMPRESSION_HOURS)))
-    return (await conversions_minor(campaign_id, since, until)
-            + await _total(_within(clicks, ClickEarning.hour, since, until))
-            + await _total(_within(impressions, ImpressionEarning.hour, since, until)))
+        ImpressionEarning.campaign == campaign_id, ImpressionEarning.status.is_in(list(CHARGED_IMPRESSION_HOURS))
+    )
+    return (
+        await conversions_minor(campaign_id, since, until)
+        + await _total(_within(clicks, ClickEarning.hour, since, until))
+        + await _total(_within(impressions, ImpressionEarning.hour, since, until))
+    )
 
 
-async def budget_room(campaign_id: int, daily_budget_minor: int | None, total_budget_minor: int | None,
-                      hour: datetime) -> tuple[int | None, str]:
+async def budget_room(
+    campaign_id: int, daily_budget_minor: int | None, total_budget_minor: int | None, hour: datetime
+) -> tuple[int | None, str]:
     """What the budgets still allow for an hour being priced (None: no budget), never below 0, and
     which budget binds ("the daily budget" or "the total budget", for the reason people read).
     The daily budget counts all the spend of the hour's UTC day, the total budget all spend ever."""

@@ -48,30 +48,50 @@ class ConversionResult(msgspec.Struct):
 
 def result_of(outcome: conversions.Recorded | DomainError) -> ConversionResult:
     if isinstance(outcome, DomainError):
-        return ConversionResult(status="refused", duplicate=False, http_status=outcome.status_code,
-                                message=outcome.message, code=outcome.code, field=outcome.field)
+        return ConversionResult(
+            status="refused",
+            duplicate=False,
+            http_status=outcome.status_code,
+            message=outcome.message,
+            code=outcome.code,
+            field=outcome.field,
+        )
     row = outcome.conversion
     return ConversionResult(
-        status="duplicate" if outcome.duplicate else "accepted", duplicate=outcome.duplicate, http_status=200,
-        message=("This txn_id was reported before: this is the first report's conversion, counted once."
-                 if outcome.duplicate else "Conversion recorded; it stays pending until its hold ends."),
-        conversion_id=row["id"], conversion_status=row["status"], txn_id=row["txn_id"], goal=outcome.goal,
-        payout=Payout(currency=row["currency"], price_minor=row["advertiser_amount_minor"],
-                      publisher_minor=row["publisher_amount_minor"], network_minor=row["network_amount_minor"],
-                      sale_amount_minor=row["sale_amount_minor"]),
+        status="duplicate" if outcome.duplicate else "accepted",
+        duplicate=outcome.duplicate,
+        http_status=200,
+        message=(
+            "This txn_id was reported before: this is the first report's conversion, counted once."
+            if outcome.duplicate
+            else "Conversion recorded; it stays pending until its hold ends."
+        ),
+        conversion_id=row["id"],
+        conversion_status=row["status"],
+        txn_id=row["txn_id"],
+        goal=outcome.goal,
+        payout=Payout(
+            currency=row["currency"],
+            price_minor=row["advertiser_amount_minor"],
+            publisher_minor=row["publisher_amount_minor"],
+            network_minor=row["network_amount_minor"],
+            sale_amount_minor=row["sale_amount_minor"],
+        ),
         hold_until=row["hold_until"],
     )
 
 
-async def intake(request: Request, params: Any, credentials: conversions.Credentials,
-                 source: ConversionSource) -> ConversionResult:
+async def intake(
+    request: Request, params: Any, credentials: conversions.Credentials, source: ConversionSource
+) -> ConversionResult:
     """One report through the service, its refusal included in the result rather than raised.
     Campaign terms come from the server's cache; the click-id key from the redirector."""
     report = params if isinstance(params, conversions.Report) else conversions.Report.from_params(params)
     state = request.app.state
     try:
         outcome: conversions.Recorded | DomainError = await conversions.record_conversion(
-            state.redirector.token_key, report, credentials, source, terms_of=state.terms_cache.get)
+            state.redirector.token_key, report, credentials, source, terms_of=state.terms_cache.get
+        )
     except DomainError as exc:
         outcome = exc
     return result_of(outcome)
@@ -88,8 +108,12 @@ class ConversionIn(msgspec.Struct):
     # A number or a string; any number, so that 12.5 gets the service's "whole minor units" answer
     # (422 bad_amount) rather than a type error. anyOf, not Litestar's oneOf: 1250 is both an
     # integer and a number, which oneOf would call invalid.
-    amount: Annotated[int | float | str | None, KwargDefinition(schema_extra={
-        "one_of": None, "type": [OpenAPIType.NUMBER, OpenAPIType.STRING, OpenAPIType.NULL]})] = None
+    amount: Annotated[
+        int | float | str | None,
+        KwargDefinition(
+            schema_extra={"one_of": None, "type": [OpenAPIType.NUMBER, OpenAPIType.STRING, OpenAPIType.NULL]}
+        ),
+    ] = None
     currency: str | None = None
 
     def report(self) -> conversions.Report:
@@ -111,16 +135,26 @@ class ConversionResults(msgspec.Struct):
 
 # A single conversion refused answers with its result's status; `results[0].code` is the stable
 # reason (server/conversions/service.py defines them) and `results[0].message` what to do.
-REFUSED = {401: "the campaign token or API key does not cover this conversion", 404: "no such click or campaign",
-            409: "the campaign takes no more conversions (ended, or a cap reached)",
-            422: "a value was refused (goal, amount, currency, txn_id, or timing)"}
-_REFUSALS = {status: ResponseSpec(data_container=ConversionResults, generate_examples=False,
-                                  description=f"A single conversion refused: {why}; `results[0].code` says why.")
-             for status, why in REFUSED.items()}
+REFUSED = {
+    401: "the campaign token or API key does not cover this conversion",
+    404: "no such click or campaign",
+    409: "the campaign takes no more conversions (ended, or a cap reached)",
+    422: "a value was refused (goal, amount, currency, txn_id, or timing)",
+}
+_REFUSALS = {
+    status: ResponseSpec(
+        data_container=ConversionResults,
+        generate_examples=False,
+        description=f"A single conversion refused: {why}; `results[0].code` says why.",
+    )
+    for status, why in REFUSED.items()
+}
 # Without an API key (or with one of another role) the guard answers before any conversion is read.
-_REFUSALS[401] = ResponseSpec(data_container=Union[ConversionResults, ErrorBody],  # noqa: UP007
-                              generate_examples=False, description=f"{_REFUSALS[401].description} Or "
-                              "no API key, or one that is unknown or revoked: an ErrorBody.")
+_REFUSALS[401] = ResponseSpec(
+    data_container=Union[ConversionResults, ErrorBody],  # noqa: UP007
+    generate_examples=False,
+    description=f"{_REFUSALS[401].description} Or no API key, or one that is unknown or revoked: an ErrorBody.",
+)
 
 
 class ConversionsApi(Controller):
@@ -129,20 +163,27 @@ class ConversionsApi(Controller):
     tags = ["conversions"]
     security = [{"apiKey": []}]
 
-    @post("/conversions", status_code=200, responses=_REFUSALS,
-          summary="Report conversions (one, or up to 500 under 'conversions')",
-          description="Each conversion is attributed to the publisher of its click and created pending. "
-                      "A txn_id reported before answers with the first conversion (status 'duplicate'). "
-                      "A single conversion answers with its own HTTP status (200, 401, 404, 409 or 422); "
-                      "a list answers 200 with a result per item, in order.")
+    @post(
+        "/conversions",
+        status_code=200,
+        responses=_REFUSALS,
+        summary="Report conversions (one, or up to 500 under 'conversions')",
+        description="Each conversion is attributed to the publisher of its click and created pending. "
+        "A txn_id reported before answers with the first conversion (status 'duplicate'). "
+        "A single conversion answers with its own HTTP status (200, 401, 404, 409 or 422); "
+        "a list answers 200 with a result per item, in order.",
+    )
     async def report(self, request: Request, data: JSONBody[ConversionRequest]) -> Response[ConversionResults]:
         user = current_user(request)
         assert user is not None
         credentials = conversions.Credentials(advertiser_id=user.id)
         items = data.conversions if data.conversions is not None else [data]
         results = [await intake(request, item.report(), credentials, ConversionSource.api) for item in items]
-        body = ConversionResults(results=results, accepted=sum(r.status == "accepted" for r in results),
-                                 duplicates=sum(r.duplicate for r in results),
-                                 refused=sum(r.status == "refused" for r in results))
+        body = ConversionResults(
+            results=results,
+            accepted=sum(r.status == "accepted" for r in results),
+            duplicates=sum(r.duplicate for r in results),
+            refused=sum(r.status == "refused" for r in results),
+        )
         status = results[0].http_status if data.conversions is None else 200
         return Response(body, status_code=status)

@@ -79,8 +79,15 @@ from server.tracking.tables import Click
 
 log = logging.getLogger("affnet.cpc")
 
-HOURS = EarningHours(ClickEarning, ClickEarningStatus, reference="click_hour", kind="CPC",
-                     event_time=Click.clicked_at, event_valid=Click.reason == Reason.valid.value, log=log)
+HOURS = EarningHours(
+    ClickEarning,
+    ClickEarningStatus,
+    reference="click_hour",
+    kind="CPC",
+    event_time=Click.clicked_at,
+    event_valid=Click.reason == Reason.valid.value,
+    log=log,
+)
 
 
 # --- pricing an hour -----------------------------------------------------------------------------
@@ -101,8 +108,14 @@ class Share:
         return self.over_publisher_cap + self.over_campaign_cap
 
 
-def allocate(clicks_in_order: Iterable[int], before: dict[int, int], *, cap: int | None, publisher_cap: int | None,
-             budget_clicks: int | None) -> dict[int, Share]:
+def allocate(
+    clicks_in_order: Iterable[int],
+    before: dict[int, int],
+    *,
+    cap: int | None,
+    publisher_cap: int | None,
+    budget_clicks: int | None,
+) -> dict[int, Share]:
     """Who is paid for which click of the hour. `clicks_in_order` are the publishers of the hour's
     valid clicks in (clicked_at, id) order; `before` each publisher's valid clicks earlier that day."""
     used_by = {p: min(n, publisher_cap) if publisher_cap is not None else n for p, n in before.items()}
@@ -131,9 +144,16 @@ def allocate(clicks_in_order: Iterable[int], before: dict[int, int], *, cap: int
 
 
 async def _clicks_by_publisher(campaign_id: int, start: datetime, end: datetime) -> dict[int, int]:
-    rows = await Click.select(Click.publisher, Count(Click.id, alias="clicks")).where(
-        Click.campaign == campaign_id, Click.reason == Reason.valid.value, Click.clicked_at >= start,
-        Click.clicked_at < end).group_by(Click.publisher)
+    rows = (
+        await Click.select(Click.publisher, Count(Click.id, alias="clicks"))
+        .where(
+            Click.campaign == campaign_id,
+            Click.reason == Reason.valid.value,
+            Click.clicked_at >= start,
+            Click.clicked_at < end,
+        )
+        .group_by(Click.publisher)
+    )
     return {r["publisher"]: r["clicks"] for r in rows}
 
 
@@ -142,8 +162,9 @@ async def price_hour(terms: dict[str, Any], hour: datetime) -> tuple[dict[int, S
     name of the budget that limits it."""
     campaign_id, end = terms["campaign_id"], hour + HOUR
     in_hour = await _clicks_by_publisher(campaign_id, hour, end)
-    room, budget_name = await spend.budget_room(campaign_id, terms["daily_budget_minor"], terms["total_budget_minor"],
-                                                hour)
+    room, budget_name = await spend.budget_room(
+        campaign_id, terms["daily_budget_minor"], terms["total_budget_minor"], hour
+    )
     budget_clicks = None if room is None else room // terms["advertiser_amount"]
     cap, publisher_cap = terms["cap_clicks_daily"], terms["cap_publisher_clicks_daily"]
     if cap is None and publisher_cap is None and (budget_clicks is None or budget_clicks >= sum(in_hour.values())):
@@ -151,9 +172,17 @@ async def price_hour(terms: dict[str, Any], hour: datetime) -> tuple[dict[int, S
         return {p: Share(valid=n, paid=n) for p, n in in_hour.items()}, budget_name
     limited = cap is not None or publisher_cap is not None
     before = await _clicks_by_publisher(campaign_id, hour.replace(hour=0), hour) if limited else {}
-    ordered = await Click.select(Click.publisher).where(
-        Click.campaign == campaign_id, Click.reason == Reason.valid.value, Click.clicked_at >= hour,
-        Click.clicked_at < end).order_by(Click.clicked_at, Click.id).output(as_list=True)
+    ordered = (
+        await Click.select(Click.publisher)
+        .where(
+            Click.campaign == campaign_id,
+            Click.reason == Reason.valid.value,
+            Click.clicked_at >= hour,
+            Click.clicked_at < end,
+        )
+        .order_by(Click.clicked_at, Click.id)
+        .output(as_list=True)
+    )
     shares = allocate(ordered, before, cap=cap, publisher_cap=publisher_cap, budget_clicks=budget_clicks)
     return shares, budget_name
 
@@ -162,8 +191,10 @@ def describe(share: Share, terms: dict[str, Any], budget_name: str) -> str:
     """Why clicks of this row went unpaid, for people (the publisher sees it)."""
     parts = []
     if share.over_publisher_cap:
-        parts.append(f"{share.over_publisher_cap} over the daily cap of {terms['cap_publisher_clicks_daily']} "
-                     "clicks per publisher")
+        parts.append(
+            f"{share.over_publisher_cap} over the daily cap of {terms['cap_publisher_clicks_daily']} "
+            "clicks per publisher"
+        )
     if share.over_campaign_cap:
         parts.append(f"{share.over_campaign_cap} over the campaign's daily cap of {terms['cap_clicks_daily']} clicks")
     if share.over_budget:
@@ -181,20 +212,41 @@ async def build_rows(terms: dict[str, Any], hour: datetime, now: datetime, block
     rows = []
     for publisher, share in sorted(shares.items()):
         price, payout = share.paid * unit_price, share.paid * unit_payout
-        rows.append(ClickEarning(
-            publisher=publisher, campaign=terms["campaign_id"], goal=terms["goal_id"], hour=hour,
-            valid_clicks=share.valid, paid_clicks=share.paid, over_cap_clicks=share.over_cap,
-            over_budget_clicks=share.over_budget, currency=terms["currency"], price_minor=price,
-            payout_minor=payout, margin_minor=price - payout, unpaid_reason=describe(share, terms, budget_name),
-            status=(ClickEarningStatus.waiting if share.paid else ClickEarningStatus.unpaid).value,
-            status_reason=WAITING_BEHIND if share.paid and blocked else "",
-            hold_until=hour + HOUR + timedelta(days=terms["hold_days"]), created_at=now))
+        rows.append(
+            ClickEarning(
+                publisher=publisher,
+                campaign=terms["campaign_id"],
+                goal=terms["goal_id"],
+                hour=hour,
+                valid_clicks=share.valid,
+                paid_clicks=share.paid,
+                over_cap_clicks=share.over_cap,
+                over_budget_clicks=share.over_budget,
+                currency=terms["currency"],
+                price_minor=price,
+                payout_minor=payout,
+                margin_minor=price - payout,
+                unpaid_reason=describe(share, terms, budget_name),
+                status=(ClickEarningStatus.waiting if share.paid else ClickEarningStatus.unpaid).value,
+                status_reason=WAITING_BEHIND if share.paid and blocked else "",
+                hold_until=hour + HOUR + timedelta(days=terms["hold_days"]),
+                created_at=now,
+            )
+        )
     return rows
 
 
 async def run(now: datetime | None = None) -> Outcome:
     """Retry waiting hours, price and charge every newly closed hour, release earnings past their hold."""
-    terms = await first_goal_terms(PayoutModel.cpc.value, (
-        "currency", "hold_days", "daily_budget_minor", "total_budget_minor", "cap_clicks_daily",
-        "cap_publisher_clicks_daily"))
+    terms = await first_goal_terms(
+        PayoutModel.cpc.value,
+        (
+            "currency",
+            "hold_days",
+            "daily_budget_minor",
+            "total_budget_minor",
+            "cap_clicks_daily",
+            "cap_publisher_clicks_daily",
+        ),
+    )
     return await HOURS.run(terms, build_rows, now)

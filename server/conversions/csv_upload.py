@@ -45,18 +45,35 @@ MAX_TXN_ID = 100
 COLUMNS = ("txn_id", "status", "amount", "reason")
 _LOOKUP_CHUNK = 500
 
-P, A, R, V = (ConversionStatus.pending.value, ConversionStatus.approved.value, ConversionStatus.rejected.value,
-              ConversionStatus.reversed.value)
+P, A, R, V = (
+    ConversionStatus.pending.value,
+    ConversionStatus.approved.value,
+    ConversionStatus.rejected.value,
+    ConversionStatus.reversed.value,
+)
 # Every word a person may write in the status column, as the action it asks for.
-WORDS = {"approved": "approve", "approve": "approve", "rejected": "reject", "reject": "reject",
-         "reversed": "reverse", "reverse": "reverse"}
+WORDS = {
+    "approved": "approve",
+    "approve": "approve",
+    "rejected": "reject",
+    "reject": "reject",
+    "reversed": "reverse",
+    "reverse": "reverse",
+}
 # (action, current status) -> the status it leads to; None: already there, nothing to do.
 # Rejecting an approved conversion can only mean reversing it (the sale was refunded), and
 # reversing one not yet approved can only mean rejecting it: no money has moved.
 TRANSITIONS: dict[tuple[str, str], str | None] = {
-    ("approve", P): A, ("approve", A): None,
-    ("reject", P): R, ("reject", A): V, ("reject", R): None, ("reject", V): None,
-    ("reverse", P): R, ("reverse", A): V, ("reverse", R): None, ("reverse", V): None,
+    ("approve", P): A,
+    ("approve", A): None,
+    ("reject", P): R,
+    ("reject", A): V,
+    ("reject", R): None,
+    ("reject", V): None,
+    ("reverse", P): R,
+    ("reverse", A): V,
+    ("reverse", R): None,
+    ("reverse", V): None,
 }
 
 
@@ -136,13 +153,13 @@ def read_input(data: bytes, pasted: str) -> str:
         raise Invalid("Upload a file or paste the rows, not both.", field="file")
     if data:
         if len(data) > MAX_BYTES:
-            raise Invalid(f"The file is larger than {MAX_BYTES // 1024} KB: split it into smaller files.",
-                          field="file")
+            raise Invalid(f"The file is larger than {MAX_BYTES // 1024} KB: split it into smaller files.", field="file")
         try:
             return data.decode("utf-8-sig")
         except UnicodeDecodeError:
-            raise Invalid("The file is not UTF-8 text: save it as “CSV UTF-8” and upload it again.",
-                          field="file") from None
+            raise Invalid(
+                "The file is not UTF-8 text: save it as “CSV UTF-8” and upload it again.", field="file"
+            ) from None
     if len(pasted.encode()) > MAX_BYTES:
         raise Invalid(f"The pasted text is larger than {MAX_BYTES // 1024} KB: upload it in parts.", field="text")
     text = pasted.removeprefix("\ufeff")
@@ -158,8 +175,9 @@ def _header(cells: list[str]) -> dict[str, int] | None:
         return None
     unknown = [n for n in names if n not in COLUMNS]
     if unknown:
-        raise Invalid(f"The header names a column “{unknown[0][:40]}”; the columns are "
-                      + ", ".join(COLUMNS) + ".", field="file")
+        raise Invalid(
+            f"The header names a column “{unknown[0][:40]}”; the columns are " + ", ".join(COLUMNS) + ".", field="file"
+        )
     if len(set(names)) != len(names):
         raise Invalid("The header names a column twice.", field="file")
     if "txn_id" not in names or "status" not in names:
@@ -198,9 +216,16 @@ def parse(text: str) -> tuple[list[Line], list[Row]]:
             positions = columns or {name: i for i, name in enumerate(COLUMNS)}
             txn_id = cells[positions["txn_id"]].strip() if positions["txn_id"] < len(cells) else ""
             if len(cells) > len(positions):
-                errors.append(Row(number, txn_id, "error", f"This line has {len(cells)} columns; at most "
-                                  f"{len(positions)} are expected ({', '.join(positions)}). Put a reason with "
-                                  "commas in double quotes."))
+                errors.append(
+                    Row(
+                        number,
+                        txn_id,
+                        "error",
+                        f"This line has {len(cells)} columns; at most "
+                        f"{len(positions)} are expected ({', '.join(positions)}). Put a reason with "
+                        "commas in double quotes.",
+                    )
+                )
                 continue
 
             def cell(name: str, cells: list[str] = cells, positions: dict[str, int] = positions) -> str:
@@ -211,8 +236,7 @@ def parse(text: str) -> tuple[list[Line], list[Row]]:
     except csv.Error as exc:
         raise Invalid(f"Line {start} cannot be read as CSV ({exc}).", field="file") from None
     if not lines and not errors:
-        raise Invalid("The file has no rows: one conversion per line, txn_id,status[,amount][,reason].",
-                      field="file")
+        raise Invalid("The file has no rows: one conversion per line, txn_id,status[,amount][,reason].", field="file")
     return lines, errors
 
 
@@ -224,16 +248,27 @@ async def _conversions(advertiser: CurrentUser, campaign_id: int | None, txn_ids
     found: dict[str, list[dict]] = defaultdict(list)
     for at in range(0, len(txn_ids), _LOOKUP_CHUNK):
         query = Conversion.select(
-            Conversion.id, Conversion.txn_id, Conversion.campaign, Conversion.publisher, Conversion.currency,
-            Conversion.status, Conversion.sale_amount_minor, Conversion.advertiser_amount_minor,
-            Conversion.publisher_amount_minor, Conversion.network_amount_minor, Conversion.hold_until,
-            Conversion.released_at, Conversion.campaign.name.as_alias("campaign_name"),
-            Conversion.campaign.advertiser.as_alias("advertiser_id"), Conversion.goal.name.as_alias("goal_name"),
+            Conversion.id,
+            Conversion.txn_id,
+            Conversion.campaign,
+            Conversion.publisher,
+            Conversion.currency,
+            Conversion.status,
+            Conversion.sale_amount_minor,
+            Conversion.advertiser_amount_minor,
+            Conversion.publisher_amount_minor,
+            Conversion.network_amount_minor,
+            Conversion.hold_until,
+            Conversion.released_at,
+            Conversion.campaign.name.as_alias("campaign_name"),
+            Conversion.campaign.advertiser.as_alias("advertiser_id"),
+            Conversion.goal.name.as_alias("goal_name"),
             Conversion.goal.payout_model.as_alias("payout_model"),
             Conversion.goal.advertiser_amount.as_alias("goal_advertiser_amount"),
             Conversion.goal.publisher_amount.as_alias("goal_publisher_amount"),
-        ).where(Conversion.txn_id.is_in(txn_ids[at:at + _LOOKUP_CHUNK]),
-                Conversion.campaign.advertiser == advertiser.id)
+        ).where(
+            Conversion.txn_id.is_in(txn_ids[at : at + _LOOKUP_CHUNK]), Conversion.campaign.advertiser == advertiser.id
+        )
         if campaign_id is not None:
             query = query.where(Conversion.campaign == campaign_id)
         for row in await query.order_by(Conversion.id):
@@ -260,8 +295,9 @@ def _plan_line(line: Line, matches: list[dict], default_reason: str, in_campaign
         return error(f"No conversion of yours{in_campaign} has this txn id.")
     if len(matches) > 1:
         names = ", ".join(sorted({m["campaign_name"] for m in matches}))
-        return error(f"This txn id is in {len(matches)} of your campaigns ({names}): choose the campaign and "
-                     "upload again.")
+        return error(
+            f"This txn id is in {len(matches)} of your campaigns ({names}): choose the campaign and upload again."
+        )
     conversion = matches[0]
     row.conversion, row.conversion_id = conversion, conversion["id"]
     row.campaign_name, row.currency = conversion["campaign_name"], conversion["currency"]
@@ -272,12 +308,13 @@ def _plan_line(line: Line, matches: list[dict], default_reason: str, in_campaign
             return error(f"The reason is longer than {review.REASON_MAX} characters.")
     if line.amount:
         if action != "approve":
-            return error("An amount corrects a sale before it is approved: leave it empty when rejecting or "
-                         "reversing.")
+            return error("An amount corrects a sale before it is approved: leave it empty when rejecting or reversing.")
         if conversion["payout_model"] != PayoutModel.revshare.value:
             flat = _show(conversion["advertiser_amount_minor"], currency)
-            return error(f"Goal “{conversion['goal_name']}” pays a flat {flat} per conversion, not a share of the "
-                         "sale: leave the amount empty.")
+            return error(
+                f"Goal “{conversion['goal_name']}” pays a flat {flat} per conversion, not a share of the "
+                "sale: leave the amount empty."
+            )
         try:
             sale = money.parse_amount(line.amount, currency, field="amount", label=f"The amount “{line.amount[:20]}”")
         except Invalid as exc:
@@ -285,13 +322,18 @@ def _plan_line(line: Line, matches: list[dict], default_reason: str, in_campaign
         original = conversion["sale_amount_minor"] or 0
         if sale != original:
             if status != P:
-                return error(f"This conversion is {status} at a sale of {_show(original, currency)}: an amount "
-                             "can only be corrected before approval.")
+                return error(
+                    f"This conversion is {status} at a sale of {_show(original, currency)}: an amount "
+                    "can only be corrected before approval."
+                )
             if sale > original:
-                return error(f"The amount {_show(sale, currency)} is more than the sale reported "
-                             f"({_show(original, currency)}): a correction can only lower it.")
-            price, _, _ = money.revshare_split(sale, conversion["goal_advertiser_amount"],
-                                               conversion["goal_publisher_amount"])
+                return error(
+                    f"The amount {_show(sale, currency)} is more than the sale reported "
+                    f"({_show(original, currency)}): a correction can only lower it."
+                )
+            price, _, _ = money.revshare_split(
+                sale, conversion["goal_advertiser_amount"], conversion["goal_publisher_amount"]
+            )
             if price == 0:
                 return error(f"At {_show(sale, currency)} the conversion would cost nothing: reject it instead.")
             row.new_sale_minor = sale
@@ -313,20 +355,24 @@ def _plan_line(line: Line, matches: list[dict], default_reason: str, in_campaign
     else:
         row.outcome = "approve"
         if row.new_sale_minor is not None:
-            price, _, _ = money.revshare_split(row.new_sale_minor, conversion["goal_advertiser_amount"],
-                                               conversion["goal_publisher_amount"])
+            price, _, _ = money.revshare_split(
+                row.new_sale_minor, conversion["goal_advertiser_amount"], conversion["goal_publisher_amount"]
+            )
             row.charge_minor = price
-            row.message = (f"pending → approved at a corrected sale of {_show(row.new_sale_minor, currency)} (was "
-                           f"{_show(conversion['sale_amount_minor'], currency)}), charges {_show(price, currency)} "
-                           f"instead of {_show(conversion['advertiser_amount_minor'], currency)}")
+            row.message = (
+                f"pending → approved at a corrected sale of {_show(row.new_sale_minor, currency)} (was "
+                f"{_show(conversion['sale_amount_minor'], currency)}), charges {_show(price, currency)} "
+                f"instead of {_show(conversion['advertiser_amount_minor'], currency)}"
+            )
         else:
             row.charge_minor = conversion["advertiser_amount_minor"]
             row.message = f"pending → approved, charges {_show(row.charge_minor, currency)}"
     return row
 
 
-async def plan(advertiser: CurrentUser, text: str, *, campaign_id: int | None, reason: str = "",
-               campaign_name: str = "") -> Plan:
+async def plan(
+    advertiser: CurrentUser, text: str, *, campaign_id: int | None, reason: str = "", campaign_name: str = ""
+) -> Plan:
     """What applying `text` would do now, row by row, in file order. Changes nothing."""
     reason = (reason or "").strip()
     if len(reason) > review.REASON_MAX:
@@ -341,11 +387,23 @@ async def plan(advertiser: CurrentUser, text: str, *, campaign_id: int | None, r
         if not line.txn_id:
             rows.append(Row(line.number, "", "error", "The txn id is empty."))
         elif len(line.txn_id) > MAX_TXN_ID or not line.txn_id.isprintable():
-            rows.append(Row(line.number, line.txn_id[:MAX_TXN_ID], "error",
-                            f"No txn id is longer than {MAX_TXN_ID} characters or has control characters."))
+            rows.append(
+                Row(
+                    line.number,
+                    line.txn_id[:MAX_TXN_ID],
+                    "error",
+                    f"No txn id is longer than {MAX_TXN_ID} characters or has control characters.",
+                )
+            )
         elif line.txn_id in seen:
-            rows.append(Row(line.number, line.txn_id, "error",
-                            f"Line {seen[line.txn_id]} already names this txn id: each conversion may appear once."))
+            rows.append(
+                Row(
+                    line.number,
+                    line.txn_id,
+                    "error",
+                    f"Line {seen[line.txn_id]} already names this txn id: each conversion may appear once.",
+                )
+            )
         else:
             seen[line.txn_id] = line.number
             rows.append(_plan_line(line, found.get(line.txn_id, []), reason, in_campaign))
@@ -370,9 +428,11 @@ def seal(key: bytes, advertiser_id: int, campaign_id: int | None, reason: str, t
 def unseal(key: bytes, advertiser_id: int, campaign_id: int | None, reason: str, content: str, digest: str) -> str:
     expected = _mac(key, advertiser_id, campaign_id, reason, content)
     if not hmac.compare_digest(expected, digest or ""):
-        raise Invalid("This upload changed after its preview (or the preview expired, or your browser's language "
-                      "changed): upload the file again.",
-                      field="file")
+        raise Invalid(
+            "This upload changed after its preview (or the preview expired, or your browser's language "
+            "changed): upload the file again.",
+            field="file",
+        )
     try:
         return base64.b64decode(content, validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):  # pragma: no cover - sealed by us
@@ -381,8 +441,16 @@ def unseal(key: bytes, advertiser_id: int, campaign_id: int | None, reason: str,
 
 def _mac(key: bytes, advertiser_id: int, campaign_id: int | None, reason: str, content: str) -> str:
     # The locale the amounts were read in at preview: applying under another would read them differently.
-    message = "\n".join(("conversion-upload", str(advertiser_id), str(campaign_id or ""), reason,
-                         locales.tag(locales.current()), content))
+    message = "\n".join(
+        (
+            "conversion-upload",
+            str(advertiser_id),
+            str(campaign_id or ""),
+            reason,
+            locales.tag(locales.current()),
+            content,
+        )
+    )
     return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
 
 
@@ -394,33 +462,70 @@ async def _reprice(advertiser: CurrentUser, row: Row) -> bool:
     the conversion changed since it was read (approved, rejected or re-priced meanwhile)."""
     c = row.conversion
     assert row.new_sale_minor is not None
-    price, payout, margin = money.revshare_split(row.new_sale_minor, c["goal_advertiser_amount"],
-                                                 c["goal_publisher_amount"])
+    price, payout, margin = money.revshare_split(
+        row.new_sale_minor, c["goal_advertiser_amount"], c["goal_publisher_amount"]
+    )
     async with db.transaction():
-        changed = await Conversion.update({
-            Conversion.sale_amount_minor: row.new_sale_minor, Conversion.advertiser_amount_minor: price,
-            Conversion.publisher_amount_minor: payout, Conversion.network_amount_minor: margin,
-        }).where(Conversion.id == c["id"], Conversion.status == P,
-                 Conversion.sale_amount_minor == c["sale_amount_minor"],
-                 Conversion.advertiser_amount_minor == c["advertiser_amount_minor"]).returning(Conversion.id)
+        changed = (
+            await Conversion.update(
+                {
+                    Conversion.sale_amount_minor: row.new_sale_minor,
+                    Conversion.advertiser_amount_minor: price,
+                    Conversion.publisher_amount_minor: payout,
+                    Conversion.network_amount_minor: margin,
+                }
+            )
+            .where(
+                Conversion.id == c["id"],
+                Conversion.status == P,
+                Conversion.sale_amount_minor == c["sale_amount_minor"],
+                Conversion.advertiser_amount_minor == c["advertiser_amount_minor"],
+            )
+            .returning(Conversion.id)
+        )
         if changed:
-            await audit.record("conversion.repriced", actor_id=advertiser.id, object_type="conversion",
-                               object_id=c["id"], sale_before=c["sale_amount_minor"], sale=row.new_sale_minor,
-                               price_before=c["advertiser_amount_minor"], price=price, payout=payout,
-                               currency=c["currency"], source="csv")
+            await audit.record(
+                "conversion.repriced",
+                actor_id=advertiser.id,
+                object_type="conversion",
+                object_id=c["id"],
+                sale_before=c["sale_amount_minor"],
+                sale=row.new_sale_minor,
+                price_before=c["advertiser_amount_minor"],
+                price=price,
+                payout=payout,
+                currency=c["currency"],
+                source="csv",
+            )
     if changed:
-        c.update(sale_amount_minor=row.new_sale_minor, advertiser_amount_minor=price,
-                 publisher_amount_minor=payout, network_amount_minor=margin)
+        c.update(
+            sale_amount_minor=row.new_sale_minor,
+            advertiser_amount_minor=price,
+            publisher_amount_minor=payout,
+            network_amount_minor=margin,
+        )
     return bool(changed)
 
 
-OUTCOME_TEXT = {"approved": "approved", "rejected": "rejected", "reversed": "reversed",
-                "unfunded": "still pending: your balance cannot cover it", "failed": "not reversed just now: try again",
-                "skipped": "skipped: it changed since the preview"}
+OUTCOME_TEXT = {
+    "approved": "approved",
+    "rejected": "rejected",
+    "reversed": "reversed",
+    "unfunded": "still pending: your balance cannot cover it",
+    "failed": "not reversed just now: try again",
+    "skipped": "skipped: it changed since the preview",
+}
 
 
-async def apply(advertiser: CurrentUser, text: str, *, campaign_id: int | None, reason: str = "",
-                campaign_name: str = "", now: datetime | None = None) -> Applied:
+async def apply(
+    advertiser: CurrentUser,
+    text: str,
+    *,
+    campaign_id: int | None,
+    reason: str = "",
+    campaign_name: str = "",
+    now: datetime | None = None,
+) -> Applied:
     """Re-plan `text` against the database as it is now and carry out every valid row, each in its
     own transaction through the review page's functions: a second apply of the same file finds
     every row already done and changes nothing."""
@@ -442,14 +547,18 @@ async def apply(advertiser: CurrentUser, text: str, *, campaign_id: int | None, 
         for key, ids in before.items():
             if len(getattr(decision, key)) > len(ids):
                 row.outcome, row.message = key, OUTCOME_TEXT[key]
-    return Applied(rows=current.rows, decision=decision, errors=len(current.errors),
-                   unchanged=current.counts()["none"])
+    return Applied(rows=current.rows, decision=decision, errors=len(current.errors), unchanged=current.counts()["none"])
 
 
 def summary(applied: Applied) -> str:
     d = applied.decision
-    parts = [f"Approved {len(d.approved)}", f"rejected {len(d.rejected)}", f"reversed {len(d.reversed)}",
-             f"unfunded {len(d.unfunded)}", f"skipped {len(d.skipped) + len(d.failed) + applied.unchanged}"]
+    parts = [
+        f"Approved {len(d.approved)}",
+        f"rejected {len(d.rejected)}",
+        f"reversed {len(d.reversed)}",
+        f"unfunded {len(d.unfunded)}",
+        f"skipped {len(d.skipped) + len(d.failed) + applied.unchanged}",
+    ]
     text = ", ".join(parts) + "."
     if applied.errors:
         text += f" {applied.errors} line{'s' if applied.errors != 1 else ''} with errors changed nothing."

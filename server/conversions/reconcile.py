@@ -46,13 +46,17 @@ log = logging.getLogger("affnet.conversions")
 
 BATCH = {"postgres": 5_000, "sqlite": 1_000}
 LOW_BALANCE = "waiting: the advertiser's balance cannot cover this conversion (the campaign is paused)"
-WAITING_ALONE = ("waiting: its price is more than the advertiser's balance can cover (or would take it below their "
-                 "auto-pause threshold); it is charged once the balance covers it, unless the advertiser rejects it "
-                 "(the campaign keeps running)")
+WAITING_ALONE = (
+    "waiting: its price is more than the advertiser's balance can cover (or would take it below their "
+    "auto-pause threshold); it is charged once the balance covers it, unless the advertiser rejects it "
+    "(the campaign keeps running)"
+)
 RETRIES = 5  # a concurrent spend may take the balance we priced against: price again, this many times
 
-_COLUMNS = ("c.id, c.campaign, c.publisher, c.currency, c.advertiser_amount_minor, c.publisher_amount_minor, "
-            "c.hold_until, c.sale_amount_minor, k.advertiser AS advertiser_id")
+_COLUMNS = (
+    "c.id, c.campaign, c.publisher, c.currency, c.advertiser_amount_minor, c.publisher_amount_minor, "
+    "c.hold_until, c.sale_amount_minor, k.advertiser AS advertiser_id"
+)
 
 
 @dataclass
@@ -79,14 +83,16 @@ def _batch() -> int:
 async def _locked(where: str, *args: Any, limit: int, skip_locked: bool) -> list[dict[str, Any]]:
     """Conversions matching `where` (constant SQL with {} parameters), locked for this transaction."""
     lock = "" if db.is_sqlite() else (" FOR UPDATE OF c SKIP LOCKED" if skip_locked else " FOR UPDATE OF c")
-    sql = (f"SELECT {_COLUMNS} FROM conversion c JOIN campaign k ON k.id = c.campaign "  # noqa: S608
-           f"WHERE {where} ORDER BY c.id LIMIT {int(limit)}{lock}")
+    sql = (
+        f"SELECT {_COLUMNS} FROM conversion c JOIN campaign k ON k.id = c.campaign "  # noqa: S608
+        f"WHERE {where} ORDER BY c.id LIMIT {int(limit)}{lock}"
+    )
     return await Conversion.raw(sql, *args)
 
 
-
-async def _fit(rows: Sequence[dict[str, Any]], skip_campaigns: set[int], *, by_hand: bool = False
-               ) -> tuple[list[dict], set[int], list[int]]:
+async def _fit(
+    rows: Sequence[dict[str, Any]], skip_campaigns: set[int], *, by_hand: bool = False
+) -> tuple[list[dict], set[int], list[int]]:
     """The rows the advertisers' balances cover, taken in id order, the campaigns that came up
     short, and the conversions set aside to wait alone. Once a campaign comes up short its later
     conversions wait too, so they stay in order. `by_hand`: the advertiser approves, so their
@@ -129,8 +135,12 @@ async def _fit(rows: Sequence[dict[str, Any]], skip_campaigns: set[int], *, by_h
     return fitting, short, set_aside
 
 
-async def _keep_above_thresholds(rows: Sequence[dict[str, Any]], fitting: list[dict[str, Any]],
-                                 balances: dict[tuple[int, str], int], set_aside: list[int]) -> list[dict[str, Any]]:
+async def _keep_above_thresholds(
+    rows: Sequence[dict[str, Any]],
+    fitting: list[dict[str, Any]],
+    balances: dict[tuple[int, str], int],
+    set_aside: list[int],
+) -> list[dict[str, Any]]:
     """Set aside the one RevShare conversion that would take an advertiser's balance from at or
     above their auto-pause threshold to below it, when without it the balance stays above."""
     for key, left in balances.items():
@@ -170,13 +180,15 @@ async def _postings(rows: Sequence[dict[str, Any]], now: datetime) -> list[Posti
                 lines.append(Line((available if due else pending)[row["publisher"]], payout, currency))
             if price - payout:
                 lines.append(Line(network, price - payout, currency))
-            postings.append(Posting("earning", f"conversion:{row['id']}:approved", lines, "conversion", row["id"],
-                                    effective_at=now))
+            postings.append(
+                Posting("earning", f"conversion:{row['id']}:approved", lines, "conversion", row["id"], effective_at=now)
+            )
     return postings
 
 
-async def _charge(rows: list[dict[str, Any]], now: datetime, skip_campaigns: set[int], *,
-                  by_hand: bool = False) -> Charged:
+async def _charge(
+    rows: list[dict[str, Any]], now: datetime, skip_campaigns: set[int], *, by_hand: bool = False
+) -> Charged:
     """Approve the locked pending `rows` the balances cover, inside the caller's transaction."""
     for _ in range(RETRIES):
         fitting, short, set_aside = await _fit(rows, skip_campaigns, by_hand=by_hand)
@@ -190,8 +202,9 @@ async def _charge(rows: list[dict[str, Any]], now: datetime, skip_campaigns: set
             log.info("a balance changed while a batch was priced; pricing again")
     else:
         raise RuntimeError("balances kept changing under the approval batch")
-    charged = Charged(approved=[r["id"] for r in approved], released=released, unfunded_campaigns=short,
-                      set_aside=set_aside)
+    charged = Charged(
+        approved=[r["id"] for r in approved], released=released, unfunded_campaigns=short, set_aside=set_aside
+    )
     done = {r["id"] for r in fitting}
     charged.unfunded = [r["id"] for r in rows if r["id"] not in done]
     return charged
@@ -208,15 +221,28 @@ async def _mark_approved(rows: list[dict[str, Any]], now: datetime) -> list[int]
         if not ids:
             continue
         if db.is_sqlite():
-            changed += len(await Conversion.update({
-                Conversion.status: ConversionStatus.approved.value, Conversion.approved_at: now,
-                Conversion.released_at: released_at, Conversion.status_reason: ""}).where(
-                Conversion.id.is_in(ids), Conversion.status == ConversionStatus.pending.value
-            ).returning(Conversion.id))
+            changed += len(
+                await Conversion.update(
+                    {
+                        Conversion.status: ConversionStatus.approved.value,
+                        Conversion.approved_at: now,
+                        Conversion.released_at: released_at,
+                        Conversion.status_reason: "",
+                    }
+                )
+                .where(Conversion.id.is_in(ids), Conversion.status == ConversionStatus.pending.value)
+                .returning(Conversion.id)
+            )
         else:  # one array parameter: thousands of ids without thousands of placeholders to parse and plan
-            changed += len(await Conversion.raw(
-                "UPDATE conversion SET status = 'approved', approved_at = {}, released_at = {}, status_reason = '' "
-                "WHERE id = ANY({}::bigint[]) AND status = 'pending' RETURNING id", now, released_at, ids))
+            changed += len(
+                await Conversion.raw(
+                    "UPDATE conversion SET status = 'approved', approved_at = {}, released_at = {}, status_reason = '' "
+                    "WHERE id = ANY({}::bigint[]) AND status = 'pending' RETURNING id",
+                    now,
+                    released_at,
+                    ids,
+                )
+            )
     if changed != len(rows):
         raise RuntimeError("a conversion charged in this batch was no longer pending")
     return due
@@ -253,15 +279,21 @@ async def _approve_due(now: datetime, outcome: Outcome) -> set[int]:
     after = 0
     while True:
         async with db.transaction():
-            rows = await _locked("c.status = 'pending' AND c.hold_until <= {} AND c.id > {}", now, after,
-                                 limit=_batch(), skip_locked=True)
+            rows = await _locked(
+                "c.status = 'pending' AND c.hold_until <= {} AND c.id > {}",
+                now,
+                after,
+                limit=_batch(),
+                skip_locked=True,
+            )
             if not rows:
                 return short
             after = rows[-1]["id"]
             charged = await _charge(rows, now, short)
             if charged.set_aside:
                 await Conversion.update({Conversion.status_reason: WAITING_ALONE}).where(
-                    Conversion.id.is_in(charged.set_aside), Conversion.status == ConversionStatus.pending.value)
+                    Conversion.id.is_in(charged.set_aside), Conversion.status == ConversionStatus.pending.value
+                )
         short |= charged.unfunded_campaigns
         outcome.approved += len(charged.approved)
         outcome.released += len(charged.released)
@@ -274,8 +306,13 @@ async def _release_due(now: datetime) -> int:
     after = 0
     while True:
         async with db.transaction():
-            rows = await _locked("c.status = 'approved' AND c.released_at IS NULL AND c.hold_until <= {} "
-                                 "AND c.id > {}", now, after, limit=_batch(), skip_locked=True)
+            rows = await _locked(
+                "c.status = 'approved' AND c.released_at IS NULL AND c.hold_until <= {} AND c.id > {}",
+                now,
+                after,
+                limit=_batch(),
+                skip_locked=True,
+            )
             if not rows:
                 return released
             after = rows[-1]["id"]
@@ -284,15 +321,26 @@ async def _release_due(now: datetime) -> int:
                 group = [r for r in rows if r["currency"] == currency and r["publisher_amount_minor"]]
                 pending = await ledger.accounts(K.publisher_pending, currency, [r["publisher"] for r in group])
                 available = await ledger.accounts(K.publisher_available, currency, [r["publisher"] for r in group])
-                postings += [Posting(kind="release", idempotency_key=f"conversion:{r['id']}:released",
-                                     reference_type="conversion", reference_id=r["id"], effective_at=now, lines=[
-                                         Line(pending[r["publisher"]], -r["publisher_amount_minor"], currency),
-                                         Line(available[r["publisher"]], r["publisher_amount_minor"], currency)])
-                             for r in group]
+                postings += [
+                    Posting(
+                        kind="release",
+                        idempotency_key=f"conversion:{r['id']}:released",
+                        reference_type="conversion",
+                        reference_id=r["id"],
+                        effective_at=now,
+                        lines=[
+                            Line(pending[r["publisher"]], -r["publisher_amount_minor"], currency),
+                            Line(available[r["publisher"]], r["publisher_amount_minor"], currency),
+                        ],
+                    )
+                    for r in group
+                ]
             await ledger.post_many(postings)
-            changed = await Conversion.update({Conversion.released_at: now}).where(
-                Conversion.id.is_in([r["id"] for r in rows]), Conversion.released_at.is_null()
-            ).returning(Conversion.id)
+            changed = (
+                await Conversion.update({Conversion.released_at: now})
+                .where(Conversion.id.is_in([r["id"] for r in rows]), Conversion.released_at.is_null())
+                .returning(Conversion.id)
+            )
             released += len(changed)
 
 
@@ -303,8 +351,10 @@ async def run(now: datetime | None = None) -> Outcome:
     short = await _approve_due(now, outcome)
     for campaign_id in sorted(short):
         await Conversion.update({Conversion.status_reason: LOW_BALANCE}).where(
-            Conversion.campaign == campaign_id, Conversion.status == ConversionStatus.pending.value,
-            Conversion.hold_until <= now)
+            Conversion.campaign == campaign_id,
+            Conversion.status == ConversionStatus.pending.value,
+            Conversion.hold_until <= now,
+        )
         if await campaigns.pause_for_balance(campaign_id):
             outcome.paused_campaigns.append(campaign_id)
     outcome.released += await _release_due(now)

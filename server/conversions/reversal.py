@@ -44,8 +44,9 @@ def check_reason(reason: str) -> str:
     return reason
 
 
-async def reverse_one(conversion_id: int, reason: str, *, advertiser_id: int, actor_id: int,
-                      source: str = "review") -> bool | None:
+async def reverse_one(
+    conversion_id: int, reason: str, *, advertiser_id: int, actor_id: int, source: str = "review"
+) -> bool | None:
     """Reverse one approved conversion the caller has checked is of `advertiser_id`'s campaigns.
 
     True if this call reversed it; None if it was not approved (never approved, or reversed
@@ -53,23 +54,52 @@ async def reverse_one(conversion_id: int, reason: str, *, advertiser_id: int, ac
     the publisher's available money between the read and the write): nothing changed, try again."""
     try:
         async with db.transaction():
-            rows = await Conversion.update({Conversion.status: ConversionStatus.reversed.value,
-                                            Conversion.status_reason: reason}).where(
-                Conversion.id == conversion_id, Conversion.status == ConversionStatus.approved.value,
-            ).returning(Conversion.id, Conversion.publisher, Conversion.currency, Conversion.advertiser_amount_minor,
-                        Conversion.publisher_amount_minor, Conversion.released_at)
+            rows = (
+                await Conversion.update(
+                    {Conversion.status: ConversionStatus.reversed.value, Conversion.status_reason: reason}
+                )
+                .where(
+                    Conversion.id == conversion_id,
+                    Conversion.status == ConversionStatus.approved.value,
+                )
+                .returning(
+                    Conversion.id,
+                    Conversion.publisher,
+                    Conversion.currency,
+                    Conversion.advertiser_amount_minor,
+                    Conversion.publisher_amount_minor,
+                    Conversion.released_at,
+                )
+            )
             if not rows:
                 return None
             row = rows[0]
             released = row["released_at"] is not None
             posted = await templates.reverse_earning(
-                advertiser_id=advertiser_id, publisher_id=row["publisher"], price=row["advertiser_amount_minor"],
-                payout=row["publisher_amount_minor"], currency=row["currency"], released=released,
-                reference_type="conversion", reference_id=conversion_id, key=f"conversion:{conversion_id}:reversed")
-            await audit.record("conversion.reversed", actor_id=actor_id, object_type="conversion",
-                               object_id=conversion_id, reason=reason, released=released, source=source,
-                               refund=row["advertiser_amount_minor"], payout=row["publisher_amount_minor"],
-                               currency=row["currency"], ledger_txn=posted.txn_id, replayed=posted.replayed)
+                advertiser_id=advertiser_id,
+                publisher_id=row["publisher"],
+                price=row["advertiser_amount_minor"],
+                payout=row["publisher_amount_minor"],
+                currency=row["currency"],
+                released=released,
+                reference_type="conversion",
+                reference_id=conversion_id,
+                key=f"conversion:{conversion_id}:reversed",
+            )
+            await audit.record(
+                "conversion.reversed",
+                actor_id=actor_id,
+                object_type="conversion",
+                object_id=conversion_id,
+                reason=reason,
+                released=released,
+                source=source,
+                refund=row["advertiser_amount_minor"],
+                payout=row["publisher_amount_minor"],
+                currency=row["currency"],
+                ledger_txn=posted.txn_id,
+                replayed=posted.replayed,
+            )
     except InsufficientFunds:
         return False
     return True
@@ -96,5 +126,3 @@ async def reverse(advertiser: CurrentUser, conversion_ids: list[int], reason: st
         done = await reverse_one(conversion_id, reason, advertiser_id=advertiser.id, actor_id=advertiser.id)
         (result.reversed if done else result.failed if done is False else result.skipped).append(conversion_id)
     return result
-
-

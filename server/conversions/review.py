@@ -35,10 +35,14 @@ class Filters:
 
     def as_form(self) -> dict[str, str]:
         """The filters as the form fields (and query parameters) that carry them."""
-        return {"status": self.status or "", "campaign": "" if self.campaign_id is None else str(self.campaign_id),
-                "publisher": self.publisher_email or "",
-                "from": self.date_from.isoformat() if self.date_from else "",
-                "to": self.date_to.isoformat() if self.date_to else "", "source": self.source or ""}
+        return {
+            "status": self.status or "",
+            "campaign": "" if self.campaign_id is None else str(self.campaign_id),
+            "publisher": self.publisher_email or "",
+            "from": self.date_from.isoformat() if self.date_from else "",
+            "to": self.date_to.isoformat() if self.date_to else "",
+            "source": self.source or "",
+        }
 
 
 def _date(raw: str, field: str, label: str) -> date | None:
@@ -74,23 +78,48 @@ def parse_filters(params: Mapping[str, Any]) -> Filters:
         raise Invalid("That publisher email is too long.", field="publisher")
     source = get("source")
     if source and source not in {s.value for s in ConversionSource}:
-        raise Invalid("Reported by must be one of: " + ", ".join(s.value for s in ConversionSource) + ".",
-                      field="source")
-    return Filters(status=status or None, campaign_id=int(campaign) if campaign else None,
-                   publisher_email=publisher or None, date_from=date_from, date_to=date_to, source=source or None)
+        raise Invalid(
+            "Reported by must be one of: " + ", ".join(s.value for s in ConversionSource) + ".", field="source"
+        )
+    return Filters(
+        status=status or None,
+        campaign_id=int(campaign) if campaign else None,
+        publisher_email=publisher or None,
+        date_from=date_from,
+        date_to=date_to,
+        source=source or None,
+    )
 
 
-async def list_conversions(advertiser: CurrentUser, *, status: str | None = None, campaign_id: int | None = None,
-                           publisher_email: str | None = None, date_from: date | None = None,
-                           date_to: date | None = None, source: str | None = None,
-                           limit: int = LIST_LIMIT) -> list[dict[str, Any]]:
+async def list_conversions(
+    advertiser: CurrentUser,
+    *,
+    status: str | None = None,
+    campaign_id: int | None = None,
+    publisher_email: str | None = None,
+    date_from: date | None = None,
+    date_to: date | None = None,
+    source: str | None = None,
+    limit: int = LIST_LIMIT,
+) -> list[dict[str, Any]]:
     """The advertiser's own conversions, newest first. Dates are whole UTC days, both ends included."""
     query = Conversion.select(
-        Conversion.id, Conversion.txn_id, Conversion.currency, Conversion.status, Conversion.status_reason,
-        Conversion.advertiser_amount_minor, Conversion.publisher_amount_minor, Conversion.sale_amount_minor,
-        Conversion.converted_at, Conversion.hold_until, Conversion.approved_at, Conversion.source,
-        Conversion.campaign.as_alias("campaign_id"), Conversion.campaign.name.as_alias("campaign_name"),
-        Conversion.goal.name.as_alias("goal_name"), Conversion.publisher.email.as_alias("publisher_email"),
+        Conversion.id,
+        Conversion.txn_id,
+        Conversion.currency,
+        Conversion.status,
+        Conversion.status_reason,
+        Conversion.advertiser_amount_minor,
+        Conversion.publisher_amount_minor,
+        Conversion.sale_amount_minor,
+        Conversion.converted_at,
+        Conversion.hold_until,
+        Conversion.approved_at,
+        Conversion.source,
+        Conversion.campaign.as_alias("campaign_id"),
+        Conversion.campaign.name.as_alias("campaign_name"),
+        Conversion.goal.name.as_alias("goal_name"),
+        Conversion.publisher.email.as_alias("publisher_email"),
     ).where(Conversion.campaign.advertiser == advertiser.id)
     if status:
         query = query.where(Conversion.status == status)
@@ -105,13 +134,17 @@ async def list_conversions(advertiser: CurrentUser, *, status: str | None = None
         query = query.where(Conversion.converted_at >= datetime.combine(date_from, time(), UTC))
     if date_to:
         query = query.where(Conversion.converted_at < datetime.combine(date_to + timedelta(days=1), time(), UTC))
-    return await query.order_by(Conversion.converted_at, ascending=False).order_by(
-        Conversion.id, ascending=False).limit(limit)
+    return (
+        await query.order_by(Conversion.converted_at, ascending=False)
+        .order_by(Conversion.id, ascending=False)
+        .limit(limit)
+    )
 
 
 @dataclass
 class Decision:
     """What one review did, by conversion id."""
+
     action: str = "approve"
     approved: list[int] = field(default_factory=list)
     rejected: list[int] = field(default_factory=list)
@@ -126,18 +159,29 @@ class Decision:
 
 async def _owned(advertiser: CurrentUser, ids: list[int]) -> list[dict[str, Any]]:
     """The rows reconcile.approve expects, for every id, or NotFound if any is not the advertiser's."""
-    rows = await Conversion.select(
-        Conversion.id, Conversion.campaign, Conversion.publisher, Conversion.currency, Conversion.status,
-        Conversion.advertiser_amount_minor, Conversion.publisher_amount_minor, Conversion.hold_until,
-        Conversion.campaign.advertiser.as_alias("advertiser_id"),
-    ).where(Conversion.id.is_in(ids), Conversion.campaign.advertiser == advertiser.id).order_by(Conversion.id)
+    rows = (
+        await Conversion.select(
+            Conversion.id,
+            Conversion.campaign,
+            Conversion.publisher,
+            Conversion.currency,
+            Conversion.status,
+            Conversion.advertiser_amount_minor,
+            Conversion.publisher_amount_minor,
+            Conversion.hold_until,
+            Conversion.campaign.advertiser.as_alias("advertiser_id"),
+        )
+        .where(Conversion.id.is_in(ids), Conversion.campaign.advertiser == advertiser.id)
+        .order_by(Conversion.id)
+    )
     if len(rows) != len(ids):
         raise NotFound("There is no such conversion.")  # someone else's looks the same as none
     return rows
 
 
-async def decide(advertiser: CurrentUser, conversion_ids: list[int], action: Action,
-                 reason: str = "", *, now: datetime | None = None) -> Decision:
+async def decide(
+    advertiser: CurrentUser, conversion_ids: list[int], action: Action, reason: str = "", *, now: datetime | None = None
+) -> Decision:
     """Approve or reject the advertiser's pending conversions, or reverse approved ones. Every id is
     checked to be theirs before anything changes; those not in the status the action applies to are
     skipped. Approval charges through the ledger with the same idempotency key as reconciliation,
@@ -171,30 +215,53 @@ async def decide(advertiser: CurrentUser, conversion_ids: list[int], action: Act
     return result
 
 
-async def approve_row(advertiser: CurrentUser, row: dict[str, Any], reason: str, now: datetime,
-                   result: Decision) -> None:
+async def approve_row(
+    advertiser: CurrentUser, row: dict[str, Any], reason: str, now: datetime, result: Decision
+) -> None:
     done = await reconcile.skip_if_raced(reconcile.approve, row, now)
     if done is False:
         result.unfunded.append(row["id"])
-        await audit.record("conversion.approve_unfunded", actor_id=advertiser.id, object_type="conversion",
-                           object_id=row["id"], price=row["advertiser_amount_minor"], currency=row["currency"])
+        await audit.record(
+            "conversion.approve_unfunded",
+            actor_id=advertiser.id,
+            object_type="conversion",
+            object_id=row["id"],
+            price=row["advertiser_amount_minor"],
+            currency=row["currency"],
+        )
     elif done:
         result.approved.append(row["id"])
-        await audit.record("conversion.approved", actor_id=advertiser.id, object_type="conversion",
-                           object_id=row["id"], reason=reason, early=utc(row["hold_until"]) > now,
-                           price=row["advertiser_amount_minor"], currency=row["currency"])
+        await audit.record(
+            "conversion.approved",
+            actor_id=advertiser.id,
+            object_type="conversion",
+            object_id=row["id"],
+            reason=reason,
+            early=utc(row["hold_until"]) > now,
+            price=row["advertiser_amount_minor"],
+            currency=row["currency"],
+        )
     else:  # reconciliation or another click approved it a moment ago
         result.skipped.append(row["id"])
 
 
 async def reject_row(advertiser: CurrentUser, row: dict[str, Any], reason: str, result: Decision) -> None:
     async with db.transaction():
-        changed = await Conversion.update({Conversion.status: ConversionStatus.rejected.value,
-                                           Conversion.status_reason: reason}).where(
-            Conversion.id == row["id"], Conversion.status == ConversionStatus.pending.value).returning(Conversion.id)
+        changed = (
+            await Conversion.update(
+                {Conversion.status: ConversionStatus.rejected.value, Conversion.status_reason: reason}
+            )
+            .where(Conversion.id == row["id"], Conversion.status == ConversionStatus.pending.value)
+            .returning(Conversion.id)
+        )
         if changed:
-            await audit.record("conversion.rejected", actor_id=advertiser.id, object_type="conversion",
-                               object_id=row["id"], reason=reason)
+            await audit.record(
+                "conversion.rejected",
+                actor_id=advertiser.id,
+                object_type="conversion",
+                object_id=row["id"],
+                reason=reason,
+            )
     (result.rejected if changed else result.skipped).append(row["id"])
 
 
@@ -204,7 +271,6 @@ async def reverse_row(advertiser: CurrentUser, row: dict[str, Any], reason: str,
         return
     done = await reversal.reverse_one(row["id"], reason, advertiser_id=advertiser.id, actor_id=advertiser.id)
     (result.reversed if done else result.failed if done is False else result.skipped).append(row["id"])
-
 
 
 def summary(decision: Decision) -> str:
@@ -217,8 +283,10 @@ def summary(decision: Decision) -> str:
     if decision.reversed:
         parts.append(f"Reversed {len(decision.reversed)} (refunded to your balance)")
     if decision.unfunded:
-        parts.append(f"{len(decision.unfunded)} still pending: your balance cannot cover them "
-                     f"({_ids(decision.unfunded)}); add funds and try again")
+        parts.append(
+            f"{len(decision.unfunded)} still pending: your balance cannot cover them "
+            f"({_ids(decision.unfunded)}); add funds and try again"
+        )
     if decision.failed:
         parts.append(f"{len(decision.failed)} could not be reversed just now ({_ids(decision.failed)}); try again")
     if decision.skipped:

@@ -33,11 +33,18 @@ async def _context(advertiser: CurrentUser, filters: review.Filters | None, **ex
     """The page: the advertiser's campaigns for the filter, and the conversions the filters match
     (none when the filters themselves were invalid)."""
     rows = await review.list_conversions(advertiser, **vars(filters)) if filters is not None else []
-    return {"conversions": rows, "campaigns": await campaigns.list_for_advertiser(advertiser),
-            "statuses": [s.value for s in ConversionStatus], "sources": [s.value for s in ConversionSource],
-            "money": money, "limit": review.LIST_LIMIT,
-            "max_upload_kb": csv_upload.MAX_BYTES // 1024, "max_upload_rows": csv_upload.MAX_ROWS,
-            "filters": (filters or review.Filters()).as_form(), **extra}
+    return {
+        "conversions": rows,
+        "campaigns": await campaigns.list_for_advertiser(advertiser),
+        "statuses": [s.value for s in ConversionStatus],
+        "sources": [s.value for s in ConversionSource],
+        "money": money,
+        "limit": review.LIST_LIMIT,
+        "max_upload_kb": csv_upload.MAX_BYTES // 1024,
+        "max_upload_rows": csv_upload.MAX_ROWS,
+        "filters": (filters or review.Filters()).as_form(),
+        **extra,
+    }
 
 
 class AdvertiserConversions(Controller):
@@ -71,10 +78,15 @@ class AdvertiserConversions(Controller):
                 raise Invalid("That selection is not a list of conversions.", field="conversion_id")
             decision = await review.decide(advertiser, ids, form.get("action", ""), form.get("reason", ""))
         except (Invalid, Conflict) as exc:
-            return render_error(PAGE, exc, {"reason": form.get("reason", ""), "action": form.get("action", "")},
-                                **await _context(advertiser, filters))
-        return render(PAGE, notice=review.summary(decision), decision=decision.as_dict(),
-                      **await _context(advertiser, filters))
+            return render_error(
+                PAGE,
+                exc,
+                {"reason": form.get("reason", ""), "action": form.get("action", "")},
+                **await _context(advertiser, filters),
+            )
+        return render(
+            PAGE, notice=review.summary(decision), decision=decision.as_dict(), **await _context(advertiser, filters)
+        )
 
     @post("/upload", request_max_body_size=csv_upload.BODY_LIMIT)
     async def upload(self, request: Request) -> Template:
@@ -84,23 +96,40 @@ class AdvertiserConversions(Controller):
         upload = (await request.form()).get("file")
         # One byte past the limit is enough to know it is too large.
         data = await upload.read(csv_upload.MAX_BYTES + 1) if isinstance(upload, UploadFile) else b""
-        kept = {"campaign": form.get("campaign", ""), "reason": form.get("reason", ""), "upload": "1",
-                "text": form.get("text", "") if len(form.get("text", "")) <= 64 * 1024 else ""}
+        kept = {
+            "campaign": form.get("campaign", ""),
+            "reason": form.get("reason", ""),
+            "upload": "1",
+            "text": form.get("text", "") if len(form.get("text", "")) <= 64 * 1024 else "",
+        }
         try:
             campaign = await _campaign(advertiser, form.get("campaign", ""))
             text = csv_upload.read_input(data, form.get("text", ""))
-            plan = await csv_upload.plan(advertiser, text, campaign_id=campaign["id"] if campaign else None,
-                                         reason=form.get("reason", ""),
-                                         campaign_name=campaign["name"] if campaign else "")
+            plan = await csv_upload.plan(
+                advertiser,
+                text,
+                campaign_id=campaign["id"] if campaign else None,
+                reason=form.get("reason", ""),
+                campaign_name=campaign["name"] if campaign else "",
+            )
         except Invalid as exc:
             if len(kept["reason"]) > review.REASON_MAX:
                 kept["reason"] = ""
             return render_error(PAGE, exc, kept, **await _context(advertiser, review.Filters()))
         content, digest = csv_upload.seal(_upload_key(request), advertiser.id, plan.campaign_id, plan.reason, text)
         totals = plan.totals()
-        return render(PREVIEW_PAGE, plan=plan, counts=plan.counts(), totals=totals, campaign=campaign,
-                      balances=await csv_upload.balances(advertiser, list(totals)), content=content, digest=digest,
-                      money=money, applied=False)
+        return render(
+            PREVIEW_PAGE,
+            plan=plan,
+            counts=plan.counts(),
+            totals=totals,
+            campaign=campaign,
+            balances=await csv_upload.balances(advertiser, list(totals)),
+            content=content,
+            digest=digest,
+            money=money,
+            applied=False,
+        )
 
     @post("/upload/apply", request_max_body_size=csv_upload.BODY_LIMIT)
     async def apply_upload(self, request: Request) -> Template:
@@ -110,15 +139,24 @@ class AdvertiserConversions(Controller):
         try:
             campaign = await _campaign(advertiser, form.get("campaign", ""))
             campaign_id = campaign["id"] if campaign else None
-            text = csv_upload.unseal(_upload_key(request), advertiser.id, campaign_id, form.get("reason", ""),
-                                     form.get("content", ""), form.get("digest", ""))
-            applied = await csv_upload.apply(advertiser, text, campaign_id=campaign_id,
-                                             reason=form.get("reason", ""),
-                                             campaign_name=campaign["name"] if campaign else "")
+            text = csv_upload.unseal(
+                _upload_key(request),
+                advertiser.id,
+                campaign_id,
+                form.get("reason", ""),
+                form.get("content", ""),
+                form.get("digest", ""),
+            )
+            applied = await csv_upload.apply(
+                advertiser,
+                text,
+                campaign_id=campaign_id,
+                reason=form.get("reason", ""),
+                campaign_name=campaign["name"] if campaign else "",
+            )
         except Invalid as exc:
             return render_error(PAGE, exc, {"upload": "1"}, **await _context(advertiser, review.Filters()))
-        return render(PREVIEW_PAGE, applied=applied, notice=csv_upload.summary(applied), campaign=campaign,
-                      money=money)
+        return render(PREVIEW_PAGE, applied=applied, notice=csv_upload.summary(applied), campaign=campaign, money=money)
 
 
 async def _campaign(advertiser: CurrentUser, raw: str) -> dict[str, Any] | None:

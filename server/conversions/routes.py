@@ -22,8 +22,10 @@ from server.web import PUBLIC
 
 PARAMS = ("click_id", "goal", "txn_id", "amount", "currency", "token")
 # The smallest transparent GIF: 1×1, one transparent colour.
-PIXEL_GIF = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
-             b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
+PIXEL_GIF = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
+    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
 NO_STORE = {"cache-control": "no-store, private"}
 
 # The postback's parameters, declared for its OpenAPI document: _params reads them itself, from the
@@ -66,19 +68,37 @@ async def _advertiser_from_bearer(request: Request) -> int | None:
     return user.id
 
 
-@route("/postback", http_method=["GET", "POST"], opt=PUBLIC, tags=["conversions"], status_code=200,
-       responses={status: ResponseSpec(data_container=ConversionResult, generate_examples=False,
-                                       description=f"Refused: {why}; `code` says why.")
-                  for status, why in REFUSED.items()},
-       summary="Report a conversion server to server",
-       description="Parameters click_id, txn_id, goal, amount (sale amount in minor units), currency and token "
-                   "(the campaign's postback token), in the query string or a form body; or "
-                   "'Authorization: Bearer <advertiser API key>' instead of token.")
-async def postback(request: Request, click_id: ClickId = None, txn_id: TxnId = None, goal: Goal = None,
-                   amount: Amount = None, currency: Currency = None, token: Token = None) -> Response[ConversionResult]:
+@route(
+    "/postback",
+    http_method=["GET", "POST"],
+    opt=PUBLIC,
+    tags=["conversions"],
+    status_code=200,
+    responses={
+        status: ResponseSpec(
+            data_container=ConversionResult, generate_examples=False, description=f"Refused: {why}; `code` says why."
+        )
+        for status, why in REFUSED.items()
+    },
+    summary="Report a conversion server to server",
+    description="Parameters click_id, txn_id, goal, amount (sale amount in minor units), currency and token "
+    "(the campaign's postback token), in the query string or a form body; or "
+    "'Authorization: Bearer <advertiser API key>' instead of token.",
+)
+async def postback(
+    request: Request,
+    click_id: ClickId = None,
+    txn_id: TxnId = None,
+    goal: Goal = None,
+    amount: Amount = None,
+    currency: Currency = None,
+    token: Token = None,
+) -> Response[ConversionResult]:
     form = None
     if request.method == "POST" and request.content_type[0] in (
-            RequestEncodingType.URL_ENCODED.value, RequestEncodingType.MULTI_PART.value):
+        RequestEncodingType.URL_ENCODED.value,
+        RequestEncodingType.MULTI_PART.value,
+    ):
         form = await request.form()
     params = _params(request.query_params, form)
     try:
@@ -86,8 +106,11 @@ async def postback(request: Request, click_id: ClickId = None, txn_id: TxnId = N
     except Unauthorized as exc:
         result = result_of(exc)
     else:
-        credentials = (conversions.Credentials(advertiser_id=advertiser_id) if advertiser_id is not None
-                       else conversions.Credentials(token=params.get("token", "")))
+        credentials = (
+            conversions.Credentials(advertiser_id=advertiser_id)
+            if advertiser_id is not None
+            else conversions.Credentials(token=params.get("token", ""))
+        )
         result = await intake(request, params, credentials, ConversionSource.postback)
     return Response(result, status_code=result.http_status, media_type=MediaType.JSON, headers=NO_STORE)
 
@@ -96,7 +119,12 @@ async def postback(request: Request, click_id: ClickId = None, txn_id: TxnId = N
 async def conversion_pixel(request: Request, pixel: FromPath[str]) -> Response[bytes]:
     """/px/{public_key}.gif: always a transparent GIF; the status and X-Affnet-Result say what happened."""
     public_key = pixel.removesuffix(".gif") if pixel.endswith(".gif") else ""
-    result = await intake(request, _params(request.query_params),
-                          conversions.Credentials(public_key=public_key), ConversionSource.pixel)
-    return Response(PIXEL_GIF, status_code=result.http_status, media_type="image/gif",
-                    headers={**NO_STORE, "x-affnet-result": result.code or result.status})
+    result = await intake(
+        request, _params(request.query_params), conversions.Credentials(public_key=public_key), ConversionSource.pixel
+    )
+    return Response(
+        PIXEL_GIF,
+        status_code=result.http_status,
+        media_type="image/gif",
+        headers={**NO_STORE, "x-affnet-result": result.code or result.status},
+    )

@@ -30,8 +30,12 @@ MAX_SALE_MINOR = 10**12
 # Conversions that count towards caps: all but those the advertiser refused or undid.
 COUNTED = (ConversionStatus.pending.value, ConversionStatus.approved.value)
 CONVERSION_MODELS = (PayoutModel.cpl, PayoutModel.cpa, PayoutModel.revshare)
-CAPS = ("cap_conversions_daily", "cap_conversions_monthly", "cap_publisher_conversions_daily",
-        "cap_publisher_conversions_monthly")
+CAPS = (
+    "cap_conversions_daily",
+    "cap_conversions_monthly",
+    "cap_publisher_conversions_daily",
+    "cap_publisher_conversions_monthly",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +55,13 @@ class Report:
             return value.strip() if isinstance(value, str) else ""
 
         amount = params.get("amount")
-        return cls(click_id=text("click_id"), txn_id=text("txn_id"), goal=text("goal").lower(),
-                   amount=amount.strip() if isinstance(amount, str) else amount, currency=text("currency"))
+        return cls(
+            click_id=text("click_id"),
+            txn_id=text("txn_id"),
+            goal=text("goal").lower(),
+            amount=amount.strip() if isinstance(amount, str) else amount,
+            currency=text("currency"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +87,13 @@ def _now() -> datetime:
 
 def _txn_id(raw: str) -> str:
     if not raw:
-        raise Invalid("txn_id is required: send your order or lead id, so a repeated report counts once.",
-                      field="txn_id", code="txn_id_required")
+        raise Invalid(
+            "txn_id is required: send your order or lead id, so a repeated report counts once.",
+            field="txn_id",
+            code="txn_id_required",
+        )
     if len(raw) > MAX_TXN_ID or not raw.isprintable():
-        raise Invalid(f"txn_id must be at most {MAX_TXN_ID} printable characters.", field="txn_id",
-                      code="bad_txn_id")
+        raise Invalid(f"txn_id must be at most {MAX_TXN_ID} printable characters.", field="txn_id", code="bad_txn_id")
     return raw
 
 
@@ -94,8 +105,12 @@ def _sale_amount(raw: Any) -> int:
     elif isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 13:
         value = int(raw)
     if value is None or not 0 <= value <= MAX_SALE_MINOR:
-        raise Invalid("amount must be the sale amount in minor units, a whole number from 0 to 10^12 "
-                      "(for example 1250 for 12.50).", field="amount", code="bad_amount")
+        raise Invalid(
+            "amount must be the sale amount in minor units, a whole number from 0 to 10^12 "
+            "(for example 1250 for 12.50).",
+            field="amount",
+            code="bad_amount",
+        )
     return value
 
 
@@ -104,18 +119,25 @@ def _goal(goals: list[dict[str, Any]], name: str) -> dict[str, Any]:
         for goal in goals:
             if goal["payout_model"] in CONVERSION_MODELS:
                 return goal
-        raise Invalid("This campaign has no conversion goal (CPL, CPA or RevShare): it pays per click or view only.",
-                      field="goal", code="unknown_goal")
+        raise Invalid(
+            "This campaign has no conversion goal (CPL, CPA or RevShare): it pays per click or view only.",
+            field="goal",
+            code="unknown_goal",
+        )
     for goal in goals:
         if goal["name"] == name:
             if goal["payout_model"] not in CONVERSION_MODELS:
-                raise Invalid(f"Goal '{name}' pays per {'click' if goal['payout_model'] == 'cpc' else 'view'}; "
-                              "it is counted by affnet and cannot be reported as a conversion.",
-                              field="goal", code="unknown_goal")
+                raise Invalid(
+                    f"Goal '{name}' pays per {'click' if goal['payout_model'] == 'cpc' else 'view'}; "
+                    "it is counted by affnet and cannot be reported as a conversion.",
+                    field="goal",
+                    code="unknown_goal",
+                )
             return goal
     names = ", ".join(g["name"] for g in goals if g["payout_model"] in CONVERSION_MODELS) or "none"
-    raise Invalid(f"This campaign has no goal '{name[:40]}' (its conversion goals: {names}).", field="goal",
-                  code="unknown_goal")
+    raise Invalid(
+        f"This campaign has no goal '{name[:40]}' (its conversion goals: {names}).", field="goal", code="unknown_goal"
+    )
 
 
 def price(goal: Mapping[str, Any], sale_minor: int | None) -> tuple[int, int, int]:
@@ -128,8 +150,16 @@ def price(goal: Mapping[str, Any], sale_minor: int | None) -> tuple[int, int, in
 
 _UNKNOWN_CLICK = "This click id was not issued by affnet for this campaign (it is unknown, edited or forged)."
 
-_CAMPAIGN_COLUMNS = ("status", "currency", "advertiser", "postback_secret", "attribution_window_days",
-                     "hold_days", "min_conversion_seconds", *CAPS)
+_CAMPAIGN_COLUMNS = (
+    "status",
+    "currency",
+    "advertiser",
+    "postback_secret",
+    "attribution_window_days",
+    "hold_days",
+    "min_conversion_seconds",
+    *CAPS,
+)
 
 
 # Written out once: building this join through Piccolo's column objects cost more CPU than the
@@ -144,16 +174,24 @@ _CLICK_CAMPAIGN_SQL = (
 async def _campaign_by_key(public_key: str) -> dict[str, Any]:
     row = None
     if public_key and len(public_key) <= 24:
-        row = await Campaign.select(Campaign.id, Campaign.pixel_enabled,
-                                    *(getattr(Campaign, c) for c in _CAMPAIGN_COLUMNS)).where(
-            Campaign.public_key == public_key).first()
+        row = (
+            await Campaign.select(
+                Campaign.id, Campaign.pixel_enabled, *(getattr(Campaign, c) for c in _CAMPAIGN_COLUMNS)
+            )
+            .where(Campaign.public_key == public_key)
+            .first()
+        )
     if row is None:
-        raise NotFound("There is no campaign with this pixel key: copy the pixel tag from your campaign page.",
-                       code="unknown_campaign")
+        raise NotFound(
+            "There is no campaign with this pixel key: copy the pixel tag from your campaign page.",
+            code="unknown_campaign",
+        )
     if not row["pixel_enabled"]:
         # Read from the database on every hit (not the terms cache), so switching it off takes at once.
-        raise Forbidden("The advertiser has switched this campaign's pixel off: conversions are reported by "
-                        "postback or API only.", code="pixel_disabled")
+        raise Forbidden(
+            "The advertiser has switched this campaign's pixel off: conversions are reported by postback or API only.",
+            code="pixel_disabled",
+        )
     return row
 
 
@@ -184,8 +222,9 @@ async def _click_and_terms(token_key: bytes, click_id: str, terms_of: TermsSourc
     may not be written yet: the signed id is proof enough."""
     ref = read_click_id(token_key, click_id) if click_id else None
     if ref is None:
-        raise NotFound("click_id is missing." if not click_id else _UNKNOWN_CLICK, field="click_id",
-                       code="unknown_click")
+        raise NotFound(
+            "click_id is missing." if not click_id else _UNKNOWN_CLICK, field="click_id", code="unknown_click"
+        )
     terms = await terms_of(str(ref.link_id))
     if terms is None:
         raise NotFound(_UNKNOWN_CLICK, field="click_id", code="unknown_click")
@@ -197,13 +236,17 @@ def _authorise(credentials: Credentials, campaign: Mapping[str, Any]) -> None:
         return  # the pixel's campaign was found by its key, and the click checked against it
     if credentials.advertiser_id is not None:
         if credentials.advertiser_id != campaign["advertiser"]:
-            raise Unauthorized("This API key does not belong to the advertiser of the click's campaign.",
-                               code="bad_token")
+            raise Unauthorized(
+                "This API key does not belong to the advertiser of the click's campaign.", code="bad_token"
+            )
         return
     secret = campaign["postback_secret"]
     if not secret or not hmac.compare_digest((credentials.token or "").encode(), secret.encode()):
-        raise Unauthorized("token is not the postback token of the click's campaign: copy it from the "
-                           "campaign page.", field="token", code="bad_token")
+        raise Unauthorized(
+            "token is not the postback token of the click's campaign: copy it from the campaign page.",
+            field="token",
+            code="bad_token",
+        )
 
 
 async def _existing(campaign_id: int, txn_id: str) -> dict[str, Any] | None:
@@ -219,19 +262,30 @@ async def _check_caps(campaign: Mapping[str, Any], publisher_id: int, now: datet
         ("cap_conversions_daily", base & (Conversion.converted_at >= day), "a day"),
         ("cap_conversions_monthly", base & (Conversion.converted_at >= month), "a month"),
         ("cap_publisher_conversions_daily", base & mine & (Conversion.converted_at >= day), "a day per publisher"),
-        ("cap_publisher_conversions_monthly", base & mine & (Conversion.converted_at >= month),
-         "a month per publisher"),
+        (
+            "cap_publisher_conversions_monthly",
+            base & mine & (Conversion.converted_at >= month),
+            "a month per publisher",
+        ),
     )
     for column, where, label in checks:
         cap = campaign[column]
         if cap is not None and await Conversion.count().where(where) >= cap:
-            raise Conflict(f"The campaign's cap of {cap} conversions {label} is reached (days and months in UTC).",
-                           code="cap_reached")
+            raise Conflict(
+                f"The campaign's cap of {cap} conversions {label} is reached (days and months in UTC).",
+                code="cap_reached",
+            )
 
 
-async def record_conversion(token_key: bytes, report: Report, credentials: Credentials,
-                            source: ConversionSource, *, now: datetime | None = None,
-                            terms_of: TermsSource = load_terms) -> Recorded:
+async def record_conversion(
+    token_key: bytes,
+    report: Report,
+    credentials: Credentials,
+    source: ConversionSource,
+    *,
+    now: datetime | None = None,
+    terms_of: TermsSource = load_terms,
+) -> Recorded:
     """Validate, attribute, price and store one reported conversion as `pending`.
 
     Raises a DomainError (nothing stored) when it is refused; returns the first conversion with
@@ -242,8 +296,11 @@ async def record_conversion(token_key: bytes, report: Report, credentials: Crede
     if credentials.public_key is not None:
         pixel_campaign = await _campaign_by_key(credentials.public_key)
     elif not credentials.token and credentials.advertiser_id is None:
-        raise Unauthorized("Authenticate with token=<the campaign's postback token> or "
-                           "'Authorization: Bearer <advertiser API key>'.", field="token", code="bad_token")
+        raise Unauthorized(
+            "Authenticate with token=<the campaign's postback token> or 'Authorization: Bearer <advertiser API key>'.",
+            field="token",
+            code="bad_token",
+        )
     txn_id = _txn_id(report.txn_id)
     ref, terms = await _click_and_terms(token_key, report.click_id, terms_of)
     campaign, goals, campaign_id = terms.campaign, terms.goals, terms.campaign_id
@@ -291,25 +348,50 @@ async def _store(row: dict[str, Any], limit: int) -> tuple[dict[str, Any], bool]
         if first is not None:
             return first, True
         ordinal = await _next_ordinal(row["click_id"], row["goal"])
-    raise Conflict(f"This click has already brought {limit} conversion{'s' if limit != 1 else ''} of this goal, as "
-                   "many as the advertiser allows per click: this one is not counted.", field="click_id",
-                   code="click_limit_reached")
+    raise Conflict(
+        f"This click has already brought {limit} conversion{'s' if limit != 1 else ''} of this goal, as "
+        "many as the advertiser allows per click: this one is not counted.",
+        field="click_id",
+        code="click_limit_reached",
+    )
 
 
 async def _next_ordinal(click_id: str, goal_id: int) -> int:
-    rows = await Conversion.raw("SELECT COALESCE(MAX(click_ordinal), 0) AS taken FROM conversion "
-                                "WHERE click_id = {} AND goal = {}", click_id, goal_id)
+    rows = await Conversion.raw(
+        "SELECT COALESCE(MAX(click_ordinal), 0) AS taken FROM conversion WHERE click_id = {} AND goal = {}",
+        click_id,
+        goal_id,
+    )
     return int(rows[0]["taken"]) + 1
 
 
-_INSERT_COLUMNS = ("campaign", "goal", "publisher", "link", "click_id", "click_ordinal", "txn_id",
-                   "sale_amount_minor", "currency", "advertiser_amount_minor", "publisher_amount_minor",
-                   "network_amount_minor", "status", "status_reason", "source", "clicked_at", "converted_at",
-                   "hold_until", "created_at")
+_INSERT_COLUMNS = (
+    "campaign",
+    "goal",
+    "publisher",
+    "link",
+    "click_id",
+    "click_ordinal",
+    "txn_id",
+    "sale_amount_minor",
+    "currency",
+    "advertiser_amount_minor",
+    "publisher_amount_minor",
+    "network_amount_minor",
+    "status",
+    "status_reason",
+    "source",
+    "clicked_at",
+    "converted_at",
+    "hold_until",
+    "created_at",
+)
 # Written out, like the lookup above: Piccolo's insert builder cost more than the insert itself.
-_INSERT_SQL = (f"INSERT INTO conversion ({', '.join(_INSERT_COLUMNS)}) "  # noqa: S608
-               f"VALUES ({', '.join('{}' for _ in _INSERT_COLUMNS)}) "
-               "ON CONFLICT DO NOTHING RETURNING id")  # either unique index: see _store
+_INSERT_SQL = (
+    f"INSERT INTO conversion ({', '.join(_INSERT_COLUMNS)}) "  # noqa: S608
+    f"VALUES ({', '.join('{}' for _ in _INSERT_COLUMNS)}) "
+    "ON CONFLICT DO NOTHING RETURNING id"
+)  # either unique index: see _store
 _INSERT_SQL_PG = _INSERT_SQL.format(*(f"${i}" for i in range(1, len(_INSERT_COLUMNS) + 1)))
 
 
@@ -330,46 +412,81 @@ async def _insert(row: dict[str, Any]) -> dict[str, Any] | None:
     return {**row, "id": new_id, "approved_at": None, "released_at": None}
 
 
-def _conversion_row(campaign: Mapping[str, Any], goals: list[dict[str, Any]], ref: Any, txn_id: str,
-                    report: Report, source: ConversionSource, now: datetime) -> dict[str, Any]:
+def _conversion_row(
+    campaign: Mapping[str, Any],
+    goals: list[dict[str, Any]],
+    ref: Any,
+    txn_id: str,
+    report: Report,
+    source: ConversionSource,
+    now: datetime,
+) -> dict[str, Any]:
     """The conversion to store (its columns), once the campaign's terms allow it; raises why they do not."""
     if campaign["status"] == CampaignStatus.ended.value:
         raise Conflict("This campaign has ended: it takes no more conversions.", code="campaign_ended")
     clicked_at = datetime.fromtimestamp(ref.clicked_at, UTC)
     elapsed = (now - clicked_at).total_seconds()
     if elapsed > campaign["attribution_window_days"] * 86400:
-        raise Invalid(f"The click was more than {campaign['attribution_window_days']} days ago, outside the "
-                      "campaign's attribution window.", field="click_id", code="outside_attribution_window")
+        raise Invalid(
+            f"The click was more than {campaign['attribution_window_days']} days ago, outside the "
+            "campaign's attribution window.",
+            field="click_id",
+            code="outside_attribution_window",
+        )
     if elapsed < campaign["min_conversion_seconds"]:
-        raise Invalid(f"The conversion came {max(int(elapsed), 0)} s after the click; the campaign requires at "
-                      f"least {campaign['min_conversion_seconds']} s.", field="click_id", code="too_fast")
+        raise Invalid(
+            f"The conversion came {max(int(elapsed), 0)} s after the click; the campaign requires at "
+            f"least {campaign['min_conversion_seconds']} s.",
+            field="click_id",
+            code="too_fast",
+        )
     goal = _goal(goals, report.goal)
     if report.currency and report.currency.upper() != campaign["currency"]:
-        raise Invalid(f"currency must be the campaign's currency, {campaign['currency']}.", field="currency",
-                      code="bad_currency")
+        raise Invalid(
+            f"currency must be the campaign's currency, {campaign['currency']}.", field="currency", code="bad_currency"
+        )
     sale: int | None = None
     if goal["payout_model"] == PayoutModel.revshare.value:
         if report.amount is None or report.amount == "":
-            raise Invalid(f"Goal '{goal['name']}' pays a share of the sale: send amount, the sale amount in minor "
-                          "units.", field="amount", code="amount_required")
+            raise Invalid(
+                f"Goal '{goal['name']}' pays a share of the sale: send amount, the sale amount in minor units.",
+                field="amount",
+                code="amount_required",
+            )
         sale = _sale_amount(report.amount)
         if goal["max_sale_minor"] is not None and sale > goal["max_sale_minor"]:
             # Refused rather than held: nothing is stored, so nothing can be charged or approved
             # by mistake; a real sale this large is reported again after the advertiser raises the max.
-            raise Invalid(f"The sale amount {money.display(sale, campaign['currency'])} is more than the largest sale "
-                          f"the advertiser accepts for goal '{goal['name']}' "
-                          f"({money.display(goal['max_sale_minor'], campaign['currency'])}): it is not counted.",
-                          field="amount", code="amount_above_max")
+            raise Invalid(
+                f"The sale amount {money.display(sale, campaign['currency'])} is more than the largest sale "
+                f"the advertiser accepts for goal '{goal['name']}' "
+                f"({money.display(goal['max_sale_minor'], campaign['currency'])}): it is not counted.",
+                field="amount",
+                code="amount_above_max",
+            )
     elif report.amount is not None and report.amount != "":
         _sale_amount(report.amount)  # refused if malformed, even where it does not set the price
     advertiser_minor, publisher_minor, network_minor = price(goal, sale)
     return dict(
-        campaign=campaign["campaign_id"], goal=goal["id"], publisher=campaign["publisher_id"], link=campaign["id"],
-        click_id=ref.click_id, click_ordinal=1, txn_id=txn_id, sale_amount_minor=sale, currency=campaign["currency"],
-        advertiser_amount_minor=advertiser_minor, publisher_amount_minor=publisher_minor,
-        network_amount_minor=network_minor, status=ConversionStatus.pending.value, status_reason="",
-        source=source.value, clicked_at=clicked_at, converted_at=now,
-        hold_until=now + timedelta(days=campaign["hold_days"]), created_at=now,
+        campaign=campaign["campaign_id"],
+        goal=goal["id"],
+        publisher=campaign["publisher_id"],
+        link=campaign["id"],
+        click_id=ref.click_id,
+        click_ordinal=1,
+        txn_id=txn_id,
+        sale_amount_minor=sale,
+        currency=campaign["currency"],
+        advertiser_amount_minor=advertiser_minor,
+        publisher_amount_minor=publisher_minor,
+        network_amount_minor=network_minor,
+        status=ConversionStatus.pending.value,
+        status_reason="",
+        source=source.value,
+        clicked_at=clicked_at,
+        converted_at=now,
+        hold_until=now + timedelta(days=campaign["hold_days"]),
+        created_at=now,
     )
 
 

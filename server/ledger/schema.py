@@ -13,15 +13,18 @@ little, and it cannot drop a constraint without rebuilding the table."""
 
 from __future__ import annotations
 
-UNIQUE_ACCOUNT = ("CREATE UNIQUE INDEX IF NOT EXISTS ledger_account_one_per_owner_kind_currency "
-                  "ON ledger_account (COALESCE(owner, 0), kind, currency)")
+UNIQUE_ACCOUNT = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS ledger_account_one_per_owner_kind_currency "
+    "ON ledger_account (COALESCE(owner, 0), kind, currency)"
+)
 
 _APPEND_ONLY_TABLES = ("ledger_entry", "ledger_txn")
 _NEVER_DELETED = ("ledger_account",)
 
-ENTRY_FOREIGN_KEYS = {"ledger_entry_txn_fkey": "FOREIGN KEY (txn) REFERENCES ledger_txn(id) ON DELETE RESTRICT",
-                      "ledger_entry_account_fkey": "FOREIGN KEY (account) REFERENCES ledger_account(id) "
-                                                   "ON DELETE RESTRICT"}
+ENTRY_FOREIGN_KEYS = {
+    "ledger_entry_txn_fkey": "FOREIGN KEY (txn) REFERENCES ledger_txn(id) ON DELETE RESTRICT",
+    "ledger_entry_account_fkey": "FOREIGN KEY (account) REFERENCES ledger_account(id) ON DELETE RESTRICT",
+}
 
 
 def _guarded(sqlite: bool) -> list[tuple[str, str]]:
@@ -39,8 +42,11 @@ def append_only_ddl(sqlite: bool) -> list[str]:
     return [
         "CREATE OR REPLACE FUNCTION ledger_append_only() RETURNS trigger AS $$ BEGIN "
         "RAISE EXCEPTION '% is append-only: post a reversing transaction', TG_TABLE_NAME; END $$ LANGUAGE plpgsql",
-        *(f"CREATE OR REPLACE TRIGGER {table}_append_only BEFORE {op} ON {table} "
-          "FOR EACH ROW EXECUTE FUNCTION ledger_append_only()" for table, op in _guarded(sqlite)),
+        *(
+            f"CREATE OR REPLACE TRIGGER {table}_append_only BEFORE {op} ON {table} "
+            "FOR EACH ROW EXECUTE FUNCTION ledger_append_only()"
+            for table, op in _guarded(sqlite)
+        ),
     ]
 
 

@@ -46,6 +46,7 @@ class InsufficientFunds(Conflict):
 class Line(NamedTuple):
     """One side of a posting. A tuple: batches build millions of them, and a frozen dataclass
     costs several times more to construct."""
+
     account_id: int
     amount_minor: int
     currency: str
@@ -59,8 +60,9 @@ class Posted:
 
 async def account(kind: AccountKind, currency: str, owner_id: int | None = None) -> int:
     """The id of the (owner, kind, currency) account, created empty on first use."""
-    query = LedgerAccount.select(LedgerAccount.id).where(LedgerAccount.kind == kind.value,
-                                                         LedgerAccount.currency == currency)
+    query = LedgerAccount.select(LedgerAccount.id).where(
+        LedgerAccount.kind == kind.value, LedgerAccount.currency == currency
+    )
     query = query.where(LedgerAccount.owner.is_null() if owner_id is None else LedgerAccount.owner == owner_id)
     row = await query.first()
     if row is not None:
@@ -68,9 +70,11 @@ async def account(kind: AccountKind, currency: str, owner_id: int | None = None)
     try:
         # A savepoint: losing the race to create it must not abort the caller's transaction.
         async with db.atomic():
-            rows = await LedgerAccount.insert(LedgerAccount(owner=owner_id, kind=kind.value, currency=currency,
-                                                            balance_minor=0, created_at=datetime.now(UTC))
-                                              ).returning(LedgerAccount.id)
+            rows = await LedgerAccount.insert(
+                LedgerAccount(
+                    owner=owner_id, kind=kind.value, currency=currency, balance_minor=0, created_at=datetime.now(UTC)
+                )
+            ).returning(LedgerAccount.id)
             return rows[0]["id"]
     except Exception as exc:
         if not db.is_unique_violation(exc):
@@ -85,9 +89,10 @@ async def accounts(kind: AccountKind, currency: str, owner_ids: Sequence[int]) -
     wanted = sorted(set(owner_ids))
     found: dict[int, int] = {}
     for i in range(0, len(wanted), _CHUNK):
-        chunk = wanted[i:i + _CHUNK]
+        chunk = wanted[i : i + _CHUNK]
         rows = await LedgerAccount.select(LedgerAccount.id, LedgerAccount.owner).where(
-            LedgerAccount.kind == kind.value, LedgerAccount.currency == currency, LedgerAccount.owner.is_in(chunk))
+            LedgerAccount.kind == kind.value, LedgerAccount.currency == currency, LedgerAccount.owner.is_in(chunk)
+        )
         found.update({r["owner"]: r["id"] for r in rows})
     for owner_id in wanted:
         if owner_id not in found:
@@ -114,6 +119,7 @@ def _validate(lines: Sequence[Line], reference_type: str) -> None:
 
 class Posting(NamedTuple):
     """One ledger transaction to post: balanced lines, what it is for, and its idempotency key."""
+
     kind: str
     idempotency_key: str
     lines: Sequence[Line]
@@ -125,12 +131,28 @@ class Posting(NamedTuple):
     effective_at: datetime | None = None
 
 
-async def post(*, kind: str, idempotency_key: str, lines: Sequence[Line], reference_type: str, reference_id: int,
-               memo: str = "", actor_id: int | None = None, reverses: int | None = None,
-               effective_at: datetime | None = None) -> Posted:
+async def post(
+    *,
+    kind: str,
+    idempotency_key: str,
+    lines: Sequence[Line],
+    reference_type: str,
+    reference_id: int,
+    memo: str = "",
+    actor_id: int | None = None,
+    reverses: int | None = None,
+    effective_at: datetime | None = None,
+) -> Posted:
     """Post one balanced transaction, atomically, once per idempotency key."""
-    return (await post_many([Posting(kind, idempotency_key, lines, reference_type, reference_id, memo, actor_id,
-                                     reverses, effective_at)]))[0]
+    return (
+        await post_many(
+            [
+                Posting(
+                    kind, idempotency_key, lines, reference_type, reference_id, memo, actor_id, reverses, effective_at
+                )
+            ]
+        )
+    )[0]
 
 
 async def post_many(postings: Sequence[Posting]) -> list[Posted]:
@@ -169,29 +191,50 @@ async def post_many(postings: Sequence[Posting]) -> list[Posted]:
                         raise LedgerError(f"There is no ledger account {line.account_id}.")
                     if acct[1] != line.currency:
                         raise LedgerError(f"Account {line.account_id} holds {acct[1]}, not {line.currency}.")
-            rows = [(p.kind, p.idempotency_key, p.reference_type, p.reference_id, p.reverses, p.memo, p.actor_id,
-                     p.effective_at or now, now) for p in candidates]
+            rows = [
+                (
+                    p.kind,
+                    p.idempotency_key,
+                    p.reference_type,
+                    p.reference_id,
+                    p.reverses,
+                    p.memo,
+                    p.actor_id,
+                    p.effective_at or now,
+                    now,
+                )
+                for p in candidates
+            ]
             inserted = await (_insert_txns_sqlite(conn, rows) if sqlite else _insert_txns_pg(conn, rows))
             ids.update(inserted)
             fresh = [p for p in candidates if p.idempotency_key in inserted]
             if len(fresh) != len(candidates):  # posted before, or by a concurrent transaction: theirs stands
-                ids.update(await _existing_keys_pg(conn, [p.idempotency_key for p in candidates
-                                                          if p.idempotency_key not in inserted]))
+                ids.update(
+                    await _existing_keys_pg(
+                        conn, [p.idempotency_key for p in candidates if p.idempotency_key not in inserted]
+                    )
+                )
             deltas: dict[int, int] = defaultdict(int)
             for posting in fresh:
                 for line in posting.lines:
                     deltas[line.account_id] += line.amount_minor
-            moves = [(account_id, accounts[account_id][0], delta) for account_id, delta in sorted(deltas.items())
-                     if delta]
+            moves = [
+                (account_id, accounts[account_id][0], delta) for account_id, delta in sorted(deltas.items()) if delta
+            ]
             await (_move_balances_sqlite(conn, moves) if sqlite else _move_balances_pg(conn, moves))
-            entries = [(inserted[p.idempotency_key], line.account_id, line.amount_minor, line.currency)
-                       for p in fresh for line in p.lines]
+            entries = [
+                (inserted[p.idempotency_key], line.account_id, line.amount_minor, line.currency)
+                for p in fresh
+                for line in p.lines
+            ]
             if sqlite:
-                await conn.executemany("INSERT INTO ledger_entry (txn, account, amount_minor, currency) "
-                                       "VALUES (?, ?, ?, ?)", entries)
+                await conn.executemany(
+                    "INSERT INTO ledger_entry (txn, account, amount_minor, currency) VALUES (?, ?, ?, ?)", entries
+                )
             elif entries:
-                await conn.copy_records_to_table("ledger_entry", records=entries,
-                                                 columns=["txn", "account", "amount_minor", "currency"])
+                await conn.copy_records_to_table(
+                    "ledger_entry", records=entries, columns=["txn", "account", "amount_minor", "currency"]
+                )
     posted_now = {p.idempotency_key for p in fresh}
     return [Posted(ids[p.idempotency_key], replayed=p.idempotency_key not in posted_now) for p in postings]
 
@@ -201,15 +244,18 @@ _CHUNK = 500  # SQLite: keys per IN (...) list
 
 
 async def _existing_keys_pg(conn: Any, keys: list[str]) -> dict[str, int]:
-    rows = await conn.fetch("SELECT t.id, t.idempotency_key FROM unnest($1::varchar[]) AS k(key) "
-                            "JOIN ledger_txn t ON t.idempotency_key = k.key", keys)
+    rows = await conn.fetch(
+        "SELECT t.id, t.idempotency_key FROM unnest($1::varchar[]) AS k(key) "
+        "JOIN ledger_txn t ON t.idempotency_key = k.key",
+        keys,
+    )
     return {r["idempotency_key"]: r["id"] for r in rows}
 
 
 async def _existing_keys_sqlite(conn: Any, keys: list[str]) -> dict[str, int]:
     found: dict[str, int] = {}
     for i in range(0, len(keys), _CHUNK):
-        chunk = keys[i:i + _CHUNK]
+        chunk = keys[i : i + _CHUNK]
         # Only "?" placeholders are joined into the statement; the keys are bound parameters.
         sql = f"SELECT id, idempotency_key FROM ledger_txn WHERE idempotency_key IN ({', '.join('?' * len(chunk))})"  # noqa: S608
         async with conn.execute(sql, chunk) as cursor:
@@ -223,13 +269,14 @@ async def _accounts(conn: Any, sqlite: bool, account_ids: list[int]) -> dict[int
     if sqlite:
         found = {}
         for i in range(0, len(account_ids), _CHUNK):
-            chunk = account_ids[i:i + _CHUNK]
+            chunk = account_ids[i : i + _CHUNK]
             sql = f"SELECT id, kind, currency FROM ledger_account WHERE id IN ({', '.join('?' * len(chunk))})"  # noqa: S608
             async with conn.execute(sql, chunk) as cursor:
                 found.update({r["id"]: (AccountKind(r["kind"]), r["currency"]) for r in await cursor.fetchall()})
         return found
-    rows = await conn.fetch("SELECT id, kind, currency FROM ledger_account WHERE id = ANY($1::bigint[]) "
-                            "ORDER BY id FOR UPDATE", account_ids)
+    rows = await conn.fetch(
+        "SELECT id, kind, currency FROM ledger_account WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE", account_ids
+    )
     return {r["id"]: (AccountKind(r["kind"]), r["currency"]) for r in rows}
 
 
@@ -242,13 +289,18 @@ async def _insert_txns_pg(conn: Any, rows: list[tuple]) -> dict[str, int]:
         # Reserve the ids, then COPY: several times cheaper than an INSERT of arrays. A key that was
         # posted before fails the COPY whole (its savepoint rolls back), and the INSERT below,
         # which skips such keys, does the work instead. Reserved ids left unused are only a gap.
-        ids = [r[0] for r in await conn.fetch(
-            "SELECT nextval(pg_get_serial_sequence('ledger_txn', 'id')) FROM generate_series(1, $1)", len(rows))]
+        ids = [
+            r[0]
+            for r in await conn.fetch(
+                "SELECT nextval(pg_get_serial_sequence('ledger_txn', 'id')) FROM generate_series(1, $1)", len(rows)
+            )
+        ]
         try:
             async with conn.transaction():
                 records = [(i, *r) for i, r in zip(ids, rows, strict=True)]
-                await conn.copy_records_to_table("ledger_txn", records=records,
-                                                 columns=["id", *_TXN_COLUMNS.split(", ")])
+                await conn.copy_records_to_table(
+                    "ledger_txn", records=records, columns=["id", *_TXN_COLUMNS.split(", ")]
+                )
             return {r[1]: i for i, r in zip(ids, rows, strict=True)}
         except Exception as exc:
             if not db.is_unique_violation(exc):
@@ -257,7 +309,9 @@ async def _insert_txns_pg(conn: Any, rows: list[tuple]) -> dict[str, int]:
     inserted = await conn.fetch(
         f"INSERT INTO ledger_txn ({_TXN_COLUMNS}) SELECT * FROM unnest($1::varchar[], $2::varchar[], "  # noqa: S608
         "$3::varchar[], $4::bigint[], $5::bigint[], $6::text[], $7::integer[], $8::timestamptz[], "
-        "$9::timestamptz[]) ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key", *columns)
+        "$9::timestamptz[]) ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, idempotency_key",
+        *columns,
+    )
     return {r["idempotency_key"]: r["id"] for r in inserted}
 
 
@@ -284,7 +338,9 @@ async def _move_balances_pg(conn: Any, moves: list[tuple[int, AccountKind, int]]
         "FROM unnest($1::bigint[], $2::bigint[]) AS d(id, delta) WHERE a.id = d.id "
         f"AND (a.kind NOT IN ({negative}) OR a.balance_minor + d.delta >= 0) "
         f"AND (a.kind NOT IN ({positive}) OR a.balance_minor + d.delta <= 0) RETURNING a.id",
-        [m[0] for m in moves], [m[2] for m in moves])
+        [m[0] for m in moves],
+        [m[2] for m in moves],
+    )
     _refuse_unmoved(moves, {r["id"] for r in moved})
 
 
@@ -293,8 +349,8 @@ async def _move_balances_sqlite(conn: Any, moves: list[tuple[int, AccountKind, i
     for account_id, kind, delta in moves:
         guard = _guard(kind)
         # Only the constant guard text is joined in; the amounts and ids are bound parameters.
-        sql = "UPDATE ledger_account SET balance_minor = balance_minor + ? WHERE id = ?" + (  # noqa: S608
-            f" AND balance_minor + ? {guard}" if guard else "") + " RETURNING id"
+        condition = f" AND balance_minor + ? {guard}" if guard else ""
+        sql = "UPDATE ledger_account SET balance_minor = balance_minor + ? WHERE id = ?" + condition + " RETURNING id"  # noqa: S608
         async with conn.execute(sql, (delta, account_id, delta) if guard else (delta, account_id)) as cursor:
             if await cursor.fetchall():
                 moved.add(account_id)
@@ -308,8 +364,9 @@ def _refuse_unmoved(moves: list[tuple[int, AccountKind, int]], moved: set[int]) 
 
 
 async def balance(kind: AccountKind, currency: str, owner_id: int | None = None) -> int:
-    query = LedgerAccount.select(LedgerAccount.balance_minor).where(LedgerAccount.kind == kind.value,
-                                                                    LedgerAccount.currency == currency)
+    query = LedgerAccount.select(LedgerAccount.balance_minor).where(
+        LedgerAccount.kind == kind.value, LedgerAccount.currency == currency
+    )
     query = query.where(LedgerAccount.owner.is_null() if owner_id is None else LedgerAccount.owner == owner_id)
     row = await query.first()
     return row["balance_minor"] if row else 0
@@ -326,10 +383,16 @@ async def reverse(original_txn_id: int, *, idempotency_key: str, memo: str = "",
     if await LedgerTxn.exists().where(LedgerTxn.reverses == original_txn_id):
         raise Conflict(f"Ledger transaction {original_txn_id} has already been reversed.")
     entries = await LedgerEntry.select().where(LedgerEntry.txn == original_txn_id)
-    return await post(kind=f"{original['kind']}.reversal", idempotency_key=idempotency_key,
-                      lines=[Line(e["account"], -e["amount_minor"], e["currency"]) for e in entries],
-                      reference_type=original["reference_type"], reference_id=original["reference_id"],
-                      memo=memo, actor_id=actor_id, reverses=original_txn_id)
+    return await post(
+        kind=f"{original['kind']}.reversal",
+        idempotency_key=idempotency_key,
+        lines=[Line(e["account"], -e["amount_minor"], e["currency"]) for e in entries],
+        reference_type=original["reference_type"],
+        reference_id=original["reference_id"],
+        memo=memo,
+        actor_id=actor_id,
+        reverses=original_txn_id,
+    )
 
 
 # --- drift ---------------------------------------------------------------------------------------
@@ -340,47 +403,62 @@ async def check() -> list[str]:
     problems: list[str] = []
     first = LedgerAccount
     for row in await first.raw(
-            "SELECT txn, currency, SUM(amount_minor) AS total FROM ledger_entry GROUP BY txn, currency "
-            "HAVING SUM(amount_minor) <> 0"):
+        "SELECT txn, currency, SUM(amount_minor) AS total FROM ledger_entry GROUP BY txn, currency "
+        "HAVING SUM(amount_minor) <> 0"
+    ):
         problems.append(f"I1 transaction {row['txn']} sums to {row['total']} {row['currency']}, not zero")
     for row in await first.raw(
-            "SELECT t.id FROM ledger_txn t LEFT JOIN ledger_entry e ON e.txn = t.id GROUP BY t.id "
-            "HAVING COUNT(e.id) < 2"):
+        "SELECT t.id FROM ledger_txn t LEFT JOIN ledger_entry e ON e.txn = t.id GROUP BY t.id HAVING COUNT(e.id) < 2"
+    ):
         problems.append(f"I1 transaction {row['id']} has fewer than two entries")
     for row in await first.raw(
-            "SELECT a.id, a.kind, a.balance_minor, COALESCE(SUM(e.amount_minor), 0) AS total "
-            "FROM ledger_account a LEFT JOIN ledger_entry e ON e.account = a.id "
-            "GROUP BY a.id, a.kind, a.balance_minor HAVING a.balance_minor <> COALESCE(SUM(e.amount_minor), 0)"):
-        problems.append(f"I3 account {row['id']} ({row['kind']}) stores {row['balance_minor']} but its entries "
-                        f"sum to {row['total']}")
+        "SELECT a.id, a.kind, a.balance_minor, COALESCE(SUM(e.amount_minor), 0) AS total "
+        "FROM ledger_account a LEFT JOIN ledger_entry e ON e.account = a.id "
+        "GROUP BY a.id, a.kind, a.balance_minor HAVING a.balance_minor <> COALESCE(SUM(e.amount_minor), 0)"
+    ):
+        problems.append(
+            f"I3 account {row['id']} ({row['kind']}) stores {row['balance_minor']} but its entries "
+            f"sum to {row['total']}"
+        )
     negative = ", ".join(f"'{k.value}'" for k in sorted(NEVER_NEGATIVE))
-    for row in await first.raw(f"SELECT id, kind, balance_minor FROM ledger_account WHERE kind IN ({negative}) "  # noqa: S608
-                               "AND balance_minor < 0"):
+    for row in await first.raw(
+        f"SELECT id, kind, balance_minor FROM ledger_account WHERE kind IN ({negative}) "  # noqa: S608
+        "AND balance_minor < 0"
+    ):
         problems.append(f"I4/I5 account {row['id']} ({row['kind']}) is negative: {row['balance_minor']}")
     positive = ", ".join(f"'{k.value}'" for k in sorted(NEVER_POSITIVE))
-    for row in await first.raw(f"SELECT id, kind, balance_minor FROM ledger_account WHERE kind IN ({positive}) "  # noqa: S608
-                               "AND balance_minor > 0"):
+    for row in await first.raw(
+        f"SELECT id, kind, balance_minor FROM ledger_account WHERE kind IN ({positive}) "  # noqa: S608
+        "AND balance_minor > 0"
+    ):
         problems.append(f"I5 account {row['id']} ({row['kind']}) is positive: {row['balance_minor']}")
     for row in await first.raw(
-            "SELECT e.id, e.txn, e.account FROM ledger_entry e LEFT JOIN ledger_txn t ON t.id = e.txn "
-            "LEFT JOIN ledger_account a ON a.id = e.account WHERE t.id IS NULL OR a.id IS NULL"):
-        problems.append(f"I6 entry {row['id']} points at a missing transaction {row['txn']} or account "
-                        f"{row['account']}")
+        "SELECT e.id, e.txn, e.account FROM ledger_entry e LEFT JOIN ledger_txn t ON t.id = e.txn "
+        "LEFT JOIN ledger_account a ON a.id = e.account WHERE t.id IS NULL OR a.id IS NULL"
+    ):
+        problems.append(
+            f"I6 entry {row['id']} points at a missing transaction {row['txn']} or account {row['account']}"
+        )
     for reference_type, table in EARNING_SOURCES.items():
         # Constant names from EARNING_SOURCES only: nothing supplied by a user reaches this statement.
         for row in await first.raw(
-                f"SELECT t.id, t.reference_id FROM ledger_txn t LEFT JOIN {table} r ON r.id = t.reference_id "  # noqa: S608
-                f"WHERE t.reference_type = '{reference_type}' AND r.id IS NULL"):
-            problems.append(f"I6 transaction {row['id']} is for {reference_type} {row['reference_id']}, "
-                            "which does not exist")
+            f"SELECT t.id, t.reference_id FROM ledger_txn t LEFT JOIN {table} r ON r.id = t.reference_id "  # noqa: S608
+            f"WHERE t.reference_type = '{reference_type}' AND r.id IS NULL"
+        ):
+            problems.append(
+                f"I6 transaction {row['id']} is for {reference_type} {row['reference_id']}, which does not exist"
+            )
     for row in await first.raw(
-            "SELECT e.id, e.currency, a.currency AS account_currency FROM ledger_entry e "
-            "JOIN ledger_account a ON a.id = e.account WHERE e.currency <> a.currency"):
+        "SELECT e.id, e.currency, a.currency AS account_currency FROM ledger_entry e "
+        "JOIN ledger_account a ON a.id = e.account WHERE e.currency <> a.currency"
+    ):
         problems.append(f"entry {row['id']} is in {row['currency']} on an account in {row['account_currency']}")
     return problems
 
 
 async def summary() -> dict[str, Any]:
-    rows = await LedgerAccount.raw("SELECT kind, currency, SUM(balance_minor) AS total FROM ledger_account "
-                                   "GROUP BY kind, currency ORDER BY kind, currency")
+    rows = await LedgerAccount.raw(
+        "SELECT kind, currency, SUM(balance_minor) AS total FROM ledger_account "
+        "GROUP BY kind, currency ORDER BY kind, currency"
+    )
     return {"balances": rows, "transactions": await LedgerTxn.count(), "entries": await LedgerEntry.count()}

@@ -33,8 +33,14 @@ class AccountKind(StrEnum):
     advertiser_receivable = "advertiser_receivable"
 
 
-NEVER_NEGATIVE = frozenset({AccountKind.advertiser_balance, AccountKind.publisher_pending,
-                            AccountKind.publisher_available, AccountKind.payouts_in_transit})
+NEVER_NEGATIVE = frozenset(
+    {
+        AccountKind.advertiser_balance,
+        AccountKind.publisher_pending,
+        AccountKind.publisher_available,
+        AccountKind.payouts_in_transit,
+    }
+)
 NEVER_POSITIVE = frozenset({AccountKind.publisher_receivable, AccountKind.advertiser_receivable})
 OWNED_BY = {
     AccountKind.advertiser_balance: "advertiser",

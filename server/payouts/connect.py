@@ -146,11 +146,16 @@ def _view(row: dict[str, Any] | None) -> AccountView:
         return NOT_SET_UP
     created = not row["stripe_account_id"].startswith(PENDING)
     return AccountView(
-        state=_state(row), stripe_account_id=row["stripe_account_id"] if created else "",
-        details_submitted=row["details_submitted"], payouts_enabled=row["payouts_enabled"],
+        state=_state(row),
+        stripe_account_id=row["stripe_account_id"] if created else "",
+        details_submitted=row["details_submitted"],
+        payouts_enabled=row["payouts_enabled"],
         requirements_due=[f for f in row["requirements_due"].split(",") if f],
-        disabled_reason=row["disabled_reason"], country=row["country"],
-        default_currency=row["default_currency"], state_at=row["state_at"])
+        disabled_reason=row["disabled_reason"],
+        country=row["country"],
+        default_currency=row["default_currency"],
+        state_at=row["state_at"],
+    )
 
 
 def _now() -> datetime:
@@ -170,8 +175,9 @@ class ConnectGateway(Protocol):
 
     async def retrieve_account(self, account_id: str) -> dict[str, Any]: ...
 
-    async def create_onboarding_link(self, *, publisher_id: int, account_id: str, return_url: str,
-                                     refresh_url: str) -> str: ...
+    async def create_onboarding_link(
+        self, *, publisher_id: int, account_id: str, return_url: str, refresh_url: str
+    ) -> str: ...
 
 
 class StripeConnect:
@@ -185,24 +191,28 @@ class StripeConnect:
         # reused with other parameters, and a retry must get the first answer back. Stripe's onboarding
         # asks for the email, country and bank account itself.
         account = await self.client.v1.accounts.create_async(
-            {"type": "express",
-             # Transfers from affnet's balance are how publishers are paid.
-             "capabilities": {"transfers": {"requested": True}},
-             "metadata": {"publisher_id": str(publisher_id)}},
-            {"idempotency_key": f"payout-account:{publisher_id}:{reference}"})
+            {
+                "type": "express",
+                # Transfers from affnet's balance are how publishers are paid.
+                "capabilities": {"transfers": {"requested": True}},
+                "metadata": {"publisher_id": str(publisher_id)},
+            },
+            {"idempotency_key": f"payout-account:{publisher_id}:{reference}"},
+        )
         return account.id
 
     async def retrieve_account(self, account_id: str) -> dict[str, Any]:
         return (await self.client.v1.accounts.retrieve_async(account_id)).to_dict()
 
-    async def create_onboarding_link(self, *, publisher_id: int, account_id: str, return_url: str,
-                                     refresh_url: str) -> str:
+    async def create_onboarding_link(
+        self, *, publisher_id: int, account_id: str, return_url: str, refresh_url: str
+    ) -> str:
         # A link is single-use and short-lived, and making one changes nothing at Stripe: each click gets a
         # fresh one. The key makes the SDK's own network retries of this one request safe.
         link = await self.client.v1.account_links.create_async(
-            {"account": account_id, "type": "account_onboarding", "return_url": return_url,
-             "refresh_url": refresh_url},
-            {"idempotency_key": f"payout-account:{publisher_id}:{account_id}:link:{secrets.token_hex(8)}"})
+            {"account": account_id, "type": "account_onboarding", "return_url": return_url, "refresh_url": refresh_url},
+            {"idempotency_key": f"payout-account:{publisher_id}:{account_id}:link:{secrets.token_hex(8)}"},
+        )
         return link.url
 
 
@@ -221,11 +231,19 @@ async def gateway(settings: Settings) -> AsyncIterator[StripeConnect]:
 async def _ensure_account(publisher: CurrentUser, connect: ConnectGateway) -> str:
     """The publisher's Stripe account id, creating the account the first time (and only then)."""
     now = _now()
-    await PayoutAccount.insert(PayoutAccount(
-        publisher=publisher.id, stripe_account_id=PENDING + secrets.token_hex(12), created_at=now, updated_at=now,
-    )).on_conflict(target=PayoutAccount.publisher, action="DO NOTHING")
-    row = await PayoutAccount.select(PayoutAccount.stripe_account_id).where(
-        PayoutAccount.publisher == publisher.id).first()
+    await PayoutAccount.insert(
+        PayoutAccount(
+            publisher=publisher.id,
+            stripe_account_id=PENDING + secrets.token_hex(12),
+            created_at=now,
+            updated_at=now,
+        )
+    ).on_conflict(target=PayoutAccount.publisher, action="DO NOTHING")
+    row = (
+        await PayoutAccount.select(PayoutAccount.stripe_account_id)
+        .where(PayoutAccount.publisher == publisher.id)
+        .first()
+    )
     stored = row["stripe_account_id"]
     if not stored.startswith(PENDING):
         return stored
@@ -233,19 +251,24 @@ async def _ensure_account(publisher: CurrentUser, connect: ConnectGateway) -> st
         account_id = await connect.create_account(publisher_id=publisher.id, reference=stored.removeprefix(PENDING))
     except Exception as exc:
         log.warning("creating the Stripe account of publisher %s failed: %s", publisher.id, exc)
-        raise Conflict("Stripe could not be reached to set up your payouts. Nothing was created; please try "
-                       "again in a minute.") from None
+        raise Conflict(
+            "Stripe could not be reached to set up your payouts. Nothing was created; please try again in a minute."
+        ) from None
     # Conditional: a concurrent click that got the same account (same key) stores the same id.
     await PayoutAccount.update({PayoutAccount.stripe_account_id: account_id, PayoutAccount.updated_at: _now()}).where(
-        PayoutAccount.publisher == publisher.id, PayoutAccount.stripe_account_id == stored)
+        PayoutAccount.publisher == publisher.id, PayoutAccount.stripe_account_id == stored
+    )
     return account_id
 
 
 async def _link(publisher_id: int, account_id: str, connect: ConnectGateway, base_url: str) -> str:
     try:
         url = await connect.create_onboarding_link(
-            publisher_id=publisher_id, account_id=account_id, return_url=base_url + RETURN_PATH,
-            refresh_url=base_url + REFRESH_PATH)
+            publisher_id=publisher_id,
+            account_id=account_id,
+            return_url=base_url + RETURN_PATH,
+            refresh_url=base_url + REFRESH_PATH,
+        )
     except Exception as exc:
         log.warning("the onboarding link of publisher %s failed: %s", publisher_id, exc)
         raise Conflict("Stripe could not be reached to open the setup page. Please try again in a minute.") from None
@@ -302,19 +325,27 @@ async def _store_state(account: dict[str, Any], produced: datetime) -> bool:
     """The account's state as Stripe produced it at `produced`, unless a newer one is stored."""
     requirements = account.get("requirements") or {}
     due = [str(f) for f in requirements.get("currently_due") or []]
-    updated = await PayoutAccount.update({
-        PayoutAccount.details_submitted: bool(account.get("details_submitted")),
-        PayoutAccount.payouts_enabled: bool(account.get("payouts_enabled")),
-        PayoutAccount.requirements_due: ",".join(due),
-        PayoutAccount.disabled_reason: str(requirements.get("disabled_reason") or "")[:120],
-        PayoutAccount.country: str(account.get("country") or "")[:2].upper(),
-        PayoutAccount.default_currency: str(account.get("default_currency") or "")[:3].upper(),
-        PayoutAccount.state_at: produced,
-        PayoutAccount.updated_at: _now(),
-    }).where(PayoutAccount.stripe_account_id == account["id"],
-             # Stripe stamps events in whole seconds: of two in the same second, the one processed last wins
-             # (deliveries mostly arrive in order); an older one never overwrites a newer state.
-             PayoutAccount.state_at.is_null() | (PayoutAccount.state_at <= produced)).returning(PayoutAccount.id)
+    updated = (
+        await PayoutAccount.update(
+            {
+                PayoutAccount.details_submitted: bool(account.get("details_submitted")),
+                PayoutAccount.payouts_enabled: bool(account.get("payouts_enabled")),
+                PayoutAccount.requirements_due: ",".join(due),
+                PayoutAccount.disabled_reason: str(requirements.get("disabled_reason") or "")[:120],
+                PayoutAccount.country: str(account.get("country") or "")[:2].upper(),
+                PayoutAccount.default_currency: str(account.get("default_currency") or "")[:3].upper(),
+                PayoutAccount.state_at: produced,
+                PayoutAccount.updated_at: _now(),
+            }
+        )
+        .where(
+            PayoutAccount.stripe_account_id == account["id"],
+            # Stripe stamps events in whole seconds: of two in the same second, the one processed last wins
+            # (deliveries mostly arrive in order); an older one never overwrites a newer state.
+            PayoutAccount.state_at.is_null() | (PayoutAccount.state_at <= produced),
+        )
+        .returning(PayoutAccount.id)
+    )
     return bool(updated)
 
 
@@ -322,8 +353,11 @@ async def refresh_from_stripe(publisher: CurrentUser, connect: ConnectGateway) -
     """The publisher is back from onboarding: ask Stripe for their account now rather than wait for its
     event (which may be late, or, with a misconfigured Connect endpoint, never come). Stripe unreachable:
     the state stored stays, and the event or the next return updates it."""
-    row = await PayoutAccount.select(PayoutAccount.stripe_account_id).where(
-        PayoutAccount.publisher == publisher.id).first()
+    row = (
+        await PayoutAccount.select(PayoutAccount.stripe_account_id)
+        .where(PayoutAccount.publisher == publisher.id)
+        .first()
+    )
     if row is None or row["stripe_account_id"].startswith(PENDING):
         return await account_of(publisher.id)
     read_at = _now()

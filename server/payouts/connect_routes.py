@@ -41,10 +41,12 @@ async def _page(request: Request, *, page: int = 1, **extra: Any) -> dict[str, A
     publisher = _user(request)
     profile = await accounts.publisher_profile(publisher.id)
     context: dict[str, Any] = {
-        "account": await connect.account_of(publisher.id), "states": connect.AccountState,
+        "account": await connect.account_of(publisher.id),
+        "states": connect.AccountState,
         "approved": profile["status"] == PublisherStatus.approved.value,
         "stripe_ready": stripe_api.configured(settings_of(request)),
-        "balances": await earnings.money_of(publisher.id), "money": money,
+        "balances": await earnings.money_of(publisher.id),
+        "money": money,
         # The schedule, minimums and holds are the payout cycle's (server/payouts/service.py).
         "previews": await payouts.next_payout_preview(publisher.id),
         # Only this publisher's own lines and carry-overs (server/payouts/history.py).
@@ -175,28 +177,56 @@ class PayoutAccountApi(Controller):
     async def payout_account(self, request: Request) -> PayoutAccountState:
         view = await connect.account_of(_user(request).id)
         return PayoutAccountState(
-            state=view.state.value, description=view.words, stripe_account_id=view.stripe_account_id,
-            details_submitted=view.details_submitted, payouts_enabled=view.payouts_enabled,
-            requirements_due=view.requirements_due, disabled_reason=view.disabled_reason, country=view.country,
-            default_currency=view.default_currency, state_at=view.state_at)
+            state=view.state.value,
+            description=view.words,
+            stripe_account_id=view.stripe_account_id,
+            details_submitted=view.details_submitted,
+            payouts_enabled=view.payouts_enabled,
+            requirements_due=view.requirements_due,
+            disabled_reason=view.disabled_reason,
+            country=view.country,
+            default_currency=view.default_currency,
+            state_at=view.state_at,
+        )
 
     @get("/publisher/payouts", summary="The publisher's payouts, newest first, and the periods they were carried over")
     async def payout_history(self, request: Request, page: HistoryPageNumber = 1) -> PayoutHistory:
         publisher_id = _user(request).id
         found = await history.lines_of(publisher_id, page=page)
-        lines = [PayoutHistoryLine(
-            id=line.id, period_start=line.period_start, period_end=line.period_end, currency=line.currency,
-            available_minor=line.available_minor, netted_minor=line.netted_minor, amount_minor=line.amount_minor,
-            status=line.status.value, status_words=line.words, detail=line.detail,
-            stripe_transfer_id=line.stripe_transfer_id, prepared_at=line.prepared_at, updated_at=line.updated_at,
-            returned_minor=line.returned_minor)
-            for line in found.lines]
-        carried = [PayoutCarriedOver(period_start=c.period_start, period_end=c.period_end, currency=c.currency,
-                                     balance_minor=c.balance_minor, minimum_minor=c.minimum_minor,
-                                     reason=c.reason.value, reason_words=c.words)
-                   for c in await history.carried_of(publisher_id)]
-        return PayoutHistory(lines=lines, carried_over=carried, page=found.page, per_page=found.per_page,
-                             has_more=found.has_more)
+        lines = [
+            PayoutHistoryLine(
+                id=line.id,
+                period_start=line.period_start,
+                period_end=line.period_end,
+                currency=line.currency,
+                available_minor=line.available_minor,
+                netted_minor=line.netted_minor,
+                amount_minor=line.amount_minor,
+                status=line.status.value,
+                status_words=line.words,
+                detail=line.detail,
+                stripe_transfer_id=line.stripe_transfer_id,
+                prepared_at=line.prepared_at,
+                updated_at=line.updated_at,
+                returned_minor=line.returned_minor,
+            )
+            for line in found.lines
+        ]
+        carried = [
+            PayoutCarriedOver(
+                period_start=c.period_start,
+                period_end=c.period_end,
+                currency=c.currency,
+                balance_minor=c.balance_minor,
+                minimum_minor=c.minimum_minor,
+                reason=c.reason.value,
+                reason_words=c.words,
+            )
+            for c in await history.carried_of(publisher_id)
+        ]
+        return PayoutHistory(
+            lines=lines, carried_over=carried, page=found.page, per_page=found.per_page, has_more=found.has_more
+        )
 
 
 # server/app.py registers this one name: the page and the JSON API, each guarded.

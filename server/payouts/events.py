@@ -9,8 +9,9 @@ from server.billing.stripe_api import Gateway
 from server.payouts import connect
 
 
-async def apply(event_type: str, obj: dict[str, Any], created: int | None, *, account: str | None,
-                gateway: Gateway) -> str | None:
+async def apply(
+    event_type: str, obj: dict[str, Any], created: int | None, *, account: str | None, gateway: Gateway
+) -> str | None:
     """What was done with the event, or None when it is not a payout event. `created` is when Stripe
     produced the event (Unix seconds): states only move forward, whatever the delivery order. `account`
     is the connected account the event happened on (only events from the Connect endpoint have one)."""

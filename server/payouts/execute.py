@@ -92,8 +92,9 @@ def _crash(crash_after: str | None, step: str) -> None:
         raise CrashInjected(step)
 
 
-async def execute(batch_id: int, client: stripe.StripeClient, *, crash_after: str | None = None,
-                  heartbeat: Heartbeat | None = None) -> str:
+async def execute(
+    batch_id: int, client: stripe.StripeClient, *, crash_after: str | None = None, heartbeat: Heartbeat | None = None
+) -> str:
     """Pay the batch's lines; resumable (a batch left executing by a crash continues where it stopped).
     Returns the batch's status. Raises Conflict when the approval no longer holds, Transient when
     some line must be retried later. `heartbeat` is awaited after every chunk (the worker extends its
@@ -102,17 +103,24 @@ async def execute(batch_id: int, client: stripe.StripeClient, *, crash_after: st
         raise ValueError(f"unknown step {crash_after!r}")
     await _start(batch_id)
     _crash(crash_after, "batch_executing")
-    pending = await PayoutLine.select(PayoutLine.id).where(
-        PayoutLine.batch == batch_id, PayoutLine.status.is_in(list(OPEN))).order_by(PayoutLine.id).output(as_list=True)
+    pending = (
+        await PayoutLine.select(PayoutLine.id)
+        .where(PayoutLine.batch == batch_id, PayoutLine.status.is_in(list(OPEN)))
+        .order_by(PayoutLine.id)
+        .output(as_list=True)
+    )
     transient = await _pay(pending, client, crash_after, heartbeat)
     if transient:
-        raise Transient(f"{len(transient)} payout line(s) could not be paid yet (first: {sorted(transient)[:10]}); "
-                        "they stay submitting")
+        raise Transient(
+            f"{len(transient)} payout line(s) could not be paid yet (first: {sorted(transient)[:10]}); "
+            "they stay submitting"
+        )
     return await _finish(batch_id)
 
 
-async def _pay(line_ids: Sequence[int], client: stripe.StripeClient, crash_after: str | None,
-               heartbeat: Heartbeat | None) -> list[int]:
+async def _pay(
+    line_ids: Sequence[int], client: stripe.StripeClient, crash_after: str | None, heartbeat: Heartbeat | None
+) -> list[int]:
     """Claim, transfer and settle the lines; returns those to try again later. One crash (an
     exception anywhere) cancels everything in flight, as a dying process would."""
     transient: list[int] = []
@@ -153,7 +161,7 @@ async def _pay(line_ids: Sequence[int], client: stripe.StripeClient, crash_after
         recorder = tasks.create_task(record())
         sending = []
         for i in range(0, len(line_ids), CHUNK):
-            claimed = await _claim(line_ids[i:i + CHUNK])
+            claimed = await _claim(line_ids[i : i + CHUNK])
             _crash(crash_after, "line_submitting")
             for line in claimed:
                 await gate.acquire()
@@ -177,20 +185,28 @@ async def _start(batch_id: int) -> None:
             return
         if row["status"] != BatchStatus.approved.value:
             raise Conflict(f"This batch is {row['status']}: only an approved batch is paid.")
-        if not row["approved_fingerprint"] or row["approved_fingerprint"] != await review.current_fingerprint(
-                batch_id):
+        if not row["approved_fingerprint"] or row["approved_fingerprint"] != await review.current_fingerprint(batch_id):
             void = True
-            await PayoutBatch.update({PayoutBatch.status: BatchStatus.prepared.value, PayoutBatch.approved_by: None,
-                                      PayoutBatch.approved_at: None, PayoutBatch.approved_fingerprint: ""}
-                                     ).where(PayoutBatch.id == batch_id,
-                                             PayoutBatch.status == BatchStatus.approved.value)
-            await audit.record("payout_batch.approval_voided", actor_id=None, object_type="payout_batch",
-                               object_id=batch_id, reason="lines changed after approval")
+            await PayoutBatch.update(
+                {
+                    PayoutBatch.status: BatchStatus.prepared.value,
+                    PayoutBatch.approved_by: None,
+                    PayoutBatch.approved_at: None,
+                    PayoutBatch.approved_fingerprint: "",
+                }
+            ).where(PayoutBatch.id == batch_id, PayoutBatch.status == BatchStatus.approved.value)
+            await audit.record(
+                "payout_batch.approval_voided",
+                actor_id=None,
+                object_type="payout_batch",
+                object_id=batch_id,
+                reason="lines changed after approval",
+            )
         else:
             await PayoutBatch.update({PayoutBatch.status: BatchStatus.executing.value}).where(
-                PayoutBatch.id == batch_id, PayoutBatch.status == BatchStatus.approved.value)
-            await audit.record("payout_batch.executing", actor_id=None, object_type="payout_batch",
-                               object_id=batch_id)
+                PayoutBatch.id == batch_id, PayoutBatch.status == BatchStatus.approved.value
+            )
+            await audit.record("payout_batch.executing", actor_id=None, object_type="payout_batch", object_id=batch_id)
     if void:
         raise Conflict("The lines changed after approval: the approval is void and nothing was paid.")
 
@@ -199,13 +215,15 @@ async def _finish(batch_id: int) -> str:
     async with db.transaction():
         open_lines = await PayoutLine.count().where(PayoutLine.batch == batch_id, PayoutLine.status.is_in(list(OPEN)))
         if open_lines == 0:
-            done = await PayoutBatch.update({PayoutBatch.status: BatchStatus.done.value,
-                                             PayoutBatch.executed_at: datetime.now(UTC)}).where(
-                PayoutBatch.id == batch_id, PayoutBatch.status == BatchStatus.executing.value
-            ).returning(PayoutBatch.id)
+            done = (
+                await PayoutBatch.update(
+                    {PayoutBatch.status: BatchStatus.done.value, PayoutBatch.executed_at: datetime.now(UTC)}
+                )
+                .where(PayoutBatch.id == batch_id, PayoutBatch.status == BatchStatus.executing.value)
+                .returning(PayoutBatch.id)
+            )
             if done:
-                await audit.record("payout_batch.done", actor_id=None, object_type="payout_batch",
-                                   object_id=batch_id)
+                await audit.record("payout_batch.done", actor_id=None, object_type="payout_batch", object_id=batch_id)
         row = await PayoutBatch.select(PayoutBatch.status).where(PayoutBatch.id == batch_id).first()
     return row["status"]
 
@@ -214,11 +232,14 @@ async def _claim(line_ids: Sequence[int]) -> list[dict[str, Any]]:
     """approved → submitting for these lines, committed; returns every one of them now submitting
     (claimed now, or left submitting by an earlier run)."""
     async with db.transaction():
-        await PayoutLine.update({PayoutLine.status: LineStatus.submitting.value,
-                                 PayoutLine.updated_at: datetime.now(UTC)}).where(
-            PayoutLine.id.is_in(list(line_ids)), PayoutLine.status == LineStatus.approved.value)
-    return await PayoutLine.select().where(PayoutLine.id.is_in(list(line_ids)),
-                                           PayoutLine.status == LineStatus.submitting.value).order_by(PayoutLine.id)
+        await PayoutLine.update(
+            {PayoutLine.status: LineStatus.submitting.value, PayoutLine.updated_at: datetime.now(UTC)}
+        ).where(PayoutLine.id.is_in(list(line_ids)), PayoutLine.status == LineStatus.approved.value)
+    return (
+        await PayoutLine.select()
+        .where(PayoutLine.id.is_in(list(line_ids)), PayoutLine.status == LineStatus.submitting.value)
+        .order_by(PayoutLine.id)
+    )
 
 
 async def _transfer(line: dict[str, Any], client: stripe.StripeClient) -> str | None:
@@ -251,13 +272,21 @@ async def _transfer(line: dict[str, Any], client: stripe.StripeClient) -> str | 
 
 
 async def _create(line: dict[str, Any], client: stripe.StripeClient) -> str:
-    transfer = await client.v1.transfers.create_async({
-        "amount": line["amount_minor"], "currency": line["currency"].lower(),
-        "destination": line["stripe_account_id"], "transfer_group": transfer_group(line["batch"]),
-        "metadata": {"payout_line_id": str(line["id"]), "payout_batch_id": str(line["batch"]),
-                     "attempt": str(line["attempt"])},
-        "description": f"affnet payout line {line['id']}",
-    }, {"idempotency_key": idempotency_key(line["id"], line["attempt"])})
+    transfer = await client.v1.transfers.create_async(
+        {
+            "amount": line["amount_minor"],
+            "currency": line["currency"].lower(),
+            "destination": line["stripe_account_id"],
+            "transfer_group": transfer_group(line["batch"]),
+            "metadata": {
+                "payout_line_id": str(line["id"]),
+                "payout_batch_id": str(line["batch"]),
+                "attempt": str(line["attempt"]),
+            },
+            "description": f"affnet payout line {line['id']}",
+        },
+        {"idempotency_key": idempotency_key(line["id"], line["attempt"])},
+    )
     return transfer.id
 
 
@@ -265,8 +294,9 @@ async def _find_transfer(line: dict[str, Any], client: stripe.StripeClient) -> s
     """A transfer Stripe made for this line under any attempt, if there is one (Transient when Stripe
     cannot be asked)."""
     try:
-        page = await client.v1.transfers.list_async({"destination": line["stripe_account_id"], "limit": 100,
-                                                      "transfer_group": transfer_group(line["batch"])})
+        page = await client.v1.transfers.list_async(
+            {"destination": line["stripe_account_id"], "limit": 100, "transfer_group": transfer_group(line["batch"])}
+        )
         async for transfer in page.auto_paging_iter():
             if (transfer.metadata.to_dict() if transfer.metadata else {}).get("payout_line_id") == str(line["id"]):
                 return transfer.id
@@ -294,14 +324,24 @@ def _saved_server_error(exc: stripe.StripeError) -> bool:
 
 async def _next_attempt(line: dict[str, Any], exc: stripe.StripeError) -> dict[str, Any]:
     async with db.transaction():
-        bumped = await PayoutLine.update({PayoutLine.attempt: line["attempt"] + 1,
-                                          PayoutLine.updated_at: datetime.now(UTC)}).where(
-            PayoutLine.id == line["id"], PayoutLine.status == LineStatus.submitting.value,
-            PayoutLine.attempt == line["attempt"]).returning(PayoutLine.id)
+        bumped = (
+            await PayoutLine.update({PayoutLine.attempt: line["attempt"] + 1, PayoutLine.updated_at: datetime.now(UTC)})
+            .where(
+                PayoutLine.id == line["id"],
+                PayoutLine.status == LineStatus.submitting.value,
+                PayoutLine.attempt == line["attempt"],
+            )
+            .returning(PayoutLine.id)
+        )
         if bumped:
-            await audit.record("payout_line.new_attempt", actor_id=None, object_type="payout_line",
-                               object_id=line["id"], attempt=line["attempt"] + 1,
-                               why=f"Stripe saved an error under the last key: {_describe(exc)}")
+            await audit.record(
+                "payout_line.new_attempt",
+                actor_id=None,
+                object_type="payout_line",
+                object_id=line["id"],
+                attempt=line["attempt"] + 1,
+                why=f"Stripe saved an error under the last key: {_describe(exc)}",
+            )
     row = await PayoutLine.select().where(PayoutLine.id == line["id"]).first()
     if row["status"] != LineStatus.submitting.value or not bumped:
         raise Transient(f"payout line {line['id']} changed meanwhile")
@@ -314,37 +354,61 @@ def _describe(exc: stripe.StripeError) -> str:
 
 async def _note_error(line_id: int, message: str) -> None:
     await PayoutLine.update({PayoutLine.error: message[:500], PayoutLine.updated_at: datetime.now(UTC)}).where(
-        PayoutLine.id == line_id, PayoutLine.status == LineStatus.submitting.value)
+        PayoutLine.id == line_id, PayoutLine.status == LineStatus.submitting.value
+    )
 
 
 async def _store_transfers(made: Sequence[tuple[int, str]]) -> None:
     await db.execute_many(
         "UPDATE payout_line SET stripe_transfer_id = ?, error = '', updated_at = ? WHERE id = ? AND status = ?",
-        [(transfer_id, datetime.now(UTC), line_id, LineStatus.submitting.value) for line_id, transfer_id in made])
+        [(transfer_id, datetime.now(UTC), line_id, LineStatus.submitting.value) for line_id, transfer_id in made],
+    )
 
 
 async def _settle(line_ids: Sequence[int]) -> None:
     """submitting (with a stored transfer id) → paid, and each line's settlement posted, together."""
     now = datetime.now(UTC)
     async with db.transaction():
-        paid = await PayoutLine.update({PayoutLine.status: LineStatus.paid.value, PayoutLine.error: "",
-                                        PayoutLine.updated_at: now}).where(
-            PayoutLine.id.is_in(list(line_ids)), PayoutLine.status == LineStatus.submitting.value,
-            PayoutLine.stripe_transfer_id != "").returning(PayoutLine.id, PayoutLine.amount_minor,
-                                                           PayoutLine.currency, PayoutLine.stripe_transfer_id)
+        paid = (
+            await PayoutLine.update(
+                {PayoutLine.status: LineStatus.paid.value, PayoutLine.error: "", PayoutLine.updated_at: now}
+            )
+            .where(
+                PayoutLine.id.is_in(list(line_ids)),
+                PayoutLine.status == LineStatus.submitting.value,
+                PayoutLine.stripe_transfer_id != "",
+            )
+            .returning(PayoutLine.id, PayoutLine.amount_minor, PayoutLine.currency, PayoutLine.stripe_transfer_id)
+        )
         if not paid:
             return
         accounts = {}
         for currency in {r["currency"] for r in paid}:
-            accounts[currency] = (await ledger.account(K.payouts_in_transit, currency),
-                                  await ledger.account(K.stripe_clearing, currency))
-        await ledger.post_many([
-            Posting("payout.settled", settled_key(r["id"]), [
-                Line(accounts[r["currency"]][0], -r["amount_minor"], r["currency"]),
-                Line(accounts[r["currency"]][1], r["amount_minor"], r["currency"])], "payout_line", r["id"])
-            for r in paid])
-        await audit.record_many("payout_line.paid", actor_id=None, object_type="payout_line",
-                                items=[(r["id"], {"transfer": r["stripe_transfer_id"]}) for r in paid])
+            accounts[currency] = (
+                await ledger.account(K.payouts_in_transit, currency),
+                await ledger.account(K.stripe_clearing, currency),
+            )
+        await ledger.post_many(
+            [
+                Posting(
+                    "payout.settled",
+                    settled_key(r["id"]),
+                    [
+                        Line(accounts[r["currency"]][0], -r["amount_minor"], r["currency"]),
+                        Line(accounts[r["currency"]][1], r["amount_minor"], r["currency"]),
+                    ],
+                    "payout_line",
+                    r["id"],
+                )
+                for r in paid
+            ]
+        )
+        await audit.record_many(
+            "payout_line.paid",
+            actor_id=None,
+            object_type="payout_line",
+            items=[(r["id"], {"transfer": r["stripe_transfer_id"]}) for r in paid],
+        )
 
 
 async def settle_recorded(line_id: int, transfer_id: str) -> None:
@@ -363,18 +427,36 @@ async def _refused(line: dict[str, Any], exc: stripe.StripeError) -> None:
         await _note_error(line_id, message)
         raise Transient(message) from exc
     async with db.transaction():
-        failed = await PayoutLine.update({PayoutLine.status: LineStatus.failed.value, PayoutLine.error: message,
-                                          PayoutLine.updated_at: datetime.now(UTC)}).where(
-            PayoutLine.id == line_id, PayoutLine.status == LineStatus.submitting.value).returning(PayoutLine.id)
+        failed = (
+            await PayoutLine.update(
+                {
+                    PayoutLine.status: LineStatus.failed.value,
+                    PayoutLine.error: message,
+                    PayoutLine.updated_at: datetime.now(UTC),
+                }
+            )
+            .where(PayoutLine.id == line_id, PayoutLine.status == LineStatus.submitting.value)
+            .returning(PayoutLine.id)
+        )
         if failed:
             await review.return_reservation(line_id, "returned", memo=f"transfer failed: {message}", actor_id=None)
-            await audit.record("payout_line.failed", actor_id=None, object_type="payout_line", object_id=line_id,
-                               error=message, attempt=line["attempt"])
+            await audit.record(
+                "payout_line.failed",
+                actor_id=None,
+                object_type="payout_line",
+                object_id=line_id,
+                error=message,
+                attempt=line["attempt"],
+            )
     return None
 
 
 async def resumable(limit: int = 50) -> list[int]:
     """Batches to pay or to finish paying: approved, or left executing by a crash."""
-    return await PayoutBatch.select(PayoutBatch.id).where(
-        PayoutBatch.status.is_in([BatchStatus.approved.value, BatchStatus.executing.value])
-    ).order_by(PayoutBatch.id).limit(limit).output(as_list=True)
+    return (
+        await PayoutBatch.select(PayoutBatch.id)
+        .where(PayoutBatch.status.is_in([BatchStatus.approved.value, BatchStatus.executing.value]))
+        .order_by(PayoutBatch.id)
+        .limit(limit)
+        .output(as_list=True)
+    )

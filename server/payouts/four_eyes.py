@@ -46,7 +46,7 @@ class Change:
     created_at: datetime
 
     def sentence(self, viewer_id: int | None = None) -> str:
-        """"You changed … on 3 Dec 2026 14:05 UTC", or with the author's email for anyone else."""
+        """ "You changed … on 3 Dec 2026 14:05 UTC", or with the author's email for anyone else."""
         who = "You" if viewer_id == self.actor_id else self.actor_email
         return f"{who} {self.summary} on {when(self.created_at)}"
 
@@ -58,11 +58,11 @@ def when(moment: datetime) -> str:
 
 def clip(text: str) -> str:
     text = " ".join((text or "").split())
-    return text if len(text) <= TEXT_MAX else text[:TEXT_MAX - 1] + "…"
+    return text if len(text) <= TEXT_MAX else text[: TEXT_MAX - 1] + "…"
 
 
 async def publisher_label(publisher_id: int) -> str:
-    """"Ana (ana@example.com)": the publisher's name and address, for a summary."""
+    """ "Ana (ana@example.com)": the publisher's name and address, for a summary."""
     row = await User.select(User.email).where(User.id == publisher_id).first()
     email = row["email"] if row else f"user #{publisher_id}"
     profile = await Publisher.select(Publisher.display_name).where(Publisher.user == publisher_id).first()
@@ -70,33 +70,50 @@ async def publisher_label(publisher_id: int) -> str:
     return f"{name} ({email})" if name != email else email
 
 
-async def record(kind: ChangeKind, summary: str, *, actor_id: int | None, currency: str = "",
-                 publisher_id: int | None = None, batch_id: int | None = None) -> None:
+async def record(
+    kind: ChangeKind,
+    summary: str,
+    *,
+    actor_id: int | None,
+    currency: str = "",
+    publisher_id: int | None = None,
+    batch_id: int | None = None,
+) -> None:
     """Keep a change that shapes batches; call it in the transaction that makes the change."""
     if actor_id is None:
         return
-    await PayoutChange.insert(PayoutChange(actor=actor_id, kind=kind.value, currency=currency,
-                                           publisher=publisher_id, batch=batch_id, summary=summary,
-                                           created_at=datetime.now(UTC)))
+    await PayoutChange.insert(
+        PayoutChange(
+            actor=actor_id,
+            kind=kind.value,
+            currency=currency,
+            publisher=publisher_id,
+            batch=batch_id,
+            summary=summary,
+            created_at=datetime.now(UTC),
+        )
+    )
 
 
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
 def schedule_text(terms: Any) -> str:
-    """"monthly, cut-off on day 1 at 00:00 UTC, large change 50%": what a schedule change is shown as."""
-    day = (WEEKDAYS[terms.cutoff_weekday] if terms.schedule is Schedule.weekly
-           else f"day {terms.cutoff_day}")
-    return (f"{terms.schedule.value}, cut-off on {day} at {terms.cutoff_hour:02d}:00 UTC, large change "
-            f"{terms.large_change_percent}%")
+    """ "monthly, cut-off on day 1 at 00:00 UTC, large change 50%": what a schedule change is shown as."""
+    day = WEEKDAYS[terms.cutoff_weekday] if terms.schedule is Schedule.weekly else f"day {terms.cutoff_day}"
+    return (
+        f"{terms.schedule.value}, cut-off on {day} at {terms.cutoff_hour:02d}:00 UTC, large change "
+        f"{terms.large_change_percent}%"
+    )
 
 
 def schedule_change(before: Any, after: Any) -> str:
     return f"changed the payout schedule from {schedule_text(before)} to {schedule_text(after)}"
 
 
-async def record_terms(publisher_id: int, before: dict[str, Any] | None, new: dict[str, Any],
-                       actor_id: int | None) -> None:
+async def record_terms(
+    publisher_id: int, before: dict[str, Any] | None, new: dict[str, Any], actor_id: int | None
+) -> None:
     """Four eyes: what a save of a publisher's terms changed (a save that changes nothing is no change)."""
     if actor_id is None:
         return
@@ -109,8 +126,12 @@ async def record_terms(publisher_id: int, before: dict[str, Any] | None, new: di
         return money.display(row["minimum_minor"], row["minimum_currency"])
 
     if (old["minimum_minor"], old["minimum_currency"]) != (new["minimum_minor"], new["minimum_currency"]):
-        await record(ChangeKind.publisher_minimum, f"changed the minimum payout of {who} from {minimum(old)} to "
-                     f"{minimum(new)}", actor_id=actor_id, publisher_id=publisher_id)
+        await record(
+            ChangeKind.publisher_minimum,
+            f"changed the minimum payout of {who} from {minimum(old)} to {minimum(new)}",
+            actor_id=actor_id,
+            publisher_id=publisher_id,
+        )
     if old["on_hold"] and not new["on_hold"]:
         done = f"released the payout hold on {who}"
     elif new["on_hold"] and not old["on_hold"]:
@@ -130,7 +151,8 @@ async def _members(batch_ids: Iterable[int], publisher_ids: Iterable[int]) -> se
     found: set[tuple[int, int]] = set()
     for table in (PayoutLine, PayoutCarryOver):
         rows = await table.select(table.batch, table.publisher).where(
-            table.batch.is_in(batches), table.publisher.is_in(publishers))
+            table.batch.is_in(batches), table.publisher.is_in(publishers)
+        )
         found |= {(r["batch"], r["publisher"]) for r in rows}
     return found
 
@@ -138,13 +160,19 @@ async def _members(batch_ids: Iterable[int], publisher_ids: Iterable[int]) -> se
 async def counting(batch: dict[str, Any]) -> list[Change]:
     """The changes that count for `batch` (a row of PayoutBatch), oldest first: the rules above."""
     batch_id, currency = batch["id"], batch["currency"]
-    rows = await PayoutChange.select(
-        PayoutChange.all_columns(), PayoutChange.actor.email.as_alias("actor_email")).where(
-        (PayoutChange.batch == batch_id)
-        | (PayoutChange.currency.is_in(["", currency]) & PayoutChange.publisher.is_null()
-           & (PayoutChange.kind != ChangeKind.line_held.value))
-        | (PayoutChange.currency.is_in(["", currency]) & PayoutChange.publisher.is_not_null())
-    ).order_by(PayoutChange.id)
+    rows = (
+        await PayoutChange.select(PayoutChange.all_columns(), PayoutChange.actor.email.as_alias("actor_email"))
+        .where(
+            (PayoutChange.batch == batch_id)
+            | (
+                PayoutChange.currency.is_in(["", currency])
+                & PayoutChange.publisher.is_null()
+                & (PayoutChange.kind != ChangeKind.line_held.value)
+            )
+            | (PayoutChange.currency.is_in(["", currency]) & PayoutChange.publisher.is_not_null())
+        )
+        .order_by(PayoutChange.id)
+    )
     scoped = [r for r in rows if r["batch"] != batch_id]
     publishers = {r["publisher"] for r in scoped if r["publisher"] is not None}
     mine = {p for _, p in await _members([batch_id], publishers)}
@@ -152,17 +180,27 @@ async def counting(batch: dict[str, Any]) -> list[Change]:
     answered: set[int] = set()
     if scoped:
         # Compared here, not in SQL: SQLite keeps times as text.
-        approved = [b for b in await PayoutBatch.select(PayoutBatch.id, PayoutBatch.prepared_at,
-                                                        PayoutBatch.approved_by).where(
-            PayoutBatch.currency == currency, PayoutBatch.id < batch_id, PayoutBatch.approved_by.is_not_null())]
+        approved = [
+            b
+            for b in await PayoutBatch.select(PayoutBatch.id, PayoutBatch.prepared_at, PayoutBatch.approved_by).where(
+                PayoutBatch.currency == currency, PayoutBatch.id < batch_id, PayoutBatch.approved_by.is_not_null()
+            )
+        ]
         pairs = await _members([b["id"] for b in approved], publishers)
         for r in scoped:
-            if any(utc(b["prepared_at"]) >= utc(r["created_at"]) and b["approved_by"] != r["actor"]
-                   and (r["publisher"] is None or (b["id"], r["publisher"]) in pairs) for b in approved):
+            if any(
+                utc(b["prepared_at"]) >= utc(r["created_at"])
+                and b["approved_by"] != r["actor"]
+                and (r["publisher"] is None or (b["id"], r["publisher"]) in pairs)
+                for b in approved
+            ):
                 answered.add(r["id"])
     counted = {r["id"] for r in rows if r["batch"] == batch_id} | {r["id"] for r in scoped}
-    return [Change(r["id"], r["actor"], r["actor_email"], r["kind"], r["summary"], utc(r["created_at"]))
-            for r in rows if r["id"] in counted and r["id"] not in answered]
+    return [
+        Change(r["id"], r["actor"], r["actor_email"], r["kind"], r["summary"], utc(r["created_at"]))
+        for r in rows
+        if r["id"] in counted and r["id"] not in answered
+    ]
 
 
 @dataclass(frozen=True)
@@ -191,13 +229,20 @@ async def standing(batch: dict[str, Any]) -> Standing:
         barred[batch["prepared_by"]].append("You prepared this batch")
     for change in changes:
         barred[change.actor_id].append(change.sentence(change.actor_id))
-    finance = await User.select(User.id, User.email).where(
-        User.role == Role.finance.value, User.is_active.eq(True)).order_by(User.email)
+    finance = (
+        await User.select(User.id, User.email)
+        .where(User.role == Role.finance.value, User.is_active.eq(True))
+        .order_by(User.email)
+    )
     return Standing(changes, dict(barred), [u["email"] for u in finance if u["id"] not in barred])
 
 
 async def editor_emails(batch_id: int) -> list[str]:
     """Everyone who held a line of the batch (its editors), by email."""
-    return await PayoutChange.select(PayoutChange.actor.email).where(
-        PayoutChange.batch == batch_id, PayoutChange.kind == ChangeKind.line_held.value
-    ).distinct().order_by(PayoutChange.actor.email).output(as_list=True)
+    return (
+        await PayoutChange.select(PayoutChange.actor.email)
+        .where(PayoutChange.batch == batch_id, PayoutChange.kind == ChangeKind.line_held.value)
+        .distinct()
+        .order_by(PayoutChange.actor.email)
+        .output(as_list=True)
+    )

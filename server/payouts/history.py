@@ -56,15 +56,14 @@ BACK_IN_BALANCE = "The money is back in your available balance and is paid at a 
 # Stripe's error codes for a refused transfer (the part of PayoutLine.error before the colon), in words.
 FAILURE_WORDS = {
     "balance_insufficient": "affnet's Stripe balance could not cover the transfer at that moment (nothing you "
-                            "need to do).",
+    "need to do).",
     "insufficient_funds": "affnet's Stripe balance could not cover the transfer at that moment (nothing you "
-                          "need to do).",
+    "need to do).",
     "account_invalid": "Stripe could not pay into your payout account: check it on Stripe.",
     "account_closed": "Your payout account at Stripe is closed: set up payouts again.",
     "insufficient_capabilities_for_transfer": "Your Stripe account cannot receive transfers yet: finish or update "
-                                              "your details on Stripe.",
-    "transfers_not_allowed": "Stripe does not allow transfers to your account right now: check your details on "
-                             "Stripe.",
+    "your details on Stripe.",
+    "transfers_not_allowed": "Stripe does not allow transfers to your account right now: check your details on Stripe.",
     "amount_too_small": "Stripe refused the amount as too small.",
     "amount_too_large": "Stripe refused the amount as too large.",
 }
@@ -126,12 +125,22 @@ class HistoryPage:
     has_more: bool
 
 
-_LINE_COLUMNS = (PayoutLine.id, PayoutLine.currency, PayoutLine.available_minor, PayoutLine.netted_minor,
-                 PayoutLine.amount_minor, PayoutLine.status, PayoutLine.error, PayoutLine.hold_reason,
-                 PayoutLine.stripe_transfer_id, PayoutLine.created_at, PayoutLine.updated_at,
-                 PayoutLine.batch.period_start.as_alias("period_start"),
-                 PayoutLine.batch.period_end.as_alias("period_end"),
-                 PayoutLine.batch.status.as_alias("batch_status"))
+_LINE_COLUMNS = (
+    PayoutLine.id,
+    PayoutLine.currency,
+    PayoutLine.available_minor,
+    PayoutLine.netted_minor,
+    PayoutLine.amount_minor,
+    PayoutLine.status,
+    PayoutLine.error,
+    PayoutLine.hold_reason,
+    PayoutLine.stripe_transfer_id,
+    PayoutLine.created_at,
+    PayoutLine.updated_at,
+    PayoutLine.batch.period_start.as_alias("period_start"),
+    PayoutLine.batch.period_end.as_alias("period_end"),
+    PayoutLine.batch.status.as_alias("batch_status"),
+)
 
 
 def _detail(row: dict[str, Any], shown: Shown, returned: int) -> str:
@@ -143,8 +152,10 @@ def _detail(row: dict[str, Any], shown: Shown, returned: int) -> str:
     if shown is Shown.returned:
         return "Stripe reversed the transfer after it was paid. " + BACK_IN_BALANCE
     if shown is Shown.paid and returned:
-        return (f"Sent to your Stripe account; Stripe later reversed {money.display(returned, row['currency'])} of "
-                "it, and that part is back in your available balance.")
+        return (
+            f"Sent to your Stripe account; Stripe later reversed {money.display(returned, row['currency'])} of "
+            "it, and that part is back in your available balance."
+        )
     if shown is Shown.paid:
         return "Sent to your Stripe account; Stripe pays it into your bank account on its own schedule."
     if row["status"] == LineStatus.approved.value and row["batch_status"] == BatchStatus.prepared.value:
@@ -156,18 +167,33 @@ def _line(row: dict[str, Any], returned: dict[int, int]) -> HistoryLine:
     shown = _SHOWN[row["status"]]
     back = returned.get(row["id"], 0)
     transfer = row["stripe_transfer_id"] if shown in (Shown.paid, Shown.returned) else ""
-    return HistoryLine(id=row["id"], period_start=row["period_start"], period_end=row["period_end"],
-                       currency=row["currency"], available_minor=row["available_minor"],
-                       netted_minor=row["netted_minor"], amount_minor=row["amount_minor"], status=shown,
-                       detail=_detail(row, shown, back), stripe_transfer_id=transfer, prepared_at=row["created_at"],
-                       updated_at=row["updated_at"], returned_minor=back)
+    return HistoryLine(
+        id=row["id"],
+        period_start=row["period_start"],
+        period_end=row["period_end"],
+        currency=row["currency"],
+        available_minor=row["available_minor"],
+        netted_minor=row["netted_minor"],
+        amount_minor=row["amount_minor"],
+        status=shown,
+        detail=_detail(row, shown, back),
+        stripe_transfer_id=transfer,
+        prepared_at=row["created_at"],
+        updated_at=row["updated_at"],
+        returned_minor=back,
+    )
 
 
 async def lines_of(publisher_id: int, *, page: int = 1, per_page: int | None = None) -> HistoryPage:
     """The publisher's payout lines, newest first, one page at a time (page 1 is the newest)."""
     page, per_page = max(1, page), per_page or PAGE_SIZE
-    rows = await PayoutLine.select(*_LINE_COLUMNS).where(PayoutLine.publisher == publisher_id).order_by(
-        PayoutLine.id, ascending=False).limit(per_page + 1).offset((page - 1) * per_page)
+    rows = (
+        await PayoutLine.select(*_LINE_COLUMNS)
+        .where(PayoutLine.publisher == publisher_id)
+        .order_by(PayoutLine.id, ascending=False)
+        .limit(per_page + 1)
+        .offset((page - 1) * per_page)
+    )
     rows, more = rows[:per_page], len(rows) > per_page
     returned = await reversals.returned_by_line([r["id"] for r in rows])
     return HistoryPage([_line(r, returned) for r in rows], page, per_page, more)
@@ -175,8 +201,11 @@ async def lines_of(publisher_id: int, *, page: int = 1, per_page: int | None = N
 
 async def line_of(publisher_id: int, line_id: int) -> HistoryLine:
     """One of the publisher's own lines; anyone else's is NotFound, as if it did not exist."""
-    row = await PayoutLine.select(*_LINE_COLUMNS).where(PayoutLine.id == line_id,
-                                                        PayoutLine.publisher == publisher_id).first()
+    row = (
+        await PayoutLine.select(*_LINE_COLUMNS)
+        .where(PayoutLine.id == line_id, PayoutLine.publisher == publisher_id)
+        .first()
+    )
     if row is None:
         raise NotFound("You have no such payout.")
     return _line(row, await reversals.returned_by_line([line_id]))
@@ -184,11 +213,27 @@ async def line_of(publisher_id: int, line_id: int) -> HistoryLine:
 
 async def carried_of(publisher_id: int, *, limit: int = CARRIED_LIMIT) -> list[CarriedPeriod]:
     """The periods the publisher was carried over, newest first."""
-    rows = await PayoutCarryOver.select(
-        PayoutCarryOver.currency, PayoutCarryOver.balance_minor, PayoutCarryOver.minimum_minor,
-        PayoutCarryOver.reason, PayoutCarryOver.batch.period_start.as_alias("period_start"),
-        PayoutCarryOver.batch.period_end.as_alias("period_end")).where(
-        PayoutCarryOver.publisher == publisher_id).order_by(PayoutCarryOver.id, ascending=False).limit(limit)
-    return [CarriedPeriod(period_start=r["period_start"], period_end=r["period_end"], currency=r["currency"],
-                          balance_minor=r["balance_minor"], minimum_minor=r["minimum_minor"],
-                          reason=CarryReason(r["reason"])) for r in rows]
+    rows = (
+        await PayoutCarryOver.select(
+            PayoutCarryOver.currency,
+            PayoutCarryOver.balance_minor,
+            PayoutCarryOver.minimum_minor,
+            PayoutCarryOver.reason,
+            PayoutCarryOver.batch.period_start.as_alias("period_start"),
+            PayoutCarryOver.batch.period_end.as_alias("period_end"),
+        )
+        .where(PayoutCarryOver.publisher == publisher_id)
+        .order_by(PayoutCarryOver.id, ascending=False)
+        .limit(limit)
+    )
+    return [
+        CarriedPeriod(
+            period_start=r["period_start"],
+            period_end=r["period_end"],
+            currency=r["currency"],
+            balance_minor=r["balance_minor"],
+            minimum_minor=r["minimum_minor"],
+            reason=CarryReason(r["reason"]),
+        )
+        for r in rows
+    ]

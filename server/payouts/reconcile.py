@@ -43,8 +43,7 @@ class Reconciliation:
         return not self.problems
 
 
-async def reconcile_batch(batch_id: int, client: stripe.StripeClient, *, actor_id: int | None = None
-                          ) -> Reconciliation:
+async def reconcile_batch(batch_id: int, client: stripe.StripeClient, *, actor_id: int | None = None) -> Reconciliation:
     lines = {r["id"]: r for r in await PayoutLine.select().where(PayoutLine.batch == batch_id)}
     result = Reconciliation(batch_id)
     by_line: dict[int, list[Any]] = defaultdict(list)
@@ -54,8 +53,10 @@ async def reconcile_batch(batch_id: int, client: stripe.StripeClient, *, actor_i
         result.transferred_minor += transfer.amount
         raw = (transfer.metadata.to_dict() if transfer.metadata else {}).get("payout_line_id", "")
         if not raw.isdigit() or int(raw) not in lines:
-            result.problems.append(f"Stripe transfer {transfer.id} ({transfer.amount} {transfer.currency}) is in "
-                                   f"this batch's group but belongs to no line of it.")
+            result.problems.append(
+                f"Stripe transfer {transfer.id} ({transfer.amount} {transfer.currency}) is in "
+                f"this batch's group but belongs to no line of it."
+            )
             continue
         by_line[int(raw)].append(transfer)
     returned = await reversals.returned_by_line(list(lines))
@@ -66,22 +67,41 @@ async def reconcile_batch(batch_id: int, client: stripe.StripeClient, *, actor_i
             if transfer.amount_reversed:
                 every = await all_reversals(client, transfer.id)
                 stripe_reversals.setdefault(line_id, []).extend([r async for r in every])
-    recorded = set(await LedgerTxn.select(LedgerTxn.idempotency_key).where(LedgerTxn.idempotency_key.is_in(
-        [reversals.reversal_key(r.id) for found in stripe_reversals.values() for r in found] or ["-"])
-    ).output(as_list=True))
-    settled = set(await LedgerTxn.select(LedgerTxn.idempotency_key).where(
-        LedgerTxn.idempotency_key.is_in([settled_key(i) for i in lines] or ["-"])).output(as_list=True))
+    recorded = set(
+        await LedgerTxn.select(LedgerTxn.idempotency_key)
+        .where(
+            LedgerTxn.idempotency_key.is_in(
+                [reversals.reversal_key(r.id) for found in stripe_reversals.values() for r in found] or ["-"]
+            )
+        )
+        .output(as_list=True)
+    )
+    settled = set(
+        await LedgerTxn.select(LedgerTxn.idempotency_key)
+        .where(LedgerTxn.idempotency_key.is_in([settled_key(i) for i in lines] or ["-"]))
+        .output(as_list=True)
+    )
     for line_id, line in sorted(lines.items()):
-        result.problems += _line_problems(line, by_line.get(line_id, []), settled_key(line_id) in settled,
-                                          returned.get(line_id, 0))
-        result.problems += [f"Line {line_id}: Stripe's reversal {r.id} ({r.amount} {r.currency.upper()}) was "
-                            "never returned to the publisher here." for r in stripe_reversals.get(line_id, [])
-                            if reversals.reversal_key(r.id) not in recorded]
+        result.problems += _line_problems(
+            line, by_line.get(line_id, []), settled_key(line_id) in settled, returned.get(line_id, 0)
+        )
+        result.problems += [
+            f"Line {line_id}: Stripe's reversal {r.id} ({r.amount} {r.currency.upper()}) was "
+            "never returned to the publisher here."
+            for r in stripe_reversals.get(line_id, [])
+            if reversals.reversal_key(r.id) not in recorded
+        ]
         if line["status"] in PAID:
             result.paid_lines += 1
             result.paid_minor += line["amount_minor"]
-    await audit.record(ACTION, actor_id=actor_id, object_type="payout_batch", object_id=batch_id,
-                       **{k: v for k, v in asdict(result).items() if k != "batch_id"}, ok=result.ok)
+    await audit.record(
+        ACTION,
+        actor_id=actor_id,
+        object_type="payout_batch",
+        object_id=batch_id,
+        **{k: v for k, v in asdict(result).items() if k != "batch_id"},
+        ok=result.ok,
+    )
     return result
 
 
@@ -100,25 +120,37 @@ def _line_problems(line: dict[str, Any], transfers: list[Any], settled: bool, re
     if transfer.id != line["stripe_transfer_id"]:
         found.append(f"{name} records transfer {line['stripe_transfer_id']}, Stripe made {transfer.id}.")
     if (transfer.amount, transfer.currency.upper(), transfer.destination) != (
-            line["amount_minor"], line["currency"], line["stripe_account_id"]):
-        found.append(f"{name} pays {line['amount_minor']} {line['currency']} to {line['stripe_account_id']}; "
-                     f"Stripe's transfer is {transfer.amount} {transfer.currency.upper()} to {transfer.destination}.")
+        line["amount_minor"],
+        line["currency"],
+        line["stripe_account_id"],
+    ):
+        found.append(
+            f"{name} pays {line['amount_minor']} {line['currency']} to {line['stripe_account_id']}; "
+            f"Stripe's transfer is {transfer.amount} {transfer.currency.upper()} to {transfer.destination}."
+        )
     if not settled:
         found.append(f"{name} is {line['status']} but has no settlement in the ledger.")
     if (transfer.amount_reversed or 0) != returned:
-        found.append(f"{name}: Stripe reversed {transfer.amount_reversed or 0} of its transfer, the ledger "
-                     f"returned {returned} to the publisher.")
+        found.append(
+            f"{name}: Stripe reversed {transfer.amount_reversed or 0} of its transfer, the ledger "
+            f"returned {returned} to the publisher."
+        )
     if bool(transfer.reversed) != (line["status"] == LineStatus.returned.value):
-        found.append(f"{name} is {line['status']} here; Stripe says the transfer is "
-                     f"{'reversed' if transfer.reversed else 'not reversed'}.")
+        found.append(
+            f"{name} is {line['status']} here; Stripe says the transfer is "
+            f"{'reversed' if transfer.reversed else 'not reversed'}."
+        )
     return found
 
 
 async def latest(batch_id: int) -> dict[str, Any] | None:
     """The batch's last reconciliation, as recorded: counts, problems, when and by whom."""
-    row = await AuditEvent.select(AuditEvent.all_columns(), AuditEvent.actor.email.as_alias("actor_email")).where(
-        AuditEvent.action == ACTION, AuditEvent.object_type == "payout_batch", AuditEvent.object_id == batch_id
-    ).order_by(AuditEvent.id, ascending=False).first()
+    row = (
+        await AuditEvent.select(AuditEvent.all_columns(), AuditEvent.actor.email.as_alias("actor_email"))
+        .where(AuditEvent.action == ACTION, AuditEvent.object_type == "payout_batch", AuditEvent.object_id == batch_id)
+        .order_by(AuditEvent.id, ascending=False)
+        .first()
+    )
     if row is None:
         return None
     detail = row["detail"] if isinstance(row["detail"], dict) else json.loads(row["detail"] or "{}")

@@ -28,11 +28,18 @@ async def returned_by_line(line_ids: Sequence[int]) -> dict[int, int]:
     """What reversals at Stripe have given back to the publisher so far, by payout line (lines with none left out)."""
     if not line_ids:
         return {}
-    rows = await LedgerEntry.select(LedgerEntry.txn.reference_id.as_alias("line"),
-                                    Sum(LedgerEntry.amount_minor, alias="total")).where(
-        LedgerEntry.txn.kind == "payout.reversed", LedgerEntry.txn.reference_type == "payout_line",
-        LedgerEntry.amount_minor > 0, LedgerEntry.txn.reference_id.is_in(list(line_ids))
-    ).group_by(LedgerEntry.txn.reference_id)
+    rows = (
+        await LedgerEntry.select(
+            LedgerEntry.txn.reference_id.as_alias("line"), Sum(LedgerEntry.amount_minor, alias="total")
+        )
+        .where(
+            LedgerEntry.txn.kind == "payout.reversed",
+            LedgerEntry.txn.reference_type == "payout_line",
+            LedgerEntry.amount_minor > 0,
+            LedgerEntry.txn.reference_id.is_in(list(line_ids)),
+        )
+        .group_by(LedgerEntry.txn.reference_id)
+    )
     return {r["line"]: int(r["total"]) for r in rows if r["total"]}
 
 
@@ -45,7 +52,7 @@ async def transfer_reversed(transfer: dict[str, Any], list_all: ListReversals | 
     available balance once (key from the reversal id), the line returned when fully reversed. The
     transfer carries its 10 most recent reversals only; when its list has more, `list_all` reads them
     all from Stripe (before the transaction: no network call holds a lock)."""
-    listed = (transfer.get("reversals") or {})
+    listed = transfer.get("reversals") or {}
     every = listed.get("data") or []
     if listed.get("has_more"):
         if list_all is None:
@@ -72,16 +79,29 @@ async def transfer_reversed(transfer: dict[str, Any], list_all: ListReversals | 
         returned = 0
         for reversal in every:
             amount = int(reversal["amount"])
-            posted = await ledger.post(kind="payout.reversed", idempotency_key=reversal_key(reversal["id"]),
-                                       reference_type="payout_line", reference_id=line["id"],
-                                       memo=f"transfer {transfer['id']} reversed ({reversal['id']})",
-                                       lines=[Line(clearing, -amount, currency), Line(available, amount, currency)])
+            posted = await ledger.post(
+                kind="payout.reversed",
+                idempotency_key=reversal_key(reversal["id"]),
+                reference_type="payout_line",
+                reference_id=line["id"],
+                memo=f"transfer {transfer['id']} reversed ({reversal['id']})",
+                lines=[Line(clearing, -amount, currency), Line(available, amount, currency)],
+            )
             returned += 0 if posted.replayed else amount
         if transfer.get("reversed"):
-            changed = await PayoutLine.update({PayoutLine.status: LineStatus.returned.value,
-                                               PayoutLine.updated_at: datetime.now(UTC)}).where(
-                PayoutLine.id == line["id"], PayoutLine.status == LineStatus.paid.value).returning(PayoutLine.id)
+            changed = (
+                await PayoutLine.update(
+                    {PayoutLine.status: LineStatus.returned.value, PayoutLine.updated_at: datetime.now(UTC)}
+                )
+                .where(PayoutLine.id == line["id"], PayoutLine.status == LineStatus.paid.value)
+                .returning(PayoutLine.id)
+            )
             if changed:
-                await audit.record("payout_line.returned", actor_id=None, object_type="payout_line",
-                                   object_id=line["id"], transfer=transfer["id"])
+                await audit.record(
+                    "payout_line.returned",
+                    actor_id=None,
+                    object_type="payout_line",
+                    object_id=line["id"],
+                    transfer=transfer["id"],
+                )
     return f"payout line {line['id']}: {returned} returned to available"

@@ -54,24 +54,37 @@ async def batches(limit: int = 100) -> list[dict[str, Any]]:
 
 
 async def batch(batch_id: int) -> dict[str, Any]:
-    row = await PayoutBatch.select(
-        PayoutBatch.all_columns(), PayoutBatch.prepared_by.email.as_alias("prepared_by_email"),
-        PayoutBatch.approved_by.email.as_alias("approved_by_email"),
-        PayoutBatch.last_edited_by.email.as_alias("last_edited_by_email")).where(PayoutBatch.id == batch_id).first()
+    row = (
+        await PayoutBatch.select(
+            PayoutBatch.all_columns(),
+            PayoutBatch.prepared_by.email.as_alias("prepared_by_email"),
+            PayoutBatch.approved_by.email.as_alias("approved_by_email"),
+            PayoutBatch.last_edited_by.email.as_alias("last_edited_by_email"),
+        )
+        .where(PayoutBatch.id == batch_id)
+        .first()
+    )
     if row is None:
         raise NotFound("There is no such payout batch.")
     return row
 
 
 async def lines(batch_id: int) -> list[dict[str, Any]]:
-    return await PayoutLine.select(PayoutLine.all_columns(), PayoutLine.publisher.email.as_alias("publisher_email")
-                                   ).where(PayoutLine.batch == batch_id).order_by(PayoutLine.id)
+    return (
+        await PayoutLine.select(PayoutLine.all_columns(), PayoutLine.publisher.email.as_alias("publisher_email"))
+        .where(PayoutLine.batch == batch_id)
+        .order_by(PayoutLine.id)
+    )
 
 
 async def carried(batch_id: int) -> list[dict[str, Any]]:
-    rows = await PayoutCarryOver.select(PayoutCarryOver.all_columns(),
-                                        PayoutCarryOver.publisher.email.as_alias("publisher_email")
-                                        ).where(PayoutCarryOver.batch == batch_id).order_by(PayoutCarryOver.id)
+    rows = (
+        await PayoutCarryOver.select(
+            PayoutCarryOver.all_columns(), PayoutCarryOver.publisher.email.as_alias("publisher_email")
+        )
+        .where(PayoutCarryOver.batch == batch_id)
+        .order_by(PayoutCarryOver.id)
+    )
     for row in rows:
         row["reason_text"] = REASONS[CarryReason(row["reason"])]
     return rows
@@ -85,9 +98,12 @@ def fingerprint(batch_id: int, rows: list[dict[str, Any]]) -> str:
 
 
 async def current_fingerprint(batch_id: int) -> str:
-    return fingerprint(batch_id, await PayoutLine.select(
-        PayoutLine.id, PayoutLine.publisher, PayoutLine.amount_minor, PayoutLine.currency, PayoutLine.status
-    ).where(PayoutLine.batch == batch_id))
+    return fingerprint(
+        batch_id,
+        await PayoutLine.select(
+            PayoutLine.id, PayoutLine.publisher, PayoutLine.amount_minor, PayoutLine.currency, PayoutLine.status
+        ).where(PayoutLine.batch == batch_id),
+    )
 
 
 async def hold_line(actor: CurrentUser, batch_id: int, line_id: int, reason: str) -> None:
@@ -102,11 +118,15 @@ async def hold_line(actor: CurrentUser, batch_id: int, line_id: int, reason: str
         if row["status"] not in EDITABLE:
             raise Conflict("This batch is being paid or was paid: its lines can no longer change.")
         now = datetime.now(UTC)
-        changed = await PayoutLine.update({PayoutLine.status: LineStatus.held.value, PayoutLine.hold_reason: reason,
-                                           PayoutLine.updated_at: now}).where(
-            PayoutLine.id == line_id, PayoutLine.batch == batch_id,
-            PayoutLine.status == LineStatus.approved.value).returning(
-            PayoutLine.id, PayoutLine.amount_minor, PayoutLine.publisher)
+        changed = (
+            await PayoutLine.update(
+                {PayoutLine.status: LineStatus.held.value, PayoutLine.hold_reason: reason, PayoutLine.updated_at: now}
+            )
+            .where(
+                PayoutLine.id == line_id, PayoutLine.batch == batch_id, PayoutLine.status == LineStatus.approved.value
+            )
+            .returning(PayoutLine.id, PayoutLine.amount_minor, PayoutLine.publisher)
+        )
         if not changed:
             raise Conflict("This line is not waiting to be paid, so it cannot be held.")
         await return_reservation(line_id, "released", memo=f"held: {reason}", actor_id=actor.id)
@@ -114,24 +134,49 @@ async def hold_line(actor: CurrentUser, batch_id: int, line_id: int, reason: str
         # The holder becomes an editor of this batch, and the held money goes out with the
         # publisher's next batch in this currency: both count against the holder (four_eyes.py).
         who = await four_eyes.publisher_label(publisher_id)
-        await four_eyes.record(ChangeKind.line_held, f"held line #{line_id} of {who} "
-                               f"({money.display(amount, row['currency'])}) in batch #{batch_id} "
-                               f"(“{four_eyes.clip(reason)}”)", actor_id=actor.id, currency=row["currency"],
-                               publisher_id=publisher_id, batch_id=batch_id)
-        await PayoutBatch.update({
-            PayoutBatch.status: BatchStatus.prepared.value, PayoutBatch.approved_by: None,
-            PayoutBatch.approved_at: None, PayoutBatch.approved_fingerprint: "", PayoutBatch.last_edited_by: actor.id,
-            PayoutBatch.total_minor: PayoutBatch.total_minor - amount,
-            PayoutBatch.held_count: PayoutBatch.held_count + 1}).where(PayoutBatch.id == batch_id)
-        await audit.record("payout_line.held", actor_id=actor.id, object_type="payout_line", object_id=line_id,
-                           batch_id=batch_id, reason=reason, approval_voided=row["status"] == "approved")
+        await four_eyes.record(
+            ChangeKind.line_held,
+            f"held line #{line_id} of {who} "
+            f"({money.display(amount, row['currency'])}) in batch #{batch_id} "
+            f"(“{four_eyes.clip(reason)}”)",
+            actor_id=actor.id,
+            currency=row["currency"],
+            publisher_id=publisher_id,
+            batch_id=batch_id,
+        )
+        await PayoutBatch.update(
+            {
+                PayoutBatch.status: BatchStatus.prepared.value,
+                PayoutBatch.approved_by: None,
+                PayoutBatch.approved_at: None,
+                PayoutBatch.approved_fingerprint: "",
+                PayoutBatch.last_edited_by: actor.id,
+                PayoutBatch.total_minor: PayoutBatch.total_minor - amount,
+                PayoutBatch.held_count: PayoutBatch.held_count + 1,
+            }
+        ).where(PayoutBatch.id == batch_id)
+        await audit.record(
+            "payout_line.held",
+            actor_id=actor.id,
+            object_type="payout_line",
+            object_id=line_id,
+            batch_id=batch_id,
+            reason=reason,
+            approval_voided=row["status"] == "approved",
+        )
 
 
 async def _reservations(line_id: int) -> list[dict[str, Any]]:
     """The line's reservations in the ledger, oldest first: one, and one more per retry."""
-    return await LedgerTxn.select(LedgerTxn.id, LedgerTxn.idempotency_key).where(
-        LedgerTxn.kind == "payout.reserved", LedgerTxn.reference_type == "payout_line",
-        LedgerTxn.reference_id == line_id).order_by(LedgerTxn.id)
+    return (
+        await LedgerTxn.select(LedgerTxn.id, LedgerTxn.idempotency_key)
+        .where(
+            LedgerTxn.kind == "payout.reserved",
+            LedgerTxn.reference_type == "payout_line",
+            LedgerTxn.reference_id == line_id,
+        )
+        .order_by(LedgerTxn.id)
+    )
 
 
 async def return_reservation(line_id: int, undone: str, *, memo: str, actor_id: int | None) -> None:
@@ -140,8 +185,12 @@ async def return_reservation(line_id: int, undone: str, *, memo: str, actor_id: 
     reservations = await _reservations(line_id)
     if not reservations:
         raise Conflict(f"Payout line {line_id} has no reservation in the ledger.")
-    await ledger.reverse(reservations[-1]["id"], idempotency_key=undo_key(line_id, undone, len(reservations) - 1),
-                         memo=memo, actor_id=actor_id)
+    await ledger.reverse(
+        reservations[-1]["id"],
+        idempotency_key=undo_key(line_id, undone, len(reservations) - 1),
+        memo=memo,
+        actor_id=actor_id,
+    )
 
 
 async def retry_line(actor: CurrentUser, batch_id: int, line_id: int) -> int:
@@ -155,34 +204,62 @@ async def retry_line(actor: CurrentUser, batch_id: int, line_id: int) -> int:
             raise NotFound("There is no such line in this batch.")
         if line["status"] != LineStatus.failed.value:
             raise Conflict(f"This line is {line['status']}: only a failed line can be retried.")
-        account = await PayoutAccount.select(PayoutAccount.stripe_account_id, PayoutAccount.payouts_enabled).where(
-            PayoutAccount.publisher == line["publisher"]).first()
+        account = (
+            await PayoutAccount.select(PayoutAccount.stripe_account_id, PayoutAccount.payouts_enabled)
+            .where(PayoutAccount.publisher == line["publisher"])
+            .first()
+        )
         if account is None or account["stripe_account_id"] != line["stripe_account_id"]:
-            raise Conflict("The publisher's payout account changed since this batch was approved: the money "
-                           "stays in their available balance and goes out with the next period.")
+            raise Conflict(
+                "The publisher's payout account changed since this batch was approved: the money "
+                "stays in their available balance and goes out with the next period."
+            )
         if not account["payouts_enabled"]:
-            raise Conflict("The publisher's payout account cannot receive payouts yet (Stripe needs more from "
-                           "them): retry once it can.")
+            raise Conflict(
+                "The publisher's payout account cannot receive payouts yet (Stripe needs more from "
+                "them): retry once it can."
+            )
         reservations = await _reservations(line_id)
         first = reservations[0]
-        entries = await LedgerEntry.select(LedgerEntry.account, LedgerEntry.amount_minor, LedgerEntry.currency
-                                           ).where(LedgerEntry.txn == first["id"])
+        entries = await LedgerEntry.select(LedgerEntry.account, LedgerEntry.amount_minor, LedgerEntry.currency).where(
+            LedgerEntry.txn == first["id"]
+        )
         try:
-            await ledger.post(kind="payout.reserved", idempotency_key=reserved_key(line_id, len(reservations)),
-                              reference_type="payout_line", reference_id=line_id, actor_id=actor.id,
-                              memo=f"retry {len(reservations)} of a failed transfer",
-                              lines=[Line(e["account"], e["amount_minor"], e["currency"]) for e in entries])
+            await ledger.post(
+                kind="payout.reserved",
+                idempotency_key=reserved_key(line_id, len(reservations)),
+                reference_type="payout_line",
+                reference_id=line_id,
+                actor_id=actor.id,
+                memo=f"retry {len(reservations)} of a failed transfer",
+                lines=[Line(e["account"], e["amount_minor"], e["currency"]) for e in entries],
+            )
         except InsufficientFunds as exc:
-            raise Conflict("The publisher's available balance no longer holds this line's money (a later batch "
-                           "may have paid it), so it cannot be retried.") from exc
-        await PayoutLine.update({PayoutLine.status: LineStatus.approved.value, PayoutLine.attempt:
-                                 line["attempt"] + 1, PayoutLine.error: "", PayoutLine.updated_at: datetime.now(UTC)}
-                                ).where(PayoutLine.id == line_id, PayoutLine.status == LineStatus.failed.value)
+            raise Conflict(
+                "The publisher's available balance no longer holds this line's money (a later batch "
+                "may have paid it), so it cannot be retried."
+            ) from exc
+        await PayoutLine.update(
+            {
+                PayoutLine.status: LineStatus.approved.value,
+                PayoutLine.attempt: line["attempt"] + 1,
+                PayoutLine.error: "",
+                PayoutLine.updated_at: datetime.now(UTC),
+            }
+        ).where(PayoutLine.id == line_id, PayoutLine.status == LineStatus.failed.value)
         if row["status"] == BatchStatus.done.value:
             await PayoutBatch.update({PayoutBatch.status: BatchStatus.executing.value}).where(
-                PayoutBatch.id == batch_id)
-        await audit.record("payout_line.retried", actor_id=actor.id, object_type="payout_line", object_id=line_id,
-                           batch_id=batch_id, attempt=line["attempt"] + 1, last_error=line["error"])
+                PayoutBatch.id == batch_id
+            )
+        await audit.record(
+            "payout_line.retried",
+            actor_id=actor.id,
+            object_type="payout_line",
+            object_id=line_id,
+            batch_id=batch_id,
+            attempt=line["attempt"] + 1,
+            last_error=line["error"],
+        )
     return line["attempt"] + 1
 
 
@@ -200,14 +277,28 @@ async def approve(actor: CurrentUser, batch_id: int) -> str:
         if refusal:
             raise Forbidden(refusal, code="four_eyes")
         print_ = await current_fingerprint(batch_id)
-        approved = await PayoutBatch.update({
-            PayoutBatch.status: BatchStatus.approved.value, PayoutBatch.approved_by: actor.id,
-            PayoutBatch.approved_at: datetime.now(UTC), PayoutBatch.approved_fingerprint: print_}).where(
-            PayoutBatch.id == batch_id, PayoutBatch.status == BatchStatus.prepared.value).returning(PayoutBatch.id)
+        approved = (
+            await PayoutBatch.update(
+                {
+                    PayoutBatch.status: BatchStatus.approved.value,
+                    PayoutBatch.approved_by: actor.id,
+                    PayoutBatch.approved_at: datetime.now(UTC),
+                    PayoutBatch.approved_fingerprint: print_,
+                }
+            )
+            .where(PayoutBatch.id == batch_id, PayoutBatch.status == BatchStatus.prepared.value)
+            .returning(PayoutBatch.id)
+        )
         if not approved:
             raise Conflict("This batch changed while you approved it; read it again.")
-        await audit.record("payout_batch.approved", actor_id=actor.id, object_type="payout_batch",
-                           object_id=batch_id, fingerprint=print_, total_minor=row["total_minor"])
+        await audit.record(
+            "payout_batch.approved",
+            actor_id=actor.id,
+            object_type="payout_batch",
+            object_id=batch_id,
+            fingerprint=print_,
+            total_minor=row["total_minor"],
+        )
     return print_
 
 
@@ -220,8 +311,22 @@ async def enqueue_execution(redis: Any, batch_id: int, job_id: str | None = None
     await jobs.enqueue(redis, EXECUTE_JOB, batch_id, job_id=job_id or f"payout-batch:{batch_id}")
 
 
-CSV_COLUMNS = ["line", "publisher", "email", "currency", "available", "netted", "amount", "status", "first_payout",
-               "large_change", "previous_amount", "hold_reason", "stripe_transfer", "error"]
+CSV_COLUMNS = [
+    "line",
+    "publisher",
+    "email",
+    "currency",
+    "available",
+    "netted",
+    "amount",
+    "status",
+    "first_payout",
+    "large_change",
+    "previous_amount",
+    "hold_reason",
+    "stripe_transfer",
+    "error",
+]
 
 
 def lines_csv(rows: list[dict[str, Any]]) -> str:
@@ -230,11 +335,24 @@ def lines_csv(rows: list[dict[str, Any]]) -> str:
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
     for r in rows:
-        writer.writerow([r["id"], r["publisher"], _cell(r["publisher_email"]), r["currency"], r["available_minor"],
-                         r["netted_minor"], r["amount_minor"], r["status"], "yes" if r["first_payout"] else "",
-                         "yes" if r["large_change"] else "", "" if r["previous_amount_minor"] is None
-                         else r["previous_amount_minor"], _cell(r["hold_reason"]), r["stripe_transfer_id"],
-                         _cell(r["error"])])
+        writer.writerow(
+            [
+                r["id"],
+                r["publisher"],
+                _cell(r["publisher_email"]),
+                r["currency"],
+                r["available_minor"],
+                r["netted_minor"],
+                r["amount_minor"],
+                r["status"],
+                "yes" if r["first_payout"] else "",
+                "yes" if r["large_change"] else "",
+                "" if r["previous_amount_minor"] is None else r["previous_amount_minor"],
+                _cell(r["hold_reason"]),
+                r["stripe_transfer_id"],
+                _cell(r["error"]),
+            ]
+        )
     return out.getvalue()
 
 
@@ -242,5 +360,3 @@ def _cell(text: str | None) -> str:
     """No formula injection when the file is opened in a spreadsheet."""
     text = text or ""
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-

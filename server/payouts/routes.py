@@ -28,10 +28,19 @@ async def _batch_page(request: Request, batch_id: int, *, status_code: int = 200
     row = await review.batch(batch_id)
     # Four eyes, as the viewer sees it: what shaped the batch, whether they may approve, and who may.
     standing = await four_eyes.standing(row) if row["status"] == "prepared" else None
-    return render("finance/payout_batch.html", status_code=status_code, batch=row, lines=await review.lines(batch_id),
-                  carried=await review.carried(batch_id), editors=await four_eyes.editor_emails(batch_id), money=money,
-                  reconciliation=await reconcile.latest(batch_id), four_eyes=standing, viewer_id=_user(request).id,
-                  **extra)
+    return render(
+        "finance/payout_batch.html",
+        status_code=status_code,
+        batch=row,
+        lines=await review.lines(batch_id),
+        carried=await review.carried(batch_id),
+        editors=await four_eyes.editor_emails(batch_id),
+        money=money,
+        reconciliation=await reconcile.latest(batch_id),
+        four_eyes=standing,
+        viewer_id=_user(request).id,
+        **extra,
+    )
 
 
 class FinancePayouts(Controller):
@@ -46,8 +55,11 @@ class FinancePayouts(Controller):
     @post("/prepare")
     async def prepare(self, request: Request) -> Template:
         outcome = await payouts.prepare_due(datetime.now(UTC), actor_id=_user(request).id)
-        notice = (f"Prepared {len(outcome.batches)} batch(es): {outcome.lines} lines, {outcome.carried} carried over."
-                  if outcome.batches else "Nothing to prepare: the last period's batches exist already.")
+        notice = (
+            f"Prepared {len(outcome.batches)} batch(es): {outcome.lines} lines, {outcome.carried} carried over."
+            if outcome.batches
+            else "Nothing to prepare: the last period's batches exist already."
+        )
         return render("finance/payouts.html", batches=await review.batches(), money=money, notice=notice)
 
     @get("/{batch_id:int}")
@@ -57,8 +69,11 @@ class FinancePayouts(Controller):
     @get("/{batch_id:int}/lines.csv")
     async def export(self, batch_id: FromPath[int]) -> Response:
         row = await review.batch(batch_id)
-        return Response(review.lines_csv(await review.lines(batch_id)), media_type="text/csv; charset=utf-8",
-                        headers={"Content-Disposition": f'attachment; filename="payout-batch-{row["id"]}.csv"'})
+        return Response(
+            review.lines_csv(await review.lines(batch_id)),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="payout-batch-{row["id"]}.csv"'},
+        )
 
     @post("/{batch_id:int}/lines/{line_id:int}/hold")
     async def hold(self, request: Request, batch_id: FromPath[int], line_id: FromPath[int]) -> Template | Redirect:
@@ -75,8 +90,9 @@ class FinancePayouts(Controller):
             attempt = await review.retry_line(_user(request), batch_id, line_id)
         except (NotFound, Conflict) as exc:
             return await _batch_page(request, batch_id, status_code=exc.status_code, error=exc.message)
-        await review.enqueue_execution(request.app.state.redis, batch_id,
-                                       job_id=f"payout-batch:{batch_id}:line:{line_id}:attempt:{attempt}")
+        await review.enqueue_execution(
+            request.app.state.redis, batch_id, job_id=f"payout-batch:{batch_id}:line:{line_id}:attempt:{attempt}"
+        )
         return see_other(f"/finance/payouts/{batch_id}")
 
     @post("/{batch_id:int}/reconcile")
@@ -84,8 +100,9 @@ class FinancePayouts(Controller):
         settings = settings_of(request)
         row = await review.batch(batch_id)
         if row["status"] not in ("executing", "done"):
-            return await _batch_page(request, batch_id, status_code=409,
-                                     error="Only a batch being paid or paid is compared with Stripe.")
+            return await _batch_page(
+                request, batch_id, status_code=409, error="Only a batch being paid or paid is compared with Stripe."
+            )
         if not stripe_api.configured(settings):
             return await _batch_page(request, batch_id, status_code=409, error="Stripe is not set up on this affnet.")
         async with stripe_api.gateway(settings) as gateway:

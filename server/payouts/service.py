@@ -80,19 +80,33 @@ async def schedule_terms() -> ScheduleTerms:
     row = await PayoutSettings.select().order_by(PayoutSettings.id).first()
     if row is None:
         return ScheduleTerms()
-    return ScheduleTerms(Schedule(row["schedule"]), row["cutoff_weekday"], row["cutoff_day"], row["cutoff_hour"],
-                         row["large_change_percent"])
+    return ScheduleTerms(
+        Schedule(row["schedule"]),
+        row["cutoff_weekday"],
+        row["cutoff_day"],
+        row["cutoff_hour"],
+        row["large_change_percent"],
+    )
 
 
 async def save_schedule(terms: ScheduleTerms, *, actor_id: int | None) -> None:
-    if not (0 <= terms.cutoff_weekday <= 6 and 1 <= terms.cutoff_day <= 28 and 0 <= terms.cutoff_hour <= 23
-            and terms.large_change_percent > 0):
+    if not (
+        0 <= terms.cutoff_weekday <= 6
+        and 1 <= terms.cutoff_day <= 28
+        and 0 <= terms.cutoff_hour <= 23
+        and terms.large_change_percent > 0
+    ):
         raise ledger.LedgerError("A cut-off needs a weekday 0–6, a day 1–28, an hour 0–23 (UTC).")
     now = datetime.now(UTC)
-    values = {PayoutSettings.schedule: terms.schedule.value, PayoutSettings.cutoff_weekday: terms.cutoff_weekday,
-              PayoutSettings.cutoff_day: terms.cutoff_day, PayoutSettings.cutoff_hour: terms.cutoff_hour,
-              PayoutSettings.large_change_percent: terms.large_change_percent,
-              PayoutSettings.updated_by: actor_id, PayoutSettings.updated_at: now}
+    values = {
+        PayoutSettings.schedule: terms.schedule.value,
+        PayoutSettings.cutoff_weekday: terms.cutoff_weekday,
+        PayoutSettings.cutoff_day: terms.cutoff_day,
+        PayoutSettings.cutoff_hour: terms.cutoff_hour,
+        PayoutSettings.large_change_percent: terms.large_change_percent,
+        PayoutSettings.updated_by: actor_id,
+        PayoutSettings.updated_at: now,
+    }
     async with db.transaction():
         before = await schedule_terms()
         row = await PayoutSettings.select(PayoutSettings.id).order_by(PayoutSettings.id).first()
@@ -102,8 +116,13 @@ async def save_schedule(terms: ScheduleTerms, *, actor_id: int | None) -> None:
             await PayoutSettings.update(values).where(PayoutSettings.id == row["id"])
         if four_eyes.schedule_text(terms) != four_eyes.schedule_text(before):  # what decides a batch changed
             await four_eyes.record(ChangeKind.schedule, four_eyes.schedule_change(before, terms), actor_id=actor_id)
-        await audit.record("payout_schedule.saved", actor_id=actor_id, object_type="payout_settings",
-                           object_id=None, **{k: str(v) for k, v in terms.__dict__.items()})
+        await audit.record(
+            "payout_schedule.saved",
+            actor_id=actor_id,
+            object_type="payout_settings",
+            object_id=None,
+            **{k: str(v) for k, v in terms.__dict__.items()},
+        )
 
 
 async def set_minimum(currency: str, minimum_minor: int, *, actor_id: int | None) -> None:
@@ -112,40 +131,81 @@ async def set_minimum(currency: str, minimum_minor: int, *, actor_id: int | None
     now = datetime.now(UTC)
     async with db.transaction():
         before = await _minimums(currency)
-        updated = await PayoutMinimum.update({PayoutMinimum.minimum_minor: minimum_minor,
-                                              PayoutMinimum.updated_by: actor_id, PayoutMinimum.updated_at: now}
-                                             ).where(PayoutMinimum.currency == currency).returning(PayoutMinimum.id)
+        updated = (
+            await PayoutMinimum.update(
+                {
+                    PayoutMinimum.minimum_minor: minimum_minor,
+                    PayoutMinimum.updated_by: actor_id,
+                    PayoutMinimum.updated_at: now,
+                }
+            )
+            .where(PayoutMinimum.currency == currency)
+            .returning(PayoutMinimum.id)
+        )
         if not updated:
-            await PayoutMinimum.insert(PayoutMinimum(currency=currency, minimum_minor=minimum_minor,
-                                                     updated_by=actor_id, updated_at=now))
+            await PayoutMinimum.insert(
+                PayoutMinimum(currency=currency, minimum_minor=minimum_minor, updated_by=actor_id, updated_at=now)
+            )
         if minimum_minor != before:
-            await four_eyes.record(ChangeKind.network_minimum, f"changed the {currency} minimum payout from "
-                                   f"{money.display(before, currency)} to {money.display(minimum_minor, currency)}",
-                                   actor_id=actor_id, currency=currency)
-        await audit.record("payout_minimum.saved", actor_id=actor_id, object_type="payout_minimum", object_id=None,
-                           currency=currency, minimum_minor=minimum_minor)
+            await four_eyes.record(
+                ChangeKind.network_minimum,
+                f"changed the {currency} minimum payout from "
+                f"{money.display(before, currency)} to {money.display(minimum_minor, currency)}",
+                actor_id=actor_id,
+                currency=currency,
+            )
+        await audit.record(
+            "payout_minimum.saved",
+            actor_id=actor_id,
+            object_type="payout_minimum",
+            object_id=None,
+            currency=currency,
+            minimum_minor=minimum_minor,
+        )
 
 
-async def set_publisher_terms(publisher_id: int, *, actor_id: int | None, minimum_minor: int | None = None,
-                              minimum_currency: str = "", on_hold: bool = False, hold_reason: str = "") -> None:
+async def set_publisher_terms(
+    publisher_id: int,
+    *,
+    actor_id: int | None,
+    minimum_minor: int | None = None,
+    minimum_currency: str = "",
+    on_hold: bool = False,
+    hold_reason: str = "",
+) -> None:
     if on_hold and not hold_reason.strip():
         raise ledger.LedgerError("Say why the publisher's payouts are on hold.")
     now = datetime.now(UTC)
-    values = {PublisherPayoutTerms.minimum_minor: minimum_minor, PublisherPayoutTerms.minimum_currency:
-              minimum_currency if minimum_minor is not None else "", PublisherPayoutTerms.on_hold: on_hold,
-              PublisherPayoutTerms.hold_reason: hold_reason.strip() if on_hold else "",
-              PublisherPayoutTerms.updated_by: actor_id, PublisherPayoutTerms.updated_at: now}
+    values = {
+        PublisherPayoutTerms.minimum_minor: minimum_minor,
+        PublisherPayoutTerms.minimum_currency: minimum_currency if minimum_minor is not None else "",
+        PublisherPayoutTerms.on_hold: on_hold,
+        PublisherPayoutTerms.hold_reason: hold_reason.strip() if on_hold else "",
+        PublisherPayoutTerms.updated_by: actor_id,
+        PublisherPayoutTerms.updated_at: now,
+    }
     async with db.transaction():
         before = await PublisherPayoutTerms.select().where(PublisherPayoutTerms.publisher == publisher_id).first()
-        updated = await PublisherPayoutTerms.update(values).where(
-            PublisherPayoutTerms.publisher == publisher_id).returning(PublisherPayoutTerms.id)
+        updated = (
+            await PublisherPayoutTerms.update(values)
+            .where(PublisherPayoutTerms.publisher == publisher_id)
+            .returning(PublisherPayoutTerms.id)
+        )
         if not updated:
-            await PublisherPayoutTerms.insert(PublisherPayoutTerms(
-                publisher=publisher_id, **{c._meta.name: v for c, v in values.items()}))
+            await PublisherPayoutTerms.insert(
+                PublisherPayoutTerms(publisher=publisher_id, **{c._meta.name: v for c, v in values.items()})
+            )
         await four_eyes.record_terms(publisher_id, before, {c._meta.name: v for c, v in values.items()}, actor_id)
-        await audit.record("publisher_payout_terms.saved", actor_id=actor_id, object_type="user",
-                           object_id=publisher_id, minimum_minor=minimum_minor, minimum_currency=minimum_currency,
-                           on_hold=on_hold, hold_reason=hold_reason)
+        await audit.record(
+            "publisher_payout_terms.saved",
+            actor_id=actor_id,
+            object_type="user",
+            object_id=publisher_id,
+            minimum_minor=minimum_minor,
+            minimum_currency=minimum_currency,
+            on_hold=on_hold,
+            hold_reason=hold_reason,
+        )
 
 
 def last_cutoff(terms: ScheduleTerms, now: datetime) -> tuple[datetime, datetime]:
@@ -215,40 +275,66 @@ async def _by_owner(query: Callable[[], Any], owners: Sequence[int], column: Any
         return [r for r in await query() if r[name] in wanted]
     rows: list[dict[str, Any]] = []
     for i in range(0, len(owners), CHUNK):
-        rows += await query().where(column.is_in(list(owners[i:i + CHUNK])))
+        rows += await query().where(column.is_in(list(owners[i : i + CHUNK])))
     return rows
 
 
-async def standings(currency: str, cutoff: datetime | None, publisher_ids: Sequence[int] | None = None
-                    ) -> list[Standing]:
+async def standings(
+    currency: str, cutoff: datetime | None, publisher_ids: Sequence[int] | None = None
+) -> list[Standing]:
     """Every publisher with an available balance in `currency`, as it stood at `cutoff` (None: now),
     and whether they would be paid. Set-based: a handful of statements however many publishers."""
     query = LedgerAccount.select(LedgerAccount.id, LedgerAccount.owner, LedgerAccount.balance_minor).where(
-        LedgerAccount.kind == K.publisher_available.value, LedgerAccount.currency == currency,
-        LedgerAccount.balance_minor > 0)
+        LedgerAccount.kind == K.publisher_available.value,
+        LedgerAccount.currency == currency,
+        LedgerAccount.balance_minor > 0,
+    )
     if publisher_ids is not None:
         query = query.where(LedgerAccount.owner.is_in(list(publisher_ids) or [0]))
     balances = {r["owner"]: (r["id"], r["balance_minor"]) for r in await query}
     if cutoff is not None and balances:
         # What moved after the cut-off belongs to the next period (I14): take it back out.
-        later = await LedgerEntry.select(LedgerEntry.account, Sum(LedgerEntry.amount_minor, alias="total")).where(
-            LedgerEntry.txn.effective_at > cutoff, LedgerEntry.account.kind == K.publisher_available.value,
-            LedgerEntry.account.currency == currency).group_by(LedgerEntry.account)
+        later = (
+            await LedgerEntry.select(LedgerEntry.account, Sum(LedgerEntry.amount_minor, alias="total"))
+            .where(
+                LedgerEntry.txn.effective_at > cutoff,
+                LedgerEntry.account.kind == K.publisher_available.value,
+                LedgerEntry.account.currency == currency,
+            )
+            .group_by(LedgerEntry.account)
+        )
         after = {r["account"]: int(r["total"] or 0) for r in later}
-        balances = {owner: (acct, max(0, min(now, now - after.get(acct, 0))))
-                    for owner, (acct, now) in balances.items()}
+        balances = {
+            owner: (acct, max(0, min(now, now - after.get(acct, 0)))) for owner, (acct, now) in balances.items()
+        }
     owners = sorted(o for o, (_, b) in balances.items() if b > 0)
     if not owners:
         return []
-    owed = {r["owner"]: -r["balance_minor"] for r in await _by_owner(
-        lambda: LedgerAccount.select(LedgerAccount.owner, LedgerAccount.balance_minor).where(
-            LedgerAccount.kind == K.publisher_receivable.value, LedgerAccount.currency == currency,
-            LedgerAccount.balance_minor < 0), owners, LedgerAccount.owner)}
-    ready = {r["publisher"]: r["stripe_account_id"] for r in await _by_owner(
-        lambda: PayoutAccount.select(PayoutAccount.publisher, PayoutAccount.stripe_account_id).where(
-            PayoutAccount.payouts_enabled.eq(True)), owners, PayoutAccount.publisher)}
-    terms = {r["publisher"]: r for r in await _by_owner(PublisherPayoutTerms.select, owners,
-                                                         PublisherPayoutTerms.publisher)}
+    owed = {
+        r["owner"]: -r["balance_minor"]
+        for r in await _by_owner(
+            lambda: LedgerAccount.select(LedgerAccount.owner, LedgerAccount.balance_minor).where(
+                LedgerAccount.kind == K.publisher_receivable.value,
+                LedgerAccount.currency == currency,
+                LedgerAccount.balance_minor < 0,
+            ),
+            owners,
+            LedgerAccount.owner,
+        )
+    }
+    ready = {
+        r["publisher"]: r["stripe_account_id"]
+        for r in await _by_owner(
+            lambda: PayoutAccount.select(PayoutAccount.publisher, PayoutAccount.stripe_account_id).where(
+                PayoutAccount.payouts_enabled.eq(True)
+            ),
+            owners,
+            PayoutAccount.publisher,
+        )
+    }
+    terms = {
+        r["publisher"]: r for r in await _by_owner(PublisherPayoutTerms.select, owners, PublisherPayoutTerms.publisher)
+    }
     network_minimum = await _minimums(currency)
     found = []
     for owner in owners:
@@ -268,8 +354,9 @@ async def standings(currency: str, cutoff: datetime | None, publisher_ids: Seque
             reason = CarryReason.account_not_ready
         else:
             reason = None
-        found.append(Standing(owner, currency, available, debt, minimum, ready.get(owner, ""), reason,
-                              balances[owner][0]))
+        found.append(
+            Standing(owner, currency, available, debt, minimum, ready.get(owner, ""), reason, balances[owner][0])
+        )
     return found
 
 
@@ -287,8 +374,12 @@ async def prepare_due(now: datetime, *, actor_id: int | None = None) -> Prepared
     """Prepare the batches of the period whose cut-off passed last, one per currency, once."""
     terms = await schedule_terms()
     start, end = last_cutoff(terms, now)
-    currencies = await LedgerAccount.select(LedgerAccount.currency).where(
-        LedgerAccount.kind == K.publisher_available.value).distinct().output(as_list=True)
+    currencies = (
+        await LedgerAccount.select(LedgerAccount.currency)
+        .where(LedgerAccount.kind == K.publisher_available.value)
+        .distinct()
+        .output(as_list=True)
+    )
     outcome = Prepared()
     for currency in sorted(currencies):
         for attempt in range(RETRIES):
@@ -306,8 +397,9 @@ async def prepare_due(now: datetime, *, actor_id: int | None = None) -> Prepared
     return outcome
 
 
-async def _prepare_batch(currency: str, start: datetime, end: datetime, terms: ScheduleTerms,
-                         actor_id: int | None) -> tuple[int, int, int] | None:
+async def _prepare_batch(
+    currency: str, start: datetime, end: datetime, terms: ScheduleTerms, actor_id: int | None
+) -> tuple[int, int, int] | None:
     now = datetime.now(UTC)
     async with db.transaction():
         if await PayoutBatch.exists().where(PayoutBatch.period_end == end, PayoutBatch.currency == currency):
@@ -317,9 +409,18 @@ async def _prepare_batch(currency: str, start: datetime, end: datetime, terms: S
             return None
         try:
             async with db.atomic():
-                batch_id = (await PayoutBatch.insert(PayoutBatch(
-                    period_start=start, period_end=end, currency=currency, status=BatchStatus.prepared.value,
-                    prepared_by=actor_id, prepared_at=now)).returning(PayoutBatch.id))[0]["id"]
+                batch_id = (
+                    await PayoutBatch.insert(
+                        PayoutBatch(
+                            period_start=start,
+                            period_end=end,
+                            currency=currency,
+                            status=BatchStatus.prepared.value,
+                            prepared_by=actor_id,
+                            prepared_at=now,
+                        )
+                    ).returning(PayoutBatch.id)
+                )[0]["id"]
         except Exception as exc:  # a concurrent run prepared it a moment ago
             if db.is_unique_violation(exc):
                 return None
@@ -330,41 +431,96 @@ async def _prepare_batch(currency: str, start: datetime, end: datetime, terms: S
         for s in paid:
             before = previous.get(s.publisher_id)
             large = before is not None and abs(s.net_minor - before) * 100 > terms.large_change_percent * before
-            lines.append((batch_id, s.publisher_id, s.net_minor, currency, s.available_minor, s.owed_minor,
-                          LineStatus.approved.value, 1, s.stripe_account_id, "", "", "", before is None, large,
-                          before, now, now))
+            lines.append(
+                (
+                    batch_id,
+                    s.publisher_id,
+                    s.net_minor,
+                    currency,
+                    s.available_minor,
+                    s.owed_minor,
+                    LineStatus.approved.value,
+                    1,
+                    s.stripe_account_id,
+                    "",
+                    "",
+                    "",
+                    before is None,
+                    large,
+                    before,
+                    now,
+                    now,
+                )
+            )
         ids = await db.insert_rows(PayoutLine, LINE_COLUMNS, lines)
         await ledger.post_many(await _reservations(currency, paid, ids))
-        carried = [(batch_id, s.publisher_id, currency, s.net_minor, s.minimum_minor, s.reason.value, now)
-                   for s in everyone if s.reason]
+        carried = [
+            (batch_id, s.publisher_id, currency, s.net_minor, s.minimum_minor, s.reason.value, now)
+            for s in everyone
+            if s.reason
+        ]
         await db.insert_rows(PayoutCarryOver, CARRY_COLUMNS, carried)
-        await PayoutBatch.update({PayoutBatch.total_minor: sum(s.net_minor for s in paid),
-                                  PayoutBatch.line_count: len(paid), PayoutBatch.carried_count: len(carried)}
-                                 ).where(PayoutBatch.id == batch_id)
-        await audit.record("payout_batch.prepared", actor_id=actor_id, object_type="payout_batch", object_id=batch_id,
-                           currency=currency, period_end=end.isoformat(), lines=len(paid), carried=len(carried))
+        await PayoutBatch.update(
+            {
+                PayoutBatch.total_minor: sum(s.net_minor for s in paid),
+                PayoutBatch.line_count: len(paid),
+                PayoutBatch.carried_count: len(carried),
+            }
+        ).where(PayoutBatch.id == batch_id)
+        await audit.record(
+            "payout_batch.prepared",
+            actor_id=actor_id,
+            object_type="payout_batch",
+            object_id=batch_id,
+            currency=currency,
+            period_end=end.isoformat(),
+            lines=len(paid),
+            carried=len(carried),
+        )
     return batch_id, len(paid), len(carried)
 
 
-LINE_COLUMNS = ("batch", "publisher", "amount_minor", "currency", "available_minor", "netted_minor", "status",
-                "attempt", "stripe_account_id", "stripe_transfer_id", "error", "hold_reason", "first_payout",
-                "large_change", "previous_amount_minor", "created_at", "updated_at")
+LINE_COLUMNS = (
+    "batch",
+    "publisher",
+    "amount_minor",
+    "currency",
+    "available_minor",
+    "netted_minor",
+    "status",
+    "attempt",
+    "stripe_account_id",
+    "stripe_transfer_id",
+    "error",
+    "hold_reason",
+    "first_payout",
+    "large_change",
+    "previous_amount_minor",
+    "created_at",
+    "updated_at",
+)
 CARRY_COLUMNS = ("batch", "publisher", "currency", "balance_minor", "minimum_minor", "reason", "created_at")
 
 
 async def _reservations(currency: str, paid: Sequence[Standing], line_ids: Sequence[int]) -> list[Posting]:
     """One reservation per line (`line_ids` in the order of `paid`)."""
-    receivable = await ledger.accounts(K.publisher_receivable, currency, [s.publisher_id for s in paid
-                                                                           if s.owed_minor])
+    receivable = await ledger.accounts(K.publisher_receivable, currency, [s.publisher_id for s in paid if s.owed_minor])
     in_transit = await ledger.account(K.payouts_in_transit, currency)
     postings = []
     for s, line_id in zip(paid, line_ids, strict=True):
-        lines = [Line(s.account_id, -s.available_minor, currency),
-                 Line(in_transit, s.net_minor, currency)]
+        lines = [Line(s.account_id, -s.available_minor, currency), Line(in_transit, s.net_minor, currency)]
         if s.owed_minor:
             lines.append(Line(receivable[s.publisher_id], s.owed_minor, currency))
-        postings.append(Posting("payout.reserved", reserved_key(line_id), lines, "payout_line", line_id,
-                                memo="netted against what the publisher owed" if s.owed_minor else ""))
+        postings.append(
+            Posting(
+                "payout.reserved",
+                reserved_key(line_id),
+                lines,
+                "payout_line",
+                line_id,
+                memo="netted against what the publisher owed" if s.owed_minor else "",
+            )
+        )
     return postings
 
 
@@ -375,7 +531,9 @@ async def _last_paid(currency: str, publisher_ids: Sequence[int]) -> dict[int, i
     rows = await PayoutLine.raw(
         "SELECT l.publisher, l.amount_minor FROM payout_line l JOIN (SELECT publisher, MAX(id) AS id "
         "FROM payout_line WHERE currency = {} AND status = {} GROUP BY publisher) m ON m.id = l.id",
-        currency, LineStatus.paid.value)
+        currency,
+        LineStatus.paid.value,
+    )
     wanted = set(publisher_ids)
     return {r["publisher"]: r["amount_minor"] for r in rows if r["publisher"] in wanted}
 
@@ -399,17 +557,31 @@ async def next_payout_preview(publisher_id: int, *, now: datetime | None = None)
     """What the next cut-off would pay the publisher in each currency if nothing changed, and why not."""
     now = now or datetime.now(UTC)
     cutoff = next_cutoff(await schedule_terms(), now)
-    currencies = await LedgerAccount.select(LedgerAccount.currency).where(
-        LedgerAccount.owner == publisher_id, LedgerAccount.kind == K.publisher_available.value
-    ).distinct().output(as_list=True)
+    currencies = (
+        await LedgerAccount.select(LedgerAccount.currency)
+        .where(LedgerAccount.owner == publisher_id, LedgerAccount.kind == K.publisher_available.value)
+        .distinct()
+        .output(as_list=True)
+    )
     found = []
     for currency in sorted(currencies):
         rows = await standings(currency, None, [publisher_id])
         if rows:
             s = rows[0]
-            found.append(Preview(currency, cutoff, s.available_minor, s.owed_minor, s.net_minor, s.minimum_minor,
-                                 s.reason is None, REASONS[s.reason] if s.reason else ""))
+            found.append(
+                Preview(
+                    currency,
+                    cutoff,
+                    s.available_minor,
+                    s.owed_minor,
+                    s.net_minor,
+                    s.minimum_minor,
+                    s.reason is None,
+                    REASONS[s.reason] if s.reason else "",
+                )
+            )
         else:
-            found.append(Preview(currency, cutoff, 0, 0, 0, await _minimums(currency), False,
-                                 "nothing is available to pay yet"))
+            found.append(
+                Preview(currency, cutoff, 0, 0, 0, await _minimums(currency), False, "nothing is available to pay yet")
+            )
     return found

@@ -68,8 +68,10 @@ def parse_schedule(form: dict[str, Any]) -> ScheduleTerms:
         cutoff_weekday=_whole(form, "cutoff_weekday", "The weekday of the cut-off", 0, 6),
         cutoff_day=_whole(form, "cutoff_day", "The day of the month of the cut-off", 1, 28),
         cutoff_hour=_whole(form, "cutoff_hour", "The hour of the cut-off (UTC)", 0, 23),
-        large_change_percent=_whole(form, "large_change_percent", "The large-change threshold (%)", 1,
-                                    MAX_LARGE_CHANGE_PERCENT))
+        large_change_percent=_whole(
+            form, "large_change_percent", "The large-change threshold (%)", 1, MAX_LARGE_CHANGE_PERCENT
+        ),
+    )
 
 
 def _currency(form: dict[str, Any], name: str) -> str:
@@ -111,47 +113,80 @@ async def parse_publisher_terms(form: dict[str, Any]) -> dict[str, Any]:
         raise BadSetting("Say why the publisher's payouts are on hold.", field="hold_reason")
     if len(reason) > HOLD_REASON_MAX:
         raise BadSetting(f"The reason is limited to {HOLD_REASON_MAX} characters.", field="hold_reason")
-    return {"publisher_id": publisher_id, "minimum_minor": minimum_minor, "minimum_currency": minimum_currency,
-            "on_hold": on_hold, "hold_reason": reason if on_hold else ""}
+    return {
+        "publisher_id": publisher_id,
+        "minimum_minor": minimum_minor,
+        "minimum_currency": minimum_currency,
+        "on_hold": on_hold,
+        "hold_reason": reason if on_hold else "",
+    }
 
 
 # --- what the page reads --------------------------------------------------------------------------
 
 
 async def publisher_by_email(email: str) -> int | None:
-    row = await User.select(User.id).where(User.email == email.strip().lower(),
-                                           User.role == Role.publisher.value).first()
+    row = (
+        await User.select(User.id).where(User.email == email.strip().lower(), User.role == Role.publisher.value).first()
+    )
     return row["id"] if row else None
 
 
 async def minimums() -> list[dict[str, Any]]:
     """Every currency with a minimum set or with publisher money, and the minimum that applies."""
-    rows = {r["currency"]: {**r, "is_default": False} for r in await PayoutMinimum.select(
-        PayoutMinimum.currency, PayoutMinimum.minimum_minor, PayoutMinimum.updated_at,
-        PayoutMinimum.updated_by.email.as_alias("updated_by_email"))}
-    in_use = await LedgerAccount.select(LedgerAccount.currency).where(
-        LedgerAccount.kind == AccountKind.publisher_available.value).distinct().output(as_list=True)
+    rows = {
+        r["currency"]: {**r, "is_default": False}
+        for r in await PayoutMinimum.select(
+            PayoutMinimum.currency,
+            PayoutMinimum.minimum_minor,
+            PayoutMinimum.updated_at,
+            PayoutMinimum.updated_by.email.as_alias("updated_by_email"),
+        )
+    }
+    in_use = (
+        await LedgerAccount.select(LedgerAccount.currency)
+        .where(LedgerAccount.kind == AccountKind.publisher_available.value)
+        .distinct()
+        .output(as_list=True)
+    )
     for currency in in_use:
-        rows.setdefault(currency, {"currency": currency, "minimum_minor": payouts.DEFAULT_MINIMUM_MINOR,
-                                   "updated_at": None, "updated_by_email": None, "is_default": True})
+        rows.setdefault(
+            currency,
+            {
+                "currency": currency,
+                "minimum_minor": payouts.DEFAULT_MINIMUM_MINOR,
+                "updated_at": None,
+                "updated_by_email": None,
+                "is_default": True,
+            },
+        )
     return [rows[c] for c in sorted(rows)]
 
 
 async def publisher_terms(limit: int = 500) -> list[dict[str, Any]]:
     """Publishers with terms of their own (a minimum or a hold), by email."""
-    return await PublisherPayoutTerms.select(
-        PublisherPayoutTerms.all_columns(), PublisherPayoutTerms.publisher.email.as_alias("email"),
-        PublisherPayoutTerms.updated_by.email.as_alias("updated_by_email")).where(
-        PublisherPayoutTerms.minimum_minor.is_not_null() | PublisherPayoutTerms.on_hold.eq(True)).order_by(
-        PublisherPayoutTerms.publisher.email).limit(limit)
+    return (
+        await PublisherPayoutTerms.select(
+            PublisherPayoutTerms.all_columns(),
+            PublisherPayoutTerms.publisher.email.as_alias("email"),
+            PublisherPayoutTerms.updated_by.email.as_alias("updated_by_email"),
+        )
+        .where(PublisherPayoutTerms.minimum_minor.is_not_null() | PublisherPayoutTerms.on_hold.eq(True))
+        .order_by(PublisherPayoutTerms.publisher.email)
+        .limit(limit)
+    )
 
 
 async def _form_defaults(edit_email: str) -> dict[str, str]:
     """The forms as they stand: the schedule saved, and a publisher's terms when one is being edited."""
     terms = await payouts.schedule_terms()
-    values = {"schedule": terms.schedule.value, "cutoff_weekday": str(terms.cutoff_weekday),
-              "cutoff_day": str(terms.cutoff_day), "cutoff_hour": str(terms.cutoff_hour),
-              "large_change_percent": str(terms.large_change_percent)}
+    values = {
+        "schedule": terms.schedule.value,
+        "cutoff_weekday": str(terms.cutoff_weekday),
+        "cutoff_day": str(terms.cutoff_day),
+        "cutoff_hour": str(terms.cutoff_hour),
+        "large_change_percent": str(terms.large_change_percent),
+    }
     email = edit_email.strip().lower()[:254]
     publisher_id = await publisher_by_email(email) if email else None
     if publisher_id is not None:
@@ -167,25 +202,39 @@ async def _form_defaults(edit_email: str) -> dict[str, str]:
     return values
 
 
-async def _page(*, status_code: int = 200, typed: dict[str, Any] | None = None, edit_email: str = "",
-                **extra: Any) -> Template:
+async def _page(
+    *, status_code: int = 200, typed: dict[str, Any] | None = None, edit_email: str = "", **extra: Any
+) -> Template:
     terms = await payouts.schedule_terms()
     form = await _form_defaults(edit_email)
     # What was typed wins over what is saved, so a refused form comes back as it was sent.
     form.update({k: v for k, v in (typed or {}).items() if k != "_csrf_token"})
     if typed is not None and "on_hold" not in typed and "email" in typed:
         form.pop("on_hold", None)  # an unticked box is absent from the form
-    return render(PAGE, status_code=status_code, terms=terms, next_cutoff=payouts.next_cutoff(terms, datetime.now(UTC)),
-                  weekdays=WEEKDAYS, minimums=await minimums(), publisher_terms=await publisher_terms(),
-                  default_minimum=payouts.DEFAULT_MINIMUM_MINOR, form=form, money=money, **extra)
+    return render(
+        PAGE,
+        status_code=status_code,
+        terms=terms,
+        next_cutoff=payouts.next_cutoff(terms, datetime.now(UTC)),
+        weekdays=WEEKDAYS,
+        minimums=await minimums(),
+        publisher_terms=await publisher_terms(),
+        default_minimum=payouts.DEFAULT_MINIMUM_MINOR,
+        form=form,
+        money=money,
+        **extra,
+    )
 
 
 async def _saved_amount(notice: str, saved: str, currency: str, publisher: str) -> str:
     """The saved notice with the amount as stored (read back, not what the URL says), in the reader's
     locale: "Minimum payout saved: 12,50 €." Anything else in the URL only picks which row."""
     if saved == "minimum":
-        row = await PayoutMinimum.select(PayoutMinimum.minimum_minor).where(
-            PayoutMinimum.currency == currency[:3].upper()).first()
+        row = (
+            await PayoutMinimum.select(PayoutMinimum.minimum_minor)
+            .where(PayoutMinimum.currency == currency[:3].upper())
+            .first()
+        )
         return f"{notice[:-1]}: {money.display_local(row['minimum_minor'], currency[:3].upper())}." if row else notice
     if not (publisher.isascii() and publisher.isdigit() and len(publisher) < 19):
         return notice
@@ -211,8 +260,9 @@ class FinancePayoutSettings(Controller):
         edit_email = request.query_params.get("publisher", "") or ""
         notice = SAVED.get(saved)
         if notice and saved in ("minimum", "publisher"):
-            notice = await _saved_amount(notice, saved, request.query_params.get("currency", ""),
-                                         request.query_params.get("terms", ""))
+            notice = await _saved_amount(
+                notice, saved, request.query_params.get("currency", ""), request.query_params.get("terms", "")
+            )
         return await _page(edit_email=edit_email, notice=notice)
 
     @post("/schedule")

@@ -29,8 +29,16 @@ _MONEY_SOURCES = ("conversions", "click_earnings", "impression_earnings")
 
 
 def _derive(row: dict[str, Any]) -> dict[str, Any]:
-    for key in ("clicks", "impressions", "conversions", "pixel_conversions", "approved", "price_charged",
-                "price_pending", "sales"):
+    for key in (
+        "clicks",
+        "impressions",
+        "conversions",
+        "pixel_conversions",
+        "approved",
+        "price_charged",
+        "price_pending",
+        "sales",
+    ):
         row.setdefault(key, 0)
     spend = row["price_charged"]
     row["spend"] = spend
@@ -39,13 +47,20 @@ def _derive(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-_COLUMNS = [Column("impressions", "Impressions", "count"), Column("clicks", "Clicks", "count"),
-            Column("conversions", "Conversions", "count"),
-            # Client-side conversions apart: the pixel fires from browsers, so these are the forgeable ones.
-            Column("pixel_conversions", "Of which by pixel", "count"), Column("approved", "Approved", "count"),
-            Column("currency", "Currency"), Column("spend", "Spend", "money"),
-            Column("price_pending", "Pending", "money"), Column("cpa", "CPA", "rate"),
-            Column("sales", "Sales", "money"), Column("roi", "ROI", "percent")]
+_COLUMNS = [
+    Column("impressions", "Impressions", "count"),
+    Column("clicks", "Clicks", "count"),
+    Column("conversions", "Conversions", "count"),
+    # Client-side conversions apart: the pixel fires from browsers, so these are the forgeable ones.
+    Column("pixel_conversions", "Of which by pixel", "count"),
+    Column("approved", "Approved", "count"),
+    Column("currency", "Currency"),
+    Column("spend", "Spend", "money"),
+    Column("price_pending", "Pending", "money"),
+    Column("cpa", "CPA", "rate"),
+    Column("sales", "Sales", "money"),
+    Column("roi", "ROI", "percent"),
+]
 
 
 @dataclass
@@ -57,22 +72,27 @@ class AdvertiserReport:
     balance_chart: dict[str, Any] | None
 
 
-async def _by(advertiser_id: int, period: Period, dim: str, sources: tuple[str, ...] = SOURCES
-              ) -> dict[tuple[Any, str], dict[str, Any]]:
+async def _by(
+    advertiser_id: int, period: Period, dim: str, sources: tuple[str, ...] = SOURCES
+) -> dict[tuple[Any, str], dict[str, Any]]:
     rows = [await queries.grouped(s, "advertiser", advertiser_id, period, [dim]) for s in sources]
     return queries.merge(lambda r: (r[dim], r["currency"]), *rows)
 
 
 def _rows(merged: dict[tuple[Any, str], dict[str, Any]], label: Any) -> list[dict[str, Any]]:
-    return sorted((_derive({**r, "label": label(k[0])}) for k, r in merged.items()),
-                  key=lambda r: (str(r["label"]).lower(), r["currency"]))
+    return sorted(
+        (_derive({**r, "label": label(k[0])}) for k, r in merged.items()),
+        key=lambda r: (str(r["label"]).lower(), r["currency"]),
+    )
 
 
 async def report(advertiser_id: int, period: Period) -> AdvertiserReport:
     hours = [await queries.grouped(s, "advertiser", advertiser_id, period, ["hour"]) for s in SOURCES]
     days = queries.merge(lambda r: (period.day_of(r["hour"]), r["currency"]), *hours)
-    by_day = sorted((_derive({**r, "label": k[0].isoformat(), "day": k[0]}) for k, r in days.items()),
-                    key=lambda r: (r["day"], r["currency"]))
+    by_day = sorted(
+        (_derive({**r, "label": k[0].isoformat(), "day": k[0]}) for k, r in days.items()),
+        key=lambda r: (r["day"], r["currency"]),
+    )
 
     campaigns = await _by(advertiser_id, period, "campaign")
     campaign_names = await queries.names(Campaign.id, Campaign.name, {k[0] for k in campaigns})
@@ -85,33 +105,59 @@ async def report(advertiser_id: int, period: Period) -> AdvertiserReport:
     figures = _figures(by_day, balance_rows)
     tables = [
         ReportTable("by_day", "By day", [Column("label", "Day"), *_COLUMNS], by_day),
-        ReportTable("by_campaign", "By campaign", [Column("label", "Campaign"), *_COLUMNS],
-                    _rows(campaigns, lambda i: campaign_names.get(i, f"#{i}"))),
-        ReportTable("by_publisher", "By publisher", [Column("label", "Publisher"), *_COLUMNS],
-                    _rows(publishers, lambda i: f"{publisher_names.get(i, 'Publisher')} (#{i})")),
-        ReportTable("by_goal", "By goal", [Column("label", "Goal"), *_COLUMNS[2:]],
-                    _rows(goals, lambda i: goal_names.get(i, f"#{i}"))),
-        ReportTable("balance", "Prepaid balance by day", [
-            Column("label", "Day"), Column("currency", "Currency"), Column("added", "Added", "money"),
-            Column("spent", "Charged", "money"), Column("closing", "Balance at the end of the day", "money")],
-            balance_rows, empty="No money moved on your balance in this period."),
+        ReportTable(
+            "by_campaign",
+            "By campaign",
+            [Column("label", "Campaign"), *_COLUMNS],
+            _rows(campaigns, lambda i: campaign_names.get(i, f"#{i}")),
+        ),
+        ReportTable(
+            "by_publisher",
+            "By publisher",
+            [Column("label", "Publisher"), *_COLUMNS],
+            _rows(publishers, lambda i: f"{publisher_names.get(i, 'Publisher')} (#{i})"),
+        ),
+        ReportTable(
+            "by_goal",
+            "By goal",
+            [Column("label", "Goal"), *_COLUMNS[2:]],
+            _rows(goals, lambda i: goal_names.get(i, f"#{i}")),
+        ),
+        ReportTable(
+            "balance",
+            "Prepaid balance by day",
+            [
+                Column("label", "Day"),
+                Column("currency", "Currency"),
+                Column("added", "Added", "money"),
+                Column("spent", "Charged", "money"),
+                Column("closing", "Balance at the end of the day", "money"),
+            ],
+            balance_rows,
+            empty="No money moved on your balance in this period.",
+        ),
     ]
-    return AdvertiserReport(period, figures, tables, _spend_chart(period, by_day, figures),
-                            _balance_chart(period, balance_rows))
+    return AdvertiserReport(
+        period, figures, tables, _spend_chart(period, by_day, figures), _balance_chart(period, balance_rows)
+    )
 
 
 async def _balance_by_day(advertiser_id: int, period: Period) -> list[dict[str, Any]]:
     """Every local day of the period per currency the advertiser holds: money added (funding,
     refunds of charges), money charged, and the balance at the day's end."""
     accounts = await LedgerAccount.select(LedgerAccount.id, LedgerAccount.currency).where(
-        LedgerAccount.owner == advertiser_id, LedgerAccount.kind == K.advertiser_balance.value)
+        LedgerAccount.owner == advertiser_id, LedgerAccount.kind == K.advertiser_balance.value
+    )
     if not accounts:
         return []
     opening: dict[str, int] = {}
     for account in accounts:
         rows = await LedgerAccount.raw(
             "SELECT COALESCE(SUM(e.amount_minor), 0) AS total FROM ledger_entry e JOIN ledger_txn t ON t.id = e.txn "
-            "WHERE e.account = {} AND t.effective_at < {}", account["id"], period.start_utc)
+            "WHERE e.account = {} AND t.effective_at < {}",
+            account["id"],
+            period.start_utc,
+        )
         opening[account["currency"]] = opening.get(account["currency"], 0) + int(rows[0]["total"] or 0)
     moved: dict[tuple[str, date], list[int]] = {}
     for hour in await entry_hours(K.advertiser_balance, period, advertiser_id):
@@ -124,8 +170,16 @@ async def _balance_by_day(advertiser_id: int, period: Period) -> list[dict[str, 
         for day in period.days():
             added, spent = moved.get((currency, day), (0, 0))
             balance += added - spent
-            out.append({"label": day.isoformat(), "day": day, "currency": currency, "added": added, "spent": spent,
-                        "closing": balance})
+            out.append(
+                {
+                    "label": day.isoformat(),
+                    "day": day,
+                    "currency": currency,
+                    "added": added,
+                    "spent": spent,
+                    "closing": balance,
+                }
+            )
     return out
 
 
@@ -133,8 +187,18 @@ def _figures(by_day: list[dict[str, Any]], balance: list[dict[str, Any]]) -> lis
     totals: dict[str, dict[str, Any]] = {}
     for row in by_day:
         into = totals.setdefault(row["currency"], {"currency": row["currency"]})
-        for key in ("impressions", "clicks", "conversions", "pixel_conversions", "approved", "rejected", "reversed",
-                    "price_charged", "price_pending", "sales"):
+        for key in (
+            "impressions",
+            "clicks",
+            "conversions",
+            "pixel_conversions",
+            "approved",
+            "rejected",
+            "reversed",
+            "price_charged",
+            "price_pending",
+            "sales",
+        ):
             into[key] = into.get(key, 0) + row.get(key, 0)
     for currency in {r["currency"] for r in balance}:
         totals.setdefault(currency, {"currency": currency})
@@ -150,17 +214,30 @@ def _figures(by_day: list[dict[str, Any]], balance: list[dict[str, Any]]) -> lis
     return figures
 
 
-def _spend_chart(period: Period, by_day: list[dict[str, Any]], figures: list[dict[str, Any]]
-                 ) -> dict[str, Any] | None:
+def _spend_chart(period: Period, by_day: list[dict[str, Any]], figures: list[dict[str, Any]]) -> dict[str, Any] | None:
     if not any(f["spend"] or f["conversions"] for f in figures):
         return None
     main = max(figures, key=lambda f: (f["spend"], f["conversions"]))["currency"]
     rows = {r["day"]: r for r in by_day if r["currency"] == main}
     days = period.days()
-    return {"type": "bar", "labels": [d.isoformat() for d in days], "stacked": False, "series": [
-        {"label": "Conversions", "axis": "count", "data": [rows[d]["conversions"] if d in rows else 0 for d in days]},
-        {"label": f"Spend ({main})", "axis": "money", "type": "line",
-         "data": [chart_number(rows[d]["spend"], main) if d in rows else 0 for d in days]}]}
+    return {
+        "type": "bar",
+        "labels": [d.isoformat() for d in days],
+        "stacked": False,
+        "series": [
+            {
+                "label": "Conversions",
+                "axis": "count",
+                "data": [rows[d]["conversions"] if d in rows else 0 for d in days],
+            },
+            {
+                "label": f"Spend ({main})",
+                "axis": "money",
+                "type": "line",
+                "data": [chart_number(rows[d]["spend"], main) if d in rows else 0 for d in days],
+            },
+        ],
+    }
 
 
 def _balance_chart(period: Period, balance: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -168,6 +245,12 @@ def _balance_chart(period: Period, balance: list[dict[str, Any]]) -> dict[str, A
         return None
     series = []
     for currency in sorted({r["currency"] for r in balance}):
-        series.append({"label": f"Balance ({currency})", "axis": "money", "type": "line",
-                       "data": [chart_number(r["closing"], currency) for r in balance if r["currency"] == currency]})
+        series.append(
+            {
+                "label": f"Balance ({currency})",
+                "axis": "money",
+                "type": "line",
+                "data": [chart_number(r["closing"], currency) for r in balance if r["currency"] == currency],
+            }
+        )
     return {"type": "line", "labels": [d.isoformat() for d in period.days()], "stacked": False, "series": series}

@@ -58,53 +58,78 @@ def parse_status(params: Mapping[str, Any]) -> str | None:
 
 async def conversion_counts(publisher_id: int) -> dict[str, int]:
     """The publisher's conversions by status (every status present, zero included)."""
-    rows = await Conversion.select(Conversion.status, Count(Conversion.id, alias="n")).where(
-        Conversion.publisher == publisher_id).group_by(Conversion.status)
+    rows = (
+        await Conversion.select(Conversion.status, Count(Conversion.id, alias="n"))
+        .where(Conversion.publisher == publisher_id)
+        .group_by(Conversion.status)
+    )
     counts = dict.fromkeys(STATUSES, 0)
     counts.update({r["status"]: r["n"] for r in rows})
     return counts
 
 
-async def conversions_of(publisher_id: int, *, status: str | None = None, limit: int = LIST_LIMIT
-                         ) -> list[dict[str, Any]]:
+async def conversions_of(
+    publisher_id: int, *, status: str | None = None, limit: int = LIST_LIMIT
+) -> list[dict[str, Any]]:
     """The publisher's own conversions, newest first, with their payout (and nothing the advertiser pays)."""
     query = Conversion.select(
-        Conversion.id, Conversion.campaign.id.as_alias("campaign_id"),
-        Conversion.campaign.name.as_alias("campaign_name"), Conversion.goal.name.as_alias("goal_name"),
+        Conversion.id,
+        Conversion.campaign.id.as_alias("campaign_id"),
+        Conversion.campaign.name.as_alias("campaign_name"),
+        Conversion.goal.name.as_alias("goal_name"),
         Conversion.currency,
-        Conversion.publisher_amount_minor.as_alias("payout_minor"), Conversion.status, Conversion.status_reason,
-        Conversion.converted_at, Conversion.hold_until, Conversion.source,
+        Conversion.publisher_amount_minor.as_alias("payout_minor"),
+        Conversion.status,
+        Conversion.status_reason,
+        Conversion.converted_at,
+        Conversion.hold_until,
+        Conversion.source,
     ).where(Conversion.publisher == publisher_id)
     if status:
         query = query.where(Conversion.status == status)
-    return await query.order_by(Conversion.converted_at, ascending=False).order_by(
-        Conversion.id, ascending=False).limit(limit)
-
-
+    return (
+        await query.order_by(Conversion.converted_at, ascending=False)
+        .order_by(Conversion.id, ascending=False)
+        .limit(limit)
+    )
 
 
 async def money_of(publisher_id: int) -> list[Money]:
     """Pending, available and receivable per currency the publisher has ever earned in."""
     uncharged: dict[str, int] = {}
-    for row in await Conversion.select(Conversion.currency, Sum(Conversion.publisher_amount_minor, alias="total")
-                                       ).where(Conversion.publisher == publisher_id,
-                                               Conversion.status == ConversionStatus.pending.value
-                                               ).group_by(Conversion.currency):
+    for row in (
+        await Conversion.select(Conversion.currency, Sum(Conversion.publisher_amount_minor, alias="total"))
+        .where(Conversion.publisher == publisher_id, Conversion.status == ConversionStatus.pending.value)
+        .group_by(Conversion.currency)
+    ):
         uncharged[row["currency"]] = uncharged.get(row["currency"], 0) + db.whole(row["total"])
-    for table, waiting in ((ClickEarning, ClickEarningStatus.waiting.value),
-                           (ImpressionEarning, ImpressionEarningStatus.waiting.value)):
-        for row in await table.select(table.currency, Sum(table.payout_minor, alias="total")).where(
-                table.publisher == publisher_id, table.status == waiting).group_by(table.currency):
+    for table, waiting in (
+        (ClickEarning, ClickEarningStatus.waiting.value),
+        (ImpressionEarning, ImpressionEarningStatus.waiting.value),
+    ):
+        for row in (
+            await table.select(table.currency, Sum(table.payout_minor, alias="total"))
+            .where(table.publisher == publisher_id, table.status == waiting)
+            .group_by(table.currency)
+        ):
             uncharged[row["currency"]] = uncharged.get(row["currency"], 0) + db.whole(row["total"])
-    accounts = await LedgerAccount.select(LedgerAccount.currency).where(
-        LedgerAccount.owner == publisher_id).distinct().output(as_list=True)
+    accounts = (
+        await LedgerAccount.select(LedgerAccount.currency)
+        .where(LedgerAccount.owner == publisher_id)
+        .distinct()
+        .output(as_list=True)
+    )
     found = []
     for currency in sorted(set(uncharged) | set(accounts)):
-        found.append(Money(
-            currency=currency, pending_uncharged_minor=uncharged.get(currency, 0),
-            pending_charged_minor=await ledger.balance(AccountKind.publisher_pending, currency, publisher_id),
-            available_minor=await ledger.balance(AccountKind.publisher_available, currency, publisher_id),
-            receivable_minor=-await ledger.balance(AccountKind.publisher_receivable, currency, publisher_id)))
+        found.append(
+            Money(
+                currency=currency,
+                pending_uncharged_minor=uncharged.get(currency, 0),
+                pending_charged_minor=await ledger.balance(AccountKind.publisher_pending, currency, publisher_id),
+                available_minor=await ledger.balance(AccountKind.publisher_available, currency, publisher_id),
+                receivable_minor=-await ledger.balance(AccountKind.publisher_receivable, currency, publisher_id),
+            )
+        )
     return found
 
 
@@ -112,26 +137,50 @@ async def click_earnings_of(publisher_id: int, *, since: datetime | None = None)
     """CPC click earnings (since a moment, or ever) by campaign and currency: valid and paid clicks,
     clicks not paid (over a cap or the budget), and the payout by where it stands."""
     query = ClickEarning.select(
-        ClickEarning.campaign.id.as_alias("campaign_id"), ClickEarning.campaign.name.as_alias("campaign_name"),
-        ClickEarning.currency, ClickEarning.status, Sum(ClickEarning.valid_clicks, alias="valid"),
-        Sum(ClickEarning.paid_clicks, alias="paid"), Sum(ClickEarning.over_cap_clicks, alias="over_cap"),
-        Sum(ClickEarning.over_budget_clicks, alias="over_budget"), Sum(ClickEarning.payout_minor, alias="payout"),
+        ClickEarning.campaign.id.as_alias("campaign_id"),
+        ClickEarning.campaign.name.as_alias("campaign_name"),
+        ClickEarning.currency,
+        ClickEarning.status,
+        Sum(ClickEarning.valid_clicks, alias="valid"),
+        Sum(ClickEarning.paid_clicks, alias="paid"),
+        Sum(ClickEarning.over_cap_clicks, alias="over_cap"),
+        Sum(ClickEarning.over_budget_clicks, alias="over_budget"),
+        Sum(ClickEarning.payout_minor, alias="payout"),
     ).where(ClickEarning.publisher == publisher_id)
     if since is not None:
         query = query.where(ClickEarning.hour >= since)
-    rows = await query.group_by(ClickEarning.campaign.id, ClickEarning.campaign.name, ClickEarning.currency,
-                                ClickEarning.status)
+    rows = await query.group_by(
+        ClickEarning.campaign.id, ClickEarning.campaign.name, ClickEarning.currency, ClickEarning.status
+    )
     table: dict[tuple[int, str], dict[str, Any]] = {}
     for r in rows:
-        entry = table.setdefault((r["campaign_id"], r["currency"]), {
-            "campaign_id": r["campaign_id"], "campaign_name": r["campaign_name"], "currency": r["currency"],
-            "valid_clicks": 0, "paid_clicks": 0, "over_cap_clicks": 0, "over_budget_clicks": 0,
-            "waiting_minor": 0, "pending_minor": 0, "available_minor": 0})
-        for key, column in (("valid_clicks", "valid"), ("paid_clicks", "paid"), ("over_cap_clicks", "over_cap"),
-                            ("over_budget_clicks", "over_budget")):
+        entry = table.setdefault(
+            (r["campaign_id"], r["currency"]),
+            {
+                "campaign_id": r["campaign_id"],
+                "campaign_name": r["campaign_name"],
+                "currency": r["currency"],
+                "valid_clicks": 0,
+                "paid_clicks": 0,
+                "over_cap_clicks": 0,
+                "over_budget_clicks": 0,
+                "waiting_minor": 0,
+                "pending_minor": 0,
+                "available_minor": 0,
+            },
+        )
+        for key, column in (
+            ("valid_clicks", "valid"),
+            ("paid_clicks", "paid"),
+            ("over_cap_clicks", "over_cap"),
+            ("over_budget_clicks", "over_budget"),
+        ):
             entry[key] += db.whole(r[column])
-        where = {ClickEarningStatus.waiting.value: "waiting_minor", ClickEarningStatus.approved.value: "pending_minor",
-                 ClickEarningStatus.released.value: "available_minor"}.get(r["status"])
+        where = {
+            ClickEarningStatus.waiting.value: "waiting_minor",
+            ClickEarningStatus.approved.value: "pending_minor",
+            ClickEarningStatus.released.value: "available_minor",
+        }.get(r["status"])
         if where:
             entry[where] += db.whole(r["payout"])
     return sorted(table.values(), key=lambda e: (e["campaign_name"].lower(), e["campaign_id"], e["currency"]))
@@ -151,8 +200,9 @@ def _impression_status(row: dict[str, Any]) -> str:
     return f"Not paid: {row['unpaid_reason']}" if row["unpaid_reason"] else "Not paid"
 
 
-async def _slots_by_hour(publisher_id: int, campaign_id: int, start: datetime, end: datetime
-                         ) -> dict[datetime, list[str]]:
+async def _slots_by_hour(
+    publisher_id: int, campaign_id: int, start: datetime, end: datetime
+) -> dict[datetime, list[str]]:
     """The names of the publisher's slots that showed the campaign's valid impressions, per UTC hour
     in [start, end): one grouped query on the (campaign, viewed_at) index."""
     bucket = hour_sql("i.viewed_at")  # a constant expression; values are bound
@@ -160,7 +210,12 @@ async def _slots_by_hour(publisher_id: int, campaign_id: int, start: datetime, e
         f"SELECT {bucket} AS hour, s.name AS name FROM impression i JOIN ad_slot s ON s.id = i.slot "  # noqa: S608
         "WHERE i.campaign = {} AND i.publisher = {} AND i.reason = {} AND i.viewed_at >= {} AND i.viewed_at < {} "
         f"GROUP BY {bucket}, s.id, s.name ORDER BY s.name, s.id",
-        campaign_id, publisher_id, ViewReason.valid.value, start, end)
+        campaign_id,
+        publisher_id,
+        ViewReason.valid.value,
+        start,
+        end,
+    )
     found: dict[datetime, list[str]] = {}
     for r in rows:
         found.setdefault(utc(r["hour"]), []).append(r["name"])
@@ -171,21 +226,43 @@ async def impression_earnings_of(publisher_id: int, *, limit: int = HOURS_SHOWN)
     """The publisher's CPM impression hours, newest first: hour, campaign, the slots that showed it
     (when their impressions are still stored), valid and paid impressions, their earning and where
     it stands. Their payout only, never the advertiser's price."""
-    rows = await ImpressionEarning.select(
-        ImpressionEarning.id, ImpressionEarning.hour, ImpressionEarning.campaign.id.as_alias("campaign_id"),
-        ImpressionEarning.campaign.name.as_alias("campaign_name"), ImpressionEarning.valid_impressions,
-        ImpressionEarning.paid_impressions, ImpressionEarning.payout_minor, ImpressionEarning.currency,
-        ImpressionEarning.status, ImpressionEarning.unpaid_reason, ImpressionEarning.hold_until,
-    ).where(ImpressionEarning.publisher == publisher_id).order_by(ImpressionEarning.hour, ascending=False).order_by(
-        ImpressionEarning.id, ascending=False).limit(limit)
+    rows = (
+        await ImpressionEarning.select(
+            ImpressionEarning.id,
+            ImpressionEarning.hour,
+            ImpressionEarning.campaign.id.as_alias("campaign_id"),
+            ImpressionEarning.campaign.name.as_alias("campaign_name"),
+            ImpressionEarning.valid_impressions,
+            ImpressionEarning.paid_impressions,
+            ImpressionEarning.payout_minor,
+            ImpressionEarning.currency,
+            ImpressionEarning.status,
+            ImpressionEarning.unpaid_reason,
+            ImpressionEarning.hold_until,
+        )
+        .where(ImpressionEarning.publisher == publisher_id)
+        .order_by(ImpressionEarning.hour, ascending=False)
+        .order_by(ImpressionEarning.id, ascending=False)
+        .limit(limit)
+    )
     slots: dict[int, dict[datetime, list[str]]] = {}
     for campaign_id in {r["campaign_id"] for r in rows}:
         hours = [utc(r["hour"]) for r in rows if r["campaign_id"] == campaign_id]
-        slots[campaign_id] = await _slots_by_hour(publisher_id, campaign_id, min(hours),
-                                                  max(hours) + timedelta(hours=1))
-    return [{
-        "hour": utc(r["hour"]), "campaign_id": r["campaign_id"], "campaign_name": r["campaign_name"],
-        "slots": slots[r["campaign_id"]].get(utc(r["hour"]), []), "valid_impressions": r["valid_impressions"],
-        "paid_impressions": r["paid_impressions"], "payout_minor": r["payout_minor"], "currency": r["currency"],
-        "status": r["status"], "status_text": _impression_status(r),
-    } for r in rows]
+        slots[campaign_id] = await _slots_by_hour(
+            publisher_id, campaign_id, min(hours), max(hours) + timedelta(hours=1)
+        )
+    return [
+        {
+            "hour": utc(r["hour"]),
+            "campaign_id": r["campaign_id"],
+            "campaign_name": r["campaign_name"],
+            "slots": slots[r["campaign_id"]].get(utc(r["hour"]), []),
+            "valid_impressions": r["valid_impressions"],
+            "paid_impressions": r["paid_impressions"],
+            "payout_minor": r["payout_minor"],
+            "currency": r["currency"],
+            "status": r["status"],
+            "status_text": _impression_status(r),
+        }
+        for r in rows
+    ]

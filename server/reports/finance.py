@@ -56,8 +56,6 @@ class FinanceReport:
         return next(t for t in self.tables if t.name == name)
 
 
-
-
 # --- revenue ----------------------------------------------------------------------------------
 
 
@@ -74,9 +72,20 @@ async def entry_hours(kind: K, period: Period, owner_id: int | None = None) -> l
         "FROM ledger_entry e JOIN ledger_account a ON a.id = e.account JOIN ledger_txn t ON t.id = e.txn "
         f"WHERE a.kind = {{}} {owner}AND t.effective_at >= {{}} AND t.effective_at < {{}} "
         f"GROUP BY {bucket}, e.currency",
-        kind.value, *([] if owner_id is None else [owner_id]), period.start_utc, period.end_utc)
-    return [{"hour": utc(r["hour"]), "currency": r["currency"],
-             "earned_minor": db.whole(r["earned"]), "reversed_minor": db.whole(r["reversed"])} for r in rows]
+        kind.value,
+        *([] if owner_id is None else [owner_id]),
+        period.start_utc,
+        period.end_utc,
+    )
+    return [
+        {
+            "hour": utc(r["hour"]),
+            "currency": r["currency"],
+            "earned_minor": db.whole(r["earned"]),
+            "reversed_minor": db.whole(r["reversed"]),
+        }
+        for r in rows
+    ]
 
 
 async def revenue_hours(period: Period) -> list[dict[str, Any]]:
@@ -96,21 +105,41 @@ def revenue_table(period: Period, hours: list[dict[str, Any]]) -> ReportTable:
     for currency in sorted({c for c, _ in by_day}):
         for day in period.days():
             earned, reversed_ = by_day.get((currency, day), (0, 0))
-            rows.append({"day": day, "currency": currency, "earned_minor": earned, "reversed_minor": reversed_,
-                         "revenue_minor": earned - reversed_})
-    return ReportTable("revenue_by_day", f"Network revenue by day ({period.tz_name})", [
-        Column("day", "Day"), Column("currency", "Currency"), Column("earned_minor", "Margin earned", "money"),
-        Column("reversed_minor", "Margin reversed", "money"), Column("revenue_minor", "Net revenue", "money"),
-    ], rows, empty="The network earned nothing in this period.")
+            rows.append(
+                {
+                    "day": day,
+                    "currency": currency,
+                    "earned_minor": earned,
+                    "reversed_minor": reversed_,
+                    "revenue_minor": earned - reversed_,
+                }
+            )
+    return ReportTable(
+        "revenue_by_day",
+        f"Network revenue by day ({period.tz_name})",
+        [
+            Column("day", "Day"),
+            Column("currency", "Currency"),
+            Column("earned_minor", "Margin earned", "money"),
+            Column("reversed_minor", "Margin reversed", "money"),
+            Column("revenue_minor", "Net revenue", "money"),
+        ],
+        rows,
+        empty="The network earned nothing in this period.",
+    )
 
 
 def revenue_chart(period: Period, table: ReportTable) -> dict[str, Any]:
     """Net revenue per day and currency, in major units for display only (never stored or summed)."""
     series = []
     for currency in sorted({r["currency"] for r in table.rows}):
-        series.append({"label": f"Net revenue ({currency})", "axis": "money",
-                       "data": [chart_number(r["revenue_minor"], currency) for r in table.rows
-                                if r["currency"] == currency]})
+        series.append(
+            {
+                "label": f"Net revenue ({currency})",
+                "axis": "money",
+                "data": [chart_number(r["revenue_minor"], currency) for r in table.rows if r["currency"] == currency],
+            }
+        )
     return {"type": "bar", "labels": [d.isoformat() for d in period.days()], "series": series, "stacked": False}
 
 
@@ -120,31 +149,45 @@ def revenue_chart(period: Period, table: ReportTable) -> dict[str, Any]:
 async def balances() -> dict[str, dict[str, int]]:
     """Current balances per currency, summed over every owner, each as the dashboard shows it."""
     kinds = [kind.value for _, kind, _ in _BALANCES]
-    rows = await LedgerAccount.select(
-        LedgerAccount.kind, LedgerAccount.currency, Sum(LedgerAccount.balance_minor).as_alias("total"),
-    ).where(LedgerAccount.kind.is_in(kinds)).group_by(LedgerAccount.kind, LedgerAccount.currency)
+    rows = (
+        await LedgerAccount.select(
+            LedgerAccount.kind,
+            LedgerAccount.currency,
+            Sum(LedgerAccount.balance_minor).as_alias("total"),
+        )
+        .where(LedgerAccount.kind.is_in(kinds))
+        .group_by(LedgerAccount.kind, LedgerAccount.currency)
+    )
     totals = {(r["kind"], r["currency"]): db.whole(r["total"]) for r in rows}
     found: dict[str, dict[str, int]] = {}
     for currency in sorted({c for _, c in totals}):
         figures = {key: sign * totals.get((kind.value, currency), 0) for key, kind, sign in _BALANCES}
-        figures["owed_to_publishers_minor"] = (figures["publisher_pending_minor"] + figures["publisher_available_minor"]
-                                               + figures["payouts_in_transit_minor"])
+        figures["owed_to_publishers_minor"] = (
+            figures["publisher_pending_minor"]
+            + figures["publisher_available_minor"]
+            + figures["payouts_in_transit_minor"]
+        )
         found[currency] = figures
     return found
 
 
 def balances_table(found: dict[str, dict[str, int]]) -> ReportTable:
-    return ReportTable("balances", "Balances now", [
-        Column("currency", "Currency"),
-        Column("held_for_advertisers_minor", "Held for advertisers", "money"),
-        Column("owed_by_advertisers_minor", "Owed by advertisers", "money"),
-        Column("publisher_pending_minor", "Publishers: pending", "money"),
-        Column("publisher_available_minor", "Publishers: available", "money"),
-        Column("payouts_in_transit_minor", "Payouts in transit", "money"),
-        Column("owed_to_publishers_minor", "Owed to publishers", "money"),
-        Column("owed_by_publishers_minor", "Owed by publishers", "money"),
-    ], [{"currency": currency, **figures} for currency, figures in found.items()],
-        empty="No money has moved yet.")
+    return ReportTable(
+        "balances",
+        "Balances now",
+        [
+            Column("currency", "Currency"),
+            Column("held_for_advertisers_minor", "Held for advertisers", "money"),
+            Column("owed_by_advertisers_minor", "Owed by advertisers", "money"),
+            Column("publisher_pending_minor", "Publishers: pending", "money"),
+            Column("publisher_available_minor", "Publishers: available", "money"),
+            Column("payouts_in_transit_minor", "Payouts in transit", "money"),
+            Column("owed_to_publishers_minor", "Owed to publishers", "money"),
+            Column("owed_by_publishers_minor", "Owed by publishers", "money"),
+        ],
+        [{"currency": currency, **figures} for currency, figures in found.items()],
+        empty="No money has moved yet.",
+    )
 
 
 # --- payout batches ---------------------------------------------------------------------------
@@ -153,29 +196,53 @@ def balances_table(found: dict[str, dict[str, int]]) -> ReportTable:
 async def payout_batches(period: Period) -> list[dict[str, Any]]:
     """Every batch whose cut-off (period_end) falls in the period, newest first, with its lines
     counted by status: two queries however many batches."""
-    batches = await PayoutBatch.select(
-        PayoutBatch.id, PayoutBatch.period_start, PayoutBatch.period_end, PayoutBatch.currency, PayoutBatch.status,
-        PayoutBatch.total_minor, PayoutBatch.line_count, PayoutBatch.held_count,
-    ).where(PayoutBatch.period_end >= period.start_utc, PayoutBatch.period_end < period.end_utc).order_by(
-        PayoutBatch.period_end, ascending=False).order_by(PayoutBatch.id, ascending=False)
+    batches = (
+        await PayoutBatch.select(
+            PayoutBatch.id,
+            PayoutBatch.period_start,
+            PayoutBatch.period_end,
+            PayoutBatch.currency,
+            PayoutBatch.status,
+            PayoutBatch.total_minor,
+            PayoutBatch.line_count,
+            PayoutBatch.held_count,
+        )
+        .where(PayoutBatch.period_end >= period.start_utc, PayoutBatch.period_end < period.end_utc)
+        .order_by(PayoutBatch.period_end, ascending=False)
+        .order_by(PayoutBatch.id, ascending=False)
+    )
     stats: dict[tuple[int, str], tuple[int, int]] = {}
     if batches:
-        lines = await PayoutLine.select(
-            PayoutLine.batch, PayoutLine.status, Count(PayoutLine.id).as_alias("n"),
-            Sum(PayoutLine.amount_minor).as_alias("amount"),
-        ).where(PayoutLine.batch.is_in([b["id"] for b in batches])).group_by(PayoutLine.batch, PayoutLine.status)
+        lines = (
+            await PayoutLine.select(
+                PayoutLine.batch,
+                PayoutLine.status,
+                Count(PayoutLine.id).as_alias("n"),
+                Sum(PayoutLine.amount_minor).as_alias("amount"),
+            )
+            .where(PayoutLine.batch.is_in([b["id"] for b in batches]))
+            .group_by(PayoutLine.batch, PayoutLine.status)
+        )
         stats = {(r["batch"], r["status"]): (db.whole(r["n"]), db.whole(r["amount"])) for r in lines}
     rows = []
     for b in batches:
         paid_lines, paid = stats.get((b["id"], LineStatus.paid.value), (0, 0))
-        rows.append({
-            "batch_id": b["id"], "period_start": _minute(period, b["period_start"]),
-            "period_end": _minute(period, b["period_end"]), "currency": b["currency"], "status": b["status"],
-            "lines": b["line_count"], "held": b["held_count"], "paid_lines": paid_lines, "paid_minor": paid,
-            "failed_lines": stats.get((b["id"], LineStatus.failed.value), (0, 0))[0],
-            "returned_lines": stats.get((b["id"], LineStatus.returned.value), (0, 0))[0],
-            "total_minor": b["total_minor"],
-        })
+        rows.append(
+            {
+                "batch_id": b["id"],
+                "period_start": _minute(period, b["period_start"]),
+                "period_end": _minute(period, b["period_end"]),
+                "currency": b["currency"],
+                "status": b["status"],
+                "lines": b["line_count"],
+                "held": b["held_count"],
+                "paid_lines": paid_lines,
+                "paid_minor": paid,
+                "failed_lines": stats.get((b["id"], LineStatus.failed.value), (0, 0))[0],
+                "returned_lines": stats.get((b["id"], LineStatus.returned.value), (0, 0))[0],
+                "total_minor": b["total_minor"],
+            }
+        )
     return rows
 
 
@@ -184,14 +251,26 @@ def _minute(period: Period, moment: datetime) -> str:
 
 
 def payout_table(period: Period, rows: list[dict[str, Any]]) -> ReportTable:
-    return ReportTable("payout_batches", f"Payout batches with a cut-off in this period ({period.tz_name})", [
-        Column("batch_id", "Batch"), Column("period_start", f"Period start ({period.tz_name})"),
-        Column("period_end", f"Cut-off ({period.tz_name})"), Column("currency", "Currency"),
-        Column("status", "Status"), Column("lines", "Lines", "count"), Column("held", "Held", "count"),
-        Column("paid_lines", "Paid lines", "count"), Column("paid_minor", "Paid", "money"),
-        Column("failed_lines", "Failed lines", "count"), Column("returned_lines", "Returned lines", "count"),
-        Column("total_minor", "To pay", "money"),
-    ], rows, empty="No payout period ended in these dates.")
+    return ReportTable(
+        "payout_batches",
+        f"Payout batches with a cut-off in this period ({period.tz_name})",
+        [
+            Column("batch_id", "Batch"),
+            Column("period_start", f"Period start ({period.tz_name})"),
+            Column("period_end", f"Cut-off ({period.tz_name})"),
+            Column("currency", "Currency"),
+            Column("status", "Status"),
+            Column("lines", "Lines", "count"),
+            Column("held", "Held", "count"),
+            Column("paid_lines", "Paid lines", "count"),
+            Column("paid_minor", "Paid", "money"),
+            Column("failed_lines", "Failed lines", "count"),
+            Column("returned_lines", "Returned lines", "count"),
+            Column("total_minor", "To pay", "money"),
+        ],
+        rows,
+        empty="No payout period ended in these dates.",
+    )
 
 
 # --- the ledger check -------------------------------------------------------------------------
@@ -201,23 +280,41 @@ async def check_ledger(actor_id: int | None) -> dict[str, Any]:
     """Run every invariant check (read-only) and record the result as an audit event: by the
     scheduled job (actor None) or a finance person pressing the button."""
     problems = await ledger.check()
-    await audit.record(CHECK_ACTION, actor_id=actor_id, object_type="ledger", object_id=None, ok=not problems,
-                       problem_count=len(problems), problems=problems[:PROBLEMS_KEPT])
+    await audit.record(
+        CHECK_ACTION,
+        actor_id=actor_id,
+        object_type="ledger",
+        object_id=None,
+        ok=not problems,
+        problem_count=len(problems),
+        problems=problems[:PROBLEMS_KEPT],
+    )
     return {"ok": not problems, "problem_count": len(problems), "problems": problems[:PROBLEMS_KEPT]}
 
 
 async def last_ledger_check() -> dict[str, Any] | None:
     """The newest recorded check: when (UTC), by whom (None: the scheduled job), and what it found."""
-    row = await AuditEvent.select(
-        AuditEvent.created_at, AuditEvent.detail, AuditEvent.actor.email.as_alias("actor_email"),
-    ).where(AuditEvent.action == CHECK_ACTION).order_by(AuditEvent.id, ascending=False).first()
+    row = (
+        await AuditEvent.select(
+            AuditEvent.created_at,
+            AuditEvent.detail,
+            AuditEvent.actor.email.as_alias("actor_email"),
+        )
+        .where(AuditEvent.action == CHECK_ACTION)
+        .order_by(AuditEvent.id, ascending=False)
+        .first()
+    )
     if row is None:
         return None
     detail = row["detail"]
     detail = json.loads(detail) if isinstance(detail, str) else (detail or {})
-    return {"at": utc(row["created_at"]),
-            "by": row["actor_email"], "ok": bool(detail.get("ok")),
-            "problem_count": int(detail.get("problem_count", 0)), "problems": list(detail.get("problems", []))}
+    return {
+        "at": utc(row["created_at"]),
+        "by": row["actor_email"],
+        "ok": bool(detail.get("ok")),
+        "problem_count": int(detail.get("problem_count", 0)),
+        "problems": list(detail.get("problems", [])),
+    }
 
 
 # --- the whole dashboard ------------------------------------------------------------------------
@@ -233,9 +330,13 @@ async def report(period: Period) -> FinanceReport:
     for currency in currencies:
         figures[currency] = {key: 0 for key in FIGURE_KEYS}
         figures[currency].update(found.get(currency, {}))
-        figures[currency]["revenue_minor"] = sum(r["revenue_minor"] for r in revenue.rows
-                                                 if r["currency"] == currency)
+        figures[currency]["revenue_minor"] = sum(r["revenue_minor"] for r in revenue.rows if r["currency"] == currency)
         figures[currency]["paid_out_minor"] = sum(r["paid_minor"] for r in batches.rows if r["currency"] == currency)
-    return FinanceReport(period=period, tables=[revenue, balances_table(found), batches], figures=figures,
-                         chart=revenue_chart(period, revenue), last_check=await last_ledger_check(),
-                         currencies=currencies)
+    return FinanceReport(
+        period=period,
+        tables=[revenue, balances_table(found), batches],
+        figures=figures,
+        chart=revenue_chart(period, revenue),
+        last_check=await last_ledger_check(),
+        currencies=currencies,
+    )

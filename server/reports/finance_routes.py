@@ -100,10 +100,14 @@ class FinanceReportsApi(Controller):
     tags = ["reports"]
     security = [{"apiKey": []}]
 
-    @get("/reports", summary="The network's revenue, balances, payout batches and last ledger check for a period",
-         responses=PERIOD_REFUSALS)
-    async def reports(self, request: Request, period_from: PeriodFrom = None, period_to: PeriodTo = None,
-                      tz: PeriodZone = None) -> FinanceReportBody:
+    @get(
+        "/reports",
+        summary="The network's revenue, balances, payout batches and last ledger check for a period",
+        responses=PERIOD_REFUSALS,
+    )
+    async def reports(
+        self, request: Request, period_from: PeriodFrom = None, period_to: PeriodTo = None, tz: PeriodZone = None
+    ) -> FinanceReportBody:
         """`from`, `to` (YYYY-MM-DD, inclusive) and `tz` (IANA) are optional: by default the last 30
         days in your saved time zone. Amounts are integers in minor units; times are UTC."""
         report = await finance.report(await period_of(request))  # a bad period: 400 JSON (server/web.py)
@@ -112,4 +116,5 @@ class FinanceReportsApi(Controller):
             period=report.period.as_dict(),
             figures=[CurrencyFigures(currency=c, **figures) for c, figures in report.figures.items()],
             tables={t.name: t.as_json() for t in report.tables},
-            ledger_check=LedgerCheck(**check) if check else None)
+            ledger_check=LedgerCheck(**check) if check else None,
+        )

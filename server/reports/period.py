@@ -30,8 +30,9 @@ class BadPeriod(Invalid):
 @lru_cache(maxsize=1)
 def zones() -> tuple[str, ...]:
     """The IANA zone names a reader may pick, UTC first."""
-    names = sorted(z for z in available_timezones() if "/" in z and not z.startswith(("Etc/", "SystemV/", "posix/",
-                                                                                        "right/")))
+    names = sorted(
+        z for z in available_timezones() if "/" in z and not z.startswith(("Etc/", "SystemV/", "posix/", "right/"))
+    )
     return ("UTC", *names)
 
 
@@ -40,8 +41,9 @@ def zone(name: str) -> ZoneInfo:
     if name == "UTC":
         return ZoneInfo("UTC")
     if name not in zones():
-        raise BadPeriod(f"“{name[:64]}” is not a time zone we know: pick one from the list, like Europe/Berlin.",
-                      field="tz")
+        raise BadPeriod(
+            f"“{name[:64]}” is not a time zone we know: pick one from the list, like Europe/Berlin.", field="tz"
+        )
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:  # pragma: no cover - listed but unreadable
@@ -80,8 +82,13 @@ class Period:
         return utc(moment).astimezone(self.tz)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"from": self.start.isoformat(), "to": self.end.isoformat(), "tz": self.tz_name,
-                "start_utc": self.start_utc.isoformat(), "end_utc": self.end_utc.isoformat()}
+        return {
+            "from": self.start.isoformat(),
+            "to": self.end.isoformat(),
+            "tz": self.tz_name,
+            "start_utc": self.start_utc.isoformat(),
+            "end_utc": self.end_utc.isoformat(),
+        }
 
 
 def _hour_at_or_before(moment: datetime) -> datetime:

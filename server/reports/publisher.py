@@ -45,15 +45,26 @@ def _derive(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-_TRAFFIC_COLUMNS = [Column("impressions", "Impressions", "count"), Column("clicks", "Clicks", "count"),
-                    Column("conversions", "Conversions", "count"),
-                    Column("conversion_rate", "Conversion rate", "percent")]
-_MONEY_COLUMNS = [Column("currency", "Currency"), Column("payout_pending", "Pending", "money"),
-                  Column("payout_confirmed", "Confirmed", "money"), Column("earnings", "Earnings", "money"),
-                  Column("epc", "EPC", "rate")]
-_CONVERSION_MONEY = [Column("currency", "Currency"), Column("payout_pending", "Pending (conversions)", "money"),
-                     Column("payout_confirmed", "Confirmed (conversions)", "money"),
-                     Column("earnings", "Conversion earnings", "money"), Column("epc", "EPC (conversions)", "rate")]
+_TRAFFIC_COLUMNS = [
+    Column("impressions", "Impressions", "count"),
+    Column("clicks", "Clicks", "count"),
+    Column("conversions", "Conversions", "count"),
+    Column("conversion_rate", "Conversion rate", "percent"),
+]
+_MONEY_COLUMNS = [
+    Column("currency", "Currency"),
+    Column("payout_pending", "Pending", "money"),
+    Column("payout_confirmed", "Confirmed", "money"),
+    Column("earnings", "Earnings", "money"),
+    Column("epc", "EPC", "rate"),
+]
+_CONVERSION_MONEY = [
+    Column("currency", "Currency"),
+    Column("payout_pending", "Pending (conversions)", "money"),
+    Column("payout_confirmed", "Confirmed (conversions)", "money"),
+    Column("earnings", "Conversion earnings", "money"),
+    Column("epc", "EPC (conversions)", "rate"),
+]
 
 
 @dataclass
@@ -72,45 +83,71 @@ def _by_label(row: dict[str, Any]) -> tuple[str, str]:
 async def report(publisher_id: int, period: Period) -> PublisherReport:
     grouped = queries.grouped
     # By day (UTC hours, counted into the reader's local days), all sources.
-    hourly = [await grouped(s, "publisher", publisher_id, period, ["hour"])
-              for s in ("traffic", "conversions", *_EARNING_SOURCES)]
+    hourly = [
+        await grouped(s, "publisher", publisher_id, period, ["hour"])
+        for s in ("traffic", "conversions", *_EARNING_SOURCES)
+    ]
     days = queries.merge(lambda r: (period.day_of(r["hour"]), r["currency"]), *hourly)
-    by_day = sorted((_derive({**r, "label": key[0].isoformat(), "day": key[0]}) for key, r in days.items()),
-                    key=lambda r: (r["day"], r["currency"]))
+    by_day = sorted(
+        (_derive({**r, "label": key[0].isoformat(), "day": key[0]}) for key, r in days.items()),
+        key=lambda r: (r["day"], r["currency"]),
+    )
 
-    campaigns = queries.merge(lambda r: (r["campaign"], r["currency"]),
-                              *[await grouped(s, "publisher", publisher_id, period, ["campaign"])
-                                for s in ("traffic", "conversions", *_EARNING_SOURCES)])
+    campaigns = queries.merge(
+        lambda r: (r["campaign"], r["currency"]),
+        *[
+            await grouped(s, "publisher", publisher_id, period, ["campaign"])
+            for s in ("traffic", "conversions", *_EARNING_SOURCES)
+        ],
+    )
     names = await queries.names(Campaign.id, Campaign.name, {k[0] for k in campaigns})
-    by_campaign = sorted((_derive({**r, "label": names.get(k[0], f"#{k[0]}")}) for k, r in campaigns.items()),
-                         key=_by_label)
+    by_campaign = sorted(
+        (_derive({**r, "label": names.get(k[0], f"#{k[0]}")}) for k, r in campaigns.items()), key=_by_label
+    )
 
-    subs = queries.merge(lambda r: (r["sub1"], r["currency"]),
-                         *[await grouped(s, "publisher", publisher_id, period, ["sub1"])
-                           for s in ("traffic", "conversions")])
+    subs = queries.merge(
+        lambda r: (r["sub1"], r["currency"]),
+        *[await grouped(s, "publisher", publisher_id, period, ["sub1"]) for s in ("traffic", "conversions")],
+    )
     by_sub = sorted((_derive({**r, "label": k[0] or NO_SUB}) for k, r in subs.items()), key=_by_label)
 
-    slots = queries.merge(lambda r: (r["slot"], r["currency"]),
-                          *[await grouped(s, "publisher", publisher_id, period, ["slot"])
-                            for s in ("traffic", "conversions")])
+    slots = queries.merge(
+        lambda r: (r["slot"], r["currency"]),
+        *[await grouped(s, "publisher", publisher_id, period, ["slot"]) for s in ("traffic", "conversions")],
+    )
     slot_names = await queries.names(AdSlot.id, AdSlot.name, {k[0] for k in slots if k[0]})
-    by_slot = sorted((_derive({**r, "label": slot_names.get(k[0], f"#{k[0]}") if k[0] else NO_SLOT})
-                      for k, r in slots.items()), key=_by_label)
+    by_slot = sorted(
+        (_derive({**r, "label": slot_names.get(k[0], f"#{k[0]}") if k[0] else NO_SLOT}) for k, r in slots.items()),
+        key=_by_label,
+    )
 
-    countries = queries.merge(lambda r: (r["country"], r["currency"]),
-                              *[await grouped(s, "publisher", publisher_id, period, ["country"])
-                                for s in ("traffic", "conversions")])
-    by_country = sorted((_derive({**r, "label": k[0] or UNKNOWN_COUNTRY}) for k, r in countries.items()),
-                        key=lambda r: (-r["clicks"], r["label"], r["currency"]))
+    countries = queries.merge(
+        lambda r: (r["country"], r["currency"]),
+        *[await grouped(s, "publisher", publisher_id, period, ["country"]) for s in ("traffic", "conversions")],
+    )
+    by_country = sorted(
+        (_derive({**r, "label": k[0] or UNKNOWN_COUNTRY}) for k, r in countries.items()),
+        key=lambda r: (-r["clicks"], r["label"], r["currency"]),
+    )
 
-    invalid = queries.merge(lambda r: r["reason"],
-                            await grouped("traffic", "publisher", publisher_id, period, ["reason"], only_invalid=True))
+    invalid = queries.merge(
+        lambda r: r["reason"],
+        await grouped("traffic", "publisher", publisher_id, period, ["reason"], only_invalid=True),
+    )
     all_clicks = sum(r["clicks"] + r["invalid_clicks"] for r in hourly[0])
-    by_reason = sorted(({"label": reason.replace("_", " "), "reason": reason,
-                         "invalid_clicks": r.get("invalid_clicks", 0),
-                         "invalid_impressions": r.get("invalid_impressions", 0),
-                         "share": ratio(r.get("invalid_clicks", 0), all_clicks)} for reason, r in invalid.items()),
-                       key=lambda r: (-r["invalid_clicks"], -r["invalid_impressions"], r["label"]))
+    by_reason = sorted(
+        (
+            {
+                "label": reason.replace("_", " "),
+                "reason": reason,
+                "invalid_clicks": r.get("invalid_clicks", 0),
+                "invalid_impressions": r.get("invalid_impressions", 0),
+                "share": ratio(r.get("invalid_clicks", 0), all_clicks),
+            }
+            for reason, r in invalid.items()
+        ),
+        key=lambda r: (-r["invalid_clicks"], -r["invalid_impressions"], r["label"]),
+    )
 
     figures = _figures(by_day)
     paid = await _paid(publisher_id, period)
@@ -118,40 +155,66 @@ async def report(publisher_id: int, period: Period) -> PublisherReport:
         f["paid"] = paid.get(f["currency"], 0)
     tables = [
         ReportTable("by_day", "By day", [Column("label", "Day"), *_TRAFFIC_COLUMNS, *_MONEY_COLUMNS], by_day),
-        ReportTable("by_campaign", "By campaign", [Column("label", "Campaign"), *_TRAFFIC_COLUMNS, *_MONEY_COLUMNS],
-                    by_campaign),
-        ReportTable("by_sub_id", "By sub-ID (sub1)", [Column("label", "Sub-ID"), *_TRAFFIC_COLUMNS,
-                                                     *_CONVERSION_MONEY], by_sub),
-        ReportTable("by_slot", "By ad slot", [Column("label", "Slot"), *_TRAFFIC_COLUMNS, *_CONVERSION_MONEY],
-                    by_slot),
-        ReportTable("by_country", "By country", [Column("label", "Country"), *_TRAFFIC_COLUMNS,
-                                                 *_CONVERSION_MONEY], by_country),
-        ReportTable("invalid_traffic", "Invalid traffic by reason",
-                    [Column("label", "Reason"), Column("invalid_clicks", "Invalid clicks", "count"),
-                     Column("invalid_impressions", "Invalid impressions", "count"),
-                     Column("share", "Share of all clicks", "percent")], by_reason,
-                    empty="No invalid traffic in this period."),
+        ReportTable(
+            "by_campaign", "By campaign", [Column("label", "Campaign"), *_TRAFFIC_COLUMNS, *_MONEY_COLUMNS], by_campaign
+        ),
+        ReportTable(
+            "by_sub_id", "By sub-ID (sub1)", [Column("label", "Sub-ID"), *_TRAFFIC_COLUMNS, *_CONVERSION_MONEY], by_sub
+        ),
+        ReportTable("by_slot", "By ad slot", [Column("label", "Slot"), *_TRAFFIC_COLUMNS, *_CONVERSION_MONEY], by_slot),
+        ReportTable(
+            "by_country", "By country", [Column("label", "Country"), *_TRAFFIC_COLUMNS, *_CONVERSION_MONEY], by_country
+        ),
+        ReportTable(
+            "invalid_traffic",
+            "Invalid traffic by reason",
+            [
+                Column("label", "Reason"),
+                Column("invalid_clicks", "Invalid clicks", "count"),
+                Column("invalid_impressions", "Invalid impressions", "count"),
+                Column("share", "Share of all clicks", "percent"),
+            ],
+            by_reason,
+            empty="No invalid traffic in this period.",
+        ),
     ]
-    return PublisherReport(period=period, figures=figures, tables=tables, chart=_chart(period, by_day, figures),
-                           paid=paid)
+    return PublisherReport(
+        period=period, figures=figures, tables=tables, chart=_chart(period, by_day, figures), paid=paid
+    )
 
 
 def _figures(by_day: list[dict[str, Any]]) -> list[dict[str, Any]]:
     totals: dict[str, dict[str, Any]] = {}
     for row in by_day:
         into = totals.setdefault(row["currency"], {"currency": row["currency"]})
-        for key in ("impressions", "clicks", "invalid_clicks", "invalid_impressions", "conversions", "approved",
-                    "rejected", "reversed", "payout_pending", "payout_confirmed"):
+        for key in (
+            "impressions",
+            "clicks",
+            "invalid_clicks",
+            "invalid_impressions",
+            "conversions",
+            "approved",
+            "rejected",
+            "reversed",
+            "payout_pending",
+            "payout_confirmed",
+        ):
             into[key] = into.get(key, 0) + row.get(key, 0)
     return [_derive(t) for _, t in sorted(totals.items())]
 
 
 async def _paid(publisher_id: int, period: Period) -> dict[str, int]:
     """Payouts Stripe confirmed to the publisher in the period, per currency."""
-    rows = await PayoutLine.select(PayoutLine.currency, Sum(PayoutLine.amount_minor, alias="total")).where(
-        PayoutLine.publisher == publisher_id, PayoutLine.status == LineStatus.paid.value,
-        PayoutLine.updated_at >= period.start_utc, PayoutLine.updated_at < period.end_utc).group_by(
-        PayoutLine.currency)
+    rows = (
+        await PayoutLine.select(PayoutLine.currency, Sum(PayoutLine.amount_minor, alias="total"))
+        .where(
+            PayoutLine.publisher == publisher_id,
+            PayoutLine.status == LineStatus.paid.value,
+            PayoutLine.updated_at >= period.start_utc,
+            PayoutLine.updated_at < period.end_utc,
+        )
+        .group_by(PayoutLine.currency)
+    )
     return {r["currency"]: int(r["total"] or 0) for r in rows}
 
 
@@ -162,11 +225,16 @@ def _chart(period: Period, by_day: list[dict[str, Any]], figures: list[dict[str,
     rows: dict[date, dict[str, Any]] = {r["day"]: r for r in by_day if r["currency"] == main}
     days = period.days()
     return {
-        "type": "bar", "labels": [d.isoformat() for d in days], "stacked": False,
+        "type": "bar",
+        "labels": [d.isoformat() for d in days],
+        "stacked": False,
         "series": [
             {"label": "Clicks", "axis": "count", "data": [rows.get(d, {}).get("clicks", 0) for d in days]},
             {"label": "Conversions", "axis": "count", "data": [rows.get(d, {}).get("conversions", 0) for d in days]},
-            {"label": f"Earnings ({main})", "axis": "money",
-             "data": [chart_number(rows[d]["earnings"], main) if d in rows else 0 for d in days]},
+            {
+                "label": f"Earnings ({main})",
+                "axis": "money",
+                "data": [chart_number(rows[d]["earnings"], main) if d in rows else 0 for d in days],
+            },
         ],
     }

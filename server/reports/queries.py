@@ -59,8 +59,17 @@ SOURCES: dict[str, tuple[str, dict[str, str]]] = {
 # traffic_hour has about a row per click for a big publisher (bench/report_dashboard.py).
 _BY_CAMPAIGN = frozenset({"hour", "campaign", "reason", "publisher"})
 _SLICED = {"sub1": "key", "slot": "CAST(key AS INTEGER)", "country": "key"}
-DIMENSIONS = {"hour": "hour", "campaign": "campaign", "sub1": "sub1", "slot": "slot", "country": "country",
-              "reason": "reason", "goal": "goal", "publisher": "publisher", "status": "status"}
+DIMENSIONS = {
+    "hour": "hour",
+    "campaign": "campaign",
+    "sub1": "sub1",
+    "slot": "slot",
+    "country": "country",
+    "reason": "reason",
+    "goal": "goal",
+    "publisher": "publisher",
+    "status": "status",
+}
 OWNERS = {
     "publisher": "publisher = {}",
     # The advertiser's campaigns: each source is indexed by (campaign, hour).
@@ -69,8 +78,9 @@ OWNERS = {
 }
 
 
-async def grouped(source: str, owner: str, owner_id: int, period: Period, dims: Sequence[str] = (),
-                  *, only_invalid: bool = False) -> list[dict[str, Any]]:
+async def grouped(
+    source: str, owner: str, owner_id: int, period: Period, dims: Sequence[str] = (), *, only_invalid: bool = False
+) -> list[dict[str, Any]]:
     """The source's measures summed per (dims…, currency) over the period, for one owner. Rows
     where every measure is zero are left out."""
     table, measures = SOURCES[source]
@@ -79,8 +89,9 @@ async def grouped(source: str, owner: str, owner_id: int, period: Period, dims: 
     sliced = [d for d in dims if d != "hour"]
     if source == "traffic" and set(dims) <= _BY_CAMPAIGN:
         table = "traffic_campaign_hour"
-    elif source == "traffic" and owner == "publisher" and len(sliced) == 1 and sliced[0] in _SLICED \
-            and not only_invalid:
+    elif (
+        source == "traffic" and owner == "publisher" and len(sliced) == 1 and sliced[0] in _SLICED and not only_invalid
+    ):
         table, measures = "traffic_slice_hour", SLICE
         keys = [f"{_SLICED[d]} AS {d}" if d in _SLICED else f"{DIMENSIONS[d]} AS {d}" for d in dims]
         where += f" AND dim = '{sliced[0]}'"

@@ -32,8 +32,10 @@ TRAFFIC, CONVERSIONS = "traffic", "conversions"
 _LOCK = 7_301_001  # the PostgreSQL advisory lock that serialises rebuilds of the rollups
 
 _TRAFFIC_COLUMNS = "hour, publisher, campaign, currency, sub1, slot, country, reason, impressions, clicks"
-_CONVERSION_COLUMNS = ("hour, publisher, campaign, goal, currency, sub1, slot, country, status, conversions, "
-                       "sale_minor, price_minor, payout_minor, margin_minor, pixel_conversions")
+_CONVERSION_COLUMNS = (
+    "hour, publisher, campaign, goal, currency, sub1, slot, country, status, conversions, "
+    "sale_minor, price_minor, payout_minor, margin_minor, pixel_conversions"
+)
 
 
 def _traffic_sql() -> str:
@@ -48,7 +50,8 @@ def _traffic_sql() -> str:
         f"UNION ALL SELECT {view_hour}, i.publisher, i.campaign, '', i.slot, i.country, i.reason, COUNT(*), 0 "
         "FROM impression i WHERE i.viewed_at >= {} AND i.viewed_at < {} GROUP BY 1, 2, 3, 4, 5, 6, 7"
         ") e JOIN campaign k ON k.id = e.campaign "
-        "GROUP BY e.hour, e.publisher, e.campaign, k.currency, e.sub1, e.slot, e.country, e.reason")
+        "GROUP BY e.hour, e.publisher, e.campaign, k.currency, e.sub1, e.slot, e.country, e.reason"
+    )
 
 
 # The narrow rollups, from traffic_hour rows of the hours being rebuilt (constants only).
@@ -81,7 +84,8 @@ def _conversion_sql() -> str:
         "SUM(v.publisher_amount_minor), SUM(v.network_amount_minor), "
         "SUM(CASE WHEN v.source = 'pixel' THEN 1 ELSE 0 END) "
         "FROM conversion v LEFT JOIN click c ON c.click_id = v.click_id "
-        "WHERE v.converted_at >= {} AND v.converted_at < {} GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9")
+        "WHERE v.converted_at >= {} AND v.converted_at < {} GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9"
+    )
 
 
 def ranges(hours: Iterable[datetime]) -> list[tuple[datetime, datetime]]:

@@ -39,31 +39,47 @@ class PublisherPages(Controller):
         user_id = _publisher_id(request)
         profile = await accounts.publisher_profile(user_id)
         stats = await tracking.click_stats(user_id)  # the last 30 days
-        return render("publisher/dashboard.html", profile=profile,
-                      can_join=profile["status"] == PublisherStatus.approved.value,
-                      clicks=tracking.summarise(stats), table=click_table(stats),
-                      conversions=await earnings.conversion_counts(user_id),
-                      balances=await earnings.money_of(user_id),
-                      click_earnings=await earnings.click_earnings_of(user_id),
-                      impression_earnings=await earnings.impression_earnings_of(user_id), money=money)
+        return render(
+            "publisher/dashboard.html",
+            profile=profile,
+            can_join=profile["status"] == PublisherStatus.approved.value,
+            clicks=tracking.summarise(stats),
+            table=click_table(stats),
+            conversions=await earnings.conversion_counts(user_id),
+            balances=await earnings.money_of(user_id),
+            click_earnings=await earnings.click_earnings_of(user_id),
+            impression_earnings=await earnings.impression_earnings_of(user_id),
+            money=money,
+        )
 
     @get("/conversions")
     async def conversions(self, request: Request) -> Template:
         user_id = _publisher_id(request)
-        context = {"statuses": earnings.STATUSES, "money": money, "limit": earnings.LIST_LIMIT,
-                   "counts": await earnings.conversion_counts(user_id)}
+        context = {
+            "statuses": earnings.STATUSES,
+            "money": money,
+            "limit": earnings.LIST_LIMIT,
+            "counts": await earnings.conversion_counts(user_id),
+        }
         try:
             status = earnings.parse_status(request.query_params)
         except Invalid as exc:
             return render_error("publisher/conversions.html", exc, {}, conversions=[], status="", **context)
-        return render("publisher/conversions.html", conversions=await earnings.conversions_of(user_id, status=status),
-                      status=status or "", **context)
-
+        return render(
+            "publisher/conversions.html",
+            conversions=await earnings.conversions_of(user_id, status=status),
+            status=status or "",
+            **context,
+        )
 
     @get("/reports")
     async def reports(self, request: Request) -> Template:
-        return await report_page(request, "publisher/reports.html", publisher_reports.report,
-                                 balances=await earnings.money_of(_publisher_id(request)))
+        return await report_page(
+            request,
+            "publisher/reports.html",
+            publisher_reports.report,
+            balances=await earnings.money_of(_publisher_id(request)),
+        )
 
     @get("/reports.csv")
     async def reports_csv(self, request: Request) -> Response:
@@ -127,14 +143,25 @@ class PublisherEarningsApi(Controller):
     @get("/publisher/earnings", summary="The publisher's conversions, money per currency, CPC and CPM earnings")
     async def publisher_earnings(self, request: Request) -> Earnings:
         user_id = _publisher_id(request)
-        balances = [Balance(currency=m.currency, pending_minor=m.pending_minor,
-                            pending_uncharged_minor=m.pending_uncharged_minor,
-                            pending_in_hold_minor=m.pending_charged_minor, available_minor=m.available_minor,
-                            receivable_minor=m.receivable_minor) for m in await earnings.money_of(user_id)]
+        balances = [
+            Balance(
+                currency=m.currency,
+                pending_minor=m.pending_minor,
+                pending_uncharged_minor=m.pending_uncharged_minor,
+                pending_in_hold_minor=m.pending_charged_minor,
+                available_minor=m.available_minor,
+                receivable_minor=m.receivable_minor,
+            )
+            for m in await earnings.money_of(user_id)
+        ]
         clicks = [ClickEarnings(**row) for row in await earnings.click_earnings_of(user_id)]
         impressions = [ImpressionHour(**row) for row in await earnings.impression_earnings_of(user_id)]
-        return Earnings(conversions=await earnings.conversion_counts(user_id), balances=balances, clicks=clicks,
-                        impressions=impressions)
+        return Earnings(
+            conversions=await earnings.conversion_counts(user_id),
+            balances=balances,
+            clicks=clicks,
+            impressions=impressions,
+        )
 
 
 class Figures(msgspec.Struct):
@@ -169,24 +196,43 @@ class PublisherReportsApi(Controller):
     tags = ["reports"]
     security = [{"apiKey": []}]
 
-    @get("/reports", summary="The publisher's report over a period: totals and each table of the dashboard",
-         responses=PERIOD_REFUSALS)
-    async def publisher_report(self, request: Request, period_from: PeriodFrom = None, period_to: PeriodTo = None,
-                               tz: PeriodZone = None) -> PublisherReport:
+    @get(
+        "/reports",
+        summary="The publisher's report over a period: totals and each table of the dashboard",
+        responses=PERIOD_REFUSALS,
+    )
+    async def publisher_report(
+        self, request: Request, period_from: PeriodFrom = None, period_to: PeriodTo = None, tz: PeriodZone = None
+    ) -> PublisherReport:
         """Query: `from`, `to` (YYYY-MM-DD, in `tz`; default the last 30 days), `tz` (an IANA zone;
         default the saved one, or UTC). The same figures as /publisher/reports, the publisher's own."""
         period = await period_of(request)
         report = await publisher_reports.report(_publisher_id(request), period)
-        figures = [Figures(
-            currency=f["currency"], impressions=f["impressions"], clicks=f["clicks"],
-            invalid_clicks=f.get("invalid_clicks", 0), invalid_impressions=f.get("invalid_impressions", 0),
-            conversions=f["conversions"], rejected=f.get("rejected", 0), reversed=f.get("reversed", 0),
-            payout_pending_minor=f.get("payout_pending", 0), payout_confirmed_minor=f.get("payout_confirmed", 0),
-            earnings_minor=f["earnings"], paid_minor=f.get("paid", 0),
-            conversion_rate=None if f["conversion_rate"] is None else str(f["conversion_rate"]),
-            epc_minor=None if f["epc"] is None else str(f["epc"])) for f in report.figures]
-        return PublisherReport(period=period.as_dict(), updated_at=await rollup.updated_at(), figures=figures,
-                               tables={t.name: t.as_json() for t in report.tables})
+        figures = [
+            Figures(
+                currency=f["currency"],
+                impressions=f["impressions"],
+                clicks=f["clicks"],
+                invalid_clicks=f.get("invalid_clicks", 0),
+                invalid_impressions=f.get("invalid_impressions", 0),
+                conversions=f["conversions"],
+                rejected=f.get("rejected", 0),
+                reversed=f.get("reversed", 0),
+                payout_pending_minor=f.get("payout_pending", 0),
+                payout_confirmed_minor=f.get("payout_confirmed", 0),
+                earnings_minor=f["earnings"],
+                paid_minor=f.get("paid", 0),
+                conversion_rate=None if f["conversion_rate"] is None else str(f["conversion_rate"]),
+                epc_minor=None if f["epc"] is None else str(f["epc"]),
+            )
+            for f in report.figures
+        ]
+        return PublisherReport(
+            period=period.as_dict(),
+            updated_at=await rollup.updated_at(),
+            figures=figures,
+            tables={t.name: t.as_json() for t in report.tables},
+        )
 
 
 # server/app.py registers this one name: the publisher's pages and their JSON API, each guarded.
@@ -202,9 +248,14 @@ class AdvertiserDashboard(Controller):
     async def dashboard(self, request: Request) -> Template:
         advertiser_id = current_user(request).id  # type: ignore[union-attr]
         profile = await accounts.advertiser_profile(advertiser_id)
-        return render("advertiser/dashboard.html", profile=profile, balances=await billing.balances_of(advertiser_id),
-                      spend=await spending.spend_of(advertiser_id), paid_for=await spending.paid_for(advertiser_id),
-                      money=money)
+        return render(
+            "advertiser/dashboard.html",
+            profile=profile,
+            balances=await billing.balances_of(advertiser_id),
+            spend=await spending.spend_of(advertiser_id),
+            paid_for=await spending.paid_for(advertiser_id),
+            money=money,
+        )
 
 
 class AdvertiserReports(Controller):
@@ -251,21 +302,41 @@ class AdvertiserReportsApi(Controller):
     tags = ["reports"]
     security = [{"apiKey": []}]
 
-    @get("/reports", summary="The advertiser's report over a period: spend, conversions, CPA, ROI, balance",
-         responses=PERIOD_REFUSALS)
-    async def advertiser_report(self, request: Request, period_from: PeriodFrom = None, period_to: PeriodTo = None,
-                                tz: PeriodZone = None) -> AdvertiserReport:
+    @get(
+        "/reports",
+        summary="The advertiser's report over a period: spend, conversions, CPA, ROI, balance",
+        responses=PERIOD_REFUSALS,
+    )
+    async def advertiser_report(
+        self, request: Request, period_from: PeriodFrom = None, period_to: PeriodTo = None, tz: PeriodZone = None
+    ) -> AdvertiserReport:
         """Query: `from`, `to` (YYYY-MM-DD, in `tz`; default the last 30 days), `tz` (an IANA zone).
         The same figures as /advertiser/reports, for the advertiser's own campaigns only."""
         period = await period_of(request)
         report = await advertiser_reports.report(current_user(request).id, period)  # type: ignore[union-attr]
-        figures = [AdvertiserFigures(
-            currency=f["currency"], impressions=f["impressions"], clicks=f["clicks"], conversions=f["conversions"],
-            approved=f["approved"], spend_minor=f["spend"], pending_minor=f["price_pending"], sales_minor=f["sales"],
-            cpa_minor=None if f["cpa"] is None else str(f["cpa"]), roi=None if f["roi"] is None else str(f["roi"]),
-            balance_minor=f["balance"], days_left=f["days_left"]) for f in report.figures]
-        return AdvertiserReport(period=period.as_dict(), updated_at=await rollup.updated_at(), figures=figures,
-                                tables={t.name: t.as_json() for t in report.tables})
+        figures = [
+            AdvertiserFigures(
+                currency=f["currency"],
+                impressions=f["impressions"],
+                clicks=f["clicks"],
+                conversions=f["conversions"],
+                approved=f["approved"],
+                spend_minor=f["spend"],
+                pending_minor=f["price_pending"],
+                sales_minor=f["sales"],
+                cpa_minor=None if f["cpa"] is None else str(f["cpa"]),
+                roi=None if f["roi"] is None else str(f["roi"]),
+                balance_minor=f["balance"],
+                days_left=f["days_left"],
+            )
+            for f in report.figures
+        ]
+        return AdvertiserReport(
+            period=period.as_dict(),
+            updated_at=await rollup.updated_at(),
+            figures=figures,
+            tables={t.name: t.as_json() for t in report.tables},
+        )
 
 
 class AdminDashboard(Controller):

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 INDEXES = {
     "traffic_hour_key": "CREATE UNIQUE INDEX IF NOT EXISTS traffic_hour_key "
-                        "ON traffic_hour (hour, publisher, campaign, sub1, slot, country, reason)",
+    "ON traffic_hour (hour, publisher, campaign, sub1, slot, country, reason)",
     "traffic_hour_publisher": "CREATE INDEX IF NOT EXISTS traffic_hour_publisher ON traffic_hour (publisher, hour)",
     "traffic_hour_campaign": "CREATE INDEX IF NOT EXISTS traffic_hour_campaign ON traffic_hour (campaign, hour)",
     "conversion_hour_key": "CREATE UNIQUE INDEX IF NOT EXISTS conversion_hour_key "
-                           "ON conversion_hour (hour, publisher, campaign, goal, sub1, slot, country, status)",
+    "ON conversion_hour (hour, publisher, campaign, goal, sub1, slot, country, status)",
     "conversion_hour_publisher": "CREATE INDEX IF NOT EXISTS conversion_hour_publisher "
-                                 "ON conversion_hour (publisher, hour)",
+    "ON conversion_hour (publisher, hour)",
     "conversion_hour_campaign": "CREATE INDEX IF NOT EXISTS conversion_hour_campaign "
-                                "ON conversion_hour (campaign, hour)",
+    "ON conversion_hour (campaign, hour)",
     "conversion_changed": "CREATE INDEX IF NOT EXISTS conversion_changed ON conversion (changed_at)",
     "conversion_converted": "CREATE INDEX IF NOT EXISTS conversion_converted ON conversion (converted_at)",
 }
@@ -25,37 +25,58 @@ INDEXES = {
 # a month are spread over every page of the table, as each hour is written for everyone at once
 # (bench/report_dashboard.py: 28,000 pages read for 48,000 rows without it).
 _NARROW_KEYS = {
-    "traffic_campaign_hour_key": ("traffic_campaign_hour", "publisher, hour, campaign, reason",
-                                  "currency, impressions, clicks"),
-    "traffic_slice_hour_key": ("traffic_slice_hour", "publisher, dim, hour, key, currency",
-                               "clicks, invalid_clicks, impressions, invalid_impressions"),
+    "traffic_campaign_hour_key": (
+        "traffic_campaign_hour",
+        "publisher, hour, campaign, reason",
+        "currency, impressions, clicks",
+    ),
+    "traffic_slice_hour_key": (
+        "traffic_slice_hour",
+        "publisher, dim, hour, key, currency",
+        "clicks, invalid_clicks, impressions, invalid_impressions",
+    ),
 }
 NARROW_INDEXES = {
     "traffic_campaign_hour_campaign": "CREATE INDEX IF NOT EXISTS traffic_campaign_hour_campaign "
-                                      "ON traffic_campaign_hour (campaign, hour)",
+    "ON traffic_campaign_hour (campaign, hour)",
     # A rebuild deletes an hour range of every publisher: by hour.
     "traffic_campaign_hour_hour": "CREATE INDEX IF NOT EXISTS traffic_campaign_hour_hour "
-                                  "ON traffic_campaign_hour (hour)",
+    "ON traffic_campaign_hour (hour)",
     "traffic_slice_hour_hour": "CREATE INDEX IF NOT EXISTS traffic_slice_hour_hour ON traffic_slice_hour (hour)",
 }
 
 
 def narrow_ddl(sqlite: bool) -> list[str]:
-    keys = [f"CREATE UNIQUE INDEX IF NOT EXISTS {name} ON {table} ({key})" + ("" if sqlite else f" INCLUDE ({more})")
-            for name, (table, key, more) in _NARROW_KEYS.items()]
+    keys = [
+        f"CREATE UNIQUE INDEX IF NOT EXISTS {name} ON {table} ({key})" + ("" if sqlite else f" INCLUDE ({more})")
+        for name, (table, key, more) in _NARROW_KEYS.items()
+    ]
     return [*keys, *NARROW_INDEXES.values()]
 
 
 def drop_narrow_ddl() -> list[str]:
     return [f"DROP INDEX IF EXISTS {name}" for name in [*_NARROW_KEYS, *NARROW_INDEXES]]
 
+
 # Clicks and impressions are appended in time order: on PostgreSQL a BRIN index finds an hour's
 # rows for a few kilobytes and almost nothing per insert; SQLite has only B-trees.
 _EVENT_TIMES = {"click_time": ("click", "clicked_at"), "impression_time": ("impression", "viewed_at")}
 
 # Only the columns a report shows: a write to anything else leaves `changed_at` alone.
-_WATCHED = ("status", "released_at", "approved_at", "converted_at", "publisher", "campaign", "goal", "click_id",
-            "sale_amount_minor", "advertiser_amount_minor", "publisher_amount_minor", "network_amount_minor")
+_WATCHED = (
+    "status",
+    "released_at",
+    "approved_at",
+    "converted_at",
+    "publisher",
+    "campaign",
+    "goal",
+    "click_id",
+    "sale_amount_minor",
+    "advertiser_amount_minor",
+    "publisher_amount_minor",
+    "network_amount_minor",
+)
 _SQLITE_NOW = "strftime('%Y-%m-%d %H:%M:%f+00:00', 'now')"  # the text Piccolo stores a UTC datetime as
 
 
@@ -92,6 +113,8 @@ def drop_ddl(sqlite: bool) -> list[str]:
     if sqlite:
         ddl += ["DROP TRIGGER IF EXISTS conversion_changed_insert", "DROP TRIGGER IF EXISTS conversion_changed_update"]
     else:
-        ddl += ["DROP TRIGGER IF EXISTS conversion_changed ON conversion",
-                "DROP FUNCTION IF EXISTS conversion_changed()"]
+        ddl += [
+            "DROP TRIGGER IF EXISTS conversion_changed ON conversion",
+            "DROP FUNCTION IF EXISTS conversion_changed()",
+        ]
     return ddl

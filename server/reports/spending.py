@@ -20,14 +20,21 @@ from server.conversions.tables import Conversion, ConversionStatus
 
 # (what is bought, its table, the column of paid units, its charged statuses, its waiting status)
 _KINDS: tuple[tuple[str, type[Table], Any, tuple[str, ...], str], ...] = (
-    ("impressions", ImpressionEarning, ImpressionEarning.paid_impressions,
-     (ImpressionEarningStatus.approved.value, ImpressionEarningStatus.released.value),
-     ImpressionEarningStatus.waiting.value),
-    ("clicks", ClickEarning, ClickEarning.paid_clicks,
-     (ClickEarningStatus.approved.value, ClickEarningStatus.released.value), ClickEarningStatus.waiting.value),
+    (
+        "impressions",
+        ImpressionEarning,
+        ImpressionEarning.paid_impressions,
+        (ImpressionEarningStatus.approved.value, ImpressionEarningStatus.released.value),
+        ImpressionEarningStatus.waiting.value,
+    ),
+    (
+        "clicks",
+        ClickEarning,
+        ClickEarning.paid_clicks,
+        (ClickEarningStatus.approved.value, ClickEarningStatus.released.value),
+        ClickEarningStatus.waiting.value,
+    ),
 )
-
-
 
 
 async def paid_for(advertiser_id: int, *, campaign_id: int | None = None) -> list[dict[str, Any]]:
@@ -36,23 +43,38 @@ async def paid_for(advertiser_id: int, *, campaign_id: int | None = None) -> lis
     found: dict[tuple[int, str, str], dict[str, Any]] = {}
     for kind, table, units, charged, waiting in _KINDS:
         query = table.select(
-            table.campaign.id.as_alias("campaign_id"), table.campaign.name.as_alias("campaign_name"),
-            table.currency, table.status, Sum(units, alias="units"), Sum(table.price_minor, alias="price"),
+            table.campaign.id.as_alias("campaign_id"),
+            table.campaign.name.as_alias("campaign_name"),
+            table.currency,
+            table.status,
+            Sum(units, alias="units"),
+            Sum(table.price_minor, alias="price"),
         ).where(table.campaign.advertiser == advertiser_id, table.status.is_in([*charged, waiting]))
         if campaign_id is not None:
             query = query.where(table.campaign == campaign_id)
         for r in await query.group_by(table.campaign.id, table.campaign.name, table.currency, table.status):
-            entry = found.setdefault((r["campaign_id"], r["currency"], kind), {
-                "campaign_id": r["campaign_id"], "campaign_name": r["campaign_name"], "currency": r["currency"],
-                "kind": kind, "paid_units": 0, "charged_minor": 0, "waiting_units": 0, "waiting_minor": 0})
+            entry = found.setdefault(
+                (r["campaign_id"], r["currency"], kind),
+                {
+                    "campaign_id": r["campaign_id"],
+                    "campaign_name": r["campaign_name"],
+                    "currency": r["currency"],
+                    "kind": kind,
+                    "paid_units": 0,
+                    "charged_minor": 0,
+                    "waiting_units": 0,
+                    "waiting_minor": 0,
+                },
+            )
             if r["status"] == waiting:
                 entry["waiting_units"] += db.whole(r["units"])
                 entry["waiting_minor"] += db.whole(r["price"])
             else:
                 entry["paid_units"] += db.whole(r["units"])
                 entry["charged_minor"] += db.whole(r["price"])
-    return sorted(found.values(), key=lambda e: (e["campaign_name"].lower(), e["campaign_id"], e["currency"],
-                                                 e["kind"]))
+    return sorted(
+        found.values(), key=lambda e: (e["campaign_name"].lower(), e["campaign_id"], e["currency"], e["kind"])
+    )
 
 
 async def spend_of(advertiser_id: int) -> dict[str, int]:
@@ -61,9 +83,14 @@ async def spend_of(advertiser_id: int) -> dict[str, int]:
     totals: dict[str, int] = {}
     for row in await paid_for(advertiser_id):
         totals[row["currency"]] = totals.get(row["currency"], 0) + row["charged_minor"]
-    rows = await Conversion.select(Conversion.currency, Sum(Conversion.advertiser_amount_minor, alias="total")).where(
-        Conversion.campaign.is_in(Campaign.select(Campaign.id).where(Campaign.advertiser == advertiser_id)),
-        Conversion.status == ConversionStatus.approved.value).group_by(Conversion.currency)
+    rows = (
+        await Conversion.select(Conversion.currency, Sum(Conversion.advertiser_amount_minor, alias="total"))
+        .where(
+            Conversion.campaign.is_in(Campaign.select(Campaign.id).where(Campaign.advertiser == advertiser_id)),
+            Conversion.status == ConversionStatus.approved.value,
+        )
+        .group_by(Conversion.currency)
+    )
     for r in rows:
         totals[r["currency"]] = totals.get(r["currency"], 0) + db.whole(r["total"])
     return dict(sorted(totals.items()))

@@ -59,14 +59,20 @@ class ReportTable:
         for cells in self.text_rows():
             # A cell a spreadsheet would run as a formula (a sub-ID is the publisher's free text)
             # is prefixed with an apostrophe, as OWASP advises for CSV exports.
-            writer.writerow(["'" + c if c[:1] in ("=", "+", "-", "@", "\t", "\r") and not _number(c) else c
-                             for c in cells])
+            writer.writerow(
+                ["'" + c if c[:1] in ("=", "+", "-", "@", "\t", "\r") and not _number(c) else c for c in cells]
+            )
         return out.getvalue()
 
     def as_json(self) -> list[dict[str, Any]]:
         """Rows for the JSON API: raw integers (minor units) and exact decimals as strings."""
-        return [{k: (str(v) if isinstance(v, Decimal) else v.isoformat() if hasattr(v, "isoformat") else v)
-                 for k, v in row.items()} for row in self.rows]
+        return [
+            {
+                k: (str(v) if isinstance(v, Decimal) else v.isoformat() if hasattr(v, "isoformat") else v)
+                for k, v in row.items()
+            }
+            for row in self.rows
+        ]
 
 
 def chart_number(amount_minor: int, currency: str) -> float:

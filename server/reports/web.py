@@ -23,17 +23,37 @@ from server.web import current_user
 # The period of the reports API, declared so its OpenAPI document lists it; period_of reads the
 # query itself (one parser for pages, CSV and API), and a period it cannot read is a 400.
 _DAY_OR_NOTHING = r"^(\d{4}-\d{2}-\d{2})?$"  # empty is the default, as the report form sends it
-PeriodFrom = Annotated[str | None, QueryParameter(
-    name="from", description="First day, YYYY-MM-DD in `tz` (default: 30 days before `to`); at most "
-                             f"{periods.MAX_DAYS} days before `to`", schema_extra={"pattern": _DAY_OR_NOTHING})]
-PeriodTo = Annotated[str | None, QueryParameter(
-    name="to", description="Last day, included, YYYY-MM-DD in `tz` (default: today)",
-    schema_extra={"pattern": _DAY_OR_NOTHING})]
-PeriodZone = Annotated[str | None, QueryParameter(
-    name="tz", description="An IANA time zone such as Europe/Berlin (default: the saved one, or UTC)",
-    schema_extra={"pattern": r"^([A-Za-z_]+(/[A-Za-z0-9_+-]+)*)?$"})]
-PERIOD_REFUSALS = refusals((periods.BadPeriod, "The period cannot be read: `error.field` names `from`, `to` or "
-                                               "`tz` and `error.message` says what to send."))
+PeriodFrom = Annotated[
+    str | None,
+    QueryParameter(
+        name="from",
+        description="First day, YYYY-MM-DD in `tz` (default: 30 days before `to`); at most "
+        f"{periods.MAX_DAYS} days before `to`",
+        schema_extra={"pattern": _DAY_OR_NOTHING},
+    ),
+]
+PeriodTo = Annotated[
+    str | None,
+    QueryParameter(
+        name="to",
+        description="Last day, included, YYYY-MM-DD in `tz` (default: today)",
+        schema_extra={"pattern": _DAY_OR_NOTHING},
+    ),
+]
+PeriodZone = Annotated[
+    str | None,
+    QueryParameter(
+        name="tz",
+        description="An IANA time zone such as Europe/Berlin (default: the saved one, or UTC)",
+        schema_extra={"pattern": r"^([A-Za-z_]+(/[A-Za-z0-9_+-]+)*)?$"},
+    ),
+]
+PERIOD_REFUSALS = refusals(
+    (
+        periods.BadPeriod,
+        "The period cannot be read: `error.field` names `from`, `to` or `tz` and `error.message` says what to send.",
+    )
+)
 
 Build = Callable[[int, periods.Period], Awaitable[Any]]  # (the reader's user id, the period) -> a report
 
@@ -58,9 +78,11 @@ def csv_download(tables: list[ReportTable], name: str, period: periods.Period, r
     if table is None:
         raise NotFound(f"This report has no table called “{name[:40]}”.")
     filename = f"affnet-{role}-{table.name}-{period.start.isoformat()}-{period.end.isoformat()}.csv"
-    return Response(content=table.csv().encode("utf-8"), media_type="text/csv; charset=utf-8",
-                    headers={"content-disposition": f'attachment; filename="{filename}"',
-                             "cache-control": "no-store"})
+    return Response(
+        content=table.csv().encode("utf-8"),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="{filename}"', "cache-control": "no-store"},
+    )
 
 
 async def report_page(request: Request, template: str, build: Build, **extra: Any) -> Template:
@@ -68,13 +90,21 @@ async def report_page(request: Request, template: str, build: Build, **extra: An
     form again with what to fix (400) and no figures."""
     user_id = current_user(request).id  # type: ignore[union-attr]  # the route's guard admitted them
     saved = await saved_time_zone(user_id)
-    context = {"zones": periods.zones(), "updated": await rollup.updated_at(), "saved_tz": saved, "money": money,
-               "percent_text": percent_text, "rate_text": rate_text, **extra}
+    context = {
+        "zones": periods.zones(),
+        "updated": await rollup.updated_at(),
+        "saved_tz": saved,
+        "money": money,
+        "percent_text": percent_text,
+        "rate_text": rate_text,
+        **extra,
+    }
     try:
         period = periods.parse(request.query_params, saved_tz=saved)
     except Invalid as exc:
-        return render_error(template, exc, dict(request.query_params), report=None,
-                            period=periods.parse({}, saved_tz=saved), **context)
+        return render_error(
+            template, exc, dict(request.query_params), report=None, period=periods.parse({}, saved_tz=saved), **context
+        )
     return render(template, report=await build(user_id, period), period=period, **context)
 
 

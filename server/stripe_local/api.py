@@ -22,6 +22,7 @@ def _on(method: str, pattern: str) -> Callable[[Handler], Handler]:
     def register(fn: Handler) -> Handler:
         _ROUTES.append((method, re.compile(f"^{pattern}$"), fn))
         return fn
+
     return register
 
 
@@ -52,13 +53,20 @@ def _expire_session(store: Store, params: dict[str, Any], session_id: str) -> di
 def _getter(kind: str, label: str | None = None) -> Handler:
     def fetch(store: Store, params: dict[str, Any], object_id: str) -> dict[str, Any]:
         return store.get(object_id, kind, label)
+
     return fetch
 
 
-for _path, _kind, _label in [("payment_intents", "payment_intent", "payment_intent"), ("charges", "charge", None),
-                             ("balance_transactions", "balance_transaction", None), ("refunds", "refund", None),
-                             ("disputes", "dispute", None), ("events", "event", None), ("accounts", "account", None),
-                             ("transfers", "transfer", None)]:
+for _path, _kind, _label in [
+    ("payment_intents", "payment_intent", "payment_intent"),
+    ("charges", "charge", None),
+    ("balance_transactions", "balance_transaction", None),
+    ("refunds", "refund", None),
+    ("disputes", "dispute", None),
+    ("events", "event", None),
+    ("accounts", "account", None),
+    ("transfers", "transfer", None),
+]:
     _on("GET", f"/v1/{_path}/{_ID}")(_getter(_kind, _label))
 
 
@@ -79,7 +87,7 @@ def _list_events(store: Store, params: dict[str, Any]) -> dict[str, Any]:
         ids = [e["id"] for e in events]
         if params["starting_after"] not in ids:
             raise StripeError(400, f"No such event: '{params['starting_after']}'", param="starting_after")
-        events = events[ids.index(params["starting_after"]) + 1:]
+        events = events[ids.index(params["starting_after"]) + 1 :]
     return list_object("/v1/events", events[:limit], has_more=len(events) > limit) | {"total_count": None}
 
 
@@ -104,13 +112,17 @@ def _list_transfers(store: Store, params: dict[str, Any]) -> dict[str, Any]:
     limit = forms.integer(params.get("limit", "10"), "limit", 1)
     if limit > 100:
         raise StripeError(400, "This value must be less than or equal to 100.", param="limit")
-    transfers = [o for o in reversed(list(store.objects.values())) if o["object"] == "transfer"
-                 and all(not params.get(f) or o.get(f) == params[f] for f in ("destination", "transfer_group"))]
+    transfers = [
+        o
+        for o in reversed(list(store.objects.values()))
+        if o["object"] == "transfer"
+        and all(not params.get(f) or o.get(f) == params[f] for f in ("destination", "transfer_group"))
+    ]
     if params.get("starting_after"):
         ids = [t["id"] for t in transfers]
         if params["starting_after"] not in ids:
             raise StripeError(400, f"No such transfer: '{params['starting_after']}'", param="starting_after")
-        transfers = transfers[ids.index(params["starting_after"]) + 1:]
+        transfers = transfers[ids.index(params["starting_after"]) + 1 :]
     return list_object("/v1/transfers", transfers[:limit], has_more=len(transfers) > limit)
 
 
@@ -153,9 +165,12 @@ def _authenticate(store: Store, request: Request) -> None:
         except (ValueError, UnicodeDecodeError):
             key = ""
     if not key:
-        raise StripeError(401, "You did not provide an API key. You need to provide your API key in the "
-                               "Authorization header, using Bearer auth (e.g. 'Authorization: Bearer "
-                               "YOUR_SECRET_KEY').")
+        raise StripeError(
+            401,
+            "You did not provide an API key. You need to provide your API key in the "
+            "Authorization header, using Bearer auth (e.g. 'Authorization: Bearer "
+            "YOUR_SECRET_KEY').",
+        )
     expected = store.config.secret_key
     if (expected is not None and key != expected) or (expected is None and not key.startswith("sk_test_")):
         raise StripeError(401, f"Invalid API Key provided: {key[:8]}{'*' * 8}{key[-4:]}", code="api_key_invalid")
@@ -171,8 +186,11 @@ def _route(method: str, path: str) -> tuple[Handler, tuple[str, ...]]:
             allowed = True
     if allowed:
         raise StripeError(405, f"Unrecognized request URL ({method}: {path}).")
-    raise StripeError(404, f"Unrecognized request URL ({method}: {path}). Please see https://docs.stripe.com or we "
-                           "can help at https://support.stripe.com/.")
+    raise StripeError(
+        404,
+        f"Unrecognized request URL ({method}: {path}). Please see https://docs.stripe.com or we "
+        "can help at https://support.stripe.com/.",
+    )
 
 
 def _json(obj: dict[str, Any]) -> bytes:
@@ -185,8 +203,14 @@ async def stripe_api(request: Request) -> Response:
     request_id = store.new_id("req_", 14)
     method, path = request.method.upper(), request.url.path
     key = request.headers.get("idempotency-key")
-    entry: dict[str, Any] = {"id": request_id, "method": method, "path": path, "query": request.url.query or "",
-                             "idempotency_key": key, "status": None}
+    entry: dict[str, Any] = {
+        "id": request_id,
+        "method": method,
+        "path": path,
+        "query": request.url.query or "",
+        "idempotency_key": key,
+        "status": None,
+    }
     store.requests.append(entry)
     headers = {"Request-Id": request_id, "Stripe-Version": request.headers.get("stripe-version", API_VERSION)}
     raw = (await request.body()).decode() if method == "POST" else request.url.query or ""
@@ -202,13 +226,20 @@ async def stripe_api(request: Request) -> Response:
             saved = store.idempotency.get(key)
             if saved is not None:
                 if saved.fingerprint != fingerprint:
-                    raise StripeError(400, "Keys for idempotent requests can only be used with the same parameters "
-                                           "they were first used with. Try using a key other than "
-                                           f"'{key}' if you meant to execute a different request.",
-                                      type="idempotency_error")
+                    raise StripeError(
+                        400,
+                        "Keys for idempotent requests can only be used with the same parameters "
+                        "they were first used with. Try using a key other than "
+                        f"'{key}' if you meant to execute a different request.",
+                        type="idempotency_error",
+                    )
                 entry["status"], entry["replayed"] = saved.status, True
-                return Response(saved.body, status_code=saved.status, media_type="application/json",
-                                headers={**headers, "Idempotent-Replayed": "true", "Idempotency-Key": key})
+                return Response(
+                    saved.body,
+                    status_code=saved.status,
+                    media_type="application/json",
+                    headers={**headers, "Idempotent-Replayed": "true", "Idempotency-Key": key},
+                )
         store.current_request = {"id": request_id, "idempotency_key": key}
         try:
             result = handler(store, params, *groups)

@@ -42,11 +42,13 @@ def _answer(obj: Any, status: int = 200) -> Response:
 
 def _control(fn):
     """Run a control, answering a StripeError as Stripe's error object."""
+
     async def run(request: Request) -> Response:
         try:
             return await fn(request)
         except StripeError as exc:
             return _answer(exc.body(), exc.status)
+
     run.__name__ = fn.__name__
     return run
 
@@ -97,8 +99,9 @@ def signed_event(request: Request) -> Response:
         return _answer(StripeError(404, f"No such event: '{event_id}'").body(), 404)
     payload = store.payloads[event_id]
     secret = store.endpoint(store.event(event_id))[1]  # the Connect endpoint's secret for a connected account's
-    return Response(payload, media_type="application/json",
-                    headers={"Stripe-Signature": signature_header(payload, secret)})
+    return Response(
+        payload, media_type="application/json", headers={"Stripe-Signature": signature_header(payload, secret)}
+    )
 
 
 @post("/_local/events/{event_id:str}/deliver", status_code=200)
@@ -110,8 +113,11 @@ async def redeliver_event(request: Request) -> Response:
     params = await _params(request)
     times = int(params.get("times", 1))
     if not store.endpoint(event)[0]:
-        raise StripeError(400, "No webhook endpoint is set for this event (POST /_local/webhook_endpoint url=…, "
-                               "with connect=true for a connected account's events).")
+        raise StripeError(
+            400,
+            "No webhook endpoint is set for this event (POST /_local/webhook_endpoint url=…, "
+            "with connect=true for a connected account's events).",
+        )
     if _yes(params.get("wait")):
         statuses = [await deliverer.deliver_once(event["id"]) for _ in range(times)]
         return _answer({"event": event["id"], "statuses": statuses})
@@ -125,10 +131,15 @@ async def pay_session(request: Request) -> Response:
     """What the Pay button does, without a browser: payment_method=card (default) or sepa_debit (asynchronous: settled
     later by /_local/payment_intents/{id}/settle); card=4000000000000077 makes the funds available at once."""
     params = await _params(request)
-    return _answer(payments.pay_checkout_session(_store(request), request.path_params["session_id"],
-                                                 params.get("email") or "buyer@example.com",
-                                                 method=params.get("payment_method") or "card",
-                                                 card=params.get("card") or payments.CARD))
+    return _answer(
+        payments.pay_checkout_session(
+            _store(request),
+            request.path_params["session_id"],
+            params.get("email") or "buyer@example.com",
+            method=params.get("payment_method") or "card",
+            card=params.get("card") or payments.CARD,
+        )
+    )
 
 
 @post("/_local/payment_intents/{intent_id:str}/settle", status_code=200)
@@ -136,8 +147,9 @@ async def pay_session(request: Request) -> Response:
 async def settle_payment(request: Request) -> Response:
     """outcome=succeeded or failed: the bank's answer to a processing (SEPA) payment."""
     params = await _params(request)
-    return _answer(payments.settle_async_payment(_store(request), request.path_params["intent_id"],
-                                                 params.get("outcome", "")))
+    return _answer(
+        payments.settle_async_payment(_store(request), request.path_params["intent_id"], params.get("outcome", ""))
+    )
 
 
 @post("/_local/clock/advance", status_code=200)
@@ -161,8 +173,15 @@ async def dispute_charge(request: Request) -> Response:
     an inquiry (warning_needs_response), which withdraws nothing."""
     params = await _params(request)
     amount = int(params["amount"]) if params.get("amount") else None
-    return _answer(disputes.open_dispute(_store(request), request.path_params["charge_id"], amount,
-                                         params.get("reason") or "fraudulent", inquiry=_yes(params.get("inquiry"))))
+    return _answer(
+        disputes.open_dispute(
+            _store(request),
+            request.path_params["charge_id"],
+            amount,
+            params.get("reason") or "fraudulent",
+            inquiry=_yes(params.get("inquiry")),
+        )
+    )
 
 
 @post("/_local/disputes/{dispute_id:str}/escalate", status_code=200)
@@ -177,8 +196,9 @@ async def escalate_dispute(request: Request) -> Response:
 async def close_dispute(request: Request) -> Response:
     """outcome=won or lost; warning_closed for an inquiry."""
     params = await _params(request)
-    return _answer(disputes.close_dispute(_store(request), request.path_params["dispute_id"],
-                                          params.get("outcome", "")))
+    return _answer(
+        disputes.close_dispute(_store(request), request.path_params["dispute_id"], params.get("outcome", ""))
+    )
 
 
 @post("/_local/accounts/{account_id:str}/complete_onboarding", status_code=200)
@@ -201,16 +221,20 @@ async def fail_next_transfer(request: Request) -> Response:
     store = _store(request)
     account = store.get(request.path_params["account_id"], "account")
     params = await _params(request)
-    failure = {"code": params.get("code") or "balance_insufficient", "status": int(params.get("status") or 400),
-               "message": params.get("message")}
+    failure = {
+        "code": params.get("code") or "balance_insufficient",
+        "status": int(params.get("status") or 400),
+        "message": params.get("message"),
+    }
     store.fail_next_transfer[account["id"]] = failure
     return _answer({"account": account["id"], **failure})
 
 
 @get("/", sync_to_thread=False)
 def index() -> Response:
-    return Response("affnet's local Stripe stand-in. API under /v1, test controls under /_local/.\n",
-                    media_type="text/plain")
+    return Response(
+        "affnet's local Stripe stand-in. API under /v1, test controls under /_local/.\n", media_type="text/plain"
+    )
 
 
 def create_app(config: Config) -> Litestar:
@@ -238,11 +262,30 @@ def create_app(config: Config) -> Litestar:
         await deliverer.close()
 
     app = Litestar(
-        route_handlers=[stripe_api, list_requests, clear_requests, list_deliveries, set_webhook_endpoint,
-                        signed_event, redeliver_event, pay_session, settle_payment, advance_clock, dispute_charge,
-                        escalate_dispute, close_dispute,
-                        complete_onboarding, restrict_account, fail_next_transfer, index, *pages.ROUTES],
-        on_startup=[startup], on_shutdown=[shutdown], openapi_config=None, debug=False,
+        route_handlers=[
+            stripe_api,
+            list_requests,
+            clear_requests,
+            list_deliveries,
+            set_webhook_endpoint,
+            signed_event,
+            redeliver_event,
+            pay_session,
+            settle_payment,
+            advance_clock,
+            dispute_charge,
+            escalate_dispute,
+            close_dispute,
+            complete_onboarding,
+            restrict_account,
+            fail_next_transfer,
+            index,
+            *pages.ROUTES,
+        ],
+        on_startup=[startup],
+        on_shutdown=[shutdown],
+        openapi_config=None,
+        debug=False,
     )
     app.state.store = store
     app.state.deliverer = deliverer

@@ -11,8 +11,10 @@ from server.stripe_local.store import Store, StripeError
 
 # Stripe's answer when a transfer needs more than the available balance (a request that began executing:
 # saved under its idempotency key, so trying again needs a new key).
-INSUFFICIENT = ("You have insufficient available funds in your Stripe account. Try adding funds directly to your "
-                "available balance by creating Charges using the 4000000000000077 test card.")
+INSUFFICIENT = (
+    "You have insufficient available funds in your Stripe account. Try adding funds directly to your "
+    "available balance by creating Charges using the 4000000000000077 test card."
+)
 
 
 def _sums(store: Store) -> tuple[dict[str, int], dict[str, int]]:
@@ -36,8 +38,7 @@ def balance_object(store: Store) -> dict[str, Any]:
     currencies = sorted(set(avail) | set(pending)) or ["eur"]
 
     def amounts(sums: dict[str, int]) -> list[dict[str, Any]]:
-        return [{"amount": sums.get(c, 0), "currency": c, "source_types": {"card": sums.get(c, 0)}}
-                for c in currencies]
+        return [{"amount": sums.get(c, 0), "currency": c, "source_types": {"card": sums.get(c, 0)}} for c in currencies]
 
     return {"object": "balance", "available": amounts(avail), "pending": amounts(pending), "livemode": False}
 

@@ -28,16 +28,24 @@ def blocks_refund(store: Store, charge_id: str) -> bool:
 
 
 def _withdraw(store: Store, dispute: dict[str, Any]) -> None:
-    txn = balance_transaction(store, amount=-dispute["amount"], currency=dispute["currency"],
-                              fee=store.config.dispute_fee_minor, kind="adjustment", category="dispute",
-                              source=dispute["id"], fee_description="Dispute fee",
-                              description=f"Chargeback withdrawal for {dispute['charge']}")
+    txn = balance_transaction(
+        store,
+        amount=-dispute["amount"],
+        currency=dispute["currency"],
+        fee=store.config.dispute_fee_minor,
+        kind="adjustment",
+        category="dispute",
+        source=dispute["id"],
+        fee_description="Dispute fee",
+        description=f"Chargeback withdrawal for {dispute['charge']}",
+    )
     dispute["balance_transactions"] = [*dispute["balance_transactions"], txn]
     dispute["is_charge_refundable"] = False
 
 
-def open_dispute(store: Store, charge_id: str, amount: int | None, reason: str, *,
-                 inquiry: bool = False) -> dict[str, Any]:
+def open_dispute(
+    store: Store, charge_id: str, amount: int | None, reason: str, *, inquiry: bool = False
+) -> dict[str, Any]:
     """Test control: the buyer's bank disputes a charge (the amount and Stripe's dispute fee leave the balance),
     or, with `inquiry`, only asks about it (nothing leaves)."""
     charge = store.get(charge_id, "charge")
@@ -48,15 +56,30 @@ def open_dispute(store: Store, charge_id: str, amount: int | None, reason: str, 
     amount = charge["amount"] - charge["amount_refunded"] if amount is None else amount
     if not 0 < amount <= charge["amount"]:
         raise StripeError(400, "The dispute amount must be positive and at most the charge's amount.", param="amount")
-    dispute = store.add({
-        "id": store.new_id("dp_"), "object": "dispute", "amount": amount, "balance_transactions": [],
-        "charge": charge_id, "created": store.now(), "currency": charge["currency"], "evidence": {},
-        "evidence_details": {"due_by": store.now() + 7 * 86400, "has_evidence": False, "past_due": False,
-                             "submission_count": 0},
-        "is_charge_refundable": inquiry, "livemode": False, "metadata": {},
-        "payment_intent": charge["payment_intent"], "reason": reason,
-        "status": "warning_needs_response" if inquiry else "needs_response",
-    })
+    dispute = store.add(
+        {
+            "id": store.new_id("dp_"),
+            "object": "dispute",
+            "amount": amount,
+            "balance_transactions": [],
+            "charge": charge_id,
+            "created": store.now(),
+            "currency": charge["currency"],
+            "evidence": {},
+            "evidence_details": {
+                "due_by": store.now() + 7 * 86400,
+                "has_evidence": False,
+                "past_due": False,
+                "submission_count": 0,
+            },
+            "is_charge_refundable": inquiry,
+            "livemode": False,
+            "metadata": {},
+            "payment_intent": charge["payment_intent"],
+            "reason": reason,
+            "status": "warning_needs_response" if inquiry else "needs_response",
+        }
+    )
     charge["disputed"] = True
     if not inquiry:
         _withdraw(store, dispute)
@@ -110,9 +133,16 @@ def close_dispute(store: Store, dispute_id: str, outcome: str) -> dict[str, Any]
     previous = {"status": dispute["status"]}
     dispute["status"] = outcome
     if outcome == "won":
-        txn = balance_transaction(store, amount=dispute["amount"], currency=dispute["currency"], fee=0,
-                                  kind="adjustment", category="dispute_reversal", source=dispute_id,
-                                  description=f"Chargeback reversal for {dispute['charge']}")
+        txn = balance_transaction(
+            store,
+            amount=dispute["amount"],
+            currency=dispute["currency"],
+            fee=0,
+            kind="adjustment",
+            category="dispute_reversal",
+            source=dispute_id,
+            description=f"Chargeback reversal for {dispute['charge']}",
+        )
         dispute["balance_transactions"] = [*dispute["balance_transactions"], txn]
         store.emit("charge.dispute.funds_reinstated", dispute)
     store.emit("charge.dispute.closed", dispute, previous)

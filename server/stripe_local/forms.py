@@ -53,8 +53,9 @@ def check_known(params: dict[str, Any], allowed: set[str]) -> None:
 def required(params: dict[str, Any], name: str, label: str | None = None) -> Any:
     value = params.get(name)
     if value in (None, "", {}, []):
-        raise StripeError(400, f"Missing required param: {label or name}.", param=label or name,
-                          code="parameter_missing")
+        raise StripeError(
+            400, f"Missing required param: {label or name}.", param=label or name, code="parameter_missing"
+        )
     return value
 
 

@@ -8,8 +8,24 @@ from typing import Any
 from server.stripe_local import forms
 from server.stripe_local.store import Store, StripeError
 
-ZERO_DECIMAL = {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv",
-                "xaf", "xof", "xpf"}
+ZERO_DECIMAL = {
+    "bif",
+    "clp",
+    "djf",
+    "gnf",
+    "jpy",
+    "kmf",
+    "krw",
+    "mga",
+    "pyg",
+    "rwf",
+    "ugx",
+    "vnd",
+    "vuv",
+    "xaf",
+    "xof",
+    "xpf",
+}
 
 
 def card_fee(store: Store, amount: int) -> int:
@@ -31,24 +47,59 @@ def page(url: str, items: list[dict[str, Any]], params: dict[str, Any], label: s
         ids = [item["id"] for item in items]
         if params["starting_after"] not in ids:
             raise StripeError(400, f"No such {label}: '{params['starting_after']}'", param="starting_after")
-        items = items[ids.index(params["starting_after"]) + 1:]
+        items = items[ids.index(params["starting_after"]) + 1 :]
     return list_object(url, items[:limit], has_more=len(items) > limit)
 
 
-def balance_transaction(store: Store, *, amount: int, currency: str, fee: int, kind: str, category: str,
-                        source: str, fee_description: str = "Stripe processing fees",
-                        description: str | None = None, available_on: int | None = None) -> dict[str, Any]:
+def balance_transaction(
+    store: Store,
+    *,
+    amount: int,
+    currency: str,
+    fee: int,
+    kind: str,
+    category: str,
+    source: str,
+    fee_description: str = "Stripe processing fees",
+    description: str | None = None,
+    available_on: int | None = None,
+) -> dict[str, Any]:
     """Money in or out of the platform's balance. Debits (refunds, transfers, disputes) are available at once;
     a charge's funds become available at `available_on` (store.config.available_delay after the charge)."""
-    fee_details = [] if fee == 0 else [{"amount": fee, "application": None, "currency": currency,
-                                        "description": fee_description, "type": "stripe_fee"}]
+    fee_details = (
+        []
+        if fee == 0
+        else [
+            {
+                "amount": fee,
+                "application": None,
+                "currency": currency,
+                "description": fee_description,
+                "type": "stripe_fee",
+            }
+        ]
+    )
     now = store.now()
     available_on = now if available_on is None else available_on
-    txn = store.add(store.base("txn_", "balance_transaction", amount=amount, available_on=available_on,
-                               balance_type="payments", currency=currency, description=description,
-                               exchange_rate=None, fee=fee, fee_details=fee_details, net=amount - fee,
-                               reporting_category=category, source=source,
-                               status="available" if available_on <= now else "pending", type=kind))
+    txn = store.add(
+        store.base(
+            "txn_",
+            "balance_transaction",
+            amount=amount,
+            available_on=available_on,
+            balance_type="payments",
+            currency=currency,
+            description=description,
+            exchange_rate=None,
+            fee=fee,
+            fee_details=fee_details,
+            net=amount - fee,
+            reporting_category=category,
+            source=source,
+            status="available" if available_on <= now else "pending",
+            type=kind,
+        )
+    )
     if txn["status"] == "available":
         store.available[currency] = store.available.get(currency, 0) + txn["net"]
     else:

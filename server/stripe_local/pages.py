@@ -66,8 +66,9 @@ _ONBOARD = """{% extends "base" %}{% block title %}Connect onboarding{% endblock
 <p><button type="submit" class="secondary">Return without finishing</button></p></form>
 </div>{% endblock %}"""
 
-_ENV = Environment(loader=DictLoader({"base": _BASE, "pay": _PAY, "receipt": _RECEIPT, "onboard": _ONBOARD}),
-                   autoescape=True)
+_ENV = Environment(
+    loader=DictLoader({"base": _BASE, "pay": _PAY, "receipt": _RECEIPT, "onboard": _ONBOARD}), autoescape=True
+)
 _ENV.globals["money"] = format_amount
 assert _ENV.autoescape is True  # noqa: S101 - every value on these pages is escaped
 
@@ -108,9 +109,13 @@ async def checkout_pay(request: Request) -> Response:
     email = form.get("email") or "buyer@example.com"
     choice = form.get("card") or payments.CARD
     try:
-        session = payments.pay_checkout_session(store, session["id"], email,
-                                                method="sepa_debit" if choice == "sepa_debit" else "card",
-                                                card=payments.CARD if choice == "sepa_debit" else choice)
+        session = payments.pay_checkout_session(
+            store,
+            session["id"],
+            email,
+            method="sepa_debit" if choice == "sepa_debit" else "card",
+            card=payments.CARD if choice == "sepa_debit" else choice,
+        )
     except StripeError as exc:
         return _html("pay", status=400, session=session, items=store.line_items[session["id"]], error=exc.message)
     return Redirect(session["success_url"].replace("{CHECKOUT_SESSION_ID}", session["id"]), status_code=303)

@@ -47,9 +47,17 @@ class Config:
 class StripeError(Exception):
     """An error answered as Stripe's error object. `saved`: the idempotency layer keeps it (execution began)."""
 
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",  # noqa: A002
-                 param: str | None = None, code: str | None = None, saved: bool = False,
-                 headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",  # noqa: A002
+        param: str | None = None,
+        code: str | None = None,
+        saved: bool = False,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
         self.saved = saved
@@ -129,8 +137,14 @@ class Store:
             return self.config.connect_webhook_url, self.config.connect_webhook_secret
         return self.config.webhook_url, self.config.webhook_secret
 
-    def emit(self, event_type: str, obj: dict[str, Any], previous: dict[str, Any] | None = None, *,
-             account: str | None = None) -> dict[str, Any]:
+    def emit(
+        self,
+        event_type: str,
+        obj: dict[str, Any],
+        previous: dict[str, Any] | None = None,
+        *,
+        account: str | None = None,
+    ) -> dict[str, Any]:
         """Record a Stripe event holding a snapshot of `obj`, and hand it to the webhook sender. `account`: the
         connected account the event happened on (Stripe adds the field only to such events)."""
         data: dict[str, Any] = {"object": copy.deepcopy(obj)}
@@ -138,8 +152,13 @@ class Store:
             data["previous_attributes"] = copy.deepcopy(previous)
         req = self.current_request or {}
         event = {
-            "id": self.new_id("evt_"), "object": "event", "api_version": API_VERSION, "created": self.now(),
-            "data": data, "livemode": False, "pending_webhooks": 0,
+            "id": self.new_id("evt_"),
+            "object": "event",
+            "api_version": API_VERSION,
+            "created": self.now(),
+            "data": data,
+            "livemode": False,
+            "pending_webhooks": 0,
             "request": {"id": req.get("id"), "idempotency_key": req.get("idempotency_key")},
             "type": event_type,
         }

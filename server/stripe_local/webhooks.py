@@ -65,11 +65,18 @@ class Deliverer:
         if not url:
             return None
         payload = self.store.payloads[event_id]
-        headers = {"Content-Type": "application/json; charset=utf-8",
-                   "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
-                   "Stripe-Signature": signature_header(payload, secret)}
-        record: dict[str, Any] = {"event": event_id, "type": self._type(event_id), "url": url, "attempt": attempt,
-                                  "at": int(time.time())}
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
+            "Stripe-Signature": signature_header(payload, secret),
+        }
+        record: dict[str, Any] = {
+            "event": event_id,
+            "type": self._type(event_id),
+            "url": url,
+            "attempt": attempt,
+            "at": int(time.time()),
+        }
         try:
             response = await self.client().post(url, content=payload, headers=headers)
             record["status"] = response.status_code

@@ -26,8 +26,14 @@ Writer = Callable[[list[tuple]], Awaitable[None]]
 class EventBuffer:
     """Rows wait here until the background task writes them. One writer call at a time, in order."""
 
-    def __init__(self, writer: Writer, flush_interval: float = 0.5, max_batch: int = 5000,
-                 max_backoff: float = 5.0, journal: Journal | None = None) -> None:
+    def __init__(
+        self,
+        writer: Writer,
+        flush_interval: float = 0.5,
+        max_batch: int = 5000,
+        max_backoff: float = 5.0,
+        journal: Journal | None = None,
+    ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         if flush_interval <= 0:
@@ -151,8 +157,11 @@ class EventBuffer:
                 continue  # rows added while writing (none once requests have stopped)
             except Exception:
                 if loop.time() + delay > deadline:
-                    log.exception("event buffer stopping with %d rows unwritten%s", self.pending,
-                                  "; they stay in the journal for the next start" if self.journal else "")
+                    log.exception(
+                        "event buffer stopping with %d rows unwritten%s",
+                        self.pending,
+                        "; they stay in the journal for the next start" if self.journal else "",
+                    )
                     if self.journal is not None and self.journal.is_open:
                         self.journal.close(committed=False)
                     raise
@@ -177,8 +186,12 @@ class EventBuffer:
                 self._failures += 1
                 delay = min(delay * 2, self._max_backoff)
                 self._wake.clear()  # a batch that filled up during the failed write must not skip the backoff
-                log.exception("writing buffered events failed (%d in a row); %d rows kept, retrying in %.2g s",
-                              self._failures, self.pending, delay)
+                log.exception(
+                    "writing buffered events failed (%d in a row); %d rows kept, retrying in %.2g s",
+                    self._failures,
+                    self.pending,
+                    delay,
+                )
             else:
                 if self._failures:
                     log.info("buffered events written again after %d failed attempts", self._failures)

@@ -56,8 +56,9 @@ class LinkCache(Generic[T]):
     """Entries by key (a link's code for the redirect, its id for conversion intake), each knowing
     its campaign, so a change to the campaign drops them all."""
 
-    def __init__(self, loader: Callable[[str], Awaitable[T | None]], clock: Callable[[], float] = time.monotonic
-                 ) -> None:
+    def __init__(
+        self, loader: Callable[[str], Awaitable[T | None]], clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._loader = loader
         self._clock = clock
         self._entries: dict[str, tuple[float, T | None]] = {}

@@ -137,8 +137,10 @@ class CrawlerMatcher:
             pattern = _LEADING_CLASS_STAR.sub("", pattern, count=1) if pattern.startswith("[") else pattern
             if (literal := _literal(pattern)) is not None:
                 words.append(literal)
-            elif pattern.startswith("(") and pattern.endswith(")") and all(
-                _literal(part) is not None for part in pattern[1:-1].split("|")
+            elif (
+                pattern.startswith("(")
+                and pattern.endswith(")")
+                and all(_literal(part) is not None for part in pattern[1:-1].split("|"))
             ):
                 words.extend(_literal(part) or "" for part in pattern[1:-1].split("|"))
             elif ".*" in pattern and all(_literal(part) for part in pattern.split(".*")):

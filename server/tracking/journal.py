@@ -235,9 +235,13 @@ class Journal:
         now = time.monotonic()
         if now - self._last_error_log >= _ERROR_LOG_INTERVAL:
             self._last_error_log = now
-            log.error("cannot write the event journal in %s (%s): %d events so far are held in memory only "
-                      "until they are stored, and would be lost if this process were killed",
-                      self.path, error, self.failed_appends + 1)
+            log.error(
+                "cannot write the event journal in %s (%s): %d events so far are held in memory only "
+                "until they are stored, and would be lost if this process were killed",
+                self.path,
+                error,
+                self.failed_appends + 1,
+            )
 
     def _recover(self) -> list[tuple]:
         owners: set[str] = set()
@@ -274,13 +278,18 @@ class Journal:
                     continue  # another process recovered it between our listing and our lock
                 rows.extend(got)
                 if torn:
-                    log.warning("event journal %s: a record is torn (a crash while writing it, before its "
-                                "answer); the %d records before it are replayed", path, len(got))
+                    log.warning(
+                        "event journal %s: a record is torn (a crash while writing it, before its "
+                        "answer); the %d records before it are replayed",
+                        path,
+                        len(got),
+                    )
             if rows:
                 self.append_many(rows)
                 self.sync()  # ours holds them durably before theirs go
-                log.warning("replayed %d events journaled by %s, a process that stopped before storing them",
-                            len(rows), owner)
+                log.warning(
+                    "replayed %d events journaled by %s, a process that stopped before storing them", len(rows), owner
+                )
             for path in segments:
                 path.unlink(missing_ok=True)
             lock_path.unlink(missing_ok=True)

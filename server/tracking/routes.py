@@ -26,11 +26,17 @@ _NOT_FOUND = b"""<!doctype html><html lang="en"><head><meta charset="utf-8"><tit
 <link rel="stylesheet" href="/static/app.css"></head><body><main class="page"><section class="card narrow">
 <h1>This link does not exist</h1><p>The address may be mistyped, or the link was never issued by affnet.
 Nothing was recorded.</p><p><a href="/">affnet</a></p></section></main></body></html>"""
-_SECURITY = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
-             (b"content-security-policy", SecurityHeadersMiddleware.CSP.encode())]
+_SECURITY = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", SecurityHeadersMiddleware.CSP.encode()),
+]
 _HTML = [(b"content-type", b"text/html; charset=utf-8"), (b"cache-control", b"no-store"), *_SECURITY]
-_REDIRECT = [(b"cache-control", b"no-store, private"), (b"referrer-policy", b"no-referrer-when-downgrade"),
-             (b"content-length", b"0")]
+_REDIRECT = [
+    (b"cache-control", b"no-store, private"),
+    (b"referrer-policy", b"no-referrer-when-downgrade"),
+    (b"content-length", b"0"),
+]
 
 
 def _headers(scope: Scope, country_header: bytes | None) -> tuple[str, str | None, str]:
@@ -66,8 +72,13 @@ def parse_query(query_string: bytes) -> dict[str, str]:
 
 
 async def _answer(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -85,15 +96,29 @@ async def handle_click(state: Any, code: str, scope: Scope, send: Send) -> None:
     query = parse_query(query_string) if query_string else {}
     client = scope.get("client")
     offer = query.get("o")  # a click on an ad carries its offer (server/ads)
-    offer_reason, slot_id = (await state.ads.clicks.check(offer, target.link_id) if offer and method == "GET"
-                             else (None, None))
-    decision = await state.redirector.decide(target, method=method, query=query, user_agent=user_agent,
-                                             ip=client[0] if client else "", referer=referer,
-                                             offer_reason=offer_reason, slot_id=slot_id, country=country)
+    offer_reason, slot_id = (
+        await state.ads.clicks.check(offer, target.link_id) if offer and method == "GET" else (None, None)
+    )
+    decision = await state.redirector.decide(
+        target,
+        method=method,
+        query=query,
+        user_agent=user_agent,
+        ip=client[0] if client else "",
+        referer=referer,
+        offer_reason=offer_reason,
+        slot_id=slot_id,
+        country=country,
+    )
     state.click_buffer.add(decision.row)
     # The answer is the same whatever the classification: telling a bot it was spotted helps it.
-    await send({"type": "http.response.start", "status": 302,
-                "headers": [*_REDIRECT, (b"location", decision.location.encode("latin-1"))]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 302,
+            "headers": [*_REDIRECT, (b"location", decision.location.encode("latin-1"))],
+        }
+    )
     await send({"type": "http.response.body", "body": b""})
 
 

@@ -73,7 +73,7 @@ class Segment:
             raise
         os.close(fd)  # the mapping keeps the file
         self._map[:_MARK_AT] = MAGIC
-        self._map[_MARK_AT:_MARK_AT + _MARK.size] = _mark(DATA_START)
+        self._map[_MARK_AT : _MARK_AT + _MARK.size] = _mark(DATA_START)
         self.path = path
         self.offset = DATA_START
 
@@ -82,13 +82,13 @@ class Segment:
 
     def write(self, frame: bytes) -> None:
         end = self.offset + len(frame)
-        self._map[self.offset:end] = frame
+        self._map[self.offset : end] = frame
         self.offset = end
 
     def mark_committed(self, offset: int) -> None:
         """Records before `offset` are in the database: a replay of this file starts there."""
         if not self._map.closed:
-            self._map[_MARK_AT:_MARK_AT + _MARK.size] = _mark(offset)
+            self._map[_MARK_AT : _MARK_AT + _MARK.size] = _mark(offset)
 
     def sync(self) -> None:
         """Write the file's dirty pages to disk. Through a descriptor of its own, not the mapping:
@@ -124,7 +124,7 @@ def read_segment(path: Path, moment_at: int = 1) -> tuple[list[tuple], int]:
         if length == 0:
             break
         start = at + _FRAME.size
-        payload = data[start:start + length]
+        payload = data[start : start + length]
         if len(payload) != length or zlib.crc32(payload) != crc:
             break
         try:

@@ -30,34 +30,75 @@ DEDUP_SECONDS = 3600  # the same visitor on the same link within an hour is one 
 # More clicks than this per minute from one network (an IPv4 /24 or IPv6 /48) stop counting:
 # they still reach the landing page, but as invalid, so nobody can click up a publisher's earnings.
 NETWORK_CLICKS_PER_MINUTE = 120
-CLICK_COLUMNS = ("click_id", "clicked_at", "link", "campaign", "publisher", *SUB_NAMES, "referrer_host",
-                 "ua_family", "visitor_hash", "reason", "slot", "country")
+CLICK_COLUMNS = (
+    "click_id",
+    "clicked_at",
+    "link",
+    "campaign",
+    "publisher",
+    *SUB_NAMES,
+    "referrer_host",
+    "ua_family",
+    "visitor_hash",
+    "reason",
+    "slot",
+    "country",
+)
 
 
 async def load_target(code: str) -> Target | None:
     """Read one link and its campaign's terms (a cache miss: at most once per TTL per code)."""
     if not code or len(code) > 16:
         return None
-    row = await Link.select(
-        Link.id, Link.campaign.id.as_alias("campaign_id"), Link.publisher.id.as_alias("publisher_id"),
-        Link.membership.status.as_alias("membership_status"),
-        *(getattr(Link.campaign, c).as_alias(c) for c in (
-            "status", "landing_url", "allowed_domains", "fallback_url", "click_id_param", "forward_subs",
-            "daily_budget_minor", "total_budget_minor", "cap_clicks_daily", "cap_publisher_clicks_daily")),
-    ).where(Link.code == code).first()
+    row = (
+        await Link.select(
+            Link.id,
+            Link.campaign.id.as_alias("campaign_id"),
+            Link.publisher.id.as_alias("publisher_id"),
+            Link.membership.status.as_alias("membership_status"),
+            *(
+                getattr(Link.campaign, c).as_alias(c)
+                for c in (
+                    "status",
+                    "landing_url",
+                    "allowed_domains",
+                    "fallback_url",
+                    "click_id_param",
+                    "forward_subs",
+                    "daily_budget_minor",
+                    "total_budget_minor",
+                    "cap_clicks_daily",
+                    "cap_publisher_clicks_daily",
+                )
+            ),
+        )
+        .where(Link.code == code)
+        .first()
+    )
     if row is None:
         return None
-    cpc = await Goal.select(Goal.advertiser_amount).where(
-        Goal.campaign == row["campaign_id"], Goal.payout_model == PayoutModel.cpc.value).order_by(Goal.position).first()
+    cpc = (
+        await Goal.select(Goal.advertiser_amount)
+        .where(Goal.campaign == row["campaign_id"], Goal.payout_model == PayoutModel.cpc.value)
+        .order_by(Goal.position)
+        .first()
+    )
     return Target(
-        link_id=row["id"], campaign_id=row["campaign_id"], publisher_id=row["publisher_id"],
+        link_id=row["id"],
+        campaign_id=row["campaign_id"],
+        publisher_id=row["publisher_id"],
         member=row["membership_status"] == MembershipStatus.approved.value,
-        campaign_status=row["status"], landing_url=row["landing_url"],
-        allowed_domains=frozenset(row["allowed_domains"].split()), fallback_url=row["fallback_url"],
-        click_id_param=row["click_id_param"], forward_subs=tuple(s for s in row["forward_subs"].split(",") if s),
+        campaign_status=row["status"],
+        landing_url=row["landing_url"],
+        allowed_domains=frozenset(row["allowed_domains"].split()),
+        fallback_url=row["fallback_url"],
+        click_id_param=row["click_id_param"],
+        forward_subs=tuple(s for s in row["forward_subs"].split(",") if s),
         cpc_price_minor=cpc["advertiser_amount"] if cpc else 0,
-        daily_budget_minor=row["daily_budget_minor"], total_budget_minor=row["total_budget_minor"],
-        cap_clicks_daily=row["cap_clicks_daily"], cap_publisher_clicks_daily=row["cap_publisher_clicks_daily"],
+        daily_budget_minor=row["daily_budget_minor"],
+        total_budget_minor=row["total_budget_minor"],
+        cap_clicks_daily=row["cap_clicks_daily"],
+        cap_publisher_clicks_daily=row["cap_publisher_clicks_daily"],
     )
 
 
@@ -86,15 +127,20 @@ class Counters:
         if count is None or count.day != today:
             start = datetime(today.year, today.month, today.day, tzinfo=UTC)
             valid = (Click.campaign == target.campaign_id) & (Click.reason == Reason.valid.value)
-            count = _Count(day=today,
-                           campaign_today=await Click.count().where(valid & (Click.clicked_at >= start)),
-                           campaign_total=await Click.count().where(valid))
+            count = _Count(
+                day=today,
+                campaign_today=await Click.count().where(valid & (Click.clicked_at >= start)),
+                campaign_total=await Click.count().where(valid),
+            )
             self._counts[target.campaign_id] = count
         if target.publisher_id not in count.seeded_publishers:
             start = datetime(today.year, today.month, today.day, tzinfo=UTC)
             count.by_publisher_today[target.publisher_id] = await Click.count().where(
-                (Click.campaign == target.campaign_id) & (Click.publisher == target.publisher_id)
-                & (Click.reason == Reason.valid.value) & (Click.clicked_at >= start))
+                (Click.campaign == target.campaign_id)
+                & (Click.publisher == target.publisher_id)
+                & (Click.reason == Reason.valid.value)
+                & (Click.clicked_at >= start)
+            )
             count.seeded_publishers.add(target.publisher_id)
         return count
 
@@ -141,8 +187,10 @@ class NetworkRate:
 def _over(count: _Count, target: Target) -> Reason | None:
     if target.cap_clicks_daily is not None and count.campaign_today >= target.cap_clicks_daily:
         return Reason.over_cap
-    if (target.cap_publisher_clicks_daily is not None
-            and count.by_publisher_today.get(target.publisher_id, 0) >= target.cap_publisher_clicks_daily):
+    if (
+        target.cap_publisher_clicks_daily is not None
+        and count.by_publisher_today.get(target.publisher_id, 0) >= target.cap_publisher_clicks_daily
+    ):
         return Reason.over_cap
     price = target.cpc_price_minor
     if price:
@@ -206,9 +254,20 @@ class Redirector:
         self.deduper = Deduper()
         self.network_rate = NetworkRate()
 
-    async def decide(self, target: Target, *, method: str, query: dict[str, str], user_agent: str, ip: str,
-                     referer: str | None, now: float | None = None, offer_reason: Reason | None = None,
-                     slot_id: int | None = None, country: str = "") -> Decision:
+    async def decide(
+        self,
+        target: Target,
+        *,
+        method: str,
+        query: dict[str, str],
+        user_agent: str,
+        ip: str,
+        referer: str | None,
+        now: float | None = None,
+        offer_reason: Reason | None = None,
+        slot_id: int | None = None,
+        country: str = "",
+    ) -> Decision:
         """`offer_reason`: why the ad offer a click carries makes it invalid (None: no offer, or a good
         one); `slot_id`: the ad slot the offer was shown in, kept with the click; `country`: the
         visitor's, checked by server/tracking/geo.py ("" when unknown)."""
@@ -251,8 +310,11 @@ class Redirector:
             deep = query.get("url")
             if deep:
                 landing = deeplink.safe_url(deep, target.allowed_domains) or target.landing_url
-            forwarded = [(name, value) for name, value in zip(SUB_NAMES, subs, strict=True)
-                         if value and name in target.forward_subs]
+            forwarded = [
+                (name, value)
+                for name, value in zip(SUB_NAMES, subs, strict=True)
+                if value and name in target.forward_subs
+            ]
             template = None if forwarded else _landing_template(landing, target.click_id_param)
             if template is not None:
                 location = template[0] + click_id + template[1]
@@ -260,8 +322,20 @@ class Redirector:
                 location = deeplink.with_params(landing, [(target.click_id_param, click_id), *forwarded])
         else:
             location = target.fallback_url
-        row = (click_id, moment, target.link_id, target.campaign_id, target.publisher_id, *subs,
-               referrer_host(referer), ua_family(user_agent), visitor, reason.value, slot_id, country)
+        row = (
+            click_id,
+            moment,
+            target.link_id,
+            target.campaign_id,
+            target.publisher_id,
+            *subs,
+            referrer_host(referer),
+            ua_family(user_agent),
+            visitor,
+            reason.value,
+            slot_id,
+            country,
+        )
         return Decision(location=location, reason=reason, row=row)
 
 
@@ -281,49 +355,81 @@ async def ensure_link(membership_id: int, campaign_id: int, publisher_id: int) -
     """Give an approved membership its tracked link (once; a re-approval keeps the old link)."""
     if await Link.exists().where(Link.membership == membership_id):
         return
-    await Link.insert(Link(code=secrets.token_urlsafe(6),  # 8 characters, 48 random bits
-                           campaign=campaign_id, publisher=publisher_id, membership=membership_id,
-                           created_at=datetime.now(UTC)))
-
+    await Link.insert(
+        Link(
+            code=secrets.token_urlsafe(6),  # 8 characters, 48 random bits
+            campaign=campaign_id,
+            publisher=publisher_id,
+            membership=membership_id,
+            created_at=datetime.now(UTC),
+        )
+    )
 
 
 async def links_of(publisher_id: int) -> list[dict[str, Any]]:
-    return await Link.select(
-        Link.id, Link.code, Link.campaign.id.as_alias("campaign_id"), Link.campaign.name.as_alias("campaign_name"),
-        Link.campaign.status.as_alias("campaign_status"), Link.campaign.allowed_domains.as_alias("allowed_domains"),
-        Link.membership.status.as_alias("membership_status"),
-    ).where(Link.publisher == publisher_id).order_by(Link.id)
+    return (
+        await Link.select(
+            Link.id,
+            Link.code,
+            Link.campaign.id.as_alias("campaign_id"),
+            Link.campaign.name.as_alias("campaign_name"),
+            Link.campaign.status.as_alias("campaign_status"),
+            Link.campaign.allowed_domains.as_alias("allowed_domains"),
+            Link.membership.status.as_alias("membership_status"),
+        )
+        .where(Link.publisher == publisher_id)
+        .order_by(Link.id)
+    )
 
 
 async def link_for(publisher_id: int, campaign_id: int) -> dict[str, Any]:
     """The publisher's link in a campaign they are approved in; anyone else's answers NotFound."""
-    row = await Link.select(Link.id, Link.code, Link.campaign.allowed_domains.as_alias("allowed_domains"),
-                            Link.campaign.landing_url.as_alias("landing_url")).where(
-        Link.publisher == publisher_id, Link.campaign == campaign_id,
-        Link.membership.status == MembershipStatus.approved.value).first()
+    row = (
+        await Link.select(
+            Link.id,
+            Link.code,
+            Link.campaign.allowed_domains.as_alias("allowed_domains"),
+            Link.campaign.landing_url.as_alias("landing_url"),
+        )
+        .where(
+            Link.publisher == publisher_id,
+            Link.campaign == campaign_id,
+            Link.membership.status == MembershipStatus.approved.value,
+        )
+        .first()
+    )
     if row is None:
         raise NotFound("You have no link in this campaign.")
     return row
 
 
-async def click_stats(publisher_id: int, *, since: datetime | None = None,
-                      campaign_id: int | None = None) -> list[dict[str, Any]]:
+async def click_stats(
+    publisher_id: int, *, since: datetime | None = None, campaign_id: int | None = None
+) -> list[dict[str, Any]]:
     """Clicks by campaign, sub1 and reason (valid or why not) for one publisher."""
     since = since or datetime.now(UTC) - timedelta(days=30)
-    query = Click.select(Click.campaign.id.as_alias("campaign_id"), Click.campaign.name.as_alias("campaign_name"),
-                         Click.sub1, Click.reason, Count(Click.id, alias="clicks")
-                         ).where(Click.publisher == publisher_id, Click.clicked_at >= since)
+    query = Click.select(
+        Click.campaign.id.as_alias("campaign_id"),
+        Click.campaign.name.as_alias("campaign_name"),
+        Click.sub1,
+        Click.reason,
+        Count(Click.id, alias="clicks"),
+    ).where(Click.publisher == publisher_id, Click.clicked_at >= since)
     if campaign_id is not None:
         query = query.where(Click.campaign == campaign_id)
     return await query.group_by(Click.campaign.id, Click.campaign.name, Click.sub1, Click.reason).order_by(
-        Click.campaign.id)
+        Click.campaign.id
+    )
 
 
 async def slot_click_stats(slot_id: int, since: datetime) -> dict[str, int]:
     """Clicks through offers shown in one ad slot since a moment, by reason ("valid" or why not):
     one grouped read on the (slot, clicked_at) index of the clicks that carry a slot."""
-    rows = await Click.select(Click.reason, Count(Click.id, alias="clicks")).where(
-        Click.slot == slot_id, Click.clicked_at >= since).group_by(Click.reason)
+    rows = (
+        await Click.select(Click.reason, Count(Click.id, alias="clicks"))
+        .where(Click.slot == slot_id, Click.clicked_at >= since)
+        .group_by(Click.reason)
+    )
     return {r["reason"]: r["clicks"] for r in rows}
 
 
@@ -340,8 +446,11 @@ def summarise(stats: Iterable[dict[str, Any]]) -> dict[str, int]:
 async def campaign_click_stats(campaign_id: int, since: datetime | None = None) -> list[dict[str, Any]]:
     """Clicks by publisher and reason for one campaign (the advertiser's view)."""
     since = since or datetime.now(UTC) - timedelta(days=30)
-    return await Click.select(Click.publisher.email.as_alias("publisher_email"), Click.reason,
-                              Count(Click.id, alias="clicks")).where(
-        Click.campaign == campaign_id, Click.clicked_at >= since).group_by(
-        Click.publisher.email, Click.reason).order_by(Click.publisher.email)
-
+    return (
+        await Click.select(
+            Click.publisher.email.as_alias("publisher_email"), Click.reason, Count(Click.id, alias="clicks")
+        )
+        .where(Click.campaign == campaign_id, Click.clicked_at >= since)
+        .group_by(Click.publisher.email, Click.reason)
+        .order_by(Click.publisher.email)
+    )

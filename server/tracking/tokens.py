@@ -106,7 +106,7 @@ class SignedFormat:
     def mac(self, key: bytes, body: bytes) -> bytes:
         state = _keyed(key, self.context).copy()
         state.update(body)
-        return state.digest()[:self.mac_bytes]
+        return state.digest()[: self.mac_bytes]
 
     def seal(self, key: bytes, body: bytes) -> str:
         """The token of `body` (which starts with the version byte)."""

@@ -50,8 +50,13 @@ async def test_a_key_authenticates_the_api_as_its_owner(client, new_client, sett
     api = new_client()
     me = await api.get("/api/v1/me", headers={"Authorization": f"Bearer {key}"})
     assert me.status_code == 200
-    assert me.json() == {"id": me.json()["id"], "email": email, "role": "publisher", "display_name": "Key Blog",
-                         "publisher_status": "approved"}
+    assert me.json() == {
+        "id": me.json()["id"],
+        "email": email,
+        "role": "publisher",
+        "display_name": "Key Blog",
+        "publisher_status": "approved",
+    }
     row = await ApiKey.select(ApiKey.last_used_at).first()
     assert row["last_used_at"] is not None
 

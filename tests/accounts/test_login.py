@@ -93,8 +93,13 @@ async def test_login_redirects_back_to_a_local_next_path_only(client, settings):
     _, email = await make_publisher(settings)
     ok = await post_form(client, "/login", {"email": email, "password": PASSWORD, "next": "/account/password"})
     assert ok.headers["location"] == "/account/password"
-    for hostile in ["//evil.example/x", "https://evil.example/", "/\\evil.example", "javascript:alert(1)",
-                    "/%0d%0aSet-Cookie:x=1"]:
+    for hostile in [
+        "//evil.example/x",
+        "https://evil.example/",
+        "/\\evil.example",
+        "javascript:alert(1)",
+        "/%0d%0aSet-Cookie:x=1",
+    ]:
         response = await post_form(client, "/login", {"email": email, "password": PASSWORD, "next": hostile})
         location = response.headers["location"]
         assert location.startswith("/") and not location.startswith("//"), (hostile, location)
@@ -117,8 +122,11 @@ async def test_change_password_keeps_this_session_and_ends_the_others(client, ne
     assert await Session.count() == 2
 
     new_password = "a much better passphrase"
-    response = await post_form(client, "/account/password", {
-        "current_password": PASSWORD, "new_password": new_password, "confirm_password": new_password})
+    response = await post_form(
+        client,
+        "/account/password",
+        {"current_password": PASSWORD, "new_password": new_password, "confirm_password": new_password},
+    )
     assert response.status_code == 200
     assert "Your password has been changed" in response.text
     assert (await client.get("/publisher")).status_code == 200
@@ -135,11 +143,15 @@ async def test_change_password_refusals_change_nothing(client, settings):
     await login(client, email)
     before = (await User.select(User.password_hash).where(User.email == email).first())["password_hash"]
     cases = [
-        ({"current_password": "wrong one!!", "new_password": "long enough pw", "confirm_password": "long enough pw"},
-         "current password is not correct"),
+        (
+            {"current_password": "wrong one!!", "new_password": "long enough pw", "confirm_password": "long enough pw"},
+            "current password is not correct",
+        ),
         ({"current_password": PASSWORD, "new_password": "short", "confirm_password": "short"}, "at least 10"),
-        ({"current_password": PASSWORD, "new_password": "long enough pw", "confirm_password": "different pw!"},
-         "do not match"),
+        (
+            {"current_password": PASSWORD, "new_password": "long enough pw", "confirm_password": "different pw!"},
+            "do not match",
+        ),
         ({"current_password": PASSWORD, "new_password": PASSWORD, "confirm_password": PASSWORD}, "different from"),
     ]
     for form, message in cases:

@@ -27,8 +27,9 @@ def browser(app, ip: str) -> httpx.AsyncClient:
 async def test_forty_simultaneous_wrong_passwords_get_only_the_limit_checked(app, client, settings):
     _, email = await make_publisher(settings)
     await client.get("/login")  # the CSRF cookie, once, before the burst
-    answers = await asyncio.gather(*[
-        post_form(client, "/login", {"email": email, "password": f"guess number {i}"}) for i in range(40)])
+    answers = await asyncio.gather(
+        *[post_form(client, "/login", {"email": email, "password": f"guess number {i}"}) for i in range(40)]
+    )
     codes = Counter(a.status_code for a in answers)
     # Only `limit` passwords were checked (401 "do not match"); the rest were refused before checking.
     limit = settings.login_max_failures_per_account
@@ -73,8 +74,9 @@ async def test_ipv6_guessers_are_locked_out_by_their_48_not_by_their_address(app
 
 async def test_guessing_spread_over_many_networks_stops_but_not_at_the_owners_own_network(app, settings):
     # Small limits so the test checks few passwords: 2 per account and network, 6 over all networks.
-    strict = create_app(replace(settings, login_max_failures_per_account=2,
-                                login_max_failures_per_account_all_networks=6))
+    strict = create_app(
+        replace(settings, login_max_failures_per_account=2, login_max_failures_per_account_all_networks=6)
+    )
     try:
         _, email = await make_publisher(settings)
         async with browser(strict, OWNER_HOME_IP) as owner:

@@ -9,8 +9,11 @@ from server.accounts.identity import CurrentUser
 from server.accounts.tables import Advertiser, Publisher, Role, User
 from tests.factories import PASSWORD, error_text, make_advertiser, post_form, unique_email
 
-PUBLISHER_FORM = {"display_name": "Trail Notes", "blog_url": "trailnotes.example.org",
-                  "audience": "Hikers in the Alps, 15k monthly readers"}
+PUBLISHER_FORM = {
+    "display_name": "Trail Notes",
+    "blog_url": "trailnotes.example.org",
+    "audience": "Hikers in the Alps, 15k monthly readers",
+}
 
 
 def publisher_form(**overrides) -> dict[str, str]:
@@ -46,8 +49,12 @@ async def test_auto_approval_setting_approves_new_publishers(client):
 
 
 async def test_advertiser_signs_up_and_lands_on_their_dashboard(client):
-    form = {"email": unique_email("shop"), "password": PASSWORD, "company_name": "Alpine Gear GmbH",
-            "website": "https://alpinegear.example.com"}
+    form = {
+        "email": unique_email("shop"),
+        "password": PASSWORD,
+        "company_name": "Alpine Gear GmbH",
+        "website": "https://alpinegear.example.com",
+    }
     response = await post_form(client, "/signup/advertiser", form)
     assert response.status_code == 303
     assert response.headers["location"] == "/advertiser"
@@ -78,8 +85,16 @@ async def test_duplicate_email_is_refused_with_409_and_changes_nothing(client):
         ({"display_name": ""}, "Display name is required"),
         ({"audience": "x" * 2001}, "limited to 2000 characters"),
     ],
-    ids=["weak-password", "malformed-email", "double-at", "no-email", "script-url", "no-url", "no-name",
-         "long-audience"],
+    ids=[
+        "weak-password",
+        "malformed-email",
+        "double-at",
+        "no-email",
+        "script-url",
+        "no-url",
+        "no-name",
+        "long-audience",
+    ],
 )
 async def test_bad_signup_input_gets_422_with_a_clear_message_and_changes_nothing(client, overrides, message):
     form = publisher_form(**overrides)
@@ -133,8 +148,9 @@ async def test_concurrent_signups_with_one_email_create_one_account(new_client):
     for c in clients:
         await c.get("/signup/advertiser")
     form = {"email": email, "password": PASSWORD, "company_name": "Race Ltd", "website": "https://race.example"}
-    responses = await asyncio.gather(*[
-        c.post("/signup/advertiser", data={**form, "_csrf_token": c.cookies["affnet_csrf"]}) for c in clients])
+    responses = await asyncio.gather(
+        *[c.post("/signup/advertiser", data={**form, "_csrf_token": c.cookies["affnet_csrf"]}) for c in clients]
+    )
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [303, 409, 409, 409, 409]
     assert await User.count().where(User.email == email) == 1

@@ -45,19 +45,32 @@ class AdCampaign:
     creatives: dict[str, int]  # "300x250", "728x90", "native", ... -> creative id
 
 
-async def ad_campaign(settings, *, sizes: tuple[tuple[int, int], ...] = ((300, 250),), text: str | None = None,
-                      cpm: str = "2.00", cpm_publisher: str = "1.50", **terms: Any) -> AdCampaign:
+async def ad_campaign(
+    settings,
+    *,
+    sizes: tuple[tuple[int, int], ...] = ((300, 250),),
+    text: str | None = None,
+    cpm: str = "2.00",
+    cpm_publisher: str = "1.50",
+    **terms: Any,
+) -> AdCampaign:
     """A campaign paying per thousand impressions with banners of the given sizes (and a text ad)."""
     adv_id, adv_email = await make_advertiser()
     advertiser = as_user(adv_id, adv_email, Role.advertiser)
-    form = campaign_form(goal_0_name="view", goal_0_model="cpm", goal_0_advertiser=cpm,
-                         goal_0_publisher=cpm_publisher, **terms)
+    form = campaign_form(
+        goal_0_name="view", goal_0_model="cpm", goal_0_advertiser=cpm, goal_0_publisher=cpm_publisher, **terms
+    )
     campaign_id = await campaigns.create_campaign(advertiser, form)
     made: dict[str, int] = {}
     for width, height in sizes:
         made[f"{width}x{height}"] = await creatives.add_image(
-            advertiser, campaign_id, {"name": f"Banner {width}x{height}"}, banner(width, height),
-            media_dir=settings.media_dir, max_bytes=settings.max_upload_bytes)
+            advertiser,
+            campaign_id,
+            {"name": f"Banner {width}x{height}"},
+            banner(width, height),
+            media_dir=settings.media_dir,
+            max_bytes=settings.max_upload_bytes,
+        )
     if text is not None:
         made["native"] = await creatives.add_text(advertiser, campaign_id, {"name": "Text ad", "text": text})
     return AdCampaign(advertiser, campaign_id, made)
@@ -71,8 +84,11 @@ async def publisher(settings) -> CurrentUser:
 async def join(pub: CurrentUser, campaign: AdCampaign) -> tuple[int, str]:
     """The publisher joins the campaign: (link id, link code)."""
     await campaigns.join(pub, campaign.campaign_id)
-    link = await Link.select(Link.id, Link.code).where(Link.campaign == campaign.campaign_id,
-                                                       Link.publisher == pub.id).first()
+    link = (
+        await Link.select(Link.id, Link.code)
+        .where(Link.campaign == campaign.campaign_id, Link.publisher == pub.id)
+        .first()
+    )
     return link["id"], link["code"]
 
 
@@ -87,8 +103,14 @@ async def slot(pub: CurrentUser, **overrides: Any) -> dict[str, Any]:
     return await ads.owned_slot(pub, slot_id)
 
 
-async def decide(client: httpx.AsyncClient, key: str, *, origin: str | None = "https://blog.example.org",
-                 ua: str = BROWSER, headers: dict[str, str] | None = None) -> httpx.Response:
+async def decide(
+    client: httpx.AsyncClient,
+    key: str,
+    *,
+    origin: str | None = "https://blog.example.org",
+    ua: str = BROWSER,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
     sent = {"user-agent": ua, **({"origin": origin} if origin else {}), **(headers or {})}
     return await client.get("/ads/decide", params={"slot": key}, headers=sent)
 

@@ -45,9 +45,15 @@ async def test_a_click_without_a_counted_view_is_invalid(app, client, settings):
 
 async def test_a_click_on_an_expired_offer_is_invalid(app, client, settings):
     camp, pub, s, link_id, code, _ = await served_ad(client, settings)
-    token, _ = offers.issue(app.state.ads.offer_key, slot_id=s["id"], creative_id=camp.creatives["300x250"],
-                            campaign_id=camp.campaign_id, link_id=link_id, publisher_id=pub.id,
-                            expires_at=int(time.time()) - 5)
+    token, _ = offers.issue(
+        app.state.ads.offer_key,
+        slot_id=s["id"],
+        creative_id=camp.creatives["300x250"],
+        campaign_id=camp.campaign_id,
+        link_id=link_id,
+        publisher_id=pub.id,
+        expires_at=int(time.time()) - 5,
+    )
     response = await client.get(f"/c/{code}?o={token}", headers={"user-agent": BROWSER}, follow_redirects=False)
     assert response.status_code == 302
     assert await stored_reasons(app) == ["offer_expired"]
@@ -100,15 +106,22 @@ async def test_a_text_ad_is_escaped_in_its_frame(app, client, settings):
 
 async def test_a_forged_or_expired_frame_shows_nothing(app, client, settings):
     camp, pub, s, link_id, code, answer = await served_ad(client, settings)
-    token, _ = offers.issue(app.state.ads.offer_key, slot_id=s["id"], creative_id=camp.creatives["300x250"],
-                            campaign_id=camp.campaign_id, link_id=link_id, publisher_id=pub.id,
-                            expires_at=int(time.time()) - 5)
+    token, _ = offers.issue(
+        app.state.ads.offer_key,
+        slot_id=s["id"],
+        creative_id=camp.creatives["300x250"],
+        campaign_id=camp.campaign_id,
+        link_id=link_id,
+        publisher_id=pub.id,
+        expires_at=int(time.time()) - 5,
+    )
     assert (await client.get(f"/ads/f/{token}")).status_code == 410
     assert (await client.get("/ads/f/forged-token-forged-token-forged-token-42")).status_code == 404
 
 
 async def test_clicks_through_an_ad_keep_their_slot_and_the_slot_page_shows_them_beside_impressions(
-        app, client, new_client, settings):
+    app, client, new_client, settings
+):
     camp, pub, s, link_id, code, answer = await served_ad(client, settings)
     assert (await view(client, answer["view_url"])).status_code == 202
     await click(client, answer["click_url"])
@@ -118,7 +131,10 @@ async def test_clicks_through_an_ad_keep_their_slot_and_the_slot_page_shows_them
     await app.state.click_buffer.flush()
     await app.state.ads.buffer.flush()
     assert [(r["reason"], r["slot"]) for r in await Click.select(Click.reason, Click.slot).order_by(Click.id)] == [
-        ("valid", s["id"]), ("offer_replayed", s["id"]), ("valid", None)]
+        ("valid", s["id"]),
+        ("offer_replayed", s["id"]),
+        ("valid", None),
+    ]
 
     browser = new_client()
     await login(browser, pub.email)

@@ -28,8 +28,11 @@ from workers import settings as worker_settings
 _offer = itertools.count(1)
 
 
-@given(a=st.integers(min_value=1, max_value=100_000), data=st.data(),
-       hours=st.lists(st.integers(min_value=0, max_value=5_000), min_size=1, max_size=12))
+@given(
+    a=st.integers(min_value=1, max_value=100_000),
+    data=st.data(),
+    hours=st.lists(st.integers(min_value=0, max_value=5_000), min_size=1, max_size=12),
+)
 def test_hour_by_hour_the_totals_are_exactly_the_floor_of_the_whole(a, data, hours):
     p = data.draw(st.integers(min_value=0, max_value=a))
     before = (0, 0, 0)
@@ -50,8 +53,20 @@ class Ads:
         self.slots = slots  # publisher id -> slot id
 
     async def views(self, publisher_id: int, moments: list[datetime], reason: str = "valid") -> None:
-        rows = [(f"cpm-{next(_offer):010d}", moment, self.slots[publisher_id], self.camp.creatives["300x250"],
-                 self.camp.campaign_id, publisher_id, "visitor", reason, "") for moment in moments]
+        rows = [
+            (
+                f"cpm-{next(_offer):010d}",
+                moment,
+                self.slots[publisher_id],
+                self.camp.creatives["300x250"],
+                self.camp.campaign_id,
+                publisher_id,
+                "visitor",
+                reason,
+                "",
+            )
+            for moment in moments
+        ]
         await write_impressions(rows)
 
     async def fund(self, amount: int) -> None:
@@ -78,8 +93,10 @@ async def rows() -> list[dict]:
 
 
 async def balances(ads: Ads, *publishers: int) -> dict[str, int]:
-    found = {"advertiser": await ledger.balance(K.advertiser_balance, "EUR", ads.camp.advertiser.id),
-             "network": await ledger.balance(K.network_revenue, "EUR")}
+    found = {
+        "advertiser": await ledger.balance(K.advertiser_balance, "EUR", ads.camp.advertiser.id),
+        "network": await ledger.balance(K.network_revenue, "EUR"),
+    }
     for p in publishers:
         found[f"pending:{p}"] = await ledger.balance(K.publisher_pending, "EUR", p)
         found[f"available:{p}"] = await ledger.balance(K.publisher_available, "EUR", p)
@@ -98,17 +115,32 @@ async def test_each_publishers_valid_impressions_of_a_closed_hour_are_charged_an
 
     assert (outcome.priced, outcome.charged, outcome.waiting) == (2, 2, 0)
     by_publisher = {r["publisher"]: r for r in await rows()}
-    assert [(r["valid_impressions"], r["paid_impressions"], r["price_minor"], r["payout_minor"], r["margin_minor"],
-             r["status"]) for r in (by_publisher[one], by_publisher[two])] == [
-        (1000, 1000, 250, 199, 51, "approved"), (400, 400, 100, 79, 21, "approved")]
+    assert [
+        (
+            r["valid_impressions"],
+            r["paid_impressions"],
+            r["price_minor"],
+            r["payout_minor"],
+            r["margin_minor"],
+            r["status"],
+        )
+        for r in (by_publisher[one], by_publisher[two])
+    ] == [(1000, 1000, 250, 199, 51, "approved"), (400, 400, 100, 79, 21, "approved")]
     # The advertiser paid exactly what the publishers earned plus the network's margin (I13).
-    assert await balances(ads, one, two) == {"advertiser": 10_000 - 350, "network": 51 + 21,
-                                             f"pending:{one}": 199, f"available:{one}": 0,
-                                             f"pending:{two}": 79, f"available:{two}": 0}
-    txns = await LedgerTxn.select().where(LedgerTxn.reference_type == "impression_hour").order_by(
-        LedgerTxn.reference_id)
+    assert await balances(ads, one, two) == {
+        "advertiser": 10_000 - 350,
+        "network": 51 + 21,
+        f"pending:{one}": 199,
+        f"available:{one}": 0,
+        f"pending:{two}": 79,
+        f"available:{two}": 0,
+    }
+    txns = (
+        await LedgerTxn.select().where(LedgerTxn.reference_type == "impression_hour").order_by(LedgerTxn.reference_id)
+    )
     assert [(t["reference_id"], t["idempotency_key"]) for t in txns] == [
-        (r["id"], f"impression_hour:{r['id']}:approved") for r in sorted(by_publisher.values(), key=lambda r: r["id"])]
+        (r["id"], f"impression_hour:{r['id']}:approved") for r in sorted(by_publisher.values(), key=lambda r: r["id"])
+    ]
     assert await spend.spent_minor(ads.camp.campaign_id) == 350
     assert await ledger.check() == []
 
@@ -124,8 +156,12 @@ async def test_fractions_of_a_cent_are_carried_from_hour_to_hour(clean, settings
     assert sum(r["price_minor"] for r in priced) == 10 * 250 // 1000 == 2
     assert sum(r["payout_minor"] for r in priced) == 10 * 199 // 1000 == 1
     assert all(r["price_minor"] == r["payout_minor"] + r["margin_minor"] for r in priced)
-    assert await balances(ads, pub) == {"advertiser": 10_000 - 2, "network": 1, f"pending:{pub}": 1,
-                                        f"available:{pub}": 0}
+    assert await balances(ads, pub) == {
+        "advertiser": 10_000 - 2,
+        "network": 1,
+        f"pending:{pub}": 1,
+        f"available:{pub}": 0,
+    }
     assert await ledger.check() == []
 
 
@@ -144,9 +180,14 @@ async def test_running_twice_or_in_two_workers_at_once_charges_each_hour_once(cl
     assert await LedgerTxn.count().where(LedgerTxn.reference_type == "impression_hour") == 8 * 2
     # The publishers' totals are floored once over the four hours (1,600 × 1.99 / 1000 = 318.4 → 318), not
     # each hour (4 × 79 = 316): no fraction of a cent is lost hour by hour.
-    assert await balances(ads, one, two) == {"advertiser": 100_000 - 600, "network": 600 - 318 - 159,
-                                             f"pending:{one}": 0, f"available:{one}": 318,
-                                             f"pending:{two}": 0, f"available:{two}": 159}
+    assert await balances(ads, one, two) == {
+        "advertiser": 100_000 - 600,
+        "network": 600 - 318 - 159,
+        f"pending:{one}": 0,
+        f"available:{one}": 318,
+        f"pending:{two}": 0,
+        f"available:{two}": 159,
+    }
     assert await ledger.check() == []
 
 
@@ -177,8 +218,7 @@ async def test_impressions_beyond_the_budget_are_not_paid_and_say_why(clean, set
     assert await ledger.check() == []
 
 
-async def test_an_hour_the_balance_cannot_cover_waits_pauses_the_campaign_and_is_paid_after_funding(clean,
-                                                                                                      settings):
+async def test_an_hour_the_balance_cannot_cover_waits_pauses_the_campaign_and_is_paid_after_funding(clean, settings):
     ads, (pub,) = await cpm_campaign(settings)
     await ads.fund(250)
     await ads.views(pub, spread(9, 800))  # 2.00: covered
@@ -187,7 +227,10 @@ async def test_an_hour_the_balance_cannot_cover_waits_pauses_the_campaign_and_is
     outcome = await cpm.run(now=NOW)
     assert outcome.paused_campaigns == [ads.camp.campaign_id] and outcome.waiting == 2
     assert [(r["status"], r["price_minor"], r["status_reason"]) for r in await rows()] == [
-        ("approved", 200, ""), ("waiting", 200, cpm.WAITING_FOR_FUNDS), ("waiting", 1, cpm.WAITING_BEHIND)]
+        ("approved", 200, ""),
+        ("waiting", 200, cpm.WAITING_FOR_FUNDS),
+        ("waiting", 1, cpm.WAITING_BEHIND),
+    ]
     campaign = await Campaign.select(Campaign.status).where(Campaign.id == ads.camp.campaign_id).first()
     assert campaign["status"] == "paused"
     assert await ledger.balance(K.advertiser_balance, "EUR", ads.camp.advertiser.id) == 50  # never below zero
@@ -195,8 +238,12 @@ async def test_an_hour_the_balance_cannot_cover_waits_pauses_the_campaign_and_is
     await ads.fund(1_000)
     later = await cpm.run(now=NOW + timedelta(minutes=5))
     assert (later.charged, later.waiting) == (2, 0)
-    assert await balances(ads, pub) == {"advertiser": 1_250 - 401, "network": 41 + 41 + 0,
-                                        f"pending:{pub}": 159 + 159 + 1, f"available:{pub}": 0}
+    assert await balances(ads, pub) == {
+        "advertiser": 1_250 - 401,
+        "network": 41 + 41 + 0,
+        f"pending:{pub}": 159 + 159 + 1,
+        f"available:{pub}": 0,
+    }
     assert await ledger.check() == []
 
 
@@ -205,11 +252,19 @@ async def test_earnings_become_available_when_the_hold_of_their_hour_ends(clean,
     await ads.fund(10_000)
     await ads.views(pub, spread(10, 2000))
     await cpm.run(now=NOW)
-    assert await balances(ads, pub) == {"advertiser": 10_000 - 500, "network": 102, f"pending:{pub}": 398,
-                                        f"available:{pub}": 0}
+    assert await balances(ads, pub) == {
+        "advertiser": 10_000 - 500,
+        "network": 102,
+        f"pending:{pub}": 398,
+        f"available:{pub}": 0,
+    }
     assert (await cpm.run(now=at(11, 1, days=1))).released == 1
-    assert await balances(ads, pub) == {"advertiser": 10_000 - 500, "network": 102, f"pending:{pub}": 0,
-                                        f"available:{pub}": 398}
+    assert await balances(ads, pub) == {
+        "advertiser": 10_000 - 500,
+        "network": 102,
+        f"pending:{pub}": 0,
+        f"available:{pub}": 398,
+    }
     assert await ledger.check() == []
 
 

@@ -24,8 +24,9 @@ async def decisions(app, key: str, n: int, *, origin: str = "https://blog.exampl
     decider = app.state.ads.decider
     answers = []
     for i in range(n):
-        answer = await decider.decide(key, origin=origin, referer=None, ip=f"10.{i // 250}.{i % 250}.7",
-                                      user_agent=BROWSER)
+        answer = await decider.decide(
+            key, origin=origin, referer=None, ip=f"10.{i // 250}.{i % 250}.7", user_agent=BROWSER
+        )
         assert answer.status == 200, answer.body
         answers.append(answer.body)
     return answers
@@ -37,8 +38,9 @@ async def test_only_creatives_of_the_slots_exact_size_are_ever_chosen(app, setti
     pub = await publisher(settings)
     await join(pub, big)
     await join(pub, wide)
-    rectangle, leaderboard, native, skyscraper = [await slot(pub, format=f) for f in ("300x250", "728x90",
-                                                                                       "native", "160x600")]
+    rectangle, leaderboard, native, skyscraper = [
+        await slot(pub, format=f) for f in ("300x250", "728x90", "native", "160x600")
+    ]
 
     chosen = Counter(a["creative"]["id"] for a in await decisions(app, rectangle["public_key"], 60))
     assert set(chosen) == {big.creatives["300x250"]}
@@ -90,13 +92,16 @@ async def test_a_campaign_whose_budget_is_spent_is_never_served(app, settings):
     link_id, _ = await join(pub, camp)
     s = await slot(pub)
     now = datetime.now(UTC)
-    rows = [(f"spent{i:011d}", now, s["id"], camp.creatives["300x250"], camp.campaign_id, pub.id, "v", "valid", "")
-            for i in range(499)]
+    rows = [
+        (f"spent{i:011d}", now, s["id"], camp.creatives["300x250"], camp.campaign_id, pub.id, "v", "valid", "")
+        for i in range(499)
+    ]
     await write_impressions(rows)
     assert {a["status"] for a in await decisions(app, s["public_key"], 5)} == {"ad"}
     app.state.ads.inventory.clear()  # what another server process would load now
-    await write_impressions([("spent-last0001", now, s["id"], camp.creatives["300x250"], camp.campaign_id, pub.id,
-                              "v", "valid", "")])
+    await write_impressions(
+        [("spent-last0001", now, s["id"], camp.creatives["300x250"], camp.campaign_id, pub.id, "v", "valid", "")]
+    )
     answers = await decisions(app, s["public_key"], 30)
     assert {(a["status"], a["reason"]) for a in answers} == {("fallback", "no_ad")}
 
@@ -109,15 +114,17 @@ async def test_impressions_counted_here_spend_the_daily_budget_at_once(app, clie
     key = (await slot(pub))["public_key"]
     first = (await decide(client, key)).json()
     assert first["status"] == "ad"
-    assert (await client.post(first["view_url"].removeprefix(BASE_URL), headers={"user-agent": BROWSER})
-            ).status_code == 202
+    assert (
+        await client.post(first["view_url"].removeprefix(BASE_URL), headers={"user-agent": BROWSER})
+    ).status_code == 202
     assert {a["status"] for a in await decisions(app, key, 20)} == {"fallback"}
 
 
 async def test_a_cpc_campaign_that_cannot_pay_one_more_click_or_is_over_its_click_cap_is_not_served(app, settings):
     pub = await publisher(settings)
-    poor = await ad_campaign(settings, daily_budget="0.40", goal_1_name="click", goal_1_model="cpc",
-                             goal_1_advertiser="0.50")
+    poor = await ad_campaign(
+        settings, daily_budget="0.40", goal_1_name="click", goal_1_model="cpc", goal_1_advertiser="0.50"
+    )
     capped = await ad_campaign(settings, cap_clicks_daily="1")
     await join(pub, poor)
     _, code = await join(pub, capped)
@@ -131,17 +138,31 @@ async def test_a_cpc_campaign_that_cannot_pay_one_more_click_or_is_over_its_clic
     from tests.tracking.factories import Setup
 
     link = response.links[capped.campaign_id]
-    await store_clicks(Setup(capped.advertiser, pub, pub.email, capped.campaign_id, code, link[0]),
-                       [datetime.now(UTC)])
+    await store_clicks(Setup(capped.advertiser, pub, pub.email, capped.campaign_id, code, link[0]), [datetime.now(UTC)])
     app.state.ads.inventory.clear()
     assert {a["status"] for a in await decisions(app, key, 20)} == {"fallback"}
 
 
 def _entry(**terms) -> CampaignEntry:
-    base = CampaignEntry(campaign_id=1, advertiser_id=1, status="active", currency="EUR", advertiser_host="",
-                         creatives={}, weight=1, cpm_price=2000, cpc_price=0, daily_budget_minor=None,
-                         total_budget_minor=None, cap_clicks_daily=None, cap_publisher_clicks_daily=None,
-                         day=date(2026, 3, 10), spent_today_minor=0, spent_total_minor=0, clicks_today=0)
+    base = CampaignEntry(
+        campaign_id=1,
+        advertiser_id=1,
+        status="active",
+        currency="EUR",
+        advertiser_host="",
+        creatives={},
+        weight=1,
+        cpm_price=2000,
+        cpc_price=0,
+        daily_budget_minor=None,
+        total_budget_minor=None,
+        cap_clicks_daily=None,
+        cap_publisher_clicks_daily=None,
+        day=date(2026, 3, 10),
+        spent_today_minor=0,
+        spent_total_minor=0,
+        clicks_today=0,
+    )
     return replace(base, **terms)
 
 
@@ -154,11 +175,13 @@ def test_a_daily_budget_is_paced_through_the_day_an_hour_ahead_at_most():
     assert can_serve(_entry(daily_budget_minor=2400, spent_today_minor=600), publisher_entry, today, five + 3600)
     assert not can_serve(_entry(daily_budget_minor=2400, spent_today_minor=2400), publisher_entry, today, 86_399)
     # Yesterday's load says nothing about today: nothing spent yet.
-    assert can_serve(_entry(daily_budget_minor=2400, spent_today_minor=2400, day=date(2026, 3, 9)),
-                     publisher_entry, today, five)
+    assert can_serve(
+        _entry(daily_budget_minor=2400, spent_today_minor=2400, day=date(2026, 3, 9)), publisher_entry, today, five
+    )
     # Impressions counted in this process since the load count too (in thousandths of a cent).
-    assert not can_serve(_entry(daily_budget_minor=2400, spent_today_minor=599, extra_milli=1000),
-                         publisher_entry, today, five)
+    assert not can_serve(
+        _entry(daily_budget_minor=2400, spent_today_minor=599, extra_milli=1000), publisher_entry, today, five
+    )
     assert not can_serve(_entry(status="paused"), publisher_entry, today, five)
     assert not can_serve(_entry(cap_publisher_clicks_daily=3), PublisherEntry(1, {}, {1: 3}, today), today, five)
 
@@ -193,8 +216,12 @@ async def test_a_slot_answers_only_on_its_own_sites(app, client, settings):
     pub = await publisher(settings)
     await join(pub, camp)
     key = (await slot(pub, domains="blog.example.org"))["public_key"]
-    for origin in ("https://blog.example.org", "https://www.blog.example.org", "http://blog.example.org:8080",
-                   BASE_URL):  # affnet's own pages (the demo, previews) may show any slot
+    for origin in (
+        "https://blog.example.org",
+        "https://www.blog.example.org",
+        "http://blog.example.org:8080",
+        BASE_URL,
+    ):  # affnet's own pages (the demo, previews) may show any slot
         assert (await decide(client, key, origin=origin)).json()["status"] == "ad", origin
     for origin in ("https://evilblog.example.org", "https://blog.example.org.evil.net", "https://example.org"):
         response = await decide(client, key, origin=origin)
@@ -211,8 +238,9 @@ async def test_a_slot_answers_only_on_its_own_sites(app, client, settings):
 async def test_what_a_slot_shows_when_no_ad_fits(app, client, settings):
     pub = await publisher(settings)
     collapse = await slot(pub)
-    house = await slot(pub, fallback="house", house_text="Recipes <b>weekly</b>",
-                       house_url="https://blog.example.org/newsletter")
+    house = await slot(
+        pub, fallback="house", house_text="Recipes <b>weekly</b>", house_url="https://blog.example.org/newsletter"
+    )
     own = await slot(pub, fallback="html", fallback_html='<p>My <a href="https://shop.example/">shop</a></p>')
     body = (await decide(client, collapse["public_key"])).json()
     assert (body["status"], body["fallback"], body["reason"]) == ("fallback", "collapse", "no_ad")

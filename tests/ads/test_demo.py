@@ -27,8 +27,11 @@ async def test_the_demo_blog_shows_a_working_slot(app, client, settings):
     assert (await client.get("/static/embed.js")).status_code == 200
 
     # The page's own requests (same origin: a Referer, no Origin) get the demo banner.
-    answer = (await client.get("/ads/decide", params={"slot": key},
-                               headers={"referer": f"{BASE_URL}/demo/blog", "user-agent": BROWSER})).json()
+    answer = (
+        await client.get(
+            "/ads/decide", params={"slot": key}, headers={"referer": f"{BASE_URL}/demo/blog", "user-agent": BROWSER}
+        )
+    ).json()
     assert answer["status"] == "ad" and answer["width"] == 300
     frame = await client.get(path_of(answer["frame_url"]))
     image = html.unescape(re.search(r'<img src="([^"]+)"', frame.text).group(1))

@@ -27,14 +27,21 @@ def snippet_of(page: str) -> str:
 async def test_a_publisher_creates_a_slot_and_gets_a_snippet_that_reserves_its_size(app, new_client, settings):
     client, user_id = await publisher_client(new_client, settings)
     assert (await client.get("/publisher/slots/new")).status_code == 200
-    response = await post_form(client, "/publisher/slots/new", slot_form(
-        name="Recipe sidebar", format="728x90", domains="Blog.Example.org\nwww.example.org"))
+    response = await post_form(
+        client,
+        "/publisher/slots/new",
+        slot_form(name="Recipe sidebar", format="728x90", domains="Blog.Example.org\nwww.example.org"),
+    )
     assert response.status_code == 303
     detail = await client.get(response.headers["location"])
     assert detail.status_code == 200
     [row] = await AdSlot.select().where(AdSlot.publisher == user_id)
     assert (row["name"], row["format"], row["domains"], row["status"]) == (
-        "Recipe sidebar", "728x90", "blog.example.org\nwww.example.org", "active")
+        "Recipe sidebar",
+        "728x90",
+        "blog.example.org\nwww.example.org",
+        "active",
+    )
     snippet = snippet_of(detail.text)
     assert f'data-affnet-slot="{row["public_key"]}"' in snippet and 'data-affnet-format="728x90"' in snippet
     # The size is reserved by the placeholder itself, before any script has loaded.
@@ -48,10 +55,12 @@ async def test_every_format_reserves_its_own_size(app, settings):
     from server.ads import service
 
     pub = await publisher(settings)
-    for fmt, size in (("300x250", "width:300px;max-width:100%;height:250px"),
-                      ("160x600", "width:160px;max-width:100%;height:600px"),
-                      ("320x50", "width:320px;max-width:100%;height:50px"),
-                      ("native", "width:100%;max-width:100%;height:120px")):
+    for fmt, size in (
+        ("300x250", "width:300px;max-width:100%;height:250px"),
+        ("160x600", "width:160px;max-width:100%;height:600px"),
+        ("320x50", "width:320px;max-width:100%;height:50px"),
+        ("native", "width:100%;max-width:100%;height:120px"),
+    ):
         made = await slot(pub, format=fmt)
         assert size in service.snippet(BASE_URL, made)
 
@@ -63,8 +72,11 @@ async def test_bad_input_is_refused_with_a_message_and_the_form_kept(app, new_cl
         ({"domains": ""}, "domains", "at least one domain"),
         ({"format": "970x250"}, "format", "listed formats"),
         ({"fallback": "house", "house_text": "", "house_url": "https://blog.example.org/"}, "house_text", "required"),
-        ({"fallback": "house", "house_text": "Join my newsletter", "house_url": "javascript:alert(1)"}, "house_url",
-         "web address"),
+        (
+            {"fallback": "house", "house_text": "Join my newsletter", "house_url": "javascript:alert(1)"},
+            "house_url",
+            "web address",
+        ),
         ({"fallback": "html", "fallback_html": ""}, "fallback_html", "required"),
     ]
     for overrides, _field, words in cases:
@@ -77,10 +89,16 @@ async def test_bad_input_is_refused_with_a_message_and_the_form_kept(app, new_cl
 
 async def test_house_ad_and_own_html_are_kept_as_typed(app, settings):
     pub = await publisher(settings)
-    house = await slot(pub, fallback="house", house_text="Get my recipes <weekly>",
-                       house_url="https://Blog.Example.org/newsletter?from=slot")
-    assert (house["house_text"], house["house_url"]) == ("Get my recipes <weekly>",
-                                                          "https://blog.example.org/newsletter?from=slot")
+    house = await slot(
+        pub,
+        fallback="house",
+        house_text="Get my recipes <weekly>",
+        house_url="https://Blog.Example.org/newsletter?from=slot",
+    )
+    assert (house["house_text"], house["house_url"]) == (
+        "Get my recipes <weekly>",
+        "https://blog.example.org/newsletter?from=slot",
+    )
     own = await slot(pub, fallback="html", fallback_html='<a href="https://shop.example/">My shop</a>')
     assert own["fallback_html"] == '<a href="https://shop.example/">My shop</a>' and own["house_url"] == ""
 
@@ -90,12 +108,19 @@ async def test_editing_keeps_the_format_and_the_key(app, new_client, settings):
     await post_form(client, "/publisher/slots/new", slot_form())
     before = await AdSlot.select().where(AdSlot.publisher == user_id).first()
     assert (await client.get(f"/publisher/slots/{before['id']}/edit")).status_code == 200
-    response = await post_form(client, f"/publisher/slots/{before['id']}/edit",
-                               slot_form(name="Footer", format="728x90", domains="other.example.org"))
+    response = await post_form(
+        client,
+        f"/publisher/slots/{before['id']}/edit",
+        slot_form(name="Footer", format="728x90", domains="other.example.org"),
+    )
     assert response.status_code == 303
     after = await AdSlot.select().where(AdSlot.id == before["id"]).first()
     assert (after["name"], after["format"], after["domains"], after["public_key"]) == (
-        "Footer", "300x250", "other.example.org", before["public_key"])
+        "Footer",
+        "300x250",
+        "other.example.org",
+        before["public_key"],
+    )
 
 
 async def test_pausing_and_resuming_a_slot(app, new_client, settings):
@@ -132,9 +157,16 @@ async def test_forms_need_the_csrf_token(app, new_client, settings):
 
 async def test_what_publishers_type_is_shown_as_text(app, new_client, settings):
     client, user_id = await publisher_client(new_client, settings)
-    await post_form(client, "/publisher/slots/new", slot_form(name="<script>alert(1)</script>", fallback="house",
-                                                               house_text="<b>bold</b>",
-                                                               house_url="https://blog.example.org/"))
+    await post_form(
+        client,
+        "/publisher/slots/new",
+        slot_form(
+            name="<script>alert(1)</script>",
+            fallback="house",
+            house_text="<b>bold</b>",
+            house_url="https://blog.example.org/",
+        ),
+    )
     row = await AdSlot.select().where(AdSlot.publisher == user_id).first()
     page = await client.get(f"/publisher/slots/{row['id']}")
     assert "<script>alert(1)</script>" not in page.text and "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text

@@ -37,7 +37,13 @@ async def test_a_view_counts_once_and_a_replay_is_refused(app, client, settings)
     assert (again.status_code, again.json()["error"]["code"]) == (409, "offer_replayed")
     [row] = await stored_impressions(app)
     assert (row["offer"], row["slot"], row["creative"], row["campaign"], row["publisher"], row["reason"]) == (
-        answer["offer"], s["id"], camp.creatives["300x250"], camp.campaign_id, pub.id, "valid")
+        answer["offer"],
+        s["id"],
+        camp.creatives["300x250"],
+        camp.campaign_id,
+        pub.id,
+        "valid",
+    )
 
 
 async def test_concurrent_replays_of_one_view_count_once(app, client, settings):
@@ -80,9 +86,15 @@ async def test_the_database_stores_an_offers_view_once_whoever_writes_it_concurr
 
 async def test_an_expired_offer_is_refused_and_nothing_is_stored(app, client, settings):
     camp, pub, s, link_id, _, _ = await served_ad(client, settings)
-    token, _ = offers.issue(app.state.ads.offer_key, slot_id=s["id"], creative_id=camp.creatives["300x250"],
-                            campaign_id=camp.campaign_id, link_id=link_id, publisher_id=pub.id,
-                            expires_at=int(time.time()) - 1)
+    token, _ = offers.issue(
+        app.state.ads.offer_key,
+        slot_id=s["id"],
+        creative_id=camp.creatives["300x250"],
+        campaign_id=camp.campaign_id,
+        link_id=link_id,
+        publisher_id=pub.id,
+        expires_at=int(time.time()) - 1,
+    )
     response = await client.post(f"/ads/v/{token}", headers={"user-agent": BROWSER})
     assert (response.status_code, response.json()["error"]["code"]) == (410, "offer_expired")
     assert await stored_impressions(app) == []
@@ -92,9 +104,15 @@ async def test_a_forged_or_altered_view_url_is_refused(app, client, settings):
     camp, pub, s, link_id, _, answer = await served_ad(client, settings)
     token = path_of(answer["view_url"]).rsplit("/", 1)[1]
     altered = token[:20] + ("A" if token[20] != "A" else "B") + token[21:]
-    other_key, _ = offers.issue(b"not-affnets-key", slot_id=s["id"], creative_id=camp.creatives["300x250"],
-                                campaign_id=camp.campaign_id, link_id=link_id, publisher_id=pub.id,
-                                expires_at=int(time.time()) + 600)
+    other_key, _ = offers.issue(
+        b"not-affnets-key",
+        slot_id=s["id"],
+        creative_id=camp.creatives["300x250"],
+        campaign_id=camp.campaign_id,
+        link_id=link_id,
+        publisher_id=pub.id,
+        expires_at=int(time.time()) + 600,
+    )
     for bad in (altered, other_key, "x" * 40, token + "A", "", "%00"):
         response = await client.post(f"/ads/v/{bad}", headers={"user-agent": BROWSER})
         assert (response.status_code, response.json()["error"]["code"]) == (400, "offer_invalid"), bad
@@ -127,7 +145,8 @@ async def test_bots_floods_and_frequent_visitors_are_recorded_but_not_valid(app,
 
 async def test_an_impression_keeps_the_country_its_proxy_named(app, client, settings):
     *_, answer = await served_ad(client, settings)
-    response = await client.post(path_of(answer["view_url"]), headers={"user-agent": "Mozilla/5.0 Chrome/126.0",
-                                                                        "cf-ipcountry": "SE"})
+    response = await client.post(
+        path_of(answer["view_url"]), headers={"user-agent": "Mozilla/5.0 Chrome/126.0", "cf-ipcountry": "SE"}
+    )
     assert response.status_code == 202
     assert [r["country"] for r in await stored_impressions(app)] == ["SE"]

@@ -13,10 +13,17 @@ from workers import settings as worker_settings
 
 
 async def spend(advertiser_id: int, amount: int) -> None:
-    lines = [ledger.Line(await ledger.account(K.advertiser_balance, "EUR", advertiser_id), -amount, "EUR"),
-             ledger.Line(await ledger.account(K.network_revenue, "EUR"), amount, "EUR")]
-    await ledger.post(kind="earning", idempotency_key=f"spend-{advertiser_id}-{amount}", lines=lines,
-                      reference_type="manual", reference_id=1)
+    lines = [
+        ledger.Line(await ledger.account(K.advertiser_balance, "EUR", advertiser_id), -amount, "EUR"),
+        ledger.Line(await ledger.account(K.network_revenue, "EUR"), amount, "EUR"),
+    ]
+    await ledger.post(
+        kind="earning",
+        idempotency_key=f"spend-{advertiser_id}-{amount}",
+        lines=lines,
+        reference_type="manual",
+        reference_id=1,
+    )
 
 
 async def test_the_threshold_pauses_campaigns_when_the_balance_falls_below_it(client, settings):
@@ -28,8 +35,9 @@ async def test_the_threshold_pauses_campaigns_when_the_balance_falls_below_it(cl
     await login(client, setup.advertiser.email)
     page = await client.get("/advertiser/billing")
     assert "€200.00" in page.text and "Low balance" not in page.text
-    saved = await post_form(client, "/advertiser/billing/settings",
-                            {"auto_pause_threshold": "150.00", "currency": "EUR"})
+    saved = await post_form(
+        client, "/advertiser/billing/settings", {"auto_pause_threshold": "150.00", "currency": "EUR"}
+    )
     assert saved.status_code == 200 and "Billing settings saved" in saved.text
     assert "Low balance" in saved.text  # under twice the threshold
     assert (await Campaign.select(Campaign.status).first())["status"] == "active"
@@ -45,8 +53,9 @@ async def test_a_bad_threshold_is_refused_with_the_field_named(client, settings)
     setup, _, _ = await campaign_and_click(settings, client)
     await login(client, setup.advertiser.email)
     await client.get("/advertiser/billing")
-    response = await post_form(client, "/advertiser/billing/settings", {"auto_pause_threshold": "-5",
-                                                                        "currency": "EUR"})
+    response = await post_form(
+        client, "/advertiser/billing/settings", {"auto_pause_threshold": "-5", "currency": "EUR"}
+    )
     assert response.status_code == 422 and "cannot be negative" in response.text
 
 

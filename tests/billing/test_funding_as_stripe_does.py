@@ -25,7 +25,8 @@ async def _funding(funding_id: int) -> dict:
 
 
 async def test_an_expired_checkout_session_marks_the_funding_expired_and_credits_nothing(
-        client, settings, new_stripe_account):
+    client, settings, new_stripe_account
+):
     local: StripeLocal = new_stripe_account()
     local_settings = replace(settings, stripe_api_base=local.base_url)
     who = await advertiser()
@@ -43,8 +44,10 @@ async def test_an_expired_checkout_session_marks_the_funding_expired_and_credits
         assert (await browser.post(url, data={"email": "late@example.com"})).status_code == 400
     assert await deliver_new(client, local, set()) != []
     async with stripe_api.gateway(local_settings) as gateway:
-        outcomes = [await webhooks.process(r["event_id"], gateway)
-                    for r in await StripeEvent.select(StripeEvent.event_id).order_by(StripeEvent.id)]
+        outcomes = [
+            await webhooks.process(r["event_id"], gateway)
+            for r in await StripeEvent.select(StripeEvent.event_id).order_by(StripeEvent.id)
+        ]
     assert outcomes == ["expired"]
     assert (await _funding(funding["id"]))["status"] == "expired"
     assert await ledger.balance(K.advertiser_balance, "EUR", who.id) == 0
@@ -55,8 +58,9 @@ async def test_an_async_payment_is_credited_only_when_it_succeeds(client, settin
     seen = set(await event_ids(stripe_local))
     who = await advertiser()
     _, funding = await start_funding(client, who.email)
-    paid = stripe_local.control("POST", f"/_local/checkout/sessions/{funding['checkout_session_id']}/pay",
-                                payment_method="sepa_debit").json()
+    paid = stripe_local.control(
+        "POST", f"/_local/checkout/sessions/{funding['checkout_session_id']}/pay", payment_method="sepa_debit"
+    ).json()
     assert (paid["status"], paid["payment_status"]) == ("complete", "unpaid")
 
     # Completed, but unpaid: the debit is still on its way. Nothing is credited, however often it is told.
@@ -69,8 +73,7 @@ async def test_an_async_payment_is_credited_only_when_it_succeeds(client, settin
 
     stripe_local.control("POST", f"/_local/payment_intents/{paid['payment_intent']}/settle", outcome="succeeded")
     new = await deliver_new(client, stripe_local, seen, times=2)
-    types = [(await StripeEvent.select(StripeEvent.type).where(StripeEvent.event_id == e).first())["type"]
-             for e in new]
+    types = [(await StripeEvent.select(StripeEvent.type).where(StripeEvent.event_id == e).first())["type"] for e in new]
     assert "checkout.session.async_payment_succeeded" in types
     assert (await process(settings)).count("credited") == 1
     assert await ledger.balance(K.advertiser_balance, "EUR", who.id) == 50_000
@@ -86,8 +89,9 @@ async def test_a_failed_async_payment_marks_the_funding_failed(client, settings,
     seen = set(await event_ids(stripe_local))
     who = await advertiser()
     _, funding = await start_funding(client, who.email, "75.00")
-    paid = stripe_local.control("POST", f"/_local/checkout/sessions/{funding['checkout_session_id']}/pay",
-                                payment_method="sepa_debit").json()
+    paid = stripe_local.control(
+        "POST", f"/_local/checkout/sessions/{funding['checkout_session_id']}/pay", payment_method="sepa_debit"
+    ).json()
     stripe_local.control("POST", f"/_local/payment_intents/{paid['payment_intent']}/settle", outcome="failed")
     await deliver_new(client, stripe_local, seen)
     outcomes = await process(settings)
@@ -127,4 +131,3 @@ async def test_a_dispute_inquiry_withdraws_nothing(client, settings, stripe_loca
     assert await ledger.balance(K.advertiser_balance, "EUR", who.id) == 0
     assert (await _funding(funding["id"]))["disputed_minor"] == 50_000
     assert await ledger.check() == []
-

@@ -18,8 +18,9 @@ from tests.factories import login, make_publisher, make_staff, post_form, staff_
 
 async def _broken_event(event_id: str = "evt_broken_1") -> str:
     """An event stored as the webhook stores it, whose body the worker cannot apply."""
-    await StripeEvent.insert(StripeEvent(event_id=event_id, type="charge.refunded", payload="{not json",
-                                         received_at=datetime.now(UTC)))
+    await StripeEvent.insert(
+        StripeEvent(event_id=event_id, type="charge.refunded", payload="{not json", received_at=datetime.now(UTC))
+    )
     return event_id
 
 
@@ -56,7 +57,8 @@ async def test_finance_sees_a_failing_event_with_its_error_and_tries_it_again(ne
 async def test_an_applied_event_is_not_listed_and_cannot_be_retried(new_client, settings):
     event_id = await _broken_event()
     await StripeEvent.update({StripeEvent.processed_at: datetime.now(UTC), StripeEvent.outcome: "done"}).where(
-        StripeEvent.event_id == event_id)
+        StripeEvent.event_id == event_id
+    )
     finance = await _finance(new_client)
     page = await finance.get("/finance/stripe-events")
     assert event_id not in page.text and 'data-testid="stripe-events-none"' in page.text

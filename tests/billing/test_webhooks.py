@@ -28,8 +28,11 @@ def secret(settings) -> str:
 
 
 async def process_all(fake: FakeStripe) -> list[str]:
-    rows = await StripeEvent.select(StripeEvent.event_id).where(StripeEvent.processed_at.is_null()).order_by(
-        StripeEvent.id)
+    rows = (
+        await StripeEvent.select(StripeEvent.event_id)
+        .where(StripeEvent.processed_at.is_null())
+        .order_by(StripeEvent.id)
+    )
     return [await webhooks.process(r["event_id"], fake) for r in rows]
 
 
@@ -51,8 +54,7 @@ async def test_a_forged_signature_is_refused_and_nothing_is_recorded_or_credited
     forged = await deliver(client, evt, "whsec_someone_else")
     assert forged.status_code == 400
     tampered_body = json.dumps({**evt, "id": "evt_other"}).encode()
-    tampered = await deliver(client, evt, secret, body=tampered_body,
-                             signature=sign(json.dumps(evt).encode(), secret))
+    tampered = await deliver(client, evt, secret, body=tampered_body, signature=sign(json.dumps(evt).encode(), secret))
     assert tampered.status_code == 400
     missing = await client.post("/stripe/webhook", content=json.dumps(evt).encode())
     assert missing.status_code == 400
@@ -83,8 +85,11 @@ async def test_a_connected_accounts_payment_event_never_credits_a_funding(client
     who = await advertiser()
     evt = {**(await funded(fake, who)).checkout_completed(), "account": "acct_publisher"}
     body = json.dumps(evt).encode()
-    answer = await client.post("/stripe/connect-webhook", content=body, headers={
-        "stripe-signature": sign(body, settings.stripe_connect_webhook_secret)})
+    answer = await client.post(
+        "/stripe/connect-webhook",
+        content=body,
+        headers={"stripe-signature": sign(body, settings.stripe_connect_webhook_secret)},
+    )
     assert answer.status_code == 200
     assert await process_all(fake) == ["ignored: a connected account's event"]
     assert await balance(who) == 0 and await credits() == 0 and fake.asked == 0
@@ -114,8 +119,12 @@ async def test_the_same_event_five_times_credits_once(client, fake, secret):
 async def test_payment_intent_first_then_checkout_each_twice_credit_once(client, fake, secret):
     who = await advertiser()
     paid = await funded(fake, who)
-    for evt in (paid.payment_succeeded(), paid.payment_succeeded(), paid.checkout_completed(),
-                paid.checkout_completed()):
+    for evt in (
+        paid.payment_succeeded(),
+        paid.payment_succeeded(),
+        paid.checkout_completed(),
+        paid.checkout_completed(),
+    ):
         assert (await deliver(client, evt, secret)).status_code == 200
     assert await process_all(fake) == ["credited", "already credited", "already credited", "already credited"]
     assert await balance(who) == 50_000 and await credits() == 1
@@ -183,8 +192,10 @@ async def test_a_refund_larger_than_the_balance_left_becomes_a_receivable_the_ne
     await deliver(client, first.checkout_completed(), secret)
     await process_all(fake)
     # The advertiser spends 70.00 of it (an approved conversion, here a direct posting).
-    spend = [ledger.Line(await ledger.account(K.advertiser_balance, "EUR", who.id), -7_000, "EUR"),
-             ledger.Line(await ledger.account(K.network_revenue, "EUR"), 7_000, "EUR")]
+    spend = [
+        ledger.Line(await ledger.account(K.advertiser_balance, "EUR", who.id), -7_000, "EUR"),
+        ledger.Line(await ledger.account(K.network_revenue, "EUR"), 7_000, "EUR"),
+    ]
     await ledger.post(kind="earning", idempotency_key="spend-1", lines=spend, reference_type="manual", reference_id=1)
     await deliver(client, first.charge_refunded(10_000), secret)
     assert await process_all(fake) == ["refunded"]
@@ -202,8 +213,10 @@ async def test_a_lost_dispute_withdraws_the_funding_once(client, fake, secret):
     who = await advertiser()
     paid = await funded(fake, who)
     await deliver(client, paid.checkout_completed(), secret)
-    for evt in (paid.dispute("charge.dispute.created", "needs_response"),
-                paid.dispute("charge.dispute.closed", "lost")):
+    for evt in (
+        paid.dispute("charge.dispute.created", "needs_response"),
+        paid.dispute("charge.dispute.closed", "lost"),
+    ):
         await deliver(client, evt, secret, times=2)
     assert await process_all(fake) == ["credited", "dispute needs_response", "dispute lost"]
     assert await balance(who) == 0
@@ -214,8 +227,11 @@ async def test_a_lost_dispute_withdraws_the_funding_once(client, fake, secret):
 async def test_a_won_dispute_gives_the_money_back_even_when_closed_arrives_first(client, fake, secret):
     who = await advertiser()
     paid = await funded(fake, who)
-    for evt in (paid.checkout_completed(), paid.dispute("charge.dispute.closed", "won"),
-                paid.dispute("charge.dispute.created", "needs_response")):
+    for evt in (
+        paid.checkout_completed(),
+        paid.dispute("charge.dispute.closed", "won"),
+        paid.dispute("charge.dispute.created", "needs_response"),
+    ):
         await deliver(client, evt, secret)
     assert await process_all(fake) == ["credited", "dispute won", "dispute needs_response"]
     assert await balance(who) == 50_000

@@ -22,8 +22,9 @@ from tests.worker_burst import run_burst
 async def event_ids(stripe_local: StripeLocal) -> list[str]:
     """Every event at the stand-in, oldest first."""
     async with httpx.AsyncClient(base_url=stripe_local.base_url, timeout=10) as local:
-        response = await local.get("/v1/events", params={"limit": 100},
-                                   headers={"Authorization": f"Bearer {stripe_local.secret_key}"})
+        response = await local.get(
+            "/v1/events", params={"limit": 100}, headers={"Authorization": f"Bearer {stripe_local.secret_key}"}
+        )
     return [e["id"] for e in reversed(response.json()["data"])]
 
 
@@ -37,8 +38,11 @@ async def deliver_new(client, stripe_local: StripeLocal, seen: set[str], times: 
 
 
 async def process(settings) -> list[str]:
-    rows = await StripeEvent.select(StripeEvent.event_id).where(StripeEvent.processed_at.is_null()).order_by(
-        StripeEvent.id)
+    rows = (
+        await StripeEvent.select(StripeEvent.event_id)
+        .where(StripeEvent.processed_at.is_null())
+        .order_by(StripeEvent.id)
+    )
     async with stripe_api.gateway(settings) as gateway:
         return [await webhooks.process(r["event_id"], gateway) for r in rows]
 
@@ -48,8 +52,9 @@ async def confirm_funding(client, amount: str, currency: str = "EUR"):
     shown = await post_form(client, "/advertiser/billing/fund", {"amount": amount, "currency": currency})
     assert shown.status_code == 200 and 'data-testid="charge-amount"' in shown.text, shown.text[-800:]
     minor = re.search(r'name="confirmed_minor" value="(\d+)"', shown.text).group(1)
-    response = await post_form(client, "/advertiser/billing/fund",
-                               {"amount": amount, "currency": currency, "confirmed_minor": minor})
+    response = await post_form(
+        client, "/advertiser/billing/fund", {"amount": amount, "currency": currency, "confirmed_minor": minor}
+    )
     assert response.status_code == 200, response.text
     return response
 
@@ -104,8 +109,7 @@ async def test_no_post_to_stripe_leaves_without_an_idempotency_key(client, setti
     posts = [r for r in requests if r["method"] == "POST"]
     assert len(posts) == 2, requests
     fundings = await Funding.select(Funding.id, Funding.reference).order_by(Funding.id)
-    assert [p["idempotency_key"] for p in posts] == [f"funding:{f['id']}:{f['reference']}:checkout"
-                                                     for f in fundings]
+    assert [p["idempotency_key"] for p in posts] == [f"funding:{f['id']}:{f['reference']}:checkout" for f in fundings]
 
 
 async def test_the_worker_processes_delivered_events_on_a_real_redis(client, settings, stripe_local):
@@ -177,8 +181,12 @@ async def test_amounts_outside_the_limits_are_refused_before_stripe_is_called(cl
     who = await advertiser()
     await login(client, who.email)
     await client.get("/advertiser/billing")
-    for amount, message in (("49.99", "smallest top-up is €50.00"), ("10000.01", "largest top-up"),
-                            ("12.345", "more decimals"), ("abc", "amount such as")):
+    for amount, message in (
+        ("49.99", "smallest top-up is €50.00"),
+        ("10000.01", "largest top-up"),
+        ("12.345", "more decimals"),
+        ("abc", "amount such as"),
+    ):
         response = await post_form(client, "/advertiser/billing/fund", {"amount": amount, "currency": "EUR"})
         assert response.status_code == 422 and message in response.text, (amount, response.text[-800:])
     assert await Funding.count() == 0

@@ -26,12 +26,27 @@ BASE = "/advertiser/campaigns"
 def campaign_form(**changes: Any) -> dict[str, str]:
     """What an advertiser types into the new-campaign form (a None value leaves a field out)."""
     form = {
-        "name": "Winter boots", "description": "Warm boots for cold feet.", "category": "fashion", "currency": "EUR",
-        "allowed_domains": "shop.affnet.example\nboots.affnet.example", "landing_url": "https://shop.affnet.example/boots",
-        "fallback_url": "", "total_budget": "5000.00", "daily_budget": "250.00", "cap_clicks_daily": "1000",
-        "attribution_window_days": "30", "hold_days": "14", "min_conversion_seconds": "0", "visibility": "public",
-        "click_id_param": "click_id", "forward_sub1": "on", "forward_sub3": "on",
-        "goal_0_name": "sale", "goal_0_model": "cpa", "goal_0_advertiser": "10.00", "goal_0_publisher": "",
+        "name": "Winter boots",
+        "description": "Warm boots for cold feet.",
+        "category": "fashion",
+        "currency": "EUR",
+        "allowed_domains": "shop.affnet.example\nboots.affnet.example",
+        "landing_url": "https://shop.affnet.example/boots",
+        "fallback_url": "",
+        "total_budget": "5000.00",
+        "daily_budget": "250.00",
+        "cap_clicks_daily": "1000",
+        "attribution_window_days": "30",
+        "hold_days": "14",
+        "min_conversion_seconds": "0",
+        "visibility": "public",
+        "click_id_param": "click_id",
+        "forward_sub1": "on",
+        "forward_sub3": "on",
+        "goal_0_name": "sale",
+        "goal_0_model": "cpa",
+        "goal_0_advertiser": "10.00",
+        "goal_0_publisher": "",
     }
     form.update(changes)
     return {k: v for k, v in form.items() if v is not None}
@@ -62,7 +77,7 @@ def shown_error(response) -> str:
 def marked_invalid(page: str, field: str) -> bool:
     """Whether the form marks this field as the one to fix (on the input, or on its label)."""
     at = page.index(f'name="{field}"')
-    tag = page[page.rfind("<", 0, at):page.index(">", at)]
+    tag = page[page.rfind("<", 0, at) : page.index(">", at)]
     if 'class="invalid"' in tag:
         return True
     label = page.rfind('<label class="field', 0, at)
@@ -87,9 +102,9 @@ async def test_advertiser_creates_a_campaign_through_the_form_and_sees_it(client
     assert row["forward_subs"] == "sub1,sub3" and row["hold_days"] == 14
     goals = await Goal.select().where(Goal.campaign == campaign_id)
     assert [(g["name"], g["payout_model"], g["advertiser_amount"], g["publisher_amount"]) for g in goals] == [
-        ("sale", "cpa", 1000, 800)]
-    assert await AuditEvent.exists().where(AuditEvent.action == "campaign.created",
-                                           AuditEvent.object_id == campaign_id)
+        ("sale", "cpa", 1000, 800)
+    ]
+    assert await AuditEvent.exists().where(AuditEvent.action == "campaign.created", AuditEvent.object_id == campaign_id)
 
     shown = await client.get(f"{BASE}/{campaign_id}")
     assert shown.status_code == 200
@@ -106,24 +121,44 @@ async def test_advertiser_creates_a_campaign_through_the_form_and_sees_it(client
 
 async def test_advertiser_edits_a_campaign_and_the_currency_stays(client):
     await logged_in_advertiser(client)
-    campaign_id = await create(client, goal_1_name="share", goal_1_model="revshare", goal_1_advertiser="12.5",
-                               goal_1_publisher="10")
+    campaign_id = await create(
+        client, goal_1_name="share", goal_1_model="revshare", goal_1_advertiser="12.5", goal_1_publisher="10"
+    )
 
     page = await client.get(f"{BASE}/{campaign_id}/edit")
     assert page.status_code == 200
-    for name, value in (("goal_0_advertiser", "10.00"), ("goal_0_publisher", "8.00"), ("goal_1_advertiser", "12.5"),
-                        ("goal_1_publisher", "10"), ("total_budget", "5000.00"), ("daily_budget", "250.00"),
-                        ("cap_clicks_daily", "1000"), ("name", "Winter boots")):
+    for name, value in (
+        ("goal_0_advertiser", "10.00"),
+        ("goal_0_publisher", "8.00"),
+        ("goal_1_advertiser", "12.5"),
+        ("goal_1_publisher", "10"),
+        ("total_budget", "5000.00"),
+        ("daily_budget", "250.00"),
+        ("cap_clicks_daily", "1000"),
+        ("name", "Winter boots"),
+    ):
         assert re.search(rf'name="{name}" value="{re.escape(value)}"', page.text), name
     assert 'name="currency"' not in page.text  # shown, not editable
     assert "<strong>EUR</strong>" in page.text
-    assert re.search(r'name="forward_sub1" checked', page.text) and not re.search(r'name="forward_sub2" checked',
-                                                                                   page.text)
+    assert re.search(r'name="forward_sub1" checked', page.text) and not re.search(
+        r'name="forward_sub2" checked', page.text
+    )
 
-    changed = campaign_form(name="Winter boots, now warmer", currency="USD", goal_0_advertiser="12.00",
-                            goal_0_publisher="9.50", goal_1_name="share", goal_1_model="revshare",
-                            goal_1_advertiser="12.5", goal_1_publisher="10", goal_2_name="lead", goal_2_model="cpl",
-                            goal_2_advertiser="2.00", daily_budget="", visibility="approval")
+    changed = campaign_form(
+        name="Winter boots, now warmer",
+        currency="USD",
+        goal_0_advertiser="12.00",
+        goal_0_publisher="9.50",
+        goal_1_name="share",
+        goal_1_model="revshare",
+        goal_1_advertiser="12.5",
+        goal_1_publisher="10",
+        goal_2_name="lead",
+        goal_2_model="cpl",
+        goal_2_advertiser="2.00",
+        daily_budget="",
+        visibility="approval",
+    )
     response = await post_form(client, f"{BASE}/{campaign_id}/edit", changed)
     assert response.status_code == 303 and response.headers["location"] == f"{BASE}/{campaign_id}?saved=1"
 
@@ -133,7 +168,10 @@ async def test_advertiser_edits_a_campaign_and_the_currency_stays(client):
     assert row["daily_budget_minor"] is None
     goals = await Goal.select().where(Goal.campaign == campaign_id).order_by(Goal.position)
     assert [(g["name"], g["advertiser_amount"], g["publisher_amount"]) for g in goals] == [
-        ("sale", 1200, 950), ("share", 1250, 1000), ("lead", 200, 160)]
+        ("sale", 1200, 950),
+        ("share", 1250, 1000),
+        ("lead", 200, 160),
+    ]
 
     # A bad edit is refused with the typed values kept, and changes nothing.
     bad = {**changed, "name": "Renamed", "goal_0_publisher": "13.00"}
@@ -142,7 +180,8 @@ async def test_advertiser_edits_a_campaign_and_the_currency_stays(client):
     assert "cannot be more than what the advertiser pays" in shown_error(refused)
     assert 'name="name" value="Renamed"' in refused.text
     assert (await Campaign.select(Campaign.name).where(Campaign.id == campaign_id).first())["name"] == (
-        "Winter boots, now warmer")
+        "Winter boots, now warmer"
+    )
 
 
 async def test_pause_resume_and_end_and_an_ended_campaign_stays_ended(client):
@@ -177,30 +216,52 @@ async def test_pause_resume_and_end_and_an_ended_campaign_stays_ended(client):
     edit = await post_form(client, f"{BASE}/{campaign_id}/edit", campaign_form(name="Back again"))
     assert edit.status_code == 409
     assert "has ended and can no longer be edited" in shown_error(edit)
-    assert [e["action"] for e in await AuditEvent.select(AuditEvent.action).where(
-        AuditEvent.object_id == campaign_id, AuditEvent.object_type == "campaign").order_by(AuditEvent.id)] == [
-        "campaign.created", "campaign.pause", "campaign.resume", "campaign.end"]
+    assert [
+        e["action"]
+        for e in await AuditEvent.select(AuditEvent.action)
+        .where(AuditEvent.object_id == campaign_id, AuditEvent.object_type == "campaign")
+        .order_by(AuditEvent.id)
+    ] == ["campaign.created", "campaign.pause", "campaign.resume", "campaign.end"]
 
 
 BAD_TERMS = {
-    "negative amount": ({"goal_0_advertiser": "-5.00"}, "goal_0_advertiser",
-                        "What the advertiser pays for 'sale' cannot be negative."),
+    "negative amount": (
+        {"goal_0_advertiser": "-5.00"},
+        "goal_0_advertiser",
+        "What the advertiser pays for 'sale' cannot be negative.",
+    ),
     "publisher paid more than the advertiser pays": (
-        {"goal_0_advertiser": "5.00", "goal_0_publisher": "6.00"}, "goal_0_publisher",
-        "The publisher payout for 'sale' cannot be more than what the advertiser pays."),
+        {"goal_0_advertiser": "5.00", "goal_0_publisher": "6.00"},
+        "goal_0_publisher",
+        "The publisher payout for 'sale' cannot be more than what the advertiser pays.",
+    ),
     "unknown currency": ({"currency": "ZZZ"}, "currency", "ZZZ is not an ISO 4217 currency code"),
     "landing page outside its own allowed domains": (
-        {"landing_url": "https://elsewhere.example/boots"}, "landing_url",
-        "Landing URL must be an http(s) address on one of the allowed domains"),
-    "daily budget above total budget": ({"total_budget": "100.00", "daily_budget": "200.00"}, "daily_budget",
-                                        "The daily budget cannot be larger than the total budget."),
+        {"landing_url": "https://elsewhere.example/boots"},
+        "landing_url",
+        "Landing URL must be an http(s) address on one of the allowed domains",
+    ),
+    "daily budget above total budget": (
+        {"total_budget": "100.00", "daily_budget": "200.00"},
+        "daily_budget",
+        "The daily budget cannot be larger than the total budget.",
+    ),
     "no goal at all": ({"goal_0_name": "", "goal_0_advertiser": ""}, "goal_0_name", "Add at least one goal"),
-    "more decimals than the currency has": ({"goal_0_advertiser": "1.234"}, "goal_0_advertiser",
-                                            "has more decimals than EUR allows (2)"),
-    "more decimals than a zero-decimal currency has": ({"currency": "JPY", "goal_0_advertiser": "100.5"},
-                                                      "goal_0_advertiser", "has more decimals than JPY allows (0)"),
-    "revenue share above 100 %": ({"goal_0_model": "revshare", "goal_0_advertiser": "150"}, "goal_0_advertiser",
-                                  "must be between 0 and 100 %"),
+    "more decimals than the currency has": (
+        {"goal_0_advertiser": "1.234"},
+        "goal_0_advertiser",
+        "has more decimals than EUR allows (2)",
+    ),
+    "more decimals than a zero-decimal currency has": (
+        {"currency": "JPY", "goal_0_advertiser": "100.5"},
+        "goal_0_advertiser",
+        "has more decimals than JPY allows (0)",
+    ),
+    "revenue share above 100 %": (
+        {"goal_0_model": "revshare", "goal_0_advertiser": "150"},
+        "goal_0_advertiser",
+        "must be between 0 and 100 %",
+    ),
 }
 
 
@@ -218,10 +279,19 @@ async def test_bad_terms_are_refused_with_a_clear_message_and_change_nothing(cli
 
 async def test_the_default_margin_fills_the_publisher_amount_rounding_down(client):
     await logged_in_advertiser(client)
-    campaign_id = await create(client, goal_1_name="lead", goal_1_model="cpl", goal_1_advertiser="0.99",
-                               goal_2_name="share", goal_2_model="revshare", goal_2_advertiser="7.5",
-                               goal_3_name="click", goal_3_model="cpc", goal_3_advertiser="0.33",
-                               goal_3_publisher="0.30")
+    campaign_id = await create(
+        client,
+        goal_1_name="lead",
+        goal_1_model="cpl",
+        goal_1_advertiser="0.99",
+        goal_2_name="share",
+        goal_2_model="revshare",
+        goal_2_advertiser="7.5",
+        goal_3_name="click",
+        goal_3_model="cpc",
+        goal_3_advertiser="0.33",
+        goal_3_publisher="0.30",
+    )
     goals = await Goal.select().where(Goal.campaign == campaign_id).order_by(Goal.position)
     assert [(g["name"], g["advertiser_amount"], g["publisher_amount"]) for g in goals] == [
         ("sale", 1000, 800),  # 10.00 less 20 % = 8.00
@@ -263,19 +333,24 @@ async def test_another_advertisers_campaign_answers_404_and_changes_nothing(clie
         assert "Winter boots" not in response.text
     posts = {
         f"{BASE}/{cid}/edit": campaign_form(name="Hijacked"),
-        f"{BASE}/{cid}/pause": {}, f"{BASE}/{cid}/end": {"confirm": "on"},
+        f"{BASE}/{cid}/pause": {},
+        f"{BASE}/{cid}/end": {"confirm": "on"},
         f"{BASE}/{cid}/creatives/text": {"name": "Mine now", "text": "Spam"},
         f"{BASE}/{cid}/creatives/{crid}/archive": {},
         f"{BASE}/{mine}/creatives/{crid}/archive": {},  # their creative through my campaign's address
-        f"{BASE}/{cid}/members/{mid}/accept": {}, f"{BASE}/{cid}/members/{mid}/decline": {},
+        f"{BASE}/{cid}/members/{mid}/accept": {},
+        f"{BASE}/{cid}/members/{mid}/decline": {},
         f"{BASE}/{mine}/members/{mid}/accept": {},  # their applicant through my campaign's address
         f"{BASE}/{cid}/invite": {"publisher_email": "someone@affnet.example"},
     }
     for path, data in posts.items():
         response = await post_form(client, path, data)
         assert response.status_code == 404, (path, response.status_code)
-    upload = await client.post(f"{BASE}/{cid}/creatives/image", data={"name": "x", "_csrf_token": client.cookies[
-        "affnet_csrf"]}, files={"file": ("a.png", b"\x89PNG", "image/png")})
+    upload = await client.post(
+        f"{BASE}/{cid}/creatives/image",
+        data={"name": "x", "_csrf_token": client.cookies["affnet_csrf"]},
+        files={"file": ("a.png", b"\x89PNG", "image/png")},
+    )
     assert upload.status_code == 404
 
     assert before == {
@@ -324,7 +399,8 @@ async def test_an_accepted_applicant_gets_a_tracked_link_and_a_declined_one_none
     response = await post_form(client, f"{BASE}/{campaign_id}/members/{declined}/decline")
     assert response.status_code == 303
     assert (await Membership.select(Membership.status).where(Membership.id == declined).first())["status"] == (
-        "declined")
+        "declined"
+    )
     assert not await Link.exists().where(Link.membership == declined)
     assert await Link.count() == 1
 
@@ -342,9 +418,29 @@ async def test_click_statistics_show_valid_and_unpaid_clicks_by_publisher_and_re
     link = await Link.select().first()
     now = datetime.now(UTC)
     reasons = ["valid", "valid", "valid", "bot", "duplicate", "duplicate"]
-    await tracking.write_clicks([
-        (f"click-{i}", now, link["id"], campaign_id, pub_id, "", "", "", "", "", "", "Chrome", "v", reason, None, "")
-        for i, reason in enumerate(reasons)])
+    await tracking.write_clicks(
+        [
+            (
+                f"click-{i}",
+                now,
+                link["id"],
+                campaign_id,
+                pub_id,
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "Chrome",
+                "v",
+                reason,
+                None,
+                "",
+            )
+            for i, reason in enumerate(reasons)
+        ]
+    )
 
     page = await client.get(f"{BASE}/{campaign_id}")
     row = re.search(rf"<td>{re.escape(pub_email)}</td>(.*?)</tr>", page.text, re.S)

@@ -31,13 +31,17 @@ def image_bytes(width: int, height: int, fmt: str = "PNG", *, noise: bool = Fals
     return buffer.getvalue()
 
 
-async def upload(client, campaign_id: int, filename: str, data: bytes, content_type: str = "image/png",
-                 name: str = "Winter banner"):
+async def upload(
+    client, campaign_id: int, filename: str, data: bytes, content_type: str = "image/png", name: str = "Winter banner"
+):
     if client.cookies.get("affnet_csrf") is None:
         await client.get("/login")
-    return await client.post(f"{BASE}/{campaign_id}/creatives/image",
-                             data={"name": name, "_csrf_token": client.cookies["affnet_csrf"]},
-                             files={"file": (filename, data, content_type)}, follow_redirects=False)
+    return await client.post(
+        f"{BASE}/{campaign_id}/creatives/image",
+        data={"name": name, "_csrf_token": client.cookies["affnet_csrf"]},
+        files={"file": (filename, data, content_type)},
+        follow_redirects=False,
+    )
 
 
 def media_files(settings) -> set[str]:
@@ -69,9 +73,16 @@ async def test_a_png_banner_is_stored_measured_tagged_and_served(client, setting
     assert response.headers["location"] == f"{BASE}/{campaign_id}#creatives"
 
     row = await Creative.select().first()
-    assert (row["kind"], row["name"], row["mime_type"], row["width"], row["height"], row["iab_size"],
-            row["byte_size"], row["archived"]) == ("image", "Winter banner", "image/png", 300, 250, "300x250",
-                                                   len(data), False)
+    assert (
+        row["kind"],
+        row["name"],
+        row["mime_type"],
+        row["width"],
+        row["height"],
+        row["iab_size"],
+        row["byte_size"],
+        row["archived"],
+    ) == ("image", "Winter banner", "image/png", 300, 250, "300x250", len(data), False)
     stored = row["image_path"]
     assert stored.endswith(".png") and "banner" not in stored and "/" not in stored  # never the user's file name
     assert media_files(settings) - before == {stored}
@@ -96,21 +107,32 @@ async def test_the_type_comes_from_the_content_and_odd_sizes_get_no_iab_tag(clie
     response = await upload(client, campaign_id, "odd.gif", image_bytes(200, 100, "WEBP"), "image/gif", name="Odd")
     assert response.status_code == 303, shown_error(response)
     rows = await Creative.select().order_by(Creative.id)
-    assert [(r["mime_type"], r["image_path"].rsplit(".", 1)[1], r["width"], r["height"], r["iab_size"])
-            for r in rows] == [("image/jpeg", "jpg", 728, 90, "728x90"), ("image/webp", "webp", 200, 100, "")]
+    assert [
+        (r["mime_type"], r["image_path"].rsplit(".", 1)[1], r["width"], r["height"], r["iab_size"]) for r in rows
+    ] == [("image/jpeg", "jpg", 728, 90, "728x90"), ("image/webp", "webp", 200, 100, "")]
 
 
-SVG = (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="300" height="250">'
-       b'<script>alert(1)</script><rect width="300" height="250"/></svg>')
+SVG = (
+    b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="300" height="250">'
+    b'<script>alert(1)</script><rect width="300" height="250"/></svg>'
+)
 REFUSED = {
-    "a text file renamed .png": ("banner.png", b"just some text, not an image\n" * 20, "image/png",
-                                 "Only PNG, JPEG, GIF or WebP images"),
+    "a text file renamed .png": (
+        "banner.png",
+        b"just some text, not an image\n" * 20,
+        "image/png",
+        "Only PNG, JPEG, GIF or WebP images",
+    ),
     "an SVG": ("banner.svg", SVG, "image/svg+xml", "Only PNG, JPEG, GIF or WebP images"),
     "an SVG calling itself a PNG": ("banner.png", SVG, "image/png", "Only PNG, JPEG, GIF or WebP images"),
     "a BMP": ("banner.bmp", image_bytes(300, 250, "BMP"), "image/bmp", "Only PNG, JPEG, GIF or WebP images"),
     "a truncated PNG": ("banner.png", image_bytes(300, 250)[:60], "image/png", "damaged or incomplete"),
-    "an image over the size limit": ("big.png", image_bytes(480, 400, noise=True), "image/png",
-                                     "The image is larger than 512 KB"),
+    "an image over the size limit": (
+        "big.png",
+        image_bytes(480, 400, noise=True),
+        "image/png",
+        "The image is larger than 512 KB",
+    ),
     "no file at all": ("empty.png", b"", "image/png", "Choose an image file to upload."),
 }
 
@@ -146,12 +168,17 @@ async def test_a_request_body_over_the_route_limit_is_refused_before_it_is_read(
 async def test_text_links_are_added_limited_and_archived_not_deleted(client):
     await logged_in_advertiser(client)
     campaign_id = await create(client)
-    response = await post_form(client, f"{BASE}/{campaign_id}/creatives/text",
-                               {"name": "Sale line", "text": "Boots at half price this week"})
+    response = await post_form(
+        client, f"{BASE}/{campaign_id}/creatives/text", {"name": "Sale line", "text": "Boots at half price this week"}
+    )
     assert response.status_code == 303
     row = await Creative.select().first()
     assert (row["kind"], row["name"], row["text"], row["archived"]) == (
-        "text", "Sale line", "Boots at half price this week", False)
+        "text",
+        "Sale line",
+        "Boots at half price this week",
+        False,
+    )
 
     too_long = await post_form(client, f"{BASE}/{campaign_id}/creatives/text", {"name": "Long", "text": "x" * 301})
     assert too_long.status_code == 422

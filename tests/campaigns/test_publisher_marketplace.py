@@ -23,11 +23,19 @@ from tests.factories import error_text, login, make_advertiser, make_publisher, 
 def campaign_form(**overrides: Any) -> dict[str, str]:
     """The advertiser's campaign form, as parse_terms and parse_goals read it."""
     form = {
-        "name": "Spring Boots", "description": "Hiking boots for every trail", "category": "fashion",
-        "currency": "EUR", "landing_url": "https://shop.example.com/boots",
-        "allowed_domains": "shop.example.com\nblog.shop.example.com", "visibility": "public",
-        "attribution_window_days": "30", "hold_days": "30",
-        "goal_0_name": "sale", "goal_0_model": "cpa", "goal_0_advertiser": "10.00", "goal_0_publisher": "8.00",
+        "name": "Spring Boots",
+        "description": "Hiking boots for every trail",
+        "category": "fashion",
+        "currency": "EUR",
+        "landing_url": "https://shop.example.com/boots",
+        "allowed_domains": "shop.example.com\nblog.shop.example.com",
+        "visibility": "public",
+        "attribution_window_days": "30",
+        "hold_days": "30",
+        "goal_0_name": "sale",
+        "goal_0_model": "cpa",
+        "goal_0_advertiser": "10.00",
+        "goal_0_publisher": "8.00",
     }
     form.update({k: str(v) for k, v in overrides.items()})
     return form
@@ -43,8 +51,9 @@ async def make_campaign(advertiser: CurrentUser | None = None, **overrides: Any)
     return await campaigns.create_campaign(advertiser, campaign_form(**overrides))
 
 
-async def publisher_client(new_client, settings: Settings, *, approved: bool = True
-                           ) -> tuple[httpx.AsyncClient, CurrentUser]:
+async def publisher_client(
+    new_client, settings: Settings, *, approved: bool = True
+) -> tuple[httpx.AsyncClient, CurrentUser]:
     """A browser logged in as a new publisher, and that publisher."""
     user_id, email = await make_publisher(settings, approved=approved)
     client = new_client()
@@ -70,8 +79,11 @@ def card_html(page: str, campaign_id: int) -> str:
 
 
 async def membership_of(publisher: CurrentUser, campaign_id: int) -> dict | None:
-    return await Membership.select().where(Membership.publisher == publisher.id,
-                                           Membership.campaign == campaign_id).first()
+    return (
+        await Membership.select()
+        .where(Membership.publisher == publisher.id, Membership.campaign == campaign_id)
+        .first()
+    )
 
 
 async def link_of(publisher: CurrentUser, campaign_id: int) -> dict | None:
@@ -84,9 +96,17 @@ async def link_of(publisher: CurrentUser, campaign_id: int) -> dict | None:
 async def test_marketplace_lists_public_and_approval_campaigns_but_not_private_ones(new_client, settings):
     advertiser = await make_advertiser_user()
     public = await make_campaign(advertiser, name="Spring Boots")
-    approval = await make_campaign(advertiser, name="Winter Coats", visibility="approval", hold_days="0",
-                                   goal_0_name="lead", goal_0_model="cpl", goal_0_advertiser="2.00",
-                                   goal_0_publisher="1.20", attribution_window_days="7")
+    approval = await make_campaign(
+        advertiser,
+        name="Winter Coats",
+        visibility="approval",
+        hold_days="0",
+        goal_0_name="lead",
+        goal_0_model="cpl",
+        goal_0_advertiser="2.00",
+        goal_0_publisher="1.20",
+        attribution_window_days="7",
+    )
     private = await make_campaign(advertiser, name="Secret Sale", visibility="private")
     client, publisher = await publisher_client(new_client, settings)
 
@@ -117,14 +137,30 @@ async def test_marketplace_lists_public_and_approval_campaigns_but_not_private_o
 async def test_search_model_and_category_filters_narrow_the_list(new_client, settings):
     advertiser = await make_advertiser_user()
     boots = await make_campaign(advertiser, name="Spring Boots", category="fashion")
-    flights = await make_campaign(advertiser, name="Cheap Flights", description="Fly to the sun", category="travel",
-                                  goal_0_name="click", goal_0_model="cpc", goal_0_advertiser="0.30",
-                                  goal_0_publisher="0.20")
-    bank = await make_campaign(advertiser, name="Easy Bank", description="An account in minutes", category="finance",
-                               goal_0_name="signup",
-                               goal_0_model="cpl", goal_0_advertiser="20.00", goal_0_publisher="15.00",
-                               goal_1_name="sale", goal_1_model="revshare", goal_1_advertiser="10",
-                               goal_1_publisher="8")
+    flights = await make_campaign(
+        advertiser,
+        name="Cheap Flights",
+        description="Fly to the sun",
+        category="travel",
+        goal_0_name="click",
+        goal_0_model="cpc",
+        goal_0_advertiser="0.30",
+        goal_0_publisher="0.20",
+    )
+    bank = await make_campaign(
+        advertiser,
+        name="Easy Bank",
+        description="An account in minutes",
+        category="finance",
+        goal_0_name="signup",
+        goal_0_model="cpl",
+        goal_0_advertiser="20.00",
+        goal_0_publisher="15.00",
+        goal_1_name="sale",
+        goal_1_model="revshare",
+        goal_1_advertiser="10",
+        goal_1_publisher="8",
+    )
     client, _ = await publisher_client(new_client, settings)
 
     async def ids(query: str) -> list[int]:

@@ -27,9 +27,17 @@ _offer = itertools.count(1)
 async def both_goals(settings) -> tuple[Setup, tuple[int, int]]:
     """A campaign paying 0.30 a click (CPC) and 2.50 per thousand impressions (CPM), at most 0.80 a
     day and 1.00 in all, with one publisher who has a link and a slot: (the setup, (slot, banner))."""
-    camp = await ad_campaign(settings, cpm="2.50", cpm_publisher="1.99", daily_budget="0.80", total_budget="1.00",
-                             goal_1_name="click", goal_1_model="cpc", goal_1_advertiser="0.30",
-                             goal_1_publisher="0.20")
+    camp = await ad_campaign(
+        settings,
+        cpm="2.50",
+        cpm_publisher="1.99",
+        daily_budget="0.80",
+        total_budget="1.00",
+        goal_1_name="click",
+        goal_1_model="cpc",
+        goal_1_advertiser="0.30",
+        goal_1_publisher="0.20",
+    )
     pub = await publisher(settings)
     link_id, code = await join(pub, camp)
     slot_id = (await slot(pub))["id"]
@@ -38,9 +46,21 @@ async def both_goals(settings) -> tuple[Setup, tuple[int, int]]:
 
 async def views(setup: Setup, place: tuple[int, int], hour: int, n: int, *, days: int = 0) -> None:
     """n valid impressions in the hour, stored as the view buffer stores them."""
-    await write_impressions([
-        (f"spend-{next(_offer):010d}", at(hour, days=days) + timedelta(milliseconds=3 * i), *place, setup.campaign_id,
-         setup.publisher.id, "visitor", "valid", "") for i in range(n)])
+    await write_impressions(
+        [
+            (
+                f"spend-{next(_offer):010d}",
+                at(hour, days=days) + timedelta(milliseconds=3 * i),
+                *place,
+                setup.campaign_id,
+                setup.publisher.id,
+                "visitor",
+                "valid",
+                "",
+            )
+            for i in range(n)
+        ]
+    )
 
 
 async def run_cpc_first() -> None:
@@ -57,10 +77,10 @@ async def run_together() -> None:
     await asyncio.gather(cpc.run(now=NOW + timedelta(days=1)), cpm.run(now=NOW + timedelta(days=1)))
 
 
-@pytest.mark.parametrize("run", [run_cpc_first, run_cpm_first, run_together], ids=["cpc-first", "cpm-first",
-                                                                                   "together"])
-async def test_a_campaign_paying_per_click_and_per_impression_never_spends_more_than_its_budgets(clean, settings,
-                                                                                                   run):
+@pytest.mark.parametrize(
+    "run", [run_cpc_first, run_cpm_first, run_together], ids=["cpc-first", "cpm-first", "together"]
+)
+async def test_a_campaign_paying_per_click_and_per_impression_never_spends_more_than_its_budgets(clean, settings, run):
     setup, place = await both_goals(settings)
     await fund(setup, 100_000)
     # Each kind alone would spend more than the budgets: 0.90 of clicks and 1.00 of impressions
@@ -83,8 +103,10 @@ async def test_a_campaign_paying_per_click_and_per_impression_never_spends_more_
     assert all(h["status"] in ("approved", "unpaid") for h in hours)
     assert all(h["price_minor"] == h["payout_minor"] + h["margin_minor"] for h in hours)
     # Every cent went to the publisher or the network (I13).
-    assert (await ledger.balance(K.publisher_pending, "EUR", setup.publisher.id)
-            + await ledger.balance(K.network_revenue, "EUR")) == 100
+    assert (
+        await ledger.balance(K.publisher_pending, "EUR", setup.publisher.id)
+        + await ledger.balance(K.network_revenue, "EUR")
+    ) == 100
     assert await ledger.check() == []
 
 

@@ -28,8 +28,15 @@ def at(hour: int, minute: int = 0, second: int = 0, *, days: int = 0) -> datetim
 
 async def cpc_campaign(settings, *, price: str = "0.37", payout: str = "0.29", **terms: Any) -> Setup:
     """A campaign paying `price` per valid click (the publisher earns `payout`), one publisher joined."""
-    return await campaign_with_link(settings, goal_0_name="click", goal_0_model="cpc", goal_0_advertiser=price,
-                                    goal_0_publisher=payout, hold_days=terms.pop("hold_days", 30), **terms)
+    return await campaign_with_link(
+        settings,
+        goal_0_name="click",
+        goal_0_model="cpc",
+        goal_0_advertiser=price,
+        goal_0_publisher=payout,
+        hold_days=terms.pop("hold_days", 30),
+        **terms,
+    )
 
 
 async def another_publisher(settings, setup: Setup) -> tuple[int, int]:
@@ -47,13 +54,38 @@ async def join(setup: Setup, publisher: CurrentUser) -> int:
     return link["id"]
 
 
-async def clicks(setup: Setup, moments: list[datetime], *, publisher_id: int | None = None, link_id: int | None = None,
-                 reason: str = "valid") -> None:
+async def clicks(
+    setup: Setup,
+    moments: list[datetime],
+    *,
+    publisher_id: int | None = None,
+    link_id: int | None = None,
+    reason: str = "valid",
+) -> None:
     """Store clicks through the tracking service's batch writer, as the redirect's buffer does."""
     publisher_id = publisher_id or setup.publisher.id
     link_id = link_id or setup.link_id
-    rows = [(f"test-click-{next(_click_seq)}", moment, link_id, setup.campaign_id, publisher_id, "", "", "", "", "",
-             "", "Chrome", "visitor", reason, None, "") for moment in moments]
+    rows = [
+        (
+            f"test-click-{next(_click_seq)}",
+            moment,
+            link_id,
+            setup.campaign_id,
+            publisher_id,
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "Chrome",
+            "visitor",
+            reason,
+            None,
+            "",
+        )
+        for moment in moments
+    ]
     await tracking.write_clicks(rows)
 
 
@@ -64,5 +96,6 @@ def spread(hour: int, n: int, *, start_minute: int = 0, days: int = 0) -> list[d
 
 async def fund(setup: Setup, amount: int, currency: str = "EUR") -> None:
     n = next(_fund_seq)
-    await templates.fund_advertiser(setup.advertiser.id, amount, currency, reference_id=n,
-                                    key=f"test-funding-{setup.campaign_id}-{n}")
+    await templates.fund_advertiser(
+        setup.advertiser.id, amount, currency, reference_id=n, key=f"test-funding-{setup.campaign_id}-{n}"
+    )

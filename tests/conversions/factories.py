@@ -23,8 +23,9 @@ async def click_id_of(client: httpx.AsyncClient, code: str) -> str:
 
 
 async def secrets_of(campaign_id: int) -> dict[str, Any]:
-    return await Campaign.select(Campaign.postback_secret, Campaign.public_key).where(
-        Campaign.id == campaign_id).first()
+    return (
+        await Campaign.select(Campaign.postback_secret, Campaign.public_key).where(Campaign.id == campaign_id).first()
+    )
 
 
 async def campaign_and_click(settings, client: httpx.AsyncClient, **overrides: Any) -> tuple[Setup, str, str]:

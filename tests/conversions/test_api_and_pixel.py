@@ -8,17 +8,23 @@ from tests.conversions.factories import api_key, campaign_and_click, conversions
 
 
 async def test_the_api_takes_several_conversions_with_a_result_for_each(app, client, settings):
-    s, click_id, _ = await campaign_and_click(settings, client, goal_1_name="lead", goal_1_model="cpl",
-                                              goal_1_advertiser="1.50", goal_1_publisher="1.00")
+    s, click_id, _ = await campaign_and_click(
+        settings, client, goal_1_name="lead", goal_1_model="cpl", goal_1_advertiser="1.50", goal_1_publisher="1.00"
+    )
     key = await api_key(s.advertiser)
-    response = await client.post("/api/v1/conversions", headers={"authorization": f"Bearer {key}"}, json={
-        "conversions": [
-            {"click_id": click_id, "txn_id": "a1"},
-            {"click_id": click_id, "txn_id": "a2", "goal": "lead"},
-            {"click_id": click_id, "txn_id": "a1"},  # a repeat within the batch
-            {"click_id": "forged", "txn_id": "a3"},
-            {"click_id": click_id, "txn_id": "a4", "goal": "lead", "amount": 12.5},
-        ]})
+    response = await client.post(
+        "/api/v1/conversions",
+        headers={"authorization": f"Bearer {key}"},
+        json={
+            "conversions": [
+                {"click_id": click_id, "txn_id": "a1"},
+                {"click_id": click_id, "txn_id": "a2", "goal": "lead"},
+                {"click_id": click_id, "txn_id": "a1"},  # a repeat within the batch
+                {"click_id": "forged", "txn_id": "a3"},
+                {"click_id": click_id, "txn_id": "a4", "goal": "lead", "amount": 12.5},
+            ]
+        },
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert (body["accepted"], body["duplicates"], body["refused"]) == (2, 1, 2)
@@ -27,8 +33,13 @@ async def test_the_api_takes_several_conversions_with_a_result_for_each(app, cli
     assert [r["code"] for r in results] == [None, None, None, "unknown_click", "bad_amount"]
     assert [r["http_status"] for r in results] == [200, 200, 200, 404, 422]
     assert results[2]["conversion_id"] == results[0]["conversion_id"]
-    assert results[1]["payout"] == {"currency": "EUR", "price_minor": 150, "publisher_minor": 100,
-                                    "network_minor": 50, "sale_amount_minor": None}
+    assert results[1]["payout"] == {
+        "currency": "EUR",
+        "price_minor": 150,
+        "publisher_minor": 100,
+        "network_minor": 50,
+        "sale_amount_minor": None,
+    }
     rows = await conversions()
     assert [(r["txn_id"], r["source"]) for r in rows] == [("a1", "api"), ("a2", "api")]
 
@@ -50,8 +61,11 @@ async def test_another_advertisers_api_key_cannot_report_to_this_campaign(app, c
     response = await client.post("/api/v1/conversions", headers=headers, json={"click_id": click_id, "txn_id": "o1"})
     assert response.status_code == 401
     assert response.json()["results"][0]["code"] == "bad_token"
-    publisher = await client.post("/api/v1/conversions", json={"click_id": click_id, "txn_id": "o1"},
-                                  headers={"authorization": f"Bearer {await api_key(other.publisher)}"})
+    publisher = await client.post(
+        "/api/v1/conversions",
+        json={"click_id": click_id, "txn_id": "o1"},
+        headers={"authorization": f"Bearer {await api_key(other.publisher)}"},
+    )
     assert publisher.status_code == 403
     assert await Conversion.count() == 0
 

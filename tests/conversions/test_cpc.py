@@ -26,8 +26,10 @@ async def earnings() -> list[dict]:
 
 
 async def balances(setup, *publishers: int) -> dict[str, int]:
-    found = {"advertiser": await ledger.balance(K.advertiser_balance, "EUR", setup.advertiser.id),
-             "network": await ledger.balance(K.network_revenue, "EUR")}
+    found = {
+        "advertiser": await ledger.balance(K.advertiser_balance, "EUR", setup.advertiser.id),
+        "network": await ledger.balance(K.network_revenue, "EUR"),
+    }
     for p in publishers:
         found[f"pending:{p}"] = await ledger.balance(K.publisher_pending, "EUR", p)
         found[f"available:{p}"] = await ledger.balance(K.publisher_available, "EUR", p)
@@ -47,19 +49,33 @@ async def test_each_publishers_valid_clicks_of_a_closed_hour_are_charged_and_cen
     assert (outcome.priced, outcome.charged, outcome.waiting) == (2, 2, 0)
     rows = {r["publisher"]: r for r in await earnings()}
     mine, theirs = rows[setup.publisher.id], rows[other]
-    assert (mine["valid_clicks"], mine["paid_clicks"], mine["price_minor"], mine["payout_minor"],
-            mine["margin_minor"]) == (3, 3, 111, 87, 24)
+    assert (
+        mine["valid_clicks"],
+        mine["paid_clicks"],
+        mine["price_minor"],
+        mine["payout_minor"],
+        mine["margin_minor"],
+    ) == (3, 3, 111, 87, 24)
     assert (theirs["valid_clicks"], theirs["price_minor"], theirs["payout_minor"], theirs["margin_minor"]) == (
-        2, 74, 58, 16)
+        2,
+        74,
+        58,
+        16,
+    )
     assert {r["status"] for r in rows.values()} == {"approved"} and mine["currency"] == "EUR"
     # The advertiser paid exactly what the publishers earned plus the network's margin (I13).
     assert await balances(setup, setup.publisher.id, other) == {
-        "advertiser": 10_000 - 185, "network": 24 + 16,
-        f"pending:{setup.publisher.id}": 87, f"available:{setup.publisher.id}": 0,
-        f"pending:{other}": 58, f"available:{other}": 0}
+        "advertiser": 10_000 - 185,
+        "network": 24 + 16,
+        f"pending:{setup.publisher.id}": 87,
+        f"available:{setup.publisher.id}": 0,
+        f"pending:{other}": 58,
+        f"available:{other}": 0,
+    }
     txns = await LedgerTxn.select().where(LedgerTxn.reference_type == "click_hour").order_by(LedgerTxn.reference_id)
     assert [(t["reference_id"], t["idempotency_key"]) for t in txns] == [
-        (r["id"], f"click_hour:{r['id']}:approved") for r in sorted(rows.values(), key=lambda r: r["id"])]
+        (r["id"], f"click_hour:{r['id']}:approved") for r in sorted(rows.values(), key=lambda r: r["id"])
+    ]
     assert await spend.spent_minor(setup.campaign_id) == 185
     assert await ledger.check() == []
 
@@ -106,9 +122,13 @@ async def test_two_workers_at_once_price_and_charge_each_hour_once(clean, settin
     assert len(rows) == 8 and {r["status"] for r in rows} == {"released"}
     assert await LedgerTxn.count().where(LedgerTxn.reference_type == "click_hour") == 8 * 2  # charged + released
     assert await balances(setup, setup.publisher.id, other) == {
-        "advertiser": 100_000 - 20 * 50, "network": 20 * 10,
-        f"pending:{setup.publisher.id}": 0, f"available:{setup.publisher.id}": 12 * 40,
-        f"pending:{other}": 0, f"available:{other}": 8 * 40}
+        "advertiser": 100_000 - 20 * 50,
+        "network": 20 * 10,
+        f"pending:{setup.publisher.id}": 0,
+        f"available:{setup.publisher.id}": 12 * 40,
+        f"pending:{other}": 0,
+        f"available:{other}": 8 * 40,
+    }
     assert await ledger.check() == []
 
 
@@ -123,8 +143,18 @@ async def test_clicks_over_the_daily_caps_are_not_paid_and_say_why(clean, settin
 
     await cpc.run(now=NOW + timedelta(days=1))
 
-    rows = [(r["hour"].hour, r["publisher"], r["valid_clicks"], r["paid_clicks"], r["over_cap_clicks"],
-             r["over_budget_clicks"], r["status"]) for r in await earnings()]
+    rows = [
+        (
+            r["hour"].hour,
+            r["publisher"],
+            r["valid_clicks"],
+            r["paid_clicks"],
+            r["over_cap_clicks"],
+            r["over_budget_clicks"],
+            r["status"],
+        )
+        for r in await earnings()
+    ]
     assert rows == [
         (9, setup.publisher.id, 4, 3, 1, 0, "approved"),
         (9, other, 3, 2, 1, 0, "approved"),
@@ -151,8 +181,10 @@ async def test_the_daily_and_total_budgets_are_never_exceeded(clean, settings):
 
     await cpc.run(now=NOW + timedelta(days=1))
 
-    rows = [(r["hour"].day, r["hour"].hour, r["publisher"], r["paid_clicks"], r["over_budget_clicks"], r["price_minor"])
-            for r in await earnings()]
+    rows = [
+        (r["hour"].day, r["hour"].hour, r["publisher"], r["paid_clicks"], r["over_budget_clicks"], r["price_minor"])
+        for r in await earnings()
+    ]
     assert rows == [
         (10, 9, setup.publisher.id, 2, 0, 60),
         (10, 10, setup.publisher.id, 0, 1, 0),
@@ -171,11 +203,23 @@ async def test_the_daily_and_total_budgets_are_never_exceeded(clean, settings):
 
 async def test_approved_conversions_count_as_spend_against_the_budget(clean, client, settings):
     # One campaign pays 1.00 a click and 10.00 a sale, 12.00 a day at most.
-    setup = await cpc_campaign(settings, price="1.00", payout="0.80", daily_budget="12.00",
-                               goal_1_name="sale", goal_1_model="cpa", goal_1_advertiser="10.00")
+    setup = await cpc_campaign(
+        settings,
+        price="1.00",
+        payout="0.80",
+        daily_budget="12.00",
+        goal_1_name="sale",
+        goal_1_model="cpa",
+        goal_1_advertiser="10.00",
+    )
     await fund(setup, 100_000)
-    response = await postback(client, click_id=await click_id_of(client, setup.code), txn_id="order-1",
-                              token=(await secrets_of(setup.campaign_id))["postback_secret"], goal="sale")
+    response = await postback(
+        client,
+        click_id=await click_id_of(client, setup.code),
+        txn_id="order-1",
+        token=(await secrets_of(setup.campaign_id))["postback_secret"],
+        goal="sale",
+    )
     assert response.json()["status"] == "accepted", response.text
     # Approved that morning: 10.00 of the day's 12.00 is spent before the 10 o'clock clicks.
     await review.decide(setup.advertiser, [response.json()["conversion_id"]], "approve", now=at(9, 30))
@@ -204,7 +248,11 @@ async def test_an_hour_the_balance_cannot_cover_waits_pauses_the_campaign_and_is
     assert (outcome.charged, outcome.waiting, outcome.paused_campaigns) == (1, 3, [setup.campaign_id])
     rows = await earnings()
     assert [(r["hour"].hour, r["status"]) for r in rows] == [
-        (9, "approved"), (10, "waiting"), (10, "waiting"), (11, "waiting")]
+        (9, "approved"),
+        (10, "waiting"),
+        (10, "waiting"),
+        (11, "waiting"),
+    ]
     assert rows[1]["status_reason"] == cpc.WAITING_FOR_FUNDS and rows[3]["status_reason"] == cpc.WAITING_BEHIND
     # Nothing of hour 10 was posted: the balance never went below zero.
     assert await ledger.balance(K.advertiser_balance, "EUR", setup.advertiser.id) == 250
@@ -220,9 +268,13 @@ async def test_an_hour_the_balance_cannot_cover_waits_pauses_the_campaign_and_is
     assert {r["status"] for r in await earnings()} == {"approved"}
     assert {r["status_reason"] for r in await earnings()} == {""}
     assert await balances(setup, setup.publisher.id, other) == {
-        "advertiser": 950 - 800, "network": 8 * 30,
-        f"pending:{setup.publisher.id}": 5 * 70, f"available:{setup.publisher.id}": 0,
-        f"pending:{other}": 3 * 70, f"available:{other}": 0}
+        "advertiser": 950 - 800,
+        "network": 8 * 30,
+        f"pending:{setup.publisher.id}": 5 * 70,
+        f"available:{setup.publisher.id}": 0,
+        f"pending:{other}": 3 * 70,
+        f"available:{other}": 0,
+    }
     assert await ledger.check() == []
 
 
@@ -246,8 +298,15 @@ async def test_earnings_become_available_when_the_hold_of_their_hour_ends(clean,
 
 
 async def test_a_click_is_paid_on_the_first_cpc_goal_only(clean, settings):
-    setup = await cpc_campaign(settings, price="0.50", payout="0.40", goal_1_name="click2", goal_1_model="cpc",
-                               goal_1_advertiser="2.00", goal_1_publisher="1.00")
+    setup = await cpc_campaign(
+        settings,
+        price="0.50",
+        payout="0.40",
+        goal_1_name="click2",
+        goal_1_model="cpc",
+        goal_1_advertiser="2.00",
+        goal_1_publisher="1.00",
+    )
     await fund(setup, 10_000)
     await clicks(setup, spread(10, 2))
     await cpc.run(now=NOW)
@@ -256,8 +315,13 @@ async def test_a_click_is_paid_on_the_first_cpc_goal_only(clean, settings):
     assert await ledger.check() == []
 
 
-@given(st.lists(st.integers(1, 4), max_size=40), st.dictionaries(st.integers(1, 4), st.integers(0, 6)),
-       st.none() | st.integers(0, 20), st.none() | st.integers(0, 8), st.none() | st.integers(0, 30))
+@given(
+    st.lists(st.integers(1, 4), max_size=40),
+    st.dictionaries(st.integers(1, 4), st.integers(0, 6)),
+    st.none() | st.integers(0, 20),
+    st.none() | st.integers(0, 8),
+    st.none() | st.integers(0, 30),
+)
 def test_every_click_is_paid_or_counted_against_exactly_one_limit(order, before, cap, publisher_cap, budget):
     shares = cpc.allocate(order, before, cap=cap, publisher_cap=publisher_cap, budget_clicks=budget)
     assert sum(s.valid for s in shares.values()) == len(order)

@@ -26,8 +26,15 @@ UPLOAD = "/advertiser/conversions/upload"
 APPLY = "/advertiser/conversions/upload/apply"
 
 
-async def upload(browser, text: str | bytes = "", *, as_file: bool = True, campaign: str = "", reason: str = "",
-                 with_csrf: bool = True):
+async def upload(
+    browser,
+    text: str | bytes = "",
+    *,
+    as_file: bool = True,
+    campaign: str = "",
+    reason: str = "",
+    with_csrf: bool = True,
+):
     """Submit the upload form as a browser does: multipart, the CSV as a file or pasted."""
     await browser.get("/advertiser/conversions")
     data = {"campaign": campaign, "reason": reason, "text": "" if as_file else text}
@@ -55,8 +62,10 @@ def flat(html: str) -> str:
 
 def outcomes(html: str) -> dict[int, str]:
     """Line number -> outcome, from the line-by-line table."""
-    return {int(line): outcome for line, outcome in re.findall(
-        r'data-testid="upload-row" data-line="(\d+)" data-outcome="(\w+)"', html)}
+    return {
+        int(line): outcome
+        for line, outcome in re.findall(r'data-testid="upload-row" data-line="(\d+)" data-outcome="(\w+)"', html)
+    }
 
 
 def line_text(html: str, line: int) -> str:
@@ -66,8 +75,12 @@ def line_text(html: str, line: int) -> str:
 
 
 def errors_of(html: str) -> dict[int, str]:
-    return {int(line): unescape(message) for line, message in re.findall(
-        r'data-testid="upload-error" data-line="(\d+)"><td>\d+</td><td><code>.*?</code></td><td>(.*?)</td>', html)}
+    return {
+        int(line): unescape(message)
+        for line, message in re.findall(
+            r'data-testid="upload-error" data-line="(\d+)"><td>\d+</td><td><code>.*?</code></td><td>(.*?)</td>', html
+        )
+    }
 
 
 def count(html: str, name: str) -> int:
@@ -76,9 +89,13 @@ def count(html: str, name: str) -> int:
 
 async def state() -> tuple:
     """Everything an upload could change: statuses, amounts, ledger transactions, audit events."""
-    rows = await Conversion.select(Conversion.id, Conversion.status, Conversion.status_reason,
-                                   Conversion.advertiser_amount_minor, Conversion.sale_amount_minor).order_by(
-        Conversion.id)
+    rows = await Conversion.select(
+        Conversion.id,
+        Conversion.status,
+        Conversion.status_reason,
+        Conversion.advertiser_amount_minor,
+        Conversion.sale_amount_minor,
+    ).order_by(Conversion.id)
     balances = await ledger.summary()
     return rows, await LedgerTxn.count(), await AuditEvent.count(), balances["balances"]
 
@@ -95,10 +112,12 @@ async def test_preview_says_what_each_line_will_do_and_changes_nothing(client, n
     setup = await pending_conversions(settings, client, 3, fund=5_000)
     browser = await browser_of(new_client, setup)
     before = await state()
-    csv = ("txn_id,status,amount,reason\n"
-           "Spring Boots-order-0,approved\n"
-           "Spring Boots-order-1,rejected,,Order cancelled\n"
-           "Spring Boots-order-2,reversed\n")  # reversing a pending one rejects it, with the form's reason
+    csv = (
+        "txn_id,status,amount,reason\n"
+        "Spring Boots-order-0,approved\n"
+        "Spring Boots-order-1,rejected,,Order cancelled\n"
+        "Spring Boots-order-2,reversed\n"
+    )  # reversing a pending one rejects it, with the form's reason
     preview = await upload(browser, csv, reason="Returned")
     assert preview.status_code == 200, preview.text
     assert outcomes(preview.text) == {2: "approve", 3: "reject", 4: "reject"}
@@ -110,8 +129,7 @@ async def test_preview_says_what_each_line_will_do_and_changes_nothing(client, n
     assert await ledger.check() == []
 
 
-async def test_apply_charges_once_and_a_second_apply_of_the_same_file_changes_nothing(client, new_client,
-                                                                                      settings):
+async def test_apply_charges_once_and_a_second_apply_of_the_same_file_changes_nothing(client, new_client, settings):
     setup = await pending_conversions(settings, client, 3, fund=5_000)
     ids = await ids_of(setup)
     browser = await browser_of(new_client, setup)
@@ -120,8 +138,10 @@ async def test_apply_charges_once_and_a_second_apply_of_the_same_file_changes_no
     result = await apply(browser, preview.text)
     assert result.status_code == 200, result.text
     assert (count(result.text, "approved"), count(result.text, "rejected"), count(result.text, "skipped")) == (2, 1, 0)
-    statuses = {r["id"]: (r["status"], r["status_reason"]) for r in await Conversion.select(
-        Conversion.id, Conversion.status, Conversion.status_reason)}
+    statuses = {
+        r["id"]: (r["status"], r["status_reason"])
+        for r in await Conversion.select(Conversion.id, Conversion.status, Conversion.status_reason)
+    }
     assert statuses == {ids[0]: ("approved", ""), ids[1]: ("approved", ""), ids[2]: ("rejected", "Duplicate")}
     assert await ledger.balance(K.advertiser_balance, "EUR", setup.advertiser.id) == 3_000
     assert await conversion_txns() == 2
@@ -146,26 +166,29 @@ async def test_header_bom_crlf_spaces_and_case_are_tolerated(client, new_client,
 
 
 async def test_every_bad_line_is_reported_with_its_line_number_and_the_good_ones_still_apply(
-        client, new_client, settings):
+    client, new_client, settings
+):
     setup = await pending_conversions(settings, client, 5, fund=5_000)
     ids = await ids_of(setup)
     browser = await browser_of(new_client, setup)
     await decide(browser, [ids[3]], "reject", "Test order")
-    csv = "\n".join([
-        "txn_id,status,amount,reason",        # 1
-        "Spring Boots-order-0,approved",       # 2 fine
-        "no-such-order,approved",              # 3 unknown txn id
-        "Spring Boots-order-1,paid",           # 4 bad status
-        "Spring Boots-order-0,approved",       # 5 duplicate of line 2
-        "Spring Boots-order-4,approved,8.00",  # 6 amount on a flat goal
-        "Spring Boots-order-2,rejected",       # 7 no reason anywhere
-        "Spring Boots-order-2,rejected,1.00,x",  # 8 duplicate of line 7
-        "Spring Boots-order-3,approved",       # 9 rejected already: cannot approve
-        ",approved",                           # 10 empty txn id
-        "a,b,c,d,e",                           # 11 too many columns
-        "Spring Boots-order-3,rejected,,Again",  # 12 duplicate of line 9
-        "",
-    ])
+    csv = "\n".join(
+        [
+            "txn_id,status,amount,reason",  # 1
+            "Spring Boots-order-0,approved",  # 2 fine
+            "no-such-order,approved",  # 3 unknown txn id
+            "Spring Boots-order-1,paid",  # 4 bad status
+            "Spring Boots-order-0,approved",  # 5 duplicate of line 2
+            "Spring Boots-order-4,approved,8.00",  # 6 amount on a flat goal
+            "Spring Boots-order-2,rejected",  # 7 no reason anywhere
+            "Spring Boots-order-2,rejected,1.00,x",  # 8 duplicate of line 7
+            "Spring Boots-order-3,approved",  # 9 rejected already: cannot approve
+            ",approved",  # 10 empty txn id
+            "a,b,c,d,e",  # 11 too many columns
+            "Spring Boots-order-3,rejected,,Again",  # 12 duplicate of line 9
+            "",
+        ]
+    )
     before = await state()
     preview = await upload(browser, csv)
     assert preview.status_code == 200, preview.text
@@ -194,10 +217,12 @@ async def test_amount_errors_on_a_revshare_goal(client, new_client, settings):
     # 10 % of the sale from the advertiser, 8 % to the publisher; the sale reported was 100.00.
     setup = await revshare_conversions(settings, client, [10_000, 10_000, 10_000])
     browser = await browser_of(new_client, setup)
-    csv = ("order-0,approved,abc\n"        # 1 not an amount
-           "order-1,approved,12.345\n"     # 2 too many decimals
-           "order-2,approved,100.01\n"     # 3 more than the sale reported
-           "order-0,rejected,5.00,Nope\n")  # 4 duplicate (and an amount on a rejection)
+    csv = (
+        "order-0,approved,abc\n"  # 1 not an amount
+        "order-1,approved,12.345\n"  # 2 too many decimals
+        "order-2,approved,100.01\n"  # 3 more than the sale reported
+        "order-0,rejected,5.00,Nope\n"
+    )  # 4 duplicate (and an amount on a rejection)
     preview = await upload(browser, csv)
     errors = errors_of(preview.text)
     assert "must be an amount such as 12.50" in errors[1]
@@ -214,8 +239,9 @@ async def test_amount_errors_on_a_revshare_goal(client, new_client, settings):
 
 async def revshare_conversions(settings, client, sales: list[int], *, fund: int = 100_000):
     client._transport.client = (f"198.51.100.{next(_ip)}", 4000)
-    setup, click_id, token = await campaign_and_click(settings, client, hold_days=30, goal_0_model="revshare",
-                                                      goal_0_advertiser="10", goal_0_publisher="8")
+    setup, click_id, token = await campaign_and_click(
+        settings, client, hold_days=30, goal_0_model="revshare", goal_0_advertiser="10", goal_0_publisher="8"
+    )
     for i, sale in enumerate(sales):
         if i:
             client._transport.client = (f"198.51.100.{next(_ip)}", 4000)
@@ -226,8 +252,7 @@ async def revshare_conversions(settings, client, sales: list[int], *, fund: int 
     return setup
 
 
-async def test_a_corrected_revshare_amount_reprices_before_approval_and_conserves_cents(client, new_client,
-                                                                                       settings):
+async def test_a_corrected_revshare_amount_reprices_before_approval_and_conserves_cents(client, new_client, settings):
     setup = await revshare_conversions(settings, client, [10_000, 10_000], fund=100_000)
     browser = await browser_of(new_client, setup)
     preview = await upload(browser, "order-0,approved,33.33\norder-1,approved,100.00\n")
@@ -236,9 +261,10 @@ async def test_a_corrected_revshare_amount_reprices_before_approval_and_conserve
     result = await apply(browser, preview.text)
     assert count(result.text, "approved") == 2
     rows = await Conversion.select().order_by(Conversion.id)
-    assert [(r["sale_amount_minor"], r["advertiser_amount_minor"], r["publisher_amount_minor"],
-             r["network_amount_minor"]) for r in rows] == [(3_333, *money.revshare_split(3_333, 1_000, 800)),
-                                                          (10_000, 1_000, 800, 200)]
+    assert [
+        (r["sale_amount_minor"], r["advertiser_amount_minor"], r["publisher_amount_minor"], r["network_amount_minor"])
+        for r in rows
+    ] == [(3_333, *money.revshare_split(3_333, 1_000, 800)), (10_000, 1_000, 800, 200)]
     assert money.revshare_split(3_333, 1_000, 800) == (333, 266, 67)
     assert await ledger.balance(K.advertiser_balance, "EUR", setup.advertiser.id) == 100_000 - 333 - 1_000
     assert await ledger.balance(K.publisher_pending, "EUR", setup.publisher.id) == 266 + 800
@@ -256,15 +282,18 @@ async def test_rejecting_an_approved_conversion_in_the_file_reverses_it(client, 
     ids = await ids_of(setup)
     browser = await browser_of(new_client, setup)
     await decide(browser, [ids[0]], "approve")
-    preview = await upload(browser, "Spring Boots-order-0,rejected,,Customer refund\nSpring Boots-order-1,rejected,,"
-                                    "Cancelled\n")
+    preview = await upload(
+        browser, "Spring Boots-order-0,rejected,,Customer refund\nSpring Boots-order-1,rejected,,Cancelled\n"
+    )
     assert "approved → reversed, refunds €10.00" in line_text(preview.text, 1)
     assert "EUR: charges €0.00, refunds €10.00" in flat(preview.text)
     result = await apply(browser, preview.text)
     assert (count(result.text, "reversed"), count(result.text, "rejected")) == (1, 1)
     rows = await Conversion.select(Conversion.status, Conversion.status_reason).order_by(Conversion.id)
-    assert [(r["status"], r["status_reason"]) for r in rows] == [("reversed", "Customer refund"),
-                                                                 ("rejected", "Cancelled")]
+    assert [(r["status"], r["status_reason"]) for r in rows] == [
+        ("reversed", "Customer refund"),
+        ("rejected", "Cancelled"),
+    ]
     assert await ledger.balance(K.advertiser_balance, "EUR", setup.advertiser.id) == 5_000
     assert await ledger.balance(K.publisher_pending, "EUR", setup.publisher.id) == 0
     assert await ledger.check() == []
@@ -287,7 +316,8 @@ async def test_a_txn_id_in_two_campaigns_is_ambiguous_until_a_campaign_is_chosen
     client._transport.client = ("198.51.100.250", 4000)
     click_id = await click_id_of(client, code)
     assert (await postback(client, click_id=click_id, txn_id="Spring Boots-order-0", token=token)).json()[
-        "status"] == "accepted"
+        "status"
+    ] == "accepted"
     browser = await browser_of(new_client, setup)
     preview = await upload(browser, "Spring Boots-order-0,approved\n")
     assert "in 2 of your campaigns (Spring Boots, Winter Hats)" in errors_of(preview.text)[1]
@@ -322,8 +352,9 @@ async def test_an_altered_upload_is_refused_at_apply(client, new_client, setting
     preview = await upload(browser, "Spring Boots-order-0,approved\n")
     before = await state()
     fields = apply_fields(preview.text)
-    altered = csv_upload.seal(b"not the key", setup.advertiser.id, None, "",
-                              "Spring Boots-order-0,approved\nSpring Boots-order-1,approved\n")[0]
+    altered = csv_upload.seal(
+        b"not the key", setup.advertiser.id, None, "", "Spring Boots-order-0,approved\nSpring Boots-order-1,approved\n"
+    )[0]
     for changes in ({"content": altered}, {"reason": "changed"}, {"digest": "0" * 64}):
         response = await apply(browser, preview.text, **changes)
         assert response.status_code == 422, changes
@@ -348,8 +379,11 @@ async def test_limits_and_unreadable_files_answer_422_and_change_nothing(client,
         response = await upload(browser, body)
         assert response.status_code == 422, words
         assert words in error_text(response.text), (words, error_text(response.text))
-    both = await browser.post(UPLOAD, data={"text": "a,approved", "_csrf_token": csrf(browser)},
-                              files={"file": ("c.csv", b"b,approved", "text/csv")})
+    both = await browser.post(
+        UPLOAD,
+        data={"text": "a,approved", "_csrf_token": csrf(browser)},
+        files={"file": ("c.csv", b"b,approved", "text/csv")},
+    )
     assert both.status_code == 422 and "not both" in error_text(both.text)
     assert await state() == before
 
@@ -367,8 +401,11 @@ async def test_publishers_cannot_upload(client, new_client, settings):
     setup = await pending_conversions(settings, client, 1, fund=5_000)
     browser = new_client()
     await login(browser, setup.publisher_email)
-    response = await browser.post(UPLOAD, data={"text": "Spring Boots-order-0,approved",
-                                                "_csrf_token": csrf(browser)}, files={"file": ("", b"", "text/csv")})
+    response = await browser.post(
+        UPLOAD,
+        data={"text": "Spring Boots-order-0,approved", "_csrf_token": csrf(browser)},
+        files={"file": ("", b"", "text/csv")},
+    )
     assert response.status_code == 403
     assert (await Conversion.select(Conversion.status).first())["status"] == "pending"
 
@@ -377,6 +414,8 @@ def test_parse_reads_positional_and_named_columns():
     lines, errors = csv_upload.parse('a-1, approved\n"b,2",REJECTED,,"reason, with comma"\n')
     assert errors == []
     assert [(ln.number, ln.txn_id, ln.status, ln.reason) for ln in lines] == [
-        (1, "a-1", "approved", ""), (2, "b,2", "REJECTED", "reason, with comma")]
+        (1, "a-1", "approved", ""),
+        (2, "b,2", "REJECTED", "reason, with comma"),
+    ]
     lines, _ = csv_upload.parse("reason,status,txn_id\nSold out,reject,x-1\n")
     assert [(ln.number, ln.txn_id, ln.status, ln.reason) for ln in lines] == [(2, "x-1", "reject", "Sold out")]

@@ -46,7 +46,10 @@ async def test_three_pixel_hits_with_invented_txn_ids_on_ones_own_click_make_one
     await fund(s, 100_000)
     hits = [await pixel(client, key, click_id=click_id, txn_id=f"invented-{i}") for i in range(3)]
     assert [(h.status_code, h.headers["x-affnet-result"]) for h in hits] == [
-        (200, "accepted"), (409, "click_limit_reached"), (409, "click_limit_reached")]
+        (200, "accepted"),
+        (409, "click_limit_reached"),
+        (409, "click_limit_reached"),
+    ]
     [row] = await Conversion.select()
     assert (row["txn_id"], row["source"], row["click_ordinal"]) == ("invented-0", "pixel", 1)
     # The first report repeated is still its duplicate, not a refusal.
@@ -56,8 +59,11 @@ async def test_three_pixel_hits_with_invented_txn_ids_on_ones_own_click_make_one
     token = (await secrets_of(s.campaign_id))["postback_secret"]
     refused = await postback(client, click_id=click_id, txn_id="server-side", token=token)
     assert refused.status_code == 409 and refused.json()["code"] == "click_limit_reached", refused.text
-    api = await client.post("/api/v1/conversions", json={"click_id": click_id, "txn_id": "api-side"},
-                            headers={"authorization": f"Bearer {await api_key(s.advertiser)}"})
+    api = await client.post(
+        "/api/v1/conversions",
+        json={"click_id": click_id, "txn_id": "api-side"},
+        headers={"authorization": f"Bearer {await api_key(s.advertiser)}"},
+    )
     assert api.status_code == 409 and api.json()["results"][0]["code"] == "click_limit_reached"
     outcome = await reconcile.run(now=later())
     assert outcome.approved == 1
@@ -70,7 +76,8 @@ async def test_simultaneous_reports_on_one_click_cannot_both_take_its_conversion
     key = (await secrets_of(s.campaign_id))["public_key"]
     hits = await asyncio.gather(
         *(pixel(client, key, click_id=click_id, txn_id=f"race-{i}") for i in range(4)),
-        *(postback(client, click_id=click_id, txn_id=f"race-pb-{i}", token=token) for i in range(4)))
+        *(postback(client, click_id=click_id, txn_id=f"race-pb-{i}", token=token) for i in range(4)),
+    )
     statuses = sorted(h.status_code for h in hits)
     assert statuses == [200] + [409] * 7, [h.text or h.headers.get("x-affnet-result") for h in hits]
     assert await Conversion.count() == 1
@@ -124,8 +131,11 @@ async def test_the_largest_sale_is_the_advertisers_to_set(app, client, settings)
     await login(client, s.advertiser.email)
     page = (await client.get(f"/advertiser/campaigns/{s.campaign_id}/edit")).text
     assert 'name="goal_0_max_sale" value="250.00"' in page and 'name="goal_0_per_click" value="1"' in page
-    bad = await post_form(client, f"/advertiser/campaigns/{s.campaign_id}/edit",
-                          campaign_form(goal_0_per_click="0", goal_0_max_sale="250.00", **REVSHARE))
+    bad = await post_form(
+        client,
+        f"/advertiser/campaigns/{s.campaign_id}/edit",
+        campaign_form(goal_0_per_click="0", goal_0_max_sale="250.00", **REVSHARE),
+    )
     assert bad.status_code == 422 and "Conversions per click" in bad.text
     assert (await Goal.select(Goal.conversions_per_click).first())["conversions_per_click"] == 1
 
@@ -241,8 +251,11 @@ async def test_pixel_conversions_are_marked_in_review_lists_and_reports(app, cli
     assert '<td data-testid="source">pixel</td>' in mine and '<td data-testid="source">postback</td>' in mine
 
     await rollup.roll_up(datetime.now(UTC) + timedelta(minutes=1))
-    report = await advertiser.get("/api/v1/advertiser/reports", params={"tz": "UTC"},
-                                  headers={"authorization": f"Bearer {await api_key(s.advertiser)}"})
+    report = await advertiser.get(
+        "/api/v1/advertiser/reports",
+        params={"tz": "UTC"},
+        headers={"authorization": f"Bearer {await api_key(s.advertiser)}"},
+    )
     [row] = report.json()["tables"]["by_campaign"]
     assert (row["conversions"], row["pixel_conversions"]) == (2, 1)
     assert "Of which by pixel" in (await advertiser.get("/advertiser/reports")).text

@@ -45,32 +45,52 @@ async def test_a_cpa_postback_is_accepted_pending_attributed_and_priced(app, cli
     assert body["status"] == "accepted" and body["duplicate"] is False and body["code"] is None
     assert body["conversion_status"] == "pending" and body["goal"] == "sale" and body["txn_id"] == "order-1"
     # 10.00 EUR per sale; the publisher's share left empty: the network's default 20 % margin.
-    assert body["payout"] == {"currency": "EUR", "price_minor": 1000, "publisher_minor": 800, "network_minor": 200,
-                              "sale_amount_minor": None}
+    assert body["payout"] == {
+        "currency": "EUR",
+        "price_minor": 1000,
+        "publisher_minor": 800,
+        "network_minor": 200,
+        "sale_amount_minor": None,
+    }
     assert response.headers["cache-control"].startswith("no-store")
 
     [row] = await conversions()
     assert row["id"] == body["conversion_id"]
     assert (row["campaign"], row["publisher"], row["link"]) == (s.campaign_id, s.publisher.id, s.link_id)
-    assert (row["click_id"], row["txn_id"], row["source"], row["status"]) == (click_id, "order-1", "postback",
-                                                                              "pending")
+    assert (row["click_id"], row["txn_id"], row["source"], row["status"]) == (
+        click_id,
+        "order-1",
+        "postback",
+        "pending",
+    )
     assert (row["advertiser_amount_minor"], row["publisher_amount_minor"], row["network_amount_minor"]) == (
-        1000, 800, 200)
+        1000,
+        800,
+        200,
+    )
     assert row["sale_amount_minor"] is None and row["currency"] == "EUR"
     assert before <= row["clicked_at"] <= row["converted_at"]
     assert row["hold_until"] == row["converted_at"] + timedelta(days=30)
 
 
 async def test_a_post_form_body_and_an_advertiser_api_key_work_as_well(app, client, settings):
-    s, click_id, token = await campaign_and_click(settings, client, goal_0_model="cpl", goal_0_advertiser="2.50",
-                                                  goal_0_publisher="2.00", hold_days="7",
-                                                  goal_0_per_click="2")  # two reports on one click
-    response = await client.post("/postback", data={"click_id": click_id, "txn_id": "lead-1", "token": token,
-                                                    "goal": "sale"})
+    s, click_id, token = await campaign_and_click(
+        settings,
+        client,
+        goal_0_model="cpl",
+        goal_0_advertiser="2.50",
+        goal_0_publisher="2.00",
+        hold_days="7",
+        goal_0_per_click="2",
+    )  # two reports on one click
+    response = await client.post(
+        "/postback", data={"click_id": click_id, "txn_id": "lead-1", "token": token, "goal": "sale"}
+    )
     assert response.status_code == 200 and response.json()["payout"]["publisher_minor"] == 200, response.text
     key = await api_key(s.advertiser)
-    response = await client.post("/postback", params={"click_id": click_id, "txn_id": "lead-2"},
-                                 headers={"authorization": f"Bearer {key}"})
+    response = await client.post(
+        "/postback", params={"click_id": click_id, "txn_id": "lead-2"}, headers={"authorization": f"Bearer {key}"}
+    )
     assert response.status_code == 200 and response.json()["status"] == "accepted", response.text
     rows = await conversions()
     assert [r["txn_id"] for r in rows] == ["lead-1", "lead-2"]
@@ -95,8 +115,15 @@ async def test_a_missing_or_wrong_token_is_refused(app, client, settings):
     refused(await postback(client, click_id=click_id, txn_id="t1"), 401, "bad_token")
     wrong = token[:-1] + ("x" if token[-1] != "x" else "y")  # one character off, never the token itself
     refused(await postback(client, click_id=click_id, txn_id="t1", token=wrong), 401, "bad_token")
-    refused(await client.get("/postback", params={"click_id": click_id, "txn_id": "t1"},
-                             headers={"authorization": "Bearer afn_adv_nope_" + "0" * 64}), 401, "bad_token")
+    refused(
+        await client.get(
+            "/postback",
+            params={"click_id": click_id, "txn_id": "t1"},
+            headers={"authorization": "Bearer afn_adv_nope_" + "0" * 64},
+        ),
+        401,
+        "bad_token",
+    )
     assert await Conversion.count() == 0
 
 
@@ -105,11 +132,23 @@ async def test_another_campaigns_token_or_advertisers_key_cannot_report_this_cli
     other, _, other_token = await campaign_and_click(settings, client)
     refused(await postback(client, click_id=click_id, txn_id="t1", token=other_token), 401, "bad_token")
     key = await api_key(other.advertiser)
-    refused(await client.get("/postback", params={"click_id": click_id, "txn_id": "t1"},
-                             headers={"authorization": f"Bearer {key}"}), 401, "bad_token")
+    refused(
+        await client.get(
+            "/postback", params={"click_id": click_id, "txn_id": "t1"}, headers={"authorization": f"Bearer {key}"}
+        ),
+        401,
+        "bad_token",
+    )
     publisher_key = await api_key(other.publisher)
-    refused(await client.get("/postback", params={"click_id": click_id, "txn_id": "t1"},
-                             headers={"authorization": f"Bearer {publisher_key}"}), 401, "bad_token")
+    refused(
+        await client.get(
+            "/postback",
+            params={"click_id": click_id, "txn_id": "t1"},
+            headers={"authorization": f"Bearer {publisher_key}"},
+        ),
+        401,
+        "bad_token",
+    )
     assert await Conversion.count() == 0
 
 
@@ -117,8 +156,13 @@ async def test_a_forged_edited_or_unknown_click_id_is_refused(app, client, setti
     s, click_id, token = await campaign_and_click(settings, client)
     edited = click_id[:-2] + ("AA" if click_id[-2:] != "AA" else "BB")
     key = app.state.redirector.token_key
-    for bad in (edited, "not-a-click-id", "", issue_click_id(b"another key", s.link_id, int(time.time())),
-                issue_click_id(key, s.link_id + 10_000, int(time.time()))):  # signed, but no such link
+    for bad in (
+        edited,
+        "not-a-click-id",
+        "",
+        issue_click_id(b"another key", s.link_id, int(time.time())),
+        issue_click_id(key, s.link_id + 10_000, int(time.time())),
+    ):  # signed, but no such link
         refused(await postback(client, click_id=bad, txn_id="t1", token=token), 404, "unknown_click")
     assert await Conversion.count() == 0
 
@@ -142,11 +186,13 @@ async def test_a_conversion_faster_than_the_minimum_time_is_refused(app, client,
 
 
 async def test_an_unknown_goal_or_a_click_priced_goal_is_refused(app, client, settings):
-    _, click_id, token = await campaign_and_click(settings, client, goal_1_name="visit", goal_1_model="cpc",
-                                                  goal_1_advertiser="0.10")
+    _, click_id, token = await campaign_and_click(
+        settings, client, goal_1_name="visit", goal_1_model="cpc", goal_1_advertiser="0.10"
+    )
     refused(await postback(client, click_id=click_id, txn_id="t1", token=token, goal="signup"), 422, "unknown_goal")
-    body = refused(await postback(client, click_id=click_id, txn_id="t1", token=token, goal="visit"), 422,
-                   "unknown_goal")
+    body = refused(
+        await postback(client, click_id=click_id, txn_id="t1", token=token, goal="visit"), 422, "unknown_goal"
+    )
     assert "per click" in body["message"]
     assert await Conversion.count() == 0
 
@@ -159,9 +205,18 @@ async def test_a_campaign_that_pays_only_per_click_takes_no_conversion(app, clie
 
 async def test_the_default_goal_is_the_first_conversion_goal(app, client, settings):
     _, click_id, token = await campaign_and_click(
-        settings, client, goal_0_name="visit", goal_0_model="cpc", goal_0_advertiser="0.10",
-        goal_1_name="lead", goal_1_model="cpl", goal_1_advertiser="3.00",
-        goal_2_name="sale", goal_2_model="cpa", goal_2_advertiser="20.00")
+        settings,
+        client,
+        goal_0_name="visit",
+        goal_0_model="cpc",
+        goal_0_advertiser="0.10",
+        goal_1_name="lead",
+        goal_1_model="cpl",
+        goal_1_advertiser="3.00",
+        goal_2_name="sale",
+        goal_2_model="cpa",
+        goal_2_advertiser="20.00",
+    )
     body = (await postback(client, click_id=click_id, txn_id="t1", token=token)).json()
     assert body["goal"] == "lead" and body["payout"]["price_minor"] == 300
 
@@ -177,24 +232,28 @@ async def test_an_ended_campaign_refuses_and_a_paused_one_accepts(app, client, s
 
 async def test_revshare_needs_a_valid_amount_in_the_campaign_currency(app, client, settings):
     # The goal accepts sales up to the intake's own limit (10**12 minor units), which this test probes.
-    _, click_id, token = await campaign_and_click(settings, client, goal_0_model="revshare", goal_0_advertiser="10",
-                                                  goal_0_max_sale=str(10**10))
+    _, click_id, token = await campaign_and_click(
+        settings, client, goal_0_model="revshare", goal_0_advertiser="10", goal_0_max_sale=str(10**10)
+    )
     refused(await postback(client, click_id=click_id, txn_id="t1", token=token), 422, "amount_required")
     for amount in ("-5", "12.50", "1e3", "abc", str(10**12 + 1), " 1 2"):
         refused(await postback(client, click_id=click_id, txn_id="t1", token=token, amount=amount), 422, "bad_amount")
-    refused(await postback(client, click_id=click_id, txn_id="t1", token=token, amount="1000", currency="USD"), 422,
-            "bad_currency")
+    refused(
+        await postback(client, click_id=click_id, txn_id="t1", token=token, amount="1000", currency="USD"),
+        422,
+        "bad_currency",
+    )
     refused(await postback(client, click_id=click_id, txn_id="", token=token, amount="1000"), 422, "txn_id_required")
-    refused(await postback(client, click_id=click_id, txn_id="x" * 101, token=token, amount="1000"), 422,
-            "bad_txn_id")
+    refused(await postback(client, click_id=click_id, txn_id="x" * 101, token=token, amount="1000"), 422, "bad_txn_id")
     assert await Conversion.count() == 0
     ok = await postback(client, click_id=click_id, txn_id="t1", token=token, amount=str(10**12), currency="eur")
     assert ok.status_code == 200 and ok.json()["payout"]["price_minor"] == 10**11
 
 
 async def test_caps_on_conversions_per_day_are_enforced(app, client, settings):
-    s, click_id, token = await campaign_and_click(settings, client, cap_conversions_daily="2",
-                                                  goal_0_per_click="5")  # the cap binds, not the click's limit
+    s, click_id, token = await campaign_and_click(
+        settings, client, cap_conversions_daily="2", goal_0_per_click="5"
+    )  # the cap binds, not the click's limit
     for txn in ("t1", "t2"):
         assert (await postback(client, click_id=click_id, txn_id=txn, token=token)).status_code == 200
     body = refused(await postback(client, click_id=click_id, txn_id="t3", token=token), 409, "cap_reached")
@@ -206,8 +265,9 @@ async def test_caps_on_conversions_per_day_are_enforced(app, client, settings):
 
 
 async def test_caps_per_publisher_leave_other_publishers_free(app, client, settings):
-    s, click_id, token = await campaign_and_click(settings, client, cap_publisher_conversions_daily="1",
-                                                  cap_conversions_monthly="3")
+    s, click_id, token = await campaign_and_click(
+        settings, client, cap_publisher_conversions_daily="1", cap_conversions_monthly="3"
+    )
     pub_id, pub_email = await make_publisher(settings)
     other = CurrentUser(id=pub_id, email=pub_email, role=Role.publisher, via="test")
     await campaigns.join(other, s.campaign_id)
@@ -225,22 +285,31 @@ async def test_caps_per_publisher_leave_other_publishers_free(app, client, setti
 
 
 async def test_a_duplicate_txn_id_returns_the_first_result_and_counts_once(app, client, settings):
-    _, click_id, token = await campaign_and_click(settings, client, goal_0_model="revshare", goal_0_advertiser="10",
-                                                  goal_1_name="lead", goal_1_model="cpl", goal_1_advertiser="1.00")
+    _, click_id, token = await campaign_and_click(
+        settings,
+        client,
+        goal_0_model="revshare",
+        goal_0_advertiser="10",
+        goal_1_name="lead",
+        goal_1_model="cpl",
+        goal_1_advertiser="1.00",
+    )
     first = (await postback(client, click_id=click_id, txn_id="order-9", token=token, amount="5000")).json()
     again = await postback(client, click_id=click_id, txn_id="order-9", token=token, amount="9999", goal="lead")
     assert again.status_code == 200
     body = again.json()
     assert body["status"] == "duplicate" and body["duplicate"] is True
     assert {k: v for k, v in body.items() if k not in ("status", "duplicate", "message")} == {
-        k: v for k, v in first.items() if k not in ("status", "duplicate", "message")}
+        k: v for k, v in first.items() if k not in ("status", "duplicate", "message")
+    }
     assert body["payout"]["sale_amount_minor"] == 5000
     assert await Conversion.count() == 1
 
 
 async def _concurrent_duplicates(client, click_id: str, token: str) -> None:
-    responses = await asyncio.gather(*(postback(client, click_id=click_id, txn_id="same-order", token=token)
-                                       for _ in range(10)))
+    responses = await asyncio.gather(
+        *(postback(client, click_id=click_id, txn_id="same-order", token=token) for _ in range(10))
+    )
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
     bodies = [r.json() for r in responses]
     assert sorted(b["status"] for b in bodies) == ["accepted"] + ["duplicate"] * 9
@@ -259,10 +328,12 @@ async def test_concurrent_duplicates_count_once_on_a_capped_campaign(app, client
 
 
 async def test_concurrent_reports_never_exceed_a_cap(app, client, settings):
-    _, click_id, token = await campaign_and_click(settings, client, cap_conversions_daily="3",
-                                                  goal_0_per_click="10")  # the cap binds, not the click's limit
-    responses = await asyncio.gather(*(postback(client, click_id=click_id, txn_id=f"o{i}", token=token)
-                                       for i in range(8)))
+    _, click_id, token = await campaign_and_click(
+        settings, client, cap_conversions_daily="3", goal_0_per_click="10"
+    )  # the cap binds, not the click's limit
+    responses = await asyncio.gather(
+        *(postback(client, click_id=click_id, txn_id=f"o{i}", token=token) for i in range(8))
+    )
     assert sorted(r.status_code for r in responses) == [200] * 3 + [409] * 5
     assert await Conversion.count() == 3
 
@@ -286,21 +357,30 @@ def _sale_amounts() -> list[int]:
 async def test_revshare_rounding_conserves_every_cent(app, client, settings):
     # 12.34 % from the advertiser, 7.77 % to the publisher: both rarely land on a whole cent.
     # Every sale on one click, up to the intake's own limit of 10**12 minor units.
-    _, click_id, token = await campaign_and_click(settings, client, goal_0_model="revshare",
-                                                  goal_0_advertiser="12.34", goal_0_publisher="7.77",
-                                                  goal_0_per_click="100", goal_0_max_sale=str(10**10))
+    _, click_id, token = await campaign_and_click(
+        settings,
+        client,
+        goal_0_model="revshare",
+        goal_0_advertiser="12.34",
+        goal_0_publisher="7.77",
+        goal_0_per_click="100",
+        goal_0_max_sale=str(10**10),
+    )
     amounts = _sale_amounts()
     for i, sale in enumerate(amounts):
         body = (await postback(client, click_id=click_id, txn_id=f"sale-{i}", token=token, amount=sale)).json()
         payout = body["payout"]
         assert (payout["price_minor"], payout["publisher_minor"], payout["network_minor"]) == money.revshare_split(
-            sale, 1234, 777)
+            sale, 1234, 777
+        )
         assert payout["price_minor"] == payout["publisher_minor"] + payout["network_minor"]
         assert payout["price_minor"] == sale * 1234 // 10_000 and payout["network_minor"] >= 0
     rows = await conversions()
     assert [r["sale_amount_minor"] for r in rows] == amounts
     for r in rows:
         assert (r["advertiser_amount_minor"], r["publisher_amount_minor"], r["network_amount_minor"]) == (
-            money.revshare_split(r["sale_amount_minor"], 1234, 777))
+            money.revshare_split(r["sale_amount_minor"], 1234, 777)
+        )
     assert sum(r["advertiser_amount_minor"] for r in rows) == sum(
-        r["publisher_amount_minor"] + r["network_amount_minor"] for r in rows)
+        r["publisher_amount_minor"] + r["network_amount_minor"] for r in rows
+    )

@@ -28,8 +28,9 @@ async def pending_conversions(settings, client, n: int, *, hold_days: int = 0, f
         response = await postback(client, click_id=click_id, txn_id=f"order-{i}", token=token)
         assert response.json()["status"] == "accepted", response.text
     if fund is not None:
-        await templates.fund_advertiser(setup.advertiser.id, fund, "EUR", reference_id=1,
-                                        key=f"fund-{setup.campaign_id}")
+        await templates.fund_advertiser(
+            setup.advertiser.id, fund, "EUR", reference_id=1, key=f"fund-{setup.campaign_id}"
+        )
     return setup
 
 
@@ -96,9 +97,16 @@ async def test_a_refused_posting_inside_a_callers_transaction_leaves_nothing_beh
     before = await LedgerTxn.count()
     async with db.transaction():
         try:
-            await templates.approve_earning(advertiser_id=setup.advertiser.id, publisher_id=setup.publisher.id,
-                                            price=1_000, payout=800, currency="EUR", reference_type="conversion",
-                                            reference_id=1, key="too-much")
+            await templates.approve_earning(
+                advertiser_id=setup.advertiser.id,
+                publisher_id=setup.publisher.id,
+                price=1_000,
+                payout=800,
+                currency="EUR",
+                reference_type="conversion",
+                reference_id=1,
+                key="too-much",
+            )
         except InsufficientFunds:
             pass
     assert await LedgerTxn.count() == before

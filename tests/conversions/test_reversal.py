@@ -34,10 +34,13 @@ async def approved(settings, client, new_client, n: int = 1, *, released: bool =
     if released:
         # The hold ends: reconciliation releases the approved earnings.
         await Conversion.update({Conversion.hold_until: datetime.now(UTC) - timedelta(days=1)}).where(
-            Conversion.id.is_in(ids))
+            Conversion.id.is_in(ids)
+        )
         await reconcile.run(now=datetime.now(UTC))
-        assert all(r["released_at"] is not None for r in await Conversion.select(Conversion.released_at).where(
-            Conversion.id.is_in(ids)))
+        assert all(
+            r["released_at"] is not None
+            for r in await Conversion.select(Conversion.released_at).where(Conversion.id.is_in(ids))
+        )
     return setup, ids, browser
 
 
@@ -52,21 +55,28 @@ async def balances(setup) -> dict[str, int]:
 
 
 async def status_of(conversion_id: int) -> tuple[str, str]:
-    row = await Conversion.select(Conversion.status, Conversion.status_reason).where(
-        Conversion.id == conversion_id).first()
+    row = (
+        await Conversion.select(Conversion.status, Conversion.status_reason)
+        .where(Conversion.id == conversion_id)
+        .first()
+    )
     return row["status"], row["status_reason"]
 
 
 async def test_reversing_before_release_takes_the_earning_from_pending(client, new_client, settings):
     setup, [conversion_id], browser = await approved(settings, client, new_client)
-    assert await balances(setup) == {"advertiser": 4_000, "pending": 800, "available": 0, "receivable": 0,
-                                     "network": 200}
+    assert await balances(setup) == {
+        "advertiser": 4_000,
+        "pending": 800,
+        "available": 0,
+        "receivable": 0,
+        "network": 200,
+    }
     response = await decide(browser, [conversion_id], "reverse", "Customer returned the boots")
     assert response.status_code == 200, response.text
     assert "Reversed 1" in notice_text(response.text)
     assert await status_of(conversion_id) == ("reversed", "Customer returned the boots")
-    assert await balances(setup) == {"advertiser": 5_000, "pending": 0, "available": 0, "receivable": 0,
-                                     "network": 0}
+    assert await balances(setup) == {"advertiser": 5_000, "pending": 0, "available": 0, "receivable": 0, "network": 0}
     assert await ledger.check() == []
     event = await AuditEvent.select().where(AuditEvent.action == "conversion.reversed").first()
     assert (event["actor"], event["object_id"]) == (setup.advertiser.id, conversion_id)
@@ -75,13 +85,17 @@ async def test_reversing_before_release_takes_the_earning_from_pending(client, n
 
 async def test_reversing_after_release_takes_the_earning_from_available(client, new_client, settings):
     setup, [conversion_id], browser = await approved(settings, client, new_client, released=True)
-    assert await balances(setup) == {"advertiser": 4_000, "pending": 0, "available": 800, "receivable": 0,
-                                     "network": 200}
+    assert await balances(setup) == {
+        "advertiser": 4_000,
+        "pending": 0,
+        "available": 800,
+        "receivable": 0,
+        "network": 200,
+    }
     response = await decide(browser, [conversion_id], "reverse", "Chargeback")
     assert "Reversed 1" in notice_text(response.text)
     assert await status_of(conversion_id) == ("reversed", "Chargeback")
-    assert await balances(setup) == {"advertiser": 5_000, "pending": 0, "available": 0, "receivable": 0,
-                                     "network": 0}
+    assert await balances(setup) == {"advertiser": 5_000, "pending": 0, "available": 0, "receivable": 0, "network": 0}
     assert await ledger.check() == []
 
 
@@ -95,20 +109,31 @@ async def test_reversing_after_payout_leaves_a_receivable_from_the_publisher(cli
 
     response = await decide(browser, [conversion_id], "reverse", "Fraudulent order")
     assert "Reversed 1" in notice_text(response.text)
-    assert await balances(setup) == {"advertiser": 5_000, "pending": 0, "available": 0, "receivable": -800,
-                                     "network": 0}
+    assert await balances(setup) == {
+        "advertiser": 5_000,
+        "pending": 0,
+        "available": 0,
+        "receivable": -800,
+        "network": 0,
+    }
     assert await ledger.check() == []
 
 
 async def test_a_partly_paid_out_earning_comes_from_available_first_and_the_rest_is_receivable(
-        client, new_client, settings):
+    client, new_client, settings
+):
     setup, [first, second], browser = await approved(settings, client, new_client, 2, released=True)
     # 16.00 available; 10.00 of it paid out leaves 6.00 to cover the first reversal's 8.00.
     await templates.reserve_payout(setup.publisher.id, 1_000, "EUR", reference_id=1, key="payout-line-1:reserved")
     await templates.settle_payout(1_000, "EUR", reference_id=1, key="payout-line-1:settled")
     await decide(browser, [first], "reverse", "Returned")
-    assert await balances(setup) == {"advertiser": 4_000, "pending": 0, "available": 0, "receivable": -200,
-                                     "network": 200}
+    assert await balances(setup) == {
+        "advertiser": 4_000,
+        "pending": 0,
+        "available": 0,
+        "receivable": -200,
+        "network": 200,
+    }
     assert await status_of(second) == ("approved", "")
     assert await ledger.check() == []
 
@@ -151,8 +176,7 @@ async def test_bulk_reversal_refunds_each_once(client, new_client, settings):
     setup, ids, browser = await approved(settings, client, new_client, 3)
     response = await decide(browser, ids, "reverse", "Batch of returns")
     assert "Reversed 3" in notice_text(response.text)
-    assert await balances(setup) == {"advertiser": 5_000, "pending": 0, "available": 0, "receivable": 0,
-                                     "network": 0}
+    assert await balances(setup) == {"advertiser": 5_000, "pending": 0, "available": 0, "receivable": 0, "network": 0}
     assert await LedgerTxn.count().where(LedgerTxn.kind == "earning.reversal") == 3
     assert await ledger.check() == []
 

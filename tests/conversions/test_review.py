@@ -30,14 +30,16 @@ async def pending_conversions(settings, client, n: int, *, fund: int | None = No
         response = await postback(client, click_id=click_id, txn_id=f"{name}-order-{i}", token=token)
         assert response.json()["status"] == "accepted", response.text
     if fund is not None:
-        await templates.fund_advertiser(setup.advertiser.id, fund, "EUR", reference_id=1,
-                                        key=f"fund-{setup.campaign_id}")
+        await templates.fund_advertiser(
+            setup.advertiser.id, fund, "EUR", reference_id=1, key=f"fund-{setup.campaign_id}"
+        )
     return setup
 
 
 async def ids_of(setup) -> list[int]:
-    rows = await Conversion.select(Conversion.id).where(Conversion.campaign == setup.campaign_id).order_by(
-        Conversion.id)
+    rows = (
+        await Conversion.select(Conversion.id).where(Conversion.campaign == setup.campaign_id).order_by(Conversion.id)
+    )
     return [r["id"] for r in rows]
 
 
@@ -57,16 +59,16 @@ def notice_text(html: str) -> str:
 
 
 async def decide(browser, ids: list[int], action: str, reason: str = ""):
-    return await post_form(browser, f"{PAGE}/decide", {"conversion_id": [str(i) for i in ids], "action": action,
-                                                       "reason": reason})
+    return await post_form(
+        browser, f"{PAGE}/decide", {"conversion_id": [str(i) for i in ids], "action": action, "reason": reason}
+    )
 
 
 async def conversion_txns() -> int:
     return await LedgerTxn.count().where(LedgerTxn.reference_type == "conversion")
 
 
-async def test_the_list_shows_only_the_advertisers_own_conversions_and_filters_narrow_it(client, new_client,
-                                                                                         settings):
+async def test_the_list_shows_only_the_advertisers_own_conversions_and_filters_narrow_it(client, new_client, settings):
     mine = await pending_conversions(settings, client, 2, name="Boots")
     theirs = await pending_conversions(settings, client, 1, name="Hats")
     browser = await browser_of(new_client, mine)
@@ -81,10 +83,14 @@ async def test_the_list_shows_only_the_advertisers_own_conversions_and_filters_n
 
     today = (await Conversion.select(Conversion.converted_at).first())["converted_at"].strftime("%Y-%m-%d")
     cases = {
-        "?status=pending": set(my_ids), "?status=approved": set(),
-        f"?campaign={mine.campaign_id}": set(my_ids), f"?campaign={theirs.campaign_id}": set(),
-        f"?publisher={mine.publisher_email.split('@')[0]}": set(my_ids), f"?publisher={theirs.publisher_email}": set(),
-        f"?from={today}&to={today}": set(my_ids), "?from=2001-01-01&to=2001-01-31": set(),
+        "?status=pending": set(my_ids),
+        "?status=approved": set(),
+        f"?campaign={mine.campaign_id}": set(my_ids),
+        f"?campaign={theirs.campaign_id}": set(),
+        f"?publisher={mine.publisher_email.split('@')[0]}": set(my_ids),
+        f"?publisher={theirs.publisher_email}": set(),
+        f"?from={today}&to={today}": set(my_ids),
+        "?from=2001-01-01&to=2001-01-31": set(),
     }
     for query, expected in cases.items():
         page = await browser.get(PAGE + query)
@@ -95,8 +101,12 @@ async def test_the_list_shows_only_the_advertisers_own_conversions_and_filters_n
 async def test_invalid_filters_answer_422_with_a_message(client, new_client, settings):
     setup = await pending_conversions(settings, client, 1)
     browser = await browser_of(new_client, setup)
-    for query, words in {"?from=31/03/2026": "YYYY-MM-DD", "?status=paid": "Status must be",
-                         "?campaign=abc": "campaign", "?from=2026-03-02&to=2026-03-01": "From"}.items():
+    for query, words in {
+        "?from=31/03/2026": "YYYY-MM-DD",
+        "?status=paid": "Status must be",
+        "?campaign=abc": "campaign",
+        "?from=2026-03-02&to=2026-03-01": "From",
+    }.items():
         page = await browser.get(PAGE + query)
         assert page.status_code == 422, query
         assert words in error_text(page.text), (query, error_text(page.text))
@@ -142,7 +152,8 @@ async def test_rejecting_needs_a_reason_sets_the_status_and_moves_no_money(clien
     assert refused.status_code == 422
     assert "reason" in error_text(refused.text)
     assert (await Conversion.select(Conversion.status).where(Conversion.id == conversion_id).first())[
-        "status"] == "pending"
+        "status"
+    ] == "pending"
 
     response = await decide(browser, [conversion_id], "reject", "Order was cancelled")
     assert response.status_code == 200, response.text
@@ -151,8 +162,12 @@ async def test_rejecting_needs_a_reason_sets_the_status_and_moves_no_money(clien
     assert (row["status"], row["status_reason"]) == ("rejected", "Order was cancelled")
     assert await conversion_txns() == 0
     assert await ledger.balance(K.advertiser_balance, "EUR", setup.advertiser.id) == 5_000
-    assert await AuditEvent.count().where(AuditEvent.action == "conversion.rejected",
-                                          AuditEvent.object_id == conversion_id) == 1
+    assert (
+        await AuditEvent.count().where(
+            AuditEvent.action == "conversion.rejected", AuditEvent.object_id == conversion_id
+        )
+        == 1
+    )
     assert "Order was cancelled" in (await browser.get(PAGE)).text
 
 
@@ -168,8 +183,7 @@ async def test_bulk_approval_of_three(client, new_client, settings):
     assert await ledger.check() == []
 
 
-async def test_another_advertisers_conversion_in_the_selection_is_404_and_nothing_changes(client, new_client,
-                                                                                            settings):
+async def test_another_advertisers_conversion_in_the_selection_is_404_and_nothing_changes(client, new_client, settings):
     mine = await pending_conversions(settings, client, 2, fund=5_000, name="Boots")
     theirs = await pending_conversions(settings, client, 1, fund=5_000, name="Hats")
     browser = await browser_of(new_client, mine)

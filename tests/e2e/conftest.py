@@ -19,8 +19,15 @@ from server.settings import ROOT, Settings
 from tests.conftest import _unavailable
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 # Every wait in a journey gives up after this long (ms): a broken page fails fast, not after 30 s.
 TIMEOUT_MS = 10_000
 
@@ -65,7 +72,10 @@ def live_server(settings: Settings, clean, tmp_path: Path) -> Iterator[LiveServe
     with open(log, "wb") as out:
         proc = subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     server = LiveServer(url=url, port=port, log=log, proc=proc)
     try:
@@ -97,8 +107,9 @@ async def headless_chromium(chromium_path: str, *extra_args: str) -> AsyncIterat
         _unavailable("Playwright")
     pw = await async_playwright().start()
     try:
-        chromium = await pw.chromium.launch(executable_path=chromium_path, headless=True,
-                                            args=[*CHROMIUM_ARGS, *extra_args])
+        chromium = await pw.chromium.launch(
+            executable_path=chromium_path, headless=True, args=[*CHROMIUM_ARGS, *extra_args]
+        )
     except BaseException:
         await pw.stop()
         raise

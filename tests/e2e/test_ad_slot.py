@@ -33,8 +33,10 @@ PAGE = """<!doctype html>
 
 
 def box(selector: str) -> str:
-    return f"(() => {{ const r = document.querySelector({selector!r}).getBoundingClientRect(); " \
-           "return [r.left + scrollX, r.top + scrollY, r.width, r.height]; })()"
+    return (
+        f"(() => {{ const r = document.querySelector({selector!r}).getBoundingClientRect(); "
+        "return [r.left + scrollX, r.top + scrollY, r.width, r.height]; })()"
+    )
 
 
 async def eventually(check: Callable, within: float = TIMEOUT_MS / 1000) -> None:
@@ -88,8 +90,9 @@ async def impressions() -> list[dict]:
 
 
 @pytest.mark.browser
-async def test_an_ad_renders_without_layout_shift_and_counts_once_when_seen(live_server, reader_browser, blog,
-                                                                            settings):
+async def test_an_ad_renders_without_layout_shift_and_counts_once_when_seen(
+    live_server, reader_browser, blog, settings
+):
     camp = await ad_campaign(settings)  # its banner goes where the live server serves /media from
     pub = await publisher(settings)
     await join(pub, camp)
@@ -124,8 +127,9 @@ async def test_an_ad_renders_without_layout_shift_and_counts_once_when_seen(live
         assert await frame.get_attribute("sandbox") == "allow-popups allow-popups-to-escape-sandbox"
         ad = page.frame_locator(".affnet-slot iframe")
         await ad.locator("img[width='300'][height='250']").wait_for()
-        await eventually(lambda: page.evaluate(
-            "document.querySelector('.affnet-slot iframe').contentWindow.length === 0"))  # loaded, no crash
+        await eventually(
+            lambda: page.evaluate("document.querySelector('.affnet-slot iframe').contentWindow.length === 0")
+        )  # loaded, no crash
         assert await page.evaluate(box(".affnet-slot")) == slot_before
         assert await page.evaluate(box("#below")) == below_before
         assert await page.evaluate("window.__shifts") == 0
@@ -136,8 +140,11 @@ async def test_an_ad_renders_without_layout_shift_and_counts_once_when_seen(live
         assert await impressions() == []
 
         await page.locator(".affnet-slot").scroll_into_view_if_needed()
-        await eventually(lambda: page.evaluate(
-            "document.querySelector('.affnet-slot').getAttribute('data-affnet-viewed') === 'true'"))
+        await eventually(
+            lambda: page.evaluate(
+                "document.querySelector('.affnet-slot').getAttribute('data-affnet-viewed') === 'true'"
+            )
+        )
         await eventually(lambda: _count_is(1))
         # Scrolled away and back, the same offer is never counted again.
         await page.evaluate("window.scrollTo(0, 0)")
@@ -146,7 +153,11 @@ async def test_an_ad_renders_without_layout_shift_and_counts_once_when_seen(live
         await asyncio.sleep(2.0)
         [row] = await impressions()
         assert (row["slot"], row["campaign"], row["creative"], row["reason"]) == (
-            s["id"], camp.campaign_id, camp.creatives["300x250"], "valid")
+            s["id"],
+            camp.campaign_id,
+            camp.creatives["300x250"],
+            "valid",
+        )
         assert await page.evaluate("window.__shifts") == 0
         assert errors == []
 
@@ -172,9 +183,11 @@ async def _src_changed(page, before: str) -> bool:
 
 @pytest.mark.browser
 async def test_an_unreachable_affnet_does_no_harm(live_server, reader_browser, blog):
-    snippet = ('<div class="affnet-slot" data-affnet-slot="k" data-affnet-format="728x90" '
-               'style="display:block;width:728px;max-width:100%;height:90px;overflow:hidden"></div>\n'
-               f'<script async src="{live_server.url}/static/embed.js"></script>')
+    snippet = (
+        '<div class="affnet-slot" data-affnet-slot="k" data-affnet-format="728x90" '
+        'style="display:block;width:728px;max-width:100%;height:90px;overflow:hidden"></div>\n'
+        f'<script async src="{live_server.url}/static/embed.js"></script>'
+    )
     blog.html = PAGE.format(snippet=snippet)
     context = await reader_browser.new_context(user_agent=READER_UA)
     context.set_default_timeout(TIMEOUT_MS)
@@ -184,8 +197,11 @@ async def test_an_unreachable_affnet_does_no_harm(live_server, reader_browser, b
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         await page.goto(f"{blog.url}/posts/knives")
-        await eventually(lambda: page.evaluate(
-            "document.querySelector('.affnet-slot').getAttribute('data-affnet-state') === 'unavailable'"))
+        await eventually(
+            lambda: page.evaluate(
+                "document.querySelector('.affnet-slot').getAttribute('data-affnet-state') === 'unavailable'"
+            )
+        )
         assert (await page.evaluate(box(".affnet-slot")))[2:] == [728, 90]  # the space stays reserved
         assert errors == []
         assert await page.evaluate("typeof affnet.reload") == "function"

@@ -39,7 +39,8 @@ async def test_reject_one_then_approve_the_rest_by_csv(live_server, new_page, cl
     # Approve the other two with a CSV file (a header, Windows line ends, as a spreadsheet saves it).
     csv = "txn_id,status\r\nSpring Boots-order-1,approved\r\nSpring Boots-order-2,Approved\r\n"
     await page.locator("#upload-form input[name=file]").set_input_files(
-        files=[{"name": "decisions.csv", "mimeType": "text/csv", "buffer": csv.encode()}])
+        files=[{"name": "decisions.csv", "mimeType": "text/csv", "buffer": csv.encode()}]
+    )
     await page.locator("#upload-form").get_by_role("button", name="Preview").click()
     await expect(page.locator("h1")).to_contain_text("Preview")
     preview_rows = page.get_by_test_id("upload-row")
@@ -48,8 +49,9 @@ async def test_reject_one_then_approve_the_rest_by_csv(live_server, new_page, cl
     await expect(page.get_by_test_id("totals")).to_contain_text("charges €20.00")
     await expect(page.get_by_test_id("totals")).to_contain_text("your balance is €50.00")
     # The preview changed nothing.
-    assert {r["status"] for r in await Conversion.select(Conversion.status).where(
-        Conversion.id.is_in([second, third]))} == {"pending"}
+    assert {
+        r["status"] for r in await Conversion.select(Conversion.status).where(Conversion.id.is_in([second, third]))
+    } == {"pending"}
     assert await ledger.balance(K.advertiser_balance, "EUR", setup.advertiser.id) == 5_000
 
     await page.get_by_role("button", name="Apply 2 changes").click()

@@ -29,8 +29,14 @@ def _live_server_uses_the_stand_in(monkeypatch, stripe_local):
 
 
 async def run_worker(settings) -> None:
-    worker = Worker(functions=worker_settings.FUNCTIONS, redis_settings=RedisSettings.from_dsn(settings.redis_url),
-                    burst=True, ctx={"settings": settings}, poll_delay=0.05, handle_signals=False)
+    worker = Worker(
+        functions=worker_settings.FUNCTIONS,
+        redis_settings=RedisSettings.from_dsn(settings.redis_url),
+        burst=True,
+        ctx={"settings": settings},
+        poll_delay=0.05,
+        handle_signals=False,
+    )
     try:
         await worker.main()
     finally:
@@ -82,7 +88,8 @@ async def test_advertiser_funds_500_and_sees_it_credited(live_server, new_page, 
         await expect(funding).to_contain_text("credited")
         charge_id = (await Funding.select(Funding.charge_id).first())["charge_id"]
         await expect(funding.get_by_role("link", name="Receipt")).to_have_attribute(
-            "href", f"{stripe_local.base_url}/receipts/{charge_id}")
+            "href", f"{stripe_local.base_url}/receipts/{charge_id}"
+        )
         assert await ledger.balance(K.advertiser_balance, "EUR", advertiser_id) == 50_000
         assert await ledger.check() == []
     finally:

@@ -44,7 +44,8 @@ async def earned_in_the_last_period(*campaign_ids: int) -> datetime:
     _, cutoff = payouts.last_cutoff(await payouts.schedule_terms(), datetime.now(UTC))
     earned = cutoff - timedelta(minutes=1)
     await Conversion.update({Conversion.hold_until: earned - timedelta(days=1)}).where(
-        Conversion.campaign.is_in(list(campaign_ids)))
+        Conversion.campaign.is_in(list(campaign_ids))
+    )
     outcome = await reconcile.run(now=earned)
     assert outcome.approved == await Conversion.count().where(Conversion.campaign.is_in(list(campaign_ids)))
     return cutoff
@@ -52,10 +53,12 @@ async def earned_in_the_last_period(*campaign_ids: int) -> datetime:
 
 @pytest.mark.browser
 async def test_a_publisher_is_paid_after_one_finance_person_prepares_and_holds_and_another_approves(
-        live_server, new_page, client, settings, stripe_local):
+    live_server, new_page, client, settings, stripe_local
+):
     stripe_local.control("POST", "/_local/webhook_endpoint", url=f"{live_server.url}/stripe/webhook")
-    stripe_local.control("POST", "/_local/webhook_endpoint", url=f"{live_server.url}/stripe/connect-webhook",
-                         connect="true")
+    stripe_local.control(
+        "POST", "/_local/webhook_endpoint", url=f"{live_server.url}/stripe/connect-webhook", connect="true"
+    )
     try:
         await fresh_line_ids()  # Stripe keys derive from line ids; the stand-in remembers other tests' keys
         # Seven sales of 10.00 for the publisher (8.00 each: 56.00), eight for another publisher (64.00).
@@ -75,10 +78,16 @@ async def test_a_publisher_is_paid_after_one_finance_person_prepares_and_holds_a
         await expect(publisher.get_by_test_id("payout-account-words")).to_have_text("Ready for payouts")
         # The other publisher's account was set up the same way earlier.
         now = datetime.now(UTC)
-        await PayoutAccount.insert(PayoutAccount(publisher=other.publisher.id,
-                                                 stripe_account_id=await connected_account(stripe_local),
-                                                 payouts_enabled=True, details_submitted=True, created_at=now,
-                                                 updated_at=now))
+        await PayoutAccount.insert(
+            PayoutAccount(
+                publisher=other.publisher.id,
+                stripe_account_id=await connected_account(stripe_local),
+                payouts_enabled=True,
+                details_submitted=True,
+                created_at=now,
+                updated_at=now,
+            )
+        )
         cutoff = await earned_in_the_last_period(setup.campaign_id, other.campaign_id)
         assert await ledger.balance(K.publisher_available, "EUR", setup.publisher.id) == 5_600
 
@@ -104,9 +113,11 @@ async def test_a_publisher_is_paid_after_one_finance_person_prepares_and_holds_a
         # A prepared and changed it: four eyes give A the reason instead of an Approve button.
         await preparer.reload()
         await expect(preparer.get_by_test_id("cannot-approve")).to_contain_text(
-            f"You prepared this batch; You held line #{held['id']} of")
+            f"You prepared this batch; You held line #{held['id']} of"
+        )
         await expect(preparer.get_by_test_id("cannot-approve")).to_contain_text(
-            "another finance person must approve this batch.")
+            "another finance person must approve this batch."
+        )
         await expect(preparer.get_by_role("button", name="Approve these lines")).to_have_count(0)
         await expect(preparer.get_by_test_id("status")).to_have_text("prepared")
 
@@ -151,7 +162,8 @@ async def test_a_publisher_is_paid_after_one_finance_person_prepares_and_holds_a
         # Stripe's side: exactly one transfer made for the line, none for the held one.
         posts = transfer_posts(stripe_local, line["id"])
         assert len(made(posts)) == 1 and {p["idempotency_key"] for p in posts} == {
-            f"payout-line:{line['id']}:attempt:1"}
+            f"payout-line:{line['id']}:attempt:1"
+        }
         assert transfer_posts(stripe_local, held["id"]) == []
         transfer = await stripe_local.client().v1.transfers.retrieve_async(line["stripe_transfer_id"])
         assert (transfer.amount, transfer.currency) == (5_600, "eur")

@@ -26,8 +26,9 @@ def _live_server_uses_the_stand_in(monkeypatch, stripe_local):
 @pytest.mark.browser
 async def test_publisher_sets_up_payouts_and_sees_ready(live_server, new_page, settings, stripe_local):
     stripe_local.control("POST", "/_local/webhook_endpoint", url=f"{live_server.url}/stripe/webhook")
-    stripe_local.control("POST", "/_local/webhook_endpoint", url=f"{live_server.url}/stripe/connect-webhook",
-                         connect="true")
+    stripe_local.control(
+        "POST", "/_local/webhook_endpoint", url=f"{live_server.url}/stripe/connect-webhook", connect="true"
+    )
     try:
         publisher_id, email = await make_publisher(settings)
         page = await new_page()

@@ -66,8 +66,11 @@ async def test_publisher_signs_up_is_approved_and_sees_dashboard(live_server, ne
     await expect(approved_row.locator(".badge")).to_have_text("approved")
     await expect(approved_row.get_by_role("button", name="Approve")).to_have_count(0)
 
-    row = await Publisher.select(Publisher.status, Publisher.reviewed_by, Publisher.reviewed_at).where(
-        Publisher.user.email == email).first()
+    row = (
+        await Publisher.select(Publisher.status, Publisher.reviewed_by, Publisher.reviewed_at)
+        .where(Publisher.user.email == email)
+        .first()
+    )
     assert row is not None
     assert row["status"] == PublisherStatus.approved.value
     assert row["reviewed_by"] == admin_id

@@ -43,21 +43,40 @@ async def world_with_traffic(settings) -> World:
     world = await build(settings)
     a, b = world.publishers
     cpa, cpm = world.cpa_campaign, world.cpm_campaign
-    await world.add([
-        Event("click", a, cpa, EVENING, sub1="post-1", country="US"),
-        Event("click", a, cpa, EVENING + timedelta(minutes=1), sub1="post-1", country="US"),
-        Event("click", a, cpa, EVENING + timedelta(hours=2), sub1="post-2", country="DE"),
-        Event("click", a, cpa, EVENING + timedelta(hours=2), reason="bot"),
-        Event("click", a, cpm, EVENING, slot=world.slots[a], country="US"),
-        Event("impression", a, cpm, EVENING, slot=world.slots[a], country="US"),
-        Event("impression", a, cpm, EVENING, slot=world.slots[a], reason="frequency_capped"),
-        Event("conversion", a, cpa, EVENING + timedelta(minutes=5), sub1="post-1", status="pending", payout=700,
-              price=1000),
-        Event("conversion", a, cpa, EVENING + timedelta(hours=2, minutes=5), sub1="post-2", status="released",
-              payout=300, price=450, sale=9_000),
-        Event("click", b, cpa, EVENING, sub1=SECRET_SUB_ID),
-        Event("conversion", b, cpa, EVENING, sub1=SECRET_SUB_ID, status="released", payout=5_000, price=6_000),
-    ])
+    await world.add(
+        [
+            Event("click", a, cpa, EVENING, sub1="post-1", country="US"),
+            Event("click", a, cpa, EVENING + timedelta(minutes=1), sub1="post-1", country="US"),
+            Event("click", a, cpa, EVENING + timedelta(hours=2), sub1="post-2", country="DE"),
+            Event("click", a, cpa, EVENING + timedelta(hours=2), reason="bot"),
+            Event("click", a, cpm, EVENING, slot=world.slots[a], country="US"),
+            Event("impression", a, cpm, EVENING, slot=world.slots[a], country="US"),
+            Event("impression", a, cpm, EVENING, slot=world.slots[a], reason="frequency_capped"),
+            Event(
+                "conversion",
+                a,
+                cpa,
+                EVENING + timedelta(minutes=5),
+                sub1="post-1",
+                status="pending",
+                payout=700,
+                price=1000,
+            ),
+            Event(
+                "conversion",
+                a,
+                cpa,
+                EVENING + timedelta(hours=2, minutes=5),
+                sub1="post-2",
+                status="released",
+                payout=300,
+                price=450,
+                sale=9_000,
+            ),
+            Event("click", b, cpa, EVENING, sub1=SECRET_SUB_ID),
+            Event("conversion", b, cpa, EVENING, sub1=SECRET_SUB_ID, status="released", payout=5_000, price=6_000),
+        ]
+    )
     await rollup.rebuild_all()
     return world
 
@@ -68,8 +87,11 @@ async def cpa_advertiser(world: World) -> int:
 
 
 def valid(world: World, kind: str, **where) -> int:
-    return sum(1 for e in world.events if e.kind == kind and e.reason == "valid"
-               and all(getattr(e, k) == v for k, v in where.items()))
+    return sum(
+        1
+        for e in world.events
+        if e.kind == kind and e.reason == "valid" and all(getattr(e, k) == v for k, v in where.items())
+    )
 
 
 @dataclass
@@ -101,10 +123,20 @@ async def watched_page(new_page, base_url: str):
     page.on("pageerror", lambda exc: watch.problems.append(f"pageerror: {exc}"))
     # A load cut short because the page went on (a form submitted, a download started) is aborted,
     # not failed; any other failure is a problem.
-    page.on("requestfailed", lambda request: None if request.failure == "net::ERR_ABORTED"
-            else watch.problems.append(f"failed: {request.url} {request.failure}"))
-    page.on("response", lambda response: watch.problems.append(f"{response.status}: {response.url}")
-            if response.status >= 400 else None)
+    page.on(
+        "requestfailed",
+        lambda request: (
+            None
+            if request.failure == "net::ERR_ABORTED"
+            else watch.problems.append(f"failed: {request.url} {request.failure}")
+        ),
+    )
+    page.on(
+        "response",
+        lambda response: (
+            watch.problems.append(f"{response.status}: {response.url}") if response.status >= 400 else None
+        ),
+    )
     return page, watch
 
 
@@ -144,8 +176,7 @@ async def page_table(page, name: str) -> list[list[str]]:
     """The cells of the page's report table, header row first, as a person reads them."""
     table = page.locator(f'table.report-table[data-table="{name}"]')
     await expect(table).to_be_visible()
-    return await table.evaluate(
-        "t => Array.from(t.rows).map(r => Array.from(r.cells).map(c => c.innerText.trim()))")
+    return await table.evaluate("t => Array.from(t.rows).map(r => Array.from(r.cells).map(c => c.innerText.trim()))")
 
 
 async def download_csv(page, name: str, role: str) -> list[list[str]]:
@@ -170,7 +201,7 @@ async def csv_equals_the_table(page, name: str, role: str) -> list[list[str]]:
 
 
 async def use_preset(page, path: str, zone: str = ZONE) -> None:
-    """"Last 7 days" fills the dates as the last 7 days in the chosen zone and reloads the page with a 200."""
+    """ "Last 7 days" fills the dates as the last 7 days in the chosen zone and reloads the page with a 200."""
     form = page.locator("form.range-form")
     await expect(form.locator("[data-range-presets]")).to_be_visible()
     today = datetime.now(ZoneInfo(zone)).date()
@@ -216,8 +247,9 @@ async def test_the_publisher_reads_their_reports_and_downloads_each_table(live_s
     assert {"by_day", "by_campaign", "by_sub_id"} <= set(names), names
     tables = {name: await csv_equals_the_table(page, name, "publisher") for name in names}
     # The days are New York's: all of it on 1 and 2 November there.
-    assert {d for d, c in zip(column(tables["by_day"], "Day"), column(tables["by_day"], "Clicks"), strict=True)
-            if c != "0"} == {"2026-11-01", "2026-11-02"}
+    assert {
+        d for d, c in zip(column(tables["by_day"], "Day"), column(tables["by_day"], "Clicks"), strict=True) if c != "0"
+    } == {"2026-11-01", "2026-11-02"}
 
     # Isolation: the other publisher's sub-ID is nowhere on the page, in a table or a download.
     subs = {row[0] for row in tables["by_sub_id"][1:]}
@@ -242,8 +274,7 @@ async def test_the_advertiser_reads_their_reports_and_downloads_each_table(live_
 
     # Clicks and conversions on the advertiser's CPA campaign, from both publishers.
     figures = page.get_by_test_id("figures")
-    await expect(figures.get_by_test_id("clicks")).to_have_text(str(valid(world, "click",
-                                                                          campaign=world.cpa_campaign)))
+    await expect(figures.get_by_test_id("clicks")).to_have_text(str(valid(world, "click", campaign=world.cpa_campaign)))
     await expect(figures.get_by_test_id("conversions")).to_have_text("3")
     # Charged: the two approved conversions (4.50 and 60.00); pending: the one not approved yet (10.00).
     await expect(figures.get_by_test_id("approved")).to_have_text("2")
@@ -265,11 +296,19 @@ async def test_the_advertiser_reads_their_reports_and_downloads_each_table(live_
 
 async def earning(advertiser_id: int, publisher_id: int, price: int, payout: int, at: datetime, n: int) -> None:
     """An approved earning whose accounting date is `at` (as the reconciliation job dates it)."""
-    lines = [Line(await ledger.account(K.advertiser_balance, "EUR", advertiser_id), -price, "EUR"),
-             Line(await ledger.account(K.publisher_pending, "EUR", publisher_id), payout, "EUR"),
-             Line(await ledger.account(K.network_revenue, "EUR"), price - payout, "EUR")]
-    await ledger.post(kind="earning", idempotency_key=f"journey-earning-{n}", reference_type="manual",
-                      reference_id=n, lines=lines, effective_at=at)
+    lines = [
+        Line(await ledger.account(K.advertiser_balance, "EUR", advertiser_id), -price, "EUR"),
+        Line(await ledger.account(K.publisher_pending, "EUR", publisher_id), payout, "EUR"),
+        Line(await ledger.account(K.network_revenue, "EUR"), price - payout, "EUR"),
+    ]
+    await ledger.post(
+        kind="earning",
+        idempotency_key=f"journey-earning-{n}",
+        reference_type="manual",
+        reference_id=n,
+        lines=lines,
+        effective_at=at,
+    )
 
 
 @pytest.mark.browser

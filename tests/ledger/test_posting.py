@@ -39,12 +39,18 @@ async def test_unbalanced_float_and_zero_lines_are_refused_and_move_nothing(clea
     ]
     for i, lines in enumerate(bad):
         with pytest.raises(LedgerError):
-            await ledger.post(kind="test", idempotency_key=f"bad-{i}", lines=lines, reference_type="manual",
-                              reference_id=1)
+            await ledger.post(
+                kind="test", idempotency_key=f"bad-{i}", lines=lines, reference_type="manual", reference_id=1
+            )
     with pytest.raises(LedgerError, match="holds EUR"):
         usd = await ledger.account(K.network_revenue, "USD")
-        await ledger.post(kind="test", idempotency_key="cur", reference_type="manual", reference_id=1,
-                          lines=[Line(a, -100, "USD"), Line(usd, 100, "USD")])
+        await ledger.post(
+            kind="test",
+            idempotency_key="cur",
+            reference_type="manual",
+            reference_id=1,
+            lines=[Line(a, -100, "USD"), Line(usd, 100, "USD")],
+        )
     assert (await LedgerTxn.count(), await LedgerEntry.count()) == before
     assert await ledger.check() == []
 
@@ -61,8 +67,16 @@ async def test_spending_more_than_the_balance_is_refused_whole(clean, settings):
     adv_id = await funded_advertiser(1_000)
     pub_id, _ = await make_publisher(settings)
     with pytest.raises(InsufficientFunds):
-        await templates.approve_earning(advertiser_id=adv_id, publisher_id=pub_id, price=1_001, payout=800,
-                                        currency="EUR", reference_type="manual", reference_id=1, key="c1")
+        await templates.approve_earning(
+            advertiser_id=adv_id,
+            publisher_id=pub_id,
+            price=1_001,
+            payout=800,
+            currency="EUR",
+            reference_type="manual",
+            reference_id=1,
+            key="c1",
+        )
     assert await ledger.balance(K.advertiser_balance, "EUR", adv_id) == 1_000
     assert await ledger.balance(K.publisher_pending, "EUR", pub_id) == 0
     assert await LedgerTxn.count().where(LedgerTxn.idempotency_key == "c1") == 0
@@ -75,9 +89,16 @@ async def test_concurrent_spends_never_overdraw_the_advertiser(clean, settings):
 
     async def spend(i: int) -> bool:
         try:
-            await templates.approve_earning(advertiser_id=adv_id, publisher_id=pub_id, price=300, payout=240,
-                                            currency="EUR", reference_type="manual", reference_id=i,
-                                            key=f"conv-{i}")
+            await templates.approve_earning(
+                advertiser_id=adv_id,
+                publisher_id=pub_id,
+                price=300,
+                payout=240,
+                currency="EUR",
+                reference_type="manual",
+                reference_id=i,
+                key=f"conv-{i}",
+            )
         except InsufficientFunds:
             return False
         return True
@@ -91,9 +112,16 @@ async def test_concurrent_spends_never_overdraw_the_advertiser(clean, settings):
 
 
 def spends(adv_acct: int, pub_acct: int, keys: range, price: int = 300) -> list[ledger.Posting]:
-    return [ledger.Posting(kind="earning", idempotency_key=f"batch-{i}", reference_type="manual",
-                           reference_id=i, lines=[Line(adv_acct, -price, "EUR"), Line(pub_acct, price, "EUR")])
-            for i in keys]
+    return [
+        ledger.Posting(
+            kind="earning",
+            idempotency_key=f"batch-{i}",
+            reference_type="manual",
+            reference_id=i,
+            lines=[Line(adv_acct, -price, "EUR"), Line(pub_acct, price, "EUR")],
+        )
+        for i in keys
+    ]
 
 
 @pytest.mark.parametrize("size", [10, ledger.BULK + 50], ids=["small", "bulk"])
@@ -109,7 +137,7 @@ async def test_a_batch_posts_one_transaction_per_posting_and_replays_what_was_po
     assert len({p.txn_id for p in first}) == size and not any(p.replayed for p in first)
     # An overlapping batch: the half already posted replay with their first ids, the rest are new.
     second = await ledger.post_many(spends(adv, pub, range(half, size + half)))
-    assert [p.txn_id for p in second[:size - half]] == [p.txn_id for p in first[half:]]
+    assert [p.txn_id for p in second[: size - half]] == [p.txn_id for p in first[half:]]
     assert [p.replayed for p in second] == [True] * (size - half) + [False] * half
     assert await ledger.balance(K.advertiser_balance, "EUR", adv_id) == 1_000_000 - (size + half) * 300
     assert await ledger.balance(K.publisher_available, "EUR", pub_id) == (size + half) * 300
@@ -138,8 +166,9 @@ async def test_the_same_batch_posted_twice_at_once_moves_money_once(clean, setti
     adv = await ledger.account(K.advertiser_balance, "EUR", adv_id)
     pub = await ledger.account(K.publisher_available, "EUR", pub_id)
     n = ledger.BULK + 50
-    first, second = await asyncio.gather(ledger.post_many(spends(adv, pub, range(n))),
-                                         ledger.post_many(spends(adv, pub, range(n))))
+    first, second = await asyncio.gather(
+        ledger.post_many(spends(adv, pub, range(n))), ledger.post_many(spends(adv, pub, range(n)))
+    )
     assert [a.txn_id for a in first] == [b.txn_id for b in second]
     assert sum(not p.replayed for p in first + second) == n
     assert await ledger.balance(K.advertiser_balance, "EUR", adv_id) == 100_000 - n * 300
@@ -148,9 +177,13 @@ async def test_the_same_batch_posted_twice_at_once_moves_money_once(clean, setti
 
 async def test_entries_and_transactions_cannot_be_updated_or_deleted(clean):
     adv_id = await funded_advertiser()
-    for sql in ["UPDATE ledger_entry SET amount_minor = amount_minor + 1",
-                "DELETE FROM ledger_entry", "UPDATE ledger_txn SET memo = 'x'", "DELETE FROM ledger_txn",
-                "DELETE FROM ledger_account"]:
+    for sql in [
+        "UPDATE ledger_entry SET amount_minor = amount_minor + 1",
+        "DELETE FROM ledger_entry",
+        "UPDATE ledger_txn SET memo = 'x'",
+        "DELETE FROM ledger_txn",
+        "DELETE FROM ledger_account",
+    ]:
         with pytest.raises(Exception, match="append-only"):
             await LedgerEntry.raw(sql)
     assert await ledger.balance(K.advertiser_balance, "EUR", adv_id) == 10_000
@@ -173,7 +206,8 @@ async def test_an_entry_pointing_nowhere_is_refused_or_reported_by_the_check(cle
         await LedgerEntry.raw(orphan, txn["id"], 999_999)
         assert await ledger.check() == [
             f"I6 entry {(await LedgerEntry.select(LedgerEntry.id).where(LedgerEntry.account == 999_999).first())['id']}"
-            f" points at a missing transaction {txn['id']} or account 999999"]
+            f" points at a missing transaction {txn['id']} or account 999999"
+        ]
     assert await ledger.balance(K.advertiser_balance, "EUR", adv_id) == 10_000
 
 
@@ -181,17 +215,32 @@ async def test_an_earning_for_a_conversion_that_does_not_exist_is_reported(clean
     """I6: every earning traces to what earned it; the check's orphan query names any that does not."""
     adv_id = await funded_advertiser()
     pub_id, _ = await make_publisher(settings)
-    posted = await templates.approve_earning(advertiser_id=adv_id, publisher_id=pub_id, price=1_000, payout=800,
-                                             currency="EUR", reference_type="conversion", reference_id=424242,
-                                             key="made-up")
+    posted = await templates.approve_earning(
+        advertiser_id=adv_id,
+        publisher_id=pub_id,
+        price=1_000,
+        payout=800,
+        currency="EUR",
+        reference_type="conversion",
+        reference_id=424242,
+        key="made-up",
+    )
     assert await ledger.check() == [f"I6 transaction {posted.txn_id} is for conversion 424242, which does not exist"]
 
 
 async def test_a_reversal_undoes_exactly_once(clean, settings):
     adv_id = await funded_advertiser(10_000)
     pub_id, _ = await make_publisher(settings)
-    earned = await templates.approve_earning(advertiser_id=adv_id, publisher_id=pub_id, price=1_000, payout=800,
-                                             currency="EUR", reference_type="manual", reference_id=9, key="e9")
+    earned = await templates.approve_earning(
+        advertiser_id=adv_id,
+        publisher_id=pub_id,
+        price=1_000,
+        payout=800,
+        currency="EUR",
+        reference_type="manual",
+        reference_id=9,
+        key="e9",
+    )
     undone = await ledger.reverse(earned.txn_id, idempotency_key="r9")
     assert (await ledger.reverse(earned.txn_id, idempotency_key="r9")).txn_id == undone.txn_id  # a replay
     with pytest.raises(Exception, match="already been reversed"):
@@ -204,8 +253,15 @@ async def test_a_reversal_undoes_exactly_once(clean, settings):
 async def test_reversal_after_payout_becomes_a_receivable(clean, settings):
     adv_id = await funded_advertiser(10_000)
     pub_id, _ = await make_publisher(settings)
-    common = {"advertiser_id": adv_id, "publisher_id": pub_id, "price": 1_000, "payout": 800, "currency": "EUR",
-              "reference_type": "manual", "reference_id": 3}
+    common = {
+        "advertiser_id": adv_id,
+        "publisher_id": pub_id,
+        "price": 1_000,
+        "payout": 800,
+        "currency": "EUR",
+        "reference_type": "manual",
+        "reference_id": 3,
+    }
     await templates.approve_earning(**common, key="e3")
     await templates.release_earning(pub_id, 800, "EUR", reference_type="manual", reference_id=3, key="rel3")
     await templates.reserve_payout(pub_id, 800, "EUR", reference_id=1, key="line1")
@@ -219,8 +275,14 @@ async def test_reversal_after_payout_becomes_a_receivable(clean, settings):
 
 def _ledger_check(settings) -> subprocess.CompletedProcess:
     env = {**os.environ, "DATABASE_URL": settings.database_url, "SECRET_KEY": TEST_SECRET}
-    return subprocess.run([sys.executable, "-m", "server.cli", "ledger", "check"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "server.cli", "ledger", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 async def test_ledger_check_reports_drift_and_exits_non_zero(clean, settings):

@@ -20,8 +20,15 @@ from server.ledger.tables import AccountKind as K
 from tests.factories import make_advertiser, make_publisher
 
 CUR = "EUR"
-TRACKED = [K.advertiser_balance, K.publisher_pending, K.publisher_available, K.publisher_receivable,
-           K.network_revenue, K.payouts_in_transit, K.stripe_clearing]
+TRACKED = [
+    K.advertiser_balance,
+    K.publisher_pending,
+    K.publisher_available,
+    K.publisher_receivable,
+    K.network_revenue,
+    K.payouts_in_transit,
+    K.stripe_clearing,
+]
 
 
 class LedgerMachine(RuleBasedStateMachine):
@@ -33,8 +40,12 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def owner(self, kind: K) -> int | None:
         return {"advertiser": self.advertiser_id, "publisher": self.publisher_id}.get(
-            "advertiser" if kind is K.advertiser_balance else "publisher" if kind.value.startswith("publisher")
-            else "network")
+            "advertiser"
+            if kind is K.advertiser_balance
+            else "publisher"
+            if kind.value.startswith("publisher")
+            else "network"
+        )
 
     async def actual(self) -> dict[K, int]:
         return {k: await ledger.balance(k, CUR, self.owner(k)) for k in TRACKED}
@@ -73,9 +84,18 @@ class LedgerMachine(RuleBasedStateMachine):
         payout = price * share // 100
         key = self.key("earn")
         try:
-            self.run(templates.approve_earning(advertiser_id=self.advertiser_id, publisher_id=self.publisher_id,
-                                               price=price, payout=payout, currency=CUR,
-                                               reference_type="manual", reference_id=1, key=key))
+            self.run(
+                templates.approve_earning(
+                    advertiser_id=self.advertiser_id,
+                    publisher_id=self.publisher_id,
+                    price=price,
+                    payout=payout,
+                    currency=CUR,
+                    reference_type="manual",
+                    reference_id=1,
+                    key=key,
+                )
+            )
         except InsufficientFunds:
             assert self.model[K.advertiser_balance] < price
             return
@@ -94,8 +114,16 @@ class LedgerMachine(RuleBasedStateMachine):
     def hold_ends(self, data):
         earning = self._pick(data, released=False, reversed=False)
         if earning["payout"]:
-            self.run(templates.release_earning(self.publisher_id, earning["payout"], CUR, reference_type="manual",
-                                               reference_id=1, key=self.key("release")))
+            self.run(
+                templates.release_earning(
+                    self.publisher_id,
+                    earning["payout"],
+                    CUR,
+                    reference_type="manual",
+                    reference_id=1,
+                    key=self.key("release"),
+                )
+            )
         earning["released"] = True
         self.model[K.publisher_pending] -= earning["payout"]
         self.model[K.publisher_available] += earning["payout"]
@@ -114,9 +142,19 @@ class LedgerMachine(RuleBasedStateMachine):
     def reverse(self, data):
         earning = self._pick(data, reversed=False)
         price, payout = earning["price"], earning["payout"]
-        self.run(templates.reverse_earning(advertiser_id=self.advertiser_id, publisher_id=self.publisher_id,
-                                           price=price, payout=payout, currency=CUR, released=earning["released"],
-                                           reference_type="manual", reference_id=1, key=self.key("reverse")))
+        self.run(
+            templates.reverse_earning(
+                advertiser_id=self.advertiser_id,
+                publisher_id=self.publisher_id,
+                price=price,
+                payout=payout,
+                currency=CUR,
+                released=earning["released"],
+                reference_type="manual",
+                reference_id=1,
+                key=self.key("reverse"),
+            )
+        )
         earning["reversed"] = True
         self.model[K.advertiser_balance] += price
         self.model[K.network_revenue] -= price - payout
@@ -144,8 +182,9 @@ def _run_machine(app_settings) -> None:
         LedgerMachine.loop = loop
         LedgerMachine.app_settings = app_settings
         test = LedgerMachine.TestCase
-        test.settings = settings(max_examples=20, stateful_step_count=25, deadline=None,
-                                 suppress_health_check=[HealthCheck.too_slow])
+        test.settings = settings(
+            max_examples=20, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+        )
         test().runTest()
     finally:
         loop.run_until_complete(db.stop(engine))

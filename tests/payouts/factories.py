@@ -24,34 +24,59 @@ def after_next_cutoff() -> datetime:
     return datetime.now(UTC) + timedelta(days=32)
 
 
-async def earning_publisher(settings: Settings, available: int, *, currency: str = "EUR", owed: int = 0,
-                            ready: bool = True) -> int:
+async def earning_publisher(
+    settings: Settings, available: int, *, currency: str = "EUR", owed: int = 0, ready: bool = True
+) -> int:
     """A publisher with `available` to be paid and, if `owed`, a receivable from a clawback after payout."""
     publisher_id, _ = await make_publisher(settings)
     advertiser_id, _ = await make_advertiser()
-    await templates.fund_advertiser(advertiser_id, 10 * (available + owed) + 1_000, currency, reference_id=1,
-                                    key=f"fund:{next(_seq)}")
+    await templates.fund_advertiser(
+        advertiser_id, 10 * (available + owed) + 1_000, currency, reference_id=1, key=f"fund:{next(_seq)}"
+    )
 
     async def earn(amount: int) -> None:
         n = next(_seq)
-        await templates.approve_earning(advertiser_id=advertiser_id, publisher_id=publisher_id, price=amount,
-                                        payout=amount, currency=currency, reference_type="manual", reference_id=n,
-                                        key=f"earn:{n}")
-        await templates.release_earning(publisher_id, amount, currency, reference_type="manual", reference_id=n,
-                                        key=f"release:{n}")
+        await templates.approve_earning(
+            advertiser_id=advertiser_id,
+            publisher_id=publisher_id,
+            price=amount,
+            payout=amount,
+            currency=currency,
+            reference_type="manual",
+            reference_id=n,
+            key=f"earn:{n}",
+        )
+        await templates.release_earning(
+            publisher_id, amount, currency, reference_type="manual", reference_id=n, key=f"release:{n}"
+        )
 
     if owed:  # earned and (as if) paid out, then the earning was reversed: a receivable
         n = next(_seq)
-        await templates.reverse_earning(advertiser_id=advertiser_id, publisher_id=publisher_id, price=owed,
-                                        payout=owed, currency=currency, released=True, reference_type="manual",
-                                        reference_id=n, key=f"clawback:{n}")
+        await templates.reverse_earning(
+            advertiser_id=advertiser_id,
+            publisher_id=publisher_id,
+            price=owed,
+            payout=owed,
+            currency=currency,
+            released=True,
+            reference_type="manual",
+            reference_id=n,
+            key=f"clawback:{n}",
+        )
     if available:
         await earn(available)
     if ready is not None:
         now = datetime.now(UTC)
-        await PayoutAccount.insert(PayoutAccount(publisher=publisher_id, stripe_account_id=f"acct_test{next(_seq)}",
-                                                 payouts_enabled=ready, details_submitted=ready, created_at=now,
-                                                 updated_at=now))
+        await PayoutAccount.insert(
+            PayoutAccount(
+                publisher=publisher_id,
+                stripe_account_id=f"acct_test{next(_seq)}",
+                payouts_enabled=ready,
+                details_submitted=ready,
+                created_at=now,
+                updated_at=now,
+            )
+        )
     return publisher_id
 
 
@@ -66,12 +91,24 @@ async def fresh_line_ids() -> None:
     if db.is_sqlite():  # INTEGER PRIMARY KEY: the next id is the largest + 1
         publisher_id, _ = await make_publisher_quick()
         old = datetime(2000, 1, 1, tzinfo=UTC)
-        batch_id = (await PayoutBatch.insert(PayoutBatch(id=start, period_start=old, period_end=old, currency="XXX",
-                                                          status="done", prepared_at=old)
-                                             ).returning(PayoutBatch.id))[0]["id"]
-        await PayoutLine.insert(PayoutLine(id=start, batch=batch_id, publisher=publisher_id, amount_minor=0,
-                                           currency="XXX", available_minor=0, status="held", created_at=old,
-                                           updated_at=old))
+        batch_id = (
+            await PayoutBatch.insert(
+                PayoutBatch(id=start, period_start=old, period_end=old, currency="XXX", status="done", prepared_at=old)
+            ).returning(PayoutBatch.id)
+        )[0]["id"]
+        await PayoutLine.insert(
+            PayoutLine(
+                id=start,
+                batch=batch_id,
+                publisher=publisher_id,
+                amount_minor=0,
+                currency="XXX",
+                available_minor=0,
+                status="held",
+                created_at=old,
+                updated_at=old,
+            )
+        )
     else:
         await PayoutLine.raw("SELECT setval(pg_get_serial_sequence('payout_line', 'id'), {})", start)
         await PayoutBatch.raw("SELECT setval(pg_get_serial_sequence('payout_batch', 'id'), {})", start)
@@ -85,8 +122,9 @@ async def make_publisher_quick() -> tuple[int, str]:
 
 async def connected_account(stripe_local) -> str:
     client = stripe_local.client()
-    account = await client.v1.accounts.create_async({"type": "express", "country": "DE",
-                                                     "capabilities": {"transfers": {"requested": True}}})
+    account = await client.v1.accounts.create_async(
+        {"type": "express", "country": "DE", "capabilities": {"transfers": {"requested": True}}}
+    )
     stripe_local.control("POST", f"/_local/accounts/{account.id}/complete_onboarding")
     return account.id
 
@@ -100,7 +138,8 @@ async def approved_batch(new_client, settings, stripe_local, *amounts: int) -> t
         publisher_id = await earning_publisher(settings, amount)
         accounts[publisher_id] = await connected_account(stripe_local)
         await PayoutAccount.update({PayoutAccount.stripe_account_id: accounts[publisher_id]}).where(
-            PayoutAccount.publisher == publisher_id)
+            PayoutAccount.publisher == publisher_id
+        )
     batch_id = (await payouts.prepare_due(after_next_cutoff())).batches[0]
     finance, _ = await staff_client(new_client, Role.finance, first_page="/finance/payouts")
     assert (await post_form(finance, f"/finance/payouts/{batch_id}/approve")).status_code == 303
@@ -114,9 +153,11 @@ async def lines_of(batch_id: int) -> list[dict]:
 def transfer_posts(stripe_local, line_id: int) -> list[dict]:
     """The stand-in's log of POST /v1/transfers for this line (any attempt)."""
     prefix = f"payout-line:{line_id}:attempt:"
-    return [r for r in stripe_local.control("GET", "/_local/requests").json()["data"]
-            if r["method"] == "POST" and r["path"] == "/v1/transfers" and (r["idempotency_key"] or "").startswith(
-                prefix)]
+    return [
+        r
+        for r in stripe_local.control("GET", "/_local/requests").json()["data"]
+        if r["method"] == "POST" and r["path"] == "/v1/transfers" and (r["idempotency_key"] or "").startswith(prefix)
+    ]
 
 
 def made(posts: list[dict]) -> list[dict]:

@@ -39,16 +39,22 @@ async def local_requests(stripe_local: StripeLocal) -> list[dict[str, Any]]:
 async def account_events(stripe_local: StripeLocal, account_id: str) -> list[dict[str, Any]]:
     """The stand-in's account.updated events about one account, oldest first."""
     async with httpx.AsyncClient(base_url=stripe_local.base_url, timeout=10) as local:
-        response = await local.get("/v1/events", params={"limit": 100, "type": "account.updated"},
-                                   headers={"Authorization": f"Bearer {stripe_local.secret_key}"})
+        response = await local.get(
+            "/v1/events",
+            params={"limit": 100, "type": "account.updated"},
+            headers={"Authorization": f"Bearer {stripe_local.secret_key}"},
+        )
     events = [e for e in response.json()["data"] if e["data"]["object"]["id"] == account_id]
     return list(reversed(events))
 
 
 async def process(settings) -> list[str]:
     """What the worker does with the events recorded and not processed yet."""
-    rows = await StripeEvent.select(StripeEvent.event_id).where(StripeEvent.processed_at.is_null()).order_by(
-        StripeEvent.id)
+    rows = (
+        await StripeEvent.select(StripeEvent.event_id)
+        .where(StripeEvent.processed_at.is_null())
+        .order_by(StripeEvent.id)
+    )
     async with stripe_api.gateway(settings) as gateway:
         return [await webhooks.process(r["event_id"], gateway) for r in rows]
 
@@ -212,13 +218,19 @@ async def test_each_endpoint_refuses_the_other_endpoints_events(new_client, sett
     # The platform's own account.updated (no `account`), properly signed, changes no publisher's account;
     # nor does a connected account's event about another account.
     forged = json.dumps({**json.loads(without_account), "id": "evt_platform_own"}).encode()
-    assert (await client.post("/stripe/webhook", content=forged,
-                              headers={"stripe-signature": sign(forged, platform)})).status_code == 200
+    assert (
+        await client.post("/stripe/webhook", content=forged, headers={"stripe-signature": sign(forged, platform)})
+    ).status_code == 200
     other = json.dumps({**json.loads(body), "id": "evt_other_account", "account": "acct_someone_else"}).encode()
-    assert (await client.post("/stripe/connect-webhook", content=other,
-                              headers={"stripe-signature": sign(other, connect_secret)})).status_code == 200
-    assert sorted(await process(settings)) == ["ignored: not a connected account's event",
-                                               "ignored: the event is about another account than its own"]
+    assert (
+        await client.post(
+            "/stripe/connect-webhook", content=other, headers={"stripe-signature": sign(other, connect_secret)}
+        )
+    ).status_code == 200
+    assert sorted(await process(settings)) == [
+        "ignored: not a connected account's event",
+        "ignored: the event is about another account than its own",
+    ]
     row = await stored(publisher_id)
     assert row["state_at"] is None and not row["payouts_enabled"]
 
@@ -283,8 +295,11 @@ async def test_a_restricted_account_shows_why(new_client, settings, stripe_local
     assert 'data-testid="payout-account-not-ready"' in page
     assert "Continue on Stripe" in page  # the way to give Stripe what it asks for
 
-    key = (await accounts.create_api_key(CurrentUser(id=publisher_id, email="", role=Role.publisher, via="test"),
-                                         "payouts"))[1]
+    key = (
+        await accounts.create_api_key(
+            CurrentUser(id=publisher_id, email="", role=Role.publisher, via="test"), "payouts"
+        )
+    )[1]
     api = await new_client().get("/api/v1/publisher/payout-account", headers={"Authorization": f"Bearer {key}"})
     assert api.status_code == 200
     body = api.json()
@@ -301,7 +316,8 @@ async def test_a_details_due_account_lists_what_stripe_asks_for(new_client, sett
     account = await stripe_account(settings, account_id)
     # The state Stripe reports for an account whose onboarding is not finished, as Stripe would send it.
     assert await connect.apply_event("account.updated", account, int(time.time()), account_id) == (
-        "account state stored")
+        "account state stored"
+    )
     page = (await client.get("/publisher/payouts")).text
     assert 'data-state="details_due"' in page and "the bank account to pay into" in page
     assert "your first name" in page and "Continue on Stripe" in page
@@ -316,8 +332,9 @@ async def test_another_publisher_never_sees_or_touches_the_account(new_client, s
     for path in ("/publisher/payouts", "/publisher/payouts/return", "/publisher/payouts/refresh"):
         page = await bob.get(path)
         assert page.status_code == 200 and alice_account not in page.text and 'data-state="not_set_up"' in page.text
-    key = (await accounts.create_api_key(CurrentUser(id=bob_id, email="", role=Role.publisher, via="test"),
-                                         "payouts"))[1]
+    key = (await accounts.create_api_key(CurrentUser(id=bob_id, email="", role=Role.publisher, via="test"), "payouts"))[
+        1
+    ]
     api = await new_client().get("/api/v1/publisher/payout-account", headers={"Authorization": f"Bearer {key}"})
     assert api.json()["state"] == "not_set_up" and api.json()["stripe_account_id"] == ""
 
@@ -343,8 +360,11 @@ async def test_refresh_makes_a_fresh_link_for_the_same_account(new_client, setti
 
 async def test_unknown_accounts_are_ignored(client, settings, stripe_local):
     async with connect.gateway(settings) as gateway:  # an account made at Stripe, not by affnet
-        stranger = (await gateway.client.v1.accounts.create_async(
-            {"type": "express"}, {"idempotency_key": f"test-stranger-{time.time_ns()}"})).id
+        stranger = (
+            await gateway.client.v1.accounts.create_async(
+                {"type": "express"}, {"idempotency_key": f"test-stranger-{time.time_ns()}"}
+            )
+        ).id
     stripe_local.control("POST", f"/_local/accounts/{stranger}/complete_onboarding")
     [event] = await account_events(stripe_local, stranger)
     await deliver(client, stripe_local, event["id"])
@@ -370,8 +390,9 @@ async def test_advertisers_are_refused(new_client, settings, stripe_local):
     assert (await client.get("/publisher/payouts")).status_code == 403
     assert (await post_form(client, SETUP)).status_code == 403
     assert (await client.get("/publisher/payouts/return")).status_code == 403
-    key = (await accounts.create_api_key(CurrentUser(id=user_id, email=email, role=Role.advertiser, via="test"),
-                                         "payouts"))[1]
+    key = (
+        await accounts.create_api_key(CurrentUser(id=user_id, email=email, role=Role.advertiser, via="test"), "payouts")
+    )[1]
     api = await new_client().get("/api/v1/publisher/payout-account", headers={"Authorization": f"Bearer {key}"})
     assert api.status_code == 403 and api.json()["error"]["code"] == "wrong_role"
     assert await PayoutAccount.count() == 0

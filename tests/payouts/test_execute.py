@@ -30,10 +30,15 @@ async def assert_paid_once(stripe_local, batch_id: int, accounts: dict[int, str]
         assert line["status"] == "paid", line
         posts = transfer_posts(stripe_local, line["id"])
         assert len(made(posts)) == 1 and {p["idempotency_key"] for p in posts} == {
-            f"payout-line:{line['id']}:attempt:1"}
+            f"payout-line:{line['id']}:attempt:1"
+        }
         transfer = await client.v1.transfers.retrieve_async(line["stripe_transfer_id"])
         assert (transfer.amount, transfer.currency, transfer.destination, transfer.transfer_group) == (
-            line["amount_minor"], "eur", accounts[line["publisher"]], f"batch-{batch_id}")
+            line["amount_minor"],
+            "eur",
+            accounts[line["publisher"]],
+            f"batch-{batch_id}",
+        )
         assert transfer.metadata["payout_line_id"] == str(line["id"])
         assert await LedgerTxn.count().where(LedgerTxn.idempotency_key == execute.settled_key(line["id"])) == 1
     assert await ledger.balance(K.payouts_in_transit, "EUR") == 0
@@ -71,8 +76,12 @@ async def test_a_crash_between_any_two_steps_then_a_rerun_pays_once(new_client, 
 async def test_a_refused_transfer_fails_the_line_and_returns_the_money(new_client, settings, stripe_local):
     batch_id, accounts = await approved_batch(new_client, settings, stripe_local, 10_000, 25_000)
     refused_publisher = next(iter(accounts))
-    stripe_local.control("POST", f"/_local/accounts/{accounts[refused_publisher]}/fail_next_transfer",
-                         code="transfers_not_allowed", status="400")
+    stripe_local.control(
+        "POST",
+        f"/_local/accounts/{accounts[refused_publisher]}/fail_next_transfer",
+        code="transfers_not_allowed",
+        status="400",
+    )
     async with stripe_api.gateway(settings) as gateway:
         assert await execute.execute(batch_id, gateway.client) == "done"
         assert await execute.execute(batch_id, gateway.client) == "done"
@@ -96,7 +105,8 @@ async def test_a_refused_transfer_fails_the_line_and_returns_the_money(new_clien
 
 
 async def test_a_short_stripe_balance_keeps_the_money_reserved_and_pays_once_when_funds_arrive(
-        new_client, settings, new_stripe_account):
+    new_client, settings, new_stripe_account
+):
     # A new Stripe account: its only money is a card payment still pending (Stripe holds it for days).
     local = new_stripe_account()
     local.fund_platform(50_000, card="4242424242424242")
@@ -166,10 +176,14 @@ async def test_a_reversal_delivered_twice_returns_the_money_once(new_client, set
         assert await execute.execute(batch_id, gateway.client) == "done"
         [line] = await lines_of(batch_id)
         client = stripe_local.client()
-        await client.v1.transfers.reversals.create_async(line["stripe_transfer_id"], options={
-            "idempotency_key": f"test-reversal:{line['id']}"})
-        events = [e for e in (await client.v1.events.list_async({"limit": 100})).data
-                  if e.type == "transfer.reversed" and e.data.object["id"] == line["stripe_transfer_id"]]
+        await client.v1.transfers.reversals.create_async(
+            line["stripe_transfer_id"], options={"idempotency_key": f"test-reversal:{line['id']}"}
+        )
+        events = [
+            e
+            for e in (await client.v1.events.list_async({"limit": 100})).data
+            if e.type == "transfer.reversed" and e.data.object["id"] == line["stripe_transfer_id"]
+        ]
         [event] = events
         answers = await deliver(new_client(), stripe_local, event.id, times=2)
         assert [a.status_code for a in answers] == [200, 200]
@@ -185,7 +199,8 @@ async def test_a_reversal_delivered_twice_returns_the_money_once(new_client, set
 
 
 async def test_every_reversal_of_a_transfer_is_returned_and_reconciled_through_pages(
-        new_client, settings, stripe_local, monkeypatch):
+    new_client, settings, stripe_local, monkeypatch
+):
     monkeypatch.setattr(stripe_api, "REVERSALS_PAGE", 5)  # pages of 5: 12 reversals take three
     batch_id, accounts = await approved_batch(new_client, settings, stripe_local, 10_000)
     [publisher_id] = accounts
@@ -195,12 +210,16 @@ async def test_every_reversal_of_a_transfer_is_returned_and_reconciled_through_p
         [line] = await lines_of(batch_id)
         transfer_id = line["stripe_transfer_id"]
         for n in range(12):
-            await client.v1.transfers.reversals.create_async(transfer_id, {"amount": 100}, {
-                "idempotency_key": f"test-reversal:{line['id']}:{n}"})
+            await client.v1.transfers.reversals.create_async(
+                transfer_id, {"amount": 100}, {"idempotency_key": f"test-reversal:{line['id']}:{n}"}
+            )
         # Only the last event reaches affnet (the others may come later, or were lost): it carries the
         # transfer with its 10 newest reversals and has_more.
-        newest = next(e for e in (await client.v1.events.list_async({"limit": 100, "type": "transfer.reversed"})).data
-                      if e.data.object["id"] == transfer_id)
+        newest = next(
+            e
+            for e in (await client.v1.events.list_async({"limit": 100, "type": "transfer.reversed"})).data
+            if e.data.object["id"] == transfer_id
+        )
         embedded = newest.data.object["reversals"]
         assert len(embedded["data"]) == 10 and embedded["has_more"] is True
         assert [a.status_code for a in await deliver(new_client(), stripe_local, newest.id)] == [200]
@@ -209,14 +228,18 @@ async def test_every_reversal_of_a_transfer_is_returned_and_reconciled_through_p
         assert result.ok, result.problems
 
         # A reversal affnet has not heard of yet is named by the reconciliation.
-        unheard = await client.v1.transfers.reversals.create_async(transfer_id, {"amount": 100}, {
-            "idempotency_key": f"test-reversal:{line['id']}:unheard"})
+        unheard = await client.v1.transfers.reversals.create_async(
+            transfer_id, {"amount": 100}, {"idempotency_key": f"test-reversal:{line['id']}:unheard"}
+        )
         result = await reconcile.reconcile_batch(batch_id, gateway.client)
     assert any(unheard.id in p and "never returned" in p for p in result.problems), result.problems
     assert await ledger.balance(K.publisher_available, "EUR", publisher_id) == 1_200
     assert await LedgerTxn.count().where(LedgerTxn.kind == "payout.reversed") == 12
-    pages = [r for r in stripe_local.control("GET", "/_local/requests").json()["data"]
-             if r["method"] == "GET" and r["path"] == f"/v1/transfers/{transfer_id}/reversals"]
+    pages = [
+        r
+        for r in stripe_local.control("GET", "/_local/requests").json()["data"]
+        if r["method"] == "GET" and r["path"] == f"/v1/transfers/{transfer_id}/reversals"
+    ]
     assert len(pages) == 3 + 3 + 3 and sum("starting_after" in r["query"] for r in pages) == 6
     [line] = await lines_of(batch_id)
     assert line["status"] == "paid"  # 1,300 of 10,000 reversed: not returned

@@ -44,11 +44,19 @@ async def earn(publisher_id: int, amount: int) -> None:
     advertiser_id, _ = await make_advertiser()
     n = next(_seq)
     await templates.fund_advertiser(advertiser_id, 2 * amount, "EUR", reference_id=n, key=f"four-eyes-fund:{n}")
-    await templates.approve_earning(advertiser_id=advertiser_id, publisher_id=publisher_id, price=amount,
-                                    payout=amount, currency="EUR", reference_type="manual", reference_id=n,
-                                    key=f"four-eyes-earn:{n}")
-    await templates.release_earning(publisher_id, amount, "EUR", reference_type="manual", reference_id=n,
-                                    key=f"four-eyes-release:{n}")
+    await templates.approve_earning(
+        advertiser_id=advertiser_id,
+        publisher_id=publisher_id,
+        price=amount,
+        payout=amount,
+        currency="EUR",
+        reference_type="manual",
+        reference_id=n,
+        key=f"four-eyes-earn:{n}",
+    )
+    await templates.release_earning(
+        publisher_id, amount, "EUR", reference_type="manual", reference_id=n, key=f"four-eyes-release:{n}"
+    )
 
 
 async def scheduled_batch(*, later: timedelta = timedelta()) -> int:
@@ -74,7 +82,8 @@ async def untouched(batch_id: int, in_transit: int) -> None:
 
 
 async def test_the_attack_a_person_who_changed_a_publishers_minimum_cannot_approve_the_scheduled_batch(
-        new_client, settings):
+    new_client, settings
+):
     a_id, a = await finance_client(new_client)
     b_id, b = await finance_client(new_client)
     ana, ana_email = await named_publisher(settings, "Ana", 12_000)
@@ -83,15 +92,17 @@ async def test_the_attack_a_person_who_changed_a_publishers_minimum_cannot_appro
     in_transit = await ledger.balance(K.payouts_in_transit, "EUR")
     assert in_transit == 42_000
 
-    changed = await post_form(a, f"{SETTINGS}/publisher", {
-        "email": ana_email, "publisher_minimum": "1.00", "publisher_currency": "EUR"})
+    changed = await post_form(
+        a, f"{SETTINGS}/publisher", {"email": ana_email, "publisher_minimum": "1.00", "publisher_currency": "EUR"}
+    )
     assert changed.status_code == 303
 
     refused = await approve(a, batch_id)
     message = html.unescape(error_text(refused.text))
     assert refused.status_code == 403
-    assert message.startswith(f"You changed the minimum payout of Ana ({ana_email}) from the network minimum to "
-                              "€1.00 on ")
+    assert message.startswith(
+        f"You changed the minimum payout of Ana ({ana_email}) from the network minimum to €1.00 on "
+    )
     assert message.endswith(": another finance person must approve this batch.")
     await untouched(batch_id, in_transit)
     # A's page says so before A tries, and names who can approve.
@@ -135,17 +146,26 @@ async def test_the_attack_a_person_who_released_a_hold_cannot_approve_the_schedu
     assert await ledger.check() == []
 
 
-async def test_the_network_minimum_and_the_schedule_bar_their_author_from_every_batch_they_shape(
-        new_client, settings):
+async def test_the_network_minimum_and_the_schedule_bar_their_author_from_every_batch_they_shape(new_client, settings):
     a_id, a = await finance_client(new_client)
     s_id, s = await finance_client(new_client)
     _, b = await finance_client(new_client)
     await earning_publisher(settings, 12_000)
     batch_id = await scheduled_batch()
     assert (await post_form(a, f"{SETTINGS}/minimum", {"currency": "EUR", "minimum": "60.00"})).status_code == 303
-    assert (await post_form(s, f"{SETTINGS}/schedule", {
-        "schedule": "monthly", "cutoff_weekday": "0", "cutoff_day": "2", "cutoff_hour": "0",
-        "large_change_percent": "50"})).status_code == 303
+    assert (
+        await post_form(
+            s,
+            f"{SETTINGS}/schedule",
+            {
+                "schedule": "monthly",
+                "cutoff_weekday": "0",
+                "cutoff_day": "2",
+                "cutoff_hour": "0",
+                "large_change_percent": "50",
+            },
+        )
+    ).status_code == 303
     # Another currency's minimum does not shape a EUR batch, and saving what is already there changes nothing.
     assert (await post_form(b, f"{SETTINGS}/minimum", {"currency": "USD", "minimum": "10.00"})).status_code == 303
     assert (await post_form(b, f"{SETTINGS}/minimum", {"currency": "EUR", "minimum": "60.00"})).status_code == 303
@@ -155,7 +175,8 @@ async def test_the_network_minimum_and_the_schedule_bar_their_author_from_every_
     assert "You changed the EUR minimum payout from €50.00 to €60.00 on " in html.unescape(error_text(refused.text))
     refused = await approve(s, batch_id)
     assert refused.status_code == 403 and "You changed the payout schedule from monthly, cut-off on day 1" in (
-        html.unescape(error_text(refused.text)))
+        html.unescape(error_text(refused.text))
+    )
     await untouched(batch_id, 12_000)
     assert (await approve(b, batch_id)).status_code == 303
 
@@ -166,8 +187,11 @@ async def test_a_change_binds_its_author_until_someone_else_approved_a_batch_it_
     ana, ana_email = await named_publisher(settings, "Ana", 12_000)
     other = await earning_publisher(settings, 30_000)
     # A changes Ana's minimum before the batch exists: it shapes the batch all the same.
-    assert (await post_form(a, f"{SETTINGS}/publisher", {
-        "email": ana_email, "publisher_minimum": "100.00", "publisher_currency": "EUR"})).status_code == 303
+    assert (
+        await post_form(
+            a, f"{SETTINGS}/publisher", {"email": ana_email, "publisher_minimum": "100.00", "publisher_currency": "EUR"}
+        )
+    ).status_code == 303
     first = await scheduled_batch()
     assert (await approve(a, first)).status_code == 403
     assert (await approve(b, first)).status_code == 303
@@ -176,8 +200,9 @@ async def test_a_change_binds_its_author_until_someone_else_approved_a_batch_it_
     await earn(ana, 20_000)
     await earn(other, 20_000)
     second = await scheduled_batch(later=timedelta(days=31))
-    assert {r["publisher"] for r in await PayoutLine.select(PayoutLine.publisher).where(
-        PayoutLine.batch == second)} == {ana, other}
+    assert {
+        r["publisher"] for r in await PayoutLine.select(PayoutLine.publisher).where(PayoutLine.batch == second)
+    } == {ana, other}
     assert (await approve(a, second)).status_code == 303
     assert (await review.batch(second))["approved_by"] == a_id
     assert await ledger.check() == []
@@ -188,8 +213,11 @@ async def test_a_change_to_a_publisher_outside_the_batch_does_not_bar_its_author
     await earning_publisher(settings, 12_000)
     _, stranger_email = await named_publisher(settings, "Bea", 0)  # no balance: in no batch
     batch_id = await scheduled_batch()
-    assert (await post_form(a, f"{SETTINGS}/publisher", {
-        "email": stranger_email, "on_hold": "on", "hold_reason": "identity check"})).status_code == 303
+    assert (
+        await post_form(
+            a, f"{SETTINGS}/publisher", {"email": stranger_email, "on_hold": "on", "hold_reason": "identity check"}
+        )
+    ).status_code == 303
     assert await PayoutChange.count() == 1
     assert (await approve(a, batch_id)).status_code == 303
     assert (await review.batch(batch_id))["approved_by"] == a_id
@@ -208,14 +236,16 @@ async def test_a_line_holder_is_an_editor_of_the_batch_and_of_the_publishers_nex
     assert "Changed by " + await email_of(a_id) in page
     refused = await approve(a, first)
     assert refused.status_code == 403 and f"You held line #{line['id']} of Ana" in html.unescape(
-        error_text(refused.text))
+        error_text(refused.text)
+    )
     assert (await approve(b, first)).status_code == 303
 
     # The held money goes out with Ana's next batch: A held it back, so A does not approve that one alone.
     await earn(other, 20_000)
     second = await scheduled_batch(later=timedelta(days=31))
-    assert ana in {r["publisher"] for r in await PayoutLine.select(PayoutLine.publisher).where(
-        PayoutLine.batch == second)}
+    assert ana in {
+        r["publisher"] for r in await PayoutLine.select(PayoutLine.publisher).where(PayoutLine.batch == second)
+    }
     assert (await approve(a, second)).status_code == 403
     assert (await approve(b, second)).status_code == 303
     assert await ledger.check() == []
@@ -225,8 +255,11 @@ async def test_a_batch_that_only_its_one_finance_person_shaped_waits_and_the_pag
     a_id, a = await finance_client(new_client)
     ana, ana_email = await named_publisher(settings, "Ana", 12_000)
     batch_id = await scheduled_batch()
-    assert (await post_form(a, f"{SETTINGS}/publisher", {
-        "email": ana_email, "publisher_minimum": "1.00", "publisher_currency": "EUR"})).status_code == 303
+    assert (
+        await post_form(
+            a, f"{SETTINGS}/publisher", {"email": ana_email, "publisher_minimum": "1.00", "publisher_currency": "EUR"}
+        )
+    ).status_code == 303
     page = (await a.get(f"/finance/payouts/{batch_id}")).text
     assert 'data-testid="nobody-can-approve"' in page and "It waits, and nothing is paid" in page
     assert 'data-testid="approve"' not in page
@@ -246,8 +279,9 @@ async def test_a_manually_prepared_batch_is_still_not_approved_by_its_preparer(n
     [row] = await PayoutBatch.select().where(PayoutBatch.prepared_by == a_id)
     refused = await approve(a, row["id"])
     assert refused.status_code == 403
-    assert html.unescape(error_text(refused.text)) == ("You prepared this batch: another finance person must "
-                                                       "approve this batch.")
+    assert html.unescape(error_text(refused.text)) == (
+        "You prepared this batch: another finance person must approve this batch."
+    )
     await untouched(row["id"], 12_000)
     assert (await approve(b, row["id"])).status_code == 303
     assert await ledger.check() == []

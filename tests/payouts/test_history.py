@@ -58,13 +58,18 @@ async def ready_publisher(settings, stripe_local, available: int, *, owed: int =
     publisher_id = await earning_publisher(settings, available, owed=owed)
     account = await connected_account(stripe_local)
     await PayoutAccount.update({PayoutAccount.stripe_account_id: account}).where(
-        PayoutAccount.publisher == publisher_id)
+        PayoutAccount.publisher == publisher_id
+    )
     return publisher_id, account
 
 
 async def line_of(publisher_id: int) -> dict:
-    return await PayoutLine.select().where(PayoutLine.publisher == publisher_id).order_by(
-        PayoutLine.id, ascending=False).first()
+    return (
+        await PayoutLine.select()
+        .where(PayoutLine.publisher == publisher_id)
+        .order_by(PayoutLine.id, ascending=False)
+        .first()
+    )
 
 
 def rows(page_html: str, testid: str = "payout-history-line") -> list[dict[str, str]]:
@@ -83,7 +88,8 @@ def text_of(page_html: str, testid: str) -> str:
 
 
 async def test_each_publisher_sees_their_payout_paid_failed_held_or_carried_over_in_words(
-        new_client, settings, stripe_local):
+    new_client, settings, stripe_local
+):
     await fresh_line_ids()
     paid, _ = await ready_publisher(settings, stripe_local, 9_000, owed=1_500)
     refused, refused_account = await ready_publisher(settings, stripe_local, 12_000)
@@ -93,8 +99,9 @@ async def test_each_publisher_sees_their_payout_paid_failed_held_or_carried_over
     editor, approver = await staff(), await staff()
     await review.hold_line(editor, batch_id, (await line_of(held))["id"], "traffic under review")
     await review.approve(approver, batch_id)
-    stripe_local.control("POST", f"/_local/accounts/{refused_account}/fail_next_transfer",
-                         code="transfers_not_allowed", status="400")
+    stripe_local.control(
+        "POST", f"/_local/accounts/{refused_account}/fail_next_transfer", code="transfers_not_allowed", status="400"
+    )
     async with stripe_api.gateway(settings) as gateway:
         assert await execute.execute(batch_id, gateway.client) == "done"
 
@@ -206,15 +213,34 @@ async def test_the_api_lists_the_same_payouts_and_carry_overs_without_finances_f
     response = await new_client().get(API, headers=await publisher_key(netted))
     assert response.status_code == 200, response.text
     body = response.json()
-    assert (body["page"], body["per_page"], body["has_more"], body["carried_over"]) == (
-        1, history.PAGE_SIZE, False, [])
+    assert (body["page"], body["per_page"], body["has_more"], body["carried_over"]) == (1, history.PAGE_SIZE, False, [])
     [item] = body["lines"]
-    assert set(item) == {"id", "period_start", "period_end", "currency", "available_minor", "netted_minor",
-                         "amount_minor", "status", "status_words", "detail", "stripe_transfer_id", "prepared_at",
-                         "updated_at", "returned_minor"}
-    assert (item["id"], item["currency"], item["available_minor"], item["netted_minor"], item["amount_minor"],
-            item["status"], item["status_words"], item["stripe_transfer_id"]) == (
-        line["id"], "EUR", 9_000, 1_500, 7_500, "processing", "On its way", "")
+    assert set(item) == {
+        "id",
+        "period_start",
+        "period_end",
+        "currency",
+        "available_minor",
+        "netted_minor",
+        "amount_minor",
+        "status",
+        "status_words",
+        "detail",
+        "stripe_transfer_id",
+        "prepared_at",
+        "updated_at",
+        "returned_minor",
+    }
+    assert (
+        item["id"],
+        item["currency"],
+        item["available_minor"],
+        item["netted_minor"],
+        item["amount_minor"],
+        item["status"],
+        item["status_words"],
+        item["stripe_transfer_id"],
+    ) == (line["id"], "EUR", 9_000, 1_500, 7_500, "processing", "On its way", "")
     batch = await review.batch(batch_id)
     assert item["period_end"].startswith(batch["period_end"].strftime("%Y-%m-%dT%H:%M"))
     for internal in ("first_payout", "large_change", "previous_amount", "attempt", "acct_", "batch"):
@@ -229,7 +255,11 @@ async def test_the_api_lists_the_same_payouts_and_carry_overs_without_finances_f
     assert body["lines"] == []
     [carried] = body["carried_over"]
     assert (carried["currency"], carried["balance_minor"], carried["reason"], carried["reason_words"]) == (
-        "EUR", 40_000, "on_hold", "payouts are on hold")
+        "EUR",
+        40_000,
+        "on_hold",
+        "payouts are on hold",
+    )
     page = (await (await signed_in(new_client, on_hold)).get("/publisher/payouts")).text
     [row] = rows(page, "payout-carried")
     assert row["reason"] == "on_hold" and "payouts are on hold" in row["text"]
@@ -255,11 +285,19 @@ async def more_available(publisher_id: int, amount: int, n: int) -> None:
     """`amount` more for the publisher to be paid, earned and released through the ledger's templates."""
     advertiser_id, _ = await make_advertiser()
     await templates.fund_advertiser(advertiser_id, amount, "EUR", reference_id=n, key=f"history-fund:{n}")
-    await templates.approve_earning(advertiser_id=advertiser_id, publisher_id=publisher_id, price=amount,
-                                    payout=amount, currency="EUR", reference_type="manual", reference_id=n,
-                                    key=f"history-earn:{n}")
-    await templates.release_earning(publisher_id, amount, "EUR", reference_type="manual", reference_id=n,
-                                    key=f"history-release:{n}")
+    await templates.approve_earning(
+        advertiser_id=advertiser_id,
+        publisher_id=publisher_id,
+        price=amount,
+        payout=amount,
+        currency="EUR",
+        reference_type="manual",
+        reference_id=n,
+        key=f"history-earn:{n}",
+    )
+    await templates.release_earning(
+        publisher_id, amount, "EUR", reference_type="manual", reference_id=n, key=f"history-release:{n}"
+    )
 
 
 async def test_the_history_is_newest_first_a_page_at_a_time(new_client, settings, monkeypatch):
@@ -301,7 +339,8 @@ async def paid_publisher(settings, stripe_local, amount: int) -> tuple[int, dict
 async def test_a_payout_reversed_at_stripe_shows_as_returned_with_the_money_back(new_client, settings, stripe_local):
     publisher, line = await paid_publisher(settings, stripe_local, 10_000)
     transfer = await stripe_local.client().v1.transfers.reversals.create_async(
-        line["stripe_transfer_id"], options={"idempotency_key": f"history-reversal:{line['id']}"})
+        line["stripe_transfer_id"], options={"idempotency_key": f"history-reversal:{line['id']}"}
+    )
     reversed_transfer = await stripe_local.client().v1.transfers.retrieve_async(transfer.transfer)
     await reversals.transfer_reversed(reversed_transfer.to_dict())
 
@@ -314,10 +353,12 @@ async def test_a_payout_reversed_at_stripe_shows_as_returned_with_the_money_back
 
 
 async def test_a_payout_partly_reversed_at_stripe_stays_paid_and_says_how_much_came_back(
-        new_client, settings, stripe_local):
+    new_client, settings, stripe_local
+):
     publisher, line = await paid_publisher(settings, stripe_local, 10_000)
     reversal = await stripe_local.client().v1.transfers.reversals.create_async(
-        line["stripe_transfer_id"], {"amount": 2_500}, {"idempotency_key": f"partial-reversal:{line['id']}"})
+        line["stripe_transfer_id"], {"amount": 2_500}, {"idempotency_key": f"partial-reversal:{line['id']}"}
+    )
     partly = await stripe_local.client().v1.transfers.retrieve_async(reversal.transfer)
     await reversals.transfer_reversed(partly.to_dict())
 

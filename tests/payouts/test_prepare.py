@@ -17,7 +17,8 @@ from tests.worker_burst import run_burst
 
 
 async def test_a_period_pays_who_reaches_the_minimum_and_carries_the_others_over_with_the_reason(
-        client, settings, chunk=payouts.CHUNK):
+    client, settings, chunk=payouts.CHUNK
+):
     payouts.CHUNK = chunk
     paid = await earning_publisher(settings, 10_000)
     small = await earning_publisher(settings, 1_000)
@@ -29,8 +30,12 @@ async def test_a_period_pays_who_reaches_the_minimum_and_carries_the_others_over
 
     assert (len(outcome.batches), outcome.lines, outcome.carried) == (1, 1, 3)
     line = await PayoutLine.select().first()
-    assert (line["publisher"], line["amount_minor"], line["status"], line["first_payout"]) == (paid, 10_000,
-                                                                                                "approved", True)
+    assert (line["publisher"], line["amount_minor"], line["status"], line["first_payout"]) == (
+        paid,
+        10_000,
+        "approved",
+        True,
+    )
     reasons = {r["publisher"]: r["reason"] for r in await PayoutCarryOver.select()}
     assert reasons == {small: "below_minimum", not_ready: "account_not_ready", held: "on_hold"}
     # Reserved: out of the publisher's available balance, into payouts in transit, once.
@@ -46,7 +51,8 @@ async def test_publishers_are_looked_up_in_chunks_and_each_chunk_counts(client, 
     a publisher in a later chunk is paid, held or carried over exactly as in the first."""
     try:
         await test_a_period_pays_who_reaches_the_minimum_and_carries_the_others_over_with_the_reason(
-            client, settings, chunk=1)
+            client, settings, chunk=1
+        )
     finally:
         payouts.CHUNK = 500
 
@@ -130,9 +136,14 @@ async def test_money_that_arrives_after_the_cut_off_waits_for_the_next_period(cl
     available = await ledger.account(K.publisher_available, "EUR", publisher)
     revenue = await ledger.account(K.network_revenue, "EUR")
     # A manual adjustment effective an hour after the cut-off: it belongs to the next period (I14).
-    await ledger.post(kind="manual", idempotency_key="late-bonus", reference_type="manual", reference_id=1,
-                      lines=[ledger.Line(revenue, -4_000, "EUR"), ledger.Line(available, 4_000, "EUR")],
-                      effective_at=cutoff + timedelta(hours=1))
+    await ledger.post(
+        kind="manual",
+        idempotency_key="late-bonus",
+        reference_type="manual",
+        reference_id=1,
+        lines=[ledger.Line(revenue, -4_000, "EUR"), ledger.Line(available, 4_000, "EUR")],
+        effective_at=cutoff + timedelta(hours=1),
+    )
     await payouts.prepare_due(after_next_cutoff())
     line = await PayoutLine.select().first()
     assert line["amount_minor"] == 10_000

@@ -34,8 +34,14 @@ async def _finance_page(new_client, batch_id: int):
 async def test_the_worker_reconciles_a_paid_batch_and_finance_sees_it_agree(new_client, settings, stripe_local):
     batch_id = await _paid_by_the_worker(new_client, settings, stripe_local, 10_000, 25_000)
     found = await reconcile.latest(batch_id)
-    assert (found["ok"], found["transfers"], found["transferred_minor"], found["paid_lines"], found["paid_minor"],
-            found["problems"]) == (True, 2, 35_000, 2, 35_000, [])
+    assert (
+        found["ok"],
+        found["transfers"],
+        found["transferred_minor"],
+        found["paid_lines"],
+        found["paid_minor"],
+        found["problems"],
+    ) == (True, 2, 35_000, 2, 35_000, [])
     _, _, page = await _finance_page(new_client, batch_id)
     assert 'data-testid="reconciliation"' in page.text and 'data-ok="yes"' in page.text
     assert "Every line was paid exactly once" in page.text
@@ -45,13 +51,25 @@ async def test_a_line_paid_twice_and_a_stray_transfer_are_shown(new_client, sett
     batch_id = await _paid_by_the_worker(new_client, settings, stripe_local, 10_000)
     [line] = await lines_of(batch_id)
     client = stripe_local.client()
-    twice = await client.v1.transfers.create_async({
-        "amount": 10_000, "currency": "eur", "destination": line["stripe_account_id"],
-        "transfer_group": execute.transfer_group(batch_id), "metadata": {"payout_line_id": str(line["id"])}},
-        {"idempotency_key": f"by-hand:{line['id']}"})
-    stray = await client.v1.transfers.create_async({
-        "amount": 123, "currency": "eur", "destination": line["stripe_account_id"],
-        "transfer_group": execute.transfer_group(batch_id)}, {"idempotency_key": f"stray:{line['id']}"})
+    twice = await client.v1.transfers.create_async(
+        {
+            "amount": 10_000,
+            "currency": "eur",
+            "destination": line["stripe_account_id"],
+            "transfer_group": execute.transfer_group(batch_id),
+            "metadata": {"payout_line_id": str(line["id"])},
+        },
+        {"idempotency_key": f"by-hand:{line['id']}"},
+    )
+    stray = await client.v1.transfers.create_async(
+        {
+            "amount": 123,
+            "currency": "eur",
+            "destination": line["stripe_account_id"],
+            "transfer_group": execute.transfer_group(batch_id),
+        },
+        {"idempotency_key": f"stray:{line['id']}"},
+    )
 
     finance, email, _ = await _finance_page(new_client, batch_id)
     assert (await post_form(finance, f"/finance/payouts/{batch_id}/reconcile")).status_code == 303
@@ -73,7 +91,8 @@ async def test_a_line_paid_here_without_its_transfer_at_stripe_is_shown(new_clie
         result = await reconcile.reconcile_batch(batch_id, gateway.client)
     assert not result.ok
     assert [p for p in result.problems if f"Line {first['id']}" in p] == [
-        f"Line {first['id']} records transfer tr_not_at_stripe, Stripe made {first['stripe_transfer_id']}."]
+        f"Line {first['id']} records transfer tr_not_at_stripe, Stripe made {first['stripe_transfer_id']}."
+    ]
     assert not [p for p in result.problems if f"Line {second['id']}" in p]
 
 

@@ -36,12 +36,19 @@ async def test_a_transfer_made_but_not_recorded_is_found_and_not_made_again(new_
     batch_id, accounts = await approved_batch(new_client, settings, stripe_local, 10_000)
     [line] = await lines_of(batch_id)
     client = stripe_local.client()
-    made_earlier = await client.v1.transfers.create_async({
-        "amount": 10_000, "currency": "eur", "destination": line["stripe_account_id"],
-        "transfer_group": execute.transfer_group(batch_id), "metadata": {"payout_line_id": str(line["id"])}},
-        {"idempotency_key": f"expired-key:{line['id']}"})
-    await PayoutLine.update({PayoutLine.status: "submitting", PayoutLine.error: "APIConnectionError: timed out"}
-                            ).where(PayoutLine.id == line["id"])
+    made_earlier = await client.v1.transfers.create_async(
+        {
+            "amount": 10_000,
+            "currency": "eur",
+            "destination": line["stripe_account_id"],
+            "transfer_group": execute.transfer_group(batch_id),
+            "metadata": {"payout_line_id": str(line["id"])},
+        },
+        {"idempotency_key": f"expired-key:{line['id']}"},
+    )
+    await PayoutLine.update({PayoutLine.status: "submitting", PayoutLine.error: "APIConnectionError: timed out"}).where(
+        PayoutLine.id == line["id"]
+    )
     await PayoutBatch.update({PayoutBatch.status: "executing"}).where(PayoutBatch.id == batch_id)
 
     async with stripe_api.gateway(settings) as gateway:
@@ -55,7 +62,8 @@ async def test_a_transfer_made_but_not_recorded_is_found_and_not_made_again(new_
 
 
 async def test_a_5xx_saved_under_the_key_gives_the_line_a_new_attempt_and_it_is_paid_once(
-        new_client, settings, stripe_local):
+    new_client, settings, stripe_local
+):
     batch_id, accounts = await approved_batch(new_client, settings, stripe_local, 10_000, 20_000)
     failing = next(iter(accounts.values()))
     stripe_local.control("POST", f"/_local/accounts/{failing}/fail_next_transfer", code="api_error", status="500")
@@ -72,7 +80,8 @@ async def test_a_5xx_saved_under_the_key_gives_the_line_a_new_attempt_and_it_is_
     keys = [p["idempotency_key"] for p in transfer_posts(stripe_local, line["id"])]
     assert keys[0] == execute.idempotency_key(line["id"], 1) and keys[-1] == execute.idempotency_key(line["id"], 2)
     assert [p["idempotency_key"] for p in transfers_made_for(stripe_local, line["id"])] == [
-        execute.idempotency_key(line["id"], 2)]
+        execute.idempotency_key(line["id"], 2)
+    ]
     for other in await lines_of(batch_id):
         assert len(transfers_made_for(stripe_local, other["id"])) == 1
     assert await ledger.balance(K.payouts_in_transit, "EUR") == 0
@@ -82,8 +91,9 @@ async def test_a_5xx_saved_under_the_key_gives_the_line_a_new_attempt_and_it_is_
 async def _failed_line(new_client, settings, stripe_local) -> tuple[int, dict, int]:
     batch_id, accounts = await approved_batch(new_client, settings, stripe_local, 10_000)
     [(publisher_id, account)] = accounts.items()
-    stripe_local.control("POST", f"/_local/accounts/{account}/fail_next_transfer", code="transfers_not_allowed",
-                         status="400")
+    stripe_local.control(
+        "POST", f"/_local/accounts/{account}/fail_next_transfer", code="transfers_not_allowed", status="400"
+    )
     async with stripe_api.gateway(settings) as gateway:
         assert await execute.execute(batch_id, gateway.client) == "done"
     [line] = await lines_of(batch_id)
@@ -96,8 +106,7 @@ async def _finance(new_client):
     return (await staff_client(new_client, Role.finance, first_page="/finance/payouts"))[0]
 
 
-async def test_finance_retries_a_failed_line_and_it_is_paid_once_under_a_new_key(new_client, settings,
-                                                                                    stripe_local):
+async def test_finance_retries_a_failed_line_and_it_is_paid_once_under_a_new_key(new_client, settings, stripe_local):
     batch_id, line, publisher_id = await _failed_line(new_client, settings, stripe_local)
     finance = await _finance(new_client)
     page = await finance.get(f"/finance/payouts/{batch_id}")
@@ -121,11 +130,11 @@ async def test_finance_retries_a_failed_line_and_it_is_paid_once_under_a_new_key
     [paid] = await lines_of(batch_id)
     assert paid["status"] == "paid"
     assert [p["idempotency_key"] for p in transfers_made_for(stripe_local, paid["id"])] == [
-        execute.idempotency_key(paid["id"], 2)]
+        execute.idempotency_key(paid["id"], 2)
+    ]
     assert await ledger.balance(K.publisher_available, "EUR", publisher_id) == 0
     assert await ledger.balance(K.payouts_in_transit, "EUR") == 0
-    assert await LedgerTxn.count().where(LedgerTxn.reference_id == paid["id"],
-                                         LedgerTxn.kind == "payout.reserved") == 2
+    assert await LedgerTxn.count().where(LedgerTxn.reference_id == paid["id"], LedgerTxn.kind == "payout.reserved") == 2
     assert await ledger.check() == []
     # Paid: a second retry is refused and changes nothing.
     again = await post_form(finance, f"/finance/payouts/{batch_id}/lines/{line['id']}/retry")
@@ -149,7 +158,8 @@ async def test_a_retry_is_refused_when_a_later_batch_took_the_money(new_client, 
 async def test_a_retry_is_refused_when_the_payout_account_changed(new_client, settings, stripe_local):
     batch_id, line, publisher_id = await _failed_line(new_client, settings, stripe_local)
     await PayoutAccount.update({PayoutAccount.stripe_account_id: "acct_another"}).where(
-        PayoutAccount.publisher == publisher_id)
+        PayoutAccount.publisher == publisher_id
+    )
     finance = await _finance(new_client)
     answer = await post_form(finance, f"/finance/payouts/{batch_id}/lines/{line['id']}/retry")
     assert answer.status_code == 409 and "payout account changed" in answer.text

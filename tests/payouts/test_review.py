@@ -48,8 +48,7 @@ async def test_the_preparer_cannot_approve_and_another_finance_person_can(new_cl
     assert "Approved by" in page.text and 'data-testid="approve"' not in page.text
 
 
-async def test_holding_a_line_returns_its_money_voids_approval_and_bars_the_editor_from_approving(
-        new_client, settings):
+async def test_holding_a_line_returns_its_money_voids_approval_and_bars_the_editor_from_approving(new_client, settings):
     _, approver = await finance_client(new_client)
     _, editor = await finance_client(new_client)
     _, third = await finance_client(new_client)
@@ -60,8 +59,9 @@ async def test_holding_a_line_returns_its_money_voids_approval_and_bars_the_edit
 
     line = await PayoutLine.select().where(PayoutLine.publisher == second).first()
     await editor.get("/finance/payouts")
-    held = await post_form(editor, f"/finance/payouts/{batch_id}/lines/{line['id']}/hold",
-                           {"reason": "traffic under review"})
+    held = await post_form(
+        editor, f"/finance/payouts/{batch_id}/lines/{line['id']}/hold", {"reason": "traffic under review"}
+    )
     assert held.status_code == 303
     row = await review.batch(batch_id)
     assert (row["status"], row["approved_by"], row["approved_fingerprint"]) == ("prepared", None, "")

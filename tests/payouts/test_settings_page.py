@@ -30,8 +30,13 @@ from tests.payouts.test_history import email_of, rows, signed_in, text_of
 
 PAGE = "/finance/payouts/settings"
 SAVES = ["payout_schedule.saved", "payout_minimum.saved", "publisher_payout_terms.saved"]
-SCHEDULE = {"schedule": "monthly", "cutoff_weekday": "0", "cutoff_day": "1", "cutoff_hour": "0",
-            "large_change_percent": "50"}
+SCHEDULE = {
+    "schedule": "monthly",
+    "cutoff_weekday": "0",
+    "cutoff_day": "1",
+    "cutoff_hour": "0",
+    "large_change_percent": "50",
+}
 
 
 async def finance_client(new_client):
@@ -44,14 +49,20 @@ async def finance_client(new_client):
 
 async def everything_saved() -> tuple:
     """All that the page can change, and the audit trail: equal before and after means nothing changed."""
-    return (await payouts.schedule_terms(),
-            await PayoutMinimum.select(PayoutMinimum.currency, PayoutMinimum.minimum_minor).order_by(
-                PayoutMinimum.currency),
-            await PublisherPayoutTerms.select(PublisherPayoutTerms.publisher, PublisherPayoutTerms.minimum_minor,
-                                              PublisherPayoutTerms.minimum_currency, PublisherPayoutTerms.on_hold,
-                                              PublisherPayoutTerms.hold_reason).order_by(
-                PublisherPayoutTerms.publisher),
-            await AuditEvent.count())
+    return (
+        await payouts.schedule_terms(),
+        await PayoutMinimum.select(PayoutMinimum.currency, PayoutMinimum.minimum_minor).order_by(
+            PayoutMinimum.currency
+        ),
+        await PublisherPayoutTerms.select(
+            PublisherPayoutTerms.publisher,
+            PublisherPayoutTerms.minimum_minor,
+            PublisherPayoutTerms.minimum_currency,
+            PublisherPayoutTerms.on_hold,
+            PublisherPayoutTerms.hold_reason,
+        ).order_by(PublisherPayoutTerms.publisher),
+        await AuditEvent.count(),
+    )
 
 
 async def test_a_weekly_schedule_saved_on_the_page_is_what_the_next_prepare_uses(new_client, settings):
@@ -59,9 +70,17 @@ async def test_a_weekly_schedule_saved_on_the_page_is_what_the_next_prepare_uses
     page = await finance.get("/finance/payouts")
     assert 'href="/finance/payouts/settings"' in page.text
 
-    saved = await post_form(finance, f"{PAGE}/schedule", {
-        "schedule": "weekly", "cutoff_weekday": "2", "cutoff_day": "1", "cutoff_hour": "6",
-        "large_change_percent": "30"})
+    saved = await post_form(
+        finance,
+        f"{PAGE}/schedule",
+        {
+            "schedule": "weekly",
+            "cutoff_weekday": "2",
+            "cutoff_day": "1",
+            "cutoff_hour": "6",
+            "large_change_percent": "30",
+        },
+    )
     assert saved.status_code == 303 and saved.headers["location"] == f"{PAGE}?saved=schedule"
     wanted = ScheduleTerms(Schedule.weekly, 2, 1, 6, 30)
     assert await payouts.schedule_terms() == wanted
@@ -88,14 +107,16 @@ async def test_a_weekly_schedule_saved_on_the_page_is_what_the_next_prepare_uses
 
 
 async def test_a_minimum_typed_as_a_decimal_is_stored_in_minor_units_and_applies_at_the_next_prepare(
-        new_client, settings):
+    new_client, settings
+):
     _, finance = await finance_client(new_client)
     below = await earning_publisher(settings, 7_000)
     above = await earning_publisher(settings, 9_000)
     saved = await post_form(finance, f"{PAGE}/minimum", {"currency": "eur", "minimum": "80.00"})
     assert saved.status_code == 303
     assert await PayoutMinimum.select(PayoutMinimum.currency, PayoutMinimum.minimum_minor) == [
-        {"currency": "EUR", "minimum_minor": 8_000}]
+        {"currency": "EUR", "minimum_minor": 8_000}
+    ]
     page = await finance.get(saved.headers["location"])
     assert "Minimum payout saved: €80.00." in page.text  # the amount as stored, echoed
     assert re.search(r'data-currency="EUR">\s*<td>EUR</td>\s*<td data-testid="minimum-amount">€80.00<', page.text)
@@ -104,20 +125,26 @@ async def test_a_minimum_typed_as_a_decimal_is_stored_in_minor_units_and_applies
     await payouts.prepare_due(after_next_cutoff())
     assert [r["publisher"] for r in await PayoutLine.select(PayoutLine.publisher)] == [above]
     assert [(r["publisher"], r["reason"], r["minimum_minor"]) for r in await PayoutCarryOver.select()] == [
-        (below, "below_minimum", 8_000)]
+        (below, "below_minimum", 8_000)
+    ]
     assert await ledger.check() == []
 
 
-async def test_a_publisher_put_on_hold_is_carried_over_and_another_pays_from_their_own_minimum(
-        new_client, settings):
+async def test_a_publisher_put_on_hold_is_carried_over_and_another_pays_from_their_own_minimum(new_client, settings):
     _, finance = await finance_client(new_client)
     held = await earning_publisher(settings, 9_000)
     low = await earning_publisher(settings, 3_000)
-    hold = await post_form(finance, f"{PAGE}/publisher", {
-        "email": (await email_of(held)).upper(), "on_hold": "on", "hold_reason": "identity check"})
+    hold = await post_form(
+        finance,
+        f"{PAGE}/publisher",
+        {"email": (await email_of(held)).upper(), "on_hold": "on", "hold_reason": "identity check"},
+    )
     assert hold.status_code == 303 and hold.headers["location"] == f"{PAGE}?saved=publisher&terms={held}"
-    own = await post_form(finance, f"{PAGE}/publisher", {
-        "email": await email_of(low), "publisher_minimum": "20.00", "publisher_currency": "EUR"})
+    own = await post_form(
+        finance,
+        f"{PAGE}/publisher",
+        {"email": await email_of(low), "publisher_minimum": "20.00", "publisher_currency": "EUR"},
+    )
     assert own.status_code == 303
 
     page = (await finance.get(PAGE)).text
@@ -172,16 +199,19 @@ BAD_TERMS = [
     ({"email": "{advertiser}"}, "email", "No publisher has the email address"),
     ({"email": "{publisher}", "on_hold": "on", "hold_reason": "  "}, "hold_reason", "Say why"),
     ({"email": "{publisher}", "publisher_minimum": "20.00"}, "publisher_currency", "ISO 4217"),
-    ({"email": "{publisher}", "publisher_minimum": "2O.00", "publisher_currency": "EUR"}, "publisher_minimum",
-     "an amount such as"),
+    (
+        {"email": "{publisher}", "publisher_minimum": "2O.00", "publisher_currency": "EUR"},
+        "publisher_minimum",
+        "an amount such as",
+    ),
     ({"email": "{publisher}", "on_hold": "on", "hold_reason": "x" * 501}, "hold_reason", "limited to 500"),
 ]
 
 
-@pytest.mark.parametrize(("form", "cases"), [("schedule", BAD_SCHEDULES), ("minimum", BAD_MINIMUMS),
-                                             ("publisher", BAD_TERMS)])
-async def test_invalid_input_answers_400_with_the_form_as_typed_and_changes_nothing(new_client, settings, form,
-                                                                                     cases):
+@pytest.mark.parametrize(
+    ("form", "cases"), [("schedule", BAD_SCHEDULES), ("minimum", BAD_MINIMUMS), ("publisher", BAD_TERMS)]
+)
+async def test_invalid_input_answers_400_with_the_form_as_typed_and_changes_nothing(new_client, settings, form, cases):
     _, finance = await finance_client(new_client)
     _, publisher_email = await make_user(Role.publisher, settings)
     _, advertiser_email = await make_advertiser()
@@ -190,15 +220,19 @@ async def test_invalid_input_answers_400_with_the_form_as_typed_and_changes_noth
     await payouts.set_minimum("EUR", 6_000, actor_id=None)
     before = await everything_saved()
     for overrides, field, message in cases:
-        data = {**SCHEDULE, **overrides} if form == "schedule" else {
-            k: v.format(publisher=publisher_email, advertiser=advertiser_email) for k, v in overrides.items()}
+        data = (
+            {**SCHEDULE, **overrides}
+            if form == "schedule"
+            else {k: v.format(publisher=publisher_email, advertiser=advertiser_email) for k, v in overrides.items()}
+        )
         refused = await post_form(finance, f"{PAGE}/{form}", data)
         where = f"{form} {overrides}"
         assert refused.status_code == 400, where
         assert message in html.unescape(error_text(refused.text)), (where, error_text(refused.text))
         if field != "schedule" and field != "cutoff_weekday":
-            assert re.search(rf'<label class="field invalid">\s*<span>[^<]*</span>\s*<input [^>]*name="{field}"',
-                             refused.text), where
+            assert re.search(
+                rf'<label class="field invalid">\s*<span>[^<]*</span>\s*<input [^>]*name="{field}"', refused.text
+            ), where
         typed = next((v for k, v in data.items() if k in ("cutoff_day", "minimum", "email") and v), None)
         if typed is not None:
             assert f'value="{typed}"' in refused.text, where  # the form comes back as typed
@@ -212,9 +246,11 @@ async def test_only_finance_opens_or_changes_the_payout_settings(new_client, set
         client = new_client()
         await login(client, email)
         assert (await client.get(PAGE)).status_code == 403
-        for form, data in (("schedule", {**SCHEDULE, "schedule": "weekly"}),
-                           ("minimum", {"currency": "EUR", "minimum": "1.00"}),
-                           ("publisher", {"email": email, "on_hold": "on", "hold_reason": "mine"})):
+        for form, data in (
+            ("schedule", {**SCHEDULE, "schedule": "weekly"}),
+            ("minimum", {"currency": "EUR", "minimum": "1.00"}),
+            ("publisher", {"email": email, "on_hold": "on", "hold_reason": "mine"}),
+        ):
             response = await post_form(client, f"{PAGE}/{form}", data)
             assert response.status_code == 403, (role, form)
             assert "This page is for finance staff" in error_text(response.text)

@@ -33,19 +33,23 @@ async def test_spend_cpa_and_roi_count_the_advertisers_own_conversions(app, new_
     world = await build(settings)
     a, b = world.publishers
     day = BASE + timedelta(hours=12)
-    await world.add([
-        Event("click", a, world.cpa_campaign, day), Event("click", b, world.cpa_campaign, day),
-        Event("conversion", a, world.cpa_campaign, day, status="approved", payout=700, price=1_000, sale=12_000),
-        Event("conversion", b, world.cpa_campaign, day, status="released", payout=1_400, price=2_000, sale=8_000),
-        Event("conversion", a, world.cpa_campaign, day, status="pending", payout=700, price=1_000, sale=5_000),
-        Event("conversion", b, world.cpa_campaign, day, status="rejected", payout=700, price=1_000),
-    ])
+    await world.add(
+        [
+            Event("click", a, world.cpa_campaign, day),
+            Event("click", b, world.cpa_campaign, day),
+            Event("conversion", a, world.cpa_campaign, day, status="approved", payout=700, price=1_000, sale=12_000),
+            Event("conversion", b, world.cpa_campaign, day, status="released", payout=1_400, price=2_000, sale=8_000),
+            Event("conversion", a, world.cpa_campaign, day, status="pending", payout=700, price=1_000, sale=5_000),
+            Event("conversion", b, world.cpa_campaign, day, status="rejected", payout=700, price=1_000),
+        ]
+    )
     await rollup.rebuild_all()
     setup_advertiser = (await Conversion.select(Conversion.campaign.advertiser.id.as_alias("adv")).first())["adv"]
     advertiser = as_user(setup_advertiser, world.emails[setup_advertiser], Role.advertiser)
     client = await _api(new_client, advertiser)
-    body = (await client.get("/api/v1/advertiser/reports",
-                             params={"from": "2026-11-01", "to": "2026-11-01", "tz": "UTC"})).json()
+    body = (
+        await client.get("/api/v1/advertiser/reports", params={"from": "2026-11-01", "to": "2026-11-01", "tz": "UTC"})
+    ).json()
     [eur] = body["figures"]
     assert (eur["clicks"], eur["conversions"], eur["approved"]) == (2 + 4, 3, 2)  # each conversion has its click
     assert (eur["spend_minor"], eur["pending_minor"], eur["sales_minor"]) == (3_000, 1_000, 20_000)
@@ -94,11 +98,13 @@ async def test_the_balance_burns_down_as_the_ledger_charges_it(app, client, new_
     page = await browser.get("/advertiser/reports", params={"from": today, "to": today, "tz": "UTC"})
     assert page.status_code == 200
     for name in ("by_day", "by_campaign", "by_publisher", "by_goal", "balance"):
-        download = await browser.get("/advertiser/reports.csv",
-                                     params={"from": today, "to": today, "tz": "UTC", "table": name})
+        download = await browser.get(
+            "/advertiser/reports.csv", params={"from": today, "to": today, "tz": "UTC", "table": name}
+        )
         assert list(csv.reader(io.StringIO(download.text))) == _html_table(page.text, name), name
     assert ["Day", "Currency", "Added", "Charged", "Balance at the end of the day"] == _html_table(
-        page.text, "balance")[0]
+        page.text, "balance"
+    )[0]
     assert _html_table(page.text, "balance")[1] == [today, "EUR", "50.00", "20.00", "30.00"]
 
 
@@ -110,5 +116,6 @@ async def test_a_campaign_of_another_advertiser_never_reaches_the_report(app, cl
     api = await _api(new_client, mine.advertiser)
     body = (await api.get("/api/v1/advertiser/reports")).json()
     assert body["figures"] == [] and all(rows == [] for name, rows in body["tables"].items() if name != "balance")
-    assert (await (await _api(new_client, theirs.advertiser)).get("/api/v1/advertiser/reports")).json()[
-        "figures"][0]["conversions"] == 1
+    assert (await (await _api(new_client, theirs.advertiser)).get("/api/v1/advertiser/reports")).json()["figures"][0][
+        "conversions"
+    ] == 1

@@ -37,9 +37,22 @@ class Shown:
         await fund_setup(Setup(self.camp.advertiser, None, "", self.camp.campaign_id, "", 0), amount)  # type: ignore[arg-type]
 
     async def views(self, pub: CurrentUser, hour: int, n: int) -> None:
-        await write_impressions([
-            (f"money-{next(_offer):010d}", at(hour) + timedelta(milliseconds=3 * i), self.slots[pub.id],
-             self.camp.creatives["300x250"], self.camp.campaign_id, pub.id, "visitor", "valid", "") for i in range(n)])
+        await write_impressions(
+            [
+                (
+                    f"money-{next(_offer):010d}",
+                    at(hour) + timedelta(milliseconds=3 * i),
+                    self.slots[pub.id],
+                    self.camp.creatives["300x250"],
+                    self.camp.campaign_id,
+                    pub.id,
+                    "visitor",
+                    "valid",
+                    "",
+                )
+                for i in range(n)
+            ]
+        )
 
 
 async def shown_by(settings, *publishers: CurrentUser, name: str, slot_name: str = "Sidebar", **terms) -> Shown:
@@ -52,7 +65,8 @@ async def shown_by(settings, *publishers: CurrentUser, name: str, slot_name: str
 
 
 async def test_impression_hours_count_in_pending_and_available_like_click_hours_and_are_listed(
-        clean, new_client, settings):
+    clean, new_client, settings
+):
     pub, other = await publisher(settings), await publisher(settings)
     released = await shown_by(settings, pub, other, name="Knife Shop", hold_days="0")
     in_hold = await shown_by(settings, pub, name="Boot Shop", slot_name="Footer", hold_days="30")
@@ -72,8 +86,10 @@ async def test_impression_hours_count_in_pending_and_available_like_click_hours_
     assert money.available_minor == await ledger.balance(K.publisher_available, "EUR", pub.id)
 
     hours = await earnings.impression_earnings_of(pub.id)
-    assert [(h["hour"], h["campaign_name"], h["slots"], h["paid_impressions"], h["payout_minor"], h["status"])
-            for h in hours] == [
+    assert [
+        (h["hour"], h["campaign_name"], h["slots"], h["paid_impressions"], h["payout_minor"], h["status"])
+        for h in hours
+    ] == [
         (at(10), "Poor Shop", [f"Sidebar of {pub.id}"], 400, 79, "waiting"),
         (at(10), "Boot Shop", [f"Footer of {pub.id}"], 2000, 398, "approved"),
         (at(9), "Knife Shop", [f"Sidebar of {pub.id}"], 1000, 199, "released"),
@@ -92,12 +108,16 @@ async def test_impression_hours_count_in_pending_and_available_like_click_hours_
     assert f"Sidebar of {other.id}" not in page.text and "€5.97" not in page.text  # the other publisher's
     assert "€5.00" not in page.text and "€2.50" not in page.text  # the advertisers' prices
 
-    response = await new_client().get("/api/v1/publisher/earnings",
-                                      headers={"authorization": f"Bearer {await api_key(pub)}"})
+    response = await new_client().get(
+        "/api/v1/publisher/earnings", headers={"authorization": f"Bearer {await api_key(pub)}"}
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert [(h["campaign_name"], h["payout_minor"], h["status"]) for h in body["impressions"]] == [
-        ("Poor Shop", 79, "waiting"), ("Boot Shop", 398, "approved"), ("Knife Shop", 199, "released")]
+        ("Poor Shop", 79, "waiting"),
+        ("Boot Shop", 398, "approved"),
+        ("Knife Shop", 199, "released"),
+    ]
     assert "price_minor" not in response.text and "margin" not in response.text
     assert body["balances"][0]["pending_uncharged_minor"] == 79
     assert await ledger.check() == []
@@ -118,7 +138,11 @@ async def test_an_advertiser_sees_the_impressions_they_paid_for_and_what_they_co
     assert charged == 300
     [row] = await spending.paid_for(shown.camp.advertiser.id)
     assert (row["kind"], row["paid_units"], row["charged_minor"], row["waiting_minor"]) == (
-        "impressions", 1200, charged, 0)
+        "impressions",
+        1200,
+        charged,
+        0,
+    )
     assert await spending.spend_of(shown.camp.advertiser.id) == {"EUR": charged}
 
     browser = new_client()

@@ -54,7 +54,8 @@ async def approved_conversions(settings, client, n: int, *, hold_days: int, fund
 
 async def margin_of(campaign_id: int) -> int:
     rows = await Conversion.select(Conversion.advertiser_amount_minor, Conversion.publisher_amount_minor).where(
-        Conversion.campaign == campaign_id, Conversion.status == "approved")
+        Conversion.campaign == campaign_id, Conversion.status == "approved"
+    )
     return sum(r["advertiser_amount_minor"] - r["publisher_amount_minor"] for r in rows)
 
 
@@ -70,12 +71,16 @@ async def finance_api_key(monkeypatch) -> str:
     """A finance user's API key (finance may hold keys: its reports are its one API)."""
     assert Role.finance in accounts.API_KEY_ROLES
     user_id, email = await make_staff(Role.finance)
-    return (await accounts.create_api_key(CurrentUser(id=user_id, email=email, role=Role.finance, via="test"),
-                                          "finance reports"))[1]
+    return (
+        await accounts.create_api_key(
+            CurrentUser(id=user_id, email=email, role=Role.finance, via="test"), "finance reports"
+        )
+    )[1]
 
 
-async def test_revenue_counts_the_margin_of_conversions_approved_in_the_dates_and_nothing_else(client, new_client,
-                                                                                                settings):
+async def test_revenue_counts_the_margin_of_conversions_approved_in_the_dates_and_nothing_else(
+    client, new_client, settings
+):
     now = datetime.now(UTC)
     today = now.date()
     inside = await approved_conversions(settings, client, 2, hold_days=0)
@@ -96,24 +101,31 @@ async def test_revenue_counts_the_margin_of_conversions_approved_in_the_dates_an
     assert report.figures["EUR"]["revenue_minor"] == second
     # All three, and the network's whole revenue account agrees.
     report = await finance.report(utc_period(today - timedelta(days=1), today + timedelta(days=12)))
-    assert report.figures["EUR"]["revenue_minor"] == first + second + third == await ledger.balance(
-        K.network_revenue, "EUR")
+    assert (
+        report.figures["EUR"]["revenue_minor"]
+        == first + second + third
+        == await ledger.balance(K.network_revenue, "EUR")
+    )
     # Days are the reader's: the approval at now+4d falls on its Tokyo date in Asia/Tokyo.
     tokyo = await finance.report(utc_period(today - timedelta(days=1), today + timedelta(days=12), "Asia/Tokyo"))
     tokyo_days = {r["day"]: r["revenue_minor"] for r in tokyo.table("revenue_by_day").rows if r["revenue_minor"]}
     expected: dict[date, int] = defaultdict(int)
-    for moment, margin in ((now + timedelta(seconds=5), first), (now + timedelta(days=4), second),
-                           (now + timedelta(days=11), third)):
+    for moment, margin in (
+        (now + timedelta(seconds=5), first),
+        (now + timedelta(days=4), second),
+        (now + timedelta(days=11), third),
+    ):
         expected[tokyo.period.day_of(moment)] += margin
     assert tokyo_days == expected
 
     finance_client, _ = await staff_client(new_client, Role.finance)
-    page = await finance_client.get(f"/finance?from={today.isoformat()}&to={(today + timedelta(days=5)).isoformat()}"
-                                    "&tz=UTC")
+    page = await finance_client.get(
+        f"/finance?from={today.isoformat()}&to={(today + timedelta(days=5)).isoformat()}&tz=UTC"
+    )
     assert page.status_code == 200, page.text
     shown = re.search(r'data-figure="revenue">([^<]+)<', page.text).group(1)
     assert shown == f"€{(first + second) // 100}.{(first + second) % 100:02d}"
-    assert 'data-chart=' in page.text and '/static/vendor/chart.umd.js' in page.text
+    assert "data-chart=" in page.text and "/static/vendor/chart.umd.js" in page.text
 
 
 async def test_figures_equal_the_ledger_balances(client, new_client, settings):
@@ -125,28 +137,54 @@ async def test_figures_equal_the_ledger_balances(client, new_client, settings):
     await templates.fund_advertiser(advertiser_b, 7_000, "EUR", reference_id=2, key="fund-b")
     await templates.fund_advertiser(advertiser_b, 3_000, "USD", reference_id=3, key="fund-b-usd")
     for n, (advertiser, publisher, price, payout) in enumerate(
-            [(advertiser_a, publisher_a, 1_000, 800), (advertiser_a, publisher_b, 2_500, 2_000),
-             (advertiser_b, publisher_b, 700, 600)], start=1):
-        await templates.approve_earning(advertiser_id=advertiser, publisher_id=publisher, price=price, payout=payout,
-                                        currency="EUR", reference_type="manual", reference_id=n, key=f"earn-{n}")
+        [
+            (advertiser_a, publisher_a, 1_000, 800),
+            (advertiser_a, publisher_b, 2_500, 2_000),
+            (advertiser_b, publisher_b, 700, 600),
+        ],
+        start=1,
+    ):
+        await templates.approve_earning(
+            advertiser_id=advertiser,
+            publisher_id=publisher,
+            price=price,
+            payout=payout,
+            currency="EUR",
+            reference_type="manual",
+            reference_id=n,
+            key=f"earn-{n}",
+        )
     await templates.release_earning(publisher_b, 2_000, "EUR", reference_type="manual", reference_id=2, key="rel-2")
     await templates.reserve_payout(publisher_b, 1_500, "EUR", reference_id=9, key="reserve-9")
     # A clawback after payout: the publisher owes it (a receivable), shown as a positive amount.
-    await templates.reverse_earning(advertiser_id=advertiser_a, publisher_id=publisher_b, price=2_500, payout=2_000,
-                                    currency="EUR", released=True, reference_type="manual", reference_id=2,
-                                    key="claw-2")
+    await templates.reverse_earning(
+        advertiser_id=advertiser_a,
+        publisher_id=publisher_b,
+        price=2_500,
+        payout=2_000,
+        currency="EUR",
+        released=True,
+        reference_type="manual",
+        reference_id=2,
+        key="claw-2",
+    )
     assert await ledger.check() == []
 
     figures = (await finance.report(utc_period(date.today(), date.today()))).figures
     eur = figures["EUR"]
     assert eur["held_for_advertisers_minor"] == sum(
-        [await ledger.balance(K.advertiser_balance, "EUR", a) for a in (advertiser_a, advertiser_b)])
+        [await ledger.balance(K.advertiser_balance, "EUR", a) for a in (advertiser_a, advertiser_b)]
+    )
     pending = sum([await ledger.balance(K.publisher_pending, "EUR", p) for p in (publisher_a, publisher_b)])
     available = sum([await ledger.balance(K.publisher_available, "EUR", p) for p in (publisher_a, publisher_b)])
     owed = -sum([await ledger.balance(K.publisher_receivable, "EUR", p) for p in (publisher_a, publisher_b)])
     in_transit = await ledger.balance(K.payouts_in_transit, "EUR")
-    assert (eur["publisher_pending_minor"], eur["publisher_available_minor"], eur["payouts_in_transit_minor"],
-            eur["owed_by_publishers_minor"]) == (pending, available, in_transit, owed)
+    assert (
+        eur["publisher_pending_minor"],
+        eur["publisher_available_minor"],
+        eur["payouts_in_transit_minor"],
+        eur["owed_by_publishers_minor"],
+    ) == (pending, available, in_transit, owed)
     assert (pending, available, in_transit, owed) == (1_400, 0, 1_500, 1_500)
     assert eur["owed_to_publishers_minor"] == pending + available + in_transit
     assert figures["USD"]["held_for_advertisers_minor"] == 3_000 and figures["USD"]["revenue_minor"] == 0
@@ -167,17 +205,22 @@ async def test_each_csv_holds_exactly_the_rows_the_page_shows(client, new_client
     batch_id = (await payouts.prepare_due(after_next_cutoff())).batches[0]
     finance_client, _ = await staff_client(new_client, Role.finance)
     # A range around the batch's cut-off, read in Berlin.
-    cutoff = (await PayoutBatch.select(PayoutBatch.period_end).where(PayoutBatch.id == batch_id).first())[
-        "period_end"]
-    period = Period(start=date.today() - timedelta(days=1), end=cutoff.date() + timedelta(days=1),
-                    tz_name="Europe/Berlin")
+    cutoff = (await PayoutBatch.select(PayoutBatch.period_end).where(PayoutBatch.id == batch_id).first())["period_end"]
+    period = Period(
+        start=date.today() - timedelta(days=1), end=cutoff.date() + timedelta(days=1), tz_name="Europe/Berlin"
+    )
     report = await finance.report(period)
     [batch_row] = report.table("payout_batches").rows
     assert (batch_row["batch_id"], batch_row["status"], batch_row["lines"], batch_row["total_minor"]) == (
-        batch_id, "prepared", 1, 6_000)
+        batch_id,
+        "prepared",
+        1,
+        6_000,
+    )
     assert batch_row["period_end"] == period.local(cutoff).strftime("%Y-%m-%d %H:%M")
-    assert report.figures["EUR"]["payouts_in_transit_minor"] == 6_000 == await ledger.balance(
-        K.payouts_in_transit, "EUR")
+    assert (
+        report.figures["EUR"]["payouts_in_transit_minor"] == 6_000 == await ledger.balance(K.payouts_in_transit, "EUR")
+    )
     assert await ledger.balance(K.publisher_available, "EUR", publisher_id) == 0
 
     page = await finance_client.get(f"/finance?{query(period)}")
@@ -205,12 +248,15 @@ async def test_each_csv_holds_exactly_the_rows_the_page_shows(client, new_client
     assert default.status_code == 200 and "affnet-finance-revenue_by_day-" in default.headers["content-disposition"]
 
 
-async def test_publishers_and_advertisers_are_refused_page_csv_api_and_button(client, new_client, settings,
-                                                                            monkeypatch):
+async def test_publishers_and_advertisers_are_refused_page_csv_api_and_button(
+    client, new_client, settings, monkeypatch
+):
     publisher_id, publisher_email = await make_publisher(settings)
     advertiser_id, advertiser_email = await make_advertiser()
-    for user_id, email, role in ((publisher_id, publisher_email, Role.publisher),
-                                 (advertiser_id, advertiser_email, Role.advertiser)):
+    for user_id, email, role in (
+        (publisher_id, publisher_email, Role.publisher),
+        (advertiser_id, advertiser_email, Role.advertiser),
+    ):
         browser = new_client()
         await login(browser, email)
         for path in ("/finance", "/finance/reports.csv?table=balances"):
@@ -223,8 +269,7 @@ async def test_publishers_and_advertisers_are_refused_page_csv_api_and_button(cl
     assert await AuditEvent.count().where(AuditEvent.action == finance.CHECK_ACTION) == 0
 
     key = await finance_api_key(monkeypatch)
-    response = await new_client().get("/api/v1/finance/reports?tz=UTC",
-                                      headers={"authorization": f"Bearer {key}"})
+    response = await new_client().get("/api/v1/finance/reports?tz=UTC", headers={"authorization": f"Bearer {key}"})
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["period"]["tz"] == "UTC" and set(body["tables"]) == set(finance.TABLES)
@@ -237,15 +282,17 @@ async def test_the_api_gives_the_pages_figures_in_minor_units(client, new_client
     await finance.check_ledger(None)
     key = await finance_api_key(monkeypatch)
     today = datetime.now(UTC).date()
-    response = await new_client().get(f"/api/v1/finance/reports?from={today}&to={today}&tz=UTC",
-                                      headers={"authorization": f"Bearer {key}"})
+    response = await new_client().get(
+        f"/api/v1/finance/reports?from={today}&to={today}&tz=UTC", headers={"authorization": f"Bearer {key}"}
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     report = await finance.report(utc_period(today, today))
     [eur] = body["figures"]
     assert eur == {"currency": "EUR", **report.figures["EUR"]}
     assert eur["revenue_minor"] == await ledger.balance(K.network_revenue, "EUR") and isinstance(
-        eur["revenue_minor"], int)
+        eur["revenue_minor"], int
+    )
     assert body["tables"]["revenue_by_day"] == report.table("revenue_by_day").as_json()
     assert body["tables"]["revenue_by_day"][0]["day"] == today.isoformat()
     assert body["ledger_check"]["ok"] is True and body["ledger_check"]["by"] is None
@@ -255,8 +302,12 @@ async def test_bad_dates_answer_400_with_a_message_and_change_nothing(client, ne
     finance_client, _ = await staff_client(new_client, Role.finance)
     key = await finance_api_key(monkeypatch)
     events, txns = await AuditEvent.count(), await LedgerTxn.count()
-    for bad, words in {"from=2026-13-01": "must look like", "from=2026-03-02&to=2026-03-01": "after the end",
-                       "tz=Mars/Olympus": "not a time zone", "from=2020-01-01&to=2026-01-01": "at most"}.items():
+    for bad, words in {
+        "from=2026-13-01": "must look like",
+        "from=2026-03-02&to=2026-03-01": "after the end",
+        "tz=Mars/Olympus": "not a time zone",
+        "from=2020-01-01&to=2026-01-01": "at most",
+    }.items():
         page = await finance_client.get(f"/finance?{bad}")
         assert page.status_code == 400, bad
         assert words in error_text(page.text), (bad, error_text(page.text))
@@ -269,19 +320,22 @@ async def test_bad_dates_answer_400_with_a_message_and_change_nothing(client, ne
     assert (await AuditEvent.count(), await LedgerTxn.count()) == (events, txns)
 
 
-async def test_the_check_button_records_who_checked_and_the_page_says_every_invariant_holds(client, new_client,
-                                                                                            settings):
+async def test_the_check_button_records_who_checked_and_the_page_says_every_invariant_holds(
+    client, new_client, settings
+):
     await approved_conversions(settings, client, 1, hold_days=0)
     await reconcile.run(now=datetime.now(UTC) + timedelta(seconds=5))
     finance_client, email = await staff_client(new_client, Role.finance, first_page="/finance")
     page = await finance_client.get("/finance")
     assert 'data-ok="unknown"' in page.text and "Check the ledger now" in page.text
-    response = await post_form(finance_client, "/finance/ledger-check",
-                               {"from": "2026-01-01", "to": "2026-01-31", "tz": "Europe/Berlin"})
+    response = await post_form(
+        finance_client, "/finance/ledger-check", {"from": "2026-01-01", "to": "2026-01-31", "tz": "Europe/Berlin"}
+    )
     assert response.status_code == 303
     assert response.headers["location"] == "/finance?from=2026-01-01&to=2026-01-31&tz=Europe%2FBerlin#ledger-check"
     [event] = await AuditEvent.select(AuditEvent.actor.email.as_alias("email"), AuditEvent.object_type).where(
-        AuditEvent.action == finance.CHECK_ACTION)
+        AuditEvent.action == finance.CHECK_ACTION
+    )
     assert event == {"email": email, "object_type": "ledger"}
     page = await finance_client.get(response.headers["location"])
     assert page.status_code == 200
@@ -299,7 +353,8 @@ async def test_the_nightly_job_records_each_check_and_the_page_shows_what_it_fou
     assert last is not None and last["ok"] and last["by"] is None and last["problems"] == []
     # Drift (a stored balance that is not the sum of its entries) is found, recorded and shown.
     await LedgerAccount.update({LedgerAccount.balance_minor: LedgerAccount.balance_minor + 1}).where(
-        LedgerAccount.kind == K.advertiser_balance.value)
+        LedgerAccount.kind == K.advertiser_balance.value
+    )
     assert await check_ledger({}) == {"ok": False, "problem_count": 1}
     last = await finance.last_ledger_check()
     assert not last["ok"] and last["problems"][0].startswith("I3 account")

@@ -26,8 +26,12 @@ async def three_conversions(settings, client, **terms):
             click_id = await click_id_of(client, setup.code)
         response = await postback(client, click_id=click_id, txn_id=f"order-{i}", token=token)
         assert response.json()["status"] == "accepted", response.text
-    ids = await Conversion.select(Conversion.id).where(Conversion.campaign == setup.campaign_id).order_by(
-        Conversion.id).output(as_list=True)
+    ids = (
+        await Conversion.select(Conversion.id)
+        .where(Conversion.campaign == setup.campaign_id)
+        .order_by(Conversion.id)
+        .output(as_list=True)
+    )
     return setup, ids
 
 
@@ -36,7 +40,8 @@ def shown(html: str) -> dict[int, str]:
 
 
 async def test_a_publisher_lists_only_their_own_conversions_with_their_payout_and_the_reasons(
-        client, new_client, settings):
+    client, new_client, settings
+):
     mine, ids = await three_conversions(settings, client)
     theirs, their_ids = await three_conversions(settings, client, name="Other Shop")
     await fund(mine, 5_000)
@@ -64,7 +69,8 @@ async def test_a_publisher_lists_only_their_own_conversions_with_their_payout_an
 
 
 async def test_the_dashboard_shows_conversions_by_status_and_earnings_pending_vs_available(
-        client, new_client, settings):
+    client, new_client, settings
+):
     setup, ids = await three_conversions(settings, client, hold_days=30)
     await fund(setup, 5_000)
     await review.decide(setup.advertiser, [ids[0]], "approve")  # charged: in publisher_pending
@@ -72,8 +78,9 @@ async def test_the_dashboard_shows_conversions_by_status_and_earnings_pending_vs
     # The publisher also brings CPC clicks to a campaign with no hold (released at once) ...
     cpc_setup = await cpc_campaign(settings, price="0.50", payout="0.40", hold_days=0)
     await fund(cpc_setup, 10_000)
-    await clicks(cpc_setup, spread(10, 5), publisher_id=setup.publisher.id,
-                 link_id=await join(cpc_setup, setup.publisher))
+    await clicks(
+        cpc_setup, spread(10, 5), publisher_id=setup.publisher.id, link_id=await join(cpc_setup, setup.publisher)
+    )
     # ... and to one whose advertiser cannot pay yet (waiting: pending, not charged).
     poor = await cpc_campaign(settings, price="1.00", payout="0.60")
     await clicks(poor, spread(10, 2), publisher_id=setup.publisher.id, link_id=await join(poor, setup.publisher))
@@ -82,10 +89,20 @@ async def test_the_dashboard_shows_conversions_by_status_and_earnings_pending_vs
     [money] = await earnings.money_of(setup.publisher.id)
     # Pending: the pending conversion (8.00) and the waiting CPC hour (1.20), not charged yet,
     # plus the approved conversion in its hold (8.00). Available: the released CPC hour (2.00).
-    assert (money.currency, money.pending_uncharged_minor, money.pending_charged_minor, money.pending_minor,
-            money.available_minor, money.receivable_minor) == ("EUR", 920, 800, 1_720, 200, 0)
+    assert (
+        money.currency,
+        money.pending_uncharged_minor,
+        money.pending_charged_minor,
+        money.pending_minor,
+        money.available_minor,
+        money.receivable_minor,
+    ) == ("EUR", 920, 800, 1_720, 200, 0)
     assert await earnings.conversion_counts(setup.publisher.id) == {
-        "pending": 1, "approved": 1, "rejected": 1, "reversed": 0}
+        "pending": 1,
+        "approved": 1,
+        "rejected": 1,
+        "reversed": 0,
+    }
 
     browser = new_client()
     await login(browser, setup.publisher_email)
@@ -105,13 +122,23 @@ async def test_a_publisher_sees_what_they_owe_after_a_clawback_of_money_paid_out
     await fund(setup, 10_000)
     await clicks(setup, spread(10, 5))
     await cpc.run(now=NOW)
-    [row_id] = [r["reference_id"] for r in await ledger.LedgerTxn.select(ledger.LedgerTxn.reference_id).where(
-        ledger.LedgerTxn.kind == "earning")]
+    [row_id] = [
+        r["reference_id"]
+        for r in await ledger.LedgerTxn.select(ledger.LedgerTxn.reference_id).where(ledger.LedgerTxn.kind == "earning")
+    ]
     # The 2.00 is paid out, then the clicks are found fraudulent and the earning reversed.
     await templates.reserve_payout(setup.publisher.id, 200, "EUR", reference_id=1, key="payout-line-1")
-    await templates.reverse_earning(advertiser_id=setup.advertiser.id, publisher_id=setup.publisher.id, price=250,
-                                    payout=200, currency="EUR", released=True, reference_type="click_hour",
-                                    reference_id=row_id, key=f"click_hour:{row_id}:reversed")
+    await templates.reverse_earning(
+        advertiser_id=setup.advertiser.id,
+        publisher_id=setup.publisher.id,
+        price=250,
+        payout=200,
+        currency="EUR",
+        released=True,
+        reference_type="click_hour",
+        reference_id=row_id,
+        key=f"click_hour:{row_id}:reversed",
+    )
     [money] = await earnings.money_of(setup.publisher.id)
     assert (money.pending_minor, money.available_minor, money.receivable_minor) == (0, 0, 200)
 
@@ -129,11 +156,13 @@ async def test_another_publisher_sees_none_of_it(client, new_client, settings):
     browser = new_client()
     await login(browser, stranger.publisher_email)
     page = await browser.get("/publisher/conversions")
-    ids = set(await Conversion.select(Conversion.id).where(Conversion.publisher == setup.publisher.id).output(
-        as_list=True))
+    ids = set(
+        await Conversion.select(Conversion.id).where(Conversion.publisher == setup.publisher.id).output(as_list=True)
+    )
     assert ids and not ids & set(shown(page.text))
-    response = await new_client().get("/api/v1/publisher/earnings",
-                                      headers={"authorization": f"Bearer {await api_key(stranger.publisher)}"})
+    response = await new_client().get(
+        "/api/v1/publisher/earnings", headers={"authorization": f"Bearer {await api_key(stranger.publisher)}"}
+    )
     assert response.json()["conversions"]["pending"] == 3  # their own three, not six
 
 
@@ -144,20 +173,34 @@ async def test_the_earnings_api_answers_a_publisher_key_and_refuses_an_advertise
     await cpc.run(now=NOW)
     api = new_client()
 
-    response = await api.get("/api/v1/publisher/earnings",
-                             headers={"authorization": f"Bearer {await api_key(setup.publisher)}"})
+    response = await api.get(
+        "/api/v1/publisher/earnings", headers={"authorization": f"Bearer {await api_key(setup.publisher)}"}
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["conversions"] == {"pending": 0, "approved": 0, "rejected": 0, "reversed": 0}
-    assert body["balances"] == [{"currency": "EUR", "pending_minor": 160, "pending_uncharged_minor": 0,
-                                 "pending_in_hold_minor": 160, "available_minor": 0, "receivable_minor": 0}]
+    assert body["balances"] == [
+        {
+            "currency": "EUR",
+            "pending_minor": 160,
+            "pending_uncharged_minor": 0,
+            "pending_in_hold_minor": 160,
+            "available_minor": 0,
+            "receivable_minor": 0,
+        }
+    ]
     [row] = body["clicks"]
     assert (row["campaign_id"], row["valid_clicks"], row["paid_clicks"], row["pending_minor"]) == (
-        setup.campaign_id, 4, 4, 160)
+        setup.campaign_id,
+        4,
+        4,
+        160,
+    )
     assert "price" not in response.text and "margin" not in response.text
 
-    refused = await api.get("/api/v1/publisher/earnings",
-                            headers={"authorization": f"Bearer {await api_key(setup.advertiser)}"})
+    refused = await api.get(
+        "/api/v1/publisher/earnings", headers={"authorization": f"Bearer {await api_key(setup.advertiser)}"}
+    )
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "wrong_role"
     anonymous = await api.get("/api/v1/publisher/earnings")
     assert anonymous.status_code == 401

@@ -33,15 +33,33 @@ async def _world_with_traffic(settings) -> World:
         Event("click", a, world.cpm_campaign, evening, slot=world.slots[a], country="US"),
         Event("impression", a, world.cpm_campaign, evening, slot=world.slots[a], country="US"),
         Event("impression", a, world.cpm_campaign, evening, slot=world.slots[a], reason="frequency_capped"),
-        Event("conversion", a, world.cpa_campaign, evening + timedelta(minutes=5), sub1="post-1", status="pending",
-              payout=700, price=1000),
-        Event("conversion", a, world.cpa_campaign, evening + timedelta(hours=2, minutes=5), sub1="post-2",
-              status="released", payout=300, price=450, sale=9_000),
+        Event(
+            "conversion",
+            a,
+            world.cpa_campaign,
+            evening + timedelta(minutes=5),
+            sub1="post-1",
+            status="pending",
+            payout=700,
+            price=1000,
+        ),
+        Event(
+            "conversion",
+            a,
+            world.cpa_campaign,
+            evening + timedelta(hours=2, minutes=5),
+            sub1="post-2",
+            status="released",
+            payout=300,
+            price=450,
+            sale=9_000,
+        ),
         Event("conversion", a, world.cpa_campaign, evening, status="rejected", payout=999, price=1500),
         # Publisher b's own traffic: never in a's report.
         Event("click", b, world.cpa_campaign, evening, sub1="b-secret"),
-        Event("conversion", b, world.cpa_campaign, evening, sub1="b-secret", status="released", payout=5_000,
-              price=6_000),
+        Event(
+            "conversion", b, world.cpa_campaign, evening, sub1="b-secret", status="released", payout=5_000, price=6_000
+        ),
     ]
     await world.add(events)
     await rollup.rebuild_all()
@@ -106,8 +124,9 @@ async def test_each_publisher_sees_only_their_own_figures(app, new_client, setti
     page = await client.get("/publisher/reports", params=_range("2026-11-01", "2026-11-02"))
     assert "post-1" not in page.text and "b-secret" in page.text
     # Other roles are refused the publisher's report, on the page, the CSV and the API.
-    advertiser = await _as(new_client, world, next(i for i in world.emails if i not in world.publishers),
-                           Role.advertiser)
+    advertiser = await _as(
+        new_client, world, next(i for i in world.emails if i not in world.publishers), Role.advertiser
+    )
     for path in ("/publisher/reports", "/publisher/reports.csv?table=by_day"):
         assert (await advertiser.get(path)).status_code == 403, path
     assert (await advertiser.api.get("/api/v1/publisher/reports")).status_code == 403
@@ -119,8 +138,9 @@ def _html_table(html: str, name: str) -> list[list[str]]:
     table = re.search(rf'<table class="report-table" data-table="{name}">(.*?)</table>', html, re.S).group(1)
     rows = []
     for tr in re.findall(r"<tr>(.*?)</tr>", table, re.S):
-        rows.append([unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>",
-                                                                                      tr, re.S)])
+        rows.append(
+            [unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", tr, re.S)]
+        )
     return rows
 
 
@@ -141,10 +161,12 @@ async def test_every_table_downloads_as_the_csv_of_exactly_what_it_shows(app, ne
 async def test_bad_dates_and_zones_get_a_400_that_says_what_to_fix(app, new_client, settings):
     world = await _world_with_traffic(settings)
     client = await _as(new_client, world, world.publishers[0])
-    for params, message in [({"from": "2026-13-01"}, "must look like 2026-11-23"),
-                            ({"from": "2026-11-05", "to": "2026-11-01"}, "start date is after the end date"),
-                            ({"from": "2020-01-01", "to": "2026-01-01"}, "at most 366 days"),
-                            ({"tz": "Mars/Olympus_Mons"}, "not a time zone we know")]:
+    for params, message in [
+        ({"from": "2026-13-01"}, "must look like 2026-11-23"),
+        ({"from": "2026-11-05", "to": "2026-11-01"}, "start date is after the end date"),
+        ({"from": "2020-01-01", "to": "2026-01-01"}, "at most 366 days"),
+        ({"tz": "Mars/Olympus_Mons"}, "not a time zone we know"),
+    ]:
         page = await client.get("/publisher/reports", params=params)
         assert page.status_code == 400 and message in unescape(page.text), params
         api = await client.api.get("/api/v1/publisher/reports", params=params)

@@ -36,10 +36,19 @@ def _drawn(strategy, examples: int) -> list:
 
 
 _event = st.tuples(
-    st.sampled_from(["click", "click", "impression", "conversion"]), st.integers(0, 1), st.integers(0, 1),
-    st.integers(0, HOURS * 3600 - 1), st.sampled_from(SUBS), st.booleans(), st.sampled_from(COUNTRIES),
-    st.sampled_from(REASONS), st.sampled_from(STATUSES), st.integers(0, 50_000), st.integers(0, 9_000),
-    st.integers(0, 10**9))
+    st.sampled_from(["click", "click", "impression", "conversion"]),
+    st.integers(0, 1),
+    st.integers(0, 1),
+    st.integers(0, HOURS * 3600 - 1),
+    st.sampled_from(SUBS),
+    st.booleans(),
+    st.sampled_from(COUNTRIES),
+    st.sampled_from(REASONS),
+    st.sampled_from(STATUSES),
+    st.integers(0, 50_000),
+    st.integers(0, 9_000),
+    st.integers(0, 10**9),
+)
 
 
 def _events(world: World, drawn: list[tuple]) -> list[Event]:
@@ -48,25 +57,62 @@ def _events(world: World, drawn: list[tuple]) -> list[Event]:
         publisher = world.publishers[pub]
         at = BASE + timedelta(seconds=second, microseconds=second % 7 * 1000)
         if kind == "impression":
-            events.append(Event("impression", publisher, world.cpm_campaign, at, slot=world.slots[publisher],
-                                country=country, reason=reason))
+            events.append(
+                Event(
+                    "impression",
+                    publisher,
+                    world.cpm_campaign,
+                    at,
+                    slot=world.slots[publisher],
+                    country=country,
+                    reason=reason,
+                )
+            )
         elif kind == "click":
             campaign = (world.cpa_campaign, world.cpm_campaign)[camp]
-            events.append(Event("click", publisher, campaign, at, sub1=sub1,
-                                slot=world.slots[publisher] if via_slot and campaign == world.cpm_campaign else 0,
-                                country=country, reason=reason))
+            events.append(
+                Event(
+                    "click",
+                    publisher,
+                    campaign,
+                    at,
+                    sub1=sub1,
+                    slot=world.slots[publisher] if via_slot and campaign == world.cpm_campaign else 0,
+                    country=country,
+                    reason=reason,
+                )
+            )
         else:
-            events.append(Event("conversion", publisher, world.cpa_campaign, at, sub1=sub1, country=country,
-                                status=status, payout=payout, price=payout + margin, sale=sale))
+            events.append(
+                Event(
+                    "conversion",
+                    publisher,
+                    world.cpa_campaign,
+                    at,
+                    sub1=sub1,
+                    country=country,
+                    status=status,
+                    payout=payout,
+                    price=payout + margin,
+                    sale=sale,
+                )
+            )
     return events
 
 
 async def _traffic(publisher: int, start: datetime, end: datetime, dim: str, table: str = "traffic_hour") -> dict:
     rows = await RollupCursor.raw(
         f"SELECT {dim} AS k, reason, SUM(clicks) AS clicks, SUM(impressions) AS impressions FROM {table} "  # noqa: S608
-        "WHERE publisher = {} AND hour >= {} AND hour < {} GROUP BY " + dim + ", reason", publisher, start, end)
-    return {(r["k"], r["reason"]): (int(r["clicks"]), int(r["impressions"])) for r in rows
-            if r["clicks"] or r["impressions"]}
+        "WHERE publisher = {} AND hour >= {} AND hour < {} GROUP BY " + dim + ", reason",
+        publisher,
+        start,
+        end,
+    )
+    return {
+        (r["k"], r["reason"]): (int(r["clicks"]), int(r["impressions"]))
+        for r in rows
+        if r["clicks"] or r["impressions"]
+    }
 
 
 async def _slice(publisher: int, start: datetime, end: datetime, dim: str) -> dict:
@@ -74,9 +120,17 @@ async def _slice(publisher: int, start: datetime, end: datetime, dim: str) -> di
     rows = await RollupCursor.raw(
         "SELECT key, SUM(clicks) AS c, SUM(invalid_clicks) AS ic, SUM(impressions) AS i, "
         "SUM(invalid_impressions) AS ii FROM traffic_slice_hour WHERE publisher = {} AND dim = {} "
-        "AND hour >= {} AND hour < {} GROUP BY key", publisher, dim, start, end)
-    return {r["key"]: tuple(int(r[c]) for c in ("c", "ic", "i", "ii")) for r in rows
-            if any(r[c] for c in ("c", "ic", "i", "ii"))}
+        "AND hour >= {} AND hour < {} GROUP BY key",
+        publisher,
+        dim,
+        start,
+        end,
+    )
+    return {
+        r["key"]: tuple(int(r[c]) for c in ("c", "ic", "i", "ii"))
+        for r in rows
+        if any(r[c] for c in ("c", "ic", "i", "ii"))
+    }
 
 
 def _expected_slice(events: list[Event], publisher: int, start: datetime, end: datetime, dim: str) -> dict:
@@ -85,8 +139,12 @@ def _expected_slice(events: list[Event], publisher: int, start: datetime, end: d
         if e.publisher == publisher and start <= e.at < end and e.kind in ("click", "impression"):
             c, ic, i, ii = found.get(str(getattr(e, dim)), (0, 0, 0, 0))
             valid, click = e.reason == "valid", e.kind == "click"
-            found[str(getattr(e, dim))] = (c + (valid and click), ic + (not valid and click),
-                                           i + (valid and not click), ii + (not valid and not click))
+            found[str(getattr(e, dim))] = (
+                c + (valid and click),
+                ic + (not valid and click),
+                i + (valid and not click),
+                ii + (not valid and not click),
+            )
     return found
 
 
@@ -94,9 +152,12 @@ async def _conversions(publisher: int, start: datetime, end: datetime, dim: str)
     rows = await RollupCursor.raw(
         f"SELECT {dim} AS k, status, SUM(conversions) AS n, SUM(payout_minor) AS payout, SUM(price_minor) AS price, "  # noqa: S608
         "SUM(margin_minor) AS margin, SUM(sale_minor) AS sale FROM conversion_hour "
-        "WHERE publisher = {} AND hour >= {} AND hour < {} GROUP BY " + dim + ", status", publisher, start, end)
-    return {(r["k"], r["status"]): tuple(int(r[c]) for c in ("n", "payout", "price", "margin", "sale"))
-            for r in rows}
+        "WHERE publisher = {} AND hour >= {} AND hour < {} GROUP BY " + dim + ", status",
+        publisher,
+        start,
+        end,
+    )
+    return {(r["k"], r["status"]): tuple(int(r[c]) for c in ("n", "payout", "price", "margin", "sale")) for r in rows}
 
 
 def _expected_traffic(events: list[Event], publisher: int, start: datetime, end: datetime, dim: str) -> dict:
@@ -119,8 +180,12 @@ def _expected_conversions(events: list[Event], publisher: int, start: datetime, 
     return found
 
 
-_range = st.tuples(st.integers(0, HOURS), st.integers(1, HOURS), st.integers(0, 1),
-                   st.sampled_from(["campaign", "sub1", "slot", "country"]))
+_range = st.tuples(
+    st.integers(0, HOURS),
+    st.integers(1, HOURS),
+    st.integers(0, 1),
+    st.sampled_from(["campaign", "sub1", "slot", "country"]),
+)
 
 
 async def _assert_equal_over_ranges(world: World, ranges: list[tuple]) -> None:
@@ -128,16 +193,20 @@ async def _assert_equal_over_ranges(world: World, ranges: list[tuple]) -> None:
         start = BASE + timedelta(hours=first)
         end = start + timedelta(hours=length)
         publisher = world.publishers[pub]
-        assert await _traffic(publisher, start, end, dim) == _expected_traffic(world.events, publisher, start, end,
-                                                                               dim), (start, end, dim)
+        assert await _traffic(publisher, start, end, dim) == _expected_traffic(
+            world.events, publisher, start, end, dim
+        ), (start, end, dim)
         if dim == "campaign":
             assert await _traffic(publisher, start, end, dim, "traffic_campaign_hour") == _expected_traffic(
-                world.events, publisher, start, end, dim), (start, end, dim)
+                world.events, publisher, start, end, dim
+            ), (start, end, dim)
         else:
             assert await _slice(publisher, start, end, dim) == _expected_slice(
-                world.events, publisher, start, end, dim), (start, end, dim)
+                world.events, publisher, start, end, dim
+            ), (start, end, dim)
         assert await _conversions(publisher, start, end, dim) == _expected_conversions(
-            world.events, publisher, start, end, dim), (start, end, dim)
+            world.events, publisher, start, end, dim
+        ), (start, end, dim)
 
 
 async def test_rollups_equal_a_direct_count_of_raw_events_over_random_ranges(app, clean, settings):
@@ -183,8 +252,19 @@ async def test_late_and_reversed_conversions_appear_after_the_nightly_rebuild(ap
     world = await build(settings)
     publisher = world.publishers[0]
     day = BASE + timedelta(days=1)
-    await world.add([Event("conversion", publisher, world.cpa_campaign, day + timedelta(hours=3), status="approved",
-                           payout=700, price=1000)])
+    await world.add(
+        [
+            Event(
+                "conversion",
+                publisher,
+                world.cpa_campaign,
+                day + timedelta(hours=3),
+                status="approved",
+                payout=700,
+                price=1000,
+            )
+        ]
+    )
     await rollup.rebuild_day(day)
     before = await _conversions(publisher, day, day + timedelta(days=1), "campaign")
     assert before == {(world.cpa_campaign, "approved"): (1, 700, 1000, 300, 0)}
@@ -192,13 +272,16 @@ async def test_late_and_reversed_conversions_appear_after_the_nightly_rebuild(ap
     # reported late. Neither changes the hours of the day they are reported on.
     await Conversion.update({Conversion.status: "reversed"}).where(Conversion.publisher == publisher)
     next(e for e in world.events if e.kind == "conversion").status = "reversed"  # as the database has it now
-    late = Event("conversion", publisher, world.cpa_campaign, day + timedelta(hours=5), status="pending",
-                 payout=500, price=800)
+    late = Event(
+        "conversion", publisher, world.cpa_campaign, day + timedelta(hours=5), status="pending", payout=500, price=800
+    )
     await world.add([late])
     await rollup.rebuild_day(datetime.now(UTC))  # the nightly job of the day the changes were made
     after = await _conversions(publisher, day, day + timedelta(days=1), "campaign")
-    assert after == {(world.cpa_campaign, "reversed"): (1, 700, 1000, 300, 0),
-                     (world.cpa_campaign, "pending"): (1, 500, 800, 300, 0)}
+    assert after == {
+        (world.cpa_campaign, "reversed"): (1, 700, 1000, 300, 0),
+        (world.cpa_campaign, "pending"): (1, 500, 800, 300, 0),
+    }
     assert after == _expected_conversions(world.events, publisher, day, day + timedelta(days=1), "campaign")
 
 
@@ -206,14 +289,18 @@ async def test_a_changed_conversion_is_rolled_up_again_by_the_next_incremental_r
     world = await build(settings)
     publisher = world.publishers[1]
     at = BASE + timedelta(hours=2)
-    await world.add([Event("conversion", publisher, world.cpa_campaign, at, status="pending", payout=250,
-                           price=300, sale=9_900)])
+    await world.add(
+        [Event("conversion", publisher, world.cpa_campaign, at, status="pending", payout=250, price=300, sale=9_900)]
+    )
     await rollup.roll_up(datetime.now(UTC))
     assert await _conversions(publisher, BASE, BASE + timedelta(days=1), "sub1") == {
-        ("", "pending"): (1, 250, 300, 50, 9_900)}
+        ("", "pending"): (1, 250, 300, 50, 9_900)
+    }
     # Approved and released weeks after it happened: a run now rebuilds that old hour.
     await Conversion.update({Conversion.status: "approved", Conversion.released_at: datetime.now(UTC)}).where(
-        Conversion.publisher == publisher)
+        Conversion.publisher == publisher
+    )
     await rollup.roll_up(datetime.now(UTC))
     assert await _conversions(publisher, BASE, BASE + timedelta(days=1), "sub1") == {
-        ("", "released"): (1, 250, 300, 50, 9_900)}
+        ("", "released"): (1, 250, 300, 50, 9_900)
+    }

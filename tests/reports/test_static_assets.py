@@ -85,8 +85,11 @@ async def test_the_chart_scripts_macro_loads_chart_js_before_charts_js(app):
 
 async def test_the_range_form_is_a_labelled_get_form_that_keeps_the_period(app):
     period = SimpleNamespace(start=date(2026, 11, 1), end=date(2026, 11, 30), tz_name="Asia/Tokyo")
-    html = str(macros(app, "partials/report_range.html").range_form(
-        period, ["UTC", "Europe/Paris"], action="/publisher/reports?x=<'>"))
+    html = str(
+        macros(app, "partials/report_range.html").range_form(
+            period, ["UTC", "Europe/Paris"], action="/publisher/reports?x=<'>"
+        )
+    )
     page = Elements(html)
 
     form = page.all("form")[0]
@@ -110,8 +113,10 @@ def test_no_template_or_script_loads_anything_from_another_origin():
     tag_source = re.compile(rf"<script\b[^>]*\bsrc\s*=\s*{remote}|<link\b[^>]*\bhref\s*=\s*{remote}", re.I)
     css_source = re.compile(rf"@import\s+(?:url\(\s*)?{remote}|url\(\s*{remote}", re.I)
     # A string literal in script code (comments dropped) holding a remote script or stylesheet.
-    strings_or_comments = re.compile(r"""("(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*'|`(?:\\.|[^`\\])*`)"""
-                                     r"""|/\*[\s\S]*?\*/|//[^\n]*""")
+    strings_or_comments = re.compile(
+        r"""("(?:\\.|[^"\\\n])*"|'(?:\\.|[^'\\\n])*'|`(?:\\.|[^`\\])*`)"""
+        r"""|/\*[\s\S]*?\*/|//[^\n]*"""
+    )
     remote_asset = re.compile(r"""^["'`](?:https?:)?//[^"'`]*\.(?:m?js|css)(?:[?#][^"'`]*)?["'`]$""", re.I)
 
     offenders = []

@@ -58,11 +58,40 @@ class World:
             if e.kind == "click":
                 e_id = f"w-click-{next(_seq)}"
                 e.__dict__["click_id"] = e_id
-                clicks.append((e_id, e.at, self.links[(e.publisher, e.campaign)], e.campaign, e.publisher,
-                               e.sub1, "", "", "", "", "", "Chrome", "v", e.reason, e.slot or None, e.country))
+                clicks.append(
+                    (
+                        e_id,
+                        e.at,
+                        self.links[(e.publisher, e.campaign)],
+                        e.campaign,
+                        e.publisher,
+                        e.sub1,
+                        "",
+                        "",
+                        "",
+                        "",
+                        "",
+                        "Chrome",
+                        "v",
+                        e.reason,
+                        e.slot or None,
+                        e.country,
+                    )
+                )
             elif e.kind == "impression":
-                views.append((f"w{next(_seq):015d}", e.at, self.slots[e.publisher], self.creative, e.campaign,
-                              e.publisher, "v", e.reason, e.country))
+                views.append(
+                    (
+                        f"w{next(_seq):015d}",
+                        e.at,
+                        self.slots[e.publisher],
+                        self.creative,
+                        e.campaign,
+                        e.publisher,
+                        "v",
+                        e.reason,
+                        e.country,
+                    )
+                )
         if clicks:
             await tracking.write_clicks(clicks)
         if views:
@@ -76,19 +105,54 @@ class World:
         """A conversion on a click of its own (stored first, so the conversion carries its sub-ID,
         slot and country)."""
         click_id = f"w-conv-click-{next(_seq)}"
-        await tracking.write_clicks([(click_id, e.at, self.links[(e.publisher, e.campaign)], e.campaign, e.publisher,
-                                      e.sub1, "", "", "", "", "", "Chrome", "v", "valid", e.slot or None, e.country)])
+        await tracking.write_clicks(
+            [
+                (
+                    click_id,
+                    e.at,
+                    self.links[(e.publisher, e.campaign)],
+                    e.campaign,
+                    e.publisher,
+                    e.sub1,
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "Chrome",
+                    "v",
+                    "valid",
+                    e.slot or None,
+                    e.country,
+                )
+            ]
+        )
         self.events.append(Event("click", e.publisher, e.campaign, e.at, e.sub1, e.slot, e.country))
         released = e.status == "released"
         status = "approved" if released else e.status
-        await Conversion.insert(Conversion(
-            campaign=e.campaign, goal=self.cpa_goal, publisher=e.publisher,
-            link=self.links[(e.publisher, e.campaign)], click_id=click_id, txn_id=f"txn-{next(_seq)}",
-            sale_amount_minor=e.sale or None, currency=e.currency, advertiser_amount_minor=e.price,
-            publisher_amount_minor=e.payout, network_amount_minor=e.price - e.payout, status=status,
-            source="api", clicked_at=e.at, converted_at=e.at, hold_until=e.at + timedelta(days=30),
-            created_at=e.at, approved_at=e.at if status == "approved" else None,
-            released_at=e.at + timedelta(days=1) if released else None))
+        await Conversion.insert(
+            Conversion(
+                campaign=e.campaign,
+                goal=self.cpa_goal,
+                publisher=e.publisher,
+                link=self.links[(e.publisher, e.campaign)],
+                click_id=click_id,
+                txn_id=f"txn-{next(_seq)}",
+                sale_amount_minor=e.sale or None,
+                currency=e.currency,
+                advertiser_amount_minor=e.price,
+                publisher_amount_minor=e.payout,
+                network_amount_minor=e.price - e.payout,
+                status=status,
+                source="api",
+                clicked_at=e.at,
+                converted_at=e.at,
+                hold_until=e.at + timedelta(days=30),
+                created_at=e.at,
+                approved_at=e.at if status == "approved" else None,
+                released_at=e.at + timedelta(days=1) if released else None,
+            )
+        )
 
 
 async def build(settings, publishers: int = 2) -> World:
@@ -106,21 +170,24 @@ async def build(settings, publishers: int = 2) -> World:
         if pub.id not in pubs:
             pubs.append(pub.id)
             await campaigns.join(pub, setup.campaign_id)
-            row = await Link.select(Link.id).where(Link.publisher == pub.id,
-                                                   Link.campaign == setup.campaign_id).first()
+            row = await Link.select(Link.id).where(Link.publisher == pub.id, Link.campaign == setup.campaign_id).first()
             links[(pub.id, setup.campaign_id)] = row["id"]
         link_id, _ = await join(pub, camp)
         links[(pub.id, camp.campaign_id)] = link_id
         slots[pub.id] = (await slot(pub))["id"]
     goal = await Goal.select(Goal.id).where(Goal.campaign == setup.campaign_id).first()
-    emails = {m.id: m.email for m in members} | {setup.advertiser.id: setup.advertiser.email,
-                                                 camp.advertiser.id: camp.advertiser.email}
-    return World(pubs, setup.campaign_id, goal["id"], camp.campaign_id, links, slots, camp.creatives["300x250"],
-                 emails)
+    emails = {m.id: m.email for m in members} | {
+        setup.advertiser.id: setup.advertiser.email,
+        camp.advertiser.id: camp.advertiser.email,
+    }
+    return World(pubs, setup.campaign_id, goal["id"], camp.campaign_id, links, slots, camp.creatives["300x250"], emails)
 
 
 def count(events: list[Event], kind: str, **where: Any) -> int:
     """The direct count the rollups must equal."""
     start, end = where.pop("start"), where.pop("end")
-    return sum(1 for e in events if e.kind == kind and start <= e.at < end
-               and all(getattr(e, k) == v for k, v in where.items()))
+    return sum(
+        1
+        for e in events
+        if e.kind == kind and start <= e.at < end and all(getattr(e, k) == v for k, v in where.items())
+    )

@@ -17,8 +17,16 @@ from tests.stripe_fixtures import StripeLocal
 def new_session(local: StripeLocal, amount: int = 50000, **extra: Any):
     params = {
         "mode": "payment",
-        "line_items": [{"price_data": {"currency": "eur", "unit_amount": amount,
-                                       "product_data": {"name": "affnet balance top-up"}}, "quantity": 1}],
+        "line_items": [
+            {
+                "price_data": {
+                    "currency": "eur",
+                    "unit_amount": amount,
+                    "product_data": {"name": "affnet balance top-up"},
+                },
+                "quantity": 1,
+            }
+        ],
         "success_url": "http://affnet.test/billing/return?session_id={CHECKOUT_SESSION_ID}",
         "cancel_url": "http://affnet.test/billing",
         "client_reference_id": "funding-7",

@@ -13,20 +13,33 @@ from tests.stripe_local.helpers import new_session
 
 
 def _create(client: stripe.StripeClient, key: str, amount: int = 50000):
-    return client.v1.checkout.sessions.create({
-        "mode": "payment", "success_url": "http://affnet.test/ok?session_id={CHECKOUT_SESSION_ID}",
-        "cancel_url": "http://affnet.test/cancel", "metadata": {"funding_id": "7"},
-        "line_items": [{"price_data": {"currency": "eur", "unit_amount": amount,
-                                       "product_data": {"name": "Top-up"}}, "quantity": 2}],
-    }, {"idempotency_key": key})
+    return client.v1.checkout.sessions.create(
+        {
+            "mode": "payment",
+            "success_url": "http://affnet.test/ok?session_id={CHECKOUT_SESSION_ID}",
+            "cancel_url": "http://affnet.test/cancel",
+            "metadata": {"funding_id": "7"},
+            "line_items": [
+                {
+                    "price_data": {"currency": "eur", "unit_amount": amount, "product_data": {"name": "Top-up"}},
+                    "quantity": 2,
+                }
+            ],
+        },
+        {"idempotency_key": key},
+    )
 
 
 def test_checkout_session_has_stripes_shape(stripe_local):
     session = new_session(stripe_local)
     assert session.id.startswith("cs_test_") and session.object == "checkout.session"
     assert session.livemode is False and session.created > 0
-    assert (session.amount_total, session.currency, session.status, session.payment_status) == (50000, "eur", "open",
-                                                                                                 "unpaid")
+    assert (session.amount_total, session.currency, session.status, session.payment_status) == (
+        50000,
+        "eur",
+        "open",
+        "unpaid",
+    )
     assert session.metadata["funding_id"] == "7" and session.client_reference_id == "funding-7"
     assert session.url == f"{stripe_local.base_url}/pay/{session.id}"
     assert session.payment_intent is None  # created when the buyer pays, as on Stripe
@@ -58,8 +71,11 @@ def test_every_request_is_logged_with_its_idempotency_key(stripe_local):
     key = f"funding-{uuid.uuid4()}"
     session = _create(stripe_local.client(), key)
     stripe_local.client().v1.checkout.sessions.retrieve(session.id)
-    httpx.post(f"{stripe_local.base_url}/v1/refunds", data={"charge": "ch_nope"},
-               headers={"Authorization": f"Bearer {stripe_local.secret_key}"})
+    httpx.post(
+        f"{stripe_local.base_url}/v1/refunds",
+        data={"charge": "ch_nope"},
+        headers={"Authorization": f"Bearer {stripe_local.secret_key}"},
+    )
     log = httpx.get(f"{stripe_local.base_url}/_local/requests").json()["data"]
     mine = [r for r in log if r["idempotency_key"] == key]
     assert mine[0]["method"] == "POST" and mine[0]["path"] == "/v1/checkout/sessions"
@@ -73,8 +89,9 @@ def test_no_key_or_a_wrong_key_is_401(stripe_local):
     assert missing.status_code == 401
     assert missing.json()["error"]["type"] == "invalid_request_error"
     with pytest.raises(stripe.AuthenticationError) as wrong:
-        stripe.StripeClient("sk_test_wrong", base_addresses={"api": stripe_local.base_url},
-                            max_network_retries=0).v1.events.list()
+        stripe.StripeClient(
+            "sk_test_wrong", base_addresses={"api": stripe_local.base_url}, max_network_retries=0
+        ).v1.events.list()
     assert wrong.value.http_status == 401
 
 
@@ -85,16 +102,27 @@ def test_errors_are_stripe_error_objects(stripe_local):
     assert missing.value.http_status == 404 and missing.value.code == "resource_missing"
     assert missing.value.error.param == "id" and "ch_doesnotexist" in missing.value.user_message
     with pytest.raises(stripe.InvalidRequestError) as unknown:
-        client.v1.checkout.sessions.create({"mode": "payment", "success_url": "http://x", "colour": "red",
-                                            "line_items": []})
+        client.v1.checkout.sessions.create(
+            {"mode": "payment", "success_url": "http://x", "colour": "red", "line_items": []}
+        )
     assert unknown.value.http_status == 400 and unknown.value.error.param == "colour"
     with pytest.raises(stripe.InvalidRequestError) as bad_amount:
-        client.v1.checkout.sessions.create({"mode": "payment", "success_url": "http://x", "line_items": [
-            {"price_data": {"currency": "eur", "unit_amount": "12.50", "product_data": {"name": "x"}},
-             "quantity": 1}]})
+        client.v1.checkout.sessions.create(
+            {
+                "mode": "payment",
+                "success_url": "http://x",
+                "line_items": [
+                    {
+                        "price_data": {"currency": "eur", "unit_amount": "12.50", "product_data": {"name": "x"}},
+                        "quantity": 1,
+                    }
+                ],
+            }
+        )
     assert bad_amount.value.error.param == "line_items[0][price_data][unit_amount]"
-    unrouted = httpx.get(f"{stripe_local.base_url}/v1/nothing_here",
-                         headers={"Authorization": f"Bearer {stripe_local.secret_key}"})
+    unrouted = httpx.get(
+        f"{stripe_local.base_url}/v1/nothing_here", headers={"Authorization": f"Bearer {stripe_local.secret_key}"}
+    )
     assert unrouted.status_code == 404 and "Unrecognized request URL" in unrouted.json()["error"]["message"]
 
 

@@ -18,11 +18,24 @@ def _key() -> dict[str, str]:
 
 def _onboarded(stripe_local) -> str:
     client = stripe_local.client()
-    account = client.v1.accounts.create({"type": "express", "country": "FR", "email": "pub@example.com",
-                                         "capabilities": {"transfers": {"requested": True}}}, _key())
-    link = client.v1.account_links.create({"account": account.id, "type": "account_onboarding",
-                                           "refresh_url": "http://affnet.test/refresh",
-                                           "return_url": "http://affnet.test/return"}, _key())
+    account = client.v1.accounts.create(
+        {
+            "type": "express",
+            "country": "FR",
+            "email": "pub@example.com",
+            "capabilities": {"transfers": {"requested": True}},
+        },
+        _key(),
+    )
+    link = client.v1.account_links.create(
+        {
+            "account": account.id,
+            "type": "account_onboarding",
+            "refresh_url": "http://affnet.test/refresh",
+            "return_url": "http://affnet.test/return",
+        },
+        _key(),
+    )
     assert link.object == "account_link" and httpx.get(link.url).status_code == 200
     done = httpx.post(link.url, data={"action": "complete"})
     assert done.status_code == 303 and done.headers["location"] == "http://affnet.test/return"
@@ -47,9 +60,16 @@ def test_an_account_is_created_restricted_and_onboarding_enables_payouts(stripe_
 def test_transfer_and_partial_then_full_reversal(stripe_local):
     account_id = _onboarded(stripe_local)
     client = stripe_local.client()
-    transfer = client.v1.transfers.create({"amount": 12345, "currency": "eur", "destination": account_id,
-                                           "transfer_group": "payout-batch-3", "metadata": {"payout_line": "9"}},
-                                          _key())
+    transfer = client.v1.transfers.create(
+        {
+            "amount": 12345,
+            "currency": "eur",
+            "destination": account_id,
+            "transfer_group": "payout-batch-3",
+            "metadata": {"payout_line": "9"},
+        },
+        _key(),
+    )
     assert transfer.id.startswith("tr_") and transfer.amount == 12345 and transfer.metadata["payout_line"] == "9"
     assert client.v1.balance_transactions.retrieve(transfer.balance_transaction).net == -12345
     part = client.v1.transfers.reversals.create(transfer.id, {"amount": 2345}, _key())

@@ -51,25 +51,32 @@ def test_a_transfer_needs_available_funds_and_card_payments_become_available_aft
     assert [(p.amount, p.currency) for p in balance.pending] == [(50_000 - 775, "eur")]
 
     with pytest.raises(stripe.InvalidRequestError) as refused:
-        client.v1.transfers.create({"amount": 10_000, "currency": "eur", "destination": account}, {
-            "idempotency_key": "payout-1"})
+        client.v1.transfers.create(
+            {"amount": 10_000, "currency": "eur", "destination": account}, {"idempotency_key": "payout-1"}
+        )
     assert (refused.value.http_status, refused.value.code, refused.value.error.type) == (
-        400, "balance_insufficient", "invalid_request_error")
+        400,
+        "balance_insufficient",
+        "invalid_request_error",
+    )
     assert "insufficient available funds" in refused.value.user_message
 
     local.control("POST", "/_local/clock/advance", seconds="3600")
     assert local.available() == 50_000 - 775
     with pytest.raises(stripe.InvalidRequestError):  # the refusal is saved under its key, as on Stripe
-        client.v1.transfers.create({"amount": 10_000, "currency": "eur", "destination": account}, {
-            "idempotency_key": "payout-1"})
-    transfer = client.v1.transfers.create({"amount": 10_000, "currency": "eur", "destination": account}, {
-        "idempotency_key": "payout-1:again"})
+        client.v1.transfers.create(
+            {"amount": 10_000, "currency": "eur", "destination": account}, {"idempotency_key": "payout-1"}
+        )
+    transfer = client.v1.transfers.create(
+        {"amount": 10_000, "currency": "eur", "destination": account}, {"idempotency_key": "payout-1:again"}
+    )
     assert transfer.amount == 10_000 and local.available() == 40_000 - 775
 
 
 def _ready_account(local) -> str:
-    account = local.client().v1.accounts.create({"type": "express",
-                                                 "capabilities": {"transfers": {"requested": True}}}, _key())
+    account = local.client().v1.accounts.create(
+        {"type": "express", "capabilities": {"transfers": {"requested": True}}}, _key()
+    )
     local.control("POST", f"/_local/accounts/{account.id}/complete_onboarding")
     return account.id
 
@@ -114,13 +121,17 @@ def test_a_sepa_debit_completes_unpaid_then_succeeds_or_fails(stripe_local):
 def test_an_inquiry_withdraws_nothing_until_it_escalates(new_stripe_account):
     local = new_stripe_account()
     session_id = local.fund_platform(10_000)
-    charge = local.client().v1.payment_intents.retrieve(
-        local.client().v1.checkout.sessions.retrieve(session_id).payment_intent).latest_charge
+    charge = (
+        local.client()
+        .v1.payment_intents.retrieve(local.client().v1.checkout.sessions.retrieve(session_id).payment_intent)
+        .latest_charge
+    )
     before = local.available()
     inquiry = local.control("POST", f"/_local/charges/{charge}/dispute", inquiry="true").json()
     assert inquiry["status"] == "warning_needs_response" and inquiry["balance_transactions"] == []
-    submitted = local.client().v1.disputes.update(inquiry["id"], {"evidence": {"product_description": "ads"},
-                                                                  "submit": True})
+    submitted = local.client().v1.disputes.update(
+        inquiry["id"], {"evidence": {"product_description": "ads"}, "submit": True}
+    )
     assert submitted.status == "warning_under_review" and local.available() == before
     closed = local.control("POST", f"/_local/disputes/{inquiry['id']}/close", outcome="warning_closed").json()
     assert closed["status"] == "warning_closed" and local.available() == before
@@ -133,8 +144,9 @@ def test_an_inquiry_withdraws_nothing_until_it_escalates(new_stripe_account):
 
 def test_a_transfers_reversals_are_paged_and_its_event_carries_the_ten_newest(stripe_local):
     client = stripe_local.client()
-    transfer = client.v1.transfers.create({"amount": 5_000, "currency": "eur",
-                                           "destination": _ready_account(stripe_local)}, _key())
+    transfer = client.v1.transfers.create(
+        {"amount": 5_000, "currency": "eur", "destination": _ready_account(stripe_local)}, _key()
+    )
     made = [client.v1.transfers.reversals.create(transfer.id, {"amount": 100}, _key()).id for _ in range(12)]
     event = next(e for e in events_for(stripe_local, transfer.id) if e["type"] == "transfer.reversed")
     embedded = event["data"]["object"]["reversals"]
@@ -144,4 +156,3 @@ def test_a_transfers_reversals_are_paged_and_its_event_carries_the_ten_newest(st
     assert [r.id for r in first.auto_paging_iter()] == made[::-1]
     last = client.v1.transfers.reversals.list(transfer.id, {"limit": 5, "starting_after": made[2]})
     assert [r.id for r in last.data] == made[1::-1] and not last.has_more
-

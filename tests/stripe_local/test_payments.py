@@ -18,15 +18,29 @@ def _paid(stripe_local, amount: int = 50000):
     assert answer.status_code == 303
     assert answer.headers["location"] == f"http://affnet.test/billing/return?session_id={session.id}"
     session = stripe_local.client().v1.checkout.sessions.retrieve(
-        session.id, {"expand": ["payment_intent.latest_charge.balance_transaction"]})
+        session.id, {"expand": ["payment_intent.latest_charge.balance_transaction"]}
+    )
     return session, session.payment_intent.latest_charge
 
 
 def test_the_checkout_page_shows_the_amount_and_escapes_names(stripe_local):
-    session = stripe_local.client().v1.checkout.sessions.create({
-        "mode": "payment", "success_url": "http://affnet.test/ok", "cancel_url": "http://affnet.test/no",
-        "line_items": [{"price_data": {"currency": "eur", "unit_amount": 123456,
-                                       "product_data": {"name": "<script>alert(1)</script>"}}, "quantity": 1}]})
+    session = stripe_local.client().v1.checkout.sessions.create(
+        {
+            "mode": "payment",
+            "success_url": "http://affnet.test/ok",
+            "cancel_url": "http://affnet.test/no",
+            "line_items": [
+                {
+                    "price_data": {
+                        "currency": "eur",
+                        "unit_amount": 123456,
+                        "product_data": {"name": "<script>alert(1)</script>"},
+                    },
+                    "quantity": 1,
+                }
+            ],
+        }
+    )
     page = httpx.get(session.url)
     assert "1,234.56 EUR" in page.text and ">Pay" in page.text
     assert "<script>alert" not in page.text and "&lt;script&gt;" in page.text

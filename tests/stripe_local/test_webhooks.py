@@ -84,8 +84,10 @@ def test_an_event_can_be_redelivered_many_times(stripe_local, receiver):
     event = _a_paid_session_event(stripe_local)
     answer = stripe_local.control("POST", f"/_local/events/{event['id']}/deliver", times=3, wait="true").json()
     assert answer["statuses"] == [200, 200, 200]
-    wait_until(lambda: sum(json.loads(b)["id"] == event["id"] for _, b in receiver.received) >= 4,
-               "the first delivery and three more")
+    wait_until(
+        lambda: sum(json.loads(b)["id"] == event["id"] for _, b in receiver.received) >= 4,
+        "the first delivery and three more",
+    )
 
 
 def test_without_an_endpoint_nothing_is_sent(stripe_local):

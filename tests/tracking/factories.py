@@ -14,10 +14,17 @@ from tests.factories import make_advertiser, make_publisher
 
 def campaign_form(**overrides: Any) -> dict[str, str]:
     form = {
-        "name": "Spring Boots", "description": "Hiking boots", "category": "fashion", "currency": "EUR",
-        "landing_url": "https://shop.example.com/boots", "allowed_domains": "shop.example.com\nblog.shop.example.com",
-        "fallback_url": "https://fallback.example.org/", "visibility": "public",
-        "goal_0_name": "sale", "goal_0_model": "cpa", "goal_0_advertiser": "10.00",
+        "name": "Spring Boots",
+        "description": "Hiking boots",
+        "category": "fashion",
+        "currency": "EUR",
+        "landing_url": "https://shop.example.com/boots",
+        "allowed_domains": "shop.example.com\nblog.shop.example.com",
+        "fallback_url": "https://fallback.example.org/",
+        "visibility": "public",
+        "goal_0_name": "sale",
+        "goal_0_model": "cpa",
+        "goal_0_advertiser": "10.00",
     }
     form.update({k: str(v) for k, v in overrides.items()})
     return form

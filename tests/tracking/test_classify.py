@@ -59,8 +59,23 @@ INSTAGRAM_ANDROID = (
 PINTEREST_APP = CHROME_ANDROID + " [Pinterest/Android]"
 
 HUMANS = [
-    CHROME, CHROME_ANDROID, CHROME_IOS, FIREFOX, FIREFOX_ANDROID, FIREFOX_IOS, SAFARI_MAC, SAFARI_IPHONE, EDGE,
-    EDGE_ANDROID, EDGE_LEGACY, OPERA, OPERA_MINI, SAMSUNG, CUBOT_PHONE, FACEBOOK_IN_APP, INSTAGRAM_ANDROID,
+    CHROME,
+    CHROME_ANDROID,
+    CHROME_IOS,
+    FIREFOX,
+    FIREFOX_ANDROID,
+    FIREFOX_IOS,
+    SAFARI_MAC,
+    SAFARI_IPHONE,
+    EDGE,
+    EDGE_ANDROID,
+    EDGE_LEGACY,
+    OPERA,
+    OPERA_MINI,
+    SAMSUNG,
+    CUBOT_PHONE,
+    FACEBOOK_IN_APP,
+    INSTAGRAM_ANDROID,
     PINTEREST_APP,
 ]
 
@@ -98,8 +113,7 @@ BOTS = {
     "okhttp": "okhttp/4.12.0",
     "Java": "Java/17.0.2",
     "HeadlessChrome": (
-        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/120.0.0.0 "
-        "Safari/537.36"
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/120.0.0.0 Safari/537.36"
     ),
     "PhantomJS": (
         "Mozilla/5.0 (Unknown; Linux x86_64) AppleWebKit/538.1 (KHTML, like Gecko) PhantomJS/2.1.1 Safari/538.1"
@@ -120,8 +134,20 @@ BOTS = {
 
 def test_reason_codes_are_the_stored_strings():
     assert [r.value for r in Reason] == [
-        "valid", "bot", "head_request", "duplicate", "campaign_paused", "campaign_ended", "over_budget", "over_cap",
-        "not_member", "rate_limited", "offer_invalid", "offer_expired", "offer_replayed", "not_viewed",
+        "valid",
+        "bot",
+        "head_request",
+        "duplicate",
+        "campaign_paused",
+        "campaign_ended",
+        "over_budget",
+        "over_cap",
+        "not_member",
+        "rate_limited",
+        "offer_invalid",
+        "offer_expired",
+        "offer_replayed",
+        "not_viewed",
     ]
     assert Reason("over_cap") is Reason.over_cap
     assert f"{Reason.bot}" == "bot"  # StrEnum formats as its code, ready for a row or a JSON body

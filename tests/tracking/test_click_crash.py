@@ -29,7 +29,11 @@ def _serve(env: dict[str, str], log: Path) -> tuple[subprocess.Popen, str]:
     with open(log, "ab") as out:
         proc = subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT, env={**env, "BASE_URL": f"http://127.0.0.1:{port}"}, stdout=out, stderr=subprocess.STDOUT)
+            cwd=ROOT,
+            env={**env, "BASE_URL": f"http://127.0.0.1:{port}"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_for_port(port, timeout=60, proc=proc)  # uvicorn listens once startup (the replay) is done
     except BaseException:
@@ -56,14 +60,22 @@ async def _until(condition, within: float, what: str) -> None:
 async def test_clicks_answered_before_kill_9_are_all_stored_once_after_restart(app, clean, settings, tmp_path):
     setup = await campaign_with_link(settings)
     journal_dir = tmp_path / "journal"
-    env = {**os.environ, "AFFNET_ENV": "test", "DATABASE_URL": settings.database_url, "REDIS_URL": settings.redis_url,
-           "SECRET_KEY": settings.secret_key, "MEDIA_DIR": settings.media_dir, "JOURNAL_DIR": str(journal_dir),
-           "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "AFFNET_ENV": "test",
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "SECRET_KEY": settings.secret_key,
+        "MEDIA_DIR": settings.media_dir,
+        "JOURNAL_DIR": str(journal_dir),
+        "PYTHONUNBUFFERED": "1",
+    }
     log = tmp_path / "server.log"
     proc, url = _serve(env, log)
     answered: set[str] = set()
     try:
         async with httpx.AsyncClient(timeout=10, headers={"user-agent": BROWSER}) as http:
+
             async def visitor(n: int) -> None:
                 while True:
                     try:
@@ -74,8 +86,11 @@ async def test_clicks_answered_before_kill_9_are_all_stored_once_after_restart(a
                     answered.update(parse_qs(urlsplit(response.headers["location"]).query)["click_id"])
 
             visitors = [asyncio.create_task(visitor(n)) for n in range(VISITORS)]
-            await _until(lambda: asyncio.sleep(0, len(answered) >= ANSWERED_BEFORE_KILL), 120,
-                         f"{ANSWERED_BEFORE_KILL} answered clicks")
+            await _until(
+                lambda: asyncio.sleep(0, len(answered) >= ANSWERED_BEFORE_KILL),
+                120,
+                f"{ANSWERED_BEFORE_KILL} answered clicks",
+            )
             os.kill(proc.pid, signal.SIGKILL)  # mid-load: requests in flight, clicks in the buffer
             proc.wait(timeout=10)
             await asyncio.gather(*visitors)
@@ -90,6 +105,7 @@ async def test_clicks_answered_before_kill_9_are_all_stored_once_after_restart(a
 
     proc, url = _serve(env, log)
     try:
+
         async def all_stored() -> bool:
             return answered <= set(await _stored_ids())
 
@@ -98,8 +114,10 @@ async def test_clicks_answered_before_kill_9_are_all_stored_once_after_restart(a
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
     ids = await _stored_ids()
-    print(f"answered {len(answered)}, missing at kill {len(missing_at_kill)}, stored after restart {len(ids)}, "
-          f"of which answered {len(answered & set(ids))}")
+    print(
+        f"answered {len(answered)}, missing at kill {len(missing_at_kill)}, stored after restart {len(ids)}, "
+        f"of which answered {len(answered & set(ids))}"
+    )
     assert answered - set(ids) == set()
     assert len(ids) == len(set(ids))  # replayed clicks are stored once
     assert await Click.count().where(Click.link == setup.link_id) == len(ids)

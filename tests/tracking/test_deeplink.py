@@ -235,19 +235,77 @@ def _assert_safe(result: str) -> None:
 
 
 _SCHEMES = st.sampled_from(
-    ["http://", "https://", "HTTPS://", "//", "\\\\", "/\\", "https:/\\", "https:", "https:///", "javascript:",
-     "data:", "ftp://", ""]
+    [
+        "http://",
+        "https://",
+        "HTTPS://",
+        "//",
+        "\\\\",
+        "/\\",
+        "https:/\\",
+        "https:",
+        "https:///",
+        "javascript:",
+        "data:",
+        "ftp://",
+        "",
+    ]
 )
 _HOST_PIECES = st.sampled_from(
     [
-        "allowed.com", "ALLOWED.COM", "shop.example.com", "evilshop.example.com", "evil.com", "bücher.de",
-        "ex\u0430mple.com", "sub.", ".", "@", ":", ":443", ":8443", ":80", "%2e", "%40", "\u3002", "\uff0f",
-        "\uff20", "\u200b", "[", "]", "::1", "user", "\\", "#", "?",
+        "allowed.com",
+        "ALLOWED.COM",
+        "shop.example.com",
+        "evilshop.example.com",
+        "evil.com",
+        "bücher.de",
+        "ex\u0430mple.com",
+        "sub.",
+        ".",
+        "@",
+        ":",
+        ":443",
+        ":8443",
+        ":80",
+        "%2e",
+        "%40",
+        "\u3002",
+        "\uff0f",
+        "\uff20",
+        "\u200b",
+        "[",
+        "]",
+        "::1",
+        "user",
+        "\\",
+        "#",
+        "?",
     ]
 )
 _REST_PIECES = st.sampled_from(
-    ["/", "?", "#", "&", "=", "%", "%0d", "%0A", "%25", "\t", "\n", "\r", " ", "\x00", "@", "é", "\u202e", "//evil.com",
-     "\\", "a", ":8443"]
+    [
+        "/",
+        "?",
+        "#",
+        "&",
+        "=",
+        "%",
+        "%0d",
+        "%0A",
+        "%25",
+        "\t",
+        "\n",
+        "\r",
+        " ",
+        "\x00",
+        "@",
+        "é",
+        "\u202e",
+        "//evil.com",
+        "\\",
+        "a",
+        ":8443",
+    ]
 )
 
 

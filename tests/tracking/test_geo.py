@@ -9,10 +9,23 @@ from tests.tracking.factories import campaign_with_link
 from tests.tracking.test_redirect import click, stored_clicks
 
 
-@pytest.mark.parametrize(("raw", "country"), [
-    ("DE", "DE"), ("de", "DE"), (" us ", "US"), (b"FR", "FR"), ("XX", ""), ("T1", ""), ("DEU", ""), ("", ""),
-    (None, ""), ("1A", ""), ("É1", ""), ("ZZ", ""),
-])
+@pytest.mark.parametrize(
+    ("raw", "country"),
+    [
+        ("DE", "DE"),
+        ("de", "DE"),
+        (" us ", "US"),
+        (b"FR", "FR"),
+        ("XX", ""),
+        ("T1", ""),
+        ("DEU", ""),
+        ("", ""),
+        (None, ""),
+        ("1A", ""),
+        ("É1", ""),
+        ("ZZ", ""),
+    ],
+)
 def test_only_two_letter_country_codes_are_kept(raw, country):
     assert geo.country(raw) == country
 

@@ -40,9 +40,17 @@ def _dead(path: Path, rows: list[tuple]) -> None:
 
 def test_rows_read_back_exactly_as_written_with_the_moment_to_the_microsecond(tmp_path):
     rng = random.Random(14)
-    rows = [(f"id-{i}", datetime.fromtimestamp(rng.uniform(0, 4_102_444_800), UTC).replace(
-        microsecond=rng.randrange(1_000_000)), rng.randrange(1 << 40), "x" * rng.randrange(200), None, "")
-        for i in range(2000)]
+    rows = [
+        (
+            f"id-{i}",
+            datetime.fromtimestamp(rng.uniform(0, 4_102_444_800), UTC).replace(microsecond=rng.randrange(1_000_000)),
+            rng.randrange(1 << 40),
+            "x" * rng.randrange(200),
+            None,
+            "",
+        )
+        for i in range(2000)
+    ]
     journal = Journal(tmp_path)
     journal.open()
     journal.append_many(rows)
@@ -71,8 +79,9 @@ async def test_a_live_process_journal_is_never_replayed_by_another(tmp_path):
     await other.start()
     await other.stop()
     assert writer.rows == []
-    assert [read_segment(p)[0] for p in tmp_path.iterdir() if p.name.startswith(live.owner) and p.suffix == ".seg"] \
-        == [_rows(3)]
+    assert [read_segment(p)[0] for p in tmp_path.iterdir() if p.name.startswith(live.owner) and p.suffix == ".seg"] == [
+        _rows(3)
+    ]
 
 
 def test_a_process_killed_with_sigkill_leaves_every_row_it_journaled(tmp_path):

@@ -11,8 +11,9 @@ from server.tracking.routes import parse_query
 
 # Bytes drawn mostly from what query strings are made of, so the separators and edge cases
 # (blank values, missing "=", repeated names, too many fields) come up often.
-_QUERY = st.lists(st.sampled_from([b"&", b"=", b"a", b"sub1", b"url", b"%", b"+", b"%41", b"%e9", b"\xe9", b"x"]),
-                  max_size=60).map(b"".join) | st.binary(max_size=80)
+_QUERY = st.lists(
+    st.sampled_from([b"&", b"=", b"a", b"sub1", b"url", b"%", b"+", b"%41", b"%e9", b"\xe9", b"x"]), max_size=60
+).map(b"".join) | st.binary(max_size=80)
 
 
 def _reference(query_string: bytes) -> dict[str, str] | str:

@@ -78,7 +78,7 @@ async def test_links_page_lists_each_link_with_its_full_url_and_a_copy_button(ne
 
     script = await client.get("/static/app.js")
     assert script.status_code == 200
-    assert "querySelectorAll(\"[data-copy]\")" in script.text and "Copied" in script.text
+    assert 'querySelectorAll("[data-copy]")' in script.text and "Copied" in script.text
 
 
 async def test_a_publisher_without_links_is_pointed_to_the_marketplace(new_client, settings):
@@ -98,8 +98,10 @@ async def test_link_builder_encodes_sub_ids_and_deep_link_and_the_link_works(app
     assert response.status_code == 200
 
     built = by_testid(response.text, "built-url")
-    assert built == (f"{BASE_URL}/c/{code}?sub1=spring%20sale&sub2=a%26b%3Dc"
-                     f"&url=https%3A%2F%2Fblog.shop.example.com%2Freviews%3Fcolour%3Dred%26size%3D42")
+    assert built == (
+        f"{BASE_URL}/c/{code}?sub1=spring%20sale&sub2=a%26b%3Dc"
+        f"&url=https%3A%2F%2Fblog.shop.example.com%2Freviews%3Fcolour%3Dred%26size%3D42"
+    )
     assert parse_qs(urlsplit(built).query) == {"sub1": ["spring sale"], "sub2": ["a&b=c"], "url": [deep]}
     assert f'data-copy="{html.escape(built)}"' in response.text
     assert by_testid(response.text, "base-link") == f"{BASE_URL}/c/{code}"
@@ -120,10 +122,17 @@ async def test_link_builder_without_choices_shows_the_plain_link(new_client, set
     assert "shop.example.com, blog.shop.example.com" in page
 
 
-@pytest.mark.parametrize("hostile", [
-    "https://evil.example/", "//evil.example", "javascript:alert(1)", "https://shop.example.com@evil.example/",
-    "https://shop.example.com.evil.example/", "https://shop.example.com:8443/",
-])
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "https://evil.example/",
+        "//evil.example",
+        "javascript:alert(1)",
+        "https://shop.example.com@evil.example/",
+        "https://shop.example.com.evil.example/",
+        "https://shop.example.com:8443/",
+    ],
+)
 async def test_a_deep_link_off_the_campaigns_domains_is_refused_and_no_link_built(new_client, settings, hostile):
     client, _, campaign_id, _, code = await joined(new_client, settings)
     response = await client.get(f"/publisher/campaigns/{campaign_id}/link?{urlencode({'sub1': 'x', 'url': hostile})}")
@@ -153,8 +162,14 @@ def _png(width: int, height: int) -> bytes:
 async def test_active_creatives_come_with_html_to_paste_shown_as_text(new_client, settings, tmp_path):
     client, _, campaign_id, advertiser, code = await joined(new_client, settings)
     await creatives.add_text(advertiser, campaign_id, {"name": "Sale line", "text": 'Boots <b>50%</b> off & "more"'})
-    image_id = await creatives.add_image(advertiser, campaign_id, {"name": "Big \"red\" banner"}, _png(300, 250),
-                                         media_dir=str(tmp_path), max_bytes=512 * 1024)
+    image_id = await creatives.add_image(
+        advertiser,
+        campaign_id,
+        {"name": 'Big "red" banner'},
+        _png(300, 250),
+        media_dir=str(tmp_path),
+        max_bytes=512 * 1024,
+    )
     old = await creatives.add_text(advertiser, campaign_id, {"name": "Old line", "text": "Last year's boots"})
     await creatives.archive(advertiser, campaign_id, old)
     file_name = (await Creative.select(Creative.image_path).where(Creative.id == image_id).first())["image_path"]
@@ -179,8 +194,12 @@ async def test_active_creatives_come_with_html_to_paste_shown_as_text(new_client
 async def test_another_publishers_campaign_link_builder_and_stats_answer_404(new_client, settings):
     _, _, campaign_id, _, _ = await joined(new_client, settings)
     other, _ = await publisher_client(new_client, settings)
-    for path in (f"/publisher/campaigns/{campaign_id}/link", f"/publisher/campaigns/{campaign_id}/stats",
-                 "/publisher/campaigns/999999/link", "/publisher/campaigns/999999/stats"):
+    for path in (
+        f"/publisher/campaigns/{campaign_id}/link",
+        f"/publisher/campaigns/{campaign_id}/stats",
+        "/publisher/campaigns/999999/link",
+        "/publisher/campaigns/999999/stats",
+    ):
         response = await other.get(path)
         assert response.status_code == 404, path
         assert "You have no link in this campaign." in response.text

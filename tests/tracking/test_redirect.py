@@ -15,8 +15,12 @@ BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko
 
 
 async def click(client, code: str, query: str = "", *, ua: str = BROWSER, method: str = "GET", headers=None):
-    return await client.request(method, f"/c/{code}{'?' + query if query else ''}",
-                                headers={"user-agent": ua, **(headers or {})}, follow_redirects=False)
+    return await client.request(
+        method,
+        f"/c/{code}{'?' + query if query else ''}",
+        headers={"user-agent": ua, **(headers or {})},
+        follow_redirects=False,
+    )
 
 
 async def stored_clicks(app) -> list[dict]:
@@ -53,10 +57,18 @@ async def test_sub_ids_are_recorded_and_forwarded_only_when_the_advertiser_asks(
 
 
 HOSTILE_DEEP_LINKS = [
-    "//evil.com", "\\\\evil.com", "https://shop.example.com@evil.com/", "javascript:alert(1)",
-    "https://shop.example.com/%0d%0aSet-Cookie:%20x=1", "https://SHOP.EXAMPLE.COM.evil.com/",
-    "https://shop.exаmple.com/", "https://shop.example.com:8443/", "http://evil.com#@shop.example.com",
-    "https:/\\evil.com", "data:text/html,<script>", "https://evilshop.example.com/",
+    "//evil.com",
+    "\\\\evil.com",
+    "https://shop.example.com@evil.com/",
+    "javascript:alert(1)",
+    "https://shop.example.com/%0d%0aSet-Cookie:%20x=1",
+    "https://SHOP.EXAMPLE.COM.evil.com/",
+    "https://shop.exаmple.com/",
+    "https://shop.example.com:8443/",
+    "http://evil.com#@shop.example.com",
+    "https:/\\evil.com",
+    "data:text/html,<script>",
+    "https://evilshop.example.com/",
 ]
 
 
@@ -99,10 +111,16 @@ async def test_the_same_visitor_twice_within_the_window_is_a_duplicate(app, clie
     assert [r["reason"] for r in rows] == ["valid", "duplicate", "valid"]
 
 
-@pytest.mark.parametrize("ua", ["facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
-                                "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
-                                "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
-                                "curl/8.5.0", ""])
+@pytest.mark.parametrize(
+    "ua",
+    [
+        "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
+        "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
+        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        "curl/8.5.0",
+        "",
+    ],
+)
 async def test_bots_and_link_previews_redirect_but_are_never_valid(app, client, settings, ua):
     s = await campaign_with_link(settings)
     response = await click(client, s.code, ua=ua)
@@ -155,8 +173,9 @@ async def test_daily_click_cap_turns_further_clicks_away(app, new_client, settin
 
 async def test_cpc_budget_is_never_exceeded_by_valid_clicks(app, new_client, settings):
     # 0.40 per click, 1.00 a day: two valid clicks fit, the third would overspend.
-    s = await campaign_with_link(settings, goal_0_name="click", goal_0_model="cpc", goal_0_advertiser="0.40",
-                                 daily_budget="1.00")
+    s = await campaign_with_link(
+        settings, goal_0_name="click", goal_0_model="cpc", goal_0_advertiser="0.40", daily_budget="1.00"
+    )
     for i in range(4):
         visitor = new_client()
         visitor._transport.client = (f"203.0.{i}.9", 1000)

@@ -43,8 +43,24 @@ def test_addresses_are_cut_to_their_network(ip, network):
 
 @pytest.mark.parametrize(
     "ip",
-    ["", "garbage", "1.2.3", "1.2.3.4.5", "256.1.1.1", "01.2.3.4", "1.2.3.-4", "1.2.3.4/24", "１.2.3.4", "1.2.3.٤",
-     "2001:db8::g", ":::", "1" * 100 + ":", "unknown", None, 42],
+    [
+        "",
+        "garbage",
+        "1.2.3",
+        "1.2.3.4.5",
+        "256.1.1.1",
+        "01.2.3.4",
+        "1.2.3.-4",
+        "1.2.3.4/24",
+        "１.2.3.4",
+        "1.2.3.٤",
+        "2001:db8::g",
+        ":::",
+        "1" * 100 + ":",
+        "unknown",
+        None,
+        42,
+    ],
 )
 def test_anything_not_an_ip_is_invalid(ip):
     assert truncate_ip(ip) == INVALID

@@ -43,8 +43,7 @@ def test_an_amount_formatted_in_a_locale_reads_back_to_the_same_minor_units(mino
 
 @settings(max_examples=300, deadline=None)
 @given(minor=minor_units, locale=st.sampled_from(LOCALES), code=st.sampled_from(CODES), grouping=st.booleans())
-def test_without_a_locale_an_amount_reads_the_same_or_is_refused_never_another_number(minor, locale, code,
-                                                                                      grouping):
+def test_without_a_locale_an_amount_reads_the_same_or_is_refused_never_another_number(minor, locale, code, grouping):
     """The 100x error cannot happen when nothing says which locale the text was written in."""
     assume(not (locale.endswith("_CH") and grouping and major(minor, code) >= 10**9))  # as above
     text = format_currency(major(minor, code), code, locale=locale, group_separator=grouping)
@@ -85,37 +84,83 @@ def test_the_refusal_shows_both_readings_and_how_to_write_each():
     assert refused.value.message == "Amount: 1,250 could be €1.25 or €1,250.00: write 1.25 or 1250."
     with pytest.raises(money.Ambiguous) as in_french:  # fr groups with a space: a dot decides nothing
         parse("1.250", "EUR", "fr_FR")
-    assert in_french.value.message == ("Amount: 1.250 could be 1,25\u00a0€ or 1\u202f250,00\u00a0€: "
-                                       "write 1,25 or 1250.")
+    assert in_french.value.message == (
+        "Amount: 1.250 could be 1,25\u00a0€ or 1\u202f250,00\u00a0€: write 1,25 or 1250."
+    )
     with pytest.raises(money.Ambiguous) as yen:  # only one reading is a whole number of yen: still not guessed
         parse("1,250", "JPY", None)
-    assert yen.value.message == ("Amount: 1,250 has more decimals than JPY allows (0) if “,” is the decimal mark; "
-                                 "if it separates thousands (¥1,250), write 1250.")
+    assert yen.value.message == (
+        "Amount: 1,250 has more decimals than JPY allows (0) if “,” is the decimal mark; "
+        "if it separates thousands (¥1,250), write 1250."
+    )
 
 
-@pytest.mark.parametrize(("locale", "text", "minor"), [
-    ("fr", "1,250", 125), ("it", "1,250", 125), ("de", "1,250", 125), ("es", "1,250", 125),
-    ("en", "1,250", 125_000), ("en", "1.250", 125),
-    ("it", "1.250", 125_000), ("de", "1.250", 125_000), ("es", "1.250", 125_000),
-    ("de_CH", "1.250", 125), ("de_CH", "1'250", 125_000), ("fr_CH", "1'250,50", 125_050),
-])
+@pytest.mark.parametrize(
+    ("locale", "text", "minor"),
+    [
+        ("fr", "1,250", 125),
+        ("it", "1,250", 125),
+        ("de", "1,250", 125),
+        ("es", "1,250", 125),
+        ("en", "1,250", 125_000),
+        ("en", "1.250", 125),
+        ("it", "1.250", 125_000),
+        ("de", "1.250", 125_000),
+        ("es", "1.250", 125_000),
+        ("de_CH", "1.250", 125),
+        ("de_CH", "1'250", 125_000),
+        ("fr_CH", "1'250,50", 125_050),
+    ],
+)
 def test_with_a_locale_the_locale_decides(locale, text, minor):
     assert parse(text, "EUR", locale) == minor
 
 
-@pytest.mark.parametrize(("text", "minor"), [
-    ("1 250,50", 125_050), ("1\u00a0250,50", 125_050), ("1\u202f250,50", 125_050), ("1.250,50", 125_050),
-    ("1,250.50", 125_050), ("1'250.50", 125_050), ("1\u2019250.50", 125_050), ("1.250.000", 125_000_000),
-    ("1,250,000", 125_000_000), ("1 250 000", 125_000_000), ("0,25", 25), (".5", 50), ("1250", 125_000),
-    ("+12.50", 1250),
-])
+@pytest.mark.parametrize(
+    ("text", "minor"),
+    [
+        ("1 250,50", 125_050),
+        ("1\u00a0250,50", 125_050),
+        ("1\u202f250,50", 125_050),
+        ("1.250,50", 125_050),
+        ("1,250.50", 125_050),
+        ("1'250.50", 125_050),
+        ("1\u2019250.50", 125_050),
+        ("1.250.000", 125_000_000),
+        ("1,250,000", 125_000_000),
+        ("1 250 000", 125_000_000),
+        ("0,25", 25),
+        (".5", 50),
+        ("1250", 125_000),
+        ("+12.50", 1250),
+    ],
+)
 def test_consistent_grouping_is_read_the_same_in_every_locale(text, minor):
     for locale in [None, *LOCALES]:
         assert parse(text, "EUR", locale) == minor, locale
 
 
-@pytest.mark.parametrize("text", ["1,25,000", "12,50.00", "1.250,000.50", "1 25", "12..50", "1,,250", "1.2.3",
-                                  "0,250,000", "1,250.50.25", "12,50 USD", "١٢", "12e3", "0x10", "NaN", "", "€"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1,25,000",
+        "12,50.00",
+        "1.250,000.50",
+        "1 25",
+        "12..50",
+        "1,,250",
+        "1.2.3",
+        "0,250,000",
+        "1,250.50.25",
+        "12,50 USD",
+        "١٢",
+        "12e3",
+        "0x10",
+        "NaN",
+        "",
+        "€",
+    ],
+)
 def test_inconsistent_or_foreign_shapes_are_refused(text):
     for locale in [None, "en", "fr", "de"]:
         with pytest.raises(Invalid):
@@ -149,11 +194,25 @@ def test_by_default_the_requests_locale_decides():
     assert locales.current() is None and money.display_local(1250, "EUR") == "€12.50"
 
 
-@pytest.mark.parametrize(("header", "expected"), [
-    ("fr-FR,fr;q=0.9,en;q=0.8", "fr_FR"), ("it-IT", "it_IT"), ("en-US,en;q=0.5", "en_US"), ("de-CH", "de_CH"),
-    ("es", "es"), ("ja-JP,fr;q=0.3", "fr"), ("en;q=0.2, it;q=0.9", "it"), ("fr;q=0, en", "en"),
-    ("ja, zh", ""), ("", ""), ("*", ""), ("xx-YY;q=1", ""), ("fr-XX", "fr"), ("garbage;;;q=abc", ""),
-])
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("fr-FR,fr;q=0.9,en;q=0.8", "fr_FR"),
+        ("it-IT", "it_IT"),
+        ("en-US,en;q=0.5", "en_US"),
+        ("de-CH", "de_CH"),
+        ("es", "es"),
+        ("ja-JP,fr;q=0.3", "fr"),
+        ("en;q=0.2, it;q=0.9", "it"),
+        ("fr;q=0, en", "en"),
+        ("ja, zh", ""),
+        ("", ""),
+        ("*", ""),
+        ("xx-YY;q=1", ""),
+        ("fr-XX", "fr"),
+        ("garbage;;;q=abc", ""),
+    ],
+)
 def test_the_request_locale_is_the_best_supported_accept_language(header, expected):
     assert locales.tag(locales.negotiate(None, header)) == expected
 
@@ -164,8 +223,12 @@ def test_a_saved_choice_wins_over_the_browser():
 
 
 @settings(max_examples=200, deadline=None)
-@given(minor=minor_units, code=st.sampled_from(CODES), written_in=st.sampled_from([None, *LOCALES]),
-       read_in=st.sampled_from([None, *LOCALES]))
+@given(
+    minor=minor_units,
+    code=st.sampled_from(CODES),
+    written_in=st.sampled_from([None, *LOCALES]),
+    read_in=st.sampled_from([None, *LOCALES]),
+)
 def test_a_prefilled_form_value_reads_back_the_same_whatever_the_locale(minor, code, written_in, read_in):
     """An edit form shows the stored amount; saving it unchanged, even from another locale, keeps it."""
     with locales.using(written_in):
@@ -173,8 +236,9 @@ def test_a_prefilled_form_value_reads_back_the_same_whatever_the_locale(minor, c
     assert parse(text, code, read_in) == minor
 
 
-@pytest.mark.parametrize(("text", "bp"), [("7,5", 750), ("7.5", 750), ("12,25 %", 1225), ("100", 10_000),
-                                         ("1,250", 125)])
+@pytest.mark.parametrize(
+    ("text", "bp"), [("7,5", 750), ("7.5", 750), ("12,25 %", 1225), ("100", 10_000), ("1,250", 125)]
+)
 def test_a_percentage_takes_a_decimal_comma_too(text, bp):
     assert money.parse_percent_bp(text, field="f", label="Share") == bp
 

@@ -33,9 +33,16 @@ def test_splits_refuse_a_publisher_above_the_advertiser():
         money.flat_split(100, 101)
 
 
-@pytest.mark.parametrize(("text", "code", "minor"), [
-    ("12.34", "EUR", 1234), ("500", "JPY", 500), ("1.0050", "KWD", 1005), ("0", "USD", 0), ("1,250.50", "USD", 125050),
-])
+@pytest.mark.parametrize(
+    ("text", "code", "minor"),
+    [
+        ("12.34", "EUR", 1234),
+        ("500", "JPY", 500),
+        ("1.0050", "KWD", 1005),
+        ("0", "USD", 0),
+        ("1,250.50", "USD", 125050),
+    ],
+)
 def test_parse_amount_reads_minor_units_without_floats(text, code, minor):
     assert money.parse_amount(text, code, field="f", label="Amount") == minor
 

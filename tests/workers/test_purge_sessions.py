@@ -23,13 +23,20 @@ async def test_worker_purges_expired_sessions_and_keeps_live_ones(clean, setting
     await _sessions(settings, 3)
     expired_ids = [r["id"] for r in await Session.select(Session.id).limit(2)]
     await Session.update({Session.expires_at: datetime.now(UTC) - timedelta(minutes=1)}).where(
-        Session.id.is_in(expired_ids))
+        Session.id.is_in(expired_ids)
+    )
 
     redis_settings = RedisSettings.from_dsn(settings.redis_url)
     pool = await create_pool(redis_settings)
     job = await pool.enqueue_job("purge_expired_sessions")
-    worker = Worker(functions=worker_settings.FUNCTIONS, redis_settings=redis_settings, burst=True,
-                    ctx={"clock": lambda: datetime.now(UTC)}, poll_delay=0.05, handle_signals=False)
+    worker = Worker(
+        functions=worker_settings.FUNCTIONS,
+        redis_settings=redis_settings,
+        burst=True,
+        ctx={"clock": lambda: datetime.now(UTC)},
+        poll_delay=0.05,
+        handle_signals=False,
+    )
     try:
         await worker.main()
     finally:

@@ -30,8 +30,9 @@ async def test_the_worker_rolls_up_new_clicks_and_rebuilds_yesterday(clean, sett
     await world.add([Event("click", pub, world.cpa_campaign, BASE + timedelta(hours=20, minutes=m)) for m in range(3)])
     await run_burst(settings, {"clock": lambda: BASE + timedelta(hours=30, minutes=5)}, "roll_up_reports")
     assert await _clicks(pub) == 5
-    [nightly] = await run_burst(settings, {"clock": lambda: BASE + timedelta(days=1, minutes=20)},
-                                "rebuild_previous_day")
+    [nightly] = await run_burst(
+        settings, {"clock": lambda: BASE + timedelta(days=1, minutes=20)}, "rebuild_previous_day"
+    )
     assert nightly["traffic_hours"] == 24 and await _clicks(pub) == 8
 
 

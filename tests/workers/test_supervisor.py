@@ -38,8 +38,12 @@ async def test_the_worker_reconnects_after_redis_restarts_and_runs_new_jobs(tmp_
     port = free_port()
     redis = start_redis(tmp_path / "redis", port=port)
     settings = RedisSettings(host="127.0.0.1", port=port, conn_retries=1, conn_retry_delay=0)
-    worker_settings = {"functions": [remember], "redis_settings": settings, "poll_delay": 0.05,
-                       "health_check_interval": 1}
+    worker_settings = {
+        "functions": [remember],
+        "redis_settings": settings,
+        "poll_delay": 0.05,
+        "health_check_interval": 1,
+    }
     stop = asyncio.Event()
     ran.clear()
     running = asyncio.create_task(supervisor.supervise(worker_settings, stop))

@@ -50,8 +50,9 @@ async def sweep_payout_batches(ctx: dict[str, Any]) -> dict[int, str]:
         for batch_id in await execute.resumable():
             try:
                 async with batch_lock(ctx["redis"], batch_id) as heartbeat:
-                    outcome[batch_id] = BUSY if heartbeat is None else await execute.execute(
-                        batch_id, client, heartbeat=heartbeat)
+                    outcome[batch_id] = (
+                        BUSY if heartbeat is None else await execute.execute(batch_id, client, heartbeat=heartbeat)
+                    )
             except Exception as exc:  # one batch's trouble must not stop the others
                 log.warning("payout batch %s not finished: %s", batch_id, exc)
                 outcome[batch_id] = f"not finished: {exc}"
