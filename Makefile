@@ -32,6 +32,7 @@ test: $(STAMP) $(VENDOR_JS)
 	@bash scripts/test-prereqs.sh
 	@$(BIN)/ruff format --check --quiet server workers tests bench migrations
 	@$(BIN)/ruff check server workers tests
+	@$(BIN)/lint-imports --no-cache
 	@$(BIN)/pytest $(PYTEST_ARGS)
 
 ## Only the schemathesis run of the live API against /schema/openapi.json (`make test` runs it too).
@@ -41,6 +42,7 @@ api-check: $(STAMP) $(VENDOR_JS)
 lint: $(STAMP)
 	@$(BIN)/ruff format --check server workers tests bench migrations
 	@$(BIN)/ruff check server workers tests
+	@$(BIN)/lint-imports --no-cache
 
 migrate: $(STAMP)
 	@$(BIN)/affnet migrate

@@ -115,16 +115,17 @@ def banner() -> bytes:
 
 async def seed(database_url: str, media_dir: str) -> str:
     """A CPM campaign with a 300x250 banner, a publisher in it, and the publisher's slot: its key."""
-    from server import db
     from server.accounts import service as accounts
     from server.accounts.identity import CurrentUser
     from server.accounts.tables import Role
     from server.ads import service as ads
     from server.campaigns import creatives
     from server.campaigns import service as campaigns
-    from server.settings import Settings
+    from server.core import db
+    from server import piccolo_app
+    from server.core.settings import Settings
 
-    engine = db.bind(db.engine_for(database_url))
+    engine = piccolo_app.bind(db.engine_for(database_url))
     await db.start(engine)
     try:
         settings = Settings(database_url=database_url, secret_key="x" * 40, publisher_auto_approve=True)
@@ -167,10 +168,10 @@ async def seed(database_url: str, media_dir: str) -> str:
 
 async def count_impressions(database_url: str) -> tuple[int, int]:
     """(rows, distinct offers) stored."""
-    from server import db
     from server.ads.tables import Impression
+    from server.core import db
 
-    engine = db.bind(db.engine_for(database_url))
+    engine = piccolo_app.bind(db.engine_for(database_url))
     await db.start(engine)
     try:
         rows = await Impression.count()

@@ -5,7 +5,7 @@
 
 Makes a fresh database (SQLite, or a throwaway PostgreSQL on loopback with --postgres), funds the
 advertisers, bulk-loads N pending CPA conversions spread over their campaigns and the publishers,
-then times `reconcile.run()` exactly as the worker calls it. Afterwards it checks the outcome: every
+then times `approval.run()` exactly as the worker calls it. Afterwards it checks the outcome: every
 conversion approved once, money conserved to the cent, `ledger.check()` clean, and a second run
 changes nothing. No network traffic at all.
 """
@@ -51,11 +51,11 @@ CONVERSION_COLUMNS = [
 
 
 async def seed(n: int, publishers: int, advertisers: int) -> None:
-    from server import db
     from server.accounts.tables import Role, User
-    from server.campaigns.tables import Campaign, Goal, Membership
+    from server.campaigns.tables import Campaign, Goal, Link, Membership
+    from server.core import db
+    from server import piccolo_app
     from server.ledger import templates
-    from server.tracking.tables import Link
 
     now = datetime.now(UTC)
     # Users are bulk-inserted with an unusable hash: nobody logs in, and argon2 would take minutes.
@@ -193,14 +193,14 @@ async def _copy(db, rows: list[tuple]) -> None:
 
 
 async def run(database_url: str, n: int, publishers: int, advertisers: int) -> None:
-    from server import db
-    from server.conversions import reconcile
+    from server.conversions import approval
     from server.conversions.tables import Conversion
+    from server.core import db
     from server.ledger import service as ledger
     from server.ledger.tables import AccountKind as K
     from server.ledger.tables import LedgerTxn
 
-    engine = db.bind(db.engine_for(database_url))
+    engine = piccolo_app.bind(db.engine_for(database_url))
     await db.start(engine)
     try:
         started = time.perf_counter()
@@ -208,15 +208,15 @@ async def run(database_url: str, n: int, publishers: int, advertisers: int) -> N
         print(f"seeded {n:,} pending conversions in {time.perf_counter() - started:.1f} s")
 
         started = time.perf_counter()
-        outcome = await reconcile.run()
+        outcome = await approval.run()
         elapsed = time.perf_counter() - started
         print(
             f"approval job: {outcome.approved:,} approved and {outcome.released:,} available in {elapsed:.1f} s "
-            f"= {outcome.approved / elapsed:,.0f} conversions/s (batches of {reconcile._batch():,})"
+            f"= {outcome.approved / elapsed:,.0f} conversions/s (batches of {approval._batch():,})"
         )
 
         started = time.perf_counter()
-        again = await reconcile.run()
+        again = await approval.run()
         print(
             f"second run: {again.approved} approved, {again.released} released in {time.perf_counter() - started:.2f} s"
         )

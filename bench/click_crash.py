@@ -49,10 +49,11 @@ end
 
 async def stored(database_url: str) -> tuple[set[str], int]:
     """The click ids in the database, and how many rows hold them (equal unless one is stored twice)."""
-    from server import db
+    from server.core import db
+    from server import piccolo_app
     from server.tracking.tables import Click
 
-    engine = db.bind(db.engine_for(database_url))
+    engine = piccolo_app.bind(db.engine_for(database_url))
     await db.start(engine)
     try:
         ids = [r["click_id"] for r in await Click.select(Click.click_id)]

@@ -46,15 +46,16 @@ sys.path.insert(0, str(ROOT))
 
 async def seed(database_url: str) -> str:
     """An advertiser with a campaign and a publisher who joined it; returns the link code."""
-    from server import db
     from server.accounts import service as accounts
     from server.accounts.identity import CurrentUser
     from server.accounts.tables import Publisher, Role
     from server.campaigns import service as campaigns
-    from server.settings import Settings
-    from server.tracking.tables import Link
+    from server.campaigns.tables import Link
+    from server.core import db
+    from server import piccolo_app
+    from server.core.settings import Settings
 
-    engine = db.bind(db.engine_for(database_url))
+    engine = piccolo_app.bind(db.engine_for(database_url))
     await db.start(engine)
     try:
         settings = Settings(database_url=database_url, secret_key="x" * 40, publisher_auto_approve=True)
@@ -91,10 +92,10 @@ async def seed(database_url: str) -> str:
 
 
 async def count_clicks(database_url: str) -> int:
-    from server import db
+    from server.core import db
     from server.tracking.tables import Click
 
-    engine = db.bind(db.engine_for(database_url))
+    engine = piccolo_app.bind(db.engine_for(database_url))
     await db.start(engine)
     try:
         return await Click.count()

@@ -191,7 +191,8 @@ async def transfer_posts(stand_in: StandIn) -> list[dict]:
 
 async def bulk(table: str, columns: list[str], rows: list[tuple]) -> None:
     """COPY on PostgreSQL, executemany in one transaction on SQLite."""
-    from server import db
+    from server.core import db
+    from server import piccolo_app
 
     eng = db.engine()
     if db.is_sqlite(eng):
@@ -427,10 +428,10 @@ async def execute_phase(
 
 
 async def run(database_url: str, n: int, m: int, workdir: Path) -> None:
-    from server import db
+    from server.core import db
 
     stand_in = StandIn(workdir)
-    engine = db.bind(db.engine_for(database_url))
+    engine = piccolo_app.bind(db.engine_for(database_url))
     await db.start(engine)
     failures = []
     try:

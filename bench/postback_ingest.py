@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import POSTGRES_DURABILITY, BROWSER_UA, ROOT, _ms, bench_database, ensure_tools, machine, start_server  # noqa: E402
+from common import BROWSER_UA, POSTGRES_DURABILITY, ROOT, _ms, bench_database, ensure_tools, machine, start_server  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -70,16 +70,16 @@ def signed_click_ids(first: str, count: int) -> list[str]:
 
 async def seed(database_url: str) -> tuple[str, str]:
     """A campaign (CPA, no caps) with a joined publisher; returns (link code, postback token)."""
-    from server import db
     from server.accounts import service as accounts
     from server.accounts.identity import CurrentUser
     from server.accounts.tables import Role
     from server.campaigns import service as campaigns
-    from server.campaigns.tables import Campaign
-    from server.settings import Settings
-    from server.tracking.tables import Link
+    from server.campaigns.tables import Campaign, Link
+    from server.core import db
+    from server import piccolo_app
+    from server.core.settings import Settings
 
-    engine = db.bind(db.engine_for(database_url))
+    engine = piccolo_app.bind(db.engine_for(database_url))
     await db.start(engine)
     try:
         settings = Settings(database_url=database_url, secret_key="x" * 40, publisher_auto_approve=True)
@@ -131,10 +131,10 @@ def click_id_of(base_url: str, code: str) -> str:
 
 
 async def count_conversions(database_url: str) -> int:
-    from server import db
     from server.conversions.tables import Conversion
+    from server.core import db
 
-    engine = db.bind(db.engine_for(database_url))
+    engine = piccolo_app.bind(db.engine_for(database_url))
     await db.start(engine)
     try:
         return await Conversion.count()

@@ -176,7 +176,8 @@ class World:
 
 
 async def copy(table: str, columns: list[str], rows: list[tuple]) -> None:
-    from server import db
+    from server.core import db
+    from server import piccolo_app
 
     async with db.engine().pool.acquire() as conn:
         await conn.copy_records_to_table(table, records=rows, columns=columns)
@@ -625,12 +626,12 @@ async def explain(call: tuple[str, str, bool], publisher_id: int, period) -> str
 
 
 async def run(database_url: str, args: argparse.Namespace) -> None:
-    from server import db
-    from server.hours import hour_of
+    from server.core import db
+    from server.core.hours import hour_of
     from server.reports import rollup
 
     rng = random.Random(args.seed)
-    engine = db.bind(db.engine_for(database_url))
+    engine = piccolo_app.bind(db.engine_for(database_url))
     await db.start(engine)
     try:
         version = (await fetch("SHOW server_version"))[0]["server_version"]

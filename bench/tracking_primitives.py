@@ -19,9 +19,9 @@ from datetime import date
 
 from crawlerdetect import CrawlerDetect
 
+from server.core.deeplink import safe_url, with_params
 from server.tracking import classify
 from server.tracking.classify import is_bot, ua_family
-from server.tracking.deeplink import safe_url, with_params
 from server.tracking.tokens import issue_click_id, read_click_id
 from server.tracking.visitor import truncate_ip, visitor_hash
 

@@ -1,5 +1,5 @@
 """Partial indexes for the reconciliation job: it walks pending conversions past their hold, and
-approved ones not yet released, in id order (server/conversions/reconcile.py)."""
+approved ones not yet released, in id order (server/conversions/approval.py)."""
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from piccolo.engine.finder import engine_finder

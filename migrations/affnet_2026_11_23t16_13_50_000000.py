@@ -1,4 +1,4 @@
-"""CPM earnings are unique per (campaign, goal, hour, publisher): server/ads/cpm.py prices an hour
+"""CPM earnings are unique per (campaign, goal, hour, publisher): server/earnings/cpm.py prices an hour
 once, and a second pricing of the same hour fails here rather than charging twice."""
 
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager

@@ -18,47 +18,45 @@ from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 from redis.asyncio import Redis
 
-from server import db, jobs
-from server.accounts.api import AccountsApi
-from server.accounts.routes import AccountController, AdminPublishersController, AuthController
+from server import piccolo_app
 from server.ads import inventory as ad_inventory
 from server.ads import service as ads_service
 from server.ads.decision import AdServer
-from server.ads.endpoints import AdFastPath, ads_endpoints
-from server.ads.routes import PublisherSlots, demo_blog
-from server.amount_routes import amount_preview
-from server.audit.routes import audit_log
-from server.billing.routes import AdvertiserBilling, FinanceStripeEvents, stripe_connect_webhook, stripe_webhook
-from server.campaigns.marketplace import PublisherCampaigns, PublisherLinks
-from server.campaigns.routes import AdvertiserCampaigns
 from server.conversions import service as conversion_intake
-from server.conversions.api import ConversionsApi
-from server.conversions.review_routes import AdvertiserConversions
-from server.conversions.routes import conversion_pixel, postback
-from server.csrf import SessionBoundCSRF
-from server.errors import DomainError
-from server.health import healthz
-from server.locale import LocaleMiddleware
-from server.openapi import document_errors
-from server.pages import SESSION_COOKIE
-from server.payouts.connect_routes import PublisherPayoutAccount
-from server.payouts.routes import FinancePayouts
-from server.payouts.settings_routes import FinancePayoutSettings
-from server.reports.finance_routes import FinanceReports, FinanceReportsApi
-from server.reports.routes import (
+from server.core import changes, db, jobs
+from server.core.errors import DomainError
+from server.core.locale import LocaleMiddleware
+from server.core.settings import ROOT, Settings, load_settings
+from server.earnings import spend
+from server.http.accounts.api import AccountsApi
+from server.http.accounts.pages import AccountController, AdminPublishersController, AuthController
+from server.http.ads.pages import PublisherSlots, demo_blog
+from server.http.ads.public import AdFastPath, ads_endpoints
+from server.http.amounts import amount_preview
+from server.http.audit.pages import audit_log
+from server.http.billing.pages import AdvertiserBilling, FinanceStripeEvents, stripe_connect_webhook, stripe_webhook
+from server.http.campaigns.marketplace_pages import PublisherCampaigns, PublisherLinks
+from server.http.campaigns.pages import AdvertiserCampaigns
+from server.http.conversions.api import ConversionsApi
+from server.http.conversions.public import conversion_pixel, postback
+from server.http.conversions.review_pages import AdvertiserConversions
+from server.http.csrf import SessionBoundCSRF
+from server.http.health import healthz
+from server.http.openapi import document_errors
+from server.http.pages import SESSION_COOKIE
+from server.http.payouts.connect_pages import PublisherPayoutAccount
+from server.http.payouts.pages import FinancePayouts
+from server.http.payouts.settings_pages import FinancePayoutSettings
+from server.http.reports.finance_pages import FinanceReports, FinanceReportsApi
+from server.http.reports.pages import (
     AdminDashboard,
     AdvertiserDashboard,
     AdvertiserReports,
     AdvertiserReportsApi,
     PublisherDashboard,
 )
-from server.settings import ROOT, Settings, load_settings
-from server.tracking import cache, geo
-from server.tracking import service as tracking
-from server.tracking.buffer import EventBuffer
-from server.tracking.journal import Journal
-from server.tracking.routes import ClickFastPath, click_redirect
-from server.web import (
+from server.http.tracking.public import ClickFastPath, click_redirect
+from server.http.web import (
     PUBLIC,
     AuthMiddleware,
     SecurityHeadersMiddleware,
@@ -67,6 +65,10 @@ from server.web import (
     handle_domain_error,
     handle_http_error,
 )
+from server.tracking import cache, geo
+from server.tracking import service as tracking
+from server.tracking.buffer import EventBuffer
+from server.tracking.journal import Journal
 
 log = logging.getLogger("affnet")
 
@@ -154,19 +156,20 @@ def create_app(settings: Settings | None = None) -> AdFastPath:
         visitor_key=_derived_secret(settings, "visitor").encode(),
         writer=ads_service.write_impressions,
         journal=Journal.of(settings.journal_dir, "impressions", settings.database_url),
+        spend=spend,
     )
     ads.country_header = redirector.country_header
     tasks: list[asyncio.Task] = []
 
     async def on_startup(app: Litestar) -> None:
-        db.bind(engine)
+        piccolo_app.bind(engine)
         await db.start(engine)
         await click_buffer.start()
-        cache.register(link_cache, redis)
-        cache.register(terms_cache, redis)
+        changes.register(link_cache, redis)
+        changes.register(terms_cache, redis)
         # Its own connection: a subscribed connection cannot serve other commands.
         listener_redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2)
-        tasks.append(asyncio.create_task(cache.listen(listener_redis, link_cache, terms_cache)))
+        tasks.append(asyncio.create_task(changes.listen(listener_redis, link_cache, terms_cache)))
         app.state.listener_redis = listener_redis
         await ads.buffer.start()
         ad_inventory.register(ads.inventory, redis)
@@ -182,8 +185,8 @@ def create_app(settings: Settings | None = None) -> AdFastPath:
         await ads.buffer.stop()  # and every counted impression
         ad_inventory.unregister(ads.inventory)
         await app.state.ads_listener.aclose()
-        cache.unregister(link_cache)
-        cache.unregister(terms_cache)
+        changes.unregister(link_cache)
+        changes.unregister(terms_cache)
         await db.stop(engine)
         await jobs.stop()  # jobs still waiting for Redis are left to the worker's sweeps
         await redis.aclose()

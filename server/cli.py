@@ -13,9 +13,10 @@ import click
 
 os.environ.setdefault("PICCOLO_CONF", "server.piccolo_conf")
 
-from server import db  # noqa: E402
+from server import piccolo_app
 from server.accounts.tables import Role  # noqa: E402
-from server.settings import DATA_DIR, ROOT, ConfigError, load_settings  # noqa: E402
+from server.core import db  # noqa: E402
+from server.core.settings import DATA_DIR, ROOT, ConfigError, load_settings  # noqa: E402
 
 DEMO_PASSWORD = "demo-password-2026"  # noqa: S105 - printed on purpose; refused in production
 DEMO_USERS = [
@@ -36,7 +37,7 @@ def _settings():
 
 async def _with_db(coro_fn):
     settings = _settings()
-    engine = db.bind(db.engine_for(settings.database_url))
+    engine = piccolo_app.bind(db.engine_for(settings.database_url))
     await db.start(engine)
     try:
         return await coro_fn(settings)
@@ -86,7 +87,7 @@ async def migrate_database() -> None:
     from piccolo.apps.migrations.commands.forwards import run_forwards
 
     settings = _settings()
-    db.bind(db.engine_for(settings.database_url))
+    piccolo_app.bind(db.engine_for(settings.database_url))
     result = await run_forwards(app_name="affnet")
     if not result.success:
         raise click.ClickException(f"migration failed: {result.message}")
@@ -117,7 +118,7 @@ def _read_password() -> str:
 def users_create(role: str, email: str) -> None:
     """Create a finance or admin user. The password is read from a prompt, or from stdin when piped."""
     from server.accounts import service as accounts
-    from server.errors import DomainError
+    from server.core.errors import DomainError
 
     password = _read_password()
 

@@ -1,14 +1,18 @@
 """The one Piccolo app, `affnet`: every table of every domain, migrations in /migrations."""
 
 from piccolo.conf.apps import AppConfig
+from piccolo.engine.base import Engine
+from piccolo.table import Table
 
 from server.accounts.tables import Advertiser, ApiKey, NetworkSetting, Publisher, Session, User
-from server.ads.tables import AdSlot, Impression, ImpressionEarning
+from server.ads.tables import AdSlot, Impression
 from server.audit.tables import AuditEvent
-from server.billing.tables import BillingSettings, Funding, StripeEvent
-from server.campaigns.tables import Campaign, Creative, Goal, Membership
-from server.conversions.cpc_tables import ClickEarning
+from server.billing.tables import BillingSettings, Funding
+from server.campaigns.tables import Campaign, Creative, Goal, Link, Membership
 from server.conversions.tables import Conversion
+from server.core import db
+from server.core.settings import ROOT
+from server.earnings.tables import ClickEarning, ImpressionEarning
 from server.ledger.tables import LedgerAccount, LedgerEntry, LedgerTxn
 from server.payouts.account_tables import PayoutAccount
 from server.payouts.tables import (
@@ -27,8 +31,8 @@ from server.reports.tables import (
     TrafficHour,
     TrafficSliceHour,
 )
-from server.settings import ROOT
-from server.tracking.tables import Click, Link
+from server.stripe_events.tables import StripeEvent
+from server.tracking.tables import Click
 
 APP_CONFIG = AppConfig(
     app_name="affnet",
@@ -76,3 +80,12 @@ APP_CONFIG = AppConfig(
     migration_dependencies=[],
     commands=[],
 )
+
+
+def all_tables() -> list[type[Table]]:
+    return list(APP_CONFIG.table_classes)
+
+
+def bind(engine: Engine) -> Engine:
+    """Point every affnet table at `engine`: what each process does at startup."""
+    return db.bind(engine, APP_CONFIG.table_classes)

@@ -2,8 +2,8 @@
 
 from piccolo.conf.apps import AppRegistry
 
-from server.db import engine_for
-from server.settings import load_settings
+from server.core.db import engine_for
+from server.core.settings import load_settings
 
 DB = engine_for(load_settings().database_url)
 APP_REGISTRY = AppRegistry(apps=["server.piccolo_app"])

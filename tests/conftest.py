@@ -15,11 +15,12 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from server import db
+from server import piccolo_app
 from server.app import create_app
+from server.core import db
+from server.core.settings import ROOT, Settings
 from server.devservices import Service, find_postgres_bindir, find_redis_server, start_postgres, start_redis
 from server.ledger import schema as ledger_schema
-from server.settings import ROOT, Settings
 
 # Registered for assertion rewriting before it is imported below (pytest would warn otherwise).
 pytest.register_assert_rewrite("tests.stripe_fixtures")
@@ -124,7 +125,7 @@ async def app(settings: Settings) -> AsyncIterator:
 
 async def wipe() -> None:
     """Empty every table (the schema stays), so each test starts from nothing."""
-    tables = db.all_tables()
+    tables = piccolo_app.all_tables()
     if db.is_sqlite():
         # The ledger's append-only triggers refuse DELETE: lift them for the wipe only.
         async with db.transaction():

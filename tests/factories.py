@@ -11,7 +11,7 @@ from httpx import AsyncClient as AsyncTestClient
 from server.accounts import service as accounts
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Publisher, Role
-from server.settings import Settings
+from server.core.settings import Settings
 
 PASSWORD = "correct horse battery"
 _seq = itertools.count(1)

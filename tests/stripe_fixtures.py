@@ -22,8 +22,8 @@ import httpx
 import pytest
 import stripe
 
+from server.core.settings import ROOT
 from server.devservices import free_port, wait_for_port
-from server.settings import ROOT
 
 AVAILABLE_AT_ONCE = "4000000000000077"  # Stripe's test card whose funds skip the pending balance
 

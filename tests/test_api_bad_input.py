@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
-from server import db
 from server.accounts import service as accounts
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
-from server.web import POSTGRES_MAX_ID, SQLITE_MAX_ID
+from server.core import db
+from server.http.web import POSTGRES_MAX_ID, SQLITE_MAX_ID
 from tests.factories import login, make_user
 from tests.test_routes_guarded import Endpoint, _handlers, app_endpoints, send
 

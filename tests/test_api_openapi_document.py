@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from server.web import ErrorBody, ErrorDetail
+from server.http.web import ErrorBody, ErrorDetail
 from tests.test_routes_guarded import _inventory_app
 
 ERROR_REF = "#/components/schemas/ErrorBody"

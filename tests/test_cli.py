@@ -7,9 +7,8 @@ import subprocess
 import sys
 
 from server.accounts.tables import User
-from server.campaigns.tables import Campaign
-from server.settings import ROOT
-from server.tracking.tables import Link
+from server.campaigns.tables import Campaign, Link
+from server.core.settings import ROOT
 from tests.conftest import TEST_SECRET
 
 

@@ -7,8 +7,9 @@ from dataclasses import replace
 
 import httpx
 
-from server import db
+from server import piccolo_app
 from server.app import create_app
+from server.core import db
 from server.devservices import free_port
 
 
@@ -46,12 +47,12 @@ async def test_healthz_is_503_when_the_database_does_not_answer(app, settings, t
         url = f"postgres://affnet@127.0.0.1:{free_port()}/affnet"
     broken = create_app(replace(settings, database_url=url))
     good_engine = db.engine()
-    db.bind(db.engine_for(url))  # what the broken app's startup would do, without its pool
+    piccolo_app.bind(db.engine_for(url))  # what the broken app's startup would do, without its pool
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=broken), base_url="http://t") as c:
             response = await c.get("/healthz")
     finally:
-        db.bind(good_engine)
+        piccolo_app.bind(good_engine)
         await broken.state.redis.aclose()
     assert response.status_code == 503
     assert response.json()["database"].startswith("error")

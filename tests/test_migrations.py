@@ -7,13 +7,14 @@ import shutil
 import subprocess
 import sys
 
-from server import db
-from server.settings import ROOT
+from server import piccolo_app
+from server.core import db
+from server.core.settings import ROOT
 from tests.conftest import TEST_SECRET, migrate
 
 
 async def _tables_and_columns() -> dict[str, set[str]]:
-    first = db.all_tables()[0]
+    first = piccolo_app.all_tables()[0]
     if db.is_sqlite():
         names = [
             r["name"]
@@ -30,7 +31,7 @@ async def _tables_and_columns() -> dict[str, set[str]]:
 
 
 async def test_migrations_produce_exactly_the_declared_tables_and_columns(app):
-    declared = {t._meta.tablename: {c._meta.db_column_name for c in t._meta.columns} for t in db.all_tables()}
+    declared = {t._meta.tablename: {c._meta.db_column_name for c in t._meta.columns} for t in piccolo_app.all_tables()}
     actual = await _tables_and_columns()
     actual.pop("migration", None)  # Piccolo's own record of applied migrations
     assert actual == declared

@@ -20,7 +20,7 @@ import httpx
 from server.accounts import service as accounts
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
-from server.settings import Settings
+from server.core.settings import Settings
 from tests.e2e.conftest import LiveServer, live_server  # noqa: F401 - the fixture, used by name
 from tests.factories import make_advertiser, make_publisher, make_staff
 

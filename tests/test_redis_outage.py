@@ -19,11 +19,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server.billing.tables import Funding, StripeEvent
+from server.billing.tables import Funding
+from server.core.settings import ROOT, Settings
 from server.devservices import Service, free_port, start_redis, wait_for_port
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
-from server.settings import ROOT, Settings
+from server.stripe_events.tables import StripeEvent
 from tests.billing.test_with_stripe_local import start_funding
 from tests.conftest import TEST_SECRET
 from tests.factories import PASSWORD, login, post_form

@@ -18,8 +18,8 @@ from server.accounts import service as accounts
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
 from server.app import create_app
-from server.settings import Settings
-from server.web import API_PREFIX, ROLE_LABELS
+from server.core.settings import Settings
+from server.http.web import API_PREFIX, ROLE_LABELS
 from tests.conftest import TEST_SECRET
 from tests.factories import error_text, login, make_user, post_form
 

@@ -8,9 +8,10 @@ import pytest
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine
 
-from server import db
-from server import settings as settings_module
-from server.settings import ConfigError, load_settings
+from server import piccolo_app
+from server.core import db
+from server.core import settings as settings_module
+from server.core.settings import ConfigError, load_settings
 
 
 def test_a_development_secret_is_generated_once_into_a_private_file(tmp_path, monkeypatch):
@@ -71,7 +72,7 @@ def test_database_url_selects_the_engine():
 async def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(app, settings):
     if not settings.is_sqlite:
         pytest.skip("a SQLite property")
-    rows = await db.all_tables()[0].raw("PRAGMA journal_mode")
+    rows = await piccolo_app.all_tables()[0].raw("PRAGMA journal_mode")
     assert rows[0]["journal_mode"] == "wal"
     assert db.engine().connection_kwargs["timeout"] == db.SQLITE_BUSY_TIMEOUT
 
@@ -79,5 +80,5 @@ async def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(app, settings):
 async def test_postgresql_connections_run_without_jit(app, settings):
     if settings.is_sqlite:
         pytest.skip("a PostgreSQL property")
-    rows = await db.all_tables()[0].raw("SHOW jit")
+    rows = await piccolo_app.all_tables()[0].raw("SHOW jit")
     assert rows[0]["jit"] == "off"

@@ -8,7 +8,7 @@ from arq import create_pool
 from arq.connections import RedisSettings
 from arq.worker import Worker
 
-from server.settings import Settings
+from server.core.settings import Settings
 from workers import settings as worker_settings
 
 

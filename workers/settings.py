@@ -8,8 +8,9 @@ from typing import Any
 from arq import cron
 from arq.connections import RedisSettings
 
-from server import db
-from server.settings import load_settings
+from server import piccolo_app
+from server.core import db
+from server.core.settings import load_settings
 from workers.jobs.ads import settle_impression_earnings
 from workers.jobs.billing import enforce_auto_pause, process_stripe_event, sweep_stripe_events
 from workers.jobs.conversions import reconcile_conversions
@@ -24,7 +25,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings = load_settings()
     ctx["settings"] = settings
     ctx.setdefault("clock", lambda: datetime.now(UTC))
-    engine = db.bind(db.engine_for(settings.database_url))
+    engine = piccolo_app.bind(db.engine_for(settings.database_url))
     await db.start(engine)
     ctx["engine"] = engine
 

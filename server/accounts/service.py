@@ -11,7 +11,6 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from server import db, validation
 from server.accounts import passwords, throttle
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import (
@@ -25,9 +24,10 @@ from server.accounts.tables import (
     User,
 )
 from server.audit import service as audit
-from server.errors import Conflict, Invalid, NotFound, Unauthorized
-from server.reports.period import zone  # the reports own the zones they can show
-from server.settings import Settings
+from server.core import db, validation
+from server.core.errors import Conflict, Invalid, NotFound, Unauthorized
+from server.core.hours import zone
+from server.core.settings import Settings
 
 # Refresh a session's expiry at most this often, so reading pages does not write on every request.
 SESSION_TOUCH_INTERVAL = timedelta(minutes=10)

@@ -27,9 +27,9 @@ import logging
 
 from redis.asyncio import Redis
 
-from server.errors import ServiceUnavailable, TooManyRequests
-from server.settings import Settings
-from server.tracking.visitor import truncate_ip
+from server.core.errors import ServiceUnavailable, TooManyRequests
+from server.core.net import truncate_ip
+from server.core.settings import Settings
 
 log = logging.getLogger("affnet.accounts")
 

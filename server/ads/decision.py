@@ -21,13 +21,13 @@ from urllib.parse import urlsplit
 from redis.asyncio import Redis
 
 from server.ads import offers, render
-from server.ads.inventory import CampaignEntry, Inventory, PublisherEntry, SlotEntry
+from server.ads.inventory import CampaignEntry, Inventory, PublisherEntry, SlotEntry, SpendMeter
 from server.ads.service import SIZES
 from server.ads.tables import SlotFallback, SlotFormat, SlotStatus, ViewReason
 from server.campaigns.tables import CampaignStatus
+from server.core.deeplink import host_allowed
 from server.tracking.buffer import EventBuffer
 from server.tracking.classify import Reason, is_bot
-from server.tracking.deeplink import host_allowed
 from server.tracking.journal import Journal
 from server.tracking.service import NetworkRate
 from server.tracking.visitor import truncate_ip, visitor_hash
@@ -446,11 +446,12 @@ class AdServer:
         writer: Callable[[list[tuple]], Any],
         rng: random.Random | None = None,
         journal: Journal | None = None,
+        spend: SpendMeter,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.redis = redis
         self.offer_key = offer_key
-        self.inventory = Inventory(self.base_url)
+        self.inventory = Inventory(self.base_url, spend)
         self.frequency = Frequency()
         self.claims = OfferClaims(redis)
         # The journal makes a counted view durable as it is answered: CPM is billed on them.

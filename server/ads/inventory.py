@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 from urllib.parse import quote
 
 from piccolo.query.functions.aggregate import Count
@@ -25,19 +25,19 @@ from redis.asyncio import Redis
 
 from server.accounts.tables import Publisher, PublisherStatus
 from server.ads.tables import AdSlot, Impression, SlotFormat
-from server.campaigns import spend
 from server.campaigns.tables import (
     Campaign,
     CampaignStatus,
     Creative,
     CreativeKind,
     Goal,
+    Link,
     MembershipStatus,
     PayoutModel,
 )
-from server.tracking import cache as link_cache
+from server.core import changes
 from server.tracking.classify import Reason
-from server.tracking.tables import Click, Link
+from server.tracking.tables import Click
 
 log = logging.getLogger("affnet.ads")
 
@@ -220,11 +220,25 @@ async def _valid_impressions(campaign_id: int, since: datetime) -> int:
     )
 
 
+class SpendMeter(Protocol):
+    """What a campaign has spent, by the earnings' one rule (server/earnings/spend.py, handed in
+    by the app): earnings sit above ads in the domain order, since they price ads' impressions."""
+
+    async def conversions_minor(
+        self, campaign_id: int, since: datetime | None = None, until: datetime | None = None
+    ) -> int: ...
+
+    async def spent_minor(
+        self, campaign_id: int, since: datetime | None = None, until: datetime | None = None
+    ) -> int: ...
+
+
 class Inventory:
     """The three caches, their loaders and their invalidation. One per server process."""
 
-    def __init__(self, base_url: str, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, base_url: str, spend: SpendMeter, clock: Callable[[], float] = time.monotonic) -> None:
         self.base_url = base_url.rstrip("/")
+        self.spend = spend
         self.slots: Memo[str, SlotEntry] = Memo(self.load_slot, clock=clock)
         self.publishers: Memo[int, PublisherEntry] = Memo(
             self.load_publisher, campaigns_of=lambda e: e.links, clock=clock
@@ -382,15 +396,15 @@ class Inventory:
         """The decision's estimate of what the campaign spent today and ever: conversions approved
         today, today's valid clicks at the CPC price (their hours are priced only after they close)
         and today's valid impressions at the CPM price; before today, what the CPC and CPM jobs
-        priced plus approved conversions: the jobs' own rule (server/campaigns/spend.py). The
+        priced plus approved conversions: the jobs' own rule (`SpendMeter`). The
         workers' pricing is the truth for what is billed; this only keeps a spent campaign from
         being offered."""
-        today = await spend.conversions_minor(campaign_id, since=start) + clicks_today * cpc_price
+        today = await self.spend.conversions_minor(campaign_id, since=start) + clicks_today * cpc_price
         if cpm_price:
             today += await _valid_impressions(campaign_id, start) * cpm_price // 1000
         if not need_total:
             return today, today
-        return today, await spend.spent_minor(campaign_id, until=start) + today
+        return today, await self.spend.spent_minor(campaign_id, until=start) + today
 
 
 # --- invalidation across processes ---------------------------------------------------------------
@@ -400,17 +414,17 @@ _redis: Redis | None = None
 
 
 def register(inventory: Inventory, redis: Redis | None) -> None:
-    """Receive this process's campaign changes (through the click cache's registry) and slot changes."""
+    """Receive this process's campaign changes (server/core/changes.py) and slot changes."""
     global _redis
     _inventories.append(inventory)
-    link_cache.register(inventory, redis)  # type: ignore[arg-type]  # duck-typed: drop_campaign, clear
+    changes.register(inventory, redis)
     _redis = redis or _redis
 
 
 def unregister(inventory: Inventory) -> None:
     if inventory in _inventories:
         _inventories.remove(inventory)
-    link_cache.unregister(inventory)  # type: ignore[arg-type]
+    changes.unregister(inventory)
 
 
 async def slot_changed(public_key: str) -> None:
@@ -429,7 +443,7 @@ async def listen(redis: Redis, inventory: Inventory) -> None:
     while True:
         try:
             async with redis.pubsub() as pubsub:
-                await pubsub.subscribe(link_cache.CHANNEL, SLOT_CHANNEL)
+                await pubsub.subscribe(changes.CHANNEL, SLOT_CHANNEL)
                 async for message in pubsub.listen():
                     if message.get("type") != "message":
                         continue

@@ -9,7 +9,7 @@ from typing import Any
 from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from server.settings import ROOT
+from server.core.settings import ROOT
 
 ENV = ImmutableSandboxedEnvironment(
     loader=FileSystemLoader(ROOT / "templates" / "ads"), autoescape=True, undefined=StrictUndefined, auto_reload=False

@@ -14,13 +14,12 @@ from urllib.parse import urlsplit
 from markupsafe import escape
 from piccolo.query.functions.aggregate import Count
 
-from server import db, validation
 from server.accounts.identity import CurrentUser
 from server.ads import inventory
 from server.ads.tables import AdSlot, Impression, SlotFallback, SlotFormat, SlotStatus
 from server.audit import service as audit
-from server.errors import Conflict, Invalid, NotFound
-from server.tracking import deeplink
+from server.core import db, deeplink, validation
+from server.core.errors import Conflict, Invalid, NotFound
 from server.tracking import service as tracking
 
 

@@ -1,17 +1,17 @@
 """Tables owned by the ads domain: publishers' ad slots, the impressions counted in them, and the
 CPM earnings they make. Only server/ads/service.py writes slots and impressions, and only
-server/ads/cpm.py writes impression earnings."""
+server/earnings/cpm.py writes impression earnings."""
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-from piccolo.columns import BigInt, ForeignKey, Integer, Text, Timestamptz, Varchar
+from piccolo.columns import ForeignKey, Text, Timestamptz, Varchar
 from piccolo.columns.base import OnDelete
 from piccolo.table import Table
 
 from server.accounts.tables import User
-from server.campaigns.tables import Campaign, Creative, Goal
+from server.campaigns.tables import Campaign, Creative
 
 
 class SlotFormat(StrEnum):
@@ -91,42 +91,3 @@ class Impression(Table):
     visitor_hash = Varchar(length=32, default="")
     reason = Varchar(length=20, default="valid")
     country = Varchar(length=2, default="")  # as on clicks: from the trusted proxy's header, "" when unknown
-
-
-class ImpressionEarningStatus(StrEnum):
-    # Nothing to post, ever: no impression of the hour could be paid (the budget was spent), or
-    # those paid cost less than a cent so far (their fractions are charged by a later hour).
-    unpaid = "unpaid"
-    waiting = "waiting"  # priced, but the advertiser's balance cannot cover it yet: retried each run
-    approved = "approved"  # charged to the advertiser, in the publisher's pending earnings
-    released = "released"  # its hold ended: the publisher's earning is available
-
-
-class ImpressionEarning(Table):
-    """The valid impressions of one publisher in one campaign's CPM goal during one UTC hour, and
-    what they cost: written only by server/ads/cpm.py.
-
-    Unique per (campaign, goal, hour, publisher): a unique index made by a raw migration step. The
-    ledger transaction that charges it has reference ("impression_hour", id) and idempotency key
-    `impression_hour:{id}:approved`. `price_minor` = `payout_minor` + `margin_minor` in minor units
-    of `currency`; the rounding of a price per thousand is cumulative (see server/ads/cpm.py).
-    `valid_impressions` = `paid_impressions` + `over_budget_impressions`."""
-
-    publisher = ForeignKey(User, null=False, on_delete=OnDelete.restrict)
-    campaign = ForeignKey(Campaign, null=False, on_delete=OnDelete.restrict)
-    goal = ForeignKey(Goal, null=False, on_delete=OnDelete.restrict)
-    hour = Timestamptz()  # the start of the UTC hour the impressions were seen in
-    valid_impressions = Integer()
-    paid_impressions = Integer()
-    over_budget_impressions = Integer(default=0)
-    currency = Varchar(length=3)
-    price_minor = BigInt()
-    payout_minor = BigInt()
-    margin_minor = BigInt()
-    unpaid_reason = Text(default="")
-    status = Varchar(length=10, choices=ImpressionEarningStatus)
-    status_reason = Text(default="")
-    hold_until = Timestamptz()
-    created_at = Timestamptz()
-    approved_at = Timestamptz(null=True, default=None)
-    released_at = Timestamptz(null=True, default=None)

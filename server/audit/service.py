@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from server import db
 from server.audit.tables import AuditEvent
+from server.core import db
 
 
 async def record(action: str, *, actor_id: int | None, object_type: str, object_id: int | None, **detail: Any) -> None:

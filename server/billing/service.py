@@ -1,5 +1,5 @@
 """The rules of advertiser funding: top-ups through Stripe Checkout, the balance page, and the
-auto-pause threshold. Stripe's events are applied by server/billing/webhooks.py.
+auto-pause threshold. Stripe's events about fundings are applied by server/billing/funding_events.py.
 
 A funding is credited only when Stripe says it was paid (a webhook, processed by the worker),
 never because the browser came back to the return page."""
@@ -12,14 +12,14 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from server import db, money
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import NetworkSetting
 from server.billing import stripe_api
 from server.billing.tables import BillingSettings, Funding, FundingStatus
 from server.campaigns import service as campaigns
 from server.campaigns.tables import Campaign, CampaignStatus
-from server.errors import Conflict, Invalid, NotFound
+from server.core import db, money
+from server.core.errors import Conflict, Invalid, NotFound
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import stripe
 
-from server.settings import Settings
+from server.core.settings import Settings
 
 # Transient: the worker leaves the event unprocessed and tries again later.
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (stripe.APIConnectionError, stripe.RateLimitError)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from piccolo.columns import BigInt, ForeignKey, Integer, Text, Timestamptz, Varchar
+from piccolo.columns import BigInt, ForeignKey, Text, Timestamptz, Varchar
 from piccolo.columns.base import OnDelete
 from piccolo.table import Table
 
@@ -41,20 +41,6 @@ class Funding(Table):
     created_at = Timestamptz()
     updated_at = Timestamptz()
     credited_at = Timestamptz(null=True, default=None)
-
-
-class StripeEvent(Table):
-    """Every Stripe event received, by its id (a redelivery finds its row and changes nothing).
-    `payload` is the exact signed body; the worker processes it and sets `processed_at`."""
-
-    event_id = Varchar(length=255, unique=True, index=True)
-    type = Varchar(length=100)
-    payload = Text()
-    received_at = Timestamptz()
-    processed_at = Timestamptz(null=True, default=None, index=True)
-    outcome = Varchar(length=40, default="")
-    error = Text(default="")
-    attempts = Integer(default=0)
 
 
 class BillingSettings(Table):

@@ -18,12 +18,12 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from server import db, validation
 from server.accounts.identity import CurrentUser
 from server.audit import service as audit
 from server.campaigns.service import owned_campaign
 from server.campaigns.tables import CampaignStatus, Creative, CreativeKind
-from server.errors import Conflict, Invalid, NotFound
+from server.core import db, validation
+from server.core.errors import Conflict, Invalid, NotFound
 
 # Pillow's format name -> (MIME type, file extension). Anything else is refused.
 IMAGE_FORMATS = {

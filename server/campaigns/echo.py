@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from server import money
 from server.campaigns.tables import PayoutModel
+from server.core import money
 
 
 def saved_notice(campaign: Mapping[str, Any], goals: list[Mapping[str, Any]]) -> str:

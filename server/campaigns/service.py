@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from server import db, money, validation
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import NetworkSetting, Publisher, PublisherStatus, User
 from server.audit import service as audit
@@ -16,14 +15,14 @@ from server.campaigns.tables import (
     Campaign,
     CampaignStatus,
     Goal,
+    Link,
     Membership,
     MembershipStatus,
     PayoutModel,
     Visibility,
 )
-from server.errors import Conflict, Forbidden, Invalid, NotFound
-from server.tracking import deeplink
-from server.tracking import service as tracking
+from server.core import changes, db, deeplink, money, validation
+from server.core.errors import Conflict, Forbidden, Invalid, NotFound
 
 CATEGORIES = {
     "fashion": "Fashion & beauty",
@@ -556,7 +555,7 @@ async def join(publisher: CurrentUser, campaign_id: int) -> str:
                 Membership.id == membership_id
             )
         if new_status is MembershipStatus.approved:
-            await tracking.ensure_link(membership_id, campaign_id, publisher.id)
+            await _ensure_link(membership_id, campaign_id, publisher.id)
         await audit.record(
             f"membership.{new_status.value}",
             actor_id=publisher.id,
@@ -621,7 +620,7 @@ async def decide(
             {Membership.status: new.value, Membership.note: note, Membership.decided_at: _now()}
         ).where(Membership.id == membership_id)
         if accept:
-            await tracking.ensure_link(membership_id, row["campaign"], row["publisher"])
+            await _ensure_link(membership_id, row["campaign"], row["publisher"])
         await audit.record(
             f"membership.{new.value}",
             actor_id=advertiser.id,
@@ -630,6 +629,21 @@ async def decide(
             note=note,
         )
     await _changed(row["campaign"])
+
+
+async def _ensure_link(membership_id: int, campaign_id: int, publisher_id: int) -> None:
+    """Give an approved membership its tracked link (once; a re-approval keeps the old link)."""
+    if await Link.exists().where(Link.membership == membership_id):
+        return
+    await Link.insert(
+        Link(
+            code=secrets.token_urlsafe(6),  # 8 characters, 48 random bits
+            campaign=campaign_id,
+            publisher=publisher_id,
+            membership=membership_id,
+            created_at=datetime.now(UTC),
+        )
+    )
 
 
 async def invite(advertiser: CurrentUser, campaign_id: int, publisher_email: str) -> None:
@@ -653,6 +667,4 @@ async def invite(advertiser: CurrentUser, campaign_id: int, publisher_email: str
 
 async def _changed(campaign_id: int) -> None:
     """Tell every server process that the campaign's cached terms are stale."""
-    from server.tracking import cache
-
-    await cache.invalidate_campaign(campaign_id)
+    await changes.campaign_changed(campaign_id)

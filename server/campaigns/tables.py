@@ -124,3 +124,13 @@ class Membership(Table):
     note = Text(default="")
     created_at = Timestamptz()
     decided_at = Timestamptz(null=True, default=None)
+
+
+class Link(Table):
+    """A publisher's tracked link for one campaign: /c/{code}. One per membership."""
+
+    code = Varchar(length=16, unique=True, index=True)
+    campaign = ForeignKey(Campaign, null=False, index=True, on_delete=OnDelete.restrict)
+    publisher = ForeignKey(User, null=False, index=True, on_delete=OnDelete.restrict)
+    membership = ForeignKey(Membership, null=False, unique=True, on_delete=OnDelete.restrict)
+    created_at = Timestamptz()

@@ -7,7 +7,7 @@ through the same functions as the review page (review.approve_row, reject_row, r
 The preview carries the text back to apply sealed with an HMAC, so what is applied is exactly
 what was previewed.
 
-Amounts in the file are read in the uploader's locale (the request's, server/locale.py), as on every
+Amounts in the file are read in the uploader's locale (the request's, server/core/locale.py), as on every
 form: "12,50" is 12.50 everywhere, and "1,250" is refused on its line unless the locale decides. The
 seal binds that locale too, so apply reads every amount exactly as the preview showed it. A file
 whose first line has more semicolons than commas is read with ';' between columns (what Excel
@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from server import db, money
-from server import locale as locales
 from server.accounts.identity import CurrentUser
 from server.audit import service as audit
 from server.campaigns.tables import PayoutModel
 from server.conversions import review
 from server.conversions.tables import Conversion, ConversionStatus
-from server.errors import Invalid
+from server.core import db, money
+from server.core import locale as locales
+from server.core.errors import Invalid
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from server import db
 from server.accounts.identity import CurrentUser
 from server.audit import service as audit
 from server.conversions.tables import Conversion, ConversionStatus
-from server.errors import Invalid, NotFound
+from server.core import db
+from server.core.errors import Invalid, NotFound
 from server.ledger import templates
 from server.ledger.service import InsufficientFunds
 

@@ -9,13 +9,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
-from server import db
 from server.accounts.identity import CurrentUser
 from server.audit import service as audit
-from server.conversions import reconcile, reversal
+from server.conversions import approval, reversal
 from server.conversions.tables import Conversion, ConversionSource, ConversionStatus
-from server.errors import Invalid, NotFound
-from server.hours import utc
+from server.core import db
+from server.core.errors import Invalid, NotFound
+from server.core.hours import utc
 
 LIST_LIMIT = 500
 MAX_DECISIONS = 500
@@ -158,7 +158,7 @@ class Decision:
 
 
 async def _owned(advertiser: CurrentUser, ids: list[int]) -> list[dict[str, Any]]:
-    """The rows reconcile.approve expects, for every id, or NotFound if any is not the advertiser's."""
+    """The rows approval.approve expects, for every id, or NotFound if any is not the advertiser's."""
     rows = (
         await Conversion.select(
             Conversion.id,
@@ -218,7 +218,7 @@ async def decide(
 async def approve_row(
     advertiser: CurrentUser, row: dict[str, Any], reason: str, now: datetime, result: Decision
 ) -> None:
-    done = await reconcile.skip_if_raced(reconcile.approve, row, now)
+    done = await approval.skip_if_raced(approval.approve, row, now)
     if done is False:
         result.unfunded.append(row["id"])
         await audit.record(

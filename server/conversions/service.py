@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from server import db, money
-from server.campaigns.tables import Campaign, CampaignStatus, Goal, PayoutModel
+from server.campaigns.tables import Campaign, CampaignStatus, Goal, Link, PayoutModel
 from server.conversions.tables import Conversion, ConversionSource, ConversionStatus
-from server.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unauthorized
-from server.tracking.tables import Link
+from server.core import db, money
+from server.core.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unauthorized
 from server.tracking.tokens import read_click_id
 
 MAX_TXN_ID = 100

@@ -1,5 +1,5 @@
 """Tables owned by the conversions domain; written only by its modules: service.py (intake),
-reconcile.py (approval and release), review.py and csv_upload.py (advertisers' decisions and
+approval.py (approval and release), review.py and csv_upload.py (advertisers' decisions and
 re-pricing), reversal.py (undoing approvals) and cpc.py (click earnings, cpc_tables.py)."""
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from piccolo.columns.base import OnDelete
 from piccolo.table import Table
 
 from server.accounts.tables import User
-from server.campaigns.tables import Campaign, Goal
-from server.tracking.tables import Link
+from server.campaigns.tables import Campaign, Goal, Link
 
 
 class ConversionStatus(StrEnum):
@@ -39,7 +38,7 @@ class Conversion(Table):
     in Piccolo, nor added as a constraint to an existing SQLite table).
 
     Amounts are minor units of `currency` (the campaign's): the advertiser's price is the
-    publisher's payout plus the network's margin, split by server/money.py."""
+    publisher's payout plus the network's margin, split by server/core/money.py."""
 
     campaign = ForeignKey(Campaign, null=False, on_delete=OnDelete.restrict)
     goal = ForeignKey(Goal, null=False, on_delete=OnDelete.restrict)

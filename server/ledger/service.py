@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from server import db
-from server.errors import Conflict, DomainError
+from server.core import db
+from server.core.errors import Conflict, DomainError
 from server.ledger.tables import (
     NEVER_NEGATIVE,
     NEVER_POSITIVE,

@@ -27,9 +27,9 @@ from server.accounts import service as accounts
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import PublisherStatus
 from server.billing.stripe_api import HTTPXClient, client_for
-from server.errors import Conflict, NotFound
+from server.core.errors import Conflict, NotFound
+from server.core.settings import Settings
 from server.payouts.account_tables import PayoutAccount
-from server.settings import Settings
 
 log = logging.getLogger("affnet.payouts")
 

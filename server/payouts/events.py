@@ -1,12 +1,12 @@
-"""Stripe events about payouts (Connect accounts, transfers), handed over by the billing domain's
-webhook processing (server/billing/webhooks.py), which records and verifies every event."""
+"""Stripe events about payouts (Connect accounts, transfers), handed over by the Stripe event
+inbox (server/stripe_events/service.py), which records and verifies every event."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from server.billing.stripe_api import Gateway
-from server.payouts import connect
+from server.payouts import connect, reversals
 
 
 async def apply(
@@ -23,7 +23,5 @@ async def apply(
         # The platform's own account, not a publisher's: Stripe sends those on the Connect endpoint only.
         return "ignored: not a connected account's event"
     if event_type == "transfer.reversed":
-        from server.payouts import reversals
-
         return await reversals.transfer_reversed(obj, gateway.reversals)
     return None

@@ -39,10 +39,10 @@ from typing import Any
 
 import stripe
 
-from server import db
 from server.audit import service as audit
 from server.billing.stripe_api import is_transient
-from server.errors import Conflict
+from server.core import db
+from server.core.errors import Conflict
 from server.ledger import service as ledger
 from server.ledger.service import Line, Posting
 from server.ledger.tables import AccountKind as K

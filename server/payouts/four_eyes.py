@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from server import money
 from server.accounts.tables import Publisher, Role, User
-from server.hours import utc
+from server.core import money
+from server.core.hours import utc
 from server.payouts.tables import ChangeKind, PayoutBatch, PayoutCarryOver, PayoutChange, PayoutLine, Schedule
 
 SHOWN = 3  # changes named in a refusal; the page lists them all

@@ -14,8 +14,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from server import money
-from server.errors import NotFound
+from server.core import money
+from server.core.errors import NotFound
 from server.payouts import reversals
 from server.payouts.service import REASONS
 from server.payouts.tables import BatchStatus, CarryReason, LineStatus, PayoutCarryOver, PayoutLine

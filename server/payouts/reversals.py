@@ -12,8 +12,8 @@ from typing import Any
 
 from piccolo.query.functions.aggregate import Sum
 
-from server import db
 from server.audit import service as audit
+from server.core import db
 from server.ledger import service as ledger
 from server.ledger.service import Line
 from server.ledger.tables import AccountKind as K

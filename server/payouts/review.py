@@ -15,10 +15,10 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from server import db, jobs, money
 from server.accounts.identity import CurrentUser
 from server.audit import service as audit
-from server.errors import Conflict, Forbidden, Invalid, NotFound
+from server.core import db, jobs, money
+from server.core.errors import Conflict, Forbidden, Invalid, NotFound
 from server.ledger import service as ledger
 from server.ledger.service import InsufficientFunds, Line
 from server.ledger.tables import LedgerEntry, LedgerTxn

@@ -25,8 +25,8 @@ from typing import Any
 
 from piccolo.query.functions.aggregate import Sum
 
-from server import db, money
 from server.audit import service as audit
+from server.core import db, money
 from server.ledger import service as ledger
 from server.ledger.service import InsufficientFunds, Line, Posting
 from server.ledger.tables import AccountKind as K

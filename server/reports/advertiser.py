@@ -22,7 +22,7 @@ from server.ledger.tables import LedgerAccount
 from server.reports import queries
 from server.reports.finance import entry_hours
 from server.reports.period import Period
-from server.reports.table import Column, ReportTable, chart_number, ratio
+from server.reports.report_table import Column, ReportTable, chart_number, ratio
 
 SOURCES = ("traffic", "conversions", "click_earnings", "impression_earnings")
 _MONEY_SOURCES = ("conversions", "click_earnings", "impression_earnings")

@@ -19,12 +19,12 @@ from typing import Any
 
 from piccolo.query.functions.aggregate import Count, Sum
 
-from server import db
-from server.ads.tables import Impression, ImpressionEarning, ImpressionEarningStatus, ViewReason
-from server.conversions.cpc_tables import ClickEarning, ClickEarningStatus
+from server.ads.tables import Impression, ViewReason
 from server.conversions.tables import Conversion, ConversionStatus
-from server.errors import Invalid
-from server.hours import hour_sql, utc
+from server.core import db
+from server.core.errors import Invalid
+from server.core.hours import hour_sql, utc
+from server.earnings.tables import ClickEarning, ClickEarningStatus, ImpressionEarning, ImpressionEarningStatus
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind, LedgerAccount
 

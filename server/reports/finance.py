@@ -15,16 +15,16 @@ from typing import Any
 
 from piccolo.query.functions.aggregate import Count, Sum
 
-from server import db
 from server.audit import service as audit
 from server.audit.tables import AuditEvent
-from server.hours import hour_sql, utc
+from server.core import db
+from server.core.hours import hour_sql, utc
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerAccount
 from server.payouts.tables import LineStatus, PayoutBatch, PayoutLine
 from server.reports.period import Period
-from server.reports.table import Column, ReportTable, chart_number
+from server.reports.report_table import Column, ReportTable, chart_number
 
 CHECK_ACTION = "ledger.checked"
 PROBLEMS_KEPT = 50  # problems stored per check: enough to act on, small enough for one audit row

@@ -22,7 +22,7 @@ from server.campaigns.tables import Campaign
 from server.payouts.tables import LineStatus, PayoutLine
 from server.reports import queries
 from server.reports.period import Period
-from server.reports.table import Column, ReportTable, chart_number, ratio
+from server.reports.report_table import Column, ReportTable, chart_number, ratio
 
 NO_SLOT = "Links (no ad slot)"
 NO_SUB = "(none)"

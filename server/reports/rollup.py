@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from server import db
-from server.hours import HOUR, hour_of, hour_sql, utc
+from server.core import db
+from server.core.hours import HOUR, hour_of, hour_sql, utc
 from server.reports.tables import RollupCursor
 
 # Rows of a transaction that committed a little after it stamped them are still found: every run

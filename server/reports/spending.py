@@ -12,11 +12,10 @@ from typing import Any
 from piccolo.query.functions.aggregate import Sum
 from piccolo.table import Table
 
-from server import db
-from server.ads.tables import ImpressionEarning, ImpressionEarningStatus
 from server.campaigns.tables import Campaign
-from server.conversions.cpc_tables import ClickEarning, ClickEarningStatus
 from server.conversions.tables import Conversion, ConversionStatus
+from server.core import db
+from server.earnings.tables import ClickEarning, ClickEarningStatus, ImpressionEarning, ImpressionEarningStatus
 
 # (what is bought, its table, the column of paid units, its charged statuses, its waiting status)
 _KINDS: tuple[tuple[str, type[Table], Any, tuple[str, ...], str], ...] = (

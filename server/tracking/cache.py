@@ -3,7 +3,7 @@
 Entries load from the database on first use and live TTL seconds. A change to a campaign or a
 membership drops that campaign's entries at once in this process and, over a Redis channel, in
 every other server process, so a paused campaign stops taking traffic within moments everywhere
-(and within TTL at worst, should a message be lost)."""
+(and within TTL at worst, should a message be lost): server/core/changes.py carries the news."""
 
 from __future__ import annotations
 
@@ -14,11 +14,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from redis.asyncio import Redis
-
 log = logging.getLogger("affnet.tracking")
 
-CHANNEL = "affnet:campaign-changed"
 TTL = 30.0
 MISSING_TTL = 5.0  # unknown codes are remembered briefly, so random codes cannot hammer the database
 MAX_ENTRIES = 200_000
@@ -102,48 +99,3 @@ class LinkCache(Generic[T]):
     def clear(self) -> None:
         self._entries.clear()
         self._by_campaign.clear()
-
-
-_caches: list[LinkCache] = []
-_redis: Redis | None = None
-
-
-def register(cache: LinkCache, redis: Redis | None) -> None:
-    global _redis
-    _caches.append(cache)
-    _redis = redis or _redis
-
-
-def unregister(cache: LinkCache) -> None:
-    if cache in _caches:
-        _caches.remove(cache)
-
-
-async def invalidate_campaign(campaign_id: int) -> None:
-    """Drop a campaign's cached links here and tell the other processes to do the same."""
-    for cache in _caches:
-        cache.drop_campaign(campaign_id)
-    if _redis is not None:
-        try:
-            await _redis.publish(CHANNEL, str(campaign_id))
-        except Exception:  # noqa: BLE001 - the TTL bounds staleness if Redis is away
-            log.warning("could not publish invalidation of campaign %s", campaign_id)
-
-
-async def listen(redis: Redis, *caches: LinkCache) -> None:
-    """Apply other processes' invalidations until cancelled; reconnects after Redis errors."""
-    while True:
-        try:
-            async with redis.pubsub() as pubsub:
-                await pubsub.subscribe(CHANNEL)
-                async for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        for cache in caches:
-                            cache.drop_campaign(int(message["data"]))
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001
-            log.warning("campaign invalidation channel lost; retrying", exc_info=True)
-            for cache in caches:
-                cache.clear()
-            await asyncio.sleep(1.0)

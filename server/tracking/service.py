@@ -3,7 +3,6 @@ batched click writer, and the queries behind publishers' links and click statist
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -14,13 +13,12 @@ from urllib.parse import urlsplit
 
 from piccolo.query.functions.aggregate import Count
 
-from server import db
-from server.campaigns.tables import CampaignStatus, Goal, MembershipStatus, PayoutModel
-from server.errors import NotFound
-from server.tracking import deeplink
+from server.campaigns.tables import CampaignStatus, Goal, Link, MembershipStatus, PayoutModel
+from server.core import db, deeplink
+from server.core.errors import NotFound
 from server.tracking.cache import Target
 from server.tracking.classify import Reason, is_bot, ua_family
-from server.tracking.tables import Click, Link
+from server.tracking.tables import Click
 from server.tracking.tokens import issue_click_id
 from server.tracking.visitor import truncate_ip, visitor_hash
 
@@ -349,21 +347,6 @@ async def write_clicks(rows: list[tuple]) -> None:
 
 
 # --- publishers' links and statistics ------------------------------------------------------------
-
-
-async def ensure_link(membership_id: int, campaign_id: int, publisher_id: int) -> None:
-    """Give an approved membership its tracked link (once; a re-approval keeps the old link)."""
-    if await Link.exists().where(Link.membership == membership_id):
-        return
-    await Link.insert(
-        Link(
-            code=secrets.token_urlsafe(6),  # 8 characters, 48 random bits
-            campaign=campaign_id,
-            publisher=publisher_id,
-            membership=membership_id,
-            created_at=datetime.now(UTC),
-        )
-    )
 
 
 async def links_of(publisher_id: int) -> list[dict[str, Any]]:

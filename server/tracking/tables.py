@@ -1,24 +1,18 @@
-"""Tables owned by the tracking domain: tracked links and recorded clicks."""
+"""Tables owned by the tracking domain: recorded clicks (a membership's link is campaigns')."""
 
 from __future__ import annotations
 
 from piccolo.columns import ForeignKey, Timestamptz, Varchar
 from piccolo.columns.base import OnDelete
+from piccolo.columns.reference import LazyTableReference
 from piccolo.table import Table
 
 from server.accounts.tables import User
-from server.ads.tables import AdSlot
-from server.campaigns.tables import Campaign, Membership
+from server.campaigns.tables import Campaign, Link
 
-
-class Link(Table):
-    """A publisher's tracked link for one campaign: /c/{code}. One per membership."""
-
-    code = Varchar(length=16, unique=True, index=True)
-    campaign = ForeignKey(Campaign, null=False, index=True, on_delete=OnDelete.restrict)
-    publisher = ForeignKey(User, null=False, index=True, on_delete=OnDelete.restrict)
-    membership = ForeignKey(Membership, null=False, unique=True, on_delete=OnDelete.restrict)
-    created_at = Timestamptz()
+# Ads build on tracking (their clicks are tracked clicks), so the slot an ad click came through
+# is named, not imported: a foreign key in the database that points up the domain order.
+AD_SLOT = LazyTableReference("AdSlot", module_path="server.ads.tables")
 
 
 class Click(Table):
@@ -47,6 +41,6 @@ class Click(Table):
     # The ad slot (server/ads) whose signed offer the click carried, valid or not; null for
     # ordinary tracked links. Indexed with clicked_at only where set (a raw migration step), so
     # clicks from links pay nothing for it.
-    slot = ForeignKey(AdSlot, null=True, default=None, on_delete=OnDelete.restrict)
+    slot = ForeignKey(AD_SLOT, null=True, default=None, on_delete=OnDelete.restrict)
     # ISO 3166 alpha-2 from the trusted proxy's country header (GEO_COUNTRY_HEADER); "" when unknown.
     country = Varchar(length=2, default="")

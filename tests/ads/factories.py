@@ -17,7 +17,7 @@ from server.ads import service as ads
 from server.ads.tables import Impression
 from server.campaigns import creatives
 from server.campaigns import service as campaigns
-from server.tracking.tables import Link
+from server.campaigns.tables import Link
 from tests.factories import make_advertiser, make_publisher
 from tests.tracking.factories import campaign_form
 

@@ -11,11 +11,10 @@ from datetime import datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.ads import cpm
 from server.ads.service import write_impressions
-from server.ads.tables import ImpressionEarning
-from server.campaigns import spend
 from server.campaigns.tables import Campaign
+from server.earnings import cpm, spend
+from server.earnings.tables import ImpressionEarning
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerTxn

@@ -10,11 +10,13 @@ from dataclasses import replace
 import httpx
 
 from server.billing import service as billing
-from server.billing import stripe_api, webhooks
-from server.billing.tables import Funding, StripeEvent
+from server.billing import stripe_api
+from server.billing.tables import Funding
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerTxn
+from server.stripe_events import service as stripe_events
+from server.stripe_events.tables import StripeEvent
 from tests.billing.helpers import advertiser
 from tests.billing.test_with_stripe_local import deliver_new, event_ids, process, start_funding
 from tests.stripe_fixtures import StripeLocal, deliver
@@ -45,7 +47,7 @@ async def test_an_expired_checkout_session_marks_the_funding_expired_and_credits
     assert await deliver_new(client, local, set()) != []
     async with stripe_api.gateway(local_settings) as gateway:
         outcomes = [
-            await webhooks.process(r["event_id"], gateway)
+            await stripe_events.process(r["event_id"], gateway)
             for r in await StripeEvent.select(StripeEvent.event_id).order_by(StripeEvent.id)
         ]
     assert outcomes == ["expired"]

@@ -11,8 +11,9 @@ from arq.connections import RedisSettings
 
 from server.accounts.tables import Role
 from server.audit.tables import AuditEvent
-from server.billing import stripe_api, webhooks
-from server.billing.tables import StripeEvent
+from server.billing import stripe_api
+from server.stripe_events import service as stripe_events
+from server.stripe_events.tables import StripeEvent
 from tests.factories import login, make_publisher, make_staff, post_form, staff_client
 
 
@@ -32,9 +33,9 @@ async def test_finance_sees_a_failing_event_with_its_error_and_tries_it_again(ne
     event_id = await _broken_event()
     async with stripe_api.gateway(settings) as gateway:
         with pytest.raises(ValueError):
-            await webhooks.process(event_id, gateway)
-    await StripeEvent.update({StripeEvent.attempts: webhooks.MAX_ATTEMPTS}).where(StripeEvent.event_id == event_id)
-    assert await webhooks.pending(now=datetime(2100, 1, 1, tzinfo=UTC)) == []  # the sweep gave up on it
+            await stripe_events.process(event_id, gateway)
+    await StripeEvent.update({StripeEvent.attempts: stripe_events.MAX_ATTEMPTS}).where(StripeEvent.event_id == event_id)
+    assert await stripe_events.pending(now=datetime(2100, 1, 1, tzinfo=UTC)) == []  # the sweep gave up on it
 
     finance = await _finance(new_client)
     page = await finance.get("/finance/stripe-events")
@@ -45,7 +46,7 @@ async def test_finance_sees_a_failing_event_with_its_error_and_tries_it_again(ne
     assert answer.status_code == 303
     row = await StripeEvent.select().where(StripeEvent.event_id == event_id).first()
     assert row["attempts"] == 0 and row["processed_at"] is None
-    assert await webhooks.pending(now=datetime(2100, 1, 1, tzinfo=UTC)) == [event_id]  # the sweep tries again
+    assert await stripe_events.pending(now=datetime(2100, 1, 1, tzinfo=UTC)) == [event_id]  # the sweep tries again
     pool = await create_pool(RedisSettings.from_dsn(settings.redis_url))
     try:
         assert [(j.function, j.args) for j in await pool.queued_jobs()] == [("process_stripe_event", (event_id,))]

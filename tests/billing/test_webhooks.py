@@ -8,12 +8,13 @@ import time
 
 import pytest
 
-from server.billing import webhooks
-from server.billing.tables import Funding, StripeEvent
+from server.billing.tables import Funding
 from server.campaigns.tables import Campaign
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerTxn
+from server.stripe_events import service as stripe_events
+from server.stripe_events.tables import StripeEvent
 from tests.billing.helpers import FakeStripe, advertiser, deliver, event, funded, sign
 
 
@@ -33,7 +34,7 @@ async def process_all(fake: FakeStripe) -> list[str]:
         .where(StripeEvent.processed_at.is_null())
         .order_by(StripeEvent.id)
     )
-    return [await webhooks.process(r["event_id"], fake) for r in rows]
+    return [await stripe_events.process(r["event_id"], fake) for r in rows]
 
 
 async def balance(who, currency: str = "EUR") -> int:

@@ -9,10 +9,12 @@ import re
 
 import httpx
 
-from server.billing import stripe_api, webhooks
-from server.billing.tables import Funding, StripeEvent
+from server.billing import stripe_api
+from server.billing.tables import Funding
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
+from server.stripe_events import service as stripe_events
+from server.stripe_events.tables import StripeEvent
 from tests.billing.helpers import advertiser
 from tests.factories import login, post_form
 from tests.stripe_fixtures import StripeLocal, deliver
@@ -44,7 +46,7 @@ async def process(settings) -> list[str]:
         .order_by(StripeEvent.id)
     )
     async with stripe_api.gateway(settings) as gateway:
-        return [await webhooks.process(r["event_id"], gateway) for r in rows]
+        return [await stripe_events.process(r["event_id"], gateway) for r in rows]
 
 
 async def confirm_funding(client, amount: str, currency: str = "EUR"):
@@ -133,8 +135,8 @@ async def test_the_sweep_processes_events_whose_job_was_lost(client, settings, s
     await pay(stripe_local, funding["checkout_session_id"])
     await deliver_new(client, stripe_local, seen)
     async with stripe_api.gateway(settings) as gateway:
-        assert (await webhooks.sweep(gateway, now=datetime.now(UTC)))["processed"] == 0  # too fresh: the job's
-        outcome = await webhooks.sweep(gateway, now=datetime.now(UTC) + timedelta(minutes=1))
+        assert (await stripe_events.sweep(gateway, now=datetime.now(UTC)))["processed"] == 0  # too fresh: the job's
+        outcome = await stripe_events.sweep(gateway, now=datetime.now(UTC) + timedelta(minutes=1))
     assert outcome["processed"] >= 1 and outcome["failed"] == 0
     assert await ledger.balance(K.advertiser_balance, "EUR", who.id) == 50_000
 

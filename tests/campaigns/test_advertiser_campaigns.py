@@ -15,9 +15,8 @@ from server.accounts.tables import Role
 from server.audit.tables import AuditEvent
 from server.campaigns import creatives
 from server.campaigns import service as campaigns
-from server.campaigns.tables import Campaign, Creative, Goal, Membership
+from server.campaigns.tables import Campaign, Creative, Goal, Link, Membership
 from server.tracking import service as tracking
-from server.tracking.tables import Link
 from tests.factories import error_text, login, make_advertiser, make_publisher, post_form
 
 BASE = "/advertiser/campaigns"

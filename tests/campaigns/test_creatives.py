@@ -14,7 +14,7 @@ from PIL import Image
 from server.audit.tables import AuditEvent
 from server.campaigns import creatives
 from server.campaigns.tables import Creative
-from server.errors import NotFound
+from server.core.errors import NotFound
 from tests.campaigns.test_advertiser_campaigns import BASE, as_user, create, logged_in_advertiser
 from tests.factories import error_text, login, make_advertiser, post_form
 

@@ -12,9 +12,8 @@ from server.accounts import service as accounts
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Publisher, Role
 from server.campaigns import service as campaigns
-from server.campaigns.tables import Membership
-from server.settings import Settings
-from server.tracking.tables import Link
+from server.campaigns.tables import Link, Membership
+from server.core.settings import Settings
 from tests.factories import error_text, login, make_advertiser, make_publisher, post_form
 
 # --- helpers shared with tests/tracking/test_publisher_links.py -----------------------------------

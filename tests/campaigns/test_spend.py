@@ -9,12 +9,9 @@ from datetime import timedelta
 
 import pytest
 
-from server.ads import cpm
 from server.ads.service import write_impressions
-from server.ads.tables import ImpressionEarning
-from server.campaigns import spend
-from server.conversions import cpc
-from server.conversions.cpc_tables import ClickEarning
+from server.earnings import cpc, cpm, spend
+from server.earnings.tables import ClickEarning, ImpressionEarning
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from tests.ads.factories import ad_campaign, join, publisher, slot

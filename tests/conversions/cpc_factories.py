@@ -9,9 +9,9 @@ from typing import Any
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
 from server.campaigns import service as campaigns
+from server.campaigns.tables import Link
 from server.ledger import templates
 from server.tracking import service as tracking
-from server.tracking.tables import Link
 from tests.factories import make_publisher
 from tests.tracking.factories import Setup, campaign_with_link
 

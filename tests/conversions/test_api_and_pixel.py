@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from server.conversions.routes import PIXEL_GIF
 from server.conversions.tables import Conversion
+from server.http.conversions.public import PIXEL_GIF
 from tests.conversions.factories import api_key, campaign_and_click, conversions, secrets_of
 
 

@@ -10,10 +10,10 @@ from datetime import timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.campaigns import spend
 from server.campaigns.tables import Campaign
-from server.conversions import cpc, review
-from server.conversions.cpc_tables import ClickEarning
+from server.conversions import review
+from server.earnings import cpc, spend
+from server.earnings.tables import ClickEarning
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerEntry, LedgerTxn

@@ -7,16 +7,16 @@ from __future__ import annotations
 import re
 from html import unescape
 
-from server import money
 from server.audit.tables import AuditEvent
 from server.campaigns import service as campaigns
+from server.campaigns.tables import Link
 from server.conversions import csv_upload
 from server.conversions.tables import Conversion
+from server.core import money
 from server.ledger import service as ledger
 from server.ledger import templates
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerTxn
-from server.tracking.tables import Link
 from tests.conversions.factories import campaign_and_click, click_id_of, postback, secrets_of
 from tests.conversions.test_review import _ip, browser_of, conversion_txns, decide, ids_of, pending_conversions
 from tests.factories import csrf, error_text, login

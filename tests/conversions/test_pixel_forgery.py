@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 from server.billing import service as billing
 from server.campaigns.tables import Campaign, Goal
-from server.conversions import reconcile, review
-from server.conversions.routes import PIXEL_GIF
+from server.conversions import approval, review
 from server.conversions.tables import Conversion
+from server.http.conversions.public import PIXEL_GIF
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerTxn
@@ -65,7 +65,7 @@ async def test_three_pixel_hits_with_invented_txn_ids_on_ones_own_click_make_one
         headers={"authorization": f"Bearer {await api_key(s.advertiser)}"},
     )
     assert api.status_code == 409 and api.json()["results"][0]["code"] == "click_limit_reached"
-    outcome = await reconcile.run(now=later())
+    outcome = await approval.run(now=later())
     assert outcome.approved == 1
     assert await ledger.balance(K.advertiser_balance, "EUR", s.advertiser.id) == 100_000 - 1_000
     assert await ledger.check() == []
@@ -108,7 +108,7 @@ async def test_a_billion_euro_sale_on_revshare_is_refused_and_charges_nothing(ap
     hit = await pixel(client, key, click_id=click_id, txn_id="forged-1", amount="1000000000000")
     assert (hit.status_code, hit.headers["x-affnet-result"]) == (422, "amount_above_max")
     assert await Conversion.count() == 0
-    outcome = await reconcile.run(now=later())
+    outcome = await approval.run(now=later())
     assert (outcome.approved, outcome.paused_campaigns) == (0, [])
     assert await campaign_status(s.campaign_id) == "active"
     assert await ledger.balance(K.advertiser_balance, "EUR", s.advertiser.id) == 50_000
@@ -177,15 +177,15 @@ async def _revshare_conversions(settings, client, sales: list[int], *, balance: 
 async def test_one_report_priced_above_the_balance_waits_alone_and_the_campaign_keeps_running(app, client, settings):
     # 10 % of 9,000.00 = 900.00 against a 50.00 balance; the campaign's ordinary 10.00 sale is paid.
     s = await _revshare_conversions(settings, client, [900_000, 10_000], balance=5_000)
-    outcome = await reconcile.run(now=later())
+    outcome = await approval.run(now=later())
     assert (outcome.approved, outcome.unfunded, outcome.paused_campaigns) == (1, 1, [])
     assert await campaign_status(s.campaign_id) == "active"
     big = await Conversion.select().where(Conversion.txn_id == "t0").first()
-    assert big["status"] == "pending" and big["status_reason"] == reconcile.WAITING_ALONE
+    assert big["status"] == "pending" and big["status_reason"] == approval.WAITING_ALONE
     assert await ledger.balance(K.advertiser_balance, "EUR", s.advertiser.id) == 5_000 - 1_000
     # Funds arrive: the next run charges it.
     await fund(s, 100_000)
-    assert (await reconcile.run(now=later())).approved == 1
+    assert (await approval.run(now=later())).approved == 1
     assert await ledger.balance(K.advertiser_balance, "EUR", s.advertiser.id) == 5_000 - 1_000 + 100_000 - 90_000
     assert await ledger.check() == []
 
@@ -193,7 +193,7 @@ async def test_one_report_priced_above_the_balance_waits_alone_and_the_campaign_
 async def test_one_report_cannot_drain_the_balance_from_under_the_others_and_pause(app, client, settings):
     # The 900.00 conversion alone fits the 1,000.00 balance, but then the two 100.00 ones would not.
     s = await _revshare_conversions(settings, client, [900_000, 100_000, 100_000], balance=100_000)
-    outcome = await reconcile.run(now=later())
+    outcome = await approval.run(now=later())
     assert (outcome.approved, outcome.paused_campaigns) == (2, [])
     assert await campaign_status(s.campaign_id) == "active"
     assert (await Conversion.select().where(Conversion.txn_id == "t0").first())["status"] == "pending"
@@ -203,7 +203,7 @@ async def test_one_report_cannot_drain_the_balance_from_under_the_others_and_pau
 
 async def test_a_campaign_short_even_without_its_largest_report_still_pauses(app, client, settings):
     s = await _revshare_conversions(settings, client, [100_000, 100_000], balance=5_000)  # 2 × 10.00 > 5.00
-    outcome = await reconcile.run(now=later())
+    outcome = await approval.run(now=later())
     assert (outcome.approved, outcome.paused_campaigns) == (0, [s.campaign_id])
     assert await campaign_status(s.campaign_id) == "paused"
     assert await ledger.balance(K.advertiser_balance, "EUR", s.advertiser.id) == 5_000
@@ -215,13 +215,13 @@ async def test_one_report_cannot_take_the_balance_below_the_auto_pause_threshold
     # of theirs would pause at the next check. It waits alone; the ordinary 10.00 one is charged.
     s = await _revshare_conversions(settings, client, [900_000, 10_000], balance=100_000)
     await billing.save_settings(s.advertiser, {"currency": "EUR", "auto_pause_threshold": "500.00"})
-    outcome = await reconcile.run(now=later())
+    outcome = await approval.run(now=later())
     assert (outcome.approved, outcome.paused_campaigns) == (1, [])
     assert await ledger.balance(K.advertiser_balance, "EUR", s.advertiser.id) == 100_000 - 1_000
     assert await billing.enforce_all_thresholds() == []
     assert await campaign_status(s.campaign_id) == "active"
     big = await Conversion.select().where(Conversion.txn_id == "t0").first()
-    assert big["status"] == "pending" and big["status_reason"] == reconcile.WAITING_ALONE
+    assert big["status"] == "pending" and big["status_reason"] == approval.WAITING_ALONE
     # The advertiser may still approve it by hand: their threshold is theirs to cross.
     decision = await review.decide(s.advertiser, [big["id"]], "approve")
     assert decision.approved == [big["id"]]

@@ -11,11 +11,11 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from server import money
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
 from server.campaigns import service as campaigns
 from server.conversions.tables import Conversion
+from server.core import money
 from server.tracking.tokens import issue_click_id
 from tests.conversions.factories import (
     api_key,
@@ -271,7 +271,7 @@ async def test_caps_per_publisher_leave_other_publishers_free(app, client, setti
     pub_id, pub_email = await make_publisher(settings)
     other = CurrentUser(id=pub_id, email=pub_email, role=Role.publisher, via="test")
     await campaigns.join(other, s.campaign_id)
-    from server.tracking.tables import Link
+    from server.campaigns.tables import Link
 
     other_code = (await Link.select(Link.code).where(Link.publisher == pub_id).first())["code"]
     other_click = await click_id_of(client, other_code)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from server.audit.tables import AuditEvent
-from server.conversions import reconcile
+from server.conversions import approval
 from server.conversions.tables import Conversion
 from server.ledger import service as ledger
 from server.ledger import templates
@@ -36,7 +36,7 @@ async def approved(settings, client, new_client, n: int = 1, *, released: bool =
         await Conversion.update({Conversion.hold_until: datetime.now(UTC) - timedelta(days=1)}).where(
             Conversion.id.is_in(ids)
         )
-        await reconcile.run(now=datetime.now(UTC))
+        await approval.run(now=datetime.now(UTC))
         assert all(
             r["released_at"] is not None
             for r in await Conversion.select(Conversion.released_at).where(Conversion.id.is_in(ids))

@@ -12,9 +12,10 @@ from arq.connections import RedisSettings
 from arq.worker import Worker
 from playwright.async_api import expect
 
-from server.billing.tables import Funding, StripeEvent
+from server.billing.tables import Funding
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
+from server.stripe_events.tables import StripeEvent
 from tests.e2e.pages import log_in
 from tests.factories import make_advertiser
 from workers import settings as worker_settings

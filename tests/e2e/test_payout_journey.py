@@ -13,7 +13,7 @@ import pytest
 from playwright.async_api import expect
 
 from server.accounts.tables import Role
-from server.conversions import reconcile
+from server.conversions import approval
 from server.conversions.tables import Conversion
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
@@ -46,7 +46,7 @@ async def earned_in_the_last_period(*campaign_ids: int) -> datetime:
     await Conversion.update({Conversion.hold_until: earned - timedelta(days=1)}).where(
         Conversion.campaign.is_in(list(campaign_ids))
     )
-    outcome = await reconcile.run(now=earned)
+    outcome = await approval.run(now=earned)
     assert outcome.approved == await Conversion.count().where(Conversion.campaign.is_in(list(campaign_ids)))
     return cutoff
 

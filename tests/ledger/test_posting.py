@@ -9,12 +9,12 @@ import sys
 
 import pytest
 
+from server.core.settings import ROOT
 from server.ledger import service as ledger
 from server.ledger import templates
 from server.ledger.service import InsufficientFunds, LedgerError, Line
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerAccount, LedgerEntry, LedgerTxn
-from server.settings import ROOT
 from tests.conftest import TEST_SECRET
 from tests.factories import make_advertiser, make_publisher
 
@@ -193,7 +193,7 @@ async def test_entries_and_transactions_cannot_be_updated_or_deleted(clean):
 async def test_an_entry_pointing_nowhere_is_refused_or_reported_by_the_check(clean, settings):
     """SQLite keeps per-row foreign keys; PostgreSQL drops them for bulk posting speed, and the
     ledger check reports an orphan entry instead (server/ledger/schema.py)."""
-    from server import db
+    from server.core import db
 
     adv_id = await funded_advertiser()
     txn = await LedgerTxn.select(LedgerTxn.id).first()

@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from server import db
+from server import piccolo_app
+from server.core import db
 from server.ledger import service as ledger
 from server.ledger import templates
 from server.ledger.service import InsufficientFunds
@@ -176,7 +177,7 @@ class LedgerMachine(RuleBasedStateMachine):
 def _run_machine(app_settings) -> None:
     """In a thread with its own event loop and engine: Hypothesis drives the steps synchronously."""
     loop = asyncio.new_event_loop()
-    engine = db.bind(db.engine_for(app_settings.database_url))
+    engine = piccolo_app.bind(db.engine_for(app_settings.database_url))
     loop.run_until_complete(db.start(engine))
     try:
         LedgerMachine.loop = loop
@@ -196,5 +197,5 @@ async def test_ledger_state_machine_keeps_every_invariant(clean, settings):
     try:
         await asyncio.to_thread(_run_machine, settings)
     finally:
-        db.bind(engine)
+        piccolo_app.bind(engine)
     assert await ledger.check() == []

@@ -7,13 +7,13 @@ import itertools
 import random
 from datetime import UTC, datetime, timedelta
 
-from server import db
 from server.accounts.tables import Role
+from server.core import db
+from server.core.settings import Settings
 from server.ledger import templates
 from server.payouts import service as payouts
 from server.payouts.account_tables import PayoutAccount
 from server.payouts.tables import PayoutBatch, PayoutLine
-from server.settings import Settings
 from tests.factories import make_advertiser, make_publisher, post_form, staff_client
 
 _seq = itertools.count(1)
@@ -115,7 +115,7 @@ async def fresh_line_ids() -> None:
 
 
 async def make_publisher_quick() -> tuple[int, str]:
-    from server.settings import load_settings  # noqa: PLC0415  # only the secret's length matters here
+    from server.core.settings import load_settings  # noqa: PLC0415  # only the secret's length matters here
 
     return await make_publisher(load_settings())
 

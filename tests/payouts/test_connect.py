@@ -15,15 +15,16 @@ from typing import Any
 import httpx
 import pytest
 
-from server import money
 from server.accounts import service as accounts
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role, User
-from server.billing import stripe_api, webhooks
-from server.billing.tables import StripeEvent
-from server.errors import Conflict
+from server.billing import stripe_api
+from server.core import money
+from server.core.errors import Conflict
 from server.payouts import connect
 from server.payouts.account_tables import PayoutAccount
+from server.stripe_events import service as stripe_events
+from server.stripe_events.tables import StripeEvent
 from tests.billing.helpers import sign
 from tests.factories import login, make_advertiser, make_publisher, post_form
 from tests.payouts.factories import earning_publisher
@@ -56,7 +57,7 @@ async def process(settings) -> list[str]:
         .order_by(StripeEvent.id)
     )
     async with stripe_api.gateway(settings) as gateway:
-        return [await webhooks.process(r["event_id"], gateway) for r in rows]
+        return [await stripe_events.process(r["event_id"], gateway) for r in rows]
 
 
 async def publisher_client(new_client, settings, *, approved: bool = True) -> tuple[httpx.AsyncClient, int]:

@@ -11,13 +11,14 @@ from arq import create_pool
 from arq.connections import RedisSettings
 
 from server.accounts.tables import Role
-from server.billing import stripe_api, webhooks
-from server.errors import Conflict
+from server.billing import stripe_api
+from server.core.errors import Conflict
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerTxn
 from server.payouts import execute, reconcile, reversals
 from server.payouts.tables import PayoutBatch, PayoutLine
+from server.stripe_events import service as stripe_events
 from tests.factories import login, make_staff
 from tests.payouts.factories import approved_batch, lines_of, made, transfer_posts
 from tests.stripe_fixtures import deliver
@@ -187,8 +188,8 @@ async def test_a_reversal_delivered_twice_returns_the_money_once(new_client, set
         [event] = events
         answers = await deliver(new_client(), stripe_local, event.id, times=2)
         assert [a.status_code for a in answers] == [200, 200]
-        await webhooks.process(event.id, gateway)
-        await webhooks.process(event.id, gateway)
+        await stripe_events.process(event.id, gateway)
+        await stripe_events.process(event.id, gateway)
         # And applied again directly, as a second event for the same reversal would be.
         await reversals.transfer_reversed(event.data.object.to_dict())
     [line] = await lines_of(batch_id)
@@ -223,7 +224,9 @@ async def test_every_reversal_of_a_transfer_is_returned_and_reconciled_through_p
         embedded = newest.data.object["reversals"]
         assert len(embedded["data"]) == 10 and embedded["has_more"] is True
         assert [a.status_code for a in await deliver(new_client(), stripe_local, newest.id)] == [200]
-        assert await webhooks.process(newest.id, gateway) == f"payout line {line['id']}: 1200 returned to available"
+        assert (
+            await stripe_events.process(newest.id, gateway) == f"payout line {line['id']}: 1200 returned to available"
+        )
         result = await reconcile.reconcile_batch(batch_id, gateway.client)
         assert result.ok, result.problems
 

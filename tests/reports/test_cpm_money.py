@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from server.accounts.identity import CurrentUser
-from server.ads import cpm
 from server.ads.service import write_impressions
+from server.earnings import cpm
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from server.reports import earnings, spending

@@ -19,7 +19,7 @@ from server.accounts import service as accounts
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
 from server.audit.tables import AuditEvent
-from server.conversions import reconcile
+from server.conversions import approval
 from server.conversions.tables import Conversion
 from server.ledger import service as ledger
 from server.ledger import templates
@@ -87,7 +87,7 @@ async def test_revenue_counts_the_margin_of_conversions_approved_in_the_dates_an
     later_inside = await approved_conversions(settings, client, 1, hold_days=3)
     outside = await approved_conversions(settings, client, 3, hold_days=10)
     for moment in (now + timedelta(seconds=5), now + timedelta(days=4), now + timedelta(days=11)):
-        await reconcile.run(now=moment)  # the job's clock is each approval's effective date
+        await approval.run(now=moment)  # the job's clock is each approval's effective date
     first, second, third = [await margin_of(s.campaign_id) for s in (inside, later_inside, outside)]
     assert first > 0 and second > 0 and third > 0
 
@@ -200,7 +200,7 @@ async def test_figures_equal_the_ledger_balances(client, new_client, settings):
 
 async def test_each_csv_holds_exactly_the_rows_the_page_shows(client, new_client, settings):
     await approved_conversions(settings, client, 2, hold_days=0)
-    await reconcile.run(now=datetime.now(UTC) + timedelta(seconds=5))
+    await approval.run(now=datetime.now(UTC) + timedelta(seconds=5))
     publisher_id = await earning_publisher(settings, 6_000)
     batch_id = (await payouts.prepare_due(after_next_cutoff())).batches[0]
     finance_client, _ = await staff_client(new_client, Role.finance)
@@ -278,7 +278,7 @@ async def test_publishers_and_advertisers_are_refused_page_csv_api_and_button(
 
 async def test_the_api_gives_the_pages_figures_in_minor_units(client, new_client, settings, monkeypatch):
     await approved_conversions(settings, client, 3, hold_days=0)
-    await reconcile.run(now=datetime.now(UTC) + timedelta(seconds=5))
+    await approval.run(now=datetime.now(UTC) + timedelta(seconds=5))
     await finance.check_ledger(None)
     key = await finance_api_key(monkeypatch)
     today = datetime.now(UTC).date()
@@ -324,7 +324,7 @@ async def test_the_check_button_records_who_checked_and_the_page_says_every_inva
     client, new_client, settings
 ):
     await approved_conversions(settings, client, 1, hold_days=0)
-    await reconcile.run(now=datetime.now(UTC) + timedelta(seconds=5))
+    await approval.run(now=datetime.now(UTC) + timedelta(seconds=5))
     finance_client, email = await staff_client(new_client, Role.finance, first_page="/finance")
     page = await finance_client.get("/finance")
     assert 'data-ok="unknown"' in page.text and "Check the ledger now" in page.text

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import re
 
-from server.conversions import cpc, review
+from server.conversions import review
 from server.conversions.tables import Conversion
+from server.earnings import cpc
 from server.ledger import service as ledger
 from server.ledger import templates
 from server.reports import earnings

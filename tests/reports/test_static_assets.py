@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from server.settings import ROOT
+from server.core.settings import ROOT
 
 HOSTILE_SPEC = {
     "type": "bar",

@@ -11,10 +11,9 @@ from typing import Any
 
 from server.ads.service import write_impressions
 from server.campaigns import service as campaigns
-from server.campaigns.tables import Goal
+from server.campaigns.tables import Goal, Link
 from server.conversions.tables import Conversion
 from server.tracking import service as tracking
-from server.tracking.tables import Link
 from tests.ads.factories import ad_campaign, join, publisher, slot
 from tests.tracking.factories import campaign_with_link
 

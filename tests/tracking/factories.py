@@ -8,7 +8,7 @@ from typing import Any
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
 from server.campaigns import service as campaigns
-from server.tracking.tables import Link
+from server.campaigns.tables import Link
 from tests.factories import make_advertiser, make_publisher
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from server.tracking.deeplink import MAX_URL_LENGTH, normalise_domain, safe_url, with_params
+from server.core.deeplink import MAX_URL_LENGTH, normalise_domain, safe_url, with_params
 
 ALLOWED = frozenset({"allowed.com", "shop.example.com", "xn--bcher-kva.de"})
 

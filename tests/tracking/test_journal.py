@@ -14,7 +14,7 @@ import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 
-from server.settings import ROOT
+from server.core.settings import ROOT
 from server.tracking.buffer import EventBuffer
 from server.tracking.journal import Journal, database_key, directory
 from server.tracking.segment import SEGMENT_SIZE, read_segment

@@ -7,7 +7,7 @@ from urllib.parse import parse_qsl
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from server.tracking.routes import parse_query
+from server.http.tracking.public import parse_query
 
 # Bytes drawn mostly from what query strings are made of, so the separators and edge cases
 # (blank values, missing "=", repeated names, too many fields) come up often.

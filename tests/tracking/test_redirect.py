@@ -197,8 +197,9 @@ async def test_every_buffered_click_is_stored_when_the_server_shuts_down(setting
     """A second app instance: clicks buffered, then a graceful shutdown writes them all."""
     import httpx
 
-    from server import db
+    from server import piccolo_app
     from server.app import create_app
+    from server.core import db
 
     s = await campaign_with_link(settings)
     before = await Click.count()
@@ -214,7 +215,7 @@ async def test_every_buffered_click_is_stored_when_the_server_shuts_down(setting
     finally:
         for hook in second.on_shutdown:
             await hook(second)
-        db.bind(engine)  # back to the first app's engine, whose pool is still open
+        piccolo_app.bind(engine)  # back to the first app's engine, whose pool is still open
     assert await Click.count() - before == 250
 
 

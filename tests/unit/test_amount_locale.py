@@ -10,9 +10,9 @@ from babel.numbers import format_currency, format_decimal
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from server import locale as locales
-from server import money
-from server.errors import Invalid
+from server.core import locale as locales
+from server.core import money
+from server.core.errors import Invalid
 
 LOCALES = ["en", "fr", "it", "de", "es", "en_GB", "fr_FR", "it_IT", "de_DE", "es_ES", "de_CH", "fr_CH", "it_CH"]
 COMMA_LOCALES = ["fr", "it", "de", "es"]

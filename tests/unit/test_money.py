@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server import money
-from server.errors import Invalid
+from server.core import money
+from server.core.errors import Invalid
 
 
 @given(sale=st.integers(0, 10**12), adv=st.integers(0, 10_000), pub_share=st.integers(0, 10_000))

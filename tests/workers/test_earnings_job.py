@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from server.conversions.cpc_tables import ClickEarning
+from server.earnings.tables import ClickEarning
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from tests.conversions.cpc_factories import NOW, clicks, cpc_campaign, fund, spread

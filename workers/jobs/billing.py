@@ -8,9 +8,10 @@ from typing import Any
 
 from arq import Retry
 
+from server.billing import funding_events, stripe_api
 from server.billing import service as billing
-from server.billing import stripe_api, webhooks
 from server.billing.stripe_api import Gateway
+from server.stripe_events import service as stripe_events
 
 
 @asynccontextmanager
@@ -27,8 +28,8 @@ async def process_stripe_event(ctx: dict[str, Any], event_id: str) -> str:
     Stripe being unreachable or not done yet: retried later by arq, and by the sweep after that."""
     try:
         async with _gateway(ctx) as gateway:
-            return await webhooks.process(event_id, gateway)
-    except webhooks.NotYet as exc:
+            return await stripe_events.process(event_id, gateway)
+    except funding_events.NotYet as exc:
         raise Retry(defer=5 * ctx.get("job_try", 1)) from exc
     except Exception as exc:
         if stripe_api.is_transient(exc):
@@ -39,7 +40,7 @@ async def process_stripe_event(ctx: dict[str, Any], event_id: str) -> str:
 async def sweep_stripe_events(ctx: dict[str, Any]) -> dict[str, int]:
     """Events recorded but not processed (an enqueue lost, a job that gave up): processed now."""
     async with _gateway(ctx) as gateway:
-        return await webhooks.sweep(gateway, now=ctx["clock"]() if "clock" in ctx else None)
+        return await stripe_events.sweep(gateway, now=ctx["clock"]() if "clock" in ctx else None)
 
 
 async def enforce_auto_pause(ctx: dict[str, Any]) -> list[int]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from server.conversions import cpc
+from server.earnings import cpc
 
 
 async def settle_click_earnings(ctx: dict[str, Any]) -> dict[str, Any]:
     """Price and charge closed hours of CPC clicks, retry those waiting for funds, release earnings
-    past their hold. Idempotent (see server/conversions/cpc.py)."""
+    past their hold. Idempotent (see server/earnings/cpc.py)."""
     return asdict(await cpc.run(now=ctx["clock"]()))

@@ -1,0 +1,361 @@
+"""Reconciliation: pending conversions whose hold has ended are approved through the ledger, and
+earnings approved early become available when their hold ends. Run by the worker (workers/jobs).
+
+Set-based: each batch of conversions is locked, priced against its advertisers' balances, posted
+as one `ledger.post_many` call (one ledger transaction per conversion, so each earning still
+traces to its conversion) and marked with one UPDATE. A conversion approved after its hold goes
+straight to the publisher's available balance; one the advertiser approves early goes to
+pending, and a later run releases it.
+
+Idempotent at the database: the batch's rows are locked (FOR UPDATE SKIP LOCKED on PostgreSQL, so
+a second worker takes other rows; SQLite has one writer at a time), every posting carries a key
+derived from the conversion id (`conversion:{id}:approved`, `…:released`), and every status
+change is conditional on the status it leaves. A second run, or a second worker at the same
+moment, changes nothing twice.
+
+One report cannot pause a campaign. A RevShare conversion is priced by the sale amount its
+report carries (bounded by the goal's maximum sale), so when a campaign comes up short the
+campaign's most expensive RevShare conversion of the batch is set aside: if the rest then fit,
+they are charged, it waits alone (charged by a later run once the balance covers it, or
+rejected by the advertiser) and the campaign keeps running. The campaign pauses only when it is
+short even without it. Likewise when a batch would take an advertiser's balance below their
+auto-pause threshold (server/billing: below it every campaign of theirs pauses) and setting
+their most expensive RevShare conversion of the batch aside keeps it above: it waits alone.
+Flat-priced conversions (CPL, CPA) cost what the advertiser set, whoever
+reports them: a campaign that cannot pay its own price pauses as before."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from server.billing import service as billing
+from server.campaigns import service as campaigns
+from server.conversions.tables import Conversion, ConversionStatus
+from server.core import db
+from server.core.hours import utc
+from server.ledger import service as ledger
+from server.ledger.service import InsufficientFunds, Line, Posting
+from server.ledger.tables import AccountKind as K
+
+log = logging.getLogger("affnet.conversions")
+
+BATCH = {"postgres": 5_000, "sqlite": 1_000}
+LOW_BALANCE = "waiting: the advertiser's balance cannot cover this conversion (the campaign is paused)"
+WAITING_ALONE = (
+    "waiting: its price is more than the advertiser's balance can cover (or would take it below their "
+    "auto-pause threshold); it is charged once the balance covers it, unless the advertiser rejects it "
+    "(the campaign keeps running)"
+)
+RETRIES = 5  # a concurrent spend may take the balance we priced against: price again, this many times
+
+_COLUMNS = (
+    "c.id, c.campaign, c.publisher, c.currency, c.advertiser_amount_minor, c.publisher_amount_minor, "
+    "c.hold_until, c.sale_amount_minor, k.advertiser AS advertiser_id"
+)
+
+
+@dataclass
+class Outcome:
+    approved: int = 0
+    released: int = 0
+    unfunded: int = 0
+    paused_campaigns: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Charged:
+    approved: list[int] = field(default_factory=list)
+    released: list[int] = field(default_factory=list)  # approved after their hold: available at once
+    unfunded_campaigns: set[int] = field(default_factory=set)
+    unfunded: list[int] = field(default_factory=list)
+    set_aside: list[int] = field(default_factory=list)  # each waits alone: see the module's docstring
+
+
+def _batch() -> int:
+    return BATCH["sqlite" if db.is_sqlite() else "postgres"]
+
+
+async def _locked(where: str, *args: Any, limit: int, skip_locked: bool) -> list[dict[str, Any]]:
+    """Conversions matching `where` (constant SQL with {} parameters), locked for this transaction."""
+    lock = "" if db.is_sqlite() else (" FOR UPDATE OF c SKIP LOCKED" if skip_locked else " FOR UPDATE OF c")
+    sql = (
+        f"SELECT {_COLUMNS} FROM conversion c JOIN campaign k ON k.id = c.campaign "  # noqa: S608
+        f"WHERE {where} ORDER BY c.id LIMIT {int(limit)}{lock}"
+    )
+    return await Conversion.raw(sql, *args)
+
+
+async def _fit(
+    rows: Sequence[dict[str, Any]], skip_campaigns: set[int], *, by_hand: bool = False
+) -> tuple[list[dict], set[int], list[int]]:
+    """The rows the advertisers' balances cover, taken in id order, the campaigns that came up
+    short, and the conversions set aside to wait alone. Once a campaign comes up short its later
+    conversions wait too, so they stay in order. `by_hand`: the advertiser approves, so their
+    auto-pause threshold is theirs to cross."""
+    balances: dict[tuple[int, str], int] = {}
+    fitting: list[dict[str, Any]] = []
+    short: set[int] = set()
+    for row in rows:
+        if row["campaign"] in skip_campaigns or row["campaign"] in short:
+            short.add(row["campaign"])
+            continue
+        key = (row["advertiser_id"], row["currency"])
+        if key not in balances:
+            balances[key] = await ledger.balance(K.advertiser_balance, row["currency"], row["advertiser_id"])
+        if row["advertiser_amount_minor"] <= balances[key]:
+            balances[key] -= row["advertiser_amount_minor"]
+            fitting.append(row)
+        else:
+            short.add(row["campaign"])
+    set_aside: list[int] = []
+    for campaign_id in sorted(short - skip_campaigns):
+        mine = [r for r in rows if r["campaign"] == campaign_id]
+        priced_by_report = [r for r in mine if r["sale_amount_minor"] is not None]
+        if not priced_by_report:
+            continue
+        largest = max(priced_by_report, key=lambda r: (r["advertiser_amount_minor"], -r["id"]))
+        rest = [r for r in mine if r is not largest]
+        key = (largest["advertiser_id"], largest["currency"])
+        # What this campaign may use: what is left, plus what its own rows took in the first pass.
+        room = balances[key] + sum(r["advertiser_amount_minor"] for r in fitting if r["campaign"] == campaign_id)
+        need = sum(r["advertiser_amount_minor"] for r in rest)
+        if need <= room:
+            fitting = [r for r in fitting if r["campaign"] != campaign_id] + rest
+            balances[key] = room - need
+            short.discard(campaign_id)
+            set_aside.append(largest["id"])
+    if not by_hand:
+        fitting = await _keep_above_thresholds(rows, fitting, balances, set_aside)
+    fitting.sort(key=lambda r: r["id"])
+    return fitting, short, set_aside
+
+
+async def _keep_above_thresholds(
+    rows: Sequence[dict[str, Any]],
+    fitting: list[dict[str, Any]],
+    balances: dict[tuple[int, str], int],
+    set_aside: list[int],
+) -> list[dict[str, Any]]:
+    """Set aside the one RevShare conversion that would take an advertiser's balance from at or
+    above their auto-pause threshold to below it, when without it the balance stays above."""
+    for key, left in balances.items():
+        prefs = await billing.settings_of(key[0])
+        floor = prefs["auto_pause_threshold_minor"] if prefs and prefs["currency"] == key[1] else 0
+        charged = [r for r in fitting if (r["advertiser_id"], r["currency"]) == key]
+        start = left + sum(r["advertiser_amount_minor"] for r in charged)
+        priced_by_report = [r for r in charged if r["sale_amount_minor"] is not None]
+        if not floor or left >= floor or start < floor or not priced_by_report:
+            continue
+        largest = max(priced_by_report, key=lambda r: (r["advertiser_amount_minor"], -r["id"]))
+        if left + largest["advertiser_amount_minor"] >= floor:
+            fitting = [r for r in fitting if r is not largest]
+            balances[key] = left + largest["advertiser_amount_minor"]
+            set_aside.append(largest["id"])
+    return fitting
+
+
+async def _postings(rows: Sequence[dict[str, Any]], now: datetime) -> list[Posting]:
+    """One approval per conversion: advertiser −price, publisher +payout (available when the hold
+    is over, else pending), network +margin. The split was made at intake by server/core/money.py."""
+    by_currency: dict[str, list[tuple[dict[str, Any], bool]]] = defaultdict(list)
+    for row in rows:
+        by_currency[row["currency"]].append((row, utc(row["hold_until"]) <= now))
+    postings = []
+    for currency, group in by_currency.items():
+        advertisers = await ledger.accounts(K.advertiser_balance, currency, [r["advertiser_id"] for r, _ in group])
+        available = await ledger.accounts(K.publisher_available, currency, [r["publisher"] for r, due in group if due])
+        pending = await ledger.accounts(K.publisher_pending, currency, [r["publisher"] for r, due in group if not due])
+        network = await ledger.account(K.network_revenue, currency)
+        for row, due in group:
+            price, payout = row["advertiser_amount_minor"], row["publisher_amount_minor"]
+            if not 0 <= payout <= price or price == 0:
+                raise ledger.LedgerError(f"Conversion {row['id']} needs 0 <= payout <= price and a price above 0.")
+            lines = [Line(advertisers[row["advertiser_id"]], -price, currency)]
+            if payout:
+                lines.append(Line((available if due else pending)[row["publisher"]], payout, currency))
+            if price - payout:
+                lines.append(Line(network, price - payout, currency))
+            postings.append(
+                Posting("earning", f"conversion:{row['id']}:approved", lines, "conversion", row["id"], effective_at=now)
+            )
+    return postings
+
+
+async def _charge(
+    rows: list[dict[str, Any]], now: datetime, skip_campaigns: set[int], *, by_hand: bool = False
+) -> Charged:
+    """Approve the locked pending `rows` the balances cover, inside the caller's transaction."""
+    for _ in range(RETRIES):
+        fitting, short, set_aside = await _fit(rows, skip_campaigns, by_hand=by_hand)
+        try:
+            async with db.atomic():
+                posted = await ledger.post_many(await _postings(fitting, now))
+                approved = [row for row, p in zip(fitting, posted, strict=True) if not p.replayed]
+                released = await _mark_approved(approved, now)
+            break
+        except InsufficientFunds:
+            log.info("a balance changed while a batch was priced; pricing again")
+    else:
+        raise RuntimeError("balances kept changing under the approval batch")
+    charged = Charged(
+        approved=[r["id"] for r in approved], released=released, unfunded_campaigns=short, set_aside=set_aside
+    )
+    done = {r["id"] for r in fitting}
+    charged.unfunded = [r["id"] for r in rows if r["id"] not in done]
+    return charged
+
+
+async def _mark_approved(rows: list[dict[str, Any]], now: datetime) -> list[int]:
+    """Status approved for rows this batch charged; those past their hold are released at once.
+    The rows are locked and pending, so every one must change: anything else would leave money
+    moved for a conversion that is not approved, and is refused (the batch rolls back)."""
+    due = [r["id"] for r in rows if utc(r["hold_until"]) <= now]
+    early = [r["id"] for r in rows if utc(r["hold_until"]) > now]
+    changed = 0
+    for ids, released_at in ((due, now), (early, None)):
+        if not ids:
+            continue
+        if db.is_sqlite():
+            changed += len(
+                await Conversion.update(
+                    {
+                        Conversion.status: ConversionStatus.approved.value,
+                        Conversion.approved_at: now,
+                        Conversion.released_at: released_at,
+                        Conversion.status_reason: "",
+                    }
+                )
+                .where(Conversion.id.is_in(ids), Conversion.status == ConversionStatus.pending.value)
+                .returning(Conversion.id)
+            )
+        else:  # one array parameter: thousands of ids without thousands of placeholders to parse and plan
+            changed += len(
+                await Conversion.raw(
+                    "UPDATE conversion SET status = 'approved', approved_at = {}, released_at = {}, status_reason = '' "
+                    "WHERE id = ANY({}::bigint[]) AND status = 'pending' RETURNING id",
+                    now,
+                    released_at,
+                    ids,
+                )
+            )
+    if changed != len(rows):
+        raise RuntimeError("a conversion charged in this batch was no longer pending")
+    return due
+
+
+async def approve(conversion: dict[str, Any], now: datetime) -> bool | None:
+    """Charge one conversion to its advertiser (an early approval, or the job): True if this call
+    did it, None if it was no longer pending, False (and nothing moved) if the balance is short."""
+    async with db.transaction():
+        rows = await _locked("c.id = {} AND c.status = 'pending'", conversion["id"], limit=1, skip_locked=False)
+        if not rows:
+            return None
+        charged = await _charge(rows, now, set(), by_hand=True)
+    if charged.unfunded:
+        return False
+    return True if charged.approved else None
+
+
+async def skip_if_raced(step, conversion: dict[str, Any], now: datetime) -> Any:
+    """Another worker may post the same key at the same moment: its unique key wins, we move on."""
+    try:
+        return await step(conversion, now)
+    except Exception as exc:
+        if db.is_unique_violation(exc):
+            log.info("conversion %s was reconciled by another worker", conversion["id"])
+            return None
+        raise
+
+
+async def _approve_due(now: datetime, outcome: Outcome) -> set[int]:
+    """Every pending conversion past its hold, batch by batch; the campaigns that came up short.
+    Conversions set aside to wait alone say so, in the same transaction as the batch."""
+    short: set[int] = set()
+    after = 0
+    while True:
+        async with db.transaction():
+            rows = await _locked(
+                "c.status = 'pending' AND c.hold_until <= {} AND c.id > {}",
+                now,
+                after,
+                limit=_batch(),
+                skip_locked=True,
+            )
+            if not rows:
+                return short
+            after = rows[-1]["id"]
+            charged = await _charge(rows, now, short)
+            if charged.set_aside:
+                await Conversion.update({Conversion.status_reason: WAITING_ALONE}).where(
+                    Conversion.id.is_in(charged.set_aside), Conversion.status == ConversionStatus.pending.value
+                )
+        short |= charged.unfunded_campaigns
+        outcome.approved += len(charged.approved)
+        outcome.released += len(charged.released)
+        outcome.unfunded += len(charged.unfunded)
+
+
+async def _release_due(now: datetime) -> int:
+    """Earnings approved early whose hold has now ended: publisher pending → available."""
+    released = 0
+    after = 0
+    while True:
+        async with db.transaction():
+            rows = await _locked(
+                "c.status = 'approved' AND c.released_at IS NULL AND c.hold_until <= {} AND c.id > {}",
+                now,
+                after,
+                limit=_batch(),
+                skip_locked=True,
+            )
+            if not rows:
+                return released
+            after = rows[-1]["id"]
+            postings = []
+            for currency in sorted({r["currency"] for r in rows}):
+                group = [r for r in rows if r["currency"] == currency and r["publisher_amount_minor"]]
+                pending = await ledger.accounts(K.publisher_pending, currency, [r["publisher"] for r in group])
+                available = await ledger.accounts(K.publisher_available, currency, [r["publisher"] for r in group])
+                postings += [
+                    Posting(
+                        kind="release",
+                        idempotency_key=f"conversion:{r['id']}:released",
+                        reference_type="conversion",
+                        reference_id=r["id"],
+                        effective_at=now,
+                        lines=[
+                            Line(pending[r["publisher"]], -r["publisher_amount_minor"], currency),
+                            Line(available[r["publisher"]], r["publisher_amount_minor"], currency),
+                        ],
+                    )
+                    for r in group
+                ]
+            await ledger.post_many(postings)
+            changed = (
+                await Conversion.update({Conversion.released_at: now})
+                .where(Conversion.id.is_in([r["id"] for r in rows]), Conversion.released_at.is_null())
+                .returning(Conversion.id)
+            )
+            released += len(changed)
+
+
+async def run(now: datetime | None = None) -> Outcome:
+    """Approve every pending conversion whose hold has ended, then release earnings approved early."""
+    now = now or datetime.now(UTC)
+    outcome = Outcome()
+    short = await _approve_due(now, outcome)
+    for campaign_id in sorted(short):
+        await Conversion.update({Conversion.status_reason: LOW_BALANCE}).where(
+            Conversion.campaign == campaign_id,
+            Conversion.status == ConversionStatus.pending.value,
+            Conversion.hold_until <= now,
+        )
+        if await campaigns.pause_for_balance(campaign_id):
+            outcome.paused_campaigns.append(campaign_id)
+    outcome.released += await _release_due(now)
+    return outcome

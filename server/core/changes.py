@@ -1,0 +1,70 @@
+"""News that a campaign changed, for every cache of it in every server process.
+
+A domain that changes a campaign or a membership calls `campaign_changed`; the caches that hold
+campaign terms (the click redirect's links, the ad inventory) register here at startup. The
+news reaches this process's caches at once and the other processes over a Redis channel; a
+cache's own TTL bounds staleness should a message be lost. The caches sit above the domains that
+change campaigns, so the news travels through this module rather than an import back up."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from redis.asyncio import Redis
+
+log = logging.getLogger("affnet.changes")
+
+CHANNEL = "affnet:campaign-changed"
+
+
+class CampaignCache(Protocol):
+    def drop_campaign(self, campaign_id: int) -> None: ...
+
+    def clear(self) -> None: ...
+
+
+_caches: list[CampaignCache] = []
+_redis: Redis | None = None
+
+
+def register(cache: CampaignCache, redis: Redis | None) -> None:
+    global _redis
+    _caches.append(cache)
+    _redis = redis or _redis
+
+
+def unregister(cache: CampaignCache) -> None:
+    if cache in _caches:
+        _caches.remove(cache)
+
+
+async def campaign_changed(campaign_id: int) -> None:
+    """Drop a campaign's cached terms here and tell the other processes to do the same."""
+    for cache in _caches:
+        cache.drop_campaign(campaign_id)
+    if _redis is not None:
+        try:
+            await _redis.publish(CHANNEL, str(campaign_id))
+        except Exception:  # noqa: BLE001 - the TTL bounds staleness if Redis is away
+            log.warning("could not publish invalidation of campaign %s", campaign_id)
+
+
+async def listen(redis: Redis, *caches: CampaignCache) -> None:
+    """Apply other processes' invalidations until cancelled; reconnects after Redis errors."""
+    while True:
+        try:
+            async with redis.pubsub() as pubsub:
+                await pubsub.subscribe(CHANNEL)
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        for cache in caches:
+                            cache.drop_campaign(int(message["data"]))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001
+            log.warning("campaign invalidation channel lost; retrying", exc_info=True)
+            for cache in caches:
+                cache.clear()
+            await asyncio.sleep(1.0)

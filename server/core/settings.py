@@ -1,0 +1,132 @@
+"""One Settings object, read once from the environment, with safe development defaults."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA_DIR = Path(os.environ.get("AFFNET_DATA_DIR", ROOT / ".data"))
+
+# A secret that is known to be unsafe: refused in production.
+_UNSAFE_SECRETS = {"", "change-me", "changeme", "secret", "dev", "development"}
+MIN_SECRET_LENGTH = 32
+
+
+class ConfigError(RuntimeError):
+    """The environment does not describe a safe configuration."""
+
+
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw else default
+
+
+def _local_secret(path: Path) -> str:
+    """Read the development secret, generating it (mode 0600) on first run."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str = "development"
+    database_url: str = ""
+    redis_url: str = "redis://127.0.0.1:6390/0"
+    secret_key: str = ""
+    base_url: str = "http://127.0.0.1:8000"
+    stripe_secret_key: str = ""
+    stripe_publishable_key: str = ""
+    stripe_webhook_secret: str = ""
+    # The Connect endpoint's own secret: Stripe sends connected accounts' events (a publisher's
+    # account.updated) only there, to /stripe/connect-webhook.
+    stripe_connect_webhook_secret: str = ""
+    stripe_api_base: str = ""
+    session_ttl_seconds: int = 7 * 24 * 3600
+    # Attempts per window for one account from one network (/24, /48); for one account from every network
+    # (looser: distributed guessing; networks the account logged in from are exempt); for one network over
+    # every account (password spraying). See server/accounts/throttle.py.
+    login_max_failures_per_account: int = 5
+    login_max_failures_per_account_all_networks: int = 50
+    login_max_failures_per_ip: int = 20
+    login_failure_window_seconds: int = 15 * 60
+    publisher_auto_approve: bool = False
+    trusted_proxies: tuple[str, ...] = field(default_factory=tuple)
+    # The header a trusted proxy names the visitor's country in (CF-IPCountry, …); "": countries unknown.
+    geo_country_header: str = ""
+    media_dir: str = str(DATA_DIR / "media")
+    # Each process's journal of answered clicks and counted views not yet in the database
+    # (server/tracking/journal.py): on a local disk of the host, kept across restarts.
+    journal_dir: str = str(DATA_DIR / "journal")
+    max_upload_bytes: int = 512 * 1024
+    # Adds GET /__bench/302, the bare-Litestar baseline that bench/ compares the click redirect with.
+    bench_routes: bool = False
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.base_url.startswith("https://")
+
+
+def load_settings() -> Settings:
+    """Build Settings from the environment. In production a missing or weak secret is fatal."""
+    env = os.environ.get("AFFNET_ENV", "development").strip().lower()
+    secret = os.environ.get("SECRET_KEY", "")
+    if env == "production":
+        if secret.strip().lower() in _UNSAFE_SECRETS or len(secret) < MIN_SECRET_LENGTH:
+            raise ConfigError(
+                f"SECRET_KEY must be set to a random value of at least {MIN_SECRET_LENGTH} characters "
+                "in production (for example: python -c 'import secrets; print(secrets.token_urlsafe(48))')."
+            )
+    elif not secret:
+        secret = _local_secret(DATA_DIR / "secret_key")
+    database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'affnet.sqlite3'}"
+    if env == "production" and not os.environ.get("DATABASE_URL"):
+        raise ConfigError("DATABASE_URL must be set in production.")
+    proxies = tuple(p.strip() for p in os.environ.get("TRUSTED_PROXIES", "").split(",") if p.strip())
+    return Settings(
+        env=env,
+        database_url=database_url,
+        redis_url=os.environ.get("REDIS_URL", "redis://127.0.0.1:6390/0"),
+        secret_key=secret,
+        base_url=os.environ.get("BASE_URL", "http://127.0.0.1:8000").rstrip("/"),
+        stripe_secret_key=os.environ.get("STRIPE_SECRET_KEY", ""),
+        stripe_publishable_key=os.environ.get("STRIPE_PUBLISHABLE_KEY", ""),
+        stripe_webhook_secret=os.environ.get("STRIPE_WEBHOOK_SECRET", ""),
+        stripe_connect_webhook_secret=os.environ.get("STRIPE_CONNECT_WEBHOOK_SECRET", ""),
+        stripe_api_base=os.environ.get("STRIPE_API_BASE", ""),
+        session_ttl_seconds=_int("SESSION_TTL_SECONDS", 7 * 24 * 3600),
+        login_max_failures_per_account=_int("LOGIN_MAX_FAILURES_PER_ACCOUNT", 5),
+        login_max_failures_per_account_all_networks=_int("LOGIN_MAX_FAILURES_PER_ACCOUNT_ALL_NETWORKS", 50),
+        login_max_failures_per_ip=_int("LOGIN_MAX_FAILURES_PER_IP", 20),
+        login_failure_window_seconds=_int("LOGIN_FAILURE_WINDOW_SECONDS", 15 * 60),
+        publisher_auto_approve=_bool("PUBLISHER_AUTO_APPROVE", False),
+        trusted_proxies=proxies,
+        geo_country_header=os.environ.get("GEO_COUNTRY_HEADER", ""),
+        media_dir=os.environ.get("MEDIA_DIR", str(DATA_DIR / "media")),
+        journal_dir=os.environ.get("JOURNAL_DIR", str(DATA_DIR / "journal")),
+        max_upload_bytes=_int("MAX_UPLOAD_BYTES", 512 * 1024),
+        bench_routes=_bool("AFFNET_BENCH_ROUTES", False),
+    )

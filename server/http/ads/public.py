@@ -1,0 +1,159 @@
+"""The ads endpoints the embed script calls from publishers' pages: the decision, the ad's frame
+and the view beacon.
+
+They are hot and called from other sites, so, like the click redirect, they are plain ASGI
+handlers reached before Litestar's router and middleware (`AdFastPath`), with the headers they
+need set here: CORS for any site (no credentials are ever read), and for the ad frame a policy of
+its own (framable by any page, sandboxed, no script). They are also mounted in Litestar so the
+route inventory lists them."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import parse_qsl
+
+import msgspec
+from litestar import asgi
+from litestar.types import Receive, Scope, Send
+
+from server.ads import offers, render
+from server.ads.decision import AdServer, Answer
+from server.http.web import PUBLIC, FastPath
+from server.tracking import geo
+
+log = logging.getLogger("affnet.ads")
+
+_JSON = [
+    (b"content-type", b"application/json"),
+    (b"cache-control", b"no-store"),
+    (b"access-control-allow-origin", b"*"),
+    (b"x-content-type-options", b"nosniff"),
+]
+_PREFLIGHT = [
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-allow-methods", b"GET, POST"),
+    (b"access-control-max-age", b"86400"),
+]
+_EMPTY_FRAME = b"<!doctype html><title>Advertisement</title>"
+
+
+async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _json(send: Send, answer: Answer, head: bool = False) -> None:
+    await _send(send, answer.status, _JSON, b"" if head else msgspec.json.encode(answer.body))
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _client_ip(scope: Scope) -> str:
+    client = scope.get("client")
+    return client[0] if client else ""
+
+
+async def _frame(ad_server: AdServer, token: str, send: Send) -> None:
+    """The ad's own document: the creative linking to its signed click URL."""
+    headers = [
+        (b"content-type", b"text/html; charset=utf-8"),
+        (b"cache-control", b"no-store"),
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"origin"),
+        (b"content-security-policy", ad_server.frame_csp.encode()),
+    ]
+    offer = offers.read(ad_server.offer_key, token)
+    if offer is None or offer.expired(ad_server.decider.clock()):
+        await _send(send, 404 if offer is None else 410, headers, _EMPTY_FRAME)
+        return
+    entry = await ad_server.inventory.campaigns.get(offer.campaign_id)
+    publisher = await ad_server.inventory.publishers.get(offer.publisher_id)
+    creative = next(
+        (
+            c
+            for group in (entry.creatives.values() if entry else ())
+            for c in group
+            if c.creative_id == offer.creative_id
+        ),
+        None,
+    )
+    link = publisher.links.get(offer.campaign_id) if publisher else None
+    if creative is None or link is None or link[0] != offer.link_id:
+        # Archived, or the publisher left the campaign, since the decision: show nothing.
+        await _send(send, 404, headers, _EMPTY_FRAME)
+        return
+    click_url = f"{ad_server.base_url}/c/{link[1]}?o={token}"
+    await _send(send, 200, headers, render.frame(creative, click_url, entry.advertiser_host).encode())
+
+
+async def handle_ads(ad_server: AdServer, scope: Scope, send: Send) -> None:
+    path: str = scope["path"]
+    method: str = scope["method"]
+    if method == "OPTIONS":
+        await _send(send, 204, _PREFLIGHT)
+        return
+    if path == "/ads/decide":
+        if method not in ("GET", "HEAD"):
+            await _send(send, 405, [(b"allow", b"GET, HEAD"), *_JSON])
+            return
+        query = dict(parse_qsl(scope["query_string"].decode("latin-1"), max_num_fields=10))
+        answer = await ad_server.decider.decide(
+            query.get("slot", ""),
+            origin=_header(scope, b"origin"),
+            referer=_header(scope, b"referer"),
+            ip=_client_ip(scope),
+            user_agent=_header(scope, b"user-agent") or "",
+        )
+        await _json(send, answer, head=method == "HEAD")
+    elif path.startswith("/ads/v/"):
+        if method != "POST":
+            await _send(send, 405, [(b"allow", b"POST"), *_JSON])
+            return
+        answer = await ad_server.views.record(
+            path[7:].rstrip("/"),
+            ip=_client_ip(scope),
+            user_agent=_header(scope, b"user-agent") or "",
+            country=geo.from_headers(scope["headers"], ad_server.country_header),
+        )
+        await _json(send, answer)
+    elif path.startswith("/ads/f/") and method in ("GET", "HEAD"):
+        await _frame(ad_server, path[7:].rstrip("/"), send)
+    else:
+        await _json(send, Answer(404, {"error": {"code": "not_found", "message": "There is nothing at this address."}}))
+
+
+# A mount: Litestar cannot route ASGI handlers with path parameters (see server/http/tracking/public.py).
+@asgi("/ads", is_mount=True, opt=PUBLIC, copy_scope=False)
+async def ads_endpoints(scope: Scope, receive: Receive, send: Send) -> None:
+    await handle_ads(
+        scope["litestar_app"].state.ads,
+        {**scope, "path": "/ads" + scope["path"]} if not scope["path"].startswith("/ads") else scope,
+        send,
+    )
+
+
+class AdFastPath(FastPath):
+    """Wraps the app the server runs: /ads/ straight to handle_ads, everything else through."""
+
+    prefix = "/ads/"
+    log = log
+    what = "ads endpoint"
+
+    async def handle(self, scope: Scope, send: Send) -> None:
+        await handle_ads(self.app.state.ads, scope, send)
+
+    async def fail(self, send: Send) -> None:
+        await _json(
+            send, Answer(500, {"error": {"code": "internal_error", "message": "Something went wrong on our side."}})
+        )

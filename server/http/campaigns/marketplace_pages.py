@@ -1,0 +1,279 @@
+"""Publishers' side of campaigns: the marketplace, joining or applying, links and their stats."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from litestar import Controller, Request, get, post
+from litestar.params import FromPath
+from litestar.response import Redirect, Template
+from markupsafe import escape
+
+from server.accounts import service as accounts
+from server.accounts.identity import CurrentUser
+from server.accounts.tables import PublisherStatus, Role
+from server.campaigns import creatives as creatives_service
+from server.campaigns import service as campaigns
+from server.campaigns.tables import Campaign, CreativeKind, MembershipStatus, PayoutModel, Visibility
+from server.core import deeplink
+from server.core.errors import DomainError, Invalid, NotFound
+from server.http.pages import form_data, render, render_error, see_other, settings_of
+from server.http.web import current_user, requires_role
+from server.tracking import service as tracking
+from server.tracking.classify import Reason
+
+VISIBILITY_TEXT = {
+    Visibility.public.value: "Open to all approved publishers",
+    Visibility.approval.value: "Needs the advertiser's approval",
+    Visibility.private.value: "By invitation",
+}
+MODEL_CHOICES = [(m.value, f"{m.value.upper()} – {campaigns.MODEL_LABELS[m]}") for m in PayoutModel]
+_SALES = {PayoutModel.cpa.value, PayoutModel.revshare.value}
+_LEADS = {PayoutModel.cpl.value}
+
+
+# --- plain words for terms and states (pure: no queries) -----------------------------------------
+
+
+def days(n: int) -> str:
+    return "1 day" if n == 1 else f"{n} days"
+
+
+def timing_text(campaign: Mapping[str, Any]) -> str:
+    """'Sales count for 30 days after the click; earnings become available 30 days after approval'."""
+    models = {g["payout_model"] for g in campaign.get("goals", [])}
+    hold = campaign["hold_days"]
+    available = (
+        "earnings become available as soon as they are approved"
+        if hold == 0
+        else f"earnings become available {days(hold)} after approval"
+    )
+    converting = models & (_SALES | _LEADS)
+    if not converting:  # clicks and impressions only: no attribution window to speak of
+        return available[0].upper() + available[1:]
+    noun = "Sales" if converting <= _SALES else "Leads" if converting <= _LEADS else "Sales and leads"
+    return f"{noun} count for {days(campaign['attribution_window_days'])} after the click; {available}"
+
+
+def membership_state(campaign: Mapping[str, Any]) -> dict[str, str]:
+    """What the publisher's standing is and what they can do next: an action to POST ("join"),
+    a page to open ("link"), or nothing."""
+    membership = campaign.get("membership")
+    status = membership["status"] if membership else None
+    if status == MembershipStatus.approved.value:
+        return {"label": "Joined – get your link", "action": "link"}
+    if status == MembershipStatus.applied.value:
+        return {"label": "Applied – waiting", "action": ""}
+    if status in (MembershipStatus.declined.value, MembershipStatus.removed.value):
+        return {"label": "Declined", "action": ""}
+    if status == MembershipStatus.invited.value:
+        return {"label": "Accept invitation", "action": "join"}
+    if campaign["visibility"] == Visibility.approval.value:
+        return {"label": "Apply", "action": "join"}
+    return {"label": "Join", "action": "join"}
+
+
+def present_campaign(campaign: dict[str, Any]) -> dict[str, Any]:
+    currency = campaign["currency"]
+    return {
+        **campaign,
+        "category_label": campaigns.CATEGORIES.get(campaign["category"], campaign["category"]),
+        "terms": [campaigns.describe_goal(g, currency, for_publisher=True) for g in campaign["goals"]],
+        "timing": timing_text(campaign),
+        "visibility_text": VISIBILITY_TEXT.get(campaign["visibility"], campaign["visibility"]),
+        "state": membership_state(campaign),
+    }
+
+
+def reason_label(reason: str) -> str:
+    try:
+        return Reason(reason).label
+    except ValueError:
+        return reason.replace("_", " ")
+
+
+def click_table(stats: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """click_stats rows (campaign × sub1 × reason) folded into one row per campaign and sub1:
+    valid clicks, invalid clicks, and the invalid ones by reason in words."""
+    rows: dict[tuple[int, str], dict[str, Any]] = {}
+    for stat in stats:
+        key = (stat["campaign_id"], stat["sub1"])
+        row = rows.setdefault(
+            key,
+            {
+                "campaign_id": stat["campaign_id"],
+                "campaign_name": stat["campaign_name"],
+                "sub1": stat["sub1"],
+                "valid": 0,
+                "invalid": 0,
+                "reasons": {},
+            },
+        )
+        if stat["reason"] == Reason.valid.value:
+            row["valid"] += stat["clicks"]
+        else:
+            row["invalid"] += stat["clicks"]
+            label = reason_label(stat["reason"])
+            row["reasons"][label] = row["reasons"].get(label, 0) + stat["clicks"]
+    return sorted(rows.values(), key=lambda r: (r["campaign_name"].lower(), r["campaign_id"], r["sub1"]))
+
+
+def base_link(base_url: str, code: str) -> str:
+    return f"{base_url.rstrip('/')}/c/{code}"
+
+
+def build_link(base_url: str, code: str, form: Mapping[str, str], allowed_domains: str) -> str:
+    """The tracked link with the sub ids and deep link the publisher chose, each URL-encoded.
+    Raises Invalid (naming the field) for a sub id too long or a deep link the campaign refuses."""
+    params: list[tuple[str, str]] = []
+    for name in campaigns.SUB_NAMES:
+        value = (form.get(name) or "").strip()
+        if not value:
+            continue
+        if len(value) > tracking.SUB_MAX:  # the redirect would cut it short
+            raise Invalid(f"{name} is limited to {tracking.SUB_MAX} characters.", field=name)
+        if not value.isprintable():
+            raise Invalid(f"{name} contains control characters.", field=name)
+        params.append((name, value))
+    deep = (form.get("url") or "").strip()
+    if deep:
+        domains = allowed_domains.split()
+        safe = deeplink.safe_url(deep, frozenset(domains))
+        if safe is None:
+            raise Invalid(
+                "This deep link cannot be used: it must be an http(s) address on one of the "
+                f"campaign's allowed domains ({', '.join(domains)}) or their subdomains, "
+                "without a port or user name.",
+                field="url",
+            )
+        params.append(("url", safe))
+    link = base_link(base_url, code)
+    return f"{link}?{urlencode(params, quote_via=quote)}" if params else link
+
+
+def creative_snippet(creative: Mapping[str, Any], link: str, base_url: str) -> str:
+    """HTML a publisher pastes into their site. Every value is escaped here; the page escapes the
+    whole snippet once more to show it as text."""
+    href = escape(link)
+    if creative["kind"] == CreativeKind.image.value:
+        src = escape(f"{base_url.rstrip('/')}/media/{quote(creative['image_path'])}")
+        inner = (
+            f'<img src="{src}" width="{int(creative["width"])}" height="{int(creative["height"])}" '
+            f'alt="{escape(creative["name"])}">'
+        )
+    else:
+        inner = str(escape(creative["text"]))
+    return str(f'<a href="{href}" rel="sponsored noopener">{inner}</a>')
+
+
+# --- reads the campaigns service offers advertisers only -----------------------------------------
+
+
+async def _campaign_name(campaign_id: int) -> str:
+    row = await Campaign.select(Campaign.name).where(Campaign.id == campaign_id).first()
+    return row["name"] if row else ""
+
+
+# --- pages ---------------------------------------------------------------------------------------
+
+
+def _user(request: Request) -> CurrentUser:
+    return current_user(request)  # type: ignore[return-value]
+
+
+def _filters(source: Mapping[str, Any]) -> dict[str, str]:
+    """The marketplace filters, with unknown models and categories dropped."""
+    search = (source.get("q") or "").strip()[:80]
+    model = source.get("model") or ""
+    category = source.get("category") or ""
+    return {
+        "q": search,
+        "model": model if model in PayoutModel.__members__ else "",
+        "category": category if category in campaigns.CATEGORIES else "",
+    }
+
+
+async def _marketplace_page(
+    user: CurrentUser, filters: dict[str, str], *, status_code: int = 200, error: str | None = None
+) -> Template:
+    profile = await accounts.publisher_profile(user.id)
+    found = await campaigns.marketplace(user, search=filters["q"], model=filters["model"], category=filters["category"])
+    return render(
+        "publisher/marketplace.html",
+        status_code=status_code,
+        error=error,
+        profile=profile,
+        can_join=profile["status"] == PublisherStatus.approved.value,
+        campaigns=[present_campaign(c) for c in found],
+        filters=filters,
+        models=MODEL_CHOICES,
+        categories=campaigns.CATEGORIES,
+    )
+
+
+class PublisherCampaigns(Controller):
+    path = "/publisher/campaigns"
+    guards = [requires_role(Role.publisher)]
+    include_in_schema = False
+
+    @get("")
+    async def marketplace(self, request: Request) -> Template:
+        return await _marketplace_page(_user(request), _filters(request.query_params))
+
+    @post("/{campaign_id:int}/join")
+    async def join(self, request: Request, campaign_id: FromPath[int]) -> Template | Redirect:
+        filters = _filters(await form_data(request))
+        try:
+            await campaigns.join(_user(request), campaign_id)
+        except DomainError as exc:
+            return await _marketplace_page(_user(request), filters, status_code=exc.status_code, error=exc.message)
+        query = urlencode({k: v for k, v in filters.items() if v})
+        return see_other(f"/publisher/campaigns{'?' + query if query else ''}#campaign-{campaign_id}")
+
+    @get("/{campaign_id:int}/link")
+    async def link_builder(self, request: Request, campaign_id: FromPath[int]) -> Template:
+        user = _user(request)
+        link = await tracking.link_for(user.id, campaign_id)
+        base_url = settings_of(request).base_url
+        form = {k: v for k, v in request.query_params.items() if k in (*campaigns.SUB_NAMES, "url")}
+        context = {
+            "campaign_id": campaign_id,
+            "campaign_name": await _campaign_name(campaign_id),
+            "link": link,
+            "base": base_link(base_url, link["code"]),
+            "domains": link["allowed_domains"].split(),
+        }
+        creatives = await creatives_service.active_creatives(campaign_id)
+        try:
+            built = build_link(base_url, link["code"], form, link["allowed_domains"])
+        except Invalid as exc:
+            snippets = [(c, creative_snippet(c, context["base"], base_url)) for c in creatives]
+            return render_error("publisher/link_builder.html", exc, form, built=None, snippets=snippets, **context)
+        snippets = [(c, creative_snippet(c, built, base_url)) for c in creatives]
+        return render("publisher/link_builder.html", form=form, built=built, snippets=snippets, **context)
+
+    @get("/{campaign_id:int}/stats")
+    async def stats(self, request: Request, campaign_id: FromPath[int]) -> Template:
+        user = _user(request)
+        # Any link they ever had, so a removed member still sees what their traffic did.
+        link = next((row for row in await tracking.links_of(user.id) if row["campaign_id"] == campaign_id), None)
+        if link is None:
+            raise NotFound("You have no link in this campaign.")
+        stats = await tracking.click_stats(user.id, campaign_id=campaign_id)
+        return render(
+            "publisher/campaign_stats.html", link=link, totals=tracking.summarise(stats), table=click_table(stats)
+        )
+
+
+class PublisherLinks(Controller):
+    path = "/publisher/links"
+    guards = [requires_role(Role.publisher)]
+    include_in_schema = False
+
+    @get("")
+    async def links(self, request: Request) -> Template:
+        links = await tracking.links_of(_user(request).id)
+        base_url = settings_of(request).base_url
+        return render("publisher/links.html", links=[{**row, "url": base_link(base_url, row["code"])} for row in links])

@@ -1,0 +1,119 @@
+"""Finance's payout pages: batches, a batch's lines and carry-overs, holding a line, approving
+(four eyes), and the lines as CSV. Finance only; every action is audited by server/payouts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from litestar import Controller, Request, Response, get, post
+from litestar.params import FromPath
+from litestar.response import Redirect, Template
+
+from server.accounts.identity import CurrentUser
+from server.accounts.tables import Role
+from server.billing import stripe_api
+from server.core import money
+from server.core.errors import Conflict, Forbidden, Invalid, NotFound
+from server.http.pages import form_data, render, see_other, settings_of
+from server.http.web import current_user, requires_role
+from server.payouts import four_eyes, reconcile, review
+from server.payouts import service as payouts
+
+
+def _user(request: Request) -> CurrentUser:
+    return current_user(request)  # type: ignore[return-value]  # the guard admitted a user
+
+
+async def _batch_page(request: Request, batch_id: int, *, status_code: int = 200, **extra: object) -> Template:
+    row = await review.batch(batch_id)
+    # Four eyes, as the viewer sees it: what shaped the batch, whether they may approve, and who may.
+    standing = await four_eyes.standing(row) if row["status"] == "prepared" else None
+    return render(
+        "finance/payout_batch.html",
+        status_code=status_code,
+        batch=row,
+        lines=await review.lines(batch_id),
+        carried=await review.carried(batch_id),
+        editors=await four_eyes.editor_emails(batch_id),
+        money=money,
+        reconciliation=await reconcile.latest(batch_id),
+        four_eyes=standing,
+        viewer_id=_user(request).id,
+        **extra,
+    )
+
+
+class FinancePayouts(Controller):
+    path = "/finance/payouts"
+    guards = [requires_role(Role.finance)]
+    include_in_schema = False
+
+    @get("")
+    async def index(self) -> Template:
+        return render("finance/payouts.html", batches=await review.batches(), money=money)
+
+    @post("/prepare")
+    async def prepare(self, request: Request) -> Template:
+        outcome = await payouts.prepare_due(datetime.now(UTC), actor_id=_user(request).id)
+        notice = (
+            f"Prepared {len(outcome.batches)} batch(es): {outcome.lines} lines, {outcome.carried} carried over."
+            if outcome.batches
+            else "Nothing to prepare: the last period's batches exist already."
+        )
+        return render("finance/payouts.html", batches=await review.batches(), money=money, notice=notice)
+
+    @get("/{batch_id:int}")
+    async def show(self, request: Request, batch_id: FromPath[int]) -> Template:
+        return await _batch_page(request, batch_id)
+
+    @get("/{batch_id:int}/lines.csv")
+    async def export(self, batch_id: FromPath[int]) -> Response:
+        row = await review.batch(batch_id)
+        return Response(
+            review.lines_csv(await review.lines(batch_id)),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="payout-batch-{row["id"]}.csv"'},
+        )
+
+    @post("/{batch_id:int}/lines/{line_id:int}/hold")
+    async def hold(self, request: Request, batch_id: FromPath[int], line_id: FromPath[int]) -> Template | Redirect:
+        form = await form_data(request)
+        try:
+            await review.hold_line(_user(request), batch_id, line_id, form.get("reason", ""))
+        except (Invalid, Conflict) as exc:
+            return await _batch_page(request, batch_id, status_code=exc.status_code, error=exc.message)
+        return see_other(f"/finance/payouts/{batch_id}")
+
+    @post("/{batch_id:int}/lines/{line_id:int}/retry")
+    async def retry(self, request: Request, batch_id: FromPath[int], line_id: FromPath[int]) -> Template | Redirect:
+        try:
+            attempt = await review.retry_line(_user(request), batch_id, line_id)
+        except (NotFound, Conflict) as exc:
+            return await _batch_page(request, batch_id, status_code=exc.status_code, error=exc.message)
+        await review.enqueue_execution(
+            request.app.state.redis, batch_id, job_id=f"payout-batch:{batch_id}:line:{line_id}:attempt:{attempt}"
+        )
+        return see_other(f"/finance/payouts/{batch_id}")
+
+    @post("/{batch_id:int}/reconcile")
+    async def check_with_stripe(self, request: Request, batch_id: FromPath[int]) -> Template | Redirect:
+        settings = settings_of(request)
+        row = await review.batch(batch_id)
+        if row["status"] not in ("executing", "done"):
+            return await _batch_page(
+                request, batch_id, status_code=409, error="Only a batch being paid or paid is compared with Stripe."
+            )
+        if not stripe_api.configured(settings):
+            return await _batch_page(request, batch_id, status_code=409, error="Stripe is not set up on this affnet.")
+        async with stripe_api.gateway(settings) as gateway:
+            await reconcile.reconcile_batch(batch_id, gateway.client, actor_id=_user(request).id)
+        return see_other(f"/finance/payouts/{batch_id}")
+
+    @post("/{batch_id:int}/approve")
+    async def approve(self, request: Request, batch_id: FromPath[int]) -> Template | Redirect:
+        try:
+            await review.approve(_user(request), batch_id)
+        except (Forbidden, Conflict) as exc:
+            return await _batch_page(request, batch_id, status_code=exc.status_code, error=exc.message)
+        await review.enqueue_execution(request.app.state.redis, batch_id)
+        return see_other(f"/finance/payouts/{batch_id}")

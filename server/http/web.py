@@ -1,0 +1,333 @@
+"""The HTTP edge shared by every domain: who is asking (auth middleware), role guards,
+security headers, and the one mapping of errors to responses (JSON for /api, pages otherwise)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.connection import ASGIConnection
+from litestar.enums import MediaType
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    PermissionDeniedException,
+    ValidationException,
+)
+from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware import ASGIMiddleware
+from litestar.response import Template
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.accounts import service as accounts
+from server.accounts.identity import CurrentUser
+from server.accounts.tables import Role
+from server.core import db
+from server.core.errors import DomainError, Forbidden, NotFound, Unauthorized
+from server.http.pages import SESSION_COOKIE
+from server.http.validation_messages import validation_message
+
+API_PREFIX = "/api/"
+ROLE_LABELS = {
+    Role.publisher: "publishers",
+    Role.advertiser: "advertisers",
+    Role.finance: "finance staff",
+    Role.admin: "administrators",
+}
+
+
+def current_user(connection: ASGIConnection) -> CurrentUser | None:
+    return connection.scope.get("user")  # type: ignore[return-value]
+
+
+def client_ip(connection: ASGIConnection) -> str:
+    # uvicorn rewrites the client from X-Forwarded-For only for TRUSTED_PROXIES (see server/cli.py).
+    client = connection.scope.get("client")
+    return client[0] if client else "unknown"
+
+
+class AuthMiddleware(ASGIMiddleware):
+    """Sets scope["user"]: from a Bearer API key on /api/, from the session cookie elsewhere.
+
+    The API accepts keys only (never the cookie), so API calls need no CSRF token and a page a
+    user visits can never spend their API authority. Failures are noted, not raised: the route's
+    guard decides whether the route needs a user, and says why there is none."""
+
+    # Static files, the health check, the API docs, the click redirect and conversion intake (which
+    # authenticates itself) never ask who is asking.
+    should_bypass_for_scope = staticmethod(
+        lambda scope: (
+            scope["path"].startswith(("/static/", "/media/", "/schema", "/c/", "/__bench/", "/postback", "/px/"))
+            or scope["path"] == "/healthz"
+        )
+    )
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        scope["user"] = None
+        scope.setdefault("state", {})["auth_problem"] = None
+        settings = scope["litestar_app"].state.settings
+        path: str = scope["path"]
+        if path.startswith(API_PREFIX):
+            auth = _header(scope, b"authorization")
+            if auth:
+                scheme, _, credential = auth.partition(" ")
+                if scheme.lower() != "bearer" or not credential.strip():
+                    scope["state"]["auth_problem"] = Unauthorized(
+                        "Send your API key as 'Authorization: Bearer <key>'.", code="invalid_authorization"
+                    )
+                else:
+                    try:
+                        scope["user"] = await accounts.authenticate_api_key(credential)
+                    except Unauthorized as exc:
+                        scope["state"]["auth_problem"] = exc
+        else:
+            token = _cookie(scope, SESSION_COOKIE)
+            if token:
+                user, expired = await accounts.resolve_session(token, settings)
+                scope["user"] = user
+                if expired:
+                    scope["state"]["auth_problem"] = Unauthorized(
+                        "Your session has expired. Please log in again.", code="session_expired"
+                    )
+        await next_app(scope, receive, send)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _cookie(scope: Scope, name: str) -> str | None:
+    raw = _header(scope, b"cookie")
+    if not raw:
+        return None
+    for part in raw.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value or None
+    return None
+
+
+class SecurityHeadersMiddleware(ASGIMiddleware):
+    """Headers that make every page harder to abuse: no framing, no sniffing, a strict CSP."""
+
+    CSP = (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'"
+    )
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        docs = scope["path"].startswith("/schema")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"strict-origin-when-cross-origin"),
+                    (b"x-frame-options", b"DENY"),
+                ]
+                if not docs:  # the API docs page loads its viewer from a CDN
+                    headers.append((b"content-security-policy", self.CSP.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        await next_app(scope, receive, send_with_headers)
+
+
+# --- guards ------------------------------------------------------------------------------------
+
+
+def requires_role(*roles: Role):
+    """A guard admitting only users of these roles. Routes without one must be marked public."""
+
+    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+        user = current_user(connection)
+        if user is None:
+            problem = connection.scope.get("state", {}).get("auth_problem")
+            if problem is not None:
+                raise problem
+            if connection.scope["path"].startswith(API_PREFIX):
+                raise Unauthorized(
+                    "This endpoint needs an API key: send 'Authorization: Bearer <key>'.", code="missing_api_key"
+                )
+            raise Unauthorized("Please log in to continue.", code="login_required")
+        if user.role not in roles:
+            wanted = " or ".join(ROLE_LABELS[r] for r in roles)
+            raise Forbidden(f"This page is for {wanted}; you are signed in as {user.role.value}.", code="wrong_role")
+
+    guard.affnet_roles = frozenset(roles)  # type: ignore[attr-defined]
+    return guard
+
+
+PUBLIC = {"public": True}
+"""Route option marking a handler as deliberately open to anyone (tests enforce the marking)."""
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+class ErrorDetail(msgspec.Struct, omit_defaults=True):
+    code: str  # stable and machine-readable: what to branch on
+    message: str  # for a person: what went wrong and what to do
+    field: str | None = None  # the input at fault, when one is
+
+
+class ErrorBody(msgspec.Struct):
+    """Every JSON error answer of affnet: the one shape the OpenAPI document names "ErrorBody"."""
+
+    error: ErrorDetail
+
+
+# Machine endpoints: their errors are JSON whoever calls them (a browser gets pages elsewhere).
+JSON_PATHS = (API_PREFIX, "/healthz", "/postback")
+
+
+def _wants_json(request: Request) -> bool:
+    return request.url.path.startswith(JSON_PATHS)
+
+
+def error_response(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    headers = dict(headers) if headers else None
+    if _wants_json(request):
+        return Response(
+            ErrorBody(ErrorDetail(code=code, message=message, field=field)),
+            status_code=status,
+            media_type=MediaType.JSON,
+            headers=headers,
+        )
+    if status == 401:
+        next_path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return Template(
+            "accounts/login.html",
+            context={"error": message, "next": next_path, "email": ""},
+            status_code=401,
+            headers=headers,
+        )
+    return Template("error.html", context={"status": status, "message": message}, status_code=status, headers=headers)
+
+
+def handle_domain_error(request: Request, exc: DomainError) -> Response:
+    headers = {"Retry-After": str(exc.retry_after)} if hasattr(exc, "retry_after") else None
+    return error_response(request, exc.status_code, exc.code, exc.message, exc.field, headers)
+
+
+_HTTP_MESSAGES = {
+    400: "The request could not be understood.",
+    403: "You are not allowed to do that.",
+    404: "There is nothing at this address.",
+    405: "This address does not accept that kind of request.",
+    413: "That upload is too large.",
+}
+_HTTP_CODES = {
+    400: "bad_request",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
+
+
+def handle_http_error(request: Request, exc: HTTPException) -> Response:
+    status = exc.status_code
+    if isinstance(exc, PermissionDeniedException) and "CSRF" in (exc.detail or ""):
+        return error_response(
+            request,
+            403,
+            "csrf_failed",
+            "This form has expired or did not come from this site. Go back, reload the page and try again.",
+        )
+    if isinstance(exc, NotAuthorizedException):
+        return error_response(request, 401, "unauthorized", exc.detail or "Please log in to continue.")
+    field = None
+    if isinstance(exc, ValidationException):
+        # Litestar's own message names the method and URL and msgspec's types: say it for a person.
+        message, field = validation_message(request, exc)
+    elif status < 500 and exc.detail and status not in (404, 405):
+        message = exc.detail
+    else:
+        message = _HTTP_MESSAGES.get(status, "Something went wrong on our side. Please try again.")
+    # Keep what the exception says about the answer: a 405 carries the methods allowed in `Allow`.
+    return error_response(request, status, _HTTP_CODES.get(status, "error"), message, field, exc.headers)
+
+
+# --- ids in paths ------------------------------------------------------------------------------
+
+SQLITE_MAX_ID = 2**63 - 1  # SQLite's INTEGER
+POSTGRES_MAX_ID = 2**31 - 1  # PostgreSQL's SERIAL, the type of every id column
+
+
+async def check_address(request: Request) -> None:
+    """before_request hook of the app, for what no route can use in its address. Runs after the
+    guards, so an anonymous visitor still gets 401 and another role 403.
+
+    A path id no row can have (0, negative, or past the engine's integer) is a 404 like any id
+    that names nothing, not a database overflow (500). A NUL character anywhere in the address is
+    a 400: PostgreSQL refuses it in any text, so it would otherwise be a 500 wherever a value is
+    looked up."""
+    # async, and reading the raw scope only: a sync hook would cost every request a hop to a thread.
+    scope = request.scope
+    query = scope.get("query_string", b"")
+    if b"%00" in query or b"\x00" in query or "\x00" in scope["path"]:
+        raise DomainError("The address contains a NUL character (%00), which nothing here accepts.")
+    params = scope.get("path_params")
+    if not params:
+        return
+    highest = SQLITE_MAX_ID if db.is_sqlite() else POSTGRES_MAX_ID
+    for value in params.values():
+        if type(value) is int and not 1 <= value <= highest:
+            raise NotFound("There is nothing at this address.")
+
+
+class FastPath:
+    """Wraps the app the server runs: requests whose path starts with `prefix` go straight to
+    `handle`, before Litestar's router and middleware (they cost more than a hot handler itself),
+    everything else through. Attribute access falls through to the wrapped app (state, hooks,
+    routes), so wrappers stack. A handler that fails before answering gets `fail`'s answer."""
+
+    prefix = ""
+    log = logging.getLogger("affnet.web")
+    what = "request"  # for the log: "<what> failed for <path>"
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.app, name)
+
+    async def handle(self, scope: Scope, send: Send) -> None:
+        raise NotImplementedError
+
+    async def fail(self, send: Send) -> None:
+        raise NotImplementedError
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self.prefix):
+            started = False
+
+            async def tracked_send(message: Any) -> None:
+                nonlocal started
+                started = True
+                await send(message)
+
+            try:
+                await self.handle(scope, tracked_send)
+            except Exception:
+                self.log.exception("%s failed for %s", self.what, scope["path"])
+                if not started:
+                    await self.fail(send)
+            return
+        await self.app(scope, receive, send)
