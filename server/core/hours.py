@@ -37,6 +37,12 @@ def hour_sql(column: str) -> str:
     return f"(date_trunc('hour', {column} AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
 
 
+class UnknownZone(Invalid):
+    """A time zone name that cannot be read: a 400, as the request itself is malformed."""
+
+    status_code = 400
+
+
 @lru_cache(maxsize=1)
 def zones() -> tuple[str, ...]:
     """The IANA zone names a reader may pick, UTC first."""
@@ -51,10 +57,10 @@ def zone(name: str) -> ZoneInfo:
     if name == "UTC":
         return ZoneInfo("UTC")
     if name not in zones():
-        raise Invalid(
+        raise UnknownZone(
             f"“{name[:64]}” is not a time zone we know: pick one from the list, like Europe/Berlin.", field="tz"
         )
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:  # pragma: no cover - listed but unreadable
-        raise Invalid(f"The time zone {name} cannot be read on this server.", field="tz") from exc
+        raise UnknownZone(f"The time zone {name} cannot be read on this server.", field="tz") from exc
