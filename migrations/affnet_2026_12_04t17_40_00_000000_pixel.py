@@ -7,7 +7,6 @@ Written by hand and self-contained. Piccolo runs raw steps before adding columns
 and the unique index run right after the columns are added, in the same transaction
 (`_run_add_columns` below), instead of in a second migration."""
 
-from babel.numbers import get_currency_precision
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from piccolo.columns.column_types import BigInt, Boolean, Integer
 from piccolo.columns.indexes import IndexMethod
@@ -23,6 +22,63 @@ DESCRIPTION = "pixel: conversions per click, max sale per goal, pixel switch, cl
 # Advertisers change it on the goal form. The same rule as server/campaigns/service.py, copied.
 DEFAULT_MAX_SALE_MAJOR = 10_000
 DEFAULT_MAX_SALE_MINOR_AT_LEAST = 1_000_000
+# Digits of the minor unit where it is not a hundredth, as Babel 2.19 (CLDR) gave them when this migration
+# ran (copied here so that the migration imports no library); every other code has two.
+MINOR_DIGITS = {
+    "ADP": 0,
+    "AFN": 0,
+    "ALL": 0,
+    "BHD": 3,
+    "BIF": 0,
+    "BYR": 0,
+    "CLF": 4,
+    "CLP": 0,
+    "COP": 0,
+    "DJF": 0,
+    "ESP": 0,
+    "GNF": 0,
+    "HUF": 0,
+    "IDR": 0,
+    "IQD": 0,
+    "IRR": 0,
+    "ISK": 0,
+    "ITL": 0,
+    "JOD": 3,
+    "JPY": 0,
+    "KMF": 0,
+    "KPW": 0,
+    "KRW": 0,
+    "KWD": 3,
+    "LAK": 0,
+    "LBP": 0,
+    "LUF": 0,
+    "LYD": 3,
+    "MGA": 0,
+    "MGF": 0,
+    "MMK": 0,
+    "MRO": 0,
+    "OMR": 3,
+    "PYG": 0,
+    "RWF": 0,
+    "SLL": 0,
+    "SOS": 0,
+    "STD": 0,
+    "SYP": 0,
+    "TMM": 0,
+    "TND": 3,
+    "TRL": 0,
+    "UGX": 0,
+    "UYI": 0,
+    "UYW": 4,
+    "VND": 0,
+    "VUV": 0,
+    "XAF": 0,
+    "XOF": 0,
+    "XPF": 0,
+    "YER": 0,
+    "ZMK": 0,
+    "ZWD": 0,
+}
 UNIQUE_ORDINAL = (
     "CREATE UNIQUE INDEX IF NOT EXISTS conversion_click_goal_ordinal ON conversion (click_id, goal, click_ordinal)"
 )
@@ -64,10 +120,7 @@ async def _fill_and_index() -> None:
         "ON k.id = g.campaign WHERE g.payout_model = 'revshare' AND g.max_sale_minor IS NULL"
     )
     for row in rows or []:
-        try:
-            default = DEFAULT_MAX_SALE_MAJOR * 10 ** get_currency_precision(str(row["currency"]))
-        except Exception:  # noqa: BLE001 - a code Babel does not know: two decimals, as most have
-            default = DEFAULT_MAX_SALE_MAJOR * 100
+        default = DEFAULT_MAX_SALE_MAJOR * 10 ** MINOR_DIGITS.get(str(row["currency"]), 2)
         minor = max(default, DEFAULT_MAX_SALE_MINOR_AT_LEAST, int(row["approved_max"] or 0))
         # Integers only reach the statement (no text from the database).
         await engine.run_ddl(f"UPDATE goal SET max_sale_minor = {int(minor)} WHERE id = {int(row['id'])}")  # noqa: S608
