@@ -19,6 +19,7 @@ import pytest
 from server import piccolo_app
 from server.core import db
 from server.core.settings import ROOT
+from server.ledger import schema as ledger_schema
 from tests.conftest import TEST_SECRET, _create_pg_database, migrate
 
 MIGRATIONS = ROOT / "migrations"
@@ -188,3 +189,17 @@ async def test_a_database_with_some_of_the_old_migrations_is_refused_with_what_t
     assert result.returncode != 0
     assert "ran 5 of the 28 migrations of 2026-11-23" in result.stdout + result.stderr
     assert ".data/affnet.sqlite3" in result.stdout + result.stderr
+
+
+def test_the_test_wipe_puts_back_the_ledger_triggers_the_migrations_made(tmp_path):
+    """tests/conftest.py's wipe lifts the append-only triggers on SQLite with live code
+    (server/ledger/schema.py) and puts them back: what it puts back must be what the baseline made."""
+    path = tmp_path / "wipe.sqlite3"
+    migrate(f"sqlite:///{path}")
+    triggers = "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'ledger_%' ORDER BY name"
+    with sqlite3.connect(path) as con:
+        before = con.execute(triggers).fetchall()
+        for ddl in [*ledger_schema.drop_append_only_ddl(sqlite=True), *ledger_schema.append_only_ddl(sqlite=True)]:
+            con.execute(ddl)
+        assert con.execute(triggers).fetchall() == before
+    assert len(before) == 5
