@@ -25,12 +25,12 @@ install: $(STAMP) $(VENDOR_JS)
 
 ## Start Redis, the worker and the web server on SQLite (demo data on first run). Ctrl-C stops all.
 run: $(STAMP) $(VENDOR_JS)
-	@$(BIN)/affnet dev
+	@$(BIN)/affnet-dev dev
 
 ## Install what the tests need (Chromium; PostgreSQL and Redis too with CI=true) and run them all.
 test: $(STAMP) $(VENDOR_JS)
 	@bash scripts/test-prereqs.sh
-	@$(BIN)/ruff format --check --quiet server workers tests bench migrations
+	@$(BIN)/ruff format --check --quiet server workers dev tests bench migrations
 	@$(BIN)/ruff check server workers tests
 	@$(BIN)/lint-imports --no-cache
 	@$(BIN)/pytest $(PYTEST_ARGS)
@@ -48,7 +48,7 @@ migrate: $(STAMP)
 	@$(BIN)/affnet migrate
 
 demo: $(STAMP)
-	@$(BIN)/affnet demo
+	@$(BIN)/affnet-dev demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache node_modules static/vendor

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server.devservices import free_port, start_redis, wait_for_port  # noqa: E402
+from dev.services import free_port, start_redis, wait_for_port  # noqa: E402
 
 SECRET = "bench-secret-key-0123456789-0123456789-0123456789"
 # What --postgres runs on, for every bench's output.
@@ -229,7 +229,7 @@ def bench_database(workdir: Path, args: argparse.Namespace) -> Iterator[str | No
     if not args.postgres:
         yield args.database_url
         return
-    from server.devservices import start_postgres
+    from dev.services import start_postgres
 
     cluster = start_postgres(workdir / "pg", durable=True)
     try:

@@ -95,7 +95,7 @@ class StandIn:
     """`affnet stripe-local` on a free loopback port; the key reaches it by environment, as `affnet dev` does."""
 
     def __init__(self, workdir: Path) -> None:
-        from server.devservices import free_port, wait_for_port
+        from dev.services import free_port, wait_for_port
 
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -192,7 +192,6 @@ async def transfer_posts(stand_in: StandIn) -> list[dict]:
 async def bulk(table: str, columns: list[str], rows: list[tuple]) -> None:
     """COPY on PostgreSQL, executemany in one transaction on SQLite."""
     from server.core import db
-    from server import piccolo_app
 
     eng = db.engine()
     if db.is_sqlite(eng):

@@ -22,8 +22,8 @@ import httpx
 import pytest
 import stripe
 
+from dev.services import free_port, wait_for_port
 from server.core.settings import ROOT
-from server.devservices import free_port, wait_for_port
 
 AVAILABLE_AT_ONCE = "4000000000000077"  # Stripe's test card whose funds skip the pending balance
 
@@ -94,7 +94,7 @@ def running_stand_in(log_dir: Path, local_keys: StripeLocal | None = None, *opti
         [
             sys.executable,
             "-m",
-            "server.cli",
+            "dev.cli",
             "stripe-local",
             "--port",
             str(port),
