@@ -31,7 +31,7 @@ run: $(STAMP) $(VENDOR_JS)
 test: $(STAMP) $(VENDOR_JS)
 	@bash scripts/test-prereqs.sh
 	@$(BIN)/ruff format --check --quiet server workers dev tests bench migrations
-	@$(BIN)/ruff check server workers tests
+	@$(BIN)/ruff check server workers dev tests
 	@$(BIN)/lint-imports --no-cache
 	@$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -40,8 +40,8 @@ api-check: $(STAMP) $(VENDOR_JS)
 	@$(BIN)/pytest tests/test_openapi_conformance.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	@$(BIN)/ruff format --check server workers tests bench migrations
-	@$(BIN)/ruff check server workers tests
+	@$(BIN)/ruff format --check server workers dev tests bench migrations
+	@$(BIN)/ruff check server workers dev tests
 	@$(BIN)/lint-imports --no-cache
 
 migrate: $(STAMP)
