@@ -4,7 +4,7 @@
                                            [--postgres | --database-url URL] [--profile]
 
 Makes a fresh database (SQLite, or a throwaway PostgreSQL on loopback with --postgres) and starts the
-local Stripe stand-in (`affnet stripe-local`) on a free loopback port, with M connected accounts made
+local Stripe stand-in (`affnet-dev stripe-local`) on a free loopback port, with M connected accounts made
 through the SDK and onboarded through its /_local controls. Then:
 
 1. prepare: N publishers, each with a payout account that can receive payouts and an available balance
@@ -92,7 +92,8 @@ def amount_for(i: int) -> int:
 
 
 class StandIn:
-    """`affnet stripe-local` on a free loopback port; the key reaches it by environment, as `affnet dev` does."""
+    """`affnet-dev stripe-local` on a free loopback port; the key reaches it by environment, as `affnet-dev dev`
+    does."""
 
     def __init__(self, workdir: Path) -> None:
         from dev.services import free_port, wait_for_port
@@ -110,7 +111,7 @@ class StandIn:
             [
                 sys.executable,
                 "-m",
-                "server.cli",
+                "dev.cli",
                 "stripe-local",
                 "--port",  # noqa: S603
                 str(self.port),

@@ -131,7 +131,7 @@ def stripe_local(
 
 
 def _stripe_local_keys() -> dict[str, str]:
-    """The stand-in's secret key and webhook secret for `affnet dev`, generated once into .data/ (mode 0600)."""
+    """The stand-in's secret key and webhook secret for `affnet-dev dev`, generated once into .data/ (mode 0600)."""
     import json
     import secrets
 
