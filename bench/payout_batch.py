@@ -428,6 +428,7 @@ async def execute_phase(
 
 
 async def run(database_url: str, n: int, m: int, workdir: Path) -> None:
+    from server import piccolo_app
     from server.core import db
 
     stand_in = StandIn(workdir)
