@@ -25,13 +25,13 @@ install: $(STAMP) $(VENDOR_JS)
 
 ## Start Redis, the worker and the web server on SQLite (demo data on first run). Ctrl-C stops all.
 run: $(STAMP) $(VENDOR_JS)
-	@$(BIN)/affnet dev
+	@$(BIN)/affnet-dev dev
 
 ## Install what the tests need (Chromium; PostgreSQL and Redis too with CI=true) and run them all.
 test: $(STAMP) $(VENDOR_JS)
 	@bash scripts/test-prereqs.sh
-	@$(BIN)/ruff format --check --quiet server workers tests bench migrations
-	@$(BIN)/ruff check server workers tests
+	@$(BIN)/ruff format --check --quiet server workers dev tests bench migrations
+	@$(BIN)/ruff check server workers dev tests
 	@$(BIN)/lint-imports --no-cache
 	@$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -40,15 +40,15 @@ api-check: $(STAMP) $(VENDOR_JS)
 	@$(BIN)/pytest tests/test_openapi_conformance.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	@$(BIN)/ruff format --check server workers tests bench migrations
-	@$(BIN)/ruff check server workers tests
+	@$(BIN)/ruff format --check server workers dev tests bench migrations
+	@$(BIN)/ruff check server workers dev tests
 	@$(BIN)/lint-imports --no-cache
 
 migrate: $(STAMP)
 	@$(BIN)/affnet migrate
 
 demo: $(STAMP)
-	@$(BIN)/affnet demo
+	@$(BIN)/affnet-dev demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache node_modules static/vendor

@@ -1,10 +1,11 @@
-"""Benchmark ad decisions and view beacons against a bare Litestar 302 in the same app and server.
+"""Benchmark ad decisions and view beacons against a bare Litestar 302 served alike.
 
     .venv/bin/python bench/ad_decision.py [--seconds 10] [--connections 32] [--postgres | --database-url URL]
 
 Starts affnet (one uvicorn worker) on 127.0.0.1 with a fresh database (a throwaway PostgreSQL on
 loopback with --postgres), seeds a CPM campaign with a 300x250 banner, a publisher in it and their
-slot, then measures in one run: (a) GET /__bench/302, a bare Litestar route answering 302, and
+slot, then measures in one run: (a) GET /__bench/302 of a bare Litestar app answering 302
+(bench/litestar302.py, under the same uvicorn options), and
 (b) the embed script's traffic: GET /ads/decide for the slot, and POST of each answer's view URL
 (a wrk Lua script alternates them, every request from another client address through
 X-Forwarded-For, as behind a proxy, so no per-network limit or frequency cap applies). For each:
@@ -25,7 +26,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import BROWSER_UA, ROOT, Load, bench_database, ensure_tools, machine, phase_line, start_server, wrk  # noqa: E402
+from common import (  # noqa: E402
+    BROWSER_UA,
+    ROOT,
+    Load,
+    asgi_302,
+    bench_database,
+    ensure_tools,
+    machine,
+    phase_line,
+    start_server,
+    wrk,
+)
 
 sys.path.insert(0, str(ROOT))
 
@@ -115,6 +127,7 @@ def banner() -> bytes:
 
 async def seed(database_url: str, media_dir: str) -> str:
     """A CPM campaign with a 300x250 banner, a publisher in it, and the publisher's slot: its key."""
+    from server import piccolo_app
     from server.accounts import service as accounts
     from server.accounts.identity import CurrentUser
     from server.accounts.tables import Role
@@ -122,7 +135,6 @@ async def seed(database_url: str, media_dir: str) -> str:
     from server.campaigns import creatives
     from server.campaigns import service as campaigns
     from server.core import db
-    from server import piccolo_app
     from server.core.settings import Settings
 
     engine = piccolo_app.bind(db.engine_for(database_url))
@@ -168,6 +180,7 @@ async def seed(database_url: str, media_dir: str) -> str:
 
 async def count_impressions(database_url: str) -> tuple[int, int]:
     """(rows, distinct offers) stored."""
+    from server import piccolo_app
     from server.ads.tables import Impression
     from server.core import db
 
@@ -207,13 +220,15 @@ def main() -> None:
                 path.write_text(template % {"slot": key, "ua": BROWSER_UA, "site": SITE, "delay": delay_ms})
                 return path
 
-            baseline_url, ads_url = f"{server.url}/__bench/302", server.url
+            ads_url = server.url
             try:
-                run_wrk(baseline_url, 2, connections, script(0, False))  # warm up
-                run_wrk(ads_url, 2, connections, script(0, True))
-                a_max = run_wrk(baseline_url, seconds, connections, script(0, False))
+                with asgi_302(workdir, "litestar302:app") as bare:
+                    baseline_url = f"{bare.url}/__bench/302"
+                    run_wrk(baseline_url, 2, connections, script(0, False))  # warm up
+                    a_max = run_wrk(baseline_url, seconds, connections, script(0, False))
+                    a_half = at_half(baseline_url, a_max, seconds, connections, lambda d: script(d, False))
+                run_wrk(ads_url, 2, connections, script(0, True))  # warm up
                 b_max = run_wrk(ads_url, seconds, connections, script(0, True))
-                a_half = at_half(baseline_url, a_max, seconds, connections, lambda d: script(d, False))
                 b_half = at_half(ads_url, b_max, seconds, connections, lambda d: script(d, True))
             finally:
                 exit_code = server.stop()

@@ -1,13 +1,14 @@
-"""Benchmark the click redirect against a bare Litestar 302 in the same app and server.
+"""Benchmark the click redirect against a bare Litestar 302 served with the same uvicorn options.
 
     .venv/bin/python bench/click_redirect.py [--seconds 10] [--connections 32] [--postgres | --database-url URL]
 
 Starts affnet (one uvicorn worker) on 127.0.0.1 with a fresh database, then measures, in one run:
 (r) a raw ASGI app answering 302 (bench/raw302.py) under the same uvicorn options, the true ceiling;
-(a) GET /__bench/302, a bare Litestar route answering 302, and (b) GET /c/{code} with click
-recording on: maximum requests per second with wrk, then p50/p99 latency at half of that rate
-with hey. It shuts the server down gracefully and counts the click rows stored: every /c/
-request that got an answer must be there. Needs wrk and hey (Debian packages; installed if root).
+(a) GET /__bench/302 of a bare Litestar app answering 302 (bench/litestar302.py, same uvicorn
+options), and (b) GET /c/{code} with click recording on: maximum requests per second with wrk,
+then p50/p99 latency at half of that rate with hey. It shuts the server down gracefully and counts
+the click rows stored: every /c/ request that got an answer must be there.
+Needs wrk and hey (Debian packages; installed if root).
 
 Besides req/s it prints the server's CPU time per request in each maximum-rate phase (from
 /proc): on a shared, busy machine the rates swing with the neighbours' load, the CPU a request
@@ -31,12 +32,12 @@ from common import (  # noqa: E402
     ROOT,
     Load,
     Server,
+    asgi_302,
     bench_database,
     ensure_tools,
     hey,
     machine,
     phase_line,
-    raw_asgi_302,
     start_server,
     wrk,
 )
@@ -46,13 +47,13 @@ sys.path.insert(0, str(ROOT))
 
 async def seed(database_url: str) -> str:
     """An advertiser with a campaign and a publisher who joined it; returns the link code."""
+    from server import piccolo_app
     from server.accounts import service as accounts
     from server.accounts.identity import CurrentUser
     from server.accounts.tables import Publisher, Role
     from server.campaigns import service as campaigns
     from server.campaigns.tables import Link
     from server.core import db
-    from server import piccolo_app
     from server.core.settings import Settings
 
     engine = piccolo_app.bind(db.engine_for(database_url))
@@ -92,6 +93,7 @@ async def seed(database_url: str) -> str:
 
 
 async def count_clicks(database_url: str) -> int:
+    from server import piccolo_app
     from server.core import db
     from server.tracking.tables import Click
 
@@ -125,20 +127,21 @@ def main() -> None:
         server = start_server(workdir, url)
         database_url = server.env["DATABASE_URL"]
         code = asyncio.run(seed(database_url))
-        baseline_url = f"{server.url}/__bench/302"
         click_url = f"{server.url}/c/{code}?sub1=bench"
         sent_clicks = 0
         try:
-            wrk(baseline_url, 2, args.connections)  # warm up
-            sent_clicks += wrk(click_url, 2, args.connections).requests
+            sent_clicks += wrk(click_url, 2, args.connections).requests  # warm up
             load_before = os.getloadavg()
-            with raw_asgi_302(workdir) as raw:
+            with asgi_302(workdir) as raw:
                 wrk(raw.url, 2, args.connections)  # warm up
                 r_max, r_cpu = measured(raw, raw.url, seconds, args.connections)
-            a_max, a_cpu = measured(server, baseline_url, seconds, args.connections)
+            with asgi_302(workdir, "litestar302:app") as bare:
+                baseline_url = f"{bare.url}/__bench/302"
+                wrk(baseline_url, 2, args.connections)  # warm up
+                a_max, a_cpu = measured(bare, baseline_url, seconds, args.connections)
+                a_half = hey(baseline_url, seconds, a_max.rps / 2)
             b_max, b_cpu = measured(server, click_url, seconds, args.connections)
             sent_clicks += b_max.requests
-            a_half = hey(baseline_url, seconds, a_max.rps / 2)
             b_half = hey(click_url, seconds, b_max.rps / 2)
             sent_clicks += b_half.requests
         finally:

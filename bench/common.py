@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server.devservices import free_port, start_redis, wait_for_port  # noqa: E402
+from dev.services import free_port, start_redis, wait_for_port  # noqa: E402
 
 SECRET = "bench-secret-key-0123456789-0123456789-0123456789"
 # What --postgres runs on, for every bench's output.
@@ -88,16 +88,17 @@ class Server:
 
 
 @contextmanager
-def raw_asgi_302(workdir: Path) -> Iterator[Server]:
-    """bench/raw302.py under uvicorn with `affnet serve`'s options (one worker, no proxy headers,
-    no server header, warning logs): the true ceiling a redirect on this server is compared with."""
+def asgi_302(workdir: Path, app: str = "raw302:app") -> Iterator[Server]:
+    """An ASGI app of bench/ under uvicorn with `affnet serve`'s options (one worker, no proxy headers,
+    no server header, warning logs): bench/raw302.py, the true ceiling a redirect on this server is
+    compared with, or bench/litestar302.py, a bare Litestar route answering 302 (GET /__bench/302)."""
     port = free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "uvicorn",
-            "raw302:app",
+            app,
             "--host",
             "127.0.0.1",
             "--port",
@@ -108,7 +109,7 @@ def raw_asgi_302(workdir: Path) -> Iterator[Server]:
             "warning",
         ],
         cwd=Path(__file__).resolve().parent,
-        stdout=open(workdir / "raw302.log", "ab"),
+        stdout=open(workdir / f"{app.split(':')[0]}.log", "ab"),
         stderr=subprocess.STDOUT,
     )
     try:
@@ -140,7 +141,6 @@ def start_server(workdir: Path, database_url: str | None = None) -> Server:
         "REDIS_URL": redis.url,
         "SECRET_KEY": SECRET,
         "BASE_URL": f"http://127.0.0.1:{port}",
-        "AFFNET_BENCH_ROUTES": "1",
         "AFFNET_DATA_DIR": str(workdir / "data"),
     }
     subprocess.run([sys.executable, "-m", "server.cli", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True)
@@ -229,7 +229,7 @@ def bench_database(workdir: Path, args: argparse.Namespace) -> Iterator[str | No
     if not args.postgres:
         yield args.database_url
         return
-    from server.devservices import start_postgres
+    from dev.services import start_postgres
 
     cluster = start_postgres(workdir / "pg", durable=True)
     try:

@@ -4,7 +4,7 @@
                                            [--postgres | --database-url URL] [--profile]
 
 Makes a fresh database (SQLite, or a throwaway PostgreSQL on loopback with --postgres) and starts the
-local Stripe stand-in (`affnet stripe-local`) on a free loopback port, with M connected accounts made
+local Stripe stand-in (`affnet-dev stripe-local`) on a free loopback port, with M connected accounts made
 through the SDK and onboarded through its /_local controls. Then:
 
 1. prepare: N publishers, each with a payout account that can receive payouts and an available balance
@@ -92,10 +92,11 @@ def amount_for(i: int) -> int:
 
 
 class StandIn:
-    """`affnet stripe-local` on a free loopback port; the key reaches it by environment, as `affnet dev` does."""
+    """`affnet-dev stripe-local` on a free loopback port; the key reaches it by environment, as `affnet-dev dev`
+    does."""
 
     def __init__(self, workdir: Path) -> None:
-        from server.devservices import free_port, wait_for_port
+        from dev.services import free_port, wait_for_port
 
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -110,7 +111,7 @@ class StandIn:
             [
                 sys.executable,
                 "-m",
-                "server.cli",
+                "dev.cli",
                 "stripe-local",
                 "--port",  # noqa: S603
                 str(self.port),
@@ -192,7 +193,6 @@ async def transfer_posts(stand_in: StandIn) -> list[dict]:
 async def bulk(table: str, columns: list[str], rows: list[tuple]) -> None:
     """COPY on PostgreSQL, executemany in one transaction on SQLite."""
     from server.core import db
-    from server import piccolo_app
 
     eng = db.engine()
     if db.is_sqlite(eng):
@@ -428,6 +428,7 @@ async def execute_phase(
 
 
 async def run(database_url: str, n: int, m: int, workdir: Path) -> None:
+    from server import piccolo_app
     from server.core import db
 
     stand_in = StandIn(workdir)

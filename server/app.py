@@ -8,7 +8,7 @@ import hmac
 import logging
 from pathlib import Path
 
-from litestar import Litestar, Request, Response, get
+from litestar import Litestar, Request, Response
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
@@ -123,12 +123,6 @@ def _handle_unexpected(request: Request, exc: Exception) -> Response:
     return error_response(request, 500, "internal_error", "Something went wrong on our side. Please try again.")
 
 
-@get("/__bench/302", opt=PUBLIC, include_in_schema=False)
-async def bench_baseline() -> Response:
-    """The smallest Litestar route that answers a redirect: what bench/ measures /c/ against."""
-    return Response(content=b"", status_code=302, headers={"location": "https://example.com/landing"})
-
-
 def create_app(settings: Settings | None = None) -> AdFastPath:
     settings = settings or load_settings()
     Path(settings.media_dir).mkdir(parents=True, exist_ok=True)
@@ -192,11 +186,9 @@ def create_app(settings: Settings | None = None) -> AdFastPath:
         await redis.aclose()
         await app.state.listener_redis.aclose()
 
-    bench = [bench_baseline] if settings.bench_routes else []
     app = Litestar(
         route_handlers=[
             *ROUTE_HANDLERS,
-            *bench,
             create_static_files_router(
                 path="/static", directories=[ROOT / "static"], opt=PUBLIC, include_in_schema=False
             ),
@@ -238,7 +230,6 @@ def create_app(settings: Settings | None = None) -> AdFastPath:
                     "^/api/",
                     "^/healthz$",
                     "^/c/",
-                    "^/__bench/",
                     "^/postback",
                     "^/px/",
                     "^/stripe/(connect-)?webhook$",

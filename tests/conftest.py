@@ -15,11 +15,11 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from dev.services import Service, find_postgres_bindir, find_redis_server, start_postgres, start_redis
 from server import piccolo_app
 from server.app import create_app
 from server.core import db
 from server.core.settings import ROOT, Settings
-from server.devservices import Service, find_postgres_bindir, find_redis_server, start_postgres, start_redis
 from server.ledger import schema as ledger_schema
 
 # Registered for assertion rewriting before it is imported below (pytest would warn otherwise).

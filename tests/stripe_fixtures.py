@@ -22,8 +22,8 @@ import httpx
 import pytest
 import stripe
 
+from dev.services import free_port, wait_for_port
 from server.core.settings import ROOT
-from server.devservices import free_port, wait_for_port
 
 AVAILABLE_AT_ONCE = "4000000000000077"  # Stripe's test card whose funds skip the pending balance
 
@@ -75,7 +75,7 @@ class StripeLocal:
 
 @contextmanager
 def running_stand_in(log_dir: Path, local_keys: StripeLocal | None = None, *options: str) -> Iterator[StripeLocal]:
-    """`affnet stripe-local` on a free loopback port, without webhook endpoints: tests deliver events
+    """`affnet-dev stripe-local` on a free loopback port, without webhook endpoints: tests deliver events
     themselves with `deliver`, or set one with POST /_local/webhook_endpoint."""
     port = free_port()
     keys = local_keys or StripeLocal(
@@ -94,7 +94,7 @@ def running_stand_in(log_dir: Path, local_keys: StripeLocal | None = None, *opti
         [
             sys.executable,
             "-m",
-            "server.cli",
+            "dev.cli",
             "stripe-local",
             "--port",
             str(port),
@@ -135,7 +135,7 @@ def stripe_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StripeLoc
 def new_stripe_account(stripe_local: StripeLocal, tmp_path: Path) -> Iterator[Callable[..., StripeLocal]]:
     """Start another stand-in: an empty balance and a clock of its own (POST /_local/clock/advance), with the
     shared stand-in's keys and secrets, so the app under test accepts its events. Options as for
-    `affnet stripe-local` (e.g. "--available-delay", "60")."""
+    `affnet-dev stripe-local` (e.g. "--available-delay", "60")."""
     started: list[Any] = []
 
     def start(*options: str) -> StripeLocal:

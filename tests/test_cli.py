@@ -1,4 +1,4 @@
-"""The `affnet` command: users create (password never on argv), demo, production safety."""
+"""The `affnet` command: users create (password never on argv), production safety; `affnet-dev demo`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from server.core.settings import ROOT
 from tests.conftest import TEST_SECRET
 
 
-def affnet(args: list[str], settings, stdin: str = "", extra_env: dict[str, str] | None = None):
+def affnet(
+    args: list[str], settings, stdin: str = "", extra_env: dict[str, str] | None = None, module: str = "server.cli"
+):
     env = {
         **os.environ,
         "DATABASE_URL": settings.database_url,
@@ -22,7 +24,7 @@ def affnet(args: list[str], settings, stdin: str = "", extra_env: dict[str, str]
         **(extra_env or {}),
     }
     return subprocess.run(
-        [sys.executable, "-m", "server.cli", *args],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         env=env,
         input=stdin,
@@ -65,7 +67,7 @@ async def test_users_create_only_makes_finance_or_admin(clean, settings):
 
 
 async def test_demo_seeds_every_role_once_and_prints_the_logins(clean, settings):
-    first = affnet(["demo"], settings)
+    first = affnet(["demo"], settings, module="dev.cli")  # affnet-dev demo
     assert first.returncode == 0, first.stderr
     for email in [
         "admin@affnet.example",
@@ -79,7 +81,7 @@ async def test_demo_seeds_every_role_once_and_prints_the_logins(clean, settings)
     # The demo publisher already holds a working link in the demo advertiser's campaign.
     link = await Link.select(Link.code, Link.publisher.email.as_alias("email")).first()
     assert link["email"] == "publisher@affnet.example"
-    assert affnet(["demo"], settings).returncode == 0
+    assert affnet(["demo"], settings, module="dev.cli").returncode == 0
     assert await User.count() == count
     # The shop's sale (links) and its banners (the demo blog's ad slot), each joined by the publisher.
     assert await Campaign.count() == 2 and await Link.count() == 2

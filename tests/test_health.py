@@ -7,10 +7,10 @@ from dataclasses import replace
 
 import httpx
 
+from dev.services import free_port
 from server import piccolo_app
 from server.app import create_app
 from server.core import db
-from server.devservices import free_port
 
 
 async def test_healthz_is_200_when_database_and_redis_answer(client):

@@ -19,9 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from dev.services import Service, free_port, start_redis, wait_for_port
 from server.billing.tables import Funding
 from server.core.settings import ROOT, Settings
-from server.devservices import Service, free_port, start_redis, wait_for_port
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from server.stripe_events.tables import StripeEvent
@@ -73,7 +73,7 @@ class Stack:
     def spawn(self, name: str, *args: str) -> subprocess.Popen:
         log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process at teardown
         proc = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", *args],
+            [sys.executable, "-m", "dev.cli" if args[0] == "stripe-local" else "server.cli", *args],
             cwd=ROOT,
             env=self.env,  # noqa: S603
             stdout=log,

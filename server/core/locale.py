@@ -105,8 +105,7 @@ class LocaleMiddleware(ASGIMiddleware):
     # The hot tracking paths and static files never read an amount.
     should_bypass_for_scope = staticmethod(
         lambda scope: (
-            scope["path"].startswith(("/static/", "/media/", "/c/", "/px/", "/__bench/", "/postback"))
-            or scope["path"] == "/healthz"
+            scope["path"].startswith(("/static/", "/media/", "/c/", "/px/", "/postback")) or scope["path"] == "/healthz"
         )
     )
 

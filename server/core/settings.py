@@ -74,8 +74,6 @@ class Settings:
     # (server/tracking/journal.py): on a local disk of the host, kept across restarts.
     journal_dir: str = str(DATA_DIR / "journal")
     max_upload_bytes: int = 512 * 1024
-    # Adds GET /__bench/302, the bare-Litestar baseline that bench/ compares the click redirect with.
-    bench_routes: bool = False
 
     @property
     def production(self) -> bool:
@@ -128,5 +126,4 @@ def load_settings() -> Settings:
         media_dir=os.environ.get("MEDIA_DIR", str(DATA_DIR / "media")),
         journal_dir=os.environ.get("JOURNAL_DIR", str(DATA_DIR / "journal")),
         max_upload_bytes=_int("MAX_UPLOAD_BYTES", 512 * 1024),
-        bench_routes=_bool("AFFNET_BENCH_ROUTES", False),
     )

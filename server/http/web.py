@@ -60,7 +60,7 @@ class AuthMiddleware(ASGIMiddleware):
     # authenticates itself) never ask who is asking.
     should_bypass_for_scope = staticmethod(
         lambda scope: (
-            scope["path"].startswith(("/static/", "/media/", "/schema", "/c/", "/__bench/", "/postback", "/px/"))
+            scope["path"].startswith(("/static/", "/media/", "/schema", "/c/", "/postback", "/px/"))
             or scope["path"] == "/healthz"
         )
     )

@@ -55,8 +55,6 @@ log = logging.getLogger("affnet.payouts")
 # connection on each request (bench: 8 → 466 transfers/s, 16 → 325).
 CONCURRENCY = 8
 CHUNK = 100  # lines claimed per statement, and settled per ledger call
-# The steps a crash can be injected after (tests): every gap where a real process could die.
-STEPS = ("batch_executing", "line_submitting", "transfer_returned", "transfer_stored", "line_settled")
 OPEN = (LineStatus.approved.value, LineStatus.submitting.value)
 
 Heartbeat = Callable[[], Awaitable[Any]]
@@ -64,10 +62,6 @@ Heartbeat = Callable[[], Awaitable[Any]]
 
 class Transient(Exception):
     """Stripe could not be reached or answered 5xx: the line stays submitting; try again later."""
-
-
-class CrashInjected(Exception):
-    """Raised between two steps by `crash_after` (tests): the process 'dies' there."""
 
 
 def idempotency_key(line_id: int, attempt: int) -> str:
@@ -87,29 +81,19 @@ def transfer_group(batch_id: int) -> str:
     return f"batch-{batch_id}"
 
 
-def _crash(crash_after: str | None, step: str) -> None:
-    if crash_after == step:
-        raise CrashInjected(step)
-
-
-async def execute(
-    batch_id: int, client: stripe.StripeClient, *, crash_after: str | None = None, heartbeat: Heartbeat | None = None
-) -> str:
+async def execute(batch_id: int, client: stripe.StripeClient, *, heartbeat: Heartbeat | None = None) -> str:
     """Pay the batch's lines; resumable (a batch left executing by a crash continues where it stopped).
     Returns the batch's status. Raises Conflict when the approval no longer holds, Transient when
     some line must be retried later. `heartbeat` is awaited after every chunk (the worker extends its
     lock on the batch there)."""
-    if crash_after is not None and crash_after not in STEPS:
-        raise ValueError(f"unknown step {crash_after!r}")
     await _start(batch_id)
-    _crash(crash_after, "batch_executing")
     pending = (
         await PayoutLine.select(PayoutLine.id)
         .where(PayoutLine.batch == batch_id, PayoutLine.status.is_in(list(OPEN)))
         .order_by(PayoutLine.id)
         .output(as_list=True)
     )
-    transient = await _pay(pending, client, crash_after, heartbeat)
+    transient = await _pay(pending, client, heartbeat)
     if transient:
         raise Transient(
             f"{len(transient)} payout line(s) could not be paid yet (first: {sorted(transient)[:10]}); "
@@ -118,9 +102,7 @@ async def execute(
     return await _finish(batch_id)
 
 
-async def _pay(
-    line_ids: Sequence[int], client: stripe.StripeClient, crash_after: str | None, heartbeat: Heartbeat | None
-) -> list[int]:
+async def _pay(line_ids: Sequence[int], client: stripe.StripeClient, heartbeat: Heartbeat | None) -> list[int]:
     """Claim, transfer and settle the lines; returns those to try again later. One crash (an
     exception anywhere) cancels everything in flight, as a dying process would."""
     transient: list[int] = []
@@ -131,7 +113,6 @@ async def _pay(
         try:
             transfer_id = await _transfer(line, client)
             if transfer_id:
-                _crash(crash_after, "transfer_returned")
                 made.put_nowait((line["id"], transfer_id))
         except Transient:
             transient.append(line["id"])
@@ -151,9 +132,7 @@ async def _pay(
             finished = item is None
             if group:
                 await _store_transfers(group)
-                _crash(crash_after, "transfer_stored")
                 await _settle([line_id for line_id, _ in group])
-                _crash(crash_after, "line_settled")
                 if heartbeat is not None:
                     await heartbeat()
 
@@ -162,7 +141,6 @@ async def _pay(
         sending = []
         for i in range(0, len(line_ids), CHUNK):
             claimed = await _claim(line_ids[i : i + CHUNK])
-            _crash(crash_after, "line_submitting")
             for line in claimed:
                 await gate.acquire()
                 sending.append(tasks.create_task(send(line)))

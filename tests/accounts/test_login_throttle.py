@@ -9,9 +9,9 @@ from dataclasses import replace
 
 import httpx
 
+from dev.services import free_port
 from server.accounts.tables import Session
 from server.app import create_app
-from server.devservices import free_port
 from tests.conftest import BASE_URL
 from tests.factories import PASSWORD, error_text, login, make_publisher, post_form
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from dev.services import free_port, wait_for_port
 from server.core.settings import ROOT, Settings
-from server.devservices import free_port, wait_for_port
 from tests.conftest import _unavailable
 
 CHROMIUM = "/usr/bin/chromium"

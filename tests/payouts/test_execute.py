@@ -58,14 +58,45 @@ async def test_every_line_is_paid_exactly_once_and_settled(new_client, settings,
     assert row["status"] == "done" and row["executed_at"] is not None
 
 
-@pytest.mark.parametrize("step", execute.STEPS)
+class CrashInjected(Exception):
+    """Raised right after a step of execute.py: the process 'dies' there."""
+
+
+# Every gap where a real process could die, and the step of execute.py it follows: the batch marked
+# executing, lines claimed (submitting), Stripe's answer to a transfer, transfers stored, lines settled.
+STEPS = {
+    "batch_executing": "_start",
+    "line_submitting": "_claim",
+    "transfer_returned": "_transfer",
+    "transfer_stored": "_store_transfers",
+    "line_settled": "_settle",
+}
+
+
+def crash_after(monkeypatch: pytest.MonkeyPatch, step: str) -> None:
+    """Make execute.py's step `step` raise CrashInjected once it has done its work (a transfer: once
+    Stripe answered with a transfer)."""
+    real = getattr(execute, STEPS[step])
+
+    async def crashing(*args, **kwargs):
+        result = await real(*args, **kwargs)
+        if step != "transfer_returned" or result:
+            raise CrashInjected(step)
+        return result
+
+    monkeypatch.setattr(execute, STEPS[step], crashing)
+
+
+@pytest.mark.parametrize("step", list(STEPS))
 async def test_a_crash_between_any_two_steps_then_a_rerun_pays_once(new_client, settings, stripe_local, step):
     batch_id, accounts = await approved_batch(new_client, settings, stripe_local, 10_000, 25_000, 7_500)
     async with stripe_api.gateway(settings) as gateway:
-        with pytest.raises(ExceptionGroup if step != "batch_executing" else execute.CrashInjected) as crashed:
-            await execute.execute(batch_id, gateway.client, crash_after=step)
+        with pytest.MonkeyPatch.context() as patch:
+            crash_after(patch, step)
+            with pytest.raises(ExceptionGroup if step != "batch_executing" else CrashInjected) as crashed:
+                await execute.execute(batch_id, gateway.client)
         if step != "batch_executing":
-            assert crashed.group_contains(execute.CrashInjected)
+            assert crashed.group_contains(CrashInjected)
         assert (await PayoutBatch.select().where(PayoutBatch.id == batch_id).first())["status"] == "executing"
         assert await ledger.check() == []
         # The worker's sweep picks the batch up again.

@@ -14,8 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from dev.services import free_port, wait_for_port
 from server.core.settings import ROOT
-from server.devservices import free_port, wait_for_port
 from server.tracking.tables import Click
 from tests.tracking.factories import campaign_with_link
 

@@ -11,7 +11,7 @@ import pytest
 from arq import create_pool
 from arq.connections import RedisSettings
 
-from server.devservices import find_redis_server, free_port, start_redis
+from dev.services import find_redis_server, free_port, start_redis
 from workers import supervisor
 
 ran: list[str] = []

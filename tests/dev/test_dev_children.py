@@ -1,4 +1,4 @@
-"""`affnet dev` keeps every process running: one that exits is started again with backoff (server/devservices.py:
+"""`affnet-dev dev` keeps every process running: one that exits is started again with backoff (dev/services.py:
 Child), and the others are left alone. Real processes, no mocks."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from server.devservices import Child
+from dev.services import Child
 
 
 def _python(code: str):

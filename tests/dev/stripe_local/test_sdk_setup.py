@@ -7,8 +7,8 @@ import pytest
 import stripe
 from litestar import Litestar, Request, Response, post
 
+from tests.dev.stripe_local.helpers import events_for, new_session, pay
 from tests.stripe_fixtures import deliver
-from tests.stripe_local.helpers import events_for, new_session, pay
 
 
 def test_the_global_api_base_works_too(stripe_local):

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.stripe_local.payments import expire_checkout_session
-from server.stripe_local.store import Store, StripeError
+from dev.stripe_local.payments import expire_checkout_session
+from dev.stripe_local.store import Store, StripeError
 
 # Stripe's answer when a transfer needs more than the available balance (a request that began executing:
 # saved under its idempotency key, so trying again needs a new key).

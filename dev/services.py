@@ -169,7 +169,7 @@ def start_postgres(data_dir: Path, port: int | None = None, durable: bool = Fals
 
 
 class Child:
-    """One process `affnet dev` keeps running: started again with backoff whenever it exits, so one
+    """One process `affnet-dev dev` keeps running: started again with backoff whenever it exits, so one
     crash (or a Redis outage that a process did not survive) never stops the others. The delay doubles
     from 1 s to 30 s while it keeps dying, and starts again at 1 s once it ran a minute."""
 

@@ -12,8 +12,8 @@ import httpx
 import pytest
 import stripe
 
-from server.stripe_local.payments import CARD
-from tests.stripe_local.helpers import Receiver, events_for, new_session, wait_until
+from dev.stripe_local.payments import CARD
+from tests.dev.stripe_local.helpers import Receiver, events_for, new_session, wait_until
 
 
 def _key() -> dict[str, str]:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import stripe
 
-from tests.stripe_local.helpers import new_session
+from tests.dev.stripe_local.helpers import new_session
 
 
 def _create(client: stripe.StripeClient, key: str, amount: int = 50000):

@@ -12,10 +12,10 @@ from urllib.parse import parse_qsl
 
 from litestar import Litestar, Request, Response, delete, get, post
 
-from server.stripe_local import balance, connect, disputes, pages, payments
-from server.stripe_local.api import stripe_api
-from server.stripe_local.store import Config, Store, StripeError
-from server.stripe_local.webhooks import Deliverer, signature_header
+from dev.stripe_local import balance, connect, disputes, pages, payments
+from dev.stripe_local.api import stripe_api
+from dev.stripe_local.store import Config, Store, StripeError
+from dev.stripe_local.webhooks import Deliverer, signature_header
 
 log = logging.getLogger("stripe_local")
 

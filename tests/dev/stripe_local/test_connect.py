@@ -9,7 +9,7 @@ import httpx
 import pytest
 import stripe
 
-from tests.stripe_local.helpers import events_for
+from tests.dev.stripe_local.helpers import events_for
 
 
 def _key() -> dict[str, str]:

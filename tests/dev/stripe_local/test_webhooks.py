@@ -10,8 +10,8 @@ import httpx
 import pytest
 import stripe
 
-from server.stripe_local.webhooks import signature_header
-from tests.stripe_local.helpers import Receiver, events_for, new_session, pay, wait_until
+from dev.stripe_local.webhooks import signature_header
+from tests.dev.stripe_local.helpers import Receiver, events_for, new_session, pay, wait_until
 
 
 @pytest.fixture

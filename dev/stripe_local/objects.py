@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from server.stripe_local import forms
-from server.stripe_local.store import Store, StripeError
+from dev.stripe_local import forms
+from dev.stripe_local.store import Store, StripeError
 
 ZERO_DECIMAL = {
     "bif",

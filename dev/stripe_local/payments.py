@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.stripe_local import disputes, forms
-from server.stripe_local.objects import balance_transaction, card_fee, format_amount, list_object
-from server.stripe_local.store import Store, StripeError
+from dev.stripe_local import disputes, forms
+from dev.stripe_local.objects import balance_transaction, card_fee, format_amount, list_object
+from dev.stripe_local.store import Store, StripeError
 
 MIN_LIFETIME, MAX_LIFETIME = 30 * 60, 24 * 3600  # a Checkout Session's expires_at, after its creation
 CARD = "4242424242424242"  # succeeds; funds available after config.available_delay

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from server.stripe_local.store import Store
+from dev.stripe_local.store import Store
 
 log = logging.getLogger("stripe_local.webhooks")
 

@@ -11,9 +11,9 @@ from jinja2 import DictLoader, Environment
 from litestar import Request, Response, get, post
 from litestar.response import Redirect
 
-from server.stripe_local import connect, payments
-from server.stripe_local.objects import format_amount
-from server.stripe_local.store import Store, StripeError
+from dev.stripe_local import connect, payments
+from dev.stripe_local.objects import format_amount
+from dev.stripe_local.store import Store, StripeError
 
 _BASE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{% block title %}{% endblock %}
  · Stripe (local)</title><meta name="viewport" content="width=device-width, initial-scale=1">

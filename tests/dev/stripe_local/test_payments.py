@@ -9,7 +9,7 @@ import httpx
 import pytest
 import stripe
 
-from tests.stripe_local.helpers import events_for, new_session, pay
+from tests.dev.stripe_local.helpers import events_for, new_session, pay
 
 
 def _paid(stripe_local, amount: int = 50000):

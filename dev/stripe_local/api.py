@@ -10,9 +10,9 @@ from typing import Any
 
 from litestar import Request, Response, route
 
-from server.stripe_local import balance, connect, disputes, forms, payments
-from server.stripe_local.objects import expand, list_object
-from server.stripe_local.store import API_VERSION, Idempotent, Store, StripeError, not_found
+from dev.stripe_local import balance, connect, disputes, forms, payments
+from dev.stripe_local.objects import expand, list_object
+from dev.stripe_local.store import API_VERSION, Idempotent, Store, StripeError, not_found
 
 Handler = Callable[..., dict[str, Any]]
 _ROUTES: list[tuple[str, re.Pattern[str], Handler]] = []

@@ -5,9 +5,9 @@ from __future__ import annotations
 import html
 import re
 
+from dev.demo import seed_demo
 from server.ads.tables import AdSlot
 from server.campaigns.tables import Campaign, Creative
-from server.cli import seed_demo
 from tests.ads.factories import BROWSER, path_of, view
 from tests.conftest import BASE_URL
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from server.stripe_local import balance, forms
-from server.stripe_local.objects import balance_transaction, list_object, page
-from server.stripe_local.store import Store, StripeError, not_found
+from dev.stripe_local import balance, forms
+from dev.stripe_local.objects import balance_transaction, list_object, page
+from dev.stripe_local.store import Store, StripeError, not_found
 
 _CURRENCY_OF = {
     "US": "usd",

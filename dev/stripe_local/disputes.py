@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.stripe_local import forms
-from server.stripe_local.objects import balance_transaction
-from server.stripe_local.store import Store, StripeError
+from dev.stripe_local import forms
+from dev.stripe_local.objects import balance_transaction
+from dev.stripe_local.store import Store, StripeError
 
 CLOSED = ("won", "lost", "warning_closed")
 INQUIRY = ("warning_needs_response", "warning_under_review")
