@@ -246,7 +246,6 @@ class Standing:
     minimum_minor: int
     stripe_account_id: str
     reason: CarryReason | None  # None: paid
-    account_id: int = 0  # the publisher_available ledger account
 
     @property
     def net_minor(self) -> int:
@@ -351,9 +350,7 @@ async def standings(
             reason = CarryReason.account_not_ready
         else:
             reason = None
-        found.append(
-            Standing(owner, currency, available, debt, minimum, ready.get(owner, ""), reason, balances[owner][0])
-        )
+        found.append(Standing(owner, currency, available, debt, minimum, ready.get(owner, ""), reason))
     return found
 
 
