@@ -55,7 +55,7 @@ async def seed(n: int, publishers: int, advertisers: int) -> None:
     from server.campaigns.tables import Campaign, Goal, Link, Membership
     from server.core import db
     from server import piccolo_app
-    from server.ledger import templates
+    from server.ledger import postings
 
     now = datetime.now(UTC)
     # Users are bulk-inserted with an unusable hash: nobody logs in, and argon2 would take minutes.
@@ -137,7 +137,7 @@ async def seed(n: int, publishers: int, advertisers: int) -> None:
             links[(campaign, link["publisher"])] = link["id"]
     per_advertiser = -(-n // advertisers) * PRICE  # exactly enough for their share
     for adv in adv_ids:
-        await templates.fund_advertiser(adv, per_advertiser, "EUR", reference_id=adv, key=f"bench-fund-{adv}")
+        await postings.fund_advertiser(adv, per_advertiser, "EUR", reference_id=adv, key=f"bench-fund-{adv}")
 
     past = now - timedelta(days=31)
     chunk: list[tuple] = []

@@ -257,13 +257,14 @@ async def seed(n: int, stripe_accounts: list[str]) -> tuple[list[int], list[int]
 
 async def earn(pub_ids: list[int], currency: str) -> None:
     """Money into each publisher's available balance: one `post_many` of balanced postings from stripe_clearing."""
+    from server.ledger import engine  # a bench seeds money no production posting makes
     from server.ledger import service as ledger
-    from server.ledger.service import Line, Posting
+    from server.ledger.engine import Line, Posting
     from server.ledger.tables import AccountKind as K
 
     clearing = await ledger.account(K.stripe_clearing, currency)
     available = await ledger.accounts(K.publisher_available, currency, pub_ids)
-    await ledger.post_many(
+    await engine.post_many(
         [
             Posting(
                 "bench.credit",
@@ -346,7 +347,7 @@ async def execute_phase(
     from server.ledger import service as ledger
     from server.ledger.tables import AccountKind as K
     from server.ledger.tables import LedgerAccount, LedgerTxn
-    from server.payouts import execute, review
+    from server.payouts import execute, keys, review
     from server.payouts import service as payouts
     from server.payouts.tables import PayoutBatch, PayoutLine
 
@@ -389,7 +390,7 @@ async def execute_phase(
     posts = (await transfer_posts(stand_in))[before:]
     made = [p for p in posts if p["status"] == 200 and not p.get("replayed")]
     rows = await PayoutLine.select().where(PayoutLine.batch == batch_id)
-    expected_keys = sorted(execute.idempotency_key(line["id"], 1) for line in rows)
+    expected_keys = sorted(keys.idempotency_key(line["id"], 1) for line in rows)
     by_account = dict(zip(paying, stripe_accounts, strict=True))
     settled = await LedgerTxn.count().where(LedgerTxn.kind == "payout.settled")
     in_transit = await ledger.balance(K.payouts_in_transit, PAID_CURRENCY)

@@ -25,7 +25,7 @@ from server.billing import service as billing
 from server.billing.stripe_api import Gateway
 from server.billing.tables import Funding, FundingStatus
 from server.core import db
-from server.ledger import templates
+from server.ledger import postings
 from server.ledger.service import InsufficientFunds
 
 log = logging.getLogger("affnet.billing")
@@ -137,7 +137,7 @@ async def _ensure_credited(funding_id: int, payment_intent_id: str, gateway: Gat
             )
         if payment.fee_currency != funding["currency"]:
             raise ValueError(f"the fee of funding {funding_id} is in {payment.fee_currency}")
-        await templates.fund_advertiser_by_card(
+        await postings.fund_advertiser_by_card(
             funding["advertiser"],
             payment.amount_minor,
             payment.fee_minor,
@@ -164,7 +164,7 @@ async def _withdraw(funding: dict[str, Any], amount: int, *, kind: str, key: str
     """Take `amount` of a funding back (refund, dispute); True if this call moved it."""
     for attempt in range(RETRIES):
         try:
-            posted = await templates.withdraw_funding(
+            posted = await postings.withdraw_funding(
                 funding["advertiser"], amount, funding["currency"], kind=kind, reference_id=funding["id"], key=key
             )
             return not posted.replayed
@@ -209,7 +209,7 @@ async def _dispute(event_type: str, dispute: dict[str, Any], gateway: Gateway) -
         ):
             disputed += amount
         if won:
-            posted = await templates.reinstate_funding(
+            posted = await postings.reinstate_funding(
                 funding["advertiser"],
                 amount,
                 funding["currency"],

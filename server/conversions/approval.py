@@ -2,7 +2,7 @@
 earnings approved early become available when their hold ends. Run by the worker (workers/jobs).
 
 Set-based: each batch of conversions is locked, priced against its advertisers' balances, posted
-as one `ledger.post_many` call (one ledger transaction per conversion, so each earning still
+as one `postings.approve_earnings` call (one ledger transaction per conversion, so each earning still
 traces to its conversion) and marked with one UPDATE. A conversion approved after its hold goes
 straight to the publisher's available balance; one the advertiser approves early goes to
 pending, and a later run releases it.
@@ -27,7 +27,6 @@ reports them: a campaign that cannot pay its own price pauses as before."""
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,8 +37,9 @@ from server.campaigns import service as campaigns
 from server.conversions.tables import Conversion, ConversionStatus
 from server.core import db
 from server.core.hours import utc
+from server.ledger import postings
 from server.ledger import service as ledger
-from server.ledger.service import InsufficientFunds, Line, Posting
+from server.ledger.service import InsufficientFunds
 from server.ledger.tables import AccountKind as K
 
 log = logging.getLogger("affnet.conversions")
@@ -159,31 +159,24 @@ async def _keep_above_thresholds(
     return fitting
 
 
-async def _postings(rows: Sequence[dict[str, Any]], now: datetime) -> list[Posting]:
-    """One approval per conversion: advertiser −price, publisher +payout (available when the hold
-    is over, else pending), network +margin. The split was made at intake by server/core/money.py."""
-    by_currency: dict[str, list[tuple[dict[str, Any], bool]]] = defaultdict(list)
-    for row in rows:
-        by_currency[row["currency"]].append((row, utc(row["hold_until"]) <= now))
-    postings = []
-    for currency, group in by_currency.items():
-        advertisers = await ledger.accounts(K.advertiser_balance, currency, [r["advertiser_id"] for r, _ in group])
-        available = await ledger.accounts(K.publisher_available, currency, [r["publisher"] for r, due in group if due])
-        pending = await ledger.accounts(K.publisher_pending, currency, [r["publisher"] for r, due in group if not due])
-        network = await ledger.account(K.network_revenue, currency)
-        for row, due in group:
-            price, payout = row["advertiser_amount_minor"], row["publisher_amount_minor"]
-            if not 0 <= payout <= price or price == 0:
-                raise ledger.LedgerError(f"Conversion {row['id']} needs 0 <= payout <= price and a price above 0.")
-            lines = [Line(advertisers[row["advertiser_id"]], -price, currency)]
-            if payout:
-                lines.append(Line((available if due else pending)[row["publisher"]], payout, currency))
-            if price - payout:
-                lines.append(Line(network, price - payout, currency))
-            postings.append(
-                Posting("earning", f"conversion:{row['id']}:approved", lines, "conversion", row["id"], effective_at=now)
-            )
-    return postings
+def _earnings(rows: Sequence[dict[str, Any]], now: datetime) -> list[postings.Earning]:
+    """One approval per conversion, in the order of `rows` (postings.approve_earnings decides the
+    accounts: available when the hold is over, else pending). The split was made at intake by
+    server/core/money.py."""
+    return [
+        postings.Earning(
+            advertiser_id=row["advertiser_id"],
+            publisher_id=row["publisher"],
+            price=row["advertiser_amount_minor"],
+            payout=row["publisher_amount_minor"],
+            currency=row["currency"],
+            reference_type="conversion",
+            reference_id=row["id"],
+            key=f"conversion:{row['id']}:approved",
+            available=utc(row["hold_until"]) <= now,
+        )
+        for row in rows
+    ]
 
 
 async def _charge(
@@ -194,7 +187,7 @@ async def _charge(
         fitting, short, set_aside = await _fit(rows, skip_campaigns, by_hand=by_hand)
         try:
             async with db.atomic():
-                posted = await ledger.post_many(await _postings(fitting, now))
+                posted = await postings.approve_earnings(_earnings(fitting, now), effective_at=now)
                 approved = [row for row, p in zip(fitting, posted, strict=True) if not p.replayed]
                 released = await _mark_approved(approved, now)
             break
@@ -316,26 +309,21 @@ async def _release_due(now: datetime) -> int:
             if not rows:
                 return released
             after = rows[-1]["id"]
-            postings = []
-            for currency in sorted({r["currency"] for r in rows}):
-                group = [r for r in rows if r["currency"] == currency and r["publisher_amount_minor"]]
-                pending = await ledger.accounts(K.publisher_pending, currency, [r["publisher"] for r in group])
-                available = await ledger.accounts(K.publisher_available, currency, [r["publisher"] for r in group])
-                postings += [
-                    Posting(
-                        kind="release",
-                        idempotency_key=f"conversion:{r['id']}:released",
+            await postings.release_earnings(
+                [
+                    postings.Release(
+                        r["publisher"],
+                        r["publisher_amount_minor"],
+                        r["currency"],
                         reference_type="conversion",
                         reference_id=r["id"],
-                        effective_at=now,
-                        lines=[
-                            Line(pending[r["publisher"]], -r["publisher_amount_minor"], currency),
-                            Line(available[r["publisher"]], r["publisher_amount_minor"], currency),
-                        ],
+                        key=f"conversion:{r['id']}:released",
                     )
-                    for r in group
-                ]
-            await ledger.post_many(postings)
+                    for r in rows
+                    if r["publisher_amount_minor"]
+                ],
+                effective_at=now,
+            )
             changed = (
                 await Conversion.update({Conversion.released_at: now})
                 .where(Conversion.id.is_in([r["id"] for r in rows]), Conversion.released_at.is_null())

@@ -16,7 +16,7 @@ from server.audit import service as audit
 from server.conversions.tables import Conversion, ConversionStatus
 from server.core import db
 from server.core.errors import Invalid, NotFound
-from server.ledger import templates
+from server.ledger import postings
 from server.ledger.service import InsufficientFunds
 
 MAX_REVERSALS = 500
@@ -75,7 +75,7 @@ async def reverse_one(
                 return None
             row = rows[0]
             released = row["released_at"] is not None
-            posted = await templates.reverse_earning(
+            posted = await postings.reverse_earning(
                 advertiser_id=advertiser_id,
                 publisher_id=row["publisher"],
                 price=row["advertiser_amount_minor"],

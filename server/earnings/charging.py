@@ -26,7 +26,7 @@ from server.campaigns.tables import Goal
 from server.core import db
 from server.core.hours import HOUR, hour_of, utc
 from server.earnings import spend
-from server.ledger import templates
+from server.ledger import postings
 from server.ledger.service import InsufficientFunds
 
 SETTLE = timedelta(minutes=2)  # an hour is priced once it ended at least this long ago
@@ -119,7 +119,7 @@ class EarningHours:
                 .returning(c("id"), c("publisher"), c("price_minor"), c("payout_minor"), c("currency"))
             )
             for row in claimed:
-                await templates.approve_earning(
+                await postings.approve_earning(
                     advertiser_id=advertiser_id,
                     publisher_id=row["publisher"],
                     price=row["price_minor"],
@@ -241,7 +241,7 @@ class EarningHours:
                 if not claimed:
                     continue  # released by another run a moment ago
                 if row["payout_minor"]:
-                    await templates.release_earning(
+                    await postings.release_earning(
                         row["publisher"],
                         row["payout_minor"],
                         row["currency"],

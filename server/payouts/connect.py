@@ -27,6 +27,7 @@ from server.accounts import service as accounts
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import PublisherStatus
 from server.billing.stripe_api import HTTPXClient, client_for
+from server.core import clock
 from server.core.errors import Conflict, NotFound
 from server.core.settings import Settings
 from server.payouts.account_tables import PayoutAccount
@@ -158,10 +159,6 @@ def _view(row: dict[str, Any] | None) -> AccountView:
     )
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 async def account_of(publisher_id: int) -> AccountView:
     """The publisher's own payout account (there is no way to ask for another's)."""
     return _view(await PayoutAccount.select().where(PayoutAccount.publisher == publisher_id).first())
@@ -230,7 +227,7 @@ async def gateway(settings: Settings) -> AsyncIterator[StripeConnect]:
 
 async def _ensure_account(publisher: CurrentUser, connect: ConnectGateway) -> str:
     """The publisher's Stripe account id, creating the account the first time (and only then)."""
-    now = _now()
+    now = clock.now()
     await PayoutAccount.insert(
         PayoutAccount(
             publisher=publisher.id,
@@ -255,9 +252,9 @@ async def _ensure_account(publisher: CurrentUser, connect: ConnectGateway) -> st
             "Stripe could not be reached to set up your payouts. Nothing was created; please try again in a minute."
         ) from None
     # Conditional: a concurrent click that got the same account (same key) stores the same id.
-    await PayoutAccount.update({PayoutAccount.stripe_account_id: account_id, PayoutAccount.updated_at: _now()}).where(
-        PayoutAccount.publisher == publisher.id, PayoutAccount.stripe_account_id == stored
-    )
+    await PayoutAccount.update(
+        {PayoutAccount.stripe_account_id: account_id, PayoutAccount.updated_at: clock.now()}
+    ).where(PayoutAccount.publisher == publisher.id, PayoutAccount.stripe_account_id == stored)
     return account_id
 
 
@@ -335,7 +332,7 @@ async def _store_state(account: dict[str, Any], produced: datetime) -> bool:
                 PayoutAccount.country: str(account.get("country") or "")[:2].upper(),
                 PayoutAccount.default_currency: str(account.get("default_currency") or "")[:3].upper(),
                 PayoutAccount.state_at: produced,
-                PayoutAccount.updated_at: _now(),
+                PayoutAccount.updated_at: clock.now(),
             }
         )
         .where(
@@ -360,7 +357,7 @@ async def refresh_from_stripe(publisher: CurrentUser, connect: ConnectGateway) -
     )
     if row is None or row["stripe_account_id"].startswith(PENDING):
         return await account_of(publisher.id)
-    read_at = _now()
+    read_at = clock.now()
     try:
         account = await connect.retrieve_account(row["stripe_account_id"])
     except Exception as exc:

@@ -34,19 +34,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import stripe
 
 from server.audit import service as audit
 from server.billing.stripe_api import is_transient
-from server.core import db
+from server.core import clock, db
 from server.core.errors import Conflict
-from server.ledger import service as ledger
-from server.ledger.service import Line, Posting
-from server.ledger.tables import AccountKind as K
+from server.ledger import postings
 from server.payouts import review
+from server.payouts.keys import idempotency_key, settled_key, transfer_group
 from server.payouts.tables import BatchStatus, LineStatus, PayoutBatch, PayoutLine
 
 log = logging.getLogger("affnet.payouts")
@@ -58,27 +56,11 @@ CHUNK = 100  # lines claimed per statement, and settled per ledger call
 OPEN = (LineStatus.approved.value, LineStatus.submitting.value)
 
 Heartbeat = Callable[[], Awaitable[Any]]
+JOB = "execute_payout_batch"  # the worker job that runs `execute` (workers/jobs/payouts.py)
 
 
 class Transient(Exception):
     """Stripe could not be reached or answered 5xx: the line stays submitting; try again later."""
-
-
-def idempotency_key(line_id: int, attempt: int) -> str:
-    return f"payout-line:{line_id}:attempt:{attempt}"
-
-
-def settled_key(line_id: int) -> str:
-    return f"payout-line:{line_id}:settled"
-
-
-def returned_key(line_id: int) -> str:
-    """The key returning the line's first reservation after a failed transfer (review.returned_key)."""
-    return review.undo_key(line_id, "returned")
-
-
-def transfer_group(batch_id: int) -> str:
-    return f"batch-{batch_id}"
 
 
 async def execute(batch_id: int, client: stripe.StripeClient, *, heartbeat: Heartbeat | None = None) -> str:
@@ -195,7 +177,7 @@ async def _finish(batch_id: int) -> str:
         if open_lines == 0:
             done = (
                 await PayoutBatch.update(
-                    {PayoutBatch.status: BatchStatus.done.value, PayoutBatch.executed_at: datetime.now(UTC)}
+                    {PayoutBatch.status: BatchStatus.done.value, PayoutBatch.executed_at: clock.now()}
                 )
                 .where(PayoutBatch.id == batch_id, PayoutBatch.status == BatchStatus.executing.value)
                 .returning(PayoutBatch.id)
@@ -211,7 +193,7 @@ async def _claim(line_ids: Sequence[int]) -> list[dict[str, Any]]:
     (claimed now, or left submitting by an earlier run)."""
     async with db.transaction():
         await PayoutLine.update(
-            {PayoutLine.status: LineStatus.submitting.value, PayoutLine.updated_at: datetime.now(UTC)}
+            {PayoutLine.status: LineStatus.submitting.value, PayoutLine.updated_at: clock.now()}
         ).where(PayoutLine.id.is_in(list(line_ids)), PayoutLine.status == LineStatus.approved.value)
     return (
         await PayoutLine.select()
@@ -303,7 +285,7 @@ def _saved_server_error(exc: stripe.StripeError) -> bool:
 async def _next_attempt(line: dict[str, Any], exc: stripe.StripeError) -> dict[str, Any]:
     async with db.transaction():
         bumped = (
-            await PayoutLine.update({PayoutLine.attempt: line["attempt"] + 1, PayoutLine.updated_at: datetime.now(UTC)})
+            await PayoutLine.update({PayoutLine.attempt: line["attempt"] + 1, PayoutLine.updated_at: clock.now()})
             .where(
                 PayoutLine.id == line["id"],
                 PayoutLine.status == LineStatus.submitting.value,
@@ -331,7 +313,7 @@ def _describe(exc: stripe.StripeError) -> str:
 
 
 async def _note_error(line_id: int, message: str) -> None:
-    await PayoutLine.update({PayoutLine.error: message[:500], PayoutLine.updated_at: datetime.now(UTC)}).where(
+    await PayoutLine.update({PayoutLine.error: message[:500], PayoutLine.updated_at: clock.now()}).where(
         PayoutLine.id == line_id, PayoutLine.status == LineStatus.submitting.value
     )
 
@@ -339,13 +321,13 @@ async def _note_error(line_id: int, message: str) -> None:
 async def _store_transfers(made: Sequence[tuple[int, str]]) -> None:
     await db.execute_many(
         "UPDATE payout_line SET stripe_transfer_id = ?, error = '', updated_at = ? WHERE id = ? AND status = ?",
-        [(transfer_id, datetime.now(UTC), line_id, LineStatus.submitting.value) for line_id, transfer_id in made],
+        [(transfer_id, clock.now(), line_id, LineStatus.submitting.value) for line_id, transfer_id in made],
     )
 
 
 async def _settle(line_ids: Sequence[int]) -> None:
     """submitting (with a stored transfer id) → paid, and each line's settlement posted, together."""
-    now = datetime.now(UTC)
+    now = clock.now()
     async with db.transaction():
         paid = (
             await PayoutLine.update(
@@ -360,26 +342,8 @@ async def _settle(line_ids: Sequence[int]) -> None:
         )
         if not paid:
             return
-        accounts = {}
-        for currency in {r["currency"] for r in paid}:
-            accounts[currency] = (
-                await ledger.account(K.payouts_in_transit, currency),
-                await ledger.account(K.stripe_clearing, currency),
-            )
-        await ledger.post_many(
-            [
-                Posting(
-                    "payout.settled",
-                    settled_key(r["id"]),
-                    [
-                        Line(accounts[r["currency"]][0], -r["amount_minor"], r["currency"]),
-                        Line(accounts[r["currency"]][1], r["amount_minor"], r["currency"]),
-                    ],
-                    "payout_line",
-                    r["id"],
-                )
-                for r in paid
-            ]
+        await postings.settle_payouts(
+            [postings.Settlement(r["amount_minor"], r["currency"], r["id"], settled_key(r["id"])) for r in paid]
         )
         await audit.record_many(
             "payout_line.paid",
@@ -410,7 +374,7 @@ async def _refused(line: dict[str, Any], exc: stripe.StripeError) -> None:
                 {
                     PayoutLine.status: LineStatus.failed.value,
                     PayoutLine.error: message,
-                    PayoutLine.updated_at: datetime.now(UTC),
+                    PayoutLine.updated_at: clock.now(),
                 }
             )
             .where(PayoutLine.id == line_id, PayoutLine.status == LineStatus.submitting.value)

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from server.accounts.tables import Publisher, Role, User
-from server.core import money
+from server.core import clock, money
 from server.core.hours import utc
 from server.payouts.tables import ChangeKind, PayoutBatch, PayoutCarryOver, PayoutChange, PayoutLine, Schedule
 
@@ -90,7 +90,7 @@ async def record(
             publisher=publisher_id,
             batch=batch_id,
             summary=summary,
-            created_at=datetime.now(UTC),
+            created_at=clock.now(),
         )
     )
 

@@ -22,7 +22,7 @@ from server.audit.tables import AuditEvent
 from server.billing.stripe_api import all_reversals
 from server.ledger.tables import LedgerTxn
 from server.payouts import reversals
-from server.payouts.execute import settled_key, transfer_group
+from server.payouts.keys import reversal_key, settled_key, transfer_group
 from server.payouts.tables import LineStatus, PayoutLine
 
 ACTION = "payout_batch.reconciled"
@@ -71,7 +71,7 @@ async def reconcile_batch(batch_id: int, client: stripe.StripeClient, *, actor_i
         await LedgerTxn.select(LedgerTxn.idempotency_key)
         .where(
             LedgerTxn.idempotency_key.is_in(
-                [reversals.reversal_key(r.id) for found in stripe_reversals.values() for r in found] or ["-"]
+                [reversal_key(r.id) for found in stripe_reversals.values() for r in found] or ["-"]
             )
         )
         .output(as_list=True)
@@ -89,7 +89,7 @@ async def reconcile_batch(batch_id: int, client: stripe.StripeClient, *, actor_i
             f"Line {line_id}: Stripe's reversal {r.id} ({r.amount} {r.currency.upper()}) was "
             "never returned to the publisher here."
             for r in stripe_reversals.get(line_id, [])
-            if reversals.reversal_key(r.id) not in recorded
+            if reversal_key(r.id) not in recorded
         ]
         if line["status"] in PAID:
             result.paid_lines += 1

@@ -7,18 +7,16 @@ event carries."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from piccolo.query.functions.aggregate import Sum
 
 from server.audit import service as audit
-from server.core import db
-from server.ledger import service as ledger
-from server.ledger.service import Line
-from server.ledger.tables import AccountKind as K
+from server.core import clock, db
+from server.ledger import postings
 from server.ledger.tables import LedgerEntry
 from server.payouts.execute import settle_recorded
+from server.payouts.keys import reversal_key
 from server.payouts.tables import LineStatus, PayoutLine
 
 ListReversals = Callable[[str], Awaitable[list[dict[str, Any]]]]
@@ -41,10 +39,6 @@ async def returned_by_line(line_ids: Sequence[int]) -> dict[int, int]:
         .group_by(LedgerEntry.txn.reference_id)
     )
     return {r["line"]: int(r["total"]) for r in rows if r["total"]}
-
-
-def reversal_key(reversal_id: str) -> str:
-    return f"transfer-reversal:{reversal_id}"
 
 
 async def transfer_reversed(transfer: dict[str, Any], list_all: ListReversals | None = None) -> str:
@@ -73,25 +67,22 @@ async def transfer_reversed(transfer: dict[str, Any], list_all: ListReversals | 
             await settle_recorded(line["id"], transfer["id"])
         elif line["status"] not in (LineStatus.paid.value, LineStatus.returned.value):
             return f"ignored: payout line {line['id']} is {line['status']}"
-        currency = line["currency"]
-        clearing = await ledger.account(K.stripe_clearing, currency)
-        available = await ledger.account(K.publisher_available, currency, line["publisher"])
         returned = 0
         for reversal in every:
             amount = int(reversal["amount"])
-            posted = await ledger.post(
-                kind="payout.reversed",
-                idempotency_key=reversal_key(reversal["id"]),
-                reference_type="payout_line",
+            posted = await postings.return_payout(
+                line["publisher"],
+                amount,
+                line["currency"],
                 reference_id=line["id"],
+                key=reversal_key(reversal["id"]),
                 memo=f"transfer {transfer['id']} reversed ({reversal['id']})",
-                lines=[Line(clearing, -amount, currency), Line(available, amount, currency)],
             )
             returned += 0 if posted.replayed else amount
         if transfer.get("reversed"):
             changed = (
                 await PayoutLine.update(
-                    {PayoutLine.status: LineStatus.returned.value, PayoutLine.updated_at: datetime.now(UTC)}
+                    {PayoutLine.status: LineStatus.returned.value, PayoutLine.updated_at: clock.now()}
                 )
                 .where(PayoutLine.id == line["id"], PayoutLine.status == LineStatus.paid.value)
                 .returning(PayoutLine.id)

@@ -12,19 +12,19 @@ import csv
 import hashlib
 import io
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 from server.accounts.identity import CurrentUser
 from server.audit import service as audit
-from server.core import db, jobs, money
+from server.core import clock, db, money
 from server.core.errors import Conflict, Forbidden, Invalid, NotFound
-from server.ledger import service as ledger
-from server.ledger.service import InsufficientFunds, Line
-from server.ledger.tables import LedgerEntry, LedgerTxn
+from server.ledger import postings
+from server.ledger.service import InsufficientFunds
+from server.ledger.tables import LedgerTxn
 from server.payouts import four_eyes
 from server.payouts.account_tables import PayoutAccount
-from server.payouts.service import REASONS, reserved_key
+from server.payouts.keys import reserved_key, undo_key
+from server.payouts.service import REASONS
 from server.payouts.tables import (
     BatchStatus,
     CarryReason,
@@ -37,16 +37,6 @@ from server.payouts.tables import (
 
 log = logging.getLogger("affnet.payouts")
 EDITABLE = (BatchStatus.prepared.value, BatchStatus.approved.value)
-
-
-def undo_key(line_id: int, undone: str, retry: int = 0) -> str:
-    """The key that gives back a line's reservation: `released` (held) or `returned` (the transfer
-    failed), for its first reservation or the one made by its `retry`-th retry."""
-    return f"payout-line:{line_id}:{undone}" + (f":retry-{retry}" if retry else "")
-
-
-def released_key(line_id: int) -> str:
-    return undo_key(line_id, "released")
 
 
 async def batches(limit: int = 100) -> list[dict[str, Any]]:
@@ -117,7 +107,7 @@ async def hold_line(actor: CurrentUser, batch_id: int, line_id: int, reason: str
         row = await batch(batch_id)
         if row["status"] not in EDITABLE:
             raise Conflict("This batch is being paid or was paid: its lines can no longer change.")
-        now = datetime.now(UTC)
+        now = clock.now()
         changed = (
             await PayoutLine.update(
                 {PayoutLine.status: LineStatus.held.value, PayoutLine.hold_reason: reason, PayoutLine.updated_at: now}
@@ -185,11 +175,8 @@ async def return_reservation(line_id: int, undone: str, *, memo: str, actor_id: 
     reservations = await _reservations(line_id)
     if not reservations:
         raise Conflict(f"Payout line {line_id} has no reservation in the ledger.")
-    await ledger.reverse(
-        reservations[-1]["id"],
-        idempotency_key=undo_key(line_id, undone, len(reservations) - 1),
-        memo=memo,
-        actor_id=actor_id,
+    await postings.reverse(
+        reservations[-1]["id"], key=undo_key(line_id, undone, len(reservations) - 1), memo=memo, actor_id=actor_id
     )
 
 
@@ -219,20 +206,17 @@ async def retry_line(actor: CurrentUser, batch_id: int, line_id: int) -> int:
                 "The publisher's payout account cannot receive payouts yet (Stripe needs more from "
                 "them): retry once it can."
             )
-        reservations = await _reservations(line_id)
-        first = reservations[0]
-        entries = await LedgerEntry.select(LedgerEntry.account, LedgerEntry.amount_minor, LedgerEntry.currency).where(
-            LedgerEntry.txn == first["id"]
-        )
+        retry = len(await _reservations(line_id))
         try:
-            await ledger.post(
-                kind="payout.reserved",
-                idempotency_key=reserved_key(line_id, len(reservations)),
-                reference_type="payout_line",
+            await postings.reserve_payout(
+                line["publisher"],
+                line["available_minor"],
+                line["currency"],
+                owed=line["netted_minor"],
                 reference_id=line_id,
+                key=reserved_key(line_id, retry),
+                memo=f"retry {retry} of a failed transfer",
                 actor_id=actor.id,
-                memo=f"retry {len(reservations)} of a failed transfer",
-                lines=[Line(e["account"], e["amount_minor"], e["currency"]) for e in entries],
             )
         except InsufficientFunds as exc:
             raise Conflict(
@@ -244,7 +228,7 @@ async def retry_line(actor: CurrentUser, batch_id: int, line_id: int) -> int:
                 PayoutLine.status: LineStatus.approved.value,
                 PayoutLine.attempt: line["attempt"] + 1,
                 PayoutLine.error: "",
-                PayoutLine.updated_at: datetime.now(UTC),
+                PayoutLine.updated_at: clock.now(),
             }
         ).where(PayoutLine.id == line_id, PayoutLine.status == LineStatus.failed.value)
         if row["status"] == BatchStatus.done.value:
@@ -282,7 +266,7 @@ async def approve(actor: CurrentUser, batch_id: int) -> str:
                 {
                     PayoutBatch.status: BatchStatus.approved.value,
                     PayoutBatch.approved_by: actor.id,
-                    PayoutBatch.approved_at: datetime.now(UTC),
+                    PayoutBatch.approved_at: clock.now(),
                     PayoutBatch.approved_fingerprint: print_,
                 }
             )
@@ -300,15 +284,6 @@ async def approve(actor: CurrentUser, batch_id: int) -> str:
             total_minor=row["total_minor"],
         )
     return print_
-
-
-EXECUTE_JOB = "execute_payout_batch"
-
-
-async def enqueue_execution(redis: Any, batch_id: int, job_id: str | None = None) -> None:
-    """After approval (or a retry) has committed: hand the batch to the worker (one job per batch and
-    occasion). If Redis is down the batch stays approved or executing and the worker's sweep pays it."""
-    await jobs.enqueue(redis, EXECUTE_JOB, batch_id, job_id=job_id or f"payout-batch:{batch_id}")
 
 
 CSV_COLUMNS = [

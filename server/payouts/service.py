@@ -6,7 +6,7 @@ is created (unique per period and currency, so a second run, or a second worker,
 with one line per publisher whose available balance at the cut-off, net of what they owe
 (publisher_receivable), reaches their minimum and whose Connect account can receive payouts; every
 other publisher with a balance is carried over with the reason. The whole batch, its lines'
-reservations (one `post_many`) and the carry-overs commit together or not at all.
+reservations (one `postings.reserve_payouts`) and the carry-overs commit together or not at all.
 
 Netting (MONEY.md I5): a line pays available − owed. Its one reservation posting takes the whole
 available amount out, settles the receivable, and puts the net in transit:
@@ -20,19 +20,21 @@ import calendar
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from piccolo.query.functions.aggregate import Sum
 
 from server.audit import service as audit
-from server.core import db, money
+from server.core import clock, db, money
+from server.ledger import postings
 from server.ledger import service as ledger
-from server.ledger.service import InsufficientFunds, Line, Posting
+from server.ledger.service import InsufficientFunds
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerAccount, LedgerEntry
 from server.payouts import four_eyes
 from server.payouts.account_tables import PayoutAccount
+from server.payouts.keys import reserved_key
 from server.payouts.tables import (
     BatchStatus,
     CarryReason,
@@ -57,11 +59,6 @@ REASONS = {
     CarryReason.on_hold: "payouts are on hold",
     CarryReason.owes_more_than_earned: "what is owed (clawbacks after an earlier payout) exceeds the balance",
 }
-
-
-def reserved_key(line_id: int, retry: int = 0) -> str:
-    """The key of a line's reservation: its first, or the one made by its `retry`-th retry."""
-    return f"payout-line:{line_id}:reserved" + (f":retry-{retry}" if retry else "")
 
 
 # --- the schedule ---------------------------------------------------------------------------------
@@ -97,7 +94,7 @@ async def save_schedule(terms: ScheduleTerms, *, actor_id: int | None) -> None:
         and terms.large_change_percent > 0
     ):
         raise ledger.LedgerError("A cut-off needs a weekday 0–6, a day 1–28, an hour 0–23 (UTC).")
-    now = datetime.now(UTC)
+    now = clock.now()
     values = {
         PayoutSettings.schedule: terms.schedule.value,
         PayoutSettings.cutoff_weekday: terms.cutoff_weekday,
@@ -128,7 +125,7 @@ async def save_schedule(terms: ScheduleTerms, *, actor_id: int | None) -> None:
 async def set_minimum(currency: str, minimum_minor: int, *, actor_id: int | None) -> None:
     if type(minimum_minor) is not int or minimum_minor < 1:
         raise ledger.LedgerError("A minimum payout is a whole number of minor units above zero.")
-    now = datetime.now(UTC)
+    now = clock.now()
     async with db.transaction():
         before = await _minimums(currency)
         updated = (
@@ -175,7 +172,7 @@ async def set_publisher_terms(
 ) -> None:
     if on_hold and not hold_reason.strip():
         raise ledger.LedgerError("Say why the publisher's payouts are on hold.")
-    now = datetime.now(UTC)
+    now = clock.now()
     values = {
         PublisherPayoutTerms.minimum_minor: minimum_minor,
         PublisherPayoutTerms.minimum_currency: minimum_currency if minimum_minor is not None else "",
@@ -249,7 +246,6 @@ class Standing:
     minimum_minor: int
     stripe_account_id: str
     reason: CarryReason | None  # None: paid
-    account_id: int = 0  # the publisher_available ledger account
 
     @property
     def net_minor(self) -> int:
@@ -354,9 +350,7 @@ async def standings(
             reason = CarryReason.account_not_ready
         else:
             reason = None
-        found.append(
-            Standing(owner, currency, available, debt, minimum, ready.get(owner, ""), reason, balances[owner][0])
-        )
+        found.append(Standing(owner, currency, available, debt, minimum, ready.get(owner, ""), reason))
     return found
 
 
@@ -384,7 +378,7 @@ async def prepare_due(now: datetime, *, actor_id: int | None = None) -> Prepared
     for currency in sorted(currencies):
         for attempt in range(RETRIES):
             try:
-                batch = await _prepare_batch(currency, start, end, terms, actor_id)
+                batch = await _prepare_batch(currency, start, end, terms, actor_id, now)
                 break
             except InsufficientFunds:
                 if attempt == RETRIES - 1:
@@ -398,9 +392,8 @@ async def prepare_due(now: datetime, *, actor_id: int | None = None) -> Prepared
 
 
 async def _prepare_batch(
-    currency: str, start: datetime, end: datetime, terms: ScheduleTerms, actor_id: int | None
+    currency: str, start: datetime, end: datetime, terms: ScheduleTerms, actor_id: int | None, now: datetime
 ) -> tuple[int, int, int] | None:
-    now = datetime.now(UTC)
     async with db.transaction():
         if await PayoutBatch.exists().where(PayoutBatch.period_end == end, PayoutBatch.currency == currency):
             return None
@@ -453,7 +446,7 @@ async def _prepare_batch(
                 )
             )
         ids = await db.insert_rows(PayoutLine, LINE_COLUMNS, lines)
-        await ledger.post_many(await _reservations(currency, paid, ids))
+        await postings.reserve_payouts(_reservations(currency, paid, ids))
         carried = [
             (batch_id, s.publisher_id, currency, s.net_minor, s.minimum_minor, s.reason.value, now)
             for s in everyone
@@ -502,26 +495,12 @@ LINE_COLUMNS = (
 CARRY_COLUMNS = ("batch", "publisher", "currency", "balance_minor", "minimum_minor", "reason", "created_at")
 
 
-async def _reservations(currency: str, paid: Sequence[Standing], line_ids: Sequence[int]) -> list[Posting]:
-    """One reservation per line (`line_ids` in the order of `paid`)."""
-    receivable = await ledger.accounts(K.publisher_receivable, currency, [s.publisher_id for s in paid if s.owed_minor])
-    in_transit = await ledger.account(K.payouts_in_transit, currency)
-    postings = []
-    for s, line_id in zip(paid, line_ids, strict=True):
-        lines = [Line(s.account_id, -s.available_minor, currency), Line(in_transit, s.net_minor, currency)]
-        if s.owed_minor:
-            lines.append(Line(receivable[s.publisher_id], s.owed_minor, currency))
-        postings.append(
-            Posting(
-                "payout.reserved",
-                reserved_key(line_id),
-                lines,
-                "payout_line",
-                line_id,
-                memo="netted against what the publisher owed" if s.owed_minor else "",
-            )
-        )
-    return postings
+def _reservations(currency: str, paid: Sequence[Standing], line_ids: Sequence[int]) -> list[postings.Reservation]:
+    """One reservation per line (`line_ids` in the order of `paid`), netted against what the publisher owes."""
+    return [
+        postings.Reservation(s.publisher_id, s.available_minor, s.owed_minor, currency, line_id, reserved_key(line_id))
+        for s, line_id in zip(paid, line_ids, strict=True)
+    ]
 
 
 async def _last_paid(currency: str, publisher_ids: Sequence[int]) -> dict[int, int]:
@@ -555,7 +534,7 @@ class Preview:
 
 async def next_payout_preview(publisher_id: int, *, now: datetime | None = None) -> list[Preview]:
     """What the next cut-off would pay the publisher in each currency if nothing changed, and why not."""
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     cutoff = next_cutoff(await schedule_terms(), now)
     currencies = (
         await LedgerAccount.select(LedgerAccount.currency)

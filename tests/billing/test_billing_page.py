@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from server.billing import service as billing
 from server.campaigns.tables import Campaign
+from server.ledger import engine
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from tests.conversions.factories import campaign_and_click
@@ -14,10 +15,10 @@ from workers import settings as worker_settings
 
 async def spend(advertiser_id: int, amount: int) -> None:
     lines = [
-        ledger.Line(await ledger.account(K.advertiser_balance, "EUR", advertiser_id), -amount, "EUR"),
-        ledger.Line(await ledger.account(K.network_revenue, "EUR"), amount, "EUR"),
+        engine.Line(await ledger.account(K.advertiser_balance, "EUR", advertiser_id), -amount, "EUR"),
+        engine.Line(await ledger.account(K.network_revenue, "EUR"), amount, "EUR"),
     ]
-    await ledger.post(
+    await engine.post(
         kind="earning",
         idempotency_key=f"spend-{advertiser_id}-{amount}",
         lines=lines,
@@ -27,11 +28,11 @@ async def spend(advertiser_id: int, amount: int) -> None:
 
 
 async def test_the_threshold_pauses_campaigns_when_the_balance_falls_below_it(client, settings):
-    from server.ledger import templates
+    from server.ledger import postings
 
     setup, _, _ = await campaign_and_click(settings, client)
     advertiser_id = setup.advertiser.id
-    await templates.fund_advertiser(advertiser_id, 20_000, "EUR", reference_id=1, key="fund-page-test")
+    await postings.fund_advertiser(advertiser_id, 20_000, "EUR", reference_id=1, key="fund-page-test")
     await login(client, setup.advertiser.email)
     page = await client.get("/advertiser/billing")
     assert "€200.00" in page.text and "Low balance" not in page.text
@@ -66,13 +67,13 @@ def test_the_worker_runs_the_stripe_sweep_every_minute_and_auto_pause_every_five
 
 
 async def test_the_advertiser_dashboard_shows_the_balance_of_each_campaign_currency(client, settings):
-    from server.ledger import templates
+    from server.ledger import postings
 
     setup, _, _ = await campaign_and_click(settings, client)  # a campaign in EUR
     await login(client, setup.advertiser.email)
     empty = await client.get("/advertiser")
     assert 'data-testid="balance" data-currency="EUR">€0.00<' in empty.text and "add funds" in empty.text
-    await templates.fund_advertiser(setup.advertiser.id, 12_345, "EUR", reference_id=1, key="fund-dashboard")
+    await postings.fund_advertiser(setup.advertiser.id, 12_345, "EUR", reference_id=1, key="fund-dashboard")
     funded = await client.get("/advertiser")
     assert 'data-testid="balance" data-currency="EUR">€123.45<' in funded.text
     assert funded.text.count('data-testid="balance"') == 1  # no currencies the advertiser does not use

@@ -10,6 +10,7 @@ import pytest
 
 from server.billing.tables import Funding
 from server.campaigns.tables import Campaign
+from server.ledger import engine
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerTxn
@@ -194,10 +195,10 @@ async def test_a_refund_larger_than_the_balance_left_becomes_a_receivable_the_ne
     await process_all(fake)
     # The advertiser spends 70.00 of it (an approved conversion, here a direct posting).
     spend = [
-        ledger.Line(await ledger.account(K.advertiser_balance, "EUR", who.id), -7_000, "EUR"),
-        ledger.Line(await ledger.account(K.network_revenue, "EUR"), 7_000, "EUR"),
+        engine.Line(await ledger.account(K.advertiser_balance, "EUR", who.id), -7_000, "EUR"),
+        engine.Line(await ledger.account(K.network_revenue, "EUR"), 7_000, "EUR"),
     ]
-    await ledger.post(kind="earning", idempotency_key="spend-1", lines=spend, reference_type="manual", reference_id=1)
+    await engine.post(kind="earning", idempotency_key="spend-1", lines=spend, reference_type="manual", reference_id=1)
     await deliver(client, first.charge_refunded(10_000), secret)
     assert await process_all(fake) == ["refunded"]
     assert await balance(who) == 0  # never below zero (I4)

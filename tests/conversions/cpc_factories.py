@@ -10,7 +10,7 @@ from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
 from server.campaigns import service as campaigns
 from server.campaigns.tables import Link
-from server.ledger import templates
+from server.ledger import postings
 from server.tracking import service as tracking
 from tests.factories import make_publisher
 from tests.tracking.factories import Setup, campaign_with_link
@@ -96,6 +96,6 @@ def spread(hour: int, n: int, *, start_minute: int = 0, days: int = 0) -> list[d
 
 async def fund(setup: Setup, amount: int, currency: str = "EUR") -> None:
     n = next(_fund_seq)
-    await templates.fund_advertiser(
+    await postings.fund_advertiser(
         setup.advertiser.id, amount, currency, reference_id=n, key=f"test-funding-{setup.campaign_id}-{n}"
     )

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from server.campaigns.tables import Campaign
 from server.conversions import approval
 from server.conversions.tables import Conversion
+from server.ledger import postings
 from server.ledger import service as ledger
-from server.ledger import templates
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerTxn
 from tests.conversions.factories import campaign_and_click, click_id_of, postback
@@ -28,7 +28,7 @@ async def pending_conversions(settings, client, n: int, *, hold_days: int = 0, f
         response = await postback(client, click_id=click_id, txn_id=f"order-{i}", token=token)
         assert response.json()["status"] == "accepted", response.text
     if fund is not None:
-        await templates.fund_advertiser(
+        await postings.fund_advertiser(
             setup.advertiser.id, fund, "EUR", reference_id=1, key=f"fund-{setup.campaign_id}"
         )
     return setup
@@ -83,7 +83,7 @@ async def test_an_advertiser_who_cannot_pay_is_never_overdrawn_and_the_campaign_
     assert await ledger.check() == []
 
     # Funds arrive: the next run approves what waited.
-    await templates.fund_advertiser(setup.advertiser.id, 1_000, "EUR", reference_id=2, key="top-up")
+    await postings.fund_advertiser(setup.advertiser.id, 1_000, "EUR", reference_id=2, key="top-up")
     assert (await approval.run(now=later())).approved == 1
     assert await ledger.balance(K.advertiser_balance, "EUR", setup.advertiser.id) == 500
 
@@ -97,7 +97,7 @@ async def test_a_refused_posting_inside_a_callers_transaction_leaves_nothing_beh
     before = await LedgerTxn.count()
     async with db.transaction():
         try:
-            await templates.approve_earning(
+            await postings.approve_earning(
                 advertiser_id=setup.advertiser.id,
                 publisher_id=setup.publisher.id,
                 price=1_000,

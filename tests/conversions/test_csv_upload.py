@@ -13,8 +13,8 @@ from server.campaigns.tables import Link
 from server.conversions import csv_upload
 from server.conversions.tables import Conversion
 from server.core import money
+from server.ledger import postings
 from server.ledger import service as ledger
-from server.ledger import templates
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerTxn
 from tests.conversions.factories import campaign_and_click, click_id_of, postback, secrets_of
@@ -248,7 +248,7 @@ async def revshare_conversions(settings, client, sales: list[int], *, fund: int 
             click_id = await click_id_of(client, setup.code)
         response = await postback(client, click_id=click_id, txn_id=f"order-{i}", token=token, amount=sale)
         assert response.json()["status"] == "accepted", response.text
-    await templates.fund_advertiser(setup.advertiser.id, fund, "EUR", reference_id=1, key=f"fund-{setup.campaign_id}")
+    await postings.fund_advertiser(setup.advertiser.id, fund, "EUR", reference_id=1, key=f"fund-{setup.campaign_id}")
     return setup
 
 

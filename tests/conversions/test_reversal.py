@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from server.audit.tables import AuditEvent
 from server.conversions import approval
 from server.conversions.tables import Conversion
+from server.ledger import postings
 from server.ledger import service as ledger
-from server.ledger import templates
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerTxn
 from tests.conversions.test_review import (
@@ -102,8 +102,8 @@ async def test_reversing_after_release_takes_the_earning_from_available(client, 
 async def test_reversing_after_payout_leaves_a_receivable_from_the_publisher(client, new_client, settings):
     setup, [conversion_id], browser = await approved(settings, client, new_client, released=True)
     # The publisher was paid the 8.00: their available balance is empty.
-    await templates.reserve_payout(setup.publisher.id, 800, "EUR", reference_id=1, key="payout-line-1:reserved")
-    await templates.settle_payout(800, "EUR", reference_id=1, key="payout-line-1:settled")
+    await postings.reserve_payout(setup.publisher.id, 800, "EUR", reference_id=1, key="payout-line-1:reserved")
+    await postings.settle_payout(800, "EUR", reference_id=1, key="payout-line-1:settled")
     assert (await balances(setup))["available"] == 0
     assert await ledger.check() == []
 
@@ -124,8 +124,8 @@ async def test_a_partly_paid_out_earning_comes_from_available_first_and_the_rest
 ):
     setup, [first, second], browser = await approved(settings, client, new_client, 2, released=True)
     # 16.00 available; 10.00 of it paid out leaves 6.00 to cover the first reversal's 8.00.
-    await templates.reserve_payout(setup.publisher.id, 1_000, "EUR", reference_id=1, key="payout-line-1:reserved")
-    await templates.settle_payout(1_000, "EUR", reference_id=1, key="payout-line-1:settled")
+    await postings.reserve_payout(setup.publisher.id, 1_000, "EUR", reference_id=1, key="payout-line-1:reserved")
+    await postings.settle_payout(1_000, "EUR", reference_id=1, key="payout-line-1:settled")
     await decide(browser, [first], "reverse", "Returned")
     assert await balances(setup) == {
         "advertiser": 4_000,

@@ -8,8 +8,8 @@ import re
 
 from server.audit.tables import AuditEvent
 from server.conversions.tables import Conversion
+from server.ledger import postings
 from server.ledger import service as ledger
-from server.ledger import templates
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerTxn
 from tests.conversions.factories import campaign_and_click, click_id_of, postback
@@ -30,7 +30,7 @@ async def pending_conversions(settings, client, n: int, *, fund: int | None = No
         response = await postback(client, click_id=click_id, txn_id=f"{name}-order-{i}", token=token)
         assert response.json()["status"] == "accepted", response.text
     if fund is not None:
-        await templates.fund_advertiser(
+        await postings.fund_advertiser(
             setup.advertiser.id, fund, "EUR", reference_id=1, key=f"fund-{setup.campaign_id}"
         )
     return setup

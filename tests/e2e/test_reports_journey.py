@@ -22,9 +22,9 @@ from playwright.async_api import expect
 
 from server.accounts.tables import Role
 from server.campaigns.tables import Campaign
+from server.ledger import engine, postings
 from server.ledger import service as ledger
-from server.ledger import templates
-from server.ledger.service import Line
+from server.ledger.engine import Line
 from server.ledger.tables import AccountKind as K
 from server.reports import rollup
 from tests.e2e.pages import log_in
@@ -301,7 +301,7 @@ async def earning(advertiser_id: int, publisher_id: int, price: int, payout: int
         Line(await ledger.account(K.publisher_pending, "EUR", publisher_id), payout, "EUR"),
         Line(await ledger.account(K.network_revenue, "EUR"), price - payout, "EUR"),
     ]
-    await ledger.post(
+    await engine.post(
         kind="earning",
         idempotency_key=f"journey-earning-{n}",
         reference_type="manual",
@@ -317,7 +317,7 @@ async def test_finance_reads_the_dashboard_and_downloads_each_table(live_server,
     world = await world_with_traffic(settings)
     advertiser = await cpa_advertiser(world)
     a, b = world.publishers
-    await templates.fund_advertiser(advertiser, 10_000, "EUR", reference_id=1, key="journey-fund")
+    await postings.fund_advertiser(advertiser, 10_000, "EUR", reference_id=1, key="journey-fund")
     # Margins of 3.00 late on 1 November in New York (2 November in UTC) and 1.50 on 3 November.
     await earning(advertiser, a, 1_000, 700, EVENING, 1)
     await earning(advertiser, b, 450, 300, BASE + timedelta(days=2, hours=12), 2)

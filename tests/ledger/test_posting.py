@@ -10,9 +10,10 @@ import sys
 import pytest
 
 from server.core.settings import ROOT
+from server.ledger import engine, postings
 from server.ledger import service as ledger
-from server.ledger import templates
-from server.ledger.service import InsufficientFunds, LedgerError, Line
+from server.ledger.engine import Line
+from server.ledger.service import InsufficientFunds, LedgerError
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerAccount, LedgerEntry, LedgerTxn
 from tests.conftest import TEST_SECRET
@@ -21,7 +22,7 @@ from tests.factories import make_advertiser, make_publisher
 
 async def funded_advertiser(amount: int = 10_000, currency: str = "EUR") -> int:
     adv_id, _ = await make_advertiser()
-    await templates.fund_advertiser(adv_id, amount, currency, reference_id=1, key=f"fund-{adv_id}")
+    await postings.fund_advertiser(adv_id, amount, currency, reference_id=1, key=f"fund-{adv_id}")
     return adv_id
 
 
@@ -39,12 +40,12 @@ async def test_unbalanced_float_and_zero_lines_are_refused_and_move_nothing(clea
     ]
     for i, lines in enumerate(bad):
         with pytest.raises(LedgerError):
-            await ledger.post(
+            await engine.post(
                 kind="test", idempotency_key=f"bad-{i}", lines=lines, reference_type="manual", reference_id=1
             )
     with pytest.raises(LedgerError, match="holds EUR"):
         usd = await ledger.account(K.network_revenue, "USD")
-        await ledger.post(
+        await engine.post(
             kind="test",
             idempotency_key="cur",
             reference_type="manual",
@@ -57,8 +58,8 @@ async def test_unbalanced_float_and_zero_lines_are_refused_and_move_nothing(clea
 
 async def test_an_idempotency_key_posts_once(clean):
     adv_id, _ = await make_advertiser()
-    first = await templates.fund_advertiser(adv_id, 5_000, "EUR", reference_id=7, key="charge-ch_123")
-    again = await templates.fund_advertiser(adv_id, 5_000, "EUR", reference_id=7, key="charge-ch_123")
+    first = await postings.fund_advertiser(adv_id, 5_000, "EUR", reference_id=7, key="charge-ch_123")
+    again = await postings.fund_advertiser(adv_id, 5_000, "EUR", reference_id=7, key="charge-ch_123")
     assert again.replayed and again.txn_id == first.txn_id and not first.replayed
     assert await ledger.balance(K.advertiser_balance, "EUR", adv_id) == 5_000
 
@@ -67,7 +68,7 @@ async def test_spending_more_than_the_balance_is_refused_whole(clean, settings):
     adv_id = await funded_advertiser(1_000)
     pub_id, _ = await make_publisher(settings)
     with pytest.raises(InsufficientFunds):
-        await templates.approve_earning(
+        await postings.approve_earning(
             advertiser_id=adv_id,
             publisher_id=pub_id,
             price=1_001,
@@ -89,7 +90,7 @@ async def test_concurrent_spends_never_overdraw_the_advertiser(clean, settings):
 
     async def spend(i: int) -> bool:
         try:
-            await templates.approve_earning(
+            await postings.approve_earning(
                 advertiser_id=adv_id,
                 publisher_id=pub_id,
                 price=300,
@@ -111,9 +112,9 @@ async def test_concurrent_spends_never_overdraw_the_advertiser(clean, settings):
     assert await ledger.check() == []
 
 
-def spends(adv_acct: int, pub_acct: int, keys: range, price: int = 300) -> list[ledger.Posting]:
+def spends(adv_acct: int, pub_acct: int, keys: range, price: int = 300) -> list[engine.Posting]:
     return [
-        ledger.Posting(
+        engine.Posting(
             kind="earning",
             idempotency_key=f"batch-{i}",
             reference_type="manual",
@@ -124,19 +125,19 @@ def spends(adv_acct: int, pub_acct: int, keys: range, price: int = 300) -> list[
     ]
 
 
-@pytest.mark.parametrize("size", [10, ledger.BULK + 50], ids=["small", "bulk"])
+@pytest.mark.parametrize("size", [10, engine.BULK + 50], ids=["small", "bulk"])
 async def test_a_batch_posts_one_transaction_per_posting_and_replays_what_was_posted(clean, settings, size):
-    """Small batches insert; from ledger.BULK postings on, PostgreSQL copies (and falls back to
+    """Small batches insert; from engine.BULK postings on, PostgreSQL copies (and falls back to
     the insert that skips keys when some were posted before)."""
     adv_id = await funded_advertiser(1_000_000)
     pub_id, _ = await make_publisher(settings)
     adv = await ledger.account(K.advertiser_balance, "EUR", adv_id)
     pub = await ledger.account(K.publisher_available, "EUR", pub_id)
     half = size // 2
-    first = await ledger.post_many(spends(adv, pub, range(0, size)))
+    first = await engine.post_many(spends(adv, pub, range(0, size)))
     assert len({p.txn_id for p in first}) == size and not any(p.replayed for p in first)
     # An overlapping batch: the half already posted replay with their first ids, the rest are new.
-    second = await ledger.post_many(spends(adv, pub, range(half, size + half)))
+    second = await engine.post_many(spends(adv, pub, range(half, size + half)))
     assert [p.txn_id for p in second[: size - half]] == [p.txn_id for p in first[half:]]
     assert [p.replayed for p in second] == [True] * (size - half) + [False] * half
     assert await ledger.balance(K.advertiser_balance, "EUR", adv_id) == 1_000_000 - (size + half) * 300
@@ -152,11 +153,11 @@ async def test_a_batch_the_balance_cannot_cover_moves_nothing(clean, settings):
     pub = await ledger.account(K.publisher_available, "EUR", pub_id)
     before = (await LedgerTxn.count(), await LedgerEntry.count())
     with pytest.raises(InsufficientFunds):
-        await ledger.post_many(spends(adv, pub, range(4)))  # 1,200 against 1,000
+        await engine.post_many(spends(adv, pub, range(4)))  # 1,200 against 1,000
     assert (await LedgerTxn.count(), await LedgerEntry.count()) == before
     assert await ledger.balance(K.advertiser_balance, "EUR", adv_id) == 1_000
     with pytest.raises(LedgerError, match="its own idempotency key"):
-        await ledger.post_many(spends(adv, pub, range(1)) * 2)
+        await engine.post_many(spends(adv, pub, range(1)) * 2)
     assert await ledger.check() == []
 
 
@@ -165,9 +166,9 @@ async def test_the_same_batch_posted_twice_at_once_moves_money_once(clean, setti
     pub_id, _ = await make_publisher(settings)
     adv = await ledger.account(K.advertiser_balance, "EUR", adv_id)
     pub = await ledger.account(K.publisher_available, "EUR", pub_id)
-    n = ledger.BULK + 50
+    n = engine.BULK + 50
     first, second = await asyncio.gather(
-        ledger.post_many(spends(adv, pub, range(n))), ledger.post_many(spends(adv, pub, range(n)))
+        engine.post_many(spends(adv, pub, range(n))), engine.post_many(spends(adv, pub, range(n)))
     )
     assert [a.txn_id for a in first] == [b.txn_id for b in second]
     assert sum(not p.replayed for p in first + second) == n
@@ -215,7 +216,7 @@ async def test_an_earning_for_a_conversion_that_does_not_exist_is_reported(clean
     """I6: every earning traces to what earned it; the check's orphan query names any that does not."""
     adv_id = await funded_advertiser()
     pub_id, _ = await make_publisher(settings)
-    posted = await templates.approve_earning(
+    posted = await postings.approve_earning(
         advertiser_id=adv_id,
         publisher_id=pub_id,
         price=1_000,
@@ -231,7 +232,7 @@ async def test_an_earning_for_a_conversion_that_does_not_exist_is_reported(clean
 async def test_a_reversal_undoes_exactly_once(clean, settings):
     adv_id = await funded_advertiser(10_000)
     pub_id, _ = await make_publisher(settings)
-    earned = await templates.approve_earning(
+    earned = await postings.approve_earning(
         advertiser_id=adv_id,
         publisher_id=pub_id,
         price=1_000,
@@ -241,10 +242,10 @@ async def test_a_reversal_undoes_exactly_once(clean, settings):
         reference_id=9,
         key="e9",
     )
-    undone = await ledger.reverse(earned.txn_id, idempotency_key="r9")
-    assert (await ledger.reverse(earned.txn_id, idempotency_key="r9")).txn_id == undone.txn_id  # a replay
+    undone = await engine.reverse(earned.txn_id, idempotency_key="r9")
+    assert (await engine.reverse(earned.txn_id, idempotency_key="r9")).txn_id == undone.txn_id  # a replay
     with pytest.raises(Exception, match="already been reversed"):
-        await ledger.reverse(earned.txn_id, idempotency_key="r9-again")
+        await engine.reverse(earned.txn_id, idempotency_key="r9-again")
     assert await ledger.balance(K.advertiser_balance, "EUR", adv_id) == 10_000
     assert await ledger.balance(K.publisher_pending, "EUR", pub_id) == 0
     assert await ledger.balance(K.network_revenue, "EUR") == 0
@@ -262,11 +263,11 @@ async def test_reversal_after_payout_becomes_a_receivable(clean, settings):
         "reference_type": "manual",
         "reference_id": 3,
     }
-    await templates.approve_earning(**common, key="e3")
-    await templates.release_earning(pub_id, 800, "EUR", reference_type="manual", reference_id=3, key="rel3")
-    await templates.reserve_payout(pub_id, 800, "EUR", reference_id=1, key="line1")
-    await templates.settle_payout(800, "EUR", reference_id=1, key="paid1")
-    await templates.reverse_earning(**common, released=True, key="rev3")
+    await postings.approve_earning(**common, key="e3")
+    await postings.release_earning(pub_id, 800, "EUR", reference_type="manual", reference_id=3, key="rel3")
+    await postings.reserve_payout(pub_id, 800, "EUR", reference_id=1, key="line1")
+    await postings.settle_payout(800, "EUR", reference_id=1, key="paid1")
+    await postings.reverse_earning(**common, released=True, key="rev3")
     assert await ledger.balance(K.publisher_available, "EUR", pub_id) == 0
     assert await ledger.balance(K.publisher_receivable, "EUR", pub_id) == -800  # owed back, netted next time
     assert await ledger.balance(K.advertiser_balance, "EUR", adv_id) == 10_000

@@ -1,4 +1,4 @@
-"""Publishers with money to pay out, built through the ledger's own posting templates, and batches
+"""Publishers with money to pay out, built through the ledger's own postings, and batches
 of them approved and paid against the local Stripe stand-in."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from server.accounts.tables import Role
 from server.core import db
 from server.core.settings import Settings
-from server.ledger import templates
+from server.ledger import postings
 from server.payouts import service as payouts
 from server.payouts.account_tables import PayoutAccount
 from server.payouts.tables import PayoutBatch, PayoutLine
@@ -25,18 +25,25 @@ def after_next_cutoff() -> datetime:
 
 
 async def earning_publisher(
-    settings: Settings, available: int, *, currency: str = "EUR", owed: int = 0, ready: bool = True
+    settings: Settings,
+    available: int,
+    *,
+    currency: str = "EUR",
+    owed: int = 0,
+    ready: bool = True,
+    effective_at: datetime | None = None,
 ) -> int:
-    """A publisher with `available` to be paid and, if `owed`, a receivable from a clawback after payout."""
+    """A publisher with `available` to be paid and, if `owed`, a receivable from a clawback after payout.
+    `effective_at`: when the earning counts (default: now), for a period that closed before now."""
     publisher_id, _ = await make_publisher(settings)
     advertiser_id, _ = await make_advertiser()
-    await templates.fund_advertiser(
+    await postings.fund_advertiser(
         advertiser_id, 10 * (available + owed) + 1_000, currency, reference_id=1, key=f"fund:{next(_seq)}"
     )
 
     async def earn(amount: int) -> None:
         n = next(_seq)
-        await templates.approve_earning(
+        await postings.approve_earning(
             advertiser_id=advertiser_id,
             publisher_id=publisher_id,
             price=amount,
@@ -45,14 +52,21 @@ async def earning_publisher(
             reference_type="manual",
             reference_id=n,
             key=f"earn:{n}",
+            effective_at=effective_at,
         )
-        await templates.release_earning(
-            publisher_id, amount, currency, reference_type="manual", reference_id=n, key=f"release:{n}"
+        await postings.release_earning(
+            publisher_id,
+            amount,
+            currency,
+            reference_type="manual",
+            reference_id=n,
+            key=f"release:{n}",
+            effective_at=effective_at,
         )
 
     if owed:  # earned and (as if) paid out, then the earning was reversed: a receivable
         n = next(_seq)
-        await templates.reverse_earning(
+        await postings.reverse_earning(
             advertiser_id=advertiser_id,
             publisher_id=publisher_id,
             price=owed,

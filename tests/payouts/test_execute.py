@@ -17,6 +17,7 @@ from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerTxn
 from server.payouts import execute, reconcile, reversals
+from server.payouts.keys import idempotency_key, returned_key, settled_key
 from server.payouts.tables import PayoutBatch, PayoutLine
 from server.stripe_events import service as stripe_events
 from tests.factories import login, make_staff
@@ -41,7 +42,7 @@ async def assert_paid_once(stripe_local, batch_id: int, accounts: dict[int, str]
             f"batch-{batch_id}",
         )
         assert transfer.metadata["payout_line_id"] == str(line["id"])
-        assert await LedgerTxn.count().where(LedgerTxn.idempotency_key == execute.settled_key(line["id"])) == 1
+        assert await LedgerTxn.count().where(LedgerTxn.idempotency_key == settled_key(line["id"])) == 1
     assert await ledger.balance(K.payouts_in_transit, "EUR") == 0
     assert await ledger.check() == []
 
@@ -123,7 +124,7 @@ async def test_a_refused_transfer_fails_the_line_and_returns_the_money(new_clien
     assert failed["stripe_transfer_id"] == ""
     assert made(transfer_posts(stripe_local, failed["id"])) == []
     assert await ledger.balance(K.publisher_available, "EUR", refused_publisher) == 10_000
-    assert await LedgerTxn.count().where(LedgerTxn.idempotency_key == execute.returned_key(failed["id"])) == 1
+    assert await LedgerTxn.count().where(LedgerTxn.idempotency_key == returned_key(failed["id"])) == 1
     assert await ledger.balance(K.payouts_in_transit, "EUR") == 0
     assert [line["status"] for line in by_publisher.values()].count("paid") == 1
     assert await ledger.check() == []
@@ -166,9 +167,9 @@ async def test_a_short_stripe_balance_keeps_the_money_reserved_and_pays_once_whe
     assert line["status"] == "paid" and line["error"] == ""
     posts = transfer_posts(local, line["id"])
     assert [p["status"] for p in posts] == [400, 400, 200]
-    assert len(made(posts)) == 1 and made(posts)[0]["idempotency_key"] == execute.idempotency_key(line["id"], 3)
+    assert len(made(posts)) == 1 and made(posts)[0]["idempotency_key"] == idempotency_key(line["id"], 3)
     assert (await client.v1.transfers.retrieve_async(line["stripe_transfer_id"])).amount == 10_000
-    assert await LedgerTxn.count().where(LedgerTxn.idempotency_key == execute.settled_key(line["id"])) == 1
+    assert await LedgerTxn.count().where(LedgerTxn.idempotency_key == settled_key(line["id"])) == 1
     assert await ledger.balance(K.payouts_in_transit, "EUR") == 0
     assert await ledger.check() == []
 

@@ -7,12 +7,13 @@ from __future__ import annotations
 import html
 import itertools
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from server.accounts.tables import Publisher, Role, User
 from server.audit.tables import AuditEvent
+from server.core import clock
+from server.ledger import postings
 from server.ledger import service as ledger
-from server.ledger import templates
 from server.ledger.tables import AccountKind as K
 from server.payouts import review
 from server.payouts import service as payouts
@@ -32,8 +33,10 @@ async def finance_client(new_client) -> tuple[int, object]:
     return user_id, client
 
 
-async def named_publisher(settings, name: str, available: int) -> tuple[int, str]:
-    publisher_id = await earning_publisher(settings, available)
+async def named_publisher(
+    settings, name: str, available: int, *, effective_at: datetime | None = None
+) -> tuple[int, str]:
+    publisher_id = await earning_publisher(settings, available, effective_at=effective_at)
     await Publisher.update({Publisher.display_name: name}).where(Publisher.user == publisher_id)
     email = (await Publisher.select(Publisher.user.email).where(Publisher.user == publisher_id).first())["user.email"]
     return publisher_id, email
@@ -43,8 +46,8 @@ async def earn(publisher_id: int, amount: int) -> None:
     """More available money for the publisher, after the last batch was prepared: for the next period."""
     advertiser_id, _ = await make_advertiser()
     n = next(_seq)
-    await templates.fund_advertiser(advertiser_id, 2 * amount, "EUR", reference_id=n, key=f"four-eyes-fund:{n}")
-    await templates.approve_earning(
+    await postings.fund_advertiser(advertiser_id, 2 * amount, "EUR", reference_id=n, key=f"four-eyes-fund:{n}")
+    await postings.approve_earning(
         advertiser_id=advertiser_id,
         publisher_id=publisher_id,
         price=amount,
@@ -54,14 +57,14 @@ async def earn(publisher_id: int, amount: int) -> None:
         reference_id=n,
         key=f"four-eyes-earn:{n}",
     )
-    await templates.release_earning(
+    await postings.release_earning(
         publisher_id, amount, "EUR", reference_type="manual", reference_id=n, key=f"four-eyes-release:{n}"
     )
 
 
-async def scheduled_batch(*, later: timedelta = timedelta()) -> int:
-    """What the cron job prepares: no preparer."""
-    outcome = await payouts.prepare_due(after_next_cutoff() + later)
+async def scheduled_batch(*, later: timedelta = timedelta(), at: datetime | None = None) -> int:
+    """What the cron job prepares: no preparer. `at`: the moment it runs (default: past the next cut-off)."""
+    outcome = await payouts.prepare_due((at or after_next_cutoff()) + later)
     assert len(outcome.batches) == 1
     row = await review.batch(outcome.batches[0])
     assert row["prepared_by"] is None
@@ -226,9 +229,13 @@ async def test_a_change_to_a_publisher_outside_the_batch_does_not_bar_its_author
 async def test_a_line_holder_is_an_editor_of_the_batch_and_of_the_publishers_next_one(new_client, settings):
     a_id, a = await finance_client(new_client)
     _, b = await finance_client(new_client)
-    ana, _ = await named_publisher(settings, "Ana", 12_000)
-    other = await earning_publisher(settings, 30_000)
-    first = await scheduled_batch()
+    # Earned in a period that closed before today, so its batch is prepared now, before the hold (a
+    # batch's preparation is stamped with the moment it is prepared for, and the hold with the time it
+    # was made: a hold after a batch was prepared is not answered by that batch's approval).
+    long_ago = clock.now() - timedelta(days=40)
+    ana, _ = await named_publisher(settings, "Ana", 12_000, effective_at=long_ago)
+    other = await earning_publisher(settings, 30_000, effective_at=long_ago)
+    first = await scheduled_batch(at=clock.now())
     line = await PayoutLine.select().where(PayoutLine.publisher == ana).first()
     held = await post_form(a, f"/finance/payouts/{first}/lines/{line['id']}/hold", {"reason": "traffic check"})
     assert held.status_code == 303

@@ -12,8 +12,8 @@ from datetime import timedelta
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role, User
 from server.billing import stripe_api
+from server.ledger import postings
 from server.ledger import service as ledger
-from server.ledger import templates
 from server.ledger.tables import AccountKind as K
 from server.payouts import execute, history, reversals, review
 from server.payouts import service as payouts
@@ -282,10 +282,10 @@ async def test_the_api_answers_only_a_publisher_key(new_client, settings):
 
 
 async def more_available(publisher_id: int, amount: int, n: int) -> None:
-    """`amount` more for the publisher to be paid, earned and released through the ledger's templates."""
+    """`amount` more for the publisher to be paid, earned and released through the ledger's postings."""
     advertiser_id, _ = await make_advertiser()
-    await templates.fund_advertiser(advertiser_id, amount, "EUR", reference_id=n, key=f"history-fund:{n}")
-    await templates.approve_earning(
+    await postings.fund_advertiser(advertiser_id, amount, "EUR", reference_id=n, key=f"history-fund:{n}")
+    await postings.approve_earning(
         advertiser_id=advertiser_id,
         publisher_id=publisher_id,
         price=amount,
@@ -295,7 +295,7 @@ async def more_available(publisher_id: int, amount: int, n: int) -> None:
         reference_id=n,
         key=f"history-earn:{n}",
     )
-    await templates.release_earning(
+    await postings.release_earning(
         publisher_id, amount, "EUR", reference_type="manual", reference_id=n, key=f"history-release:{n}"
     )
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+from server.core.hours import utc
+from server.ledger import engine
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerTxn
@@ -136,12 +138,12 @@ async def test_money_that_arrives_after_the_cut_off_waits_for_the_next_period(cl
     available = await ledger.account(K.publisher_available, "EUR", publisher)
     revenue = await ledger.account(K.network_revenue, "EUR")
     # A manual adjustment effective an hour after the cut-off: it belongs to the next period (I14).
-    await ledger.post(
+    await engine.post(
         kind="manual",
         idempotency_key="late-bonus",
         reference_type="manual",
         reference_id=1,
-        lines=[ledger.Line(revenue, -4_000, "EUR"), ledger.Line(available, 4_000, "EUR")],
+        lines=[engine.Line(revenue, -4_000, "EUR"), engine.Line(available, 4_000, "EUR")],
         effective_at=cutoff + timedelta(hours=1),
     )
     await payouts.prepare_due(after_next_cutoff())
@@ -166,3 +168,21 @@ async def test_the_worker_prepares_the_period_on_a_real_redis(client, settings):
     await run_burst(settings, {"clock": after_next_cutoff}, "prepare_payouts")
     assert await PayoutLine.count() == 1
     assert await ledger.check() == []
+
+
+async def test_a_period_is_prepared_at_the_moment_it_is_given(client, settings):
+    """prepare_due's `now` is the moment the batch, its lines and its carry-overs are stamped with
+    (the worker passes its clock; a test its own moment), not the wall clock."""
+    await earning_publisher(settings, 10_000)
+    await earning_publisher(settings, 1_000)
+    moment = (after_next_cutoff() + timedelta(days=3)).replace(microsecond=0)
+
+    outcome = await payouts.prepare_due(moment)
+
+    assert (len(outcome.batches), outcome.lines, outcome.carried) == (1, 1, 1)
+    batch = await PayoutBatch.select().where(PayoutBatch.id == outcome.batches[0]).first()
+    line = await PayoutLine.select().where(PayoutLine.batch == batch["id"]).first()
+    carried = await PayoutCarryOver.select().where(PayoutCarryOver.batch == batch["id"]).first()
+    assert [utc(t) for t in (batch["prepared_at"], line["created_at"], line["updated_at"], carried["created_at"])] == [
+        moment
+    ] * 4

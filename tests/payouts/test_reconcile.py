@@ -9,7 +9,8 @@ from arq.connections import RedisSettings
 
 from server.accounts.tables import Role
 from server.billing import stripe_api
-from server.payouts import execute, reconcile
+from server.payouts import reconcile
+from server.payouts.keys import transfer_group
 from server.payouts.tables import PayoutLine
 from tests.factories import post_form, staff_client
 from tests.payouts.factories import approved_batch, lines_of
@@ -56,7 +57,7 @@ async def test_a_line_paid_twice_and_a_stray_transfer_are_shown(new_client, sett
             "amount": 10_000,
             "currency": "eur",
             "destination": line["stripe_account_id"],
-            "transfer_group": execute.transfer_group(batch_id),
+            "transfer_group": transfer_group(batch_id),
             "metadata": {"payout_line_id": str(line["id"])},
         },
         {"idempotency_key": f"by-hand:{line['id']}"},
@@ -66,7 +67,7 @@ async def test_a_line_paid_twice_and_a_stray_transfer_are_shown(new_client, sett
             "amount": 123,
             "currency": "eur",
             "destination": line["stripe_account_id"],
-            "transfer_group": execute.transfer_group(batch_id),
+            "transfer_group": transfer_group(batch_id),
         },
         {"idempotency_key": f"stray:{line['id']}"},
     )

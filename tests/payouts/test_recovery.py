@@ -20,6 +20,7 @@ from server.ledger.tables import LedgerTxn
 from server.payouts import execute
 from server.payouts import service as payouts
 from server.payouts.account_tables import PayoutAccount
+from server.payouts.keys import idempotency_key, settled_key, transfer_group
 from server.payouts.tables import PayoutBatch, PayoutLine
 from tests.factories import post_form, staff_client
 from tests.payouts.factories import approved_batch, lines_of, made, transfer_posts
@@ -41,7 +42,7 @@ async def test_a_transfer_made_but_not_recorded_is_found_and_not_made_again(new_
             "amount": 10_000,
             "currency": "eur",
             "destination": line["stripe_account_id"],
-            "transfer_group": execute.transfer_group(batch_id),
+            "transfer_group": transfer_group(batch_id),
             "metadata": {"payout_line_id": str(line["id"])},
         },
         {"idempotency_key": f"expired-key:{line['id']}"},
@@ -56,7 +57,7 @@ async def test_a_transfer_made_but_not_recorded_is_found_and_not_made_again(new_
     [line] = await lines_of(batch_id)
     assert (line["status"], line["stripe_transfer_id"], line["error"]) == ("paid", made_earlier.id, "")
     assert transfer_posts(stripe_local, line["id"]) == []  # nothing sent under the line's own keys
-    assert await LedgerTxn.count().where(LedgerTxn.idempotency_key == execute.settled_key(line["id"])) == 1
+    assert await LedgerTxn.count().where(LedgerTxn.idempotency_key == settled_key(line["id"])) == 1
     assert await ledger.balance(K.payouts_in_transit, "EUR") == 0
     assert await ledger.check() == []
 
@@ -78,9 +79,9 @@ async def test_a_5xx_saved_under_the_key_gives_the_line_a_new_attempt_and_it_is_
     line = next(line for line in await lines_of(batch_id) if line["id"] == stuck["id"])
     assert (line["status"], line["attempt"]) == ("paid", 2)
     keys = [p["idempotency_key"] for p in transfer_posts(stripe_local, line["id"])]
-    assert keys[0] == execute.idempotency_key(line["id"], 1) and keys[-1] == execute.idempotency_key(line["id"], 2)
+    assert keys[0] == idempotency_key(line["id"], 1) and keys[-1] == idempotency_key(line["id"], 2)
     assert [p["idempotency_key"] for p in transfers_made_for(stripe_local, line["id"])] == [
-        execute.idempotency_key(line["id"], 2)
+        idempotency_key(line["id"], 2)
     ]
     for other in await lines_of(batch_id):
         assert len(transfers_made_for(stripe_local, other["id"])) == 1
@@ -130,7 +131,7 @@ async def test_finance_retries_a_failed_line_and_it_is_paid_once_under_a_new_key
     [paid] = await lines_of(batch_id)
     assert paid["status"] == "paid"
     assert [p["idempotency_key"] for p in transfers_made_for(stripe_local, paid["id"])] == [
-        execute.idempotency_key(paid["id"], 2)
+        idempotency_key(paid["id"], 2)
     ]
     assert await ledger.balance(K.publisher_available, "EUR", publisher_id) == 0
     assert await ledger.balance(K.payouts_in_transit, "EUR") == 0

@@ -21,8 +21,8 @@ from server.accounts.tables import Role
 from server.audit.tables import AuditEvent
 from server.conversions import approval
 from server.conversions.tables import Conversion
+from server.ledger import postings
 from server.ledger import service as ledger
-from server.ledger import templates
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerAccount, LedgerTxn
 from server.payouts import service as payouts
@@ -48,7 +48,7 @@ async def approved_conversions(settings, client, n: int, *, hold_days: int, fund
             click_id = await click_id_of(client, setup.code)
         response = await postback(client, click_id=click_id, txn_id=f"order-{i}", token=token)
         assert response.json()["status"] == "accepted", response.text
-    await templates.fund_advertiser(setup.advertiser.id, fund, "EUR", reference_id=1, key=f"fund-{setup.campaign_id}")
+    await postings.fund_advertiser(setup.advertiser.id, fund, "EUR", reference_id=1, key=f"fund-{setup.campaign_id}")
     return setup
 
 
@@ -133,9 +133,9 @@ async def test_figures_equal_the_ledger_balances(client, new_client, settings):
     advertiser_b, _ = await make_advertiser()
     publisher_a, _ = await make_publisher(settings)
     publisher_b, _ = await make_publisher(settings)
-    await templates.fund_advertiser(advertiser_a, 50_000, "EUR", reference_id=1, key="fund-a")
-    await templates.fund_advertiser(advertiser_b, 7_000, "EUR", reference_id=2, key="fund-b")
-    await templates.fund_advertiser(advertiser_b, 3_000, "USD", reference_id=3, key="fund-b-usd")
+    await postings.fund_advertiser(advertiser_a, 50_000, "EUR", reference_id=1, key="fund-a")
+    await postings.fund_advertiser(advertiser_b, 7_000, "EUR", reference_id=2, key="fund-b")
+    await postings.fund_advertiser(advertiser_b, 3_000, "USD", reference_id=3, key="fund-b-usd")
     for n, (advertiser, publisher, price, payout) in enumerate(
         [
             (advertiser_a, publisher_a, 1_000, 800),
@@ -144,7 +144,7 @@ async def test_figures_equal_the_ledger_balances(client, new_client, settings):
         ],
         start=1,
     ):
-        await templates.approve_earning(
+        await postings.approve_earning(
             advertiser_id=advertiser,
             publisher_id=publisher,
             price=price,
@@ -154,10 +154,10 @@ async def test_figures_equal_the_ledger_balances(client, new_client, settings):
             reference_id=n,
             key=f"earn-{n}",
         )
-    await templates.release_earning(publisher_b, 2_000, "EUR", reference_type="manual", reference_id=2, key="rel-2")
-    await templates.reserve_payout(publisher_b, 1_500, "EUR", reference_id=9, key="reserve-9")
+    await postings.release_earning(publisher_b, 2_000, "EUR", reference_type="manual", reference_id=2, key="rel-2")
+    await postings.reserve_payout(publisher_b, 1_500, "EUR", reference_id=9, key="reserve-9")
     # A clawback after payout: the publisher owes it (a receivable), shown as a positive amount.
-    await templates.reverse_earning(
+    await postings.reverse_earning(
         advertiser_id=advertiser_a,
         publisher_id=publisher_b,
         price=2_500,
@@ -347,7 +347,7 @@ async def test_the_check_button_records_who_checked_and_the_page_says_every_inva
 
 
 async def test_the_nightly_job_records_each_check_and_the_page_shows_what_it_found(client, new_client, settings):
-    await templates.fund_advertiser((await make_advertiser())[0], 1_000, "EUR", reference_id=1, key="fund")
+    await postings.fund_advertiser((await make_advertiser())[0], 1_000, "EUR", reference_id=1, key="fund")
     assert await check_ledger({}) == {"ok": True, "problem_count": 0}
     last = await finance.last_ledger_check()
     assert last is not None and last["ok"] and last["by"] is None and last["problems"] == []

@@ -8,8 +8,8 @@ import re
 from server.conversions import review
 from server.conversions.tables import Conversion
 from server.earnings import cpc
+from server.ledger import postings
 from server.ledger import service as ledger
-from server.ledger import templates
 from server.reports import earnings
 from tests.conversions.cpc_factories import NOW, clicks, cpc_campaign, fund, join, spread
 from tests.conversions.factories import api_key, campaign_and_click, click_id_of, postback
@@ -128,8 +128,8 @@ async def test_a_publisher_sees_what_they_owe_after_a_clawback_of_money_paid_out
         for r in await ledger.LedgerTxn.select(ledger.LedgerTxn.reference_id).where(ledger.LedgerTxn.kind == "earning")
     ]
     # The 2.00 is paid out, then the clicks are found fraudulent and the earning reversed.
-    await templates.reserve_payout(setup.publisher.id, 200, "EUR", reference_id=1, key="payout-line-1")
-    await templates.reverse_earning(
+    await postings.reserve_payout(setup.publisher.id, 200, "EUR", reference_id=1, key="payout-line-1")
+    await postings.reverse_earning(
         advertiser_id=setup.advertiser.id,
         publisher_id=setup.publisher.id,
         price=250,

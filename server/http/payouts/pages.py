@@ -12,11 +12,11 @@ from litestar.response import Redirect, Template
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
 from server.billing import stripe_api
-from server.core import money
+from server.core import jobs, money
 from server.core.errors import Conflict, Forbidden, Invalid, NotFound
 from server.http.pages import form_data, render, see_other, settings_of
 from server.http.web import current_user, requires_role
-from server.payouts import four_eyes, reconcile, review
+from server.payouts import execute, four_eyes, keys, reconcile, review
 from server.payouts import service as payouts
 
 
@@ -90,9 +90,9 @@ class FinancePayouts(Controller):
             attempt = await review.retry_line(_user(request), batch_id, line_id)
         except (NotFound, Conflict) as exc:
             return await _batch_page(request, batch_id, status_code=exc.status_code, error=exc.message)
-        await review.enqueue_execution(
-            request.app.state.redis, batch_id, job_id=f"payout-batch:{batch_id}:line:{line_id}:attempt:{attempt}"
-        )
+        # After the retry has committed: the worker pays the line (if Redis is down, its sweep does).
+        job_id = keys.execution_job_id(batch_id, line_id=line_id, attempt=attempt)
+        await jobs.enqueue(request.app.state.redis, execute.JOB, batch_id, job_id=job_id)
         return see_other(f"/finance/payouts/{batch_id}")
 
     @post("/{batch_id:int}/reconcile")
@@ -115,5 +115,6 @@ class FinancePayouts(Controller):
             await review.approve(_user(request), batch_id)
         except (Forbidden, Conflict) as exc:
             return await _batch_page(request, batch_id, status_code=exc.status_code, error=exc.message)
-        await review.enqueue_execution(request.app.state.redis, batch_id)
+        # After the approval has committed: the worker pays the batch (if Redis is down, its sweep does).
+        await jobs.enqueue(request.app.state.redis, execute.JOB, batch_id, job_id=keys.execution_job_id(batch_id))
         return see_other(f"/finance/payouts/{batch_id}")
