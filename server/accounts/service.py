@@ -28,6 +28,7 @@ from server.core import db, validation
 from server.core.errors import Conflict, Invalid, NotFound, Unauthorized
 from server.core.hours import zone
 from server.core.settings import Settings
+from server.core.validation import form_field
 
 # Refresh a session's expiry at most this often, so reading pages does not write on every request.
 SESSION_TOUCH_INTERVAL = timedelta(minutes=10)
@@ -42,11 +43,6 @@ def _now() -> datetime:
 
 def _sha256(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
-
-
-def _get(form: Mapping[str, Any], name: str) -> str:
-    value = form.get(name, "")
-    return value if isinstance(value, str) else ""
 
 
 # --- users -------------------------------------------------------------------------------------
@@ -116,11 +112,11 @@ async def set_publisher_auto_approve(admin: CurrentUser, enabled: bool) -> None:
 
 
 async def signup_publisher(form: Mapping[str, Any], settings: Settings) -> int:
-    email = validation.email(_get(form, "email"))
-    password = _get(form, "password")
-    display_name = validation.text(_get(form, "display_name"), "display_name", "Display name", max_length=120)
-    blog_url = validation.web_url(_get(form, "blog_url"), "blog_url", "Blog URL")
-    audience = validation.text(_get(form, "audience"), "audience", "Audience description", max_length=2000)
+    email = validation.email(form_field(form, "email"))
+    password = form_field(form, "password", strip=False)
+    display_name = validation.text(form_field(form, "display_name"), "display_name", "Display name", max_length=120)
+    blog_url = validation.web_url(form_field(form, "blog_url"), "blog_url", "Blog URL")
+    audience = validation.text(form_field(form, "audience"), "audience", "Audience description", max_length=2000)
     auto = await publisher_auto_approve(settings)
     now = _now()
     async with db.transaction():
@@ -145,10 +141,10 @@ async def signup_publisher(form: Mapping[str, Any], settings: Settings) -> int:
 
 
 async def signup_advertiser(form: Mapping[str, Any]) -> int:
-    email = validation.email(_get(form, "email"))
-    password = _get(form, "password")
-    company = validation.text(_get(form, "company_name"), "company_name", "Company name", max_length=200)
-    website = validation.web_url(_get(form, "website"), "website", "Website")
+    email = validation.email(form_field(form, "email"))
+    password = form_field(form, "password", strip=False)
+    company = validation.text(form_field(form, "company_name"), "company_name", "Company name", max_length=200)
+    website = validation.web_url(form_field(form, "website"), "website", "Website")
     now = _now()
     async with db.transaction():
         user_id = await _insert_user(email, password, Role.advertiser, now)

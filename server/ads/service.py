@@ -20,6 +20,7 @@ from server.ads.tables import AdSlot, Impression, SlotFallback, SlotFormat, Slot
 from server.audit import service as audit
 from server.core import db, deeplink, validation
 from server.core.errors import Conflict, Invalid, NotFound
+from server.core.validation import form_field
 from server.tracking import service as tracking
 
 
@@ -65,11 +66,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _get(form: Mapping[str, Any], name: str) -> str:
-    value = form.get(name, "")
-    return value.strip() if isinstance(value, str) else ""
-
-
 def parse_domains(text: str) -> list[str]:
     return validation.domains(
         text,
@@ -98,20 +94,22 @@ def _house_url(raw: str) -> str:
 
 def parse_slot(form: Mapping[str, Any], *, format_locked: str | None = None) -> dict[str, Any]:
     """Validate the slot form into column values. Raises Invalid naming the first bad field."""
-    name = validation.text(_get(form, "name"), "name", "Slot name", max_length=120)
-    slot_format = format_locked or _get(form, "format")
+    name = validation.text(form_field(form, "name"), "name", "Slot name", max_length=120)
+    slot_format = format_locked or form_field(form, "format")
     if slot_format not in {f.value for f in SlotFormat}:
         raise Invalid("Choose one of the listed formats.", field="format")
-    domains = parse_domains(_get(form, "domains"))
-    fallback = _get(form, "fallback") or SlotFallback.collapse.value
+    domains = parse_domains(form_field(form, "domains"))
+    fallback = form_field(form, "fallback") or SlotFallback.collapse.value
     if fallback not in {f.value for f in SlotFallback}:
         raise Invalid("Choose what the slot shows when no ad fits.", field="fallback")
     house_text = house_url = fallback_html = ""
     if fallback == SlotFallback.house.value:
-        house_text = validation.text(_get(form, "house_text"), "house_text", "House ad text", max_length=HOUSE_TEXT_MAX)
+        house_text = validation.text(
+            form_field(form, "house_text"), "house_text", "House ad text", max_length=HOUSE_TEXT_MAX
+        )
         if "\n" in house_text or "\r" in house_text:
             raise Invalid("House ad text must be a single line.", field="house_text")
-        house_url = _house_url(_get(form, "house_url"))
+        house_url = _house_url(form_field(form, "house_url"))
     elif fallback == SlotFallback.html.value:
         raw = form.get("fallback_html", "")
         fallback_html = validation.text(

@@ -20,6 +20,7 @@ from server.campaigns import service as campaigns
 from server.campaigns.tables import Campaign, CampaignStatus
 from server.core import db, money
 from server.core.errors import Conflict, Invalid, NotFound
+from server.core.validation import form_field
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 
@@ -43,11 +44,6 @@ PAUSE_REASON_EMPTY = (
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _get(form: Mapping[str, Any], name: str) -> str:
-    value = form.get(name, "")
-    return value.strip() if isinstance(value, str) else ""
 
 
 async def _setting(key: str, default: str) -> str:
@@ -75,10 +71,10 @@ async def currencies_of(advertiser_id: int) -> list[str]:
 
 
 async def parse_funding(advertiser_id: int, form: Mapping[str, Any]) -> tuple[int, str]:
-    currency = money.currency(_get(form, "currency") or DEFAULT_CURRENCY)
+    currency = money.currency(form_field(form, "currency") or DEFAULT_CURRENCY)
     if currency not in await currencies_of(advertiser_id):
         raise Invalid("Choose one of the listed currencies.", field="currency")
-    amount = money.parse_amount(_get(form, "amount"), currency, field="amount", label="Amount", allow_zero=False)
+    amount = money.parse_amount(form_field(form, "amount"), currency, field="amount", label="Amount", allow_zero=False)
     low, high = await limits(currency)
     if amount < low:
         raise Invalid(f"The smallest top-up is {money.display(low, currency)}.", field="amount")
@@ -163,10 +159,10 @@ async def settings_of(advertiser_id: int) -> dict[str, Any] | None:
 
 
 async def save_settings(advertiser: CurrentUser, form: Mapping[str, Any]) -> None:
-    currency = money.currency(_get(form, "currency") or DEFAULT_CURRENCY)
+    currency = money.currency(form_field(form, "currency") or DEFAULT_CURRENCY)
     if currency not in await currencies_of(advertiser.id):
         raise Invalid("Choose one of the listed currencies.", field="currency")
-    raw = _get(form, "auto_pause_threshold") or "0"
+    raw = form_field(form, "auto_pause_threshold") or "0"
     threshold = money.parse_amount(raw, currency, field="auto_pause_threshold", label="Auto-pause threshold")
     if threshold > 10**12:
         raise Invalid("Auto-pause threshold is too large.", field="auto_pause_threshold")

@@ -23,6 +23,7 @@ from server.campaigns.tables import (
 )
 from server.core import changes, db, deeplink, money, validation
 from server.core.errors import Conflict, Forbidden, Invalid, NotFound
+from server.core.validation import form_field
 
 CATEGORIES = {
     "fashion": "Fashion & beauty",
@@ -58,15 +59,10 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _get(form: Mapping[str, Any], name: str) -> str:
-    value = form.get(name, "")
-    return value.strip() if isinstance(value, str) else ""
-
-
 def _optional_int(
     form: Mapping[str, Any], name: str, label: str, *, minimum: int = 0, maximum: int = 10**9
 ) -> int | None:
-    raw = _get(form, name)
+    raw = form_field(form, name)
     if not raw:
         return None
     return _int(raw, name, label, minimum=minimum, maximum=maximum)
@@ -122,18 +118,18 @@ def _checked_url(raw: str, domains: list[str], field: str, label: str, *, requir
 
 async def parse_terms(form: Mapping[str, Any], *, currency_locked: str | None = None) -> dict[str, Any]:
     """Validate the campaign form into column values. Raises Invalid naming the first bad field."""
-    name = validation.text(_get(form, "name"), "name", "Campaign name", max_length=120)
+    name = validation.text(form_field(form, "name"), "name", "Campaign name", max_length=120)
     description = validation.text(
-        _get(form, "description"), "description", "Description", max_length=5000, required=False
+        form_field(form, "description"), "description", "Description", max_length=5000, required=False
     )
-    category = _get(form, "category") or "other"
+    category = form_field(form, "category") or "other"
     if category not in CATEGORIES:
         raise Invalid("Choose one of the listed categories.", field="category")
-    currency = currency_locked or money.currency(_get(form, "currency"))
-    domains = _parse_domains(_get(form, "allowed_domains"))
-    landing_url = _checked_url(_get(form, "landing_url"), domains, "landing_url", "Landing URL", required=True)
+    currency = currency_locked or money.currency(form_field(form, "currency"))
+    domains = _parse_domains(form_field(form, "allowed_domains"))
+    landing_url = _checked_url(form_field(form, "landing_url"), domains, "landing_url", "Landing URL", required=True)
     # The fallback takes traffic the campaign cannot: it may live anywhere, but must be a plain web URL.
-    fallback_raw = _get(form, "fallback_url")
+    fallback_raw = form_field(form, "fallback_url")
     fallback_url = ""
     if fallback_raw:
         fallback = validation.web_url(fallback_raw, "fallback_url", "Fallback URL")
@@ -146,7 +142,7 @@ async def parse_terms(form: Mapping[str, Any], *, currency_locked: str | None = 
         fallback_url = _checked_url(fallback, [fallback_domain], "fallback_url", "Fallback URL", required=False)
     budgets = {}
     for field, label in (("total_budget", "Total budget"), ("daily_budget", "Daily budget")):
-        raw = _get(form, field)
+        raw = form_field(form, field)
         budgets[f"{field}_minor"] = (
             money.parse_amount(raw, currency, field=field, label=label, allow_zero=False) if raw else None
         )
@@ -167,15 +163,15 @@ async def parse_terms(form: Mapping[str, Any], *, currency_locked: str | None = 
             ("cap_publisher_conversions_monthly", "Conversions per month per publisher"),
         )
     }
-    visibility = _get(form, "visibility") or Visibility.public.value
+    visibility = form_field(form, "visibility") or Visibility.public.value
     if visibility not in Visibility.__members__:
         raise Invalid("Choose public, approval or private.", field="visibility")
-    click_id_param = _get(form, "click_id_param") or "click_id"
+    click_id_param = form_field(form, "click_id_param") or "click_id"
     if not (click_id_param.replace("_", "").replace("-", "").isalnum() and len(click_id_param) <= 32):
         raise Invalid("The click id parameter may use letters, digits, - and _ only.", field="click_id_param")
     forward = [s for s in SUB_NAMES if form.get(f"forward_{s}") in ("on", "true", "1", True)]
     # A choice rather than a checkbox, so a form that does not send it (older pages, scripts) keeps it on.
-    pixel = _get(form, "pixel") or "on"
+    pixel = form_field(form, "pixel") or "on"
     if pixel not in ("on", "off"):
         raise Invalid("Choose whether the conversion pixel is on or off.", field="pixel")
     return {
@@ -189,15 +185,15 @@ async def parse_terms(form: Mapping[str, Any], *, currency_locked: str | None = 
         **budgets,
         **caps,
         "attribution_window_days": _int(
-            _get(form, "attribution_window_days") or "30",
+            form_field(form, "attribution_window_days") or "30",
             "attribution_window_days",
             "Attribution window",
             minimum=1,
             maximum=365,
         ),
-        "hold_days": _int(_get(form, "hold_days") or "30", "hold_days", "Hold period", minimum=0, maximum=365),
+        "hold_days": _int(form_field(form, "hold_days") or "30", "hold_days", "Hold period", minimum=0, maximum=365),
         "min_conversion_seconds": _int(
-            _get(form, "min_conversion_seconds") or "0",
+            form_field(form, "min_conversion_seconds") or "0",
             "min_conversion_seconds",
             "Minimum click-to-conversion time",
             minimum=0,
@@ -216,7 +212,7 @@ async def parse_goals(form: Mapping[str, Any], currency: str) -> list[dict[str, 
     goals: list[dict[str, Any]] = []
     names: set[str] = set()
     for n in range(MAX_GOALS):
-        name = _get(form, f"goal_{n}_name").lower()
+        name = form_field(form, f"goal_{n}_name").lower()
         if not name:
             continue
         field = f"goal_{n}"
@@ -225,13 +221,13 @@ async def parse_goals(form: Mapping[str, Any], currency: str) -> list[dict[str, 
         if name in names:
             raise Invalid(f"Two goals are called '{name}'.", field=f"{field}_name")
         names.add(name)
-        model = _get(form, f"{field}_model")
+        model = form_field(form, f"{field}_model")
         if model not in PayoutModel.__members__:
             raise Invalid(f"Choose a payout model for goal '{name}'.", field=f"{field}_model")
-        pub_raw = _get(form, f"{field}_publisher")
+        pub_raw = form_field(form, f"{field}_publisher")
         if model == PayoutModel.revshare:
             adv = money.parse_percent_bp(
-                _get(form, f"{field}_advertiser"),
+                form_field(form, f"{field}_advertiser"),
                 field=f"{field}_advertiser",
                 label=f"What the advertiser pays for '{name}'",
             )
@@ -242,7 +238,7 @@ async def parse_goals(form: Mapping[str, Any], currency: str) -> list[dict[str, 
             )
         else:
             adv = money.parse_amount(
-                _get(form, f"{field}_advertiser"),
+                form_field(form, f"{field}_advertiser"),
                 currency,
                 field=f"{field}_advertiser",
                 label=f"What the advertiser pays for '{name}'",
@@ -289,7 +285,7 @@ def _intake_limits(form: Mapping[str, Any], field: str, name: str, model: str, c
     if model not in CONVERSION_MODELS:
         return {"conversions_per_click": 1, "max_sale_minor": None}
     per_click = _int(
-        _get(form, f"{field}_per_click") or "1",
+        form_field(form, f"{field}_per_click") or "1",
         f"{field}_per_click",
         f"Conversions per click for '{name}'",
         minimum=1,
@@ -297,7 +293,7 @@ def _intake_limits(form: Mapping[str, Any], field: str, name: str, model: str, c
     )
     max_sale = None
     if model == PayoutModel.revshare:
-        raw = _get(form, f"{field}_max_sale")
+        raw = form_field(form, f"{field}_max_sale")
         max_sale = (
             money.parse_amount(
                 raw, currency, field=f"{field}_max_sale", label=f"Largest sale for '{name}'", allow_zero=False
