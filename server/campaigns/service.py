@@ -12,6 +12,7 @@ from server.accounts.identity import CurrentUser
 from server.accounts.tables import NetworkSetting, Publisher, PublisherStatus, User
 from server.audit import service as audit
 from server.campaigns.tables import (
+    SUB_NAMES,
     Campaign,
     CampaignStatus,
     Goal,
@@ -47,7 +48,6 @@ MODEL_LABELS = {
 MAX_GOALS = 5
 DEFAULT_MARGIN_KEY = "default_margin_bp"
 DEFAULT_MARGIN_BP = 2000  # the network keeps 20 % unless a goal says otherwise
-SUB_NAMES = ("sub1", "sub2", "sub3", "sub4", "sub5")
 CONVERSION_MODELS = (PayoutModel.cpl, PayoutModel.cpa, PayoutModel.revshare)
 MAX_CONVERSIONS_PER_CLICK = 100
 DEFAULT_MAX_SALE_MAJOR = 10_000

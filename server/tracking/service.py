@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from piccolo.query.functions.aggregate import Count
 
-from server.campaigns.tables import CampaignStatus, Goal, Link, MembershipStatus, PayoutModel
+from server.campaigns.tables import SUB_NAMES, CampaignStatus, Goal, Link, MembershipStatus, PayoutModel
 from server.core import db, deeplink
 from server.core.errors import NotFound
 from server.tracking.cache import Target
@@ -22,7 +22,6 @@ from server.tracking.tables import Click
 from server.tracking.tokens import issue_click_id
 from server.tracking.visitor import truncate_ip, visitor_hash
 
-SUB_NAMES = ("sub1", "sub2", "sub3", "sub4", "sub5")
 SUB_MAX = 100
 DEDUP_SECONDS = 3600  # the same visitor on the same link within an hour is one click
 # More clicks than this per minute from one network (an IPv4 /24 or IPv6 /48) stop counting:

@@ -16,7 +16,7 @@ from server.accounts.identity import CurrentUser
 from server.accounts.tables import PublisherStatus, Role
 from server.campaigns import creatives as creatives_service
 from server.campaigns import service as campaigns
-from server.campaigns.tables import Campaign, CreativeKind, MembershipStatus, PayoutModel, Visibility
+from server.campaigns.tables import SUB_NAMES, Campaign, CreativeKind, MembershipStatus, PayoutModel, Visibility
 from server.core import deeplink
 from server.core.errors import DomainError, Invalid, NotFound
 from server.http.pages import form_data, render, render_error, see_other, settings_of
@@ -128,7 +128,7 @@ def build_link(base_url: str, code: str, form: Mapping[str, str], allowed_domain
     """The tracked link with the sub ids and deep link the publisher chose, each URL-encoded.
     Raises Invalid (naming the field) for a sub id too long or a deep link the campaign refuses."""
     params: list[tuple[str, str]] = []
-    for name in campaigns.SUB_NAMES:
+    for name in SUB_NAMES:
         value = (form.get(name) or "").strip()
         if not value:
             continue
@@ -237,7 +237,7 @@ class PublisherCampaigns(Controller):
         user = _user(request)
         link = await tracking.link_for(user.id, campaign_id)
         base_url = settings_of(request).base_url
-        form = {k: v for k, v in request.query_params.items() if k in (*campaigns.SUB_NAMES, "url")}
+        form = {k: v for k, v in request.query_params.items() if k in (*SUB_NAMES, "url")}
         context = {
             "campaign_id": campaign_id,
             "campaign_name": await _campaign_name(campaign_id),

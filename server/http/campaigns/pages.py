@@ -13,7 +13,7 @@ from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
 from server.campaigns import creatives, echo
 from server.campaigns import service as campaigns
-from server.campaigns.tables import CampaignStatus, PayoutModel, Visibility
+from server.campaigns.tables import SUB_NAMES, CampaignStatus, PayoutModel, Visibility
 from server.core import money
 from server.core.errors import Conflict, Invalid
 from server.http.pages import form_data, render, render_error, see_other, settings_of
@@ -60,7 +60,7 @@ def _form_context(**extra: Any) -> dict[str, Any]:
         "model_labels": {m.value: label for m, label in campaigns.MODEL_LABELS.items()},
         "visibility_help": VISIBILITY_HELP,
         "cap_fields": CAP_FIELDS,
-        "sub_names": campaigns.SUB_NAMES,
+        "sub_names": SUB_NAMES,
         "goal_rows": range(campaigns.MAX_GOALS),
         **extra,
     }
