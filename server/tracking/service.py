@@ -4,7 +4,7 @@ batched click writer, and the queries behind publishers' links and click statist
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
@@ -17,7 +17,7 @@ from server.campaigns.tables import SUB_NAMES, CampaignStatus, Goal, Link, Membe
 from server.core import db, deeplink
 from server.core.errors import NotFound
 from server.tracking.cache import Target
-from server.tracking.classify import Reason, is_bot, ua_family
+from server.tracking.classify import Reason, is_bot, reason_label, ua_family
 from server.tracking.tables import Click
 from server.tracking.tokens import issue_click_id
 from server.tracking.visitor import truncate_ip, visitor_hash
@@ -415,14 +415,29 @@ async def slot_click_stats(slot_id: int, since: datetime) -> dict[str, int]:
     return {r["reason"]: r["clicks"] for r in rows}
 
 
-def summarise(stats: Iterable[dict[str, Any]]) -> dict[str, int]:
-    totals: dict[str, int] = {"valid": 0, "invalid": 0}
-    for row in stats:
-        key = "valid" if row["reason"] == Reason.valid.value else "invalid"
-        totals[key] += row["clicks"]
-        if key == "invalid":
-            totals[row["reason"]] = totals.get(row["reason"], 0) + row["clicks"]
-    return totals
+def fold_clicks(stats: Iterable[Mapping[str, Any]], by: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Click statistics (rows of the `by` columns, a `reason` and its `clicks`) folded into one row per
+    value of the `by` columns, in the order they first appear: those columns, then `valid` and `invalid`
+    clicks and `reasons`, the invalid ones by reason in words. With no `by`, one row of totals (none
+    without statistics: `click_totals`)."""
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for stat in stats:
+        key = tuple(stat[column] for column in by)
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = {**dict(zip(by, key, strict=True)), "valid": 0, "invalid": 0, "reasons": {}}
+        if stat["reason"] == Reason.valid.value:
+            row["valid"] += stat["clicks"]
+        else:
+            row["invalid"] += stat["clicks"]
+            label = reason_label(stat["reason"])
+            row["reasons"][label] = row["reasons"].get(label, 0) + stat["clicks"]
+    return list(rows.values())
+
+
+def click_totals(stats: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """All the statistics in one row: valid and invalid clicks, the invalid ones by reason in words."""
+    return next(iter(fold_clicks(stats)), {"valid": 0, "invalid": 0, "reasons": {}})
 
 
 async def campaign_click_stats(campaign_id: int, since: datetime | None = None) -> list[dict[str, Any]]:

@@ -22,7 +22,6 @@ from server.core.errors import DomainError, Invalid, NotFound
 from server.http.pages import form_data, render, render_error, see_other, settings_of
 from server.http.web import current_user, requires_role
 from server.tracking import service as tracking
-from server.tracking.classify import Reason
 
 VISIBILITY_TEXT = {
     Visibility.public.value: "Open to all approved publishers",
@@ -87,37 +86,11 @@ def present_campaign(campaign: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def reason_label(reason: str) -> str:
-    try:
-        return Reason(reason).label
-    except ValueError:
-        return reason.replace("_", " ")
-
-
 def click_table(stats: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """click_stats rows (campaign × sub1 × reason) folded into one row per campaign and sub1:
-    valid clicks, invalid clicks, and the invalid ones by reason in words."""
-    rows: dict[tuple[int, str], dict[str, Any]] = {}
-    for stat in stats:
-        key = (stat["campaign_id"], stat["sub1"])
-        row = rows.setdefault(
-            key,
-            {
-                "campaign_id": stat["campaign_id"],
-                "campaign_name": stat["campaign_name"],
-                "sub1": stat["sub1"],
-                "valid": 0,
-                "invalid": 0,
-                "reasons": {},
-            },
-        )
-        if stat["reason"] == Reason.valid.value:
-            row["valid"] += stat["clicks"]
-        else:
-            row["invalid"] += stat["clicks"]
-            label = reason_label(stat["reason"])
-            row["reasons"][label] = row["reasons"].get(label, 0) + stat["clicks"]
-    return sorted(rows.values(), key=lambda r: (r["campaign_name"].lower(), r["campaign_id"], r["sub1"]))
+    """click_stats rows (campaign × sub1 × reason) as one row per campaign and sub1 (tracking.fold_clicks),
+    by campaign name."""
+    rows = tracking.fold_clicks(stats, by=("campaign_id", "campaign_name", "sub1"))
+    return sorted(rows, key=lambda r: (r["campaign_name"].lower(), r["campaign_id"], r["sub1"]))
 
 
 def base_link(base_url: str, code: str) -> str:
@@ -263,7 +236,7 @@ class PublisherCampaigns(Controller):
             raise NotFound("You have no link in this campaign.")
         stats = await tracking.click_stats(user.id, campaign_id=campaign_id)
         return render(
-            "publisher/campaign_stats.html", link=link, totals=tracking.summarise(stats), table=click_table(stats)
+            "publisher/campaign_stats.html", link=link, totals=tracking.click_totals(stats), table=click_table(stats)
         )
 
 
