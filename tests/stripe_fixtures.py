@@ -22,6 +22,7 @@ import httpx
 import pytest
 import stripe
 
+from server.billing import stripe_api
 from server.core.settings import ROOT
 from server.devservices import free_port, wait_for_port
 
@@ -37,7 +38,7 @@ class StripeLocal:
 
     def client(self) -> stripe.StripeClient:
         # No SDK retries, so a test sees each answer the stand-in gives.
-        return stripe.StripeClient(self.secret_key, base_addresses={"api": self.base_url}, max_network_retries=0)
+        return stripe_api.new_client(self.secret_key, self.base_url, network_retries=0)
 
     def control(self, method: str, path: str, **data: object) -> httpx.Response:
         """Call a test control under /_local/ (form-encoded)."""
