@@ -31,6 +31,7 @@ from server.stripe_events.tables import StripeEvent
 
 log = logging.getLogger("affnet.stripe_events")
 
+PROCESS_JOB = "process_stripe_event"  # the worker's job that applies one event (workers/jobs/billing.py)
 MAX_ATTEMPTS = 20  # the sweep stops retrying an event after this many failures (it stays visible)
 SWEEP_AFTER = timedelta(seconds=30)  # leave fresh events to the job enqueued for them
 SWEEP_BATCH = 200
