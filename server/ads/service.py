@@ -7,7 +7,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,7 +18,7 @@ from server.accounts.identity import CurrentUser
 from server.ads import inventory
 from server.ads.tables import AdSlot, Impression, SlotFallback, SlotFormat, SlotStatus
 from server.audit import service as audit
-from server.core import db, deeplink, validation
+from server.core import clock, db, deeplink, validation
 from server.core.errors import Conflict, Invalid, NotFound
 from server.core.validation import form_field
 from server.tracking import service as tracking
@@ -60,10 +60,6 @@ MAX_DOMAINS = 50
 MAX_FALLBACK_HTML = 10_000
 HOUSE_TEXT_MAX = 300
 STATS_DAYS = 30
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def parse_domains(text: str) -> list[str]:
@@ -133,7 +129,7 @@ def new_public_key() -> str:
 
 async def create_slot(publisher: CurrentUser, form: Mapping[str, Any]) -> int:
     values = parse_slot(form)
-    now = _now()
+    now = clock.now()
     async with db.transaction():
         rows = await AdSlot.insert(
             AdSlot(
@@ -170,9 +166,9 @@ async def update_slot(publisher: CurrentUser, slot_id: int, form: Mapping[str, A
     current = await owned_slot(publisher, slot_id)
     values = parse_slot(form, format_locked=current["format"])
     async with db.transaction():
-        await AdSlot.update({**{getattr(AdSlot, k): v for k, v in values.items()}, AdSlot.updated_at: _now()}).where(
-            AdSlot.id == slot_id
-        )
+        await AdSlot.update(
+            {**{getattr(AdSlot, k): v for k, v in values.items()}, AdSlot.updated_at: clock.now()}
+        ).where(AdSlot.id == slot_id)
         await audit.record("ad_slot.updated", actor_id=publisher.id, object_type="ad_slot", object_id=slot_id)
     await inventory.slot_changed(current["public_key"])
 
@@ -187,7 +183,7 @@ async def set_status(publisher: CurrentUser, slot_id: int, action: str) -> str:
     if current["status"] != before.value:
         raise Conflict(f"This slot is {current['status']}: it cannot {action}.")
     async with db.transaction():
-        await AdSlot.update({AdSlot.status: after.value, AdSlot.updated_at: _now()}).where(AdSlot.id == slot_id)
+        await AdSlot.update({AdSlot.status: after.value, AdSlot.updated_at: clock.now()}).where(AdSlot.id == slot_id)
         await audit.record(f"ad_slot.{action}", actor_id=publisher.id, object_type="ad_slot", object_id=slot_id)
     await inventory.slot_changed(current["public_key"])
     return after.value
@@ -224,7 +220,7 @@ def snippet(base_url: str, slot: Mapping[str, Any]) -> str:
 
 async def slot_stats(slot_id: int, *, days: int = STATS_DAYS) -> dict[str, int]:
     """Impressions of the last `days` days by reason ("valid" and each invalid reason)."""
-    since = _now() - timedelta(days=days)
+    since = clock.now() - timedelta(days=days)
     rows = (
         await Impression.select(Impression.reason, Count(Impression.id, alias="views"))
         .where(Impression.slot == slot_id, Impression.viewed_at >= since)
@@ -235,7 +231,7 @@ async def slot_stats(slot_id: int, *, days: int = STATS_DAYS) -> dict[str, int]:
 
 async def slot_click_stats(slot_id: int, *, days: int = STATS_DAYS) -> dict[str, int]:
     """Clicks on the slot's ads of the last `days` days by reason ("valid" and each invalid reason)."""
-    return await tracking.slot_click_stats(slot_id, _now() - timedelta(days=days))
+    return await tracking.slot_click_stats(slot_id, clock.now() - timedelta(days=days))
 
 
 async def demo_slot(publisher_email: str) -> dict[str, Any] | None:

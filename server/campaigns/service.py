@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,7 +21,7 @@ from server.campaigns.tables import (
     PayoutModel,
     Visibility,
 )
-from server.core import changes, db, deeplink, money, validation
+from server.core import changes, clock, db, deeplink, money, validation
 from server.core.errors import Conflict, Forbidden, Invalid, NotFound
 from server.core.validation import form_field
 
@@ -53,10 +52,6 @@ MAX_CONVERSIONS_PER_CLICK = 100
 DEFAULT_MAX_SALE_MAJOR = 10_000
 DEFAULT_MAX_SALE_MINOR_AT_LEAST = 1_000_000
 MAX_SALE_MINOR = 10**12  # what a report's amount may be at most (server/conversions/service.py)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _optional_int(
@@ -319,7 +314,7 @@ def new_public_key() -> str:
 async def create_campaign(advertiser: CurrentUser, form: Mapping[str, Any]) -> int:
     terms = await parse_terms(form)
     goals = await parse_goals(form, terms["currency"])
-    now = _now()
+    now = clock.now()
     async with db.transaction():
         rows = await Campaign.insert(
             Campaign(
@@ -367,7 +362,7 @@ async def update_campaign(advertiser: CurrentUser, campaign_id: int, form: Mappi
     existing = {g["position"]: g for g in await goals_of(campaign_id)}
     async with db.transaction():
         await Campaign.update(
-            {**{getattr(Campaign, k): v for k, v in terms.items()}, Campaign.updated_at: _now()}
+            {**{getattr(Campaign, k): v for k, v in terms.items()}, Campaign.updated_at: clock.now()}
         ).where(Campaign.id == campaign_id)
         for goal in goals:
             old = existing.get(goal["position"])
@@ -395,7 +390,7 @@ async def change_status(advertiser: CurrentUser, campaign_id: int, action: str) 
         raise Conflict(f"A campaign that is {current['status']} cannot {action}.")
     async with db.transaction():
         await Campaign.update(
-            {Campaign.status: to.value, Campaign.status_reason: "", Campaign.updated_at: _now()}
+            {Campaign.status: to.value, Campaign.status_reason: "", Campaign.updated_at: clock.now()}
         ).where(Campaign.id == campaign_id)
         await audit.record(f"campaign.{action}", actor_id=advertiser.id, object_type="campaign", object_id=campaign_id)
     await _changed(campaign_id)
@@ -411,7 +406,7 @@ async def pause_for_balance(campaign_id: int, *, reason: str | None = None) -> b
             await Campaign.update(
                 {
                     Campaign.status: CampaignStatus.paused.value,
-                    Campaign.updated_at: _now(),
+                    Campaign.updated_at: clock.now(),
                     Campaign.status_reason: reason
                     or "Paused by affnet: your balance cannot cover the conversions waiting "
                     "for approval. Add funds, then resume the campaign.",
@@ -527,7 +522,7 @@ async def join(publisher: CurrentUser, campaign_id: int) -> str:
     new_status = (
         MembershipStatus.applied if campaign["visibility"] == Visibility.approval.value else MembershipStatus.approved
     )
-    now = _now()
+    now = clock.now()
     async with db.transaction():
         if existing is None:
             try:
@@ -613,7 +608,7 @@ async def decide(
         return
     async with db.transaction():
         await Membership.update(
-            {Membership.status: new.value, Membership.note: note, Membership.decided_at: _now()}
+            {Membership.status: new.value, Membership.note: note, Membership.decided_at: clock.now()}
         ).where(Membership.id == membership_id)
         if accept:
             await _ensure_link(membership_id, row["campaign"], row["publisher"])
@@ -637,7 +632,7 @@ async def _ensure_link(membership_id: int, campaign_id: int, publisher_id: int) 
             campaign=campaign_id,
             publisher=publisher_id,
             membership=membership_id,
-            created_at=datetime.now(UTC),
+            created_at=clock.now(),
         )
     )
 
@@ -653,7 +648,7 @@ async def invite(advertiser: CurrentUser, campaign_id: int, publisher_email: str
     async with db.transaction():
         rows = await Membership.insert(
             Membership(
-                campaign=campaign_id, publisher=pub["id"], status=MembershipStatus.invited.value, created_at=_now()
+                campaign=campaign_id, publisher=pub["id"], status=MembershipStatus.invited.value, created_at=clock.now()
             )
         ).returning(Membership.id)
         await audit.record(

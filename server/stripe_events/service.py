@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import stripe
@@ -24,7 +24,7 @@ import stripe
 from server.audit import service as audit
 from server.billing import funding_events
 from server.billing.stripe_api import Gateway
-from server.core import db
+from server.core import clock, db
 from server.core.errors import Conflict, DomainError
 from server.payouts import events as payout_events
 from server.stripe_events.tables import StripeEvent
@@ -47,10 +47,6 @@ class Recorded:
     event_id: str
     new: bool
     processed: bool
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 async def record(payload: bytes, signature: str | None, secret: str, *, connect: bool = False) -> Recorded:
@@ -79,7 +75,7 @@ async def record(payload: bytes, signature: str | None, secret: str, *, connect:
                 event_id=event_id,
                 type=event_type,
                 payload=payload.decode("utf-8"),
-                received_at=_now(),
+                received_at=clock.now(),
             )
         )
         .on_conflict(target=StripeEvent.event_id, action="DO NOTHING")
@@ -109,14 +105,14 @@ async def process(event_id: str, gateway: Gateway) -> str:
         ).where(StripeEvent.event_id == event_id)
         raise
     await StripeEvent.update(
-        {StripeEvent.processed_at: _now(), StripeEvent.outcome: outcome[:40], StripeEvent.error: ""}
+        {StripeEvent.processed_at: clock.now(), StripeEvent.outcome: outcome[:40], StripeEvent.error: ""}
     ).where(StripeEvent.event_id == event_id, StripeEvent.processed_at.is_null())
     return outcome
 
 
 async def pending(now: datetime | None = None, limit: int = SWEEP_BATCH) -> list[str]:
     """Events not processed yet (an enqueue lost, a job that failed), oldest first."""
-    before = (now or _now()) - SWEEP_AFTER
+    before = (now or clock.now()) - SWEEP_AFTER
     rows = (
         await StripeEvent.select(StripeEvent.event_id)
         .where(

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from piccolo.query.functions.aggregate import Count
 
 from server.campaigns.tables import SUB_NAMES, CampaignStatus, Goal, Link, MembershipStatus, PayoutModel
-from server.core import db, deeplink
+from server.core import clock, db, deeplink
 from server.core.errors import NotFound
 from server.tracking.cache import Target
 from server.tracking.classify import Reason, is_bot, reason_label, ua_family
@@ -389,7 +389,7 @@ async def click_stats(
     publisher_id: int, *, since: datetime | None = None, campaign_id: int | None = None
 ) -> list[dict[str, Any]]:
     """Clicks by campaign, sub1 and reason (valid or why not) for one publisher."""
-    since = since or datetime.now(UTC) - timedelta(days=30)
+    since = since or clock.now() - timedelta(days=30)
     query = Click.select(
         Click.campaign.id.as_alias("campaign_id"),
         Click.campaign.name.as_alias("campaign_name"),
@@ -442,7 +442,7 @@ def click_totals(stats: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 async def campaign_click_stats(campaign_id: int, since: datetime | None = None) -> list[dict[str, Any]]:
     """Clicks by publisher and reason for one campaign (the advertiser's view)."""
-    since = since or datetime.now(UTC) - timedelta(days=30)
+    since = since or clock.now() - timedelta(days=30)
     return (
         await Click.select(
             Click.publisher.email.as_alias("publisher_email"), Click.reason, Count(Click.id, alias="clicks")
