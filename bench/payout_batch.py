@@ -137,9 +137,10 @@ async def connected_accounts(stand_in: StandIn, m: int) -> list[str]:
     """M Express accounts through the SDK, each onboarded (transfers active) through the /_local control, and
     the platform's balance funded to pay them."""
     import httpx
-    import stripe
 
-    client = stripe.StripeClient(stand_in.secret_key, base_addresses={"api": stand_in.base_url}, max_network_retries=0)
+    from server.billing import stripe_api
+
+    client = stripe_api.new_client(stand_in.secret_key, stand_in.base_url, network_retries=0)
     gate = asyncio.Semaphore(16)
     async with httpx.AsyncClient(base_url=stand_in.base_url, timeout=30) as local:
 

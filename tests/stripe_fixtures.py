@@ -23,6 +23,7 @@ import pytest
 import stripe
 
 from dev.services import free_port, wait_for_port
+from server.billing import stripe_api
 from server.core.settings import ROOT
 
 AVAILABLE_AT_ONCE = "4000000000000077"  # Stripe's test card whose funds skip the pending balance
@@ -37,7 +38,7 @@ class StripeLocal:
 
     def client(self) -> stripe.StripeClient:
         # No SDK retries, so a test sees each answer the stand-in gives.
-        return stripe.StripeClient(self.secret_key, base_addresses={"api": self.base_url}, max_network_retries=0)
+        return stripe_api.new_client(self.secret_key, self.base_url, network_retries=0)
 
     def control(self, method: str, path: str, **data: object) -> httpx.Response:
         """Call a test control under /_local/ (form-encoded)."""

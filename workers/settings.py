@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from arq import cron
 from arq.connections import RedisSettings
 
 from server import piccolo_app
-from server.core import db
+from server.core import clock, db
 from server.core.settings import load_settings
 from workers.jobs.ads import settle_impression_earnings
 from workers.jobs.billing import enforce_auto_pause, process_stripe_event, sweep_stripe_events
@@ -24,7 +23,7 @@ from workers.jobs.sessions import purge_expired_sessions
 async def startup(ctx: dict[str, Any]) -> None:
     settings = load_settings()
     ctx["settings"] = settings
-    ctx.setdefault("clock", lambda: datetime.now(UTC))
+    ctx.setdefault("clock", clock.now)
     engine = piccolo_app.bind(db.engine_for(settings.database_url))
     await db.start(engine)
     ctx["engine"] = engine

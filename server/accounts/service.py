@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
@@ -24,10 +24,11 @@ from server.accounts.tables import (
     User,
 )
 from server.audit import service as audit
-from server.core import db, validation
+from server.core import clock, db, validation
 from server.core.errors import Conflict, Invalid, NotFound, Unauthorized
 from server.core.hours import zone
 from server.core.settings import Settings
+from server.core.validation import form_field
 
 # Refresh a session's expiry at most this often, so reading pages does not write on every request.
 SESSION_TOUCH_INTERVAL = timedelta(minutes=10)
@@ -36,17 +37,8 @@ API_KEY_ROLES = {Role.publisher, Role.advertiser, Role.finance}  # finance: read
 AUTO_APPROVE_KEY = "publisher_auto_approve"
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _sha256(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
-
-
-def _get(form: Mapping[str, Any], name: str) -> str:
-    value = form.get(name, "")
-    return value if isinstance(value, str) else ""
 
 
 # --- users -------------------------------------------------------------------------------------
@@ -79,7 +71,7 @@ async def create_user(email: str, password: str, role: Role, *, actor_id: int | 
     """Create a finance or admin user (the CLI) or any role (tests, demo data)."""
     email = validation.email(email)
     async with db.transaction():
-        user_id = await _insert_user(email, password, role, _now())
+        user_id = await _insert_user(email, password, role, clock.now())
         await audit.record(
             "user.created", actor_id=actor_id, object_type="user", object_id=user_id, role=role.value, email=email
         )
@@ -96,14 +88,18 @@ async def set_publisher_auto_approve(admin: CurrentUser, enabled: bool) -> None:
     async with db.transaction():
         updated = (
             await NetworkSetting.update(
-                {NetworkSetting.value: value, NetworkSetting.updated_at: _now(), NetworkSetting.updated_by: admin.id}
+                {
+                    NetworkSetting.value: value,
+                    NetworkSetting.updated_at: clock.now(),
+                    NetworkSetting.updated_by: admin.id,
+                }
             )
             .where(NetworkSetting.key == AUTO_APPROVE_KEY)
             .returning(NetworkSetting.id)
         )
         if not updated:
             await NetworkSetting.insert(
-                NetworkSetting(key=AUTO_APPROVE_KEY, value=value, updated_at=_now(), updated_by=admin.id)
+                NetworkSetting(key=AUTO_APPROVE_KEY, value=value, updated_at=clock.now(), updated_by=admin.id)
             )
         await audit.record(
             "setting.changed",
@@ -116,13 +112,13 @@ async def set_publisher_auto_approve(admin: CurrentUser, enabled: bool) -> None:
 
 
 async def signup_publisher(form: Mapping[str, Any], settings: Settings) -> int:
-    email = validation.email(_get(form, "email"))
-    password = _get(form, "password")
-    display_name = validation.text(_get(form, "display_name"), "display_name", "Display name", max_length=120)
-    blog_url = validation.web_url(_get(form, "blog_url"), "blog_url", "Blog URL")
-    audience = validation.text(_get(form, "audience"), "audience", "Audience description", max_length=2000)
+    email = validation.email(form_field(form, "email"))
+    password = form_field(form, "password", strip=False)
+    display_name = validation.text(form_field(form, "display_name"), "display_name", "Display name", max_length=120)
+    blog_url = validation.web_url(form_field(form, "blog_url"), "blog_url", "Blog URL")
+    audience = validation.text(form_field(form, "audience"), "audience", "Audience description", max_length=2000)
     auto = await publisher_auto_approve(settings)
-    now = _now()
+    now = clock.now()
     async with db.transaction():
         user_id = await _insert_user(email, password, Role.publisher, now)
         status = PublisherStatus.approved if auto else PublisherStatus.pending
@@ -145,11 +141,11 @@ async def signup_publisher(form: Mapping[str, Any], settings: Settings) -> int:
 
 
 async def signup_advertiser(form: Mapping[str, Any]) -> int:
-    email = validation.email(_get(form, "email"))
-    password = _get(form, "password")
-    company = validation.text(_get(form, "company_name"), "company_name", "Company name", max_length=200)
-    website = validation.web_url(_get(form, "website"), "website", "Website")
-    now = _now()
+    email = validation.email(form_field(form, "email"))
+    password = form_field(form, "password", strip=False)
+    company = validation.text(form_field(form, "company_name"), "company_name", "Company name", max_length=200)
+    website = validation.web_url(form_field(form, "website"), "website", "Website")
+    now = clock.now()
     async with db.transaction():
         user_id = await _insert_user(email, password, Role.advertiser, now)
         await Advertiser.insert(Advertiser(user=user_id, company_name=company, website=website, created_at=now))
@@ -200,7 +196,7 @@ async def authenticate(redis: Redis, settings: Settings, email: str, password: s
 
 async def create_session(user_id: int, settings: Settings, user_agent: str = "") -> str:
     token = secrets.token_urlsafe(32)
-    now = _now()
+    now = clock.now()
     await Session.insert(
         Session(
             token_hash=_sha256(token),
@@ -218,7 +214,7 @@ async def resolve_session(
     token: str, settings: Settings, now: datetime | None = None
 ) -> tuple[CurrentUser | None, bool]:
     """The user a session cookie belongs to, and whether the cookie named an expired session."""
-    now = now or _now()
+    now = now or clock.now()
     token_hash = _sha256(token)
     row = (
         await Session.select(
@@ -253,7 +249,7 @@ async def end_session(token: str) -> None:
 
 async def purge_expired_sessions(now: datetime | None = None) -> int:
     """Delete sessions past their expiry; the worker runs this periodically."""
-    deleted = await Session.delete().where(Session.expires_at <= (now or _now())).returning(Session.id)
+    deleted = await Session.delete().where(Session.expires_at <= (now or clock.now())).returning(Session.id)
     return len(deleted)
 
 
@@ -277,7 +273,9 @@ async def change_password(user: CurrentUser, current: str, new: str, confirm: st
         raise Invalid("Choose a password different from your current one.", field="new_password")
     new_hash = await passwords.hash_password(new)
     async with db.transaction():
-        await User.update({User.password_hash: new_hash, User.password_changed_at: _now()}).where(User.id == user.id)
+        await User.update({User.password_hash: new_hash, User.password_changed_at: clock.now()}).where(
+            User.id == user.id
+        )
         others = Session.delete().where(Session.user == user.id)
         if user.session_hash:
             others = others.where(Session.token_hash != user.session_hash)
@@ -302,7 +300,7 @@ async def create_api_key(user: CurrentUser, name: str) -> tuple[int, str]:
     prefix, secret = _key_prefix(user.role), secrets.token_hex(32)
     async with db.transaction():
         rows = await ApiKey.insert(
-            ApiKey(user=user.id, name=name, prefix=prefix, secret_hash=_sha256(secret), created_at=_now())
+            ApiKey(user=user.id, name=name, prefix=prefix, secret_hash=_sha256(secret), created_at=clock.now())
         ).returning(ApiKey.id)
         await audit.record(
             "api_key.created", actor_id=user.id, object_type="api_key", object_id=rows[0]["id"], prefix=prefix
@@ -330,7 +328,7 @@ async def revoke_api_key(user: CurrentUser, key_id: int) -> None:
             raise NotFound("There is no such API key.")
         if row["revoked_at"] is not None:
             return
-        await ApiKey.update({ApiKey.revoked_at: _now()}).where(ApiKey.id == key_id)
+        await ApiKey.update({ApiKey.revoked_at: clock.now()}).where(ApiKey.id == key_id)
         await audit.record("api_key.revoked", actor_id=user.id, object_type="api_key", object_id=key_id)
 
 
@@ -363,7 +361,7 @@ async def authenticate_api_key(raw: str) -> CurrentUser:
         )
     if not row["is_active"]:
         raise Unauthorized("The account this API key belongs to is disabled.", code="account_disabled")
-    now = _now()
+    now = clock.now()
     if row["last_used_at"] is None or now - row["last_used_at"] >= API_KEY_TOUCH_INTERVAL:
         await ApiKey.update({ApiKey.last_used_at: now}).where(ApiKey.id == row["id"])
     return CurrentUser(
@@ -405,7 +403,7 @@ async def review_publisher(admin: CurrentUser, publisher_id: int, approve: bool,
                 Publisher.status: status.value,
                 Publisher.status_reason: reason,
                 Publisher.reviewed_by: admin.id,
-                Publisher.reviewed_at: _now(),
+                Publisher.reviewed_at: clock.now(),
             }
         ).where(Publisher.id == publisher_id)
         await audit.record(

@@ -35,7 +35,7 @@ from server.campaigns.tables import (
     MembershipStatus,
     PayoutModel,
 )
-from server.core import changes
+from server.core import changes, clock
 from server.tracking.classify import Reason
 from server.tracking.tables import Click
 
@@ -294,7 +294,7 @@ class Inventory:
         )
 
     async def load_publisher(self, publisher_id: int) -> PublisherEntry:
-        today = datetime.now(UTC).date()
+        today = clock.now().date()
         # Whatever the campaigns' status: the campaign's own entry says whether it runs, and so a
         # resumed campaign needs no reload of every publisher in it.
         rows = await Link.select(Link.id, Link.code, Link.campaign).where(
@@ -361,7 +361,7 @@ class Inventory:
                     height=c["height"],
                 )
             )
-        today = datetime.now(UTC).date()
+        today = clock.now().date()
         start = _day_start(today)
         clicks_today = await Click.count().where(
             Click.campaign == campaign_id, Click.reason == Reason.valid.value, Click.clicked_at >= start

@@ -7,7 +7,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,8 +18,9 @@ from server.accounts.identity import CurrentUser
 from server.ads import inventory
 from server.ads.tables import AdSlot, Impression, SlotFallback, SlotFormat, SlotStatus
 from server.audit import service as audit
-from server.core import db, deeplink, validation
+from server.core import clock, db, deeplink, validation
 from server.core.errors import Conflict, Invalid, NotFound
+from server.core.validation import form_field
 from server.tracking import service as tracking
 
 
@@ -61,15 +62,6 @@ HOUSE_TEXT_MAX = 300
 STATS_DAYS = 30
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _get(form: Mapping[str, Any], name: str) -> str:
-    value = form.get(name, "")
-    return value.strip() if isinstance(value, str) else ""
-
-
 def parse_domains(text: str) -> list[str]:
     return validation.domains(
         text,
@@ -98,20 +90,22 @@ def _house_url(raw: str) -> str:
 
 def parse_slot(form: Mapping[str, Any], *, format_locked: str | None = None) -> dict[str, Any]:
     """Validate the slot form into column values. Raises Invalid naming the first bad field."""
-    name = validation.text(_get(form, "name"), "name", "Slot name", max_length=120)
-    slot_format = format_locked or _get(form, "format")
+    name = validation.text(form_field(form, "name"), "name", "Slot name", max_length=120)
+    slot_format = format_locked or form_field(form, "format")
     if slot_format not in {f.value for f in SlotFormat}:
         raise Invalid("Choose one of the listed formats.", field="format")
-    domains = parse_domains(_get(form, "domains"))
-    fallback = _get(form, "fallback") or SlotFallback.collapse.value
+    domains = parse_domains(form_field(form, "domains"))
+    fallback = form_field(form, "fallback") or SlotFallback.collapse.value
     if fallback not in {f.value for f in SlotFallback}:
         raise Invalid("Choose what the slot shows when no ad fits.", field="fallback")
     house_text = house_url = fallback_html = ""
     if fallback == SlotFallback.house.value:
-        house_text = validation.text(_get(form, "house_text"), "house_text", "House ad text", max_length=HOUSE_TEXT_MAX)
+        house_text = validation.text(
+            form_field(form, "house_text"), "house_text", "House ad text", max_length=HOUSE_TEXT_MAX
+        )
         if "\n" in house_text or "\r" in house_text:
             raise Invalid("House ad text must be a single line.", field="house_text")
-        house_url = _house_url(_get(form, "house_url"))
+        house_url = _house_url(form_field(form, "house_url"))
     elif fallback == SlotFallback.html.value:
         raw = form.get("fallback_html", "")
         fallback_html = validation.text(
@@ -135,7 +129,7 @@ def new_public_key() -> str:
 
 async def create_slot(publisher: CurrentUser, form: Mapping[str, Any]) -> int:
     values = parse_slot(form)
-    now = _now()
+    now = clock.now()
     async with db.transaction():
         rows = await AdSlot.insert(
             AdSlot(
@@ -172,9 +166,9 @@ async def update_slot(publisher: CurrentUser, slot_id: int, form: Mapping[str, A
     current = await owned_slot(publisher, slot_id)
     values = parse_slot(form, format_locked=current["format"])
     async with db.transaction():
-        await AdSlot.update({**{getattr(AdSlot, k): v for k, v in values.items()}, AdSlot.updated_at: _now()}).where(
-            AdSlot.id == slot_id
-        )
+        await AdSlot.update(
+            {**{getattr(AdSlot, k): v for k, v in values.items()}, AdSlot.updated_at: clock.now()}
+        ).where(AdSlot.id == slot_id)
         await audit.record("ad_slot.updated", actor_id=publisher.id, object_type="ad_slot", object_id=slot_id)
     await inventory.slot_changed(current["public_key"])
 
@@ -189,7 +183,7 @@ async def set_status(publisher: CurrentUser, slot_id: int, action: str) -> str:
     if current["status"] != before.value:
         raise Conflict(f"This slot is {current['status']}: it cannot {action}.")
     async with db.transaction():
-        await AdSlot.update({AdSlot.status: after.value, AdSlot.updated_at: _now()}).where(AdSlot.id == slot_id)
+        await AdSlot.update({AdSlot.status: after.value, AdSlot.updated_at: clock.now()}).where(AdSlot.id == slot_id)
         await audit.record(f"ad_slot.{action}", actor_id=publisher.id, object_type="ad_slot", object_id=slot_id)
     await inventory.slot_changed(current["public_key"])
     return after.value
@@ -226,7 +220,7 @@ def snippet(base_url: str, slot: Mapping[str, Any]) -> str:
 
 async def slot_stats(slot_id: int, *, days: int = STATS_DAYS) -> dict[str, int]:
     """Impressions of the last `days` days by reason ("valid" and each invalid reason)."""
-    since = _now() - timedelta(days=days)
+    since = clock.now() - timedelta(days=days)
     rows = (
         await Impression.select(Impression.reason, Count(Impression.id, alias="views"))
         .where(Impression.slot == slot_id, Impression.viewed_at >= since)
@@ -237,7 +231,7 @@ async def slot_stats(slot_id: int, *, days: int = STATS_DAYS) -> dict[str, int]:
 
 async def slot_click_stats(slot_id: int, *, days: int = STATS_DAYS) -> dict[str, int]:
     """Clicks on the slot's ads of the last `days` days by reason ("valid" and each invalid reason)."""
-    return await tracking.slot_click_stats(slot_id, _now() - timedelta(days=days))
+    return await tracking.slot_click_stats(slot_id, clock.now() - timedelta(days=days))
 
 
 async def demo_slot(publisher_email: str) -> dict[str, Any] | None:

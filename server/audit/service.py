@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from server.audit.tables import AuditEvent
-from server.core import db
+from server.core import clock, db
 
 
 async def record(action: str, *, actor_id: int | None, object_type: str, object_id: int | None, **detail: Any) -> None:
@@ -19,7 +18,7 @@ async def record(action: str, *, actor_id: int | None, object_type: str, object_
             object_type=object_type,
             object_id=object_id,
             detail=json.dumps(detail, sort_keys=True, default=str),
-            created_at=datetime.now(UTC),
+            created_at=clock.now(),
         )
     )
 
@@ -28,7 +27,7 @@ async def record_many(
     action: str, *, actor_id: int | None, object_type: str, items: Sequence[tuple[int | None, dict[str, Any]]]
 ) -> None:
     """One event per (object id, detail), in one statement: a payout batch settles lines by the hundred."""
-    now = datetime.now(UTC)
+    now = clock.now()
     async with db.transaction():
         await db.insert_rows(
             AuditEvent,

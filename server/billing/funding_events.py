@@ -18,13 +18,12 @@ money: only a dispute proper withdraws the funds."""
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 from server.billing import service as billing
 from server.billing.stripe_api import Gateway
 from server.billing.tables import Funding, FundingStatus
-from server.core import db
+from server.core import clock, db
 from server.ledger import postings
 from server.ledger.service import InsufficientFunds
 
@@ -44,10 +43,6 @@ class NotYet(Exception):
     """Stripe has not finished with the payment (no charge or balance transaction yet): try later."""
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 async def apply(event_type: str, obj: dict[str, Any], gateway: Gateway) -> str | None:
     """What was done with a platform event about a funding, or None when it is not about one."""
     if event_type in ("checkout.session.completed", "checkout.session.async_payment_succeeded"):
@@ -64,7 +59,7 @@ async def apply(event_type: str, obj: dict[str, Any], gateway: Gateway) -> str |
         if funding is None:
             return "ignored: not a funding"
         status, outcome = NEVER_PAID[event_type]
-        await Funding.update({Funding.status: status.value, Funding.updated_at: _now()}).where(
+        await Funding.update({Funding.status: status.value, Funding.updated_at: clock.now()}).where(
             Funding.id == funding, Funding.status == FundingStatus.open.value
         )
         return outcome
@@ -145,7 +140,7 @@ async def _ensure_credited(funding_id: int, payment_intent_id: str, gateway: Gat
             reference_id=funding_id,
             key=f"funding:{funding_id}:credited",
         )
-        now = _now()
+        now = clock.now()
         await Funding.update(
             {
                 Funding.status: FundingStatus.credited.value,
@@ -183,7 +178,7 @@ async def _refunded(funding_id: int, cumulative: int) -> str:
         if new <= 0:
             return "refund already applied"
         await _withdraw(funding, new, kind="funding.refund", key=f"funding:{funding_id}:refunded:{cumulative}")
-        await Funding.update({Funding.refunded_minor: cumulative, Funding.updated_at: _now()}).where(
+        await Funding.update({Funding.refunded_minor: cumulative, Funding.updated_at: clock.now()}).where(
             Funding.id == funding_id
         )
     await billing.pause_if_short(funding["advertiser"], funding["currency"])
@@ -218,7 +213,7 @@ async def _dispute(event_type: str, dispute: dict[str, Any], gateway: Gateway) -
             )
             if not posted.replayed:
                 disputed -= amount
-        await Funding.update({Funding.disputed_minor: disputed, Funding.updated_at: _now()}).where(
+        await Funding.update({Funding.disputed_minor: disputed, Funding.updated_at: clock.now()}).where(
             Funding.id == funding_id
         )
     if not won:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from server.accounts.identity import CurrentUser
@@ -18,8 +17,9 @@ from server.billing import stripe_api
 from server.billing.tables import BillingSettings, Funding, FundingStatus
 from server.campaigns import service as campaigns
 from server.campaigns.tables import Campaign, CampaignStatus
-from server.core import db, money
+from server.core import clock, db, money
 from server.core.errors import Conflict, Invalid, NotFound
+from server.core.validation import form_field
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 
@@ -39,15 +39,6 @@ PAUSE_REASON = (
 PAUSE_REASON_EMPTY = (
     "Paused by affnet: a refund or dispute left your {currency} balance empty. Add funds, then resume the campaign."
 )
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _get(form: Mapping[str, Any], name: str) -> str:
-    value = form.get(name, "")
-    return value.strip() if isinstance(value, str) else ""
 
 
 async def _setting(key: str, default: str) -> str:
@@ -75,10 +66,10 @@ async def currencies_of(advertiser_id: int) -> list[str]:
 
 
 async def parse_funding(advertiser_id: int, form: Mapping[str, Any]) -> tuple[int, str]:
-    currency = money.currency(_get(form, "currency") or DEFAULT_CURRENCY)
+    currency = money.currency(form_field(form, "currency") or DEFAULT_CURRENCY)
     if currency not in await currencies_of(advertiser_id):
         raise Invalid("Choose one of the listed currencies.", field="currency")
-    amount = money.parse_amount(_get(form, "amount"), currency, field="amount", label="Amount", allow_zero=False)
+    amount = money.parse_amount(form_field(form, "amount"), currency, field="amount", label="Amount", allow_zero=False)
     low, high = await limits(currency)
     if amount < low:
         raise Invalid(f"The smallest top-up is {money.display(low, currency)}.", field="amount")
@@ -94,7 +85,7 @@ async def start_funding(
 ) -> str:
     """Store a funding, open a Stripe Checkout Session for it, and return where to send the browser."""
     amount, currency = await parse_funding(advertiser.id, form)
-    now = _now()
+    now = clock.now()
     reference = secrets.token_hex(8)
     rows = await Funding.insert(
         Funding(
@@ -122,13 +113,21 @@ async def start_funding(
     except Exception as exc:
         log.warning("checkout session for funding %s failed: %s", funding_id, exc)
         await Funding.update(
-            {Funding.status: FundingStatus.failed.value, Funding.error: str(exc)[:2000], Funding.updated_at: _now()}
+            {
+                Funding.status: FundingStatus.failed.value,
+                Funding.error: str(exc)[:2000],
+                Funding.updated_at: clock.now(),
+            }
         ).where(Funding.id == funding_id)
         raise Conflict(
             "Stripe could not be reached to start the payment. Nothing was charged; please try again in a minute."
         ) from None
     await Funding.update(
-        {Funding.status: FundingStatus.open.value, Funding.checkout_session_id: session.id, Funding.updated_at: _now()}
+        {
+            Funding.status: FundingStatus.open.value,
+            Funding.checkout_session_id: session.id,
+            Funding.updated_at: clock.now(),
+        }
     ).where(Funding.id == funding_id, Funding.status == FundingStatus.pending.value)
     if not session.url:
         raise Conflict("Stripe did not return a payment page. Nothing was charged; please try again.")
@@ -163,10 +162,10 @@ async def settings_of(advertiser_id: int) -> dict[str, Any] | None:
 
 
 async def save_settings(advertiser: CurrentUser, form: Mapping[str, Any]) -> None:
-    currency = money.currency(_get(form, "currency") or DEFAULT_CURRENCY)
+    currency = money.currency(form_field(form, "currency") or DEFAULT_CURRENCY)
     if currency not in await currencies_of(advertiser.id):
         raise Invalid("Choose one of the listed currencies.", field="currency")
-    raw = _get(form, "auto_pause_threshold") or "0"
+    raw = form_field(form, "auto_pause_threshold") or "0"
     threshold = money.parse_amount(raw, currency, field="auto_pause_threshold", label="Auto-pause threshold")
     if threshold > 10**12:
         raise Invalid("Auto-pause threshold is too large.", field="auto_pause_threshold")
@@ -176,7 +175,7 @@ async def save_settings(advertiser: CurrentUser, form: Mapping[str, Any]) -> Non
                 {
                     BillingSettings.currency: currency,
                     BillingSettings.auto_pause_threshold_minor: threshold,
-                    BillingSettings.updated_at: _now(),
+                    BillingSettings.updated_at: clock.now(),
                 }
             )
             .where(BillingSettings.advertiser == advertiser.id)
@@ -185,7 +184,10 @@ async def save_settings(advertiser: CurrentUser, form: Mapping[str, Any]) -> Non
         if not updated:
             await BillingSettings.insert(
                 BillingSettings(
-                    advertiser=advertiser.id, currency=currency, auto_pause_threshold_minor=threshold, updated_at=_now()
+                    advertiser=advertiser.id,
+                    currency=currency,
+                    auto_pause_threshold_minor=threshold,
+                    updated_at=clock.now(),
                 )
             )
     await enforce_threshold(advertiser.id)

@@ -173,14 +173,23 @@ class HTTPXClient(stripe.HTTPXClient):
         return args, kwargs
 
 
-def client_for(settings: Settings, http_client: stripe.HTTPClient | None = None) -> stripe.StripeClient:
-    base = {"api": settings.stripe_api_base.rstrip("/")} if settings.stripe_api_base else None
+def new_client(
+    secret_key: str, api_base: str = "", *, http_client: stripe.HTTPClient | None = None, network_retries: int = 2
+) -> stripe.StripeClient:
+    """Every StripeClient affnet builds: Stripe itself, or the stand-in at `api_base`. Without an
+    `http_client` the SDK picks its own (tests and bench, which also call it synchronously)."""
+    base = {"api": api_base.rstrip("/")} if api_base else None
     return stripe.StripeClient(
-        settings.stripe_secret_key,
+        secret_key,
         base_addresses=base,  # type: ignore[arg-type]
-        http_client=http_client or HTTPXClient(),
-        max_network_retries=2,
+        http_client=http_client,
+        max_network_retries=network_retries,
     )
+
+
+def client_for(settings: Settings, http_client: stripe.HTTPClient | None = None) -> stripe.StripeClient:
+    """The product's client: the configured key and API base, async over httpx, two network retries."""
+    return new_client(settings.stripe_secret_key, settings.stripe_api_base, http_client=http_client or HTTPXClient())
 
 
 @asynccontextmanager

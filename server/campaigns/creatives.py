@@ -12,7 +12,6 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from server.accounts.identity import CurrentUser
 from server.audit import service as audit
 from server.campaigns.service import owned_campaign
 from server.campaigns.tables import CampaignStatus, Creative, CreativeKind
-from server.core import db, validation
+from server.core import clock, db, validation
 from server.core.errors import Conflict, Invalid, NotFound
 
 # Pillow's format name -> (MIME type, file extension). Anything else is refused.
@@ -100,10 +99,6 @@ def inspect_image(data: bytes, max_bytes: int) -> ImageFacts:
     )
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 async def _open_campaign(advertiser: CurrentUser, campaign_id: int) -> dict[str, Any]:
     campaign = await owned_campaign(advertiser, campaign_id)
     if campaign["status"] == CampaignStatus.ended.value:
@@ -135,7 +130,7 @@ async def add_text(advertiser: CurrentUser, campaign_id: int, form: Mapping[str,
     return await _insert(
         advertiser,
         campaign_id,
-        Creative(campaign=campaign_id, kind=CreativeKind.text.value, name=name, text=text, created_at=_now()),
+        Creative(campaign=campaign_id, kind=CreativeKind.text.value, name=name, text=text, created_at=clock.now()),
     )
 
 
@@ -163,7 +158,7 @@ async def add_image(
                 height=facts.height,
                 iab_size=facts.iab_size,
                 byte_size=len(data),
-                created_at=_now(),
+                created_at=clock.now(),
             ),
         )
     except BaseException:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -12,6 +11,7 @@ from server.accounts.identity import CurrentUser
 from server.accounts.tables import NetworkSetting, Publisher, PublisherStatus, User
 from server.audit import service as audit
 from server.campaigns.tables import (
+    SUB_NAMES,
     Campaign,
     CampaignStatus,
     Goal,
@@ -21,8 +21,9 @@ from server.campaigns.tables import (
     PayoutModel,
     Visibility,
 )
-from server.core import changes, db, deeplink, money, validation
+from server.core import changes, clock, db, deeplink, money, validation
 from server.core.errors import Conflict, Forbidden, Invalid, NotFound
+from server.core.validation import form_field
 
 CATEGORIES = {
     "fashion": "Fashion & beauty",
@@ -46,7 +47,6 @@ MODEL_LABELS = {
 MAX_GOALS = 5
 DEFAULT_MARGIN_KEY = "default_margin_bp"
 DEFAULT_MARGIN_BP = 2000  # the network keeps 20 % unless a goal says otherwise
-SUB_NAMES = ("sub1", "sub2", "sub3", "sub4", "sub5")
 CONVERSION_MODELS = (PayoutModel.cpl, PayoutModel.cpa, PayoutModel.revshare)
 MAX_CONVERSIONS_PER_CLICK = 100
 DEFAULT_MAX_SALE_MAJOR = 10_000
@@ -54,19 +54,10 @@ DEFAULT_MAX_SALE_MINOR_AT_LEAST = 1_000_000
 MAX_SALE_MINOR = 10**12  # what a report's amount may be at most (server/conversions/service.py)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _get(form: Mapping[str, Any], name: str) -> str:
-    value = form.get(name, "")
-    return value.strip() if isinstance(value, str) else ""
-
-
 def _optional_int(
     form: Mapping[str, Any], name: str, label: str, *, minimum: int = 0, maximum: int = 10**9
 ) -> int | None:
-    raw = _get(form, name)
+    raw = form_field(form, name)
     if not raw:
         return None
     return _int(raw, name, label, minimum=minimum, maximum=maximum)
@@ -122,18 +113,18 @@ def _checked_url(raw: str, domains: list[str], field: str, label: str, *, requir
 
 async def parse_terms(form: Mapping[str, Any], *, currency_locked: str | None = None) -> dict[str, Any]:
     """Validate the campaign form into column values. Raises Invalid naming the first bad field."""
-    name = validation.text(_get(form, "name"), "name", "Campaign name", max_length=120)
+    name = validation.text(form_field(form, "name"), "name", "Campaign name", max_length=120)
     description = validation.text(
-        _get(form, "description"), "description", "Description", max_length=5000, required=False
+        form_field(form, "description"), "description", "Description", max_length=5000, required=False
     )
-    category = _get(form, "category") or "other"
+    category = form_field(form, "category") or "other"
     if category not in CATEGORIES:
         raise Invalid("Choose one of the listed categories.", field="category")
-    currency = currency_locked or money.currency(_get(form, "currency"))
-    domains = _parse_domains(_get(form, "allowed_domains"))
-    landing_url = _checked_url(_get(form, "landing_url"), domains, "landing_url", "Landing URL", required=True)
+    currency = currency_locked or money.currency(form_field(form, "currency"))
+    domains = _parse_domains(form_field(form, "allowed_domains"))
+    landing_url = _checked_url(form_field(form, "landing_url"), domains, "landing_url", "Landing URL", required=True)
     # The fallback takes traffic the campaign cannot: it may live anywhere, but must be a plain web URL.
-    fallback_raw = _get(form, "fallback_url")
+    fallback_raw = form_field(form, "fallback_url")
     fallback_url = ""
     if fallback_raw:
         fallback = validation.web_url(fallback_raw, "fallback_url", "Fallback URL")
@@ -146,7 +137,7 @@ async def parse_terms(form: Mapping[str, Any], *, currency_locked: str | None = 
         fallback_url = _checked_url(fallback, [fallback_domain], "fallback_url", "Fallback URL", required=False)
     budgets = {}
     for field, label in (("total_budget", "Total budget"), ("daily_budget", "Daily budget")):
-        raw = _get(form, field)
+        raw = form_field(form, field)
         budgets[f"{field}_minor"] = (
             money.parse_amount(raw, currency, field=field, label=label, allow_zero=False) if raw else None
         )
@@ -167,15 +158,15 @@ async def parse_terms(form: Mapping[str, Any], *, currency_locked: str | None = 
             ("cap_publisher_conversions_monthly", "Conversions per month per publisher"),
         )
     }
-    visibility = _get(form, "visibility") or Visibility.public.value
+    visibility = form_field(form, "visibility") or Visibility.public.value
     if visibility not in Visibility.__members__:
         raise Invalid("Choose public, approval or private.", field="visibility")
-    click_id_param = _get(form, "click_id_param") or "click_id"
+    click_id_param = form_field(form, "click_id_param") or "click_id"
     if not (click_id_param.replace("_", "").replace("-", "").isalnum() and len(click_id_param) <= 32):
         raise Invalid("The click id parameter may use letters, digits, - and _ only.", field="click_id_param")
     forward = [s for s in SUB_NAMES if form.get(f"forward_{s}") in ("on", "true", "1", True)]
     # A choice rather than a checkbox, so a form that does not send it (older pages, scripts) keeps it on.
-    pixel = _get(form, "pixel") or "on"
+    pixel = form_field(form, "pixel") or "on"
     if pixel not in ("on", "off"):
         raise Invalid("Choose whether the conversion pixel is on or off.", field="pixel")
     return {
@@ -189,15 +180,15 @@ async def parse_terms(form: Mapping[str, Any], *, currency_locked: str | None = 
         **budgets,
         **caps,
         "attribution_window_days": _int(
-            _get(form, "attribution_window_days") or "30",
+            form_field(form, "attribution_window_days") or "30",
             "attribution_window_days",
             "Attribution window",
             minimum=1,
             maximum=365,
         ),
-        "hold_days": _int(_get(form, "hold_days") or "30", "hold_days", "Hold period", minimum=0, maximum=365),
+        "hold_days": _int(form_field(form, "hold_days") or "30", "hold_days", "Hold period", minimum=0, maximum=365),
         "min_conversion_seconds": _int(
-            _get(form, "min_conversion_seconds") or "0",
+            form_field(form, "min_conversion_seconds") or "0",
             "min_conversion_seconds",
             "Minimum click-to-conversion time",
             minimum=0,
@@ -216,7 +207,7 @@ async def parse_goals(form: Mapping[str, Any], currency: str) -> list[dict[str, 
     goals: list[dict[str, Any]] = []
     names: set[str] = set()
     for n in range(MAX_GOALS):
-        name = _get(form, f"goal_{n}_name").lower()
+        name = form_field(form, f"goal_{n}_name").lower()
         if not name:
             continue
         field = f"goal_{n}"
@@ -225,13 +216,13 @@ async def parse_goals(form: Mapping[str, Any], currency: str) -> list[dict[str, 
         if name in names:
             raise Invalid(f"Two goals are called '{name}'.", field=f"{field}_name")
         names.add(name)
-        model = _get(form, f"{field}_model")
+        model = form_field(form, f"{field}_model")
         if model not in PayoutModel.__members__:
             raise Invalid(f"Choose a payout model for goal '{name}'.", field=f"{field}_model")
-        pub_raw = _get(form, f"{field}_publisher")
+        pub_raw = form_field(form, f"{field}_publisher")
         if model == PayoutModel.revshare:
             adv = money.parse_percent_bp(
-                _get(form, f"{field}_advertiser"),
+                form_field(form, f"{field}_advertiser"),
                 field=f"{field}_advertiser",
                 label=f"What the advertiser pays for '{name}'",
             )
@@ -242,7 +233,7 @@ async def parse_goals(form: Mapping[str, Any], currency: str) -> list[dict[str, 
             )
         else:
             adv = money.parse_amount(
-                _get(form, f"{field}_advertiser"),
+                form_field(form, f"{field}_advertiser"),
                 currency,
                 field=f"{field}_advertiser",
                 label=f"What the advertiser pays for '{name}'",
@@ -289,7 +280,7 @@ def _intake_limits(form: Mapping[str, Any], field: str, name: str, model: str, c
     if model not in CONVERSION_MODELS:
         return {"conversions_per_click": 1, "max_sale_minor": None}
     per_click = _int(
-        _get(form, f"{field}_per_click") or "1",
+        form_field(form, f"{field}_per_click") or "1",
         f"{field}_per_click",
         f"Conversions per click for '{name}'",
         minimum=1,
@@ -297,7 +288,7 @@ def _intake_limits(form: Mapping[str, Any], field: str, name: str, model: str, c
     )
     max_sale = None
     if model == PayoutModel.revshare:
-        raw = _get(form, f"{field}_max_sale")
+        raw = form_field(form, f"{field}_max_sale")
         max_sale = (
             money.parse_amount(
                 raw, currency, field=f"{field}_max_sale", label=f"Largest sale for '{name}'", allow_zero=False
@@ -323,7 +314,7 @@ def new_public_key() -> str:
 async def create_campaign(advertiser: CurrentUser, form: Mapping[str, Any]) -> int:
     terms = await parse_terms(form)
     goals = await parse_goals(form, terms["currency"])
-    now = _now()
+    now = clock.now()
     async with db.transaction():
         rows = await Campaign.insert(
             Campaign(
@@ -371,7 +362,7 @@ async def update_campaign(advertiser: CurrentUser, campaign_id: int, form: Mappi
     existing = {g["position"]: g for g in await goals_of(campaign_id)}
     async with db.transaction():
         await Campaign.update(
-            {**{getattr(Campaign, k): v for k, v in terms.items()}, Campaign.updated_at: _now()}
+            {**{getattr(Campaign, k): v for k, v in terms.items()}, Campaign.updated_at: clock.now()}
         ).where(Campaign.id == campaign_id)
         for goal in goals:
             old = existing.get(goal["position"])
@@ -399,7 +390,7 @@ async def change_status(advertiser: CurrentUser, campaign_id: int, action: str) 
         raise Conflict(f"A campaign that is {current['status']} cannot {action}.")
     async with db.transaction():
         await Campaign.update(
-            {Campaign.status: to.value, Campaign.status_reason: "", Campaign.updated_at: _now()}
+            {Campaign.status: to.value, Campaign.status_reason: "", Campaign.updated_at: clock.now()}
         ).where(Campaign.id == campaign_id)
         await audit.record(f"campaign.{action}", actor_id=advertiser.id, object_type="campaign", object_id=campaign_id)
     await _changed(campaign_id)
@@ -415,7 +406,7 @@ async def pause_for_balance(campaign_id: int, *, reason: str | None = None) -> b
             await Campaign.update(
                 {
                     Campaign.status: CampaignStatus.paused.value,
-                    Campaign.updated_at: _now(),
+                    Campaign.updated_at: clock.now(),
                     Campaign.status_reason: reason
                     or "Paused by affnet: your balance cannot cover the conversions waiting "
                     "for approval. Add funds, then resume the campaign.",
@@ -531,7 +522,7 @@ async def join(publisher: CurrentUser, campaign_id: int) -> str:
     new_status = (
         MembershipStatus.applied if campaign["visibility"] == Visibility.approval.value else MembershipStatus.approved
     )
-    now = _now()
+    now = clock.now()
     async with db.transaction():
         if existing is None:
             try:
@@ -617,7 +608,7 @@ async def decide(
         return
     async with db.transaction():
         await Membership.update(
-            {Membership.status: new.value, Membership.note: note, Membership.decided_at: _now()}
+            {Membership.status: new.value, Membership.note: note, Membership.decided_at: clock.now()}
         ).where(Membership.id == membership_id)
         if accept:
             await _ensure_link(membership_id, row["campaign"], row["publisher"])
@@ -641,7 +632,7 @@ async def _ensure_link(membership_id: int, campaign_id: int, publisher_id: int) 
             campaign=campaign_id,
             publisher=publisher_id,
             membership=membership_id,
-            created_at=datetime.now(UTC),
+            created_at=clock.now(),
         )
     )
 
@@ -657,7 +648,7 @@ async def invite(advertiser: CurrentUser, campaign_id: int, publisher_email: str
     async with db.transaction():
         rows = await Membership.insert(
             Membership(
-                campaign=campaign_id, publisher=pub["id"], status=MembershipStatus.invited.value, created_at=_now()
+                campaign=campaign_id, publisher=pub["id"], status=MembershipStatus.invited.value, created_at=clock.now()
             )
         ).returning(Membership.id)
         await audit.record(

@@ -10,6 +10,10 @@ from piccolo.table import Table
 
 from server.accounts.tables import User
 
+# A link's free-form parameters: a publisher's own labels on /c/{code}?sub1=…, stored with each click
+# (server/tracking), forwarded to the landing page where the campaign says so (Campaign.forward_subs).
+SUB_NAMES = ("sub1", "sub2", "sub3", "sub4", "sub5")
+
 
 class CampaignStatus(StrEnum):
     active = "active"

@@ -29,13 +29,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from server.billing import service as billing
 from server.campaigns import service as campaigns
 from server.conversions.tables import Conversion, ConversionStatus
-from server.core import db
+from server.core import clock, db
 from server.core.hours import utc
 from server.ledger import postings
 from server.ledger import service as ledger
@@ -334,7 +334,7 @@ async def _release_due(now: datetime) -> int:
 
 async def run(now: datetime | None = None) -> Outcome:
     """Approve every pending conversion whose hold has ended, then release earnings approved early."""
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     outcome = Outcome()
     short = await _approve_due(now, outcome)
     for campaign_id in sorted(short):

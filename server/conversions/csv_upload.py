@@ -23,7 +23,7 @@ import hmac
 import io
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from server.accounts.identity import CurrentUser
@@ -31,7 +31,7 @@ from server.audit import service as audit
 from server.campaigns.tables import PayoutModel
 from server.conversions import review
 from server.conversions.tables import Conversion, ConversionStatus
-from server.core import db, money
+from server.core import clock, db, money
 from server.core import locale as locales
 from server.core.errors import Invalid
 from server.ledger import service as ledger
@@ -529,7 +529,7 @@ async def apply(
     """Re-plan `text` against the database as it is now and carry out every valid row, each in its
     own transaction through the review page's functions: a second apply of the same file finds
     every row already done and changes nothing."""
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     current = await plan(advertiser, text, campaign_id=campaign_id, reason=reason, campaign_name=campaign_name)
     decision = review.Decision(action="csv")
     for row in current.actionable:

@@ -13,7 +13,7 @@ from server.accounts.identity import CurrentUser
 from server.audit import service as audit
 from server.conversions import approval, reversal
 from server.conversions.tables import Conversion, ConversionSource, ConversionStatus
-from server.core import db
+from server.core import clock, db
 from server.core.errors import Invalid, NotFound
 from server.core.hours import utc
 
@@ -201,7 +201,7 @@ async def decide(
     if len(reason) > REASON_MAX:
         raise Invalid(f"The reason is limited to {REASON_MAX} characters.", field="reason")
     rows = await _owned(advertiser, ids)
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     result = Decision(action=action)
     for row in rows:
         if action == "reverse":

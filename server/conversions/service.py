@@ -20,7 +20,7 @@ from typing import Any
 
 from server.campaigns.tables import Campaign, CampaignStatus, Goal, Link, PayoutModel
 from server.conversions.tables import Conversion, ConversionSource, ConversionStatus
-from server.core import db, money
+from server.core import clock, db, money
 from server.core.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unauthorized
 from server.tracking.tokens import read_click_id
 
@@ -78,10 +78,6 @@ class Recorded:
     conversion: dict[str, Any]  # the stored row (the first one, for a duplicate)
     duplicate: bool
     goal: str
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _txn_id(raw: str) -> str:
@@ -290,7 +286,7 @@ async def record_conversion(
     Raises a DomainError (nothing stored) when it is refused; returns the first conversion with
     duplicate=True when (campaign, txn_id) was reported before, however close together.
     `terms_of` is the server's cache of campaign terms (the database itself by default)."""
-    now = now or _now()
+    now = now or clock.now()
     pixel_campaign = None
     if credentials.public_key is not None:
         pixel_campaign = await _campaign_by_key(credentials.public_key)

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
 
 from server.core import deeplink
 from server.core.errors import Invalid
+
+
+def form_field(form: Mapping[str, Any], name: str, *, strip: bool = True) -> str:
+    """One field of a submitted form as text: "" when it is missing or not text (a file, a list), else
+    stripped of surrounding white space. A password is taken as typed (`strip=False`): the login compares it
+    as sent."""
+    value = form.get(name, "")
+    if not isinstance(value, str):
+        return ""
+    return value.strip() if strip else value
 
 
 def email(value: str, field: str = "email") -> str:

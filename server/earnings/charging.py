@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -23,7 +23,7 @@ from piccolo.table import Table
 
 from server.campaigns import service as campaigns
 from server.campaigns.tables import Goal
-from server.core import db
+from server.core import clock, db
 from server.core.hours import HOUR, hour_of, utc
 from server.earnings import spend
 from server.ledger import postings
@@ -255,7 +255,7 @@ class EarningHours:
         self, terms_by_campaign: dict[int, dict[str, Any]], build: BuildRows, now: datetime | None = None
     ) -> Outcome:
         """Retry waiting hours, price and charge every newly closed hour, release earnings past their hold."""
-        now = utc(now or datetime.now(UTC))
+        now = utc(now or clock.now())
         cutoff = hour_of(now - SETTLE)
         outcome = Outcome()
         waiting = await self.campaigns_waiting()

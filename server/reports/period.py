@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from server.core import hours
+from server.core import clock, hours
 from server.core.errors import Invalid
 from server.core.hours import utc
 
@@ -98,7 +98,7 @@ def parse(params: Mapping[str, Any], *, saved_tz: str = "", now: datetime | None
     raw_tz = params.get("tz")
     tz_name = (raw_tz.strip() if isinstance(raw_tz, str) and raw_tz.strip() else "") or saved_tz or "UTC"
     tz = zone(tz_name)
-    today = (now or datetime.now(UTC)).astimezone(tz).date()
+    today = (now or clock.now()).astimezone(tz).date()
     end = _date(params, "to", "end") or today
     start = _date(params, "from", "start") or end - timedelta(days=DEFAULT_DAYS - 1)
     if start > end:

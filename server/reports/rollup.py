@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from server.core import db
+from server.core import clock, db
 from server.core.hours import HOUR, hour_of, hour_sql, utc
 from server.reports.tables import RollupCursor
 
@@ -211,7 +211,7 @@ async def rebuild_all() -> Rolled:
     first = await _first_event()
     if first is None:
         return Rolled(0, 0)
-    start, end = hour_of(first), hour_of(datetime.now(UTC)) + HOUR
+    start, end = hour_of(first), hour_of(clock.now()) + HOUR
     await rebuild_traffic(start, end)
     await rebuild_conversions([(start, end)])
     hours = int((end - start) / HOUR)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import stripe
@@ -24,13 +24,14 @@ import stripe
 from server.audit import service as audit
 from server.billing import funding_events
 from server.billing.stripe_api import Gateway
-from server.core import db
+from server.core import clock, db
 from server.core.errors import Conflict, DomainError
 from server.payouts import events as payout_events
 from server.stripe_events.tables import StripeEvent
 
 log = logging.getLogger("affnet.stripe_events")
 
+PROCESS_JOB = "process_stripe_event"  # the worker's job that applies one event (workers/jobs/billing.py)
 MAX_ATTEMPTS = 20  # the sweep stops retrying an event after this many failures (it stays visible)
 SWEEP_AFTER = timedelta(seconds=30)  # leave fresh events to the job enqueued for them
 SWEEP_BATCH = 200
@@ -46,10 +47,6 @@ class Recorded:
     event_id: str
     new: bool
     processed: bool
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 async def record(payload: bytes, signature: str | None, secret: str, *, connect: bool = False) -> Recorded:
@@ -78,7 +75,7 @@ async def record(payload: bytes, signature: str | None, secret: str, *, connect:
                 event_id=event_id,
                 type=event_type,
                 payload=payload.decode("utf-8"),
-                received_at=_now(),
+                received_at=clock.now(),
             )
         )
         .on_conflict(target=StripeEvent.event_id, action="DO NOTHING")
@@ -108,14 +105,14 @@ async def process(event_id: str, gateway: Gateway) -> str:
         ).where(StripeEvent.event_id == event_id)
         raise
     await StripeEvent.update(
-        {StripeEvent.processed_at: _now(), StripeEvent.outcome: outcome[:40], StripeEvent.error: ""}
+        {StripeEvent.processed_at: clock.now(), StripeEvent.outcome: outcome[:40], StripeEvent.error: ""}
     ).where(StripeEvent.event_id == event_id, StripeEvent.processed_at.is_null())
     return outcome
 
 
 async def pending(now: datetime | None = None, limit: int = SWEEP_BATCH) -> list[str]:
     """Events not processed yet (an enqueue lost, a job that failed), oldest first."""
-    before = (now or _now()) - SWEEP_AFTER
+    before = (now or clock.now()) - SWEEP_AFTER
     rows = (
         await StripeEvent.select(StripeEvent.event_id)
         .where(

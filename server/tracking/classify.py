@@ -56,6 +56,15 @@ REASON_LABELS: dict[Reason, str] = {
     Reason.not_viewed: "Ad click without a counted view",
 }
 
+
+def reason_label(reason: str) -> str:
+    """A stored reason in words; one this code no longer knows, as itself with spaces."""
+    try:
+        return Reason(reason).label
+    except ValueError:
+        return reason.replace("_", " ")
+
+
 # Link-preview fetchers and HTTP libraries, matched anywhere in the lower-cased User-Agent before
 # CrawlerDetect's lists. Most are in those lists too; naming them here keeps the previews that
 # shared links get (chat apps, social networks) out of billed clicks whatever the lists do next.

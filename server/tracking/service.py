@@ -4,7 +4,7 @@ batched click writer, and the queries behind publishers' links and click statist
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
@@ -13,16 +13,15 @@ from urllib.parse import urlsplit
 
 from piccolo.query.functions.aggregate import Count
 
-from server.campaigns.tables import CampaignStatus, Goal, Link, MembershipStatus, PayoutModel
-from server.core import db, deeplink
+from server.campaigns.tables import SUB_NAMES, CampaignStatus, Goal, Link, MembershipStatus, PayoutModel
+from server.core import clock, db, deeplink
 from server.core.errors import NotFound
 from server.tracking.cache import Target
-from server.tracking.classify import Reason, is_bot, ua_family
+from server.tracking.classify import Reason, is_bot, reason_label, ua_family
 from server.tracking.tables import Click
 from server.tracking.tokens import issue_click_id
 from server.tracking.visitor import truncate_ip, visitor_hash
 
-SUB_NAMES = ("sub1", "sub2", "sub3", "sub4", "sub5")
 SUB_MAX = 100
 DEDUP_SECONDS = 3600  # the same visitor on the same link within an hour is one click
 # More clicks than this per minute from one network (an IPv4 /24 or IPv6 /48) stop counting:
@@ -390,7 +389,7 @@ async def click_stats(
     publisher_id: int, *, since: datetime | None = None, campaign_id: int | None = None
 ) -> list[dict[str, Any]]:
     """Clicks by campaign, sub1 and reason (valid or why not) for one publisher."""
-    since = since or datetime.now(UTC) - timedelta(days=30)
+    since = since or clock.now() - timedelta(days=30)
     query = Click.select(
         Click.campaign.id.as_alias("campaign_id"),
         Click.campaign.name.as_alias("campaign_name"),
@@ -416,19 +415,34 @@ async def slot_click_stats(slot_id: int, since: datetime) -> dict[str, int]:
     return {r["reason"]: r["clicks"] for r in rows}
 
 
-def summarise(stats: Iterable[dict[str, Any]]) -> dict[str, int]:
-    totals: dict[str, int] = {"valid": 0, "invalid": 0}
-    for row in stats:
-        key = "valid" if row["reason"] == Reason.valid.value else "invalid"
-        totals[key] += row["clicks"]
-        if key == "invalid":
-            totals[row["reason"]] = totals.get(row["reason"], 0) + row["clicks"]
-    return totals
+def fold_clicks(stats: Iterable[Mapping[str, Any]], by: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Click statistics (rows of the `by` columns, a `reason` and its `clicks`) folded into one row per
+    value of the `by` columns, in the order they first appear: those columns, then `valid` and `invalid`
+    clicks and `reasons`, the invalid ones by reason in words. With no `by`, one row of totals (none
+    without statistics: `click_totals`)."""
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for stat in stats:
+        key = tuple(stat[column] for column in by)
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = {**dict(zip(by, key, strict=True)), "valid": 0, "invalid": 0, "reasons": {}}
+        if stat["reason"] == Reason.valid.value:
+            row["valid"] += stat["clicks"]
+        else:
+            row["invalid"] += stat["clicks"]
+            label = reason_label(stat["reason"])
+            row["reasons"][label] = row["reasons"].get(label, 0) + stat["clicks"]
+    return list(rows.values())
+
+
+def click_totals(stats: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """All the statistics in one row: valid and invalid clicks, the invalid ones by reason in words."""
+    return next(iter(fold_clicks(stats)), {"valid": 0, "invalid": 0, "reasons": {}})
 
 
 async def campaign_click_stats(campaign_id: int, since: datetime | None = None) -> list[dict[str, Any]]:
     """Clicks by publisher and reason for one campaign (the advertiser's view)."""
-    since = since or datetime.now(UTC) - timedelta(days=30)
+    since = since or clock.now() - timedelta(days=30)
     return (
         await Click.select(
             Click.publisher.email.as_alias("publisher_email"), Click.reason, Count(Click.id, alias="clicks")

@@ -18,7 +18,7 @@ from litestar.types import Receive, Scope, Send
 
 from server.ads import offers, render
 from server.ads.decision import AdServer, Answer
-from server.http.web import PUBLIC, FastPath
+from server.http.web import PUBLIC, FastPath, header, respond
 from server.tracking import geo
 
 log = logging.getLogger("affnet.ads")
@@ -37,26 +37,8 @@ _PREFLIGHT = [
 _EMPTY_FRAME = b"<!doctype html><title>Advertisement</title>"
 
 
-async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*headers, (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
 async def _json(send: Send, answer: Answer, head: bool = False) -> None:
-    await _send(send, answer.status, _JSON, b"" if head else msgspec.json.encode(answer.body))
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")
-    return None
+    await respond(send, answer.status, _JSON, b"" if head else msgspec.json.encode(answer.body))
 
 
 def _client_ip(scope: Scope) -> str:
@@ -75,7 +57,7 @@ async def _frame(ad_server: AdServer, token: str, send: Send) -> None:
     ]
     offer = offers.read(ad_server.offer_key, token)
     if offer is None or offer.expired(ad_server.decider.clock()):
-        await _send(send, 404 if offer is None else 410, headers, _EMPTY_FRAME)
+        await respond(send, 404 if offer is None else 410, headers, _EMPTY_FRAME)
         return
     entry = await ad_server.inventory.campaigns.get(offer.campaign_id)
     publisher = await ad_server.inventory.publishers.get(offer.publisher_id)
@@ -91,39 +73,39 @@ async def _frame(ad_server: AdServer, token: str, send: Send) -> None:
     link = publisher.links.get(offer.campaign_id) if publisher else None
     if creative is None or link is None or link[0] != offer.link_id:
         # Archived, or the publisher left the campaign, since the decision: show nothing.
-        await _send(send, 404, headers, _EMPTY_FRAME)
+        await respond(send, 404, headers, _EMPTY_FRAME)
         return
     click_url = f"{ad_server.base_url}/c/{link[1]}?o={token}"
-    await _send(send, 200, headers, render.frame(creative, click_url, entry.advertiser_host).encode())
+    await respond(send, 200, headers, render.frame(creative, click_url, entry.advertiser_host).encode())
 
 
 async def handle_ads(ad_server: AdServer, scope: Scope, send: Send) -> None:
     path: str = scope["path"]
     method: str = scope["method"]
     if method == "OPTIONS":
-        await _send(send, 204, _PREFLIGHT)
+        await respond(send, 204, _PREFLIGHT)
         return
     if path == "/ads/decide":
         if method not in ("GET", "HEAD"):
-            await _send(send, 405, [(b"allow", b"GET, HEAD"), *_JSON])
+            await respond(send, 405, [(b"allow", b"GET, HEAD"), *_JSON])
             return
         query = dict(parse_qsl(scope["query_string"].decode("latin-1"), max_num_fields=10))
         answer = await ad_server.decider.decide(
             query.get("slot", ""),
-            origin=_header(scope, b"origin"),
-            referer=_header(scope, b"referer"),
+            origin=header(scope, b"origin"),
+            referer=header(scope, b"referer"),
             ip=_client_ip(scope),
-            user_agent=_header(scope, b"user-agent") or "",
+            user_agent=header(scope, b"user-agent") or "",
         )
         await _json(send, answer, head=method == "HEAD")
     elif path.startswith("/ads/v/"):
         if method != "POST":
-            await _send(send, 405, [(b"allow", b"POST"), *_JSON])
+            await respond(send, 405, [(b"allow", b"POST"), *_JSON])
             return
         answer = await ad_server.views.record(
             path[7:].rstrip("/"),
             ip=_client_ip(scope),
-            user_agent=_header(scope, b"user-agent") or "",
+            user_agent=header(scope, b"user-agent") or "",
             country=geo.from_headers(scope["headers"], ad_server.country_header),
         )
         await _json(send, answer)

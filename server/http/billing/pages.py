@@ -28,7 +28,6 @@ RETURN_PAGE = "advertiser/billing_return.html"
 CHECKOUT_PAGE = "advertiser/billing_checkout.html"
 CONFIRM_PAGE = "advertiser/billing_confirm.html"
 EVENTS_PAGE = "finance/stripe_events.html"
-PROCESS_JOB = "process_stripe_event"
 
 
 def _user(request: Request) -> CurrentUser:
@@ -134,12 +133,6 @@ class AdvertiserBilling(Controller):
         return render(PAGE, **await _page(_user(request), request, notice=notice))
 
 
-async def enqueue(request: Request, event_id: str, job_id: str | None = None) -> None:
-    """Hand the event to the worker; arq's job id (the event id) keeps one job per event. If Redis
-    is down the event still waits in the table, and the worker's sweep picks it up."""
-    await jobs.enqueue(request.app.state.redis, PROCESS_JOB, event_id, job_id=job_id or event_id)
-
-
 @post("/stripe/webhook", opt=PUBLIC, include_in_schema=False, status_code=200)
 async def stripe_webhook(request: Request) -> Response:
     """Stripe's events about affnet's own account (payments, refunds, disputes, transfers)."""
@@ -160,8 +153,9 @@ async def _receive(request: Request, secret: str, *, connect: bool) -> Response:
         recorded = await stripe_events.record(body, request.headers.get("stripe-signature"), secret, connect=connect)
     except stripe_events.BadWebhook as exc:
         return Response({"error": {"code": exc.code, "message": exc.message}}, status_code=400)
-    if not recorded.processed:  # committed: the worker can see it
-        await enqueue(request, recorded.event_id)
+    if not recorded.processed:  # committed: the worker can see it; job id = event id, one job per event
+        event_id = recorded.event_id
+        await jobs.enqueue(request.app.state.redis, stripe_events.PROCESS_JOB, event_id, job_id=event_id)
     return Response({"received": True, "duplicate": not recorded.new}, status_code=200)
 
 
@@ -188,5 +182,6 @@ class FinanceStripeEvents(Controller):
                 events=await stripe_events.unprocessed(),
                 max_attempts=stripe_events.MAX_ATTEMPTS,
             )
-        await enqueue(request, event_id, job_id=f"{event_id}:retry:{time.time_ns()}")
+        retry_id = f"{event_id}:retry:{time.time_ns()}"  # a new job: the event's own may be spent
+        await jobs.enqueue(request.app.state.redis, stripe_events.PROCESS_JOB, event_id, job_id=retry_id)
         return see_other("/finance/stripe-events")

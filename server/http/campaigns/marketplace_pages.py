@@ -16,13 +16,12 @@ from server.accounts.identity import CurrentUser
 from server.accounts.tables import PublisherStatus, Role
 from server.campaigns import creatives as creatives_service
 from server.campaigns import service as campaigns
-from server.campaigns.tables import Campaign, CreativeKind, MembershipStatus, PayoutModel, Visibility
+from server.campaigns.tables import SUB_NAMES, Campaign, CreativeKind, MembershipStatus, PayoutModel, Visibility
 from server.core import deeplink
 from server.core.errors import DomainError, Invalid, NotFound
 from server.http.pages import form_data, render, render_error, see_other, settings_of
 from server.http.web import current_user, requires_role
 from server.tracking import service as tracking
-from server.tracking.classify import Reason
 
 VISIBILITY_TEXT = {
     Visibility.public.value: "Open to all approved publishers",
@@ -87,37 +86,11 @@ def present_campaign(campaign: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def reason_label(reason: str) -> str:
-    try:
-        return Reason(reason).label
-    except ValueError:
-        return reason.replace("_", " ")
-
-
 def click_table(stats: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """click_stats rows (campaign × sub1 × reason) folded into one row per campaign and sub1:
-    valid clicks, invalid clicks, and the invalid ones by reason in words."""
-    rows: dict[tuple[int, str], dict[str, Any]] = {}
-    for stat in stats:
-        key = (stat["campaign_id"], stat["sub1"])
-        row = rows.setdefault(
-            key,
-            {
-                "campaign_id": stat["campaign_id"],
-                "campaign_name": stat["campaign_name"],
-                "sub1": stat["sub1"],
-                "valid": 0,
-                "invalid": 0,
-                "reasons": {},
-            },
-        )
-        if stat["reason"] == Reason.valid.value:
-            row["valid"] += stat["clicks"]
-        else:
-            row["invalid"] += stat["clicks"]
-            label = reason_label(stat["reason"])
-            row["reasons"][label] = row["reasons"].get(label, 0) + stat["clicks"]
-    return sorted(rows.values(), key=lambda r: (r["campaign_name"].lower(), r["campaign_id"], r["sub1"]))
+    """click_stats rows (campaign × sub1 × reason) as one row per campaign and sub1 (tracking.fold_clicks),
+    by campaign name."""
+    rows = tracking.fold_clicks(stats, by=("campaign_id", "campaign_name", "sub1"))
+    return sorted(rows, key=lambda r: (r["campaign_name"].lower(), r["campaign_id"], r["sub1"]))
 
 
 def base_link(base_url: str, code: str) -> str:
@@ -128,7 +101,7 @@ def build_link(base_url: str, code: str, form: Mapping[str, str], allowed_domain
     """The tracked link with the sub ids and deep link the publisher chose, each URL-encoded.
     Raises Invalid (naming the field) for a sub id too long or a deep link the campaign refuses."""
     params: list[tuple[str, str]] = []
-    for name in campaigns.SUB_NAMES:
+    for name in SUB_NAMES:
         value = (form.get(name) or "").strip()
         if not value:
             continue
@@ -237,7 +210,7 @@ class PublisherCampaigns(Controller):
         user = _user(request)
         link = await tracking.link_for(user.id, campaign_id)
         base_url = settings_of(request).base_url
-        form = {k: v for k, v in request.query_params.items() if k in (*campaigns.SUB_NAMES, "url")}
+        form = {k: v for k, v in request.query_params.items() if k in (*SUB_NAMES, "url")}
         context = {
             "campaign_id": campaign_id,
             "campaign_name": await _campaign_name(campaign_id),
@@ -263,7 +236,7 @@ class PublisherCampaigns(Controller):
             raise NotFound("You have no link in this campaign.")
         stats = await tracking.click_stats(user.id, campaign_id=campaign_id)
         return render(
-            "publisher/campaign_stats.html", link=link, totals=tracking.summarise(stats), table=click_table(stats)
+            "publisher/campaign_stats.html", link=link, totals=tracking.click_totals(stats), table=click_table(stats)
         )
 
 

@@ -13,14 +13,13 @@ from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
 from server.campaigns import creatives, echo
 from server.campaigns import service as campaigns
-from server.campaigns.tables import CampaignStatus, PayoutModel, Visibility
+from server.campaigns.tables import SUB_NAMES, CampaignStatus, PayoutModel, Visibility
 from server.core import money
 from server.core.errors import Conflict, Invalid
 from server.http.pages import form_data, render, render_error, see_other, settings_of
 from server.http.web import current_user, requires_role
 from server.reports import spending
 from server.tracking import service as tracking
-from server.tracking.classify import REASON_LABELS, Reason
 
 CAMPAIGN_PAGE = "advertiser/campaign.html"
 FORM_PAGE = "advertiser/campaign_form.html"
@@ -60,7 +59,7 @@ def _form_context(**extra: Any) -> dict[str, Any]:
         "model_labels": {m.value: label for m, label in campaigns.MODEL_LABELS.items()},
         "visibility_help": VISIBILITY_HELP,
         "cap_fields": CAP_FIELDS,
-        "sub_names": campaigns.SUB_NAMES,
+        "sub_names": SUB_NAMES,
         "goal_rows": range(campaigns.MAX_GOALS),
         **extra,
     }
@@ -109,22 +108,6 @@ def form_of(campaign: dict[str, Any], goals: list[dict[str, Any]]) -> dict[str, 
     return form
 
 
-def click_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Clicks by publisher: valid, invalid, and the invalid ones by reason, in plain words."""
-    by_publisher: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        entry = by_publisher.setdefault(
-            row["publisher_email"], {"publisher": row["publisher_email"], "valid": 0, "invalid": 0, "reasons": {}}
-        )
-        if row["reason"] == Reason.valid.value:
-            entry["valid"] += row["clicks"]
-        else:
-            entry["invalid"] += row["clicks"]
-            label = REASON_LABELS.get(row["reason"], row["reason"])  # type: ignore[call-overload]
-            entry["reasons"][label] = entry["reasons"].get(label, 0) + row["clicks"]
-    return list(by_publisher.values())
-
-
 async def _campaign_page(advertiser: CurrentUser, campaign_id: int, **extra: Any) -> dict[str, Any]:
     """Everything the campaign page shows (each part read through its own domain's service)."""
     campaign = await campaigns.owned_campaign(advertiser, campaign_id)
@@ -143,7 +126,7 @@ async def _campaign_page(advertiser: CurrentUser, campaign_id: int, **extra: Any
         "category": campaigns.CATEGORIES.get(campaign["category"], "Other"),
         "visibility_help": VISIBILITY_HELP,
         "money": money,
-        "clicks": click_table(await tracking.campaign_click_stats(campaign_id)),
+        "clicks": tracking.fold_clicks(await tracking.campaign_click_stats(campaign_id), by=("publisher_email",)),
         "paid_for": await spending.paid_for(advertiser.id, campaign_id=campaign_id),
         "creatives": await creatives.list_creatives(advertiser, campaign_id),
         "members": await campaigns.applicants(advertiser, campaign_id),

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from litestar import Controller, Request, Response, get, post
 from litestar.params import FromPath
 from litestar.response import Redirect, Template
@@ -12,7 +10,7 @@ from litestar.response import Redirect, Template
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
 from server.billing import stripe_api
-from server.core import jobs, money
+from server.core import clock, jobs, money
 from server.core.errors import Conflict, Forbidden, Invalid, NotFound
 from server.http.pages import form_data, render, see_other, settings_of
 from server.http.web import current_user, requires_role
@@ -54,7 +52,7 @@ class FinancePayouts(Controller):
 
     @post("/prepare")
     async def prepare(self, request: Request) -> Template:
-        outcome = await payouts.prepare_due(datetime.now(UTC), actor_id=_user(request).id)
+        outcome = await payouts.prepare_due(clock.now(), actor_id=_user(request).id)
         notice = (
             f"Prepared {len(outcome.batches)} batch(es): {outcome.lines} lines, {outcome.carried} carried over."
             if outcome.batches

@@ -9,7 +9,6 @@ the next preparation reads what was saved."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Controller, Request, get, post
@@ -17,7 +16,7 @@ from litestar.response import Redirect, Template
 
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role, User
-from server.core import money
+from server.core import clock, money
 from server.core.errors import DomainError
 from server.http.pages import form_data, render, see_other
 from server.http.web import current_user, requires_role
@@ -215,7 +214,7 @@ async def _page(
         PAGE,
         status_code=status_code,
         terms=terms,
-        next_cutoff=payouts.next_cutoff(terms, datetime.now(UTC)),
+        next_cutoff=payouts.next_cutoff(terms, clock.now()),
         weekdays=WEEKDAYS,
         minimums=await minimums(),
         publisher_terms=await publisher_terms(),

@@ -51,7 +51,7 @@ class PublisherPages(Controller):
             "publisher/dashboard.html",
             profile=profile,
             can_join=profile["status"] == PublisherStatus.approved.value,
-            clicks=tracking.summarise(stats),
+            clicks=tracking.click_totals(stats),
             table=click_table(stats),
             conversions=await earnings.conversion_counts(user_id),
             balances=await earnings.money_of(user_id),

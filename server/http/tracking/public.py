@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 from litestar import asgi
 from litestar.types import Receive, Scope, Send
 
-from server.http.web import PUBLIC, FastPath, SecurityHeadersMiddleware
+from server.http.web import PUBLIC, FastPath, SecurityHeadersMiddleware, respond
 from server.tracking import geo
 
 log = logging.getLogger("affnet.tracking")
@@ -71,25 +71,14 @@ def parse_query(query_string: bytes) -> dict[str, str]:
     return fields
 
 
-async def _answer(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*headers, (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
 async def handle_click(state: Any, code: str, scope: Scope, send: Send) -> None:
     method = scope["method"]
     if method not in ("GET", "HEAD"):
-        await _answer(send, 405, [(b"allow", b"GET, HEAD"), *_SECURITY])
+        await respond(send, 405, [(b"allow", b"GET, HEAD"), *_SECURITY])
         return
     target = await state.link_cache.get(code) if code and "/" not in code else None
     if target is None:
-        await _answer(send, 404, _HTML, b"" if method == "HEAD" else _NOT_FOUND)
+        await respond(send, 404, _HTML, b"" if method == "HEAD" else _NOT_FOUND)
         return
     user_agent, referer, country = _headers(scope, state.redirector.country_header)
     query_string = scope["query_string"]
@@ -139,4 +128,4 @@ class ClickFastPath(FastPath):
         await handle_click(self.app.state, scope["path"][3:].rstrip("/"), scope, send)
 
     async def fail(self, send: Send) -> None:
-        await _answer(send, 500, _HTML, b"Something went wrong; please try the link again.")
+        await respond(send, 500, _HTML, b"Something went wrong; please try the link again.")
