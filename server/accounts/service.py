@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from server.accounts import passwords, throttle
 from server.accounts.identity import CurrentUser
+from server.accounts.records import ApiKeyListing, PublisherApplication
 from server.accounts.tables import (
     Advertiser,
     ApiKey,
@@ -308,14 +309,15 @@ async def create_api_key(user: CurrentUser, name: str) -> tuple[int, str]:
     return rows[0]["id"], f"{prefix}_{secret}"
 
 
-async def list_api_keys(user_id: int) -> list[dict[str, Any]]:
-    return (
+async def list_api_keys(user_id: int) -> list[ApiKeyListing]:
+    rows = (
         await ApiKey.select(
             ApiKey.id, ApiKey.name, ApiKey.prefix, ApiKey.created_at, ApiKey.last_used_at, ApiKey.revoked_at
         )
         .where(ApiKey.user == user_id)
         .order_by(ApiKey.id, ascending=False)
     )
+    return [ApiKeyListing.from_row(row) for row in rows]
 
 
 async def revoke_api_key(user: CurrentUser, key_id: int) -> None:
@@ -372,7 +374,7 @@ async def authenticate_api_key(raw: str) -> CurrentUser:
 # --- publisher review (admin) ------------------------------------------------------------------
 
 
-async def list_publishers(status: PublisherStatus | None = None) -> list[dict[str, Any]]:
+async def list_publishers(status: PublisherStatus | None = None) -> list[PublisherApplication]:
     query = Publisher.select(
         Publisher.id,
         Publisher.display_name,
@@ -386,7 +388,7 @@ async def list_publishers(status: PublisherStatus | None = None) -> list[dict[st
     ).order_by(Publisher.id)
     if status is not None:
         query = query.where(Publisher.status == status.value)
-    return await query
+    return [PublisherApplication.from_row(row) for row in await query]
 
 
 async def review_publisher(admin: CurrentUser, publisher_id: int, approve: bool, reason: str = "") -> None:

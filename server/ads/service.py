@@ -16,6 +16,7 @@ from piccolo.query.functions.aggregate import Count
 
 from server.accounts.identity import CurrentUser
 from server.ads import inventory
+from server.ads.records import SlotListing
 from server.ads.tables import AdSlot, Impression, SlotFallback, SlotFormat, SlotStatus
 from server.audit import service as audit
 from server.core import clock, db, deeplink, validation
@@ -189,14 +190,15 @@ async def set_status(publisher: CurrentUser, slot_id: int, action: str) -> str:
     return after.value
 
 
-async def slots_of(publisher: CurrentUser) -> list[dict[str, Any]]:
-    return (
+async def slots_of(publisher: CurrentUser) -> list[SlotListing]:
+    rows = (
         await AdSlot.select(
             AdSlot.id, AdSlot.name, AdSlot.format, AdSlot.status, AdSlot.public_key, AdSlot.domains, AdSlot.fallback
         )
         .where(AdSlot.publisher == publisher.id)
         .order_by(AdSlot.id)
     )
+    return [SlotListing.from_row(row) for row in rows]
 
 
 def form_of(slot: Mapping[str, Any]) -> dict[str, str]:

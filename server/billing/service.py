@@ -14,6 +14,7 @@ from typing import Any
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import NetworkSetting
 from server.billing import stripe_api
+from server.billing.records import Balance, FundingLine
 from server.billing.tables import BillingSettings, Funding, FundingStatus
 from server.campaigns import service as campaigns
 from server.campaigns.tables import Campaign, CampaignStatus
@@ -134,10 +135,23 @@ async def start_funding(
     return session.url
 
 
-async def returned(advertiser: CurrentUser, session_id: str) -> dict[str, Any]:
+def _funding_lines() -> Any:
+    return Funding.select(
+        Funding.id,
+        Funding.created_at,
+        Funding.amount_minor,
+        Funding.currency,
+        Funding.status,
+        Funding.refunded_minor,
+        Funding.disputed_minor,
+        Funding.receipt_url,
+    )
+
+
+async def returned(advertiser: CurrentUser, session_id: str) -> FundingLine:
     """The funding a Checkout Session was for, if it is this advertiser's. Shows state, changes nothing."""
     row = (
-        await Funding.select()
+        await _funding_lines()
         .where(Funding.checkout_session_id == session_id, Funding.advertiser == advertiser.id)
         .first()
         if session_id
@@ -145,16 +159,17 @@ async def returned(advertiser: CurrentUser, session_id: str) -> dict[str, Any]:
     )
     if row is None:
         raise NotFound("There is no top-up of yours for this payment.")
-    return row
+    return FundingLine.from_row(row)
 
 
-async def fundings_of(advertiser_id: int) -> list[dict[str, Any]]:
-    return (
-        await Funding.select()
+async def fundings_of(advertiser_id: int) -> list[FundingLine]:
+    rows = (
+        await _funding_lines()
         .where(Funding.advertiser == advertiser_id, Funding.status != FundingStatus.pending.value)
         .order_by(Funding.id, ascending=False)
         .limit(HISTORY_LIMIT)
     )
+    return [FundingLine.from_row(row) for row in rows]
 
 
 async def settings_of(advertiser_id: int) -> dict[str, Any] | None:
@@ -193,7 +208,7 @@ async def save_settings(advertiser: CurrentUser, form: Mapping[str, Any]) -> Non
     await enforce_threshold(advertiser.id)
 
 
-async def balances_of(advertiser_id: int) -> list[dict[str, Any]]:
+async def balances_of(advertiser_id: int) -> list[Balance]:
     """The advertiser's money per currency: balance, and what they owe after refunds or disputes."""
     campaigns = await Campaign.select(Campaign.currency).where(Campaign.advertiser == advertiser_id).distinct()
     fundings = await Funding.select(Funding.currency).where(Funding.advertiser == advertiser_id).distinct()
@@ -209,13 +224,13 @@ async def balances_of(advertiser_id: int) -> list[dict[str, Any]]:
         owed = -await ledger.balance(K.advertiser_receivable, currency, advertiser_id)
         threshold = prefs["auto_pause_threshold_minor"] if prefs and prefs["currency"] == currency else 0
         result.append(
-            {
-                "currency": currency,
-                "balance_minor": balance,
-                "owed_minor": owed,
-                "threshold_minor": threshold,
-                "low": balance == 0 or balance < threshold * LOW_BALANCE_FACTOR,
-            }
+            Balance(
+                currency=currency,
+                balance_minor=balance,
+                owed_minor=owed,
+                threshold_minor=threshold,
+                low=balance == 0 or balance < threshold * LOW_BALANCE_FACTOR,
+            )
         )
     return result
 

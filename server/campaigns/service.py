@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import NetworkSetting, Publisher, PublisherStatus, User
 from server.audit import service as audit
+from server.campaigns.records import Applicant, ApplicantProfile, CampaignListing
 from server.campaigns.tables import (
     SUB_NAMES,
     Campaign,
@@ -424,14 +425,15 @@ async def pause_for_balance(campaign_id: int, *, reason: str | None = None) -> b
     return bool(paused)
 
 
-async def list_for_advertiser(advertiser: CurrentUser) -> list[dict[str, Any]]:
-    return (
+async def list_for_advertiser(advertiser: CurrentUser) -> list[CampaignListing]:
+    rows = (
         await Campaign.select(
             Campaign.id, Campaign.name, Campaign.status, Campaign.currency, Campaign.visibility, Campaign.created_at
         )
         .where(Campaign.advertiser == advertiser.id)
         .order_by(Campaign.id, ascending=False)
     )
+    return [CampaignListing.from_row(row) for row in rows]
 
 
 # --- publishers: marketplace and memberships -----------------------------------------------------
@@ -558,7 +560,7 @@ async def join(publisher: CurrentUser, campaign_id: int) -> str:
     return new_status.value
 
 
-async def applicants(advertiser: CurrentUser, campaign_id: int) -> list[dict[str, Any]]:
+async def applicants(advertiser: CurrentUser, campaign_id: int) -> list[Applicant]:
     await owned_campaign(advertiser, campaign_id)
     rows = (
         await Membership.select(
@@ -573,14 +575,12 @@ async def applicants(advertiser: CurrentUser, campaign_id: int) -> list[dict[str
         .order_by(Membership.id)
     )
     profiles = {
-        p["user"]: p
+        p["user"]: ApplicantProfile(p["display_name"], p["blog_url"], p["audience"])
         for p in await Publisher.select(
             Publisher.user, Publisher.display_name, Publisher.blog_url, Publisher.audience
         ).where(Publisher.user.is_in([r["publisher_id"] for r in rows] or [0]))
     }
-    for r in rows:
-        r["profile"] = profiles.get(r["publisher_id"], {})
-    return rows
+    return [Applicant.from_row(r, profiles.get(r["publisher_id"])) for r in rows]
 
 
 async def decide(

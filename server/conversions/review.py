@@ -91,6 +91,33 @@ def parse_filters(params: Mapping[str, Any]) -> Filters:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ConversionListing:
+    """One of the advertiser's conversions as their review page lists it: what they pay, what the
+    publisher earns, and where it stands."""
+
+    id: int
+    txn_id: str
+    currency: str
+    status: str
+    status_reason: str
+    advertiser_amount_minor: int
+    publisher_amount_minor: int
+    sale_amount_minor: int | None
+    converted_at: datetime
+    hold_until: datetime
+    approved_at: datetime | None
+    source: str
+    campaign_id: int
+    campaign_name: str
+    goal_name: str
+    publisher_email: str
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> ConversionListing:
+        return cls(**row)
+
+
 async def list_conversions(
     advertiser: CurrentUser,
     *,
@@ -101,7 +128,7 @@ async def list_conversions(
     date_to: date | None = None,
     source: str | None = None,
     limit: int = LIST_LIMIT,
-) -> list[dict[str, Any]]:
+) -> list[ConversionListing]:
     """The advertiser's own conversions, newest first. Dates are whole UTC days, both ends included."""
     query = Conversion.select(
         Conversion.id,
@@ -134,11 +161,12 @@ async def list_conversions(
         query = query.where(Conversion.converted_at >= datetime.combine(date_from, time(), UTC))
     if date_to:
         query = query.where(Conversion.converted_at < datetime.combine(date_to + timedelta(days=1), time(), UTC))
-    return (
+    rows = (
         await query.order_by(Conversion.converted_at, ascending=False)
         .order_by(Conversion.id, ascending=False)
         .limit(limit)
     )
+    return [ConversionListing.from_row(row) for row in rows]
 
 
 @dataclass

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
 from piccolo.query.functions.aggregate import Count, Sum
 
 from server.ads.tables import Impression, ViewReason
@@ -48,6 +49,57 @@ class Money:
         return self.pending_uncharged_minor + self.pending_charged_minor
 
 
+class ClickEarnings(msgspec.Struct):
+    """CPC earnings of one campaign, since it began."""
+
+    campaign_id: int
+    campaign_name: str
+    currency: str
+    valid_clicks: int
+    paid_clicks: int
+    over_cap_clicks: int
+    over_budget_clicks: int
+    waiting_minor: int  # waiting for the advertiser's funds
+    pending_minor: int  # charged, in its hold
+    available_minor: int
+
+
+class ImpressionHour(msgspec.Struct):
+    """CPM earnings of one campaign in one UTC hour."""
+
+    hour: datetime
+    campaign_id: int
+    campaign_name: str
+    slots: list[str]  # names of the slots that showed it
+    valid_impressions: int
+    paid_impressions: int
+    payout_minor: int  # what the publisher earns
+    currency: str
+    status: str  # unpaid, waiting (for the advertiser's funds), approved (in its hold) or released (available)
+    status_text: str
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherConversion:
+    """One of the publisher's conversions with their payout (nothing the advertiser pays)."""
+
+    id: int
+    campaign_id: int
+    campaign_name: str
+    goal_name: str
+    currency: str
+    payout_minor: int
+    status: str
+    status_reason: str
+    converted_at: datetime
+    hold_until: datetime
+    source: str
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> PublisherConversion:
+        return cls(**row)
+
+
 def parse_status(params: Mapping[str, Any]) -> str | None:
     raw = params.get("status", "")
     status = raw.strip() if isinstance(raw, str) else ""
@@ -70,7 +122,7 @@ async def conversion_counts(publisher_id: int) -> dict[str, int]:
 
 async def conversions_of(
     publisher_id: int, *, status: str | None = None, limit: int = LIST_LIMIT
-) -> list[dict[str, Any]]:
+) -> list[PublisherConversion]:
     """The publisher's own conversions, newest first, with their payout (and nothing the advertiser pays)."""
     query = Conversion.select(
         Conversion.id,
@@ -87,11 +139,12 @@ async def conversions_of(
     ).where(Conversion.publisher == publisher_id)
     if status:
         query = query.where(Conversion.status == status)
-    return (
+    rows = (
         await query.order_by(Conversion.converted_at, ascending=False)
         .order_by(Conversion.id, ascending=False)
         .limit(limit)
     )
+    return [PublisherConversion.from_row(row) for row in rows]
 
 
 async def money_of(publisher_id: int) -> list[Money]:
@@ -133,7 +186,7 @@ async def money_of(publisher_id: int) -> list[Money]:
     return found
 
 
-async def click_earnings_of(publisher_id: int, *, since: datetime | None = None) -> list[dict[str, Any]]:
+async def click_earnings_of(publisher_id: int, *, since: datetime | None = None) -> list[ClickEarnings]:
     """CPC click earnings (since a moment, or ever) by campaign and currency: valid and paid clicks,
     clicks not paid (over a cap or the budget), and the payout by where it stands."""
     query = ClickEarning.select(
@@ -152,38 +205,24 @@ async def click_earnings_of(publisher_id: int, *, since: datetime | None = None)
     rows = await query.group_by(
         ClickEarning.campaign.id, ClickEarning.campaign.name, ClickEarning.currency, ClickEarning.status
     )
-    table: dict[tuple[int, str], dict[str, Any]] = {}
+    table: dict[tuple[int, str], ClickEarnings] = {}
     for r in rows:
         entry = table.setdefault(
             (r["campaign_id"], r["currency"]),
-            {
-                "campaign_id": r["campaign_id"],
-                "campaign_name": r["campaign_name"],
-                "currency": r["currency"],
-                "valid_clicks": 0,
-                "paid_clicks": 0,
-                "over_cap_clicks": 0,
-                "over_budget_clicks": 0,
-                "waiting_minor": 0,
-                "pending_minor": 0,
-                "available_minor": 0,
-            },
+            ClickEarnings(r["campaign_id"], r["campaign_name"], r["currency"], 0, 0, 0, 0, 0, 0, 0),
         )
-        for key, column in (
-            ("valid_clicks", "valid"),
-            ("paid_clicks", "paid"),
-            ("over_cap_clicks", "over_cap"),
-            ("over_budget_clicks", "over_budget"),
-        ):
-            entry[key] += db.whole(r[column])
-        where = {
-            ClickEarningStatus.waiting.value: "waiting_minor",
-            ClickEarningStatus.approved.value: "pending_minor",
-            ClickEarningStatus.released.value: "available_minor",
-        }.get(r["status"])
-        if where:
-            entry[where] += db.whole(r["payout"])
-    return sorted(table.values(), key=lambda e: (e["campaign_name"].lower(), e["campaign_id"], e["currency"]))
+        entry.valid_clicks += db.whole(r["valid"])
+        entry.paid_clicks += db.whole(r["paid"])
+        entry.over_cap_clicks += db.whole(r["over_cap"])
+        entry.over_budget_clicks += db.whole(r["over_budget"])
+        payout = db.whole(r["payout"])
+        if r["status"] == ClickEarningStatus.waiting.value:
+            entry.waiting_minor += payout
+        elif r["status"] == ClickEarningStatus.approved.value:
+            entry.pending_minor += payout
+        elif r["status"] == ClickEarningStatus.released.value:
+            entry.available_minor += payout
+    return sorted(table.values(), key=lambda e: (e.campaign_name.lower(), e.campaign_id, e.currency))
 
 
 def _impression_status(row: dict[str, Any]) -> str:
@@ -222,7 +261,7 @@ async def _slots_by_hour(
     return found
 
 
-async def impression_earnings_of(publisher_id: int, *, limit: int = HOURS_SHOWN) -> list[dict[str, Any]]:
+async def impression_earnings_of(publisher_id: int, *, limit: int = HOURS_SHOWN) -> list[ImpressionHour]:
     """The publisher's CPM impression hours, newest first: hour, campaign, the slots that showed it
     (when their impressions are still stored), valid and paid impressions, their earning and where
     it stands. Their payout only, never the advertiser's price."""
@@ -252,17 +291,17 @@ async def impression_earnings_of(publisher_id: int, *, limit: int = HOURS_SHOWN)
             publisher_id, campaign_id, min(hours), max(hours) + timedelta(hours=1)
         )
     return [
-        {
-            "hour": utc(r["hour"]),
-            "campaign_id": r["campaign_id"],
-            "campaign_name": r["campaign_name"],
-            "slots": slots[r["campaign_id"]].get(utc(r["hour"]), []),
-            "valid_impressions": r["valid_impressions"],
-            "paid_impressions": r["paid_impressions"],
-            "payout_minor": r["payout_minor"],
-            "currency": r["currency"],
-            "status": r["status"],
-            "status_text": _impression_status(r),
-        }
+        ImpressionHour(
+            hour=utc(r["hour"]),
+            campaign_id=r["campaign_id"],
+            campaign_name=r["campaign_name"],
+            slots=slots[r["campaign_id"]].get(utc(r["hour"]), []),
+            valid_impressions=r["valid_impressions"],
+            paid_impressions=r["paid_impressions"],
+            payout_minor=r["payout_minor"],
+            currency=r["currency"],
+            status=r["status"],
+            status_text=_impression_status(r),
+        )
         for r in rows
     ]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import msgspec
 from piccolo.query.functions.aggregate import Count, Sum
 
 from server.audit import service as audit
@@ -43,13 +44,23 @@ _BALANCES = (
 FIGURE_KEYS = ("revenue_minor", *(key for key, _, _ in _BALANCES), "owed_to_publishers_minor", "paid_out_minor")
 
 
+# The newest recorded ledger check, as the dashboard and the JSON API show it (no docstring: it would
+# become the schema's description in the OpenAPI document).
+class LedgerCheck(msgspec.Struct):
+    at: datetime  # UTC
+    by: str | None  # None: the scheduled job
+    ok: bool
+    problem_count: int
+    problems: list[str]  # the first 50
+
+
 @dataclass
 class FinanceReport:
     period: Period
     tables: list[ReportTable]
     figures: dict[str, dict[str, int]]  # currency -> FIGURE_KEYS -> minor units
     chart: dict[str, Any]
-    last_check: dict[str, Any] | None = None
+    last_check: LedgerCheck | None = None
     currencies: list[str] = field(default_factory=list)
 
     def table(self, name: str) -> ReportTable:
@@ -292,7 +303,7 @@ async def check_ledger(actor_id: int | None) -> dict[str, Any]:
     return {"ok": not problems, "problem_count": len(problems), "problems": problems[:PROBLEMS_KEPT]}
 
 
-async def last_ledger_check() -> dict[str, Any] | None:
+async def last_ledger_check() -> LedgerCheck | None:
     """The newest recorded check: when (UTC), by whom (None: the scheduled job), and what it found."""
     row = (
         await AuditEvent.select(
@@ -308,13 +319,13 @@ async def last_ledger_check() -> dict[str, Any] | None:
         return None
     detail = row["detail"]
     detail = json.loads(detail) if isinstance(detail, str) else (detail or {})
-    return {
-        "at": utc(row["created_at"]),
-        "by": row["actor_email"],
-        "ok": bool(detail.get("ok")),
-        "problem_count": int(detail.get("problem_count", 0)),
-        "problems": list(detail.get("problems", [])),
-    }
+    return LedgerCheck(
+        at=utc(row["created_at"]),
+        by=row["actor_email"],
+        ok=bool(detail.get("ok")),
+        problem_count=int(detail.get("problem_count", 0)),
+        problems=list(detail.get("problems", [])),
+    )
 
 
 # --- the whole dashboard ------------------------------------------------------------------------

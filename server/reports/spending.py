@@ -7,6 +7,7 @@ priced but not charged yet, because the balance cannot cover them (the campaign 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from piccolo.query.functions.aggregate import Sum
@@ -36,10 +37,26 @@ _KINDS: tuple[tuple[str, type[Table], Any, tuple[str, ...], str], ...] = (
 )
 
 
-async def paid_for(advertiser_id: int, *, campaign_id: int | None = None) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class PaidFor:
+    """What an advertiser bought in one campaign and currency (impressions or clicks): units paid and
+    the amount charged for them, and units and amount still waiting for funds."""
+
+    campaign_id: int
+    campaign_name: str
+    currency: str
+    kind: str
+    paid_units: int
+    charged_minor: int
+    waiting_units: int
+    waiting_minor: int
+
+
+async def paid_for(advertiser_id: int, *, campaign_id: int | None = None) -> list[PaidFor]:
     """Per campaign, currency and what was bought (impressions or clicks): units paid and charged,
     amount charged, and units and amount waiting for funds. Only the advertiser's own campaigns."""
-    found: dict[tuple[int, str, str], dict[str, Any]] = {}
+    # (campaign id, campaign name, currency, kind) -> [paid units, charged, waiting units, waiting amount]
+    found: dict[tuple[int, str, str, str], list[int]] = {}
     for kind, table, units, charged, waiting in _KINDS:
         query = table.select(
             table.campaign.id.as_alias("campaign_id"),
@@ -52,28 +69,12 @@ async def paid_for(advertiser_id: int, *, campaign_id: int | None = None) -> lis
         if campaign_id is not None:
             query = query.where(table.campaign == campaign_id)
         for r in await query.group_by(table.campaign.id, table.campaign.name, table.currency, table.status):
-            entry = found.setdefault(
-                (r["campaign_id"], r["currency"], kind),
-                {
-                    "campaign_id": r["campaign_id"],
-                    "campaign_name": r["campaign_name"],
-                    "currency": r["currency"],
-                    "kind": kind,
-                    "paid_units": 0,
-                    "charged_minor": 0,
-                    "waiting_units": 0,
-                    "waiting_minor": 0,
-                },
-            )
-            if r["status"] == waiting:
-                entry["waiting_units"] += db.whole(r["units"])
-                entry["waiting_minor"] += db.whole(r["price"])
-            else:
-                entry["paid_units"] += db.whole(r["units"])
-                entry["charged_minor"] += db.whole(r["price"])
-    return sorted(
-        found.values(), key=lambda e: (e["campaign_name"].lower(), e["campaign_id"], e["currency"], e["kind"])
-    )
+            sums = found.setdefault((r["campaign_id"], r["campaign_name"], r["currency"], kind), [0, 0, 0, 0])
+            at = 2 if r["status"] == waiting else 0
+            sums[at] += db.whole(r["units"])
+            sums[at + 1] += db.whole(r["price"])
+    rows = [PaidFor(*key, *sums) for key, sums in found.items()]
+    return sorted(rows, key=lambda e: (e.campaign_name.lower(), e.campaign_id, e.currency, e.kind))
 
 
 async def spend_of(advertiser_id: int) -> dict[str, int]:
@@ -81,7 +82,7 @@ async def spend_of(advertiser_id: int) -> dict[str, int]:
     CPC and CPM hours (not what waits for funds)."""
     totals: dict[str, int] = {}
     for row in await paid_for(advertiser_id):
-        totals[row["currency"]] = totals.get(row["currency"], 0) + row["charged_minor"]
+        totals[row.currency] = totals.get(row.currency, 0) + row.charged_minor
     rows = (
         await Conversion.select(Conversion.currency, Sum(Conversion.advertiser_amount_minor, alias="total"))
         .where(

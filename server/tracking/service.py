@@ -18,6 +18,7 @@ from server.core import clock, db, deeplink
 from server.core.errors import NotFound
 from server.tracking.cache import Target
 from server.tracking.classify import Reason, is_bot, reason_label, ua_family
+from server.tracking.records import LinkTarget, PublisherLink
 from server.tracking.tables import Click
 from server.tracking.tokens import issue_click_id
 from server.tracking.visitor import truncate_ip, visitor_hash
@@ -348,8 +349,8 @@ async def write_clicks(rows: list[tuple]) -> None:
 # --- publishers' links and statistics ------------------------------------------------------------
 
 
-async def links_of(publisher_id: int) -> list[dict[str, Any]]:
-    return (
+async def links_of(publisher_id: int) -> list[PublisherLink]:
+    rows = (
         await Link.select(
             Link.id,
             Link.code,
@@ -362,9 +363,10 @@ async def links_of(publisher_id: int) -> list[dict[str, Any]]:
         .where(Link.publisher == publisher_id)
         .order_by(Link.id)
     )
+    return [PublisherLink.from_row(row) for row in rows]
 
 
-async def link_for(publisher_id: int, campaign_id: int) -> dict[str, Any]:
+async def link_for(publisher_id: int, campaign_id: int) -> LinkTarget:
     """The publisher's link in a campaign they are approved in; anyone else's answers NotFound."""
     row = (
         await Link.select(
@@ -382,7 +384,7 @@ async def link_for(publisher_id: int, campaign_id: int) -> dict[str, Any]:
     )
     if row is None:
         raise NotFound("You have no link in this campaign.")
-    return row
+    return LinkTarget.from_row(row)
 
 
 async def click_stats(

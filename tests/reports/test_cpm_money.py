@@ -86,16 +86,13 @@ async def test_impression_hours_count_in_pending_and_available_like_click_hours_
     assert money.available_minor == await ledger.balance(K.publisher_available, "EUR", pub.id)
 
     hours = await earnings.impression_earnings_of(pub.id)
-    assert [
-        (h["hour"], h["campaign_name"], h["slots"], h["paid_impressions"], h["payout_minor"], h["status"])
-        for h in hours
-    ] == [
+    assert [(h.hour, h.campaign_name, h.slots, h.paid_impressions, h.payout_minor, h.status) for h in hours] == [
         (at(10), "Poor Shop", [f"Sidebar of {pub.id}"], 400, 79, "waiting"),
         (at(10), "Boot Shop", [f"Footer of {pub.id}"], 2000, 398, "approved"),
         (at(9), "Knife Shop", [f"Sidebar of {pub.id}"], 1000, 199, "released"),
     ]  # newest first
-    assert hours[0]["status_text"] == "Waiting for the advertiser's funds"
-    assert hours[1]["status_text"].startswith("Pending: in its hold until")
+    assert hours[0].status_text == "Waiting for the advertiser's funds"
+    assert hours[1].status_text.startswith("Pending: in its hold until")
 
     browser = new_client()
     await login(browser, pub.email)
@@ -137,7 +134,7 @@ async def test_an_advertiser_sees_the_impressions_they_paid_for_and_what_they_co
     charged = 10_000 - await ledger.balance(K.advertiser_balance, "EUR", shown.camp.advertiser.id)
     assert charged == 300
     [row] = await spending.paid_for(shown.camp.advertiser.id)
-    assert (row["kind"], row["paid_units"], row["charged_minor"], row["waiting_minor"]) == (
+    assert (row.kind, row.paid_units, row.charged_minor, row.waiting_minor) == (
         "impressions",
         1200,
         charged,

@@ -350,14 +350,14 @@ async def test_the_nightly_job_records_each_check_and_the_page_shows_what_it_fou
     await postings.fund_advertiser((await make_advertiser())[0], 1_000, "EUR", reference_id=1, key="fund")
     assert await check_ledger({}) == {"ok": True, "problem_count": 0}
     last = await finance.last_ledger_check()
-    assert last is not None and last["ok"] and last["by"] is None and last["problems"] == []
+    assert last is not None and last.ok and last.by is None and last.problems == []
     # Drift (a stored balance that is not the sum of its entries) is found, recorded and shown.
     await LedgerAccount.update({LedgerAccount.balance_minor: LedgerAccount.balance_minor + 1}).where(
         LedgerAccount.kind == K.advertiser_balance.value
     )
     assert await check_ledger({}) == {"ok": False, "problem_count": 1}
     last = await finance.last_ledger_check()
-    assert not last["ok"] and last["problems"][0].startswith("I3 account")
+    assert not last.ok and last.problems[0].startswith("I3 account")
     assert await AuditEvent.count().where(AuditEvent.action == finance.CHECK_ACTION) == 2
     finance_client, _ = await staff_client(new_client, Role.finance)
     page = await finance_client.get("/finance")

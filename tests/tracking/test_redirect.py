@@ -152,7 +152,7 @@ async def test_a_paused_campaign_sends_traffic_to_its_fallback_at_once(app, clie
 async def test_a_removed_member_link_goes_to_the_fallback(app, client, settings):
     s = await campaign_with_link(settings)
     [membership] = await campaigns.applicants(s.advertiser, s.campaign_id)
-    await campaigns.decide(s.advertiser, membership["id"], accept=False)
+    await campaigns.decide(s.advertiser, membership.id, accept=False)
     response = await click(client, s.code)
     assert response.headers["location"] == "https://fallback.example.org/"
     [row] = await stored_clicks(app)

@@ -105,7 +105,7 @@ class AdvertiserBilling(Controller):
         if not session_id:
             return render(PAGE, **await _page(_user(request), request))
         funding = await billing.returned(_user(request), session_id)
-        credited = funding["status"] == FundingStatus.credited.value
+        credited = funding.status == FundingStatus.credited.value
         return render(
             RETURN_PAGE,
             funding=funding,

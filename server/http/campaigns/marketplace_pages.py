@@ -215,12 +215,12 @@ class PublisherCampaigns(Controller):
             "campaign_id": campaign_id,
             "campaign_name": await _campaign_name(campaign_id),
             "link": link,
-            "base": base_link(base_url, link["code"]),
-            "domains": link["allowed_domains"].split(),
+            "base": base_link(base_url, link.code),
+            "domains": link.allowed_domains.split(),
         }
         creatives = await creatives_service.active_creatives(campaign_id)
         try:
-            built = build_link(base_url, link["code"], form, link["allowed_domains"])
+            built = build_link(base_url, link.code, form, link.allowed_domains)
         except Invalid as exc:
             snippets = [(c, creative_snippet(c, context["base"], base_url)) for c in creatives]
             return render_error("publisher/link_builder.html", exc, form, built=None, snippets=snippets, **context)
@@ -231,7 +231,7 @@ class PublisherCampaigns(Controller):
     async def stats(self, request: Request, campaign_id: FromPath[int]) -> Template:
         user = _user(request)
         # Any link they ever had, so a removed member still sees what their traffic did.
-        link = next((row for row in await tracking.links_of(user.id) if row["campaign_id"] == campaign_id), None)
+        link = next((row for row in await tracking.links_of(user.id) if row.campaign_id == campaign_id), None)
         if link is None:
             raise NotFound("You have no link in this campaign.")
         stats = await tracking.click_stats(user.id, campaign_id=campaign_id)
@@ -249,4 +249,4 @@ class PublisherLinks(Controller):
     async def links(self, request: Request) -> Template:
         links = await tracking.links_of(_user(request).id)
         base_url = settings_of(request).base_url
-        return render("publisher/links.html", links=[{**row, "url": base_link(base_url, row["code"])} for row in links])
+        return render("publisher/links.html", links=[(row, base_link(base_url, row.code)) for row in links])

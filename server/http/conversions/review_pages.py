@@ -14,6 +14,7 @@ from litestar.response import Template
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
 from server.campaigns import service as campaigns
+from server.campaigns.records import CampaignListing
 from server.conversions import csv_upload, review
 from server.conversions.tables import ConversionSource, ConversionStatus
 from server.core import money
@@ -108,9 +109,9 @@ class AdvertiserConversions(Controller):
             plan = await csv_upload.plan(
                 advertiser,
                 text,
-                campaign_id=campaign["id"] if campaign else None,
+                campaign_id=campaign.id if campaign else None,
                 reason=form.get("reason", ""),
-                campaign_name=campaign["name"] if campaign else "",
+                campaign_name=campaign.name if campaign else "",
             )
         except Invalid as exc:
             if len(kept["reason"]) > review.REASON_MAX:
@@ -138,7 +139,7 @@ class AdvertiserConversions(Controller):
         form = await form_data(request)
         try:
             campaign = await _campaign(advertiser, form.get("campaign", ""))
-            campaign_id = campaign["id"] if campaign else None
+            campaign_id = campaign.id if campaign else None
             text = csv_upload.unseal(
                 _upload_key(request),
                 advertiser.id,
@@ -152,20 +153,20 @@ class AdvertiserConversions(Controller):
                 text,
                 campaign_id=campaign_id,
                 reason=form.get("reason", ""),
-                campaign_name=campaign["name"] if campaign else "",
+                campaign_name=campaign.name if campaign else "",
             )
         except Invalid as exc:
             return render_error(PAGE, exc, {"upload": "1"}, **await _context(advertiser, review.Filters()))
         return render(PREVIEW_PAGE, applied=applied, notice=csv_upload.summary(applied), campaign=campaign, money=money)
 
 
-async def _campaign(advertiser: CurrentUser, raw: str) -> dict[str, Any] | None:
+async def _campaign(advertiser: CurrentUser, raw: str) -> CampaignListing | None:
     """The campaign an upload is for (None: any of the advertiser's), or Invalid if it is not theirs."""
     raw = (raw or "").strip()
     if not raw:
         return None
     for campaign in await campaigns.list_for_advertiser(advertiser):
-        if str(campaign["id"]) == raw:
+        if str(campaign.id) == raw:
             return campaign
     raise Invalid("Pick a campaign from the list.", field="campaign")
 

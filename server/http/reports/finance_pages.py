@@ -4,7 +4,6 @@ network's, so no other role may read them."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -87,19 +86,11 @@ class CurrencyFigures(msgspec.Struct):
     paid_out_minor: int  # paid in the batches whose cut-off falls in the period
 
 
-class LedgerCheck(msgspec.Struct):
-    at: datetime  # UTC
-    by: str | None  # None: the scheduled job
-    ok: bool
-    problem_count: int
-    problems: list[str]  # the first 50
-
-
 class FinanceReportBody(msgspec.Struct):
     period: dict[str, str]  # from, to (local dates, inclusive), tz, start_utc, end_utc (excluded)
     figures: list[CurrencyFigures]
     tables: dict[str, list[dict[str, Any]]]  # revenue_by_day, balances, payout_batches: the dashboard's rows
-    ledger_check: LedgerCheck | None
+    ledger_check: finance.LedgerCheck | None
 
 
 class FinanceReportsApi(Controller):
@@ -119,10 +110,9 @@ class FinanceReportsApi(Controller):
         """`from`, `to` (YYYY-MM-DD, inclusive) and `tz` (IANA) are optional: by default the last 30
         days in your saved time zone. Amounts are integers in minor units; times are UTC."""
         report = await finance.report(await period_of(request))  # a bad period: 400 JSON (server/http/web.py)
-        check = report.last_check
         return FinanceReportBody(
             period=report.period.as_dict(),
             figures=[CurrencyFigures(currency=c, **figures) for c, figures in report.figures.items()],
             tables={t.name: t.as_json() for t in report.tables},
-            ledger_check=LedgerCheck(**check) if check else None,
+            ledger_check=report.last_check,
         )

@@ -105,41 +105,11 @@ class Balance(msgspec.Struct):
     receivable_minor: int  # owed after a clawback of money already paid out, netted at the next payout
 
 
-class ClickEarnings(msgspec.Struct):
-    """CPC earnings of one campaign, since it began."""
-
-    campaign_id: int
-    campaign_name: str
-    currency: str
-    valid_clicks: int
-    paid_clicks: int
-    over_cap_clicks: int
-    over_budget_clicks: int
-    waiting_minor: int  # waiting for the advertiser's funds
-    pending_minor: int  # charged, in its hold
-    available_minor: int
-
-
-class ImpressionHour(msgspec.Struct):
-    """CPM earnings of one campaign in one UTC hour."""
-
-    hour: datetime
-    campaign_id: int
-    campaign_name: str
-    slots: list[str]  # names of the slots that showed it
-    valid_impressions: int
-    paid_impressions: int
-    payout_minor: int  # what the publisher earns
-    currency: str
-    status: str  # unpaid, waiting (for the advertiser's funds), approved (in its hold) or released (available)
-    status_text: str
-
-
 class Earnings(msgspec.Struct):
     conversions: dict[str, int]  # conversions by status
     balances: list[Balance]  # one per currency
-    clicks: list[ClickEarnings]
-    impressions: list[ImpressionHour]  # the latest hours, newest first
+    clicks: list[earnings.ClickEarnings]
+    impressions: list[earnings.ImpressionHour]  # the latest hours, newest first
 
 
 class PublisherEarningsApi(Controller):
@@ -162,13 +132,11 @@ class PublisherEarningsApi(Controller):
             )
             for m in await earnings.money_of(user_id)
         ]
-        clicks = [ClickEarnings(**row) for row in await earnings.click_earnings_of(user_id)]
-        impressions = [ImpressionHour(**row) for row in await earnings.impression_earnings_of(user_id)]
         return Earnings(
             conversions=await earnings.conversion_counts(user_id),
             balances=balances,
-            clicks=clicks,
-            impressions=impressions,
+            clicks=await earnings.click_earnings_of(user_id),
+            impressions=await earnings.impression_earnings_of(user_id),
         )
 
 

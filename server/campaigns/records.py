@@ -1,0 +1,49 @@
+"""What the campaigns domain hands to pages: typed records built from Piccolo's rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignListing:
+    """One of an advertiser's campaigns as their campaign list and pickers show it."""
+
+    id: int
+    name: str
+    status: str
+    currency: str
+    visibility: str
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> CampaignListing:
+        return cls(**row)
+
+
+@dataclass(frozen=True, slots=True)
+class ApplicantProfile:
+    """What a publisher told about their site, shown to the advertiser deciding on them."""
+
+    display_name: str
+    blog_url: str
+    audience: str
+
+
+@dataclass(frozen=True, slots=True)
+class Applicant:
+    """A publisher's membership in a campaign (applied, invited, approved, ...) with their profile if they have one."""
+
+    id: int
+    status: str
+    created_at: datetime
+    note: str
+    email: str
+    publisher_id: int
+    profile: ApplicantProfile | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any], profile: ApplicantProfile | None) -> Applicant:
+        return cls(**row, profile=profile)
