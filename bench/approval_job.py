@@ -54,7 +54,6 @@ async def seed(n: int, publishers: int, advertisers: int) -> None:
     from server.accounts.tables import Role, User
     from server.campaigns.tables import Campaign, Goal, Link, Membership
     from server.core import db
-    from server import piccolo_app
     from server.ledger import postings
 
     now = datetime.now(UTC)
@@ -193,6 +192,7 @@ async def _copy(db, rows: list[tuple]) -> None:
 
 
 async def run(database_url: str, n: int, publishers: int, advertisers: int) -> None:
+    from server import piccolo_app
     from server.conversions import approval
     from server.conversions.tables import Conversion
     from server.core import db

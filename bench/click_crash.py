@@ -49,8 +49,8 @@ end
 
 async def stored(database_url: str) -> tuple[set[str], int]:
     """The click ids in the database, and how many rows hold them (equal unless one is stored twice)."""
-    from server.core import db
     from server import piccolo_app
+    from server.core import db
     from server.tracking.tables import Click
 
     engine = piccolo_app.bind(db.engine_for(database_url))

@@ -70,13 +70,13 @@ def signed_click_ids(first: str, count: int) -> list[str]:
 
 async def seed(database_url: str) -> tuple[str, str]:
     """A campaign (CPA, no caps) with a joined publisher; returns (link code, postback token)."""
+    from server import piccolo_app
     from server.accounts import service as accounts
     from server.accounts.identity import CurrentUser
     from server.accounts.tables import Role
     from server.campaigns import service as campaigns
     from server.campaigns.tables import Campaign, Link
     from server.core import db
-    from server import piccolo_app
     from server.core.settings import Settings
 
     engine = piccolo_app.bind(db.engine_for(database_url))
@@ -131,6 +131,7 @@ def click_id_of(base_url: str, code: str) -> str:
 
 
 async def count_conversions(database_url: str) -> int:
+    from server import piccolo_app
     from server.conversions.tables import Conversion
     from server.core import db
 

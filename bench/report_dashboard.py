@@ -177,7 +177,6 @@ class World:
 
 async def copy(table: str, columns: list[str], rows: list[tuple]) -> None:
     from server.core import db
-    from server import piccolo_app
 
     async with db.engine().pool.acquire() as conn:
         await conn.copy_records_to_table(table, records=rows, columns=columns)
@@ -626,6 +625,7 @@ async def explain(call: tuple[str, str, bool], publisher_id: int, period) -> str
 
 
 async def run(database_url: str, args: argparse.Namespace) -> None:
+    from server import piccolo_app
     from server.core import db
     from server.core.hours import hour_of
     from server.reports import rollup
