@@ -143,6 +143,7 @@ async def wipe() -> None:
 @pytest.fixture
 async def clean(app, settings: Settings) -> AsyncIterator[None]:
     await app.state.click_buffer.flush()  # clicks of the previous test land before their links go
+    await app.state.ads.buffer.flush()  # and its counted views before their slots go
     await wipe()
     # Ids restart in an emptied database: in-process state keyed by them must start afresh too.
     app.state.redirector.reset()
