@@ -134,7 +134,7 @@ async def test_a_cpc_campaign_that_cannot_pay_one_more_click_or_is_over_its_clic
     # One valid click reaches the capped campaign's cap of one a day.
     response = await app.state.ads.decider.inventory.publishers.get(pub.id)
     assert response is not None
-    from tests.conversions.cpc_factories import clicks as store_clicks
+    from tests.earnings.factories import clicks as store_clicks
     from tests.tracking.factories import Setup
 
     link = response.links[capped.campaign_id]

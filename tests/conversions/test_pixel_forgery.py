@@ -18,8 +18,8 @@ from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerTxn
 from server.reports import rollup
-from tests.conversions.cpc_factories import fund
 from tests.conversions.factories import api_key, campaign_and_click, click_id_of, postback, secrets_of
+from tests.earnings.factories import fund
 from tests.factories import login, post_form
 from tests.tracking.factories import campaign_form
 

@@ -15,8 +15,8 @@ from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from server.reports import rollup
 from tests.ads.factories import as_user
-from tests.conversions.cpc_factories import fund
 from tests.conversions.factories import api_key, campaign_and_click, postback
+from tests.earnings.factories import fund
 from tests.factories import login, make_advertiser, staff_client
 from tests.reports.test_publisher_reports import _html_table
 from tests.reports.world import BASE, Event, build

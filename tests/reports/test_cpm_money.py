@@ -17,9 +17,9 @@ from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from server.reports import earnings, spending
 from tests.ads.factories import AdCampaign, ad_campaign, join, publisher, slot
-from tests.conversions.cpc_factories import NOW, at
-from tests.conversions.cpc_factories import fund as fund_setup
 from tests.conversions.factories import api_key
+from tests.earnings.factories import NOW, at
+from tests.earnings.factories import fund as fund_setup
 from tests.factories import login
 from tests.tracking.factories import Setup
 

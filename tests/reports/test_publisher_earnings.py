@@ -11,8 +11,8 @@ from server.earnings import cpc
 from server.ledger import postings
 from server.ledger import service as ledger
 from server.reports import earnings
-from tests.conversions.cpc_factories import NOW, clicks, cpc_campaign, fund, join, spread
 from tests.conversions.factories import api_key, campaign_and_click, click_id_of, postback
+from tests.earnings.factories import NOW, clicks, cpc_campaign, fund, join, spread
 from tests.factories import error_text, login
 
 REFUND_REASON = "Order 'A-1' was refunded <in full>"

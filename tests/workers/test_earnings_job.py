@@ -7,7 +7,7 @@ from datetime import timedelta
 from server.earnings.tables import ClickEarning
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
-from tests.conversions.cpc_factories import NOW, clicks, cpc_campaign, fund, spread
+from tests.earnings.factories import NOW, clicks, cpc_campaign, fund, spread
 from tests.worker_burst import run_burst
 from workers import settings as worker_settings
 

@@ -19,8 +19,8 @@ from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerTxn
 from tests.ads.factories import AdCampaign, ad_campaign, join, publisher, slot
-from tests.conversions.cpc_factories import NOW, at
-from tests.conversions.cpc_factories import fund as fund_setup
+from tests.earnings.factories import NOW, at
+from tests.earnings.factories import fund as fund_setup
 from tests.tracking.factories import Setup
 from workers import settings as worker_settings
 

@@ -15,7 +15,7 @@ from server.earnings.tables import ClickEarning, ImpressionEarning
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from tests.ads.factories import ad_campaign, join, publisher, slot
-from tests.conversions.cpc_factories import NOW, at, clicks, fund
+from tests.earnings.factories import NOW, at, clicks, fund
 from tests.tracking.factories import Setup
 
 _offer = itertools.count(1)

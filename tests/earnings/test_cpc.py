@@ -17,8 +17,8 @@ from server.earnings.tables import ClickEarning
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerEntry, LedgerTxn
-from tests.conversions.cpc_factories import NOW, another_publisher, at, clicks, cpc_campaign, fund, spread
 from tests.conversions.factories import click_id_of, postback, secrets_of
+from tests.earnings.factories import NOW, another_publisher, at, clicks, cpc_campaign, fund, spread
 
 
 async def earnings() -> list[dict]:
