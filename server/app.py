@@ -68,6 +68,7 @@ from server.http.web import (
 from server.tracking import cache, geo
 from server.tracking import service as tracking
 from server.tracking.buffer import EventBuffer
+from server.tracking.counting import ClickCounter
 from server.tracking.journal import Journal
 
 log = logging.getLogger("affnet")
@@ -130,15 +131,21 @@ def create_app(settings: Settings | None = None) -> AdFastPath:
     redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
     link_cache = cache.LinkCache(tracking.load_target)
     terms_cache = cache.LinkCache(conversion_intake.load_terms)  # what postbacks need, by link id
+    # Duplicates, network rates, caps and budgets are counted in Redis for every process at once,
+    # one call per flushed batch of clicks (server/tracking/counting.py).
+    click_counter = ClickCounter(
+        redis, columns=tracking.CLICK_COLUMNS, seed=tracking.stored_valid_clicks, limits_of=tracking.limits_of
+    )
     redirector = tracking.Redirector(
         token_key=_derived_secret(settings, "click-token").encode(),
         visitor_key=_derived_secret(settings, "visitor").encode(),
+        counter=click_counter,
     )
     redirector.country_header = geo.header_name(settings.geo_country_header)
     # Every answered click and counted view is journaled locally before its answer leaves, and
     # replayed at the next start if this process dies before storing it (server/tracking/journal.py).
     click_buffer = EventBuffer(
-        writer=tracking.write_clicks,
+        writer=redirector.store,
         flush_interval=0.5,
         max_batch=5000,
         journal=Journal.of(settings.journal_dir, "clicks", settings.database_url),
@@ -161,9 +168,10 @@ def create_app(settings: Settings | None = None) -> AdFastPath:
         await click_buffer.start()
         changes.register(link_cache, redis)
         changes.register(terms_cache, redis)
+        changes.register(click_counter, redis)
         # Its own connection: a subscribed connection cannot serve other commands.
         listener_redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2)
-        tasks.append(asyncio.create_task(changes.listen(listener_redis, link_cache, terms_cache)))
+        tasks.append(asyncio.create_task(changes.listen(listener_redis, link_cache, terms_cache, click_counter)))
         app.state.listener_redis = listener_redis
         await ads.buffer.start()
         ad_inventory.register(ads.inventory, redis)
@@ -181,6 +189,7 @@ def create_app(settings: Settings | None = None) -> AdFastPath:
         await app.state.ads_listener.aclose()
         changes.unregister(link_cache)
         changes.unregister(terms_cache)
+        changes.unregister(click_counter)
         await db.stop(engine)
         await jobs.stop()  # jobs still waiting for Redis are left to the worker's sweeps
         await redis.aclose()

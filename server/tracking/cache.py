@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+from server.tracking.counting import Limits
+
 log = logging.getLogger("affnet.tracking")
 
 TTL = 30.0
@@ -35,11 +37,7 @@ class Target:
     fallback_url: str
     click_id_param: str
     forward_subs: tuple[str, ...]
-    cpc_price_minor: int  # what one valid click costs the advertiser (0: no CPC goal)
-    daily_budget_minor: int | None
-    total_budget_minor: int | None
-    cap_clicks_daily: int | None
-    cap_publisher_clicks_daily: int | None
+    limits: Limits  # caps, and budgets with what one valid click costs (server/tracking/counting.py)
 
 
 class Cached(Protocol):

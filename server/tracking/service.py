@@ -1,33 +1,39 @@
-"""The click redirect's rules (classification, budget and cap counters, the landing URL), the
-batched click writer, and the queries behind publishers' links and click statistics."""
+"""The click redirect's rules (what a click is provisionally, the landing URL), the batched click
+writer (which has server/tracking/counting.py settle duplicates, rate limits, caps and budgets across
+every process), and the queries behind publishers' links and click statistics."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
 from piccolo.query.functions.aggregate import Count
 
-from server.campaigns.tables import SUB_NAMES, CampaignStatus, Goal, Link, MembershipStatus, PayoutModel
+from server.campaigns.tables import (
+    SUB_NAMES,
+    Campaign,
+    CampaignStatus,
+    Goal,
+    Link,
+    MembershipStatus,
+    PayoutModel,
+)
 from server.core import clock, db, deeplink
 from server.core.errors import NotFound
 from server.tracking.cache import Target
 from server.tracking.classify import Reason, is_bot, reason_label, ua_family
+from server.tracking.counting import CANDIDATE, RATE_ONLY, SETTLED, ClickCounter, Key, Limits
 from server.tracking.records import LinkTarget, PublisherLink
 from server.tracking.tables import Click
 from server.tracking.tokens import issue_click_id
 from server.tracking.visitor import truncate_ip, visitor_hash
 
 SUB_MAX = 100
-DEDUP_SECONDS = 3600  # the same visitor on the same link within an hour is one click
-# More clicks than this per minute from one network (an IPv4 /24 or IPv6 /48) stop counting:
-# they still reach the landing page, but as invalid, so nobody can click up a publisher's earnings.
-NETWORK_CLICKS_PER_MINUTE = 120
 CLICK_COLUMNS = (
     "click_id",
     "clicked_at",
@@ -75,12 +81,6 @@ async def load_target(code: str) -> Target | None:
     )
     if row is None:
         return None
-    cpc = (
-        await Goal.select(Goal.advertiser_amount)
-        .where(Goal.campaign == row["campaign_id"], Goal.payout_model == PayoutModel.cpc.value)
-        .order_by(Goal.position)
-        .first()
-    )
     return Target(
         link_id=row["id"],
         campaign_id=row["campaign_id"],
@@ -92,82 +92,53 @@ async def load_target(code: str) -> Target | None:
         fallback_url=row["fallback_url"],
         click_id_param=row["click_id_param"],
         forward_subs=tuple(s for s in row["forward_subs"].split(",") if s),
-        cpc_price_minor=cpc["advertiser_amount"] if cpc else 0,
-        daily_budget_minor=row["daily_budget_minor"],
-        total_budget_minor=row["total_budget_minor"],
-        cap_clicks_daily=row["cap_clicks_daily"],
-        cap_publisher_clicks_daily=row["cap_publisher_clicks_daily"],
+        limits=await _limits(row["campaign_id"], row),
     )
 
 
-@dataclass(slots=True)
-class _Count:
-    day: date
-    campaign_today: int = 0
-    campaign_total: int = 0
-    by_publisher_today: dict[int, int] = field(default_factory=dict)
-    seeded_publishers: set[int] = field(default_factory=set)
+async def _limits(campaign_id: int, terms: Mapping[str, Any]) -> Limits:
+    cpc = (
+        await Goal.select(Goal.advertiser_amount)
+        .where(Goal.campaign == campaign_id, Goal.payout_model == PayoutModel.cpc.value)
+        .order_by(Goal.position)
+        .first()
+    )
+    return Limits(
+        cap_clicks_daily=terms["cap_clicks_daily"],
+        cap_publisher_clicks_daily=terms["cap_publisher_clicks_daily"],
+        cpc_price_minor=cpc["advertiser_amount"] if cpc else 0,
+        daily_budget_minor=terms["daily_budget_minor"],
+        total_budget_minor=terms["total_budget_minor"],
+    )
 
 
-class Counters:
-    """Valid clicks per campaign (today and ever) and per publisher today, counted in process.
-
-    Seeded from the database the first time a campaign or publisher is seen each day, then
-    counted here, so enforcing caps and budgets costs no query per click. Several server
-    processes each count their own share on top of the seed: the reconciliation worker, working
-    from the stored clicks, is the truth for what is billed."""
-
-    def __init__(self) -> None:
-        self._counts: dict[int, _Count] = {}
-
-    async def get(self, target: Target, today: date) -> _Count:
-        count = self._counts.get(target.campaign_id)
-        if count is None or count.day != today:
-            start = datetime(today.year, today.month, today.day, tzinfo=UTC)
-            valid = (Click.campaign == target.campaign_id) & (Click.reason == Reason.valid.value)
-            count = _Count(
-                day=today,
-                campaign_today=await Click.count().where(valid & (Click.clicked_at >= start)),
-                campaign_total=await Click.count().where(valid),
-            )
-            self._counts[target.campaign_id] = count
-        if target.publisher_id not in count.seeded_publishers:
-            start = datetime(today.year, today.month, today.day, tzinfo=UTC)
-            count.by_publisher_today[target.publisher_id] = await Click.count().where(
-                (Click.campaign == target.campaign_id)
-                & (Click.publisher == target.publisher_id)
-                & (Click.reason == Reason.valid.value)
-                & (Click.clicked_at >= start)
-            )
-            count.seeded_publishers.add(target.publisher_id)
-        return count
-
-    def forget(self, campaign_id: int) -> None:
-        self._counts.pop(campaign_id, None)
+_LIMIT_TERMS = ("cap_clicks_daily", "cap_publisher_clicks_daily", "daily_budget_minor", "total_budget_minor")
 
 
-class Deduper:
-    """Remembers (visitor, link) pairs for DEDUP_SECONDS, in process."""
+async def limits_of(campaign_ids: Iterable[int]) -> dict[int, Limits]:
+    """Campaigns' caps and budgets, for clicks replayed from a journal (the redirect had them cached)."""
+    rows = await Campaign.select(Campaign.id, *(getattr(Campaign, c) for c in _LIMIT_TERMS)).where(
+        Campaign.id.is_in(list(campaign_ids))
+    )
+    return {row["id"]: await _limits(row["id"], row) for row in rows}
 
-    def __init__(self, window: float = DEDUP_SECONDS) -> None:
-        self.window = window
-        self._seen: dict[tuple[str, int], float] = {}
 
-    def seen(self, visitor: str, link_id: int, now: float) -> bool:
-        key = (visitor, link_id)
-        last = self._seen.get(key)
-        if last is not None and now - last < self.window:
-            return True
-        if len(self._seen) > 500_000:
-            self._seen = {k: t for k, t in self._seen.items() if now - t < self.window}
-        self._seen[key] = now
-        return False
+async def stored_valid_clicks(key: Key) -> int:
+    """The valid clicks stored for a counter: a seed for server/tracking/counting.py."""
+    query = Click.count().where(Click.campaign == key.campaign_id, Click.reason == Reason.valid.value)
+    if key.day:
+        start = datetime.fromisoformat(key.day).replace(tzinfo=UTC)
+        query = query.where(Click.clicked_at >= start, Click.clicked_at < start + timedelta(days=1))
+    if key.publisher_id is not None:
+        query = query.where(Click.publisher == key.publisher_id)
+    return await query
 
 
 class NetworkRate:
-    """Clicks per network in fixed one-minute windows, in process (memory stays bounded)."""
+    """Requests per network in fixed one-minute windows, in process (the ad server's, until it counts
+    in Redis as clicks do)."""
 
-    def __init__(self, limit: int = NETWORK_CLICKS_PER_MINUTE, window: float = 60.0) -> None:
+    def __init__(self, limit: int = 120, window: float = 60.0) -> None:
         self.limit = limit
         self.window = window
         self._counts: dict[str, tuple[float, int]] = {}
@@ -180,23 +151,6 @@ class NetworkRate:
             self._counts = {k: v for k, v in self._counts.items() if now - v[0] < self.window}
         self._counts[network] = (start, count + 1)
         return count + 1 > self.limit
-
-
-def _over(count: _Count, target: Target) -> Reason | None:
-    if target.cap_clicks_daily is not None and count.campaign_today >= target.cap_clicks_daily:
-        return Reason.over_cap
-    if (
-        target.cap_publisher_clicks_daily is not None
-        and count.by_publisher_today.get(target.publisher_id, 0) >= target.cap_publisher_clicks_daily
-    ):
-        return Reason.over_cap
-    price = target.cpc_price_minor
-    if price:
-        if target.daily_budget_minor is not None and (count.campaign_today + 1) * price > target.daily_budget_minor:
-            return Reason.over_budget
-        if target.total_budget_minor is not None and (count.campaign_total + 1) * price > target.total_budget_minor:
-            return Reason.over_budget
-    return None
 
 
 def clean_sub(value: str | None) -> str:
@@ -232,27 +186,31 @@ def referrer_host(referer: str | None) -> str:
 @dataclass(frozen=True, slots=True)
 class Decision:
     location: str
-    reason: Reason
-    row: tuple
+    reason: Reason  # provisional: the flush settles duplicates, rate limits, caps and budgets
+    row: tuple  # the click's columns, then its network and what the flush decides (server/tracking/counting.py)
 
 
 class Redirector:
-    """Decides where a click goes and what is recorded about it. Pure CPU and memory, apart
-    from seeding counters once per campaign and day."""
+    """Decides where a click goes and what is recorded about it: CPU and memory only. What needs
+    every process's clicks (duplicates, the network rate, caps, budgets) is settled when the batch
+    is stored (`store`, server/tracking/counting.py); the redirect only reads the flags those
+    answers left, so a full campaign's visitors go to its fallback URL at most one flush later."""
 
-    def __init__(self, token_key: bytes, visitor_key: bytes) -> None:
+    def __init__(self, token_key: bytes, visitor_key: bytes, counter: ClickCounter) -> None:
         self.token_key = token_key
         self.visitor_key = visitor_key
+        self.counter = counter
         self.country_header: bytes | None = None  # server/tracking/geo.py: set from the settings
-        self.reset()
 
     def reset(self) -> None:
-        """Forget counted clicks and seen visitors (the tests' database is emptied between tests)."""
-        self.counters = Counters()
-        self.deduper = Deduper()
-        self.network_rate = NetworkRate()
+        """Forget what counted clicks showed (the tests' database and Redis are emptied between tests)."""
+        self.counter.clear()
 
-    async def decide(
+    async def store(self, rows: list[tuple]) -> None:
+        """The click buffer's writer: settle the batch's reasons in Redis, then store it once."""
+        await write_clicks(await self.counter.classify(rows))
+
+    def decide(
         self,
         target: Target,
         *,
@@ -268,7 +226,8 @@ class Redirector:
     ) -> Decision:
         """`offer_reason`: why the ad offer a click carries makes it invalid (None: no offer, or a good
         one); `slot_id`: the ad slot the offer was shown in, kept with the click; `country`: the
-        visitor's, checked by server/tracking/geo.py ("" when unknown)."""
+        visitor's, checked by server/tracking/geo.py ("" when unknown). The decision's reason is
+        provisional: `store` settles it."""
         now = time.time() if now is None else now
         moment = datetime.fromtimestamp(now, UTC)
         network = truncate_ip(ip)  # once per click: the visitor hash and the rate limit both need it
@@ -276,32 +235,25 @@ class Redirector:
         subs = tuple([clean_sub(query.get(s)) for s in SUB_NAMES]) if query else _NO_SUBS
         reason = Reason.valid
         takes_traffic = True
-        flooding = self.network_rate.over(network, now)  # every request counts towards the limit
+        left = CANDIDATE  # what the flush decides; every request counts towards its network's rate
         if method == "HEAD":
-            reason = Reason.head_request
+            reason, left = Reason.head_request, SETTLED
         elif is_bot(user_agent):
-            reason = Reason.bot
-        elif flooding:
-            reason = Reason.rate_limited
+            reason, left = Reason.bot, SETTLED
         elif offer_reason is not None:
-            reason = offer_reason
+            reason, left = offer_reason, RATE_ONLY
         if not target.member:
-            reason, takes_traffic = Reason.not_member, False
+            reason, takes_traffic, left = Reason.not_member, False, SETTLED
         elif target.campaign_status == CampaignStatus.paused.value:
-            reason, takes_traffic = Reason.campaign_paused, False
+            reason, takes_traffic, left = Reason.campaign_paused, False, SETTLED
         elif target.campaign_status == CampaignStatus.ended.value:
-            reason, takes_traffic = Reason.campaign_ended, False
-        elif reason is Reason.valid:
-            count = await self.counters.get(target, moment.date())
-            over = _over(count, target)
+            reason, takes_traffic, left = Reason.campaign_ended, False, SETTLED
+        elif left == CANDIDATE:
+            counter = self.counter
+            counter.limits[target.campaign_id] = target.limits
+            over = counter.over(target.campaign_id, target.publisher_id, moment.date().isoformat())
             if over is not None:
-                reason, takes_traffic = over, False
-            elif self.deduper.seen(visitor, target.link_id, now):
-                reason = Reason.duplicate
-            else:
-                count.campaign_today += 1
-                count.campaign_total += 1
-                count.by_publisher_today[target.publisher_id] = count.by_publisher_today.get(target.publisher_id, 0) + 1
+                reason, takes_traffic, left = over, False, SETTLED
         click_id = issue_click_id(self.token_key, target.link_id, int(now))
         if takes_traffic or not target.fallback_url:
             landing = target.landing_url
@@ -333,6 +285,8 @@ class Redirector:
             reason.value,
             slot_id,
             country,
+            network,
+            left,
         )
         return Decision(location=location, reason=reason, row=row)
 

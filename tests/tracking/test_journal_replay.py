@@ -11,7 +11,6 @@ from server.ads.service import write_impressions
 from server.ads.tables import Impression
 from server.tracking.buffer import EventBuffer
 from server.tracking.journal import Journal
-from server.tracking.service import write_clicks
 from server.tracking.tables import Click
 from tests.ads.factories import served_ad, view
 from tests.tracking.factories import campaign_with_link
@@ -39,12 +38,17 @@ async def test_a_replayed_click_is_stored_once_however_often_it_is_replayed(app,
     assert live.pending == 1
     # The killed process's journal, replayed by two processes one after the other (the second
     # finds the first's copy already stored), and the row also stored by the live buffer.
-    await _replay(write_clicks, _left_by_dead_process(live.journal, tmp_path / "a", "host.1.dead0001"))
-    [row] = await Click.select(Click.click_id, Click.link, Click.sub1)
+    # Replays go through the same writer as the live buffer: classified in Redis, then stored.
+    store = app.state.redirector.store
+    await _replay(store, _left_by_dead_process(live.journal, tmp_path / "a", "host.1.dead0001"))
+    [row] = await Click.select(Click.click_id, Click.link, Click.reason)
     assert answer.headers["location"].endswith(row["click_id"]) and row["link"] == setup.link_id
-    await _replay(write_clicks, _left_by_dead_process(live.journal, tmp_path / "b", "host.2.dead0002"))
+    assert row["reason"] == "valid"
+    await _replay(store, _left_by_dead_process(live.journal, tmp_path / "b", "host.2.dead0002"))
     await live.flush()
-    assert await Click.count() == 1
+    # Stored once, and still valid: classified three times, counted once (not a duplicate of itself).
+    assert [r["reason"] for r in await Click.select(Click.reason)] == ["valid"]
+    assert int(await app.state.redis.get(f"affnet:clicks:{setup.campaign_id}:total")) == 1
     assert list((tmp_path / "a").iterdir()) == [] and list((tmp_path / "b").iterdir()) == []
 
 

@@ -88,7 +88,7 @@ async def handle_click(state: Any, code: str, scope: Scope, send: Send) -> None:
     offer_reason, slot_id = (
         await state.ads.clicks.check(offer, target.link_id) if offer and method == "GET" else (None, None)
     )
-    decision = await state.redirector.decide(
+    decision = state.redirector.decide(
         target,
         method=method,
         query=query,

@@ -1,0 +1,376 @@
+"""Valid clicks counted once across every server process and host: one Lua call per flushed batch.
+
+The redirect answers from memory and queues the click with a provisional reason (server/tracking/
+service.py: Redirector). Duplicates, the per-network rate limit, click caps and CPC budgets are
+decided here instead, when the click buffer writes its batch: the whole batch goes to Redis in one
+EVALSHA, which classifies each click against counters every process shares (atomically: a script
+runs alone), then the rows are stored with their final reason. A click's 302 never waits on Redis.
+
+What the 302 does depend on (a campaign over its cap or budget sends visitors to its fallback URL)
+comes from flags each process keeps from its own flushes' answers, so it is at most one flush
+interval stale; the count of valid clicks, and so what is billed, is exact.
+
+Retries and replays count once. The duplicate check's key holds the click id of the visitor's
+counted click, so a batch classified again (its database write failed, or a journal replayed after
+a crash) finds its own clicks already counted and answers "valid" again without counting them twice.
+
+Counters live in Redis: per campaign and UTC day, per campaign ever, per campaign, publisher and day.
+A missing counter (a new day, a new campaign, Redis restarted empty) is seeded from the stored
+valid clicks before the batch is classified (SET NX: the processes seeding at once agree).
+
+The script touches keys it computes rather than declares: it is for one Redis (or one primary),
+not Redis Cluster (docs/scaling.md says what to do there).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from redis.asyncio import Redis
+
+from server.tracking.classify import Reason
+
+log = logging.getLogger("affnet.tracking")
+
+PREFIX = "affnet:clicks:"
+DEDUP_SECONDS = 3600  # the same visitor on the same link within an hour is one click
+# More clicks than this per minute from one network (an IPv4 /24 or IPv6 /48) stop counting: they
+# still reach the landing page, but as invalid, so nobody can click up a publisher's earnings.
+NETWORK_CLICKS_PER_MINUTE = 120
+NETWORK_WINDOW_MS = 60_000
+DAY_COUNTER_TTL = 3 * 86400  # a day's counters outlive the day by long enough for late batches
+PROCESS_TALLY_TTL = 86400
+
+# What the redirect leaves for the flush to decide, per click.
+SETTLED = 0  # final already (a bot, a HEAD, a paused campaign, …): only counted towards the network's rate
+RATE_ONLY = 1  # invalid for its own reason (an ad offer's), unless the network's rate says rate_limited
+CANDIDATE = 2  # valid unless the rate, a cap, a budget or a duplicate says otherwise
+
+# The script's answers, per click.
+_KEEP, _VALID, _RATE, _DUP, _CAP, _BUDGET = range(6)
+_REASONS = {_VALID: Reason.valid, _RATE: Reason.rate_limited, _DUP: Reason.duplicate}
+_REASONS.update({_CAP: Reason.over_cap, _BUDGET: Reason.over_budget})
+
+# One call per batch. ARGV[1] is JSON (see `_payload`). Counters are read once and written back
+# once, so a batch of thousands of clicks costs a few commands per distinct key, not per click.
+CLASSIFY = """
+local p = cjson.decode(ARGV[1])
+local value, missing = {}, {}
+for i, key in ipairs(p.keys) do
+  local v = redis.call('GET', key)
+  if v then value[i] = tonumber(v) else missing[#missing + 1] = key end
+end
+if #missing > 0 then return {0, missing} end
+local start, count = {}, {}
+for i, net in ipairs(p.nets) do
+  local w = redis.call('HMGET', p.prefix .. 'net:' .. net, 's', 'n')
+  start[i], count[i] = tonumber(w[1]), tonumber(w[2]) or 0
+end
+local answers, dirty, counted = {}, {}, 0
+for i, r in ipairs(p.rows) do
+  local kind, net, ts = r[1], r[2], r[3]
+  local answer, flooding = 0, false
+  if net > 0 then
+    if start[net] == nil or ts - start[net] >= p.window then start[net], count[net] = ts, 0 end
+    count[net] = count[net] + 1
+    flooding = count[net] > p.rate
+  end
+  if kind > 0 and flooding then
+    answer = 2
+  elseif kind == 2 then
+    local seen = redis.call('GET', r[7])
+    if seen == r[8] then
+      answer = 1 -- counted already: this batch is being classified again
+    else
+      local c = p.campaigns[r[4]]
+      local day, pub, total = value[r[5]], value[r[6]], value[c[1]]
+      if c[2] >= 0 and day >= c[2] then answer = 4
+      elseif c[3] >= 0 and pub >= c[3] then answer = 4
+      elseif c[4] > 0 and c[5] >= 0 and (day + 1) * c[4] > c[5] then answer = 5
+      elseif c[4] > 0 and c[6] >= 0 and (total + 1) * c[4] > c[6] then answer = 5
+      elseif seen then answer = 3
+      else
+        redis.call('SET', r[7], r[8], 'EX', p.dedup)
+        value[r[5]], value[r[6]], value[c[1]] = day + 1, pub + 1, total + 1
+        dirty[r[5]], dirty[r[6]], dirty[c[1]] = true, true, true
+        counted = counted + 1
+        answer = 1
+      end
+    end
+  end
+  answers[i] = answer
+end
+for i, key in ipairs(p.keys) do
+  if dirty[i] then redis.call('SET', key, value[i], 'KEEPTTL') end
+end
+for i, net in ipairs(p.nets) do
+  local key = p.prefix .. 'net:' .. net
+  redis.call('HSET', key, 's', start[i], 'n', count[i])
+  redis.call('PEXPIRE', key, 2 * p.window)
+end
+local tally = p.prefix .. 'processes'
+redis.call('HINCRBY', tally, p.process, #p.rows)
+redis.call('EXPIRE', tally, p.tally_ttl)
+local values = {}
+for i = 1, #p.keys do values[i] = value[i] end
+return {1, answers, values, counted}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What bounds a campaign's valid clicks (None: no bound)."""
+
+    cap_clicks_daily: int | None
+    cap_publisher_clicks_daily: int | None
+    cpc_price_minor: int  # 0: clicks cost nothing, budgets do not bound them
+    daily_budget_minor: int | None
+    total_budget_minor: int | None
+
+    def over(self, day: int, total: int) -> Reason | None:
+        """Whether one more valid click of the campaign would go over a cap or budget."""
+        if self.cap_clicks_daily is not None and day >= self.cap_clicks_daily:
+            return Reason.over_cap
+        price = self.cpc_price_minor
+        if price and self.daily_budget_minor is not None and (day + 1) * price > self.daily_budget_minor:
+            return Reason.over_budget
+        if price and self.total_budget_minor is not None and (total + 1) * price > self.total_budget_minor:
+            return Reason.over_budget
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """A counter: a campaign's valid clicks on a day, ever, or one publisher's on a day."""
+
+    campaign_id: int
+    day: str = ""  # ISO date; "" for ever
+    publisher_id: int | None = None
+
+    @property
+    def name(self) -> str:
+        if not self.day:
+            return f"{PREFIX}{self.campaign_id}:total"
+        if self.publisher_id is None:
+            return f"{PREFIX}{self.campaign_id}:day:{self.day}"
+        return f"{PREFIX}{self.campaign_id}:pub:{self.publisher_id}:day:{self.day}"
+
+
+Seed = Callable[[Key], Awaitable[int]]  # the valid clicks stored for a counter (server/tracking/service.py)
+LimitsOf = Callable[[Iterable[int]], Awaitable[dict[int, Limits]]]
+
+
+def _none(value: int | None) -> int:
+    return -1 if value is None else value
+
+
+def process_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class ClickCounter:
+    """Classifies batches of clicks in Redis, and remembers which campaigns the answers showed full.
+
+    Rows are the click table's columns (server/tracking/service.py: CLICK_COLUMNS) followed by the
+    click's network and what is left to decide (SETTLED, RATE_ONLY, CANDIDATE); `classify` returns
+    them with their final reason and without those two. A row journaled before this design, with
+    only the table's columns, is stored as it is."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        columns: tuple[str, ...],
+        seed: Seed,
+        limits_of: LimitsOf,
+        rate: int = NETWORK_CLICKS_PER_MINUTE,
+        window_ms: int = NETWORK_WINDOW_MS,
+        dedup_seconds: int = DEDUP_SECONDS,
+    ) -> None:
+        self.redis = redis
+        self._script = redis.register_script(CLASSIFY)
+        self._seed = seed
+        self._limits_of = limits_of
+        self.rate, self.window_ms, self.dedup_seconds = rate, window_ms, dedup_seconds
+        self.process = process_name()
+        self.width = len(columns)
+        index = {name: i for i, name in enumerate(columns)}
+        self._at = {name: index[name] for name in ("click_id", "clicked_at", "link", "campaign", "publisher")}
+        self._at.update(visitor=index["visitor_hash"], reason=index["reason"])
+        self.limits: dict[int, Limits] = {}  # as the redirect last saw them, by campaign
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget what earlier answers showed (the tests' Redis and database are emptied between tests)."""
+        self.full: dict[int, tuple[str, Reason]] = {}  # campaign -> (day, over_cap | over_budget)
+        self.spent: set[int] = set()  # campaigns whose total budget cannot pay one more click
+        self.publisher_full: set[tuple[int, int, str]] = set()  # (campaign, publisher, day)
+
+    # --- the request path: no I/O ---------------------------------------------------------------
+
+    def remember(self, campaign_id: int, limits: Limits) -> None:
+        self.limits[campaign_id] = limits
+
+    def over(self, campaign_id: int, publisher_id: int, day: str) -> Reason | None:
+        """Why a click of this campaign would not count, as this process's last flushes saw it."""
+        if campaign_id in self.spent:
+            return Reason.over_budget
+        full = self.full.get(campaign_id)
+        if full is not None and full[0] == day:
+            return full[1]
+        if (campaign_id, publisher_id, day) in self.publisher_full:
+            return Reason.over_cap
+        return None
+
+    def drop_campaign(self, campaign_id: int) -> None:
+        """The campaign changed (its cap, budget or status): forget what was known of it."""
+        self.full.pop(campaign_id, None)
+        self.spent.discard(campaign_id)
+        self.publisher_full = {k for k in self.publisher_full if k[0] != campaign_id}
+        self.limits.pop(campaign_id, None)
+
+    def clear(self) -> None:
+        self.reset()
+        self.limits.clear()
+
+    # --- the flush ---------------------------------------------------------------------------------
+
+    async def classify(self, rows: list[tuple]) -> list[tuple]:
+        """The rows with their final reasons, counted once in Redis (raises if Redis cannot answer:
+        the buffer keeps the rows and tries again)."""
+        width = self.width
+        todo = [i for i, row in enumerate(rows) if len(row) == width + 2]
+        if not todo:
+            return [row[:width] for row in rows]
+        payload, keys = await self._payload([rows[i] for i in todo])
+        for _ in range(3):
+            answer = await self._script(args=[payload])
+            if answer[0] == 1:
+                break
+            await self._seed_missing([k.decode() if isinstance(k, bytes) else k for k in answer[1]], keys)
+        else:
+            raise RuntimeError("click counters were not seeded after three attempts")
+        _, answers, values, _counted = answer
+        self._learn(keys, [int(v) for v in values])
+        at_reason = self._at["reason"]
+        out = [row[:width] for row in rows]
+        for i, code in zip(todo, answers, strict=True):
+            reason = _REASONS.get(int(code))
+            if reason is not None:
+                row = out[i]
+                out[i] = (*row[:at_reason], reason.value, *row[at_reason + 1 :])
+        return out
+
+    async def _payload(self, rows: list[tuple]) -> tuple[str, list[Key]]:
+        at = self._at
+        keys: dict[Key, int] = {}
+        campaigns: dict[int, int] = {}
+        nets: dict[str, int] = {}
+        wanted = {row[at["campaign"]] for row in rows if row[-1] == CANDIDATE}
+        unknown = wanted - self.limits.keys()
+        if unknown:  # clicks replayed from another process's journal: their terms come from the database
+            self.limits.update(await self._limits_of(unknown))
+
+        def key(k: Key) -> int:
+            index = keys.get(k)
+            if index is None:
+                index = keys[k] = len(keys) + 1
+            return index
+
+        encoded = []
+        for row in rows:
+            network, kind = row[-2], row[-1]
+            net = 0
+            if network:
+                net = nets.get(network) or nets.setdefault(network, len(nets) + 1)
+            moment: datetime = row[at["clicked_at"]]
+            ts = int(moment.timestamp() * 1000)
+            if kind != CANDIDATE:
+                encoded.append([kind, net, ts])
+                continue
+            campaign_id, publisher_id = row[at["campaign"]], row[at["publisher"]]
+            day = moment.astimezone(UTC).date().isoformat()
+            limits = self.limits.get(campaign_id)
+            if limits is None:  # campaigns are never deleted; should one be, its click is not counted
+                encoded.append([SETTLED, net, ts])
+                continue
+            c = campaigns.get(campaign_id)
+            if c is None:
+                c = campaigns[campaign_id] = len(campaigns) + 1
+            encoded.append(
+                [
+                    kind,
+                    net,
+                    ts,
+                    c,
+                    key(Key(campaign_id, day)),
+                    key(Key(campaign_id, day, publisher_id)),
+                    f"{PREFIX}seen:{row[at['visitor']]}:{row[at['link']]}",
+                    row[at["click_id"]],
+                ]
+            )
+        for campaign_id in campaigns:
+            key(Key(campaign_id))
+        key_list = list(keys)
+        campaign_rows = [None] * len(campaigns)
+        for campaign_id, c in campaigns.items():
+            limits = self.limits[campaign_id]
+            campaign_rows[c - 1] = [
+                keys[Key(campaign_id)],
+                _none(limits.cap_clicks_daily),
+                _none(limits.cap_publisher_clicks_daily),
+                limits.cpc_price_minor,
+                _none(limits.daily_budget_minor),
+                _none(limits.total_budget_minor),
+            ]
+        payload = {
+            "prefix": PREFIX,
+            "rate": self.rate,
+            "window": self.window_ms,
+            "dedup": self.dedup_seconds,
+            "process": self.process,
+            "tally_ttl": PROCESS_TALLY_TTL,
+            "keys": [k.name for k in key_list],
+            "nets": list(nets),
+            "campaigns": campaign_rows,
+            "rows": encoded,
+        }
+        # cjson decodes an empty JSON array as an object; Lua's ipairs walks neither, so it is harmless.
+        return json.dumps(payload, separators=(",", ":")), key_list
+
+    async def _seed_missing(self, names: list[str], keys: list[Key]) -> None:
+        by_name = {k.name: k for k in keys}
+        for name in names:
+            key = by_name[name]
+            stored = await self._seed(key)
+            ttl = None if not key.day else DAY_COUNTER_TTL
+            await self.redis.set(name, stored, nx=True, ex=ttl)
+
+    def _learn(self, keys: list[Key], values: list[int]) -> None:
+        """Keep what the counters now say about the campaigns of the batch, for the next redirects."""
+        by_key = dict(zip(keys, values, strict=True))
+        if len(self.publisher_full) > 100_000:  # yesterday's entries go; today's are learnt again
+            self.publisher_full.clear()
+        for key, value in by_key.items():
+            limits = self.limits.get(key.campaign_id)
+            if limits is None:
+                continue
+            if key.publisher_id is not None:
+                cap = limits.cap_publisher_clicks_daily
+                if cap is not None and value >= cap:
+                    self.publisher_full.add((key.campaign_id, key.publisher_id, key.day))
+            elif key.day:
+                total = by_key.get(Key(key.campaign_id), 0)
+                over = limits.over(value, total)
+                if over is not None:
+                    self.full[key.campaign_id] = (key.day, over)
+            else:
+                price, budget = limits.cpc_price_minor, limits.total_budget_minor
+                if price and budget is not None and (value + 1) * price > budget:
+                    self.spent.add(key.campaign_id)
