@@ -65,7 +65,7 @@ from server.http.web import (
     handle_domain_error,
     handle_http_error,
 )
-from server.tracking import cache, geo
+from server.tracking import cache, counting, geo
 from server.tracking import service as tracking
 from server.tracking.buffer import EventBuffer
 from server.tracking.counting import ClickCounter
@@ -173,6 +173,7 @@ def create_app(settings: Settings | None = None) -> AdFastPath:
         listener_redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2)
         tasks.append(asyncio.create_task(changes.listen(listener_redis, link_cache, terms_cache, click_counter)))
         app.state.listener_redis = listener_redis
+        tasks.append(asyncio.create_task(counting.listen(listener_redis, click_counter)))
         await ads.buffer.start()
         ad_inventory.register(ads.inventory, redis)
         ads_listener = Redis.from_url(settings.redis_url, socket_connect_timeout=2)

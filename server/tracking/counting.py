@@ -7,8 +7,9 @@ EVALSHA, which classifies each click against counters every process shares (atom
 runs alone), then the rows are stored with their final reason. A click's 302 never waits on Redis.
 
 What the 302 does depend on (a campaign over its cap or budget sends visitors to its fallback URL)
-comes from flags each process keeps from its own flushes' answers, so it is at most one flush
-interval stale; the count of valid clicks, and so what is billed, is exact.
+comes from flags each process keeps in memory: set from its own flushes' answers, and from the
+other processes' (a flush that finds a campaign full says so on a Redis channel). So the answer is
+at most one flush interval stale; the count of valid clicks, and so what is billed, is exact.
 
 Retries and replays count once. The duplicate check's key holds the click id of the visitor's
 counted click, so a batch classified again (its database write failed, or a journal replayed after
@@ -24,6 +25,7 @@ not Redis Cluster (docs/scaling.md says what to do there).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -39,6 +41,7 @@ from server.tracking.classify import Reason
 log = logging.getLogger("affnet.tracking")
 
 PREFIX = "affnet:clicks:"
+CHANNEL = "affnet:clicks:full"  # {"c": campaign, "d": day, "r": reason, "p": publisher or null}
 DEDUP_SECONDS = 3600  # the same visitor on the same link within an hour is one click
 # More clicks than this per minute from one network (an IPv4 /24 or IPv6 /48) stop counting: they
 # still reach the landing page, but as invalid, so nobody can click up a publisher's earnings.
@@ -257,7 +260,9 @@ class ClickCounter:
         else:
             raise RuntimeError("click counters were not seeded after three attempts")
         _, answers, values, _counted = answer
-        self._learn(keys, [int(v) for v in values])
+        news = self._learn(keys, [int(v) for v in values])
+        if news:
+            await self._tell(news)
         at_reason = self._at["reason"]
         out = [row[:width] for row in rows]
         for i, code in zip(todo, answers, strict=True):
@@ -352,11 +357,11 @@ class ClickCounter:
             ttl = None if not key.day else DAY_COUNTER_TTL
             await self.redis.set(name, stored, nx=True, ex=ttl)
 
-    def _learn(self, keys: list[Key], values: list[int]) -> None:
-        """Keep what the counters now say about the campaigns of the batch, for the next redirects."""
+    def _learn(self, keys: list[Key], values: list[int]) -> list[dict]:
+        """Keep what the counters now say about the campaigns of the batch, for the next redirects;
+        return what is new, for the other processes."""
         by_key = dict(zip(keys, values, strict=True))
-        if len(self.publisher_full) > 100_000:  # yesterday's entries go; today's are learnt again
-            self.publisher_full.clear()
+        news: list[dict] = []
         for key, value in by_key.items():
             limits = self.limits.get(key.campaign_id)
             if limits is None:
@@ -364,13 +369,57 @@ class ClickCounter:
             if key.publisher_id is not None:
                 cap = limits.cap_publisher_clicks_daily
                 if cap is not None and value >= cap:
-                    self.publisher_full.add((key.campaign_id, key.publisher_id, key.day))
+                    news.append({"c": key.campaign_id, "d": key.day, "r": Reason.over_cap.value, "p": key.publisher_id})
             elif key.day:
-                total = by_key.get(Key(key.campaign_id), 0)
-                over = limits.over(value, total)
+                over = limits.over(value, by_key.get(Key(key.campaign_id), 0))
                 if over is not None:
-                    self.full[key.campaign_id] = (key.day, over)
+                    news.append({"c": key.campaign_id, "d": key.day, "r": over.value, "p": None})
             else:
                 price, budget = limits.cpc_price_minor, limits.total_budget_minor
                 if price and budget is not None and (value + 1) * price > budget:
-                    self.spent.add(key.campaign_id)
+                    news.append({"c": key.campaign_id, "d": "", "r": Reason.over_budget.value, "p": None})
+        return [item for item in news if self.heard(item)]
+
+    def heard(self, news: dict) -> bool:
+        """Set the flag a flush's answer calls for (here or in another process); True if it is new."""
+        campaign_id, day, publisher_id = news["c"], news["d"], news["p"]
+        if publisher_id is not None:
+            entry = (campaign_id, publisher_id, day)
+            if entry in self.publisher_full:
+                return False
+            if len(self.publisher_full) > 100_000:  # earlier days' entries go; today's are heard again
+                self.publisher_full.clear()
+            self.publisher_full.add(entry)
+        elif not day:
+            if campaign_id in self.spent:
+                return False
+            self.spent.add(campaign_id)
+        else:
+            flag = (day, Reason(news["r"]))
+            if self.full.get(campaign_id) == flag:
+                return False
+            self.full[campaign_id] = flag
+        return True
+
+    async def _tell(self, news: list[dict]) -> None:
+        try:
+            await self.redis.publish(CHANNEL, json.dumps(news))
+        except Exception:  # noqa: BLE001 - each process still learns from its own next flush
+            log.warning("could not tell the other processes that campaigns are full", exc_info=True)
+
+
+async def listen(redis: Redis, counter: ClickCounter) -> None:
+    """Take the other processes' news of full campaigns until cancelled; reconnects after Redis errors."""
+    while True:
+        try:
+            async with redis.pubsub() as pubsub:
+                await pubsub.subscribe(CHANNEL)
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        for news in json.loads(message["data"]):
+                            counter.heard(news)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001
+            log.warning("the full-campaigns channel was lost; retrying", exc_info=True)
+            await asyncio.sleep(1.0)
