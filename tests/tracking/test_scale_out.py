@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -27,6 +28,7 @@ from redis.asyncio import Redis
 
 from dev.services import free_port, wait_for_port
 from server.campaigns import service as campaigns
+from server.conversions.tables import Conversion
 from server.core import clock
 from server.core.settings import ROOT, Settings
 from server.earnings import cpc
@@ -36,6 +38,7 @@ from server.ledger.tables import AccountKind as K
 from server.tracking.counting import NETWORK_CLICKS_PER_MINUTE, PREFIX
 from server.tracking.tables import Click
 from tests.conftest import TEST_SECRET
+from tests.conversions.factories import secrets_of
 from tests.earnings.factories import fund
 from tests.tracking.factories import campaign_with_link
 
@@ -87,6 +90,19 @@ class Servers:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+    async def postbacks(self, reports: list[dict[str, str]], concurrency: int = 8) -> list[httpx.Response]:
+        """GET /postback for each report, alternating between the servers, each on a new connection."""
+        ports = itertools.cycle(self.ports)
+        plan = [(next(ports), params) for params in reports]
+        gate = asyncio.Semaphore(concurrency)
+        async with httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0), timeout=30) as http:
+
+            async def one(port: int, params: dict[str, str]) -> httpx.Response:
+                async with gate:
+                    return await http.get(f"http://127.0.0.1:{port}/postback", params=params)
+
+            return list(await asyncio.gather(*(one(*p) for p in plan)))
 
     async def clicks(self, code: str, visitors: list[tuple[str, str]], concurrency: int = 8) -> list[str]:
         """One GET /c/{code} per (ip, user agent), alternating between the servers, each on a new
@@ -204,6 +220,35 @@ async def test_pausing_reaches_every_process_within_a_second(servers: Servers, s
     after = await servers.clicks(s.code, [(ip, BROWSER) for ip in networks(40)])
     assert after == [FALLBACK] * 40
     assert (await reasons(s.campaign_id, 80))["campaign_paused"] == 40
+
+
+async def test_postbacks_count_once_and_caps_hold_across_processes(servers: Servers, settings: Settings):
+    """Postbacks are counted in the database (unique indexes; caps checked under a row lock), so the
+    same report sent to every process at once is one conversion, and a cap holds exactly."""
+    once = await campaign_with_link(settings)
+    capped = await campaign_with_link(settings, cap_conversions_daily="5")
+    once_click = parse_qs(urlsplit((await servers.clicks(once.code, [("198.51.100.9", BROWSER)]))[0]).query)
+    capped_clicks = [
+        parse_qs(urlsplit(location).query)["click_id"][0]
+        for location in await servers.clicks(capped.code, [(ip, BROWSER) for ip in networks(20)])
+    ]
+    once_token = (await secrets_of(once.campaign_id))["postback_secret"]
+    capped_token = (await secrets_of(capped.campaign_id))["postback_secret"]
+
+    repeated = await servers.postbacks(
+        [{"click_id": once_click["click_id"][0], "txn_id": "order-1", "token": once_token}] * 20
+    )
+    assert {r.status_code for r in repeated} == {200}
+    assert sorted(r.json()["duplicate"] for r in repeated) == [False] + [True] * 19
+    assert len({r.json()["conversion_id"] for r in repeated}) == 1
+    assert await Conversion.count().where(Conversion.campaign == once.campaign_id) == 1
+
+    answers = await servers.postbacks(
+        [{"click_id": c, "txn_id": f"order-{n}", "token": capped_token} for n, c in enumerate(capped_clicks)]
+    )
+    assert Counter(r.status_code for r in answers) == {200: 5, 409: 15}
+    assert {r.json()["code"] for r in answers if r.status_code == 409} == {"cap_reached"}
+    assert await Conversion.count().where(Conversion.campaign == capped.campaign_id) == 5
 
 
 async def _span(campaign_id: int) -> timedelta:
