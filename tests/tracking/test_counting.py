@@ -1,0 +1,52 @@
+"""The flush's classification in Redis (server/tracking/counting.py): counters seeded from the stored
+clicks when Redis has none, and a batch classified again (a retried write, a replayed journal)
+counted once."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from server.tracking.counting import PREFIX
+from server.tracking.tables import Click
+from tests.tracking.factories import campaign_with_link
+from tests.tracking.test_redirect import click
+
+
+async def _reasons() -> list[str]:
+    return [r["reason"] for r in await Click.select(Click.reason).order_by(Click.id)]
+
+
+async def _visitors(new_client, code: str, first: int, n: int) -> None:
+    for i in range(first, first + n):
+        visitor = new_client()
+        visitor._transport.client = (f"192.0.{i}.1", 1000)
+        await click(visitor, code)
+
+
+async def test_a_redis_that_lost_its_counters_is_seeded_from_the_stored_clicks(app, new_client, settings):
+    s = await campaign_with_link(settings, cap_clicks_daily=3)
+    await _visitors(new_client, s.code, 0, 2)
+    await app.state.click_buffer.flush()
+    redis: Redis = app.state.redis
+    assert int(await redis.get(f"{PREFIX}{s.campaign_id}:total")) == 2
+    await redis.flushdb()  # Redis restarted without its data
+    app.state.redirector.reset()
+
+    await _visitors(new_client, s.code, 2, 3)
+    await app.state.click_buffer.flush()
+    # Seeded with the 2 stored valid clicks, so only one more fits under the cap of 3.
+    assert await _reasons() == ["valid", "valid", "valid", "over_cap", "over_cap"]
+    assert int(await redis.get(f"{PREFIX}{s.campaign_id}:total")) == 3
+
+
+async def test_a_batch_classified_twice_is_counted_once(app, new_client, settings):
+    s = await campaign_with_link(settings, cap_clicks_daily=2)
+    await _visitors(new_client, s.code, 0, 3)
+    buffer, counter = app.state.click_buffer, app.state.redirector.counter
+    rows = list(buffer._rows)  # what the next flush will classify
+    first = await counter.classify(rows)
+    again = await counter.classify(rows)  # as after a failed database write, or a journal replay
+    assert [row[-3] for row in first] == [row[-3] for row in again] == ["valid", "valid", "over_cap"]
+    await buffer.flush()  # and a third time, by the writer itself
+    assert await _reasons() == ["valid", "valid", "over_cap"]
+    assert int(await app.state.redis.get(f"{PREFIX}{s.campaign_id}:total")) == 2
