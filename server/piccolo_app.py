@@ -26,6 +26,7 @@ from server.payouts.tables import (
 )
 from server.reports.tables import (
     ConversionHour,
+    ConvertedClick,
     RollupCursor,
     TrafficCampaignHour,
     TrafficHour,
@@ -76,6 +77,7 @@ APP_CONFIG = AppConfig(
         TrafficSliceHour,
         ConversionHour,
         RollupCursor,
+        ConvertedClick,
     ],
     migration_dependencies=[],
     commands=[],

@@ -11,6 +11,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -34,8 +35,10 @@ async def _tables_and_columns() -> dict[str, set[str]]:
             for r in await first.raw("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'")
         ]
         return {n: {c["name"] for c in await first.raw(f'PRAGMA table_info("{n}")')} for n in names}
+    # A partition's columns are its table's (test_clicks_and_impressions_are_partitioned_by_day_on_postgresql).
     rows = await first.raw(
-        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public'"
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public' "
+        "AND table_name NOT IN (SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid)"
     )
     found: dict[str, set[str]] = {}
     for r in rows:
@@ -203,3 +206,148 @@ def test_the_test_wipe_puts_back_the_ledger_triggers_the_migrations_made(tmp_pat
             con.execute(ddl)
         assert con.execute(triggers).fetchall() == before
     assert len(before) == 5
+
+
+PARTITIONS = importlib.import_module("migrations.affnet_2026_12_05t09_00_00_000000_partitions")
+
+
+async def _partitioning(url: str) -> dict[str, tuple[str, list[str]]]:
+    """Each partitioned table: its partition key, and its partitions' names."""
+    keys = await _sql(
+        url,
+        "SELECT c.relname, pg_get_partkeydef(c.oid) FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid",
+    )
+    children = await _sql(
+        url,
+        "SELECT p.relname, c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_class p ON p.oid = i.inhparent ORDER BY 2",
+    )
+    return {table: (key, [child for parent, child in children if parent == table]) for table, key in keys}
+
+
+@pytest.mark.parametrize("engine", ["postgres"])
+async def test_clicks_and_impressions_are_partitioned_by_day_on_postgresql(engine, postgres_service):
+    url = _create_pg_database(postgres_service, f"affnet_parts_{os.getpid()}_{next(_OWN_SEQ)}")
+    migrate(url)
+    found = await _partitioning(url)
+    assert {t: key for t, (key, _) in found.items()} == {
+        "click": "RANGE (clicked_at)",
+        "impression": "RANGE (viewed_at)",
+    }
+    today = datetime.now(UTC).date()
+    for table in ("click", "impression"):
+        names = found[table][1]
+        assert f"{table}_default" in names
+        for n in range(-1, PARTITIONS.AHEAD_DAYS + 1):
+            assert f"{table}_p{today + timedelta(days=n):%Y%m%d}" in names
+        columns = await _sql(
+            url,
+            "SELECT table_name, array_agg(column_name::text ORDER BY ordinal_position) FROM information_schema.columns "
+            "WHERE table_name = ANY($1) GROUP BY table_name",
+            [table, *names],
+        )
+        assert len({tuple(c) for _, c in columns}) == 1  # every partition has its table's columns
+    keys = await _sql(
+        url,
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid IN "
+        "('click'::regclass, 'impression'::regclass) AND contype IN ('p', 'u') ORDER BY 1",
+    )
+    assert keys == [
+        ("click_click_id_key", "UNIQUE (click_id, clicked_at)"),
+        ("click_pkey", "PRIMARY KEY (id, clicked_at)"),
+        ("impression_pkey", "PRIMARY KEY (id, viewed_at)"),
+    ]
+    # A view's offer is unique in each partition, DEFAULT included.
+    offers = await _sql(url, "SELECT tablename FROM pg_indexes WHERE indexdef LIKE 'CREATE UNIQUE INDEX % (offer)'")
+    assert {t for (t,) in offers} == {n for n in found["impression"][1]}
+
+
+async def _row_counts(url: str) -> tuple:
+    return tuple(
+        [
+            (await _sql(url, f"SELECT COUNT(*), COALESCE(SUM(id), 0), MIN({key}), MAX({key}) FROM {table}"))[0]  # noqa: S608
+            for table, key in (("click", "clicked_at"), ("impression", "viewed_at"))
+        ]
+    )
+
+
+_FILL = {"integer": "1", "bigint": "1", "boolean": "false", "json": "'{}'", "jsonb": "'{}'"}
+
+
+async def _parents(url: str) -> None:
+    """Row 1 of each table clicks and impressions refer to (their own references unchecked)."""
+    con = await asyncpg.connect(url)
+    try:
+        await con.execute("SET session_replication_role = replica")
+        for table in ("app_user", "campaign", "link", "ad_slot", "creative"):
+            required = await con.fetch(
+                "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = $1 "
+                "AND is_nullable = 'NO' AND column_default IS NULL AND column_name <> 'id'",
+                table,
+            )
+            names = ", ".join(["id", *(r["column_name"] for r in required)])
+            values = ", ".join(
+                ["1", *(_FILL.get(r["data_type"], "now()" if "time" in r["data_type"] else "'x'") for r in required)]
+            )
+            await con.execute(f"INSERT INTO {table} ({names}) VALUES ({values})")  # noqa: S608
+    finally:
+        await con.close()
+
+
+async def _sql_all(url: str, statements: list[str]) -> None:
+    for statement in statements:
+        await _sql(url, statement)
+
+
+def _back_one(url: str) -> None:
+    """The partitions migration backwards (the last one)."""
+    env = {**os.environ, "DATABASE_URL": url, "SECRET_KEY": TEST_SECRET, "PICCOLO_CONF": "server.piccolo_conf"}
+    back = [sys.executable, "-m", "piccolo.main", "migrations", "backwards", "affnet", "1"]
+    result = subprocess.run(back, cwd=ROOT, env=env, input="y\n", capture_output=True, text=True)
+    assert result.returncode == 0 and f"{PARTITIONS.ID} [backwards]... ok" in result.stdout, (
+        result.stdout + result.stderr
+    )
+
+
+@pytest.mark.parametrize("engine", ["postgres"])
+async def test_partitioning_keeps_existing_rows_and_going_back_makes_plain_tables(engine, postgres_service, tmp_path):
+    url = _create_pg_database(postgres_service, f"affnet_parts_{os.getpid()}_{next(_OWN_SEQ)}")
+    migrate(url)
+    _back_one(url)
+    assert await _partitioning(url) == {}
+    await _parents(url)
+    # Events of three days a year ago, and a click in a day the migration makes no partition for ahead.
+    await _sql_all(
+        url,
+        [
+            "INSERT INTO click (click_id, clicked_at, link, campaign, publisher) SELECT 'c' || n, "
+            "'2025-06-01 23:00+00'::timestamptz + n * interval '1 hour', 1, 1, 1 FROM generate_series(1, 30) n",
+            "INSERT INTO impression (offer, viewed_at, slot, creative, campaign, publisher) SELECT 'o' || n, "
+            "'2025-06-01 23:30+00'::timestamptz + n * interval '1 hour', 1, 1, 1, 1 FROM generate_series(1, 30) n",
+        ],
+    )
+    before = await _row_counts(url)
+    migrate(url)
+    assert await _row_counts(url) == before
+    parts = await _partitioning(url)
+    for table in ("click", "impression"):
+        assert {f"{table}_p20250602", f"{table}_p20250603"} <= set(parts[table][1])
+        in_default = await _sql(url, f"SELECT COUNT(*) FROM {table}_default")  # noqa: S608
+        assert in_default == [(0,)]
+    # The sequence goes on where the rows left it; a click id stays unique with its time.
+    await _sql_all(
+        url,
+        ["INSERT INTO click (click_id, clicked_at, link, campaign, publisher) VALUES ('new', now(), 1, 1, 1)"],
+    )
+    assert await _sql(url, "SELECT id FROM click WHERE click_id = 'new'") == [(31,)]
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await _sql_all(
+            url,
+            [
+                "INSERT INTO click (click_id, clicked_at, link, campaign, publisher) "
+                "SELECT click_id, clicked_at, 1, 1, 1 FROM click WHERE click_id = 'c1'"
+            ],
+        )
+    _back_one(url)
+    assert await _partitioning(url) == {}
+    assert (await _sql(url, "SELECT COUNT(*) FROM click"))[0][0] == 31

@@ -15,6 +15,7 @@ from workers.jobs.billing import enforce_auto_pause, process_stripe_event, sweep
 from workers.jobs.conversions import reconcile_conversions
 from workers.jobs.earnings import settle_click_earnings
 from workers.jobs.ledger import check_ledger
+from workers.jobs.partitions import create_partitions_ahead, drop_expired_raw_events
 from workers.jobs.payouts import execute_payout_batch, prepare_payouts, sweep_payout_batches
 from workers.jobs.reports import rebuild_previous_day, roll_up_reports
 from workers.jobs.sessions import purge_expired_sessions
@@ -48,6 +49,8 @@ FUNCTIONS = [
     roll_up_reports,
     rebuild_previous_day,
     check_ledger,
+    create_partitions_ahead,
+    drop_expired_raw_events,
 ]
 CRON_JOBS = [
     # Every 10 minutes, and once when the worker starts.
@@ -72,6 +75,10 @@ CRON_JOBS = [
     cron(rebuild_previous_day, hour={0}, minute={20}, unique=True),
     # Nightly: every ledger invariant is checked and the result recorded for the finance dashboard.
     cron(check_ledger, hour={2}, minute={40}, unique=True),
+    # Hourly, and at start: click and impression partitions for the days ahead (PostgreSQL).
+    cron(create_partitions_ahead, minute={7}, run_at_startup=True, unique=True),
+    # Nightly, after the rebuild of yesterday: raw events past retention go, rollups stay.
+    cron(drop_expired_raw_events, hour={1}, minute={10}, unique=True),
 ]
 
 

@@ -178,8 +178,13 @@ async def insert_once(table: str, columns: Sequence[str], unique: str, rows: Seq
     SQLite: one BEGIN IMMEDIATE transaction of INSERT OR IGNORE. PostgreSQL: the batch by COPY and,
     if any key is already there, row by row with ON CONFLICT DO NOTHING, so concurrent writers of the
     same key leave exactly one row. A batch retried after an unclear failure stores nothing twice.
-    `table`, `columns` and `unique` are the callers' constants, never input: only they go into the
-    statement, every value is a bound parameter."""
+
+    The conflict has no target on PostgreSQL, as INSERT OR IGNORE has none on SQLite: there the event
+    tables are partitioned by time (migrations/…_partitions.py), so `unique` is enforced with the
+    partition key (UNIQUE (click_id, clicked_at)) or by each partition (impression's offer), which a
+    parent table's ON CONFLICT (column) cannot name. `unique` says which key that is; no other key of
+    these tables can conflict (their ids are new). `table` and `columns` are the callers' constants,
+    never input: only they go into the statement, every value is a bound parameter."""
     eng = engine()
     names = ", ".join(columns)
     if is_sqlite(eng):
@@ -201,7 +206,7 @@ async def insert_once(table: str, columns: Sequence[str], unique: str, rows: Seq
                 raise
             placeholders = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
             await conn.executemany(
-                f"INSERT INTO {table} ({names}) VALUES ({placeholders}) ON CONFLICT ({unique}) DO NOTHING",  # noqa: S608
+                f"INSERT INTO {table} ({names}) VALUES ({placeholders}) ON CONFLICT DO NOTHING",  # noqa: S608
                 rows,
             )
 

@@ -74,6 +74,11 @@ class Settings:
     # (server/tracking/journal.py): on a local disk of the host, kept across restarts.
     journal_dir: str = str(DATA_DIR / "journal")
     max_upload_bytes: int = 512 * 1024
+    # Days raw clicks and impressions are kept once the reports have rolled them up (rollups are
+    # kept for ever); 0 keeps them for ever. 90: past the default 30-day attribution window and
+    # 30-day hold, so default campaigns never hold it back, and a quarter to look into a disputed
+    # click. Longer windows and unpriced hours hold it back on their own (server/reports/retention.py).
+    raw_event_retention_days: int = 90
 
     @property
     def production(self) -> bool:
@@ -125,5 +130,6 @@ def load_settings() -> Settings:
         geo_country_header=os.environ.get("GEO_COUNTRY_HEADER", ""),
         media_dir=os.environ.get("MEDIA_DIR", str(DATA_DIR / "media")),
         journal_dir=os.environ.get("JOURNAL_DIR", str(DATA_DIR / "journal")),
+        raw_event_retention_days=_int("AFFNET_RAW_EVENT_RETENTION_DAYS", 90),
         max_upload_bytes=_int("MAX_UPLOAD_BYTES", 512 * 1024),
     )

@@ -29,6 +29,9 @@ from server.reports.tables import RollupCursor
 # looks this far behind where the last one stopped (rebuilding an hour twice is harmless).
 OVERLAP = timedelta(minutes=10)
 TRAFFIC, CONVERSIONS = "traffic", "conversions"
+# Raw clicks and impressions before this moment are gone (server/reports/retention.py): their
+# hours are never rebuilt, their rollups stay as they are.
+RAW_FLOOR = "raw_floor"
 _LOCK = 7_301_001  # the PostgreSQL advisory lock that serialises rebuilds of the rollups
 
 _TRAFFIC_COLUMNS = "hour, publisher, campaign, currency, sub1, slot, country, reason, impressions, clicks"
@@ -77,13 +80,14 @@ def _conversion_sql() -> str:
     hour = hour_sql("v.converted_at")
     return (
         f"INSERT INTO conversion_hour ({_CONVERSION_COLUMNS}) "  # noqa: S608  (constants only)
-        f"SELECT {hour}, v.publisher, v.campaign, v.goal, v.currency, COALESCE(c.sub1, ''), "
-        "COALESCE(c.slot, 0), COALESCE(c.country, ''), "
+        f"SELECT {hour}, v.publisher, v.campaign, v.goal, v.currency, COALESCE(c.sub1, k.sub1, ''), "
+        "COALESCE(c.slot, k.slot, 0), COALESCE(c.country, k.country, ''), "
         "CASE WHEN v.status = 'approved' AND v.released_at IS NOT NULL THEN 'released' ELSE v.status END, "
         "COUNT(*), COALESCE(SUM(v.sale_amount_minor), 0), SUM(v.advertiser_amount_minor), "
         "SUM(v.publisher_amount_minor), SUM(v.network_amount_minor), "
         "SUM(CASE WHEN v.source = 'pixel' THEN 1 ELSE 0 END) "
         "FROM conversion v LEFT JOIN click c ON c.click_id = v.click_id "
+        "LEFT JOIN converted_click k ON k.click_id = v.click_id AND c.click_id IS NULL "
         "WHERE v.converted_at >= {} AND v.converted_at < {} GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9"
     )
 
@@ -99,7 +103,8 @@ def ranges(hours: Iterable[datetime]) -> list[tuple[datetime, datetime]]:
     return merged
 
 
-async def _locked() -> None:
+async def lock_rebuilds() -> None:
+    """Wait for any running rebuild, and hold others off, until the current transaction ends."""
     if not db.is_sqlite():  # SQLite's BEGIN IMMEDIATE already lets one writer in at a time
         await RollupCursor.raw("SELECT pg_advisory_xact_lock({})", _LOCK)
 
@@ -109,7 +114,12 @@ async def rebuild_traffic(start: datetime, end: datetime) -> None:
     the narrow rollups (by campaign; by sub-ID, slot or country) from those rows."""
     start, end = hour_of(start), hour_of(end - timedelta(microseconds=1)) + HOUR
     async with db.transaction():
-        await _locked()
+        await lock_rebuilds()
+        gone = await raw_floor()  # read under the lock: retention records it before it drops
+        if gone is not None and start < gone:
+            start = gone
+            if start >= end:
+                return
         for table in ("traffic_hour", *NARROW_TABLES):
             await RollupCursor.raw(f"DELETE FROM {table} WHERE hour >= {{}} AND hour < {{}}", start, end)  # noqa: S608
         await RollupCursor.raw(_traffic_sql(), start, end, start, end)
@@ -122,7 +132,7 @@ async def rebuild_conversions(hour_ranges: Iterable[tuple[datetime, datetime]]) 
     for start, end in hour_ranges:
         start, end = hour_of(start), hour_of(end - timedelta(microseconds=1)) + HOUR
         async with db.transaction():
-            await _locked()
+            await lock_rebuilds()
             await RollupCursor.raw("DELETE FROM conversion_hour WHERE hour >= {} AND hour < {}", start, end)
             await RollupCursor.raw(_conversion_sql(), start, end)
 
@@ -216,6 +226,11 @@ async def rebuild_all() -> Rolled:
     await rebuild_conversions([(start, end)])
     hours = int((end - start) / HOUR)
     return Rolled(hours, hours)
+
+
+async def raw_floor() -> datetime | None:
+    """Raw events before this moment were dropped by retention (None: none were)."""
+    return await _cursor(RAW_FLOOR)
 
 
 async def updated_at() -> datetime | None:

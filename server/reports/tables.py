@@ -95,3 +95,15 @@ class RollupCursor(Table):
 
     name = Varchar(length=40, unique=True)
     moment = Timestamptz()
+
+
+class ConvertedClick(Table):
+    """What the conversion rollup reads of a click that brought a conversion (its sub1, slot, 0
+    for none, and country), copied here before retention drops the raw click
+    (server/reports/retention.py): an old conversion approved or reversed later is rolled up again
+    with the same breakdown. The rollup prefers the click itself while it is stored."""
+
+    click_id = Varchar(length=48, unique=True)
+    sub1 = Varchar(length=100, default="")
+    slot = Integer(default=0)
+    country = Varchar(length=2, default="")
