@@ -78,6 +78,13 @@ NARROW_TABLES = ("traffic_campaign_hour", "traffic_slice_hour")
 
 def _conversion_sql() -> str:
     hour = hour_sql("v.converted_at")
+    # PostgreSQL: a click is looked up in the days around the conversion's copy of its time (the
+    # second its id carries), so only those days' partitions are read, not every day's index.
+    near = (
+        ""
+        if db.is_sqlite()
+        else " AND c.clicked_at >= v.clicked_at - interval '1 day' AND c.clicked_at < v.clicked_at + interval '1 day'"
+    )
     return (
         f"INSERT INTO conversion_hour ({_CONVERSION_COLUMNS}) "  # noqa: S608  (constants only)
         f"SELECT {hour}, v.publisher, v.campaign, v.goal, v.currency, COALESCE(c.sub1, k.sub1, ''), "
@@ -86,7 +93,7 @@ def _conversion_sql() -> str:
         "COUNT(*), COALESCE(SUM(v.sale_amount_minor), 0), SUM(v.advertiser_amount_minor), "
         "SUM(v.publisher_amount_minor), SUM(v.network_amount_minor), "
         "SUM(CASE WHEN v.source = 'pixel' THEN 1 ELSE 0 END) "
-        "FROM conversion v LEFT JOIN click c ON c.click_id = v.click_id "
+        f"FROM conversion v LEFT JOIN click c ON c.click_id = v.click_id{near} "
         "LEFT JOIN converted_click k ON k.click_id = v.click_id AND c.click_id IS NULL "
         "WHERE v.converted_at >= {} AND v.converted_at < {} GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9"
     )
