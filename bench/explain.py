@@ -11,7 +11,9 @@ plain SQL (its own rows for the tables they refer to). Then prints the plan of:
 2. the rollup's read of one hour of clicks and impressions (server/reports/rollup.py);
 3. the rollup's conversions of one hour, with their clicks looked up by click id;
 4. CPC pricing's read of one campaign's clicks in one closed hour (server/earnings/cpc.py);
-5. a report page's query, as `publisher.report()` sends it (it reads rollups only).
+5. a report page's query, as `publisher.report()` sends it (it reads rollups only);
+6. the publisher dashboard's click table (server/reports/traffic.py): the rolled-up hours, then
+   the raw clicks of the hour the rollup has not covered yet.
 
 Plans 2-5 are EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF): the partitions read are the
 ones named, "Subplans Removed" counts those pruned when the plan starts, "(never executed)" those
@@ -38,7 +40,7 @@ from dev.services import start_postgres  # noqa: E402
 from server import piccolo_app  # noqa: E402
 from server.core import db, partitions  # noqa: E402
 from server.core.hours import hour_sql  # noqa: E402
-from server.reports import publisher, rollup  # noqa: E402
+from server.reports import publisher, rollup, traffic  # noqa: E402
 from server.reports.period import Period  # noqa: E402
 from server.reports.tables import RollupCursor  # noqa: E402
 
@@ -139,6 +141,7 @@ async def main() -> None:
         for back in range(args.days + 1, -1, -7):  # the job makes yesterday to a week ahead each run
             await partitions.create_ahead((now - timedelta(days=back)).date())
         await load(url, args.days, args.clicks_per_day, now)
+        await rollup.roll_up(now)  # the reports read the rollups
         version = (await RollupCursor.raw("SELECT version() AS v"))[0]["v"]
         print(f"# EXPLAIN of the hot queries\n\n{version}; {args.days} days x {args.clicks_per_day} clicks, ")
         print("half as many impressions, conversions of 1% of the clicks; a partition per UTC day.")
@@ -147,7 +150,7 @@ async def main() -> None:
         sql_hour = f"{hour:%Y-%m-%d %H}:00:00+00"
         sql_end = f"{hour + timedelta(hours=1):%Y-%m-%d %H}:00:00+00"
         # The rollup's SELECTs, without their INSERT (constants only; Piccolo's {} become literals).
-        traffic = rollup._traffic_sql().split(" SELECT ", 1)[1]
+        traffic_select = rollup._traffic_sql().split(" SELECT ", 1)[1]
         conversions = rollup._conversion_sql().split(" SELECT ", 1)[1]
         report_sql: list[tuple[str, tuple]] = []
         real_raw = RollupCursor.raw
@@ -158,6 +161,8 @@ async def main() -> None:
 
         RollupCursor.raw = capture  # type: ignore[method-assign]
         await publisher.report(1, Period((now - timedelta(days=30)).date(), now.date(), "Europe/Berlin"))
+        dashboard = len(report_sql)
+        await traffic.click_stats(1)
         RollupCursor.raw = real_raw  # type: ignore[method-assign]
 
         con = await asyncpg.connect(url)
@@ -174,7 +179,7 @@ async def main() -> None:
             await explain(
                 con,
                 "2. The rollup's read of one hour of clicks and impressions",
-                "SELECT " + traffic.replace("{}", "'{}'").format(sql_hour, sql_end, sql_hour, sql_end),
+                "SELECT " + traffic_select.replace("{}", "'{}'").format(sql_hour, sql_end, sql_hour, sql_end),
             )
             await explain(
                 con,
@@ -188,11 +193,16 @@ async def main() -> None:
                 f"SELECT publisher, {click_hour} FROM click WHERE campaign = 3 AND reason = 'valid' "  # noqa: S608
                 f"AND clicked_at >= '{sql_hour}' AND clicked_at < '{sql_end}' ORDER BY clicked_at, id",
             )
-            sql, params = report_sql[0]
-            numbered = sql
-            for i in range(1, len(params) + 1):
-                numbered = numbered.replace("{}", f"${i}", 1)
-            await explain(con, "5. A report page's query (publisher.report, by day, last 30 days)", numbered, *params)
+            plans = [
+                ("5. A report page's query (publisher.report, by day, last 30 days)", report_sql[0]),
+                ("6a. The dashboard's click table: the rolled-up hours", report_sql[dashboard]),
+                ("6b. The dashboard's click table: the raw clicks since", report_sql[dashboard + 1]),
+            ]
+            for title, (sql, params) in plans:
+                numbered = sql
+                for i in range(1, len(params) + 1):
+                    numbered = numbered.replace("{}", f"${i}", 1)
+                await explain(con, title, numbered, *params)
         finally:
             await con.close()
         await db.stop(engine)

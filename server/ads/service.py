@@ -7,22 +7,19 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 from markupsafe import escape
-from piccolo.query.functions.aggregate import Count
 
 from server.accounts.identity import CurrentUser
 from server.ads import inventory
 from server.ads.records import SlotListing
-from server.ads.tables import AdSlot, Impression, SlotFallback, SlotFormat, SlotStatus
+from server.ads.tables import AdSlot, SlotFallback, SlotFormat, SlotStatus
 from server.audit import service as audit
 from server.core import clock, db, deeplink, validation
 from server.core.errors import Conflict, Invalid, NotFound
 from server.core.validation import form_field
-from server.tracking import service as tracking
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,22 +215,6 @@ def snippet(base_url: str, slot: Mapping[str, Any]) -> str:
         f'data-affnet-format="{escape(slot["format"])}" style="{size.style}"></div>\n'
         f'<script async src="{escape(base)}/static/embed.js"></script>'
     )
-
-
-async def slot_stats(slot_id: int, *, days: int = STATS_DAYS) -> dict[str, int]:
-    """Impressions of the last `days` days by reason ("valid" and each invalid reason)."""
-    since = clock.now() - timedelta(days=days)
-    rows = (
-        await Impression.select(Impression.reason, Count(Impression.id, alias="views"))
-        .where(Impression.slot == slot_id, Impression.viewed_at >= since)
-        .group_by(Impression.reason)
-    )
-    return {r["reason"]: r["views"] for r in rows}
-
-
-async def slot_click_stats(slot_id: int, *, days: int = STATS_DAYS) -> dict[str, int]:
-    """Clicks on the slot's ads of the last `days` days by reason ("valid" and each invalid reason)."""
-    return await tracking.slot_click_stats(slot_id, clock.now() - timedelta(days=days))
 
 
 async def demo_slot(publisher_email: str) -> dict[str, Any] | None:

@@ -20,14 +20,14 @@ from typing import Any
 import msgspec
 from piccolo.query.functions.aggregate import Count, Sum
 
-from server.ads.tables import Impression, ViewReason
 from server.conversions.tables import Conversion, ConversionStatus
 from server.core import db
 from server.core.errors import Invalid
-from server.core.hours import hour_sql, utc
+from server.core.hours import utc
 from server.earnings.tables import ClickEarning, ClickEarningStatus, ImpressionEarning, ImpressionEarningStatus
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind, LedgerAccount
+from server.reports import traffic
 
 LIST_LIMIT = 500
 HOURS_SHOWN = 48  # impression hours on the dashboard, newest first
@@ -239,31 +239,9 @@ def _impression_status(row: dict[str, Any]) -> str:
     return f"Not paid: {row['unpaid_reason']}" if row["unpaid_reason"] else "Not paid"
 
 
-async def _slots_by_hour(
-    publisher_id: int, campaign_id: int, start: datetime, end: datetime
-) -> dict[datetime, list[str]]:
-    """The names of the publisher's slots that showed the campaign's valid impressions, per UTC hour
-    in [start, end): one grouped query on the (campaign, viewed_at) index."""
-    bucket = hour_sql("i.viewed_at")  # a constant expression; values are bound
-    rows = await Impression.raw(
-        f"SELECT {bucket} AS hour, s.name AS name FROM impression i JOIN ad_slot s ON s.id = i.slot "  # noqa: S608
-        "WHERE i.campaign = {} AND i.publisher = {} AND i.reason = {} AND i.viewed_at >= {} AND i.viewed_at < {} "
-        f"GROUP BY {bucket}, s.id, s.name ORDER BY s.name, s.id",
-        campaign_id,
-        publisher_id,
-        ViewReason.valid.value,
-        start,
-        end,
-    )
-    found: dict[datetime, list[str]] = {}
-    for r in rows:
-        found.setdefault(utc(r["hour"]), []).append(r["name"])
-    return found
-
-
 async def impression_earnings_of(publisher_id: int, *, limit: int = HOURS_SHOWN) -> list[ImpressionHour]:
     """The publisher's CPM impression hours, newest first: hour, campaign, the slots that showed it
-    (when their impressions are still stored), valid and paid impressions, their earning and where
+    (from the rollups, so also once retention dropped the views), valid and paid impressions, their earning and where
     it stands. Their payout only, never the advertiser's price."""
     rows = (
         await ImpressionEarning.select(
@@ -287,7 +265,7 @@ async def impression_earnings_of(publisher_id: int, *, limit: int = HOURS_SHOWN)
     slots: dict[int, dict[datetime, list[str]]] = {}
     for campaign_id in {r["campaign_id"] for r in rows}:
         hours = [utc(r["hour"]) for r in rows if r["campaign_id"] == campaign_id]
-        slots[campaign_id] = await _slots_by_hour(
+        slots[campaign_id] = await traffic.view_slots(
             publisher_id, campaign_id, min(hours), max(hours) + timedelta(hours=1)
         )
     return [

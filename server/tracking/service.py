@@ -12,8 +12,6 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
-from piccolo.query.functions.aggregate import Count
-
 from server.campaigns.tables import (
     SUB_NAMES,
     Campaign,
@@ -23,7 +21,7 @@ from server.campaigns.tables import (
     MembershipStatus,
     PayoutModel,
 )
-from server.core import clock, db, deeplink
+from server.core import db, deeplink
 from server.core.errors import NotFound
 from server.tracking.cache import Target
 from server.tracking.classify import Reason, is_bot, reason_label, ua_family
@@ -341,36 +339,6 @@ async def link_for(publisher_id: int, campaign_id: int) -> LinkTarget:
     return LinkTarget.from_row(row)
 
 
-async def click_stats(
-    publisher_id: int, *, since: datetime | None = None, campaign_id: int | None = None
-) -> list[dict[str, Any]]:
-    """Clicks by campaign, sub1 and reason (valid or why not) for one publisher."""
-    since = since or clock.now() - timedelta(days=30)
-    query = Click.select(
-        Click.campaign.id.as_alias("campaign_id"),
-        Click.campaign.name.as_alias("campaign_name"),
-        Click.sub1,
-        Click.reason,
-        Count(Click.id, alias="clicks"),
-    ).where(Click.publisher == publisher_id, Click.clicked_at >= since)
-    if campaign_id is not None:
-        query = query.where(Click.campaign == campaign_id)
-    return await query.group_by(Click.campaign.id, Click.campaign.name, Click.sub1, Click.reason).order_by(
-        Click.campaign.id
-    )
-
-
-async def slot_click_stats(slot_id: int, since: datetime) -> dict[str, int]:
-    """Clicks through offers shown in one ad slot since a moment, by reason ("valid" or why not):
-    one grouped read on the (slot, clicked_at) index of the clicks that carry a slot."""
-    rows = (
-        await Click.select(Click.reason, Count(Click.id, alias="clicks"))
-        .where(Click.slot == slot_id, Click.clicked_at >= since)
-        .group_by(Click.reason)
-    )
-    return {r["reason"]: r["clicks"] for r in rows}
-
-
 def fold_clicks(stats: Iterable[Mapping[str, Any]], by: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Click statistics (rows of the `by` columns, a `reason` and its `clicks`) folded into one row per
     value of the `by` columns, in the order they first appear: those columns, then `valid` and `invalid`
@@ -394,16 +362,3 @@ def fold_clicks(stats: Iterable[Mapping[str, Any]], by: Sequence[str] = ()) -> l
 def click_totals(stats: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """All the statistics in one row: valid and invalid clicks, the invalid ones by reason in words."""
     return next(iter(fold_clicks(stats)), {"valid": 0, "invalid": 0, "reasons": {}})
-
-
-async def campaign_click_stats(campaign_id: int, since: datetime | None = None) -> list[dict[str, Any]]:
-    """Clicks by publisher and reason for one campaign (the advertiser's view)."""
-    since = since or clock.now() - timedelta(days=30)
-    return (
-        await Click.select(
-            Click.publisher.email.as_alias("publisher_email"), Click.reason, Count(Click.id, alias="clicks")
-        )
-        .where(Click.campaign == campaign_id, Click.clicked_at >= since)
-        .group_by(Click.publisher.email, Click.reason)
-        .order_by(Click.publisher.email)
-    )

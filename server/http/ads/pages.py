@@ -4,6 +4,7 @@ demo blog page. The endpoints the embed script calls are in server/http/ads/publ
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -16,10 +17,12 @@ from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
 from server.ads import service as ads
 from server.ads.tables import VIEW_REASON_LABELS, SlotFallback, SlotFormat, ViewReason
+from server.core import clock
 from server.core.errors import DomainError, NotFound
 from server.http.pages import form_data, render_error, see_other, settings_of
 from server.http.pages import render as render_page
 from server.http.web import PUBLIC, current_user, requires_role
+from server.reports import traffic
 from server.tracking.classify import REASON_LABELS, Reason
 
 
@@ -87,8 +90,9 @@ class PublisherSlots(Controller):
     async def detail(self, request: Request, slot_id: FromPath[int]) -> Template:
         slot = await ads.owned_slot(_user(request), slot_id)
         base_url = settings_of(request).base_url
-        stats = await ads.slot_stats(slot_id)
-        clicks = await ads.slot_click_stats(slot_id)
+        since = clock.now() - timedelta(days=ads.STATS_DAYS)
+        stats = await traffic.slot_stats(slot_id, since)
+        clicks = await traffic.slot_click_stats(slot_id, since)
         valid_views, valid_clicks = stats.get("valid", 0), clicks.get("valid", 0)
         return render_page(
             "publisher/slot.html",

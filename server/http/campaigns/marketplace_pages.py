@@ -21,6 +21,7 @@ from server.core import deeplink
 from server.core.errors import DomainError, Invalid, NotFound
 from server.http.pages import form_data, render, render_error, see_other, settings_of
 from server.http.web import current_user, requires_role
+from server.reports import traffic
 from server.tracking import service as tracking
 
 VISIBILITY_TEXT = {
@@ -234,7 +235,7 @@ class PublisherCampaigns(Controller):
         link = next((row for row in await tracking.links_of(user.id) if row.campaign_id == campaign_id), None)
         if link is None:
             raise NotFound("You have no link in this campaign.")
-        stats = await tracking.click_stats(user.id, campaign_id=campaign_id)
+        stats = await traffic.click_stats(user.id, campaign_id=campaign_id)
         return render(
             "publisher/campaign_stats.html", link=link, totals=tracking.click_totals(stats), table=click_table(stats)
         )

@@ -18,7 +18,7 @@ from server.core import money
 from server.core.errors import Conflict, Invalid
 from server.http.pages import form_data, render, render_error, see_other, settings_of
 from server.http.web import current_user, requires_role
-from server.reports import spending
+from server.reports import spending, traffic
 from server.tracking import service as tracking
 
 CAMPAIGN_PAGE = "advertiser/campaign.html"
@@ -126,7 +126,7 @@ async def _campaign_page(advertiser: CurrentUser, campaign_id: int, **extra: Any
         "category": campaigns.CATEGORIES.get(campaign["category"], "Other"),
         "visibility_help": VISIBILITY_HELP,
         "money": money,
-        "clicks": tracking.fold_clicks(await tracking.campaign_click_stats(campaign_id), by=("publisher_email",)),
+        "clicks": tracking.fold_clicks(await traffic.campaign_click_stats(campaign_id), by=("publisher_email",)),
         "paid_for": await spending.paid_for(advertiser.id, campaign_id=campaign_id),
         "creatives": await creatives.list_creatives(advertiser, campaign_id),
         "members": await campaigns.applicants(advertiser, campaign_id),

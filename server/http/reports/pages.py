@@ -28,7 +28,7 @@ from server.http.reports.common import (
 )
 from server.http.web import current_user, requires_role
 from server.reports import advertiser as advertiser_reports
-from server.reports import earnings, rollup, spending
+from server.reports import earnings, rollup, spending, traffic
 from server.reports import publisher as publisher_reports
 from server.tracking import service as tracking
 
@@ -46,7 +46,7 @@ class PublisherPages(Controller):
     async def dashboard(self, request: Request) -> Template:
         user_id = _publisher_id(request)
         profile = await accounts.publisher_profile(user_id)
-        stats = await tracking.click_stats(user_id)  # the last 30 days
+        stats = await traffic.click_stats(user_id)  # the last 30 days, from the rollups
         return render(
             "publisher/dashboard.html",
             profile=profile,
