@@ -11,12 +11,16 @@ the same partitions as one run, and the next run finishes the work."""
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from server.core import db
+
+log = logging.getLogger("affnet.partitions")
 
 # The partitioned tables and the time each is partitioned by.
 PARTITIONED = {"click": "clicked_at", "impression": "viewed_at"}
@@ -43,11 +47,25 @@ class Changed:
     moved: int = 0  # rows moved out of a DEFAULT partition into their day's
     dropped: list[str] = field(default_factory=list)
     deleted: int = 0  # rows deleted from a DEFAULT partition
+    skipped: bool = False  # a lock was not free within LOCK_TIMEOUT: nothing changed, the next run does it
 
 
-async def _locked(conn: Any) -> None:
-    await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-    await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
+async def _locked(changed: Changed, work: Callable[[Any], Awaitable[None]]) -> Changed:
+    """Run `work` on a transaction's connection holding the partitions' lock. A lock that is not
+    free within LOCK_TIMEOUT (another worker's run, a long query on a partition) undoes the run and
+    marks it skipped rather than wait: the click writer must not queue behind it."""
+    from asyncpg.exceptions import LockNotAvailableError
+
+    try:
+        async with db.transaction() as txn:
+            conn = txn.connection  # type: ignore[attr-defined]
+            await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
+            await work(conn)
+    except LockNotAvailableError as exc:
+        log.warning("partitions: a lock was busy for %s (%s); the next run tries again", LOCK_TIMEOUT, exc)
+        return Changed(skipped=True)
+    return changed
 
 
 async def days_of(conn: Any, table: str) -> dict[date, str]:
@@ -96,9 +114,8 @@ async def create_ahead(today: date, ahead: int = AHEAD_DAYS) -> Changed:
     changed = Changed()
     if db.is_sqlite():
         return changed
-    async with db.transaction() as txn:
-        conn = txn.connection  # type: ignore[attr-defined]
-        await _locked(conn)
+
+    async def work(conn: Any) -> None:
         for table, key in PARTITIONED.items():
             existing = await days_of(conn, table)
             waiting = {
@@ -111,15 +128,15 @@ async def create_ahead(today: date, ahead: int = AHEAD_DAYS) -> Changed:
             for day in sorted(wanted - set(existing)):
                 changed.moved += await _create(conn, table, day, day in waiting)
                 changed.created.append(partition_name(table, day))
-    return changed
+
+    return await _locked(changed, work)
 
 
 async def drop_before(floor: datetime) -> Changed:
     """Drop every day partition that ends at or before `floor`, and delete DEFAULT's rows before it."""
     changed = Changed()
-    async with db.transaction() as txn:
-        conn = txn.connection  # type: ignore[attr-defined]
-        await _locked(conn)
+
+    async def work(conn: Any) -> None:
         for table, key in PARTITIONED.items():
             for day, name in sorted((await days_of(conn, table)).items()):
                 if day_start(day + timedelta(days=1)) <= floor:
@@ -127,4 +144,5 @@ async def drop_before(floor: datetime) -> Changed:
                     changed.dropped.append(name)
             status = await conn.execute(f"DELETE FROM {table}_default WHERE {key} < $1", floor)  # noqa: S608
             changed.deleted += int(status.split()[-1])
-    return changed
+
+    return await _locked(changed, work)

@@ -49,6 +49,7 @@ class Retained:
     dropped: list[str] = field(default_factory=list)  # PostgreSQL's day partitions dropped
     deleted: int = 0  # rows deleted (SQLite; PostgreSQL's DEFAULT partition)
     kept_conversions: int = 0  # converted clicks' dimensions copied to converted_click
+    skipped: bool = False  # PostgreSQL: a partition was busy; the next run drops what is left
 
 
 async def _unpriced(candidate: datetime) -> datetime | None:
@@ -141,5 +142,5 @@ async def drop_raw_events(now: datetime, retention_days: int) -> Retained:
             retained.deleted += await _delete_batches(table, column, retained.floor)
     else:
         changed = await partitions.drop_before(retained.floor)
-        retained.dropped, retained.deleted = changed.dropped, changed.deleted
+        retained.dropped, retained.deleted, retained.skipped = changed.dropped, changed.deleted, changed.skipped
     return retained

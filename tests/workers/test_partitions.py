@@ -53,6 +53,25 @@ async def test_partitions_are_made_ahead_once_even_by_two_workers_at_once(clean)
     assert again.created == [] and again.moved == 0
 
 
+async def test_a_run_that_finds_the_lock_busy_gives_up_at_once_and_the_next_one_does_the_work(
+    clean, settings, monkeypatch
+):
+    _pg_only()
+    import asyncpg
+
+    monkeypatch.setattr(partitions, "LOCK_TIMEOUT", "200ms")
+    other = await asyncpg.connect(settings.database_url)
+    try:
+        await other.execute("SELECT pg_advisory_lock($1)", partitions._LOCK)  # another worker's run
+        busy = await partitions.create_ahead(date(2028, 6, 1))
+        assert busy.skipped and busy.created == []
+        assert date(2028, 6, 1) not in await _days("click")
+    finally:
+        await other.close()
+    done = await partitions.create_ahead(date(2028, 6, 1))
+    assert not done.skipped and "click_p20280601" in done.created
+
+
 async def test_a_click_lands_in_its_days_partition_and_a_replayed_batch_is_stored_once(clean, settings):
     world = await build(settings)
     pub = world.publishers[0]
