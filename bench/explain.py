@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -126,10 +127,10 @@ async def main() -> None:
     parser.add_argument("--clicks-per-day", type=int, default=20_000)
     parser.add_argument("--database-url")
     args = parser.parse_args()
-    service = None
+    service, scratch = None, Path(tempfile.mkdtemp(prefix="affnet-explain-"))
     url = args.database_url
     if url is None:
-        service = start_postgres(Path(tempfile.mkdtemp(prefix="affnet-explain-")))
+        service = start_postgres(scratch)
         url = service.url
     try:
         env = {**os.environ, "DATABASE_URL": url, "SECRET_KEY": SECRET}
@@ -209,6 +210,7 @@ async def main() -> None:
     finally:
         if service is not None:
             service.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":
