@@ -65,6 +65,7 @@ from server.http.web import (
     handle_domain_error,
     handle_http_error,
 )
+from server.reports import traffic
 from server.tracking import cache, counting, geo
 from server.tracking import service as tracking
 from server.tracking.buffer import EventBuffer
@@ -134,7 +135,11 @@ def create_app(settings: Settings | None = None) -> AdFastPath:
     # Duplicates, network rates, caps and budgets are counted in Redis for every process at once,
     # one call per flushed batch of clicks (server/tracking/counting.py).
     click_counter = ClickCounter(
-        redis, columns=tracking.CLICK_COLUMNS, seed=tracking.stored_valid_clicks, limits_of=tracking.limits_of
+        redis,
+        columns=tracking.CLICK_COLUMNS,
+        seed=tracking.stored_valid_clicks,
+        seed_total=traffic.valid_clicks_ever,
+        limits_of=tracking.limits_of,
     )
     redirector = tracking.Redirector(
         token_key=_derived_secret(settings, "click-token").encode(),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from server.accounts.tables import User
@@ -27,6 +27,7 @@ from server.reports.queries import names
 from server.reports.tables import RollupCursor
 
 DEFAULT_DAYS = 30  # what the dashboards show when no period is asked for
+EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # before any event affnet stores
 
 
 async def _split(since: datetime) -> tuple[datetime, datetime]:
@@ -95,6 +96,21 @@ async def campaign_click_stats(campaign_id: int, since: datetime | None = None) 
     emails = await names(User.id, User.email, {k[0] for k in counts})
     rows = [{"publisher_email": emails.get(p, ""), "reason": r, "clicks": n} for (p, r), n in counts.items()]
     return sorted(rows, key=lambda r: (r["publisher_email"], r["reason"]))
+
+
+async def valid_clicks_ever(campaign_id: int) -> int:
+    """A campaign's valid clicks since it began: the rollups (kept past raw-event retention) and the
+    raw clicks since. Seeds the click counter of a CPC campaign's total budget when Redis lost it
+    (server/tracking/counting.py)."""
+    counts = await _counts(
+        "SELECT COALESCE(SUM(clicks), 0) AS n FROM traffic_campaign_hour WHERE campaign = {} AND reason = {} "
+        "AND hour >= {} AND hour < {}",
+        "SELECT COUNT(*) AS n FROM click WHERE campaign = {} AND reason = {} AND clicked_at >= {}",
+        EPOCH,
+        (),
+        (campaign_id, "valid"),
+    )
+    return sum(counts.values())
 
 
 async def _slot_publisher(slot_id: int) -> int:

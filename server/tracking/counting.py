@@ -166,6 +166,7 @@ class Key:
 
 
 Seed = Callable[[Key], Awaitable[int]]  # the valid clicks stored for a counter (server/tracking/service.py)
+SeedTotal = Callable[[int], Awaitable[int]]  # a campaign's valid clicks ever (server/reports/traffic.py)
 LimitsOf = Callable[[Iterable[int]], Awaitable[dict[int, Limits]]]
 
 
@@ -191,6 +192,7 @@ class ClickCounter:
         *,
         columns: tuple[str, ...],
         seed: Seed,
+        seed_total: SeedTotal,
         limits_of: LimitsOf,
         rate: int = NETWORK_CLICKS_PER_MINUTE,
         window_ms: int = NETWORK_WINDOW_MS,
@@ -198,7 +200,7 @@ class ClickCounter:
     ) -> None:
         self.redis = redis
         self._script = redis.register_script(CLASSIFY)
-        self._seed = seed
+        self._seed, self._seed_total = seed, seed_total
         self._limits_of = limits_of
         self.rate, self.window_ms, self.dedup_seconds = rate, window_ms, dedup_seconds
         self.process = process_name()
@@ -353,7 +355,9 @@ class ClickCounter:
         by_name = {k.name: k for k in keys}
         for name in names:
             key = by_name[name]
-            stored = await self._seed(key)
+            # Day counters from the raw clicks (retention keeps them well past a day); the total from
+            # the rollups and the clicks since, as old raw clicks may have been dropped.
+            stored = await (self._seed(key) if key.day else self._seed_total(key.campaign_id))
             ttl = None if not key.day else DAY_COUNTER_TTL
             await self.redis.set(name, stored, nx=True, ex=ttl)
 

@@ -122,11 +122,14 @@ async def limits_of(campaign_ids: Iterable[int]) -> dict[int, Limits]:
 
 
 async def stored_valid_clicks(key: Key) -> int:
-    """The valid clicks stored for a counter: a seed for server/tracking/counting.py."""
-    query = Click.count().where(Click.campaign == key.campaign_id, Click.reason == Reason.valid.value)
-    if key.day:
-        start = datetime.fromisoformat(key.day).replace(tzinfo=UTC)
-        query = query.where(Click.clicked_at >= start, Click.clicked_at < start + timedelta(days=1))
+    """The valid clicks stored for a day's counter: a seed for server/tracking/counting.py."""
+    start = datetime.fromisoformat(key.day).replace(tzinfo=UTC)
+    query = Click.count().where(
+        Click.campaign == key.campaign_id,
+        Click.reason == Reason.valid.value,
+        Click.clicked_at >= start,
+        Click.clicked_at < start + timedelta(days=1),
+    )
     if key.publisher_id is not None:
         query = query.where(Click.publisher == key.publisher_id)
     return await query

@@ -4,8 +4,12 @@ counted once."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from redis.asyncio import Redis
 
+from server.core import clock
+from server.reports import rollup
 from server.tracking.counting import PREFIX
 from server.tracking.tables import Click
 from tests.tracking.factories import campaign_with_link
@@ -50,3 +54,21 @@ async def test_a_batch_classified_twice_is_counted_once(app, new_client, setting
     await buffer.flush()  # and a third time, by the writer itself
     assert await _reasons() == ["valid", "valid", "over_cap"]
     assert int(await app.state.redis.get(f"{PREFIX}{s.campaign_id}:total")) == 2
+
+
+async def test_a_total_budget_counter_is_seeded_from_the_rollups_once_raw_clicks_are_gone(app, new_client, settings):
+    # 1.00 a click, a total budget of 3.00: two clicks counted long ago, only their rollup is left.
+    s = await campaign_with_link(
+        settings, goal_0_name="click", goal_0_model="cpc", goal_0_advertiser="1.00", total_budget="3.00"
+    )
+    await _visitors(new_client, s.code, 0, 2)
+    await app.state.click_buffer.flush()
+    await rollup.roll_up(clock.now() + timedelta(hours=2))
+    await Click.delete().where(Click.campaign == s.campaign_id)  # as retention drops old raw clicks
+    await app.state.redis.flushdb()  # and Redis lost its counters
+    app.state.redirector.reset()
+
+    await _visitors(new_client, s.code, 2, 3)
+    await app.state.click_buffer.flush()
+    assert await _reasons() == ["valid", "over_budget", "over_budget"]
+    assert int(await app.state.redis.get(f"{PREFIX}{s.campaign_id}:total")) == 3
