@@ -10,6 +10,7 @@ from arq.connections import RedisSettings
 from server import piccolo_app
 from server.core import clock, db
 from server.core.settings import load_settings
+from workers import cron_lock
 from workers.jobs.ads import settle_impression_earnings
 from workers.jobs.billing import enforce_auto_pause, process_stripe_event, sweep_stripe_events
 from workers.jobs.conversions import reconcile_conversions
@@ -80,6 +81,8 @@ CRON_JOBS = [
     # Nightly, after the rebuild of yesterday: raw events past retention go, rollups stay.
     cron(drop_expired_raw_events, hour={1}, minute={10}, unique=True),
 ]
+# Each cron job runs under a Redis lock, so two workers never run it at once (workers/cron_lock.py).
+CRON_JOBS = [cron_lock.locked(job) for job in CRON_JOBS]
 
 
 def redis_settings() -> RedisSettings:
