@@ -4,7 +4,8 @@ A batch goes approved → executing → done, and only while the fingerprint of 
 the one stored at approval (I9): otherwise the approval is void and nothing is paid. Each line goes
 approved → submitting → paid | failed, and every step is committed before the next one starts:
 
-1. submitting: a chunk of lines is claimed in one statement, before Stripe is called for any of them;
+1. submitting: a chunk of lines is claimed in one statement, before Stripe is called for any of them,
+   with the claiming worker's name and a lease (`worker`, `lease_until`);
 2. the transfer: created with the idempotency key `payout-line:{id}:attempt:{attempt}` (a rerun of a
    line still submitting, after a crash or a lost answer, re-sends the same key and Stripe answers
    with the first transfer instead of paying twice), at most CONCURRENCY calls in flight;
@@ -13,6 +14,17 @@ approved → submitting → paid | failed, and every step is committed before th
    `payout-line:{id}:settled`) are posted, a group of up to CHUNK lines in one transaction.
 Transfers are made while earlier ones are being recorded (a queue between 2 and 3), so Stripe's
 latency, not the database's, sets the pace.
+
+Several workers can pay one batch together: the batch's executor (`execute`, one at a time per batch:
+the worker's lock) and helpers in other worker processes (`help`). Each claims chunks of the lines no
+one holds: approved ones, and submitting ones whose lease has lapsed (a worker that died) or was let
+go (a run that ended with the line still to retry). The claim is one conditional UPDATE, its rows
+picked with FOR UPDATE SKIP LOCKED on PostgreSQL so two claimers take different lines without
+waiting for each other (SQLite has one writer: the same UPDATE, without the lock clause). A run
+renews its leases while it lasts and lets them go when it ends. The executor waits for lines other
+workers hold before it finishes the batch. A lease that lapses under a run that is merely slow lets
+another run send the same key: Stripe answers with the same transfer, and the settlement's ledger key
+posts once, so even then nothing is paid twice.
 
 Stripe refusing a transfer (a 4xx) fails the line and returns its reservation to the publisher's
 available balance. Except `balance_insufficient`: the platform's available balance at Stripe is short
@@ -32,8 +44,12 @@ Reversals at Stripe (`transfer.reversed`) are applied by reversals.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import socket
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 import stripe
@@ -54,6 +70,9 @@ log = logging.getLogger("affnet.payouts")
 CONCURRENCY = 8
 CHUNK = 100  # lines claimed per statement, and settled per ledger call
 OPEN = (LineStatus.approved.value, LineStatus.submitting.value)
+LEASE = timedelta(minutes=2)  # a dead worker's lines are taken over after this
+RENEW_EVERY = 20.0  # seconds between renewals of a run's leases
+WAIT_FOR_OTHERS = 0.5  # seconds between looks at lines other workers hold, before finishing a batch
 
 Heartbeat = Callable[[], Awaitable[Any]]
 JOB = "execute_payout_batch"  # the worker job that runs `execute` (workers/jobs/payouts.py)
@@ -63,19 +82,21 @@ class Transient(Exception):
     """Stripe could not be reached or answered 5xx: the line stays submitting; try again later."""
 
 
-async def execute(batch_id: int, client: stripe.StripeClient, *, heartbeat: Heartbeat | None = None) -> str:
+def worker_name() -> str:
+    """This process as a line's `worker` shows it: host and pid, as in its log lines."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def execute(
+    batch_id: int, client: stripe.StripeClient, *, heartbeat: Heartbeat | None = None, worker: str | None = None
+) -> str:
     """Pay the batch's lines; resumable (a batch left executing by a crash continues where it stopped).
     Returns the batch's status. Raises Conflict when the approval no longer holds, Transient when
     some line must be retried later. `heartbeat` is awaited after every chunk (the worker extends its
-    lock on the batch there)."""
+    lock on the batch there). Helpers may pay some of the lines meanwhile (`help`): this waits for
+    them before it finishes the batch."""
     await _start(batch_id)
-    pending = (
-        await PayoutLine.select(PayoutLine.id)
-        .where(PayoutLine.batch == batch_id, PayoutLine.status.is_in(list(OPEN)))
-        .order_by(PayoutLine.id)
-        .output(as_list=True)
-    )
-    transient = await _pay(pending, client, heartbeat)
+    transient, _ = await _pay(batch_id, client, heartbeat, worker or worker_name(), wait_for_others=True)
     if transient:
         raise Transient(
             f"{len(transient)} payout line(s) could not be paid yet (first: {sorted(transient)[:10]}); "
@@ -84,10 +105,36 @@ async def execute(batch_id: int, client: stripe.StripeClient, *, heartbeat: Hear
     return await _finish(batch_id)
 
 
-async def _pay(line_ids: Sequence[int], client: stripe.StripeClient, heartbeat: Heartbeat | None) -> list[int]:
-    """Claim, transfer and settle the lines; returns those to try again later. One crash (an
-    exception anywhere) cancels everything in flight, as a dying process would."""
+async def help(batch_id: int, client: stripe.StripeClient, *, worker: str | None = None) -> int:  # noqa: A001
+    """Pay lines of an executing batch beside its executor, until none is left to claim; how many this
+    paid. Lines it could not pay stay submitting, let go for the executor or the sweep to retry."""
+    if not await claimable(batch_id):
+        return 0
+    _, paid = await _pay(batch_id, client, None, worker or worker_name(), wait_for_others=False)
+    await _finish(batch_id)
+    return paid
+
+
+async def claimable(batch_id: int) -> bool:
+    """Whether an executing batch has lines no worker holds (for helpers deciding to join)."""
+    rows = await PayoutLine.raw(
+        "SELECT l.id FROM payout_line l JOIN payout_batch b ON b.id = l.batch "  # noqa: S608 - constant SQL
+        "WHERE l.batch = {} AND b.status = 'executing' AND " + _FREE + " LIMIT 1",
+        batch_id,
+        clock.now(),
+    )
+    return bool(rows)
+
+
+async def _pay(
+    batch_id: int, client: stripe.StripeClient, heartbeat: Heartbeat | None, worker: str, *, wait_for_others: bool
+) -> tuple[list[int], int]:
+    """Claim, transfer and settle lines until none is free (and, `wait_for_others`, none is held by
+    another worker); the lines to try again later, and how many this run paid. One crash (an
+    exception anywhere) cancels everything in flight, as a dying process would; the run's leases are
+    let go whichever way it ends."""
     transient: list[int] = []
+    paid = 0
     made: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue()
     gate = asyncio.Semaphore(CONCURRENCY)
 
@@ -102,6 +149,7 @@ async def _pay(line_ids: Sequence[int], client: stripe.StripeClient, heartbeat: 
             gate.release()
 
     async def record() -> None:
+        nonlocal paid
         finished = False
         while not finished:
             item = await made.get()
@@ -114,24 +162,39 @@ async def _pay(line_ids: Sequence[int], client: stripe.StripeClient, heartbeat: 
             finished = item is None
             if group:
                 await _store_transfers(group)
-                await _settle([line_id for line_id, _ in group])
+                paid += await _settle([line_id for line_id, _ in group])
                 if heartbeat is not None:
                     await heartbeat()
 
-    async with asyncio.TaskGroup() as tasks:
-        recorder = tasks.create_task(record())
-        sending = []
-        for i in range(0, len(line_ids), CHUNK):
-            claimed = await _claim(line_ids[i : i + CHUNK])
-            for line in claimed:
-                await gate.acquire()
-                sending.append(tasks.create_task(send(line)))
-            if heartbeat is not None:
-                await heartbeat()
-        await asyncio.gather(*sending)
-        made.put_nowait(None)
-        await recorder
-    return transient
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(RENEW_EVERY)
+            await _renew(batch_id, worker)
+
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            recorder = tasks.create_task(record())
+            renewer = tasks.create_task(renew())
+            sending = []
+            while True:
+                claimed = await _claim(batch_id, worker)
+                if not claimed:
+                    if not wait_for_others or not await _held_by_others(batch_id, worker):
+                        break
+                    await asyncio.sleep(WAIT_FOR_OTHERS)
+                for line in claimed:
+                    await gate.acquire()
+                    sending.append(tasks.create_task(send(line)))
+                if heartbeat is not None:
+                    await heartbeat()
+            await asyncio.gather(*sending)
+            made.put_nowait(None)
+            await recorder
+            renewer.cancel()
+    finally:
+        with contextlib.suppress(Exception):  # not let go, the leases lapse by themselves
+            await _let_go(batch_id, worker)
+    return transient, paid
 
 
 async def _start(batch_id: int) -> None:
@@ -188,17 +251,59 @@ async def _finish(batch_id: int) -> str:
     return row["status"]
 
 
-async def _claim(line_ids: Sequence[int]) -> list[dict[str, Any]]:
-    """approved → submitting for these lines, committed; returns every one of them now submitting
-    (claimed now, or left submitting by an earlier run)."""
-    async with db.transaction():
-        await PayoutLine.update(
-            {PayoutLine.status: LineStatus.submitting.value, PayoutLine.updated_at: clock.now()}
-        ).where(PayoutLine.id.is_in(list(line_ids)), PayoutLine.status == LineStatus.approved.value)
-    return (
-        await PayoutLine.select()
-        .where(PayoutLine.id.is_in(list(line_ids)), PayoutLine.status == LineStatus.submitting.value)
-        .order_by(PayoutLine.id)
+# A line no run holds: approved, or submitting without a live lease. Constant SQL, two parameters
+# in the order (batch_id, now) where used.
+_FREE = "(l.status = 'approved' OR (l.status = 'submitting' AND (l.lease_until IS NULL OR l.lease_until < {})))"
+_LINE = "id, batch, amount_minor, currency, stripe_account_id, stripe_transfer_id, attempt, error"
+
+
+async def _claim(batch_id: int, worker: str) -> list[dict[str, Any]]:
+    """Up to CHUNK free lines of the batch → submitting, held by `worker` under a lease; committed
+    before any of them is sent. Free lines another claimer has locked are skipped (PostgreSQL), and
+    the outer condition is checked again on the row as it is once locked, so a line is claimed by one
+    run at a time."""
+    now = clock.now()
+    free = _FREE.replace("l.", "")
+    pick = f"SELECT id FROM payout_line WHERE batch = {{}} AND {free} ORDER BY id LIMIT {CHUNK}"  # noqa: S608
+    if not db.is_sqlite():
+        pick += " FOR UPDATE SKIP LOCKED"
+    rows = await PayoutLine.raw(
+        f"UPDATE payout_line SET status = 'submitting', worker = {{}}, lease_until = {{}}, updated_at = {{}} "  # noqa: S608
+        f"WHERE id IN ({pick}) AND {free} RETURNING {_LINE}",
+        worker,
+        now + LEASE,
+        now,
+        batch_id,
+        now,
+        now,
+    )
+    return sorted(rows, key=lambda r: r["id"])
+
+
+async def _renew(batch_id: int, worker: str) -> None:
+    now = clock.now()
+    await PayoutLine.update({PayoutLine.lease_until: now + LEASE}).where(
+        PayoutLine.batch == batch_id,
+        PayoutLine.worker == worker,
+        PayoutLine.status == LineStatus.submitting.value,
+        PayoutLine.lease_until.is_not_null(),
+    )
+
+
+async def _let_go(batch_id: int, worker: str) -> None:
+    await PayoutLine.update({PayoutLine.lease_until: None}).where(
+        PayoutLine.batch == batch_id,
+        PayoutLine.worker == worker,
+        PayoutLine.status == LineStatus.submitting.value,
+    )
+
+
+async def _held_by_others(batch_id: int, worker: str) -> bool:
+    return await PayoutLine.exists().where(
+        PayoutLine.batch == batch_id,
+        PayoutLine.status == LineStatus.submitting.value,
+        PayoutLine.worker != worker,
+        PayoutLine.lease_until >= clock.now(),
     )
 
 
@@ -325,13 +430,19 @@ async def _store_transfers(made: Sequence[tuple[int, str]]) -> None:
     )
 
 
-async def _settle(line_ids: Sequence[int]) -> None:
-    """submitting (with a stored transfer id) → paid, and each line's settlement posted, together."""
+async def _settle(line_ids: Sequence[int]) -> int:
+    """submitting (with a stored transfer id) → paid, and each line's settlement posted, together;
+    how many became paid."""
     now = clock.now()
     async with db.transaction():
         paid = (
             await PayoutLine.update(
-                {PayoutLine.status: LineStatus.paid.value, PayoutLine.error: "", PayoutLine.updated_at: now}
+                {
+                    PayoutLine.status: LineStatus.paid.value,
+                    PayoutLine.error: "",
+                    PayoutLine.lease_until: None,
+                    PayoutLine.updated_at: now,
+                }
             )
             .where(
                 PayoutLine.id.is_in(list(line_ids)),
@@ -341,7 +452,7 @@ async def _settle(line_ids: Sequence[int]) -> None:
             .returning(PayoutLine.id, PayoutLine.amount_minor, PayoutLine.currency, PayoutLine.stripe_transfer_id)
         )
         if not paid:
-            return
+            return 0
         await postings.settle_payouts(
             [postings.Settlement(r["amount_minor"], r["currency"], r["id"], settled_key(r["id"])) for r in paid]
         )
@@ -351,6 +462,7 @@ async def _settle(line_ids: Sequence[int]) -> None:
             object_type="payout_line",
             items=[(r["id"], {"transfer": r["stripe_transfer_id"]}) for r in paid],
         )
+    return len(paid)
 
 
 async def settle_recorded(line_id: int, transfer_id: str) -> None:
@@ -374,6 +486,7 @@ async def _refused(line: dict[str, Any], exc: stripe.StripeError) -> None:
                 {
                     PayoutLine.status: LineStatus.failed.value,
                     PayoutLine.error: message,
+                    PayoutLine.lease_until: None,
                     PayoutLine.updated_at: clock.now(),
                 }
             )

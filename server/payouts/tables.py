@@ -122,6 +122,11 @@ class PayoutLine(Table):
     stripe_account_id = Varchar(length=64, default="")
     stripe_transfer_id = Varchar(length=64, default="")
     error = Text(default="")
+    # The worker process (host:pid) that claimed the line last: the one that paid it, once paid; on a
+    # line stuck submitting, whose log to read. While a run holds the line, `lease_until` says until
+    # when (renewed as it goes); past it, or empty, another worker may take the line over (execute.py).
+    worker = Varchar(length=100, default="")
+    lease_until = Timestamptz(null=True, default=None)
     hold_reason = Text(default="")
     first_payout = Boolean(default=False)
     large_change = Boolean(default=False)
