@@ -117,6 +117,8 @@ def locked(job: CronJob) -> CronJob:
 
     @functools.wraps(body)
     async def run(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        return await run_locked(ctx["redis"], job.name, lambda: body(ctx, *args, **kwargs))
+        return await run_locked(ctx["redis"], name, lambda: body(ctx, *args, **kwargs))
+
+    name = job.name.removeprefix("cron:")  # arq names cron jobs `cron:{function}`
 
     return dataclasses.replace(job, coroutine=run)

@@ -13,11 +13,11 @@ from server.core.settings import load_settings
 from workers import cron_lock
 from workers.jobs.ads import settle_impression_earnings
 from workers.jobs.billing import enforce_auto_pause, process_stripe_event, sweep_stripe_events
-from workers.jobs.conversions import reconcile_conversions
+from workers.jobs.conversions import join_reconcile_conversions, reconcile_conversions
 from workers.jobs.earnings import settle_click_earnings
 from workers.jobs.ledger import check_ledger
 from workers.jobs.partitions import create_partitions_ahead, drop_expired_raw_events
-from workers.jobs.payouts import execute_payout_batch, prepare_payouts, sweep_payout_batches
+from workers.jobs.payouts import execute_payout_batch, join_payout_batch, prepare_payouts, sweep_payout_batches
 from workers.jobs.reports import rebuild_previous_day, roll_up_reports
 from workers.jobs.sessions import purge_expired_sessions
 
@@ -52,6 +52,8 @@ FUNCTIONS = [
     check_ledger,
     create_partitions_ahead,
     drop_expired_raw_events,
+    join_payout_batch,
+    join_reconcile_conversions,
 ]
 CRON_JOBS = [
     # Every 10 minutes, and once when the worker starts.

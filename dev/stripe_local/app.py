@@ -208,6 +208,22 @@ async def complete_onboarding(request: Request) -> Response:
     return _answer(connect.complete_onboarding(_store(request), request.path_params["account_id"]))
 
 
+@post("/_local/accounts/onboarded", status_code=200)
+@_control
+async def onboarded_accounts(request: Request) -> Response:
+    """count=N Express accounts (DE), onboarded with transfers active, as N account creations and N
+    Complete clicks would leave them: for tests that pay thousands of publishers (at most 20,000)."""
+    count = int((await _params(request)).get("count") or 1)
+    if not 1 <= count <= 20_000:
+        raise StripeError(400, "count must be between 1 and 20000", param="count")
+    store = _store(request)
+    spec = {"type": "express", "country": "DE", "capabilities": {"transfers": {"requested": "true"}}}
+    made = [connect.create_account(store, dict(spec))["id"] for _ in range(count)]
+    for account_id in made:
+        connect.complete_onboarding(store, account_id)
+    return _answer({"data": made})
+
+
 @post("/_local/accounts/{account_id:str}/restrict", status_code=200)
 @_control
 async def restrict_account(request: Request) -> Response:
@@ -277,6 +293,7 @@ def create_app(config: Config) -> Litestar:
             escalate_dispute,
             close_dispute,
             complete_onboarding,
+            onboarded_accounts,
             restrict_account,
             fail_next_transfer,
             index,

@@ -76,8 +76,18 @@ class Charged:
     set_aside: list[int] = field(default_factory=list)  # each waits alone: see the module's docstring
 
 
-def _batch() -> int:
+def batch_size() -> int:
+    """Conversions approved per transaction on this engine."""
     return BATCH["sqlite" if db.is_sqlite() else "postgres"]
+
+
+async def due(now: datetime, *, at_least: int = 1) -> bool:
+    """Whether at least `at_least` pending conversions are past their hold (the worker invites help
+    for a large reconcile)."""
+    rows = await Conversion.raw(
+        "SELECT 1 FROM conversion WHERE status = 'pending' AND hold_until <= {} LIMIT {}", now, int(at_least)
+    )
+    return len(rows) >= at_least
 
 
 async def _locked(where: str, *args: Any, limit: int, skip_locked: bool) -> list[dict[str, Any]]:
@@ -276,7 +286,7 @@ async def _approve_due(now: datetime, outcome: Outcome) -> set[int]:
                 "c.status = 'pending' AND c.hold_until <= {} AND c.id > {}",
                 now,
                 after,
-                limit=_batch(),
+                limit=batch_size(),
                 skip_locked=True,
             )
             if not rows:
@@ -303,7 +313,7 @@ async def _release_due(now: datetime) -> int:
                 "c.status = 'approved' AND c.released_at IS NULL AND c.hold_until <= {} AND c.id > {}",
                 now,
                 after,
-                limit=_batch(),
+                limit=batch_size(),
                 skip_locked=True,
             )
             if not rows:

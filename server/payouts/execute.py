@@ -88,14 +88,22 @@ def worker_name() -> str:
 
 
 async def execute(
-    batch_id: int, client: stripe.StripeClient, *, heartbeat: Heartbeat | None = None, worker: str | None = None
+    batch_id: int,
+    client: stripe.StripeClient,
+    *,
+    heartbeat: Heartbeat | None = None,
+    worker: str | None = None,
+    on_start: Callable[[], Awaitable[None]] | None = None,
 ) -> str:
     """Pay the batch's lines; resumable (a batch left executing by a crash continues where it stopped).
     Returns the batch's status. Raises Conflict when the approval no longer holds, Transient when
     some line must be retried later. `heartbeat` is awaited after every chunk (the worker extends its
     lock on the batch there). Helpers may pay some of the lines meanwhile (`help`): this waits for
-    them before it finishes the batch."""
+    them before it finishes the batch; `on_start` is awaited once the batch is executing (the worker
+    invites them there)."""
     await _start(batch_id)
+    if on_start is not None:
+        await on_start()
     transient, _ = await _pay(batch_id, client, heartbeat, worker or worker_name(), wait_for_others=True)
     if transient:
         raise Transient(
@@ -113,6 +121,10 @@ async def help(batch_id: int, client: stripe.StripeClient, *, worker: str | None
     _, paid = await _pay(batch_id, client, None, worker or worker_name(), wait_for_others=False)
     await _finish(batch_id)
     return paid
+
+
+async def open_lines(batch_id: int) -> int:
+    return await PayoutLine.count().where(PayoutLine.batch == batch_id, PayoutLine.status.is_in(list(OPEN)))
 
 
 async def claimable(batch_id: int) -> bool:

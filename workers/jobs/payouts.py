@@ -1,4 +1,5 @@
-"""Payout periods on a schedule: thin calls into server/payouts."""
+"""Payout periods on a schedule: thin calls into server/payouts. A large batch is paid by every worker
+process at once: its executor invites helpers (workers/spread.py), each paying the lines it claims."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from redis.exceptions import LockError
 from server.billing import stripe_api
 from server.payouts import execute, reconcile
 from server.payouts import service as payouts
+from workers import spread
 
 log = logging.getLogger("affnet.payouts")
 
@@ -26,6 +28,7 @@ async def prepare_payouts(ctx: dict[str, Any]) -> dict[str, Any]:
 
 LOCK_SECONDS = 120  # a batch's lock outlives a dead worker by at most this; renewed after every chunk
 BUSY = "busy: another worker is paying this batch"
+HELP_FROM = 4 * execute.CHUNK  # open lines from which other workers are invited to help pay a batch
 
 
 async def execute_payout_batch(ctx: dict[str, Any], batch_id: int) -> str:
@@ -35,7 +38,7 @@ async def execute_payout_batch(ctx: dict[str, Any], batch_id: int) -> str:
         async with _stripe(ctx) as client, batch_lock(ctx["redis"], batch_id) as heartbeat:
             if heartbeat is None:
                 return BUSY
-            status = await execute.execute(batch_id, client, heartbeat=heartbeat)
+            status = await _execute(ctx, batch_id, client, heartbeat)
             if status == "done":
                 await _reconcile(batch_id, client)
             return status
@@ -50,13 +53,45 @@ async def sweep_payout_batches(ctx: dict[str, Any]) -> dict[int, str]:
         for batch_id in await execute.resumable():
             try:
                 async with batch_lock(ctx["redis"], batch_id) as heartbeat:
-                    outcome[batch_id] = (
-                        BUSY if heartbeat is None else await execute.execute(batch_id, client, heartbeat=heartbeat)
-                    )
+                    outcome[batch_id] = BUSY if heartbeat is None else await _execute(ctx, batch_id, client, heartbeat)
             except Exception as exc:  # one batch's trouble must not stop the others
                 log.warning("payout batch %s not finished: %s", batch_id, exc)
                 outcome[batch_id] = f"not finished: {exc}"
     return outcome
+
+
+def _work(batch_id: int) -> str:
+    return f"payout-batch:{batch_id}"
+
+
+async def _execute(ctx: dict[str, Any], batch_id: int, client: Any, heartbeat: execute.Heartbeat) -> str:
+    """Pay the batch as its executor; once it is executing, a large batch invites other workers to help."""
+
+    async def invite() -> None:
+        if await execute.open_lines(batch_id) >= HELP_FROM:
+            await spread.invite(ctx["redis"], "join_payout_batch", _work(batch_id), batch_id)
+
+    with spread.doing(_work(batch_id)):
+        return await execute.execute(batch_id, client, heartbeat=heartbeat, on_start=invite)
+
+
+async def join_payout_batch(ctx: dict[str, Any], batch_id: int, link: int = 1, hop: int = 0) -> str:
+    """Help pay an executing batch (invited by its executor): the lines this worker claims, once each."""
+
+    async def pay() -> str:
+        async with _stripe(ctx) as client:
+            return f"paid {await execute.help(batch_id, client)} line(s)"
+
+    return await spread.join(
+        ctx,
+        "join_payout_batch",
+        _work(batch_id),
+        (batch_id,),
+        link,
+        hop,
+        left=lambda: execute.claimable(batch_id),
+        do=pay,
+    )
 
 
 async def _reconcile(batch_id: int, client: Any) -> None:
