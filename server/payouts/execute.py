@@ -141,8 +141,8 @@ async def claimable(batch_id: int) -> bool:
 async def _pay(
     batch_id: int, client: stripe.StripeClient, heartbeat: Heartbeat | None, worker: str, *, wait_for_others: bool
 ) -> tuple[list[int], int]:
-    """Claim, transfer and settle lines until none is free (and, `wait_for_others`, none is held by
-    another worker); the lines to try again later, and how many this run paid. One crash (an
+    """Claim, transfer and settle lines until none is free (and, `wait_for_others`, every open line is
+    this run's); the lines to try again later, and how many this run paid. One crash (an
     exception anywhere) cancels everything in flight, as a dying process would; the run's leases are
     let go whichever way it ends."""
     transient: list[int] = []
@@ -191,9 +191,9 @@ async def _pay(
             while True:
                 claimed = await _claim(batch_id, worker)
                 if not claimed:
-                    if not wait_for_others or not await _held_by_others(batch_id, worker):
+                    if not wait_for_others or not await _open_elsewhere(batch_id, worker):
                         break
-                    await asyncio.sleep(WAIT_FOR_OTHERS)
+                    await asyncio.sleep(WAIT_FOR_OTHERS)  # then claim again: a lapsed lease frees a line
                 for line in claimed:
                     await gate.acquire()
                     sending.append(tasks.create_task(send(line)))
@@ -267,28 +267,32 @@ async def _finish(batch_id: int) -> str:
 # in the order (batch_id, now) where used.
 _FREE = "(l.status = 'approved' OR (l.status = 'submitting' AND (l.lease_until IS NULL OR l.lease_until < {})))"
 _LINE = "id, batch, amount_minor, currency, stripe_account_id, stripe_transfer_id, attempt, error"
+_CLAIM_SET = "status = 'submitting', worker = {}, lease_until = {}, updated_at = {}"
+# SQLite has one writer: the statement is the claim. Parameters: worker, lease, now, batch, now, now.
+_CLAIM_SQLITE = (
+    f"UPDATE payout_line SET {_CLAIM_SET} WHERE id IN (SELECT id FROM payout_line l WHERE l.batch = {{}} "  # noqa: S608
+    f"AND {_FREE} ORDER BY id LIMIT {{chunk}}) AND {_FREE.replace('l.', '')} RETURNING {_LINE}"
+)
+# PostgreSQL: the rows are picked once, in a CTE, skipping those another claim has locked. (As an IN (…)
+# subquery the LIMITed pick may be run again for each row, each time past the rows this statement has
+# just updated: one claim took a whole batch.) The outer condition is checked again on each row once
+# locked. Parameters: batch, now, worker, lease, now, now.
+_CLAIM_PG = (
+    f"WITH picked AS (SELECT l.id FROM payout_line l WHERE l.batch = {{}} AND {_FREE} ORDER BY l.id "  # noqa: S608
+    f"LIMIT {{chunk}} FOR UPDATE SKIP LOCKED) UPDATE payout_line l SET {_CLAIM_SET} FROM picked "
+    f"WHERE l.id = picked.id AND {_FREE} RETURNING " + ", ".join(f"l.{c.strip()}" for c in _LINE.split(","))
+)
 
 
 async def _claim(batch_id: int, worker: str) -> list[dict[str, Any]]:
-    """Up to CHUNK free lines of the batch → submitting, held by `worker` under a lease; committed
-    before any of them is sent. Free lines another claimer has locked are skipped (PostgreSQL), and
-    the outer condition is checked again on the row as it is once locked, so a line is claimed by one
-    run at a time."""
+    """Up to CHUNK free lines of the batch → submitting, held by `worker` under a lease, in one
+    statement, committed before any of them is sent: a line is claimed by one run at a time."""
     now = clock.now()
-    free = _FREE.replace("l.", "")
-    pick = f"SELECT id FROM payout_line WHERE batch = {{}} AND {free} ORDER BY id LIMIT {CHUNK}"  # noqa: S608
-    if not db.is_sqlite():
-        pick += " FOR UPDATE SKIP LOCKED"
-    rows = await PayoutLine.raw(
-        f"UPDATE payout_line SET status = 'submitting', worker = {{}}, lease_until = {{}}, updated_at = {{}} "  # noqa: S608
-        f"WHERE id IN ({pick}) AND {free} RETURNING {_LINE}",
-        worker,
-        now + LEASE,
-        now,
-        batch_id,
-        now,
-        now,
-    )
+    if db.is_sqlite():
+        sql, args = _CLAIM_SQLITE.replace("{chunk}", str(int(CHUNK))), (worker, now + LEASE, now, batch_id, now, now)
+    else:
+        sql, args = _CLAIM_PG.replace("{chunk}", str(int(CHUNK))), (batch_id, now, worker, now + LEASE, now, now)
+    rows = await PayoutLine.raw(sql, *args)
     return sorted(rows, key=lambda r: r["id"])
 
 
@@ -310,13 +314,16 @@ async def _let_go(batch_id: int, worker: str) -> None:
     )
 
 
-async def _held_by_others(batch_id: int, worker: str) -> bool:
-    return await PayoutLine.exists().where(
-        PayoutLine.batch == batch_id,
-        PayoutLine.status == LineStatus.submitting.value,
-        PayoutLine.worker != worker,
-        PayoutLine.lease_until >= clock.now(),
+async def _open_elsewhere(batch_id: int, worker: str) -> bool:
+    """Whether the batch has open lines this run does not hold: held by another worker (wait for it),
+    or free since the last claim (a lease lapsed just then: claim it)."""
+    rows = await PayoutLine.raw(
+        "SELECT id FROM payout_line WHERE batch = {} AND status IN ('approved', 'submitting') "
+        "AND NOT (worker = {} AND lease_until IS NOT NULL) LIMIT 1",
+        batch_id,
+        worker,
     )
+    return bool(rows)
 
 
 async def _transfer(line: dict[str, Any], client: stripe.StripeClient) -> str | None:
