@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -212,6 +213,8 @@ async def stripe_api(request: Request) -> Response:
         "status": None,
     }
     store.requests.append(entry)
+    if store.config.latency:
+        await asyncio.sleep(store.config.latency)
     headers = {"Request-Id": request_id, "Stripe-Version": request.headers.get("stripe-version", API_VERSION)}
     raw = (await request.body()).decode() if method == "POST" else request.url.query or ""
     balance.advance(store)  # what the time since the last request did (expiries, funds becoming available)

@@ -208,6 +208,14 @@ async def complete_onboarding(request: Request) -> Response:
     return _answer(connect.complete_onboarding(_store(request), request.path_params["account_id"]))
 
 
+@post("/_local/latency", status_code=200)
+async def set_latency(request: Request) -> Response:
+    """ms=N: every /v1 request waits N milliseconds before it is answered (0: at once)."""
+    config = _store(request).config
+    config.latency = max(0, int((await _params(request)).get("ms") or 0)) / 1000
+    return _answer({"latency_ms": round(config.latency * 1000)})
+
+
 @post("/_local/accounts/onboarded", status_code=200)
 @_control
 async def onboarded_accounts(request: Request) -> Response:
@@ -294,6 +302,7 @@ def create_app(config: Config) -> Litestar:
             close_dispute,
             complete_onboarding,
             onboarded_accounts,
+            set_latency,
             restrict_account,
             fail_next_transfer,
             index,

@@ -39,6 +39,9 @@ class Config:
     fee_fixed_minor: int = 25
     dispute_fee_minor: int = 2000  # Stripe's EU dispute fee, €20; kept when the dispute is won
     min_charge_minor: int = 50  # Stripe's minimum charge (€0.50)
+    # Seconds every /v1 request waits before it is answered (POST /_local/latency): Stripe's own latency,
+    # for measuring what concurrency buys (real transfers take a few hundred milliseconds).
+    latency: float = 0.0
     webhook_attempts: int = 8
     webhook_retry_delay: float = 1.0  # doubled after each failed attempt…
     webhook_max_delay: float = 60.0  # …up to this
