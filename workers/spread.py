@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -47,11 +48,12 @@ def doing(work: str) -> Iterator[None]:
 
 
 async def invite(redis: Any, job: str, work: str, *args: Any, link: int = 1, hop: int = 0) -> None:
-    """Queue the join job `job(*args, link, hop)` for `work` (its job id names the link and hop)."""
+    """Queue the join job `job(*args, link, hop)` for `work`. Its job id names the work, link and hop, and
+    ends with a random part: arq refuses an id whose result it still keeps (an hour), and the next
+    reconcile invites help for the same work."""
+    job_id = f"{work}:join:{link}:{hop}:{secrets.token_hex(3)}"
     with contextlib.suppress(Exception):  # no help this time; the work goes on
-        await redis.enqueue_job(
-            job, *args, link, hop, _job_id=f"{work}:join:{link}:{hop}", _defer_by=HOP_DELAY if hop else None
-        )
+        await redis.enqueue_job(job, *args, link, hop, _job_id=job_id, _defer_by=HOP_DELAY if hop else None)
 
 
 async def join(
