@@ -6,7 +6,7 @@ from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from piccolo.columns.column_types import Timestamptz, Varchar
 from piccolo.columns.indexes import IndexMethod
 
-ID = "2026-12-05T09:10:00:000000"
+ID = "2026-12-05T08:50:00:000000"
 VERSION = "1.38.0"
 DESCRIPTION = "workers2: payout_line.worker and lease_until (several workers pay one batch)"
 
