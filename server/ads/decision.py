@@ -2,17 +2,22 @@
 counts, and whether a click through /c/… carries an offer that was seen and not clicked before.
 
 Everything here answers from memory (server/ads/inventory.py) and writes nothing to the database
-in the request: counted views go to a buffer written in batches. What must hold across server
-processes (an offer's view counts once; its click counts once) is claimed in Redis with SET NX,
-and the offer's unique constraint in `impression` makes the stored count right even if Redis
-were lost: a view is stored once whatever happens before it."""
+or Redis in the request: counted views go to a buffer written in batches, with a provisional
+reason. What must hold across server processes and hosts (an offer's view counts once, its click
+once; the frequency cap; views per network) is decided when the batch is flushed, in one Redis
+call per batch (server/ads/counting.py), and the offer's unique constraint in `impression` stores
+a view once even if Redis were lost. What the answers depend on (a visitor over the frequency cap,
+a network over its rate, a campaign's paced spend) is learnt back from those calls and from one
+sync call per interval: at most SYNC_INTERVAL (or one flush interval) stale across processes, and
+exact within one."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -21,15 +26,15 @@ from urllib.parse import urlsplit
 from redis.asyncio import Redis
 
 from server.ads import offers, render
+from server.ads.counting import ClickClaims, DecisionSync, NetworkWindows, ViewCounter, process_tag
 from server.ads.inventory import CampaignEntry, Inventory, PublisherEntry, SlotEntry, SpendMeter
-from server.ads.service import SIZES
+from server.ads.service import IMPRESSION_COLUMNS, SIZES, valid_impressions_on
 from server.ads.tables import SlotFallback, SlotFormat, SlotStatus, ViewReason
 from server.campaigns.tables import CampaignStatus
 from server.core.deeplink import host_allowed
 from server.tracking.buffer import EventBuffer
 from server.tracking.classify import Reason, is_bot
 from server.tracking.journal import Journal
-from server.tracking.service import NetworkRate
 from server.tracking.visitor import truncate_ip, visitor_hash
 
 log = logging.getLogger("affnet.ads")
@@ -37,16 +42,18 @@ log = logging.getLogger("affnet.ads")
 OFFER_TTL = 3600  # an offer must be seen, and clicked, within an hour of the decision
 CLAIM_TTL = OFFER_TTL + 600  # Redis remembers an offer's view and click a little longer than it is valid
 FREQUENCY_CAP_DAILY = 10  # valid views of one campaign per visitor per UTC day
-DECISIONS_PER_MINUTE = 600  # per network (IPv4 /24, IPv6 /48) and server process
+DECISIONS_PER_MINUTE = 600  # per network (IPv4 /24, IPv6 /48), across every server process
 VIEWS_PER_MINUTE = 300
 PACING_AHEAD = 3600  # a daily budget may run an hour ahead of an even spread through the day
 DAY = 86400
-VIEW_KEY = "affnet:ad:view:"
-CLICK_KEY = "affnet:ad:click:"
+FLUSH_INTERVAL = 0.5  # the impression buffer's, and so how late a view is classified at most
+SYNC_INTERVAL = 0.5  # how often decisions per network and campaigns' impression counts are shared
 
 
 class Frequency:
-    """Valid views per (visitor, campaign) on the current UTC day, in process (bounded memory)."""
+    """Valid views per (visitor, campaign) on the current UTC day as this process knows them: its
+    own provisional views, and what its flushes learnt (bounded memory). A hint for the decision
+    and the provisional reason; the flush decides (server/ads/counting.py)."""
 
     def __init__(self, cap: int = FREQUENCY_CAP_DAILY, max_entries: int = 500_000) -> None:
         self.cap = cap
@@ -63,28 +70,68 @@ class Frequency:
         return self._for(day).get((visitor, campaign_id), 0) >= self.cap
 
     def add(self, visitor: str, campaign_id: int, day: date) -> None:
+        self.learn(visitor, campaign_id, day, self._for(day).get((visitor, campaign_id), 0) + 1)
+
+    def learn(self, visitor: str, campaign_id: int, day: date, views: int) -> None:
+        if self._day is not None and day < self._day:
+            return  # a late batch of yesterday's views says nothing about today
         counts = self._for(day)
         if len(counts) >= self.max_entries:
-            counts.clear()  # caps loosen for a moment rather than memory growing without bound
-        counts[(visitor, campaign_id)] = counts.get((visitor, campaign_id), 0) + 1
+            counts.clear()  # the hint loosens for a moment rather than memory growing without bound
+        if views > counts.get((visitor, campaign_id), 0):
+            counts[(visitor, campaign_id)] = views
+
+
+class ImpressionTally:
+    """Valid impressions per campaign and UTC day, for pacing and budgets: the count every process
+    shares as this one last saw it (its own flushes, and a read every sync interval), plus its own
+    provisional valid views not yet flushed. A campaign's spend is so at most one sync interval
+    behind the other processes' flushed views (and their flush interval behind their beacons)."""
+
+    def __init__(self) -> None:
+        self.shared: dict[tuple[int, str], int] = {}
+        self.unflushed: dict[tuple[int, str], int] = {}
+
+    def add(self, campaign_id: int, day: str) -> None:
+        key = (campaign_id, day)
+        self.unflushed[key] = self.unflushed.get(key, 0) + 1
+
+    def flushed(self, campaign_id: int, day: str, views: int) -> None:
+        key = (campaign_id, day)
+        left = self.unflushed.get(key, 0) - views
+        if left > 0:
+            self.unflushed[key] = left
+        else:
+            self.unflushed.pop(key, None)
+
+    def learn(self, counts: dict[tuple[int, str], int]) -> None:
+        if len(self.shared) > 100_000:
+            self.shared.clear()  # yesterday's go; today's are read again at the next sync
+        for key, views in counts.items():
+            if views > self.shared.get(key, -1):
+                self.shared[key] = views
+
+    def count(self, campaign_id: int, day: str, stored: int) -> int:
+        """Valid views of the campaign on the day; `stored` is what the database held when the
+        campaign was loaded (all there is to go on until the shared count is known)."""
+        key = (campaign_id, day)
+        return max(self.shared.get(key, 0), stored) + self.unflushed.get(key, 0)
 
 
 class OfferClaims:
-    """Each offer's view and click, claimed once: in process first (cheap, and all there is if
-    Redis is away), then in Redis with SET NX, which is atomic across every server process."""
+    """Each offer's view and click as this process saw them (bounded memory): a replay to the same
+    process is refused at once; across processes the flushes decide (server/ads/counting.py)."""
 
-    def __init__(self, redis: Redis | None, max_entries: int = 1_000_000) -> None:
-        self.redis = redis
+    def __init__(self, max_entries: int = 1_000_000) -> None:
         self.max_entries = max_entries
         self._views: dict[str, float] = {}
         self._clicks: dict[str, float] = {}
-        self._warned = 0.0
 
     def reset(self) -> None:
         self._views.clear()
         self._clicks.clear()
 
-    def _local(self, seen: dict[str, float], offer_id: str, now: float) -> bool:
+    def _claim(self, seen: dict[str, float], offer_id: str, now: float) -> bool:
         """True if this process had not claimed the offer yet (and claims it now)."""
         if offer_id in seen:
             return False
@@ -92,42 +139,18 @@ class OfferClaims:
             for key in [k for k, until in seen.items() if until <= now]:
                 del seen[key]
             if len(seen) >= self.max_entries:
-                seen.clear()  # Redis and the unique constraint still hold
+                seen.clear()  # the flush and the unique constraint still hold
         seen[offer_id] = now + CLAIM_TTL
         return True
 
-    def _redis_down(self, exc: Exception) -> None:
-        now = time.monotonic()
-        if now - self._warned > 60:
-            self._warned = now
-            log.warning("Redis unavailable for ad offers (%s): claiming in process only", exc)
+    def claim_view(self, offer_id: str, now: float) -> bool:
+        return self._claim(self._views, offer_id, now)
 
-    async def claim_view(self, offer_id: str, now: float) -> bool:
-        if not self._local(self._views, offer_id, now):
-            return False
-        if self.redis is None:
-            return True
-        try:
-            return bool(await self.redis.set(VIEW_KEY + offer_id, b"1", nx=True, ex=CLAIM_TTL))
-        except Exception as exc:  # noqa: BLE001 - the unique constraint still stores the view once
-            self._redis_down(exc)
-            return True
+    def claim_click(self, offer_id: str, now: float) -> bool:
+        return self._claim(self._clicks, offer_id, now)
 
-    async def claim_click(self, offer_id: str, now: float) -> tuple[bool, bool]:
-        """(the offer's view was counted, this is the offer's first click)."""
-        first_here = self._local(self._clicks, offer_id, now)
-        viewed_here = offer_id in self._views
-        if self.redis is None:
-            return viewed_here, first_here
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.exists(VIEW_KEY + offer_id)
-                pipe.set(CLICK_KEY + offer_id, b"1", nx=True, ex=CLAIM_TTL)
-                viewed, first = await pipe.execute()
-            return bool(viewed) or viewed_here, bool(first) and first_here
-        except Exception as exc:  # noqa: BLE001
-            self._redis_down(exc)
-            return viewed_here, first_here
+    def viewed(self, offer_id: str) -> bool:
+        return offer_id in self._views
 
 
 # --- the decision --------------------------------------------------------------------------------
@@ -204,7 +227,9 @@ class Decider:
         offer_key: bytes,
         visitor_key: bytes,
         frequency: Frequency,
+        tally: ImpressionTally,
         *,
+        shared: bool = False,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -212,14 +237,16 @@ class Decider:
         self.offer_key = offer_key
         self.visitor_key = visitor_key
         self.frequency = frequency
+        self.tally = tally
+        self.shared = shared
         self.rng = rng or random.SystemRandom()
         self.clock = clock
         self.base_url = inventory.base_url
         self.own_netloc = urlsplit(inventory.base_url).netloc.lower()
-        self.network_rate = NetworkRate(limit=DECISIONS_PER_MINUTE)
+        self.network_rate = NetworkWindows(DECISIONS_PER_MINUTE, shared=shared)
 
     def reset(self) -> None:
-        self.network_rate = NetworkRate(limit=DECISIONS_PER_MINUTE)
+        self.network_rate = NetworkWindows(DECISIONS_PER_MINUTE, shared=self.shared)
 
     def _fallback(self, slot: SlotEntry, reason: str) -> Answer:
         size = SIZES[SlotFormat(slot.format)]
@@ -279,9 +306,14 @@ class Decider:
         publisher = await self.inventory.publishers.get(slot.publisher_id)
         candidates: list[tuple[int, CampaignEntry, int]] = []
         total = 0
+        day = ""
         if publisher is not None:
             for campaign_id, (link_id, _) in publisher.links.items():
                 entry = await self.inventory.campaigns.get(campaign_id)
+                if entry is not None and entry.cpm_price:
+                    day = day or today.isoformat()
+                    stored = entry.impressions_today if entry.day == today else 0
+                    entry.extra_milli = self.tally.count(campaign_id, day, stored) * entry.cpm_price
                 if (
                     entry is None
                     or slot.format not in entry.creatives
@@ -335,7 +367,8 @@ class Decider:
 
 
 class Views:
-    """The view beacon: a signed, unexpired offer counts once, classified, into the impression buffer."""
+    """The view beacon: a signed, unexpired offer's view goes into the impression buffer once per
+    process, with a provisional reason; the buffer's flush decides it for every process (`store`)."""
 
     def __init__(
         self,
@@ -345,6 +378,7 @@ class Views:
         offer_key: bytes,
         visitor_key: bytes,
         frequency: Frequency,
+        tally: ImpressionTally,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.inventory = inventory
@@ -353,11 +387,14 @@ class Views:
         self.offer_key = offer_key
         self.visitor_key = visitor_key
         self.frequency = frequency
+        self.tally = tally
         self.clock = clock
-        self.network_rate = NetworkRate(limit=VIEWS_PER_MINUTE)
+        self.tag = process_tag()
+        # In process only: the flush counts views per network for every process (`rate` is its limit).
+        self.network_rate = NetworkWindows(VIEWS_PER_MINUTE)
 
     def reset(self) -> None:
-        self.network_rate = NetworkRate(limit=VIEWS_PER_MINUTE)
+        self.network_rate = NetworkWindows(VIEWS_PER_MINUTE)
 
     async def record(
         self, token: str, *, ip: str, user_agent: str, now: float | None = None, country: str = ""
@@ -370,23 +407,23 @@ class Views:
             return _error(
                 410, "offer_expired", "This offer has expired: views count within an hour of the ad being chosen."
             )
-        flooding = self.network_rate.over(truncate_ip(ip), now)  # every request counts towards the limit
-        if not await self.claims.claim_view(offer.offer_id, now):
+        network = truncate_ip(ip)
+        flooding = self.network_rate.over(network, now)  # every request counts towards the limit
+        if not self.claims.claim_view(offer.offer_id, now):
             return _error(409, "offer_replayed", "This offer's view has already been counted.")
         moment = datetime.fromtimestamp(now, UTC)
-        visitor = visitor_hash(self.visitor_key, ip, user_agent, moment.date())
+        today = moment.date()
+        visitor = visitor_hash(self.visitor_key, ip, user_agent, today)
         if is_bot(user_agent):
             reason = ViewReason.bot
         elif flooding:
             reason = ViewReason.rate_limited
-        elif self.frequency.capped(visitor, offer.campaign_id, moment.date()):
+        elif self.frequency.capped(visitor, offer.campaign_id, today):
             reason = ViewReason.frequency_capped
         else:
             reason = ViewReason.valid
-            self.frequency.add(visitor, offer.campaign_id, moment.date())
-            entry = self.inventory.campaigns.peek(offer.campaign_id)
-            if entry is not None:
-                entry.extra_milli += entry.cpm_price  # one impression costs cpm_price thousandths
+            self.frequency.add(visitor, offer.campaign_id, today)
+            self.tally.add(offer.campaign_id, today.isoformat())
         self.buffer.add(
             (
                 offer.offer_id,
@@ -398,6 +435,8 @@ class Views:
                 visitor,
                 reason.value,
                 country,
+                network,  # for the flush: the network's views per minute, across processes
+                self.tag,  # whose claim the offer's view is, so a batch classified again gets its answers
             )
         )
         # The same answer whatever the classification: telling a bot it was spotted helps it.
@@ -407,34 +446,67 @@ class Views:
 class OfferClicks:
     """What the click redirect asks when a click carries an offer (`/c/{code}?o=…`): why the click
     is invalid (None if the offer is good: signed for this link, unexpired, seen, clicked for the
-    first time), and the ad slot it was shown in (None unless the offer is signed for this link)."""
+    first time), and the ad slot it was shown in (None unless the offer is signed for this link).
 
-    def __init__(self, claims: OfferClaims, offer_key: bytes, clock: Callable[[], float] = time.time) -> None:
+    `check` answers from this process's memory; `settle`, called by the click buffer's writer for a
+    batch, decides what only every process together knows (was the view counted anywhere, was the
+    offer clicked anywhere before) in one Redis call."""
+
+    def __init__(
+        self,
+        claims: OfferClaims,
+        offer_key: bytes,
+        redis: Redis | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.claims = claims
         self.offer_key = offer_key
         self.clock = clock
+        self._shared = ClickClaims(redis, claim_ttl=CLAIM_TTL) if redis is not None else None
 
     async def check(self, token: str, link_id: int, now: float | None = None) -> tuple[Reason | None, int | None]:
+        """Provisional, and no I/O: offer_invalid and offer_expired are final; a second click on the
+        offer in this process is a replay; otherwise None if this process counted the view, else
+        not_viewed, until `settle` says."""
         now = self.clock() if now is None else now
         offer = offers.read(self.offer_key, token)
         if offer is None or offer.link_id != link_id:
             return Reason.offer_invalid, None
         if offer.expired(now):
             return Reason.offer_expired, offer.slot_id
-        viewed, first = await self.claims.claim_click(offer.offer_id, now)
-        if not first:
+        if not self.claims.claim_click(offer.offer_id, now):
             return Reason.offer_replayed, offer.slot_id
-        if not viewed:
+        if not self.claims.viewed(offer.offer_id):
             return Reason.not_viewed, offer.slot_id
         return None, offer.slot_id
+
+    async def settle(self, clicks: Sequence[tuple[str, str, Reason | None]]) -> list[Reason | None]:
+        """The final offer reasons of a batch of ad clicks: (the token as given in ?o=, the click id,
+        what `check` answered) each, in order. One Redis call for the batch (none if nothing is left
+        to decide); a batch settled again gets the same answers (the claim holds the click id).
+        Raises RedisError if Redis cannot answer."""
+        answers = [reason for _, _, reason in clicks]
+        todo: list[tuple[int, str, str, bool]] = []
+        for i, (token, click_id, reason) in enumerate(clicks):
+            if reason is None or reason == Reason.not_viewed:
+                offer = offers.read(self.offer_key, token)
+                if offer is not None:
+                    todo.append((i, offer.offer_id, click_id, reason is None))
+        if not todo or self._shared is None:
+            return answers
+        settled = await self._shared.settle([(offer_id, click_id, viewed) for _, offer_id, click_id, viewed in todo])
+        for (i, *_), reason in zip(todo, settled, strict=True):
+            answers[i] = None if reason is None else Reason(reason)
+        return answers
 
 
 # --- one per server process ----------------------------------------------------------------------
 
 
 class AdServer:
-    """The ads side of a server process: its caches, the decider, the view beacon, offers on clicks
-    and the impression buffer. Built by create_app; started and stopped with the app."""
+    """The ads side of a server process: its caches, the decider, the view beacon, offers on clicks,
+    the impression buffer and what it shares with the other processes through Redis. Built by
+    create_app; started and stopped with the app."""
 
     def __init__(
         self,
@@ -447,26 +519,111 @@ class AdServer:
         rng: random.Random | None = None,
         journal: Journal | None = None,
         spend: SpendMeter,
+        sync_interval: float = SYNC_INTERVAL,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.redis = redis
         self.offer_key = offer_key
         self.inventory = Inventory(self.base_url, spend)
         self.frequency = Frequency()
-        self.claims = OfferClaims(redis)
+        self.tally = ImpressionTally()
+        self.claims = OfferClaims()
+        self._writer = writer
+        self.counter = (
+            ViewCounter(redis, columns=IMPRESSION_COLUMNS, seed=valid_impressions_on, claim_ttl=CLAIM_TTL)
+            if redis is not None
+            else None
+        )
+        self._sync = DecisionSync(redis) if redis is not None else None
+        self.sync_interval = sync_interval
+        self._sync_task: asyncio.Task[None] | None = None
+        self._warned = 0.0
         # The journal makes a counted view durable as it is answered: CPM is billed on them.
-        self.buffer = EventBuffer(writer=writer, flush_interval=0.5, max_batch=5000, journal=journal)
-        self.decider = Decider(self.inventory, offer_key, visitor_key, self.frequency, rng=rng)
-        self.views = Views(self.inventory, self.claims, self.buffer, offer_key, visitor_key, self.frequency)
-        self.clicks = OfferClicks(self.claims, offer_key)
+        self.buffer = EventBuffer(writer=self.store, flush_interval=FLUSH_INTERVAL, max_batch=5000, journal=journal)
+        shared = redis is not None
+        self.decider = Decider(
+            self.inventory, offer_key, visitor_key, self.frequency, self.tally, shared=shared, rng=rng
+        )
+        self.views = Views(self.inventory, self.claims, self.buffer, offer_key, visitor_key, self.frequency, self.tally)
+        self.clicks = OfferClicks(self.claims, offer_key, redis)
         self.country_header: bytes | None = None  # server/tracking/geo.py: set from the settings
         self.frame_csp = render.frame_csp("{0.scheme}://{0.netloc}".format(urlsplit(self.base_url)))
+
+    async def start(self) -> None:
+        await self.buffer.start()
+        if self._sync is not None and self._sync_task is None:
+            self._sync_task = asyncio.create_task(self._sync_forever(), name="affnet-ads-sync")
+
+    async def stop(self) -> None:
+        task, self._sync_task = self._sync_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self.buffer.stop()  # every counted view is stored before the process exits
 
     def reset(self) -> None:
         """Forget everything held in process (the tests empty the database between tests)."""
         self.inventory.clear()
         self.frequency = Frequency()
         self.decider.frequency = self.views.frequency = self.frequency
+        self.tally = ImpressionTally()
+        self.decider.tally = self.views.tally = self.tally
         self.claims.reset()
         self.decider.reset()
         self.views.reset()
+
+    # --- the flush: the buffer's writer -----------------------------------------------------------
+
+    async def store(self, rows: list[tuple]) -> None:
+        """Classify a batch of buffered views for every process at once, store it, and keep what the
+        answers say (who is over the frequency cap, what campaigns spent). Raises if Redis or the
+        database cannot take it: the buffer keeps the rows, and a batch classified again gets the
+        same answers."""
+        width = len(IMPRESSION_COLUMNS)
+        at_time, at_campaign, at_reason = (IMPRESSION_COLUMNS.index(c) for c in ("viewed_at", "campaign", "reason"))
+        if self.counter is None:
+            await self._writer([row[:width] for row in rows])
+            counts = None
+        else:
+            counted = await self.counter.classify(rows, cap=self.frequency.cap, rate=self.views.network_rate.limit)
+            await self._writer(counted.rows)
+            for visitor, campaign_id, day, views in counted.frequency:
+                self.frequency.learn(visitor, campaign_id, day, views)
+            counts = counted.impressions
+        # This process's provisional valid views of the batch are now in the shared count (or, with
+        # no Redis, in the local one).
+        provisional: dict[tuple[int, str], int] = {}
+        for row in rows:
+            if len(row) == width + 2 and row[at_reason] == ViewReason.valid.value and row[-1] == self.views.tag:
+                key = (row[at_campaign], row[at_time].astimezone(UTC).date().isoformat())
+                provisional[key] = provisional.get(key, 0) + 1
+        for (campaign_id, day), views in provisional.items():
+            self.tally.flushed(campaign_id, day, views)
+        if counts is None:
+            counts = {k: self.tally.shared.get(k, 0) + n for k, n in provisional.items()}
+        self.tally.learn(counts)
+
+    # --- every sync interval ----------------------------------------------------------------------
+
+    def _paced(self) -> Iterator[tuple[int, str]]:
+        """The campaigns whose spend decides whether they are served: CPM with a budget."""
+        day = datetime.fromtimestamp(self.decider.clock(), UTC).date().isoformat()
+        for entry in self.inventory.campaigns.values():
+            if entry.cpm_price and (entry.daily_budget_minor is not None or entry.total_budget_minor is not None):
+                yield entry.campaign_id, day
+
+    async def sync(self) -> None:
+        """Share this process's decisions per network and read the paced campaigns' impressions."""
+        if self._sync is not None:
+            self.tally.learn(await self._sync.run(self.decider.network_rate, self._paced()))
+
+    async def _sync_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.sync_interval)
+            try:
+                await self.sync()
+            except Exception as exc:  # noqa: BLE001 - the next interval tries again
+                now = time.monotonic()
+                if now - self._warned > 60:
+                    self._warned = now
+                    log.warning("Redis unavailable for the ad decision's shared counts (%s): in process only", exc)
