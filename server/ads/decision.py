@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from redis.asyncio import Redis
 
 from server.ads import offers, render
-from server.ads.counting import ClickClaims, DecisionSync, NetworkWindows, ViewCounter, process_tag
+from server.ads.counting import ClickClaims, DecisionSync, NetworkWindows, ViewCounter, process_tag, utc_day
 from server.ads.inventory import CampaignEntry, Inventory, PublisherEntry, SlotEntry, SpendMeter
 from server.ads.service import IMPRESSION_COLUMNS, SIZES, valid_impressions_on
 from server.ads.tables import SlotFallback, SlotFormat, SlotStatus, ViewReason
@@ -593,9 +593,10 @@ class AdServer:
         # This process's provisional valid views of the batch are now in the shared count (or, with
         # no Redis, in the local one).
         provisional: dict[tuple[int, str], int] = {}
+        days: dict[int, str] = {}
         for row in rows:
             if len(row) == width + 2 and row[at_reason] == ViewReason.valid.value and row[-1] == self.views.tag:
-                key = (row[at_campaign], row[at_time].astimezone(UTC).date().isoformat())
+                key = (row[at_campaign], utc_day(row[at_time], days))
                 provisional[key] = provisional.get(key, 0) + 1
         for (campaign_id, day), views in provisional.items():
             self.tally.flushed(campaign_id, day, views)
