@@ -7,6 +7,7 @@ other's decisions within a sync."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from server.ads.decision import FREQUENCY_CAP_DAILY, AdServer
 from server.ads.service import write_impressions
 from server.ads.tables import Impression
 from server.tracking.classify import Reason
+from server.tracking.journal import Journal
 from tests.ads.factories import BROWSER, ad_campaign, join, publisher, slot
 from tests.conftest import BASE_URL
 
@@ -29,7 +31,7 @@ ORIGIN = "https://blog.example.org"
 class Processes:
     """Two ad servers built as create_app builds one, not started: the tests flush and sync them."""
 
-    def __init__(self, app, redis_url: str) -> None:
+    def __init__(self, app, redis_url: str, journals: tuple[Journal | None, Journal | None] = (None, None)) -> None:
         ads = app.state.ads
         self.clients = [Redis.from_url(redis_url), Redis.from_url(redis_url)]
         self.writes = 0
@@ -50,8 +52,9 @@ class Processes:
                 visitor_key=ads.decider.visitor_key,
                 writer=writer,
                 spend=ads.inventory.spend,
+                journal=journal,
             )
-            for client in self.clients
+            for client, journal in zip(self.clients, journals, strict=True)
         ]
         self.redis = self.clients[0]
 
@@ -177,6 +180,49 @@ async def test_a_batch_classified_again_counts_nothing_twice(app, settings, two)
     assert int(await two.redis.get(impressions_key(camp.campaign_id, day))) == FREQUENCY_CAP_DAILY + 1
     views = [int(await two.redis.get(k)) async for k in two.redis.scan_iter(f"{PREFIX}freq:{day}:*")]
     assert sorted(views) == [1, FREQUENCY_CAP_DAILY]
+
+
+async def test_views_replayed_from_a_dead_processs_journal_keep_their_answers(app, settings, clean, tmp_path):
+    """A process classified its batch (its claims are in Redis) and died before storing it: the
+    process that replays its journal gets the same answers and counts nothing twice."""
+    camp, pub, s, link_id = await shown(settings)
+    live = Journal(tmp_path / "live")
+    live.open()  # as the buffer's start opens it (no background flush here: the test flushes)
+    dying = Processes(app, settings.redis_url, (live, None))
+    first, other = dying.servers
+    try:
+        for _ in range(FREQUENCY_CAP_DAILY + 2):
+            token, _ = offer_for(app, camp, pub, s, link_id)
+            await first.views.record(token, ip="198.51.100.7", user_agent=BROWSER)
+        dying.fail_next_write = True
+        with pytest.raises(ConnectionError):
+            await first.buffer.flush()
+        dead = tmp_path / "dead"
+        dead.mkdir()
+        for n, segment in enumerate(live.segments(), start=1):
+            shutil.copy(segment, dead / f"host.9.dead0001.{n:06d}.seg")
+        # Meanwhile another process counts a view of the same visitor: the cap is already reached.
+        token, _ = offer_for(app, camp, pub, s, link_id)
+        await other.views.record(token, ip="198.51.100.7", user_agent=BROWSER)
+        await other.buffer.flush()
+        assert await reasons() == ["frequency_capped"]
+        replaying = Processes(app, settings.redis_url, (Journal(dead), None))
+        try:
+            await replaying.servers[0].start()
+            await replaying.servers[0].stop()
+        finally:
+            await replaying.close()
+        assert list(dead.iterdir()) == []
+        stored = await reasons()
+        assert stored == ["frequency_capped"] + ["valid"] * FREQUENCY_CAP_DAILY + ["frequency_capped"] * 2
+        day = datetime.now(UTC).date().isoformat()
+        assert int(await dying.redis.get(impressions_key(camp.campaign_id, day))) == FREQUENCY_CAP_DAILY
+        await first.buffer.flush()  # and the first process, had it lived, would store nothing more
+        assert await reasons() == stored
+        assert int(await dying.redis.get(impressions_key(camp.campaign_id, day))) == FREQUENCY_CAP_DAILY
+    finally:
+        live.close(committed=True)
+        await dying.close()
 
 
 async def test_an_offers_click_counts_once_across_processes_and_settles_the_same_again(app, settings, two):
