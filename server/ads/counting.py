@@ -7,16 +7,16 @@ later, in one Lua call (a script runs alone, so it is atomic):
   per network per minute, valid views per visitor and campaign per UTC day (the frequency cap),
   and valid impressions per campaign per day (for pacing). The view row's reason is decided there,
   before it is stored; the impression's unique offer is the backstop.
-- at each flush of the click buffer (`ClickClaims`, called by the click writer): an ad offer's
-  click is claimed once, and valid only if its view was claimed.
+- per click on an ad (`ClickClaims`, from the click redirect; ad clicks only, a small share of
+  clicks): the offer's click is claimed once, and is valid only if its view was claimed.
 - every sync interval (`DecisionSync`): this process's decisions per network are added to the
   shared per-minute windows, and the shared impression counts of the campaigns it may serve are
   read back (pacing and budgets).
 
 Retries and replays count once: a view's claim holds the claiming process's tag and the answer it
-got, a click's claim holds the click id and its answer, so a batch classified again (its database
-write failed, or a journal was replayed after a crash) gets the same answers and counts nothing
-twice. The scripts touch keys they compute: one Redis (or one primary), not Redis Cluster."""
+got, so a batch classified again (its database write failed, or a journal was replayed after a
+crash) gets the same answers and counts nothing twice. The scripts touch keys they compute: they
+are for one Redis (or one primary), not Redis Cluster."""
 
 from __future__ import annotations
 
@@ -125,8 +125,9 @@ return {1, answers, seen, values}
 """
 )
 
-# Rows: {offer, click id, 1 if the clicking process saw the offer's view itself}. Answers: 0 the
-# offer is good, 2 replayed (another click claimed it), 3 not viewed.
+# Rows: {offer, claimant, 1 if the clicking process saw the offer's view itself}. Answers: 0 the
+# offer is good, 2 replayed (another click claimed it), 3 not viewed. (Rows, not one: a batch of
+# clicks could be settled alike.)
 CLICKS = (
     _CLAIMED
     + """
@@ -390,23 +391,22 @@ class ViewCounter:
 
 
 class ClickClaims:
-    """Claims offers' clicks in Redis for a batch: (offer id, click id, viewed here) -> None if the
-    offer is good, else "offer_replayed" or "not_viewed" (the click table's reason values)."""
+    """Claims an offer's click in Redis: None if the offer is good (its first click anywhere, and its
+    view claimed, here or by any process), else "offer_replayed" or "not_viewed" (the click table's
+    reason values). One call per click on an ad."""
 
     def __init__(self, redis: Redis, *, claim_ttl: int) -> None:
         self._clicks = redis.register_script(CLICKS)
         self.claim_ttl = claim_ttl
 
-    async def settle(self, rows: Sequence[tuple[str, str, bool]]) -> list[str | None]:
-        if not rows:
-            return []
+    async def claim(self, offer_id: str, *, viewed_here: bool) -> str | None:
         payload = {
             "prefix": PREFIX,
             "claim_ttl": self.claim_ttl,
-            "rows": [[offer_id, click_id, 1 if viewed else 0] for offer_id, click_id, viewed in rows],
+            "rows": [[offer_id, process_tag(), 1 if viewed_here else 0]],
         }
-        answers = await self._clicks(args=[_json(payload)])
-        return [{0: None, 2: "offer_replayed"}.get(int(a), "not_viewed") for a in answers]
+        [answer] = await self._clicks(args=[_json(payload)])
+        return {0: None, 2: "offer_replayed"}.get(int(answer), "not_viewed")
 
 
 # --- every sync interval: decisions and pacing ----------------------------------------------------

@@ -9,7 +9,7 @@ call per batch (server/ads/counting.py), and the offer's unique constraint in `i
 a view once even if Redis were lost. What the answers depend on (a visitor over the frequency cap,
 a network over its rate, a campaign's paced spend) is learnt back from those calls and from one
 sync call per interval: at most SYNC_INTERVAL (or one flush interval) stale across processes, and
-exact within one."""
+exact within one. A click on an ad is the one request that asks Redis (`OfferClicks`)."""
 
 from __future__ import annotations
 
@@ -17,13 +17,14 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from server.ads import offers, render
 from server.ads.counting import ClickClaims, DecisionSync, NetworkWindows, ViewCounter, process_tag, utc_day
@@ -448,9 +449,11 @@ class OfferClicks:
     is invalid (None if the offer is good: signed for this link, unexpired, seen, clicked for the
     first time), and the ad slot it was shown in (None unless the offer is signed for this link).
 
-    `check` answers from this process's memory; `settle`, called by the click buffer's writer for a
-    batch, decides what only every process together knows (was the view counted anywhere, was the
-    offer clicked anywhere before) in one Redis call."""
+    Answered from memory when memory can tell (a bad or expired offer, a second click here), else
+    with one Redis call: clicks on ads are a small share of clicks, and a click's answer is stored
+    with the click as it is answered. The view counts if a process claimed it by then: views are
+    claimed at their process's flush, so a click more than one flush interval (FLUSH_INTERVAL)
+    after its view beacon always finds it, whichever processes they reached."""
 
     def __init__(
         self,
@@ -463,11 +466,9 @@ class OfferClicks:
         self.offer_key = offer_key
         self.clock = clock
         self._shared = ClickClaims(redis, claim_ttl=CLAIM_TTL) if redis is not None else None
+        self._warned = 0.0
 
     async def check(self, token: str, link_id: int, now: float | None = None) -> tuple[Reason | None, int | None]:
-        """Provisional, and no I/O: offer_invalid and offer_expired are final; a second click on the
-        offer in this process is a replay; otherwise None if this process counted the view, else
-        not_viewed, until `settle` says."""
         now = self.clock() if now is None else now
         offer = offers.read(self.offer_key, token)
         if offer is None or offer.link_id != link_id:
@@ -476,28 +477,18 @@ class OfferClicks:
             return Reason.offer_expired, offer.slot_id
         if not self.claims.claim_click(offer.offer_id, now):
             return Reason.offer_replayed, offer.slot_id
-        if not self.claims.viewed(offer.offer_id):
-            return Reason.not_viewed, offer.slot_id
-        return None, offer.slot_id
-
-    async def settle(self, clicks: Sequence[tuple[str, str, Reason | None]]) -> list[Reason | None]:
-        """The final offer reasons of a batch of ad clicks: (the token as given in ?o=, the click id,
-        what `check` answered) each, in order. One Redis call for the batch (none if nothing is left
-        to decide); a batch settled again gets the same answers (the claim holds the click id).
-        Raises RedisError if Redis cannot answer."""
-        answers = [reason for _, _, reason in clicks]
-        todo: list[tuple[int, str, str, bool]] = []
-        for i, (token, click_id, reason) in enumerate(clicks):
-            if reason is None or reason == Reason.not_viewed:
-                offer = offers.read(self.offer_key, token)
-                if offer is not None:
-                    todo.append((i, offer.offer_id, click_id, reason is None))
-        if not todo or self._shared is None:
-            return answers
-        settled = await self._shared.settle([(offer_id, click_id, viewed) for _, offer_id, click_id, viewed in todo])
-        for (i, *_), reason in zip(todo, settled, strict=True):
-            answers[i] = None if reason is None else Reason(reason)
-        return answers
+        viewed_here = self.claims.viewed(offer.offer_id)
+        local = None if viewed_here else Reason.not_viewed
+        if self._shared is None:
+            return local, offer.slot_id
+        try:
+            answer = await self._shared.claim(offer.offer_id, viewed_here=viewed_here)
+        except (RedisError, OSError) as exc:  # the click is answered all the same
+            if now - self._warned > 60:
+                self._warned = now
+                log.warning("Redis unavailable for clicks on ads (%s): checked in process only", exc)
+            return local, offer.slot_id
+        return (None if answer is None else Reason(answer)), offer.slot_id
 
 
 # --- one per server process ----------------------------------------------------------------------
