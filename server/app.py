@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from server import piccolo_app
 from server.ads import inventory as ad_inventory
 from server.ads import service as ads_service
-from server.ads.decision import AdServer
+from server.ads.process import AdServer
 from server.conversions import service as conversion_intake
 from server.core import changes, db, jobs
 from server.core.errors import DomainError

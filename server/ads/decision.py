@@ -1,41 +1,29 @@
-"""The ad decision, the view beacon and offers on clicks: which ad a slot shows, whether a view
-counts, and whether a click through /c/… carries an offer that was seen and not clicked before.
-
-Everything here answers from memory (server/ads/inventory.py) and writes nothing to the database
-or Redis in the request: counted views go to a buffer written in batches, with a provisional
-reason. What must hold across server processes and hosts (an offer's view counts once, its click
-once; the frequency cap; views per network) is decided when the batch is flushed, in one Redis
-call per batch (server/ads/counting.py), and the offer's unique constraint in `impression` stores
-a view once even if Redis were lost. What the answers depend on (a visitor over the frequency cap,
-a network over its rate, a campaign's paced spend) is learnt back from those calls and from one
-sync call per interval: at most SYNC_INTERVAL (or one flush interval) stale across processes, and
-exact within one. A click on an ad is the one request that asks Redis (`OfferClicks`)."""
+"""The ad decision: which ad a slot shows, answered from memory (server/ads/inventory.py), with
+nothing written to the database or Redis in the request; and what one process knows of the
+others' counts that the decision depends on (a visitor over the frequency cap, a network over its
+rate, a campaign's paced spend): learnt from its own view flushes and from one sync call per
+interval (server/ads/process.py), so at most SYNC_INTERVAL (or one flush interval) stale across
+processes, and exact within one. The view beacon and clicks on ads: server/ads/views.py."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from server.ads import offers, render
-from server.ads.counting import ClickClaims, DecisionSync, NetworkWindows, ViewCounter, process_tag, utc_day
-from server.ads.inventory import CampaignEntry, Inventory, PublisherEntry, SlotEntry, SpendMeter
-from server.ads.service import IMPRESSION_COLUMNS, SIZES, valid_impressions_on
-from server.ads.tables import SlotFallback, SlotFormat, SlotStatus, ViewReason
+from server.ads.counting import NetworkWindows
+from server.ads.inventory import CampaignEntry, Inventory, PublisherEntry, SlotEntry
+from server.ads.service import SIZES
+from server.ads.tables import SlotFallback, SlotFormat, SlotStatus
 from server.campaigns.tables import CampaignStatus
 from server.core.deeplink import host_allowed
-from server.tracking.buffer import EventBuffer
-from server.tracking.classify import Reason, is_bot
-from server.tracking.journal import Journal
+from server.tracking.classify import is_bot
 from server.tracking.visitor import truncate_ip, visitor_hash
 
 log = logging.getLogger("affnet.ads")
@@ -119,41 +107,6 @@ class ImpressionTally:
         return max(self.shared.get(key, 0), stored) + self.unflushed.get(key, 0)
 
 
-class OfferClaims:
-    """Each offer's view and click as this process saw them (bounded memory): a replay to the same
-    process is refused at once; across processes the flushes decide (server/ads/counting.py)."""
-
-    def __init__(self, max_entries: int = 1_000_000) -> None:
-        self.max_entries = max_entries
-        self._views: dict[str, float] = {}
-        self._clicks: dict[str, float] = {}
-
-    def reset(self) -> None:
-        self._views.clear()
-        self._clicks.clear()
-
-    def _claim(self, seen: dict[str, float], offer_id: str, now: float) -> bool:
-        """True if this process had not claimed the offer yet (and claims it now)."""
-        if offer_id in seen:
-            return False
-        if len(seen) >= self.max_entries:
-            for key in [k for k, until in seen.items() if until <= now]:
-                del seen[key]
-            if len(seen) >= self.max_entries:
-                seen.clear()  # the flush and the unique constraint still hold
-        seen[offer_id] = now + CLAIM_TTL
-        return True
-
-    def claim_view(self, offer_id: str, now: float) -> bool:
-        return self._claim(self._views, offer_id, now)
-
-    def claim_click(self, offer_id: str, now: float) -> bool:
-        return self._claim(self._clicks, offer_id, now)
-
-    def viewed(self, offer_id: str) -> bool:
-        return offer_id in self._views
-
-
 # --- the decision --------------------------------------------------------------------------------
 
 
@@ -165,7 +118,7 @@ class Answer:
     body: dict[str, Any]
 
 
-def _error(status: int, code: str, message: str) -> Answer:
+def error_answer(status: int, code: str, message: str) -> Answer:
     return Answer(status, {"error": {"code": code, "message": message}})
 
 
@@ -278,18 +231,18 @@ class Decider:
         now = self.clock() if now is None else now
         slot = await self.inventory.slots.get(slot_key) if slot_key and len(slot_key) <= 24 else None
         if slot is None:
-            return _error(
+            return error_answer(
                 404,
                 "unknown_slot",
                 "There is no ad slot with this key: copy the snippet again from your Ad slots page.",
             )
         page = page_host(origin, referer)
         if page is None:
-            return _error(
+            return error_answer(
                 403, "unknown_site", "The page showing this slot could not be told (no Origin or Referer header)."
             )
         if page[1] != self.own_netloc and not host_allowed(page[0], slot.domains):
-            return _error(
+            return error_answer(
                 403,
                 "site_not_allowed",
                 f"This slot may not appear on {page[0]}: add the domain to the slot's site domains.",
@@ -362,260 +315,3 @@ class Decider:
                 "expires_in": OFFER_TTL,
             },
         )
-
-
-# --- views and clicks ----------------------------------------------------------------------------
-
-
-class Views:
-    """The view beacon: a signed, unexpired offer's view goes into the impression buffer once per
-    process, with a provisional reason; the buffer's flush decides it for every process (`store`)."""
-
-    def __init__(
-        self,
-        inventory: Inventory,
-        claims: OfferClaims,
-        buffer: EventBuffer,
-        offer_key: bytes,
-        visitor_key: bytes,
-        frequency: Frequency,
-        tally: ImpressionTally,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.inventory = inventory
-        self.claims = claims
-        self.buffer = buffer
-        self.offer_key = offer_key
-        self.visitor_key = visitor_key
-        self.frequency = frequency
-        self.tally = tally
-        self.clock = clock
-        self.tag = process_tag()
-        # In process only: the flush counts views per network for every process (`rate` is its limit).
-        self.network_rate = NetworkWindows(VIEWS_PER_MINUTE)
-
-    def reset(self) -> None:
-        self.network_rate = NetworkWindows(VIEWS_PER_MINUTE)
-
-    async def record(
-        self, token: str, *, ip: str, user_agent: str, now: float | None = None, country: str = ""
-    ) -> Answer:
-        now = self.clock() if now is None else now
-        offer = offers.read(self.offer_key, token)
-        if offer is None:
-            return _error(400, "offer_invalid", "This view URL was not issued by affnet, or was changed.")
-        if offer.expired(now):
-            return _error(
-                410, "offer_expired", "This offer has expired: views count within an hour of the ad being chosen."
-            )
-        network = truncate_ip(ip)
-        flooding = self.network_rate.over(network, now)  # every request counts towards the limit
-        if not self.claims.claim_view(offer.offer_id, now):
-            return _error(409, "offer_replayed", "This offer's view has already been counted.")
-        moment = datetime.fromtimestamp(now, UTC)
-        today = moment.date()
-        visitor = visitor_hash(self.visitor_key, ip, user_agent, today)
-        if is_bot(user_agent):
-            reason = ViewReason.bot
-        elif flooding:
-            reason = ViewReason.rate_limited
-        elif self.frequency.capped(visitor, offer.campaign_id, today):
-            reason = ViewReason.frequency_capped
-        else:
-            reason = ViewReason.valid
-            self.frequency.add(visitor, offer.campaign_id, today)
-            self.tally.add(offer.campaign_id, today.isoformat())
-        self.buffer.add(
-            (
-                offer.offer_id,
-                moment,
-                offer.slot_id,
-                offer.creative_id,
-                offer.campaign_id,
-                offer.publisher_id,
-                visitor,
-                reason.value,
-                country,
-                network,  # for the flush: the network's views per minute, across processes
-                self.tag,  # whose claim the offer's view is, so a batch classified again gets its answers
-            )
-        )
-        # The same answer whatever the classification: telling a bot it was spotted helps it.
-        return Answer(202, {"status": "recorded", "offer": offer.offer_id})
-
-
-class OfferClicks:
-    """What the click redirect asks when a click carries an offer (`/c/{code}?o=…`): why the click
-    is invalid (None if the offer is good: signed for this link, unexpired, seen, clicked for the
-    first time), and the ad slot it was shown in (None unless the offer is signed for this link).
-
-    Answered from memory when memory can tell (a bad or expired offer, a second click here), else
-    with one Redis call: clicks on ads are a small share of clicks, and a click's answer is stored
-    with the click as it is answered. The view counts if a process claimed it by then: views are
-    claimed at their process's flush, so a click more than one flush interval (FLUSH_INTERVAL)
-    after its view beacon always finds it, whichever processes they reached."""
-
-    def __init__(
-        self,
-        claims: OfferClaims,
-        offer_key: bytes,
-        redis: Redis | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.claims = claims
-        self.offer_key = offer_key
-        self.clock = clock
-        self._shared = ClickClaims(redis, claim_ttl=CLAIM_TTL) if redis is not None else None
-        self._warned = 0.0
-
-    async def check(self, token: str, link_id: int, now: float | None = None) -> tuple[Reason | None, int | None]:
-        now = self.clock() if now is None else now
-        offer = offers.read(self.offer_key, token)
-        if offer is None or offer.link_id != link_id:
-            return Reason.offer_invalid, None
-        if offer.expired(now):
-            return Reason.offer_expired, offer.slot_id
-        if not self.claims.claim_click(offer.offer_id, now):
-            return Reason.offer_replayed, offer.slot_id
-        viewed_here = self.claims.viewed(offer.offer_id)
-        local = None if viewed_here else Reason.not_viewed
-        if self._shared is None:
-            return local, offer.slot_id
-        try:
-            answer = await self._shared.claim(offer.offer_id, viewed_here=viewed_here)
-        except (RedisError, OSError) as exc:  # the click is answered all the same
-            if now - self._warned > 60:
-                self._warned = now
-                log.warning("Redis unavailable for clicks on ads (%s): checked in process only", exc)
-            return local, offer.slot_id
-        return (None if answer is None else Reason(answer)), offer.slot_id
-
-
-# --- one per server process ----------------------------------------------------------------------
-
-
-class AdServer:
-    """The ads side of a server process: its caches, the decider, the view beacon, offers on clicks,
-    the impression buffer and what it shares with the other processes through Redis. Built by
-    create_app; started and stopped with the app."""
-
-    def __init__(
-        self,
-        *,
-        base_url: str,
-        redis: Redis | None,
-        offer_key: bytes,
-        visitor_key: bytes,
-        writer: Callable[[list[tuple]], Any],
-        rng: random.Random | None = None,
-        journal: Journal | None = None,
-        spend: SpendMeter,
-        sync_interval: float = SYNC_INTERVAL,
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.redis = redis
-        self.offer_key = offer_key
-        self.inventory = Inventory(self.base_url, spend)
-        self.frequency = Frequency()
-        self.tally = ImpressionTally()
-        self.claims = OfferClaims()
-        self._writer = writer
-        self.counter = (
-            ViewCounter(redis, columns=IMPRESSION_COLUMNS, seed=valid_impressions_on, claim_ttl=CLAIM_TTL)
-            if redis is not None
-            else None
-        )
-        self._sync = DecisionSync(redis) if redis is not None else None
-        self.sync_interval = sync_interval
-        self._sync_task: asyncio.Task[None] | None = None
-        self._warned = 0.0
-        # The journal makes a counted view durable as it is answered: CPM is billed on them.
-        self.buffer = EventBuffer(writer=self.store, flush_interval=FLUSH_INTERVAL, max_batch=5000, journal=journal)
-        shared = redis is not None
-        self.decider = Decider(
-            self.inventory, offer_key, visitor_key, self.frequency, self.tally, shared=shared, rng=rng
-        )
-        self.views = Views(self.inventory, self.claims, self.buffer, offer_key, visitor_key, self.frequency, self.tally)
-        self.clicks = OfferClicks(self.claims, offer_key, redis)
-        self.country_header: bytes | None = None  # server/tracking/geo.py: set from the settings
-        self.frame_csp = render.frame_csp("{0.scheme}://{0.netloc}".format(urlsplit(self.base_url)))
-
-    async def start(self) -> None:
-        await self.buffer.start()
-        if self._sync is not None and self._sync_task is None:
-            self._sync_task = asyncio.create_task(self._sync_forever(), name="affnet-ads-sync")
-
-    async def stop(self) -> None:
-        task, self._sync_task = self._sync_task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        await self.buffer.stop()  # every counted view is stored before the process exits
-
-    def reset(self) -> None:
-        """Forget everything held in process (the tests empty the database between tests)."""
-        self.inventory.clear()
-        self.frequency = Frequency()
-        self.decider.frequency = self.views.frequency = self.frequency
-        self.tally = ImpressionTally()
-        self.decider.tally = self.views.tally = self.tally
-        self.claims.reset()
-        self.decider.reset()
-        self.views.reset()
-
-    # --- the flush: the buffer's writer -----------------------------------------------------------
-
-    async def store(self, rows: list[tuple]) -> None:
-        """Classify a batch of buffered views for every process at once, store it, and keep what the
-        answers say (who is over the frequency cap, what campaigns spent). Raises if Redis or the
-        database cannot take it: the buffer keeps the rows, and a batch classified again gets the
-        same answers."""
-        width = len(IMPRESSION_COLUMNS)
-        at_time, at_campaign, at_reason = (IMPRESSION_COLUMNS.index(c) for c in ("viewed_at", "campaign", "reason"))
-        if self.counter is None:
-            await self._writer([row[:width] for row in rows])
-            counts = None
-        else:
-            counted = await self.counter.classify(rows, cap=self.frequency.cap, rate=self.views.network_rate.limit)
-            await self._writer(counted.rows)
-            for visitor, campaign_id, day, views in counted.frequency:
-                self.frequency.learn(visitor, campaign_id, day, views)
-            counts = counted.impressions
-        # This process's provisional valid views of the batch are now in the shared count (or, with
-        # no Redis, in the local one).
-        provisional: dict[tuple[int, str], int] = {}
-        days: dict[int, str] = {}
-        for row in rows:
-            if len(row) == width + 2 and row[at_reason] == ViewReason.valid.value and row[-1] == self.views.tag:
-                key = (row[at_campaign], utc_day(row[at_time], days))
-                provisional[key] = provisional.get(key, 0) + 1
-        for (campaign_id, day), views in provisional.items():
-            self.tally.flushed(campaign_id, day, views)
-        if counts is None:
-            counts = {k: self.tally.shared.get(k, 0) + n for k, n in provisional.items()}
-        self.tally.learn(counts)
-
-    # --- every sync interval ----------------------------------------------------------------------
-
-    def _paced(self) -> Iterator[tuple[int, str]]:
-        """The campaigns whose spend decides whether they are served: CPM with a budget."""
-        day = datetime.fromtimestamp(self.decider.clock(), UTC).date().isoformat()
-        for entry in self.inventory.campaigns.values():
-            if entry.cpm_price and (entry.daily_budget_minor is not None or entry.total_budget_minor is not None):
-                yield entry.campaign_id, day
-
-    async def sync(self) -> None:
-        """Share this process's decisions per network and read the paced campaigns' impressions."""
-        if self._sync is not None:
-            self.tally.learn(await self._sync.run(self.decider.network_rate, self._paced()))
-
-    async def _sync_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.sync_interval)
-            try:
-                await self.sync()
-            except Exception as exc:  # noqa: BLE001 - the next interval tries again
-                now = time.monotonic()
-                if now - self._warned > 60:
-                    self._warned = now
-                    log.warning("Redis unavailable for the ad decision's shared counts (%s): in process only", exc)

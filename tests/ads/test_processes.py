@@ -17,7 +17,8 @@ from redis.asyncio import Redis
 
 from server.ads import offers
 from server.ads.counting import PREFIX, NetworkWindows, impressions_key
-from server.ads.decision import FREQUENCY_CAP_DAILY, AdServer
+from server.ads.decision import FREQUENCY_CAP_DAILY
+from server.ads.process import AdServer
 from server.ads.service import write_impressions
 from server.ads.tables import Impression
 from server.tracking.classify import Reason
