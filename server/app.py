@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from server import piccolo_app
 from server.ads import inventory as ad_inventory
 from server.ads import service as ads_service
-from server.ads.decision import AdServer
+from server.ads.process import AdServer
 from server.conversions import service as conversion_intake
 from server.core import changes, db, jobs
 from server.core.errors import DomainError
@@ -179,7 +179,7 @@ def create_app(settings: Settings | None = None) -> AdFastPath:
         tasks.append(asyncio.create_task(changes.listen(listener_redis, link_cache, terms_cache, click_counter)))
         app.state.listener_redis = listener_redis
         tasks.append(asyncio.create_task(counting.listen(listener_redis, click_counter)))
-        await ads.buffer.start()
+        await ads.start()
         ad_inventory.register(ads.inventory, redis)
         ads_listener = Redis.from_url(settings.redis_url, socket_connect_timeout=2)
         tasks.append(asyncio.create_task(ad_inventory.listen(ads_listener, ads.inventory)))
@@ -190,7 +190,7 @@ def create_app(settings: Settings | None = None) -> AdFastPath:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await click_buffer.stop()  # every buffered click is stored before the process exits
-        await ads.buffer.stop()  # and every counted impression
+        await ads.stop()  # and every counted impression
         ad_inventory.unregister(ads.inventory)
         await app.state.ads_listener.aclose()
         changes.unregister(link_cache)

@@ -1,11 +1,9 @@
-"""The ad decision, the view beacon and offers on clicks: which ad a slot shows, whether a view
-counts, and whether a click through /c/… carries an offer that was seen and not clicked before.
-
-Everything here answers from memory (server/ads/inventory.py) and writes nothing to the database
-in the request: counted views go to a buffer written in batches. What must hold across server
-processes (an offer's view counts once; its click counts once) is claimed in Redis with SET NX,
-and the offer's unique constraint in `impression` makes the stored count right even if Redis
-were lost: a view is stored once whatever happens before it."""
+"""The ad decision: which ad a slot shows, answered from memory (server/ads/inventory.py), with
+nothing written to the database or Redis in the request; and what one process knows of the
+others' counts that the decision depends on (a visitor over the frequency cap, a network over its
+rate, a campaign's paced spend): learnt from its own view flushes and from one sync call per
+interval (server/ads/process.py), so at most SYNC_INTERVAL (or one flush interval) stale across
+processes, and exact within one. The view beacon and clicks on ads: server/ads/views.py."""
 
 from __future__ import annotations
 
@@ -18,18 +16,14 @@ from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from redis.asyncio import Redis
-
 from server.ads import offers, render
-from server.ads.inventory import CampaignEntry, Inventory, PublisherEntry, SlotEntry, SpendMeter
+from server.ads.counting import NetworkWindows
+from server.ads.inventory import CampaignEntry, Inventory, PublisherEntry, SlotEntry
 from server.ads.service import SIZES
-from server.ads.tables import SlotFallback, SlotFormat, SlotStatus, ViewReason
+from server.ads.tables import SlotFallback, SlotFormat, SlotStatus
 from server.campaigns.tables import CampaignStatus
 from server.core.deeplink import host_allowed
-from server.tracking.buffer import EventBuffer
-from server.tracking.classify import Reason, is_bot
-from server.tracking.journal import Journal
-from server.tracking.service import NetworkRate
+from server.tracking.classify import is_bot
 from server.tracking.visitor import truncate_ip, visitor_hash
 
 log = logging.getLogger("affnet.ads")
@@ -37,16 +31,18 @@ log = logging.getLogger("affnet.ads")
 OFFER_TTL = 3600  # an offer must be seen, and clicked, within an hour of the decision
 CLAIM_TTL = OFFER_TTL + 600  # Redis remembers an offer's view and click a little longer than it is valid
 FREQUENCY_CAP_DAILY = 10  # valid views of one campaign per visitor per UTC day
-DECISIONS_PER_MINUTE = 600  # per network (IPv4 /24, IPv6 /48) and server process
+DECISIONS_PER_MINUTE = 600  # per network (IPv4 /24, IPv6 /48), across every server process
 VIEWS_PER_MINUTE = 300
 PACING_AHEAD = 3600  # a daily budget may run an hour ahead of an even spread through the day
 DAY = 86400
-VIEW_KEY = "affnet:ad:view:"
-CLICK_KEY = "affnet:ad:click:"
+FLUSH_INTERVAL = 0.5  # the impression buffer's, and so how late a view is classified at most
+SYNC_INTERVAL = 0.5  # how often decisions per network and campaigns' impression counts are shared
 
 
 class Frequency:
-    """Valid views per (visitor, campaign) on the current UTC day, in process (bounded memory)."""
+    """Valid views per (visitor, campaign) on the current UTC day as this process knows them: its
+    own provisional views, and what its flushes learnt (bounded memory). A hint for the decision
+    and the provisional reason; the flush decides (server/ads/counting.py)."""
 
     def __init__(self, cap: int = FREQUENCY_CAP_DAILY, max_entries: int = 500_000) -> None:
         self.cap = cap
@@ -63,71 +59,52 @@ class Frequency:
         return self._for(day).get((visitor, campaign_id), 0) >= self.cap
 
     def add(self, visitor: str, campaign_id: int, day: date) -> None:
+        self.learn(visitor, campaign_id, day, self._for(day).get((visitor, campaign_id), 0) + 1)
+
+    def learn(self, visitor: str, campaign_id: int, day: date, views: int) -> None:
+        if self._day is not None and day < self._day:
+            return  # a late batch of yesterday's views says nothing about today
         counts = self._for(day)
         if len(counts) >= self.max_entries:
-            counts.clear()  # caps loosen for a moment rather than memory growing without bound
-        counts[(visitor, campaign_id)] = counts.get((visitor, campaign_id), 0) + 1
+            counts.clear()  # the hint loosens for a moment rather than memory growing without bound
+        if views > counts.get((visitor, campaign_id), 0):
+            counts[(visitor, campaign_id)] = views
 
 
-class OfferClaims:
-    """Each offer's view and click, claimed once: in process first (cheap, and all there is if
-    Redis is away), then in Redis with SET NX, which is atomic across every server process."""
+class ImpressionTally:
+    """Valid impressions per campaign and UTC day, for pacing and budgets: the count every process
+    shares as this one last saw it (its own flushes, and a read every sync interval), plus its own
+    provisional valid views not yet flushed. A campaign's spend is so at most one sync interval
+    behind the other processes' flushed views (and their flush interval behind their beacons)."""
 
-    def __init__(self, redis: Redis | None, max_entries: int = 1_000_000) -> None:
-        self.redis = redis
-        self.max_entries = max_entries
-        self._views: dict[str, float] = {}
-        self._clicks: dict[str, float] = {}
-        self._warned = 0.0
+    def __init__(self) -> None:
+        self.shared: dict[tuple[int, str], int] = {}
+        self.unflushed: dict[tuple[int, str], int] = {}
 
-    def reset(self) -> None:
-        self._views.clear()
-        self._clicks.clear()
+    def add(self, campaign_id: int, day: str) -> None:
+        key = (campaign_id, day)
+        self.unflushed[key] = self.unflushed.get(key, 0) + 1
 
-    def _local(self, seen: dict[str, float], offer_id: str, now: float) -> bool:
-        """True if this process had not claimed the offer yet (and claims it now)."""
-        if offer_id in seen:
-            return False
-        if len(seen) >= self.max_entries:
-            for key in [k for k, until in seen.items() if until <= now]:
-                del seen[key]
-            if len(seen) >= self.max_entries:
-                seen.clear()  # Redis and the unique constraint still hold
-        seen[offer_id] = now + CLAIM_TTL
-        return True
+    def flushed(self, campaign_id: int, day: str, views: int) -> None:
+        key = (campaign_id, day)
+        left = self.unflushed.get(key, 0) - views
+        if left > 0:
+            self.unflushed[key] = left
+        else:
+            self.unflushed.pop(key, None)
 
-    def _redis_down(self, exc: Exception) -> None:
-        now = time.monotonic()
-        if now - self._warned > 60:
-            self._warned = now
-            log.warning("Redis unavailable for ad offers (%s): claiming in process only", exc)
+    def learn(self, counts: dict[tuple[int, str], int]) -> None:
+        if len(self.shared) > 100_000:
+            self.shared.clear()  # yesterday's go; today's are read again at the next sync
+        for key, views in counts.items():
+            if views > self.shared.get(key, -1):
+                self.shared[key] = views
 
-    async def claim_view(self, offer_id: str, now: float) -> bool:
-        if not self._local(self._views, offer_id, now):
-            return False
-        if self.redis is None:
-            return True
-        try:
-            return bool(await self.redis.set(VIEW_KEY + offer_id, b"1", nx=True, ex=CLAIM_TTL))
-        except Exception as exc:  # noqa: BLE001 - the unique constraint still stores the view once
-            self._redis_down(exc)
-            return True
-
-    async def claim_click(self, offer_id: str, now: float) -> tuple[bool, bool]:
-        """(the offer's view was counted, this is the offer's first click)."""
-        first_here = self._local(self._clicks, offer_id, now)
-        viewed_here = offer_id in self._views
-        if self.redis is None:
-            return viewed_here, first_here
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.exists(VIEW_KEY + offer_id)
-                pipe.set(CLICK_KEY + offer_id, b"1", nx=True, ex=CLAIM_TTL)
-                viewed, first = await pipe.execute()
-            return bool(viewed) or viewed_here, bool(first) and first_here
-        except Exception as exc:  # noqa: BLE001
-            self._redis_down(exc)
-            return viewed_here, first_here
+    def count(self, campaign_id: int, day: str, stored: int) -> int:
+        """Valid views of the campaign on the day; `stored` is what the database held when the
+        campaign was loaded (all there is to go on until the shared count is known)."""
+        key = (campaign_id, day)
+        return max(self.shared.get(key, 0), stored) + self.unflushed.get(key, 0)
 
 
 # --- the decision --------------------------------------------------------------------------------
@@ -141,7 +118,7 @@ class Answer:
     body: dict[str, Any]
 
 
-def _error(status: int, code: str, message: str) -> Answer:
+def error_answer(status: int, code: str, message: str) -> Answer:
     return Answer(status, {"error": {"code": code, "message": message}})
 
 
@@ -204,7 +181,9 @@ class Decider:
         offer_key: bytes,
         visitor_key: bytes,
         frequency: Frequency,
+        tally: ImpressionTally,
         *,
+        shared: bool = False,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -212,14 +191,16 @@ class Decider:
         self.offer_key = offer_key
         self.visitor_key = visitor_key
         self.frequency = frequency
+        self.tally = tally
+        self.shared = shared
         self.rng = rng or random.SystemRandom()
         self.clock = clock
         self.base_url = inventory.base_url
         self.own_netloc = urlsplit(inventory.base_url).netloc.lower()
-        self.network_rate = NetworkRate(limit=DECISIONS_PER_MINUTE)
+        self.network_rate = NetworkWindows(DECISIONS_PER_MINUTE, shared=shared)
 
     def reset(self) -> None:
-        self.network_rate = NetworkRate(limit=DECISIONS_PER_MINUTE)
+        self.network_rate = NetworkWindows(DECISIONS_PER_MINUTE, shared=self.shared)
 
     def _fallback(self, slot: SlotEntry, reason: str) -> Answer:
         size = SIZES[SlotFormat(slot.format)]
@@ -250,18 +231,18 @@ class Decider:
         now = self.clock() if now is None else now
         slot = await self.inventory.slots.get(slot_key) if slot_key and len(slot_key) <= 24 else None
         if slot is None:
-            return _error(
+            return error_answer(
                 404,
                 "unknown_slot",
                 "There is no ad slot with this key: copy the snippet again from your Ad slots page.",
             )
         page = page_host(origin, referer)
         if page is None:
-            return _error(
+            return error_answer(
                 403, "unknown_site", "The page showing this slot could not be told (no Origin or Referer header)."
             )
         if page[1] != self.own_netloc and not host_allowed(page[0], slot.domains):
-            return _error(
+            return error_answer(
                 403,
                 "site_not_allowed",
                 f"This slot may not appear on {page[0]}: add the domain to the slot's site domains.",
@@ -279,9 +260,14 @@ class Decider:
         publisher = await self.inventory.publishers.get(slot.publisher_id)
         candidates: list[tuple[int, CampaignEntry, int]] = []
         total = 0
+        day = ""
         if publisher is not None:
             for campaign_id, (link_id, _) in publisher.links.items():
                 entry = await self.inventory.campaigns.get(campaign_id)
+                if entry is not None and entry.cpm_price:
+                    day = day or today.isoformat()
+                    stored = entry.impressions_today if entry.day == today else 0
+                    entry.extra_milli = self.tally.count(campaign_id, day, stored) * entry.cpm_price
                 if (
                     entry is None
                     or slot.format not in entry.creatives
@@ -329,144 +315,3 @@ class Decider:
                 "expires_in": OFFER_TTL,
             },
         )
-
-
-# --- views and clicks ----------------------------------------------------------------------------
-
-
-class Views:
-    """The view beacon: a signed, unexpired offer counts once, classified, into the impression buffer."""
-
-    def __init__(
-        self,
-        inventory: Inventory,
-        claims: OfferClaims,
-        buffer: EventBuffer,
-        offer_key: bytes,
-        visitor_key: bytes,
-        frequency: Frequency,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.inventory = inventory
-        self.claims = claims
-        self.buffer = buffer
-        self.offer_key = offer_key
-        self.visitor_key = visitor_key
-        self.frequency = frequency
-        self.clock = clock
-        self.network_rate = NetworkRate(limit=VIEWS_PER_MINUTE)
-
-    def reset(self) -> None:
-        self.network_rate = NetworkRate(limit=VIEWS_PER_MINUTE)
-
-    async def record(
-        self, token: str, *, ip: str, user_agent: str, now: float | None = None, country: str = ""
-    ) -> Answer:
-        now = self.clock() if now is None else now
-        offer = offers.read(self.offer_key, token)
-        if offer is None:
-            return _error(400, "offer_invalid", "This view URL was not issued by affnet, or was changed.")
-        if offer.expired(now):
-            return _error(
-                410, "offer_expired", "This offer has expired: views count within an hour of the ad being chosen."
-            )
-        flooding = self.network_rate.over(truncate_ip(ip), now)  # every request counts towards the limit
-        if not await self.claims.claim_view(offer.offer_id, now):
-            return _error(409, "offer_replayed", "This offer's view has already been counted.")
-        moment = datetime.fromtimestamp(now, UTC)
-        visitor = visitor_hash(self.visitor_key, ip, user_agent, moment.date())
-        if is_bot(user_agent):
-            reason = ViewReason.bot
-        elif flooding:
-            reason = ViewReason.rate_limited
-        elif self.frequency.capped(visitor, offer.campaign_id, moment.date()):
-            reason = ViewReason.frequency_capped
-        else:
-            reason = ViewReason.valid
-            self.frequency.add(visitor, offer.campaign_id, moment.date())
-            entry = self.inventory.campaigns.peek(offer.campaign_id)
-            if entry is not None:
-                entry.extra_milli += entry.cpm_price  # one impression costs cpm_price thousandths
-        self.buffer.add(
-            (
-                offer.offer_id,
-                moment,
-                offer.slot_id,
-                offer.creative_id,
-                offer.campaign_id,
-                offer.publisher_id,
-                visitor,
-                reason.value,
-                country,
-            )
-        )
-        # The same answer whatever the classification: telling a bot it was spotted helps it.
-        return Answer(202, {"status": "recorded", "offer": offer.offer_id})
-
-
-class OfferClicks:
-    """What the click redirect asks when a click carries an offer (`/c/{code}?o=…`): why the click
-    is invalid (None if the offer is good: signed for this link, unexpired, seen, clicked for the
-    first time), and the ad slot it was shown in (None unless the offer is signed for this link)."""
-
-    def __init__(self, claims: OfferClaims, offer_key: bytes, clock: Callable[[], float] = time.time) -> None:
-        self.claims = claims
-        self.offer_key = offer_key
-        self.clock = clock
-
-    async def check(self, token: str, link_id: int, now: float | None = None) -> tuple[Reason | None, int | None]:
-        now = self.clock() if now is None else now
-        offer = offers.read(self.offer_key, token)
-        if offer is None or offer.link_id != link_id:
-            return Reason.offer_invalid, None
-        if offer.expired(now):
-            return Reason.offer_expired, offer.slot_id
-        viewed, first = await self.claims.claim_click(offer.offer_id, now)
-        if not first:
-            return Reason.offer_replayed, offer.slot_id
-        if not viewed:
-            return Reason.not_viewed, offer.slot_id
-        return None, offer.slot_id
-
-
-# --- one per server process ----------------------------------------------------------------------
-
-
-class AdServer:
-    """The ads side of a server process: its caches, the decider, the view beacon, offers on clicks
-    and the impression buffer. Built by create_app; started and stopped with the app."""
-
-    def __init__(
-        self,
-        *,
-        base_url: str,
-        redis: Redis | None,
-        offer_key: bytes,
-        visitor_key: bytes,
-        writer: Callable[[list[tuple]], Any],
-        rng: random.Random | None = None,
-        journal: Journal | None = None,
-        spend: SpendMeter,
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.redis = redis
-        self.offer_key = offer_key
-        self.inventory = Inventory(self.base_url, spend)
-        self.frequency = Frequency()
-        self.claims = OfferClaims(redis)
-        # The journal makes a counted view durable as it is answered: CPM is billed on them.
-        self.buffer = EventBuffer(writer=writer, flush_interval=0.5, max_batch=5000, journal=journal)
-        self.decider = Decider(self.inventory, offer_key, visitor_key, self.frequency, rng=rng)
-        self.views = Views(self.inventory, self.claims, self.buffer, offer_key, visitor_key, self.frequency)
-        self.clicks = OfferClicks(self.claims, offer_key)
-        self.country_header: bytes | None = None  # server/tracking/geo.py: set from the settings
-        self.frame_csp = render.frame_csp("{0.scheme}://{0.netloc}".format(urlsplit(self.base_url)))
-
-    def reset(self) -> None:
-        """Forget everything held in process (the tests empty the database between tests)."""
-        self.inventory.clear()
-        self.frequency = Frequency()
-        self.decider.frequency = self.views.frequency = self.frequency
-        self.claims.reset()
-        self.decider.reset()
-        self.views.reset()

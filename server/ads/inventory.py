@@ -111,6 +111,11 @@ class Memo(Generic[K, V]):
     def drop(self, key: K) -> None:
         self._entries.pop(key, None)
 
+    def values(self) -> list[V]:
+        """The entries loaded and fresh now."""
+        now = self._clock()
+        return [value for until, value in self._entries.values() if value is not None and until > now]
+
     def drop_campaign(self, campaign_id: int) -> None:
         for key in self._by_campaign.pop(campaign_id, ()):
             self._entries.pop(key, None)
@@ -178,11 +183,14 @@ class CampaignEntry:
     cap_clicks_daily: int | None
     cap_publisher_clicks_daily: int | None
     day: date
-    spent_today_minor: int  # estimated at load time (see load_campaign)
-    spent_total_minor: int
+    spent_today_minor: int  # estimated at load time (see load_campaign), today's impressions aside
+    spent_total_minor: int  # the same, ever
     clicks_today: int
-    # What valid impressions counted in this process since the load cost, in thousandths of a minor
-    # unit (a CPM price is per thousand, so one impression costs exactly cpm_price of them).
+    # Today's valid impressions stored when the entry loaded: what pacing starts from until the
+    # shared counter is known (server/ads/decision.py: ImpressionTally).
+    impressions_today: int = field(default=0)
+    # What today's valid impressions cost, in thousandths of a minor unit (a CPM price is per
+    # thousand, so one impression costs exactly cpm_price of them); kept current by the decider.
     extra_milli: int = field(default=0)
 
     def campaigns(self) -> tuple[int, ...]:
@@ -367,8 +375,9 @@ class Inventory:
             Click.campaign == campaign_id, Click.reason == Reason.valid.value, Click.clicked_at >= start
         )
         spent_today, spent_total = await self._spend(
-            campaign_id, start, cpm_price, cpc_price, clicks_today, row["total_budget_minor"] is not None
+            campaign_id, start, cpc_price, clicks_today, row["total_budget_minor"] is not None
         )
+        impressions_today = await _valid_impressions(campaign_id, start) if cpm_price else 0
         host = row["landing_url"].split("/")[2] if row["landing_url"].count("/") >= 2 else ""
         return CampaignEntry(
             campaign_id=campaign_id,
@@ -388,20 +397,20 @@ class Inventory:
             spent_today_minor=spent_today,
             spent_total_minor=spent_total,
             clicks_today=clicks_today,
+            impressions_today=impressions_today,
+            extra_milli=impressions_today * cpm_price,
         )
 
     async def _spend(
-        self, campaign_id: int, start: datetime, cpm_price: int, cpc_price: int, clicks_today: int, need_total: bool
+        self, campaign_id: int, start: datetime, cpc_price: int, clicks_today: int, need_total: bool
     ) -> tuple[int, int]:
-        """The decision's estimate of what the campaign spent today and ever: conversions approved
-        today, today's valid clicks at the CPC price (their hours are priced only after they close)
-        and today's valid impressions at the CPM price; before today, what the CPC and CPM jobs
-        priced plus approved conversions: the jobs' own rule (`SpendMeter`). The
-        workers' pricing is the truth for what is billed; this only keeps a spent campaign from
-        being offered."""
+        """The decision's estimate of what the campaign spent today and ever, today's impressions
+        aside (they are counted across processes as they happen: `extra_milli`): conversions
+        approved today and today's valid clicks at the CPC price (their hours are priced only after
+        they close); before today, what the CPC and CPM jobs priced plus approved conversions: the
+        jobs' own rule (`SpendMeter`). The workers' pricing is the truth for what is billed; this
+        only keeps a spent campaign from being offered."""
         today = await self.spend.conversions_minor(campaign_id, since=start) + clicks_today * cpc_price
-        if cpm_price:
-            today += await _valid_impressions(campaign_id, start) * cpm_price // 1000
         if not need_total:
             return today, today
         return today, await self.spend.spent_minor(campaign_id, until=start) + today

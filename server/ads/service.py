@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,7 +16,7 @@ from markupsafe import escape
 from server.accounts.identity import CurrentUser
 from server.ads import inventory
 from server.ads.records import SlotListing
-from server.ads.tables import AdSlot, SlotFallback, SlotFormat, SlotStatus
+from server.ads.tables import AdSlot, Impression, SlotFallback, SlotFormat, SlotStatus
 from server.audit import service as audit
 from server.core import clock, db, deeplink, validation
 from server.core.errors import Conflict, Invalid, NotFound
@@ -248,5 +249,21 @@ async def write_impressions(rows: list[tuple]) -> None:
     The offer's unique constraint is what makes a view count once, on both engines and across
     server processes: SQLite skips a second row with INSERT OR IGNORE; PostgreSQL takes the batch
     by COPY and, if any offer is already there, inserts it row by row with ON CONFLICT DO NOTHING,
-    so concurrent writers of the same offer leave exactly one row. A retried batch stores nothing twice."""
+    so concurrent writers of the same offer leave exactly one row. A retried batch stores nothing twice.
+    Rows may carry more values after the columns (a buffered view's network and process tag,
+    server/ads/counting.py): they are not stored."""
+    width = len(IMPRESSION_COLUMNS)
+    if any(len(row) != width for row in rows):
+        rows = [row[:width] for row in rows]
     await db.insert_once("impression", IMPRESSION_COLUMNS, "offer", rows)
+
+
+async def valid_impressions_on(campaign_id: int, day: date) -> int:
+    """The campaign's valid impressions stored for a UTC day (what the shared counter starts from)."""
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return await Impression.count().where(
+        Impression.campaign == campaign_id,
+        Impression.reason == "valid",
+        Impression.viewed_at >= start,
+        Impression.viewed_at < start + timedelta(days=1),
+    )

@@ -282,13 +282,13 @@ async def test_decisions_answer_from_memory(app, client, settings):
 
 
 async def test_too_many_decisions_from_one_network_get_the_fallback(app, client, settings):
-    from server.tracking.service import NetworkRate
+    from server.ads.counting import NetworkWindows
 
     camp = await ad_campaign(settings)
     pub = await publisher(settings)
     await join(pub, camp)
     key = (await slot(pub))["public_key"]
-    app.state.ads.decider.network_rate = NetworkRate(limit=3)
+    app.state.ads.decider.network_rate = NetworkWindows(3, shared=True)
     answers = [(await decide(client, key)).json() for _ in range(5)]
     assert [a["status"] for a in answers] == ["ad", "ad", "ad", "fallback", "fallback"]
     assert answers[-1]["reason"] == "rate_limited"

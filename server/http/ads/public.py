@@ -17,7 +17,8 @@ from litestar import asgi
 from litestar.types import Receive, Scope, Send
 
 from server.ads import offers, render
-from server.ads.decision import AdServer, Answer
+from server.ads.decision import Answer
+from server.ads.process import AdServer
 from server.http.web import PUBLIC, FastPath, header, respond
 from server.tracking import geo
 
