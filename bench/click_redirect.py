@@ -268,10 +268,19 @@ def report(args, seconds, runs, worker_counts, phases, half, settings, load_befo
         values = [a.load.rps / b.load.rps for a, b in zip(num, den, strict=True)]
         return f"{', '.join(f'{v:.2f}' for v in values)} (spread {spread(values, '{:.2f}')})"
 
+    def cpu_ratio(num: list[Phase], den: list[Phase]) -> str:
+        # requests per server CPU-second, num ÷ den: the same ratio, steadier on a busy machine
+        values = [
+            b.per_request_us(b.server_cpu) / a.per_request_us(a.server_cpu) for a, b in zip(num, den, strict=True)
+        ]
+        return f"{', '.join(f'{v:.2f}' for v in values)} (spread {spread(values, '{:.2f}')})"
+
     for n in worker_counts:
         click = phases[n, "click"]
         print(f"{n} worker(s): b/a (/c/ ÷ Litestar, same round) {ratio(click, phases[n, 'litestar'])}")
         print(f"{n} worker(s): b/r (/c/ ÷ raw ASGI, same round)  {ratio(click, phases[n, 'raw'])}")
+        print(f"{n} worker(s): b/a by server CPU per request   {cpu_ratio(click, phases[n, 'litestar'])}")
+        print(f"{n} worker(s): b/r by server CPU per request   {cpu_ratio(click, phases[n, 'raw'])}")
     top = worker_counts[-1]
     if top > 1:
         for app in APPS:
