@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/click_redirect.py [--workers 2] [--runs 3] [--seconds 10] [--connections 32]
                                              [--postgres | --database-url URL] [--no-latency]
+                                             [--distinct-visitors]
 
 For each worker count (1, and --workers N if more) and each of --runs rounds, in one run and
 with the same load generator, it measures the maximum rate (wrk, closed loop, one thread) of:
@@ -14,6 +15,13 @@ neighbour's burst of load spreads over all of them; each server is started for i
 stopped after it. In the first round it also measures p50/p99 at half the maximum rate (hey).
 After every affnet phase the server is stopped gracefully; at the end the click rows stored are
 counted: every /c/ request that got an answer must be there.
+
+By default every request is the same visitor from 127.0.0.1, as before issue 16: after the first,
+every click is a duplicate and, past 120 a minute, rate-limited, the cheapest case for the flush's
+Redis call. With --distinct-visitors every request names another client network through
+X-Forwarded-For (a wrk Lua script; the servers trust loopback as behind a proxy, the bare apps
+too), so every click is a new visitor counted in Redis: the flush's most expensive case. The
+half-rate phases (hey) send one visitor either way.
 
 It prints the machine, the load average before and after, the database's durability settings as
 the database reports them, every round's rate and the spread (min-max) of the rounds, the ratios
@@ -30,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -104,7 +113,10 @@ async def seed(database_url: str) -> str:
         await db.stop(engine)
 
 
-async def count_clicks(database_url: str) -> int:
+async def count_clicks(database_url: str) -> dict[str, int]:
+    """Stored clicks by reason ("valid" or why not)."""
+    from piccolo.query.functions.aggregate import Count
+
     from server import piccolo_app
     from server.core import db
     from server.tracking.tables import Click
@@ -112,7 +124,8 @@ async def count_clicks(database_url: str) -> int:
     engine = piccolo_app.bind(db.engine_for(database_url))
     await db.start(engine)
     try:
-        return await Click.count()
+        rows = await Click.select(Click.reason, Count(Click.id, alias="n")).group_by(Click.reason)
+        return {r["reason"]: r["n"] for r in rows}
     finally:
         await db.stop(engine)
 
@@ -134,11 +147,28 @@ class Phase:
         return None if cpu is None else cpu / self.load.seconds
 
 
+# Every request from another network (an IPv6 /48 of its own: 2001:b:c::1 with b, c from a counter),
+# so no visitor repeats and no network reaches its rate limit. The counter starts from the clock (2^20
+# addresses a second), so phases started seconds apart (the warm-up, then the measured phase, on the
+# same Redis) do not repeat each other's visitors.
+DISTINCT_LUA = """
+local n = (os.time() % 4096) * 1048576
+local headers = {}
+for k, v in pairs(wrk.headers) do headers[k] = v end
+request = function()
+  n = n + 1
+  headers["X-Forwarded-For"] = string.format("2001:%x:%x::1", math.floor(n / 65536) % 65536 + 1, n % 65536)
+  return wrk.format(nil, nil, headers)
+end
+"""
+SCRIPT: list[Path | None] = [None]  # the wrk script of every max-rate phase (None: plain GETs)
+
+
 def measured(server: Server, url: str, seconds: int, connections: int, database_url: str | None = None) -> Phase:
     """wrk at the maximum rate, and the CPU the server, its Redis and its database used meanwhile."""
     before = server.cpu_seconds(), server.redis_cpu_seconds(), database_cpu_seconds(database_url or "")
     calls_before = server.redis_commandstats()
-    load = wrk(url, seconds, connections)
+    load = wrk(url, seconds, connections, SCRIPT[0])
     after = server.cpu_seconds(), server.redis_cpu_seconds(), database_cpu_seconds(database_url or "")
     calls_after = server.redis_commandstats()
     delta = [None if b is None or a is None else a - b for a, b in zip(after, before, strict=True)]
@@ -181,6 +211,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="also measure with N server processes (1 always)")
     parser.add_argument("--runs", type=int, default=3, help="rounds of every phase, for the spread (1 to 5)")
     parser.add_argument("--no-latency", action="store_true", help="skip the half-rate latency phases")
+    parser.add_argument(
+        "--distinct-visitors", action="store_true", help="every request another client network (X-Forwarded-For)"
+    )
     parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL cluster on loopback")
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     args = parser.parse_args()
@@ -191,8 +224,13 @@ def main() -> None:
 
     phases: dict[tuple[int, str], list[Phase]] = {(n, app): [] for n in worker_counts for app in APPS}
     half: dict[tuple[int, str], Load] = {}
+    if args.distinct_visitors:
+        os.environ["TRUSTED_PROXIES"] = "127.0.0.1"  # affnet believes X-Forwarded-For from loopback only
     with tempfile.TemporaryDirectory(prefix="affnet-bench-") as tmp, bench_database(Path(tmp), args) as url:
         workdir = Path(tmp)
+        if args.distinct_visitors:
+            SCRIPT[0] = workdir / "distinct.lua"
+            SCRIPT[0].write_text(DISTINCT_LUA)
         server = start_server(workdir, url)
         database_url = server.env["DATABASE_URL"]
         code = asyncio.run(seed(database_url))
@@ -207,7 +245,7 @@ def main() -> None:
                         server = start_server(workdir, database_url, workers=n)
                         target = f"{server.url}/c/{code}?sub1=bench"
                         try:
-                            sent_clicks += wrk(target, 2, args.connections).requests  # warm up
+                            sent_clicks += wrk(target, 2, args.connections, SCRIPT[0]).requests  # warm up
                             phase = measured(server, target, seconds, args.connections, database_url)
                             sent_clicks += phase.load.requests
                             if round_ == 0 and not args.no_latency:
@@ -216,9 +254,10 @@ def main() -> None:
                         finally:
                             exit_codes.append(server.stop())
                     else:
-                        with asgi_302(workdir, "raw302:app" if app == "raw" else "litestar302:app", n) as bare:
+                        name = "raw302:app" if app == "raw" else "litestar302:app"
+                        with asgi_302(workdir, name, n, proxy_headers=args.distinct_visitors) as bare:
                             target = bare.url if app == "raw" else f"{bare.url}/__bench/302"
-                            wrk(target, 2, args.connections)  # warm up
+                            wrk(target, 2, args.connections, SCRIPT[0])  # warm up
                             phase = measured(bare, target, seconds, args.connections)
                             if app == "litestar" and round_ == 0 and not args.no_latency:
                                 half[n, app] = hey(target, seconds, phase.load.rps / 2)
@@ -230,13 +269,15 @@ def main() -> None:
                         flush=True,
                     )
         load_after = load_average()
-        stored = asyncio.run(count_clicks(database_url))
+        by_reason = asyncio.run(count_clicks(database_url))
+        stored = sum(by_reason.values())
 
     report(args, seconds, runs, worker_counts, phases, half, settings, load_before, load_after)
     lost = max(0, sent_clicks - stored)
     print(
         f"clicks answered: {sent_clicks:,}, stored after graceful shutdowns: {stored:,}, lost: {lost} "
-        f"(server exit codes {sorted(set(exit_codes))})"
+        f"(server exit codes {sorted(set(exit_codes))}); by reason: "
+        + ", ".join(f"{reason} {n:,}" for reason, n in sorted(by_reason.items(), key=lambda kv: -kv[1]))
     )
     if lost or any(exit_codes):
         sys.exit("FAILED: clicks answered but not stored, or a server did not stop cleanly")
@@ -249,6 +290,14 @@ def report(args, seconds, runs, worker_counts, phases, half, settings, load_befo
     print(
         f"settings:     uvicorn as `affnet serve --workers N` runs it, wrk -t1 -c{args.connections} on the same "
         f"cores, {seconds}s per phase, {runs} rounds, loopback only; Redis: a throwaway one per server start"
+    )
+    print(
+        "visitors:     "
+        + (
+            "every request another network (X-Forwarded-For): every click a new visitor, counted in Redis"
+            if args.distinct_visitors
+            else "one (127.0.0.1, one browser): after the first click, duplicates and rate-limited"
+        )
     )
     print()
     print(f"{'workers':<8} {'app':<27} {'max req/s, every round':<32} {'spread':<17} server µs/req  cores: server  wrk")
@@ -303,7 +352,8 @@ def report(args, seconds, runs, worker_counts, phases, half, settings, load_befo
         for p in ps:
             for name, value in (p.redis_calls or {}).items():
                 calls.setdefault(name, []).append(value)
-        for name, values in sorted(calls.items()):
+        # Only the scripts: the commands a script runs are listed by Redis too, and counted in its time.
+        for name, values in sorted((k, v) for k, v in calls.items() if k.startswith("eval")):
             n_calls = sum(c for c, _ in values)
             usec = sum(u for _, u in values)
             requests = sum(p.load.requests for p in ps)

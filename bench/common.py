@@ -193,12 +193,13 @@ class Server:
 
 
 @contextmanager
-def asgi_302(workdir: Path, app: str = "raw302:app", workers: int = 1) -> Iterator[Server]:
+def asgi_302(workdir: Path, app: str = "raw302:app", workers: int = 1, proxy_headers: bool = False) -> Iterator[Server]:
     """An ASGI app of bench/ under uvicorn with `affnet serve`'s options (`workers` processes, no proxy
     headers, no server header, warning logs): bench/raw302.py, the true ceiling a redirect on this
     server is compared with, or bench/litestar302.py, a bare Litestar route answering 302 (GET
     /__bench/302). Several workers are uvicorn's, as `affnet serve --workers N` runs them: one
-    listening socket bound by the parent, shared by its worker processes."""
+    listening socket bound by the parent, shared by its worker processes. `proxy_headers`: read
+    X-Forwarded-For from loopback, as `affnet serve` does with TRUSTED_PROXIES=127.0.0.1."""
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -210,7 +211,7 @@ def asgi_302(workdir: Path, app: str = "raw302:app", workers: int = 1) -> Iterat
             "127.0.0.1",
             "--port",
             str(port),
-            "--no-proxy-headers",
+            *(["--proxy-headers", "--forwarded-allow-ips", "127.0.0.1"] if proxy_headers else ["--no-proxy-headers"]),
             "--no-server-header",
             "--log-level",
             "warning",
