@@ -25,6 +25,9 @@ the caller's CPU per row, WAL bytes and WAL syncs per batch (pg_stat_wal), and t
 row on disk. A least-squares line (cost = per batch + per row x rows) is fitted to each measure
 over the batch sizes: what a flush costs at any rate.
 
+Rollup: then the reports' rollup of the hours holding those clicks (`rebuild_traffic`, what every
+incremental run does for the current hour): clicks per second and database CPU per click.
+
 Loopback only, bounded: --seconds per batch size and component (at most 60), at most 2,000 batches each.
 """
 
@@ -303,6 +306,7 @@ async def postgres_part(
             f"{'database CPU µs/row':>20} {'caller CPU µs/row':>18} {'WAL B/row':>10} {'WAL syncs/batch':>16}"
         )
         points: dict[str, list[tuple[int, float]]] = {"wall": [], "db": [], "caller": []}
+        first_click = datetime.now(UTC)
         await tracking.write_clicks(traffic.rows(100, tracking.CLICK_COLUMNS, False))  # warm up
         for size in sizes:
             wal0, db0, caller0 = await wal(), database_cpu_seconds(database_url), time.process_time()
@@ -338,6 +342,7 @@ async def postgres_part(
             if points[name]:
                 a, b = fit(points[name])
                 lines.append(f"fit, {label}: {a:,.0f} µs per batch + {b:.2f} µs per row")
+        lines.append(await rollup_cost(database_url, first_click))
         if postgres:
             async with engine.pool.acquire() as conn:
                 size_bytes = await conn.fetchval("SELECT pg_total_relation_size('click')")
@@ -348,6 +353,29 @@ async def postgres_part(
         return lines
     finally:
         await db.stop(engine)
+
+
+async def rollup_cost(database_url: str, since: datetime) -> str:
+    """The reports' rollup of the hours those clicks are in, as every incremental run (every five
+    minutes) rebuilds the hour events are arriving in: raw clicks per second and database CPU per
+    click. One link and ten sub-IDs make few groups: real traffic makes more, and costs more."""
+    from server.core import db
+    from server.core.hours import HOUR, hour_of
+    from server.reports import rollup
+    from server.tracking.tables import Click
+
+    start, end = hour_of(since), hour_of(datetime.now(UTC)) + HOUR
+    clicks = await Click.count().where(Click.clicked_at >= start, Click.clicked_at < end)
+    db_before, wall = database_cpu_seconds(database_url), time.perf_counter()
+    await rollup.rebuild_traffic(start, end)
+    wall, db_after = time.perf_counter() - wall, database_cpu_seconds(database_url)
+    cpu = "unmeasured" if db_before is None or db_after is None else f"{(db_after - db_before) * 1e6 / clicks:.1f} µs"
+    kind = "SQLite" if db.is_sqlite() else "PostgreSQL"
+    return (
+        f"rollup (server.reports.rollup.rebuild_traffic of their {int((end - start) / HOUR)} hour(s), {kind}): "
+        f"{clicks:,} clicks in {wall:.2f} s = {clicks / wall:,.0f} clicks/s; database CPU {cpu} per click "
+        "(one link, ten sub-IDs: fewer groups than real traffic)"
+    )
 
 
 def main() -> None:
