@@ -232,9 +232,7 @@ def main() -> None:
                     a_max = run_wrk(baseline_url, seconds, connections, script(0, False))
                     a_half = at_half(baseline_url, a_max, seconds, connections, lambda d: script(d, False))
                 run_wrk(ads_url, 2, connections, script(0, True))  # warm up
-                cpu_before = server.cpu_seconds()
                 b_max = run_wrk(ads_url, seconds, connections, script(0, True))
-                b_cpu = (server.cpu_seconds() - cpu_before) / max(b_max.requests, 1) * 1e6
                 b_half = at_half(ads_url, b_max, seconds, connections, lambda d: script(d, True))
             finally:
                 exit_code = server.stop()
@@ -252,10 +250,6 @@ def main() -> None:
     print(line("(a) bare Litestar 302", a_max, a_half))
     print(line("(b) /ads/decide + view beacons", b_max, b_half))
     print(f"ratio b/a (max req/s):            {b_max.rps / a_max.rps:.2f}")
-    print(
-        f"CPU per request at max: server {b_cpu:.0f} µs (its processes), wrk "
-        f"{b_max.client_cpu / max(b_max.requests, 1) * 1e6:.0f} µs (on the same cores)"
-    )
     mix = b_max.counts
     print(
         f"at max: {mix.get('ads', 0)} ads decided, {mix.get('views', 0)} views counted, "
