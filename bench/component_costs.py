@@ -345,7 +345,11 @@ async def postgres_part(
         lines.append(await rollup_cost(database_url, first_click))
         if postgres:
             async with engine.pool.acquire() as conn:
-                size_bytes = await conn.fetchval("SELECT pg_total_relation_size('click')")
+                # A partitioned table has no storage of its own: its partitions' sizes, summed.
+                size_bytes = await conn.fetchval(
+                    "SELECT pg_total_relation_size('click') + COALESCE((SELECT sum(pg_total_relation_size(inhrelid)) "
+                    "FROM pg_inherits WHERE inhparent = 'click'::regclass), 0)"
+                )
                 count = await conn.fetchval("SELECT count(*) FROM click")
             lines.append(
                 f"click table with its indexes: {size_bytes / max(count, 1):,.0f} bytes per row ({count:,} rows)"
