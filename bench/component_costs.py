@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import inspect
 import os
 import random
 import subprocess
@@ -182,7 +183,12 @@ async def redis_part(args: argparse.Namespace, workdir: Path, sizes: list[int], 
             async def limits_of(ids) -> dict:  # noqa: ANN001
                 return dict.fromkeys(ids, limits)
 
-            counter = counting.ClickCounter(client, columns=CLICK_COLUMNS, seed=seed, limits_of=limits_of)
+            # Every seed answers 0 (a fresh day); only the ones this tree's ClickCounter takes are passed.
+            seeds = {"seed": seed, "seed_total": seed, "limits_of": limits_of}
+            wanted = inspect.signature(counting.ClickCounter).parameters
+            counter = counting.ClickCounter(
+                client, columns=CLICK_COLUMNS, **{k: v for k, v in seeds.items() if k in wanted}
+            )
             for campaign in range(1, CAMPAIGNS + 1):
                 counter.remember(campaign, limits)
             what = "server.tracking.counting.ClickCounter.classify (the click flush's own Lua call)"
