@@ -335,10 +335,13 @@ async def postgres_part(
             points["caller"].append((size, caller * 1e6 / done))
             if db_us is not None:
                 points["db"].append((size, db_us * size))
+            # SQLite works inside this process (its CPU is the caller's) and has no pg_stat_wal.
+            wal_bytes = f"{(wal1[0] - wal0[0]) / rows:.0f}" if postgres else "-"
+            wal_syncs = f"{(wal1[1] - wal0[1]) / done:.2f}" if postgres else "-"
+            database = "in caller" if not postgres else "unmeasured" if db_us is None else f"{db_us:.2f}"
             lines.append(
                 f"{size:>6} {done:>8} {wall * 1e3 / done:>14.2f} {rows / wall:>19,.0f} "
-                f"{'unmeasured' if db_us is None else f'{db_us:.2f}':>20} {caller * 1e6 / rows:>18.2f} "
-                f"{(wal1[0] - wal0[0]) / rows:>10.0f} {(wal1[1] - wal0[1]) / done:>16.2f}"
+                f"{database:>20} {caller * 1e6 / rows:>18.2f} {wal_bytes:>10} {wal_syncs:>16}"
             )
         for name, label in (
             ("wall", "wall time per batch (one writer, commit included)"),
