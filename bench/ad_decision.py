@@ -1,11 +1,13 @@
 """Benchmark ad decisions and view beacons against a bare Litestar 302 served alike.
 
-    .venv/bin/python bench/ad_decision.py [--seconds 10] [--connections 32] [--postgres | --database-url URL]
+    .venv/bin/python bench/ad_decision.py [--seconds 10] [--connections 32] [--workers 1]
+                                          [--postgres | --database-url URL]
 
-Starts affnet (one uvicorn worker) on 127.0.0.1 with a fresh database (a throwaway PostgreSQL on
-loopback with --postgres), seeds a CPM campaign with a 300x250 banner, a publisher in it and their
-slot, then measures in one run: (a) GET /__bench/302 of a bare Litestar app answering 302
-(bench/litestar302.py, under the same uvicorn options), and
+Starts affnet (`affnet serve --workers N`, one worker by default; the bare 302 with as many) on
+127.0.0.1 with a fresh database (a throwaway PostgreSQL on loopback with --postgres), seeds a CPM
+campaign with a 300x250 banner, a publisher in it and their slot, then measures in one run: (a)
+GET /__bench/302 of a bare Litestar app answering 302 (bench/litestar302.py, under the same uvicorn
+options), and
 (b) the embed script's traffic: GET /ads/decide for the slot, and POST of each answer's view URL
 (a wrk Lua script alternates them, every request from another client address through
 X-Forwarded-For, as behind a proxy, so no per-network limit or frequency cap applies). For each:
@@ -201,6 +203,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=10, help="length of each load phase (2 to 60)")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1, help="server processes (affnet serve --workers N)")
     parser.add_argument("--postgres", action="store_true", help="start a throwaway PostgreSQL on loopback")
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     args = parser.parse_args()
@@ -213,7 +216,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="affnet-bench-") as tmp:
         workdir = Path(tmp)
         with bench_database(workdir, args) as database_url:
-            server = start_server(workdir, database_url)
+            workers = min(max(args.workers, 1), 8)
+            server = start_server(workdir, database_url, workers=workers)
             database_url = server.env["DATABASE_URL"]
             key = asyncio.run(seed(database_url, str(workdir / "data" / "media")))
 
@@ -225,7 +229,7 @@ def main() -> None:
 
             ads_url = server.url
             try:
-                with asgi_302(workdir, "litestar302:app") as bare:
+                with asgi_302(workdir, "litestar302:app", workers) as bare:
                     baseline_url = f"{bare.url}/__bench/302"
                     run_wrk(baseline_url, 2, connections, script(0, False))  # warm up
                     a_max = run_wrk(baseline_url, seconds, connections, script(0, False))
@@ -245,7 +249,7 @@ def main() -> None:
     engine = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
     print(f"machine:  {machine()}")
     print(
-        f"settings: uvicorn, 1 worker, {engine}, wrk -t1 -c{connections}, {seconds}s per phase, "
+        f"settings: uvicorn, {workers} worker(s), {engine}, wrk -t1 -c{connections}, {seconds}s per phase, "
         "half rate by a per-connection delay, loopback only"
     )
     print(line("(a) bare Litestar 302", a_max, a_half))

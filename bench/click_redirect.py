@@ -1,19 +1,37 @@
-"""Benchmark the click redirect against a bare Litestar 302 served with the same uvicorn options.
+"""Benchmark the click redirect against a bare Litestar 302 and a raw ASGI 302, with 1 and N server processes.
 
-    .venv/bin/python bench/click_redirect.py [--seconds 10] [--connections 32] [--postgres | --database-url URL]
+    .venv/bin/python bench/click_redirect.py [--workers 2] [--runs 3] [--seconds 10] [--connections 32]
+                                             [--postgres | --database-url URL] [--no-latency]
+                                             [--distinct-visitors]
 
-Starts affnet (one uvicorn worker) on 127.0.0.1 with a fresh database, then measures, in one run:
-(r) a raw ASGI app answering 302 (bench/raw302.py) under the same uvicorn options, the true ceiling;
-(a) GET /__bench/302 of a bare Litestar app answering 302 (bench/litestar302.py, same uvicorn
-options), and (b) GET /c/{code} with click recording on: maximum requests per second with wrk,
-then p50/p99 latency at half of that rate with hey. It shuts the server down gracefully and counts
-the click rows stored: every /c/ request that got an answer must be there.
-Needs wrk and hey (Debian packages; installed if root).
+For each worker count (1, and --workers N if more) and each of --runs rounds, in one run and
+with the same load generator, it measures the maximum rate (wrk, closed loop, one thread) of:
+(r) a raw ASGI app answering 302 (bench/raw302.py) under uvicorn with `affnet serve`'s options and
+the same number of workers: the true ceiling; (a) GET /__bench/302 of a bare Litestar app answering
+302 (bench/litestar302.py, likewise); (b) GET /c/{code} of affnet started as production runs it,
+`affnet serve --workers N` (uvicorn's workers sharing one listening socket), with click recording
+on, on one database and one Redis. Rounds interleave (r), (a), (b) for every worker count, so a
+neighbour's burst of load spreads over all of them; each server is started for its phase and
+stopped after it. In the first round it also measures p50/p99 at half the maximum rate (hey).
+After every affnet phase the server is stopped gracefully; at the end the click rows stored are
+counted: every /c/ request that got an answer must be there.
 
-Besides req/s it prints the server's CPU time per request in each maximum-rate phase (from
-/proc): on a shared, busy machine the rates swing with the neighbours' load, the CPU a request
-costs much less, so the CPU ratio is the steadier estimate of the same thing. bench/click_crash.py
-measures what a kill -9 under this load loses.
+By default every request is the same visitor from 127.0.0.1, as before issue 16: after the first,
+every click is a duplicate and, past 120 a minute, rate-limited, the cheapest case for the flush's
+Redis call. With --distinct-visitors every request names another client network through
+X-Forwarded-For (a wrk Lua script; the servers trust loopback as behind a proxy, the bare apps
+too), so every click is a new visitor counted in Redis: the flush's most expensive case. The
+half-rate phases (hey) send one visitor either way.
+
+It prints the machine, the load average before and after, the database's durability settings as
+the database reports them, every round's rate and the spread (min-max) of the rounds, the ratios
+(b/a, b/r, N workers / 1 worker) computed within each round, and where the CPU went in each max-rate
+phase (Linux /proc): the server's processes, its Redis, its PostgreSQL (SQLite's work is inside the
+server process) and the load generator, which runs on the same cores: with 2 cores and 2 workers
+wrk's share is CPU the servers do not get, so the "cores" columns say how much each one used. The
+CPU per request moves less with the neighbours' load than the rate does. Loopback only, bounded in
+time (phases of --seconds, at most 60). Needs wrk and hey (Debian packages; installed if root).
+bench/click_crash.py measures what a kill -9 under this load loses.
 """
 
 from __future__ import annotations
@@ -21,23 +39,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    POSTGRES_DURABILITY,
     ROOT,
     Load,
     Server,
     asgi_302,
     bench_database,
+    database_cpu_seconds,
+    durability,
     ensure_tools,
     hey,
+    load_average,
     machine,
-    phase_line,
     start_server,
     wrk,
 )
@@ -92,7 +113,10 @@ async def seed(database_url: str) -> str:
         await db.stop(engine)
 
 
-async def count_clicks(database_url: str) -> int:
+async def count_clicks(database_url: str) -> dict[str, int]:
+    """Stored clicks by reason ("valid" or why not)."""
+    from piccolo.query.functions.aggregate import Count
+
     from server import piccolo_app
     from server.core import db
     from server.tracking.tables import Click
@@ -100,83 +124,254 @@ async def count_clicks(database_url: str) -> int:
     engine = piccolo_app.bind(db.engine_for(database_url))
     await db.start(engine)
     try:
-        return await Click.count()
+        rows = await Click.select(Click.reason, Count(Click.id, alias="n")).group_by(Click.reason)
+        return {r["reason"]: r["n"] for r in rows}
     finally:
         await db.stop(engine)
 
 
-def measured(server: Server, url: str, seconds: int, connections: int) -> tuple[Load, float]:
-    """wrk at the maximum rate, and the server's CPU microseconds per request meanwhile."""
-    before = server.cpu_seconds()
-    load = wrk(url, seconds, connections)
-    return load, (server.cpu_seconds() - before) / max(load.requests, 1) * 1e6
+@dataclass
+class Phase:
+    """One maximum-rate phase: the load, and the CPU seconds each part used during it."""
+
+    load: Load
+    server_cpu: float
+    redis_cpu: float | None = None
+    database_cpu: float | None = None
+    redis_calls: dict[str, tuple[int, int]] | None = None  # command -> (calls, µs) during the phase
+
+    def per_request_us(self, cpu: float | None) -> float | None:
+        return None if cpu is None else cpu / max(self.load.requests, 1) * 1e6
+
+    def cores(self, cpu: float | None) -> float | None:
+        return None if cpu is None else cpu / self.load.seconds
+
+
+# Every request from another network (an IPv4 /24 of its own: a.b.c.1 with a from 11 to 110, b and c
+# from a counter; IPv4, as most visitors are, and the redirect's fast path for them), so no visitor
+# repeats within 6,553,600 requests and no network reaches its rate limit. The counter starts from the
+# clock (2^16 addresses a second), so phases started seconds apart (the warm-up, then the measured
+# phase, on the same Redis) do not repeat each other's visitors.
+DISTINCT_LUA = """
+local n = (os.time() % 100) * 65536
+local headers = {}
+for k, v in pairs(wrk.headers) do headers[k] = v end
+request = function()
+  n = n + 1
+  local a = 11 + math.floor(n / 65536) % 100
+  headers["X-Forwarded-For"] = string.format("%d.%d.%d.1", a, math.floor(n / 256) % 256, n % 256)
+  return wrk.format(nil, nil, headers)
+end
+"""
+SCRIPT: list[Path | None] = [None]  # the wrk script of every max-rate phase (None: plain GETs)
+
+
+def measured(server: Server, url: str, seconds: int, connections: int, database_url: str | None = None) -> Phase:
+    """wrk at the maximum rate, and the CPU the server, its Redis and its database used meanwhile."""
+    before = server.cpu_seconds(), server.redis_cpu_seconds(), database_cpu_seconds(database_url or "")
+    calls_before = server.redis_commandstats()
+    load = wrk(url, seconds, connections, SCRIPT[0])
+    after = server.cpu_seconds(), server.redis_cpu_seconds(), database_cpu_seconds(database_url or "")
+    calls_after = server.redis_commandstats()
+    delta = [None if b is None or a is None else a - b for a, b in zip(after, before, strict=True)]
+    calls = {
+        name: (n - calls_before.get(name, (0, 0))[0], us - calls_before.get(name, (0, 0))[1])
+        for name, (n, us) in calls_after.items()
+        if n > calls_before.get(name, (0, 0))[0] and name != "info"
+    }
+    return Phase(load, delta[0], delta[1], delta[2], calls if server.redis is not None else None)
+
+
+APPS = ("raw", "litestar", "click")
+LABELS = {
+    "raw": "(r) raw ASGI 302",
+    "litestar": "(a) bare Litestar 302",
+    "click": "(b) /c/{code} + recording",
+}
+
+
+def spread(values: list[float], fmt: str = "{:,.0f}") -> str:
+    if not values:
+        return "-"
+    low, high = min(values), max(values)
+    return fmt.format(low) if len(values) == 1 else f"{fmt.format(low)}–{fmt.format(high)}"
+
+
+def med(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def show(value: float | None, fmt: str = "{:.0f}") -> str:
+    return "unmeasured" if value is None else fmt.format(value)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=int, default=10, help="length of each load phase (max 60)")
+    parser.add_argument("--seconds", type=int, default=10, help="length of each load phase (2 to 60)")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1, help="also measure with N server processes (1 always)")
+    parser.add_argument("--runs", type=int, default=3, help="rounds of every phase, for the spread (1 to 5)")
+    parser.add_argument("--no-latency", action="store_true", help="skip the half-rate latency phases")
+    parser.add_argument(
+        "--distinct-visitors", action="store_true", help="every request another client network (X-Forwarded-For)"
+    )
     parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL cluster on loopback")
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     args = parser.parse_args()
     seconds = min(max(args.seconds, 2), 60)
+    runs = min(max(args.runs, 1), 5)
+    worker_counts = sorted({1, min(max(args.workers, 1), 8)})
     ensure_tools("wrk", "hey")
 
+    phases: dict[tuple[int, str], list[Phase]] = {(n, app): [] for n in worker_counts for app in APPS}
+    half: dict[tuple[int, str], Load] = {}
+    if args.distinct_visitors:
+        os.environ["TRUSTED_PROXIES"] = "127.0.0.1"  # affnet believes X-Forwarded-For from loopback only
     with tempfile.TemporaryDirectory(prefix="affnet-bench-") as tmp, bench_database(Path(tmp), args) as url:
         workdir = Path(tmp)
+        if args.distinct_visitors:
+            SCRIPT[0] = workdir / "distinct.lua"
+            SCRIPT[0].write_text(DISTINCT_LUA)
         server = start_server(workdir, url)
         database_url = server.env["DATABASE_URL"]
         code = asyncio.run(seed(database_url))
-        click_url = f"{server.url}/c/{code}?sub1=bench"
-        sent_clicks = 0
-        try:
-            sent_clicks += wrk(click_url, 2, args.connections).requests  # warm up
-            load_before = os.getloadavg()
-            with asgi_302(workdir) as raw:
-                wrk(raw.url, 2, args.connections)  # warm up
-                r_max, r_cpu = measured(raw, raw.url, seconds, args.connections)
-            with asgi_302(workdir, "litestar302:app") as bare:
-                baseline_url = f"{bare.url}/__bench/302"
-                wrk(baseline_url, 2, args.connections)  # warm up
-                a_max, a_cpu = measured(bare, baseline_url, seconds, args.connections)
-                a_half = hey(baseline_url, seconds, a_max.rps / 2)
-            b_max, b_cpu = measured(server, click_url, seconds, args.connections)
-            sent_clicks += b_max.requests
-            b_half = hey(click_url, seconds, b_max.rps / 2)
-            sent_clicks += b_half.requests
-        finally:
-            exit_code = server.stop()
-        stored = asyncio.run(count_clicks(database_url))
+        server.stop()
+        settings = durability(database_url)
+        load_before = load_average()
+        sent_clicks, exit_codes = 0, []
+        for round_ in range(runs):
+            for n in worker_counts:
+                for app in APPS:
+                    if app == "click":
+                        server = start_server(workdir, database_url, workers=n)
+                        target = f"{server.url}/c/{code}?sub1=bench"
+                        try:
+                            sent_clicks += wrk(target, 2, args.connections, SCRIPT[0]).requests  # warm up
+                            phase = measured(server, target, seconds, args.connections, database_url)
+                            sent_clicks += phase.load.requests
+                            if round_ == 0 and not args.no_latency:
+                                half[n, app] = hey(target, seconds, phase.load.rps / 2)
+                                sent_clicks += half[n, app].requests
+                        finally:
+                            exit_codes.append(server.stop())
+                    else:
+                        name = "raw302:app" if app == "raw" else "litestar302:app"
+                        with asgi_302(workdir, name, n, proxy_headers=args.distinct_visitors) as bare:
+                            target = bare.url if app == "raw" else f"{bare.url}/__bench/302"
+                            wrk(target, 2, args.connections, SCRIPT[0])  # warm up
+                            phase = measured(bare, target, seconds, args.connections)
+                            if app == "litestar" and round_ == 0 and not args.no_latency:
+                                half[n, app] = hey(target, seconds, phase.load.rps / 2)
+                    phases[n, app].append(phase)
+                    print(
+                        f"round {round_ + 1}, {n} worker(s), {LABELS[app]}: {phase.load.rps:,.0f} req/s "
+                        f"(load average {load_average()})",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+        load_after = load_average()
+        by_reason = asyncio.run(count_clicks(database_url))
+        stored = sum(by_reason.values())
 
-    line = phase_line
+    report(args, seconds, runs, worker_counts, phases, half, settings, load_before, load_after)
+    lost = max(0, sent_clicks - stored)
+    print(
+        f"clicks answered: {sent_clicks:,}, stored after graceful shutdowns: {stored:,}, lost: {lost} "
+        f"(server exit codes {sorted(set(exit_codes))}); by reason: "
+        + ", ".join(f"{reason} {n:,}" for reason, n in sorted(by_reason.items(), key=lambda kv: -kv[1]))
+    )
+    if lost or any(exit_codes):
+        sys.exit("FAILED: clicks answered but not stored, or a server did not stop cleanly")
 
-    engine = "PostgreSQL" if database_url.startswith("postgres") else "SQLite (WAL, synchronous=FULL: the default)"
-    if args.postgres:
-        engine += f" ({POSTGRES_DURABILITY})"
-    print(f"machine:  {machine()}")
+
+def report(args, seconds, runs, worker_counts, phases, half, settings, load_before, load_after) -> None:  # noqa: ANN001, PLR0913
+    print(f"machine:      {machine()}")
+    print(f"load average: {load_before} before, {load_after} after (1, 5, 15 min)")
+    print(f"database:     {settings} (as the database reports them)")
     print(
-        f"settings: uvicorn, 1 worker, {engine}, wrk -t1 -c{args.connections}, {seconds}s per phase, "
-        "hey 8 workers at half the max rate, loopback only"
+        f"settings:     uvicorn as `affnet serve --workers N` runs it, wrk -t1 -c{args.connections} on the same "
+        f"cores, {seconds}s per phase, {runs} rounds, loopback only; Redis: a throwaway one per server start"
     )
     print(
-        f"(r) raw ASGI 302, same server   max {r_max.rps:>8.0f} req/s (p50 {r_max.p50_ms:.2f} ms, "
-        f"p99 {r_max.p99_ms:.2f} ms)   the ceiling"
+        "visitors:     "
+        + (
+            "every request another network (X-Forwarded-For): every click a new visitor, counted in Redis"
+            if args.distinct_visitors
+            else "one (127.0.0.1, one browser): after the first click, duplicates and rate-limited"
+        )
     )
-    print(line("(a) bare Litestar 302", a_max, a_half))
-    print(line("(b) /c/{code} + recording", b_max, b_half))
-    print(
-        f"ratio b/a (max req/s):      {b_max.rps / a_max.rps:.2f}   b/r (of the raw ASGI ceiling): "
-        f"{b_max.rps / r_max.rps:.2f}"
-    )
-    print(
-        f"server CPU per request:     (r) {r_cpu:.0f} µs, (a) {a_cpu:.0f} µs, (b) {b_cpu:.0f} µs; "
-        f"ratio a/b {a_cpu / b_cpu:.2f}, r/b {r_cpu / b_cpu:.2f}"
-    )
-    print(f"load average:               {' '.join(f'{x:.2f}' for x in load_before)} before the max-rate phases")
-    print(
-        f"clicks answered: {sent_clicks}, stored after graceful shutdown: {stored}, "
-        f"lost: {max(0, sent_clicks - stored)} (server exit code {exit_code})"
-    )
+    print()
+    print(f"{'workers':<8} {'app':<27} {'max req/s, every round':<32} {'spread':<17} server µs/req  cores: server  wrk")
+    for n in worker_counts:
+        for app in APPS:
+            ps = phases[n, app]
+            rates = ", ".join(f"{p.load.rps:,.0f}" for p in ps)
+            server_us = med([p.per_request_us(p.server_cpu) for p in ps])
+            print(
+                f"{n:<8} {LABELS[app]:<27} {rates:<32} {spread([p.load.rps for p in ps]):<17} "
+                f"{show(server_us):>13}  {show(med([p.cores(p.server_cpu) for p in ps]), '{:.2f}'):>13}  "
+                f"{show(med([p.cores(p.load.client_cpu) for p in ps]), '{:.2f}'):>4}"
+            )
+    print()
+
+    def ratio(num: list[Phase], den: list[Phase]) -> str:
+        values = [a.load.rps / b.load.rps for a, b in zip(num, den, strict=True)]
+        return f"{', '.join(f'{v:.2f}' for v in values)} (spread {spread(values, '{:.2f}')})"
+
+    def cpu_ratio(num: list[Phase], den: list[Phase]) -> str:
+        # requests per server CPU-second, num ÷ den: the same ratio, steadier on a busy machine
+        values = [
+            b.per_request_us(b.server_cpu) / a.per_request_us(a.server_cpu) for a, b in zip(num, den, strict=True)
+        ]
+        return f"{', '.join(f'{v:.2f}' for v in values)} (spread {spread(values, '{:.2f}')})"
+
+    for n in worker_counts:
+        click = phases[n, "click"]
+        print(f"{n} worker(s): b/a (/c/ ÷ Litestar, same round) {ratio(click, phases[n, 'litestar'])}")
+        print(f"{n} worker(s): b/r (/c/ ÷ raw ASGI, same round)  {ratio(click, phases[n, 'raw'])}")
+        print(f"{n} worker(s): b/a by server CPU per request   {cpu_ratio(click, phases[n, 'litestar'])}")
+        print(f"{n} worker(s): b/r by server CPU per request   {cpu_ratio(click, phases[n, 'raw'])}")
+    top = worker_counts[-1]
+    if top > 1:
+        for app in APPS:
+            print(f"{top} workers ÷ 1 worker, {LABELS[app]:<27} {ratio(phases[top, app], phases[1, app])}")
+    print()
+    print("where the CPU went per /c/ request in the max-rate phases (median of the rounds):")
+    for n in worker_counts:
+        ps = phases[n, "click"]
+        server_us = med([p.per_request_us(p.server_cpu) for p in ps])
+        redis_us = med([p.per_request_us(p.redis_cpu) for p in ps])
+        db_us = med([p.per_request_us(p.database_cpu) for p in ps])
+        wrk_us = med([p.per_request_us(p.load.client_cpu) for p in ps])
+        print(
+            f"  {n} worker(s): server {show(server_us)} µs, Redis {show(redis_us, '{:.1f}')} µs, "
+            f"PostgreSQL {show(db_us, '{:.1f}') if db_us is not None else 'in the server (SQLite) or unmeasured'} µs, "
+            f"wrk {show(wrk_us, '{:.1f}')} µs; clicks per server CPU-second "
+            f"{show(1e6 / server_us if server_us else None, '{:,.0f}')}"
+        )
+        calls: dict[str, list[tuple[int, int]]] = {}
+        for p in ps:
+            for name, value in (p.redis_calls or {}).items():
+                calls.setdefault(name, []).append(value)
+        # Only the scripts: the commands a script runs are listed by Redis too, and counted in its time.
+        for name, values in sorted((k, v) for k, v in calls.items() if k.startswith("eval")):
+            n_calls = sum(c for c, _ in values)
+            usec = sum(u for _, u in values)
+            requests = sum(p.load.requests for p in ps)
+            print(
+                f"    Redis {name}: {n_calls / len(ps):,.0f} calls per phase, "
+                f"{usec / max(n_calls, 1):,.1f} µs per call (INFO commandstats), "
+                f"{requests / max(n_calls, 1):,.0f} requests per call"
+            )
+    if half:
+        print()
+        print("at half the maximum rate (hey, first round):")
+        for (n, app), load in sorted(half.items()):
+            print(
+                f"  {n} worker(s), {LABELS[app]:<27} {load.rps:,.0f} req/s: p50 {load.p50_ms:.2f} ms, "
+                f"p99 {load.p99_ms:.2f} ms"
+            )
 
 
 if __name__ == "__main__":

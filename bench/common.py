@@ -8,8 +8,10 @@ import argparse
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -46,6 +48,90 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {mem}, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None  # exited meanwhile
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and every live process descending from it (uvicorn's workers are its children)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat_fields(int(entry.name))) is not None:
+            parents[int(entry.name)] = int(fields[1])
+    tree, frontier = [root], [root]
+    while frontier:
+        frontier = [pid for pid, parent in parents.items() if parent in frontier]
+        tree += frontier
+    return tree
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU time used so far by `root` and its live descendants (Linux /proc). A
+    process that exited during a phase takes its time with it: none of the measured ones do."""
+    total = 0
+    for pid in process_tree(root):
+        if (fields := _stat_fields(pid)) is not None:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    """CPU time of this process's finished children (the load generators, once waited for)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+# The PostgreSQL clusters bench_database started, by URL: their postmaster's pid file, so a bench
+# can count the database's CPU (every backend is a child of the postmaster).
+CLUSTER_DIRS: dict[str, Path] = {}
+
+
+def database_cpu_seconds(database_url: str) -> float | None:
+    """CPU time of the bench's own PostgreSQL cluster so far (None: SQLite, whose work is done in
+    the server's process and counted there, or a database this bench did not start)."""
+    data_dir = CLUSTER_DIRS.get(database_url)
+    if data_dir is None:
+        return None
+    pid = int((data_dir / "db" / "postmaster.pid").read_text().split()[0])
+    return tree_cpu_seconds(pid)
+
+
+def durability(database_url: str) -> str:
+    """The durability settings the database really runs with, read from it (not assumed)."""
+    if database_url.startswith("sqlite"):
+        path = database_url.split("sqlite:///", 1)[1]
+        conn = sqlite3.connect(path)
+        try:
+            journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            sync = conn.execute("PRAGMA synchronous").fetchone()[0]
+        finally:
+            conn.close()
+        names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+        return f"SQLite {sqlite3.sqlite_version}, journal_mode={journal}, synchronous={names.get(sync, sync)}"
+    import asyncio
+
+    import asyncpg
+
+    async def read() -> str:
+        conn = await asyncpg.connect(database_url)
+        try:
+            version = (await conn.fetchval("SHOW server_version")).split()[0]
+            names = ("fsync", "synchronous_commit", "full_page_writes", "wal_sync_method", "commit_delay")
+            values = [f"{n}={await conn.fetchval(f'SHOW {n}')}" for n in names]
+        finally:
+            await conn.close()
+        return f"PostgreSQL {version}, " + ", ".join(values)
+
+    return asyncio.run(read())
+
+
 def ensure_tools(*names: str) -> None:
     missing = [n for n in names if shutil.which(n) is None]
     if not missing:
@@ -62,10 +148,29 @@ class Server:
     proc: subprocess.Popen
     redis: object
 
+    workers: int = 1
+
     def cpu_seconds(self) -> float:
-        """User + system CPU time the server process has used so far (Linux /proc)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU time the server has used so far: its process and, with several
+        workers, uvicorn's worker processes (Linux /proc)."""
+        return tree_cpu_seconds(self.proc.pid)
+
+    def redis_cpu_seconds(self) -> float | None:
+        """CPU time of the server's Redis so far (None for the bare apps, which have none)."""
+        return None if self.redis is None else tree_cpu_seconds(self.redis.proc.pid)
+
+    def redis_commandstats(self) -> dict[str, tuple[int, int]]:
+        """Redis's INFO commandstats: command -> (calls, microseconds), since it started."""
+        if self.redis is None:
+            return {}
+        import redis
+
+        client = redis.Redis.from_url(self.redis.url)
+        try:
+            stats = client.info("commandstats")
+        finally:
+            client.close()
+        return {k.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"])) for k, v in stats.items()}
 
     def stop(self) -> int:
         """Graceful shutdown (SIGINT, as Ctrl-C): the server flushes its buffers before exiting."""
@@ -83,15 +188,18 @@ class Server:
         """Start the server again on the same port, database, Redis and data directory; returns
         the seconds until it answered (startup includes replaying what a killed process left)."""
         started = time.monotonic()
-        self.proc = _serve(workdir, self.env, int(self.url.rsplit(":", 1)[1]))
+        self.proc = _serve(workdir, self.env, int(self.url.rsplit(":", 1)[1]), self.workers)
         return time.monotonic() - started
 
 
 @contextmanager
-def asgi_302(workdir: Path, app: str = "raw302:app") -> Iterator[Server]:
-    """An ASGI app of bench/ under uvicorn with `affnet serve`'s options (one worker, no proxy headers,
-    no server header, warning logs): bench/raw302.py, the true ceiling a redirect on this server is
-    compared with, or bench/litestar302.py, a bare Litestar route answering 302 (GET /__bench/302)."""
+def asgi_302(workdir: Path, app: str = "raw302:app", workers: int = 1, proxy_headers: bool = False) -> Iterator[Server]:
+    """An ASGI app of bench/ under uvicorn with `affnet serve`'s options (`workers` processes, no proxy
+    headers, no server header, warning logs): bench/raw302.py, the true ceiling a redirect on this
+    server is compared with, or bench/litestar302.py, a bare Litestar route answering 302 (GET
+    /__bench/302). Several workers are uvicorn's, as `affnet serve --workers N` runs them: one
+    listening socket bound by the parent, shared by its worker processes. `proxy_headers`: read
+    X-Forwarded-For from loopback, as `affnet serve` does with TRUSTED_PROXIES=127.0.0.1."""
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -103,10 +211,11 @@ def asgi_302(workdir: Path, app: str = "raw302:app") -> Iterator[Server]:
             "127.0.0.1",
             "--port",
             str(port),
-            "--no-proxy-headers",
+            *(["--proxy-headers", "--forwarded-allow-ips", "127.0.0.1"] if proxy_headers else ["--no-proxy-headers"]),
             "--no-server-header",
             "--log-level",
             "warning",
+            *(["--workers", str(workers)] if workers > 1 else []),
         ],
         cwd=Path(__file__).resolve().parent,
         stdout=open(workdir / f"{app.split(':')[0]}.log", "ab"),
@@ -114,25 +223,53 @@ def asgi_302(workdir: Path, app: str = "raw302:app") -> Iterator[Server]:
     )
     try:
         wait_for_port(port, timeout=30, proc=proc)
-        yield Server(f"http://127.0.0.1:{port}", {}, proc, None)
+        wait_for_workers(proc, workers)
+        yield Server(f"http://127.0.0.1:{port}", {}, proc, None, workers)
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
 
 
-def _serve(workdir: Path, env: dict[str, str], port: int) -> subprocess.Popen:
+def wait_for_workers(proc: subprocess.Popen, workers: int, timeout: float = 60) -> None:
+    """With several workers the parent listens before its workers are up: wait until `workers`
+    children have started and their CPU use has settled (imports done), so no phase measures a
+    worker's start-up."""
+    if workers <= 1:
+        return
+    deadline = time.monotonic() + timeout
+    last = -1.0
+    while time.monotonic() < deadline:
+        children = [pid for pid in process_tree(proc.pid)[1:] if _is_python(pid)]
+        used = tree_cpu_seconds(proc.pid)
+        if len(children) >= workers and used - last < 0.02:
+            return
+        last = used
+        time.sleep(0.5)
+    raise TimeoutError(f"{workers} uvicorn workers did not settle within {timeout}s")
+
+
+def _is_python(pid: int) -> bool:
+    try:
+        return "python" in Path(f"/proc/{pid}/comm").read_text()
+    except OSError:
+        return False
+
+
+def _serve(workdir: Path, env: dict[str, str], port: int, workers: int = 1) -> subprocess.Popen:
+    """`affnet serve --workers N`, as production runs it."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--workers", str(workers)],
         cwd=ROOT,
         env=env,
         stdout=open(workdir / "server.log", "ab"),
         stderr=subprocess.STDOUT,
     )
     wait_for_port(port, timeout=30, proc=proc)
+    wait_for_workers(proc, workers)
     return proc
 
 
-def start_server(workdir: Path, database_url: str | None = None) -> Server:
+def start_server(workdir: Path, database_url: str | None = None, workers: int = 1) -> Server:
     redis = start_redis(workdir / "redis")
     port = free_port()
     env = {
@@ -144,7 +281,7 @@ def start_server(workdir: Path, database_url: str | None = None) -> Server:
         "AFFNET_DATA_DIR": str(workdir / "data"),
     }
     subprocess.run([sys.executable, "-m", "server.cli", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True)
-    return Server(f"http://127.0.0.1:{port}", env, _serve(workdir, env, port), redis)
+    return Server(f"http://127.0.0.1:{port}", env, _serve(workdir, env, port, workers), redis, workers)
 
 
 BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
@@ -157,6 +294,8 @@ class Load:
     p50_ms: float
     p99_ms: float
     counts: dict[str, int] = field(default_factory=dict)  # what a wrk script printed as "COUNTS k=v ..."
+    client_cpu: float = 0.0  # CPU seconds the load generator itself used (it shares the machine's cores)
+    seconds: float = 0.0  # the phase's length
 
 
 def phase_line(name: str, top: Load, half: Load, width: int = 28) -> str:
@@ -175,6 +314,7 @@ def _ms(value: str) -> float:
 def wrk(url: str, seconds: int, connections: int, script: Path | None = None) -> Load:
     """Closed-loop load at the maximum rate the server sustains (through a Lua `script` if given)."""
     lua = ["-s", str(script)] if script else []
+    cpu_before = children_cpu_seconds()
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *lua, "-H", f"User-Agent: {BROWSER_UA}", url],
         capture_output=True,
@@ -189,12 +329,13 @@ def wrk(url: str, seconds: int, connections: int, script: Path | None = None) ->
     counts = {}
     if match := re.search(r"COUNTS (.*)", out):
         counts = {k: int(v) for k, v in (pair.split("=") for pair in match.group(1).split())}
-    return Load(requests, rps, p50, p99, counts)
+    return Load(requests, rps, p50, p99, counts, children_cpu_seconds() - cpu_before, seconds)
 
 
 def hey(url: str, seconds: int, rate: float, workers: int = 8) -> Load:
     """Open-loop-ish load at a fixed rate (hey's per-worker QPS limit), for latency at a set rate."""
     per_worker = max(1, int(rate / workers))
+    cpu_before = children_cpu_seconds()
     out = subprocess.run(
         [
             "hey",
@@ -218,7 +359,7 @@ def hey(url: str, seconds: int, rate: float, workers: int = 8) -> Load:
     p50 = float(re.search(r"50%+ in ([\d.]+) secs", out).group(1)) * 1000
     p99 = float(re.search(r"99%+ in ([\d.]+) secs", out).group(1)) * 1000
     requests = sum(int(n) for n in re.findall(r"\[\d{3}\]\s+(\d+) responses", out))
-    return Load(requests, rps, p50, p99)
+    return Load(requests, rps, p50, p99, client_cpu=children_cpu_seconds() - cpu_before, seconds=seconds)
 
 
 @contextmanager
@@ -232,7 +373,9 @@ def bench_database(workdir: Path, args: argparse.Namespace) -> Iterator[str | No
     from dev.services import start_postgres
 
     cluster = start_postgres(workdir / "pg", durable=True)
+    CLUSTER_DIRS[cluster.url] = workdir / "pg"
     try:
         yield cluster.url
     finally:
+        CLUSTER_DIRS.pop(cluster.url, None)
         cluster.stop()

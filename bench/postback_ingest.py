@@ -1,15 +1,18 @@
 """Benchmark conversion intake: postbacks per second, with dedup by txn id.
 
-    .venv/bin/python bench/postback_ingest.py [--seconds 10] [--connections 32] [--postgres | --database-url URL]
+    .venv/bin/python bench/postback_ingest.py [--seconds 10] [--connections 32] [--workers 1]
+                                              [--postgres | --database-url URL]
 
-Starts affnet (one uvicorn worker) on 127.0.0.1 with a fresh database (SQLite, or a throwaway
-PostgreSQL with --postgres), makes a campaign and a real click through /c/{code}, then loads
-GET /postback with wrk: every request carries a new txn id on a click of its own, except every
-tenth, which repeats an earlier one (a retried postback). A goal takes one conversion per click,
-as real sales come, so the click ids beyond the real one are signed here with the server's key
-the way the redirect signs them (intake needs no click row: the signed id is the proof). It then
-counts the stored conversions: each distinct txn id answered must be stored exactly once.
-Loopback only, bounded in time. Needs wrk (Debian package; installed if root).
+Starts affnet (`affnet serve --workers N`, one worker by default) on 127.0.0.1 with a fresh
+database (SQLite, or a throwaway PostgreSQL with --postgres), makes a campaign and a real click
+through /c/{code}, then loads GET /postback with wrk: every request carries a new txn id on a
+click of its own, except every tenth, which repeats an earlier one (a retried postback). A goal
+takes one conversion per click, as real sales come, so the click ids beyond the real one are
+signed here with the server's key the way the redirect signs them (intake needs no click row: the
+signed id is the proof). It then counts the stored conversions: each distinct txn id answered must
+be stored exactly once. It prints the CPU a postback cost the server's processes, its PostgreSQL
+(every postgres process of the throwaway cluster; SQLite's work is inside the server) and the load
+generator, which shares the cores. Loopback only, bounded in time. Needs wrk (Debian package; installed if root).
 """
 
 from __future__ import annotations
@@ -28,7 +31,19 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import BROWSER_UA, POSTGRES_DURABILITY, ROOT, _ms, bench_database, ensure_tools, machine, start_server  # noqa: E402
+from common import (  # noqa: E402
+    BROWSER_UA,
+    ROOT,
+    _ms,
+    bench_database,
+    children_cpu_seconds,
+    database_cpu_seconds,
+    durability,
+    ensure_tools,
+    load_average,
+    machine,
+    start_server,
+)
 
 sys.path.insert(0, str(ROOT))
 
@@ -150,10 +165,12 @@ class Load:
     rps: float
     p50_ms: float
     p99_ms: float
+    client_cpu: float = 0.0
 
 
 def wrk(url: str, seconds: int, connections: int, script: str) -> Load:
     """Closed-loop load at the maximum rate, each request built by the Lua script."""
+    cpu_before = children_cpu_seconds()
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, url],  # noqa: S603, S607
         capture_output=True,
@@ -168,6 +185,7 @@ def wrk(url: str, seconds: int, connections: int, script: str) -> Load:
         rps=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
         p50_ms=_ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1)),
         p99_ms=_ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1)),
+        client_cpu=children_cpu_seconds() - cpu_before,
     )
 
 
@@ -179,6 +197,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=10, help="length of the load phase (max 60)")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1, help="server processes (affnet serve --workers N)")
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     parser.add_argument("--postgres", action="store_true", help="start a throwaway PostgreSQL on loopback")
     args = parser.parse_args()
@@ -188,8 +207,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="affnet-bench-") as tmp:
         workdir = Path(tmp)
         with bench_database(workdir, args) as database_url:
-            server = start_server(workdir, database_url)
+            server = start_server(workdir, database_url, workers=min(max(args.workers, 1), 8))
             database_url = server.env["DATABASE_URL"]
+            settings = durability(database_url)
+            load_before = load_average()
             try:
                 code, token = asyncio.run(seed(database_url))
                 clicks = signed_click_ids(click_id_of(server.url, code), CLICKS_PER_SECOND * seconds)
@@ -197,29 +218,34 @@ def main() -> None:
                 script = workdir / "postback.lua"
                 script.write_text(LUA.replace("{CLICKS}", str(workdir / "clicks.txt")))
                 url = f"{server.url}/postback?{urlencode({'token': token})}"
-                cpu_before = server.cpu_seconds()
+                cpu_before, db_before = server.cpu_seconds(), database_cpu_seconds(database_url)
                 load = wrk(url, seconds, args.connections, script=str(script))
-                cpu = server.cpu_seconds() - cpu_before
+                cpu, db_after = server.cpu_seconds() - cpu_before, database_cpu_seconds(database_url)
+                load_after = load_average()
             finally:
                 exit_code = server.stop()
             stored = asyncio.run(count_conversions(database_url))
 
-    engine = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
-    if args.postgres:
-        engine += f" ({POSTGRES_DURABILITY})"
     expected = unique_txn_ids(load.requests)
+    per = max(load.requests, 1)
+    database = "in the server (SQLite) or unmeasured"
+    if db_before is not None and db_after is not None:
+        database = f"{(db_after - db_before) * 1e6 / per:.0f} µs ({(db_after - db_before) / seconds:.2f} cores)"
     print(f"machine:  {machine()}")
+    print(f"load average: {load_before} before, {load_after} after")
+    print(f"database: {settings} (as the database reports them)")
     print(
-        f"settings: uvicorn, 1 worker, {engine}, wrk -t1 -c{args.connections}, {seconds}s, loopback only; "
-        "one txn id in ten repeated"
+        f"settings: uvicorn, {server.workers} worker(s), wrk -t1 -c{args.connections} on the same cores, {seconds}s, "
+        "loopback only; one txn id in ten repeated"
     )
     print(
         f"postbacks: {load.rps:.0f} req/s (p50 {load.p50_ms:.2f} ms, p99 {load.p99_ms:.2f} ms), "
         f"{load.requests} answered, {load.errors} not 2xx"
     )
     print(
-        f"server CPU: {cpu * 1e6 / max(load.requests, 1):.0f} µs per postback (user+system of the server "
-        "process; the database's own CPU is not included)"
+        f"CPU per postback: server {cpu * 1e6 / per:.0f} µs ({cpu / seconds:.2f} cores, user+system of its "
+        f"processes), database {database}, wrk {load.client_cpu * 1e6 / per:.0f} µs "
+        f"({load.client_cpu / seconds:.2f} cores)"
     )
     print(
         f"conversions stored: {stored}; distinct txn ids answered: {expected} "

@@ -59,7 +59,7 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import POSTGRES_DURABILITY, ROOT, SECRET, bench_database, machine  # noqa: E402
+from common import POSTGRES_DURABILITY, ROOT, SECRET, bench_database, database_cpu_seconds, machine  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -552,6 +552,9 @@ async def measure(
             for _ in range(3):  # warm-up, not counted
                 await publisher.report(pick(), period)
             started = time.perf_counter()
+            # The database's CPU for the whole loop (every postgres process of the bench's cluster),
+            # and this process's: what one report costs per core, beside its wall time.
+            db_before, own_before = database_cpu_seconds(DATABASE_URL[0]), time.process_time()
             done = 0
             while done < samples and time.perf_counter() - started < max_seconds:
                 pub = pick()
@@ -563,6 +566,9 @@ async def measure(
                 await publisher.report(pub, period)
                 timings[REPORT].append((time.perf_counter() - t0) * 1000)
                 done += 1
+            db_after, own = database_cpu_seconds(DATABASE_URL[0]), time.process_time() - own_before
+            if db_before is not None and db_after is not None and done:
+                CPU_PER_REPORT[(case, days)] = ((db_after - db_before) * 1000 / done, own * 1000 / done)
             log(
                 f"  {case}, last {days} days: {done} samples in {time.perf_counter() - started:.0f} s "
                 f"(load average {os.getloadavg()[0]:.2f})"
@@ -571,9 +577,19 @@ async def measure(
     return results
 
 
+DATABASE_URL = [""]  # the database being measured (set by run)
+# (case, days) -> (database CPU ms, this process's CPU ms) per sample: every grouped query of the
+# report once, then the whole report (its queries again and three look-ups).
+CPU_PER_REPORT: dict[tuple[str, int], tuple[float, float]] = {}
+
+
 def print_table(results: dict[tuple[str, int], dict[str, list[float]]], ranges: list[int]) -> list[tuple]:
     """The figures per case; returns the misses: (case, days, query, p95)."""
     misses = []
+    if CPU_PER_REPORT:
+        print("\nCPU per sample (each grouped query once, then the whole report: about two reports' worth):")
+        for (case, days), (database, own) in CPU_PER_REPORT.items():
+            print(f"  {case}, last {days} days: database {database:.1f} ms, bench process {own:.1f} ms")
     for case in dict.fromkeys(c for c, _ in results):
         print(f"\n{case}")
         head = f"{'query':<34}" + "".join(
@@ -631,6 +647,7 @@ async def run(database_url: str, args: argparse.Namespace) -> None:
     from server.reports import rollup
 
     rng = random.Random(args.seed)
+    DATABASE_URL[0] = database_url
     engine = piccolo_app.bind(db.engine_for(database_url))
     await db.start(engine)
     try:
