@@ -135,25 +135,6 @@ async def stored_valid_clicks(key: Key) -> int:
     return await query
 
 
-class NetworkRate:
-    """Requests per network in fixed one-minute windows, in process (the ad server's, until it counts
-    in Redis as clicks do)."""
-
-    def __init__(self, limit: int = 120, window: float = 60.0) -> None:
-        self.limit = limit
-        self.window = window
-        self._counts: dict[str, tuple[float, int]] = {}
-
-    def over(self, network: str, now: float) -> bool:
-        start, count = self._counts.get(network, (now, 0))
-        if now - start >= self.window:
-            start, count = now, 0
-        if len(self._counts) > 200_000:
-            self._counts = {k: v for k, v in self._counts.items() if now - v[0] < self.window}
-        self._counts[network] = (start, count + 1)
-        return count + 1 > self.limit
-
-
 def clean_sub(value: str | None) -> str:
     if not value:
         return ""
