@@ -8,13 +8,10 @@ Redis (a throwaway redis-server on loopback, as `affnet serve` would use one): b
 clicks (every click a visitor of its own, except a --repeat share that repeats an earlier visitor
 on the same link: duplicates; --networks /24s; 50 campaigns with caps and CPC budgets that are never
 reached, 500 publishers) go through the click flush's classification, the one Lua call per batch:
-`server.tracking.counting.ClickCounter.classify` when that module is there, else a comparable script
-(per click: the duplicate key read and set with a TTL, the network's window counted, the campaign's
-day, total and publisher counters incremented; every key read and written by one EVALSHA), printed
-as such. Per batch size, for --seconds each: Redis's own time per call (INFO commandstats
-usec_per_call), the redis-server process's CPU per click (which includes reading the request),
-the caller's CPU per click (building the batch's payload: spent in the web process at each flush),
-and Redis's memory per click kept (dedup keys live an hour).
+`server.tracking.counting.ClickCounter.classify`. Per batch size, for --seconds each: Redis's own
+time per call (INFO commandstats usec_per_call), the redis-server process's CPU per click (which
+includes reading the request), the caller's CPU per click (building the batch's payload: spent in
+the web process at each flush), and Redis's memory per click kept (dedup keys live an hour).
 
 PostgreSQL (with --postgres a throwaway cluster with production's durability; fsync,
 synchronous_commit and full_page_writes as the database reports them are printed): the same rows
@@ -36,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import inspect
 import os
 import random
 import subprocess
@@ -65,28 +61,6 @@ from dev.services import start_redis  # noqa: E402
 CAMPAIGNS, PUBLISHERS = 50, 500
 MAX_BATCHES = 2000
 
-# A script comparable to the click flush's classification, for a tree without it: per click the
-# duplicate key (GET, then SET EX when new), the network's window (HINCRBY + PEXPIRE), and the
-# campaign's day, total and publisher-day counters (INCRBY once per distinct key of the batch).
-COMPARABLE = """
-local p = cjson.decode(ARGV[1])
-local answers, add = {}, {}
-for i, r in ipairs(p.rows) do
-  local net = p.prefix .. 'net:' .. r[1]
-  local n = redis.call('HINCRBY', net, 'n', 1)
-  if n == 1 then redis.call('PEXPIRE', net, p.window) end
-  if n > p.rate then answers[i] = 2
-  elseif redis.call('GET', r[2]) then answers[i] = 3
-  else
-    redis.call('SET', r[2], r[3], 'EX', p.dedup)
-    for _, k in ipairs({r[4], r[5], r[6]}) do add[k] = (add[k] or 0) + 1 end
-    answers[i] = 1
-  end
-end
-for k, n in pairs(add) do redis.call('INCRBY', k, n) end
-return answers
-"""
-
 
 def fit(points: list[tuple[int, float]]) -> tuple[float, float]:
     """Least squares: value = a + b x size; returns (a, b)."""
@@ -113,7 +87,8 @@ class Traffic:
         self.n = 0
         self.recent: list[tuple[str, int]] = []
 
-    def rows(self, count: int, columns: tuple[str, ...], extra: bool) -> list[tuple]:
+    def rows(self, count: int, columns: tuple[str, ...], *, queued: bool = True) -> list[tuple]:
+        """`queued`: as the buffer holds them (the network and what the flush decides follow the columns)."""
         rng, out = self.rng, []
         now = datetime.now(UTC)
         for _ in range(count):
@@ -146,7 +121,7 @@ class Traffic:
             if unknown:
                 raise SystemExit(f"the click table has columns this bench does not fill: {unknown}")
             row = tuple(values.get(c, "") for c in columns)
-            if extra:
+            if queued:
                 row += (f"10.{rng.randrange(self.networks) // 256 % 256}.{rng.randrange(256)}", 2)
             out.append(row)
         return out
@@ -156,6 +131,7 @@ async def redis_part(args: argparse.Namespace, workdir: Path, sizes: list[int], 
     import redis as redis_sync
     from redis.asyncio import Redis
 
+    from server.tracking import counting
     from server.tracking.service import CLICK_COLUMNS
 
     service = start_redis(workdir / "redis")
@@ -164,67 +140,26 @@ async def redis_part(args: argparse.Namespace, workdir: Path, sizes: list[int], 
     links = {i: (1 + i % CAMPAIGNS, 1000 + i % PUBLISHERS) for i in range(1, 2001)}
     traffic = Traffic(args.seed, args.networks, args.repeat, links)
     try:
-        try:
-            from server.tracking import counting
-        except ImportError:
-            counting = None
-        if counting is not None:
-            limits = counting.Limits(
-                cap_clicks_daily=10**9,
-                cap_publisher_clicks_daily=10**8,
-                cpc_price_minor=25,
-                daily_budget_minor=10**13,
-                total_budget_minor=10**14,
-            )
+        limits = counting.Limits(
+            cap_clicks_daily=10**9,
+            cap_publisher_clicks_daily=10**8,
+            cpc_price_minor=25,
+            daily_budget_minor=10**13,
+            total_budget_minor=10**14,
+        )
 
-            async def seed(key) -> int:  # noqa: ANN001 - every counter starts at 0, as on a fresh day
-                return 0
+        async def seed(key) -> int:  # noqa: ANN001 - every counter starts at 0, as on a fresh day
+            return 0
 
-            async def limits_of(ids) -> dict:  # noqa: ANN001
-                return dict.fromkeys(ids, limits)
+        async def limits_of(ids) -> dict:  # noqa: ANN001
+            return dict.fromkeys(ids, limits)
 
-            # Every seed answers 0 (a fresh day); only the ones this tree's ClickCounter takes are passed.
-            seeds = {"seed": seed, "seed_total": seed, "limits_of": limits_of}
-            wanted = inspect.signature(counting.ClickCounter).parameters
-            counter = counting.ClickCounter(
-                client, columns=CLICK_COLUMNS, **{k: v for k, v in seeds.items() if k in wanted}
-            )
-            for campaign in range(1, CAMPAIGNS + 1):
-                counter.remember(campaign, limits)
-            what = "server.tracking.counting.ClickCounter.classify (the click flush's own Lua call)"
-
-            async def classify(rows: list[tuple]) -> None:
-                await counter.classify(rows)
-
-            extra = True
-        else:
-            import json
-
-            script = client.register_script(COMPARABLE)
-            what = "a comparable Lua script (server.tracking.counting is not in this tree: re-run once it is)"
-            at = {c: i for i, c in enumerate(CLICK_COLUMNS)}
-            day = datetime.now(UTC).date().isoformat()
-
-            async def classify(rows: list[tuple]) -> None:
-                encoded = []
-                for row in rows:
-                    campaign, publisher = row[at["campaign"]], row[at["publisher"]]
-                    encoded.append(
-                        [
-                            row[-2],
-                            f"affnet:clicks:seen:{row[at['visitor_hash']]}:{row[at['link']]}",
-                            row[at["click_id"]],
-                            f"affnet:clicks:{campaign}:day:{day}",
-                            f"affnet:clicks:{campaign}:total",
-                            f"affnet:clicks:{campaign}:pub:{publisher}:day:{day}",
-                        ]
-                    )
-                payload = {"prefix": "affnet:clicks:", "rate": 120, "window": 60000, "dedup": 3600, "rows": encoded}
-                await script(args=[json.dumps(payload, separators=(",", ":"))])
-
-            extra = True
+        counter = counting.ClickCounter(client, columns=CLICK_COLUMNS, seed=seed, seed_total=seed, limits_of=limits_of)
+        counter.limits.update(dict.fromkeys(range(1, CAMPAIGNS + 1), limits))
+        what = "server.tracking.counting.ClickCounter.classify (the click flush's own Lua call)"
+        classify = counter.classify
         # Warm up: the script loaded, the counters seeded.
-        await classify(traffic.rows(100, CLICK_COLUMNS, extra))
+        await classify(traffic.rows(100, CLICK_COLUMNS))
         lines = [f"Redis {sync.info('server')['redis_version']}, one instance on loopback; classification: {what}"]
         lines.append(
             f"{'batch':>6} {'batches':>8} {'wall ms/batch':>14} {'Redis µs/call':>14} {'Redis µs/click':>15} "
@@ -240,7 +175,7 @@ async def redis_part(args: argparse.Namespace, workdir: Path, sizes: list[int], 
             deadline = time.monotonic() + seconds
             while time.monotonic() < deadline and done < MAX_BATCHES:
                 made = time.process_time()
-                rows = traffic.rows(size, CLICK_COLUMNS, extra)  # new visitors every batch
+                rows = traffic.rows(size, CLICK_COLUMNS)  # new visitors every batch
                 making += time.process_time() - made  # the bench's work, not the flush's
                 started = time.perf_counter()
                 await classify(rows)
@@ -313,7 +248,7 @@ async def postgres_part(
         )
         points: dict[str, list[tuple[int, float]]] = {"wall": [], "db": [], "caller": []}
         first_click = datetime.now(UTC)
-        await tracking.write_clicks(traffic.rows(100, tracking.CLICK_COLUMNS, False))  # warm up
+        await tracking.write_clicks(traffic.rows(100, tracking.CLICK_COLUMNS, queued=False))  # warm up
         for size in sizes:
             wal0, db0, caller0 = await wal(), database_cpu_seconds(database_url), time.process_time()
             wall = making = 0.0
@@ -321,7 +256,7 @@ async def postgres_part(
             deadline = time.monotonic() + seconds
             while time.monotonic() < deadline and done < MAX_BATCHES:
                 made = time.process_time()
-                rows = traffic.rows(size, tracking.CLICK_COLUMNS, False)
+                rows = traffic.rows(size, tracking.CLICK_COLUMNS, queued=False)
                 making += time.process_time() - made  # the bench's work, not the flush's
                 started = time.perf_counter()
                 await tracking.write_clicks(rows)

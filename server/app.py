@@ -174,16 +174,18 @@ def create_app(settings: Settings | None = None) -> AdFastPath:
         changes.register(link_cache, redis)
         changes.register(terms_cache, redis)
         changes.register(click_counter, redis)
-        # Its own connection: a subscribed connection cannot serve other commands.
-        listener_redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2)
-        tasks.append(asyncio.create_task(changes.listen(listener_redis, link_cache, terms_cache, click_counter)))
-        app.state.listener_redis = listener_redis
-        tasks.append(asyncio.create_task(counting.listen(listener_redis, click_counter)))
         await ads.start()
         ad_inventory.register(ads.inventory, redis)
-        ads_listener = Redis.from_url(settings.redis_url, socket_connect_timeout=2)
-        tasks.append(asyncio.create_task(ad_inventory.listen(ads_listener, ads.inventory)))
-        app.state.ads_listener = ads_listener
+        # Its own client: a subscribed connection cannot serve other commands (each listener takes
+        # one connection from this client's pool).
+        listener_redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2)
+        app.state.listener_redis = listener_redis
+        for listening in (
+            changes.listen(listener_redis, link_cache, terms_cache, click_counter, ads.inventory),
+            counting.listen(listener_redis, click_counter),
+            ad_inventory.listen(listener_redis, ads.inventory),
+        ):
+            tasks.append(asyncio.create_task(listening))
 
     async def on_shutdown(app: Litestar) -> None:
         for task in tasks:
@@ -192,7 +194,6 @@ def create_app(settings: Settings | None = None) -> AdFastPath:
         await click_buffer.stop()  # every buffered click is stored before the process exits
         await ads.stop()  # and every counted impression
         ad_inventory.unregister(ads.inventory)
-        await app.state.ads_listener.aclose()
         changes.unregister(link_cache)
         changes.unregister(terms_cache)
         changes.unregister(click_counter)

@@ -27,10 +27,10 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-import msgspec
 from redis.asyncio import Redis
 
 from server.ads.tables import ViewReason
+from server.core import batch_counts
 
 PREFIX = "affnet:ad:"
 VIEW_KEY = PREFIX + "view:"
@@ -56,23 +56,13 @@ local function answer_of(held, owner)
 end
 """
 
-# ARGV[1] is JSON (see ViewCounter._payload). Rows: {offer, tag, net, ms, bot, frequency key, counter}.
+# One call per batch (server/core/batch_counts.py: the head reads the counters and network windows
+# once, `save` writes them once). Rows: {offer, tag, net, ms, bot, frequency key, counter}.
 VIEWS = (
-    _CLAIMED
+    batch_counts.SCRIPT_HEAD
+    + _CLAIMED
     + """
-local p = cjson.decode(ARGV[1])
-local value, missing = {}, {}
-for i, key in ipairs(p.keys) do
-  local v = redis.call('GET', key)
-  if v then value[i] = tonumber(v) else missing[#missing + 1] = key end
-end
-if #missing > 0 then return {0, missing} end
-local start, count, touched, restarted = {}, {}, {}, {}
-for i, net in ipairs(p.nets) do
-  local w = redis.call('HMGET', p.prefix .. 'vnet:' .. net, 's', 'n')
-  start[i], count[i] = tonumber(w[1]), tonumber(w[2]) or 0
-end
-local answers, seen, dirty = {}, {}, {}
+local answers, seen = {}, {}
 for i, r in ipairs(p.rows) do
   local claim = p.prefix .. 'view:' .. r[1]
   local held = redis.call('GET', claim)
@@ -80,16 +70,11 @@ for i, r in ipairs(p.rows) do
   if held then
     answer = answer_of(held, r[2]) or 5 -- ours already (a replay), or another process's: a duplicate
   else
-    local net = r[3]
-    if net > 0 then
-      if start[net] == nil or r[4] - start[net] >= p.window then
-        start[net], count[net], restarted[net] = r[4], 0, true
-      end
-      count[net], touched[net] = count[net] + 1, true
-    end
+    local hits = 0
+    if r[3] > 0 then hits = hit(r[3], r[4]) end
     if r[5] == 1 then
       answer = 2
-    elseif net > 0 and count[net] > p.rate then
+    elseif hits > p.rate then
       answer = 3
     else
       n = tonumber(redis.call('GET', r[6]) or '0')
@@ -107,21 +92,7 @@ for i, r in ipairs(p.rows) do
   end
   answers[i], seen[i] = answer, n
 end
-for i, key in ipairs(p.keys) do
-  if dirty[i] then redis.call('SET', key, value[i], 'KEEPTTL') end
-end
-for i, net in ipairs(p.nets) do
-  local key = p.prefix .. 'vnet:' .. net
-  if restarted[i] then
-    redis.call('HSET', key, 's', start[i], 'n', count[i])
-    redis.call('PEXPIRE', key, 2 * p.window) -- outlives its window, and goes with it
-  elseif touched[i] then
-    redis.call('HSET', key, 'n', count[i])
-  end
-end
-local values = {}
-for i = 1, #p.keys do values[i] = value[i] end
-return {1, answers, seen, values}
+return {1, answers, seen, save()}
 """
 )
 
@@ -172,23 +143,6 @@ local counts = {}
 for i, key in ipairs(p.counters) do counts[i] = tonumber(redis.call('GET', key) or '-1') end
 return {windows, counts}
 """
-
-
-def _json(payload: dict) -> bytes:
-    # cjson decodes an empty JSON array as an object; Lua's ipairs walks neither, so it is harmless.
-    return msgspec.json.encode(payload)  # a thirtieth of json.dumps's time: 5000 rows a flush
-
-
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
-
-
-def utc_day(moment: datetime, days: dict[int, str]) -> str:
-    """The ISO UTC date of an aware datetime, through a cache of the days met (a flush meets one or two)."""
-    number = int(moment.timestamp() // 86400)
-    day = days.get(number)
-    if day is None:
-        day = days[number] = date.fromordinal(_EPOCH_ORDINAL + number).isoformat()
-    return day
 
 
 def impressions_key(campaign_id: int, day: str) -> str:
@@ -313,14 +267,14 @@ class ViewCounter:
         if not todo:
             return Counted([row[:width] for row in rows])
         payload, keys = self._payload(todo, cap, rate)
-        for _ in range(3):
-            answer = await self._views(args=[payload])
-            if answer[0] == 1:
-                break
-            await self._seed_missing([k.decode() if isinstance(k, bytes) else k for k in answer[1]], keys)
-        else:
-            raise RuntimeError("impression counters were not seeded after three attempts")
-        _, answers, seen, values = answer
+        by_name = {impressions_key(c, d): (c, d) for c, d in keys}
+
+        async def seed(name: str) -> tuple[int, int | None]:
+            # A new day, a new campaign, or Redis restarted empty: start from what is stored.
+            campaign_id, day = by_name[name]
+            return await self._seed(campaign_id, date.fromisoformat(day)), DAY_COUNTER_TTL
+
+        _, answers, seen, values = await batch_counts.count(self.redis, self._views, payload, seed, what="impression")
         counted = Counted([], impressions={k: int(v) for k, v in zip(keys, values, strict=True)})
         at_reason = self._reason
         days: dict[int, str] = {}
@@ -335,7 +289,7 @@ class ViewCounter:
                 continue  # another process counted this offer's view: it is stored once, from there
             counted.rows.append((*row[:at_reason], reason.value, *row[at_reason + 1 : width]))
             if int(views):
-                day = date.fromisoformat(utc_day(row[self._time], days))
+                day = date.fromisoformat(batch_counts.utc_day(row[self._time], days))
                 counted.frequency.append((row[self._visitor], row[self._campaign], day, int(views)))
         return counted
 
@@ -350,7 +304,7 @@ class ViewCounter:
             if network:
                 net = nets.get(network) or nets.setdefault(network, len(nets) + 1)
             moment: datetime = row[self._time]
-            day = utc_day(moment, days)
+            day = batch_counts.utc_day(moment, days)
             campaign_id = row[self._campaign]
             counter = keys.get((campaign_id, day)) or keys.setdefault((campaign_id, day), len(keys) + 1)
             encoded.append(
@@ -366,6 +320,7 @@ class ViewCounter:
             )
         payload = {
             "prefix": PREFIX,
+            "nets_prefix": PREFIX + "vnet:",
             "cap": cap,
             "rate": rate,
             "window": self.window_ms,
@@ -375,16 +330,7 @@ class ViewCounter:
             "nets": list(nets),
             "rows": encoded,
         }
-        return _json(payload), list(keys)
-
-    async def _seed_missing(self, names: list[str], keys: list[tuple[int, str]]) -> None:
-        """A new day, a new campaign, or Redis restarted empty: start from what is stored (SET NX:
-        processes seeding at once agree)."""
-        by_name = {impressions_key(c, d): (c, d) for c, d in keys}
-        for name in names:
-            campaign_id, day = by_name[name]
-            stored = await self._seed(campaign_id, date.fromisoformat(day))
-            await self.redis.set(name, stored, nx=True, ex=DAY_COUNTER_TTL)
+        return batch_counts.encode(payload), list(keys)
 
 
 # --- at the click flush: offers' clicks -----------------------------------------------------------
@@ -405,7 +351,7 @@ class ClickClaims:
             "claim_ttl": self.claim_ttl,
             "rows": [[offer_id, process_tag(), 1 if viewed_here else 0]],
         }
-        [answer] = await self._clicks(args=[_json(payload)])
+        [answer] = await self._clicks(args=[batch_counts.encode(payload)])
         return {0: None, 2: "offer_replayed"}.get(int(answer), "not_viewed")
 
 
@@ -433,7 +379,7 @@ class DecisionSync:
             "counters": [impressions_key(c, d) for c, d in counters],
         }
         try:
-            shared, counts = await self._sync(args=[_json(payload)])
+            shared, counts = await self._sync(args=[batch_counts.encode(payload)])
         except BaseException:
             windows.learn({}, time.time())  # these hits stay counted in this process only
             raise

@@ -448,25 +448,12 @@ async def slot_changed(public_key: str) -> None:
 
 
 async def listen(redis: Redis, inventory: Inventory) -> None:
-    """Apply other processes' campaign and slot changes until cancelled; reconnects after Redis errors."""
-    while True:
-        try:
-            async with redis.pubsub() as pubsub:
-                await pubsub.subscribe(changes.CHANNEL, SLOT_CHANNEL)
-                async for message in pubsub.listen():
-                    if message.get("type") != "message":
-                        continue
-                    channel = message["channel"]
-                    channel = channel.decode() if isinstance(channel, bytes) else channel
-                    data = message["data"]
-                    data = data.decode() if isinstance(data, bytes) else str(data)
-                    if channel == SLOT_CHANNEL:
-                        inventory.slots.drop(data)
-                    elif data.lstrip("-").isdigit():
-                        inventory.drop_campaign(int(data))
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001
-            log.warning("ad invalidation channel lost; retrying", exc_info=True)
-            inventory.clear()
-            await asyncio.sleep(1.0)
+    """Apply other processes' slot changes until cancelled (campaign changes come through
+    server/core/changes.py's listener, which the inventory is given too)."""
+    await changes.follow(
+        redis,
+        (SLOT_CHANNEL,),
+        lambda _channel, public_key: inventory.slots.drop(public_key),
+        lost=inventory.slots.clear,
+        what="ad slot invalidation",
+    )

@@ -17,12 +17,13 @@ from urllib.parse import urlsplit
 from redis.asyncio import Redis
 
 from server.ads import render
-from server.ads.counting import DecisionSync, ViewCounter, utc_day
+from server.ads.counting import DecisionSync, ViewCounter
 from server.ads.decision import CLAIM_TTL, FLUSH_INTERVAL, SYNC_INTERVAL, Decider, Frequency, ImpressionTally
 from server.ads.inventory import Inventory, SpendMeter
 from server.ads.service import IMPRESSION_COLUMNS, valid_impressions_on
 from server.ads.tables import ViewReason
 from server.ads.views import OfferClaims, OfferClicks, Views
+from server.core.batch_counts import utc_day
 from server.tracking.buffer import EventBuffer
 from server.tracking.journal import Journal
 

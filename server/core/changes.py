@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from redis.asyncio import Redis
@@ -51,20 +52,46 @@ async def campaign_changed(campaign_id: int) -> None:
             log.warning("could not publish invalidation of campaign %s", campaign_id)
 
 
-async def listen(redis: Redis, *caches: CampaignCache) -> None:
-    """Apply other processes' invalidations until cancelled; reconnects after Redis errors."""
+async def follow(
+    redis: Redis,
+    channels: tuple[str, ...],
+    handle: Callable[[str, str], None],
+    *,
+    lost: Callable[[], None] | None = None,
+    what: str,
+) -> None:
+    """Call `handle(channel, data)` for every message on `channels` until cancelled. After a Redis
+    error: `lost()` (what was missed may be stale), then subscribe again a second later."""
     while True:
         try:
             async with redis.pubsub() as pubsub:
-                await pubsub.subscribe(CHANNEL)
+                await pubsub.subscribe(*channels)
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
-                        for cache in caches:
-                            cache.drop_campaign(int(message["data"]))
+                        handle(_text(message["channel"]), _text(message["data"]))
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001
-            log.warning("campaign invalidation channel lost; retrying", exc_info=True)
-            for cache in caches:
-                cache.clear()
+            log.warning("%s channel lost; retrying", what, exc_info=True)
+            if lost is not None:
+                lost()
             await asyncio.sleep(1.0)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def listen(redis: Redis, *caches: CampaignCache) -> None:
+    """Apply other processes' invalidations until cancelled; after a lost channel, clear the caches."""
+
+    def drop(_channel: str, data: str) -> None:
+        if data.lstrip("-").isdigit():
+            for cache in caches:
+                cache.drop_campaign(int(data))
+
+    def clear() -> None:
+        for cache in caches:
+            cache.clear()
+
+    await follow(redis, (CHANNEL,), drop, lost=clear, what="campaign invalidation")

@@ -25,17 +25,17 @@ not Redis Cluster (docs/scaling.md says what to do there).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from redis.asyncio import Redis
 
+from server.core import batch_counts, changes
 from server.tracking.classify import Reason
 
 log = logging.getLogger("affnet.tracking")
@@ -55,35 +55,22 @@ SETTLED = 0  # final already (a bot, a HEAD, a paused campaign, …): only count
 RATE_ONLY = 1  # invalid for its own reason (an ad offer's), unless the network's rate says rate_limited
 CANDIDATE = 2  # valid unless the rate, a cap, a budget or a duplicate says otherwise
 
-# The script's answers, per click.
-_KEEP, _VALID, _RATE, _DUP, _CAP, _BUDGET = range(6)
+# The script's answers, per click (0: keep the provisional reason).
+_VALID, _RATE, _DUP, _CAP, _BUDGET = range(1, 6)
 _REASONS = {_VALID: Reason.valid, _RATE: Reason.rate_limited, _DUP: Reason.duplicate}
 _REASONS.update({_CAP: Reason.over_cap, _BUDGET: Reason.over_budget})
 
-# One call per batch. ARGV[1] is JSON (see `_payload`). Counters are read once and written back
-# once, so a batch of thousands of clicks costs a few commands per distinct key, not per click.
-CLASSIFY = """
-local p = cjson.decode(ARGV[1])
-local value, missing = {}, {}
-for i, key in ipairs(p.keys) do
-  local v = redis.call('GET', key)
-  if v then value[i] = tonumber(v) else missing[#missing + 1] = key end
-end
-if #missing > 0 then return {0, missing} end
-local start, count = {}, {}
-for i, net in ipairs(p.nets) do
-  local w = redis.call('HMGET', p.prefix .. 'net:' .. net, 's', 'n')
-  start[i], count[i] = tonumber(w[1]), tonumber(w[2]) or 0
-end
-local answers, dirty, counted = {}, {}, 0
+# One call per batch (server/core/batch_counts.py: the head reads the counters and network windows
+# once, `save` writes them once), so thousands of clicks cost a few commands per distinct key.
+# Rows: {kind, net, ms[, campaign, day counter, publisher counter, duplicate key, click id]}.
+CLASSIFY = (
+    batch_counts.SCRIPT_HEAD
+    + """
+local answers = {}
 for i, r in ipairs(p.rows) do
-  local kind, net, ts = r[1], r[2], r[3]
+  local kind, net = r[1], r[2]
   local answer, flooding = 0, false
-  if net > 0 then
-    if start[net] == nil or ts - start[net] >= p.window then start[net], count[net] = ts, 0 end
-    count[net] = count[net] + 1
-    flooding = count[net] > p.rate
-  end
+  if net > 0 then flooding = hit(net, r[3]) > p.rate end
   if kind > 0 and flooding then
     answer = 2
   elseif kind == 2 then
@@ -102,28 +89,19 @@ for i, r in ipairs(p.rows) do
         redis.call('SET', r[7], r[8], 'EX', p.dedup)
         value[r[5]], value[r[6]], value[c[1]] = day + 1, pub + 1, total + 1
         dirty[r[5]], dirty[r[6]], dirty[c[1]] = true, true, true
-        counted = counted + 1
         answer = 1
       end
     end
   end
   answers[i] = answer
 end
-for i, key in ipairs(p.keys) do
-  if dirty[i] then redis.call('SET', key, value[i], 'KEEPTTL') end
-end
-for i, net in ipairs(p.nets) do
-  local key = p.prefix .. 'net:' .. net
-  redis.call('HSET', key, 's', start[i], 'n', count[i])
-  redis.call('PEXPIRE', key, 2 * p.window)
-end
+local values = save()
 local tally = p.prefix .. 'processes'
 redis.call('HINCRBY', tally, p.process, #p.rows)
 redis.call('EXPIRE', tally, p.tally_ttl)
-local values = {}
-for i = 1, #p.keys do values[i] = value[i] end
-return {1, answers, values, counted}
+return {1, answers, values}
 """
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,9 +121,12 @@ class Limits:
         price = self.cpc_price_minor
         if price and self.daily_budget_minor is not None and (day + 1) * price > self.daily_budget_minor:
             return Reason.over_budget
-        if price and self.total_budget_minor is not None and (total + 1) * price > self.total_budget_minor:
-            return Reason.over_budget
-        return None
+        return Reason.over_budget if self.spent(total) else None
+
+    def spent(self, total: int) -> bool:
+        """Whether the total budget cannot pay one more valid click after `total` of them."""
+        price, budget = self.cpc_price_minor, self.total_budget_minor
+        return bool(price) and budget is not None and (total + 1) * price > budget
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +181,7 @@ class ClickCounter:
     ) -> None:
         self.redis = redis
         self._script = redis.register_script(CLASSIFY)
-        self._seed, self._seed_total = seed, seed_total
+        self._seed_day, self._seed_total = seed, seed_total
         self._limits_of = limits_of
         self.rate, self.window_ms, self.dedup_seconds = rate, window_ms, dedup_seconds
         self.process = process_name()
@@ -208,23 +189,21 @@ class ClickCounter:
         index = {name: i for i, name in enumerate(columns)}
         self._at = {name: index[name] for name in ("click_id", "clicked_at", "link", "campaign", "publisher")}
         self._at.update(visitor=index["visitor_hash"], reason=index["reason"])
-        self.limits: dict[int, Limits] = {}  # as the redirect last saw them, by campaign
-        self.reset()
+        self.clear()
 
-    def reset(self) -> None:
-        """Forget what earlier answers showed (the tests' Redis and database are emptied between tests)."""
+    def clear(self) -> None:
+        """Forget campaigns' terms and what earlier answers showed (also: the tests' Redis and
+        database are emptied between tests)."""
+        self.limits: dict[int, Limits] = {}  # as the redirect last saw them, by campaign
         self.full: dict[int, tuple[str, Reason]] = {}  # campaign -> (day, over_cap | over_budget)
-        self.spent: set[int] = set()  # campaigns whose total budget cannot pay one more click
+        self.total_spent: set[int] = set()  # campaigns whose total budget cannot pay one more click
         self.publisher_full: set[tuple[int, int, str]] = set()  # (campaign, publisher, day)
 
     # --- the request path: no I/O ---------------------------------------------------------------
 
-    def remember(self, campaign_id: int, limits: Limits) -> None:
-        self.limits[campaign_id] = limits
-
     def over(self, campaign_id: int, publisher_id: int, day: str) -> Reason | None:
         """Why a click of this campaign would not count, as this process's last flushes saw it."""
-        if campaign_id in self.spent:
+        if campaign_id in self.total_spent:
             return Reason.over_budget
         full = self.full.get(campaign_id)
         if full is not None and full[0] == day:
@@ -236,13 +215,9 @@ class ClickCounter:
     def drop_campaign(self, campaign_id: int) -> None:
         """The campaign changed (its cap, budget or status): forget what was known of it."""
         self.full.pop(campaign_id, None)
-        self.spent.discard(campaign_id)
+        self.total_spent.discard(campaign_id)
         self.publisher_full = {k for k in self.publisher_full if k[0] != campaign_id}
         self.limits.pop(campaign_id, None)
-
-    def clear(self) -> None:
-        self.reset()
-        self.limits.clear()
 
     # --- the flush ---------------------------------------------------------------------------------
 
@@ -254,14 +229,17 @@ class ClickCounter:
         if not todo:
             return [row[:width] for row in rows]
         payload, keys = await self._payload([rows[i] for i in todo])
-        for _ in range(3):
-            answer = await self._script(args=[payload])
-            if answer[0] == 1:
-                break
-            await self._seed_missing([k.decode() if isinstance(k, bytes) else k for k in answer[1]], keys)
-        else:
-            raise RuntimeError("click counters were not seeded after three attempts")
-        _, answers, values, _counted = answer
+        by_name = {key.name: key for key in keys}
+
+        async def seed(name: str) -> tuple[int, int | None]:
+            # Day counters from the raw clicks (retention keeps them well past a day); the total from
+            # the rollups and the clicks since, as old raw clicks may have been dropped.
+            key = by_name[name]
+            if key.day:
+                return await self._seed_day(key), DAY_COUNTER_TTL
+            return await self._seed_total(key.campaign_id), None
+
+        _, answers, values = await batch_counts.count(self.redis, self._script, payload, seed, what="click")
         news = self._learn(keys, [int(v) for v in values])
         if news:
             await self._tell(news)
@@ -274,11 +252,12 @@ class ClickCounter:
                 out[i] = (*row[:at_reason], reason.value, *row[at_reason + 1 :])
         return out
 
-    async def _payload(self, rows: list[tuple]) -> tuple[str, list[Key]]:
+    async def _payload(self, rows: list[tuple]) -> tuple[bytes, list[Key]]:
         at = self._at
         keys: dict[Key, int] = {}
         campaigns: dict[int, int] = {}
         nets: dict[str, int] = {}
+        days: dict[int, str] = {}
         wanted = {row[at["campaign"]] for row in rows if row[-1] == CANDIDATE}
         unknown = wanted - self.limits.keys()
         if unknown:  # clicks replayed from another process's journal: their terms come from the database
@@ -302,7 +281,7 @@ class ClickCounter:
                 encoded.append([kind, net, ts])
                 continue
             campaign_id, publisher_id = row[at["campaign"]], row[at["publisher"]]
-            day = moment.astimezone(UTC).date().isoformat()
+            day = batch_counts.utc_day(moment, days)
             limits = self.limits.get(campaign_id)
             if limits is None:  # campaigns are never deleted; should one be, its click is not counted
                 encoded.append([SETTLED, net, ts])
@@ -338,6 +317,7 @@ class ClickCounter:
             ]
         payload = {
             "prefix": PREFIX,
+            "nets_prefix": PREFIX + "net:",
             "rate": self.rate,
             "window": self.window_ms,
             "dedup": self.dedup_seconds,
@@ -348,18 +328,7 @@ class ClickCounter:
             "campaigns": campaign_rows,
             "rows": encoded,
         }
-        # cjson decodes an empty JSON array as an object; Lua's ipairs walks neither, so it is harmless.
-        return json.dumps(payload, separators=(",", ":")), key_list
-
-    async def _seed_missing(self, names: list[str], keys: list[Key]) -> None:
-        by_name = {k.name: k for k in keys}
-        for name in names:
-            key = by_name[name]
-            # Day counters from the raw clicks (retention keeps them well past a day); the total from
-            # the rollups and the clicks since, as old raw clicks may have been dropped.
-            stored = await (self._seed(key) if key.day else self._seed_total(key.campaign_id))
-            ttl = None if not key.day else DAY_COUNTER_TTL
-            await self.redis.set(name, stored, nx=True, ex=ttl)
+        return batch_counts.encode(payload), key_list
 
     def _learn(self, keys: list[Key], values: list[int]) -> list[dict]:
         """Keep what the counters now say about the campaigns of the batch, for the next redirects;
@@ -378,10 +347,8 @@ class ClickCounter:
                 over = limits.over(value, by_key.get(Key(key.campaign_id), 0))
                 if over is not None:
                     news.append({"c": key.campaign_id, "d": key.day, "r": over.value, "p": None})
-            else:
-                price, budget = limits.cpc_price_minor, limits.total_budget_minor
-                if price and budget is not None and (value + 1) * price > budget:
-                    news.append({"c": key.campaign_id, "d": "", "r": Reason.over_budget.value, "p": None})
+            elif limits.spent(value):
+                news.append({"c": key.campaign_id, "d": "", "r": Reason.over_budget.value, "p": None})
         return [item for item in news if self.heard(item)]
 
     def heard(self, news: dict) -> bool:
@@ -395,9 +362,9 @@ class ClickCounter:
                 self.publisher_full.clear()
             self.publisher_full.add(entry)
         elif not day:
-            if campaign_id in self.spent:
+            if campaign_id in self.total_spent:
                 return False
-            self.spent.add(campaign_id)
+            self.total_spent.add(campaign_id)
         else:
             flag = (day, Reason(news["r"]))
             if self.full.get(campaign_id) == flag:
@@ -413,17 +380,11 @@ class ClickCounter:
 
 
 async def listen(redis: Redis, counter: ClickCounter) -> None:
-    """Take the other processes' news of full campaigns until cancelled; reconnects after Redis errors."""
-    while True:
-        try:
-            async with redis.pubsub() as pubsub:
-                await pubsub.subscribe(CHANNEL)
-                async for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        for news in json.loads(message["data"]):
-                            counter.heard(news)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001
-            log.warning("the full-campaigns channel was lost; retrying", exc_info=True)
-            await asyncio.sleep(1.0)
+    """Take the other processes' news of full campaigns until cancelled (a lost channel: each process
+    still learns from its own next flush)."""
+
+    def heard(_channel: str, data: str) -> None:
+        for news in json.loads(data):
+            counter.heard(news)
+
+    await changes.follow(redis, (CHANNEL,), heard, what="full-campaigns")
