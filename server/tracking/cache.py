@@ -14,8 +14,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from server.tracking.counting import Limits
-
 log = logging.getLogger("affnet.tracking")
 
 TTL = 30.0
@@ -37,7 +35,6 @@ class Target:
     fallback_url: str
     click_id_param: str
     forward_subs: tuple[str, ...]
-    limits: Limits  # caps, and budgets with what one valid click costs (server/tracking/counting.py)
 
 
 class Cached(Protocol):

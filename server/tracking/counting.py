@@ -27,15 +27,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from redis.asyncio import Redis
 
-from server.core import batch_counts, changes
+from server.core import batch_counts, changes, process
 from server.tracking.classify import Reason
 
 log = logging.getLogger("affnet.tracking")
@@ -155,10 +153,6 @@ def _none(value: int | None) -> int:
     return -1 if value is None else value
 
 
-def process_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 class ClickCounter:
     """Classifies batches of clicks in Redis, and remembers which campaigns the answers showed full.
 
@@ -184,7 +178,7 @@ class ClickCounter:
         self._seed_day, self._seed_total = seed, seed_total
         self._limits_of = limits_of
         self.rate, self.window_ms, self.dedup_seconds = rate, window_ms, dedup_seconds
-        self.process = process_name()
+        self.process = process.name()
         self.width = len(columns)
         index = {name: i for i, name in enumerate(columns)}
         self._at = {name: index[name] for name in ("click_id", "clicked_at", "link", "campaign", "publisher")}
@@ -194,7 +188,7 @@ class ClickCounter:
     def clear(self) -> None:
         """Forget campaigns' terms and what earlier answers showed (also: the tests' Redis and
         database are emptied between tests)."""
-        self.limits: dict[int, Limits] = {}  # as the redirect last saw them, by campaign
+        self.limits: dict[int, Limits] = {}  # by campaign, read at the flush (`limits_of`)
         self.full: dict[int, tuple[str, Reason]] = {}  # campaign -> (day, over_cap | over_budget)
         self.total_spent: set[int] = set()  # campaigns whose total budget cannot pay one more click
         self.publisher_full: set[tuple[int, int, str]] = set()  # (campaign, publisher, day)
@@ -260,7 +254,7 @@ class ClickCounter:
         days: dict[int, str] = {}
         wanted = {row[at["campaign"]] for row in rows if row[-1] == CANDIDATE}
         unknown = wanted - self.limits.keys()
-        if unknown:  # clicks replayed from another process's journal: their terms come from the database
+        if unknown:  # once per campaign, and again after it changed (drop_campaign)
             self.limits.update(await self._limits_of(unknown))
 
         def key(k: Key) -> int:

@@ -67,10 +67,6 @@ async def load_target(code: str) -> Target | None:
                     "fallback_url",
                     "click_id_param",
                     "forward_subs",
-                    "daily_budget_minor",
-                    "total_budget_minor",
-                    "cap_clicks_daily",
-                    "cap_publisher_clicks_daily",
                 )
             ),
         )
@@ -90,23 +86,6 @@ async def load_target(code: str) -> Target | None:
         fallback_url=row["fallback_url"],
         click_id_param=row["click_id_param"],
         forward_subs=tuple(s for s in row["forward_subs"].split(",") if s),
-        limits=await _limits(row["campaign_id"], row),
-    )
-
-
-async def _limits(campaign_id: int, terms: Mapping[str, Any]) -> Limits:
-    cpc = (
-        await Goal.select(Goal.advertiser_amount)
-        .where(Goal.campaign == campaign_id, Goal.payout_model == PayoutModel.cpc.value)
-        .order_by(Goal.position)
-        .first()
-    )
-    return Limits(
-        cap_clicks_daily=terms["cap_clicks_daily"],
-        cap_publisher_clicks_daily=terms["cap_publisher_clicks_daily"],
-        cpc_price_minor=cpc["advertiser_amount"] if cpc else 0,
-        daily_budget_minor=terms["daily_budget_minor"],
-        total_budget_minor=terms["total_budget_minor"],
     )
 
 
@@ -114,11 +93,22 @@ _LIMIT_TERMS = ("cap_clicks_daily", "cap_publisher_clicks_daily", "daily_budget_
 
 
 async def limits_of(campaign_ids: Iterable[int]) -> dict[int, Limits]:
-    """Campaigns' caps and budgets, for clicks replayed from a journal (the redirect had them cached)."""
+    """Campaigns' caps and budgets, with what a valid click costs (their first CPC goal's price, 0
+    without one): read by the click flush once per campaign, again after the campaign changes."""
+    ids = list(campaign_ids)
     rows = await Campaign.select(Campaign.id, *(getattr(Campaign, c) for c in _LIMIT_TERMS)).where(
-        Campaign.id.is_in(list(campaign_ids))
+        Campaign.id.is_in(ids)
     )
-    return {row["id"]: await _limits(row["id"], row) for row in rows}
+    prices: dict[int, int] = {}
+    for goal in (
+        await Goal.select(Goal.campaign, Goal.advertiser_amount)
+        .where(Goal.campaign.is_in(ids), Goal.payout_model == PayoutModel.cpc.value)
+        .order_by(Goal.position, ascending=False)
+    ):
+        prices[goal["campaign"]] = goal["advertiser_amount"]  # last written: the first by position
+    return {
+        row["id"]: Limits(cpc_price_minor=prices.get(row["id"], 0), **{c: row[c] for c in _LIMIT_TERMS}) for row in rows
+    }
 
 
 async def stored_valid_clicks(key: Key) -> int:
@@ -231,9 +221,7 @@ class Redirector:
         elif target.campaign_status == CampaignStatus.ended.value:
             reason, takes_traffic, left = Reason.campaign_ended, False, SETTLED
         elif left == CANDIDATE:
-            counter = self.counter
-            counter.limits[target.campaign_id] = target.limits
-            over = counter.over(target.campaign_id, target.publisher_id, moment.date().isoformat())
+            over = self.counter.over(target.campaign_id, target.publisher_id, moment.date().isoformat())
             if over is not None:
                 reason, takes_traffic, left = over, False, SETTLED
         click_id = issue_click_id(self.token_key, target.link_id, int(now))

@@ -8,11 +8,12 @@ from datetime import timedelta
 
 from redis.asyncio import Redis
 
+from server.campaigns import service as campaigns
 from server.core import clock
 from server.reports import rollup
 from server.tracking.counting import PREFIX
 from server.tracking.tables import Click
-from tests.tracking.factories import campaign_with_link
+from tests.tracking.factories import campaign_form, campaign_with_link
 from tests.tracking.test_redirect import click
 
 
@@ -72,3 +73,16 @@ async def test_a_total_budget_counter_is_seeded_from_the_rollups_once_raw_clicks
     await app.state.click_buffer.flush()
     assert await _reasons() == ["valid", "over_budget", "over_budget"]
     assert int(await app.state.redis.get(f"{PREFIX}{s.campaign_id}:total")) == 3
+
+
+async def test_a_raised_cap_counts_from_the_next_flush(app, new_client, settings):
+    """The flush reads a campaign's caps once, and again once the campaign changed."""
+    s = await campaign_with_link(settings, cap_clicks_daily=1)
+    await _visitors(new_client, s.code, 0, 2)
+    await app.state.click_buffer.flush()
+    assert await _reasons() == ["valid", "over_cap"]
+
+    await campaigns.update_campaign(s.advertiser, s.campaign_id, campaign_form(cap_clicks_daily=3))
+    await _visitors(new_client, s.code, 2, 3)
+    await app.state.click_buffer.flush()
+    assert await _reasons() == ["valid", "over_cap", "valid", "valid", "over_cap"]
