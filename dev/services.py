@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +70,19 @@ class Service:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+def stop_all(procs: Iterable[subprocess.Popen], timeout: float = 30.0) -> None:
+    """Stop processes gracefully, all at once (SIGTERM, then wait); kill whichever does not exit in time."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def start_redis(data_dir: Path, port: int | None = None, persist: bool = False) -> Service:

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dev.services import Service, free_port, start_redis, wait_for_port
+from dev.services import Service, free_port, start_redis, stop_all, wait_for_port
 from server.billing.tables import Funding
 from server.core.settings import ROOT, Settings
 from server.ledger import service as ledger
@@ -109,14 +109,7 @@ class Stack:
         return (self.tmp / f"{name}.log").read_text(errors="replace")
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(self.procs.values(), timeout=15)
         if self.redis is not None:
             self.redis.stop()
 

@@ -31,13 +31,13 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import os
 import secrets
-import socket
 import time
 from typing import Any
 
 from arq.cron import CronJob
+
+from server.core import process
 
 log = logging.getLogger("affnet.worker")
 
@@ -55,11 +55,6 @@ _RELEASE = (
 )
 
 
-def worker_name() -> str:
-    """This worker process, as operators find it: host and pid (its log lines carry the same pid)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 class LockLost(Exception):
     """Another run may hold the cron job's lock now."""
 
@@ -71,7 +66,7 @@ def skipped(name: str, holder: str) -> str:
 async def run_locked(redis: Any, name: str, body: Any) -> Any:
     """Await `body()` holding the cron lock of `name`; the skip message when another run holds it."""
     key = PREFIX + name
-    token = f"{worker_name()}:{secrets.token_hex(8)}"
+    token = f"{process.name()}:{secrets.token_hex(8)}"
     if not await redis.set(key, token, nx=True, px=int(LEASE * 1000)):
         holder = await redis.get(key)
         holder = holder.decode() if isinstance(holder, bytes) else str(holder)

@@ -46,8 +46,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -56,7 +54,7 @@ import stripe
 
 from server.audit import service as audit
 from server.billing.stripe_api import is_transient
-from server.core import clock, db
+from server.core import clock, db, process
 from server.core.errors import Conflict
 from server.ledger import postings
 from server.payouts import review
@@ -82,11 +80,6 @@ class Transient(Exception):
     """Stripe could not be reached or answered 5xx: the line stays submitting; try again later."""
 
 
-def worker_name() -> str:
-    """This process as a line's `worker` shows it: host and pid, as in its log lines."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
 async def execute(
     batch_id: int,
     client: stripe.StripeClient,
@@ -104,7 +97,7 @@ async def execute(
     await _start(batch_id)
     if on_start is not None:
         await on_start()
-    transient, _ = await _pay(batch_id, client, heartbeat, worker or worker_name(), wait_for_others=True)
+    transient, _ = await _pay(batch_id, client, heartbeat, worker or process.name(), wait_for_others=True)
     if transient:
         raise Transient(
             f"{len(transient)} payout line(s) could not be paid yet (first: {sorted(transient)[:10]}); "
@@ -118,7 +111,7 @@ async def help(batch_id: int, client: stripe.StripeClient, *, worker: str | None
     paid. Lines it could not pay stay submitting, let go for the executor or the sweep to retry."""
     if not await claimable(batch_id):
         return 0
-    _, paid = await _pay(batch_id, client, None, worker or worker_name(), wait_for_others=False)
+    _, paid = await _pay(batch_id, client, None, worker or process.name(), wait_for_others=False)
     await _finish(batch_id)
     return paid
 

@@ -26,7 +26,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from dev.services import free_port, wait_for_port
+from dev.services import free_port, stop_all, wait_for_port
 from server.campaigns import service as campaigns
 from server.conversions.tables import Conversion
 from server.core import clock
@@ -83,45 +83,32 @@ class Servers:
             wait_for_port(port, timeout=60, proc=proc)
 
     def stop(self) -> None:
-        for proc in self.procs:
-            proc.terminate()  # graceful: every process stores its buffered clicks before it exits
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(self.procs)  # graceful: every process stores its buffered clicks before it exits
 
-    async def postbacks(self, reports: list[dict[str, str]], concurrency: int = 8) -> list[httpx.Response]:
-        """GET /postback for each report, alternating between the servers, each on a new connection."""
+    async def spread(self, path: str, requests: list[dict], concurrency: int = 8) -> list[httpx.Response]:
+        """GET `path` once per request (httpx keyword arguments: params, headers), alternating between
+        the servers, each on a new connection, so each server's two processes share the load as the
+        kernel hands the connections out."""
         ports = itertools.cycle(self.ports)
-        plan = [(next(ports), params) for params in reports]
         gate = asyncio.Semaphore(concurrency)
         async with httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0), timeout=30) as http:
 
-            async def one(port: int, params: dict[str, str]) -> httpx.Response:
+            async def one(port: int, request: dict) -> httpx.Response:
                 async with gate:
-                    return await http.get(f"http://127.0.0.1:{port}/postback", params=params)
+                    return await http.get(f"http://127.0.0.1:{port}{path}", **request)
 
-            return list(await asyncio.gather(*(one(*p) for p in plan)))
+            return list(await asyncio.gather(*(one(next(ports), request) for request in requests)))
 
-    async def clicks(self, code: str, visitors: list[tuple[str, str]], concurrency: int = 8) -> list[str]:
-        """One GET /c/{code} per (ip, user agent), alternating between the servers, each on a new
-        connection (so each server's two processes share the load as the kernel hands them out)."""
-        ports = itertools.cycle(self.ports)
-        plan = [(next(ports), ip, ua) for ip, ua in visitors]
-        gate = asyncio.Semaphore(concurrency)
-        limits = httpx.Limits(max_keepalive_connections=0)
-        async with httpx.AsyncClient(limits=limits, timeout=30) as http:
+    async def postbacks(self, reports: list[dict[str, str]]) -> list[httpx.Response]:
+        return await self.spread("/postback", [{"params": report} for report in reports])
 
-            async def one(port: int, ip: str, ua: str) -> str:
-                async with gate:
-                    answer = await http.get(
-                        f"http://127.0.0.1:{port}/c/{code}", headers={"user-agent": ua, "x-forwarded-for": ip}
-                    )
-                assert answer.status_code == 302, answer.text
-                return answer.headers["location"]
-
-            return list(await asyncio.gather(*(one(*p) for p in plan)))
+    async def clicks(self, code: str, visitors: list[tuple[str, str]]) -> list[str]:
+        """One GET /c/{code} per (ip, user agent): where each visitor was sent."""
+        answers = await self.spread(
+            f"/c/{code}", [{"headers": {"user-agent": ua, "x-forwarded-for": ip}} for ip, ua in visitors]
+        )
+        assert {a.status_code for a in answers} == {302}, [a.text for a in answers if a.status_code != 302]
+        return [a.headers["location"] for a in answers]
 
 
 @pytest.fixture

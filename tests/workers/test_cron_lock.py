@@ -17,6 +17,7 @@ from arq.worker import Worker
 from redis.asyncio import Redis
 
 from dev.services import Service
+from server.core import process
 from workers import cron_lock
 
 runs: list[tuple[str, float, float]] = []  # (worker, started, ended) of each run of the job's body
@@ -116,7 +117,7 @@ async def test_a_run_whose_lock_was_lost_stops(redis, monkeypatch):
         body = asyncio.ensure_future(cron_lock.run_locked(client, "lost", lambda: tick({"name": "a", "work": 3.0})))
         await asyncio.sleep(0.1)
         assert await cron_lock.run_locked(client, "lost", lambda: tick({"name": "b", "work": 0})) == (
-            cron_lock.skipped("lost", cron_lock.worker_name())
+            cron_lock.skipped("lost", process.name())
         )
         await client.set(cron_lock.PREFIX + "lost", "someone-else")
         with pytest.raises(cron_lock.LockLost):

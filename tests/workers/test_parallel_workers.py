@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from dev.services import stop_all
 from server.accounts.tables import Role, User
 from server.campaigns.tables import Goal
 from server.conversions.tables import Conversion
@@ -86,14 +87,7 @@ class Workers:
         return (self.tmp / f"worker-{n}.log").read_text(errors="replace")
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(self.procs)
 
 
 async def _publishers_with_connect_accounts(stripe, count: int, effective_at) -> list[int]:
