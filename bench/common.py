@@ -195,7 +195,7 @@ class Server:
 @contextmanager
 def asgi_302(workdir: Path, app: str = "raw302:app", workers: int = 1, proxy_headers: bool = False) -> Iterator[Server]:
     """An ASGI app of bench/ under uvicorn with `affnet serve`'s options (`workers` processes, no proxy
-    headers, no server header, warning logs): bench/raw302.py, the true ceiling a redirect on this
+    headers, no server header, no access log, warning logs): bench/raw302.py, the true ceiling a redirect on this
     server is compared with, or bench/litestar302.py, a bare Litestar route answering 302 (GET
     /__bench/302). Several workers are uvicorn's, as `affnet serve --workers N` runs them: one
     listening socket bound by the parent, shared by its worker processes. `proxy_headers`: read
@@ -213,6 +213,7 @@ def asgi_302(workdir: Path, app: str = "raw302:app", workers: int = 1, proxy_hea
             str(port),
             *(["--proxy-headers", "--forwarded-allow-ips", "127.0.0.1"] if proxy_headers else ["--no-proxy-headers"]),
             "--no-server-header",
+            "--no-access-log",
             "--log-level",
             "warning",
             *(["--workers", str(workers)] if workers > 1 else []),

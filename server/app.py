@@ -59,6 +59,7 @@ from server.http.tracking.public import ClickFastPath, click_redirect
 from server.http.web import (
     PUBLIC,
     AuthMiddleware,
+    FastPaths,
     SecurityHeadersMiddleware,
     check_address,
     error_response,
@@ -125,7 +126,7 @@ def _handle_unexpected(request: Request, exc: Exception) -> Response:
     return error_response(request, 500, "internal_error", "Something went wrong on our side. Please try again.")
 
 
-def create_app(settings: Settings | None = None) -> AdFastPath:
+def create_app(settings: Settings | None = None) -> FastPaths:
     settings = settings or load_settings()
     Path(settings.media_dir).mkdir(parents=True, exist_ok=True)
     engine = db.engine_for(settings.database_url)
@@ -277,4 +278,4 @@ def create_app(settings: Settings | None = None) -> AdFastPath:
         debug=False,
     )
     document_errors(app)
-    return AdFastPath(ClickFastPath(app))
+    return FastPaths(app, ClickFastPath(), AdFastPath())

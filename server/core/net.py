@@ -5,22 +5,22 @@ keeping any single address."""
 from __future__ import annotations
 
 import ipaddress
+import re
 
 INVALID = "invalid"
 
+# A dotted-quad IPv4 address: four decimal numbers 0-255, without leading zeros (refused as
+# ipaddress refuses them: some parsers read them as octal).
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}")
+
 
 def _ipv4_network(text: str) -> str | None:
-    """'a.b.c.0/24' for a dotted-quad IPv4 address, without ipaddress's cost on the common case."""
-    parts = text.split(".")
-    if len(parts) != 4:
+    """'a.b.c.0/24' for a dotted-quad IPv4 address, without ipaddress's cost on the common case
+    (one regular expression: the click redirect calls this for every click)."""
+    if _IPV4.fullmatch(text) is None:
         return None
-    for part in parts:
-        # Leading zeros are refused like ipaddress does: some parsers read them as octal.
-        if not (part.isascii() and part.isdigit() and len(part) <= 3 and int(part) <= 255):
-            return None
-        if len(part) > 1 and part[0] == "0":
-            return None
-    return f"{parts[0]}.{parts[1]}.{parts[2]}.0/24"
+    return text[: text.rindex(".")] + ".0/24"
 
 
 def truncate_ip(ip: str) -> str:

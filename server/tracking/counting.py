@@ -192,6 +192,7 @@ class ClickCounter:
         self.full: dict[int, tuple[str, Reason]] = {}  # campaign -> (day, over_cap | over_budget)
         self.total_spent: set[int] = set()  # campaigns whose total budget cannot pay one more click
         self.publisher_full: set[tuple[int, int, str]] = set()  # (campaign, publisher, day)
+        self.flagged = False  # any of the three holds something: the redirect asks `over` only then
 
     # --- the request path: no I/O ---------------------------------------------------------------
 
@@ -212,6 +213,7 @@ class ClickCounter:
         self.total_spent.discard(campaign_id)
         self.publisher_full = {k for k in self.publisher_full if k[0] != campaign_id}
         self.limits.pop(campaign_id, None)
+        self.flagged = bool(self.full or self.total_spent or self.publisher_full)
 
     # --- the flush ---------------------------------------------------------------------------------
 
@@ -364,6 +366,7 @@ class ClickCounter:
             if self.full.get(campaign_id) == flag:
                 return False
             self.full[campaign_id] = flag
+        self.flagged = True
         return True
 
     async def _tell(self, news: list[dict]) -> None:

@@ -14,6 +14,7 @@ import hmac
 from datetime import date
 from functools import lru_cache
 
+from server.core import keyed
 from server.core.net import INVALID, truncate_ip  # noqa: F401 - INVALID: the network of no address
 
 _SALT_CONTEXT = b"affnet.visitor-salt\x00"
@@ -29,9 +30,16 @@ def daily_salt(key: bytes, day: date) -> bytes:
     return hmac.digest(key, _SALT_CONTEXT + day.isoformat().encode("ascii"), "sha256")
 
 
+@lru_cache(maxsize=8)
+def daily_hmac(key: bytes, day: date) -> keyed.Mac:
+    """An HMAC-SHA256 already keyed with the day's salt: `visitor_hash` copies it (server/core/keyed.py)."""
+    return keyed.prepared(daily_salt(key, day))
+
+
 def visitor_hash(key: bytes, ip: str, user_agent: str, day: date, *, network: str | None = None) -> str:
     """32 hex characters naming one visitor (network + User-Agent) for one day. `network`: the
     caller's truncate_ip(ip) if it has it already (the click redirect does, for its rate limit)."""
     network = truncate_ip(ip) if network is None else network
-    message = network.encode("ascii") + b"\x00" + (user_agent or "").encode("utf-8", "surrogatepass")
-    return hmac.digest(daily_salt(key, day), message, "sha256")[:_HASH_BYTES].hex()
+    state = daily_hmac(key, day).copy()
+    state.update(network.encode("ascii") + b"\x00" + (user_agent or "").encode("utf-8", "surrogatepass"))
+    return state.digest()[:_HASH_BYTES].hex()

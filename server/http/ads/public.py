@@ -2,14 +2,15 @@
 and the view beacon.
 
 They are hot and called from other sites, so, like the click redirect, they are plain ASGI
-handlers reached before Litestar's router and middleware (`AdFastPath`), with the headers they
-need set here: CORS for any site (no credentials are ever read), and for the ad frame a policy of
-its own (framable by any page, sandboxed, no script). They are also mounted in Litestar so the
-route inventory lists them."""
+handlers reached before Litestar's router and middleware (`AdFastPath`, server/http/web.py:
+FastPaths), with the headers they need set here: CORS for any site (no credentials are ever read),
+and for the ad frame a policy of its own (framable by any page, sandboxed, no script). They are
+also mounted in Litestar so the route inventory lists them."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -127,14 +128,14 @@ async def ads_endpoints(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 class AdFastPath(FastPath):
-    """Wraps the app the server runs: /ads/ straight to handle_ads, everything else through."""
+    """/ads/ straight to handle_ads (server/http/web.py: FastPaths)."""
 
     prefix = "/ads/"
     log = log
     what = "ads endpoint"
 
-    async def handle(self, scope: Scope, send: Send) -> None:
-        await handle_ads(self.app.state.ads, scope, send)
+    async def handle(self, state: Any, scope: Scope, send: Send) -> None:
+        await handle_ads(state.ads, scope, send)
 
     async def fail(self, send: Send) -> None:
         await _json(

@@ -3,7 +3,7 @@
 It answers from memory: the link comes from the in-process cache, the click goes into a buffer
 that a background task writes in batches, and the request never waits on a database write.
 
-`ClickFastPath` wraps the Litestar app and hands /c/ requests straight to `handle_click`, before
+`ClickFastPath` hands /c/ requests straight to `handle_click` (server/http/web.py: FastPaths), before
 Litestar's router and middleware: they cost more than the whole decision (bench/click_redirect.py).
 The same handler is also mounted in Litestar, so the route is listed, guarded-route checks see it,
 and it works however the app is served."""
@@ -11,6 +11,7 @@ and it works however the app is served."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -37,6 +38,7 @@ _REDIRECT = [
     (b"referrer-policy", b"no-referrer-when-downgrade"),
     (b"content-length", b"0"),
 ]
+_EMPTY_BODY = {"type": "http.response.body", "body": b""}
 
 
 def _headers(scope: Scope, country_header: bytes | None) -> tuple[str, str | None, str]:
@@ -71,24 +73,40 @@ def parse_query(query_string: bytes) -> dict[str, str]:
     return fields
 
 
-async def handle_click(state: Any, code: str, scope: Scope, send: Send) -> None:
+@dataclass(slots=True)
+class ClickParts:
+    """What the redirect uses from the app's state, taken once: the state's attribute access costs
+    a Python call each."""
+
+    link_cache: Any
+    redirector: Any
+    add_click: Any
+    ads: Any
+
+    @classmethod
+    def of(cls, state: Any) -> ClickParts:
+        return cls(state.link_cache, state.redirector, state.click_buffer.add, state.ads)
+
+
+async def handle_click(parts: ClickParts, code: str, scope: Scope, send: Send) -> None:
     method = scope["method"]
-    if method not in ("GET", "HEAD"):
+    if method != "GET" and method != "HEAD":
         await respond(send, 405, [(b"allow", b"GET, HEAD"), *_SECURITY])
         return
-    target = await state.link_cache.get(code) if code and "/" not in code else None
+    target = await parts.link_cache.get(code) if code and "/" not in code else None
     if target is None:
         await respond(send, 404, _HTML, b"" if method == "HEAD" else _NOT_FOUND)
         return
-    user_agent, referer, country = _headers(scope, state.redirector.country_header)
+    redirector = parts.redirector
+    user_agent, referer, country = _headers(scope, redirector.country_header)
     query_string = scope["query_string"]
     query = parse_query(query_string) if query_string else {}
     client = scope.get("client")
     offer = query.get("o")  # a click on an ad carries its offer (server/ads)
     offer_reason, slot_id = (
-        await state.ads.clicks.check(offer, target.link_id) if offer and method == "GET" else (None, None)
+        await parts.ads.clicks.check(offer, target.link_id) if offer and method == "GET" else (None, None)
     )
-    decision = state.redirector.decide(
+    location, row = redirector.decide(
         target,
         method=method,
         query=query,
@@ -99,33 +117,40 @@ async def handle_click(state: Any, code: str, scope: Scope, send: Send) -> None:
         slot_id=slot_id,
         country=country,
     )
-    state.click_buffer.add(decision.row)
+    parts.add_click(row)
     # The answer is the same whatever the classification: telling a bot it was spotted helps it.
     await send(
         {
             "type": "http.response.start",
             "status": 302,
-            "headers": [*_REDIRECT, (b"location", decision.location.encode("latin-1"))],
+            "headers": [*_REDIRECT, (b"location", location.encode("latin-1"))],
         }
     )
-    await send({"type": "http.response.body", "body": b""})
+    await send(_EMPTY_BODY)
 
 
 # A mount, not a path parameter: Litestar 2.25 cannot route ASGI handlers with path parameters.
 @asgi("/c", is_mount=True, opt=PUBLIC, copy_scope=False)
 async def click_redirect(scope: Scope, receive: Receive, send: Send) -> None:
-    await handle_click(scope["litestar_app"].state, scope["path"].strip("/"), scope, send)  # mount leaves "/{code}/"
+    parts = ClickParts.of(scope["litestar_app"].state)
+    await handle_click(parts, scope["path"].strip("/"), scope, send)  # mount leaves "/{code}/"
 
 
 class ClickFastPath(FastPath):
-    """The ASGI application the server runs: /c/{code} straight to handle_click, all else to Litestar."""
+    """/c/{code} straight to handle_click (server/http/web.py: FastPaths)."""
 
     prefix = "/c/"
     log = log
     what = "click redirect"
 
-    async def handle(self, scope: Scope, send: Send) -> None:
-        await handle_click(self.app.state, scope["path"][3:].rstrip("/"), scope, send)
+    def __init__(self) -> None:
+        self._parts: ClickParts | None = None
+
+    async def handle(self, state: Any, scope: Scope, send: Send) -> None:
+        parts = self._parts
+        if parts is None:
+            parts = self._parts = ClickParts.of(state)
+        await handle_click(parts, scope["path"][3:].rstrip("/"), scope, send)
 
     async def fail(self, send: Send) -> None:
         await respond(send, 500, _HTML, b"Something went wrong; please try the link again.")
