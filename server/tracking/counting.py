@@ -29,7 +29,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
@@ -265,38 +265,33 @@ class ClickCounter:
                 index = keys[k] = len(keys) + 1
             return index
 
+        # A batch holds a few (campaign, publisher, day)s for thousands of clicks: their counters'
+        # indexes are worked out once each (`combos`), not per click.
+        combos: dict[tuple[int, int, int], tuple[int, int, int] | None] = {}
+        at_moment, at_campaign, at_publisher = at["clicked_at"], at["campaign"], at["publisher"]
+        at_visitor, at_link, at_click = at["visitor"], at["link"], at["click_id"]
+        seen = f"{PREFIX}seen:"
         encoded = []
+        append = encoded.append
         for row in rows:
             network, kind = row[-2], row[-1]
             net = 0
             if network:
                 net = nets.get(network) or nets.setdefault(network, len(nets) + 1)
-            moment: datetime = row[at["clicked_at"]]
-            ts = int(moment.timestamp() * 1000)
+            stamp = row[at_moment].timestamp()
+            ts = int(stamp * 1000)
             if kind != CANDIDATE:
-                encoded.append([kind, net, ts])
+                append([kind, net, ts])
                 continue
-            campaign_id, publisher_id = row[at["campaign"]], row[at["publisher"]]
-            day = batch_counts.utc_day(moment, days)
-            limits = self.limits.get(campaign_id)
-            if limits is None:  # campaigns are never deleted; should one be, its click is not counted
-                encoded.append([SETTLED, net, ts])
+            campaign_id, publisher_id = row[at_campaign], row[at_publisher]
+            combo_key = (campaign_id, publisher_id, int(stamp // 86400))
+            combo = combos.get(combo_key, False)
+            if combo is False:
+                combo = combos[combo_key] = self._combo(campaign_id, publisher_id, stamp, campaigns, key, days)
+            if combo is None:  # campaigns are never deleted; should one be, its click is not counted
+                append([SETTLED, net, ts])
                 continue
-            c = campaigns.get(campaign_id)
-            if c is None:
-                c = campaigns[campaign_id] = len(campaigns) + 1
-            encoded.append(
-                [
-                    kind,
-                    net,
-                    ts,
-                    c,
-                    key(Key(campaign_id, day)),
-                    key(Key(campaign_id, day, publisher_id)),
-                    f"{PREFIX}seen:{row[at['visitor']]}:{row[at['link']]}",
-                    row[at["click_id"]],
-                ]
-            )
+            append([kind, net, ts, *combo, f"{seen}{row[at_visitor]}:{row[at_link]}", row[at_click]])
         for campaign_id in campaigns:
             key(Key(campaign_id))
         key_list = list(keys)
@@ -325,6 +320,25 @@ class ClickCounter:
             "rows": encoded,
         }
         return batch_counts.encode(payload), key_list
+
+    def _combo(
+        self,
+        campaign_id: int,
+        publisher_id: int,
+        stamp: float,
+        campaigns: dict[int, int],
+        key: Callable[[Key], int],
+        days: dict[int, str],
+    ) -> tuple[int, int, int] | None:
+        """A click's campaign (its index in the payload) and its day's counters, campaign and
+        publisher (their indexes); None for a campaign without limits (one deleted)."""
+        if self.limits.get(campaign_id) is None:
+            return None
+        c = campaigns.get(campaign_id)
+        if c is None:
+            c = campaigns[campaign_id] = len(campaigns) + 1
+        day = batch_counts.utc_day(datetime.fromtimestamp(stamp, UTC), days)
+        return c, key(Key(campaign_id, day)), key(Key(campaign_id, day, publisher_id))
 
     def _learn(self, keys: list[Key], values: list[int]) -> list[dict]:
         """Keep what the counters now say about the campaigns of the batch, for the next redirects;
