@@ -209,6 +209,7 @@ def test_the_test_wipe_puts_back_the_ledger_triggers_the_migrations_made(tmp_pat
 
 
 PARTITIONS = importlib.import_module("migrations.affnet_2026_12_05t09_00_00_000000_partitions")
+EVENT_FKS = importlib.import_module("migrations.affnet_2026_12_05t14_00_00_000000_event_fks")
 
 
 async def _partitioning(url: str) -> dict[str, tuple[str, list[str]]]:
@@ -257,6 +258,8 @@ async def test_clicks_and_impressions_are_partitioned_by_day_on_postgresql(engin
         ("click_pkey", "PRIMARY KEY (id, clicked_at)"),
         ("impression_pkey", "PRIMARY KEY (id, viewed_at)"),
     ]
+    # No foreign keys on the event tables: each would look its parent up for every inserted row.
+    assert await _event_foreign_keys(url) == []
     # A view's offer is unique in each partition, DEFAULT included.
     offers = await _sql(url, "SELECT tablename FROM pg_indexes WHERE indexdef LIKE 'CREATE UNIQUE INDEX % (offer)'")
     assert {t for (t,) in offers} == {n for n in found["impression"][1]}
@@ -299,13 +302,21 @@ async def _sql_all(url: str, statements: list[str]) -> None:
         await _sql(url, statement)
 
 
-def _back_one(url: str) -> None:
-    """The partitions migration backwards (the last one)."""
+def _back_before_partitions(url: str) -> None:
+    """The migrations backwards to before the partitions (the partitions' and every later one)."""
     env = {**os.environ, "DATABASE_URL": url, "SECRET_KEY": TEST_SECRET, "PICCOLO_CONF": "server.piccolo_conf"}
-    back = [sys.executable, "-m", "piccolo.main", "migrations", "backwards", "affnet", "1"]
+    back = [sys.executable, "-m", "piccolo.main", "migrations", "backwards", "affnet", PARTITIONS.ID]
     result = subprocess.run(back, cwd=ROOT, env=env, input="y\n", capture_output=True, text=True)
-    assert result.returncode == 0 and f"{PARTITIONS.ID} [backwards]... ok" in result.stdout, (
-        result.stdout + result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
+    for migration in (PARTITIONS, EVENT_FKS):
+        assert f"{migration.ID} [backwards]... ok" in result.stdout, result.stdout + result.stderr
+
+
+async def _event_foreign_keys(url: str) -> list[tuple[str, str]]:
+    return await _sql(
+        url,
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid IN "
+        "('click'::regclass, 'impression'::regclass) AND contype = 'f' ORDER BY 1",
     )
 
 
@@ -313,8 +324,11 @@ def _back_one(url: str) -> None:
 async def test_partitioning_keeps_existing_rows_and_going_back_makes_plain_tables(engine, postgres_service, tmp_path):
     url = _create_pg_database(postgres_service, f"affnet_parts_{os.getpid()}_{next(_OWN_SEQ)}")
     migrate(url)
-    _back_one(url)
+    _back_before_partitions(url)
     assert await _partitioning(url) == {}
+    assert {name for name, _ in await _event_foreign_keys(url)} == {
+        f"{table}_{column}_fkey" for table, columns in EVENT_FKS.FKS.items() for column in columns
+    }
     await _parents(url)
     # Events of three days a year ago, and a click in a day the migration makes no partition for ahead.
     await _sql_all(
@@ -348,6 +362,6 @@ async def test_partitioning_keeps_existing_rows_and_going_back_makes_plain_table
                 "SELECT click_id, clicked_at, 1, 1, 1 FROM click WHERE click_id = 'c1'"
             ],
         )
-    _back_one(url)
+    _back_before_partitions(url)
     assert await _partitioning(url) == {}
     assert (await _sql(url, "SELECT COUNT(*) FROM click"))[0][0] == 31
