@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from server.tracking.segment import Segment, encode, read_segment
+from server.tracking.segment import DATA_START, Segment, encode, read_segment
 
 log = logging.getLogger("affnet.tracking")
 
@@ -85,6 +85,15 @@ class Checkpoint:
 
     full: tuple[Segment, ...]
     current: Segment | None
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """A place in the journal between two records: in `segment`, at `offset` (its end: the next
+    record is the first of the following segment)."""
+
+    segment: Segment
     offset: int
 
 
@@ -183,6 +192,52 @@ class Journal:
         write or to an earlier one."""
         current = self._current
         return Checkpoint(tuple(self._full), current, current.offset if current is not None else 0)
+
+    def mark(self) -> Mark | None:
+        """Where the next record will go (None while no segment could be made: disk full)."""
+        current = self._current
+        if current is not None:
+            return Mark(current, current.offset)
+        return Mark(self._full[-1], self._full[-1].offset) if self._full else None
+
+    def oldest(self) -> Mark | None:
+        """Where the first record not yet committed is, at the earliest (the start of the oldest segment)."""
+        segments = self._all()
+        return Mark(segments[0], DATA_START) if segments else None
+
+    def read(self, since: Mark, limit: int) -> tuple[list[tuple], Mark]:
+        """Up to `limit` rows journaled from `since` on, oldest first, and the mark after them. Rows a
+        buffer let go of from memory (they are all here) come back this way. Synchronous: keep
+        `limit` to a batch (a few ms of decoding) so the event loop is not held."""
+        segments = self._all()
+        at = next((i for i, s in enumerate(segments) if s is since.segment), None)
+        if at is None:
+            raise ValueError("the mark is not in this journal (committed and removed already?)")
+        segment, offset = since.segment, since.offset
+        rows: list[tuple] = []
+        while True:
+            while offset >= segment.offset and at + 1 < len(segments):
+                at += 1  # the end of a full segment is the start of the next
+                segment, offset = segments[at], DATA_START
+            if len(rows) >= limit or offset >= segment.offset:
+                return rows, Mark(segment, offset)
+            got, offset = segment.read(offset, limit - len(rows), self.moment_at)
+            rows.extend(got)
+
+    def at_end(self, mark: Mark) -> bool:
+        """Nothing has been journaled from `mark` (one `read` or `mark` returned) on."""
+        end = self.mark()
+        return end is not None and mark.segment is end.segment and mark.offset >= end.offset
+
+    def checkpoint_at(self, mark: Mark) -> Checkpoint:
+        """A checkpoint at `mark` rather than at the end: what a buffer commits once the rows before
+        it are written while rows after it wait in the journal only."""
+        full: list[Segment] = []
+        for segment in self._all():
+            if segment is mark.segment:
+                return Checkpoint(tuple(full), segment, mark.offset)
+            full.append(segment)
+        raise ValueError("the mark is not in this journal")
 
     def committed(self, checkpoint: Checkpoint) -> None:
         """The write taken at `checkpoint` (and every one before it) is in the database: segments

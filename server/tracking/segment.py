@@ -85,6 +85,22 @@ class Segment:
         self._map[self.offset : end] = frame
         self.offset = end
 
+    def read(self, offset: int, limit: int, moment_at: int) -> tuple[list[tuple], int]:
+        """Up to `limit` rows written from `offset` on (a record boundary), and the offset after
+        them: how a buffer takes back rows it let go of from memory (its journal still has them)."""
+        rows: list[tuple] = []
+        data = self._map
+        end = self.offset
+        while offset < end and len(rows) < limit:
+            length, crc = _FRAME.unpack_from(data, offset)
+            start = offset + _FRAME.size
+            payload = data[start : start + length]
+            if zlib.crc32(payload) != crc:
+                raise ValueError(f"event journal {self.path}: record at {offset} does not check out")
+            rows.append(_decode(payload, moment_at))
+            offset = start + length
+        return rows, offset
+
     def mark_committed(self, offset: int) -> None:
         """Records before `offset` are in the database: a replay of this file starts there."""
         if not self._map.closed:
