@@ -4,6 +4,7 @@ security headers, and the one mapping of errors to responses (JSON for /api, pag
 from __future__ import annotations
 
 import contextlib
+import html
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -27,7 +28,8 @@ from server.accounts import service as accounts
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
 from server.core import db
-from server.core.errors import DomainError, Forbidden, NotFound, Unauthorized
+from server.core.errors import DomainError, Forbidden, NotFound, ServiceUnavailable, Unauthorized
+from server.core.logthrottle import LogThrottle
 from server.http.pages import SESSION_COOKIE
 from server.http.validation_messages import validation_message
 
@@ -306,10 +308,18 @@ async def respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], b
     await send({"type": "http.response.body", "body": body})
 
 
+_UNAVAILABLE_PAGE = b"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>Try again in a moment - affnet</title><link rel="stylesheet" href="/static/app.css"></head><body>
+<main class="page"><section class="card narrow"><h1>Try again in a moment</h1><p>%s</p>
+<p>Nothing was recorded; reloading this page shortly should work.</p></section></main></body></html>"""
+
+
 class FastPath:
     """A family of hot requests answered before Litestar's router and middleware (they cost more
     than a hot handler itself): every path that starts with `prefix` (one path segment, as "/c/")
-    goes to `handle`. A handler that fails gets `fail`'s answer, if its own answer had not started."""
+    goes to `handle`. A handler that fails gets `fail`'s answer, if its own answer had not started,
+    or `unavailable`'s (503 with Retry-After) when what it needs is away for a moment
+    (ServiceUnavailable: the database, for a link with no terms in memory)."""
 
     prefix = ""
     log = logging.getLogger("affnet.web")
@@ -321,16 +331,33 @@ class FastPath:
     async def fail(self, send: Send) -> None:
         raise NotImplementedError
 
+    async def unavailable(self, send: Send, exc: ServiceUnavailable) -> None:
+        await respond(
+            send,
+            503,
+            [
+                (b"content-type", b"text/html; charset=utf-8"),
+                (b"cache-control", b"no-store"),
+                (b"retry-after", str(exc.retry_after).encode()),
+                (b"x-content-type-options", b"nosniff"),
+                (b"x-frame-options", b"DENY"),
+                (b"content-security-policy", SecurityHeadersMiddleware.CSP.encode()),
+            ],
+            _UNAVAILABLE_PAGE % html.escape(exc.message).encode(),
+        )
+
 
 class FastPaths:
     """The ASGI application the server runs: the fast paths' requests straight to their handlers,
     everything else to the wrapped Litestar app. One dictionary look-up on the first path segment
     decides (the click redirect pays nothing for the ads' paths). Attribute access falls through
-    to the wrapped app (state, hooks, routes)."""
+    to the wrapped app (state, hooks, routes). Failures are logged once per interval with a count
+    (server/core/logthrottle.py), not a traceback per request: an outage fails every request."""
 
     def __init__(self, app: Any, *paths: FastPath) -> None:
         self.app = app
         self._paths = {path.prefix: path for path in paths}
+        self.failures = {path.prefix: LogThrottle(path.log, path.what) for path in paths}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.app, name)
@@ -342,11 +369,13 @@ class FastPaths:
             if fast is not None:
                 try:
                     await fast.handle(self.app.state, scope, send)
-                except Exception:
-                    fast.log.exception("%s failed for %s", fast.what, path)
+                except Exception as exc:
+                    unavailable = isinstance(exc, ServiceUnavailable)  # expected, and logged where noticed
+                    if not unavailable:
+                        self.failures[fast.prefix].failed("%s failed for %s", fast.what, path)
                     # An answer already started cannot be replaced: sending another start then
                     # raises, and there is nothing more to tell the client.
                     with contextlib.suppress(Exception):
-                        await fast.fail(send)
+                        await (fast.unavailable(send, exc) if unavailable else fast.fail(send))  # type: ignore[arg-type]
                 return
         await self.app(scope, receive, send)
