@@ -155,6 +155,7 @@ def create_app(settings: Settings | None = None) -> FastPaths:
         flush_interval=0.5,
         max_batch=5000,
         journal=Journal.of(settings.journal_dir, "clicks", settings.database_url),
+        max_rows=settings.click_buffer_max_rows,
     )
     ads = AdServer(
         base_url=settings.base_url,

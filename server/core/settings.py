@@ -73,6 +73,9 @@ class Settings:
     # Each process's journal of answered clicks and counted views not yet in the database
     # (server/tracking/journal.py): on a local disk of the host, kept across restarts.
     journal_dir: str = str(DATA_DIR / "journal")
+    # Clicks held in memory at most while the database does not take them; past that they wait in
+    # the journal only, read back as writes succeed again (server/tracking/buffer.py).
+    click_buffer_max_rows: int = 200_000
     max_upload_bytes: int = 512 * 1024
     # Days raw clicks and impressions are kept once the reports have rolled them up (rollups are
     # kept for ever); 0 keeps them for ever. 90: past the default 30-day attribution window and
@@ -131,5 +134,6 @@ def load_settings() -> Settings:
         media_dir=os.environ.get("MEDIA_DIR", str(DATA_DIR / "media")),
         journal_dir=os.environ.get("JOURNAL_DIR", str(DATA_DIR / "journal")),
         raw_event_retention_days=_int("AFFNET_RAW_EVENT_RETENTION_DAYS", 90),
+        click_buffer_max_rows=_int("AFFNET_CLICK_BUFFER_MAX_ROWS", 200_000),
         max_upload_bytes=_int("MAX_UPLOAD_BYTES", 512 * 1024),
     )

@@ -6,11 +6,16 @@ away, or no worker seen, is the same for every instance: answering 503 would tak
 turn a partial outage (logins paused, background work waiting) into a total one, while clicks, ads,
 conversions, webhooks and every logged-in page still work. Those are 200 with `status: degraded` and a
 line per degradation saying what it means, for people and monitoring to read.
+
+The click path rides out a database outage on its own (server/tracking/cache.py, buffer.py): links
+redirect from the terms in memory and clicks wait in the buffer and its journal. Both are said here
+with their figures while they last, and for a while after (a click backlog until it is stored).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from arq.constants import default_queue_name, health_check_key_suffix
 from litestar import Request, Response, get
@@ -30,6 +35,41 @@ WORKER_NOT_SEEN = (
 )
 
 
+# A backlog this large is "degraded" even while writes succeed: the database is not keeping up.
+BACKLOG_DEGRADED = 50_000
+
+
+def _links(link_cache) -> tuple[dict, list[str]]:
+    stale, stale_for = link_cache.stale()
+    figures = {"served_stale": stale, "stale_for_s": round(stale_for, 1), "failed_loads": link_cache.failed_loads}
+    if not stale:
+        return figures, []
+    return figures, [
+        f"links: {stale} links redirect from the terms this process last loaded, for up to "
+        f"{stale_for:.0f} s, because reloading them failed; links not in memory answer 503 until the "
+        "database answers"
+    ]
+
+
+def _events(kind: str, buffer) -> tuple[dict, list[str]]:
+    last = buffer.last_write_at
+    age = None if last is None else round(time.monotonic() - last, 1)
+    figures = {
+        "pending": buffer.pending,
+        "journal_only": buffer.spilled,
+        "failed_writes_in_a_row": buffer.failing,
+        "last_write_age_s": age,
+    }
+    if not (buffer.failing or buffer.spilled or buffer.pending >= BACKLOG_DEGRADED):
+        return figures, []
+    since = "never since this process started" if age is None else f"{age:.0f} s ago"
+    return figures, [
+        f"{kind}: {buffer.pending} answered {kind} wait to be stored ({buffer.spilled} of them in the local "
+        f"journal only); the last write succeeded {since}; they are stored once the database takes them, "
+        "and survive a restart of this process"
+    ]
+
+
 async def _check(coro) -> str:
     try:
         await asyncio.wait_for(coro, CHECK_TIMEOUT)
@@ -43,8 +83,9 @@ async def _check(coro) -> str:
     opt=PUBLIC,
     summary="Health of the database, Redis and the worker",
     description="503 when the database does not answer (this instance cannot serve). 200 otherwise, with "
-    "`status` `ok`, or `degraded` and a `degraded` list when Redis does not answer or no worker "
-    "has been seen recently: every instance shares those, and the product keeps serving.",
+    "`status` `ok`, or `degraded` and a `degraded` list when Redis does not answer, no worker "
+    "has been seen recently, links redirect from stale terms, or answered clicks or views wait "
+    "to be stored: the product keeps serving. `links`, `clicks` and `views` give the figures.",
 )
 async def healthz(request: Request) -> Response:
     redis = request.app.state.redis
@@ -58,6 +99,13 @@ async def healthz(request: Request) -> Response:
         except Exception:  # noqa: BLE001
             worker = "unknown"
     degraded = ([REDIS_DOWN] if redis_status != "ok" else []) + ([WORKER_NOT_SEEN] if worker == "not seen" else [])
+    state = request.app.state
+    links, said = _links(state.link_cache)
+    degraded += said
+    clicks, said = _events("clicks", state.click_buffer)
+    degraded += said
+    views, said = _events("views", state.ads.buffer)
+    degraded += said
     if database != "ok":
         status = "unavailable"
     else:
@@ -69,6 +117,9 @@ async def healthz(request: Request) -> Response:
             "redis": redis_status,
             "worker": worker,
             "jobs_waiting_for_redis": len(jobs.waiting()),
+            "links": links,
+            "clicks": clicks,
+            "views": views,
             "degraded": degraded,
         },
         status_code=503 if database != "ok" else 200,
