@@ -1,11 +1,13 @@
 """GET /healthz: does the database answer, does Redis answer, has the worker been seen; what is degraded.
 
 The status code is for load balancers and orchestrators, which take a 503 instance out of rotation (or
-restart it). Only a database that does not answer makes this process useless, so only that is 503. Redis
-away, or no worker seen, is the same for every instance: answering 503 would take all of them out and
-turn a partial outage (logins paused, background work waiting) into a total one, while clicks, ads,
-conversions, webhooks and every logged-in page still work. Those are 200 with `status: degraded` and a
-line per degradation saying what it means, for people and monitoring to read.
+restart it). Nothing this checks is this process's own: the database, Redis and the worker are shared by
+every instance, so a 503 for any of them would take all instances out at once and turn a partial outage
+into a total one. With the database away the pages, logins and postbacks fail, but tracked links keep
+redirecting (the revenue of every publisher and advertiser) and clicks are journaled; with Redis away,
+logins pause and background work waits. So every answer is 200, with `status: degraded` and a line per
+degradation saying what it means, for people and monitoring to read; 503 only while this process is
+starting or stopping (the server's own answer).
 
 The click path rides out a database outage on its own (server/tracking/cache.py, buffer.py): links
 redirect from the terms in memory and clicks wait in the buffer and its journal. Both are said here
@@ -28,6 +30,10 @@ CHECK_TIMEOUT = 2.0
 REDIS_DOWN = (
     "redis: logins are paused (503) and new background jobs wait; clicks, ads, conversions, "
     "Stripe webhooks and logged-in pages keep working, and the worker catches up when Redis returns"
+)
+DATABASE_DOWN = (
+    "database: pages, logins, postbacks and the API fail until it answers; tracked links keep redirecting "
+    "from the terms in memory and answered clicks are journaled and stored when it returns"
 )
 WORKER_NOT_SEEN = (
     "worker: no arq worker has reported in the last 30 seconds; approvals, Stripe events, "
@@ -82,10 +88,10 @@ async def _check(coro) -> str:
     "/healthz",
     opt=PUBLIC,
     summary="Health of the database, Redis and the worker",
-    description="503 when the database does not answer (this instance cannot serve). 200 otherwise, with "
-    "`status` `ok`, or `degraded` and a `degraded` list when Redis does not answer, no worker "
-    "has been seen recently, links redirect from stale terms, or answered clicks or views wait "
-    "to be stored: the product keeps serving. `links`, `clicks` and `views` give the figures.",
+    description="200 with `status` `ok`, or `degraded` and a `degraded` list when the database or Redis "
+    "does not answer, no worker has been seen recently, links redirect from stale terms, or answered "
+    "clicks or views wait to be stored: what is shared by every instance never takes one out of "
+    "rotation, and tracked links keep redirecting. `links`, `clicks` and `views` give the figures.",
 )
 async def healthz(request: Request) -> Response:
     redis = request.app.state.redis
@@ -98,7 +104,11 @@ async def healthz(request: Request) -> Response:
             worker = "ok" if seen else "not seen"
         except Exception:  # noqa: BLE001
             worker = "unknown"
-    degraded = ([REDIS_DOWN] if redis_status != "ok" else []) + ([WORKER_NOT_SEEN] if worker == "not seen" else [])
+    degraded = (
+        ([DATABASE_DOWN] if database != "ok" else [])
+        + ([REDIS_DOWN] if redis_status != "ok" else [])
+        + ([WORKER_NOT_SEEN] if worker == "not seen" else [])
+    )
     state = request.app.state
     links, said = _links(state.link_cache)
     degraded += said
@@ -106,10 +116,7 @@ async def healthz(request: Request) -> Response:
     degraded += said
     views, said = _events("views", state.ads.buffer)
     degraded += said
-    if database != "ok":
-        status = "unavailable"
-    else:
-        status = "degraded" if degraded else "ok"
+    status = "degraded" if degraded else "ok"
     return Response(
         {
             "status": status,
@@ -122,5 +129,5 @@ async def healthz(request: Request) -> Response:
             "views": views,
             "degraded": degraded,
         },
-        status_code=503 if database != "ok" else 200,
+        status_code=200,
     )
