@@ -37,7 +37,9 @@ from common import (  # noqa: E402
     Load,
     asgi_302,
     bench_database,
+    durability,
     ensure_tools,
+    load_average,
     machine,
     phase_line,
     start_server,
@@ -219,7 +221,8 @@ def main() -> None:
             workers = min(max(args.workers, 1), 8)
             server = start_server(workdir, database_url, workers=workers)
             database_url = server.env["DATABASE_URL"]
-            key = asyncio.run(seed(database_url, str(workdir / "data" / "media")))
+            settings = durability(database_url)
+            load_before = load_average()
 
             def script(delay_ms: int, ads: bool) -> Path:
                 path = workdir / f"{'ads' if ads else 'plain'}-{delay_ms}.lua"
@@ -229,6 +232,7 @@ def main() -> None:
 
             ads_url = server.url
             try:
+                key = asyncio.run(seed(database_url, str(workdir / "data" / "media")))  # a failure stops the server too
                 with asgi_302(workdir, "litestar302:app", workers) as bare:
                     baseline_url = f"{bare.url}/__bench/302"
                     run_wrk(baseline_url, 2, connections, script(0, False))  # warm up
@@ -239,6 +243,7 @@ def main() -> None:
                 b_max = run_wrk(ads_url, seconds, connections, script(0, True))
                 cpu_after = server.cpu_seconds(), process_cpu_seconds(server.redis.proc.pid)
                 b_half = at_half(ads_url, b_max, seconds, connections, lambda d: script(d, True))
+                load_after = load_average()
             finally:
                 exit_code = server.stop()
             rows, offers = asyncio.run(count_impressions(database_url))
@@ -248,6 +253,8 @@ def main() -> None:
 
     engine = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
     print(f"machine:  {machine()}")
+    print(f"load average: {load_before} before, {load_after} after")
+    print(f"database: {settings} (as the database reports them)")
     print(
         f"settings: uvicorn, {workers} worker(s), {engine}, wrk -t1 -c{connections}, {seconds}s per phase, "
         "half rate by a per-connection delay, loopback only"

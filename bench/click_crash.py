@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -26,7 +25,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from click_redirect import seed  # noqa: E402
-from common import BROWSER_UA, POSTGRES_DURABILITY, ROOT, bench_database, ensure_tools, machine, start_server  # noqa: E402
+from common import (  # noqa: E402
+    BROWSER_UA,
+    ROOT,
+    bench_database,
+    durability,
+    ensure_tools,
+    load_average,
+    machine,
+    start_server,
+)
 
 sys.path.insert(0, str(ROOT))
 
@@ -85,6 +93,7 @@ def main() -> None:
         workdir = Path(tmp)
         server = start_server(workdir, url)
         database_url = server.env["DATABASE_URL"]
+        settings, load_before = durability(database_url), load_average()
         try:
             code = asyncio.run(seed(database_url))
             script, ids_file = workdir / "ids.lua", workdir / "answered.txt"
@@ -120,14 +129,12 @@ def main() -> None:
             exit_code = server.stop()
         after, rows = asyncio.run(stored(database_url))
 
-    engine = "PostgreSQL" if database_url.startswith("postgres") else "SQLite (WAL, synchronous=FULL: the default)"
-    if args.postgres:
-        engine += f" ({POSTGRES_DURABILITY})"
+    engine = f"{settings} (as the database reports them)"
     missing = answered - after
     print(f"machine:  {machine()}")
     print(
         f"settings: uvicorn, 1 worker, {engine}, wrk -t1 -c{args.connections}, SIGKILL after {seconds:g}s "
-        f"of load, loopback only; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+        f"of load, loopback only; load average {load_before} before, {load_average()} after"
     )
     print(f"clicks answered before the kill:            {len(answered)}")
     print(

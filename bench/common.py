@@ -174,10 +174,16 @@ class Server:
 
     def stop(self) -> int:
         """Graceful shutdown (SIGINT, as Ctrl-C): the server flushes its buffers before exiting."""
-        self.proc.send_signal(signal.SIGINT)
-        code = self.proc.wait(timeout=60)
-        self.redis.stop()
-        return code
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGINT)
+            try:
+                return self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                _stop(self.proc, signal.SIGKILL, timeout=10)
+                return self.proc.returncode
+        finally:
+            self.redis.stop()
 
     def kill9(self) -> None:
         """The process dies at once, as under `kill -9` or the OOM killer: no shutdown hook runs."""
@@ -227,8 +233,22 @@ def asgi_302(workdir: Path, app: str = "raw302:app", workers: int = 1, proxy_hea
         wait_for_workers(proc, workers)
         yield Server(f"http://127.0.0.1:{port}", {}, proc, None, workers)
     finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+        _stop(proc, signal.SIGINT)
+
+
+def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+    """Stop a server gracefully, and kill it (and its workers) if it does not exit in time."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for pid in reversed(process_tree(proc.pid)):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait(timeout=timeout)
 
 
 def wait_for_workers(proc: subprocess.Popen, workers: int, timeout: float = 60) -> None:
@@ -265,8 +285,12 @@ def _serve(workdir: Path, env: dict[str, str], port: int, workers: int = 1) -> s
         stdout=open(workdir / "server.log", "ab"),
         stderr=subprocess.STDOUT,
     )
-    wait_for_port(port, timeout=30, proc=proc)
-    wait_for_workers(proc, workers)
+    try:
+        wait_for_port(port, timeout=30, proc=proc)
+        wait_for_workers(proc, workers)
+    except BaseException:
+        _stop(proc)  # a server that did not come up is not left behind
+        raise
     return proc
 
 
@@ -281,8 +305,14 @@ def start_server(workdir: Path, database_url: str | None = None, workers: int = 
         "BASE_URL": f"http://127.0.0.1:{port}",
         "AFFNET_DATA_DIR": str(workdir / "data"),
     }
-    subprocess.run([sys.executable, "-m", "server.cli", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True)
-    return Server(f"http://127.0.0.1:{port}", env, _serve(workdir, env, port, workers), redis, workers)
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "server.cli", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True
+        )
+        return Server(f"http://127.0.0.1:{port}", env, _serve(workdir, env, port, workers), redis, workers)
+    except BaseException:
+        redis.stop()  # a failed migration or start leaves no Redis behind
+        raise
 
 
 BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"

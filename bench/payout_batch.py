@@ -42,7 +42,7 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import POSTGRES_DURABILITY, ROOT, SECRET, bench_database, machine  # noqa: E402
+from common import ROOT, SECRET, bench_database, durability, load_average, machine  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 
@@ -502,10 +502,9 @@ def main() -> None:
                 check=True,  # noqa: S603
                 capture_output=True,
             )
-            engine = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
-            if args.postgres:
-                engine += f" ({POSTGRES_DURABILITY})"
+            engine = durability(database_url)  # as the database reports them
             print(f"machine:  {machine()}")
+            print(f"load average: {load_average()} before")
             print(
                 f"settings: {engine}, {n:,} publishers to prepare, {m:,} transfers to execute against the local "
                 f"Stripe stand-in on loopback, in process (as the worker runs it)"

@@ -59,7 +59,15 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import POSTGRES_DURABILITY, ROOT, SECRET, bench_database, database_cpu_seconds, machine  # noqa: E402
+from common import (  # noqa: E402
+    ROOT,
+    SECRET,
+    bench_database,
+    database_cpu_seconds,
+    durability,
+    load_average,
+    machine,
+)
 
 sys.path.insert(0, str(ROOT))
 
@@ -842,10 +850,9 @@ def main() -> None:
                 check=True,  # noqa: S603
                 capture_output=True,
             )
-            engine = "PostgreSQL"
-            if args.postgres:
-                engine += f" ({POSTGRES_DURABILITY})"
+            engine = durability(database_url)  # as the database reports them
             print(f"machine:  {machine()}")
+            print(f"load average: {load_average()} before")
             print(
                 f"settings: {engine}, {args.clicks:,} clicks, {args.conversions:,} conversions, "
                 f"{args.publishers:,} publishers, {args.campaigns} campaigns, {args.days} days, seed {args.seed}, "
