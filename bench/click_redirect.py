@@ -6,7 +6,8 @@
 
 For each worker count (1, and --workers N if more) and each of --runs rounds, in one run and
 with the same load generator, it measures the maximum rate (wrk, closed loop, one thread) of:
-(r) a raw ASGI app answering 302 (bench/raw302.py) under uvicorn with `affnet serve`'s options and
+(n) nginx answering `return 302` with as many worker processes, when nginx is installed (the
+machine's ceiling for any redirect); (r) a raw ASGI app answering 302 (bench/raw302.py) under uvicorn with `affnet serve`'s options and
 the same number of workers: the true ceiling; (a) GET /__bench/302 of a bare Litestar app answering
 302 (bench/litestar302.py, likewise); (b) GET /c/{code} of affnet started as production runs it,
 `affnet serve --workers N` (uvicorn's workers sharing one listening socket), with click recording
@@ -39,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -59,6 +61,7 @@ from common import (  # noqa: E402
     hey,
     load_average,
     machine,
+    nginx_302,
     start_server,
     wrk,
 )
@@ -182,8 +185,10 @@ def measured(server: Server, url: str, seconds: int, connections: int, database_
     return Phase(load, delta[0], delta[1], delta[2], calls if server.redis is not None else None)
 
 
-APPS = ("raw", "litestar", "click")
+# nginx's `return 302` is the machine's ceiling for any redirect; measured when nginx is installed.
+APPS = (("nginx",) if shutil.which("nginx") else ()) + ("raw", "litestar", "click")
 LABELS = {
+    "nginx": "(n) nginx return 302",
     "raw": "(r) raw ASGI 302",
     "litestar": "(a) bare Litestar 302",
     "click": "(b) /c/{code} + recording",
@@ -235,8 +240,10 @@ def main() -> None:
             SCRIPT[0].write_text(DISTINCT_LUA)
         server = start_server(workdir, url)
         database_url = server.env["DATABASE_URL"]
-        code = asyncio.run(seed(database_url))
-        server.stop()
+        try:
+            code = asyncio.run(seed(database_url))
+        finally:
+            server.stop()  # a seeding failure leaves no server behind
         settings = durability(database_url)
         load_before = load_average()
         sent_clicks, exit_codes = 0, []
@@ -255,6 +262,10 @@ def main() -> None:
                                 sent_clicks += half[n, app].requests
                         finally:
                             exit_codes.append(server.stop())
+                    elif app == "nginx":
+                        with nginx_302(workdir, n) as bare:
+                            wrk(bare.url, 2, args.connections, SCRIPT[0])  # warm up
+                            phase = measured(bare, bare.url, seconds, args.connections)
                     else:
                         name = "raw302:app" if app == "raw" else "litestar302:app"
                         with asgi_302(workdir, name, n, proxy_headers=args.distinct_visitors) as bare:
@@ -332,6 +343,9 @@ def report(args, seconds, runs, worker_counts, phases, half, settings, load_befo
         print(f"{n} worker(s): b/r (/c/ ÷ raw ASGI, same round)  {ratio(click, phases[n, 'raw'])}")
         print(f"{n} worker(s): b/a by server CPU per request   {cpu_ratio(click, phases[n, 'litestar'])}")
         print(f"{n} worker(s): b/r by server CPU per request   {cpu_ratio(click, phases[n, 'raw'])}")
+        if "nginx" in APPS:
+            print(f"{n} worker(s): b/n (/c/ ÷ nginx, same round)     {ratio(click, phases[n, 'nginx'])}")
+            print(f"{n} worker(s): r/n (raw ASGI ÷ nginx)           {ratio(phases[n, 'raw'], phases[n, 'nginx'])}")
     top = worker_counts[-1]
     if top > 1:
         for app in APPS:

@@ -236,6 +236,51 @@ def asgi_302(workdir: Path, app: str = "raw302:app", workers: int = 1, proxy_hea
         _stop(proc, signal.SIGINT)
 
 
+NGINX_CONF = """
+daemon off;
+master_process on;
+worker_processes %(workers)d;
+pid %(dir)s/nginx.pid;
+error_log %(dir)s/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    server_tokens off;
+    client_body_temp_path %(dir)s/body;
+    proxy_temp_path %(dir)s/proxy;
+    fastcgi_temp_path %(dir)s/fastcgi;
+    uwsgi_temp_path %(dir)s/uwsgi;
+    scgi_temp_path %(dir)s/scgi;
+    server {
+        listen 127.0.0.1:%(port)d;
+        location / { return 302 https://shop.example.com/landing; }
+    }
+}
+"""
+
+
+@contextmanager
+def nginx_302(workdir: Path, workers: int = 1) -> Iterator[Server]:
+    """nginx answering every request with `return 302` (`workers` worker processes, no access log):
+    the ceiling of any redirect on this machine, below which every Python server sits. Only when
+    nginx is installed (`shutil.which("nginx")`); it is not needed for anything else."""
+    port = free_port()
+    conf_dir = workdir / "nginx"
+    conf_dir.mkdir(exist_ok=True)
+    conf = conf_dir / "nginx.conf"
+    conf.write_text(NGINX_CONF % {"workers": workers, "dir": conf_dir, "port": port})
+    proc = subprocess.Popen(  # noqa: S603
+        [shutil.which("nginx") or "nginx", "-c", str(conf), "-p", str(conf_dir)],
+        stdout=open(conf_dir / "stdout.log", "ab"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, timeout=10, proc=proc)
+        yield Server(f"http://127.0.0.1:{port}", {}, proc, None, workers)
+    finally:
+        _stop(proc, signal.SIGQUIT)  # nginx's graceful shutdown
+
+
 def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
     """Stop a server gracefully, and kill it (and its workers) if it does not exit in time."""
     if proc.poll() is None:
