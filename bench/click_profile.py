@@ -98,8 +98,10 @@ def main() -> None:
         script.write_text(DISTINCT_LUA)
         server = start_server(workdir, url)
         database_url = server.env["DATABASE_URL"]
-        code = asyncio.run(seed(database_url))
-        server.stop()
+        try:
+            code = asyncio.run(seed(database_url))
+        finally:
+            server.stop()  # a seeding failure leaves no server behind
         settings = durability(database_url)
         server = start_server(workdir, database_url)
         target = f"{server.url}/c/{code}?sub1=bench"

@@ -20,7 +20,7 @@ from server.ads import offers, render
 from server.ads.counting import NetworkWindows
 from server.ads.inventory import CampaignEntry, Inventory, PublisherEntry, SlotEntry
 from server.ads.service import SIZES
-from server.ads.tables import SlotFallback, SlotFormat, SlotStatus
+from server.ads.tables import SlotFallback, SlotStatus
 from server.campaigns.tables import CampaignStatus
 from server.core.deeplink import host_allowed
 from server.tracking.classify import is_bot
@@ -37,6 +37,7 @@ PACING_AHEAD = 3600  # a daily budget may run an hour ahead of an even spread th
 DAY = 86400
 FLUSH_INTERVAL = 0.5  # the impression buffer's, and so how late a view is classified at most
 SYNC_INTERVAL = 0.5  # how often decisions per network and campaigns' impression counts are shared
+_ACTIVE = SlotStatus.active.value
 
 
 class Frequency:
@@ -193,17 +194,29 @@ class Decider:
         self.frequency = frequency
         self.tally = tally
         self.shared = shared
-        self.rng = rng or random.SystemRandom()
+        # A fair rotation needs no secret randomness: the PRNG, seeded from the OS, without a system call per pick.
+        self.rng = rng or random.Random()
         self.clock = clock
         self.base_url = inventory.base_url
         self.own_netloc = urlsplit(inventory.base_url).netloc.lower()
         self.network_rate = NetworkWindows(DECISIONS_PER_MINUTE, shared=shared)
+        self._today: tuple[float, float, date] = (0.0, 0.0, date.min)
 
     def reset(self) -> None:
         self.network_rate = NetworkWindows(DECISIONS_PER_MINUTE, shared=self.shared)
 
+    def _day(self, now: float) -> tuple[date, float]:
+        """The UTC day of `now` and the seconds since its midnight; the day's bounds are kept for the day."""
+        start, end, today = self._today
+        if not start <= now < end:
+            today = datetime.fromtimestamp(now, UTC).date()
+            start = datetime(today.year, today.month, today.day, tzinfo=UTC).timestamp()
+            end = start + DAY
+            self._today = (start, end, today)
+        return today, now - start
+
     def _fallback(self, slot: SlotEntry, reason: str) -> Answer:
-        size = SIZES[SlotFormat(slot.format)]
+        size = SIZES[slot.format]  # StrEnum keys: the stored string finds its member
         body: dict[str, Any] = {
             "status": "fallback",
             "reason": reason,
@@ -249,13 +262,11 @@ class Decider:
             )
         if self.network_rate.over(truncate_ip(ip), now):
             return self._fallback(slot, "rate_limited")
-        if slot.status != SlotStatus.active.value or not slot.publisher_approved:
+        if slot.status != _ACTIVE or not slot.publisher_approved:
             return self._fallback(slot, "slot_paused")
         if is_bot(user_agent):
             return self._fallback(slot, "no_ad")  # the same answer as an empty slot: no hint for bots
-        moment = datetime.fromtimestamp(now, UTC)
-        today = moment.date()
-        seconds = now - datetime(today.year, today.month, today.day, tzinfo=UTC).timestamp()
+        today, seconds = self._day(now)
         visitor = visitor_hash(self.visitor_key, ip, user_agent, today)
         publisher = await self.inventory.publishers.get(slot.publisher_id)
         candidates: list[tuple[int, CampaignEntry, int]] = []
@@ -298,7 +309,7 @@ class Decider:
             expires_at=int(now) + OFFER_TTL,
         )
         code = publisher.links[entry.campaign_id][1]  # type: ignore[union-attr]
-        size = SIZES[SlotFormat(slot.format)]
+        size = SIZES[slot.format]  # StrEnum keys: the stored string finds its member
         base = self.base_url
         return Answer(
             200,
