@@ -3,6 +3,11 @@ approved campaigns (with their tracked links), and each campaign's terms, live c
 format, estimated earnings and spend.
 
 Entries load from the database on first use and live TTL seconds, one load per key at a time.
+While an expired entry reloads, every other request for it is answered from the entry it replaces
+(at most a load's time old), so a reload never holds up a slot's traffic; when the reload fails
+(the database away) the last entry keeps serving and the reload is tried again every
+RETRY_INTERVAL seconds, the failures logged once per interval with a count. An entry dropped by a
+change is never served stale.
 A change to a campaign or a membership drops that campaign's entries at once here and, over the
 click cache's Redis channel, in every server process (server/tracking/cache.py); a change to a
 slot does the same over a channel of its own. So a paused campaign stops being served within
@@ -36,6 +41,8 @@ from server.campaigns.tables import (
     PayoutModel,
 )
 from server.core import changes, clock
+from server.core.logthrottle import LogThrottle
+from server.tracking.cache import retrieved
 from server.tracking.classify import Reason
 from server.tracking.tables import Click
 
@@ -45,6 +52,7 @@ SLOT_CHANNEL = "affnet:ad-slot-changed"
 TTL = 30.0
 MISSING_TTL = 5.0
 MAX_ENTRIES = 100_000
+RETRY_INTERVAL = 5.0  # while reloads fail, an expired entry is served and its reload tried this often
 # Expected earnings of goals that are not paid per impression, for weighing them against CPM:
 # a click-through rate of 0.2 % and a conversion rate of 2 % of clicks (network-wide priors).
 EXPECTED_CLICKS_PER_MILLE = 2
@@ -72,7 +80,8 @@ class Memo(Generic[K, V]):
         self._clock = clock
         self._entries: dict[K, tuple[float, V | None]] = {}
         self._by_campaign: dict[int, set[K]] = {}
-        self._loading: dict[K, asyncio.Future[V | None]] = {}
+        self._loading: dict[K, asyncio.Task[V | None]] = {}
+        self.failures = LogThrottle(log, "ad inventory loads")
 
     def peek(self, key: K) -> V | None:
         """The entry if it is loaded and fresh, without loading it."""
@@ -83,21 +92,36 @@ class Memo(Generic[K, V]):
         entry = self._entries.get(key)
         if entry is not None and entry[0] > self._clock():
             return entry[1]
-        pending = self._loading.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[V | None] = asyncio.get_running_loop().create_future()
-        self._loading[key] = future
+        loading = self._loading.get(key)
+        if entry is not None:
+            # Expired: answered from the entry it replaces while it reloads (at most a load's time
+            # old), so a reload never holds a slot's requests up; a dropped entry is not here.
+            if loading is None:
+                self._start(key, entry)
+            return entry[1]
+        if loading is None:
+            loading = self._start(key, None)
+        return await asyncio.shield(loading)
+
+    def _start(self, key: K, entry: tuple[float, V | None] | None) -> asyncio.Task[V | None]:
+        task = asyncio.get_running_loop().create_task(self._load(key, entry))
+        task.add_done_callback(retrieved)
+        self._loading[key] = task
+        return task
+
+    async def _load(self, key: K, entry: tuple[float, V | None] | None) -> V | None:
         try:
             value = await self._loader(key)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()
-            raise
+        except Exception:
+            if entry is None or self._entries.get(key) is not entry:
+                raise
+            # The last entry, not dropped by a change meanwhile: it serves until the next try.
+            self.failures.failed("reloading ad inventory entry %r failed; serving the last one meanwhile", key)
+            self._entries[key] = (self._clock() + RETRY_INTERVAL, entry[1])
+            return entry[1]
         finally:
             self._loading.pop(key, None)
         self._store(key, value)
-        future.set_result(value)
         return value
 
     def _store(self, key: K, value: V | None) -> None:

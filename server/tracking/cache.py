@@ -97,7 +97,7 @@ class LinkCache(Generic[T]):
                 if retry_at is not None and self._clock() < retry_at:
                     raise _unavailable()
             task = asyncio.get_running_loop().create_task(self._load(code, entry))
-            task.add_done_callback(_retrieved)
+            task.add_done_callback(retrieved)
             self._loading[code] = task
         elif stale is not None:
             return stale  # being reloaded already: these terms are at most a load's time old
@@ -182,7 +182,8 @@ def _unavailable() -> ServiceUnavailable:
     )
 
 
-def _retrieved(task: asyncio.Task) -> None:
-    # Waiters re-raise a failed load's error; one nobody waited for (the visitor left) is not "lost".
+def retrieved(task: asyncio.Task) -> None:
+    """A load's done callback: waiters re-raise a failed load's error; one nobody waited for (the
+    visitor left, or a stale entry was served meanwhile) is not "lost"."""
     if not task.cancelled():
         task.exception()
