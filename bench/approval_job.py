@@ -1,19 +1,28 @@
 """Benchmark the approval job: how long reconciliation takes over N pending conversions past their hold.
 
     .venv/bin/python bench/approval_job.py [--conversions 1000000] [--publishers 1000] [--advertisers 20]
-                                           [--postgres | --database-url URL]
+                                           [--postgres | --database-url URL] [--profile FILE]
 
-Makes a fresh database (SQLite, or a throwaway PostgreSQL on loopback with --postgres), funds the
-advertisers, bulk-loads N pending CPA conversions spread over their campaigns and the publishers,
-then times `approval.run()` exactly as the worker calls it. Afterwards it checks the outcome: every
-conversion approved once, money conserved to the cent, `ledger.check()` clean, and a second run
-changes nothing. No network traffic at all.
+Makes a fresh database (SQLite, or a throwaway PostgreSQL on loopback with --postgres: production's
+durability, fsync and synchronous_commit on), funds the advertisers, bulk-loads N pending CPA
+conversions spread over their campaigns and the publishers, then times `approval.run()` exactly as
+the worker calls it. It prints the durability settings as the database reports them, the load
+average before and after, and the CPU the job cost this process and (on its own PostgreSQL) the
+database. Afterwards it checks the outcome: every conversion approved once, money conserved to the
+cent, `ledger.check()` clean, and a second run changes nothing. `--profile FILE` writes the job's
+cProfile, sorted by cumulative time (it slows the Python side). No network traffic at all; a
+failure at any step (or SIGTERM) stops the throwaway cluster before exiting.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import io
+import os
+import pstats
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,7 +32,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import POSTGRES_DURABILITY, ROOT, SECRET, bench_database, machine  # noqa: E402
+from common import (  # noqa: E402
+    ROOT,
+    SECRET,
+    bench_database,
+    database_cpu_seconds,
+    durability,
+    load_average,
+    machine,
+)
 
 sys.path.insert(0, str(ROOT))
 
@@ -191,7 +208,12 @@ async def _copy(db, rows: list[tuple]) -> None:
         await conn.execute("ANALYZE conversion")
 
 
-async def run(database_url: str, n: int, publishers: int, advertisers: int) -> None:
+def _own_cpu() -> float:
+    usage = os.times()
+    return usage.user + usage.system
+
+
+async def run(database_url: str, n: int, publishers: int, advertisers: int, profile: Path | None) -> None:
     from server import piccolo_app
     from server.conversions import approval
     from server.conversions.tables import Conversion
@@ -207,13 +229,35 @@ async def run(database_url: str, n: int, publishers: int, advertisers: int) -> N
         await seed(n, publishers, advertisers)
         print(f"seeded {n:,} pending conversions in {time.perf_counter() - started:.1f} s")
 
+        load_before = load_average()
+        cpu_before, db_before = _own_cpu(), database_cpu_seconds(database_url)
+        profiler = cProfile.Profile() if profile else None
         started = time.perf_counter()
+        if profiler:
+            profiler.enable()
         outcome = await approval.run()
+        if profiler:
+            profiler.disable()
         elapsed = time.perf_counter() - started
+        cpu, db_after = _own_cpu() - cpu_before, database_cpu_seconds(database_url)
         print(
             f"approval job: {outcome.approved:,} approved and {outcome.released:,} available in {elapsed:.1f} s "
-            f"= {outcome.approved / elapsed:,.0f} conversions/s (batches of {approval._batch():,})"
+            f"= {outcome.approved / elapsed:,.0f} conversions/s (batches of {approval.batch_size():,})"
         )
+        database = "inside this process (SQLite)"
+        if db_before is not None and db_after is not None:
+            database = (
+                f"{db_after - db_before:.1f} s ({(db_after - db_before) * 1e6 / max(n, 1):.0f} µs per conversion)"
+            )
+        print(
+            f"CPU during the job: this process {cpu:.1f} s ({cpu * 1e6 / max(n, 1):.0f} µs per conversion), "
+            f"database {database}; load average {load_before} before, {load_average()} after (1, 5, 15 min)"
+        )
+        if profiler:
+            out = io.StringIO()
+            pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(60)
+            profile.write_text(out.getvalue())  # noqa: ASYNC240 - after the timed part
+            print(f"profile (cProfile, cumulative): {profile}")
 
         started = time.perf_counter()
         again = await approval.run()
@@ -249,6 +293,12 @@ async def run(database_url: str, n: int, publishers: int, advertisers: int) -> N
         await db.stop(engine)
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    """SIGTERM or SIGHUP (a timeout, a closed terminal) unwinds like Ctrl-C: every `finally` runs, so
+    the throwaway cluster is stopped rather than left running."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--conversions", type=int, default=1_000_000)
@@ -256,8 +306,13 @@ def main() -> None:
     parser.add_argument("--advertisers", type=int, default=20)
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     parser.add_argument("--postgres", action="store_true", help="start a throwaway PostgreSQL on loopback")
+    parser.add_argument("--profile", type=Path, default=None, help="write the job's cProfile to this file")
     args = parser.parse_args()
     n = min(max(args.conversions, 1), 5_000_000)
+    if args.publishers < 1 or args.advertisers < 1:
+        sys.exit("--publishers and --advertisers must be at least 1")
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _exit_on_signal)
 
     with tempfile.TemporaryDirectory(prefix="affnet-bench-") as tmp:
         workdir = Path(tmp)
@@ -276,15 +331,13 @@ def main() -> None:
                 check=True,  # noqa: S603
                 capture_output=True,
             )
-            engine = "PostgreSQL" if database_url.startswith("postgres") else "SQLite"
-            if args.postgres:
-                engine += f" ({POSTGRES_DURABILITY})"
             print(f"machine:  {machine()}")
+            print(f"database: {durability(database_url)} (as the database reports them)")
             print(
-                f"settings: {engine}, {n:,} conversions, {args.publishers:,} publishers, "
-                f"{args.advertisers} advertisers, in process (as the worker runs it)"
+                f"settings: {n:,} conversions, {args.publishers:,} publishers, {args.advertisers} advertisers, "
+                "in process (as the worker runs it)"
             )
-            asyncio.run(run(database_url, n, args.publishers, args.advertisers))
+            asyncio.run(run(database_url, n, args.publishers, args.advertisers, args.profile))
 
 
 if __name__ == "__main__":

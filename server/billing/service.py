@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from server.accounts.identity import CurrentUser
@@ -174,6 +174,15 @@ async def fundings_of(advertiser_id: int) -> list[FundingLine]:
 
 async def settings_of(advertiser_id: int) -> dict[str, Any] | None:
     return await BillingSettings.select().where(BillingSettings.advertiser == advertiser_id).first()
+
+
+async def settings_of_many(advertiser_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """The billing settings of each advertiser who has saved any, by advertiser id (one statement)."""
+    wanted = sorted(set(advertiser_ids))
+    if not wanted:
+        return {}
+    rows = await BillingSettings.select().where(BillingSettings.advertiser.is_in(wanted))
+    return {r["advertiser"]: r for r in rows}
 
 
 async def save_settings(advertiser: CurrentUser, form: Mapping[str, Any]) -> None:

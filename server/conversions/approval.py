@@ -26,8 +26,10 @@ reports them: a campaign that cannot pay its own price pauses as before."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -51,6 +53,7 @@ WAITING_ALONE = (
     "auto-pause threshold); it is charged once the balance covers it, unless the advertiser rejects it "
     "(the campaign keeps running)"
 )
+LANES = 2  # PostgreSQL: batches under way at once in one run (see _approve_due)
 RETRIES = 5  # a concurrent spend may take the balance we priced against: price again, this many times
 
 _COLUMNS = (
@@ -107,7 +110,7 @@ async def _fit(
     short, and the conversions set aside to wait alone. Once a campaign comes up short its later
     conversions wait too, so they stay in order. `by_hand`: the advertiser approves, so their
     auto-pause threshold is theirs to cross."""
-    balances: dict[tuple[int, str], int] = {}
+    balances = await _balances(r for r in rows if r["campaign"] not in skip_campaigns)
     fitting: list[dict[str, Any]] = []
     short: set[int] = set()
     for row in rows:
@@ -115,8 +118,6 @@ async def _fit(
             short.add(row["campaign"])
             continue
         key = (row["advertiser_id"], row["currency"])
-        if key not in balances:
-            balances[key] = await ledger.balance(K.advertiser_balance, row["currency"], row["advertiser_id"])
         if row["advertiser_amount_minor"] <= balances[key]:
             balances[key] -= row["advertiser_amount_minor"]
             fitting.append(row)
@@ -145,6 +146,19 @@ async def _fit(
     return fitting, short, set_aside
 
 
+async def _balances(rows: Iterable[dict[str, Any]]) -> dict[tuple[int, str], int]:
+    """The advertiser balance of every (advertiser, currency) among `rows`: one statement per
+    currency, however many advertisers a batch has."""
+    by_currency: dict[str, set[int]] = defaultdict(set)
+    for row in rows:
+        by_currency[row["currency"]].add(row["advertiser_id"])
+    balances: dict[tuple[int, str], int] = {}
+    for currency, advertisers in sorted(by_currency.items()):
+        found = await ledger.balances(K.advertiser_balance, currency, sorted(advertisers))
+        balances.update({(advertiser, currency): amount for advertiser, amount in found.items()})
+    return balances
+
+
 async def _keep_above_thresholds(
     rows: Sequence[dict[str, Any]],
     fitting: list[dict[str, Any]],
@@ -153,8 +167,9 @@ async def _keep_above_thresholds(
 ) -> list[dict[str, Any]]:
     """Set aside the one RevShare conversion that would take an advertiser's balance from at or
     above their auto-pause threshold to below it, when without it the balance stays above."""
+    settings = await billing.settings_of_many([advertiser for advertiser, _ in balances])
     for key, left in balances.items():
-        prefs = await billing.settings_of(key[0])
+        prefs = settings.get(key[0])
         floor = prefs["auto_pause_threshold_minor"] if prefs and prefs["currency"] == key[1] else 0
         charged = [r for r in fitting if (r["advertiser_id"], r["currency"]) == key]
         start = left + sum(r["advertiser_amount_minor"] for r in charged)
@@ -277,30 +292,52 @@ async def skip_if_raced(step, conversion: dict[str, Any], now: datetime) -> Any:
 
 async def _approve_due(now: datetime, outcome: Outcome) -> set[int]:
     """Every pending conversion past its hold, batch by batch; the campaigns that came up short.
-    Conversions set aside to wait alone say so, in the same transaction as the batch."""
+    Conversions set aside to wait alone say so, in the same transaction as the batch.
+
+    On PostgreSQL LANES batches are under way at once, each in its own transaction on its own
+    connection (their rows taken with SKIP LOCKED, as two workers take theirs): while one batch's
+    statements and commit run in the database, the next is read, priced and built in Python. They
+    queue on the ledger accounts they share (locked in id order), and a batch priced against a
+    balance another lane has since spent is priced again (InsufficientFunds, `_charge`)."""
+    cursor = {"after": 0}
     short: set[int] = set()
-    after = 0
-    while True:
-        async with db.transaction():
-            rows = await _locked(
-                "c.status = 'pending' AND c.hold_until <= {} AND c.id > {}",
-                now,
-                after,
-                limit=batch_size(),
-                skip_locked=True,
-            )
-            if not rows:
-                return short
-            after = rows[-1]["id"]
-            charged = await _charge(rows, now, short)
-            if charged.set_aside:
-                await Conversion.update({Conversion.status_reason: WAITING_ALONE}).where(
-                    Conversion.id.is_in(charged.set_aside), Conversion.status == ConversionStatus.pending.value
+
+    async def lane() -> None:
+        while True:
+            async with db.transaction():
+                rows = await _locked(
+                    "c.status = 'pending' AND c.hold_until <= {} AND c.id > {}",
+                    now,
+                    cursor["after"],
+                    limit=batch_size(),
+                    skip_locked=True,
                 )
-        short |= charged.unfunded_campaigns
-        outcome.approved += len(charged.approved)
-        outcome.released += len(charged.released)
-        outcome.unfunded += len(charged.unfunded)
+                if not rows:
+                    return
+                cursor["after"] = max(cursor["after"], rows[-1]["id"])
+                charged = await _charge(rows, now, set(short))
+                if charged.set_aside:
+                    await Conversion.update({Conversion.status_reason: WAITING_ALONE}).where(
+                        Conversion.id.is_in(charged.set_aside), Conversion.status == ConversionStatus.pending.value
+                    )
+            short.update(charged.unfunded_campaigns)
+            outcome.approved += len(charged.approved)
+            outcome.released += len(charged.released)
+            outcome.unfunded += len(charged.unfunded)
+
+    # SQLite has one writer; inside a caller's transaction every query shares its one connection.
+    if db.is_sqlite() or db.engine().current_transaction.get() is not None:
+        await lane()
+        return short
+    lanes = [asyncio.create_task(lane()) for _ in range(LANES)]
+    try:
+        await asyncio.gather(*lanes)
+    except BaseException:
+        for task in lanes:  # one lane failed: the others stop too (their batches roll back)
+            task.cancel()
+        await asyncio.gather(*lanes, return_exceptions=True)
+        raise
+    return short
 
 
 async def _release_due(now: datetime) -> int:

@@ -38,12 +38,22 @@ def _validate(lines: Sequence[Line], reference_type: str) -> None:
         raise LedgerError("A ledger transaction needs at least two lines.")
     if reference_type not in REFERENCE_TYPES:
         raise LedgerError(f"Unknown reference type {reference_type!r}.")
+    currency = lines[0].currency
+    total = 0
+    for _, amount, line_currency in lines:
+        if type(amount) is not int:  # no floats, no Decimals, no bools: minor units only
+            raise LedgerError(f"Amounts are integers in minor units, not {type(amount).__name__}.")
+        if amount == 0:
+            raise LedgerError("A ledger line cannot be zero.")
+        if line_currency != currency:
+            currency = None
+        total += amount
+    if currency is not None:  # one currency, the usual case (a batch validates thousands)
+        if total:
+            raise LedgerError(f"Unbalanced transaction: lines sum to { ({currency: total}) } instead of zero.")
+        return
     totals: dict[str, int] = defaultdict(int)
     for line in lines:
-        if type(line.amount_minor) is not int:  # no floats, no Decimals, no bools: minor units only
-            raise LedgerError(f"Amounts are integers in minor units, not {type(line.amount_minor).__name__}.")
-        if line.amount_minor == 0:
-            raise LedgerError("A ledger line cannot be zero.")
         totals[line.currency] += line.amount_minor
     unbalanced = {c: t for c, t in totals.items() if t != 0}
     if unbalanced:
@@ -116,14 +126,6 @@ async def post_many(postings: Sequence[Posting]) -> list[Posted]:
         candidates = [p for p in postings if p.idempotency_key not in ids]
         fresh: list[Posting] = []
         if candidates:
-            accounts = await _accounts(conn, sqlite, sorted({line.account_id for p in candidates for line in p.lines}))
-            for posting in candidates:
-                for line in posting.lines:
-                    acct = accounts.get(line.account_id)
-                    if acct is None:
-                        raise LedgerError(f"There is no ledger account {line.account_id}.")
-                    if acct[1] != line.currency:
-                        raise LedgerError(f"Account {line.account_id} holds {acct[1]}, not {line.currency}.")
             rows = [
                 (
                     p.kind,
@@ -138,7 +140,29 @@ async def post_many(postings: Sequence[Posting]) -> list[Posted]:
                 )
                 for p in candidates
             ]
-            inserted = await (_insert_txns_sqlite(conn, rows) if sqlite else _insert_txns_pg(conn, rows))
+            # Everything that needs no lock is done before the accounts are locked: the ids reserved
+            # and the entries and balance moves built for the case where every key is new, so a
+            # concurrent posting (another approval lane) waits on these accounts only for SQL.
+            reserved = None if sqlite or len(rows) < BULK else await _reserve_ids(conn, len(rows))
+            pairs = {(line.account_id, line.currency) for p in candidates for line in p.lines}
+            entries = (
+                [
+                    (txn_id, line.account_id, line.amount_minor, line.currency)
+                    for txn_id, p in zip(reserved, candidates, strict=True)
+                    for line in p.lines
+                ]
+                if reserved
+                else None
+            )
+            moves_if_all_new = _moves(candidates)
+            accounts = await _accounts(conn, sqlite, sorted({account_id for account_id, _ in pairs}))
+            for account_id, currency in sorted(pairs):
+                acct = accounts.get(account_id)
+                if acct is None:
+                    raise LedgerError(f"There is no ledger account {account_id}.")
+                if acct[1] != currency:
+                    raise LedgerError(f"Account {account_id} holds {acct[1]}, not {currency}.")
+            inserted = await (_insert_txns_sqlite(conn, rows) if sqlite else _insert_txns_pg(conn, rows, reserved))
             ids.update(inserted)
             fresh = [p for p in candidates if p.idempotency_key in inserted]
             if len(fresh) != len(candidates):  # posted before, or by a concurrent transaction: theirs stands
@@ -147,19 +171,18 @@ async def post_many(postings: Sequence[Posting]) -> list[Posted]:
                         conn, [p.idempotency_key for p in candidates if p.idempotency_key not in inserted]
                     )
                 )
-            deltas: dict[int, int] = defaultdict(int)
-            for posting in fresh:
-                for line in posting.lines:
-                    deltas[line.account_id] += line.amount_minor
+            all_new = len(fresh) == len(candidates) and reserved is not None and inserted.get(rows[0][1]) == reserved[0]
             moves = [
-                (account_id, accounts[account_id][0], delta) for account_id, delta in sorted(deltas.items()) if delta
+                (account_id, accounts[account_id][0], delta)
+                for account_id, delta in (moves_if_all_new if len(fresh) == len(candidates) else _moves(fresh))
             ]
             await (_move_balances_sqlite(conn, moves) if sqlite else _move_balances_pg(conn, moves))
-            entries = [
-                (inserted[p.idempotency_key], line.account_id, line.amount_minor, line.currency)
-                for p in fresh
-                for line in p.lines
-            ]
+            if not all_new:
+                entries = [
+                    (inserted[p.idempotency_key], line.account_id, line.amount_minor, line.currency)
+                    for p in fresh
+                    for line in p.lines
+                ]
             if sqlite:
                 await conn.executemany(
                     "INSERT INTO ledger_entry (txn, account, amount_minor, currency) VALUES (?, ?, ?, ?)", entries
@@ -216,18 +239,31 @@ async def _accounts(conn: Any, sqlite: bool, account_ids: list[int]) -> dict[int
 BULK = 100  # from this many postings on, PostgreSQL gets the transactions by COPY
 
 
-async def _insert_txns_pg(conn: Any, rows: list[tuple]) -> dict[str, int]:
+def _moves(postings: Sequence[Posting]) -> list[tuple[int, int]]:
+    """The net each account moves by, in account-id order (accounts whose net is zero left out)."""
+    deltas: dict[int, int] = defaultdict(int)
+    for posting in postings:
+        for line in posting.lines:
+            deltas[line.account_id] += line.amount_minor
+    return [(account_id, delta) for account_id, delta in sorted(deltas.items()) if delta]
+
+
+async def _reserve_ids(conn: Any, count: int) -> list[int]:
+    """`count` transaction ids from ledger_txn's sequence (not transactional: an unused one is a gap)."""
+    return [
+        r[0]
+        for r in await conn.fetch(
+            "SELECT nextval(pg_get_serial_sequence('ledger_txn', 'id')) FROM generate_series(1, $1)", count
+        )
+    ]
+
+
+async def _insert_txns_pg(conn: Any, rows: list[tuple], ids: list[int] | None) -> dict[str, int]:
     """The ids of the transactions inserted, by key; keys posted before are skipped (not in the result)."""
-    if len(rows) >= BULK:
-        # Reserve the ids, then COPY: several times cheaper than an INSERT of arrays. A key that was
+    if ids is not None:
+        # With ids reserved, COPY: several times cheaper than an INSERT of arrays. A key that was
         # posted before fails the COPY whole (its savepoint rolls back), and the INSERT below,
         # which skips such keys, does the work instead. Reserved ids left unused are only a gap.
-        ids = [
-            r[0]
-            for r in await conn.fetch(
-                "SELECT nextval(pg_get_serial_sequence('ledger_txn', 'id')) FROM generate_series(1, $1)", len(rows)
-            )
-        ]
         try:
             async with conn.transaction():
                 records = [(i, *r) for i, r in zip(ids, rows, strict=True)]

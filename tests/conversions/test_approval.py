@@ -118,3 +118,20 @@ async def test_the_worker_runs_reconciliation_on_a_real_redis(client, settings):
     [result] = await run_burst(settings, {"clock": later}, "reconcile_conversions")
     assert result["approved"] == 1 and result["released"] == 1
     assert "cron:reconcile_conversions" in {j.name for j in worker_settings.WorkerSettings.cron_jobs}
+
+
+async def test_batches_under_way_at_once_charge_each_conversion_once_and_never_overdraw(client, settings, monkeypatch):
+    """Small batches, so PostgreSQL's lanes run several at once on one advertiser's balance: funded for
+    7 of 12, exactly 7 are charged, each once, and the balance ends at zero, never below."""
+    monkeypatch.setitem(approval.BATCH, "postgres", 2)
+    monkeypatch.setitem(approval.BATCH, "sqlite", 2)
+    setup = await pending_conversions(settings, client, 12, fund=7 * 1_000)
+    outcome = await approval.run(now=later())
+    assert (outcome.approved, outcome.unfunded) == (7, 5)
+    assert await Conversion.count().where(Conversion.status == "approved") == 7
+    assert await LedgerTxn.count().where(LedgerTxn.reference_type == "conversion") == 7
+    assert await ledger.balance(K.advertiser_balance, "EUR", setup.advertiser.id) == 0
+    assert await ledger.balance(K.publisher_available, "EUR", setup.publisher.id) == 7 * 800
+    assert outcome.paused_campaigns == [setup.campaign_id]
+    assert (await approval.run(now=later())).approved == 0
+    assert await ledger.check() == []
