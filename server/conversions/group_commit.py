@@ -74,6 +74,9 @@ _FIRST_SQLITE = "SELECT * FROM conversion WHERE campaign = ? AND txn_id = ?"
 
 MAX_BATCH_PG = 1000
 MAX_BATCH_SQLITE = 500  # 19 bound values a row: well inside SQLite's 32,766
+# Batches written at once on PostgreSQL: each waits for its commit's log flush, which the server
+# shares between the transactions flushing together; SQLite has one writer whatever we do.
+IN_FLIGHT_PG = 4
 
 
 class BatchFailed(Exception):
@@ -199,7 +202,7 @@ class ConversionWriter:
     def __init__(self, max_batch: int | None = None) -> None:
         self._max_batch = max_batch
         self._waiting: list[tuple[dict[str, Any], asyncio.Future[Outcome]]] = []
-        self._writing = False
+        self._writers = 0  # batches being written now
         self._sqlite = _SQLiteWriter()
         self.batches = 0  # statements written, and the rows they carried: for the bench and tests
         self.rows = 0
@@ -210,8 +213,8 @@ class ConversionWriter:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
         self._waiting.append((row, future))
-        if not self._writing:
-            self._writing = True
+        if self._writers < (1 if db.is_sqlite() else IN_FLIGHT_PG):
+            self._writers += 1
             loop.create_task(self._drain(), name="affnet-conversion-writer")
         return await future
 
@@ -241,13 +244,15 @@ class ConversionWriter:
                         if not future.done():
                             future.set_result(outcome)
                 batch = []
-        finally:
+        except BaseException:
             # Cancelled (the loop closing): whoever still waits stores its row alone, or fails.
             for _, future in [*batch, *self._waiting]:
                 if not future.done():
                     future.set_exception(BatchFailed("the conversion writer stopped"))
             self._waiting = []
-            self._writing = False
+            raise
+        finally:
+            self._writers -= 1
 
     async def close(self) -> None:
         await self._sqlite.close()
