@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from click_redirect import DISTINCT_LUA, count_clicks, seed  # noqa: E402
 from common import (  # noqa: E402
+    ROOT,
     bench_database,
     durability,
     ensure_tools,
@@ -54,7 +55,7 @@ def short(frame: str) -> str:
     """`function (path/to/file.py:line)` without the line and the site-packages prefix."""
     name, _, where = frame.partition(" (")
     where = where.rstrip(")").rsplit(":", 1)[0]
-    for marker in ("site-packages/", "lib/python3.11/", "/work/main/"):
+    for marker in ("site-packages/", "lib/python3.11/", f"{ROOT}/"):
         if marker in where:
             where = where.split(marker, 1)[1]
     return f"{name} ({where})"

@@ -146,6 +146,11 @@ def click_id_of(base_url: str, code: str) -> str:
 
 
 async def count_conversions(database_url: str) -> int:
+    return (await stored_txn_ids(database_url))[0]
+
+
+async def stored_txn_ids(database_url: str) -> tuple[int, int]:
+    """(conversions stored, distinct txn ids among them): equal when none is stored twice."""
     from server import piccolo_app
     from server.conversions.tables import Conversion
     from server.core import db
@@ -153,7 +158,8 @@ async def count_conversions(database_url: str) -> int:
     engine = piccolo_app.bind(db.engine_for(database_url))
     await db.start(engine)
     try:
-        return await Conversion.count()
+        row = (await Conversion.raw("SELECT COUNT(*) AS n, COUNT(DISTINCT txn_id) AS txn_ids FROM conversion"))[0]
+        return int(row["n"]), int(row["txn_ids"])
     finally:
         await db.stop(engine)
 
@@ -224,7 +230,7 @@ def main() -> None:
                 load_after = load_average()
             finally:
                 exit_code = server.stop()
-            stored = asyncio.run(count_conversions(database_url))
+            stored, distinct = asyncio.run(stored_txn_ids(database_url))
 
     expected = unique_txn_ids(load.requests)
     per = max(load.requests, 1)
@@ -248,11 +254,11 @@ def main() -> None:
         f"({load.client_cpu / seconds:.2f} cores)"
     )
     print(
-        f"conversions stored: {stored}; distinct txn ids answered: {expected} "
-        f"(a request in flight at the end may add one per connection) — server exit code {exit_code}"
+        f"conversions stored: {stored}, {distinct} distinct txn ids among them; distinct txn ids answered: "
+        f"{expected} (a request in flight at the end may add one per connection) — server exit code {exit_code}"
     )
-    if load.errors or not expected <= stored <= expected + args.connections:
-        sys.exit("FAILED: errors, or stored conversions do not match the distinct txn ids")
+    if load.errors or distinct != stored or not expected <= stored <= expected + args.connections:
+        sys.exit("FAILED: errors, a txn id stored twice, or stored conversions do not match the distinct txn ids")
 
 
 if __name__ == "__main__":

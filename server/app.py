@@ -23,6 +23,7 @@ from server.ads import inventory as ad_inventory
 from server.ads import service as ads_service
 from server.ads.process import AdServer
 from server.conversions import service as conversion_intake
+from server.conversions.group_commit import ConversionWriter
 from server.core import changes, db, jobs
 from server.core.errors import DomainError
 from server.core.locale import LocaleMiddleware
@@ -38,7 +39,7 @@ from server.http.billing.pages import AdvertiserBilling, FinanceStripeEvents, st
 from server.http.campaigns.marketplace_pages import PublisherCampaigns, PublisherLinks
 from server.http.campaigns.pages import AdvertiserCampaigns
 from server.http.conversions.api import ConversionsApi
-from server.http.conversions.public import conversion_pixel, postback
+from server.http.conversions.public import PostbackFastPath, conversion_pixel, postback
 from server.http.conversions.review_pages import AdvertiserConversions
 from server.http.csrf import SessionBoundCSRF
 from server.http.health import healthz
@@ -133,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastPaths:
     redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
     link_cache = cache.LinkCache(tracking.load_target)
     terms_cache = cache.LinkCache(conversion_intake.load_terms)  # what postbacks need, by link id
+    conversion_writer = ConversionWriter()  # concurrent reports' rows, committed a batch at a time
     # Duplicates, network rates, caps and budgets are counted in Redis for every process at once,
     # one call per flushed batch of clicks (server/tracking/counting.py).
     click_counter = ClickCounter(
@@ -194,6 +196,7 @@ def create_app(settings: Settings | None = None) -> FastPaths:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await click_buffer.stop()  # every buffered click is stored before the process exits
+        await conversion_writer.close()
         await ads.stop()  # and every counted impression
         ad_inventory.unregister(ads.inventory)
         changes.unregister(link_cache)
@@ -221,6 +224,7 @@ def create_app(settings: Settings | None = None) -> FastPaths:
                 "redis": redis,
                 "link_cache": link_cache,
                 "terms_cache": terms_cache,
+                "conversion_writer": conversion_writer,
                 "redirector": redirector,
                 "click_buffer": click_buffer,
                 "ads": ads,
@@ -279,4 +283,4 @@ def create_app(settings: Settings | None = None) -> FastPaths:
         debug=False,
     )
     document_errors(app)
-    return FastPaths(app, ClickFastPath(), AdFastPath())
+    return FastPaths(app, ClickFastPath(), AdFastPath(), PostbackFastPath())

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from server.campaigns.tables import Campaign, CampaignStatus, Goal, Link, PayoutModel
+from server.conversions.group_commit import NAMES, BatchFailed, ConversionWriter
 from server.conversions.tables import Conversion, ConversionSource, ConversionStatus
 from server.core import clock, db, money
 from server.core.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unauthorized
@@ -280,12 +281,16 @@ async def record_conversion(
     *,
     now: datetime | None = None,
     terms_of: TermsSource = load_terms,
+    writer: ConversionWriter | None = None,
 ) -> Recorded:
     """Validate, attribute, price and store one reported conversion as `pending`.
 
     Raises a DomainError (nothing stored) when it is refused; returns the first conversion with
     duplicate=True when (campaign, txn_id) was reported before, however close together.
-    `terms_of` is the server's cache of campaign terms (the database itself by default)."""
+    `terms_of` is the server's cache of campaign terms (the database itself by default); `writer`
+    the server's group commit of conversions (server/conversions/group_commit.py), which stores
+    the reports of campaigns without caps a batch at a time (without: each alone). Either way the
+    conversion is committed before this returns."""
     now = now or clock.now()
     pixel_campaign = None
     if credentials.public_key is not None:
@@ -322,9 +327,24 @@ async def record_conversion(
                 return _recorded(first, goals, duplicate=True)
             await _check_caps(campaign, campaign["publisher_id"], now)
             stored, duplicate = await _store(row, limit)
+    elif writer is not None and db.engine().current_transaction.get() is None:
+        stored, duplicate = await _store_grouped(writer, row, limit)
     else:
         stored, duplicate = await _store(row, limit)  # one statement when the click's first: no transaction
     return _recorded(stored, goals, duplicate=duplicate)
+
+
+async def _store_grouped(writer: ConversionWriter, row: dict[str, Any], limit: int) -> tuple[dict[str, Any], bool]:
+    """_store, with the first attempt (the click's first place) made in the writer's batch: what
+    the batch did not settle (the place taken by another txn id, or the batch's statement failed)
+    goes on alone, so every report gets the answer _store gives."""
+    try:
+        outcome = await writer.insert(row)
+    except BatchFailed:
+        outcome = None
+    if outcome is not None:
+        return outcome
+    return await _store(row, limit)
 
 
 async def _store(row: dict[str, Any], limit: int) -> tuple[dict[str, Any], bool]:
@@ -360,27 +380,7 @@ async def _next_ordinal(click_id: str, goal_id: int) -> int:
     return int(rows[0]["taken"]) + 1
 
 
-_INSERT_COLUMNS = (
-    "campaign",
-    "goal",
-    "publisher",
-    "link",
-    "click_id",
-    "click_ordinal",
-    "txn_id",
-    "sale_amount_minor",
-    "currency",
-    "advertiser_amount_minor",
-    "publisher_amount_minor",
-    "network_amount_minor",
-    "status",
-    "status_reason",
-    "source",
-    "clicked_at",
-    "converted_at",
-    "hold_until",
-    "created_at",
-)
+_INSERT_COLUMNS = NAMES  # every column the intake writes, in order
 # Written out, like the lookup above: Piccolo's insert builder cost more than the insert itself.
 _INSERT_SQL = (
     f"INSERT INTO conversion ({', '.join(_INSERT_COLUMNS)}) "  # noqa: S608

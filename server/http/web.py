@@ -316,12 +316,15 @@ _UNAVAILABLE_PAGE = b"""<!doctype html><html lang="en"><head><meta charset="utf-
 
 class FastPath:
     """A family of hot requests answered before Litestar's router and middleware (they cost more
-    than a hot handler itself): every path that starts with `prefix` (one path segment, as "/c/")
-    goes to `handle`. A handler that fails gets `fail`'s answer, if its own answer had not started,
-    or `unavailable`'s (503 with Retry-After) when what it needs is away for a moment
-    (ServiceUnavailable: the database, for a link with no terms in memory)."""
+    than a hot handler itself): every path that starts with `prefix` (one path segment, as "/c/"),
+    or the one path `prefix` names without a trailing slash ("/postback"), goes to `handle`, for
+    every method or only `methods` (the others go on to Litestar). A handler that fails gets
+    `fail`'s answer, if its own answer had not started, or `unavailable`'s (503 with Retry-After)
+    when what it needs is away for a moment (ServiceUnavailable: the database, for a link with no
+    terms in memory)."""
 
     prefix = ""
+    methods: frozenset[str] | None = None  # None: every method
     log = logging.getLogger("affnet.web")
     what = "request"  # for the log: "<what> failed for <path>"
 
@@ -365,8 +368,8 @@ class FastPaths:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path: str = scope["path"]
-            fast = self._paths.get(path[: path.find("/", 1) + 1])
-            if fast is not None:
+            fast = self._paths.get(path[: path.find("/", 1) + 1] or path)
+            if fast is not None and (fast.methods is None or scope["method"] in fast.methods):
                 try:
                     await fast.handle(self.app.state, scope, send)
                 except Exception as exc:

@@ -82,15 +82,20 @@ def result_of(outcome: conversions.Recorded | DomainError) -> ConversionResult:
 
 
 async def intake(
-    request: Request, params: Any, credentials: conversions.Credentials, source: ConversionSource
+    state: Any, params: Any, credentials: conversions.Credentials, source: ConversionSource
 ) -> ConversionResult:
     """One report through the service, its refusal included in the result rather than raised.
-    Campaign terms come from the server's cache; the click-id key from the redirector."""
+    `state` is the app's: campaign terms come from the server's cache, the click-id key from the
+    redirector, and the row is stored through the server's group commit."""
     report = params if isinstance(params, conversions.Report) else conversions.Report.from_params(params)
-    state = request.app.state
     try:
         outcome: conversions.Recorded | DomainError = await conversions.record_conversion(
-            state.redirector.token_key, report, credentials, source, terms_of=state.terms_cache.get
+            state.redirector.token_key,
+            report,
+            credentials,
+            source,
+            terms_of=state.terms_cache.get,
+            writer=state.conversion_writer,
         )
     except DomainError as exc:
         outcome = exc
@@ -178,7 +183,8 @@ class ConversionsApi(Controller):
         assert user is not None
         credentials = conversions.Credentials(advertiser_id=user.id)
         items = data.conversions if data.conversions is not None else [data]
-        results = [await intake(request, item.report(), credentials, ConversionSource.api) for item in items]
+        state = request.app.state
+        results = [await intake(state, item.report(), credentials, ConversionSource.api) for item in items]
         body = ConversionResults(
             results=results,
             accepted=sum(r.status == "accepted" for r in results),

@@ -5,20 +5,32 @@ the pixel by nothing more than its campaign's public key and a signed click id."
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Request, Response, get, route
+from litestar._parsers import parse_query_string
 from litestar.enums import MediaType, RequestEncodingType
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, QueryParameter
+from litestar.types import Scope, Send
 
 from server.accounts import service as accounts
 from server.accounts.tables import Role
 from server.conversions import service as conversions
 from server.conversions.tables import ConversionSource
-from server.core.errors import Unauthorized
+from server.core.errors import DomainError, ServiceUnavailable, Unauthorized
 from server.http.conversions.api import REFUSED, ConversionResult, intake, result_of
-from server.http.web import PUBLIC
+from server.http.web import (
+    PUBLIC,
+    ErrorBody,
+    ErrorDetail,
+    FastPath,
+    SecurityHeadersMiddleware,
+    header,
+    respond,
+)
 
 PARAMS = ("click_id", "goal", "txn_id", "amount", "currency", "token")
 # The smallest transparent GIF: 1×1, one transparent colour.
@@ -51,9 +63,8 @@ def _params(query: Any, form: Any = None) -> dict[str, str]:
     return values
 
 
-async def _advertiser_from_bearer(request: Request) -> int | None:
+async def _advertiser_from_bearer(auth: str | None) -> int | None:
     """The advertiser behind an `Authorization: Bearer` API key, None without one; refused when invalid."""
-    auth = request.headers.get("authorization")
     if not auth:
         return None
     scheme, _, credential = auth.partition(" ")
@@ -101,18 +112,22 @@ async def postback(
     ):
         form = await request.form()
     params = _params(request.query_params, form)
-    try:
-        advertiser_id = await _advertiser_from_bearer(request)
-    except Unauthorized as exc:
-        result = result_of(exc)
-    else:
-        credentials = (
-            conversions.Credentials(advertiser_id=advertiser_id)
-            if advertiser_id is not None
-            else conversions.Credentials(token=params.get("token", ""))
-        )
-        result = await intake(request, params, credentials, ConversionSource.postback)
+    result = await _postback(request.app.state, params, request.headers.get("authorization"))
     return Response(result, status_code=result.http_status, media_type=MediaType.JSON, headers=NO_STORE)
+
+
+async def _postback(state: Any, params: dict[str, str], authorization: str | None) -> ConversionResult:
+    """The postback's answer, for the route above and its fast path below alike."""
+    try:
+        advertiser_id = await _advertiser_from_bearer(authorization)
+    except Unauthorized as exc:
+        return result_of(exc)
+    credentials = (
+        conversions.Credentials(advertiser_id=advertiser_id)
+        if advertiser_id is not None
+        else conversions.Credentials(token=params.get("token", ""))
+    )
+    return await intake(state, params, credentials, ConversionSource.postback)
 
 
 @get("/px/{pixel:str}", opt=PUBLIC, include_in_schema=False)
@@ -120,7 +135,10 @@ async def conversion_pixel(request: Request, pixel: FromPath[str]) -> Response[b
     """/px/{public_key}.gif: always a transparent GIF; the status and X-Affnet-Result say what happened."""
     public_key = pixel.removesuffix(".gif") if pixel.endswith(".gif") else ""
     result = await intake(
-        request, _params(request.query_params), conversions.Credentials(public_key=public_key), ConversionSource.pixel
+        request.app.state,
+        _params(request.query_params),
+        conversions.Credentials(public_key=public_key),
+        ConversionSource.pixel,
     )
     return Response(
         PIXEL_GIF,
@@ -128,3 +146,59 @@ async def conversion_pixel(request: Request, pixel: FromPath[str]) -> Response[b
         media_type="image/gif",
         headers={**NO_STORE, "x-affnet-result": result.code or result.status},
     )
+
+
+# --- the fast path ---------------------------------------------------------------------------------------
+
+_JSON = (b"content-type", b"application/json")
+# What SecurityHeadersMiddleware adds to every answer Litestar gives.
+_SECURITY = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"strict-origin-when-cross-origin"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", SecurityHeadersMiddleware.CSP.encode()),
+]
+_ANSWER = [_JSON, *((k.encode(), v.encode()) for k, v in NO_STORE.items()), *_SECURITY]
+_NUL = DomainError("The address contains a NUL character (%00), which nothing here accepts.")  # as check_address
+
+
+def _error(exc: DomainError) -> bytes:
+    return msgspec.json.encode(ErrorBody(ErrorDetail(code=exc.code, message=exc.message, field=exc.field)))
+
+
+class PostbackFastPath(FastPath):
+    """GET /postback straight to the intake (server/http/web.py: FastPaths), before Litestar's router
+    and middleware, which cost a postback more than its own work. The answers are the route's, byte
+    for byte (tests/conversions/test_postback_batches.py compares them); POST (a form body) and
+    every other method still go to the route, which also declares the postback in the OpenAPI
+    document."""
+
+    prefix = "/postback"
+    methods = frozenset({"GET"})
+    log = logging.getLogger("affnet.conversions")
+    what = "postback"
+
+    async def handle(self, state: Any, scope: Scope, send: Send) -> None:
+        query_string: bytes = scope["query_string"]
+        if b"%00" in query_string or b"\x00" in query_string:
+            await respond(send, _NUL.status_code, [_JSON, *_SECURITY], _error(_NUL))
+            return
+        first: dict[str, str] = {}
+        for name, value in parse_query_string(query_string):
+            first.setdefault(name, value)  # the first value of each name, as the route's MultiDict.get
+        result = await _postback(state, _params(first), header(scope, b"authorization"))
+        await respond(send, result.http_status, _ANSWER, msgspec.json.encode(result))
+
+    async def fail(self, send: Send) -> None:
+        # The answer of the app's handler of unexpected errors (server/app.py), for a JSON path.
+        await respond(
+            send,
+            500,
+            [_JSON, *_SECURITY],
+            _error(DomainError("Something went wrong on our side. Please try again.", code="internal_error")),
+        )
+
+    async def unavailable(self, send: Send, exc: ServiceUnavailable) -> None:
+        await respond(
+            send, exc.status_code, [_JSON, (b"retry-after", str(exc.retry_after).encode()), *_SECURITY], _error(exc)
+        )

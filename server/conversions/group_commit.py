@@ -1,0 +1,258 @@
+"""Group commit of reported conversions: the rows of concurrent reports stored by one statement.
+
+A postback is answered with its conversion's id, so its row must be in the database before the
+answer leaves (a stronger promise than the click journal's: a conversion answered is committed,
+whatever happens to the process or the machine after). One statement, one transaction and one
+log flush per report made that the limit (bench/postback_ingest.py). Here each report's row joins
+the batch of rows waiting; one writer task at a time inserts a whole batch in one
+`INSERT … ON CONFLICT DO NOTHING RETURNING` (autocommit: all rows or none), and each report awaits
+its own outcome. While one batch is being committed the next one gathers, so batches grow with the
+load and a lone report waits for nothing but its own statement.
+
+Outcomes, the same as one report alone would get from service._store:
+- stored: (its row with the new id, False);
+- its (campaign, txn_id) was stored before, by an earlier report or by a copy in the same batch:
+  (the first report's row, True);
+- None: neither (its click's first place for its goal is taken by another txn id): the caller
+  goes on row by row, which decides its place or click_limit_reached;
+- the batch's statement failed: BatchFailed, and the caller stores the row alone, so one bad row
+  costs the others nothing and an error is answered only when the row alone fails too.
+
+On SQLite the batches go through one connection kept open in one thread of its own (Piccolo
+opens a connection, and a thread, per query there); on PostgreSQL through the engine's pool."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from piccolo.engine.sqlite import dict_factory
+
+from server.core import db
+
+log = logging.getLogger("affnet.conversions")
+
+# The conversion's columns as the intake writes them, with their PostgreSQL types (for unnest).
+COLUMNS = (
+    ("campaign", "integer"),
+    ("goal", "integer"),
+    ("publisher", "integer"),
+    ("link", "integer"),
+    ("click_id", "varchar"),
+    ("click_ordinal", "integer"),
+    ("txn_id", "varchar"),
+    ("sale_amount_minor", "bigint"),
+    ("currency", "varchar"),
+    ("advertiser_amount_minor", "bigint"),
+    ("publisher_amount_minor", "bigint"),
+    ("network_amount_minor", "bigint"),
+    ("status", "varchar"),
+    ("status_reason", "text"),
+    ("source", "varchar"),
+    ("clicked_at", "timestamptz"),
+    ("converted_at", "timestamptz"),
+    ("hold_until", "timestamptz"),
+    ("created_at", "timestamptz"),
+)
+NAMES = tuple(name for name, _ in COLUMNS)
+_NAME_LIST = ", ".join(NAMES)
+
+# Only these constant names go into the statements; every value is bound. No conflict target: either
+# unique index ((campaign, txn_id), or (click_id, goal, click_ordinal)) skips the row, as in _store.
+_INSERT_PG = (
+    f"INSERT INTO conversion ({_NAME_LIST}) "  # noqa: S608
+    f"SELECT * FROM unnest({', '.join(f'${i}::{kind}[]' for i, (_, kind) in enumerate(COLUMNS, start=1))}) "
+    "ON CONFLICT DO NOTHING RETURNING id, campaign, txn_id"
+)
+_FIRSTS_PG = "SELECT * FROM conversion WHERE (campaign, txn_id) IN (SELECT * FROM unnest($1::integer[], $2::varchar[]))"
+_ROW_SQLITE = "(" + ", ".join("?" * len(NAMES)) + ")"
+_FIRST_SQLITE = "SELECT * FROM conversion WHERE campaign = ? AND txn_id = ?"
+
+MAX_BATCH_PG = 1000
+MAX_BATCH_SQLITE = 500  # 19 bound values a row: well inside SQLite's 32,766
+# Batches written at once on PostgreSQL: each waits for its commit's log flush, which the server
+# shares between the transactions flushing together; SQLite has one writer whatever we do.
+IN_FLIGHT_PG = 4
+
+
+class BatchFailed(Exception):
+    """The statement of the batch a row was in failed: nothing of the batch is stored."""
+
+
+Outcome = tuple[dict[str, Any], bool] | None
+Key = tuple[int, str]
+
+
+def _key(row: dict[str, Any]) -> Key:
+    return row["campaign"], row["txn_id"]
+
+
+def _distinct(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first row of each (campaign, txn_id): a copy later in the same batch is its duplicate."""
+    firsts: dict[Key, dict[str, Any]] = {}
+    for row in rows:
+        firsts.setdefault(_key(row), row)
+    return list(firsts.values())
+
+
+def _outcomes(rows: Sequence[dict[str, Any]], ids: dict[Key, int], earlier: dict[Key, dict[str, Any]]) -> list[Outcome]:
+    """Each row's outcome, given the ids the statement returned and the rows stored before it of the
+    keys it did not insert: the first row of an inserted key is stored and the other rows of that key
+    are its duplicates; a row whose key was stored before is a duplicate of that row; the rest None."""
+    outcomes: list[Outcome] = []
+    stored: dict[Key, dict[str, Any]] = {}
+    for row in rows:
+        key = _key(row)
+        if key in stored:
+            outcomes.append((stored[key], True))
+        elif key in ids:
+            stored[key] = {**row, "id": ids[key], "approved_at": None, "released_at": None}
+            outcomes.append((stored[key], False))
+        elif key in earlier:
+            outcomes.append((earlier[key], True))
+        else:
+            outcomes.append(None)
+    return outcomes
+
+
+class _SQLiteWriter:
+    """One SQLite connection, opened with the engine's settings (Piccolo's) and used only by a
+    thread of its own, so that the event loop never waits on the disk."""
+
+    def __init__(self) -> None:
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._path: str | None = None
+
+    async def write(self, rows: Sequence[dict[str, Any]], kwargs: dict[str, Any]) -> list[Outcome]:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="affnet-conversions")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._write, rows, kwargs)
+
+    def _connection(self, kwargs: dict[str, Any]) -> sqlite3.Connection:
+        if self._conn is not None and self._path != kwargs["database"]:
+            self._close()
+        if self._conn is None:
+            conn = sqlite3.connect(**kwargs)  # isolation_level=None: each statement commits itself
+            conn.row_factory = dict_factory
+            conn.execute("PRAGMA foreign_keys = 1")
+            self._conn, self._path = conn, kwargs["database"]
+        return self._conn
+
+    def _write(self, rows: Sequence[dict[str, Any]], kwargs: dict[str, Any]) -> list[Outcome]:
+        try:
+            conn = self._connection(kwargs)
+            distinct = _distinct(rows)
+            sql = (
+                f"INSERT INTO conversion ({_NAME_LIST}) VALUES "  # noqa: S608
+                + ", ".join([_ROW_SQLITE] * len(distinct))
+                + " ON CONFLICT DO NOTHING RETURNING id, campaign, txn_id"
+            )
+            values = [row[name] for row in distinct for name in NAMES]
+            ids = {(r["campaign"], r["txn_id"]): r["id"] for r in conn.execute(sql, values).fetchall()}
+            earlier = {}
+            for row in distinct:
+                if _key(row) not in ids and (first := conn.execute(_FIRST_SQLITE, _key(row)).fetchone()):
+                    earlier[_key(row)] = first
+        except Exception:
+            self._close()  # the next batch opens a new connection (the file may have moved back)
+            raise
+        return _outcomes(rows, ids, earlier)
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                log.warning("closing the conversions' SQLite connection failed", exc_info=True)
+
+    async def close(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            await asyncio.get_running_loop().run_in_executor(executor, self._close)
+            executor.shutdown(wait=True)
+
+
+async def _write_postgres(eng: Any, rows: Sequence[dict[str, Any]]) -> list[Outcome]:
+    # In key order: two processes' batches holding the same reports then wait on each other in one
+    # order only, never in a cycle (a deadlock PostgreSQL would break after a second).
+    distinct = sorted(_distinct(rows), key=_key)
+    arrays = [[row[name] for row in distinct] for name in NAMES]
+    async with eng.pool.acquire() as conn:
+        ids = {(r["campaign"], r["txn_id"]): r["id"] for r in await conn.fetch(_INSERT_PG, *arrays)}
+        missing = [_key(row) for row in distinct if _key(row) not in ids]
+        earlier: dict[Key, dict[str, Any]] = {}
+        if missing:
+            campaigns, txn_ids = zip(*missing, strict=True)
+            for record in await conn.fetch(_FIRSTS_PG, list(campaigns), list(txn_ids)):
+                earlier[(record["campaign"], record["txn_id"])] = dict(record)
+    return _outcomes(rows, ids, earlier)
+
+
+class ConversionWriter:
+    """Rows of concurrent reports, written a batch at a time by one task (see the module's doc).
+    Made once per server process; `close` at shutdown (no row waits here then: each report awaits
+    its own)."""
+
+    def __init__(self, max_batch: int | None = None) -> None:
+        self._max_batch = max_batch
+        self._waiting: list[tuple[dict[str, Any], asyncio.Future[Outcome]]] = []
+        self._writers = 0  # batches being written now
+        self._sqlite = _SQLiteWriter()
+        self.batches = 0  # statements written, and the rows they carried: for the bench and tests
+        self.rows = 0
+
+    async def insert(self, row: dict[str, Any]) -> Outcome:
+        """This row's outcome once its batch is committed; raises BatchFailed if the batch's
+        statement failed (nothing of the batch is stored then)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Outcome] = loop.create_future()
+        self._waiting.append((row, future))
+        if self._writers < (1 if db.is_sqlite() else IN_FLIGHT_PG):
+            self._writers += 1
+            loop.create_task(self._drain(), name="affnet-conversion-writer")
+        return await future
+
+    async def _drain(self) -> None:
+        batch: list[tuple[dict[str, Any], asyncio.Future[Outcome]]] = []
+        try:
+            while self._waiting:
+                eng = db.engine()
+                sqlite = db.is_sqlite(eng)
+                size = self._max_batch or (MAX_BATCH_SQLITE if sqlite else MAX_BATCH_PG)
+                batch, self._waiting = self._waiting[:size], self._waiting[size:]
+                rows = [row for row, _ in batch]
+                try:
+                    if sqlite:
+                        outcomes = await self._sqlite.write(rows, eng.connection_kwargs)
+                    else:
+                        outcomes = await _write_postgres(eng, rows)
+                except Exception as exc:
+                    log.debug("a batch of %d conversions failed; each is stored alone", len(rows), exc_info=True)
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(BatchFailed(str(exc)))
+                else:
+                    self.batches += 1
+                    self.rows += len(rows)
+                    for (_, future), outcome in zip(batch, outcomes, strict=True):
+                        if not future.done():
+                            future.set_result(outcome)
+                batch = []
+        except BaseException:
+            # Cancelled (the loop closing): whoever still waits stores its row alone, or fails.
+            for _, future in [*batch, *self._waiting]:
+                if not future.done():
+                    future.set_exception(BatchFailed("the conversion writer stopped"))
+            self._waiting = []
+            raise
+        finally:
+            self._writers -= 1
+
+    async def close(self) -> None:
+        await self._sqlite.close()
