@@ -150,6 +150,7 @@ def create_app(settings: Settings | None = None) -> FastPaths:
         counter=click_counter,
     )
     redirector.country_header = geo.header_name(settings.geo_country_header)
+    redirector.quality_checks = settings.click_quality_checks
     # Every answered click and counted view is journaled locally before its answer leaves, and
     # replayed at the next start if this process dies before storing it (server/tracking/journal.py).
     click_buffer = EventBuffer(

@@ -1,4 +1,5 @@
-"""The `affnet` command: serve, worker, migrate, users create, ledger check, reports rebuild. The local-only
+"""The `affnet` command: serve, worker, migrate, users create, ledger check, reports rebuild,
+datacenter-ranges refresh. The local-only
 commands (dev, demo, stripe-local) are `affnet-dev`, in dev/cli.py."""
 
 from __future__ import annotations
@@ -6,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -162,6 +164,35 @@ def reports_rebuild() -> None:
 
     done = asyncio.run(_with_db(run))
     click.echo(f"reports: {done.traffic_hours} hours of traffic and {done.conversion_hours} of conversions rebuilt")
+
+
+@main.group("datacenter-ranges")
+def datacenter_ranges() -> None:
+    """The bundled snapshot of cloud and hosting networks (server/tracking/datacenter.py)."""
+
+
+@datacenter_ranges.command("refresh")
+@click.option(
+    "--source",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=Path("node_modules/@ip-location-db/asn"),
+    show_default=True,
+    help="An unpacked @ip-location-db/asn npm package (npm pack @ip-location-db/asn, then untar it).",
+)
+@click.option(
+    "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Default: the bundled file."
+)
+def datacenter_ranges_refresh(source: Path, output: Path | None) -> None:
+    """Regenerate the snapshot from the package's ASN tables and HOSTING_ASNS; commit the file."""
+    from server.tracking import datacenter
+
+    try:
+        name, day, ranges = datacenter.build(source)
+    except (OSError, KeyError, ValueError) as exc:
+        raise click.ClickException(f"{source} is not an unpacked {datacenter.SOURCE_PACKAGE} package: {exc}") from None
+    path = output or datacenter.SNAPSHOT
+    count = datacenter.write(path, name, day, ranges)
+    click.echo(f"datacenter-ranges: {count} ranges from {name} ({day.isoformat()}) written to {path}")
 
 
 if __name__ == "__main__":

@@ -77,6 +77,9 @@ class Settings:
     # the journal only, read back as writes succeed again (server/tracking/buffer.py).
     click_buffer_max_rows: int = 200_000
     max_upload_bytes: int = 512 * 1024
+    # Click quality rules: prefetch and suspicious_headers (server/tracking/classify.py:
+    # header_reason) and datacenter (server/tracking/datacenter.py); off: clicks are classified as before.
+    click_quality_checks: bool = True
     # Days raw clicks and impressions are kept once the reports have rolled them up (rollups are
     # kept for ever); 0 keeps them for ever. 90: past the default 30-day attribution window and
     # 30-day hold, so default campaigns never hold it back, and a quarter to look into a disputed
@@ -136,4 +139,5 @@ def load_settings() -> Settings:
         raw_event_retention_days=_int("AFFNET_RAW_EVENT_RETENTION_DAYS", 90),
         click_buffer_max_rows=_int("AFFNET_CLICK_BUFFER_MAX_ROWS", 200_000),
         max_upload_bytes=_int("MAX_UPLOAD_BYTES", 512 * 1024),
+        click_quality_checks=_bool("AFFNET_CLICK_QUALITY_CHECKS", True),
     )

@@ -7,6 +7,8 @@ in the API); labels are for people.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from enum import StrEnum
 from functools import lru_cache
 
@@ -33,6 +35,10 @@ class Reason(StrEnum):
     offer_expired = "offer_expired"
     offer_replayed = "offer_replayed"
     not_viewed = "not_viewed"
+    # Request quality (server/tracking/classify.py: request_reason), final when the click is answered.
+    prefetch = "prefetch"
+    datacenter = "datacenter"
+    suspicious_headers = "suspicious_headers"
 
     @property
     def label(self) -> str:
@@ -54,6 +60,9 @@ REASON_LABELS: dict[Reason, str] = {
     Reason.offer_expired: "Ad click on an expired offer",
     Reason.offer_replayed: "Ad clicked again from the same offer",
     Reason.not_viewed: "Ad click without a counted view",
+    Reason.datacenter: "From a cloud or hosting network",
+    Reason.prefetch: "Browser prefetch or preview (link not clicked)",
+    Reason.suspicious_headers: "Browser user agent without a browser's headers",
 }
 
 
@@ -153,3 +162,71 @@ def _ua_family(user_agent: str) -> str:
             if token in user_agent:
                 return family
     return "other"
+
+
+# --- request quality: prefetches and forged browser headers ---------------------------------------
+#
+# Browsers' speculative loads say so: Chromium's prefetch and prerender send `Sec-Purpose: prefetch`
+# (`prefetch;prerender`), older Chromium and others `Purpose: prefetch`, Firefox `X-Moz: prefetch`,
+# Safari's Top Sites previews `X-Purpose: preview`. The reader never clicked: redirected as usual,
+# never billed.
+PURPOSE_HEADERS = frozenset((b"sec-purpose", b"purpose", b"x-moz", b"x-purpose"))
+
+
+def is_speculative(value: bytes) -> bool:
+    """True for a purpose header's value that names a prefetch, a prerender or a preview."""
+    value = value.lower()
+    return b"prefetch" in value or b"preview" in value or b"prerender" in value
+
+
+# Which claimed browsers always send the Fetch Metadata headers (Sec-Fetch-Site/-Mode/-Dest) on a
+# top-level navigation over HTTPS, with Accept and Accept-Language: Chromium since 80 (Chrome,
+# Edge, Opera, Samsung Internet, Brave, on desktop and Android; not Android's WebView, whose apps
+# may rewrite headers, and not iOS, where every browser is WebKit) and Firefox since 90 (not
+# Firefox for iOS). Safari and everything else are never judged on their headers: when in doubt,
+# don't flag.
+_CHROMIUM = re.compile(r"(?:Chrome|Chromium)/(\d+)\.")
+_FIREFOX = re.compile(r"Firefox/(\d+)\.")
+
+
+@lru_cache(maxsize=4096)
+def sends_fetch_metadata(user_agent: str) -> bool:
+    """True when the User-Agent claims a browser that sends Sec-Fetch-*, Accept and Accept-Language
+    on every HTTPS navigation (the callers have already ruled out bots)."""
+    if not user_agent.startswith("Mozilla/5.0 (") or "; wv)" in user_agent:
+        return False
+    if "iPhone" in user_agent or "iPad" in user_agent or "iPod" in user_agent:
+        return False
+    match = _CHROMIUM.search(user_agent)
+    if match is not None:
+        return int(match.group(1)) >= 80 and "Edge/" not in user_agent  # Edge/ is EdgeHTML, not Chromium
+    match = _FIREFOX.search(user_agent)
+    return match is not None and int(match.group(1)) >= 90 and "FxiOS/" not in user_agent
+
+
+def header_reason(
+    user_agent: str, *, secure: bool, speculative: bool, accept: bool, language: bool, fetch_metadata: bool
+) -> Reason | None:
+    """Why a request's headers make its click invalid (None: they don't). `secure`: it came over
+    HTTPS (browsers send Fetch Metadata to secure origins only, so plain HTTP is never judged);
+    `speculative`: a purpose header named a prefetch or preview; `accept`, `language`,
+    `fetch_metadata`: Accept, Accept-Language and any Sec-Fetch-Site/-Mode were present."""
+    if speculative:
+        return Reason.prefetch
+    if secure and not (accept and language and fetch_metadata) and sends_fetch_metadata(user_agent):
+        return Reason.suspicious_headers
+    return None
+
+
+def request_reason(user_agent: str, headers: Mapping[str, str], *, secure: bool) -> Reason | None:
+    """header_reason for a request's headers by name (any case): what the click redirect decides
+    from the headers it reads as they come (server/http/tracking/public.py)."""
+    names = {name.lower().encode("latin-1"): value for name, value in headers.items()}
+    return header_reason(
+        user_agent,
+        secure=secure,
+        speculative=any(is_speculative(v.encode("latin-1")) for n, v in names.items() if n in PURPOSE_HEADERS),
+        accept=b"accept" in names,
+        language=b"accept-language" in names,
+        fetch_metadata=b"sec-fetch-site" in names or b"sec-fetch-mode" in names,
+    )

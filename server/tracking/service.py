@@ -22,6 +22,7 @@ from server.campaigns.tables import (
 )
 from server.core import db, deeplink
 from server.core.errors import NotFound
+from server.tracking import datacenter
 from server.tracking.cache import Target
 from server.tracking.classify import Reason, is_bot, reason_label, ua_family
 from server.tracking.counting import CANDIDATE, RATE_ONLY, SETTLED, ClickCounter, Key, Limits
@@ -140,6 +141,7 @@ _VALID, _HEAD, _BOT, _NOT_MEMBER = (
     Reason.not_member.value,
 )
 _CAMPAIGN_PAUSED, _CAMPAIGN_ENDED = Reason.campaign_paused.value, Reason.campaign_ended.value
+_DATACENTER = Reason.datacenter.value
 _ACTIVE, _PAUSED, _ENDED = CampaignStatus.active.value, CampaignStatus.paused.value, CampaignStatus.ended.value
 
 
@@ -175,6 +177,10 @@ class Redirector:
         self.visitor_key = visitor_key
         self.counter = counter
         self.country_header: bytes | None = None  # server/tracking/geo.py: set from the settings
+        # Prefetches, forged browser headers (classify.header_reason) and data centres' clicks are
+        # invalid at once; settings.click_quality_checks off: classified as before.
+        self.quality_checks = True
+        self.datacenter = datacenter.snapshot()  # cloud and hosting networks (server/tracking/datacenter.py)
         self._day_number = -1  # the UTC day `decide` last saw (days since the epoch), and its values
         self._day = ""
         self._visitor_hmac = daily_hmac(visitor_key, date.today())
@@ -198,6 +204,7 @@ class Redirector:
         referer: str | None,
         now: float | None = None,
         offer_reason: Reason | None = None,
+        quality_reason: Reason | None = None,
         slot_id: int | None = None,
         country: str = "",
     ) -> tuple[str, tuple]:
@@ -206,8 +213,9 @@ class Redirector:
         provisional: `store` settles duplicates, rate limits, caps and budgets.
 
         `offer_reason`: why the ad offer a click carries makes it invalid (None: no offer, or a good
-        one); `slot_id`: the ad slot the offer was shown in, kept with the click; `country`: the
-        visitor's, checked by server/tracking/geo.py ("" when unknown).
+        one); `quality_reason`: what the request's headers say (classify.header_reason: a prefetch,
+        forged browser headers), final at once; `slot_id`: the ad slot the offer was shown in, kept
+        with the click; `country`: the visitor's, checked by server/tracking/geo.py ("" when unknown).
 
         The hottest code of the network: written for the interpreter (plain strings for reasons, the
         day's values kept for the day, one keyed-HMAC copy per hash), each step measured with
@@ -227,6 +235,10 @@ class Redirector:
             reason, left = _HEAD, SETTLED
         elif is_bot(user_agent):
             reason, left = _BOT, SETTLED
+        elif quality_reason is not None:
+            reason, left = quality_reason.value, SETTLED
+        elif self.quality_checks and self.datacenter.contains(ip):
+            reason, left = _DATACENTER, SETTLED
         elif offer_reason is not None:
             reason, left = offer_reason.value, RATE_ONLY
         if not target.member:

@@ -21,6 +21,7 @@ from server.http.pages import (
     settings_of,
 )
 from server.http.web import PUBLIC, SESSION_COOKIE, client_ip, current_user, requires_role
+from server.tracking import datacenter
 
 ANY_ROLE = requires_role(*Role)
 
@@ -219,7 +220,11 @@ class AdminPublishersController(Controller):
 
     @get("/settings")
     async def settings_page(self, request: Request) -> Template:
-        return render("admin/settings.html", auto_approve=await accounts.publisher_auto_approve(settings_of(request)))
+        return render(
+            "admin/settings.html",
+            auto_approve=await accounts.publisher_auto_approve(settings_of(request)),
+            **_traffic_quality(request),
+        )
 
     @post("/settings")
     async def save_settings(self, request: Request) -> Template:
@@ -229,4 +234,10 @@ class AdminPublishersController(Controller):
             "admin/settings.html",
             auto_approve=await accounts.publisher_auto_approve(settings_of(request)),
             notice="Settings saved.",
+            **_traffic_quality(request),
         )
+
+
+def _traffic_quality(request: Request) -> dict:
+    """The click-quality switch and the data-centre snapshot in use, for the settings page."""
+    return {"click_quality": settings_of(request).click_quality_checks, "datacenter": datacenter.snapshot()}

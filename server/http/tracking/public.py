@@ -20,6 +20,7 @@ from litestar.types import Receive, Scope, Send
 
 from server.http.web import PUBLIC, FastPath, SecurityHeadersMiddleware, respond
 from server.tracking import geo
+from server.tracking.classify import PURPOSE_HEADERS, Reason, header_reason, is_speculative
 
 log = logging.getLogger("affnet.tracking")
 
@@ -51,6 +52,37 @@ def _headers(scope: Scope, country_header: bytes | None) -> tuple[str, str | Non
         elif name == country_header:
             country = geo.country(value)
     return user_agent, referer, country
+
+
+def _checked_headers(scope: Scope, country_header: bytes | None) -> tuple[str, str | None, str, Reason | None]:
+    """_headers, and what the headers say about the request's quality (classify.header_reason),
+    read in the same pass: one loop over the headers, a few comparisons more per header."""
+    user_agent, referer, country = "", None, geo.UNKNOWN
+    speculative = accept = language = fetch_metadata = False
+    for name, value in scope["headers"]:
+        if name == b"user-agent":
+            user_agent = value.decode("latin-1")
+        elif name == b"accept":
+            accept = True
+        elif name == b"accept-language":
+            language = True
+        elif name == b"sec-fetch-site" or name == b"sec-fetch-mode":
+            fetch_metadata = True
+        elif name == b"referer":
+            referer = value.decode("latin-1")
+        elif name == country_header:
+            country = geo.country(value)
+        elif name in PURPOSE_HEADERS and is_speculative(value):
+            speculative = True
+    reason = header_reason(
+        user_agent,
+        secure=scope.get("scheme") == "https",
+        speculative=speculative,
+        accept=accept,
+        language=language,
+        fetch_metadata=fetch_metadata,
+    )
+    return user_agent, referer, country, reason
 
 
 _MAX_FIELDS = 20
@@ -98,7 +130,11 @@ async def handle_click(parts: ClickParts, code: str, scope: Scope, send: Send) -
         await respond(send, 404, _HTML, b"" if method == "HEAD" else _NOT_FOUND)
         return
     redirector = parts.redirector
-    user_agent, referer, country = _headers(scope, redirector.country_header)
+    if redirector.quality_checks:
+        user_agent, referer, country, quality = _checked_headers(scope, redirector.country_header)
+    else:
+        user_agent, referer, country = _headers(scope, redirector.country_header)
+        quality = None
     query_string = scope["query_string"]
     query = parse_query(query_string) if query_string else {}
     client = scope.get("client")
@@ -114,6 +150,7 @@ async def handle_click(parts: ClickParts, code: str, scope: Scope, send: Send) -
         ip=client[0] if client else "",
         referer=referer,
         offer_reason=offer_reason,
+        quality_reason=quality,
         slot_id=slot_id,
         country=country,
     )

@@ -1,0 +1,306 @@
+"""Click quality: browsers' prefetches and browser User-Agents without a browser's headers are
+never billed, and no real browser's navigation is ever flagged (issue 18)."""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlsplit
+
+import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from server.accounts.tables import Role
+from server.tracking import datacenter
+from server.tracking.classify import Reason, request_reason
+from server.tracking.tables import Click
+from tests.factories import login, make_staff
+from tests.tracking.browsers import (
+    CHROME_ANDROID,
+    CHROME_DESKTOP,
+    CURL_LIKE,
+    GO_LIKE,
+    LANGUAGES,
+    REQUESTS_LIKE,
+    USER_AGENTS,
+    navigation_headers,
+)
+from tests.tracking.factories import campaign_with_link
+
+HTTPS = "https://affnet.example"
+
+
+async def stored_reasons(app) -> list[str]:
+    await app.state.click_buffer.flush()
+    return [row["reason"] for row in await Click.select(Click.reason).order_by(Click.id)]
+
+
+async def click(client, code: str, headers: dict[str, str]):
+    return await client.get(f"/c/{code}", headers=headers, follow_redirects=False)
+
+
+def chrome(**extra: str) -> dict[str, str]:
+    return {**navigation_headers("chrome", CHROME_DESKTOP, "fr-FR,fr;q=0.9"), **extra}
+
+
+def lands(response) -> bool:
+    parts = urlsplit(response.headers["location"])
+    return response.status_code == 302 and (parts.hostname, parts.path) == ("shop.example.com", "/boots")
+
+
+# --- prefetch -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "purpose",
+    [
+        {"sec-purpose": "prefetch"},
+        {"sec-purpose": "prefetch;prerender"},
+        {"sec-purpose": "prefetch; anonymous-client-ip"},
+        {"purpose": "prefetch"},
+        {"x-moz": "prefetch"},
+        {"x-purpose": "preview"},
+    ],
+)
+async def test_a_prefetch_redirects_to_the_landing_page_and_is_never_billed(app, new_client, settings, purpose):
+    s = await campaign_with_link(settings)
+    client = new_client(HTTPS)
+    response = await click(client, s.code, chrome(**purpose))
+    assert lands(response) and "click_id=" in response.headers["location"]
+    assert await stored_reasons(app) == ["prefetch"]
+
+
+async def test_the_reader_who_clicks_after_the_prefetch_is_a_valid_click(app, new_client, settings):
+    s = await campaign_with_link(settings)
+    client = new_client(HTTPS)
+    await click(client, s.code, chrome(**{"sec-purpose": "prefetch;prerender"}))
+    assert lands(await click(client, s.code, chrome()))
+    assert await stored_reasons(app) == ["prefetch", "valid"]  # the prefetch made no "duplicate"
+
+
+async def test_a_prefetch_over_plain_http_is_a_prefetch_too(app, client, settings):
+    s = await campaign_with_link(settings)
+    assert lands(await click(client, s.code, {"user-agent": CHROME_DESKTOP, "purpose": "prefetch"}))
+    assert await stored_reasons(app) == ["prefetch"]
+
+
+# --- suspicious headers ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tool", [CURL_LIKE, REQUESTS_LIKE, GO_LIKE])
+@pytest.mark.parametrize("ua", [CHROME_DESKTOP, CHROME_ANDROID, dict(USER_AGENTS)["firefox"]])
+async def test_a_browser_user_agent_with_an_http_tools_headers_is_suspicious(app, new_client, settings, tool, ua):
+    s = await campaign_with_link(settings)
+    response = await click(new_client(HTTPS), s.code, {**tool, "user-agent": ua})
+    assert lands(response)  # the answer never says what was spotted
+    assert await stored_reasons(app) == ["suspicious_headers"]
+
+
+async def test_chrome_without_accept_language_or_fetch_metadata_is_suspicious(app, new_client, settings):
+    s = await campaign_with_link(settings)
+    client = new_client(HTTPS)
+    no_language = {k: v for k, v in chrome().items() if k != "accept-language"}
+    no_fetch = {k: v for k, v in chrome().items() if not k.startswith("sec-fetch")}
+    visitors = [("198.51.100.1", 1), ("198.51.101.1", 2)]  # two networks: no duplicate between them
+    for (ip, port), headers in zip(visitors, (no_language, no_fetch), strict=True):
+        client._transport.client = (ip, port)
+        assert lands(await click(client, s.code, headers))
+    assert await stored_reasons(app) == ["suspicious_headers", "suspicious_headers"]
+
+
+@pytest.mark.parametrize(("family", "ua"), USER_AGENTS)
+async def test_real_browsers_navigations_are_valid(app, new_client, settings, family, ua):
+    s = await campaign_with_link(settings)
+    client = new_client(HTTPS)
+    client._transport.client = ("90.12.34.56", 51000)  # Orange France
+    assert lands(await click(client, s.code, navigation_headers(family, ua, "fr-FR,fr;q=0.9")))
+    assert await stored_reasons(app) == ["valid"]
+
+
+async def test_plain_http_is_never_judged_on_its_headers(app, client, settings):
+    """Browsers send Fetch Metadata to secure origins only: over HTTP its absence proves nothing."""
+    s = await campaign_with_link(settings)
+    assert lands(await click(client, s.code, {**CURL_LIKE, "user-agent": CHROME_DESKTOP}))
+    assert await stored_reasons(app) == ["valid"]
+
+
+async def test_switched_off_the_header_rules_leave_clicks_as_before(app, new_client, settings):
+    s = await campaign_with_link(settings)
+    client = new_client(HTTPS)
+    redirector = app.state.redirector
+    redirector.quality_checks = False
+    try:
+        await click(client, s.code, chrome(**{"sec-purpose": "prefetch"}))
+        client._transport.client = ("198.51.100.1", 1)
+        await click(client, s.code, {**CURL_LIKE, "user-agent": CHROME_DESKTOP})
+    finally:
+        redirector.quality_checks = True
+    assert await stored_reasons(app) == ["valid", "valid"]
+
+
+# --- data centres ---------------------------------------------------------------------------------
+
+CLOUD_ADDRESSES = [
+    "3.120.0.10",  # AWS eu-central-1
+    "52.95.110.1",  # AWS
+    "2600:1f18::1",  # AWS us-east-1, IPv6
+    "35.190.27.1",  # Google Cloud
+    "34.64.1.1",  # Google Cloud
+    "20.61.1.1",  # Microsoft Azure
+    "5.9.10.20",  # Hetzner
+    "2a01:4f8:c0c::1",  # Hetzner, IPv6
+    "51.38.1.1",  # OVHcloud
+    "2001:41d0:303::1",  # OVHcloud, IPv6
+]
+
+
+@pytest.mark.parametrize("ip", CLOUD_ADDRESSES)
+async def test_a_browser_from_a_cloud_or_hosting_network_is_a_datacenter_click(app, new_client, settings, ip):
+    s = await campaign_with_link(settings)
+    client = new_client(HTTPS)
+    client._transport.client = (ip, 40000)
+    assert lands(await click(client, s.code, chrome()))
+    assert await stored_reasons(app) == ["datacenter"]
+
+
+def test_the_bundled_snapshot_is_dated_and_covers_both_ip_versions():
+    snap = datacenter.snapshot()
+    assert snap.day is not None and snap.source.startswith("@ip-location-db/asn ")
+    assert len(snap.v4[0]) > 1000 and len(snap.v6[0]) > 100
+    for starts, ends in (snap.v4, snap.v6):  # sorted, disjoint: what bisection needs
+        assert all(a <= b for a, b in zip(starts, ends, strict=True))
+        assert all(ends[i] < starts[i + 1] for i in range(len(starts) - 1))
+
+
+def test_the_refresh_command_regenerates_the_bundled_file_from_the_package(tmp_path):
+    """A miniature @ip-location-db/asn package: only the listed ASNs' ranges are kept, merged."""
+    package = tmp_path / "asn"
+    package.mkdir()
+    (package / "package.json").write_text('{"name": "@ip-location-db/asn", "version": "2.3.2026120106"}')
+    (package / "asn-ipv4-num.csv").write_text(
+        "84475904,84476927,24940,Hetzner Online GmbH\n"  # 5.9.0.0-5.9.3.255
+        "84476928,84477951,24940,Hetzner Online GmbH\n"  # adjacent: merged
+        "1509949440,1512046591,3215,Orange S.A.\n"  # 90.0.0.0/11: an ISP, left out
+    )
+    (package / "asn-ipv6-num.csv").write_text(
+        '50511294496000416714471912900497768448,50511294496000416714471912900497833983,16509,"Amazon.com, Inc."\n'
+    )
+    out = tmp_path / "ranges.txt.gz"
+    from click.testing import CliRunner
+
+    from server.cli import main
+
+    result = CliRunner().invoke(main, ["datacenter-ranges", "refresh", "--source", str(package), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "2 ranges" in result.output and "(2026-12-01)" in result.output
+    snap = datacenter.load(out)
+    assert snap.day.isoformat() == "2026-12-01" and snap.ranges == 2
+    assert snap.contains("5.9.0.1") and snap.contains("5.9.7.255") and not snap.contains("5.9.8.0")
+    assert not snap.contains("90.1.2.3")
+    assert snap.contains("2600:1f18::1") and not snap.contains("2600:1f18::1:0")
+
+
+async def test_admins_see_the_snapshots_date_source_and_size(client):
+    _, email = await make_staff(Role.admin)
+    await login(client, email)
+    page = await client.get("/admin/settings")
+    snap = datacenter.snapshot()
+    assert page.status_code == 200
+    assert f">{snap.day.isoformat()}</time>" in page.text
+    assert snap.source in page.text and f"{snap.ranges} ranges" in page.text
+
+
+# Residential ranges as their ISPs announce them (the snapshot's own source, same date).
+RESIDENTIAL = [
+    ("90.0.0.0", "90.31.255.255"),  # Orange France AS3215
+    ("88.160.0.0", "88.191.255.255"),  # Free AS12322
+    ("82.224.0.0", "82.255.255.255"),  # Free
+    ("93.0.0.0", "93.31.255.255"),  # SFR AS15557
+    ("109.0.0.0", "109.31.255.255"),  # SFR
+    ("89.80.0.0", "89.95.255.255"),  # Bouygues Telecom AS5410
+    ("79.0.0.0", "79.63.255.255"),  # TIM AS3269
+    ("87.0.0.0", "87.31.255.255"),  # TIM
+    ("93.64.0.0", "93.71.255.255"),  # Vodafone Italia AS30722
+    ("5.88.0.0", "5.95.255.255"),  # Vodafone Italia
+    ("151.16.0.0", "151.31.255.255"),  # WindTre AS1267
+    ("2a01:cb00::", "2a01:cbff:ffff:ffff:ffff:ffff:ffff:ffff"),  # Orange France
+    ("2a01:e00::", "2a01:e03:ffff:ffff:ffff:ffff:ffff:ffff"),  # Free
+    ("2a02:8400::", "2a02:847f:ffff:ffff:ffff:ffff:ffff:ffff"),  # SFR
+    ("2a01:2000::", "2a01:2fff:ffff:ffff:ffff:ffff:ffff:ffff"),  # TIM
+    ("2a02:b000::", "2a02:b1ff:ffff:ffff:ffff:ffff:ffff:ffff"),  # WindTre
+]
+
+
+def _span(first: str, last: str) -> tuple[int, int]:
+    return int(ipaddress.ip_address(first)), int(ipaddress.ip_address(last))
+
+
+def test_no_residential_range_meets_the_snapshot():
+    snap = datacenter.snapshot()
+    for first, last in RESIDENTIAL:
+        low, high = _span(first, last)
+        starts, ends = snap.v6 if ":" in first else snap.v4
+        assert not any(s <= high and low <= e for s, e in zip(starts, ends, strict=True)), (first, last)
+
+
+residential_addresses = st.sampled_from(RESIDENTIAL).flatmap(
+    lambda span: st.integers(*_span(*span)).map(
+        lambda n, v6=":" in span[0]: str(ipaddress.IPv6Address(n) if v6 else ipaddress.IPv4Address(n))
+    )
+)
+
+
+# --- no real browser is ever flagged --------------------------------------------------------------
+
+
+def _case(name: str, upper: bool) -> str:
+    return name.title() if upper else name
+
+
+@st.composite
+def browser_navigations(draw) -> tuple[str, dict[str, str], bool]:
+    family, ua = draw(st.sampled_from(USER_AGENTS))
+    headers = navigation_headers(
+        family, ua, draw(st.sampled_from(LANGUAGES)), site=draw(st.sampled_from(["cross-site", "none", "same-site"]))
+    )
+    # Headers a browser may or may not send on a navigation: no referrer (typed, bookmarked,
+    # referrer policy), no sec-fetch-user (script-started), privacy signals, an extension's DNT.
+    for optional in ("referer", "sec-fetch-user", "upgrade-insecure-requests", "priority"):
+        if optional in headers and draw(st.booleans()):
+            del headers[optional]
+    if draw(st.booleans()):
+        headers["sec-gpc"] = "1"
+    if draw(st.booleans()):
+        headers["dnt"] = "1"
+    if draw(st.booleans()):
+        headers["cache-control"] = "max-age=0"
+    upper = draw(st.booleans())  # HTTP/1.1 clients and proxies may send any case
+    return ua, {_case(k, upper): v for k, v in headers.items()}, draw(st.booleans())
+
+
+@hsettings(max_examples=500, deadline=None)
+@given(browser_navigations(), residential_addresses)
+def test_no_real_browser_navigation_from_a_home_is_ever_flagged(navigation, ip):
+    """What the redirect checks before a click is valid: its headers, then its address."""
+    ua, headers, secure = navigation
+    assert request_reason(ua, headers, secure=secure) is None
+    assert not datacenter.snapshot().contains(ip)
+
+
+async def test_readers_at_home_over_http_are_valid(app, new_client, settings):
+    s = await campaign_with_link(settings)
+    homes = ["90.12.34.56", "88.170.1.2", "79.20.30.40", "5.90.1.2", "2a01:cb00:1234::1", "2a01:e0a:5:6::1"]
+    for n, ip in enumerate(homes):
+        family, ua = USER_AGENTS[n * 3 % len(USER_AGENTS)]
+        client = new_client(HTTPS)
+        client._transport.client = (ip, 50000)
+        assert lands(await click(client, s.code, navigation_headers(family, ua, LANGUAGES[n % len(LANGUAGES)])))
+    assert await stored_reasons(app) == ["valid"] * len(homes)
+
+
+@pytest.mark.parametrize("tool", [CURL_LIKE, REQUESTS_LIKE, GO_LIKE])
+def test_tools_with_a_chromium_or_firefox_user_agent_are_flagged_over_https(tool):
+    for family, ua in USER_AGENTS:
+        expected = Reason.suspicious_headers if family not in {"safari"} else None
+        assert request_reason(ua, {**tool, "user-agent": ua}, secure=True) == expected, ua
