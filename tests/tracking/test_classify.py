@@ -148,6 +148,9 @@ def test_reason_codes_are_the_stored_strings():
         "offer_expired",
         "offer_replayed",
         "not_viewed",
+        "prefetch",
+        "datacenter",
+        "suspicious_headers",
     ]
     assert Reason("over_cap") is Reason.over_cap
     assert f"{Reason.bot}" == "bot"  # StrEnum formats as its code, ready for a row or a JSON body
