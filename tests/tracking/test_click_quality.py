@@ -15,6 +15,7 @@ from server.accounts.tables import Role
 from server.tracking import datacenter
 from server.tracking.classify import Reason, request_reason
 from server.tracking.tables import Click
+from tests.ads.factories import path_of, served_ad, view
 from tests.factories import login, make_staff
 from tests.tracking.browsers import (
     CHROME_ANDROID,
@@ -365,3 +366,33 @@ async def test_the_same_readers_on_two_carrier_networks_are_distinct(app, new_cl
         client._transport.client = (f"5.90.{20 + n}.7", 30000)
         await click(client, s.code, navigation_headers(family, ua, "it-IT,it;q=0.9"))
     assert await stored_reasons(app) == ["valid"] * 10
+
+
+# --- ad clicks (/c/{code}?o=…) go through the same rules -----------------------------------------
+
+
+async def test_an_ad_prefetch_is_not_billed_and_leaves_the_readers_click_valid(app, new_client, settings):
+    client = new_client(HTTPS)
+    *_, answer = await served_ad(client, settings)
+    assert (await view(client, answer["view_url"])).status_code == 202
+    prefetch = await client.get(path_of(answer["click_url"]), headers=chrome(**{"sec-purpose": "prefetch"}))
+    assert lands(prefetch)
+    assert lands(await client.get(path_of(answer["click_url"]), headers=chrome()))
+    assert await stored_reasons(app) == ["prefetch", "valid"]  # the prefetch did not spend the offer
+
+
+async def test_an_ad_click_from_a_data_centre_is_a_datacenter_click(app, new_client, settings):
+    client = new_client(HTTPS)
+    *_, answer = await served_ad(client, settings)
+    await view(client, answer["view_url"])
+    client._transport.client = ("5.9.10.20", 40000)  # Hetzner
+    assert lands(await client.get(path_of(answer["click_url"]), headers=chrome()))
+    assert await stored_reasons(app) == ["datacenter"]
+
+
+async def test_an_ad_click_with_an_http_tools_headers_is_suspicious(app, new_client, settings):
+    client = new_client(HTTPS)
+    *_, answer = await served_ad(client, settings)
+    await view(client, answer["view_url"])
+    assert lands(await client.get(path_of(answer["click_url"]), headers={**CURL_LIKE, "user-agent": CHROME_DESKTOP}))
+    assert await stored_reasons(app) == ["suspicious_headers"]
