@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -89,9 +90,16 @@ class Finding:
 
 @dataclass(slots=True)
 class _Median:
-    seconds: float | None
-    samples: int
+    elapsed: deque[float]  # the campaign's latest click-to-conversion times, newest last
     loaded: float
+
+    @property
+    def seconds(self) -> float | None:
+        return statistics.median(self.elapsed) if self.elapsed else None
+
+    @property
+    def samples(self) -> int:
+        return len(self.elapsed)
 
 
 @dataclass(slots=True)
@@ -138,8 +146,8 @@ class RuleState:
         now = self.clock()
         cached = self._medians.get(campaign_id)
         if cached is None or now - cached.loaded >= BASELINE_TTL:
-            seconds, samples = await campaign_median(campaign_id, at)
-            cached = self._medians[campaign_id] = _Median(seconds, samples, now)
+            elapsed = await campaign_elapsed(campaign_id, at)
+            cached = self._medians[campaign_id] = _Median(deque(elapsed, maxlen=MEDIAN_SAMPLE), now)
         return cached
 
     async def volume(self, publisher_id: int, at: datetime) -> _Volume:
@@ -151,8 +159,13 @@ class RuleState:
             cached = self._volumes[publisher_id] = _Volume(day, today, mean, now)
         return cached
 
-    def counted(self, publisher_id: int, at: datetime) -> None:
-        """A new conversion of this publisher was stored by this process."""
+    def counted(self, row: Mapping[str, Any]) -> None:
+        """A new conversion (`row`: its columns) was stored by this process: it counts at once."""
+        at = row["converted_at"]
+        median = self._medians.get(row["campaign"])
+        if median is not None:
+            median.elapsed.append((at - row["clicked_at"]).total_seconds())
+        publisher_id = row["publisher"]
         cached = self._volumes.get(publisher_id)
         if cached is not None and cached.day == at.replace(hour=0, minute=0, second=0, microsecond=0):
             cached.today += 1
@@ -171,9 +184,9 @@ async def knobs_of(campaign_id: int | None) -> dict[str, int]:
     return found
 
 
-async def campaign_median(campaign_id: int, at: datetime) -> tuple[float | None, int]:
-    """The median click-to-conversion time (seconds) of the campaign's latest conversions that no
-    reviewer or advertiser rejected, and how many it was taken over."""
+async def campaign_elapsed(campaign_id: int, at: datetime) -> list[float]:
+    """The click-to-conversion times (seconds, oldest first) of the campaign's latest MEDIAN_SAMPLE
+    conversions of the last MEDIAN_WINDOW_DAYS that nobody rejected: one query on (campaign, converted_at)."""
     rows = await Conversion.raw(
         "SELECT clicked_at, converted_at FROM conversion WHERE campaign = {} AND converted_at >= {} "
         "AND status <> 'rejected' ORDER BY converted_at DESC LIMIT {}",
@@ -181,8 +194,7 @@ async def campaign_median(campaign_id: int, at: datetime) -> tuple[float | None,
         at - timedelta(days=MEDIAN_WINDOW_DAYS),
         MEDIAN_SAMPLE,
     )
-    elapsed = [(utc(r["converted_at"]) - utc(r["clicked_at"])).total_seconds() for r in rows]
-    return (statistics.median(elapsed) if elapsed else None), len(elapsed)
+    return [(utc(r["converted_at"]) - utc(r["clicked_at"])).total_seconds() for r in reversed(rows)]
 
 
 async def publisher_volume(publisher_id: int, day: datetime) -> tuple[int, float]:
@@ -212,20 +224,21 @@ async def evaluate(
         floor = knobs["too_fast.floor_seconds"]
         is_sale = goal_model in (PayoutModel.cpa.value, PayoutModel.revshare.value)
         median = await state.median(row["campaign"], at)
+        median_seconds = median.seconds
         limit = None
         if (
-            median.seconds is not None
-            and median.seconds >= MIN_MEDIAN_SECONDS
+            median_seconds is not None
+            and median_seconds >= MIN_MEDIAN_SECONDS
             and median.samples >= knobs["too_fast.min_samples"]
         ):
-            limit = median.seconds * knobs["too_fast.percent_of_median"] / 100
+            limit = median_seconds * knobs["too_fast.percent_of_median"] / 100
         if (limit is not None and elapsed < limit) or (is_sale and floor and elapsed < floor):
             findings.append(
                 Finding(
                     FlagRule.too_fast,
                     {
                         "elapsed_seconds": round(elapsed, 1),
-                        "campaign_median_seconds": None if median.seconds is None else round(median.seconds, 1),
+                        "campaign_median_seconds": None if median_seconds is None else round(median_seconds, 1),
                         "samples": median.samples,
                         "min_samples": knobs["too_fast.min_samples"],
                         "percent_of_median": knobs["too_fast.percent_of_median"],

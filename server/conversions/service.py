@@ -340,7 +340,7 @@ async def record_conversion(
     else:
         stored, duplicate = await _store(row, limit)  # one statement when the click's first: no transaction
     if not duplicate:
-        rule_state.counted(row["publisher"], now)
+        rule_state.counted(row)
         if findings:
             await flags.record(stored, findings, now)
     return _recorded(stored, goals, duplicate=duplicate)
