@@ -22,6 +22,7 @@ from server import piccolo_app
 from server.ads import inventory as ad_inventory
 from server.ads import service as ads_service
 from server.ads.process import AdServer
+from server.conversions import rules
 from server.conversions import service as conversion_intake
 from server.conversions.group_commit import ConversionWriter
 from server.core import changes, db, jobs
@@ -39,6 +40,7 @@ from server.http.billing.pages import AdvertiserBilling, FinanceStripeEvents, st
 from server.http.campaigns.marketplace_pages import PublisherCampaigns, PublisherLinks
 from server.http.campaigns.pages import AdvertiserCampaigns
 from server.http.conversions.api import ConversionsApi
+from server.http.conversions.flag_pages import AdvertiserReviewQueue, CampaignRules, FinanceReviewQueue, NetworkRules
 from server.http.conversions.public import PostbackFastPath, conversion_pixel, postback
 from server.http.conversions.review_pages import AdvertiserConversions
 from server.http.csrf import SessionBoundCSRF
@@ -101,6 +103,10 @@ ROUTE_HANDLERS = [
     conversion_pixel,
     ConversionsApi,
     AdvertiserConversions,
+    AdvertiserReviewQueue,
+    FinanceReviewQueue,
+    CampaignRules,
+    NetworkRules,
     AdvertiserBilling,
     amount_preview,
     stripe_webhook,
@@ -226,6 +232,7 @@ def create_app(settings: Settings | None = None) -> FastPaths:
                 "link_cache": link_cache,
                 "terms_cache": terms_cache,
                 "conversion_writer": conversion_writer,
+                "conversion_rules": rules.RuleState(),  # the fraud rules' knobs and baselines, kept briefly
                 "redirector": redirector,
                 "click_buffer": click_buffer,
                 "ads": ads,

@@ -9,7 +9,7 @@ from server.ads.tables import AdSlot, Impression
 from server.audit.tables import AuditEvent
 from server.billing.tables import BillingSettings, Funding
 from server.campaigns.tables import Campaign, Creative, Goal, Link, Membership
-from server.conversions.tables import Conversion
+from server.conversions.tables import Conversion, ConversionFlag, ConversionRuleSetting
 from server.core import db
 from server.core.settings import ROOT
 from server.earnings.tables import ClickEarning, ImpressionEarning
@@ -55,6 +55,8 @@ APP_CONFIG = AppConfig(
         Link,
         Click,
         Conversion,
+        ConversionFlag,
+        ConversionRuleSetting,
         ClickEarning,
         LedgerAccount,
         LedgerTxn,

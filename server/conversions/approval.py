@@ -7,6 +7,9 @@ traces to its conversion) and marked with one UPDATE. A conversion approved afte
 straight to the publisher's available balance; one the advertiser approves early goes to
 pending, and a later run releases it.
 
+A conversion held by a fraud rule (conversion.held, server/conversions/rules.py) is skipped by
+every path here, the job's and the advertiser's early approval alike, until a reviewer releases it.
+
 Idempotent at the database: the batch's rows are locked (FOR UPDATE SKIP LOCKED on PostgreSQL, so
 a second worker takes other rows; SQLite has one writer at a time), every posting carries a key
 derived from the conversion id (`conversion:{id}:approved`, `…:released`), and every status
@@ -88,7 +91,9 @@ async def due(now: datetime, *, at_least: int = 1) -> bool:
     """Whether at least `at_least` pending conversions are past their hold (the worker invites help
     for a large reconcile)."""
     rows = await Conversion.raw(
-        "SELECT 1 FROM conversion WHERE status = 'pending' AND hold_until <= {} LIMIT {}", now, int(at_least)
+        "SELECT 1 FROM conversion WHERE status = 'pending' AND NOT held AND hold_until <= {} LIMIT {}",
+        now,
+        int(at_least),
     )
     return len(rows) >= at_least
 
@@ -270,7 +275,9 @@ async def approve(conversion: dict[str, Any], now: datetime) -> bool | None:
     """Charge one conversion to its advertiser (an early approval, or the job): True if this call
     did it, None if it was no longer pending, False (and nothing moved) if the balance is short."""
     async with db.transaction():
-        rows = await _locked("c.id = {} AND c.status = 'pending'", conversion["id"], limit=1, skip_locked=False)
+        rows = await _locked(
+            "c.id = {} AND c.status = 'pending' AND NOT c.held", conversion["id"], limit=1, skip_locked=False
+        )
         if not rows:
             return None
         charged = await _charge(rows, now, set(), by_hand=True)
@@ -306,7 +313,7 @@ async def _approve_due(now: datetime, outcome: Outcome) -> set[int]:
         while True:
             async with db.transaction():
                 rows = await _locked(
-                    "c.status = 'pending' AND c.hold_until <= {} AND c.id > {}",
+                    "c.status = 'pending' AND NOT c.held AND c.hold_until <= {} AND c.id > {}",
                     now,
                     cursor["after"],
                     limit=batch_size(),
@@ -389,6 +396,7 @@ async def run(now: datetime | None = None) -> Outcome:
             Conversion.campaign == campaign_id,
             Conversion.status == ConversionStatus.pending.value,
             Conversion.hold_until <= now,
+            Conversion.held.eq(False),
         )
         if await campaigns.pause_for_balance(campaign_id):
             outcome.paused_campaigns.append(campaign_id)

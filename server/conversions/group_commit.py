@@ -57,6 +57,7 @@ COLUMNS = (
     ("converted_at", "timestamptz"),
     ("hold_until", "timestamptz"),
     ("created_at", "timestamptz"),
+    ("held", "boolean"),
 )
 NAMES = tuple(name for name, _ in COLUMNS)
 _NAME_LIST = ", ".join(NAMES)
@@ -73,7 +74,7 @@ _ROW_SQLITE = "(" + ", ".join("?" * len(NAMES)) + ")"
 _FIRST_SQLITE = "SELECT * FROM conversion WHERE campaign = ? AND txn_id = ?"
 
 MAX_BATCH_PG = 1000
-MAX_BATCH_SQLITE = 500  # 19 bound values a row: well inside SQLite's 32,766
+MAX_BATCH_SQLITE = 500  # 20 bound values a row: well inside SQLite's 32,766
 # Batches written at once on PostgreSQL: each waits for its commit's log flush, which the server
 # shares between the transactions flushing together; SQLite has one writer whatever we do.
 IN_FLIGHT_PG = 4

@@ -180,6 +180,7 @@ class Decision:
     skipped: list[int] = field(default_factory=list)  # not in the status the action applies to: nothing changed
     unfunded: list[int] = field(default_factory=list)  # the advertiser's balance could not cover it: still pending
     failed: list[int] = field(default_factory=list)  # the ledger refused a reversal this time: nothing changed
+    held: list[int] = field(default_factory=list)  # held by a fraud rule: release it in the review queue first
 
     def as_dict(self) -> dict[str, list[int]]:
         return asdict(self)
@@ -197,6 +198,7 @@ async def _owned(advertiser: CurrentUser, ids: list[int]) -> list[dict[str, Any]
             Conversion.advertiser_amount_minor,
             Conversion.publisher_amount_minor,
             Conversion.hold_until,
+            Conversion.held,
             Conversion.campaign.advertiser.as_alias("advertiser_id"),
         )
         .where(Conversion.id.is_in(ids), Conversion.campaign.advertiser == advertiser.id)
@@ -236,6 +238,8 @@ async def decide(
             await reverse_row(advertiser, row, reason, result)
         elif row["status"] != ConversionStatus.pending.value:
             result.skipped.append(row["id"])
+        elif action == "approve" and row["held"]:
+            result.held.append(row["id"])  # never approved while held (server/conversions/flags.py)
         elif action == "approve":
             await approve_row(advertiser, row, reason, now, result)
         else:
@@ -317,6 +321,11 @@ def summary(decision: Decision) -> str:
         )
     if decision.failed:
         parts.append(f"{len(decision.failed)} could not be reversed just now ({_ids(decision.failed)}); try again")
+    if decision.held:
+        parts.append(
+            f"{len(decision.held)} not approved: held by a fraud rule ({_ids(decision.held)}); "
+            "release them in the review queue first"
+        )
     if decision.skipped:
         why = "only approved conversions can be reversed" if decision.action == "reverse" else "already decided"
         parts.append(f"{len(decision.skipped)} skipped, {why} ({_ids(decision.skipped)})")

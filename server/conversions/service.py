@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from server.campaigns.tables import Campaign, CampaignStatus, Goal, Link, PayoutModel
+from server.conversions import flags, rules
 from server.conversions.group_commit import NAMES, BatchFailed, ConversionWriter
 from server.conversions.tables import Conversion, ConversionSource, ConversionStatus
 from server.core import clock, db, money
@@ -282,6 +283,7 @@ async def record_conversion(
     now: datetime | None = None,
     terms_of: TermsSource = load_terms,
     writer: ConversionWriter | None = None,
+    rule_state: rules.RuleState | None = None,
 ) -> Recorded:
     """Validate, attribute, price and store one reported conversion as `pending`.
 
@@ -290,7 +292,9 @@ async def record_conversion(
     `terms_of` is the server's cache of campaign terms (the database itself by default); `writer`
     the server's group commit of conversions (server/conversions/group_commit.py), which stores
     the reports of campaigns without caps a batch at a time (without: each alone). Either way the
-    conversion is committed before this returns."""
+    conversion is committed before this returns. `rule_state`: the server's memory of the fraud
+    rules' knobs and baselines (server/conversions/rules.py); a conversion a rule flags is stored
+    held, with its flags."""
     now = now or clock.now()
     pixel_campaign = None
     if credentials.public_key is not None:
@@ -315,7 +319,11 @@ async def record_conversion(
         if first is not None:
             return _recorded(first, goals, duplicate=True)
         raise
-    limit = next(g["conversions_per_click"] for g in goals if g["id"] == row["goal"])
+    goal = next(g for g in goals if g["id"] == row["goal"])
+    limit = goal["conversions_per_click"]
+    rule_state = rule_state or rules.RuleState()
+    findings = await rules.evaluate(rule_state, row, campaign, goal["payout_model"])
+    row["held"] = bool(findings)
     if any(campaign[c] is not None for c in CAPS):
         async with db.transaction():
             # Caps are a read-then-write: serialise them per campaign. SQLite's write
@@ -331,6 +339,10 @@ async def record_conversion(
         stored, duplicate = await _store_grouped(writer, row, limit)
     else:
         stored, duplicate = await _store(row, limit)  # one statement when the click's first: no transaction
+    if not duplicate:
+        rule_state.counted(row)
+        if findings:
+            await flags.record(stored, findings, now)
     return _recorded(stored, goals, duplicate=duplicate)
 
 
@@ -482,6 +494,7 @@ def _conversion_row(
         converted_at=now,
         hold_until=now + timedelta(days=campaign["hold_days"]),
         created_at=now,
+        held=False,
     )
 
 

@@ -1,12 +1,13 @@
 """Tables owned by the conversions domain; written only by its modules: service.py (intake),
 approval.py (approval and release), review.py and csv_upload.py (advertisers' decisions and
-re-pricing), reversal.py (undoing approvals) and cpc.py (click earnings, cpc_tables.py)."""
+re-pricing), reversal.py (undoing approvals), cpc.py (click earnings, cpc_tables.py), and flags.py
+(conversion_flag and conversion_rule_setting: the fraud rules' holds, their review and tuning)."""
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-from piccolo.columns import BigInt, ForeignKey, Integer, Text, Timestamptz, Varchar
+from piccolo.columns import BigInt, Boolean, ForeignKey, Integer, Text, Timestamptz, Varchar
 from piccolo.columns.base import OnDelete
 from piccolo.table import Table
 
@@ -67,3 +68,49 @@ class Conversion(Table):
     # Set by a database trigger on every insert and update (whoever writes), so the reports'
     # rollup finds the hours whose conversions changed (server/reports/rollup.py).
     changed_at = Timestamptz(null=True, default=None)
+    # Held by a fraud rule (server/conversions/rules.py) at intake, in the same row as the report so
+    # no job can approve it in between: never approved (by the job or by hand) nor paid while held.
+    # Its open conversion_flag rows say why; releasing the last one clears this.
+    held = Boolean(default=False)
+
+
+class FlagRule(StrEnum):
+    """Why a conversion is held: the codes the review queue, the API and the README name."""
+
+    too_fast = "too_fast"  # statistically too fast for its campaign, or below the network's floor
+    rate_anomaly = "rate_anomaly"  # the publisher's conversions today far above their own baseline
+
+
+class FlagDecision(StrEnum):
+    open = ""  # waiting for a reviewer: the conversion is held
+    released = "released"  # a reviewer found it genuine: back to the ordinary approval flow
+    rejected = "rejected"  # a reviewer found it fraudulent: the conversion is rejected, its reason shown
+
+
+class ConversionFlag(Table):
+    """One rule's finding on one conversion, with its evidence (JSON: the rule's figures and
+    thresholds) and the reviewer's decision. Campaign and publisher are copied from the conversion
+    so the queue filters by owner without a join through it."""
+
+    conversion = ForeignKey(Conversion, null=False, on_delete=OnDelete.restrict)
+    campaign = ForeignKey(Campaign, null=False, on_delete=OnDelete.restrict)
+    publisher = ForeignKey(User, null=False, on_delete=OnDelete.restrict)
+    rule = Varchar(length=32)  # a FlagRule (no choices in the schema: a new rule needs no migration)
+    evidence = Text(default="{}")
+    created_at = Timestamptz()
+    decision = Varchar(length=10, default="")  # a FlagDecision
+    decided_by = ForeignKey(User, null=True, default=None, on_delete=OnDelete.restrict)
+    decided_at = Timestamptz(null=True, default=None)
+    reason = Text(default="")
+
+
+class ConversionRuleSetting(Table):
+    """A fraud rule's knob (server/conversions/rules.py: KNOBS) changed from its default, for one
+    campaign (set by its advertiser) or network-wide (campaign NULL, set by an admin). A campaign's
+    value wins over the network's, which wins over the default."""
+
+    campaign = ForeignKey(Campaign, null=True, default=None, on_delete=OnDelete.restrict)
+    name = Varchar(length=48)
+    value = Integer()
+    updated_by = ForeignKey(User, null=True, default=None, on_delete=OnDelete.restrict)
+    updated_at = Timestamptz()

@@ -96,6 +96,7 @@ async def intake(
             source,
             terms_of=state.terms_cache.get,
             writer=state.conversion_writer,
+            rule_state=state.conversion_rules,
         )
     except DomainError as exc:
         outcome = exc

@@ -1,0 +1,268 @@
+"""The conversion fraud rules, evaluated at intake on every new conversion (postback, API, pixel;
+one report alone or in the group commit's batch: the rules run before either path stores the row,
+so both store the same `held` and the same flags).
+
+A rule that fires holds the conversion (conversion.held, written in the same row as the report, so
+no approval can come between) and writes a conversion_flag with its evidence: the figures and the
+thresholds it compared. Held conversions are never approved, by the job or by hand, until a
+reviewer releases them (server/conversions/flags.py).
+
+The hot path stays cheap: what the rules compare against (a campaign's median click-to-conversion
+time, a publisher's conversions today and their trailing 14-day daily mean, the knobs in force)
+is read by one indexed query per campaign or publisher and kept in the server's memory for a
+short while (`RuleState`); a conversion recorded by this process counts at once. With several
+server processes a publisher's count today can lag by what the other processes recorded in the
+last BASELINE_TTL seconds."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from server.campaigns.tables import PayoutModel
+from server.conversions.tables import Conversion, ConversionRuleSetting, FlagRule
+from server.core.hours import utc
+
+SETTINGS_TTL = 30.0  # seconds a campaign's knobs are kept (a change in this process forgets them at once)
+BASELINE_TTL = 60.0  # seconds a publisher's volume or a campaign's median is kept
+MEDIAN_WINDOW_DAYS = 30
+MEDIAN_SAMPLE = 200  # the campaign's latest conversions the median is taken over
+BASELINE_DAYS = 14
+# A click id carries its time in whole seconds: below this a campaign's median says nothing a
+# fraction of it could separate from the rounding.
+MIN_MEDIAN_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Knob:
+    rule: FlagRule
+    default: int
+    minimum: int
+    maximum: int
+    label: str
+
+
+# Every tunable, by name: a campaign's value (its advertiser's) wins over the network's (an
+# admin's), which wins over the default here. `.enabled` 1 or 0.
+KNOBS: dict[str, Knob] = {
+    "too_fast.enabled": Knob(FlagRule.too_fast, 1, 0, 1, "Hold conversions that come too fast after their click"),
+    "too_fast.percent_of_median": Knob(
+        FlagRule.too_fast, 10, 1, 100, "Too fast: below this % of the campaign's median click-to-conversion time"
+    ),
+    "too_fast.min_samples": Knob(
+        FlagRule.too_fast, 20, 5, 10_000, "Too fast: conversions needed before the median is trusted"
+    ),
+    "too_fast.floor_seconds": Knob(
+        FlagRule.too_fast,
+        0,
+        0,
+        86_400,
+        "Too fast: hold any sale (CPA, RevShare) faster than this many seconds (0: off)",
+    ),
+    "rate_anomaly.enabled": Knob(
+        FlagRule.rate_anomaly, 1, 0, 1, "Hold conversions of a publisher far above their own daily baseline"
+    ),
+    "rate_anomaly.multiple": Knob(
+        FlagRule.rate_anomaly, 5, 2, 1_000, "Rate anomaly: today above this many times the 14-day daily mean"
+    ),
+    "rate_anomaly.min_daily": Knob(
+        FlagRule.rate_anomaly, 50, 1, 1_000_000, "Rate anomaly: and above this many conversions today"
+    ),
+}
+
+
+def defaults() -> dict[str, int]:
+    return {name: knob.default for name, knob in KNOBS.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A rule that fired on one conversion, and why (the figures, JSON-ready)."""
+
+    rule: FlagRule
+    evidence: dict[str, Any]
+
+
+@dataclass(slots=True)
+class _Median:
+    elapsed: deque[float]  # the campaign's latest click-to-conversion times, newest last
+    loaded: float
+
+    @property
+    def seconds(self) -> float | None:
+        return statistics.median(self.elapsed) if self.elapsed else None
+
+    @property
+    def samples(self) -> int:
+        return len(self.elapsed)
+
+
+@dataclass(slots=True)
+class _Volume:
+    day: datetime
+    today: int  # conversions of the publisher today, as read, plus those this process recorded since
+    daily_mean: float  # over the BASELINE_DAYS before today
+    loaded: float
+
+
+@dataclass
+class RuleState:
+    """The server's memory of knobs and baselines (one per process, in the app's state). A fresh
+    one reads everything from the database: that is what an intake without the server gets."""
+
+    clock: Any = time.monotonic
+    _settings: dict[int, tuple[dict[str, int], float]] = field(default_factory=dict)
+    _medians: dict[int, _Median] = field(default_factory=dict)
+    _volumes: dict[int, _Volume] = field(default_factory=dict)
+
+    def clear(self) -> None:
+        """Forget everything (the tests' emptied database restarts its ids)."""
+        self._settings.clear()
+        self._medians.clear()
+        self._volumes.clear()
+
+    def forget(self, campaign_id: int | None = None) -> None:
+        """Knobs changed: for one campaign, or (None) network-wide for all."""
+        if campaign_id is None:
+            self._settings.clear()
+        else:
+            self._settings.pop(campaign_id, None)
+
+    async def settings(self, campaign_id: int) -> dict[str, int]:
+        now = self.clock()
+        cached = self._settings.get(campaign_id)
+        if cached is not None and now - cached[1] < SETTINGS_TTL:
+            return cached[0]
+        found = await knobs_of(campaign_id)
+        self._settings[campaign_id] = (found, now)
+        return found
+
+    async def median(self, campaign_id: int, at: datetime) -> _Median:
+        now = self.clock()
+        cached = self._medians.get(campaign_id)
+        if cached is None or now - cached.loaded >= BASELINE_TTL:
+            elapsed = await campaign_elapsed(campaign_id, at)
+            cached = self._medians[campaign_id] = _Median(deque(elapsed, maxlen=MEDIAN_SAMPLE), now)
+        return cached
+
+    async def volume(self, publisher_id: int, at: datetime) -> _Volume:
+        now = self.clock()
+        day = at.replace(hour=0, minute=0, second=0, microsecond=0)
+        cached = self._volumes.get(publisher_id)
+        if cached is None or cached.day != day or now - cached.loaded >= BASELINE_TTL:
+            today, mean = await publisher_volume(publisher_id, day)
+            cached = self._volumes[publisher_id] = _Volume(day, today, mean, now)
+        return cached
+
+    def counted(self, row: Mapping[str, Any]) -> None:
+        """A new conversion (`row`: its columns) was stored by this process: it counts at once."""
+        at = row["converted_at"]
+        median = self._medians.get(row["campaign"])
+        if median is not None:
+            median.elapsed.append((at - row["clicked_at"]).total_seconds())
+        publisher_id = row["publisher"]
+        cached = self._volumes.get(publisher_id)
+        if cached is not None and cached.day == at.replace(hour=0, minute=0, second=0, microsecond=0):
+            cached.today += 1
+
+
+async def knobs_of(campaign_id: int | None) -> dict[str, int]:
+    """The knobs in force for a campaign (None: network-wide): defaults, then the network's, then its own."""
+    rows = await ConversionRuleSetting.raw(
+        "SELECT campaign, name, value FROM conversion_rule_setting WHERE campaign IS NULL OR campaign = {}",
+        -1 if campaign_id is None else campaign_id,
+    )
+    found = defaults()
+    for row in sorted(rows, key=lambda r: r["campaign"] is not None):  # the network's first, the campaign's over it
+        if row["name"] in KNOBS:
+            found[row["name"]] = int(row["value"])
+    return found
+
+
+async def campaign_elapsed(campaign_id: int, at: datetime) -> list[float]:
+    """The click-to-conversion times (seconds, oldest first) of the campaign's latest MEDIAN_SAMPLE
+    conversions of the last MEDIAN_WINDOW_DAYS that nobody rejected: one query on (campaign, converted_at)."""
+    rows = await Conversion.raw(
+        "SELECT clicked_at, converted_at FROM conversion WHERE campaign = {} AND converted_at >= {} "
+        "AND status <> 'rejected' ORDER BY converted_at DESC LIMIT {}",
+        campaign_id,
+        at - timedelta(days=MEDIAN_WINDOW_DAYS),
+        MEDIAN_SAMPLE,
+    )
+    return [(utc(r["converted_at"]) - utc(r["clicked_at"])).total_seconds() for r in reversed(rows)]
+
+
+async def publisher_volume(publisher_id: int, day: datetime) -> tuple[int, float]:
+    """(conversions today, daily mean over the BASELINE_DAYS before): one query on (publisher, converted_at)."""
+    start = day - timedelta(days=BASELINE_DAYS)
+    rows = await Conversion.raw(
+        "SELECT COALESCE(SUM(CASE WHEN converted_at >= {} THEN 1 ELSE 0 END), 0) AS today, "
+        "COALESCE(SUM(CASE WHEN converted_at < {} AND status <> 'rejected' THEN 1 ELSE 0 END), 0) AS before "
+        "FROM conversion WHERE publisher = {} AND converted_at >= {}",
+        day,
+        day,
+        publisher_id,
+        start,
+    )
+    return int(rows[0]["today"]), int(rows[0]["before"]) / BASELINE_DAYS
+
+
+async def evaluate(
+    state: RuleState, row: Mapping[str, Any], campaign: Mapping[str, Any], goal_model: str
+) -> list[Finding]:
+    """The rules that fire on the conversion about to be stored (`row`: its columns)."""
+    knobs = await state.settings(row["campaign"])
+    findings: list[Finding] = []
+    at = row["converted_at"]
+    elapsed = (at - row["clicked_at"]).total_seconds()
+    if knobs["too_fast.enabled"]:
+        floor = knobs["too_fast.floor_seconds"]
+        is_sale = goal_model in (PayoutModel.cpa.value, PayoutModel.revshare.value)
+        median = await state.median(row["campaign"], at)
+        median_seconds = median.seconds
+        limit = None
+        if (
+            median_seconds is not None
+            and median_seconds >= MIN_MEDIAN_SECONDS
+            and median.samples >= knobs["too_fast.min_samples"]
+        ):
+            limit = median_seconds * knobs["too_fast.percent_of_median"] / 100
+        if (limit is not None and elapsed < limit) or (is_sale and floor and elapsed < floor):
+            findings.append(
+                Finding(
+                    FlagRule.too_fast,
+                    {
+                        "elapsed_seconds": round(elapsed, 1),
+                        "campaign_median_seconds": None if median_seconds is None else round(median_seconds, 1),
+                        "samples": median.samples,
+                        "min_samples": knobs["too_fast.min_samples"],
+                        "percent_of_median": knobs["too_fast.percent_of_median"],
+                        "limit_seconds": None if limit is None else round(limit, 1),
+                        "floor_seconds": floor if is_sale else 0,
+                        "campaign_minimum_seconds": campaign.get("min_conversion_seconds", 0),
+                    },
+                )
+            )
+    if knobs["rate_anomaly.enabled"]:
+        volume = await state.volume(row["publisher"], at)
+        today = volume.today + 1  # with this one
+        limit = max(knobs["rate_anomaly.min_daily"], knobs["rate_anomaly.multiple"] * volume.daily_mean)
+        if today > limit:
+            findings.append(
+                Finding(
+                    FlagRule.rate_anomaly,
+                    {
+                        "conversions_today": today,
+                        "daily_mean_14d": round(volume.daily_mean, 2),
+                        "multiple": knobs["rate_anomaly.multiple"],
+                        "min_daily": knobs["rate_anomaly.min_daily"],
+                        "limit": round(limit, 2),
+                    },
+                )
+            )
+    return findings
