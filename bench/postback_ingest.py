@@ -26,6 +26,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -83,8 +84,12 @@ def signed_click_ids(first: str, count: int) -> list[str]:
     return [first] + [issue_click_id(key, ref.link_id, clicked_at) for _ in range(count - 1)]
 
 
-async def seed(database_url: str) -> tuple[str, str]:
-    """A campaign (CPA, no caps) with a joined publisher; returns (link code, postback token)."""
+async def seed(database_url: str, fraud_rules: bool = False) -> tuple[str, str]:
+    """A campaign (CPA, no caps) with a joined publisher; returns (link code, postback token).
+
+    Every postback is the one publisher's, so past 50 in a day the `rate_anomaly` rule would hold
+    them (one more row each): off for the campaign unless `fraud_rules`, so the figures measure
+    the same path as before the rules existed."""
     from server import piccolo_app
     from server.accounts import service as accounts
     from server.accounts.identity import CurrentUser
@@ -122,6 +127,14 @@ async def seed(database_url: str) -> tuple[str, str]:
             settings,
         )
         await campaigns.join(CurrentUser(pub_id, "pub@bench.example", Role.publisher, "bench"), campaign)
+        if not fraud_rules:
+            from server.conversions.tables import ConversionRuleSetting
+
+            await ConversionRuleSetting.insert(
+                ConversionRuleSetting(
+                    campaign=campaign, name="rate_anomaly.enabled", value=0, updated_at=datetime.now(UTC)
+                )
+            )
         code = (await Link.select(Link.code).first())["code"]
         token = (await Campaign.select(Campaign.postback_secret).first())["postback_secret"]
         return code, token
@@ -206,6 +219,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="server processes (affnet serve --workers N)")
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     parser.add_argument("--postgres", action="store_true", help="start a throwaway PostgreSQL on loopback")
+    parser.add_argument(
+        "--fraud-rules", action="store_true", help="keep the conversion rules on (rate_anomaly holds past 50 a day)"
+    )
     args = parser.parse_args()
     seconds = min(max(args.seconds, 2), 60)
     ensure_tools("wrk")
@@ -218,7 +234,7 @@ def main() -> None:
             settings = durability(database_url)
             load_before = load_average()
             try:
-                code, token = asyncio.run(seed(database_url))
+                code, token = asyncio.run(seed(database_url, args.fraud_rules))
                 clicks = signed_click_ids(click_id_of(server.url, code), CLICKS_PER_SECOND * seconds)
                 (workdir / "clicks.txt").write_text("\n".join(clicks) + "\n")
                 script = workdir / "postback.lua"
