@@ -16,6 +16,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from server.accounts.identity import CurrentUser
@@ -88,10 +89,10 @@ class HeldConversion:
     publisher_amount_minor: int
     clicked_at: datetime
     converted_at: datetime
-    elapsed_seconds: float
+    elapsed_seconds: int
     visitor_hash_prefix: str  # "" when the click row is not written yet
     publisher_today: int
-    publisher_daily_mean: float
+    publisher_daily_mean: Decimal  # to the hundredth
     flags: list[Flag]
 
     @property
@@ -167,10 +168,10 @@ async def queue(
             publisher_amount_minor=r["publisher_amount_minor"],
             clicked_at=utc(r["clicked_at"]),
             converted_at=utc(r["converted_at"]),
-            elapsed_seconds=round((utc(r["converted_at"]) - utc(r["clicked_at"])).total_seconds(), 1),
+            elapsed_seconds=rules.seconds_between(utc(r["clicked_at"]), utc(r["converted_at"])),
             visitor_hash_prefix=(hashes.get(r["click_id"]) or "")[:8],
             publisher_today=baselines[r["publisher_id"]][0],
-            publisher_daily_mean=round(baselines[r["publisher_id"]][1], 2),
+            publisher_daily_mean=rules.daily_mean(baselines[r["publisher_id"]][1]),
             flags=flags.get(r["id"], []),
         )
         for r in rows
@@ -224,47 +225,32 @@ async def _close_flags(
 async def release(user: CurrentUser, conversion_id: int, reason: str = "", *, now: datetime | None = None) -> None:
     """The reviewer finds the held conversion genuine: its flags are released and it goes back to
     the ordinary flow (approved when its hold ends, or by the advertiser sooner)."""
-    reason = _reason(reason, required=False)
-    now = now or clock.now()
-    await _held(user, conversion_id)
-    async with db.transaction():
-        changed = (
-            await Conversion.update({Conversion.held: False})
-            .where(
-                Conversion.id == conversion_id,
-                Conversion.held.eq(True),
-                Conversion.status == ConversionStatus.pending.value,
-            )
-            .returning(Conversion.id)
-        )
-        if not changed:
-            raise Conflict("This conversion is not held for review (it was decided already).", code="not_held")
-        closed = await _close_flags(conversion_id, FlagDecision.released, user, reason, now)
-        await audit.record(
-            "conversion.flag_released",
-            actor_id=user.id,
-            object_type="conversion",
-            object_id=conversion_id,
-            rules=closed,
-            reason=reason,
-        )
+    await _decide(user, conversion_id, FlagDecision.released, _reason(reason, required=False), {}, now)
 
 
 async def reject(user: CurrentUser, conversion_id: int, reason: str, *, now: datetime | None = None) -> None:
     """The reviewer finds the held conversion fraudulent: it is rejected with the reason, which its
     publisher sees. Nothing was charged while it was held, so no money moves."""
     reason = _reason(reason, required=True)
+    rejected = {Conversion.status: ConversionStatus.rejected.value, Conversion.status_reason: reason}
+    await _decide(user, conversion_id, FlagDecision.rejected, reason, rejected, now)
+
+
+async def _decide(
+    user: CurrentUser,
+    conversion_id: int,
+    decision: FlagDecision,
+    reason: str,
+    values: dict[Any, Any],
+    now: datetime | None,
+) -> None:
+    """Take a held, pending conversion out of the hold (with `values` set on it), close its flags
+    and audit it, in one transaction; a conversion decided meanwhile is a 409."""
     now = now or clock.now()
     await _held(user, conversion_id)
     async with db.transaction():
         changed = (
-            await Conversion.update(
-                {
-                    Conversion.held: False,
-                    Conversion.status: ConversionStatus.rejected.value,
-                    Conversion.status_reason: reason,
-                }
-            )
+            await Conversion.update({Conversion.held: False, **values})
             .where(
                 Conversion.id == conversion_id,
                 Conversion.held.eq(True),
@@ -274,9 +260,9 @@ async def reject(user: CurrentUser, conversion_id: int, reason: str, *, now: dat
         )
         if not changed:
             raise Conflict("This conversion is not held for review (it was decided already).", code="not_held")
-        closed = await _close_flags(conversion_id, FlagDecision.rejected, user, reason, now)
+        closed = await _close_flags(conversion_id, decision, user, reason, now)
         await audit.record(
-            "conversion.flag_rejected",
+            f"conversion.flag_{decision.value}",
             actor_id=user.id,
             object_type="conversion",
             object_id=conversion_id,

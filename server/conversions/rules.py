@@ -22,20 +22,21 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from server.campaigns.tables import PayoutModel
 from server.conversions.tables import Conversion, ConversionRuleSetting, FlagRule
 from server.core.hours import utc
 
-SETTINGS_TTL = 30.0  # seconds a campaign's knobs are kept (a change in this process forgets them at once)
-BASELINE_TTL = 60.0  # seconds a publisher's volume or a campaign's median is kept
+SETTINGS_TTL = 30 * 10**9  # nanoseconds a campaign's knobs are kept (a change in this process forgets them at once)
+BASELINE_TTL = 60 * 10**9  # nanoseconds a publisher's volume or a campaign's median is kept
 MEDIAN_WINDOW_DAYS = 30
 MEDIAN_SAMPLE = 200  # the campaign's latest conversions the median is taken over
 BASELINE_DAYS = 14
 # A click id carries its time in whole seconds: below this a campaign's median says nothing a
 # fraction of it could separate from the rounding.
-MIN_MEDIAN_SECONDS = 30.0
+MIN_MEDIAN_SECONDS = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +91,12 @@ class Finding:
 
 @dataclass(slots=True)
 class _Median:
-    elapsed: deque[float]  # the campaign's latest click-to-conversion times, newest last
-    loaded: float
+    elapsed: deque[int]  # the campaign's latest click-to-conversion times (whole seconds), newest last
+    loaded: int  # monotonic nanoseconds
 
     @property
-    def seconds(self) -> float | None:
-        return statistics.median(self.elapsed) if self.elapsed else None
+    def seconds(self) -> int | None:
+        return statistics.median_low(self.elapsed) if self.elapsed else None
 
     @property
     def samples(self) -> int:
@@ -106,8 +107,8 @@ class _Median:
 class _Volume:
     day: datetime
     today: int  # conversions of the publisher today, as read, plus those this process recorded since
-    daily_mean: float  # over the BASELINE_DAYS before today
-    loaded: float
+    before: int  # conversions (not rejected) over the BASELINE_DAYS before today
+    loaded: int  # monotonic nanoseconds
 
 
 @dataclass
@@ -115,8 +116,8 @@ class RuleState:
     """The server's memory of knobs and baselines (one per process, in the app's state). A fresh
     one reads everything from the database: that is what an intake without the server gets."""
 
-    clock: Any = time.monotonic
-    _settings: dict[int, tuple[dict[str, int], float]] = field(default_factory=dict)
+    clock: Any = time.monotonic_ns
+    _settings: dict[int, tuple[dict[str, int], int]] = field(default_factory=dict)
     _medians: dict[int, _Median] = field(default_factory=dict)
     _volumes: dict[int, _Volume] = field(default_factory=dict)
 
@@ -155,8 +156,8 @@ class RuleState:
         day = at.replace(hour=0, minute=0, second=0, microsecond=0)
         cached = self._volumes.get(publisher_id)
         if cached is None or cached.day != day or now - cached.loaded >= BASELINE_TTL:
-            today, mean = await publisher_volume(publisher_id, day)
-            cached = self._volumes[publisher_id] = _Volume(day, today, mean, now)
+            today, before = await publisher_volume(publisher_id, day)
+            cached = self._volumes[publisher_id] = _Volume(day, today, before, now)
         return cached
 
     def counted(self, row: Mapping[str, Any]) -> None:
@@ -164,7 +165,7 @@ class RuleState:
         at = row["converted_at"]
         median = self._medians.get(row["campaign"])
         if median is not None:
-            median.elapsed.append((at - row["clicked_at"]).total_seconds())
+            median.elapsed.append(seconds_between(row["clicked_at"], at))
         publisher_id = row["publisher"]
         cached = self._volumes.get(publisher_id)
         if cached is not None and cached.day == at.replace(hour=0, minute=0, second=0, microsecond=0):
@@ -184,7 +185,7 @@ async def knobs_of(campaign_id: int | None) -> dict[str, int]:
     return found
 
 
-async def campaign_elapsed(campaign_id: int, at: datetime) -> list[float]:
+async def campaign_elapsed(campaign_id: int, at: datetime) -> list[int]:
     """The click-to-conversion times (seconds, oldest first) of the campaign's latest MEDIAN_SAMPLE
     conversions of the last MEDIAN_WINDOW_DAYS that nobody rejected: one query on (campaign, converted_at)."""
     rows = await Conversion.raw(
@@ -194,11 +195,12 @@ async def campaign_elapsed(campaign_id: int, at: datetime) -> list[float]:
         at - timedelta(days=MEDIAN_WINDOW_DAYS),
         MEDIAN_SAMPLE,
     )
-    return [(utc(r["converted_at"]) - utc(r["clicked_at"])).total_seconds() for r in reversed(rows)]
+    return [seconds_between(utc(r["clicked_at"]), utc(r["converted_at"])) for r in reversed(rows)]
 
 
-async def publisher_volume(publisher_id: int, day: datetime) -> tuple[int, float]:
-    """(conversions today, daily mean over the BASELINE_DAYS before): one query on (publisher, converted_at)."""
+async def publisher_volume(publisher_id: int, day: datetime) -> tuple[int, int]:
+    """(conversions today, those not rejected over the BASELINE_DAYS before): one query on
+    (publisher, converted_at)."""
     start = day - timedelta(days=BASELINE_DAYS)
     rows = await Conversion.raw(
         "SELECT COALESCE(SUM(CASE WHEN converted_at >= {} THEN 1 ELSE 0 END), 0) AS today, "
@@ -209,7 +211,17 @@ async def publisher_volume(publisher_id: int, day: datetime) -> tuple[int, float
         publisher_id,
         start,
     )
-    return int(rows[0]["today"]), int(rows[0]["before"]) / BASELINE_DAYS
+    return int(rows[0]["today"]), int(rows[0]["before"])
+
+
+def daily_mean(before: int) -> Decimal:
+    """The daily mean of `before` conversions over BASELINE_DAYS, to the hundredth (for people)."""
+    return (Decimal(before) / BASELINE_DAYS).quantize(Decimal("0.01"))
+
+
+def seconds_between(clicked_at: datetime, converted_at: datetime) -> int:
+    """Whole seconds from click to conversion (a click id records its time to the second)."""
+    return (converted_at - clicked_at) // timedelta(seconds=1)
 
 
 async def evaluate(
@@ -219,7 +231,7 @@ async def evaluate(
     knobs = await state.settings(row["campaign"])
     findings: list[Finding] = []
     at = row["converted_at"]
-    elapsed = (at - row["clicked_at"]).total_seconds()
+    elapsed = seconds_between(row["clicked_at"], at)
     if knobs["too_fast.enabled"]:
         floor = knobs["too_fast.floor_seconds"]
         is_sale = goal_model in (PayoutModel.cpa.value, PayoutModel.revshare.value)
@@ -231,18 +243,20 @@ async def evaluate(
             and median_seconds >= MIN_MEDIAN_SECONDS
             and median.samples >= knobs["too_fast.min_samples"]
         ):
-            limit = median_seconds * knobs["too_fast.percent_of_median"] / 100
+            limit = -(
+                -median_seconds * knobs["too_fast.percent_of_median"] // 100
+            )  # ceil: elapsed < limit ⇔ below the %
         if (limit is not None and elapsed < limit) or (is_sale and floor and elapsed < floor):
             findings.append(
                 Finding(
                     FlagRule.too_fast,
                     {
-                        "elapsed_seconds": round(elapsed, 1),
-                        "campaign_median_seconds": None if median_seconds is None else round(median_seconds, 1),
+                        "elapsed_seconds": elapsed,
+                        "campaign_median_seconds": median_seconds,
                         "samples": median.samples,
                         "min_samples": knobs["too_fast.min_samples"],
                         "percent_of_median": knobs["too_fast.percent_of_median"],
-                        "limit_seconds": None if limit is None else round(limit, 1),
+                        "limit_seconds": limit,
                         "floor_seconds": floor if is_sale else 0,
                         "campaign_minimum_seconds": campaign.get("min_conversion_seconds", 0),
                     },
@@ -251,17 +265,18 @@ async def evaluate(
     if knobs["rate_anomaly.enabled"]:
         volume = await state.volume(row["publisher"], at)
         today = volume.today + 1  # with this one
-        limit = max(knobs["rate_anomaly.min_daily"], knobs["rate_anomaly.multiple"] * volume.daily_mean)
-        if today > limit:
+        multiple, min_daily = knobs["rate_anomaly.multiple"], knobs["rate_anomaly.min_daily"]
+        # today > max(min_daily, multiple × before / BASELINE_DAYS), in integers
+        if today > min_daily and today * BASELINE_DAYS > multiple * volume.before:
             findings.append(
                 Finding(
                     FlagRule.rate_anomaly,
                     {
                         "conversions_today": today,
-                        "daily_mean_14d": round(volume.daily_mean, 2),
-                        "multiple": knobs["rate_anomaly.multiple"],
-                        "min_daily": knobs["rate_anomaly.min_daily"],
-                        "limit": round(limit, 2),
+                        "daily_mean_14d": float(daily_mean(volume.before)),  # JSON evidence, for people
+                        "multiple": multiple,
+                        "min_daily": min_daily,
+                        "limit": float(max(Decimal(min_daily), multiple * daily_mean(volume.before))),
                     },
                 )
             )
