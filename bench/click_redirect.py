@@ -2,27 +2,29 @@
 
     .venv/bin/python bench/click_redirect.py [--workers 2] [--runs 3] [--seconds 10] [--connections 32]
                                              [--postgres | --database-url URL] [--no-latency]
-                                             [--distinct-visitors]
+                                             [--distinct-visitors] [--server uvicorn|granian]
 
 For each worker count (1, and --workers N if more) and each of --runs rounds, in one run and
 with the same load generator, it measures the maximum rate (wrk, closed loop, one thread) of:
 (n) nginx answering `return 302` with as many worker processes, when nginx is installed (the
-machine's ceiling for any redirect); (r) a raw ASGI app answering 302 (bench/raw302.py) under uvicorn with `affnet serve`'s options and
-the same number of workers: the true ceiling; (a) GET /__bench/302 of a bare Litestar app answering
-302 (bench/litestar302.py, likewise); (b) GET /c/{code} of affnet started as production runs it,
-`affnet serve --workers N` (uvicorn's workers sharing one listening socket), with click recording
-on, on one database and one Redis. Rounds interleave (r), (a), (b) for every worker count, so a
-neighbour's burst of load spreads over all of them; each server is started for its phase and
-stopped after it. In the first round it also measures p50/p99 at half the maximum rate (hey).
-After every affnet phase the server is stopped gracefully; at the end the click rows stored are
-counted: every /c/ request that got an answer must be there.
+machine's ceiling for any redirect); (r) a raw ASGI app answering 302 (bench/raw302.py) under the
+same HTTP server as (b), with `affnet serve`'s options and the same number of workers: the true
+ceiling; (a) GET /__bench/302 of a bare Litestar app answering 302 (bench/litestar302.py,
+likewise); (b) GET /c/{code} of affnet started as production runs it, `affnet serve --workers N`
+(the server's workers sharing one listening socket), with click recording on, on one database and
+one Redis. The server is `affnet serve`'s default, or --server's (uvicorn or granian;
+bench/servers.py compares them on the whole app). Rounds interleave (r), (a), (b) for every
+worker count, so a neighbour's burst of load spreads over all of them; each server is started for
+its phase and stopped after it. In the first round it also measures p50/p99 at half the maximum
+rate (hey). After every affnet phase the server is stopped gracefully; at the end the click rows
+stored are counted: every /c/ request that got an answer must be there.
 
 By default every request is the same visitor from 127.0.0.1, as before issue 16: after the first,
 every click is a duplicate and, past 120 a minute, rate-limited, the cheapest case for the flush's
 Redis call. With --distinct-visitors every request names another client network through
 X-Forwarded-For (a wrk Lua script; the servers trust loopback as behind a proxy, the bare apps
-too), so every click is a new visitor counted in Redis: the flush's most expensive case. The
-half-rate phases (hey) send one visitor either way.
+too, under granian through the same wrapper as affnet), so every click is a new visitor counted
+in Redis: the flush's most expensive case. The half-rate phases (hey) send one visitor either way.
 
 It prints the machine, the load average before and after, the database's durability settings as
 the database reports them, every round's rate and the spread (min-max) of the rounds, the ratios
@@ -50,7 +52,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
+    DEFAULT_SERVER,
     ROOT,
+    SERVERS,
     Load,
     Server,
     asgi_302,
@@ -223,6 +227,12 @@ def main() -> None:
     )
     parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL cluster on loopback")
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
+    parser.add_argument(
+        "--server",
+        choices=SERVERS,
+        default=DEFAULT_SERVER,
+        help=f"the HTTP server of every phase but nginx (default: affnet serve's, {DEFAULT_SERVER})",
+    )
     args = parser.parse_args()
     seconds = min(max(args.seconds, 2), 60)
     runs = min(max(args.runs, 1), 5)
@@ -238,7 +248,7 @@ def main() -> None:
         if args.distinct_visitors:
             SCRIPT[0] = workdir / "distinct.lua"
             SCRIPT[0].write_text(DISTINCT_LUA)
-        server = start_server(workdir, url)
+        server = start_server(workdir, url, server=args.server)
         database_url = server.env["DATABASE_URL"]
         try:
             code = asyncio.run(seed(database_url))
@@ -251,7 +261,7 @@ def main() -> None:
             for n in worker_counts:
                 for app in APPS:
                     if app == "click":
-                        server = start_server(workdir, database_url, workers=n)
+                        server = start_server(workdir, database_url, workers=n, server=args.server)
                         target = f"{server.url}/c/{code}?sub1=bench"
                         try:
                             sent_clicks += wrk(target, 2, args.connections, SCRIPT[0]).requests  # warm up
@@ -268,7 +278,9 @@ def main() -> None:
                             phase = measured(bare, bare.url, seconds, args.connections)
                     else:
                         name = "raw302:app" if app == "raw" else "litestar302:app"
-                        with asgi_302(workdir, name, n, proxy_headers=args.distinct_visitors) as bare:
+                        with asgi_302(
+                            workdir, name, n, proxy_headers=args.distinct_visitors, server=args.server
+                        ) as bare:
                             target = bare.url if app == "raw" else f"{bare.url}/__bench/302"
                             wrk(target, 2, args.connections, SCRIPT[0])  # warm up
                             phase = measured(bare, target, seconds, args.connections)
@@ -301,7 +313,8 @@ def report(args, seconds, runs, worker_counts, phases, half, settings, load_befo
     print(f"load average: {load_before} before, {load_after} after (1, 5, 15 min)")
     print(f"database:     {settings} (as the database reports them)")
     print(
-        f"settings:     uvicorn as `affnet serve --workers N` runs it, wrk -t1 -c{args.connections} on the same "
+        f"settings:     {args.server} as `affnet serve --server {args.server} --workers N` runs it (the bare "
+        f"apps too), wrk -t1 -c{args.connections} on the same "
         f"cores, {seconds}s per phase, {runs} rounds, loopback only; Redis: a throwaway one per server start"
     )
     print(

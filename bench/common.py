@@ -24,6 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dev.services import free_port, start_redis, wait_for_port  # noqa: E402
+from server.cli import SERVERS  # noqa: E402
+
+DEFAULT_SERVER = SERVERS[0]  # the HTTP server `affnet serve` runs by default (uvicorn or granian)
 
 SECRET = "bench-secret-key-0123456789-0123456789-0123456789"
 # What --postgres runs on, for every bench's output.
@@ -149,6 +152,7 @@ class Server:
     redis: object
 
     workers: int = 1
+    server: str = DEFAULT_SERVER  # the HTTP server it runs under
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the server has used so far: its process and, with several
@@ -194,44 +198,52 @@ class Server:
         """Start the server again on the same port, database, Redis and data directory; returns
         the seconds until it answered (startup includes replaying what a killed process left)."""
         started = time.monotonic()
-        self.proc = _serve(workdir, self.env, int(self.url.rsplit(":", 1)[1]), self.workers)
+        self.proc = _serve(workdir, self.env, int(self.url.rsplit(":", 1)[1]), self.workers, self.server)
         return time.monotonic() - started
 
 
 @contextmanager
-def asgi_302(workdir: Path, app: str = "raw302:app", workers: int = 1, proxy_headers: bool = False) -> Iterator[Server]:
-    """An ASGI app of bench/ under uvicorn with `affnet serve`'s options (`workers` processes, no proxy
-    headers, no server header, no access log, warning logs): bench/raw302.py, the true ceiling a redirect on this
-    server is compared with, or bench/litestar302.py, a bare Litestar route answering 302 (GET
-    /__bench/302). Several workers are uvicorn's, as `affnet serve --workers N` runs them: one
+def asgi_302(
+    workdir: Path,
+    app: str = "raw302:app",
+    workers: int = 1,
+    proxy_headers: bool = False,
+    server: str = DEFAULT_SERVER,
+) -> Iterator[Server]:
+    """An ASGI app of bench/ under `server` (uvicorn or granian) with `affnet serve`'s options
+    (`workers` processes, no access log, warning logs; uvicorn without its server header, granian
+    HTTP/1 only, uvloop, no websockets): bench/raw302.py, the true ceiling a redirect on this server
+    is compared with, or bench/litestar302.py, a bare Litestar route answering 302 (GET
+    /__bench/302). Several workers are the server's, as `affnet serve --workers N` runs them: one
     listening socket bound by the parent, shared by its worker processes. `proxy_headers`: read
-    X-Forwarded-For from loopback, as `affnet serve` does with TRUSTED_PROXIES=127.0.0.1."""
+    X-Forwarded-For from loopback, as `affnet serve` does with TRUSTED_PROXIES=127.0.0.1 (under
+    granian through the same wrapper `affnet serve` uses, the module's `proxied` factory)."""
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            app,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
+    module = app.split(":")[0]
+    if server == "granian":
+        command = [
+            *("-m", "granian", "--interface", "asgi", "--http", "1", "--no-ws", "--loop", "uvloop"),
+            *("--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"),
+            *("--workers", str(workers)),
+            *(("--factory", f"{module}:proxied") if proxy_headers else (app,)),
+        ]
+    else:
+        command = [
+            *("-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)),
             *(["--proxy-headers", "--forwarded-allow-ips", "127.0.0.1"] if proxy_headers else ["--no-proxy-headers"]),
-            "--no-server-header",
-            "--no-access-log",
-            "--log-level",
-            "warning",
+            *("--no-server-header", "--no-access-log", "--log-level", "warning"),
             *(["--workers", str(workers)] if workers > 1 else []),
-        ],
+        ]
+    proc = subprocess.Popen(
+        [sys.executable, *command],
         cwd=Path(__file__).resolve().parent,
-        stdout=open(workdir / f"{app.split(':')[0]}.log", "ab"),
+        stdout=open(workdir / f"{module}-{server}.log", "ab"),
         stderr=subprocess.STDOUT,
     )
     try:
         wait_for_port(port, timeout=30, proc=proc)
-        wait_for_workers(proc, workers)
-        yield Server(f"http://127.0.0.1:{port}", {}, proc, None, workers)
+        wait_for_workers(proc, workers, server)
+        yield Server(f"http://127.0.0.1:{port}", {}, proc, None, workers, server)
     finally:
         _stop(proc, signal.SIGINT)
 
@@ -296,11 +308,11 @@ def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30
         proc.wait(timeout=timeout)
 
 
-def wait_for_workers(proc: subprocess.Popen, workers: int, timeout: float = 60) -> None:
-    """With several workers the parent listens before its workers are up: wait until `workers`
-    children have started and their CPU use has settled (imports done), so no phase measures a
-    worker's start-up."""
-    if workers <= 1:
+def wait_for_workers(proc: subprocess.Popen, workers: int, server: str = DEFAULT_SERVER, timeout: float = 60) -> None:
+    """With several workers (granian: always, its one worker is a child too) the parent listens
+    before its workers are up: wait until `workers` children have started and their CPU use has
+    settled (imports and the lifespan's startup done), so no phase measures a worker's start-up."""
+    if workers <= 1 and server != "granian":
         return
     deadline = time.monotonic() + timeout
     last = -1.0
@@ -311,7 +323,7 @@ def wait_for_workers(proc: subprocess.Popen, workers: int, timeout: float = 60) 
             return
         last = used
         time.sleep(0.5)
-    raise TimeoutError(f"{workers} uvicorn workers did not settle within {timeout}s")
+    raise TimeoutError(f"{workers} {server} workers did not settle within {timeout}s")
 
 
 def _is_python(pid: int) -> bool:
@@ -321,10 +333,15 @@ def _is_python(pid: int) -> bool:
         return False
 
 
-def _serve(workdir: Path, env: dict[str, str], port: int, workers: int = 1) -> subprocess.Popen:
-    """`affnet serve --workers N`, as production runs it."""
+def _serve(
+    workdir: Path, env: dict[str, str], port: int, workers: int = 1, server: str = DEFAULT_SERVER
+) -> subprocess.Popen:
+    """`affnet serve --workers N --server S`, as production runs it."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve", "--port", str(port), "--workers", str(workers)],
+        [
+            *(sys.executable, "-m", "server.cli", "serve", "--port", str(port)),
+            *("--workers", str(workers), "--server", server),
+        ],
         cwd=ROOT,
         env=env,
         stdout=open(workdir / "server.log", "ab"),
@@ -332,14 +349,16 @@ def _serve(workdir: Path, env: dict[str, str], port: int, workers: int = 1) -> s
     )
     try:
         wait_for_port(port, timeout=30, proc=proc)
-        wait_for_workers(proc, workers)
+        wait_for_workers(proc, workers, server)
     except BaseException:
         _stop(proc)  # a server that did not come up is not left behind
         raise
     return proc
 
 
-def start_server(workdir: Path, database_url: str | None = None, workers: int = 1) -> Server:
+def start_server(
+    workdir: Path, database_url: str | None = None, workers: int = 1, server: str = DEFAULT_SERVER
+) -> Server:
     redis = start_redis(workdir / "redis")
     port = free_port()
     env = {
@@ -354,7 +373,9 @@ def start_server(workdir: Path, database_url: str | None = None, workers: int = 
         subprocess.run(
             [sys.executable, "-m", "server.cli", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True
         )
-        return Server(f"http://127.0.0.1:{port}", env, _serve(workdir, env, port, workers), redis, workers)
+        return Server(
+            f"http://127.0.0.1:{port}", env, _serve(workdir, env, port, workers, server), redis, workers, server
+        )
     except BaseException:
         redis.stop()  # a failed migration or start leaves no Redis behind
         raise

@@ -1,8 +1,8 @@
 """The baseline a redirect route is compared with: a bare Litestar app whose one route answers 302.
 
-Served by the same uvicorn, with the same options as `affnet serve` (common.asgi_302), so the benches can
-say what affnet's own work costs on top of Litestar's routing. It lives here, not in the product, so the
-product carries no bench-only route."""
+Served by the same server (uvicorn or granian), with the same options as `affnet serve`
+(common.asgi_302), so the benches can say what affnet's own work costs on top of Litestar's
+routing. It lives here, not in the product, so the product carries no bench-only route."""
 
 from __future__ import annotations
 
@@ -16,3 +16,11 @@ async def bench_baseline() -> Response:
 
 
 app = Litestar(route_handlers=[bench_baseline], openapi_config=None)
+
+
+def proxied():
+    """The app behind the proxy wrapper `affnet serve --server granian` puts X-Forwarded-For through
+    (granian's own, trusting loopback; uvicorn has it built in): granian --factory litestar302:proxied."""
+    from granian.utils.proxies import wrap_asgi_with_proxy_headers
+
+    return wrap_asgi_with_proxy_headers(app, ["127.0.0.1"])

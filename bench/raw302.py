@@ -1,7 +1,8 @@
 """The ceiling for a redirect on this server: a raw ASGI app answering 302, nothing else.
 
-Served by the same uvicorn, with the same options as `affnet serve`, so the click bench can say
-how far /c/{code} is from what the server itself allows (not only from a Litestar route)."""
+Served by the same server (uvicorn or granian), with the same options as `affnet serve`, so the
+click bench can say how far /c/{code} is from what the server itself allows (not only from a
+Litestar route)."""
 
 from __future__ import annotations
 
@@ -22,3 +23,11 @@ async def app(scope, receive, send) -> None:
                 return
     await send(START)
     await send(BODY)
+
+
+def proxied():
+    """The app behind the proxy wrapper `affnet serve --server granian` puts X-Forwarded-For through
+    (granian's own, trusting loopback; uvicorn has it built in): granian --factory raw302:proxied."""
+    from granian.utils.proxies import wrap_asgi_with_proxy_headers
+
+    return wrap_asgi_with_proxy_headers(app, ["127.0.0.1"])

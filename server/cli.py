@@ -41,16 +41,37 @@ def main() -> None:
     """affnet: an affiliate network."""
 
 
+# The HTTP servers `affnet serve` can run the app under; the first is the default (bench/servers.py
+# measured both on the whole app: README "Benchmarks").
+SERVERS = ("uvicorn", "granian")
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=int)
 @click.option("--access-log", is_flag=True, help="Log every request (each click too: it costs the redirect a tenth).")
-def serve(host: str, port: int, workers: int, access_log: bool) -> None:
-    """Run the web server (uvicorn)."""
+@click.option(
+    "--server",
+    "server_name",
+    type=click.Choice(SERVERS),
+    default=SERVERS[0],
+    show_default=True,
+    help="The HTTP server the app runs under.",
+)
+def serve(host: str, port: int, workers: int, access_log: bool, server_name: str) -> None:
+    """Run the web server. SIGTERM or SIGINT stops it gracefully: requests in flight are answered, then
+    every process stores what it buffered (clicks, impressions, conversions) before it exits."""
+    settings = _settings()  # fails fast on an unsafe production configuration
+    if workers < 1:
+        raise click.BadParameter("at least 1", param_hint="--workers")
+    run = _serve_granian if server_name == "granian" else _serve_uvicorn
+    run(settings, host, port, workers, access_log)
+
+
+def _serve_uvicorn(settings, host: str, port: int, workers: int, access_log: bool) -> None:
     import uvicorn
 
-    settings = _settings()  # fails fast on an unsafe production configuration
     proxies = ",".join(settings.trusted_proxies) or "127.0.0.1"
     uvicorn.run(
         "server.app:create_app",
@@ -60,10 +81,52 @@ def serve(host: str, port: int, workers: int, access_log: bool) -> None:
         workers=workers,
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=proxies,
-        log_level="info" if settings.production else "warning",
+        # uvicorn logs requests at info, and sets its access logger to this level too: info whenever
+        # --access-log asks for them (at warning it printed none outside production).
+        log_level="info" if settings.production or access_log else "warning",
         server_header=False,
         access_log=access_log,  # clicks are recorded in the database; a log line each is paid per click
     )
+
+
+def _serve_granian(settings, host: str, port: int, workers: int, access_log: bool) -> None:
+    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.log import LogLevels
+    from granian.server import Server
+
+    Server(
+        "server.cli:granian_app",
+        factory=True,  # each worker process builds its own app, and runs its lifespan
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,  # with the lifespan: startup and shutdown (the flush) in every worker
+        workers=workers,
+        loop=Loops.uvloop,
+        http=HTTPModes.http1,  # as uvicorn: HTTP/1.1 (a proxy in front speaks it to its upstreams)
+        websockets=False,
+        log_level=LogLevels.info if settings.production else LogLevels.warning,
+        # Clicks are recorded in the database; a log line each is paid per click. Granian's access
+        # logger logs at info whatever log_level says.
+        log_access=access_log,
+        # A worker that dies (a crash, the OOM killer) is started again, as uvicorn's supervisor does;
+        # its journal is replayed by the next one. Granian stops if they die in a loop.
+        respawn_failed_workers=True,
+    ).serve()
+
+
+def granian_app():
+    """The app as a granian worker builds it (`affnet serve --server granian`). Granian has no proxy
+    option of its own: X-Forwarded-For is believed from TRUSTED_PROXIES only, as uvicorn's
+    proxy_headers does (the rightmost address not of a trusted proxy becomes scope["client"])."""
+    from server.app import create_app
+
+    settings = load_settings()
+    app = create_app(settings)
+    if not settings.trusted_proxies:
+        return app
+    from granian.utils.proxies import wrap_asgi_with_proxy_headers
+
+    return wrap_asgi_with_proxy_headers(app, list(settings.trusted_proxies))
 
 
 @main.command()
