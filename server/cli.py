@@ -41,8 +41,12 @@ def main() -> None:
     """affnet: an affiliate network."""
 
 
-# The HTTP servers `affnet serve` can run the app under; the first is the default (bench/servers.py
-# measured both on the whole app: README "Benchmarks").
+# The HTTP servers `affnet serve` can run the app under; the first is the default. bench/servers.py
+# measured both on the whole app (README "Benchmarks"), and uvicorn stays: with one worker on two
+# cores granian answered pages, the ad decision and Litestar's routes 1.2-1.6x faster (its I/O
+# thread used the idle core) and clicks and postbacks alike; with a worker per core, as production
+# runs it, granian spent more CPU on every request (a click 72-77 us under uvicorn, 82-87 under
+# granian) and was 0.83-1.18x uvicorn on clicks, 0.56-0.64x on a bare ASGI app.
 SERVERS = ("uvicorn", "granian")
 
 
