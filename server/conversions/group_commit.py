@@ -19,7 +19,8 @@ Outcomes, the same as one report alone would get from service._store:
   costs the others nothing and an error is answered only when the row alone fails too.
 
 On SQLite the batches go through one connection kept open in one thread of its own (Piccolo
-opens a connection, and a thread, per query there); on PostgreSQL through the engine's pool."""
+opens a connection, and a thread, per query there); on PostgreSQL through up to IN_FLIGHT_PG
+connections of the writer's own, kept open (_PostgresWriter)."""
 
 from __future__ import annotations
 
@@ -69,7 +70,16 @@ _INSERT_PG = (
     f"SELECT * FROM unnest({', '.join(f'${i}::{kind}[]' for i, (_, kind) in enumerate(COLUMNS, start=1))}) "
     "ON CONFLICT DO NOTHING RETURNING id, campaign, txn_id"
 )
-_FIRSTS_PG = "SELECT * FROM conversion WHERE (campaign, txn_id) IN (SELECT * FROM unnest($1::integer[], $2::varchar[]))"
+# The rows stored before of the keys a batch did not insert. Run as a statement of its own each
+# time (Connection.prepare, not the pool's cache of statements), so PostgreSQL plans it for these
+# keys and the table as it is now: a cached statement goes to a generic plan after five runs, and
+# one made while the table was still small (a fresh database, before any ANALYZE) keeps its
+# sequential scan as the table grows: 2.5 ms a batch at 40k conversions in bench/postback_ingest.py,
+# more than the whole INSERT.
+_FIRSTS_PG = (
+    "SELECT c.* FROM unnest($1::integer[], $2::varchar[]) AS k(campaign, txn_id) "
+    "JOIN conversion c ON c.campaign = k.campaign AND c.txn_id = k.txn_id"
+)
 _ROW_SQLITE = "(" + ", ".join("?" * len(NAMES)) + ")"
 _FIRST_SQLITE = "SELECT * FROM conversion WHERE campaign = ? AND txn_id = ?"
 
@@ -179,19 +189,56 @@ class _SQLiteWriter:
             executor.shutdown(wait=True)
 
 
-async def _write_postgres(eng: Any, rows: Sequence[dict[str, Any]]) -> list[Outcome]:
+class _PostgresWriter:
+    """Connections of the writer's own (up to IN_FLIGHT_PG, opened with the engine's settings, as
+    the SQLite writer keeps its one), not the engine's pool: a pooled connection is reset on every
+    release (RESET ALL, pg_advisory_unlock_all, CLOSE ALL, UNLISTEN *), a round trip more per batch
+    and four statements for the database, and the batches would take the pool's connections from
+    the requests that need them."""
+
+    def __init__(self) -> None:
+        self._idle: list[Any] = []
+        self._config: dict[str, Any] | None = None
+
+    async def write(self, eng: Any, rows: Sequence[dict[str, Any]]) -> list[Outcome]:
+        if self._config is not eng.config:  # another engine (the tests swap them): its own connections
+            await self.close()
+            self._config = eng.config
+        conn = self._idle.pop() if self._idle else await eng.get_new_connection()
+        try:
+            outcomes = await _write_postgres(conn, rows)
+        except BaseException:
+            conn.terminate()  # it may be broken, or in the middle of a statement: the next batch opens another
+            raise
+        if self._config is eng.config and len(self._idle) < IN_FLIGHT_PG:
+            self._idle.append(conn)
+        else:
+            await conn.close()
+        return outcomes
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            try:
+                await conn.close(timeout=5)
+            except Exception:  # noqa: BLE001 - closing at shutdown: the server goes on stopping
+                log.warning("closing a conversions' PostgreSQL connection failed", exc_info=True)
+                conn.terminate()
+
+
+async def _write_postgres(conn: Any, rows: Sequence[dict[str, Any]]) -> list[Outcome]:
     # In key order: two processes' batches holding the same reports then wait on each other in one
     # order only, never in a cycle (a deadlock PostgreSQL would break after a second).
     distinct = sorted(_distinct(rows), key=_key)
     arrays = [[row[name] for row in distinct] for name in NAMES]
-    async with eng.pool.acquire() as conn:
-        ids = {(r["campaign"], r["txn_id"]): r["id"] for r in await conn.fetch(_INSERT_PG, *arrays)}
-        missing = [_key(row) for row in distinct if _key(row) not in ids]
-        earlier: dict[Key, dict[str, Any]] = {}
-        if missing:
-            campaigns, txn_ids = zip(*missing, strict=True)
-            for record in await conn.fetch(_FIRSTS_PG, list(campaigns), list(txn_ids)):
-                earlier[(record["campaign"], record["txn_id"])] = dict(record)
+    ids = {(r["campaign"], r["txn_id"]): r["id"] for r in await conn.fetch(_INSERT_PG, *arrays)}
+    missing = [_key(row) for row in distinct if _key(row) not in ids]
+    earlier: dict[Key, dict[str, Any]] = {}
+    if missing:
+        campaigns, txn_ids = zip(*missing, strict=True)
+        lookup = await conn.prepare(_FIRSTS_PG)
+        for record in await lookup.fetch(list(campaigns), list(txn_ids)):
+            earlier[(record["campaign"], record["txn_id"])] = dict(record)
     return _outcomes(rows, ids, earlier)
 
 
@@ -205,6 +252,7 @@ class ConversionWriter:
         self._waiting: list[tuple[dict[str, Any], asyncio.Future[Outcome]]] = []
         self._writers = 0  # batches being written now
         self._sqlite = _SQLiteWriter()
+        self._postgres = _PostgresWriter()
         self.batches = 0  # statements written, and the rows they carried: for the bench and tests
         self.rows = 0
 
@@ -232,7 +280,7 @@ class ConversionWriter:
                     if sqlite:
                         outcomes = await self._sqlite.write(rows, eng.connection_kwargs)
                     else:
-                        outcomes = await _write_postgres(eng, rows)
+                        outcomes = await self._postgres.write(eng, rows)
                 except Exception as exc:
                     log.debug("a batch of %d conversions failed; each is stored alone", len(rows), exc_info=True)
                     for _, future in batch:
@@ -257,3 +305,4 @@ class ConversionWriter:
 
     async def close(self) -> None:
         await self._sqlite.close()
+        await self._postgres.close()
