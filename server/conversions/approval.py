@@ -61,7 +61,7 @@ RETRIES = 5  # a concurrent spend may take the balance we priced against: price 
 
 _COLUMNS = (
     "c.id, c.campaign, c.publisher, c.currency, c.advertiser_amount_minor, c.publisher_amount_minor, "
-    "c.hold_until, c.sale_amount_minor, k.advertiser AS advertiser_id"
+    "c.hold_until, c.sale_amount_minor, c.status_reason, k.advertiser AS advertiser_id"
 )
 
 
@@ -217,9 +217,19 @@ async def _charge(
         fitting, short, set_aside = await _fit(rows, skip_campaigns, by_hand=by_hand)
         try:
             async with db.atomic():
+                # The conversions are marked first: their rows are this batch's alone (locked by the
+                # caller), so their UPDATE, a batch's largest statement (8 index entries a row), runs
+                # before the ledger accounts are locked, while another lane's posting holds them; the
+                # accounts are then held only for the ledger's own statements and the commit.
+                released = await _mark_approved(fitting, now)
                 posted = await postings.approve_earnings(_earnings(fitting, now), effective_at=now)
                 approved = [row for row, p in zip(fitting, posted, strict=True) if not p.replayed]
-                released = await _mark_approved(approved, now)
+                if len(approved) != len(fitting):
+                    # Their key was posted before (nothing moved now): they stay as they were.
+                    replayed = [row for row, p in zip(fitting, posted, strict=True) if p.replayed]
+                    await _unmark(replayed)
+                    gone = {row["id"] for row in replayed}
+                    released = [i for i in released if i not in gone]
             break
         except InsufficientFunds:
             log.info("a balance changed while a batch was priced; pricing again")
@@ -234,7 +244,8 @@ async def _charge(
 
 
 async def _mark_approved(rows: list[dict[str, Any]], now: datetime) -> list[int]:
-    """Status approved for rows this batch charged; those past their hold are released at once.
+    """Status approved for the rows this batch charges (in the transaction that posts them, before
+    the posting: see _charge); those past their hold are released at once.
     The rows are locked and pending, so every one must change: anything else would leave money
     moved for a conversion that is not approved, and is refused (the batch rolls back)."""
     due = [r["id"] for r in rows if utc(r["hold_until"]) <= now]
@@ -269,6 +280,25 @@ async def _mark_approved(rows: list[dict[str, Any]], now: datetime) -> list[int]
     if changed != len(rows):
         raise RuntimeError("a conversion charged in this batch was no longer pending")
     return due
+
+
+async def _unmark(rows: list[dict[str, Any]]) -> None:
+    """Undo _mark_approved for `rows` (in the same transaction): pending again, with their reason."""
+    for row in rows:
+        changed = (
+            await Conversion.update(
+                {
+                    Conversion.status: ConversionStatus.pending.value,
+                    Conversion.approved_at: None,
+                    Conversion.released_at: None,
+                    Conversion.status_reason: row["status_reason"],
+                }
+            )
+            .where(Conversion.id == row["id"], Conversion.status == ConversionStatus.approved.value)
+            .returning(Conversion.id)
+        )
+        if not changed:
+            raise RuntimeError("a conversion marked approved in this batch changed under it")
 
 
 async def approve(conversion: dict[str, Any], now: datetime) -> bool | None:

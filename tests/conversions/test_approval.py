@@ -70,6 +70,37 @@ async def test_running_twice_or_in_two_workers_at_once_charges_each_conversion_o
     assert await ledger.check() == []
 
 
+async def test_a_conversion_whose_approval_was_posted_before_is_left_as_it_was(client, settings):
+    # The batch marks its conversions approved before posting them; one whose key the ledger holds
+    # already (posted, nothing moves now) goes back to pending with its reason, the rest are approved.
+    setup = await pending_conversions(settings, client, 3, fund=10_000)
+    rows = await Conversion.select(Conversion.id).order_by(Conversion.id)
+    posted_before = rows[1]["id"]
+    await Conversion.update({Conversion.status_reason: "kept"}).where(Conversion.id == posted_before)
+    await postings.approve_earning(
+        advertiser_id=setup.advertiser.id,
+        publisher_id=setup.publisher.id,
+        price=1_000,
+        payout=800,
+        currency="EUR",
+        reference_type="conversion",
+        reference_id=posted_before,
+        key=f"conversion:{posted_before}:approved",
+    )
+    outcome = await approval.run(now=later())
+    assert (outcome.approved, outcome.released) == (2, 2)
+    left = await Conversion.select().where(Conversion.id == posted_before).first()
+    assert (left["status"], left["status_reason"], left["approved_at"], left["released_at"]) == (
+        "pending",
+        "kept",
+        None,
+        None,
+    )
+    assert await LedgerTxn.count().where(LedgerTxn.reference_type == "conversion") == 3  # none twice
+    assert await ledger.balance(K.advertiser_balance, "EUR", setup.advertiser.id) == 10_000 - 3 * 1_000
+    assert await ledger.check() == []
+
+
 async def test_an_advertiser_who_cannot_pay_is_never_overdrawn_and_the_campaign_pauses(client, settings):
     setup = await pending_conversions(settings, client, 3, fund=2_500)  # enough for two of three
     outcome = await approval.run(now=later())
