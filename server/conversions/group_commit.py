@@ -70,12 +70,11 @@ _INSERT_PG = (
     f"SELECT * FROM unnest({', '.join(f'${i}::{kind}[]' for i, (_, kind) in enumerate(COLUMNS, start=1))}) "
     "ON CONFLICT DO NOTHING RETURNING id, campaign, txn_id"
 )
-# The rows stored before of the keys a batch did not insert. Run as a statement of its own each
-# time (Connection.prepare, not the pool's cache of statements), so PostgreSQL plans it for these
-# keys and the table as it is now: a cached statement goes to a generic plan after five runs, and
-# one made while the table was still small (a fresh database, before any ANALYZE) keeps its
-# sequential scan as the table grows: 2.5 ms a batch at 40k conversions in bench/postback_ingest.py,
-# more than the whole INSERT.
+# The rows stored before of the keys a batch did not insert. Planned for each batch (the writer's
+# connections are set to plan_cache_mode = force_custom_plan): a prepared statement goes to a
+# generic plan after five runs, and one made while the table was still small (a fresh database,
+# before any ANALYZE) keeps its sequential scan as the table grows: 2.5 ms a batch at 40k
+# conversions in bench/postback_ingest.py, more than the whole INSERT.
 _FIRSTS_PG = (
     "SELECT c.* FROM unnest($1::integer[], $2::varchar[]) AS k(campaign, txn_id) "
     "JOIN conversion c ON c.campaign = k.campaign AND c.txn_id = k.txn_id"
@@ -204,7 +203,15 @@ class _PostgresWriter:
         if self._config is not eng.config:  # another engine (the tests swap them): its own connections
             await self.close()
             self._config = eng.config
-        conn = self._idle.pop() if self._idle else await eng.get_new_connection()
+        if self._idle:
+            conn = self._idle.pop()
+        else:
+            conn = await eng.get_new_connection()
+            try:
+                await conn.execute("SET plan_cache_mode = force_custom_plan")  # see _FIRSTS_PG
+            except BaseException:
+                conn.terminate()
+                raise
         try:
             outcomes = await _write_postgres(conn, rows)
         except BaseException:
@@ -236,8 +243,7 @@ async def _write_postgres(conn: Any, rows: Sequence[dict[str, Any]]) -> list[Out
     earlier: dict[Key, dict[str, Any]] = {}
     if missing:
         campaigns, txn_ids = zip(*missing, strict=True)
-        lookup = await conn.prepare(_FIRSTS_PG)
-        for record in await lookup.fetch(list(campaigns), list(txn_ids)):
+        for record in await conn.fetch(_FIRSTS_PG, list(campaigns), list(txn_ids)):
             earlier[(record["campaign"], record["txn_id"])] = dict(record)
     return _outcomes(rows, ids, earlier)
 
