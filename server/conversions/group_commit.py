@@ -84,9 +84,13 @@ _FIRST_SQLITE = "SELECT * FROM conversion WHERE campaign = ? AND txn_id = ?"
 
 MAX_BATCH_PG = 1000
 MAX_BATCH_SQLITE = 500  # 20 bound values a row: well inside SQLite's 32,766
-# Batches written at once on PostgreSQL: each waits for its commit's log flush, which the server
-# shares between the transactions flushing together; SQLite has one writer whatever we do.
-IN_FLIGHT_PG = 4
+# Batches written at once on PostgreSQL: while one commits (its log flush), the next gathers and is
+# written. Two, not more: each batch's rows go into the same right-hand pages of the conversion's
+# indexes (id, times), so more writers at once only wait on each other's page locks on two cores,
+# and batches half the size cost more per row on both sides (bench/postback_ingest.py --postgres,
+# interleaved runs: 5,165 and 4,976/s with two, 4,754 and 4,794/s with four; database CPU 109-116
+# against 130-131 µs a postback). SQLite has one writer whatever we do.
+IN_FLIGHT_PG = 2
 
 
 class BatchFailed(Exception):
