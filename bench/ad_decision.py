@@ -295,8 +295,10 @@ def at_half(url: str, top: Load, seconds: int, connections: int, script) -> Load
     dithered by the script: wrk waits whole milliseconds, too coarse a step near 10,000 req/s)."""
     target = top.rps / 2
     delay = max(0.0, connections * 1000 / target - top.p50_ms)
-    trial = run_wrk(url, 2, connections, script(delay))
-    if trial.rps > 0:
+    for _ in range(3):  # short trials until one lands within 10 % of half
+        trial = run_wrk(url, 2, connections, script(delay))
+        if trial.rps <= 0 or abs(trial.rps / target - 1) < 0.1:
+            break
         delay = max(0.0, (delay + trial.p50_ms) * trial.rps / target - trial.p50_ms)
     return run_wrk(url, seconds, connections, script(delay))
 

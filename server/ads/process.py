@@ -29,6 +29,8 @@ from server.tracking.journal import Journal
 
 log = logging.getLogger("affnet.ads")
 
+VIEW_BATCH = 500  # views classified and stored per call, at most
+
 
 class AdServer:
     """The ads side of a server process: its caches, the decider, the view beacon, offers on clicks,
@@ -66,7 +68,13 @@ class AdServer:
         self._sync_task: asyncio.Task[None] | None = None
         self._warned = 0.0
         # The journal makes a counted view durable as it is answered: CPM is billed on them.
-        self.buffer = EventBuffer(writer=self.store, flush_interval=FLUSH_INTERVAL, max_batch=5000, journal=journal)
+        # A batch is classified and its answers read on the event loop, a few µs a view: batches
+        # of VIEW_BATCH, written as soon as one is full, hold requests up briefly and often,
+        # instead of one stall per flush interval that grows with the traffic (up to 5,000 views
+        # before: the p99 at half the maximum rate of one process).
+        self.buffer = EventBuffer(
+            writer=self.store, flush_interval=FLUSH_INTERVAL, max_batch=VIEW_BATCH, journal=journal
+        )
         shared = redis is not None
         self.decider = Decider(
             self.inventory, offer_key, visitor_key, self.frequency, self.tally, shared=shared, rng=rng
