@@ -54,7 +54,7 @@ TARGET_P99_MS = 10.0
 LUA = r"""
 local slot = "%(slot)s"
 local ua = "%(ua)s"
-local think = %(delay)d
+local think = %(delay).3f
 local queue = {}
 local n = 0
 counts = {ads = 0, fallbacks = 0, views = 0, replays = 0, other = 0}
@@ -65,7 +65,8 @@ function setup(thread)
 end
 
 function delay()
-  return think
+  -- wrk waits whole milliseconds: a fractional wait is dithered, so the mean is `think`
+  return math.floor(think + math.random())
 end
 
 function request()
@@ -108,9 +109,9 @@ end
 """
 
 PLAIN_LUA = r"""
-local think = %(delay)d
+local think = %(delay).3f
 function delay()
-  return think
+  return math.floor(think + math.random())
 end
 """
 
@@ -224,8 +225,8 @@ def main() -> None:
             settings = durability(database_url)
             load_before = load_average()
 
-            def script(delay_ms: int, ads: bool) -> Path:
-                path = workdir / f"{'ads' if ads else 'plain'}-{delay_ms}.lua"
+            def script(delay_ms: float, ads: bool) -> Path:
+                path = workdir / f"{'ads' if ads else 'plain'}-{delay_ms:.3f}.lua"
                 template = LUA if ads else PLAIN_LUA
                 path.write_text(template % {"slot": key, "ua": BROWSER_UA, "site": SITE, "delay": delay_ms})
                 return path
@@ -290,12 +291,15 @@ def process_cpu_seconds(pid: int) -> float:
 
 def at_half(url: str, top: Load, seconds: int, connections: int, script) -> Load:
     """Load at about half the maximum rate: each connection waits between requests, the wait tuned
-    by a short trial run so the rate reached is close to half."""
+    by a short trial run so the rate reached is close to half (a fractional wait in milliseconds,
+    dithered by the script: wrk waits whole milliseconds, too coarse a step near 10,000 req/s)."""
     target = top.rps / 2
-    delay = max(0, int(connections * 1000 / target - top.p50_ms))
-    trial = run_wrk(url, 2, connections, script(delay))
-    if trial.rps > 0:
-        delay = max(0, int(round((delay + trial.p50_ms) * trial.rps / target - trial.p50_ms)))
+    delay = max(0.0, connections * 1000 / target - top.p50_ms)
+    for _ in range(3):  # short trials until one lands within 10 % of half
+        trial = run_wrk(url, 2, connections, script(delay))
+        if trial.rps <= 0 or abs(trial.rps / target - 1) < 0.1:
+            break
+        delay = max(0.0, (delay + trial.p50_ms) * trial.rps / target - trial.p50_ms)
     return run_wrk(url, seconds, connections, script(delay))
 
 

@@ -76,10 +76,13 @@ def serve(host: str, port: int, workers: int, access_log: bool, server_name: str
 def _serve_uvicorn(settings, host: str, port: int, workers: int, access_log: bool) -> None:
     import uvicorn
 
+    from server.http.transport import CoalescingProtocol
+
     proxies = ",".join(settings.trusted_proxies) or "127.0.0.1"
     uvicorn.run(
         "server.app:create_app",
         factory=True,
+        http=CoalescingProtocol,  # one socket write per response (server/http/transport.py)
         host=host,
         port=port,
         workers=workers,

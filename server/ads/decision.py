@@ -11,14 +11,15 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+import msgspec
+
 from server.ads import offers, render
 from server.ads.counting import NetworkWindows
-from server.ads.inventory import CampaignEntry, Inventory, PublisherEntry, SlotEntry
+from server.ads.inventory import CampaignEntry, CreativeEntry, Inventory, PublisherEntry, SlotEntry
 from server.ads.service import SIZES
 from server.ads.tables import SlotFallback, SlotStatus
 from server.campaigns.tables import CampaignStatus
@@ -111,16 +112,44 @@ class ImpressionTally:
 # --- the decision --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
 class Answer:
-    """What an ads endpoint answers: an HTTP status and a JSON body."""
+    """What an ads endpoint answers: an HTTP status and a JSON body, given as a dict or, on the hot
+    paths (an ad, a view), as its JSON text already built (`raw`); each is made from the other
+    when asked for (the tests read `body`, the endpoint sends `raw`)."""
 
-    status: int
-    body: dict[str, Any]
+    __slots__ = ("status", "_body", "_raw")
+
+    def __init__(self, status: int, body: dict[str, Any] | None = None, *, raw: bytes | None = None) -> None:
+        if (body is None) == (raw is None):
+            raise ValueError("an answer has either a body or its raw JSON")
+        self.status = status
+        self._body = body
+        self._raw = raw
+
+    @property
+    def body(self) -> dict[str, Any]:
+        if self._body is None:
+            self._body = msgspec.json.decode(self._raw)
+        return self._body
+
+    @property
+    def raw(self) -> bytes:
+        if self._raw is None:
+            self._raw = msgspec.json.encode(self._body)
+        return self._raw
+
+    def __repr__(self) -> str:
+        return f"Answer({self.status}, {self.raw!r})"
 
 
 def error_answer(status: int, code: str, message: str) -> Answer:
     return Answer(status, {"error": {"code": code, "message": message}})
+
+
+_UNSEEN: Any = object()
+_UNKNOWN_SLOT = error_answer(
+    404, "unknown_slot", "There is no ad slot with this key: copy the snippet again from your Ad slots page."
+)
 
 
 def page_host(origin: str | None, referer: str | None) -> tuple[str, str] | None:
@@ -201,6 +230,12 @@ class Decider:
         self.own_netloc = urlsplit(inventory.base_url).netloc.lower()
         self.network_rate = NetworkWindows(DECISIONS_PER_MINUTE, shared=shared)
         self._today: tuple[float, float, date] = (0.0, 0.0, date.min)
+        self._iso: tuple[date, str] = (date.min, date.min.isoformat())
+        self._base_json = msgspec.json.encode(self.base_url).decode()[1:-1]
+        # Built once and kept (bounded): what the pages asking may show, the answers' JSON pieces.
+        self._pages: dict[tuple[str, frozenset[str]], Answer | None] = {}
+        self._heads: dict[int, tuple[CreativeEntry, str]] = {}
+        self._codes: dict[str, str] = {}
 
     def reset(self) -> None:
         self.network_rate = NetworkWindows(DECISIONS_PER_MINUTE, shared=self.shared)
@@ -231,6 +266,67 @@ class Decider:
             body["html"] = slot.fallback_html
         return Answer(200, body)
 
+    def _page(self, origin: str | None, referer: str | None, slot: SlotEntry) -> Answer | None:
+        """None if the page asking (its Origin, else its Referer) may show the slot, else the
+        error to answer. Remembered per (Origin, slot's domains) when the Origin names a page
+        (a slot's pages share a few origins; referers name every page)."""
+        if origin and origin != "null":
+            key = (origin, slot.domains)
+            verdict = self._pages.get(key, _UNSEEN)
+            if verdict is not _UNSEEN:
+                return verdict  # type: ignore[return-value]
+            page = page_host(origin, None)
+            if page is not None:
+                verdict = self._verdict(page, slot)
+                if len(self._pages) >= 10_000:
+                    self._pages.clear()
+                self._pages[key] = verdict
+                return verdict
+        return self._verdict(page_host(origin, referer), slot)
+
+    def _verdict(self, page: tuple[str, str] | None, slot: SlotEntry) -> Answer | None:
+        if page is None:
+            return error_answer(
+                403, "unknown_site", "The page showing this slot could not be told (no Origin or Referer header)."
+            )
+        if page[1] != self.own_netloc and not host_allowed(page[0], slot.domains):
+            return error_answer(
+                403,
+                "site_not_allowed",
+                f"This slot may not appear on {page[0]}: add the domain to the slot's site domains.",
+            )
+        return None
+
+    def _head(self, creative: CreativeEntry, fmt: str) -> str:
+        """The ad answer's JSON from the format to the frame URL's token, built once per creative."""
+        held = self._heads.get(creative.creative_id)
+        if held is not None and held[0] is creative:
+            return held[1]
+        size = SIZES[fmt]  # StrEnum keys: the stored string finds its member
+        middle = msgspec.json.encode(
+            {
+                "format": fmt,
+                "width": size.width,
+                "height": size.height,
+                "creative": {"id": creative.creative_id, "name": creative.name},
+            }
+        ).decode()[1:-1]
+        head = f'{middle},"frame_url":"{self._base_json}/ads/f/'
+        if len(self._heads) >= 100_000:
+            self._heads.clear()
+        self._heads[creative.creative_id] = (creative, head)
+        return head
+
+    def _code(self, code: str) -> str:
+        """A link code as it goes into a JSON string (codes are URL-safe: this is a guard)."""
+        held = self._codes.get(code)
+        if held is None:
+            held = msgspec.json.encode(code).decode()[1:-1]
+            if len(self._codes) >= 100_000:
+                self._codes.clear()
+            self._codes[code] = held
+        return held
+
     async def decide(
         self,
         slot_key: str,
@@ -244,61 +340,58 @@ class Decider:
         now = self.clock() if now is None else now
         slot = await self.inventory.slots.get(slot_key) if slot_key and len(slot_key) <= 24 else None
         if slot is None:
-            return error_answer(
-                404,
-                "unknown_slot",
-                "There is no ad slot with this key: copy the snippet again from your Ad slots page.",
-            )
-        page = page_host(origin, referer)
-        if page is None:
-            return error_answer(
-                403, "unknown_site", "The page showing this slot could not be told (no Origin or Referer header)."
-            )
-        if page[1] != self.own_netloc and not host_allowed(page[0], slot.domains):
-            return error_answer(
-                403,
-                "site_not_allowed",
-                f"This slot may not appear on {page[0]}: add the domain to the slot's site domains.",
-            )
-        if self.network_rate.over(truncate_ip(ip), now):
+            return _UNKNOWN_SLOT
+        refused = self._page(origin, referer, slot)
+        if refused is not None:
+            return refused
+        network = truncate_ip(ip)
+        if self.network_rate.over(network, now):
             return self._fallback(slot, "rate_limited")
         if slot.status != _ACTIVE or not slot.publisher_approved:
             return self._fallback(slot, "slot_paused")
         if is_bot(user_agent):
             return self._fallback(slot, "no_ad")  # the same answer as an empty slot: no hint for bots
         today, seconds = self._day(now)
-        visitor = visitor_hash(self.visitor_key, ip, user_agent, today)
+        visitor = visitor_hash(self.visitor_key, ip, user_agent, today, network=network)
         publisher = await self.inventory.publishers.get(slot.publisher_id)
         candidates: list[tuple[int, CampaignEntry, int]] = []
         total = 0
-        day = ""
+        fmt = slot.format
         if publisher is not None:
+            campaigns = self.inventory.campaigns
+            day = self._iso_day(today)
+            tally = self.tally
+            frequency = self.frequency
             for campaign_id, (link_id, _) in publisher.links.items():
-                entry = await self.inventory.campaigns.get(campaign_id)
-                if entry is not None and entry.cpm_price:
-                    day = day or today.isoformat()
+                entry = await campaigns.get(campaign_id)
+                if entry is None:
+                    continue
+                if entry.cpm_price:
                     stored = entry.impressions_today if entry.day == today else 0
-                    entry.extra_milli = self.tally.count(campaign_id, day, stored) * entry.cpm_price
+                    entry.extra_milli = tally.count(campaign_id, day, stored) * entry.cpm_price
                 if (
-                    entry is None
-                    or slot.format not in entry.creatives
+                    fmt not in entry.creatives
                     or not can_serve(entry, publisher, today, seconds)
-                    or self.frequency.capped(visitor, campaign_id, today)
+                    or frequency.capped(visitor, campaign_id, today)
                 ):
                     continue
                 candidates.append((entry.weight, entry, link_id))
                 total += entry.weight
         if not candidates:
             return self._fallback(slot, "no_ad")
-        pick = self.rng.randrange(total)
-        chosen = candidates[-1]
-        for candidate in candidates:
-            if pick < candidate[0]:
-                chosen = candidate
-                break
-            pick -= candidate[0]
+        if len(candidates) == 1:
+            chosen = candidates[0]
+        else:
+            pick = self.rng.randrange(total)
+            chosen = candidates[-1]
+            for candidate in candidates:
+                if pick < candidate[0]:
+                    chosen = candidate
+                    break
+                pick -= candidate[0]
         _, entry, link_id = chosen
-        creative = self.rng.choice(entry.creatives[slot.format])
+        group = entry.creatives[fmt]
+        creative = group[0] if len(group) == 1 else self.rng.choice(group)
         token, offer_id = offers.issue(
             self.offer_key,
             slot_id=slot.slot_id,
@@ -308,21 +401,21 @@ class Decider:
             publisher_id=slot.publisher_id,
             expires_at=int(now) + OFFER_TTL,
         )
-        code = publisher.links[entry.campaign_id][1]  # type: ignore[union-attr]
-        size = SIZES[slot.format]  # StrEnum keys: the stored string finds its member
-        base = self.base_url
+        code = self._code(publisher.links[entry.campaign_id][1])  # type: ignore[union-attr]
+        base = self._base_json
+        # The answer's JSON, built as text: every value but the creative's (escaped once, in
+        # _head) is URL-safe base64 or a number. Keys in the order the embed script has always seen.
         return Answer(
             200,
-            {
-                "status": "ad",
-                "offer": offer_id,
-                "format": slot.format,
-                "width": size.width,
-                "height": size.height,
-                "creative": {"id": creative.creative_id, "name": creative.name},
-                "frame_url": f"{base}/ads/f/{token}",
-                "view_url": f"{base}/ads/v/{token}",
-                "click_url": f"{base}/c/{code}?o={token}",
-                "expires_in": OFFER_TTL,
-            },
+            raw=(
+                f'{{"status":"ad","offer":"{offer_id}",{self._head(creative, fmt)}{token}",'
+                f'"view_url":"{base}/ads/v/{token}","click_url":"{base}/c/{code}?o={token}",'
+                f'"expires_in":{OFFER_TTL}}}'
+            ).encode(),
         )
+
+    def _iso_day(self, today: date) -> str:
+        held = self._iso
+        if held[0] != today:
+            held = self._iso = (today, today.isoformat())
+        return held[1]

@@ -29,6 +29,8 @@ from server.tracking.journal import Journal
 
 log = logging.getLogger("affnet.ads")
 
+CLASSIFY_BATCH = 500  # views classified per Redis call at the flush, at most
+
 
 class AdServer:
     """The ads side of a server process: its caches, the decider, the view beacon, offers on clicks,
@@ -112,11 +114,21 @@ class AdServer:
             await self._writer([row[:width] for row in rows])
             counts = None
         else:
-            counted = await self.counter.classify(rows, cap=self.frequency.cap, rate=self.views.network_rate.limit)
-            await self._writer(counted.rows)
-            for visitor, campaign_id, day, views in counted.frequency:
-                self.frequency.learn(visitor, campaign_id, day, views)
-            counts = counted.impressions
+            # Classified CLASSIFY_BATCH at a time (one Redis call each): the rows' payload and answers
+            # are read on the event loop, and requests are answered between the calls instead of
+            # waiting for the whole batch. Stored in one write: a transaction per batch, not per call.
+            stored: list[tuple] = []
+            counts = {}
+            for start in range(0, len(rows), CLASSIFY_BATCH):
+                counted = await self.counter.classify(
+                    rows[start : start + CLASSIFY_BATCH], cap=self.frequency.cap, rate=self.views.network_rate.limit
+                )
+                stored += counted.rows
+                for visitor, campaign_id, day, views in counted.frequency:
+                    self.frequency.learn(visitor, campaign_id, day, views)
+                for key, views in counted.impressions.items():
+                    counts[key] = max(views, counts.get(key, 0))
+            await self._writer(stored)
         # This process's provisional valid views of the batch are now in the shared count (or, with
         # no Redis, in the local one).
         provisional: dict[tuple[int, str], int] = {}

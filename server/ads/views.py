@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -98,6 +98,7 @@ class Views:
         self.tag = process_tag()
         # In process only: the flush counts views per network for every process (`rate` is its limit).
         self.network_rate = NetworkWindows(VIEWS_PER_MINUTE)
+        self._day: tuple[date, str] = (date.min, "")
 
     def reset(self) -> None:
         self.network_rate = NetworkWindows(VIEWS_PER_MINUTE)
@@ -115,38 +116,52 @@ class Views:
             )
         network = truncate_ip(ip)
         flooding = self.network_rate.over(network, now)  # every request counts towards the limit
-        if not self.claims.claim_view(offer.offer_id, now):
-            return error_answer(409, "offer_replayed", "This offer's view has already been counted.")
+        offer_id = offer.offer_id
+        if not self.claims.claim_view(offer_id, now):
+            return _REPLAYED
         moment = datetime.fromtimestamp(now, UTC)
         today = moment.date()
-        visitor = visitor_hash(self.visitor_key, ip, user_agent, today)
+        visitor = visitor_hash(self.visitor_key, ip, user_agent, today, network=network)
+        campaign_id = offer.campaign_id
         if is_bot(user_agent):
-            reason = ViewReason.bot
+            reason = _BOT
         elif flooding:
-            reason = ViewReason.rate_limited
-        elif self.frequency.capped(visitor, offer.campaign_id, today):
-            reason = ViewReason.frequency_capped
+            reason = _RATE_LIMITED
+        elif self.frequency.capped(visitor, campaign_id, today):
+            reason = _FREQUENCY_CAPPED
         else:
-            reason = ViewReason.valid
-            self.frequency.add(visitor, offer.campaign_id, today)
-            self.tally.add(offer.campaign_id, today.isoformat())
+            reason = _VALID
+            self.frequency.add(visitor, campaign_id, today)
+            day = self._day
+            if day[0] != today:
+                day = self._day = (today, today.isoformat())
+            self.tally.add(campaign_id, day[1])
         self.buffer.add(
             (
-                offer.offer_id,
+                offer_id,
                 moment,
                 offer.slot_id,
                 offer.creative_id,
-                offer.campaign_id,
+                campaign_id,
                 offer.publisher_id,
                 visitor,
-                reason.value,
+                reason,
                 country,
                 network,  # for the flush: the network's views per minute, across processes
                 self.tag,  # whose claim the offer's view is, so a batch classified again gets its answers
             )
         )
         # The same answer whatever the classification: telling a bot it was spotted helps it.
-        return Answer(202, {"status": "recorded", "offer": offer.offer_id})
+        return Answer(202, raw=b'{"status":"recorded","offer":"' + offer_id.encode() + b'"}')
+
+
+_REPLAYED = error_answer(409, "offer_replayed", "This offer's view has already been counted.")
+_BOT, _RATE_LIMITED, _FREQUENCY_CAPPED, _VALID = (
+    ViewReason.bot.value,
+    ViewReason.rate_limited.value,
+    ViewReason.frequency_capped.value,
+    ViewReason.valid.value,
+)
 
 
 class OfferClicks:

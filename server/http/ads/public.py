@@ -13,14 +13,13 @@ import logging
 from typing import Any
 from urllib.parse import parse_qsl
 
-import msgspec
 from litestar import asgi
 from litestar.types import Receive, Scope, Send
 
 from server.ads import offers, render
 from server.ads.decision import Answer
 from server.ads.process import AdServer
-from server.http.web import PUBLIC, FastPath, header, respond
+from server.http.web import PUBLIC, FastPath, respond
 from server.tracking import geo
 
 log = logging.getLogger("affnet.ads")
@@ -40,7 +39,53 @@ _EMPTY_FRAME = b"<!doctype html><title>Advertisement</title>"
 
 
 async def _json(send: Send, answer: Answer, head: bool = False) -> None:
-    await respond(send, answer.status, _JSON, b"" if head else msgspec.json.encode(answer.body))
+    body = b"" if head else answer.raw
+    await send(
+        {
+            "type": "http.response.start",
+            "status": answer.status,
+            "headers": [*_JSON, (b"content-length", b"%d" % len(answer.raw))],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _decision_headers(scope: Scope) -> tuple[str | None, str | None, str]:
+    """(Origin, Referer, User-Agent) in one pass over the request's headers."""
+    origin = referer = None
+    user_agent = ""
+    for name, value in scope["headers"]:
+        if name == b"origin":
+            origin = value.decode("latin-1")
+        elif name == b"user-agent":
+            user_agent = value.decode("latin-1")
+        elif name == b"referer":
+            referer = value.decode("latin-1")
+    return origin, referer, user_agent
+
+
+def _view_headers(scope: Scope, country_header: bytes | None) -> tuple[str, str]:
+    """(User-Agent, country) in one pass over the request's headers."""
+    user_agent, country = "", geo.UNKNOWN
+    for name, value in scope["headers"]:
+        if name == b"user-agent":
+            user_agent = value.decode("latin-1")
+        elif name == country_header:
+            country = geo.country(value)
+    return user_agent, country
+
+
+def _slot_key(query_string: bytes) -> str:
+    """The `slot` parameter: the embed script sends `slot=KEY` alone, split directly; anything
+    else as parse_qsl reads it."""
+    if (
+        query_string.startswith(b"slot=")
+        and b"&" not in query_string
+        and b"%" not in query_string
+        and b"+" not in query_string
+    ):
+        return query_string[5:].decode("latin-1")
+    return dict(parse_qsl(query_string.decode("latin-1"), max_num_fields=10)).get("slot", "")
 
 
 def _client_ip(scope: Scope) -> str:
@@ -88,27 +133,25 @@ async def handle_ads(ad_server: AdServer, scope: Scope, send: Send) -> None:
         await respond(send, 204, _PREFLIGHT)
         return
     if path == "/ads/decide":
-        if method not in ("GET", "HEAD"):
+        if method != "GET" and method != "HEAD":
             await respond(send, 405, [(b"allow", b"GET, HEAD"), *_JSON])
             return
-        query = dict(parse_qsl(scope["query_string"].decode("latin-1"), max_num_fields=10))
+        origin, referer, user_agent = _decision_headers(scope)
         answer = await ad_server.decider.decide(
-            query.get("slot", ""),
-            origin=header(scope, b"origin"),
-            referer=header(scope, b"referer"),
+            _slot_key(scope["query_string"]),
+            origin=origin,
+            referer=referer,
             ip=_client_ip(scope),
-            user_agent=header(scope, b"user-agent") or "",
+            user_agent=user_agent,
         )
         await _json(send, answer, head=method == "HEAD")
     elif path.startswith("/ads/v/"):
         if method != "POST":
             await respond(send, 405, [(b"allow", b"POST"), *_JSON])
             return
+        user_agent, country = _view_headers(scope, ad_server.country_header)
         answer = await ad_server.views.record(
-            path[7:].rstrip("/"),
-            ip=_client_ip(scope),
-            user_agent=header(scope, b"user-agent") or "",
-            country=geo.from_headers(scope["headers"], ad_server.country_header),
+            path[7:].rstrip("/"), ip=_client_ip(scope), user_agent=user_agent, country=country
         )
         await _json(send, answer)
     elif path.startswith("/ads/f/") and method in ("GET", "HEAD"):
