@@ -22,7 +22,7 @@ from server import piccolo_app
 from server.ads import inventory as ad_inventory
 from server.ads import service as ads_service
 from server.ads.process import AdServer
-from server.conversions import rules
+from server.conversions import rules, selfcheck
 from server.conversions import service as conversion_intake
 from server.conversions.group_commit import ConversionWriter
 from server.core import changes, db, jobs
@@ -233,6 +233,7 @@ def create_app(settings: Settings | None = None) -> FastPaths:
                 "terms_cache": terms_cache,
                 "conversion_writer": conversion_writer,
                 "conversion_rules": rules.RuleState(),  # the fraud rules' knobs and baselines, kept briefly
+                "sightings": selfcheck.Sightings(),  # publishers' own visitor hashes written today (self_conversion)
                 "redirector": redirector,
                 "click_buffer": click_buffer,
                 "ads": ads,

@@ -150,6 +150,7 @@ async def clean(app, settings: Settings) -> AsyncIterator[None]:
     app.state.link_cache.clear()
     app.state.terms_cache.clear()
     app.state.conversion_rules.clear()
+    app.state.sightings.clear()
     redis = Redis.from_url(settings.redis_url)
     await redis.flushdb()
     await redis.aclose()

@@ -74,6 +74,9 @@ KNOBS: dict[str, Knob] = {
     "rate_anomaly.min_daily": Knob(
         FlagRule.rate_anomaly, 50, 1, 1_000_000, "Rate anomaly: and above this many conversions today"
     ),
+    "self_conversion.enabled": Knob(
+        FlagRule.self_conversion, 1, 0, 1, "Hold conversions whose click came from the publisher's own session"
+    ),
 }
 
 

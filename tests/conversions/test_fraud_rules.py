@@ -99,7 +99,11 @@ async def test_the_advertiser_switching_too_fast_off_on_their_campaign_holds_not
     page = await browser.get(f"/advertiser/campaigns/{setup.campaign_id}/rules")
     assert page.status_code == 200 and 'name="too_fast.enabled"' in page.text
     # The form as a browser sends it with the too_fast box unticked (the rate box stays ticked).
-    saved = await post_form(browser, f"/advertiser/campaigns/{setup.campaign_id}/rules", {"rate_anomaly.enabled": "1"})
+    saved = await post_form(
+        browser,
+        f"/advertiser/campaigns/{setup.campaign_id}/rules",
+        {"rate_anomaly.enabled": "1", "self_conversion.enabled": "1"},
+    )
     assert saved.status_code == 200 and "too_fast.enabled" in saved.text, saved.text
     body = await report(client, await click_id_of(client, setup.code), "instant-order", token)
     assert (await row(body["conversion_id"]))["held"] is False

@@ -11,7 +11,7 @@ from litestar.response import Template
 
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
-from server.conversions import flags
+from server.conversions import flags, holds
 from server.core import money
 from server.core.errors import Conflict, Invalid
 from server.http.pages import form_data, render, render_error
@@ -26,8 +26,10 @@ def _user(request: Request) -> CurrentUser:
 
 
 async def _queue(request: Request, base: str, **extra: Any) -> dict[str, Any]:
+    user = _user(request)
     return {
-        "held": await flags.queue(_user(request)),
+        "held": await flags.queue(user),
+        "publishers": await holds.queue(user) if user.role in (Role.finance, Role.admin) else None,
         "base": base,
         "money": money,
         "limit": flags.QUEUE_LIMIT,
@@ -73,12 +75,42 @@ class _Queue(Controller):
         )
 
 
+class _PublisherHolds:
+    """Finance's and admins' decisions on held publishers (server/conversions/holds.py)."""
+
+    @post("/publishers/{hold_id:int}/release")
+    async def release_publisher(self, request: Request, hold_id: FromPath[int]) -> Template:
+        form = await form_data(request)
+        try:
+            await holds.release(_user(request), hold_id, form.get("reason", ""))
+        except (Invalid, Conflict) as exc:
+            return render_error(QUEUE_PAGE, exc, form, **await _queue(request, self.path))  # type: ignore[attr-defined]
+        return render(
+            QUEUE_PAGE,
+            notice="Publisher released: their conversions go back to the ordinary flow.",
+            **await _queue(request, self.path),  # type: ignore[attr-defined]
+        )
+
+    @post("/publishers/{hold_id:int}/reject")
+    async def reject_publisher(self, request: Request, hold_id: FromPath[int]) -> Template:
+        form = await form_data(request)
+        try:
+            rejected = await holds.reject(_user(request), hold_id, form.get("reason", ""))
+        except (Invalid, Conflict) as exc:
+            return render_error(QUEUE_PAGE, exc, form, **await _queue(request, self.path))  # type: ignore[attr-defined]
+        return render(
+            QUEUE_PAGE,
+            notice=f"Publisher rejected: {rejected} pending conversions rejected; they see your reason.",
+            **await _queue(request, self.path),  # type: ignore[attr-defined]
+        )
+
+
 class AdvertiserReviewQueue(_Queue):
     path = "/advertiser/review"
     guards = [requires_role(Role.advertiser)]
 
 
-class FinanceReviewQueue(_Queue):
+class FinanceReviewQueue(_Queue, _PublisherHolds):
     path = "/finance/review"
     guards = [requires_role(Role.finance, Role.admin)]
 
