@@ -137,7 +137,11 @@ async def test_the_advertiser_can_switch_self_conversion_off_for_their_campaign(
     advertiser = new_client()
     await login(advertiser, setup.advertiser.email)
     await advertiser.get(f"/advertiser/campaigns/{setup.campaign_id}/rules")
-    form = {"too_fast.enabled": "1", "rate_anomaly.enabled": "1"}  # the self_conversion box unticked
+    form = {
+        "too_fast.enabled": "1",
+        "rate_anomaly.enabled": "1",
+        "conversion_rate.enabled": "1",
+    }  # self_conversion unticked
     saved = await post_form(advertiser, f"/advertiser/campaigns/{setup.campaign_id}/rules", form)
     assert saved.status_code == 200 and "self_conversion.enabled" in saved.text
     await app.state.click_buffer.flush()
