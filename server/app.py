@@ -42,6 +42,7 @@ from server.http.campaigns.pages import AdvertiserCampaigns
 from server.http.conversions.api import ConversionsApi
 from server.http.conversions.flag_pages import AdvertiserReviewQueue, CampaignRules, FinanceReviewQueue, NetworkRules
 from server.http.conversions.public import PostbackFastPath, conversion_pixel, postback
+from server.http.conversions.review_api import ConversionReviewApi, PublisherReviewApi
 from server.http.conversions.review_pages import AdvertiserConversions
 from server.http.csrf import SessionBoundCSRF
 from server.http.health import healthz
@@ -102,6 +103,8 @@ ROUTE_HANDLERS = [
     postback,
     conversion_pixel,
     ConversionsApi,
+    ConversionReviewApi,
+    PublisherReviewApi,
     AdvertiserConversions,
     AdvertiserReviewQueue,
     FinanceReviewQueue,
