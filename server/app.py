@@ -71,7 +71,7 @@ from server.http.web import (
     handle_http_error,
 )
 from server.reports import traffic
-from server.tracking import cache, counting, geo
+from server.tracking import cache, click_rules, counting, geo
 from server.tracking import service as tracking
 from server.tracking.buffer import EventBuffer
 from server.tracking.counting import ClickCounter
@@ -185,6 +185,7 @@ def create_app(settings: Settings | None = None) -> FastPaths:
         piccolo_app.bind(engine)
         await db.start(engine)
         await click_buffer.start()
+        changes.register(click_rules.NETWORK, redis)  # first: links reloaded after a clear read the new value
         changes.register(link_cache, redis)
         changes.register(terms_cache, redis)
         changes.register(click_counter, redis)
@@ -195,7 +196,7 @@ def create_app(settings: Settings | None = None) -> FastPaths:
         listener_redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2)
         app.state.listener_redis = listener_redis
         for listening in (
-            changes.listen(listener_redis, link_cache, terms_cache, click_counter, ads.inventory),
+            changes.listen(listener_redis, click_rules.NETWORK, link_cache, terms_cache, click_counter, ads.inventory),
             counting.listen(listener_redis, click_counter),
             ad_inventory.listen(listener_redis, ads.inventory),
         ):
@@ -209,6 +210,7 @@ def create_app(settings: Settings | None = None) -> FastPaths:
         await conversion_writer.close()
         await ads.stop()  # and every counted impression
         ad_inventory.unregister(ads.inventory)
+        changes.unregister(click_rules.NETWORK)
         changes.unregister(link_cache)
         changes.unregister(terms_cache)
         changes.unregister(click_counter)

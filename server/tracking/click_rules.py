@@ -45,3 +45,17 @@ async def network_off() -> frozenset[str]:
     off = parse(row["value"]) if row else frozenset()
     _network = (now, off)
     return off
+
+
+class _NetworkValue:
+    """The network-wide value as a cache server/core/changes.py clears: a network change
+    (changes.network_changed, or a lost invalidation channel) forgets it in every process."""
+
+    def clear(self) -> None:
+        forget()
+
+    def drop_campaign(self, campaign_id: int) -> None:
+        pass  # a campaign's change leaves the network's value as it is
+
+
+NETWORK = _NetworkValue()
