@@ -22,7 +22,7 @@ from server import piccolo_app
 from server.ads import inventory as ad_inventory
 from server.ads import service as ads_service
 from server.ads.process import AdServer
-from server.conversions import rules
+from server.conversions import rules, selfcheck
 from server.conversions import service as conversion_intake
 from server.conversions.group_commit import ConversionWriter
 from server.core import changes, db, jobs
@@ -42,6 +42,7 @@ from server.http.campaigns.pages import AdvertiserCampaigns
 from server.http.conversions.api import ConversionsApi
 from server.http.conversions.flag_pages import AdvertiserReviewQueue, CampaignRules, FinanceReviewQueue, NetworkRules
 from server.http.conversions.public import PostbackFastPath, conversion_pixel, postback
+from server.http.conversions.review_api import ConversionReviewApi, PublisherReviewApi
 from server.http.conversions.review_pages import AdvertiserConversions
 from server.http.csrf import SessionBoundCSRF
 from server.http.health import healthz
@@ -70,7 +71,7 @@ from server.http.web import (
     handle_http_error,
 )
 from server.reports import traffic
-from server.tracking import cache, counting, geo
+from server.tracking import cache, click_rules, counting, geo
 from server.tracking import service as tracking
 from server.tracking.buffer import EventBuffer
 from server.tracking.counting import ClickCounter
@@ -102,6 +103,8 @@ ROUTE_HANDLERS = [
     postback,
     conversion_pixel,
     ConversionsApi,
+    ConversionReviewApi,
+    PublisherReviewApi,
     AdvertiserConversions,
     AdvertiserReviewQueue,
     FinanceReviewQueue,
@@ -182,6 +185,7 @@ def create_app(settings: Settings | None = None) -> FastPaths:
         piccolo_app.bind(engine)
         await db.start(engine)
         await click_buffer.start()
+        changes.register(click_rules.NETWORK, redis)  # first: links reloaded after a clear read the new value
         changes.register(link_cache, redis)
         changes.register(terms_cache, redis)
         changes.register(click_counter, redis)
@@ -192,7 +196,7 @@ def create_app(settings: Settings | None = None) -> FastPaths:
         listener_redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2)
         app.state.listener_redis = listener_redis
         for listening in (
-            changes.listen(listener_redis, link_cache, terms_cache, click_counter, ads.inventory),
+            changes.listen(listener_redis, click_rules.NETWORK, link_cache, terms_cache, click_counter, ads.inventory),
             counting.listen(listener_redis, click_counter),
             ad_inventory.listen(listener_redis, ads.inventory),
         ):
@@ -206,6 +210,7 @@ def create_app(settings: Settings | None = None) -> FastPaths:
         await conversion_writer.close()
         await ads.stop()  # and every counted impression
         ad_inventory.unregister(ads.inventory)
+        changes.unregister(click_rules.NETWORK)
         changes.unregister(link_cache)
         changes.unregister(terms_cache)
         changes.unregister(click_counter)
@@ -233,6 +238,7 @@ def create_app(settings: Settings | None = None) -> FastPaths:
                 "terms_cache": terms_cache,
                 "conversion_writer": conversion_writer,
                 "conversion_rules": rules.RuleState(),  # the fraud rules' knobs and baselines, kept briefly
+                "sightings": selfcheck.Sightings(),  # publishers' own visitor hashes written today (self_conversion)
                 "redirector": redirector,
                 "click_buffer": click_buffer,
                 "ads": ads,

@@ -9,7 +9,13 @@ from server.ads.tables import AdSlot, Impression
 from server.audit.tables import AuditEvent
 from server.billing.tables import BillingSettings, Funding
 from server.campaigns.tables import Campaign, Creative, Goal, Link, Membership
-from server.conversions.tables import Conversion, ConversionFlag, ConversionRuleSetting
+from server.conversions.tables import (
+    Conversion,
+    ConversionFlag,
+    ConversionRuleSetting,
+    PublisherHold,
+    PublisherVisitor,
+)
 from server.core import db
 from server.core.settings import ROOT
 from server.earnings.tables import ClickEarning, ImpressionEarning
@@ -57,6 +63,8 @@ APP_CONFIG = AppConfig(
         Conversion,
         ConversionFlag,
         ConversionRuleSetting,
+        PublisherVisitor,
+        PublisherHold,
         ClickEarning,
         LedgerAccount,
         LedgerTxn,

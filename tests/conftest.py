@@ -21,6 +21,7 @@ from server.app import create_app
 from server.core import db
 from server.core.settings import ROOT, Settings
 from server.ledger import schema as ledger_schema
+from server.tracking import click_rules
 
 # Registered for assertion rewriting before it is imported below (pytest would warn otherwise).
 pytest.register_assert_rewrite("tests.stripe_fixtures")
@@ -150,6 +151,8 @@ async def clean(app, settings: Settings) -> AsyncIterator[None]:
     app.state.link_cache.clear()
     app.state.terms_cache.clear()
     app.state.conversion_rules.clear()
+    app.state.sightings.clear()
+    click_rules.forget()
     redis = Redis.from_url(settings.redis_url)
     await redis.flushdb()
     await redis.aclose()

@@ -33,6 +33,7 @@ RUN_TIMEOUT = 600
 KEY_FOR_PATH = (
     (r"^/api/v1/publisher/", Role.publisher),
     (r"^/api/v1/finance/", Role.finance),
+    (r"^/api/v1/review/", Role.advertiser),
     (r"^/api/v1/me$", Role.publisher),
     (r"^/(api/v1/(advertiser/|conversions)|postback)", Role.advertiser),
 )

@@ -659,3 +659,62 @@ async def invite(advertiser: CurrentUser, campaign_id: int, publisher_email: str
 async def _changed(campaign_id: int) -> None:
     """Tell every server process that the campaign's cached terms are stale."""
     await changes.campaign_changed(campaign_id)
+
+
+CLICK_RULES = ("datacenter", "prefetch", "suspicious_headers")  # server/tracking/click_rules.py: SWITCHABLE
+CLICK_RULES_OFF_KEY = "click_rules_off"  # the network setting (server/tracking/click_rules.py reads it)
+
+
+async def click_rules_off(campaign_id: int | None) -> set[str]:
+    """The click-quality rules switched off for a campaign (None: network-wide)."""
+    if campaign_id is None:
+        row = await NetworkSetting.select(NetworkSetting.value).where(NetworkSetting.key == CLICK_RULES_OFF_KEY).first()
+        raw = row["value"] if row else ""
+    else:
+        row = await Campaign.select(Campaign.click_rules_off).where(Campaign.id == campaign_id).first()
+        raw = row["click_rules_off"] if row else ""
+    return {r for r in raw.split(",") if r in CLICK_RULES}
+
+
+async def set_click_rules_off(user: CurrentUser, campaign_id: int | None, off: set[str]) -> bool:
+    """Switch click-quality rules off (and the others on) for a campaign (its advertiser, checked by
+    the caller, or an admin) or network-wide (an admin); audited; every server's cached link terms
+    are dropped. Whether anything changed."""
+    off = {r for r in off if r in CLICK_RULES}
+    value = ",".join(r for r in CLICK_RULES if r in off)
+    before = await click_rules_off(campaign_id)
+    if before == off:
+        return False
+    now = clock.now()
+    async with db.transaction():
+        if campaign_id is not None:
+            await Campaign.update({Campaign.click_rules_off: value, Campaign.updated_at: now}).where(
+                Campaign.id == campaign_id
+            )
+        else:
+            if user.role != "admin":
+                raise Forbidden("Only an admin switches the click rules network-wide.")
+            updated = (
+                await NetworkSetting.update(
+                    {NetworkSetting.value: value, NetworkSetting.updated_at: now, NetworkSetting.updated_by: user.id}
+                )
+                .where(NetworkSetting.key == CLICK_RULES_OFF_KEY)
+                .returning(NetworkSetting.id)
+            )
+            if not updated:
+                await NetworkSetting.insert(
+                    NetworkSetting(key=CLICK_RULES_OFF_KEY, value=value, updated_at=now, updated_by=user.id)
+                )
+        await audit.record(
+            "click_rules.changed",
+            actor_id=user.id,
+            object_type="campaign" if campaign_id is not None else "network",
+            object_id=campaign_id,
+            before=sorted(before),
+            after=sorted(off),
+        )
+    if campaign_id is not None:
+        await _changed(campaign_id)
+    else:
+        await changes.network_changed()
+    return True

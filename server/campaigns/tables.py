@@ -82,6 +82,10 @@ class Campaign(Table):
     # The advertiser may switch the pixel off: a pixel fires from the visitor's browser, so anyone
     # holding a click id can fire it. Off, /px/{public_key}.gif records nothing (`pixel_disabled`).
     pixel_enabled = Boolean(default=True)
+    # The click-quality rules (server/tracking/classify.py: datacenter, prefetch, suspicious_headers)
+    # the advertiser switched off for this campaign, comma-separated; read with the link's terms into
+    # the redirect's memory (server/tracking/cache.py: Target.rules_off), never per click.
+    click_rules_off = Varchar(length=80, default="")
     created_at = Timestamptz()
     updated_at = Timestamptz()
 

@@ -7,8 +7,12 @@ traces to its conversion) and marked with one UPDATE. A conversion approved afte
 straight to the publisher's available balance; one the advertiser approves early goes to
 pending, and a later run releases it.
 
-A conversion held by a fraud rule (conversion.held, server/conversions/rules.py) is skipped by
-every path here, the job's and the advertiser's early approval alike, until a reviewer releases it.
+A conversion held by a fraud rule (conversion.held, server/conversions/rules.py), or whose publisher
+is held (publisher_hold, server/conversions/holds.py), is skipped by every path here, the job's and
+the advertiser's early approval alike, until a reviewer releases it. Every conversion about to be
+charged is first screened by the self_conversion rule in the same transaction
+(server/conversions/selfcheck.py: the click row it needs may be stored after the conversion), so
+none is paid before that rule ran.
 
 Idempotent at the database: the batch's rows are locked (FOR UPDATE SKIP LOCKED on PostgreSQL, so
 a second worker takes other rows; SQLite has one writer at a time), every posting carries a key
@@ -39,6 +43,8 @@ from typing import Any
 
 from server.billing import service as billing
 from server.campaigns import service as campaigns
+from server.conversions import selfcheck
+from server.conversions.holds import NOT_HELD_PUBLISHER
 from server.conversions.tables import Conversion, ConversionStatus
 from server.core import clock, db
 from server.core.hours import utc
@@ -71,6 +77,7 @@ class Outcome:
     released: int = 0
     unfunded: int = 0
     paused_campaigns: list[int] = field(default_factory=list)
+    self_held: int = 0  # conversions the self_conversion rule held in this run (server/conversions/selfcheck.py)
 
 
 @dataclass
@@ -91,7 +98,9 @@ async def due(now: datetime, *, at_least: int = 1) -> bool:
     """Whether at least `at_least` pending conversions are past their hold (the worker invites help
     for a large reconcile)."""
     rows = await Conversion.raw(
-        "SELECT 1 FROM conversion WHERE status = 'pending' AND NOT held AND hold_until <= {} LIMIT {}",
+        "SELECT 1 FROM conversion c WHERE c.status = 'pending' AND NOT c.held AND c.hold_until <= {} AND "  # noqa: S608
+        + NOT_HELD_PUBLISHER
+        + " LIMIT {}",
         now,
         int(at_least),
     )
@@ -306,8 +315,12 @@ async def approve(conversion: dict[str, Any], now: datetime) -> bool | None:
     did it, None if it was no longer pending, False (and nothing moved) if the balance is short."""
     async with db.transaction():
         rows = await _locked(
-            "c.id = {} AND c.status = 'pending' AND NOT c.held", conversion["id"], limit=1, skip_locked=False
+            "c.id = {} AND c.status = 'pending' AND NOT c.held AND " + NOT_HELD_PUBLISHER,
+            conversion["id"],
+            limit=1,
+            skip_locked=False,
         )
+        rows, _, _ = await selfcheck.screen(rows, now)
         if not rows:
             return None
         charged = await _charge(rows, now, set(), by_hand=True)
@@ -342,16 +355,20 @@ async def _approve_due(now: datetime, outcome: Outcome) -> set[int]:
     async def lane() -> None:
         while True:
             async with db.transaction():
-                rows = await _locked(
-                    "c.status = 'pending' AND NOT c.held AND c.hold_until <= {} AND c.id > {}",
+                locked = await _locked(
+                    "c.status = 'pending' AND NOT c.held AND c.hold_until <= {} AND c.id > {} AND "
+                    + NOT_HELD_PUBLISHER,
                     now,
                     cursor["after"],
                     limit=batch_size(),
                     skip_locked=True,
                 )
-                if not rows:
+                if not locked:
                     return
-                cursor["after"] = max(cursor["after"], rows[-1]["id"])
+                cursor["after"] = max(cursor["after"], locked[-1]["id"])
+                rows, _, _ = await selfcheck.screen(locked, now)
+                if not rows:
+                    continue
                 charged = await _charge(rows, now, set(short))
                 if charged.set_aside:
                     await Conversion.update({Conversion.status_reason: WAITING_ALONE}).where(
@@ -420,6 +437,7 @@ async def run(now: datetime | None = None) -> Outcome:
     """Approve every pending conversion whose hold has ended, then release earnings approved early."""
     now = now or clock.now()
     outcome = Outcome()
+    outcome.self_held = await selfcheck.screen_recent(now)
     short = await _approve_due(now, outcome)
     for campaign_id in sorted(short):
         await Conversion.update({Conversion.status_reason: LOW_BALANCE}).where(

@@ -42,7 +42,8 @@ REVIEWERS = (Role.advertiser, Role.finance, Role.admin)
 
 RULE_TEXT = {
     "too_fast": "Converted too fast after its click for this campaign",
-    "rate_anomaly": "The publisher's conversions today are far above their own baseline",
+    "rate_anomaly": "The publisher's conversions (or conversion rate) today are far above their own baseline",
+    "self_conversion": "The click came from the publisher's own browser and network (their logged-in session)",
 }
 
 

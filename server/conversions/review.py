@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from server.accounts.identity import CurrentUser
 from server.audit import service as audit
-from server.conversions import approval, reversal
+from server.conversions import approval, holds, reversal
 from server.conversions.tables import Conversion, ConversionSource, ConversionStatus
 from server.core import clock, db
 from server.core.errors import Invalid, NotFound
@@ -233,12 +233,13 @@ async def decide(
     rows = await _owned(advertiser, ids)
     now = now or clock.now()
     result = Decision(action=action)
+    held_publishers = await holds.held_publishers([r["publisher"] for r in rows]) if action == "approve" else set()
     for row in rows:
         if action == "reverse":
             await reverse_row(advertiser, row, reason, result)
         elif row["status"] != ConversionStatus.pending.value:
             result.skipped.append(row["id"])
-        elif action == "approve" and row["held"]:
+        elif action == "approve" and (row["held"] or row["publisher"] in held_publishers):
             result.held.append(row["id"])  # never approved while held (server/conversions/flags.py)
         elif action == "approve":
             await approve_row(advertiser, row, reason, now, result)

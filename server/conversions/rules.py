@@ -74,6 +74,29 @@ KNOBS: dict[str, Knob] = {
     "rate_anomaly.min_daily": Knob(
         FlagRule.rate_anomaly, 50, 1, 1_000_000, "Rate anomaly: and above this many conversions today"
     ),
+    "conversion_rate.enabled": Knob(
+        FlagRule.rate_anomaly,
+        1,
+        0,
+        1,
+        "Hold conversions of a publisher whose conversion rate today is far above their own 14-day rate",
+    ),
+    "conversion_rate.multiple": Knob(
+        FlagRule.rate_anomaly, 5, 2, 1_000, "Conversion rate: today above this many times the 14-day rate"
+    ),
+    "conversion_rate.min_conversions": Knob(
+        FlagRule.rate_anomaly, 20, 1, 1_000_000, "Conversion rate: and at least this many conversions today"
+    ),
+    "conversion_rate.min_baseline_clicks": Knob(
+        FlagRule.rate_anomaly,
+        500,
+        1,
+        1_000_000_000,
+        "Conversion rate: and at least this many valid clicks over the 14 days (else no baseline)",
+    ),
+    "self_conversion.enabled": Knob(
+        FlagRule.self_conversion, 1, 0, 1, "Hold conversions whose click came from the publisher's own session"
+    ),
 }
 
 
@@ -109,6 +132,7 @@ class _Volume:
     today: int  # conversions of the publisher today, as read, plus those this process recorded since
     before: int  # conversions (not rejected) over the BASELINE_DAYS before today
     loaded: int  # monotonic nanoseconds
+    clicks: tuple[int, int] | None = None  # valid clicks (today, the BASELINE_DAYS before), once asked
 
 
 @dataclass
@@ -183,6 +207,31 @@ async def knobs_of(campaign_id: int | None) -> dict[str, int]:
         if row["name"] in KNOBS:
             found[row["name"]] = int(row["value"])
     return found
+
+
+async def publisher_clicks(publisher_id: int, day: datetime) -> tuple[int, int]:
+    """(valid clicks today, over the BASELINE_DAYS before): from the reports' hourly rollup
+    (traffic_campaign_hour, a few rows a day, written every few minutes by the worker), not the click
+    table: a large publisher's millions of clicks are not counted once a minute. Today's count lags
+    the rollup by minutes, which the rule's minimum volumes absorb. Named by SQL only: the reports
+    build on conversions, not the other way."""
+    rows = await Conversion.raw(
+        "SELECT COALESCE(SUM(CASE WHEN hour >= {} THEN clicks ELSE 0 END), 0) AS today, "
+        "COALESCE(SUM(CASE WHEN hour < {} THEN clicks ELSE 0 END), 0) AS before "
+        "FROM traffic_campaign_hour WHERE publisher = {} AND reason = 'valid' AND hour >= {}",
+        day,
+        day,
+        publisher_id,
+        day - timedelta(days=BASELINE_DAYS),
+    )
+    return int(rows[0]["today"]), int(rows[0]["before"])
+
+
+def percent(part: int, whole: int) -> str:
+    """part / whole as a percentage to the hundredth, for people ("–" without a whole)."""
+    if not whole:
+        return "–"
+    return str((Decimal(part) * 100 / whole).quantize(Decimal("0.01")))
 
 
 async def campaign_elapsed(campaign_id: int, at: datetime) -> list[int]:
@@ -280,4 +329,43 @@ async def evaluate(
                     },
                 )
             )
+    if knobs["conversion_rate.enabled"] and not any(f.rule == FlagRule.rate_anomaly for f in findings):
+        finding = await _conversion_rate(state, row["publisher"], at, knobs)
+        if finding is not None:
+            findings.append(finding)
     return findings
+
+
+async def _conversion_rate(
+    state: RuleState, publisher_id: int, at: datetime, knobs: Mapping[str, int]
+) -> Finding | None:
+    """rate_anomaly's conversion-rate variant: the publisher's conversions per valid click today far
+    above their own over the BASELINE_DAYS before, once both days have the minimum volumes."""
+    volume = await state.volume(publisher_id, at)
+    today = volume.today + 1  # with this one
+    if today < knobs["conversion_rate.min_conversions"]:
+        return None  # before the clicks are asked for: most conversions stop here
+    if volume.clicks is None:
+        volume.clicks = await publisher_clicks(publisher_id, volume.day)
+    clicks_today, clicks_before = volume.clicks
+    if clicks_before < knobs["conversion_rate.min_baseline_clicks"]:
+        return None
+    multiple = knobs["conversion_rate.multiple"]
+    # today / clicks_today > multiple × before / clicks_before, in integers (no click today: any rate is above)
+    if today * clicks_before <= multiple * volume.before * max(clicks_today, 1):
+        return None
+    return Finding(
+        FlagRule.rate_anomaly,
+        {
+            "variant": "conversion_rate",
+            "conversions_today": today,
+            "valid_clicks_today": clicks_today,
+            "rate_today_percent": percent(today, clicks_today),
+            "conversions_14d": volume.before,
+            "valid_clicks_14d": clicks_before,
+            "rate_14d_percent": percent(volume.before, clicks_before),
+            "multiple": multiple,
+            "min_conversions": knobs["conversion_rate.min_conversions"],
+            "min_baseline_clicks": knobs["conversion_rate.min_baseline_clicks"],
+        },
+    )

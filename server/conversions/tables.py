@@ -78,7 +78,14 @@ class FlagRule(StrEnum):
     """Why a conversion is held: the codes the review queue, the API and the README name."""
 
     too_fast = "too_fast"  # statistically too fast for its campaign, or below the network's floor
-    rate_anomaly = "rate_anomaly"  # the publisher's conversions today far above their own baseline
+    rate_anomaly = "rate_anomaly"  # the publisher's conversions (or conversion rate) today far above their baseline
+    self_conversion = "self_conversion"  # the click's visitor is the publisher (their own session's visitor hash)
+
+
+class PublisherRule(StrEnum):
+    """Why a publisher (all their conversions) is held: publisher_hold.rule."""
+
+    shared_payout_account = "shared_payout_account"  # their payout bank account is another publisher's too
 
 
 class FlagDecision(StrEnum):
@@ -114,3 +121,30 @@ class ConversionRuleSetting(Table):
     value = Integer()
     updated_by = ForeignKey(User, null=True, default=None, on_delete=OnDelete.restrict)
     updated_at = Timestamptz()
+
+
+class PublisherVisitor(Table):
+    """A visitor hash (server/tracking/visitor.py: the day's keyed hash of the /24 or /48 and the
+    User-Agent) a publisher's logged-in session had on the day of `seen_at`: the self_conversion
+    rule (server/conversions/selfcheck.py) compares a click's visitor hash with these. Unique per
+    (publisher, visitor_hash) (a raw index in the migration); hashes of two days never match, so rows
+    older than the attribution windows are of no use and may be deleted."""
+
+    publisher = ForeignKey(User, null=False, on_delete=OnDelete.restrict)
+    visitor_hash = Varchar(length=32)
+    seen_at = Timestamptz()
+
+
+class PublisherHold(Table):
+    """A publisher held by a publisher-level rule (PublisherRule), with its evidence (JSON) and the
+    reviewer's decision (a FlagDecision). While one is open none of the publisher's conversions is
+    approved (so nothing of theirs is charged or earned) and no payout batch pays them."""
+
+    publisher = ForeignKey(User, null=False, on_delete=OnDelete.restrict)
+    rule = Varchar(length=32)
+    evidence = Text(default="{}")
+    created_at = Timestamptz()
+    decision = Varchar(length=10, default="")
+    decided_by = ForeignKey(User, null=True, default=None, on_delete=OnDelete.restrict)
+    decided_at = Timestamptz(null=True, default=None)
+    reason = Text(default="")

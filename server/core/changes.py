@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 log = logging.getLogger("affnet.changes")
 
 CHANNEL = "affnet:campaign-changed"
+ALL = "all"  # the message that drops every campaign (network_changed)
 
 
 class CampaignCache(Protocol):
@@ -50,6 +51,18 @@ async def campaign_changed(campaign_id: int) -> None:
             await _redis.publish(CHANNEL, str(campaign_id))
         except Exception:  # noqa: BLE001 - the TTL bounds staleness if Redis is away
             log.warning("could not publish invalidation of campaign %s", campaign_id)
+
+
+async def network_changed() -> None:
+    """A network-wide setting the caches hold changed (the click rules switched off network-wide):
+    every process drops every cached campaign."""
+    for cache in _caches:
+        cache.clear()
+    if _redis is not None:
+        try:
+            await _redis.publish(CHANNEL, ALL)
+        except Exception:  # noqa: BLE001 - the TTL bounds staleness if Redis is away
+            log.warning("could not publish a network-wide invalidation")
 
 
 async def follow(
@@ -86,7 +99,9 @@ async def listen(redis: Redis, *caches: CampaignCache) -> None:
     """Apply other processes' invalidations until cancelled; after a lost channel, clear the caches."""
 
     def drop(_channel: str, data: str) -> None:
-        if data.lstrip("-").isdigit():
+        if data == ALL:
+            clear()
+        elif data.lstrip("-").isdigit():
             for cache in caches:
                 cache.drop_campaign(int(data))
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import html
 import logging
+import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -27,13 +29,16 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from server.accounts import service as accounts
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
+from server.conversions import selfcheck
 from server.core import db
 from server.core.errors import DomainError, Forbidden, NotFound, ServiceUnavailable, Unauthorized
 from server.core.logthrottle import LogThrottle
 from server.http.pages import SESSION_COOKIE
 from server.http.validation_messages import validation_message
+from server.tracking.visitor import visitor_hash
 
 API_PREFIX = "/api/"
+_log = logging.getLogger("affnet.web")
 ROLE_LABELS = {
     Role.publisher: "publishers",
     Role.advertiser: "advertisers",
@@ -91,11 +96,33 @@ class AuthMiddleware(ASGIMiddleware):
             if token:
                 user, expired = await accounts.resolve_session(token, settings)
                 scope["user"] = user
+                if user is not None and user.role == Role.publisher:
+                    await _publisher_sighted(scope, user)
                 if expired:
                     scope["state"]["auth_problem"] = Unauthorized(
                         "Your session has expired. Please log in again.", code="session_expired"
                     )
         await next_app(scope, receive, send)
+
+
+async def _publisher_sighted(scope: Scope, user: CurrentUser) -> None:
+    """Note the visitor hash of a publisher's own session, as a click from this browser and network
+    would carry it today (the self_conversion rule, server/conversions/selfcheck.py): written once a
+    day per hash and process; a failed write costs the page nothing and is tried on the next one."""
+    state = scope["litestar_app"].state
+    client = scope.get("client")
+    now = time.time()
+    today = datetime.fromtimestamp(now, UTC).date()
+    hashed = visitor_hash(
+        state.redirector.visitor_key, client[0] if client else "", header(scope, b"user-agent") or "", today
+    )
+    if not state.sightings.is_new(user.id, hashed, today):
+        return
+    try:
+        await selfcheck.seen(user.id, hashed, datetime.fromtimestamp(now, UTC))
+    except Exception:
+        state.sightings.forget(user.id, hashed)
+        _log.warning("noting publisher %s's visitor hash failed", user.id, exc_info=True)
 
 
 def header(scope: Scope, name: bytes) -> str | None:

@@ -22,6 +22,10 @@ class PayoutAccount(Table):
     payouts_enabled = Boolean(default=False)
     requirements_due = Text(default="")  # Stripe's requirements.currently_due, comma-separated
     disabled_reason = Varchar(length=120, default="")
+    # Stripe's fingerprints of the account's bank accounts (external_accounts, comma-separated): the
+    # same bank account behind two publishers' Connect accounts has the same fingerprint
+    # (server/payouts/shared.py holds both publishers).
+    bank_fingerprints = Text(default="")
     state_at = Timestamptz(null=True, default=None)  # when Stripe produced the state stored here
     created_at = Timestamptz()
     updated_at = Timestamptz()

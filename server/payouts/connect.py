@@ -30,6 +30,7 @@ from server.billing.stripe_api import HTTPXClient, client_for
 from server.core import clock
 from server.core.errors import Conflict, NotFound
 from server.core.settings import Settings
+from server.payouts import shared
 from server.payouts.account_tables import PayoutAccount
 
 log = logging.getLogger("affnet.payouts")
@@ -322,9 +323,12 @@ async def _store_state(account: dict[str, Any], produced: datetime) -> bool:
     """The account's state as Stripe produced it at `produced`, unless a newer one is stored."""
     requirements = account.get("requirements") or {}
     due = [str(f) for f in requirements.get("currently_due") or []]
+    fingerprints = shared.fingerprints_of(account)
+    banks = {} if fingerprints is None else {PayoutAccount.bank_fingerprints: ",".join(fingerprints)}
     updated = (
         await PayoutAccount.update(
             {
+                **banks,
                 PayoutAccount.details_submitted: bool(account.get("details_submitted")),
                 PayoutAccount.payouts_enabled: bool(account.get("payouts_enabled")),
                 PayoutAccount.requirements_due: ",".join(due),
@@ -343,6 +347,8 @@ async def _store_state(account: dict[str, Any], produced: datetime) -> bool:
         )
         .returning(PayoutAccount.id)
     )
+    if updated and fingerprints:
+        await shared.check(account["id"])  # the same bank account as another publisher's: both held
     return bool(updated)
 
 

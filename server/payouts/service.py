@@ -26,6 +26,7 @@ from typing import Any
 from piccolo.query.functions.aggregate import Sum
 
 from server.audit import service as audit
+from server.conversions import holds
 from server.core import clock, db, money
 from server.ledger import postings
 from server.ledger import service as ledger
@@ -332,6 +333,7 @@ async def standings(
         r["publisher"]: r for r in await _by_owner(PublisherPayoutTerms.select, owners, PublisherPayoutTerms.publisher)
     }
     network_minimum = await _minimums(currency)
+    held = await holds.held_publishers(owners)  # a publisher-level fraud hold (server/conversions/holds.py)
     found = []
     for owner in owners:
         available = balances[owner][1]
@@ -340,7 +342,7 @@ async def standings(
         if own and own["minimum_minor"] is not None and own["minimum_currency"] == currency:
             minimum = own["minimum_minor"]
         debt = owed.get(owner, 0)
-        if own and own["on_hold"]:
+        if (own and own["on_hold"]) or owner in held:
             reason: CarryReason | None = CarryReason.on_hold
         elif available - debt <= 0:
             reason = CarryReason.owes_more_than_earned

@@ -51,6 +51,9 @@ class Target:
     fallback_url: str
     click_id_param: str
     forward_subs: tuple[str, ...]
+    # The click-quality reasons switched off for this link (its campaign's advertiser's and the
+    # network's, server/tracking/click_rules.py): read by the redirect only when such a reason fires.
+    rules_off: frozenset[str] = frozenset()
 
 
 class Cached(Protocol):

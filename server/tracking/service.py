@@ -22,7 +22,7 @@ from server.campaigns.tables import (
 )
 from server.core import db, deeplink
 from server.core.errors import NotFound
-from server.tracking import datacenter
+from server.tracking import click_rules, datacenter
 from server.tracking.cache import Target
 from server.tracking.classify import Reason, is_bot, reason_label, ua_family
 from server.tracking.counting import CANDIDATE, RATE_ONLY, SETTLED, ClickCounter, Key, Limits
@@ -67,6 +67,7 @@ async def load_target(code: str) -> Target | None:
                     "fallback_url",
                     "click_id_param",
                     "forward_subs",
+                    "click_rules_off",
                 )
             ),
         )
@@ -86,6 +87,7 @@ async def load_target(code: str) -> Target | None:
         fallback_url=row["fallback_url"],
         click_id_param=row["click_id_param"],
         forward_subs=tuple(s for s in row["forward_subs"].split(",") if s),
+        rules_off=click_rules.parse(row["click_rules_off"]) | await click_rules.network_off(),
     )
 
 
@@ -235,9 +237,9 @@ class Redirector:
             reason, left = _HEAD, SETTLED
         elif is_bot(user_agent):
             reason, left = _BOT, SETTLED
-        elif quality_reason is not None:
+        elif quality_reason is not None and quality_reason.value not in target.rules_off:
             reason, left = quality_reason.value, SETTLED
-        elif self.quality_checks and self.datacenter.contains(ip):
+        elif self.quality_checks and self.datacenter.contains(ip) and _DATACENTER not in target.rules_off:
             reason, left = _DATACENTER, SETTLED
         elif offer_reason is not None:
             reason, left = offer_reason.value, RATE_ONLY

@@ -99,7 +99,11 @@ async def test_the_advertiser_switching_too_fast_off_on_their_campaign_holds_not
     page = await browser.get(f"/advertiser/campaigns/{setup.campaign_id}/rules")
     assert page.status_code == 200 and 'name="too_fast.enabled"' in page.text
     # The form as a browser sends it with the too_fast box unticked (the rate box stays ticked).
-    saved = await post_form(browser, f"/advertiser/campaigns/{setup.campaign_id}/rules", {"rate_anomaly.enabled": "1"})
+    saved = await post_form(
+        browser,
+        f"/advertiser/campaigns/{setup.campaign_id}/rules",
+        {"rate_anomaly.enabled": "1", "self_conversion.enabled": "1", "conversion_rate.enabled": "1"},
+    )
     assert saved.status_code == 200 and "too_fast.enabled" in saved.text, saved.text
     body = await report(client, await click_id_of(client, setup.code), "instant-order", token)
     assert (await row(body["conversion_id"]))["held"] is False
@@ -115,13 +119,25 @@ async def test_an_admins_network_floor_holds_an_instant_sale_everywhere(client, 
     bad = await post_form(
         admin,
         "/admin/conversion-rules",
-        {"too_fast.enabled": "1", "rate_anomaly.enabled": "1", "too_fast.floor_seconds": "two"},
+        {
+            "too_fast.enabled": "1",
+            "rate_anomaly.enabled": "1",
+            "self_conversion.enabled": "1",
+            "conversion_rate.enabled": "1",
+            "too_fast.floor_seconds": "two",
+        },
     )
     assert bad.status_code == 422 and "whole number" in error_text(bad.text)
     saved = await post_form(
         admin,
         "/admin/conversion-rules",
-        {"too_fast.enabled": "1", "rate_anomaly.enabled": "1", "too_fast.floor_seconds": "3"},
+        {
+            "too_fast.enabled": "1",
+            "rate_anomaly.enabled": "1",
+            "self_conversion.enabled": "1",
+            "conversion_rate.enabled": "1",
+            "too_fast.floor_seconds": "3",
+        },
     )
     assert saved.status_code == 200, saved.text
     setup, click_id, token = await campaign_and_click(settings, client)
@@ -137,7 +153,13 @@ async def test_a_publishers_volume_far_above_their_own_baseline_is_held(app, cli
     saved = await post_form(
         browser,
         f"/advertiser/campaigns/{setup.campaign_id}/rules",
-        {"too_fast.enabled": "1", "rate_anomaly.enabled": "1", "rate_anomaly.min_daily": "1"},
+        {
+            "too_fast.enabled": "1",
+            "rate_anomaly.enabled": "1",
+            "self_conversion.enabled": "1",
+            "conversion_rate.enabled": "1",
+            "rate_anomaly.min_daily": "1",
+        },
     )
     assert saved.status_code == 200, saved.text
     # Their baseline: 28 conversions over the 14 days before today, two a day.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from typing import Any
 
 from litestar import Controller, Request, get, post
@@ -48,6 +49,15 @@ async def _context(advertiser: CurrentUser, filters: review.Filters | None, **ex
     }
 
 
+async def _store_own_clicks(request: Request) -> None:
+    """Write this server's buffered clicks now; if that fails, the conversions whose click is not
+    stored yet simply wait for a later approval (server/conversions/selfcheck.py)."""
+    try:
+        await request.app.state.click_buffer.flush()
+    except Exception:
+        logging.getLogger("affnet.conversions").warning("storing the buffered clicks failed", exc_info=True)
+
+
 class AdvertiserConversions(Controller):
     path = "/advertiser/conversions"
     guards = [requires_role(Role.advertiser)]
@@ -77,6 +87,10 @@ class AdvertiserConversions(Controller):
             ids = [int(v) for v in raw_ids if isinstance(v, str) and v.isascii() and v.isdigit() and len(v) < 19]
             if len(ids) != len(raw_ids):
                 raise Invalid("That selection is not a list of conversions.", field="conversion_id")
+            if form.get("action") == "approve":
+                # This server's own clicks stored first: the self_conversion rule needs their rows, and
+                # a conversion whose click is not stored yet waits (server/conversions/selfcheck.py).
+                await _store_own_clicks(request)
             decision = await review.decide(advertiser, ids, form.get("action", ""), form.get("reason", ""))
         except (Invalid, Conflict) as exc:
             return render_error(
@@ -148,6 +162,7 @@ class AdvertiserConversions(Controller):
                 form.get("content", ""),
                 form.get("digest", ""),
             )
+            await _store_own_clicks(request)  # as in `decide`: the self_conversion rule's click rows
             applied = await csv_upload.apply(
                 advertiser,
                 text,

@@ -40,6 +40,7 @@ _REDIRECT = [
     (b"content-length", b"0"),
 ]
 _EMPTY_BODY = {"type": "http.response.body", "body": b""}
+_PREFETCH = Reason.prefetch.value
 
 
 def _headers(scope: Scope, country_header: bytes | None) -> tuple[str, str | None, str]:
@@ -162,7 +163,7 @@ async def handle_click(parts: ClickParts, code: str, scope: Scope, send: Send) -
     # A prefetch leaves the offer unclaimed: the reader's own click on the ad comes after it.
     offer_reason, slot_id = (
         await parts.ads.clicks.check(offer, target.link_id)
-        if offer and method == "GET" and quality is not Reason.prefetch
+        if offer and method == "GET" and (quality is not Reason.prefetch or _PREFETCH in target.rules_off)
         else (None, None)
     )
     location, row = redirector.decide(
