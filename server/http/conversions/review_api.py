@@ -97,7 +97,7 @@ _DECIDE = refusals(
 
 class ConversionReviewApi(Controller):
     path = "/api/v1/review/conversions"
-    guards = [requires_role(Role.advertiser, Role.finance, Role.admin)]
+    guards = [requires_role(Role.advertiser, Role.finance)]  # API keys: no admin keys exist
     tags = ["review"]
     security = [{"apiKey": []}]
 
@@ -152,7 +152,7 @@ class ConversionReviewApi(Controller):
 
 class PublisherReviewApi(Controller):
     path = "/api/v1/finance/review/publishers"
-    guards = [requires_role(Role.finance, Role.admin)]
+    guards = [requires_role(Role.finance)]  # API keys: no admin keys exist
     tags = ["review"]
     security = [{"apiKey": []}]
 
