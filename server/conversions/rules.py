@@ -34,6 +34,7 @@ BASELINE_TTL = 60 * 10**9  # nanoseconds a publisher's volume or a campaign's me
 MEDIAN_WINDOW_DAYS = 30
 MEDIAN_SAMPLE = 200  # the campaign's latest conversions the median is taken over
 BASELINE_DAYS = 14
+CENT = Decimal("0.01")  # figures shown to people (means, limits, rates) are text to the hundredth
 # A click id carries its time in whole seconds: below this a campaign's median says nothing a
 # fraction of it could separate from the rounding.
 MIN_MEDIAN_SECONDS = 30
@@ -231,7 +232,7 @@ def percent(part: int, whole: int) -> str:
     """part / whole as a percentage to the hundredth, for people ("–" without a whole)."""
     if not whole:
         return "–"
-    return str((Decimal(part) * 100 / whole).quantize(Decimal("0.01")))
+    return str((Decimal(part) * 100 / whole).quantize(CENT))
 
 
 async def campaign_elapsed(campaign_id: int, at: datetime) -> list[int]:
@@ -265,7 +266,7 @@ async def publisher_volume(publisher_id: int, day: datetime) -> tuple[int, int]:
 
 def daily_mean(before: int) -> Decimal:
     """The daily mean of `before` conversions over BASELINE_DAYS, to the hundredth (for people)."""
-    return (Decimal(before) / BASELINE_DAYS).quantize(Decimal("0.01"))
+    return (Decimal(before) / BASELINE_DAYS).quantize(CENT)
 
 
 def seconds_between(clicked_at: datetime, converted_at: datetime) -> int:
@@ -322,10 +323,11 @@ async def evaluate(
                     FlagRule.rate_anomaly,
                     {
                         "conversions_today": today,
-                        "daily_mean_14d": float(daily_mean(volume.before)),  # JSON evidence, for people
+                        # Figures for people, as text to the hundredth (as `percent` gives rates).
+                        "daily_mean_14d": str(daily_mean(volume.before)),
                         "multiple": multiple,
                         "min_daily": min_daily,
-                        "limit": float(max(Decimal(min_daily), multiple * daily_mean(volume.before))),
+                        "limit": str(max(Decimal(min_daily), multiple * daily_mean(volume.before)).quantize(CENT)),
                     },
                 )
             )

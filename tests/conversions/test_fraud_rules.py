@@ -184,7 +184,13 @@ async def test_a_publishers_volume_far_above_their_own_baseline_is_held(app, cli
     [flag] = await flags_of(answers[-1]["conversion_id"])
     evidence = json.loads(flag["evidence"])
     assert flag["rule"] == "rate_anomaly"
-    assert evidence == {"conversions_today": 11, "daily_mean_14d": 2.0, "multiple": 5, "min_daily": 1, "limit": 10.0}
+    assert evidence == {
+        "conversions_today": 11,
+        "daily_mean_14d": "2.00",
+        "multiple": 5,
+        "min_daily": 1,
+        "limit": "10.00",
+    }
 
 
 async def test_a_held_conversion_is_never_charged_until_released(app, client, new_client, settings):
