@@ -14,46 +14,29 @@ Loopback only, bounded: --seconds (2 to 60) of load after a 2-second warm-up."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ad_decision import LUA, SITE, count_impressions, seed  # noqa: E402
-from click_profile import collapse, report  # noqa: E402
+from click_profile import arguments, collapse, publish, report, sampled  # noqa: E402
 from common import (  # noqa: E402
     BROWSER_UA,
     bench_database,
     durability,
-    ensure_tools,
     load_average,
     machine,
     start_server,
-    tree_cpu_seconds,
     wrk,
 )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--top", type=int, default=40)
-    parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL cluster on loopback")
-    parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
-    parser.add_argument("--out", default=None, help="write OUT.txt and OUT.svg")
-    args = parser.parse_args()
-    seconds = min(max(args.seconds, 2), 60)
-    ensure_tools("wrk")
-    py_spy = Path(sys.executable).with_name("py-spy")
-    if not py_spy.exists():
-        sys.exit("py-spy is missing: make install (it is a dev dependency)")
+    args, seconds, py_spy = arguments(__doc__)
     os.environ["TRUSTED_PROXIES"] = "127.0.0.1"
     with tempfile.TemporaryDirectory(prefix="affnet-profile-") as tmp, bench_database(Path(tmp), args) as url:
         workdir = Path(tmp)
@@ -71,26 +54,12 @@ def main() -> None:
         load_before = load_average()
         try:
             wrk(target, 2, args.connections, script)  # warm up
-            raw, svg = workdir / "stacks.txt", workdir / "flame.svg"
-            common = ["--pid", str(server.proc.pid), "--rate", "1000", "--nonblocking", "--threads", "--duration"]
-            spies = [
-                subprocess.Popen(
-                    [str(py_spy), "record", *common, str(seconds + 1), "--format", fmt, "-o", str(out)],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-                for fmt, out in (("raw", raw), ("flamegraph", svg))
-            ]
-            time.sleep(0.5)
-            cpu_before = tree_cpu_seconds(server.proc.pid)
-            load = wrk(target, seconds, args.connections, script)
-            cpu = tree_cpu_seconds(server.proc.pid) - cpu_before
-            for spy in spies:
-                spy.wait(timeout=seconds + 30)
+            load, cpu_us, raw, svg = sampled(
+                py_spy, server.proc.pid, workdir, target, seconds, args.connections, script, threads=True
+            )
         finally:
             server.stop()
         rows, _ = asyncio.run(count_impressions(database_url))
-        cpu_us = cpu / max(load.requests, 1) * 1e6
         mix = load.counts
         text = "\n".join(
             [
@@ -107,13 +76,7 @@ def main() -> None:
                 report(collapse(raw), load.requests, cpu_us, args.top),
             ]
         )
-        print(text)
-        if args.out:
-            out = Path(args.out)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.with_suffix(".txt").write_text(text + "\n")
-            out.with_suffix(".svg").write_bytes(svg.read_bytes())
-            print(f"\nwrote {out.with_suffix('.txt')} and {out.with_suffix('.svg')}")
+        publish(text, svg, args.out)
 
 
 if __name__ == "__main__":

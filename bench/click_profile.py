@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from click_redirect import DISTINCT_LUA, count_clicks, seed  # noqa: E402
 from common import (  # noqa: E402
     ROOT,
+    Load,
     bench_database,
     durability,
     ensure_tools,
@@ -78,8 +79,10 @@ def report(stacks: list[tuple[list[str], int]], requests: int, cpu_us: float, to
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def arguments(doc: str) -> tuple[argparse.Namespace, int, Path]:
+    """The profiling benches' options (bench/click_profile.py, ad_profile.py, postback_profile.py),
+    the phase's length within bounds, and py-spy's path."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--top", type=int, default=40)
@@ -87,11 +90,59 @@ def main() -> None:
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     parser.add_argument("--out", default=None, help="write OUT.txt and OUT.svg")
     args = parser.parse_args()
-    seconds = min(max(args.seconds, 2), 60)
     ensure_tools("wrk")
     py_spy = Path(sys.executable).with_name("py-spy")
     if not py_spy.exists():
         sys.exit("py-spy is missing: make install (it is a dev dependency)")
+    return args, min(max(args.seconds, 2), 60), py_spy
+
+
+def sampled(
+    py_spy: Path,
+    pid: int,
+    workdir: Path,
+    target: str,
+    seconds: int,
+    connections: int,
+    script: Path | None,
+    *,
+    threads: bool = False,
+) -> tuple[Load, float, Path, Path]:
+    """Load `target` with wrk for `seconds` while py-spy samples the server (1,000 Hz, nonblocking)
+    into raw stacks and a flame graph: the load, the server's CPU µs per request (from /proc,
+    profiler excluded) and the two files."""
+    raw, svg = workdir / "stacks.txt", workdir / "flame.svg"
+    common = ["--pid", str(pid), "--rate", "1000", "--nonblocking", *(["--threads"] if threads else []), "--duration"]
+    spies = [
+        subprocess.Popen(  # noqa: S603 - our own py-spy, our own server's pid
+            [str(py_spy), "record", *common, str(seconds + 1), "--format", fmt, "-o", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for fmt, out in (("raw", raw), ("flamegraph", svg))
+    ]
+    time.sleep(0.5)
+    cpu_before = tree_cpu_seconds(pid)
+    load = wrk(target, seconds, connections, script)
+    cpu = tree_cpu_seconds(pid) - cpu_before
+    for spy in spies:
+        spy.wait(timeout=seconds + 30)
+    return load, cpu / max(load.requests, 1) * 1e6, raw, svg
+
+
+def publish(text: str, svg: Path, out: str | None) -> None:
+    """Print the report; with --out also write OUT.txt (the report) and OUT.svg (the flame graph)."""
+    print(text)
+    if out:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.with_suffix(".txt").write_text(text + "\n")
+        path.with_suffix(".svg").write_bytes(svg.read_bytes())
+        print(f"\nwrote {path.with_suffix('.txt')} and {path.with_suffix('.svg')}")
+
+
+def main() -> None:
+    args, seconds, py_spy = arguments(__doc__)
     os.environ["TRUSTED_PROXIES"] = "127.0.0.1"
     with tempfile.TemporaryDirectory(prefix="affnet-profile-") as tmp, bench_database(Path(tmp), args) as url:
         workdir = Path(tmp)
@@ -109,26 +160,12 @@ def main() -> None:
         load_before = load_average()
         try:
             wrk(target, 2, args.connections, script)  # warm up
-            raw, svg = workdir / "stacks.txt", workdir / "flame.svg"
-            common = ["--pid", str(server.proc.pid), "--rate", "1000", "--nonblocking", "--duration"]
-            spies = [
-                subprocess.Popen(
-                    [str(py_spy), "record", *common, str(seconds + 1), "--format", fmt, "-o", str(out)],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-                for fmt, out in (("raw", raw), ("flamegraph", svg))
-            ]
-            time.sleep(0.5)
-            cpu_before = tree_cpu_seconds(server.proc.pid)
-            load = wrk(target, seconds, args.connections, script)
-            cpu = tree_cpu_seconds(server.proc.pid) - cpu_before
-            for spy in spies:
-                spy.wait(timeout=seconds + 30)
+            load, cpu_us, raw, svg = sampled(
+                py_spy, server.proc.pid, workdir, target, seconds, args.connections, script
+            )
         finally:
             server.stop()
         by_reason = asyncio.run(count_clicks(database_url))
-        cpu_us = cpu / max(load.requests, 1) * 1e6
         text = "\n".join(
             [
                 f"machine:      {machine()}",
@@ -141,13 +178,7 @@ def main() -> None:
                 report(collapse(raw), load.requests, cpu_us, args.top),
             ]
         )
-        print(text)
-        if args.out:
-            out = Path(args.out)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.with_suffix(".txt").write_text(text + "\n")
-            out.with_suffix(".svg").write_bytes(svg.read_bytes())
-            print(f"\nwrote {out.with_suffix('.txt')} and {out.with_suffix('.svg')}")
+        publish(text, svg, args.out)
 
 
 if __name__ == "__main__":
