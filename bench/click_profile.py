@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from click_redirect import DISTINCT_LUA, count_clicks, seed  # noqa: E402
+from click_redirect import count_clicks, distinct_lua, seed  # noqa: E402
 from common import (  # noqa: E402
     ROOT,
     Load,
@@ -147,7 +147,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="affnet-profile-") as tmp, bench_database(Path(tmp), args) as url:
         workdir = Path(tmp)
         script = workdir / "distinct.lua"
-        script.write_text(DISTINCT_LUA)
+        script.write_text(distinct_lua())
         server = start_server(workdir, url)
         database_url = server.env["DATABASE_URL"]
         try:
