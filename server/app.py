@@ -160,6 +160,7 @@ def create_app(settings: Settings | None = None) -> FastPaths:
     )
     redirector.country_header = geo.header_name(settings.geo_country_header)
     redirector.quality_checks = settings.click_quality_checks
+    redirector.visitor_cookie = settings.visitor_cookie
     # Every answered click and counted view is journaled locally before its answer leaves, and
     # replayed at the next start if this process dies before storing it (server/tracking/journal.py).
     click_buffer = EventBuffer(
@@ -179,6 +180,7 @@ def create_app(settings: Settings | None = None) -> FastPaths:
         spend=spend,
     )
     ads.country_header = redirector.country_header
+    ads.views.quality_checks = settings.click_quality_checks  # a data centre's views are not billed either
     tasks: list[asyncio.Task] = []
 
     async def on_startup(app: Litestar) -> None:

@@ -29,7 +29,7 @@ from server.tracking.tables import Click
 from tests.ads.factories import PAGE, ad_campaign, join, publisher, slot
 from tests.conftest import TEST_SECRET
 from tests.conversions.factories import secrets_of
-from tests.tracking.factories import campaign_with_link
+from tests.tracking.factories import campaign_with_link, cookieless
 
 pytestmark = pytest.mark.slow
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
@@ -237,7 +237,8 @@ async def _reasons(campaign_id: int, expected: int) -> list[str]:
 async def test_the_client_address_is_the_proxys_word_only_when_trusted(
     clean, settings: Settings, tmp_path: Path, server: str, trusted: bool
 ):
-    """Three clicks on one link, one browser: two say they come through the proxy from one visitor
+    """Three clicks on one link, from a client that keeps no cookie (so the address tells visitors
+    apart, server/tracking/visitor.py): two say they come through the proxy from one visitor
     (the second with an address it made up in front: a client can send X-Forwarded-For itself, the
     proxy appends the address it saw), one from another network. Behind a trusted proxy (the
     rightmost address not the proxy's own is the visitor): two visitors, one duplicate. With no
@@ -246,7 +247,7 @@ async def test_the_client_address_is_the_proxys_word_only_when_trusted(
     serve = Serve(settings, tmp_path, server, proxies="127.0.0.1" if trusted else "")
     try:
         await _ready(serve.url)
-        async with httpx.AsyncClient(base_url=serve.url, timeout=30) as http:
+        async with httpx.AsyncClient(base_url=serve.url, timeout=30, cookies=cookieless()) as http:
             for forwarded in ("198.51.100.7", "203.0.113.99, 198.51.100.7", "192.0.2.10"):
                 headers = {"user-agent": BROWSER, "x-forwarded-for": forwarded}
                 answer = await http.get(f"/c/{setup.code}", headers=headers)

@@ -41,12 +41,15 @@ FREQUENCY_TTL = 2 * 86400
 
 # The view script's answers, per row.
 _VALID, _BOT, _RATE, _FREQUENCY, _DUPLICATE = 1, 2, 3, 4, 5
-_VIEW_REASONS = {
+_VIEW_REASONS = {  # _BOT: the row keeps the reason it was answered with (_SETTLED)
     _VALID: ViewReason.valid,
-    _BOT: ViewReason.bot,
     _RATE: ViewReason.rate_limited,
     _FREQUENCY: ViewReason.frequency_capped,
 }
+
+# Reasons a view has when it is answered, which the flush keeps (it is never counted): the script
+# answers _BOT for them, and the row keeps its own.
+_SETTLED = frozenset((ViewReason.bot.value, ViewReason.datacenter.value))
 
 # Helpers of every script: a claim's value is "<owner>:<answer>", so its owner gets its answer again.
 _CLAIMED = """
@@ -284,7 +287,11 @@ class ViewCounter:
                 counted.rows.append(row[:width])
                 continue
             code, views = next(results)
-            reason = _VIEW_REASONS.get(int(code))
+            code = int(code)
+            if code == _BOT:  # settled when answered (a bot, a data centre): the row's own reason
+                counted.rows.append(row[:width])
+                continue
+            reason = _VIEW_REASONS.get(code)
             if reason is None:
                 continue  # another process counted this offer's view: it is stored once, from there
             counted.rows.append((*row[:at_reason], reason.value, *row[at_reason + 1 : width]))
@@ -313,7 +320,7 @@ class ViewCounter:
                     tag,
                     net,
                     int(moment.timestamp() * 1000),
-                    1 if row[self._reason] == ViewReason.bot.value else 0,
+                    1 if row[self._reason] in _SETTLED else 0,
                     f"{PREFIX}freq:{day}:{campaign_id}:{row[self._visitor]}",
                     counter,
                 ]

@@ -42,6 +42,7 @@ class ViewReason(StrEnum):
 
     valid = "valid"
     bot = "bot"
+    datacenter = "datacenter"
     frequency_capped = "frequency_capped"
     rate_limited = "rate_limited"
 
@@ -49,6 +50,7 @@ class ViewReason(StrEnum):
 VIEW_REASON_LABELS = {
     ViewReason.valid: "Seen (valid)",
     ViewReason.bot: "Bot or crawler user agent",
+    ViewReason.datacenter: "From a cloud or hosting network",
     ViewReason.frequency_capped: "Over the daily frequency cap for one visitor",
     ViewReason.rate_limited: "Too many views from one network",
 }

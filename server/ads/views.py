@@ -30,6 +30,7 @@ from server.ads.decision import (
 )
 from server.ads.inventory import Inventory
 from server.ads.tables import ViewReason
+from server.tracking import datacenter
 from server.tracking.buffer import EventBuffer
 from server.tracking.classify import Reason, is_bot
 from server.tracking.visitor import truncate_ip, visitor_hash
@@ -96,6 +97,9 @@ class Views:
         self.tally = tally
         self.clock = clock
         self.tag = process_tag()
+        # Views from cloud and hosting networks are `datacenter`, as clicks are (settings.click_quality_checks).
+        self.quality_checks = True
+        self.datacenter = datacenter.snapshot()
         # In process only: the flush counts views per network for every process (`rate` is its limit).
         self.network_rate = NetworkWindows(VIEWS_PER_MINUTE)
         self._day: tuple[date, str] = (date.min, "")
@@ -125,6 +129,8 @@ class Views:
         campaign_id = offer.campaign_id
         if is_bot(user_agent):
             reason = _BOT
+        elif self.quality_checks and self.datacenter.contains(ip):
+            reason = _DATACENTER
         elif flooding:
             reason = _RATE_LIMITED
         elif self.frequency.capped(visitor, campaign_id, today):
@@ -156,8 +162,9 @@ class Views:
 
 
 _REPLAYED = error_answer(409, "offer_replayed", "This offer's view has already been counted.")
-_BOT, _RATE_LIMITED, _FREQUENCY_CAPPED, _VALID = (
+_BOT, _DATACENTER, _RATE_LIMITED, _FREQUENCY_CAPPED, _VALID = (
     ViewReason.bot.value,
+    ViewReason.datacenter.value,
     ViewReason.rate_limited.value,
     ViewReason.frequency_capped.value,
     ViewReason.valid.value,

@@ -80,6 +80,9 @@ class Settings:
     # Click quality rules: prefetch and suspicious_headers (server/tracking/classify.py:
     # header_reason) and datacenter (server/tracking/datacenter.py); off: clicks are classified as before.
     click_quality_checks: bool = True
+    # The click redirect's visitor cookie (server/tracking/visitor.py: a random id, an hour, /c/ only),
+    # which tells apart readers sharing an address; off: duplicates are keyed on network + User-Agent.
+    visitor_cookie: bool = True
     # Days raw clicks and impressions are kept once the reports have rolled them up (rollups are
     # kept for ever); 0 keeps them for ever. 90: past the default 30-day attribution window and
     # 30-day hold, so default campaigns never hold it back, and a quarter to look into a disputed
@@ -140,4 +143,5 @@ def load_settings() -> Settings:
         click_buffer_max_rows=_int("AFFNET_CLICK_BUFFER_MAX_ROWS", 200_000),
         max_upload_bytes=_int("MAX_UPLOAD_BYTES", 512 * 1024),
         click_quality_checks=_bool("AFFNET_CLICK_QUALITY_CHECKS", True),
+        visitor_cookie=_bool("AFFNET_VISITOR_COOKIE", True),
     )

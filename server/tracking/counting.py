@@ -40,7 +40,11 @@ log = logging.getLogger("affnet.tracking")
 
 PREFIX = "affnet:clicks:"
 CHANNEL = "affnet:clicks:full"  # {"c": campaign, "d": day, "r": reason, "p": publisher or null}
-DEDUP_SECONDS = 3600  # the same visitor on the same link within an hour is one click
+DEDUP_SECONDS = 3600  # the same visitor (its cookie) on the same link within an hour is one click
+# The same address, browser build and languages on the same link within this many seconds is one
+# click too, cookie or not: a double click, a reload, the back button and a second tap, and a
+# client that keeps no cookie. Longer, and readers sharing a NAT's address would be taken for one.
+NEAR_SECONDS = 30
 # More clicks than this per minute from one network (an IPv4 /24 or IPv6 /48) stop counting: they
 # still reach the landing page, but as invalid, so nobody can click up a publisher's earnings.
 NETWORK_CLICKS_PER_MINUTE = 120
@@ -60,7 +64,10 @@ _REASONS.update({_CAP: Reason.over_cap, _BUDGET: Reason.over_budget})
 
 # One call per batch (server/core/batch_counts.py: the head reads the counters and network windows
 # once, `save` writes them once), so thousands of clicks cost a few commands per distinct key.
-# Rows: {kind, net, ms[, campaign, day counter, publisher counter, duplicate key, click id]}.
+# Rows: {kind, net, ms[, campaign, day counter, publisher counter, visitor's key, click id, address's
+# key or ""]}: a click is a duplicate when the visitor's key (its cookie id) names an earlier click on
+# the link within DEDUP_SECONDS, or the address's key (address, User-Agent, Accept-Language) one
+# within NEAR_SECONDS.
 CLASSIFY = (
     batch_counts.SCRIPT_HEAD
     + """
@@ -73,7 +80,9 @@ for i, r in ipairs(p.rows) do
     answer = 2
   elseif kind == 2 then
     local seen = redis.call('GET', r[7])
-    if seen == r[8] then
+    local near = false
+    if r[9] ~= '' then near = redis.call('GET', r[9]) end
+    if seen == r[8] or near == r[8] then
       answer = 1 -- counted already: this batch is being classified again
     else
       local c = p.campaigns[r[4]]
@@ -82,9 +91,10 @@ for i, r in ipairs(p.rows) do
       elseif c[3] >= 0 and pub >= c[3] then answer = 4
       elseif c[4] > 0 and c[5] >= 0 and (day + 1) * c[4] > c[5] then answer = 5
       elseif c[4] > 0 and c[6] >= 0 and (total + 1) * c[4] > c[6] then answer = 5
-      elseif seen then answer = 3
+      elseif seen or near then answer = 3
       else
         redis.call('SET', r[7], r[8], 'EX', p.dedup)
+        if r[9] ~= '' then redis.call('SET', r[9], r[8], 'EX', p.near) end
         value[r[5]], value[r[6]], value[c[1]] = day + 1, pub + 1, total + 1
         dirty[r[5]], dirty[r[6]], dirty[c[1]] = true, true, true
         answer = 1
@@ -157,9 +167,11 @@ class ClickCounter:
     """Classifies batches of clicks in Redis, and remembers which campaigns the answers showed full.
 
     Rows are the click table's columns (server/tracking/service.py: CLICK_COLUMNS) followed by the
-    click's network and what is left to decide (SETTLED, RATE_ONLY, CANDIDATE); `classify` returns
-    them with their final reason and without those two. A row journaled before this design, with
-    only the table's columns, is stored as it is."""
+    visitor's key and the address's key (the duplicate check's, see CLASSIFY), the click's network
+    and what is left to decide (SETTLED, RATE_ONLY, CANDIDATE); `classify` returns them with their
+    final reason and without those four. A row journaled before the visitor cookie has the network
+    and what is left only (its duplicate key is the visitor hash), one journaled before this design
+    only the table's columns, and is stored as it is."""
 
     def __init__(
         self,
@@ -172,12 +184,14 @@ class ClickCounter:
         rate: int = NETWORK_CLICKS_PER_MINUTE,
         window_ms: int = NETWORK_WINDOW_MS,
         dedup_seconds: int = DEDUP_SECONDS,
+        near_seconds: int = NEAR_SECONDS,
     ) -> None:
         self.redis = redis
         self._script = redis.register_script(CLASSIFY)
         self._seed_day, self._seed_total = seed, seed_total
         self._limits_of = limits_of
         self.rate, self.window_ms, self.dedup_seconds = rate, window_ms, dedup_seconds
+        self.near_seconds = near_seconds
         self.process = process.name()
         self.width = len(columns)
         index = {name: i for i, name in enumerate(columns)}
@@ -221,7 +235,7 @@ class ClickCounter:
         """The rows with their final reasons, counted once in Redis (raises if Redis cannot answer:
         the buffer keeps the rows and tries again)."""
         width = self.width
-        todo = [i for i, row in enumerate(rows) if len(row) == width + 2]
+        todo = [i for i, row in enumerate(rows) if len(row) in (width + 2, width + 4)]
         if not todo:
             return [row[:width] for row in rows]
         payload, keys = await self._payload([rows[i] for i in todo])
@@ -270,7 +284,8 @@ class ClickCounter:
         combos: dict[tuple[int, int, int], tuple[int, int, int] | None] = {}
         at_moment, at_campaign, at_publisher = at["clicked_at"], at["campaign"], at["publisher"]
         at_visitor, at_link, at_click = at["visitor"], at["link"], at["click_id"]
-        seen = f"{PREFIX}seen:"
+        seen, near = f"{PREFIX}seen:", f"{PREFIX}near:"
+        width = self.width
         encoded = []
         append = encoded.append
         for row in rows:
@@ -291,7 +306,12 @@ class ClickCounter:
             if combo is None:  # campaigns are never deleted; should one be, its click is not counted
                 append([SETTLED, net, ts])
                 continue
-            append([kind, net, ts, *combo, f"{seen}{row[at_visitor]}:{row[at_link]}", row[at_click]])
+            link = row[at_link]
+            if len(row) == width + 4:  # {…columns, visitor's key, address's key, network, kind}
+                keys_of = (f"{seen}v:{row[width]}:{link}", row[at_click], f"{near}{row[width + 1]}:{link}")
+            else:  # journaled before the visitor cookie: the network + User-Agent hash, for the hour
+                keys_of = (f"{seen}{row[at_visitor]}:{link}", row[at_click], "")
+            append([kind, net, ts, *combo, *keys_of])
         for campaign_id in campaigns:
             key(Key(campaign_id))
         key_list = list(keys)
@@ -312,6 +332,7 @@ class ClickCounter:
             "rate": self.rate,
             "window": self.window_ms,
             "dedup": self.dedup_seconds,
+            "near": self.near_seconds,
             "process": self.process,
             "tally_ttl": PROCESS_TALLY_TTL,
             "keys": [k.name for k in key_list],

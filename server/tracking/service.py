@@ -182,6 +182,8 @@ class Redirector:
         # Prefetches, forged browser headers (classify.header_reason) and data centres' clicks are
         # invalid at once; settings.click_quality_checks off: classified as before.
         self.quality_checks = True
+        # Give browsers the visitor cookie and key duplicates on it (settings.visitor_cookie).
+        self.visitor_cookie = True
         self.datacenter = datacenter.snapshot()  # cloud and hosting networks (server/tracking/datacenter.py)
         self._day_number = -1  # the UTC day `decide` last saw (days since the epoch), and its values
         self._day = ""
@@ -209,6 +211,8 @@ class Redirector:
         quality_reason: Reason | None = None,
         slot_id: int | None = None,
         country: str = "",
+        visitor_id: str | None = None,
+        language: str = "",
     ) -> tuple[str, tuple]:
         """Where the click goes (its Location) and its row: the click table's columns, then its
         network and what the flush still decides (server/tracking/counting.py). The row's reason is
@@ -217,7 +221,10 @@ class Redirector:
         `offer_reason`: why the ad offer a click carries makes it invalid (None: no offer, or a good
         one); `quality_reason`: what the request's headers say (classify.header_reason: a prefetch,
         forged browser headers), final at once; `slot_id`: the ad slot the offer was shown in, kept
-        with the click; `country`: the visitor's, checked by server/tracking/geo.py ("" when unknown).
+        with the click; `country`: the visitor's, checked by server/tracking/geo.py ("" when unknown);
+        `visitor_id`: the browser's visitor cookie (server/tracking/visitor.py), the one it is given
+        now if it had none, None when the network runs without the cookie (the duplicate check then
+        keys on the network + User-Agent hash); `language`: its Accept-Language, for the address's key.
 
         The hottest code of the network: written for the interpreter (plain strings for reasons, the
         day's values kept for the day, one keyed-HMAC copy per hash), each step measured with
@@ -229,6 +236,9 @@ class Redirector:
         hashing = self._visitor_hmac.copy()
         hashing.update(network.encode("ascii") + b"\x00" + user_agent.encode("utf-8", "surrogatepass"))
         visitor = hashing.digest()[:16].hex()
+        hashing = self._visitor_hmac.copy()
+        hashing.update(f"{ip}\x00{user_agent}\x00{language}".encode("utf-8", "surrogatepass"))
+        address = hashing.digest()[:12].hex()
         subs = tuple([clean_sub(query.get(s)) for s in SUB_NAMES]) if query else _NO_SUBS
         reason = _VALID
         takes_traffic = True
@@ -289,6 +299,8 @@ class Redirector:
             reason,
             slot_id,
             country,
+            visitor if visitor_id is None else visitor_id,  # the duplicate check's keys (counting.py)
+            address,
             network,
             left,
         )

@@ -1,4 +1,6 @@
-"""Visitor identity without personal data: a daily keyed hash of the IP's network and the User-Agent.
+"""Visitor identity without personal data: a daily keyed hash of the IP's network and the User-Agent
+(what reports count as unique visitors and the conversion rules match on), and the click redirect's
+visitor cookie (what tells apart, for the duplicate check, readers who share a network: below).
 
 Duplicate-click detection and unique-visitor counts need to recognise a visitor for a day, not
 to know who they are. So we never store an IP: we keep only the /24 (IPv4) or /48 (IPv6) network,
@@ -11,6 +13,7 @@ reversed by trying all 2**32 IPv4 addresses.
 from __future__ import annotations
 
 import hmac
+import secrets
 from datetime import date
 from functools import lru_cache
 
@@ -43,3 +46,48 @@ def visitor_hash(key: bytes, ip: str, user_agent: str, day: date, *, network: st
     state = daily_hmac(key, day).copy()
     state.update(network.encode("ascii") + b"\x00" + (user_agent or "").encode("utf-8", "surrogatepass"))
     return state.digest()[:_HASH_BYTES].hex()
+
+
+# --- the visitor cookie: telling apart readers who share an address ----------------------------------
+#
+# Many readers share one network, and often one address: a mobile carrier's NAT puts thousands of
+# phones behind a few public addresses, and a popular phone's browser build is the same on many of
+# them. The network + User-Agent hash above cannot tell them apart, so it is not what the duplicate
+# check keys on. The click redirect gives every browser that has none a random id in a cookie
+# (`affnet_v`, sent back only to /c/, kept for the duplicate window's hour) and the duplicate
+# check keys on that id for the hour; a click that comes without it (a browser's first click, or a client that
+# keeps no cookies) is a repeat only within a short window of the same address, User-Agent and
+# Accept-Language (server/tracking/counting.py). README: "What the visitor identity can tell apart".
+
+COOKIE = "affnet_v"
+_COOKIE_FIELD = b"affnet_v="
+COOKIE_ID_LENGTH = 16  # secrets.token_urlsafe(12): 96 random bits
+_ID_CHARACTERS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def cookie_id(cookie_header: bytes) -> str | None:
+    """The visitor id a Cookie header carries (None: none, or not one affnet could have issued)."""
+    start = cookie_header.find(_COOKIE_FIELD)
+    if start < 0:
+        return None
+    if start and cookie_header[start - 1] not in b"; ":
+        return None  # the end of another cookie's name (xaffnet_v=)
+    start += len(_COOKIE_FIELD)
+    value = cookie_header[start : start + COOKIE_ID_LENGTH + 1]
+    if len(value) > COOKIE_ID_LENGTH and value[COOKIE_ID_LENGTH] not in b"; ":
+        return None
+    value = value[:COOKIE_ID_LENGTH]
+    if len(value) != COOKIE_ID_LENGTH or not _ID_CHARACTERS.issuperset(value):
+        return None
+    return value.decode("ascii")
+
+
+def new_cookie_id() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def set_cookie(visitor_id: str, *, secure: bool, max_age: int) -> bytes:
+    """The Set-Cookie value giving a browser its visitor id: for the click redirect only, never
+    readable by a page's scripts, sent on a reader's click from another site (Lax)."""
+    flags = "; Secure" if secure else ""
+    return f"{COOKIE}={visitor_id}; Max-Age={max_age}; Path=/c/; HttpOnly; SameSite=Lax{flags}".encode("ascii")

@@ -12,6 +12,7 @@ from server.ads import offers
 from server.tracking.tables import Click
 from tests.ads.factories import BROWSER, ad_campaign, decide, join, path_of, publisher, served_ad, slot, view
 from tests.factories import login
+from tests.tracking.factories import another_reader
 
 
 async def click(client, url: str, *, ua: str = BROWSER):
@@ -127,6 +128,7 @@ async def test_clicks_through_an_ad_keep_their_slot_and_the_slot_page_shows_them
     await click(client, answer["click_url"])
     await click(client, answer["click_url"])  # a replay: invalid, but it came through the slot
     client._transport.client = ("198.51.100.9", 4000)  # another reader, on the publisher's plain link
+    another_reader(client)
     await client.get(f"/c/{code}", headers={"user-agent": BROWSER}, follow_redirects=False)
     await app.state.click_buffer.flush()
     await app.state.ads.buffer.flush()

@@ -128,6 +128,30 @@ async def test_bots_floods_and_frequent_visitors_are_recorded_but_not_valid(app,
     assert reasons == ["bot"] + ["valid"] * FREQUENCY_CAP_DAILY + ["frequency_capped", "rate_limited"]
 
 
+async def test_views_from_a_data_centre_are_recorded_as_datacenter_and_never_counted(app, client, settings):
+    """A view from a cloud or hosting network (the bundled snapshot: server/tracking/datacenter.py)
+    is `datacenter`, like a click from there: recorded, never valid (so never paid: CPM pays valid
+    views only). A home reader's view after it is valid."""
+    camp, pub, s, _, _, answer = await served_ad(client, settings)
+    client._transport.client = ("5.9.10.20", 40000)  # Hetzner
+    assert (await view(client, answer["view_url"])).status_code == 202  # the same answer as any view
+    await app.state.ads.buffer.flush()
+    client._transport.client = ("90.12.34.56", 40000)  # a reader at home
+    home = (await decide(client, s["public_key"])).json()
+    assert (await view(client, home["view_url"])).status_code == 202
+    assert [r["reason"] for r in await stored_impressions(app)] == ["datacenter", "valid"]
+    assert app.state.ads.views.datacenter.contains("5.9.10.20")
+    # Switched off (AFFNET_CLICK_QUALITY_CHECKS=off): classified as before the rule.
+    app.state.ads.views.quality_checks = False
+    try:
+        client._transport.client = ("5.9.10.21", 40000)
+        late = (await decide(client, s["public_key"], headers={"user-agent": BROWSER + " other"})).json()
+        assert (await view(client, late["view_url"], ua=BROWSER + " other")).status_code == 202
+    finally:
+        app.state.ads.views.quality_checks = True
+    assert [r["reason"] for r in await stored_impressions(app)] == ["datacenter", "valid", "valid"]
+
+
 async def test_an_impression_keeps_the_country_its_proxy_named(app, client, settings):
     *_, answer = await served_ad(client, settings)
     response = await client.post(

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
+
+import httpx
 
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
 from server.campaigns import service as campaigns
 from server.campaigns.tables import Link
+from server.tracking.visitor import COOKIE
 from tests.factories import make_advertiser, make_publisher
 
 
@@ -49,3 +53,20 @@ async def campaign_with_link(settings, **overrides: Any) -> Setup:
     await campaigns.join(publisher, campaign_id)
     link = await Link.select(Link.id, Link.code).where(Link.campaign == campaign_id, Link.publisher == pub_id).first()
     return Setup(advertiser, publisher, pub_email, campaign_id, link["code"], link["id"])
+
+
+class _KeepNoCookies(DefaultCookiePolicy):
+    def set_ok(self, cookie: Any, request: Any) -> bool:
+        return False
+
+
+def cookieless() -> CookieJar:
+    """A cookie jar for an httpx client whose every request is a new reader's browser (or a tool
+    that keeps no cookie): it never sends back the redirect's visitor cookie."""
+    return CookieJar(policy=_KeepNoCookies())
+
+
+def another_reader(client: httpx.AsyncClient) -> None:
+    """The client's next click is another reader's: it forgets the visitor cookie an earlier click
+    gave it (server/tracking/visitor.py), and keeps its others (a session)."""
+    client.cookies.delete(COOKIE)

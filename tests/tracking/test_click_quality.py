@@ -3,6 +3,7 @@ never billed, and no real browser's navigation is ever flagged (issue 18)."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from urllib.parse import urlsplit
 
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from server.accounts.tables import Role
 from server.tracking import datacenter
 from server.tracking.classify import Reason, request_reason
+from server.tracking.counting import NEAR_SECONDS
 from server.tracking.tables import Click
 from tests.ads.factories import path_of, served_ad, view
 from tests.factories import login, make_staff
@@ -27,7 +29,7 @@ from tests.tracking.browsers import (
     USER_AGENTS,
     navigation_headers,
 )
-from tests.tracking.factories import campaign_with_link
+from tests.tracking.factories import another_reader, campaign_with_link
 
 HTTPS = "https://affnet.example"
 
@@ -134,6 +136,7 @@ async def test_switched_off_the_header_rules_leave_clicks_as_before(app, new_cli
     try:
         await click(client, s.code, chrome(**{"sec-purpose": "prefetch"}))
         client._transport.client = ("198.51.100.1", 1)
+        another_reader(client)
         await click(client, s.code, {**CURL_LIKE, "user-agent": CHROME_DESKTOP})
     finally:
         redirector.quality_checks = True
@@ -332,33 +335,110 @@ PHONES: list[tuple[str, str, int]] = [
 ]
 
 
-async def test_readers_behind_one_carrier_nat_are_told_apart_as_far_as_their_browsers_differ(app, new_client, settings):
-    """100 readers of one article within a minute, all from one /24 of Vodafone Italia's mobile
-    network (its carrier-grade NAT), with the phone browsers such a crowd has. The visitor identity
-    is the /24 and the User-Agent (server/tracking/visitor.py): every distinct browser build is a
-    distinct visitor, and readers with the very same build are one visitor for the hour, whatever
-    their address in the /24 or their Accept-Language. No reader is rate limited (under 120 a
-    minute per /24) nor flagged by a click-quality rule, and every one lands with a click id (a
-    duplicate still attributes the reader's purchase)."""
+def carrier_readers() -> list[tuple[str, str, str, str]]:
+    """100 readers of one article on one /24 of Vodafone Italia's mobile network (its carrier-grade
+    NAT hands out 40 public addresses), with the phone browsers such a crowd has: (address, family,
+    User-Agent, Accept-Language) each. Readers of one build sit on different addresses (a build's
+    30 readers on 40 addresses), but every address is shared by readers of other builds."""
     assert sum(share for *_, share in PHONES) == 100
+    builds = [(family, ua) for family, ua, share in PHONES for _ in range(share)]
+    return [
+        (f"5.90.12.{n % 40 + 2}", family, ua, LANGUAGES[n % len(LANGUAGES)]) for n, (family, ua) in enumerate(builds)
+    ]
+
+
+async def test_readers_behind_one_carrier_nat_are_each_one_valid_click(app, new_client, settings):
+    """100 readers of one article within a minute, behind one carrier's NAT (many on one address,
+    30 with the very same phone build): each is one valid click. Each then goes back and clicks
+    again: their browser sends back the visitor cookie its first click was given, so the second
+    click is their duplicate, wherever the NAT puts them by then. No reader is rate limited (under
+    120 a minute per /24) nor flagged by a click-quality rule, and every one lands with a click id
+    (a duplicate still attributes the reader's purchase)."""
     s = await campaign_with_link(settings)
-    readers = [(family, ua) for family, ua, share in PHONES for _ in range(share)]
-    for n, (family, ua) in enumerate(readers):
-        client = new_client(HTTPS)
-        client._transport.client = (f"5.90.12.{n % 40 + 2}", 30000 + n)  # the NAT's 40 public addresses
-        headers = navigation_headers(family, ua, LANGUAGES[n % len(LANGUAGES)])
-        response = await click(client, s.code, headers)
+    readers = carrier_readers()
+    browsers = []
+    for n, (address, family, ua, language) in enumerate(readers):
+        browser = new_client(HTTPS)
+        browser._transport.client = (address, 30000 + n)
+        browsers.append((browser, navigation_headers(family, ua, language)))
+        response = await click(browser, s.code, browsers[-1][1])
         assert lands(response) and "click_id=" in response.headers["location"]
+        cookie = response.headers["set-cookie"]
+        assert cookie.startswith("affnet_v=") and "Path=/c/" in cookie and "HttpOnly" in cookie and "Secure" in cookie
+    assert await stored_reasons(app) == ["valid"] * 100
+    for n, (browser, headers) in enumerate(browsers):
+        # The NAT pool has moved them to another /24 (and 200 clicks a minute from one /24 would be a flood).
+        browser._transport.client = (f"5.90.13.{(n * 7) % 40 + 2}", 40000 + n)
+        response = await click(browser, s.code, headers)
+        assert lands(response) and "set-cookie" not in response.headers  # it has its id already
+    assert await stored_reasons(app) == ["valid"] * 100 + ["duplicate"] * 100
+
+
+async def test_a_reader_without_cookies_double_clicking_is_one_click(app, new_client, settings):
+    """A browser that keeps no cookie (or a tool): its clicks within NEAR_SECONDS from the same
+    address, build and languages are one click; from another address of the NAT they are another
+    reader's (what the visitor identity cannot tell apart, README)."""
+    s = await campaign_with_link(settings)
+    family, ua, _ = PHONES[0]
+    headers = navigation_headers(family, ua, "it-IT,it;q=0.9")
+    browser = new_client(HTTPS)
+    browser._transport.client = ("5.90.12.9", 30000)
+    for _ in range(3):
+        another_reader(browser)
+        assert lands(await click(browser, s.code, headers))
+    browser._transport.client = ("5.90.12.10", 30000)
+    another_reader(browser)
+    assert lands(await click(browser, s.code, headers))
+    assert await stored_reasons(app) == ["valid", "duplicate", "duplicate", "valid"]
+
+
+async def test_two_readers_of_one_build_on_one_address_are_told_apart_after_a_short_window(app, new_client, settings):
+    """The limit, as the README says it: two readers of the same build and languages on the same
+    public address, clicking the same link before either has the cookie, within NEAR_SECONDS, are
+    one click. After the window they are two (the counter's window shortened to a second here)."""
+    s = await campaign_with_link(settings)
+    counter = app.state.redirector.counter
+    family, ua, _ = PHONES[3]
+    headers = navigation_headers(family, ua, "it-IT,it;q=0.9")
+    first, second, third = (new_client(HTTPS) for _ in range(3))
+    for browser in (first, second, third):
+        browser._transport.client = ("5.90.12.9", 30000)
+    counter.near_seconds = 1
+    try:
+        await click(first, s.code, headers)
+        await click(second, s.code, headers)
+        await app.state.click_buffer.flush()
+        await asyncio.sleep(1.2)  # the address's key expires in Redis
+        await click(third, s.code, headers)
+        assert await stored_reasons(app) == ["valid", "duplicate", "valid"]
+    finally:
+        counter.near_seconds = NEAR_SECONDS
+
+
+async def test_without_the_visitor_cookie_readers_of_one_build_on_one_network_are_one_visitor(
+    app, new_client, settings
+):
+    """AFFNET_VISITOR_COOKIE=off: no cookie is given, and the duplicate check keys on the /24 and
+    the User-Agent for the hour, as before the cookie: one valid click per phone build."""
+    s = await campaign_with_link(settings)
+    redirector = app.state.redirector
+    redirector.visitor_cookie = False
+    try:
+        for n, (address, family, ua, language) in enumerate(carrier_readers()):
+            browser = new_client(HTTPS)
+            browser._transport.client = (address, 30000 + n)
+            response = await click(browser, s.code, navigation_headers(family, ua, language))
+            assert lands(response) and "set-cookie" not in response.headers
+    finally:
+        redirector.visitor_cookie = True
     reasons = await stored_reasons(app)
-    assert len(reasons) == 100
-    assert reasons.count("valid") == len(PHONES)  # one per distinct browser build
-    assert reasons.count("duplicate") == 100 - len(PHONES)
-    assert set(reasons) == {"valid", "duplicate"}
+    assert reasons.count("valid") == len(PHONES) and reasons.count("duplicate") == 100 - len(PHONES)
 
 
 async def test_the_same_readers_on_two_carrier_networks_are_distinct(app, new_client, settings):
-    """The /24 is part of the identity: one phone build on another of the carrier's /24s is a new
-    visitor (a NAT pool spreads its readers over many /24s)."""
+    """One phone build from ten of the carrier's /24s, each a new browser: ten readers, for the
+    visitor cookie and for the network + User-Agent hash alike (a NAT pool spreads its readers
+    over many /24s)."""
     s = await campaign_with_link(settings)
     family, ua, _ = PHONES[0]
     for n in range(10):

@@ -28,7 +28,7 @@ from server.core.settings import Settings
 from server.tracking import cache
 from server.tracking.tables import Click
 from tests.conftest import migrate
-from tests.tracking.factories import campaign_with_link
+from tests.tracking.factories import campaign_with_link, cookieless
 
 pytestmark = pytest.mark.slow
 DEADLINE = 60.0  # polled, never asserted as a timing
@@ -137,7 +137,9 @@ async def test_links_keep_redirecting_while_the_database_is_down_and_every_click
     never_clicked = await campaign_with_link(own, name="Autumn Boots")
     answered: list[str] = []
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app, client=("203.0.113.7", 50000)), base_url="http://t"
+        transport=httpx.ASGITransport(app=app, client=("203.0.113.7", 50000)),
+        base_url="http://t",
+        cookies=cookieless(),  # another reader each time
     ) as http:
 
         async def click(i: int) -> httpx.Response:

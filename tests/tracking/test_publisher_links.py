@@ -25,6 +25,7 @@ from tests.campaigns.test_publisher_marketplace import (
 )
 from tests.conftest import BASE_URL
 from tests.factories import error_text, post_form
+from tests.tracking.factories import another_reader
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
 BOT = "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)"
@@ -230,6 +231,7 @@ async def test_clicks_show_on_the_dashboard_and_stats_page_by_sub1_and_reason(ap
     assert parse_qs(landing.query)["click_id"]
     bot = await client.get(f"/c/{code}?sub1=spring", headers={"user-agent": BOT}, follow_redirects=False)
     assert bot.status_code == 302  # a bot is sent on like anyone, and not counted
+    another_reader(client)  # a second reader (the publisher's client is each reader in turn)
     await client.get(f"/c/{code}", headers={"user-agent": browser()}, follow_redirects=False)
     await app.state.click_buffer.flush()
 

@@ -9,7 +9,7 @@ import pytest
 from server.campaigns import service as campaigns
 from server.tracking.tables import Click
 from server.tracking.tokens import read_click_id
-from tests.tracking.factories import campaign_with_link
+from tests.tracking.factories import another_reader, campaign_with_link
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
 
@@ -231,6 +231,7 @@ async def test_a_click_flood_from_one_network_stops_counting_but_still_redirects
     s = await campaign_with_link(settings)
     for i in range(NETWORK_CLICKS_PER_MINUTE + 5):
         # Another browser each time, so these are not duplicates: only the rate gives them away.
+        another_reader(client)
         response = await click(client, s.code, ua=f"{BROWSER} build/{i}")
         assert response.status_code == 302 and "shop.example.com" in response.headers["location"]
     rows = await stored_clicks(app)

@@ -40,7 +40,7 @@ from server.tracking.tables import Click
 from tests.conftest import TEST_SECRET
 from tests.conversions.factories import secrets_of
 from tests.earnings.factories import fund
-from tests.tracking.factories import campaign_with_link
+from tests.tracking.factories import campaign_with_link, cookieless
 
 pytestmark = pytest.mark.slow
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
@@ -91,7 +91,10 @@ class Servers:
         kernel hands the connections out."""
         ports = itertools.cycle(self.ports)
         gate = asyncio.Semaphore(concurrency)
-        async with httpx.AsyncClient(limits=httpx.Limits(max_keepalive_connections=0), timeout=30) as http:
+        # No cookie kept: each request is a new reader (or a tool), as far as the visitor cookie goes.
+        async with httpx.AsyncClient(
+            limits=httpx.Limits(max_keepalive_connections=0), timeout=30, cookies=cookieless()
+        ) as http:
 
             async def one(port: int, request: dict) -> httpx.Response:
                 async with gate:

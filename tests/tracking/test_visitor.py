@@ -1,4 +1,4 @@
-"""Visitor hashes: one per network, browser and day, never revealing the IP."""
+"""Visitor hashes: one per network, browser and day, never revealing the IP; and the visitor cookie."""
 
 from __future__ import annotations
 
@@ -10,7 +10,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.tracking.visitor import INVALID, daily_salt, truncate_ip, visitor_hash
+from server.tracking.visitor import (
+    COOKIE,
+    COOKIE_ID_LENGTH,
+    INVALID,
+    cookie_id,
+    daily_salt,
+    new_cookie_id,
+    set_cookie,
+    truncate_ip,
+    visitor_hash,
+)
 
 KEY = b"visitor-test-key-0123456789abcdef"
 DAY = date(2026, 3, 14)
@@ -155,3 +165,39 @@ def test_the_ip_never_appears_in_the_hash(address, user_agent):
     assert str(address) not in digest
     assert address.packed.hex() not in digest
     assert re.fullmatch(r"[0-9a-f]{32}", digest)
+
+
+# --- the visitor cookie ---------------------------------------------------------------------------
+
+
+def test_a_new_cookie_id_is_read_back_from_the_cookie_header_among_others():
+    visitor_id = new_cookie_id()
+    assert len(visitor_id) == COOKIE_ID_LENGTH
+    assert cookie_id(f"{COOKIE}={visitor_id}".encode()) == visitor_id
+    assert cookie_id(f"session=abc; {COOKIE}={visitor_id}; csrf=x".encode()) == visitor_id
+    assert cookie_id(f"session=abc;{COOKIE}={visitor_id}".encode()) == visitor_id
+    assert new_cookie_id() != visitor_id
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"",
+        b"session=abc",
+        b"affnet_v=",
+        b"affnet_v=short",
+        b"affnet_v=AAAAAAAAAAAAAAAAA",  # 17 characters: not an id affnet issues
+        b"affnet_v=AAAAAAAA AAAAAAA",
+        b"affnet_v=AAAAAAAA/AAAAAAA",
+        b"xaffnet_v=AAAAAAAAAAAAAAAA",  # another cookie whose name ends like ours
+        "affnet_v=AAAAAAAAAAAAAAé".encode(),
+    ],
+)
+def test_a_cookie_header_without_an_id_affnet_could_have_issued_has_none(header):
+    assert cookie_id(header) is None
+
+
+def test_the_cookie_is_for_the_click_redirect_only_and_hidden_from_scripts():
+    text = set_cookie("AAAAAAAAAAAAAAAA", secure=True, max_age=3600).decode()
+    assert text == "affnet_v=AAAAAAAAAAAAAAAA; Max-Age=3600; Path=/c/; HttpOnly; SameSite=Lax; Secure"
+    assert "Secure" not in set_cookie("AAAAAAAAAAAAAAAA", secure=False, max_age=3600).decode()

@@ -21,6 +21,8 @@ from litestar.types import Receive, Scope, Send
 from server.http.web import PUBLIC, FastPath, SecurityHeadersMiddleware, respond
 from server.tracking import geo
 from server.tracking.classify import PURPOSE_HEADERS, Reason, header_reason, is_speculative
+from server.tracking.counting import DEDUP_SECONDS
+from server.tracking.visitor import cookie_id, new_cookie_id, set_cookie
 
 log = logging.getLogger("affnet.tracking")
 
@@ -43,23 +45,29 @@ _EMPTY_BODY = {"type": "http.response.body", "body": b""}
 _PREFETCH = Reason.prefetch.value
 
 
-def _headers(scope: Scope, country_header: bytes | None) -> tuple[str, str | None, str]:
-    user_agent, referer, country = "", None, geo.UNKNOWN
+def _headers(scope: Scope, country_header: bytes | None) -> tuple[str, str | None, str, str, bytes]:
+    """The User-Agent, the Referer, the country, the Accept-Language and the Cookie header."""
+    user_agent, referer, country, language, cookie = "", None, geo.UNKNOWN, "", b""
     for name, value in scope["headers"]:
         if name == b"user-agent":
             user_agent = value.decode("latin-1")
         elif name == b"referer":
             referer = value.decode("latin-1")
+        elif name == b"accept-language":
+            language = value.decode("latin-1")
+        elif name == b"cookie":
+            cookie = value
         elif name == country_header:
             country = geo.country(value)
-    return user_agent, referer, country
+    return user_agent, referer, country, language, cookie
 
 
 # The headers _checked_headers reads, by kind: one dictionary look-up per header instead of a chain
 # of comparisons (a navigation sends 15 or more headers).
-_UA, _REFERER, _ACCEPT, _LANGUAGE, _FETCH, _PURPOSE = range(6)
+_UA, _REFERER, _ACCEPT, _LANGUAGE, _FETCH, _PURPOSE, _COOKIE = range(7)
 _KINDS = {
     b"user-agent": _UA,
+    b"cookie": _COOKIE,
     b"referer": _REFERER,
     b"accept": _ACCEPT,
     b"accept-language": _LANGUAGE,
@@ -69,11 +77,13 @@ _KINDS = {
 }
 
 
-def _checked_headers(scope: Scope, country_header: bytes | None) -> tuple[str, str | None, str, Reason | None]:
+def _checked_headers(
+    scope: Scope, country_header: bytes | None
+) -> tuple[str, str | None, str, str, bytes, Reason | None]:
     """_headers, and what the headers say about the request's quality (classify.header_reason),
     read in the same pass."""
-    user_agent, referer, country = "", None, geo.UNKNOWN
-    speculative = accept = language = fetch_metadata = False
+    user_agent, referer, country, language, cookie = "", None, geo.UNKNOWN, "", b""
+    speculative = accept = has_language = fetch_metadata = False
     kinds = _KINDS
     for name, value in scope["headers"]:
         kind = kinds.get(name)
@@ -87,23 +97,26 @@ def _checked_headers(scope: Scope, country_header: bytes | None) -> tuple[str, s
         elif kind == _ACCEPT:
             accept = True
         elif kind == _LANGUAGE:
-            language = True
+            language = value.decode("latin-1")
+            has_language = True
         elif kind == _FETCH:
             fetch_metadata = True
+        elif kind == _COOKIE:
+            cookie = value
         elif is_speculative(value):
             speculative = True
     secure = scope.get("scheme") == "https"
     if not speculative and not secure:
-        return user_agent, referer, country, None  # plain HTTP is never judged on its headers
+        return user_agent, referer, country, language, cookie, None  # plain HTTP is never judged on its headers
     reason = header_reason(
         user_agent,
         secure=secure,
         speculative=speculative,
         accept=accept,
-        language=language,
+        language=has_language,
         fetch_metadata=fetch_metadata,
     )
-    return user_agent, referer, country, reason
+    return user_agent, referer, country, language, cookie, reason
 
 
 _MAX_FIELDS = 20
@@ -152,10 +165,15 @@ async def handle_click(parts: ClickParts, code: str, scope: Scope, send: Send) -
         return
     redirector = parts.redirector
     if redirector.quality_checks:
-        user_agent, referer, country, quality = _checked_headers(scope, redirector.country_header)
+        user_agent, referer, country, language, cookie, quality = _checked_headers(scope, redirector.country_header)
     else:
-        user_agent, referer, country = _headers(scope, redirector.country_header)
+        user_agent, referer, country, language, cookie = _headers(scope, redirector.country_header)
         quality = None
+    visitor_id = new_cookie = None
+    if redirector.visitor_cookie:
+        visitor_id = cookie_id(cookie) if cookie else None
+        if visitor_id is None:
+            visitor_id = new_cookie = new_cookie_id()
     query_string = scope["query_string"]
     query = parse_query(query_string) if query_string else {}
     client = scope.get("client")
@@ -177,16 +195,16 @@ async def handle_click(parts: ClickParts, code: str, scope: Scope, send: Send) -
         quality_reason=quality,
         slot_id=slot_id,
         country=country,
+        visitor_id=visitor_id,
+        language=language,
     )
     parts.add_click(row)
     # The answer is the same whatever the classification: telling a bot it was spotted helps it.
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 302,
-            "headers": [*_REDIRECT, (b"location", location.encode("latin-1"))],
-        }
-    )
+    headers = [*_REDIRECT, (b"location", location.encode("latin-1"))]
+    if new_cookie is not None:
+        secure = scope.get("scheme") == "https"
+        headers.append((b"set-cookie", set_cookie(new_cookie, secure=secure, max_age=DEDUP_SECONDS)))
+    await send({"type": "http.response.start", "status": 302, "headers": headers})
     await send(_EMPTY_BODY)
 
 
