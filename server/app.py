@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import logging
@@ -30,6 +31,7 @@ from server.core.errors import DomainError
 from server.core.locale import LocaleMiddleware
 from server.core.settings import ROOT, Settings, load_settings
 from server.earnings import spend
+from server.http import transport
 from server.http.accounts.api import AccountsApi
 from server.http.accounts.pages import AccountController, AdminPublishersController, AuthController
 from server.http.ads.pages import PublisherSlots, demo_blog
@@ -59,7 +61,7 @@ from server.http.reports.pages import (
     AdvertiserReportsApi,
     PublisherDashboard,
 )
-from server.http.tracking.public import ClickFastPath, click_redirect
+from server.http.tracking.public import ClickFastPath, ClickParts, click_now, click_redirect
 from server.http.web import (
     PUBLIC,
     AuthMiddleware,
@@ -203,8 +205,12 @@ def create_app(settings: Settings | None = None) -> FastPaths:
             ad_inventory.listen(listener_redis, ads.inventory),
         ):
             tasks.append(asyncio.create_task(listening))
+        # Clicks whose link is in memory are answered by the server's protocol, no task started
+        # (server/http/transport.py), when the server is `affnet serve`'s uvicorn.
+        transport.answer_instantly(b"/c/", functools.partial(click_now, ClickParts.of(app.state)))
 
     async def on_shutdown(app: Litestar) -> None:
+        transport.answer_instantly(b"/c/", None)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

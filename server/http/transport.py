@@ -10,14 +10,70 @@ no later than the loop's next look at its sockets. A close, a pause or anything 
 transport writes what is kept first, so nothing is reordered or left behind.
 
 `affnet serve` runs uvicorn with it (server/cli.py); bench/ad_decision.py measures the difference.
+
+**Instant answers.** For every request uvicorn builds a request-response cycle, starts an asyncio
+task for the app, and turns the app's `send` messages back into bytes: about as much CPU as a click's
+whole decision. A request family that can often be answered without waiting on anything registers an
+instant answer (`answer_instantly`, the click redirect's: server/http/tracking/public.py:
+`click_now`): when the request's headers are in, the protocol asks it with the request's ASGI scope
+(after the trusted proxy's X-Forwarded-For and -Proto, as uvicorn's ProxyHeadersMiddleware would
+apply them), and writes the answer's status line and headers itself, no task started, with the
+headers uvicorn adds (Date), its keep-alive rules and its access log line. An answer of None (the
+link is not in memory, an ad click's offer to check, another method) or one that raised leaves the
+request to uvicorn and the app as if nothing was asked, so an answer must record nothing before
+its last step that can fail, and give header values uvicorn would accept (no control characters:
+the click's Location is a checked URL, server/core/deeplink.py). Only a request with no other response in
+progress on its connection is asked (pipelined ones wait their turn as uvicorn makes them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import httptools
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
+
+log = logging.getLogger("affnet.web")
+
+InstantAnswer = Callable[[dict], "list[tuple[bytes, bytes]] | None"]
+_instant: dict[bytes, InstantAnswer] = {}  # by path prefix ("/c/"): at most a few
+
+
+def answer_instantly(prefix: bytes, answer: InstantAnswer | None) -> None:
+    """Register (None: drop) the instant answer of the requests whose path starts with `prefix`:
+    a 302's headers for its ASGI scope, or None to let the app answer (see the module's text)."""
+    if answer is None:
+        _instant.pop(prefix, None)
+    else:
+        _instant[prefix] = answer
+
+
+async def _nothing(scope: Any, receive: Any, send: Any) -> None:
+    return None
+
+
+class _Answered:
+    """The request-response cycle of an instantly answered request, as uvicorn's protocol asks it."""
+
+    __slots__ = ()
+    response_complete = True
+    keep_alive = False
+    disconnected = False
+
+    class message_event:  # noqa: N801 - uvicorn calls cycle.message_event.set()
+        @staticmethod
+        def set() -> None:
+            pass
+
+
+_ANSWERED = _Answered()
 
 
 class CoalescingTransport:
@@ -77,7 +133,87 @@ class CoalescingTransport:
 
 
 class CoalescingProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, writing each response in one call (see the module's text)."""
+    """uvicorn's httptools protocol, writing each response in one call, and giving instant answers
+    (see the module's text)."""
+
+    _proxy: ProxyHeadersMiddleware | None = None
+    _proxy_of: tuple | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
+
+    def on_headers_complete(self) -> None:
+        if _instant and (self.cycle is None or self.cycle.response_complete) and self.limit_concurrency is None:
+            url = self.url
+            answer = _instant.get(url[: url.find(b"/", 1) + 1])
+            if answer is not None and not self.pipeline and not self.parser.should_upgrade():
+                with contextlib.suppress(Exception):  # the app answers it, and says what went wrong
+                    if self._answer(answer):
+                        return
+        super().on_headers_complete()
+
+    def _answer(self, answer: InstantAnswer) -> bool:
+        """Answer the request now if `answer` can: True when it did (what uvicorn's
+        on_headers_complete, RequestResponseCycle.send and on_response_complete would do)."""
+        parser, scope = self.parser, self.scope
+        http_version = parser.get_http_version()
+        method = parser.get_method().decode("ascii")
+        parsed = httptools.parse_url(self.url)
+        raw_path = parsed.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        view = {
+            **scope,
+            "method": method,
+            "path": self.root_path + path,
+            "raw_path": self.root_path.encode("ascii") + raw_path,
+            "query_string": parsed.query or b"",
+        }
+        if http_version != "1.1":
+            view["http_version"] = http_version
+        if self.config.proxy_headers:
+            self._forwarded(view)
+        headers = answer(view)
+        if headers is None:
+            return False
+        keep_alive = http_version != "1.0" and parser.should_keep_alive()
+        content = [STATUS_LINE[302]]
+        for name, value in self.server_state.default_headers:
+            content += (name, b": ", value, b"\r\n")
+        for name, value in headers:  # lower-case names, values without control characters: the answer's word
+            content += (name, b": ", value, b"\r\n")
+        if not keep_alive:
+            content.append(b"connection: close\r\n")
+        content.append(b"\r\n")
+        if self.access_log:
+            self.access_logger.info(
+                '%s - "%s %s HTTP/%s" %d',
+                get_client_addr(view),  # type: ignore[arg-type]
+                method,
+                get_path_with_query_string(view),  # type: ignore[arg-type]
+                view["http_version"],
+                302,
+            )
+        self.cycle = _ANSWERED  # type: ignore[assignment]
+        self.transport.write(b"".join(content))
+        if not keep_alive:
+            self.transport.close()
+        self.on_response_complete()
+        return True
+
+    def _forwarded(self, scope: dict) -> None:
+        """X-Forwarded-For and -Proto, believed as uvicorn's ProxyHeadersMiddleware believes them
+        (the same code: its __call__ with an app that does nothing runs to its end at once)."""
+        config = self.config
+        if CoalescingProtocol._proxy_of != (config.forwarded_allow_ips,):
+            CoalescingProtocol._proxy = ProxyHeadersMiddleware(_nothing, config.forwarded_allow_ips)  # type: ignore[arg-type]
+            CoalescingProtocol._proxy_of = (config.forwarded_allow_ips,)
+        call = CoalescingProtocol._proxy(scope, None, None)  # type: ignore[misc, arg-type]
+        try:
+            call.send(None)
+        except StopIteration:
+            pass
+        else:  # it awaited something: not the middleware this was written for
+            call.close()
+            raise RuntimeError("ProxyHeadersMiddleware did not finish at once")

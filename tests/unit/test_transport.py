@@ -7,7 +7,7 @@ import asyncio
 import uvicorn
 
 from dev.services import free_port
-from server.http.transport import CoalescingProtocol, CoalescingTransport
+from server.http.transport import CoalescingProtocol, CoalescingTransport, answer_instantly
 
 
 class Recorder:
@@ -86,3 +86,125 @@ async def test_uvicorn_with_it_answers_each_request_on_a_kept_alive_connection_i
     finally:
         server.should_exit = True
         await serving
+
+
+# --- instant answers -------------------------------------------------------------------------------
+
+
+class Instant:
+    """An instant answer for /i/…: a 302 to where the path says, None for /i/no (the app answers),
+    raises for /i/boom; it keeps the scopes it was asked with."""
+
+    def __init__(self) -> None:
+        self.asked: list[dict] = []
+
+    def __call__(self, scope: dict) -> list[tuple[bytes, bytes]] | None:
+        self.asked.append(scope)
+        if scope["path"] == "/i/no":
+            return None
+        if scope["path"] == "/i/boom":
+            raise ValueError("the app answers this one")
+        return [(b"location", b"https://shop.example.com" + scope["path"].encode()), (b"content-length", b"0")]
+
+
+async def _serving(**options):  # noqa: ANN202 - (server, port, its task)
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, http=CoalescingProtocol, log_level="warning", **options)
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    for _ in range(200):
+        if server.started:
+            break
+        await asyncio.sleep(0.05)
+    return server, port, serving
+
+
+async def _exchange(port: int, request: bytes, answers: int) -> list[bytes]:
+    """Send `request` (one or several requests) and read `answers` responses (to the close, if fewer came)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    got: list[bytes] = []
+    try:
+        for _ in range(answers):
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            length = int(next(line for line in head.split(b"\r\n") if line.startswith(b"content-length: "))[16:])
+            got.append(head + await reader.readexactly(length))
+        got.append(await asyncio.wait_for(reader.read(), 1) if b"connection: close" in got[-1] else b"")
+    finally:
+        writer.close()
+    return got
+
+
+async def test_an_instant_answer_is_written_by_the_protocol_with_uvicorns_headers_and_keep_alive() -> None:
+    instant = Instant()
+    answer_instantly(b"/i/", instant)
+    server, port, serving = await _serving()
+    try:
+        # One at a time on one kept-alive connection: each is asked when nothing else is in progress.
+        answers: list[bytes] = []
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for path in (b"/i/shoes?sub1=a", b"/i/no", b"/other"):
+            writer.write(b"GET %s HTTP/1.1\r\nhost: x\r\n\r\n" % path)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            length = int(next(line for line in head.split(b"\r\n") if line.startswith(b"content-length: "))[16:])
+            answers.append(head + await reader.readexactly(length))
+        writer.write(b"GET /i/last HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        after = await asyncio.wait_for(reader.read(), 10)  # answered, then closed
+        writer.close()
+    finally:
+        answer_instantly(b"/i/", None)
+        server.should_exit = True
+        await serving
+    first, second, third = answers
+    lines = first.split(b"\r\n")
+    assert lines[0] == b"HTTP/1.1 302 Found" and b"location: https://shop.example.com/i/shoes" in lines
+    assert any(line.startswith(b"date: ") for line in lines)  # uvicorn's default header
+    assert b"connection: close" not in lines
+    assert [s["path"] for s in instant.asked] == ["/i/shoes", "/i/no", "/i/last"]
+    assert instant.asked[0]["query_string"] == b"sub1=a" and instant.asked[0]["method"] == "GET"
+    assert second.startswith(b"HTTP/1.1 200 OK") and second.endswith(b"/i/no/i/no/i/no")  # the app's
+    assert third.startswith(b"HTTP/1.1 200 OK") and third.endswith(b"/other/other/other")  # never asked
+    assert after.startswith(b"HTTP/1.1 302 Found") and b"\r\nconnection: close\r\n" in after
+
+
+async def test_a_failing_instant_answer_or_a_pipelined_request_goes_to_the_app_in_order() -> None:
+    instant = Instant()
+    answer_instantly(b"/i/", instant)
+    server, port, serving = await _serving()
+    try:
+        boom = await _exchange(port, b"GET /i/boom HTTP/1.1\r\nhost: x\r\n\r\n", 1)
+        # Pipelined behind a request the app is answering: the app answers it too, after the first.
+        pipelined = await _exchange(
+            port, b"GET /a HTTP/1.1\r\nhost: x\r\n\r\nGET /i/shoes HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n", 2
+        )
+        old = await _exchange(port, b"GET /i/shoes HTTP/1.0\r\n\r\n", 1)
+    finally:
+        answer_instantly(b"/i/", None)
+        server.should_exit = True
+        await serving
+    assert boom[0].startswith(b"HTTP/1.1 200 OK") and boom[0].endswith(b"/i/boom/i/boom/i/boom")
+    assert pipelined[0].endswith(b"/a/a/a") and pipelined[1].endswith(b"/i/shoes/i/shoes/i/shoes")
+    assert old[0].startswith(b"HTTP/1.1 302 Found") and b"connection: close" in old[0]  # HTTP/1.0: closed after
+
+
+async def test_an_instant_answer_sees_the_trusted_proxys_client_and_scheme_only() -> None:
+    instant = Instant()
+    answer_instantly(b"/i/", instant)
+    forwarded = (
+        b"GET /i/x HTTP/1.1\r\nhost: x\r\nx-forwarded-for: 198.51.100.7\r\nx-forwarded-proto: https\r\n"
+        b"connection: close\r\n\r\n"
+    )
+    try:
+        for trusted in ("127.0.0.1", "10.9.9.9"):
+            server, port, serving = await _serving(proxy_headers=True, forwarded_allow_ips=trusted)
+            try:
+                await _exchange(port, forwarded, 1)
+            finally:
+                server.should_exit = True
+                await serving
+    finally:
+        answer_instantly(b"/i/", None)
+    believed, ignored = instant.asked
+    assert (believed["client"][0], believed["scheme"]) == ("198.51.100.7", "https")
+    assert (ignored["client"][0], ignored["scheme"]) == ("127.0.0.1", "http")

@@ -163,7 +163,41 @@ async def handle_click(parts: ClickParts, code: str, scope: Scope, send: Send) -
     if target is None:
         await respond(send, 404, _HTML, b"" if method == "HEAD" else _NOT_FOUND)
         return
-    redirector = parts.redirector
+    request = read_click(parts.redirector, scope)
+    offer = offer_to_check(request, method, target)
+    offer_reason, slot_id = await parts.ads.clicks.check(offer, target.link_id) if offer else (None, None)
+    headers = redirect(parts, target, scope, request, offer_reason, slot_id)
+    await send({"type": "http.response.start", "status": 302, "headers": headers})
+    await send(_EMPTY_BODY)
+
+
+def click_now(parts: ClickParts, scope: Scope) -> list[tuple[bytes, bytes]] | None:
+    """The 302's headers for a click that can be answered without waiting on anything (its link's
+    terms in memory, no ad offer to ask Redis about), the click recorded; None for any other
+    request, untouched: `handle_click` answers it. What the server's protocol calls before it would
+    start a task for the request (server/http/transport.py: instant answers)."""
+    method = scope["method"]
+    if method != "GET" and method != "HEAD":
+        return None
+    code = scope["path"][3:].rstrip("/")
+    if not code or "/" in code:
+        return None
+    target = parts.link_cache.fresh(code)[1]
+    if target is None:  # not in memory (or known not to exist: the 404 page is handle_click's)
+        return None
+    request = read_click(parts.redirector, scope)
+    if offer_to_check(request, method, target):
+        return None  # an ad click: its offer is checked in Redis
+    return redirect(parts, target, scope, request, None, None)
+
+
+ClickRequest = tuple[str, "str | None", str, str, "str | None", "str | None", "Reason | None", dict[str, str]]
+
+
+def read_click(redirector: Any, scope: Scope) -> ClickRequest:
+    """What the click's request says: User-Agent, Referer, country, Accept-Language, the visitor
+    cookie's id, the one to give it (None: it has one, or the network gives none), the quality
+    reason its headers make (classify.header_reason) and its query."""
     if redirector.quality_checks:
         user_agent, referer, country, language, cookie, quality = _checked_headers(scope, redirector.country_header)
     else:
@@ -176,17 +210,33 @@ async def handle_click(parts: ClickParts, code: str, scope: Scope, send: Send) -
             visitor_id = new_cookie = new_cookie_id()
     query_string = scope["query_string"]
     query = parse_query(query_string) if query_string else {}
+    return user_agent, referer, country, language, visitor_id, new_cookie, quality, query
+
+
+def offer_to_check(request: ClickRequest, method: str, target: Any) -> str | None:
+    """The ad offer a click carries (server/ads), if it is to be checked: a prefetch leaves the
+    offer unclaimed, the reader's own click on the ad comes after it."""
+    quality, query = request[6], request[7]
+    offer = query.get("o") if query else None
+    if offer and method == "GET" and (quality is not Reason.prefetch or _PREFETCH in target.rules_off):
+        return offer
+    return None
+
+
+def redirect(
+    parts: ClickParts,
+    target: Any,
+    scope: Scope,
+    request: ClickRequest,
+    offer_reason: Reason | None,
+    slot_id: int | None,
+) -> list[tuple[bytes, bytes]]:
+    """Decide the click, record it, and give the 302's headers (recorded last: nothing after it can fail)."""
+    user_agent, referer, country, language, visitor_id, new_cookie, quality, query = request
     client = scope.get("client")
-    offer = query.get("o")  # a click on an ad carries its offer (server/ads)
-    # A prefetch leaves the offer unclaimed: the reader's own click on the ad comes after it.
-    offer_reason, slot_id = (
-        await parts.ads.clicks.check(offer, target.link_id)
-        if offer and method == "GET" and (quality is not Reason.prefetch or _PREFETCH in target.rules_off)
-        else (None, None)
-    )
-    location, row = redirector.decide(
+    location, row = parts.redirector.decide(
         target,
-        method=method,
+        method=scope["method"],
         query=query,
         user_agent=user_agent,
         ip=client[0] if client else "",
@@ -198,14 +248,13 @@ async def handle_click(parts: ClickParts, code: str, scope: Scope, send: Send) -
         visitor_id=visitor_id,
         language=language,
     )
-    parts.add_click(row)
     # The answer is the same whatever the classification: telling a bot it was spotted helps it.
     headers = [*_REDIRECT, (b"location", location.encode("latin-1"))]
     if new_cookie is not None:
         secure = scope.get("scheme") == "https"
         headers.append((b"set-cookie", set_cookie(new_cookie, secure=secure, max_age=DEDUP_SECONDS)))
-    await send({"type": "http.response.start", "status": 302, "headers": headers})
-    await send(_EMPTY_BODY)
+    parts.add_click(row)
+    return headers
 
 
 # A mount, not a path parameter: Litestar 2.25 cannot route ASGI handlers with path parameters.
