@@ -84,6 +84,8 @@ for i, r in ipairs(p.rows) do
     if r[9] ~= '' then near = redis.call('GET', r[9]) end
     if seen == r[8] or near == r[8] then
       answer = 1 -- counted already: this batch is being classified again
+    elseif seen or near then
+      answer = 3 -- before the caps, so a batch classified again gives its duplicates the same reason
     else
       local c = p.campaigns[r[4]]
       local day, pub, total = value[r[5]], value[r[6]], value[c[1]]
@@ -91,7 +93,6 @@ for i, r in ipairs(p.rows) do
       elseif c[3] >= 0 and pub >= c[3] then answer = 4
       elseif c[4] > 0 and c[5] >= 0 and (day + 1) * c[4] > c[5] then answer = 5
       elseif c[4] > 0 and c[6] >= 0 and (total + 1) * c[4] > c[6] then answer = 5
-      elseif seen or near then answer = 3
       else
         redis.call('SET', r[7], r[8], 'EX', p.dedup)
         if r[9] ~= '' then redis.call('SET', r[9], r[8], 'EX', p.near) end

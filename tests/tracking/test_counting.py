@@ -4,6 +4,7 @@ counted once."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 
 from redis.asyncio import Redis
@@ -11,6 +12,7 @@ from redis.asyncio import Redis
 from server.campaigns import service as campaigns
 from server.core import clock
 from server.reports import rollup
+from server.tracking import service
 from server.tracking.counting import PREFIX
 from server.tracking.tables import Click
 from tests.tracking.factories import campaign_form, campaign_with_link
@@ -86,3 +88,37 @@ async def test_a_raised_cap_counts_from_the_next_flush(app, new_client, settings
     await _visitors(new_client, s.code, 2, 3)
     await app.state.click_buffer.flush()
     assert await _reasons() == ["valid", "over_cap", "valid", "valid", "over_cap"]
+
+
+async def test_a_batch_larger_than_one_redis_call_is_settled_in_order_and_once_when_retried(
+    app, new_client, settings, monkeypatch
+):
+    """Redirector.store settles a batch CLASSIFY_ROWS clicks per Redis call (3 here): a cap and a
+    visitor's duplicates across the calls' borders come out as in one call; a database write that
+    fails after the batch was settled is retried, and nothing is counted twice."""
+    monkeypatch.setattr(service, "CLASSIFY_ROWS", 3)
+    s = await campaign_with_link(settings, cap_clicks_daily=4)
+    repeat = new_client()
+    repeat._transport.client = ("198.51.100.20", 1000)
+    await click(repeat, s.code)
+    await _visitors(new_client, s.code, 0, 2)
+    await click(repeat, s.code)
+    await click(repeat, s.code)
+    await _visitors(new_client, s.code, 2, 3)
+    failed = []
+    write = service.write_clicks
+
+    async def fails_once(rows: list[tuple]) -> None:
+        if not failed:
+            failed.append(len(rows))
+            raise ConnectionError("the database went away")
+        await write(rows)
+
+    monkeypatch.setattr(service, "write_clicks", fails_once)
+    buffer = app.state.click_buffer
+    with contextlib.suppress(ConnectionError):
+        await buffer.flush()
+    await buffer.flush()
+    assert failed == [8]
+    assert await _reasons() == ["valid", "valid", "valid", "duplicate", "duplicate", "valid", "over_cap", "over_cap"]
+    assert int(await app.state.redis.get(f"{PREFIX}{s.campaign_id}:total")) == 4
