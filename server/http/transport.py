@@ -29,7 +29,6 @@ progress on its connection is asked (pipelined ones wait their turn as uvicorn m
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import urllib.parse
 from collections.abc import Callable
@@ -40,7 +39,10 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 
+from server.core.logthrottle import LogThrottle
+
 log = logging.getLogger("affnet.web")
+_failed = LogThrottle(log, "instant answer")  # once per interval, with a count: a bug here fails every click
 
 InstantAnswer = Callable[[dict], "list[tuple[bytes, bytes]] | None"]
 _instant: dict[bytes, InstantAnswer] = {}  # by path prefix ("/c/"): at most a few
@@ -147,9 +149,11 @@ class CoalescingProtocol(HttpToolsProtocol):
             url = self.url
             answer = _instant.get(url[: url.find(b"/", 1) + 1])
             if answer is not None and not self.pipeline and not self.parser.should_upgrade():
-                with contextlib.suppress(Exception):  # the app answers it, and says what went wrong
+                try:
                     if self._answer(answer):
                         return
+                except Exception:  # noqa: BLE001 - the app answers it, and says what went wrong
+                    _failed.failed("an instant answer failed for %s; the app answered", self.url[:80])
         super().on_headers_complete()
 
     def _answer(self, answer: InstantAnswer) -> bool:

@@ -7,6 +7,7 @@ import asyncio
 import uvicorn
 
 from dev.services import free_port
+from server.http import transport
 from server.http.transport import CoalescingProtocol, CoalescingTransport, answer_instantly
 
 
@@ -171,6 +172,7 @@ async def test_an_instant_answer_is_written_by_the_protocol_with_uvicorns_header
 async def test_a_failing_instant_answer_or_a_pipelined_request_goes_to_the_app_in_order() -> None:
     instant = Instant()
     answer_instantly(b"/i/", instant)
+    failures = transport._failed.total
     server, port, serving = await _serving()
     try:
         boom = await _exchange(port, b"GET /i/boom HTTP/1.1\r\nhost: x\r\n\r\n", 1)
@@ -184,6 +186,7 @@ async def test_a_failing_instant_answer_or_a_pipelined_request_goes_to_the_app_i
         server.should_exit = True
         await serving
     assert boom[0].startswith(b"HTTP/1.1 200 OK") and boom[0].endswith(b"/i/boom/i/boom/i/boom")
+    assert transport._failed.total == failures + 1  # logged (once per interval), not silent
     assert pipelined[0].endswith(b"/a/a/a") and pipelined[1].endswith(b"/i/shoes/i/shoes/i/shoes")
     assert old[0].startswith(b"HTTP/1.1 302 Found") and b"connection: close" in old[0]  # HTTP/1.0: closed after
 
