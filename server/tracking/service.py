@@ -250,8 +250,9 @@ class Redirector:
         hashing = self._visitor_hmac.copy()
         hashing.update(network.encode("ascii") + b"\x00" + user_agent.encode("utf-8", "surrogatepass"))
         visitor = hashing.digest()[:16].hex()
-        hashing = self._visitor_hmac.copy()
-        hashing.update(f"{ip}\x00{user_agent}\x00{language}".encode("utf-8", "surrogatepass"))
+        # The duplicate check's short-window key: the same keyed hash, carried on with the exact
+        # address and the languages (counting.py: NEAR_SECONDS).
+        hashing.update(f"\x00{ip}\x00{language}".encode("utf-8", "surrogatepass"))
         address = hashing.digest()[:12].hex()
         subs = tuple([clean_sub(query.get(s)) for s in SUB_NAMES]) if query else _NO_SUBS
         reason = _VALID

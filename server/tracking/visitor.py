@@ -12,8 +12,9 @@ reversed by trying all 2**32 IPv4 addresses.
 
 from __future__ import annotations
 
+import binascii
 import hmac
-import secrets
+import os
 from datetime import date
 from functools import lru_cache
 
@@ -82,12 +83,40 @@ def cookie_id(cookie_header: bytes) -> str | None:
     return value.decode("ascii")
 
 
+# Ids are cut from random bytes the kernel gives 1,024 ids' worth at a time (os.urandom, the same
+# source as the secrets module): one system call per id was a tenth of a click's Python. A child
+# process forked from this one starts with none, so two processes never hand out the same bytes.
+_ID_BYTES = 12
+_POOL_IDS = 1024
+_pool = b""
+_taken = 0
+_URL_SAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def _forget_pool() -> None:
+    global _pool, _taken
+    _pool, _taken = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
 def new_cookie_id() -> str:
-    return secrets.token_urlsafe(12)
+    """A new visitor id: 96 random bits in URL-safe base64 (16 characters)."""
+    global _pool, _taken
+    if _taken >= len(_pool):
+        _pool, _taken = os.urandom(_ID_BYTES * _POOL_IDS), 0
+    raw = _pool[_taken : _taken + _ID_BYTES]
+    _taken += _ID_BYTES
+    return binascii.b2a_base64(raw, newline=False).translate(_URL_SAFE).decode("ascii")
+
+
+@lru_cache(maxsize=4)
+def _cookie_attributes(secure: bool, max_age: int) -> bytes:
+    return f"; Max-Age={max_age}; Path=/c/; HttpOnly; SameSite=Lax{'; Secure' if secure else ''}".encode("ascii")
 
 
 def set_cookie(visitor_id: str, *, secure: bool, max_age: int) -> bytes:
     """The Set-Cookie value giving a browser its visitor id: for the click redirect only, never
     readable by a page's scripts, sent on a reader's click from another site (Lax)."""
-    flags = "; Secure" if secure else ""
-    return f"{COOKIE}={visitor_id}; Max-Age={max_age}; Path=/c/; HttpOnly; SameSite=Lax{flags}".encode("ascii")
+    return _COOKIE_FIELD + visitor_id.encode("ascii") + _cookie_attributes(secure, max_age)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from datetime import UTC, date, datetime
 
@@ -201,3 +202,23 @@ def test_the_cookie_is_for_the_click_redirect_only_and_hidden_from_scripts():
     text = set_cookie("AAAAAAAAAAAAAAAA", secure=True, max_age=3600).decode()
     assert text == "affnet_v=AAAAAAAAAAAAAAAA; Max-Age=3600; Path=/c/; HttpOnly; SameSite=Lax; Secure"
     assert "Secure" not in set_cookie("AAAAAAAAAAAAAAAA", secure=False, max_age=3600).decode()
+
+
+def test_cookie_ids_are_distinct_across_the_random_pools_refills_and_read_back():
+    ids = [new_cookie_id() for _ in range(3000)]  # about three pools of 1,024
+    assert len(set(ids)) == 3000
+    assert all(cookie_id(f"{COOKIE}={i}".encode()) == i for i in ids)
+
+
+def test_a_forked_process_draws_its_own_cookie_ids():
+    new_cookie_id()  # the parent has a pool with ids left in it
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child's side
+        os.write(write, new_cookie_id().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    childs = os.read(read, 64).decode()
+    os.close(read)
+    assert len(childs) == COOKIE_ID_LENGTH and childs != new_cookie_id()
