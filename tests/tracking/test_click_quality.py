@@ -374,6 +374,29 @@ async def test_readers_behind_one_carrier_nat_are_each_one_valid_click(app, new_
     assert await stored_reasons(app) == ["valid"] * 100 + ["duplicate"] * 100
 
 
+@pytest.mark.parametrize("checks", [True, False], ids=["quality-checks", "no-quality-checks"])
+async def test_the_visitor_cookie_is_found_among_split_cookie_headers(app, new_client, settings, checks):
+    """A proxy speaking HTTP/2 to the browser may pass its cookies on as several Cookie headers:
+    the visitor id is read from any of them, so the reader's second click is their duplicate."""
+    s = await campaign_with_link(settings)
+    browser = new_client(HTTPS)
+    app.state.redirector.quality_checks = checks
+    try:
+        first = await click(browser, s.code, chrome())
+        visitor = first.headers["set-cookie"].split(";")[0]
+        another_reader(browser)  # the cookie goes by hand below, split as a proxy would
+        browser._transport.client = ("90.12.34.99", 50000)  # another address: only the cookie can tell
+        response = await browser.get(
+            f"/c/{s.code}",
+            headers=[*chrome().items(), ("cookie", "session=x"), ("cookie", visitor), ("cookie", "theme=dark")],
+            follow_redirects=False,
+        )
+    finally:
+        app.state.redirector.quality_checks = True
+    assert lands(response) and "set-cookie" not in response.headers
+    assert await stored_reasons(app) == ["valid", "duplicate"]
+
+
 async def test_a_reader_without_cookies_double_clicking_is_one_click(app, new_client, settings):
     """A browser that keeps no cookie (or a tool): its clicks within NEAR_SECONDS from the same
     address, build and languages are one click; from another address of the NAT they are another

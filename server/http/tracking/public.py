@@ -56,7 +56,7 @@ def _headers(scope: Scope, country_header: bytes | None) -> tuple[str, str | Non
         elif name == b"accept-language":
             language = value.decode("latin-1")
         elif name == b"cookie":
-            cookie = value
+            cookie = cookie + b"; " + value if cookie else value  # HTTP/2 proxies may split it
         elif name == country_header:
             country = geo.country(value)
     return user_agent, referer, country, language, cookie
@@ -102,7 +102,7 @@ def _checked_headers(
         elif kind == _FETCH:
             fetch_metadata = True
         elif kind == _COOKIE:
-            cookie = value
+            cookie = cookie + b"; " + value if cookie else value  # HTTP/2 proxies may split it
         elif is_speculative(value):
             speculative = True
     secure = scope.get("scheme") == "https"
