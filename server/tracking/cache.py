@@ -82,13 +82,11 @@ class LinkCache(Generic[T]):
         self.failed_loads = 0
         self.failures = LogThrottle(log, "link loads")
 
-    def fresh(self, code: str) -> tuple[bool, T | None]:
-        """(True, the entry) when `get` would answer it from memory at once, else (False, None):
-        for callers that cannot wait (server/http/transport.py answers clicks outside a task)."""
+    def fresh(self, code: str) -> T | None:
+        """What `get` would answer from memory at once, None if it would have to load it (or it is
+        known not to exist): for callers that cannot wait (server/http/transport.py)."""
         entry = self._entries.get(code)
-        if entry is not None and entry[0] > self._clock():
-            return True, entry[1]
-        return False, None
+        return entry[1] if entry is not None and entry[0] > self._clock() else None
 
     async def get(self, code: str) -> T | None:
         # The hot path: a fresh entry (or a stale one within its retry interval) is a dict lookup

@@ -45,24 +45,7 @@ _EMPTY_BODY = {"type": "http.response.body", "body": b""}
 _PREFETCH = Reason.prefetch.value
 
 
-def _headers(scope: Scope, country_header: bytes | None) -> tuple[str, str | None, str, str, bytes]:
-    """The User-Agent, the Referer, the country, the Accept-Language and the Cookie header."""
-    user_agent, referer, country, language, cookie = "", None, geo.UNKNOWN, "", b""
-    for name, value in scope["headers"]:
-        if name == b"user-agent":
-            user_agent = value.decode("latin-1")
-        elif name == b"referer":
-            referer = value.decode("latin-1")
-        elif name == b"accept-language":
-            language = value.decode("latin-1")
-        elif name == b"cookie":
-            cookie = cookie + b"; " + value if cookie else value  # HTTP/2 proxies may split it
-        elif name == country_header:
-            country = geo.country(value)
-    return user_agent, referer, country, language, cookie
-
-
-# The headers _checked_headers reads, by kind: one dictionary look-up per header instead of a chain
+# The headers _read_headers reads, by kind: one dictionary look-up per header instead of a chain
 # of comparisons (a navigation sends 15 or more headers).
 _UA, _REFERER, _ACCEPT, _LANGUAGE, _FETCH, _PURPOSE, _COOKIE = range(7)
 _KINDS = {
@@ -77,11 +60,12 @@ _KINDS = {
 }
 
 
-def _checked_headers(
-    scope: Scope, country_header: bytes | None
+def _read_headers(
+    scope: Scope, country_header: bytes | None, judge: bool
 ) -> tuple[str, str | None, str, str, bytes, Reason | None]:
-    """_headers, and what the headers say about the request's quality (classify.header_reason),
-    read in the same pass."""
+    """The User-Agent, the Referer, the country, the Accept-Language, the Cookie header and, if
+    `judge` (the click-quality checks are on), what the headers say about the request's quality
+    (classify.header_reason), read in one pass."""
     user_agent, referer, country, language, cookie = "", None, geo.UNKNOWN, "", b""
     speculative = accept = has_language = fetch_metadata = False
     kinds = _KINDS
@@ -106,7 +90,7 @@ def _checked_headers(
         elif is_speculative(value):
             speculative = True
     secure = scope.get("scheme") == "https"
-    if not speculative and not secure:
+    if not judge or (not speculative and not secure):
         return user_agent, referer, country, language, cookie, None  # plain HTTP is never judged on its headers
     reason = header_reason(
         user_agent,
@@ -163,10 +147,15 @@ async def handle_click(parts: ClickParts, code: str, scope: Scope, send: Send) -
     if target is None:
         await respond(send, 404, _HTML, b"" if method == "HEAD" else _NOT_FOUND)
         return
+    query_string = scope["query_string"]
+    query = parse_query(query_string) if query_string else {}
     request = read_click(parts.redirector, scope)
-    offer = offer_to_check(request, method, target)
-    offer_reason, slot_id = await parts.ads.clicks.check(offer, target.link_id) if offer else (None, None)
-    headers = redirect(parts, target, scope, request, offer_reason, slot_id)
+    offer = query.get("o")  # a click on an ad carries its offer (server/ads)
+    # A prefetch (the request's quality reason, last) leaves the offer unclaimed: the reader's own
+    # click on the ad comes after it.
+    checked = offer and method == "GET" and (request[-1] is not Reason.prefetch or _PREFETCH in target.rules_off)
+    offer_reason, slot_id = await parts.ads.clicks.check(offer, target.link_id) if checked else (None, None)
+    headers = redirect(parts, target, scope, request, query, offer_reason, slot_id)
     await send({"type": "http.response.start", "status": 302, "headers": headers})
     await send(_EMPTY_BODY)
 
@@ -179,48 +168,38 @@ def click_now(parts: ClickParts, scope: Scope) -> list[tuple[bytes, bytes]] | No
     method = scope["method"]
     if method != "GET" and method != "HEAD":
         return None
-    code = scope["path"][3:].rstrip("/")
+    code = _code(scope)
     if not code or "/" in code:
         return None
-    target = parts.link_cache.fresh(code)[1]
+    target = parts.link_cache.fresh(code)
     if target is None:  # not in memory (or known not to exist: the 404 page is handle_click's)
         return None
-    request = read_click(parts.redirector, scope)
-    if offer_to_check(request, method, target):
+    query_string = scope["query_string"]
+    try:
+        query = parse_query(query_string) if query_string else {}
+    except ValueError:
+        return None  # too many fields: handle_click answers it
+    if "o" in query:
         return None  # an ad click: its offer is checked in Redis
-    return redirect(parts, target, scope, request, None, None)
+    return redirect(parts, target, scope, read_click(parts.redirector, scope), query, None, None)
 
 
-ClickRequest = tuple[str, "str | None", str, str, "str | None", "str | None", "Reason | None", dict[str, str]]
+# What a click's headers say (read_click): User-Agent, Referer, country, Accept-Language, the
+# visitor cookie's id, the id to give it (None: it has one, or the network gives none), and the
+# quality reason the headers make (classify.header_reason), last.
+ClickRequest = tuple[str, "str | None", str, str, "str | None", "str | None", "Reason | None"]
 
 
 def read_click(redirector: Any, scope: Scope) -> ClickRequest:
-    """What the click's request says: User-Agent, Referer, country, Accept-Language, the visitor
-    cookie's id, the one to give it (None: it has one, or the network gives none), the quality
-    reason its headers make (classify.header_reason) and its query."""
-    if redirector.quality_checks:
-        user_agent, referer, country, language, cookie, quality = _checked_headers(scope, redirector.country_header)
-    else:
-        user_agent, referer, country, language, cookie = _headers(scope, redirector.country_header)
-        quality = None
+    user_agent, referer, country, language, cookie, quality = _read_headers(
+        scope, redirector.country_header, redirector.quality_checks
+    )
     visitor_id = new_cookie = None
     if redirector.visitor_cookie:
         visitor_id = cookie_id(cookie) if cookie else None
         if visitor_id is None:
             visitor_id = new_cookie = new_cookie_id()
-    query_string = scope["query_string"]
-    query = parse_query(query_string) if query_string else {}
-    return user_agent, referer, country, language, visitor_id, new_cookie, quality, query
-
-
-def offer_to_check(request: ClickRequest, method: str, target: Any) -> str | None:
-    """The ad offer a click carries (server/ads), if it is to be checked: a prefetch leaves the
-    offer unclaimed, the reader's own click on the ad comes after it."""
-    quality, query = request[6], request[7]
-    offer = query.get("o") if query else None
-    if offer and method == "GET" and (quality is not Reason.prefetch or _PREFETCH in target.rules_off):
-        return offer
-    return None
+    return user_agent, referer, country, language, visitor_id, new_cookie, quality
 
 
 def redirect(
@@ -228,11 +207,12 @@ def redirect(
     target: Any,
     scope: Scope,
     request: ClickRequest,
+    query: dict[str, str],
     offer_reason: Reason | None,
     slot_id: int | None,
 ) -> list[tuple[bytes, bytes]]:
     """Decide the click, record it, and give the 302's headers (recorded last: nothing after it can fail)."""
-    user_agent, referer, country, language, visitor_id, new_cookie, quality, query = request
+    user_agent, referer, country, language, visitor_id, new_cookie, quality = request
     client = scope.get("client")
     location, row = parts.redirector.decide(
         target,
@@ -257,6 +237,11 @@ def redirect(
     return headers
 
 
+def _code(scope: Scope) -> str:
+    """The link code of a /c/{code} request as the server gives it."""
+    return scope["path"][3:].rstrip("/")
+
+
 # A mount, not a path parameter: Litestar 2.25 cannot route ASGI handlers with path parameters.
 @asgi("/c", is_mount=True, opt=PUBLIC, copy_scope=False)
 async def click_redirect(scope: Scope, receive: Receive, send: Send) -> None:
@@ -278,7 +263,7 @@ class ClickFastPath(FastPath):
         parts = self._parts
         if parts is None:
             parts = self._parts = ClickParts.of(state)
-        await handle_click(parts, scope["path"][3:].rstrip("/"), scope, send)
+        await handle_click(parts, _code(scope), scope, send)
 
     async def fail(self, send: Send) -> None:
         await respond(send, 500, _HTML, b"Something went wrong; please try the link again.")
