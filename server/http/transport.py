@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import types
 import urllib.parse
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -61,21 +63,11 @@ async def _nothing(scope: Any, receive: Any, send: Any) -> None:
     return None
 
 
-class _Answered:
-    """The request-response cycle of an instantly answered request, as uvicorn's protocol asks it."""
-
-    __slots__ = ()
-    response_complete = True
-    keep_alive = False
-    disconnected = False
-
-    class message_event:  # noqa: N801 - uvicorn calls cycle.message_event.set()
-        @staticmethod
-        def set() -> None:
-            pass
-
-
-_ANSWERED = _Answered()
+# The request-response cycle of an instantly answered request, as uvicorn's protocol asks it after
+# the answer (response_complete; connection_lost sets its message_event).
+_ANSWERED = types.SimpleNamespace(response_complete=True, keep_alive=False, message_event=asyncio.Event())
+# uvicorn's ProxyHeadersMiddleware around an app that does nothing, per server config (one a process).
+_proxies: weakref.WeakKeyDictionary[Any, ProxyHeadersMiddleware] = weakref.WeakKeyDictionary()
 
 
 class CoalescingTransport:
@@ -137,9 +129,6 @@ class CoalescingTransport:
 class CoalescingProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, writing each response in one call, and giving instant answers
     (see the module's text)."""
-
-    _proxy: ProxyHeadersMiddleware | None = None
-    _proxy_of: tuple | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
@@ -210,10 +199,10 @@ class CoalescingProtocol(HttpToolsProtocol):
         """X-Forwarded-For and -Proto, believed as uvicorn's ProxyHeadersMiddleware believes them
         (the same code: its __call__ with an app that does nothing runs to its end at once)."""
         config = self.config
-        if CoalescingProtocol._proxy_of != (config.forwarded_allow_ips,):
-            CoalescingProtocol._proxy = ProxyHeadersMiddleware(_nothing, config.forwarded_allow_ips)  # type: ignore[arg-type]
-            CoalescingProtocol._proxy_of = (config.forwarded_allow_ips,)
-        call = CoalescingProtocol._proxy(scope, None, None)  # type: ignore[misc, arg-type]
+        proxy = _proxies.get(config)
+        if proxy is None:
+            proxy = _proxies[config] = ProxyHeadersMiddleware(_nothing, config.forwarded_allow_ips)  # type: ignore[arg-type]
+        call = proxy(scope, None, None)  # type: ignore[arg-type]
         try:
             call.send(None)
         except StopIteration:
