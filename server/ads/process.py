@@ -23,13 +23,11 @@ from server.ads.inventory import Inventory, SpendMeter
 from server.ads.service import IMPRESSION_COLUMNS, valid_impressions_on
 from server.ads.tables import ViewReason
 from server.ads.views import OfferClaims, OfferClicks, Views
-from server.core.batch_counts import utc_day
+from server.core.batch_counts import per_call, utc_day
 from server.tracking.buffer import EventBuffer
 from server.tracking.journal import Journal
 
 log = logging.getLogger("affnet.ads")
-
-CLASSIFY_BATCH = 500  # views classified per Redis call at the flush, at most
 
 
 class AdServer:
@@ -114,15 +112,11 @@ class AdServer:
             await self._writer([row[:width] for row in rows])
             counts = None
         else:
-            # Classified CLASSIFY_BATCH at a time (one Redis call each): the rows' payload and answers
-            # are read on the event loop, and requests are answered between the calls instead of
-            # waiting for the whole batch. Stored in one write: a transaction per batch, not per call.
+            # A Redis call per batch_counts.ROWS_PER_CALL views; stored in one write.
             stored: list[tuple] = []
             counts = {}
-            for start in range(0, len(rows), CLASSIFY_BATCH):
-                counted = await self.counter.classify(
-                    rows[start : start + CLASSIFY_BATCH], cap=self.frequency.cap, rate=self.views.network_rate.limit
-                )
+            for part in per_call(rows):
+                counted = await self.counter.classify(part, cap=self.frequency.cap, rate=self.views.network_rate.limit)
                 stored += counted.rows
                 for visitor, campaign_id, day, views in counted.frequency:
                     self.frequency.learn(visitor, campaign_id, day, views)

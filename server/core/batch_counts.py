@@ -17,7 +17,7 @@ Cluster."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import date, datetime
 from typing import Any
 
@@ -66,6 +66,19 @@ end
 
 # (the counter's value as stored, its expiry in seconds or None) for a missing counter's name
 Seed = Callable[[str], Awaitable[tuple[int, int | None]]]
+
+
+# Rows counted per Redis call at a flush, at most. Building a call's payload and reading its answers
+# hold the event loop (about 4 µs a row); between two calls the loop answers the requests that came
+# meanwhile, where one call for a batch of 5,000 would keep them waiting 20 ms. The flushes still
+# store their batch in one database write.
+ROWS_PER_CALL = 500
+
+
+def per_call(rows: list[tuple]) -> Iterator[list[tuple]]:
+    """A flushed batch's rows, ROWS_PER_CALL at a time, in order."""
+    for start in range(0, len(rows), ROWS_PER_CALL):
+        yield rows[start : start + ROWS_PER_CALL]
 
 
 def encode(payload: dict[str, Any]) -> bytes:

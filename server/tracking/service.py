@@ -20,7 +20,7 @@ from server.campaigns.tables import (
     MembershipStatus,
     PayoutModel,
 )
-from server.core import db, deeplink
+from server.core import batch_counts, db, deeplink
 from server.core.errors import NotFound
 from server.tracking import click_rules, datacenter
 from server.tracking.cache import Target
@@ -168,9 +168,6 @@ def referrer_host(referer: str | None) -> str:
         return ""
 
 
-CLASSIFY_ROWS = 500  # clicks settled per Redis call (Redirector.store)
-
-
 class Redirector:
     """Decides where a click goes and what is recorded about it: CPU and memory only. What needs
     every process's clicks (duplicates, the network rate, caps, budgets) is settled when the batch
@@ -197,18 +194,12 @@ class Redirector:
         self.counter.clear()
 
     async def store(self, rows: list[tuple]) -> None:
-        """The click buffer's writer: settle the batch's reasons in Redis, then store it once.
-
-        Settled CLASSIFY_ROWS at a time: building a Redis call's payload and reading its answer
-        hold the event loop (about 4 µs a click), and between two calls the loop answers the clicks
-        that came meanwhile; one call for a whole batch of 5,000 would keep them waiting 20 ms. A
-        retried batch is settled again from its first row: its counted clicks answer as counted."""
-        if len(rows) <= CLASSIFY_ROWS:
-            await write_clicks(await self.counter.classify(rows))
-            return
+        """The click buffer's writer: settle the batch's reasons in Redis, a Redis call per
+        batch_counts.ROWS_PER_CALL clicks, then store it once. A retried batch is settled again from
+        its first row: its counted clicks answer as counted."""
         settled: list[tuple] = []
-        for start in range(0, len(rows), CLASSIFY_ROWS):
-            settled += await self.counter.classify(rows[start : start + CLASSIFY_ROWS])
+        for part in batch_counts.per_call(rows):
+            settled += await self.counter.classify(part)
         await write_clicks(settled)
 
     def decide(

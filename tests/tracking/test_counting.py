@@ -10,7 +10,7 @@ from datetime import timedelta
 from redis.asyncio import Redis
 
 from server.campaigns import service as campaigns
-from server.core import clock
+from server.core import batch_counts, clock
 from server.reports import rollup
 from server.tracking import service
 from server.tracking.counting import PREFIX
@@ -93,10 +93,10 @@ async def test_a_raised_cap_counts_from_the_next_flush(app, new_client, settings
 async def test_a_batch_larger_than_one_redis_call_is_settled_in_order_and_once_when_retried(
     app, new_client, settings, monkeypatch
 ):
-    """Redirector.store settles a batch CLASSIFY_ROWS clicks per Redis call (3 here): a cap and a
+    """Redirector.store settles a batch ROWS_PER_CALL clicks per Redis call (3 here): a cap and a
     visitor's duplicates across the calls' borders come out as in one call; a database write that
     fails after the batch was settled is retried, and nothing is counted twice."""
-    monkeypatch.setattr(service, "CLASSIFY_ROWS", 3)
+    monkeypatch.setattr(batch_counts, "ROWS_PER_CALL", 3)
     s = await campaign_with_link(settings, cap_clicks_daily=4)
     repeat = new_client()
     repeat._transport.client = ("198.51.100.20", 1000)
