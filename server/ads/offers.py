@@ -27,7 +27,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from server.tracking.tokens import SignedFormat, _encode, _read_varint, _varint
+from server.tracking.tokens import SignedFormat, _read_varint, _varint, b64url
 
 VERSION = 1
 CONTEXT = b"affnet.ad-offer\x00"
@@ -72,7 +72,7 @@ def issue(
     # reseeded in a forked child) are, without os.urandom's system call and GIL hand-off per decision.
     nonce = random.getrandbits(NONCE_BYTES * 8).to_bytes(NONCE_BYTES)
     body = bytes([VERSION]) + nonce + b"".join(_varint(i) for i in ids) + _varint(expires_at)
-    return OFFERS.seal(key, body), _encode(nonce)
+    return OFFERS.seal(key, body), b64url(nonce)
 
 
 def read(key: bytes, token: str) -> Offer | None:
@@ -93,7 +93,7 @@ def read(key: bytes, token: str) -> Offer | None:
         return None
     slot_id, creative_id, campaign_id, link_id, publisher_id, expires_at = values
     return Offer(
-        offer_id=_encode(raw[1 : 1 + NONCE_BYTES]),
+        offer_id=b64url(raw[1 : 1 + NONCE_BYTES]),
         slot_id=slot_id,
         creative_id=creative_id,
         campaign_id=campaign_id,

@@ -86,7 +86,7 @@ def _keyed(key: bytes, context: bytes) -> keyed.Mac:
 _URL_SAFE = bytes.maketrans(b"+/", b"-_")
 
 
-def _encode(raw: bytes) -> str:
+def b64url(raw: bytes) -> str:
     """URL-safe base64 without padding (base64.urlsafe_b64encode's bytes, without its two Python calls)."""
     return binascii.b2a_base64(raw, newline=False).translate(_URL_SAFE).rstrip(b"=").decode("ascii")
 
@@ -115,7 +115,7 @@ class SignedFormat:
 
     def seal(self, key: bytes, body: bytes) -> str:
         """The token of `body` (which starts with the version byte)."""
-        return _encode(body + self.mac(key, body))
+        return b64url(body + self.mac(key, body))
 
     def open(self, key: bytes, token: object) -> bytes | None:
         """The signed bytes of a token this key issued exactly as given (version byte first, MAC
@@ -138,7 +138,7 @@ class SignedFormat:
             return None
         # Base64 can spell the same bytes in several ways (unused low bits of the last character);
         # accept only the spelling we issue, so one token has exactly one spelling.
-        if _encode(raw) != token:
+        if b64url(raw) != token:
             return None
         return raw[:body_end]
 

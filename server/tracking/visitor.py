@@ -12,7 +12,6 @@ reversed by trying all 2**32 IPv4 addresses.
 
 from __future__ import annotations
 
-import binascii
 import hmac
 import os
 from datetime import date
@@ -20,6 +19,7 @@ from functools import lru_cache
 
 from server.core import keyed
 from server.core.net import INVALID, truncate_ip  # noqa: F401 - INVALID: the network of no address
+from server.tracking.tokens import b64url
 
 _SALT_CONTEXT = b"affnet.visitor-salt\x00"
 _HASH_BYTES = 16
@@ -62,7 +62,7 @@ def visitor_hash(key: bytes, ip: str, user_agent: str, day: date, *, network: st
 
 COOKIE = "affnet_v"
 _COOKIE_FIELD = b"affnet_v="
-COOKIE_ID_LENGTH = 16  # secrets.token_urlsafe(12): 96 random bits
+COOKIE_ID_LENGTH = 16  # 12 random bytes (96 bits) in URL-safe base64
 _ID_CHARACTERS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
@@ -90,7 +90,6 @@ _ID_BYTES = 12
 _POOL_IDS = 1024
 _pool = b""
 _taken = 0
-_URL_SAFE = bytes.maketrans(b"+/", b"-_")
 
 
 def _forget_pool() -> None:
@@ -108,7 +107,7 @@ def new_cookie_id() -> str:
         _pool, _taken = os.urandom(_ID_BYTES * _POOL_IDS), 0
     raw = _pool[_taken : _taken + _ID_BYTES]
     _taken += _ID_BYTES
-    return binascii.b2a_base64(raw, newline=False).translate(_URL_SAFE).decode("ascii")
+    return b64url(raw)
 
 
 @lru_cache(maxsize=4)
