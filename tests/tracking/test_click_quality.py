@@ -458,16 +458,21 @@ async def test_without_the_visitor_cookie_readers_of_one_build_on_one_network_ar
     assert reasons.count("valid") == len(PHONES) and reasons.count("duplicate") == 100 - len(PHONES)
 
 
-async def test_the_same_readers_on_two_carrier_networks_are_distinct(app, new_client, settings):
+@pytest.mark.parametrize("cookie", [True, False], ids=["visitor-cookie", "no-visitor-cookie"])
+async def test_the_same_readers_on_two_carrier_networks_are_distinct(app, new_client, settings, cookie):
     """One phone build from ten of the carrier's /24s, each a new browser: ten readers, for the
-    visitor cookie and for the network + User-Agent hash alike (a NAT pool spreads its readers
-    over many /24s)."""
+    visitor cookie and, with it off, for the network + User-Agent hash (the /24 is part of it: a
+    NAT pool spreads its readers over many /24s)."""
     s = await campaign_with_link(settings)
     family, ua, _ = PHONES[0]
-    for n in range(10):
-        client = new_client(HTTPS)
-        client._transport.client = (f"5.90.{20 + n}.7", 30000)
-        await click(client, s.code, navigation_headers(family, ua, "it-IT,it;q=0.9"))
+    app.state.redirector.visitor_cookie = cookie
+    try:
+        for n in range(10):
+            client = new_client(HTTPS)
+            client._transport.client = (f"5.90.{20 + n}.7", 30000)
+            await click(client, s.code, navigation_headers(family, ua, "it-IT,it;q=0.9"))
+    finally:
+        app.state.redirector.visitor_cookie = True
     assert await stored_reasons(app) == ["valid"] * 10
 
 
