@@ -39,6 +39,24 @@ def _print_logins(logins: list[tuple[str, str]]) -> None:
         click.echo(f"  {role:<11} {email}")
 
 
+@main.command()
+@click.option("--into", default="messages", show_default=True, help="The catalogue file (NAME.po) new entries go to.")
+@click.option("--under", multiple=True, help="Only sentences used in files under this path (repeatable).")
+def translations(into: str, under: tuple[str, ...]) -> None:
+    """Add the sentences each language's catalogue lacks (found as pybabel extract finds them)."""
+    from dev.translations import extract, gaps, update
+
+    added = update(into=into, under=under)
+    for language, count in added.items():
+        click.echo(f"{language}: {count} new sentence(s) in server/locale/{language}/LC_MESSAGES/{into}.po")
+    messages = [m for m in extract().values() if not under or any(f.startswith(u) for f in m.files for u in under)]
+    for language in added:
+        missing = gaps(language, messages)
+        click.echo(f"{language}: {len(missing)} sentence(s) without a translation")
+        for line in missing[:20]:
+            click.echo(f"  {line}")
+
+
 @main.command("stripe-local")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=12111, show_default=True, type=int)

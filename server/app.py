@@ -26,7 +26,7 @@ from server.ads.process import AdServer
 from server.conversions import rules, selfcheck
 from server.conversions import service as conversion_intake
 from server.conversions.group_commit import ConversionWriter
-from server.core import changes, db, jobs
+from server.core import changes, db, i18n, jobs, money
 from server.core.errors import DomainError
 from server.core.locale import LocaleMiddleware
 from server.core.settings import ROOT, Settings, load_settings
@@ -131,6 +131,8 @@ def _check_autoescape(engine: JinjaTemplateEngine) -> None:
     # Every template is autoescaped; refuse to start if that ever stops being true.
     assert engine.engine.autoescape is True, "Jinja autoescape must be on"
     engine.engine.globals["app_name"] = "affnet"
+    engine.engine.globals["money"] = money  # money.display writes in the reader's locale
+    i18n.install(engine.engine)
 
 
 def _handle_unexpected(request: Request, exc: Exception) -> Response:

@@ -15,6 +15,8 @@ class CurrentUser:
     via: str  # "session" or "api_key"
     session_hash: str | None = None
     api_key_id: int | None = None
+    language: str = ""  # "" follows the browser (server/core/locale.py)
+    time_zone: str = ""  # "" shows times in UTC
 
     @property
     def home(self) -> str:

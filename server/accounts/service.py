@@ -25,9 +25,10 @@ from server.accounts.tables import (
     User,
 )
 from server.audit import service as audit
-from server.core import clock, db, validation
+from server.core import clock, db, i18n, validation
 from server.core.errors import Conflict, Invalid, NotFound, Unauthorized
 from server.core.hours import zone
+from server.core.i18n import _
 from server.core.settings import Settings
 from server.core.validation import form_field
 
@@ -226,6 +227,8 @@ async def resolve_session(
             Session.user.email.as_alias("email"),
             Session.user.role.as_alias("role"),
             Session.user.is_active.as_alias("is_active"),
+            Session.user.language.as_alias("language"),
+            Session.user.time_zone.as_alias("time_zone"),
         )
         .where(Session.token_hash == token_hash)
         .first()
@@ -239,7 +242,13 @@ async def resolve_session(
             {Session.last_seen_at: now, Session.expires_at: now + timedelta(seconds=settings.session_ttl_seconds)}
         ).where(Session.id == row["id"])
     user = CurrentUser(
-        id=row["user_id"], email=row["email"], role=Role(row["role"]), via="session", session_hash=token_hash
+        id=row["user_id"],
+        email=row["email"],
+        role=Role(row["role"]),
+        via="session",
+        session_hash=token_hash,
+        language=row["language"],
+        time_zone=row["time_zone"],
     )
     return user, False
 
@@ -260,6 +269,16 @@ async def set_time_zone(user: CurrentUser, name: str) -> str:
     zone(name)
     await User.update({User.time_zone: name}).where(User.id == user.id)
     return name
+
+
+async def set_language(user: CurrentUser | None, code: str) -> str:
+    """Save the language the user reads affnet in (one of i18n.LANGUAGES, or "" for the browser's)."""
+    code = (code or "").strip().lower()
+    if code and code not in i18n.LANGUAGES:
+        raise Invalid(_("Choose English, French or Italian."), field="language")
+    if user is not None:
+        await User.update({User.language: code}).where(User.id == user.id)
+    return code
 
 
 async def change_password(user: CurrentUser, current: str, new: str, confirm: str) -> None:
@@ -351,6 +370,8 @@ async def authenticate_api_key(raw: str) -> CurrentUser:
             ApiKey.user.email.as_alias("email"),
             ApiKey.user.role.as_alias("role"),
             ApiKey.user.is_active.as_alias("is_active"),
+            ApiKey.user.language.as_alias("language"),
+            ApiKey.user.time_zone.as_alias("time_zone"),
         )
         .where(ApiKey.prefix == prefix)
         .first()
@@ -367,7 +388,13 @@ async def authenticate_api_key(raw: str) -> CurrentUser:
     if row["last_used_at"] is None or now - row["last_used_at"] >= API_KEY_TOUCH_INTERVAL:
         await ApiKey.update({ApiKey.last_used_at: now}).where(ApiKey.id == row["id"])
     return CurrentUser(
-        id=row["user_id"], email=row["email"], role=Role(row["role"]), via="api_key", api_key_id=row["id"]
+        id=row["user_id"],
+        email=row["email"],
+        role=Role(row["role"]),
+        via="api_key",
+        api_key_id=row["id"],
+        language=row["language"],
+        time_zone=row["time_zone"],
     )
 
 

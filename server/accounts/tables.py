@@ -38,6 +38,7 @@ class User(Table, tablename="app_user"):
     created_at = Timestamptz()
     password_changed_at = Timestamptz()
     time_zone = Varchar(length=64, default="")  # an IANA name; "" shows times in UTC
+    language = Varchar(length=8, default="")  # en, fr or it; "" follows the browser's Accept-Language
 
 
 class Publisher(Table):

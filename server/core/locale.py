@@ -1,8 +1,10 @@
 """The locale a person writes and reads numbers in, one per request.
 
-Where it comes from, in order: the person's saved choice (none is stored yet: issue 19's language
-setting passes it to `negotiate`), else the browser's Accept-Language, keeping the first language
-(by quality) that affnet supports. The territory is kept with it (de-CH stays de_CH, not de),
+Where it comes from, in order: the person's saved language (their account's, else the language
+cookie the footer's switcher sets for visitors), else the browser's Accept-Language, keeping the
+first language (by quality) that affnet supports; a saved language takes the browser's territory
+when the browser asks for the same language (fr saved, fr-CH browser: fr_CH). The territory is
+kept with it (de-CH stays de_CH, not de),
 because the number symbols belong to the territory: a Swiss writes 1'250.50, a German 1.250,50.
 With neither, there is no locale, and amount parsing refuses what only a locale could decide.
 
@@ -24,7 +26,10 @@ SUPPORTED = ("en", "fr", "it", "de", "es")
 MAX_HEADER = 512  # a longer Accept-Language is not a browser's: read only its start
 MAX_TAGS = 16
 
+LANGUAGE_COOKIE = "affnet_lang"
+
 _current: ContextVar[Locale | None] = ContextVar("affnet_locale", default=None)
+_zone: ContextVar[str] = ContextVar("affnet_zone", default="")
 
 
 def parse_tag(tag: str) -> Locale | None:
@@ -64,6 +69,10 @@ def accept_language(header: str | None) -> list[str]:
 def negotiate(saved: str | None, header: str | None) -> Locale | None:
     """The saved choice if it is a supported locale, else the best supported one the browser asks for."""
     if saved and (locale := parse_tag(saved)) is not None:
+        for tag in accept_language(header):
+            asked = parse_tag(tag)
+            if asked is not None and asked.language == locale.language and asked.territory:
+                return asked
         return locale
     for tag in accept_language(header):
         if (locale := parse_tag(tag)) is not None:
@@ -76,25 +85,47 @@ def current() -> Locale | None:
     return _current.get()
 
 
+def current_zone() -> str:
+    """The request's reader's saved time zone (an IANA name), "" when none (times in UTC)."""
+    return _zone.get()
+
+
 def tag(locale: Locale | None) -> str:
     """A stable text form ('fr_FR', '' for none), for binding a locale into a signed form."""
     return str(locale) if locale is not None else ""
 
 
 @contextmanager
-def using(locale: Locale | str | None) -> Iterator[Locale | None]:
+def using(locale: Locale | str | None, zone: str | None = None) -> Iterator[Locale | None]:
+    """Read and write in `locale` (and show times in `zone`, if given) inside the block: tests, and
+    the worker writing to one person."""
     resolved = parse_tag(locale) if isinstance(locale, str) else locale
     token = _current.set(resolved)
+    zone_token = _zone.set(zone) if zone is not None else None
     try:
         yield resolved
     finally:
         _current.reset(token)
+        if zone_token is not None:
+            _zone.reset(zone_token)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", ()):
         if key == name:
             return value.decode("latin-1")
+    return None
+
+
+def cookie_language(scope: Scope) -> str | None:
+    """The language the footer's switcher saved in a cookie (for visitors who are not logged in)."""
+    prefix = LANGUAGE_COOKIE + "="
+    for key, value in scope.get("headers", ()):
+        if key == b"cookie":
+            for part in value.decode("latin-1").split(";"):
+                part = part.strip()
+                if part.startswith(prefix):
+                    return part[len(prefix) :][:8]
     return None
 
 
@@ -110,9 +141,12 @@ class LocaleMiddleware(ASGIMiddleware):
     )
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        saved = getattr(scope.get("user"), "locale", None)  # issue 19 adds the saved language
+        user = scope.get("user")
+        saved = getattr(user, "language", "") or cookie_language(scope)
         token = _current.set(negotiate(saved, _header(scope, b"accept-language")))
+        zone_token = _zone.set(getattr(user, "time_zone", "") or "")
         try:
             await next_app(scope, receive, send)
         finally:
             _current.reset(token)
+            _zone.reset(zone_token)

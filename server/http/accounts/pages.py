@@ -10,6 +10,7 @@ from server.accounts import service as accounts
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import PublisherStatus, Role
 from server.core.errors import DomainError, Invalid
+from server.core.locale import LANGUAGE_COOKIE
 from server.core.validation import safe_next
 from server.http.pages import (
     clear_session_cookie,
@@ -42,6 +43,24 @@ class AuthController(Controller):
         if user is not None:
             return see_other(user.home)
         return render("accounts/login.html", next=safe_next(request.query_params.get("next"), ""), email="")
+
+    @post("/language", opt=PUBLIC)
+    async def set_language(self, request: Request) -> Redirect:
+        """The footer's language switcher: saved on the account when logged in, and in a cookie
+        (a year) for the pages before login; then back to the page it was on (a local path only)."""
+        form = await form_data(request)
+        code = await accounts.set_language(current_user(request), form.get("language", ""))
+        response = see_other(safe_next(form.get("next"), "/"))
+        response.set_cookie(
+            LANGUAGE_COOKIE,
+            code,
+            max_age=365 * 24 * 3600,
+            path="/",
+            httponly=True,
+            samesite="lax",
+            secure=settings_of(request).secure_cookies or request.url.scheme == "https",
+        )
+        return response
 
     @post("/login", opt=PUBLIC)
     async def login(self, request: Request) -> Template | Redirect:
