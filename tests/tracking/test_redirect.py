@@ -238,3 +238,13 @@ async def test_a_click_flood_from_one_network_stops_counting_but_still_redirects
     reasons = [r["reason"] for r in rows]
     assert reasons[:NETWORK_CLICKS_PER_MINUTE] == ["valid"] * NETWORK_CLICKS_PER_MINUTE
     assert reasons[NETWORK_CLICKS_PER_MINUTE:] == ["rate_limited"] * 5
+
+
+async def test_a_dead_link_is_explained_in_the_readers_language(client):
+    french = await client.get("/c/nope", headers={"Accept-Language": "fr-FR,fr;q=0.9"}, follow_redirects=False)
+    assert french.status_code == 404
+    assert '<html lang="fr">' in french.text and "Ce lien n’existe pas" in french.text
+    italian = await client.get("/c/nope", headers={"Accept-Language": "it"}, follow_redirects=False)
+    assert '<html lang="it">' in italian.text and "Questo link non esiste" in italian.text
+    english = await client.get("/c/nope", follow_redirects=False)
+    assert '<html lang="en">' in english.text and "This link does not exist" in english.text

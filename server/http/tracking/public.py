@@ -18,6 +18,8 @@ from urllib.parse import parse_qsl
 from litestar import asgi
 from litestar.types import Receive, Scope, Send
 
+from server.core import i18n
+from server.core import locale as locales
 from server.http.web import PUBLIC, FastPath, SecurityHeadersMiddleware, respond
 from server.tracking import geo
 from server.tracking.classify import PURPOSE_HEADERS, Reason, header_reason, is_speculative
@@ -26,10 +28,32 @@ from server.tracking.visitor import cookie_id, new_cookie_id, set_cookie
 
 log = logging.getLogger("affnet.tracking")
 
-_NOT_FOUND = b"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Link not found - affnet</title>
+_PAGE = """<!doctype html><html lang="{lang}"><head><meta charset="utf-8"><title>{title} - affnet</title>
 <link rel="stylesheet" href="/static/app.css"></head><body><main class="page"><section class="card narrow">
-<h1>This link does not exist</h1><p>The address may be mistyped, or the link was never issued by affnet.
-Nothing was recorded.</p><p><a href="/">affnet</a></p></section></main></body></html>"""
+<h1>{heading}</h1><p>{body}</p><p><a href="/">affnet</a></p></section></main></body></html>"""
+_pages: dict[tuple[str, int], bytes] = {}
+
+
+def _page(scope: Scope, status: int) -> bytes:
+    """A dead link's page (or the rare failure's) in the reader's language (Accept-Language), made
+    once per language: a reader who followed a blogger's link is not an affnet user."""
+    asked = dict(scope["headers"]).get(b"accept-language", b"").decode("latin-1")
+    reader = locales.negotiate(locales.cookie_language(scope), asked)
+    key = (i18n.language(reader), status)
+    if key not in _pages:
+        with locales.using(reader):
+            if status == 404:
+                title, heading = i18n._("Link not found"), i18n._("This link does not exist")
+                body = i18n._(
+                    "The address may be mistyped, or the link was never issued by affnet. Nothing was recorded."
+                )
+            else:
+                title = heading = i18n._("Something went wrong")
+                body = i18n._("Something went wrong; please try the link again.")
+        _pages[key] = _PAGE.format(lang=key[0], title=title, heading=heading, body=body).encode()
+    return _pages[key]
+
+
 _SECURITY = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -145,7 +169,7 @@ async def handle_click(parts: ClickParts, code: str, scope: Scope, send: Send) -
         return
     target = await parts.link_cache.get(code) if code and "/" not in code else None
     if target is None:
-        await respond(send, 404, _HTML, b"" if method == "HEAD" else _NOT_FOUND)
+        await respond(send, 404, _HTML, b"" if method == "HEAD" else _page(scope, 404))
         return
     query_string = scope["query_string"]
     query = parse_query(query_string) if query_string else {}
@@ -266,4 +290,4 @@ class ClickFastPath(FastPath):
         await handle_click(parts, _code(scope), scope, send)
 
     async def fail(self, send: Send) -> None:
-        await respond(send, 500, _HTML, b"Something went wrong; please try the link again.")
+        await respond(send, 500, _HTML, _page({"headers": []}, 500))  # the request is not at hand here
