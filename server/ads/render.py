@@ -1,6 +1,6 @@
 """The HTML of ads: creatives' frames and house ads, from templates/ads/ in Jinja2's sandboxed
 environment with autoescaping, so whatever an advertiser or publisher typed is text, never markup,
-and a template can reach nothing but the values it is given."""
+and a template can reach nothing but the values it is given (and the i18n callables and filters)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from server.core import i18n
 from server.core.settings import ROOT
 
 ENV = ImmutableSandboxedEnvironment(
@@ -16,6 +17,8 @@ ENV = ImmutableSandboxedEnvironment(
 )
 # Refuse to import (and so to start) if this ever stops being true.
 assert ENV.autoescape is True, "ad templates must autoescape"
+# Their few words ("Sponsored") in the language the caller set (server/http/ads/public.py: the reader's).
+i18n.install(ENV)
 _FRAME_IMAGE = ENV.get_template("frame_image.html")
 _FRAME_NATIVE = ENV.get_template("frame_native.html")
 _HOUSE = ENV.get_template("house.html")

@@ -20,6 +20,7 @@ from server.ads.tables import AdSlot, Impression, SlotFallback, SlotFormat, Slot
 from server.audit import service as audit
 from server.core import clock, db, deeplink, validation
 from server.core.errors import Conflict, Invalid, NotFound
+from server.core.i18n import _, _l
 from server.core.validation import form_field
 
 
@@ -43,17 +44,18 @@ SIZES: dict[SlotFormat, Size] = {
     SlotFormat.mobile_banner: Size(320, 50),
     SlotFormat.native: Size(None, 120),
 }
-FORMAT_LABELS: dict[SlotFormat, str] = {
-    SlotFormat.medium_rectangle: "Medium rectangle, 300 × 250",
-    SlotFormat.leaderboard: "Leaderboard, 728 × 90",
-    SlotFormat.wide_skyscraper: "Wide skyscraper, 160 × 600",
-    SlotFormat.mobile_banner: "Mobile banner, 320 × 50",
-    SlotFormat.native: "Native text ad, full width × 120",
+# Lazy: each is read in the language of the page that shows it.
+FORMAT_LABELS: dict[SlotFormat, Any] = {
+    SlotFormat.medium_rectangle: _l("Medium rectangle, 300 × 250"),
+    SlotFormat.leaderboard: _l("Leaderboard, 728 × 90"),
+    SlotFormat.wide_skyscraper: _l("Wide skyscraper, 160 × 600"),
+    SlotFormat.mobile_banner: _l("Mobile banner, 320 × 50"),
+    SlotFormat.native: _l("Native text ad, full width × 120"),
 }
-FALLBACK_LABELS: dict[SlotFallback, str] = {
-    SlotFallback.collapse: "Collapse: hide the slot",
-    SlotFallback.house: "A house ad: your own line of text and link",
-    SlotFallback.html: "Your own HTML (shown in a sandboxed frame: scripts never run)",
+FALLBACK_LABELS: dict[SlotFallback, Any] = {
+    SlotFallback.collapse: _l("Collapse: hide the slot"),
+    SlotFallback.house: _l("A house ad: your own line of text and link"),
+    SlotFallback.html: _l("Your own HTML (shown in a sandboxed frame: scripts never run)"),
 }
 MAX_DOMAINS = 50
 MAX_FALLBACK_HTML = 10_000
@@ -65,50 +67,50 @@ def parse_domains(text: str) -> list[str]:
     return validation.domains(
         text,
         field="domains",
-        label="Site domain",
+        label=_("Site domain"),
         most=MAX_DOMAINS,
-        empty="List at least one domain of your site, such as blog.example.com.",
-        too_many=f"At most {MAX_DOMAINS} site domains per slot.",
+        empty=_("List at least one domain of your site, such as blog.example.com."),
+        too_many=_("At most %(num)s site domains per slot.", num=MAX_DOMAINS),
     )
 
 
 def _house_url(raw: str) -> str:
-    url = validation.web_url(raw, "house_url", "House ad link")
+    url = validation.web_url(raw, "house_url", _("House ad link"))
     try:
         host = deeplink.normalise_domain(urlsplit(url).hostname or "")
     except ValueError:
         raise Invalid(
-            "House ad link must be a web address such as https://blog.example.com/about.", field="house_url"
+            _("House ad link must be a web address such as https://blog.example.com/about."), field="house_url"
         ) from None
     # Rebuilt from its checked parts, as deep links are: what is stored is what was checked.
     safe = deeplink.safe_url(url, frozenset({host}))
     if safe is None:
-        raise Invalid("House ad link must be an http(s) address without a port or user name.", field="house_url")
+        raise Invalid(_("House ad link must be an http(s) address without a port or user name."), field="house_url")
     return safe
 
 
 def parse_slot(form: Mapping[str, Any], *, format_locked: str | None = None) -> dict[str, Any]:
     """Validate the slot form into column values. Raises Invalid naming the first bad field."""
-    name = validation.text(form_field(form, "name"), "name", "Slot name", max_length=120)
+    name = validation.text(form_field(form, "name"), "name", _("Slot name"), max_length=120)
     slot_format = format_locked or form_field(form, "format")
     if slot_format not in {f.value for f in SlotFormat}:
-        raise Invalid("Choose one of the listed formats.", field="format")
+        raise Invalid(_("Choose one of the listed formats."), field="format")
     domains = parse_domains(form_field(form, "domains"))
     fallback = form_field(form, "fallback") or SlotFallback.collapse.value
     if fallback not in {f.value for f in SlotFallback}:
-        raise Invalid("Choose what the slot shows when no ad fits.", field="fallback")
+        raise Invalid(_("Choose what the slot shows when no ad fits."), field="fallback")
     house_text = house_url = fallback_html = ""
     if fallback == SlotFallback.house.value:
         house_text = validation.text(
-            form_field(form, "house_text"), "house_text", "House ad text", max_length=HOUSE_TEXT_MAX
+            form_field(form, "house_text"), "house_text", _("House ad text"), max_length=HOUSE_TEXT_MAX
         )
         if "\n" in house_text or "\r" in house_text:
-            raise Invalid("House ad text must be a single line.", field="house_text")
+            raise Invalid(_("House ad text must be a single line."), field="house_text")
         house_url = _house_url(form_field(form, "house_url"))
     elif fallback == SlotFallback.html.value:
         raw = form.get("fallback_html", "")
         fallback_html = validation.text(
-            raw if isinstance(raw, str) else "", "fallback_html", "Your HTML", max_length=MAX_FALLBACK_HTML
+            raw if isinstance(raw, str) else "", "fallback_html", _("Your HTML"), max_length=MAX_FALLBACK_HTML
         )
     return {
         "name": name,
@@ -156,7 +158,7 @@ async def owned_slot(publisher: CurrentUser, slot_id: int) -> dict[str, Any]:
     """The publisher's own slot; anyone else's answers NotFound, as if it did not exist."""
     row = await AdSlot.select().where(AdSlot.id == slot_id, AdSlot.publisher == publisher.id).first()
     if row is None:
-        raise NotFound("There is no such ad slot.")
+        raise NotFound(_("There is no such ad slot."))
     return row
 
 
@@ -176,11 +178,12 @@ async def set_status(publisher: CurrentUser, slot_id: int, action: str) -> str:
     """Pause a slot (it shows its fallback only) or resume it."""
     moves = {"pause": (SlotStatus.active, SlotStatus.paused), "resume": (SlotStatus.paused, SlotStatus.active)}
     if action not in moves:
-        raise Invalid("Unknown action.")
+        raise Invalid(_("Unknown action."))
     before, after = moves[action]
     current = await owned_slot(publisher, slot_id)
     if current["status"] != before.value:
-        raise Conflict(f"This slot is {current['status']}: it cannot {action}.")
+        refusal = _("This slot is already paused.") if action == "pause" else _("This slot is already active.")
+        raise Conflict(refusal)
     async with db.transaction():
         await AdSlot.update({AdSlot.status: after.value, AdSlot.updated_at: clock.now()}).where(AdSlot.id == slot_id)
         await audit.record(f"ad_slot.{action}", actor_id=publisher.id, object_type="ad_slot", object_id=slot_id)

@@ -12,6 +12,7 @@ from piccolo.table import Table
 
 from server.accounts.tables import User
 from server.campaigns.tables import Campaign, Creative
+from server.core.i18n import _l
 
 
 class SlotFormat(StrEnum):
@@ -48,11 +49,11 @@ class ViewReason(StrEnum):
 
 
 VIEW_REASON_LABELS = {
-    ViewReason.valid: "Seen (valid)",
-    ViewReason.bot: "Bot or crawler user agent",
-    ViewReason.datacenter: "From a cloud or hosting network",
-    ViewReason.frequency_capped: "Over the daily frequency cap for one visitor",
-    ViewReason.rate_limited: "Too many views from one network",
+    ViewReason.valid: _l("Seen (valid)"),
+    ViewReason.bot: _l("Bot or crawler user agent"),
+    ViewReason.datacenter: _l("From a cloud or hosting network"),
+    ViewReason.frequency_capped: _l("Over the daily frequency cap for one visitor"),
+    ViewReason.rate_limited: _l("Too many views from one network"),
 }
 
 

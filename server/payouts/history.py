@@ -1,6 +1,6 @@
 """A publisher's payout history, read-only: their payout lines and the periods they were carried over,
-in words they can act on. Behind /publisher/payouts, /publisher/payouts/lines/{id} and
-GET /api/v1/publisher/payouts.
+in words they can act on, and what has been paid to them so far. Behind /publisher/payouts,
+/publisher/payouts/lines/{id}, GET /api/v1/publisher/payouts and the publisher's dashboard.
 
 Every query here is filtered by the publisher's own id, so a publisher never reads another's line
 (another's line id answers NotFound, as if it did not exist). Finance's internal fields (first payout,
@@ -16,6 +16,8 @@ from typing import Any
 
 from server.core import money
 from server.core.errors import NotFound
+from server.core.i18n import _, _l
+from server.ledger.tables import LedgerEntry
 from server.payouts import reversals
 from server.payouts.service import REASONS
 from server.payouts.tables import BatchStatus, CarryReason, LineStatus, PayoutCarryOver, PayoutLine
@@ -43,29 +45,32 @@ _SHOWN = {
     LineStatus.held.value: Shown.held,
 }
 
+# Lazy, like every text below: each is read in the language of the page or API call that shows it.
 WORDS = {
-    Shown.processing: "On its way",
-    Shown.paid: "Paid",
-    Shown.failed: "Failed",
-    Shown.returned: "Returned (reversed at Stripe)",
-    Shown.held: "Held by finance",
+    Shown.processing: _l("On its way"),
+    Shown.paid: _l("Paid"),
+    Shown.failed: _l("Failed"),
+    Shown.returned: _l("Returned (reversed at Stripe)"),
+    Shown.held: _l("Held by finance"),
 }
 
-BACK_IN_BALANCE = "The money is back in your available balance and is paid at a later payout."
+BACK_IN_BALANCE = _l("The money is back in your available balance and is paid at a later payout.")
 
+_NOT_COVERED = _l("affnet's Stripe balance could not cover the transfer at that moment (nothing you need to do).")
 # Stripe's error codes for a refused transfer (the part of PayoutLine.error before the colon), in words.
 FAILURE_WORDS = {
-    "balance_insufficient": "affnet's Stripe balance could not cover the transfer at that moment (nothing you "
-    "need to do).",
-    "insufficient_funds": "affnet's Stripe balance could not cover the transfer at that moment (nothing you "
-    "need to do).",
-    "account_invalid": "Stripe could not pay into your payout account: check it on Stripe.",
-    "account_closed": "Your payout account at Stripe is closed: set up payouts again.",
-    "insufficient_capabilities_for_transfer": "Your Stripe account cannot receive transfers yet: finish or update "
-    "your details on Stripe.",
-    "transfers_not_allowed": "Stripe does not allow transfers to your account right now: check your details on Stripe.",
-    "amount_too_small": "Stripe refused the amount as too small.",
-    "amount_too_large": "Stripe refused the amount as too large.",
+    "balance_insufficient": _NOT_COVERED,
+    "insufficient_funds": _NOT_COVERED,
+    "account_invalid": _l("Stripe could not pay into your payout account: check it on Stripe."),
+    "account_closed": _l("Your payout account at Stripe is closed: set up payouts again."),
+    "insufficient_capabilities_for_transfer": _l(
+        "Your Stripe account cannot receive transfers yet: finish or update your details on Stripe."
+    ),
+    "transfers_not_allowed": _l(
+        "Stripe does not allow transfers to your account right now: check your details on Stripe."
+    ),
+    "amount_too_small": _l("Stripe refused the amount as too small."),
+    "amount_too_large": _l("Stripe refused the amount as too large."),
 }
 
 
@@ -74,7 +79,7 @@ def failure_words(error: str) -> str:
     code = (error or "").partition(":")[0].strip()
     words = FAILURE_WORDS.get(code)
     if words is None:
-        words = f"Stripe refused the transfer ({code})." if code else "Stripe refused the transfer."
+        words = _("Stripe refused the transfer (%(code)s).", code=code) if code else _("Stripe refused the transfer.")
     return f"{words} {BACK_IN_BALANCE}"
 
 
@@ -98,7 +103,7 @@ class HistoryLine:
 
     @property
     def words(self) -> str:
-        return WORDS[self.status]
+        return str(WORDS[self.status])
 
 
 @dataclass(frozen=True)
@@ -114,7 +119,7 @@ class CarriedPeriod:
 
     @property
     def words(self) -> str:
-        return REASONS[self.reason]
+        return str(REASONS[self.reason])
 
 
 @dataclass(frozen=True)
@@ -148,19 +153,21 @@ def _detail(row: dict[str, Any], shown: Shown, returned: int) -> str:
         return failure_words(row["error"])
     if shown is Shown.held:
         reason = (row["hold_reason"] or "").strip()
-        return (f"Finance held this payout: {reason}. " if reason else "Finance held this payout. ") + BACK_IN_BALANCE
+        held = _("Finance held this payout: %(reason)s.", reason=reason) if reason else _("Finance held this payout.")
+        return f"{held} {BACK_IN_BALANCE}"
     if shown is Shown.returned:
-        return "Stripe reversed the transfer after it was paid. " + BACK_IN_BALANCE
+        return f"{_('Stripe reversed the transfer after it was paid.')} {BACK_IN_BALANCE}"
     if shown is Shown.paid and returned:
-        return (
-            f"Sent to your Stripe account; Stripe later reversed {money.display(returned, row['currency'])} of "
-            "it, and that part is back in your available balance."
+        return _(
+            "Sent to your Stripe account; Stripe later reversed %(amount)s of it, and that part is back in your "
+            "available balance.",
+            amount=money.display(returned, row["currency"]),
         )
     if shown is Shown.paid:
-        return "Sent to your Stripe account; Stripe pays it into your bank account on its own schedule."
+        return _("Sent to your Stripe account; Stripe pays it into your bank account on its own schedule.")
     if row["status"] == LineStatus.approved.value and row["batch_status"] == BatchStatus.prepared.value:
-        return "Finance is reviewing this period's payouts; it is sent once a second person has approved them."
-    return "Approved and being sent to your Stripe account."
+        return _("Finance is reviewing this period's payouts; it is sent once a second person has approved them.")
+    return _("Approved and being sent to your Stripe account.")
 
 
 def _line(row: dict[str, Any], returned: dict[int, int]) -> HistoryLine:
@@ -207,7 +214,7 @@ async def line_of(publisher_id: int, line_id: int) -> HistoryLine:
         .first()
     )
     if row is None:
-        raise NotFound("You have no such payout.")
+        raise NotFound(_("You have no such payout."))
     return _line(row, await reversals.returned_by_line([line_id]))
 
 
@@ -237,3 +244,52 @@ async def carried_of(publisher_id: int, *, limit: int = CARRIED_LIMIT) -> list[C
         )
         for r in rows
     ]
+
+
+@dataclass(frozen=True)
+class PaidToYou:
+    """What payouts have brought the publisher in one currency, from the ledger, minor units."""
+
+    currency: str
+    paid_minor: int  # every transfer that reached them, less what Stripe reversed of it since
+    last_minor: int  # the newest payout still (at least partly) theirs, less what was reversed of it
+    last_paid_at: datetime  # when that payout's transfer was made
+
+
+async def paid_to_you(publisher_id: int) -> dict[str, PaidToYou]:
+    """By currency, the payouts that reached the publisher (the ledger's payout.settled transactions of
+    their lines) net of the reversals at Stripe (payout.reversed); currencies never paid are left out.
+    A payout reversed in full counts for nothing and is not the last payout."""
+    line_ids = await PayoutLine.select(PayoutLine.id).where(PayoutLine.publisher == publisher_id).output(as_list=True)
+    if not line_ids:
+        return {}
+    settled = (
+        await LedgerEntry.select(
+            LedgerEntry.txn.reference_id.as_alias("line"),
+            LedgerEntry.txn.effective_at.as_alias("at"),
+            LedgerEntry.amount_minor,
+            LedgerEntry.currency,
+        )
+        .where(
+            LedgerEntry.txn.kind == "payout.settled",
+            LedgerEntry.txn.reference_type == "payout_line",
+            LedgerEntry.amount_minor > 0,  # the stripe_clearing side: what the transfer carried
+            LedgerEntry.txn.reference_id.is_in(line_ids),
+        )
+        .order_by(LedgerEntry.txn.effective_at)
+        .order_by(LedgerEntry.txn.id)
+    )
+    returned = await reversals.returned_by_line(line_ids)
+    found: dict[str, PaidToYou] = {}
+    for row in settled:  # oldest first: the last one kept in a currency is the newest
+        kept = row["amount_minor"] - returned.get(row["line"], 0)
+        if kept <= 0:
+            continue
+        before = found.get(row["currency"])
+        found[row["currency"]] = PaidToYou(
+            currency=row["currency"],
+            paid_minor=(before.paid_minor if before else 0) + kept,
+            last_minor=kept,
+            last_paid_at=row["at"],
+        )
+    return found

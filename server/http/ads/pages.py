@@ -19,6 +19,7 @@ from server.ads import service as ads
 from server.ads.tables import VIEW_REASON_LABELS, SlotFallback, SlotFormat, ViewReason
 from server.core import clock
 from server.core.errors import DomainError, NotFound
+from server.core.i18n import _, percent_text
 from server.http.pages import form_data, render_error, see_other, settings_of
 from server.http.pages import render as render_page
 from server.http.web import PUBLIC, current_user, requires_role
@@ -54,8 +55,9 @@ def _reason_rows(counts: dict[str, int], labels: Mapping[Any, str], reasons: typ
 
 
 def _rate(clicks: int, views: int) -> str:
-    """Valid clicks per valid impression, as people read it (2.35 %), or a dash without impressions."""
-    return f"{clicks * 100 / views:.2f} %" if views else "—"
+    """Valid clicks per valid impression in the reader's format (2.35% in English, 2,35 % in French),
+    or a dash without impressions."""
+    return percent_text(clicks / views, places=2) if views else "—"
 
 
 class PublisherSlots(Controller):
@@ -152,7 +154,7 @@ async def demo_blog(request: Request) -> Template:
     """A blog post with the demo publisher's slot, as a reader would see it (not in production)."""
     settings = settings_of(request)
     if settings.production:
-        raise NotFound("There is nothing at this address.")
+        raise NotFound(_("There is nothing at this address."))
     slot = await ads.demo_slot(DEMO_PUBLISHER)
     # The page embeds the snippet as markup, as a publisher pastes it: snippet() escapes every value it holds.
     snippet = Markup(ads.snippet(settings.base_url, slot)) if slot else ""  # noqa: S704

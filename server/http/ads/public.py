@@ -19,6 +19,7 @@ from litestar.types import Receive, Scope, Send
 from server.ads import offers, render
 from server.ads.decision import Answer
 from server.ads.process import AdServer
+from server.core import locale as locales
 from server.http.web import PUBLIC, FastPath, respond
 from server.tracking import geo
 
@@ -88,13 +89,22 @@ def _slot_key(query_string: bytes) -> str:
     return dict(parse_qsl(query_string.decode("latin-1"), max_num_fields=10)).get("slot", "")
 
 
+def _accept_language(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"accept-language":
+            return value.decode("latin-1")
+    return None
+
+
 def _client_ip(scope: Scope) -> str:
     client = scope.get("client")
     return client[0] if client else ""
 
 
-async def _frame(ad_server: AdServer, token: str, send: Send) -> None:
-    """The ad's own document: the creative linking to its signed click URL."""
+async def _frame(ad_server: AdServer, token: str, scope: Scope, send: Send) -> None:
+    """The ad's own document: the creative linking to its signed click URL, with its words ("Sponsored")
+    in the blog reader's language (their browser's Accept-Language: this path has no locale middleware,
+    and a frame on another site carries no affnet cookie)."""
     headers = [
         (b"content-type", b"text/html; charset=utf-8"),
         (b"cache-control", b"no-store"),
@@ -123,7 +133,9 @@ async def _frame(ad_server: AdServer, token: str, send: Send) -> None:
         await respond(send, 404, headers, _EMPTY_FRAME)
         return
     click_url = f"{ad_server.base_url}/c/{link[1]}?o={token}"
-    await respond(send, 200, headers, render.frame(creative, click_url, entry.advertiser_host).encode())
+    with locales.using(locales.negotiate(None, _accept_language(scope))):
+        document = render.frame(creative, click_url, entry.advertiser_host)
+    await respond(send, 200, headers, document.encode())
 
 
 async def handle_ads(ad_server: AdServer, scope: Scope, send: Send) -> None:
@@ -155,7 +167,7 @@ async def handle_ads(ad_server: AdServer, scope: Scope, send: Send) -> None:
         )
         await _json(send, answer)
     elif path.startswith("/ads/f/") and method in ("GET", "HEAD"):
-        await _frame(ad_server, path[7:].rstrip("/"), send)
+        await _frame(ad_server, path[7:].rstrip("/"), scope, send)
     else:
         await _json(send, Answer(404, {"error": {"code": "not_found", "message": "There is nothing at this address."}}))
 

@@ -52,6 +52,7 @@ async def _page(request: Request, *, page: int = 1, **extra: Any) -> dict[str, A
         # Only this publisher's own lines and carry-overs (server/payouts/history.py).
         "history": await history.lines_of(publisher.id, page=page),
         "carried": await history.carried_of(publisher.id),
+        "paid": await history.paid_to_you(publisher.id),  # lifetime, and the last payout, by currency
     }
     context.update(extra)
     return context

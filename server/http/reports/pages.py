@@ -27,6 +27,7 @@ from server.http.reports.common import (
     report_page,
 )
 from server.http.web import current_user, requires_role
+from server.payouts import history as payout_history
 from server.reports import advertiser as advertiser_reports
 from server.reports import earnings, rollup, spending, traffic
 from server.reports import publisher as publisher_reports
@@ -57,6 +58,7 @@ class PublisherPages(Controller):
             balances=await earnings.money_of(user_id),
             click_earnings=await earnings.click_earnings_of(user_id),
             impression_earnings=await earnings.impression_earnings_of(user_id),
+            paid=await payout_history.paid_to_you(user_id),  # lifetime, and the last payout, by currency
             money=money,
         )
 
