@@ -50,7 +50,13 @@ async def apply(event_type: str, obj: dict[str, Any], gateway: Gateway) -> str |
         if funding is None:
             return "ignored: not a funding"
         if obj.get("payment_status") != "paid" or not obj.get("payment_intent"):
-            return "waiting: not paid yet"  # a delayed method: async_payment_succeeded follows
+            # A delayed method: async_payment_succeeded follows. The payment is under way, so the
+            # funding is no longer shown expired once its session's expiry has passed.
+            if obj.get("payment_intent"):
+                await Funding.update(
+                    {Funding.payment_intent_id: obj["payment_intent"], Funding.updated_at: clock.now()}
+                ).where(Funding.id == funding, Funding.status == FundingStatus.open.value)
+            return "waiting: not paid yet"
         return await _ensure_credited(funding, obj["payment_intent"], gateway)
     if event_type in NEVER_PAID:
         # The session expired unpaid, or the bank refused the debit: nothing was received, so

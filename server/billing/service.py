@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from server.accounts.identity import CurrentUser
@@ -20,6 +21,7 @@ from server.campaigns import service as campaigns
 from server.campaigns.tables import Campaign, CampaignStatus
 from server.core import clock, db, money
 from server.core.errors import Conflict, Invalid, NotFound
+from server.core.i18n import _
 from server.core.validation import form_field
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
@@ -32,6 +34,7 @@ DEFAULT_MINIMUM, DEFAULT_MAXIMUM = "50", "10000"
 DEFAULT_CURRENCY = "EUR"
 OFFERED_CURRENCIES = ("EUR", "USD", "GBP")
 HISTORY_LIMIT = 100
+CHECKOUT_LIFETIME = timedelta(hours=24)  # Stripe's default, and longest, for a Checkout Session
 LOW_BALANCE_FACTOR = 2  # warn while the balance is under twice the auto-pause threshold
 PAUSE_REASON = (
     "Paused by affnet: your {currency} balance ({balance}) is below your auto-pause threshold "
@@ -69,14 +72,17 @@ async def currencies_of(advertiser_id: int) -> list[str]:
 async def parse_funding(advertiser_id: int, form: Mapping[str, Any]) -> tuple[int, str]:
     currency = money.currency(form_field(form, "currency") or DEFAULT_CURRENCY)
     if currency not in await currencies_of(advertiser_id):
-        raise Invalid("Choose one of the listed currencies.", field="currency")
-    amount = money.parse_amount(form_field(form, "amount"), currency, field="amount", label="Amount", allow_zero=False)
+        raise Invalid(_("Choose one of the listed currencies."), field="currency")
+    amount = money.parse_amount(
+        form_field(form, "amount"), currency, field="amount", label=_("Amount"), allow_zero=False
+    )
     low, high = await limits(currency)
     if amount < low:
-        raise Invalid(f"The smallest top-up is {money.display(low, currency)}.", field="amount")
+        raise Invalid(_("The smallest top-up is %(amount)s.", amount=money.display(low, currency)), field="amount")
     if amount > high:
         raise Invalid(
-            f"The largest top-up is {money.display(high, currency)}; add more in several top-ups.", field="amount"
+            _("The largest top-up is %(amount)s; add more in several top-ups.", amount=money.display(high, currency)),
+            field="amount",
         )
     return amount, currency
 
@@ -121,17 +127,18 @@ async def start_funding(
             }
         ).where(Funding.id == funding_id)
         raise Conflict(
-            "Stripe could not be reached to start the payment. Nothing was charged; please try again in a minute."
+            _("Stripe could not be reached to start the payment. Nothing was charged; please try again in a minute.")
         ) from None
     await Funding.update(
         {
             Funding.status: FundingStatus.open.value,
             Funding.checkout_session_id: session.id,
+            Funding.expires_at: session.expires_at or now + CHECKOUT_LIFETIME,
             Funding.updated_at: clock.now(),
         }
     ).where(Funding.id == funding_id, Funding.status == FundingStatus.pending.value)
     if not session.url:
-        raise Conflict("Stripe did not return a payment page. Nothing was charged; please try again.")
+        raise Conflict(_("Stripe did not return a payment page. Nothing was charged; please try again."))
     return session.url
 
 
@@ -145,10 +152,24 @@ def _funding_lines() -> Any:
         Funding.refunded_minor,
         Funding.disputed_minor,
         Funding.receipt_url,
+        Funding.expires_at,
+        Funding.payment_intent_id,
     )
 
 
-async def returned(advertiser: CurrentUser, session_id: str) -> FundingLine:
+def _line(row: dict[str, Any], now: datetime) -> FundingLine:
+    """A funding as pages show it. An open one whose Checkout Session is past its expiry is shown
+    expired even before Stripe's checkout.session.expired event is applied (or if it never is):
+    Stripe takes no payment on an expired session, so nothing was charged. Unless a payment was
+    started on it (a SEPA debit completes the session unpaid and settles days later)."""
+    expires_at = row.pop("expires_at") or row["created_at"] + CHECKOUT_LIFETIME
+    started = bool(row.pop("payment_intent_id"))
+    if row["status"] == FundingStatus.open.value and not started and expires_at <= now:
+        row["status"] = FundingStatus.expired.value
+    return FundingLine.from_row(row)
+
+
+async def returned(advertiser: CurrentUser, session_id: str, now: datetime | None = None) -> FundingLine:
     """The funding a Checkout Session was for, if it is this advertiser's. Shows state, changes nothing."""
     row = (
         await _funding_lines()
@@ -158,18 +179,20 @@ async def returned(advertiser: CurrentUser, session_id: str) -> FundingLine:
         else None
     )
     if row is None:
-        raise NotFound("There is no top-up of yours for this payment.")
-    return FundingLine.from_row(row)
+        raise NotFound(_("There is no top-up of yours for this payment."))
+    return _line(row, now or clock.now())
 
 
-async def fundings_of(advertiser_id: int) -> list[FundingLine]:
+async def fundings_of(advertiser_id: int, now: datetime | None = None) -> list[FundingLine]:
+    """The advertiser's newest top-ups, as of `now`."""
+    now = now or clock.now()
     rows = (
         await _funding_lines()
         .where(Funding.advertiser == advertiser_id, Funding.status != FundingStatus.pending.value)
         .order_by(Funding.id, ascending=False)
         .limit(HISTORY_LIMIT)
     )
-    return [FundingLine.from_row(row) for row in rows]
+    return [_line(row, now) for row in rows]
 
 
 async def settings_of(advertiser_id: int) -> dict[str, Any] | None:
@@ -188,11 +211,11 @@ async def settings_of_many(advertiser_ids: Sequence[int]) -> dict[int, dict[str,
 async def save_settings(advertiser: CurrentUser, form: Mapping[str, Any]) -> None:
     currency = money.currency(form_field(form, "currency") or DEFAULT_CURRENCY)
     if currency not in await currencies_of(advertiser.id):
-        raise Invalid("Choose one of the listed currencies.", field="currency")
+        raise Invalid(_("Choose one of the listed currencies."), field="currency")
     raw = form_field(form, "auto_pause_threshold") or "0"
-    threshold = money.parse_amount(raw, currency, field="auto_pause_threshold", label="Auto-pause threshold")
+    threshold = money.parse_amount(raw, currency, field="auto_pause_threshold", label=_("Auto-pause threshold"))
     if threshold > 10**12:
-        raise Invalid("Auto-pause threshold is too large.", field="auto_pause_threshold")
+        raise Invalid(_("Auto-pause threshold is too large."), field="auto_pause_threshold")
     async with db.transaction():
         updated = (
             await BillingSettings.update(

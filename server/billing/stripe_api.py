@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import stripe
@@ -29,6 +30,7 @@ def is_transient(exc: BaseException) -> bool:
 class CheckoutSession:
     id: str
     url: str
+    expires_at: datetime | None = None  # when Stripe expires it unpaid
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,8 @@ class StripeGateway:
             params,  # type: ignore[arg-type]
             {"idempotency_key": f"funding:{funding_id}:{reference}:checkout"},
         )
-        return CheckoutSession(id=session.id, url=session.url or "")
+        expires_at = datetime.fromtimestamp(session.expires_at, UTC) if session.expires_at else None
+        return CheckoutSession(id=session.id, url=session.url or "", expires_at=expires_at)
 
     async def payment(self, payment_intent_id: str) -> Payment:
         intent = (

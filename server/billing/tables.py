@@ -15,6 +15,7 @@ from server.accounts.tables import User
 class FundingStatus(StrEnum):
     pending = "pending"  # row stored, Checkout Session not created yet
     open = "open"  # the advertiser is at Stripe Checkout; the return page shows "processing"
+    # (past its expires_at, pages show an open funding as expired: see records.FundingLine)
     credited = "credited"  # Stripe confirmed the payment (by webhook) and the ledger credited it
     expired = "expired"  # the Checkout Session expired unpaid
     failed = "failed"  # the Checkout Session could not be created
@@ -41,6 +42,8 @@ class Funding(Table):
     created_at = Timestamptz()
     updated_at = Timestamptz()
     credited_at = Timestamptz(null=True, default=None)
+    # When Stripe expires the Checkout Session unpaid (24 h after it was created, unless asked otherwise).
+    expires_at = Timestamptz(null=True, default=None)
 
 
 class BillingSettings(Table):

@@ -17,6 +17,7 @@ from server.billing import stripe_api
 from server.billing.tables import FundingStatus
 from server.core import jobs, money
 from server.core.errors import Conflict, Invalid
+from server.core.i18n import _
 from server.http.pages import form_data, render, render_error, see_other, settings_of
 from server.http.web import PUBLIC, current_user, requires_role
 from server.stripe_events import service as stripe_events
@@ -56,7 +57,7 @@ async def _page(advertiser: CurrentUser, request: Request, **extra: Any) -> dict
         },
     }
     if request.query_params.get("canceled"):
-        context["notice"] = "The payment was cancelled; nothing was charged."
+        context["notice"] = _("The payment was cancelled; nothing was charged.")
     context.update(extra)
     return context
 
@@ -76,7 +77,7 @@ class AdvertiserBilling(Controller):
         settings = settings_of(request)
         try:
             if not stripe_api.configured(settings):
-                raise Conflict("Card payments are not set up on this affnet (no Stripe key).")
+                raise Conflict(_("Card payments are not set up on this affnet (no Stripe key)."))
             # The amount as understood is shown, and confirmed, before Stripe is asked for anything:
             # the confirmation carries the minor units it showed, and a different reading this time
             # (another locale) shows the page again instead of charging.
@@ -125,10 +126,13 @@ class AdvertiserBilling(Controller):
             return render(PAGE, status_code=exc.status_code, error=exc.message, error_field=exc.field, **context)
         prefs = await billing.settings_of(_user(request).id)
         notice = (
-            f"Billing settings saved: campaigns in {prefs['currency']} pause below "
-            f"{money.display_local(prefs['auto_pause_threshold_minor'], prefs['currency'])}."
+            _(
+                "Billing settings saved: campaigns in %(currency)s pause below %(threshold)s.",
+                currency=prefs["currency"],
+                threshold=money.display_local(prefs["auto_pause_threshold_minor"], prefs["currency"]),
+            )
             if prefs
-            else "Billing settings saved."
+            else _("Billing settings saved.")
         )
         return render(PAGE, **await _page(_user(request), request, notice=notice))
 
