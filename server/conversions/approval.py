@@ -43,6 +43,7 @@ from typing import Any
 
 from server.billing import service as billing
 from server.campaigns import service as campaigns
+from server.campaigns.tables import PayoutModel
 from server.conversions import selfcheck
 from server.conversions.holds import NOT_HELD_PUBLISHER
 from server.conversions.tables import Conversion, ConversionStatus
@@ -67,7 +68,7 @@ RETRIES = 5  # a concurrent spend may take the balance we priced against: price 
 
 _COLUMNS = (
     "c.id, c.campaign, c.publisher, c.currency, c.advertiser_amount_minor, c.publisher_amount_minor, "
-    "c.hold_until, c.sale_amount_minor, c.status_reason, k.advertiser AS advertiser_id"
+    "c.hold_until, c.status_reason, k.advertiser AS advertiser_id, g.payout_model"
 )
 
 
@@ -111,7 +112,10 @@ async def _locked(where: str, *args: Any, limit: int, skip_locked: bool) -> list
     """Conversions matching `where` (constant SQL with {} parameters), locked for this transaction."""
     lock = "" if db.is_sqlite() else (" FOR UPDATE OF c SKIP LOCKED" if skip_locked else " FOR UPDATE OF c")
     sql = (
+        # The goal's payout model: only RevShare's price follows the reported sale (CPA and CPL may
+        # report one too, for the advertiser's figures), so only theirs may be set aside to wait alone.
         f"SELECT {_COLUMNS} FROM conversion c JOIN campaign k ON k.id = c.campaign "  # noqa: S608
+        "JOIN goal g ON g.id = c.goal "
         f"WHERE {where} ORDER BY c.id LIMIT {int(limit)}{lock}"
     )
     return await Conversion.raw(sql, *args)
@@ -140,7 +144,7 @@ async def _fit(
     set_aside: list[int] = []
     for campaign_id in sorted(short - skip_campaigns):
         mine = [r for r in rows if r["campaign"] == campaign_id]
-        priced_by_report = [r for r in mine if r["sale_amount_minor"] is not None]
+        priced_by_report = [r for r in mine if r["payout_model"] == PayoutModel.revshare.value]
         if not priced_by_report:
             continue
         largest = max(priced_by_report, key=lambda r: (r["advertiser_amount_minor"], -r["id"]))
@@ -187,7 +191,7 @@ async def _keep_above_thresholds(
         floor = prefs["auto_pause_threshold_minor"] if prefs and prefs["currency"] == key[1] else 0
         charged = [r for r in fitting if (r["advertiser_id"], r["currency"]) == key]
         start = left + sum(r["advertiser_amount_minor"] for r in charged)
-        priced_by_report = [r for r in charged if r["sale_amount_minor"] is not None]
+        priced_by_report = [r for r in charged if r["payout_model"] == PayoutModel.revshare.value]
         if not floor or left >= floor or start < floor or not priced_by_report:
             continue
         largest = max(priced_by_report, key=lambda r: (r["advertiser_amount_minor"], -r["id"]))

@@ -452,15 +452,16 @@ def _conversion_row(
         raise Invalid(
             f"currency must be the campaign's currency, {campaign['currency']}.", field="currency", code="bad_currency"
         )
-    sale: int | None = None
-    if goal["payout_model"] == PayoutModel.revshare.value:
-        if report.amount is None or report.amount == "":
-            raise Invalid(
-                f"Goal '{goal['name']}' pays a share of the sale: send amount, the sale amount in minor units.",
-                field="amount",
-                code="amount_required",
-            )
-        sale = _sale_amount(report.amount)
+    # The sale amount is kept for every goal that sends one (the advertiser's sales and ROI); only
+    # RevShare needs it for the price. None: no sale amount was reported, which is not a sale of 0.
+    sale = None if report.amount is None or report.amount == "" else _sale_amount(report.amount)
+    if goal["payout_model"] == PayoutModel.revshare.value and sale is None:
+        raise Invalid(
+            f"Goal '{goal['name']}' pays a share of the sale: send amount, the sale amount in minor units.",
+            field="amount",
+            code="amount_required",
+        )
+    if sale is not None:
         if goal["max_sale_minor"] is not None and sale > goal["max_sale_minor"]:
             # Refused rather than held: nothing is stored, so nothing can be charged or approved
             # by mistake; a real sale this large is reported again after the advertiser raises the max.
@@ -471,8 +472,6 @@ def _conversion_row(
                 field="amount",
                 code="amount_above_max",
             )
-    elif report.amount is not None and report.amount != "":
-        _sale_amount(report.amount)  # refused if malformed, even where it does not set the price
     advertiser_minor, publisher_minor, network_minor = price(goal, sale)
     return dict(
         campaign=campaign["campaign_id"],

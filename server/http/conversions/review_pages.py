@@ -22,6 +22,7 @@ from server.core import money
 from server.core.errors import Conflict, Invalid
 from server.http.pages import form_data, render, render_error, settings_of
 from server.http.web import current_user, requires_role
+from server.reports import spending
 
 PAGE = "advertiser/conversions.html"
 PREVIEW_PAGE = "advertiser/conversions_upload.html"
@@ -37,6 +38,7 @@ async def _context(advertiser: CurrentUser, filters: review.Filters | None, **ex
     rows = await review.list_conversions(advertiser, **vars(filters)) if filters is not None else []
     return {
         "conversions": rows,
+        "results": spending.results_of_listed(rows),  # sales, ROI and CPA of the conversions listed
         "campaigns": await campaigns.list_for_advertiser(advertiser),
         "statuses": [s.value for s in ConversionStatus],
         "sources": [s.value for s in ConversionSource],

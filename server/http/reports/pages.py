@@ -232,6 +232,8 @@ class AdvertiserDashboard(Controller):
             balances=await billing.balances_of(advertiser_id),
             spend=await spending.spend_of(advertiser_id),
             paid_for=await spending.paid_for(advertiser_id),
+            results=await spending.results_of(advertiser_id),
+            campaign_results=await spending.results_of(advertiser_id, per_campaign=True),
             money=money,
         )
 
