@@ -51,7 +51,7 @@ class Conversion(Table):
     # for the last one cannot both take it, on either engine.
     click_ordinal = Integer(default=1)
     txn_id = Varchar(length=100)
-    sale_amount_minor = BigInt(null=True, default=None)  # RevShare goals only
+    sale_amount_minor = BigInt(null=True, default=None)  # as reported, any goal; RevShare prices by it; NULL: none sent
     currency = Varchar(length=3)
     advertiser_amount_minor = BigInt()
     publisher_amount_minor = BigInt()

@@ -28,7 +28,7 @@ class Payout(msgspec.Struct):
     price_minor: int  # what the advertiser pays
     publisher_minor: int  # what the publisher earns
     network_minor: int  # the network's margin
-    sale_amount_minor: int | None = None  # the reported sale (RevShare goals only)
+    sale_amount_minor: int | None = None  # the reported sale, any goal (RevShare is priced by it); None: none sent
 
 
 class ConversionResult(msgspec.Struct):
