@@ -13,8 +13,11 @@
   var DASHES = [[], [6, 3], [2, 2], [8, 3, 2, 3]];
   var AXES = { count: true, money: true };
 
-  var count = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0 });
-  var money = new Intl.NumberFormat(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  // Numbers as the page's language writes them (<html lang>), like the tables beside the chart;
+  // every word a chart shows (series, day labels, its accessible name) comes from the page.
+  var lang = document.documentElement.lang || undefined;
+  var count = new Intl.NumberFormat(lang, { maximumFractionDigits: 0 });
+  var money = new Intl.NumberFormat(lang, { minimumFractionDigits: 2, maximumFractionDigits: 2 });
 
   function reducedMotion() {
     return !!(window.matchMedia && window.matchMedia("(prefers-reduced-motion: reduce)").matches);
@@ -117,7 +120,7 @@
     if (!spec) return;
     if (!canvas.getAttribute("role")) canvas.setAttribute("role", "img");
     if (!canvas.getAttribute("aria-label")) {
-      canvas.setAttribute("aria-label", "Chart of " + spec.series.map(function (s) { return s.label; }).join(", "));
+      canvas.setAttribute("aria-label", spec.series.map(function (s) { return s.label; }).join(", "));
     }
     // Chart.js sizes the canvas to its parent: give the parent the height the template asked for.
     var box = canvas.parentNode;

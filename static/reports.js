@@ -91,7 +91,8 @@
       if (!zone) {
         zoneButton.hidden = true;
       } else {
-        zoneButton.textContent = "Use my browser's time zone (" + zone + ")";
+        // The button's words come from the page, in the reader's language; the zone is added here.
+        zoneButton.textContent = zoneButton.textContent.trim() + " (" + zone + ")";
         zoneButton.addEventListener("click", function () {
           var known = Array.prototype.some.call(tz.options, function (o) { return o.value === zone; });
           if (!known) tz.add(new Option(zone, zone));

@@ -17,12 +17,15 @@ from typing import Any
 
 from server.accounts.tables import Publisher
 from server.campaigns.tables import Campaign, Goal
+from server.core import i18n
+from server.core.i18n import _, _l
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerAccount
-from server.reports import queries
+from server.reports import queries, rollup
 from server.reports.finance import entry_hours
 from server.reports.period import Period
 from server.reports.report_table import Column, ReportTable, chart_number, ratio
+from server.reports.rollup import Counted
 
 SOURCES = ("traffic", "conversions", "click_earnings", "impression_earnings")
 _MONEY_SOURCES = ("conversions", "click_earnings", "impression_earnings")
@@ -48,18 +51,18 @@ def _derive(row: dict[str, Any]) -> dict[str, Any]:
 
 
 _COLUMNS = [
-    Column("impressions", "Impressions", "count"),
-    Column("clicks", "Clicks", "count"),
-    Column("conversions", "Conversions", "count"),
+    Column("impressions", _l("Impressions"), "count"),
+    Column("clicks", _l("Clicks"), "count"),
+    Column("conversions", _l("Conversions"), "count"),
     # Client-side conversions apart: the pixel fires from browsers, so these are the forgeable ones.
-    Column("pixel_conversions", "Of which by pixel", "count"),
-    Column("approved", "Approved", "count"),
-    Column("currency", "Currency"),
-    Column("spend", "Spend", "money"),
-    Column("price_pending", "Pending", "money"),
-    Column("cpa", "CPA", "rate"),
-    Column("sales", "Sales", "money"),
-    Column("roi", "ROI", "percent"),
+    Column("pixel_conversions", _l("Of which by pixel"), "count"),
+    Column("approved", _l("Approved"), "count"),
+    Column("currency", _l("Currency")),
+    Column("spend", _l("Spend"), "money"),
+    Column("price_pending", _l("Pending"), "money"),
+    Column("cpa", _l("CPA"), "rate"),
+    Column("sales", _l("Sales"), "money"),
+    Column("roi", _l("ROI"), "percent"),
 ]
 
 
@@ -70,12 +73,16 @@ class AdvertiserReport:
     tables: list[ReportTable]
     spend_chart: dict[str, Any] | None
     balance_chart: dict[str, Any] | None
+    counted: Counted | None = None  # when the figures were counted: rolled up, then live
 
 
 async def _by(
-    advertiser_id: int, period: Period, dim: str, sources: tuple[str, ...] = SOURCES
+    advertiser_id: int, period: Period, counted: Counted, dim: str, sources: tuple[str, ...] = SOURCES
 ) -> dict[tuple[Any, str], dict[str, Any]]:
-    rows = [await queries.grouped(s, "advertiser", advertiser_id, period, [dim]) for s in sources]
+    rows = [
+        await queries.grouped(s, "advertiser", advertiser_id, period, [dim], live_from=counted.live_from)
+        for s in sources
+    ]
     return queries.merge(lambda r: (r[dim], r["currency"]), *rows)
 
 
@@ -87,58 +94,67 @@ def _rows(merged: dict[tuple[Any, str], dict[str, Any]], label: Any) -> list[dic
 
 
 async def report(advertiser_id: int, period: Period) -> AdvertiserReport:
-    hours = [await queries.grouped(s, "advertiser", advertiser_id, period, ["hour"]) for s in SOURCES]
+    counted = await rollup.counted()
+    hours = [
+        await queries.grouped(s, "advertiser", advertiser_id, period, ["hour"], live_from=counted.live_from)
+        for s in SOURCES
+    ]
     days = queries.merge(lambda r: (period.day_of(r["hour"]), r["currency"]), *hours)
     by_day = sorted(
         (_derive({**r, "label": k[0].isoformat(), "day": k[0]}) for k, r in days.items()),
         key=lambda r: (r["day"], r["currency"]),
     )
 
-    campaigns = await _by(advertiser_id, period, "campaign")
+    campaigns = await _by(advertiser_id, period, counted, "campaign")
     campaign_names = await queries.names(Campaign.id, Campaign.name, {k[0] for k in campaigns})
-    publishers = await _by(advertiser_id, period, "publisher")
+    publishers = await _by(advertiser_id, period, counted, "publisher")
     publisher_names = await queries.names(Publisher.user, Publisher.display_name, {k[0] for k in publishers})
-    goals = await _by(advertiser_id, period, "goal", _MONEY_SOURCES)
+    goals = await _by(advertiser_id, period, counted, "goal", _MONEY_SOURCES)
     goal_names = await queries.names(Goal.id, Goal.name, {k[0] for k in goals})
 
     balance_rows = await _balance_by_day(advertiser_id, period)
     figures = _figures(by_day, balance_rows)
     tables = [
-        ReportTable("by_day", "By day", [Column("label", "Day"), *_COLUMNS], by_day),
+        ReportTable("by_day", _l("By day"), [Column("day", _l("Day"), "day"), *_COLUMNS], by_day),
         ReportTable(
             "by_campaign",
-            "By campaign",
-            [Column("label", "Campaign"), *_COLUMNS],
+            _l("By campaign"),
+            [Column("label", _l("Campaign")), *_COLUMNS],
             _rows(campaigns, lambda i: campaign_names.get(i, f"#{i}")),
         ),
         ReportTable(
             "by_publisher",
-            "By publisher",
-            [Column("label", "Publisher"), *_COLUMNS],
-            _rows(publishers, lambda i: f"{publisher_names.get(i, 'Publisher')} (#{i})"),
+            _l("By publisher"),
+            [Column("label", _l("Publisher")), *_COLUMNS],
+            _rows(publishers, lambda i: f"{publisher_names.get(i) or _('Publisher')} (#{i})"),
         ),
         ReportTable(
             "by_goal",
-            "By goal",
-            [Column("label", "Goal"), *_COLUMNS[2:]],
+            _l("By goal"),
+            [Column("label", _l("Goal")), *_COLUMNS[2:]],
             _rows(goals, lambda i: goal_names.get(i, f"#{i}")),
         ),
         ReportTable(
             "balance",
-            "Prepaid balance by day",
+            _l("Prepaid balance by day"),
             [
-                Column("label", "Day"),
-                Column("currency", "Currency"),
-                Column("added", "Added", "money"),
-                Column("spent", "Charged", "money"),
-                Column("closing", "Balance at the end of the day", "money"),
+                Column("day", _l("Day"), "day"),
+                Column("currency", _l("Currency")),
+                Column("added", _l("Added"), "money"),
+                Column("spent", _l("Charged"), "money"),
+                Column("closing", _l("Balance at the end of the day"), "money"),
             ],
             balance_rows,
-            empty="No money moved on your balance in this period.",
+            empty=_l("No money moved on your balance in this period."),
         ),
     ]
     return AdvertiserReport(
-        period, figures, tables, _spend_chart(period, by_day, figures), _balance_chart(period, balance_rows)
+        period,
+        figures,
+        tables,
+        _spend_chart(period, by_day, figures),
+        _balance_chart(period, balance_rows),
+        counted,
     )
 
 
@@ -222,16 +238,16 @@ def _spend_chart(period: Period, by_day: list[dict[str, Any]], figures: list[dic
     days = period.days()
     return {
         "type": "bar",
-        "labels": [d.isoformat() for d in days],
+        "labels": [i18n.date_text(d) for d in days],
         "stacked": False,
         "series": [
             {
-                "label": "Conversions",
+                "label": _("Conversions"),
                 "axis": "count",
                 "data": [rows[d]["conversions"] if d in rows else 0 for d in days],
             },
             {
-                "label": f"Spend ({main})",
+                "label": _("Spend (%(currency)s)", currency=main),
                 "axis": "money",
                 "type": "line",
                 "data": [chart_number(rows[d]["spend"], main) if d in rows else 0 for d in days],
@@ -247,10 +263,11 @@ def _balance_chart(period: Period, balance: list[dict[str, Any]]) -> dict[str, A
     for currency in sorted({r["currency"] for r in balance}):
         series.append(
             {
-                "label": f"Balance ({currency})",
+                "label": _("Balance (%(currency)s)", currency=currency),
                 "axis": "money",
                 "type": "line",
                 "data": [chart_number(r["closing"], currency) for r in balance if r["currency"] == currency],
             }
         )
-    return {"type": "line", "labels": [d.isoformat() for d in period.days()], "stacked": False, "series": series}
+    labels = [i18n.date_text(d) for d in period.days()]
+    return {"type": "line", "labels": labels, "stacked": False, "series": series}

@@ -18,8 +18,9 @@ from piccolo.query.functions.aggregate import Count, Sum
 
 from server.audit import service as audit
 from server.audit.tables import AuditEvent
-from server.core import db
+from server.core import db, i18n
 from server.core.hours import hour_sql, utc
+from server.core.i18n import _, _l
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerAccount
@@ -113,7 +114,7 @@ def revenue_table(period: Period, hours: list[dict[str, Any]]) -> ReportTable:
         sums[0] += h["earned_minor"]
         sums[1] += h["reversed_minor"]
     rows = []
-    for currency in sorted({c for c, _ in by_day}):
+    for currency in sorted({c for c, _day in by_day}):
         for day in period.days():
             earned, reversed_ = by_day.get((currency, day), (0, 0))
             rows.append(
@@ -127,16 +128,16 @@ def revenue_table(period: Period, hours: list[dict[str, Any]]) -> ReportTable:
             )
     return ReportTable(
         "revenue_by_day",
-        f"Network revenue by day ({period.tz_name})",
+        _("Network revenue by day (%(zone)s)", zone=period.tz_name),
         [
-            Column("day", "Day"),
-            Column("currency", "Currency"),
-            Column("earned_minor", "Margin earned", "money"),
-            Column("reversed_minor", "Margin reversed", "money"),
-            Column("revenue_minor", "Net revenue", "money"),
+            Column("day", _l("Day"), "day"),
+            Column("currency", _l("Currency")),
+            Column("earned_minor", _l("Margin earned"), "money"),
+            Column("reversed_minor", _l("Margin reversed"), "money"),
+            Column("revenue_minor", _l("Net revenue"), "money"),
         ],
         rows,
-        empty="The network earned nothing in this period.",
+        empty=_l("The network earned nothing in this period."),
     )
 
 
@@ -146,12 +147,13 @@ def revenue_chart(period: Period, table: ReportTable) -> dict[str, Any]:
     for currency in sorted({r["currency"] for r in table.rows}):
         series.append(
             {
-                "label": f"Net revenue ({currency})",
+                "label": _("Net revenue (%(currency)s)", currency=currency),
                 "axis": "money",
                 "data": [chart_number(r["revenue_minor"], currency) for r in table.rows if r["currency"] == currency],
             }
         )
-    return {"type": "bar", "labels": [d.isoformat() for d in period.days()], "series": series, "stacked": False}
+    labels = [i18n.date_text(d) for d in period.days()]
+    return {"type": "bar", "labels": labels, "series": series, "stacked": False}
 
 
 # --- balances ---------------------------------------------------------------------------------
@@ -171,7 +173,7 @@ async def balances() -> dict[str, dict[str, int]]:
     )
     totals = {(r["kind"], r["currency"]): db.whole(r["total"]) for r in rows}
     found: dict[str, dict[str, int]] = {}
-    for currency in sorted({c for _, c in totals}):
+    for currency in sorted({c for _kind, c in totals}):
         figures = {key: sign * totals.get((kind.value, currency), 0) for key, kind, sign in _BALANCES}
         figures["owed_to_publishers_minor"] = (
             figures["publisher_pending_minor"]
@@ -185,19 +187,19 @@ async def balances() -> dict[str, dict[str, int]]:
 def balances_table(found: dict[str, dict[str, int]]) -> ReportTable:
     return ReportTable(
         "balances",
-        "Balances now",
+        _l("Balances now"),
         [
-            Column("currency", "Currency"),
-            Column("held_for_advertisers_minor", "Held for advertisers", "money"),
-            Column("owed_by_advertisers_minor", "Owed by advertisers", "money"),
-            Column("publisher_pending_minor", "Publishers: pending", "money"),
-            Column("publisher_available_minor", "Publishers: available", "money"),
-            Column("payouts_in_transit_minor", "Payouts in transit", "money"),
-            Column("owed_to_publishers_minor", "Owed to publishers", "money"),
-            Column("owed_by_publishers_minor", "Owed by publishers", "money"),
+            Column("currency", _l("Currency")),
+            Column("held_for_advertisers_minor", _l("Held for advertisers"), "money"),
+            Column("owed_by_advertisers_minor", _l("Owed by advertisers"), "money"),
+            Column("publisher_pending_minor", _l("Publishers: pending"), "money"),
+            Column("publisher_available_minor", _l("Publishers: available"), "money"),
+            Column("payouts_in_transit_minor", _l("Payouts in transit"), "money"),
+            Column("owed_to_publishers_minor", _l("Owed to publishers"), "money"),
+            Column("owed_by_publishers_minor", _l("Owed by publishers"), "money"),
         ],
         [{"currency": currency, **figures} for currency, figures in found.items()],
-        empty="No money has moved yet.",
+        empty=_l("No money has moved yet."),
     )
 
 
@@ -264,23 +266,23 @@ def _minute(period: Period, moment: datetime) -> str:
 def payout_table(period: Period, rows: list[dict[str, Any]]) -> ReportTable:
     return ReportTable(
         "payout_batches",
-        f"Payout batches with a cut-off in this period ({period.tz_name})",
+        _("Payout batches with a cut-off in this period (%(zone)s)", zone=period.tz_name),
         [
-            Column("batch_id", "Batch"),
-            Column("period_start", f"Period start ({period.tz_name})"),
-            Column("period_end", f"Cut-off ({period.tz_name})"),
-            Column("currency", "Currency"),
-            Column("status", "Status"),
-            Column("lines", "Lines", "count"),
-            Column("held", "Held", "count"),
-            Column("paid_lines", "Paid lines", "count"),
-            Column("paid_minor", "Paid", "money"),
-            Column("failed_lines", "Failed lines", "count"),
-            Column("returned_lines", "Returned lines", "count"),
-            Column("total_minor", "To pay", "money"),
+            Column("batch_id", _l("Batch")),
+            Column("period_start", _("Period start (%(zone)s)", zone=period.tz_name)),
+            Column("period_end", _("Cut-off (%(zone)s)", zone=period.tz_name)),
+            Column("currency", _l("Currency")),
+            Column("status", _l("Status")),
+            Column("lines", _l("Lines"), "count"),
+            Column("held", _l("Held"), "count"),
+            Column("paid_lines", _l("Paid lines"), "count"),
+            Column("paid_minor", _l("Paid"), "money"),
+            Column("failed_lines", _l("Failed lines"), "count"),
+            Column("returned_lines", _l("Returned lines"), "count"),
+            Column("total_minor", _l("To pay"), "money"),
         ],
         rows,
-        empty="No payout period ended in these dates.",
+        empty=_l("No payout period ended in these dates."),
     )
 
 

@@ -17,17 +17,30 @@ from typing import Any
 
 from piccolo.query.functions.aggregate import Sum
 
-from server.ads.tables import AdSlot
+from server.ads.tables import VIEW_REASON_LABELS, AdSlot, ViewReason
 from server.campaigns.tables import Campaign
+from server.core import i18n
+from server.core.i18n import _, _l
 from server.payouts.tables import LineStatus, PayoutLine
-from server.reports import queries
+from server.reports import queries, rollup
 from server.reports.period import Period
 from server.reports.report_table import Column, ReportTable, chart_number, ratio
+from server.reports.rollup import Counted
+from server.tracking.classify import REASON_LABELS, Reason
 
-NO_SLOT = "Links (no ad slot)"
-NO_SUB = "(none)"
-UNKNOWN_COUNTRY = "(unknown)"
+NO_SLOT = _l("Links (no ad slot)")
+NO_SUB = _l("(none)")
+UNKNOWN_COUNTRY = _l("(unknown)")
 _EARNING_SOURCES = ("click_earnings", "impression_earnings")
+
+
+def reason_label(reason: str) -> str:
+    """Why traffic was invalid, in words: a click's reason, else a view's, else the code itself."""
+    if reason in Reason.__members__.values():
+        return str(REASON_LABELS[Reason(reason)])
+    if reason in ViewReason.__members__.values():
+        return str(VIEW_REASON_LABELS[ViewReason(reason)])
+    return reason.replace("_", " ")
 
 
 def _earnings(row: dict[str, Any]) -> int:
@@ -46,24 +59,24 @@ def _derive(row: dict[str, Any]) -> dict[str, Any]:
 
 
 _TRAFFIC_COLUMNS = [
-    Column("impressions", "Impressions", "count"),
-    Column("clicks", "Clicks", "count"),
-    Column("conversions", "Conversions", "count"),
-    Column("conversion_rate", "Conversion rate", "percent"),
+    Column("impressions", _l("Impressions"), "count"),
+    Column("clicks", _l("Clicks"), "count"),
+    Column("conversions", _l("Conversions"), "count"),
+    Column("conversion_rate", _l("Conversion rate"), "percent"),
 ]
 _MONEY_COLUMNS = [
-    Column("currency", "Currency"),
-    Column("payout_pending", "Pending", "money"),
-    Column("payout_confirmed", "Confirmed", "money"),
-    Column("earnings", "Earnings", "money"),
-    Column("epc", "EPC", "rate"),
+    Column("currency", _l("Currency")),
+    Column("payout_pending", _l("Pending"), "money"),
+    Column("payout_confirmed", _l("Confirmed"), "money"),
+    Column("earnings", _l("Earnings"), "money"),
+    Column("epc", _l("EPC"), "rate"),
 ]
 _CONVERSION_MONEY = [
-    Column("currency", "Currency"),
-    Column("payout_pending", "Pending (conversions)", "money"),
-    Column("payout_confirmed", "Confirmed (conversions)", "money"),
-    Column("earnings", "Conversion earnings", "money"),
-    Column("epc", "EPC (conversions)", "rate"),
+    Column("currency", _l("Currency")),
+    Column("payout_pending", _l("Pending (conversions)"), "money"),
+    Column("payout_confirmed", _l("Confirmed (conversions)"), "money"),
+    Column("earnings", _l("Conversion earnings"), "money"),
+    Column("epc", _l("EPC (conversions)"), "rate"),
 ]
 
 
@@ -74,6 +87,7 @@ class PublisherReport:
     tables: list[ReportTable]
     chart: dict[str, Any] | None  # earnings, clicks and conversions by day, in the main currency
     paid: dict[str, int] = field(default_factory=dict)  # paid out in the period, per currency
+    counted: Counted | None = None  # when the figures were counted: rolled up, then live
 
 
 def _by_label(row: dict[str, Any]) -> tuple[str, str]:
@@ -81,7 +95,11 @@ def _by_label(row: dict[str, Any]) -> tuple[str, str]:
 
 
 async def report(publisher_id: int, period: Period) -> PublisherReport:
-    grouped = queries.grouped
+    counted = await rollup.counted()
+
+    async def grouped(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        return await queries.grouped(*args, live_from=counted.live_from, **kwargs)
+
     # By day (UTC hours, counted into the reader's local days), all sources.
     hourly = [
         await grouped(s, "publisher", publisher_id, period, ["hour"])
@@ -109,7 +127,7 @@ async def report(publisher_id: int, period: Period) -> PublisherReport:
         lambda r: (r["sub1"], r["currency"]),
         *[await grouped(s, "publisher", publisher_id, period, ["sub1"]) for s in ("traffic", "conversions")],
     )
-    by_sub = sorted((_derive({**r, "label": k[0] or NO_SUB}) for k, r in subs.items()), key=_by_label)
+    by_sub = sorted((_derive({**r, "label": k[0] or str(NO_SUB)}) for k, r in subs.items()), key=_by_label)
 
     slots = queries.merge(
         lambda r: (r["slot"], r["currency"]),
@@ -117,7 +135,7 @@ async def report(publisher_id: int, period: Period) -> PublisherReport:
     )
     slot_names = await queries.names(AdSlot.id, AdSlot.name, {k[0] for k in slots if k[0]})
     by_slot = sorted(
-        (_derive({**r, "label": slot_names.get(k[0], f"#{k[0]}") if k[0] else NO_SLOT}) for k, r in slots.items()),
+        (_derive({**r, "label": slot_names.get(k[0], f"#{k[0]}") if k[0] else str(NO_SLOT)}) for k, r in slots.items()),
         key=_by_label,
     )
 
@@ -126,7 +144,7 @@ async def report(publisher_id: int, period: Period) -> PublisherReport:
         *[await grouped(s, "publisher", publisher_id, period, ["country"]) for s in ("traffic", "conversions")],
     )
     by_country = sorted(
-        (_derive({**r, "label": k[0] or UNKNOWN_COUNTRY}) for k, r in countries.items()),
+        (_derive({**r, "label": k[0] or str(UNKNOWN_COUNTRY)}) for k, r in countries.items()),
         key=lambda r: (-r["clicks"], r["label"], r["currency"]),
     )
 
@@ -138,7 +156,7 @@ async def report(publisher_id: int, period: Period) -> PublisherReport:
     by_reason = sorted(
         (
             {
-                "label": reason.replace("_", " "),
+                "label": reason_label(reason),
                 "reason": reason,
                 "invalid_clicks": r.get("invalid_clicks", 0),
                 "invalid_impressions": r.get("invalid_impressions", 0),
@@ -154,32 +172,50 @@ async def report(publisher_id: int, period: Period) -> PublisherReport:
     for f in figures:
         f["paid"] = paid.get(f["currency"], 0)
     tables = [
-        ReportTable("by_day", "By day", [Column("label", "Day"), *_TRAFFIC_COLUMNS, *_MONEY_COLUMNS], by_day),
         ReportTable(
-            "by_campaign", "By campaign", [Column("label", "Campaign"), *_TRAFFIC_COLUMNS, *_MONEY_COLUMNS], by_campaign
+            "by_day", _l("By day"), [Column("day", _l("Day"), "day"), *_TRAFFIC_COLUMNS, *_MONEY_COLUMNS], by_day
         ),
         ReportTable(
-            "by_sub_id", "By sub-ID (sub1)", [Column("label", "Sub-ID"), *_TRAFFIC_COLUMNS, *_CONVERSION_MONEY], by_sub
+            "by_campaign",
+            _l("By campaign"),
+            [Column("label", _l("Campaign")), *_TRAFFIC_COLUMNS, *_MONEY_COLUMNS],
+            by_campaign,
         ),
-        ReportTable("by_slot", "By ad slot", [Column("label", "Slot"), *_TRAFFIC_COLUMNS, *_CONVERSION_MONEY], by_slot),
         ReportTable(
-            "by_country", "By country", [Column("label", "Country"), *_TRAFFIC_COLUMNS, *_CONVERSION_MONEY], by_country
+            "by_sub_id",
+            _l("By sub-ID (sub1)"),
+            [Column("label", _l("Sub-ID")), *_TRAFFIC_COLUMNS, *_CONVERSION_MONEY],
+            by_sub,
+        ),
+        ReportTable(
+            "by_slot", _l("By ad slot"), [Column("label", _l("Slot")), *_TRAFFIC_COLUMNS, *_CONVERSION_MONEY], by_slot
+        ),
+        ReportTable(
+            "by_country",
+            _l("By country"),
+            [Column("label", _l("Country")), *_TRAFFIC_COLUMNS, *_CONVERSION_MONEY],
+            by_country,
         ),
         ReportTable(
             "invalid_traffic",
-            "Invalid traffic by reason",
+            _l("Invalid traffic by reason"),
             [
-                Column("label", "Reason"),
-                Column("invalid_clicks", "Invalid clicks", "count"),
-                Column("invalid_impressions", "Invalid impressions", "count"),
-                Column("share", "Share of all clicks", "percent"),
+                Column("label", _l("Reason")),
+                Column("invalid_clicks", _l("Invalid clicks"), "count"),
+                Column("invalid_impressions", _l("Invalid impressions"), "count"),
+                Column("share", _l("Share of all clicks"), "percent"),
             ],
             by_reason,
-            empty="No invalid traffic in this period.",
+            empty=_l("No invalid traffic in this period."),
         ),
     ]
     return PublisherReport(
-        period=period, figures=figures, tables=tables, chart=_chart(period, by_day, figures), paid=paid
+        period=period,
+        figures=figures,
+        tables=tables,
+        chart=_chart(period, by_day, figures),
+        paid=paid,
+        counted=counted,
     )
 
 
@@ -226,13 +262,13 @@ def _chart(period: Period, by_day: list[dict[str, Any]], figures: list[dict[str,
     days = period.days()
     return {
         "type": "bar",
-        "labels": [d.isoformat() for d in days],
+        "labels": [i18n.date_text(d) for d in days],
         "stacked": False,
         "series": [
-            {"label": "Clicks", "axis": "count", "data": [rows.get(d, {}).get("clicks", 0) for d in days]},
-            {"label": "Conversions", "axis": "count", "data": [rows.get(d, {}).get("conversions", 0) for d in days]},
+            {"label": _("Clicks"), "axis": "count", "data": [rows.get(d, {}).get("clicks", 0) for d in days]},
+            {"label": _("Conversions"), "axis": "count", "data": [rows.get(d, {}).get("conversions", 0) for d in days]},
             {
-                "label": f"Earnings ({main})",
+                "label": _("Earnings (%(currency)s)", currency=main),
                 "axis": "money",
                 "data": [chart_number(rows[d]["earnings"], main) if d in rows else 0 for d in days],
             },

@@ -1,14 +1,20 @@
 """Grouped sums over the hourly tables (the rollups, and the CPC and CPM earning hours) for one
 owner and period: the one shape every dashboard query has, so each stays a single indexed read.
 
+The rollups lag the events by up to five minutes (server/reports/rollup.py): the hours from
+`live_from` on are counted from the raw events instead, in the rollups' own row shape, so a click
+or conversion is in the reports as soon as it is stored (as it is on the dashboards).
+
 Only this module's constants go into a statement: sources, measures and dimensions are picked
 from the dictionaries below by key, and every value (owner, times) is a bound parameter."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
+from server.reports import rollup
 from server.reports.period import Period
 from server.reports.tables import RollupCursor
 
@@ -76,13 +82,52 @@ OWNERS = {
     "advertiser": "campaign IN (SELECT id FROM campaign WHERE advertiser = {})",
     "campaign": "campaign = {}",
 }
+# The rollups that have a raw equivalent (the earning hours are written as they are priced), and
+# the owner conditions on the raw tables ({t}: the raw table's alias).
+_RAW = {"traffic": rollup.raw_traffic_sql, "conversions": rollup.raw_conversion_sql}
+_RAW_OWNERS = {
+    "publisher": "{t}.publisher = {}",
+    "advertiser": "{t}.campaign IN (SELECT id FROM campaign WHERE advertiser = {})",
+    "campaign": "{t}.campaign = {}",
+}
 
 
 async def grouped(
-    source: str, owner: str, owner_id: int, period: Period, dims: Sequence[str] = (), *, only_invalid: bool = False
+    source: str,
+    owner: str,
+    owner_id: int,
+    period: Period,
+    dims: Sequence[str] = (),
+    *,
+    live_from: datetime | None,
+    only_invalid: bool = False,
 ) -> list[dict[str, Any]]:
-    """The source's measures summed per (dims…, currency) over the period, for one owner. Rows
-    where every measure is zero are left out."""
+    """The source's measures summed per (dims…, currency) over the period, for one owner: from
+    the rollups before `live_from` (rollup.live_from: None when nothing is rolled up yet), from
+    the raw events since. Rows where every measure is zero are left out."""
+    start, end = period.start_utc, period.end_utc
+    boundary = end
+    if source in _RAW:
+        boundary = start if live_from is None else min(end, max(start, live_from))
+    row_sets = []
+    if boundary > start:
+        row_sets.append(await _rolled(source, owner, owner_id, start, boundary, dims, only_invalid))
+    if end > boundary:
+        row_sets.append(await _live(source, owner, owner_id, boundary, end, dims, only_invalid))
+    measures = SOURCES[source][1]
+    summed = merge(lambda r: (*(r[d] for d in dims), r["currency"]), *row_sets)
+    return [row for row in summed.values() if any(row.get(name) for name in measures)]
+
+
+async def _rolled(
+    source: str,
+    owner: str,
+    owner_id: int,
+    start: datetime,
+    end: datetime,
+    dims: Sequence[str],
+    only_invalid: bool,
+) -> list[dict[str, Any]]:
     table, measures = SOURCES[source]
     keys = [f"{DIMENSIONS[d]} AS {d}" for d in dims]
     where = f"{OWNERS[owner]} AND hour >= {{}} AND hour < {{}}"
@@ -95,19 +140,37 @@ async def grouped(
         table, measures = "traffic_slice_hour", SLICE
         keys = [f"{_SLICED[d]} AS {d}" if d in _SLICED else f"{DIMENSIONS[d]} AS {d}" for d in dims]
         where += f" AND dim = '{sliced[0]}'"
-    select = ", ".join([*keys, "currency", *(f"{sql} AS {name}" for name, sql in measures.items())])
-    group = ", ".join([*(k.rsplit(" AS ", 1)[0] for k in keys), "currency"])
     if only_invalid:
         where += f" AND reason <> '{VALID}'"
+    return await _sums(table, keys, measures, where, owner_id, start, end)
+
+
+async def _live(
+    source: str,
+    owner: str,
+    owner_id: int,
+    start: datetime,
+    end: datetime,
+    dims: Sequence[str],
+    only_invalid: bool,
+) -> list[dict[str, Any]]:
+    """The same sums from the raw events of [start, end), counted as the rollup would count them."""
+    raw = _RAW[source](_RAW_OWNERS[owner])
+    args = (start, end, owner_id) * (2 if source == "traffic" else 1)
+    where = f"reason <> '{VALID}'" if only_invalid else "1 = 1"
+    keys = [f"{DIMENSIONS[d]} AS {d}" for d in dims]
+    return await _sums(f"({raw}) live", keys, SOURCES[source][1], where, *args)
+
+
+async def _sums(table: str, keys: list[str], measures: dict[str, str], where: str, *args: Any) -> list[dict[str, Any]]:
+    select = ", ".join([*keys, "currency", *(f"{sql} AS {name}" for name, sql in measures.items())])
+    group = ", ".join([*(k.rsplit(" AS ", 1)[0] for k in keys), "currency"])
     sql = f"SELECT {select} FROM {table} WHERE {where} GROUP BY {group}"  # noqa: S608  (constants only)
-    rows = await RollupCursor.raw(sql, owner_id, period.start_utc, period.end_utc)
-    out = []
+    rows = await RollupCursor.raw(sql, *args)
     for row in rows:
         for name in measures:
             row[name] = int(row[name] or 0)  # SUM of a BIGINT is a Decimal on PostgreSQL
-        if any(row[name] for name in measures):
-            out.append(row)
-    return out
+    return rows
 
 
 async def names(key: Any, name: Any, ids: set[int]) -> dict[int, str]:

@@ -41,20 +41,28 @@ _CONVERSION_COLUMNS = (
 )
 
 
-def _traffic_sql() -> str:
+def raw_traffic_sql(owner: str = "") -> str:
+    """traffic_hour's rows counted from the raw clicks and impressions of [start, end), bound as
+    (start, end, start, end). `owner` narrows them: a condition on `{t}.publisher` or
+    `{t}.campaign` with one bound value, added after each (start, end)."""
     click_hour, view_hour = hour_sql("c.clicked_at"), hour_sql("i.viewed_at")
+    of_clicks = f" AND {owner.replace('{t}', 'c')}" if owner else ""
+    of_views = f" AND {owner.replace('{t}', 'i')}" if owner else ""
     return (
-        f"INSERT INTO traffic_hour ({_TRAFFIC_COLUMNS}) "  # noqa: S608  (constants only)
-        "SELECT e.hour, e.publisher, e.campaign, k.currency, e.sub1, e.slot, e.country, e.reason, "
-        "SUM(e.impressions), SUM(e.clicks) FROM ("
+        "SELECT e.hour, e.publisher, e.campaign, k.currency, e.sub1, e.slot, e.country, e.reason, "  # noqa: S608
+        "SUM(e.impressions) AS impressions, SUM(e.clicks) AS clicks FROM ("
         f"SELECT {click_hour} AS hour, c.publisher, c.campaign, c.sub1, COALESCE(c.slot, 0) AS slot, c.country, "
         "c.reason, 0 AS impressions, COUNT(*) AS clicks FROM click c "
-        "WHERE c.clicked_at >= {} AND c.clicked_at < {} GROUP BY 1, 2, 3, 4, 5, 6, 7 "
+        f"WHERE c.clicked_at >= {{}} AND c.clicked_at < {{}}{of_clicks} GROUP BY 1, 2, 3, 4, 5, 6, 7 "
         f"UNION ALL SELECT {view_hour}, i.publisher, i.campaign, '', i.slot, i.country, i.reason, COUNT(*), 0 "
-        "FROM impression i WHERE i.viewed_at >= {} AND i.viewed_at < {} GROUP BY 1, 2, 3, 4, 5, 6, 7"
+        f"FROM impression i WHERE i.viewed_at >= {{}} AND i.viewed_at < {{}}{of_views} GROUP BY 1, 2, 3, 4, 5, 6, 7"
         ") e JOIN campaign k ON k.id = e.campaign "
         "GROUP BY e.hour, e.publisher, e.campaign, k.currency, e.sub1, e.slot, e.country, e.reason"
     )
+
+
+def _traffic_sql() -> str:
+    return f"INSERT INTO traffic_hour ({_TRAFFIC_COLUMNS}) {raw_traffic_sql()}"
 
 
 # The narrow rollups, from traffic_hour rows of the hours being rebuilt (constants only).
@@ -76,7 +84,10 @@ _NARROW_SQL = [
 NARROW_TABLES = ("traffic_campaign_hour", "traffic_slice_hour")
 
 
-def _conversion_sql() -> str:
+def raw_conversion_sql(owner: str = "") -> str:
+    """conversion_hour's rows counted from the conversions of [start, end), bound as (start, end).
+    `owner` narrows them: a condition on `{t}.publisher` or `{t}.campaign` with one bound value,
+    bound after them."""
     hour = hour_sql("v.converted_at")
     # PostgreSQL: a click is looked up in the days around the conversion's copy of its time (the
     # second its id carries), so only those days' partitions are read, not every day's index.
@@ -85,18 +96,24 @@ def _conversion_sql() -> str:
         if db.is_sqlite()
         else " AND c.clicked_at >= v.clicked_at - interval '1 day' AND c.clicked_at < v.clicked_at + interval '1 day'"
     )
+    of_owner = f" AND {owner.replace('{t}', 'v')}" if owner else ""
     return (
-        f"INSERT INTO conversion_hour ({_CONVERSION_COLUMNS}) "  # noqa: S608  (constants only)
-        f"SELECT {hour}, v.publisher, v.campaign, v.goal, v.currency, COALESCE(c.sub1, k.sub1, ''), "
-        "COALESCE(c.slot, k.slot, 0), COALESCE(c.country, k.country, ''), "
-        "CASE WHEN v.status = 'approved' AND v.released_at IS NOT NULL THEN 'released' ELSE v.status END, "
-        "COUNT(*), COALESCE(SUM(v.sale_amount_minor), 0), SUM(v.advertiser_amount_minor), "
-        "SUM(v.publisher_amount_minor), SUM(v.network_amount_minor), "
-        "SUM(CASE WHEN v.source = 'pixel' THEN 1 ELSE 0 END) "
+        f"SELECT {hour} AS hour, v.publisher, v.campaign, v.goal, v.currency, "  # noqa: S608  (constants only)
+        "COALESCE(c.sub1, k.sub1, '') AS sub1, COALESCE(c.slot, k.slot, 0) AS slot, "
+        "COALESCE(c.country, k.country, '') AS country, "
+        "CASE WHEN v.status = 'approved' AND v.released_at IS NOT NULL THEN 'released' ELSE v.status END AS status, "
+        "COUNT(*) AS conversions, COALESCE(SUM(v.sale_amount_minor), 0) AS sale_minor, "
+        "SUM(v.advertiser_amount_minor) AS price_minor, SUM(v.publisher_amount_minor) AS payout_minor, "
+        "SUM(v.network_amount_minor) AS margin_minor, "
+        "SUM(CASE WHEN v.source = 'pixel' THEN 1 ELSE 0 END) AS pixel_conversions "
         f"FROM conversion v LEFT JOIN click c ON c.click_id = v.click_id{near} "
         "LEFT JOIN converted_click k ON k.click_id = v.click_id AND c.click_id IS NULL "
-        "WHERE v.converted_at >= {} AND v.converted_at < {} GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9"
+        f"WHERE v.converted_at >= {{}} AND v.converted_at < {{}}{of_owner} GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9"
     )
+
+
+def _conversion_sql() -> str:
+    return f"INSERT INTO conversion_hour ({_CONVERSION_COLUMNS}) {raw_conversion_sql()}"
 
 
 def ranges(hours: Iterable[datetime]) -> list[tuple[datetime, datetime]]:
@@ -241,5 +258,27 @@ async def raw_floor() -> datetime | None:
 
 
 async def updated_at() -> datetime | None:
-    """When the incremental rollup last ran: the reports show figures up to then."""
+    """When the incremental rollup last ran."""
     return await _cursor(TRAFFIC)
+
+
+def live_from(updated: datetime | None) -> datetime | None:
+    """The hour from which the raw events are read instead of the rollups, given when the rollup
+    last ran: the rollups may miss a row committed a little after that run stamped it (OVERLAP).
+    None before the first run: the rollups hold nothing yet, every hour is read raw."""
+    return hour_of(updated - OVERLAP) if updated is not None else None
+
+
+@dataclass(frozen=True)
+class Counted:
+    """When a report's figures were counted: from the rollups up to `live_from` (the hour), from
+    the raw events since, as they stood at `at`."""
+
+    at: datetime  # when the report was read
+    updated: datetime | None  # when the rollup last ran (None: never)
+    live_from: datetime | None  # None: nothing rolled up yet, every hour counted from the raw events
+
+
+async def counted() -> Counted:
+    updated = await updated_at()
+    return Counted(at=clock.now(), updated=updated, live_from=live_from(updated))

@@ -33,8 +33,7 @@ EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # before any event affnet stores
 async def _split(since: datetime) -> tuple[datetime, datetime]:
     """[start, boundary) is read from the rollups, boundary on from the raw events."""
     start = hour_of(since)
-    rolled = await rollup.updated_at()
-    boundary = hour_of(rolled - rollup.OVERLAP) if rolled is not None else start
+    boundary = rollup.live_from(await rollup.updated_at()) or start
     return start, max(start, boundary)
 
 

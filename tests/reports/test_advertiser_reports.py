@@ -18,7 +18,7 @@ from tests.ads.factories import as_user
 from tests.conversions.factories import api_key, campaign_and_click, postback
 from tests.earnings.factories import fund
 from tests.factories import login, make_advertiser, staff_client
-from tests.reports.test_publisher_reports import _html_table
+from tests.reports.test_publisher_reports import _html_table, machine
 from tests.reports.world import BASE, Event, build
 from tests.tracking.factories import campaign_with_link
 
@@ -93,7 +93,7 @@ async def test_the_balance_burns_down_as_the_ledger_charges_it(app, client, new_
     [balance_day] = body["tables"]["balance"]
     assert (balance_day["added"], balance_day["spent"], balance_day["closing"]) == (5_000, 2_000, left)
 
-    # The page shows the same table, and its CSV holds exactly those cells.
+    # The page shows the same table, and its CSV holds those cells in machine formats.
     browser = new_client()
     await login(browser, setup.advertiser.email)
     page = await browser.get("/advertiser/reports", params={"from": today, "to": today, "tz": "UTC"})
@@ -102,11 +102,13 @@ async def test_the_balance_burns_down_as_the_ledger_charges_it(app, client, new_
         download = await browser.get(
             "/advertiser/reports.csv", params={"from": today, "to": today, "tz": "UTC", "table": name}
         )
-        assert list(csv.reader(io.StringIO(download.text))) == _html_table(page.text, name), name
+        shown = _html_table(page.text, name)
+        assert list(csv.reader(io.StringIO(download.text))) == [shown[0], *map(machine, shown[1:])], name
     assert ["Day", "Currency", "Added", "Charged", "Balance at the end of the day"] == _html_table(
         page.text, "balance"
     )[0]
-    assert _html_table(page.text, "balance")[1] == [today, "EUR", "50.00", "20.00", "30.00"]
+    shown_day = f"{int(today[5:7])}/{int(today[8:10])}/{today[:4]}"
+    assert _html_table(page.text, "balance")[1] == [shown_day, "EUR", "€50.00", "€20.00", "€30.00"]
 
 
 async def test_a_campaign_of_another_advertiser_never_reaches_the_report(app, client, new_client, settings):

@@ -32,6 +32,7 @@ from server.reports.period import Period
 from tests.conversions.factories import campaign_and_click, click_id_of, postback
 from tests.factories import error_text, login, make_advertiser, make_publisher, make_staff, post_form, staff_client
 from tests.payouts.factories import after_next_cutoff, earning_publisher
+from tests.reports.test_publisher_reports import machine
 from workers.jobs.ledger import check_ledger
 
 _ip = itertools.count(1)
@@ -237,12 +238,12 @@ async def test_each_csv_holds_exactly_the_rows_the_page_shows(client, new_client
         assert f"affnet-finance-{name}-" in response.headers["content-disposition"]
         table = report.table(name)
         rows = list(csv.reader(io.StringIO(response.text)))
-        assert rows[0] == [c.label for c in table.columns]
-        assert rows[1:] == table.text_rows() and rows[1:]
-        # The page's table holds the same cells.
+        assert rows[0] == [str(c.label) for c in table.columns]
+        assert rows[1:] == table.csv_rows() and rows[1:]
+        # The page's table holds the same cells, written for a person.
         section = re.search(rf'<table class="report-table" data-table="{name}">(.*?)</table>', page.text, re.S)
         cells = [re.findall(r"<td[^>]*>(.*?)</td>", tr) for tr in re.findall(r"<tr>(.*?)</tr>", section.group(1))]
-        assert [c for c in cells if c] == rows[1:]
+        assert [machine(c) for c in cells if c] == rows[1:]
     assert (await finance_client.get(f"/finance/reports.csv?table=secrets&{query(period)}")).status_code == 404
     default = await finance_client.get(f"/finance/reports.csv?{query(period)}")  # the first table: revenue
     assert default.status_code == 200 and "affnet-finance-revenue_by_day-" in default.headers["content-disposition"]

@@ -7,6 +7,7 @@ import csv
 import io
 import re
 from datetime import date, timedelta
+from decimal import Decimal
 from html import unescape
 from zoneinfo import ZoneInfo
 
@@ -107,7 +108,11 @@ async def test_the_figures_count_the_publishers_own_events_in_their_days(app, ne
     assert days["2026-11-02"]["payout_confirmed"] == 300
     subs = {r["label"]: r["conversions"] for r in both["tables"]["by_sub_id"]}
     assert subs["post-1"] == 1 and subs["post-2"] == 1 and "b-secret" not in subs
-    assert {r["label"] for r in both["tables"]["invalid_traffic"]} == {"bot", "frequency capped"}
+    invalid = {r["reason"]: r["label"] for r in both["tables"]["invalid_traffic"]}
+    assert invalid == {
+        "bot": "Bot or crawler user agent",
+        "frequency_capped": "Over the daily frequency cap for one visitor",
+    }
     # In UTC the same events all fall on 2 Nov.
     utc = (await client.api.get("/api/v1/publisher/reports", params=_range("2026-11-02", "2026-11-02", "UTC"))).json()
     assert utc["figures"][0]["conversions"] == 2
@@ -144,6 +149,21 @@ def _html_table(html: str, name: str) -> list[list[str]]:
     return rows
 
 
+def machine(cells: list[str]) -> list[str]:
+    """A row of an English page in the CSV's machine formats: 11/2/2026 -> 2026-11-02,
+    €1,250.00 -> 1250.00, 20% -> 20.00% (the page's own formats are checked apart)."""
+    out = []
+    for cell in cells:
+        if day := re.fullmatch(r"(\d{1,2})/(\d{1,2})/(\d{4})", cell):
+            cell = f"{day[3]}-{int(day[1]):02d}-{int(day[2]):02d}"
+        elif re.fullmatch(r"-?[\d,]+(\.\d+)?%", cell):
+            cell = f"{Decimal(cell[:-1].replace(',', '')):.2f}%"
+        elif re.fullmatch(r"-?€?[\d,]+(\.\d+)?", cell):
+            cell = cell.replace("€", "").replace(",", "")
+        out.append(cell)
+    return out
+
+
 async def test_every_table_downloads_as_the_csv_of_exactly_what_it_shows(app, new_client, settings):
     world = await _world_with_traffic(settings)
     client = await _as(new_client, world, world.publishers[0])
@@ -155,7 +175,8 @@ async def test_every_table_downloads_as_the_csv_of_exactly_what_it_shows(app, ne
         response = await client.get("/publisher/reports.csv", params={**params, "table": name})
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
         assert f"affnet-publisher-{name}-2026-10-25-2026-11-05.csv" in response.headers["content-disposition"]
-        assert list(csv.reader(io.StringIO(response.text))) == _html_table(page, name), name
+        shown = _html_table(page, name)
+        assert list(csv.reader(io.StringIO(response.text))) == [shown[0], *map(machine, shown[1:])], name
 
 
 async def test_bad_dates_and_zones_get_a_400_that_says_what_to_fix(app, new_client, settings):
@@ -188,3 +209,21 @@ async def test_a_saved_time_zone_is_the_reports_default_and_the_way_back_stays_o
     assert saved.status_code == 303 and saved.headers["location"] == "/"
     body = (await client.api.get("/api/v1/publisher/reports")).json()
     assert body["period"]["tz"] == "Asia/Tokyo"
+
+
+async def test_the_csv_has_headings_in_the_readers_language_and_values_in_machine_formats(app, new_client, settings):
+    world = await _world_with_traffic(settings)
+    client = await _as(new_client, world, world.publishers[0])
+    client.headers["accept-language"] = "fr-FR"
+    params = _range("2026-11-01", "2026-11-02")
+    page = (await client.get("/publisher/reports", params=params)).text
+    assert "CSV pour tableurs et scripts" in page  # beside every download link
+    shown = _html_table(page, "by_day")
+    assert shown[0][:3] == ["Jour", "Impressions", "Clics"]
+    assert shown[1][0] == "01/11/2026" and "7,00\u00a0€" in shown[1]  # the page: French formats
+
+    response = await client.get("/publisher/reports.csv", params={**params, "table": "by_day"})
+    rows = list(csv.reader(io.StringIO(response.text)))
+    assert rows[0] == shown[0]
+    assert rows[1][0] == "2026-11-01" and "7.00" in rows[1]  # the file: ISO dates, a decimal point
+    assert not any("€" in cell or "," in cell for row in rows[1:] for cell in row)

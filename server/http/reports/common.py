@@ -1,9 +1,11 @@
-"""What every role's report pages share: the period asked for (in the reader's time zone), and
-a table downloaded as CSV, exactly as the page shows it."""
+"""What every role's report pages share: the period asked for (in the reader's time zone), when
+the figures were counted, and a table downloaded as CSV (the rows the page shows, in machine
+formats under headings in the reader's language)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Request
@@ -11,14 +13,15 @@ from litestar.params import QueryParameter
 from litestar.response import Response, Template
 
 from server.accounts.tables import User
-from server.core import hours, money
+from server.core import hours, i18n, money
+from server.core import locale as locales
 from server.core.errors import Invalid, NotFound
+from server.core.i18n import _
 from server.http.openapi import refusals
 from server.http.pages import render, render_error
 from server.http.web import current_user
 from server.reports import period as periods
-from server.reports import rollup
-from server.reports.report_table import ReportTable, percent_text, rate_text
+from server.reports.report_table import ReportTable, percent_display, rate_display
 
 # The period of the reports API, declared so its OpenAPI document lists it; period_of reads the
 # query itself (one parser for pages, CSV and API), and a period it cannot read is a 400.
@@ -76,13 +79,20 @@ def csv_download(tables: list[ReportTable], name: str, period: periods.Period, r
     NotFound for a name the page does not show."""
     table = next((t for t in tables if t.name == name), None) if name else tables[0]
     if table is None:
-        raise NotFound(f"This report has no table called “{name[:40]}”.")
+        raise NotFound(_("This report has no table called “%(name)s”.", name=name[:40]))
     filename = f"affnet-{role}-{table.name}-{period.start.isoformat()}-{period.end.isoformat()}.csv"
     return Response(
         content=table.csv().encode("utf-8"),
         media_type="text/csv; charset=utf-8",
         headers={"content-disposition": f'attachment; filename="{filename}"', "cache-control": "no-store"},
     )
+
+
+def in_zone(moment: datetime | None, tz_name: str) -> str:
+    """A moment as the reader writes it (12/05/2026 14:05 in French), in the report's time zone
+    rather than the saved one: the page names that zone."""
+    with locales.using(locales.current(), tz_name):
+        return i18n.datetime_text(moment)
 
 
 async def report_page(request: Request, template: str, build: Build, **extra: Any) -> Template:
@@ -92,11 +102,11 @@ async def report_page(request: Request, template: str, build: Build, **extra: An
     saved = await saved_time_zone(user_id)
     context = {
         "zones": hours.zones(),
-        "updated": await rollup.updated_at(),
         "saved_tz": saved,
         "money": money,
-        "percent_text": percent_text,
-        "rate_text": rate_text,
+        "percent_text": percent_display,
+        "rate_text": rate_display,
+        "in_zone": in_zone,
         **extra,
     }
     try:
@@ -109,7 +119,7 @@ async def report_page(request: Request, template: str, build: Build, **extra: An
 
 
 async def report_csv(request: Request, build: Build, role: str) -> Response:
-    """One table of a role's report, exactly as the page shows it (a bad period: 400)."""
+    """One table of a role's report, the rows the page shows (a bad period: 400)."""
     period = await period_of(request)
     report = await build(current_user(request).id, period)  # type: ignore[union-attr]
     return csv_download(report.tables, request.query_params.get("table", ""), period, role)
