@@ -34,6 +34,7 @@ from server.conversions.tables import (
 from server.core import clock, db
 from server.core.errors import Conflict, Forbidden, Invalid, NotFound
 from server.core.hours import utc
+from server.core.i18n import _, _l
 from server.tracking.tables import Click
 
 QUEUE_LIMIT = 200
@@ -41,9 +42,9 @@ REASON_MAX = 500
 REVIEWERS = (Role.advertiser, Role.finance, Role.admin)
 
 RULE_TEXT = {
-    "too_fast": "Converted too fast after its click for this campaign",
-    "rate_anomaly": "The publisher's conversions (or conversion rate) today are far above their own baseline",
-    "self_conversion": "The click came from the publisher's own browser and network (their logged-in session)",
+    "too_fast": _l("Converted too fast after its click for this campaign"),
+    "rate_anomaly": _l("The publisher's conversions (or conversion rate) today are far above their own baseline"),
+    "self_conversion": _l("The click came from the publisher's own browser and network (their logged-in session)"),
 }
 
 
@@ -103,7 +104,7 @@ class HeldConversion:
 
 def _reviewer(user: CurrentUser) -> None:
     if user.role not in REVIEWERS:
-        raise Forbidden("Only the campaign's advertiser, finance or an admin review held conversions.")
+        raise Forbidden(_("Only the campaign's advertiser, finance or an admin review held conversions."))
 
 
 async def queue(
@@ -144,7 +145,7 @@ async def queue(
         .order_by(ConversionFlag.id)
     ):
         flags.setdefault(f["conversion"], []).append(
-            Flag(f["rule"], RULE_TEXT.get(f["rule"], f["rule"]), json.loads(f["evidence"]), f["created_at"])
+            Flag(f["rule"], str(RULE_TEXT.get(f["rule"], f["rule"])), json.loads(f["evidence"]), f["created_at"])
         )
     hashes = {
         r["click_id"]: r["visitor_hash"]
@@ -190,18 +191,18 @@ async def _held(user: CurrentUser, conversion_id: int) -> dict[str, Any]:
         query = query.where(Conversion.campaign.advertiser == user.id)
     row = await query.first()
     if row is None:
-        raise NotFound("There is no such conversion.")
+        raise NotFound(_("There is no such conversion."))
     if not row["held"] or row["status"] != ConversionStatus.pending.value:
-        raise Conflict("This conversion is not held for review (it was decided already).", code="not_held")
+        raise Conflict(_("This conversion is not held for review (it was decided already)."), code="not_held")
     return row
 
 
 def _reason(raw: str, *, required: bool) -> str:
     reason = (raw or "").strip()
     if required and not reason:
-        raise Invalid("Give a reason for rejecting: the publisher sees it.", field="reason")
+        raise Invalid(_("Give a reason for rejecting: the publisher sees it."), field="reason")
     if len(reason) > REASON_MAX:
-        raise Invalid(f"The reason is limited to {REASON_MAX} characters.", field="reason")
+        raise Invalid(_("The reason is limited to %(max)s characters.", max=REASON_MAX), field="reason")
     return reason
 
 
@@ -260,7 +261,7 @@ async def _decide(
             .returning(Conversion.id)
         )
         if not changed:
-            raise Conflict("This conversion is not held for review (it was decided already).", code="not_held")
+            raise Conflict(_("This conversion is not held for review (it was decided already)."), code="not_held")
         closed = await _close_flags(conversion_id, decision, user, reason, now)
         await audit.record(
             f"conversion.flag_{decision.value}",
@@ -289,16 +290,16 @@ async def _campaign_of(user: CurrentUser, campaign_id: int) -> None:
     if user.role == Role.advertiser:
         query = query.where(Campaign.advertiser == user.id)
     elif user.role != Role.admin:
-        raise Forbidden("Only the campaign's advertiser or an admin tune its rules.")
+        raise Forbidden(_("Only the campaign's advertiser or an admin tune its rules."))
     if await query.first() is None:
-        raise NotFound("There is no such campaign.")
+        raise NotFound(_("There is no such campaign."))
 
 
 async def knobs(user: CurrentUser, campaign_id: int | None) -> list[KnobValue]:
     """Every knob for a campaign (its advertiser, an admin) or network-wide (an admin)."""
     if campaign_id is None:
         if user.role != Role.admin:
-            raise Forbidden("Only an admin tunes the network-wide rules.")
+            raise Forbidden(_("Only an admin tunes the network-wide rules."))
     else:
         await _campaign_of(user, campaign_id)
     network = await rules.knobs_of(None)
@@ -338,7 +339,15 @@ def parse_knobs(form: Mapping[str, Any]) -> dict[str, int | None]:
             values[name] = None
             continue
         if not (raw.isascii() and raw.isdigit() and len(raw) < 10) or not knob.minimum <= int(raw) <= knob.maximum:
-            raise Invalid(f"{knob.label}: a whole number from {knob.minimum} to {knob.maximum}.", field=name)
+            raise Invalid(
+                _(
+                    "%(label)s: a whole number from %(minimum)s to %(maximum)s.",
+                    label=str(knob.label),
+                    minimum=knob.minimum,
+                    maximum=knob.maximum,
+                ),
+                field=name,
+            )
         values[name] = int(raw)
     return values
 

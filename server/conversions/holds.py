@@ -37,13 +37,14 @@ from server.conversions.tables import (
 from server.core import clock, db
 from server.core.errors import Conflict, Forbidden, Invalid, NotFound
 from server.core.hours import utc
+from server.core.i18n import _, _l
 
 REASON_MAX = 500
 # A conversion `c` whose publisher is not held: a fragment of the approval's WHERE.
 NOT_HELD_PUBLISHER = "NOT EXISTS (SELECT 1 FROM publisher_hold h WHERE h.publisher = c.publisher AND h.decision = '')"
 
 RULE_TEXT = {
-    "shared_payout_account": "The publisher's payout bank account is also another publisher's",
+    "shared_payout_account": _l("The publisher's payout bank account is also another publisher's"),
 }
 
 
@@ -100,7 +101,7 @@ class HeldPublisher:
 
 def _reviewer(user: CurrentUser) -> None:
     if user.role not in (Role.finance, Role.admin):
-        raise Forbidden("Only finance or an admin review held publishers.")
+        raise Forbidden(_("Only finance or an admin review held publishers."))
 
 
 async def queue(user: CurrentUser) -> list[HeldPublisher]:
@@ -144,7 +145,7 @@ async def queue(user: CurrentUser) -> list[HeldPublisher]:
             publisher_id=r["publisher"],
             publisher_email=r["email"],
             rule=r["rule"],
-            text=RULE_TEXT.get(r["rule"], r["rule"]),
+            text=str(RULE_TEXT.get(r["rule"], r["rule"])),
             evidence=json.loads(r["evidence"]),
             created_at=utc(r["created_at"]),
             pending_conversions=counts.get(r["publisher"], 0),
@@ -157,9 +158,9 @@ async def queue(user: CurrentUser) -> list[HeldPublisher]:
 def _reason(raw: str, *, required: bool) -> str:
     reason = (raw or "").strip()
     if required and not reason:
-        raise Invalid("Give a reason for rejecting: the publisher sees it.", field="reason")
+        raise Invalid(_("Give a reason for rejecting: the publisher sees it."), field="reason")
     if len(reason) > REASON_MAX:
-        raise Invalid(f"The reason is limited to {REASON_MAX} characters.", field="reason")
+        raise Invalid(_("The reason is limited to %(max)s characters.", max=REASON_MAX), field="reason")
     return reason
 
 
@@ -183,7 +184,7 @@ async def _decide(user: CurrentUser, hold_id: int, decision: FlagDecision, reaso
         .first()
     )
     if row is None:
-        raise NotFound("There is no such publisher hold.")
+        raise NotFound(_("There is no such publisher hold."))
     rejected: list[dict[str, Any]] = []
     async with db.transaction():
         closed = (
@@ -199,7 +200,7 @@ async def _decide(user: CurrentUser, hold_id: int, decision: FlagDecision, reaso
             .returning(PublisherHold.id)
         )
         if not closed:
-            raise Conflict("This publisher hold was decided already.", code="not_held")
+            raise Conflict(_("This publisher hold was decided already."), code="not_held")
         if decision == FlagDecision.rejected:
             rejected = (
                 await Conversion.update(

@@ -16,6 +16,7 @@ from server.audit import service as audit
 from server.conversions.tables import Conversion, ConversionStatus
 from server.core import db
 from server.core.errors import Invalid, NotFound
+from server.core.i18n import _
 from server.ledger import postings
 from server.ledger.service import InsufficientFunds
 
@@ -38,9 +39,9 @@ class Reversal:
 def check_reason(reason: str) -> str:
     reason = (reason or "").strip()
     if not reason:
-        raise Invalid("Give a reason for reversing: the publisher sees it.", field="reason")
+        raise Invalid(_("Give a reason for reversing: the publisher sees it."), field="reason")
     if len(reason) > REASON_MAX:
-        raise Invalid(f"The reason is limited to {REASON_MAX} characters.", field="reason")
+        raise Invalid(_("The reason is limited to %(max)s characters.", max=REASON_MAX), field="reason")
     return reason
 
 
@@ -108,7 +109,7 @@ async def reverse_one(
 async def _owned_ids(advertiser: CurrentUser, ids: list[int]) -> None:
     found = await Conversion.count().where(Conversion.id.is_in(ids), Conversion.campaign.advertiser == advertiser.id)
     if found != len(ids):
-        raise NotFound("There is no such conversion.")  # someone else's looks the same as none
+        raise NotFound(_("There is no such conversion."))  # someone else's looks the same as none
 
 
 async def reverse(advertiser: CurrentUser, conversion_ids: list[int], reason: str) -> Reversal:
@@ -116,9 +117,9 @@ async def reverse(advertiser: CurrentUser, conversion_ids: list[int], reason: st
     anything changes; those not approved are skipped, so reversing twice changes nothing."""
     ids = sorted(set(conversion_ids))
     if not ids:
-        raise Invalid("Tick at least one conversion.", field="conversion_id")
+        raise Invalid(_("Tick at least one conversion."), field="conversion_id")
     if len(ids) > MAX_REVERSALS:
-        raise Invalid(f"Reverse at most {MAX_REVERSALS} conversions at a time.", field="conversion_id")
+        raise Invalid(_("Reverse at most %(max)s conversions at a time.", max=MAX_REVERSALS), field="conversion_id")
     reason = check_reason(reason)
     await _owned_ids(advertiser, ids)
     result = Reversal()

@@ -28,6 +28,7 @@ from typing import Any
 from server.campaigns.tables import PayoutModel
 from server.conversions.tables import Conversion, ConversionRuleSetting, FlagRule
 from server.core.hours import utc
+from server.core.i18n import _l
 
 SETTINGS_TTL = 30 * 10**9  # nanoseconds a campaign's knobs are kept (a change in this process forgets them at once)
 BASELINE_TTL = 60 * 10**9  # nanoseconds a publisher's volume or a campaign's median is kept
@@ -46,57 +47,61 @@ class Knob:
     default: int
     minimum: int
     maximum: int
-    label: str
+    label: Any  # _l("..."): read in the reader's language
 
 
 # Every tunable, by name: a campaign's value (its advertiser's) wins over the network's (an
 # admin's), which wins over the default here. `.enabled` 1 or 0.
 KNOBS: dict[str, Knob] = {
-    "too_fast.enabled": Knob(FlagRule.too_fast, 1, 0, 1, "Hold conversions that come too fast after their click"),
+    "too_fast.enabled": Knob(FlagRule.too_fast, 1, 0, 1, _l("Hold conversions that come too fast after their click")),
     "too_fast.percent_of_median": Knob(
-        FlagRule.too_fast, 10, 1, 100, "Too fast: below this % of the campaign's median click-to-conversion time"
+        FlagRule.too_fast,
+        10,
+        1,
+        100,
+        _l("Too fast: below this percentage of the campaign's median click-to-conversion time"),
     ),
     "too_fast.min_samples": Knob(
-        FlagRule.too_fast, 20, 5, 10_000, "Too fast: conversions needed before the median is trusted"
+        FlagRule.too_fast, 20, 5, 10_000, _l("Too fast: conversions needed before the median is trusted")
     ),
     "too_fast.floor_seconds": Knob(
         FlagRule.too_fast,
         0,
         0,
         86_400,
-        "Too fast: hold any sale (CPA, RevShare) faster than this many seconds (0: off)",
+        _l("Too fast: hold any sale (CPA, RevShare) faster than this many seconds (0: off)"),
     ),
     "rate_anomaly.enabled": Knob(
-        FlagRule.rate_anomaly, 1, 0, 1, "Hold conversions of a publisher far above their own daily baseline"
+        FlagRule.rate_anomaly, 1, 0, 1, _l("Hold conversions of a publisher far above their own daily baseline")
     ),
     "rate_anomaly.multiple": Knob(
-        FlagRule.rate_anomaly, 5, 2, 1_000, "Rate anomaly: today above this many times the 14-day daily mean"
+        FlagRule.rate_anomaly, 5, 2, 1_000, _l("Rate anomaly: today above this many times the 14-day daily mean")
     ),
     "rate_anomaly.min_daily": Knob(
-        FlagRule.rate_anomaly, 50, 1, 1_000_000, "Rate anomaly: and above this many conversions today"
+        FlagRule.rate_anomaly, 50, 1, 1_000_000, _l("Rate anomaly: and above this many conversions today")
     ),
     "conversion_rate.enabled": Knob(
         FlagRule.rate_anomaly,
         1,
         0,
         1,
-        "Hold conversions of a publisher whose conversion rate today is far above their own 14-day rate",
+        _l("Hold conversions of a publisher whose conversion rate today is far above their own 14-day rate"),
     ),
     "conversion_rate.multiple": Knob(
-        FlagRule.rate_anomaly, 5, 2, 1_000, "Conversion rate: today above this many times the 14-day rate"
+        FlagRule.rate_anomaly, 5, 2, 1_000, _l("Conversion rate: today above this many times the 14-day rate")
     ),
     "conversion_rate.min_conversions": Knob(
-        FlagRule.rate_anomaly, 20, 1, 1_000_000, "Conversion rate: and at least this many conversions today"
+        FlagRule.rate_anomaly, 20, 1, 1_000_000, _l("Conversion rate: and at least this many conversions today")
     ),
     "conversion_rate.min_baseline_clicks": Knob(
         FlagRule.rate_anomaly,
         500,
         1,
         1_000_000_000,
-        "Conversion rate: and at least this many valid clicks over the 14 days (else no baseline)",
+        _l("Conversion rate: and at least this many valid clicks over the 14 days (else no baseline)"),
     ),
     "self_conversion.enabled": Knob(
-        FlagRule.self_conversion, 1, 0, 1, "Hold conversions whose click came from the publisher's own session"
+        FlagRule.self_conversion, 1, 0, 1, _l("Hold conversions whose click came from the publisher's own session")
     ),
 }
 
