@@ -86,7 +86,8 @@ async def test_advertiser_funds_500_and_sees_it_credited(live_server, new_page, 
 
         await page.get_by_role("link", name="Back to billing").click()
         funding = page.get_by_test_id("funding").first
-        await expect(funding).to_contain_text("credited")
+        await expect(funding).to_have_attribute("data-status", "credited")
+        await expect(funding.get_by_test_id("funding-status")).to_have_text("Credited")
         charge_id = (await Funding.select(Funding.charge_id).first())["charge_id"]
         await expect(funding.get_by_role("link", name="Receipt")).to_have_attribute(
             "href", f"{stripe_local.base_url}/receipts/{charge_id}"
