@@ -80,6 +80,9 @@ async def test_stripes_expired_event_shows_the_top_up_expired_and_nothing_was_ch
     assert status_cell((await client.get("/advertiser/billing")).text, funding["id"]) == EXPIRED
     back = await client.get(f"/advertiser/billing/return?session_id={funding['checkout_session_id']}")
     assert EXPIRED in back.text and 'http-equiv="refresh"' not in back.text  # nothing left to wait for
+    french = await client.get("/advertiser/billing", headers={"Accept-Language": "fr-FR"})
+    assert status_cell(french.text, funding["id"]) == "Expiré — rien n'a été débité"
+    assert "500,00\u00a0€" in french.text
     await nothing_charged(who)
 
 
