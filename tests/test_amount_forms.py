@@ -63,8 +63,8 @@ async def test_the_campaign_at_1250_a_sale_attack_now_stores_12_50_and_says_so(c
     campaign = await Campaign.select(Campaign.total_budget_minor, Campaign.daily_budget_minor).first()
     assert campaign == {"total_budget_minor": 125_050, "daily_budget_minor": 5000}
     shown = notice((await client.get(response.headers["location"])).text)
-    assert f"sale: you pay 12,50{NBSP}€, the publisher earns 10,00{NBSP}€" in shown
-    assert f"total budget 1{NNBSP}250,50{NBSP}€; daily budget 50,00{NBSP}€" in shown
+    assert f"sale : vous payez 12,50{NBSP}€, l'éditeur gagne 10,00{NBSP}€" in shown
+    assert f"budget total 1{NNBSP}250,50{NBSP}€; budget quotidien 50,00{NBSP}€" in shown
     assert await ledger.check() == []
 
 

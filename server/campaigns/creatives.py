@@ -10,7 +10,7 @@ import asyncio
 import io
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from server.campaigns.service import owned_campaign
 from server.campaigns.tables import CampaignStatus, Creative, CreativeKind
 from server.core import clock, db, validation
 from server.core.errors import Conflict, Invalid, NotFound
+from server.core.i18n import _, _l, ngettext
 
 # Pillow's format name -> (MIME type, file extension). Anything else is refused.
 IMAGE_FORMATS = {
@@ -52,7 +53,7 @@ TEXT_MAX = 300
 # form. A deployment raising MAX_UPLOAD_BYTES above ~1.9 MB must raise this too (else a 413).
 UPLOAD_BODY_LIMIT = 2 * 1024 * 1024
 MEDIA_URL = "/media/"
-NOT_AN_IMAGE = "Only PNG, JPEG, GIF or WebP images can be uploaded."
+NOT_AN_IMAGE = _l("Only PNG, JPEG, GIF or WebP images can be uploaded.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,30 +70,30 @@ def iab_size(width: int, height: int) -> str:
 
 
 def _kb(n: int) -> str:
-    return f"{n // 1024} KB" if n % 1024 == 0 else f"{n} bytes"
+    return _("%(num)s KB", num=n // 1024) if n % 1024 == 0 else ngettext("%(num)s byte", "%(num)s bytes", n)
 
 
 def inspect_image(data: bytes, max_bytes: int) -> ImageFacts:
     """What the bytes really are. Raises Invalid unless they are one whole allowed image."""
     if not data:
-        raise Invalid("Choose an image file to upload.", field="file")
+        raise Invalid(_("Choose an image file to upload."), field="file")
     if len(data) > max_bytes:
-        raise Invalid(f"The image is larger than {_kb(max_bytes)}.", field="file")
+        raise Invalid(_("The image is larger than %(size)s.", size=_kb(max_bytes)), field="file")
     try:
         with Image.open(io.BytesIO(data)) as probe:
             kind = probe.format
             if kind not in IMAGE_FORMATS:
-                raise Invalid(NOT_AN_IMAGE, field="file")
+                raise Invalid(str(NOT_AN_IMAGE), field="file")
             probe.verify()  # checks the structure (and PNG checksums) without decoding pixels
         # verify() leaves the image unusable: reopen to read its size.
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
     except (UnidentifiedImageError, Image.DecompressionBombError):
-        raise Invalid(NOT_AN_IMAGE, field="file") from None
+        raise Invalid(str(NOT_AN_IMAGE), field="file") from None
     except (OSError, SyntaxError, ValueError, EOFError):  # what Pillow raises for a damaged file
-        raise Invalid("The image file is damaged or incomplete.", field="file") from None
+        raise Invalid(_("The image file is damaged or incomplete."), field="file") from None
     if width > MAX_SIDE or height > MAX_SIDE or width < 1 or height < 1:
-        raise Invalid(f"The image must be at most {MAX_SIDE} × {MAX_SIDE} pixels.", field="file")
+        raise Invalid(_("The image must be at most %(side)s × %(side)s pixels.", side=MAX_SIDE), field="file")
     mime_type, extension = IMAGE_FORMATS[kind]
     return ImageFacts(
         mime_type=mime_type, extension=extension, width=width, height=height, iab_size=iab_size(width, height)
@@ -102,13 +103,13 @@ def inspect_image(data: bytes, max_bytes: int) -> ImageFacts:
 async def _open_campaign(advertiser: CurrentUser, campaign_id: int) -> dict[str, Any]:
     campaign = await owned_campaign(advertiser, campaign_id)
     if campaign["status"] == CampaignStatus.ended.value:
-        raise Conflict("This campaign has ended: it takes no new creatives.")
+        raise Conflict(_("This campaign has ended: it takes no new creatives."))
     return campaign
 
 
 def _name(form: Mapping[str, Any]) -> str:
     value = form.get("name", "")
-    return validation.text(value if isinstance(value, str) else "", "name", "Creative name", max_length=120)
+    return validation.text(value if isinstance(value, str) else "", "name", _("Creative name"), max_length=120)
 
 
 async def list_creatives(advertiser: CurrentUser, campaign_id: int) -> list[dict[str, Any]]:
@@ -124,9 +125,9 @@ async def add_text(advertiser: CurrentUser, campaign_id: int, form: Mapping[str,
     await _open_campaign(advertiser, campaign_id)
     name = _name(form)
     raw = form.get("text", "")
-    text = validation.text(raw if isinstance(raw, str) else "", "text", "Link text", max_length=TEXT_MAX)
+    text = validation.text(raw if isinstance(raw, str) else "", "text", _("Link text"), max_length=TEXT_MAX)
     if "\n" in text or "\r" in text:
-        raise Invalid("Link text must be a single line.", field="text")
+        raise Invalid(_("Link text must be a single line."), field="text")
     return await _insert(
         advertiser,
         campaign_id,
@@ -202,7 +203,7 @@ async def archive(advertiser: CurrentUser, campaign_id: int, creative_id: int) -
         .first()
     )
     if row is None:
-        raise NotFound("There is no such creative.")
+        raise NotFound(_("There is no such creative."))
     if not row["archived"]:
         async with db.transaction():
             await Creative.update({Creative.archived: True}).where(Creative.id == creative_id)
@@ -218,9 +219,15 @@ async def archive(advertiser: CurrentUser, campaign_id: int, creative_id: int) -
 async def active_creatives(campaign_id: int) -> list[dict[str, Any]]:
     """The creatives publishers of a campaign may use (not archived), oldest first, with image URLs.
     For the publishers' side: the caller has already checked the publisher belongs to the campaign."""
+    return (await active_creatives_of([campaign_id])).get(campaign_id, [])
+
+
+async def active_creatives_of(campaign_ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
+    """`active_creatives` of several campaigns in one read (the marketplace's previews), by campaign."""
     rows = (
         await Creative.select(
             Creative.id,
+            Creative.campaign,
             Creative.kind,
             Creative.name,
             Creative.text,
@@ -229,9 +236,11 @@ async def active_creatives(campaign_id: int) -> list[dict[str, Any]]:
             Creative.height,
             Creative.iab_size,
         )
-        .where(Creative.campaign == campaign_id, Creative.archived.eq(False))
+        .where(Creative.campaign.is_in(list(campaign_ids) or [0]), Creative.archived.eq(False))
         .order_by(Creative.id)
     )
+    by_campaign: dict[int, list[dict[str, Any]]] = {}
     for row in rows:
         row["url"] = MEDIA_URL + row["image_path"] if row["image_path"] else ""
-    return rows
+        by_campaign.setdefault(row.pop("campaign"), []).append(row)
+    return by_campaign

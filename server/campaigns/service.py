@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
+
+from piccolo.query.functions.aggregate import Count
 
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import NetworkSetting, Publisher, PublisherStatus, User
 from server.audit import service as audit
-from server.campaigns.records import Applicant, ApplicantProfile, CampaignListing
+from server.campaigns.records import Applicant, ApplicantProfile, CampaignListing, CampaignSummary
 from server.campaigns.tables import (
     SUB_NAMES,
     Campaign,
     CampaignStatus,
+    Creative,
     Goal,
     Link,
     Membership,
@@ -24,26 +29,45 @@ from server.campaigns.tables import (
 )
 from server.core import changes, clock, db, deeplink, money, validation
 from server.core.errors import Conflict, Forbidden, Invalid, NotFound
+from server.core.i18n import _, _l, percent_text
 from server.core.validation import form_field
+from server.ledger import service as ledger
+from server.ledger.tables import AccountKind
 
 CATEGORIES = {
-    "fashion": "Fashion & beauty",
-    "finance": "Finance & insurance",
-    "food": "Food & drink",
-    "home": "Home & garden",
-    "software": "Software & apps",
-    "travel": "Travel",
-    "health": "Health & fitness",
-    "education": "Education",
-    "games": "Games & entertainment",
-    "other": "Other",
+    "fashion": _l("Fashion & beauty"),
+    "finance": _l("Finance & insurance"),
+    "food": _l("Food & drink"),
+    "home": _l("Home & garden"),
+    "software": _l("Software & apps"),
+    "travel": _l("Travel"),
+    "health": _l("Health & fitness"),
+    "education": _l("Education"),
+    "games": _l("Games & entertainment"),
+    "other": _l("Other"),
 }
 MODEL_LABELS = {
-    PayoutModel.cpc: "per click",
-    PayoutModel.cpm: "per 1,000 impressions",
-    PayoutModel.cpl: "per lead",
-    PayoutModel.cpa: "per sale",
-    PayoutModel.revshare: "of each sale",
+    PayoutModel.cpc: _l("per click"),
+    PayoutModel.cpm: _l("per 1,000 impressions"),
+    PayoutModel.cpl: _l("per lead"),
+    PayoutModel.cpa: _l("per sale"),
+    PayoutModel.revshare: _l("of each sale"),
+}
+# A goal's terms as whole sentences (what the publisher earns, what the advertiser pays), so each
+# language words them its own way.
+_EARN = {
+    PayoutModel.cpc: _l("Earn %(amount)s per click (%(goal)s)"),
+    PayoutModel.cpm: _l("Earn %(amount)s per 1,000 impressions (%(goal)s)"),
+    PayoutModel.cpl: _l("Earn %(amount)s per lead (%(goal)s)"),
+    PayoutModel.cpa: _l("Earn %(amount)s per sale (%(goal)s)"),
+    PayoutModel.revshare: _l("Earn %(amount)s of each sale (%(goal)s)"),
+}
+_PAY = {
+    PayoutModel.cpc: _l("Pay %(amount)s per click (%(goal)s)"),
+    PayoutModel.cpm: _l("Pay %(amount)s per 1,000 impressions (%(goal)s)"),
+    PayoutModel.cpl: _l("Pay %(amount)s per lead (%(goal)s)"),
+    PayoutModel.cpa: _l("Pay %(amount)s per sale (%(goal)s)"),
+    PayoutModel.revshare: _l("Pay %(amount)s of each sale (%(goal)s)"),
 }
 MAX_GOALS = 5
 DEFAULT_MARGIN_KEY = "default_margin_bp"
@@ -66,12 +90,12 @@ def _optional_int(
 
 def _int(raw: str, field: str, label: str, *, minimum: int = 0, maximum: int = 10**9) -> int:
     if not raw.lstrip("-").isdigit():
-        raise Invalid(f"{label} must be a whole number.", field=field)
+        raise Invalid(_("%(label)s must be a whole number.", label=label), field=field)
     value = int(raw)
     if value < minimum:
-        raise Invalid(f"{label} cannot be less than {minimum}.", field=field)
+        raise Invalid(_("%(label)s cannot be less than %(num)s.", label=label, num=minimum), field=field)
     if value > maximum:
-        raise Invalid(f"{label} cannot be more than {maximum}.", field=field)
+        raise Invalid(_("%(label)s cannot be more than %(num)s.", label=label, num=maximum), field=field)
     return value
 
 
@@ -90,23 +114,27 @@ def _parse_domains(text: str) -> list[str]:
     return validation.domains(
         text,
         field="allowed_domains",
-        label="Allowed domain",
+        label=_("Allowed domain"),
         most=50,
-        empty="List at least one domain your landing pages live on.",
-        too_many="At most 50 allowed domains.",
+        empty=_("List at least one domain your landing pages live on."),
+        too_many=_("At most 50 allowed domains."),
     )
 
 
 def _checked_url(raw: str, domains: list[str], field: str, label: str, *, required: bool) -> str:
     if not raw:
         if required:
-            raise Invalid(f"{label} is required.", field=field)
+            raise Invalid(_("%(label)s is required.", label=label), field=field)
         return ""
     safe = deeplink.safe_url(raw, frozenset(domains))
     if safe is None:
         raise Invalid(
-            f"{label} must be an http(s) address on one of the allowed domains "
-            f"({', '.join(domains)}), without a port or user name.",
+            _(
+                "%(label)s must be an http(s) address on one of the allowed domains (%(domains)s), "
+                "without a port or user name.",
+                label=label,
+                domains=", ".join(domains),
+            ),
             field=field,
         )
     return safe
@@ -114,30 +142,30 @@ def _checked_url(raw: str, domains: list[str], field: str, label: str, *, requir
 
 async def parse_terms(form: Mapping[str, Any], *, currency_locked: str | None = None) -> dict[str, Any]:
     """Validate the campaign form into column values. Raises Invalid naming the first bad field."""
-    name = validation.text(form_field(form, "name"), "name", "Campaign name", max_length=120)
+    name = validation.text(form_field(form, "name"), "name", _("Campaign name"), max_length=120)
     description = validation.text(
-        form_field(form, "description"), "description", "Description", max_length=5000, required=False
+        form_field(form, "description"), "description", _("Description"), max_length=5000, required=False
     )
     category = form_field(form, "category") or "other"
     if category not in CATEGORIES:
-        raise Invalid("Choose one of the listed categories.", field="category")
+        raise Invalid(_("Choose one of the listed categories."), field="category")
     currency = currency_locked or money.currency(form_field(form, "currency"))
     domains = _parse_domains(form_field(form, "allowed_domains"))
-    landing_url = _checked_url(form_field(form, "landing_url"), domains, "landing_url", "Landing URL", required=True)
+    landing_url = _checked_url(form_field(form, "landing_url"), domains, "landing_url", _("Landing URL"), required=True)
     # The fallback takes traffic the campaign cannot: it may live anywhere, but must be a plain web URL.
     fallback_raw = form_field(form, "fallback_url")
     fallback_url = ""
     if fallback_raw:
-        fallback = validation.web_url(fallback_raw, "fallback_url", "Fallback URL")
+        fallback = validation.web_url(fallback_raw, "fallback_url", _("Fallback URL"))
         try:
             fallback_domain = deeplink.normalise_domain(urlsplit(fallback).hostname or "")
         except ValueError:
             raise Invalid(
-                "Fallback URL must be a web address such as https://example.com.", field="fallback_url"
+                _("Fallback URL must be a web address such as https://example.com."), field="fallback_url"
             ) from None
-        fallback_url = _checked_url(fallback, [fallback_domain], "fallback_url", "Fallback URL", required=False)
+        fallback_url = _checked_url(fallback, [fallback_domain], "fallback_url", _("Fallback URL"), required=False)
     budgets = {}
-    for field, label in (("total_budget", "Total budget"), ("daily_budget", "Daily budget")):
+    for field, label in (("total_budget", _("Total budget")), ("daily_budget", _("Daily budget"))):
         raw = form_field(form, field)
         budgets[f"{field}_minor"] = (
             money.parse_amount(raw, currency, field=field, label=label, allow_zero=False) if raw else None
@@ -147,29 +175,29 @@ async def parse_terms(form: Mapping[str, Any], *, currency_locked: str | None = 
         and budgets["total_budget_minor"]
         and budgets["daily_budget_minor"] > budgets["total_budget_minor"]
     ):
-        raise Invalid("The daily budget cannot be larger than the total budget.", field="daily_budget")
+        raise Invalid(_("The daily budget cannot be larger than the total budget."), field="daily_budget")
     caps = {
         column: _optional_int(form, column, label, minimum=1)
         for column, label in (
-            ("cap_clicks_daily", "Clicks per day"),
-            ("cap_conversions_daily", "Conversions per day"),
-            ("cap_conversions_monthly", "Conversions per month"),
-            ("cap_publisher_clicks_daily", "Clicks per day per publisher"),
-            ("cap_publisher_conversions_daily", "Conversions per day per publisher"),
-            ("cap_publisher_conversions_monthly", "Conversions per month per publisher"),
+            ("cap_clicks_daily", _("Clicks per day")),
+            ("cap_conversions_daily", _("Conversions per day")),
+            ("cap_conversions_monthly", _("Conversions per month")),
+            ("cap_publisher_clicks_daily", _("Clicks per day per publisher")),
+            ("cap_publisher_conversions_daily", _("Conversions per day per publisher")),
+            ("cap_publisher_conversions_monthly", _("Conversions per month per publisher")),
         )
     }
     visibility = form_field(form, "visibility") or Visibility.public.value
     if visibility not in Visibility.__members__:
-        raise Invalid("Choose public, approval or private.", field="visibility")
+        raise Invalid(_("Choose public, approval or private."), field="visibility")
     click_id_param = form_field(form, "click_id_param") or "click_id"
     if not (click_id_param.replace("_", "").replace("-", "").isalnum() and len(click_id_param) <= 32):
-        raise Invalid("The click id parameter may use letters, digits, - and _ only.", field="click_id_param")
+        raise Invalid(_("The click id parameter may use letters, digits, - and _ only."), field="click_id_param")
     forward = [s for s in SUB_NAMES if form.get(f"forward_{s}") in ("on", "true", "1", True)]
     # A choice rather than a checkbox, so a form that does not send it (older pages, scripts) keeps it on.
     pixel = form_field(form, "pixel") or "on"
     if pixel not in ("on", "off"):
-        raise Invalid("Choose whether the conversion pixel is on or off.", field="pixel")
+        raise Invalid(_("Choose whether the conversion pixel is on or off."), field="pixel")
     return {
         "name": name,
         "description": description,
@@ -183,15 +211,15 @@ async def parse_terms(form: Mapping[str, Any], *, currency_locked: str | None = 
         "attribution_window_days": _int(
             form_field(form, "attribution_window_days") or "30",
             "attribution_window_days",
-            "Attribution window",
+            _("Attribution window"),
             minimum=1,
             maximum=365,
         ),
-        "hold_days": _int(form_field(form, "hold_days") or "30", "hold_days", "Hold period", minimum=0, maximum=365),
+        "hold_days": _int(form_field(form, "hold_days") or "30", "hold_days", _("Hold period"), minimum=0, maximum=365),
         "min_conversion_seconds": _int(
             form_field(form, "min_conversion_seconds") or "0",
             "min_conversion_seconds",
-            "Minimum click-to-conversion time",
+            _("Minimum click-to-conversion time"),
             minimum=0,
             maximum=86400 * 30,
         ),
@@ -213,22 +241,26 @@ async def parse_goals(form: Mapping[str, Any], currency: str) -> list[dict[str, 
             continue
         field = f"goal_{n}"
         if not name.replace("_", "").replace("-", "").isalnum() or len(name) > 40:
-            raise Invalid(f"Goal name '{name}' may use letters, digits, - and _ only.", field=f"{field}_name")
+            raise Invalid(
+                _("Goal name '%(goal)s' may use letters, digits, - and _ only.", goal=name), field=f"{field}_name"
+            )
         if name in names:
-            raise Invalid(f"Two goals are called '{name}'.", field=f"{field}_name")
+            raise Invalid(_("Two goals are called '%(goal)s'.", goal=name), field=f"{field}_name")
         names.add(name)
         model = form_field(form, f"{field}_model")
         if model not in PayoutModel.__members__:
-            raise Invalid(f"Choose a payout model for goal '{name}'.", field=f"{field}_model")
+            raise Invalid(_("Choose a payout model for goal '%(goal)s'.", goal=name), field=f"{field}_model")
         pub_raw = form_field(form, f"{field}_publisher")
         if model == PayoutModel.revshare:
             adv = money.parse_percent_bp(
                 form_field(form, f"{field}_advertiser"),
                 field=f"{field}_advertiser",
-                label=f"What the advertiser pays for '{name}'",
+                label=_("What the advertiser pays for '%(goal)s'", goal=name),
             )
             pub = (
-                money.parse_percent_bp(pub_raw, field=f"{field}_publisher", label=f"Publisher share for '{name}'")
+                money.parse_percent_bp(
+                    pub_raw, field=f"{field}_publisher", label=_("Publisher share for '%(goal)s'", goal=name)
+                )
                 if pub_raw
                 else publisher_share(adv, margin)
             )
@@ -237,19 +269,19 @@ async def parse_goals(form: Mapping[str, Any], currency: str) -> list[dict[str, 
                 form_field(form, f"{field}_advertiser"),
                 currency,
                 field=f"{field}_advertiser",
-                label=f"What the advertiser pays for '{name}'",
+                label=_("What the advertiser pays for '%(goal)s'", goal=name),
                 allow_zero=False,
             )
             pub = (
                 money.parse_amount(
-                    pub_raw, currency, field=f"{field}_publisher", label=f"Publisher payout for '{name}'"
+                    pub_raw, currency, field=f"{field}_publisher", label=_("Publisher payout for '%(goal)s'", goal=name)
                 )
                 if pub_raw
                 else publisher_share(adv, margin)
             )
         if pub > adv:
             raise Invalid(
-                f"The publisher payout for '{name}' cannot be more than what the advertiser pays.",
+                _("The publisher payout for '%(goal)s' cannot be more than what the advertiser pays.", goal=name),
                 field=f"{field}_publisher",
             )
         goals.append(
@@ -263,7 +295,7 @@ async def parse_goals(form: Mapping[str, Any], currency: str) -> list[dict[str, 
             }
         )
     if not goals:
-        raise Invalid("Add at least one goal: what you pay for, and how much.", field="goal_0_name")
+        raise Invalid(_("Add at least one goal: what you pay for, and how much."), field="goal_0_name")
     return goals
 
 
@@ -283,7 +315,7 @@ def _intake_limits(form: Mapping[str, Any], field: str, name: str, model: str, c
     per_click = _int(
         form_field(form, f"{field}_per_click") or "1",
         f"{field}_per_click",
-        f"Conversions per click for '{name}'",
+        _("Conversions per click for '%(goal)s'", goal=name),
         minimum=1,
         maximum=MAX_CONVERSIONS_PER_CLICK,
     )
@@ -292,13 +324,17 @@ def _intake_limits(form: Mapping[str, Any], field: str, name: str, model: str, c
         raw = form_field(form, f"{field}_max_sale")
         max_sale = (
             money.parse_amount(
-                raw, currency, field=f"{field}_max_sale", label=f"Largest sale for '{name}'", allow_zero=False
+                raw,
+                currency,
+                field=f"{field}_max_sale",
+                label=_("Largest sale for '%(goal)s'", goal=name),
+                allow_zero=False,
             )
             if raw
             else default_max_sale_minor(currency)
         )
         if max_sale > MAX_SALE_MINOR:
-            raise Invalid(f"Largest sale for '{name}' is too large.", field=f"{field}_max_sale")
+            raise Invalid(_("Largest sale for '%(goal)s' is too large.", goal=name), field=f"{field}_max_sale")
     return {"conversions_per_click": per_click, "max_sale_minor": max_sale}
 
 
@@ -344,7 +380,7 @@ async def owned_campaign(advertiser: CurrentUser, campaign_id: int) -> dict[str,
     """The advertiser's own campaign; anyone else's answers NotFound, as if it did not exist."""
     row = await Campaign.select().where(Campaign.id == campaign_id, Campaign.advertiser == advertiser.id).first()
     if row is None:
-        raise NotFound("There is no such campaign.")
+        raise NotFound(_("There is no such campaign."))
     return row
 
 
@@ -357,7 +393,7 @@ async def update_campaign(advertiser: CurrentUser, campaign_id: int, form: Mappi
     goals are matched by position, new rows add goals, and goals are never deleted."""
     current = await owned_campaign(advertiser, campaign_id)
     if current["status"] == CampaignStatus.ended.value:
-        raise Conflict("This campaign has ended and can no longer be edited.")
+        raise Conflict(_("This campaign has ended and can no longer be edited."))
     terms = await parse_terms(form, currency_locked=current["currency"])
     goals = await parse_goals(form, current["currency"])
     existing = {g["position"]: g for g in await goals_of(campaign_id)}
@@ -380,15 +416,24 @@ _TRANSITIONS = {
     "resume": ({CampaignStatus.paused}, CampaignStatus.active),
     "end": ({CampaignStatus.active, CampaignStatus.paused}, CampaignStatus.ended),
 }
+# Why a change of status is refused, by action and the campaign's status: whole sentences.
+_REFUSED = {
+    ("pause", CampaignStatus.paused): _l("A campaign that is paused cannot pause."),
+    ("pause", CampaignStatus.ended): _l("A campaign that is ended cannot pause."),
+    ("resume", CampaignStatus.active): _l("A campaign that is active cannot resume."),
+    ("resume", CampaignStatus.ended): _l("A campaign that is ended cannot resume."),
+    ("end", CampaignStatus.ended): _l("A campaign that is ended cannot end."),
+}
 
 
 async def change_status(advertiser: CurrentUser, campaign_id: int, action: str) -> str:
     if action not in _TRANSITIONS:
-        raise Invalid("Unknown action.")
+        raise Invalid(_("Unknown action."))
     allowed_from, to = _TRANSITIONS[action]
     current = await owned_campaign(advertiser, campaign_id)
-    if CampaignStatus(current["status"]) not in allowed_from:
-        raise Conflict(f"A campaign that is {current['status']} cannot {action}.")
+    status = CampaignStatus(current["status"])
+    if status not in allowed_from:
+        raise Conflict(str(_REFUSED[action, status]))
     async with db.transaction():
         await Campaign.update(
             {Campaign.status: to.value, Campaign.status_reason: "", Campaign.updated_at: clock.now()}
@@ -436,6 +481,51 @@ async def list_for_advertiser(advertiser: CurrentUser) -> list[CampaignListing]:
     return [CampaignListing.from_row(row) for row in rows]
 
 
+async def funded_ids(campaigns: Sequence[Mapping[str, Any]]) -> set[int]:
+    """Of these campaigns (rows with `id`, `currency` and `advertiser_id`), those whose advertiser
+    has money in the campaign's currency (their ledger balance is above zero): the only ones
+    publishers are offered, as the others could not pay them. One read per currency."""
+    advertisers: dict[str, set[int]] = defaultdict(set)
+    for c in campaigns:
+        advertisers[c["currency"]].add(c["advertiser_id"])
+    balances = {
+        currency: await ledger.balances(AccountKind.advertiser_balance, currency, sorted(ids))
+        for currency, ids in advertisers.items()
+    }
+    return {c["id"] for c in campaigns if balances[c["currency"]][c["advertiser_id"]] > 0}
+
+
+async def summaries(advertiser: CurrentUser, campaign_id: int | None = None) -> list[CampaignSummary]:
+    """The advertiser's campaigns (or the one asked for) with what they lack to reach publishers
+    (funds, creatives) and how many applications wait for an answer: four reads in all."""
+    listings = [c for c in await list_for_advertiser(advertiser) if campaign_id in (None, c.id)]
+    ids = [c.id for c in listings] or [0]
+    funded = await funded_ids([{"id": c.id, "currency": c.currency, "advertiser_id": advertiser.id} for c in listings])
+    with_creatives = {
+        r["campaign"]
+        for r in await Creative.select(Creative.campaign)
+        .where(Creative.campaign.is_in(ids), Creative.archived.eq(False))
+        .distinct()
+    }
+    waiting = await waiting_applications(ids)
+    return [
+        CampaignSummary(c, funded=c.id in funded, has_creatives=c.id in with_creatives, waiting=waiting.get(c.id, 0))
+        for c in listings
+    ]
+
+
+async def waiting_applications(campaign_ids: Sequence[int]) -> dict[int, int]:
+    """How many publishers applied to each campaign and wait for the advertiser's answer."""
+    rows = (
+        await Membership.select(Membership.campaign, Count(alias="n"))
+        .where(
+            Membership.campaign.is_in(list(campaign_ids) or [0]), Membership.status == MembershipStatus.applied.value
+        )
+        .group_by(Membership.campaign)
+    )
+    return {r["campaign"]: r["n"] for r in rows}
+
+
 # --- publishers: marketplace and memberships -----------------------------------------------------
 
 
@@ -443,59 +533,25 @@ async def require_approved_publisher(publisher: CurrentUser) -> None:
     row = await Publisher.select(Publisher.status).where(Publisher.user == publisher.id).first()
     if row is None or row["status"] != PublisherStatus.approved.value:
         raise Forbidden(
-            "Your publisher account is not approved yet, so you cannot join campaigns. "
-            "An admin reviews new publishers, usually within two working days.",
+            _(
+                "Your publisher account is not approved yet, so you cannot join campaigns. "
+                "An admin reviews new publishers, usually within two working days."
+            ),
             code="publisher_not_approved",
         )
-
-
-async def marketplace(publisher: CurrentUser, *, search: str = "", model: str = "", category: str = "") -> list[dict]:
-    """Active campaigns this publisher may see: public and approval ones, and private ones they
-    were invited to or belong to. Each with its goals and the publisher's membership, if any."""
-    memberships = {m["campaign"]: m for m in await Membership.select().where(Membership.publisher == publisher.id)}
-    query = Campaign.select(
-        Campaign.id,
-        Campaign.name,
-        Campaign.description,
-        Campaign.category,
-        Campaign.currency,
-        Campaign.visibility,
-        Campaign.attribution_window_days,
-        Campaign.hold_days,
-        Campaign.advertiser.id.as_alias("advertiser_id"),
-    ).where(Campaign.status == CampaignStatus.active.value)
-    if search:
-        query = query.where(Campaign.name.ilike(f"%{search[:80]}%") | Campaign.description.ilike(f"%{search[:80]}%"))
-    if category in CATEGORIES:
-        query = query.where(Campaign.category == category)
-    campaigns = [
-        c
-        for c in await query.order_by(Campaign.id, ascending=False)
-        if c["visibility"] != Visibility.private.value or c["id"] in memberships
-    ]
-    if not campaigns:
-        return []
-    goals = await Goal.select().where(Goal.campaign.is_in([c["id"] for c in campaigns])).order_by(Goal.position)
-    by_campaign: dict[int, list[dict]] = {}
-    for g in goals:
-        by_campaign.setdefault(g["campaign"], []).append(g)
-    result = []
-    for c in campaigns:
-        c["goals"] = by_campaign.get(c["id"], [])
-        if model and not any(g["payout_model"] == model for g in c["goals"]):
-            continue
-        c["membership"] = memberships.get(c["id"])
-        result.append(c)
-    return result
 
 
 def describe_goal(goal: Mapping[str, Any], currency: str, *, for_publisher: bool = True) -> str:
     """The terms in plain words, e.g. 'Earn €1.20 per lead' or 'Earn 8 % of each sale'."""
     amount = goal["publisher_amount"] if for_publisher else goal["advertiser_amount"]
     model = PayoutModel(goal["payout_model"])
-    value = f"{money.percent_text(amount)} %" if model is PayoutModel.revshare else money.display(amount, currency)
-    verb = "Earn" if for_publisher else "Pay"
-    return f"{verb} {value} {MODEL_LABELS[model]} ({goal['name']})"
+    value = (
+        percent_text(Decimal(amount) / money.BASIS_POINTS, places=2)
+        if model is PayoutModel.revshare
+        else money.display(amount, currency)
+    )
+    sentence = (_EARN if for_publisher else _PAY)[model]
+    return str(sentence) % {"amount": value, "goal": goal["name"]}
 
 
 async def join(publisher: CurrentUser, campaign_id: int) -> str:
@@ -512,15 +568,15 @@ async def join(publisher: CurrentUser, campaign_id: int) -> str:
         .first()
     )
     if campaign is None or (campaign["visibility"] == Visibility.private.value and existing is None):
-        raise NotFound("There is no such campaign.")
+        raise NotFound(_("There is no such campaign."))
     if campaign["status"] != CampaignStatus.active.value:
-        raise Conflict("This campaign is not taking new publishers right now.")
+        raise Conflict(_("This campaign is not taking new publishers right now."))
     if existing is not None:
         status = MembershipStatus(existing["status"])
         if status in (MembershipStatus.approved, MembershipStatus.applied):
             return status.value
         if status in (MembershipStatus.declined, MembershipStatus.removed):
-            raise Conflict("The advertiser has declined your participation in this campaign.")
+            raise Conflict(_("The advertiser has declined your participation in this campaign."))
     new_status = (
         MembershipStatus.applied if campaign["visibility"] == Visibility.approval.value else MembershipStatus.approved
     )
@@ -539,7 +595,7 @@ async def join(publisher: CurrentUser, campaign_id: int) -> str:
                 ).returning(Membership.id)
             except Exception as exc:
                 if db.is_unique_violation(exc):
-                    raise Conflict("You have already joined or applied to this campaign.") from None
+                    raise Conflict(_("You have already joined or applied to this campaign.")) from None
                 raise
             membership_id = rows[0]["id"]
         else:  # an invitation accepted
@@ -561,6 +617,8 @@ async def join(publisher: CurrentUser, campaign_id: int) -> str:
 
 
 async def applicants(advertiser: CurrentUser, campaign_id: int) -> list[Applicant]:
+    """The campaign's publishers as the advertiser may see them: their public profile (name, site,
+    audience), never their e-mail address, which is personal data."""
     await owned_campaign(advertiser, campaign_id)
     rows = (
         await Membership.select(
@@ -568,7 +626,6 @@ async def applicants(advertiser: CurrentUser, campaign_id: int) -> list[Applican
             Membership.status,
             Membership.created_at,
             Membership.note,
-            Membership.publisher.email.as_alias("email"),
             Membership.publisher.id.as_alias("publisher_id"),
         )
         .where(Membership.campaign == campaign_id)
@@ -595,8 +652,8 @@ async def decide(
         query = query.where(Membership.campaign == campaign_id)
     row = await query.first()
     if row is None:
-        raise NotFound("There is no such applicant.")
-    note = validation.text(note, "note", "Note", max_length=500, required=False)
+        raise NotFound(_("There is no such applicant."))
+    note = validation.text(note, "note", _("Note"), max_length=500, required=False)
     new = (
         MembershipStatus.approved
         if accept
@@ -642,9 +699,9 @@ async def invite(advertiser: CurrentUser, campaign_id: int, publisher_email: str
     email = validation.email(publisher_email, field="publisher_email")
     pub = await User.select(User.id).where(User.email == email, User.role == "publisher").first()
     if pub is None:
-        raise Invalid("No publisher has that email address.", field="publisher_email")
+        raise Invalid(_("No publisher has that email address."), field="publisher_email")
     if await Membership.exists().where(Membership.campaign == campaign_id, Membership.publisher == pub["id"]):
-        raise Conflict("That publisher is already invited to or part of this campaign.", field="publisher_email")
+        raise Conflict(_("That publisher is already invited to or part of this campaign."), field="publisher_email")
     async with db.transaction():
         rows = await Membership.insert(
             Membership(
@@ -693,7 +750,7 @@ async def set_click_rules_off(user: CurrentUser, campaign_id: int | None, off: s
             )
         else:
             if user.role != "admin":
-                raise Forbidden("Only an admin switches the click rules network-wide.")
+                raise Forbidden(_("Only an admin switches the click rules network-wide."))
             updated = (
                 await NetworkSetting.update(
                     {NetworkSetting.value: value, NetworkSetting.updated_at: now, NetworkSetting.updated_by: user.id}

@@ -82,7 +82,8 @@ async def click_stats(
 
 
 async def campaign_click_stats(campaign_id: int, since: datetime | None = None) -> list[dict[str, Any]]:
-    """One campaign's clicks by publisher (their email) and reason, by email (the advertiser's view)."""
+    """One campaign's clicks by publisher and reason, by email (the advertiser's view, which names
+    publishers by `publisher_id` and their public profile: never by the email, personal data)."""
     counts = await _counts(
         "SELECT publisher, reason, SUM(clicks) AS n FROM traffic_campaign_hour WHERE campaign = {} "
         "AND hour >= {} AND hour < {} GROUP BY publisher, reason",
@@ -93,7 +94,10 @@ async def campaign_click_stats(campaign_id: int, since: datetime | None = None) 
         (campaign_id,),
     )
     emails = await names(User.id, User.email, {k[0] for k in counts})
-    rows = [{"publisher_email": emails.get(p, ""), "reason": r, "clicks": n} for (p, r), n in counts.items()]
+    rows = [
+        {"publisher_id": p, "publisher_email": emails.get(p, ""), "reason": r, "clicks": n}
+        for (p, r), n in counts.items()
+    ]
     return sorted(rows, key=lambda r: (r["publisher_email"], r["reason"]))
 
 

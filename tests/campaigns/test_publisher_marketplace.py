@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import itertools
 import re
 from typing import Any
 
@@ -14,6 +15,9 @@ from server.accounts.tables import Publisher, Role
 from server.campaigns import service as campaigns
 from server.campaigns.tables import Link, Membership
 from server.core.settings import Settings
+from server.ledger import postings
+from server.ledger import service as ledger
+from server.ledger.tables import AccountKind
 from tests.factories import error_text, login, make_advertiser, make_publisher, post_form
 
 # --- helpers shared with tests/tracking/test_publisher_links.py -----------------------------------
@@ -45,9 +49,32 @@ async def make_advertiser_user() -> CurrentUser:
     return CurrentUser(id=adv_id, email=adv_email, role=Role.advertiser, via="test")
 
 
-async def make_campaign(advertiser: CurrentUser | None = None, **overrides: Any) -> int:
+async def fund(advertiser_id: int, amount: int = 100_000, currency: str = "EUR") -> None:
+    """The advertiser's balance grows by `amount` (minor units), as a Stripe funding would."""
+    n = next(_fundings)
+    await postings.fund_advertiser(advertiser_id, amount, currency, reference_id=n, key=f"test-fund-{n}")
+
+
+async def empty_balance(advertiser_id: int, currency: str = "EUR") -> None:
+    """A refund takes the advertiser's whole balance back."""
+    held = await ledger.balance(AccountKind.advertiser_balance, currency, advertiser_id)
+    n = next(_fundings)
+    await postings.withdraw_funding(
+        advertiser_id, held, currency, kind="funding.refund", reference_id=n, key=f"test-refund-{n}"
+    )
+
+
+_fundings = itertools.count(1)
+
+
+async def make_campaign(advertiser: CurrentUser | None = None, *, funded: bool = True, **overrides: Any) -> int:
+    """A campaign through the advertiser's form; `funded`: its advertiser has money to pay publishers
+    (without, the marketplace hides it)."""
     advertiser = advertiser or await make_advertiser_user()
-    return await campaigns.create_campaign(advertiser, campaign_form(**overrides))
+    campaign_id = await campaigns.create_campaign(advertiser, campaign_form(**overrides))
+    if funded:
+        await fund(advertiser.id, currency=campaign_form(**overrides)["currency"])
+    return campaign_id
 
 
 async def publisher_client(
@@ -116,13 +143,13 @@ async def test_marketplace_lists_public_and_approval_campaigns_but_not_private_o
     boots = card(page, public)
     assert "Spring Boots" in boots and "Fashion & beauty" in boots and "Hiking boots for every trail" in boots
     assert "Earn €8.00 per sale (sale)" in boots
-    assert "Sales count for 30 days after the click; earnings become available 30 days after approval" in boots
+    assert "Sales count for 30 days after the click. Earnings become available 30 days after approval." in boots
     assert "Open to all approved publishers" in boots
     assert "Join" in boots and f'action="/publisher/campaigns/{public}/join"' in card_html(page, public)
 
     coats = card(page, approval)
     assert "Earn €1.20 per lead (lead)" in coats
-    assert "Leads count for 7 days after the click; earnings become available as soon as they are approved" in coats
+    assert "Leads count for 7 days after the click. Earnings become available as soon as they are approved." in coats
     assert "Needs the advertiser's approval" in coats and "Apply" in coats
 
     # Invited to the private campaign: now it shows, with the invitation to accept.
@@ -183,7 +210,7 @@ async def test_search_model_and_category_filters_narrow_the_list(new_client, set
     assert "No campaign matches these filters" in empty
     revshare = card((await client.get("/publisher/campaigns?model=revshare")).text, bank)
     assert "Earn €15.00 per lead (signup)" in revshare
-    assert "Earn 8 % of each sale (sale)" in revshare
+    assert "Earn 8% of each sale (sale)" in revshare
 
 
 # --- joining -----------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -15,21 +16,25 @@ from server.accounts import service as accounts
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import PublisherStatus, Role
 from server.campaigns import creatives as creatives_service
+from server.campaigns import marketplace
 from server.campaigns import service as campaigns
-from server.campaigns.tables import SUB_NAMES, Campaign, CreativeKind, MembershipStatus, PayoutModel, Visibility
-from server.core import deeplink
+from server.campaigns.tables import SUB_NAMES, CreativeKind, MembershipStatus, PayoutModel, Visibility
+from server.core import deeplink, money
 from server.core.errors import DomainError, Invalid, NotFound
+from server.core.i18n import _, _l, ngettext, percent_text
 from server.http.pages import form_data, render, render_error, see_other, settings_of
 from server.http.web import current_user, requires_role
+from server.reports import marketplace as traffic_figures
 from server.reports import traffic
+from server.reports.marketplace import NO_FIGURES, CampaignFigures
 from server.tracking import service as tracking
 
 VISIBILITY_TEXT = {
-    Visibility.public.value: "Open to all approved publishers",
-    Visibility.approval.value: "Needs the advertiser's approval",
-    Visibility.private.value: "By invitation",
+    Visibility.public.value: _l("Open to all approved publishers"),
+    Visibility.approval.value: _l("Needs the advertiser's approval"),
+    Visibility.private.value: _l("By invitation"),
 }
-MODEL_CHOICES = [(m.value, f"{m.value.upper()} – {campaigns.MODEL_LABELS[m]}") for m in PayoutModel]
+DASH = "—"  # a figure there are too few clicks to tell
 _SALES = {PayoutModel.cpa.value, PayoutModel.revshare.value}
 _LEADS = {PayoutModel.cpl.value}
 
@@ -37,24 +42,45 @@ _LEADS = {PayoutModel.cpl.value}
 # --- plain words for terms and states (pure: no queries) -----------------------------------------
 
 
-def days(n: int) -> str:
-    return "1 day" if n == 1 else f"{n} days"
+def model_choices() -> list[tuple[str, str]]:
+    return [
+        (m.value, _("%(model)s – %(label)s", model=m.value.upper(), label=campaigns.MODEL_LABELS[m]))
+        for m in PayoutModel
+    ]
 
 
 def timing_text(campaign: Mapping[str, Any]) -> str:
-    """'Sales count for 30 days after the click; earnings become available 30 days after approval'."""
+    """'Sales count for 30 days after the click. Earnings become available 30 days after approval.'"""
     models = {g["payout_model"] for g in campaign.get("goals", [])}
     hold = campaign["hold_days"]
     available = (
-        "earnings become available as soon as they are approved"
+        _("Earnings become available as soon as they are approved.")
         if hold == 0
-        else f"earnings become available {days(hold)} after approval"
+        else ngettext(
+            "Earnings become available %(num)s day after approval.",
+            "Earnings become available %(num)s days after approval.",
+            hold,
+        )
     )
     converting = models & (_SALES | _LEADS)
     if not converting:  # clicks and impressions only: no attribution window to speak of
-        return available[0].upper() + available[1:]
-    noun = "Sales" if converting <= _SALES else "Leads" if converting <= _LEADS else "Sales and leads"
-    return f"{noun} count for {days(campaign['attribution_window_days'])} after the click; {available}"
+        return available
+    window = campaign["attribution_window_days"]
+    if converting <= _SALES:
+        counted = ngettext(
+            "Sales count for %(num)s day after the click.", "Sales count for %(num)s days after the click.", window
+        )
+    elif converting <= _LEADS:
+        counted = ngettext(
+            "Leads count for %(num)s day after the click.", "Leads count for %(num)s days after the click.", window
+        )
+    else:
+        counted = ngettext(
+            "Sales and leads count for %(num)s day after the click.",
+            "Sales and leads count for %(num)s days after the click.",
+            window,
+        )
+    return f"{counted} {available}"
 
 
 def membership_state(campaign: Mapping[str, Any]) -> dict[str, str]:
@@ -63,20 +89,33 @@ def membership_state(campaign: Mapping[str, Any]) -> dict[str, str]:
     membership = campaign.get("membership")
     status = membership["status"] if membership else None
     if status == MembershipStatus.approved.value:
-        return {"label": "Joined – get your link", "action": "link"}
+        return {"label": _("Joined – get your link"), "action": "link"}
     if status == MembershipStatus.applied.value:
-        return {"label": "Applied – waiting", "action": ""}
+        return {"label": _("Applied – waiting"), "action": ""}
     if status in (MembershipStatus.declined.value, MembershipStatus.removed.value):
-        return {"label": "Declined", "action": ""}
+        return {"label": _("Declined"), "action": ""}
+    if not campaign.get("funded", True):
+        return {"label": _("Waiting for the advertiser's funds"), "action": ""}
     if status == MembershipStatus.invited.value:
-        return {"label": "Accept invitation", "action": "join"}
+        return {"label": _("Accept invitation"), "action": "join"}
     if campaign["visibility"] == Visibility.approval.value:
-        return {"label": "Apply", "action": "join"}
-    return {"label": "Join", "action": "join"}
+        return {"label": _("Apply"), "action": "join"}
+    return {"label": _("Join"), "action": "join"}
 
 
-def present_campaign(campaign: dict[str, Any]) -> dict[str, Any]:
+def epc_text(figures: CampaignFigures, currency: str) -> str:
+    """Earnings per click in the reader's format, to a tenth of a cent (€0.035), or a dash below
+    the clicks a figure needs."""
+    epc = figures.epc_minor
+    if epc is None:
+        return DASH
+    major = epc.scaleb(-money.exponent(currency)).quantize(Decimal("0.001"), ROUND_HALF_UP).normalize()
+    return money.display_local(major, currency, major=True)
+
+
+def present_campaign(campaign: dict[str, Any], figures: CampaignFigures = NO_FIGURES) -> dict[str, Any]:
     currency = campaign["currency"]
+    rate = figures.conversion_rate
     return {
         **campaign,
         "category_label": campaigns.CATEGORIES.get(campaign["category"], campaign["category"]),
@@ -84,6 +123,9 @@ def present_campaign(campaign: dict[str, Any]) -> dict[str, Any]:
         "timing": timing_text(campaign),
         "visibility_text": VISIBILITY_TEXT.get(campaign["visibility"], campaign["visibility"]),
         "state": membership_state(campaign),
+        "figures": figures,
+        "epc": epc_text(figures, currency),
+        "conversion_rate": DASH if rate is None else percent_text(rate, places=2),
     }
 
 
@@ -107,9 +149,11 @@ def build_link(base_url: str, code: str, form: Mapping[str, str], allowed_domain
         if not value:
             continue
         if len(value) > tracking.SUB_MAX:  # the redirect would cut it short
-            raise Invalid(f"{name} is limited to {tracking.SUB_MAX} characters.", field=name)
+            raise Invalid(
+                _("%(name)s is limited to %(most)s characters.", name=name, most=tracking.SUB_MAX), field=name
+            )
         if not value.isprintable():
-            raise Invalid(f"{name} contains control characters.", field=name)
+            raise Invalid(_("%(name)s contains control characters.", name=name), field=name)
         params.append((name, value))
     deep = (form.get("url") or "").strip()
     if deep:
@@ -117,9 +161,11 @@ def build_link(base_url: str, code: str, form: Mapping[str, str], allowed_domain
         safe = deeplink.safe_url(deep, frozenset(domains))
         if safe is None:
             raise Invalid(
-                "This deep link cannot be used: it must be an http(s) address on one of the "
-                f"campaign's allowed domains ({', '.join(domains)}) or their subdomains, "
-                "without a port or user name.",
+                _(
+                    "This deep link cannot be used: it must be an http(s) address on one of the campaign's "
+                    "allowed domains (%(domains)s) or their subdomains, without a port or user name.",
+                    domains=", ".join(domains),
+                ),
                 field="url",
             )
         params.append(("url", safe))
@@ -140,14 +186,6 @@ def creative_snippet(creative: Mapping[str, Any], link: str, base_url: str) -> s
     else:
         inner = str(escape(creative["text"]))
     return str(f'<a href="{href}" rel="sponsored noopener">{inner}</a>')
-
-
-# --- reads the campaigns service offers advertisers only -----------------------------------------
-
-
-async def _campaign_name(campaign_id: int) -> str:
-    row = await Campaign.select(Campaign.name).where(Campaign.id == campaign_id).first()
-    return row["name"] if row else ""
 
 
 # --- pages ---------------------------------------------------------------------------------------
@@ -173,16 +211,19 @@ async def _marketplace_page(
     user: CurrentUser, filters: dict[str, str], *, status_code: int = 200, error: str | None = None
 ) -> Template:
     profile = await accounts.publisher_profile(user.id)
-    found = await campaigns.marketplace(user, search=filters["q"], model=filters["model"], category=filters["category"])
+    found = await marketplace.listing(user, search=filters["q"], model=filters["model"], category=filters["category"])
+    figures = await traffic_figures.campaign_figures([c["id"] for c in found])
     return render(
         "publisher/marketplace.html",
         status_code=status_code,
         error=error,
         profile=profile,
         can_join=profile["status"] == PublisherStatus.approved.value,
-        campaigns=[present_campaign(c) for c in found],
+        campaigns=[present_campaign(c, figures.get(c["id"], NO_FIGURES)) for c in found],
+        min_clicks=traffic_figures.MIN_CLICKS,
+        days=traffic_figures.DAYS,
         filters=filters,
-        models=MODEL_CHOICES,
+        models=model_choices(),
         categories=campaigns.CATEGORIES,
     )
 
@@ -200,7 +241,7 @@ class PublisherCampaigns(Controller):
     async def join(self, request: Request, campaign_id: FromPath[int]) -> Template | Redirect:
         filters = _filters(await form_data(request))
         try:
-            await campaigns.join(_user(request), campaign_id)
+            await marketplace.join(_user(request), campaign_id)
         except DomainError as exc:
             return await _marketplace_page(_user(request), filters, status_code=exc.status_code, error=exc.message)
         query = urlencode({k: v for k, v in filters.items() if v})
@@ -212,9 +253,12 @@ class PublisherCampaigns(Controller):
         link = await tracking.link_for(user.id, campaign_id)
         base_url = settings_of(request).base_url
         form = {k: v for k, v in request.query_params.items() if k in (*SUB_NAMES, "url")}
+        terms = await marketplace.link_terms(campaign_id)
         context = {
             "campaign_id": campaign_id,
-            "campaign_name": await _campaign_name(campaign_id),
+            "campaign_name": terms["name"],
+            "forwarded": terms["forwarded"],
+            "click_id_param": terms["click_id_param"],
             "link": link,
             "base": base_link(base_url, link.code),
             "domains": link.allowed_domains.split(),
@@ -234,7 +278,7 @@ class PublisherCampaigns(Controller):
         # Any link they ever had, so a removed member still sees what their traffic did.
         link = next((row for row in await tracking.links_of(user.id) if row.campaign_id == campaign_id), None)
         if link is None:
-            raise NotFound("You have no link in this campaign.")
+            raise NotFound(_("You have no link in this campaign."))
         stats = await traffic.click_stats(user.id, campaign_id=campaign_id)
         return render(
             "publisher/campaign_stats.html", link=link, totals=tracking.click_totals(stats), table=click_table(stats)

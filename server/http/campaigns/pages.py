@@ -16,6 +16,7 @@ from server.campaigns import service as campaigns
 from server.campaigns.tables import SUB_NAMES, CampaignStatus, PayoutModel, Visibility
 from server.core import money
 from server.core.errors import Conflict, Invalid
+from server.core.i18n import _, _l
 from server.http.pages import form_data, render, render_error, see_other, settings_of
 from server.http.web import current_user, requires_role
 from server.reports import spending, traffic
@@ -35,17 +36,17 @@ NEW_CAMPAIGN_DEFAULTS = {
     "goal_0_model": PayoutModel.cpa.value,
 }
 CAP_FIELDS = (
-    ("cap_clicks_daily", "Clicks per day"),
-    ("cap_conversions_daily", "Conversions per day"),
-    ("cap_conversions_monthly", "Conversions per month"),
-    ("cap_publisher_clicks_daily", "Clicks per day, per publisher"),
-    ("cap_publisher_conversions_daily", "Conversions per day, per publisher"),
-    ("cap_publisher_conversions_monthly", "Conversions per month, per publisher"),
+    ("cap_clicks_daily", _l("Clicks per day")),
+    ("cap_conversions_daily", _l("Conversions per day")),
+    ("cap_conversions_monthly", _l("Conversions per month")),
+    ("cap_publisher_clicks_daily", _l("Clicks per day, per publisher")),
+    ("cap_publisher_conversions_daily", _l("Conversions per day, per publisher")),
+    ("cap_publisher_conversions_monthly", _l("Conversions per month, per publisher")),
 )
 VISIBILITY_HELP = {
-    Visibility.public.value: "Public: any approved publisher can join at once and get a tracked link.",
-    Visibility.approval.value: "Approval: publishers apply; you accept or decline each one.",
-    Visibility.private.value: "Private: hidden from the marketplace; only publishers you invite by email can join.",
+    Visibility.public.value: _l("Public: any approved publisher can join at once and get a tracked link."),
+    Visibility.approval.value: _l("Approval: publishers apply; you accept or decline each one."),
+    Visibility.private.value: _l("Private: hidden from the marketplace; only publishers you invite by email can join."),
 }
 
 
@@ -88,7 +89,7 @@ def form_of(campaign: dict[str, Any], goals: list[dict[str, Any]]) -> dict[str, 
     for field in ("total_budget", "daily_budget"):
         amount = campaign[f"{field}_minor"]
         form[field] = money.form_text(amount, currency) if amount is not None else ""
-    for field, _ in CAP_FIELDS:
+    for field, _label in CAP_FIELDS:
         form[field] = "" if campaign[field] is None else str(campaign[field])
     form["pixel"] = "on" if campaign["pixel_enabled"] else "off"
     for sub in campaign["forward_subs"].split(","):
@@ -120,16 +121,22 @@ async def _campaign_page(advertiser: CurrentUser, campaign_id: int, **extra: Any
         }
         for g in goals
     ]
+    members = await campaigns.applicants(advertiser, campaign_id)
+    # By publisher id, named by their public profile: an advertiser never sees their e-mail address.
+    names = {m.publisher_id: m.name for m in members}
+    clicks = tracking.fold_clicks(await traffic.campaign_click_stats(campaign_id), by=("publisher_id",))
+    [summary] = await campaigns.summaries(advertiser, campaign_id)
     context: dict[str, Any] = {
         "campaign": campaign,
+        "summary": summary,
         "terms": terms,
-        "category": campaigns.CATEGORIES.get(campaign["category"], "Other"),
+        "category": campaigns.CATEGORIES.get(campaign["category"], campaigns.CATEGORIES["other"]),
         "visibility_help": VISIBILITY_HELP,
         "money": money,
-        "clicks": tracking.fold_clicks(await traffic.campaign_click_stats(campaign_id), by=("publisher_email",)),
+        "clicks": [{**row, "publisher": names.get(row["publisher_id"], f"#{row['publisher_id']}")} for row in clicks],
         "paid_for": await spending.paid_for(advertiser.id, campaign_id=campaign_id),
         "creatives": await creatives.list_creatives(advertiser, campaign_id),
-        "members": await campaigns.applicants(advertiser, campaign_id),
+        "members": members,
         "can_edit": campaign["status"] != CampaignStatus.ended.value,
         "max_upload_kb": None,
         "form": {},
@@ -146,7 +153,7 @@ class AdvertiserCampaigns(Controller):
 
     @get("")
     async def index(self, request: Request) -> Template:
-        return render("advertiser/campaigns.html", campaigns=await campaigns.list_for_advertiser(_user(request)))
+        return render("advertiser/campaigns.html", summaries=await campaigns.summaries(_user(request)))
 
     @get("/new")
     async def new_page(self) -> Template:
@@ -278,7 +285,7 @@ class AdvertiserCampaigns(Controller):
         form = await form_data(request)
         try:
             if action == "end" and form.get("confirm") != "on":
-                raise Invalid("Tick “I understand this cannot be undone” to end the campaign.", field="confirm")
+                raise Invalid(_("Tick “I understand this cannot be undone” to end the campaign."), field="confirm")
             await campaigns.change_status(_user(request), campaign_id, action)
         except (Invalid, Conflict) as exc:
             return await self._page_error(request, campaign_id, exc, form, "status")
