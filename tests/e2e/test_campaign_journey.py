@@ -12,6 +12,7 @@ from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import expect
 
 from server.campaigns.tables import Campaign
+from server.ledger import postings
 from tests.e2e.pages import log_in
 from tests.factories import make_advertiser, make_publisher
 
@@ -22,7 +23,7 @@ LANDING_HOST = "shop.example.com"
 @pytest.mark.browser
 async def test_campaign_to_click_journey(live_server, new_page, browser, settings):
     base = live_server.url
-    _, advertiser_email = await make_advertiser()
+    advertiser_id, advertiser_email = await make_advertiser()
     _, publisher_email = await make_publisher(settings, display_name="Trail Notes")
 
     # The advertiser creates a public campaign through the form.
@@ -41,6 +42,9 @@ async def test_campaign_to_click_journey(live_server, new_page, browser, setting
     await expect(advertiser.locator("h1")).to_contain_text("Alpine Boots")
     campaign = await Campaign.select(Campaign.id, Campaign.status).where(Campaign.name == "Alpine Boots").first()
     assert campaign is not None and campaign["status"] == "active"
+    # Publishers are offered a campaign only once its advertiser can pay them.
+    await expect(advertiser.get_by_test_id("waits-for-funds")).to_be_visible()
+    await postings.fund_advertiser(advertiser_id, 10_000, "EUR", reference_id=1, key="e2e-journey-funding")
 
     # The publisher finds it in the marketplace, joins, builds a link with a sub-id and copies it.
     publisher = await new_page()
