@@ -142,6 +142,36 @@ async def start_funding(
     return session.url
 
 
+async def abandon_funding(advertiser: CurrentUser, raw_id: str, gateway: stripe_api.Gateway) -> bool:
+    """The advertiser came back from Stripe Checkout by its cancel link: close the session at Stripe
+    so it can no longer be paid, and the top-up is expired at once (the checkout.session.expired
+    event that follows finds it done). Only their own open top-up with no payment started on it;
+    True if this call expired it. A forged link can do no more than end a top-up nobody paid."""
+    if not (raw_id.isascii() and raw_id.isdigit() and len(raw_id) < 19):
+        return False
+    row = (
+        await Funding.select(Funding.id, Funding.reference, Funding.checkout_session_id)
+        .where(
+            Funding.id == int(raw_id),
+            Funding.advertiser == advertiser.id,
+            Funding.status == FundingStatus.open.value,
+            Funding.payment_intent_id == "",
+        )
+        .first()
+    )
+    if row is None or not row["checkout_session_id"]:
+        return False
+    key = f"funding:{row['id']}:{row['reference']}:expire"
+    if not await gateway.expire_checkout_session(row["checkout_session_id"], idempotency_key=key):
+        return False  # paid or expired meanwhile: Stripe's events say which
+    expired = (
+        await Funding.update({Funding.status: FundingStatus.expired.value, Funding.updated_at: clock.now()})
+        .where(Funding.id == row["id"], Funding.status == FundingStatus.open.value)
+        .returning(Funding.id)
+    )
+    return bool(expired)
+
+
 def _funding_lines() -> Any:
     return Funding.select(
         Funding.id,

@@ -16,6 +16,8 @@ import stripe
 
 from server.core.settings import Settings
 
+GatewayError = stripe.StripeError  # anything Stripe (or the way to it) answers with instead of a result
+
 # Transient: the worker leaves the event unprocessed and tries again later.
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (stripe.APIConnectionError, stripe.RateLimitError)
 
@@ -60,6 +62,8 @@ class Gateway(Protocol):
         success_url: str,
         cancel_url: str,
     ) -> CheckoutSession: ...
+
+    async def expire_checkout_session(self, session_id: str, *, idempotency_key: str) -> bool: ...
 
     async def payment(self, payment_intent_id: str) -> Payment: ...
 
@@ -115,6 +119,19 @@ class StripeGateway:
         )
         expires_at = datetime.fromtimestamp(session.expires_at, UTC) if session.expires_at else None
         return CheckoutSession(id=session.id, url=session.url or "", expires_at=expires_at)
+
+    async def expire_checkout_session(self, session_id: str, *, idempotency_key: str) -> bool:
+        """Close an open Checkout Session so it can no longer be paid; True once Stripe says it is
+        expired, False if it was not open any more (paid, or expired already: its events tell)."""
+        try:
+            session = await self.client.v1.checkout.sessions.expire_async(
+                session_id, options={"idempotency_key": idempotency_key}
+            )
+        except stripe.InvalidRequestError as exc:
+            if exc.code == "checkout_session_not_open":
+                return False
+            raise
+        return session.status == "expired"
 
     async def payment(self, payment_intent_id: str) -> Payment:
         intent = (

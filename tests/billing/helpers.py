@@ -150,6 +150,7 @@ class FakeStripe:
 
     sessions: list[dict[str, Any]] = field(default_factory=list)
     payments: dict[str, Payment] = field(default_factory=dict)
+    expired: list[str] = field(default_factory=list)  # sessions closed on the advertiser's cancel
     asked: int = 0
 
     async def create_checkout_session(
@@ -174,6 +175,10 @@ class FakeStripe:
             }
         )
         return CheckoutSession(id=f"cs_test_{funding_id}", url=f"https://checkout.stripe.test/pay/cs_test_{funding_id}")
+
+    async def expire_checkout_session(self, session_id: str, *, idempotency_key: str) -> bool:
+        self.expired.append(session_id)
+        return True
 
     async def payment(self, payment_intent_id: str) -> Payment:
         self.asked += 1

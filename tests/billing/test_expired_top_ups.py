@@ -18,7 +18,9 @@ from server.ledger.tables import LedgerTxn
 from server.stripe_events import service as stripe_events
 from server.stripe_events.tables import StripeEvent
 from tests.billing.helpers import FakeStripe, advertiser, deliver, event
+from tests.billing.test_with_stripe_local import deliver_new, event_ids, pay, process, start_funding
 from tests.factories import login
+from tests.stripe_fixtures import StripeLocal
 
 EXPIRED = "Expired — nothing was charged"
 
@@ -58,6 +60,10 @@ def status_cell(html: str, funding_id: int) -> str:
     row = re.search(rf'data-funding-id="{funding_id}".*?</tr>', html, re.S)
     assert row, html
     return re.search(r'data-testid="funding-status">([^<]*)<', row.group(0)).group(1)
+
+
+def local_session(stripe_local: StripeLocal, session_id: str):
+    return stripe_local.client().v1.checkout.sessions.retrieve(session_id)
 
 
 async def nothing_charged(who) -> None:
@@ -119,3 +125,40 @@ async def test_a_debit_started_before_the_expiry_stays_processing(client, fake, 
     [line] = await billing.fundings_of(who.id, now=funding["expires_at"] + timedelta(days=3))
     assert line.status == "open"
     await nothing_charged(who)
+
+
+async def test_leaving_checkout_by_its_cancel_link_expires_the_top_up_at_stripe_at_once(
+    client, new_client, settings, stripe_local
+):
+    seen = set(await event_ids(stripe_local))
+    who = await advertiser()
+    _, funding = await start_funding(client, who.email)
+    stranger = new_client()  # another advertiser's forged cancel link ends nothing of theirs
+    await login(stranger, (await advertiser()).email)
+    await stranger.get(f"/advertiser/billing?canceled={funding['id']}")
+    assert (await Funding.select(Funding.status).where(Funding.id == funding["id"]).first())["status"] == "open"
+
+    back = await client.get(f"/advertiser/billing?canceled={funding['id']}")
+
+    assert "The payment was cancelled; nothing was charged." in back.text
+    assert status_cell(back.text, funding["id"]) == EXPIRED
+    session = local_session(stripe_local, funding["checkout_session_id"])
+    assert session.status == "expired"  # it can no longer be paid
+    assert await deliver_new(client, stripe_local, seen)  # Stripe's checkout.session.expired finds it done
+    assert await process(settings) == ["expired"]
+    assert (await Funding.select(Funding.status).where(Funding.id == funding["id"]).first())["status"] == "expired"
+    await nothing_charged(who)
+
+
+async def test_a_cancel_link_after_paying_leaves_the_payment_to_be_credited(client, settings, stripe_local):
+    seen = set(await event_ids(stripe_local))
+    who = await advertiser()
+    _, funding = await start_funding(client, who.email)
+    await pay(stripe_local, funding["checkout_session_id"])
+
+    back = await client.get(f"/advertiser/billing?canceled={funding['id']}")  # an old tab's link
+
+    assert status_cell(back.text, funding["id"]) == "Processing"
+    await deliver_new(client, stripe_local, seen)
+    assert "credited" in await process(settings)
+    assert await ledger.balance(K.advertiser_balance, "EUR", who.id) == 50_000

@@ -69,6 +69,15 @@ class AdvertiserBilling(Controller):
 
     @get("")
     async def index(self, request: Request) -> Template:
+        canceled, settings = request.query_params.get("canceled", ""), settings_of(request)
+        if canceled and stripe_api.configured(settings):
+            # Back from Checkout by its cancel link: the top-up ends now rather than when Stripe
+            # expires the session, a day later.
+            try:
+                async with stripe_api.gateway(settings) as gateway:
+                    await billing.abandon_funding(_user(request), canceled, gateway)
+            except stripe_api.GatewayError as exc:
+                log.warning("expiring the checkout session of funding %s failed: %s", canceled[:20], exc)
         return render(PAGE, **await _page(_user(request), request))
 
     @post("/fund")
