@@ -17,6 +17,7 @@ from server.accounts.tables import PublisherStatus, Role
 from server.billing import stripe_api
 from server.core import money
 from server.core.errors import Conflict, NotFound
+from server.core.i18n import _
 from server.http.pages import render, settings_of
 from server.http.web import current_user, requires_role
 from server.payouts import connect, history
@@ -62,7 +63,7 @@ async def _onboarding_url(request: Request, step: Any) -> str:
     """A Stripe onboarding link from `step` (start, or a fresh link for the same account)."""
     settings = settings_of(request)
     if not stripe_api.configured(settings):
-        raise Conflict("Payouts are not set up on this affnet (no Stripe key).")
+        raise Conflict(_("Payouts are not set up on this affnet (no Stripe key)."))
     async with connect.gateway(settings) as gateway:
         return await step(_user(request), gateway, settings.base_url)
 
