@@ -443,6 +443,24 @@ async def change_status(advertiser: CurrentUser, campaign_id: int, action: str) 
     return to.value
 
 
+# Stored in English (the pause may happen in a worker, in no one's language) and translated when
+# shown: status_reason_text.
+PAUSED_FOR_BALANCE = (
+    "Paused by affnet: your balance cannot cover the conversions waiting for approval. "
+    "Add funds, then resume the campaign."
+)
+
+
+def status_reason_text(stored: str) -> str:
+    """Why the campaign is in its status, in the reader's language when it is one of ours."""
+    if stored == PAUSED_FOR_BALANCE:
+        return _(
+            "Paused by affnet: your balance cannot cover the conversions waiting for approval. "
+            "Add funds, then resume the campaign."
+        )
+    return stored
+
+
 async def pause_for_balance(campaign_id: int, *, reason: str | None = None) -> bool:
     """The system pauses a campaign whose advertiser cannot pay for its conversions (or whose
     balance fell below their auto-pause threshold: billing passes its own `reason`). True if it
@@ -453,9 +471,7 @@ async def pause_for_balance(campaign_id: int, *, reason: str | None = None) -> b
                 {
                     Campaign.status: CampaignStatus.paused.value,
                     Campaign.updated_at: clock.now(),
-                    Campaign.status_reason: reason
-                    or "Paused by affnet: your balance cannot cover the conversions waiting "
-                    "for approval. Add funds, then resume the campaign.",
+                    Campaign.status_reason: reason or PAUSED_FOR_BALANCE,
                 }
             )
             .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.active.value)

@@ -307,3 +307,15 @@ async def test_the_advertiser_sees_how_many_publishers_wait_for_an_answer(new_cl
     assert "1 publisher waits for your answer" in (await client.get(BASE)).text
     french = (await client.get(BASE, headers={"Accept-Language": "fr-FR"})).text
     assert "1 éditeur attend votre réponse" in french
+
+
+async def test_a_campaign_paused_for_its_balance_says_why_in_the_readers_language(new_client):
+    advertiser = await make_advertiser_user()
+    campaign_id = await make_campaign(advertiser)
+    assert await campaigns.pause_for_balance(campaign_id)  # as a worker does: in no one's language
+    client = await advertiser_client(new_client, advertiser)
+
+    english = text_of((await client.get(f"{BASE}/{campaign_id}")).text)
+    assert "Paused by affnet: your balance cannot cover the conversions waiting for approval." in english
+    french = text_of((await client.get(f"{BASE}/{campaign_id}", headers={"Accept-Language": "fr-FR"})).text)
+    assert "Mise en pause par affnet : votre solde ne couvre pas les conversions en attente d'approbation." in french

@@ -128,6 +128,7 @@ async def _campaign_page(advertiser: CurrentUser, campaign_id: int, **extra: Any
     [summary] = await campaigns.summaries(advertiser, campaign_id)
     context: dict[str, Any] = {
         "campaign": campaign,
+        "status_reason": campaigns.status_reason_text(campaign["status_reason"]),
         "summary": summary,
         "terms": terms,
         "category": campaigns.CATEGORIES.get(campaign["category"], campaigns.CATEGORIES["other"]),
