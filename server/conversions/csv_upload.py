@@ -31,9 +31,10 @@ from server.audit import service as audit
 from server.campaigns.tables import PayoutModel
 from server.conversions import review
 from server.conversions.tables import Conversion, ConversionStatus
-from server.core import clock, db, money
+from server.core import clock, db, i18n, money
 from server.core import locale as locales
 from server.core.errors import Invalid
+from server.core.i18n import _, _l
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind
 
@@ -52,6 +53,13 @@ P, A, R, V = (
     ConversionStatus.reversed.value,
 )
 # Every word a person may write in the status column, as the action it asks for.
+# A conversion's status as a sentence of a row's message says it ("This conversion is approved").
+STATUS_WORDS = {
+    P: _l("pending"),
+    A: _l("approved"),
+    R: _l("rejected"),
+    V: _l("reversed"),
+}
 WORDS = {
     "approved": "approve",
     "approve": "approve",
@@ -150,21 +158,25 @@ def read_input(data: bytes, pasted: str) -> str:
     """The CSV text from an uploaded file's bytes or from the pasted text (one of the two)."""
     pasted = pasted or ""
     if data and pasted.strip():
-        raise Invalid("Upload a file or paste the rows, not both.", field="file")
+        raise Invalid(_("Upload a file or paste the rows, not both."), field="file")
     if data:
         if len(data) > MAX_BYTES:
-            raise Invalid(f"The file is larger than {MAX_BYTES // 1024} KB: split it into smaller files.", field="file")
+            raise Invalid(
+                _("The file is larger than %(kb)s KB: split it into smaller files.", kb=MAX_BYTES // 1024), field="file"
+            )
         try:
             return data.decode("utf-8-sig")
         except UnicodeDecodeError:
             raise Invalid(
-                "The file is not UTF-8 text: save it as “CSV UTF-8” and upload it again.", field="file"
+                _("The file is not UTF-8 text: save it as “CSV UTF-8” and upload it again."), field="file"
             ) from None
     if len(pasted.encode()) > MAX_BYTES:
-        raise Invalid(f"The pasted text is larger than {MAX_BYTES // 1024} KB: upload it in parts.", field="text")
+        raise Invalid(
+            _("The pasted text is larger than %(kb)s KB: upload it in parts.", kb=MAX_BYTES // 1024), field="text"
+        )
     text = pasted.removeprefix("\ufeff")
     if not text.strip():
-        raise Invalid("Choose a CSV file or paste its rows: txn_id,status[,amount][,reason].", field="file")
+        raise Invalid(_("Choose a CSV file or paste its rows: txn_id,status[,amount][,reason]."), field="file")
     return text
 
 
@@ -176,12 +188,17 @@ def _header(cells: list[str]) -> dict[str, int] | None:
     unknown = [n for n in names if n not in COLUMNS]
     if unknown:
         raise Invalid(
-            f"The header names a column “{unknown[0][:40]}”; the columns are " + ", ".join(COLUMNS) + ".", field="file"
+            _(
+                "The header names a column “%(name)s”; the columns are %(columns)s.",
+                name=unknown[0][:40],
+                columns=", ".join(COLUMNS),
+            ),
+            field="file",
         )
     if len(set(names)) != len(names):
-        raise Invalid("The header names a column twice.", field="file")
+        raise Invalid(_("The header names a column twice."), field="file")
     if "txn_id" not in names or "status" not in names:
-        raise Invalid("The header needs at least the columns txn_id and status.", field="file")
+        raise Invalid(_("The header needs at least the columns txn_id and status."), field="file")
     return {n: i for i, n in enumerate(names)}
 
 
@@ -212,7 +229,13 @@ def parse(text: str) -> tuple[list[Line], list[Row]]:
                 if columns is not None:
                     continue
             if len(lines) + len(errors) >= MAX_ROWS:
-                raise Invalid(f"The file has more than {MAX_ROWS:,} rows: split it into smaller files.", field="file")
+                raise Invalid(
+                    _(
+                        "The file has more than %(rows)s rows: split it into smaller files.",
+                        rows=i18n.number_text(MAX_ROWS),
+                    ),
+                    field="file",
+                )
             positions = columns or {name: i for i, name in enumerate(COLUMNS)}
             txn_id = cells[positions["txn_id"]].strip() if positions["txn_id"] < len(cells) else ""
             if len(cells) > len(positions):
@@ -221,9 +244,13 @@ def parse(text: str) -> tuple[list[Line], list[Row]]:
                         number,
                         txn_id,
                         "error",
-                        f"This line has {len(cells)} columns; at most "
-                        f"{len(positions)} are expected ({', '.join(positions)}). Put a reason with "
-                        "commas in double quotes.",
+                        _(
+                            "This line has %(found)s columns; at most %(most)s are expected (%(columns)s). "
+                            "Put a reason with commas in double quotes.",
+                            found=len(cells),
+                            most=len(positions),
+                            columns=", ".join(positions),
+                        ),
                     )
                 )
                 continue
@@ -234,9 +261,13 @@ def parse(text: str) -> tuple[list[Line], list[Row]]:
 
             lines.append(Line(number, txn_id, cell("status"), cell("amount"), cell("reason")))
     except csv.Error as exc:
-        raise Invalid(f"Line {start} cannot be read as CSV ({exc}).", field="file") from None
+        raise Invalid(
+            _("Line %(line)s cannot be read as CSV (%(error)s).", line=start, error=exc), field="file"
+        ) from None
     if not lines and not errors:
-        raise Invalid("The file has no rows: one conversion per line, txn_id,status[,amount][,reason].", field="file")
+        raise Invalid(
+            _("The file has no rows: one conversion per line, txn_id,status[,amount][,reason]."), field="file"
+        )
     return lines, errors
 
 
@@ -276,11 +307,16 @@ async def _conversions(advertiser: CurrentUser, campaign_id: int | None, txn_ids
     return found
 
 
+def _status(status: str) -> str:
+    """A conversion's status in words, in the reader's language."""
+    return str(STATUS_WORDS.get(status, status))
+
+
 def _show(amount: int, currency: str) -> str:
     return money.display_local(amount, currency)  # the preview echoes amounts in the uploader's locale
 
 
-def _plan_line(line: Line, matches: list[dict], default_reason: str, in_campaign: str) -> Row:
+def _plan_line(line: Line, matches: list[dict], default_reason: str, campaign_name: str | None) -> Row:
     row = Row(line.number, line.txn_id, "error", "")
 
     def error(message: str) -> Row:
@@ -289,14 +325,23 @@ def _plan_line(line: Line, matches: list[dict], default_reason: str, in_campaign
 
     action = WORDS.get(line.status.lower())
     if action is None:
-        shown = f"“{line.status[:40]}”" if line.status else "empty"
-        return error(f"The status is {shown}: write approved, rejected or reversed.")
+        if not line.status:
+            return error(_("The status is empty: write approved, rejected or reversed."))
+        return error(_("The status is “%(status)s”: write approved, rejected or reversed.", status=line.status[:40]))
     if not matches:
-        return error(f"No conversion of yours{in_campaign} has this txn id.")
+        if campaign_name is not None:
+            return error(
+                _("No conversion of yours in campaign “%(campaign)s” has this txn id.", campaign=campaign_name)
+            )
+        return error(_("No conversion of yours has this txn id."))
     if len(matches) > 1:
         names = ", ".join(sorted({m["campaign_name"] for m in matches}))
         return error(
-            f"This txn id is in {len(matches)} of your campaigns ({names}): choose the campaign and upload again."
+            _(
+                "This txn id is in %(count)s of your campaigns (%(names)s): choose the campaign and upload again.",
+                count=len(matches),
+                names=names,
+            )
         )
     conversion = matches[0]
     row.conversion, row.conversion_id = conversion, conversion["id"]
@@ -305,68 +350,91 @@ def _plan_line(line: Line, matches: list[dict], default_reason: str, in_campaign
     if action != "approve":
         row.reason = line.reason or default_reason
         if len(row.reason) > review.REASON_MAX:
-            return error(f"The reason is longer than {review.REASON_MAX} characters.")
+            return error(_("The reason is longer than %(max)s characters.", max=review.REASON_MAX))
     if line.amount:
         if action != "approve":
-            return error("An amount corrects a sale before it is approved: leave it empty when rejecting or reversing.")
+            return error(
+                _("An amount corrects a sale before it is approved: leave it empty when rejecting or reversing.")
+            )
         if conversion["payout_model"] != PayoutModel.revshare.value:
             flat = _show(conversion["advertiser_amount_minor"], currency)
             return error(
-                f"Goal “{conversion['goal_name']}” pays a flat {flat} per conversion, not a share of the "
-                "sale: leave the amount empty."
+                _(
+                    "Goal “%(goal)s” pays a flat %(amount)s per conversion, not a share of the sale: "
+                    "leave the amount empty.",
+                    goal=conversion["goal_name"],
+                    amount=flat,
+                )
             )
         try:
-            sale = money.parse_amount(line.amount, currency, field="amount", label=f"The amount “{line.amount[:20]}”")
+            label = _("The amount “%(amount)s”", amount=line.amount[:20])
+            sale = money.parse_amount(line.amount, currency, field="amount", label=label)
         except Invalid as exc:
             return error(exc.message)
         original = conversion["sale_amount_minor"] or 0
         if sale != original:
             if status != P:
                 return error(
-                    f"This conversion is {status} at a sale of {_show(original, currency)}: an amount "
-                    "can only be corrected before approval."
+                    _(
+                        "This conversion is %(status)s at a sale of %(sale)s: an amount can only be corrected "
+                        "before approval.",
+                        status=_status(status),
+                        sale=_show(original, currency),
+                    )
                 )
             if sale > original:
                 return error(
-                    f"The amount {_show(sale, currency)} is more than the sale reported "
-                    f"({_show(original, currency)}): a correction can only lower it."
+                    _(
+                        "The amount %(amount)s is more than the sale reported (%(sale)s): a correction can only "
+                        "lower it.",
+                        amount=_show(sale, currency),
+                        sale=_show(original, currency),
+                    )
                 )
-            price, _, _ = money.revshare_split(
+            price, _publisher, _network = money.revshare_split(
                 sale, conversion["goal_advertiser_amount"], conversion["goal_publisher_amount"]
             )
             if price == 0:
-                return error(f"At {_show(sale, currency)} the conversion would cost nothing: reject it instead.")
+                return error(
+                    _(
+                        "At %(amount)s the conversion would cost nothing: reject it instead.",
+                        amount=_show(sale, currency),
+                    )
+                )
             row.new_sale_minor = sale
     target = TRANSITIONS.get((action, status), "?")
     if target is None:
-        row.outcome, row.message = "none", f"no change: already {status}"
+        row.outcome, row.message = "none", _("no change: already %(status)s", status=_status(status))
         return row
     if target == "?":
-        return error(f"This conversion is {status}: it cannot be approved any more.")
+        return error(_("This conversion is %(status)s: it cannot be approved any more.", status=_status(status)))
     if target == R:
         if not row.reason:
-            return error("A reason is required to reject: add a reason column or fill in the reason field.")
-        row.outcome, row.message = "reject", "pending → rejected, nothing charged"
+            return error(_("A reason is required to reject: add a reason column or fill in the reason field."))
+        row.outcome, row.message = "reject", _("pending → rejected, nothing charged")
     elif target == V:
         if not row.reason:
-            return error("A reason is required to reverse: add a reason column or fill in the reason field.")
+            return error(_("A reason is required to reverse: add a reason column or fill in the reason field."))
         row.outcome, row.refund_minor = "reverse", conversion["advertiser_amount_minor"]
-        row.message = f"approved → reversed, refunds {_show(row.refund_minor, currency)}"
+        row.message = _("approved → reversed, refunds %(amount)s", amount=_show(row.refund_minor, currency))
     else:
         row.outcome = "approve"
         if row.new_sale_minor is not None:
-            price, _, _ = money.revshare_split(
+            price, _publisher, _network = money.revshare_split(
                 row.new_sale_minor, conversion["goal_advertiser_amount"], conversion["goal_publisher_amount"]
             )
             row.charge_minor = price
-            row.message = (
-                f"pending → approved at a corrected sale of {_show(row.new_sale_minor, currency)} (was "
-                f"{_show(conversion['sale_amount_minor'], currency)}), charges {_show(price, currency)} "
-                f"instead of {_show(conversion['advertiser_amount_minor'], currency)}"
+            row.message = _(
+                "pending → approved at a corrected sale of %(sale)s (was %(was)s), charges %(price)s instead of "
+                "%(before)s",
+                sale=_show(row.new_sale_minor, currency),
+                was=_show(conversion["sale_amount_minor"], currency),
+                price=_show(price, currency),
+                before=_show(conversion["advertiser_amount_minor"], currency),
             )
         else:
             row.charge_minor = conversion["advertiser_amount_minor"]
-            row.message = f"pending → approved, charges {_show(row.charge_minor, currency)}"
+            row.message = _("pending → approved, charges %(amount)s", amount=_show(row.charge_minor, currency))
     return row
 
 
@@ -376,23 +444,23 @@ async def plan(
     """What applying `text` would do now, row by row, in file order. Changes nothing."""
     reason = (reason or "").strip()
     if len(reason) > review.REASON_MAX:
-        raise Invalid(f"The reason is limited to {review.REASON_MAX} characters.", field="reason")
+        raise Invalid(_("The reason is limited to %(max)s characters.", max=review.REASON_MAX), field="reason")
     lines, unreadable = parse(text)
     wanted = sorted({ln.txn_id for ln in lines if ln.txn_id and len(ln.txn_id) <= MAX_TXN_ID})
     found = await _conversions(advertiser, campaign_id, wanted)
-    in_campaign = f" in campaign “{campaign_name}”" if campaign_id is not None else ""
+    in_campaign = campaign_name if campaign_id is not None else None
     seen: dict[str, int] = {}
     rows = list(unreadable)
     for line in lines:
         if not line.txn_id:
-            rows.append(Row(line.number, "", "error", "The txn id is empty."))
+            rows.append(Row(line.number, "", "error", _("The txn id is empty.")))
         elif len(line.txn_id) > MAX_TXN_ID or not line.txn_id.isprintable():
             rows.append(
                 Row(
                     line.number,
                     line.txn_id[:MAX_TXN_ID],
                     "error",
-                    f"No txn id is longer than {MAX_TXN_ID} characters or has control characters.",
+                    _("No txn id is longer than %(max)s characters or has control characters.", max=MAX_TXN_ID),
                 )
             )
         elif line.txn_id in seen:
@@ -401,7 +469,10 @@ async def plan(
                     line.number,
                     line.txn_id,
                     "error",
-                    f"Line {seen[line.txn_id]} already names this txn id: each conversion may appear once.",
+                    _(
+                        "Line %(line)s already names this txn id: each conversion may appear once.",
+                        line=seen[line.txn_id],
+                    ),
                 )
             )
         else:
@@ -429,14 +500,16 @@ def unseal(key: bytes, advertiser_id: int, campaign_id: int | None, reason: str,
     expected = _mac(key, advertiser_id, campaign_id, reason, content)
     if not hmac.compare_digest(expected, digest or ""):
         raise Invalid(
-            "This upload changed after its preview (or the preview expired, or your browser's language "
-            "changed): upload the file again.",
+            _(
+                "This upload changed after its preview (or the preview expired, or your browser's language "
+                "changed): upload the file again."
+            ),
             field="file",
         )
     try:
         return base64.b64decode(content, validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):  # pragma: no cover - sealed by us
-        raise Invalid("Upload the file again.", field="file") from None
+        raise Invalid(_("Upload the file again."), field="file") from None
 
 
 def _mac(key: bytes, advertiser_id: int, campaign_id: int | None, reason: str, content: str) -> str:

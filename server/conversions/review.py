@@ -16,6 +16,7 @@ from server.conversions.tables import Conversion, ConversionSource, ConversionSt
 from server.core import clock, db
 from server.core.errors import Invalid, NotFound
 from server.core.hours import utc
+from server.core.i18n import _
 
 LIST_LIMIT = 500
 MAX_DECISIONS = 500
@@ -53,7 +54,7 @@ def _date(raw: str, field: str, label: str) -> date | None:
     except ValueError:
         value = None
     if value is None:
-        raise Invalid(f"{label} must be a date written YYYY-MM-DD, such as 2026-03-31.", field=field)
+        raise Invalid(_("%(label)s must be a date written YYYY-MM-DD, such as 2026-03-31.", label=label), field=field)
     return value
 
 
@@ -66,20 +67,23 @@ def parse_filters(params: Mapping[str, Any]) -> Filters:
 
     status = get("status")
     if status and status not in {s.value for s in ConversionStatus}:
-        raise Invalid("Status must be one of: " + ", ".join(s.value for s in ConversionStatus) + ".", field="status")
+        raise Invalid(
+            _("Status must be one of: %(values)s.", values=", ".join(s.value for s in ConversionStatus)), field="status"
+        )
     campaign = get("campaign")
     if campaign and not (campaign.isascii() and campaign.isdigit() and len(campaign) < 19):
-        raise Invalid("Pick a campaign from the list.", field="campaign")
-    date_from, date_to = _date(get("from"), "from", "From"), _date(get("to"), "to", "To")
+        raise Invalid(_("Pick a campaign from the list."), field="campaign")
+    date_from, date_to = _date(get("from"), "from", _("From")), _date(get("to"), "to", _("To"))
     if date_from and date_to and date_from > date_to:
-        raise Invalid("“From” must not be after “To”.", field="from")
+        raise Invalid(_("“From” must not be after “To”."), field="from")
     publisher = get("publisher")
     if len(publisher) > 254:
-        raise Invalid("That publisher email is too long.", field="publisher")
+        raise Invalid(_("That publisher email is too long."), field="publisher")
     source = get("source")
     if source and source not in {s.value for s in ConversionSource}:
         raise Invalid(
-            "Reported by must be one of: " + ", ".join(s.value for s in ConversionSource) + ".", field="source"
+            _("Reported by must be one of: %(values)s.", values=", ".join(s.value for s in ConversionSource)),
+            field="source",
         )
     return Filters(
         status=status or None,
@@ -205,7 +209,7 @@ async def _owned(advertiser: CurrentUser, ids: list[int]) -> list[dict[str, Any]
         .order_by(Conversion.id)
     )
     if len(rows) != len(ids):
-        raise NotFound("There is no such conversion.")  # someone else's looks the same as none
+        raise NotFound(_("There is no such conversion."))  # someone else's looks the same as none
     return rows
 
 
@@ -217,19 +221,19 @@ async def decide(
     skipped. Approval charges through the ledger with the same idempotency key as reconciliation,
     and reversal refunds with its own, so nothing is ever charged or refunded twice."""
     if action not in ACTIONS:
-        raise Invalid("Choose approve, reject or reverse.", field="action")
+        raise Invalid(_("Choose approve, reject or reverse."), field="action")
     ids = sorted(set(conversion_ids))
     if not ids:
-        raise Invalid("Tick at least one conversion.", field="conversion_id")
+        raise Invalid(_("Tick at least one conversion."), field="conversion_id")
     if len(ids) > MAX_DECISIONS:
-        raise Invalid(f"Decide on at most {MAX_DECISIONS} conversions at a time.", field="conversion_id")
+        raise Invalid(_("Decide on at most %(max)s conversions at a time.", max=MAX_DECISIONS), field="conversion_id")
     reason = (reason or "").strip()
     if action == "reject" and not reason:
-        raise Invalid("Give a reason for rejecting: the publisher sees it.", field="reason")
+        raise Invalid(_("Give a reason for rejecting: the publisher sees it."), field="reason")
     if action == "reverse":
         reason = reversal.check_reason(reason)
     if len(reason) > REASON_MAX:
-        raise Invalid(f"The reason is limited to {REASON_MAX} characters.", field="reason")
+        raise Invalid(_("The reason is limited to %(max)s characters.", max=REASON_MAX), field="reason")
     rows = await _owned(advertiser, ids)
     now = now or clock.now()
     result = Decision(action=action)
@@ -307,30 +311,46 @@ async def reverse_row(advertiser: CurrentUser, row: dict[str, Any], reason: str,
 
 
 def summary(decision: Decision) -> str:
-    """One sentence for the page: what happened, and what did not."""
+    """One sentence for the page: what happened, and what did not (each clause whole, in the
+    reader's language)."""
     parts = []
     if decision.approved:
-        parts.append(f"Approved {len(decision.approved)} (charged to your balance)")
+        parts.append(_("Approved %(num)s (charged to your balance)", num=len(decision.approved)))
     if decision.rejected:
-        parts.append(f"Rejected {len(decision.rejected)}")
+        parts.append(_("Rejected %(num)s", num=len(decision.rejected)))
     if decision.reversed:
-        parts.append(f"Reversed {len(decision.reversed)} (refunded to your balance)")
+        parts.append(_("Reversed %(num)s (refunded to your balance)", num=len(decision.reversed)))
     if decision.unfunded:
         parts.append(
-            f"{len(decision.unfunded)} still pending: your balance cannot cover them "
-            f"({_ids(decision.unfunded)}); add funds and try again"
+            _(
+                "%(num)s still pending: your balance cannot cover them (%(ids)s); add funds and try again",
+                num=len(decision.unfunded),
+                ids=_ids(decision.unfunded),
+            )
         )
     if decision.failed:
-        parts.append(f"{len(decision.failed)} could not be reversed just now ({_ids(decision.failed)}); try again")
+        parts.append(
+            _(
+                "%(num)s could not be reversed just now (%(ids)s); try again",
+                num=len(decision.failed),
+                ids=_ids(decision.failed),
+            )
+        )
     if decision.held:
         parts.append(
-            f"{len(decision.held)} not approved: held by a fraud rule ({_ids(decision.held)}); "
-            "release them in the review queue first"
+            _(
+                "%(num)s not approved: held by a fraud rule (%(ids)s); release them in the review queue first",
+                num=len(decision.held),
+                ids=_ids(decision.held),
+            )
         )
     if decision.skipped:
-        why = "only approved conversions can be reversed" if decision.action == "reverse" else "already decided"
-        parts.append(f"{len(decision.skipped)} skipped, {why} ({_ids(decision.skipped)})")
-    return "; ".join(parts) + "." if parts else "Nothing changed."
+        n, ids = len(decision.skipped), _ids(decision.skipped)
+        if decision.action == "reverse":
+            parts.append(_("%(num)s skipped, only approved conversions can be reversed (%(ids)s)", num=n, ids=ids))
+        else:
+            parts.append(_("%(num)s skipped, already decided (%(ids)s)", num=n, ids=ids))
+    return "; ".join(parts) + "." if parts else _("Nothing changed.")
 
 
 def _ids(ids: list[int]) -> str:

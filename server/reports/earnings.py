@@ -21,9 +21,10 @@ import msgspec
 from piccolo.query.functions.aggregate import Count, Sum
 
 from server.conversions.tables import Conversion, ConversionStatus
-from server.core import db
+from server.core import db, i18n
 from server.core.errors import Invalid
 from server.core.hours import utc
+from server.core.i18n import _
 from server.earnings.tables import ClickEarning, ClickEarningStatus, ImpressionEarning, ImpressionEarningStatus
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind, LedgerAccount
@@ -104,7 +105,7 @@ def parse_status(params: Mapping[str, Any]) -> str | None:
     raw = params.get("status", "")
     status = raw.strip() if isinstance(raw, str) else ""
     if status and status not in STATUSES:
-        raise Invalid(f"Status must be one of {', '.join(STATUSES)}.", field="status")
+        raise Invalid(_("Status must be one of %(values)s.", values=", ".join(STATUSES)), field="status")
     return status or None
 
 
@@ -229,14 +230,17 @@ def _impression_status(row: dict[str, Any]) -> str:
     """Where an impression hour's earning stands, in the publisher's words."""
     status = row["status"]
     if status == ImpressionEarningStatus.waiting.value:
-        return "Waiting for the advertiser's funds"
+        return _("Waiting for the advertiser's funds")
     if status == ImpressionEarningStatus.approved.value:
-        return f"Pending: in its hold until {utc(row['hold_until']):%Y-%m-%d %H:%M} UTC"
+        until = i18n.datetime_text(utc(row["hold_until"]))
+        return _("Pending: in its hold until %(when)s (%(zone)s)", when=until, zone=i18n.zone_name())
     if status == ImpressionEarningStatus.released.value:
-        return "Available"
+        return _("Available")
     if row["paid_impressions"]:
-        return "Less than a cent so far: carried into a later hour"
-    return f"Not paid: {row['unpaid_reason']}" if row["unpaid_reason"] else "Not paid"
+        return _("Less than a cent so far: carried into a later hour")
+    if row["unpaid_reason"]:
+        return _("Not paid: %(reason)s", reason=row["unpaid_reason"])
+    return _("Not paid")
 
 
 async def impression_earnings_of(publisher_id: int, *, limit: int = HOURS_SHOWN) -> list[ImpressionHour]:

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from server.core import clock, hours
 from server.core.errors import Invalid
 from server.core.hours import utc
+from server.core.i18n import _
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
@@ -81,7 +82,7 @@ def _hour_at_or_before(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
-def _date(params: Mapping[str, Any], key: str, label: str) -> date | None:
+def _date(params: Mapping[str, Any], key: str, message: str) -> date | None:
     raw = params.get(key)
     raw = raw.strip() if isinstance(raw, str) else ""
     if not raw:
@@ -89,7 +90,7 @@ def _date(params: Mapping[str, Any], key: str, label: str) -> date | None:
     try:
         return date.fromisoformat(raw)
     except ValueError:
-        raise BadPeriod(f"The {label} date must look like 2026-11-23.", field=key) from None
+        raise BadPeriod(message, field=key) from None
 
 
 def parse(params: Mapping[str, Any], *, saved_tz: str = "", now: datetime | None = None) -> Period:
@@ -99,10 +100,12 @@ def parse(params: Mapping[str, Any], *, saved_tz: str = "", now: datetime | None
     tz_name = (raw_tz.strip() if isinstance(raw_tz, str) and raw_tz.strip() else "") or saved_tz or "UTC"
     tz = zone(tz_name)
     today = (now or clock.now()).astimezone(tz).date()
-    end = _date(params, "to", "end") or today
-    start = _date(params, "from", "start") or end - timedelta(days=DEFAULT_DAYS - 1)
+    end = _date(params, "to", _("The end date must look like 2026-11-23.")) or today
+    start = _date(params, "from", _("The start date must look like 2026-11-23.")) or end - timedelta(
+        days=DEFAULT_DAYS - 1
+    )
     if start > end:
-        raise BadPeriod("The start date is after the end date.", field="from")
+        raise BadPeriod(_("The start date is after the end date."), field="from")
     if (end - start).days + 1 > MAX_DAYS:
-        raise BadPeriod(f"A report covers at most {MAX_DAYS} days: narrow the dates.", field="from")
+        raise BadPeriod(_("A report covers at most %(days)s days: narrow the dates.", days=MAX_DAYS), field="from")
     return Period(start=start, end=end, tz_name=tz_name)

@@ -16,6 +16,7 @@ from server.accounts.tables import Role
 from server.conversions import service as conversions
 from server.conversions.tables import ConversionSource
 from server.core.errors import DomainError
+from server.core.i18n import _
 from server.http.web import ErrorBody, current_user, requires_role
 
 MAX_BATCH = 500
@@ -62,9 +63,9 @@ def result_of(outcome: conversions.Recorded | DomainError) -> ConversionResult:
         duplicate=outcome.duplicate,
         http_status=200,
         message=(
-            "This txn_id was reported before: this is the first report's conversion, counted once."
+            _("This txn_id was reported before: this is the first report's conversion, counted once.")
             if outcome.duplicate
-            else "Conversion recorded; it stays pending until its hold ends."
+            else _("Conversion recorded; it stays pending until its hold period ends.")
         ),
         conversion_id=row["id"],
         conversion_status=row["status"],

@@ -15,6 +15,7 @@ from server.campaigns import service as campaigns
 from server.conversions import flags, holds
 from server.core import money
 from server.core.errors import Conflict, Invalid
+from server.core.i18n import _, ngettext
 from server.http.pages import form_data, render, render_error
 from server.http.web import current_user, requires_role
 from server.tracking import click_rules
@@ -57,7 +58,7 @@ class _Queue(Controller):
             )
         return render(
             QUEUE_PAGE,
-            notice=f"Conversion #{conversion_id} released: it is no longer held.",
+            notice=_("Conversion #%(id)s released: it is no longer held.", id=conversion_id),
             **await _queue(request, self.path),
         )
 
@@ -72,7 +73,7 @@ class _Queue(Controller):
             )
         return render(
             QUEUE_PAGE,
-            notice=f"Conversion #{conversion_id} rejected; its publisher sees your reason.",
+            notice=_("Conversion #%(id)s rejected; its publisher sees your reason.", id=conversion_id),
             **await _queue(request, self.path),
         )
 
@@ -89,7 +90,7 @@ class _PublisherHolds:
             return render_error(QUEUE_PAGE, exc, form, **await _queue(request, self.path))  # type: ignore[attr-defined]
         return render(
             QUEUE_PAGE,
-            notice="Publisher released: their conversions go back to the ordinary flow.",
+            notice=_("Publisher released: their conversions go back to the ordinary flow."),
             **await _queue(request, self.path),  # type: ignore[attr-defined]
         )
 
@@ -102,7 +103,11 @@ class _PublisherHolds:
             return render_error(QUEUE_PAGE, exc, form, **await _queue(request, self.path))  # type: ignore[attr-defined]
         return render(
             QUEUE_PAGE,
-            notice=f"Publisher rejected: {rejected} pending conversions rejected; they see your reason.",
+            notice=ngettext(
+                "Publisher rejected: %(num)s pending conversion rejected; they see your reason.",
+                "Publisher rejected: %(num)s pending conversions rejected; they see your reason.",
+                rejected,
+            ),
             **await _queue(request, self.path),  # type: ignore[attr-defined]
         )
 
@@ -175,7 +180,7 @@ async def _save(request: Request, campaign_id: int | None, action: str) -> Templ
             off = {r for r in campaigns.CLICK_RULES if not form.get(f"click.{r}")}
             if await campaigns.set_click_rules_off(user, campaign_id, off):
                 click_rules.forget()
-                changed.append("click rules")
+                changed.append(_("click rules"))
     except Invalid as exc:
         knobs = await flags.knobs(user, campaign_id)
         return render_error(
@@ -188,7 +193,7 @@ async def _save(request: Request, campaign_id: int | None, action: str) -> Templ
             **await _click_rules(campaign_id),
         )
     request.app.state.conversion_rules.forget(campaign_id)
-    notice = f"Saved: {', '.join(changed)}." if changed else "Nothing changed."
+    notice = _("Saved: %(changed)s.", changed=", ".join(changed)) if changed else _("Nothing changed.")
     return render(
         RULES_PAGE,
         knobs=await flags.knobs(user, campaign_id),

@@ -20,6 +20,7 @@ from server.conversions import csv_upload, review
 from server.conversions.tables import ConversionSource, ConversionStatus
 from server.core import money
 from server.core.errors import Conflict, Invalid
+from server.core.i18n import _
 from server.http.pages import form_data, render, render_error, settings_of
 from server.http.web import current_user, requires_role
 from server.reports import spending
@@ -88,7 +89,7 @@ class AdvertiserConversions(Controller):
         try:
             ids = [int(v) for v in raw_ids if isinstance(v, str) and v.isascii() and v.isdigit() and len(v) < 19]
             if len(ids) != len(raw_ids):
-                raise Invalid("That selection is not a list of conversions.", field="conversion_id")
+                raise Invalid(_("That selection is not a list of conversions."), field="conversion_id")
             if form.get("action") == "approve":
                 # This server's own clicks stored first: the self_conversion rule needs their rows, and
                 # a conversion whose click is not stored yet waits (server/conversions/selfcheck.py).
@@ -185,7 +186,7 @@ async def _campaign(advertiser: CurrentUser, raw: str) -> CampaignListing | None
     for campaign in await campaigns.list_for_advertiser(advertiser):
         if str(campaign.id) == raw:
             return campaign
-    raise Invalid("Pick a campaign from the list.", field="campaign")
+    raise Invalid(_("Pick a campaign from the list."), field="campaign")
 
 
 def _upload_key(request: Request) -> bytes:
