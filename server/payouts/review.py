@@ -18,6 +18,7 @@ from server.accounts.identity import CurrentUser
 from server.audit import service as audit
 from server.core import clock, db, money
 from server.core.errors import Conflict, Forbidden, Invalid, NotFound
+from server.core.i18n import _, _l
 from server.ledger import postings
 from server.ledger.service import InsufficientFunds
 from server.ledger.tables import LedgerTxn
@@ -37,6 +38,22 @@ from server.payouts.tables import (
 
 log = logging.getLogger("affnet.payouts")
 EDITABLE = (BatchStatus.prepared.value, BatchStatus.approved.value)
+IN_FLIGHT = (BatchStatus.approved.value, BatchStatus.executing.value)  # the worker is (about to be) paying it
+FINAL = (BatchStatus.done.value,)
+STATUS_TEXT = {
+    BatchStatus.prepared.value: _l("prepared"),
+    BatchStatus.approved.value: _l("approved"),
+    BatchStatus.executing.value: _l("being paid"),
+    BatchStatus.done.value: _l("done"),
+}
+LINE_STATUS_TEXT = {
+    LineStatus.held.value: _l("held"),
+    LineStatus.approved.value: _l("to pay"),
+    LineStatus.submitting.value: _l("being sent"),
+    LineStatus.paid.value: _l("paid"),
+    LineStatus.failed.value: _l("failed"),
+    LineStatus.returned.value: _l("returned"),
+}
 
 
 async def batches(limit: int = 100) -> list[dict[str, Any]]:
@@ -55,8 +72,16 @@ async def batch(batch_id: int) -> dict[str, Any]:
         .first()
     )
     if row is None:
-        raise NotFound("There is no such payout batch.")
+        raise NotFound(_("There is no such payout batch."))
     return row
+
+
+async def line_counts(batch_id: int) -> dict[str, int]:
+    """How many of the batch's lines are in each status."""
+    rows = await PayoutLine.raw(
+        "SELECT status, COUNT(*) AS n FROM payout_line WHERE batch = {} GROUP BY status", batch_id
+    )
+    return {r["status"]: int(r["n"]) for r in rows}
 
 
 async def lines(batch_id: int) -> list[dict[str, Any]]:
@@ -76,7 +101,7 @@ async def carried(batch_id: int) -> list[dict[str, Any]]:
         .order_by(PayoutCarryOver.id)
     )
     for row in rows:
-        row["reason_text"] = REASONS[CarryReason(row["reason"])]
+        row["reason_text"] = str(REASONS[CarryReason(row["reason"])])
     return rows
 
 
@@ -102,11 +127,11 @@ async def hold_line(actor: CurrentUser, batch_id: int, line_id: int, reason: str
     becomes one of its editors, who may not approve it."""
     reason = reason.strip()
     if not reason:
-        raise Invalid("Say why the line is held; the publisher's support will ask.", field="reason")
+        raise Invalid(_("Say why the line is held; the publisher's support will ask."), field="reason")
     async with db.transaction():
         row = await batch(batch_id)
         if row["status"] not in EDITABLE:
-            raise Conflict("This batch is being paid or was paid: its lines can no longer change.")
+            raise Conflict(_("This batch is being paid or was paid: its lines can no longer change."))
         now = clock.now()
         changed = (
             await PayoutLine.update(
@@ -118,7 +143,7 @@ async def hold_line(actor: CurrentUser, batch_id: int, line_id: int, reason: str
             .returning(PayoutLine.id, PayoutLine.amount_minor, PayoutLine.publisher)
         )
         if not changed:
-            raise Conflict("This line is not waiting to be paid, so it cannot be held.")
+            raise Conflict(_("This line is not waiting to be paid, so it cannot be held."))
         await return_reservation(line_id, "released", memo=f"held: {reason}", actor_id=actor.id)
         publisher_id, amount = changed[0]["publisher"], changed[0]["amount_minor"]
         # The holder becomes an editor of this batch, and the held money goes out with the
@@ -174,7 +199,7 @@ async def return_reservation(line_id: int, undone: str, *, memo: str, actor_id: 
     restored), under its `undone` key (released: held; returned: the transfer failed)."""
     reservations = await _reservations(line_id)
     if not reservations:
-        raise Conflict(f"Payout line {line_id} has no reservation in the ledger.")
+        raise Conflict(_("Payout line %(id)s has no reservation in the ledger.", id=line_id))
     await postings.reverse(
         reservations[-1]["id"], key=undo_key(line_id, undone, len(reservations) - 1), memo=memo, actor_id=actor_id
     )
@@ -188,9 +213,14 @@ async def retry_line(actor: CurrentUser, batch_id: int, line_id: int) -> int:
         row = await batch(batch_id)
         line = await PayoutLine.select().where(PayoutLine.id == line_id, PayoutLine.batch == batch_id).first()
         if line is None:
-            raise NotFound("There is no such line in this batch.")
+            raise NotFound(_("There is no such line in this batch."))
         if line["status"] != LineStatus.failed.value:
-            raise Conflict(f"This line is {line['status']}: only a failed line can be retried.")
+            raise Conflict(
+                _(
+                    "This line is %(status)s: only a failed line can be retried.",
+                    status=LINE_STATUS_TEXT[line["status"]],
+                )
+            )
         account = (
             await PayoutAccount.select(PayoutAccount.stripe_account_id, PayoutAccount.payouts_enabled)
             .where(PayoutAccount.publisher == line["publisher"])
@@ -198,13 +228,17 @@ async def retry_line(actor: CurrentUser, batch_id: int, line_id: int) -> int:
         )
         if account is None or account["stripe_account_id"] != line["stripe_account_id"]:
             raise Conflict(
-                "The publisher's payout account changed since this batch was approved: the money "
-                "stays in their available balance and goes out with the next period."
+                _(
+                    "The publisher's payout account changed since this batch was approved: the money "
+                    "stays in their available balance and goes out with the next period."
+                )
             )
         if not account["payouts_enabled"]:
             raise Conflict(
-                "The publisher's payout account cannot receive payouts yet (Stripe needs more from "
-                "them): retry once it can."
+                _(
+                    "The publisher's payout account cannot receive payouts yet (Stripe needs more from "
+                    "them): retry once it can."
+                )
             )
         retry = len(await _reservations(line_id))
         try:
@@ -220,8 +254,10 @@ async def retry_line(actor: CurrentUser, batch_id: int, line_id: int) -> int:
             )
         except InsufficientFunds as exc:
             raise Conflict(
-                "The publisher's available balance no longer holds this line's money (a later batch "
-                "may have paid it), so it cannot be retried."
+                _(
+                    "The publisher's available balance no longer holds this line's money (a later batch "
+                    "may have paid it), so it cannot be retried."
+                )
             ) from exc
         await PayoutLine.update(
             {
@@ -256,7 +292,12 @@ async def approve(actor: CurrentUser, batch_id: int) -> str:
         await PayoutBatch.raw("UPDATE payout_batch SET status = status WHERE id = {}", batch_id)
         row = await batch(batch_id)
         if row["status"] != BatchStatus.prepared.value:
-            raise Conflict(f"This batch is {row['status']}: only a prepared batch can be approved.")
+            raise Conflict(
+                _(
+                    "This batch is %(status)s: only a prepared batch can be approved.",
+                    status=STATUS_TEXT[row["status"]],
+                )
+            )
         refusal = (await four_eyes.standing(row)).refusal(actor.id)
         if refusal:
             raise Forbidden(refusal, code="four_eyes")
@@ -274,7 +315,7 @@ async def approve(actor: CurrentUser, batch_id: int) -> str:
             .returning(PayoutBatch.id)
         )
         if not approved:
-            raise Conflict("This batch changed while you approved it; read it again.")
+            raise Conflict(_("This batch changed while you approved it; read it again."))
         await audit.record(
             "payout_batch.approved",
             actor_id=actor.id,

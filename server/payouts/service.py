@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import calendar
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -28,6 +29,9 @@ from piccolo.query.functions.aggregate import Sum
 from server.audit import service as audit
 from server.conversions import holds
 from server.core import clock, db, money
+from server.core.errors import Invalid
+from server.core.hours import utc
+from server.core.i18n import _, _l
 from server.ledger import postings
 from server.ledger import service as ledger
 from server.ledger.service import InsufficientFunds
@@ -54,11 +58,11 @@ log = logging.getLogger("affnet.payouts")
 
 DEFAULT_MINIMUM_MINOR = 5_000  # 50.00 in a two-decimal currency, where finance set no minimum
 RETRIES = 3  # a balance that moved between reading and reserving: prepare again
-REASONS = {
-    CarryReason.below_minimum: "below the minimum payout",
-    CarryReason.account_not_ready: "the payout account cannot receive payouts yet",
-    CarryReason.on_hold: "payouts are on hold",
-    CarryReason.owes_more_than_earned: "what is owed (clawbacks after an earlier payout) exceeds the balance",
+REASONS = {  # lazy: read in the reader's language (str() before JSON)
+    CarryReason.below_minimum: _l("below the minimum payout"),
+    CarryReason.account_not_ready: _l("the payout account cannot receive payouts yet"),
+    CarryReason.on_hold: _l("payouts are on hold"),
+    CarryReason.owes_more_than_earned: _l("what is owed (clawbacks after an earlier payout) exceeds the balance"),
 }
 
 
@@ -94,7 +98,7 @@ async def save_schedule(terms: ScheduleTerms, *, actor_id: int | None) -> None:
         and 0 <= terms.cutoff_hour <= 23
         and terms.large_change_percent > 0
     ):
-        raise ledger.LedgerError("A cut-off needs a weekday 0–6, a day 1–28, an hour 0–23 (UTC).")
+        raise ledger.LedgerError(_("A cut-off needs a weekday 0–6, a day 1–28, an hour 0–23 (UTC)."))
     now = clock.now()
     values = {
         PayoutSettings.schedule: terms.schedule.value,
@@ -125,7 +129,7 @@ async def save_schedule(terms: ScheduleTerms, *, actor_id: int | None) -> None:
 
 async def set_minimum(currency: str, minimum_minor: int, *, actor_id: int | None) -> None:
     if type(minimum_minor) is not int or minimum_minor < 1:
-        raise ledger.LedgerError("A minimum payout is a whole number of minor units above zero.")
+        raise ledger.LedgerError(_("A minimum payout is a whole number of minor units above zero."))
     now = clock.now()
     async with db.transaction():
         before = await _minimums(currency)
@@ -172,7 +176,7 @@ async def set_publisher_terms(
     hold_reason: str = "",
 ) -> None:
     if on_hold and not hold_reason.strip():
-        raise ledger.LedgerError("Say why the publisher's payouts are on hold.")
+        raise ledger.LedgerError(_("Say why the publisher's payouts are on hold."))
     now = clock.now()
     values = {
         PublisherPayoutTerms.minimum_minor: minimum_minor,
@@ -360,45 +364,119 @@ async def standings(
 
 
 @dataclass
-class Prepared:
-    batches: list[int] = field(default_factory=list)
+class Made:
+    """A currency's batch of the period: made by this run, or found made already."""
+
+    batch_id: int
+    currency: str
+    new: bool
     lines: int = 0
     carried: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)  # carried over, per CarryReason
+
+
+@dataclass
+class Prepared:
+    """What one run of preparing did, per currency: what finance reads after "Prepare now"."""
+
+    start: datetime | None = None
+    end: datetime | None = None  # the cut-off
+    off_cycle: bool = False
+    batches: list[int] = field(default_factory=list)  # made by this run
+    lines: int = 0
+    carried: int = 0
+    made: list[Made] = field(default_factory=list)  # every currency's batch, new or found made already
+    # Currencies with no batch: nobody had an available balance at the cut-off. The count is how
+    # many publishers have one now (it arrived after the cut-off and waits for the next period).
+    empty: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def existing(self) -> list[Made]:
+        return [m for m in self.made if not m.new]
+
+
+OFF_CYCLE_FRESH = timedelta(hours=1)  # an off-cycle form older than this is refused: read the page again
 
 
 async def prepare_due(now: datetime, *, actor_id: int | None = None) -> Prepared:
     """Prepare the batches of the period whose cut-off passed last, one per currency, once."""
     terms = await schedule_terms()
     start, end = last_cutoff(terms, now)
+    return await _prepare_period(start, end, terms, actor_id, now, off_cycle=False)
+
+
+async def prepare_off_cycle(moment: datetime, *, now: datetime, actor_id: int) -> Prepared:
+    """An off-cycle run: batches with their cut-off at `moment` (when finance opened the page, so
+    a second click, or a second tab, finds the batches of that moment made and makes no other),
+    under the same rules as a period's (minimums, holds, four eyes, the same execution). It pays
+    what is available at `moment`; the next regular period pays what arrives after it."""
+    if moment > now or now - moment > OFF_CYCLE_FRESH:
+        raise Invalid(_("This page is too old to prepare an off-cycle run from: read it again."), field="moment")
+    terms = await schedule_terms()
+    start = last_cutoff(terms, moment)[1]
+    recent = await PayoutBatch.select(PayoutBatch.period_end).order_by(PayoutBatch.id, ascending=False).limit(50)
+    ends = [utc(r["period_end"]) for r in recent]  # compared here: SQLite keeps times as text
+    start = max([start, *(e for e in ends if e < moment)])
+    return await _prepare_period(start, moment, terms, actor_id, now, off_cycle=True)
+
+
+async def _prepare_period(
+    start: datetime, end: datetime, terms: ScheduleTerms, actor_id: int | None, now: datetime, *, off_cycle: bool
+) -> Prepared:
     currencies = (
         await LedgerAccount.select(LedgerAccount.currency)
         .where(LedgerAccount.kind == K.publisher_available.value)
         .distinct()
         .output(as_list=True)
     )
-    outcome = Prepared()
+    outcome = Prepared(start=start, end=end, off_cycle=off_cycle)
     for currency in sorted(currencies):
         for attempt in range(RETRIES):
             try:
-                batch = await _prepare_batch(currency, start, end, terms, actor_id, now)
+                made = await _prepare_batch(currency, start, end, terms, actor_id, now, off_cycle)
                 break
             except InsufficientFunds:
                 if attempt == RETRIES - 1:
                     raise
                 log.info("a publisher's balance moved while %s %s was prepared; preparing again", currency, end)
-        if batch is not None:
-            outcome.batches.append(batch[0])
-            outcome.lines += batch[1]
-            outcome.carried += batch[2]
+        if made is None:
+            outcome.empty[currency] = await LedgerAccount.count().where(
+                LedgerAccount.kind == K.publisher_available.value,
+                LedgerAccount.currency == currency,
+                LedgerAccount.balance_minor > 0,
+            )
+            continue
+        outcome.made.append(made)
+        if made.new:
+            outcome.batches.append(made.batch_id)
+            outcome.lines += made.lines
+            outcome.carried += made.carried
     return outcome
 
 
+async def _existing(currency: str, end: datetime) -> Made | None:
+    row = (
+        await PayoutBatch.select(PayoutBatch.id, PayoutBatch.line_count, PayoutBatch.carried_count)
+        .where(PayoutBatch.period_end == end, PayoutBatch.currency == currency)
+        .first()
+    )
+    return Made(row["id"], currency, False, row["line_count"], row["carried_count"]) if row else None
+
+
 async def _prepare_batch(
-    currency: str, start: datetime, end: datetime, terms: ScheduleTerms, actor_id: int | None, now: datetime
-) -> tuple[int, int, int] | None:
+    currency: str,
+    start: datetime,
+    end: datetime,
+    terms: ScheduleTerms,
+    actor_id: int | None,
+    now: datetime,
+    off_cycle: bool = False,
+) -> Made | None:
+    """The currency's batch of the period ending at `end`: made now, or the one made before; None
+    when nobody had an available balance at `end` (no batch: there is nothing to pay or carry)."""
     async with db.transaction():
-        if await PayoutBatch.exists().where(PayoutBatch.period_end == end, PayoutBatch.currency == currency):
-            return None
+        if (found := await _existing(currency, end)) is not None:
+            return found
         everyone = await standings(currency, end)
         if not everyone:
             return None
@@ -413,66 +491,86 @@ async def _prepare_batch(
                             status=BatchStatus.prepared.value,
                             prepared_by=actor_id,
                             prepared_at=now,
+                            off_cycle=off_cycle,
                         )
                     ).returning(PayoutBatch.id)
                 )[0]["id"]
         except Exception as exc:  # a concurrent run prepared it a moment ago
             if db.is_unique_violation(exc):
-                return None
-            raise
-        paid = [s for s in everyone if s.reason is None]
-        previous = await _last_paid(currency, [s.publisher_id for s in paid])
-        lines = []
-        for s in paid:
-            before = previous.get(s.publisher_id)
-            large = before is not None and abs(s.net_minor - before) * 100 > terms.large_change_percent * before
-            lines.append(
-                (
-                    batch_id,
-                    s.publisher_id,
-                    s.net_minor,
-                    currency,
-                    s.available_minor,
-                    s.owed_minor,
-                    LineStatus.approved.value,
-                    1,
-                    s.stripe_account_id,
-                    "",
-                    "",
-                    "",
-                    before is None,
-                    large,
-                    before,
-                    now,
-                    now,
-                )
+                found = None
+            else:
+                raise
+        else:
+            found = await _fill_batch(batch_id, currency, end, terms, everyone, actor_id, now, off_cycle)
+    return found if found is not None else await _existing(currency, end)
+
+
+async def _fill_batch(
+    batch_id: int,
+    currency: str,
+    end: datetime,
+    terms: ScheduleTerms,
+    everyone: list[Standing],
+    actor_id: int | None,
+    now: datetime,
+    off_cycle: bool,
+) -> Made:
+    """The new batch's lines, their reservations and its carry-overs (in the caller's transaction)."""
+    paid = [s for s in everyone if s.reason is None]
+    previous = await _last_paid(currency, [s.publisher_id for s in paid])
+    lines = []
+    for s in paid:
+        before = previous.get(s.publisher_id)
+        large = before is not None and abs(s.net_minor - before) * 100 > terms.large_change_percent * before
+        lines.append(
+            (
+                batch_id,
+                s.publisher_id,
+                s.net_minor,
+                currency,
+                s.available_minor,
+                s.owed_minor,
+                LineStatus.approved.value,
+                1,
+                s.stripe_account_id,
+                "",
+                "",
+                "",
+                before is None,
+                large,
+                before,
+                now,
+                now,
             )
-        ids = await db.insert_rows(PayoutLine, LINE_COLUMNS, lines)
-        await postings.reserve_payouts(_reservations(currency, paid, ids))
-        carried = [
-            (batch_id, s.publisher_id, currency, s.net_minor, s.minimum_minor, s.reason.value, now)
-            for s in everyone
-            if s.reason
-        ]
-        await db.insert_rows(PayoutCarryOver, CARRY_COLUMNS, carried)
-        await PayoutBatch.update(
-            {
-                PayoutBatch.total_minor: sum(s.net_minor for s in paid),
-                PayoutBatch.line_count: len(paid),
-                PayoutBatch.carried_count: len(carried),
-            }
-        ).where(PayoutBatch.id == batch_id)
-        await audit.record(
-            "payout_batch.prepared",
-            actor_id=actor_id,
-            object_type="payout_batch",
-            object_id=batch_id,
-            currency=currency,
-            period_end=end.isoformat(),
-            lines=len(paid),
-            carried=len(carried),
         )
-    return batch_id, len(paid), len(carried)
+    ids = await db.insert_rows(PayoutLine, LINE_COLUMNS, lines)
+    await postings.reserve_payouts(_reservations(currency, paid, ids))
+    carried = [
+        (batch_id, s.publisher_id, currency, s.net_minor, s.minimum_minor, s.reason.value, now)
+        for s in everyone
+        if s.reason
+    ]
+    await db.insert_rows(PayoutCarryOver, CARRY_COLUMNS, carried)
+    await PayoutBatch.update(
+        {
+            PayoutBatch.total_minor: sum(s.net_minor for s in paid),
+            PayoutBatch.line_count: len(paid),
+            PayoutBatch.carried_count: len(carried),
+        }
+    ).where(PayoutBatch.id == batch_id)
+    await audit.record(
+        "payout_batch.prepared",
+        actor_id=actor_id,
+        object_type="payout_batch",
+        object_id=batch_id,
+        currency=currency,
+        period_end=end.isoformat(),
+        lines=len(paid),
+        carried=len(carried),
+        off_cycle=off_cycle,
+    )
+    reasons = Counter(s.reason.value for s in everyone if s.reason)
+    return Made(batch_id, currency, True, len(paid), len(carried), dict(sorted(reasons.items())))
 
 
 LINE_COLUMNS = (
@@ -558,11 +656,13 @@ async def next_payout_preview(publisher_id: int, *, now: datetime | None = None)
                     s.net_minor,
                     s.minimum_minor,
                     s.reason is None,
-                    REASONS[s.reason] if s.reason else "",
+                    str(REASONS[s.reason]) if s.reason else "",
                 )
             )
         else:
             found.append(
-                Preview(currency, cutoff, 0, 0, 0, await _minimums(currency), False, "nothing is available to pay yet")
+                Preview(
+                    currency, cutoff, 0, 0, 0, await _minimums(currency), False, _("nothing is available to pay yet")
+                )
             )
     return found

@@ -88,7 +88,7 @@ class ChangeKind(StrEnum):
 
 
 class PayoutBatch(Table):
-    """One period's payouts in one currency; unique (period_end, currency)."""
+    """One period's payouts in one currency, or an off-cycle run's; unique (period_end, currency)."""
 
     period_start = Timestamptz()
     period_end = Timestamptz()  # the cut-off: balances are taken as they stood then
@@ -105,6 +105,7 @@ class PayoutBatch(Table):
     held_count = Integer(default=0)
     carried_count = Integer(default=0)
     executed_at = Timestamptz(null=True, default=None)
+    off_cycle = Boolean(default=False)  # prepared on demand, cut-off = that moment, not the schedule's
 
 
 class PayoutLine(Table):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from datetime import UTC, datetime
 
 from server.accounts.tables import Role
 from server.audit.tables import AuditEvent
@@ -134,10 +135,10 @@ async def test_finance_prepares_from_the_page_once(new_client, settings):
     await finance.get("/finance/payouts")
     first = await post_form(finance, "/finance/payouts/prepare")
     assert first.status_code == 200  # nothing posted yet in the period that closed last: nothing to pay
-    assert "Nothing to prepare" in first.text or "Prepared" in first.text
+    assert "No batch: no publisher has earned anything to pay out yet." in first.text
     again = await post_form(finance, "/finance/payouts/prepare")
-    assert "Nothing to prepare" in again.text
-    assert await PayoutBatch.count() <= 1
+    assert "No batch: no publisher has earned anything to pay out yet." in again.text
+    assert await PayoutBatch.count() == 0
 
 
 async def test_only_finance_sees_payout_batches(new_client, settings):
@@ -149,4 +150,8 @@ async def test_only_finance_sees_payout_batches(new_client, settings):
         assert (await client.get(f"/finance/payouts/{batch_id}")).status_code == 403
         assert (await client.get(f"/finance/payouts/{batch_id}/lines.csv")).status_code == 403
         assert (await post_form(client, f"/finance/payouts/{batch_id}/approve")).status_code == 403
+        assert (await client.get(f"/finance/payouts/{batch_id}/status")).status_code == 403
+        off_cycle = {"moment": datetime.now(UTC).replace(microsecond=0).isoformat()}
+        assert (await post_form(client, "/finance/payouts/off-cycle", off_cycle)).status_code == 403
     assert (await review.batch(batch_id))["status"] == "prepared"
+    assert await PayoutBatch.count() == 1

@@ -13,6 +13,7 @@ import pytest
 
 from server.accounts.tables import Role
 from server.audit.tables import AuditEvent
+from server.http.payouts.settings_pages import cutoff_text
 from server.ledger import service as ledger
 from server.payouts import service as payouts
 from server.payouts.service import ScheduleTerms
@@ -88,8 +89,8 @@ async def test_a_weekly_schedule_saved_on_the_page_is_what_the_next_prepare_uses
     page = await finance.get(saved.headers["location"])
     assert "Schedule saved" in page.text
     shown = text_of(page.text, "next-cutoff")
-    assert shown == payouts.next_cutoff(wanted, datetime.now(UTC)).strftime("%A %Y-%m-%d %H:%M UTC")
-    assert shown.startswith("Wednesday") and " 06:00 " in shown
+    assert shown == cutoff_text(payouts.next_cutoff(wanted, datetime.now(UTC)))
+    assert shown.startswith("Wednesday ") and shown.endswith(" 6:00\u202fAM")  # the reader's zone: UTC
     assert re.search(r'value="weekly" checked', page.text) and re.search(r'<option value="2" selected>', page.text)
     [event] = await AuditEvent.select().where(AuditEvent.action == "payout_schedule.saved")
     assert event["actor"] == finance_id

@@ -13,6 +13,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from server.accounts.tables import Role
+from server.core import i18n
 from server.tracking import datacenter
 from server.tracking.classify import Reason, request_reason
 from server.tracking.counting import NEAR_SECONDS
@@ -211,8 +212,8 @@ async def test_admins_see_the_snapshots_date_source_and_size(client):
     page = await client.get("/admin/settings")
     snap = datacenter.snapshot()
     assert page.status_code == 200
-    assert f">{snap.day.isoformat()}</time>" in page.text
-    assert snap.source in page.text and f"{snap.ranges} ranges" in page.text
+    assert f'<time datetime="{snap.day.isoformat()}">{i18n.date_text(snap.day)}</time>' in page.text
+    assert snap.source in page.text and f"{i18n.number_text(snap.ranges)} ranges" in page.text
 
 
 # Residential ranges as their ISPs announce them (the snapshot's own source, same date).

@@ -9,15 +9,19 @@ the next preparation reads what was saved."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
+from babel.dates import format_date
 from litestar import Controller, Request, get, post
 from litestar.response import Redirect, Template
 
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role, User
-from server.core import clock, money
+from server.core import clock, i18n, money
+from server.core import locale as locales
 from server.core.errors import DomainError
+from server.core.i18n import _, _l
 from server.http.pages import form_data, render, see_other
 from server.http.web import current_user, requires_role
 from server.ledger.tables import AccountKind, LedgerAccount
@@ -27,13 +31,13 @@ from server.payouts.tables import PayoutMinimum, PublisherPayoutTerms, Schedule
 
 PAGE = "finance/payout_settings.html"
 PATH = "/finance/payouts/settings"
-WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+WEEKDAYS = (_l("Monday"), _l("Tuesday"), _l("Wednesday"), _l("Thursday"), _l("Friday"), _l("Saturday"), _l("Sunday"))
 MAX_LARGE_CHANGE_PERCENT = 1_000
 HOLD_REASON_MAX = 500
 SAVED = {  # ?saved=… after a save: fixed words, nothing typed is echoed back
-    "schedule": "Schedule saved. The next preparation uses it.",
-    "minimum": "Minimum payout saved.",
-    "publisher": "Publisher's payout terms saved.",
+    "schedule": _l("Schedule saved. The next preparation uses it."),
+    "minimum": _l("Minimum payout saved."),
+    "publisher": _l("Publisher's payout terms saved."),
 }
 
 
@@ -54,21 +58,23 @@ def _user(request: Request) -> CurrentUser:
 def _whole(form: dict[str, Any], name: str, label: str, low: int, high: int) -> int:
     raw = (form.get(name) or "").strip()
     if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
-        raise BadSetting(f"{label} must be a whole number from {low} to {high}.", field=name)
+        raise BadSetting(
+            _("%(label)s must be a whole number from %(low)s to %(high)s.", label=label, low=low, high=high), field=name
+        )
     return int(raw)
 
 
 def parse_schedule(form: dict[str, Any]) -> ScheduleTerms:
     raw = (form.get("schedule") or "").strip()
     if raw not in Schedule.__members__:
-        raise BadSetting("Choose a weekly or a monthly schedule.", field="schedule")
+        raise BadSetting(_("Choose a weekly or a monthly schedule."), field="schedule")
     return ScheduleTerms(
         schedule=Schedule(raw),
-        cutoff_weekday=_whole(form, "cutoff_weekday", "The weekday of the cut-off", 0, 6),
-        cutoff_day=_whole(form, "cutoff_day", "The day of the month of the cut-off", 1, 28),
-        cutoff_hour=_whole(form, "cutoff_hour", "The hour of the cut-off (UTC)", 0, 23),
+        cutoff_weekday=_whole(form, "cutoff_weekday", _("The weekday of the cut-off"), 0, 6),
+        cutoff_day=_whole(form, "cutoff_day", _("The day of the month of the cut-off"), 1, 28),
+        cutoff_hour=_whole(form, "cutoff_hour", _("The hour of the cut-off (UTC)"), 0, 23),
         large_change_percent=_whole(
-            form, "large_change_percent", "The large-change threshold (%)", 1, MAX_LARGE_CHANGE_PERCENT
+            form, "large_change_percent", _("The large-change threshold (%)"), 1, MAX_LARGE_CHANGE_PERCENT
         ),
     )
 
@@ -90,28 +96,28 @@ def _amount(form: dict[str, Any], name: str, currency: str, label: str) -> int:
 def parse_minimum(form: dict[str, Any]) -> tuple[str, int]:
     currency = _currency(form, "currency")
     if not (form.get("minimum") or "").strip():
-        raise BadSetting("Enter the minimum payout, such as 50.00.", field="minimum")
-    return currency, _amount(form, "minimum", currency, "The minimum payout")
+        raise BadSetting(_("Enter the minimum payout, such as 50.00."), field="minimum")
+    return currency, _amount(form, "minimum", currency, _("The minimum payout"))
 
 
 async def parse_publisher_terms(form: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments of set_publisher_terms, from the publisher form."""
     email = (form.get("email") or "").strip().lower()
     if not email:
-        raise BadSetting("Enter the publisher's email address.", field="email")
+        raise BadSetting(_("Enter the publisher's email address."), field="email")
     publisher_id = await publisher_by_email(email)
     if publisher_id is None:
-        raise BadSetting(f"No publisher has the email address {email[:254]}.", field="email")
+        raise BadSetting(_("No publisher has the email address %(email)s.", email=email[:254]), field="email")
     minimum_minor, minimum_currency = None, ""
     if (form.get("publisher_minimum") or "").strip():
         minimum_currency = _currency(form, "publisher_currency")
-        minimum_minor = _amount(form, "publisher_minimum", minimum_currency, "The publisher's minimum payout")
+        minimum_minor = _amount(form, "publisher_minimum", minimum_currency, _("The publisher's minimum payout"))
     on_hold = form.get("on_hold") == "on"
     reason = (form.get("hold_reason") or "").strip()
     if on_hold and not reason:
-        raise BadSetting("Say why the publisher's payouts are on hold.", field="hold_reason")
+        raise BadSetting(_("Say why the publisher's payouts are on hold."), field="hold_reason")
     if len(reason) > HOLD_REASON_MAX:
-        raise BadSetting(f"The reason is limited to {HOLD_REASON_MAX} characters.", field="hold_reason")
+        raise BadSetting(_("The reason is limited to %(num)s characters.", num=HOLD_REASON_MAX), field="hold_reason")
     return {
         "publisher_id": publisher_id,
         "minimum_minor": minimum_minor,
@@ -214,7 +220,7 @@ async def _page(
         PAGE,
         status_code=status_code,
         terms=terms,
-        next_cutoff=payouts.next_cutoff(terms, clock.now()),
+        next_cutoff=cutoff_text(payouts.next_cutoff(terms, clock.now())),
         weekdays=WEEKDAYS,
         minimums=await minimums(),
         publisher_terms=await publisher_terms(),
@@ -223,6 +229,12 @@ async def _page(
         money=money,
         **extra,
     )
+
+
+def cutoff_text(moment: datetime) -> str:
+    """ "Wednesday December 9, 2026 6:00 AM", "mercredi 9 décembre 2026 06:00": a weekly cut-off's day matters."""
+    weekday = format_date(i18n.local(moment), "EEEE", locale=locales.current() or "en_US")
+    return f"{weekday} {i18n.long_datetime_text(moment)}"
 
 
 async def _saved_amount(notice: str, saved: str, currency: str, publisher: str) -> str:
@@ -234,13 +246,21 @@ async def _saved_amount(notice: str, saved: str, currency: str, publisher: str) 
             .where(PayoutMinimum.currency == currency[:3].upper())
             .first()
         )
-        return f"{notice[:-1]}: {money.display_local(row['minimum_minor'], currency[:3].upper())}." if row else notice
+        if row is None:
+            return notice
+        return _(
+            "Minimum payout saved: %(amount)s.",
+            amount=money.display_local(row["minimum_minor"], currency[:3].upper()),
+        )
     if not (publisher.isascii() and publisher.isdigit() and len(publisher) < 19):
         return notice
     row = await PublisherPayoutTerms.select().where(PublisherPayoutTerms.publisher == int(publisher)).first()
     if row is None or row["minimum_minor"] is None:
         return notice
-    return f"{notice[:-1]}: own minimum {money.display_local(row['minimum_minor'], row['minimum_currency'])}."
+    return _(
+        "Publisher's payout terms saved: own minimum %(amount)s.",
+        amount=money.display_local(row["minimum_minor"], row["minimum_currency"]),
+    )
 
 
 async def _refused(exc: DomainError, form: dict[str, Any]) -> Template:
@@ -257,7 +277,7 @@ class FinancePayoutSettings(Controller):
     async def show(self, request: Request) -> Template:
         saved = request.query_params.get("saved", "")
         edit_email = request.query_params.get("publisher", "") or ""
-        notice = SAVED.get(saved)
+        notice = str(SAVED[saved]) if saved in SAVED else None
         if notice and saved in ("minimum", "publisher"):
             notice = await _saved_amount(
                 notice, saved, request.query_params.get("currency", ""), request.query_params.get("terms", "")
