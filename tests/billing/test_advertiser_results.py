@@ -93,6 +93,9 @@ async def test_a_cpa_postback_keeps_its_sale_amount_and_the_dashboard_shows_sale
     assert re.search(r'data-testid="conversions">3<', page.text)
     row = re.search(r'data-testid="campaign-result".*?</tr>', page.text, re.S).group(0)
     assert "€60.90" in row and "335%" in row and "€4.67" in row
+    campaign_page = await browser.get(f"/advertiser/campaigns/{setup.campaign_id}")  # the same, for the campaign
+    row = re.search(r'data-testid="campaign-result".*?</tr>', campaign_page.text, re.S).group(0)
+    assert "€14.00" in row and "€60.90" in row and "335%" in row and "€4.67" in row
 
     french = await browser.get("/advertiser", headers={"Accept-Language": "fr-FR"})
     assert figure(french.text, "sales") == "60,90\u00a0€"

@@ -136,6 +136,8 @@ async def _campaign_page(advertiser: CurrentUser, campaign_id: int, **extra: Any
         "money": money,
         "clicks": [{**row, "publisher": names.get(row["publisher_id"], f"#{row['publisher_id']}")} for row in clicks],
         "paid_for": await spending.paid_for(advertiser.id, campaign_id=campaign_id),
+        # Its spend, conversions, sales, ROI and CPA, under what it paid for (advertiser/_paid_for.html).
+        "campaign_results": await spending.results_of(advertiser.id, campaign_id=campaign_id, per_campaign=True),
         "creatives": await creatives.list_creatives(advertiser, campaign_id),
         "members": members,
         "can_edit": campaign["status"] != CampaignStatus.ended.value,
