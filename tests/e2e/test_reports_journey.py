@@ -29,6 +29,7 @@ from server.ledger.tables import AccountKind as K
 from server.reports import rollup
 from tests.e2e.pages import log_in
 from tests.factories import make_staff
+from tests.reports.test_publisher_reports import machine
 from tests.reports.world import BASE, Event, World, build
 
 FROM, TO, ZONE = "2026-10-30", "2026-11-05", "America/New_York"
@@ -196,8 +197,11 @@ async def csv_equals_the_table(page, name: str, role: str) -> list[list[str]]:
     shown = await page_table(page, name)
     downloaded = await download_csv(page, name, role)
     assert len(shown) > 1, f"{name}: no rows on the page"
-    assert downloaded == shown, f"{name}: the CSV differs from the page\n{downloaded}\n{shown}"
-    return shown
+    # The same rows: the page writes them for a person, the CSV in machine formats.
+    assert downloaded == [shown[0], *map(machine, shown[1:])], (
+        f"{name}: the CSV differs from the page\n{downloaded}\n{shown}"
+    )
+    return downloaded
 
 
 async def use_preset(page, path: str, zone: str = ZONE) -> None:
@@ -232,14 +236,14 @@ async def test_the_publisher_reads_their_reports_and_downloads_each_table(live_s
     await page.wait_for_url(lambda url: "/login" not in url)
     await show_range(page, "/publisher/reports")
 
-    await expect(page.get_by_test_id("report-period")).to_contain_text(f"{FROM} to {TO}, days in {ZONE}")
+    await expect(page.get_by_test_id("report-period")).to_contain_text(f"From 10/30/2026 to 11/5/2026, days in {ZONE}")
     figures = page.get_by_test_id("figures")
     await expect(figures.get_by_test_id("clicks")).to_have_text(str(valid(world, "click", publisher=a)))
     await expect(figures.get_by_test_id("impressions")).to_have_text(str(valid(world, "impression", publisher=a)))
     await expect(figures.get_by_test_id("invalid-clicks")).to_have_text("1")
     await expect(figures.get_by_test_id("conversions")).to_have_text("2")
-    await expect(figures.get_by_test_id("earnings-pending")).to_have_text("7.00")
-    await expect(figures.get_by_test_id("earnings-confirmed")).to_have_text("3.00")
+    await expect(figures.get_by_test_id("earnings-pending")).to_have_text("€7.00")
+    await expect(figures.get_by_test_id("earnings-confirmed")).to_have_text("€3.00")
     await charts_drawn(page)
 
     # Each table downloads as the CSV of exactly what the page shows.
@@ -278,8 +282,8 @@ async def test_the_advertiser_reads_their_reports_and_downloads_each_table(live_
     await expect(figures.get_by_test_id("conversions")).to_have_text("3")
     # Charged: the two approved conversions (4.50 and 60.00); pending: the one not approved yet (10.00).
     await expect(figures.get_by_test_id("approved")).to_have_text("2")
-    await expect(figures.get_by_test_id("spend")).to_have_text("64.50")
-    await expect(figures.get_by_test_id("spend-pending")).to_have_text("10.00")
+    await expect(figures.get_by_test_id("spend")).to_have_text("€64.50")
+    await expect(figures.get_by_test_id("spend-pending")).to_have_text("€10.00")
     assert await charts_drawn(page) >= 1
 
     names = await page.locator("table.report-table").evaluate_all("ts => ts.map(t => t.dataset.table)")
