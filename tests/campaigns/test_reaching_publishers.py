@@ -307,6 +307,8 @@ async def test_the_advertiser_sees_how_many_publishers_wait_for_an_answer(new_cl
     assert "1 publisher waits for your answer" in (await client.get(BASE)).text
     french = (await client.get(BASE, headers={"Accept-Language": "fr-FR"})).text
     assert "1 éditeur attend votre réponse" in french
+    italian = (await client.get(BASE, headers={"Accept-Language": "it-IT"})).text
+    assert "1 publisher aspetta la tua risposta" in italian and '<span class="badge ok">attiva</span>' in italian
 
 
 async def test_a_campaign_paused_for_its_balance_says_why_in_the_readers_language(new_client):

@@ -34,6 +34,7 @@ VISIBILITY_TEXT = {
     Visibility.approval.value: _l("Needs the advertiser's approval"),
     Visibility.private.value: _l("By invitation"),
 }
+MODEL_NAMES = {m: "RevShare" if m is PayoutModel.revshare else m.value.upper() for m in PayoutModel}
 DASH = "—"  # a figure there are too few clicks to tell
 _SALES = {PayoutModel.cpa.value, PayoutModel.revshare.value}
 _LEADS = {PayoutModel.cpl.value}
@@ -44,7 +45,7 @@ _LEADS = {PayoutModel.cpl.value}
 
 def model_choices() -> list[tuple[str, str]]:
     return [
-        (m.value, _("%(model)s – %(label)s", model=m.value.upper(), label=campaigns.MODEL_LABELS[m]))
+        (m.value, _("%(model)s – %(label)s", model=MODEL_NAMES[m], label=campaigns.MODEL_LABELS[m]))
         for m in PayoutModel
     ]
 
