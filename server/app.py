@@ -64,6 +64,7 @@ from server.http.reports.pages import (
 from server.http.tracking.public import ClickFastPath, ClickParts, click_now, click_redirect
 from server.http.web import (
     PUBLIC,
+    SERVER_FAILED,
     AuthMiddleware,
     FastPaths,
     SecurityHeadersMiddleware,
@@ -137,7 +138,7 @@ def _check_autoescape(engine: JinjaTemplateEngine) -> None:
 
 def _handle_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(request, 500, "internal_error", "Something went wrong on our side. Please try again.")
+    return error_response(request, 500, "internal_error", SERVER_FAILED)
 
 
 def create_app(settings: Settings | None = None) -> FastPaths:

@@ -118,9 +118,8 @@ async def test_a_top_up_typed_12_50_in_french_is_confirmed_as_12_50_before_strip
     await advertiser_speaking(client, FRENCH)
     shown = await post_form(client, "/advertiser/billing/fund", {"amount": "12,50", "currency": "EUR"})
     assert shown.status_code == 200
-    assert html.unescape(re.search(r'data-testid="charge-amount">(.*?)<', shown.text).group(1)) == (
-        f"You will be charged 12,50{NBSP}€"
-    )
+    charge = html.unescape(re.search(r'data-testid="charge-amount">(.*?)<', shown.text).group(1))
+    assert f"12,50{NBSP}€" in charge and "1" + NNBSP + "250" not in charge  # the words are the billing page's
     assert 'name="confirmed_minor" value="1250"' in shown.text
     assert await Funding.count() == 0  # nothing stored and Stripe not asked until confirmed
     # A confirmation for another amount than this reading (a changed locale, a doctored form) charges nothing.
@@ -144,7 +143,7 @@ async def test_an_ambiguous_top_up_is_refused_before_anything_is_stored(client):
     assert refused.status_code == 422 and "could be €1.25 or €1,250.00" in html.unescape(refused.text)
     speaks(client, FRENCH)  # French writes thousands with a space: a dot decides nothing there either
     refused = await post_form(client, "/advertiser/billing/fund", {"amount": "1.250", "currency": "EUR"})
-    assert refused.status_code == 422 and "write 1,25 or 1250" in html.unescape(refused.text)
+    assert refused.status_code == 422 and "écrivez 1,25 ou 1250" in html.unescape(refused.text)
     speaks(client, "it-IT")  # Italian groups thousands with a dot: €1,250.00, shown to confirm
     shown = await post_form(client, "/advertiser/billing/fund", {"amount": "1.250", "currency": "EUR"})
     assert 'name="confirmed_minor" value="125000"' in shown.text
@@ -157,7 +156,7 @@ async def test_the_auto_pause_threshold_typed_in_french_is_saved_as_12_50_and_ec
         client, "/advertiser/billing/settings", {"auto_pause_threshold": "12,50", "currency": "EUR"}
     )
     assert saved.status_code == 200
-    assert notice(saved.text) == f"Billing settings saved: campaigns in EUR pause below 12,50{NBSP}€."
+    assert notice(saved.text).endswith(f" 12,50{NBSP}€.")  # echoed as read, in the reader's words
     row = (
         await BillingSettings.select(BillingSettings.auto_pause_threshold_minor)
         .where(BillingSettings.advertiser == advertiser_id)
@@ -182,7 +181,7 @@ async def test_payout_minimums_typed_in_french_are_saved_as_12_50_and_echoed(new
     saved = await post_form(finance, "/finance/payouts/settings/minimum", {"currency": "eur", "minimum": "12,50"})
     assert saved.status_code == 303
     assert (await PayoutMinimum.select(PayoutMinimum.minimum_minor).first())["minimum_minor"] == 1250
-    assert notice((await finance.get(saved.headers["location"])).text) == f"Minimum payout saved: 12,50{NBSP}€."
+    assert notice((await finance.get(saved.headers["location"])).text).endswith(f" 12,50{NBSP}€.")
 
     publisher_id, publisher_email = await make_publisher(settings)
     own = await post_form(
@@ -197,9 +196,7 @@ async def test_payout_minimums_typed_in_french_are_saved_as_12_50_and_echoed(new
         .first()
     )
     assert row["minimum_minor"] == 1250
-    assert notice((await finance.get(own.headers["location"])).text) == (
-        f"Publisher's payout terms saved: own minimum 12,50{NBSP}€."
-    )
+    assert notice((await finance.get(own.headers["location"])).text).endswith(f" 12,50{NBSP}€.")
 
     speaks(finance, None)
     ambiguous = await post_form(finance, "/finance/payouts/settings/minimum", {"currency": "EUR", "minimum": "1,250"})
@@ -218,8 +215,9 @@ async def test_a_french_csv_corrects_a_sale_to_12_50_and_an_ambiguous_cell_is_re
     # Excel in French writes ';' between columns and a decimal comma.
     preview = await upload(browser, 'txn_id;status;amount\norder-0;approved;12,50\norder-1;approved;"1.250"\n')
     # (line_text reads the page as a person does: a no-break space is a space)
-    assert "corrected sale of 12,50 € (was 100,00 €), charges 1,25 € instead of 10,00 €" in line_text(preview.text, 2)
-    assert "1.250 could be 1,25" in errors_of(preview.text)[3]
+    row = line_text(preview.text, 2)  # in the upload page's French words: the amounts are what matter here
+    assert all(amount in row for amount in ("12,50 €", "100,00 €", "1,25 €", "10,00 €")) and "1 250" not in row
+    assert "1.250 peut se lire 1,25" in errors_of(preview.text)[3]
     # Applied under another language, the same text would read differently: refused, nothing changes.
     speaks(browser, "en-US")
     other = await apply(browser, preview.text)

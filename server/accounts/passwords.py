@@ -7,6 +7,7 @@ from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from server.core.errors import Invalid
+from server.core.i18n import _
 
 MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024
@@ -19,11 +20,11 @@ _DUMMY_HASH = _hasher.hash("affnet-timing-equaliser")
 
 def check_policy(password: str, *, email: str = "", field: str = "password") -> None:
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise Invalid(f"Choose a password of at least {MIN_PASSWORD_LENGTH} characters.", field=field)
+        raise Invalid(_("Choose a password of at least %(num)s characters.", num=MIN_PASSWORD_LENGTH), field=field)
     if len(password) > MAX_PASSWORD_LENGTH:
-        raise Invalid(f"Passwords are limited to {MAX_PASSWORD_LENGTH} characters.", field=field)
+        raise Invalid(_("Passwords are limited to %(num)s characters.", num=MAX_PASSWORD_LENGTH), field=field)
     if email and password.strip().lower() == email.strip().lower():
-        raise Invalid("Your password must not be your email address.", field=field)
+        raise Invalid(_("Your password must not be your email address."), field=field)
 
 
 async def hash_password(password: str) -> str:

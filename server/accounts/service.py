@@ -49,7 +49,7 @@ def _sha256(value: str) -> str:
 async def _insert_user(email: str, password: str, role: Role, now: datetime) -> int:
     passwords.check_policy(password, email=email)
     if await User.exists().where(User.email == email):
-        raise Conflict("An account with this email already exists. Log in instead.", field="email")
+        raise Conflict(_("An account with this email already exists. Log in instead."), field="email")
     password_hash = await passwords.hash_password(password)
     try:
         rows = await User.insert(
@@ -64,7 +64,7 @@ async def _insert_user(email: str, password: str, role: Role, now: datetime) -> 
         ).returning(User.id)
     except Exception as exc:
         if db.is_unique_violation(exc):  # two sign-ups raced past the check above
-            raise Conflict("An account with this email already exists. Log in instead.", field="email") from None
+            raise Conflict(_("An account with this email already exists. Log in instead."), field="email") from None
         raise
     return rows[0]["id"]
 
@@ -113,12 +113,25 @@ async def set_publisher_auto_approve(admin: CurrentUser, enabled: bool) -> None:
         )
 
 
-async def signup_publisher(form: Mapping[str, Any], settings: Settings) -> int:
-    email = validation.email(form_field(form, "email"))
+def _email_and_password(check: validation.FormCheck, form: Mapping[str, Any]) -> tuple[str, str]:
+    """A sign-up's email and password, their problems noted in `check`."""
+    email = check(validation.email, form_field(form, "email")) or ""
     password = form_field(form, "password", strip=False)
-    display_name = validation.text(form_field(form, "display_name"), "display_name", "Display name", max_length=120)
-    blog_url = validation.web_url(form_field(form, "blog_url"), "blog_url", "Blog URL")
-    audience = validation.text(form_field(form, "audience"), "audience", "Audience description", max_length=2000)
+    check(passwords.check_policy, password, email=email)
+    return email, password
+
+
+async def signup_publisher(form: Mapping[str, Any], settings: Settings) -> int:
+    check = validation.FormCheck()
+    email, password = _email_and_password(check, form)
+    display_name = check(
+        validation.text, form_field(form, "display_name"), "display_name", _("Display name"), max_length=120
+    )
+    blog_url = check(validation.web_url, form_field(form, "blog_url"), "blog_url", _("Blog URL"))
+    audience = check(
+        validation.text, form_field(form, "audience"), "audience", _("Audience description"), max_length=2000
+    )
+    check.done()
     auto = await publisher_auto_approve(settings)
     now = clock.now()
     async with db.transaction():
@@ -143,10 +156,13 @@ async def signup_publisher(form: Mapping[str, Any], settings: Settings) -> int:
 
 
 async def signup_advertiser(form: Mapping[str, Any]) -> int:
-    email = validation.email(form_field(form, "email"))
-    password = form_field(form, "password", strip=False)
-    company = validation.text(form_field(form, "company_name"), "company_name", "Company name", max_length=200)
-    website = validation.web_url(form_field(form, "website"), "website", "Website")
+    check = validation.FormCheck()
+    email, password = _email_and_password(check, form)
+    company = check(
+        validation.text, form_field(form, "company_name"), "company_name", _("Company name"), max_length=200
+    )
+    website = check(validation.web_url, form_field(form, "website"), "website", _("Website"))
+    check.done()
     now = clock.now()
     async with db.transaction():
         user_id = await _insert_user(email, password, Role.advertiser, now)
@@ -158,14 +174,14 @@ async def signup_advertiser(form: Mapping[str, Any]) -> int:
 async def publisher_profile(user_id: int) -> dict[str, Any]:
     row = await Publisher.select().where(Publisher.user == user_id).first()
     if row is None:
-        raise NotFound("No publisher profile for this account.")
+        raise NotFound(_("No publisher profile for this account."))
     return row
 
 
 async def advertiser_profile(user_id: int) -> dict[str, Any]:
     row = await Advertiser.select().where(Advertiser.user == user_id).first()
     if row is None:
-        raise NotFound("No advertiser profile for this account.")
+        raise NotFound(_("No advertiser profile for this account."))
     return row
 
 
@@ -176,8 +192,12 @@ async def authenticate(redis: Redis, settings: Settings, email: str, password: s
     """Check a login. Raises TooManyRequests while throttled, Unauthorized on a bad password,
     ServiceUnavailable while the throttle's Redis is away."""
     email = (email or "").strip().lower()
-    if not email or not password:
-        raise Invalid("Enter your email address and password.", field="email")
+    check = validation.FormCheck()
+    if not email:
+        check.add(Invalid(_("Enter your email address."), field="email"))
+    if not password:
+        check.add(Invalid(_("Enter your password."), field="password"))
+    check.done()
     await throttle.count_attempt(redis, settings, email, ip)  # before the slow check, atomically
     row = (
         await User.select(User.id, User.email, User.role, User.password_hash, User.is_active)
@@ -186,7 +206,9 @@ async def authenticate(redis: Redis, settings: Settings, email: str, password: s
     )
     ok = await passwords.verify_password(row["password_hash"] if row else None, password)
     if not ok or row is None or not row["is_active"]:
-        raise Unauthorized("That email and password do not match an account.", field="password", code="bad_credentials")
+        raise Unauthorized(
+            _("That email and password do not match an account."), field="password", code="bad_credentials"
+        )
     await throttle.succeeded(redis, email, ip)
     if passwords.needs_rehash(row["password_hash"]):
         await User.update({User.password_hash: await passwords.hash_password(password)}).where(User.id == row["id"])
@@ -284,13 +306,15 @@ async def set_language(user: CurrentUser | None, code: str) -> str:
 async def change_password(user: CurrentUser, current: str, new: str, confirm: str) -> None:
     """Change a password and end every other session of the user."""
     row = await User.select(User.password_hash).where(User.id == user.id).first()
+    check = validation.FormCheck()
     if row is None or not await passwords.verify_password(row["password_hash"], current):
-        raise Invalid("Your current password is not correct.", field="current_password")
+        check.add(Invalid(_("Your current password is not correct."), field="current_password"))
+    check(passwords.check_policy, new, email=user.email, field="new_password")
     if new != confirm:
-        raise Invalid("The two new passwords do not match.", field="confirm_password")
-    passwords.check_policy(new, email=user.email, field="new_password")
-    if await passwords.verify_password(row["password_hash"], new):
-        raise Invalid("Choose a password different from your current one.", field="new_password")
+        check.add(Invalid(_("The two new passwords do not match."), field="confirm_password"))
+    if not check.problems and await passwords.verify_password(row["password_hash"], new):
+        check.add(Invalid(_("Choose a password different from your current one."), field="new_password"))
+    check.done()
     new_hash = await passwords.hash_password(new)
     async with db.transaction():
         await User.update({User.password_hash: new_hash, User.password_changed_at: clock.now()}).where(
@@ -313,10 +337,10 @@ def _key_prefix(role: Role) -> str:
 async def create_api_key(user: CurrentUser, name: str) -> tuple[int, str]:
     """Create a key and return (id, the full key). The full key is never stored or shown again."""
     if user.role not in API_KEY_ROLES:
-        raise Invalid("API keys are for publishers and advertisers.")
-    name = validation.text(name, "name", "Key name", max_length=80)
+        raise Invalid(_("API keys are for publishers and advertisers."))
+    name = validation.text(name, "name", _("Key name"), max_length=80)
     if await ApiKey.count().where(ApiKey.user == user.id, ApiKey.revoked_at.is_null()) >= 20:
-        raise Conflict("You already have 20 active keys. Revoke one you no longer use first.")
+        raise Conflict(_("You already have %(num)s active keys. Revoke one you no longer use first.", num=20))
     prefix, secret = _key_prefix(user.role), secrets.token_hex(32)
     async with db.transaction():
         rows = await ApiKey.insert(
@@ -346,7 +370,7 @@ async def revoke_api_key(user: CurrentUser, key_id: int) -> None:
             await ApiKey.select(ApiKey.id, ApiKey.revoked_at).where(ApiKey.id == key_id, ApiKey.user == user.id).first()
         )
         if row is None:
-            raise NotFound("There is no such API key.")
+            raise NotFound(_("There is no such API key."))
         if row["revoked_at"] is not None:
             return
         await ApiKey.update({ApiKey.revoked_at: clock.now()}).where(ApiKey.id == key_id)
@@ -419,12 +443,12 @@ async def list_publishers(status: PublisherStatus | None = None) -> list[Publish
 
 
 async def review_publisher(admin: CurrentUser, publisher_id: int, approve: bool, reason: str = "") -> None:
-    reason = validation.text(reason, "reason", "Reason", max_length=500, required=not approve)
+    reason = validation.text(reason, "reason", _("Reason"), max_length=500, required=not approve)
     status = PublisherStatus.approved if approve else PublisherStatus.rejected
     async with db.transaction():
         row = await Publisher.select(Publisher.id, Publisher.status).where(Publisher.id == publisher_id).first()
         if row is None:
-            raise NotFound("There is no such publisher.")
+            raise NotFound(_("There is no such publisher."))
         if row["status"] == status.value:
             return  # a repeated click changes nothing
         await Publisher.update(

@@ -28,6 +28,7 @@ import logging
 from redis.asyncio import Redis
 
 from server.core.errors import ServiceUnavailable, TooManyRequests
+from server.core.i18n import _, ngettext
 from server.core.net import truncate_ip
 from server.core.settings import Settings
 
@@ -87,30 +88,39 @@ def _keys(email: str, ip: str) -> list[str]:
 
 def _minutes(seconds: int) -> str:
     minutes = max((seconds + 59) // 60, 1)
-    return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return ngettext("%(num)s minute", "%(num)s minutes", minutes)
 
 
 def _refusal(which: int, ttl: int) -> TooManyRequests:
     wait = _minutes(ttl)
     if which == 1:
         return TooManyRequests(
-            f"Too many wrong passwords for this account from your network. Try again in {wait}, or log in "
-            "from another network (for example your phone's mobile data). Logins from other networks are "
-            "not affected.",
+            _(
+                "Too many wrong passwords for this account from your network. Try again in %(wait)s, or log in "
+                "from another network (for example your phone's mobile data). Logins from other networks are "
+                "not affected.",
+                wait=wait,
+            ),
             retry_after=ttl,
             code="throttled_account_network",
         )
     if which == 2:
         return TooManyRequests(
-            f"This account has received too many wrong passwords from many networks, so logins from networks "
-            f"it has not used recently are paused for {wait}. You can still log in from a network you logged "
-            "in from before (home or office).",
+            _(
+                "This account has received too many wrong passwords from many networks, so logins from networks "
+                "it has not used recently are paused for %(wait)s. You can still log in from a network you logged "
+                "in from before (home or office).",
+                wait=wait,
+            ),
             retry_after=ttl,
             code="throttled_account",
         )
     return TooManyRequests(
-        f"Too many failed logins from your network, for several accounts. Try again in {wait}, or from "
-        "another network.",
+        _(
+            "Too many failed logins from your network, for several accounts. Try again in %(wait)s, or from "
+            "another network.",
+            wait=wait,
+        ),
         retry_after=ttl,
         code="throttled_network",
     )
@@ -118,9 +128,11 @@ def _refusal(which: int, ttl: int) -> TooManyRequests:
 
 def _unavailable() -> ServiceUnavailable:
     return ServiceUnavailable(
-        "Logging in is paused for a moment: the service that guards logins against password guessing is "
-        "unavailable. Please try again in a minute. If you are already logged in elsewhere, you stay "
-        "logged in.",
+        _(
+            "Logging in is paused for a moment: the service that guards logins against password guessing is "
+            "unavailable. Please try again in a minute. If you are already logged in elsewhere, you stay "
+            "logged in."
+        ),
         retry_after=REDIS_DOWN_RETRY_AFTER,
         code="login_unavailable",
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class DomainError(Exception):
     status_code = 400
@@ -13,11 +15,22 @@ class DomainError(Exception):
         self.field = field
         if code:
             self.code = code
+        # Every problem this error stands for: itself, or each field's of a form checked whole
+        # (Invalid.of). A form shows them all; the JSON API's one error is the first.
+        self.problems: tuple[DomainError, ...] = (self,)
 
 
 class Invalid(DomainError):
     status_code = 422
     code = "invalid"
+
+    @classmethod
+    def of(cls, problems: Sequence[Invalid]) -> Invalid:
+        """One error for several: it reads as the first and carries them all in `problems`."""
+        first = problems[0]
+        combined = cls(first.message, field=first.field, code=first.code)
+        combined.problems = tuple(problems)
+        return combined
 
 
 class Unauthorized(DomainError):

@@ -10,6 +10,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from babel import Locale, localedata
+from babel.lists import format_list
 from babel.numbers import (
     NumberFormatError,
     format_currency,
@@ -23,6 +24,7 @@ from babel.numbers import (
 
 from server.core import locale as locales
 from server.core.errors import Invalid
+from server.core.i18n import _, language
 
 # Babel also lists codes that are no currency at all (XXX) or reserved for testing (XTS).
 CURRENCIES = frozenset(c for c in list_currencies() if c not in {"XXX", "XTS"})
@@ -32,7 +34,11 @@ BASIS_POINTS = 10_000  # 100 % = 10,000 bp
 def currency(code: str, field: str = "currency") -> str:
     code = (code or "").strip().upper()
     if code not in CURRENCIES:
-        raise Invalid(f"{code or 'That'} is not an ISO 4217 currency code (for example EUR, USD, GBP).", field=field)
+        if not code:
+            raise Invalid(_("That is not an ISO 4217 currency code (for example EUR, USD, GBP)."), field=field)
+        raise Invalid(
+            _("%(code)s is not an ISO 4217 currency code (for example EUR, USD, GBP).", code=code), field=field
+        )
     return code
 
 
@@ -172,13 +178,15 @@ def parse_amount(
     raw = _without_currency((text or "").strip(), code)
     example = "12.50" if locale is None or _symbols(locale)[0] == "." else "12,50"
     if raw[:1] in "-\u2212(" and raw:
-        raise Invalid(f"{label} cannot be negative.", field=field)
+        raise Invalid(_("%(label)s cannot be negative.", label=label), field=field)
     if len(raw) > MAX_AMOUNT_TEXT:
-        raise Invalid(f"{label} is too long to be an amount.", field=field)
+        raise Invalid(_("%(label)s is too long to be an amount.", label=label), field=field)
     try:
         value, readings = read_number(raw.removeprefix("+"), locale)
     except ValueError:
-        raise Invalid(f"{label} must be an amount such as {example}.", field=field) from None
+        raise Invalid(
+            _("%(label)s must be an amount such as %(example)s.", label=label, example=example), field=field
+        ) from None
     if readings is not None:
         decimal_symbol = _symbols(locale)[0] if locale is not None and _symbols(locale)[0] in ".," else "."
         as_decimal, as_grouped = readings
@@ -187,27 +195,51 @@ def parse_amount(
             # Only the grouped reading is an amount of this currency; still not guessed: a mistyped
             # decimal (12.345 for 12.35) would otherwise become a thousand times more.
             raise Ambiguous(
-                f"{label}: {raw} has more decimals than {code} allows ({places}) if "
-                f"“{raw[len(raw) - 4]}” is the decimal mark; if it separates thousands "
-                f"({display_local(as_grouped, code, locale, major=True)}), write "
-                f"{_plain(as_grouped, decimal_symbol)}.",
+                _(
+                    "%(label)s: %(raw)s has more decimals than %(code)s allows (%(places)s) if “%(mark)s” is the "
+                    "decimal mark; if it separates thousands (%(grouped)s), write %(write)s.",
+                    label=label,
+                    raw=raw,
+                    code=code,
+                    places=places,
+                    mark=raw[len(raw) - 4],
+                    grouped=display_local(as_grouped, code, locale, major=True),
+                    write=_plain(as_grouped, decimal_symbol),
+                ),
                 field=field,
             )
-        shown = " or ".join(display_local(r, code, locale, major=True) for r in readings)
-        write = " or ".join(_plain(r, decimal_symbol) for r in readings)
-        raise Ambiguous(f"{label}: {raw} could be {shown}: write {write}.", field=field)
+        shown = _either([display_local(r, code, locale, major=True) for r in readings])
+        write = _either([_plain(r, decimal_symbol) for r in readings])
+        raise Ambiguous(
+            _(
+                "%(label)s: %(raw)s could be %(shown)s: write %(write)s.",
+                label=label,
+                raw=raw,
+                shown=shown,
+                write=write,
+            ),
+            field=field,
+        )
     assert value is not None
     if locale is not None:
         _agrees_with_babel(raw, value, locale, label, field)
     places = exponent(code)
     minor = value.scaleb(places)
     if minor != minor.to_integral_value():
-        raise Invalid(f"{label} has more decimals than {code} allows ({places}).", field=field)
+        raise Invalid(
+            _("%(label)s has more decimals than %(code)s allows (%(places)s).", label=label, code=code, places=places),
+            field=field,
+        )
     if minor > MAX_MINOR:
-        raise Invalid(f"{label} is too large.", field=field)
+        raise Invalid(_("%(label)s is too large.", label=label), field=field)
     if not allow_zero and minor == 0:
-        raise Invalid(f"{label} must be more than zero.", field=field)
+        raise Invalid(_("%(label)s must be more than zero.", label=label), field=field)
     return int(minor)
+
+
+def _either(choices: list[str]) -> str:
+    """'a or b' in the language the message is written in."""
+    return format_list(choices, style="or", locale=language())
 
 
 def _agrees_with_babel(raw: str, value: Decimal, locale: Locale, label: str, field: str) -> None:
@@ -221,7 +253,13 @@ def _agrees_with_babel(raw: str, value: Decimal, locale: Locale, label: str, fie
         return
     if theirs != value:
         raise Ambiguous(
-            f"{label}: {raw} could be read as {theirs} or {value}: write it without thousands separators.", field=field
+            _(
+                "%(label)s: %(raw)s could be read as %(readings)s: write it without thousands separators.",
+                label=label,
+                raw=raw,
+                readings=_either([str(theirs), str(value)]),
+            ),
+            field=field,
         )
 
 
@@ -234,12 +272,12 @@ def parse_percent_bp(text: str, *, field: str, label: str) -> int:
     try:
         value = Decimal(raw)
     except InvalidOperation:
-        raise Invalid(f"{label} must be a percentage such as 7.5.", field=field) from None
+        raise Invalid(_("%(label)s must be a percentage such as 7.5.", label=label), field=field) from None
     if not value.is_finite() or value < 0 or value > 100:
-        raise Invalid(f"{label} must be between 0 and 100 %.", field=field)
+        raise Invalid(_("%(label)s must be between 0 and 100 %%.", label=label), field=field)
     bp = value * 100
     if bp != bp.to_integral_value():
-        raise Invalid(f"{label} allows at most two decimals.", field=field)
+        raise Invalid(_("%(label)s allows at most two decimals.", label=label), field=field)
     return int(bp)
 
 

@@ -2,14 +2,42 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
 
 from server.core import deeplink
 from server.core.errors import Invalid
+from server.core.i18n import _
+
+T = TypeVar("T")
+
+
+class FormCheck:
+    """Checks every field of a form before refusing it, so a person sees each field's problem at
+    once rather than one per submission. `check(parse, *args)` runs one field's parser and returns
+    its value, or None when it raised Invalid (kept, the first per field); `check.done()` then
+    raises them all as one Invalid (Invalid.of), or returns when there were none."""
+
+    def __init__(self) -> None:
+        self.problems: list[Invalid] = []
+
+    def __call__(self, parse: Callable[..., T], /, *args: Any, **kwargs: Any) -> T | None:
+        try:
+            return parse(*args, **kwargs)
+        except Invalid as exc:
+            self.add(exc)
+            return None
+
+    def add(self, problem: Invalid) -> None:
+        if problem.field is None or all(p.field != problem.field for p in self.problems):
+            self.problems.append(problem)
+
+    def done(self) -> None:
+        if self.problems:
+            raise Invalid.of(self.problems)
 
 
 def form_field(form: Mapping[str, Any], name: str, *, strip: bool = True) -> str:
@@ -25,22 +53,23 @@ def form_field(form: Mapping[str, Any], name: str, *, strip: bool = True) -> str
 def email(value: str, field: str = "email") -> str:
     value = (value or "").strip()
     if not value:
-        raise Invalid("Enter your email address.", field=field)
+        raise Invalid(_("Enter your email address."), field=field)
     try:
         result = validate_email(value, check_deliverability=False)
-    except EmailNotValidError as exc:
-        raise Invalid(f"That email address is not valid: {exc}", field=field) from None
+    except EmailNotValidError:
+        # email_validator explains in English only: say it in the reader's words, with an example.
+        raise Invalid(_("That email address is not valid: write it like name@example.com."), field=field) from None
     return result.normalized.lower()
 
 
 def text(value: str | None, field: str, label: str, *, max_length: int, required: bool = True) -> str:
     value = (value or "").strip()
     if required and not value:
-        raise Invalid(f"{label} is required.", field=field)
+        raise Invalid(_("%(label)s is required.", label=label), field=field)
     if len(value) > max_length:
-        raise Invalid(f"{label} is limited to {max_length} characters.", field=field)
+        raise Invalid(_("%(label)s is limited to %(num)s characters.", label=label, num=max_length), field=field)
     if any(ord(c) < 32 and c not in "\n\r\t" for c in value):
-        raise Invalid(f"{label} contains control characters.", field=field)
+        raise Invalid(_("%(label)s contains control characters.", label=label), field=field)
     return value
 
 
@@ -48,11 +77,12 @@ def web_url(value: str | None, field: str, label: str) -> str:
     """An http(s) URL with a real host name, as typed by a person (scheme added if left out)."""
     value = (value or "").strip()
     if not value:
-        raise Invalid(f"{label} is required.", field=field)
+        raise Invalid(_("%(label)s is required.", label=label), field=field)
+    not_web = _("%(label)s must be a web address such as https://example.com.", label=label)
     if "://" not in value:
         value = "https://" + value
     if len(value) > 500 or any(c.isspace() or ord(c) < 32 for c in value):
-        raise Invalid(f"{label} must be a web address such as https://example.com.", field=field)
+        raise Invalid(not_web, field=field)
     parts = urlsplit(value)
     try:
         port_ok = parts.port is None or 0 < parts.port < 65536
@@ -60,7 +90,7 @@ def web_url(value: str | None, field: str, label: str) -> str:
         port_ok = False
     host = parts.hostname or ""
     if parts.scheme not in {"http", "https"} or not host or "." not in host or not port_ok or parts.username:
-        raise Invalid(f"{label} must be a web address such as https://example.com.", field=field)
+        raise Invalid(not_web, field=field)
     return value
 
 
@@ -85,7 +115,9 @@ def domains(text: str, *, field: str, label: str, empty: str, most: int, too_man
         try:
             domain = deeplink.normalise_domain(part)
         except ValueError as exc:
-            raise Invalid(f"{label} '{part}': {exc}", field=field) from None
+            raise Invalid(
+                _("%(label)s “%(value)s”: %(reason)s", label=label, value=part, reason=exc), field=field
+            ) from None
         if domain not in found:
             found.append(domain)
     if not found:

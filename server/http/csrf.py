@@ -17,12 +17,15 @@ import secrets
 from http.cookies import SimpleCookie
 from typing import Any
 
+from litestar import Request
 from litestar.datastructures import Cookie, MutableScopeHeaders
 from litestar.enums import RequestEncodingType, ScopeType
-from litestar.exceptions import PermissionDeniedException
+from litestar.exceptions import HTTPException, PermissionDeniedException
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from litestar.utils.scope.state import ScopeState
+
+from server.http.web import handle_http_error
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 FORM_FIELD = "_csrf_token"
@@ -78,19 +81,14 @@ class SessionBoundCSRF(ASGIMiddleware):
         session = request.cookies.get(self.session_cookie) or None
         cookie = request.cookies.get(self.cookie_name) or None
         expected = self.expected(session, cookie)
-        if request.method in SAFE_METHODS:
-            token = expected or self.anonymous_token()
-        else:
-            sent = request.headers.get(self.header_name)
-            if not sent and request.content_type[0] in (
-                RequestEncodingType.URL_ENCODED,
-                RequestEncodingType.MULTI_PART,
-            ):
-                value = (await request.form()).get(FORM_FIELD)
-                sent = value if isinstance(value, str) else None
-            if not (expected and sent and hmac.compare_digest(sent, expected)):
-                raise PermissionDeniedException("CSRF token verification failed")
-            token = expected
+        try:
+            token = await self._checked_token(request, expected)
+        except HTTPException as exc:
+            # Answered here rather than by the app's handlers, which run outside every middleware:
+            # inside, the page is in the reader's language (server/core/locale.py's middleware).
+            response = handle_http_error(request, exc)
+            await response.to_asgi_response(app=None, request=request)(scope, receive, send)
+            return
         ScopeState.from_scope(scope).csrf_token = token  # what templates' csrf_token() renders
 
         async def send_with_cookie(message: Message) -> None:
@@ -102,6 +100,20 @@ class SessionBoundCSRF(ASGIMiddleware):
             await send(message)
 
         await next_app(scope, receive, send_with_cookie)
+
+    async def _checked_token(self, request: Request, expected: str | None) -> str:
+        """The token of this browser's forms; for a request that changes something, only once the
+        token it sent (header or form field) is that one. Raises 403, or 413 for a form past the
+        route's body limit."""
+        if request.method in SAFE_METHODS:
+            return expected or self.anonymous_token()
+        sent = request.headers.get(self.header_name)
+        if not sent and request.content_type[0] in (RequestEncodingType.URL_ENCODED, RequestEncodingType.MULTI_PART):
+            value = (await request.form()).get(FORM_FIELD)
+            sent = value if isinstance(value, str) else None
+        if not (expected and sent and hmac.compare_digest(sent, expected)):
+            raise PermissionDeniedException("CSRF token verification failed")
+        return expected
 
     def _after_response(self, set_cookies: list[str], token: str) -> str:
         """The token for the session the browser holds once it has this response: a new one when

@@ -22,9 +22,15 @@ def render(template: str, *, status_code: int = 200, headers: dict[str, str] | N
 
 
 def render_error(template: str, exc: DomainError, form: dict[str, Any], **context: Any) -> Template:
-    """Re-render a form with the values the person typed (never passwords) and what to fix."""
+    """Re-render a form with the values the person typed (never passwords) and what to fix: every
+    problem found (`problems`, listed at the top by base.html) and each field's beside it (`errors`,
+    by partials/field.html). `error` and `error_field` are the first, for pages that show one."""
     safe_form = {k: v for k, v in form.items() if "password" not in k and k != "_csrf_token"}
     headers = {"Retry-After": str(exc.retry_after)} if hasattr(exc, "retry_after") else None
+    errors: dict[str, str] = {}
+    for problem in exc.problems:
+        if problem.field:
+            errors.setdefault(problem.field, problem.message)
     return render(
         template,
         status_code=exc.status_code,
@@ -32,6 +38,8 @@ def render_error(template: str, exc: DomainError, form: dict[str, Any], **contex
         form=safe_form,
         error=exc.message,
         error_field=exc.field,
+        errors=errors,
+        problems=[(p.message, p.field) for p in exc.problems],
         **context,
     )
 

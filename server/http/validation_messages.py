@@ -12,24 +12,39 @@ from typing import Any
 from litestar import Request
 from litestar.exceptions import ValidationException
 
+from server.core.i18n import _, _l
+
 _TYPE_WORDS = {
-    "int": "a whole number",
-    "float": "a number",
-    "number": "a number",
-    "str": "text",
-    "bool": "true or false",
-    "object": "a JSON object",
-    "array": "a list",
-    "null": "null",
+    "int": _l("a whole number"),
+    "float": _l("a number"),
+    "number": _l("a number"),
+    "str": _l("text"),
+    "bool": _l("true or false"),
+    "object": _l("a JSON object"),
+    "array": _l("a list"),
+    "null": _l("null"),
 }
-_COMPARISONS = {">=": "at least", "<=": "at most", ">": "more than", "<": "less than"}
+# Where the value at fault was sent, as a noun phrase naming it: "“page” in the address".
 _WHERE = {
-    "query": "in the address",
-    "path": "in the address",
-    "body": "in the body",
-    "header": "header",
-    "cookie": "cookie",
+    "query": _l("“%(key)s” in the address"),
+    "path": _l("“%(key)s” in the address"),
+    "body": _l("“%(key)s” in the body"),
+    "header": _l("header “%(key)s”"),
+    "cookie": _l("cookie “%(key)s”"),
 }
+_BOUNDS = {
+    ">=": _l("%(what)s must be %(kind)s at least %(bound)s."),
+    "<=": _l("%(what)s must be %(kind)s at most %(bound)s."),
+    ">": _l("%(what)s must be %(kind)s more than %(bound)s."),
+    "<": _l("%(what)s must be %(kind)s less than %(bound)s."),
+}
+_LENGTHS = {
+    ">=": _l("%(what)s must have at least %(bound)s items or characters."),
+    "<=": _l("%(what)s must have at most %(bound)s items or characters."),
+    ">": _l("%(what)s must have more than %(bound)s items or characters."),
+    "<": _l("%(what)s must have less than %(bound)s items or characters."),
+}
+NOT_UNDERSTOOD = _l("The request could not be understood.")
 
 _GOT = re.compile(r"Expected `([^`]+)`, got `([^`]+)`")
 _BOUND = re.compile(r"Expected `([^`]+)` (>=|<=|>|<) (\S+)")
@@ -40,7 +55,8 @@ _MISSING_PARAM = re.compile(r"Missing required (\w+) parameter '([^']+)'")
 
 
 def _type_words(spec: str) -> str:
-    return " or ".join(_TYPE_WORDS.get(part.strip(), part.strip()) for part in spec.split("|"))
+    kinds = [str(_TYPE_WORDS.get(part.strip(), part.strip())) for part in spec.split("|")]
+    return kinds[0] if len(kinds) == 1 else _("%(first)s or %(second)s", first=", ".join(kinds[:-1]), second=kinds[-1])
 
 
 def _declared_range(request: Request, key: str) -> tuple[Any, Any]:
@@ -51,29 +67,38 @@ def _declared_range(request: Request, key: str) -> tuple[Any, Any]:
     return getattr(kwarg, "ge", None), getattr(kwarg, "le", None)
 
 
+def _named(key: str, source: str) -> str:
+    """The value at fault as a person reads it: "“page” in the address", or "“page”"."""
+    where = _WHERE.get(source)
+    return where % {"key": key} if where is not None else _("“%(key)s”", key=key)
+
+
 def _sentence(request: Request, problem: dict[str, Any]) -> str:
     key, raw = str(problem.get("key") or ""), str(problem.get("message") or "")
     source = problem.get("source")
     source = str(getattr(source, "value", source) or "")  # Litestar gives a ParamType for parameters
-    what = f"“{key}” {_WHERE.get(source, '')}".strip() if key else ""
+    what = _named(key, source) if key else _("The value")
     if match := _MISSING.search(raw):
-        return f"“{match.group(1)}” is required{' in ' + what if what else ''}."
+        if key:
+            return _("“%(field)s” is required in %(what)s.", field=match.group(1), what=what)
+        return _("“%(field)s” is required.", field=match.group(1))
     if match := _UNKNOWN.search(raw):
-        return f"“{match.group(1)}” is not something this address takes."
+        return _("“%(field)s” is not something this address takes.", field=match.group(1))
     if raw.startswith("JSON is malformed"):
-        return "The body is not valid JSON."
+        return _("The body is not valid JSON.")
     if match := _LENGTH.search(raw):
-        words = _COMPARISONS[match.group(2)]
-        return f"{what or 'The value'} must have {words} {match.group(3)} items or characters."
+        return str(_LENGTHS[match.group(2)]) % {"what": what, "bound": match.group(3)}
     if (match := _BOUND.search(raw)) or (match := _GOT.search(raw)):
         kind = _type_words(match.group(1))
         low, high = _declared_range(request, key) if key else (None, None)
         if low is not None and high is not None:
-            return f"{what} must be {kind} from {low} to {high}."
+            return _("%(what)s must be %(kind)s from %(low)s to %(high)s.", what=what, kind=kind, low=low, high=high)
         if match.re is _BOUND:
-            return f"{what or 'The value'} must be {kind} {_COMPARISONS[match.group(2)]} {match.group(3)}."
-        return f"{what or 'The value'} must be {kind}."
-    return f"{what}: {raw}" if what and raw else raw or "The request could not be understood."
+            return str(_BOUNDS[match.group(2)]) % {"what": what, "kind": kind, "bound": match.group(3)}
+        return _("%(what)s must be %(kind)s.", what=what, kind=kind)
+    if key and raw:
+        return _("%(what)s: %(problem)s", what=what, problem=raw)
+    return raw or str(NOT_UNDERSTOOD)
 
 
 def validation_message(request: Request, exc: ValidationException) -> tuple[str, str | None]:
@@ -82,12 +107,11 @@ def validation_message(request: Request, exc: ValidationException) -> tuple[str,
     if not problems:
         detail = exc.detail or ""
         if match := _MISSING_PARAM.search(detail):
-            return f"“{match.group(2)}” is required {_WHERE.get(match.group(1), '')}.".replace(" .", "."), match.group(
-                2
-            )
+            source, key = match.group(1), match.group(2)
+            return _("%(what)s is required.", what=_named(key, source)), key
         if detail.startswith("Validation failed for"):  # no details given: do not echo the URL back
-            return "The request could not be understood.", None
-        return detail or "The request could not be understood.", None
+            return str(NOT_UNDERSTOOD), None
+        return detail or str(NOT_UNDERSTOOD), None
     sentences = [_sentence(request, p) for p in problems]
     first = next((str(p["key"]) for p in problems if p.get("key")), None)
     text = " ".join(s[0].upper() + s[1:] if s and s[0].isalpha() else s for s in sentences)

@@ -4,12 +4,14 @@ security headers, and the one mapping of errors to responses (JSON for /api, pag
 from __future__ import annotations
 
 import contextlib
+import functools
 import html
 import logging
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 from litestar import Request, Response
@@ -32,18 +34,33 @@ from server.accounts.tables import Role
 from server.conversions import selfcheck
 from server.core import db
 from server.core.errors import DomainError, Forbidden, NotFound, ServiceUnavailable, Unauthorized
+from server.core.i18n import _, _l, number_text
 from server.core.logthrottle import LogThrottle
+from server.core.validation import safe_next
 from server.http.pages import SESSION_COOKIE
 from server.http.validation_messages import validation_message
 from server.tracking.visitor import visitor_hash
 
 API_PREFIX = "/api/"
 _log = logging.getLogger("affnet.web")
-ROLE_LABELS = {
+ROLE_LABELS = {  # in English: the OpenAPI document's words
     Role.publisher: "publishers",
     Role.advertiser: "advertisers",
     Role.finance: "finance staff",
     Role.admin: "administrators",
+}
+# The same for a person, in their language: who a page is for, and who they are signed in as.
+_ROLES_WANTED = {
+    Role.publisher: _l("publishers"),
+    Role.advertiser: _l("advertisers"),
+    Role.finance: _l("finance staff"),
+    Role.admin: _l("administrators"),
+}
+_ROLE_NAMES = {
+    Role.publisher: _l("publisher"),
+    Role.advertiser: _l("advertiser"),
+    Role.finance: _l("finance"),
+    Role.admin: _l("admin"),
 }
 
 
@@ -84,7 +101,7 @@ class AuthMiddleware(ASGIMiddleware):
                 scheme, _, credential = auth.partition(" ")
                 if scheme.lower() != "bearer" or not credential.strip():
                     scope["state"]["auth_problem"] = Unauthorized(
-                        "Send your API key as 'Authorization: Bearer <key>'.", code="invalid_authorization"
+                        _l("Send your API key as 'Authorization: Bearer <key>'."), code="invalid_authorization"
                     )
                 else:
                     try:
@@ -99,8 +116,9 @@ class AuthMiddleware(ASGIMiddleware):
                 if user is not None and user.role == Role.publisher:
                     await _publisher_sighted(scope, user)
                 if expired:
+                    # Lazy: the reader's language is known only after this middleware (LocaleMiddleware).
                     scope["state"]["auth_problem"] = Unauthorized(
-                        "Your session has expired. Please log in again.", code="session_expired"
+                        _l("Your session has expired. Please log in again."), code="session_expired"
                     )
         await next_app(scope, receive, send)
 
@@ -177,7 +195,7 @@ class SecurityHeadersMiddleware(ASGIMiddleware):
 def requires_role(*roles: Role):
     """A guard admitting only users of these roles. Routes without one must be marked public."""
 
-    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
         user = current_user(connection)
         if user is None:
             problem = connection.scope.get("state", {}).get("auth_problem")
@@ -185,12 +203,22 @@ def requires_role(*roles: Role):
                 raise problem
             if connection.scope["path"].startswith(API_PREFIX):
                 raise Unauthorized(
-                    "This endpoint needs an API key: send 'Authorization: Bearer <key>'.", code="missing_api_key"
+                    _("This endpoint needs an API key: send 'Authorization: Bearer <key>'."), code="missing_api_key"
                 )
-            raise Unauthorized("Please log in to continue.", code="login_required")
+            raise Unauthorized(_("Please log in to continue."), code="login_required")
         if user.role not in roles:
-            wanted = " or ".join(ROLE_LABELS[r] for r in roles)
-            raise Forbidden(f"This page is for {wanted}; you are signed in as {user.role.value}.", code="wrong_role")
+            wanted = functools.reduce(
+                lambda first, second: _("%(first)s or %(second)s", first=first, second=second),
+                [str(_ROLES_WANTED[r]) for r in roles],
+            )
+            raise Forbidden(
+                _(
+                    "This page is for %(roles)s; you are signed in as %(role)s.",
+                    roles=wanted,
+                    role=_ROLE_NAMES[user.role],
+                ),
+                code="wrong_role",
+            )
 
     guard.affnet_roles = frozenset(roles)  # type: ignore[attr-defined]
     return guard
@@ -232,6 +260,7 @@ def error_response(
     headers: Mapping[str, str] | None = None,
 ) -> Response:
     headers = dict(headers) if headers else None
+    message = str(message)  # a lazy message (_l) is read here, in the reader's language
     if _wants_json(request):
         return Response(
             ErrorBody(ErrorDetail(code=code, message=message, field=field)),
@@ -256,12 +285,12 @@ def handle_domain_error(request: Request, exc: DomainError) -> Response:
 
 
 _HTTP_MESSAGES = {
-    400: "The request could not be understood.",
-    403: "You are not allowed to do that.",
-    404: "There is nothing at this address.",
-    405: "This address does not accept that kind of request.",
-    413: "That upload is too large.",
+    400: _l("The request could not be understood."),
+    403: _l("You are not allowed to do that."),
+    404: _l("There is nothing at this address."),
+    405: _l("This address does not accept that kind of request."),
 }
+SERVER_FAILED = _l("Something went wrong on our side. Please try again.")
 _HTTP_CODES = {
     400: "bad_request",
     403: "forbidden",
@@ -279,10 +308,12 @@ def handle_http_error(request: Request, exc: HTTPException) -> Response:
             request,
             403,
             "csrf_failed",
-            "This form has expired or did not come from this site. Go back, reload the page and try again.",
+            _("This form has expired or did not come from this site. Go back, reload the page and try again."),
         )
     if isinstance(exc, NotAuthorizedException):
-        return error_response(request, 401, "unauthorized", exc.detail or "Please log in to continue.")
+        return error_response(request, 401, "unauthorized", exc.detail or _("Please log in to continue."))
+    if status == 413:
+        return _too_large(request, exc)
     field = None
     if isinstance(exc, ValidationException):
         # Litestar's own message names the method and URL and msgspec's types: say it for a person.
@@ -290,9 +321,44 @@ def handle_http_error(request: Request, exc: HTTPException) -> Response:
     elif status < 500 and exc.detail and status not in (404, 405):
         message = exc.detail
     else:
-        message = _HTTP_MESSAGES.get(status, "Something went wrong on our side. Please try again.")
+        message = str(_HTTP_MESSAGES.get(status, SERVER_FAILED))
     # Keep what the exception says about the answer: a 405 carries the methods allowed in `Allow`.
     return error_response(request, status, _HTTP_CODES.get(status, "error"), message, field, exc.headers)
+
+
+def _body_limit(request: Request) -> str:
+    """The request body limit of the route asked ("2 MB"), in the reader's words and digits."""
+    limit = request.scope["route_handler"].resolve_request_max_body_size() or 0
+    megabytes = limit / (1024 * 1024)
+    return _("%(num)s MB", num=number_text(megabytes, places=0 if megabytes.is_integer() else 1))
+
+
+def _back_to(request: Request) -> str:
+    """Where the page the request came from is: the Referer when it is this site's, else the start."""
+    referer = request.headers.get("referer", "")
+    parts = urlsplit(referer)
+    if parts.scheme == request.url.scheme and parts.netloc == request.url.netloc:
+        return safe_next(parts.path + (f"?{parts.query}" if parts.query else ""))
+    return "/"
+
+
+def _too_large(request: Request, exc: HTTPException) -> Response:
+    """413: a body past the route's limit (an upload, most likely), refused before it was read. A
+    form's page says so in the site's layout with a way back to the form; the API in its JSON."""
+    limit = _body_limit(request)
+    if _wants_json(request):
+        message = _("The request body is larger than the %(limit)s limit.", limit=limit)
+        return error_response(request, 413, "too_large", message, headers=exc.headers)
+    return Template(
+        "error.html",
+        context={
+            "status": 413,
+            "message": _("The file is larger than the %(limit)s limit; choose a smaller file.", limit=limit),
+            "back": _back_to(request),
+        },
+        status_code=413,
+        headers=exc.headers,
+    )
 
 
 # --- ids in paths ------------------------------------------------------------------------------
@@ -313,14 +379,14 @@ async def check_address(request: Request) -> None:
     scope = request.scope
     query = scope.get("query_string", b"")
     if b"%00" in query or b"\x00" in query or "\x00" in scope["path"]:
-        raise DomainError("The address contains a NUL character (%00), which nothing here accepts.")
+        raise DomainError(_("The address contains a NUL character (%%00), which nothing here accepts."))
     params = scope.get("path_params")
     if not params:
         return
     highest = SQLITE_MAX_ID if db.is_sqlite() else POSTGRES_MAX_ID
     for value in params.values():
         if type(value) is int and not 1 <= value <= highest:
-            raise NotFound("There is nothing at this address.")
+            raise NotFound(_("There is nothing at this address."))
 
 
 async def respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> None:

@@ -10,6 +10,7 @@ from server.accounts import service as accounts
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import PublisherStatus, Role
 from server.core.errors import DomainError, Invalid
+from server.core.i18n import _
 from server.core.locale import LANGUAGE_COOKIE
 from server.core.validation import safe_next
 from server.http.pages import (
@@ -156,7 +157,7 @@ class AccountController(Controller):
         return render(
             "accounts/password.html",
             form={},
-            notice="Your password has been changed. Every other session of yours has been logged out.",
+            notice=_("Your password has been changed. Every other session of yours has been logged out."),
         )
 
     @post("/time-zone")
@@ -252,7 +253,7 @@ class AdminPublishersController(Controller):
         return render(
             "admin/settings.html",
             auto_approve=await accounts.publisher_auto_approve(settings_of(request)),
-            notice="Settings saved.",
+            notice=_("Settings saved."),
             **_traffic_quality(request),
         )
 
