@@ -24,6 +24,7 @@ from server.conversions.group_commit import NAMES, BatchFailed, ConversionWriter
 from server.conversions.tables import Conversion, ConversionSource, ConversionStatus
 from server.core import clock, db, money
 from server.core.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unauthorized
+from server.core.i18n import _, _l, ngettext
 from server.tracking.tokens import read_click_id
 
 MAX_TXN_ID = 100
@@ -85,12 +86,14 @@ class Recorded:
 def _txn_id(raw: str) -> str:
     if not raw:
         raise Invalid(
-            "txn_id is required: send your order or lead id, so a repeated report counts once.",
+            _("txn_id is required: send your order or lead id, so a repeated report counts once."),
             field="txn_id",
             code="txn_id_required",
         )
     if len(raw) > MAX_TXN_ID or not raw.isprintable():
-        raise Invalid(f"txn_id must be at most {MAX_TXN_ID} printable characters.", field="txn_id", code="bad_txn_id")
+        raise Invalid(
+            _("txn_id must be at most %(max)s printable characters.", max=MAX_TXN_ID), field="txn_id", code="bad_txn_id"
+        )
     return raw
 
 
@@ -103,8 +106,10 @@ def _sale_amount(raw: Any) -> int:
         value = int(raw)
     if value is None or not 0 <= value <= MAX_SALE_MINOR:
         raise Invalid(
-            "amount must be the sale amount in minor units, a whole number from 0 to 10^12 "
-            "(for example 1250 for 12.50).",
+            _(
+                "amount must be the sale amount in minor units, a whole number from 0 to 10^12 "
+                "(for example 1250 for 12.50)."
+            ),
             field="amount",
             code="bad_amount",
         )
@@ -117,23 +122,35 @@ def _goal(goals: list[dict[str, Any]], name: str) -> dict[str, Any]:
             if goal["payout_model"] in CONVERSION_MODELS:
                 return goal
         raise Invalid(
-            "This campaign has no conversion goal (CPL, CPA or RevShare): it pays per click or view only.",
+            _("This campaign has no conversion goal (CPL, CPA or RevShare): it pays per click or view only."),
             field="goal",
             code="unknown_goal",
         )
     for goal in goals:
         if goal["name"] == name:
             if goal["payout_model"] not in CONVERSION_MODELS:
+                per_click = goal["payout_model"] == "cpc"
                 raise Invalid(
-                    f"Goal '{name}' pays per {'click' if goal['payout_model'] == 'cpc' else 'view'}; "
-                    "it is counted by affnet and cannot be reported as a conversion.",
+                    _(
+                        "Goal '%(goal)s' pays per click; it is counted by affnet and cannot be reported as a "
+                        "conversion.",
+                        goal=name,
+                    )
+                    if per_click
+                    else _(
+                        "Goal '%(goal)s' pays per view; it is counted by affnet and cannot be reported as a "
+                        "conversion.",
+                        goal=name,
+                    ),
                     field="goal",
                     code="unknown_goal",
                 )
             return goal
-    names = ", ".join(g["name"] for g in goals if g["payout_model"] in CONVERSION_MODELS) or "none"
+    names = ", ".join(g["name"] for g in goals if g["payout_model"] in CONVERSION_MODELS) or _("none")
     raise Invalid(
-        f"This campaign has no goal '{name[:40]}' (its conversion goals: {names}).", field="goal", code="unknown_goal"
+        _("This campaign has no goal '%(goal)s' (its conversion goals: %(names)s).", goal=name[:40], names=names),
+        field="goal",
+        code="unknown_goal",
     )
 
 
@@ -145,7 +162,15 @@ def price(goal: Mapping[str, Any], sale_minor: int | None) -> tuple[int, int, in
     return money.flat_split(goal["advertiser_amount"], goal["publisher_amount"])
 
 
-_UNKNOWN_CLICK = "This click id was not issued by affnet for this campaign (it is unknown, edited or forged)."
+_UNKNOWN_CLICK = _l("This click id was not issued by affnet for this campaign (it is unknown, edited or forged).")
+
+# The campaign's conversion caps, as the refusal says them (%(cap)s: the cap).
+_CAPS = (
+    _l("The campaign's cap of %(cap)s conversions a day is reached (days and months in UTC)."),
+    _l("The campaign's cap of %(cap)s conversions a month is reached (days and months in UTC)."),
+    _l("The campaign's cap of %(cap)s conversions a day per publisher is reached (days and months in UTC)."),
+    _l("The campaign's cap of %(cap)s conversions a month per publisher is reached (days and months in UTC)."),
+)
 
 _CAMPAIGN_COLUMNS = (
     "status",
@@ -180,13 +205,16 @@ async def _campaign_by_key(public_key: str) -> dict[str, Any]:
         )
     if row is None:
         raise NotFound(
-            "There is no campaign with this pixel key: copy the pixel tag from your campaign page.",
+            _("There is no campaign with this pixel key: copy the pixel tag from your campaign page."),
             code="unknown_campaign",
         )
     if not row["pixel_enabled"]:
         # Read from the database on every hit (not the terms cache), so switching it off takes at once.
         raise Forbidden(
-            "The advertiser has switched this campaign's pixel off: conversions are reported by postback or API only.",
+            _(
+                "The advertiser has switched this campaign's pixel off: conversions are reported by postback or "
+                "API only."
+            ),
             code="pixel_disabled",
         )
     return row
@@ -220,11 +248,11 @@ async def _click_and_terms(token_key: bytes, click_id: str, terms_of: TermsSourc
     ref = read_click_id(token_key, click_id) if click_id else None
     if ref is None:
         raise NotFound(
-            "click_id is missing." if not click_id else _UNKNOWN_CLICK, field="click_id", code="unknown_click"
+            _("click_id is missing.") if not click_id else str(_UNKNOWN_CLICK), field="click_id", code="unknown_click"
         )
     terms = await terms_of(str(ref.link_id))
     if terms is None:
-        raise NotFound(_UNKNOWN_CLICK, field="click_id", code="unknown_click")
+        raise NotFound(str(_UNKNOWN_CLICK), field="click_id", code="unknown_click")
     return ref, terms
 
 
@@ -234,13 +262,13 @@ def _authorise(credentials: Credentials, campaign: Mapping[str, Any]) -> None:
     if credentials.advertiser_id is not None:
         if credentials.advertiser_id != campaign["advertiser"]:
             raise Unauthorized(
-                "This API key does not belong to the advertiser of the click's campaign.", code="bad_token"
+                _("This API key does not belong to the advertiser of the click's campaign."), code="bad_token"
             )
         return
     secret = campaign["postback_secret"]
     if not secret or not hmac.compare_digest((credentials.token or "").encode(), secret.encode()):
         raise Unauthorized(
-            "token is not the postback token of the click's campaign: copy it from the campaign page.",
+            _("token is not the postback token of the click's campaign: copy it from the campaign page."),
             field="token",
             code="bad_token",
         )
@@ -256,22 +284,15 @@ async def _check_caps(campaign: Mapping[str, Any], publisher_id: int, now: datet
     base = (Conversion.campaign == campaign["campaign_id"]) & Conversion.status.is_in(list(COUNTED))
     mine = Conversion.publisher == publisher_id
     checks = (
-        ("cap_conversions_daily", base & (Conversion.converted_at >= day), "a day"),
-        ("cap_conversions_monthly", base & (Conversion.converted_at >= month), "a month"),
-        ("cap_publisher_conversions_daily", base & mine & (Conversion.converted_at >= day), "a day per publisher"),
-        (
-            "cap_publisher_conversions_monthly",
-            base & mine & (Conversion.converted_at >= month),
-            "a month per publisher",
-        ),
+        ("cap_conversions_daily", base & (Conversion.converted_at >= day), _CAPS[0]),
+        ("cap_conversions_monthly", base & (Conversion.converted_at >= month), _CAPS[1]),
+        ("cap_publisher_conversions_daily", base & mine & (Conversion.converted_at >= day), _CAPS[2]),
+        ("cap_publisher_conversions_monthly", base & mine & (Conversion.converted_at >= month), _CAPS[3]),
     )
-    for column, where, label in checks:
+    for column, where, message in checks:
         cap = campaign[column]
         if cap is not None and await Conversion.count().where(where) >= cap:
-            raise Conflict(
-                f"The campaign's cap of {cap} conversions {label} is reached (days and months in UTC).",
-                code="cap_reached",
-            )
+            raise Conflict(str(message) % {"cap": cap}, code="cap_reached")
 
 
 async def record_conversion(
@@ -301,7 +322,10 @@ async def record_conversion(
         pixel_campaign = await _campaign_by_key(credentials.public_key)
     elif not credentials.token and credentials.advertiser_id is None:
         raise Unauthorized(
-            "Authenticate with token=<the campaign's postback token> or 'Authorization: Bearer <advertiser API key>'.",
+            _(
+                "Authenticate with token=<the campaign's postback token> or 'Authorization: Bearer <advertiser "
+                "API key>'."
+            ),
             field="token",
             code="bad_token",
         )
@@ -309,7 +333,7 @@ async def record_conversion(
     ref, terms = await _click_and_terms(token_key, report.click_id, terms_of)
     campaign, goals, campaign_id = terms.campaign, terms.goals, terms.campaign_id
     if pixel_campaign is not None and pixel_campaign["id"] != campaign_id:
-        raise NotFound(_UNKNOWN_CLICK, field="click_id", code="unknown_click")
+        raise NotFound(str(_UNKNOWN_CLICK), field="click_id", code="unknown_click")
     _authorise(credentials, campaign)
     try:
         row = _conversion_row(campaign, goals, ref, txn_id, report, source, now)
@@ -376,8 +400,13 @@ async def _store(row: dict[str, Any], limit: int) -> tuple[dict[str, Any], bool]
             return first, True
         ordinal = await _next_ordinal(row["click_id"], row["goal"])
     raise Conflict(
-        f"This click has already brought {limit} conversion{'s' if limit != 1 else ''} of this goal, as "
-        "many as the advertiser allows per click: this one is not counted.",
+        ngettext(
+            "This click has already brought %(num)s conversion of this goal, as many as the advertiser allows per "
+            "click: this one is not counted.",
+            "This click has already brought %(num)s conversions of this goal, as many as the advertiser allows per "
+            "click: this one is not counted.",
+            limit,
+        ),
         field="click_id",
         code="click_limit_reached",
     )
@@ -396,7 +425,7 @@ _INSERT_COLUMNS = NAMES  # every column the intake writes, in order
 # Written out, like the lookup above: Piccolo's insert builder cost more than the insert itself.
 _INSERT_SQL = (
     f"INSERT INTO conversion ({', '.join(_INSERT_COLUMNS)}) "  # noqa: S608
-    f"VALUES ({', '.join('{}' for _ in _INSERT_COLUMNS)}) "
+    f"VALUES ({', '.join('{}' for _column in _INSERT_COLUMNS)}) "
     "ON CONFLICT DO NOTHING RETURNING id"
 )  # either unique index: see _store
 _INSERT_SQL_PG = _INSERT_SQL.format(*(f"${i}" for i in range(1, len(_INSERT_COLUMNS) + 1)))
@@ -430,34 +459,44 @@ def _conversion_row(
 ) -> dict[str, Any]:
     """The conversion to store (its columns), once the campaign's terms allow it; raises why they do not."""
     if campaign["status"] == CampaignStatus.ended.value:
-        raise Conflict("This campaign has ended: it takes no more conversions.", code="campaign_ended")
+        raise Conflict(_("This campaign has ended: it takes no more conversions."), code="campaign_ended")
     clicked_at = datetime.fromtimestamp(ref.clicked_at, UTC)
     elapsed = (now - clicked_at).total_seconds()
     if elapsed > campaign["attribution_window_days"] * 86400:
         raise Invalid(
-            f"The click was more than {campaign['attribution_window_days']} days ago, outside the "
-            "campaign's attribution window.",
+            _(
+                "The click was more than %(days)s days ago, outside the campaign's attribution window.",
+                days=campaign["attribution_window_days"],
+            ),
             field="click_id",
             code="outside_attribution_window",
         )
     if elapsed < campaign["min_conversion_seconds"]:
         raise Invalid(
-            f"The conversion came {max(int(elapsed), 0)} s after the click; the campaign requires at "
-            f"least {campaign['min_conversion_seconds']} s.",
+            _(
+                "The conversion came %(seconds)s s after the click; the campaign requires at least %(least)s s.",
+                seconds=max(int(elapsed), 0),
+                least=campaign["min_conversion_seconds"],
+            ),
             field="click_id",
             code="too_fast",
         )
     goal = _goal(goals, report.goal)
     if report.currency and report.currency.upper() != campaign["currency"]:
         raise Invalid(
-            f"currency must be the campaign's currency, {campaign['currency']}.", field="currency", code="bad_currency"
+            _("currency must be the campaign's currency, %(currency)s.", currency=campaign["currency"]),
+            field="currency",
+            code="bad_currency",
         )
     # The sale amount is kept for every goal that sends one (the advertiser's sales and ROI); only
     # RevShare needs it for the price. None: no sale amount was reported, which is not a sale of 0.
     sale = None if report.amount is None or report.amount == "" else _sale_amount(report.amount)
     if goal["payout_model"] == PayoutModel.revshare.value and sale is None:
         raise Invalid(
-            f"Goal '{goal['name']}' pays a share of the sale: send amount, the sale amount in minor units.",
+            _(
+                "Goal '%(goal)s' pays a share of the sale: send amount, the sale amount in minor units.",
+                goal=goal["name"],
+            ),
             field="amount",
             code="amount_required",
         )
@@ -466,9 +505,13 @@ def _conversion_row(
             # Refused rather than held: nothing is stored, so nothing can be charged or approved
             # by mistake; a real sale this large is reported again after the advertiser raises the max.
             raise Invalid(
-                f"The sale amount {money.display(sale, campaign['currency'])} is more than the largest sale "
-                f"the advertiser accepts for goal '{goal['name']}' "
-                f"({money.display(goal['max_sale_minor'], campaign['currency'])}): it is not counted.",
+                _(
+                    "The sale amount %(sale)s is more than the largest sale the advertiser accepts for goal "
+                    "'%(goal)s' (%(largest)s): it is not counted.",
+                    sale=money.display(sale, campaign["currency"]),
+                    goal=goal["name"],
+                    largest=money.display(goal["max_sale_minor"], campaign["currency"]),
+                ),
                 field="amount",
                 code="amount_above_max",
             )

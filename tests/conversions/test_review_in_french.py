@@ -1,9 +1,11 @@
 """An advertiser who reads French gets the conversion review in French: the upload preview's
 line-by-line outcomes and errors, the held-conversions queue, the rules page and their refusals;
-amounts in French formats, machine words (txn_id, approved) as they are typed."""
+amounts in French formats, machine words (txn_id, approved) as they are typed. The conversions
+API answers in the language its caller asks for, with the same machine codes."""
 
 from __future__ import annotations
 
+from tests.conversions.factories import api_key, campaign_and_click
 from tests.conversions.test_csv_upload import errors_of, flat, line_text, upload
 from tests.conversions.test_review import browser_of, pending_conversions
 from tests.factories import csrf
@@ -46,3 +48,16 @@ async def test_the_review_queue_and_rules_pages_speak_french(client, new_client,
         "Trop rapide : conversions nécessaires avant de se fier à la médiane : un nombre entier de 5 à 10000."
         in flat(refused.text)
     )
+
+
+async def test_the_conversions_api_answers_in_the_readers_language_and_keeps_its_codes(app, client, settings):
+    setup, click_id, _token = await campaign_and_click(settings, client)
+    headers = {"authorization": f"Bearer {await api_key(setup.advertiser)}", "accept-language": "it-IT"}
+    ok = await client.post("/api/v1/conversions", headers=headers, json={"click_id": click_id, "txn_id": "o1"})
+    [accepted] = ok.json()["results"]
+    assert accepted["status"] == "accepted"
+    assert accepted["message"] == "Conversione registrata; resta in attesa fino alla fine del periodo di convalida."
+    missing = await client.post("/api/v1/conversions", headers=headers, json={"click_id": click_id})
+    [refused] = missing.json()["results"]
+    assert refused["code"] == "txn_id_required"  # the machine code stays as it is
+    assert refused["message"].startswith("txn_id è obbligatorio")
