@@ -44,6 +44,7 @@ async def test_spend_cpa_and_roi_count_the_advertisers_own_conversions(app, new_
         ]
     )
     await rollup.rebuild_all()
+    await rollup.roll_up(datetime.now(UTC))  # the cursor at now: the reports read these hours from the rollups
     setup_advertiser = (await Conversion.select(Conversion.campaign.advertiser.id.as_alias("adv")).first())["adv"]
     advertiser = as_user(setup_advertiser, world.emails[setup_advertiser], Role.advertiser)
     client = await _api(new_client, advertiser)
