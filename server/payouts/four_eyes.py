@@ -21,15 +21,17 @@ job, tests' set-up) are not recorded: there is nobody to keep apart."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from server.accounts.tables import Publisher, Role, User
 from server.core import clock, money
 from server.core.hours import utc
+from server.core.i18n import _, long_datetime_text, ngettext
 from server.payouts.tables import ChangeKind, PayoutBatch, PayoutCarryOver, PayoutChange, PayoutLine, Schedule
 
 SHOWN = 3  # changes named in a refusal; the page lists them all
@@ -46,14 +48,44 @@ class Change:
     created_at: datetime
 
     def sentence(self, viewer_id: int | None = None) -> str:
-        """ "You changed … on 3 Dec 2026 14:05 UTC", or with the author's email for anyone else."""
-        who = "You" if viewer_id == self.actor_id else self.actor_email
-        return f"{who} {self.summary} on {when(self.created_at)}"
+        """ "You changed … on December 3, 2026 2:05 PM", or with the author's email for anyone else,
+        in the reader's language and time zone (the page names the zone)."""
+        change, moment = words(self.summary), long_datetime_text(self.created_at)
+        if viewer_id == self.actor_id:
+            return _("You %(change)s on %(when)s", change=change, when=moment)
+        return _("%(who)s %(change)s on %(when)s", who=self.actor_email, change=change, when=moment)
 
 
-def when(moment: datetime) -> str:
-    moment = moment.astimezone(UTC)
-    return f"{moment.day} {moment:%b %Y %H:%M} UTC"
+def N_(message: str) -> str:  # marks an English phrase for the catalogues; words() translates it
+    return message
+
+
+def phrase(message: str, **values: Any) -> str:
+    """What a change is kept as (PayoutChange.summary): its English phrase and the values to fill in,
+    so each reader reads it in their own language. A value is text, or ("money", minor, currency),
+    ("schedule", terms as a dict) or ("text", a phrase marked with N_), written when read."""
+    return json.dumps({"phrase": message, "values": values}, ensure_ascii=False)
+
+
+def words(summary: str) -> str:
+    """A kept change in the reader's language (changes kept before issue 19 are plain English)."""
+    try:
+        kept = json.loads(summary)
+    except ValueError:
+        return summary
+    if not isinstance(kept, dict) or "phrase" not in kept:
+        return summary
+    return _(kept["phrase"], **{name: _value(v) for name, v in kept.get("values", {}).items()})
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, list) and value and value[0] == "money":
+        return money.display_local(value[1], value[2])
+    if isinstance(value, list) and value and value[0] == "schedule":
+        return schedule_words(value[1])
+    if isinstance(value, list) and value and value[0] == "text":
+        return _(value[1])
+    return str(value)
 
 
 def clip(text: str) -> str:
@@ -64,7 +96,7 @@ def clip(text: str) -> str:
 async def publisher_label(publisher_id: int) -> str:
     """ "Ana (ana@example.com)": the publisher's name and address, for a summary."""
     row = await User.select(User.email).where(User.id == publisher_id).first()
-    email = row["email"] if row else f"user #{publisher_id}"
+    email = row["email"] if row else f"#{publisher_id}"
     profile = await Publisher.select(Publisher.display_name).where(Publisher.user == publisher_id).first()
     name = clip(profile["display_name"]) if profile and profile["display_name"].strip() else email
     return f"{name} ({email})" if name != email else email
@@ -95,20 +127,49 @@ async def record(
     )
 
 
-WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+WEEKDAYS = (N_("Monday"), N_("Tuesday"), N_("Wednesday"), N_("Thursday"), N_("Friday"), N_("Saturday"), N_("Sunday"))
+
+
+def schedule_terms(terms: Any) -> dict[str, Any]:
+    """What decides a batch in a schedule (a change of any of it is a change that counts)."""
+    return {
+        "schedule": terms.schedule.value,
+        "weekday": terms.cutoff_weekday,
+        "day": terms.cutoff_day,
+        "hour": terms.cutoff_hour,
+        "large_change_percent": terms.large_change_percent,
+    }
 
 
 def schedule_text(terms: Any) -> str:
-    """ "monthly, cut-off on day 1 at 00:00 UTC, large change 50%": what a schedule change is shown as."""
-    day = WEEKDAYS[terms.cutoff_weekday] if terms.schedule is Schedule.weekly else f"day {terms.cutoff_day}"
-    return (
-        f"{terms.schedule.value}, cut-off on {day} at {terms.cutoff_hour:02d}:00 UTC, large change "
-        f"{terms.large_change_percent}%"
+    """The schedule as comparable text: two schedules that differ in anything differ here."""
+    return json.dumps(schedule_terms(terms), sort_keys=True)
+
+
+def schedule_words(kept: dict[str, Any]) -> str:
+    """ "monthly, cut-off on day 1 at 00:00 UTC, large change 50%", in the reader's language."""
+    hour, percent = f"{kept['hour']:02d}:00", kept["large_change_percent"]
+    if kept["schedule"] == Schedule.weekly.value:
+        return _(
+            "weekly, cut-off on %(weekday)s at %(hour)s UTC, large change %(percent)s%%",
+            weekday=_(WEEKDAYS[kept["weekday"]]),
+            hour=hour,
+            percent=percent,
+        )
+    return _(
+        "monthly, cut-off on day %(day)s at %(hour)s UTC, large change %(percent)s%%",
+        day=kept["day"],
+        hour=hour,
+        percent=percent,
     )
 
 
 def schedule_change(before: Any, after: Any) -> str:
-    return f"changed the payout schedule from {schedule_text(before)} to {schedule_text(after)}"
+    return phrase(
+        N_("changed the payout schedule from %(before)s to %(after)s"),
+        before=["schedule", schedule_terms(before)],
+        after=["schedule", schedule_terms(after)],
+    )
 
 
 async def record_terms(
@@ -120,24 +181,33 @@ async def record_terms(
     old = before or {"minimum_minor": None, "minimum_currency": "", "on_hold": False, "hold_reason": ""}
     who = await publisher_label(publisher_id)
 
-    def minimum(row: dict[str, Any]) -> str:
+    def minimum(row: dict[str, Any]) -> list[Any]:
         if row["minimum_minor"] is None:
-            return "the network minimum"
-        return money.display(row["minimum_minor"], row["minimum_currency"])
+            return ["text", N_("the network minimum")]
+        return ["money", row["minimum_minor"], row["minimum_currency"]]
 
     if (old["minimum_minor"], old["minimum_currency"]) != (new["minimum_minor"], new["minimum_currency"]):
         await record(
             ChangeKind.publisher_minimum,
-            f"changed the minimum payout of {who} from {minimum(old)} to {minimum(new)}",
+            phrase(
+                N_("changed the minimum payout of %(who)s from %(before)s to %(after)s"),
+                who=who,
+                before=minimum(old),
+                after=minimum(new),
+            ),
             actor_id=actor_id,
             publisher_id=publisher_id,
         )
     if old["on_hold"] and not new["on_hold"]:
-        done = f"released the payout hold on {who}"
+        done = phrase(N_("released the payout hold on %(who)s"), who=who)
     elif new["on_hold"] and not old["on_hold"]:
-        done = f"put the payouts of {who} on hold (“{clip(new['hold_reason'])}”)"
+        done = phrase(N_("put the payouts of %(who)s on hold (“%(reason)s”)"), who=who, reason=clip(new["hold_reason"]))
     elif new["on_hold"] and old["hold_reason"] != new["hold_reason"]:
-        done = f"changed the reason of the payout hold on {who} to “{clip(new['hold_reason'])}”"
+        done = phrase(
+            N_("changed the reason of the payout hold on %(who)s to “%(reason)s”"),
+            who=who,
+            reason=clip(new["hold_reason"]),
+        )
     else:
         return
     await record(ChangeKind.publisher_hold, done, actor_id=actor_id, publisher_id=publisher_id)
@@ -218,15 +288,21 @@ class Standing:
             return None
         text = "; ".join(reasons[:SHOWN])
         if len(reasons) > SHOWN:
-            text += f"; and {len(reasons) - SHOWN} more change(s) listed on the batch's page"
-        return f"{text}: another finance person must approve this batch."
+            more = len(reasons) - SHOWN
+            text = ngettext(
+                "%(reasons)s; and %(num)s more change listed on the batch's page",
+                "%(reasons)s; and %(num)s more changes listed on the batch's page",
+                more,
+                reasons=text,
+            )
+        return _("%(reasons)s: another finance person must approve this batch.", reasons=text)
 
 
 async def standing(batch: dict[str, Any]) -> Standing:
     changes = await counting(batch)
     barred: dict[int, list[str]] = defaultdict(list)
     if batch["prepared_by"] is not None:
-        barred[batch["prepared_by"]].append("You prepared this batch")
+        barred[batch["prepared_by"]].append(_("You prepared this batch"))
     for change in changes:
         barred[change.actor_id].append(change.sentence(change.actor_id))
     finance = (

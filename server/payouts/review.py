@@ -16,7 +16,7 @@ from typing import Any
 
 from server.accounts.identity import CurrentUser
 from server.audit import service as audit
-from server.core import clock, db, money
+from server.core import clock, db
 from server.core.errors import Conflict, Forbidden, Invalid, NotFound
 from server.core.i18n import _, _l
 from server.ledger import postings
@@ -151,9 +151,14 @@ async def hold_line(actor: CurrentUser, batch_id: int, line_id: int, reason: str
         who = await four_eyes.publisher_label(publisher_id)
         await four_eyes.record(
             ChangeKind.line_held,
-            f"held line #{line_id} of {who} "
-            f"({money.display(amount, row['currency'])}) in batch #{batch_id} "
-            f"(“{four_eyes.clip(reason)}”)",
+            four_eyes.phrase(
+                four_eyes.N_("held line #%(line)s of %(who)s (%(amount)s) in batch #%(batch)s (“%(reason)s”)"),
+                line=line_id,
+                who=who,
+                amount=["money", amount, row["currency"]],
+                batch=batch_id,
+                reason=four_eyes.clip(reason),
+            ),
             actor_id=actor.id,
             currency=row["currency"],
             publisher_id=publisher_id,

@@ -28,7 +28,7 @@ from piccolo.query.functions.aggregate import Sum
 
 from server.audit import service as audit
 from server.conversions import holds
-from server.core import clock, db, money
+from server.core import clock, db
 from server.core.errors import Invalid
 from server.core.hours import utc
 from server.core.i18n import _, _l
@@ -151,8 +151,12 @@ async def set_minimum(currency: str, minimum_minor: int, *, actor_id: int | None
         if minimum_minor != before:
             await four_eyes.record(
                 ChangeKind.network_minimum,
-                f"changed the {currency} minimum payout from "
-                f"{money.display(before, currency)} to {money.display(minimum_minor, currency)}",
+                four_eyes.phrase(
+                    four_eyes.N_("changed the %(currency)s minimum payout from %(before)s to %(after)s"),
+                    currency=currency,
+                    before=["money", before, currency],
+                    after=["money", minimum_minor, currency],
+                ),
                 actor_id=actor_id,
                 currency=currency,
             )

@@ -15,6 +15,7 @@ from playwright.async_api import expect
 from server.accounts.tables import Role
 from server.conversions import approval
 from server.conversions.tables import Conversion
+from server.core import i18n
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from server.payouts import service as payouts
@@ -68,7 +69,7 @@ async def test_a_publisher_is_paid_after_one_finance_person_prepares_and_holds_a
         # The publisher sets up payouts: Stripe's Express onboarding (the stand-in's page), then ready.
         publisher = await new_page()
         await log_in(publisher, setup.publisher_email)
-        await publisher.get_by_role("link", name="Payouts").click()
+        await publisher.get_by_role("link", name="Payouts", exact=True).click()
         await publisher.get_by_role("button", name="Set up payouts").click()
         await publisher.wait_for_url(f"{stripe_local.base_url}/connect/onboarding/*")
         await publisher.get_by_role("button", name="Complete").click()
@@ -95,9 +96,11 @@ async def test_a_publisher_is_paid_after_one_finance_person_prepares_and_holds_a
         _, preparer_email = await make_staff(Role.finance)
         preparer = await new_page()
         await log_in(preparer, preparer_email)
-        await preparer.get_by_role("link", name="Payouts").click()
+        await preparer.get_by_role("link", name="Payouts", exact=True).click()
         await preparer.get_by_role("button", name="Prepare the last period now").click()
-        await expect(preparer.locator("p.notice")).to_contain_text("Prepared 1 batch(es): 2 lines, 0 carried over")
+        await expect(preparer.get_by_test_id("prepare-outcome")).to_contain_text(
+            "(EUR) prepared now: 2 lines to pay, 0 publishers carried over"
+        )
         await preparer.get_by_test_id("batch").filter(has_text="EUR").get_by_role("link").click()
         await expect(preparer.get_by_test_id("total")).to_have_text("€120.00")
         line = await PayoutLine.select().where(PayoutLine.publisher == setup.publisher.id).first()
@@ -110,8 +113,11 @@ async def test_a_publisher_is_paid_after_one_finance_person_prepares_and_holds_a
         await expect(held_row).to_have_attribute("data-status", "held")
         await expect(preparer.get_by_test_id("total")).to_have_text("€56.00")
 
-        # A prepared and changed it: four eyes give A the reason instead of an Approve button.
+        # A prepared and changed it: four eyes show A what the batch waits for instead of an Approve button.
         await preparer.reload()
+        await expect(preparer.get_by_test_id("waiting-for-approval")).to_contain_text(
+            "Waiting for a second person to approve."
+        )
         await expect(preparer.get_by_test_id("cannot-approve")).to_contain_text(
             f"You prepared this batch; You held line #{held['id']} of"
         )
@@ -130,10 +136,16 @@ async def test_a_publisher_is_paid_after_one_finance_person_prepares_and_holds_a
         await expect(approver.get_by_test_id("people")).to_contain_text(f"Approved by {approver_email}")
         await expect(approver.get_by_test_id("status")).to_have_text("approved")
 
-        # The worker runs the job the approval enqueued: one transfer for the line.
+        # While it waits to be paid the page follows the batch by itself, saying when it last asked.
+        await expect(approver.get_by_test_id("live-status")).to_be_visible()
+        first_check = await approver.get_by_test_id("last-checked").text_content()
+        await expect(approver.get_by_test_id("last-checked")).not_to_have_text(first_check, timeout=10_000)
+
+        # The worker runs the job the approval enqueued: one transfer for the line. No reload: the
+        # page sees the status change and shows the paid batch, then stops asking.
         await run_worker(settings)
-        await approver.reload()
-        await expect(approver.get_by_test_id("status")).to_have_text("done")
+        await expect(approver.get_by_test_id("status")).to_have_text("done", timeout=15_000)
+        await expect(approver.get_by_test_id("live-status")).to_have_count(0)
         line = await PayoutLine.select().where(PayoutLine.id == line["id"]).first()
         assert line["status"] == "paid" and line["stripe_transfer_id"].startswith("tr_")
 
@@ -149,7 +161,7 @@ async def test_a_publisher_is_paid_after_one_finance_person_prepares_and_holds_a
         await expect(publisher.get_by_test_id("payout-line")).to_have_attribute("data-status", "paid")
         await expect(publisher.get_by_test_id("payout-line-amount")).to_have_text("€56.00")
         await expect(publisher.get_by_test_id("payout-line-transfer")).to_have_text(line["stripe_transfer_id"])
-        await expect(publisher.locator("h1")).to_contain_text(cutoff.strftime("%Y-%m-%d"))
+        await expect(publisher.locator("h1")).to_contain_text(i18n.date_text(cutoff))  # in English: 12/1/2026
 
         # The other publisher sees their payout held, with finance's reason, and their money back.
         held_publisher = await new_page()

@@ -193,3 +193,26 @@ async def test_the_payout_pages_read_in_french_and_italian_with_local_money_and_
     italian = text((await finance.get(PAGE, headers={"Accept-Language": "it-IT"})).text)
     assert "Lotti di pagamenti" in italian and "Prepara ora un pagamento fuori calendario" in italian
     assert "1.234,56 €" in italian and "preparato" in italian
+
+
+async def test_four_eyes_reasons_are_kept_as_phrases_and_read_in_each_readers_language(new_client, settings):
+    await earning_publisher(settings, 12_000, effective_at=await last_cutoff() - timedelta(minutes=5))
+    a_id, a = await finance_client(new_client)
+    _, b = await finance_client(new_client)
+    await a.get(f"{PAGE}/settings")
+    saved = await post_form(a, f"{PAGE}/settings/minimum", {"currency": "EUR", "minimum": "60.00"})
+    assert saved.status_code == 303
+    await post_form(a, f"{PAGE}/prepare")
+    [batch] = await PayoutBatch.select()
+
+    italian = text((await a.get(f"{PAGE}/{batch['id']}", headers={"Accept-Language": "it"})).text)
+    assert "In attesa dell'approvazione di una seconda persona." in italian
+    assert (
+        "Hai preparato questo lotto; Hai modificato il pagamento minimo in EUR (prima: 50,00 €; ora: 60,00 €) il "
+        in (italian)
+    )
+    french = text((await b.get(f"{PAGE}/{batch['id']}", headers={"Accept-Language": "fr"})).text)
+    assert "a modifié le paiement minimum en EUR (avant : 50,00 € ; désormais : 60,00 €) le " in french
+    english = text((await b.get(f"{PAGE}/{batch['id']}")).text)
+    assert "changed the EUR minimum payout from €50.00 to €60.00 on " in english
+    assert 'data-testid="approve"' not in (await a.get(f"{PAGE}/{batch['id']}")).text
