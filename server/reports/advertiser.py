@@ -73,7 +73,7 @@ class AdvertiserReport:
     tables: list[ReportTable]
     spend_chart: dict[str, Any] | None
     balance_chart: dict[str, Any] | None
-    counted: Counted | None = None  # when the figures were counted: rolled up, then live
+    counted: Counted  # when the figures were counted: rolled up, then live
 
 
 async def _by(

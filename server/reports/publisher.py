@@ -86,8 +86,8 @@ class PublisherReport:
     figures: list[dict[str, Any]]  # per currency: the period's totals
     tables: list[ReportTable]
     chart: dict[str, Any] | None  # earnings, clicks and conversions by day, in the main currency
+    counted: Counted  # when the figures were counted: rolled up, then live
     paid: dict[str, int] = field(default_factory=dict)  # paid out in the period, per currency
-    counted: Counted | None = None  # when the figures were counted: rolled up, then live
 
 
 def _by_label(row: dict[str, Any]) -> tuple[str, str]:

@@ -42,6 +42,8 @@ async def test_a_conversion_recorded_just_now_is_in_the_report_before_any_rollup
     assert "straight from the recorded events" in page.text
     eur = await _publisher_figures(browser)
     assert (eur["clicks"], eur["conversions"], eur["payout_pending_minor"]) == (1, 1, 800)
+    body = (await browser.api.get("/api/v1/publisher/reports")).json()
+    assert body["updated_at"] is None and body["live_from"] is None  # every hour counted from the raw events
 
     advertiser = new_client()
     advertiser.headers["authorization"] = f"Bearer {await api_key(setup.advertiser)}"
@@ -61,6 +63,8 @@ async def test_figures_rolled_up_and_counted_live_add_up_once(app, clean, client
     browser.api.headers["authorization"] = f"Bearer {await api_key(setup.publisher)}"
     eur = await _publisher_figures(browser)
     assert (eur["clicks"], eur["conversions"]) == (1, 1)  # the current hour is not counted twice
+    body = (await browser.api.get("/api/v1/publisher/reports")).json()
+    assert body["updated_at"] is not None and body["live_from"] <= body["updated_at"]
 
     # Another reader's click and conversion after the rollup ran: in the report at once, and
     # counted once after the next run.

@@ -29,7 +29,7 @@ from server.http.reports.common import (
 from server.http.web import current_user, requires_role
 from server.payouts import history as payout_history
 from server.reports import advertiser as advertiser_reports
-from server.reports import earnings, rollup, spending, traffic
+from server.reports import earnings, spending, traffic
 from server.reports import publisher as publisher_reports
 from server.tracking import service as tracking
 
@@ -163,7 +163,10 @@ class Figures(msgspec.Struct):
 
 class PublisherReport(msgspec.Struct):
     period: dict[str, str]  # from, to (local dates, included), tz, and the UTC instants they span
-    updated_at: datetime | None  # the figures count events up to here
+    updated_at: datetime | None  # when the hourly rollup last ran
+    # Hours from here on were counted from the raw events at the time of the request (null: all of
+    # them, no rollup has run yet): a conversion is in the report as soon as it is stored.
+    live_from: datetime | None
     figures: list[Figures]
     tables: dict[str, list[dict[str, Any]]]  # by_day, by_campaign, by_sub_id, by_slot, by_country, invalid_traffic
 
@@ -207,7 +210,8 @@ class PublisherReportsApi(Controller):
         ]
         return PublisherReport(
             period=period.as_dict(),
-            updated_at=await rollup.updated_at(),
+            updated_at=report.counted.updated,
+            live_from=report.counted.live_from,
             figures=figures,
             tables={t.name: t.as_json() for t in report.tables},
         )
@@ -271,7 +275,8 @@ class AdvertiserFigures(msgspec.Struct):
 
 class AdvertiserReport(msgspec.Struct):
     period: dict[str, str]
-    updated_at: datetime | None
+    updated_at: datetime | None  # when the hourly rollup last ran
+    live_from: datetime | None  # as in PublisherReport
     figures: list[AdvertiserFigures]
     tables: dict[str, list[dict[str, Any]]]  # by_day, by_campaign, by_publisher, by_goal, balance
 
@@ -313,7 +318,8 @@ class AdvertiserReportsApi(Controller):
         ]
         return AdvertiserReport(
             period=period.as_dict(),
-            updated_at=await rollup.updated_at(),
+            updated_at=report.counted.updated,
+            live_from=report.counted.live_from,
             figures=figures,
             tables={t.name: t.as_json() for t in report.tables},
         )
