@@ -13,7 +13,16 @@ from server.ledger.tables import AccountKind as K
 from server.payouts import execute, history, reversals, review
 from server.payouts import service as payouts
 from tests.payouts.factories import after_next_cutoff, earning_publisher
-from tests.payouts.test_history import line_of, more_available, paid_publisher, signed_in, staff, text_of
+from tests.payouts.test_history import (
+    API,
+    line_of,
+    more_available,
+    paid_publisher,
+    publisher_key,
+    signed_in,
+    staff,
+    text_of,
+)
 
 
 async def reverse_at_stripe(stripe_local, line: dict, amount: int | None = None) -> None:
@@ -92,6 +101,10 @@ async def test_paid_to_you_adds_every_payout_net_of_reversals_and_the_last_is_th
     assert shown["dashboard_paid"] == shown["page_paid"] == "€135.00"  # 100 - 25 + 60
     assert shown["dashboard_last"] == shown["page_last"] == f"€60.00 on {today()}"
     assert shown["dashboard_available"] == "€25.00"
+
+    body = (await new_client().get(API, headers=await publisher_key(publisher))).json()
+    [paid] = body["paid_to_you"]
+    assert (paid["currency"], paid["paid_minor"], paid["last_payout_minor"]) == ("EUR", 13_500, 6_000)
 
     await reverse_at_stripe(stripe_local, second)  # the newest payout reversed in full: no longer "last"
     shown = await figures(new_client, publisher)

@@ -161,12 +161,22 @@ class PayoutCarriedOver(msgspec.Struct):
     reason_words: str
 
 
+class PaidToPublisher(msgspec.Struct):
+    """What payouts have paid the publisher in one currency so far, in minor units."""
+
+    currency: str
+    paid_minor: int  # every transfer that reached them, less what Stripe reversed of it
+    last_payout_minor: int  # their newest payout still theirs (at least in part), less what was reversed
+    last_paid_at: datetime  # when that payout's transfer was made
+
+
 class PayoutHistory(msgspec.Struct):
     lines: list[PayoutHistoryLine]  # newest first, one page
     carried_over: list[PayoutCarriedOver]  # the most recent periods, newest first
     page: int
     per_page: int
     has_more: bool  # another page of lines follows
+    paid_to_you: list[PaidToPublisher]  # one per currency ever paid in
 
 
 class PayoutAccountApi(Controller):
@@ -226,8 +236,17 @@ class PayoutAccountApi(Controller):
             )
             for c in await history.carried_of(publisher_id)
         ]
+        paid = [
+            PaidToPublisher(p.currency, p.paid_minor, p.last_minor, p.last_paid_at)
+            for p in (await history.paid_to_you(publisher_id)).values()
+        ]
         return PayoutHistory(
-            lines=lines, carried_over=carried, page=found.page, per_page=found.per_page, has_more=found.has_more
+            lines=lines,
+            carried_over=carried,
+            page=found.page,
+            per_page=found.per_page,
+            has_more=found.has_more,
+            paid_to_you=paid,
         )
 
 
