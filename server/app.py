@@ -138,7 +138,7 @@ def _check_autoescape(engine: JinjaTemplateEngine) -> None:
 
 def _handle_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(request, 500, "internal_error", SERVER_FAILED)
+    return error_response(request, 500, "internal_error", str(SERVER_FAILED))
 
 
 def create_app(settings: Settings | None = None) -> FastPaths:

@@ -379,7 +379,7 @@ async def check_address(request: Request) -> None:
     scope = request.scope
     query = scope.get("query_string", b"")
     if b"%00" in query or b"\x00" in query or "\x00" in scope["path"]:
-        raise DomainError(_("The address contains a NUL character (%%00), which nothing here accepts."))
+        raise DomainError(_("The address contains a NUL character (%00), which nothing here accepts."))
     params = scope.get("path_params")
     if not params:
         return

@@ -127,3 +127,25 @@ def test_the_json_api_still_answers_one_error_when_a_form_found_several():
     assert response.status_code == 422
     body = msgspec.to_builtins(response.content)
     assert body == {"error": {"code": "invalid", "message": "Name is required.", "field": "name"}}
+
+
+async def test_a_refused_form_token_is_explained_in_the_readers_language(client):
+    """The CSRF check runs in a middleware, before any handler: its page is still in French."""
+    await client.get("/signup/advertiser", headers={"Accept-Language": "fr-FR"})
+    response = await client.post(
+        "/signup/advertiser",
+        data={"email": "shop@affnet.example", "_csrf_token": "0" * 64},
+        headers={"Accept-Language": "fr-FR"},
+    )
+    assert response.status_code == 403
+    assert '<html lang="fr">' in response.text
+    assert "Ce formulaire a expiré ou ne provient pas de ce site." in response.text
+    assert await User.count() == 0
+
+
+async def test_a_page_of_another_role_says_who_it_is_for_in_the_readers_language(client, settings):
+    _, email = await make_publisher(settings)
+    await login(client, email)
+    response = await client.get("/admin/settings", headers={"Accept-Language": "it-IT"})
+    assert response.status_code == 403
+    assert "Questa pagina è per gli amministratori; hai effettuato l’accesso come publisher." in response.text
