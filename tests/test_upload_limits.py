@@ -6,8 +6,11 @@ from __future__ import annotations
 from server.accounts import service as accounts
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
+from server.campaigns import creatives
+from server.campaigns.tables import Creative
 from server.conversions import csv_upload
 from server.conversions.tables import Conversion
+from tests.campaigns.test_advertiser_campaigns import BASE, create, logged_in_advertiser
 from tests.factories import csrf, login, make_advertiser
 
 FIVE_MB = b"txn_id,status\n" + b"x" * (5 * 1024 * 1024)
@@ -32,6 +35,23 @@ async def test_a_5_mb_upload_gets_the_sites_413_page_with_the_limit_and_a_link_b
     assert 'href="/advertiser/conversions?status=pending" data-testid="back"' in response.text
     assert 'class="topbar"' in response.text  # the site's layout, with its navigation
     assert await Conversion.count() == 0
+
+
+async def test_a_5_mb_banner_gets_the_413_page_with_its_routes_limit_and_a_link_back_to_the_campaign(client):
+    await logged_in_advertiser(client)
+    campaign_id = await create(client)
+    campaign_page = f"http://testserver.local{BASE}/{campaign_id}"
+    response = await client.post(
+        f"{BASE}/{campaign_id}/creatives/image",
+        data={"name": "Winter banner", "_csrf_token": csrf(client)},
+        files={"file": ("banner.png", b"\x89PNG\r\n\x1a\n" + bytes(5 * 1024 * 1024), "image/png")},
+        headers={"Referer": campaign_page},
+    )
+    assert response.status_code == 413
+    limit_mb = creatives.UPLOAD_BODY_LIMIT // (1024 * 1024)
+    assert f"The file is larger than the {limit_mb} MB limit; choose a smaller file." in response.text
+    assert f'href="{BASE}/{campaign_id}" data-testid="back"' in response.text
+    assert await Creative.count() == 0
 
 
 async def test_a_413_never_links_back_to_another_site(client):
