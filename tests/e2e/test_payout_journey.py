@@ -99,7 +99,7 @@ async def test_a_publisher_is_paid_after_one_finance_person_prepares_and_holds_a
         await preparer.get_by_role("link", name="Payouts", exact=True).click()
         await preparer.get_by_role("button", name="Prepare the last period now").click()
         await expect(preparer.get_by_test_id("prepare-outcome")).to_contain_text(
-            "(EUR) prepared now: 2 lines to pay, 0 publishers carried over"
+            "(EUR) prepared now. 2 lines to pay. 0 publishers carried over."
         )
         await preparer.get_by_test_id("batch").filter(has_text="EUR").get_by_role("link").click()
         await expect(preparer.get_by_test_id("total")).to_have_text("€120.00")

@@ -65,13 +65,13 @@ async def test_preparing_a_period_where_nobody_reaches_the_minimum_says_who_was_
 
     [batch] = await PayoutBatch.select()
     assert (batch["line_count"], batch["carried_count"], batch["off_cycle"]) == (0, 2, False)
-    assert f"batch #{batch['id']} (EUR) prepared now: 0 lines to pay, 2 publishers carried over" in first
-    assert "(below the minimum payout: 2)" in first  # the unready account is below the minimum first
+    assert f"Batch #{batch['id']} (EUR) prepared now. 0 lines to pay. 2 publishers carried over:" in first
+    assert "below the minimum payout: 2" in first  # the unready account is below the minimum first
     assert "Nobody in it is paid: it only records who was carried over and why." in first
     assert f'data-id="{batch["id"]}"' in (await finance.get(PAGE)).text  # the list agrees
 
     again = text((await post_form(finance, f"{PAGE}/prepare")).text)
-    assert f"batch #{batch['id']} (EUR) was prepared before: nothing new was made." in again
+    assert f"Batch #{batch['id']} (EUR) was prepared before: nothing new was made." in again
     assert await PayoutBatch.count() == 1
 
 
@@ -93,8 +93,8 @@ async def test_an_off_cycle_run_pays_what_is_available_now_marked_off_cycle_and_
     lines = await PayoutLine.select().where(PayoutLine.batch == batch["id"])
     assert [(line["publisher"], line["amount_minor"]) for line in lines] == [(publisher, 12_000)]
     assert "Off-cycle run with its cut-off at" in text(first.text)
-    assert f"batch #{batch['id']} (EUR) prepared now: 1 line to pay, 1 publisher carried over" in text(first.text)
-    assert f"batch #{batch['id']} (EUR) was prepared before: nothing new was made." in text(again.text)
+    assert f"Batch #{batch['id']} (EUR) prepared now. 1 line to pay. 1 publisher carried over:" in text(first.text)
+    assert f"Batch #{batch['id']} (EUR) was prepared before: nothing new was made." in text(again.text)
     listing = (await preparer.get(PAGE)).text
     assert re.search(rf'data-id="{batch["id"]}" data-off-cycle="yes">\s*<td><a[^>]*>#{batch["id"]}</a> <span', listing)
     assert 'data-testid="off-cycle"' in listing
