@@ -86,6 +86,8 @@ class SessionBoundCSRF(ASGIMiddleware):
         except HTTPException as exc:
             # Answered here rather than by the app's handlers, which run outside every middleware:
             # inside, the page is in the reader's language (server/core/locale.py's middleware).
+            # A 413 came with a good session: the page's own forms (log out, language) keep working.
+            ScopeState.from_scope(scope).csrf_token = expected or ""
             response = handle_http_error(request, exc)
             await response.to_asgi_response(app=None, request=request)(scope, receive, send)
             return

@@ -326,9 +326,20 @@ def handle_http_error(request: Request, exc: HTTPException) -> Response:
     return error_response(request, status, _HTTP_CODES.get(status, "error"), message, field, exc.headers)
 
 
+UPLOAD_LIMIT = "upload_limit_bytes"
+"""Route option: the file size limit an upload form's page tells people (bytes, or a function of the
+Settings giving them), for the 413 page to name instead of the route's body limit, which leaves
+room for the rest of the form: `@post(..., request_max_body_size=..., opt={UPLOAD_LIMIT: ...})`."""
+
+
 def _body_limit(request: Request) -> str:
-    """The request body limit of the route asked ("2 MB"), in the reader's words and digits."""
-    limit = request.scope["route_handler"].resolve_request_max_body_size() or 0
+    """The limit a too-large request broke ("2 MB"), in the reader's words and digits: the file
+    limit the route declares (UPLOAD_LIMIT), else its request body limit."""
+    handler = request.scope["route_handler"]
+    declared = handler.opt.get(UPLOAD_LIMIT)
+    if callable(declared):
+        declared = declared(request.app.state.settings)
+    limit = declared or handler.resolve_request_max_body_size() or 0
     megabytes = limit / (1024 * 1024)
     return _("%(num)s MB", num=number_text(megabytes, places=0 if megabytes.is_integer() else 1))
 
