@@ -1,6 +1,7 @@
 """Demo data for `make run` and `affnet-dev demo`: the demo users (admin, finance, advertiser, publisher), the
-demo shop's campaign joined by the demo publisher, its banner campaign and the publisher's sidebar slot that
-/demo/blog shows. Idempotent: it adds only what is missing."""
+demo shop's campaign joined by the demo publisher, its banner campaign, the publisher's sidebar slot that
+/demo/blog shows, and the demo advertiser's funds (without them publishers are offered none of its
+campaigns). Idempotent: it adds only what is missing."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from server.ads.tables import AdSlot
 from server.campaigns import creatives
 from server.campaigns import service as campaigns
 from server.campaigns.tables import Campaign, Creative
+from server.ledger import postings
 
 DEMO_PASSWORD = "demo-password-2026"  # noqa: S105 - printed on purpose; refused in production
 DEMO_USERS = [
@@ -28,6 +30,9 @@ DEMO_USERS = [
 DEMO_ADVERTISER = "advertiser@affnet.example"
 DEMO_PUBLISHER = "publisher@affnet.example"
 CAMPAIGN_NAME = "Demo Shop knives (banners)"
+DEMO_FUNDS_MINOR = 50_000  # EUR 500.00, the demo campaigns' currency
+# One funding ever: the ledger posts a key once, so a second `make run` finds it and funds nothing.
+DEMO_FUNDING_KEY = "demo:funding:advertiser@affnet.example"
 
 
 def banner(width: int, height: int, headline: str, line: str) -> bytes:
@@ -138,6 +143,7 @@ async def seed_demo(settings) -> list[tuple[str, str]]:
             await accounts.create_user(email, DEMO_PASSWORD, role)
     await _seed_demo_campaign()
     await seed_demo_ads(settings)
+    await _fund_demo_advertiser()
     return [(role.value, email) for role, email in DEMO_USERS]
 
 
@@ -171,6 +177,15 @@ async def _seed_demo_campaign() -> None:
         },
     )
     await campaigns.join(CurrentUser(pub["id"], "publisher@affnet.example", Role.publisher, "cli"), campaign_id)
+
+
+async def _fund_demo_advertiser() -> None:
+    """Money on the demo advertiser's balance, as a Stripe top-up would bring: publishers are offered
+    only the campaigns of an advertiser who can pay them."""
+    adv = await User.select(User.id).where(User.email == DEMO_ADVERTISER).first()
+    if adv is None:
+        return
+    await postings.fund_advertiser(adv["id"], DEMO_FUNDS_MINOR, "EUR", reference_id=adv["id"], key=DEMO_FUNDING_KEY)
 
 
 def _system_admin():

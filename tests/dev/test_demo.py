@@ -1,14 +1,19 @@
-"""`make run` seeds a banner campaign and a slot for the demo publisher; /demo/blog shows the slot."""
+"""`make run` seeds a banner campaign and a slot for the demo publisher; /demo/blog shows the slot; the
+demo advertiser has funds, so new publishers find the demo campaigns in the marketplace."""
 
 from __future__ import annotations
 
 import html
 import re
 
-from dev.demo import seed_demo
+from dev.demo import DEMO_ADVERTISER, DEMO_FUNDS_MINOR, seed_demo
+from server.accounts.tables import User
 from server.ads.tables import AdSlot
 from server.campaigns.tables import Campaign, Creative
+from server.ledger import service as ledger
+from server.ledger.tables import AccountKind as K
 from tests.ads.factories import BROWSER, path_of, view
+from tests.campaigns.test_publisher_marketplace import listed_ids, publisher_client
 from tests.conftest import BASE_URL
 
 
@@ -37,3 +42,17 @@ async def test_the_demo_blog_shows_a_working_slot(app, client, settings):
     image = html.unescape(re.search(r'<img src="([^"]+)"', frame.text).group(1))
     assert (await client.get(path_of(image))).headers["content-type"] == "image/png"
     assert (await view(client, answer["view_url"])).status_code == 202
+
+
+async def test_a_new_publisher_finds_the_demo_campaigns_in_the_marketplace(app, new_client, settings):
+    await seed_demo(settings)
+    await seed_demo(settings)  # a second `make run` does not fund the demo advertiser again
+    advertiser = await User.select(User.id).where(User.email == DEMO_ADVERTISER).first()
+    assert await ledger.balance(K.advertiser_balance, "EUR", advertiser["id"]) == DEMO_FUNDS_MINOR
+
+    browser, _ = await publisher_client(new_client, settings)
+    page = (await browser.get("/publisher/campaigns")).text
+    demo = await Campaign.select(Campaign.id).where(Campaign.advertiser == advertiser["id"])
+    assert len(demo) == 2
+    assert sorted(listed_ids(page)) == sorted(c["id"] for c in demo)
+    assert "Demo Shop spring sale" in page and "Demo Shop knives (banners)" in page
