@@ -40,3 +40,12 @@ class PublisherApplication:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> PublisherApplication:
         return cls(**row)
+
+
+@dataclass(frozen=True, slots=True)
+class PublicProfile:
+    """How a publisher is shown to advertisers: their public name and site, never their e-mail
+    address (personal data)."""
+
+    name: str
+    site: str

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from server.accounts import passwords, throttle
 from server.accounts.identity import CurrentUser
-from server.accounts.records import ApiKeyListing, PublisherApplication
+from server.accounts.records import ApiKeyListing, PublicProfile, PublisherApplication
 from server.accounts.tables import (
     Advertiser,
     ApiKey,
@@ -176,6 +176,19 @@ async def publisher_profile(user_id: int) -> dict[str, Any]:
     if row is None:
         raise NotFound(_("No publisher profile for this account."))
     return row
+
+
+async def public_profiles(publisher_ids: set[int]) -> dict[int, PublicProfile]:
+    """What advertisers may know of these publishers (by user id): their public name (their number
+    when they gave none) and site. Never their e-mail address."""
+    rows = await Publisher.select(Publisher.user, Publisher.display_name, Publisher.blog_url).where(
+        Publisher.user.is_in(sorted(publisher_ids) or [0])
+    )
+    named = {r["user"]: PublicProfile(r["display_name"].strip(), r["blog_url"]) for r in rows}
+    return {
+        i: PublicProfile(named[i].name or f"#{i}", named[i].site) if i in named else PublicProfile(f"#{i}", "")
+        for i in publisher_ids
+    }
 
 
 async def advertiser_profile(user_id: int) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from server.accounts import service as accounts
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
 from server.audit import service as audit
@@ -83,7 +84,8 @@ class HeldConversion:
     campaign_name: str
     goal_name: str
     publisher_id: int
-    publisher_email: str
+    publisher_name: str  # their public profile: advertisers review them too, and never see e-mail addresses
+    publisher_site: str
     txn_id: str
     source: str
     currency: str
@@ -120,7 +122,6 @@ async def queue(
         Conversion.campaign.name.as_alias("campaign_name"),
         Conversion.goal.name.as_alias("goal_name"),
         Conversion.publisher.as_alias("publisher_id"),
-        Conversion.publisher.email.as_alias("publisher_email"),
         Conversion.click_id,
         Conversion.txn_id,
         Conversion.source,
@@ -155,6 +156,7 @@ async def queue(
     }
     day = now.replace(hour=0, minute=0, second=0, microsecond=0)
     baselines = {p: await rules.publisher_volume(p, day) for p in sorted({r["publisher_id"] for r in rows})}
+    profiles = await accounts.public_profiles({r["publisher_id"] for r in rows})
     return [
         HeldConversion(
             id=r["id"],
@@ -162,7 +164,8 @@ async def queue(
             campaign_name=r["campaign_name"],
             goal_name=r["goal_name"],
             publisher_id=r["publisher_id"],
-            publisher_email=r["publisher_email"],
+            publisher_name=profiles[r["publisher_id"]].name,
+            publisher_site=profiles[r["publisher_id"]].site,
             txn_id=r["txn_id"],
             source=r["source"],
             currency=r["currency"],

@@ -9,7 +9,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
+from server.accounts import service as accounts
 from server.accounts.identity import CurrentUser
+from server.accounts.records import PublicProfile
+from server.accounts.tables import Publisher
 from server.audit import service as audit
 from server.conversions import approval, holds, reversal
 from server.conversions.tables import Conversion, ConversionSource, ConversionStatus
@@ -29,7 +32,7 @@ Action = Literal["approve", "reject", "reverse"]
 class Filters:
     status: str | None = None
     campaign_id: int | None = None
-    publisher_email: str | None = None
+    publisher: str | None = None  # part of the publisher's public name or site
     date_from: date | None = None
     date_to: date | None = None
     source: str | None = None  # how it was reported: the pixel's can be fired by anyone with a click id
@@ -39,7 +42,7 @@ class Filters:
         return {
             "status": self.status or "",
             "campaign": "" if self.campaign_id is None else str(self.campaign_id),
-            "publisher": self.publisher_email or "",
+            "publisher": self.publisher or "",
             "from": self.date_from.isoformat() if self.date_from else "",
             "to": self.date_to.isoformat() if self.date_to else "",
             "source": self.source or "",
@@ -77,8 +80,8 @@ def parse_filters(params: Mapping[str, Any]) -> Filters:
     if date_from and date_to and date_from > date_to:
         raise Invalid(_("“From” must not be after “To”."), field="from")
     publisher = get("publisher")
-    if len(publisher) > 254:
-        raise Invalid(_("That publisher email is too long."), field="publisher")
+    if len(publisher) > 500:
+        raise Invalid(_("That publisher name is too long."), field="publisher")
     source = get("source")
     if source and source not in {s.value for s in ConversionSource}:
         raise Invalid(
@@ -88,7 +91,7 @@ def parse_filters(params: Mapping[str, Any]) -> Filters:
     return Filters(
         status=status or None,
         campaign_id=int(campaign) if campaign else None,
-        publisher_email=publisher or None,
+        publisher=publisher or None,
         date_from=date_from,
         date_to=date_to,
         source=source or None,
@@ -115,11 +118,13 @@ class ConversionListing:
     campaign_id: int
     campaign_name: str
     goal_name: str
-    publisher_email: str
+    publisher_id: int
+    publisher_name: str  # their public profile: an advertiser never sees a publisher's e-mail address
+    publisher_site: str
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> ConversionListing:
-        return cls(**row)
+    def from_row(cls, row: dict[str, Any], publisher: PublicProfile) -> ConversionListing:
+        return cls(**row, publisher_name=publisher.name, publisher_site=publisher.site)
 
 
 async def list_conversions(
@@ -127,13 +132,16 @@ async def list_conversions(
     *,
     status: str | None = None,
     campaign_id: int | None = None,
-    publisher_email: str | None = None,
+    publisher: str | None = None,
     date_from: date | None = None,
     date_to: date | None = None,
     source: str | None = None,
     limit: int = LIST_LIMIT,
 ) -> list[ConversionListing]:
-    """The advertiser's own conversions, newest first. Dates are whole UTC days, both ends included."""
+    """The advertiser's own conversions, newest first, their publishers named by their public
+    profile. Dates are whole UTC days, both ends included; `publisher` is part of the publisher's
+    public name or site (never matched against their e-mail address, which the advertiser must
+    not learn, not even by guessing)."""
     query = Conversion.select(
         Conversion.id,
         Conversion.txn_id,
@@ -150,7 +158,7 @@ async def list_conversions(
         Conversion.campaign.as_alias("campaign_id"),
         Conversion.campaign.name.as_alias("campaign_name"),
         Conversion.goal.name.as_alias("goal_name"),
-        Conversion.publisher.email.as_alias("publisher_email"),
+        Conversion.publisher.as_alias("publisher_id"),
     ).where(Conversion.campaign.advertiser == advertiser.id)
     if status:
         query = query.where(Conversion.status == status)
@@ -158,9 +166,15 @@ async def list_conversions(
         query = query.where(Conversion.source == source)
     if campaign_id is not None:
         query = query.where(Conversion.campaign == campaign_id)
-    if publisher_email:
-        # Emails are stored lower-case, so LIKE on the lowered text matches case-insensitively on both engines.
-        query = query.where(Conversion.publisher.email.like(f"%{publisher_email.lower()}%"))
+    if publisher:
+        pattern = f"%{publisher}%"
+        query = query.where(
+            Conversion.publisher.is_in(
+                Publisher.select(Publisher.user).where(
+                    Publisher.display_name.ilike(pattern) | Publisher.blog_url.ilike(pattern)
+                )
+            )
+        )
     if date_from:
         query = query.where(Conversion.converted_at >= datetime.combine(date_from, time(), UTC))
     if date_to:
@@ -170,7 +184,8 @@ async def list_conversions(
         .order_by(Conversion.id, ascending=False)
         .limit(limit)
     )
-    return [ConversionListing.from_row(row) for row in rows]
+    profiles = await accounts.public_profiles({r["publisher_id"] for r in rows})
+    return [ConversionListing.from_row(row, profiles[row["publisher_id"]]) for row in rows]
 
 
 @dataclass

@@ -311,6 +311,35 @@ async def test_the_advertiser_sees_how_many_publishers_wait_for_an_answer(new_cl
     assert "1 publisher aspetta la tua risposta" in italian and '<span class="badge ok">attiva</span>' in italian
 
 
+async def test_the_advertisers_dashboard_says_how_many_publishers_wait_and_links_each_campaign(new_client, settings):
+    advertiser = await make_advertiser_user()
+    boots = await make_campaign(advertiser, visibility="approval", name="Spring Boots")
+    coats = await make_campaign(advertiser, visibility="approval", name="Winter Coats")
+    quiet = await make_campaign(advertiser, visibility="approval", name="Summer Hats")
+    client = await advertiser_client(new_client, advertiser)
+    assert 'data-testid="waiting-applications"' not in (await client.get("/advertiser")).text
+
+    for name in ("Hiking Blog", "Cooking Blog"):
+        await applicant(settings, boots, name)
+    await applicant(settings, coats, "Travel Blog")
+    page = (await client.get("/advertiser")).text
+    notice = re.search(r'data-testid="waiting-applications".*?</section>', page, re.S).group(0)
+    assert "3 publishers wait for your answer" in text_of(notice)
+    assert "Spring Boots: 2 applications" in text_of(notice) and "Winter Coats: 1 application" in text_of(notice)
+    links = re.findall(r'href="([^"]+)"', notice)
+    assert sorted(links) == sorted([f"{BASE}/{boots}#publishers", f"{BASE}/{coats}#publishers"])
+    assert f"{BASE}/{quiet}" not in notice
+
+    french = text_of((await client.get("/advertiser", headers={"Accept-Language": "fr-FR"})).text)
+    assert "3 éditeurs attendent votre réponse" in french and "Winter Coats : 1 candidature" in french
+    italian = text_of((await client.get("/advertiser", headers={"Accept-Language": "it-IT"})).text)
+    assert "3 publisher aspettano la tua risposta" in italian and "Spring Boots: 2 candidature" in italian
+
+    for row in await Membership.select(Membership.id).where(Membership.campaign.is_in([boots, coats])):
+        await campaigns.decide(advertiser, row["id"], accept=True)
+    assert 'data-testid="waiting-applications"' not in (await client.get("/advertiser")).text
+
+
 async def test_a_campaign_paused_for_its_balance_says_why_in_the_readers_language(new_client):
     advertiser = await make_advertiser_user()
     campaign_id = await make_campaign(advertiser)

@@ -14,7 +14,7 @@ from server.conversions.tables import Conversion, PublisherRule
 from server.ledger import service as ledger
 from server.ledger.tables import LedgerTxn
 from tests.conversions.test_self_and_shared import own_and_readers_conversion
-from tests.factories import make_advertiser, make_staff
+from tests.factories import login, make_advertiser, make_staff
 
 
 async def key_of(user_id: int, email: str, role: Role) -> dict[str, str]:
@@ -48,6 +48,35 @@ async def test_the_advertiser_reviews_a_self_conversion_through_the_api(app, cli
     assert (row["status"], row["status_reason"]) == ("rejected", "Own order")
     assert await LedgerTxn.count().where(LedgerTxn.reference_type == "conversion", LedgerTxn.reference_id == own) == 0
     assert await ledger.check() == []
+
+
+async def test_advertisers_read_conversions_by_publishers_public_names_and_sites_never_their_email(
+    app, client, new_client, settings
+):
+    setup, own, theirs = await own_and_readers_conversion(app, client, new_client, settings, hold_days=0)
+    await app.state.click_buffer.flush()
+    await approval.run(now=datetime.now(UTC) + timedelta(seconds=5))  # `own` is held for review
+    browser = new_client()
+    await login(browser, setup.advertiser.email)
+    for path in ("/advertiser/conversions", "/advertiser/review"):
+        page = await browser.get(path)
+        assert page.status_code == 200, page.text
+        assert setup.publisher_email not in page.text, path
+        assert "Cooking Blog" in page.text and 'href="https://blog.affnet.example"' in page.text, path
+    # The list's publisher filter reads names and sites: it cannot tell an advertiser whose address it is.
+    found = await browser.get("/advertiser/conversions", params={"publisher": setup.publisher_email})
+    assert f'data-conversion-id="{theirs}"' not in found.text
+    found = await browser.get("/advertiser/conversions", params={"publisher": "cooking blog"})
+    assert f'data-conversion-id="{theirs}"' in found.text
+
+    answer = await client.get(
+        "/api/v1/review/conversions", headers=await key_of(setup.advertiser.id, setup.advertiser.email, Role.advertiser)
+    )
+    assert answer.status_code == 200, answer.text
+    assert setup.publisher_email not in answer.text
+    [held] = answer.json()["held"]
+    assert held["id"] == own and "publisher_email" not in held
+    assert (held["publisher_name"], held["publisher_site"]) == ("Cooking Blog", "https://blog.affnet.example")
 
 
 async def test_finance_reviews_held_publishers_through_the_api_and_advertisers_cannot(app, client, settings):

@@ -36,7 +36,8 @@ class HeldConversionOut(msgspec.Struct):
     campaign_name: str
     goal_name: str
     publisher_id: int
-    publisher_email: str
+    publisher_name: str  # their public name: nobody reviewing a conversion reads a publisher's e-mail address
+    publisher_site: str
     txn_id: str
     source: str
     currency: str
@@ -111,7 +112,8 @@ class ConversionReviewApi(Controller):
                     campaign_name=c.campaign_name,
                     goal_name=c.goal_name,
                     publisher_id=c.publisher_id,
-                    publisher_email=c.publisher_email,
+                    publisher_name=c.publisher_name,
+                    publisher_site=c.publisher_site,
                     txn_id=c.txn_id,
                     source=c.source,
                     currency=c.currency,

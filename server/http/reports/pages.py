@@ -11,8 +11,10 @@ from litestar import Controller, Request, Router, get
 from litestar.response import Response, Template
 
 from server.accounts import service as accounts
+from server.accounts.identity import CurrentUser
 from server.accounts.tables import PublisherStatus, Role
 from server.billing import service as billing
+from server.campaigns import service as campaigns
 from server.core import money
 from server.core.errors import Invalid
 from server.http.campaigns.marketplace_pages import click_table
@@ -228,11 +230,14 @@ class AdvertiserDashboard(Controller):
 
     @get("")
     async def dashboard(self, request: Request) -> Template:
-        advertiser_id = current_user(request).id  # type: ignore[union-attr]
+        advertiser: CurrentUser = current_user(request)  # type: ignore[assignment]  # the guard admitted one
+        advertiser_id = advertiser.id
         profile = await accounts.advertiser_profile(advertiser_id)
         return render(
             "advertiser/dashboard.html",
             profile=profile,
+            # The campaigns publishers applied to and wait for an answer on (the notice at the top).
+            waiting=[s for s in await campaigns.summaries(advertiser) if s.waiting],
             balances=await billing.balances_of(advertiser_id),
             spend=await spending.spend_of(advertiser_id),
             paid_for=await spending.paid_for(advertiser_id),
