@@ -362,7 +362,7 @@ async def test_the_nightly_job_records_each_check_and_the_page_shows_what_it_fou
     assert await AuditEvent.count().where(AuditEvent.action == finance.CHECK_ACTION) == 2
     finance_client, _ = await staff_client(new_client, Role.finance)
     page = await finance_client.get("/finance")
-    assert 'data-ok="no"' in page.text and "1 problem(s) found" in page.text and "the nightly job" in page.text
+    assert 'data-ok="no"' in page.text and "1 problem found." in page.text and "the nightly job" in page.text
     assert "stores 1001 but its entries sum to 1000" in page.text
 
 
