@@ -33,6 +33,7 @@ EXPECTED_PUBLIC: set[tuple[str, str]] = {
     ("POST", "/signup/publisher"),
     ("GET", "/signup/advertiser"),
     ("POST", "/signup/advertiser"),
+    ("POST", "/language"),  # the footer's language switcher: visitors choose too (a cookie), CSRF-checked
     ("GET", "/healthz"),
     ("GET", "/static/{file_path:path}"),
     ("HEAD", "/static/{file_path:path}"),

@@ -333,14 +333,16 @@ room for the rest of the form: `@post(..., request_max_body_size=..., opt={UPLOA
 
 
 def _body_limit(request: Request) -> str:
-    """The limit a too-large request broke ("2 MB"), in the reader's words and digits: the file
-    limit the route declares (UPLOAD_LIMIT), else its request body limit."""
+    """The limit a too-large request broke, in the reader's words and digits: the file limit the
+    route declares (UPLOAD_LIMIT) in KB as upload forms state it ("512 KB"), else its request body
+    limit in MB ("10 MB")."""
     handler = request.scope["route_handler"]
     declared = handler.opt.get(UPLOAD_LIMIT)
     if callable(declared):
         declared = declared(request.app.state.settings)
-    limit = declared or handler.resolve_request_max_body_size() or 0
-    megabytes = limit / (1024 * 1024)
+    if declared:
+        return _("%(num)s KB", num=number_text(declared // 1024))
+    megabytes = (handler.resolve_request_max_body_size() or 0) / (1024 * 1024)
     return _("%(num)s MB", num=number_text(megabytes, places=0 if megabytes.is_integer() else 1))
 
 

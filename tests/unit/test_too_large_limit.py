@@ -47,8 +47,8 @@ def too_large(route: Route, path: str = "/advertiser/campaigns/1/creatives/image
     ("opt", "said"),
     [
         ({}, "the 2 MB limit"),
-        ({UPLOAD_LIMIT: 1024 * 1024}, "the 1 MB limit"),
-        ({UPLOAD_LIMIT: lambda settings: settings.max_upload_bytes}, "the 0.5 MB limit"),
+        ({UPLOAD_LIMIT: 1024 * 1024}, "the 1,024 KB limit"),
+        ({UPLOAD_LIMIT: lambda settings: settings.max_upload_bytes}, "the 512 KB limit"),
     ],
     ids=["body-limit", "declared-bytes", "declared-from-settings"],
 )
@@ -56,10 +56,10 @@ def test_the_413_page_names_the_declared_file_limit_else_the_body_limit(opt, sai
     assert too_large(Route(opt, 2 * 1024 * 1024)) == f"The file is larger than {said}; choose a smaller file."
 
 
-def test_the_limit_is_written_in_the_readers_language():
+def test_the_limit_is_written_in_the_readers_language_and_digits():
     with locale.using("fr_FR"):
-        message = too_large(Route({UPLOAD_LIMIT: 512 * 1024}, 2 * 1024 * 1024))
-    assert message == "Le fichier dépasse la limite de 0,5 Mo ; choisissez un fichier plus petit."
+        message = too_large(Route({}, 2_500_000))
+    assert message == "Le fichier dépasse la limite de 2,4 Mo ; choisissez un fichier plus petit."
 
 
 def test_the_api_is_told_about_its_body_limit_in_json():

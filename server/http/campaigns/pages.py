@@ -18,7 +18,7 @@ from server.core import money
 from server.core.errors import Conflict, Invalid
 from server.core.i18n import _, _l
 from server.http.pages import form_data, render, render_error, see_other, settings_of
-from server.http.web import current_user, requires_role
+from server.http.web import UPLOAD_LIMIT, current_user, requires_role
 from server.reports import spending, traffic
 from server.tracking import service as tracking
 
@@ -242,7 +242,11 @@ class AdvertiserCampaigns(Controller):
             return await self._page_error(request, campaign_id, exc, form, "text")
         return see_other(f"/advertiser/campaigns/{campaign_id}#creatives")
 
-    @post("/{campaign_id:int}/creatives/image", request_max_body_size=creatives.UPLOAD_BODY_LIMIT)
+    @post(
+        "/{campaign_id:int}/creatives/image",
+        request_max_body_size=creatives.UPLOAD_BODY_LIMIT,
+        opt={UPLOAD_LIMIT: lambda settings: settings.max_upload_bytes},  # what the page says: 512 KB by default
+    )
     async def add_image(self, request: Request, campaign_id: FromPath[int]) -> Template | Redirect:
         settings = settings_of(request)
         form = await form_data(request)  # the text fields

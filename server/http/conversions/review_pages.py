@@ -22,7 +22,7 @@ from server.core import money
 from server.core.errors import Conflict, Invalid
 from server.core.i18n import _
 from server.http.pages import form_data, render, render_error, settings_of
-from server.http.web import current_user, requires_role
+from server.http.web import UPLOAD_LIMIT, current_user, requires_role
 from server.reports import spending
 
 PAGE = "advertiser/conversions.html"
@@ -106,7 +106,7 @@ class AdvertiserConversions(Controller):
             PAGE, notice=review.summary(decision), decision=decision.as_dict(), **await _context(advertiser, filters)
         )
 
-    @post("/upload", request_max_body_size=csv_upload.BODY_LIMIT)
+    @post("/upload", request_max_body_size=csv_upload.BODY_LIMIT, opt={UPLOAD_LIMIT: csv_upload.MAX_BYTES})
     async def upload(self, request: Request) -> Template:
         """Step one: read the CSV (file or pasted text) and show what it would do. Changes nothing."""
         advertiser = _user(request)
