@@ -26,6 +26,7 @@ from server.core.errors import Invalid
 from server.core.hours import utc
 from server.core.i18n import _
 from server.earnings.tables import ClickEarning, ClickEarningStatus, ImpressionEarning, ImpressionEarningStatus
+from server.earnings.words import unpaid_words
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind, LedgerAccount
 from server.reports import traffic
@@ -239,7 +240,7 @@ def _impression_status(row: dict[str, Any]) -> str:
     if row["paid_impressions"]:
         return _("Less than a cent so far: carried into a later hour")
     if row["unpaid_reason"]:
-        return _("Not paid: %(reason)s", reason=row["unpaid_reason"])
+        return _("Not paid: %(reason)s", reason=unpaid_words(row["unpaid_reason"]))
     return _("Not paid")
 
 

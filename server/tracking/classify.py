@@ -11,7 +11,9 @@ import re
 from collections.abc import Mapping
 from enum import StrEnum
 from functools import lru_cache
+from typing import Any
 
+from server.core.i18n import _l
 from server.tracking.crawlers import CRAWLERS, trie_regex
 
 # No browser sends a User-Agent this long; longer ones come from tools or from someone making us
@@ -42,27 +44,27 @@ class Reason(StrEnum):
 
     @property
     def label(self) -> str:
-        return REASON_LABELS[self]
+        return str(REASON_LABELS[self])
 
 
-REASON_LABELS: dict[Reason, str] = {
-    Reason.valid: "Valid click",
-    Reason.bot: "Bot or crawler user agent",
-    Reason.head_request: "Link preview / HEAD request",
-    Reason.duplicate: "Repeat click by the same visitor",
-    Reason.campaign_paused: "Campaign paused",
-    Reason.campaign_ended: "Campaign ended",
-    Reason.over_budget: "Campaign budget spent",
-    Reason.over_cap: "Click cap reached",
-    Reason.not_member: "Publisher no longer approved in the campaign",
-    Reason.rate_limited: "Too many clicks from one network",
-    Reason.offer_invalid: "Ad click with a forged or altered offer",
-    Reason.offer_expired: "Ad click on an expired offer",
-    Reason.offer_replayed: "Ad clicked again from the same offer",
-    Reason.not_viewed: "Ad click without a counted view",
-    Reason.datacenter: "From a cloud or hosting network",
-    Reason.prefetch: "Browser prefetch or preview (link not clicked)",
-    Reason.suspicious_headers: "Browser user agent without a browser's headers",
+REASON_LABELS: dict[Reason, Any] = {  # lazy: said in the reader's language when shown
+    Reason.valid: _l("Valid click"),
+    Reason.bot: _l("Bot or crawler user agent"),
+    Reason.head_request: _l("Link preview / HEAD request"),
+    Reason.duplicate: _l("Repeat click by the same visitor"),
+    Reason.campaign_paused: _l("Campaign paused"),
+    Reason.campaign_ended: _l("Campaign ended"),
+    Reason.over_budget: _l("Campaign budget spent"),
+    Reason.over_cap: _l("Click cap reached"),
+    Reason.not_member: _l("Publisher no longer approved in the campaign"),
+    Reason.rate_limited: _l("Too many clicks from one network"),
+    Reason.offer_invalid: _l("Ad click with a forged or altered offer"),
+    Reason.offer_expired: _l("Ad click on an expired offer"),
+    Reason.offer_replayed: _l("Ad clicked again from the same offer"),
+    Reason.not_viewed: _l("Ad click without a counted view"),
+    Reason.datacenter: _l("From a cloud or hosting network"),
+    Reason.prefetch: _l("Browser prefetch or preview (link not clicked)"),
+    Reason.suspicious_headers: _l("Browser user agent without a browser's headers"),
 }
 
 

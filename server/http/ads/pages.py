@@ -47,7 +47,7 @@ def _reason_rows(counts: dict[str, int], labels: Mapping[Any, str], reasons: typ
     rows = []
     for reason, n in sorted(counts.items(), key=lambda kv: (kv[0] != "valid", kv[0])):
         try:
-            label = labels[reasons(reason)]
+            label = str(labels[reasons(reason)])
         except ValueError:
             label = reason.replace("_", " ")
         rows.append((label, n))
