@@ -158,7 +158,7 @@ def test_reason_codes_are_the_stored_strings():
 
 def test_every_reason_has_a_distinct_human_label():
     assert set(REASON_LABELS) == set(Reason)
-    assert len(set(REASON_LABELS.values())) == len(Reason)
+    assert len({str(label) for label in REASON_LABELS.values()}) == len(Reason)
     assert Reason.bot.label == "Bot or crawler user agent"
     assert Reason.head_request.label == "Link preview / HEAD request"
     assert Reason.not_member.label == "Publisher no longer approved in the campaign"
