@@ -33,6 +33,7 @@ from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
 from server.conversions import selfcheck
 from server.core import db
+from server.core import locale as locales
 from server.core.errors import DomainError, Forbidden, NotFound, ServiceUnavailable, Unauthorized
 from server.core.i18n import _, _l, number_text
 from server.core.logthrottle import LogThrottle
@@ -302,6 +303,24 @@ _HTTP_CODES = {
 
 
 def handle_http_error(request: Request, exc: HTTPException) -> Response:
+    if locales.current() is not None:
+        return _http_error(request, exc)
+    # Refused before the middleware ran (no route at this address, a method it does not take): the
+    # language is the one the visitor's cookie or browser asks for, and the page is written now,
+    # while it is set (a Template would be rendered after this returns).
+    reader = locales.negotiate(locales.cookie_language(request.scope), request.headers.get("accept-language"))
+    with locales.using(reader):
+        response = _http_error(request, exc)
+        if isinstance(response, Template) and response.template_name:
+            context = response.create_template_context(request)
+            body = request.app.template_engine.get_template(response.template_name).render(**context)
+            response = Response(
+                body, status_code=response.status_code, headers=response.headers, media_type=MediaType.HTML
+            )
+    return response
+
+
+def _http_error(request: Request, exc: HTTPException) -> Response:
     status = exc.status_code
     if isinstance(exc, PermissionDeniedException) and "CSRF" in (exc.detail or ""):
         return error_response(

@@ -149,3 +149,14 @@ async def test_a_page_of_another_role_says_who_it_is_for_in_the_readers_language
     response = await client.get("/admin/settings", headers={"Accept-Language": "it-IT"})
     assert response.status_code == 403
     assert "Questa pagina è per gli amministratori; hai effettuato l’accesso come publisher." in response.text
+
+
+async def test_an_address_with_no_page_is_explained_in_the_readers_language(client):
+    """No route, so no middleware ran: the 404 page still follows the browser's language."""
+    response = await client.get("/no/such/page", headers={"Accept-Language": "fr-FR"})
+    assert response.status_code == 404
+    assert '<html lang="fr">' in response.text
+    assert "<h1>Introuvable</h1>" in response.text and "rien à cette adresse." in response.text
+    wrong_method = await client.delete("/login", headers={"Accept-Language": "it-IT"})
+    assert wrong_method.status_code == 405 and "allow" in wrong_method.headers
+    assert "Questo indirizzo non accetta questo tipo di richiesta." in wrong_method.text
