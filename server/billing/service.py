@@ -147,7 +147,8 @@ async def abandon_funding(advertiser: CurrentUser, raw_id: str, gateway: stripe_
     so it can no longer be paid, and the top-up is expired at once (the checkout.session.expired
     event that follows finds it done). Only their own open top-up with no payment started on it;
     True if this call expired it. A forged link can do no more than end a top-up nobody paid."""
-    if not (raw_id.isascii() and raw_id.isdigit() and len(raw_id) < 19):
+    # A funding id is a SERIAL: no row has one past 2**31 - 1, and PostgreSQL refuses to compare one.
+    if not (raw_id.isascii() and raw_id.isdigit() and len(raw_id) < 11 and 0 < int(raw_id) < 2**31):
         return False
     row = (
         await Funding.select(Funding.id, Funding.reference, Funding.checkout_session_id)
