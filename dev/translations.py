@@ -30,30 +30,36 @@ class Message:
     id: str | tuple[str, str]
     where: str  # file:line, the first place it is used
     files: tuple[str, ...] = ()  # every file that uses it
+    context: str | None = None  # pgettext's: the same English word said of another thing
 
     @property
     def key(self) -> str:
         return self.id if isinstance(self.id, str) else self.id[0]
 
+    @property
+    def shown(self) -> str:
+        return f"{self.context}|{self.key}" if self.context else self.key
+
 
 def extract(root: Path = ROOT, config: Path | None = None) -> dict[str, Message]:
-    """Every translatable sentence under `root`, by msgid, with where it is first used."""
+    """Every translatable sentence under `root`, by msgid (context|msgid with a context), with
+    where it is first used."""
     with (config or root / "babel.cfg").open() as handle:
         method_map, options_map = parse_mapping_cfg(handle)
     found: dict[str, Message] = {}
-    for filename, lineno, message, _comments, _context in extract_from_dir(
+    for filename, lineno, message, _comments, context in extract_from_dir(
         root, method_map, options_map, keywords=KEYWORDS, strip_comment_tags=True
     ):
         if isinstance(message, tuple):
             message = message if len(message) == 2 and all(message) else message[0]
         if not message:
             continue
-        key = message if isinstance(message, str) else message[0]
-        known = found.get(key)
+        entry = Message(message, f"{filename}:{lineno}", (filename,), context or None)
+        known = found.get(entry.shown)
         if known is None:
-            found[key] = Message(message, f"{filename}:{lineno}", (filename,))
+            found[entry.shown] = entry
         elif filename not in known.files:
-            found[key] = Message(known.id, known.where, (*known.files, filename))
+            found[entry.shown] = Message(known.id, known.where, (*known.files, filename), known.context)
     return found
 
 
@@ -63,10 +69,10 @@ def gaps(language: str, messages: Iterable[Message], catalogue: Catalog | None =
     catalogue = catalogue if catalogue is not None else i18n.catalogue(language)
     problems = []
     for message in messages:
-        entry = catalogue.get(message.key)
+        entry = catalogue.get(message.key, context=message.context)
         strings = [] if entry is None else (list(entry.string) if isinstance(entry.string, tuple) else [entry.string])
         if entry is None or not strings or not all(strings):
-            problems.append(f"{language}: no translation of {message.key!r} ({message.where})")
+            problems.append(f"{language}: no translation of {message.shown!r} ({message.where})")
             continue
         english = set(PLACEHOLDER.findall(message.key))
         for text in strings:
@@ -96,8 +102,11 @@ def update(root: Path = ROOT, *, into: str = "messages", under: tuple[str, ...] 
             catalogue = Catalog(locale=language, project="affnet", domain=i18n.DOMAIN)
         count = 0
         for message in messages:
-            if message.key not in known and message.key not in catalogue:
-                catalogue.add(message.id, string=("", "") if isinstance(message.id, tuple) else "")
+            if known.get(message.key, context=message.context) is None and (
+                catalogue.get(message.key, context=message.context) is None
+            ):
+                empty = ("", "") if isinstance(message.id, tuple) else ""
+                catalogue.add(message.id, string=empty, context=message.context)
                 count += 1
         with path.open("wb") as handle:
             write_po(handle, catalogue, width=100, omit_header=False, sort_output=False)
