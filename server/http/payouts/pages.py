@@ -62,7 +62,7 @@ async def _index(*, status_code: int = 200, **extra: object) -> Template:
         last_period=payouts.last_cutoff(terms, now),
         next_cutoff=payouts.next_cutoff(terms, now),
         # The off-cycle run's cut-off: this moment, so a second click makes no second batch.
-        moment=now.replace(microsecond=0).isoformat(),
+        moment=now.isoformat(),  # to the microsecond: money the page showed as available is in it
         **extra,
     )
 
