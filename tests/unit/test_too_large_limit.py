@@ -38,7 +38,9 @@ def too_large(route: Route, path: str = "/advertiser/campaigns/1/creatives/image
         "route_handler": route,
         "litestar_app": app,
     }
-    response = handle_http_error(Request(scope), RequestEntityTooLarge())
+    # The 413 comes after the language middleware (a body is read by the route): the locale is set.
+    with locale.using(locale.current() or "en_US"):
+        response = handle_http_error(Request(scope), RequestEntityTooLarge())
     assert response.status_code == 413
     return response.context["message"] if hasattr(response, "context") else response.content.error.message
 
