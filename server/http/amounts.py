@@ -11,6 +11,7 @@ from server.accounts.tables import Role
 from server.core import locale as locales
 from server.core import money
 from server.core.errors import Invalid
+from server.core.i18n import _
 from server.http.web import requires_role
 
 MAX_TEXT = 100
@@ -27,7 +28,7 @@ async def amount_preview(text: FromQuery[str] = "", currency: FromQuery[str] = "
         )
     try:
         code = money.currency(currency[:8])
-        minor = money.parse_amount(text[:MAX_TEXT], code, field="amount", label="The amount")
+        minor = money.parse_amount(text[:MAX_TEXT], code, field="amount", label=_("The amount"))
     except Invalid as exc:
         return Response(
             {"error": {"code": exc.code, "message": exc.message}},

@@ -9,4 +9,4 @@ async def log_in(page, email: str, password: str = PASSWORD) -> None:
     await page.goto("/login")
     await page.fill("input[name=email]", email)
     await page.fill("input[name=password]", password)
-    await page.click("button[type=submit]:has-text('Log in')")
+    await page.click("main form[action='/login'] button[type=submit]")  # in whatever language the page is

@@ -25,7 +25,7 @@ async def test_a_french_advertiser_sees_each_amount_as_the_server_reads_it(brows
         echo = page.locator("input[name=auto_pause_threshold] + output.amount-echo")
         await expect(echo).to_have_text("= 12,50\u00a0€")
         await page.fill("input[name=auto_pause_threshold]", "1.250")
-        await expect(echo).to_contain_text("1.250 could be 1,25\u00a0€ or 1\u202f250,00\u00a0€")
+        await expect(echo).to_contain_text("Le montant : 1.250 peut se lire 1,25\u00a0€ ou 1\u202f250,00\u00a0€")
         await expect(echo).to_have_class("amount-echo error")
 
         await page.goto("/advertiser/campaigns/new")
