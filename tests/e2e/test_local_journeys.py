@@ -93,6 +93,13 @@ class Journey:
         await expect(page.locator("html")).to_have_attribute("lang", self.language)
         width = await page.evaluate("document.documentElement.scrollWidth")
         assert width <= self.width, f"{page.url} is {width}px wide at {self.width}px: the page scrolls sideways"
+        # Only a table may scroll inside its card; anything else wider than its card is cut off.
+        spilled = await page.evaluate(
+            """[...document.querySelectorAll('.card')]
+                 .filter(card => !card.querySelector('table, pre') && card.scrollWidth > card.clientWidth + 1)
+                 .map(card => card.textContent.trim().slice(0, 60))"""
+        )
+        assert spilled == [], f"{page.url}: words run past their card at {self.width}px: {spilled}"
         self.step += 1
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         shot = ARTIFACTS / f"{self.name}-{self.tag}-{self.width}-{self.step:02d}-{what}.png"
