@@ -118,12 +118,9 @@ def conflicts(language: str, base: Path = i18n.CATALOGUES) -> list[str]:
     """Sentences two of a language's catalogue files translate differently (which one a reader
     gets would depend on the files' order): each must be said one way."""
     said: dict[tuple[str | None, str], dict[str, str]] = {}
-    for path in sorted((base / language / "LC_MESSAGES").glob("*.po")):
-        with path.open("rb") as handle:
-            for message in read_po(handle, locale=language):
-                if message.id and message.string:
-                    key = (message.context, message.id if isinstance(message.id, str) else message.id[0])
-                    said.setdefault(key, {})[path.name] = str(message.string)
+    for path, message in i18n.translated(language, base):
+        key = (message.context, message.id if isinstance(message.id, str) else message.id[0])
+        said.setdefault(key, {})[path.name] = str(message.string)
     return [
         f"{language}: {key[1]!r} is translated {len(set(files.values()))} ways: {files}"
         for key, files in said.items()

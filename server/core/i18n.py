@@ -17,6 +17,7 @@ Formats: money, numbers, percentages, dates and times are written by Babel in th
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import cache
@@ -27,7 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from babel import Locale
 from babel.dates import format_date, format_time
 from babel.messages import mofile, pofile
-from babel.messages.catalog import Catalog
+from babel.messages.catalog import Catalog, Message
 from babel.numbers import format_decimal, format_percent
 from babel.support import LazyProxy, NullTranslations, Translations
 
@@ -39,14 +40,21 @@ CATALOGUES = Path(__file__).resolve().parent.parent / "locale"
 DOMAIN = "messages"
 
 
-def catalogue(language: str) -> Catalog:
-    """Every .po file of the language merged (one per language, server/locale/<lang>/LC_MESSAGES)."""
-    merged = Catalog(locale=language, domain=DOMAIN)
-    for path in sorted((CATALOGUES / language / "LC_MESSAGES").glob("*.po")):
+def translated(language: str, base: Path = CATALOGUES) -> Iterator[tuple[Path, Message]]:
+    """Every translated entry of the language's .po files (server/locale/<lang>/LC_MESSAGES/*.po,
+    one per area), with the file it is in."""
+    for path in sorted((base / language / "LC_MESSAGES").glob("*.po")):
         with path.open("rb") as handle:
             for message in pofile.read_po(handle, locale=language):
                 if message.id and message.string and not message.fuzzy:
-                    merged[message.id] = message
+                    yield path, message
+
+
+def catalogue(language: str) -> Catalog:
+    """The language's .po files merged into one catalogue."""
+    merged = Catalog(locale=language, domain=DOMAIN)
+    for _path, message in translated(language):
+        merged[message.id] = message
     return merged
 
 
@@ -189,9 +197,9 @@ def money_text(amount_minor: int | None, currency: str) -> str:
     """1250 EUR -> 12,50 € (fr, it), €12.50 (en)."""
     if amount_minor is None:
         return ""
-    from server.core import money  # money imports locale; this module is imported by templates only
+    from server.core import money  # money imports this module's messages: imported when first used
 
-    return money.display_local(amount_minor, currency)
+    return money.display(amount_minor, currency)
 
 
 def install(environment: Any) -> None:

@@ -300,11 +300,9 @@ def form_text(amount_minor: int, code: str, locale: Locale | None | Any = FROM_R
     return text.replace(".", "," if decimal_symbol == "," else ".")
 
 
-def display(amount_minor: int, code: str, locale: Locale | str | None | Any = FROM_REQUEST) -> str:
-    """1234 EUR -> '€12.34' (en, or no locale), '12,34 €' (fr, it): in the reader's locale."""
-    if locale is FROM_REQUEST:
-        locale = locales.current()
-    return format_currency(Decimal(amount_minor).scaleb(-exponent(code)), code, locale=locale or "en_US")
+def display(amount_minor: int, code: str, locale: Locale | None | Any = FROM_REQUEST) -> str:
+    """1234 EUR -> '€12.34' (en, or no locale), '12,34 €' (fr, it): a stored amount in the reader's locale."""
+    return display_local(amount_minor, code, locale)
 
 
 def display_local(

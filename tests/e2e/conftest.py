@@ -91,6 +91,16 @@ def live_server(settings: Settings, clean, tmp_path: Path) -> Iterator[LiveServe
         print(f"--- server log ({url}) ---\n{server.log_text()}")
 
 
+@pytest.fixture
+def live_server_uses_the_stand_in(monkeypatch, stripe_local) -> None:
+    """`affnet serve` reads Stripe's settings from its environment: the stand-in's, set before the
+    live server starts (a journey that pays or is paid uses it with pytest.mark.usefixtures)."""
+    monkeypatch.setenv("STRIPE_SECRET_KEY", stripe_local.secret_key)
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", stripe_local.webhook_secret)
+    monkeypatch.setenv("STRIPE_CONNECT_WEBHOOK_SECRET", stripe_local.connect_webhook_secret)
+    monkeypatch.setenv("STRIPE_API_BASE", stripe_local.base_url)
+
+
 @pytest.fixture(scope="session")
 def chromium_path() -> str:
     if not os.path.exists(CHROMIUM):

@@ -37,12 +37,11 @@ from server.ledger import service as ledger
 from server.payouts import execute, keys
 from server.payouts import review as payout_review
 from server.payouts import service as payouts
-from server.payouts.account_tables import PayoutAccount
 from server.payouts.tables import PayoutLine
 from tests.conversions.factories import secrets_of
 from tests.e2e.test_funding_journey import run_worker, wait_for_events
 from tests.factories import PASSWORD, make_advertiser, make_publisher, make_staff, unique_email
-from tests.payouts.factories import after_next_cutoff, connected_account, fresh_line_ids
+from tests.payouts.factories import after_next_cutoff, connected_account, fresh_line_ids, payout_account
 from tests.tracking.factories import campaign_form
 
 ARTIFACTS = Path(os.environ.get("AFFNET_ARTIFACTS", ROOT / ".ci" / "artifacts")) / "screenshots"
@@ -69,8 +68,8 @@ def tr(tag: str, english: str, **variables) -> str:
         return i18n.gettext(english, **variables)  # tests/unit/test_catalogues.py: every one is there
 
 
-def today(tag: str) -> str:
-    """Today's date as the locale writes it: 12/05/2026 in both fr-FR and it-IT."""
+def today() -> str:
+    """Today's date as fr-FR and it-IT both write it (12/05/2026), in UTC: the journeys' people save no zone."""
     return datetime.now(UTC).strftime("%d/%m/%Y")
 
 
@@ -142,12 +141,8 @@ async def new_person(browser, live_server, tag: str, width: int):
     return context, await context.new_page()
 
 
-@pytest.fixture(autouse=True)
-def _live_server_uses_the_stand_in(monkeypatch, stripe_local):
-    monkeypatch.setenv("STRIPE_SECRET_KEY", stripe_local.secret_key)
-    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", stripe_local.webhook_secret)
-    monkeypatch.setenv("STRIPE_CONNECT_WEBHOOK_SECRET", stripe_local.connect_webhook_secret)
-    monkeypatch.setenv("STRIPE_API_BASE", stripe_local.base_url)
+# `affnet serve` talks to the Stripe stand-in (tests/e2e/conftest.py).
+pytestmark = pytest.mark.usefixtures("live_server_uses_the_stand_in")
 
 
 async def funded_campaign(name: str) -> tuple[CurrentUser, int]:
@@ -240,18 +235,7 @@ async def test_a_blogger_signs_up_links_earns_and_is_paid_in_their_language(
 
         # Paid: a connected Stripe account, the period's batch prepared and approved by finance,
         # the worker pays, and the payout history shows the amount and the day as the locale writes them.
-        account = await connected_account(stripe_local)
-        now = datetime.now(UTC)
-        await PayoutAccount.insert(
-            PayoutAccount(
-                publisher=user_id,
-                stripe_account_id=account,
-                payouts_enabled=True,
-                details_submitted=True,
-                created_at=now,
-                updated_at=now,
-            )
-        )
+        await payout_account(user_id, await connected_account(stripe_local))
         await payouts.set_minimum("EUR", 500, actor_id=None)  # a blogger's first 10,00 € is paid
         batch_id = (await payouts.prepare_due(after_next_cutoff())).batches[0]
         finance_id, finance_email = await make_staff(Role.finance)
@@ -273,7 +257,7 @@ async def test_a_blogger_signs_up_links_earns_and_is_paid_in_their_language(
         await me.nav("Payouts")
         await expect(page.locator("header nav")).to_contain_text(WORDS[me.language]["payouts"])
         history = await me.text()
-        assert "10,00 €" in history and today(tag) in history, history
+        assert "10,00 €" in history and today() in history, history
         await me.check("payouts")
         assert await ledger.check() == []
     finally:
@@ -351,7 +335,7 @@ async def test_an_advertiser_creates_funds_and_approves_in_their_language(
         row = page.locator("tr[data-conversion-id]").first
         listed = spaced(await row.inner_text())
         assert "12,50 €" in listed and "45,90 €" in listed, listed  # the price and the sale amount
-        assert today(tag) in listed, listed
+        assert today() in listed, listed
         await row.locator("input[name=conversion_id]").check()
         await page.locator("button[name=action][value=approve]").click()
         await expect(page.locator("[role=status]")).to_be_visible()

@@ -13,14 +13,8 @@ from tests.e2e.pages import log_in
 from tests.e2e.test_funding_journey import run_worker, wait_for_events
 from tests.factories import make_publisher
 
-
-@pytest.fixture(autouse=True)
-def _live_server_uses_the_stand_in(monkeypatch, stripe_local):
-    """`affnet serve` reads Stripe's settings from its environment (set before the live server starts)."""
-    monkeypatch.setenv("STRIPE_SECRET_KEY", stripe_local.secret_key)
-    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", stripe_local.webhook_secret)
-    monkeypatch.setenv("STRIPE_CONNECT_WEBHOOK_SECRET", stripe_local.connect_webhook_secret)
-    monkeypatch.setenv("STRIPE_API_BASE", stripe_local.base_url)
+# `affnet serve` talks to the Stripe stand-in (tests/e2e/conftest.py).
+pytestmark = pytest.mark.usefixtures("live_server_uses_the_stand_in")
 
 
 @pytest.mark.browser

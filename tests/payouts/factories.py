@@ -80,18 +80,23 @@ async def earning_publisher(
     if available:
         await earn(available)
     if ready is not None:
-        now = datetime.now(UTC)
-        await PayoutAccount.insert(
-            PayoutAccount(
-                publisher=publisher_id,
-                stripe_account_id=f"acct_test{next(_seq)}",
-                payouts_enabled=ready,
-                details_submitted=ready,
-                created_at=now,
-                updated_at=now,
-            )
-        )
+        await payout_account(publisher_id, f"acct_test{next(_seq)}", ready=ready)
     return publisher_id
+
+
+async def payout_account(publisher_id: int, stripe_account_id: str, *, ready: bool = True) -> None:
+    """The publisher's Stripe connected account, onboarded (`ready`) or not."""
+    now = datetime.now(UTC)
+    await PayoutAccount.insert(
+        PayoutAccount(
+            publisher=publisher_id,
+            stripe_account_id=stripe_account_id,
+            payouts_enabled=ready,
+            details_submitted=ready,
+            created_at=now,
+            updated_at=now,
+        )
+    )
 
 
 # Stripe keys derive from line ids and transfer groups from batch ids, and every test's database
