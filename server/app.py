@@ -73,6 +73,7 @@ from server.http.web import (
     handle_domain_error,
     handle_http_error,
 )
+from server.mail import outbox as mail_outbox
 from server.reports import traffic
 from server.tracking import cache, click_rules, counting, geo
 from server.tracking import service as tracking
@@ -190,6 +191,7 @@ def create_app(settings: Settings | None = None) -> FastPaths:
 
     async def on_startup(app: Litestar) -> None:
         piccolo_app.bind(engine)
+        mail_outbox.configure(settings)
         await db.start(engine)
         await click_buffer.start()
         changes.register(click_rules.NETWORK, redis)  # first: links reloaded after a clear read the new value

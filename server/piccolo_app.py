@@ -20,6 +20,7 @@ from server.core import db
 from server.core.settings import ROOT
 from server.earnings.tables import ClickEarning, ImpressionEarning
 from server.ledger.tables import LedgerAccount, LedgerEntry, LedgerTxn
+from server.mail.tables import MailOutbox, MailPreference, MailToken
 from server.payouts.account_tables import PayoutAccount
 from server.payouts.tables import (
     PayoutBatch,
@@ -52,6 +53,9 @@ APP_CONFIG = AppConfig(
         ApiKey,
         NetworkSetting,
         AuditEvent,
+        MailOutbox,
+        MailToken,
+        MailPreference,
         # In the order rows refer to each other (the tests empty them in reverse): a click may name an ad slot.
         Campaign,
         Goal,

@@ -15,7 +15,8 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from dev.services import Service, find_postgres_bindir, find_redis_server, start_postgres, start_redis
+from dev.mailcatcher import MailServer
+from dev.services import Service, find_postgres_bindir, find_redis_server, free_port, start_postgres, start_redis
 from server import piccolo_app
 from server.app import create_app
 from server.core import db
@@ -47,6 +48,25 @@ def redis_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]
     service = start_redis(tmp_path_factory.mktemp("redis"))
     yield service
     service.stop()
+
+
+@pytest.fixture(scope="session")
+def mail_server() -> Iterator[MailServer]:
+    """A real SMTP server on loopback (aiosmtpd) that keeps what it is sent: where the app's mail goes."""
+    server = MailServer(port=free_port()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mailbox(mail_server: MailServer) -> Iterator[MailServer]:
+    """The SMTP server, empty and listening, for one test (a test that stopped it gets it back after)."""
+    mail_server.start()
+    mail_server.catcher.clear()
+    mail_server.catcher.refuse_with = None
+    yield mail_server
+    mail_server.start()
+    mail_server.catcher.refuse_with = None
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +111,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 
 @pytest.fixture(scope="session")
 def settings(
-    database_url: str, redis_service: Service, tmp_path_factory: pytest.TempPathFactory, stripe_local: StripeLocal
+    database_url: str,
+    redis_service: Service,
+    tmp_path_factory: pytest.TempPathFactory,
+    stripe_local: StripeLocal,
+    mail_server: MailServer,
 ) -> Settings:
     # Stripe is the local stand-in: the same SDK calls and signed webhooks as Stripe in test mode.
     return Settings(
@@ -108,6 +132,8 @@ def settings(
         stripe_connect_webhook_secret=stripe_local.connect_webhook_secret,
         stripe_api_base=stripe_local.base_url,
         geo_country_header="CF-IPCountry",
+        smtp_url=mail_server.url,
+        mail_from="affnet <no-reply@affnet.test>",
     )
 
 

@@ -82,3 +82,38 @@ async def test_postgresql_connections_run_without_jit(app, settings):
         pytest.skip("a PostgreSQL property")
     rows = await piccolo_app.all_tables()[0].raw("SHOW jit")
     assert rows[0]["jit"] == "off"
+
+
+def test_production_needs_a_mail_server_and_a_sender(monkeypatch):
+    monkeypatch.setenv("AFFNET_ENV", "production")
+    monkeypatch.setenv("SECRET_KEY", "k" * 48)
+    monkeypatch.setenv("DATABASE_URL", "postgres://u@db/affnet")
+    monkeypatch.delenv("SMTP_URL", raising=False)
+    monkeypatch.setenv("MAIL_FROM", "affnet <no-reply@example.com>")
+    with pytest.raises(ConfigError, match="SMTP_URL"):
+        load_settings()
+    monkeypatch.setenv("SMTP_URL", "smtp://user:pw@smtp.example.com:587")
+    settings = load_settings()
+    assert settings.smtp_url == "smtp://user:pw@smtp.example.com:587"
+    assert settings.mail_from == "affnet <no-reply@example.com>"
+
+
+def test_smtp_url_reads_tls_starttls_and_credentials():
+    from server.mail import smtp
+
+    plain = smtp.parse("smtp://127.0.0.1:1025")
+    assert (plain.host, plain.port, plain.use_tls, plain.start_tls, plain.username) == (
+        "127.0.0.1",
+        1025,
+        False,
+        None,
+        None,
+    )
+    submission = smtp.parse("smtp://me%40example.com:p%3Ass@smtp.example.com:587")
+    assert submission.start_tls is True and submission.username == "me@example.com" and submission.password == "p:ss"
+    assert smtp.parse("smtps://smtp.example.com").port == 465 and smtp.parse("smtps://smtp.example.com").use_tls
+    assert smtp.parse("smtp://relay:2525?starttls=1").start_tls is True
+    assert smtp.parse("smtp://relay:587?starttls=0").start_tls is False
+    for wrong in ["http://smtp.example.com", "smtp://", "smtp:///x"]:
+        with pytest.raises(ValueError, match="SMTP_URL"):
+            smtp.parse(wrong)

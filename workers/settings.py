@@ -10,12 +10,14 @@ from arq.connections import RedisSettings
 from server import piccolo_app
 from server.core import clock, db
 from server.core.settings import load_settings
+from server.mail import outbox as mail_outbox
 from workers import cron_lock
 from workers.jobs.ads import settle_impression_earnings
 from workers.jobs.billing import enforce_auto_pause, process_stripe_event, sweep_stripe_events
 from workers.jobs.conversions import join_reconcile_conversions, reconcile_conversions
 from workers.jobs.earnings import settle_click_earnings
 from workers.jobs.ledger import check_ledger
+from workers.jobs.mail import deliver_mail
 from workers.jobs.partitions import create_partitions_ahead, drop_expired_raw_events
 from workers.jobs.payouts import execute_payout_batch, join_payout_batch, prepare_payouts, sweep_payout_batches
 from workers.jobs.reports import rebuild_previous_day, roll_up_reports
@@ -26,6 +28,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings = load_settings()
     ctx["settings"] = settings
     ctx.setdefault("clock", clock.now)
+    mail_outbox.configure(settings)
     engine = piccolo_app.bind(db.engine_for(settings.database_url))
     await db.start(engine)
     ctx["engine"] = engine
@@ -54,8 +57,11 @@ FUNCTIONS = [
     drop_expired_raw_events,
     join_payout_batch,
     join_reconcile_conversions,
+    deliver_mail,
 ]
 CRON_JOBS = [
+    # Every ten seconds: the outbox's due messages go out (and failed tries are retried when due).
+    cron(deliver_mail, second=set(range(0, 60, 10)), run_at_startup=True, unique=True),
     # Every 10 minutes, and once when the worker starts.
     cron(purge_expired_sessions, minute=set(range(0, 60, 10)), run_at_startup=True, unique=True),
     # Every five minutes: conversions whose hold ended are approved, earnings released.

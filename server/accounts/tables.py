@@ -39,6 +39,8 @@ class User(Table, tablename="app_user"):
     password_changed_at = Timestamptz()
     time_zone = Varchar(length=64, default="")  # an IANA name; "" shows times in UTC
     language = Varchar(length=8, default="")  # en, fr or it; "" follows the browser's Accept-Language
+    # When the owner of `email` opened the link sent to it (server/accounts/mailbox.py); None: not yet.
+    email_verified_at = Timestamptz(null=True, default=None)
 
 
 class Publisher(Table):

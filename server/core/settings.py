@@ -88,6 +88,10 @@ class Settings:
     # 30-day hold, so default campaigns never hold it back, and a quarter to look into a disputed
     # click. Longer windows and unpriced hours hold it back on their own (server/reports/retention.py).
     raw_event_retention_days: int = 90
+    # Where the worker delivers mail (server/mail/smtp.py); unset in development: the local catcher
+    # `make run` starts on 127.0.0.1:1025. The sender every message is from.
+    smtp_url: str = "smtp://127.0.0.1:1025"
+    mail_from: str = "affnet <no-reply@affnet.localhost>"
 
     @property
     def production(self) -> bool:
@@ -117,6 +121,11 @@ def load_settings() -> Settings:
     database_url = os.environ.get("DATABASE_URL") or f"sqlite:///{DATA_DIR / 'affnet.sqlite3'}"
     if env == "production" and not os.environ.get("DATABASE_URL"):
         raise ConfigError("DATABASE_URL must be set in production.")
+    if env == "production" and not (os.environ.get("SMTP_URL") and os.environ.get("MAIL_FROM")):
+        raise ConfigError(
+            "SMTP_URL and MAIL_FROM must be set in production (for example SMTP_URL=smtp://user:password@"
+            "smtp.example.com:587 and MAIL_FROM='affnet <no-reply@example.com>'): people reset passwords by e-mail."
+        )
     proxies = tuple(p.strip() for p in os.environ.get("TRUSTED_PROXIES", "").split(",") if p.strip())
     return Settings(
         env=env,
@@ -144,4 +153,6 @@ def load_settings() -> Settings:
         max_upload_bytes=_int("MAX_UPLOAD_BYTES", 512 * 1024),
         click_quality_checks=_bool("AFFNET_CLICK_QUALITY_CHECKS", True),
         visitor_cookie=_bool("AFFNET_VISITOR_COOKIE", True),
+        smtp_url=os.environ.get("SMTP_URL") or "smtp://127.0.0.1:1025",
+        mail_from=os.environ.get("MAIL_FROM") or "affnet <no-reply@affnet.localhost>",
     )
