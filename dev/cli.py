@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import click
 
@@ -55,6 +56,22 @@ def translations(into: str, under: tuple[str, ...]) -> None:
         click.echo(f"{language}: {len(missing)} sentence(s) without a translation")
         for line in missing[:20]:
             click.echo(f"  {line}")
+
+
+@main.command("mailcatcher")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--smtp-port", default=1025, show_default=True, type=int, help="Where affnet sends its mail (SMTP_URL).")
+@click.option("--web-port", default=8025, show_default=True, type=int, help="Where you read it in a browser.")
+@click.option("--keep", type=click.Path(path_type=Path), default=None, help="Also write each message here as .eml.")
+def mailcatcher(host: str, smtp_port: int, web_port: int, keep: Path | None) -> None:
+    """Run a local SMTP server that keeps every message, and a page to read them (nothing is delivered)."""
+    from dev.mailcatcher import serve
+
+    click.echo(f"mail catcher: SMTP on {host}:{smtp_port}, read the mail at http://{host}:{web_port}/")
+    try:
+        serve(smtp_port, web_port, keep, host=host)
+    except KeyboardInterrupt:
+        pass
 
 
 @main.command("stripe-local")
@@ -175,13 +192,21 @@ def _stripe_local_keys() -> dict[str, str]:
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--redis-port", default=6390, show_default=True, type=int)
 @click.option(
+    "--mail-port",
+    default=1025,
+    show_default=True,
+    type=int,
+    help="The local mail catcher's SMTP port (unless SMTP_URL is set); its page is on --mail-web-port.",
+)
+@click.option("--mail-web-port", default=8025, show_default=True, type=int)
+@click.option(
     "--stripe-port",
     default=12111,
     show_default=True,
     type=int,
     help="Port of the local Stripe stand-in, started when STRIPE_SECRET_KEY is not set.",
 )
-def dev(port: int, redis_port: int, stripe_port: int) -> None:
+def dev(port: int, redis_port: int, mail_port: int, mail_web_port: int, stripe_port: int) -> None:
     """Start everything for local use: Redis, migrations, demo data, the Stripe stand-in, the worker and the web
     server."""
     from dev.services import Child, Service, port_open, start_redis, wait_for_port
@@ -193,6 +218,13 @@ def dev(port: int, redis_port: int, stripe_port: int) -> None:
         if not port_open(redis_port):
             services.append(start_redis(DATA_DIR / "redis", port=redis_port, persist=True))
     env.setdefault("BASE_URL", f"http://127.0.0.1:{port}")
+    local_mail = not env.get("SMTP_URL")
+    if local_mail:
+        # No mail server configured: mail goes to the local catcher, read in a browser.
+        for taken in (mail_port, mail_web_port):
+            if port_open(taken):
+                raise click.ClickException(f"port {taken} is taken; choose others with --mail-port/--mail-web-port")
+        env["SMTP_URL"] = f"smtp://127.0.0.1:{mail_port}"
     local_stripe = not env.get("STRIPE_SECRET_KEY")
     if local_stripe:
         # No Stripe account configured: the server and the worker talk to the local stand-in instead.
@@ -248,6 +280,19 @@ def dev(port: int, redis_port: int, stripe_port: int) -> None:
         )
         wait_for_port(stripe_port, timeout=30, proc=stand_in.proc)
         children.append(stand_in)
+    if local_mail:
+        catcher = Child(
+            "mail catcher",
+            lambda: subprocess.Popen(  # noqa: S603
+                [*exe[:2], "dev.cli", "mailcatcher", "--smtp-port", str(mail_port), "--web-port", str(mail_web_port)],
+                env=env,
+                cwd=ROOT,
+                start_new_session=True,
+                stdout=subprocess.DEVNULL,
+            ),
+        )
+        wait_for_port(mail_port, timeout=30, proc=catcher.proc)
+        children.append(catcher)
     children += [
         Child("worker", lambda: subprocess.Popen([*exe, "worker"], env=env, cwd=ROOT)),  # noqa: S603
         Child(
@@ -285,6 +330,11 @@ def dev(port: int, redis_port: int, stripe_port: int) -> None:
             click.echo(
                 f"  Stripe: local stand-in at {env['STRIPE_API_BASE']}/ (test mode, state in memory; "
                 f"webhooks to {env['BASE_URL']}/stripe/webhook)"
+            )
+        if local_mail:
+            click.echo(
+                f"  mail: every message affnet sends is caught, read it at http://127.0.0.1:{mail_web_port}/ "
+                "(set SMTP_URL to send for real)"
             )
         _print_logins([(role.value, email) for role, email in DEMO_USERS])
         while True:

@@ -1,13 +1,16 @@
 """A local SMTP server that keeps every message it is sent (aiosmtpd): what `make run` starts so the
 product's mail can be read without a mail account, and the real SMTP server of the tests.
 
-Nothing is relayed anywhere. Each message is kept in memory (the tests read `messages`) and, when a
-directory is given, written there as <n>.eml (what the development viewer lists)."""
+Nothing is relayed anywhere. Each message is kept in memory (the tests read `messages`; the viewer
+`serve` starts lists them at http://127.0.0.1:8025/) and, when a directory is given, also written
+there as <n>.eml."""
 
 from __future__ import annotations
 
 import email
 import email.policy
+import html
+import http.server
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -117,3 +120,94 @@ class MailServer:
     @property
     def running(self) -> bool:
         return self._controller is not None
+
+
+# --- the development viewer: what `make run` prints as "mail" -----------------------------------
+
+_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>{title}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:0;padding:16px;color:#1f2933;background:#f4f5f7}}
+main{{max-width:960px;margin:0 auto}}table{{width:100%;border-collapse:collapse;background:#fff}}
+td,th{{text-align:left;padding:8px;border-bottom:1px solid #e4e7eb;vertical-align:top}}
+pre{{white-space:pre-wrap;background:#fff;padding:12px;border-radius:6px}}
+iframe{{width:100%;height:640px;border:1px solid #e4e7eb;background:#fff}}
+.muted{{color:#616e7c;font-size:14px}}</style></head><body><main>{body}</main></body></html>"""
+
+
+def _listing(messages: list[Caught]) -> str:
+    if not messages:
+        rows = '<tr><td colspan="3" class="muted">No mail yet. What affnet sends appears here.</td></tr>'
+    else:
+        rows = "".join(
+            f'<tr><td><a href="/messages/{n}">{html.escape(m.subject or "(no subject)")}</a></td>'
+            f"<td>{html.escape(', '.join(m.recipients))}</td>"
+            f'<td class="muted">{html.escape(str(m.message["Date"] or ""))}</td></tr>'
+            for n, m in reversed(list(enumerate(messages, start=1)))
+        )
+    body = (
+        "<h1>Caught mail</h1><p class='muted'>Every message affnet sent to this local SMTP server "
+        "(nothing is delivered anywhere). Newest first; the page does not refresh itself.</p>"
+        f"<table><tr><th>Subject</th><th>To</th><th>Date</th></tr>{rows}</table>"
+    )
+    return _PAGE.format(title="Caught mail", body=body)
+
+
+def _one(number: int, m: Caught) -> str:
+    headers = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in m.message.items()
+        if k in {"From", "To", "Subject", "Date", "Message-ID", "List-Unsubscribe", "List-Unsubscribe-Post"}
+    )
+    # The HTML part in a sandbox: no script, no same-origin; its links open in a new tab.
+    frame = html.escape(m.html.replace("<head>", '<head><base target="_blank">', 1), quote=True)
+    body = (
+        f'<p><a href="/">← all mail</a></p><h1>{html.escape(m.subject)}</h1><table>{headers}</table>'
+        f'<h2>HTML part</h2><iframe sandbox="allow-popups allow-popups-to-escape-sandbox" srcdoc="{frame}"></iframe>'
+        f"<h2>Plain-text part</h2><pre>{html.escape(m.text)}</pre>"
+        f'<p><a href="/messages/{number}.eml">Download the message (.eml)</a></p>'
+    )
+    return _PAGE.format(title=html.escape(m.subject), body=body)
+
+
+class _Viewer(http.server.BaseHTTPRequestHandler):
+    catcher: Catcher
+
+    def log_message(self, *args: object) -> None:  # quiet: `make run` prints enough
+        return
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-src 'self'")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        messages = list(self.catcher.messages)
+        path = self.path.split("?", 1)[0]
+        if path == "/":
+            self._send(200, _listing(messages).encode(), "text/html; charset=utf-8")
+            return
+        name = path.removeprefix("/messages/")
+        number = name.removesuffix(".eml")
+        if path.startswith("/messages/") and number.isdigit() and 1 <= int(number) <= len(messages):
+            m = messages[int(number) - 1]
+            if name.endswith(".eml"):
+                self._send(200, m.raw, "message/rfc822")
+            else:
+                self._send(200, _one(int(number), m).encode(), "text/html; charset=utf-8")
+            return
+        self._send(404, b"No such message.", "text/plain; charset=utf-8")
+
+
+def serve(smtp_port: int, web_port: int, directory: Path | None, host: str = "127.0.0.1") -> None:
+    """The catcher on smtp_port and its viewer on web_port, until interrupted."""
+    server = MailServer(host, smtp_port, directory).start()
+    handler = type("Viewer", (_Viewer,), {"catcher": server.catcher})
+    web = http.server.ThreadingHTTPServer((host, web_port), handler)
+    try:
+        web.serve_forever()
+    finally:
+        web.server_close()
+        server.stop()
