@@ -24,6 +24,7 @@ from litestar import Request, Response, get
 
 from server.core import db, jobs
 from server.http.web import PUBLIC
+from server.mail import outbox
 
 CHECK_TIMEOUT = 2.0
 
@@ -76,6 +77,19 @@ def _events(kind: str, buffer) -> tuple[dict, list[str]]:
     ]
 
 
+async def _mail() -> tuple[dict, list[str]]:
+    waiting = await asyncio.wait_for(outbox.backlog(), CHECK_TIMEOUT)
+    figures = {"pending": waiting.pending, "oldest_pending_age_s": waiting.oldest_age_s, "failed": waiting.failed}
+    if not waiting.late:
+        return figures, []
+    minutes = (waiting.oldest_age_s or 0) // 60
+    return figures, [
+        f"mail: {waiting.pending} message(s) wait to be sent, the oldest for {minutes} min "
+        f"({waiting.last_error or 'not tried yet: is a worker running?'}); they are sent, once each, "
+        "when the SMTP server takes them"
+    ]
+
+
 async def _check(coro) -> str:
     try:
         await asyncio.wait_for(coro, CHECK_TIMEOUT)
@@ -90,8 +104,9 @@ async def _check(coro) -> str:
     summary="Health of the database, Redis and the worker",
     description="200 with `status` `ok`, or `degraded` and a `degraded` list when the database or Redis "
     "does not answer, no worker has been seen recently, links redirect from stale terms, or answered "
-    "clicks or views wait to be stored: what is shared by every instance never takes one out of "
-    "rotation, and tracked links keep redirecting. `links`, `clicks` and `views` give the figures.",
+    "clicks or views wait to be stored, or mail has waited over ten minutes: what is shared by every "
+    "instance never takes one out of rotation, and tracked links keep redirecting. `links`, `clicks`, "
+    "`views` and `mail` give the figures.",
 )
 async def healthz(request: Request) -> Response:
     redis = request.app.state.redis
@@ -116,6 +131,13 @@ async def healthz(request: Request) -> Response:
     degraded += said
     views, said = _events("views", state.ads.buffer)
     degraded += said
+    mail: dict = {}
+    if database == "ok":
+        try:
+            mail, said = await _mail()
+            degraded += said
+        except Exception:  # noqa: BLE001 - the database check above speaks for the database
+            mail = {}
     status = "degraded" if degraded else "ok"
     return Response(
         {
@@ -127,6 +149,7 @@ async def healthz(request: Request) -> Response:
             "links": links,
             "clicks": clicks,
             "views": views,
+            "mail": mail,
             "degraded": degraded,
         },
         status_code=200,

@@ -300,5 +300,33 @@ async def _settle_if_unsent(row: dict[str, Any], claim: str, exc: BaseException,
         ).where(MailOutbox.id == row["id"], MailOutbox.claim == claim, MailOutbox.status == OutboxStatus.pending.value)
 
 
-async def pending_count() -> int:
-    return await MailOutbox.count().where(MailOutbox.status == OutboxStatus.pending.value)
+# Mail that waits longer than this is said on /healthz: SMTP is refusing or away, or no worker runs.
+LATE_AFTER = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class Backlog:
+    pending: int
+    oldest_age_s: int | None  # how long the oldest waiting message has waited
+    failed: int  # refused for good or given up, ever
+    last_error: str  # the oldest waiting message's last failure ("" when it has not been tried)
+
+    @property
+    def late(self) -> bool:
+        return self.oldest_age_s is not None and self.oldest_age_s > LATE_AFTER.total_seconds()
+
+
+async def backlog(now: datetime | None = None) -> Backlog:
+    """What waits to be sent (for /healthz)."""
+    now = now or clock.now()
+    oldest = (
+        await MailOutbox.select(MailOutbox.created_at, MailOutbox.last_error)
+        .where(MailOutbox.status == OutboxStatus.pending.value)
+        .order_by(MailOutbox.next_attempt_at)
+        .order_by(MailOutbox.id)
+        .first()
+    )
+    pending = await MailOutbox.count().where(MailOutbox.status == OutboxStatus.pending.value) if oldest else 0
+    failed = await MailOutbox.count().where(MailOutbox.status == OutboxStatus.failed.value)
+    age = None if oldest is None else int((now - hours.utc(oldest["created_at"])).total_seconds())
+    return Backlog(pending, age, failed, oldest["last_error"] if oldest else "")

@@ -146,3 +146,22 @@ async def test_property_each_row_is_delivered_once_across_crashes_and_retries(ap
 async def db_wipe_mail() -> None:
     async with db.transaction():
         await MailOutbox.delete(force=True)
+
+
+async def test_healthz_says_when_mail_has_waited_too_long(app, clean, mailbox, client):
+    recipient = outbox.Recipient(email="reader@example.com")
+    mailbox.stop()
+    async with db.transaction():
+        await outbox.enqueue(
+            "verify_email", recipient, {"verify_url": "http://x/1"}, now=clock.now() - timedelta(minutes=11)
+        )
+    await outbox.deliver_due()
+    body = (await client.get("/healthz")).json()
+    assert body["mail"]["pending"] == 1 and body["mail"]["oldest_pending_age_s"] >= 660
+    [said] = [line for line in body["degraded"] if line.startswith("mail:")]
+    assert said.startswith("mail: 1 message(s) wait to be sent, the oldest for 11 min (SMTPConnectError")
+    mailbox.start()
+    assert await outbox.deliver_due(clock.now() + timedelta(minutes=5)) == 1
+    body = (await client.get("/healthz")).json()
+    assert body["mail"] == {"pending": 0, "oldest_pending_age_s": None, "failed": 0}
+    assert not [line for line in body["degraded"] if line.startswith("mail:")]
