@@ -60,6 +60,10 @@ KINDS: dict[str, Kind] = {
 }
 
 
+# Their links carry a token's secret: the outbox keeps the text only until it is delivered.
+WITH_SECRETS = frozenset({"verify_email", "reset_password", "email_change_confirm", "account_unlock"})
+
+
 def kind(name: str) -> Kind:
     return KINDS[name]
 

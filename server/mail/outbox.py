@@ -200,6 +200,7 @@ async def _claim(now: datetime, limit: int) -> tuple[str, list[dict[str, Any]]]:
     rows = (
         await MailOutbox.select(
             MailOutbox.id,
+            MailOutbox.kind,
             MailOutbox.to_address,
             MailOutbox.subject,
             MailOutbox.text_body,
@@ -217,9 +218,18 @@ async def _claim(now: datetime, limit: int) -> tuple[str, list[dict[str, Any]]]:
     return claim, rows
 
 
-async def _settle(row_id: int, claim: str, values: dict[Any, Any]) -> None:
+REDACTED = "(removed once delivered: it held a single-use link)"
+
+
+async def _settle(row: dict[str, Any], claim: str, values: dict[Any, Any]) -> None:
+    """Record how a try ended. A message whose link carries a token's secret keeps its text only while
+    it may still be sent: once sent or failed, a copy of the database holds no working link."""
+    if values.get(MailOutbox.status) in {OutboxStatus.sent.value, OutboxStatus.failed.value} and (
+        row["kind"] in kinds.WITH_SECRETS
+    ):
+        values = {**values, MailOutbox.text_body: REDACTED, MailOutbox.html_body: REDACTED}
     async with db.transaction():
-        await MailOutbox.update(values).where(MailOutbox.id == row_id, MailOutbox.claim == claim)
+        await MailOutbox.update(values).where(MailOutbox.id == row["id"], MailOutbox.claim == claim)
 
 
 def _retry_delay(attempts: int) -> timedelta:
@@ -252,7 +262,7 @@ async def deliver_due(now: datetime | None = None, *, limit: int = BATCH, checkp
                     continue
                 await _checkpoint(checkpoint, "after_send", row["id"])
                 done = {MailOutbox.status: OutboxStatus.sent.value, MailOutbox.sent_at: clock.now()}
-                await _settle(row["id"], claim, {**done, MailOutbox.last_error: ""})
+                await _settle(row, claim, {**done, MailOutbox.last_error: ""})
                 sent += 1
     except smtp.UNREACHABLE as exc:
         await _unreachable(rows, claim, exc, now, target)
@@ -264,10 +274,10 @@ async def _failed(row: dict[str, Any], claim: str, exc: BaseException, now: date
     error = f"{type(exc).__name__}: {exc}"[:500]
     if smtp.permanent(exc) or now - row["created_at"] >= GIVE_UP_AFTER:
         log.warning("mail %s to %s failed for good: %s", row["id"], row["to_address"], error)
-        await _settle(row["id"], claim, {MailOutbox.status: OutboxStatus.failed.value, MailOutbox.last_error: error})
+        await _settle(row, claim, {MailOutbox.status: OutboxStatus.failed.value, MailOutbox.last_error: error})
         return
     await _settle(
-        row["id"],
+        row,
         claim,
         {
             MailOutbox.next_attempt_at: now + _retry_delay(row["attempts"]),

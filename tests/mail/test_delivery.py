@@ -54,6 +54,9 @@ async def test_a_message_is_written_in_its_transaction_and_nothing_when_it_rolls
     assert "<img" not in caught.html  # no tracking pixel in our own mail
     assert await deliver_mail({"clock": clock.now}) == 0  # nothing twice
     assert len(mailbox.messages) == 1
+    # Delivered, its single-use link is gone from the database (the token itself is stored hashed).
+    kept = await MailOutbox.select(MailOutbox.text_body, MailOutbox.html_body).where(MailOutbox.id == row_id).first()
+    assert kept == {"text_body": outbox.REDACTED, "html_body": outbox.REDACTED}
 
 
 async def test_the_recipients_language_writes_the_message(app, clean, mailbox):
