@@ -220,6 +220,41 @@ def ledger_check() -> None:
 
 
 @main.group()
+def mail() -> None:
+    """The mail affnet sends (SMTP_URL, MAIL_FROM)."""
+
+
+@mail.command("check")
+@click.option("--to", "address", required=True, help="Where the test message goes.")
+def mail_check(address: str) -> None:
+    """Send one test message straight through SMTP_URL (not the outbox) and say what the server answered."""
+    from email.message import EmailMessage
+
+    from server.mail import smtp
+
+    settings = _settings()
+    try:
+        target = smtp.parse(settings.smtp_url)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = settings.mail_from, address, "affnet: test message"
+    message.set_content(f"This message was sent by `affnet mail check` through {target.describe()}.\n")
+
+    async def send() -> None:
+        async with smtp.Connection(target) as connection:
+            await connection.send(message)
+
+    try:
+        asyncio.run(send())
+    except smtp.UNREACHABLE as exc:
+        raise click.ClickException(
+            f"{target.describe()} did not take the message: {type(exc).__name__}: {exc}"
+        ) from None
+    click.echo(f"{target.describe()} accepted a test message to {address}")
+
+
+@main.group()
 def reports() -> None:
     """Maintain the reports' hourly rollups."""
 

@@ -94,3 +94,16 @@ def test_production_refuses_to_start_without_a_real_secret(settings):
         )
         assert result.returncode != 0
         assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_mail_check_sends_through_smtp_url_and_says_when_it_cannot(settings, mailbox):
+    result = affnet(["mail", "check", "--to", "ops@example.com"], settings, extra_env={"SMTP_URL": mailbox.url})
+    assert result.returncode == 0, result.stderr
+    assert f"{mailbox.url} accepted a test message to ops@example.com" in result.stdout
+    [caught] = mailbox.catcher.to("ops@example.com")
+    assert caught.subject == "affnet: test message"
+    mailbox.stop()
+    result = affnet(["mail", "check", "--to", "ops@example.com"], settings, extra_env={"SMTP_URL": mailbox.url})
+    assert result.returncode == 1 and "did not take the message" in result.stderr
+    result = affnet(["mail", "check", "--to", "x@example.com"], settings, extra_env={"SMTP_URL": "http://nope"})
+    assert result.returncode == 1 and "SMTP_URL must start with smtp://" in result.stderr

@@ -66,6 +66,8 @@ def live_server(settings: Settings, clean, tmp_path: Path) -> Iterator[LiveServe
         "SECRET_KEY": settings.secret_key,
         "MEDIA_DIR": settings.media_dir,
         "BASE_URL": url,
+        "SMTP_URL": settings.smtp_url,  # the tests' SMTP server (the tests deliver the outbox themselves)
+        "MAIL_FROM": settings.mail_from,
         "PYTHONUNBUFFERED": "1",
     }
     log = tmp_path / "server.log"
