@@ -27,7 +27,10 @@ def _settings():
 
 
 async def _with_db(coro_fn):
+    from server.mail import outbox
+
     settings = _settings()
+    outbox.configure(settings)  # a command that signs someone up writes their mail too
     engine = piccolo_app.bind(db.engine_for(settings.database_url))
     await db.start(engine)
     try:
