@@ -33,6 +33,7 @@ from server.core.settings import ROOT, Settings, load_settings
 from server.earnings import spend
 from server.http import transport
 from server.http.accounts.api import AccountsApi
+from server.http.accounts.notifications import NotificationSettings, unsubscribe_now, unsubscribe_page
 from server.http.accounts.pages import AccountController, AdminPublishersController, AuthController
 from server.http.ads.pages import PublisherSlots, demo_blog
 from server.http.ads.public import AdFastPath, ads_endpoints
@@ -86,6 +87,9 @@ log = logging.getLogger("affnet")
 ROUTE_HANDLERS = [
     AuthController,
     AccountController,
+    NotificationSettings,
+    unsubscribe_page,
+    unsubscribe_now,
     AdminPublishersController,
     PublisherDashboard,
     AdvertiserDashboard,
@@ -275,6 +279,8 @@ def create_app(settings: Settings | None = None) -> FastPaths:
                 # own credentials (a campaign token or API key; the pixel a signed click id).
                 # Stripe's webhooks are signed by Stripe (verified over the raw body), and send no cookie.
                 # Ads' endpoints are called by the embed script from publishers' pages and read no cookie.
+                # A mail client's one-click unsubscribe (RFC 8058) POSTs with no cookie and no token: the
+                # signed token in the URL is the authority, and it can only turn one notice off.
                 exclude=(
                     "^/api/",
                     "^/healthz$",
@@ -283,6 +289,7 @@ def create_app(settings: Settings | None = None) -> FastPaths:
                     "^/px/",
                     "^/stripe/(connect-)?webhook$",
                     "^/ads/",
+                    "^/unsubscribe/",
                 ),
             ),
         ],

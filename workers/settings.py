@@ -15,6 +15,7 @@ from workers import cron_lock
 from workers.jobs.ads import settle_impression_earnings
 from workers.jobs.billing import enforce_auto_pause, process_stripe_event, sweep_stripe_events
 from workers.jobs.conversions import join_reconcile_conversions, reconcile_conversions
+from workers.jobs.digests import send_conversions_digests, send_review_digests
 from workers.jobs.earnings import settle_click_earnings
 from workers.jobs.ledger import check_ledger
 from workers.jobs.mail import deliver_mail
@@ -58,6 +59,8 @@ FUNCTIONS = [
     join_payout_batch,
     join_reconcile_conversions,
     deliver_mail,
+    send_review_digests,
+    send_conversions_digests,
 ]
 CRON_JOBS = [
     # Every ten seconds: the outbox's due messages go out (and failed tries are retried when due).
@@ -88,6 +91,10 @@ CRON_JOBS = [
     cron(create_partitions_ahead, minute={7}, run_at_startup=True, unique=True),
     # Nightly, after the rebuild of yesterday: raw events past retention go, rollups stay.
     cron(drop_expired_raw_events, hour={1}, minute={10}, unique=True),
+    # Daily, in the European morning: advertisers' review digest, then publishers' conversions digest
+    # (each person at most one of each a UTC day, only when there is something to tell).
+    cron(send_review_digests, hour={7}, minute={5}, unique=True),
+    cron(send_conversions_digests, hour={7}, minute={10}, unique=True),
 ]
 # Each cron job runs under a Redis lock, so two workers never run it at once (workers/cron_lock.py).
 CRON_JOBS = [cron_lock.locked(job) for job in CRON_JOBS]

@@ -17,6 +17,7 @@ from server.accounts.tables import NetworkSetting
 from server.billing import stripe_api
 from server.billing.records import Balance, FundingLine
 from server.billing.tables import BillingSettings, Funding, FundingStatus
+from server.campaigns import notices
 from server.campaigns import service as campaigns
 from server.campaigns.tables import Campaign, CampaignStatus
 from server.core import clock, db, money
@@ -311,13 +312,18 @@ async def _pause_campaigns(advertiser_id: int, currency: str, reason: str) -> li
 
 
 async def enforce_threshold(advertiser_id: int) -> list[int]:
-    """Pause the advertiser's active campaigns if their balance is below their auto-pause threshold."""
+    """Pause the advertiser's active campaigns if their balance is below their auto-pause threshold
+    (each pause is told by mail: campaigns.pause_for_balance), and warn them by mail once a day while it
+    is near it (under LOW_BALANCE_FACTOR times the threshold, as the billing page's warning)."""
     prefs = await settings_of(advertiser_id)
     if not prefs or not prefs["auto_pause_threshold_minor"]:
         return []
     currency, threshold = prefs["currency"], prefs["auto_pause_threshold_minor"]
     balance = await ledger.balance(K.advertiser_balance, currency, advertiser_id)
     if balance >= threshold:
+        if balance < threshold * LOW_BALANCE_FACTOR and await _has_active_campaign(advertiser_id, currency):
+            async with db.transaction():
+                await notices.balance_low(advertiser_id, currency, threshold_minor=threshold)
         return []
     return await _pause_campaigns(
         advertiser_id,
@@ -333,6 +339,14 @@ async def pause_if_short(advertiser_id: int, currency: str) -> list[int]:
     if await ledger.balance(K.advertiser_balance, currency, advertiser_id) <= 0:
         return await _pause_campaigns(advertiser_id, currency, PAUSE_REASON_EMPTY.format(currency=currency))
     return await enforce_threshold(advertiser_id)
+
+
+async def _has_active_campaign(advertiser_id: int, currency: str) -> bool:
+    return await Campaign.exists().where(
+        Campaign.advertiser == advertiser_id,
+        Campaign.currency == currency,
+        Campaign.status == CampaignStatus.active.value,
+    )
 
 
 async def enforce_all_thresholds() -> list[int]:

@@ -14,6 +14,7 @@ from piccolo.query.functions.aggregate import Count
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import NetworkSetting, Publisher, PublisherStatus, User
 from server.audit import service as audit
+from server.campaigns import notices
 from server.campaigns.records import Applicant, ApplicantProfile, CampaignListing, CampaignSummary
 from server.campaigns.tables import (
     SUB_NAMES,
@@ -475,11 +476,15 @@ async def pause_for_balance(campaign_id: int, *, reason: str | None = None) -> b
                 }
             )
             .where(Campaign.id == campaign_id, Campaign.status == CampaignStatus.active.value)
-            .returning(Campaign.id)
+            .returning(Campaign.id, Campaign.advertiser, Campaign.currency, Campaign.name)
         )
         if paused:
             await audit.record(
                 "campaign.paused_for_balance", actor_id=None, object_type="campaign", object_id=campaign_id
+            )
+            row = paused[0]
+            await notices.balance_low(
+                row["advertiser"], row["currency"], threshold_minor=0, paused_campaign=row["name"]
             )
     if paused:
         await _changed(campaign_id)
@@ -621,6 +626,8 @@ async def join(publisher: CurrentUser, campaign_id: int) -> str:
             )
         if new_status is MembershipStatus.approved:
             await _ensure_link(membership_id, campaign_id, publisher.id)
+        else:  # applied: the advertiser is told, with the publisher's public profile only
+            await notices.publisher_applied(campaign_id, publisher.id)
         await audit.record(
             f"membership.{new_status.value}",
             actor_id=publisher.id,
@@ -685,6 +692,10 @@ async def decide(
         ).where(Membership.id == membership_id)
         if accept:
             await _ensure_link(membership_id, row["campaign"], row["publisher"])
+        # An answer to an application (or a re-admission) is told; withdrawing an invitation or
+        # removing a member is not an answer to anything the publisher asked.
+        if row["status"] != MembershipStatus.invited.value and new is not MembershipStatus.removed:
+            await notices.application_decided(row["campaign"], row["publisher"], accepted=accept, note=note)
         await audit.record(
             f"membership.{new.value}",
             actor_id=advertiser.id,
@@ -727,6 +738,7 @@ async def invite(advertiser: CurrentUser, campaign_id: int, publisher_email: str
         await audit.record(
             "membership.invited", actor_id=advertiser.id, object_type="membership", object_id=rows[0]["id"], email=email
         )
+        await notices.invited(campaign_id, pub["id"])
 
 
 async def _changed(campaign_id: int) -> None:
