@@ -259,3 +259,18 @@ async def test_the_publishers_digest_lists_approved_rejected_and_reversed_with_t
     # The next day's digest starts where this one ended: nothing since, nothing sent.
     tomorrow = clock.now() + timedelta(days=1)
     assert await send_conversions_digests({"clock": lambda: tomorrow}) == 0
+
+
+async def test_held_conversions_are_recalled_every_day_until_the_advertiser_decides(client, settings, mailbox):
+    setup, ids = await conversions_of(settings, client, 2)
+    assert await send_review_digests({"clock": clock.now}) == 1
+    # A fraud rule holds one (as intake does when a rule fires): it waits for the advertiser alone.
+    await Conversion.update({Conversion.held: True}).where(Conversion.id == ids[0])
+    tomorrow = clock.now() + timedelta(days=1)
+    assert await send_review_digests({"clock": lambda: tomorrow}) == 1
+    await deliver_mail({"clock": lambda: tomorrow})  # written tomorrow: due tomorrow
+    first, second = await caught(mailbox, setup.advertiser.email, "review_digest")
+    assert "2 new conversions since the previous digest." in first.text
+    assert "1 conversion is held by a fraud rule" in second.text and "new conversion" not in second.text
+    assert "http://testserver.local/advertiser/review" in second.text
+    assert "Spring Boots: 1 pending, 1 held" in second.text
