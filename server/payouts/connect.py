@@ -27,10 +27,10 @@ from server.accounts import service as accounts
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import PublisherStatus
 from server.billing.stripe_api import HTTPXClient, client_for
-from server.core import clock
+from server.core import clock, db
 from server.core.errors import Conflict, NotFound
 from server.core.settings import Settings
-from server.payouts import shared
+from server.payouts import notices, shared
 from server.payouts.account_tables import PayoutAccount
 
 log = logging.getLogger("affnet.payouts")
@@ -320,12 +320,28 @@ async def apply_event(event_type: str, obj: dict[str, Any], created: int | None,
 
 
 async def _store_state(account: dict[str, Any], produced: datetime) -> bool:
-    """The account's state as Stripe produced it at `produced`, unless a newer one is stored."""
+    """The account's state as Stripe produced it at `produced`, unless a newer one is stored. When the
+    new state needs the publisher (payouts stopped, details due), they are told in the same transaction."""
     requirements = account.get("requirements") or {}
     due = [str(f) for f in requirements.get("currently_due") or []]
     fingerprints = shared.fingerprints_of(account)
     banks = {} if fingerprints is None else {PayoutAccount.bank_fingerprints: ",".join(fingerprints)}
-    updated = (
+    async with db.transaction():
+        before = await PayoutAccount.select().where(PayoutAccount.stripe_account_id == account["id"]).first()
+        updated = await _write_state(account, produced, due, banks)
+        if updated:
+            after = await PayoutAccount.select().where(PayoutAccount.id == updated[0]["id"]).first()
+            await notices.account_changed(before, after)
+        if updated and fingerprints:
+            await shared.check(account["id"])  # the same bank account as another publisher's: both held
+    return bool(updated)
+
+
+async def _write_state(
+    account: dict[str, Any], produced: datetime, due: list[str], banks: dict[Any, Any]
+) -> list[dict[str, Any]]:
+    requirements = account.get("requirements") or {}
+    return (
         await PayoutAccount.update(
             {
                 **banks,
@@ -347,9 +363,6 @@ async def _store_state(account: dict[str, Any], produced: datetime) -> bool:
         )
         .returning(PayoutAccount.id)
     )
-    if updated and fingerprints:
-        await shared.check(account["id"])  # the same bank account as another publisher's: both held
-    return bool(updated)
 
 
 async def refresh_from_stripe(publisher: CurrentUser, connect: ConnectGateway) -> AccountView:

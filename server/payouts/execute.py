@@ -57,7 +57,7 @@ from server.billing.stripe_api import is_transient
 from server.core import clock, db, process
 from server.core.errors import Conflict
 from server.ledger import postings
-from server.payouts import review
+from server.payouts import notices, review
 from server.payouts.keys import idempotency_key, settled_key, transfer_group
 from server.payouts.tables import BatchStatus, LineStatus, PayoutBatch, PayoutLine
 
@@ -461,7 +461,14 @@ async def _settle(line_ids: Sequence[int]) -> int:
                 PayoutLine.status == LineStatus.submitting.value,
                 PayoutLine.stripe_transfer_id != "",
             )
-            .returning(PayoutLine.id, PayoutLine.amount_minor, PayoutLine.currency, PayoutLine.stripe_transfer_id)
+            .returning(
+                PayoutLine.id,
+                PayoutLine.batch,
+                PayoutLine.publisher,
+                PayoutLine.amount_minor,
+                PayoutLine.currency,
+                PayoutLine.stripe_transfer_id,
+            )
         )
         if not paid:
             return 0
@@ -474,6 +481,7 @@ async def _settle(line_ids: Sequence[int]) -> int:
             object_type="payout_line",
             items=[(r["id"], {"transfer": r["stripe_transfer_id"]}) for r in paid],
         )
+        await notices.payouts_sent(paid, now=now)  # each publisher's "payout sent", with the line it is about
     return len(paid)
 
 
@@ -503,7 +511,14 @@ async def _refused(line: dict[str, Any], exc: stripe.StripeError) -> None:
                 }
             )
             .where(PayoutLine.id == line_id, PayoutLine.status == LineStatus.submitting.value)
-            .returning(PayoutLine.id)
+            .returning(
+                PayoutLine.id,
+                PayoutLine.batch,
+                PayoutLine.publisher,
+                PayoutLine.amount_minor,
+                PayoutLine.currency,
+                PayoutLine.attempt,
+            )
         )
         if failed:
             await review.return_reservation(line_id, "returned", memo=f"transfer failed: {message}", actor_id=None)
@@ -515,6 +530,7 @@ async def _refused(line: dict[str, Any], exc: stripe.StripeError) -> None:
                 error=message,
                 attempt=line["attempt"],
             )
+            await notices.transfer_failed(failed[0], message)  # the publisher's and finance's mail
     return None
 
 

@@ -37,7 +37,7 @@ from server.ledger import service as ledger
 from server.ledger.service import InsufficientFunds
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerAccount, LedgerEntry
-from server.payouts import four_eyes
+from server.payouts import four_eyes, notices
 from server.payouts.account_tables import PayoutAccount
 from server.payouts.keys import reserved_key
 from server.payouts.tables import (
@@ -573,6 +573,7 @@ async def _fill_batch(
         carried=len(carried),
         off_cycle=off_cycle,
     )
+    await notices.batch_prepared(batch_id)  # finance: it waits for approval (not to its preparer)
     reasons = Counter(s.reason.value for s in everyone if s.reason)
     return Made(batch_id, currency, True, len(paid), len(carried), dict(sorted(reasons.items())))
 

@@ -10,26 +10,30 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 from piccolo.query.functions.aggregate import Count, Sum
 
+from server.accounts import notify
+from server.accounts.tables import Role
 from server.audit import service as audit
 from server.audit.tables import AuditEvent
-from server.core import db, i18n
+from server.core import clock, db, i18n
 from server.core.hours import hour_sql, utc
 from server.core.i18n import _, _l
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerAccount
+from server.mail import outbox
 from server.payouts.tables import LineStatus, PayoutBatch, PayoutLine
 from server.reports.period import Period
 from server.reports.report_table import Column, ReportTable, chart_number
 
 CHECK_ACTION = "ledger.checked"
 PROBLEMS_KEPT = 50  # problems stored per check: enough to act on, small enough for one audit row
+PROBLEMS_MAILED = 5  # the first problems a failed nightly check's mail names; the dashboard has the rest
 TABLES = ("revenue_by_day", "balances", "payout_batches")
 
 # A balance as the dashboard shows it: (figure key, account kind, sign). Receivables are <= 0 in
@@ -289,19 +293,35 @@ def payout_table(period: Period, rows: list[dict[str, Any]]) -> ReportTable:
 # --- the ledger check -------------------------------------------------------------------------
 
 
-async def check_ledger(actor_id: int | None) -> dict[str, Any]:
+async def check_ledger(actor_id: int | None, *, now: datetime | None = None) -> dict[str, Any]:
     """Run every invariant check (read-only) and record the result as an audit event: by the
-    scheduled job (actor None) or a finance person pressing the button."""
+    scheduled job (actor None) or a finance person pressing the button. A scheduled check that found
+    problems also mails finance and admins, with the record (once per UTC day: a rerun of the night's
+    job tells nobody twice); a person pressing the button reads the result on the page."""
     problems = await ledger.check()
-    await audit.record(
-        CHECK_ACTION,
-        actor_id=actor_id,
-        object_type="ledger",
-        object_id=None,
-        ok=not problems,
-        problem_count=len(problems),
-        problems=problems[:PROBLEMS_KEPT],
-    )
+    async with db.transaction():
+        await audit.record(
+            CHECK_ACTION,
+            actor_id=actor_id,
+            object_type="ledger",
+            object_id=None,
+            ok=not problems,
+            problem_count=len(problems),
+            problems=problems[:PROBLEMS_KEPT],
+        )
+        if problems and actor_id is None:
+            day = (now or clock.now()).astimezone(UTC).date()
+            await notify.send_to_role(
+                "ledger_check_failed",
+                (Role.finance, Role.admin),
+                {
+                    "problem_count": len(problems),
+                    "problems": problems[:PROBLEMS_MAILED],
+                    "dashboard_url": outbox.link("/finance#ledger-check"),
+                },
+                dedupe_key=f"ledger_check_failed:{day.isoformat()}",
+                now=now,
+            )
     return {"ok": not problems, "problem_count": len(problems), "problems": problems[:PROBLEMS_KEPT]}
 
 

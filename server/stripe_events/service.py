@@ -13,6 +13,7 @@ event never touches a funding."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -21,11 +22,14 @@ from typing import Any
 
 import stripe
 
+from server.accounts import notify
+from server.accounts.tables import Role
 from server.audit import service as audit
 from server.billing import funding_events
-from server.billing.stripe_api import Gateway
+from server.billing.stripe_api import Gateway, is_transient
 from server.core import clock, db
 from server.core.errors import Conflict, DomainError
+from server.mail import outbox
 from server.payouts import events as payout_events
 from server.stripe_events.tables import StripeEvent
 
@@ -35,6 +39,10 @@ PROCESS_JOB = "process_stripe_event"  # the worker's job that applies one event 
 MAX_ATTEMPTS = 20  # the sweep stops retrying an event after this many failures (it stays visible)
 SWEEP_AFTER = timedelta(seconds=30)  # leave fresh events to the job enqueued for them
 SWEEP_BATCH = 200
+# Finance is told of an event that failed for a reason that will not pass by itself at once; of one
+# that Stripe being away (or a payment Stripe has not finished) holds back, after this many tries.
+NOTICE_AFTER = 5
+EVENTS_PAGE = "/finance/stripe-events"
 
 
 class BadWebhook(DomainError):
@@ -100,14 +108,43 @@ async def process(event_id: str, gateway: Gateway) -> str:
             row["type"], event["data"]["object"], gateway, created=event.get("created"), account=event.get("account")
         )
     except Exception as exc:
-        await StripeEvent.update(
-            {StripeEvent.error: f"{type(exc).__name__}: {exc}"[:2000], StripeEvent.attempts: StripeEvent.attempts + 1}
-        ).where(StripeEvent.event_id == event_id)
+        await _failed(row, exc)
         raise
     await StripeEvent.update(
         {StripeEvent.processed_at: clock.now(), StripeEvent.outcome: outcome[:40], StripeEvent.error: ""}
     ).where(StripeEvent.event_id == event_id, StripeEvent.processed_at.is_null())
     return outcome
+
+
+async def _failed(row: dict[str, Any], exc: Exception) -> None:
+    """Note the failure on the event and, when it is worth a person's look, tell finance in the same
+    transaction (once per event id, however often it fails again)."""
+    error = f"{type(exc).__name__}: {exc}"[:2000]
+    async with db.transaction():
+        noted = (
+            await StripeEvent.update({StripeEvent.error: error, StripeEvent.attempts: StripeEvent.attempts + 1})
+            .where(StripeEvent.event_id == row["event_id"])
+            .returning(StripeEvent.attempts)
+        )
+        passes_by_itself = isinstance(exc, funding_events.NotYet) or is_transient(exc)
+        if noted and (not passes_by_itself or noted[0]["attempts"] >= NOTICE_AFTER):
+            await notify.send_to_role(
+                "stripe_event_failed",
+                (Role.finance, Role.admin),
+                {
+                    "event_id": row["event_id"],
+                    "event_type": row["type"],
+                    "error": error[:500],
+                    "attempts": noted[0]["attempts"],
+                    "events_url": outbox.link(EVENTS_PAGE),
+                },
+                dedupe_key=f"stripe_event_failed:{_short(row['event_id'])}",
+            )
+
+
+def _short(event_id: str) -> str:
+    """The event id, or its digest when it is too long for a dedupe key (Stripe's ids are ~30 characters)."""
+    return event_id if len(event_id) <= 100 else hashlib.sha256(event_id.encode()).hexdigest()[:40]
 
 
 async def pending(now: datetime | None = None, limit: int = SWEEP_BATCH) -> list[str]:
