@@ -84,7 +84,7 @@ async def test_a_payout_paid_mails_the_publisher_the_amount_in_their_currency_on
     assert " ".join(mail.subject.split()) == "Votre paiement de 1 250,00 € est en route"
     assert amount in mail.text and amount in html.unescape(mail.html)
     assert "1250" not in mail.text and "12.50" not in mail.text  # no float, no minor units
-    assert f"{BASE_URL}/publisher/payouts/lines/{line['id']}" in mail.text
+    assert f":\n{BASE_URL}/publisher/payouts/lines/{line['id']}\n" in mail.text.replace("\r\n", "\n")  # on its own line
     assert f'href="{BASE_URL}/publisher/payouts/lines/{line["id"]}"' in mail.html
     assert 'lang="fr"' in mail.html and "List-Unsubscribe" in mail.message
 
