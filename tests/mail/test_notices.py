@@ -79,7 +79,10 @@ async def test_a_publisher_applying_tells_the_advertiser_their_public_profile_ne
     assert "Alpine Kitchen applied to your campaign “Trail Shoes”." in mail.text
     assert "https://blog.affnet.example" in mail.text and "Alpine Kitchen" in mail.html
     # The link stands on its own line in the plain text (a mail client makes it clickable).
-    assert f"campaign's page:\nhttp://testserver.local/advertiser/campaigns/{campaign_id}#publishers\n" in mail.text
+    assert (
+        f"campaign's page:\nhttp://testserver.local/advertiser/campaigns/{campaign_id}#publishers\n"
+        in mail.text.replace("\r\n", "\n")
+    )
     assert f"/advertiser/campaigns/{campaign_id}#publishers" in mail.html
     for part in (mail.subject, mail.text, mail.html, mail.raw.decode("utf-8", "replace")):
         assert pub_email not in part  # personal data the advertiser is never shown
