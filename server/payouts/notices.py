@@ -107,10 +107,10 @@ async def transfer_failed(line: dict[str, Any], error: str, *, now: datetime | N
 
 
 async def batch_prepared(batch_id: int, *, now: datetime | None = None) -> list[int]:
-    """A new batch waits for approval: every finance person and admin who may approve it is told, once.
-    Not whoever four eyes bars from approving it (its preparer, and anyone whose changes shaped it:
-    server/payouts/four_eyes.py); a batch the scheduled job prepared has no preparer. A batch with no
-    line to pay (everyone carried over) waits for nobody."""
+    """A new batch waits for approval: the finance people who may approve it, and the admins, are told,
+    once. Not whoever four eyes bars from approving it (its preparer, and anyone whose changes shaped
+    it: server/payouts/four_eyes.py); a batch the scheduled job prepared has no preparer. A batch with
+    no line to pay (everyone carried over) waits for nobody."""
     batch = await PayoutBatch.select().where(PayoutBatch.id == batch_id).first()
     if batch is None or batch["line_count"] == 0:
         return []
