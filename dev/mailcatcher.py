@@ -45,7 +45,7 @@ class Caught:
     def part(self, subtype: str) -> str:
         """The text of the plain ('plain') or HTML ('html') part."""
         body = self.message.get_body(preferencelist=(subtype,))
-        return body.get_content() if body is not None else ""
+        return body.get_content().replace("\r\n", "\n") if body is not None else ""  # as written, not as sent
 
     @property
     def text(self) -> str:

@@ -48,7 +48,8 @@ async def test_a_message_is_written_in_its_transaction_and_nothing_when_it_rolls
     assert row["status"] == OutboxStatus.sent and row["sent_at"] is not None and row["attempts"] == 1
     assert caught.message_id == row["message_id"] and caught.recipients == ["reader@example.com"]
     assert caught.subject == "Confirm your e-mail address for affnet"
-    assert "/verify-email/token0" in caught.text and "/verify-email/token0" in caught.html
+    assert "opening this link:\nhttp://testserver.local/verify-email/token0\n" in caught.text
+    assert "/verify-email/token0" in caught.html
     assert caught.message["Auto-Submitted"] == "auto-generated"
     assert "List-Unsubscribe" not in caught.message  # an account message: always sent, no unsubscribe
     assert "<img" not in caught.html  # no tracking pixel in our own mail
