@@ -112,6 +112,7 @@ async def seed_demo_ads(settings: Any) -> None:
 
 async def seed_demo(settings) -> list[tuple[str, str]]:
     """Create the demo users that do not exist yet; return every demo login."""
+    from server.accounts import mailbox
     from server.accounts import service as accounts
     from server.accounts.tables import User
 
@@ -129,9 +130,10 @@ async def seed_demo(settings) -> list[tuple[str, str]]:
                 },
                 settings,
             )
+            await mailbox.mark_verified(uid)  # demo addresses are vouched for: approval needs it
             await accounts.review_publisher(_system_admin(), await _publisher_id(uid), approve=True)
         elif role is Role.advertiser:
-            await accounts.signup_advertiser(
+            uid = await accounts.signup_advertiser(
                 {
                     "email": email,
                     "password": DEMO_PASSWORD,
@@ -139,6 +141,7 @@ async def seed_demo(settings) -> list[tuple[str, str]]:
                     "website": "https://shop.affnet.example",
                 }
             )
+            await mailbox.mark_verified(uid)
         else:
             await accounts.create_user(email, DEMO_PASSWORD, role)
     await _seed_demo_campaign()

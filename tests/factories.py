@@ -8,6 +8,7 @@ from typing import Any
 
 from httpx import AsyncClient as AsyncTestClient
 
+from server.accounts import mailbox
 from server.accounts import service as accounts
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Publisher, Role
@@ -22,7 +23,12 @@ def unique_email(prefix: str = "user") -> str:
 
 
 async def make_publisher(
-    settings: Settings, *, email: str | None = None, approved: bool = True, display_name: str = "Cooking Blog"
+    settings: Settings,
+    *,
+    email: str | None = None,
+    approved: bool = True,
+    display_name: str = "Cooking Blog",
+    verified: bool = True,
 ) -> tuple[int, str]:
     email = email or unique_email("pub")
     user_id = await accounts.signup_publisher(
@@ -35,6 +41,8 @@ async def make_publisher(
         },
         settings,
     )
+    if verified:  # as if they opened the link of their verification mail (approval needs it)
+        await mailbox.mark_verified(user_id)
     if approved:
         row = await Publisher.select(Publisher.id).where(Publisher.user == user_id).first()
         admin = CurrentUser(id=None, email="system", role=Role.admin, via="test")  # type: ignore[arg-type]
@@ -47,6 +55,7 @@ async def make_advertiser(*, email: str | None = None) -> tuple[int, str]:
     user_id = await accounts.signup_advertiser(
         {"email": email, "password": PASSWORD, "company_name": "Shop Ltd", "website": "https://shop.affnet.example"}
     )
+    await mailbox.mark_verified(user_id)
     return user_id, email
 
 

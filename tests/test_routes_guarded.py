@@ -34,6 +34,17 @@ EXPECTED_PUBLIC: set[tuple[str, str]] = {
     ("GET", "/signup/advertiser"),
     ("POST", "/signup/advertiser"),
     ("POST", "/language"),  # the footer's language switcher: visitors choose too (a cookie), CSRF-checked
+    # Links from account mail (server/accounts/mailbox.py): the single-use token in the path is the
+    # authority; forgot-password answers the same for every address. Forms are CSRF-checked.
+    ("GET", "/verify-email/{token:str}"),
+    ("GET", "/forgot-password"),
+    ("POST", "/forgot-password"),
+    ("GET", "/reset-password/{token:str}"),
+    ("POST", "/reset-password/{token:str}"),
+    ("GET", "/email-change/{token:str}"),
+    ("POST", "/email-change/{token:str}"),
+    ("GET", "/unlock/{token:str}"),
+    ("POST", "/unlock/{token:str}"),
     ("GET", "/healthz"),
     ("GET", "/static/{file_path:path}"),
     ("HEAD", "/static/{file_path:path}"),

@@ -17,6 +17,7 @@ class CurrentUser:
     api_key_id: int | None = None
     language: str = ""  # "" follows the browser (server/core/locale.py)
     time_zone: str = ""  # "" shows times in UTC
+    email_verified: bool = True  # False: the owner has not opened the link sent to the address yet
 
     @property
     def home(self) -> str:

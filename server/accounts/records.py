@@ -36,6 +36,7 @@ class PublisherApplication:
     created_at: datetime
     reviewed_at: datetime | None
     email: str
+    email_verified_at: datetime | None  # approval waits for it
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> PublisherApplication:

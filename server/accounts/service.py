@@ -1,4 +1,5 @@
-"""The rules of accounts: sign-up, login with throttling, sessions, API keys, publisher review."""
+"""The rules of accounts: sign-up, login with throttling, sessions, API keys, publisher review.
+(The address and the mail that verifies, changes or recovers it: server/accounts/mailbox.py.)"""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from server.accounts import passwords, throttle
+from server.accounts import mailbox, passwords, throttle
 from server.accounts.identity import CurrentUser
 from server.accounts.records import ApiKeyListing, PublicProfile, PublisherApplication
 from server.accounts.tables import (
@@ -36,7 +37,7 @@ from server.core.validation import form_field
 SESSION_TOUCH_INTERVAL = timedelta(minutes=10)
 API_KEY_TOUCH_INTERVAL = timedelta(minutes=1)
 API_KEY_ROLES = {Role.publisher, Role.advertiser, Role.finance}  # finance: read its reports
-AUTO_APPROVE_KEY = "publisher_auto_approve"
+AUTO_APPROVE_KEY = mailbox.AUTO_APPROVE_KEY
 
 
 def _sha256(value: str) -> str:
@@ -46,7 +47,9 @@ def _sha256(value: str) -> str:
 # --- users -------------------------------------------------------------------------------------
 
 
-async def _insert_user(email: str, password: str, role: Role, now: datetime) -> int:
+async def _insert_user(
+    email: str, password: str, role: Role, now: datetime, *, language: str = "", verified: bool = False
+) -> int:
     passwords.check_policy(password, email=email)
     if await User.exists().where(User.email == email):
         raise Conflict(_("An account with this email already exists. Log in instead."), field="email")
@@ -60,6 +63,8 @@ async def _insert_user(email: str, password: str, role: Role, now: datetime) -> 
                 is_active=True,
                 created_at=now,
                 password_changed_at=now,
+                language=language,
+                email_verified_at=now if verified else None,
             )
         ).returning(User.id)
     except Exception as exc:
@@ -69,11 +74,14 @@ async def _insert_user(email: str, password: str, role: Role, now: datetime) -> 
     return rows[0]["id"]
 
 
-async def create_user(email: str, password: str, role: Role, *, actor_id: int | None = None) -> int:
-    """Create a finance or admin user (the CLI) or any role (tests, demo data)."""
+async def create_user(
+    email: str, password: str, role: Role, *, actor_id: int | None = None, verified: bool = True
+) -> int:
+    """Create a finance or admin user (the CLI) or any role (tests, demo data). An operator typed the
+    address, so it counts as confirmed unless `verified=False`."""
     email = validation.email(email)
     async with db.transaction():
-        user_id = await _insert_user(email, password, role, clock.now())
+        user_id = await _insert_user(email, password, role, clock.now(), verified=verified)
         await audit.record(
             "user.created", actor_id=actor_id, object_type="user", object_id=user_id, role=role.value, email=email
         )
@@ -81,8 +89,8 @@ async def create_user(email: str, password: str, role: Role, *, actor_id: int | 
 
 
 async def publisher_auto_approve(settings: Settings) -> bool:
-    row = await NetworkSetting.select(NetworkSetting.value).where(NetworkSetting.key == AUTO_APPROVE_KEY).first()
-    return settings.publisher_auto_approve if row is None else row["value"] == "true"
+    """Whether publishers are approved without an admin (when they confirm their address)."""
+    return await mailbox.auto_approve(settings)
 
 
 async def set_publisher_auto_approve(admin: CurrentUser, enabled: bool) -> None:
@@ -132,11 +140,11 @@ async def signup_publisher(form: Mapping[str, Any], settings: Settings) -> int:
         validation.text, form_field(form, "audience"), "audience", _("Audience description"), max_length=2000
     )
     check.done()
-    auto = await publisher_auto_approve(settings)
     now = clock.now()
     async with db.transaction():
-        user_id = await _insert_user(email, password, Role.publisher, now)
-        status = PublisherStatus.approved if auto else PublisherStatus.pending
+        user_id = await _insert_user(email, password, Role.publisher, now, language=mailbox.reader_language())
+        # Pending until an admin approves, or (auto-approval) until the address is confirmed.
+        status = PublisherStatus.pending
         await Publisher.insert(
             Publisher(
                 user=user_id,
@@ -144,14 +152,15 @@ async def signup_publisher(form: Mapping[str, Any], settings: Settings) -> int:
                 blog_url=blog_url,
                 audience=audience,
                 status=status.value,
-                status_reason="approved automatically" if auto else "",
-                reviewed_at=now if auto else None,
+                status_reason="",
+                reviewed_at=None,
                 created_at=now,
             )
         )
         await audit.record(
             "publisher.signed_up", actor_id=user_id, object_type="user", object_id=user_id, status=status.value
         )
+        await mailbox.send_verification(user_id, now)
     return user_id
 
 
@@ -165,9 +174,10 @@ async def signup_advertiser(form: Mapping[str, Any]) -> int:
     check.done()
     now = clock.now()
     async with db.transaction():
-        user_id = await _insert_user(email, password, Role.advertiser, now)
+        user_id = await _insert_user(email, password, Role.advertiser, now, language=mailbox.reader_language())
         await Advertiser.insert(Advertiser(user=user_id, company_name=company, website=website, created_at=now))
         await audit.record("advertiser.signed_up", actor_id=user_id, object_type="user", object_id=user_id)
+        await mailbox.send_verification(user_id, now)
     return user_id
 
 
@@ -264,6 +274,7 @@ async def resolve_session(
             Session.user.is_active.as_alias("is_active"),
             Session.user.language.as_alias("language"),
             Session.user.time_zone.as_alias("time_zone"),
+            Session.user.email_verified_at.as_alias("email_verified_at"),
         )
         .where(Session.token_hash == token_hash)
         .first()
@@ -284,6 +295,7 @@ async def resolve_session(
         session_hash=token_hash,
         language=row["language"],
         time_zone=row["time_zone"],
+        email_verified=row["email_verified_at"] is not None,
     )
     return user, False
 
@@ -316,8 +328,8 @@ async def set_language(user: CurrentUser | None, code: str) -> str:
     return code
 
 
-async def change_password(user: CurrentUser, current: str, new: str, confirm: str) -> None:
-    """Change a password and end every other session of the user."""
+async def change_password(user: CurrentUser, current: str, new: str, confirm: str, user_agent: str = "") -> None:
+    """Change a password, end every other session of the user, and tell them ("was this you?")."""
     row = await User.select(User.password_hash).where(User.id == user.id).first()
     check = validation.FormCheck()
     if row is None or not await passwords.verify_password(row["password_hash"], current):
@@ -329,15 +341,15 @@ async def change_password(user: CurrentUser, current: str, new: str, confirm: st
         check.add(Invalid(_("Choose a password different from your current one."), field="new_password"))
     check.done()
     new_hash = await passwords.hash_password(new)
+    now = clock.now()
     async with db.transaction():
-        await User.update({User.password_hash: new_hash, User.password_changed_at: clock.now()}).where(
-            User.id == user.id
-        )
+        await User.update({User.password_hash: new_hash, User.password_changed_at: now}).where(User.id == user.id)
         others = Session.delete().where(Session.user == user.id)
         if user.session_hash:
             others = others.where(Session.token_hash != user.session_hash)
         await others
         await audit.record("user.password_changed", actor_id=user.id, object_type="user", object_id=user.id)
+        await mailbox.password_changed(user.id, user_agent, now, mailbox.reader_language())
 
 
 # --- API keys ----------------------------------------------------------------------------------
@@ -449,6 +461,7 @@ async def list_publishers(status: PublisherStatus | None = None) -> list[Publish
         Publisher.created_at,
         Publisher.reviewed_at,
         Publisher.user.email.as_alias("email"),
+        Publisher.user.email_verified_at.as_alias("email_verified_at"),
     ).order_by(Publisher.id)
     if status is not None:
         query = query.where(Publisher.status == status.value)
@@ -456,20 +469,40 @@ async def list_publishers(status: PublisherStatus | None = None) -> list[Publish
 
 
 async def review_publisher(admin: CurrentUser, publisher_id: int, approve: bool, reason: str = "") -> None:
+    """Approve (only with a confirmed address) or reject (with a reason) a publisher; they hear it by mail."""
     reason = validation.text(reason, "reason", _("Reason"), max_length=500, required=not approve)
     status = PublisherStatus.approved if approve else PublisherStatus.rejected
     async with db.transaction():
-        row = await Publisher.select(Publisher.id, Publisher.status).where(Publisher.id == publisher_id).first()
+        row = (
+            await Publisher.select(
+                Publisher.id,
+                Publisher.status,
+                Publisher.user.id.as_alias("user_id"),
+                Publisher.user.email_verified_at.as_alias("email_verified_at"),
+            )
+            .where(Publisher.id == publisher_id)
+            .first()
+        )
         if row is None:
             raise NotFound(_("There is no such publisher."))
         if row["status"] == status.value:
             return  # a repeated click changes nothing
+        if approve and row["email_verified_at"] is None:
+            raise Conflict(
+                _(
+                    "This publisher has not confirmed their e-mail address yet, so they cannot be approved. "
+                    "They can be approved once they open the link we sent them (they can ask for a new one "
+                    "on their account page)."
+                ),
+                code="email_not_verified",
+            )
+        now = clock.now()
         await Publisher.update(
             {
                 Publisher.status: status.value,
                 Publisher.status_reason: reason,
                 Publisher.reviewed_by: admin.id,
-                Publisher.reviewed_at: clock.now(),
+                Publisher.reviewed_at: now,
             }
         ).where(Publisher.id == publisher_id)
         await audit.record(
@@ -480,6 +513,7 @@ async def review_publisher(admin: CurrentUser, publisher_id: int, approve: bool,
             reason=reason,
             previous=row["status"],
         )
+        await mailbox.publisher_reviewed(row["user_id"], approved=approve, reason=reason, now=now)
 
 
 async def counts_by_role() -> dict[str, int]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 
 from redis.asyncio import Redis
 
@@ -76,7 +77,7 @@ def network_of(ip: str) -> str:
 
 
 def _keys(email: str, ip: str) -> list[str]:
-    account = hashlib.sha256(email.encode()).hexdigest()
+    account = _account(email)
     network = network_of(ip)
     return [
         f"login:try:acct-net:{account}:{network}",
@@ -160,3 +161,59 @@ async def succeeded(redis: Redis, email: str, ip: str) -> None:
         await redis.eval(_SUCCEEDED, 4, *_keys(email, ip), KNOWN_NETWORK_SECONDS)
     except Exception as exc:  # noqa: BLE001 - the login itself stands; the count lapses with its window
         log.warning("could not clear the login throttle after a successful login: %s", exc)
+
+
+# --- mail that lifts or follows a limit (server/accounts/mailbox.py) ----------------------------
+
+RECOVERY_WINDOW_SECONDS = 3600
+RECOVERY_MAX_PER_ADDRESS = 5  # reset links to one address in an hour
+RECOVERY_MAX_PER_NETWORK = 20  # and asked for from one network, over all addresses
+
+# Count in every key of KEYS (each a window from its first count, ARGV[1] seconds); the counts.
+_COUNT = """
+local counts = {}
+for i = 1, #KEYS do
+  counts[i] = redis.call('INCR', KEYS[i])
+  if counts[i] == 1 then redis.call('EXPIRE', KEYS[i], ARGV[1]) end
+end
+return counts
+"""
+
+
+def _account(email: str) -> str:
+    return hashlib.sha256(email.encode()).hexdigest()
+
+
+async def allow_recovery_mail(redis: Redis, purpose: str, email: str, ip: str) -> bool:
+    """Count a request for a mail to `email` (a reset link); False once the address or the network
+    asked too often this hour. Also False while Redis is away: no limit, no mail."""
+    keys = [f"mail:{purpose}:addr:{_account(email)}", f"mail:{purpose}:net:{network_of(ip)}"]
+    try:
+        counts = await redis.eval(_COUNT, len(keys), *keys, RECOVERY_WINDOW_SECONDS)
+    except Exception as exc:  # noqa: BLE001 - Redis away: refuse quietly, as logins do
+        log.warning("recovery mail limit unavailable, not sending: %s", exc)
+        return False
+    return int(counts[0]) <= RECOVERY_MAX_PER_ADDRESS and int(counts[1]) <= RECOVERY_MAX_PER_NETWORK
+
+
+async def first_unlock_mail(redis: Redis, email: str, window_seconds: int) -> str | None:
+    """Whether this refusal is the first of the account's throttle window to mail its owner: the
+    window's mark (its start, to name the mail once) or None when a mail already went."""
+    mark = str(int(time.time()))
+    try:
+        taken = await redis.set(f"login:unlock-mailed:{_account(email)}", mark, nx=True, ex=window_seconds)
+    except Exception as exc:  # noqa: BLE001 - no Redis, no mail: logins are refused anyway
+        log.warning("could not note the unlock mail: %s", exc)
+        return None
+    return mark if taken else None
+
+
+async def clear_account(redis: Redis, email: str) -> None:
+    """Forget every count against this account, on every network (a reset password, an unlock link):
+    its owner logs in at once. The network-wide counts stay: they are about the network."""
+    account = _account(email)
+    try:
+        names = [key async for key in redis.scan_iter(match=f"login:try:acct-net:{account}:*", count=500)]
+        await redis.delete(f"login:try:acct:{account}", f"login:unlock-mailed:{account}", *names)
+    except Exception as exc:  # noqa: BLE001 - the counts lapse with their window anyway
+        log.warning("could not clear the login throttle of an account: %s", exc)

@@ -7,6 +7,9 @@ import pytest
 from server.accounts import service as accounts
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Advertiser, Publisher, Role, User
+from server.core import db
+from server.mail import tokens
+from server.mail.tables import MailToken, TokenPurpose
 from tests.factories import PASSWORD, error_text, make_advertiser, post_form, unique_email
 
 PUBLISHER_FORM = {
@@ -38,13 +41,22 @@ async def test_publisher_signs_up_pending_and_is_told_why_they_cannot_join(clien
     assert "cannot join campaigns" in page.text
 
 
-async def test_auto_approval_setting_approves_new_publishers(client):
+async def test_auto_approval_setting_approves_new_publishers_once_their_address_is_confirmed(client):
+    # Approval needs a confirmed address (issue 20): auto-approval waits for the verification link,
+    # tests/accounts/test_account_mail.py opens it; here the address is confirmed without the mail.
     admin = CurrentUser(id=None, email="system", role=Role.admin, via="test")  # type: ignore[arg-type]
     await accounts.set_publisher_auto_approve(admin, True)
     form = publisher_form()
     assert (await post_form(client, "/signup/publisher", form)).status_code == 303
-    profile = await Publisher.select(Publisher.status).where(Publisher.user.email == form["email"]).first()
-    assert profile["status"] == "approved"
+    profile = Publisher.select(Publisher.status).where(Publisher.user.email == form["email"])
+    assert (await profile.first())["status"] == "pending"
+    token = await MailToken.select(MailToken.id).where(MailToken.email == form["email"]).first()
+    assert token is not None  # the verification link went out with the sign-up
+    user = await User.select(User.id).where(User.email == form["email"]).first()
+    async with db.transaction():
+        secret = await tokens.issue(TokenPurpose.verify_email, user["id"], form["email"])
+    assert (await client.get(f"/verify-email/{secret}")).status_code == 200
+    assert (await profile.first())["status"] == "approved"
     assert "approved" in (await client.get("/publisher")).text
 
 
