@@ -236,11 +236,17 @@ async def test_a_payout_account_stripe_stops_tells_its_publisher_once(new_client
     await set_up(client)
     account_id = (await stored(publisher_id))["stripe_account_id"]
     stripe_local.control("POST", f"/_local/accounts/{account_id}/complete_onboarding")
-    stripe_local.control("POST", f"/_local/accounts/{account_id}/restrict")
-    events = await account_events(stripe_local, account_id)
-    for event in events:
-        await deliver(client, stripe_local, event["id"], times=2)
+    [completed] = await account_events(stripe_local, account_id)
+    await deliver(client, stripe_local, completed["id"])
     await process(settings)
+    await deliver_all()
+    assert await caught(mailbox, "payout_problem") == []  # an account becoming ready needs nobody
+
+    stripe_local.control("POST", f"/_local/accounts/{account_id}/restrict")
+    [_, restricted] = await account_events(stripe_local, account_id)
+    await deliver(client, stripe_local, restricted["id"], times=2)  # Stripe delivers it again
+    await process(settings)
+    assert (await client.get("/publisher/payouts/return")).status_code == 200  # the same state, read at Stripe
     await deliver_all()
 
     [mail] = await caught(mailbox, "payout_problem")
