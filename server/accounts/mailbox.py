@@ -37,8 +37,10 @@ AUTO_APPROVE_KEY = "publisher_auto_approve"  # network_setting's key of the admi
 
 
 def reader_language() -> str:
-    """The language of the request being answered ("" outside one: the CLI, the demo data)."""
-    return i18n.language() if locales.current() is not None else ""
+    """The language of the request being answered, when affnet speaks it; "" otherwise (outside a
+    request, or a German reader: saving "en" would pin their pages to English number formats)."""
+    current = locales.current()
+    return current.language if current is not None and current.language in i18n.LANGUAGES else ""
 
 
 def browser_of(user_agent: str) -> str:
@@ -355,11 +357,12 @@ async def throttled(redis: Redis, email: str, window_seconds: int, language: str
     whether the account exists): mail its owner an unlock link, once per throttle window."""
     try:
         email = (email or "").strip().lower()
-        row = await User.select(User.id, User.is_active).where(User.email == email).first()
-        if row is None or not row["is_active"]:
-            return
+        # The window's first refusal only (a flood of refused guesses looks nothing up after it).
         started = await throttle.first_unlock_mail(redis, email, window_seconds)
         if started is None:
+            return
+        row = await User.select(User.id, User.is_active).where(User.email == email).first()
+        if row is None or not row["is_active"]:
             return
         now = clock.now()
         async with db.transaction():

@@ -113,8 +113,10 @@ async def test_signup_mails_a_verification_link_in_the_readers_language_that_ver
 
 async def test_an_advertiser_is_mailed_a_verification_link_too(client, mailbox):
     email = unique_email("shop")
+    client.headers["Accept-Language"] = "de-CH"  # a language affnet does not speak: mail in English
     form = {"email": email, "password": PASSWORD, "company_name": "Shop", "website": "https://shop.example"}
     assert (await post_form(client, "/signup/advertiser", form)).status_code == 303
+    assert (await user_row(email))["language"] == ""  # their pages keep following the browser
     [mail] = await delivered(mailbox, email)
     assert mail.subject == "Confirm your e-mail address for affnet"
     assert (await client.get(link(mail, "/verify-email/"))).status_code == 200
