@@ -6,6 +6,7 @@ autoescaped. No image, pixel or remote resource in our own mail: nothing tells u
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -51,7 +52,7 @@ def write(kind: str, context: dict[str, Any], *, language: str, zone: str = "") 
     env = environment()
     with locales.using(language or "en", zone or None):
         text_template = env.get_template(f"mail/{kind}.txt")
-        subject = " ".join(_block(text_template, "subject", context).split())
+        subject = re.sub(r"[ \t\r\n]+", " ", _block(text_template, "subject", context))  # no-break spaces stay
         text = text_template.render(context).strip() + "\n"
         html = env.get_template(f"mail/{kind}.html").render(context)
     return Written(subject=subject, text=text, html=html)

@@ -52,10 +52,10 @@ KINDS: dict[str, Kind] = {
         _kind("balance_low", "advertiser", True, _l("My balance is low or a campaign was paused for funds")),
         _kind("review_digest", "advertiser", True, _l("Daily digest of conversions waiting for my review")),
         # finance
-        _kind("batch_awaiting_approval", "finance admin", True, _l("A payout batch waits for approval")),
-        _kind("transfer_failed", "finance admin", True, _l("A payout transfer failed")),
-        _kind("ledger_check_failed", "finance admin", True, _l("The nightly ledger check found a problem")),
-        _kind("stripe_event_failed", "finance admin", True, _l("A Stripe event could not be applied")),
+        _kind("batch_awaiting_approval", "finance", True, _l("A payout batch waits for approval")),
+        _kind("transfer_failed", "finance", True, _l("A payout transfer failed")),
+        _kind("ledger_check_failed", "finance", True, _l("The nightly ledger check found a problem")),
+        _kind("stripe_event_failed", "finance", True, _l("A Stripe event could not be applied")),
     )
 }
 

@@ -19,7 +19,7 @@ from server.mail import outbox
 from server.payouts import four_eyes
 from server.payouts.tables import PayoutBatch
 
-FINANCE = (Role.finance, Role.admin)
+FINANCE = (Role.finance,)  # the pages these notices link to are finance's (admins get a 403 there)
 PAYOUTS_PAGE = "/publisher/payouts"
 # Stripe stops payouts while it reviews what the publisher gave it: nothing for them to do, no mail.
 REVIEWING = frozenset({"requirements.pending_verification", "under_review", "listed"})
@@ -107,10 +107,10 @@ async def transfer_failed(line: dict[str, Any], error: str, *, now: datetime | N
 
 
 async def batch_prepared(batch_id: int, *, now: datetime | None = None) -> list[int]:
-    """A new batch waits for approval: the finance people who may approve it, and the admins, are told,
-    once. Not whoever four eyes bars from approving it (its preparer, and anyone whose changes shaped
-    it: server/payouts/four_eyes.py); a batch the scheduled job prepared has no preparer. A batch with
-    no line to pay (everyone carried over) waits for nobody."""
+    """A new batch waits for approval: the finance people who may approve it are told, once. Not
+    whoever four eyes bars from approving it (its preparer, and anyone whose changes shaped it:
+    server/payouts/four_eyes.py); a batch the scheduled job prepared has no preparer. A batch with no
+    line to pay (everyone carried over) waits for nobody."""
     batch = await PayoutBatch.select().where(PayoutBatch.id == batch_id).first()
     if batch is None or batch["line_count"] == 0:
         return []

@@ -313,7 +313,7 @@ async def check_ledger(actor_id: int | None, *, now: datetime | None = None) -> 
             day = (now or clock.now()).astimezone(UTC).date()
             await notify.send_to_role(
                 "ledger_check_failed",
-                (Role.finance, Role.admin),
+                (Role.finance,),
                 {
                     "problem_count": len(problems),
                     "problems": problems[:PROBLEMS_MAILED],

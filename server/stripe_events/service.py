@@ -130,7 +130,7 @@ async def _failed(row: dict[str, Any], exc: Exception) -> None:
         if noted and (not passes_by_itself or noted[0]["attempts"] >= NOTICE_AFTER):
             await notify.send_to_role(
                 "stripe_event_failed",
-                (Role.finance, Role.admin),
+                (Role.finance,),
                 {
                     "event_id": row["event_id"],
                     "event_type": row["type"],
