@@ -281,7 +281,9 @@ async def request_email_change(user: CurrentUser, new_email: str, password: str,
         to = await _recipient(user.id, reader_language())
         if to is None:
             raise NotFound(_("There is no such account."))
-        await tokens.retire(TokenPurpose.change_email, user.id, now)  # one change waits at a time
+        # Earlier requests are not retired: the links that put an old address back (email_change_notice)
+        # share the purpose, and whoever took the account must not be able to cancel them by asking
+        # for another change. A pending link needs its reader's click, and every change is announced.
         secret = await tokens.issue(TokenPurpose.change_email, user.id, new_email, now)
         context = {
             "confirm_url": outbox.link(f"/email-change/{secret}"),
@@ -321,8 +323,8 @@ async def confirm_email_change(secret: str, now: datetime | None = None) -> tupl
                 raise TokenProblem("unknown")
             old = row["email"]
             await User.update({User.email: used.email, User.email_verified_at: now}).where(User.id == used.user_id)
-            # Links sent to the old address stop working; other pending changes too.
-            for purpose in (TokenPurpose.verify_email, TokenPurpose.reset_password, TokenPurpose.change_email):
+            # Links sent to the old address stop working (not the change links: see request_email_change).
+            for purpose in (TokenPurpose.verify_email, TokenPurpose.reset_password):
                 await tokens.retire(purpose, used.user_id, now)
             await audit.record(
                 "user.email_changed",

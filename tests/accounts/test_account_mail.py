@@ -374,11 +374,20 @@ async def test_a_new_address_is_confirmed_there_and_announced_at_the_old_one(cli
     event = await AuditEvent.select(AuditEvent.detail).where(AuditEvent.action == "user.email_changed").first()
     assert old in event["detail"] and new in event["detail"]
 
-    fresh = new_client()
-    await login(fresh, new)
+    # Whoever holds the account now moves it on again: that does not cancel the old owner's undo link.
+    third = unique_email("again")
+    holder = new_client()
+    await login(holder, new)
+    await holder.get("/account")
+    await post_form(holder, "/account/email", {"new_email": third, "current_password": PASSWORD})
+    [confirm_third] = await delivered(mailbox, third)
+    assert (await post_form(holder, link(confirm_third, "/email-change/"))).status_code == 200
+    assert (await user_row(third)) is not None
+
     # The old owner puts their address back with the notice's link.
-    assert (await post_form(fresh, undo)).status_code == 200
-    assert (await user_row(old)) is not None
+    back = await post_form(new_client(), undo)
+    assert back.status_code == 200
+    assert (await user_row(old)) is not None and await user_row(third) is None
 
 
 async def test_an_address_taken_meanwhile_is_refused_with_409_and_nothing_changes(client, settings, mailbox):
