@@ -38,7 +38,7 @@ from server.http.accounts.pages import AccountController, AdminPublishersControl
 from server.http.ads.pages import PublisherSlots, demo_blog
 from server.http.ads.public import AdFastPath, ads_endpoints
 from server.http.amounts import amount_preview
-from server.http.audit.pages import audit_log
+from server.http.audit.pages import audit_log, mail_log, retry_mail
 from server.http.billing.pages import AdvertiserBilling, FinanceStripeEvents, stripe_connect_webhook, stripe_webhook
 from server.http.campaigns.marketplace_pages import PublisherCampaigns, PublisherLinks
 from server.http.campaigns.pages import AdvertiserCampaigns
@@ -102,6 +102,8 @@ ROUTE_HANDLERS = [
     FinanceStripeEvents,
     AdminDashboard,
     audit_log,
+    mail_log,
+    retry_mail,
     healthz,
     AccountsApi,
     click_redirect,

@@ -28,6 +28,8 @@ from email.utils import format_datetime, parseaddr
 from typing import Any
 
 from server.core import clock, db, hours
+from server.core.errors import Conflict, NotFound
+from server.core.i18n import _
 from server.core.settings import Settings
 from server.mail import compose, kinds, smtp
 from server.mail.tables import MailOutbox, MailPreference, OutboxStatus
@@ -308,6 +310,47 @@ async def _settle_if_unsent(row: dict[str, Any], claim: str, exc: BaseException,
                 MailOutbox.last_error: error,
             }
         ).where(MailOutbox.id == row["id"], MailOutbox.claim == claim, MailOutbox.status == OutboxStatus.pending.value)
+
+
+async def recent(status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """The newest messages (of one status), without their bodies: what the admin's mail page lists."""
+    query = MailOutbox.select(
+        MailOutbox.id,
+        MailOutbox.kind,
+        MailOutbox.to_address,
+        MailOutbox.subject,
+        MailOutbox.status,
+        MailOutbox.attempts,
+        MailOutbox.created_at,
+        MailOutbox.sent_at,
+        MailOutbox.next_attempt_at,
+        MailOutbox.last_error,
+    ).order_by(MailOutbox.id, ascending=False)
+    if status:
+        query = query.where(MailOutbox.status == status)
+    return await query.limit(limit)
+
+
+async def retry(row_id: int, now: datetime | None = None) -> None:
+    """Send a failed message again (the address was fixed, the server's refusal was lifted). Not one
+    whose single-use link was removed: its person asks for a new link instead."""
+    row = await MailOutbox.select(MailOutbox.status, MailOutbox.kind).where(MailOutbox.id == row_id).first()
+    if row is None:
+        raise NotFound(_("There is no such message."))
+    if row["status"] != OutboxStatus.failed.value:
+        raise Conflict(_("Only a message that failed can be sent again."))
+    if row["kind"] in kinds.WITH_SECRETS:
+        raise Conflict(
+            _("This message held a single-use link, removed when it failed: ask the person to request a new one.")
+        )
+    async with db.transaction():
+        await MailOutbox.update(
+            {
+                MailOutbox.status: OutboxStatus.pending.value,
+                MailOutbox.next_attempt_at: now or clock.now(),
+                MailOutbox.claimed_until: None,
+            }
+        ).where(MailOutbox.id == row_id, MailOutbox.status == OutboxStatus.failed.value)
 
 
 # Mail that waits longer than this is said on /healthz: SMTP is refusing or away, or no worker runs.
