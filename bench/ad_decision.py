@@ -35,6 +35,7 @@ from common import (  # noqa: E402
     BROWSER_UA,
     ROOT,
     Load,
+    approved_publisher,
     asgi_302,
     bench_database,
     durability,
@@ -166,16 +167,7 @@ async def seed(database_url: str, media_dir: str) -> str:
         await creatives.add_image(
             advertiser, campaign, {"name": "Banner"}, banner(), media_dir=media_dir, max_bytes=512 * 1024
         )
-        pub_id = await accounts.signup_publisher(
-            {
-                "email": "pub@bench.example",
-                "password": "bench password 1",
-                "display_name": "Bench",
-                "blog_url": SITE,
-                "audience": "bench",
-            },
-            settings,
-        )
+        pub_id = await approved_publisher(settings, blog_url=SITE)
         publisher = CurrentUser(pub_id, "pub@bench.example", Role.publisher, "bench")
         await campaigns.join(publisher, campaign)
         slot_id = await ads.create_slot(

@@ -57,6 +57,7 @@ from common import (  # noqa: E402
     SERVERS,
     Load,
     Server,
+    approved_publisher,
     asgi_302,
     bench_database,
     database_cpu_seconds,
@@ -78,7 +79,7 @@ async def seed(database_url: str) -> str:
     from server import piccolo_app
     from server.accounts import service as accounts
     from server.accounts.identity import CurrentUser
-    from server.accounts.tables import Publisher, Role
+    from server.accounts.tables import Role
     from server.campaigns import service as campaigns
     from server.campaigns.tables import Link
     from server.core import db
@@ -101,19 +102,7 @@ async def seed(database_url: str) -> str:
                 "goal_0_advertiser": "10.00",
             },
         )
-        pub_id = await accounts.signup_publisher(
-            {
-                "email": "pub@bench.example",
-                "password": "bench password 1",
-                "display_name": "Bench",
-                "blog_url": "https://blog.example.com",
-                "audience": "bench",
-            },
-            settings,
-        )
-        assert (await Publisher.select(Publisher.status).where(Publisher.user == pub_id).first())[
-            "status"
-        ] == "approved"
+        pub_id = await approved_publisher(settings, blog_url="https://blog.example.com")
         await campaigns.join(CurrentUser(pub_id, "pub@bench.example", Role.publisher, "bench"), campaign)
         return (await Link.select(Link.code).first())["code"]
     finally:

@@ -476,3 +476,28 @@ def bench_database(workdir: Path, args: argparse.Namespace) -> Iterator[str | No
     finally:
         CLUSTER_DIRS.pop(cluster.url, None)
         cluster.stop()
+
+
+async def approved_publisher(settings, *, blog_url: str) -> int:
+    """The benches' publisher, pub@bench.example: signed up as a blogger does (which writes their
+    verification mail: nothing delivers it here), address confirmed and approved as an admin would."""
+    from datetime import UTC, datetime
+
+    from server.accounts import service as accounts
+    from server.accounts.tables import Publisher, PublisherStatus, User
+    from server.mail import outbox
+
+    outbox.configure(settings)
+    pub_id = await accounts.signup_publisher(
+        {
+            "email": "pub@bench.example",
+            "password": "bench password 1",
+            "display_name": "Bench",
+            "blog_url": blog_url,
+            "audience": "bench",
+        },
+        settings,
+    )
+    await User.update({User.email_verified_at: datetime.now(UTC)}).where(User.id == pub_id)
+    await Publisher.update({Publisher.status: PublisherStatus.approved.value}).where(Publisher.user == pub_id)
+    return pub_id

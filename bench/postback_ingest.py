@@ -36,6 +36,7 @@ from common import (  # noqa: E402
     BROWSER_UA,
     ROOT,
     _ms,
+    approved_publisher,
     bench_database,
     children_cpu_seconds,
     database_cpu_seconds,
@@ -116,16 +117,7 @@ async def seed(database_url: str, fraud_rules: bool = False) -> tuple[str, str]:
                 "goal_0_advertiser": "10.00",
             },
         )
-        pub_id = await accounts.signup_publisher(
-            {
-                "email": "pub@bench.example",
-                "password": "bench password 1",
-                "display_name": "Bench",
-                "blog_url": "https://blog.example.com",
-                "audience": "bench",
-            },
-            settings,
-        )
+        pub_id = await approved_publisher(settings, blog_url="https://blog.example.com")
         await campaigns.join(CurrentUser(pub_id, "pub@bench.example", Role.publisher, "bench"), campaign)
         if not fraud_rules:
             from server.conversions.tables import ConversionRuleSetting
