@@ -252,6 +252,10 @@ async def test_reset_ends_every_session_and_only_the_new_password_works(app, cle
     async with browser(app, "198.51.100.20") as logged_in, browser(app, **{"User-Agent": FIREFOX}) as owner:
         await login(logged_in, email)
         assert (await logged_in.get("/publisher")).status_code == 200
+        # The owner guessed wrong until their own network was locked out of the account.
+        for _ in range(settings.login_max_failures_per_account):
+            await post_form(owner, "/login", {"email": email, "password": "was it this one"})
+        assert (await post_form(owner, "/login", {"email": email, "password": PASSWORD})).status_code == 429
         await forgot(owner, email)
         [mail] = [m for m in await delivered(mailbox, email) if "reset-password" in m.text]
         path = link(mail, "/reset-password/")
@@ -272,6 +276,7 @@ async def test_reset_ends_every_session_and_only_the_new_password_works(app, cle
         assert after.status_code in (302, 303, 401)
         assert "Log in" in after.text or "/login" in after.headers.get("location", "")
 
+        # The reset lifted the lock: from the same network the old password is wrong, the new one works.
         old = await post_form(owner, "/login", {"email": email, "password": PASSWORD})
         assert old.status_code == 401
         await login(owner, email, NEW_PASSWORD)
