@@ -128,6 +128,7 @@ async def test_an_unverified_user_resends_the_link_at_most_once_a_minute(client,
     await sign_up_publisher(client, email)
     page = await client.get("/account")
     assert page.status_code == 200 and 'data-testid="unverified"' in page.text
+    assert 'data-testid="unverified-notice"' in (await client.get("/account/password")).text
     assert "Resend the verification e-mail" in page.text
 
     # Signing up wrote a link this minute: a resend at once is refused, and writes nothing.
@@ -143,6 +144,7 @@ async def test_an_unverified_user_resends_the_link_at_most_once_a_minute(client,
     assert (await client.get(link(second, "/verify-email/"))).status_code == 200
     page = await client.get("/account")
     assert 'data-testid="verified"' in page.text and "Resend the verification e-mail" not in page.text
+    assert 'data-testid="unverified-notice"' not in (await client.get("/account/password")).text
 
 
 # --- approval waits for a verified address; the publisher hears the decision ---------------------
