@@ -45,6 +45,11 @@ EXPECTED_PUBLIC: set[tuple[str, str]] = {
     ("POST", "/email-change/{token:str}"),
     ("GET", "/unlock/{token:str}"),
     ("POST", "/unlock/{token:str}"),
+    # A notification's unsubscribe link (server/mail/unsubscribe.py): its signature is the authority; GET only
+    # asks, POST (the page's button, or a mail client's RFC 8058 one-click, without cookie or CSRF token) turns
+    # that one kind of notice off and nothing else.
+    ("GET", "/unsubscribe/{token:str}"),
+    ("POST", "/unsubscribe/{token:str}"),
     ("GET", "/healthz"),
     ("GET", "/static/{file_path:path}"),
     ("HEAD", "/static/{file_path:path}"),

@@ -61,7 +61,9 @@ KINDS: dict[str, Kind] = {
 
 
 # Their links carry a token's secret: the outbox keeps the text only until it is delivered.
-WITH_SECRETS = frozenset({"verify_email", "reset_password", "email_change_confirm", "account_unlock"})
+WITH_SECRETS = frozenset(
+    {"verify_email", "reset_password", "email_change_confirm", "email_change_notice", "account_unlock"}
+)  # the notice carries a link that puts the old address back
 
 
 def kind(name: str) -> Kind:

@@ -12,10 +12,22 @@ from tests.factories import login, make_user
 
 MENU_BUTTON = '<button type="button" class="menu-button" aria-expanded="false" aria-controls="site-menu">'
 EXPECTED = {
-    Role.publisher: ["/publisher/conversions", "/publisher/payouts", "/account/api-keys", "/account/password"],
-    Role.advertiser: ["/advertiser/conversions", "/advertiser/billing", "/account/api-keys", "/account/password"],
-    Role.finance: ["/finance/payouts", "/finance/review", "/account/api-keys", "/account/password"],
-    Role.admin: ["/admin/publishers", "/admin/settings", "/account/password"],
+    Role.publisher: [
+        "/publisher/conversions",
+        "/publisher/payouts",
+        "/account/api-keys",
+        "/account",
+        "/account/notifications",
+    ],
+    Role.advertiser: [
+        "/advertiser/conversions",
+        "/advertiser/billing",
+        "/account/api-keys",
+        "/account",
+        "/account/notifications",
+    ],
+    Role.finance: ["/finance/payouts", "/finance/review", "/account/api-keys", "/account", "/account/notifications"],
+    Role.admin: ["/admin/publishers", "/admin/settings", "/account", "/account/notifications"],
 }
 
 
