@@ -35,7 +35,9 @@ async def test_an_admin_reads_the_outbox_and_sends_a_failed_message_again(new_cl
     status = await MailOutbox.select(MailOutbox.status).where(MailOutbox.id == secret).first()
     assert status["status"] == OutboxStatus.failed
 
-    other = await _write("password_changed", {"when": clock.now(), "browser": "Firefox", "forgot_url": "http://x/forgot-password"})
+    other = await _write(
+        "password_changed", {"when": clock.now(), "browser": "Firefox", "forgot_url": "http://x/forgot-password"}
+    )
     await MailOutbox.update({MailOutbox.status: OutboxStatus.failed.value}).where(MailOutbox.id == other)
     again = await post_form(admin, f"/admin/mail/{other}/retry")
     assert again.status_code == 303
