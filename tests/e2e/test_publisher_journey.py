@@ -57,7 +57,7 @@ async def test_publisher_signs_up_is_approved_and_sees_dashboard(live_server, ne
     await expect(pending_row).to_contain_text(DISPLAY_NAME)
     await expect(pending_row).to_contain_text(BLOG_URL)
     await expect(pending_row).to_contain_text(AUDIENCE)
-    await expect(pending_row.locator(".badge")).to_have_text("pending")
+    await expect(pending_row.get_by_test_id("review-status")).to_have_text("pending")
     await pending_row.get_by_role("button", name="Approve").click()
     await admin.wait_for_url(f"{base}/admin/publishers")
     # Approved publishers leave the pending list and show up, approved, under "approved".
@@ -65,7 +65,7 @@ async def test_publisher_signs_up_is_approved_and_sees_dashboard(live_server, ne
     await expect(admin.locator("main")).to_contain_text("No pending publishers.")
     await admin.goto("/admin/publishers?status=approved")
     approved_row = admin.locator(f'tr[data-publisher="{email}"]')
-    await expect(approved_row.locator(".badge")).to_have_text("approved")
+    await expect(approved_row.get_by_test_id("review-status")).to_have_text("approved")
     await expect(approved_row.get_by_role("button", name="Approve")).to_have_count(0)
 
     row = (
