@@ -213,9 +213,28 @@ def https_settings(settings: Settings) -> Settings:
     return replace(settings, base_url="https://affnet.example")
 
 
+def _engine_of(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("database_url") if callspec else None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Engine by engine (each database is set up once), browser journeys last within each."""
+    """Engine by engine (each database is set up once), browser journeys last within each.
+
+    A browser journey runs on one engine: its pages' markup does not depend on it, and every route it
+    drives is tested over HTTP on both. PostgreSQL (production's) unless the journey is marked
+    `browser_engine("sqlite")` (what `make run` shows, on its SQLite). Running each twice cost the
+    suite three minutes."""
     engines = {"sqlite": 0, "postgres": 1}
+    once, twice = [], []
+    for item in items:
+        marker = item.get_closest_marker("browser_engine")
+        wanted = marker.args[0] if marker else "postgres"
+        engine = _engine_of(item)
+        (twice if item.get_closest_marker("browser") and engine not in (None, wanted) else once).append(item)
+    if twice:
+        config.hook.pytest_deselected(items=twice)
+        items[:] = once
 
     def key(item: pytest.Item) -> tuple[int, int]:
         callspec = getattr(item, "callspec", None)

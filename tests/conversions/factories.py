@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -45,3 +46,25 @@ async def api_key(user) -> str:
 
 async def conversions() -> list[dict[str, Any]]:
     return await Conversion.select().order_by(Conversion.id)
+
+
+_readers = itertools.count(10)  # each conversion's click from its own reader (198.51.100.x)
+
+
+async def pending_conversions(settings, client, n: int, *, fund: int | None = None, name: str = "Spring Boots"):
+    """n pending CPA conversions (10.00, publisher 8.00) held 30 days; optionally fund the advertiser."""
+    from server.ledger import postings
+
+    client._transport.client = (f"198.51.100.{next(_readers)}", 4000)
+    setup, click_id, token = await campaign_and_click(settings, client, hold_days=30, name=name)
+    for i in range(n):
+        if i:
+            client._transport.client = (f"198.51.100.{next(_readers)}", 4000)
+            click_id = await click_id_of(client, setup.code)
+        response = await postback(client, click_id=click_id, txn_id=f"{name}-order-{i}", token=token)
+        assert response.json()["status"] == "accepted", response.text
+    if fund is not None:
+        await postings.fund_advertiser(
+            setup.advertiser.id, fund, "EUR", reference_id=1, key=f"fund-{setup.campaign_id}"
+        )
+    return setup

@@ -3,37 +3,17 @@ through the ledger), reject with a reason (no money moves), and never touch anot
 
 from __future__ import annotations
 
-import itertools
 import re
 
 from server.audit.tables import AuditEvent
 from server.conversions.tables import Conversion
-from server.ledger import postings
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerTxn
-from tests.conversions.factories import campaign_and_click, click_id_of, postback
+from tests.conversions.factories import pending_conversions
 from tests.factories import error_text, login, post_form
 
 PAGE = "/advertiser/conversions"
-_ip = itertools.count(10)
-
-
-async def pending_conversions(settings, client, n: int, *, fund: int | None = None, name: str = "Spring Boots"):
-    """n pending CPA conversions (10.00, publisher 8.00) held 30 days; optionally fund the advertiser."""
-    client._transport.client = (f"198.51.100.{next(_ip)}", 4000)
-    setup, click_id, token = await campaign_and_click(settings, client, hold_days=30, name=name)
-    for i in range(n):
-        if i:
-            client._transport.client = (f"198.51.100.{next(_ip)}", 4000)
-            click_id = await click_id_of(client, setup.code)
-        response = await postback(client, click_id=click_id, txn_id=f"{name}-order-{i}", token=token)
-        assert response.json()["status"] == "accepted", response.text
-    if fund is not None:
-        await postings.fund_advertiser(
-            setup.advertiser.id, fund, "EUR", reference_id=1, key=f"fund-{setup.campaign_id}"
-        )
-    return setup
 
 
 async def ids_of(setup) -> list[int]:

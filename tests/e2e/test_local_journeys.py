@@ -74,11 +74,6 @@ def today() -> str:
     return datetime.now(UTC).strftime("%d/%m/%Y")
 
 
-def _only_sqlite_on_a_laptop(database_url: str, width: int) -> None:
-    if width == LAPTOP and not database_url.startswith("sqlite"):
-        pytest.skip("the laptop width runs on SQLite only: the markup does not depend on the engine")
-
-
 class Journey:
     """A person's browser in a language and at a width, checking each page as it goes."""
 
@@ -143,7 +138,8 @@ async def new_person(browser, live_server, tag: str, width: int):
 
 
 # `affnet serve` talks to the Stripe stand-in (tests/e2e/conftest.py).
-pytestmark = pytest.mark.usefixtures("live_server_uses_the_stand_in")
+# What `make run` shows a French or Italian reader: on its SQLite (tests/conftest.py: one engine per journey).
+pytestmark = [pytest.mark.usefixtures("live_server_uses_the_stand_in"), pytest.mark.browser_engine("sqlite")]
 
 
 async def funded_campaign(name: str) -> tuple[CurrentUser, int]:
@@ -171,9 +167,8 @@ async def a_sale(live_server, code: str, campaign_id: int, txn: str, amount: str
 @pytest.mark.browser
 @pytest.mark.parametrize(("tag", "width"), SIZES)
 async def test_a_blogger_signs_up_links_earns_and_is_paid_in_their_language(
-    tag, width, live_server, browser, settings, stripe_local, database_url
+    tag, width, live_server, browser, settings, stripe_local
 ):
-    _only_sqlite_on_a_laptop(database_url, width)
     await fresh_line_ids()
     _, campaign_id = await funded_campaign("Scarpe da trekking" if tag == "it-IT" else "Chaussures de randonnée")
     email = unique_email("blogueur")
@@ -269,9 +264,8 @@ async def test_a_blogger_signs_up_links_earns_and_is_paid_in_their_language(
 @pytest.mark.browser
 @pytest.mark.parametrize(("tag", "width"), SIZES)
 async def test_an_advertiser_creates_funds_and_approves_in_their_language(
-    tag, width, live_server, browser, settings, stripe_local, database_url
+    tag, width, live_server, browser, settings, stripe_local
 ):
-    _only_sqlite_on_a_laptop(database_url, width)
     stripe_local.control("POST", "/_local/webhook_endpoint", url=f"{live_server.url}/stripe/webhook")
     email = unique_email("annonceur")
     context, page = await new_person(browser, live_server, tag, width)

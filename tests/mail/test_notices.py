@@ -12,14 +12,13 @@ from server.conversions.tables import Conversion
 from server.core import clock
 from server.ledger import postings
 from server.mail.tables import MailOutbox
-from tests.conversions.factories import campaign_and_click, click_id_of, postback
+from tests.conversions.factories import pending_conversions
 from tests.factories import login, make_advertiser, make_publisher, post_form
 from tests.tracking.factories import campaign_form
 from workers.jobs.digests import send_conversions_digests, send_review_digests
 from workers.jobs.mail import deliver_mail
 
 SPACES = str.maketrans({"\u00a0": " ", "\u202f": " "})
-_ip = itertools.count(10)
 _fund = itertools.count(1)
 
 
@@ -183,15 +182,8 @@ async def test_a_balance_near_the_threshold_warns_once_a_day(new_client, mailbox
 
 
 async def conversions_of(settings, client, n: int, *, name: str = "Spring Boots"):
-    """n pending CPA conversions (advertiser pays 10.00, publisher earns 8.00), held 30 days."""
-    client._transport.client = (f"198.51.100.{next(_ip)}", 4000)
-    setup, click_id, token = await campaign_and_click(settings, client, hold_days=30, name=name)
-    for i in range(n):
-        if i:
-            client._transport.client = (f"198.51.100.{next(_ip)}", 4000)
-            click_id = await click_id_of(client, setup.code)
-        response = await postback(client, click_id=click_id, txn_id=f"{name}-order-{i}", token=token)
-        assert response.json()["status"] == "accepted", response.text
+    """n pending CPA conversions (advertiser pays 10.00, publisher earns 8.00), held 30 days, and their ids."""
+    setup = await pending_conversions(settings, client, n, name=name)
     ids = [r["id"] for r in await Conversion.select(Conversion.id).where(Conversion.campaign == setup.campaign_id)]
     return setup, sorted(ids)
 
