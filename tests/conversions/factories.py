@@ -48,18 +48,24 @@ async def conversions() -> list[dict[str, Any]]:
     return await Conversion.select().order_by(Conversion.id)
 
 
-_readers = itertools.count(10)  # each conversion's click from its own reader (198.51.100.x)
+_readers = itertools.count()
+
+
+def next_reader() -> tuple[str, int]:
+    """A new reader's address (198.51.100.10-249, round and round: each test starts from an empty
+    database and Redis), for a click that must not be anyone's earlier one."""
+    return f"198.51.100.{10 + next(_readers) % 240}", 4000
 
 
 async def pending_conversions(settings, client, n: int, *, fund: int | None = None, name: str = "Spring Boots"):
     """n pending CPA conversions (10.00, publisher 8.00) held 30 days; optionally fund the advertiser."""
     from server.ledger import postings
 
-    client._transport.client = (f"198.51.100.{next(_readers)}", 4000)
+    client._transport.client = next_reader()
     setup, click_id, token = await campaign_and_click(settings, client, hold_days=30, name=name)
     for i in range(n):
         if i:
-            client._transport.client = (f"198.51.100.{next(_readers)}", 4000)
+            client._transport.client = next_reader()
             click_id = await click_id_of(client, setup.code)
         response = await postback(client, click_id=click_id, txn_id=f"{name}-order-{i}", token=token)
         assert response.json()["status"] == "accepted", response.text

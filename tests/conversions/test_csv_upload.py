@@ -17,8 +17,8 @@ from server.ledger import postings
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 from server.ledger.tables import LedgerTxn
-from tests.conversions.factories import campaign_and_click, click_id_of, postback, secrets_of
-from tests.conversions.test_review import _ip, browser_of, conversion_txns, decide, ids_of, pending_conversions
+from tests.conversions.factories import campaign_and_click, click_id_of, next_reader, postback, secrets_of
+from tests.conversions.test_review import browser_of, conversion_txns, decide, ids_of, pending_conversions
 from tests.factories import csrf, error_text, login
 from tests.tracking.factories import campaign_form
 
@@ -238,13 +238,13 @@ async def test_amount_errors_on_a_revshare_goal(client, new_client, settings):
 
 
 async def revshare_conversions(settings, client, sales: list[int], *, fund: int = 100_000):
-    client._transport.client = (f"198.51.100.{next(_ip)}", 4000)
+    client._transport.client = next_reader()
     setup, click_id, token = await campaign_and_click(
         settings, client, hold_days=30, goal_0_model="revshare", goal_0_advertiser="10", goal_0_publisher="8"
     )
     for i, sale in enumerate(sales):
         if i:
-            client._transport.client = (f"198.51.100.{next(_ip)}", 4000)
+            client._transport.client = next_reader()
             click_id = await click_id_of(client, setup.code)
         response = await postback(client, click_id=click_id, txn_id=f"order-{i}", token=token, amount=sale)
         assert response.json()["status"] == "accepted", response.text
