@@ -53,12 +53,15 @@ async def send_to_role(
     *,
     dedupe_key: str | None = None,
     now: datetime | None = None,
+    skip: frozenset[int] | set[int] = frozenset(),
 ) -> list[int]:
-    """Write the message to every active user of these roles (finance's notices). `dedupe_key`, when
-    given, is made per person (`<key>:<user id>`)."""
+    """Write the message to every active user of these roles (finance's notices) but those in `skip`.
+    `dedupe_key`, when given, is made per person (`<key>:<user id>`)."""
     ids = await User.select(User.id).where(User.role.is_in([r.value for r in roles]), User.is_active.eq(True))
     written = []
     for row in sorted(ids, key=lambda r: r["id"]):
+        if row["id"] in skip:
+            continue
         key = f"{dedupe_key}:{row['id']}" if dedupe_key else None
         if (row_id := await send(kind, row["id"], context, dedupe_key=key, now=now)) is not None:
             written.append(row_id)

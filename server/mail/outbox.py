@@ -224,14 +224,19 @@ REDACTED = "(removed once delivered: it held a single-use link)"
 
 
 async def _settle(row: dict[str, Any], claim: str, values: dict[Any, Any]) -> None:
-    """Record how a try ended. A message whose link carries a token's secret keeps its text only while
-    it may still be sent: once sent or failed, a copy of the database holds no working link."""
+    """Record how a try of a row this worker claimed (and has not settled yet: still pending) ended.
+    A message whose link carries a token's secret keeps its text only while it may still be sent: once
+    sent or failed, a copy of the database holds no working link."""
     if values.get(MailOutbox.status) in {OutboxStatus.sent.value, OutboxStatus.failed.value} and (
         row["kind"] in kinds.WITH_SECRETS
     ):
         values = {**values, MailOutbox.text_body: REDACTED, MailOutbox.html_body: REDACTED}
     async with db.transaction():
-        await MailOutbox.update(values).where(MailOutbox.id == row["id"], MailOutbox.claim == claim)
+        await MailOutbox.update(values).where(
+            MailOutbox.id == row["id"],
+            MailOutbox.claim == claim,
+            MailOutbox.status == OutboxStatus.pending.value,
+        )
 
 
 def _retry_delay(attempts: int) -> timedelta:
@@ -272,7 +277,8 @@ async def deliver_due(now: datetime | None = None, *, limit: int = BATCH, checkp
 
 
 async def _failed(row: dict[str, Any], claim: str, exc: BaseException, now: datetime) -> None:
-    """One message was not taken: refused for good (5xx), or try it again later."""
+    """One message was not taken: refused for good (5xx, or still not taken after GIVE_UP_AFTER), or
+    try it again later (4xx, or no server to take it)."""
     error = f"{type(exc).__name__}: {exc}"[:500]
     if smtp.permanent(exc) or now - row["created_at"] >= GIVE_UP_AFTER:
         log.warning("mail %s to %s failed for good: %s", row["id"], row["to_address"], error)
@@ -297,19 +303,7 @@ async def _unreachable(
         "mail server %s unreachable (%s: %s): %s message(s) wait", target.describe(), type(exc).__name__, exc, len(rows)
     )
     for row in rows:
-        await _settle_if_unsent(row, claim, exc, now)
-
-
-async def _settle_if_unsent(row: dict[str, Any], claim: str, exc: BaseException, now: datetime) -> None:
-    error = f"{type(exc).__name__}: {exc}"[:500]
-    async with db.transaction():
-        await MailOutbox.update(
-            {
-                MailOutbox.next_attempt_at: now + _retry_delay(row["attempts"]),
-                MailOutbox.claimed_until: None,
-                MailOutbox.last_error: error,
-            }
-        ).where(MailOutbox.id == row["id"], MailOutbox.claim == claim, MailOutbox.status == OutboxStatus.pending.value)
+        await _failed(row, claim, exc, now)  # those sent before the line dropped are not pending
 
 
 async def recent(status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:

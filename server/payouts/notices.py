@@ -115,7 +115,6 @@ async def batch_prepared(batch_id: int, *, now: datetime | None = None) -> list[
     if batch is None or batch["line_count"] == 0:
         return []
     barred = (await four_eyes.standing(batch)).barred
-    people = await User.select(User.id).where(User.role.is_in([r.value for r in FINANCE]), User.is_active.eq(True))
     context = {
         "batch_id": batch_id,
         "currency": batch["currency"],
@@ -127,14 +126,14 @@ async def batch_prepared(batch_id: int, *, now: datetime | None = None) -> list[
         "off_cycle": batch["off_cycle"],
         "batch_url": batch_link(batch_id),
     }
-    written = []
-    for person in sorted(p["id"] for p in people):
-        if person in barred:
-            continue
-        key = f"batch_awaiting_approval:{batch_id}:{person}"  # as notify.send_to_role keys it
-        if (row := await notify.send("batch_awaiting_approval", person, context, dedupe_key=key, now=now)) is not None:
-            written.append(row)
-    return written
+    return await notify.send_to_role(
+        "batch_awaiting_approval",
+        FINANCE,
+        context,
+        dedupe_key=f"batch_awaiting_approval:{batch_id}",
+        now=now,
+        skip=set(barred),
+    )
 
 
 def _trouble(row: dict[str, Any] | None) -> tuple[bool, tuple[str, ...], str] | None:

@@ -169,3 +169,16 @@ async def test_healthz_says_when_mail_has_waited_too_long(app, clean, mailbox, c
     body = (await client.get("/healthz")).json()
     assert body["mail"] == {"pending": 0, "oldest_pending_age_s": None, "failed": 0}
     assert not [line for line in body["degraded"] if line.startswith("mail:")]
+
+
+async def test_a_message_no_server_took_for_three_days_fails_and_stays_visible(app, clean, mailbox):
+    row_id = await _verify_mail(await _user())
+    mailbox.stop()
+    now = clock.now()
+    assert await outbox.deliver_due(now) == 0
+    assert await outbox.deliver_due(now + outbox.GIVE_UP_AFTER + timedelta(minutes=1)) == 0
+    row = await MailOutbox.select(MailOutbox.status, MailOutbox.last_error).where(MailOutbox.id == row_id).first()
+    assert row["status"] == OutboxStatus.failed and "SMTPConnectError" in row["last_error"]
+    mailbox.start()
+    assert await outbox.deliver_due(now + outbox.GIVE_UP_AFTER + timedelta(hours=2)) == 0  # failed is final
+    assert mailbox.messages == []
