@@ -1,0 +1,1 @@
+"""Outbound deliveries: signed webhooks (Standard Webhooks) and publisher postbacks."""
