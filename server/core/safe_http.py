@@ -50,6 +50,8 @@ MAX_URL_LENGTH = 2000
 ALLOWED_PORTS = frozenset({80, 443, 8443})
 DEFAULT_PORTS = {"http": 80, "https": 443}
 CONNECT_TIMEOUT = 5.0  # at most, and never more than the caller's timeout
+DNS_TIMEOUT = 5.0  # check_destination's lookup (send's is within its own timeout)
+MAX_ADDRESSES_TRIED = 3
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -243,11 +245,18 @@ def _check_addresses(target: _Target, addresses: list[Address], *, allow_loopbac
             continue
         reason = _refusal(ip)
         if reason is not None:
-            shown = str(ip) if target.ip is not None else f"{target.host} → {ip}"
+            shown = _text(ip) if target.ip is not None else f"{target.host} → {_text(ip)}"
             raise UnsafeUrl("unsafe_url_address", _address_message(reason, shown))
     # Any port is for a local receiver only: a public address keeps to 80, 443 and 8443.
     if target.port not in ALLOWED_PORTS and not all(_is_loopback_allowed(ip) for ip in addresses):
         raise UnsafeUrl("unsafe_url_port", _("Port %(port)s is not allowed: use 80, 443 or 8443.", port=target.port))
+
+
+def _text(ip: Address) -> str:
+    """An address as people write it: ::ffff:10.0.0.1 rather than Python 3.11's ::ffff:a00:1."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return f"::ffff:{ip.ipv4_mapped}"
+    return str(ip)
 
 
 def _address_message(reason: str, address: str) -> str:
@@ -318,8 +327,9 @@ async def check_destination(url: str, *, allow_loopback: bool = False, resolver:
     them is not public (or the name does not resolve: code "unresolvable_host")."""
     target = _parse(url, allow_loopback=allow_loopback)
     try:
-        addresses = await _addresses(target, resolver or resolve)
-    except _DnsTrouble:
+        async with asyncio.timeout(DNS_TIMEOUT):
+            addresses = await _addresses(target, resolver or resolve)
+    except (_DnsTrouble, TimeoutError):
         raise _unresolvable(target.host) from None
     _check_addresses(target, addresses, allow_loopback=allow_loopback)
     return [str(ip) for ip in addresses]
@@ -357,10 +367,21 @@ async def send(
             except _DnsTrouble as exc:
                 return _failed(started, None, f"dns: {exc}")
             _check_addresses(target, addresses, allow_loopback=allow_loopback)
-            address = addresses[0]
-            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-                address = address.ipv4_mapped  # the same host, reached without a dual-stack socket
-            return await _exchange(method, target, address, headers, body, timeout, max_body, started)
+            # Every address was checked, so any may be called: the next one when a connection cannot
+            # be made (an AAAA record on a host without IPv6 routing), nothing having been sent.
+            candidates = addresses[:MAX_ADDRESSES_TRIED]
+            for number, candidate in enumerate(candidates, start=1):
+                address = candidate
+                if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+                    address = address.ipv4_mapped  # the same host, reached without a dual-stack socket
+                try:
+                    return await _exchange(
+                        method, target, address, headers, body, timeout, max_body, started,
+                        last=number == len(candidates),
+                    )  # fmt: skip
+                except _NotConnected:
+                    continue
+            raise AssertionError("the last address answers or fails with a Reply")  # pragma: no cover
     except TimeoutError:
         return _failed(started, address, f"timeout: no complete answer within {timeout:g} s")
 
@@ -374,7 +395,11 @@ async def _exchange(
     timeout: float,  # noqa: ASYNC109 - the caller's deadline, for httpx's own timeouts
     max_body: int,
     started: float,
+    *,
+    last: bool,
 ) -> Reply:
+    """The request to `address`. Raises _NotConnected, unless `last`, when no connection could be
+    made (the caller tries the next address)."""
     ip_text = f"[{address}]" if address.version == 6 else str(address)
     default_port = target.port == DEFAULT_PORTS[target.scheme]
     host_text = f"[{target.host}]" if ":" in target.host else target.host
@@ -398,12 +423,21 @@ async def _exchange(
             return Reply(response.status_code, bytes(received[:max_body]), _ms(started), None, str(address))
         finally:
             await response.aclose()
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        error = _describe(exc)
+        if not last and not error.startswith("tls"):
+            raise _NotConnected from exc
+        return _failed(started, address, error)
     except httpx.TimeoutException as exc:
         return _failed(started, address, f"timeout: {type(exc).__name__}")
     except httpx.HTTPError as exc:
         return _failed(started, address, _describe(exc))
     finally:
         await client.aclose()
+
+
+class _NotConnected(Exception):
+    """No connection to this address (refused, unreachable, timed out): nothing was sent."""
 
 
 def _describe(exc: BaseException) -> str:
@@ -417,6 +451,8 @@ def _describe(exc: BaseException) -> str:
         return f"connection_refused: {detail}"
     if any(isinstance(c, ssl.SSLError) for c in chain):
         return f"tls: {detail}"
+    if isinstance(exc, httpx.ConnectTimeout):
+        return f"timeout: {type(exc).__name__}"
     if isinstance(exc, httpx.ConnectError):
         return f"connect: {detail}"
     if isinstance(exc, httpx.ProtocolError | httpx.DecodingError):

@@ -59,7 +59,7 @@ class Receiver:
             body = await reader.readexactly(int(headers.get("content-length", "0")))
             self.requests.append(Seen(method, target, headers, body))
             if self.mode == "silent":
-                await asyncio.sleep(30)
+                await reader.read()  # until the client gives up and closes
             elif self.mode == "drip":
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
                 for _ in range(100):
@@ -100,7 +100,7 @@ REFUSED = [
     ("http://[::1]:{port}/hook", "unsafe_url_address", "(::1)"),
     ("http://169.254.169.254/latest/meta-data", "unsafe_url_address", "link-local (169.254.169.254)"),
     ("http://10.0.0.1/", "unsafe_url_address", "inside a private network (10.0.0.1)"),
-    ("http://[::ffff:10.0.0.1]/", "unsafe_url_address", "inside a private network"),
+    ("http://[::ffff:10.0.0.1]/", "unsafe_url_address", "inside a private network (::ffff:10.0.0.1)"),
     ("http://0.0.0.0:{port}/", "unsafe_url_address", "not a public internet address (0.0.0.0)"),
     ("http://2130706433:{port}/", "unsafe_url_host", "usual form"),
     ("http://0x7f.1:{port}/", "unsafe_url_host", "usual form"),
@@ -252,6 +252,15 @@ async def test_the_request_arrives_exactly_at_the_checked_address_with_the_name_
     assert seen.headers["content-type"] == "application/json"
     assert seen.headers["webhook-id"] == "msg_1"
     assert reply.elapsed_ms >= 0
+
+
+async def test_when_one_address_cannot_be_reached_the_next_checked_one_is_called(receiver: Receiver) -> None:
+    # Nothing listens on ::1 at the receiver's port (or the machine has no IPv6): refused there,
+    # delivered at 127.0.0.1, which was checked with it.
+    url = f"http://hooks.example.com:{receiver.port}/hook"
+    reply = await send("POST", url, body=b"{}", allow_loopback=True, resolver=fixed("::1", "127.0.0.1"), timeout=2)
+    assert (reply.status, reply.address) == (200, "127.0.0.1")
+    assert len(receiver.requests) == 1
 
 
 async def test_a_redirect_is_returned_not_followed(receiver: Receiver) -> None:
