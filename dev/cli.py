@@ -218,6 +218,7 @@ def dev(port: int, redis_port: int, mail_port: int, mail_web_port: int, stripe_p
         if not port_open(redis_port):
             services.append(start_redis(DATA_DIR / "redis", port=redis_port, persist=True))
     env.setdefault("BASE_URL", f"http://127.0.0.1:{port}")
+    env.setdefault("WEBHOOKS_ALLOW_LOOPBACK", "true")  # webhooks to a receiver on this machine
     local_mail = not env.get("SMTP_URL")
     if local_mail:
         # No mail server configured: mail goes to the local catcher, read in a browser.

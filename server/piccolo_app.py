@@ -41,6 +41,7 @@ from server.reports.tables import (
 )
 from server.stripe_events.tables import StripeEvent
 from server.tracking.tables import Click
+from server.webhooks.tables import PostbackTemplate, WebhookAttempt, WebhookEndpoint, WebhookMessage
 
 APP_CONFIG = AppConfig(
     app_name="affnet",
@@ -92,6 +93,10 @@ APP_CONFIG = AppConfig(
         ConversionHour,
         RollupCursor,
         ConvertedClick,
+        WebhookEndpoint,
+        PostbackTemplate,
+        WebhookMessage,
+        WebhookAttempt,
     ],
     migration_dependencies=[],
     commands=[],

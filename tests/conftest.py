@@ -134,6 +134,7 @@ def settings(
         geo_country_header="CF-IPCountry",
         smtp_url=mail_server.url,
         mail_from="affnet <no-reply@affnet.test>",
+        webhooks_allow_loopback=True,  # the webhook tests' receiver listens on 127.0.0.1
     )
 
 

@@ -92,6 +92,8 @@ class Settings:
     # `make run` starts on 127.0.0.1:1025. The sender every message is from.
     smtp_url: str = "smtp://127.0.0.1:1025"
     mail_from: str = "affnet <no-reply@affnet.localhost>"
+    # Webhooks and postbacks may go to 127.0.0.1 / ::1 (any port): development receivers only.
+    webhooks_allow_loopback: bool = False
 
     @property
     def production(self) -> bool:
@@ -155,4 +157,5 @@ def load_settings() -> Settings:
         visitor_cookie=_bool("AFFNET_VISITOR_COOKIE", True),
         smtp_url=os.environ.get("SMTP_URL") or "smtp://127.0.0.1:1025",
         mail_from=os.environ.get("MAIL_FROM") or "affnet <no-reply@affnet.localhost>",
+        webhooks_allow_loopback=_bool("WEBHOOKS_ALLOW_LOOPBACK", False),
     )
