@@ -38,6 +38,7 @@ from server.http.accounts.pages import AccountController, AdminPublishersControl
 from server.http.ads.pages import PublisherSlots, demo_blog
 from server.http.ads.public import AdFastPath, ads_endpoints
 from server.http.amounts import amount_preview
+from server.http.apikit import ApiKeyPolicyMiddleware
 from server.http.audit.pages import audit_log, mail_log, retry_mail
 from server.http.billing.pages import AdvertiserBilling, FinanceStripeEvents, stripe_connect_webhook, stripe_webhook
 from server.http.campaigns.marketplace_pages import PublisherCampaigns, PublisherLinks
@@ -49,7 +50,7 @@ from server.http.conversions.review_api import ConversionReviewApi, PublisherRev
 from server.http.conversions.review_pages import AdvertiserConversions
 from server.http.csrf import SessionBoundCSRF
 from server.http.health import healthz
-from server.http.openapi import document_errors
+from server.http.openapi import document_errors, document_idempotency
 from server.http.pages import SESSION_COOKIE
 from server.http.payouts.connect_pages import PublisherPayoutAccount
 from server.http.payouts.pages import FinancePayouts
@@ -269,6 +270,7 @@ def create_app(settings: Settings | None = None) -> FastPaths:
             SecurityHeadersMiddleware(),
             AuthMiddleware(),
             LocaleMiddleware(),
+            ApiKeyPolicyMiddleware(),
             SessionBoundCSRF(
                 secret=_derived_secret(settings, "csrf"),
                 session_cookie=SESSION_COOKIE,
@@ -319,4 +321,5 @@ def create_app(settings: Settings | None = None) -> FastPaths:
         debug=False,
     )
     document_errors(app)
+    document_idempotency(app)
     return FastPaths(app, ClickFastPath(), AdFastPath(), PostbackFastPath())

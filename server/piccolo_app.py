@@ -4,7 +4,7 @@ from piccolo.conf.apps import AppConfig
 from piccolo.engine.base import Engine
 from piccolo.table import Table
 
-from server.accounts.tables import Advertiser, ApiKey, NetworkSetting, Publisher, Session, User
+from server.accounts.tables import Advertiser, ApiIdempotency, ApiKey, NetworkSetting, Publisher, Session, User
 from server.ads.tables import AdSlot, Impression
 from server.audit.tables import AuditEvent
 from server.billing.tables import BillingSettings, Funding
@@ -52,6 +52,7 @@ APP_CONFIG = AppConfig(
         Advertiser,
         Session,
         ApiKey,
+        ApiIdempotency,
         NetworkSetting,
         AuditEvent,
         MailOutbox,

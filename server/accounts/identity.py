@@ -15,6 +15,8 @@ class CurrentUser:
     via: str  # "session" or "api_key"
     session_hash: str | None = None
     api_key_id: int | None = None
+    api_scope: str = ""  # an API key's: "read" (GET only) or "full"
+    api_requests_per_minute: int = 0  # an API key's rate limit
     language: str = ""  # "" follows the browser (server/core/locale.py)
     time_zone: str = ""  # "" shows times in UTC
     email_verified: bool = True  # False: the owner has not opened the link sent to the address yet

@@ -14,6 +14,7 @@ class ApiKeyListing:
     id: int
     name: str
     prefix: str
+    scope: str  # "read" or "full"
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None

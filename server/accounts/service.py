@@ -359,20 +359,37 @@ def _key_prefix(role: Role) -> str:
     return f"afn_{role.value[:3]}_{secrets.token_hex(4)}"
 
 
-async def create_api_key(user: CurrentUser, name: str) -> tuple[int, str]:
+API_KEY_SCOPES = ("full", "read")  # "read" keys may only GET (server/http/apikit.py)
+
+
+async def create_api_key(user: CurrentUser, name: str, scope: str = "full") -> tuple[int, str]:
     """Create a key and return (id, the full key). The full key is never stored or shown again."""
     if user.role not in API_KEY_ROLES:
         raise Invalid(_("API keys are for publishers and advertisers."))
     name = validation.text(name, "name", _("Key name"), max_length=80)
+    if scope not in API_KEY_SCOPES:
+        raise Invalid(_("Choose what the key may do: read only, or read and write."), field="scope")
     if await ApiKey.count().where(ApiKey.user == user.id, ApiKey.revoked_at.is_null()) >= 20:
         raise Conflict(_("You already have %(num)s active keys. Revoke one you no longer use first.", num=20))
     prefix, secret = _key_prefix(user.role), secrets.token_hex(32)
     async with db.transaction():
         rows = await ApiKey.insert(
-            ApiKey(user=user.id, name=name, prefix=prefix, secret_hash=_sha256(secret), created_at=clock.now())
+            ApiKey(
+                user=user.id,
+                name=name,
+                prefix=prefix,
+                secret_hash=_sha256(secret),
+                created_at=clock.now(),
+                scope=scope,
+            )
         ).returning(ApiKey.id)
         await audit.record(
-            "api_key.created", actor_id=user.id, object_type="api_key", object_id=rows[0]["id"], prefix=prefix
+            "api_key.created",
+            actor_id=user.id,
+            object_type="api_key",
+            object_id=rows[0]["id"],
+            prefix=prefix,
+            scope=scope,
         )
     return rows[0]["id"], f"{prefix}_{secret}"
 
@@ -380,7 +397,13 @@ async def create_api_key(user: CurrentUser, name: str) -> tuple[int, str]:
 async def list_api_keys(user_id: int) -> list[ApiKeyListing]:
     rows = (
         await ApiKey.select(
-            ApiKey.id, ApiKey.name, ApiKey.prefix, ApiKey.created_at, ApiKey.last_used_at, ApiKey.revoked_at
+            ApiKey.id,
+            ApiKey.name,
+            ApiKey.prefix,
+            ApiKey.scope,
+            ApiKey.created_at,
+            ApiKey.last_used_at,
+            ApiKey.revoked_at,
         )
         .where(ApiKey.user == user_id)
         .order_by(ApiKey.id, ascending=False)
@@ -415,6 +438,8 @@ async def authenticate_api_key(raw: str) -> CurrentUser:
             ApiKey.secret_hash,
             ApiKey.revoked_at,
             ApiKey.last_used_at,
+            ApiKey.scope,
+            ApiKey.requests_per_minute,
             ApiKey.user.id.as_alias("user_id"),
             ApiKey.user.email.as_alias("email"),
             ApiKey.user.role.as_alias("role"),
@@ -442,6 +467,8 @@ async def authenticate_api_key(raw: str) -> CurrentUser:
         role=Role(row["role"]),
         via="api_key",
         api_key_id=row["id"],
+        api_scope=row["scope"],
+        api_requests_per_minute=row["requests_per_minute"],
         language=row["language"],
         time_zone=row["time_zone"],
     )

@@ -7,6 +7,7 @@ from enum import StrEnum
 from piccolo.columns import (
     Boolean,
     ForeignKey,
+    Integer,
     Text,
     Timestamptz,
     Varchar,
@@ -90,6 +91,22 @@ class ApiKey(Table):
     created_at = Timestamptz()
     last_used_at = Timestamptz(null=True, default=None)
     revoked_at = Timestamptz(null=True, default=None)
+    scope = Varchar(length=8, default="full")  # "read": GET only; "full": all its owner's role may do
+    requests_per_minute = Integer(default=1200)  # the key's rate limit (server/http/apikit.py)
+
+
+class ApiIdempotency(Table, tablename="api_idempotency"):
+    """A request sent with an Idempotency-Key and the answer it got (server/accounts/idempotency.py):
+    for 24 hours the same key with the same request is answered the same without running again."""
+
+    api_key = ForeignKey(ApiKey, null=False)
+    key = Varchar(length=255)
+    request_hash = Varchar(length=64)  # SHA-256 of method, path, query and body
+    state = Varchar(length=8)  # "running" until the answer is stored, then "done"
+    status_code = Integer(default=0)
+    content_type = Varchar(length=100, default="")
+    body = Text(default="")
+    created_at = Timestamptz()
 
 
 class NetworkSetting(Table):

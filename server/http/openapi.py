@@ -12,12 +12,15 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Litestar
+from litestar.enums import ParamType
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPIType, Parameter, Schema
 
 from server.accounts.tables import Role
 from server.core.errors import DomainError
-from server.http.web import ROLE_LABELS, ErrorBody
+from server.http.apikit import SAFE_METHODS
+from server.http.web import API_PREFIX, ROLE_LABELS, ErrorBody
 
 _DESCRIPTIONS = {
     400: "The request could not be read: `error.message` says which parameter or field and what it must be.",
@@ -71,6 +74,19 @@ def shared_responses(handler: HTTPRouteHandler, path_has_ids: bool) -> dict[int,
         specs[403] = error_spec(f"The key belongs to an account that is not for {wanted}.")
     if path_has_ids:
         specs[404] = error_spec(_DESCRIPTIONS[404])
+    if roles is not None and any(p.startswith(API_PREFIX) for p in handler.paths):
+        # Every API key's request (server/http/apikit.py): its rate limit, and for a change its
+        # scope and the Idempotency-Key rules.
+        specs[429] = error_spec(f"{_DESCRIPTIONS[429]} Each API key has its own limit per minute.")
+        if not handler.http_methods <= SAFE_METHODS:
+            specs[400] = error_spec(
+                f"{_DESCRIPTIONS[400]} Or an Idempotency-Key that is not 1-255 printable characters."
+            )
+            specs[403] = error_spec(f"{specs[403].description} Or the key is read-only (code `read_only_key`).")
+            specs[409] = error_spec(
+                "The Idempotency-Key was used for another request (`idempotency_key_reused`), or its first "
+                "request is still running (`idempotency_key_in_use`)."
+            )
     return specs
 
 
@@ -83,3 +99,26 @@ def document_errors(app: Litestar) -> None:
                 continue
             own: dict[int, Any] = dict(handler.responses or {})
             handler.responses = {**shared_responses(handler, bool(route.path_parameters)), **own}
+
+
+IDEMPOTENCY_KEY = Parameter(
+    name="Idempotency-Key",
+    param_in=ParamType.HEADER,
+    required=False,
+    schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=255),
+    description="Send the same key to retry this request safely: for 24 hours the same key with the same "
+    "request is answered as the first time (with `Idempotent-Replayed: true`), without running again.",
+)
+
+
+def document_idempotency(app: Litestar) -> None:
+    """Name the Idempotency-Key header on every API operation that changes something."""
+    openapi = app.openapi_schema
+    for path, item in (openapi.paths or {}).items():
+        if not path.startswith(API_PREFIX):
+            continue
+        for method in ("post", "put", "patch", "delete"):
+            operation = getattr(item, method, None)
+            if operation is None or not operation.security:
+                continue
+            operation.parameters = [*(operation.parameters or []), IDEMPOTENCY_KEY]

@@ -418,7 +418,7 @@ class AccountController(Controller):
         user: CurrentUser = current_user(request)  # type: ignore[assignment]
         form = await form_data(request)
         try:
-            key_id, full_key = await accounts.create_api_key(user, form.get("name", ""))
+            key_id, full_key = await accounts.create_api_key(user, form.get("name", ""), form.get("scope", "full"))
         except DomainError as exc:
             return render_error("accounts/api_keys.html", exc, form, keys=await accounts.list_api_keys(user.id))
         # The only time the full key is ever shown.
