@@ -44,7 +44,7 @@ from typing import Any
 from server.billing import service as billing
 from server.campaigns import service as campaigns
 from server.campaigns.tables import PayoutModel
-from server.conversions import selfcheck
+from server.conversions import announce, selfcheck
 from server.conversions.holds import NOT_HELD_PUBLISHER
 from server.conversions.tables import Conversion, ConversionStatus
 from server.core import clock, db
@@ -53,6 +53,7 @@ from server.ledger import postings
 from server.ledger import service as ledger
 from server.ledger.service import InsufficientFunds
 from server.ledger.tables import AccountKind as K
+from server.webhooks import events
 
 log = logging.getLogger("affnet.conversions")
 
@@ -243,6 +244,9 @@ async def _charge(
                     await _unmark(replayed)
                     gone = {row["id"] for row in replayed}
                     released = [i for i in released if i not in gone]
+                # Their conversion.approved events (webhooks, postbacks), with the approval: one
+                # emit_many for the batch, nothing at all when none of their owners listens.
+                await announce.changed(events.CONVERSION_APPROVED, approved, now=now)
             break
         except InsufficientFunds:
             log.info("a balance changed while a batch was priced; pricing again")

@@ -20,7 +20,13 @@ Outcomes, the same as one report alone would get from service._store:
 
 On SQLite the batches go through one connection kept open in one thread of its own (Piccolo
 opens a connection, and a thread, per query there); on PostgreSQL through up to IN_FLIGHT_PG
-connections of the writer's own, kept open (_PostgresWriter)."""
+connections of the writer's own, kept open (_PostgresWriter).
+
+A conversion someone hears of (its advertiser or publisher has a webhook endpoint or a postback
+template: the caller says so with `advertiser_id`) has its conversion.recorded events written in the
+transaction that stores it: a batch with such a row is written through the engine's own transaction
+instead (_write_told), its rows and the events of those it stored committed together, one
+emit_many for the batch (server/conversions/announce.py). Batches without one are untouched."""
 
 from __future__ import annotations
 
@@ -33,7 +39,10 @@ from typing import Any
 
 from piccolo.engine.sqlite import dict_factory
 
+from server.conversions import announce
+from server.conversions.tables import Conversion
 from server.core import db
+from server.webhooks import events
 
 log = logging.getLogger("affnet.conversions")
 
@@ -252,6 +261,46 @@ async def _write_postgres(conn: Any, rows: Sequence[dict[str, Any]]) -> list[Out
     return _outcomes(rows, ids, earlier)
 
 
+async def _write_told(rows: Sequence[dict[str, Any]], advertisers: Sequence[int | None]) -> list[Outcome]:
+    """A batch with rows someone hears of (their advertiser's id in `advertisers`, else None): the
+    rows and the conversion.recorded events of those stored, in one transaction of the engine's."""
+    async with db.transaction() as txn:
+        if db.is_sqlite():
+            outcomes = await _write_engine_sqlite(rows)
+        else:
+            conn = txn.connection  # type: ignore[attr-defined]
+            await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")  # see _FIRSTS_PG
+            outcomes = await _write_postgres(conn, rows)
+        stored = [
+            {**outcome[0], "advertiser_id": advertiser}
+            for outcome, advertiser in zip(outcomes, advertisers, strict=True)
+            if advertiser is not None and outcome is not None and not outcome[1]
+        ]
+        if stored:
+            await announce.changed(events.CONVERSION_RECORDED, stored)
+    return outcomes
+
+
+async def _write_engine_sqlite(rows: Sequence[dict[str, Any]]) -> list[Outcome]:
+    """_SQLiteWriter._write's statements, through the engine (in its transaction)."""
+    distinct = _distinct(rows)
+    row_marks = "(" + ", ".join("{}" for _ in NAMES) + ")"
+    sql = (
+        f"INSERT INTO conversion ({_NAME_LIST}) VALUES "  # noqa: S608
+        + ", ".join([row_marks] * len(distinct))
+        + " ON CONFLICT DO NOTHING RETURNING id, campaign, txn_id"
+    )
+    values = [row[name] for row in distinct for name in NAMES]
+    ids = {(r["campaign"], r["txn_id"]): r["id"] for r in await Conversion.raw(sql, *values)}
+    earlier = {}
+    for row in distinct:
+        if _key(row) not in ids:
+            found = await Conversion.raw(_FIRST_SQLITE.replace("?", "{}"), *_key(row))
+            if found:
+                earlier[_key(row)] = found[0]
+    return _outcomes(rows, ids, earlier)
+
+
 class ConversionWriter:
     """Rows of concurrent reports, written a batch at a time by one task (see the module's doc).
     Made once per server process; `close` at shutdown (no row waits here then: each report awaits
@@ -259,53 +308,57 @@ class ConversionWriter:
 
     def __init__(self, max_batch: int | None = None) -> None:
         self._max_batch = max_batch
-        self._waiting: list[tuple[dict[str, Any], asyncio.Future[Outcome]]] = []
+        self._waiting: list[tuple[dict[str, Any], asyncio.Future[Outcome], int | None]] = []
         self._writers = 0  # batches being written now
         self._sqlite = _SQLiteWriter()
         self._postgres = _PostgresWriter()
         self.batches = 0  # statements written, and the rows they carried: for the bench and tests
         self.rows = 0
 
-    async def insert(self, row: dict[str, Any]) -> Outcome:
+    async def insert(self, row: dict[str, Any], *, advertiser_id: int | None = None) -> Outcome:
         """This row's outcome once its batch is committed; raises BatchFailed if the batch's
-        statement failed (nothing of the batch is stored then)."""
+        statement failed (nothing of the batch is stored then). `advertiser_id`: given when someone
+        hears of the conversion, whose events are then committed with it (see the module's doc)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
-        self._waiting.append((row, future))
+        self._waiting.append((row, future, advertiser_id))
         if self._writers < (1 if db.is_sqlite() else IN_FLIGHT_PG):
             self._writers += 1
             loop.create_task(self._drain(), name="affnet-conversion-writer")
         return await future
 
     async def _drain(self) -> None:
-        batch: list[tuple[dict[str, Any], asyncio.Future[Outcome]]] = []
+        batch: list[tuple[dict[str, Any], asyncio.Future[Outcome], int | None]] = []
         try:
             while self._waiting:
                 eng = db.engine()
                 sqlite = db.is_sqlite(eng)
                 size = self._max_batch or (MAX_BATCH_SQLITE if sqlite else MAX_BATCH_PG)
                 batch, self._waiting = self._waiting[:size], self._waiting[size:]
-                rows = [row for row, _ in batch]
+                rows = [row for row, _, _ in batch]
+                advertisers = [advertiser for _, _, advertiser in batch]
                 try:
-                    if sqlite:
+                    if any(a is not None for a in advertisers):
+                        outcomes = await _write_told(rows, advertisers)
+                    elif sqlite:
                         outcomes = await self._sqlite.write(rows, eng.connection_kwargs)
                     else:
                         outcomes = await self._postgres.write(eng, rows)
                 except Exception as exc:
                     log.debug("a batch of %d conversions failed; each is stored alone", len(rows), exc_info=True)
-                    for _, future in batch:
+                    for _, future, _ in batch:
                         if not future.done():
                             future.set_exception(BatchFailed(str(exc)))
                 else:
                     self.batches += 1
                     self.rows += len(rows)
-                    for (_, future), outcome in zip(batch, outcomes, strict=True):
+                    for (_, future, _), outcome in zip(batch, outcomes, strict=True):
                         if not future.done():
                             future.set_result(outcome)
                 batch = []
         except BaseException:
             # Cancelled (the loop closing): whoever still waits stores its row alone, or fails.
-            for _, future in [*batch, *self._waiting]:
+            for _, future, _ in [*batch, *self._waiting]:
                 if not future.done():
                     future.set_exception(BatchFailed("the conversion writer stopped"))
             self._waiting = []

@@ -13,12 +13,14 @@ from dataclasses import asdict, dataclass, field
 
 from server.accounts.identity import CurrentUser
 from server.audit import service as audit
+from server.conversions import announce
 from server.conversions.tables import Conversion, ConversionStatus
 from server.core import db
 from server.core.errors import Invalid, NotFound
 from server.core.i18n import _
 from server.ledger import postings
 from server.ledger.service import InsufficientFunds
+from server.webhooks import events
 
 MAX_REVERSALS = 500
 REASON_MAX = 500
@@ -100,6 +102,10 @@ async def reverse_one(
                 currency=row["currency"],
                 ledger_txn=posted.txn_id,
                 replayed=posted.replayed,
+            )
+            await announce.changed(
+                events.CONVERSION_REVERSED,
+                [{"id": conversion_id, "publisher": row["publisher"], "advertiser_id": advertiser_id}],
             )
     except InsufficientFunds:
         return False

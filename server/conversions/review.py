@@ -14,12 +14,13 @@ from server.accounts.identity import CurrentUser
 from server.accounts.records import PublicProfile
 from server.accounts.tables import Publisher
 from server.audit import service as audit
-from server.conversions import approval, holds, reversal
+from server.conversions import announce, approval, holds, reversal
 from server.conversions.tables import Conversion, ConversionSource, ConversionStatus
 from server.core import clock, db
 from server.core.errors import Invalid, NotFound
 from server.core.hours import utc
 from server.core.i18n import _
+from server.webhooks import events
 
 LIST_LIMIT = 500
 MAX_DECISIONS = 500
@@ -314,6 +315,7 @@ async def reject_row(advertiser: CurrentUser, row: dict[str, Any], reason: str, 
                 object_id=row["id"],
                 reason=reason,
             )
+            await announce.changed(events.CONVERSION_REJECTED, [row])
     (result.rejected if changed else result.skipped).append(row["id"])
 
 

@@ -19,13 +19,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from server.campaigns.tables import Campaign, CampaignStatus, Goal, Link, PayoutModel
-from server.conversions import flags, rules
+from server.conversions import announce, flags, rules
 from server.conversions.group_commit import NAMES, BatchFailed, ConversionWriter
 from server.conversions.tables import Conversion, ConversionSource, ConversionStatus
 from server.core import clock, db, money
 from server.core.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unauthorized
 from server.core.i18n import _, _l, ngettext
 from server.tracking.tokens import read_click_id
+from server.webhooks import events
 
 MAX_TXN_ID = 100
 MAX_SALE_MINOR = 10**12
@@ -348,6 +349,9 @@ async def record_conversion(
     rule_state = rule_state or rules.RuleState()
     findings = await rules.evaluate(rule_state, row, campaign, goal["payout_model"])
     row["held"] = bool(findings)
+    # Whether its advertiser or publisher hears of it (a webhook endpoint, a postback template): then
+    # its conversion.recorded events are written with it, in its transaction. A set lookup, no query.
+    told = campaign["advertiser"] if await _watched(campaign) else None
     if any(campaign[c] is not None for c in CAPS):
         async with db.transaction():
             # Caps are a read-then-write: serialise them per campaign. SQLite's write
@@ -359,8 +363,12 @@ async def record_conversion(
                 return _recorded(first, goals, duplicate=True)
             await _check_caps(campaign, campaign["publisher_id"], now)
             stored, duplicate = await _store(row, limit)
+            if told is not None and not duplicate:
+                await announce.changed(events.CONVERSION_RECORDED, [{**stored, "advertiser_id": told}], now=now)
     elif writer is not None and db.engine().current_transaction.get() is None:
-        stored, duplicate = await _store_grouped(writer, row, limit)
+        stored, duplicate = await _store_grouped(writer, row, limit, told)
+    elif told is not None:
+        stored, duplicate = await _store_told(row, limit, told)
     else:
         stored, duplicate = await _store(row, limit)  # one statement when the click's first: no transaction
     if not duplicate:
@@ -370,17 +378,38 @@ async def record_conversion(
     return _recorded(stored, goals, duplicate=duplicate)
 
 
-async def _store_grouped(writer: ConversionWriter, row: dict[str, Any], limit: int) -> tuple[dict[str, Any], bool]:
+async def _watched(campaign: Mapping[str, Any]) -> bool:
+    publisher = campaign["publisher_id"]
+    return await events.watching((campaign["advertiser"], publisher), postback_publishers=(publisher,))
+
+
+async def _store_grouped(
+    writer: ConversionWriter, row: dict[str, Any], limit: int, told: int | None = None
+) -> tuple[dict[str, Any], bool]:
     """_store, with the first attempt (the click's first place) made in the writer's batch: what
     the batch did not settle (the place taken by another txn id, or the batch's statement failed)
-    goes on alone, so every report gets the answer _store gives."""
+    goes on alone, so every report gets the answer _store gives. `told`: the advertiser's id when
+    someone hears of the conversion (its events are committed with it, in the batch or alone)."""
     try:
-        outcome = await writer.insert(row)
+        outcome = await writer.insert(row, advertiser_id=told)
     except BatchFailed:
         outcome = None
     if outcome is not None:
         return outcome
+    if told is not None:
+        return await _store_told(row, limit, told)
     return await _store(row, limit)
+
+
+async def _store_told(row: dict[str, Any], limit: int, advertiser_id: int) -> tuple[dict[str, Any], bool]:
+    """_store and, when it stored the row, its conversion.recorded events, in one transaction."""
+    async with db.transaction():
+        stored, duplicate = await _store(row, limit)
+        if not duplicate:
+            await announce.changed(
+                events.CONVERSION_RECORDED, [{**stored, "advertiser_id": advertiser_id}], now=row["created_at"]
+            )
+    return stored, duplicate
 
 
 async def _store(row: dict[str, Any], limit: int) -> tuple[dict[str, Any], bool]:
