@@ -82,6 +82,7 @@ from server.tracking import service as tracking
 from server.tracking.buffer import EventBuffer
 from server.tracking.counting import ClickCounter
 from server.tracking.journal import Journal
+from server.webhooks import delivery as webhook_delivery
 
 log = logging.getLogger("affnet")
 
@@ -199,6 +200,7 @@ def create_app(settings: Settings | None = None) -> FastPaths:
     async def on_startup(app: Litestar) -> None:
         piccolo_app.bind(engine)
         mail_outbox.configure(settings)
+        webhook_delivery.configure(settings)
         await db.start(engine)
         await click_buffer.start()
         changes.register(click_rules.NETWORK, redis)  # first: links reloaded after a clear read the new value

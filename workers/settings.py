@@ -11,6 +11,7 @@ from server import piccolo_app
 from server.core import clock, db
 from server.core.settings import load_settings
 from server.mail import outbox as mail_outbox
+from server.webhooks import delivery as webhook_delivery
 from workers import cron_lock
 from workers.jobs.ads import settle_impression_earnings
 from workers.jobs.billing import enforce_auto_pause, process_stripe_event, sweep_stripe_events
@@ -23,6 +24,7 @@ from workers.jobs.partitions import create_partitions_ahead, drop_expired_raw_ev
 from workers.jobs.payouts import execute_payout_batch, join_payout_batch, prepare_payouts, sweep_payout_batches
 from workers.jobs.reports import rebuild_previous_day, roll_up_reports
 from workers.jobs.sessions import purge_expired_sessions
+from workers.jobs.webhooks import deliver_webhooks
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -30,6 +32,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["settings"] = settings
     ctx.setdefault("clock", clock.now)
     mail_outbox.configure(settings)
+    webhook_delivery.configure(settings)
     engine = piccolo_app.bind(db.engine_for(settings.database_url))
     await db.start(engine)
     ctx["engine"] = engine
@@ -65,6 +68,8 @@ FUNCTIONS = [
 CRON_JOBS = [
     # Every ten seconds: the outbox's due messages go out (and failed tries are retried when due).
     cron(deliver_mail, second=set(range(0, 60, 10)), run_at_startup=True, unique=True),
+    # Every ten seconds: webhooks and publisher postbacks due go out (server/webhooks/delivery.py).
+    cron(deliver_webhooks, second=set(range(0, 60, 10)), run_at_startup=True, unique=True),
     # Every 10 minutes, and once when the worker starts.
     cron(purge_expired_sessions, minute=set(range(0, 60, 10)), run_at_startup=True, unique=True),
     # Every five minutes: conversions whose hold ended are approved, earnings released.
