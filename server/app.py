@@ -37,6 +37,7 @@ from server.http.accounts.notifications import NotificationSettings, unsubscribe
 from server.http.accounts.pages import AccountController, AdminPublishersController, AuthController
 from server.http.ads.pages import PublisherSlots, demo_blog
 from server.http.ads.public import AdFastPath, ads_endpoints
+from server.http.advertiser_api import ADVERTISER_API
 from server.http.amounts import amount_preview
 from server.http.apikit import ApiKeyPolicyMiddleware
 from server.http.audit.pages import audit_log, mail_log, retry_mail
@@ -123,6 +124,7 @@ ROUTE_HANDLERS = [
     CampaignRules,
     NetworkRules,
     AdvertiserBilling,
+    *ADVERTISER_API,
     amount_preview,
     stripe_webhook,
     stripe_connect_webhook,

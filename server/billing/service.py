@@ -215,15 +215,15 @@ async def returned(advertiser: CurrentUser, session_id: str, now: datetime | Non
     return _line(row, now or clock.now())
 
 
-async def fundings_of(advertiser_id: int, now: datetime | None = None) -> list[FundingLine]:
-    """The advertiser's newest top-ups, as of `now`."""
+async def fundings_of(
+    advertiser_id: int, now: datetime | None = None, *, before_id: int | None = None, limit: int = HISTORY_LIMIT
+) -> list[FundingLine]:
+    """The advertiser's newest top-ups, as of `now` (`before_id`: those below it, the API's next page)."""
     now = now or clock.now()
-    rows = (
-        await _funding_lines()
-        .where(Funding.advertiser == advertiser_id, Funding.status != FundingStatus.pending.value)
-        .order_by(Funding.id, ascending=False)
-        .limit(HISTORY_LIMIT)
-    )
+    query = _funding_lines().where(Funding.advertiser == advertiser_id, Funding.status != FundingStatus.pending.value)
+    if before_id is not None:
+        query = query.where(Funding.id < before_id)
+    rows = await query.order_by(Funding.id, ascending=False).limit(limit)
     return [_line(row, now) for row in rows]
 
 

@@ -663,6 +663,51 @@ async def applicants(advertiser: CurrentUser, campaign_id: int) -> list[Applican
     return [Applicant.from_row(r, profiles.get(r["publisher_id"])) for r in rows]
 
 
+async def members_of(
+    advertiser: CurrentUser,
+    *,
+    status: str | None = None,
+    campaign_id: int | None = None,
+    membership_id: int | None = None,
+    before_id: int | None = None,
+    limit: int = 200,
+) -> list[tuple[int, Applicant]]:
+    """The publishers of all the advertiser's campaigns (campaign id, membership), newest membership
+    first, as `applicants` shows them (public profile only); `before_id` continues below one (the API)."""
+    query = Membership.select(
+        Membership.id,
+        Membership.status,
+        Membership.created_at,
+        Membership.note,
+        Membership.publisher.id.as_alias("publisher_id"),
+        Membership.campaign.as_alias("campaign_id"),
+    ).where(Membership.campaign.advertiser == advertiser.id)
+    if status is not None:
+        query = query.where(Membership.status == status)
+    if campaign_id is not None:
+        query = query.where(Membership.campaign == campaign_id)
+    if membership_id is not None:
+        query = query.where(Membership.id == membership_id)
+    if before_id is not None:
+        query = query.where(Membership.id < before_id)
+    rows = await query.order_by(Membership.id, ascending=False).limit(limit)
+    profiles = {
+        p["user"]: ApplicantProfile(p["display_name"], p["blog_url"], p["audience"])
+        for p in await Publisher.select(
+            Publisher.user, Publisher.display_name, Publisher.blog_url, Publisher.audience
+        ).where(Publisher.user.is_in(sorted({r["publisher_id"] for r in rows}) or [0]))
+    }
+    return [(r.pop("campaign_id"), Applicant.from_row(r, profiles.get(r["publisher_id"]))) for r in rows]
+
+
+async def owned_goal(advertiser: CurrentUser, goal_id: int) -> dict[str, Any]:
+    """One goal of the advertiser's campaigns; anyone else's answers NotFound, as if it did not exist."""
+    row = await Goal.select().where(Goal.id == goal_id, Goal.campaign.advertiser == advertiser.id).first()
+    if row is None:
+        raise NotFound(_("There is no such goal."))
+    return row
+
+
 async def decide(
     advertiser: CurrentUser, membership_id: int, accept: bool, note: str = "", *, campaign_id: int | None = None
 ) -> None:

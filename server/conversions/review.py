@@ -138,11 +138,19 @@ async def list_conversions(
     date_to: date | None = None,
     source: str | None = None,
     limit: int = LIST_LIMIT,
+    txn_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    conversion_id: int | None = None,
+    before_id: int | None = None,
+    by_id: bool = False,
 ) -> list[ConversionListing]:
     """The advertiser's own conversions, newest first, their publishers named by their public
     profile. Dates are whole UTC days, both ends included; `publisher` is part of the publisher's
     public name or site (never matched against their e-mail address, which the advertiser must
-    not learn, not even by guessing)."""
+    not learn, not even by guessing). The API's lists (server/http/advertiser_api) page by id:
+    `by_id` orders by id alone, `before_id` continues below one; `since` (included) and `until`
+    (excluded) are instants of conversion."""
     query = Conversion.select(
         Conversion.id,
         Conversion.txn_id,
@@ -180,11 +188,19 @@ async def list_conversions(
         query = query.where(Conversion.converted_at >= datetime.combine(date_from, time(), UTC))
     if date_to:
         query = query.where(Conversion.converted_at < datetime.combine(date_to + timedelta(days=1), time(), UTC))
-    rows = (
-        await query.order_by(Conversion.converted_at, ascending=False)
-        .order_by(Conversion.id, ascending=False)
-        .limit(limit)
-    )
+    if txn_id is not None:
+        query = query.where(Conversion.txn_id == txn_id)
+    if since is not None:
+        query = query.where(Conversion.converted_at >= since)
+    if until is not None:
+        query = query.where(Conversion.converted_at < until)
+    if conversion_id is not None:
+        query = query.where(Conversion.id == conversion_id)
+    if before_id is not None:
+        query = query.where(Conversion.id < before_id)
+    if not by_id:
+        query = query.order_by(Conversion.converted_at, ascending=False)
+    rows = await query.order_by(Conversion.id, ascending=False).limit(limit)
     profiles = await accounts.public_profiles({r["publisher_id"] for r in rows})
     return [ConversionListing.from_row(row, profiles[row["publisher_id"]]) for row in rows]
 
@@ -227,6 +243,14 @@ async def _owned(advertiser: CurrentUser, ids: list[int]) -> list[dict[str, Any]
     if len(rows) != len(ids):
         raise NotFound(_("There is no such conversion."))  # someone else's looks the same as none
     return rows
+
+
+async def owned_statuses(advertiser: CurrentUser, ids: list[int]) -> dict[int, str]:
+    """The status of each of these conversions that is the advertiser's (others are left out)."""
+    rows = await Conversion.select(Conversion.id, Conversion.status).where(
+        Conversion.id.is_in(sorted(set(ids)) or [0]), Conversion.campaign.advertiser == advertiser.id
+    )
+    return {r["id"]: r["status"] for r in rows}
 
 
 async def decide(
