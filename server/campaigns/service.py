@@ -34,6 +34,7 @@ from server.core.i18n import _, _l, percent_text
 from server.core.validation import form_field
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind
+from server.webhooks import events
 
 CATEGORIES = {
     "fashion": _l("Fashion & beauty"),
@@ -483,6 +484,9 @@ async def pause_for_balance(campaign_id: int, *, reason: str | None = None) -> b
                 "campaign.paused_for_balance", actor_id=None, object_type="campaign", object_id=campaign_id
             )
             row = paused[0]
+            await events.campaign_paused_for_funds(
+                {**row, "id": campaign_id}, threshold=reason is not None, reason=reason or PAUSED_FOR_BALANCE
+            )
             await notices.balance_low(
                 row["advertiser"], row["currency"], threshold_minor=0, paused_campaign=row["name"]
             )
@@ -741,6 +745,9 @@ async def decide(
         # removing a member is not an answer to anything the publisher asked.
         if row["status"] != MembershipStatus.invited.value and new is not MembershipStatus.removed:
             await notices.application_decided(row["campaign"], row["publisher"], accepted=accept, note=note)
+            await events.application_decided(
+                membership_id, row["campaign"], row["publisher"], accepted=accept, status=new.value, reason=note
+            )
         await audit.record(
             f"membership.{new.value}",
             actor_id=advertiser.id,

@@ -24,7 +24,7 @@ from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
 from server.audit import service as audit
 from server.campaigns.tables import Campaign
-from server.conversions import rules
+from server.conversions import announce, rules
 from server.conversions.tables import (
     Conversion,
     ConversionFlag,
@@ -37,6 +37,7 @@ from server.core.errors import Conflict, Forbidden, Invalid, NotFound
 from server.core.hours import utc
 from server.core.i18n import _, _l
 from server.tracking.tables import Click
+from server.webhooks import events
 
 QUEUE_LIMIT = 200
 REASON_MAX = 500
@@ -266,6 +267,8 @@ async def _decide(
         if not changed:
             raise Conflict(_("This conversion is not held for review (it was decided already)."), code="not_held")
         closed = await _close_flags(conversion_id, decision, user, reason, now)
+        if decision == FlagDecision.rejected:
+            await announce.changed_ids(events.CONVERSION_REJECTED, [conversion_id], now=now)
         await audit.record(
             f"conversion.flag_{decision.value}",
             actor_id=user.id,

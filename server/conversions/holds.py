@@ -26,6 +26,7 @@ from piccolo.query.functions.aggregate import Count, Sum
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role, User
 from server.audit import service as audit
+from server.conversions import announce
 from server.conversions.tables import (
     Conversion,
     ConversionFlag,
@@ -38,6 +39,7 @@ from server.core import clock, db
 from server.core.errors import Conflict, Forbidden, Invalid, NotFound
 from server.core.hours import utc
 from server.core.i18n import _, _l
+from server.webhooks import events
 
 REASON_MAX = 500
 # A conversion `c` whose publisher is not held: a fragment of the approval's WHERE.
@@ -228,6 +230,7 @@ async def _decide(user: CurrentUser, hold_id: int, decision: FlagDecision, reaso
                     ConversionFlag.conversion.is_in([r["id"] for r in rejected]),
                     ConversionFlag.decision == FlagDecision.open.value,
                 )
+                await announce.changed_ids(events.CONVERSION_REJECTED, [r["id"] for r in rejected], now=now)
         await audit.record(
             f"publisher.hold_{decision.value}",
             actor_id=user.id,

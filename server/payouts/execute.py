@@ -60,6 +60,7 @@ from server.ledger import postings
 from server.payouts import notices, review
 from server.payouts.keys import idempotency_key, settled_key, transfer_group
 from server.payouts.tables import BatchStatus, LineStatus, PayoutBatch, PayoutLine
+from server.webhooks import events
 
 log = logging.getLogger("affnet.payouts")
 
@@ -482,6 +483,7 @@ async def _settle(line_ids: Sequence[int]) -> int:
             items=[(r["id"], {"transfer": r["stripe_transfer_id"]}) for r in paid],
         )
         await notices.payouts_sent(paid, now=now)  # each publisher's "payout sent", with the line it is about
+        await events.payouts(events.PAYOUT_PAID, paid, now=now)  # their webhooks' payout.paid
     return len(paid)
 
 
@@ -531,6 +533,7 @@ async def _refused(line: dict[str, Any], exc: stripe.StripeError) -> None:
                 attempt=line["attempt"],
             )
             await notices.transfer_failed(failed[0], message)  # the publisher's and finance's mail
+            await events.payouts(events.PAYOUT_FAILED, [{**failed[0], "error": message}])
     return None
 
 
