@@ -76,6 +76,7 @@ from server.http.web import (
     handle_domain_error,
     handle_http_error,
 )
+from server.http.webhooks.pages import PublisherPostbacks, WebhookPages
 from server.mail import outbox as mail_outbox
 from server.reports import traffic
 from server.tracking import cache, click_rules, counting, geo
@@ -91,6 +92,8 @@ ROUTE_HANDLERS = [
     AuthController,
     AccountController,
     NotificationSettings,
+    WebhookPages,
+    PublisherPostbacks,
     unsubscribe_page,
     unsubscribe_now,
     AdminPublishersController,
