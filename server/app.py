@@ -56,6 +56,7 @@ from server.http.pages import SESSION_COOKIE
 from server.http.payouts.connect_pages import PublisherPayoutAccount
 from server.http.payouts.pages import FinancePayouts
 from server.http.payouts.settings_pages import FinancePayoutSettings
+from server.http.publisher_api.controllers import PublisherApi
 from server.http.reports.finance_pages import FinanceReports, FinanceReportsApi
 from server.http.reports.pages import (
     AdminDashboard,
@@ -132,6 +133,7 @@ ROUTE_HANDLERS = [
     stripe_webhook,
     stripe_connect_webhook,
     PublisherPayoutAccount,
+    PublisherApi,
     ads_endpoints,
     PublisherSlots,
     demo_blog,

@@ -23,11 +23,13 @@ from server.core.i18n import _
 PREVIEWS = 3  # creatives shown per campaign in the marketplace
 
 
-async def listing(publisher: CurrentUser, *, search: str = "", model: str = "", category: str = "") -> list[dict]:
+async def listing(
+    publisher: CurrentUser, *, search: str = "", model: str = "", category: str = "", campaign_id: int | None = None
+) -> list[dict]:
     """Active campaigns this publisher may see: public and approval ones whose advertiser can pay,
     private ones they were invited to, and any they belong to. Each with its goals, the publisher's
     membership (if any), `funded`, the advertiser's profile and up to PREVIEWS creatives: six reads
-    however many campaigns."""
+    however many campaigns. `campaign_id`: that one only (if they may see it), for the API's detail."""
     memberships = {m["campaign"]: m for m in await Membership.select().where(Membership.publisher == publisher.id)}
     query = Campaign.select(
         Campaign.id,
@@ -39,8 +41,11 @@ async def listing(publisher: CurrentUser, *, search: str = "", model: str = "", 
         Campaign.attribution_window_days,
         Campaign.hold_days,
         Campaign.forward_subs,
+        Campaign.allowed_domains,
         Campaign.advertiser.id.as_alias("advertiser_id"),
     ).where(Campaign.status == CampaignStatus.active.value)
+    if campaign_id is not None:
+        query = query.where(Campaign.id == campaign_id)
     if search:
         query = query.where(Campaign.name.ilike(f"%{search[:80]}%") | Campaign.description.ilike(f"%{search[:80]}%"))
     if category in campaigns.CATEGORIES:
