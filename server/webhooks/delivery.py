@@ -31,7 +31,7 @@ from typing import Any
 
 from server.accounts import notify
 from server.core import clock, db, hours
-from server.core.errors import Conflict, Invalid
+from server.core.errors import Conflict, Invalid, NotFound
 from server.core.i18n import _
 from server.core.safe_http import Reply, UnsafeUrl, send
 from server.core.settings import Settings
@@ -119,6 +119,8 @@ async def _claim_one(message_id: int, now: datetime) -> tuple[str, dict[str, Any
             .where(WebhookMessage.id == message_id)
             .first()
         )
+        if row is None:
+            raise NotFound(_("There is no such delivery."))
         held = row["claimed_until"]
         if row["status"] == MessageStatus.pending.value and held is not None and hours.utc(held) > now:
             raise Conflict(_("This delivery is being tried right now: look again in a moment."))
@@ -402,7 +404,7 @@ async def deliver_now(message_id: int, now: datetime | None = None, *, allow_loo
         return delivered
     except Invalid:
         async with db.transaction():
-            await WebhookMessage.update({WebhookMessage.claimed_until: None}).where(
-                WebhookMessage.id == message_id, WebhookMessage.claim == claim
-            )
+            await WebhookMessage.update(
+                {WebhookMessage.claimed_until: None, WebhookMessage.attempts: WebhookMessage.attempts - 1}
+            ).where(WebhookMessage.id == message_id, WebhookMessage.claim == claim)
         raise

@@ -126,11 +126,11 @@ Register = Callable[..., Awaitable[tuple[int, str]]]
 @pytest.fixture
 def webhook_endpoint(clean) -> Register:
     """`await webhook_endpoint(owner, url, events=(...))`: an endpoint of that user (a user id, or
-    anything with a `user_id`), registered through the service (loopback allowed, as the tests'
-    settings do); (endpoint_id, secret)."""
+    anything with a `user_id` or an `id`, such as a CurrentUser), registered through the service
+    (loopback allowed, as the tests' settings do); (endpoint_id, secret)."""
 
     async def register(owner: object, url: str, events: tuple[str, ...] | list[str] = outbox.EVENT_TYPES):
-        owner_id = owner if isinstance(owner, int) else owner.user_id  # type: ignore[attr-defined]
+        owner_id = owner if isinstance(owner, int) else getattr(owner, "user_id", None) or owner.id  # type: ignore[attr-defined]
         return await service.create_endpoint(owner_id, url, event_types=list(events), allow_loopback=True)
 
     outbox.forget()

@@ -159,14 +159,18 @@ async def test_a_later_event_of_an_object_waits_for_the_earlier_ones_retry(webho
 
 
 async def test_two_runs_at_once_deliver_each_message_once(webhook_endpoint, receiver):
-    owner, _ = await make_advertiser()
-    await webhook_endpoint(owner, receiver.url())
-    await _emit(owner, [("conversion.recorded", f"conversion:{n}") for n in range(6)])
+    owners = [(await make_advertiser())[0] for _ in range(3)]
+    for n, owner in enumerate(owners):  # three endpoints: delivered side by side
+        await webhook_endpoint(owner, receiver.url(f"/hook{n}"))
+        await _emit(owner, [("conversion.recorded", f"conversion:{k}") for k in range(4)])
     now = clock.now()
     done = await asyncio.gather(delivery.deliver_due(now), delivery.deliver_due(now))
-    assert sum(done) == 6
-    assert len(receiver.requests) == 6
-    assert len({r.headers["webhook-id"] for r in receiver.requests}) == 6
+    assert sum(done) == 12
+    assert len(receiver.requests) == 12
+    assert len({r.headers["webhook-id"] for r in receiver.requests}) == 12
+    for n in range(3):  # each endpoint's messages in the order they were written
+        bodies = [json.loads(r.body) for r in receiver.requests if r.path == f"/hook{n}"]
+        assert [b["data"]["n"] for b in bodies] == [0, 1, 2, 3]
 
 
 async def test_a_day_of_failures_disables_the_endpoint_and_mails_its_owner(webhook_endpoint, receiver, mailbox):

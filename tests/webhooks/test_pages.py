@@ -154,13 +154,13 @@ async def strict_client(settings, clean):
     await strict.state.redis.aclose()
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1/hook", "http://127.0.0.1:8080/hook", "http://[::1]/hook"])
-async def test_loopback_is_refused_unless_the_setting_allows_it(strict_client, url):
+async def test_loopback_is_refused_unless_the_setting_allows_it(strict_client):
     await _advertiser(strict_client)
-    response = await _add(strict_client, url)
-    assert response.status_code == 422
-    message = html.unescape(re.search(r'data-field-error="url">([^<]+)<', response.text).group(1))
-    assert message.strip()
+    for url in ("http://127.0.0.1/hook", "http://127.0.0.1:8080/hook", "http://[::1]/hook"):
+        response = await _add(strict_client, url)
+        assert response.status_code == 422, url
+        message = html.unescape(re.search(r'data-field-error="url">([^<]+)<', response.text).group(1))
+        assert message.strip()
     assert await WebhookEndpoint.count() == 0
 
 
@@ -234,3 +234,26 @@ async def test_publisher_can_use_webhooks_too(client, settings, receiver):
     _, email = await make_publisher(settings)
     await _logged_in(client, email)
     assert (await _add(client, receiver.url(), ["conversion.approved"])).status_code == 201
+
+
+async def test_the_pages_speak_french(client, settings, receiver):
+    setup = await campaign_with_link(settings)
+    await login(client, setup.publisher_email)
+    client.cookies.set("affnet_lang", "fr")
+    client.headers["accept-language"] = "fr"
+    await client.get("/account/webhooks")
+    await _add(client, receiver.url())
+    [endpoint] = await WebhookEndpoint.select()
+    async with db.transaction():
+        await outbox.emit("conversion.approved", [setup.publisher.id], {}, object_id="conversion:1")
+    await delivery.deliver_due()
+    [message] = await WebhookMessage.select()
+    for path in (
+        "/account/webhooks",
+        f"/account/webhooks/{endpoint['id']}",
+        f"/account/webhooks/messages/{message['id']}",
+        "/publisher/postbacks",
+    ):
+        page = await client.get(path)
+        assert page.status_code == 200, path
+        assert "Webhooks" in page.text and ("livraison" in page.text.lower() or "point de terminaison" in page.text)
