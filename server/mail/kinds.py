@@ -35,6 +35,13 @@ KINDS: dict[str, Kind] = {
         _kind("email_change_notice", ALL, False, _l("Your e-mail address was changed")),
         _kind("password_changed", ALL, False, _l("Your password was changed")),
         _kind("account_unlock", ALL, False, _l("Unlock your account")),
+        # an integration that stopped: always sent, as a broken integration is silent otherwise
+        _kind(
+            "webhook_disabled",
+            "publisher advertiser",
+            False,
+            _l("A webhook endpoint of mine was disabled after a day of failures"),
+        ),
         # publisher
         _kind("publisher_reviewed", "publisher", True, _l("My publisher account was approved or rejected")),
         _kind("application_decided", "publisher", True, _l("An advertiser accepted or declined my application")),
@@ -51,13 +58,6 @@ KINDS: dict[str, Kind] = {
         _kind("publisher_applied", "advertiser", True, _l("A publisher applied to one of my campaigns")),
         _kind("balance_low", "advertiser", True, _l("My balance is low or a campaign was paused for funds")),
         _kind("review_digest", "advertiser", True, _l("Daily digest of conversions waiting for my review")),
-        # publisher and advertiser
-        _kind(
-            "webhook_disabled",
-            "publisher advertiser",
-            True,
-            _l("A webhook endpoint of mine was disabled after a day of failures"),
-        ),
         # finance
         _kind("batch_awaiting_approval", "finance", True, _l("A payout batch waits for approval")),
         _kind("transfer_failed", "finance", True, _l("A payout transfer failed")),
