@@ -59,6 +59,14 @@ ALSO_ACCEPTED = (
     # a conversion whose values contradict its campaign (a goal it lacks, an amount its RevShare
     # goal needs, a currency it does not take, outside the attribution window): 422 with a reason
     (r"^/(api/v1/conversions|postback)$", "422"),
+    # a publisher's new ad slot whose fields the pages' rules refuse together or one by one (a house
+    # fallback without its text or link, a site domain that is not a host name): 422 naming the field
+    (r"^/api/v1/publisher/slots$", "422"),
+    # the advertiser API: a campaign, goal or creative the pages' rules refuse (a landing page off its
+    # domains, a price for another payout model, a reject without reason: 422), an amount written
+    # 1250.0, which JSON Schema calls an integer and the API refuses as not one (400), and a cursor
+    # that is not one the API gave out (400)
+    (r"^/api/v1/advertiser/", "4xx"),
 )
 POSITIVE_DEFAULT = ["2xx", "3xx", "401", "403", "404", "409", "429"]
 

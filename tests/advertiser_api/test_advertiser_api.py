@@ -368,3 +368,26 @@ async def test_another_advertisers_ids_are_404_and_a_publisher_key_is_403(client
     for path in ("/campaigns", "/conversions", "/balances", "/publishers"):
         response = await publisher.get(API + path)
         assert response.status_code == 403 and response.json()["error"]["code"] == "wrong_role"
+
+
+async def test_a_retried_create_with_its_idempotency_key_makes_one_campaign_and_a_read_only_key_changes_nothing(
+    new_client,
+):
+    adv = await new_advertiser()
+    api = new_client()
+    api.headers.update(await key_of(adv))
+    first = await api.post(f"{API}/campaigns", json=NEW_CAMPAIGN, headers={"Idempotency-Key": "coats-1"})
+    again = await api.post(f"{API}/campaigns", json=NEW_CAMPAIGN, headers={"Idempotency-Key": "coats-1"})
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json() and await Campaign.count() == 1
+    other = await api.post(
+        f"{API}/campaigns", json={**NEW_CAMPAIGN, "name": "Other"}, headers={"Idempotency-Key": "coats-1"}
+    )
+    assert other.status_code == 409
+
+    reader = new_client()
+    reader.headers["Authorization"] = f"Bearer {(await accounts.create_api_key(adv, 'dashboard', scope='read'))[1]}"
+    assert (await reader.get(f"{API}/campaigns/{first.json()['id']}")).status_code == 200
+    refused = await reader.post(f"{API}/campaigns/{first.json()['id']}/pause")
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "read_only_key"
+    assert (await Campaign.select(Campaign.status).first())["status"] == "active"

@@ -52,7 +52,7 @@ class FundingPage(msgspec.Struct):
     next_cursor: str | None
 
 
-class FundingIn(msgspec.Struct, forbid_unknown_fields=True):
+class FundingIn(msgspec.Struct):
     amount_minor: Annotated[int, msgspec.Meta(ge=1, le=10**15)]
     currency: Annotated[str, msgspec.Meta(min_length=3, max_length=3)]
 

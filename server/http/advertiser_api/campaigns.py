@@ -47,7 +47,6 @@ Days = Annotated[int, msgspec.Meta(ge=1, le=365)]
 GoalName = Annotated[str, msgspec.Meta(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_-]+$")]
 Text120 = Annotated[str, msgspec.Meta(min_length=1, max_length=120)]
 Url = Annotated[str, msgspec.Meta(max_length=2048)]
-Domain = Annotated[str, msgspec.Meta(min_length=1, max_length=253)]
 Category = Literal["fashion", "finance", "food", "home", "software", "travel", "health", "education", "games", "other"]
 Visibility = Literal["public", "approval", "private"]
 CAP_NAMES = (
@@ -63,7 +62,7 @@ CAP_NAMES = (
 # --- what is sent ------------------------------------------------------------------------------
 
 
-class GoalIn(msgspec.Struct, forbid_unknown_fields=True):
+class GoalIn(msgspec.Struct):
     """What the advertiser pays for. Flat models (cpc, cpm per thousand impressions, cpl, cpa) take
     `price_minor` (and optionally `payout_minor`); revshare takes `price_bp` (and `payout_bp`).
     Without a payout, the publisher earns the price less the network's margin."""
@@ -78,7 +77,7 @@ class GoalIn(msgspec.Struct, forbid_unknown_fields=True):
     max_sale_minor: Minor | None = None  # revshare: the largest sale a report may carry (default 10,000 major units)
 
 
-class GoalPatch(msgspec.Struct, forbid_unknown_fields=True):
+class GoalPatch(msgspec.Struct):
     """A goal's new terms: only the fields sent change."""
 
     name: GoalName | UnsetType = UNSET
@@ -91,14 +90,14 @@ class GoalPatch(msgspec.Struct, forbid_unknown_fields=True):
     max_sale_minor: Minor | None | UnsetType = UNSET
 
 
-class CampaignIn(msgspec.Struct, forbid_unknown_fields=True):
+class CampaignIn(msgspec.Struct):
     """A new campaign, as the campaign form takes it. The landing URL (and deep links) must be on
     `allowed_domains`; the currency is fixed once the campaign exists."""
 
     name: Text120
     currency: Annotated[str, msgspec.Meta(min_length=3, max_length=3)]
     landing_url: Url
-    allowed_domains: Annotated[list[Domain], msgspec.Meta(min_length=1, max_length=50)]
+    allowed_domains: Annotated[list[str], msgspec.Meta(min_length=1, max_length=50)]
     goals: Annotated[list[GoalIn], msgspec.Meta(min_length=1, max_length=campaigns.MAX_GOALS)]
     description: Annotated[str, msgspec.Meta(max_length=5000)] = ""
     category: Category = "other"
@@ -120,13 +119,13 @@ class CampaignIn(msgspec.Struct, forbid_unknown_fields=True):
     pixel_enabled: bool = True
 
 
-class CampaignPatch(msgspec.Struct, forbid_unknown_fields=True):
+class CampaignPatch(msgspec.Struct):
     """New terms for a campaign: only the fields sent change (null clears a budget or a cap). The
     currency cannot change; goals change through /goals."""
 
     name: Text120 | UnsetType = UNSET
     landing_url: Url | UnsetType = UNSET
-    allowed_domains: Annotated[list[Domain], msgspec.Meta(min_length=1, max_length=50)] | UnsetType = UNSET
+    allowed_domains: Annotated[list[str], msgspec.Meta(min_length=1, max_length=50)] | UnsetType = UNSET
     description: Annotated[str, msgspec.Meta(max_length=5000)] | UnsetType = UNSET
     category: Category | UnsetType = UNSET
     fallback_url: Url | UnsetType = UNSET
@@ -149,7 +148,7 @@ class CampaignPatch(msgspec.Struct, forbid_unknown_fields=True):
     pixel_enabled: bool | UnsetType = UNSET
 
 
-class CreativeIn(msgspec.Struct, forbid_unknown_fields=True):
+class CreativeIn(msgspec.Struct):
     """A text link (`kind` text, with `text`) or an image banner (`kind` image, with the file's bytes
     in `image_base64`: PNG, JPEG, GIF or WebP, at most the upload limit the campaign page states,
     512 KB by default)."""

@@ -65,13 +65,13 @@ class ConversionPage(msgspec.Struct):
     next_cursor: str | None
 
 
-class DecisionIn(msgspec.Struct, forbid_unknown_fields=True):
+class DecisionIn(msgspec.Struct):
     conversion_id: Id
     action: Action
     reason: Annotated[str, msgspec.Meta(max_length=review.REASON_MAX)] | None = None  # required to reject or reverse
 
 
-class DecisionsIn(msgspec.Struct, forbid_unknown_fields=True):
+class DecisionsIn(msgspec.Struct):
     decisions: Annotated[list[DecisionIn], msgspec.Meta(min_length=1, max_length=review.MAX_DECISIONS)]
 
 

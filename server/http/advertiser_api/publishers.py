@@ -44,7 +44,7 @@ class MemberPage(msgspec.Struct):
     next_cursor: str | None
 
 
-class DeclineIn(msgspec.Struct, forbid_unknown_fields=True):
+class DeclineIn(msgspec.Struct):
     reason: Annotated[str, msgspec.Meta(max_length=500)] = ""  # the publisher reads it
 
 
