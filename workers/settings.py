@@ -62,6 +62,7 @@ FUNCTIONS = [
     join_payout_batch,
     join_reconcile_conversions,
     deliver_mail,
+    deliver_webhooks,
     send_review_digests,
     send_conversions_digests,
 ]

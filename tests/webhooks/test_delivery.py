@@ -21,6 +21,7 @@ from server.webhooks import delivery, outbox, service
 from server.webhooks.tables import WebhookAttempt, WebhookEndpoint, WebhookMessage
 from tests.factories import make_advertiser
 from tests.tracking.factories import campaign_with_link
+from tests.worker_burst import run_burst
 from workers import settings as worker_settings
 
 
@@ -42,6 +43,15 @@ def _payloads(receiver, secret: str) -> list[dict]:
 def test_the_delivery_job_runs_every_ten_seconds_under_the_cron_lock():
     [job] = [c for c in worker_settings.CRON_JOBS if c.name.endswith("deliver_webhooks")]
     assert job.second == set(range(0, 60, 10)) and job.unique and job.run_at_startup
+
+
+async def test_the_real_worker_delivers_what_is_due(webhook_endpoint, receiver, settings):
+    owner, _ = await make_advertiser()
+    _, secret = await webhook_endpoint(owner, receiver.url())
+    await _emit(owner, [("conversion.recorded", "conversion:1"), ("conversion.approved", "conversion:1")])
+    [delivered] = await run_burst(settings, {"clock": clock.now}, "deliver_webhooks")
+    assert delivered == 2
+    assert [p["type"] for p in _payloads(receiver, secret)] == ["conversion.recorded", "conversion.approved"]
 
 
 async def test_every_webhook_verifies_and_a_tampered_or_old_one_is_refused(webhook_endpoint, receiver):
