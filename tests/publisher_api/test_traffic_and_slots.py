@@ -66,8 +66,10 @@ async def test_clicks_show_their_reason_and_filter_by_it_by_sub1_and_by_campaign
 
     refused = await api.get("/clicks", reason="lucky")
     assert refused.status_code == 400 and "reason" in refused.json()["error"]["message"]
-    bad_date = await api.get("/clicks", since="2026-13-45")
-    assert bad_date.status_code == 422 and bad_date.json()["error"]["field"] == "since"
+    for value in ("2026-13-45", "", "yesterday"):
+        bad_date = await api.get("/clicks", since=value)
+        assert bad_date.status_code == 422 and bad_date.json()["error"]["field"] == "since"
+        assert "2026-12-01" in bad_date.json()["error"]["message"]
 
     # Another publisher in the same campaign sees none of these.
     other = await publisher_api(new_client, settings, display_name="Other Blog")

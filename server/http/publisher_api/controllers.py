@@ -15,9 +15,10 @@ from server.campaigns import creatives as creatives_service
 from server.campaigns import marketplace
 from server.campaigns import service as campaigns
 from server.campaigns.tables import SUB_NAMES, MembershipStatus, PayoutModel
+from server.core import db
 from server.core.errors import Conflict, Forbidden, Invalid, NotFound
 from server.core.i18n import _
-from server.http.apikit import BadCursor, Cursor, page
+from server.http.apikit import BadCursor, Cursor, CursorQuery, LimitQuery, page
 from server.http.campaigns.marketplace_pages import base_link, build_link, membership_state
 from server.http.openapi import refusals
 from server.http.pages import settings_of
@@ -30,10 +31,8 @@ from server.http.publisher_api.schemas import (
     ClickPage,
     ConversionOut,
     ConversionPage,
-    CursorParam,
     GoalTerms,
     IdFilter,
-    Limit,
     LinkIn,
     LinkOut,
     LinkPage,
@@ -52,17 +51,25 @@ from server.http.publisher_api.schemas import (
     Until,
     instant,
 )
-from server.http.web import current_user, requires_role
+from server.http.web import POSTGRES_MAX_ID, SQLITE_MAX_ID, current_user, requires_role
 from server.reports import activity
 from server.tracking import service as tracking
 from server.tracking.classify import reason_label
 from server.tracking.records import PublisherLink
 
+_REUSED_KEY = (Conflict, "The Idempotency-Key was sent before with another request.")
 _BAD_CURSOR = refusals((BadCursor, "The cursor is not one this API gave out."))
 _BAD_PERIOD = refusals(
     (BadCursor, "The cursor is not one this API gave out."),
     (Invalid, "`since` or `until` is not a date or date-time."),
 )
+
+
+def _after(cursor: str | None) -> int | None:
+    """The id a page continues below. One past every id the engine can hold bounds nothing."""
+    after_id = Cursor.decode(cursor)
+    highest = SQLITE_MAX_ID if db.is_sqlite() else POSTGRES_MAX_ID
+    return None if after_id is None or after_id > highest else after_id
 
 
 def _user(request: Request) -> CurrentUser:
@@ -150,14 +157,14 @@ class PublisherCampaignsApi(Controller):
         category: CategoryFilter = None,
         payout_model: ModelFilter = None,
         membership: MembershipParam = None,
-        cursor: CursorParam = None,
-        limit: Limit = 50,
+        cursor: CursorQuery = None,
+        limit: LimitQuery = 50,
     ) -> CampaignPage:
         """As the marketplace page: active campaigns whose advertiser can pay, private ones only
         once invited, and every campaign the publisher is in. `q` searches names and descriptions;
         `category`, `payout_model` (a goal of that model) and `membership` (the publisher's standing,
         `none` for campaigns not joined) narrow the list."""
-        after_id = Cursor.decode(cursor)
+        after_id = _after(cursor)
         user = _user(request)
         found = await marketplace.listing(
             user,
@@ -190,7 +197,7 @@ class PublisherCampaignsApi(Controller):
             (
                 Conflict,
                 "The campaign is not taking publishers now (paused, waiting for its advertiser's funds), "
-                "or the advertiser declined this publisher.",
+                "or the advertiser declined this publisher; or the Idempotency-Key was sent with another request.",
             ),
         ),
     )
@@ -242,6 +249,7 @@ class PublisherLinksApi(Controller):
         responses=refusals(
             (NotFound, "The publisher is not approved in that campaign (join it first)."),
             (Invalid, "A sub-ID or the deep link `url` is refused: `error.field` names it."),
+            _REUSED_KEY,
         ),
     )
     async def create_link(self, request: Request, data: JSONBody[LinkIn]) -> LinkOut:
@@ -258,9 +266,9 @@ class PublisherLinksApi(Controller):
 
     @get("", summary="The publisher's links, newest first", responses=_BAD_CURSOR)
     async def list_links(
-        self, request: Request, campaign_id: IdFilter = None, cursor: CursorParam = None, limit: Limit = 50
+        self, request: Request, campaign_id: IdFilter = None, cursor: CursorQuery = None, limit: LimitQuery = 50
     ) -> LinkPage:
-        after_id = Cursor.decode(cursor)
+        after_id = _after(cursor)
         rows = [
             r for r in await tracking.links_of(_user(request).id) if campaign_id is None or r.campaign_id == campaign_id
         ]
@@ -294,12 +302,12 @@ class PublisherTrafficApi(Controller):
         link_id: IdFilter = None,
         reason: ReasonFilter = None,
         sub1: Sub1Filter = None,
-        cursor: CursorParam = None,
-        limit: Limit = 50,
+        cursor: CursorQuery = None,
+        limit: LimitQuery = 50,
     ) -> ClickPage:
         """`reason`: valid, or a reason a click is not billed (duplicate, bot, …). `sub1` matches
         exactly. No IP address is ever stored; the visitor is not identified."""
-        after_id = Cursor.decode(cursor)
+        after_id = _after(cursor)
         rows = await activity.clicks_of(
             _user(request).id,
             limit=limit + 1,
@@ -345,12 +353,12 @@ class PublisherTrafficApi(Controller):
         until: Until = None,
         status: StatusFilter = None,
         campaign_id: IdFilter = None,
-        cursor: CursorParam = None,
-        limit: Limit = 50,
+        cursor: CursorQuery = None,
+        limit: LimitQuery = 50,
     ) -> ConversionPage:
         """What /publisher/conversions shows, with the sub-IDs of the click each came from:
         `since`/`until` bound when it converted. Amounts are what the publisher earns."""
-        after_id = Cursor.decode(cursor)
+        after_id = _after(cursor)
         rows = await activity.conversions_page(
             _user(request).id,
             limit=limit + 1,
@@ -406,8 +414,8 @@ class PublisherSlotsApi(Controller):
     tags = ["publisher: ad slots"]
 
     @get("", summary="The publisher's ad slots with the snippet to paste, newest first", responses=_BAD_CURSOR)
-    async def list_slots(self, request: Request, cursor: CursorParam = None, limit: Limit = 50) -> SlotPage:
-        after_id = Cursor.decode(cursor)
+    async def list_slots(self, request: Request, cursor: CursorQuery = None, limit: LimitQuery = 50) -> SlotPage:
+        after_id = _after(cursor)
         rows = [
             {
                 "id": s.id,
@@ -432,7 +440,7 @@ class PublisherSlotsApi(Controller):
         "",
         status_code=201,
         summary="Create an ad slot, as the New slot page does",
-        responses=refusals((Invalid, "A value is refused: `error.field` names it.")),
+        responses=refusals((Invalid, "A value is refused: `error.field` names it."), _REUSED_KEY),
     )
     async def create_slot(self, request: Request, data: JSONBody[SlotIn]) -> SlotOut:
         """`domains`: the sites that will show it (host names). `fallback`: `collapse` (hide it),

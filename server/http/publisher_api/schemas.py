@@ -49,11 +49,6 @@ Until = Annotated[
         schema_extra=_INSTANT,
     ),
 ]
-Limit = Annotated[int, QueryParameter(ge=1, le=200, description="Rows per page (default 50)")]
-CursorParam = Annotated[
-    str | None,
-    QueryParameter(description="The `next_cursor` of the previous page; leave out for the first page", max_length=64),
-]
 SearchText = Annotated[
     str | None, QueryParameter(description="Words in the campaign's name or description", max_length=200)
 ]
@@ -85,7 +80,7 @@ StatusFilter = Annotated[ConversionStatus | None, QueryParameter(description="Co
 def instant(raw: str | None, field: str, *, end: bool = False) -> datetime | None:
     """A `since`/`until` value as a UTC instant. A date is its midnight UTC; as an `end`, the next
     midnight (so `until=2026-12-01` includes that day). Raises Invalid naming the field otherwise."""
-    if raw is None or raw == "":
+    if raw is None:
         return None
     text = raw.strip().upper()  # RFC 3339 allows a lower-case t and z
     try:
@@ -161,7 +156,7 @@ class MembershipOut(msgspec.Struct):
 SubId = Annotated[str, msgspec.Meta(max_length=tracking.SUB_MAX)]
 
 
-class LinkIn(msgspec.Struct, forbid_unknown_fields=True):
+class LinkIn(msgspec.Struct):
     """The tracked URL to build on the publisher's link in a campaign they joined."""
 
     campaign_id: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
@@ -252,13 +247,12 @@ class ConversionPage(msgspec.Struct):
 
 # --- ad slots --------------------------------------------------------------------------------------
 
-Domain = Annotated[str, msgspec.Meta(min_length=1, max_length=253)]
 
-
-class SlotIn(msgspec.Struct, forbid_unknown_fields=True):
+class SlotIn(msgspec.Struct):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=120)]
     format: SlotFormat
-    domains: Annotated[list[Domain], msgspec.Meta(min_length=1, max_length=50)]  # the sites that show it
+    # The sites that show it: host names such as blog.example.com (each checked as the page checks them).
+    domains: Annotated[list[str], msgspec.Meta(min_length=1, max_length=50)]
     fallback: SlotFallback = SlotFallback.collapse  # what it shows when no ad fits
     house_text: Annotated[str, msgspec.Meta(max_length=300)] = ""  # fallback "house": one line
     house_url: Annotated[str, msgspec.Meta(max_length=2048)] = ""  # fallback "house": its link
