@@ -287,6 +287,7 @@ async def _with_last_attempt(rows: list[dict[str, Any]]) -> list[dict[str, Any]]
             last[a["message"]] = a
     for r in rows:
         r["created_at"] = hours.utc(r["created_at"])
+        r["next_attempt_at"] = hours.utc(r["next_attempt_at"])
         a = last.get(r["id"])
         r["duration_ms"] = a["duration_ms"] if a else None
         r["last_attempt_at"] = hours.utc(a["attempted_at"]) if a else None
@@ -347,6 +348,7 @@ async def message(owner_id: int, message_id: int) -> tuple[dict[str, Any], list[
         if isinstance(a["request_headers"], str):
             a["request_headers"] = json.loads(a["request_headers"] or "{}")
     row["created_at"] = hours.utc(row["created_at"])
+    row["next_attempt_at"] = hours.utc(row["next_attempt_at"])
     return row, attempts
 
 
