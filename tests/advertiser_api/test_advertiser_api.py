@@ -243,6 +243,8 @@ async def test_paging_through_all_conversions_returns_each_once_and_filters_narr
     one = (await api.get(f"{API}/conversions", params={"txn_id": "Spring Boots-order-3"})).json()["items"]
     assert [c["txn_id"] for c in one] == ["Spring Boots-order-3"]
     assert (await api.get(f"{API}/conversions", params={"status": "approved"})).json()["items"] == []
+    assert len((await api.get(f"{API}/conversions", params={"source": "postback"})).json()["items"]) == 5
+    assert (await api.get(f"{API}/conversions", params={"source": "pixel"})).json()["items"] == []
     assert len((await api.get(f"{API}/conversions", params={"since": "2000-01-01"})).json()["items"]) == 5
     assert (await api.get(f"{API}/conversions", params={"until": "2000-01-01"})).json()["items"] == []
     bad = await api.get(f"{API}/conversions", params={"since": "2026-02-30"})
@@ -391,3 +393,20 @@ async def test_a_retried_create_with_its_idempotency_key_makes_one_campaign_and_
     refused = await reader.post(f"{API}/campaigns/{first.json()['id']}/pause")
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "read_only_key"
     assert (await Campaign.select(Campaign.status).first())["status"] == "active"
+
+
+async def test_options_lists_every_method_of_an_address(new_client):
+    adv = await new_advertiser()
+    campaign_id = await campaigns.create_campaign(adv, campaign_form())
+    api = new_client()
+    api.headers.update(await key_of(adv))
+    for path, allowed in (
+        ("/campaigns", "GET, OPTIONS, POST"),
+        (f"/campaigns/{campaign_id}", "GET, OPTIONS, PATCH"),
+        (f"/campaigns/{campaign_id}/goals", "GET, OPTIONS, POST"),
+        (f"/campaigns/{campaign_id}/creatives", "GET, OPTIONS, POST"),
+        ("/fundings", "GET, OPTIONS, POST"),
+        ("/balances", "GET, OPTIONS"),
+    ):
+        response = await api.options(API + path)
+        assert (response.status_code, response.headers["allow"]) == (204, allowed), path

@@ -50,7 +50,7 @@ class ConversionOut(msgspec.Struct):
     publisher_site: str
     status: Status
     status_reason: str
-    source: str  # how it was reported: postback, pixel, api, ...
+    source: Literal["postback", "api", "pixel"]  # how it was reported
     currency: str
     price_minor: int  # what you pay
     publisher_minor: int  # what the publisher earns
@@ -157,6 +157,12 @@ class AdvertiserConversionsApi(Controller):
         txn_id: Annotated[
             str | None, Parameter(description="Only the conversion(s) with your order id", max_length=100)
         ] = None,
+        source: Annotated[
+            Literal["postback", "api", "pixel"] | None,
+            Parameter(
+                description="Only conversions reported this way (a pixel can be fired by anyone with a click id)"
+            ),
+        ] = None,
         cursor: CursorParam = None,
         limit: Limit = 50,
     ) -> ConversionPage:
@@ -166,6 +172,7 @@ class AdvertiserConversionsApi(Controller):
             status=status,
             campaign_id=campaign_id,
             txn_id=txn_id,
+            source=source,
             since=start,
             until=stop,
             before_id=Cursor.decode(cursor),
