@@ -257,3 +257,17 @@ async def test_the_pages_speak_french(client, settings, receiver):
         page = await client.get(path)
         assert page.status_code == 200, path
         assert "Webhooks" in page.text and ("livraison" in page.text.lower() or "point de terminaison" in page.text)
+
+
+async def test_a_form_without_its_csrf_token_or_events_saves_nothing(client, receiver):
+    await _advertiser(client)
+    forged = await post_form(
+        client, "/account/webhooks", {"url": receiver.url(), "event_types": ["payout.paid"]}, with_csrf=False
+    )
+    assert forged.status_code == 403
+    none_chosen = await post_form(client, "/account/webhooks", {"url": receiver.url()})
+    assert none_chosen.status_code == 422
+    assert 'data-field-error="event_types"' in none_chosen.text
+    unknown = await _add(client, receiver.url(), ["conversion.approved", "test.ping"])
+    assert unknown.status_code == 422
+    assert await WebhookEndpoint.count() == 0
