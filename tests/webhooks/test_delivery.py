@@ -262,3 +262,14 @@ async def test_a_postback_is_a_get_with_its_macros_url_encoded(clean, settings, 
     assert request.headers["user-agent"] == "affnet-webhooks/1"
     [row] = await _messages()
     assert row["status"] == "delivered" and row["kind"] == "postback"
+
+
+async def test_a_redirect_is_not_followed_but_retried_as_a_failure(webhook_endpoint, receiver):
+    owner, _ = await make_advertiser()
+    await webhook_endpoint(owner, receiver.url())
+    await _emit(owner, [("conversion.recorded", "conversion:1")])
+    receiver.respond(302)
+    assert await delivery.deliver_due() == 0
+    assert len(receiver.requests) == 1
+    [row] = await _messages()
+    assert row["status"] == "pending" and row["last_status"] == 302 and row["last_error"] == "HTTP 302"
