@@ -405,7 +405,8 @@ async def _exchange(
     host_text = f"[{target.host}]" if ":" in target.host else target.host
     sent = {key: value for key, value in (headers or {}).items() if key.lower() != "host"}
     sent["Host"] = host_text if default_port else f"{host_text}:{target.port}"
-    sent.setdefault("User-Agent", "affnet")
+    if not any(key.lower() == "user-agent" for key in sent):
+        sent["User-Agent"] = "affnet"
     sent["Accept-Encoding"] = "identity"  # the cap counts bytes as sent: no decompression bomb
     extensions = {"sni_hostname": target.host} if target.scheme == "https" and target.ip is None else {}
     request_url = f"{target.scheme}://{ip_text}:{target.port}{target.target}"
