@@ -123,6 +123,12 @@ async def test_pausing_by_api_sends_its_links_clicks_to_the_fallback_as_campaign
     assert again.status_code == 409 and again.json()["error"]["message"]
     resumed = await client.post(f"{API}/campaigns/{s.campaign_id}/resume", headers=headers)
     assert resumed.status_code == 200 and resumed.json()["status"] == "active"
+    unsure = await client.post(f"{API}/campaigns/{s.campaign_id}/end", headers=headers, json={"confirm": False})
+    assert unsure.status_code == 422 and unsure.json()["error"]["field"] == "confirm"
+    ended = await client.post(f"{API}/campaigns/{s.campaign_id}/end", headers=headers, json={"confirm": True})
+    assert ended.status_code == 200 and ended.json()["status"] == "ended"
+    edit = await client.patch(f"{API}/campaigns/{s.campaign_id}", headers=headers, json={"name": "Too late"})
+    assert edit.status_code == 409
 
 
 async def statuses(ids: list[int]) -> list[str]:
@@ -290,6 +296,14 @@ async def test_an_application_accepted_by_api_lets_the_publishers_link_work(clie
     }
     assert pub_email not in (await api.get(f"{API}/publishers")).text
 
+    guest_id, guest_email = await make_publisher(settings, display_name="Guest Blog")
+    invited = await api.post(f"{API}/campaigns/{campaign_id}/invitations", json={"publisher_email": guest_email})
+    assert invited.status_code == 201, invited.text
+    assert (invited.json()["publisher_id"], invited.json()["status"]) == (guest_id, "invited")
+    assert guest_email not in invited.text
+    twice = await api.post(f"{API}/campaigns/{campaign_id}/invitations", json={"publisher_email": guest_email})
+    assert twice.status_code == 409
+
 
 async def test_creatives_text_and_image_by_json_and_archived(new_client, settings):
     adv = await new_advertiser()
@@ -347,6 +361,8 @@ async def test_another_advertisers_ids_are_404_and_a_publisher_key_is_403(client
         ("GET", f"/campaigns/{c}", None),
         ("PATCH", f"/campaigns/{c}", {"name": "Mine now"}),
         ("POST", f"/campaigns/{c}/pause", None),
+        ("POST", f"/campaigns/{c}/end", {"confirm": True}),
+        ("POST", f"/campaigns/{c}/invitations", {"publisher_email": setup.publisher_email}),
         ("GET", f"/campaigns/{c}/goals", None),
         ("POST", f"/campaigns/{c}/goals", {"name": "lead", "payout_model": "cpl", "price_minor": 100}),
         ("PATCH", f"/goals/{goal['id']}", {"price_minor": 1}),

@@ -160,6 +160,10 @@ class CreativeIn(msgspec.Struct):
     image_base64: str | None = None
 
 
+class EndIn(msgspec.Struct):
+    confirm: bool  # true: I understand this cannot be undone
+
+
 # --- what is answered --------------------------------------------------------------------------
 
 
@@ -496,6 +500,22 @@ class AdvertiserCampaignsApi(Controller):
     )
     async def resume(self, request: Request, campaign_id: FromPath[int]) -> CampaignOut:
         return await self._status(request, campaign_id, "resume")
+
+    @post(
+        "/campaigns/{campaign_id:int}/end",
+        status_code=200,
+        responses=refusals(
+            (Invalid, "`confirm` is not true: ending cannot be undone."),
+            (Conflict, "The campaign has ended already."),
+        ),
+        summary="End a campaign for good",
+        description="As the campaign page's End: it takes no more traffic or conversions and can no longer be "
+        'edited or resumed. Send `{"confirm": true}`.',
+    )
+    async def end(self, request: Request, campaign_id: FromPath[int], data: JSONBody[EndIn]) -> CampaignOut:
+        if data.confirm is not True:
+            raise Invalid(_("Send “confirm”: true to end the campaign: it cannot be undone."), field="confirm")
+        return await self._status(request, campaign_id, "end")
 
     async def _status(self, request: Request, campaign_id: int, action: str) -> CampaignOut:
         user = advertiser(request)

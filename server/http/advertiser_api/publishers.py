@@ -15,7 +15,7 @@ from server.accounts.tables import Role
 from server.campaigns import service as campaigns
 from server.campaigns.records import Applicant
 from server.campaigns.tables import MembershipStatus
-from server.core.errors import Invalid, NotFound
+from server.core.errors import Conflict, Invalid, NotFound
 from server.core.i18n import _
 from server.http.advertiser_api.common import CursorParam, Limit, advertiser, no_control_characters
 from server.http.apikit import Cursor, page
@@ -46,6 +46,10 @@ class MemberPage(msgspec.Struct):
 
 class DeclineIn(msgspec.Struct):
     reason: Annotated[str, msgspec.Meta(max_length=500)] = ""  # the publisher reads it
+
+
+class InviteIn(msgspec.Struct):
+    publisher_email: Annotated[str, msgspec.Meta(max_length=320)]
 
 
 def _out(campaign_id: int, m: Applicant) -> MemberOut:
@@ -138,6 +142,23 @@ class AdvertiserPublishersApi(Controller):
     async def decline(self, request: Request, membership_id: FromPath[int], data: JSONBody[DeclineIn]) -> MemberOut:
         reason = no_control_characters(data.reason.strip(), "reason")
         return await self._decide(request, membership_id, accept=False, note=reason)
+
+    @post(
+        "/campaigns/{campaign_id:int}/invitations",
+        status_code=201,
+        responses=refusals(
+            (Invalid, "No publisher has that e-mail address, or it is not one."),
+            (Conflict, "That publisher is already invited to or part of the campaign."),
+        ),
+        summary="Invite a publisher you know by their e-mail address",
+        description="As the campaign page's Invite (how a private campaign gets publishers): they are told, and "
+        "join by accepting. The answer names them by their public profile, as every list here does.",
+    )
+    async def invite(self, request: Request, campaign_id: FromPath[int], data: JSONBody[InviteIn]) -> MemberOut:
+        user = advertiser(request)
+        await campaigns.invite(user, campaign_id, data.publisher_email)
+        rows = await campaigns.members_of(user, campaign_id=campaign_id, status=MembershipStatus.invited.value, limit=1)
+        return _out(*rows[0])
 
     async def _decide(self, request: Request, membership_id: int, *, accept: bool, note: str) -> MemberOut:
         user = advertiser(request)
