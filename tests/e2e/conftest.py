@@ -17,6 +17,7 @@ import pytest
 from dev.services import free_port, wait_for_port
 from server.core.settings import ROOT, Settings
 from tests.conftest import _unavailable
+from tests.webhooks.conftest import _receiver_server, receiver, webhook_endpoint  # noqa: F401 - the API journey's receiver
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
