@@ -72,6 +72,7 @@ from server.http.web import (
     AuthMiddleware,
     FastPaths,
     SecurityHeadersMiddleware,
+    allow_every_method,
     check_address,
     error_response,
     handle_domain_error,
@@ -331,4 +332,5 @@ def create_app(settings: Settings | None = None) -> FastPaths:
     )
     document_errors(app)
     document_idempotency(app)
+    allow_every_method(app)
     return FastPaths(app, ClickFastPath(), AdFastPath(), PostbackFastPath())

@@ -105,7 +105,7 @@ IDEMPOTENCY_KEY = Parameter(
     name="Idempotency-Key",
     param_in=ParamType.HEADER,
     required=False,
-    schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=255),
+    schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=255, pattern=r"^[ -~]{1,255}$"),
     description="Send the same key to retry this request safely: for 24 hours the same key with the same "
     "request is answered as the first time (with `Idempotent-Replayed: true`), without running again.",
 )

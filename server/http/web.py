@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
-from litestar import Request, Response
+from litestar import Litestar, Request, Response
 from litestar.connection import ASGIConnection
 from litestar.enums import MediaType
 from litestar.exceptions import (
@@ -26,6 +26,7 @@ from litestar.exceptions import (
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import ASGIMiddleware
 from litestar.response import Template
+from litestar.routes import HTTPRoute
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.accounts import service as accounts
@@ -507,3 +508,20 @@ class FastPaths:
                         await (fast.unavailable(send, exc) if unavailable else fast.fail(send))  # type: ignore[arg-type]
                 return
         await self.app(scope, receive, send)
+
+
+def allow_every_method(app: Litestar) -> None:
+    """OPTIONS on an address lists every method it takes. Litestar 2 makes the automatic OPTIONS
+    handler for the first handler registered at an address and, when more are added, moves that
+    handler into a new route while its Allow still reads the first route's methods
+    (litestar-org/litestar#4169, fixed in Litestar 3): point each one at the route it serves."""
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            fn = getattr(handler.fn, "__func__", handler.fn)
+            if getattr(fn, "__name__", "") != "options_handler" or not fn.__closure__:
+                continue
+            for cell in fn.__closure__:
+                if isinstance(cell.cell_contents, HTTPRoute):
+                    cell.cell_contents = route
