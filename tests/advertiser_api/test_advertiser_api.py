@@ -256,6 +256,8 @@ async def test_paging_through_all_conversions_returns_each_once_and_filters_narr
     bad = await api.get(f"{API}/conversions", params={"since": "2026-02-30"})
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "since"
     assert (await api.get(f"{API}/conversions", params={"cursor": "nonsense"})).status_code == 400
+    past_every_id = await api.get(f"{API}/conversions", params={"cursor": "9" * 18})
+    assert past_every_id.status_code == 200 and len(past_every_id.json()["items"]) == 5
 
 
 async def test_an_application_accepted_by_api_lets_the_publishers_link_work(client, new_client, settings):

@@ -17,8 +17,8 @@ from server.billing import stripe_api
 from server.core import money
 from server.core.errors import Conflict, Invalid
 from server.core.i18n import _
-from server.http.advertiser_api.common import CursorParam, Limit, advertiser, allow, as_sent
-from server.http.apikit import Cursor, page
+from server.http.advertiser_api.common import CursorParam, Limit, advertiser, allow, as_sent, before_id
+from server.http.apikit import page
 from server.http.openapi import refusals
 from server.http.pages import settings_of
 from server.http.web import requires_role
@@ -95,7 +95,7 @@ class AdvertiserBillingApi(Controller):
         "confirmed it), amounts and dates. Create one with POST /fundings or on the billing page.",
     )
     async def fundings(self, request: Request, cursor: CursorParam = None, limit: Limit = 50) -> FundingPage:
-        rows = await billing.fundings_of(advertiser(request).id, before_id=Cursor.decode(cursor), limit=limit + 1)
+        rows = await billing.fundings_of(advertiser(request).id, before_id=before_id(cursor), limit=limit + 1)
         items, next_cursor = page(rows, limit)
         return FundingPage(
             items=[

@@ -14,9 +14,11 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import Parameter
 
 from server.accounts.identity import CurrentUser
+from server.core import db
 from server.core.errors import Invalid
 from server.core.i18n import _
-from server.http.web import POSTGRES_MAX_ID, current_user
+from server.http.apikit import Cursor, CursorQuery, LimitQuery
+from server.http.web import POSTGRES_MAX_ID, SQLITE_MAX_ID, current_user
 
 T = TypeVar("T")
 
@@ -26,11 +28,8 @@ Id = Annotated[int, msgspec.Meta(ge=1, le=POSTGRES_MAX_ID)]
 Minor = Annotated[int, msgspec.Meta(gt=-1, le=10**15)]
 BasisPoints = Annotated[int, msgspec.Meta(gt=-1, le=10_000)]
 
-Limit = Annotated[int, Parameter(ge=1, le=200, description="Items per page (1-200)")]
-CursorParam = Annotated[
-    str | None,
-    Parameter(description="The next_cursor of the previous page; leave out for the first page", max_length=64),
-]
+Limit = LimitQuery
+CursorParam = CursorQuery
 _INSTANT = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})?)?$"
 Since = Annotated[
     str | None,
@@ -46,6 +45,14 @@ Until = Annotated[
         pattern=_INSTANT,
     ),
 ]
+
+
+def before_id(cursor: str | None) -> int | None:
+    """The id a page continues below; None (no bound) for the first page, or for a cursor past any
+    id the engine can hold (PostgreSQL refuses to compare a SERIAL with a larger number)."""
+    value = Cursor.decode(cursor)
+    highest = SQLITE_MAX_ID if db.is_sqlite() else POSTGRES_MAX_ID
+    return None if value is None or value > highest else value
 
 
 def advertiser(request: Request) -> CurrentUser:

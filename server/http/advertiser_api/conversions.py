@@ -24,10 +24,11 @@ from server.http.advertiser_api.common import (
     Since,
     Until,
     advertiser,
+    before_id,
     no_control_characters,
     period,
 )
-from server.http.apikit import Cursor, page
+from server.http.apikit import page
 from server.http.openapi import refusals
 from server.http.web import POSTGRES_MAX_ID, requires_role
 
@@ -175,7 +176,7 @@ class AdvertiserConversionsApi(Controller):
             source=source,
             since=start,
             until=stop,
-            before_id=Cursor.decode(cursor),
+            before_id=before_id(cursor),
             by_id=True,
             limit=limit + 1,
         )

@@ -17,8 +17,8 @@ from server.campaigns.records import Applicant
 from server.campaigns.tables import MembershipStatus
 from server.core.errors import Conflict, Invalid, NotFound
 from server.core.i18n import _
-from server.http.advertiser_api.common import CursorParam, Limit, advertiser, no_control_characters
-from server.http.apikit import Cursor, page
+from server.http.advertiser_api.common import CursorParam, Limit, advertiser, before_id, no_control_characters
+from server.http.apikit import page
 from server.http.openapi import refusals
 from server.http.web import POSTGRES_MAX_ID, requires_role
 
@@ -73,7 +73,7 @@ async def _members(
         advertiser(request),
         status=status,
         campaign_id=campaign_id,
-        before_id=Cursor.decode(cursor),
+        before_id=before_id(cursor),
         limit=limit + 1,
     )
     items, next_cursor = page([_out(c, m) for c, m in rows], limit)
