@@ -17,7 +17,7 @@ from server.billing import stripe_api
 from server.core import money
 from server.core.errors import Conflict, Invalid
 from server.core.i18n import _
-from server.http.advertiser_api.common import CursorParam, Limit, advertiser, allow, as_sent, before_id
+from server.http.advertiser_api.common import REUSED_KEY, CursorParam, Limit, advertiser, allow, as_sent, before_id
 from server.http.apikit import page
 from server.http.openapi import refusals
 from server.http.pages import settings_of
@@ -118,6 +118,7 @@ class AdvertiserBillingApi(Controller):
         "/fundings",
         status_code=201,
         responses=refusals(
+            REUSED_KEY,
             (Invalid, "The amount is below the smallest or above the largest top-up, or the currency is not offered."),
             (Conflict, "Card payments are not set up here, or Stripe could not be reached: nothing was charged."),
         ),

@@ -27,6 +27,7 @@ from server.core import money
 from server.core.errors import Conflict, Invalid, NotFound
 from server.core.i18n import _
 from server.http.advertiser_api.common import (
+    REUSED_KEY,
     BasisPoints,
     CursorParam,
     Limit,
@@ -379,6 +380,7 @@ def _creative_out(row: dict[str, Any]) -> CreativeOut:
 
 
 _EDIT = refusals(
+    REUSED_KEY,
     (Invalid, "A value was read but refused: `error.field` names the JSON field and `error.message` says why."),
     (Conflict, "The campaign has ended and can no longer be changed."),
 )
@@ -441,7 +443,8 @@ class AdvertiserCampaignsApi(Controller):
         "/campaigns",
         status_code=201,
         responses=refusals(
-            (Invalid, "A value was read but refused: `error.field` names the JSON field and `error.message` says why.")
+            REUSED_KEY,
+            (Invalid, "A value was read but refused: `error.field` names the JSON field and `error.message` says why."),
         ),
         summary="Create a campaign",
         description="The same terms and checks as the new-campaign page. Amounts are integers in minor units of "
@@ -485,7 +488,7 @@ class AdvertiserCampaignsApi(Controller):
     @post(
         "/campaigns/{campaign_id:int}/pause",
         status_code=200,
-        responses=refusals((Conflict, "Only an active campaign pauses.")),
+        responses=refusals(REUSED_KEY, (Conflict, "Only an active campaign pauses.")),
         summary="Pause a campaign",
         description="Its links send visitors to its fallback URL at once (clicks recorded as campaign_paused).",
     )
@@ -495,7 +498,7 @@ class AdvertiserCampaignsApi(Controller):
     @post(
         "/campaigns/{campaign_id:int}/resume",
         status_code=200,
-        responses=refusals((Conflict, "Only a paused campaign resumes.")),
+        responses=refusals(REUSED_KEY, (Conflict, "Only a paused campaign resumes.")),
         summary="Resume a paused campaign",
     )
     async def resume(self, request: Request, campaign_id: FromPath[int]) -> CampaignOut:
@@ -505,6 +508,7 @@ class AdvertiserCampaignsApi(Controller):
         "/campaigns/{campaign_id:int}/end",
         status_code=200,
         responses=refusals(
+            REUSED_KEY,
             (Invalid, "`confirm` is not true: ending cannot be undone."),
             (Conflict, "The campaign has ended already."),
         ),
@@ -533,6 +537,7 @@ class AdvertiserCampaignsApi(Controller):
         "/campaigns/{campaign_id:int}/goals",
         status_code=201,
         responses=refusals(
+            REUSED_KEY,
             (Invalid, "A value was read but refused: `error.field` names the JSON field and `error.message` says why."),
             (Conflict, "The campaign has ended, or has the most goals a campaign may have (5)."),
         ),
@@ -618,6 +623,7 @@ class AdvertiserCampaignsApi(Controller):
         "/campaigns/{campaign_id:int}/creatives",
         status_code=201,
         responses=refusals(
+            REUSED_KEY,
             (Invalid, "A value was read but refused: `error.field` names the JSON field and `error.message` says why."),
             (Conflict, "The campaign has ended: it takes no new creatives."),
         ),
@@ -665,6 +671,7 @@ class AdvertiserCampaignsApi(Controller):
 
     @post(
         "/campaigns/{campaign_id:int}/creatives/{creative_id:int}/archive",
+        responses=refusals(REUSED_KEY),
         status_code=200,
         summary="Archive a creative: publishers no longer get it (the file stays)",
     )

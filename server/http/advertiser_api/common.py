@@ -15,7 +15,7 @@ from litestar.params import Parameter
 
 from server.accounts.identity import CurrentUser
 from server.core import db
-from server.core.errors import Invalid
+from server.core.errors import Conflict, Invalid
 from server.core.i18n import _
 from server.http.apikit import Cursor, CursorQuery, LimitQuery
 from server.http.web import POSTGRES_MAX_ID, SQLITE_MAX_ID, current_user
@@ -45,6 +45,11 @@ Until = Annotated[
         pattern=_INSTANT,
     ),
 ]
+
+
+# Every POST and PATCH: the Idempotency-Key middleware (server/http/apikit.py) answers 409 for a key
+# sent before with another request, or whose first request is still running.
+REUSED_KEY = (Conflict, "The Idempotency-Key was sent before with another request, or its request is still running.")
 
 
 def before_id(cursor: str | None) -> int | None:

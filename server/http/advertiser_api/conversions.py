@@ -18,6 +18,7 @@ from server.conversions import review
 from server.core.errors import Invalid, NotFound
 from server.core.i18n import _
 from server.http.advertiser_api.common import (
+    REUSED_KEY,
     CursorParam,
     Id,
     Limit,
@@ -194,7 +195,8 @@ class AdvertiserConversionsApi(Controller):
         "/decisions",
         status_code=200,
         responses=refusals(
-            (Invalid, "A decision to reject or reverse has no reason (`error.field` names it): nothing was decided.")
+            REUSED_KEY,
+            (Invalid, "A decision to reject or reverse has no reason (`error.field` names it): nothing was decided."),
         ),
         summary="Approve, reject or reverse conversions, up to 500 at once",
         description="Each decision goes through the conversions page's service: approving charges your balance "

@@ -17,7 +17,14 @@ from server.campaigns.records import Applicant
 from server.campaigns.tables import MembershipStatus
 from server.core.errors import Conflict, Invalid, NotFound
 from server.core.i18n import _
-from server.http.advertiser_api.common import CursorParam, Limit, advertiser, before_id, no_control_characters
+from server.http.advertiser_api.common import (
+    REUSED_KEY,
+    CursorParam,
+    Limit,
+    advertiser,
+    before_id,
+    no_control_characters,
+)
 from server.http.apikit import page
 from server.http.openapi import refusals
 from server.http.web import POSTGRES_MAX_ID, requires_role
@@ -123,6 +130,7 @@ class AdvertiserPublishersApi(Controller):
 
     @post(
         "/applications/{membership_id:int}/accept",
+        responses=refusals(REUSED_KEY),
         status_code=200,
         summary="Accept a publisher into your campaign",
         description="As the campaign page's Accept: the publisher gets their tracked link (it works at once) and "
@@ -134,7 +142,7 @@ class AdvertiserPublishersApi(Controller):
     @post(
         "/applications/{membership_id:int}/decline",
         status_code=200,
-        responses=refusals((Invalid, "The reason has control characters.")),
+        responses=refusals(REUSED_KEY, (Invalid, "The reason has control characters.")),
         summary="Decline an application (or remove an accepted publisher), with a reason they read",
         description="As the campaign page's Decline: an applicant is declined and told, with your reason; a "
         "publisher you had accepted is removed (their link stops earning).",
@@ -147,6 +155,7 @@ class AdvertiserPublishersApi(Controller):
         "/campaigns/{campaign_id:int}/invitations",
         status_code=201,
         responses=refusals(
+            REUSED_KEY,
             (Invalid, "No publisher has that e-mail address, or it is not one."),
             (Conflict, "That publisher is already invited to or part of the campaign."),
         ),
