@@ -56,7 +56,7 @@ async def _api_key(role: Role, settings: Settings) -> str:
 
 # positive_data_acceptance expects a request the schema allows to succeed (2xx) or meet state
 # (401, 403, 404, 409, 429). Two refusals of schema-valid requests are rules JSON Schema cannot
-# state, so they are expected too, on these operations only:
+# state, so they are expected too, on these operations only (pattern, statuses...):
 ALSO_ACCEPTED = (
     # a period whose `from` is after its `to`, or longer than 366 days (two parameters together)
     (r"/reports$", "400"),
@@ -67,10 +67,9 @@ ALSO_ACCEPTED = (
     # fallback without its text or link, a site domain that is not a host name): 422 naming the field
     (r"^/api/v1/publisher/slots$", "422"),
     # the advertiser API: a campaign, goal or creative the pages' rules refuse (a landing page off its
-    # domains, a price for another payout model, a reject without reason: 422), an amount written
-    # 1250.0, which JSON Schema calls an integer and the API refuses as not one (400), and a cursor
-    # that is not one the API gave out (400)
-    (r"^/api/v1/advertiser/", "4xx"),
+    # domains, a price for another payout model, a reject without reason: 422), and an amount
+    # written 1250.0, which JSON Schema calls an integer and the API refuses as not one (400)
+    (r"^/api/v1/advertiser/", "400", "422"),
 )
 POSITIVE_DEFAULT = ["2xx", "3xx", "401", "403", "404", "409", "429"]
 
@@ -85,8 +84,8 @@ def _config(keys: dict[Role, str]) -> str:
             f'headers = {{ Authorization = "Bearer {keys[role]}" }}',
             "",
         ]
-    for pattern, status in ALSO_ACCEPTED:
-        statuses = ", ".join(f'"{s}"' for s in [*POSITIVE_DEFAULT, status])
+    for pattern, *also in ALSO_ACCEPTED:
+        statuses = ", ".join(f'"{s}"' for s in [*POSITIVE_DEFAULT, *also])
         lines += [
             "[[operations]]",
             f"include-path-regex = '{pattern}'",

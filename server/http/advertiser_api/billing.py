@@ -17,7 +17,7 @@ from server.billing import stripe_api
 from server.core import money
 from server.core.errors import Conflict, Invalid
 from server.core.i18n import _
-from server.http.advertiser_api.common import REUSED_KEY, CursorParam, Limit, advertiser, allow, as_sent, before_id
+from server.http.advertiser_api.common import REUSED_KEY, CursorParam, Limit, advertiser, as_sent, before_id
 from server.http.apikit import page
 from server.http.openapi import refusals
 from server.http.pages import settings_of
@@ -66,8 +66,6 @@ class AdvertiserBillingApi(Controller):
     guards = [requires_role(Role.advertiser)]
     tags = ["advertiser: money"]
     security = [{"apiKey": []}]
-
-    options_fundings = allow("/fundings", "GET", "POST")
 
     @get(
         "/balances",

@@ -33,7 +33,6 @@ from server.http.advertiser_api.common import (
     Limit,
     Minor,
     advertiser,
-    allow,
     as_sent,
 )
 from server.http.apikit import Cursor, page
@@ -391,11 +390,6 @@ class AdvertiserCampaignsApi(Controller):
     guards = [requires_role(Role.advertiser)]
     tags = ["advertiser: campaigns"]
     security = [{"apiKey": []}]
-
-    options_campaigns = allow("/campaigns", "GET", "POST")
-    options_campaign = allow("/campaigns/{campaign_id:int}", "GET", "PATCH")
-    options_goals = allow("/campaigns/{campaign_id:int}/goals", "GET", "POST")
-    options_creatives = allow("/campaigns/{campaign_id:int}/creatives", "GET", "POST")
 
     # --- campaigns ---
 

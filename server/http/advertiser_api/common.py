@@ -8,9 +8,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, TypeVar
 
 import msgspec
-from litestar import Request, Response, route
-from litestar.enums import HttpMethod
-from litestar.handlers import HTTPRouteHandler
+from litestar import Request
 from litestar.params import Parameter
 
 from server.accounts.identity import CurrentUser
@@ -106,18 +104,3 @@ def no_control_characters(value: str, field: str) -> str:
     if any(ord(c) < 32 and c not in "\n\r\t" for c in value):
         raise Invalid(_("“%(name)s” contains control characters.", name=field), field=field)
     return value
-
-
-def allow(path: str, *methods: str) -> HTTPRouteHandler:
-    """An explicit OPTIONS answer for an address with several methods. Litestar 2 builds the automatic
-    one with the first handler registered at the address and lists that handler's method only
-    (litestar-org/litestar#4169, fixed in 3). A controller registers its handlers sorted by their
-    qualified names: this one's sorts first, so the address has it and no automatic one."""
-
-    async def options(self) -> Response:
-        return Response(None, status_code=204, headers={"Allow": ", ".join(sorted({*methods, "OPTIONS"}))})
-
-    options.__annotations__ = {"return": Response}  # resolved here: the module named below is not this one
-    options.__module__ = "server.http.advertiser_api"
-    options.__qualname__ = f"!options{path}"
-    return route(path, http_method=[HttpMethod.OPTIONS], include_in_schema=False)(options)

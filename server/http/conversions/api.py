@@ -156,6 +156,13 @@ _REFUSALS = {
     )
     for status, why in REFUSED.items()
 }
+# A reused Idempotency-Key (server/http/apikit.py) answers before any conversion is read.
+_REFUSALS[409] = ResponseSpec(
+    data_container=Union[ConversionResults, ErrorBody],  # noqa: UP007
+    generate_examples=False,
+    description=f"{_REFUSALS[409].description} Or an Idempotency-Key used for another request, or whose first "
+    "request still runs: an ErrorBody.",
+)
 # Without an API key (or with one of another role) the guard answers before any conversion is read.
 _REFUSALS[401] = ResponseSpec(
     data_container=Union[ConversionResults, ErrorBody],  # noqa: UP007
