@@ -229,10 +229,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     engines = {"sqlite": 0, "postgres": 1}
     once, twice = [], []
     for item in items:
-        marker = item.get_closest_marker("browser_engine")
+        only = item.get_closest_marker("engine")  # any test that needs one engine only says which
+        marker = only or item.get_closest_marker("browser_engine")
         wanted = marker.args[0] if marker else "postgres"
         engine = _engine_of(item)
-        (twice if item.get_closest_marker("browser") and engine not in (None, wanted) else once).append(item)
+        one_engine = only is not None or item.get_closest_marker("browser") is not None
+        (twice if one_engine and engine not in (None, wanted) else once).append(item)
     if twice:
         config.hook.pytest_deselected(items=twice)
         items[:] = once

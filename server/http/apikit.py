@@ -12,19 +12,23 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as clock_time
 from typing import Annotated, Any, TypeVar
 
 from litestar.exceptions import ClientException
 from litestar.middleware import ASGIMiddleware
+from litestar.openapi.spec import OpenAPIFormat, OpenAPIType, Schema
 from litestar.params import QueryParameter
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.accounts import idempotency
 from server.accounts.identity import CurrentUser
-from server.core.errors import Conflict, DomainError, Forbidden, TooManyRequests
+from server.core import db
+from server.core.errors import Conflict, DomainError, Forbidden, Invalid, TooManyRequests
 from server.core.i18n import _
 from server.core.logthrottle import LogThrottle
-from server.http.web import API_PREFIX, header
+from server.http.web import API_PREFIX, POSTGRES_MAX_ID, SQLITE_MAX_ID, header
 
 T = TypeVar("T")
 
@@ -55,15 +59,72 @@ class Cursor:
 
     @staticmethod
     def decode(cursor: str | None) -> int | None:
-        """The id to continue below, or None for the first page."""
+        """The id to continue below, or None for the first page and for a cursor past every id the
+        engine can hold (it bounds nothing; PostgreSQL refuses to compare a SERIAL with it)."""
         if cursor is None or cursor == "":
             return None
         if cursor.isascii() and cursor.isdigit() and len(cursor) <= 18 and not cursor.startswith("0"):
-            return int(cursor)
+            value = int(cursor)
+            return None if value > (SQLITE_MAX_ID if db.is_sqlite() else POSTGRES_MAX_ID) else value
         raise BadCursor(
             _("That cursor is not one this API gave out: pass the next_cursor of the previous page."),
             field="cursor",
         )
+
+
+# Periods: `since` (included) and `until` (excluded), each a date or an RFC 3339 date-time.
+_INSTANT = {
+    "one_of": None,
+    "type": None,
+    "any_of": [
+        Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.DATE),
+        Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.DATE_TIME),
+    ],
+}
+SinceQuery = Annotated[
+    str | None,
+    QueryParameter(
+        description="From this instant on, included: a date (YYYY-MM-DD, from 00:00 UTC) or an RFC 3339 "
+        "date-time (2026-12-01T08:00:00Z; without an offset, UTC)",
+        schema_extra=_INSTANT,
+    ),
+]
+UntilQuery = Annotated[
+    str | None,
+    QueryParameter(
+        description="Up to this instant, excluded: a date (YYYY-MM-DD: that whole day, UTC, is included) or "
+        "an RFC 3339 date-time",
+        schema_extra=_INSTANT,
+    ),
+]
+
+
+def instant(raw: str | None, field: str, *, end: bool = False) -> datetime | None:
+    """A `since`/`until` value as a UTC instant. A date is its midnight UTC; as an `end`, the next
+    midnight (so `until=2026-12-01` includes that day). Raises Invalid naming the field otherwise."""
+    if raw is None:
+        return None
+    text = raw.strip().upper()  # RFC 3339 allows a lower-case t and z
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            start = datetime.combine(day, clock_time(0), tzinfo=UTC)
+            return start + timedelta(days=1) if end else start
+        moment = datetime.fromisoformat(text)
+    except (ValueError, OverflowError):
+        raise Invalid(
+            _(
+                "%(field)s must be a date such as 2026-12-01 or a date-time such as 2026-12-01T08:00:00Z.",
+                field=field,
+            ),
+            field=field,
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def period(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
+    """The period a list's `since` and `until` ask for (a `since` after `until` is an empty one)."""
+    return instant(since, "since"), instant(until, "until", end=True)
 
 
 def page(rows: Sequence[T], limit: int, *, key: str = "id") -> tuple[list[T], str | None]:

@@ -17,8 +17,8 @@ from server.billing import stripe_api
 from server.core import money
 from server.core.errors import Conflict, Invalid
 from server.core.i18n import _
-from server.http.advertiser_api.common import REUSED_KEY, CursorParam, Limit, advertiser, as_sent, before_id
-from server.http.apikit import page
+from server.http.advertiser_api.common import REUSED_KEY, advertiser, as_sent
+from server.http.apikit import Cursor, CursorQuery, LimitQuery, page
 from server.http.openapi import refusals
 from server.http.pages import settings_of
 from server.http.web import requires_role
@@ -92,8 +92,8 @@ class AdvertiserBillingApi(Controller):
         description="Each with its status (open while the payer is at Stripe Checkout, credited once Stripe "
         "confirmed it), amounts and dates. Create one with POST /fundings or on the billing page.",
     )
-    async def fundings(self, request: Request, cursor: CursorParam = None, limit: Limit = 50) -> FundingPage:
-        rows = await billing.fundings_of(advertiser(request).id, before_id=before_id(cursor), limit=limit + 1)
+    async def fundings(self, request: Request, cursor: CursorQuery = None, limit: LimitQuery = 50) -> FundingPage:
+        rows = await billing.fundings_of(advertiser(request).id, before_id=Cursor.decode(cursor), limit=limit + 1)
         items, next_cursor = page(rows, limit)
         return FundingPage(
             items=[

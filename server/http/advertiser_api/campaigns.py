@@ -26,16 +26,8 @@ from server.campaigns.tables import SUB_NAMES, PayoutModel
 from server.core import money
 from server.core.errors import Conflict, Invalid, NotFound
 from server.core.i18n import _
-from server.http.advertiser_api.common import (
-    REUSED_KEY,
-    BasisPoints,
-    CursorParam,
-    Limit,
-    Minor,
-    advertiser,
-    as_sent,
-)
-from server.http.apikit import Cursor, page
+from server.http.advertiser_api.common import REUSED_KEY, BasisPoints, Minor, advertiser, as_sent
+from server.http.apikit import Cursor, CursorQuery, LimitQuery, page
 from server.http.campaigns.pages import form_of
 from server.http.openapi import refusals
 from server.http.pages import settings_of
@@ -405,8 +397,8 @@ class AdvertiserCampaignsApi(Controller):
         status: Annotated[
             Literal["active", "paused", "ended"] | None, Parameter(description="Only campaigns in this status")
         ] = None,
-        cursor: CursorParam = None,
-        limit: Limit = 50,
+        cursor: CursorQuery = None,
+        limit: LimitQuery = 50,
     ) -> CampaignPage:
         after = Cursor.decode(cursor)
         rows = [
@@ -597,8 +589,8 @@ class AdvertiserCampaignsApi(Controller):
         archived: Annotated[
             bool | None, Parameter(description="true: only archived ones; false: only live ones; leave out: all")
         ] = None,
-        cursor: CursorParam = None,
-        limit: Limit = 50,
+        cursor: CursorQuery = None,
+        limit: LimitQuery = 50,
     ) -> CreativePage:
         after = Cursor.decode(cursor)
         rows = sorted(

@@ -17,19 +17,8 @@ from server.accounts.tables import Role
 from server.conversions import review
 from server.core.errors import Invalid, NotFound
 from server.core.i18n import _
-from server.http.advertiser_api.common import (
-    REUSED_KEY,
-    CursorParam,
-    Id,
-    Limit,
-    Since,
-    Until,
-    advertiser,
-    before_id,
-    no_control_characters,
-    period,
-)
-from server.http.apikit import page
+from server.http.advertiser_api.common import REUSED_KEY, Id, advertiser, no_control_characters
+from server.http.apikit import Cursor, CursorQuery, LimitQuery, SinceQuery, UntilQuery, page, period
 from server.http.openapi import refusals
 from server.http.web import POSTGRES_MAX_ID, requires_role
 
@@ -150,8 +139,8 @@ class AdvertiserConversionsApi(Controller):
     async def list_conversions(
         self,
         request: Request,
-        since: Since = None,
-        until: Until = None,
+        since: SinceQuery = None,
+        until: UntilQuery = None,
         status: Annotated[Status | None, Parameter(description="Only conversions in this status")] = None,
         campaign_id: Annotated[
             int | None, Parameter(ge=1, le=POSTGRES_MAX_ID, description="Only this campaign's conversions")
@@ -165,8 +154,8 @@ class AdvertiserConversionsApi(Controller):
                 description="Only conversions reported this way (a pixel can be fired by anyone with a click id)"
             ),
         ] = None,
-        cursor: CursorParam = None,
-        limit: Limit = 50,
+        cursor: CursorQuery = None,
+        limit: LimitQuery = 50,
     ) -> ConversionPage:
         start, stop = period(since, until)
         rows = await review.list_conversions(
@@ -177,7 +166,7 @@ class AdvertiserConversionsApi(Controller):
             source=source,
             since=start,
             until=stop,
-            before_id=before_id(cursor),
+            before_id=Cursor.decode(cursor),
             by_id=True,
             limit=limit + 1,
         )

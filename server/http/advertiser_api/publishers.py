@@ -17,15 +17,8 @@ from server.campaigns.records import Applicant
 from server.campaigns.tables import MembershipStatus
 from server.core.errors import Conflict, Invalid, NotFound
 from server.core.i18n import _
-from server.http.advertiser_api.common import (
-    REUSED_KEY,
-    CursorParam,
-    Limit,
-    advertiser,
-    before_id,
-    no_control_characters,
-)
-from server.http.apikit import page
+from server.http.advertiser_api.common import REUSED_KEY, advertiser, no_control_characters
+from server.http.apikit import Cursor, CursorQuery, LimitQuery, page
 from server.http.openapi import refusals
 from server.http.web import POSTGRES_MAX_ID, requires_role
 
@@ -80,7 +73,7 @@ async def _members(
         advertiser(request),
         status=status,
         campaign_id=campaign_id,
-        before_id=before_id(cursor),
+        before_id=Cursor.decode(cursor),
         limit=limit + 1,
     )
     items, next_cursor = page([_out(c, m) for c, m in rows], limit)
@@ -109,8 +102,8 @@ class AdvertiserPublishersApi(Controller):
         request: Request,
         status: Annotated[MemberStatus | None, Parameter(description="Only publishers in this standing")] = None,
         campaign_id: CampaignFilter = None,
-        cursor: CursorParam = None,
-        limit: Limit = 50,
+        cursor: CursorQuery = None,
+        limit: LimitQuery = 50,
     ) -> MemberPage:
         return await _members(request, status, campaign_id, cursor, limit)
 
@@ -123,8 +116,8 @@ class AdvertiserPublishersApi(Controller):
         self,
         request: Request,
         campaign_id: CampaignFilter = None,
-        cursor: CursorParam = None,
-        limit: Limit = 50,
+        cursor: CursorQuery = None,
+        limit: LimitQuery = 50,
     ) -> MemberPage:
         return await _members(request, MembershipStatus.applied.value, campaign_id, cursor, limit)
 

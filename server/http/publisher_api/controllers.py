@@ -15,10 +15,9 @@ from server.campaigns import creatives as creatives_service
 from server.campaigns import marketplace
 from server.campaigns import service as campaigns
 from server.campaigns.tables import SUB_NAMES, MembershipStatus, PayoutModel
-from server.core import db
 from server.core.errors import Conflict, Forbidden, Invalid, NotFound
 from server.core.i18n import _
-from server.http.apikit import BadCursor, Cursor, CursorQuery, LimitQuery, page
+from server.http.apikit import BadCursor, Cursor, CursorQuery, LimitQuery, SinceQuery, UntilQuery, instant, page
 from server.http.campaigns.marketplace_pages import base_link, build_link, membership_state
 from server.http.openapi import refusals
 from server.http.pages import settings_of
@@ -42,16 +41,13 @@ from server.http.publisher_api.schemas import (
     ModelFilter,
     ReasonFilter,
     SearchText,
-    Since,
     SlotIn,
     SlotOut,
     SlotPage,
     StatusFilter,
     Sub1Filter,
-    Until,
-    instant,
 )
-from server.http.web import POSTGRES_MAX_ID, SQLITE_MAX_ID, current_user, requires_role
+from server.http.web import current_user, requires_role
 from server.reports import activity
 from server.tracking import service as tracking
 from server.tracking.classify import reason_label
@@ -63,13 +59,6 @@ _BAD_PERIOD = refusals(
     (BadCursor, "The cursor is not one this API gave out."),
     (Invalid, "`since` or `until` is not a date or date-time."),
 )
-
-
-def _after(cursor: str | None) -> int | None:
-    """The id a page continues below. One past every id the engine can hold bounds nothing."""
-    after_id = Cursor.decode(cursor)
-    highest = SQLITE_MAX_ID if db.is_sqlite() else POSTGRES_MAX_ID
-    return None if after_id is None or after_id > highest else after_id
 
 
 def _user(request: Request) -> CurrentUser:
@@ -164,7 +153,7 @@ class PublisherCampaignsApi(Controller):
         once invited, and every campaign the publisher is in. `q` searches names and descriptions;
         `category`, `payout_model` (a goal of that model) and `membership` (the publisher's standing,
         `none` for campaigns not joined) narrow the list."""
-        after_id = _after(cursor)
+        after_id = Cursor.decode(cursor)
         user = _user(request)
         found = await marketplace.listing(
             user,
@@ -268,7 +257,7 @@ class PublisherLinksApi(Controller):
     async def list_links(
         self, request: Request, campaign_id: IdFilter = None, cursor: CursorQuery = None, limit: LimitQuery = 50
     ) -> LinkPage:
-        after_id = _after(cursor)
+        after_id = Cursor.decode(cursor)
         rows = [
             r for r in await tracking.links_of(_user(request).id) if campaign_id is None or r.campaign_id == campaign_id
         ]
@@ -296,8 +285,8 @@ class PublisherTrafficApi(Controller):
     async def clicks(
         self,
         request: Request,
-        since: Since = None,
-        until: Until = None,
+        since: SinceQuery = None,
+        until: UntilQuery = None,
         campaign_id: IdFilter = None,
         link_id: IdFilter = None,
         reason: ReasonFilter = None,
@@ -307,7 +296,7 @@ class PublisherTrafficApi(Controller):
     ) -> ClickPage:
         """`reason`: valid, or a reason a click is not billed (duplicate, bot, …). `sub1` matches
         exactly. No IP address is ever stored; the visitor is not identified."""
-        after_id = _after(cursor)
+        after_id = Cursor.decode(cursor)
         rows = await activity.clicks_of(
             _user(request).id,
             limit=limit + 1,
@@ -349,8 +338,8 @@ class PublisherTrafficApi(Controller):
     async def conversions(
         self,
         request: Request,
-        since: Since = None,
-        until: Until = None,
+        since: SinceQuery = None,
+        until: UntilQuery = None,
         status: StatusFilter = None,
         campaign_id: IdFilter = None,
         cursor: CursorQuery = None,
@@ -358,7 +347,7 @@ class PublisherTrafficApi(Controller):
     ) -> ConversionPage:
         """What /publisher/conversions shows, with the sub-IDs of the click each came from:
         `since`/`until` bound when it converted. Amounts are what the publisher earns."""
-        after_id = _after(cursor)
+        after_id = Cursor.decode(cursor)
         rows = await activity.conversions_page(
             _user(request).id,
             limit=limit + 1,
@@ -415,7 +404,7 @@ class PublisherSlotsApi(Controller):
 
     @get("", summary="The publisher's ad slots with the snippet to paste, newest first", responses=_BAD_CURSOR)
     async def list_slots(self, request: Request, cursor: CursorQuery = None, limit: LimitQuery = 50) -> SlotPage:
-        after_id = _after(cursor)
+        after_id = Cursor.decode(cursor)
         rows = [
             {
                 "id": s.id,

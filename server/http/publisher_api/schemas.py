@@ -3,20 +3,17 @@ them, and the response Structs. Money is integer minor units beside its currency
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
 import msgspec
-from litestar.openapi.spec import OpenAPIFormat, OpenAPIType, Schema
 from litestar.params import QueryParameter
 
 from server.ads.tables import SlotFallback, SlotFormat
 from server.campaigns import service as campaigns
 from server.campaigns.tables import PayoutModel
 from server.conversions.tables import ConversionStatus
-from server.core.errors import Invalid
-from server.core.i18n import _
 from server.tracking import service as tracking
 from server.tracking.classify import Reason
 
@@ -25,30 +22,6 @@ from server.tracking.classify import Reason
 Category = StrEnum("Category", {key: key for key in campaigns.CATEGORIES})  # type: ignore[misc]
 
 
-_INSTANT = {
-    "one_of": None,
-    "type": None,
-    "any_of": [
-        Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.DATE),
-        Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.DATE_TIME),
-    ],
-}
-Since = Annotated[
-    str | None,
-    QueryParameter(
-        description="From this instant on, included: a date (YYYY-MM-DD, from 00:00 UTC) or an RFC 3339 "
-        "date-time (2026-12-01T08:00:00Z; without an offset, UTC)",
-        schema_extra=_INSTANT,
-    ),
-]
-Until = Annotated[
-    str | None,
-    QueryParameter(
-        description="Up to this instant, excluded: a date (YYYY-MM-DD: that whole day, UTC, is included) or "
-        "an RFC 3339 date-time",
-        schema_extra=_INSTANT,
-    ),
-]
 SearchText = Annotated[
     str | None, QueryParameter(description="Words in the campaign's name or description", max_length=200)
 ]
@@ -75,29 +48,6 @@ MembershipParam = Annotated[
 ]
 ReasonFilter = Annotated[Reason | None, QueryParameter(description="valid, or why a click is not billed")]
 StatusFilter = Annotated[ConversionStatus | None, QueryParameter(description="Conversions in this status")]
-
-
-def instant(raw: str | None, field: str, *, end: bool = False) -> datetime | None:
-    """A `since`/`until` value as a UTC instant. A date is its midnight UTC; as an `end`, the next
-    midnight (so `until=2026-12-01` includes that day). Raises Invalid naming the field otherwise."""
-    if raw is None:
-        return None
-    text = raw.strip().upper()  # RFC 3339 allows a lower-case t and z
-    try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            start = datetime.combine(day, time(0), tzinfo=UTC)
-            return start + timedelta(days=1) if end else start
-        moment = datetime.fromisoformat(text)
-    except (ValueError, OverflowError):
-        raise Invalid(
-            _(
-                "%(field)s must be a date such as 2026-12-01 or a date-time such as 2026-12-01T08:00:00Z.",
-                field=field,
-            ),
-            field=field,
-        ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 # --- campaigns -------------------------------------------------------------------------------------
