@@ -6,6 +6,9 @@ STAMP  := $(VENV)/.installed-stamp
 # Browser libraries (Chart.js), pinned in package-lock.json and served from static/vendor/.
 JS_STAMP  := node_modules/.installed-stamp
 VENDOR_JS := static/vendor/chart.umd.js
+# `make test` runs the suite in this many processes (pytest-xdist; each its own Redis, PostgreSQL and
+# SQLite, a test file at a time). 0 runs it in this one.
+PYTEST_WORKERS ?= 2
 
 .PHONY: run test api-check install lint migrate demo clean
 
@@ -33,7 +36,7 @@ test: $(STAMP) $(VENDOR_JS)
 	@$(BIN)/ruff format --check --quiet server workers dev tests bench migrations
 	@$(BIN)/ruff check server workers dev tests
 	@$(BIN)/lint-imports --no-cache
-	@$(BIN)/pytest $(PYTEST_ARGS)
+	@$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 ## Only the schemathesis run of the live API against /schema/openapi.json (`make test` runs it too).
 api-check: $(STAMP) $(VENDOR_JS)
