@@ -89,6 +89,17 @@ _FIRSTS_PG = (
     "JOIN conversion c ON c.campaign = k.campaign AND c.txn_id = k.txn_id"
 )
 _ROW_SQLITE = "(" + ", ".join("?" * len(NAMES)) + ")"
+
+
+def _insert_sqlite(rows: int, row_marks: str = _ROW_SQLITE) -> str:
+    """The batch's one INSERT on SQLite, for `rows` rows (placeholders `?`, or Piccolo's `{}`)."""
+    return (
+        f"INSERT INTO conversion ({_NAME_LIST}) VALUES "  # noqa: S608
+        + ", ".join([row_marks] * rows)
+        + " ON CONFLICT DO NOTHING RETURNING id, campaign, txn_id"
+    )
+
+
 _FIRST_SQLITE = "SELECT * FROM conversion WHERE campaign = ? AND txn_id = ?"
 
 MAX_BATCH_PG = 1000
@@ -170,11 +181,7 @@ class _SQLiteWriter:
         try:
             conn = self._connection(kwargs)
             distinct = _distinct(rows)
-            sql = (
-                f"INSERT INTO conversion ({_NAME_LIST}) VALUES "  # noqa: S608
-                + ", ".join([_ROW_SQLITE] * len(distinct))
-                + " ON CONFLICT DO NOTHING RETURNING id, campaign, txn_id"
-            )
+            sql = _insert_sqlite(len(distinct))
             values = [row[name] for row in distinct for name in NAMES]
             ids = {(r["campaign"], r["txn_id"]): r["id"] for r in conn.execute(sql, values).fetchall()}
             earlier = {}
@@ -284,12 +291,7 @@ async def _write_told(rows: Sequence[dict[str, Any]], advertisers: Sequence[int 
 async def _write_engine_sqlite(rows: Sequence[dict[str, Any]]) -> list[Outcome]:
     """_SQLiteWriter._write's statements, through the engine (in its transaction)."""
     distinct = _distinct(rows)
-    row_marks = "(" + ", ".join("{}" for _ in NAMES) + ")"
-    sql = (
-        f"INSERT INTO conversion ({_NAME_LIST}) VALUES "  # noqa: S608
-        + ", ".join([row_marks] * len(distinct))
-        + " ON CONFLICT DO NOTHING RETURNING id, campaign, txn_id"
-    )
+    sql = _insert_sqlite(len(distinct), _ROW_SQLITE.replace("?", "{}"))
     values = [row[name] for row in distinct for name in NAMES]
     ids = {(r["campaign"], r["txn_id"]): r["id"] for r in await Conversion.raw(sql, *values)}
     earlier = {}
