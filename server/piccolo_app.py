@@ -19,6 +19,14 @@ from server.conversions.tables import (
 from server.core import db
 from server.core.settings import ROOT
 from server.earnings.tables import ClickEarning, ImpressionEarning
+from server.invoicing.tables import (
+    BillingProfile,
+    Document,
+    DocumentCounter,
+    DocumentFile,
+    SelfBillingAgreement,
+    VatRate,
+)
 from server.ledger.tables import LedgerAccount, LedgerEntry, LedgerTxn
 from server.mail.tables import MailOutbox, MailPreference, MailToken
 from server.payouts.account_tables import PayoutAccount
@@ -98,6 +106,12 @@ APP_CONFIG = AppConfig(
         PostbackTemplate,
         WebhookMessage,
         WebhookAttempt,
+        BillingProfile,
+        SelfBillingAgreement,
+        VatRate,
+        DocumentCounter,
+        Document,
+        DocumentFile,
     ],
     migration_dependencies=[],
     commands=[],

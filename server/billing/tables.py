@@ -28,7 +28,8 @@ class Funding(Table):
     # Random, set at insert: Stripe idempotency keys are funding:{id}:{reference}:…, so a database
     # reset (ids start again) never replays another funding's request at Stripe (keys live 24 h).
     reference = Varchar(length=32, default="")
-    amount_minor = BigInt()
+    amount_minor = BigInt()  # what Stripe charges: the amount credited to the balance plus `vat_minor`
+    vat_minor = BigInt(default=0)  # the VAT on the top-up's invoice (0: reverse charge, outside the EU, or before VAT)
     currency = Varchar(length=3)
     fee_minor = BigInt(default=0)  # Stripe's fee, from the charge's balance transaction (the network absorbs it)
     status = Varchar(length=16, choices=FundingStatus, default=FundingStatus.pending, index=True)

@@ -94,6 +94,19 @@ class Settings:
     mail_from: str = "affnet <no-reply@affnet.localhost>"
     # Webhooks and postbacks may go to 127.0.0.1 / ::1 (any port): development receivers only.
     webhooks_allow_loopback: bool = False
+    # The network's own legal identity, printed on every invoice and statement as the seller (advertisers'
+    # invoices) or the buyer (publishers' self-billed invoices), and the series its documents are numbered
+    # in (server/invoicing/). Production must set them (the defaults are a demo company's).
+    network_name: str = "affnet demo SAS"
+    network_address: str = "10 rue de la Paix"
+    network_postcode: str = "75002"
+    network_city: str = "Paris"
+    network_country: str = "FR"
+    network_company_number: str = "73282932000074"  # FR: SIRET
+    network_vat_number: str = "FR44732829320"
+    invoice_series: str = "AF"  # advertisers' invoices and credit notes
+    self_billing_series: str = "AC"  # self-billed invoices in publishers' names (autofacturation)
+    statement_series: str = "RP"  # publishers' payout statements
 
     @property
     def production(self) -> bool:
@@ -158,4 +171,27 @@ def load_settings() -> Settings:
         smtp_url=os.environ.get("SMTP_URL") or "smtp://127.0.0.1:1025",
         mail_from=os.environ.get("MAIL_FROM") or "affnet <no-reply@affnet.localhost>",
         webhooks_allow_loopback=_bool("WEBHOOKS_ALLOW_LOOPBACK", False),
+        **_network_identity(),
     )
+
+
+_NETWORK_FIELDS = (
+    "network_name",
+    "network_address",
+    "network_postcode",
+    "network_city",
+    "network_country",
+    "network_company_number",
+    "network_vat_number",
+    "invoice_series",
+    "self_billing_series",
+    "statement_series",
+)
+
+
+def _network_identity() -> dict[str, str]:
+    """NETWORK_NAME, NETWORK_ADDRESS … INVOICE_SERIES, SELF_BILLING_SERIES, STATEMENT_SERIES: each set one
+    overrides its default (server/invoicing/identity.py validates them when a process starts)."""
+    return {
+        name: os.environ[name.upper()].strip() for name in _NETWORK_FIELDS if os.environ.get(name.upper(), "").strip()
+    }

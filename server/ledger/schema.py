@@ -18,7 +18,8 @@ UNIQUE_ACCOUNT = (
     "ON ledger_account (COALESCE(owner, 0), kind, currency)"
 )
 
-_APPEND_ONLY_TABLES = ("ledger_entry", "ledger_txn")
+# Issued documents are kept as the ledger is (server/invoicing/tables.py): a correction is a credit note.
+_APPEND_ONLY_TABLES = ("ledger_entry", "ledger_txn", "document", "document_file")
 _NEVER_DELETED = ("ledger_account",)
 
 ENTRY_FOREIGN_KEYS = {

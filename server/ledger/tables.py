@@ -31,6 +31,9 @@ class AccountKind(StrEnum):
     # Refunded or disputed funding the advertiser's balance could no longer cover, owed by the
     # advertiser: <= 0; their next funding pays it off first (server/billing/service.py).
     advertiser_receivable = "advertiser_receivable"
+    # VAT invoiced to advertisers on their top-ups, owed to the tax authorities: >= 0. Each invoice adds
+    # its VAT, each credit note takes its share back; `ledger check` ties it to the documents' VAT.
+    vat_payable = "vat_payable"
 
 
 NEVER_NEGATIVE = frozenset(
@@ -39,6 +42,7 @@ NEVER_NEGATIVE = frozenset(
         AccountKind.publisher_pending,
         AccountKind.publisher_available,
         AccountKind.payouts_in_transit,
+        AccountKind.vat_payable,
     }
 )
 NEVER_POSITIVE = frozenset({AccountKind.publisher_receivable, AccountKind.advertiser_receivable})
@@ -52,6 +56,7 @@ OWNED_BY = {
     AccountKind.payouts_in_transit: None,
     AccountKind.processing_fees: None,
     AccountKind.advertiser_receivable: "advertiser",
+    AccountKind.vat_payable: None,
 }
 
 
