@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from piccolo.columns import BigInt, ForeignKey, Text, Timestamptz, Varchar
+from piccolo.columns import BigInt, ForeignKey, Integer, Text, Timestamptz, Varchar
 from piccolo.columns.base import OnDelete
 from piccolo.table import Table
 
@@ -29,7 +29,13 @@ class Funding(Table):
     # reset (ids start again) never replays another funding's request at Stripe (keys live 24 h).
     reference = Varchar(length=32, default="")
     amount_minor = BigInt()  # what Stripe charges: the amount credited to the balance plus `vat_minor`
-    vat_minor = BigInt(default=0)  # the VAT on the top-up's invoice (0: reverse charge, outside the EU, or before VAT)
+    # The VAT on the top-up, decided when it starts (server/invoicing/vat.py) and kept for its invoice and any
+    # credit note: treatment "" for top-ups started before invoicing (no VAT, no invoice).
+    vat_minor = BigInt(default=0)
+    vat_rate_bp = Integer(default=0)
+    vat_treatment = Varchar(length=16, default="")
+    vat_country = Varchar(length=2, default="")
+    buyer = Text(default="")  # the advertiser's party (JSON) when it started: whom the invoice is made out to
     currency = Varchar(length=3)
     fee_minor = BigInt(default=0)  # Stripe's fee, from the charge's balance transaction (the network absorbs it)
     status = Varchar(length=16, choices=FundingStatus, default=FundingStatus.pending, index=True)
