@@ -79,6 +79,7 @@ from server.http.web import (
     handle_http_error,
 )
 from server.http.webhooks.pages import PublisherPostbacks, WebhookPages
+from server.invoicing import identity as invoicing_identity
 from server.mail import outbox as mail_outbox
 from server.reports import traffic
 from server.tracking import cache, click_rules, counting, geo
@@ -209,6 +210,7 @@ def create_app(settings: Settings | None = None) -> FastPaths:
         piccolo_app.bind(engine)
         mail_outbox.configure(settings)
         webhook_delivery.configure(settings)
+        invoicing_identity.configure(settings)  # an invalid network VAT number stops production here
         await db.start(engine)
         await click_buffer.start()
         changes.register(click_rules.NETWORK, redis)  # first: links reloaded after a clear read the new value

@@ -10,6 +10,7 @@ from arq.connections import RedisSettings
 from server import piccolo_app
 from server.core import clock, db
 from server.core.settings import load_settings
+from server.invoicing import identity as invoicing_identity
 from server.mail import outbox as mail_outbox
 from server.webhooks import delivery as webhook_delivery
 from workers import cron_lock
@@ -33,6 +34,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx.setdefault("clock", clock.now)
     mail_outbox.configure(settings)
     webhook_delivery.configure(settings)
+    invoicing_identity.configure(settings)
     engine = piccolo_app.bind(db.engine_for(settings.database_url))
     await db.start(engine)
     ctx["engine"] = engine
