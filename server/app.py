@@ -51,6 +51,7 @@ from server.http.conversions.review_api import ConversionReviewApi, PublisherRev
 from server.http.conversions.review_pages import AdvertiserConversions
 from server.http.csrf import SessionBoundCSRF
 from server.http.health import healthz
+from server.http.invoicing.documents import DOCUMENT_ROUTES
 from server.http.openapi import document_errors, document_idempotency
 from server.http.pages import SESSION_COOKIE
 from server.http.payouts.connect_pages import PublisherPayoutAccount
@@ -139,6 +140,7 @@ ROUTE_HANDLERS = [
     ads_endpoints,
     PublisherSlots,
     demo_blog,
+    *DOCUMENT_ROUTES,
 ]
 
 

@@ -18,6 +18,7 @@ from workers.jobs.ads import settle_impression_earnings
 from workers.jobs.billing import enforce_auto_pause, process_stripe_event, sweep_stripe_events
 from workers.jobs.conversions import join_reconcile_conversions, reconcile_conversions
 from workers.jobs.digests import send_conversions_digests, send_review_digests
+from workers.jobs.documents import render_documents
 from workers.jobs.earnings import settle_click_earnings
 from workers.jobs.ledger import check_ledger
 from workers.jobs.mail import deliver_mail
@@ -67,6 +68,7 @@ FUNCTIONS = [
     deliver_webhooks,
     send_review_digests,
     send_conversions_digests,
+    render_documents,
 ]
 CRON_JOBS = [
     # Every ten seconds: the outbox's due messages go out (and failed tries are retried when due).
@@ -83,6 +85,8 @@ CRON_JOBS = [
     cron(settle_impression_earnings, minute=set(range(0, 60, 5)), run_at_startup=True, unique=True),
     # Every minute: Stripe events whose job was lost or failed are processed (idempotent).
     cron(sweep_stripe_events, run_at_startup=True, unique=True),
+    # Every minute: documents issued since get their PDF, rendered once and stored (server/invoicing/render.py).
+    cron(render_documents, run_at_startup=True, unique=True),
     # Every five minutes: campaigns of advertisers below their auto-pause threshold are paused.
     cron(enforce_auto_pause, minute=set(range(0, 60, 5)), run_at_startup=True, unique=True),
     # Every quarter of an hour: a period whose cut-off passed gets its batches (once).
