@@ -52,6 +52,7 @@ from server.http.conversions.review_pages import AdvertiserConversions
 from server.http.csrf import SessionBoundCSRF
 from server.http.health import healthz
 from server.http.invoicing.documents import DOCUMENT_ROUTES
+from server.http.invoicing.profile import PROFILE_ROUTES
 from server.http.openapi import document_errors, document_idempotency
 from server.http.pages import SESSION_COOKIE
 from server.http.payouts.connect_pages import PublisherPayoutAccount
@@ -140,6 +141,7 @@ ROUTE_HANDLERS = [
     ads_endpoints,
     PublisherSlots,
     demo_blog,
+    *PROFILE_ROUTES,
     *DOCUMENT_ROUTES,
 ]
 

@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from server.accounts import mailbox
+from server.accounts import service as accounts
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
 from server.audit.tables import AuditEvent
@@ -15,7 +17,8 @@ from server.core.errors import Invalid
 from server.core.settings import ConfigError
 from server.invoicing import identity
 from server.invoicing.tables import BillingProfile, SelfBillingAgreement
-from tests.factories import make_advertiser, make_publisher
+from tests.accounts.test_api_keys import create_key
+from tests.factories import PASSWORD, login, make_publisher, post_form, staff_client, unique_email
 
 FR_BUSINESS = {
     "kind": "business",
@@ -52,8 +55,18 @@ def _user(user_id: int, email: str, role: Role, language: str = "") -> CurrentUs
     return CurrentUser(id=user_id, email=email, role=role, via="test", language=language)
 
 
+async def new_advertiser() -> tuple[int, str]:
+    """An advertiser with no billing details yet (tests.factories' default advertiser has some)."""
+    email = unique_email("adv")
+    user_id = await accounts.signup_advertiser(
+        {"email": email, "password": PASSWORD, "company_name": "Shop Ltd", "website": "https://shop.affnet.example"}
+    )
+    await mailbox.mark_verified(user_id)
+    return user_id, email
+
+
 async def _advertiser() -> CurrentUser:
-    user_id, email = await make_advertiser()
+    user_id, email = await new_advertiser()
     return _user(user_id, email, Role.advertiser)
 
 
@@ -234,3 +247,130 @@ async def test_self_billing_is_for_businesses(client, settings) -> None:
     with pytest.raises(Invalid) as refused:  # not while an agreement is in force
         await identity.save_profile(publisher, IT_PERSON)
     assert refused.value.field == "kind"
+
+
+# --- pages ---------------------------------------------------------------------------------------
+
+
+async def _logged_in(new_client, make) -> tuple:
+    user_id, email = await make()
+    browser = new_client()
+    await login(browser, email)
+    return browser, user_id, email
+
+
+async def test_billing_details_page_saves_and_shows_each_problem_under_its_field(new_client) -> None:
+    browser, user_id, _email = await _logged_in(new_client, new_advertiser)
+    page = await browser.get("/account/billing-profile")
+    assert page.status_code == 200 and 'data-testid="no-profile"' in page.text
+    assert 'href="/account/billing-profile"' in page.text  # the navigation links to it
+
+    bad = {**FR_BUSINESS, "company_number": "73282932000075", "vat_number": "FR45732829320", "city": ""}
+    refused = await post_form(browser, "/account/billing-profile", bad)
+    assert refused.status_code == 422
+    assert 'data-field-error="company_number"' in refused.text and "SIRET" in refused.text
+    assert 'data-field-error="vat_number"' in refused.text and 'data-field-error="city"' in refused.text
+    assert 'value="Boutique Dupont SARL"' in refused.text  # what was typed is kept
+    assert await identity.profile_of(user_id) is None
+
+    saved = await post_form(browser, "/account/billing-profile", FR_BUSINESS)
+    assert saved.status_code == 303 and saved.headers["location"] == "/account/billing-profile?done=saved"
+    shown = await browser.get(saved.headers["location"])
+    assert 'class="notice"' in shown.text and 'value="73282932000074"' in shown.text
+    assert 'name="vat_regime"' not in shown.text  # an advertiser's regime is always standard
+    assert (await identity.profile_of(user_id))["vat_number"] == "FR44732829320"
+
+
+async def test_self_billing_page_accepts_and_revokes(new_client, settings) -> None:
+    browser, user_id, _email = await _logged_in(new_client, lambda: make_publisher(settings))
+    page = await browser.get("/publisher/self-billing")
+    assert page.status_code == 200 and 'data-state="off"' in page.text
+    assert (
+        "289 I-2" in page.text
+        and "633/1972" in page.text
+        and 'action="/publisher/self-billing/accept"' not in page.text
+    )
+    refused = await post_form(browser, "/publisher/self-billing/accept")
+    assert refused.status_code == 422  # no billing details yet
+    saved = await post_form(browser, "/account/billing-profile", {**IT_BUSINESS, "vat_regime": "franchise"})
+    assert saved.status_code == 303
+    assert (await identity.profile_of(user_id))["vat_regime"] == "franchise"
+    accepted = await post_form(browser, "/publisher/self-billing/accept")
+    assert accepted.status_code == 303 and accepted.headers["location"].endswith("?done=accepted")
+    page = await browser.get(accepted.headers["location"])
+    assert 'data-state="in_force"' in page.text and 'class="notice"' in page.text
+    revoked = await post_form(browser, "/publisher/self-billing/revoke")
+    assert revoked.headers["location"].endswith("?done=revoked")
+    assert await identity.agreement_in_force(user_id, datetime.now(UTC)) is None
+    assert len(await identity.agreements_of(user_id)) == 1
+
+
+async def test_staff_have_no_billing_details(new_client) -> None:
+    browser, _staff = await staff_client(new_client, Role.finance)
+    assert (await browser.get("/account/billing-profile")).status_code == 403
+    assert (await post_form(browser, "/account/billing-profile", FR_BUSINESS)).status_code == 403
+    assert (await browser.get("/publisher/self-billing")).status_code == 403
+
+
+# --- API -----------------------------------------------------------------------------------------
+
+
+async def _api(new_client, make) -> tuple:
+    browser, user_id, _email = await _logged_in(new_client, make)
+    key = await create_key(browser)
+    api = new_client()
+    api.headers["Authorization"] = f"Bearer {key}"
+    return api, browser, user_id
+
+
+async def test_api_billing_profile_is_the_pages_profile(new_client) -> None:
+    api, browser, user_id = await _api(new_client, new_advertiser)
+    missing = await api.get("/api/v1/advertiser/billing-profile")
+    assert missing.status_code == 404 and missing.json()["error"]["message"]
+
+    refused = await api.put("/api/v1/advertiser/billing-profile", json={**IT_BUSINESS, "vat_number": "00743110158"})
+    assert refused.status_code == 422
+    error = refused.json()["error"]
+    assert error["field"] == "vat_number" and "partita IVA" in error["message"] and "Italy" in error["message"]
+    assert await identity.profile_of(user_id) is None
+
+    put = await api.put("/api/v1/advertiser/billing-profile", json=IT_BUSINESS)
+    assert put.status_code == 200, put.text
+    assert put.json()["vat_number"] == "IT00743110157" and put.json()["vat_regime"] == "standard"
+    got = await api.get("/api/v1/advertiser/billing-profile")
+    assert got.json() == put.json()
+    page = await browser.get("/account/billing-profile")
+    assert 'value="IT00743110157"' in page.text and "Negozio Rossi S.r.l." in page.text
+
+    await post_form(browser, "/account/billing-profile", FR_BUSINESS)  # the page's change, read by the API
+    assert (await api.get("/api/v1/advertiser/billing-profile")).json()["company_number"] == "73282932000074"
+    wrong_role = await api.get("/api/v1/publisher/billing-profile")
+    assert wrong_role.status_code == 403
+
+
+async def test_api_self_billing(new_client, settings) -> None:
+    api, _browser, user_id = await _api(new_client, lambda: make_publisher(settings))
+    state = (await api.get("/api/v1/publisher/self-billing")).json()
+    assert state["in_force"] is False and state["version"] == identity.AGREEMENT_VERSION and state["text"]
+    refused = await api.post("/api/v1/publisher/self-billing", json={"accept": True})
+    assert refused.status_code == 422 and refused.json()["error"]["field"] == "billing_profile"
+    put = await api.put("/api/v1/publisher/billing-profile", json={**FR_BUSINESS, "vat_regime": "franchise"})
+    assert put.status_code == 200 and put.json()["vat_regime"] == "franchise"
+    accepted = await api.post("/api/v1/publisher/self-billing", json={"accept": True})
+    assert accepted.status_code == 200 and accepted.json()["in_force"] is True
+    assert (await api.post("/api/v1/publisher/self-billing", json={"accept": True})).json() == accepted.json()
+    revoked = await api.post("/api/v1/publisher/self-billing", json={"accept": False})
+    assert revoked.json()["in_force"] is False
+    assert len(await identity.agreements_of(user_id)) == 1
+
+
+async def test_each_user_sees_and_changes_only_their_own_profile(new_client) -> None:
+    first, _browser, first_id = await _api(new_client, new_advertiser)
+    second, other_browser, second_id = await _api(new_client, new_advertiser)
+    await first.put("/api/v1/advertiser/billing-profile", json=FR_BUSINESS)
+    assert (await second.get("/api/v1/advertiser/billing-profile")).status_code == 404
+    page = await other_browser.get("/account/billing-profile")
+    assert "Boutique Dupont" not in page.text and "73282932000074" not in page.text
+    await second.put("/api/v1/advertiser/billing-profile", json=IT_BUSINESS)
+    assert (await identity.profile_of(first_id))["country"] == "FR"  # the first one's is untouched
+    assert (await identity.profile_of(second_id))["country"] == "IT"
