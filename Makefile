@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-# Browser libraries (Chart.js), pinned in package-lock.json and served from static/vendor/.
+# Browser libraries (Chart.js, pdf.js), pinned in package-lock.json and served from static/vendor/.
 JS_STAMP  := node_modules/.installed-stamp
-VENDOR_JS := static/vendor/chart.umd.js
+VENDOR_JS := static/vendor/chart.umd.js static/vendor/pdf.min.mjs
 # `make test` runs the suite in this many processes (pytest-xdist; each its own Redis, PostgreSQL and
 # SQLite, a test file at a time). 0 runs it in this one.
 PYTEST_WORKERS ?= 2

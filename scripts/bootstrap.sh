@@ -13,3 +13,5 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 echo "installing affnet and its dependencies into $venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[dev]' 2> >(grep -v "^WARNING: Location" >&2)
+# WeasyPrint renders the documents' PDFs with Pango: install it (and a font) when missing.
+bash "$(dirname "$0")/pdf-prereqs.sh"

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Install the system packages the tests need, from Debian's packages.
-#  - always: Chromium, for the browser journeys (Playwright drives /usr/bin/chromium);
+#  - always: Chromium, for the browser journeys (Playwright drives /usr/bin/chromium), and Pango for
+#    WeasyPrint (scripts/pdf-prereqs.sh);
 #  - with CI=true: PostgreSQL and Redis as well, so both engines are tested.
 # The tests start their own throwaway PostgreSQL and Redis servers on loopback.
 set -euo pipefail
+
+# Pango and a font for WeasyPrint, the documents' PDFs (their tests render them).
+bash "$(dirname "$0")/pdf-prereqs.sh"
 
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
