@@ -26,6 +26,7 @@ from workers.jobs.partitions import create_partitions_ahead, drop_expired_raw_ev
 from workers.jobs.payouts import execute_payout_batch, join_payout_batch, prepare_payouts, sweep_payout_batches
 from workers.jobs.reports import rebuild_previous_day, roll_up_reports
 from workers.jobs.sessions import purge_expired_sessions
+from workers.jobs.statements import issue_batch_statements, issue_statements
 from workers.jobs.webhooks import deliver_webhooks
 
 
@@ -63,6 +64,8 @@ FUNCTIONS = [
     create_partitions_ahead,
     drop_expired_raw_events,
     join_payout_batch,
+    issue_statements,
+    issue_batch_statements,
     join_reconcile_conversions,
     deliver_mail,
     deliver_webhooks,
@@ -93,6 +96,8 @@ CRON_JOBS = [
     cron(prepare_payouts, minute={1, 16, 31, 46}, run_at_startup=True, unique=True),
     # Every five minutes: approved batches whose job was lost, and batches a crash left executing, are paid.
     cron(sweep_payout_batches, minute=set(range(2, 60, 5)), run_at_startup=True, unique=True),
+    # Every minute: paid payout lines get their statement and self-billed invoice (server/payouts/statements.py).
+    cron(issue_statements, run_at_startup=True, unique=True),
     # Every five minutes: the reports' hourly rollups catch up with new and changed events.
     cron(roll_up_reports, minute=set(range(3, 60, 5)), run_at_startup=True, unique=True),
     # Nightly: yesterday (UTC) is rebuilt from the raw events, late events included.

@@ -11,6 +11,8 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from arq import create_pool
+from arq.connections import RedisSettings
 
 from server.accounts.tables import Role, User
 from server.billing import stripe_api
@@ -28,7 +30,8 @@ from server.payouts.account_tables import PayoutAccount
 from tests.conversions.factories import pending_conversions
 from tests.factories import make_advertiser, post_form, staff_client
 from tests.payouts.factories import after_next_cutoff, approved_batch, connected_account, fresh_line_ids, lines_of
-from workers.jobs.statements import issue_statements
+from workers.jobs.payouts import execute_payout_batch
+from workers.jobs.statements import issue_batch_statements, issue_statements
 
 
 async def pay(settings, batch_id: int) -> None:
@@ -414,3 +417,19 @@ async def test_each_payment_states_what_it_paid_and_money_after_its_cut_off_wait
         totals.append(statement["total_minor"])
     assert totals == [10_000, 6_000, 7_000]
     assert [r["number"] for r in await Document.select(Document.number).order_by(Document.id)] == [1, 2, 3]
+
+
+async def test_the_batch_job_queues_the_statements_job_which_issues_them(new_client, settings, stripe_local):
+    batch_id, _ = await approved_batch(new_client, settings, stripe_local, 10_000)
+    pool = await create_pool(RedisSettings.from_dsn(settings.redis_url))
+    try:
+        ctx = {"settings": settings, "job_try": 1, "redis": pool}
+        assert await execute_payout_batch(ctx, batch_id) == "done"
+        queued = [(j.function, j.args) for j in await pool.queued_jobs()]
+        assert ("issue_batch_statements", (batch_id,)) in queued
+        assert await Document.count() == 0  # the payment did not wait for it
+        assert await issue_batch_statements(ctx, batch_id) == 1
+    finally:
+        await pool.aclose()
+    [line] = await lines_of(batch_id)
+    assert (await documents_of(line["id"]))["statement"]["total_minor"] == line["amount_minor"]

@@ -16,6 +16,7 @@ from server.billing import stripe_api
 from server.payouts import execute, reconcile
 from server.payouts import service as payouts
 from workers import spread
+from workers.jobs.statements import queue_after_batch
 
 log = logging.getLogger("affnet.payouts")
 
@@ -41,6 +42,7 @@ async def execute_payout_batch(ctx: dict[str, Any], batch_id: int) -> str:
             status = await _execute(ctx, batch_id, client, heartbeat)
             if status == "done":
                 await _reconcile(batch_id, client)
+                await queue_after_batch(ctx["redis"], batch_id)  # its statements, without waiting a minute
             return status
     except execute.Transient as exc:
         raise Retry(defer=min(30 * 2 ** (ctx.get("job_try", 1) - 1), 1800)) from exc
