@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import threading
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import cache
@@ -184,11 +185,18 @@ def _refusing_fetcher() -> Any:
     return Refusing()
 
 
+# One rendering at a time per process: WeasyPrint makes no promise about several threads rendering
+# at once (it drives Pango, fontconfig and its caches), and documents are few (one per top-up, refund
+# or payment), so waiting costs little.
+_RENDERING = threading.Lock()
+
+
 def pdf_from_html(html: str) -> bytes:
     """WeasyPrint's PDF of `html` (blocking: run it in a thread)."""
     import weasyprint  # imported when first needed: it loads Pango
 
-    return weasyprint.HTML(string=html, url_fetcher=_refusing_fetcher()).write_pdf()
+    with _RENDERING:
+        return weasyprint.HTML(string=html, url_fetcher=_refusing_fetcher()).write_pdf()
 
 
 async def stored_pdf(document_id: int) -> bytes | None:
