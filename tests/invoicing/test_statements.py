@@ -27,6 +27,7 @@ from server.ledger import service as ledger
 from server.payouts import execute, statements
 from server.payouts import service as payouts
 from server.payouts.account_tables import PayoutAccount
+from server.payouts.tables import PayoutBatch
 from tests.conversions.factories import pending_conversions
 from tests.factories import make_advertiser, post_form, staff_client
 from tests.payouts.factories import after_next_cutoff, approved_batch, connected_account, fresh_line_ids, lines_of
@@ -165,7 +166,7 @@ async def _cpm_hour(publisher_id: int, campaign_id: int, hour: datetime, impress
 
 
 async def test_conversions_clicks_impressions_a_reversal_and_a_netted_debt_add_up_to_the_transfer(
-    app, new_client, client, settings, stripe_local
+    app, new_client, client, settings, stripe_local, monkeypatch
 ):
     await fresh_line_ids()
     # Three sales of 10.00 (the publisher earns 8.00 each) on "Spring Boots", funded.
@@ -267,6 +268,14 @@ async def test_conversions_clicks_impressions_a_reversal_and_a_netted_debt_add_u
     assert len(statement["lines"]) == 5  # nothing else: the ledger's entries, grouped, tie exactly
     assert await ledger.check() == []
     assert await statements.issue_due() == 0  # issued already
+
+    # However many groups there are, a statement lists at most MAX_LINES lines, and still adds up.
+    batch = await PayoutBatch.select(PayoutBatch.period_end).where(PayoutBatch.id == batch_id).first()
+    for most in (6, 5):
+        monkeypatch.setattr(statements, "MAX_LINES", most)
+        short = await statements.statement_lines(line, batch["period_end"])
+        assert len(short) <= most and sum(item["amount_minor"] for item in short) == 5_550
+    assert any(item["description"] == "Other earnings and adjustments" for item in short)
 
 
 async def _french_rate() -> None:

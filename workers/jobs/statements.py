@@ -7,6 +7,7 @@ both run under the same cron lock, so they do not meet in the first place."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from server.payouts import statements
@@ -15,17 +16,31 @@ from workers import cron_lock
 log = logging.getLogger("affnet.payouts")
 
 NAME = "issue_statements"
+PAGE = 500  # lines per pass
+BUDGET = 40.0  # seconds of passes per run (the cron lock's lease is renewed meanwhile): a 10,000-line batch
+# takes a few runs, each leaving room for the next minute's
 
 
 async def issue_statements(ctx: dict[str, Any]) -> int:
     """The paid lines' documents still to issue, oldest first: how many lines got theirs."""
-    return await statements.issue_due()
+    return await drain()
+
+
+async def drain(budget: float = BUDGET) -> int:
+    """Pass after pass of `statements.issue_due` while whole pages are issued and time is left."""
+    total = 0
+    started = time.monotonic()
+    while True:
+        issued = await statements.issue_due(PAGE)
+        total += issued
+        if issued < PAGE or time.monotonic() - started > budget:
+            return total
 
 
 async def issue_batch_statements(ctx: dict[str, Any], batch_id: int) -> Any:
     """Queued when a batch is paid: the same run as the cron's, under its lock (skipped while a run
     holds it: that run, or the next minute's, issues them)."""
-    return await cron_lock.run_locked(ctx["redis"], NAME, statements.issue_due)
+    return await cron_lock.run_locked(ctx["redis"], NAME, drain)
 
 
 async def queue_after_batch(redis: Any, batch_id: int) -> None:
