@@ -8,6 +8,7 @@ issuing again issues nothing, and statements are numbered 1..n."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -442,3 +443,15 @@ async def test_the_batch_job_queues_the_statements_job_which_issues_them(new_cli
         await pool.aclose()
     [line] = await lines_of(batch_id)
     assert (await documents_of(line["id"]))["statement"]["total_minor"] == line["amount_minor"]
+
+
+@pytest.mark.engine("postgres")
+async def test_two_runs_at_once_issue_each_statement_once_numbered_without_gap(new_client, settings, stripe_local):
+    batch_id, _ = await approved_batch(new_client, settings, stripe_local, 10_000, 11_000, 12_000, 13_000)
+    await pay(settings, batch_id)
+    # Two workers past the cron lock (a Redis failover): the database still issues each document once.
+    runs = await asyncio.gather(statements.issue_due(), statements.issue_due())
+    assert sum(runs) == 4
+    rows = await Document.select(Document.payout_line, Document.number).order_by(Document.number)
+    assert [r["number"] for r in rows] == [1, 2, 3, 4]
+    assert sorted(r["payout_line"] for r in rows) == sorted(line["id"] for line in await lines_of(batch_id))
