@@ -12,7 +12,9 @@ from server.accounts import mailbox
 from server.accounts import service as accounts
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Publisher, Role
+from server.core import clock
 from server.core.settings import Settings
+from server.invoicing.tables import BillingProfile
 
 PASSWORD = "correct horse battery"
 _seq = itertools.count(1)
@@ -50,13 +52,54 @@ async def make_publisher(
     return user_id, email
 
 
-async def make_advertiser(*, email: str | None = None) -> tuple[int, str]:
+async def make_advertiser(*, email: str | None = None, billing_profile: bool = True) -> tuple[int, str]:
     email = email or unique_email("adv")
     user_id = await accounts.signup_advertiser(
         {"email": email, "password": PASSWORD, "company_name": "Shop Ltd", "website": "https://shop.affnet.example"}
     )
     await mailbox.mark_verified(user_id)
+    if billing_profile:
+        await give_billing_profile(user_id, **ITALIAN_BUSINESS)
     return user_id, email
+
+
+# The advertiser the tests make by default can top up: an Italian business with a valid partita IVA, so
+# (the network being French) its top-ups bear no VAT under the reverse charge, and what the billing tests
+# say of charges and balances holds as before invoicing. tests/invoicing/ covers the VAT of each case.
+ITALIAN_BUSINESS = {
+    "kind": "business",
+    "legal_name": "Shop S.r.l.",
+    "address": "Via Roma 1",
+    "postcode": "20121",
+    "city": "Milano",
+    "country": "IT",
+    "tax_code": "00743110157",
+    "vat_number": "IT00743110157",
+}
+FRENCH_BUSINESS = {
+    "kind": "business",
+    "legal_name": "Boutique SARL",
+    "address": "5 rue du Commerce",
+    "postcode": "69002",
+    "city": "Lyon",
+    "country": "FR",
+    "company_number": "73282932000074",
+    "vat_number": "FR44732829320",
+}
+FRENCH_INDIVIDUAL = {
+    "kind": "individual",
+    "legal_name": "Marie Dupont",
+    "address": "3 place Bellecour",
+    "postcode": "69002",
+    "city": "Lyon",
+    "country": "FR",
+}
+
+
+async def give_billing_profile(user_id: int, **fields: Any) -> None:
+    """A billing profile stored as is (the identity tests check what the form accepts)."""
+    now = clock.now()
+    await BillingProfile.insert(BillingProfile(user=user_id, created_at=now, updated_at=now, **fields))
 
 
 async def make_staff(role: Role, *, email: str | None = None) -> tuple[int, str]:

@@ -24,6 +24,7 @@ from server.billing import service as billing
 from server.billing.stripe_api import Gateway
 from server.billing.tables import Funding, FundingStatus
 from server.core import clock, db
+from server.invoicing import invoices
 from server.ledger import postings
 from server.ledger.service import InsufficientFunds
 
@@ -145,8 +146,10 @@ async def _ensure_credited(funding_id: int, payment_intent_id: str, gateway: Gat
             funding["currency"],
             reference_id=funding_id,
             key=f"funding:{funding_id}:credited",
+            vat=funding["vat_minor"],
         )
         now = clock.now()
+        await invoices.invoice_top_up(funding, issued_at=now)  # its VAT is what the posting owes
         await Funding.update(
             {
                 Funding.status: FundingStatus.credited.value,
@@ -161,13 +164,30 @@ async def _ensure_credited(funding_id: int, payment_intent_id: str, gateway: Gat
     return "credited"
 
 
+def _taken_back(funding: dict[str, Any]) -> int:
+    """What refunds and chargebacks not won back have taken of a funding so far (its VAT shares follow it)."""
+    return funding["refunded_minor"] + funding["disputed_minor"]
+
+
 async def _withdraw(funding: dict[str, Any], amount: int, *, kind: str, key: str) -> bool:
-    """Take `amount` of a funding back (refund, dispute); True if this call moved it."""
+    """Take `amount` of a funding back (refund, dispute), with its share of the VAT and a credit note for
+    both; True if this call moved it."""
+    before = _taken_back(funding)
+    vat = invoices.vat_share(funding, before, before + amount)
     for attempt in range(RETRIES):
         try:
             posted = await postings.withdraw_funding(
-                funding["advertiser"], amount, funding["currency"], kind=kind, reference_id=funding["id"], key=key
+                funding["advertiser"],
+                amount,
+                funding["currency"],
+                kind=kind,
+                reference_id=funding["id"],
+                key=key,
+                vat=vat,
             )
+            if not posted.replayed:
+                reason = "refund" if kind == "funding.refund" else "chargeback"
+                await invoices.credit_note(funding, amount, vat, source_key=key, reason=reason)
             return not posted.replayed
         except InsufficientFunds:
             if attempt == RETRIES - 1:
@@ -210,14 +230,14 @@ async def _dispute(event_type: str, dispute: dict[str, Any], gateway: Gateway) -
         ):
             disputed += amount
         if won:
+            key = f"funding:{funding_id}:dispute:{dispute_id}:reinstated"
+            taken = funding["refunded_minor"] + disputed
+            vat = invoices.vat_share(funding, taken - amount, taken)
             posted = await postings.reinstate_funding(
-                funding["advertiser"],
-                amount,
-                funding["currency"],
-                reference_id=funding_id,
-                key=f"funding:{funding_id}:dispute:{dispute_id}:reinstated",
+                funding["advertiser"], amount, funding["currency"], reference_id=funding_id, key=key, vat=vat
             )
             if not posted.replayed:
+                await invoices.reinvoice(funding, amount, vat, source_key=key)
                 disputed -= amount
         await Funding.update({Funding.disputed_minor: disputed, Funding.updated_at: clock.now()}).where(
             Funding.id == funding_id

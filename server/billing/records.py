@@ -13,7 +13,8 @@ class FundingLine:
 
     id: int
     created_at: datetime
-    amount_minor: int
+    amount_minor: int  # charged by Stripe: the amount credited plus the VAT
+    vat_minor: int
     currency: str
     status: str
     refunded_minor: int
@@ -23,6 +24,11 @@ class FundingLine:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> FundingLine:
         return cls(**row)
+
+    @property
+    def credited_minor(self) -> int:
+        """What the top-up adds to the balance: the charge less its VAT."""
+        return self.amount_minor - self.vat_minor
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from server.core import clock, db, money
 from server.core.errors import Conflict, Invalid, NotFound
 from server.core.i18n import _
 from server.core.validation import form_field
+from server.invoicing import documents, invoices
 from server.ledger import service as ledger
 from server.ledger.tables import AccountKind as K
 
@@ -93,13 +94,19 @@ async def start_funding(
 ) -> str:
     """Store a funding, open a Stripe Checkout Session for it, and return where to send the browser."""
     amount, currency = await parse_funding(advertiser.id, form)
+    priced = await invoices.quote(advertiser.id, amount, currency)
     now = clock.now()
     reference = secrets.token_hex(8)
     rows = await Funding.insert(
         Funding(
             advertiser=advertiser.id,
             reference=reference,
-            amount_minor=amount,
+            amount_minor=priced.total_minor,
+            vat_minor=priced.vat_minor,
+            vat_rate_bp=priced.vat.rate_bp,
+            vat_treatment=priced.vat.treatment.value,
+            vat_country=priced.vat.country,
+            buyer=documents.dumps(priced.buyer),
             currency=currency,
             status=FundingStatus.pending.value,
             created_at=now,
@@ -111,7 +118,9 @@ async def start_funding(
         session = await gateway.create_checkout_session(
             funding_id=funding_id,
             reference=reference,
-            amount_minor=amount,
+            amount_minor=priced.total_minor,
+            vat_minor=priced.vat_minor,
+            vat_label=priced.vat_label(),
             currency=currency,
             email=advertiser.email,
             # Stripe fills in {CHECKOUT_SESSION_ID}; the return page only shows, it never credits.
@@ -179,6 +188,7 @@ def _funding_lines() -> Any:
         Funding.id,
         Funding.created_at,
         Funding.amount_minor,
+        Funding.vat_minor,
         Funding.currency,
         Funding.status,
         Funding.refunded_minor,

@@ -61,6 +61,8 @@ class Gateway(Protocol):
         email: str,
         success_url: str,
         cancel_url: str,
+        vat_minor: int = 0,
+        vat_label: str = "",
     ) -> CheckoutSession: ...
 
     async def expire_checkout_session(self, session_id: str, *, idempotency_key: str) -> bool: ...
@@ -90,20 +92,23 @@ class StripeGateway:
         email: str,
         success_url: str,
         cancel_url: str,
+        vat_minor: int = 0,
+        vat_label: str = "",
     ) -> CheckoutSession:
+        """A Checkout Session charging `amount_minor`: the balance top-up, and its VAT (`vat_minor`, included
+        in `amount_minor`) as a line of its own, so the payer sees both."""
         metadata = {"funding_id": str(funding_id)}
+
+        def item(amount: int, name: str) -> dict[str, Any]:
+            price = {"currency": currency.lower(), "unit_amount": amount, "product_data": {"name": name}}
+            return {"quantity": 1, "price_data": price}
+
+        items = [item(amount_minor - vat_minor, "affnet prepaid balance")]
+        if vat_minor:
+            items.append(item(vat_minor, vat_label or "VAT"))
         params: dict[str, Any] = {
             "mode": "payment",
-            "line_items": [
-                {
-                    "quantity": 1,
-                    "price_data": {
-                        "currency": currency.lower(),
-                        "unit_amount": amount_minor,
-                        "product_data": {"name": "affnet prepaid balance"},
-                    },
-                }
-            ],
+            "line_items": items,
             "success_url": success_url,
             "cancel_url": cancel_url,
             "client_reference_id": str(funding_id),

@@ -6,9 +6,10 @@ contract in pyproject.toml). The idempotency keys are the caller's: they name th
 
 funding            stripe_clearing -amount          advertiser_balance +amount
 card funding       stripe_clearing -(charge-fee), processing_fees -fee (the network absorbs Stripe's fee),
-                   advertiser_receivable +owed (paid off first), advertiser_balance +(charge-owed)
-funding withdrawn  (refund, dispute) stripe_clearing +amount, advertiser_balance -(what it holds),
-                   advertiser_receivable -(the rest)
+                   vat_payable +vat (the invoice's VAT, owed to the tax authorities),
+                   advertiser_receivable +owed (paid off first), advertiser_balance +(charge-vat-owed)
+funding withdrawn  (refund, dispute) stripe_clearing +amount, vat_payable -vat (the credit note's share),
+                   advertiser_balance -(what it holds of the rest), advertiser_receivable -(the rest)
 funding reinstated (dispute won) as card funding without a fee
 earning approved   advertiser_balance -price        publisher_pending +payout, network_revenue +margin
                    (publisher_available +payout instead when the hold is already over)
@@ -64,50 +65,69 @@ async def _credit_lines(advertiser_id: int, amount: int, currency: str) -> list[
     return lines
 
 
+async def _vat_line(vat: int, currency: str) -> list[Line]:
+    return [Line(await ledger.account(K.vat_payable, currency), vat, currency)] if vat else []
+
+
 async def fund_advertiser_by_card(
-    advertiser_id: int, charge: int, fee: int, currency: str, *, reference_id: int, key: str
+    advertiser_id: int, charge: int, fee: int, currency: str, *, reference_id: int, key: str, vat: int = 0
 ) -> Posted:
-    """Stripe charged `charge` and kept `fee`. The network absorbs the fee: the advertiser is credited
-    the whole charge (I13: charge = credit + 0; clearing + fees = charge)."""
+    """Stripe charged `charge` (VAT included) and kept `fee`. The network absorbs the fee and owes the
+    `vat`: the advertiser is credited the rest, the invoice's net (I13: charge = credit + vat; clearing +
+    fees = charge)."""
     if not 0 <= fee < charge:
         raise ledger.LedgerError("A card funding needs 0 <= fee < charge.")
+    if not 0 <= vat < charge:
+        raise ledger.LedgerError("A card funding needs 0 <= vat < charge.")
     lines = [Line(await ledger.account(K.stripe_clearing, currency), -(charge - fee), currency)]
     if fee:
         lines.append(Line(await ledger.account(K.processing_fees, currency), -fee, currency))
-    lines += await _credit_lines(advertiser_id, charge, currency)
+    lines += await _vat_line(vat, currency)
+    lines += await _credit_lines(advertiser_id, charge - vat, currency)
     return await engine.post(
         kind="funding", idempotency_key=key, reference_type="funding", reference_id=reference_id, lines=lines
     )
 
 
 async def withdraw_funding(
-    advertiser_id: int, amount: int, currency: str, *, kind: str, reference_id: int, key: str
+    advertiser_id: int, amount: int, currency: str, *, kind: str, reference_id: int, key: str, vat: int = 0
 ) -> Posted:
-    """A refund or a dispute takes `amount` of a funding back through Stripe: from the advertiser's
-    balance as far as it goes, the rest becomes a receivable the advertiser owes (I4 holds)."""
+    """A refund or a dispute takes `amount` of a funding back through Stripe: `vat` of it is VAT no longer
+    owed (its credit note's), the rest comes from the advertiser's balance as far as it goes, and what
+    it cannot cover becomes a receivable the advertiser owes (I4 holds)."""
     if amount <= 0:
         raise ledger.LedgerError("A withdrawal needs an amount above zero.")
+    if not 0 <= vat < amount:
+        raise ledger.LedgerError("A withdrawal needs 0 <= vat < amount.")
+    net = amount - vat
     held = await ledger.balance(K.advertiser_balance, currency, advertiser_id)
-    taken = min(max(held, 0), amount)
+    taken = min(max(held, 0), net)
     lines = [Line(await ledger.account(K.stripe_clearing, currency), amount, currency)]
+    lines += await _vat_line(-vat, currency)
     if taken:
         lines.append(Line(await ledger.account(K.advertiser_balance, currency, advertiser_id), -taken, currency))
-    if amount - taken:
+    if net - taken:
         lines.append(
-            Line(await ledger.account(K.advertiser_receivable, currency, advertiser_id), -(amount - taken), currency)
+            Line(await ledger.account(K.advertiser_receivable, currency, advertiser_id), -(net - taken), currency)
         )
     return await engine.post(
         kind=kind, idempotency_key=key, reference_type="funding", reference_id=reference_id, lines=lines
     )
 
 
-async def reinstate_funding(advertiser_id: int, amount: int, currency: str, *, reference_id: int, key: str) -> Posted:
-    """A dispute was won: Stripe returns the disputed amount, and the advertiser gets it back."""
+async def reinstate_funding(
+    advertiser_id: int, amount: int, currency: str, *, reference_id: int, key: str, vat: int = 0
+) -> Posted:
+    """A dispute was won: Stripe returns the disputed amount, its `vat` is owed again (invoiced again),
+    and the advertiser gets the rest back."""
     if amount <= 0:
         raise ledger.LedgerError("A reinstatement needs an amount above zero.")
+    if not 0 <= vat < amount:
+        raise ledger.LedgerError("A reinstatement needs 0 <= vat < amount.")
     lines = [
         Line(await ledger.account(K.stripe_clearing, currency), -amount, currency),
-        *await _credit_lines(advertiser_id, amount, currency),
+        *await _vat_line(vat, currency),
+        *await _credit_lines(advertiser_id, amount - vat, currency),
     ]
     return await engine.post(
         kind="funding.reinstated", idempotency_key=key, reference_type="funding", reference_id=reference_id, lines=lines

@@ -169,7 +169,33 @@ async def check() -> list[str]:
         "JOIN ledger_account a ON a.id = e.account WHERE e.currency <> a.currency"
     ):
         problems.append(f"entry {row['id']} is in {row['currency']} on an account in {row['account_currency']}")
+    problems += await _vat_against_documents()
     return problems
+
+
+async def _vat_against_documents() -> list[str]:
+    """The VAT the ledger owes (vat_payable) is the VAT of the invoices less the credit notes issued to
+    advertisers (server/invoicing), per currency: every VAT movement is posted with its document."""
+    owed = {
+        r["currency"]: db.whole(r["total"])
+        for r in await LedgerAccount.raw(
+            "SELECT currency, SUM(balance_minor) AS total FROM ledger_account WHERE kind = 'vat_payable' "
+            "GROUP BY currency"
+        )
+    }
+    invoiced = {
+        r["currency"]: db.whole(r["total"])
+        for r in await LedgerAccount.raw(
+            "SELECT currency, SUM(vat_minor) AS total FROM document WHERE kind IN ('invoice', 'credit_note') "
+            "GROUP BY currency"
+        )
+    }
+    return [
+        f"VAT: the ledger owes {owed.get(c, 0)} {c} of VAT (vat_payable), the invoices and credit notes "
+        f"say {invoiced.get(c, 0)}"
+        for c in sorted(set(owed) | set(invoiced))
+        if owed.get(c, 0) != invoiced.get(c, 0)
+    ]
 
 
 async def summary() -> dict[str, Any]:

@@ -163,12 +163,15 @@ class FakeStripe:
         email: str,
         success_url: str,
         cancel_url: str,
+        vat_minor: int = 0,
+        vat_label: str = "",
     ) -> CheckoutSession:
         self.sessions.append(
             {
                 "funding_id": funding_id,
                 "reference": reference,
                 "amount": amount_minor,
+                "vat": vat_minor,
                 "currency": currency,
                 "success_url": success_url,
                 "cancel_url": cancel_url,

@@ -41,7 +41,16 @@ from server.payouts import service as payouts
 from server.payouts.tables import PayoutLine
 from tests.conversions.factories import secrets_of
 from tests.e2e.test_funding_journey import run_worker, wait_for_events
-from tests.factories import PASSWORD, make_advertiser, make_publisher, make_staff, unique_email
+from tests.factories import (
+    FRENCH_BUSINESS,
+    ITALIAN_BUSINESS,
+    PASSWORD,
+    give_billing_profile,
+    make_advertiser,
+    make_publisher,
+    make_staff,
+    unique_email,
+)
 from tests.payouts.factories import after_next_cutoff, connected_account, fresh_line_ids, payout_account
 from tests.tracking.factories import campaign_form
 
@@ -55,6 +64,7 @@ WORDS = {
     "it": {"campaigns": "Campagne", "payouts": "Pagamenti", "logout": "Esci"},
 }
 THOUSANDS = {"fr": "1 250,00 €", "it": "1.250,00 €"}  # French groups with a (narrow no-break) space
+FRENCH_TOTAL = "1 500,00 €"  # with 20 % VAT
 SIZES = [("fr-FR", PHONE), ("it-IT", PHONE), ("fr-FR", LAPTOP), ("it-IT", LAPTOP)]
 
 
@@ -282,6 +292,9 @@ async def test_an_advertiser_creates_funds_and_approves_in_their_language(
         await me.check("dashboard")
         user = await User.select(User.id).where(User.email == email).first()
         await mailbox.mark_verified(user["id"])  # as if they opened the link (tests/e2e/test_mail_journey.py does)
+        # Their billing details, as the billing-profile page stores them (tests/invoicing/ fill in that form):
+        # a French company pays 20 % VAT on top of its top-up, an Italian one none (reverse charge).
+        await give_billing_profile(user["id"], **(FRENCH_BUSINESS if tag.startswith("fr") else ITALIAN_BUSINESS))
 
         # A campaign paying 12,50 a sale, typed as the locale writes it.
         await me.nav("Campaigns")
@@ -307,7 +320,9 @@ async def test_an_advertiser_creates_funds_and_approves_in_their_language(
         await page.select_option("form[action='/advertiser/billing/fund'] select[name=currency]", "EUR")
         await page.locator("form[action='/advertiser/billing/fund'] button[type=submit]").click()
         big = THOUSANDS[me.language]
-        assert big in spaced(await page.get_by_test_id("charge-amount").inner_text())
+        assert big in spaced(await page.get_by_test_id("charge-net").inner_text())
+        total = spaced(await page.get_by_test_id("charge-total").inner_text())
+        assert total == (FRENCH_TOTAL if tag.startswith("fr") else big), total
         await me.check("confirm")
         await page.get_by_test_id("confirm-pay").click()
         await page.wait_for_url(f"{stripe_local.base_url}/pay/*")

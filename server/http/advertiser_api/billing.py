@@ -39,7 +39,9 @@ class BalanceList(msgspec.Struct):
 class FundingOut(msgspec.Struct):
     id: int
     created_at: datetime
-    amount_minor: int
+    amount_minor: int  # charged at Stripe Checkout: credited_minor plus vat_minor
+    credited_minor: int  # added to your balance once Stripe confirms the payment
+    vat_minor: int  # the VAT on the top-up's invoice (0 under reverse charge or outside the EU)
     currency: str
     status: Literal["open", "credited", "expired", "failed"]  # open: waiting at Stripe Checkout
     refunded_minor: int
@@ -53,7 +55,7 @@ class FundingPage(msgspec.Struct):
 
 
 class FundingIn(msgspec.Struct):
-    amount_minor: Annotated[int, msgspec.Meta(ge=1, le=10**15)]
+    amount_minor: Annotated[int, msgspec.Meta(ge=1, le=10**15)]  # to add to the balance; VAT is charged on top
     currency: Annotated[str, msgspec.Meta(min_length=3, max_length=3)]
 
 
@@ -101,6 +103,8 @@ class AdvertiserBillingApi(Controller):
                     id=f.id,
                     created_at=f.created_at,
                     amount_minor=f.amount_minor,
+                    credited_minor=f.credited_minor,
+                    vat_minor=f.vat_minor,
                     currency=f.currency,
                     status=f.status,  # type: ignore[arg-type]
                     refunded_minor=f.refunded_minor,
@@ -118,7 +122,11 @@ class AdvertiserBillingApi(Controller):
         responses=refusals(
             REUSED_KEY,
             (Invalid, "The amount is below the smallest or above the largest top-up, or the currency is not offered."),
-            (Conflict, "Card payments are not set up here, or Stripe could not be reached: nothing was charged."),
+            (
+                Conflict,
+                "Card payments are not set up here, Stripe could not be reached (nothing was charged), or your "
+                "billing details are missing (PUT /billing-profile first).",
+            ),
         ),
         summary="Start a top-up: the Stripe Checkout page to pay it on",
         description="As the billing page's Add funds: the top-up is stored (open) and Stripe Checkout opened for "

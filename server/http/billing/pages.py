@@ -20,6 +20,7 @@ from server.core.errors import Conflict, Invalid
 from server.core.i18n import _
 from server.http.pages import form_data, render, render_error, see_other, settings_of
 from server.http.web import PUBLIC, current_user, requires_role
+from server.invoicing import invoices
 from server.stripe_events import service as stripe_events
 
 log = logging.getLogger("affnet.billing")
@@ -91,6 +92,7 @@ class AdvertiserBilling(Controller):
             # the confirmation carries the minor units it showed, and a different reading this time
             # (another locale) shows the page again instead of charging.
             amount, currency = await billing.parse_funding(_user(request).id, form)
+            priced = await invoices.quote(_user(request).id, amount, currency)  # the VAT, or: billing details first
             if form.get("confirmed_minor") != str(amount):
                 return render(
                     CONFIRM_PAGE,
@@ -98,6 +100,9 @@ class AdvertiserBilling(Controller):
                     currency=currency,
                     amount_minor=amount,
                     shown=money.display_local(amount, currency),
+                    vat_label=priced.vat_label(),
+                    vat_shown=money.display_local(priced.vat_minor, currency),
+                    total_shown=money.display_local(priced.total_minor, currency),
                     changed=bool(form.get("confirmed_minor")),
                 )
             async with stripe_api.gateway(settings) as gateway:
