@@ -147,6 +147,7 @@ async def seed_demo(settings) -> list[tuple[str, str]]:
     await _seed_demo_campaign()
     await seed_demo_ads(settings)
     await _fund_demo_advertiser()
+    await _demo_billing_profile()
     return [(role.value, email) for role, email in DEMO_USERS]
 
 
@@ -189,6 +190,33 @@ async def _fund_demo_advertiser() -> None:
     if adv is None:
         return
     await postings.fund_advertiser(adv["id"], DEMO_FUNDS_MINOR, "EUR", reference_id=adv["id"], key=DEMO_FUNDING_KEY)
+
+
+async def _demo_billing_profile() -> None:
+    """The demo advertiser's billing details (a French company: its top-ups bear 20 % VAT), so a top-up
+    works at once; the demo publisher fills in theirs to try self-billing."""
+    from server.core import clock
+    from server.invoicing.tables import BillingProfile
+
+    adv = await User.select(User.id).where(User.email == DEMO_ADVERTISER).first()
+    if adv is None or await BillingProfile.exists().where(BillingProfile.user == adv["id"]):
+        return
+    now = clock.now()
+    await BillingProfile.insert(
+        BillingProfile(
+            user=adv["id"],
+            kind="business",
+            legal_name="Demo Shop SARL",
+            address="5 rue du Commerce",
+            postcode="69002",
+            city="Lyon",
+            country="FR",
+            company_number="55210055400013",
+            vat_number="FR96552100554",
+            created_at=now,
+            updated_at=now,
+        )
+    )
 
 
 def _system_admin():
