@@ -252,7 +252,7 @@ def _description(group: Group, campaigns: dict[int, str], goals: dict[int, str])
             return _("Reversed impressions (CPM): %(campaign)s, %(goal)s", **where)
         return _("Impressions (CPM): %(campaign)s, %(goal)s", **where)
     if group.category == "returned":
-        return _("Earlier payment returned by the bank")
+        return _("Earlier payment returned (transfer reversed)")
     return _("Adjustments")
 
 

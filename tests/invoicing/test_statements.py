@@ -25,7 +25,7 @@ from server.invoicing import documents, identity
 from server.invoicing.tables import BillingProfile, Document, VatRate
 from server.ledger import postings
 from server.ledger import service as ledger
-from server.payouts import execute, statements
+from server.payouts import execute, reversals, statements
 from server.payouts import service as payouts
 from server.payouts.account_tables import PayoutAccount
 from server.payouts.tables import PayoutBatch
@@ -403,6 +403,16 @@ async def test_each_payment_states_what_it_paid_and_money_after_its_cut_off_wait
     batch_id, accounts = await approved_batch(new_client, settings, stripe_local, 10_000)
     [publisher_id] = accounts
     await pay(settings, batch_id)
+    # The first transfer comes back (reversed at Stripe): its money is paid again next time.
+    [first] = await lines_of(batch_id)
+    await reversals.transfer_reversed(
+        {
+            "id": first["stripe_transfer_id"],
+            "metadata": {"payout_line_id": str(first["id"])},
+            "reversals": {"data": [{"id": f"trr_{first['id']}", "amount": 10_000}]},
+            "reversed": True,
+        }
+    )
     advertiser_id, _ = await make_advertiser()
     await postings.fund_advertiser(advertiser_id, 100_000, "EUR", reference_id=1, key="fund-more")
     terms = await payouts.schedule_terms()
@@ -417,7 +427,7 @@ async def test_each_payment_states_what_it_paid_and_money_after_its_cut_off_wait
         assert (await post_form(finance, f"/finance/payouts/{batch}/approve")).status_code == 303
         await pay(settings, batch)
         paid += await lines_of(batch)
-    assert [line["amount_minor"] for line in paid] == [6_000, 7_000]
+    assert [line["amount_minor"] for line in paid] == [16_000, 7_000]
     assert await statements.issue_due() == 3
     totals = []
     for line in [*(await lines_of(batch_id)), *paid]:
@@ -425,7 +435,12 @@ async def test_each_payment_states_what_it_paid_and_money_after_its_cut_off_wait
         adds_up(statement)
         assert not any("Balance" in item["description"] for item in statement["lines"])  # tied without a plug
         totals.append(statement["total_minor"])
-    assert totals == [10_000, 6_000, 7_000]
+    assert totals == [10_000, 16_000, 7_000]
+    second = (await documents_of(paid[0]["id"]))["statement"]
+    assert [(item["description"], item["amount_minor"]) for item in second["lines"]] == [
+        ("Earlier payment returned (transfer reversed)", 10_000),
+        ("Adjustments", 6_000),
+    ]
     assert [r["number"] for r in await Document.select(Document.number).order_by(Document.id)] == [1, 2, 3]
 
 
