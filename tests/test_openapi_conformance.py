@@ -67,6 +67,9 @@ ALSO_ACCEPTED = (
     # a publisher's new ad slot whose fields the pages' rules refuse together or one by one (a house
     # fallback without its text or link, a site domain that is not a host name): 422 naming the field
     (r"^/api/v1/publisher/slots$", "422"),
+    # billing details whose ids fail their country's check (a SIRET's check digit, a VAT number of another
+    # country), and self-billing accepted before a business's details are saved: 422 naming the field
+    (r"^/api/v1/publisher/(billing-profile|self-billing)$", "422"),
     # the advertiser API: a campaign, goal or creative the pages' rules refuse (a landing page off its
     # domains, a price for another payout model, a reject without reason: 422), and an amount
     # written 1250.0, which JSON Schema calls an integer and the API refuses as not one (400)

@@ -17,7 +17,7 @@ from litestar.response import Redirect, Template
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
 from server.core import clock
-from server.core.errors import DomainError, Invalid, NotFound
+from server.core.errors import Conflict, DomainError, Invalid, NotFound
 from server.core.i18n import _l
 from server.http.openapi import refusals
 from server.http.pages import form_data, render, render_error, see_other
@@ -194,9 +194,11 @@ async def _put_profile(user: CurrentUser, data: BillingProfileIn) -> BillingProf
     return _profile_out(await identity.save_profile(user, msgspec.structs.asdict(data)))
 
 
+_REUSED_KEY = (Conflict, "The Idempotency-Key was sent before with another request, or its request is still running.")
 _NO_PROFILE = refusals((NotFound, "No billing details are saved yet: PUT them first."))
 _BAD_PROFILE = refusals(
     (Invalid, "A value or id is refused: `error.field` names it, `error.message` names the id and the country."),
+    _REUSED_KEY,
 )
 _GET_SUMMARY = "Your billing details: the legal identity your invoices and statements name"
 _PUT_SUMMARY = "Save your billing details (created the first time); documents issued afterwards use them"
@@ -260,6 +262,7 @@ class PublisherSelfBillingApi(Controller):
         summary="Accept or revoke the self-billing agreement, as the Self-billing page's buttons",
         responses=refusals(
             (Invalid, "Accepting needs saved billing details of a business (`error.field`: billing_profile)."),
+            _REUSED_KEY,
         ),
     )
     async def set_self_billing(self, request: Request, data: JSONBody[SelfBillingIn]) -> SelfBillingOut:
