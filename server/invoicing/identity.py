@@ -640,13 +640,23 @@ async def _lock_profile(publisher_id: int) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
+async def _open_agreement(publisher_id: int) -> dict[str, Any] | None:
+    """The publisher's agreement not revoked (at most one: acceptances queue on the profile's row)."""
+    return (
+        await SelfBillingAgreement.select(*_AGREEMENT_COLUMNS)
+        .where(SelfBillingAgreement.publisher == publisher_id, SelfBillingAgreement.revoked_at.is_null())
+        .order_by(SelfBillingAgreement.id, ascending=False)
+        .first()
+    )
+
+
 async def accept_agreement(publisher_id: int, *, now: datetime | None = None) -> dict[str, Any]:
     """The publisher accepts the self-billing agreement of AGREEMENT_VERSION from `now`. Needs a saved
     billing profile of a business (self-billed invoices are a business's invoices); accepting while
     one is in force changes nothing and answers it."""
-    now = now or clock.now()
     async with db.transaction():
         profile = await _lock_profile(publisher_id)
+        now = now or clock.now()  # read once the lock is held: acceptances are dated in the order they are kept
         if profile is None:
             raise Invalid(_("Save your billing details before you accept self-billing."), field="billing_profile")
         if profile["kind"] != PartyKind.business.value:
@@ -654,7 +664,7 @@ async def accept_agreement(publisher_id: int, *, now: datetime | None = None) ->
                 _("Self-billing is for businesses: your billing details describe an individual."),
                 field="billing_profile",
             )
-        current = await agreement_in_force(publisher_id, now)
+        current = await _open_agreement(publisher_id)
         if current is not None:
             return current
         await SelfBillingAgreement.insert(
@@ -667,19 +677,21 @@ async def accept_agreement(publisher_id: int, *, now: datetime | None = None) ->
             object_id=publisher_id,
             version=AGREEMENT_VERSION,
         )
-        accepted = await agreement_in_force(publisher_id, now)
+        accepted = await _open_agreement(publisher_id)
     assert accepted is not None
     return accepted
 
 
 async def revoke_agreement(publisher_id: int, *, now: datetime | None = None) -> dict[str, Any] | None:
     """End the agreement in force from `now` (the row stays, dated). None when none was in force."""
-    now = now or clock.now()
     async with db.transaction():
-        current = await agreement_in_force(publisher_id, now)
+        await _lock_profile(publisher_id)
+        now = now or clock.now()
+        current = await _open_agreement(publisher_id)
         if current is None:
             return None
-        await SelfBillingAgreement.update({SelfBillingAgreement.revoked_at: now}).where(
+        revoked_at = max(now, current["accepted_at"])  # never before it began
+        await SelfBillingAgreement.update({SelfBillingAgreement.revoked_at: revoked_at}).where(
             SelfBillingAgreement.id == current["id"], SelfBillingAgreement.revoked_at.is_null()
         )
         await audit.record(
@@ -689,7 +701,7 @@ async def revoke_agreement(publisher_id: int, *, now: datetime | None = None) ->
             object_id=publisher_id,
             version=current["version"],
         )
-    return {**current, "revoked_at": now}
+    return {**current, "revoked_at": revoked_at}
 
 
 async def require_profile(user_id: int) -> dict[str, Any]:

@@ -3,6 +3,7 @@ identity, the language of a party's documents, and publishers' self-billing agre
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -146,14 +147,18 @@ REFUSED = [
 
 
 @pytest.mark.parametrize(("form", "field", "id_name", "country"), REFUSED)
-async def test_a_bad_id_is_refused_naming_it_and_the_country(client, form, field, id_name, country) -> None:
-    user = await _advertiser()
-    before = await identity.save_profile(user, IT_PERSON | {"kind": "business", "vat_number": "IT00743110157"})
-    with pytest.raises(Invalid) as refused:
-        await identity.save_profile(user, form)
-    assert refused.value.field == field
-    assert id_name in refused.value.message and country in refused.value.message
-    assert await identity.profile_of(user.id) == before  # nothing changed
+async def test_a_bad_id_is_refused_naming_it_and_the_country(
+    new_client, settings, form, field, id_name, country
+) -> None:
+    api, _browser, user_id = await _api(new_client, lambda: make_publisher(settings))
+    assert (await api.put("/api/v1/publisher/billing-profile", json=IT_PERSON)).status_code == 200
+    before = await identity.profile_of(user_id)
+    refused = await api.put("/api/v1/publisher/billing-profile", json=form)
+    assert refused.status_code == 422
+    error = refused.json()["error"]
+    assert error["field"] == field
+    assert id_name in error["message"] and country in error["message"], error["message"]
+    assert await identity.profile_of(user_id) == before  # nothing changed
 
 
 async def test_required_ids_by_country_and_kind(client) -> None:
@@ -235,6 +240,17 @@ async def test_agreement_accepted_revoked_and_accepted_again(client, settings) -
     other = await _publisher(settings)
     found = await identity.agreements_in_force([publisher.id, other.id], at(1))
     assert set(found) == {publisher.id}
+
+
+async def test_acceptances_at_once_make_one_agreement(client, settings) -> None:
+    publisher = await _publisher(settings)
+    await identity.save_profile(publisher, FR_BUSINESS)
+    accepted = await asyncio.gather(*(identity.accept_agreement(publisher.id) for _ in range(4)))
+    assert len({row["id"] for row in accepted}) == 1
+    assert len(await identity.agreements_of(publisher.id)) == 1
+    revoked = await asyncio.gather(*(identity.revoke_agreement(publisher.id) for _ in range(3)))
+    assert sum(row is not None for row in revoked) == 1  # one revocation; the others found none in force
+    assert await identity.agreement_in_force(publisher.id, datetime.now(UTC)) is None
 
 
 async def test_self_billing_is_for_businesses(client, settings) -> None:
