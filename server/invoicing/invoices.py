@@ -18,12 +18,14 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from server.accounts import notify
 from server.core import clock, money
 from server.core import locale as locales
 from server.core.errors import Conflict
 from server.core.i18n import _, number_text
 from server.invoicing import documents, identity, vat
 from server.invoicing.tables import DocumentKind, VatTreatment
+from server.mail import outbox
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,7 @@ async def invoice_top_up(funding: dict[str, Any], *, issued_at: datetime | None 
             }
         ]
         mentions = _mentions(funding["vat_treatment"], buyer, issued_at)
-    return await documents.issue(
+    return await _told(
         kind=DocumentKind.invoice,
         series=identity.series(DocumentKind.invoice),
         owner=funding["advertiser"],
@@ -144,6 +146,28 @@ async def invoice_top_up(funding: dict[str, Any], *, issued_at: datetime | None 
         mentions=mentions,
         funding=funding["id"],
     )
+
+
+async def _told(**fields: Any) -> dict[str, Any]:
+    """Issue the document, and tell its owner by mail (in the same transaction: the mail is written only
+    if the document is; a document issued before is not told again)."""
+    document = await documents.issue(**fields)
+    await notify.send(
+        "invoice_issued",
+        document["owner"],
+        {
+            "reference": document["reference"],
+            "credit_note": document["kind"] == DocumentKind.credit_note.value,
+            "total_minor": abs(document["total_minor"]),
+            "vat_minor": abs(document["vat_minor"]),
+            "currency": document["currency"],
+            "description": fields["lines"][0]["description"],
+            "pdf_url": outbox.link(f"/documents/{document['id']}.pdf"),
+            "invoices_url": outbox.link("/advertiser/invoices"),
+        },
+        dedupe_key=f"invoice_issued:{document['id']}",
+    )
+    return document
 
 
 def vat_share(funding: dict[str, Any], before: int, after: int) -> int:
@@ -182,7 +206,7 @@ async def credit_note(
         ]
         if invoice["treatment"] == VatTreatment.reverse_charge:
             mentions.append(_reverse_charge(buyer))
-    return await documents.issue(
+    return await _told(
         kind=DocumentKind.credit_note,
         series=identity.series(DocumentKind.credit_note),
         owner=funding["advertiser"],
@@ -221,7 +245,7 @@ async def reinvoice(funding: dict[str, Any], amount: int, vat_part: int, *, sour
             }
         ]
         mentions = _mentions(invoice["treatment"], json.loads(invoice["buyer"]), issued_at)
-    return await documents.issue(
+    return await _told(
         kind=DocumentKind.invoice,
         series=identity.series(DocumentKind.invoice),
         owner=funding["advertiser"],

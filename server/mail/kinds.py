@@ -58,6 +58,7 @@ KINDS: dict[str, Kind] = {
         _kind("publisher_applied", "advertiser", True, _l("A publisher applied to one of my campaigns")),
         _kind("balance_low", "advertiser", True, _l("My balance is low or a campaign was paused for funds")),
         _kind("review_digest", "advertiser", True, _l("Daily digest of conversions waiting for my review")),
+        _kind("invoice_issued", "advertiser", True, _l("An invoice or a credit note was issued to me")),
         # finance
         _kind("batch_awaiting_approval", "finance", True, _l("A payout batch waits for approval")),
         _kind("transfer_failed", "finance", True, _l("A payout transfer failed")),

@@ -98,7 +98,7 @@ async def test_the_page_speaks_the_readers_language_and_needs_a_csrf_token(new_c
     await browser.get("/account/notifications")
     await post_form(browser, "/language", {"language": "fr", "next": "/account/notifications"})
     page = await browser.get("/account/notifications")
-    assert set(checkbox_kinds(page.text)) == {"publisher_applied", "balance_low", "review_digest"}
+    assert set(checkbox_kinds(page.text)) == {"publisher_applied", "balance_low", "review_digest", "invoice_issued"}
     assert (
         "Un éditeur a postulé à l&#39;une de mes campagnes" in page.text
         or "Un éditeur a postulé à l'une de mes campagnes" in page.text
