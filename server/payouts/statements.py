@@ -416,14 +416,21 @@ async def _issued(line_id: int) -> list[dict[str, Any]]:
 async def issue_for_line(line_id: int) -> list[dict[str, Any]]:
     """A paid line's statement, and its self-billed invoice when the publisher agreed to self-billing,
     in one transaction; the documents issued for it before when there are any (nothing new)."""
+    return (await _issue(line_id))[0]
+
+
+async def _issue(line_id: int) -> tuple[list[dict[str, Any]], bool]:
+    """The line's documents, and whether this call issued them."""
     async with db.transaction():
+        if not db.is_sqlite():  # two runs on one line queue here: the second finds the first's documents
+            await PayoutLine.raw("SELECT id FROM payout_line WHERE id = {} FOR UPDATE", line_id)
         line = await PayoutLine.select().where(PayoutLine.id == line_id).first()
         if line is None:
             raise LookupError(f"there is no payout line {line_id}")
         if line["status"] not in PAID:
             raise ValueError(f"payout line {line_id} is {line['status']}: only a paid line gets a statement")
         if found := await _issued(line_id):
-            return found
+            return found, False
         batch = await PayoutBatch.select(PayoutBatch.period_end).where(PayoutBatch.id == line["batch"]).first()
         cutoff = utc(batch["period_end"])
         paid_at = await _paid_at(line)
@@ -461,7 +468,7 @@ async def issue_for_line(line_id: int) -> list[dict[str, Any]]:
             issued.append(statement)
             if has_profile and await identity.agreement_in_force(line["publisher"], paid_at):
                 issued.append(await _self_billed(line, statement, publisher, network, locale, paid_at, cutoff, now))
-    return issued
+    return issued, True
 
 
 async def _self_billed(
@@ -524,11 +531,11 @@ async def due(limit: int = 500) -> list[int]:
 
 async def issue_due(limit: int = 500) -> int:
     """Issue the documents of paid lines that have none yet, oldest first, each line in its own
-    transaction; how many lines got them. A line that fails is logged and left for the next run."""
+    transaction; how many lines got them from this call. A line that fails is logged and left for the next run."""
     count = 0
     for line_id in await due(limit):
         try:
-            if await issue_for_line(line_id):
+            if (await _issue(line_id))[1]:
                 count += 1
         except Exception as exc:
             if db.is_unique_violation(exc):  # another run issued it meanwhile
