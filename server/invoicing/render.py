@@ -121,6 +121,15 @@ def _line_date(value: str | None) -> str:
         return value
 
 
+def _unit_text(line: dict[str, Any], currency: str) -> str:
+    """The unit price, when the line has one: units paid differently (revenue share, CPM rounding) make a
+    line whose amount is no quantity × unit, and it shows none."""
+    unit, quantity = int(line.get("unit_minor", 0)), int(line.get("quantity", 1))
+    if not unit or unit * quantity != int(line["amount_minor"]):
+        return ""
+    return money.display(unit, currency)
+
+
 def context(doc: dict[str, Any], corrected: str = "") -> dict[str, Any]:
     """What the template shows, written in the current locale (call inside `locales.using`)."""
     currency = doc["currency"]
@@ -129,7 +138,7 @@ def context(doc: dict[str, Any], corrected: str = "") -> dict[str, Any]:
             **line,
             "date_text": _line_date(line.get("date")),
             "quantity_text": i18n.number_text(line.get("quantity", 1)),
-            "unit_text": money.display(int(line.get("unit_minor", 0)), currency),
+            "unit_text": _unit_text(line, currency),
             "amount_text": money.display(int(line["amount_minor"]), currency),
         }
         for line in doc["lines"]

@@ -9,7 +9,7 @@ issuing again issues nothing, and statements are numbered 1..n."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from arq import create_pool
@@ -22,7 +22,7 @@ from server.conversions import approval, reversal
 from server.conversions.tables import Conversion
 from server.earnings.tables import ClickEarning, ImpressionEarning
 from server.invoicing import documents, identity
-from server.invoicing.tables import BillingProfile, Document, VatRate
+from server.invoicing.tables import BillingProfile, Document
 from server.ledger import postings
 from server.ledger import service as ledger
 from server.payouts import execute, reversals, statements
@@ -279,12 +279,6 @@ async def test_conversions_clicks_impressions_a_reversal_and_a_netted_debt_add_u
     assert any(item["description"] == "Other earnings and adjustments" for item in short)
 
 
-async def _french_rate() -> None:
-    """France's rate since 2014 (seeded by the migration; seeded again here if a wipe took it)."""
-    if not await VatRate.count().where(VatRate.country == "FR"):
-        await VatRate.insert(VatRate(country="FR", rate_bp=2000, valid_from=date(2014, 1, 1), valid_to=None))
-
-
 async def _profile(user_id: int, **fields) -> None:
     now = datetime.now(UTC)
     values = {
@@ -320,7 +314,6 @@ async def test_self_billed_invoices_follow_the_publishers_vat_position_and_agree
     )
     await _profile(no_agreement, legal_name="Sans Accord SAS", country="FR", company_number="73282932000074")
     await _profile(revoked, legal_name="Révoqué SAS", country="FR", company_number="73282932000074")
-    await _french_rate()
     await User.update({User.language: "en"}).where(User.id == no_agreement)  # their own choice wins
     earlier = datetime.now(UTC) - timedelta(hours=1)
     for publisher_id in (franchise, italian, domestic, revoked):
