@@ -86,10 +86,13 @@ async def own_and_readers_conversion(app, client, new_client, settings, **campai
 
 
 async def test_a_publisher_converting_on_their_own_link_is_held_and_never_charged(app, client, new_client, settings):
-    setup, own, theirs = await own_and_readers_conversion(app, client, new_client, settings, hold_days=0)
-    [seen] = await PublisherVisitor.select().where(PublisherVisitor.publisher == setup.publisher.id)
-    # The conversions came before their clicks were stored: the approval waits rather than pay unchecked.
-    outcome = await approval.run(now=datetime.now(UTC))
+    # The click buffer's flush waits on its lock: the clicks stay unstored until the first approval has run,
+    # however slowly a loaded machine gets there (its background flush comes every 0.5 s otherwise).
+    async with app.state.click_buffer._lock:
+        setup, own, theirs = await own_and_readers_conversion(app, client, new_client, settings, hold_days=0)
+        [seen] = await PublisherVisitor.select().where(PublisherVisitor.publisher == setup.publisher.id)
+        # The conversions came before their clicks were stored: the approval waits rather than pay unchecked.
+        outcome = await approval.run(now=datetime.now(UTC))
     assert outcome.approved == 0 and (await row(own))["status"] == (await row(theirs))["status"] == "pending"
     assert await charged(own) == await charged(theirs) == 0
     await app.state.click_buffer.flush()

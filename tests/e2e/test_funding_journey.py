@@ -56,7 +56,7 @@ async def test_advertiser_funds_500_and_sees_it_credited(live_server, new_page, 
         advertiser_id, email = await make_advertiser()
         page = await new_page()
         await log_in(page, email)
-        await page.get_by_role("link", name="Billing").click()
+        await page.get_by_role("link", name="Billing", exact=True).click()
         await expect(page.locator("h1")).to_have_text("Billing")
         await page.fill("input[name=amount]", "500.00")
         await page.select_option("form[action='/advertiser/billing/fund'] select[name=currency]", "EUR")

@@ -133,10 +133,13 @@ def test_no_template_or_script_loads_anything_from_another_origin():
     assert offenders == [], "load scripts and styles from /static (npm package + make install), not a CDN"
 
 
-def test_chart_js_4_is_the_one_pinned_dependency():
+def test_chart_js_4_and_pdf_js_are_the_pinned_dependencies():
+    """Chart.js draws the reports' charts; pdf.js reads documents' PDFs back in the browser check
+    (tests/e2e/test_document_pdfs.py). Both pinned, both served from /static/vendor."""
     package = json.loads((ROOT / "package.json").read_text())
     lock = json.loads((ROOT / "package-lock.json").read_text())
     assert package["private"] is True
-    assert list(package["dependencies"]) == ["chart.js"]
+    assert sorted(package["dependencies"]) == ["chart.js", "pdfjs-dist"]
     assert lock["packages"][""]["dependencies"] == package["dependencies"]
     assert lock["packages"]["node_modules/chart.js"]["version"].startswith("4.")
+    assert lock["packages"]["node_modules/pdfjs-dist"]["version"] == package["dependencies"]["pdfjs-dist"]
