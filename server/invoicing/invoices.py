@@ -70,7 +70,7 @@ async def quote(advertiser_id: int, net_minor: int, currency: str, on: date | No
     if buyer is None:
         raise Conflict(
             _(
-                "Add your billing details (Account → Billing details) before topping up: your invoices "
+                "Add your billing details (Billing details, in the menu) before topping up: your invoices "
                 "are made out to them."
             )
         )

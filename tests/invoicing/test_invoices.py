@@ -110,11 +110,14 @@ async def test_each_buyer_is_invoiced_the_vat_of_their_case_and_the_ledger_owes_
 async def test_the_confirmation_shows_the_vat_and_a_top_up_needs_billing_details(client, settings, stripe_local):
     user_id, email = await make_advertiser(billing_profile=False)
     await login(client, email)
-    await client.get("/advertiser/billing")
+    page = await client.get("/advertiser/billing")
+    assert 'data-testid="billing-details-needed"' in page.text and 'href="/account/billing-profile"' in page.text
     refused = await post_form(client, "/advertiser/billing/fund", {"amount": "100.00", "currency": "EUR"})
     assert refused.status_code == 409 and "billing details" in refused.text
     assert await Funding.count() == 0
     await give_billing_profile(user_id, **FRENCH_BUSINESS)
+    page = await client.get("/advertiser/billing")
+    assert "billing-details-needed" not in page.text and "On each top-up: VAT 20 % (FR)" in page.text
     shown = await post_form(client, "/advertiser/billing/fund", {"amount": "100.00", "currency": "EUR"})
     assert shown.status_code == 200
     assert "€100.00" in shown.text and "VAT 20 % (FR)" in shown.text and "€120.00" in shown.text

@@ -57,6 +57,10 @@ async def _page(advertiser: CurrentUser, request: Request, **extra: Any) -> dict
             else "0",
         },
     }
+    try:  # the VAT each top-up bears, from the billing details; none saved yet: the page asks for them
+        context["vat_label"] = (await invoices.quote(advertiser.id, 0, currencies[0])).vat_label()
+    except Conflict:
+        context["vat_label"] = None
     if request.query_params.get("canceled"):
         context["notice"] = _("The payment was cancelled; nothing was charged.")
     context.update(extra)
