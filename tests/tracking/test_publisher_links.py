@@ -179,11 +179,15 @@ async def test_active_creatives_come_with_html_to_paste_shown_as_text(new_client
     page = response.text
     link = f"{BASE_URL}/c/{code}?sub1=blog"
     snippets = [html.unescape(s) for s in re.findall(r"<textarea readonly[^>]*>(.*?)</textarea>", page, re.S)]
+    # One line each, in a block no wider than the column (block themes, WordPress's classic editor).
+    wrap = '<div class="affnet-creative" style="max-width:100%">'
     assert snippets == [
-        f'<a href="{link}" rel="sponsored noopener">Boots &lt;b&gt;50%&lt;/b&gt; off &amp; &#34;more&#34;</a>',
-        f'<a href="{link}" rel="sponsored noopener"><img src="{BASE_URL}/media/{file_name}" width="300" '
-        f'height="250" alt="Big &#34;red&#34; banner"></a>',
+        f'{wrap}<a href="{link}" rel="sponsored noopener">'
+        "Boots &lt;b&gt;50%&lt;/b&gt; off &amp; &#34;more&#34;</a></div>",
+        f'{wrap}<a href="{link}" rel="sponsored noopener"><img src="{BASE_URL}/media/{file_name}" width="300" '
+        f'height="250" alt="Big &#34;red&#34; banner" style="max-width:100%;height:auto"></a></div>',
     ]
+    assert not any("\n" in s for s in snippets)
     assert "Last year" not in page  # archived creatives are not offered
     assert "<b>50%</b>" not in page and '<a href="' + link not in page  # never rendered as markup
     assert page.count("data-copy=") == 4  # the base link, the built link and each snippet

@@ -175,18 +175,23 @@ def build_link(base_url: str, code: str, form: Mapping[str, str], allowed_domain
 
 
 def creative_snippet(creative: Mapping[str, Any], link: str, base_url: str) -> str:
-    """HTML a publisher pastes into their site. Every value is escaped here; the page escapes the
-    whole snippet once more to show it as text."""
+    """HTML a publisher pastes into their site, on one line: WordPress's classic editor turns a
+    newline into <br> or <p>. Wrapped in a block-level <div> no wider than its column, so block
+    themes keep it in the content column (a bare <a><img></a> is laid out outside it). Every value
+    is escaped here; the page escapes the whole snippet once more to show it as text."""
     href = escape(link)
     if creative["kind"] == CreativeKind.image.value:
         src = escape(f"{base_url.rstrip('/')}/media/{quote(creative['image_path'])}")
         inner = (
             f'<img src="{src}" width="{int(creative["width"])}" height="{int(creative["height"])}" '
-            f'alt="{escape(creative["name"])}">'
+            f'alt="{escape(" ".join(str(creative["name"]).split()))}" style="max-width:100%;height:auto">'
         )
     else:
-        inner = str(escape(creative["text"]))
-    return str(f'<a href="{href}" rel="sponsored noopener">{inner}</a>')
+        inner = str(escape(" ".join(str(creative["text"]).split())))  # a newline shows as a space anyway
+    return (
+        f'<div class="affnet-creative" style="max-width:100%">'
+        f'<a href="{href}" rel="sponsored noopener">{inner}</a></div>'
+    )
 
 
 # --- pages ---------------------------------------------------------------------------------------
