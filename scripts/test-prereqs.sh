@@ -2,7 +2,9 @@
 # Install the system packages the tests need, from Debian's packages.
 #  - always: Chromium, for the browser journeys (Playwright drives /usr/bin/chromium), and Pango for
 #    WeasyPrint (scripts/pdf-prereqs.sh);
-#  - with CI=true: PostgreSQL and Redis as well, so both engines are tested.
+#  - with CI=true: PostgreSQL and Redis as well, so both engines are tested; and Debian's WordPress,
+#    its block theme, MariaDB, Apache with mod_php and the PHP CLI, for the WordPress plugin's tests
+#    (tests/wordpress/: `php -l` of the plugin, and the plugin on a real WordPress; dev/wordpress.py).
 # The tests start their own throwaway PostgreSQL and Redis servers on loopback.
 set -euo pipefail
 
@@ -14,6 +16,13 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ "${CI:-}" = "true" ]; then
   ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need+=(postgresql)
   command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+  [ -e /usr/share/wordpress/wp-load.php ] || need+=(wordpress)
+  [ -e /usr/share/wordpress/wp-content/themes/twentytwentythree/theme.json ] || need+=(wordpress-theme-twentytwentythree)
+  [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
+  [ -x /usr/sbin/apache2 ] || need+=(apache2)
+  ls /usr/lib/apache2/modules/libphp*.so >/dev/null 2>&1 || need+=(libapache2-mod-php)
+  command -v php >/dev/null 2>&1 || need+=(php-cli)
+  php -m 2>/dev/null | grep -qx mysqli || need+=(php-mysql)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 
