@@ -63,7 +63,24 @@ HOUSE_TEXT_MAX = 300
 STATS_DAYS = 30
 
 
-def parse_domains(text: str) -> list[str]:
+def parse_domains(text: str, *, loopback_allowed: bool = False) -> list[str]:
+    """The slot's site domains. Loopback names (localhost, blog.localhost, 127.0.0.1, [::1]) are
+    accepted where `loopback_allowed` (development: a blog on the developer's machine) and refused
+    with a sentence saying so elsewhere (production: no reader's page is served from them)."""
+
+    def loopback(part: str) -> str | None:
+        host = deeplink.loopback_host(part)
+        if host is not None and not loopback_allowed:
+            raise Invalid(
+                _(
+                    "Site domain “%(value)s”: loopback names such as localhost and 127.0.0.1 are for "
+                    "development only; enter your site's public domain, such as blog.example.com.",
+                    value=part,
+                ),
+                field="domains",
+            )
+        return host
+
     return validation.domains(
         text,
         field="domains",
@@ -71,6 +88,7 @@ def parse_domains(text: str) -> list[str]:
         most=MAX_DOMAINS,
         empty=_("List at least one domain of your site, such as blog.example.com."),
         too_many=_("At most %(num)s site domains per slot.", num=MAX_DOMAINS),
+        special=loopback,
     )
 
 
@@ -89,13 +107,16 @@ def _house_url(raw: str) -> str:
     return safe
 
 
-def parse_slot(form: Mapping[str, Any], *, format_locked: str | None = None) -> dict[str, Any]:
-    """Validate the slot form into column values. Raises Invalid naming the first bad field."""
+def parse_slot(
+    form: Mapping[str, Any], *, format_locked: str | None = None, loopback_allowed: bool = False
+) -> dict[str, Any]:
+    """Validate the slot form into column values. Raises Invalid naming the first bad field.
+    `loopback_allowed`: site domains may be localhost and the like (not in production)."""
     name = validation.text(form_field(form, "name"), "name", _("Slot name"), max_length=120)
     slot_format = format_locked or form_field(form, "format")
     if slot_format not in {f.value for f in SlotFormat}:
         raise Invalid(_("Choose one of the listed formats."), field="format")
-    domains = parse_domains(form_field(form, "domains"))
+    domains = parse_domains(form_field(form, "domains"), loopback_allowed=loopback_allowed)
     fallback = form_field(form, "fallback") or SlotFallback.collapse.value
     if fallback not in {f.value for f in SlotFallback}:
         raise Invalid(_("Choose what the slot shows when no ad fits."), field="fallback")
@@ -128,8 +149,9 @@ def new_public_key() -> str:
     return secrets.token_urlsafe(12)
 
 
-async def create_slot(publisher: CurrentUser, form: Mapping[str, Any]) -> int:
-    values = parse_slot(form)
+async def create_slot(publisher: CurrentUser, form: Mapping[str, Any], *, loopback_allowed: bool = False) -> int:
+    """A new slot from the form. `loopback_allowed`: not in production (see parse_domains)."""
+    values = parse_slot(form, loopback_allowed=loopback_allowed)
     now = clock.now()
     async with db.transaction():
         rows = await AdSlot.insert(
@@ -162,10 +184,12 @@ async def owned_slot(publisher: CurrentUser, slot_id: int) -> dict[str, Any]:
     return row
 
 
-async def update_slot(publisher: CurrentUser, slot_id: int, form: Mapping[str, Any]) -> None:
+async def update_slot(
+    publisher: CurrentUser, slot_id: int, form: Mapping[str, Any], *, loopback_allowed: bool = False
+) -> None:
     """Edit a slot. Its format is fixed: pages already reserve its size (a new size is a new slot)."""
     current = await owned_slot(publisher, slot_id)
-    values = parse_slot(form, format_locked=current["format"])
+    values = parse_slot(form, format_locked=current["format"], loopback_allowed=loopback_allowed)
     async with db.transaction():
         await AdSlot.update(
             {**{getattr(AdSlot, k): v for k, v in values.items()}, AdSlot.updated_at: clock.now()}

@@ -10,6 +10,7 @@ the Location header says exactly what was checked.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from urllib.parse import quote, unquote_plus, urlsplit
 
@@ -83,6 +84,24 @@ def normalise_domain(text: str) -> str:
         except (idna.IDNAError, UnicodeError, ValueError):
             raise ValueError("not a valid internationalised domain name") from None
     return host
+
+
+def loopback_host(text: str) -> str | None:
+    """The loopback host `text` names, as a page's Origin spells it (localhost, blog.localhost,
+    127.0.0.1, ::1 for [::1]), or None if it names none. Such names reach only the machine itself:
+    a development site, never a reader's. (Ad slots' site domains accept them in development.)"""
+    value = (text or "").strip().lower()
+    if value.startswith("[") and value.endswith("]"):
+        value = value[1:-1]
+    if value.endswith("."):
+        value = value[:-1]
+    if value == "localhost" or (value.endswith(".localhost") and _ascii_host(value) == value):
+        return value
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    return str(address) if address.is_loopback else None
 
 
 def host_allowed(host: str, allowed_domains: frozenset[str]) -> bool:

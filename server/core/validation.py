@@ -105,15 +105,25 @@ def safe_next(value: str | None, default: str = "/") -> str:
     return value
 
 
-def domains(text: str, *, field: str, label: str, empty: str, most: int, too_many: str) -> list[str]:
+def domains(
+    text: str,
+    *,
+    field: str,
+    label: str,
+    empty: str,
+    most: int,
+    too_many: str,
+    special: Callable[[str], str | None] | None = None,
+) -> list[str]:
     """A list of host names typed one per line or comma-separated, each normalised (IDN to ASCII,
     lower case; server/core/deeplink.py) and listed once, in order. `label` names one in an
     error ("Site domain 'x': ..."); `empty` and `too_many` are what to say when there are none or
-    more than `most`."""
+    more than `most`. A name `special` answers a host for is that host, past the domain rule
+    (`special` may raise Invalid instead: ad slots' loopback names)."""
     found: list[str] = []
     for part in text.replace(",", "\n").split():
         try:
-            domain = deeplink.normalise_domain(part)
+            domain = (special(part) if special is not None else None) or deeplink.normalise_domain(part)
         except ValueError as exc:
             raise Invalid(
                 _("%(label)s “%(value)s”: %(reason)s", label=label, value=part, reason=exc), field=field

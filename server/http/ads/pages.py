@@ -83,7 +83,7 @@ class PublisherSlots(Controller):
     async def create(self, request: Request) -> Template | Redirect:
         form = await form_data(request)
         try:
-            slot_id = await ads.create_slot(_user(request), form)
+            slot_id = await ads.create_slot(_user(request), form, loopback_allowed=not settings_of(request).production)
         except DomainError as exc:
             return render_error("publisher/slot_form.html", exc, form, **_form_context(editing=False))
         return see_other(f"/publisher/slots/{slot_id}")
@@ -123,7 +123,7 @@ class PublisherSlots(Controller):
         form = await form_data(request)
         slot = await ads.owned_slot(_user(request), slot_id)
         try:
-            await ads.update_slot(_user(request), slot_id, form)
+            await ads.update_slot(_user(request), slot_id, form, loopback_allowed=not settings_of(request).production)
         except DomainError as exc:
             return render_error(
                 "publisher/slot_form.html",

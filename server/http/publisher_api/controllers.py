@@ -444,7 +444,7 @@ class PublisherSlotsApi(Controller):
             "house_url": data.house_url,
             "fallback_html": data.fallback_html,
         }
-        slot_id = await ads.create_slot(user, form)
+        slot_id = await ads.create_slot(user, form, loopback_allowed=not settings_of(request).production)
         return _slot(await ads.owned_slot(user, slot_id), settings_of(request).base_url)
 
 
