@@ -100,6 +100,8 @@ class PublisherSlots(Controller):
             "publisher/slot.html",
             slot=slot,
             snippet=ads.snippet(base_url, slot),
+            shortcode=ads.shortcode(slot),
+            base_url=base_url,
             format_label=ads.FORMAT_LABELS[SlotFormat(slot["format"])],
             fallback_label=ads.FALLBACK_LABELS[SlotFallback(slot["fallback"])],
             domains=slot["domains"].split(),
