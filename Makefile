@@ -10,7 +10,7 @@ VENDOR_JS := static/vendor/chart.umd.js static/vendor/pdf.min.mjs
 # SQLite, a test file at a time). 0 runs it in this one.
 PYTEST_WORKERS ?= 2
 
-.PHONY: run test api-check install lint migrate demo clean
+.PHONY: run test api-check install lint migrate demo clean wordpress-plugin
 
 $(STAMP): pyproject.toml
 	@bash scripts/bootstrap.sh "$(PYTHON)" "$(VENV)"
@@ -41,6 +41,10 @@ test: $(STAMP) $(VENDOR_JS)
 ## Only the schemathesis run of the live API against /schema/openapi.json (`make test` runs it too).
 api-check: $(STAMP) $(VENDOR_JS)
 	@$(BIN)/pytest tests/test_openapi_conformance.py $(PYTEST_ARGS)
+
+## The WordPress plugin as the zip to upload in Plugins → Add New → Upload Plugin: dist/affnet-wordpress.zip
+wordpress-plugin: $(STAMP)
+	@bash scripts/wordpress-plugin.sh $(BIN)/python
 
 lint: $(STAMP)
 	@$(BIN)/ruff format --check server workers dev tests bench migrations
