@@ -35,7 +35,7 @@ from server.http import transport
 from server.http.accounts.api import AccountsApi
 from server.http.accounts.notifications import NotificationSettings, unsubscribe_now, unsubscribe_page
 from server.http.accounts.pages import AccountController, AdminPublishersController, AuthController
-from server.http.ads.pages import PublisherSlots, demo_blog
+from server.http.ads.pages import PublisherSlots, demo_blog, wordpress_plugin
 from server.http.ads.public import AdFastPath, ads_endpoints
 from server.http.advertiser_api import ADVERTISER_API
 from server.http.amounts import amount_preview
@@ -141,6 +141,7 @@ ROUTE_HANDLERS = [
     ads_endpoints,
     PublisherSlots,
     demo_blog,
+    wordpress_plugin,
     *PROFILE_ROUTES,
     *DOCUMENT_ROUTES,
 ]

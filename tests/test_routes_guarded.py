@@ -70,6 +70,8 @@ EXPECTED_PUBLIC: set[tuple[str, str]] = {
     ("ASGIRouteHandler", "/ads"),
     # The demo blog page with the demo publisher's slot (development only: 404 in production).
     ("GET", "/demo/blog"),
+    # The WordPress plugin's zip, linked from the slot page: GPL code with no secret in it.
+    ("GET", "/wordpress/affnet.zip"),
 }
 
 # The one exception to "public or guarded": Litestar's generated OpenAPI documentation (the

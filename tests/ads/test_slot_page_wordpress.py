@@ -4,7 +4,9 @@ WordPress roles can paste the raw HTML (the others lose the script without a war
 from __future__ import annotations
 
 import html
+import io
 import re
+import zipfile
 
 from server.ads.tables import AdSlot
 from tests.ads.factories import slot_form
@@ -62,3 +64,12 @@ async def test_the_wordpress_advice_is_in_the_publishers_language(app, new_clien
         shown = text_of(section(page, "html-snippet")) + " " + text_of(section(page, "wordpress-plugin"))
         assert all(w in shown for w in words), (language, shown)
         assert "Administrators" not in shown and "Upload Plugin" not in shown
+
+
+async def test_anyone_can_download_the_plugin_zip_the_slot_page_links(app, client):
+    response = await client.get("/wordpress/affnet.zip")  # no one logged in: GPL code, no secret
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/zip"
+    assert response.headers["content-disposition"] == 'attachment; filename="affnet-wordpress.zip"'
+    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+        assert "affnet/affnet.php" in archive.namelist()

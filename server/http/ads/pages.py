@@ -1,5 +1,6 @@
-"""The publisher's ad slot pages (create, list, edit, pause, the snippet and statistics) and the
-demo blog page. The endpoints the embed script calls are in server/http/ads/public.py."""
+"""The publisher's ad slot pages (create, list, edit, pause, the snippet and statistics), the
+WordPress plugin's download and the demo blog page. The endpoints the embed script calls are in
+server/http/ads/public.py."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from typing import Any
 
 from litestar import Controller, Request, get, post
 from litestar.params import FromPath
-from litestar.response import Redirect, Template
+from litestar.response import Redirect, Response, Template
 from markupsafe import Markup
 
 from server.accounts.identity import CurrentUser
 from server.accounts.tables import Role
 from server.ads import service as ads
+from server.ads import wordpress
 from server.ads.tables import VIEW_REASON_LABELS, SlotFallback, SlotFormat, ViewReason
 from server.core import clock
 from server.core.errors import DomainError, NotFound
@@ -161,3 +163,16 @@ async def demo_blog(request: Request) -> Template:
     # The page embeds the snippet as markup, as a publisher pastes it: snippet() escapes every value it holds.
     snippet = Markup(ads.snippet(settings.base_url, slot)) if slot else ""  # noqa: S704
     return render_page("ads/demo_blog.html", snippet=snippet)
+
+
+# --- the WordPress plugin ------------------------------------------------------------------------
+
+
+@get("/wordpress/affnet.zip", opt=PUBLIC, include_in_schema=False, sync_to_thread=True)
+def wordpress_plugin() -> Response[bytes]:
+    """The WordPress plugin's zip, as the slot page links it: public (GPL code, no secret in it)."""
+    return Response(
+        wordpress.plugin_zip(),  # built from wordpress/affnet/ once per process
+        media_type="application/zip",
+        headers={"content-disposition": 'attachment; filename="affnet-wordpress.zip"', "cache-control": "no-cache"},
+    )
