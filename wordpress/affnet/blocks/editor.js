@@ -17,6 +17,8 @@
 	var useState = wp.element.useState;
 	var useEffect = wp.element.useEffect;
 	var useBlockProps = wp.blockEditor.useBlockProps;
+	var InspectorControls = wp.blockEditor.InspectorControls;
+	var PanelBody = wp.components.PanelBody;
 	var SelectControl = wp.components.SelectControl;
 	var TextControl = wp.components.TextControl;
 	var Button = wp.components.Button;
@@ -127,8 +129,8 @@
 		return el(
 			'div',
 			useBlockProps( { className: 'affnet-slot-editor' } ),
-			status( list, s.noSlots ),
-			el( SelectControl, {
+			( props.isSelected || ! a.key ) ? status( list, s.noSlots ) : null,
+			( props.isSelected || ! a.key ) ? el( SelectControl, {
 				label: s.slot,
 				value: a.key,
 				options: options,
@@ -136,7 +138,7 @@
 					var slot = find( slots, 'key', key );
 					props.setAttributes( { key: key, format: slot ? slot.format : ( key === a.key ? a.format : '' ) } );
 				}
-			} ),
+			} ) : null,
 			a.key ? el( 'div', { className: 'affnet-slot-preview', style: box },
 				sprintf( s.slotPreview, current ? current.name : a.key, a.format || '?' ) ) : null
 		);
@@ -208,8 +210,9 @@
 				}
 			} )
 		];
+		var settings = [];
 		SUBS.forEach( function ( name, i ) {
-			fields.push( el( TextControl, {
+			settings.push( el( TextControl, {
 				key: name,
 				label: sprintf( s.sub, i + 1 ),
 				value: a[ name ],
@@ -219,7 +222,7 @@
 				}
 			} ) );
 		} );
-		fields.push( el( TextControl, {
+		settings.push( el( TextControl, {
 			key: 'deepLink',
 			label: s.deepLink,
 			type: 'url',
@@ -228,6 +231,7 @@
 				choose( 'deepLink', value );
 			}
 		} ) );
+		fields.push( el( 'p', { key: 'hint', className: 'description' }, el( 'em', null, s.subsHint ) ) );
 		fields.push( el( Button, {
 			key: 'build',
 			variant: 'primary',
@@ -242,7 +246,12 @@
 			? el( 'p', { key: 'url', className: 'affnet-link' }, s.trackedUrl, ' ', el( 'code', null, a.url ) )
 			: el( 'p', { key: 'url' }, el( 'em', null, s.noLink ) ) );
 
-		return el( 'div', useBlockProps( { className: 'affnet-link-editor' } ), fields );
+		return el(
+			'div',
+			useBlockProps( { className: 'affnet-link-editor' } ),
+			el( InspectorControls, null, el( PanelBody, { title: s.subsPanel, initialOpen: true }, settings ) ),
+			fields
+		);
 	}
 
 	function nothing() {

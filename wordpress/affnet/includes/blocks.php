@@ -69,6 +69,8 @@ function affnet_editor_strings() {
 		'trackedUrl'             => __( 'Tracked link:', 'affnet' ),
 		'chooseCampaign'         => __( 'Choose a campaign first.', 'affnet' ),
 		'noLink'                 => __( 'No link yet: choose a campaign and build the link.', 'affnet' ),
+		'subsPanel'              => __( 'Sub-IDs and deep link', 'affnet' ),
+		'subsHint'               => __( 'Sub-IDs and a deep link can be added in the block settings (sidebar) before building the link.', 'affnet' ),
 	);
 }
 

@@ -78,6 +78,8 @@ function affnet_register_rest_routes() {
 		'type'              => 'string',
 		'default'           => '',
 		'maxLength'         => 100,
+		// With a sanitize_callback of its own, an argument is checked against its schema only if asked.
+		'validate_callback' => 'rest_validate_request_arg',
 		'sanitize_callback' => 'affnet_rest_text',
 	);
 	register_rest_route(
@@ -93,6 +95,7 @@ function affnet_register_rest_routes() {
 					'required'          => true,
 					'minimum'           => 1,
 					'maximum'           => 2147483647,
+					'validate_callback' => 'rest_validate_request_arg',
 					'sanitize_callback' => 'absint',
 				),
 				'sub1'        => $text,
