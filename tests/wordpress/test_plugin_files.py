@@ -154,3 +154,22 @@ def test_template_holds_every_string_the_plugin_translates() -> None:
         assert len(found) == len(_ANY_CALL.findall(text)), f"{where}: a translation call the check cannot read"
         missing = [s for s in found if s not in template]
         assert not missing, f"{where}: not in languages/affnet.pot: {missing}"
+
+
+def test_plugin_knows_the_slot_formats_and_sizes_affnet_has() -> None:
+    from server.ads.service import SIZES
+
+    render = (PLUGIN / "includes" / "render.php").read_text()
+    table = render[render.index("function affnet_slot_sizes()") :]
+    table = table[: table.index(");\n}")]
+    php_sizes = {
+        fmt: (int(w), int(h)) for fmt, w, h in re.findall(r"'([\w]+)'\s*=>\s*array\(\s*(\d+),\s*(\d+)\s*\)", table)
+    }
+    assert php_sizes == {fmt.value: (size.width or 0, size.height) for fmt, size in SIZES.items()}
+    # The placeholder's style is affnet's own (Size.style), built the same way from width and height.
+    assert "'display:block;width:' . $width . ';max-width:100%;height:' . $h . 'px;overflow:hidden'" in render
+    for fmt, size in SIZES.items():
+        w, h = php_sizes[fmt.value]
+        assert (
+            f"display:block;width:{f'{w}px' if w else '100%'};max-width:100%;height:{h}px;overflow:hidden" == size.style
+        )
