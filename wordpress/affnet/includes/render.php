@@ -50,13 +50,13 @@ function affnet_valid_key( $key ) {
  * @return string
  */
 function affnet_slot_markup( $base, $key, $format ) {
-	$sizes           = affnet_slot_sizes();
-	list( $w, $h )   = $sizes[ $format ];
-	$width           = $w ? $w . 'px' : '100%';
-	$style           = 'display:block;width:' . $width . ';max-width:100%;height:' . $h . 'px;overflow:hidden';
-	$html            = '<div class="affnet-slot-wrap">';
-	$html           .= '<div class="affnet-slot" data-affnet-slot="' . esc_attr( $key ) . '" data-affnet-format="' . esc_attr( $format ) . '" style="' . esc_attr( $style ) . '"></div>';
-	$html           .= '<script async src="' . esc_url( $base . '/static/embed.js' ) . '"></script>';
+	$sizes         = affnet_slot_sizes();
+	list( $w, $h ) = $sizes[ $format ];
+	$width         = $w ? $w . 'px' : '100%';
+	$style         = 'display:block;width:' . $width . ';max-width:100%;height:' . $h . 'px;overflow:hidden';
+	$html          = '<div class="affnet-slot-wrap">';
+	$html         .= '<div class="affnet-slot" data-affnet-slot="' . esc_attr( $key ) . '" data-affnet-format="' . esc_attr( $format ) . '" style="' . esc_attr( $style ) . '"></div>';
+	$html         .= '<script async src="' . esc_url( $base . '/static/embed.js' ) . '"></script>';
 	if ( 'native' !== $format ) {
 		$html .= '<noscript><a href="' . esc_url( $base . '/ads/n/' . $key . '/go' ) . '" rel="sponsored noopener" target="_blank">'
 			. '<img src="' . esc_url( $base . '/ads/n/' . $key . '/img' ) . '" width="' . esc_attr( (string) $w ) . '" height="' . esc_attr( (string) $h ) . '" alt="' . esc_attr__( 'Advertisement', 'affnet' ) . '">'
