@@ -40,7 +40,10 @@ def _mo(po_file: Path) -> bytes:
 
 
 def build_zip(plugin_dir: Path = PLUGIN_DIR) -> bytes:
-    """The zip of the plugin in `plugin_dir`, built afresh."""
+    """The zip of the plugin in `plugin_dir`, built afresh. Raises FileNotFoundError when the
+    folder holds no plugin (affnet installed without its repository's wordpress/ folder)."""
+    if not (plugin_dir / "affnet.php").is_file():
+        raise FileNotFoundError(f"no WordPress plugin in {plugin_dir} (affnet.php is missing)")
     files: dict[str, bytes] = {}
     for path in plugin_dir.rglob("*"):
         relative = path.relative_to(plugin_dir)

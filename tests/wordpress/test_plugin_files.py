@@ -173,3 +173,8 @@ def test_plugin_knows_the_slot_formats_and_sizes_affnet_has() -> None:
         assert (
             f"display:block;width:{f'{w}px' if w else '100%'};max-width:100%;height:{h}px;overflow:hidden" == size.style
         )
+
+
+def test_zip_is_refused_rather_than_empty_without_the_plugin_folder(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        wordpress.build_zip(tmp_path)
