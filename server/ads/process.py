@@ -20,6 +20,7 @@ from server.ads import render
 from server.ads.counting import DecisionSync, ViewCounter
 from server.ads.decision import CLAIM_TTL, FLUSH_INTERVAL, SYNC_INTERVAL, Decider, Frequency, ImpressionTally
 from server.ads.inventory import Inventory, SpendMeter
+from server.ads.noscript import NoScript
 from server.ads.service import IMPRESSION_COLUMNS, valid_impressions_on
 from server.ads.tables import ViewReason
 from server.ads.views import OfferClaims, OfferClicks, Views
@@ -73,6 +74,7 @@ class AdServer:
         )
         self.views = Views(self.inventory, self.claims, self.buffer, offer_key, visitor_key, self.frequency, self.tally)
         self.clicks = OfferClicks(self.claims, offer_key, redis)
+        self.noscript = NoScript(self.decider, self.views, self.inventory, redis, visitor_key)
         self.country_header: bytes | None = None  # server/tracking/geo.py: set from the settings
         self.frame_csp = render.frame_csp("{0.scheme}://{0.netloc}".format(urlsplit(self.base_url)))
 

@@ -22,6 +22,7 @@ i18n.install(ENV)
 _FRAME_IMAGE = ENV.get_template("frame_image.html")
 _FRAME_NATIVE = ENV.get_template("frame_native.html")
 _HOUSE = ENV.get_template("house.html")
+_NOSCRIPT_EXPIRED = ENV.get_template("noscript_expired.html")
 
 
 def frame(creative: Any, click_url: str, advertiser: str) -> str:
@@ -33,6 +34,11 @@ def frame(creative: Any, click_url: str, advertiser: str) -> str:
 def house(text: str, url: str) -> str:
     """A publisher's house ad: their line of text linking to their own page."""
     return _HOUSE.render(text=text, url=url)
+
+
+def noscript_expired() -> str:
+    """The page a no-script ad's link shows when there is no ad to click through any more."""
+    return _NOSCRIPT_EXPIRED.render()
 
 
 def frame_csp(base_url: str) -> str:

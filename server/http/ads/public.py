@@ -1,5 +1,5 @@
 """The ads endpoints the embed script calls from publishers' pages: the decision, the ad's frame
-and the view beacon.
+and the view beacon; and the no-script image ad and its link (`/ads/n/KEY/img`, `/ads/n/KEY/go`).
 
 They are hot and called from other sites, so, like the click redirect, they are plain ASGI
 handlers reached before Litestar's router and middleware (`AdFastPath`, server/http/web.py:
@@ -37,6 +37,20 @@ _PREFLIGHT = [
     (b"access-control-max-age", b"86400"),
 ]
 _EMPTY_FRAME = b"<!doctype html><title>Advertisement</title>"
+# The no-script image when there is no image ad to show: one transparent pixel.
+BLANK_GIF = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00\x00\x00\x00"
+    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+_NO_STORE = (b"cache-control", b"no-store")
+_NOT_FOUND = Answer(404, {"error": {"code": "not_found", "message": "There is nothing at this address."}})
+_GIF = [(b"content-type", b"image/gif"), _NO_STORE, (b"x-content-type-options", b"nosniff")]
+_EXPIRED_PAGE = [
+    (b"content-type", b"text/html; charset=utf-8"),
+    _NO_STORE,
+    (b"x-content-type-options", b"nosniff"),
+    (b"content-security-policy", b"default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"),
+]
 
 
 async def _json(send: Send, answer: Answer, head: bool = False) -> None:
@@ -138,6 +152,49 @@ async def _frame(ad_server: AdServer, token: str, scope: Scope, send: Send) -> N
     await respond(send, 200, headers, document.encode())
 
 
+async def _noscript(ad_server: AdServer, rest: str, scope: Scope, send: Send) -> None:
+    """/ads/n/KEY/img and /ads/n/KEY/go: the image ad the WordPress plugin prints in <noscript>
+    and the link around it (server/ads/noscript.py)."""
+    slot_key, _, action = rest.rstrip("/").partition("/")
+    if action not in ("img", "go") or not slot_key or len(slot_key) > 24:
+        await _json(send, _NOT_FOUND)
+        return
+    if scope["method"] != "GET":
+        await respond(send, 405, [(b"allow", b"GET"), _NO_STORE])
+        return
+    origin = referer = language = None
+    user_agent, country = "", geo.UNKNOWN
+    for name, value in scope["headers"]:
+        if name == b"user-agent":
+            user_agent = value.decode("latin-1")
+        elif name == b"referer":
+            referer = value.decode("latin-1")
+        elif name == b"origin":
+            origin = value.decode("latin-1")
+        elif name == b"accept-language":
+            language = value.decode("latin-1")
+        elif name == ad_server.country_header:
+            country = geo.country(value)
+    ip = _client_ip(scope)
+    if action == "img":
+        image = await ad_server.noscript.image(
+            slot_key, origin=origin, referer=referer, ip=ip, user_agent=user_agent, country=country
+        )
+        if image is None:
+            await respond(send, 200, _GIF, BLANK_GIF)
+        else:
+            await respond(send, 302, [(b"location", image.encode()), _NO_STORE])
+        return
+    click_url = await ad_server.noscript.click_url(slot_key, ip=ip, user_agent=user_agent)
+    if click_url is None:
+        # Nowhere to send the reader: say so, in their language (no redirect to anything they typed).
+        with locales.using(locales.negotiate(None, language)):
+            page = render.noscript_expired()
+        await respond(send, 404, _EXPIRED_PAGE, page.encode())
+    else:
+        await respond(send, 302, [(b"location", click_url.encode()), _NO_STORE])
+
+
 async def handle_ads(ad_server: AdServer, scope: Scope, send: Send) -> None:
     path: str = scope["path"]
     method: str = scope["method"]
@@ -168,8 +225,10 @@ async def handle_ads(ad_server: AdServer, scope: Scope, send: Send) -> None:
         await _json(send, answer)
     elif path.startswith("/ads/f/") and method in ("GET", "HEAD"):
         await _frame(ad_server, path[7:].rstrip("/"), scope, send)
+    elif path.startswith("/ads/n/"):
+        await _noscript(ad_server, path[7:], scope, send)
     else:
-        await _json(send, Answer(404, {"error": {"code": "not_found", "message": "There is nothing at this address."}}))
+        await _json(send, _NOT_FOUND)
 
 
 # A mount: Litestar cannot route ASGI handlers with path parameters (see server/http/tracking/public.py).
