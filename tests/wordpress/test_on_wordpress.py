@@ -1,0 +1,290 @@
+"""The plugin on a real WordPress, as a multi-author blog uses it: an Author (who may not post
+<script> or <iframe>: WordPress strips them from their posts) publishes a post with the "affnet ad
+slot" block, the `[affnet_slot]` shortcode and a "tracked link" block, through WordPress's REST API
+and the plugin's own routes, which talk to affnet's publisher API with the publisher's key. A reader
+in headless Chromium sees the ad drawn in the block theme's content column; affnet counts one valid
+view; a click on the ad lands on the advertiser's page with a click id and is stored valid, and so
+is a click on the tracked link with its sub-ID."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from server.accounts import service as accounts
+from server.ads import wordpress as plugin
+from server.ads.tables import Impression
+from server.core.settings import ROOT
+from server.tracking.tables import Click
+from tests.ads.factories import ad_campaign, join, publisher, slot
+from tests.e2e.conftest import TIMEOUT_MS
+
+# Headless Chromium names itself HeadlessChrome, which affnet rightly takes for a bot.
+READER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
+OTHER_READER_UA = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Safari/605.1"
+ARTIFACTS = Path(os.environ.get("AFFNET_ARTIFACTS", ROOT / ".ci" / "artifacts")) / "screenshots"
+LANDING = "https://shop.example.com/boots"  # tests/tracking/factories.campaign_form's landing page
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float = TIMEOUT_MS / 1000) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
+def _author(site, login: str) -> tuple[int, str]:
+    """A new Author with an application password: (user id, password). Authors lack unfiltered_html."""
+    made = json.loads(
+        site.php(
+            f"$id = wp_insert_user(['user_login' => '{login}', 'user_pass' => wp_generate_password(24),"
+            f" 'user_email' => '{login}@blog.example.test', 'role' => 'author', 'display_name' => 'Ada']);\n"
+            "if (is_wp_error($id)) { fwrite(STDERR, $id->get_error_message()); exit(1); }\n"
+            "[$password] = WP_Application_Passwords::create_new_application_password($id, ['name' => 'tests']);\n"
+            "echo json_encode(['id' => $id, 'password' => $password,"
+            " 'unfiltered_html' => user_can($id, 'unfiltered_html')]);"
+        )
+    )
+    assert made["unfiltered_html"] is False  # the role the HTML snippet fails for
+    return made["id"], made["password"]
+
+
+@pytest.mark.browser
+async def test_an_author_publishes_an_ad_slot_and_a_tracked_link_that_count_on_affnet(
+    live_server, browser, wordpress_site, settings
+):
+    site = wordpress_site
+    # affnet: a campaign paying per thousand views with a 300×250 banner, a publisher in it with an ad
+    # slot for their blog on loopback (allowed outside production) and a read-and-write API key.
+    camp = await ad_campaign(settings)
+    pub = await publisher(settings)
+    await join(pub, camp)
+    s = await slot(pub, domains="127.0.0.1", name="In the post")
+    _, api_key = await accounts.create_api_key(pub, "WordPress")
+
+    # The blog's administrator installs the plugin from its zip, activates it and saves the settings.
+    site.install_plugin(plugin.plugin_zip())
+    activated = site.php(
+        "require_once ABSPATH . 'wp-admin/includes/plugin.php';\n"
+        "$r = activate_plugin('affnet/affnet.php'); if (is_wp_error($r)) { echo $r->get_error_message(); exit(1); }\n"
+        f"update_option('affnet_base_url', {json.dumps(live_server.url)});\n"
+        f"update_option('affnet_api_key', {json.dumps(api_key)});\n"
+        "echo is_plugin_active('affnet/affnet.php') ? 'active' : 'inactive';"
+    )
+    assert activated.strip().endswith("active") and "inactive" not in activated
+    login = f"ada{live_server.port}"
+    _, password = _author(site, login)
+
+    async with httpx.AsyncClient(base_url=site.url, auth=(login, password), timeout=20) as wp:
+
+        async def rest(method: str, route: str, **kwargs) -> httpx.Response:
+            return await wp.request(method, "/", params={"rest_route": route}, **kwargs)
+
+        slots = await rest("GET", "/affnet/v1/slots")
+        assert slots.status_code == 200, slots.text
+        assert {"key": s["public_key"], "name": "In the post", "format": "300x250"}.items() <= next(
+            item for item in slots.json() if item["key"] == s["public_key"]
+        ).items()
+        campaigns = await rest("GET", "/affnet/v1/campaigns")
+        assert campaigns.status_code == 200, campaigns.text
+        assert camp.campaign_id in [c["id"] for c in campaigns.json()]
+        built = await rest("POST", "/affnet/v1/links", json={"campaign_id": camp.campaign_id, "sub1": "wp-post"})
+        assert built.status_code == 200, built.text
+        tracked_url = built.json()["tracked_url"]
+        assert tracked_url.startswith(f"{live_server.url}/c/") and "sub1=wp-post" in tracked_url
+        refused = await rest(
+            "POST", "/affnet/v1/links", json={"campaign_id": camp.campaign_id, "url": "https://evil.example.net/"}
+        )
+        assert 400 <= refused.status_code < 500 and "url" in refused.text.lower()  # affnet's own words, passed on
+
+        slot_block = json.dumps({"key": s["public_key"], "format": "300x250"})
+        link_block = json.dumps(
+            {"campaignId": camp.campaign_id, "url": tracked_url, "text": "The boots I wear", "sub1": "wp-post"}
+        )
+        content = (
+            '<!-- wp:paragraph -->\n<p id="intro">Five knives every home cook needs.</p>\n<!-- /wp:paragraph -->\n'
+            f"<!-- wp:affnet/ad-slot {slot_block} /-->\n"
+            f"<!-- wp:affnet/tracked-link {link_block} /-->\n"
+            # What the issue saw fail: the raw snippet in a Custom HTML block, posted by an Author.
+            "<!-- wp:html -->\n<script>window.__raw_script_ran = true;</script>\n<!-- /wp:html -->\n"
+        )
+        post = await rest("POST", "/wp/v2/posts", json={"title": "Knives", "status": "publish", "content": content})
+        assert post.status_code == 201, post.text
+        post_url = post.json()["link"]
+        shortcode_post = await rest(
+            "POST",
+            "/wp/v2/posts",
+            json={
+                "title": "Shortcode",
+                "status": "publish",
+                "content": f'<p>Before.</p>\n[affnet_slot key="{s["public_key"]}"]\n<p>After.</p>',
+            },
+        )
+        assert shortcode_post.status_code == 201, shortcode_post.text
+
+        # The shortcode, without a format, is drawn the same: the plugin looked the slot up.
+        shortcode_page = (await wp.get(shortcode_post.json()["link"])).text
+        assert f'data-affnet-slot="{s["public_key"]}" data-affnet-format="300x250"' in shortcode_page
+        assert f'<script async src="{live_server.url}/static/embed.js"></script>' in shortcode_page
+
+    context = await browser.new_context(user_agent=READER_UA, viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(TIMEOUT_MS)
+    landed: list[str] = []
+
+    async def advertiser(route) -> None:
+        landed.append(route.request.url)
+        await route.fulfill(
+            status=200, content_type="text/html", body="<!doctype html><title>Boots</title><h1>Boots</h1>"
+        )
+
+    await context.route("https://shop.example.com/**", advertiser)
+    try:
+        page = await context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(post_url)
+        # WordPress kept the block's script (printed by PHP) and stripped the Author's own.
+        assert await page.evaluate("window.__raw_script_ran === undefined")
+        ad = page.frame_locator(".affnet-slot iframe")
+        await ad.locator("img[width='300'][height='250']").wait_for()
+        assert await page.get_attribute(".affnet-slot", "data-affnet-state") == "ad"
+        # In the block theme's content column, where the paragraph above it starts.
+        slot_left = await page.evaluate("document.querySelector('.affnet-slot').getBoundingClientRect().left")
+        intro_left = await page.evaluate("document.getElementById('intro').getBoundingClientRect().left")
+        assert abs(slot_left - intro_left) <= 1 and intro_left > 100
+
+        await page.locator(".affnet-slot").scroll_into_view_if_needed()
+
+        async def one_valid_view() -> bool:
+            rows = await Impression.select(Impression.slot, Impression.reason)
+            return rows == [{"slot": s["id"], "reason": "valid"}]
+
+        await eventually(one_valid_view, "one valid view of the slot")
+
+        async with context.expect_page() as opened:
+            await ad.locator("a").click()
+        tab = await opened.value
+        await tab.wait_for_url("https://shop.example.com/**", wait_until="load")
+        assert await tab.title() == "Boots"
+        ad_landing = urlsplit(landed[-1])
+        assert f"{ad_landing.scheme}://{ad_landing.hostname}{ad_landing.path}" == LANDING
+        [ad_click_id] = parse_qs(ad_landing.query)["click_id"]
+
+        async def stored(click_id: str) -> dict | None:
+            return await Click.select(Click.reason, Click.slot, Click.sub1).where(Click.click_id == click_id).first()
+
+        await eventually(lambda: stored(ad_click_id), "the ad's click stored")
+        assert await stored(ad_click_id) == {"reason": "valid", "slot": s["id"], "sub1": ""}
+        assert errors == []
+    finally:
+        await context.close()
+
+    # Another reader follows the tracked link under the post: the sub-ID travels with the click.
+    context = await browser.new_context(user_agent=OTHER_READER_UA)
+    context.set_default_timeout(TIMEOUT_MS)
+    await context.route("https://shop.example.com/**", advertiser)
+    try:
+        page = await context.new_page()
+        await page.goto(post_url)
+        link = page.locator(".affnet-link a")
+        assert await link.get_attribute("rel") == "sponsored noopener"
+        assert await link.get_attribute("href") == tracked_url
+        await link.click()
+        await page.wait_for_url("https://shop.example.com/**")
+        [link_click_id] = parse_qs(urlsplit(page.url).query)["click_id"]
+        await eventually(lambda: stored(link_click_id), "the tracked link's click stored")
+        assert await stored(link_click_id) == {"reason": "valid", "slot": None, "sub1": "wp-post"}
+    finally:
+        await context.close()
+
+
+@pytest.mark.browser
+async def test_an_author_places_both_blocks_in_the_editor(live_server, browser, wordpress_site, settings):
+    """The block editor as an Author sees it: the slot block lists the publisher's slots (the plugin's
+    REST route, with WordPress's nonce, asking affnet), and the link block builds a tracked link and
+    shows affnet's refusal of a deep link off the campaign's domains. The screenshot is README's."""
+    site = wordpress_site
+    camp = await ad_campaign(settings)
+    pub = await publisher(settings)
+    await join(pub, camp)
+    s = await slot(pub, domains="127.0.0.1", name="Sidebar")
+    _, api_key = await accounts.create_api_key(pub, "WordPress")
+    site.install_plugin(plugin.plugin_zip())
+    site.php(
+        "require_once ABSPATH . 'wp-admin/includes/plugin.php'; activate_plugin('affnet/affnet.php');\n"
+        f"update_option('affnet_base_url', {json.dumps(live_server.url)});\n"
+        f"update_option('affnet_api_key', {json.dumps(api_key)});\n"
+        "delete_transient('affnet_slots');"
+    )
+    login = f"eve{live_server.port}"
+    user_id, _ = _author(site, login)
+    site.php(f"wp_set_password('a long author password', {user_id});")
+
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = await context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(f"{site.url}/wp-login.php")
+        await page.fill("#user_login", login)
+        await page.fill("#user_pass", "a long author password")
+        await page.click("#wp-submit")
+        await page.wait_for_url("**/wp-admin/**")
+        await page.goto(f"{site.url}/wp-admin/post-new.php")
+        await page.wait_for_function(
+            "window.wp && wp.data && wp.blocks && wp.blocks.getBlockType('affnet/ad-slot')"
+            " && wp.blocks.getBlockType('affnet/tracked-link')",
+            timeout=30_000,
+        )
+        await page.evaluate(
+            "wp.data.select('core/edit-post').isFeatureActive('welcomeGuide')"
+            " && wp.data.dispatch('core/edit-post').toggleFeature('welcomeGuide')"
+        )
+        await page.evaluate(
+            "wp.data.dispatch('core/block-editor').insertBlocks("
+            "[wp.blocks.createBlock('affnet/ad-slot'), wp.blocks.createBlock('affnet/tracked-link')])"
+        )
+        await page.locator(f".affnet-slot-editor select option[value='{s['public_key']}']").wait_for(state="attached")
+        await page.locator(".affnet-slot-editor select").select_option(s["public_key"])
+        assert "Sidebar (300x250)" in await page.locator(".affnet-slot-preview").inner_text()
+
+        editor = page.locator(".affnet-link-editor")
+        await editor.locator(f"select option[value='{camp.campaign_id}']").wait_for(state="attached")
+        await editor.locator("select").select_option(str(camp.campaign_id))
+        await editor.get_by_label("Link text").fill("The boots I wear")
+        await page.get_by_label("Sub-ID 1").fill("wp-post")
+        await editor.get_by_role("button").click()
+        built = await editor.locator("code").inner_text()
+        assert built.startswith(f"{live_server.url}/c/") and built.endswith("?sub1=wp-post")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=ARTIFACTS / "wordpress-editor.png")
+
+        blocks = json.loads(
+            await page.evaluate(
+                "JSON.stringify(wp.data.select('core/block-editor').getBlocks().map(b => [b.name, b.attributes]))"
+            )
+        )
+        assert blocks[0] == ["affnet/ad-slot", {"key": s["public_key"], "format": "300x250"}]
+        assert blocks[1][0] == "affnet/tracked-link"
+        assert {
+            "campaignId": camp.campaign_id,
+            "url": built,
+            "text": "The boots I wear",
+            "sub1": "wp-post",
+        }.items() <= (blocks[1][1].items())
+
+        await page.get_by_label("Deep link", exact=False).fill("https://evil.example.net/")
+        await editor.get_by_role("button").click()
+        refusal = await editor.locator(".components-notice").inner_text()
+        assert "shop.example.com" in refusal or "domain" in refusal.lower()
+        assert errors == []
+    finally:
+        await context.close()
