@@ -30,6 +30,7 @@ from tests.e2e.conftest import TIMEOUT_MS
 READER_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
 OTHER_READER_UA = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Safari/605.1"
 ARTIFACTS = Path(os.environ.get("AFFNET_ARTIFACTS", ROOT / ".ci" / "artifacts")) / "screenshots"
+NO_SCRIPT_READER_UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Firefox/128.0"
 LANDING = "https://shop.example.com/boots"  # tests/tracking/factories.campaign_form's landing page
 
 
@@ -133,6 +134,9 @@ async def test_an_author_publishes_an_ad_slot_and_a_tracked_link_that_count_on_a
         shortcode_page = (await wp.get(shortcode_post.json()["link"])).text
         assert f'data-affnet-slot="{s["public_key"]}" data-affnet-format="300x250"' in shortcode_page
         assert f'<script async src="{live_server.url}/static/embed.js"></script>' in shortcode_page
+        # The classic editor's wpautop left the one-line markup whole: no <br /> or <p> put inside it.
+        drawn = shortcode_page.split('<div class="affnet-slot-wrap">', 1)[1].split("</noscript>", 1)[0]
+        assert "<br" not in drawn and "<p" not in drawn
 
     context = await browser.new_context(user_agent=READER_UA, viewport={"width": 1280, "height": 800})
     context.set_default_timeout(TIMEOUT_MS)
@@ -201,6 +205,33 @@ async def test_an_author_publishes_an_ad_slot_and_a_tracked_link_that_count_on_a
         [link_click_id] = parse_qs(urlsplit(page.url).query)["click_id"]
         await eventually(lambda: stored(link_click_id), "the tracked link's click stored")
         assert await stored(link_click_id) == {"reason": "valid", "slot": None, "sub1": "wp-post"}
+    finally:
+        await context.close()
+
+    # A reader without JavaScript gets the <noscript> image ad: its view counts by the no-script rule
+    # (the image was fetched), and its link goes through the same ad's signed click.
+    context = await browser.new_context(user_agent=NO_SCRIPT_READER_UA, java_script_enabled=False)
+    context.set_default_timeout(TIMEOUT_MS)
+    await context.route("https://shop.example.com/**", advertiser)
+    try:
+        page = await context.new_page()
+        await page.goto(post_url)
+        image = page.locator(f"a[href='{live_server.url}/ads/n/{s['public_key']}/go'] img")
+        await image.wait_for()
+        await eventually(lambda: image.evaluate("img => img.complete && img.naturalWidth === 300"), "the image ad")
+
+        async def two_valid_views() -> bool:
+            rows = await Impression.select(Impression.slot, Impression.reason)
+            return rows == [{"slot": s["id"], "reason": "valid"}] * 2
+
+        await eventually(two_valid_views, "the no-script view counted")
+        async with context.expect_page() as opened:
+            await image.click()
+        tab = await opened.value
+        await tab.wait_for_url("https://shop.example.com/**", wait_until="load")
+        [no_script_click_id] = parse_qs(urlsplit(tab.url).query)["click_id"]
+        await eventually(lambda: stored(no_script_click_id), "the no-script ad's click stored")
+        assert await stored(no_script_click_id) == {"reason": "valid", "slot": s["id"], "sub1": ""}
     finally:
         await context.close()
 
