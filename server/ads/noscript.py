@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from server.ads import offers
 from server.ads.decision import Decider
-from server.ads.inventory import CreativeEntry, Inventory
+from server.ads.inventory import CampaignEntry, CreativeEntry, Inventory
 from server.ads.views import Views
 
 log = logging.getLogger("affnet.ads")
@@ -74,11 +74,11 @@ class NoScript:
         token = ad.view_url.rsplit("/", 1)[-1]
         offer = offers.read(self.views.offer_key, token)
         found = await creative_of(self.inventory, offer) if offer is not None else None
-        if found is None or not found[0].image_url.startswith(self._media):
+        if found is None or not found[1].image_url.startswith(self._media):
             return None  # a text ad (a native slot): nothing to draw as an image
         await self.views.record(token, ip=ip, user_agent=user_agent, country=country)
         await self._remember(self._reader(slot_key, ip, user_agent), token)
-        return found[0].image_url
+        return found[1].image_url
 
     async def click_url(self, slot_key: str, *, ip: str, user_agent: str) -> str | None:
         """The signed click URL of the ad this reader was last shown in the slot without script
@@ -88,7 +88,7 @@ class NoScript:
         if offer is None or offer.expired(self.decider.clock()):
             return None
         found = await creative_of(self.inventory, offer)
-        return f"{self.base_url}/c/{found[1]}?o={token}" if found is not None else None
+        return f"{self.base_url}/c/{found[2]}?o={token}" if found is not None else None
 
     async def _remember(self, key: str, token: str) -> None:
         if self.redis is None:
@@ -119,9 +119,10 @@ class NoScript:
             log.warning("Redis unavailable for no-script ads (%s): their links answer 'expired'", exc)
 
 
-async def creative_of(inventory: Inventory, offer: offers.Offer) -> tuple[CreativeEntry, str] | None:
-    """The offer's creative and its tracked link's code, or None if the creative was archived or
-    the publisher left the campaign (or moved to another link) since the decision."""
+async def creative_of(inventory: Inventory, offer: offers.Offer) -> tuple[CampaignEntry, CreativeEntry, str] | None:
+    """The offer's campaign, creative and tracked link's code, or None if the creative was archived
+    or the publisher left the campaign (or moved to another link) since the decision. The ad frame
+    (server/http/ads/public.py) and the no-script image and link draw the same ad from it."""
     entry = await inventory.campaigns.get(offer.campaign_id)
     publisher = await inventory.publishers.get(offer.publisher_id)
     creative = next(
@@ -134,6 +135,6 @@ async def creative_of(inventory: Inventory, offer: offers.Offer) -> tuple[Creati
         None,
     )
     link = publisher.links.get(offer.campaign_id) if publisher else None
-    if creative is None or link is None or link[0] != offer.link_id:
+    if entry is None or creative is None or link is None or link[0] != offer.link_id:
         return None
-    return creative, link[1]
+    return entry, creative, link[1]

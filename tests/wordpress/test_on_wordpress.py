@@ -57,29 +57,35 @@ def _author(site, login: str) -> tuple[int, str]:
     return made["id"], made["password"]
 
 
-@pytest.mark.browser
-async def test_an_author_publishes_an_ad_slot_and_a_tracked_link_that_count_on_affnet(
-    live_server, browser, wordpress_site, settings
-):
-    site = wordpress_site
-    # affnet: a campaign paying per thousand views with a 300×250 banner, a publisher in it with an ad
-    # slot for their blog on loopback (allowed outside production) and a read-and-write API key.
+async def _blog_with_the_plugin(site, live_server, settings, slot_name: str) -> tuple:
+    """affnet: a campaign paying per thousand views with a 300×250 banner, a publisher in it with an ad
+    slot for their blog on loopback (allowed outside production) and a read-and-write API key. The
+    blog's administrator installs the plugin from its zip, activates it and saves the settings.
+    Answers (the campaign, the slot)."""
     camp = await ad_campaign(settings)
     pub = await publisher(settings)
     await join(pub, camp)
-    s = await slot(pub, domains="127.0.0.1", name="In the post")
+    s = await slot(pub, domains="127.0.0.1", name=slot_name)
     _, api_key = await accounts.create_api_key(pub, "WordPress")
-
-    # The blog's administrator installs the plugin from its zip, activates it and saves the settings.
     site.install_plugin(plugin.plugin_zip())
     activated = site.php(
         "require_once ABSPATH . 'wp-admin/includes/plugin.php';\n"
         "$r = activate_plugin('affnet/affnet.php'); if (is_wp_error($r)) { echo $r->get_error_message(); exit(1); }\n"
         f"update_option('affnet_base_url', {json.dumps(live_server.url)});\n"
         f"update_option('affnet_api_key', {json.dumps(api_key)});\n"
+        "delete_transient('affnet_slots');\n"  # the slots of the module's previous test
         "echo is_plugin_active('affnet/affnet.php') ? 'active' : 'inactive';"
     )
     assert activated.strip().endswith("active") and "inactive" not in activated
+    return camp, s
+
+
+@pytest.mark.browser
+async def test_an_author_publishes_an_ad_slot_and_a_tracked_link_that_count_on_affnet(
+    live_server, browser, wordpress_site, settings
+):
+    site = wordpress_site
+    camp, s = await _blog_with_the_plugin(site, live_server, settings, "In the post")
     login = f"ada{live_server.port}"
     _, password = _author(site, login)
 
@@ -242,18 +248,7 @@ async def test_an_author_places_both_blocks_in_the_editor(live_server, browser, 
     REST route, with WordPress's nonce, asking affnet), and the link block builds a tracked link and
     shows affnet's refusal of a deep link off the campaign's domains. The screenshot is README's."""
     site = wordpress_site
-    camp = await ad_campaign(settings)
-    pub = await publisher(settings)
-    await join(pub, camp)
-    s = await slot(pub, domains="127.0.0.1", name="Sidebar")
-    _, api_key = await accounts.create_api_key(pub, "WordPress")
-    site.install_plugin(plugin.plugin_zip())
-    site.php(
-        "require_once ABSPATH . 'wp-admin/includes/plugin.php'; activate_plugin('affnet/affnet.php');\n"
-        f"update_option('affnet_base_url', {json.dumps(live_server.url)});\n"
-        f"update_option('affnet_api_key', {json.dumps(api_key)});\n"
-        "delete_transient('affnet_slots');"
-    )
+    camp, s = await _blog_with_the_plugin(site, live_server, settings, "Sidebar")
     login = f"eve{live_server.port}"
     user_id, _ = _author(site, login)
     site.php(f"wp_set_password('a long author password', {user_id});")

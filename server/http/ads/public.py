@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 from litestar import asgi
 from litestar.types import Receive, Scope, Send
 
-from server.ads import offers, render
+from server.ads import noscript, offers, render
 from server.ads.decision import Answer
 from server.ads.process import AdServer
 from server.core import locale as locales
@@ -130,23 +130,13 @@ async def _frame(ad_server: AdServer, token: str, scope: Scope, send: Send) -> N
     if offer is None or offer.expired(ad_server.decider.clock()):
         await respond(send, 404 if offer is None else 410, headers, _EMPTY_FRAME)
         return
-    entry = await ad_server.inventory.campaigns.get(offer.campaign_id)
-    publisher = await ad_server.inventory.publishers.get(offer.publisher_id)
-    creative = next(
-        (
-            c
-            for group in (entry.creatives.values() if entry else ())
-            for c in group
-            if c.creative_id == offer.creative_id
-        ),
-        None,
-    )
-    link = publisher.links.get(offer.campaign_id) if publisher else None
-    if creative is None or link is None or link[0] != offer.link_id:
+    found = await noscript.creative_of(ad_server.inventory, offer)
+    if found is None:
         # Archived, or the publisher left the campaign, since the decision: show nothing.
         await respond(send, 404, headers, _EMPTY_FRAME)
         return
-    click_url = f"{ad_server.base_url}/c/{link[1]}?o={token}"
+    entry, creative, code = found
+    click_url = f"{ad_server.base_url}/c/{code}?o={token}"
     with locales.using(locales.negotiate(None, _accept_language(scope))):
         document = render.frame(creative, click_url, entry.advertiser_host)
     await respond(send, 200, headers, document.encode())
