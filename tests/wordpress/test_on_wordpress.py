@@ -314,3 +314,53 @@ async def test_an_author_places_both_blocks_in_the_editor(live_server, browser, 
         assert errors == []
     finally:
         await context.close()
+
+
+@pytest.mark.browser
+async def test_the_administrator_saves_the_address_and_key_which_is_never_shown_again(
+    live_server, browser, wordpress_site, settings
+):
+    """Settings → affnet as the blog's administrator: the address and the key are saved through
+    WordPress's options (its nonce), the key never comes back in the page, an empty field keeps it,
+    and the page says whether affnet accepts it."""
+    site = wordpress_site
+    await _blog_with_the_plugin(site, live_server, settings, "Footer")
+    site.php("delete_option('affnet_base_url'); delete_option('affnet_api_key');")
+    pub = await publisher(settings)
+    _, api_key = await accounts.create_api_key(pub, "WordPress")
+
+    context = await browser.new_context()
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = await context.new_page()
+        await page.goto(f"{site.url}/wp-login.php")
+        await page.fill("#user_login", site.admin_user)
+        await page.fill("#user_pass", site.admin_password)
+        await page.click("#wp-submit")
+        await page.wait_for_url("**/wp-admin/**")
+        await page.goto(f"{site.url}/wp-admin/options-general.php?page=affnet")
+        await page.fill("#affnet_base_url", live_server.url + "/")
+        await page.fill("#affnet_api_key", api_key)
+        await page.click("#submit")
+        await page.wait_for_url("**page=affnet**")
+        assert "Connection check: OK" in await page.locator(".wrap").inner_text()
+        assert api_key not in await page.content()
+        assert await page.input_value("#affnet_api_key") == ""
+        assert await page.input_value("#affnet_base_url") == live_server.url  # stored without the slash
+        saved = site.php("echo get_option('affnet_api_key');")
+        assert saved == api_key
+
+        # Saved again with the key field left empty: the key stays.
+        await page.click("#submit")
+        await page.wait_for_url("**page=affnet**")
+        assert site.php("echo get_option('affnet_api_key');") == api_key
+
+        # A key affnet does not know: the check says so, in affnet's words.
+        await page.fill("#affnet_api_key", "afn_pub_0000_nottherealkey")
+        await page.click("#submit")
+        await page.wait_for_url("**page=affnet**")
+        notice = await page.locator(".notice-error").inner_text()
+        assert "Connection check:" in notice and "OK" not in notice
+        assert "afn_pub_0000_nottherealkey" not in await page.content()
+    finally:
+        await context.close()
