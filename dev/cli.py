@@ -4,10 +4,12 @@ use only; the product's `affnet` command is server/cli.py."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -72,6 +74,57 @@ def mailcatcher(host: str, smtp_port: int, web_port: int, keep: Path | None) -> 
         serve(smtp_port, web_port, keep, host=host)
     except KeyboardInterrupt:
         pass
+
+
+@main.command("wordpress")
+@click.option(
+    "--affnet-url",
+    default="http://127.0.0.1:8000",
+    show_default=True,
+    help="affnet's address, as the plugin is told it (`make run`'s by default).",
+)
+@click.option("--api-key", default="", help="A publisher's read-and-write API key to save in the plugin's settings.")
+@click.option(
+    "--locale", default="", help="WordPress's language, such as fr_FR or it_IT (its packs must be installed)."
+)
+def wordpress_site(affnet_url: str, api_key: str, locale: str) -> None:
+    """A throwaway WordPress on loopback with the affnet plugin installed and active (Debian's wordpress,
+    MariaDB and Apache; dev/wordpress.py), to try the plugin by hand. Ctrl-C stops it and deletes it."""
+    import secrets
+
+    from dev import wordpress
+    from server.ads.wordpress import build_zip
+
+    missing = wordpress.missing()
+    if missing:
+        raise click.ClickException(
+            "Debian's packages are missing: sudo apt-get install --no-install-recommends " + " ".join(missing)
+        )
+    site = wordpress.start(locale=locale)
+    try:
+        site.install_plugin(build_zip())
+        site.activate("affnet/affnet.php")
+        site.set_options(affnet_base_url=affnet_url.rstrip("/"), **({"affnet_api_key": api_key} if api_key else {}))
+        author_password = secrets.token_urlsafe(12)
+        site.php(
+            "wp_insert_user(['user_login' => 'author', 'user_email' => 'author@blog.example.test',"
+            f" 'user_pass' => {json.dumps(author_password)}, 'role' => 'author']);"
+        )
+        click.echo(f"WordPress with the affnet plugin is running at {site.url}/  (Ctrl-C stops and deletes it)")
+        settings_page = f"{site.url}/wp-admin/options-general.php?page=affnet"
+        click.echo(f"  administrator: {site.admin_user} / {site.admin_password}   {settings_page}")
+        click.echo(f"  author (no unfiltered_html): author / {author_password}   {site.url}/wp-admin/post-new.php")
+        click.echo(f"  affnet: {affnet_url}; list 127.0.0.1 among the ad slot's site domains")
+        click.echo(f"  files: {site.root} (deleted when it stops)")
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            while not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+    finally:
+        site.stop()
 
 
 @main.command("stripe-local")

@@ -125,6 +125,21 @@ class WordPressSite:
         path.unlink()
         _readable(self.docroot / "wp-content" / "plugins")
 
+    def activate(self, plugin: str) -> None:
+        """Activate an installed plugin ("affnet/affnet.php"), as its Activate link does."""
+        done = self.php(
+            "require_once ABSPATH . 'wp-admin/includes/plugin.php';\n"
+            f"$r = activate_plugin({json.dumps(plugin)});\n"
+            "if (is_wp_error($r)) { echo $r->get_error_message(); exit(1); }\n"
+            f"echo is_plugin_active({json.dumps(plugin)}) ? 'active' : 'inactive';"
+        )
+        if done.strip() != "active":
+            raise RuntimeError(f"{plugin} did not activate: {done}")
+
+    def set_options(self, **options: str) -> None:
+        """update_option() each, as a settings page saves them (without its form's sanitising)."""
+        self.php("".join(f"update_option({json.dumps(k)}, {json.dumps(v)});\n" for k, v in options.items()))
+
     def error_log(self) -> str:
         parts = []
         for name in ("apache-error.log", "mariadb.log", "php-error.log"):

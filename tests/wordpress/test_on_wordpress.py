@@ -68,15 +68,9 @@ async def _blog_with_the_plugin(site, live_server, settings, slot_name: str) -> 
     s = await slot(pub, domains="127.0.0.1", name=slot_name)
     _, api_key = await accounts.create_api_key(pub, "WordPress")
     site.install_plugin(plugin.plugin_zip())
-    activated = site.php(
-        "require_once ABSPATH . 'wp-admin/includes/plugin.php';\n"
-        "$r = activate_plugin('affnet/affnet.php'); if (is_wp_error($r)) { echo $r->get_error_message(); exit(1); }\n"
-        f"update_option('affnet_base_url', {json.dumps(live_server.url)});\n"
-        f"update_option('affnet_api_key', {json.dumps(api_key)});\n"
-        "delete_transient('affnet_slots');\n"  # the slots of the module's previous test
-        "echo is_plugin_active('affnet/affnet.php') ? 'active' : 'inactive';"
-    )
-    assert activated.strip().endswith("active") and "inactive" not in activated
+    site.activate("affnet/affnet.php")
+    site.set_options(affnet_base_url=live_server.url, affnet_api_key=api_key)
+    site.php("delete_transient('affnet_slots');")  # the slots of the module's previous test
     return camp, s
 
 
