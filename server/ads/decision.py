@@ -142,6 +142,11 @@ class Answer:
         return f"Answer({self.status}, {self.raw!r})"
 
 
+# An ad chosen for a slot: (the creative in the slot's format, the format, its signed offer's token and
+# id, the code of the publisher's tracked link in the campaign). A plain tuple: one per decision.
+Offered = tuple[CreativeEntry, str, str, str, str]
+
+
 def error_answer(status: int, code: str, message: str) -> Answer:
     return Answer(status, {"error": {"code": code, "message": message}})
 
@@ -337,6 +342,36 @@ class Decider:
         user_agent: str,
         now: float | None = None,
     ) -> Answer:
+        """What `/ads/decide` answers: the chosen ad's JSON (frame, view and click URLs), or why not."""
+        chosen = await self.choose(slot_key, origin=origin, referer=referer, ip=ip, user_agent=user_agent, now=now)
+        if type(chosen) is Answer:
+            return chosen
+        creative, fmt, token, offer_id, code = chosen
+        base = self._base_json
+        # The answer's JSON, built as text: every value but the creative's (escaped once, in
+        # _head) is URL-safe base64 or a number. Keys in the order the embed script has always seen.
+        return Answer(
+            200,
+            raw=(
+                f'{{"status":"ad","offer":"{offer_id}",{self._head(creative, fmt)}{token}",'
+                f'"view_url":"{base}/ads/v/{token}","click_url":"{base}/c/{self._code(code)}?o={token}",'
+                f'"expires_in":{OFFER_TTL}}}'
+            ).encode(),
+        )
+
+    async def choose(
+        self,
+        slot_key: str,
+        *,
+        origin: str | None,
+        referer: str | None,
+        ip: str,
+        user_agent: str,
+        now: float | None = None,
+    ) -> Offered | Answer:
+        """The ad for the slot, its offer signed (`Offered`), or the answer saying why there is none
+        (an error or the slot's fallback). `decide` answers it as JSON; the no-script image
+        (server/ads/noscript.py) shows its creative."""
         now = self.clock() if now is None else now
         slot = await self.inventory.slots.get(slot_key) if slot_key and len(slot_key) <= 24 else None
         if slot is None:
@@ -401,18 +436,7 @@ class Decider:
             publisher_id=slot.publisher_id,
             expires_at=int(now) + OFFER_TTL,
         )
-        code = self._code(publisher.links[entry.campaign_id][1])  # type: ignore[union-attr]
-        base = self._base_json
-        # The answer's JSON, built as text: every value but the creative's (escaped once, in
-        # _head) is URL-safe base64 or a number. Keys in the order the embed script has always seen.
-        return Answer(
-            200,
-            raw=(
-                f'{{"status":"ad","offer":"{offer_id}",{self._head(creative, fmt)}{token}",'
-                f'"view_url":"{base}/ads/v/{token}","click_url":"{base}/c/{code}?o={token}",'
-                f'"expires_in":{OFFER_TTL}}}'
-            ).encode(),
-        )
+        return creative, fmt, token, offer_id, publisher.links[entry.campaign_id][1]  # type: ignore[union-attr]
 
     def _iso_day(self, today: date) -> str:
         held = self._iso

@@ -5,9 +5,9 @@ The image request makes a decision for the slot as the embed script's does (the 
 its Referer: an <img> sends no Origin), and counts the offer's view at once by the no-script
 rule: without script nothing can measure whether the ad was on screen, so the image having been
 fetched is the view. It goes through the view beacon's path (server/ads/views.py), so it counts
-once per offer and is classified and stored like any other view. The offer is remembered for this
-reader in Redis (every process and host sees it) for NOSCRIPT_TTL, so the link, a request with
-nothing in it but the slot's key, can send the same reader through that offer's signed click."""
+once per offer and is classified and stored like any other view. The offer's signed click URL is
+remembered for this reader in Redis (every process and host sees it) for NOSCRIPT_TTL, so the link,
+a request with nothing in it but the slot's key, sends the same reader through that click."""
 
 from __future__ import annotations
 
@@ -16,39 +16,30 @@ import hmac
 import logging
 import time
 
-import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from server.ads import offers
-from server.ads.decision import Decider
-from server.ads.inventory import CampaignEntry, CreativeEntry, Inventory
+from server.ads.decision import OFFER_TTL, Answer, Decider
 from server.ads.views import Views
 
 log = logging.getLogger("affnet.ads")
 
-NOSCRIPT_TTL = 1800  # how long a reader's no-script ad stays clickable (its offer is valid an hour)
+# How long a reader's no-script ad stays clickable: well inside its offer's hour, so a remembered
+# click is never one the offer's expiry has already made invalid.
+NOSCRIPT_TTL = OFFER_TTL // 2
 _PREFIX = "affnet:ads:noscript:"
-
-
-class _Ad(msgspec.Struct):
-    status: str
-    view_url: str = ""
 
 
 class NoScript:
     """The no-script image ad of a slot and its click, for one reader (IP address and User-Agent)."""
 
-    def __init__(
-        self, decider: Decider, views: Views, inventory: Inventory, redis: Redis | None, reader_key: bytes
-    ) -> None:
+    def __init__(self, decider: Decider, views: Views, redis: Redis | None, reader_key: bytes) -> None:
         self.decider = decider
         self.views = views
-        self.inventory = inventory
         self.redis = redis
         self.reader_key = reader_key
-        self.base_url = inventory.base_url
-        self._media = inventory.base_url + "/media/"
+        self._clicks = decider.base_url + "/c/"
+        self._media = decider.base_url + "/media/"
         self._local: dict[str, tuple[str, float]] = {}  # without Redis (never in a deployment): this process only
         self._warned = 0.0
 
@@ -65,39 +56,31 @@ class NoScript:
         """The image to show this reader in the slot (affnet's copy of the creative), its view
         counted; None when there is no image ad to show (unknown slot, a page not on the slot's
         sites, no ad, a text ad), and then nothing is counted."""
-        answer = await self.decider.decide(slot_key, origin=origin, referer=referer, ip=ip, user_agent=user_agent)
-        if answer.status != 200:
-            return None
-        ad = msgspec.json.decode(answer.raw, type=_Ad)
-        if ad.status != "ad":
-            return None
-        token = ad.view_url.rsplit("/", 1)[-1]
-        offer = offers.read(self.views.offer_key, token)
-        found = await creative_of(self.inventory, offer) if offer is not None else None
-        if found is None or not found[1].image_url.startswith(self._media):
+        chosen = await self.decider.choose(slot_key, origin=origin, referer=referer, ip=ip, user_agent=user_agent)
+        if type(chosen) is Answer:
+            return None  # an error or the slot's fallback: no ad
+        creative, _, token, _, code = chosen
+        if not creative.image_url.startswith(self._media):
             return None  # a text ad (a native slot): nothing to draw as an image
         await self.views.record(token, ip=ip, user_agent=user_agent, country=country)
-        await self._remember(self._reader(slot_key, ip, user_agent), token)
-        return found[1].image_url
+        # The click the ad frame would link (server/http/ads/public.py), for the link around the image.
+        await self._remember(self._reader(slot_key, ip, user_agent), f"{self._clicks}{code}?o={token}")
+        return creative.image_url
 
     async def click_url(self, slot_key: str, *, ip: str, user_agent: str) -> str | None:
         """The signed click URL of the ad this reader was last shown in the slot without script
-        (exactly the ad frame's), or None if there is none still valid."""
-        token = await self._recall(self._reader(slot_key, ip, user_agent))
-        offer = offers.read(self.views.offer_key, token) if token else None
-        if offer is None or offer.expired(self.decider.clock()):
-            return None
-        found = await creative_of(self.inventory, offer)
-        return f"{self.base_url}/c/{found[2]}?o={token}" if found is not None else None
+        (exactly the ad frame's), or None if there is none still remembered."""
+        url = await self._recall(self._reader(slot_key, ip, user_agent))
+        return url if url is not None and url.startswith(self._clicks) else None
 
-    async def _remember(self, key: str, token: str) -> None:
+    async def _remember(self, key: str, click_url: str) -> None:
         if self.redis is None:
             if len(self._local) >= 100_000:
                 self._local.clear()
-            self._local[key] = (token, time.monotonic() + NOSCRIPT_TTL)
+            self._local[key] = (click_url, time.monotonic() + NOSCRIPT_TTL)
             return
         try:
-            await self.redis.set(key, token, ex=NOSCRIPT_TTL)
+            await self.redis.set(key, click_url, ex=NOSCRIPT_TTL)
         except (RedisError, OSError) as exc:  # the image is shown all the same; its link will say it expired
             self._warn(exc)
 
@@ -117,24 +100,3 @@ class NoScript:
         if now - self._warned > 60:
             self._warned = now
             log.warning("Redis unavailable for no-script ads (%s): their links answer 'expired'", exc)
-
-
-async def creative_of(inventory: Inventory, offer: offers.Offer) -> tuple[CampaignEntry, CreativeEntry, str] | None:
-    """The offer's campaign, creative and tracked link's code, or None if the creative was archived
-    or the publisher left the campaign (or moved to another link) since the decision. The ad frame
-    (server/http/ads/public.py) and the no-script image and link draw the same ad from it."""
-    entry = await inventory.campaigns.get(offer.campaign_id)
-    publisher = await inventory.publishers.get(offer.publisher_id)
-    creative = next(
-        (
-            c
-            for group in (entry.creatives.values() if entry else ())
-            for c in group
-            if c.creative_id == offer.creative_id
-        ),
-        None,
-    )
-    link = publisher.links.get(offer.campaign_id) if publisher else None
-    if entry is None or creative is None or link is None or link[0] != offer.link_id:
-        return None
-    return entry, creative, link[1]

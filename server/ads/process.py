@@ -74,7 +74,7 @@ class AdServer:
         )
         self.views = Views(self.inventory, self.claims, self.buffer, offer_key, visitor_key, self.frequency, self.tally)
         self.clicks = OfferClicks(self.claims, offer_key, redis)
-        self.noscript = NoScript(self.decider, self.views, self.inventory, redis, visitor_key)
+        self.noscript = NoScript(self.decider, self.views, redis, visitor_key)
         self.country_header: bytes | None = None  # server/tracking/geo.py: set from the settings
         self.frame_csp = render.frame_csp("{0.scheme}://{0.netloc}".format(urlsplit(self.base_url)))
 

@@ -248,8 +248,9 @@ def snippet(base_url: str, slot: Mapping[str, Any]) -> str:
 def shortcode(slot: Mapping[str, Any]) -> str:
     """What a publisher pastes into WordPress with the affnet plugin (wordpress/affnet/) installed:
     the plugin prints the snippet from the site's server, where WordPress's filter of authors'
-    HTML never sees it. Keys and formats are URL-safe: nothing here needs quoting."""
-    return f'[affnet_slot key="{escape(slot["public_key"])}" format="{escape(slot["format"])}"]'
+    HTML never sees it. Keys and formats are URL-safe: nothing here needs quoting (pages escape it
+    as any text)."""
+    return f'[affnet_slot key="{slot["public_key"]}" format="{slot["format"]}"]'
 
 
 async def demo_slot(publisher_email: str) -> dict[str, Any] | None:

@@ -78,7 +78,7 @@ async def test_every_process_finds_the_readers_ad_in_redis(app, client, settings
     redis = Redis.from_url(settings.redis_url)
     try:
         # Another process: nothing in memory, the same Redis.
-        other = NoScript(ads.decider, ads.views, ads.inventory, redis, ads.decider.visitor_key)
+        other = NoScript(ads.decider, ads.views, redis, ads.decider.visitor_key)
         url = await other.click_url(s["public_key"], ip="203.0.113.7", user_agent=BROWSER)
         assert url is not None and url.startswith(f"{BASE_URL}/c/{code}?o=")
         assert await other.click_url(s["public_key"], ip="203.0.113.8", user_agent=BROWSER) is None

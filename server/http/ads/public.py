@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 from litestar import asgi
 from litestar.types import Receive, Scope, Send
 
-from server.ads import noscript, offers, render
+from server.ads import offers, render
 from server.ads.decision import Answer
 from server.ads.process import AdServer
 from server.core import locale as locales
@@ -130,13 +130,23 @@ async def _frame(ad_server: AdServer, token: str, scope: Scope, send: Send) -> N
     if offer is None or offer.expired(ad_server.decider.clock()):
         await respond(send, 404 if offer is None else 410, headers, _EMPTY_FRAME)
         return
-    found = await noscript.creative_of(ad_server.inventory, offer)
-    if found is None:
+    entry = await ad_server.inventory.campaigns.get(offer.campaign_id)
+    publisher = await ad_server.inventory.publishers.get(offer.publisher_id)
+    creative = next(
+        (
+            c
+            for group in (entry.creatives.values() if entry else ())
+            for c in group
+            if c.creative_id == offer.creative_id
+        ),
+        None,
+    )
+    link = publisher.links.get(offer.campaign_id) if publisher else None
+    if creative is None or link is None or link[0] != offer.link_id:
         # Archived, or the publisher left the campaign, since the decision: show nothing.
         await respond(send, 404, headers, _EMPTY_FRAME)
         return
-    entry, creative, code = found
-    click_url = f"{ad_server.base_url}/c/{code}?o={token}"
+    click_url = f"{ad_server.base_url}/c/{link[1]}?o={token}"
     with locales.using(locales.negotiate(None, _accept_language(scope))):
         document = render.frame(creative, click_url, entry.advertiser_host)
     await respond(send, 200, headers, document.encode())
@@ -146,27 +156,16 @@ async def _noscript(ad_server: AdServer, rest: str, scope: Scope, send: Send) ->
     """/ads/n/KEY/img and /ads/n/KEY/go: the image ad the WordPress plugin prints in <noscript>
     and the link around it (server/ads/noscript.py)."""
     slot_key, _, action = rest.rstrip("/").partition("/")
-    if action not in ("img", "go") or not slot_key or len(slot_key) > 24:
+    if action not in ("img", "go") or not slot_key:
         await _json(send, _NOT_FOUND)
         return
     if scope["method"] != "GET":
         await respond(send, 405, [(b"allow", b"GET"), _NO_STORE])
         return
-    origin = referer = language = None
-    user_agent, country = "", geo.UNKNOWN
-    for name, value in scope["headers"]:
-        if name == b"user-agent":
-            user_agent = value.decode("latin-1")
-        elif name == b"referer":
-            referer = value.decode("latin-1")
-        elif name == b"origin":
-            origin = value.decode("latin-1")
-        elif name == b"accept-language":
-            language = value.decode("latin-1")
-        elif name == ad_server.country_header:
-            country = geo.country(value)
+    origin, referer, user_agent = _decision_headers(scope)
     ip = _client_ip(scope)
     if action == "img":
+        _, country = _view_headers(scope, ad_server.country_header)
         image = await ad_server.noscript.image(
             slot_key, origin=origin, referer=referer, ip=ip, user_agent=user_agent, country=country
         )
@@ -178,7 +177,7 @@ async def _noscript(ad_server: AdServer, rest: str, scope: Scope, send: Send) ->
     click_url = await ad_server.noscript.click_url(slot_key, ip=ip, user_agent=user_agent)
     if click_url is None:
         # Nowhere to send the reader: say so, in their language (no redirect to anything they typed).
-        with locales.using(locales.negotiate(None, language)):
+        with locales.using(locales.negotiate(None, _accept_language(scope))):
             page = render.noscript_expired()
         await respond(send, 404, _EXPIRED_PAGE, page.encode())
     else:
