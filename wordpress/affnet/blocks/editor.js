@@ -258,27 +258,8 @@
 		return null;
 	}
 
-	wp.blocks.registerBlockType( 'affnet/ad-slot', {
-		apiVersion: 2,
-		title: s.adSlotTitle,
-		description: s.adSlotDescription,
-		category: 'widgets',
-		icon: 'megaphone',
-		attributes: config.attributes[ 'affnet/ad-slot' ],
-		supports: { html: false },
-		edit: AdSlotEdit,
-		save: nothing
-	} );
-
-	wp.blocks.registerBlockType( 'affnet/tracked-link', {
-		apiVersion: 2,
-		title: s.trackedLinkTitle,
-		description: s.trackedLinkDescription,
-		category: 'widgets',
-		icon: 'admin-links',
-		attributes: config.attributes[ 'affnet/tracked-link' ],
-		supports: { html: false },
-		edit: TrackedLinkEdit,
-		save: nothing
-	} );
+	// Title, description, icon, attributes and the rest come from the PHP registration
+	// (includes/blocks.php), which WordPress hands to the editor: only the editing is here.
+	wp.blocks.registerBlockType( 'affnet/ad-slot', { edit: AdSlotEdit, save: nothing } );
+	wp.blocks.registerBlockType( 'affnet/tracked-link', { edit: TrackedLinkEdit, save: nothing } );
 }( window.wp, window.affnetEditor ) );

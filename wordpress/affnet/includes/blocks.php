@@ -9,7 +9,7 @@
 defined( 'ABSPATH' ) || exit;
 
 /**
- * The blocks' attributes, shared by PHP and the editor script.
+ * The blocks' attributes (WordPress hands them to the editor with the rest of the registration).
  *
  * @return array<string, array>
  */
@@ -48,29 +48,25 @@ function affnet_block_attributes() {
  */
 function affnet_editor_strings() {
 	return array(
-		'adSlotTitle'            => __( 'affnet ad slot', 'affnet' ),
-		'adSlotDescription'      => __( 'An ad from one of your affnet ad slots, printed by the server so that every role can use it.', 'affnet' ),
-		'trackedLinkTitle'       => __( 'affnet tracked link', 'affnet' ),
-		'trackedLinkDescription' => __( 'A link to a campaign you are approved in, with sub-IDs, built by affnet.', 'affnet' ),
-		'slot'                   => __( 'Ad slot', 'affnet' ),
-		'choose'                 => __( '— Choose —', 'affnet' ),
-		'loading'                => __( 'Loading from affnet…', 'affnet' ),
+		'slot'           => __( 'Ad slot', 'affnet' ),
+		'choose'         => __( '— Choose —', 'affnet' ),
+		'loading'        => __( 'Loading from affnet…', 'affnet' ),
 		/* translators: 1: the ad slot's name, 2: its format, such as 300x250. */
-		'slotPreview'            => __( 'affnet ad slot: %1$s (%2$s)', 'affnet' ),
-		'noSlots'                => __( 'You have no active ad slots on affnet yet: create one under Ad slots on affnet.', 'affnet' ),
-		'campaign'               => __( 'Campaign', 'affnet' ),
-		'noCampaigns'            => __( 'You are not approved in any campaign on affnet yet.', 'affnet' ),
-		'linkText'               => __( 'Link text', 'affnet' ),
+		'slotPreview'    => __( 'affnet ad slot: %1$s (%2$s)', 'affnet' ),
+		'noSlots'        => __( 'You have no active ad slots on affnet yet: create one under Ad slots on affnet.', 'affnet' ),
+		'campaign'       => __( 'Campaign', 'affnet' ),
+		'noCampaigns'    => __( 'You are not approved in any campaign on affnet yet.', 'affnet' ),
+		'linkText'       => __( 'Link text', 'affnet' ),
 		/* translators: %d: the sub-ID's number, 1 to 5. */
-		'sub'                    => __( 'Sub-ID %d', 'affnet' ),
-		'deepLink'               => __( 'Deep link: a page of the advertiser\'s site (optional)', 'affnet' ),
-		'build'                  => __( 'Build link', 'affnet' ),
-		'building'               => __( 'Building the link…', 'affnet' ),
-		'trackedUrl'             => __( 'Tracked link:', 'affnet' ),
-		'chooseCampaign'         => __( 'Choose a campaign first.', 'affnet' ),
-		'noLink'                 => __( 'No link yet: choose a campaign and build the link.', 'affnet' ),
-		'subsPanel'              => __( 'Sub-IDs and deep link', 'affnet' ),
-		'subsHint'               => __( 'Sub-IDs and a deep link can be added in the block settings (sidebar) before building the link.', 'affnet' ),
+		'sub'            => __( 'Sub-ID %d', 'affnet' ),
+		'deepLink'       => __( 'Deep link: a page of the advertiser\'s site (optional)', 'affnet' ),
+		'build'          => __( 'Build link', 'affnet' ),
+		'building'       => __( 'Building the link…', 'affnet' ),
+		'trackedUrl'     => __( 'Tracked link:', 'affnet' ),
+		'chooseCampaign' => __( 'Choose a campaign first.', 'affnet' ),
+		'noLink'         => __( 'No link yet: choose a campaign and build the link.', 'affnet' ),
+		'subsPanel'      => __( 'Sub-IDs and deep link', 'affnet' ),
+		'subsHint'       => __( 'Sub-IDs and a deep link can be added in the block settings (sidebar) before building the link.', 'affnet' ),
 	);
 }
 
@@ -85,46 +81,39 @@ function affnet_register_blocks() {
 		AFFNET_VERSION,
 		false
 	);
-	$attributes = affnet_block_attributes();
-	$strings    = affnet_editor_strings();
 	wp_add_inline_script(
 		'affnet-editor',
-		'window.affnetEditor = ' . wp_json_encode(
-			array(
-				'strings'    => $strings,
-				'attributes' => $attributes,
-			)
-		) . ';',
+		'window.affnetEditor = ' . wp_json_encode( array( 'strings' => affnet_editor_strings() ) ) . ';',
 		'before'
 	);
-	register_block_type(
-		'affnet/ad-slot',
-		array(
-			'api_version'     => 2,
-			'title'           => $strings['adSlotTitle'],
-			'description'     => $strings['adSlotDescription'],
-			'category'        => 'widgets',
+	$attributes = affnet_block_attributes();
+	$blocks     = array(
+		'affnet/ad-slot'      => array(
+			'title'           => __( 'affnet ad slot', 'affnet' ),
+			'description'     => __( 'An ad from one of your affnet ad slots, printed by the server so that every role can use it.', 'affnet' ),
 			'icon'            => 'megaphone',
-			'attributes'      => $attributes['affnet/ad-slot'],
-			'supports'        => array( 'html' => false ),
 			'render_callback' => 'affnet_render_ad_slot_block',
-			'editor_script'   => 'affnet-editor',
-		)
-	);
-	register_block_type(
-		'affnet/tracked-link',
-		array(
-			'api_version'     => 2,
-			'title'           => $strings['trackedLinkTitle'],
-			'description'     => $strings['trackedLinkDescription'],
-			'category'        => 'widgets',
+		),
+		'affnet/tracked-link' => array(
+			'title'           => __( 'affnet tracked link', 'affnet' ),
+			'description'     => __( 'A link to a campaign you are approved in, with sub-IDs, built by affnet.', 'affnet' ),
 			'icon'            => 'admin-links',
-			'attributes'      => $attributes['affnet/tracked-link'],
-			'supports'        => array( 'html' => false ),
 			'render_callback' => 'affnet_render_tracked_link_block',
-			'editor_script'   => 'affnet-editor',
-		)
+		),
 	);
+	// WordPress hands these settings to the editor, where blocks/editor.js adds only the editing.
+	foreach ( $blocks as $name => $block ) {
+		register_block_type(
+			$name,
+			$block + array(
+				'api_version'   => 2,
+				'category'      => 'widgets',
+				'attributes'    => $attributes[ $name ],
+				'supports'      => array( 'html' => false ),
+				'editor_script' => 'affnet-editor',
+			)
+		);
+	}
 	add_shortcode( 'affnet_slot', 'affnet_slot_shortcode' );
 }
 add_action( 'init', 'affnet_register_blocks' );
