@@ -89,22 +89,25 @@ class WordPressSite:
     admin_user: str
     admin_password: str
     _procs: list[subprocess.Popen] = field(default_factory=list)
-    _owned_root: bool = False
 
     @property
     def docroot(self) -> Path:
         return self.root / "wordpress"
 
-    def php(self, code: str, timeout: float = 60) -> str:
-        """Run PHP inside this WordPress (wp-load.php loaded, as the admin) and answer what it printed."""
+    def php(self, code: str, timeout: float = 60, *, installing: bool = False) -> str:
+        """Run PHP inside this WordPress (wp-load.php loaded, as the admin) and answer what it printed.
+        `installing`: before WordPress is installed (no admin yet), as its installer runs."""
         script = self.root / f"run-{secrets.token_hex(4)}.php"
         host = self.url.split("//", 1)[1]
         script.write_text(
             "<?php\n"
-            f"$_SERVER['HTTP_HOST'] = {json.dumps(host)};\n"
+            + ("define('WP_INSTALLING', true);\n" if installing else "")
+            + f"$_SERVER['HTTP_HOST'] = {json.dumps(host)};\n"
             "$_SERVER['REQUEST_URI'] = '/';\n"
             f"require {json.dumps(str(self.docroot / 'wp-load.php'))};\n"
-            f"wp_set_current_user(get_user_by('login', {json.dumps(self.admin_user)})->ID);\n" + code + "\n"
+            + ("" if installing else f"wp_set_current_user(get_user_by('login', {json.dumps(self.admin_user)})->ID);\n")
+            + code
+            + "\n"
         )
         try:
             done = subprocess.run(  # noqa: S603
@@ -158,8 +161,7 @@ class WordPressSite:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if self._owned_root:
-            shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def _readable(path: Path) -> None:
@@ -316,15 +318,14 @@ require_once ABSPATH . 'wp-settings.php';
 """
 
 
-def start(root: Path | None = None, *, title: str = "A blog on WordPress", locale: str = "") -> WordPressSite:
-    """Start MariaDB and Apache, install WordPress with the block theme and answer the running site.
-    Raises RuntimeError (with the logs) when a part does not start."""
+def start(*, title: str = "A blog on WordPress", locale: str = "") -> WordPressSite:
+    """Start MariaDB and Apache in a new temporary directory, install WordPress with the block theme
+    and answer the running site (its stop() deletes the directory). Raises RuntimeError (with the
+    logs) when a part does not start."""
     gone = missing()
     if gone:
         raise RuntimeError("missing Debian packages: " + " ".join(gone))
-    owned = root is None
-    root = Path(tempfile.mkdtemp(prefix="affnet-wp-")) if root is None else root
-    root.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="affnet-wp-"))
     web_user = _web_user()
     # The web user must reach the site through every parent directory.
     for directory in [root, *root.parents]:
@@ -334,7 +335,7 @@ def start(root: Path | None = None, *, title: str = "A blog on WordPress", local
     root.chmod(0o755)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    site = WordPressSite(url, root, "admin", secrets.token_urlsafe(12), _owned_root=owned)
+    site = WordPressSite(url, root, "admin", secrets.token_urlsafe(12))
     try:
         mariadb, socket = _start_mariadb(root, web_user)
         site._procs.append(mariadb)
@@ -380,22 +381,15 @@ def start(root: Path | None = None, *, title: str = "A blog on WordPress", local
 
 def _install(site: WordPressSite, title: str, locale: str) -> None:
     """WordPress's installer (wp_install), then the block theme, from PHP."""
-    host = site.url.split("//", 1)[1]
-    script = site.root / "install.php"
-    script.write_text(
-        "<?php\n"
-        "define('WP_INSTALLING', true);\n"
-        f"$_SERVER['HTTP_HOST'] = {json.dumps(host)};\n"
-        "$_SERVER['REQUEST_URI'] = '/';\n"
-        f"require {json.dumps(str(site.docroot / 'wp-load.php'))};\n"
+    installed = site.php(
         "require_once ABSPATH . 'wp-admin/includes/upgrade.php';\n"
         f"$r = wp_install({json.dumps(title)}, {json.dumps(site.admin_user)}, 'admin@blog.example.test', false, '',"
         f" {json.dumps(site.admin_password)}, {json.dumps(locale)});\n"
         "if (is_wp_error($r)) { fwrite(STDERR, $r->get_error_message()); exit(1); }\n"
         f"switch_theme({json.dumps(BLOCK_THEME)});\n"
-        "echo get_option('stylesheet');\n"
+        "echo get_option('stylesheet');",
+        timeout=120,
+        installing=True,
     )
-    done = subprocess.run([_php(), str(script)], capture_output=True, text=True, timeout=120, check=False)  # noqa: S603
-    script.unlink()
-    if done.returncode != 0 or BLOCK_THEME not in done.stdout:
-        raise RuntimeError(f"WordPress did not install:\n{done.stdout}\n{done.stderr}\n{site.error_log()}")
+    if BLOCK_THEME not in installed:
+        raise RuntimeError(f"WordPress did not switch to {BLOCK_THEME}:\n{installed}\n{site.error_log()}")
