@@ -4,10 +4,13 @@
 
 One `affnet serve` process (uvicorn, as production runs it), every click from another reader (the
 --distinct-visitors load of bench/click_redirect.py, so every click is counted in Redis at the
-flush), in interleaved rounds of four phases: (r) the raw ASGI 302 on the same server, the ceiling;
-(b) /c/ as production runs it; (w) /c/ whose flush settles the reasons in Redis but drops the batch
+flush), in interleaved rounds of five phases: (r) the raw ASGI 302 on the same server, the ceiling;
+(b) /c/ whose clicks the server process stores itself (AFFNET_CLICK_WRITER=inline); (w) /c/ whose flush settles the reasons in Redis but drops the batch
 instead of writing it to the database; (f) /c/ whose flush drops the batch at once (no Redis call, no
-database write). (w) and (f) are bench-only builds (bench/flushcost/sitecustomize.py patches the
+database write); (p) /c/ as `affnet serve` runs it since 2026-12-07, with a click writer process
+(AFFNET_CLICK_WRITER=process: the serving process journals each click and a process of its own
+stores them; its CPU is the last column).
+(w) and (f) are bench-only builds (bench/flushcost/sitecustomize.py patches the
 writer in the server process): their clicks are not stored, so they say what a flush done
 elsewhere (another process) would give the serving process at best, not a way to run affnet.
 
@@ -35,9 +38,10 @@ from common import asgi_302, bench_database, durability, ensure_tools, load_aver
 TICK = os.sysconf("SC_CLK_TCK")
 PHASES = {
     "raw": "(r) raw ASGI 302",
-    "click": "(b) /c/, flush as in production",
+    "click": "(b) /c/, flush inline",
     "classify": "(w) /c/, flush: Redis only",
     "off": "(f) /c/, no flush work",
+    "process": "(p) /c/, writer process",
 }
 
 
@@ -66,20 +70,39 @@ class Phase:
     loop_user: float  # µs per request, the event loop's thread
     loop_system: float
     others: float  # µs per request, every other thread (ended ones included), user + system
+    children: float = 0.0  # µs per request, the server's child processes (the click writer process)
+
+
+def children_of(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def children_times(pid: int) -> float:
+    total = 0.0
+    for child in children_of(pid):
+        try:
+            total += sum(process_times(child))
+        except OSError:
+            continue
+    return total
 
 
 def measured(pid: int, url: str, seconds: int, script: Path) -> Phase:
     wrk(url, 2, 32, script)  # warm up
-    before, threads_before = process_times(pid), thread_times(pid)
+    before, threads_before, children_before = process_times(pid), thread_times(pid), children_times(pid)
     load = wrk(url, seconds, 32, script)
-    after, threads_after = process_times(pid), thread_times(pid)
+    after, threads_after, children_after = process_times(pid), thread_times(pid), children_times(pid)
     n = max(load.requests, 1)
     loop = pid  # the main thread's id is the process's: uvicorn runs its loop there with one worker
     loop_user = threads_after[loop][0] - threads_before[loop][0]
     loop_system = threads_after[loop][1] - threads_before[loop][1]
     total = sum(after) - sum(before)
     others = max(0.0, total - loop_user - loop_system)  # the two clocks tick apart: never below zero
-    return Phase(load.rps, loop_user / n * 1e6, loop_system / n * 1e6, others / n * 1e6)
+    children = max(0.0, children_after - children_before)
+    return Phase(load.rps, loop_user / n * 1e6, loop_system / n * 1e6, others / n * 1e6, children / n * 1e6)
 
 
 def main() -> None:
@@ -112,10 +135,15 @@ def main() -> None:
                 else:
                     os.environ["PYTHONPATH"] = str(Path(__file__).resolve().parent / "flushcost")
                     os.environ["AFFNET_BENCH_FLUSH"] = name
+                    os.environ["AFFNET_CLICK_WRITER"] = "process" if name == "process" else "inline"
                     try:
                         server = start_server(workdir, database_url)
                     finally:
-                        del os.environ["PYTHONPATH"], os.environ["AFFNET_BENCH_FLUSH"]
+                        del (
+                            os.environ["PYTHONPATH"],
+                            os.environ["AFFNET_BENCH_FLUSH"],
+                            os.environ["AFFNET_CLICK_WRITER"],
+                        )
                     try:
                         phase = measured(server.proc.pid, f"{server.url}/c/{code}?sub1=bench", seconds, script)
                     finally:
@@ -128,7 +156,8 @@ def main() -> None:
     print(f"load:         wrk -t1 -c32, {seconds}s per phase, {runs} rounds, every click another reader, loopback")
     print()
     print(
-        f"{'phase':<34} {'req/s (spread)':<22} {'÷ (r), same round':<20} loop thread µs/req (user+sys)  other threads"
+        f"{'phase':<34} {'req/s (spread)':<22} {'÷ (r), same round':<20} "
+        "loop thread µs/req (user+sys)  other threads  writer process"
     )
     for name, label in PHASES.items():
         phases = results[name]
@@ -137,9 +166,10 @@ def main() -> None:
         user = statistics.median(p.loop_user for p in phases)
         system = statistics.median(p.loop_system for p in phases)
         others = statistics.median(p.others for p in phases)
+        children = statistics.median(p.children for p in phases)
         print(
             f"{label:<34} {rates:<22} {min(ratios):.2f}-{max(ratios):.2f}{'':<11} "
-            f"{user + system:5.1f} ({user:.1f} + {system:.1f}){'':<12} {others:5.1f}"
+            f"{user + system:5.1f} ({user:.1f} + {system:.1f}){'':<12} {others:5.1f}{'':<9} {children:5.1f}"
         )
 
 

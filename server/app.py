@@ -89,6 +89,7 @@ from server.tracking import service as tracking
 from server.tracking.buffer import EventBuffer
 from server.tracking.counting import ClickCounter
 from server.tracking.journal import Journal
+from server.tracking.writer_process import ProcessWriter
 from server.webhooks import delivery as webhook_delivery
 
 log = logging.getLogger("affnet")
@@ -164,6 +165,21 @@ def _handle_unexpected(request: Request, exc: Exception) -> Response:
     return error_response(request, 500, "internal_error", str(SERVER_FAILED))
 
 
+def _click_writer_process(settings: Settings, counter: ClickCounter) -> ProcessWriter:
+    """The click writer process (settings.click_writer = "process"): it counts as `counter` would,
+    and its news of full campaigns reaches `counter` with each answer."""
+    config = {
+        "database_url": settings.database_url,
+        "redis_url": settings.redis_url,
+        "rate": counter.rate,
+        "window_ms": counter.window_ms,
+        "dedup_seconds": counter.dedup_seconds,
+        "near_seconds": counter.near_seconds,
+        "process": counter.process,  # the tally of classified clicks names the serving process
+    }
+    return ProcessWriter(config, on_news=counter.heard)
+
+
 def create_app(settings: Settings | None = None) -> FastPaths:
     settings = settings or load_settings()
     Path(settings.media_dir).mkdir(parents=True, exist_ok=True)
@@ -197,6 +213,7 @@ def create_app(settings: Settings | None = None) -> FastPaths:
         max_batch=5000,
         journal=Journal.of(settings.journal_dir, "clicks", settings.database_url),
         max_rows=settings.click_buffer_max_rows,
+        remote=_click_writer_process(settings, click_counter) if settings.click_writer == "process" else None,
     )
     ads = AdServer(
         base_url=settings.base_url,

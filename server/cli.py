@@ -66,9 +66,19 @@ SERVERS = ("uvicorn", "granian")
     show_default=True,
     help="The HTTP server the app runs under.",
 )
-def serve(host: str, port: int, workers: int, access_log: bool, server_name: str) -> None:
+@click.option(
+    "--click-writer",
+    type=click.Choice(["process", "inline"]),
+    default=None,
+    help="Who stores the clicks each server process journals: a click writer process of its own "
+    "(the default, or AFFNET_CLICK_WRITER), or the server process itself between requests.",
+)
+def serve(host: str, port: int, workers: int, access_log: bool, server_name: str, click_writer: str | None) -> None:
     """Run the web server. SIGTERM or SIGINT stops it gracefully: requests in flight are answered, then
     every process stores what it buffered (clicks, impressions, conversions) before it exits."""
+    # Each server process's clicks are stored by a click writer process of its own unless
+    # AFFNET_CLICK_WRITER or --click-writer says inline (server/tracking/writer_process.py).
+    os.environ["AFFNET_CLICK_WRITER"] = click_writer or os.environ.get("AFFNET_CLICK_WRITER") or "process"
     settings = _settings()  # fails fast on an unsafe production configuration
     if workers < 1:
         raise click.BadParameter("at least 1", param_hint="--workers")

@@ -19,6 +19,13 @@ class ConfigError(RuntimeError):
     """The environment does not describe a safe configuration."""
 
 
+def _click_writer(value: str) -> str:
+    value = value.strip().lower() or "inline"
+    if value not in ("inline", "process"):
+        raise ValueError(f"AFFNET_CLICK_WRITER must be inline or process, not {value!r}")
+    return value
+
+
 def _bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
     if raw is None or raw == "":
@@ -76,6 +83,10 @@ class Settings:
     # Clicks held in memory at most while the database does not take them; past that they wait in
     # the journal only, read back as writes succeed again (server/tracking/buffer.py).
     click_buffer_max_rows: int = 200_000
+    # Who stores the journaled clicks: "inline", this process's event loop between requests, or
+    # "process", a click writer process of its own (server/tracking/writer_process.py), which
+    # leaves the serving process's CPU to answering clicks.
+    click_writer: str = "inline"
     max_upload_bytes: int = 512 * 1024
     # Click quality rules: prefetch and suspicious_headers (server/tracking/classify.py:
     # header_reason) and datacenter (server/tracking/datacenter.py); off: clicks are classified as before.
@@ -165,6 +176,7 @@ def load_settings() -> Settings:
         journal_dir=os.environ.get("JOURNAL_DIR", str(DATA_DIR / "journal")),
         raw_event_retention_days=_int("AFFNET_RAW_EVENT_RETENTION_DAYS", 90),
         click_buffer_max_rows=_int("AFFNET_CLICK_BUFFER_MAX_ROWS", 200_000),
+        click_writer=_click_writer(os.environ.get("AFFNET_CLICK_WRITER", "inline")),
         max_upload_bytes=_int("MAX_UPLOAD_BYTES", 512 * 1024),
         click_quality_checks=_bool("AFFNET_CLICK_QUALITY_CHECKS", True),
         visitor_cookie=_bool("AFFNET_VISITOR_COOKIE", True),

@@ -15,6 +15,12 @@ the rows are read back from the journal a batch at a time, in order, each writte
 journal's commit mark moves past them as they are stored). Without a journal (tests, tools) there
 is nowhere else to keep a row: the bound does not apply, and rows over it are said in the log
 once per interval; dropping a click would lose money, a growing buffer only memory.
+
+With a remote writer (`remote`: the click writer process, server/tracking/writer_process.py) rows
+are kept in the journal only, from the start: the serving process never holds or reads them again,
+and each write names the journal records to store (from the committed mark on) to the other
+process, then moves the mark as far as it says it stored. A row the journal could not take (a full
+disk) is kept in memory and written here by `writer`, as without one.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from server.core.logthrottle import LogThrottle
 from server.tracking.journal import Checkpoint, Journal, Mark
@@ -30,6 +37,17 @@ from server.tracking.journal import Checkpoint, Journal, Mark
 log = logging.getLogger("affnet.tracking")
 
 Writer = Callable[[list[tuple]], Awaitable[None]]
+
+
+class RemoteWriter(Protocol):
+    """Stores journal records in another process (server/tracking/writer_process.py)."""
+
+    async def start(self) -> None: ...
+
+    async def store(self, ranges: list[tuple[str, int, int]], limit: int) -> tuple[int, str, int]: ...
+
+    async def stop(self) -> None: ...
+
 
 MAX_ROWS = 200_000  # rows held in memory at most (with a journal); ~200 MB of clicks
 
@@ -45,6 +63,7 @@ class EventBuffer:
         max_backoff: float = 5.0,
         journal: Journal | None = None,
         max_rows: int = MAX_ROWS,
+        remote: RemoteWriter | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
@@ -52,7 +71,10 @@ class EventBuffer:
             raise ValueError("max_rows must be at least 1")
         if flush_interval <= 0:
             raise ValueError("flush_interval must be positive")
+        if remote is not None and journal is None:
+            raise ValueError("a remote writer reads the journal: give the buffer one")
         self._writer = writer
+        self._remote = remote
         self.journal = journal
         self._flush_interval = flush_interval
         self._max_batch = max_batch
@@ -83,8 +105,9 @@ class EventBuffer:
 
     @property
     def spilled(self) -> int:
-        """Rows waiting in the journal only: memory held max_rows already."""
-        return self._spilled
+        """Rows waiting in the journal only because memory held max_rows already (with a remote
+        writer every row waits there, by design: 0)."""
+        return 0 if self._remote is not None else self._spilled
 
     @property
     def failing(self) -> int:
@@ -166,13 +189,20 @@ class EventBuffer:
             # Rows journaled by processes that died before storing them go first, and now.
             self._spill, self._room, self._spilled = None, self._max_rows, 0
             recovered = self.journal.open()
-            if len(recovered) > self._max_rows:
+            if self._remote is not None:
+                # Every row goes to the journal only (`add` finds no room), from its first record on.
+                self._spill, self._room, self._spilled = self.journal.oldest(), 0, len(recovered)
+                if recovered:
+                    self._wake.set()
+            elif len(recovered) > self._max_rows:
                 # They were copied into our journal first thing: they come back from there.
                 self._spill, self._room, self._spilled = self.journal.oldest(), 0, len(recovered)
                 self._wake.set()
             elif recovered:
                 self._rows[:0] = recovered
                 self._wake.set()
+        if self._remote is not None:
+            await self._remote.start()
         self._task = asyncio.create_task(self._run(), name="affnet-event-buffer")
 
     async def flush(self) -> int:
@@ -183,6 +213,8 @@ class EventBuffer:
         waiting in the journal only are taken back and written a batch at a time.
         """
         async with self._lock:
+            if self._remote is not None:
+                return await self._flush_remote(self._remote)
             budget = self.pending
             total = 0
             while budget > 0:
@@ -200,6 +232,41 @@ class EventBuffer:
                 if self._spill is None:
                     break  # rows added meanwhile wait for the next flush
             return total
+
+    async def _flush_remote(self, remote: RemoteWriter) -> int:
+        """flush() with a remote writer: the rows in memory (the journal could not take them) here,
+        then the journal's records waiting now, by the other process, max_batch at a time."""
+        total = 0
+        if self._rows:
+            rows, self._rows = self._rows, []
+            total += await self._write(rows)
+        journal = self.journal
+        assert journal is not None
+        budget = self._spilled
+        while budget > 0 and self._spill is not None:
+            end = journal.mark()
+            if end is None:
+                break  # no segment (a full disk): what was journaled before waits for one
+            ranges = journal.ranges(self._spill, end)
+            if not ranges:
+                break
+            try:
+                done, path, offset = await remote.store(ranges, self._max_batch)
+            except Exception:
+                if journal.is_open:
+                    await self._sync_journal()
+                raise
+            mark = journal.mark_at(path, offset)
+            journal.committed(journal.checkpoint_at(mark))
+            self._spill = mark
+            self._spilled -= done
+            self._written += done
+            self.last_write_at = time.monotonic()
+            total += done
+            budget -= done
+            if done == 0:
+                break
+        return total
 
     async def _write(self, rows: list[tuple]) -> int:
         self._in_flight = len(rows)
@@ -247,6 +314,13 @@ class EventBuffer:
             await asyncio.wait([task])
             if not task.cancelled() and task.exception() is not None:
                 log.error("event buffer task had died", exc_info=task.exception())
+        try:
+            await self._stop_writing(give_up_after)
+        finally:
+            if self._remote is not None:
+                await self._remote.stop()
+
+    async def _stop_writing(self, give_up_after: float) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + give_up_after
         delay = self._flush_interval

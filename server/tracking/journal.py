@@ -229,6 +229,31 @@ class Journal:
         end = self.mark()
         return end is not None and mark.segment is end.segment and mark.offset >= end.offset
 
+    def ranges(self, since: Mark, until: Mark) -> list[tuple[str, int, int]]:
+        """The records journaled from `since` up to `until`, as (segment file, start, end) per
+        segment, oldest first: what another process reads to store them (read_range)."""
+        out: list[tuple[str, int, int]] = []
+        started = False
+        for segment in self._all():
+            if segment is since.segment:
+                started = True
+            if not started:
+                continue
+            start = since.offset if segment is since.segment else DATA_START
+            end = until.offset if segment is until.segment else segment.offset
+            if end > start:
+                out.append((str(segment.path), start, end))
+            if segment is until.segment:
+                return out
+        raise ValueError("the marks are not in this journal, in this order")
+
+    def mark_at(self, path: str, offset: int) -> Mark:
+        """The place `offset` in this journal's segment file `path` (one `ranges` named)."""
+        for segment in self._all():
+            if str(segment.path) == path:
+                return Mark(segment, offset)
+        raise ValueError(f"{path} is not a segment of this journal")
+
     def checkpoint_at(self, mark: Mark) -> Checkpoint:
         """A checkpoint at `mark` rather than at the end: what a buffer commits once the rows before
         it are written while rows after it wait in the journal only."""

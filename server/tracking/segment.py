@@ -123,6 +123,32 @@ class Segment:
         self._map.close()
 
 
+def read_range(path: str, start: int, end: int, limit: int, moment_at: int = 1) -> tuple[list[tuple], int]:
+    """Up to `limit` rows of the records written between `start` and `end` (record boundaries another
+    process gave: its records there are whole) of a segment file, and the offset after them. How a
+    click writer process (server/tracking/writer_process.py) reads what the serving process journaled,
+    from the page cache the two share: a record that does not check out is an error, never skipped."""
+    rows: list[tuple] = []
+    if start >= end:
+        return rows, start
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = os.pread(fd, end - start, start)
+    finally:
+        os.close(fd)
+    at, stop = 0, len(data)
+    if stop != end - start:
+        raise ValueError(f"event journal {path}: ends at {start + stop}, before {end}")
+    while at < stop and len(rows) < limit:
+        length, crc = _FRAME.unpack_from(data, at)
+        payload = data[at + _FRAME.size : at + _FRAME.size + length]
+        if length == 0 or len(payload) != length or zlib.crc32(payload) != crc:
+            raise ValueError(f"event journal {path}: record at {start + at} does not check out")
+        rows.append(_decode(payload, moment_at))
+        at += _FRAME.size + length
+    return rows, start + at
+
+
 def read_segment(path: Path, moment_at: int = 1) -> tuple[list[tuple], int]:
     """The rows of one segment after its committed mark, and how many bytes after the last whole
     record are not zeros (0 unless a record was torn: a crash in the middle of writing it)."""

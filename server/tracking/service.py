@@ -194,13 +194,8 @@ class Redirector:
         self.counter.clear()
 
     async def store(self, rows: list[tuple]) -> None:
-        """The click buffer's writer: settle the batch's reasons in Redis, a Redis call per
-        batch_counts.ROWS_PER_CALL clicks, then store it once. A retried batch is settled again from
-        its first row: its counted clicks answer as counted."""
-        settled: list[tuple] = []
-        for part in batch_counts.per_call(rows):
-            settled += await self.counter.classify(part)
-        await write_clicks(settled)
+        """The click buffer's writer, in this process (see store_clicks)."""
+        await store_clicks(self.counter, rows)
 
     def decide(
         self,
@@ -322,6 +317,17 @@ class Redirector:
 
 
 # --- the batched writer --------------------------------------------------------------------------
+
+
+async def store_clicks(counter: ClickCounter, rows: list[tuple]) -> None:
+    """Settle a batch's reasons in Redis, a Redis call per batch_counts.ROWS_PER_CALL clicks, then
+    store it once: in the serving process (Redirector.store) or in a click writer process
+    (workers/click_writer.py). A retried batch is settled again from its first row: its counted
+    clicks answer as counted."""
+    settled: list[tuple] = []
+    for part in batch_counts.per_call(rows):
+        settled += await counter.classify(part)
+    await write_clicks(settled)
 
 
 async def write_clicks(rows: list[tuple]) -> None:

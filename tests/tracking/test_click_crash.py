@@ -56,8 +56,26 @@ async def _until(condition, within: float, what: str) -> None:
         await asyncio.sleep(0.1)
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's end is reaped by whoever adopted it)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
 @pytest.mark.slow
-async def test_clicks_answered_before_kill_9_are_all_stored_once_after_restart(app, clean, settings, tmp_path):
+@pytest.mark.parametrize("writer", ["inline", "process"])
+async def test_clicks_answered_before_kill_9_are_all_stored_once_after_restart(app, clean, settings, tmp_path, writer):
+    # `process`: a click writer process stores what the server journals (server/tracking/writer_process.py).
     setup = await campaign_with_link(settings)
     journal_dir = tmp_path / "journal"
     env = {
@@ -69,6 +87,7 @@ async def test_clicks_answered_before_kill_9_are_all_stored_once_after_restart(a
         "MEDIA_DIR": settings.media_dir,
         "JOURNAL_DIR": str(journal_dir),
         "PYTHONUNBUFFERED": "1",
+        "AFFNET_CLICK_WRITER": writer,
     }
     log = tmp_path / "server.log"
     proc, url = _serve(env, log)
@@ -91,9 +110,13 @@ async def test_clicks_answered_before_kill_9_are_all_stored_once_after_restart(a
                 120,
                 f"{ANSWERED_BEFORE_KILL} answered clicks",
             )
+            helpers = _children(proc.pid)  # the click writer process, with `process`
+            assert len(helpers) == (1 if writer == "process" else 0), helpers
             os.kill(proc.pid, signal.SIGKILL)  # mid-load: requests in flight, clicks in the buffer
             proc.wait(timeout=10)
             await asyncio.gather(*visitors)
+            # The orphaned writer finishes the batch it holds and exits: its input closed with the server.
+            await _until(lambda: asyncio.sleep(0, not any(map(_running, helpers))), 30, "the writer process ended")
     finally:
         proc.kill()
         proc.wait()
