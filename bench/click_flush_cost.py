@@ -1,6 +1,7 @@
 """What the click buffer's flush costs the process that serves /c/{code}, by rate and by thread.
 
     .venv/bin/python bench/click_flush_cost.py [--runs 3] [--seconds 10] [--postgres | --database-url URL]
+        [--phases raw,process]
 
 One `affnet serve` process (uvicorn, as production runs it), every click from another reader (the
 --distinct-visitors load of bench/click_redirect.py, so every click is counted in Redis at the
@@ -111,7 +112,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL cluster on loopback")
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
+    parser.add_argument(
+        "--phases", default="raw,click,classify,off,process", help="which phases, of raw,click,classify,off,process"
+    )
     args = parser.parse_args()
+    chosen = {*args.phases.split(","), "raw"}  # the ceiling always
+    for name in [n for n in PHASES if n not in chosen]:
+        del PHASES[name]
     seconds, runs = min(max(args.seconds, 2), 60), min(max(args.runs, 1), 5)
     ensure_tools("wrk")
     os.environ["TRUSTED_PROXIES"] = "127.0.0.1"  # X-Forwarded-For believed from loopback only
