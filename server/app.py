@@ -190,13 +190,7 @@ def create_app(settings: Settings | None = None) -> FastPaths:
     conversion_writer = ConversionWriter()  # concurrent reports' rows, committed a batch at a time
     # Duplicates, network rates, caps and budgets are counted in Redis for every process at once,
     # one call per flushed batch of clicks (server/tracking/counting.py).
-    click_counter = ClickCounter(
-        redis,
-        columns=tracking.CLICK_COLUMNS,
-        seed=tracking.stored_valid_clicks,
-        seed_total=traffic.valid_clicks_ever,
-        limits_of=tracking.limits_of,
-    )
+    click_counter = tracking.click_counter(redis, traffic.valid_clicks_ever)
     redirector = tracking.Redirector(
         token_key=_derived_secret(settings, "click-token").encode(),
         visitor_key=_derived_secret(settings, "visitor").encode(),

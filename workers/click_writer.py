@@ -59,12 +59,10 @@ async def serve(config: dict[str, Any], reader: asyncio.StreamReader, write: Any
     await db.start(engine)
     redis = Redis.from_url(config["redis_url"], socket_timeout=2, socket_connect_timeout=2)
     listener = Redis.from_url(config["redis_url"], socket_connect_timeout=2)
-    counter = _TellingCounter(
+    counter = tracking.click_counter(
         redis,
-        columns=tracking.CLICK_COLUMNS,
-        seed=tracking.stored_valid_clicks,
-        seed_total=traffic.valid_clicks_ever,
-        limits_of=tracking.limits_of,
+        traffic.valid_clicks_ever,
+        _TellingCounter,
         rate=config["rate"],
         window_ms=config["window_ms"],
         dedup_seconds=config["dedup_seconds"],

@@ -25,7 +25,7 @@ from server.core.errors import NotFound
 from server.tracking import click_rules, datacenter
 from server.tracking.cache import Target
 from server.tracking.classify import Reason, is_bot, reason_label, ua_family
-from server.tracking.counting import CANDIDATE, RATE_ONLY, SETTLED, ClickCounter, Key, Limits
+from server.tracking.counting import CANDIDATE, RATE_ONLY, SETTLED, ClickCounter, Key, Limits, SeedTotal
 from server.tracking.records import LinkTarget, PublisherLink
 from server.tracking.tables import Click
 from server.tracking.tokens import issue_click_id
@@ -317,6 +317,18 @@ class Redirector:
 
 
 # --- the batched writer --------------------------------------------------------------------------
+
+
+def click_counter(
+    redis: Any, seed_total: SeedTotal, kind: type[ClickCounter] = ClickCounter, **tuning: int
+) -> ClickCounter:
+    """The counter of the network's clicks (server/tracking/counting.py), in a server process or a
+    click writer process: the click table's columns, day counters seeded from the stored clicks,
+    a campaign's total from `seed_total` (the reports' rollups and the clicks since), limits from
+    the campaigns; `tuning`: the network rate's and duplicates' windows, when not the defaults."""
+    return kind(
+        redis, columns=CLICK_COLUMNS, seed=stored_valid_clicks, seed_total=seed_total, limits_of=limits_of, **tuning
+    )
 
 
 async def store_clicks(counter: ClickCounter, rows: list[tuple]) -> None:
