@@ -82,11 +82,14 @@ async def finance_api_key(monkeypatch) -> str:
 async def test_revenue_counts_the_margin_of_conversions_approved_in_the_dates_and_nothing_else(
     client, new_client, settings
 ):
-    now = datetime.now(UTC)
-    today = now.date()
     inside = await approved_conversions(settings, client, 2, hold_days=0)
     later_inside = await approved_conversions(settings, client, 1, hold_days=3)
     outside = await approved_conversions(settings, client, 3, hold_days=10)
+    # Taken once every conversion is in: on a loaded machine the setup can outlast the first run's 5 s,
+    # and a conversion reported after `now + 5 s` would wait for the second run (the fresh-clone run of
+    # 2026-12-07 saw one of `inside` booked on the day of the second).
+    now = datetime.now(UTC)
+    today = now.date()
     for moment in (now + timedelta(seconds=5), now + timedelta(days=4), now + timedelta(days=11)):
         await approval.run(now=moment)  # the job's clock is each approval's effective date
     first, second, third = [await margin_of(s.campaign_id) for s in (inside, later_inside, outside)]
